@@ -1,0 +1,366 @@
+/*
+ * Broker client: one UNIX SOCK_SEQPACKET connection, strictly request/reply.
+ *
+ * The socket is non-blocking and every wait goes through poll() with the
+ * deadline of the current call, so a broker that stops answering costs the
+ * application at most one timeout. Replies are matched by request id; a
+ * late reply to a request that already timed out is discarded (closing any
+ * fd it carried) instead of being taken for the answer to the next one.
+ */
+#include "broker_client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "options.h"
+#include "util.h"
+
+struct SageBroker {
+        int fd;
+        int timeout_ms;
+        uint32_t next_request_id;
+        pthread_mutex_t lock;
+        SageHelloReply hello;
+        char last_error[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
+};
+
+int sage_broker_default_socket(char *buf, size_t size) {
+        const char *env = sage_options()->socket;
+        const char *xdg;
+        int n;
+
+        if (env && env[0])
+                n = snprintf(buf, size, "%s", env);
+        else if (geteuid() == 0)
+                n = snprintf(buf, size, "%s", SAGE_DEFAULT_SOCKET_ROOT);
+        else if ((xdg = getenv("XDG_RUNTIME_DIR")) && xdg[0] == '/')
+                n = snprintf(buf, size, "%s/sage/saged.sock", xdg);
+        else
+                n = snprintf(buf, size, "/run/user/%u/sage/saged.sock", (unsigned)geteuid());
+        if (n < 0 || (size_t)n >= size)
+                return -ENAMETOOLONG;
+        return 0;
+}
+
+static int remaining_ms(uint64_t deadline_ns) {
+        uint64_t now = sage_now_ns();
+        if (now >= deadline_ns)
+                return 0;
+        return (int)((deadline_ns - now + 999999) / 1000000);
+}
+
+static int wait_for(int fd, short events, uint64_t deadline_ns) {
+        struct pollfd p = { .fd = fd, .events = events };
+        for (;;) {
+                int ms = remaining_ms(deadline_ns);
+                int r;
+                if (ms == 0)
+                        return -ETIMEDOUT;
+                r = poll(&p, 1, ms);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r < 0)
+                        return -errno;
+                if (r == 0)
+                        return -ETIMEDOUT;
+                return 0;
+        }
+}
+
+SageBroker *sage_broker_free(SageBroker *b) {
+        if (!b)
+                return NULL;
+        if (b->fd >= 0)
+                close(b->fd);
+        pthread_mutex_destroy(&b->lock);
+        free(b);
+        return NULL;
+}
+
+/* Send `req`, wait for the reply with its request id. Caller holds the lock.
+ * *reply_fd receives the fd of a reply that carries one (else -1). */
+static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
+                    SageListEntry *list_storage, int *reply_fd) {
+        uint64_t deadline = sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull;
+        uint8_t *buf;
+        int r;
+
+        if (reply_fd)
+                *reply_fd = -1;
+        if (b->fd < 0)
+                return -EPIPE;
+        req->header.request_id = b->next_request_id++;
+        b->last_error[0] = 0;
+
+        buf = malloc(SAGE_PROTO_MAX_MESSAGE);
+        if (!buf)
+                return -ENOMEM;
+        ssize_t len = sage_proto_encode(req, buf, SAGE_PROTO_MAX_MESSAGE);
+        if (len < 0) {
+                r = (int)len;
+                goto out;
+        }
+        for (;;) {
+                r = sage_proto_send(b->fd, buf, (size_t)len, fds, n_fds);
+                if (r != -EAGAIN)
+                        break;
+                r = wait_for(b->fd, POLLOUT, deadline);
+                if (r < 0)
+                        goto out;
+        }
+        if (r < 0)
+                goto out;
+
+        for (;;) {
+                int rfds[SAGE_PROTO_MAX_FDS];
+                size_t n_rfds = 0;
+                ssize_t n;
+
+                r = wait_for(b->fd, POLLIN, deadline);
+                if (r < 0)
+                        goto out;
+                n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, rfds, SAGE_PROTO_MAX_FDS, &n_rfds);
+                if (n == -EAGAIN)
+                        continue;
+                if (n == 0) {
+                        r = -EPIPE;
+                        goto out;
+                }
+                if (n < 0) {
+                        r = (int)n;
+                        goto out;
+                }
+                r = sage_proto_decode(buf, (size_t)n, reply, list_storage);
+                if (r == 0 && reply->header.request_id != req->header.request_id) {
+                        /* A late answer to an abandoned request. */
+                        for (size_t i = 0; i < n_rfds; i++)
+                                close(rfds[i]);
+                        continue;
+                }
+                if (r != 0 || n_rfds != sage_proto_expected_fds(reply)) {
+                        for (size_t i = 0; i < n_rfds; i++)
+                                close(rfds[i]);
+                        r = -EPROTO;
+                        goto out;
+                }
+                if (reply->header.type == SAGE_MSG_ERROR) {
+                        snprintf(b->last_error, sizeof(b->last_error), "%s", reply->error.message);
+                        r = reply->error.code > 0 && reply->error.code < 0x10000 ? (int)reply->error.code
+                                                                                   : SAGE_ERR_INTERNAL;
+                        goto out;
+                }
+                if (reply->header.type != (SAGE_MSG_REPLY_BIT | req->header.type)) {
+                        for (size_t i = 0; i < n_rfds; i++)
+                                close(rfds[i]);
+                        r = -EPROTO;
+                        goto out;
+                }
+                if (n_rfds == 1) {
+                        if (reply_fd)
+                                *reply_fd = rfds[0];
+                        else
+                                close(rfds[0]);
+                }
+                r = 0;
+                goto out;
+        }
+out:
+        free(buf);
+        /* Transport failures leave the stream in an unknown state: a timed-out
+         * request's reply may still come, which the id check absorbs, but a
+         * protocol error means we no longer understand the broker. */
+        if (r == -EPROTO || r == -EPIPE || r == -ECONNRESET) {
+                close(b->fd);
+                b->fd = -1;
+        }
+        return r;
+}
+
+static int call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
+                SageListEntry *list_storage, int *reply_fd) {
+        int r;
+        pthread_mutex_lock(&b->lock);
+        r = transact(b, req, fds, n_fds, reply, list_storage, reply_fd);
+        pthread_mutex_unlock(&b->lock);
+        return r;
+}
+
+int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms) {
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        char default_path[sizeof(addr.sun_path)];
+        SageBroker *b;
+        SageMessage req, reply;
+        int r;
+
+        *out = NULL;
+        if (!path) {
+                r = sage_broker_default_socket(default_path, sizeof(default_path));
+                if (r < 0)
+                        return r;
+                path = default_path;
+        }
+        if (strlen(path) >= sizeof(addr.sun_path))
+                return -ENAMETOOLONG;
+        memcpy(addr.sun_path, path, strlen(path) + 1);
+
+        b = calloc(1, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        pthread_mutex_init(&b->lock, NULL);
+        b->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+        b->next_request_id = 1;
+        b->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (b->fd < 0) {
+                r = -errno;
+                sage_broker_free(b);
+                return r;
+        }
+        /* A UNIX connect either completes at once or fails with EAGAIN when
+         * the listen backlog is full; retry that until the deadline. */
+        uint64_t deadline = sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull;
+        while (connect(b->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+                r = -errno;
+                if (r == -EINTR)
+                        continue;
+                if (r == -EINPROGRESS) {
+                        int err = 0;
+                        socklen_t len = sizeof(err);
+                        r = wait_for(b->fd, POLLOUT, deadline);
+                        if (r == 0 && getsockopt(b->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                                r = -errno;
+                        else if (r == 0 && err)
+                                r = -err;
+                        if (r < 0) {
+                                sage_broker_free(b);
+                                return r;
+                        }
+                        break;
+                }
+                if (r != -EAGAIN || remaining_ms(deadline) == 0) {
+                        sage_broker_free(b);
+                        return r == -EAGAIN ? -ETIMEDOUT : r;
+                }
+                poll(NULL, 0, 1);
+        }
+
+        sage_proto_init(&req, SAGE_MSG_HELLO, 0);
+        req.hello.client_version = SAGE_PROTO_VERSION;
+        req.hello.pid = (uint32_t)getpid();
+        r = call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r != 0) {
+                sage_broker_free(b);
+                return r > 0 ? -EPROTO : r;
+        }
+        b->hello = reply.hello_reply;
+        *out = b;
+        return 0;
+}
+
+const SageHelloReply *sage_broker_hello(const SageBroker *b) {
+        return &b->hello;
+}
+
+int sage_broker_fd(const SageBroker *b) {
+        return b->fd;
+}
+
+const char *sage_broker_last_error(const SageBroker *b) {
+        return b->last_error;
+}
+
+int sage_broker_ping(SageBroker *b) {
+        SageMessage req, reply;
+        sage_proto_init(&req, SAGE_MSG_PING, 0);
+        return call(b, &req, NULL, 0, &reply, NULL, NULL);
+}
+
+int sage_broker_lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
+                       int *fd_out) {
+        SageMessage req, reply;
+        int fd = -1, r;
+
+        *fd_out = -1;
+        sage_proto_init(&req, SAGE_MSG_LOOKUP, 0);
+        req.lookup = (SageExtentKey){ .hash = hash, .size = size, .device = device };
+        r = call(b, &req, NULL, 0, &reply, NULL, &fd);
+        if (r != 0)
+                return r;
+        if (!reply.lookup_reply.found)
+                return SAGE_ERR_NOT_FOUND;
+        if (reply.lookup_reply.size != size) {
+                close(fd);
+                return -EPROTO;
+        }
+        if (extent_id)
+                *extent_id = reply.lookup_reply.extent_id;
+        *fd_out = fd;
+        return 0;
+}
+
+int sage_broker_publish(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
+                        uint64_t *extent_id, int *existed) {
+        SageMessage req, reply;
+        int r;
+
+        sage_proto_init(&req, SAGE_MSG_PUBLISH, 0);
+        req.header.flags = flags;
+        req.publish = (SageExtentKey){ .hash = hash, .size = size, .device = device };
+        r = call(b, &req, &fd, 1, &reply, NULL, NULL);
+        if (r != 0)
+                return r;
+        if (extent_id)
+                *extent_id = reply.publish_reply.extent_id;
+        if (existed)
+                *existed = reply.publish_reply.existed;
+        return 0;
+}
+
+int sage_broker_release(SageBroker *b, uint64_t extent_id) {
+        SageMessage req, reply;
+        sage_proto_init(&req, SAGE_MSG_RELEASE, 0);
+        req.release = extent_id;
+        return call(b, &req, NULL, 0, &reply, NULL, NULL);
+}
+
+int sage_broker_stats(SageBroker *b, SageStats *out) {
+        SageMessage req, reply;
+        int r;
+        sage_proto_init(&req, SAGE_MSG_STATS, 0);
+        r = call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r == 0)
+                *out = reply.stats_reply;
+        return r;
+}
+
+int sage_broker_list(SageBroker *b, uint64_t after_id, SageListEntry *entries, uint32_t *n_entries, int *more) {
+        SageMessage req, reply;
+        int r;
+        sage_proto_init(&req, SAGE_MSG_LIST, 0);
+        req.list.after_id = after_id;
+        r = call(b, &req, NULL, 0, &reply, entries, NULL);
+        if (r != 0)
+                return r;
+        *n_entries = reply.list_reply.n_entries;
+        *more = reply.list_reply.more;
+        return 0;
+}
+
+int sage_broker_evict(SageBroker *b, uint64_t extent_id, uint32_t flags, SageEvictReply *out) {
+        SageMessage req, reply;
+        int r;
+        sage_proto_init(&req, SAGE_MSG_EVICT, 0);
+        req.header.flags = flags;
+        req.evict.extent_id = extent_id;
+        r = call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r == 0 && out)
+                *out = reply.evict_reply;
+        return r;
+}

@@ -1,0 +1,68 @@
+/*
+ * Client side of the broker protocol, for libsage and sagectl.
+ *
+ * Every call is bounded in time: connecting and each request/reply exchange
+ * wait at most the timeout given to sage_broker_connect(), so an application
+ * never hangs on a stuck or dead broker; the caller then falls back to the
+ * plain driver path. One connection may be shared by several threads (calls
+ * are serialised by a mutex). A send to a dead broker never raises SIGPIPE.
+ *
+ * Returns: 0 on success; a positive SageProtoError the broker answered with
+ * (SAGE_ERR_NOT_FOUND, SAGE_ERR_BUDGET, ...); a negative errno for transport
+ * failures (-ETIMEDOUT, -ECONNREFUSED, -ENOENT, -EPIPE, -EPROTO). After a
+ * negative return other than -ENOENT/-ECONNREFUSED from connect, treat the
+ * connection as broken: free it and (later) reconnect.
+ *
+ * Extent fds received from lookups are read-only grants by contract: the fd
+ * itself carries no protection, so the caller must map them with
+ * CU_MEM_ACCESS_FLAGS_PROT_READ only (see daemon/README.md, "Security").
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+typedef struct SageBroker SageBroker;
+
+/* The socket path: SAGE_SOCKET, else SAGE_DEFAULT_SOCKET_ROOT for root,
+ * else $XDG_RUNTIME_DIR/sage/saged.sock (or /run/user/UID/sage/saged.sock). */
+int sage_broker_default_socket(char *buf, size_t size);
+
+/* Connect (path NULL: the default) and say HELLO. timeout_ms applies to the
+ * connect and, later, to every request. */
+int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms);
+SageBroker *sage_broker_free(SageBroker *broker);
+
+/* What the broker said in reply to HELLO. */
+const SageHelloReply *sage_broker_hello(const SageBroker *broker);
+int sage_broker_fd(const SageBroker *broker);
+
+int sage_broker_ping(SageBroker *broker);
+
+/* A hit returns 0 with *extent_id and *fd_out (O_CLOEXEC; the caller owns
+ * it and must map it PROT_READ only); a miss returns SAGE_ERR_NOT_FOUND. */
+int sage_broker_lookup(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
+                       uint64_t *extent_id, int *fd_out);
+
+/* Offer an extent: `fd` is a POSIX-fd export of a cuMemCreate allocation of
+ * exactly `size` bytes on `device`, already filled. The fd is not consumed.
+ * On success the caller holds one reference on *extent_id (release it when
+ * the mapping goes away); *existed tells if the broker already had it. */
+int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
+                        uint32_t flags, int fd, uint64_t *extent_id, int *existed);
+
+int sage_broker_release(SageBroker *broker, uint64_t extent_id);
+int sage_broker_stats(SageBroker *broker, SageStats *out);
+
+/* One page of the extent list: entries with id > after_id, at most
+ * SAGE_PROTO_LIST_MAX into `entries`. */
+int sage_broker_list(SageBroker *broker, uint64_t after_id, SageListEntry *entries, uint32_t *n_entries,
+                     int *more);
+
+/* flags: SAGE_EVICT_ALL_UNREFERENCED, or 0 to evict `extent_id`. */
+int sage_broker_evict(SageBroker *broker, uint64_t extent_id, uint32_t flags, SageEvictReply *out);
+
+/* The message of the last ERROR reply ("" if none). */
+const char *sage_broker_last_error(const SageBroker *broker);

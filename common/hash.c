@@ -1,0 +1,48 @@
+/*
+ * XXH3-128 is used header-only (XXH_INLINE_ALL): it inlines the vectorised
+ * kernels into our code and leaves libsage without a runtime dependency on
+ * libxxhash, which GPU nodes often lack. XXH3 is fast, not collision
+ * resistant: callers that share across trust boundaries verify bytes.
+ */
+#include "hash.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+SageHash sage_hash(const void *data, size_t size) {
+        XXH128_hash_t h = XXH3_128bits(data, size);
+        return (SageHash){ .low = h.low64, .high = h.high64 };
+}
+
+void sage_hash_format(SageHash hash, char out[33]) {
+        snprintf(out, 33, "%016llx%016llx", (unsigned long long)hash.high, (unsigned long long)hash.low);
+}
+
+int sage_hash_parse(const char *text, SageHash *out) {
+        unsigned long long high = 0, low = 0;
+
+        for (int i = 0; i < 32; i++) {
+                char c = text[i];
+                unsigned v;
+
+                if (c >= '0' && c <= '9')
+                        v = (unsigned)(c - '0');
+                else if (c >= 'a' && c <= 'f')
+                        v = (unsigned)(c - 'a' + 10);
+                else if (c >= 'A' && c <= 'F')
+                        v = (unsigned)(c - 'A' + 10);
+                else
+                        return -EINVAL;
+                if (i < 16)
+                        high = high << 4 | v;
+                else
+                        low = low << 4 | v;
+        }
+        if (text[32])
+                return -EINVAL;
+        *out = (SageHash){ .low = low, .high = high };
+        return 0;
+}

@@ -1,0 +1,241 @@
+/*
+ * The broker wire protocol: what libsage, sagectl and saged say to each other.
+ *
+ * Transport: a UNIX SOCK_SEQPACKET socket, one message per packet, file
+ * descriptors (extent handles) passed as SCM_RIGHTS ancillary data.
+ * Every message is a fixed 20-byte header followed by a typed payload, all
+ * integers little-endian, encoded and decoded field by field (never by
+ * casting structs onto the buffer), bounded by SAGE_PROTO_MAX_MESSAGE.
+ *
+ *   offset size  field
+ *        0    4  magic          SAGE_PROTO_MAGIC ("SAGE" on the wire)
+ *        4    2  version        SAGE_PROTO_VERSION
+ *        6    2  type           SageMessageType (replies have bit 15 set)
+ *        8    4  flags          per type; unknown bits must be zero
+ *       12    4  request id     chosen by the client, echoed in the reply
+ *       16    4  payload length bytes after the header
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hash.h"
+
+#define SAGE_PROTO_MAGIC 0x45474153u /* "SAGE" little-endian */
+#define SAGE_PROTO_VERSION 1
+#define SAGE_PROTO_HEADER_SIZE 20
+#define SAGE_PROTO_MAX_MESSAGE 65536
+#define SAGE_PROTO_MAX_FDS 4
+#define SAGE_PROTO_ERROR_MESSAGE_MAX 200
+/* LIST replies are paged: at most this many entries per reply. */
+#define SAGE_PROTO_LIST_MAX 512
+
+#define SAGE_MSG_REPLY_BIT 0x8000u
+
+typedef enum SageMessageType {
+        SAGE_MSG_HELLO = 1,
+        SAGE_MSG_PING = 2,
+        SAGE_MSG_LOOKUP = 3,
+        SAGE_MSG_PUBLISH = 4,
+        SAGE_MSG_RELEASE = 5,
+        SAGE_MSG_STATS = 6,
+        SAGE_MSG_LIST = 7,
+        SAGE_MSG_EVICT = 8,
+
+        SAGE_MSG_HELLO_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_HELLO,
+        SAGE_MSG_PONG = SAGE_MSG_REPLY_BIT | SAGE_MSG_PING,
+        SAGE_MSG_LOOKUP_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LOOKUP,
+        SAGE_MSG_PUBLISH_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_PUBLISH,
+        SAGE_MSG_RELEASE_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_RELEASE,
+        SAGE_MSG_STATS_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_STATS,
+        SAGE_MSG_LIST_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LIST,
+        SAGE_MSG_EVICT_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_EVICT,
+        SAGE_MSG_ERROR = SAGE_MSG_REPLY_BIT | 0x7fff,
+} SageMessageType;
+
+/*
+ * Error codes: returned (positive) by the decoder, and carried by ERROR
+ * replies. Stable on the wire: append only.
+ */
+typedef enum SageProtoError {
+        SAGE_ERR_OK = 0,
+        SAGE_ERR_MALFORMED = 1,      /* bad lengths, truncated, nonzero reserved bits */
+        SAGE_ERR_BAD_MAGIC = 2,
+        SAGE_ERR_VERSION = 3,        /* protocol version not spoken */
+        SAGE_ERR_UNKNOWN_TYPE = 4,
+        SAGE_ERR_TOO_LARGE = 5,      /* over SAGE_PROTO_MAX_MESSAGE */
+        SAGE_ERR_NOT_FOUND = 6,      /* no such extent (in the caller's namespace) */
+        SAGE_ERR_BUDGET = 7,         /* publishing would exceed the budget */
+        SAGE_ERR_PERMISSION = 8,
+        SAGE_ERR_DRIVER = 9,         /* the driver refused (import, export, map) */
+        SAGE_ERR_BAD_FD = 10,        /* missing, extra, or unusable file descriptor */
+        SAGE_ERR_SIZE_MISMATCH = 11, /* published handle is not the announced size */
+        SAGE_ERR_BAD_DEVICE = 12,    /* device not served by this broker */
+        SAGE_ERR_BUSY = 13,          /* extent referenced; cannot evict */
+        SAGE_ERR_LIMIT = 14,         /* per-client limit reached */
+        SAGE_ERR_INTERNAL = 15,
+        SAGE_ERR_NO_DRIVER = 16,     /* the broker runs without a CUDA driver */
+        _SAGE_ERR_MAX,
+} SageProtoError;
+
+const char *sage_proto_error_name(int code);
+const char *sage_proto_type_name(unsigned type);
+
+/* PUBLISH flags. */
+#define SAGE_PUBLISH_SEALED 0x1u /* the publisher asserts the content is read-only from now on */
+#define SAGE_PUBLISH_FLAGS_ALL SAGE_PUBLISH_SEALED
+/* EVICT flags. */
+#define SAGE_EVICT_ALL_UNREFERENCED 0x1u
+#define SAGE_EVICT_FLAGS_ALL SAGE_EVICT_ALL_UNREFERENCED
+
+typedef struct SageHeader {
+        uint32_t magic;
+        uint16_t version;
+        uint16_t type;
+        uint32_t flags;
+        uint32_t request_id;
+        uint32_t payload_length;
+} SageHeader;
+
+typedef struct SageHello {
+        uint32_t client_version; /* SAGE_PROTO_VERSION of the client */
+        uint32_t pid;            /* informational only: the broker trusts SO_PEERCRED */
+} SageHello;
+
+typedef struct SageHelloReply {
+        uint32_t broker_version;
+        uint32_t n_devices;      /* devices this broker serves */
+        uint64_t namespace_id;   /* assigned from the peer's credentials */
+        uint64_t granularity;    /* VMM granularity extents must be a multiple of */
+} SageHelloReply;
+
+typedef struct SageExtentKey {
+        SageHash hash;
+        uint64_t size;
+        uint32_t device;
+} SageExtentKey;
+
+typedef struct SageLookupReply {
+        uint8_t found;           /* 1: an fd rides along; 0: a miss */
+        uint64_t extent_id;
+        uint64_t size;
+} SageLookupReply;
+
+typedef struct SagePublishReply {
+        uint64_t extent_id;
+        uint8_t existed;         /* the key was already resident; the offered fd was dropped */
+} SagePublishReply;
+
+typedef struct SageStats {
+        uint64_t extents;
+        uint64_t bytes_resident;
+        uint64_t budget;
+        uint64_t hits;
+        uint64_t misses;
+        uint64_t clients;
+        uint64_t refs;
+        uint64_t publishes;
+        uint64_t evictions;
+        uint64_t rejected_budget;
+        uint64_t uptime_ns;
+} SageStats;
+
+typedef struct SageListEntry {
+        uint64_t id;
+        uint64_t namespace_id;
+        SageHash hash;
+        uint64_t size;
+        uint32_t device;
+        uint32_t refs;
+        uint32_t publisher_pid;
+        uint32_t flags;          /* SAGE_PUBLISH_* as published */
+        uint64_t idle_ns;        /* time since last use (0 while referenced) */
+} SageListEntry;
+
+#define SAGE_PROTO_LIST_ENTRY_SIZE 64
+
+typedef struct SageList {
+        uint64_t after_id;       /* entries with id > after_id */
+} SageList;
+
+typedef struct SageListReply {
+        uint32_t n_entries;
+        uint8_t more;            /* ask again with after_id = last id */
+        SageListEntry *entries;  /* decode: points into caller storage of SAGE_PROTO_LIST_MAX */
+} SageListReply;
+
+typedef struct SageEvict {
+        uint64_t extent_id;      /* ignored with SAGE_EVICT_ALL_UNREFERENCED */
+} SageEvict;
+
+typedef struct SageEvictReply {
+        uint64_t evicted;
+        uint64_t bytes;
+} SageEvictReply;
+
+typedef struct SageErrorReply {
+        uint32_t code;           /* SageProtoError */
+        char message[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
+} SageErrorReply;
+
+typedef struct SageMessage {
+        SageHeader header;
+        union {
+                SageHello hello;
+                SageHelloReply hello_reply;
+                SageExtentKey lookup;
+                SageLookupReply lookup_reply;
+                SageExtentKey publish;    /* header.flags: SAGE_PUBLISH_* */
+                SagePublishReply publish_reply;
+                uint64_t release;         /* extent id */
+                SageStats stats_reply;
+                SageList list;
+                SageListReply list_reply;
+                SageEvict evict;          /* header.flags: SAGE_EVICT_* */
+                SageEvictReply evict_reply;
+                SageErrorReply error;
+        };
+} SageMessage;
+
+/*
+ * Encode `m` (header.type, flags, request_id taken from it; magic, version
+ * and payload length filled in) into buf. Returns the message length, or
+ * -ENOBUFS / -EINVAL.
+ */
+ssize_t sage_proto_encode(const SageMessage *m, void *buf, size_t size);
+
+/*
+ * Decode one message. Returns 0, or a positive SageProtoError for malformed
+ * input; never reads outside [buf, buf+size). For LIST replies, `list_storage`
+ * (SAGE_PROTO_LIST_MAX entries) receives the entries; it may be NULL
+ * otherwise (a LIST reply then fails with SAGE_ERR_INTERNAL).
+ */
+int sage_proto_decode(const void *buf, size_t size, SageMessage *out, SageListEntry *list_storage);
+
+/* How many fds a message of this type carries (requests and replies). */
+size_t sage_proto_expected_fds(const SageMessage *m);
+
+/* Convenience constructors. */
+void sage_proto_init(SageMessage *m, unsigned type, uint32_t request_id);
+void sage_proto_error(SageMessage *m, uint32_t request_id, int code, const char *format, ...)
+        __attribute__((format(printf, 4, 5)));
+
+/*
+ * Socket helpers. Sends are MSG_NOSIGNAL (a dead peer never raises SIGPIPE
+ * in the application). Receives use MSG_CMSG_CLOEXEC; fds beyond `max_fds`
+ * and fds of truncated messages are closed, never leaked.
+ *
+ * sage_proto_send: returns 0, or negative errno (-EAGAIN on a non-blocking
+ * socket whose peer is not reading).
+ * sage_proto_recv: returns the message length, 0 at end of stream, negative
+ * errno (-EMSGSIZE if truncated, -EBADMSG for bad ancillary data).
+ * *n_fds receives the number of fds stored in fds[].
+ */
+int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);
+ssize_t sage_proto_recv(int sock, void *buf, size_t size, int *fds, size_t max_fds, size_t *n_fds);
+
+/* Encode and send in one call. */
+int sage_proto_send_message(int sock, const SageMessage *m, const int *fds, size_t n_fds);

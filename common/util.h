@@ -1,0 +1,35 @@
+/* Small helpers every SAGE binary uses: cleanup attributes, clocks, sizes. */
+#pragma once
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SAGE_EXPORT __attribute__((visibility("default")))
+#define SAGE_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define SAGE_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SAGE_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+static inline void sage_freep(void *p) {
+        free(*(void **)p);
+}
+static inline void sage_closep(int *fd) {
+        if (*fd >= 0)
+                close(*fd);
+}
+#define _cleanup_free_ __attribute__((cleanup(sage_freep)))
+#define _cleanup_close_ __attribute__((cleanup(sage_closep)))
+
+/* Take ownership out of a cleanup variable. */
+#define SAGE_TAKE_PTR(p) __extension__({ __typeof__(p) _t = (p); (p) = NULL; _t; })
+#define SAGE_TAKE_FD(fd) __extension__({ int _t = (fd); (fd) = -1; _t; })
+
+static inline uint64_t sage_now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* POSIX lets function and object pointers convert (dlsym); ISO C does not. */
+#define SAGE_FN_CAST(type, p) (__extension__(type)(p))

@@ -1,0 +1,324 @@
+/*
+ * Extent store: the broker's bookkeeping of shared GPU memory, with no
+ * knowledge of the driver.
+ *
+ * An extent is keyed by (namespace, hash, size, device). Two chained hash
+ * tables find it by key (LOOKUP, PUBLISH) and by id (RELEASE, EVICT); an
+ * id-ordered list serves paged LIST requests. Every extent whose reference
+ * count is zero sits on the LRU list, least recently used at the head:
+ * those, and only those, may be evicted. Budgets are per device because an
+ * extent's memory lives on one GPU and evicting on another frees nothing
+ * useful. What an extent holds (an imported VMM handle in saged, a marker
+ * in tests) is an opaque payload handed to the injected release callback
+ * when the extent leaves the store, so all of this is unit-testable.
+ */
+#include "extent_store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+struct ExtentStore {
+        ExtentReleaseFn release;
+        ExtentClockFn clock;
+        void *userdata;
+
+        Extent **by_key;
+        Extent **by_id;
+        size_t n_buckets;     /* power of two, shared by both tables */
+        Extent *lru_head, *lru_tail;
+        Extent *all_head, *all_tail;
+        uint64_t next_id;
+
+        uint64_t budget[EXTENT_STORE_MAX_DEVICES];
+        uint64_t resident[EXTENT_STORE_MAX_DEVICES];
+        uint64_t evictable[EXTENT_STORE_MAX_DEVICES]; /* bytes on the LRU list */
+        ExtentStoreCounters counters;
+};
+
+static uint64_t mix(uint64_t x) {
+        x ^= x >> 33;
+        x *= 0xff51afd7ed558ccdull;
+        x ^= x >> 33;
+        x *= 0xc4ceb9fe1a85ec53ull;
+        x ^= x >> 33;
+        return x;
+}
+
+static size_t key_bucket(const ExtentStore *s, uint64_t ns, const SageExtentKey *k) {
+        uint64_t h = mix(ns ^ mix(k->hash.low ^ mix(k->hash.high ^ mix(k->size ^ mix(k->device)))));
+        return (size_t)(h & (s->n_buckets - 1));
+}
+
+static size_t id_bucket(const ExtentStore *s, uint64_t id) {
+        return (size_t)(mix(id) & (s->n_buckets - 1));
+}
+
+static bool key_equal(const Extent *e, uint64_t ns, const SageExtentKey *k) {
+        return e->namespace_id == ns && sage_hash_equal(e->key.hash, k->hash) && e->key.size == k->size &&
+               e->key.device == k->device;
+}
+
+static uint64_t now(const ExtentStore *s) {
+        return s->clock ? s->clock(s->userdata) : sage_now_ns();
+}
+
+int extent_store_new(ExtentStore **out, ExtentReleaseFn release, ExtentClockFn clock, void *userdata) {
+        ExtentStore *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->n_buckets = 64;
+        s->by_key = calloc(s->n_buckets, sizeof(Extent *));
+        s->by_id = calloc(s->n_buckets, sizeof(Extent *));
+        if (!s->by_key || !s->by_id) {
+                free(s->by_key);
+                free(s->by_id);
+                free(s);
+                return -ENOMEM;
+        }
+        s->release = release;
+        s->clock = clock;
+        s->userdata = userdata;
+        s->next_id = 1;
+        for (size_t i = 0; i < EXTENT_STORE_MAX_DEVICES; i++)
+                s->budget[i] = EXTENT_STORE_UNLIMITED;
+        *out = s;
+        return 0;
+}
+
+static void lru_remove(ExtentStore *s, Extent *e) {
+        if (e->lru_prev)
+                e->lru_prev->lru_next = e->lru_next;
+        else
+                s->lru_head = e->lru_next;
+        if (e->lru_next)
+                e->lru_next->lru_prev = e->lru_prev;
+        else
+                s->lru_tail = e->lru_prev;
+        e->lru_prev = e->lru_next = NULL;
+        s->evictable[e->key.device] -= e->key.size;
+}
+
+static void lru_append(ExtentStore *s, Extent *e) {
+        e->lru_next = NULL;
+        e->lru_prev = s->lru_tail;
+        if (s->lru_tail)
+                s->lru_tail->lru_next = e;
+        else
+                s->lru_head = e;
+        s->lru_tail = e;
+        s->evictable[e->key.device] += e->key.size;
+}
+
+static void unlink_chain(Extent **slot, Extent *e, bool by_key) {
+        for (; *slot; slot = by_key ? &(*slot)->next_by_key : &(*slot)->next_by_id)
+                if (*slot == e) {
+                        *slot = by_key ? e->next_by_key : e->next_by_id;
+                        return;
+                }
+}
+
+/* Take `e` out of every index and give its payload back. */
+static void destroy(ExtentStore *s, Extent *e) {
+        unlink_chain(&s->by_key[key_bucket(s, e->namespace_id, &e->key)], e, true);
+        unlink_chain(&s->by_id[id_bucket(s, e->id)], e, false);
+        if (e->refs == 0)
+                lru_remove(s, e);
+        if (e->all_prev)
+                e->all_prev->all_next = e->all_next;
+        else
+                s->all_head = e->all_next;
+        if (e->all_next)
+                e->all_next->all_prev = e->all_prev;
+        else
+                s->all_tail = e->all_prev;
+        s->resident[e->key.device] -= e->key.size;
+        s->counters.extents--;
+        s->counters.bytes_resident -= e->key.size;
+        s->counters.refs -= e->refs;
+        if (s->release)
+                s->release(s->userdata, e);
+        free(e);
+}
+
+ExtentStore *extent_store_free(ExtentStore *s) {
+        if (!s)
+                return NULL;
+        while (s->all_head)
+                destroy(s, s->all_head);
+        free(s->by_key);
+        free(s->by_id);
+        free(s);
+        return NULL;
+}
+
+int extent_store_set_budget(ExtentStore *s, uint32_t device, uint64_t bytes) {
+        if (device >= EXTENT_STORE_MAX_DEVICES)
+                return EXTENT_STORE_E_DEVICE;
+        s->budget[device] = bytes;
+        return 0;
+}
+
+uint64_t extent_store_get_budget(const ExtentStore *s, uint32_t device) {
+        return device < EXTENT_STORE_MAX_DEVICES ? s->budget[device] : 0;
+}
+
+uint64_t extent_store_resident(const ExtentStore *s, uint32_t device) {
+        return device < EXTENT_STORE_MAX_DEVICES ? s->resident[device] : 0;
+}
+
+Extent *extent_store_lookup(ExtentStore *s, uint64_t ns, const SageExtentKey *key) {
+        for (Extent *e = s->by_key[key_bucket(s, ns, key)]; e; e = e->next_by_key)
+                if (key_equal(e, ns, key))
+                        return e;
+        return NULL;
+}
+
+Extent *extent_store_get(ExtentStore *s, uint64_t id) {
+        for (Extent *e = s->by_id[id_bucket(s, id)]; e; e = e->next_by_id)
+                if (e->id == id)
+                        return e;
+        return NULL;
+}
+
+bool extent_store_can_fit(const ExtentStore *s, uint32_t device, uint64_t size) {
+        uint64_t pinned;
+        if (device >= EXTENT_STORE_MAX_DEVICES)
+                return false;
+        pinned = s->resident[device] - s->evictable[device];
+        return size <= s->budget[device] && pinned <= s->budget[device] - size;
+}
+
+static int grow(ExtentStore *s) {
+        size_t n = s->n_buckets * 2;
+        Extent **by_key = calloc(n, sizeof(Extent *));
+        Extent **by_id = calloc(n, sizeof(Extent *));
+
+        if (!by_key || !by_id) {
+                free(by_key);
+                free(by_id);
+                return -ENOMEM;
+        }
+        free(s->by_key);
+        free(s->by_id);
+        s->by_key = by_key;
+        s->by_id = by_id;
+        s->n_buckets = n;
+        for (Extent *e = s->all_head; e; e = e->all_next) {
+                size_t kb = key_bucket(s, e->namespace_id, &e->key), ib = id_bucket(s, e->id);
+                e->next_by_key = by_key[kb];
+                by_key[kb] = e;
+                e->next_by_id = by_id[ib];
+                by_id[ib] = e;
+        }
+        return 0;
+}
+
+int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, uint32_t flags,
+                        uint32_t publisher_pid, void *payload, Extent **out) {
+        uint32_t dev = key->device;
+        Extent *e;
+
+        if (dev >= EXTENT_STORE_MAX_DEVICES)
+                return EXTENT_STORE_E_DEVICE;
+        if (extent_store_lookup(s, ns, key))
+                return EXTENT_STORE_E_EXISTS;
+        if (!extent_store_can_fit(s, dev, key->size))
+                return EXTENT_STORE_E_BUDGET;
+        if (s->counters.extents >= s->n_buckets && grow(s) < 0)
+                return -ENOMEM;
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+
+        /* Make room: least recently used first, this device only. */
+        for (Extent *victim = s->lru_head; victim && s->budget[dev] - key->size < s->resident[dev];) {
+                Extent *next = victim->lru_next;
+                if (victim->key.device == dev) {
+                        s->counters.evictions++;
+                        s->counters.evicted_bytes += victim->key.size;
+                        destroy(s, victim);
+                }
+                victim = next;
+        }
+
+        e->id = s->next_id++;
+        e->namespace_id = ns;
+        e->key = *key;
+        e->flags = flags;
+        e->publisher_pid = publisher_pid;
+        e->payload = payload;
+        e->last_use_ns = now(s);
+        size_t kb = key_bucket(s, ns, key), ib = id_bucket(s, e->id);
+        e->next_by_key = s->by_key[kb];
+        s->by_key[kb] = e;
+        e->next_by_id = s->by_id[ib];
+        s->by_id[ib] = e;
+        e->all_prev = s->all_tail;
+        if (s->all_tail)
+                s->all_tail->all_next = e;
+        else
+                s->all_head = e;
+        s->all_tail = e;
+        lru_append(s, e);
+        s->resident[dev] += key->size;
+        s->counters.extents++;
+        s->counters.bytes_resident += key->size;
+        *out = e;
+        return 0;
+}
+
+void extent_store_ref(ExtentStore *s, Extent *e) {
+        if (e->refs++ == 0)
+                lru_remove(s, e);
+        s->counters.refs++;
+        e->last_use_ns = now(s);
+}
+
+void extent_store_unref(ExtentStore *s, Extent *e) {
+        if (e->refs == 0)
+                return;
+        s->counters.refs--;
+        e->last_use_ns = now(s);
+        if (--e->refs == 0)
+                lru_append(s, e);
+}
+
+int extent_store_evict(ExtentStore *s, Extent *e) {
+        if (e->refs > 0)
+                return EXTENT_STORE_E_BUSY;
+        s->counters.evictions++;
+        s->counters.evicted_bytes += e->key.size;
+        destroy(s, e);
+        return 0;
+}
+
+uint64_t extent_store_evict_unreferenced(ExtentStore *s, bool all_namespaces, uint64_t ns, uint64_t *bytes) {
+        uint64_t count = 0, freed = 0;
+        for (Extent *e = s->lru_head; e;) {
+                Extent *next = e->lru_next;
+                if (all_namespaces || e->namespace_id == ns) {
+                        count++;
+                        freed += e->key.size;
+                        extent_store_evict(s, e);
+                }
+                e = next;
+        }
+        if (bytes)
+                *bytes = freed;
+        return count;
+}
+
+Extent *extent_store_next(ExtentStore *s, uint64_t after_id) {
+        /* Ids grow with insertion order, so the all-list is sorted by id. */
+        for (Extent *e = s->all_head; e; e = e->all_next)
+                if (e->id > after_id)
+                        return e;
+        return NULL;
+}
+
+void extent_store_counters(const ExtentStore *s, ExtentStoreCounters *out) {
+        *out = s->counters;
+}

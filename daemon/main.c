@@ -1,0 +1,265 @@
+/*
+ * saged: command line, budgets, signals, daemonising; then the server loop.
+ *
+ * SIGTERM/SIGINT/SIGHUP are blocked and read through a signalfd in the same
+ * epoll set as the clients, so shutdown is an ordinary event: the loop
+ * returns, every client is dropped (its references with it), extents are
+ * released, the primary contexts let go, and the socket file removed.
+ * Without --foreground saged forks into the background and the parent exits
+ * only once the socket is listening, so "saged && sagectl ping" works.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "broker_client.h"
+#include "config.h"
+#include "extent_store.h"
+#include "gpu.h"
+#include "log.h"
+#include "options.h"
+#include "server.h"
+#include "util.h"
+
+#define DEFAULT_BUDGET "50%"
+
+typedef struct Args {
+        const char *socket;
+        const char *budget;
+        const char *devices;
+        const char *driver;
+        bool foreground;
+        int verbosity;
+} Args;
+
+static void usage(FILE *f) {
+        fprintf(f,
+                "Usage: saged [OPTIONS]\n"
+                "SAGE per-node broker: owns shared, read-only GPU memory extents and keeps GPUs warm.\n\n"
+                "  -s, --socket PATH     listen here (default: $SAGE_SOCKET, else %s for root,\n"
+                "                        else $XDG_RUNTIME_DIR/sage/saged.sock)\n"
+                "  -b, --budget SIZE|N%%  GPU memory extents may hold, per device (default %s)\n"
+                "  -d, --devices LIST    device ordinals to serve, e.g. 0,2 (default: all)\n"
+                "      --driver LIB      CUDA driver library (default: $SAGE_DRIVER or libcuda.so.1)\n"
+                "  -f, --foreground      stay in the foreground\n"
+                "      --label-socket P  platform label assignment (not implemented yet)\n"
+                "  -v, --verbose         more logging (repeat for debug)\n"
+                "  -h, --help            this text\n"
+                "      --version         print the version\n",
+                SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET);
+}
+
+static int parse_devices(const char *text, uint32_t *out, size_t max, size_t *n) {
+        char *copy = strdup(text), *save = NULL;
+        int r = 0;
+
+        *n = 0;
+        if (!copy)
+                return -ENOMEM;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                uint64_t v;
+                if (sage_parse_uint(tok, &v) < 0 || v >= EXTENT_STORE_MAX_DEVICES || *n == max) {
+                        r = -EINVAL;
+                        break;
+                }
+                out[(*n)++] = (uint32_t)v;
+        }
+        free(copy);
+        return r == 0 && *n == 0 ? -EINVAL : r;
+}
+
+/* SIZE (k/M/G/T suffixes) or N% of each device's memory. */
+static int apply_budget(ExtentStore *store, Gpu *gpu, const char *text) {
+        size_t len = strlen(text);
+        uint64_t bytes = 0, pct = 0;
+        bool is_pct = len > 1 && text[len - 1] == '%';
+
+        if (is_pct) {
+                char buf[32];
+                if (len >= sizeof(buf))
+                        return -EINVAL;
+                memcpy(buf, text, len - 1);
+                buf[len - 1] = 0;
+                if (sage_parse_uint(buf, &pct) < 0 || pct > 100)
+                        return -EINVAL;
+        } else if (sage_parse_size(text, &bytes) < 0)
+                return -EINVAL;
+        for (uint32_t d = 0; d < gpu_device_count(gpu); d++) {
+                uint64_t b = is_pct ? gpu_total_memory(gpu, d) / 100 * pct : bytes;
+                if (!gpu_serves(gpu, d))
+                        continue;
+                extent_store_set_budget(store, d, b);
+                sage_info("device %u: budget %llu MiB", d, (unsigned long long)(b >> 20));
+        }
+        return 0;
+}
+
+static void release_extent(void *userdata, Extent *e) {
+        gpu_release(userdata, e->payload);
+}
+
+/* Fork into the background; the parent returns only to exit, once the child
+ * wrote to `*ready_fd` (or died). */
+static int daemonize(int *ready_fd) {
+        int p[2];
+        pid_t pid;
+        char c;
+
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid > 0) {
+                close(p[1]);
+                ssize_t n = read(p[0], &c, 1);
+                _exit(n == 1 ? 0 : 1);
+        }
+        close(p[0]);
+        setsid();
+        if (chdir("/") < 0)
+                return -errno;
+        *ready_fd = p[1];
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        static const struct option long_options[] = {
+                { "socket", required_argument, NULL, 's' },
+                { "budget", required_argument, NULL, 'b' },
+                { "devices", required_argument, NULL, 'd' },
+                { "driver", required_argument, NULL, 'D' },
+                { "foreground", no_argument, NULL, 'f' },
+                { "label-socket", required_argument, NULL, 'L' },
+                { "verbose", no_argument, NULL, 'v' },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
+                { NULL, 0, NULL, 0 },
+        };
+        Args args = { .budget = DEFAULT_BUDGET };
+        char default_socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
+        uint32_t devices[EXTENT_STORE_MAX_DEVICES];
+        size_t n_devices = 0;
+        ExtentStore *store = NULL;
+        Server *server = NULL;
+        Gpu *gpu = NULL;
+        int ready_fd = -1, sfd, opt, r;
+        sigset_t mask;
+
+        sage_log_set_program("saged");
+        /* Parse SAGE_* first: it sets libsage's log level (SAGE_VERBOSE), which
+         * saged's own -v then overrides. */
+        (void)sage_options();
+        sage_log_set_level(SAGE_LOG_WARNING);
+        while ((opt = getopt_long(argc, argv, "s:b:d:fvh", long_options, NULL)) >= 0) {
+                switch (opt) {
+                case 's': args.socket = optarg; break;
+                case 'b': args.budget = optarg; break;
+                case 'd': args.devices = optarg; break;
+                case 'D': args.driver = optarg; break;
+                case 'f': args.foreground = true; break;
+                case 'v': args.verbosity++; break;
+                case 'L':
+                        /* Hook for platform labels (namespace = label << 32 | uid, assigned
+                         * only over a root-owned socket): see client_namespace(). */
+                        fprintf(stderr, "saged: --label-socket: labels are not implemented yet\n");
+                        return 2;
+                case 'h': usage(stdout); return 0;
+                case 'V': printf("saged %s (protocol %d)\n", SAGE_VERSION, SAGE_PROTO_VERSION); return 0;
+                default: usage(stderr); return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "saged: unexpected argument '%s'\n", argv[optind]);
+                return 2;
+        }
+        sage_log_set_level(SAGE_LOG_WARNING + args.verbosity);
+        if (args.devices && parse_devices(args.devices, devices, SAGE_ARRAY_SIZE(devices), &n_devices) < 0) {
+                fprintf(stderr, "saged: --devices: expected a list of device ordinals like 0,1, got '%s'\n",
+                        args.devices);
+                return 2;
+        }
+        if (!args.socket) {
+                if (sage_broker_default_socket(default_socket, sizeof(default_socket)) < 0) {
+                        fprintf(stderr, "saged: default socket path too long; use --socket\n");
+                        return 2;
+                }
+                args.socket = default_socket;
+        }
+        if (!args.driver)
+                args.driver = sage_options()->driver;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        if (!args.foreground && (r = daemonize(&ready_fd)) < 0) {
+                fprintf(stderr, "saged: cannot daemonize: %s\n", strerror(-r));
+                return 1;
+        }
+        sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (sfd < 0) {
+                fprintf(stderr, "saged: signalfd: %s\n", strerror(errno));
+                return 1;
+        }
+
+        r = gpu_open(&gpu, args.driver, devices, n_devices);
+        if (r < 0)
+                sage_warn("serving without GPUs (%s): PUBLISH and LOOKUP will be refused", strerror(-r));
+        r = extent_store_new(&store, release_extent, NULL, gpu);
+        if (r < 0) {
+                fprintf(stderr, "saged: %s\n", strerror(-r));
+                return 1;
+        }
+        if (apply_budget(store, gpu, args.budget) < 0) {
+                fprintf(stderr, "saged: --budget: expected a size (e.g. 8G) or a percentage (e.g. 40%%), got '%s'\n",
+                        args.budget);
+                extent_store_free(store);
+                gpu_close(gpu);
+                return 2;
+        }
+        r = server_new(&server, &(ServerConfig){ .socket_path = args.socket }, store, gpu);
+        if (r < 0) {
+                if (r == -EADDRINUSE)
+                        fprintf(stderr, "saged: another broker is already listening on %s\n", args.socket);
+                else
+                        fprintf(stderr, "saged: cannot listen on %s: %s\n", args.socket, strerror(-r));
+                extent_store_free(store);
+                gpu_close(gpu);
+                return 1;
+        }
+        sage_info("saged %s serving %u device(s) on %s", SAGE_VERSION, gpu_served_count(gpu), args.socket);
+        if (ready_fd >= 0) {
+                int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (devnull >= 0) {
+                        dup2(devnull, STDIN_FILENO);
+                        dup2(devnull, STDOUT_FILENO);
+                        dup2(devnull, STDERR_FILENO);
+                        close(devnull);
+                }
+                (void)!write(ready_fd, "r", 1);
+                close(ready_fd);
+        }
+
+        r = server_run(server, sfd);
+        if (r < 0)
+                sage_warn("event loop: %s", strerror(-r));
+        else {
+                struct signalfd_siginfo si;
+                if (read(sfd, &si, sizeof(si)) == sizeof(si))
+                        sage_info("%s: shutting down", strsignal((int)si.ssi_signo));
+        }
+        server_free(server);
+        close(sfd);
+        return r < 0 ? 1 : 0;
+}

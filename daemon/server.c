@@ -1,0 +1,594 @@
+/*
+ * saged's server: one thread, one epoll set, level-triggered.
+ *
+ * The listening socket is SOCK_SEQPACKET: message boundaries come from the
+ * kernel, so a request is one recvmsg and can never be half-read. At accept
+ * the peer's credentials are read once (SO_PEERCRED) and fix the client's
+ * namespace. Each readable client gets a bounded number of requests served
+ * per wakeup, so one busy client cannot starve the others. Requests are
+ * decoded strictly; a malformed one gets an ERROR reply, and a client that
+ * keeps sending garbage (or speaks another magic/version) is disconnected.
+ * Any fds that arrive where none are expected are closed at once.
+ *
+ * Authorisation lives here, next to dispatch: LOOKUP and PUBLISH act in the
+ * caller's namespace only; RELEASE only on references the caller holds;
+ * LIST and EVICT see the caller's namespace, or everything for root. An
+ * extent of another namespace answers exactly like a missing one.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#define SERVER_REQUESTS_PER_WAKEUP 32
+#define SERVER_MAX_MALFORMED 16
+
+struct Server {
+        char *socket_path;
+        int listen_fd;
+        int epoll_fd;
+        size_t max_clients;
+        ExtentStore *store;
+        Gpu *gpu;
+        Client *clients;
+        size_t n_clients;
+        uint64_t started_ns;
+        uint64_t hits, misses, publishes, rejected_budget;
+        uint8_t *rx;  /* one receive buffer, SAGE_PROTO_MAX_MESSAGE */
+        SageListEntry *list; /* LIST reply scratch, SAGE_PROTO_LIST_MAX */
+};
+
+/* epoll data: the listening socket and the stop fd are told apart by these. */
+static char tag_listen, tag_stop;
+
+static int make_parent_dirs(const char *path) {
+        char buf[PATH_MAX];
+        mode_t mode = geteuid() == 0 ? 0755 : 0700;
+
+        if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+                return -ENAMETOOLONG;
+        for (char *p = buf + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = 0;
+                if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = '/';
+        }
+        return 0;
+}
+
+/* 0: nobody listens there (stale socket removed); -EADDRINUSE: a broker answers. */
+static int clear_stale_socket(const struct sockaddr_un *addr) {
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        struct stat st;
+
+        if (fd < 0)
+                return -errno;
+        if (lstat(addr->sun_path, &st) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (!S_ISSOCK(st.st_mode))
+                return -EEXIST; /* never unlink something that is not a socket */
+        if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0)
+                return -EADDRINUSE;
+        if (errno != ECONNREFUSED)
+                return -errno;
+        if (unlink(addr->sun_path) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
+}
+
+static int listen_on(const char *path) {
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        _cleanup_close_ int fd = -1;
+        int r;
+
+        if (strlen(path) >= sizeof(addr.sun_path))
+                return -ENAMETOOLONG;
+        memcpy(addr.sun_path, path, strlen(path) + 1);
+        r = make_parent_dirs(path);
+        if (r < 0)
+                return r;
+        r = clear_stale_socket(&addr);
+        if (r < 0)
+                return r;
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+                return -errno;
+        /* Any local user may connect to root's broker: what each one can reach
+         * is decided per request from its credentials, not by the socket mode. */
+        if (chmod(path, geteuid() == 0 ? 0666 : 0600) < 0 || listen(fd, 128) < 0) {
+                r = -errno;
+                unlink(path);
+                return r;
+        }
+        return SAGE_TAKE_FD(fd);
+}
+
+int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu) {
+        Server *s = calloc(1, sizeof(*s));
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &tag_listen };
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        s->listen_fd = s->epoll_fd = -1;
+        s->socket_path = strdup(config->socket_path);
+        s->rx = malloc(SAGE_PROTO_MAX_MESSAGE);
+        s->list = calloc(SAGE_PROTO_LIST_MAX, sizeof(SageListEntry));
+        if (!s->socket_path || !s->rx || !s->list) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        s->max_clients = config->max_clients ? config->max_clients : 4096;
+        s->started_ns = sage_now_ns();
+        s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+        if (s->epoll_fd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        r = listen_on(config->socket_path);
+        if (r < 0)
+                goto fail;
+        s->listen_fd = r;
+        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->listen_fd, &ev) < 0) {
+                r = -errno;
+                unlink(s->socket_path);
+                goto fail;
+        }
+        s->store = store;
+        s->gpu = gpu;
+        *out = s;
+        return 0;
+fail:
+        if (s->listen_fd >= 0)
+                close(s->listen_fd);
+        if (s->epoll_fd >= 0)
+                close(s->epoll_fd);
+        free(s->socket_path);
+        free(s->rx);
+        free(s->list);
+        free(s);
+        return r;
+}
+
+static void drop_client(Server *s, Client *c) {
+        epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                s->clients = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        s->n_clients--;
+        sage_debug("client pid %d uid %u gone", (int)c->pid, (unsigned)c->uid);
+        client_free(c, s->store);
+}
+
+Server *server_free(Server *s) {
+        if (!s)
+                return NULL;
+        while (s->clients)
+                drop_client(s, s->clients);
+        if (s->listen_fd >= 0) {
+                close(s->listen_fd);
+                unlink(s->socket_path);
+        }
+        if (s->epoll_fd >= 0)
+                close(s->epoll_fd);
+        /* Store first: its release callback still needs the driver. */
+        extent_store_free(s->store);
+        gpu_close(s->gpu);
+        free(s->socket_path);
+        free(s->rx);
+        free(s->list);
+        free(s);
+        return NULL;
+}
+
+static void accept_clients(Server *s) {
+        for (;;) {
+                struct ucred cred;
+                socklen_t len = sizeof(cred);
+                Client *c;
+                int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+                if (fd < 0) {
+                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                sage_warn("accept: %s", strerror(errno));
+                        return;
+                }
+                if (s->n_clients >= s->max_clients) {
+                        sage_warn("too many clients (%zu), refusing one", s->n_clients);
+                        close(fd);
+                        continue;
+                }
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || client_new(&c, fd, &cred) < 0) {
+                        close(fd);
+                        continue;
+                }
+                struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+                if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        client_free(c, s->store);
+                        continue;
+                }
+                c->next = s->clients;
+                if (s->clients)
+                        s->clients->prev = c;
+                s->clients = c;
+                s->n_clients++;
+                sage_debug("client pid %d uid %u connected", (int)c->pid, (unsigned)c->uid);
+        }
+}
+
+static int send_error(Client *c, uint32_t request_id, int code, const char *what) {
+        SageMessage m;
+        sage_proto_error(&m, request_id, code, "%s", what);
+        return client_send(c, &m, NULL, 0);
+}
+
+static int handle_hello(Server *s, Client *c, const SageMessage *req, SageMessage *reply) {
+        sage_proto_init(reply, SAGE_MSG_HELLO_REPLY, req->header.request_id);
+        reply->hello_reply.broker_version = SAGE_PROTO_VERSION;
+        reply->hello_reply.n_devices = gpu_device_count(s->gpu);
+        reply->hello_reply.namespace_id = c->namespace_id;
+        reply->hello_reply.granularity = gpu_granularity(s->gpu);
+        return 0;
+}
+
+static int check_key(Server *s, const SageExtentKey *k, const char **why) {
+        if (!s->gpu) {
+                *why = "saged runs without a CUDA driver";
+                return SAGE_ERR_NO_DRIVER;
+        }
+        if (!gpu_serves(s->gpu, k->device)) {
+                *why = "device not served by this broker";
+                return SAGE_ERR_BAD_DEVICE;
+        }
+        if (k->size == 0 || k->size % gpu_granularity(s->gpu) != 0) {
+                *why = "size must be a nonzero multiple of the VMM granularity";
+                return SAGE_ERR_SIZE_MISMATCH;
+        }
+        return 0;
+}
+
+static int handle_lookup(Server *s, Client *c, const SageMessage *req, SageMessage *reply, int *fd,
+                         const char **why) {
+        Extent *e;
+        int r = check_key(s, &req->lookup, why);
+
+        if (r)
+                return r;
+        sage_proto_init(reply, SAGE_MSG_LOOKUP_REPLY, req->header.request_id);
+        e = extent_store_lookup(s->store, c->namespace_id, &req->lookup);
+        if (!e) {
+                s->misses++;
+                return 0;
+        }
+        r = gpu_export(s->gpu, e->payload, fd);
+        if (r) {
+                *why = "export of the extent failed";
+                return r;
+        }
+        r = client_ref(c, s->store, e);
+        if (r) {
+                close(*fd);
+                *fd = -1;
+                *why = "too many references held by this client";
+                return r == CLIENT_E_LIMIT ? SAGE_ERR_LIMIT : SAGE_ERR_INTERNAL;
+        }
+        s->hits++;
+        reply->lookup_reply.found = 1;
+        reply->lookup_reply.extent_id = e->id;
+        reply->lookup_reply.size = e->key.size;
+        return 0;
+}
+
+static int handle_publish(Server *s, Client *c, const SageMessage *req, int publish_fd, SageMessage *reply,
+                          const char **why) {
+        const SageExtentKey *k = &req->publish;
+        GpuExtent *x = NULL;
+        Extent *e;
+        int r = check_key(s, k, why);
+
+        if (r)
+                return r;
+        /* Policy, for now: only content the publisher declares sealed (read-only
+         * from here on) is accepted. Establishing read-only is libsage's job;
+         * the broker never hands out a writable grant either way. */
+        if (!(req->header.flags & SAGE_PUBLISH_SEALED)) {
+                *why = "only sealed extents may be published";
+                return SAGE_ERR_PERMISSION;
+        }
+        sage_proto_init(reply, SAGE_MSG_PUBLISH_REPLY, req->header.request_id);
+        e = extent_store_lookup(s->store, c->namespace_id, k);
+        if (e) {
+                r = client_ref(c, s->store, e);
+                if (r) {
+                        *why = "too many references held by this client";
+                        return SAGE_ERR_LIMIT;
+                }
+                reply->publish_reply.extent_id = e->id;
+                reply->publish_reply.existed = 1;
+                return 0;
+        }
+        if (!extent_store_can_fit(s->store, k->device, k->size)) {
+                s->rejected_budget++;
+                *why = "the broker's memory budget is exhausted";
+                return SAGE_ERR_BUDGET;
+        }
+        r = gpu_import(s->gpu, k->device, publish_fd, k->size, &x);
+        if (r) {
+                *why = r == SAGE_ERR_SIZE_MISMATCH ? "the handle is not the announced size"
+                                                   : "the driver refused the handle";
+                return r;
+        }
+        r = extent_store_insert(s->store, c->namespace_id, k, req->header.flags, (uint32_t)c->pid, x, &e);
+        if (r) {
+                gpu_release(s->gpu, x);
+                if (r == EXTENT_STORE_E_BUDGET) {
+                        s->rejected_budget++;
+                        *why = "the broker's memory budget is exhausted";
+                        return SAGE_ERR_BUDGET;
+                }
+                *why = "cannot store the extent";
+                return SAGE_ERR_INTERNAL;
+        }
+        r = client_ref(c, s->store, e);
+        if (r) {
+                *why = "too many references held by this client";
+                return SAGE_ERR_LIMIT; /* the extent stays, unreferenced, evictable */
+        }
+        s->publishes++;
+        sage_info("extent %llu published by pid %d uid %u: %llu bytes on device %u",
+                  (unsigned long long)e->id, (int)c->pid, (unsigned)c->uid, (unsigned long long)k->size,
+                  k->device);
+        reply->publish_reply.extent_id = e->id;
+        return 0;
+}
+
+static void fill_stats(Server *s, SageStats *st) {
+        ExtentStoreCounters counters;
+        uint64_t budget = 0;
+
+        extent_store_counters(s->store, &counters);
+        for (uint32_t d = 0; d < gpu_device_count(s->gpu); d++) {
+                uint64_t b;
+                if (!gpu_serves(s->gpu, d))
+                        continue;
+                b = extent_store_get_budget(s->store, d);
+                budget = (b == EXTENT_STORE_UNLIMITED || budget + b < budget) ? UINT64_MAX : budget + b;
+        }
+        memset(st, 0, sizeof(*st));
+        st->extents = counters.extents;
+        st->bytes_resident = counters.bytes_resident;
+        st->budget = budget;
+        st->hits = s->hits;
+        st->misses = s->misses;
+        st->clients = s->n_clients;
+        st->refs = counters.refs;
+        st->publishes = s->publishes;
+        st->evictions = counters.evictions;
+        st->rejected_budget = s->rejected_budget;
+        st->uptime_ns = sage_now_ns() - s->started_ns;
+}
+
+static bool visible(const Client *c, const Extent *e) {
+        return c->is_root || e->namespace_id == c->namespace_id;
+}
+
+static void handle_list(Server *s, Client *c, const SageMessage *req, SageMessage *reply) {
+        uint64_t now = sage_now_ns();
+        uint32_t n = 0;
+        Extent *e = extent_store_next(s->store, req->list.after_id);
+
+        sage_proto_init(reply, SAGE_MSG_LIST_REPLY, req->header.request_id);
+        for (; e; e = extent_store_next(s->store, e->id)) {
+                if (!visible(c, e))
+                        continue;
+                if (n == SAGE_PROTO_LIST_MAX) {
+                        reply->list_reply.more = 1;
+                        break;
+                }
+                s->list[n++] = (SageListEntry){
+                        .id = e->id,
+                        .namespace_id = e->namespace_id,
+                        .hash = e->key.hash,
+                        .size = e->key.size,
+                        .device = e->key.device,
+                        .refs = e->refs,
+                        .publisher_pid = e->publisher_pid,
+                        .flags = e->flags,
+                        .idle_ns = e->refs || now < e->last_use_ns ? 0 : now - e->last_use_ns,
+                };
+        }
+        reply->list_reply.n_entries = n;
+        reply->list_reply.entries = s->list;
+}
+
+static int handle_evict(Server *s, Client *c, const SageMessage *req, SageMessage *reply, const char **why) {
+        sage_proto_init(reply, SAGE_MSG_EVICT_REPLY, req->header.request_id);
+        if (req->header.flags & SAGE_EVICT_ALL_UNREFERENCED) {
+                reply->evict_reply.evicted = extent_store_evict_unreferenced(s->store, c->is_root, c->namespace_id,
+                                                                             &reply->evict_reply.bytes);
+                return 0;
+        }
+        Extent *e = extent_store_get(s->store, req->evict.extent_id);
+        if (!e || !visible(c, e)) {
+                *why = "no such extent";
+                return SAGE_ERR_NOT_FOUND;
+        }
+        uint64_t size = e->key.size;
+        if (extent_store_evict(s->store, e) == EXTENT_STORE_E_BUSY) {
+                *why = "the extent is referenced";
+                return SAGE_ERR_BUSY;
+        }
+        reply->evict_reply.evicted = 1;
+        reply->evict_reply.bytes = size;
+        return 0;
+}
+
+/* Serve one decoded request. Returns what client_send returned. */
+static int dispatch(Server *s, Client *c, const SageMessage *req, int *fds, size_t n_fds) {
+        SageMessage reply;
+        const char *why = "";
+        int reply_fd = -1;
+        int code = 0;
+
+        if (req->header.type & SAGE_MSG_REPLY_BIT) {
+                code = SAGE_ERR_UNKNOWN_TYPE;
+                why = "replies are not requests";
+        } else {
+                switch (req->header.type) {
+                case SAGE_MSG_HELLO:
+                        code = handle_hello(s, c, req, &reply);
+                        break;
+                case SAGE_MSG_PING:
+                        sage_proto_init(&reply, SAGE_MSG_PONG, req->header.request_id);
+                        break;
+                case SAGE_MSG_LOOKUP:
+                        code = handle_lookup(s, c, req, &reply, &reply_fd, &why);
+                        break;
+                case SAGE_MSG_PUBLISH:
+                        code = handle_publish(s, c, req, fds[0], &reply, &why);
+                        break;
+                case SAGE_MSG_RELEASE:
+                        if (client_unref(c, s->store, req->release)) {
+                                code = SAGE_ERR_NOT_FOUND;
+                                why = "no reference held on that extent";
+                        } else
+                                sage_proto_init(&reply, SAGE_MSG_RELEASE_REPLY, req->header.request_id);
+                        break;
+                case SAGE_MSG_STATS:
+                        sage_proto_init(&reply, SAGE_MSG_STATS_REPLY, req->header.request_id);
+                        fill_stats(s, &reply.stats_reply);
+                        break;
+                case SAGE_MSG_LIST:
+                        handle_list(s, c, req, &reply);
+                        break;
+                case SAGE_MSG_EVICT:
+                        code = handle_evict(s, c, req, &reply, &why);
+                        break;
+                default:
+                        code = SAGE_ERR_UNKNOWN_TYPE;
+                        why = "unknown request";
+                }
+        }
+        /* The broker imported what it needed; the client's fds go now. */
+        for (size_t i = 0; i < n_fds; i++)
+                close(fds[i]);
+        if (code) {
+                if (reply_fd >= 0)
+                        close(reply_fd);
+                return send_error(c, req->header.request_id, code, why);
+        }
+        return client_send(c, &reply, &reply_fd, reply_fd >= 0 ? 1 : 0);
+}
+
+static void set_events(Server *s, Client *c, uint32_t events) {
+        struct epoll_event ev = { .events = events, .data.ptr = c };
+        epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Read and serve requests. Returns false when the client must be dropped. */
+static bool serve_client(Server *s, Client *c) {
+        for (int i = 0; i < SERVER_REQUESTS_PER_WAKEUP && !c->pending; i++) {
+                int fds[SAGE_PROTO_MAX_FDS];
+                size_t n_fds = 0;
+                SageMessage req;
+                ssize_t n;
+                int code, r;
+
+                n = sage_proto_recv(c->fd, s->rx, SAGE_PROTO_MAX_MESSAGE, fds, SAGE_PROTO_MAX_FDS, &n_fds);
+                if (n == -EAGAIN)
+                        return true;
+                if (n == 0 || n == -ECONNRESET)
+                        return false;
+                if (n < 0) {
+                        code = n == -EMSGSIZE ? SAGE_ERR_TOO_LARGE : SAGE_ERR_BAD_FD;
+                        if (++c->malformed > SERVER_MAX_MALFORMED || send_error(c, 0, code, "bad message") < 0)
+                                return false;
+                        continue;
+                }
+                code = sage_proto_decode(s->rx, (size_t)n, &req, NULL);
+                if (code == 0 && n_fds != sage_proto_expected_fds(&req))
+                        code = SAGE_ERR_BAD_FD;
+                if (code) {
+                        for (size_t j = 0; j < n_fds; j++)
+                                close(fds[j]);
+                        sage_debug("client pid %d: bad message: %s", (int)c->pid, sage_proto_error_name(code));
+                        r = send_error(c, req.header.request_id, code, sage_proto_error_name(code));
+                        /* Another magic or version: we do not share a language. */
+                        if (r < 0 || code == SAGE_ERR_BAD_MAGIC || code == SAGE_ERR_VERSION ||
+                            ++c->malformed > SERVER_MAX_MALFORMED)
+                                return false;
+                        continue;
+                }
+                r = dispatch(s, c, &req, fds, n_fds);
+                if (r < 0)
+                        return false;
+        }
+        if (c->pending)
+                set_events(s, c, EPOLLOUT);
+        return true;
+}
+
+int server_run(Server *s, int stop_fd) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &tag_stop };
+        struct epoll_event events[64];
+
+        if (stop_fd >= 0 && epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, stop_fd, &ev) < 0)
+                return -errno;
+        sage_info("listening on %s", s->socket_path);
+        for (;;) {
+                int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), -1);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                for (int i = 0; i < n; i++) {
+                        void *tag = events[i].data.ptr;
+                        Client *c = tag;
+
+                        if (tag == &tag_stop) {
+                                epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, stop_fd, NULL);
+                                return 0;
+                        }
+                        if (tag == &tag_listen) {
+                                accept_clients(s);
+                                continue;
+                        }
+                        if (events[i].events & EPOLLOUT) {
+                                int r = client_flush(c);
+                                if (r < 0) {
+                                        drop_client(s, c);
+                                        continue;
+                                }
+                                if (r == 0)
+                                        set_events(s, c, EPOLLIN);
+                                continue;
+                        }
+                        /* Serve what was sent before a hang-up; the read then sees the end. */
+                        if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                                if (!serve_client(s, c))
+                                        drop_client(s, c);
+                }
+        }
+}

@@ -1,0 +1,28 @@
+/* saged's socket server: listening socket, epoll loop, request dispatch. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "extent_store.h"
+#include "gpu.h"
+
+typedef struct ServerConfig {
+        const char *socket_path;
+        size_t max_clients;
+} ServerConfig;
+
+typedef struct Server Server;
+
+/*
+ * Create the socket (its parent directory too, if missing), refusing to
+ * start when another broker answers on it and replacing a stale one.
+ * `gpu` may be NULL (no driver: PUBLISH/LOOKUP answer SAGE_ERR_NO_DRIVER).
+ * The server takes ownership of `store` and `gpu`.
+ */
+int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu);
+/* Removes the socket file, drops every client (and its references), frees the store. */
+Server *server_free(Server *server);
+
+/* Serve until `stop_fd` (a signalfd, or any fd) becomes readable. */
+int server_run(Server *server, int stop_fd);

@@ -1,0 +1,45 @@
+/*
+ * Which dlsym lookups SAGE substitutes. Only names of the driver API's form
+ * (cu followed by an upper-case letter) are candidates; for those the real
+ * lookup is made with the caller's handle and the answer replaced by our
+ * hook only when it is the address of a driver entry point we hook (pointer
+ * identity, see driver.c). Every other lookup returns NULL here, telling
+ * the trampoline to hand the call to glibc's dlsym with the caller's frame.
+ */
+#include <cuda.h>
+
+#include <dlfcn.h>
+#include <stddef.h>
+
+#include "driver.h"
+#include "intercept.h"
+#include "warmup.h"
+
+void *sage_dlsym_route(void *handle, const char *name);
+
+void *sage_dlsym_route(void *handle, const char *name) {
+        void *fn;
+        int sym;
+
+        sage_real_dlsym_ensure();
+        if (!name || name[0] != 'c' || name[1] != 'u' || name[2] < 'A' || name[2] > 'Z')
+                return NULL;
+        if (sage_driver_loading())
+                return NULL;
+        sage_warmup_trigger(SAGE_WARMUP_AT_SIGN);
+        /* The identity map needs the driver open; the caller is about to use it anyway. */
+        if (!sage_driver_load())
+                return NULL;
+        /*
+         * RTLD_NEXT cannot be resolved for the caller from here (glibc would
+         * take libsage as the caller): for a driver name, the next object
+         * after libsage is what the caller wanted too in every layout where
+         * libsage is preloaded, and its answer still goes through identity.
+         */
+        fn = sage_real_dlsym(handle, name);
+        sym = sage_driver_sym_of(fn);
+        if (sym < 0)
+                return NULL;
+        sage_stats_count(SAGE_STAT_DLSYM_SUBSTITUTED);
+        return sage_hook_table[sym];
+}

@@ -1,0 +1,282 @@
+/*
+ * Parallel set-up (the paper's first mechanism). A background thread runs
+ * cuInit and retains the primary context of the devices the process will
+ * use, while the application goes on with its own start-up (imports, file
+ * reads). The application's own calls need no coordination with it: the
+ * driver serialises initialisation internally, so the app's first cuInit or
+ * context retain simply waits for whatever the warm-up has not finished, and
+ * cudart's hidden primary-context path finds the context already created.
+ *
+ * When: eager starts at load; lazy at the first sign of CUDA use (a driver
+ * symbol resolved through dlsym or cuGetProcAddress, or a hook called);
+ * auto (the default) is eager for a process that carries CUDA code (a
+ * .nv_fatbin section in the executable, or libcudart/libcuda among its
+ * load-time libraries) and lazy for everything else — so a Python
+ * pre-forking server never has CUDA initialised in its parent by SAGE.
+ *
+ * Hazards: a fork() after the warm-up leaves a child that cannot use CUDA
+ * (as after any CUDA initialisation); the child is detected and told so
+ * with SAGE_VERBOSE=1. exit() while the warm-up runs waits for it (bounded)
+ * so the driver's destructors never run under it. A failing warm-up is
+ * silent: the app's own calls reach the real driver and get exactly its
+ * error.
+ */
+#include <cuda.h>
+
+#include "warmup.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "driver.h"
+#include "intercept.h"
+#include "log.h"
+#include "options.h"
+#include "trace.h"
+#include "util.h"
+
+#define WARMUP_MAX_DEVICES 16
+
+enum { WARMUP_IDLE, WARMUP_RUNNING, WARMUP_DONE };
+
+static atomic_int warmup_state = WARMUP_IDLE;
+static pthread_mutex_t warmup_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t warmup_done = PTHREAD_COND_INITIALIZER;
+static pthread_t warmup_thread;
+static bool forked_after_warmup;
+
+/* ---------------------------------------------------------------- is this a CUDA program? */
+
+static int find_cuda_library(struct dl_phdr_info *info, size_t size, void *data) {
+        const char *name = info->dlpi_name;
+
+        (void)size;
+        if (name && (strstr(name, "/libcudart.so") || strstr(name, "/libcuda.so") ||
+                     strncmp(name, "libcudart.so", 12) == 0 || strncmp(name, "libcuda.so", 10) == 0)) {
+                *(bool *)data = true;
+                return 1;
+        }
+        return 0;
+}
+
+/* A .nv_fatbin section is where nvcc puts device code (static or shared cudart alike). */
+static bool executable_has_fatbin(void) {
+        int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        const unsigned char *map;
+        bool found = false;
+
+        if (fd < 0)
+                return false;
+        if (fstat(fd, &st) < 0 || st.st_size < (off_t)sizeof(Elf64_Ehdr)) {
+                close(fd);
+                return false;
+        }
+        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+        if (map == MAP_FAILED)
+                return false;
+        {
+                const Elf64_Ehdr *eh = (const Elf64_Ehdr *)map;
+                size_t size = (size_t)st.st_size;
+
+                if (memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_ident[EI_CLASS] == ELFCLASS64 &&
+                    eh->e_shoff && eh->e_shentsize == sizeof(Elf64_Shdr) && eh->e_shstrndx < eh->e_shnum &&
+                    eh->e_shoff + (size_t)eh->e_shnum * sizeof(Elf64_Shdr) <= size) {
+                        const Elf64_Shdr *sh = (const Elf64_Shdr *)(map + eh->e_shoff);
+                        const Elf64_Shdr *strtab = &sh[eh->e_shstrndx];
+
+                        for (unsigned i = 0; i < eh->e_shnum && strtab->sh_offset + strtab->sh_size <= size; i++) {
+                                if (sh[i].sh_name >= strtab->sh_size)
+                                        continue;
+                                const char *name = (const char *)map + strtab->sh_offset + sh[i].sh_name;
+                                if (strncmp(name, ".nv_fatbin", strtab->sh_size - sh[i].sh_name) == 0 ||
+                                    strncmp(name, "__nv_relfatbin", strtab->sh_size - sh[i].sh_name) == 0) {
+                                        found = true;
+                                        break;
+                                }
+                        }
+                }
+        }
+        munmap((void *)map, (size_t)st.st_size);
+        return found;
+}
+
+bool sage_process_is_cuda_program(void) {
+        bool linked = false;
+
+        dl_iterate_phdr(find_cuda_library, &linked);
+        return linked || executable_has_fatbin();
+}
+
+/* ---------------------------------------------------------------- the warm-up thread */
+
+static int parse_devices(const char *spec, int *out, int max, int count) {
+        int n = 0;
+
+        if (!spec || !*spec)
+                spec = "0";
+        if (strcmp(spec, "all") == 0) {
+                for (int i = 0; i < count && n < max; i++)
+                        out[n++] = i;
+                return n;
+        }
+        while (*spec && n < max) {
+                char *end;
+                long v = strtol(spec, &end, 10);
+
+                if (end == spec) {
+                        sage_warn("SAGE_WARMUP_DEVICES=\"%s\": expected ordinals or all", sage_options()->warmup_devices);
+                        break;
+                }
+                if (v >= 0 && v < count)
+                        out[n++] = (int)v;
+                spec = *end == ',' ? end + 1 : end;
+                if (*end && *end != ',')
+                        break;
+        }
+        return n;
+}
+
+#define REAL(name) SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name))
+
+static void traced(SageSym sym, uint64_t t0, CUresult r, uint64_t a0, uint64_t a1) {
+        if (sage_tracing)
+                sage_trace_record(sym, t0, sage_now_ns(), r, a0, a1, 0);
+}
+
+static void *warmup_main(void *arg) {
+        typedef CUresult (*device_count_fn)(int *);
+        typedef CUresult (*device_get_fn)(CUdevice *, int);
+        device_count_fn device_count;
+        device_get_fn device_get;
+        int devices[WARMUP_MAX_DEVICES], ndevices, count = 0;
+        uint64_t t0, start = sage_now_ns();
+        CUresult r;
+
+        (void)arg;
+        sage_hook_depth++; /* anything the driver calls back goes straight through */
+        if (!sage_driver_load() || !REAL(cuInit) || !REAL(cuDevicePrimaryCtxRetain))
+                goto done;
+        t0 = sage_now_ns();
+        r = REAL(cuInit)(0);
+        traced(SAGE_SYM_cuInit, t0, r, 0, 0);
+        if (r != CUDA_SUCCESS) {
+                sage_info("warm-up: cuInit failed (%d); the app will see the driver's own error", (int)r);
+                goto done;
+        }
+        device_count = SAGE_FN_CAST(device_count_fn, sage_real_dlsym(sage_driver_handle(), "cuDeviceGetCount"));
+        device_get = SAGE_FN_CAST(device_get_fn, sage_real_dlsym(sage_driver_handle(), "cuDeviceGet"));
+        if (!device_count || !device_get || device_count(&count) != CUDA_SUCCESS)
+                goto done;
+        ndevices = parse_devices(sage_options()->warmup_devices, devices, WARMUP_MAX_DEVICES, count);
+        for (int i = 0; i < ndevices; i++) {
+                CUdevice dev;
+                CUcontext ctx = NULL;
+
+                if (device_get(&dev, devices[i]) != CUDA_SUCCESS)
+                        continue;
+                t0 = sage_now_ns();
+                /* The retain is held for the life of the process: it is what keeps the context warm. */
+                r = REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
+                traced(SAGE_SYM_cuDevicePrimaryCtxRetain, t0, r, (uint64_t)dev, (uint64_t)(uintptr_t)ctx);
+        }
+        sage_info("warm-up done in %.1f ms (%d device(s))", (double)(sage_now_ns() - start) / 1e6, count);
+done:
+        sage_hook_depth--;
+        pthread_mutex_lock(&warmup_lock);
+        atomic_store(&warmup_state, WARMUP_DONE);
+        pthread_cond_broadcast(&warmup_done);
+        pthread_mutex_unlock(&warmup_lock);
+        return NULL;
+}
+
+static void at_exit_wait(void) {
+        sage_warmup_wait(10000);
+}
+
+static void at_fork_child(void) {
+        if (atomic_load(&warmup_state) != WARMUP_IDLE) {
+                forked_after_warmup = true;
+                /* The thread did not survive the fork; its work, if any, belongs to the parent. */
+                atomic_store(&warmup_state, WARMUP_DONE);
+                pthread_mutex_init(&warmup_lock, NULL);
+                pthread_cond_init(&warmup_done, NULL);
+                sage_warn("fork() after the CUDA warm-up: this child cannot use CUDA (set SAGE_WARMUP=lazy or off "
+                          "for servers that fork before they use the GPU)");
+        }
+}
+
+static void warmup_start(void) {
+        pthread_attr_t attr;
+        sigset_t all, old;
+        int expected = WARMUP_IDLE;
+
+        if (!atomic_compare_exchange_strong(&warmup_state, &expected, WARMUP_RUNNING))
+                return;
+        pthread_atfork(NULL, NULL, at_fork_child);
+        atexit(at_exit_wait);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        /* The warm-up thread takes no signals meant for the app. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        if (pthread_create(&warmup_thread, &attr, warmup_main, NULL) != 0) {
+                atomic_store(&warmup_state, WARMUP_DONE);
+                sage_warn("warm-up thread not started: %s", strerror(errno));
+        } else {
+                pthread_setname_np(warmup_thread, "sage-warmup");
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+}
+
+void sage_warmup_trigger(SageWarmupTrigger trigger) {
+        const char *mode;
+
+        if (SAGE_LIKELY(atomic_load_explicit(&warmup_state, memory_order_relaxed) != WARMUP_IDLE))
+                return;
+        mode = sage_options()->warmup;
+        if (strcmp(mode, "off") == 0)
+                return;
+        if (trigger == SAGE_WARMUP_AT_LOAD) {
+                if (strcmp(mode, "eager") == 0 || (strcmp(mode, "auto") == 0 && sage_process_is_cuda_program()))
+                        warmup_start();
+                return;
+        }
+        warmup_start(); /* a sign of CUDA use starts it in every mode but off */
+}
+
+void sage_warmup_wait(unsigned max_ms) {
+        struct timespec deadline;
+
+        if (atomic_load(&warmup_state) != WARMUP_RUNNING)
+                return;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += max_ms / 1000;
+        deadline.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&warmup_lock);
+        while (atomic_load(&warmup_state) == WARMUP_RUNNING)
+                if (pthread_cond_timedwait(&warmup_done, &warmup_lock, &deadline) == ETIMEDOUT)
+                        break;
+        pthread_mutex_unlock(&warmup_lock);
+}
+
+bool sage_warmup_forked_child(void) {
+        return forked_after_warmup;
+}

@@ -1,0 +1,21 @@
+/* Parallel set-up: warm the driver and the primary context(s) in the background. */
+#pragma once
+
+#include <stdbool.h>
+
+typedef enum SageWarmupTrigger {
+        SAGE_WARMUP_AT_LOAD,   /* constructor: eager, or auto for a CUDA program */
+        SAGE_WARMUP_AT_SIGN,   /* the app resolved or called a driver symbol */
+} SageWarmupTrigger;
+
+/* Start the warm-up if the mode says this trigger should (idempotent, cheap after the first call). */
+void sage_warmup_trigger(SageWarmupTrigger trigger);
+
+/* Wait (bounded) for a running warm-up: called at exit so the driver is never torn down under it. */
+void sage_warmup_wait(unsigned max_ms);
+
+/* True when the warm-up initialised CUDA in a parent and this process is its fork()ed child. */
+bool sage_warmup_forked_child(void);
+
+/* Does this process carry CUDA code (a .nv_fatbin section, or cudart/libcuda linked)? */
+bool sage_process_is_cuda_program(void);

@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# GPU suite of SAGE: builds the programs of tests/gpu with nvcc, runs each
+# natively and under LD_PRELOAD=libsage.so, and passes a program when both
+# runs exit 0 with identical stdout and the SAGE run left a valid trace (the
+# trace proves libsage was loaded: ld.so silently ignores a preload it
+# cannot load). Exit 77 where there is no GPU or no nvcc.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/gpu-test.sh [--build DIR] [--timeout SEC] [--only NAME,...] [--arch ARCH]
+
+Runs the GPU suite (tests/gpu) natively and under libsage and compares.
+
+  --build DIR     meson build folder holding intercept/libsage.so (default: build)
+  --timeout SEC   limit of one program run; a run past it is killed and FAILs (default: 120)
+  --only LIST     run only these programs (comma separated; names as in the table)
+  --arch ARCH     nvcc -arch value (default: sm_90)
+  -h, --help      this help
+
+Programs are built into DIR/gpu-bin; logs and traces go to DIR/gpu-bin/logs.
+Environment:
+  NVCC                 nvcc to use (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc)
+  PYTHON               python with torch/torchvision for torch_model (default: python3)
+  SAGE_LIBUNWIND_DIR   folder with libunwind.so.8: adds a static_cudart row with
+                       SAGE_TRACE_STACKS=1 that checks the trace holds stacks
+  OUT                  if set: writes OUT/gpu-results.json and OUT/gpu-logs.tar.gz
+Exit: 0 all passed, 1 a program failed, 77 no GPU or no nvcc (skipped), 2 usage.
+EOF
+}
+
+build_dir=build
+run_timeout=120
+only=""
+arch=sm_90
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build) build_dir=${2:?--build needs a folder}; shift 2 ;;
+        --build=*) build_dir=${1#--build=}; shift ;;
+        --timeout) run_timeout=${2:?--timeout needs seconds}; shift 2 ;;
+        --timeout=*) run_timeout=${1#--timeout=}; shift ;;
+        --only) only=${2:?--only needs names}; shift 2 ;;
+        --only=*) only=${1#--only=}; shift ;;
+        --arch) arch=${2:?--arch needs a value}; shift 2 ;;
+        --arch=*) arch=${1#--arch=}; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "gpu-test: unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+src_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+gpu_src=$src_root/tests/gpu
+python=${PYTHON:-python3}
+out_dir=${OUT:-}
+
+skip() {
+    echo "gpu-test: SKIP: $*"
+    if [ -n "$out_dir" ]; then
+        mkdir -p "$out_dir"
+        local reason=${*//[\\\"]/ }
+        printf '{"skipped": true, "reason": "%s"}\n' "$reason" > "$out_dir/gpu-results.json"
+    fi
+    exit 77
+}
+
+# ------------------------------------------------------------------ checks
+if ! command -v nvidia-smi > /dev/null 2>&1; then
+    skip "no GPU: nvidia-smi not found"
+fi
+if ! gpu_list=$(nvidia-smi -L 2>&1) || ! grep -q '^GPU ' <<< "$gpu_list"; then
+    skip "no GPU: nvidia-smi -L lists none (${gpu_list//$'\n'/ })"
+fi
+nvcc=${NVCC:-}
+if [ -z "$nvcc" ]; then
+    nvcc=$(command -v nvcc || true)
+    [ -n "$nvcc" ] || nvcc=/usr/local/cuda/bin/nvcc
+fi
+[ -x "$nvcc" ] || command -v "$nvcc" > /dev/null 2>&1 || skip "nvcc not found (set NVCC)"
+
+[ -d "$build_dir" ] || { echo "gpu-test: build folder '$build_dir' not found" >&2; exit 1; }
+build_dir=$(cd "$build_dir" && pwd)
+libsage=$build_dir/intercept/libsage.so
+[ -f "$libsage" ] || { echo "gpu-test: $libsage not found: build SAGE first (meson compile -C $build_dir)" >&2; exit 1; }
+check_trace=$src_root/tests/check_trace.py
+[ -f "$check_trace" ] || { echo "gpu-test: $check_trace not found" >&2; exit 1; }
+command -v "$python" > /dev/null 2>&1 || { echo "gpu-test: $python not found" >&2; exit 1; }
+command -v timeout > /dev/null 2>&1 || { echo "gpu-test: timeout(1) not found" >&2; exit 1; }
+
+bin_dir=$build_dir/gpu-bin
+logs=$bin_dir/logs
+rm -rf "$logs"
+mkdir -p "$logs"
+results=$logs/results.tsv
+: > "$results"
+
+# Both runs see the same environment apart from what SAGE needs.
+export CUBLAS_WORKSPACE_CONFIG=:4096:8
+export PYTHONDONTWRITEBYTECODE=1
+
+# ------------------------------------------------------------------ programs
+# The programs, in run order (build_program knows how each is built).
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm torch_model)
+
+selected() {
+    [ -z "$only" ] && return 0
+    case ",$only," in *",$1,"*) return 0 ;; esac
+    return 1
+}
+
+build_program() {
+    local name=$1
+    # nvcc's temporaries stay in the build folder too.
+    local nv=(env "TMPDIR=$bin_dir/tmp" "$nvcc" "-arch=$arch" -O2 -I"$gpu_src")
+    case "$name" in
+        static_cudart) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/static_cudart.cu" ;;
+        static_cudart_shared) "${nv[@]}" -cudart shared -o "$bin_dir/$name" "$gpu_src/static_cudart.cu" ;;
+        per_thread) "${nv[@]}" --default-stream per-thread -o "$bin_dir/$name" "$gpu_src/per_thread.cu" ;;
+        driver_api)
+            # Kernels as a fatbin, embedded by .incbin; host code only (-x c++)
+            # so the binary links no cudart at all.
+            "${nv[@]}" --fatbin -o "$bin_dir/driver_api_kernels.fatbin" "$gpu_src/driver_api_kernels.cu" &&
+            "${nv[@]}" -x c++ -cudart none \
+                -DSAGE_KERNEL_FATBIN="\"$bin_dir/driver_api_kernels.fatbin\"" \
+                -o "$bin_dir/$name" "$gpu_src/driver_api.cu" -lcuda ;;
+        vmm) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/vmm.cu" -lcuda ;;
+        ipc) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/ipc.cu" ;;
+        graphs) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/graphs.cu" ;;
+        cublas_gemm) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/cublas_gemm.cu" -lcublas ;;
+        torch_model) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
+        *) echo "unknown program $name"; return 1 ;;
+    esac
+}
+
+# command_of NAME: sets cmd (an array) to the command line of a program.
+command_of() {
+    case "$1" in
+        torch_model) cmd=("$python" "$gpu_src/torch_model.py") ;;
+        *) cmd=("$bin_dir/$1") ;;
+    esac
+}
+
+programs=()
+for p in "${all_programs[@]}"; do
+    selected "$p" && programs+=("$p")
+done
+[ ${#programs[@]} -gt 0 ] || { echo "gpu-test: --only '$only' selects nothing" >&2; exit 2; }
+
+echo "gpu-test: GPU: $(head -n1 <<< "$gpu_list")"
+echo "gpu-test: libsage: $libsage"
+echo "gpu-test: building ${#programs[@]} programs with $nvcc -arch=$arch into $bin_dir"
+mkdir -p "$bin_dir/tmp"
+declare -A build_pid build_ok
+for p in "${programs[@]}"; do
+    build_program "$p" > "$logs/$p.build.log" 2>&1 &
+    build_pid[$p]=$!
+done
+for p in "${programs[@]}"; do
+    if wait "${build_pid[$p]}"; then build_ok[$p]=1; else build_ok[$p]=0; fi
+done
+
+# ------------------------------------------------------------------ running
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# run_program NAME MODE ENV... -- CMD...: sets run_rc, run_ms.
+run_program() {
+    local name=$1 mode=$2
+    shift 2
+    local envs=()
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    shift
+    local t0
+    t0=$(now_ms)
+    run_rc=0
+    # timeout signals the whole process group: spawned children die too.
+    timeout --kill-after=10 "$run_timeout" env "${envs[@]}" "$@" \
+        > "$logs/$name.$mode.stdout" 2> "$logs/$name.$mode.stderr" < /dev/null || run_rc=$?
+    run_ms=$(( $(now_ms) - t0 ))
+}
+
+# check_traces NAME MODE MIN_COUNT: sets trace_ok (1/0) and trace_note.
+check_traces() {
+    local name=$1 mode=$2 min=$3 t reason
+    local traces=()
+    for t in "$logs/$name.$mode".*.json; do
+        [ -e "$t" ] && traces+=("$t")
+    done
+    trace_ok=1
+    if [ ${#traces[@]} -lt "$min" ]; then
+        trace_ok=0
+        trace_note="missing (${#traces[@]} of $min)"
+        return
+    fi
+    for t in "${traces[@]}"; do
+        if ! reason=$("$python" "$check_trace" "$t" --expect-cat mem,copy,launch 2>&1); then
+            trace_ok=0
+            trace_note="bad $(basename "$t"): $(tail -n1 <<< "$reason")"
+            return
+        fi
+    done
+    trace_note="ok (${#traces[@]})"
+}
+
+# Any mem/copy/ctx event with a non-empty "stack" argument?
+check_stacks() {
+    "$python" - "$@" <<'EOF'
+import json, sys
+for path in sys.argv[1:]:
+    with open(path) as f:
+        events = json.load(f).get("traceEvents", [])
+    for ev in events:
+        stack = (ev.get("args") or {}).get("stack")
+        if ev.get("cat") in ("mem", "copy", "ctx") and isinstance(stack, list) and stack:
+            print(f"stack of {ev.get('name')}: {stack[0]}")
+            sys.exit(0)
+print("no mem/copy/ctx event has a non-empty stack")
+sys.exit(1)
+EOF
+}
+
+clean() {
+    local v=${1//$'\t'/ }
+    printf '%s' "${v//$'\n'/ }"
+}
+
+# record NAME NATIVE_RC NATIVE_MS SAGE_RC SAGE_MS IDENTICAL TRACE EXACT RESULT NOTE
+record() {
+    local fields=("$@") i
+    for i in "${!fields[@]}"; do fields[i]=$(clean "${fields[i]}"); done
+    (IFS=$'\t'; echo "${fields[*]}") >> "$results"
+    printf 'gpu-test: %-22s %s%s\n' "$1" "$9" "${10:+ (${10})}"
+}
+
+rc_text() {
+    case "$1" in
+        -) echo "-" ;;
+        0) echo "ok" ;;
+        124|137) echo "timeout" ;;
+        *) echo "rc=$1" ;;
+    esac
+}
+
+# failure_text RC STDERR_FILE: why a run failed, in a few words.
+failure_text() {
+    case "$1" in
+        124|137) echo "timed out (${run_timeout} s)" ;;
+        *) echo "failed (rc=$1): $(tail -n1 "$2" 2>/dev/null || true)" ;;
+    esac
+}
+
+# exact: lines on stderr (bit-level hashes where stdout holds rounded values).
+exact_match() {
+    local a=$logs/$1.native.stderr b=$logs/$1.$2.stderr
+    if ! grep -q '^exact: ' "$a" 2>/dev/null; then echo "-"; return; fi
+    if diff -q <(grep '^exact: ' "$a") <(grep '^exact: ' "$b") > /dev/null 2>&1; then
+        echo "yes"
+    else
+        echo "no"
+    fi
+}
+
+# evaluate LABEL NAME MODE NATIVE_RC NATIVE_MS SAGE_RC SAGE_MS MIN_TRACES [EXTRA_NOTE]
+# LABEL names the table row; NAME.MODE.* are the logs of the run judged.
+evaluate() {
+    local label=$1 name=$2 mode=$3 nrc=$4 nms=$5 src=$6 sms=$7 min=$8 extra=${9:-}
+    local identical=no result=FAIL note=""
+    if cmp -s "$logs/$name.native.stdout" "$logs/$name.$mode.stdout"; then identical=yes; fi
+    check_traces "$name" "$mode" "$min"
+    if [ "$nrc" != 0 ]; then
+        note="native run $(failure_text "$nrc" "$logs/$name.native.stderr")"
+    elif [ "$src" != 0 ]; then
+        note="sage run $(failure_text "$src" "$logs/$name.$mode.stderr")"
+    elif [ "$identical" != yes ]; then
+        note="stdout differs (diff $name.native.stdout $name.$mode.stdout)"
+    elif [ "$trace_ok" != 1 ]; then
+        note="trace: $trace_note"
+    elif [ -n "$extra" ] && [ "$extra" != ok ]; then
+        note=$extra
+    else
+        result=PASS
+    fi
+    record "$label" "$nrc" "$nms" "$src" "$sms" "$identical" "$trace_note" \
+        "$(exact_match "$name" "$mode")" "$result" "$note"
+}
+
+native_env=(-u LD_PRELOAD -u SAGE_TRACE -u SAGE_TRACE_STACKS)
+for p in "${programs[@]}"; do
+    if [ "${build_ok[$p]}" != 1 ]; then
+        if [ "$p" = torch_model ]; then
+            record "$p" - - - - - - - SKIP "python/torch unusable: $(tail -n1 "$logs/$p.build.log")"
+        else
+            record "$p" - - - - - - - FAIL "build failed: see $p.build.log"
+        fi
+        continue
+    fi
+    command_of "$p"
+    run_program "$p" native "${native_env[@]}" -- "${cmd[@]}"
+    nrc=$run_rc nms=$run_ms
+    run_program "$p" sage -u SAGE_TRACE_STACKS "LD_PRELOAD=$libsage" \
+        "SAGE_TRACE=$logs/$p.sage.%p.json" -- "${cmd[@]}"
+    min_traces=1
+    [ "$p" = ipc ] && min_traces=2
+    evaluate "$p" "$p" sage "$nrc" "$nms" "$run_rc" "$run_ms" "$min_traces"
+done
+
+# Stacks row: static_cudart again with SAGE_TRACE_STACKS=1 (libunwind needed).
+if selected static_cudart; then
+    if [ -z "${SAGE_LIBUNWIND_DIR:-}" ]; then
+        record static_cudart+stacks - - - - - - - SKIP "SAGE_LIBUNWIND_DIR unset"
+    elif [ "${build_ok[static_cudart]}" != 1 ]; then
+        record static_cudart+stacks - - - - - - - FAIL "build failed"
+    else
+        p=static_cudart
+        nrc=$(awk -F'\t' '$1 == "static_cudart" { print $2 }' "$results")
+        nms=$(awk -F'\t' '$1 == "static_cudart" { print $3 }' "$results")
+        run_program "$p" stacks "LD_PRELOAD=$libsage" "SAGE_TRACE=$logs/$p.stacks.%p.json" \
+            SAGE_TRACE_STACKS=1 \
+            "LD_LIBRARY_PATH=$SAGE_LIBUNWIND_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+            -- "$bin_dir/$p"
+        stack_note=ok
+        stack_traces=("$logs/$p.stacks".*.json)
+        if [ -e "${stack_traces[0]}" ]; then
+            stack_out=$(check_stacks "${stack_traces[@]}" 2>&1) || stack_note="stacks: $(tail -n1 <<< "$stack_out")"
+        fi
+        evaluate static_cudart+stacks "$p" stacks "$nrc" "$nms" "$run_rc" "$run_ms" 1 "$stack_note"
+    fi
+fi
+
+# ------------------------------------------------------------------ report
+gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1 || true)
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true)
+cuda_release=$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p' | head -n1 || true)
+cpus=$(nproc)
+date_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+echo
+printf '%-22s | %-8s %8s | %-8s %8s | %-9s | %-22s | %-5s | %s\n' \
+    program native ms sage ms identical trace exact result
+printf '%s\n' "$(printf '%.0s-' {1..110})"
+passed=0 failed=0 skipped=0
+while IFS=$'\t' read -r name nrc nms src sms identical trace exact result note; do
+    printf '%-22s | %-8s %8s | %-8s %8s | %-9s | %-22.22s | %-5s | %s\n' \
+        "$name" "$(rc_text "$nrc")" "$nms" "$(rc_text "$src")" "$sms" "$identical" \
+        "$trace" "$exact" "$result${note:+: $note}"
+    case "$result" in
+        PASS) passed=$((passed + 1)) ;;
+        SKIP) skipped=$((skipped + 1)) ;;
+        *) failed=$((failed + 1)) ;;
+    esac
+done < "$results"
+echo
+echo "machine: ${gpu_name:-?}, driver ${driver:-?}, CUDA ${cuda_release:-?}, $cpus CPUs, $date_utc"
+echo "logs: $logs"
+[ "$skipped" = 0 ] || echo "skipped: $skipped"
+
+if [ -n "$out_dir" ]; then
+    mkdir -p "$out_dir"
+    GPU_NAME=$gpu_name GPU_DRIVER=$driver GPU_CUDA=$cuda_release GPU_CPUS=$cpus \
+    GPU_DATE=$date_utc GPU_ARCH=$arch GPU_LIBSAGE=$libsage GPU_TIMEOUT=$run_timeout \
+    GPU_COUNTS="$passed $failed $skipped" \
+    "$python" - "$results" "$out_dir/gpu-results.json" <<'EOF'
+import json, os, sys
+keys = ["name", "native_rc", "native_ms", "sage_rc", "sage_ms", "output_identical",
+        "trace", "exact_bits_identical", "result", "note"]
+def num(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+flag = {"yes": True, "no": False}
+rows = []
+with open(sys.argv[1]) as f:
+    for line in f:
+        row = dict(zip(keys, line.rstrip("\n").split("\t")))
+        for k in ("native_rc", "native_ms", "sage_rc", "sage_ms"):
+            row[k] = num(row.get(k))
+        for k in ("output_identical", "exact_bits_identical"):
+            row[k] = flag.get(row.get(k))
+        rows.append(row)
+e = os.environ
+passed, failed, skipped = (int(x) for x in e["GPU_COUNTS"].split())
+doc = {
+    "machine": {"gpu": e["GPU_NAME"], "driver": e["GPU_DRIVER"], "cuda": e["GPU_CUDA"],
+                "cpus": int(e["GPU_CPUS"]), "date": e["GPU_DATE"], "arch": e["GPU_ARCH"]},
+    "libsage": e["GPU_LIBSAGE"],
+    "timeout_s": int(e["GPU_TIMEOUT"]),
+    "passed": passed, "failed": failed, "skipped": skipped,
+    "programs": rows,
+}
+with open(sys.argv[2], "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+EOF
+    tar -czf "$out_dir/gpu-logs.tar.gz" -C "$bin_dir" logs
+    echo "results: $out_dir/gpu-results.json, $out_dir/gpu-logs.tar.gz"
+fi
+
+echo "GPU suite: $passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,312 @@
+/* fake_internal.h: state shared by the files of the simulated driver.
+ *
+ * One process-wide state (`fake`) guarded by one mutex: this is a test tool,
+ * so simplicity beats concurrency. Functions named *_locked expect the mutex
+ * held. Handles the application sees (CUcontext, CUstream, ...) are pointers
+ * to the structs below; every one is kept on a list so that a stale or bogus
+ * handle is reported (INVALID_CONTEXT / INVALID_HANDLE) instead of crashing.
+ *
+ * Exported symbols carry FAKE_EXPORT. Symbols cuda.h does not declare (the
+ * per-thread `_ptds`/`_ptsz` variants, superseded versions) are declared here;
+ * where cuda.h turns the name into a macro, the C name is `fake_<symbol>` and
+ * an asm label gives the ABI name.
+ */
+#ifndef SAGE_FAKE_INTERNAL_H
+#define SAGE_FAKE_INTERNAL_H
+
+#include <cuda.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fakecuda.h"
+
+#define FAKE_EXPORT __attribute__((visibility("default")))
+
+#define FAKE_MAX_DEVICES 16
+#define FAKE_GRANULARITY ((size_t)2 << 20)
+#define FAKE_DRIVER_VERSION 13000
+
+/* ------------------------------------------------------------ objects */
+struct CUctx_st {
+    struct CUctx_st *next;
+    int device; /* ordinal as the process sees it */
+    unsigned flags;
+    bool primary;
+};
+
+typedef enum FakeAllocKind {
+    FAKE_ALLOC_DEVICE,     /* cuMemAlloc & co: memfd-backed, counts against the device */
+    FAKE_ALLOC_MANAGED,    /* cuMemAllocManaged: counts against the device */
+    FAKE_ALLOC_HOST,       /* cuMemAllocHost / cuMemHostAlloc */
+    FAKE_ALLOC_REGISTERED, /* cuMemHostRegister: the application's memory */
+    FAKE_ALLOC_IPC,        /* cuIpcOpenMemHandle: another process's allocation */
+} FakeAllocKind;
+
+typedef struct FakeAlloc {
+    struct FakeAlloc *next;
+    FakeAllocKind kind;
+    char *base;        /* what the application sees */
+    size_t size;       /* what it asked for */
+    size_t map_size;   /* what is mmap()ed at base (0: not ours to unmap) */
+    int fd;            /* memfd (DEVICE), -1 otherwise */
+    CUcontext ctx;     /* owner: destroying it frees the allocation */
+    int device;
+    unsigned long long id;
+} FakeAlloc;
+
+/* A VMM physical allocation (cuMemCreate / cuMemImportFromShareableHandle). */
+typedef struct FakePhys {
+    struct FakePhys *next;
+    CUmemGenericAllocationHandle handle;
+    int fd;
+    size_t size;
+    CUmemAllocationProp prop;
+    unsigned handle_refs; /* cuMemCreate/import/retain minus cuMemRelease */
+    unsigned map_refs;    /* FakeMapping records using it; freed when both are 0 */
+    bool counted;  /* counts against the device budget (created, not imported) */
+} FakePhys;
+
+typedef struct FakeReservation {
+    struct FakeReservation *next;
+    uintptr_t base;
+    size_t size;
+} FakeReservation;
+
+/* One piece of a cuMemMap. cuMemSetAccess on part of a mapping splits it;
+ * all pieces keep the map_id of the cuMemMap that made them, which is what
+ * cuMemUnmap checks ("whole mappings only"). */
+typedef struct FakeMapping {
+    struct FakeMapping *next;
+    uintptr_t base;
+    size_t size;
+    FakePhys *phys;
+    size_t offset; /* into phys */
+    int prot;
+    unsigned long long map_id;
+    uintptr_t map_base; /* the whole cuMemMap range */
+    size_t map_size;
+} FakeMapping;
+
+typedef enum FakeOpKind { FAKE_OP_KERNEL, FAKE_OP_COPY, FAKE_OP_COPY3D, FAKE_OP_MEMSET } FakeOpKind;
+
+typedef struct FakeOp {
+    FakeOpKind kind;
+    union {
+        struct {
+            const FakeKernelEntry *entry;
+            FakeKernelLaunch launch;
+            void **params;    /* owned array of nparams pointers */
+            size_t nparams;
+            char *arg_store;  /* owned copy of argument values (arg_bytes), or NULL */
+            size_t arg_bytes;
+        } kernel;
+        struct {
+            void *dst;
+            const void *src;
+            size_t bytes;
+        } copy;
+        CUDA_MEMCPY3D copy3d;
+        struct {
+            void *dst;
+            unsigned value;
+            unsigned elem_size;
+            size_t count;
+        } memset;
+    } u;
+} FakeOp;
+
+struct CUgraph_st {
+    struct CUgraph_st *next;
+    FakeOp *ops;
+    size_t count, capacity;
+};
+
+struct CUgraphExec_st {
+    struct CUgraphExec_st *next;
+    struct CUgraph_st graph; /* a private copy */
+};
+
+struct CUstream_st {
+    struct CUstream_st *next;
+    CUcontext ctx;
+    unsigned flags;
+    int priority;
+    struct CUgraph_st *capture; /* non-NULL while capturing */
+};
+
+struct CUevent_st {
+    struct CUevent_st *next;
+    CUcontext ctx;
+    unsigned flags;
+    bool recorded;
+    double time_ms;
+};
+
+#define FAKE_FUNC_MAGIC 0x46554e43u /* "FUNC" */
+#define FAKE_KERN_MAGIC 0x4b45524eu /* "KERN" */
+
+struct CUfunc_st {
+    uint32_t magic;
+    const FakeKernelEntry *entry;
+    struct CUmod_st *module;
+};
+
+struct CUkern_st {
+    uint32_t magic;
+    const FakeKernelEntry *entry;
+    struct CUlib_st *library;
+};
+
+struct CUmod_st {
+    struct CUmod_st *next;
+    const FakeModuleImage *image;
+    void *dl;      /* dlopen handle (cuModuleLoad), or NULL */
+    CUcontext ctx; /* NULL for a library's module */
+    struct CUfunc_st *functions;
+};
+
+struct CUlib_st {
+    struct CUlib_st *next;
+    struct CUmod_st module;
+    struct CUkern_st *kernels;
+};
+
+/* ------------------------------------------------------------ state */
+typedef struct FakeState {
+    pthread_mutex_t lock;
+    pthread_mutex_t init_lock;
+    bool init_done;
+    CUresult init_result;
+
+    /* From the environment, read once at the first cuInit. */
+    unsigned init_ms, ctx_ms;
+    size_t mem_total;
+    int device_count;                 /* visible devices */
+    int physical[FAKE_MAX_DEVICES];   /* visible ordinal -> simulated GPU index */
+
+    size_t mem_used[FAKE_MAX_DEVICES];
+    struct CUctx_st *primary[FAKE_MAX_DEVICES];
+    unsigned primary_refs[FAKE_MAX_DEVICES];
+    unsigned primary_flags[FAKE_MAX_DEVICES];
+    pthread_mutex_t primary_create_lock[FAKE_MAX_DEVICES];
+
+    struct CUctx_st *contexts;
+    FakeAlloc *allocs;
+    FakePhys *phys;
+    FakeReservation *reservations;
+    FakeMapping *mappings;
+    struct CUstream_st *streams;
+    struct CUevent_st *events;
+    struct CUmod_st *modules;
+    struct CUlib_st *libraries;
+    struct CUgraph_st *graphs;
+    struct CUgraphExec_st *execs;
+    unsigned long long next_id;
+} FakeState;
+
+/* The one instance: the driver is a process-wide singleton, as the real one. */
+extern FakeState fake;
+
+void fake_lock(void);
+void fake_unlock(void);
+bool fake_initialized(void);
+double fake_now_ms(void);
+void fake_sleep_ms(unsigned ms);
+size_t fake_page_round(size_t n);
+
+#define FAKE_REQUIRE_INIT()                         \
+    do {                                            \
+        if (!fake_initialized())                    \
+            return CUDA_ERROR_NOT_INITIALIZED;      \
+    } while (0)
+
+/* fake_context.c */
+CUcontext fake_current_context(void); /* NULL when none or stale */
+bool fake_context_alive_locked(CUcontext ctx);
+void fake_context_forget_thread(CUcontext ctx);
+/* Requires init and a current context; stores it in *out. */
+CUresult fake_require_context(CUcontext *out);
+
+/* fake_memory.c */
+FakeAlloc *fake_alloc_find_locked(uintptr_t p);
+CUresult fake_device_alloc_locked(CUdeviceptr *out, size_t bytes, CUcontext ctx, FakeAllocKind kind);
+void fake_alloc_free_locked(FakeAlloc *a);
+void fake_free_context_objects_locked(CUcontext ctx);
+CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count, CUstream stream);
+
+/* fake_vmm.c: is [p, p+n) safe to access? INVALID_VALUE when it touches a
+ * VMM reservation where it is not mapped with the needed protection. */
+CUresult fake_vmm_check_locked(uintptr_t p, size_t n, int need_prot);
+FakeMapping *fake_mapping_find_locked(uintptr_t p);
+
+/* fake_copy.c */
+CUresult fake_copy_checked(void *dst, const void *src, size_t bytes);
+CUresult fake_copy3d_checked(const CUDA_MEMCPY3D *c);
+
+/* fake_stream.c */
+CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture); /* locks */
+CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op);     /* locks */
+CUresult fake_op_run(const FakeOp *op);
+void fake_op_release(FakeOp *op);
+void fake_stream_free_context_locked(CUcontext ctx);
+
+/* fake_module.c */
+CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params, void **extra);
+void fake_module_free_context_locked(CUcontext ctx);
+
+/* ------------------------------------------------------------ symbols cuda.h lacks */
+CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev);
+CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams,
+                        unsigned int flags, CUdevice dev);
+CUresult fake_cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags)
+    __asm__("cuGetProcAddress");
+CUresult fake_cuEventElapsedTime(float *ms, CUevent start, CUevent end) __asm__("cuEventElapsedTime");
+CUresult fake_cuDeviceGetUuid(CUuuid *uuid, CUdevice dev) __asm__("cuDeviceGetUuid");
+CUresult fake_cuStreamBeginCapture(CUstream s) __asm__("cuStreamBeginCapture");
+CUresult cuStreamBeginCapture_ptsz(CUstream s);
+CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, CUstreamCaptureMode mode);
+
+CUresult cuMemcpy_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n);
+CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s);
+CUresult cuMemcpyHtoD_v2_ptds(CUdeviceptr dst, const void *src, size_t n);
+CUresult cuMemcpyDtoH_v2_ptds(void *dst, CUdeviceptr src, size_t n);
+CUresult cuMemcpyDtoD_v2_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n);
+CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_t n, CUstream s);
+CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dst, CUdeviceptr src, size_t n, CUstream s);
+CUresult cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s);
+CUresult cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *c);
+CUresult cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *c);
+CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *c, CUstream s);
+CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *c);
+CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *c, CUstream s);
+CUresult cuMemcpyPeer_ptds(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n);
+CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx,
+                                size_t n, CUstream s);
+CUresult cuMemsetD8_v2_ptds(CUdeviceptr d, unsigned char v, size_t n);
+CUresult cuMemsetD16_v2_ptds(CUdeviceptr d, unsigned short v, size_t n);
+CUresult cuMemsetD32_v2_ptds(CUdeviceptr d, unsigned int v, size_t n);
+CUresult cuMemsetD8Async_ptsz(CUdeviceptr d, unsigned char v, size_t n, CUstream s);
+CUresult cuMemsetD16Async_ptsz(CUdeviceptr d, unsigned short v, size_t n, CUstream s);
+CUresult cuMemsetD32Async_ptsz(CUdeviceptr d, unsigned int v, size_t n, CUstream s);
+CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s);
+CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s);
+
+CUresult cuStreamSynchronize_ptsz(CUstream s);
+CUresult cuStreamQuery_ptsz(CUstream s);
+CUresult cuStreamWaitEvent_ptsz(CUstream s, CUevent e, unsigned int flags);
+CUresult cuStreamIsCapturing_ptsz(CUstream s, CUstreamCaptureStatus *status);
+CUresult cuStreamEndCapture_ptsz(CUstream s, CUgraph *graph);
+CUresult cuEventRecord_ptsz(CUevent e, CUstream s);
+CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s);
+
+CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                             unsigned by, unsigned bz, unsigned shared, CUstream s, void **params,
+                             void **extra);
+CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params, void **extra);
+CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                                        unsigned bx, unsigned by, unsigned bz, unsigned shared,
+                                        CUstream s, void **params);
+
+#endif

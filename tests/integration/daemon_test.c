@@ -1,0 +1,805 @@
+/*
+ * Integration tests of saged + sagectl + common/broker_client against the
+ * simulated driver (LD_LIBRARY_PATH). Usage: daemon-test SCENARIO SAGED SAGECTL.
+ *
+ * Each scenario starts the real saged on a socket in a fresh temp dir and
+ * stops it with SIGTERM at the end (checking it exits 0 and removes the
+ * socket). Processes that touch CUDA are forked children; the test process
+ * itself only speaks the protocol, so it never forks with a live context.
+ */
+#include <cuda.h>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "broker_client.h"
+#include "hash.h"
+#include "util.h"
+
+#define CHECK(cond)                                                                                  \
+        do {                                                                                         \
+                if (!(cond)) {                                                                       \
+                        fprintf(stderr, "daemon-test[%d] %s:%d: check failed: %s\n", (int)getpid(), \
+                                __FILE__, __LINE__, #cond);                                          \
+                        exit(1);                                                                     \
+                }                                                                                    \
+        } while (0)
+
+#define MiB (1ull << 20)
+#define TIMEOUT_MS 5000
+
+static const char *saged_path, *sagectl_path;
+static char dir[64], socket_path[96];
+static pid_t saged_pid, main_pid;
+
+/* A failed check must not leave a broker behind (it would hold meson's pipes). */
+static void cleanup(void) {
+        if (getpid() != main_pid || saged_pid <= 0)
+                return;
+        kill(saged_pid, SIGKILL);
+        waitpid(saged_pid, NULL, 0);
+        unlink(socket_path);
+        rmdir(dir);
+}
+
+/* ------------------------------------------------------------ the broker */
+
+static void start_saged(const char *extra1, const char *extra2) {
+        const char *argv[10];
+        int n = 0;
+
+        snprintf(dir, sizeof(dir), "/tmp/sage-daemon-test-XXXXXX");
+        CHECK(mkdtemp(dir));
+        CHECK(chmod(dir, 0755) == 0); /* reachable by the other-uid client */
+        snprintf(socket_path, sizeof(socket_path), "%s/saged.sock", dir);
+        argv[n++] = saged_path;
+        argv[n++] = "--foreground";
+        argv[n++] = "--socket";
+        argv[n++] = socket_path;
+        argv[n++] = "-v";
+        if (extra1)
+                argv[n++] = extra1;
+        if (extra2)
+                argv[n++] = extra2;
+        argv[n] = NULL;
+        saged_pid = fork();
+        CHECK(saged_pid >= 0);
+        if (saged_pid == 0) {
+                execv(saged_path, (char **)argv);
+                _exit(127);
+        }
+        for (int i = 0; i < 1000; i++) {
+                SageBroker *b;
+                if (sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0) {
+                        sage_broker_free(b);
+                        return;
+                }
+                CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
+                usleep(10000);
+        }
+        CHECK(!"saged did not come up");
+}
+
+static void stop_saged(void) {
+        int status;
+        struct stat st;
+
+        CHECK(kill(saged_pid, SIGTERM) == 0);
+        CHECK(waitpid(saged_pid, &status, 0) == saged_pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        saged_pid = 0;
+        CHECK(lstat(socket_path, &st) < 0 && errno == ENOENT);
+        rmdir(dir);
+}
+
+static SageBroker *broker(void) {
+        SageBroker *b = NULL;
+        CHECK(sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0);
+        return b;
+}
+
+static SageStats stats(void) {
+        SageBroker *b = broker();
+        SageStats s;
+        CHECK(sage_broker_stats(b, &s) == 0);
+        sage_broker_free(b);
+        return s;
+}
+
+/* Wait until the broker saw every dropped client (only the probe remains). */
+static SageStats settled_stats(uint64_t want_refs) {
+        SageStats s;
+        for (int i = 0; i < 500; i++) {
+                s = stats();
+                if (s.refs == want_refs && s.clients == 1)
+                        return s;
+                usleep(10000);
+        }
+        fprintf(stderr, "stats: refs %llu clients %llu\n", (unsigned long long)s.refs,
+                (unsigned long long)s.clients);
+        CHECK(!"broker did not settle");
+        return s;
+}
+
+static int count_fds(pid_t pid) {
+        char path[64];
+        int n = 0;
+        DIR *d;
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+        d = opendir(path);
+        CHECK(d);
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n;
+}
+
+/* The broker may not have seen the last hang-up yet: give it a moment. */
+static void check_fds(int want) {
+        int n = 0;
+        for (int i = 0; i < 200; i++) {
+                n = count_fds(saged_pid);
+                if (n == want)
+                        return;
+                usleep(10000);
+        }
+        fprintf(stderr, "saged has %d fds open, expected %d\n", n, want);
+        CHECK(!"fd leak");
+}
+
+/* Run sagectl; returns its exit status, output (stdout+stderr) in out. */
+static int sagectl(char *out, size_t size, const char *format, ...) {
+        char args[512], cmd[1024];
+        va_list ap;
+        FILE *f;
+        size_t n;
+
+        va_start(ap, format);
+        vsnprintf(args, sizeof(args), format, ap);
+        va_end(ap);
+        snprintf(cmd, sizeof(cmd), "%s %s 2>&1", sagectl_path, args);
+        f = popen(cmd, "r");
+        CHECK(f);
+        n = fread(out, 1, size - 1, f);
+        out[n] = 0;
+        int status = pclose(f);
+        printf("$ sagectl %s\n%s", args, out);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* ------------------------------------------------------------ the driver */
+
+typedef struct Cu {
+        CUresult (*cuInit)(unsigned);
+        CUresult (*cuDeviceGet)(CUdevice *, int);
+        CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+        CUresult (*cuCtxSetCurrent)(CUcontext);
+        CUresult (*cuMemCreate)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
+                                unsigned long long);
+        CUresult (*cuMemRelease)(CUmemGenericAllocationHandle);
+        CUresult (*cuMemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
+        CUresult (*cuMemAddressFree)(CUdeviceptr, size_t);
+        CUresult (*cuMemMap)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
+        CUresult (*cuMemUnmap)(CUdeviceptr, size_t);
+        CUresult (*cuMemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
+        CUresult (*cuMemExportToShareableHandle)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
+                                                 unsigned long long);
+        CUresult (*cuMemImportFromShareableHandle)(CUmemGenericAllocationHandle *, void *,
+                                                   CUmemAllocationHandleType);
+        CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
+        CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
+        CUresult (*cuMemsetD8)(CUdeviceptr, unsigned char, size_t);
+} Cu;
+
+static Cu cu;
+
+static void load(void *lib, void *field, const char *name) {
+        void *p = dlsym(lib, name);
+        if (!p) {
+                fprintf(stderr, "libcuda.so.1 lacks %s\n", name);
+                exit(1);
+        }
+        memcpy(field, &p, sizeof(p));
+}
+
+static void driver_init(void) {
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        CUdevice dev;
+        CUcontext ctx;
+        CHECK(lib);
+        load(lib, &cu.cuInit, "cuInit");
+        load(lib, &cu.cuDeviceGet, "cuDeviceGet");
+        load(lib, &cu.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+        load(lib, &cu.cuCtxSetCurrent, "cuCtxSetCurrent");
+        load(lib, &cu.cuMemCreate, "cuMemCreate");
+        load(lib, &cu.cuMemRelease, "cuMemRelease");
+        load(lib, &cu.cuMemAddressReserve, "cuMemAddressReserve");
+        load(lib, &cu.cuMemAddressFree, "cuMemAddressFree");
+        load(lib, &cu.cuMemMap, "cuMemMap");
+        load(lib, &cu.cuMemUnmap, "cuMemUnmap");
+        load(lib, &cu.cuMemSetAccess, "cuMemSetAccess");
+        load(lib, &cu.cuMemExportToShareableHandle, "cuMemExportToShareableHandle");
+        load(lib, &cu.cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle");
+        load(lib, &cu.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
+        load(lib, &cu.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
+        load(lib, &cu.cuMemsetD8, "cuMemsetD8_v2");
+        CHECK(cu.cuInit(0) == CUDA_SUCCESS);
+        CHECK(cu.cuDeviceGet(&dev, 0) == CUDA_SUCCESS);
+        CHECK(cu.cuDevicePrimaryCtxRetain(&ctx, dev) == CUDA_SUCCESS);
+        CHECK(cu.cuCtxSetCurrent(ctx) == CUDA_SUCCESS);
+}
+
+static void map(CUmemGenericAllocationHandle h, size_t size, CUmemAccess_flags flags, CUdeviceptr *va) {
+        CUmemAccessDesc access = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 }, .flags = flags };
+        CHECK(cu.cuMemAddressReserve(va, size, 0, 0, 0) == CUDA_SUCCESS);
+        CHECK(cu.cuMemMap(*va, size, 0, h, 0) == CUDA_SUCCESS);
+        CHECK(cu.cuMemSetAccess(*va, size, &access, 1) == CUDA_SUCCESS);
+}
+
+static uint8_t *pattern(uint64_t seed, size_t size) {
+        uint8_t *p = malloc(size);
+        CHECK(p);
+        for (size_t i = 0; i < size; i++)
+                p[i] = (uint8_t)((i * (seed | 1)) ^ (i >> 9) ^ seed);
+        return p;
+}
+
+/* ------------------------------------------------------------ children */
+
+typedef struct Result {
+        int rc;
+        uint64_t extent_id;
+} Result;
+
+typedef struct Child {
+        pid_t pid;
+        int result_fd; /* read a Result from here */
+        int hold_fd;   /* close to let a holding child exit */
+} Child;
+
+/*
+ * A publisher process: cuMemCreate (POSIX fd), fill, export, PUBLISH. With
+ * `hold` it keeps its connection (and reference) until hold_fd is closed.
+ */
+static Child spawn_publisher(uint64_t seed, size_t size, bool hold) {
+        int res[2], hold_pipe[2];
+        Child c;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                             .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                                             .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
+                CUmemGenericAllocationHandle h;
+                CUdeviceptr va;
+                uint8_t *data = pattern(seed, size);
+                Result r = { 0, 0 };
+                SageBroker *b;
+                int fd = -1, existed = 0;
+                char c1;
+
+                close(res[0]);
+                close(hold_pipe[1]);
+                driver_init();
+                CHECK(cu.cuMemCreate(&h, size, &prop, 0) == CUDA_SUCCESS);
+                map(h, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &va);
+                CHECK(cu.cuMemcpyHtoD(va, data, size) == CUDA_SUCCESS);
+                CHECK(cu.cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
+                      CUDA_SUCCESS);
+                b = broker();
+                r.rc = sage_broker_publish(b, sage_hash(data, size), size, 0, SAGE_PUBLISH_SEALED, fd,
+                                           &r.extent_id, &existed);
+                close(fd);
+                cu.cuMemUnmap(va, size);
+                cu.cuMemAddressFree(va, size);
+                cu.cuMemRelease(h);
+                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                if (hold)
+                        (void)!read(hold_pipe[0], &c1, 1);
+                sage_broker_free(b);
+                free(data);
+                _exit(0);
+        }
+        close(res[1]);
+        close(hold_pipe[0]);
+        c.result_fd = res[0];
+        c.hold_fd = hold_pipe[1];
+        return c;
+}
+
+/*
+ * A reader process: LOOKUP, import, map PROT_READ, read, compare; writes must
+ * fail. Optional uid to drop to first. With `hold`, keeps its reference.
+ */
+static Child spawn_reader(uint64_t seed, size_t size, uid_t uid, bool hold) {
+        int res[2], hold_pipe[2];
+        Child c;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                uint8_t *want = pattern(seed, size), *got = calloc(1, size);
+                Result r = { 0, 0 };
+                SageBroker *b;
+                int fd = -1;
+                char c1;
+
+                close(res[0]);
+                close(hold_pipe[1]);
+                if (uid != (uid_t)-1)
+                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
+                b = broker();
+                r.rc = sage_broker_lookup(b, sage_hash(want, size), size, 0, &r.extent_id, &fd);
+                if (r.rc == 0) {
+                        CUmemGenericAllocationHandle h;
+                        CUdeviceptr va;
+                        driver_init();
+                        CHECK(cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd,
+                                                                CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) ==
+                              CUDA_SUCCESS);
+                        close(fd);
+                        map(h, size, CU_MEM_ACCESS_FLAGS_PROT_READ, &va);
+                        CHECK(cu.cuMemcpyDtoH(got, va, size) == CUDA_SUCCESS);
+                        CHECK(memcmp(got, want, size) == 0);
+                        /* Read-only: a write is refused and changes nothing. */
+                        CHECK(cu.cuMemsetD8(va, 0xee, 4096) != CUDA_SUCCESS);
+                        CHECK(cu.cuMemcpyDtoH(got, va, size) == CUDA_SUCCESS && memcmp(got, want, size) == 0);
+                        cu.cuMemUnmap(va, size);
+                        cu.cuMemAddressFree(va, size);
+                        cu.cuMemRelease(h);
+                }
+                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                if (hold)
+                        (void)!read(hold_pipe[0], &c1, 1);
+                else if (r.rc == 0)
+                        CHECK(sage_broker_release(b, r.extent_id) == 0);
+                sage_broker_free(b);
+                free(want);
+                free(got);
+                _exit(0);
+        }
+        close(res[1]);
+        close(hold_pipe[0]);
+        c.result_fd = res[0];
+        c.hold_fd = hold_pipe[1];
+        return c;
+}
+
+static Result child_result(Child *c) {
+        Result r;
+        CHECK(read(c->result_fd, &r, sizeof(r)) == sizeof(r));
+        close(c->result_fd);
+        return r;
+}
+
+static void child_finish(Child *c) {
+        int status;
+        close(c->hold_fd);
+        CHECK(waitpid(c->pid, &status, 0) == c->pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static uint64_t publish(uint64_t seed, size_t size, int want_rc) {
+        Child c = spawn_publisher(seed, size, false);
+        Result r = child_result(&c);
+        child_finish(&c);
+        if (r.rc != want_rc)
+                fprintf(stderr, "publish: rc %d, wanted %d\n", r.rc, want_rc);
+        CHECK(r.rc == want_rc);
+        return r.extent_id;
+}
+
+/* ------------------------------------------------------------ scenarios */
+
+static int scenario_cli(void) {
+        char out[4096], missing[160];
+
+        snprintf(missing, sizeof(missing), "/tmp/sage-no-such-dir-%d/saged.sock", (int)getpid());
+        CHECK(sagectl(out, sizeof(out), "--socket %s ping", missing) == 1);
+        CHECK(strstr(out, "cannot connect to") && strstr(out, "No such file or directory (is saged running?)"));
+        CHECK(sagectl(out, sizeof(out), "frobnicate") == 2);
+
+        start_saged(NULL, NULL);
+        CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 0 && strstr(out, "alive"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s stats", socket_path) == 0 && strstr(out, "extents:"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s stats --json", socket_path) == 0);
+        CHECK(strstr(out, "\"extents\": 0") && strstr(out, "\"clients\": 1") && strstr(out, "\"hits\": 0"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s list --json", socket_path) == 0 && strcmp(out, "[]\n") == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s evict 12345", socket_path) == 1 && strstr(out, "not found"));
+        /* SAGE_SOCKET is honoured. */
+        setenv("SAGE_SOCKET", socket_path, 1);
+        CHECK(sagectl(out, sizeof(out), "ping") == 0);
+        unsetenv("SAGE_SOCKET");
+
+        /* A second broker on the same socket refuses to start. */
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "%s --foreground --socket %s 2>&1", saged_path, socket_path);
+        FILE *f = popen(cmd, "r");
+        size_t n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = 0;
+        CHECK(WEXITSTATUS(pclose(f)) == 1 && strstr(out, "already listening"));
+        stop_saged();
+
+        /* A stale socket (broker killed) is replaced. */
+        start_saged(NULL, NULL);
+        CHECK(kill(saged_pid, SIGKILL) == 0 && waitpid(saged_pid, NULL, 0) == saged_pid);
+        CHECK(access(socket_path, F_OK) == 0);
+        saged_pid = fork();
+        if (saged_pid == 0) {
+                execl(saged_path, saged_path, "--foreground", "--socket", socket_path, (char *)NULL);
+                _exit(127);
+        }
+        for (int i = 0; i < 500 && sagectl(out, sizeof(out), "--socket %s ping", socket_path) != 0; i++)
+                usleep(10000);
+        CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 0);
+        stop_saged();
+        return 0;
+}
+
+static int scenario_share(void) {
+        SageStats s;
+        uint64_t id;
+        Child r;
+        Result rr;
+
+        start_saged("--budget", "64M");
+        id = publish(1, 4 * MiB, 0);
+        CHECK(id > 0);
+        /* The publisher is gone; its memory lives on in the broker. */
+        s = settled_stats(0);
+        CHECK(s.extents == 1 && s.bytes_resident == 4 * MiB && s.publishes == 1 && s.budget == 64 * MiB);
+
+        /* Another process finds it, maps it read-only, reads the same bytes. */
+        r = spawn_reader(1, 4 * MiB, (uid_t)-1, false);
+        rr = child_result(&r);
+        child_finish(&r);
+        CHECK(rr.rc == 0 && rr.extent_id == id);
+        /* Different content: a miss. */
+        r = spawn_reader(2, 4 * MiB, (uid_t)-1, false);
+        rr = child_result(&r);
+        child_finish(&r);
+        CHECK(rr.rc == SAGE_ERR_NOT_FOUND);
+        s = settled_stats(0);
+        CHECK(s.hits == 1 && s.misses == 1);
+
+        /* Publishing the same content again: the existing extent. */
+        CHECK(publish(1, 4 * MiB, 0) == id);
+        /* Unsealed content is refused; sizes off the granularity too. */
+        SageBroker *b = broker();
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        uint64_t x;
+        CHECK(sage_broker_publish(b, (SageHash){ 1, 2 }, 2 * MiB, 0, 0, fd, &x, NULL) == SAGE_ERR_PERMISSION);
+        CHECK(sage_broker_publish(b, (SageHash){ 1, 2 }, 12345, 0, SAGE_PUBLISH_SEALED, fd, &x, NULL) ==
+              SAGE_ERR_SIZE_MISMATCH);
+        CHECK(sage_broker_publish(b, (SageHash){ 1, 2 }, 2 * MiB, 7, SAGE_PUBLISH_SEALED, fd, &x, NULL) ==
+              SAGE_ERR_BAD_DEVICE);
+        /* Not a VMM handle: the driver refuses it. */
+        CHECK(sage_broker_publish(b, (SageHash){ 1, 2 }, 2 * MiB, 0, SAGE_PUBLISH_SEALED, fd, &x, NULL) ==
+              SAGE_ERR_DRIVER);
+        CHECK(sage_broker_release(b, id) == SAGE_ERR_NOT_FOUND);
+        close(fd);
+        sage_broker_free(b);
+        stop_saged();
+        return 0;
+}
+
+static int scenario_namespace(void) {
+        SageBroker *b;
+        SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
+        uint32_t n;
+        int more;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to run a client as another uid\n");
+                return 77;
+        }
+        start_saged(NULL, NULL);
+        uint64_t id = publish(3, 2 * MiB, 0);
+        /* Same content, another uid: not found, and no way to reach the extent. */
+        Child r = spawn_reader(3, 2 * MiB, 65534, false);
+        Result rr = child_result(&r);
+        child_finish(&r);
+        CHECK(rr.rc == SAGE_ERR_NOT_FOUND);
+
+        pid_t pid = fork();
+        if (pid == 0) {
+                SageEvictReply ev;
+                CHECK(setgid(65534) == 0 && setuid(65534) == 0);
+                b = broker();
+                CHECK(sage_broker_hello(b)->namespace_id == 65534);
+                CHECK(sage_broker_list(b, 0, entries, &n, &more) == 0 && n == 0);
+                CHECK(sage_broker_evict(b, id, 0, NULL) == SAGE_ERR_NOT_FOUND);
+                CHECK(sage_broker_evict(b, 0, SAGE_EVICT_ALL_UNREFERENCED, &ev) == 0 && ev.evicted == 0);
+                CHECK(sage_broker_release(b, id) == SAGE_ERR_NOT_FOUND);
+                sage_broker_free(b);
+                _exit(0);
+        }
+        int status;
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+        /* Root sees it, and the same uid still finds it. */
+        b = broker();
+        CHECK(sage_broker_list(b, 0, entries, &n, &more) == 0 && n == 1 && entries[0].id == id &&
+              entries[0].namespace_id == 0);
+        sage_broker_free(b);
+        r = spawn_reader(3, 2 * MiB, (uid_t)-1, false);
+        rr = child_result(&r);
+        child_finish(&r);
+        CHECK(rr.rc == 0);
+        free(entries);
+        stop_saged();
+        return 0;
+}
+
+static int scenario_kill(void) {
+        SageStats s;
+        int base_fds;
+
+        start_saged(NULL, NULL);
+        /* A publisher that holds its reference, then is killed. */
+        Child p = spawn_publisher(4, 2 * MiB, true);
+        Result pr = child_result(&p);
+        CHECK(pr.rc == 0);
+        s = stats();
+        CHECK(s.refs == 1);
+        kill(p.pid, SIGKILL);
+        waitpid(p.pid, NULL, 0);
+        close(p.hold_fd);
+        s = settled_stats(0);
+        CHECK(s.extents == 1);
+        base_fds = count_fds(saged_pid);
+
+        /* Readers that hold references, all killed. */
+        for (int round = 0; round < 10; round++) {
+                Child r = spawn_reader(4, 2 * MiB, (uid_t)-1, true);
+                Result rr = child_result(&r);
+                CHECK(rr.rc == 0);
+                CHECK(stats().refs == 1);
+                kill(r.pid, SIGKILL);
+                waitpid(r.pid, NULL, 0);
+                close(r.hold_fd);
+                settled_stats(0);
+        }
+        check_fds(base_fds);
+        s = stats();
+        CHECK(s.hits == 10 && s.refs == 0);
+        stop_saged();
+        return 0;
+}
+
+static int raw_connect(void) {
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        CHECK(fd >= 0);
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+        CHECK(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+        struct timeval tv = { .tv_sec = 5 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        return fd;
+}
+
+/* Send raw bytes (+fds); return the error code of the reply, 0 for a
+ * non-error reply, or -1 if the broker closed the connection. */
+static int raw_exchange(int fd, const void *data, size_t len, const int *fds, size_t n_fds) {
+        static uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
+        int got[SAGE_PROTO_MAX_FDS];
+        size_t n_got;
+        SageMessage m;
+
+        if (sage_proto_send(fd, data, len, fds, n_fds) < 0)
+                return -1;
+        ssize_t n = sage_proto_recv(fd, buf, sizeof(buf), got, SAGE_PROTO_MAX_FDS, &n_got);
+        if (n <= 0)
+                return -1;
+        CHECK(n_got == 0);
+        CHECK(sage_proto_decode(buf, (size_t)n, &m, NULL) == 0);
+        return m.header.type == SAGE_MSG_ERROR ? (int)m.error.code : 0;
+}
+
+static int scenario_malformed(void) {
+        static uint8_t msg[100000];
+        SageMessage m;
+        uint64_t seed = 42;
+        int fd, base_fds, fds[3];
+        ssize_t n;
+
+        start_saged(NULL, NULL);
+        base_fds = count_fds(saged_pid);
+        fd = raw_connect();
+
+        sage_proto_init(&m, SAGE_MSG_PING, 1);
+        n = sage_proto_encode(&m, msg, sizeof(msg));
+        CHECK(raw_exchange(fd, msg, (size_t)n, NULL, 0) == 0);
+        /* Wrong payload length. */
+        msg[16] = 4;
+        CHECK(raw_exchange(fd, msg, (size_t)n, NULL, 0) == SAGE_ERR_MALFORMED);
+        /* Unknown type. */
+        msg[16] = 0;
+        msg[6] = 99;
+        CHECK(raw_exchange(fd, msg, (size_t)n, NULL, 0) == SAGE_ERR_UNKNOWN_TYPE);
+        /* A reply sent as a request. */
+        sage_proto_init(&m, SAGE_MSG_PONG, 1);
+        n = sage_proto_encode(&m, msg, sizeof(msg));
+        CHECK(raw_exchange(fd, msg, (size_t)n, NULL, 0) == SAGE_ERR_UNKNOWN_TYPE);
+        /* fds where none belong: refused and closed by the broker. */
+        for (int i = 0; i < 3; i++)
+                fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        sage_proto_init(&m, SAGE_MSG_PING, 2);
+        n = sage_proto_encode(&m, msg, sizeof(msg));
+        CHECK(raw_exchange(fd, msg, (size_t)n, fds, 3) == SAGE_ERR_BAD_FD);
+        /* PUBLISH without its fd. */
+        sage_proto_init(&m, SAGE_MSG_PUBLISH, 3);
+        m.header.flags = SAGE_PUBLISH_SEALED;
+        m.publish.size = 2 * MiB;
+        n = sage_proto_encode(&m, msg, sizeof(msg));
+        CHECK(raw_exchange(fd, msg, (size_t)n, NULL, 0) == SAGE_ERR_BAD_FD);
+        /* Oversize. */
+        memset(msg, 0, sizeof(msg));
+        CHECK(raw_exchange(fd, msg, sizeof(msg), NULL, 0) == SAGE_ERR_TOO_LARGE);
+        close(fd);
+
+        /* Random garbage and mutated messages, reconnecting whenever the broker hangs up. */
+        fd = raw_connect();
+        for (int i = 0; i < 3000; i++) {
+                size_t len;
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                sage_proto_init(&m, 1 + (unsigned)(seed >> 33) % 8, (uint32_t)i);
+                len = (size_t)sage_proto_encode(&m, msg, sizeof(msg));
+                if ((seed >> 20) % 4 == 0) {
+                        len = 1 + (size_t)(seed >> 40) % 200;
+                        for (size_t k = 0; k < len; k++)
+                                msg[k] = (uint8_t)((seed >> (k % 56)) + k);
+                } else
+                        msg[(seed >> 24) % len] ^= (uint8_t)(1u << ((seed >> 50) % 8));
+                if (raw_exchange(fd, msg, len, NULL, 0) < 0) {
+                        close(fd);
+                        fd = raw_connect();
+                }
+        }
+        close(fd);
+        /* Wrong magic: an error, then the broker hangs up. */
+        fd = raw_connect();
+        sage_proto_init(&m, SAGE_MSG_PING, 1);
+        n = sage_proto_encode(&m, msg, sizeof(msg));
+        msg[0] = 'X';
+        CHECK(raw_exchange(fd, msg, (size_t)n, NULL, 0) == SAGE_ERR_BAD_MAGIC);
+        char c;
+        CHECK(recv(fd, &c, 1, 0) == 0);
+        close(fd);
+        for (int i = 0; i < 3; i++)
+                close(fds[i]);
+
+        /* Still serving, nothing leaked. */
+        SageBroker *b = broker();
+        CHECK(sage_broker_ping(b) == 0);
+        sage_broker_free(b);
+        settled_stats(0);
+        check_fds(base_fds);
+        stop_saged();
+        return 0;
+}
+
+static int scenario_sigterm(void) {
+        /* Shutdown with a client connected and holding a reference. */
+        start_saged(NULL, NULL);
+        Child p = spawn_publisher(5, 2 * MiB, true);
+        CHECK(child_result(&p).rc == 0);
+        stop_saged(); /* exits 0, socket removed */
+        child_finish(&p);
+
+        /* SIGINT too. */
+        start_saged(NULL, NULL);
+        int status;
+        CHECK(kill(saged_pid, SIGINT) == 0 && waitpid(saged_pid, &status, 0) == saged_pid);
+        saged_pid = 0;
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && access(socket_path, F_OK) < 0);
+        rmdir(dir);
+        return 0;
+}
+
+static int scenario_budget(void) {
+        SageStats s;
+
+        start_saged("--budget", "4M");
+        /* Bigger than the whole budget. */
+        publish(6, 8 * MiB, SAGE_ERR_BUDGET);
+        /* A held 4 MiB extent fills it: the next publish is refused. */
+        Child p = spawn_publisher(7, 4 * MiB, true);
+        CHECK(child_result(&p).rc == 0);
+        publish(8, 2 * MiB, SAGE_ERR_BUDGET);
+        s = stats();
+        CHECK(s.rejected_budget == 2 && s.extents == 1 && s.evictions == 0);
+        /* Once unreferenced, it is evicted (LRU) to make room. */
+        child_finish(&p);
+        settled_stats(0);
+        publish(8, 2 * MiB, 0);
+        publish(9, 2 * MiB, 0);
+        s = settled_stats(0);
+        CHECK(s.evictions == 1 && s.extents == 2 && s.bytes_resident == 4 * MiB);
+        /* LRU order: touch #8, then a new one evicts #9. */
+        Child r = spawn_reader(8, 2 * MiB, (uid_t)-1, false);
+        CHECK(child_result(&r).rc == 0);
+        child_finish(&r);
+        publish(10, 2 * MiB, 0);
+        r = spawn_reader(9, 2 * MiB, (uid_t)-1, false);
+        CHECK(child_result(&r).rc == SAGE_ERR_NOT_FOUND);
+        child_finish(&r);
+        r = spawn_reader(8, 2 * MiB, (uid_t)-1, false);
+        CHECK(child_result(&r).rc == 0);
+        child_finish(&r);
+        stop_saged();
+        return 0;
+}
+
+static int scenario_evict(void) {
+        char out[8192];
+        uint64_t a, b;
+
+        start_saged(NULL, NULL);
+        a = publish(11, 2 * MiB, 0);
+        b = publish(12, 2 * MiB, 0);
+        settled_stats(0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s list", socket_path) == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s list --json", socket_path) == 0 && strstr(out, "\"id\": 1"));
+        /* A referenced extent cannot be evicted. */
+        Child r = spawn_reader(11, 2 * MiB, (uid_t)-1, true);
+        CHECK(child_result(&r).rc == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s evict %llu", socket_path, (unsigned long long)a) == 1 &&
+              strstr(out, "in use"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s evict %llu", socket_path, (unsigned long long)b) == 0 &&
+              strstr(out, "evicted 1"));
+        child_finish(&r);
+        settled_stats(0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s evict --unreferenced", socket_path) == 0 &&
+              strstr(out, "evicted 1"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s stats --json", socket_path) == 0 &&
+              strstr(out, "\"extents\": 0") && strstr(out, "\"evictions\": 2"));
+        stop_saged();
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        static const struct {
+                const char *name;
+                int (*run)(void);
+        } scenarios[] = {
+                { "cli", scenario_cli },         { "share", scenario_share },   { "namespace", scenario_namespace },
+                { "kill", scenario_kill },       { "malformed", scenario_malformed },
+                { "sigterm", scenario_sigterm }, { "budget", scenario_budget }, { "evict", scenario_evict },
+        };
+
+        if (argc != 4) {
+                fprintf(stderr, "usage: daemon-test SCENARIO SAGED SAGECTL\n");
+                return 2;
+        }
+        main_pid = getpid();
+        atexit(cleanup);
+        saged_path = argv[2];
+        sagectl_path = argv[3];
+        signal(SIGPIPE, SIG_IGN);
+        setvbuf(stdout, NULL, _IONBF, 0);
+        for (size_t i = 0; i < SAGE_ARRAY_SIZE(scenarios); i++)
+                if (strcmp(argv[1], scenarios[i].name) == 0) {
+                        int r = scenarios[i].run();
+                        if (r == 0)
+                                printf("daemon %s: ok\n", argv[1]);
+                        return r;
+                }
+        fprintf(stderr, "unknown scenario %s\n", argv[1]);
+        return 2;
+}

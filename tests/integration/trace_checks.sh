@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Integration checks of libsage against the simulated driver:
+# transparency (same output and exit code with and without libsage), the
+# trace dump (valid Chrome JSON with the expected events, stacks, dumps on a
+# fatal signal), and silence (a process that never uses CUDA: no output, no
+# driver loaded).
+#   trace_checks.sh WORKLOAD CHECK_TRACE_PY PYTHON3
+set -euo pipefail
+workload=$1 check=$2 python=$3
+preload=${SAGE_TEST_PRELOAD:?}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+step() { printf '== %s\n' "$*"; }
+bad() { printf 'FAIL: %s\n' "$*"; fail=1; }
+
+step "transparency: 4 threads, native vs libsage"
+"$workload" --threads 4 >"$tmp/native.out" 2>"$tmp/native.err" || bad "native run exited $?"
+LD_PRELOAD=$preload "$workload" --threads 4 >"$tmp/sage.out" 2>"$tmp/sage.err" || bad "libsage run exited $?"
+cmp -s "$tmp/native.out" "$tmp/sage.out" || { bad "outputs differ"; diff "$tmp/native.out" "$tmp/sage.out" || true; }
+[ -s "$tmp/native.out" ] || bad "no output"
+[ ! -s "$tmp/sage.err" ] || { bad "libsage printed on stderr uninvited"; cat "$tmp/sage.err"; }
+
+step "trace: events, categories and per-thread names"
+SAGE_TRACE="$tmp/trace-%p.json" LD_PRELOAD=$preload "$workload" --threads 2 >"$tmp/t.out" || bad "traced run exited $?"
+cmp -s "$tmp/native.out" "$tmp/t.out" 2>/dev/null || true
+set -- "$tmp"/trace-*.json
+[ -f "$1" ] || bad "no trace written"
+"$python" "$check" "$1" --expect-cat init,ctx,mem,copy,module,launch,sync,proc \
+  --expect-name cuMemAlloc_v2 --expect-name cuMemcpyHtoD_v2_ptds --expect-name cuMemcpyDtoHAsync_v2_ptsz \
+  --expect-name cuLaunchKernel_ptsz --expect-count cuMemAlloc_v2=2 --expect-count cuLaunchKernel_ptsz=2 \
+  || bad "trace content"
+rm -f "$tmp"/trace-*.json
+
+step "trace: SAGE_TRACE_STACKS=1 adds backtraces"
+SAGE_TRACE="$tmp/stacks.json" SAGE_TRACE_STACKS=1 LD_PRELOAD=$preload "$workload" >/dev/null || bad "stacks run exited $?"
+"$python" "$check" "$tmp/stacks.json" --expect-stack || bad "no stacks"
+grep -q '"stack":\["[^"]*run_once' "$tmp/stacks.json" || grep -q 'workload' "$tmp/stacks.json" \
+  || bad "stacks do not start in the app"
+
+step "trace: a fatal signal still writes the dump, and the signal still kills"
+set +e
+SAGE_TRACE="$tmp/crash.json" LD_PRELOAD=$preload "$workload" --crash >/dev/null 2>&1
+rc=$?
+set -e
+[ "$rc" -eq $((128 + 11)) ] || bad "crash run exited $rc, expected death by SIGSEGV (139)"
+"$python" "$check" "$tmp/crash.json" --expect-name cuMemAlloc_v2 || bad "no dump after SIGSEGV"
+
+step "trace: the event cap drops, counts, and keeps the file valid"
+SAGE_TRACE="$tmp/cap.json" SAGE_TRACE_MAX_EVENTS=5 LD_PRELOAD=$preload "$workload" >/dev/null || bad "capped run"
+"$python" - "$tmp/cap.json" <<'PY' || bad "cap not honoured"
+import json, sys
+d = json.load(open(sys.argv[1]))
+x = [e for e in d["traceEvents"] if e["ph"] == "X"]
+assert len(x) == 5, len(x)
+assert d["otherData"]["stats"]["TRACE_DROPPED"] > 0
+PY
+
+step "silence: no CUDA, no driver, no output"
+out=$(LD_PRELOAD=$preload "$workload" --no-cuda 2>&1) || bad "no-cuda run: $out"
+[ "$out" = "no-cuda: driver not loaded" ] || bad "no-cuda run printed: $out"
+out=$(LD_PRELOAD=$preload SAGE_TRACE="$tmp/none.json" true 2>&1) || bad "true failed"
+[ -z "$out" ] || bad "true printed: $out"
+
+step "options: SAGE_VERBOSE=1 lists options; bad values are warned about, not fatal"
+out=$(SAGE_VERBOSE=1 SAGE_TRACE_STACKS=maybe LD_PRELOAD=$preload "$workload" 2>&1 >/dev/null) || bad "verbose run"
+grep -q 'sage: option SAGE_TRACE_STACKS=0' <<<"$out" || bad "option listing missing: $out"
+grep -q 'ignoring SAGE_TRACE_STACKS="maybe"' <<<"$out" || bad "bad value not reported: $out"
+
+[ "$fail" -eq 0 ] && echo "trace_checks: all passed"
+exit "$fail"

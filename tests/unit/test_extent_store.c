@@ -1,0 +1,207 @@
+/* Unit test of daemon/extent_store (and daemon/client's reference keeping):
+ * lookup, insert, refcounts, LRU eviction, budgets, namespace isolation. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The daemon's headers are not on the unit tests' include path. */
+#include "../../daemon/client.h"
+#include "../../daemon/extent_store.h"
+
+#define CHECK(cond)                                                                          \
+        do {                                                                                 \
+                if (!(cond)) {                                                               \
+                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+                        abort();                                                             \
+                }                                                                            \
+        } while (0)
+
+#define MiB (1ull << 20)
+
+static uint64_t fake_now;
+static int released_count;
+static int released_tags[1024];
+
+static uint64_t clock_fn(void *userdata) {
+        return fake_now;
+}
+
+static void release_fn(void *userdata, Extent *e) {
+        released_tags[released_count++] = (int)(intptr_t)e->payload;
+}
+
+static SageExtentKey key(uint64_t h, uint64_t size, uint32_t device) {
+        return (SageExtentKey){ .hash = { h, ~h }, .size = size, .device = device };
+}
+
+static Extent *insert(ExtentStore *s, uint64_t ns, SageExtentKey k, int tag) {
+        Extent *e = NULL;
+        fake_now++;
+        CHECK(extent_store_insert(s, ns, &k, 0, 1, (void *)(intptr_t)tag, &e) == 0);
+        return e;
+}
+
+static bool was_released(int tag) {
+        for (int i = 0; i < released_count; i++)
+                if (released_tags[i] == tag)
+                        return true;
+        return false;
+}
+
+static void test_lookup_and_namespaces(void) {
+        ExtentStore *s;
+        SageExtentKey k = key(1, 2 * MiB, 0);
+        Extent *e, *other = NULL;
+
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        e = insert(s, 1000, k, 1);
+        CHECK(e->id == 1 && e->refs == 0);
+        CHECK(extent_store_lookup(s, 1000, &k) == e);
+        CHECK(extent_store_get(s, e->id) == e);
+        /* Another namespace never sees it, even with the exact key. */
+        CHECK(extent_store_lookup(s, 1001, &k) == NULL);
+        /* Size and device are part of the key. */
+        SageExtentKey k2 = key(1, 4 * MiB, 0), k3 = key(1, 2 * MiB, 1);
+        CHECK(extent_store_lookup(s, 1000, &k2) == NULL);
+        CHECK(extent_store_lookup(s, 1000, &k3) == NULL);
+        /* Same key twice in one namespace: refused; in another: a separate extent. */
+        CHECK(extent_store_insert(s, 1000, &k, 0, 1, (void *)9, &other) == EXTENT_STORE_E_EXISTS);
+        other = insert(s, 1001, k, 2);
+        CHECK(other != e && extent_store_lookup(s, 1001, &k) == other);
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .device = EXTENT_STORE_MAX_DEVICES }, 0, 0, NULL,
+                                  &other) == EXTENT_STORE_E_DEVICE);
+        extent_store_free(s);
+        CHECK(released_count == 2);
+}
+
+static void test_many(void) {
+        ExtentStore *s;
+        ExtentStoreCounters c;
+
+        released_count = 0;
+        CHECK(extent_store_new(&s, NULL, clock_fn, NULL) == 0);
+        for (uint64_t i = 0; i < 5000; i++)
+                insert(s, i % 3, key(i, 2 * MiB, (uint32_t)(i % 4)), 0);
+        for (uint64_t i = 0; i < 5000; i++) {
+                SageExtentKey k = key(i, 2 * MiB, (uint32_t)(i % 4));
+                Extent *e = extent_store_lookup(s, i % 3, &k);
+                CHECK(e && e->id == i + 1 && extent_store_get(s, i + 1) == e);
+                CHECK(!extent_store_lookup(s, (i + 1) % 3, &k));
+        }
+        /* Iteration in id order. */
+        uint64_t n = 0, last = 0;
+        for (Extent *e = extent_store_next(s, 0); e; e = extent_store_next(s, e->id)) {
+                CHECK(e->id > last);
+                last = e->id;
+                n++;
+        }
+        CHECK(n == 5000);
+        extent_store_counters(s, &c);
+        CHECK(c.extents == 5000 && c.bytes_resident == 5000 * 2 * MiB);
+        extent_store_free(s);
+}
+
+static void test_refs_and_lru(void) {
+        ExtentStore *s;
+        ExtentStoreCounters c;
+        Extent *a, *b, *d;
+
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        CHECK(extent_store_set_budget(s, 0, 6 * MiB) == 0);
+        a = insert(s, 1, key(1, 2 * MiB, 0), 1);
+        b = insert(s, 1, key(2, 2 * MiB, 0), 2);
+        d = insert(s, 1, key(3, 2 * MiB, 0), 3);
+        CHECK(d->id == 3);
+        extent_store_ref(s, a);
+        extent_store_ref(s, a);
+        extent_store_counters(s, &c);
+        CHECK(c.refs == 2 && a->refs == 2);
+        /* Referenced extents cannot be evicted. */
+        CHECK(extent_store_evict(s, a) == EXTENT_STORE_E_BUSY);
+        /* Touch b: d becomes the least recently used. */
+        fake_now += 10;
+        extent_store_ref(s, b);
+        fake_now += 10;
+        extent_store_unref(s, b);
+        /* Full: a new 2 MiB extent evicts the LRU unreferenced one (d). */
+        CHECK(extent_store_can_fit(s, 0, 2 * MiB));
+        Extent *e = insert(s, 1, key(4, 2 * MiB, 0), 4);
+        CHECK(was_released(3) && !was_released(2) && !was_released(1));
+        CHECK(extent_store_get(s, 3) == NULL); /* d is gone */
+        extent_store_counters(s, &c);
+        CHECK(c.evictions == 1 && c.extents == 3 && c.bytes_resident == 6 * MiB);
+        /* Larger than the budget: refused, nothing evicted. */
+        Extent *x;
+        CHECK(!extent_store_can_fit(s, 0, 8 * MiB));
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 8 * MiB }, 0, 0, NULL, &x) ==
+              EXTENT_STORE_E_BUDGET);
+        /* Pin everything: no room even by evicting. */
+        extent_store_ref(s, b);
+        extent_store_ref(s, e);
+        CHECK(!extent_store_can_fit(s, 0, 2 * MiB));
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 2 * MiB }, 0, 0, NULL, &x) ==
+              EXTENT_STORE_E_BUDGET);
+        extent_store_counters(s, &c);
+        CHECK(c.extents == 3 && c.evictions == 1);
+        /* Another device has its own budget. */
+        CHECK(extent_store_set_budget(s, 1, 2 * MiB) == 0);
+        insert(s, 1, key(5, 2 * MiB, 1), 5);
+        CHECK(extent_store_resident(s, 1) == 2 * MiB && extent_store_resident(s, 0) == 6 * MiB);
+        /* Unreferencing below zero is harmless. */
+        extent_store_unref(s, b);
+        extent_store_unref(s, b);
+        CHECK(b->refs == 0);
+        /* Evict all unreferenced of namespace 2: none. Of namespace 1: b and #5. */
+        uint64_t bytes = 0;
+        CHECK(extent_store_evict_unreferenced(s, false, 2, &bytes) == 0 && bytes == 0);
+        CHECK(extent_store_evict_unreferenced(s, false, 1, &bytes) == 2 && bytes == 4 * MiB);
+        CHECK(was_released(2) && was_released(5));
+        extent_store_unref(s, a);
+        extent_store_unref(s, a);
+        extent_store_unref(s, e);
+        CHECK(extent_store_evict_unreferenced(s, true, 0, &bytes) == 2);
+        extent_store_counters(s, &c);
+        CHECK(c.extents == 0 && c.bytes_resident == 0 && c.refs == 0);
+        extent_store_free(s);
+        CHECK(released_count == 5);
+}
+
+static void test_client_refs(void) {
+        ExtentStore *s;
+        ExtentStoreCounters c;
+        Client *cl;
+        struct ucred cred = { .pid = 123, .uid = 1000, .gid = 1000 };
+        int fd = dup(0);
+        Extent *a, *b;
+
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        CHECK(client_new(&cl, fd, &cred) == 0);
+        CHECK(cl->namespace_id == 1000 && !cl->is_root);
+        CHECK(client_namespace(0, 0) == 0 && client_namespace(5, 2) == (2ull << 32 | 5));
+        a = insert(s, cl->namespace_id, key(1, 2 * MiB, 0), 1);
+        b = insert(s, cl->namespace_id, key(2, 2 * MiB, 0), 2);
+        CHECK(client_ref(cl, s, a) == 0);
+        CHECK(client_ref(cl, s, a) == 0);
+        CHECK(client_ref(cl, s, b) == 0);
+        CHECK(client_ref_total(cl) == 3 && a->refs == 2);
+        CHECK(client_unref(cl, s, a->id) == 0 && a->refs == 1);
+        CHECK(client_unref(cl, s, 999) == CLIENT_E_NOT_HELD);
+        /* Dropping the client (disconnect, SIGKILL) gives every reference back. */
+        client_free(cl, s);
+        extent_store_counters(s, &c);
+        CHECK(c.refs == 0 && a->refs == 0 && b->refs == 0);
+        CHECK(extent_store_evict_unreferenced(s, true, 0, NULL) == 2);
+        extent_store_free(s);
+}
+
+int main(void) {
+        test_lookup_and_namespaces();
+        test_many();
+        test_refs_and_lru();
+        test_client_refs();
+        printf("extent_store: ok\n");
+        return 0;
+}

@@ -1,0 +1,321 @@
+/* Unit test of common/proto: round trips of every message, strict rejection
+ * of malformed input, fd passing, and a deterministic fuzz of the decoder. */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+#define CHECK(cond)                                                                          \
+        do {                                                                                 \
+                if (!(cond)) {                                                               \
+                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+                        abort();                                                             \
+                }                                                                            \
+        } while (0)
+
+static uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
+static SageListEntry list_in[SAGE_PROTO_LIST_MAX], list_out[SAGE_PROTO_LIST_MAX];
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng(void) {
+        /* xorshift64*: deterministic, so a failure reproduces. */
+        rng_state ^= rng_state >> 12;
+        rng_state ^= rng_state << 25;
+        rng_state ^= rng_state >> 27;
+        return rng_state * 2685821657736338717ull;
+}
+
+static void roundtrip(const SageMessage *in, SageMessage *out) {
+        ssize_t n = sage_proto_encode(in, buf, sizeof(buf));
+        CHECK(n >= SAGE_PROTO_HEADER_SIZE);
+        CHECK(sage_proto_decode(buf, (size_t)n, out, list_out) == 0);
+        CHECK(out->header.type == in->header.type);
+        CHECK(out->header.flags == in->header.flags);
+        CHECK(out->header.request_id == in->header.request_id);
+        CHECK(out->header.payload_length == (uint32_t)n - SAGE_PROTO_HEADER_SIZE);
+        /* Every truncation of a valid message is rejected. */
+        for (ssize_t k = 0; k < n; k++)
+                CHECK(sage_proto_decode(buf, (size_t)k, out, list_out) != 0);
+        CHECK(sage_proto_decode(buf, (size_t)n, out, list_out) == 0);
+}
+
+static void test_roundtrips(void) {
+        SageMessage m, d;
+        SageHash h = { 0x0123456789abcdefull, 0xfedcba9876543210ull };
+
+        sage_proto_init(&m, SAGE_MSG_HELLO, 7);
+        m.hello = (SageHello){ .client_version = 1, .pid = 4242 };
+        roundtrip(&m, &d);
+        CHECK(d.hello.client_version == 1 && d.hello.pid == 4242);
+
+        sage_proto_init(&m, SAGE_MSG_HELLO_REPLY, 7);
+        m.hello_reply = (SageHelloReply){ 1, 8, 1000, 2 << 20 };
+        roundtrip(&m, &d);
+        CHECK(d.hello_reply.n_devices == 8 && d.hello_reply.namespace_id == 1000 &&
+              d.hello_reply.granularity == 2 << 20);
+
+        sage_proto_init(&m, SAGE_MSG_PING, 1);
+        roundtrip(&m, &d);
+        sage_proto_init(&m, SAGE_MSG_PONG, 1);
+        roundtrip(&m, &d);
+
+        sage_proto_init(&m, SAGE_MSG_LOOKUP, 9);
+        m.lookup = (SageExtentKey){ h, 6ull << 30, 3 };
+        roundtrip(&m, &d);
+        CHECK(sage_hash_equal(d.lookup.hash, h) && d.lookup.size == 6ull << 30 && d.lookup.device == 3);
+
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_REPLY, 9);
+        m.lookup_reply = (SageLookupReply){ 1, 55, 4 << 20 };
+        roundtrip(&m, &d);
+        CHECK(d.lookup_reply.found == 1 && d.lookup_reply.extent_id == 55 && sage_proto_expected_fds(&d) == 1);
+
+        sage_proto_init(&m, SAGE_MSG_PUBLISH, 10);
+        m.header.flags = SAGE_PUBLISH_SEALED;
+        m.publish = (SageExtentKey){ h, 2 << 20, 0 };
+        roundtrip(&m, &d);
+        CHECK(d.header.flags == SAGE_PUBLISH_SEALED && sage_proto_expected_fds(&d) == 1);
+
+        sage_proto_init(&m, SAGE_MSG_PUBLISH_REPLY, 10);
+        m.publish_reply = (SagePublishReply){ 77, 1 };
+        roundtrip(&m, &d);
+        CHECK(d.publish_reply.extent_id == 77 && d.publish_reply.existed == 1);
+
+        sage_proto_init(&m, SAGE_MSG_RELEASE, 11);
+        m.release = 77;
+        roundtrip(&m, &d);
+        CHECK(d.release == 77);
+
+        sage_proto_init(&m, SAGE_MSG_STATS_REPLY, 12);
+        m.stats_reply = (SageStats){ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 };
+        roundtrip(&m, &d);
+        CHECK(memcmp(&d.stats_reply, &m.stats_reply, sizeof(SageStats)) == 0);
+
+        sage_proto_init(&m, SAGE_MSG_LIST, 13);
+        m.list.after_id = 99;
+        roundtrip(&m, &d);
+        CHECK(d.list.after_id == 99);
+
+        for (uint32_t n = 0; n <= SAGE_PROTO_LIST_MAX; n += SAGE_PROTO_LIST_MAX / 4) {
+                for (uint32_t i = 0; i < n; i++)
+                        list_in[i] = (SageListEntry){ i + 1, 1000, { i, ~i }, 2 << 20, i % 8, i, 100 + i, 1, i * 1000ull };
+                sage_proto_init(&m, SAGE_MSG_LIST_REPLY, 14);
+                m.list_reply = (SageListReply){ n, n == SAGE_PROTO_LIST_MAX, list_in };
+                roundtrip(&m, &d);
+                CHECK(d.list_reply.n_entries == n && d.list_reply.more == (n == SAGE_PROTO_LIST_MAX));
+                for (uint32_t i = 0; i < n; i++)
+                        CHECK(memcmp(&list_out[i], &list_in[i], sizeof(SageListEntry)) == 0);
+        }
+        /* More entries than a reply may carry do not encode. */
+        sage_proto_init(&m, SAGE_MSG_LIST_REPLY, 14);
+        m.list_reply = (SageListReply){ SAGE_PROTO_LIST_MAX + 1, 0, list_in };
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) < 0);
+
+        sage_proto_init(&m, SAGE_MSG_EVICT, 15);
+        m.header.flags = SAGE_EVICT_ALL_UNREFERENCED;
+        roundtrip(&m, &d);
+        CHECK(d.header.flags == SAGE_EVICT_ALL_UNREFERENCED);
+
+        sage_proto_init(&m, SAGE_MSG_EVICT_REPLY, 15);
+        m.evict_reply = (SageEvictReply){ 3, 6 << 20 };
+        roundtrip(&m, &d);
+
+        sage_proto_error(&m, 16, SAGE_ERR_BUDGET, "budget %s", "exhausted");
+        roundtrip(&m, &d);
+        CHECK(d.error.code == SAGE_ERR_BUDGET && strcmp(d.error.message, "budget exhausted") == 0);
+
+        /* Unknown flag bits are refused on both sides. */
+        sage_proto_init(&m, SAGE_MSG_PING, 1);
+        m.header.flags = 0x80;
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+        /* Too small a buffer. */
+        sage_proto_init(&m, SAGE_MSG_STATS_REPLY, 1);
+        CHECK(sage_proto_encode(&m, buf, 40) == -ENOBUFS);
+}
+
+static size_t valid_ping(void) {
+        SageMessage m;
+        sage_proto_init(&m, SAGE_MSG_LOOKUP, 3);
+        return (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+}
+
+static void test_rejects(void) {
+        SageMessage d;
+        size_t n;
+
+        n = valid_ping();
+        buf[0] ^= 1;
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_BAD_MAGIC);
+
+        n = valid_ping();
+        buf[4] = 2;
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_VERSION);
+
+        n = valid_ping();
+        buf[6] = 0x55;
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_UNKNOWN_TYPE);
+
+        n = valid_ping();
+        buf[16] += 1; /* payload length says one more byte than there is */
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        n = valid_ping();
+        buf[8] = 1; /* a flag LOOKUP does not have */
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        n = valid_ping();
+        buf[n] = 0; /* one trailing byte, length field adjusted */
+        buf[16] += 1;
+        CHECK(sage_proto_decode(buf, n + 1, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        CHECK(sage_proto_decode(buf, SAGE_PROTO_MAX_MESSAGE + 1, &d, NULL) == SAGE_ERR_TOO_LARGE);
+        CHECK(sage_proto_decode(buf, 0, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        /* A LIST reply whose count disagrees with its length. */
+        SageMessage m;
+        sage_proto_init(&m, SAGE_MSG_LIST_REPLY, 1);
+        m.list_reply = (SageListReply){ 2, 0, list_in };
+        n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+        buf[SAGE_PROTO_HEADER_SIZE] = 3;
+        CHECK(sage_proto_decode(buf, n, &d, list_out) == SAGE_ERR_MALFORMED);
+        buf[SAGE_PROTO_HEADER_SIZE] = 0xff; /* and a huge one */
+        buf[SAGE_PROTO_HEADER_SIZE + 3] = 0xff;
+        CHECK(sage_proto_decode(buf, n, &d, list_out) == SAGE_ERR_MALFORMED);
+
+        /* An error message with control characters. */
+        sage_proto_error(&m, 1, SAGE_ERR_INTERNAL, "abc");
+        n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+        buf[n - 1] = '\n';
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        /* A boolean that is neither 0 nor 1. */
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_REPLY, 1);
+        n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+        buf[SAGE_PROTO_HEADER_SIZE] = 2;
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+}
+
+/* Random bytes, random valid-looking headers, and mutations of valid messages:
+ * the decoder returns a code for each and never reads out of bounds (ASan). */
+static void test_fuzz(void) {
+        static const unsigned types[] = {
+                SAGE_MSG_HELLO, SAGE_MSG_PING, SAGE_MSG_LOOKUP, SAGE_MSG_PUBLISH, SAGE_MSG_RELEASE,
+                SAGE_MSG_STATS, SAGE_MSG_LIST, SAGE_MSG_EVICT, SAGE_MSG_HELLO_REPLY, SAGE_MSG_PONG,
+                SAGE_MSG_LOOKUP_REPLY, SAGE_MSG_PUBLISH_REPLY, SAGE_MSG_RELEASE_REPLY, SAGE_MSG_STATS_REPLY,
+                SAGE_MSG_LIST_REPLY, SAGE_MSG_EVICT_REPLY, SAGE_MSG_ERROR,
+        };
+        unsigned accepted = 0, rejected = 0;
+        SageMessage m, d;
+
+        for (int iter = 0; iter < 200000; iter++) {
+                size_t len;
+                int mode = (int)(rng() % 3);
+                uint8_t *p;
+
+                if (mode == 0) {
+                        len = (size_t)(rng() % 256);
+                        for (size_t i = 0; i < len; i++)
+                                buf[i] = (uint8_t)rng();
+                } else {
+                        sage_proto_init(&m, types[rng() % (sizeof(types) / sizeof(types[0]))], (uint32_t)rng());
+                        if (m.header.type == SAGE_MSG_LIST_REPLY)
+                                m.list_reply = (SageListReply){ (uint32_t)(rng() % 8), 0, list_in };
+                        if (m.header.type == SAGE_MSG_ERROR)
+                                snprintf(m.error.message, sizeof(m.error.message), "err %u", (unsigned)rng());
+                        ssize_t n = sage_proto_encode(&m, buf, sizeof(buf));
+                        CHECK(n > 0);
+                        len = (size_t)n;
+                        if (mode == 2) {
+                                /* 1..4 mutations: flip, overwrite, or change the length. */
+                                for (int k = 0, nm = 1 + (int)(rng() % 4); k < nm; k++) {
+                                        switch (rng() % 4) {
+                                        case 0: buf[rng() % len] ^= (uint8_t)(1u << (rng() % 8)); break;
+                                        case 1: buf[rng() % len] = (uint8_t)rng(); break;
+                                        case 2: len = (size_t)(rng() % (len + 1)); break;
+                                        case 3:
+                                                if (len + 8 < sizeof(buf))
+                                                        for (int j = 0; j < 8; j++)
+                                                                buf[len++] = (uint8_t)rng();
+                                                break;
+                                        }
+                                        if (len == 0)
+                                                break;
+                                }
+                        }
+                }
+                /* Decode from an exact-size heap copy so ASan catches any over-read. */
+                p = malloc(len ? len : 1);
+                CHECK(p);
+                memcpy(p, buf, len);
+                int r = sage_proto_decode(p, len, &d, list_out);
+                free(p);
+                CHECK(r >= 0 && r < _SAGE_ERR_MAX);
+                if (r == 0) {
+                        accepted++;
+                        /* Whatever decodes must re-encode to the same bytes. */
+                        uint8_t again[SAGE_PROTO_MAX_MESSAGE];
+                        ssize_t n2 = sage_proto_encode(&d, again, sizeof(again));
+                        CHECK(n2 == (ssize_t)len && memcmp(again, buf, len) == 0);
+                } else
+                        rejected++;
+        }
+        CHECK(accepted > 1000 && rejected > 1000);
+        printf("fuzz: %u accepted, %u rejected\n", accepted, rejected);
+}
+
+static void test_fd_passing(void) {
+        int sv[2], fds[3], got[SAGE_PROTO_MAX_FDS];
+        size_t n_got;
+        SageMessage m, d;
+        ssize_t n;
+
+        CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+        for (int i = 0; i < 3; i++)
+                fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+        sage_proto_init(&m, SAGE_MSG_PUBLISH, 5);
+        m.header.flags = SAGE_PUBLISH_SEALED;
+        CHECK(sage_proto_send_message(sv[0], &m, fds, 1) == 0);
+        n = sage_proto_recv(sv[1], buf, sizeof(buf), got, SAGE_PROTO_MAX_FDS, &n_got);
+        CHECK(n > 0 && n_got == 1);
+        CHECK(fcntl(got[0], F_GETFD) & FD_CLOEXEC);
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.header.request_id == 5);
+        close(got[0]);
+
+        /* More fds than the receiver accepts: all closed, message refused. */
+        sage_proto_init(&m, SAGE_MSG_PING, 6);
+        CHECK(sage_proto_send_message(sv[0], &m, fds, 3) == 0);
+        n = sage_proto_recv(sv[1], buf, sizeof(buf), got, 1, &n_got);
+        CHECK(n == -EBADMSG && n_got == 0);
+
+        /* A message larger than the receive buffer is refused (its fds closed). */
+        CHECK(sage_proto_send(sv[0], buf, 100, fds, 1) == 0);
+        n = sage_proto_recv(sv[1], buf, 50, got, SAGE_PROTO_MAX_FDS, &n_got);
+        CHECK(n == -EMSGSIZE && n_got == 0);
+
+        /* No fd leaked: the next fd number is the lowest free one. */
+        int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        CHECK(probe == fds[2] + 1);
+        close(probe);
+
+        close(sv[0]);
+        n = sage_proto_recv(sv[1], buf, sizeof(buf), got, SAGE_PROTO_MAX_FDS, &n_got);
+        CHECK(n == 0);
+        close(sv[1]);
+        for (int i = 0; i < 3; i++)
+                close(fds[i]);
+}
+
+int main(void) {
+        test_roundtrips();
+        test_rejects();
+        test_fuzz();
+        test_fd_passing();
+        printf("proto: ok\n");
+        return 0;
+}

@@ -1,0 +1,235 @@
+/*
+ * sagectl: talk to saged. ping, stats, list, evict; human or JSON output.
+ *
+ * A thin shell over common/broker_client: every request has a timeout, and
+ * failures say what to check ("is saged running?") and exit 1. Usage errors
+ * exit 2.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "broker_client.h"
+#include "config.h"
+#include "hash.h"
+#include "options.h"
+#include "util.h"
+
+#define SAGECTL_TIMEOUT_MS 5000
+
+static void usage(FILE *f) {
+        fprintf(f,
+                "Usage: sagectl [--socket PATH] [--timeout MS] COMMAND\n"
+                "Commands:\n"
+                "  ping                     check that saged answers\n"
+                "  stats [--json]           extents, bytes resident, budget, hits, misses, clients\n"
+                "  list [--json]            extents visible to you (all of them for root)\n"
+                "  evict ID|--unreferenced  drop one unreferenced extent, or all unreferenced ones\n"
+                "The socket defaults to $SAGE_SOCKET, else %s for root,\n"
+                "else $XDG_RUNTIME_DIR/sage/saged.sock.\n",
+                SAGE_DEFAULT_SOCKET_ROOT);
+}
+
+static int fail(const char *what, int r, const SageBroker *b) {
+        if (r > 0)
+                fprintf(stderr, "sagectl: %s: %s%s%s\n", what, sage_proto_error_name(r),
+                        b && sage_broker_last_error(b)[0] ? ": " : "", b ? sage_broker_last_error(b) : "");
+        else
+                fprintf(stderr, "sagectl: %s: %s\n", what, strerror(-r));
+        return 1;
+}
+
+static void print_budget(uint64_t budget, bool json) {
+        if (budget == UINT64_MAX)
+                printf(json ? "null" : "unlimited");
+        else
+                printf("%" PRIu64, budget);
+}
+
+static int cmd_stats(SageBroker *b, bool json) {
+        SageStats s;
+        int r = sage_broker_stats(b, &s);
+
+        if (r)
+                return fail("stats", r, b);
+        if (json) {
+                printf("{\"extents\": %" PRIu64 ", \"bytes_resident\": %" PRIu64 ", \"budget\": ", s.extents,
+                       s.bytes_resident);
+                print_budget(s.budget, true);
+                printf(", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64 ", \"clients\": %" PRIu64
+                       ", \"refs\": %" PRIu64 ", \"publishes\": %" PRIu64 ", \"evictions\": %" PRIu64
+                       ", \"rejected_budget\": %" PRIu64 ", \"uptime_s\": %.3f}\n",
+                       s.hits, s.misses, s.clients, s.refs, s.publishes, s.evictions, s.rejected_budget,
+                       (double)s.uptime_ns / 1e9);
+                return 0;
+        }
+        printf("extents:          %" PRIu64 "\n", s.extents);
+        printf("bytes resident:   %" PRIu64 " (%.1f MiB)\n", s.bytes_resident, (double)s.bytes_resident / 1048576.0);
+        printf("budget:           ");
+        print_budget(s.budget, false);
+        printf("\nhits:             %" PRIu64 "\n", s.hits);
+        printf("misses:           %" PRIu64 "\n", s.misses);
+        printf("clients:          %" PRIu64 "\n", s.clients);
+        printf("refs:             %" PRIu64 "\n", s.refs);
+        printf("publishes:        %" PRIu64 "\n", s.publishes);
+        printf("evictions:        %" PRIu64 "\n", s.evictions);
+        printf("rejected(budget): %" PRIu64 "\n", s.rejected_budget);
+        printf("uptime:           %.1f s\n", (double)s.uptime_ns / 1e9);
+        return 0;
+}
+
+static int cmd_list(SageBroker *b, bool json) {
+        SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
+        uint64_t after = 0;
+        bool first = true;
+        int more = 1, r = 0;
+
+        if (!entries)
+                return fail("list", -ENOMEM, NULL);
+        if (json)
+                printf("[");
+        else
+                printf("%-8s %-12s %-32s %14s %4s %5s %8s %10s\n", "ID", "NAMESPACE", "HASH", "SIZE", "DEV", "REFS",
+                       "PID", "IDLE(s)");
+        while (more) {
+                uint32_t n = 0;
+                r = sage_broker_list(b, after, entries, &n, &more);
+                if (r)
+                        break;
+                for (uint32_t i = 0; i < n; i++) {
+                        const SageListEntry *e = &entries[i];
+                        char hash[33];
+                        sage_hash_format(e->hash, hash);
+                        if (json)
+                                printf("%s\n {\"id\": %" PRIu64 ", \"namespace\": %" PRIu64 ", \"hash\": \"%s\", "
+                                       "\"size\": %" PRIu64 ", \"device\": %u, \"refs\": %u, \"publisher_pid\": %u, "
+                                       "\"idle_s\": %.3f}",
+                                       first ? "" : ",", e->id, e->namespace_id, hash, e->size, e->device, e->refs,
+                                       e->publisher_pid, (double)e->idle_ns / 1e9);
+                        else
+                                printf("%-8" PRIu64 " %-12" PRIu64 " %-32s %14" PRIu64 " %4u %5u %8u %10.1f\n", e->id,
+                                       e->namespace_id, hash, e->size, e->device, e->refs, e->publisher_pid,
+                                       (double)e->idle_ns / 1e9);
+                        first = false;
+                        after = e->id;
+                }
+                if (n == 0)
+                        break;
+        }
+        free(entries);
+        if (r)
+                return fail("list", r, b);
+        if (json)
+                printf("%s]\n", first ? "" : "\n");
+        return 0;
+}
+
+static int cmd_evict(SageBroker *b, const char *what) {
+        SageEvictReply reply;
+        uint64_t id = 0;
+        int r;
+
+        if (strcmp(what, "--unreferenced") == 0)
+                r = sage_broker_evict(b, 0, SAGE_EVICT_ALL_UNREFERENCED, &reply);
+        else if (sage_parse_uint(what, &id) == 0)
+                r = sage_broker_evict(b, id, 0, &reply);
+        else {
+                fprintf(stderr, "sagectl: evict: expected an extent id or --unreferenced, got '%s'\n", what);
+                return 2;
+        }
+        if (r)
+                return fail("evict", r, b);
+        printf("evicted %" PRIu64 " extent(s), %" PRIu64 " bytes\n", reply.evicted, reply.bytes);
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        static const struct option long_options[] = {
+                { "socket", required_argument, NULL, 's' },
+                { "timeout", required_argument, NULL, 't' },
+                { "help", no_argument, NULL, 'h' },
+                { NULL, 0, NULL, 0 },
+        };
+        char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+        const char *socket_path = NULL, *cmd;
+        int timeout_ms = SAGECTL_TIMEOUT_MS, opt, r;
+        bool json = false;
+        SageBroker *b = NULL;
+
+        /* "+": stop at the command, so its own flags (--json) are left to it. */
+        while ((opt = getopt_long(argc, argv, "+s:t:h", long_options, NULL)) >= 0) {
+                uint64_t v;
+                switch (opt) {
+                case 's': socket_path = optarg; break;
+                case 't':
+                        if (sage_parse_uint(optarg, &v) < 0 || v == 0 || v > 600000) {
+                                fprintf(stderr, "sagectl: --timeout: expected milliseconds, got '%s'\n", optarg);
+                                return 2;
+                        }
+                        timeout_ms = (int)v;
+                        break;
+                case 'h': usage(stdout); return 0;
+                default: usage(stderr); return 2;
+                }
+        }
+        if (optind >= argc) {
+                usage(stderr);
+                return 2;
+        }
+        cmd = argv[optind++];
+        for (int i = optind; i < argc; i++)
+                if (strcmp(argv[i], "--json") == 0 && (strcmp(cmd, "stats") == 0 || strcmp(cmd, "list") == 0))
+                        json = true;
+                else if (strcmp(cmd, "evict") != 0 || i != optind || argc - optind != 1) {
+                        fprintf(stderr, "sagectl: %s: unexpected argument '%s'\n", cmd, argv[i]);
+                        return 2;
+                }
+        if (strcmp(cmd, "evict") == 0 && argc - optind != 1) {
+                fprintf(stderr, "sagectl: evict: expected an extent id or --unreferenced\n");
+                return 2;
+        }
+        if (strcmp(cmd, "ping") && strcmp(cmd, "stats") && strcmp(cmd, "list") && strcmp(cmd, "evict")) {
+                fprintf(stderr, "sagectl: unknown command '%s'\n", cmd);
+                usage(stderr);
+                return 2;
+        }
+        if (!socket_path) {
+                if (sage_broker_default_socket(path, sizeof(path)) < 0) {
+                        fprintf(stderr, "sagectl: default socket path too long; use --socket\n");
+                        return 1;
+                }
+                socket_path = path;
+        }
+
+        r = sage_broker_connect(&b, socket_path, timeout_ms);
+        if (r) {
+                if (r == -ENOENT || r == -ECONNREFUSED)
+                        fprintf(stderr, "sagectl: cannot connect to %s: %s (is saged running?)\n", socket_path,
+                                strerror(-r));
+                else
+                        fprintf(stderr, "sagectl: cannot connect to %s: %s\n", socket_path,
+                                r > 0 ? sage_proto_error_name(r) : strerror(-r));
+                return 1;
+        }
+        if (strcmp(cmd, "ping") == 0) {
+                uint64_t t0 = sage_now_ns();
+                r = sage_broker_ping(b);
+                if (r)
+                        r = fail("ping", r, b);
+                else
+                        printf("saged at %s: alive (%.0f us; protocol %u, namespace %" PRIu64 ")\n", socket_path,
+                               (double)(sage_now_ns() - t0) / 1e3, sage_broker_hello(b)->broker_version,
+                               sage_broker_hello(b)->namespace_id);
+        } else if (strcmp(cmd, "stats") == 0)
+                r = cmd_stats(b, json);
+        else if (strcmp(cmd, "list") == 0)
+                r = cmd_list(b, json);
+        else
+                r = cmd_evict(b, argv[optind]);
+        sage_broker_free(b);
+        return r;
+}
