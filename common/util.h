@@ -33,3 +33,7 @@ static inline uint64_t sage_now_ns(void) {
 
 /* POSIX lets function and object pointers convert (dlsym); ISO C does not. */
 #define SAGE_FN_CAST(type, p) (__extension__(type)(p))
+
+/* For code that may run before a sanitizer runtime is initialised (the dlsym
+ * path: ASan's own start-up calls dlsym, which is ours). */
+#define SAGE_NO_SANITIZE __attribute__((no_sanitize("address", "undefined")))

@@ -13,11 +13,12 @@
 
 #include "driver.h"
 #include "intercept.h"
+#include "util.h"
 #include "warmup.h"
 
 void *sage_dlsym_route(void *handle, const char *name);
 
-void *sage_dlsym_route(void *handle, const char *name) {
+SAGE_NO_SANITIZE void *sage_dlsym_route(void *handle, const char *name) {
         void *fn;
         int sym;
 

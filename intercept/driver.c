@@ -90,7 +90,7 @@ void *(*sage_real_dlsym_v234)(void *, const char *);
 void *(*sage_real_dlsym_v225)(void *, const char *);
 static pthread_once_t dlsym_once = PTHREAD_ONCE_INIT;
 
-static void real_dlsym_init(void) {
+SAGE_NO_SANITIZE static void real_dlsym_init(void) {
         void *v234 = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
         void *v225 = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
 
@@ -99,7 +99,7 @@ static void real_dlsym_init(void) {
         sage_real_dlsym_v225 = SAGE_FN_CAST(void *(*)(void *, const char *), v225 ? v225 : v234);
 }
 
-void sage_real_dlsym_ensure(void) {
+SAGE_NO_SANITIZE void sage_real_dlsym_ensure(void) {
         pthread_once(&dlsym_once, real_dlsym_init);
 }
 

@@ -8,6 +8,7 @@
  */
 #include <cuda.h>
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -584,6 +585,40 @@ static void test_errors(void)
     CHECK(s == NULL);
 }
 
+/* Several threads, each with its own current context, at once. */
+static void *thread_body(void *arg)
+{
+    CUcontext ctx;
+    CUdevice dev = (CUdevice)(uintptr_t)arg % 2;
+    int bad = 0;
+    bad |= cuDevicePrimaryCtxRetain(&ctx, dev) != CUDA_SUCCESS;
+    bad |= cuCtxSetCurrent(ctx) != CUDA_SUCCESS;
+    for (unsigned i = 0; i < 200 && !bad; i++) {
+        CUdeviceptr d;
+        unsigned v = i, out = 0;
+        bad |= cuMemAlloc(&d, 4096) != CUDA_SUCCESS;
+        if (bad)
+            break;
+        bad |= cuMemcpyHtoD(d, &v, sizeof v) != CUDA_SUCCESS;
+        bad |= cuMemcpyDtoH(&out, d, sizeof out) != CUDA_SUCCESS || out != i;
+        bad |= cuMemFree(d) != CUDA_SUCCESS;
+    }
+    bad |= cuDevicePrimaryCtxRelease(dev) != CUDA_SUCCESS;
+    return (void *)(uintptr_t)bad;
+}
+
+static void test_threads(void)
+{
+    pthread_t t[8];
+    for (uintptr_t i = 0; i < 8; i++)
+        CHECK(pthread_create(&t[i], NULL, thread_body, (void *)i) == 0);
+    for (int i = 0; i < 8; i++) {
+        void *bad = NULL;
+        pthread_join(t[i], &bad);
+        CHECK(bad == NULL);
+    }
+}
+
 static void mode_api(void)
 {
     test_before_init();
@@ -595,6 +630,7 @@ static void mode_api(void)
     test_kernels();
     test_graphs();
     test_proc_address();
+    test_threads();
     OK(cuDevicePrimaryCtxRelease(0));
 }
 
