@@ -18,6 +18,7 @@
 #include "hooks.h"
 #include "impl.h"
 #include "intercept.h"
+#include "redirect.h"
 #include "trace.h"
 #include "util.h"
 
@@ -59,6 +60,13 @@ int sage_sym_lookup(const char *name) {
         return -1;
 }
 
+const SageTrackInfo sage_track_table[SAGE_SYM_COUNT] = {
+#define SAGE_TRACK(name, op, resource, arg) \
+        [SAGE_SYM_##name] = { SAGE_TRACK_##op, SAGE_RESOURCE_##resource, arg },
+#include "track.def"
+#undef SAGE_TRACK
+};
+
 /* ---- hooks */
 #define SAGE_CALL_PASS(name, args) real args
 /* IMPL logic runs with the guard raised: driver calls it causes, even through
@@ -79,20 +87,32 @@ int sage_sym_lookup(const char *name) {
 #define SAGE_S(label, v) (uint64_t)(uintptr_t)(v)
 #define SAGE_OUT(p) ((sage_r == CUDA_SUCCESS && (p)) ? (uint64_t)(uintptr_t) * (p) : 0)
 
+/*
+ * The slow path is taken only while tracing, or while a redirected context is
+ * alive (redirect.c): one load of sage_hook_slow decides.
+ */
 #define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2)                                      \
         SAGE_EXPORT CUresult name params {                                                        \
-                sage_fn_##name##_t real = SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name));     \
+                sage_fn_##name##_t real = SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name)); \
                 CUresult sage_r;                                                                  \
                 uint64_t t0;                                                                      \
                 if (SAGE_UNLIKELY(!real))                                                         \
                         return sage_driver_handle() ? CUDA_ERROR_NOT_FOUND : CUDA_ERROR_NO_DEVICE;    \
                 if (SAGE_UNLIKELY(sage_hook_depth))                                               \
                         return real args;                                                         \
-                if (SAGE_LIKELY(!sage_tracing))                                                   \
+                if (SAGE_LIKELY(!atomic_load_explicit(&sage_hook_slow, memory_order_relaxed)))    \
                         return SAGE_CALL_##kind(name, args);                                      \
-                t0 = sage_now_ns();                                                               \
+                t0 = sage_tracing ? sage_now_ns() : 0;                                            \
                 sage_r = SAGE_CALL_##kind(name, args);                                            \
-                sage_trace_record(SAGE_SYM_##name, t0, sage_now_ns(), sage_r, a0, a1, a2);        \
+                {                                                                                 \
+                        uint64_t sage_v[3] = { a0, a1, a2 };                                      \
+                        if (sage_tracing)                                                         \
+                                sage_trace_record(SAGE_SYM_##name, t0, sage_now_ns(), sage_r,    \
+                                                  sage_v[0], sage_v[1], sage_v[2]);               \
+                        if (sage_track_table[SAGE_SYM_##name].op && sage_r == CUDA_SUCCESS)       \
+                                sage_redirect_track(SAGE_SYM_##name,                              \
+                                                    sage_v[sage_track_table[SAGE_SYM_##name].arg]); \
+                }                                                                                 \
                 return sage_r;                                                                    \
         }
 #include "hooks.def"

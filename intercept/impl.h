@@ -8,3 +8,9 @@ CUresult sage_impl_cuGetProcAddress(sage_fn_cuGetProcAddress_t real, const char 
 CUresult sage_impl_cuGetProcAddress_v2(sage_fn_cuGetProcAddress_v2_t real, const char *symbol, void **pfn,
                                        int cudaVersion, cuuint64_t flags, CUdriverProcAddressQueryResult *symbolStatus);
 CUresult sage_impl_cuInit(sage_fn_cuInit_t real, unsigned int Flags);
+CUresult sage_impl_cuCtxCreate_v2(sage_fn_cuCtxCreate_v2_t real, CUcontext *pctx, unsigned int flags, CUdevice dev);
+CUresult sage_impl_cuCtxCreate_v3(sage_fn_cuCtxCreate_v3_t real, CUcontext *pctx, CUexecAffinityParam *paramsArray,
+                                  int numParams, unsigned int flags, CUdevice dev);
+CUresult sage_impl_cuCtxCreate_v4(sage_fn_cuCtxCreate_v4_t real, CUcontext *pctx, CUctxCreateParams *params,
+                                  unsigned int flags, CUdevice dev);
+CUresult sage_impl_cuCtxDestroy_v2(sage_fn_cuCtxDestroy_v2_t real, CUcontext ctx);

@@ -15,6 +15,7 @@
 #include "warmup.h"
 
 atomic_ullong sage_stats[SAGE_STAT_COUNT];
+atomic_uint sage_hook_slow;
 
 static const char *const stat_names[SAGE_STAT_COUNT] = {
 #define SAGE_STAT(name, text) #name,

@@ -426,6 +426,7 @@ bool sage_trace_start(const char *path, uint64_t max_events, bool stacks) {
         trace_stacks = stacks;
         trace_start_ns = sage_now_ns();
         sage_tracing = true;
+        atomic_fetch_or(&sage_hook_slow, SAGE_SLOW_TRACE);
         atexit(at_exit_dump);
         install_fatal_handlers();
         return true;

@@ -16,7 +16,8 @@
  *
  * Hazards: a fork() after the warm-up leaves a child that cannot use CUDA
  * (as after any CUDA initialisation); the child is detected and told so
- * with SAGE_VERBOSE=1. exit() while the warm-up runs waits for it (bounded)
+ * with SAGE_VERBOSE=1, and a fork() during the warm-up waits for it, so no
+ * child inherits driver locks held by a thread it does not have. exit() while the warm-up runs waits for it (bounded)
  * so the driver's destructors never run under it. A failing warm-up is
  * silent: the app's own calls reach the real driver and get exactly its
  * error.
@@ -206,6 +207,12 @@ static void at_exit_wait(void) {
         sage_warmup_wait(10000);
 }
 
+/* A fork() while the warm-up thread is inside the driver would hand the child
+ * a driver whose locks are held by a thread it does not have: wait first. */
+static void at_fork_prepare(void) {
+        sage_warmup_wait(10000);
+}
+
 static void at_fork_child(void) {
         if (atomic_load(&warmup_state) != WARMUP_IDLE) {
                 forked_after_warmup = true;
@@ -225,7 +232,7 @@ static void warmup_start(void) {
 
         if (!atomic_compare_exchange_strong(&warmup_state, &expected, WARMUP_RUNNING))
                 return;
-        pthread_atfork(NULL, NULL, at_fork_child);
+        pthread_atfork(at_fork_prepare, NULL, at_fork_child);
         atexit(at_exit_wait);
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 
@@ -28,7 +29,8 @@ void fake_unlock(void) { pthread_mutex_unlock(&fake.lock); }
 
 bool fake_initialized(void)
 {
-    return __atomic_load_n(&fake.init_done, __ATOMIC_ACQUIRE) && fake.init_result == CUDA_SUCCESS;
+    return __atomic_load_n(&fake.init_done, __ATOMIC_ACQUIRE) && fake.init_result == CUDA_SUCCESS &&
+           fake.init_pid == getpid();
 }
 
 double fake_now_ms(void)
@@ -124,7 +126,8 @@ FAKE_EXPORT CUresult cuInit(unsigned int Flags)
     if (Flags != 0)
         return CUDA_ERROR_INVALID_VALUE;
     if (__atomic_load_n(&fake.init_done, __ATOMIC_ACQUIRE))
-        return fake.init_result;
+        /* Like the real driver, a fork()ed child of an initialised process cannot use CUDA. */
+        return fake.init_pid == getpid() ? fake.init_result : CUDA_ERROR_NOT_INITIALIZED;
     pthread_mutex_lock(&fake.init_lock);
     if (!fake.init_done) {
         read_environment();
@@ -139,6 +142,7 @@ FAKE_EXPORT CUresult cuInit(unsigned int Flags)
             fake.init_result = CUDA_ERROR_NO_DEVICE;
         else
             fake.init_result = CUDA_SUCCESS;
+        fake.init_pid = getpid();
         __atomic_store_n(&fake.init_done, true, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&fake.init_lock);

@@ -16,6 +16,7 @@
 
 #include <cuda.h>
 #include <pthread.h>
+#include <sys/types.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -179,6 +180,7 @@ typedef struct FakeState {
     pthread_mutex_t init_lock;
     bool init_done;
     CUresult init_result;
+    pid_t init_pid; /* CUDA does not survive fork(): a child of an initialised process gets errors */
 
     /* From the environment, read once at the first cuInit. */
     unsigned init_ms, ctx_ms;

@@ -1,0 +1,253 @@
+/*
+ * Context redirect. A function that creates its own context (driver API
+ * cuCtxCreate) pays for a new context every invocation — ~200 ms on an
+ * H200 — although the process already holds a warm primary context. When
+ * the request is one the primary context can honour (same flags, no
+ * execution affinity or CIG parameters, no other redirected context alive
+ * on that device), cuCtxCreate is served by the primary context: it is
+ * retained and pushed, exactly as a created context would be made current.
+ *
+ * While a redirected context is alive, every resource the app creates
+ * while it is current (device and host allocations, IPC mappings, modules,
+ * streams, events: track.def) is attributed to it, and cuCtxDestroy frees
+ * them — what destroying a real context would have freed — then pops it,
+ * and keeps the primary context itself alive (one standing retain) for the
+ * next invocation. Anything else goes to the driver unchanged.
+ */
+#include <cuda.h>
+
+#include "redirect.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "driver.h"
+#include "impl.h"
+#include "intercept.h"
+#include "log.h"
+#include "options.h"
+#include "util.h"
+
+#define REDIRECT_MAX_DEVICES 64
+
+typedef struct Resource {
+        SageResource kind;
+        uint64_t handle;
+} Resource;
+
+typedef struct Slot {
+        bool alive;
+        bool standing_retain; /* SAGE holds the primary context warm between invocations */
+        CUcontext ctx;
+        Resource *resources;
+        size_t count, capacity;
+} Slot;
+
+static pthread_mutex_t redirect_lock = PTHREAD_MUTEX_INITIALIZER;
+static Slot slots[REDIRECT_MAX_DEVICES];
+static unsigned slots_alive;
+
+/* Driver entry points libsage does not hook, resolved once. */
+static struct {
+        CUresult (*ctx_get_current)(CUcontext *);
+        CUresult (*ctx_push)(CUcontext);
+        CUresult (*ctx_pop)(CUcontext *);
+        CUresult (*ctx_synchronize)(void);
+        CUresult (*primary_get_state)(CUdevice, unsigned *, int *);
+} drv;
+static pthread_once_t drv_once = PTHREAD_ONCE_INIT;
+
+static void drv_resolve(void) {
+        void *h = sage_driver_handle();
+
+        if (!h)
+                return;
+        drv.ctx_get_current = SAGE_FN_CAST(CUresult(*)(CUcontext *), sage_real_dlsym(h, "cuCtxGetCurrent"));
+        drv.ctx_push = SAGE_FN_CAST(CUresult(*)(CUcontext), sage_real_dlsym(h, "cuCtxPushCurrent_v2"));
+        drv.ctx_pop = SAGE_FN_CAST(CUresult(*)(CUcontext *), sage_real_dlsym(h, "cuCtxPopCurrent_v2"));
+        drv.ctx_synchronize = SAGE_FN_CAST(CUresult(*)(void), sage_real_dlsym(h, "cuCtxSynchronize"));
+        drv.primary_get_state =
+                SAGE_FN_CAST(CUresult(*)(CUdevice, unsigned *, int *), sage_real_dlsym(h, "cuDevicePrimaryCtxGetState"));
+}
+
+static bool drv_ready(void) {
+        pthread_once(&drv_once, drv_resolve);
+        return drv.ctx_get_current && drv.ctx_push && drv.ctx_pop && drv.ctx_synchronize && drv.primary_get_state;
+}
+
+#define REAL(name) SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name))
+
+/* Serve the request from the primary context if it can be; false: let the driver create one. */
+static bool redirect_create(CUcontext *pctx, unsigned flags, CUdevice dev, CUresult *result) {
+        unsigned primary_flags = 0;
+        int active = 0;
+        CUcontext ctx = NULL;
+        Slot *slot;
+        bool served = false;
+
+        if (!sage_options()->ctx_redirect || !pctx || dev < 0 || dev >= REDIRECT_MAX_DEVICES || !drv_ready())
+                return false;
+        pthread_mutex_lock(&redirect_lock);
+        slot = &slots[dev];
+        if (slot->alive)
+                goto out; /* a second live context: a real one, with its own isolation */
+        if (drv.primary_get_state(dev, &primary_flags, &active) != CUDA_SUCCESS)
+                goto out; /* bad device, driver not initialised: the driver says so itself */
+        if (primary_flags != flags) {
+                if (active)
+                        goto out;
+                if (REAL(cuDevicePrimaryCtxSetFlags_v2)(dev, flags) != CUDA_SUCCESS)
+                        goto out;
+        }
+        if (!slot->standing_retain) {
+                CUcontext standing;
+                if (REAL(cuDevicePrimaryCtxRetain)(&standing, dev) != CUDA_SUCCESS)
+                        goto out;
+                slot->standing_retain = true;
+        }
+        if (REAL(cuDevicePrimaryCtxRetain)(&ctx, dev) != CUDA_SUCCESS)
+                goto out;
+        if (drv.ctx_push(ctx) != CUDA_SUCCESS) {
+                REAL(cuDevicePrimaryCtxRelease_v2)(dev);
+                goto out;
+        }
+        slot->alive = true;
+        slot->ctx = ctx;
+        slot->count = 0;
+        if (slots_alive++ == 0)
+                atomic_fetch_or(&sage_hook_slow, SAGE_SLOW_REDIRECT);
+        *pctx = ctx;
+        *result = CUDA_SUCCESS;
+        served = true;
+out:
+        pthread_mutex_unlock(&redirect_lock);
+        sage_stats_count(served ? SAGE_STAT_CTX_REDIRECTED : SAGE_STAT_CTX_NOT_REDIRECTED);
+        return served;
+}
+
+static void free_resource(const Resource *r) {
+        switch (r->kind) {
+        case SAGE_RESOURCE_DEVICE_MEMORY: REAL(cuMemFree_v2)((CUdeviceptr)r->handle); break;
+        case SAGE_RESOURCE_HOST_MEMORY: REAL(cuMemFreeHost)((void *)(uintptr_t)r->handle); break;
+        case SAGE_RESOURCE_IPC_MAPPING: REAL(cuIpcCloseMemHandle)((CUdeviceptr)r->handle); break;
+        case SAGE_RESOURCE_MODULE: REAL(cuModuleUnload)((CUmodule)(uintptr_t)r->handle); break;
+        case SAGE_RESOURCE_STREAM: REAL(cuStreamDestroy_v2)((CUstream)(uintptr_t)r->handle); break;
+        case SAGE_RESOURCE_EVENT: REAL(cuEventDestroy_v2)((CUevent)(uintptr_t)r->handle); break;
+        case SAGE_RESOURCE_COUNT: break;
+        }
+}
+
+static bool redirect_destroy(CUcontext ctx, CUresult *result) {
+        Resource *resources;
+        size_t count;
+        CUcontext current = NULL, popped;
+        int dev = -1;
+
+        if (!ctx || !drv_ready())
+                return false;
+        pthread_mutex_lock(&redirect_lock);
+        for (int i = 0; i < REDIRECT_MAX_DEVICES && dev < 0; i++)
+                if (slots[i].alive && slots[i].ctx == ctx)
+                        dev = i;
+        pthread_mutex_unlock(&redirect_lock);
+        if (dev < 0)
+                return false; /* a real context (or a bad handle): the driver's business */
+
+        /* Destroying a context waits for its work; do it before taking the lock,
+         * since that work (host functions) may create resources itself. */
+        if (drv.ctx_push(ctx) == CUDA_SUCCESS) {
+                drv.ctx_synchronize();
+                drv.ctx_pop(&popped);
+        }
+        pthread_mutex_lock(&redirect_lock);
+        resources = slots[dev].resources;
+        count = slots[dev].count;
+        slots[dev].resources = NULL;
+        slots[dev].count = slots[dev].capacity = 0;
+        slots[dev].alive = false;
+        if (--slots_alive == 0)
+                atomic_fetch_and(&sage_hook_slow, ~(unsigned)SAGE_SLOW_REDIRECT);
+        pthread_mutex_unlock(&redirect_lock);
+
+        if (count && drv.ctx_push(ctx) == CUDA_SUCCESS) {
+                for (size_t i = count; i-- > 0;)
+                        free_resource(&resources[i]);
+                drv.ctx_pop(&popped);
+                atomic_fetch_add_explicit(&sage_stats[SAGE_STAT_CTX_RESOURCES_FREED], count, memory_order_relaxed);
+        }
+        free(resources);
+        /* As cuCtxDestroy does: a context current to the calling thread is popped. */
+        if (drv.ctx_get_current(&current) == CUDA_SUCCESS && current == ctx)
+                drv.ctx_pop(&popped);
+        REAL(cuDevicePrimaryCtxRelease_v2)(dev);
+        *result = CUDA_SUCCESS;
+        return true;
+}
+
+void sage_redirect_track(SageSym sym, uint64_t handle) {
+        const SageTrackInfo *t = &sage_track_table[sym];
+        CUcontext current = NULL;
+
+        if (!handle || !drv_ready())
+                return;
+        if (t->op == SAGE_TRACK_CREATE && drv.ctx_get_current(&current) != CUDA_SUCCESS)
+                return;
+        pthread_mutex_lock(&redirect_lock);
+        for (int i = 0; i < REDIRECT_MAX_DEVICES; i++) {
+                Slot *s = &slots[i];
+
+                if (!s->alive)
+                        continue;
+                if (t->op == SAGE_TRACK_CREATE && s->ctx == current) {
+                        if (s->count == s->capacity) {
+                                size_t cap = s->capacity ? s->capacity * 2 : 64;
+                                Resource *grown = realloc(s->resources, cap * sizeof(*grown));
+                                if (!grown)
+                                        break; /* not tracked: leaks at destroy, never breaks the app */
+                                s->resources = grown;
+                                s->capacity = cap;
+                        }
+                        s->resources[s->count++] = (Resource){ t->resource, handle };
+                        break;
+                }
+                if (t->op == SAGE_TRACK_DESTROY) {
+                        for (size_t k = s->count; k-- > 0;) {
+                                if (s->resources[k].kind == t->resource && s->resources[k].handle == handle) {
+                                        s->resources[k] = s->resources[--s->count];
+                                        break;
+                                }
+                        }
+                }
+        }
+        pthread_mutex_unlock(&redirect_lock);
+}
+
+/* ---------------------------------------------------------------- hooks */
+
+CUresult sage_impl_cuCtxCreate_v2(sage_fn_cuCtxCreate_v2_t real, CUcontext *pctx, unsigned int flags, CUdevice dev) {
+        CUresult r;
+        return redirect_create(pctx, flags, dev, &r) ? r : real(pctx, flags, dev);
+}
+
+CUresult sage_impl_cuCtxCreate_v3(sage_fn_cuCtxCreate_v3_t real, CUcontext *pctx, CUexecAffinityParam *paramsArray,
+                                  int numParams, unsigned int flags, CUdevice dev) {
+        CUresult r;
+        if ((!paramsArray || numParams == 0) && redirect_create(pctx, flags, dev, &r))
+                return r;
+        return real(pctx, paramsArray, numParams, flags, dev);
+}
+
+CUresult sage_impl_cuCtxCreate_v4(sage_fn_cuCtxCreate_v4_t real, CUcontext *pctx, CUctxCreateParams *params,
+                                  unsigned int flags, CUdevice dev) {
+        CUresult r;
+        bool plain = !params || ((!params->execAffinityParams || params->numExecAffinityParams == 0) && !params->cigParams);
+        if (plain && redirect_create(pctx, flags, dev, &r))
+                return r;
+        return real(pctx, params, flags, dev);
+}
+
+CUresult sage_impl_cuCtxDestroy_v2(sage_fn_cuCtxDestroy_v2_t real, CUcontext ctx) {
+        CUresult r;
+        return redirect_destroy(ctx, &r) ? r : real(ctx);
+}

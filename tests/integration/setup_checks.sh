@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Parallel set-up and context redirect, against the simulated driver:
+# overlap of the warm-up with the app's start-up, auto/lazy/eager modes,
+# fork safety, exit during warm-up, error transparency, and the redirect's
+# semantics (same results, memory returned, nesting and flags).
+#   setup_checks.sh SETUP_TEST_LINKED SETUP_TEST_DLOPEN PYTHON3 CHECK_TRACE
+set -euo pipefail
+linked=$1 dl=$2 python=$3
+preload=${SAGE_TEST_PRELOAD:?}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+step() { printf '== %s\n' "$*"; }
+bad() { printf 'FAIL: %s\n' "$*"; fail=1; }
+sage() { env LD_PRELOAD="$preload" "$@"; }
+ms() { sed -n 's/^setup_ms=//p'; }
+export SAGE_FAKE_INIT_MS=300 SAGE_FAKE_CTX_MS=200
+
+step "overlap: 600 ms of the app's own start-up hide 500 ms of CUDA set-up"
+native=$("$linked" overlap 600 | ms)
+auto=$(sage "$linked" overlap 600 | ms)
+lazy=$(SAGE_WARMUP=lazy sage "$linked" overlap 600 | ms)
+eager_dl=$(SAGE_WARMUP=eager sage "$dl" overlap 600 | ms)
+auto_dl=$(sage "$dl" overlap 600 | ms)
+echo "blocked in set-up (ms): native $native, auto (linked) $auto, lazy $lazy, eager (dlopen) $eager_dl, auto (dlopen) $auto_dl"
+# Relative bounds: a loaded CI machine stretches every figure alike.
+[ "$native" -ge 450 ] || bad "native set-up $native ms: the simulated delays are not in effect"
+[ "$auto" -le $((native / 4)) ] || bad "auto warm-up of a CUDA-linked program left $auto of $native ms of set-up"
+[ "$eager_dl" -le $((native / 4)) ] || bad "eager warm-up left $eager_dl of $native ms of set-up"
+[ "$lazy" -ge $((native / 2)) ] || bad "lazy warm-up must not start before the first sign of CUDA ($lazy ms)"
+[ "$auto_dl" -ge $((native / 2)) ] || bad "auto must be lazy for a program without CUDA at load ($auto_dl ms)"
+
+step "fork: auto is lazy for a pre-forking program without CUDA at load; eager is detected and reported"
+out=$(sage "$dl" fork 400)
+grep -q 'child cuInit=0' <<<"$out" || bad "auto: the forked child cannot use CUDA: $out"
+out=$("$dl" fork 400)
+grep -q 'child cuInit=0' <<<"$out" || bad "native fork: $out"
+out=$(SAGE_WARMUP=eager SAGE_VERBOSE=1 sage "$dl" fork 600 2>&1)
+grep -q 'fork() after the CUDA warm-up' <<<"$out" || bad "fork after an eager warm-up not reported: $out"
+# fork() while the warm-up is inside the driver: the fork waits for it, so the
+# child never inherits a driver lock held by a thread it does not have.
+out=$(SAGE_WARMUP=eager timeout 20 env LD_PRELOAD="$preload" "$dl" fork 0 2>&1) || bad "fork during warm-up: rc $? $out"
+grep -q 'child exit=' <<<"$out" || bad "fork during warm-up: $out"
+
+step "exit while the warm-up is still running: clean, bounded"
+t0=$(date +%s%N)
+SAGE_WARMUP=eager sage "$linked" exit || bad "exit during warm-up: rc $?"
+t1=$(date +%s%N)
+el=$(( (t1 - t0) / 1000000 ))
+echo "exit took $el ms (warm-up: 300 + 200 ms)"
+[ "$el" -le 2000 ] || bad "exit during warm-up took $el ms"
+out=$(SAGE_WARMUP=off sage "$dl" exit 2>&1) || bad "off: rc"
+
+step "errors: the app sees exactly the driver's error"
+for envs in "SAGE_FAKE_FAIL_INIT=100" "CUDA_VISIBLE_DEVICES=" "SAGE_FAKE_FAIL_INIT=999"; do
+  n=$(env $envs "$linked" error)
+  s=$(env $envs SAGE_WARMUP=eager LD_PRELOAD="$preload" "$linked" error)
+  [ "$n" = "$s" ] || bad "$envs: native '$n', SAGE '$s'"
+  echo "$envs: native '$n', SAGE '$s'"
+done
+
+step "context redirect: warm-container loop, identical results, memory returned"
+SAGE_FAKE_CTX_MS=100 "$linked" ctx-loop 5 >"$tmp/native.out" 2>"$tmp/native.err" || bad "native ctx-loop"
+SAGE_FAKE_CTX_MS=100 SAGE_TRACE="$tmp/loop.json" sage "$linked" ctx-loop 5 >"$tmp/sage.out" 2>"$tmp/sage.err" || bad "sage ctx-loop"
+cmp -s "$tmp/native.out" "$tmp/sage.out" || { bad "ctx-loop output differs"; diff "$tmp/native.out" "$tmp/sage.out" || true; }
+grep -q LEAKED "$tmp/sage.out" && bad "redirected contexts leaked device memory"
+echo "native: $(tail -1 "$tmp/native.err"); sage: $(tail -1 "$tmp/sage.err")"
+"$python" - "$tmp/loop.json" "$tmp/sage.err" <<'PY' || bad "redirect stats / speed"
+import json, sys
+stats = json.load(open(sys.argv[1]))["otherData"]["stats"]
+assert stats["CTX_REDIRECTED"] == 5, stats
+assert stats["CTX_RESOURCES_FREED"] >= 15, stats   # allocation, module, stream per invocation
+worst = float(open(sys.argv[2]).read().rsplit("per_invocation_max_ms=", 1)[1])
+assert worst < 50, f"a redirected invocation took {worst} ms (creating a real context sleeps 100)"
+PY
+
+step "context redirect: nesting and flags fall through to real contexts"
+"$linked" ctx-nested >"$tmp/n.out" || bad "native nested"
+SAGE_TRACE="$tmp/nested.json" sage "$linked" ctx-nested >"$tmp/s.out" || bad "sage nested"
+cmp -s "$tmp/n.out" "$tmp/s.out" || { bad "nested output differs"; diff "$tmp/n.out" "$tmp/s.out" || true; }
+"$python" - "$tmp/nested.json" <<'PY' || bad "nested stats"
+import json, sys
+stats = json.load(open(sys.argv[1]))["otherData"]["stats"]
+assert stats["CTX_REDIRECTED"] == 1 and stats["CTX_NOT_REDIRECTED"] == 2, stats
+PY
+
+[ "$fail" -eq 0 ] && echo "setup_checks: all passed"
+exit "$fail"

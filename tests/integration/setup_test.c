@@ -1,0 +1,198 @@
+/*
+ * Parallel set-up and context redirect against the simulated driver.
+ * Built twice: linked with libcuda (SAGE_WARMUP=auto treats it as a CUDA
+ * program: eager) and with SETUP_TEST_DLOPEN (no trace of CUDA at load:
+ * lazy). Scenarios (argv[1]):
+ *   overlap MS     the app's own start-up takes MS ms, then it initialises
+ *                  CUDA; prints how long it was blocked in CUDA set-up
+ *   fork MS        start-up of MS ms, fork, the child initialises CUDA
+ *   exit           return at once (a warm-up may still be running)
+ *   error          print what cuInit returned
+ *   ctx-loop N     N warm-container invocations: create a context, allocate,
+ *                  run a kernel, destroy; checks memory comes back each time
+ *   ctx-nested     a second context while a first is alive; then flags the
+ *                  primary context cannot honour
+ */
+#include <cuda.h>
+
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fakecuda.h"
+#include "util.h"
+
+#define FUNCS(X)                                                                                    \
+        X(cuInit, CUresult (*)(unsigned))                                                           \
+        X(cuDeviceGet, CUresult (*)(CUdevice *, int))                                               \
+        X(cuDevicePrimaryCtxRetain, CUresult (*)(CUcontext *, CUdevice))                            \
+        X(cuCtxSetCurrent, CUresult (*)(CUcontext))                                                 \
+        X(cuCtxGetCurrent, CUresult (*)(CUcontext *))                                               \
+        X(cuCtxCreate_v4, CUresult (*)(CUcontext *, CUctxCreateParams *, unsigned, CUdevice))       \
+        X(cuCtxDestroy_v2, CUresult (*)(CUcontext))                                                 \
+        X(cuMemAlloc_v2, CUresult (*)(CUdeviceptr *, size_t))                                       \
+        X(cuMemGetInfo_v2, CUresult (*)(size_t *, size_t *))                                        \
+        X(cuMemcpyHtoD_v2, CUresult (*)(CUdeviceptr, const void *, size_t))                         \
+        X(cuMemcpyDtoH_v2, CUresult (*)(void *, CUdeviceptr, size_t))                               \
+        X(cuModuleLoadData, CUresult (*)(CUmodule *, const void *))                                 \
+        X(cuModuleGetFunction, CUresult (*)(CUfunction *, CUmodule, const char *))                  \
+        X(cuStreamCreate, CUresult (*)(CUstream *, unsigned))                                       \
+        X(cuLaunchKernel, CUresult (*)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, \
+                                       unsigned, unsigned, CUstream, void **, void **))
+
+#define DECLARE(name, type) static __typeof__(type) f_##name;
+FUNCS(DECLARE)
+
+static void resolve(void) {
+#ifdef SETUP_TEST_DLOPEN
+        void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+                fprintf(stderr, "setup-test: %s\n", dlerror());
+                exit(77);
+        }
+#define RESOLVE(name, type) f_##name = SAGE_FN_CAST(__typeof__(type), dlsym(h, #name));
+#else
+#define RESOLVE(name, type) f_##name = name;
+#endif
+        FUNCS(RESOLVE)
+}
+
+#define OK(call)                                                                        \
+        do {                                                                            \
+                CUresult r_ = (call);                                                   \
+                if (r_ != CUDA_SUCCESS) {                                               \
+                        fprintf(stderr, "setup-test: %s failed: %d\n", #call, (int)r_); \
+                        exit(3);                                                        \
+                }                                                                       \
+        } while (0)
+
+static double now_ms(void) {
+        return (double)sage_now_ns() / 1e6;
+}
+
+static void add_kernel(const FakeKernelLaunch *launch, void **params) {
+        uint32_t *p = *(uint32_t **)params[0];
+        (void)launch;
+        for (unsigned i = 0; i < 1024; i++)
+                p[i] += i;
+}
+static const FakeKernelEntry kernels[] = { { "add", add_kernel, NULL } };
+static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 1, kernels };
+
+static CUdevice init_device(void) {
+        CUdevice dev;
+        CUcontext primary;
+        OK(f_cuInit(0));
+        OK(f_cuDeviceGet(&dev, 0));
+        OK(f_cuDevicePrimaryCtxRetain(&primary, dev));
+        OK(f_cuCtxSetCurrent(primary));
+        return dev;
+}
+
+static uint64_t invocation(CUdevice dev, unsigned flags) {
+        CUcontext ctx, current;
+        CUdeviceptr d;
+        CUmodule module;
+        CUfunction fn;
+        CUstream stream;
+        uint32_t host[1024];
+        uint64_t sum = 0;
+        void *params[] = { &d };
+
+        OK(f_cuCtxCreate_v4(&ctx, NULL, flags, dev));
+        OK(f_cuCtxGetCurrent(&current));
+        if (current != ctx) {
+                fprintf(stderr, "setup-test: a created context must be current\n");
+                exit(4);
+        }
+        for (unsigned i = 0; i < 1024; i++)
+                host[i] = i * 7;
+        OK(f_cuMemAlloc_v2(&d, 64u << 20));
+        OK(f_cuMemcpyHtoD_v2(d, host, sizeof(host)));
+        OK(f_cuModuleLoadData(&module, &image));
+        OK(f_cuModuleGetFunction(&fn, module, "add"));
+        OK(f_cuStreamCreate(&stream, 0));
+        OK(f_cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, stream, params, NULL));
+        OK(f_cuMemcpyDtoH_v2(host, d, sizeof(host)));
+        for (unsigned i = 0; i < 1024; i++)
+                sum = sum * 31 + host[i];
+        /* Nothing freed by the app: destroying the context must free it all. */
+        OK(f_cuCtxDestroy_v2(ctx));
+        return sum;
+}
+
+int main(int argc, char **argv) {
+        const char *what = argc > 1 ? argv[1] : "";
+        long arg = argc > 2 ? atol(argv[2]) : 0;
+
+        /* The app's own start-up (imports, file reads) comes first, before it
+         * looks at the driver: a lazy warm-up may not start earlier. */
+        if (!strcmp(what, "overlap") || !strcmp(what, "fork"))
+                usleep((useconds_t)arg * 1000);
+        if (strcmp(what, "fork") != 0)
+                resolve();
+        if (!strcmp(what, "overlap")) {
+                double t = now_ms();
+
+                init_device();
+                printf("setup_ms=%.0f\n", now_ms() - t);
+        } else if (!strcmp(what, "fork")) {
+                pid_t child;
+                int status = 0;
+                /* A pre-forking server: the parent never touches CUDA, children do. */
+                child = fork();
+                if (child == 0) {
+                        CUresult r;
+                        resolve();
+                        r = f_cuInit(0);
+                        printf("child cuInit=%d\n", (int)r);
+                        fflush(stdout);
+                        _exit(r == CUDA_SUCCESS ? 0 : 1);
+                }
+                waitpid(child, &status, 0);
+                printf("child exit=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        } else if (!strcmp(what, "exit")) {
+                return 0;
+        } else if (!strcmp(what, "error")) {
+                printf("cuInit=%d\n", (int)f_cuInit(0));
+        } else if (!strcmp(what, "ctx-loop")) {
+                CUdevice dev = init_device();
+                size_t free0, free1, total;
+                double slowest = 0;
+
+                OK(f_cuMemGetInfo_v2(&free0, &total));
+                for (long i = 0; i < arg; i++) {
+                        double t = now_ms();
+                        uint64_t sum = invocation(dev, 0);
+                        t = now_ms() - t;
+                        slowest = t > slowest ? t : slowest;
+                        OK(f_cuMemGetInfo_v2(&free1, &total));
+                        printf("invocation %ld: checksum %016llx, device memory %s\n", i, (unsigned long long)sum,
+                               free1 == free0 ? "all returned" : "LEAKED");
+                        fprintf(stderr, "invocation %ld: %.1f ms\n", i, t);
+                }
+                fprintf(stderr, "per_invocation_max_ms=%.1f\n", slowest);
+        } else if (!strcmp(what, "ctx-nested")) {
+                CUdevice dev = init_device();
+                CUcontext a, b, c, current;
+                OK(f_cuCtxCreate_v4(&a, NULL, 0, dev));
+                OK(f_cuCtxCreate_v4(&b, NULL, 0, dev)); /* a second live context: a real one */
+                printf("distinct contexts: %s\n", a != b ? "yes" : "no");
+                OK(f_cuCtxDestroy_v2(b));
+                OK(f_cuCtxGetCurrent(&current));
+                printf("after destroying the inner one, the outer is current: %s\n", current == a ? "yes" : "no");
+                OK(f_cuCtxDestroy_v2(a));
+                OK(f_cuCtxCreate_v4(&c, NULL, CU_CTX_SCHED_BLOCKING_SYNC, dev)); /* flags the primary lacks */
+                OK(f_cuCtxDestroy_v2(c));
+                printf("nested: ok\n");
+        } else {
+                fprintf(stderr, "usage: setup-test overlap MS | fork MS | exit | error | ctx-loop N | ctx-nested\n");
+                return 2;
+        }
+        return 0;
+}
