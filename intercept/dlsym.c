@@ -27,7 +27,7 @@ SAGE_NO_SANITIZE void *sage_dlsym_route(void *handle, const char *name) {
                 return NULL;
         if (sage_driver_loading())
                 return NULL;
-        sage_warmup_trigger(SAGE_WARMUP_AT_SIGN);
+        sage_warmup_trigger(SAGE_WARMUP_AT_LOOKUP);
         /* The identity map needs the driver open; the caller is about to use it anyway. */
         if (!sage_driver_load())
                 return NULL;

@@ -54,7 +54,7 @@ CUresult sage_impl_cuGetProcAddress(sage_fn_cuGetProcAddress_t real, const char 
                                     int cudaVersion, cuuint64_t flags) {
         CUresult r;
 
-        sage_warmup_trigger(SAGE_WARMUP_AT_SIGN);
+        sage_warmup_trigger(SAGE_WARMUP_AT_LOOKUP);
         r = real(symbol, pfn, cudaVersion, flags);
         sage_stats_count(SAGE_STAT_PROCADDR_CALLS);
         if (r == CUDA_SUCCESS && pfn && *pfn)
@@ -66,7 +66,7 @@ CUresult sage_impl_cuGetProcAddress_v2(sage_fn_cuGetProcAddress_v2_t real, const
                                        int cudaVersion, cuuint64_t flags, CUdriverProcAddressQueryResult *symbolStatus) {
         CUresult r;
 
-        sage_warmup_trigger(SAGE_WARMUP_AT_SIGN);
+        sage_warmup_trigger(SAGE_WARMUP_AT_LOOKUP);
         r = real(symbol, pfn, cudaVersion, flags, symbolStatus);
         sage_stats_count(SAGE_STAT_PROCADDR_CALLS);
         if (r == CUDA_SUCCESS && pfn && *pfn)
@@ -76,8 +76,8 @@ CUresult sage_impl_cuGetProcAddress_v2(sage_fn_cuGetProcAddress_v2_t real, const
 
 CUresult sage_impl_cuInit(sage_fn_cuInit_t real, unsigned int Flags) {
         /* The app's own cuInit: a warm-up already running makes it return as
-         * soon as the driver is up; a lazy one starts now, to retain the
-         * primary context while the app goes on. */
-        sage_warmup_trigger(SAGE_WARMUP_AT_SIGN);
+         * soon as the driver is up; otherwise (lazy, auto) one starts now and
+         * retains the primary context while the app goes on. */
+        sage_warmup_trigger(SAGE_WARMUP_AT_INIT);
         return real(Flags);
 }

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "options.h"
 #include "util.h"
+#include "warmup.h"
 
 #define CHUNK_EVENTS 2048
 #define STACK_FRAMES 24
@@ -358,8 +359,13 @@ void sage_trace_dump(void) {
         writer_string(w, name);
         writer_printf(w, ",\"driver\":");
         writer_string(w, sage_options()->driver);
-        writer_printf(w, ",\"stacks\":%s,\"start_monotonic_ns\":%llu,", trace_stacks ? "true" : "false",
+        writer_printf(w, ",\"stacks\":%s,\"start_monotonic_ns\":%llu,\"warmup\":", trace_stacks ? "true" : "false",
                       (unsigned long long)trace_start_ns);
+        if (sage_warmup_trigger_name())
+                writer_string(w, sage_warmup_trigger_name());
+        else
+                writer_put(w, "null", 4);
+        writer_put(w, ",", 1);
         writer_flush(w);
         {
                 /* The counters, through a FILE on the same descriptor. */

@@ -8,11 +8,16 @@
  * cudart's hidden primary-context path finds the context already created.
  *
  * When: eager starts at load; lazy at the first sign of CUDA use (a driver
- * symbol resolved through dlsym or cuGetProcAddress, or a hook called);
- * auto (the default) is eager for a process that carries CUDA code (a
- * .nv_fatbin section in the executable, or libcudart/libcuda among its
- * load-time libraries) and lazy for everything else — so a Python
- * pre-forking server never has CUDA initialised in its parent by SAGE.
+ * symbol resolved through dlsym or cuGetProcAddress, or cuInit); auto (the
+ * default) is eager for a process that carries CUDA code (a .nv_fatbin
+ * section in the executable, or libcudart/libcuda among its load-time
+ * libraries) and, for everything else, starts at the application's own
+ * cuInit. Symbol lookups are no proof of GPU use: `import torch` resolves
+ * driver symbols long before any CUDA call (measured on the H200: a lazy
+ * warm-up started 190 ms into a 3.9 s import), and a pre-forking Python
+ * server must not find CUDA initialised in its master. Under auto, SAGE
+ * never initialises CUDA before the application does, unless the program
+ * carries CUDA code itself.
  *
  * Hazards: a fork() after the warm-up leaves a child that cannot use CUDA
  * (as after any CUDA initialisation); the child is detected and told so
@@ -56,6 +61,7 @@ static pthread_mutex_t warmup_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t warmup_done = PTHREAD_COND_INITIALIZER;
 static pthread_t warmup_thread;
 static bool forked_after_warmup;
+static const char *_Atomic warmup_trigger_name;
 
 /* ---------------------------------------------------------------- is this a CUDA program? */
 
@@ -225,13 +231,15 @@ static void at_fork_child(void) {
         }
 }
 
-static void warmup_start(void) {
+static void warmup_start(const char *why) {
         pthread_attr_t attr;
         sigset_t all, old;
         int expected = WARMUP_IDLE;
 
         if (!atomic_compare_exchange_strong(&warmup_state, &expected, WARMUP_RUNNING))
                 return;
+        atomic_store(&warmup_trigger_name, why);
+        sage_info("warm-up started at %s", why);
         pthread_atfork(at_fork_prepare, NULL, at_fork_child);
         atexit(at_exit_wait);
         pthread_attr_init(&attr);
@@ -251,18 +259,32 @@ static void warmup_start(void) {
 
 void sage_warmup_trigger(SageWarmupTrigger trigger) {
         const char *mode;
+        bool eager, lazy, automatic;
 
         if (SAGE_LIKELY(atomic_load_explicit(&warmup_state, memory_order_relaxed) != WARMUP_IDLE))
                 return;
         mode = sage_options()->warmup;
-        if (strcmp(mode, "off") == 0)
-                return;
-        if (trigger == SAGE_WARMUP_AT_LOAD) {
-                if (strcmp(mode, "eager") == 0 || (strcmp(mode, "auto") == 0 && sage_process_is_cuda_program()))
-                        warmup_start();
-                return;
+        eager = strcmp(mode, "eager") == 0;
+        lazy = strcmp(mode, "lazy") == 0;
+        automatic = strcmp(mode, "auto") == 0;
+        switch (trigger) {
+        case SAGE_WARMUP_AT_LOAD:
+                if (eager || (automatic && sage_process_is_cuda_program()))
+                        warmup_start("load");
+                break;
+        case SAGE_WARMUP_AT_LOOKUP:
+                if (lazy)
+                        warmup_start("lookup");
+                break;
+        case SAGE_WARMUP_AT_INIT:
+                if (lazy || automatic)
+                        warmup_start("cuInit");
+                break;
         }
-        warmup_start(); /* a sign of CUDA use starts it in every mode but off */
+}
+
+const char *sage_warmup_trigger_name(void) {
+        return atomic_load(&warmup_trigger_name);
 }
 
 void sage_warmup_wait(unsigned max_ms) {

@@ -4,12 +4,16 @@
 #include <stdbool.h>
 
 typedef enum SageWarmupTrigger {
-        SAGE_WARMUP_AT_LOAD,   /* constructor: eager, or auto for a CUDA program */
-        SAGE_WARMUP_AT_SIGN,   /* the app resolved or called a driver symbol */
+        SAGE_WARMUP_AT_LOAD,    /* constructor: eager, or auto for a CUDA program */
+        SAGE_WARMUP_AT_LOOKUP,  /* the app resolved a driver symbol (dlsym, cuGetProcAddress): lazy */
+        SAGE_WARMUP_AT_INIT,    /* the app called cuInit: lazy, auto */
 } SageWarmupTrigger;
 
 /* Start the warm-up if the mode says this trigger should (idempotent, cheap after the first call). */
 void sage_warmup_trigger(SageWarmupTrigger trigger);
+
+/* What started the warm-up ("load", "lookup", "cuInit"), or NULL. */
+const char *sage_warmup_trigger_name(void);
 
 /* Wait (bounded) for a running warm-up: called at exit so the driver is never torn down under it. */
 void sage_warmup_wait(unsigned max_ms);

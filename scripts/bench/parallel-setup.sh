@@ -20,14 +20,14 @@ Usage: scripts/bench/parallel-setup.sh [--build DIR] [--runs N] [--quick] [optio
 Native vs SAGE start-up of GPU functions (parallel set-up), medians over N runs.
 
   --build DIR      meson build folder holding intercept/libsage.so (default: build)
-  --runs N         runs per (workload, mode) (default: 5; py8 and ctx use at most 3)
+  --runs N         runs per (workload, mode) (default: 5; py8 and ctx use at most 2)
   --quick          2 runs, no 8-process PyTorch case
   --iters N        iterations of the warm-container loop (default: 100)
   --c-mib N        size of the C function's weight file in MiB (default: 2048)
   --no-torch       skip the PyTorch workloads
   --gap SEC        pause between runs (default: 0.3)
   --budget SEC     start no further run (round of all workloads) that would end
-                   more than SEC after the start (default: 540; at least 1 run)
+                   more than SEC after the start (default: 420; at least 1 run)
   --arch ARCH      nvcc -arch value (default: sm_90)
   --data DIR       folder for the generated weight files (default: a new one
                    under ${TMPDIR:-/tmp}, deleted at the end)
@@ -50,7 +50,7 @@ iters=100
 c_mib=2048
 use_torch=1
 gap=0.3
-budget=540
+budget=420
 arch=sm_90
 data_dir=
 keep_data=0
@@ -161,10 +161,10 @@ workloads+=(c8)
 wl_conc[c8]=8; wl_modes[c8]="native sage sage_off"; wl_runs[c8]=$runs; wl_limit[c8]=300
 if [ "$use_torch" = 1 ] && [ "$quick" = 0 ]; then
     workloads+=(py8)
-    wl_conc[py8]=8; wl_modes[py8]="native sage_eager"; wl_runs[py8]=$((runs < 3 ? runs : 3)); wl_limit[py8]=400
+    wl_conc[py8]=8; wl_modes[py8]="native sage_eager"; wl_runs[py8]=$((runs < 2 ? runs : 2)); wl_limit[py8]=400
 fi
 workloads+=(ctx)
-wl_conc[ctx]=1; wl_modes[ctx]="native sage sage_off sage_noredir"; wl_runs[ctx]=$((runs < 3 ? runs : 3)); wl_limit[ctx]=300
+wl_conc[ctx]=1; wl_modes[ctx]="native sage sage_off sage_noredir"; wl_runs[ctx]=$((runs < 2 ? runs : 2)); wl_limit[ctx]=300
 # wl_argv WORKLOAD: the program and arguments each process runs, into cmd.
 wl_argv() {
     case "$1" in
@@ -213,7 +213,7 @@ for m in native sage; do run_case c1 "$m" 0; done
 [ "$use_torch" = 1 ] && run_case py1 native 0
 
 t_measure=$(date +%s)
-say "measuring: ${workloads[*]}; $runs runs (py8/ctx at most 3), ctx loop $iters iterations"
+say "measuring: ${workloads[*]}; $runs runs (py8/ctx at most 2), ctx loop $iters iterations"
 for ((run = 1; run <= runs; run++)); do
     for wl in "${workloads[@]}"; do
         [ "$run" -le "${wl_runs[$wl]}" ] || continue
@@ -250,7 +250,7 @@ BENCH_LOGS=$logs BENCH_RUNS=$runs BENCH_OUT=${OUT:-} BENCH_WORKLOADS="${workload
 BENCH_MODES_c1="${wl_modes[c1]}" BENCH_MODES_py1="${wl_modes[py1]:-}" BENCH_MODES_c8="${wl_modes[c8]}" \
 BENCH_MODES_py8="${wl_modes[py8]:-}" BENCH_MODES_ctx="${wl_modes[ctx]}" \
 BENCH_RUNS_c1="${wl_runs[c1]}" BENCH_RUNS_c8="${wl_runs[c8]}" BENCH_RUNS_py1="${wl_runs[py1]:-0}" BENCH_RUNS_py8="${wl_runs[py8]:-0}" BENCH_RUNS_ctx="${wl_runs[ctx]}" BENCH_ITERS=$iters \
-BENCH_C_MIB=$c_mib BENCH_QUICK=$quick \
+BENCH_C_MIB=$c_mib BENCH_STOPPED=${runs_done:+"stopped after $runs_done runs (--budget $budget s)"} BENCH_QUICK=$quick \
 BENCH_GPU=$gpu_name BENCH_DRIVER=$driver BENCH_CUDA=$cuda_release BENCH_CPUS=$(nproc) \
 BENCH_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) BENCH_LIBSAGE=$libsage BENCH_COMMIT=$commit \
 BENCH_ELAPSED=$(( $(date +%s) - t_start )) BENCH_KERNEL=$(uname -r) \

@@ -274,6 +274,8 @@ if "py1" in workloads:
     notes.append("PyTorch: SAGE auto = lazy for python (warm-up starts at the first driver symbol lookup).")
 if "ctx" in workloads:
     notes.append("(d): SAGE off = SAGE_WARMUP=off (redirect still on); no redir = SAGE_CTX_REDIRECT=0.")
+if e.get("BENCH_STOPPED"):
+    notes.insert(0, "time budget: " + e["BENCH_STOPPED"] + ".")
 out.append("")
 for n in notes:
     out.append("note: " + n)
@@ -304,7 +306,7 @@ doc = {
     "libsage": e.get("BENCH_LIBSAGE"),
     "commit": e.get("BENCH_COMMIT"),
     "settings": {"runs": runs, "runs_per_workload": {w: wl_runs[w] for w in workloads},
-                 "quick": e.get("BENCH_QUICK") == "1", "ctx_iterations": int(e.get("BENCH_ITERS") or 0),
+                 "quick": e.get("BENCH_QUICK") == "1", "stopped": e.get("BENCH_STOPPED") or None, "ctx_iterations": int(e.get("BENCH_ITERS") or 0),
                  "c_weights_mib": c_mib, "modes": {w: modes[w] for w in workloads},
                  "page_cache": "weight files are page-cached (written just before the runs)"},
     "generated": {"c": gen_c, "torch": gen_py},

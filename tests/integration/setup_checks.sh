@@ -30,7 +30,11 @@ echo "blocked in set-up (ms): native $native, auto (linked) $auto, lazy $lazy, e
 [ "$lazy" -ge $((native / 2)) ] || bad "lazy warm-up must not start before the first sign of CUDA ($lazy ms)"
 [ "$auto_dl" -ge $((native / 2)) ] || bad "auto must be lazy for a program without CUDA at load ($auto_dl ms)"
 
-step "fork: auto is lazy for a pre-forking program without CUDA at load; eager is detected and reported"
+step "fork: auto never initialises CUDA before the app does; eager/lazy hazards are detected and reported"
+out=$(sage "$dl" lookup-fork 800)
+grep -q 'child cuInit=0' <<<"$out" || bad "auto: symbol lookups in the parent broke the forked child: $out"
+out=$(SAGE_WARMUP=lazy SAGE_VERBOSE=1 sage "$dl" lookup-fork 800 2>&1)
+grep -q 'fork() after the CUDA warm-up' <<<"$out" || bad "lazy: fork after a lookup-started warm-up not reported: $out"
 out=$(sage "$dl" fork 400)
 grep -q 'child cuInit=0' <<<"$out" || bad "auto: the forked child cannot use CUDA: $out"
 out=$("$dl" fork 400)

@@ -6,6 +6,9 @@
  *   overlap MS     the app's own start-up takes MS ms, then it initialises
  *                  CUDA; prints how long it was blocked in CUDA set-up
  *   fork MS        start-up of MS ms, fork, the child initialises CUDA
+ *   lookup-fork MS the parent resolves driver symbols (as `import torch`
+ *                  does) but never calls them, waits MS ms, forks; the
+ *                  child initialises CUDA
  *   exit           return at once (a warm-up may still be running)
  *   error          print what cuInit returned
  *   ctx-loop N     N warm-container invocations: create a context, allocate,
@@ -136,6 +139,10 @@ int main(int argc, char **argv) {
                 usleep((useconds_t)arg * 1000);
         if (strcmp(what, "fork") != 0)
                 resolve();
+        if (!strcmp(what, "lookup-fork")) {
+                usleep((useconds_t)arg * 1000);
+                what = "fork";
+        }
         if (!strcmp(what, "overlap")) {
                 double t = now_ms();
 

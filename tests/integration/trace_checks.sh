@@ -4,9 +4,9 @@
 # trace dump (valid Chrome JSON with the expected events, stacks, dumps on a
 # fatal signal), and silence (a process that never uses CUDA: no output, no
 # driver loaded).
-#   trace_checks.sh WORKLOAD CHECK_TRACE_PY PYTHON3
+#   trace_checks.sh WORKLOAD CHECK_TRACE_PY PYTHON3 SAGE_RUN SAGE_TRACE
 set -euo pipefail
-workload=$1 check=$2 python=$3
+workload=$1 check=$2 python=$3 sage_run=$4 sage_trace=$5
 preload=${SAGE_TEST_PRELOAD:?}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -68,6 +68,29 @@ step "options: SAGE_VERBOSE=1 lists options; bad values are warned about, not fa
 out=$(SAGE_VERBOSE=1 SAGE_TRACE_STACKS=maybe LD_PRELOAD=$preload "$workload" 2>&1 >/dev/null) || bad "verbose run"
 grep -q 'sage: option SAGE_TRACE_STACKS=0' <<<"$out" || bad "option listing missing: $out"
 grep -q 'ignoring SAGE_TRACE_STACKS="maybe"' <<<"$out" || bad "bad value not reported: $out"
+
+step "sage-run: preloads, traces, refuses a missing library"
+"$workload" >"$tmp/native1.out" || bad "native exited $?"
+"$sage_run" --trace "$tmp/run.json" -- "$workload" >"$tmp/run.out" || bad "sage-run exited $?"
+cmp -s "$tmp/native1.out" "$tmp/run.out" || bad "sage-run output differs"
+"$python" "$check" "$tmp/run.json" --expect-name cuLaunchKernel_ptsz || bad "sage-run trace"
+set +e
+out=$("$sage_run" --lib /nonexistent/libsage.so -- true 2>&1); rc=$?
+set -e
+[ "$rc" -eq 127 ] && grep -q "cannot find libsage.so" <<<"$out" || bad "missing library: rc $rc, $out"
+
+step "sage-trace: summary and JSON of a dump"
+"$sage_trace" summary "$tmp/run.json" >"$tmp/summary.txt" || bad "sage-trace summary exited $?"
+grep -q "first launch" "$tmp/summary.txt" && grep -q "host to device *16384" "$tmp/summary.txt" \
+  || { bad "summary content"; cat "$tmp/summary.txt"; }
+"$sage_trace" summary --json "$tmp/run.json" | "$python" -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["bytes"]["htod"] == 16384 and d["setup"]["launch"] is not None, d' || bad "sage-trace --json"
+set +e
+"$sage_trace" summary "$tmp/native.out" >/dev/null 2>&1; rc=$?
+set -e
+[ "$rc" -eq 1 ] || bad "sage-trace accepted a file that is no trace (rc $rc)"
 
 [ "$fail" -eq 0 ] && echo "trace_checks: all passed"
 exit "$fail"
