@@ -14,3 +14,5 @@ CUresult sage_impl_cuCtxCreate_v3(sage_fn_cuCtxCreate_v3_t real, CUcontext *pctx
 CUresult sage_impl_cuCtxCreate_v4(sage_fn_cuCtxCreate_v4_t real, CUcontext *pctx, CUctxCreateParams *params,
                                   unsigned int flags, CUdevice dev);
 CUresult sage_impl_cuCtxDestroy_v2(sage_fn_cuCtxDestroy_v2_t real, CUcontext ctx);
+CUresult sage_impl_cuDevicePrimaryCtxReset(sage_fn_cuDevicePrimaryCtxReset_t real, CUdevice dev);
+CUresult sage_impl_cuDevicePrimaryCtxReset_v2(sage_fn_cuDevicePrimaryCtxReset_v2_t real, CUdevice dev);

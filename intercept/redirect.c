@@ -28,6 +28,7 @@
 #include "log.h"
 #include "options.h"
 #include "util.h"
+#include "warmup.h"
 
 #define REDIRECT_MAX_DEVICES 64
 
@@ -105,6 +106,7 @@ static bool redirect_create(CUcontext *pctx, unsigned flags, CUdevice dev, CUres
                 if (REAL(cuDevicePrimaryCtxRetain)(&standing, dev) != CUDA_SUCCESS)
                         goto out;
                 slot->standing_retain = true;
+                sage_warmup_note_held(dev);
         }
         if (REAL(cuDevicePrimaryCtxRetain)(&ctx, dev) != CUDA_SUCCESS)
                 goto out;
@@ -250,4 +252,20 @@ CUresult sage_impl_cuCtxCreate_v4(sage_fn_cuCtxCreate_v4_t real, CUcontext *pctx
 CUresult sage_impl_cuCtxDestroy_v2(sage_fn_cuCtxDestroy_v2_t real, CUcontext ctx) {
         CUresult r;
         return redirect_destroy(ctx, &r) ? r : real(ctx);
+}
+
+/* Device reset at the end of an invocation: the driver frees everything, as
+ * natively; SAGE then re-creates the context in the background (warmup.c). */
+CUresult sage_impl_cuDevicePrimaryCtxReset(sage_fn_cuDevicePrimaryCtxReset_t real, CUdevice dev) {
+        CUresult r = real(dev);
+        if (r == CUDA_SUCCESS)
+                sage_warmup_rewarm(dev);
+        return r;
+}
+
+CUresult sage_impl_cuDevicePrimaryCtxReset_v2(sage_fn_cuDevicePrimaryCtxReset_v2_t real, CUdevice dev) {
+        CUresult r = real(dev);
+        if (r == CUDA_SUCCESS)
+                sage_warmup_rewarm(dev);
+        return r;
 }

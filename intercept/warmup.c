@@ -61,6 +61,11 @@ static pthread_mutex_t warmup_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t warmup_done = PTHREAD_COND_INITIALIZER;
 static pthread_t warmup_thread;
 static bool forked_after_warmup;
+static atomic_ullong held_devices;      /* bit per device ordinal SAGE holds a retain on */
+static int rewarm_in_driver;            /* re-warm threads inside the driver (warmup_lock) */
+static int rewarm_pending;              /* re-warm threads started, not finished (warmup_lock) */
+static bool rewarm_cancelled;           /* exit: pending re-warms must not enter the driver */
+#define REWARM_GRACE_MS 50
 static const char *_Atomic warmup_trigger_name;
 
 /* ---------------------------------------------------------------- is this a CUDA program? */
@@ -198,6 +203,8 @@ static void *warmup_main(void *arg) {
                 /* The retain is held for the life of the process: it is what keeps the context warm. */
                 r = REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
                 traced(SAGE_SYM_cuDevicePrimaryCtxRetain, t0, r, (uint64_t)dev, (uint64_t)(uintptr_t)ctx);
+                if (r == CUDA_SUCCESS)
+                        sage_warmup_note_held(devices[i]);
         }
         sage_info("warm-up done in %.1f ms (%d device(s))", (double)(sage_now_ns() - start) / 1e6, count);
 done:
@@ -210,7 +217,19 @@ done:
 }
 
 static void at_exit_wait(void) {
+        struct timespec deadline;
+
         sage_warmup_wait(10000);
+        /* Pending re-warms give up; one already inside the driver is waited for. */
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 10;
+        pthread_mutex_lock(&warmup_lock);
+        rewarm_cancelled = true;
+        pthread_cond_broadcast(&warmup_done);
+        while (rewarm_in_driver > 0)
+                if (pthread_cond_timedwait(&warmup_done, &warmup_lock, &deadline) == ETIMEDOUT)
+                        break;
+        pthread_mutex_unlock(&warmup_lock);
 }
 
 /* A fork() while the warm-up thread is inside the driver would hand the child
@@ -304,6 +323,84 @@ void sage_warmup_wait(unsigned max_ms) {
                 if (pthread_cond_timedwait(&warmup_done, &warmup_lock, &deadline) == ETIMEDOUT)
                         break;
         pthread_mutex_unlock(&warmup_lock);
+}
+
+void sage_warmup_note_held(int dev) {
+        if (dev >= 0 && dev < 64)
+                atomic_fetch_or(&held_devices, 1ull << dev);
+}
+
+static void *rewarm_main(void *arg) {
+        int dev = (int)(intptr_t)arg;
+        struct timespec deadline;
+        bool go;
+
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_nsec += REWARM_GRACE_MS * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&warmup_lock);
+        while (!rewarm_cancelled)
+                if (pthread_cond_timedwait(&warmup_done, &warmup_lock, &deadline) == ETIMEDOUT)
+                        break;
+        go = !rewarm_cancelled;
+        if (go)
+                rewarm_in_driver++;
+        pthread_mutex_unlock(&warmup_lock);
+        if (go) {
+                CUcontext ctx;
+                uint64_t t0 = sage_now_ns();
+                CUresult r;
+
+                sage_hook_depth++;
+                /* A retain re-creates the reset context; the release leaves SAGE's
+                 * standing retain (which a reset does not drop) as it was. */
+                r = REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
+                traced(SAGE_SYM_cuDevicePrimaryCtxRetain, t0, r, (uint64_t)dev, (uint64_t)(uintptr_t)ctx);
+                if (r == CUDA_SUCCESS)
+                        REAL(cuDevicePrimaryCtxRelease_v2)(dev);
+                sage_hook_depth--;
+                sage_info("re-warm of device %d after a reset: %.1f ms", dev, (double)(sage_now_ns() - t0) / 1e6);
+        }
+        pthread_mutex_lock(&warmup_lock);
+        if (go)
+                rewarm_in_driver--;
+        rewarm_pending--;
+        pthread_cond_broadcast(&warmup_done);
+        pthread_mutex_unlock(&warmup_lock);
+        return NULL;
+}
+
+void sage_warmup_rewarm(int dev) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        sigset_t all, old;
+
+        if (dev < 0 || dev >= 64 || !(atomic_load(&held_devices) & (1ull << dev)) ||
+            strcmp(sage_options()->warmup, "off") == 0)
+                return;
+        pthread_mutex_lock(&warmup_lock);
+        if (rewarm_cancelled || rewarm_pending > 0) {
+                pthread_mutex_unlock(&warmup_lock);
+                return;
+        }
+        rewarm_pending++;
+        pthread_mutex_unlock(&warmup_lock);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        if (pthread_create(&thread, &attr, rewarm_main, (void *)(intptr_t)dev) != 0) {
+                pthread_mutex_lock(&warmup_lock);
+                rewarm_pending--;
+                pthread_mutex_unlock(&warmup_lock);
+        } else {
+                pthread_setname_np(thread, "sage-rewarm");
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
 }
 
 bool sage_warmup_forked_child(void) {

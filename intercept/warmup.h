@@ -12,6 +12,17 @@ typedef enum SageWarmupTrigger {
 /* Start the warm-up if the mode says this trigger should (idempotent, cheap after the first call). */
 void sage_warmup_trigger(SageWarmupTrigger trigger);
 
+/* SAGE holds a retain on `dev` (warm-up or redirect): record it. */
+void sage_warmup_note_held(int dev);
+
+/*
+ * The app reset the primary context of `dev` (end of an invocation): the
+ * driver freed everything, as natively; re-create the context in the
+ * background so the next invocation finds it warm. Started after a short
+ * grace period, so a process that resets and exits is not held up.
+ */
+void sage_warmup_rewarm(int dev);
+
 /* What started the warm-up ("load", "lookup", "cuInit"), or NULL. */
 const char *sage_warmup_trigger_name(void);
 

@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm torch_model)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -126,6 +126,7 @@ build_program() {
         ipc) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/ipc.cu" ;;
         graphs) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/graphs.cu" ;;
         cublas_gemm) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/cublas_gemm.cu" -lcublas ;;
+        reset_loop) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/reset_loop.cu" ;;
         torch_model) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
         *) echo "unknown program $name"; return 1 ;;
     esac

@@ -271,7 +271,7 @@ notes = []
 if "c1" in workloads:
     notes.append("the weight files are read from the page cache (generated just before; not dropped).")
 if "py1" in workloads:
-    notes.append("PyTorch: SAGE auto = lazy for python (warm-up starts at the first driver symbol lookup).")
+    notes.append("PyTorch: under SAGE auto, python carries no CUDA code at load, so the warm-up starts at its own cuInit.")
 if "ctx" in workloads:
     notes.append("(d): SAGE off = SAGE_WARMUP=off (redirect still on); no redir = SAGE_CTX_REDIRECT=0.")
 if e.get("BENCH_STOPPED"):

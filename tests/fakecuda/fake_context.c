@@ -124,11 +124,13 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
         return r;
     fake_lock();
     CUcontext ctx = fake.primary[dev];
-    if (!ctx || fake.primary_refs[dev] == 0) {
+    if (fake.primary_refs[dev] == 0) {
         fake_unlock();
         return CUDA_ERROR_INVALID_CONTEXT;
     }
-    if (--fake.primary_refs[dev] == 0)
+    /* As the real driver: a reset destroys the context but not the retains,
+     * and releasing after a reset is fine. */
+    if (--fake.primary_refs[dev] == 0 && ctx)
         context_destroy_locked(ctx);
     fake_unlock();
     return CUDA_SUCCESS;
@@ -140,8 +142,10 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
     if (r != CUDA_SUCCESS)
         return r;
     fake_lock();
+    unsigned refs = fake.primary_refs[dev];
     if (fake.primary[dev])
         context_destroy_locked(fake.primary[dev]);
+    fake.primary_refs[dev] = refs; /* a reset does not release anyone's retain */
     fake.primary_flags[dev] = 0;
     fake_unlock();
     return CUDA_SUCCESS;

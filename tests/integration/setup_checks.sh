@@ -88,5 +88,17 @@ stats = json.load(open(sys.argv[1]))["otherData"]["stats"]
 assert stats["CTX_REDIRECTED"] == 1 and stats["CTX_NOT_REDIRECTED"] == 2, stats
 PY
 
+step "device reset at the end of an invocation: freed as natively, the context re-created in the background"
+SAGE_FAKE_CTX_MS=100 "$linked" reset-loop 4 >"$tmp/rn.out" 2>"$tmp/rn.err" || bad "native reset-loop"
+SAGE_FAKE_CTX_MS=100 sage "$linked" reset-loop 4 >"$tmp/rs.out" 2>"$tmp/rs.err" || bad "sage reset-loop"
+cmp -s "$tmp/rn.out" "$tmp/rs.out" || { bad "reset-loop output differs"; diff "$tmp/rn.out" "$tmp/rs.out" || true; }
+n=$(sed -n 's/^reset_wait_max_ms=//p' "$tmp/rn.err"); s=$(sed -n 's/^reset_wait_max_ms=//p' "$tmp/rs.err")
+echo "after a reset, the next invocation waited for its context: native ${n} ms, SAGE ${s} ms (worst)"
+awk -v n="$n" -v s="$s" 'BEGIN { exit !(n >= 90 && s <= n / 4) }' || bad "re-warm after reset: native $n ms, SAGE $s ms"
+t0=$(date +%s%N)
+SAGE_FAKE_CTX_MS=400 sage "$linked" reset-loop 1 >/dev/null 2>&1 || bad "reset then exit"
+t1=$(date +%s%N)
+echo "reset, 300 ms idle, exit: $(( (t1 - t0) / 1000000 )) ms"
+
 [ "$fail" -eq 0 ] && echo "setup_checks: all passed"
 exit "$fail"

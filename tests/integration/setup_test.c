@@ -15,6 +15,9 @@
  *                  run a kernel, destroy; checks memory comes back each time
  *   ctx-nested     a second context while a first is alive; then flags the
  *                  primary context cannot honour
+ *   reset-loop N   N invocations on the primary context, each ending with a
+ *                  device reset, 300 ms apart; prints how long each waited
+ *                  for its context
  */
 #include <cuda.h>
 
@@ -34,6 +37,8 @@
         X(cuInit, CUresult (*)(unsigned))                                                           \
         X(cuDeviceGet, CUresult (*)(CUdevice *, int))                                               \
         X(cuDevicePrimaryCtxRetain, CUresult (*)(CUcontext *, CUdevice))                            \
+        X(cuDevicePrimaryCtxRelease_v2, CUresult (*)(CUdevice))                                     \
+        X(cuDevicePrimaryCtxReset_v2, CUresult (*)(CUdevice))                                       \
         X(cuCtxSetCurrent, CUresult (*)(CUcontext))                                                 \
         X(cuCtxGetCurrent, CUresult (*)(CUcontext *))                                               \
         X(cuCtxCreate_v4, CUresult (*)(CUcontext *, CUctxCreateParams *, unsigned, CUdevice))       \
@@ -184,6 +189,41 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "invocation %ld: %.1f ms\n", i, t);
                 }
                 fprintf(stderr, "per_invocation_max_ms=%.1f\n", slowest);
+        } else if (!strcmp(what, "reset-loop")) {
+                CUdevice dev = init_device();
+                double slowest = 0;
+
+                for (long i = 0; i < arg; i++) {
+                        CUcontext ctx;
+                        CUdeviceptr d;
+                        CUmodule module;
+                        CUfunction fn;
+                        uint32_t host[1024];
+                        uint64_t sum = 0;
+                        void *params[] = { &d };
+                        double t = now_ms();
+
+                        OK(f_cuDevicePrimaryCtxRetain(&ctx, dev));
+                        OK(f_cuCtxSetCurrent(ctx));
+                        t = now_ms() - t;
+                        slowest = i > 0 && t > slowest ? t : slowest;
+                        for (unsigned k = 0; k < 1024; k++)
+                                host[k] = k * 3 + (uint32_t)i;
+                        OK(f_cuMemAlloc_v2(&d, sizeof(host)));
+                        OK(f_cuMemcpyHtoD_v2(d, host, sizeof(host)));
+                        OK(f_cuModuleLoadData(&module, &image));
+                        OK(f_cuModuleGetFunction(&fn, module, "add"));
+                        OK(f_cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+                        OK(f_cuMemcpyDtoH_v2(host, d, sizeof(host)));
+                        for (unsigned k = 0; k < 1024; k++)
+                                sum = sum * 31 + host[k];
+                        printf("invocation %ld: checksum %016llx\n", i, (unsigned long long)sum);
+                        fprintf(stderr, "invocation %ld waited %.1f ms for its context\n", i, t);
+                        OK(f_cuDevicePrimaryCtxReset_v2(dev)); /* end of the invocation: frees everything */
+                        OK(f_cuDevicePrimaryCtxRelease_v2(dev));
+                        usleep(300 * 1000);                   /* idle until the next request */
+                }
+                fprintf(stderr, "reset_wait_max_ms=%.1f\n", slowest);
         } else if (!strcmp(what, "ctx-nested")) {
                 CUdevice dev = init_device();
                 CUcontext a, b, c, current;
@@ -198,7 +238,7 @@ int main(int argc, char **argv) {
                 OK(f_cuCtxDestroy_v2(c));
                 printf("nested: ok\n");
         } else {
-                fprintf(stderr, "usage: setup-test overlap MS | fork MS | exit | error | ctx-loop N | ctx-nested\n");
+                fprintf(stderr, "usage: setup-test overlap MS | fork MS | lookup-fork MS | exit | error | ctx-loop N | ctx-nested | reset-loop N\n");
                 return 2;
         }
         return 0;
