@@ -59,8 +59,6 @@ enum { WARMUP_IDLE, WARMUP_RUNNING, WARMUP_DONE };
 static atomic_int warmup_state = WARMUP_IDLE;
 static pthread_mutex_t warmup_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t warmup_done = PTHREAD_COND_INITIALIZER;
-static pthread_t warmup_thread;
-static bool forked_after_warmup;
 static atomic_ullong held_devices;      /* bit per device ordinal SAGE holds a retain on */
 static int rewarm_in_driver;            /* re-warm threads inside the driver (warmup_lock) */
 static int rewarm_pending;              /* re-warm threads started, not finished (warmup_lock) */
@@ -240,7 +238,6 @@ static void at_fork_prepare(void) {
 
 static void at_fork_child(void) {
         if (atomic_load(&warmup_state) != WARMUP_IDLE) {
-                forked_after_warmup = true;
                 /* The thread did not survive the fork; its work, if any, belongs to the parent. */
                 atomic_store(&warmup_state, WARMUP_DONE);
                 pthread_mutex_init(&warmup_lock, NULL);
@@ -250,9 +247,27 @@ static void at_fork_child(void) {
         }
 }
 
-static void warmup_start(const char *why) {
+/* A detached helper thread that takes no signals meant for the app. */
+static int spawn_thread(void *(*main_fn)(void *), void *arg, const char *name) {
+        pthread_t thread;
         pthread_attr_t attr;
         sigset_t all, old;
+        int r;
+
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = pthread_create(&thread, &attr, main_fn, arg);
+        if (r == 0)
+                pthread_setname_np(thread, name);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+        errno = r;
+        return r ? -1 : 0;
+}
+
+static void warmup_start(const char *why) {
         int expected = WARMUP_IDLE;
 
         if (!atomic_compare_exchange_strong(&warmup_state, &expected, WARMUP_RUNNING))
@@ -261,19 +276,10 @@ static void warmup_start(const char *why) {
         sage_info("warm-up started at %s", why);
         pthread_atfork(at_fork_prepare, NULL, at_fork_child);
         atexit(at_exit_wait);
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        /* The warm-up thread takes no signals meant for the app. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        if (pthread_create(&warmup_thread, &attr, warmup_main, NULL) != 0) {
+        if (spawn_thread(warmup_main, NULL, "sage-warmup") != 0) {
                 atomic_store(&warmup_state, WARMUP_DONE);
                 sage_warn("warm-up thread not started: %s", strerror(errno));
-        } else {
-                pthread_setname_np(warmup_thread, "sage-warmup");
         }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
 }
 
 void sage_warmup_trigger(SageWarmupTrigger trigger) {
@@ -374,10 +380,6 @@ static void *rewarm_main(void *arg) {
 }
 
 void sage_warmup_rewarm(int dev) {
-        pthread_t thread;
-        pthread_attr_t attr;
-        sigset_t all, old;
-
         if (dev < 0 || dev >= 64 || !(atomic_load(&held_devices) & (1ull << dev)) ||
             strcmp(sage_options()->warmup, "off") == 0)
                 return;
@@ -388,21 +390,10 @@ void sage_warmup_rewarm(int dev) {
         }
         rewarm_pending++;
         pthread_mutex_unlock(&warmup_lock);
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        if (pthread_create(&thread, &attr, rewarm_main, (void *)(intptr_t)dev) != 0) {
+        if (spawn_thread(rewarm_main, (void *)(intptr_t)dev, "sage-rewarm") != 0) {
                 pthread_mutex_lock(&warmup_lock);
                 rewarm_pending--;
                 pthread_mutex_unlock(&warmup_lock);
-        } else {
-                pthread_setname_np(thread, "sage-rewarm");
         }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
 }
 
-bool sage_warmup_forked_child(void) {
-        return forked_after_warmup;
-}

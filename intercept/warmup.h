@@ -29,8 +29,5 @@ const char *sage_warmup_trigger_name(void);
 /* Wait (bounded) for a running warm-up: called at exit so the driver is never torn down under it. */
 void sage_warmup_wait(unsigned max_ms);
 
-/* True when the warm-up initialised CUDA in a parent and this process is its fork()ed child. */
-bool sage_warmup_forked_child(void);
-
 /* Does this process carry CUDA code (a .nv_fatbin section, or cudart/libcuda linked)? */
 bool sage_process_is_cuda_program(void);

@@ -102,15 +102,33 @@ static CUdevice init_device(void) {
         return dev;
 }
 
-static uint64_t invocation(CUdevice dev, unsigned flags) {
-        CUcontext ctx, current;
+/* An invocation's work in the current context: allocate, upload, run the
+ * kernel, download. Returns a checksum of the result. Frees nothing. */
+static uint64_t run_work(size_t alloc_bytes, uint32_t seed, CUstream stream) {
         CUdeviceptr d;
         CUmodule module;
         CUfunction fn;
-        CUstream stream;
         uint32_t host[1024];
         uint64_t sum = 0;
         void *params[] = { &d };
+
+        for (unsigned i = 0; i < 1024; i++)
+                host[i] = i * 7 + seed;
+        OK(f_cuMemAlloc_v2(&d, alloc_bytes));
+        OK(f_cuMemcpyHtoD_v2(d, host, sizeof(host)));
+        OK(f_cuModuleLoadData(&module, &image));
+        OK(f_cuModuleGetFunction(&fn, module, "add"));
+        OK(f_cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, stream, params, NULL));
+        OK(f_cuMemcpyDtoH_v2(host, d, sizeof(host)));
+        for (unsigned i = 0; i < 1024; i++)
+                sum = sum * 31 + host[i];
+        return sum;
+}
+
+static uint64_t invocation(CUdevice dev, unsigned flags) {
+        CUcontext ctx, current;
+        CUstream stream;
+        uint64_t sum;
 
         OK(f_cuCtxCreate_v4(&ctx, NULL, flags, dev));
         OK(f_cuCtxGetCurrent(&current));
@@ -118,17 +136,8 @@ static uint64_t invocation(CUdevice dev, unsigned flags) {
                 fprintf(stderr, "setup-test: a created context must be current\n");
                 exit(4);
         }
-        for (unsigned i = 0; i < 1024; i++)
-                host[i] = i * 7;
-        OK(f_cuMemAlloc_v2(&d, 64u << 20));
-        OK(f_cuMemcpyHtoD_v2(d, host, sizeof(host)));
-        OK(f_cuModuleLoadData(&module, &image));
-        OK(f_cuModuleGetFunction(&fn, module, "add"));
         OK(f_cuStreamCreate(&stream, 0));
-        OK(f_cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, stream, params, NULL));
-        OK(f_cuMemcpyDtoH_v2(host, d, sizeof(host)));
-        for (unsigned i = 0; i < 1024; i++)
-                sum = sum * 31 + host[i];
+        sum = run_work(64u << 20, 0, stream);
         /* Nothing freed by the app: destroying the context must free it all. */
         OK(f_cuCtxDestroy_v2(ctx));
         return sum;
@@ -195,28 +204,14 @@ int main(int argc, char **argv) {
 
                 for (long i = 0; i < arg; i++) {
                         CUcontext ctx;
-                        CUdeviceptr d;
-                        CUmodule module;
-                        CUfunction fn;
-                        uint32_t host[1024];
-                        uint64_t sum = 0;
-                        void *params[] = { &d };
+                        uint64_t sum;
                         double t = now_ms();
 
                         OK(f_cuDevicePrimaryCtxRetain(&ctx, dev));
                         OK(f_cuCtxSetCurrent(ctx));
                         t = now_ms() - t;
                         slowest = i > 0 && t > slowest ? t : slowest;
-                        for (unsigned k = 0; k < 1024; k++)
-                                host[k] = k * 3 + (uint32_t)i;
-                        OK(f_cuMemAlloc_v2(&d, sizeof(host)));
-                        OK(f_cuMemcpyHtoD_v2(d, host, sizeof(host)));
-                        OK(f_cuModuleLoadData(&module, &image));
-                        OK(f_cuModuleGetFunction(&fn, module, "add"));
-                        OK(f_cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
-                        OK(f_cuMemcpyDtoH_v2(host, d, sizeof(host)));
-                        for (unsigned k = 0; k < 1024; k++)
-                                sum = sum * 31 + host[k];
+                        sum = run_work(4096, (uint32_t)i, NULL);
                         printf("invocation %ld: checksum %016llx\n", i, (unsigned long long)sum);
                         fprintf(stderr, "invocation %ld waited %.1f ms for its context\n", i, t);
                         OK(f_cuDevicePrimaryCtxReset_v2(dev)); /* end of the invocation: frees everything */
