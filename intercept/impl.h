@@ -16,3 +16,8 @@ CUresult sage_impl_cuCtxCreate_v4(sage_fn_cuCtxCreate_v4_t real, CUcontext *pctx
 CUresult sage_impl_cuCtxDestroy_v2(sage_fn_cuCtxDestroy_v2_t real, CUcontext ctx);
 CUresult sage_impl_cuDevicePrimaryCtxReset(sage_fn_cuDevicePrimaryCtxReset_t real, CUdevice dev);
 CUresult sage_impl_cuDevicePrimaryCtxReset_v2(sage_fn_cuDevicePrimaryCtxReset_v2_t real, CUdevice dev);
+CUresult sage_impl_cuMemAlloc_v2(sage_fn_cuMemAlloc_v2_t real, CUdeviceptr *dptr, size_t bytesize);
+CUresult sage_impl_cuMemFree_v2(sage_fn_cuMemFree_v2_t real, CUdeviceptr dptr);
+CUresult sage_impl_cuMemcpyHtoD_v2(sage_fn_cuMemcpyHtoD_v2_t real, CUdeviceptr dst, const void *src, size_t bytes);
+CUresult sage_impl_cuMemcpyHtoD_v2_ptds(sage_fn_cuMemcpyHtoD_v2_ptds_t real, CUdeviceptr dst, const void *src,
+                                        size_t bytes);

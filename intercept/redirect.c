@@ -27,6 +27,7 @@
 #include "intercept.h"
 #include "log.h"
 #include "options.h"
+#include "share.h"
 #include "util.h"
 #include "warmup.h"
 
@@ -130,7 +131,12 @@ out:
 
 static void free_resource(const Resource *r) {
         switch (r->kind) {
-        case SAGE_RESOURCE_DEVICE_MEMORY: REAL(cuMemFree_v2)((CUdeviceptr)r->handle); break;
+        case SAGE_RESOURCE_DEVICE_MEMORY: {
+                CUresult ignored;
+                if (!sage_share_free((CUdeviceptr)r->handle, &ignored))
+                        REAL(cuMemFree_v2)((CUdeviceptr)r->handle);
+                break;
+        }
         case SAGE_RESOURCE_HOST_MEMORY: REAL(cuMemFreeHost)((void *)(uintptr_t)r->handle); break;
         case SAGE_RESOURCE_IPC_MAPPING: REAL(cuIpcCloseMemHandle)((CUdeviceptr)r->handle); break;
         case SAGE_RESOURCE_MODULE: REAL(cuModuleUnload)((CUmodule)(uintptr_t)r->handle); break;

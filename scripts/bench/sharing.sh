@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Sharing-based memory (experimental, SAGE_SHARE=1): the C function of
+# parallel_setup_cfunc.cu (reads a weight file, cudaMalloc + one cudaMemcpy of
+# it, a kernel that checksums it) invoked N times in sequence, native and
+# under SAGE with a broker, interleaved. Prints the upload time and checksum
+# of every invocation side by side; writes $OUT/sharing.json when OUT is set.
+#   scripts/bench/sharing.sh [--build DIR] [--gib N] [--runs N]
+set -euo pipefail
+build=build gib=4 runs=4
+while [ $# -gt 0 ]; do
+  case $1 in
+    --build) build=$2; shift 2 ;;
+    --gib) gib=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "sharing: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "$build" && pwd)
+nvidia-smi -L >/dev/null 2>&1 || { echo "sharing: no GPU: skipped"; exit 77; }
+nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+tmp=$(mktemp -d)
+saged_pid=
+trap '[ -n "$saged_pid" ] && kill "$saged_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+"$nvcc" -arch=sm_90 -O2 -I"$here" -o "$tmp/cfunc" "$here/parallel_setup_cfunc.cu"
+"$tmp/cfunc" --gen "$tmp/weights.bin" $((gib << 30)) >/dev/null
+export SAGE_SOCKET=$tmp/saged.sock
+"$build/daemon/saged" --socket "$SAGE_SOCKET" --foreground 2>"$tmp/saged.log" &
+saged_pid=$!
+for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
+field() { sed -n "s/.*\"$1\":\\([0-9.]*\\).*/\\1/p"; }
+sumf() { sed -n 's/.*"checksum":"\{0,1\}\([0-9a-fx]*\).*/\1/p'; }
+printf '%-4s | %-28s | %-28s\n' run "native: upload ms, checksum" "SAGE: upload ms, checksum"
+json="[" 
+for i in $(seq "$runs"); do
+  n=$("$tmp/cfunc" "$tmp/weights.bin")
+  s=$(SAGE_SHARE=1 SAGE_TRACE="$tmp/t$i.json" LD_PRELOAD="$build/intercept/libsage.so" "$tmp/cfunc" "$tmp/weights.bin")
+  stats=$(python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['otherData']['stats']))" "$tmp/t$i.json")
+  printf '%-4s | %10s  %-16s | %10s  %-16s\n' "$i" "$(field upload_ms <<<"$n")" "$(sumf <<<"$n")" \
+    "$(field upload_ms <<<"$s")" "$(sumf <<<"$s")"
+  json="$json{\"run\":$i,\"native\":$n,\"sage\":$s,\"sage_stats\":$stats},"
+done
+mem=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | grep "^$saged_pid," || true)
+echo "broker: $("$build/tools/sagectl" stats --json); GPU memory of saged: ${mem:-?}"
+[ -n "${OUT:-}" ] && printf '%s]\n' "${json%,}" > "$OUT/sharing.json"
+exit 0
