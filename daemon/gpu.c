@@ -285,13 +285,23 @@ int gpu_import(Gpu *g, uint32_t device, int fd, uint64_t size, GpuExtent **out) 
         }
         x->handle = h;
         x->device = device;
+        /* The real driver does not re-export an imported handle (seen on the
+         * H200: LOOKUP hits failed); the publisher's fd can be imported again
+         * by any number of processes, so keep a duplicate of it. */
+        x->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
         *out = x;
         return 0;
 }
 
 int gpu_export(Gpu *g, const GpuExtent *x, int *fd_out) {
         int fd = -1;
-        CUresult r = g->cu.cuCtxSetCurrent(g->context[x->device]);
+        CUresult r;
+
+        if (x->fd >= 0 && (fd = fcntl(x->fd, F_DUPFD_CLOEXEC, 0)) >= 0) {
+                *fd_out = fd;
+                return 0;
+        }
+        r = g->cu.cuCtxSetCurrent(g->context[x->device]);
 
         if (r == CUDA_SUCCESS)
                 r = g->cu.cuMemExportToShareableHandle(&fd, x->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
@@ -309,6 +319,8 @@ int gpu_export(Gpu *g, const GpuExtent *x, int *fd_out) {
 void gpu_release(Gpu *g, GpuExtent *x) {
         if (!x)
                 return;
+        if (x->fd >= 0)
+                close(x->fd);
         if (g) {
                 g->cu.cuCtxSetCurrent(g->context[x->device]);
                 g->cu.cuMemRelease(x->handle);

@@ -11,6 +11,7 @@ typedef struct Gpu Gpu;
 typedef struct GpuExtent {
         unsigned long long handle; /* CUmemGenericAllocationHandle */
         uint32_t device;
+        int fd; /* a duplicate of the publisher's fd: what LOOKUP hands out (-1: export the handle) */
 } GpuExtent;
 
 /*

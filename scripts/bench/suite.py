@@ -1,0 +1,974 @@
+"""Benchmark suite of SAGE: runner and report (driven by scripts/bench/suite.sh).
+
+    suite.py run CONFIG.json     run everything CONFIG asks, write results
+    suite.py report RAW.json     re-render table/plots from a results.json
+
+The pure-logic parts (stats, checks, density extrapolation, Poisson schedule
+and summary, table, plots) take plain per-run records and are unit-tested by
+suite_test.py without a GPU. Plots need matplotlib; without it they are
+skipped and the JSON says so. Standard library otherwise.
+"""
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+MODES = ("native", "mps", "sage", "sage_broker", "warm_process")
+SAGE_MODES = ("sage", "sage_broker")
+PY_KINDS = ("resnet50", "bert", "gpt2", "llm")
+C_KINDS = ("cfunc", "sgemm")
+SHARED_NOTE = "not built yet (issue 4)"
+
+
+# ---------------------------------------------------------------- pure logic
+def percentile(values, q):
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    s = sorted(values)
+    if not s:
+        return None
+    k = max(1, int(math.ceil(q / 100.0 * len(s))))
+    return s[min(k, len(s)) - 1]
+
+
+def median(values):
+    s = sorted(values)
+    n = len(s)
+    if n == 0:
+        return None
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
+
+
+def stats(values):
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return None
+    return {"n": len(v), "median": round(median(v), 3), "min": round(min(v), 3), "max": round(max(v), 3),
+            "p99": round(percentile(v, 99), 3)}
+
+
+def parse_output(text, kind=None):
+    """Per-process JSON records from a function's stdout: lines `SAGE_BENCH {..}`
+    (suite functions) or plain `{..}` (parallel_setup_cfunc). Normalises the
+    phase names: compute_ms (cfunc: kernel_ms), host_ms = import + read."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("SAGE_BENCH "):
+            line = line[len("SAGE_BENCH "):]
+        elif not line.startswith("{"):
+            continue
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if "compute_ms" not in d and "kernel_ms" in d:
+            d["compute_ms"] = d["kernel_ms"]
+        if kind and "kind" not in d:
+            d["kind"] = kind
+        d["host_ms"] = round(float(d.get("import_ms", 0) or 0) + float(d.get("read_ms", 0) or 0), 3)
+        out.append(d)
+    return out
+
+
+def checksum_check(records):
+    """Compare every successful record's checksum with native's, per workload.
+    Exact bit checksums when native agrees with itself, else the approximate
+    value (reported as such). Returns (problems, per-workload basis)."""
+    problems, basis = [], {}
+    by_wl = {}
+    for r in records:
+        if r.get("ok") and r.get("checksum"):
+            by_wl.setdefault(r["wl"], []).append(r)
+    for wl, recs in sorted(by_wl.items()):
+        nat = [r for r in recs if r["mode"] == "native"]
+        if not nat:
+            basis[wl] = "no native run to compare with"
+            continue
+        exact = {r["checksum"] for r in nat}
+        if len(exact) == 1:
+            key, ref, basis[wl] = "checksum", exact, "exact (bit patterns)"
+        else:
+            key, ref = "approx", {r.get("approx") for r in nat}
+            basis[wl] = f"approximate: native itself gave {len(exact)} different exact checksums"
+            if len(ref) != 1:
+                problems.append(f"MISMATCH {wl}: native runs disagree even approximately: {sorted(map(str, ref))}")
+                continue
+        want = next(iter(ref))
+        for r in recs:
+            if r["mode"] != "native" and r.get(key) != want:
+                problems.append(f"MISMATCH {wl} {r['mode']} ({r.get('part')} run {r.get('run')}): "
+                                f"{key} {r.get(key)} != native {want}")
+    return problems, basis
+
+
+def preload_check(records):
+    """libsage must be mapped in sage modes and absent elsewhere."""
+    problems, proof = [], {}
+    for r in records:
+        if not r.get("ok") or "sage_loaded" not in r:
+            continue
+        want = r["mode"] in SAGE_MODES
+        p = proof.setdefault(r["mode"], {"libsage_loaded": 0, "not_loaded": 0})
+        p["libsage_loaded" if r["sage_loaded"] else "not_loaded"] += 1
+        if bool(r["sage_loaded"]) != want:
+            problems.append(f"{r['wl']} {r['mode']} ({r.get('part')} run {r.get('run')}): libsage "
+                            f"{'loaded' if r['sage_loaded'] else 'NOT loaded'} (expected "
+                            f"{'loaded' if want else 'absent'})")
+    return problems, proof
+
+
+def summarize_duration(records):
+    """Concurrency-1 records -> {wl: {mode: summary}}."""
+    out = {}
+    for r in records:
+        if r.get("part") != "conc1":
+            continue
+        d = out.setdefault(r["wl"], {}).setdefault(r["mode"], {"runs": [], "failures": 0})
+        if r.get("ok"):
+            d["runs"].append(r)
+        else:
+            d["failures"] += 1
+    for wl, modes in out.items():
+        for mode, d in modes.items():
+            runs = d.pop("runs")
+            d["n"] = len(runs)
+            for k in ("duration_ms", "setup_ms", "upload_ms", "compute_ms", "host_ms", "total_ms"):
+                d[k] = stats([r.get(k) for r in runs])
+    return out
+
+
+def ratios(duration):
+    """native median / mode median, within this run."""
+    out = {}
+    for wl, modes in duration.items():
+        nat = (modes.get("native") or {}).get("duration_ms")
+        if not nat:
+            continue
+        for mode, d in modes.items():
+            if mode != "native" and d.get("duration_ms"):
+                out.setdefault(wl, {})[mode] = round(nat["median"] / d["duration_ms"]["median"], 3)
+    return out
+
+
+def summarize_concurrency(records):
+    out = {}
+    for r in records:
+        if r.get("part") != "concN":
+            continue
+        key = str(r["conc"])
+        d = out.setdefault(r["wl"], {}).setdefault(key, {}).setdefault(
+            r["mode"], {"durations": [], "setups": [], "walls": {}, "failures": 0})
+        if r.get("ok"):
+            d["durations"].append(r["duration_ms"])
+            if r.get("setup_ms") is not None:
+                d["setups"].append(r["setup_ms"])
+        else:
+            d["failures"] += 1
+        if r.get("batch_wall_ms") is not None:
+            d["walls"][r.get("run", 1)] = r["batch_wall_ms"]
+    for wl in out.values():
+        for conc in wl.values():
+            for mode, d in conc.items():
+                conc[mode] = {"per_process_ms": stats(d["durations"]), "setup_ms": stats(d["setups"]),
+                              "batch_wall_ms": stats(list(d["walls"].values())), "failures": d["failures"]}
+    return out
+
+
+def poisson_arrivals(rate, duration_s, seed):
+    """Arrival offsets (s) of a Poisson stream; the same seed gives every mode
+    the same schedule."""
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    while True:
+        t += rng.expovariate(rate)
+        if t >= duration_s:
+            return out
+        out.append(round(t, 6))
+
+
+def poisson_summary(reqs, rate, duration_s):
+    """reqs: [{'arrival_s', 'end_s' (None if failed), 'ok'}] relative to the window start."""
+    done = [r for r in reqs if r.get("ok") and r.get("end_s") is not None]
+    lat = [(r["end_s"] - r["arrival_s"]) * 1000.0 for r in done]
+    span = max([r["end_s"] for r in done], default=0.0)
+    return {"rate_rps": rate, "window_s": duration_s, "offered": len(reqs), "completed": len(done),
+            "failed": len(reqs) - len(done),
+            "p50_ms": round(percentile(lat, 50), 1) if lat else None,
+            "p99_ms": round(percentile(lat, 99), 1) if lat else None,
+            "throughput_rps": round(len(done) / span, 3) if span > 0 else 0.0,
+            "latencies_ms": [round(x, 1) for x in sorted(lat)]}
+
+
+def density_extrapolate(points, total_mib, baseline_mib):
+    """points: [{'instances': k, 'used_mib': GPU memory used with k resident}].
+    Per-instance figure = marginal slope from the fewest to the most instances
+    (first-instance overheads such as an MPS server excluded), and the average.
+    Extrapolated count = instances that fit in total - baseline, labelled so."""
+    pts = sorted((p for p in points if p.get("used_mib") is not None), key=lambda p: p["instances"])
+    if not pts:
+        return {"error": "no measurement"}
+    lo, hi = pts[0], pts[-1]
+    avg = (hi["used_mib"] - baseline_mib) / hi["instances"]
+    if hi["instances"] > lo["instances"]:
+        marginal = (hi["used_mib"] - lo["used_mib"]) / (hi["instances"] - lo["instances"])
+    else:
+        marginal = avg
+    first = lo["used_mib"] - baseline_mib - marginal * (lo["instances"] - 1)
+    per = marginal if marginal > 0 else avg
+    count = None
+    if per > 0 and total_mib:
+        count = int(max(0, (total_mib - baseline_mib - first)) // per) + 1 if first <= total_mib - baseline_mib else 0
+    return {"per_instance_mib_marginal": round(marginal, 1), "per_instance_mib_average": round(avg, 1),
+            "first_instance_mib": round(first, 1), "gpu_total_mib": total_mib, "baseline_mib": baseline_mib,
+            "extrapolated_max_instances": count,
+            "label": "EXTRAPOLATED from %s instances (not measured to OOM)" % "/".join(
+                str(p["instances"]) for p in pts)}
+
+
+def fmt_ms(s):
+    if not s:
+        return "-"
+    m = s["median"]
+    v = f"{m:.0f}" if m >= 100 else f"{m:.1f}" if m >= 1 else f"{m:.2f}"
+    return v
+
+
+def fmt_range(s):
+    if not s:
+        return "-"
+    return f"{fmt_ms(s)} [{fmt_ms({'median': s['min']})}-{fmt_ms({'median': s['max']})}]"
+
+
+def table(doc):
+    L = []
+    m = doc.get("machine", {})
+    L.append(f"SAGE suite: {m.get('gpu')} | driver {m.get('driver')} | CUDA {m.get('cuda')} | "
+             f"{m.get('cpus')} CPUs | {m.get('date')} | commit {m.get('commit') or '?'}"
+             f"{' | --quick' if doc.get('config', {}).get('quick') else ''}")
+    L.append("modes: " + "; ".join(f"{k}: {v}" for k, v in doc.get("modes", {}).items()))
+    if doc.get("config", {}).get("quick_note"):
+        L.append(doc["config"]["quick_note"])
+    dur = doc.get("duration", {})
+    modes = [x for x in MODES if any(x in d for d in dur.values())]
+    if dur:
+        L.append("")
+        L.append("Function duration, 1 at a time, process start -> exit: median [min-max] ms; "
+                 "below: GPU setup / upload / compute medians")
+        L.append(f"{'workload':<10}" + "".join(f"{x:>26}" for x in modes))
+        for wl, d in dur.items():
+            row, sub = f"{wl:<10}", f"{'':<10}"
+            for x in modes:
+                s = d.get(x)
+                if not s:
+                    row += f"{doc.get('na', {}).get(wl, {}).get(x, 'n/a'):>26}"[:26].rjust(26)
+                    sub += " " * 26
+                    continue
+                fail = f" ({s['failures']} failed)" if s.get("failures") else ""
+                row += f"{fmt_range(s.get('duration_ms')) + fail:>26}"
+                sub += f"{fmt_ms(s.get('setup_ms')) + ' / ' + fmt_ms(s.get('upload_ms')) + ' / ' + fmt_ms(s.get('compute_ms')):>26}"
+            L.append(row)
+            L.append(sub)
+        rat = doc.get("ratios", {})
+        if rat:
+            L.append("native/mode median duration (x faster than native, this run): " + "; ".join(
+                f"{wl}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()) for wl, r in rat.items()))
+    conc = doc.get("concurrency", {})
+    if conc:
+        L.append("")
+        L.append("Concurrent starts: per-process duration median / p99, batch wall median (ms); GPU setup median")
+        for wl, byc in conc.items():
+            for c, bym in byc.items():
+                for mode, s in bym.items():
+                    pp = s.get("per_process_ms")
+                    L.append(f"  {wl} x{c} {mode:<12} {fmt_ms(pp)} / "
+                             f"{fmt_ms({'median': pp['p99']}) if pp else '-'}  wall {fmt_ms(s.get('batch_wall_ms'))}"
+                             f"  setup {fmt_ms(s.get('setup_ms'))}"
+                             f"{'  FAILED ' + str(s['failures']) if s.get('failures') else ''}")
+    po = doc.get("poisson", {})
+    if po.get("rates"):
+        L.append("")
+        L.append(f"Open-loop Poisson arrivals of {po.get('workload')} (new process per request): "
+                 "p50 / p99 latency (ms), throughput (req/s), completed/offered")
+        for rate, bym in po["rates"].items():
+            for mode, s in bym.items():
+                if isinstance(s, str):
+                    L.append(f"  {rate:>4} req/s {mode:<12} {s}")
+                    continue
+                L.append(f"  {rate:>4} req/s {mode:<12} {s['p50_ms']} / {s['p99_ms']}  "
+                         f"{s['throughput_rps']} req/s  {s['completed']}/{s['offered']}")
+    de = doc.get("density", {})
+    if de.get("modes"):
+        L.append("")
+        L.append(f"Density of {de.get('workload')} (GPU memory per resident instance, nvidia-smi):")
+        for mode, s in de["modes"].items():
+            if isinstance(s, str) or "per_instance_mib_marginal" not in s:
+                L.append(f"  {mode:<12} {s if isinstance(s, str) else s.get('error')}")
+                continue
+            L.append(f"  {mode:<12} {s['per_instance_mib_marginal']:.0f} MiB/instance measured "
+                     f"(avg {s['per_instance_mib_average']:.0f}); {s['extrapolated_max_instances']} instances "
+                     f"on {s['gpu_total_mib']} MiB: {s['label']}")
+    L.append("")
+    L.append("hook overhead: " + (doc["hook_overhead"] if isinstance(doc.get("hook_overhead"), str)
+                                  else json.dumps(doc.get("hook_overhead", {}).get("summary",
+                                                  "see results.json"))[:300]))
+    ch = doc.get("checks", {})
+    L.append("checksums vs native: " + ("OK (" + "; ".join(f"{k}: {v}" for k, v in ch.get("checksum_basis", {}).items())
+                                        + ")" if not ch.get("checksum_problems") else
+                                        "*** MISMATCH *** " + " | ".join(ch["checksum_problems"])))
+    L.append("libsage mapped (/proc/self/maps): " + "; ".join(
+        f"{k}: {v['libsage_loaded']} loaded, {v['not_loaded']} not" for k, v in ch.get("preload_proof", {}).items())
+        + ("  *** PRELOAD PROBLEM *** " + " | ".join(ch["preload_problems"]) if ch.get("preload_problems") else "  OK"))
+    if ch.get("failures"):
+        L.append(f"FAILED processes: {len(ch['failures'])}: " + " | ".join(ch["failures"][:6]))
+    for s in doc.get("skipped", []):
+        L.append("SKIPPED: " + s)
+    L.append(f"elapsed {doc.get('elapsed_s')} s")
+    return "\n".join(L)
+
+
+def plots(doc, out_dir):
+    """duration.png, latency_cdf.png, density.png; returns (written, note)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:  # noqa: BLE001
+        return [], f"plots skipped: matplotlib unavailable ({e})"
+    written = []
+    dur = doc.get("duration", {})
+    if dur:
+        wls = list(dur)
+        modes = [x for x in MODES if any(x in d for d in dur.values())]
+        fig, axes = plt.subplots(1, len(wls), figsize=(3.2 * len(wls), 4.2), squeeze=False)
+        colors = {"other": "#bbbbbb", "setup": "#d62728", "upload": "#1f77b4", "compute": "#2ca02c"}
+        for ax, wl in zip(axes[0], wls):
+            for i, mode in enumerate(modes):
+                s = dur[wl].get(mode)
+                if not s or not s.get("duration_ms"):
+                    continue
+                tot = s["duration_ms"]["median"]
+                parts = {k: (s.get(k + "_ms") or {}).get("median", 0) for k in ("setup", "upload", "compute")}
+                parts = {"other": max(0.0, tot - sum(parts.values())), **parts}
+                bottom = 0.0
+                for k, v in parts.items():
+                    ax.bar(i, v, bottom=bottom, color=colors[k], label=k if i == 0 else None)
+                    bottom += v
+                ax.errorbar(i, tot, yerr=[[tot - s["duration_ms"]["min"]], [s["duration_ms"]["max"] - tot]],
+                            fmt="none", ecolor="black", capsize=3)
+            ax.set_xticks(range(len(modes)))
+            ax.set_xticklabels(modes, rotation=45, ha="right", fontsize=8)
+            ax.set_title(wl)
+            ax.set_ylabel("ms (median; start -> exit)")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        p = os.path.join(out_dir, "duration.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+    po = doc.get("poisson", {}).get("rates", {})
+    if po:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for rate, bym in po.items():
+            for mode, s in bym.items():
+                if isinstance(s, str) or not s.get("latencies_ms"):
+                    continue
+                lat = s["latencies_ms"]
+                ax.step(lat, [(i + 1) / len(lat) for i in range(len(lat))], where="post",
+                        label=f"{mode} @ {rate} req/s")
+        ax.set_xlabel("latency, arrival -> process exit (ms)")
+        ax.set_ylabel("CDF")
+        ax.set_title(f"open-loop Poisson arrivals: {doc['poisson'].get('workload')}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = os.path.join(out_dir, "latency_cdf.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+    de = doc.get("density", {}).get("modes", {})
+    ok = {m: s for m, s in de.items() if isinstance(s, dict) and s.get("extrapolated_max_instances") is not None}
+    if ok:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 4))
+        names = list(ok)
+        a1.bar(names, [ok[m]["per_instance_mib_marginal"] for m in names], color="#1f77b4")
+        a1.set_title("GPU MiB per instance (measured)")
+        a2.bar(names, [ok[m]["extrapolated_max_instances"] for m in names], color="#ff7f0e")
+        a2.set_title("instances per GPU (EXTRAPOLATED)")
+        fig.suptitle(f"density: {doc['density'].get('workload')}")
+        fig.tight_layout()
+        p = os.path.join(out_dir, "density.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+    return written, ""
+
+
+def assemble(records, extra):
+    """The results document from raw records + run metadata (pure)."""
+    doc = dict(extra)
+    doc["duration"] = summarize_duration(records)
+    doc["ratios"] = ratios(doc["duration"])
+    doc["concurrency"] = summarize_concurrency(records)
+    cp, basis = checksum_check(records)
+    pp, proof = preload_check(records)
+    fails = [f"{r['wl']} {r['mode']} {r.get('part')} run {r.get('run')}: {r.get('error', '')[:160]}"
+             for r in records if not r.get("ok")]
+    doc["checks"] = {"checksum_problems": cp, "checksum_basis": basis, "preload_problems": pp,
+                     "preload_proof": proof, "failures": fails}
+    doc["records"] = records
+    return doc
+
+
+# ---------------------------------------------------------------- running
+class Proc:
+    def __init__(self, cmd, env, log_base, limit_s, keep_stdin=False):
+        self.t0 = time.monotonic_ns()
+        env = dict(env, SAGE_BENCH_T0_NS=str(self.t0))
+        self.out_path, self.err_path = log_base + ".out", log_base + ".err"
+        self.limit_s, self.t_end, self.timed_out = limit_s, None, False
+        with open(self.out_path, "w") as o, open(self.err_path, "w") as e:
+            self.p = subprocess.Popen(cmd, env=env, stdout=o, stderr=e,
+                                      stdin=subprocess.PIPE if keep_stdin else subprocess.DEVNULL,
+                                      start_new_session=True)
+        self.thread = threading.Thread(target=self._wait, daemon=True)
+        self.thread.start()
+
+    def _wait(self):
+        try:
+            self.p.wait(timeout=self.limit_s)
+        except subprocess.TimeoutExpired:
+            self.timed_out = True
+            self.kill()
+            self.p.wait()
+        self.t_end = time.monotonic_ns()
+
+    def kill(self):
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def join(self):
+        self.thread.join()
+        return self
+
+    def stdout(self):
+        try:
+            with open(self.out_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def err_tail(self):
+        try:
+            with open(self.err_path) as f:
+                lines = [x for x in f.read().splitlines() if x.strip()]
+            return " / ".join(lines[-2:])[:300]
+        except OSError:
+            return ""
+
+
+class Runner:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.logs = cfg["logs"]
+        self.records, self.skipped, self.notes = [], [], []
+        self.t_start = cfg["t_start"]
+        self.deadline = self.t_start + cfg["budget_s"]
+        self.mps_state = None  # None, "up", "down", "unavailable: ..."
+        self.mps_proof = None
+        self.broker = None
+        self.broker_state = None
+        self.broker_proof = None
+        self.seq = 0
+        self.unit_cost = {}
+
+    # ---- environment of one mode
+    def env(self, mode, kind):
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("LD_PRELOAD", "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
+                and not k.startswith("SAGE_BENCH")}
+        if mode not in SAGE_MODES:
+            base = {k: v for k, v in base.items() if not k.startswith("SAGE_")}
+        for k in ("SAGE_WARMUP", "SAGE_TRACE", "SAGE_SOCKET"):
+            base.pop(k, None)
+        base["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+        if mode == "mps":
+            base["CUDA_MPS_PIPE_DIRECTORY"] = self.cfg["mps_pipe"]
+            base["CUDA_MPS_LOG_DIRECTORY"] = self.cfg["mps_log"]
+        if mode in SAGE_MODES:
+            base["LD_PRELOAD"] = self.cfg["libsage"]
+            if kind in PY_KINDS:
+                base["SAGE_WARMUP"] = "eager"
+        if mode == "sage_broker":
+            base["SAGE_SOCKET"] = self.cfg["socket"]
+        return base
+
+    def cmd(self, kind, action="run", extra=()):
+        c = self.cfg
+        if kind == "cfunc":
+            return [c["bin"] + "/cfunc", c["data"] + "/weights.bin"]
+        if kind == "sgemm":
+            return [c["bin"] + "/sgemm", str(c.get("sgemm_n", 4096))]
+        return [c["python"], c["here"] + "/suite_fn.py", action, kind, f"{c['data']}/{kind}.safetensors", *extra]
+
+    def limit(self, kind):
+        return 60 if kind in C_KINDS else 180
+
+    # ---- services
+    def _ctl(self, text, timeout=10):
+        env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=self.cfg["mps_pipe"],
+                   CUDA_MPS_LOG_DIRECTORY=self.cfg["mps_log"])
+        try:
+            r = subprocess.run([self.cfg["mps_ctl"]] + ([] if text is not None else ["-d"]),
+                               input=text, env=env, capture_output=True, text=True, timeout=timeout)
+            return r.returncode, (r.stdout + r.stderr).strip()
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return 1, str(e)
+
+    def _log_tail(self, path):
+        try:
+            with open(path) as f:
+                return " / ".join(f.read().splitlines()[-2:])[:300]
+        except OSError:
+            return ""
+
+    def start_mps(self):
+        if self.mps_state == "up" or (self.mps_state or "").startswith("unavailable"):
+            return
+        if not self.cfg.get("mps_ctl"):
+            self.mps_state = "unavailable: nvidia-cuda-mps-control not found"
+            return
+        os.makedirs(self.cfg["mps_pipe"], exist_ok=True)
+        os.makedirs(self.cfg["mps_log"], exist_ok=True)
+        rc, msg = self._ctl(None)
+        if rc != 0:
+            self.mps_state = f"unavailable: nvidia-cuda-mps-control -d failed (rc {rc}): {msg[:200]}"
+            return
+        self.mps_state = "up"
+        # Probe (discarded, also starts the MPS server): a small cuBLAS function.
+        p = Proc([self.cfg["bin"] + "/sgemm", "256"], self.env("mps", "sgemm"),
+                 f"{self.logs}/mps-probe-{self.seq}", 60).join()
+        self.seq += 1
+        rc2, servers = self._ctl("get_server_list\n")
+        if p.p.returncode != 0:
+            reason = p.err_tail() or self._log_tail(self.cfg["mps_log"] + "/control.log")
+            self.stop_mps()
+            self.mps_state = f"unavailable: a CUDA process under MPS failed (rc {p.p.returncode}): {reason}"
+            return
+        if not servers.split():
+            self.notes.append("MPS: get_server_list listed no server after the probe")
+        self.mps_proof = f"get_server_list: {servers[:100]}"
+
+    def stop_mps(self):
+        if self.mps_state != "up":
+            return
+        self._ctl("quit\n")
+        for _ in range(50):
+            rc, _ = self._ctl("get_server_list\n", timeout=2)
+            if rc != 0:
+                break
+            time.sleep(0.1)
+        self.mps_state = "down"
+
+    def start_broker(self):
+        if self.broker or (self.broker_state or "").startswith("unavailable"):
+            return
+        saged, sock = self.cfg.get("saged"), self.cfg["socket"]
+        if not saged or not os.path.exists(saged):
+            self.broker_state = "unavailable: saged not built"
+            return
+        try:
+            os.unlink(sock)
+        except OSError:
+            pass
+        log = open(f"{self.logs}/saged.log", "a")
+        self.broker = subprocess.Popen([saged, "--socket", sock, "--foreground"], stdout=log, stderr=log,
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+        for _ in range(100):
+            if os.path.exists(sock) or self.broker.poll() is not None:
+                break
+            time.sleep(0.05)
+        if self.broker.poll() is not None or not os.path.exists(sock):
+            self.stop_broker()
+            self.broker_state = "unavailable: saged did not start: " + self._log_tail(f"{self.logs}/saged.log")
+            return
+        time.sleep(1.0)  # its cuInit + context retain (~450 ms on the H200)
+        self.broker_state = "up"
+        ctl = self.cfg.get("sagectl")
+        if ctl and os.path.exists(ctl) and not self.broker_proof:
+            try:
+                r = subprocess.run([ctl, "--socket", sock, "ping"], capture_output=True, text=True, timeout=10)
+                self.broker_proof = f"sagectl ping rc {r.returncode}: {(r.stdout + r.stderr).strip()[:100]}"
+            except (OSError, subprocess.TimeoutExpired) as e:
+                self.broker_proof = f"sagectl ping failed: {e}"
+
+    def stop_broker(self):
+        if self.broker:
+            self.broker.terminate()
+            try:
+                self.broker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.broker.kill()
+                self.broker.wait()
+            self.broker = None
+            if self.broker_state == "up":
+                self.broker_state = "down"
+
+    def services(self, mode):
+        """Only the mode's own service runs while it is measured. Returns None
+        or 'unavailable: why'."""
+        if mode == "mps":
+            self.stop_broker()
+            self.start_mps()
+            return self.mps_state if self.mps_state.startswith("unavailable") else None
+        self.stop_mps()
+        if mode == "sage_broker":
+            if not os.path.exists(self.cfg["libsage"]):
+                return "unavailable: libsage.so not built"
+            self.start_broker()
+            return self.broker_state if self.broker_state.startswith("unavailable") else None
+        self.stop_broker()
+        if mode == "sage" and not os.path.exists(self.cfg["libsage"]):
+            return "unavailable: libsage.so not built"
+        return None
+
+    def shutdown(self):
+        self.stop_broker()
+        self.stop_mps()
+
+    # ---- measuring
+    def record(self, proc, kind, mode, part, run, extra=None):
+        recs = parse_output(proc.stdout(), kind)
+        base = {"wl": kind, "mode": mode, "part": part, "run": run, "rc": proc.p.returncode,
+                "duration_ms": round((proc.t_end - proc.t0) / 1e6, 3)}
+        base.update(extra or {})
+        if not recs:
+            recs = [{}]
+        out = []
+        for d in recs:
+            r = dict(d)
+            r.update(base)
+            r["ok"] = proc.p.returncode == 0 and bool(d) and not proc.timed_out
+            if not r["ok"]:
+                r["error"] = ("timed out after %d s" % proc.limit_s if proc.timed_out
+                              else f"rc {proc.p.returncode}: {proc.err_tail()}" if proc.p.returncode
+                              else "no SAGE_BENCH record")
+            out.append(r)
+        self.records.extend(out)
+        return out
+
+    def batch(self, kind, mode, part, run, n, extra=None):
+        procs = []
+        for i in range(n):
+            self.seq += 1
+            procs.append(Proc(self.cmd(kind), self.env(mode, kind),
+                              f"{self.logs}/{part}.{kind}.{mode}.{run}.{i}.{self.seq}", self.limit(kind)))
+        for p in procs:
+            p.join()
+        wall = round((max(p.t_end for p in procs) - procs[0].t0) / 1e6, 3)
+        for p in procs:
+            self.record(p, kind, mode, part, run, dict(extra or {}, conc=n, batch_wall_ms=wall))
+        return wall
+
+    def fits(self, key, deadline, default_s):
+        est = self.unit_cost.get(key, default_s)
+        return time.time() + est <= deadline
+
+    def timed(self, key, fn):
+        a = time.time()
+        fn()
+        self.unit_cost[key] = time.time() - a
+
+    def part_deadline(self, share, shares_left):
+        left = self.deadline - time.time()
+        return time.time() + max(0.0, left) * share / shares_left
+
+    # ---- parts
+    def conc1(self, deadline):
+        c = self.cfg
+        plan = c["conc1"]  # {kind: [modes]}
+        modes = [m for m in MODES if m != "warm_process" and any(m in v for v in plan.values())]
+        for run in range(1, c["runs"] + 1):
+            # The first min_runs rounds answer only to the global budget; later ones to the part's share.
+            dl = deadline if run > c.get("min_runs", 1) else self.deadline
+            if run > 1 and not self.fits("conc1-round", dl, 60):
+                self.skipped.append(f"conc1: runs {run}..{c['runs']} (time budget; {run - 1} done)")
+                return
+            t = time.time()
+            k = (run - 1) % len(modes)
+            for mode in modes[k:] + modes[:k]:
+                why = self.services(mode)
+                for kind, want in plan.items():
+                    if mode not in want:
+                        continue
+                    if why:
+                        self.unavailable(kind, mode, why)
+                        continue
+                    self.seq += 1
+                    p = Proc(self.cmd(kind), self.env(mode, kind),
+                             f"{self.logs}/conc1.{kind}.{mode}.{run}.{self.seq}", self.limit(kind)).join()
+                    self.record(p, kind, mode, "conc1", run)
+                    time.sleep(c.get("gap", 0.2))
+            self.unit_cost["conc1-round"] = time.time() - t
+            print(f"suite: conc1 run {run}/{c['runs']} done ({time.time() - self.t_start:.0f} s)", flush=True)
+        self.services("native")
+
+    def unavailable(self, kind, mode, why):
+        self.na.setdefault(kind, {})[mode] = why.split(":")[0]
+        self.mode_state[mode] = why
+
+    def warm(self, deadline):
+        self.services("native")
+        for kind in self.cfg["warm"]:
+            if not self.fits("warm-" + kind, deadline, 15):
+                self.skipped.append(f"warm_process {kind} (time budget)")
+                continue
+            self.seq += 1
+            n = self.cfg["warm_n"]
+            p = Proc(self.cmd(kind, "serve", [str(n)]), self.env("warm_process", kind),
+                     f"{self.logs}/warm.{kind}.{self.seq}", self.limit(kind) + 30)
+            a = time.time()
+            p.join()
+            self.unit_cost["warm-" + kind] = time.time() - a
+            for r in self.record(p, kind, "warm_process", "warm", 0):
+                inv = r.get("invocation")
+                if inv == 0:  # the cold load: kept, but not a warm invocation
+                    r["part"], r["cold_load"] = "warm_cold_load", True
+                else:
+                    r["part"], r["run"] = "conc1", inv
+                    r["duration_ms"] = r.get("total_ms")  # in-process invocation time
+
+    def concurrency(self, deadline):
+        for kind, ns in self.cfg["concN"].items():
+            for n in ns:
+                for mode in self.cfg["concN_modes"].get(kind, []):
+                    key = f"concN-{kind}-{n}"
+                    if not self.fits(key, deadline, 8 if kind in C_KINDS else 15):
+                        self.skipped.append(f"concurrency {kind} x{n} {mode} (time budget)")
+                        continue
+                    why = self.services(mode)
+                    if why:
+                        self.unavailable(kind, mode, why)
+                        continue
+                    self.timed(key, lambda: self.batch(kind, mode, "concN", 1, n))
+                    time.sleep(0.5)
+        self.services("native")
+
+    def poisson(self, deadline):
+        c = self.cfg
+        kind, dur = c["poisson_kind"], c["poisson_window_s"]
+        out = {}
+        for ri, rate in enumerate(c["poisson_rates"]):
+            arrivals = poisson_arrivals(rate, dur, seed=1000 + ri)
+            for mode in c["poisson_modes"]:
+                key = f"poisson-{rate}"
+                if not self.fits(key, deadline, dur + 10):
+                    self.skipped.append(f"poisson {rate} req/s {mode} (time budget)")
+                    continue
+                why = self.services(mode)
+                if why:
+                    out.setdefault(str(rate), {})[mode] = why
+                    continue
+                a = time.time()
+                start = time.monotonic()
+                procs = []
+                for i, off in enumerate(arrivals):
+                    delay = start + off - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    self.seq += 1
+                    procs.append((off, Proc(self.cmd(kind), self.env(mode, kind),
+                                            f"{self.logs}/poisson.{rate}.{mode}.{i}.{self.seq}",
+                                            c.get("poisson_limit_s", 90))))
+                reqs = []
+                start_ns = int(start * 1e9)
+                for i, (off, p) in enumerate(procs):
+                    p.join()
+                    r = self.record(p, kind, mode, "poisson", i, {"rate": rate, "arrival_s": off})[0]
+                    reqs.append({"arrival_s": off, "ok": r["ok"], "end_s": (p.t_end - start_ns) / 1e9})
+                out.setdefault(str(rate), {})[mode] = poisson_summary(reqs, rate, dur)
+                self.unit_cost[key] = time.time() - a
+                time.sleep(0.5)
+        self.services("native")
+        return {"workload": kind, "window_s": dur, "rates": out,
+                "note": "each request is a new process; latency = scheduled arrival -> process exit; "
+                        "every mode gets the same arrival schedule per rate"}
+
+    def smi_used(self):
+        try:
+            r = subprocess.run(["nvidia-smi", "-i", str(self.cfg.get("gpu_index", 0)),
+                                "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"],
+                               capture_output=True, text=True, timeout=20)
+            used, total = [int(x.strip()) for x in r.stdout.strip().splitlines()[0].split(",")]
+            return used, total
+        except Exception:  # noqa: BLE001
+            return None, None
+
+    def density(self, deadline):
+        c = self.cfg
+        kind, counts = c["density_kind"], c["density_counts"]
+        out = {}
+        for mode in c["density_modes"]:
+            if not self.fits("density", deadline, 20):
+                self.skipped.append(f"density {mode} (time budget)")
+                continue
+            why = self.services(mode)
+            if why:
+                out[mode] = why
+                continue
+            a = time.time()
+            time.sleep(0.5)
+            base, total = self.smi_used()
+            procs, points, failed = [], [], None
+            for n in counts:
+                while len(procs) < n and not failed:
+                    self.seq += 1
+                    procs.append(Proc(self.cmd(kind, "hold"), self.env(mode, kind),
+                                      f"{self.logs}/density.{mode}.{len(procs)}.{self.seq}", 240, keep_stdin=True))
+                t_lim = time.time() + 120
+                while not failed and time.time() < t_lim:
+                    ready = sum("SAGE_HOLDING" in p.stdout() for p in procs)
+                    dead = [p for p in procs if p.t_end is not None]
+                    if dead:
+                        failed = f"an instance exited early: {dead[0].err_tail()}"
+                    if ready == len(procs):
+                        break
+                    time.sleep(0.1)
+                else:
+                    if not failed:
+                        failed = f"{n} instances not ready within 120 s"
+                if failed:
+                    break
+                time.sleep(0.5)
+                used, _ = self.smi_used()
+                points.append({"instances": n, "used_mib": used})
+            for p in procs:
+                try:
+                    p.p.stdin.close()
+                except OSError:
+                    pass
+            for p in procs:
+                p.join()
+                self.record(p, kind, mode, "density", len(procs))
+            res = density_extrapolate(points, total, base) if base is not None else {"error": "nvidia-smi gave no memory figure"}
+            res["points"] = points
+            if failed:
+                res["error"] = failed
+            out[mode] = res
+            self.unit_cost["density"] = time.time() - a
+            time.sleep(0.5)
+        self.services("native")
+        return {"workload": kind, "modes": out, "method": "nvidia-smi memory.used with 1/2/4 resident instances "
+                "(each holds its weights on the GPU and waits); count beyond that is EXTRAPOLATED"}
+
+    def run_all(self):
+        c = self.cfg
+        self.na, self.mode_state = {}, {}
+        parts = [(p, s) for p, s in c["shares"] if p in c["parts"]]
+        doc = {"poisson": {}, "density": {}}
+        for i, (part, share) in enumerate(parts):
+            left = sum(s for _, s in parts[i:])
+            dl = self.part_deadline(share, left)
+            if time.time() >= self.deadline:
+                self.skipped.append(f"{part}: whole part (time budget of {c['budget_s']} s spent)")
+                continue
+            print(f"suite: {part} (until +{dl - self.t_start:.0f} s)", flush=True)
+            try:
+                if part == "conc1":
+                    self.conc1(dl)
+                elif part == "warm":
+                    self.warm(dl)
+                elif part == "concN":
+                    self.concurrency(dl)
+                elif part == "poisson":
+                    doc["poisson"] = self.poisson(dl)
+                elif part == "density":
+                    doc["density"] = self.density(dl)
+            except Exception as e:  # noqa: BLE001 - a failing part is reported, not fatal
+                self.skipped.append(f"{part}: aborted by {type(e).__name__}: {e}")
+        self.shutdown()
+        return doc
+
+
+def mode_states(cfg, runner):
+    st = {}
+    for m in ("native", "mps", "sage", "sage_broker"):
+        s = runner.mode_state.get(m, "ok")
+        if m == "mps" and runner.mps_proof and s == "ok":
+            s = "ok (" + runner.mps_proof + ")"
+        if m == "sage_broker" and runner.broker_proof and s == "ok":
+            s = "ok (" + runner.broker_proof + ")"
+        st[m] = s
+    st["warm_process"] = "python workloads only (one process, model loaded once; C: n/a)"
+    st["sage_shared"] = SHARED_NOTE
+    return st
+
+
+def write_outputs(doc, out_dir):
+    text = table(doc)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        written, note = plots(doc, out_dir)
+        doc["plots"] = [os.path.basename(p) for p in written] or note
+        with open(os.path.join(out_dir, "results.json"), "w") as f:
+            json.dump(doc, f, indent=1)
+        with open(os.path.join(out_dir, "table.txt"), "w") as f:
+            f.write(text + "\n")
+        if note:
+            text += "\n" + note
+    print(text, flush=True)
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "report":
+        with open(argv[2]) as f:
+            doc = json.load(f)
+        print(table(doc))
+        return 0
+    if len(argv) != 3 or argv[1] != "run":
+        print(__doc__, file=sys.stderr)
+        return 2
+    with open(argv[2]) as f:
+        cfg = json.load(f)
+    runner = Runner(cfg)
+
+    def on_signal(sig, frame):
+        runner.shutdown()
+        sys.exit(130)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        parts = runner.run_all()
+    finally:
+        runner.shutdown()
+    hook = "not run"
+    hp = cfg.get("hook_json")
+    if hp and os.path.exists(hp):
+        try:
+            with open(hp) as f:
+                hook = json.load(f)
+            hook = {"source": hp, "summary": {k: hook[k] for k in hook if k not in ("raw", "rounds_raw")},
+                    } if isinstance(hook, dict) else hook
+        except (OSError, ValueError) as e:
+            hook = f"unreadable: {e}"
+    na = {k: {m: "n/a" for m in ("warm_process",)} for k in C_KINDS}
+    for k, v in runner.na.items():
+        na.setdefault(k, {}).update(v)
+    extra = {"machine": cfg["machine"], "config": {k: cfg[k] for k in cfg if k not in ("machine",)},
+             "modes": mode_states(cfg, runner), "na": na, "skipped": runner.skipped, "notes": runner.notes,
+             "hook_overhead": hook, "poisson": parts["poisson"], "density": parts["density"],
+             "elapsed_s": round(time.time() - cfg["t_start"], 1)}
+    doc = assemble(runner.records, extra)
+    write_outputs(doc, cfg.get("out"))
+    bad = doc["checks"]["checksum_problems"] or doc["checks"]["preload_problems"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

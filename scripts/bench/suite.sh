@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Benchmark suite of SAGE: every workload in every mode the landed capabilities
+# support, interleaved in one run, then results.json + plots + a table.
+#   workloads  cfunc (parallel_setup_cfunc.cu), sgemm (suite_sgemm.cu, cuBLAS),
+#              resnet50 / bert / gpt2 / llm (suite_fn.py; random weights, local safetensors)
+#   modes      native, mps, sage, sage_broker, warm_process (python only);
+#              sage_shared: not built yet (issue 4)
+#   parts      conc1 (duration + breakdown), warm (warm_process), concN (8/16 at
+#              once), poisson (open-loop arrivals), density (memory per instance)
+set -uo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/bench/suite.sh [--build DIR] [--quick] [--only LIST] [options]
+
+  --build DIR       meson build folder (intercept/libsage.so, daemon/saged) (default: build)
+  --quick           3 runs, smaller files (C 512 MiB, LLM 2 GiB), fewer modes for
+                    bert/gpt2/llm, 2 Poisson rates; budget 390 s (fits in 7 min)
+  --only LIST       comma list of parts (conc1,warm,concN,poisson,density) and/or
+                    workloads (cfunc,sgemm,resnet50,bert,gpt2,llm) to run
+  --runs N          concurrency-1 runs per (workload, mode) (default 5, --quick 3)
+  --budget SEC      start nothing that would end more than SEC after the start
+                    (default 1500, --quick 390); what is skipped is reported
+  --hook-json FILE  launch-overhead.sh's JSON to include (default: $OUT/launch-overhead.json if present)
+  --arch ARCH       nvcc -arch (default sm_90)
+  --data DIR        folder for generated weights (default: a temporary one, deleted)
+  -h, --help        this help
+
+Writes $OUT/results.json, $OUT/table.txt, $OUT/duration.png, $OUT/latency_cdf.png,
+$OUT/density.png (plots need matplotlib). Logs: DIR/bench-bin/suite/logs.
+Environment: NVCC, PYTHON (default python3; torch, torchvision, transformers,
+safetensors for the Python workloads). Exit: 0 done and checks passed, 1 a
+checksum or preload check failed, 77 no GPU or no nvcc.
+EOF
+}
+
+build_dir=build
+quick=0
+only=
+runs=
+budget=
+hook_json=
+arch=sm_90
+data_dir=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build) build_dir=${2:?--build needs a folder}; shift 2 ;;
+        --quick) quick=1; shift ;;
+        --only) only=${2:?}; shift 2 ;;
+        --runs) runs=${2:?}; shift 2 ;;
+        --budget) budget=${2:?}; shift 2 ;;
+        --hook-json) hook_json=${2:?}; shift 2 ;;
+        --arch) arch=${2:?}; shift 2 ;;
+        --data) data_dir=${2:?}; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "suite: unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+t_start=$(date +%s.%N)
+[ -n "$runs" ] || runs=$([ "$quick" = 1 ] && echo 3 || echo 5)
+[ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 390 || echo 1500)
+case "$runs$budget" in *[!0-9]*) echo "suite: --runs/--budget take numbers" >&2; exit 2 ;; esac
+
+say() { echo "suite: $*"; }
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+python=${PYTHON:-python3}
+
+if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+    say "SKIP: no GPU (nvidia-smi -L lists none)"
+    exit 77
+fi
+nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+command -v "$nvcc" > /dev/null 2>&1 || { say "SKIP: nvcc not found (set NVCC)"; exit 77; }
+py_abs=$(command -v "$python" || true)
+[ -n "$py_abs" ] || { say "$python not found (set PYTHON)" >&2; exit 1; }
+
+build_dir=$(cd "$build_dir" && pwd) || exit 1
+libsage=$build_dir/intercept/libsage.so
+[ -f "$libsage" ] || say "NOTE: $libsage not found: sage modes will be reported unavailable"
+bin_dir=$build_dir/bench-bin/suite
+logs=$bin_dir/logs
+rm -rf "$logs"
+mkdir -p "$logs" "$bin_dir/tmp" || exit 1
+
+if [ -z "$data_dir" ]; then
+    data_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-suite.XXXXXX") || exit 1
+    own_data=1
+else
+    mkdir -p "$data_dir" || exit 1
+    own_data=0
+fi
+svc_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-suite-svc.XXXXXX") || exit 1
+mps_ctl=$(command -v nvidia-cuda-mps-control || true)
+cleanup() {
+    # Safety net: suite.py stops MPS and saged itself.
+    if [ -n "$mps_ctl" ] && [ -e "$svc_dir/mps-pipe/control" ]; then
+        echo quit | CUDA_MPS_PIPE_DIRECTORY=$svc_dir/mps-pipe CUDA_MPS_LOG_DIRECTORY=$svc_dir/mps-log \
+            timeout 10 "$mps_ctl" > /dev/null 2>&1 || true
+    fi
+    [ "$own_data" = 1 ] && rm -rf "$data_dir"
+    rm -rf "$svc_dir" "$bin_dir/tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+want() {  # want NAME: is NAME selected by --only (parts and workloads filter independently)?
+    local kind=$2
+    [ -z "$only" ] && return 0
+    local sel=",$only,"
+    local any=0 x
+    for x in ${3}; do case "$sel" in *",$x,"*) any=1 ;; esac; done
+    [ "$any" = 0 ] && return 0
+    case "$sel" in *",$1,"*) return 0 ;; esac
+    return 1
+}
+all_parts="conc1 warm concN poisson density"
+all_wls="cfunc sgemm resnet50 bert gpt2 llm"
+parts=; for p in $all_parts; do want "$p" x "$all_parts" && parts="$parts $p"; done
+wls=; for w in $all_wls; do want "$w" x "$all_wls" && wls="$wls $w"; done
+
+# ------------------------------------------------------------------ build (parallel)
+say "building into $bin_dir"
+nv() { env "TMPDIR=$bin_dir/tmp" "$nvcc" "$@"; }
+nv "-arch=$arch" -O2 -I"$here" -o "$bin_dir/cfunc" "$here/parallel_setup_cfunc.cu" > "$logs/build-cfunc.log" 2>&1 &
+p1=$!
+nv "-arch=$arch" -O2 -I"$here" -o "$bin_dir/sgemm" "$here/suite_sgemm.cu" -lcublas > "$logs/build-sgemm.log" 2>&1 &
+p2=$!
+# Python weights meanwhile (CPU only).
+c_mib=$([ "$quick" = 1 ] && echo 512 || echo 2048)
+llm_gib=$([ "$quick" = 1 ] && echo 2 || echo 6)
+py_ok=1
+torch_ver=
+if ! timeout 120 "$py_abs" -c 'import torch, torchvision, transformers, safetensors' > "$logs/import-check.log" 2>&1; then
+    say "NOTE: $py_abs cannot import torch+torchvision+transformers+safetensors: Python workloads skipped ($(tail -n1 "$logs/import-check.log"))"
+    py_ok=0
+else
+    torch_ver=$("$py_abs" -c 'import torch; print(torch.__version__)' 2>/dev/null)
+    gen_pids=()
+    for k in resnet50 bert gpt2 llm; do
+        case " $wls " in *" $k "*) ;; *) continue ;; esac
+        timeout 600 "$py_abs" "$here/suite_fn.py" gen "$k" "$data_dir/$k.safetensors" --gib "$llm_gib" \
+            > "$logs/gen-$k.json" 2> "$logs/gen-$k.stderr" &
+        gen_pids+=($!)
+    done
+fi
+wait $p1; rc1=$?
+wait $p2; rc2=$?
+if [ "$rc1" != 0 ]; then say "building cfunc failed: $(tail -n3 "$logs/build-cfunc.log")" >&2; exit 1; fi
+if [ "$rc2" != 0 ]; then say "building sgemm failed: $(tail -n3 "$logs/build-sgemm.log")" >&2; exit 1; fi
+case " $wls " in *" cfunc "*)
+    say "generating $c_mib MiB of C weights"
+    timeout 300 "$bin_dir/cfunc" --gen "$data_dir/weights.bin" $((c_mib * 1024 * 1024)) > "$logs/gen-c.json" 2> "$logs/gen-c.stderr" \
+        || { say "generating the C weights failed: $(tail -n2 "$logs/gen-c.stderr")" >&2; exit 1; } ;;
+esac
+py_wls=
+if [ "$py_ok" = 1 ]; then
+    say "waiting for the Python weights (resnet50, bert, gpt2, llm $llm_gib GiB)"
+    for pid in "${gen_pids[@]}"; do wait "$pid"; done
+    for k in resnet50 bert gpt2 llm; do
+        case " $wls " in *" $k "*) ;; *) continue ;; esac
+        if [ -s "$data_dir/$k.safetensors" ]; then py_wls="$py_wls $k"
+        else say "NOTE: generating $k weights failed, skipped: $(tail -n1 "$logs/gen-$k.stderr")"; fi
+    done
+fi
+c_wls=; for w in cfunc sgemm; do case " $wls " in *" $w "*) c_wls="$c_wls $w" ;; esac; done
+say "set-up done after $(( $(date +%s) - ${t_start%.*} )) s; workloads:$c_wls$py_wls; parts:$parts"
+
+# ------------------------------------------------------------------ machine + config
+gpu_index=0
+case "${CUDA_VISIBLE_DEVICES:-}" in [0-9]*) gpu_index=${CUDA_VISIBLE_DEVICES%%,*} ;; esac
+q() { nvidia-smi -i "$gpu_index" --query-gpu="$1" --format=csv,noheader 2>/dev/null | head -n1; }
+[ -z "$hook_json" ] && [ -n "${OUT:-}" ] && [ -f "$OUT/launch-overhead.json" ] && hook_json=$OUT/launch-overhead.json
+commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || true)
+[ -n "$commit" ] && [ -n "$(git -C "$here" status --porcelain 2>/dev/null | head -n1)" ] && commit="$commit+dirty"
+
+S_QUICK=$quick S_RUNS=$runs S_BUDGET=$budget S_TSTART=$t_start S_PARTS="$parts" S_CWLS="$c_wls" S_PYWLS="$py_wls" \
+S_LOGS=$logs S_BIN=$bin_dir S_DATA=$data_dir S_HERE=$here S_PY=$py_abs S_LIBSAGE=$libsage \
+S_SAGED=$build_dir/daemon/saged S_SAGECTL=$build_dir/tools/sagectl S_SOCK=$svc_dir/s.sock \
+S_MPS_CTL=$mps_ctl S_MPS_PIPE=$svc_dir/mps-pipe S_MPS_LOG=$svc_dir/mps-log S_OUT=${OUT:-} S_HOOK=$hook_json \
+S_GPU="$(q name)" S_DRIVER="$(q driver_version)" S_GPUMEM="$(q memory.total)" S_GPUIDX=$gpu_index \
+S_CUDA="$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p' | head -n1)" \
+S_CPUS=$(nproc) S_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) S_COMMIT=$commit S_TORCH=$torch_ver \
+S_CMIB=$c_mib S_LLMGIB=$llm_gib \
+"$py_abs" - "$logs/config.json" <<'EOF' || exit 1
+import json, os, sys
+e = os.environ
+quick = e["S_QUICK"] == "1"
+cw, pw = e["S_CWLS"].split(), e["S_PYWLS"].split()
+four = ["native", "mps", "sage", "sage_broker"]
+conc1 = {w: list(four) for w in cw}
+for w in pw:
+    conc1[w] = list(four) if not quick else ["native", "sage", "mps"] if w == "resnet50" else ["native", "sage"]
+conc_n = [8] if quick else [8, 16]
+cfg = {
+    "quick": quick, "runs": int(e["S_RUNS"]), "budget_s": float(e["S_BUDGET"]), "t_start": float(e["S_TSTART"]),
+    "parts": e["S_PARTS"].split(), "logs": e["S_LOGS"], "bin": e["S_BIN"], "data": e["S_DATA"], "here": e["S_HERE"],
+    "python": e["S_PY"], "libsage": e["S_LIBSAGE"], "saged": e["S_SAGED"], "sagectl": e["S_SAGECTL"],
+    "socket": e["S_SOCK"], "mps_ctl": e["S_MPS_CTL"], "mps_pipe": e["S_MPS_PIPE"], "mps_log": e["S_MPS_LOG"],
+    "out": e["S_OUT"], "hook_json": e["S_HOOK"], "gpu_index": int(e["S_GPUIDX"]),
+    "c_mib": int(e["S_CMIB"]), "llm_gib": float(e["S_LLMGIB"]), "sgemm_n": 4096, "gap": 0.2,
+    "conc1": conc1,
+    "min_runs": 3,
+    "quick_note": ("--quick, concurrency 1: sage_broker for cfunc/sgemm only, mps for cfunc/sgemm/resnet50 only, "
+                   "bert/gpt2/llm in native and sage") if quick else "",
+    "warm": pw, "warm_n": 3 if quick else 5,
+    "concN": {w: conc_n for w in ("cfunc", "resnet50") if w in cw + pw},
+    "concN_modes": {"cfunc": four, "resnet50": ["native", "mps", "sage"] if quick else four},
+    "poisson_kind": "resnet50", "poisson_rates": [1, 3] if quick else [1, 2, 4],
+    "poisson_window_s": 6 if quick else 20, "poisson_modes": ["native", "sage", "mps"], "poisson_limit_s": 90,
+    "density_kind": "resnet50", "density_counts": [1, 2, 4], "density_modes": ["native", "sage", "mps"],
+    "shares": [["conc1", 0.45], ["warm", 0.08], ["concN", 0.14], ["poisson", 0.2], ["density", 0.13]],
+    "machine": {"gpu": e["S_GPU"], "driver": e["S_DRIVER"], "gpu_memory": e["S_GPUMEM"], "cuda": e["S_CUDA"],
+                "cpus": int(e["S_CPUS"]), "date": e["S_DATE"], "commit": e["S_COMMIT"] or None,
+                "torch": e["S_TORCH"] or None},
+}
+if "resnet50" not in pw:
+    cfg["parts"] = [p for p in cfg["parts"] if p not in ("poisson", "density")]
+json.dump(cfg, open(sys.argv[1], "w"), indent=1)
+EOF
+
+# The harness itself runs without libsage (only the functions get it).
+env -u LD_PRELOAD "$py_abs" "$here/suite.py" run "$logs/config.json"
+rc=$?
+say "done in $(( $(date +%s) - ${t_start%.*} )) s (logs: $logs)"
+exit $rc

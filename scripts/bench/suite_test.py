@@ -1,0 +1,175 @@
+"""Unit tests of suite.py's pure logic on fabricated records (no GPU, no torch).
+
+    python3 scripts/bench/suite_test.py
+"""
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
+
+
+def rec(wl, mode, run, dur, setup=10.0, upload=5.0, compute=2.0, ok=True, part="conc1", cs="aa", loaded=None, **kw):
+    r = {"wl": wl, "mode": mode, "run": run, "part": part, "ok": ok, "duration_ms": dur, "setup_ms": setup,
+         "upload_ms": upload, "compute_ms": compute, "host_ms": 1.0, "checksum": cs, "approx": "1.0e+00",
+         "sage_loaded": (mode in suite.SAGE_MODES) if loaded is None else loaded}
+    if not ok:
+        r["error"] = "rc 1: boom"
+    r.update(kw)
+    return r
+
+
+class Stats(unittest.TestCase):
+    def test_percentile_median(self):
+        self.assertEqual(suite.median([3, 1, 2]), 2)
+        self.assertEqual(suite.median([4, 1, 2, 3]), 2.5)
+        self.assertEqual(suite.percentile(list(range(1, 101)), 99), 99)
+        self.assertEqual(suite.percentile([5], 99), 5)
+        s = suite.stats([1, 2, 3, None])
+        self.assertEqual((s["n"], s["median"], s["min"], s["max"]), (3, 2, 1, 3))
+        self.assertIsNone(suite.stats([]))
+
+    def test_parse_output(self):
+        text = ('noise\nSAGE_BENCH {"setup_ms": 1.5, "import_ms": 2, "read_ms": 3, "checksum": "x"}\n'
+                '{"kernel_ms": 4, "read_ms": 1, "checksum": "y"}\nSAGE_BENCH {bad json\n')
+        out = suite.parse_output(text, "k")
+        self.assertEqual(len(out), 2)
+        self.assertEqual(out[0]["host_ms"], 5.0)
+        self.assertEqual(out[1]["compute_ms"], 4)
+        self.assertEqual(out[1]["kind"], "k")
+
+
+class Checks(unittest.TestCase):
+    def test_checksum_match_and_mismatch(self):
+        rs = [rec("a", "native", 1, 100), rec("a", "sage", 1, 90), rec("a", "mps", 1, 95, cs="bb")]
+        probs, basis = suite.checksum_check(rs)
+        self.assertEqual(len(probs), 1)
+        self.assertIn("MISMATCH a mps", probs[0])
+        self.assertIn("exact", basis["a"])
+
+    def test_checksum_nondeterministic_native_falls_back_to_approx(self):
+        rs = [rec("a", "native", 1, 100, cs="1"), rec("a", "native", 2, 100, cs="2"), rec("a", "sage", 1, 90, cs="3")]
+        probs, basis = suite.checksum_check(rs)
+        self.assertEqual(probs, [])
+        self.assertIn("approximate", basis["a"])
+
+    def test_failed_runs_not_compared(self):
+        rs = [rec("a", "native", 1, 100), rec("a", "sage", 1, 90, ok=False, cs="zz")]
+        self.assertEqual(suite.checksum_check(rs)[0], [])
+
+    def test_preload(self):
+        rs = [rec("a", "native", 1, 1), rec("a", "sage", 1, 1), rec("a", "sage_broker", 1, 1, loaded=False),
+              rec("a", "warm_process", 1, 1, loaded=True)]
+        probs, proof = suite.preload_check(rs)
+        self.assertEqual(len(probs), 2)
+        self.assertEqual(proof["sage"], {"libsage_loaded": 1, "not_loaded": 0})
+
+
+class Summaries(unittest.TestCase):
+    def records(self):
+        rs = []
+        for run in (1, 2, 3):
+            rs.append(rec("cfunc", "native", run, 1000 + run, setup=240))
+            rs.append(rec("cfunc", "sage", run, 800 + run, setup=0.4, loaded=True))
+        rs.append(rec("cfunc", "mps", 1, 0, ok=False))
+        for i in range(8):
+            rs.append(rec("cfunc", "native", 1, 2000 + i, part="concN", conc=8, batch_wall_ms=2100))
+        return rs
+
+    def test_duration_and_ratios(self):
+        d = suite.summarize_duration(self.records())
+        self.assertEqual(d["cfunc"]["native"]["duration_ms"]["median"], 1002)
+        self.assertEqual(d["cfunc"]["mps"]["failures"], 1)
+        self.assertEqual(d["cfunc"]["mps"]["n"], 0)
+        r = suite.ratios(d)
+        self.assertAlmostEqual(r["cfunc"]["sage"], 1002 / 802, places=3)
+        self.assertNotIn("mps", r["cfunc"])
+
+    def test_concurrency(self):
+        c = suite.summarize_concurrency(self.records())
+        s = c["cfunc"]["8"]["native"]
+        self.assertEqual(s["per_process_ms"]["n"], 8)
+        self.assertEqual(s["per_process_ms"]["p99"], 2007)
+        self.assertEqual(s["batch_wall_ms"]["median"], 2100)
+
+    def test_poisson(self):
+        a = suite.poisson_arrivals(2.0, 10, 7)
+        self.assertEqual(a, suite.poisson_arrivals(2.0, 10, 7))
+        self.assertTrue(all(0 < x < 10 for x in a))
+        self.assertTrue(5 <= len(a) <= 40)
+        reqs = [{"arrival_s": 0.5, "end_s": 1.5, "ok": True}, {"arrival_s": 1.0, "end_s": 4.0, "ok": True},
+                {"arrival_s": 2.0, "end_s": None, "ok": False}]
+        s = suite.poisson_summary(reqs, 2.0, 10)
+        self.assertEqual((s["completed"], s["failed"], s["p50_ms"], s["p99_ms"]), (2, 1, 1000.0, 3000.0))
+        self.assertAlmostEqual(s["throughput_rps"], 0.5)
+
+    def test_density(self):
+        pts = [{"instances": 1, "used_mib": 2000 + 1500}, {"instances": 2, "used_mib": 2000 + 2500},
+               {"instances": 4, "used_mib": 2000 + 4500}]
+        d = suite.density_extrapolate(pts, 143771, 2000)
+        self.assertEqual(d["per_instance_mib_marginal"], 1000.0)
+        self.assertEqual(d["first_instance_mib"], 1500.0)
+        # 1 instance of 1500 then (143771-2000-1500)//1000 = 140 more
+        self.assertEqual(d["extrapolated_max_instances"], 141)
+        self.assertIn("EXTRAPOLATED", d["label"])
+        self.assertIn("error", suite.density_extrapolate([], 1, 0))
+
+
+class Report(unittest.TestCase):
+    def doc(self):
+        rs = Summaries().records() + [rec("resnet50", "warm_process", 1, 5, setup=0, upload=0, compute=5,
+                                          loaded=False)]
+        extra = {"machine": {"gpu": "NVIDIA H200", "driver": "580", "cuda": "13.0", "cpus": 16, "date": "d",
+                             "commit": "abc"}, "config": {"quick": True},
+                 "modes": {"native": "ok", "mps": "unavailable: x", "sage_shared": suite.SHARED_NOTE},
+                 "na": {"cfunc": {"warm_process": "n/a"}}, "skipped": ["poisson 3 req/s mps (time budget)"],
+                 "hook_overhead": "not run",
+                 "poisson": {"workload": "resnet50", "rates": {"1": {
+                     "native": suite.poisson_summary([{"arrival_s": 0, "end_s": 5, "ok": True}], 1, 8),
+                     "mps": "unavailable: x"}}},
+                 "density": {"workload": "resnet50", "modes": {
+                     "native": suite.density_extrapolate([{"instances": 1, "used_mib": 3000},
+                                                          {"instances": 4, "used_mib": 6000}], 143771, 500),
+                     "mps": "unavailable: x"}},
+                 "elapsed_s": 12}
+        return suite.assemble(rs, extra)
+
+    def test_table_and_json(self):
+        doc = self.doc()
+        t = suite.table(doc)
+        for want in ("NVIDIA H200", "native", "sage_shared: not built yet (issue 4)", "n/a", "EXTRAPOLATED",
+                     "SKIPPED: poisson", "hook overhead: not run", "checksums vs native: OK", "x8",
+                     "FAILED processes: 1"):
+            self.assertIn(want, t)
+        json.dumps(doc)  # serialisable
+        with tempfile.TemporaryDirectory() as d:
+            suite.write_outputs(doc, d)
+            files = os.listdir(d)
+            self.assertIn("results.json", files)
+            self.assertIn("table.txt", files)
+            self.assertLessEqual(len(files), 8)
+            back = json.load(open(os.path.join(d, "results.json")))
+            self.assertEqual(back["modes"]["sage_shared"], suite.SHARED_NOTE)
+
+    def test_mismatch_is_loud(self):
+        doc = self.doc()
+        doc["records"].append(rec("cfunc", "sage", 9, 800, cs="ff"))
+        doc = suite.assemble(doc["records"], {k: v for k, v in doc.items() if k not in ("records",)})
+        self.assertIn("*** MISMATCH ***", suite.table(doc))
+
+    def test_plots_optional(self):
+        with tempfile.TemporaryDirectory() as d:
+            written, note = suite.plots(self.doc(), d)
+            try:
+                import matplotlib  # noqa: F401
+                self.assertEqual(len(written), 3)
+            except ImportError:
+                self.assertEqual(written, [])
+                self.assertIn("matplotlib", note)
+
+
+if __name__ == "__main__":
+    unittest.main()
