@@ -6,12 +6,7 @@
 #   setup_checks.sh SETUP_TEST_LINKED SETUP_TEST_DLOPEN PYTHON3 CHECK_TRACE
 set -euo pipefail
 linked=$1 dl=$2 python=$3
-preload=${SAGE_TEST_PRELOAD:?}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-step() { printf '== %s\n' "$*"; }
-bad() { printf 'FAIL: %s\n' "$*"; fail=1; }
+. "$(dirname "$0")/lib.sh"
 sage() { env LD_PRELOAD="$preload" "$@"; }
 ms() { sed -n 's/^setup_ms=//p'; }
 export SAGE_FAKE_INIT_MS=300 SAGE_FAKE_CTX_MS=200

@@ -5,12 +5,7 @@
 #   share_checks.sh SHARE_TEST SAGED SAGECTL PYTHON3
 set -euo pipefail
 prog=$1 saged=$2 sagectl=$3 python=$4
-preload=${SAGE_TEST_PRELOAD:?}
-tmp=$(mktemp -d)
-fail=0
-bad() { printf 'FAIL: %s\n' "$*"; fail=1; }
-step() { printf '== %s\n' "$*"; }
-stat_of() { "$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['otherData']['stats'][sys.argv[2]])" "$1" "$2"; }
+. "$(dirname "$0")/lib.sh"
 export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
 "$saged" --socket "$SAGE_SOCKET" --foreground 2>"$tmp/saged.log" &
 saged_pid=$!

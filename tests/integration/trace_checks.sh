@@ -7,12 +7,7 @@
 #   trace_checks.sh WORKLOAD CHECK_TRACE_PY PYTHON3 SAGE_RUN SAGE_TRACE
 set -euo pipefail
 workload=$1 check=$2 python=$3 sage_run=$4 sage_trace=$5
-preload=${SAGE_TEST_PRELOAD:?}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-step() { printf '== %s\n' "$*"; }
-bad() { printf 'FAIL: %s\n' "$*"; fail=1; }
+. "$(dirname "$0")/lib.sh"
 
 step "transparency: 4 threads, native vs libsage"
 "$workload" --threads 4 >"$tmp/native.out" 2>"$tmp/native.err" || bad "native run exited $?"
