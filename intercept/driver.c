@@ -26,6 +26,7 @@
 #include "util.h"
 
 void *sage_real_table[SAGE_SYM_COUNT];
+SageDriverExtras sage_driver_extras;
 atomic_bool sage_driver_loaded;
 
 static void *driver_handle;
@@ -68,11 +69,6 @@ int sage_driver_sym_of(const void *fn) {
                 if (identity[i].fn == fn)
                         return identity[i].sym;
         }
-}
-
-void *sage_driver_substitute(void *fn) {
-        int sym = sage_driver_sym_of(fn);
-        return sym < 0 ? fn : sage_hook_table[sym];
 }
 
 bool sage_driver_loading(void) {
@@ -133,6 +129,10 @@ static void driver_load_once(void) {
                         found++;
                 }
         }
+#define RESOLVE_EXTRA(field, symbol, type) \
+        sage_driver_extras.field = SAGE_FN_CAST(__typeof__(type), sage_real_dlsym(driver_handle, symbol));
+        SAGE_DRIVER_EXTRAS(RESOLVE_EXTRA)
+#undef RESOLVE_EXTRA
         driver_loading_here = false;
         atomic_store_explicit(&sage_driver_loaded, true, memory_order_release);
         sage_info("opened %s: %zu of %d hooked entry points present (%.2f ms)", path, found, (int)SAGE_SYM_COUNT,

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "hooks.h"
+#include "util.h"
 
 /* Real entry points, filled once the driver is open; NULL where it lacks one. */
 extern void *sage_real_table[SAGE_SYM_COUNT];
@@ -21,14 +22,40 @@ static inline void *sage_real(SageSym sym) {
         return sage_real_table[sym];
 }
 
+/* The real entry point of a hooked symbol, typed: SAGE_REAL(cuMemFree_v2)(ptr). */
+#define SAGE_REAL(name) SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name))
+
+/*
+ * Driver entry points libsage calls for its own logic but does not hook,
+ * resolved in the same pass as the hooked ones. NULL where the driver
+ * lacks one (or is not open): check before use.
+ * SAGE_DRIVER_EXTRA(field, symbol, type)
+ */
+#define SAGE_DRIVER_EXTRAS(X)                                                                             \
+        X(ctx_get_current, "cuCtxGetCurrent", CUresult (*)(CUcontext *))                                  \
+        X(ctx_get_device, "cuCtxGetDevice", CUresult (*)(CUdevice *))                                     \
+        X(ctx_push, "cuCtxPushCurrent_v2", CUresult (*)(CUcontext))                                       \
+        X(ctx_pop, "cuCtxPopCurrent_v2", CUresult (*)(CUcontext *))                                       \
+        X(ctx_synchronize, "cuCtxSynchronize", CUresult (*)(void))                                        \
+        X(primary_get_state, "cuDevicePrimaryCtxGetState", CUresult (*)(CUdevice, unsigned *, int *))     \
+        X(device_get, "cuDeviceGet", CUresult (*)(CUdevice *, int))                                       \
+        X(device_get_count, "cuDeviceGetCount", CUresult (*)(int *))                                      \
+        X(mem_granularity, "cuMemGetAllocationGranularity",                                               \
+          CUresult (*)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))
+
+typedef struct SageDriverExtras {
+#define SAGE_DRIVER_EXTRA_FIELD(field, symbol, type) __typeof__(type) field;
+        SAGE_DRIVER_EXTRAS(SAGE_DRIVER_EXTRA_FIELD)
+#undef SAGE_DRIVER_EXTRA_FIELD
+} SageDriverExtras;
+
+extern SageDriverExtras sage_driver_extras;
+
 /*
  * Pointer identity: which hooked symbol is `fn` the real driver entry of?
  * -1 when it is none of them (or the driver is not open yet).
  */
 int sage_driver_sym_of(const void *fn);
-
-/* Our hook for `fn` when it is a hooked driver entry point, else `fn` itself. */
-void *sage_driver_substitute(void *fn);
 
 /* True on the thread that is inside sage_driver_load (dlopen may call back). */
 bool sage_driver_loading(void);

@@ -52,14 +52,6 @@ void *const sage_hook_table[SAGE_SYM_COUNT] = {
 #undef SAGE_HOOK
 };
 
-int sage_sym_lookup(const char *name) {
-        /* Used off the hot path only (tests, tools): a linear scan is fine. */
-        for (int i = 0; i < SAGE_SYM_COUNT; i++)
-                if (strcmp(sage_sym_info[i].name, name) == 0)
-                        return i;
-        return -1;
-}
-
 const SageTrackInfo sage_track_table[SAGE_SYM_COUNT] = {
 #define SAGE_TRACK(name, op, resource, arg) \
         [SAGE_SYM_##name] = { SAGE_TRACK_##op, SAGE_RESOURCE_##resource, arg },

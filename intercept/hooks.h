@@ -62,6 +62,3 @@ extern const char *const sage_category_name[SAGE_CAT_COUNT];
 
 /* Our hook for a symbol (what we hand out in place of the driver's pointer). */
 extern void *const sage_hook_table[SAGE_SYM_COUNT];
-
-/* Look a hooked symbol up by its exact exported name; -1 when not hooked. */
-int sage_sym_lookup(const char *name);

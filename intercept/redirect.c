@@ -50,35 +50,12 @@ static pthread_mutex_t redirect_lock = PTHREAD_MUTEX_INITIALIZER;
 static Slot slots[REDIRECT_MAX_DEVICES];
 static unsigned slots_alive;
 
-/* Driver entry points libsage does not hook, resolved once. */
-static struct {
-        CUresult (*ctx_get_current)(CUcontext *);
-        CUresult (*ctx_push)(CUcontext);
-        CUresult (*ctx_pop)(CUcontext *);
-        CUresult (*ctx_synchronize)(void);
-        CUresult (*primary_get_state)(CUdevice, unsigned *, int *);
-} drv;
-static pthread_once_t drv_once = PTHREAD_ONCE_INIT;
-
-static void drv_resolve(void) {
-        void *h = sage_driver_handle();
-
-        if (!h)
-                return;
-        drv.ctx_get_current = SAGE_FN_CAST(CUresult(*)(CUcontext *), sage_real_dlsym(h, "cuCtxGetCurrent"));
-        drv.ctx_push = SAGE_FN_CAST(CUresult(*)(CUcontext), sage_real_dlsym(h, "cuCtxPushCurrent_v2"));
-        drv.ctx_pop = SAGE_FN_CAST(CUresult(*)(CUcontext *), sage_real_dlsym(h, "cuCtxPopCurrent_v2"));
-        drv.ctx_synchronize = SAGE_FN_CAST(CUresult(*)(void), sage_real_dlsym(h, "cuCtxSynchronize"));
-        drv.primary_get_state =
-                SAGE_FN_CAST(CUresult(*)(CUdevice, unsigned *, int *), sage_real_dlsym(h, "cuDevicePrimaryCtxGetState"));
-}
+/* The driver entry points this module calls without hooking them (driver.h). */
+static const SageDriverExtras *const drv = &sage_driver_extras;
 
 static bool drv_ready(void) {
-        pthread_once(&drv_once, drv_resolve);
-        return drv.ctx_get_current && drv.ctx_push && drv.ctx_pop && drv.ctx_synchronize && drv.primary_get_state;
+        return drv->ctx_get_current && drv->ctx_push && drv->ctx_pop && drv->ctx_synchronize && drv->primary_get_state;
 }
-
-#define REAL(name) SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name))
 
 /* Serve the request from the primary context if it can be; false: let the driver create one. */
 static bool redirect_create(CUcontext *pctx, unsigned flags, CUdevice dev, CUresult *result) {
@@ -94,25 +71,25 @@ static bool redirect_create(CUcontext *pctx, unsigned flags, CUdevice dev, CUres
         slot = &slots[dev];
         if (slot->alive)
                 goto out; /* a second live context: a real one, with its own isolation */
-        if (drv.primary_get_state(dev, &primary_flags, &active) != CUDA_SUCCESS)
+        if (drv->primary_get_state(dev, &primary_flags, &active) != CUDA_SUCCESS)
                 goto out; /* bad device, driver not initialised: the driver says so itself */
         if (primary_flags != flags) {
                 if (active)
                         goto out;
-                if (REAL(cuDevicePrimaryCtxSetFlags_v2)(dev, flags) != CUDA_SUCCESS)
+                if (SAGE_REAL(cuDevicePrimaryCtxSetFlags_v2)(dev, flags) != CUDA_SUCCESS)
                         goto out;
         }
         if (!slot->standing_retain) {
                 CUcontext standing;
-                if (REAL(cuDevicePrimaryCtxRetain)(&standing, dev) != CUDA_SUCCESS)
+                if (SAGE_REAL(cuDevicePrimaryCtxRetain)(&standing, dev) != CUDA_SUCCESS)
                         goto out;
                 slot->standing_retain = true;
                 sage_warmup_note_held(dev);
         }
-        if (REAL(cuDevicePrimaryCtxRetain)(&ctx, dev) != CUDA_SUCCESS)
+        if (SAGE_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev) != CUDA_SUCCESS)
                 goto out;
-        if (drv.ctx_push(ctx) != CUDA_SUCCESS) {
-                REAL(cuDevicePrimaryCtxRelease_v2)(dev);
+        if (drv->ctx_push(ctx) != CUDA_SUCCESS) {
+                SAGE_REAL(cuDevicePrimaryCtxRelease_v2)(dev);
                 goto out;
         }
         slot->alive = true;
@@ -134,14 +111,14 @@ static void free_resource(const Resource *r) {
         case SAGE_RESOURCE_DEVICE_MEMORY: {
                 CUresult ignored;
                 if (!sage_share_free((CUdeviceptr)r->handle, &ignored))
-                        REAL(cuMemFree_v2)((CUdeviceptr)r->handle);
+                        SAGE_REAL(cuMemFree_v2)((CUdeviceptr)r->handle);
                 break;
         }
-        case SAGE_RESOURCE_HOST_MEMORY: REAL(cuMemFreeHost)((void *)(uintptr_t)r->handle); break;
-        case SAGE_RESOURCE_IPC_MAPPING: REAL(cuIpcCloseMemHandle)((CUdeviceptr)r->handle); break;
-        case SAGE_RESOURCE_MODULE: REAL(cuModuleUnload)((CUmodule)(uintptr_t)r->handle); break;
-        case SAGE_RESOURCE_STREAM: REAL(cuStreamDestroy_v2)((CUstream)(uintptr_t)r->handle); break;
-        case SAGE_RESOURCE_EVENT: REAL(cuEventDestroy_v2)((CUevent)(uintptr_t)r->handle); break;
+        case SAGE_RESOURCE_HOST_MEMORY: SAGE_REAL(cuMemFreeHost)((void *)(uintptr_t)r->handle); break;
+        case SAGE_RESOURCE_IPC_MAPPING: SAGE_REAL(cuIpcCloseMemHandle)((CUdeviceptr)r->handle); break;
+        case SAGE_RESOURCE_MODULE: SAGE_REAL(cuModuleUnload)((CUmodule)(uintptr_t)r->handle); break;
+        case SAGE_RESOURCE_STREAM: SAGE_REAL(cuStreamDestroy_v2)((CUstream)(uintptr_t)r->handle); break;
+        case SAGE_RESOURCE_EVENT: SAGE_REAL(cuEventDestroy_v2)((CUevent)(uintptr_t)r->handle); break;
         case SAGE_RESOURCE_COUNT: break;
         }
 }
@@ -164,9 +141,9 @@ static bool redirect_destroy(CUcontext ctx, CUresult *result) {
 
         /* Destroying a context waits for its work; do it before taking the lock,
          * since that work (host functions) may create resources itself. */
-        if (drv.ctx_push(ctx) == CUDA_SUCCESS) {
-                drv.ctx_synchronize();
-                drv.ctx_pop(&popped);
+        if (drv->ctx_push(ctx) == CUDA_SUCCESS) {
+                drv->ctx_synchronize();
+                drv->ctx_pop(&popped);
         }
         pthread_mutex_lock(&redirect_lock);
         resources = slots[dev].resources;
@@ -178,17 +155,17 @@ static bool redirect_destroy(CUcontext ctx, CUresult *result) {
                 atomic_fetch_and(&sage_hook_slow, ~(unsigned)SAGE_SLOW_REDIRECT);
         pthread_mutex_unlock(&redirect_lock);
 
-        if (count && drv.ctx_push(ctx) == CUDA_SUCCESS) {
+        if (count && drv->ctx_push(ctx) == CUDA_SUCCESS) {
                 for (size_t i = count; i-- > 0;)
                         free_resource(&resources[i]);
-                drv.ctx_pop(&popped);
+                drv->ctx_pop(&popped);
                 atomic_fetch_add_explicit(&sage_stats[SAGE_STAT_CTX_RESOURCES_FREED], count, memory_order_relaxed);
         }
         free(resources);
         /* As cuCtxDestroy does: a context current to the calling thread is popped. */
-        if (drv.ctx_get_current(&current) == CUDA_SUCCESS && current == ctx)
-                drv.ctx_pop(&popped);
-        REAL(cuDevicePrimaryCtxRelease_v2)(dev);
+        if (drv->ctx_get_current(&current) == CUDA_SUCCESS && current == ctx)
+                drv->ctx_pop(&popped);
+        SAGE_REAL(cuDevicePrimaryCtxRelease_v2)(dev);
         *result = CUDA_SUCCESS;
         return true;
 }
@@ -199,7 +176,7 @@ void sage_redirect_track(SageSym sym, uint64_t handle) {
 
         if (!handle || !drv_ready())
                 return;
-        if (t->op == SAGE_TRACK_CREATE && drv.ctx_get_current(&current) != CUDA_SUCCESS)
+        if (t->op == SAGE_TRACK_CREATE && drv->ctx_get_current(&current) != CUDA_SUCCESS)
                 return;
         pthread_mutex_lock(&redirect_lock);
         for (int i = 0; i < REDIRECT_MAX_DEVICES; i++) {

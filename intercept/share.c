@@ -60,37 +60,20 @@ static Allocation *allocations;
 static SageBroker *broker;
 static int share_state; /* 0 untried, 1 on, -1 off for this process */
 
-static struct {
-        CUresult (*granularity)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags);
-        CUresult (*ctx_get_device)(CUdevice *);
-        CUresult (*ctx_get_current)(CUcontext *);
-        CUresult (*ctx_push)(CUcontext);
-        CUresult (*ctx_pop)(CUcontext *);
-        CUresult (*ctx_synchronize)(void);
-} drv;
-
-#define REAL(name) SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name))
-#define RESOLVE(field, name) drv.field = SAGE_FN_CAST(__typeof__(drv.field), sage_real_dlsym(h, name))
+/* The driver entry points this module calls without hooking them (driver.h). */
+static const SageDriverExtras *const drv = &sage_driver_extras;
 
 static void share_at_exit(void);
 
 /* Under share_lock. */
 static bool share_enabled(void) {
-        void *h;
-
         if (share_state)
                 return share_state > 0;
         share_state = -1;
-        if (!sage_options()->share || !(h = sage_driver_handle()))
+        if (!sage_options()->share || !sage_driver_handle())
                 return false;
-        RESOLVE(granularity, "cuMemGetAllocationGranularity");
-        RESOLVE(ctx_get_device, "cuCtxGetDevice");
-        RESOLVE(ctx_get_current, "cuCtxGetCurrent");
-        RESOLVE(ctx_push, "cuCtxPushCurrent_v2");
-        RESOLVE(ctx_pop, "cuCtxPopCurrent_v2");
-        RESOLVE(ctx_synchronize, "cuCtxSynchronize");
-        if (!drv.granularity || !drv.ctx_get_device || !drv.ctx_get_current || !drv.ctx_push || !drv.ctx_pop ||
-            !drv.ctx_synchronize)
+        if (!drv->mem_granularity || !drv->ctx_get_device || !drv->ctx_get_current || !drv->ctx_push || !drv->ctx_pop ||
+            !drv->ctx_synchronize)
                 return false;
         if (sage_broker_connect(&broker, NULL, 500) < 0) {
                 sage_info("share: no broker (%s); sharing off", sage_options()->socket);
@@ -134,10 +117,10 @@ static CUmemAllocationProp device_prop(CUdevice dev) {
 
 static CUresult map_handle(Allocation *a, CUmemGenericAllocationHandle h, CUmemAccess_flags access) {
         CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, a->dev }, .flags = access };
-        CUresult r = REAL(cuMemMap)(a->va, a->padded, 0, h, 0);
+        CUresult r = SAGE_REAL(cuMemMap)(a->va, a->padded, 0, h, 0);
 
-        if (r == CUDA_SUCCESS && (r = REAL(cuMemSetAccess)(a->va, a->padded, &desc, 1)) != CUDA_SUCCESS)
-                REAL(cuMemUnmap)(a->va, a->padded);
+        if (r == CUDA_SUCCESS && (r = SAGE_REAL(cuMemSetAccess)(a->va, a->padded, &desc, 1)) != CUDA_SUCCESS)
+                SAGE_REAL(cuMemUnmap)(a->va, a->padded);
         return r;
 }
 
@@ -159,18 +142,18 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         pthread_mutex_unlock(&share_lock);
         if (!(a = calloc(1, sizeof(*a))))
                 return false;
-        if (drv.ctx_get_device(&a->dev) != CUDA_SUCCESS || drv.ctx_get_current(&a->ctx) != CUDA_SUCCESS)
+        if (drv->ctx_get_device(&a->dev) != CUDA_SUCCESS || drv->ctx_get_current(&a->ctx) != CUDA_SUCCESS)
                 goto fail;
         prop = device_prop(a->dev);
-        if (drv.granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran)
+        if (drv->mem_granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran)
                 goto fail;
         a->size = size;
         a->padded = (size + gran - 1) / gran * gran;
-        if (REAL(cuMemAddressReserve)(&a->va, a->padded, 0, 0, 0) != CUDA_SUCCESS)
+        if (SAGE_REAL(cuMemAddressReserve)(&a->va, a->padded, 0, 0, 0) != CUDA_SUCCESS)
                 goto fail;
-        r = REAL(cuMemCreate)(&a->handle, a->padded, &prop, 0);
+        r = SAGE_REAL(cuMemCreate)(&a->handle, a->padded, &prop, 0);
         if (r != CUDA_SUCCESS) {
-                REAL(cuMemAddressFree)(a->va, a->padded);
+                SAGE_REAL(cuMemAddressFree)(a->va, a->padded);
                 /* Out of memory is the app's answer too: what cuMemAlloc would say. */
                 if (r == CUDA_ERROR_OUT_OF_MEMORY) {
                         free(a);
@@ -179,8 +162,8 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
                 goto fail;
         }
         if (map_handle(a, a->handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS) {
-                REAL(cuMemRelease)(a->handle);
-                REAL(cuMemAddressFree)(a->va, a->padded);
+                SAGE_REAL(cuMemRelease)(a->handle);
+                SAGE_REAL(cuMemAddressFree)(a->va, a->padded);
                 goto fail;
         }
         /* The context must outlive cudart's own release at exit: publishing reads it back. */
@@ -257,18 +240,18 @@ static int content_hash(const void *data, size_t size, SageHash *out) {
 static bool map_shared(Allocation *a, int fd, uint64_t extent_id) {
         CUmemGenericAllocationHandle shared;
 
-        if (REAL(cuMemImportFromShareableHandle)(&shared, (void *)(uintptr_t)fd,
+        if (SAGE_REAL(cuMemImportFromShareableHandle)(&shared, (void *)(uintptr_t)fd,
                                                   CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != CUDA_SUCCESS)
                 return false;
-        drv.ctx_synchronize(); /* nothing in flight may touch the old backing */
-        REAL(cuMemUnmap)(a->va, a->padded);
+        drv->ctx_synchronize(); /* nothing in flight may touch the old backing */
+        SAGE_REAL(cuMemUnmap)(a->va, a->padded);
         if (map_handle(a, shared, CU_MEM_ACCESS_FLAGS_PROT_READ) != CUDA_SUCCESS) {
-                REAL(cuMemRelease)(shared);
+                SAGE_REAL(cuMemRelease)(shared);
                 if (map_handle(a, a->handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS)
                         sage_warn("share: cannot restore the private backing of %p", (void *)(uintptr_t)a->va);
                 return false;
         }
-        REAL(cuMemRelease)(a->handle);
+        SAGE_REAL(cuMemRelease)(a->handle);
         a->handle = shared;
         a->backing = BACKING_SHARED;
         a->extent_id = extent_id;
@@ -327,11 +310,11 @@ static int device_hash(Allocation *a, SageHash *out) {
         void *buf = NULL;
         int r = -1;
 
-        if (!chunks || REAL(cuMemAllocHost_v2)(&buf, CHUNK) != CUDA_SUCCESS)
+        if (!chunks || SAGE_REAL(cuMemAllocHost_v2)(&buf, CHUNK) != CUDA_SUCCESS)
                 goto out;
         for (size_t i = 0; i < nchunks; i++) {
                 size_t off = i * (size_t)CHUNK, n = a->size - off < CHUNK ? a->size - off : CHUNK;
-                if (REAL(cuMemcpyDtoH_v2)(buf, a->va + off, n) != CUDA_SUCCESS)
+                if (SAGE_REAL(cuMemcpyDtoH_v2)(buf, a->va + off, n) != CUDA_SUCCESS)
                         goto out;
                 chunks[i] = sage_hash(buf, n);
         }
@@ -339,7 +322,7 @@ static int device_hash(Allocation *a, SageHash *out) {
         r = 0;
 out:
         if (buf)
-                REAL(cuMemFreeHost)(buf);
+                SAGE_REAL(cuMemFreeHost)(buf);
         free(chunks);
         return r;
 }
@@ -351,10 +334,10 @@ static void publish_if_unchanged(Allocation *a) {
         int fd = -1, existed = 0, r;
         uint64_t id;
 
-        if (a->backing != BACKING_CANDIDATE || !broker || drv.ctx_push(a->ctx) != CUDA_SUCCESS)
+        if (a->backing != BACKING_CANDIDATE || !broker || drv->ctx_push(a->ctx) != CUDA_SUCCESS)
                 return;
-        if (drv.ctx_synchronize() == CUDA_SUCCESS && device_hash(a, &now) == 0 && sage_hash_equal(now, a->hash) &&
-            REAL(cuMemExportToShareableHandle)(&fd, a->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
+        if (drv->ctx_synchronize() == CUDA_SUCCESS && device_hash(a, &now) == 0 && sage_hash_equal(now, a->hash) &&
+            SAGE_REAL(cuMemExportToShareableHandle)(&fd, a->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
                     CUDA_SUCCESS) {
                 r = sage_broker_publish(broker, a->hash, a->padded, (uint32_t)a->dev, SAGE_PUBLISH_SEALED, fd, &id,
                                         &existed);
@@ -366,13 +349,13 @@ static void publish_if_unchanged(Allocation *a) {
                 }
                 close(fd);
         }
-        drv.ctx_pop(&popped);
+        drv->ctx_pop(&popped);
 }
 
 static void release_allocation(Allocation *a) {
-        REAL(cuMemUnmap)(a->va, a->padded);
-        REAL(cuMemRelease)(a->handle);
-        REAL(cuMemAddressFree)(a->va, a->padded);
+        SAGE_REAL(cuMemUnmap)(a->va, a->padded);
+        SAGE_REAL(cuMemRelease)(a->handle);
+        SAGE_REAL(cuMemAddressFree)(a->va, a->padded);
         if (a->backing == BACKING_SHARED && broker)
                 broker_lost(sage_broker_release(broker, a->extent_id));
         free(a);
@@ -392,7 +375,7 @@ bool sage_share_free(CUdeviceptr va, CUresult *result) {
         pthread_mutex_unlock(&share_lock);
         if (!a)
                 return false;
-        drv.ctx_synchronize(); /* cuMemFree waits for the work using the memory */
+        drv->ctx_synchronize(); /* cuMemFree waits for the work using the memory */
         release_allocation(a);
         *result = CUDA_SUCCESS;
         return true;

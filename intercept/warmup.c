@@ -159,7 +159,6 @@ static int parse_devices(const char *spec, int *out, int max, int count) {
         return n;
 }
 
-#define REAL(name) SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name))
 
 static void traced(SageSym sym, uint64_t t0, CUresult r, uint64_t a0, uint64_t a1) {
         if (sage_tracing)
@@ -167,39 +166,34 @@ static void traced(SageSym sym, uint64_t t0, CUresult r, uint64_t a0, uint64_t a
 }
 
 static void *warmup_main(void *arg) {
-        typedef CUresult (*device_count_fn)(int *);
-        typedef CUresult (*device_get_fn)(CUdevice *, int);
-        device_count_fn device_count;
-        device_get_fn device_get;
         int devices[WARMUP_MAX_DEVICES], ndevices, count = 0;
         uint64_t t0, start = sage_now_ns();
         CUresult r;
 
         (void)arg;
         sage_hook_depth++; /* anything the driver calls back goes straight through */
-        if (!sage_driver_load() || !REAL(cuInit) || !REAL(cuDevicePrimaryCtxRetain))
+        if (!sage_driver_load() || !SAGE_REAL(cuInit) || !SAGE_REAL(cuDevicePrimaryCtxRetain))
                 goto done;
         t0 = sage_now_ns();
-        r = REAL(cuInit)(0);
+        r = SAGE_REAL(cuInit)(0);
         traced(SAGE_SYM_cuInit, t0, r, 0, 0);
         if (r != CUDA_SUCCESS) {
                 sage_info("warm-up: cuInit failed (%d); the app will see the driver's own error", (int)r);
                 goto done;
         }
-        device_count = SAGE_FN_CAST(device_count_fn, sage_real_dlsym(sage_driver_handle(), "cuDeviceGetCount"));
-        device_get = SAGE_FN_CAST(device_get_fn, sage_real_dlsym(sage_driver_handle(), "cuDeviceGet"));
-        if (!device_count || !device_get || device_count(&count) != CUDA_SUCCESS)
+        if (!sage_driver_extras.device_get_count || !sage_driver_extras.device_get ||
+            sage_driver_extras.device_get_count(&count) != CUDA_SUCCESS)
                 goto done;
         ndevices = parse_devices(sage_options()->warmup_devices, devices, WARMUP_MAX_DEVICES, count);
         for (int i = 0; i < ndevices; i++) {
                 CUdevice dev;
                 CUcontext ctx = NULL;
 
-                if (device_get(&dev, devices[i]) != CUDA_SUCCESS)
+                if (sage_driver_extras.device_get(&dev, devices[i]) != CUDA_SUCCESS)
                         continue;
                 t0 = sage_now_ns();
                 /* The retain is held for the life of the process: it is what keeps the context warm. */
-                r = REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
+                r = SAGE_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
                 traced(SAGE_SYM_cuDevicePrimaryCtxRetain, t0, r, (uint64_t)dev, (uint64_t)(uintptr_t)ctx);
                 if (r == CUDA_SUCCESS)
                         sage_warmup_note_held(devices[i]);
@@ -363,10 +357,10 @@ static void *rewarm_main(void *arg) {
                 sage_hook_depth++;
                 /* A retain re-creates the reset context; the release leaves SAGE's
                  * standing retain (which a reset does not drop) as it was. */
-                r = REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
+                r = SAGE_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
                 traced(SAGE_SYM_cuDevicePrimaryCtxRetain, t0, r, (uint64_t)dev, (uint64_t)(uintptr_t)ctx);
                 if (r == CUDA_SUCCESS)
-                        REAL(cuDevicePrimaryCtxRelease_v2)(dev);
+                        SAGE_REAL(cuDevicePrimaryCtxRelease_v2)(dev);
                 sage_hook_depth--;
                 sage_info("re-warm of device %d after a reset: %.1f ms", dev, (double)(sage_now_ns() - t0) / 1e6);
         }
