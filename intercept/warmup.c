@@ -374,6 +374,10 @@ static void *rewarm_main(void *arg) {
 }
 
 void sage_warmup_rewarm(int dev) {
+        /* A reset may come while the warm-up is still retaining this device
+         * (the app's own retain raced it to the same context): let it finish,
+         * so the device counts as held. */
+        sage_warmup_wait(10000);
         if (dev < 0 || dev >= 64 || !(atomic_load(&held_devices) & (1ull << dev)) ||
             strcmp(sage_options()->warmup, "off") == 0)
                 return;
