@@ -364,3 +364,43 @@ int sage_broker_evict(SageBroker *b, uint64_t extent_id, uint32_t flags, SageEvi
                 *out = reply.evict_reply;
         return r;
 }
+
+int sage_broker_ipc_export(SageBroker *b, int fd, uint64_t size, uint32_t device,
+                           uint8_t token[SAGE_IPC_TOKEN_SIZE]) {
+        SageMessage req, reply;
+        int r;
+
+        sage_proto_init(&req, SAGE_MSG_IPC_EXPORT, 0);
+        req.ipc_export = (SageIpcAllocation){ .size = size, .device = device };
+        r = call(b, &req, &fd, 1, &reply, NULL, NULL);
+        if (r == 0)
+                memcpy(token, reply.ipc_export_reply.bytes, SAGE_IPC_TOKEN_SIZE);
+        return r;
+}
+
+int sage_broker_ipc_import(SageBroker *b, const uint8_t token[SAGE_IPC_TOKEN_SIZE], int *fd_out, uint64_t *size,
+                           uint32_t *device) {
+        SageMessage req, reply;
+        int fd = -1, r;
+
+        *fd_out = -1;
+        sage_proto_init(&req, SAGE_MSG_IPC_IMPORT, 0);
+        memcpy(req.ipc_import.bytes, token, SAGE_IPC_TOKEN_SIZE);
+        r = call(b, &req, NULL, 0, &reply, NULL, &fd);
+        if (r != 0)
+                return r;
+        if (size)
+                *size = reply.ipc_import_reply.size;
+        if (device)
+                *device = reply.ipc_import_reply.device;
+        *fd_out = fd;
+        return 0;
+}
+
+int sage_broker_ipc_revoke(SageBroker *b, const uint8_t token[SAGE_IPC_TOKEN_SIZE]) {
+        SageMessage req, reply;
+
+        sage_proto_init(&req, SAGE_MSG_IPC_REVOKE, 0);
+        memcpy(req.ipc_revoke.bytes, token, SAGE_IPC_TOKEN_SIZE);
+        return call(b, &req, NULL, 0, &reply, NULL, NULL);
+}

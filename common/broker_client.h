@@ -64,5 +64,24 @@ int sage_broker_list(SageBroker *broker, uint64_t after_id, SageListEntry *entri
 /* flags: SAGE_EVICT_ALL_UNREFERENCED, or 0 to evict `extent_id`. */
 int sage_broker_evict(SageBroker *broker, uint64_t extent_id, uint32_t flags, SageEvictReply *out);
 
+/*
+ * CUDA-IPC emulation (proto.h, "IPC_EXPORT"). ipc_export registers `fd` (a
+ * POSIX-fd export of a VMM allocation of `size` bytes on `device`; not
+ * consumed: the broker keeps its own copy) and returns the token. The
+ * registration lasts until ipc_revoke on this connection, or until this
+ * connection closes. ipc_import trades a token of the caller's namespace for
+ * a new fd (O_CLOEXEC, the caller owns it) and what the exporter announced;
+ * an unknown token, a revoked one and one of another namespace all return
+ * SAGE_ERR_NOT_FOUND. ipc_revoke works only on this connection's own
+ * registrations (else SAGE_ERR_NOT_FOUND); fds already imported stay valid.
+ * Too many registrations: SAGE_ERR_LIMIT. A broker older than these
+ * messages answers SAGE_ERR_UNKNOWN_TYPE: do not ask it again.
+ */
+int sage_broker_ipc_export(SageBroker *broker, int fd, uint64_t size, uint32_t device,
+                           uint8_t token[SAGE_IPC_TOKEN_SIZE]);
+int sage_broker_ipc_import(SageBroker *broker, const uint8_t token[SAGE_IPC_TOKEN_SIZE], int *fd_out,
+                           uint64_t *size, uint32_t *device);
+int sage_broker_ipc_revoke(SageBroker *broker, const uint8_t token[SAGE_IPC_TOKEN_SIZE]);
+
 /* The message of the last ERROR reply ("" if none). */
 const char *sage_broker_last_error(const SageBroker *broker);

@@ -96,6 +96,29 @@ static void get_key(Reader *r, SageExtentKey *k) {
         k->device = get_u32(r);
 }
 
+static void put_token(Writer *w, const SageIpcToken *t) {
+        put_bytes(w, t->bytes, sizeof(t->bytes));
+}
+
+static void get_token(Reader *r, SageIpcToken *t) {
+        if (r->failed || r->size - r->pos < sizeof(t->bytes)) {
+                r->failed = true;
+                return;
+        }
+        memcpy(t->bytes, r->p + r->pos, sizeof(t->bytes));
+        r->pos += sizeof(t->bytes);
+}
+
+static void put_ipc_allocation(Writer *w, const SageIpcAllocation *a) {
+        put_u64(w, a->size);
+        put_u32(w, a->device);
+}
+
+static void get_ipc_allocation(Reader *r, SageIpcAllocation *a) {
+        a->size = get_u64(r);
+        a->device = get_u32(r);
+}
+
 static void put_list_entry(Writer *w, const SageListEntry *e) {
         size_t start = w->pos;
         put_u64(w, e->id);
@@ -159,6 +182,9 @@ const char *sage_proto_type_name(unsigned type) {
         case SAGE_MSG_STATS: return "STATS";
         case SAGE_MSG_LIST: return "LIST";
         case SAGE_MSG_EVICT: return "EVICT";
+        case SAGE_MSG_IPC_EXPORT: return "IPC_EXPORT";
+        case SAGE_MSG_IPC_IMPORT: return "IPC_IMPORT";
+        case SAGE_MSG_IPC_REVOKE: return "IPC_REVOKE";
         case SAGE_MSG_HELLO_REPLY: return "HELLO_REPLY";
         case SAGE_MSG_PONG: return "PONG";
         case SAGE_MSG_LOOKUP_REPLY: return "LOOKUP_REPLY";
@@ -167,6 +193,9 @@ const char *sage_proto_type_name(unsigned type) {
         case SAGE_MSG_STATS_REPLY: return "STATS_REPLY";
         case SAGE_MSG_LIST_REPLY: return "LIST_REPLY";
         case SAGE_MSG_EVICT_REPLY: return "EVICT_REPLY";
+        case SAGE_MSG_IPC_EXPORT_REPLY: return "IPC_EXPORT_REPLY";
+        case SAGE_MSG_IPC_IMPORT_REPLY: return "IPC_IMPORT_REPLY";
+        case SAGE_MSG_IPC_REVOKE_REPLY: return "IPC_REVOKE_REPLY";
         case SAGE_MSG_ERROR: return "ERROR";
         default: return "?";
         }
@@ -201,6 +230,8 @@ void sage_proto_error(SageMessage *m, uint32_t request_id, int code, const char 
 size_t sage_proto_expected_fds(const SageMessage *m) {
         switch (m->header.type) {
         case SAGE_MSG_PUBLISH: return 1;
+        case SAGE_MSG_IPC_EXPORT: return 1;
+        case SAGE_MSG_IPC_IMPORT_REPLY: return 1;
         case SAGE_MSG_LOOKUP_REPLY: return m->lookup_reply.found ? 1 : 0;
         default: return 0;
         }
@@ -222,6 +253,22 @@ static void encode_payload(Writer *w, const SageMessage *m) {
         case SAGE_MSG_PONG:
         case SAGE_MSG_STATS:
         case SAGE_MSG_RELEASE_REPLY:
+        case SAGE_MSG_IPC_REVOKE_REPLY:
+                break;
+        case SAGE_MSG_IPC_EXPORT:
+                put_ipc_allocation(w, &m->ipc_export);
+                break;
+        case SAGE_MSG_IPC_EXPORT_REPLY:
+                put_token(w, &m->ipc_export_reply);
+                break;
+        case SAGE_MSG_IPC_IMPORT:
+                put_token(w, &m->ipc_import);
+                break;
+        case SAGE_MSG_IPC_IMPORT_REPLY:
+                put_ipc_allocation(w, &m->ipc_import_reply);
+                break;
+        case SAGE_MSG_IPC_REVOKE:
+                put_token(w, &m->ipc_revoke);
                 break;
         case SAGE_MSG_LOOKUP:
                 put_key(w, &m->lookup);
@@ -328,6 +375,22 @@ static int decode_payload(Reader *r, SageMessage *m, SageListEntry *list_storage
         case SAGE_MSG_PONG:
         case SAGE_MSG_STATS:
         case SAGE_MSG_RELEASE_REPLY:
+        case SAGE_MSG_IPC_REVOKE_REPLY:
+                break;
+        case SAGE_MSG_IPC_EXPORT:
+                get_ipc_allocation(r, &m->ipc_export);
+                break;
+        case SAGE_MSG_IPC_EXPORT_REPLY:
+                get_token(r, &m->ipc_export_reply);
+                break;
+        case SAGE_MSG_IPC_IMPORT:
+                get_token(r, &m->ipc_import);
+                break;
+        case SAGE_MSG_IPC_IMPORT_REPLY:
+                get_ipc_allocation(r, &m->ipc_import_reply);
+                break;
+        case SAGE_MSG_IPC_REVOKE:
+                get_token(r, &m->ipc_revoke);
                 break;
         case SAGE_MSG_LOOKUP:
                 get_key(r, &m->lookup);

@@ -14,6 +14,12 @@
  *        8    4  flags          per type; unknown bits must be zero
  *       12    4  request id     chosen by the client, echoed in the reply
  *       16    4  payload length bytes after the header
+ *
+ * Compatibility: a peer accepts exactly its own SAGE_PROTO_VERSION (HELLO
+ * does not negotiate), and every payload has one exact length. New request
+ * types are therefore added without a version bump (a broker that predates
+ * one answers ERROR SAGE_ERR_UNKNOWN_TYPE, and the client falls back), while
+ * changing the layout of an existing message would need one.
  */
 #pragma once
 
@@ -32,6 +38,7 @@
 #define SAGE_PROTO_ERROR_MESSAGE_MAX 200
 /* LIST replies are paged: at most this many entries per reply. */
 #define SAGE_PROTO_LIST_MAX 512
+#define SAGE_IPC_TOKEN_SIZE 16
 
 #define SAGE_MSG_REPLY_BIT 0x8000u
 
@@ -44,6 +51,9 @@ typedef enum SageMessageType {
         SAGE_MSG_STATS = 6,
         SAGE_MSG_LIST = 7,
         SAGE_MSG_EVICT = 8,
+        SAGE_MSG_IPC_EXPORT = 9,
+        SAGE_MSG_IPC_IMPORT = 10,
+        SAGE_MSG_IPC_REVOKE = 11,
 
         SAGE_MSG_HELLO_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_HELLO,
         SAGE_MSG_PONG = SAGE_MSG_REPLY_BIT | SAGE_MSG_PING,
@@ -53,6 +63,9 @@ typedef enum SageMessageType {
         SAGE_MSG_STATS_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_STATS,
         SAGE_MSG_LIST_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LIST,
         SAGE_MSG_EVICT_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_EVICT,
+        SAGE_MSG_IPC_EXPORT_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_EXPORT,
+        SAGE_MSG_IPC_IMPORT_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_IMPORT,
+        SAGE_MSG_IPC_REVOKE_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_REVOKE,
         SAGE_MSG_ERROR = SAGE_MSG_REPLY_BIT | 0x7fff,
 } SageMessageType;
 
@@ -176,6 +189,36 @@ typedef struct SageEvictReply {
         uint64_t bytes;
 } SageEvictReply;
 
+/*
+ * CUDA-IPC emulation: libsage backs allocations with VMM memory, on which the
+ * driver refuses cuIpcGetMemHandle. Instead the exporter hands the broker a
+ * POSIX-fd export of the allocation and gets an unguessable token (which it
+ * puts into the CUipcMemHandle); an importer of the same namespace trades the
+ * token for a duplicate of the fd. The broker only keeps the fd open: it
+ * never imports it into the driver. Offsets are from the payload's start.
+ *
+ *   IPC_EXPORT        + 1 fd   0 8 size, 8 4 device              (12 bytes)
+ *   IPC_EXPORT_REPLY           0 16 token                        (16 bytes)
+ *   IPC_IMPORT                 0 16 token                        (16 bytes)
+ *   IPC_IMPORT_REPLY  + 1 fd   0 8 size, 8 4 device              (12 bytes)
+ *   IPC_REVOKE                 0 16 token                        (16 bytes)
+ *   IPC_REVOKE_REPLY           (empty)
+ *
+ * The registration belongs to the exporting connection: only it may revoke,
+ * and its disconnect (or death) drops all of its registrations. An unknown
+ * token and one of another namespace both answer SAGE_ERR_NOT_FOUND, for
+ * IMPORT and REVOKE alike; too many registrations answer SAGE_ERR_LIMIT.
+ * Importers keep what they imported (the fd is theirs).
+ */
+typedef struct SageIpcToken {
+        uint8_t bytes[SAGE_IPC_TOKEN_SIZE]; /* 128 random bits from getrandom() */
+} SageIpcToken;
+
+typedef struct SageIpcAllocation {
+        uint64_t size;           /* informational: the broker does not check the fd against it */
+        uint32_t device;         /* the exporter's device ordinal, relayed as is */
+} SageIpcAllocation;
+
 typedef struct SageErrorReply {
         uint32_t code;           /* SageProtoError */
         char message[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
@@ -196,6 +239,11 @@ typedef struct SageMessage {
                 SageListReply list_reply;
                 SageEvict evict;          /* header.flags: SAGE_EVICT_* */
                 SageEvictReply evict_reply;
+                SageIpcAllocation ipc_export;        /* + the fd */
+                SageIpcToken ipc_export_reply;
+                SageIpcToken ipc_import;
+                SageIpcAllocation ipc_import_reply;  /* + a duplicate of the exported fd */
+                SageIpcToken ipc_revoke;
                 SageErrorReply error;
         };
 } SageMessage;

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "extent_store.h"
+#include "ipc_registry.h"
 #include "proto.h"
 
 /* Most distinct extents one connection may hold references on. */
@@ -34,6 +35,10 @@ struct Client {
 
         ClientRef *refs;
         size_t n_refs, cap_refs;
+
+        /* CUDA-IPC registrations this connection exported; the server drops
+         * them (ipc_registry_drop_owner) before client_free. */
+        IpcOwner ipc;
 
         /* A reply the socket would not take yet (peer not reading). While one
          * is pending the server reads no further requests from this client. */

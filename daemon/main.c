@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -54,6 +55,17 @@ static void usage(FILE *f) {
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
                 SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET);
+}
+
+/* Every client and every CUDA-IPC registration is an open fd: take the
+ * hard limit rather than the (often 1024) soft default. */
+static void raise_fd_limit(void) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        sage_warn("cannot raise the fd limit: %s", strerror(errno));
+        }
 }
 
 static int parse_devices(const char *text, uint32_t *out, size_t max, size_t *n) {
@@ -213,6 +225,7 @@ int main(int argc, char **argv) {
                 return 1;
         }
 
+        raise_fd_limit();
         r = gpu_open(&gpu, args.driver, devices, n_devices);
         if (r < 0)
                 sage_warn("serving without GPUs (%s): PUBLISH and LOOKUP will be refused", strerror(-r));

@@ -13,7 +13,10 @@
  * Authorisation lives here, next to dispatch: LOOKUP and PUBLISH act in the
  * caller's namespace only; RELEASE only on references the caller holds;
  * LIST and EVICT see the caller's namespace, or everything for root. An
- * extent of another namespace answers exactly like a missing one.
+ * extent of another namespace answers exactly like a missing one. CUDA-IPC
+ * registrations (ipc_registry.c) follow the same rule: IPC_IMPORT works
+ * within the exporter's namespace only, IPC_REVOKE for the exporting
+ * connection only, and both answer "not found" otherwise.
  */
 #include "server.h"
 
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -44,6 +48,7 @@ struct Server {
         size_t max_clients;
         ExtentStore *store;
         Gpu *gpu;
+        IpcRegistry *ipc;
         Client *clients;
         size_t n_clients;
         uint64_t started_ns;
@@ -121,6 +126,17 @@ static int listen_on(const char *path) {
         return SAGE_TAKE_FD(fd);
 }
 
+/* Each IPC registration holds one fd open: keep half of the fd limit for
+ * clients, their replies and the driver. */
+static size_t ipc_max_total(const ServerConfig *config) {
+        struct rlimit rl;
+        size_t max = config->max_ipc_exports ? config->max_ipc_exports : IPC_REGISTRY_MAX_TOTAL;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 2 < max)
+                max = rl.rlim_cur / 2 > 0 ? (size_t)(rl.rlim_cur / 2) : 1;
+        return max;
+}
+
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu) {
         Server *s = calloc(1, sizeof(*s));
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &tag_listen };
@@ -137,6 +153,9 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 goto fail;
         }
         s->max_clients = config->max_clients ? config->max_clients : 4096;
+        r = ipc_registry_new(&s->ipc, 0, ipc_max_total(config));
+        if (r < 0)
+                goto fail;
         s->started_ns = sage_now_ns();
         s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (s->epoll_fd < 0) {
@@ -161,6 +180,7 @@ fail:
                 close(s->listen_fd);
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
+        ipc_registry_free(s->ipc);
         free(s->socket_path);
         free(s->rx);
         free(s->list);
@@ -177,7 +197,9 @@ static void drop_client(Server *s, Client *c) {
         if (c->next)
                 c->next->prev = c->prev;
         s->n_clients--;
-        sage_debug("client pid %d uid %u gone", (int)c->pid, (unsigned)c->uid);
+        sage_debug("client pid %d uid %u gone (%zu IPC exports dropped)", (int)c->pid, (unsigned)c->uid,
+                   c->ipc.n_exports);
+        ipc_registry_drop_owner(s->ipc, &c->ipc);
         client_free(c, s->store);
 }
 
@@ -192,6 +214,7 @@ Server *server_free(Server *s) {
         }
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
+        ipc_registry_free(s->ipc);
         /* Store first: its release callback still needs the driver. */
         extent_store_free(s->store);
         gpu_close(s->gpu);
@@ -444,6 +467,58 @@ static int handle_evict(Server *s, Client *c, const SageMessage *req, SageMessag
         return 0;
 }
 
+/* Takes the fd (sets *fd to -1) once it is registered. */
+static int handle_ipc_export(Server *s, Client *c, const SageMessage *req, int *fd, SageMessage *reply,
+                             const char **why) {
+        IpcExport *e;
+        int r;
+
+        if (req->ipc_export.size == 0) {
+                *why = "size must be nonzero";
+                return SAGE_ERR_MALFORMED;
+        }
+        r = ipc_registry_add(s->ipc, &c->ipc, c->namespace_id, *fd, &req->ipc_export, c->pid, &e);
+        switch (r) {
+        case 0:
+                break;
+        case IPC_REGISTRY_E_OWNER_LIMIT:
+                *why = "too many IPC exports on this connection";
+                return SAGE_ERR_LIMIT;
+        case IPC_REGISTRY_E_TOTAL_LIMIT:
+                *why = "too many IPC exports in the broker";
+                return SAGE_ERR_LIMIT;
+        default:
+                *why = "cannot register the IPC export";
+                return SAGE_ERR_INTERNAL;
+        }
+        *fd = -1;
+        sage_debug("IPC export by pid %d uid %u: %llu bytes on device %u (%zu held)", (int)c->pid,
+                   (unsigned)c->uid, (unsigned long long)e->allocation.size, e->allocation.device,
+                   c->ipc.n_exports);
+        sage_proto_init(reply, SAGE_MSG_IPC_EXPORT_REPLY, req->header.request_id);
+        reply->ipc_export_reply = e->token;
+        return 0;
+}
+
+static int handle_ipc_import(Server *s, Client *c, const SageMessage *req, SageMessage *reply, int *fd,
+                             const char **why) {
+        const IpcExport *e = ipc_registry_find(s->ipc, &req->ipc_import, c->namespace_id);
+
+        if (!e) {
+                *why = "no such IPC handle";
+                return SAGE_ERR_NOT_FOUND;
+        }
+        /* The registration keeps its fd; the importer gets its own. */
+        *fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 3);
+        if (*fd < 0) {
+                *why = "the broker is out of file descriptors";
+                return SAGE_ERR_LIMIT;
+        }
+        sage_proto_init(reply, SAGE_MSG_IPC_IMPORT_REPLY, req->header.request_id);
+        reply->ipc_import_reply = e->allocation;
+        return 0;
+}
+
 /* Serve one decoded request. Returns what client_send returned. */
 static int dispatch(Server *s, Client *c, const SageMessage *req, int *fds, size_t n_fds) {
         SageMessage reply;
@@ -485,14 +560,28 @@ static int dispatch(Server *s, Client *c, const SageMessage *req, int *fds, size
                 case SAGE_MSG_EVICT:
                         code = handle_evict(s, c, req, &reply, &why);
                         break;
+                case SAGE_MSG_IPC_EXPORT:
+                        code = handle_ipc_export(s, c, req, &fds[0], &reply, &why);
+                        break;
+                case SAGE_MSG_IPC_IMPORT:
+                        code = handle_ipc_import(s, c, req, &reply, &reply_fd, &why);
+                        break;
+                case SAGE_MSG_IPC_REVOKE:
+                        if (ipc_registry_revoke(s->ipc, &c->ipc, &req->ipc_revoke)) {
+                                code = SAGE_ERR_NOT_FOUND;
+                                why = "no such IPC handle exported by this connection";
+                        } else
+                                sage_proto_init(&reply, SAGE_MSG_IPC_REVOKE_REPLY, req->header.request_id);
+                        break;
                 default:
                         code = SAGE_ERR_UNKNOWN_TYPE;
                         why = "unknown request";
                 }
         }
-        /* The broker imported what it needed; the client's fds go now. */
+        /* The broker imported (or registered) what it needed; the client's fds go now. */
         for (size_t i = 0; i < n_fds; i++)
-                close(fds[i]);
+                if (fds[i] >= 0)
+                        close(fds[i]);
         if (code) {
                 if (reply_fd >= 0)
                         close(reply_fd);

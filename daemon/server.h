@@ -10,6 +10,7 @@
 typedef struct ServerConfig {
         const char *socket_path;
         size_t max_clients;
+        size_t max_ipc_exports; /* broker-wide; 0: IPC_REGISTRY_MAX_TOTAL (at most half the fd limit) */
 } ServerConfig;
 
 typedef struct Server Server;
@@ -17,7 +18,8 @@ typedef struct Server Server;
 /*
  * Create the socket (its parent directory too, if missing), refusing to
  * start when another broker answers on it and replacing a stale one.
- * `gpu` may be NULL (no driver: PUBLISH/LOOKUP answer SAGE_ERR_NO_DRIVER).
+ * `gpu` may be NULL (no driver: PUBLISH/LOOKUP answer SAGE_ERR_NO_DRIVER;
+ * the IPC messages need no driver).
  * The server takes ownership of `store` and `gpu`.
  */
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu);

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -416,6 +418,170 @@ static uint64_t publish(uint64_t seed, size_t size, int want_rc) {
         return r.extent_id;
 }
 
+/* ------------------------------------------------------------ CUDA-IPC children */
+
+typedef struct IpcResult {
+        int rc;
+        SageIpcToken token;
+        uint64_t size;
+        uint32_t device;
+        uint64_t st_dev, st_ino; /* of the exporter's fd, or of the importer's */
+} IpcResult;
+
+static IpcResult ipc_child_result(Child *c) {
+        IpcResult r;
+        CHECK(read(c->result_fd, &r, sizeof(r)) == sizeof(r));
+        close(c->result_fd);
+        return r;
+}
+
+/*
+ * An exporter process: cuMemCreate (POSIX fd), fill with pattern(seed),
+ * IPC_EXPORT the fd `n_exports` times (reporting the first token), then hold
+ * its connection (and so its registrations) until hold_fd is closed.
+ */
+static Child spawn_ipc_exporter(uint64_t seed, size_t size, int n_exports) {
+        int res[2], hold_pipe[2];
+        Child c;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                             .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                                             .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
+                CUmemGenericAllocationHandle h;
+                CUdeviceptr va;
+                uint8_t *data = pattern(seed, size);
+                IpcResult r = { 0 };
+                struct stat st;
+                SageBroker *b;
+                int fd = -1;
+                char c1;
+
+                close(res[0]);
+                close(hold_pipe[1]);
+                driver_init();
+                CHECK(cu.cuMemCreate(&h, size, &prop, 0) == CUDA_SUCCESS);
+                map(h, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &va);
+                CHECK(cu.cuMemcpyHtoD(va, data, size) == CUDA_SUCCESS);
+                CHECK(cu.cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
+                      CUDA_SUCCESS);
+                CHECK(fstat(fd, &st) == 0);
+                r.st_dev = st.st_dev;
+                r.st_ino = st.st_ino;
+                b = broker();
+                for (int i = 0; i < n_exports && r.rc == 0; i++) {
+                        SageIpcToken t;
+                        r.rc = sage_broker_ipc_export(b, fd, size, 0, t.bytes);
+                        if (i == 0)
+                                r.token = t;
+                }
+                close(fd); /* the broker holds its own */
+                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                (void)!read(hold_pipe[0], &c1, 1);
+                sage_broker_free(b);
+                cu.cuMemUnmap(va, size);
+                cu.cuMemAddressFree(va, size);
+                cu.cuMemRelease(h);
+                free(data);
+                _exit(0);
+        }
+        close(res[1]);
+        close(hold_pipe[0]);
+        c.result_fd = res[0];
+        c.hold_fd = hold_pipe[1];
+        return c;
+}
+
+static void check_mapping(CUdeviceptr va, uint64_t seed, size_t size) {
+        uint8_t *want = pattern(seed, size), *got = calloc(1, size);
+        CHECK(got && cu.cuMemcpyDtoH(got, va, size) == CUDA_SUCCESS);
+        CHECK(memcmp(got, want, size) == 0);
+        free(want);
+        free(got);
+}
+
+/*
+ * An importer process: IPC_IMPORT `token` (as `uid` if not -1), disconnect,
+ * import the fd into the driver, map it and compare with pattern(seed). It
+ * then waits for hold_fd to close and compares again, exiting 0 only if the
+ * memory is still there (importers keep what they imported).
+ */
+static Child spawn_ipc_importer(const SageIpcToken *token, uint64_t seed, size_t size, uid_t uid) {
+        int res[2], hold_pipe[2];
+        Child c;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                CUmemGenericAllocationHandle h;
+                CUdeviceptr va = 0;
+                IpcResult r = { 0 };
+                SageBroker *b;
+                int fd = -1;
+                char c1;
+
+                close(res[0]);
+                close(hold_pipe[1]);
+                if (uid != (uid_t)-1)
+                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
+                b = broker();
+                r.rc = sage_broker_ipc_import(b, token->bytes, &fd, &r.size, &r.device);
+                sage_broker_free(b);
+                if (r.rc == 0) {
+                        struct stat st;
+                        CHECK(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
+                        CHECK(fstat(fd, &st) == 0);
+                        r.st_dev = st.st_dev;
+                        r.st_ino = st.st_ino;
+                        driver_init();
+                        CHECK(cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd,
+                                                                CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) ==
+                              CUDA_SUCCESS);
+                        close(fd);
+                        map(h, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &va);
+                        check_mapping(va, seed, size);
+                } else
+                        CHECK(fd == -1);
+                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                (void)!read(hold_pipe[0], &c1, 1);
+                if (r.rc == 0) {
+                        check_mapping(va, seed, size);
+                        cu.cuMemUnmap(va, size);
+                        cu.cuMemAddressFree(va, size);
+                        cu.cuMemRelease(h);
+                }
+                _exit(0);
+        }
+        close(res[1]);
+        close(hold_pipe[0]);
+        c.result_fd = res[0];
+        c.hold_fd = hold_pipe[1];
+        return c;
+}
+
+static IpcResult ipc_import(const SageIpcToken *token, uint64_t seed, size_t size, uid_t uid) {
+        Child c = spawn_ipc_importer(token, seed, size, uid);
+        IpcResult r = ipc_child_result(&c);
+        child_finish(&c);
+        return r;
+}
+
+static SageIpcToken random_token(void) {
+        SageIpcToken t;
+        CHECK(getrandom(t.bytes, sizeof(t.bytes), 0) == sizeof(t.bytes));
+        return t;
+}
+
+static bool same_file(int fd, int other) {
+        struct stat a, b;
+        CHECK(fstat(fd, &a) == 0 && fstat(other, &b) == 0);
+        return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 /* ------------------------------------------------------------ scenarios */
 
 static int scenario_cli(void) {
@@ -660,6 +826,16 @@ static int scenario_malformed(void) {
         m.publish.size = 2 * MiB;
         n = sage_proto_encode(&m, msg, sizeof(msg));
         CHECK(raw_exchange(fd, msg, (size_t)n, NULL, 0) == SAGE_ERR_BAD_FD);
+        /* IPC_EXPORT without its fd; IPC_IMPORT with one. */
+        sage_proto_init(&m, SAGE_MSG_IPC_EXPORT, 4);
+        m.ipc_export.size = 4096;
+        n = sage_proto_encode(&m, msg, sizeof(msg));
+        CHECK(raw_exchange(fd, msg, (size_t)n, NULL, 0) == SAGE_ERR_BAD_FD);
+        CHECK(raw_exchange(fd, msg, (size_t)n, fds, 2) == SAGE_ERR_BAD_FD);
+        sage_proto_init(&m, SAGE_MSG_IPC_IMPORT, 5);
+        n = sage_proto_encode(&m, msg, sizeof(msg));
+        CHECK(raw_exchange(fd, msg, (size_t)n, fds, 1) == SAGE_ERR_BAD_FD);
+        CHECK(raw_exchange(fd, msg, (size_t)n, NULL, 0) == SAGE_ERR_NOT_FOUND);
         /* Oversize. */
         memset(msg, 0, sizeof(msg));
         CHECK(raw_exchange(fd, msg, sizeof(msg), NULL, 0) == SAGE_ERR_TOO_LARGE);
@@ -670,7 +846,7 @@ static int scenario_malformed(void) {
         for (int i = 0; i < 3000; i++) {
                 size_t len;
                 seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-                sage_proto_init(&m, 1 + (unsigned)(seed >> 33) % 8, (uint32_t)i);
+                sage_proto_init(&m, 1 + (unsigned)(seed >> 33) % SAGE_MSG_IPC_REVOKE, (uint32_t)i);
                 len = (size_t)sage_proto_encode(&m, msg, sizeof(msg));
                 if ((seed >> 20) % 4 == 0) {
                         len = 1 + (size_t)(seed >> 40) % 200;
@@ -785,6 +961,195 @@ static int scenario_evict(void) {
         return 0;
 }
 
+/* CUDA-IPC emulation: export in one process, import in another. */
+static int scenario_ipc(void) {
+        const size_t size = 2 * MiB;
+        SageIpcToken t, wrong;
+        int base_fds, fd = -1, devnull, imported;
+        uint64_t got_size;
+        uint32_t got_device;
+
+        start_saged(NULL, NULL);
+        base_fds = stable_fd_count();
+
+        /* A exports; B (same uid) imports the same object and reads A's bytes. */
+        Child x = spawn_ipc_exporter(21, size, 1);
+        IpcResult xr = ipc_child_result(&x);
+        CHECK(xr.rc == 0);
+        IpcResult yr = ipc_import(&xr.token, 21, size, (uid_t)-1);
+        CHECK(yr.rc == 0 && yr.size == size && yr.device == 0);
+        CHECK(yr.st_dev == xr.st_dev && yr.st_ino == xr.st_ino);
+        /* Twice works too: every import gets its own fd. */
+        CHECK(ipc_import(&xr.token, 21, size, (uid_t)-1).rc == 0);
+
+        /* Wrong tokens: one bit off, and random ones. */
+        SageBroker *b = broker();
+        wrong = xr.token;
+        wrong.bytes[7] ^= 0x10;
+        CHECK(sage_broker_ipc_import(b, wrong.bytes, &fd, &got_size, &got_device) == SAGE_ERR_NOT_FOUND);
+        CHECK(fd == -1);
+        for (int i = 0; i < 100; i++) {
+                wrong = random_token();
+                CHECK(sage_broker_ipc_import(b, wrong.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND);
+                CHECK(sage_broker_ipc_revoke(b, wrong.bytes) == SAGE_ERR_NOT_FOUND);
+        }
+        /* Not the exporting connection: cannot revoke, and the export stays. */
+        CHECK(sage_broker_ipc_revoke(b, xr.token.bytes) == SAGE_ERR_NOT_FOUND);
+        CHECK(sage_broker_ipc_import(b, xr.token.bytes, &fd, &got_size, &got_device) == 0);
+        CHECK(fd >= 0 && got_size == size && got_device == 0);
+        close(fd);
+
+        /* Revoke by the owner (this process, no driver needed: the broker only keeps the fd). */
+        devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        CHECK(devnull >= 0);
+        SageBroker *b2 = broker();
+        CHECK(sage_broker_ipc_export(b, devnull, 4096, 3, t.bytes) == 0);
+        CHECK(sage_broker_ipc_import(b2, t.bytes, &imported, &got_size, &got_device) == 0);
+        CHECK(got_size == 4096 && got_device == 3 && same_file(imported, devnull));
+        CHECK(sage_broker_ipc_revoke(b2, t.bytes) == SAGE_ERR_NOT_FOUND);
+        CHECK(sage_broker_ipc_revoke(b, t.bytes) == 0);
+        CHECK(sage_broker_ipc_revoke(b, t.bytes) == SAGE_ERR_NOT_FOUND);
+        CHECK(sage_broker_ipc_import(b2, t.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND);
+        /* What was imported stays the importer's. */
+        CHECK(fcntl(imported, F_GETFD) >= 0 && same_file(imported, devnull));
+        close(imported);
+        CHECK(sage_broker_ipc_export(b, devnull, 0, 0, t.bytes) == SAGE_ERR_MALFORMED);
+
+        /* The per-connection limit (4096), then everything goes with the
+         * connection. saged allows at most half its fd limit in all. */
+        struct rlimit rl;
+        CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+        if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max / 2 > 4096 + 16) {
+                int before = count_fds(saged_pid);
+                for (int i = 0; i < 4096; i++)
+                        CHECK(sage_broker_ipc_export(b, devnull, 4096, 0, t.bytes) == 0);
+                CHECK(count_fds(saged_pid) >= before + 4096);
+                CHECK(sage_broker_ipc_export(b, devnull, 4096, 0, wrong.bytes) == SAGE_ERR_LIMIT);
+                CHECK(strstr(sage_broker_last_error(b), "connection"));
+                CHECK(sage_broker_ipc_import(b2, t.bytes, &fd, NULL, NULL) == 0 && same_file(fd, devnull));
+                close(fd);
+                /* Others may still export. */
+                CHECK(sage_broker_ipc_export(b2, devnull, 4096, 0, wrong.bytes) == 0);
+        } else {
+                printf("fd limit %llu: per-connection IPC limit not checked\n", (unsigned long long)rl.rlim_max);
+                CHECK(sage_broker_ipc_export(b, devnull, 4096, 0, t.bytes) == 0);
+                CHECK(sage_broker_ipc_export(b2, devnull, 4096, 0, wrong.bytes) == 0);
+        }
+        sage_broker_free(b);
+        CHECK(sage_broker_ipc_import(b2, wrong.bytes, &fd, NULL, NULL) == 0);
+        close(fd);
+        sage_broker_free(b2);
+        close(devnull);
+
+        /* The exporter disconnects politely: its registration goes, and every fd with it. */
+        child_finish(&x);
+        check_fds(base_fds);
+        CHECK(ipc_import(&xr.token, 21, size, (uid_t)-1).rc == SAGE_ERR_NOT_FOUND);
+        b = broker();
+        CHECK(sage_broker_ipc_import(b, t.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND);
+        sage_broker_free(b);
+        stop_saged();
+        return 0;
+}
+
+/* A token is no good in another namespace, either way round. */
+static int scenario_ipc_namespace(void) {
+        const size_t size = 2 * MiB;
+        int res[2], status;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to run a client as another uid\n");
+                return 77;
+        }
+        start_saged(NULL, NULL);
+        Child x = spawn_ipc_exporter(22, size, 1);
+        IpcResult xr = ipc_child_result(&x);
+        CHECK(xr.rc == 0);
+        /* uid 65534 knows the token, yet cannot import or revoke it. */
+        CHECK(ipc_import(&xr.token, 22, size, 65534).rc == SAGE_ERR_NOT_FOUND);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                int fd = -1;
+                CHECK(setgid(65534) == 0 && setuid(65534) == 0);
+                SageBroker *b = broker();
+                CHECK(sage_broker_ipc_revoke(b, xr.token.bytes) == SAGE_ERR_NOT_FOUND);
+                CHECK(sage_broker_ipc_import(b, xr.token.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND);
+                CHECK(fd == -1);
+                sage_broker_free(b);
+                _exit(0);
+        }
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        /* Still there for its own namespace. */
+        IpcResult yr = ipc_import(&xr.token, 22, size, (uid_t)-1);
+        CHECK(yr.rc == 0 && yr.st_ino == xr.st_ino && yr.st_dev == xr.st_dev);
+
+        /* The other way: uid 65534 exports, root (another namespace) cannot import. */
+        CHECK(pipe2(res, O_CLOEXEC) == 0);
+        int hold[2];
+        CHECK(pipe2(hold, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                SageIpcToken t;
+                char c1;
+                int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                close(res[0]);
+                close(hold[1]);
+                CHECK(setgid(65534) == 0 && setuid(65534) == 0);
+                SageBroker *b = broker();
+                CHECK(sage_broker_ipc_export(b, fd, 4096, 0, t.bytes) == 0);
+                CHECK(write(res[1], &t, sizeof(t)) == sizeof(t));
+                (void)!read(hold[0], &c1, 1);
+                sage_broker_free(b);
+                _exit(0);
+        }
+        close(res[1]);
+        close(hold[0]);
+        SageIpcToken t;
+        CHECK(read(res[0], &t, sizeof(t)) == sizeof(t));
+        close(res[0]);
+        SageBroker *b = broker();
+        int fd = -1;
+        CHECK(sage_broker_ipc_import(b, t.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND && fd == -1);
+        CHECK(sage_broker_ipc_revoke(b, t.bytes) == SAGE_ERR_NOT_FOUND);
+        sage_broker_free(b);
+        close(hold[1]);
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        child_finish(&x);
+        stop_saged();
+        return 0;
+}
+
+/* A SIGKILLed exporter's registrations go with it; importers keep their memory. */
+static int scenario_ipc_kill(void) {
+        const size_t size = 2 * MiB;
+        int base_fds;
+
+        start_saged(NULL, NULL);
+        base_fds = stable_fd_count();
+        for (int round = 0; round < 5; round++) {
+                Child x = spawn_ipc_exporter(30 + (uint64_t)round, size, 50);
+                IpcResult xr = ipc_child_result(&x);
+                CHECK(xr.rc == 0);
+                Child y = spawn_ipc_importer(&xr.token, 30 + (uint64_t)round, size, (uid_t)-1);
+                IpcResult yr = ipc_child_result(&y);
+                CHECK(yr.rc == 0 && yr.st_ino == xr.st_ino);
+                CHECK(count_fds(saged_pid) >= base_fds + 50);
+
+                kill(x.pid, SIGKILL);
+                waitpid(x.pid, NULL, 0);
+                close(x.hold_fd);
+                check_fds(base_fds); /* all 50 fds closed */
+                CHECK(ipc_import(&xr.token, 30 + (uint64_t)round, size, (uid_t)-1).rc == SAGE_ERR_NOT_FOUND);
+                /* The importer still reads the exporter's bytes, then exits 0. */
+                child_finish(&y);
+        }
+        check_fds(base_fds);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -793,6 +1158,8 @@ int main(int argc, char **argv) {
                 { "cli", scenario_cli },         { "share", scenario_share },   { "namespace", scenario_namespace },
                 { "kill", scenario_kill },       { "malformed", scenario_malformed },
                 { "sigterm", scenario_sigterm }, { "budget", scenario_budget }, { "evict", scenario_evict },
+                { "ipc", scenario_ipc },         { "ipc_namespace", scenario_ipc_namespace },
+                { "ipc_kill", scenario_ipc_kill },
         };
 
         if (argc != 4) {

@@ -125,6 +125,48 @@ static void test_roundtrips(void) {
         m.evict_reply = (SageEvictReply){ 3, 6 << 20 };
         roundtrip(&m, &d);
 
+        SageIpcToken t;
+        for (size_t i = 0; i < sizeof(t.bytes); i++)
+                t.bytes[i] = (uint8_t)(0xf0 ^ i);
+        sage_proto_init(&m, SAGE_MSG_IPC_EXPORT, 17);
+        m.ipc_export = (SageIpcAllocation){ .size = 3ull << 32, .device = 5 };
+        roundtrip(&m, &d);
+        CHECK(d.ipc_export.size == 3ull << 32 && d.ipc_export.device == 5 && sage_proto_expected_fds(&d) == 1);
+        CHECK(d.header.payload_length == 12);
+        /* The field table of proto.h: size at payload offset 0, device at 8. */
+        CHECK(buf[SAGE_PROTO_HEADER_SIZE + 4] == 3 && buf[SAGE_PROTO_HEADER_SIZE + 8] == 5);
+
+        sage_proto_init(&m, SAGE_MSG_IPC_EXPORT_REPLY, 17);
+        m.ipc_export_reply = t;
+        roundtrip(&m, &d);
+        CHECK(memcmp(d.ipc_export_reply.bytes, t.bytes, sizeof(t.bytes)) == 0 && sage_proto_expected_fds(&d) == 0);
+        CHECK(d.header.payload_length == 16 && memcmp(buf + SAGE_PROTO_HEADER_SIZE, t.bytes, 16) == 0);
+
+        sage_proto_init(&m, SAGE_MSG_IPC_IMPORT, 18);
+        m.ipc_import = t;
+        roundtrip(&m, &d);
+        CHECK(memcmp(d.ipc_import.bytes, t.bytes, sizeof(t.bytes)) == 0 && sage_proto_expected_fds(&d) == 0);
+
+        sage_proto_init(&m, SAGE_MSG_IPC_IMPORT_REPLY, 18);
+        m.ipc_import_reply = (SageIpcAllocation){ .size = 2 << 20, .device = 1 };
+        roundtrip(&m, &d);
+        CHECK(d.ipc_import_reply.size == 2 << 20 && d.ipc_import_reply.device == 1 &&
+              sage_proto_expected_fds(&d) == 1);
+
+        sage_proto_init(&m, SAGE_MSG_IPC_REVOKE, 19);
+        m.ipc_revoke = t;
+        roundtrip(&m, &d);
+        CHECK(memcmp(d.ipc_revoke.bytes, t.bytes, sizeof(t.bytes)) == 0);
+
+        sage_proto_init(&m, SAGE_MSG_IPC_REVOKE_REPLY, 19);
+        roundtrip(&m, &d);
+        CHECK(d.header.payload_length == 0);
+
+        for (unsigned type = SAGE_MSG_IPC_EXPORT; type <= SAGE_MSG_IPC_REVOKE; type++) {
+                CHECK(strcmp(sage_proto_type_name(type), "?") != 0);
+                CHECK(strcmp(sage_proto_type_name(SAGE_MSG_REPLY_BIT | type), "?") != 0);
+        }
+
         sage_proto_error(&m, 16, SAGE_ERR_BUDGET, "budget %s", "exhausted");
         roundtrip(&m, &d);
         CHECK(d.error.code == SAGE_ERR_BUDGET && strcmp(d.error.message, "budget exhausted") == 0);
@@ -193,6 +235,42 @@ static void test_rejects(void) {
         buf[n - 1] = '\n';
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
 
+        /* IPC messages: a token one byte short or long, a flag they do not have. */
+        static const unsigned token_types[] = { SAGE_MSG_IPC_EXPORT_REPLY, SAGE_MSG_IPC_IMPORT, SAGE_MSG_IPC_REVOKE };
+        for (size_t i = 0; i < sizeof(token_types) / sizeof(token_types[0]); i++) {
+                sage_proto_init(&m, token_types[i], 1);
+                n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+                CHECK(n == SAGE_PROTO_HEADER_SIZE + 16);
+                buf[16] = 15;
+                CHECK(sage_proto_decode(buf, n - 1, &d, NULL) == SAGE_ERR_MALFORMED);
+                buf[16] = 17;
+                buf[n] = 0;
+                CHECK(sage_proto_decode(buf, n + 1, &d, NULL) == SAGE_ERR_MALFORMED);
+                buf[16] = 16;
+                CHECK(sage_proto_decode(buf, n, &d, NULL) == 0);
+                buf[8] = 1;
+                CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+                m.header.flags = 1;
+                CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+        }
+        static const unsigned allocation_types[] = { SAGE_MSG_IPC_EXPORT, SAGE_MSG_IPC_IMPORT_REPLY };
+        for (size_t i = 0; i < 2; i++) {
+                sage_proto_init(&m, allocation_types[i], 1);
+                n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+                CHECK(n == SAGE_PROTO_HEADER_SIZE + 12);
+                buf[16] = 8; /* size only, no device */
+                CHECK(sage_proto_decode(buf, n - 4, &d, NULL) == SAGE_ERR_MALFORMED);
+                buf[16] = 16; /* a token where size + device belong */
+                memset(buf + n, 0, 4);
+                CHECK(sage_proto_decode(buf, n + 4, &d, NULL) == SAGE_ERR_MALFORMED);
+        }
+        /* A REVOKE reply has no payload. */
+        sage_proto_init(&m, SAGE_MSG_IPC_REVOKE_REPLY, 1);
+        n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+        buf[16] = 1;
+        buf[n] = 0;
+        CHECK(sage_proto_decode(buf, n + 1, &d, NULL) == SAGE_ERR_MALFORMED);
+
         /* A boolean that is neither 0 nor 1. */
         sage_proto_init(&m, SAGE_MSG_LOOKUP_REPLY, 1);
         n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
@@ -208,6 +286,8 @@ static void test_fuzz(void) {
                 SAGE_MSG_STATS, SAGE_MSG_LIST, SAGE_MSG_EVICT, SAGE_MSG_HELLO_REPLY, SAGE_MSG_PONG,
                 SAGE_MSG_LOOKUP_REPLY, SAGE_MSG_PUBLISH_REPLY, SAGE_MSG_RELEASE_REPLY, SAGE_MSG_STATS_REPLY,
                 SAGE_MSG_LIST_REPLY, SAGE_MSG_EVICT_REPLY, SAGE_MSG_ERROR,
+                SAGE_MSG_IPC_EXPORT, SAGE_MSG_IPC_IMPORT, SAGE_MSG_IPC_REVOKE, SAGE_MSG_IPC_EXPORT_REPLY,
+                SAGE_MSG_IPC_IMPORT_REPLY, SAGE_MSG_IPC_REVOKE_REPLY,
         };
         unsigned accepted = 0, rejected = 0;
         SageMessage m, d;
@@ -227,6 +307,9 @@ static void test_fuzz(void) {
                                 m.list_reply = (SageListReply){ (uint32_t)(rng() % 8), 0, list_in };
                         if (m.header.type == SAGE_MSG_ERROR)
                                 snprintf(m.error.message, sizeof(m.error.message), "err %u", (unsigned)rng());
+                        if (m.header.type == SAGE_MSG_IPC_IMPORT || m.header.type == SAGE_MSG_IPC_REVOKE)
+                                for (size_t i = 0; i < SAGE_IPC_TOKEN_SIZE; i++)
+                                        m.ipc_import.bytes[i] = (uint8_t)rng();
                         ssize_t n = sage_proto_encode(&m, buf, sizeof(buf));
                         CHECK(n > 0);
                         len = (size_t)n;
@@ -297,6 +380,15 @@ static void test_fd_passing(void) {
         CHECK(sage_proto_send(sv[0], buf, 100, fds, 1) == 0);
         n = sage_proto_recv(sv[1], buf, 50, got, SAGE_PROTO_MAX_FDS, &n_got);
         CHECK(n == -EMSGSIZE && n_got == 0);
+
+        /* IPC_EXPORT carries its fd like PUBLISH. */
+        sage_proto_init(&m, SAGE_MSG_IPC_EXPORT, 7);
+        m.ipc_export.size = 4096;
+        CHECK(sage_proto_send_message(sv[0], &m, fds, 1) == 0);
+        n = sage_proto_recv(sv[1], buf, sizeof(buf), got, SAGE_PROTO_MAX_FDS, &n_got);
+        CHECK(n > 0 && n_got == 1);
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && n_got == sage_proto_expected_fds(&d));
+        close(got[0]);
 
         /* No fd leaked: the next fd number is the lowest free one. */
         int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
