@@ -41,7 +41,9 @@ static inline void *sage_real(SageSym sym) {
         X(device_get, "cuDeviceGet", CUresult (*)(CUdevice *, int))                                       \
         X(device_get_count, "cuDeviceGetCount", CUresult (*)(int *))                                      \
         X(mem_granularity, "cuMemGetAllocationGranularity",                                               \
-          CUresult (*)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))
+          CUresult (*)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))           \
+        X(pointer_get_attribute, "cuPointerGetAttribute", CUresult (*)(void *, CUpointer_attribute, CUdeviceptr)) \
+        X(stream_is_capturing, "cuStreamIsCapturing", CUresult (*)(CUstream, CUstreamCaptureStatus *))
 
 typedef struct SageDriverExtras {
 #define SAGE_DRIVER_EXTRA_FIELD(field, symbol, type) __typeof__(type) field;

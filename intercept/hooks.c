@@ -19,6 +19,7 @@
 #include "impl.h"
 #include "intercept.h"
 #include "redirect.h"
+#include "share.h"
 #include "trace.h"
 #include "util.h"
 
@@ -80,8 +81,9 @@ const SageTrackInfo sage_track_table[SAGE_SYM_COUNT] = {
 #define SAGE_OUT(p) ((sage_r == CUDA_SUCCESS && (p)) ? (uint64_t)(uintptr_t) * (p) : 0)
 
 /*
- * The slow path is taken only while tracing, or while a redirected context is
- * alive (redirect.c): one load of sage_hook_slow decides.
+ * The slow path is taken only while tracing, while a redirected context is
+ * alive (redirect.c), or while sharing is on (share.c: launches bump its
+ * write epoch): one load of sage_hook_slow decides.
  */
 #define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2)                                      \
         SAGE_EXPORT CUresult name params {                                                        \
@@ -104,6 +106,8 @@ const SageTrackInfo sage_track_table[SAGE_SYM_COUNT] = {
                         if (sage_track_table[SAGE_SYM_##name].op && sage_r == CUDA_SUCCESS)       \
                                 sage_redirect_track(SAGE_SYM_##name,                              \
                                                     sage_v[sage_track_table[SAGE_SYM_##name].arg]); \
+                        if (atomic_load_explicit(&sage_hook_slow, memory_order_relaxed) & SAGE_SLOW_SHARE) \
+                                sage_share_after_call(SAGE_SYM_##name);                           \
                 }                                                                                 \
                 return sage_r;                                                                    \
         }

@@ -30,12 +30,13 @@ void sage_stats_print(FILE *f, bool json);
 extern _Thread_local unsigned sage_hook_depth __attribute__((tls_model("initial-exec")));
 
 /*
- * Why a hook must leave its fast path: bits set while tracing is on and
- * while a redirected context is alive. One relaxed load per hook call.
+ * Why a hook must leave its fast path: bits set while tracing is on, while
+ * a redirected context is alive and while sharing is on. One relaxed load per hook call.
  */
 enum {
         SAGE_SLOW_TRACE = 1u << 0,
         SAGE_SLOW_REDIRECT = 1u << 1,
+        SAGE_SLOW_SHARE = 1u << 2,
 };
 extern atomic_uint sage_hook_slow;
 

@@ -1,23 +1,39 @@
 /*
- * Sharing-based memory, client side — experimental (SAGE_SHARE=1, off by
- * default until proven on a GPU). Large allocations (SAGE_SHARE_MIN) are
- * backed by SAGE's own VMM allocation (cuMemCreate, POSIX-fd exportable)
- * mapped read-write at an address SAGE reserves, so that their physical
- * backing can be swapped later. When the app uploads a whole such
- * allocation from host memory, the bytes are hashed (XXH3-128 over 64 MiB
- * chunks in parallel, then over the chunk hashes) and the broker is asked
- * for an extent with that content: on a hit the private backing is
- * replaced by the broker's extent, mapped read-only, and nothing is copied;
- * on a miss the copy happens as usual and the allocation becomes a
- * candidate. When a candidate is freed (or the process exits), its device
- * content is read back and hashed again: unchanged over the life of the
- * process that uploaded it, it is published to the broker, sealed.
+ * Sharing-based memory, client side (SAGE_SHARE=1, off by default).
  *
- * Every failure falls back to the plain driver path (no broker: no VMM
- * backing at all). Known gaps, kept for the next steps of the issue: CUDA
- * IPC on VMM-backed allocations fails (the driver refuses it), a later
- * process that writes into a mapped read-only extent faults, and uploads
- * into parts of an allocation (framework memory pools) are not shared.
+ * Allocations of at least SAGE_SHARE_MIN are backed by SAGE's own VMM
+ * allocator: a reserved address range covered by a sorted list of pieces,
+ * each one physical allocation (cuMemCreate, POSIX-fd exportable) mapped at
+ * its offset. Pieces can be swapped one by one, at the granularity of the
+ * device (2 MiB), because the driver unmaps whole mappings only.
+ *
+ * An upload (host to device, sync or async, every variant, cuMemcpy with a
+ * host source too) into such an allocation is keyed on the part of it that
+ * covers whole granules: by file identity when the source lies in a file
+ * mapping (share_key.c), else by content hash. The broker is asked for an
+ * extent with that key:
+ * - hit: that part of the allocation becomes a piece mapping the broker's
+ *   extent read-only, and only the bytes outside it (less than a granule at
+ *   each end) are copied;
+ * - miss: that part becomes a piece of its own ("candidate"), filled by the
+ *   copy as usual. When the allocation is freed or the process exits, each
+ *   candidate is read back and hashed: unchanged over the life of the
+ *   process, it is published to the broker, sealed. Read-only is learned.
+ *
+ * Splitting a piece keeps the content of what remains of it, unless the
+ * allocation is "fresh": nothing but tracked uploads may have written it
+ * since it was allocated (no launch, memset, device copy in between), in
+ * which case only the bytes those uploads wrote are kept.
+ *
+ * A write through the API (memset, device-to-device or peer copy, another
+ * upload) into a shared piece first turns it private again (its content
+ * copied), so it never reaches the extent other processes read. Kernel
+ * writes cannot be seen: the read-only mapping makes them fault in the
+ * writer. CUDA IPC on these allocations is emulated through the broker
+ * (share_ipc.c).
+ *
+ * Every failure falls back to the plain driver path: no broker means no VMM
+ * backing at all; a failed step leaves private memory with the app's bytes.
  */
 #include <cuda.h>
 
@@ -30,42 +46,36 @@
 
 #include "broker_client.h"
 #include "driver.h"
-#include "hash.h"
+#include "hooks.h"
 #include "impl.h"
 #include "intercept.h"
 #include "log.h"
 #include "options.h"
+#include "share_key.h"
 #include "util.h"
 #include "warmup.h"
 
-#define CHUNK (64u << 20)
-#define MAX_HASH_THREADS 16
+/* Uploads at least this large try the file-identity key first (reading /proc/self/maps costs ~1 ms). */
+#define FILE_KEY_MIN (16u << 20)
+/* Past this many tracked upload ranges an allocation is treated as written by anything. */
+#define MAX_WRITTEN 4096
 
-typedef enum { BACKING_PRIVATE, BACKING_CANDIDATE, BACKING_SHARED } Backing;
-
-typedef struct Allocation {
-        CUdeviceptr va;
-        size_t size, padded;
-        CUdevice dev;
-        CUcontext ctx;
-        CUmemGenericAllocationHandle handle; /* what is mapped at va */
-        Backing backing;
-        SageHash hash;                       /* of the uploaded bytes (candidate, shared) */
-        uint64_t extent_id;                  /* shared: the broker reference we hold */
-        struct Allocation *next;
-} Allocation;
-
-static pthread_mutex_t share_lock = PTHREAD_MUTEX_INITIALIZER;
-static Allocation *allocations;
-static SageBroker *broker;
+pthread_mutex_t sage_share_lock = PTHREAD_MUTEX_INITIALIZER;
+SageShareAlloc *sage_share_allocs;
+SageBroker *sage_share_broker;
+atomic_bool sage_share_active;
+static atomic_ullong write_epoch = 1;
 static int share_state; /* 0 untried, 1 on, -1 off for this process */
 
-/* The driver entry points this module calls without hooking them (driver.h). */
 static const SageDriverExtras *const drv = &sage_driver_extras;
 
 static void share_at_exit(void);
 
-/* Under share_lock. */
+static void count_bytes(SageStat stat, size_t n) {
+        atomic_fetch_add_explicit(&sage_stats[stat], n, memory_order_relaxed);
+}
+
+/* Under sage_share_lock. */
 static bool share_enabled(void) {
         if (share_state)
                 return share_state > 0;
@@ -75,32 +85,30 @@ static bool share_enabled(void) {
         if (!drv->mem_granularity || !drv->ctx_get_device || !drv->ctx_get_current || !drv->ctx_push || !drv->ctx_pop ||
             !drv->ctx_synchronize)
                 return false;
-        if (sage_broker_connect(&broker, NULL, 500) < 0) {
+        if (sage_broker_connect(&sage_share_broker, NULL, 500) < 0) {
                 sage_info("share: no broker (%s); sharing off", sage_options()->socket);
-                broker = NULL;
+                sage_share_broker = NULL;
                 return false;
         }
         atexit(share_at_exit);
         share_state = 1;
+        atomic_store(&sage_share_active, true);
+        /* Launches must bump the write epoch: the hooks' slow path does it. */
+        atomic_fetch_or(&sage_hook_slow, SAGE_SLOW_SHARE);
         return true;
 }
 
-/* A broker call failed at the transport level: stop sharing, keep running. */
-static void broker_lost(int r) {
-        if (r < 0 && broker) {
+void sage_share_broker_lost(int r) {
+        if (r < 0 && sage_share_broker) {
                 sage_warn("share: broker connection lost (%s); sharing off", strerror(-r));
-                broker = sage_broker_free(broker);
+                sage_share_broker = sage_broker_free(sage_share_broker);
         }
 }
 
-static Allocation *find(CUdeviceptr va, Allocation ***link) {
-        Allocation **l = &allocations;
-        for (; *l; l = &(*l)->next)
-                if ((*l)->va == va) {
-                        if (link)
-                                *link = l;
-                        return *l;
-                }
+SageShareAlloc *sage_share_find(CUdeviceptr p, size_t n) {
+        for (SageShareAlloc *a = sage_share_allocs; a; a = a->next)
+                if (p >= a->va && p - a->va < a->size && n <= a->size - (p - a->va))
+                        return a;
         return NULL;
 }
 
@@ -115,43 +123,274 @@ static CUmemAllocationProp device_prop(CUdevice dev) {
         return prop;
 }
 
-static CUresult map_handle(Allocation *a, CUmemGenericAllocationHandle h, CUmemAccess_flags access) {
-        CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, a->dev }, .flags = access };
-        CUresult r = SAGE_REAL(cuMemMap)(a->va, a->padded, 0, h, 0);
+static CUresult map_at(CUdeviceptr va, size_t len, CUdevice dev, CUmemGenericAllocationHandle h,
+                       CUmemAccess_flags access) {
+        CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, dev }, .flags = access };
+        CUresult r = SAGE_REAL(cuMemMap)(va, len, 0, h, 0);
 
-        if (r == CUDA_SUCCESS && (r = SAGE_REAL(cuMemSetAccess)(a->va, a->padded, &desc, 1)) != CUDA_SUCCESS)
-                SAGE_REAL(cuMemUnmap)(a->va, a->padded);
+        if (r == CUDA_SUCCESS && (r = SAGE_REAL(cuMemSetAccess)(va, len, &desc, 1)) != CUDA_SUCCESS)
+                SAGE_REAL(cuMemUnmap)(va, len);
         return r;
+}
+
+static CUresult create(SageShareAlloc *a, size_t len, CUmemGenericAllocationHandle *h) {
+        CUmemAllocationProp prop = device_prop(a->dev);
+        return SAGE_REAL(cuMemCreate)(h, len, &prop, 0);
+}
+
+/* A new physical allocation holding a copy of a->va[off, off+len). */
+static CUresult copy_into_new(SageShareAlloc *a, size_t off, size_t len, CUmemGenericAllocationHandle *out) {
+        CUmemGenericAllocationHandle h;
+        CUdeviceptr tmp = 0;
+        CUresult r;
+
+        if ((r = create(a, len, &h)) != CUDA_SUCCESS)
+                return r;
+        if ((r = SAGE_REAL(cuMemAddressReserve)(&tmp, len, 0, 0, 0)) != CUDA_SUCCESS)
+                goto release;
+        if ((r = map_at(tmp, len, a->dev, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS)
+                goto free_va;
+        r = SAGE_REAL(cuMemcpyDtoD_v2)(tmp, a->va + off, len);
+        SAGE_REAL(cuMemUnmap)(tmp, len);
+free_va:
+        SAGE_REAL(cuMemAddressFree)(tmp, len);
+        if (r == CUDA_SUCCESS) {
+                *out = h;
+                return r;
+        }
+release:
+        SAGE_REAL(cuMemRelease)(h);
+        return r;
+}
+
+static bool fresh(const SageShareAlloc *a) {
+        return a->epoch == atomic_load_explicit(&write_epoch, memory_order_relaxed);
+}
+
+static void note_written(SageShareAlloc *a, size_t off, size_t len) {
+        Range *w;
+
+        if (!fresh(a) || !len)
+                return;
+        if (a->nwritten && a->written[a->nwritten - 1].off + a->written[a->nwritten - 1].len == off) {
+                a->written[a->nwritten - 1].len += len;
+                return;
+        }
+        if (a->nwritten == MAX_WRITTEN || !(w = realloc(a->written, (a->nwritten + 1) * sizeof(*w)))) {
+                a->epoch = 0; /* stop tracking: every byte counts as written */
+                return;
+        }
+        a->written = w;
+        a->written[a->nwritten++] = (Range){ off, len };
+}
+
+/* Must the content of a->va[off, off+len), part of piece p, survive a split? */
+static bool must_keep(const SageShareAlloc *a, const Piece *p, size_t off, size_t len) {
+        if (p->extent_id || !fresh(a))
+                return true;
+        for (size_t i = 0; i < a->nwritten; i++)
+                if (a->written[i].off < off + len && off < a->written[i].off + a->written[i].len)
+                        return true;
+        return false;
+}
+
+static void drop_piece(SageShareAlloc *a, Piece *p) {
+        SAGE_REAL(cuMemUnmap)(a->va + p->off, p->len);
+        SAGE_REAL(cuMemRelease)(p->handle);
+        if (p->extent_id && sage_share_broker)
+                sage_share_broker_lost(sage_broker_release(sage_share_broker, p->extent_id));
+}
+
+static bool reserve_pieces(SageShareAlloc *a, size_t n) {
+        Piece *ps;
+
+        if (n <= a->cap)
+                return true;
+        if (!(ps = realloc(a->pieces, n * sizeof(*ps))))
+                return false;
+        a->pieces = ps;
+        a->cap = n;
+        return true;
+}
+
+static bool insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Piece *add, size_t nadd) {
+        size_t n = a->npieces - remove + nadd;
+        Piece *ps;
+
+        if (!reserve_pieces(a, n))
+                return false;
+        ps = a->pieces;
+        memmove(&ps[at + nadd], &ps[at + remove], (a->npieces - at - remove) * sizeof(*ps));
+        memcpy(&ps[at], add, nadd * sizeof(*ps));
+        a->npieces = n;
+        return true;
+}
+
+/*
+ * Make [lo, hi) (granule multiples) one piece backed by `with` (read-only if
+ * it is a shared extent). The pieces it overlaps go; what remains of them
+ * outside [lo, hi) gets new private backing, content kept where it matters.
+ * The caller has synchronized the context. On failure nothing changed.
+ */
+static CUresult replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Piece *with) {
+        size_t i0 = 0, i1;
+        Piece rem[2], add[3];
+        bool keep[2] = { false, false };
+        size_t nrem = 0, nadd = 0;
+        CUresult r = CUDA_SUCCESS;
+
+        while (i0 < a->npieces && a->pieces[i0].off + a->pieces[i0].len <= lo)
+                i0++;
+        for (i1 = i0; i1 < a->npieces && a->pieces[i1].off < hi;)
+                i1++;
+        if (i0 == i1 || !reserve_pieces(a, a->npieces + 2))
+                return CUDA_ERROR_INVALID_VALUE;
+        memset(rem, 0, sizeof(rem));
+        if (a->pieces[i0].off < lo) {
+                rem[nrem] = (Piece){ .off = a->pieces[i0].off, .len = lo - a->pieces[i0].off };
+                keep[nrem] = must_keep(a, &a->pieces[i0], rem[nrem].off, rem[nrem].len);
+                nrem++;
+        }
+        if (a->pieces[i1 - 1].off + a->pieces[i1 - 1].len > hi) {
+                const Piece *last = &a->pieces[i1 - 1];
+                rem[nrem] = (Piece){ .off = hi, .len = last->off + last->len - hi };
+                keep[nrem] = must_keep(a, last, rem[nrem].off, rem[nrem].len);
+                nrem++;
+        }
+        /* Copies first, while the old pieces are still mapped. */
+        for (size_t k = 0; k < nrem; k++)
+                if (keep[k] && (r = copy_into_new(a, rem[k].off, rem[k].len, &rem[k].handle)) != CUDA_SUCCESS) {
+                        for (size_t j = 0; j < k; j++)
+                                if (keep[j])
+                                        SAGE_REAL(cuMemRelease)(rem[j].handle);
+                        return r;
+                }
+        for (size_t i = i0; i < i1; i++)
+                drop_piece(a, &a->pieces[i]);
+        for (size_t k = 0; k < nrem; k++) {
+                if (!keep[k] && (r = create(a, rem[k].len, &rem[k].handle)) != CUDA_SUCCESS)
+                        break;
+                if ((r = map_at(a->va + rem[k].off, rem[k].len, a->dev, rem[k].handle,
+                                CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS)
+                        break;
+        }
+        if (r == CUDA_SUCCESS)
+                r = map_at(a->va + lo, hi - lo, a->dev, with->handle,
+                           with->extent_id ? CU_MEM_ACCESS_FLAGS_PROT_READ : CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        if (r != CUDA_SUCCESS) {
+                /* Out of memory after the old pieces went (only when nothing had to be kept there). */
+                sage_warn("share: cannot re-back %p+%zu (%d)", (void *)(uintptr_t)a->va, a->size, (int)r);
+                return r;
+        }
+        if (nrem && rem[0].off < lo)
+                add[nadd++] = rem[0];
+        add[nadd++] = *with;
+        if (nrem && rem[nrem - 1].off == hi)
+                add[nadd++] = rem[nrem - 1];
+        insert_pieces(a, i0, i1 - i0, add, nadd); /* capacity reserved above: cannot fail */
+        return CUDA_SUCCESS;
+}
+
+/* Give shared piece i private backing with the same content. Context synchronized. */
+static bool privatize(SageShareAlloc *a, size_t i) {
+        Piece *p = &a->pieces[i];
+        CUmemGenericAllocationHandle h;
+
+        if (copy_into_new(a, p->off, p->len, &h) != CUDA_SUCCESS)
+                return false;
+        drop_piece(a, p);
+        if (map_at(a->va + p->off, p->len, a->dev, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS) {
+                sage_warn("share: cannot re-back %p+%zu", (void *)(uintptr_t)(a->va + p->off), p->len);
+                SAGE_REAL(cuMemRelease)(h);
+                return false;
+        }
+        *p = (Piece){ .off = p->off, .len = p->len, .handle = h };
+        sage_stats_count(SAGE_STAT_SHARE_UNSHARED);
+        return true;
+}
+
+static void sync_ctx(SageShareAlloc *a, bool push) {
+        CUcontext popped;
+
+        if (push && drv->ctx_push(a->ctx) != CUDA_SUCCESS)
+                push = false;
+        drv->ctx_synchronize();
+        if (push)
+                drv->ctx_pop(&popped);
+}
+
+/*
+ * Bytes [off, off+len) of `a` are about to be written by something other
+ * than a shared upload: shared pieces there become private first, and
+ * candidates there stop being candidates. Under the lock.
+ */
+static void before_write_locked(SageShareAlloc *a, size_t off, size_t len) {
+        bool synced = false;
+
+        for (size_t i = 0; i < a->npieces; i++) {
+                Piece *p = &a->pieces[i];
+                if (p->off >= off + len || off >= p->off + p->len)
+                        continue;
+                p->candidate = false;
+                if (!p->extent_id)
+                        continue;
+                if (!synced) {
+                        sync_ctx(a, true);
+                        synced = true;
+                }
+                privatize(a, i);
+        }
+}
+
+void sage_share_note_write(void) {
+        atomic_fetch_add_explicit(&write_epoch, 1, memory_order_relaxed);
+}
+
+void sage_share_before_write(CUdeviceptr dst, size_t n) {
+        SageShareAlloc *a;
+
+        if (!atomic_load_explicit(&sage_share_active, memory_order_relaxed))
+                return;
+        sage_share_note_write();
+        pthread_mutex_lock(&sage_share_lock);
+        for (a = sage_share_allocs; a; a = a->next)
+                if (dst < a->va + a->size && a->va < dst + n) {
+                        size_t off = dst > a->va ? dst - a->va : 0;
+                        size_t end = dst + n - a->va < a->size ? dst + n - a->va : a->size;
+                        before_write_locked(a, off, end - off);
+                }
+        pthread_mutex_unlock(&sage_share_lock);
 }
 
 /* ---------------------------------------------------------------- allocation */
 
 static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
+        SageShareAlloc *a;
         CUmemAllocationProp prop;
-        size_t gran = 0;
-        Allocation *a;
+        Piece whole;
         CUresult r;
 
         if (!sage_options()->share || size < sage_options()->share_min || !dptr)
                 return false;
-        pthread_mutex_lock(&share_lock);
-        if (!share_enabled() || !broker) {
-                pthread_mutex_unlock(&share_lock);
+        pthread_mutex_lock(&sage_share_lock);
+        if (!share_enabled() || !sage_share_broker) {
+                pthread_mutex_unlock(&sage_share_lock);
                 return false;
         }
-        pthread_mutex_unlock(&share_lock);
+        pthread_mutex_unlock(&sage_share_lock);
         if (!(a = calloc(1, sizeof(*a))))
                 return false;
         if (drv->ctx_get_device(&a->dev) != CUDA_SUCCESS || drv->ctx_get_current(&a->ctx) != CUDA_SUCCESS)
                 goto fail;
         prop = device_prop(a->dev);
-        if (drv->mem_granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran)
+        if (drv->mem_granularity(&a->gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !a->gran)
                 goto fail;
         a->size = size;
-        a->padded = (size + gran - 1) / gran * gran;
+        a->padded = (size + a->gran - 1) / a->gran * a->gran;
         if (SAGE_REAL(cuMemAddressReserve)(&a->va, a->padded, 0, 0, 0) != CUDA_SUCCESS)
                 goto fail;
-        r = SAGE_REAL(cuMemCreate)(&a->handle, a->padded, &prop, 0);
+        whole = (Piece){ .off = 0, .len = a->padded };
+        r = create(a, a->padded, &whole.handle);
         if (r != CUDA_SUCCESS) {
                 SAGE_REAL(cuMemAddressFree)(a->va, a->padded);
                 /* Out of memory is the app's answer too: what cuMemAlloc would say. */
@@ -161,234 +400,241 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
                 }
                 goto fail;
         }
-        if (map_handle(a, a->handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS) {
-                SAGE_REAL(cuMemRelease)(a->handle);
+        if (map_at(a->va, a->padded, a->dev, whole.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS ||
+            !insert_pieces(a, 0, 0, &whole, 1)) {
+                SAGE_REAL(cuMemUnmap)(a->va, a->padded);
+                SAGE_REAL(cuMemRelease)(whole.handle);
                 SAGE_REAL(cuMemAddressFree)(a->va, a->padded);
                 goto fail;
         }
+        a->epoch = atomic_load_explicit(&write_epoch, memory_order_relaxed);
         /* The context must outlive cudart's own release at exit: publishing reads it back. */
         sage_warmup_note_held(a->dev);
-        pthread_mutex_lock(&share_lock);
-        a->next = allocations;
-        allocations = a;
-        pthread_mutex_unlock(&share_lock);
+        pthread_mutex_lock(&sage_share_lock);
+        a->next = sage_share_allocs;
+        sage_share_allocs = a;
+        pthread_mutex_unlock(&sage_share_lock);
         sage_stats_count(SAGE_STAT_SHARE_ALLOCS);
         *dptr = a->va;
         *result = CUDA_SUCCESS;
         return true;
 fail:
         sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+        free(a->pieces);
         free(a);
         return false;
 }
 
-/* ---------------------------------------------------------------- hashing */
-
-typedef struct HashJob {
-        const unsigned char *data;
-        size_t size;
-        SageHash *chunks;
-        size_t nchunks;
-        unsigned thread, threads;
-} HashJob;
-
-static void *hash_worker(void *arg) {
-        HashJob *j = arg;
-
-        for (size_t i = j->thread; i < j->nchunks; i += j->threads) {
-                size_t off = i * (size_t)CHUNK;
-                size_t n = j->size - off < CHUNK ? j->size - off : CHUNK;
-                j->chunks[i] = sage_hash(j->data + off, n);
-        }
-        return NULL;
-}
-
-/* The content key: XXH3-128 of each 64 MiB chunk, hashed together. */
-static int content_hash(const void *data, size_t size, SageHash *out) {
-        size_t nchunks = (size + CHUNK - 1) / CHUNK;
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        unsigned threads = (unsigned)(cpus < 1 ? 1 : cpus > MAX_HASH_THREADS ? MAX_HASH_THREADS : cpus);
-        SageHash *chunks = calloc(nchunks, sizeof(*chunks));
-        HashJob jobs[MAX_HASH_THREADS];
-        pthread_t tids[MAX_HASH_THREADS];
-        unsigned started = 0;
-
-        if (!chunks)
-                return -1;
-        if (threads > nchunks)
-                threads = (unsigned)nchunks;
-        for (unsigned t = 0; t < threads; t++) {
-                jobs[t] = (HashJob){ data, size, chunks, nchunks, t, threads };
-                if (t > 0 && pthread_create(&tids[t], NULL, hash_worker, &jobs[t]) == 0)
-                        started |= 1u << t;
-        }
-        hash_worker(&jobs[0]);
-        for (unsigned t = 1; t < threads; t++) {
-                if (started & (1u << t))
-                        pthread_join(tids[t], NULL);
-                else
-                        hash_worker(&jobs[t]);
-        }
-        *out = sage_hash(chunks, nchunks * sizeof(*chunks));
-        free(chunks);
-        return 0;
-}
-
 /* ---------------------------------------------------------------- uploads */
 
-/* Swap the private backing of `a` for the shared extent behind `fd`, read-only. */
-static bool map_shared(Allocation *a, int fd, uint64_t extent_id) {
-        CUmemGenericAllocationHandle shared;
-
-        if (SAGE_REAL(cuMemImportFromShareableHandle)(&shared, (void *)(uintptr_t)fd,
-                                                  CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != CUDA_SUCCESS)
-                return false;
-        drv->ctx_synchronize(); /* nothing in flight may touch the old backing */
-        SAGE_REAL(cuMemUnmap)(a->va, a->padded);
-        if (map_handle(a, shared, CU_MEM_ACCESS_FLAGS_PROT_READ) != CUDA_SUCCESS) {
-                SAGE_REAL(cuMemRelease)(shared);
-                if (map_handle(a, a->handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS)
-                        sage_warn("share: cannot restore the private backing of %p", (void *)(uintptr_t)a->va);
-                return false;
-        }
-        SAGE_REAL(cuMemRelease)(a->handle);
-        a->handle = shared;
-        a->backing = BACKING_SHARED;
-        a->extent_id = extent_id;
-        return true;
+/* Is the stream capturing? Then the copy is recorded, not run: leave it to the driver. */
+static bool capturing(CUstream stream) {
+        CUstreamCaptureStatus st = CU_STREAM_CAPTURE_STATUS_NONE;
+        return drv->stream_is_capturing && drv->stream_is_capturing(stream, &st) == CUDA_SUCCESS &&
+               st != CU_STREAM_CAPTURE_STATUS_NONE;
 }
 
-/* A whole-allocation upload from host memory: true when served by mapping. */
-static bool share_upload(CUdeviceptr dst, const void *src, size_t bytes) {
-        Allocation *a;
-        SageHash hash;
+/*
+ * An upload of n bytes from host `src` to `dst`. Returns true when bytes
+ * [plan->lo, plan->hi) of it were served by mapping a shared extent: the
+ * caller copies the rest. False: the caller copies everything.
+ */
+static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async, CUstream stream, UploadPlan *plan) {
+        SageShareAlloc *a;
+        size_t o, lo, hi;
+        SageHash key, content;
+        bool by_file = false, served = false;
         uint64_t extent_id = 0;
         int fd = -1, r;
-        bool served = false;
+        Piece piece;
 
-        if (!src || !atomic_load_explicit(&sage_stats[SAGE_STAT_SHARE_ALLOCS], memory_order_relaxed))
+        if (!atomic_load_explicit(&sage_share_active, memory_order_relaxed) || !src || !n)
                 return false;
-        pthread_mutex_lock(&share_lock);
-        a = find(dst, NULL);
-        if (!a || a->backing != BACKING_PRIVATE || bytes != a->size || !broker) {
-                pthread_mutex_unlock(&share_lock);
-                return false;
+        pthread_mutex_lock(&sage_share_lock);
+        if (!(a = sage_share_find(dst, n)))
+                goto out;
+        o = dst - a->va;
+        lo = (o + a->gran - 1) / a->gran * a->gran;
+        hi = (o + n) / a->gran * a->gran;
+        if (async && capturing(stream)) {
+                sage_share_note_write();
+                before_write_locked(a, o, n);
+                goto out;
         }
-        if (content_hash(src, bytes, &hash) < 0) {
-                pthread_mutex_unlock(&share_lock);
-                return false;
+        /* Shared pieces the upload overwrites in part become private; whole ones get replaced. */
+        for (size_t i = 0; i < a->npieces; i++) {
+                Piece *p = &a->pieces[i];
+                if (p->off < o + n && o < p->off + p->len && (p->off < lo || p->off + p->len > hi || lo >= hi)) {
+                        before_write_locked(a, o, n);
+                        break;
+                }
         }
-        r = sage_broker_lookup(broker, hash, a->padded, (uint32_t)a->dev, &extent_id, &fd);
+        if (a->no_share || hi <= lo || !sage_share_broker) {
+                note_written(a, o, n);
+                goto out;
+        }
+        if (hi - lo >= FILE_KEY_MIN && sage_share_file_key((const char *)src + (lo - o), hi - lo, &key)) {
+                by_file = true;
+                sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
+        } else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &key) < 0) {
+                note_written(a, o, n);
+                goto out;
+        }
+        r = sage_broker_lookup(sage_share_broker, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd);
+        sage_share_broker_lost(r);
+        sync_ctx(a, true); /* nothing in flight may use the backing we replace */
         if (r == 0 && fd >= 0) {
-                served = map_shared(a, fd, extent_id);
+                piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id };
+                if (SAGE_REAL(cuMemImportFromShareableHandle)(&piece.handle, (void *)(uintptr_t)fd,
+                                                              CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) == CUDA_SUCCESS) {
+                        served = replace_range(a, lo, hi, &piece) == CUDA_SUCCESS;
+                        if (!served)
+                                SAGE_REAL(cuMemRelease)(piece.handle);
+                }
                 close(fd);
                 if (!served) {
-                        sage_broker_release(broker, extent_id);
+                        if (sage_share_broker)
+                                sage_broker_release(sage_share_broker, extent_id);
                         sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
                 }
-        } else {
-                broker_lost(r);
         }
         if (served) {
                 sage_stats_count(SAGE_STAT_SHARE_HITS);
-        } else {
-                /* Copied as usual by the caller; a candidate for publishing. */
-                a->backing = BACKING_CANDIDATE;
-                a->hash = hash;
-                sage_stats_count(SAGE_STAT_SHARE_MISSES);
+                count_bytes(SAGE_STAT_SHARE_BYTES_MAPPED, hi - lo);
+                count_bytes(SAGE_STAT_SHARE_BYTES_COPIED, n - (hi - lo));
+                note_written(a, o, lo - o);
+                note_written(a, hi, o + n - hi);
+                plan->lo = lo - o;
+                plan->hi = hi - o;
+                goto out;
         }
-        pthread_mutex_unlock(&share_lock);
+        /* A miss: [lo, hi) becomes a candidate piece of its own, filled by the caller's copy. */
+        sage_stats_count(SAGE_STAT_SHARE_MISSES);
+        count_bytes(SAGE_STAT_SHARE_BYTES_COPIED, n);
+        if (!by_file)
+                content = key;
+        else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &content) < 0)
+                goto written;
+        piece = (Piece){ .off = lo, .len = hi - lo, .candidate = true, .key = key, .content = content };
+        if (create(a, hi - lo, &piece.handle) != CUDA_SUCCESS)
+                goto written;
+        if (replace_range(a, lo, hi, &piece) != CUDA_SUCCESS) {
+                SAGE_REAL(cuMemRelease)(piece.handle);
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+        }
+written:
+        note_written(a, o, n);
+out:
+        pthread_mutex_unlock(&sage_share_lock);
         return served;
 }
 
 /* ---------------------------------------------------------------- publishing */
 
-/* Read the allocation back in chunks and hash it as content_hash does. */
-static int device_hash(Allocation *a, SageHash *out) {
-        size_t nchunks = (a->size + CHUNK - 1) / CHUNK;
-        SageHash *chunks = calloc(nchunks, sizeof(*chunks));
-        void *buf = NULL;
-        int r = -1;
+typedef struct ReadBack {
+        CUdeviceptr at;
+} ReadBack;
 
-        if (!chunks || SAGE_REAL(cuMemAllocHost_v2)(&buf, CHUNK) != CUDA_SUCCESS)
-                goto out;
-        for (size_t i = 0; i < nchunks; i++) {
-                size_t off = i * (size_t)CHUNK, n = a->size - off < CHUNK ? a->size - off : CHUNK;
-                if (SAGE_REAL(cuMemcpyDtoH_v2)(buf, a->va + off, n) != CUDA_SUCCESS)
-                        goto out;
-                chunks[i] = sage_hash(buf, n);
-        }
-        *out = sage_hash(chunks, nchunks * sizeof(*chunks));
-        r = 0;
-out:
-        if (buf)
-                SAGE_REAL(cuMemFreeHost)(buf);
-        free(chunks);
-        return r;
+static int read_device(void *ctx, size_t off, void *buf, size_t n) {
+        ReadBack *rb = ctx;
+        return SAGE_REAL(cuMemcpyDtoH_v2)(buf, rb->at + off, n) == CUDA_SUCCESS ? 0 : -1;
 }
 
-/* Unchanged since its upload? Then offer it to the broker, sealed. Under share_lock. */
-static void publish_if_unchanged(Allocation *a) {
-        SageHash now;
+/* Candidates of `a` unchanged since their upload go to the broker, sealed. Under the lock. */
+static void publish_candidates(SageShareAlloc *a) {
+        void *buf = NULL;
         CUcontext popped;
-        int fd = -1, existed = 0, r;
-        uint64_t id;
+        bool any = false;
 
-        if (a->backing != BACKING_CANDIDATE || !broker || drv->ctx_push(a->ctx) != CUDA_SUCCESS)
+        for (size_t i = 0; i < a->npieces; i++)
+                any |= a->pieces[i].candidate;
+        if (!any || !sage_share_broker || drv->ctx_push(a->ctx) != CUDA_SUCCESS)
                 return;
-        if (drv->ctx_synchronize() == CUDA_SUCCESS && device_hash(a, &now) == 0 && sage_hash_equal(now, a->hash) &&
-            SAGE_REAL(cuMemExportToShareableHandle)(&fd, a->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
-                    CUDA_SUCCESS) {
-                r = sage_broker_publish(broker, a->hash, a->padded, (uint32_t)a->dev, SAGE_PUBLISH_SEALED, fd, &id,
-                                        &existed);
+        if (drv->ctx_synchronize() != CUDA_SUCCESS ||
+            SAGE_REAL(cuMemAllocHost_v2)(&buf, sage_share_key_chunk()) != CUDA_SUCCESS)
+                goto out;
+        for (size_t i = 0; i < a->npieces && sage_share_broker; i++) {
+                Piece *p = &a->pieces[i];
+                ReadBack rb = { a->va + p->off };
+                SageHash now;
+                uint64_t id;
+                int fd = -1, existed = 0, r;
+
+                if (!p->candidate)
+                        continue;
+                p->candidate = false;
+                if (sage_share_device_key(read_device, &rb, p->len, buf, &now) < 0 || !sage_hash_equal(now, p->content))
+                        continue;
+                if (SAGE_REAL(cuMemExportToShareableHandle)(&fd, p->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                                                            0) != CUDA_SUCCESS)
+                        continue;
+                r = sage_broker_publish(sage_share_broker, p->key, p->len, (uint32_t)a->dev, SAGE_PUBLISH_SEALED, fd,
+                                        &id, &existed);
                 if (r == 0) {
-                        sage_broker_release(broker, id); /* the broker keeps it; we hold no reference */
+                        sage_broker_release(sage_share_broker, id); /* the broker keeps it; we hold no reference */
                         sage_stats_count(SAGE_STAT_SHARE_PUBLISHED);
                 } else {
-                        broker_lost(r);
+                        sage_share_broker_lost(r);
                 }
                 close(fd);
         }
+out:
+        if (buf)
+                SAGE_REAL(cuMemFreeHost)(buf);
         drv->ctx_pop(&popped);
 }
 
-static void release_allocation(Allocation *a) {
-        SAGE_REAL(cuMemUnmap)(a->va, a->padded);
-        SAGE_REAL(cuMemRelease)(a->handle);
+static void release_allocation(SageShareAlloc *a) {
+        for (size_t i = 0; i < a->npieces; i++)
+                drop_piece(a, &a->pieces[i]);
         SAGE_REAL(cuMemAddressFree)(a->va, a->padded);
-        if (a->backing == BACKING_SHARED && broker)
-                broker_lost(sage_broker_release(broker, a->extent_id));
+        sage_share_ipc_forget(a);
+        free(a->pieces);
+        free(a->written);
         free(a);
 }
 
 bool sage_share_free(CUdeviceptr va, CUresult *result) {
-        Allocation *a, **link;
+        SageShareAlloc *a = NULL, **link;
 
-        if (!atomic_load_explicit(&sage_stats[SAGE_STAT_SHARE_ALLOCS], memory_order_relaxed))
+        if (!atomic_load_explicit(&sage_share_active, memory_order_relaxed))
                 return false;
-        pthread_mutex_lock(&share_lock);
-        a = find(va, &link);
+        pthread_mutex_lock(&sage_share_lock);
+        for (link = &sage_share_allocs; *link; link = &(*link)->next)
+                if ((*link)->va == va) {
+                        a = *link;
+                        *link = a->next;
+                        break;
+                }
         if (a) {
-                *link = a->next;
-                publish_if_unchanged(a);
+                publish_candidates(a);
+                drv->ctx_synchronize(); /* cuMemFree waits for the work using the memory */
+                release_allocation(a);
         }
-        pthread_mutex_unlock(&share_lock);
+        pthread_mutex_unlock(&sage_share_lock);
         if (!a)
                 return false;
-        drv->ctx_synchronize(); /* cuMemFree waits for the work using the memory */
-        release_allocation(a);
         *result = CUDA_SUCCESS;
         return true;
 }
 
 static void share_at_exit(void) {
-        pthread_mutex_lock(&share_lock);
-        for (Allocation *a = allocations; a; a = a->next)
-                publish_if_unchanged(a);
-        pthread_mutex_unlock(&share_lock);
+        pthread_mutex_lock(&sage_share_lock);
+        for (SageShareAlloc *a = sage_share_allocs; a; a = a->next)
+                publish_candidates(a);
+        pthread_mutex_unlock(&sage_share_lock);
 }
 
 /* ---------------------------------------------------------------- hooks */
+
+void sage_share_after_call(SageSym sym) {
+        SageCategory cat = sage_sym_info[sym].category;
+
+        if (cat == SAGE_CAT_LAUNCH || cat == SAGE_CAT_GRAPH)
+                sage_share_note_write();
+        else if (cat == SAGE_CAT_COPY && (strstr(sage_sym_info[sym].name, "2D") || strstr(sage_sym_info[sym].name, "3D")))
+                sage_share_note_write(); /* the other copies and sets say where they write (their impl) */
+}
 
 CUresult sage_impl_cuMemAlloc_v2(sage_fn_cuMemAlloc_v2_t real, CUdeviceptr *dptr, size_t bytesize) {
         CUresult r;
@@ -400,11 +646,149 @@ CUresult sage_impl_cuMemFree_v2(sage_fn_cuMemFree_v2_t real, CUdeviceptr dptr) {
         return sage_share_free(dptr, &r) ? r : real(dptr);
 }
 
-CUresult sage_impl_cuMemcpyHtoD_v2(sage_fn_cuMemcpyHtoD_v2_t real, CUdeviceptr dst, const void *src, size_t bytes) {
-        return share_upload(dst, src, bytes) ? CUDA_SUCCESS : real(dst, src, bytes);
+CUresult sage_impl_cuMemGetAddressRange_v2(sage_fn_cuMemGetAddressRange_v2_t real, CUdeviceptr *pbase, size_t *psize,
+                                           CUdeviceptr dptr) {
+        SageShareAlloc *a;
+
+        if (atomic_load_explicit(&sage_share_active, memory_order_relaxed)) {
+                pthread_mutex_lock(&sage_share_lock);
+                a = sage_share_find(dptr, 1);
+                if (a) {
+                        if (pbase)
+                                *pbase = a->va;
+                        if (psize)
+                                *psize = a->size;
+                }
+                pthread_mutex_unlock(&sage_share_lock);
+                if (a)
+                        return CUDA_SUCCESS;
+        }
+        return real(pbase, psize, dptr);
 }
 
-CUresult sage_impl_cuMemcpyHtoD_v2_ptds(sage_fn_cuMemcpyHtoD_v2_ptds_t real, CUdeviceptr dst, const void *src,
-                                        size_t bytes) {
-        return share_upload(dst, src, bytes) ? CUDA_SUCCESS : real(dst, src, bytes);
+/* The stream a _ptsz entry point means by 0: the per-thread one. */
+static CUstream stream_of(CUstream s, bool ptsz) {
+        return !s && ptsz ? CU_STREAM_PER_THREAD : s;
 }
+
+/* Uploads: the mapped middle is skipped, the ends are copied by the app's own call. */
+#define UPLOAD_SYNC(name)                                                                                  \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, const void *src, size_t n) {   \
+                UploadPlan plan;                                                                           \
+                CUresult r = CUDA_SUCCESS;                                                                 \
+                if (!share_upload(dst, src, n, false, NULL, &plan))                                        \
+                        return real(dst, src, n);                                                          \
+                if (plan.lo)                                                                               \
+                        r = real(dst, src, plan.lo);                                                       \
+                if (r == CUDA_SUCCESS && plan.hi < n)                                                      \
+                        r = real(dst + plan.hi, (const char *)src + plan.hi, n - plan.hi);                 \
+                return r;                                                                                  \
+        }
+#define UPLOAD_ASYNC(name, ptsz)                                                                           \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, const void *src, size_t n,      \
+                                  CUstream s) {                                                            \
+                UploadPlan plan;                                                                           \
+                CUresult r = CUDA_SUCCESS;                                                                 \
+                if (!share_upload(dst, src, n, true, stream_of(s, ptsz), &plan))                                          \
+                        return real(dst, src, n, s);                                                       \
+                if (plan.lo)                                                                               \
+                        r = real(dst, src, plan.lo, s);                                                    \
+                if (r == CUDA_SUCCESS && plan.hi < n)                                                      \
+                        r = real(dst + plan.hi, (const char *)src + plan.hi, n - plan.hi, s);              \
+                return r;                                                                                  \
+        }
+UPLOAD_SYNC(cuMemcpyHtoD_v2)
+UPLOAD_SYNC(cuMemcpyHtoD_v2_ptds)
+UPLOAD_ASYNC(cuMemcpyHtoDAsync_v2, false)
+UPLOAD_ASYNC(cuMemcpyHtoDAsync_v2_ptsz, true)
+
+/* Unified copies: an upload when the source is host memory, a device write otherwise. */
+static bool host_source(CUdeviceptr src) {
+        CUmemorytype type = 0;
+        CUresult r;
+
+        if (!drv->pointer_get_attribute)
+                return false;
+        r = drv->pointer_get_attribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, src);
+        return r == CUDA_ERROR_INVALID_VALUE || (r == CUDA_SUCCESS && type == CU_MEMORYTYPE_HOST);
+}
+
+static bool targets_shared_alloc(CUdeviceptr dst, size_t n) {
+        bool hit;
+
+        if (!atomic_load_explicit(&sage_share_active, memory_order_relaxed))
+                return false;
+        pthread_mutex_lock(&sage_share_lock);
+        hit = sage_share_find(dst, n) != NULL;
+        pthread_mutex_unlock(&sage_share_lock);
+        return hit;
+}
+
+#define UNIFIED_SYNC(name)                                                                                 \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, CUdeviceptr src, size_t n) {   \
+                UploadPlan plan;                                                                           \
+                CUresult r = CUDA_SUCCESS;                                                                 \
+                if (!targets_shared_alloc(dst, n))                                                         \
+                        return real(dst, src, n);                                                          \
+                if (!host_source(src)) {                                                                   \
+                        sage_share_before_write(dst, n);                                                   \
+                        return real(dst, src, n);                                                          \
+                }                                                                                          \
+                if (!share_upload(dst, (const void *)(uintptr_t)src, n, false, NULL, &plan))               \
+                        return real(dst, src, n);                                                          \
+                if (plan.lo)                                                                               \
+                        r = real(dst, src, plan.lo);                                                       \
+                if (r == CUDA_SUCCESS && plan.hi < n)                                                      \
+                        r = real(dst + plan.hi, src + plan.hi, n - plan.hi);                               \
+                return r;                                                                                  \
+        }
+#define UNIFIED_ASYNC(name, ptsz)                                                                          \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, CUdeviceptr src, size_t n,     \
+                                  CUstream s) {                                                            \
+                UploadPlan plan;                                                                           \
+                CUresult r = CUDA_SUCCESS;                                                                 \
+                if (!targets_shared_alloc(dst, n))                                                         \
+                        return real(dst, src, n, s);                                                       \
+                if (!host_source(src)) {                                                                   \
+                        sage_share_before_write(dst, n);                                                   \
+                        return real(dst, src, n, s);                                                       \
+                }                                                                                          \
+                if (!share_upload(dst, (const void *)(uintptr_t)src, n, true, stream_of(s, ptsz), &plan))                \
+                        return real(dst, src, n, s);                                                       \
+                if (plan.lo)                                                                               \
+                        r = real(dst, src, plan.lo, s);                                                    \
+                if (r == CUDA_SUCCESS && plan.hi < n)                                                      \
+                        r = real(dst + plan.hi, src + plan.hi, n - plan.hi, s);                            \
+                return r;                                                                                  \
+        }
+UNIFIED_SYNC(cuMemcpy)
+UNIFIED_SYNC(cuMemcpy_ptds)
+UNIFIED_ASYNC(cuMemcpyAsync, false)
+UNIFIED_ASYNC(cuMemcpyAsync_ptsz, true)
+
+/* Device writes with a destination: shared pieces there turn private first. */
+#define WRITE_GUARD(name, params, args, dst, bytes)                          \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, SAGE_UNPAREN params) { \
+                sage_share_before_write(dst, bytes);                         \
+                return real args;                                            \
+        }
+#define DTOD_PARAMS (CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t n)
+#define DTOD_ASYNC_PARAMS (CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t n, CUstream s)
+WRITE_GUARD(cuMemcpyDtoD_v2, DTOD_PARAMS, (dstDevice, srcDevice, n), dstDevice, n)
+WRITE_GUARD(cuMemcpyDtoD_v2_ptds, DTOD_PARAMS, (dstDevice, srcDevice, n), dstDevice, n)
+WRITE_GUARD(cuMemcpyDtoDAsync_v2, DTOD_ASYNC_PARAMS, (dstDevice, srcDevice, n, s), dstDevice, n)
+WRITE_GUARD(cuMemcpyDtoDAsync_v2_ptsz, DTOD_ASYNC_PARAMS, (dstDevice, srcDevice, n, s), dstDevice, n)
+#define PEER_PARAMS (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n)
+#define PEER_ASYNC_PARAMS (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n, CUstream s)
+WRITE_GUARD(cuMemcpyPeer, PEER_PARAMS, (dst, dctx, src, sctx, n), dst, n)
+WRITE_GUARD(cuMemcpyPeer_ptds, PEER_PARAMS, (dst, dctx, src, sctx, n), dst, n)
+WRITE_GUARD(cuMemcpyPeerAsync, PEER_ASYNC_PARAMS, (dst, dctx, src, sctx, n, s), dst, n)
+WRITE_GUARD(cuMemcpyPeerAsync_ptsz, PEER_ASYNC_PARAMS, (dst, dctx, src, sctx, n, s), dst, n)
+WRITE_GUARD(cuMemsetD8_v2, (CUdeviceptr d, unsigned char v, size_t n), (d, v, n), d, n)
+WRITE_GUARD(cuMemsetD8_v2_ptds, (CUdeviceptr d, unsigned char v, size_t n), (d, v, n), d, n)
+WRITE_GUARD(cuMemsetD8Async, (CUdeviceptr d, unsigned char v, size_t n, CUstream s), (d, v, n, s), d, n)
+WRITE_GUARD(cuMemsetD8Async_ptsz, (CUdeviceptr d, unsigned char v, size_t n, CUstream s), (d, v, n, s), d, n)
+WRITE_GUARD(cuMemsetD32_v2, (CUdeviceptr d, unsigned int v, size_t n), (d, v, n), d, n * 4)
+WRITE_GUARD(cuMemsetD32_v2_ptds, (CUdeviceptr d, unsigned int v, size_t n), (d, v, n), d, n * 4)
+WRITE_GUARD(cuMemsetD32Async, (CUdeviceptr d, unsigned int v, size_t n, CUstream s), (d, v, n, s), d, n * 4)
+WRITE_GUARD(cuMemsetD32Async_ptsz, (CUdeviceptr d, unsigned int v, size_t n, CUstream s), (d, v, n, s), d, n * 4)

@@ -1,10 +1,72 @@
-/* Sharing-based memory, client side (experimental, SAGE_SHARE=1). */
+/* Sharing-based memory, client side (SAGE_SHARE=1): share.c, share_key.c, share_ipc.c. */
 #pragma once
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "broker_client.h"
+#include "hash.h"
 #include "hooks.h"
+
+/* One physical allocation mapped at [off, off+len) of an allocation. */
+typedef struct Piece {
+        size_t off, len;
+        CUmemGenericAllocationHandle handle;
+        uint64_t extent_id; /* nonzero: a broker extent mapped read-only; the reference we hold */
+        bool candidate;     /* filled by one upload: published at free or exit if unchanged */
+        SageHash key;       /* candidate: the broker key (file identity or content) */
+        SageHash content;   /* candidate: the content hash, checked against the device */
+} Piece;
+
+typedef struct Range {
+        size_t off, len;
+} Range;
+
+/* An allocation SAGE's VMM allocator backs. */
+typedef struct SageShareAlloc {
+        CUdeviceptr va;
+        size_t size, padded, gran;
+        CUdevice dev;
+        CUcontext ctx;
+        uint64_t epoch;       /* the write epoch at allocation; unchanged: only tracked uploads wrote it */
+        Range *written;       /* those uploads, while fresh */
+        size_t nwritten;
+        Piece *pieces;        /* sorted, covering [0, padded) */
+        size_t npieces, cap;
+        bool no_share;        /* exported through CUDA IPC: one private backing for good */
+        struct SageShareAlloc *next;
+} SageShareAlloc;
+
+/* Bytes [lo, hi) of an upload served by mapping; the caller copies the rest. */
+typedef struct UploadPlan {
+        size_t lo, hi;
+} UploadPlan;
+
+extern pthread_mutex_t sage_share_lock;
+extern SageShareAlloc *sage_share_allocs; /* under sage_share_lock */
+extern SageBroker *sage_share_broker;     /* under sage_share_lock; NULL once lost */
+extern atomic_bool sage_share_active;     /* some allocation may be VMM-backed */
+
+/* The allocation holding [p, p+n), or NULL. Under the lock. */
+SageShareAlloc *sage_share_find(CUdeviceptr p, size_t n);
+
+/* A broker call failed at the transport level (r < 0): stop sharing, keep running. Under the lock. */
+void sage_share_broker_lost(int r);
 
 /* Is `va` the start of an allocation SAGE's VMM allocator backs? Frees it if so. */
 bool sage_share_free(CUdeviceptr va, CUresult *result);
+
+/* Something may write device memory SAGE does not see (a launch, a 2D/3D copy). */
+void sage_share_note_write(void);
+/* The app is about to write [dst, dst+n) through the API. */
+void sage_share_before_write(CUdeviceptr dst, size_t n);
+/* Called by the hooks' slow path after every call while sharing is active. */
+void sage_share_after_call(SageSym sym);
+
+/* Give `a` a single private backing (content kept). Under the lock. */
+bool sage_share_consolidate(SageShareAlloc *a);
+/* `a` is going away: drop its IPC registrations. Under the lock. */
+void sage_share_ipc_forget(SageShareAlloc *a);

@@ -37,6 +37,75 @@ out=$(SAGE_TRACE="$tmp/3.json" LD_PRELOAD="$preload" "$prog" 96 8) || bad "third
 [ "$out" = "$native2" ] || bad "third run output"
 [ "$(stat_of "$tmp/3.json" SHARE_HITS)" = 0 ] || bad "different content hit"
 
+step "a framework pool: three tensors in one allocation (sync, async, unified copies)"
+native_p=$("$prog" 96 9 pieces)
+out=$(SAGE_TRACE="$tmp/p1.json" LD_PRELOAD="$preload" "$prog" 96 9 pieces) || bad "pieces first run"
+[ "$out" = "$native_p" ] || bad "pieces first output: $out vs $native_p"
+[ "$(stat_of "$tmp/p1.json" SHARE_MISSES)" = 3 ] || bad "pieces: not three misses"
+[ "$(stat_of "$tmp/p1.json" SHARE_PUBLISHED)" = 3 ] || bad "pieces: not three extents published"
+out=$(SAGE_TRACE="$tmp/p2.json" LD_PRELOAD="$preload" "$prog" 96 9 pieces) || bad "pieces second run"
+[ "$out" = "$native_p" ] || bad "pieces second output: $out vs $native_p"
+[ "$(stat_of "$tmp/p2.json" SHARE_HITS)" = 3 ] || bad "pieces: not three hits"
+mapped=$(stat_of "$tmp/p2.json" SHARE_BYTES_MAPPED); copied=$(stat_of "$tmp/p2.json" SHARE_BYTES_COPIED)
+[ $((mapped + copied)) = $((96 << 20)) ] || bad "pieces: mapped $mapped + copied $copied != uploaded"
+[ "$copied" -lt $((6 << 20)) ] || bad "pieces: copied $copied bytes (only the partial granules should be)"
+
+step "weights from an mmap()ed file: keyed by file identity, re-keyed when the file changes"
+native_f=$("$prog" 64 4 file "$tmp/w.bin")
+out=$(SAGE_TRACE="$tmp/f1.json" LD_PRELOAD="$preload" "$prog" 64 4 file "$tmp/w.bin") || bad "file first run"
+[ "$out" = "$native_f" ] || bad "file first output"
+[ "$(stat_of "$tmp/f1.json" SHARE_FILE_KEYS)" = 1 ] || bad "file: not keyed by file identity"
+out=$(SAGE_TRACE="$tmp/f2.json" LD_PRELOAD="$preload" "$prog" 64 4 file "$tmp/w.bin") || bad "file second run"
+[ "$out" = "$native_f" ] || bad "file second output"
+[ "$(stat_of "$tmp/f2.json" SHARE_HITS)" = 1 ] || bad "file: second run not a hit"
+rm -f "$tmp/w.bin"
+native_f5=$("$prog" 64 5 file "$tmp/w.bin")
+out=$(SAGE_TRACE="$tmp/f3.json" LD_PRELOAD="$preload" "$prog" 64 5 file "$tmp/w.bin") || bad "file third run"
+[ "$out" = "$native_f5" ] || bad "file: a rewritten file gave the old content: $out vs $native_f5"
+[ "$(stat_of "$tmp/f3.json" SHARE_HITS)" = 0 ] || bad "file: a rewritten file hit"
+
+step "a write through the API into shared weights: private copy first; others keep reading the original"
+native_w=$("$prog" 96 7 write)
+out=$(SAGE_TRACE="$tmp/w1.json" LD_PRELOAD="$preload" "$prog" 96 7 write) || bad "write run"
+[ "$out" = "$native_w" ] || bad "write output: $out vs $native_w"
+[ "$(stat_of "$tmp/w1.json" SHARE_HITS)" = 1 ] || bad "write: the upload was not a hit"
+[ "$(stat_of "$tmp/w1.json" SHARE_UNSHARED)" -ge 1 ] || bad "write: the shared piece was not made private"
+out=$(SAGE_TRACE="$tmp/w2.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-write run"
+[ "$out" = "$native" ] || bad "after a write by another client the extent changed: $out vs $native"
+[ "$(stat_of "$tmp/w2.json" SHARE_HITS)" = 1 ] || bad "after-write: not a hit"
+
+step "CUDA IPC on a VMM-backed allocation: emulated through the broker"
+native_i=$("$prog" 96 7 ipc-export)
+out=$(SAGE_TRACE="$tmp/i1.json" LD_PRELOAD="$preload" "$prog" 96 7 ipc-export) || bad "ipc run"
+[ "$out" = "$native_i" ] || bad "ipc output: $out vs $native_i"
+[ "$(stat_of "$tmp/i1.json" SHARE_IPC_EXPORTS)" = 1 ] || bad "ipc: not emulated"
+grep -q "parent sees 5a5a5a5a5a5a5a5a" <<<"$out" || bad "ipc: the child's write did not reach the parent"
+out=$(SAGE_TRACE="$tmp/i2.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-ipc run"
+[ "$out" = "$native" ] || bad "after an IPC writer the extent changed: $out vs $native"
+
+step "broker killed with SIGKILL and restarted: misses, same output"
+kill -9 "$saged_pid"; wait "$saged_pid" 2>/dev/null || true
+out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "no-broker run after SIGKILL"
+[ "$out" = "$native" ] || bad "output without the broker"
+rm -f "$SAGE_SOCKET"
+"$saged" --socket "$SAGE_SOCKET" --foreground 2>>"$tmp/saged.log" &
+saged_pid=$!
+for _ in $(seq 50); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
+out=$(SAGE_TRACE="$tmp/r1.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "restarted-broker run"
+[ "$out" = "$native" ] || bad "restarted broker output"
+[ "$(stat_of "$tmp/r1.json" SHARE_MISSES)" = 1 ] || bad "restarted broker: not a miss"
+
+step "budget exhausted: the plain path, same output"
+kill "$saged_pid"; wait "$saged_pid" 2>/dev/null || true
+"$saged" --socket "$SAGE_SOCKET" --foreground --budget 8M 2>>"$tmp/saged.log" &
+saged_pid=$!
+for _ in $(seq 50); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
+for i in 1 2; do
+  out=$(SAGE_TRACE="$tmp/b$i.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "budget run $i"
+  [ "$out" = "$native" ] || bad "budget run $i output"
+done
+[ "$(stat_of "$tmp/b2.json" SHARE_HITS)" = 0 ] || bad "budget: an extent over budget was served"
+
 step "small allocations and no broker: the plain path"
 out=$(SAGE_SHARE_MIN=1G SAGE_TRACE="$tmp/4.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "small run"
 [ "$(stat_of "$tmp/4.json" SHARE_ALLOCS)" = 0 ] || bad "below SAGE_SHARE_MIN yet VMM-backed"

@@ -1,15 +1,32 @@
 /*
- * A function that uploads "weights" (a large allocation, filled from host
- * memory in one copy) and runs a kernel that only reads them. Under
- * SAGE_SHARE=1 with a broker, the first run publishes the weights and a
- * second run maps them instead of copying: the output must not change.
- *   share-test SIZE_MIB SEED
+ * A function that uploads "weights" and runs a kernel that only reads them,
+ * against the simulated driver. Under SAGE_SHARE=1 with a broker, a first
+ * run publishes the weights and later runs map them instead of copying: the
+ * output must never change.
+ *   share-test SIZE_MIB SEED [MODE [ARG]]
+ * MODE:
+ *   whole       one allocation, one synchronous upload (default)
+ *   pieces      a framework pool: one allocation holding three "tensors" at
+ *               unaligned offsets, uploaded synchronously, asynchronously and
+ *               through unified cuMemcpy
+ *   file PATH   the weights come from PATH, mmap()ed (generated if missing)
+ *   write       after the upload, the app overwrites 1 MiB in the middle
+ *               through the API (memset) and checksums
+ *   ipc-export  as whole, then hands a CUDA IPC handle to a child process
+ *               (this program, ipc-open) which checksums the weights, writes
+ *               one word; the parent must see the write
  */
 #include <cuda.h>
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "fakecuda.h"
 
@@ -36,36 +53,133 @@ static void checksum_kernel(const FakeKernelLaunch *launch, void **params) {
 static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, NULL } };
 static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 1, kernels };
 
+static CUfunction fn;
+static CUdeviceptr out;
+
+static uint64_t checksum(CUdeviceptr p, size_t bytes) {
+        size_t n = bytes / sizeof(uint64_t);
+        uint64_t result = 0;
+        void *params[] = { &p, &n, &out };
+
+        OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
+        return result;
+}
+
+static void fill(uint64_t *host, size_t bytes, uint64_t seed) {
+        for (size_t i = 0; i < bytes / sizeof(uint64_t); i++)
+                host[i] = (i + seed) * 0x9e3779b97f4a7c15ull;
+}
+
+/* The weights from a file: generated the first time, then mmap()ed read-only. */
+static uint64_t *map_file(const char *path, size_t bytes, uint64_t seed) {
+        struct stat st;
+        void *p;
+        int fd;
+
+        if (stat(path, &st) < 0 || (size_t)st.st_size != bytes) {
+                uint64_t *host = malloc(bytes);
+                FILE *f = fopen(path, "wb");
+                if (!host || !f)
+                        exit(2);
+                fill(host, bytes, seed);
+                if (fwrite(host, 1, bytes, f) != bytes || fclose(f) != 0)
+                        exit(2);
+                free(host);
+        }
+        if ((fd = open(path, O_RDONLY)) < 0)
+                exit(2);
+        p = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+        return p == MAP_FAILED ? NULL : p;
+}
+
+static int ipc_open(const char *hex, size_t bytes) {
+        CUipcMemHandle h;
+        CUdeviceptr p;
+        uint64_t mark = 0x5a5a5a5a5a5a5a5aull;
+
+        for (size_t i = 0; i < sizeof(h.reserved); i++) {
+                unsigned v;
+                if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+                        return 2;
+                h.reserved[i] = (char)v;
+        }
+        OK(cuIpcOpenMemHandle(&p, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
+        printf("child checksum %016llx\n", (unsigned long long)checksum(p, bytes));
+        OK(cuMemcpyHtoD(p, &mark, sizeof(mark)));
+        OK(cuIpcCloseMemHandle(p));
+        return 0;
+}
+
 int main(int argc, char **argv) {
         size_t bytes = (argc > 1 ? (size_t)atol(argv[1]) : 96) << 20;
-        uint64_t seed = argc > 2 ? (uint64_t)atoll(argv[2]) : 1, result = 0;
-        size_t n = bytes / sizeof(uint64_t);
-        uint64_t *host = malloc(bytes);
+        uint64_t seed = argc > 2 ? (uint64_t)atoll(argv[2]) : 1;
+        const char *mode = argc > 3 ? argv[3] : "whole";
+        uint64_t *host;
         CUdevice dev;
         CUcontext ctx;
-        CUdeviceptr weights, out;
+        CUdeviceptr weights;
         CUmodule module;
-        CUfunction fn;
-        void *params[] = { &weights, &n, &out };
 
-        if (!host)
-                return 2;
-        for (size_t i = 0; i < n; i++)
-                host[i] = (i + seed) * 0x9e3779b97f4a7c15ull;
         OK(cuInit(0));
         OK(cuDeviceGet(&dev, 0));
         OK(cuDevicePrimaryCtxRetain(&ctx, dev));
         OK(cuCtxSetCurrent(ctx));
-        OK(cuMemAlloc(&weights, bytes));
-        OK(cuMemAlloc(&out, sizeof(uint64_t)));
-        OK(cuMemcpyHtoD(weights, host, bytes));
         OK(cuModuleLoadData(&module, &image));
         OK(cuModuleGetFunction(&fn, module, "checksum"));
-        OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
-        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
-        printf("weights checksum %016llx\n", (unsigned long long)result);
+        OK(cuMemAlloc(&out, sizeof(uint64_t)));
+        if (!strcmp(mode, "ipc-open"))
+                return argc > 4 ? ipc_open(argv[4], bytes) : 2;
+        if (!strcmp(mode, "file")) {
+                if (argc < 5 || !(host = map_file(argv[4], bytes, seed)))
+                        return 2;
+        } else {
+                if (!(host = malloc(bytes)))
+                        return 2;
+                fill(host, bytes, seed);
+        }
+        OK(cuMemAlloc(&weights, bytes));
+        if (!strcmp(mode, "pieces")) {
+                /* Three tensors packed as a caching allocator would: 512-byte aligned. */
+                size_t a = bytes / 3 + 512, b = bytes / 3 - 4096;
+                CUstream s;
+                OK(cuStreamCreate(&s, 0));
+                OK(cuMemcpyHtoD(weights, host, a));
+                OK(cuMemcpyHtoDAsync(weights + a, (char *)host + a, b, s));
+                OK(cuStreamSynchronize(s));
+                OK(cuMemcpy(weights + a + b, (CUdeviceptr)(uintptr_t)((char *)host + a + b), bytes - a - b));
+                OK(cuStreamDestroy(s));
+        } else {
+                OK(cuMemcpyHtoD(weights, host, bytes));
+        }
+        if (!strcmp(mode, "write"))
+                OK(cuMemsetD8(weights + bytes / 2, 0x33, 1 << 20));
+        printf("weights checksum %016llx\n", (unsigned long long)checksum(weights, bytes));
+        if (!strcmp(mode, "ipc-export")) {
+                CUipcMemHandle h;
+                char hex[2 * sizeof(h.reserved) + 1], size_mib[32];
+                uint64_t word = 0;
+                pid_t pid;
+                int status;
+
+                OK(cuIpcGetMemHandle(&h, weights));
+                for (size_t i = 0; i < sizeof(h.reserved); i++)
+                        sprintf(hex + 2 * i, "%02x", (unsigned char)h.reserved[i]);
+                snprintf(size_mib, sizeof(size_mib), "%zu", bytes >> 20);
+                fflush(stdout);
+                if ((pid = fork()) == 0) {
+                        execl("/proc/self/exe", argv[0], size_mib, "0", "ipc-open", hex, (char *)NULL);
+                        _exit(127);
+                }
+                if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                        fprintf(stderr, "share-test: the IPC child failed\n");
+                        return 4;
+                }
+                OK(cuMemcpyDtoH(&word, weights, sizeof(word)));
+                printf("parent sees %016llx\n", (unsigned long long)word);
+        }
         OK(cuMemFree(out));
         OK(cuMemFree(weights));
-        free(host);
         return 0;
 }
