@@ -1,0 +1,240 @@
+/*
+ * Sharing-based memory benchmark, workload (a) of scripts/bench/density.sh:
+ * a CUDA C "function" whose weights are one file. It maps the file (or reads
+ * it), cudaMallocs its size, uploads it with ONE cudaMemcpy host->device and
+ * runs a kernel that checksums the device copy exactly. Under SAGE_SHARE=1
+ * with a broker holding the same content, the upload should map the broker's
+ * read-only extent instead of copying.
+ *
+ *   share_cfunc --gen FILE BYTES     write deterministic pseudo-random bytes
+ *                                    (BYTES rounded down to 8) and print
+ *                                    {"bytes":N,"checksum":"..."} (no GPU)
+ *   share_cfunc FILE [--read] [--hold]
+ *       default: mmap(PROT_READ, MAP_PRIVATE) the file and upload from the
+ *       mapping; --read: read() it into a malloc'ed buffer instead.
+ *       Prints one line `SAGE_BENCH {json}`: pid, sage_loaded, source, bytes,
+ *       read_ms (open + mmap, or the read), setup_ms (cudaFree(0)), upload_ms
+ *       (the cudaMemcpy), kernel_ms, total_ms (SAGE_BENCH_T0_NS, or main, to
+ *       the checksum back on the host), checksum, gpu_free_bytes and
+ *       gpu_total_bytes (cudaMemGetInfo after the upload: device-wide, not
+ *       per process; per-process figures come from nvidia-smi).
+ *       --hold: after printing, release the host copy, keep the device copy
+ *       and block reading stdin until EOF (the harness closes it), then
+ *       free and exit.
+ *
+ * Checksum: sum mod 2^64 over 64-bit words w_i of term(w_i, i) (position
+ * dependent, order independent, exact); --gen prints the same figure
+ * computed on the host, so every invocation can be checked against it.
+ * Static cudart (nvcc's default), like most deployed functions.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench_common.h"
+
+/* Content of 64-bit word i of the weight file (splitmix64 of i, own seed). */
+static inline uint64_t weight_word(uint64_t i)
+{
+    uint64_t z = i * 0x9E3779B97F4A7C15ull + 0x5A6E5EC0FFEE1234ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+__host__ __device__ static inline uint64_t term(uint64_t w, uint64_t i)
+{
+    return (w ^ (i * 0xD6E8FEB86659FD93ull)) * 0x2545F4914F6CDD1Dull;
+}
+
+__global__ void checksum_kernel(const uint64_t *w, uint64_t n, unsigned long long *out)
+{
+    uint64_t acc = 0;
+    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n;
+         i += (uint64_t)gridDim.x * blockDim.x)
+        acc += term(w[i], i);
+    for (int off = 16; off > 0; off >>= 1)
+        acc += __shfl_down_sync(0xffffffffu, acc, off);
+    if ((threadIdx.x & 31) == 0)
+        atomicAdd(out, (unsigned long long)acc);
+}
+
+static int write_all(int fd, const char *p, size_t left, const char *path)
+{
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            fprintf(stderr, "gen: write %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    return 0;
+}
+
+static int generate(const char *path, uint64_t bytes)
+{
+    const uint64_t chunk_words = 8u << 20; /* 64 MiB */
+    uint64_t words = bytes / 8, sum = 0;
+    uint64_t *buf = (uint64_t *)malloc(chunk_words * 8);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (!buf || fd < 0) {
+        fprintf(stderr, "gen: %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    for (uint64_t base = 0; base < words; base += chunk_words) {
+        uint64_t n = words - base < chunk_words ? words - base : chunk_words;
+        for (uint64_t k = 0; k < n; k++) {
+            buf[k] = weight_word(base + k);
+            sum += term(buf[k], base + k);
+        }
+        if (write_all(fd, (const char *)buf, n * 8, path) != 0)
+            return 1;
+    }
+    if (close(fd) != 0) {
+        fprintf(stderr, "gen: close %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    free(buf);
+    printf("{\"bytes\":%" PRIu64 ",\"checksum\":\"%016" PRIx64 "\"}\n", words * 8, sum);
+    return 0;
+}
+
+static double ms(uint64_t a, uint64_t b) { return (double)(b - a) / 1e6; }
+
+static int usage(const char *argv0)
+{
+    fprintf(stderr, "usage: %s FILE [--read] [--hold] | --gen FILE BYTES\n", argv0);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t t_main = now_ns();
+    const char *t0_env = getenv("SAGE_BENCH_T0_NS");
+    uint64_t t0 = t0_env ? strtoull(t0_env, NULL, 10) : t_main;
+    const char *path = NULL;
+    int use_read = 0, hold = 0;
+
+    if (argc == 4 && strcmp(argv[1], "--gen") == 0)
+        return generate(argv[2], strtoull(argv[3], NULL, 10));
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--read") == 0)
+            use_read = 1;
+        else if (strcmp(argv[i], "--hold") == 0)
+            hold = 1;
+        else if (argv[i][0] == '-' || path)
+            return usage(argv[0]);
+        else
+            path = argv[i];
+    }
+    if (!path)
+        return usage(argv[0]);
+
+    /* 1. The weights on the host: a private read-only mapping of the file
+     *    (as safetensors does), or a pageable buffer filled by read(). */
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    size_t bytes = (size_t)st.st_size & ~(size_t)7;
+    if (bytes == 0) {
+        fprintf(stderr, "%s: empty file\n", path);
+        return 1;
+    }
+    void *host = NULL;
+    if (use_read) {
+        host = malloc(bytes);
+        if (!host) {
+            fprintf(stderr, "malloc %zu failed\n", bytes);
+            return 1;
+        }
+        size_t done = 0;
+        while (done < bytes) {
+            size_t want = bytes - done > (64u << 20) ? (64u << 20) : bytes - done;
+            ssize_t r = read(fd, (char *)host + done, want);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                fprintf(stderr, "read %s: %s\n", path, r ? strerror(errno) : "short file");
+                return 1;
+            }
+            done += (size_t)r;
+        }
+    } else {
+        host = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (host == MAP_FAILED) {
+            fprintf(stderr, "mmap %s: %s\n", path, strerror(errno));
+            return 1;
+        }
+    }
+    close(fd);
+    uint64_t t_read = now_ns();
+
+    /* 2. GPU set-up. */
+    RT_CHECK(cudaFree(0));
+    uint64_t t_setup = now_ns();
+
+    /* 3. Upload: one allocation, one synchronous copy of the whole file. */
+    uint64_t *dev = NULL;
+    unsigned long long *dsum = NULL;
+    RT_CHECK(cudaMalloc(&dsum, sizeof(*dsum)));
+    RT_CHECK(cudaMemset(dsum, 0, sizeof(*dsum)));
+    RT_CHECK(cudaMalloc(&dev, bytes));
+    uint64_t t_up0 = now_ns();
+    RT_CHECK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
+    uint64_t t_upload = now_ns();
+
+    /* 4. One kernel: exact checksum of the device copy. */
+    checksum_kernel<<<1056, 256>>>(dev, bytes / 8, dsum);
+    RT_CHECK(cudaGetLastError());
+    unsigned long long sum = 0;
+    RT_CHECK(cudaMemcpy(&sum, dsum, sizeof(sum), cudaMemcpyDeviceToHost));
+    uint64_t t_kernel = now_ns();
+
+    size_t gpu_free = 0, gpu_total = 0;
+    RT_CHECK(cudaMemGetInfo(&gpu_free, &gpu_total));
+
+    /* The host copy is not needed any more: a resident instance keeps only
+     * its device memory (density counts instances, not host buffers). */
+    if (use_read)
+        free(host);
+    else
+        munmap(host, bytes);
+
+    printf("SAGE_BENCH {\"kind\":\"cfunc\",\"pid\":%d,\"sage_loaded\":%s,\"t0_given\":%s,"
+           "\"source\":\"%s\",\"bytes\":%zu,\"hold\":%s,"
+           "\"main_ms\":%.3f,\"read_ms\":%.3f,\"setup_ms\":%.3f,\"alloc_ms\":%.3f,\"upload_ms\":%.3f,"
+           "\"kernel_ms\":%.3f,\"total_ms\":%.3f,\"checksum\":\"%016llx\","
+           "\"gpu_free_bytes\":%zu,\"gpu_total_bytes\":%zu}\n",
+           (int)getpid(), sage_loaded() ? "true" : "false", t0_env ? "true" : "false",
+           use_read ? "read" : "mmap", bytes, hold ? "true" : "false",
+           ms(t0, t_main), ms(t_main, t_read), ms(t_read, t_setup), ms(t_setup, t_up0),
+           ms(t_up0, t_upload), ms(t_upload, t_kernel), ms(t0, t_kernel), sum, gpu_free, gpu_total);
+    fflush(stdout);
+
+    if (hold) {
+        printf("SAGE_HOLDING\n");
+        fflush(stdout);
+        char buf[256];
+        for (;;) {
+            ssize_t r = read(0, buf, sizeof(buf));
+            if (r == 0 || (r < 0 && errno != EINTR))
+                break;
+        }
+    }
+
+    /* Under SAGE_SHARE=1 the free of a copied (missed) upload is where it is
+     * verified and published: outside total_ms, inside the process's wall. */
+    RT_CHECK(cudaFree(dev));
+    RT_CHECK(cudaFree(dsum));
+    return 0;
+}
