@@ -43,7 +43,11 @@ static inline void *sage_real(SageSym sym) {
         X(mem_granularity, "cuMemGetAllocationGranularity",                                               \
           CUresult (*)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))           \
         X(pointer_get_attribute, "cuPointerGetAttribute", CUresult (*)(void *, CUpointer_attribute, CUdeviceptr)) \
-        X(stream_is_capturing, "cuStreamIsCapturing", CUresult (*)(CUstream, CUstreamCaptureStatus *))
+        X(stream_is_capturing, "cuStreamIsCapturing", CUresult (*)(CUstream, CUstreamCaptureStatus *))     \
+        X(func_get_param_info, "cuFuncGetParamInfo", CUresult (*)(CUfunction, size_t, size_t *, size_t *)) \
+        X(func_get_name, "cuFuncGetName", CUresult (*)(const char **, CUfunction))                          \
+        X(kernel_get_param_info, "cuKernelGetParamInfo", CUresult (*)(CUkernel, size_t, size_t *, size_t *)) \
+        X(kernel_get_name, "cuKernelGetName", CUresult (*)(const char **, CUkernel))
 
 typedef struct SageDriverExtras {
 #define SAGE_DRIVER_EXTRA_FIELD(field, symbol, type) __typeof__(type) field;

@@ -64,6 +64,8 @@ pthread_mutex_t sage_share_lock = PTHREAD_MUTEX_INITIALIZER;
 SageShareAlloc *sage_share_allocs;
 SageBroker *sage_share_broker;
 atomic_bool sage_share_active;
+atomic_bool sage_share_guarding;
+uint64_t sage_share_lo_va = UINT64_MAX, sage_share_hi_va;
 static atomic_ullong write_epoch = 1;
 static int share_state; /* 0 untried, 1 on, -1 off for this process */
 
@@ -85,6 +87,10 @@ static bool share_enabled(void) {
         if (!drv->mem_granularity || !drv->ctx_get_device || !drv->ctx_get_current || !drv->ctx_push || !drv->ctx_pop ||
             !drv->ctx_synchronize)
                 return false;
+        if (!sage_share_guard_available()) {
+                sage_info("share: the driver cannot describe kernel parameters (cuFuncGetParamInfo); sharing off");
+                return false;
+        }
         if (sage_broker_connect(&sage_share_broker, NULL, 500) < 0) {
                 sage_info("share: no broker (%s); sharing off", sage_options()->socket);
                 sage_share_broker = NULL;
@@ -151,6 +157,8 @@ static CUresult copy_into_new(SageShareAlloc *a, size_t off, size_t len, CUmemGe
         if ((r = map_at(tmp, len, a->dev, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS)
                 goto free_va;
         r = SAGE_REAL(cuMemcpyDtoD_v2)(tmp, a->va + off, len);
+        if (r == CUDA_SUCCESS)
+                r = drv->ctx_synchronize(); /* a device-to-device copy returns before it is done */
         SAGE_REAL(cuMemUnmap)(tmp, len);
 free_va:
         SAGE_REAL(cuMemAddressFree)(tmp, len);
@@ -194,7 +202,15 @@ static bool must_keep(const SageShareAlloc *a, const Piece *p, size_t off, size_
         return false;
 }
 
+static void free_lists(Piece *p) {
+        free(p->seen);
+        free(p->allow);
+        p->seen = p->allow = NULL;
+        p->nseen = p->nallow = 0;
+}
+
 static void drop_piece(SageShareAlloc *a, Piece *p) {
+        free_lists(p);
         SAGE_REAL(cuMemUnmap)(a->va + p->off, p->len);
         SAGE_REAL(cuMemRelease)(p->handle);
         if (p->extent_id && sage_share_broker)
@@ -292,7 +308,7 @@ static CUresult replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Pie
 }
 
 /* Give shared piece i private backing with the same content. Context synchronized. */
-static bool privatize(SageShareAlloc *a, size_t i) {
+bool sage_share_privatize(SageShareAlloc *a, size_t i) {
         Piece *p = &a->pieces[i];
         CUmemGenericAllocationHandle h;
 
@@ -304,9 +320,30 @@ static bool privatize(SageShareAlloc *a, size_t i) {
                 SAGE_REAL(cuMemRelease)(h);
                 return false;
         }
-        *p = (Piece){ .off = p->off, .len = p->len, .handle = h };
+        *p = (Piece){ .off = p->off, .len = p->len, .handle = h, .span_lo = p->span_lo };
         sage_stats_count(SAGE_STAT_SHARE_UNSHARED);
         return true;
+}
+
+static void sync_ctx(SageShareAlloc *a, bool push);
+
+void sage_share_sync(SageShareAlloc *a) {
+        sync_ctx(a, true);
+}
+
+void sage_share_privatize_all_shared(void) {
+        for (SageShareAlloc *a = sage_share_allocs; a; a = a->next) {
+                bool synced = false;
+                for (size_t i = 0; i < a->npieces; i++) {
+                        if (!a->pieces[i].extent_id)
+                                continue;
+                        if (!synced) {
+                                sync_ctx(a, true);
+                                synced = true;
+                        }
+                        sage_share_privatize(a, i);
+                }
+        }
 }
 
 static void sync_ctx(SageShareAlloc *a, bool push) {
@@ -338,7 +375,7 @@ static void before_write_locked(SageShareAlloc *a, size_t off, size_t len) {
                         sync_ctx(a, true);
                         synced = true;
                 }
-                privatize(a, i);
+                sage_share_privatize(a, i);
         }
 }
 
@@ -413,6 +450,10 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         pthread_mutex_lock(&sage_share_lock);
         a->next = sage_share_allocs;
         sage_share_allocs = a;
+        if (a->va < sage_share_lo_va)
+                sage_share_lo_va = a->va;
+        if (a->va + a->padded > sage_share_hi_va)
+                sage_share_hi_va = a->va + a->padded;
         pthread_mutex_unlock(&sage_share_lock);
         sage_stats_count(SAGE_STAT_SHARE_ALLOCS);
         *dptr = a->va;
@@ -445,6 +486,8 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
         SageHash key, content;
         bool by_file = false, served = false;
         uint64_t extent_id = 0;
+        static uint64_t notes[SAGE_SHARE_NOTES_MAX / 8]; /* under the lock */
+        uint32_t notes_len = 0;
         int fd = -1, r;
         Piece piece;
 
@@ -480,17 +523,22 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 note_written(a, o, n);
                 goto out;
         }
-        r = sage_broker_lookup(sage_share_broker, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd);
+        r = sage_broker_lookup_noted(sage_share_broker, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, notes,
+                                     sizeof(notes), &notes_len);
         sage_share_broker_lost(r);
         sync_ctx(a, true); /* nothing in flight may use the backing we replace */
+        atomic_store(&sage_share_guarding, true);
         if (r == 0 && fd >= 0) {
-                piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id };
+                piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id, .span_lo = o };
+                sage_share_notes_apply(&piece, notes, notes_len);
                 if (SAGE_REAL(cuMemImportFromShareableHandle)(&piece.handle, (void *)(uintptr_t)fd,
                                                               CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) == CUDA_SUCCESS) {
                         served = replace_range(a, lo, hi, &piece) == CUDA_SUCCESS;
                         if (!served)
                                 SAGE_REAL(cuMemRelease)(piece.handle);
                 }
+                if (!served)
+                        free_lists(&piece);
                 close(fd);
                 if (!served) {
                         if (sage_share_broker)
@@ -515,7 +563,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 content = key;
         else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &content) < 0)
                 goto written;
-        piece = (Piece){ .off = lo, .len = hi - lo, .candidate = true, .key = key, .content = content };
+        piece = (Piece){ .off = lo, .len = hi - lo, .candidate = true, .key = key, .content = content, .span_lo = o };
         if (create(a, hi - lo, &piece.handle) != CUDA_SUCCESS)
                 goto written;
         if (replace_range(a, lo, hi, &piece) != CUDA_SUCCESS) {
@@ -558,6 +606,8 @@ static void publish_candidates(SageShareAlloc *a) {
                 ReadBack rb = { a->va + p->off };
                 SageHash now;
                 uint64_t id;
+                void *notes;
+                uint32_t notes_len = 0;
                 int fd = -1, existed = 0, r;
 
                 if (!p->candidate)
@@ -568,8 +618,14 @@ static void publish_candidates(SageShareAlloc *a) {
                 if (SAGE_REAL(cuMemExportToShareableHandle)(&fd, p->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
                                                             0) != CUDA_SUCCESS)
                         continue;
-                r = sage_broker_publish(sage_share_broker, p->key, p->len, (uint32_t)a->dev, SAGE_PUBLISH_SEALED, fd,
-                                        &id, &existed);
+                notes = sage_share_notes_build(p, &notes_len);
+                if (notes)
+                        r = sage_broker_publish_noted(sage_share_broker, p->key, p->len, (uint32_t)a->dev,
+                                                      SAGE_PUBLISH_SEALED, fd, notes, notes_len, &id, &existed);
+                else
+                        r = sage_broker_publish(sage_share_broker, p->key, p->len, (uint32_t)a->dev,
+                                                SAGE_PUBLISH_SEALED, fd, &id, &existed);
+                free(notes);
                 if (r == 0) {
                         sage_broker_release(sage_share_broker, id); /* the broker keeps it; we hold no reference */
                         sage_stats_count(SAGE_STAT_SHARE_PUBLISHED);

@@ -19,7 +19,16 @@ typedef struct Piece {
         bool candidate;     /* filled by one upload: published at free or exit if unchanged */
         SageHash key;       /* candidate: the broker key (file identity or content) */
         SageHash content;   /* candidate: the content hash, checked against the device */
+        size_t span_lo;     /* where the upload that filled it starts (<= off): kernels point from here */
+        uint64_t *seen;     /* candidate: kernel-parameter uses seen (share_guard.c) */
+        size_t nseen;
+        bool seen_overflow;
+        uint64_t *allow;    /* shared: the uses its publisher saw, sorted */
+        size_t nallow;
 } Piece;
+
+#define SAGE_SHARE_MAX_USES 4000
+#define SAGE_SHARE_NOTES_MAX 32768
 
 typedef struct Range {
         size_t off, len;
@@ -49,6 +58,8 @@ extern pthread_mutex_t sage_share_lock;
 extern SageShareAlloc *sage_share_allocs; /* under sage_share_lock */
 extern SageBroker *sage_share_broker;     /* under sage_share_lock; NULL once lost */
 extern atomic_bool sage_share_active;     /* some allocation may be VMM-backed */
+extern atomic_bool sage_share_guarding;   /* some piece is a candidate or shared: launches are scanned */
+extern uint64_t sage_share_lo_va, sage_share_hi_va; /* bounds of every VMM-backed allocation; under the lock */
 
 /* The allocation holding [p, p+n), or NULL. Under the lock. */
 SageShareAlloc *sage_share_find(CUdeviceptr p, size_t n);
@@ -65,6 +76,18 @@ void sage_share_note_write(void);
 void sage_share_before_write(CUdeviceptr dst, size_t n);
 /* Called by the hooks' slow path after every call while sharing is active. */
 void sage_share_after_call(SageSym sym);
+
+/* Synchronize the context of `a`; give its shared piece i private backing (content kept). Under the lock. */
+void sage_share_sync(SageShareAlloc *a);
+bool sage_share_privatize(SageShareAlloc *a, size_t i);
+void sage_share_privatize_all_shared(void);
+
+/* Launch guard (share_guard.c). */
+bool sage_share_guard_available(void);
+void sage_share_guard_launch(CUfunction f, void **params, void **extra);
+/* The notes a candidate is published with (malloc'ed; NULL: none), and their use on a mapped piece. */
+void *sage_share_notes_build(const Piece *p, uint32_t *len);
+void sage_share_notes_apply(Piece *p, const void *notes, uint32_t len);
 
 /* Give `a` a single private backing (content kept). Under the lock. */
 bool sage_share_consolidate(SageShareAlloc *a);

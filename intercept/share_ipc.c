@@ -84,7 +84,8 @@ bool sage_share_consolidate(SageShareAlloc *a) {
         }
         if (SAGE_REAL(cuMemMap)(tmp, a->padded, 0, h, 0) == CUDA_SUCCESS) {
                 ok = SAGE_REAL(cuMemSetAccess)(tmp, a->padded, &desc, 1) == CUDA_SUCCESS &&
-                     SAGE_REAL(cuMemcpyDtoD_v2)(tmp, a->va, a->padded) == CUDA_SUCCESS;
+                     SAGE_REAL(cuMemcpyDtoD_v2)(tmp, a->va, a->padded) == CUDA_SUCCESS &&
+                     drv->ctx_synchronize() == CUDA_SUCCESS; /* the copy returns before it is done */
                 SAGE_REAL(cuMemUnmap)(tmp, a->padded);
         }
         SAGE_REAL(cuMemAddressFree)(tmp, a->padded);

@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model share_weights)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -127,6 +127,7 @@ build_program() {
         graphs) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/graphs.cu" ;;
         cublas_gemm) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/cublas_gemm.cu" -lcublas ;;
         reset_loop) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/reset_loop.cu" ;;
+        share_weights) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_weights.cu" ;;
         torch_model) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
         *) echo "unknown program $name"; return 1 ;;
     esac
@@ -136,6 +137,7 @@ build_program() {
 command_of() {
     case "$1" in
         torch_model) cmd=("$python" "$gpu_src/torch_model.py") ;;
+        share_weights) cmd=("$bin_dir/$1" "$bin_dir/share-weights.bin") ;;
         *) cmd=("$bin_dir/$1") ;;
     esac
 }
@@ -324,6 +326,73 @@ if selected static_cudart; then
         fi
         evaluate static_cudart+stacks "$p" stacks "$nrc" "$nms" "$run_rc" "$run_ms" 1 "$stack_note"
     fi
+fi
+
+# Sharing rows: SAGE_SHARE=1 with a broker, each program twice: the first
+# run publishes what it uploaded, the second maps it instead of copying.
+# Both must print what the native run printed; the second must have been
+# served by the broker where the program's uploads can be (share_weights,
+# torch_model), IPC must have been emulated (ipc), and share_weights' kernel
+# that writes mapped weights must have got a private copy first.
+share_programs=(share_weights ipc torch_model cublas_gemm graphs static_cudart)
+saged=$build_dir/daemon/saged
+# stat_sum NAME MODE STAT: a libsage counter summed over the traces of a run.
+stat_sum() {
+    "$python" - "$3" "$logs/$1.$2".*.json <<'EOF'
+import json, sys
+total = 0
+for path in sys.argv[2:]:
+    try:
+        total += json.load(open(path))["otherData"]["stats"].get(sys.argv[1], 0)
+    except (OSError, ValueError, KeyError):
+        pass
+print(total)
+EOF
+}
+if [ -x "$saged" ]; then
+    sock=$logs/saged.sock
+    "$saged" --socket "$sock" --foreground 2> "$logs/saged.log" &
+    saged_pid=$!
+    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+    for p in "${share_programs[@]}"; do
+        selected "$p" || continue
+        [ "${build_ok[$p]:-0}" = 1 ] || { record "$p+share" - - - - - - - SKIP "not built"; continue; }
+        nrc=$(awk -F'\t' -v p="$p" '$1 == p { print $2 }' "$results")
+        nms=$(awk -F'\t' -v p="$p" '$1 == p { print $3 }' "$results")
+        command_of "$p"
+        for round in 1 2; do
+            run_program "$p" "share$round" -u SAGE_TRACE_STACKS "LD_PRELOAD=$libsage" SAGE_SHARE=1 \
+                "SAGE_SOCKET=$sock" "SAGE_TRACE=$logs/$p.share$round.%p.json" -- "${cmd[@]}"
+            extra=ok
+            hits=$(stat_sum "$p" "share$round" SHARE_HITS)
+            mapped=$(stat_sum "$p" "share$round" SHARE_BYTES_MAPPED)
+            copied=$(stat_sum "$p" "share$round" SHARE_BYTES_COPIED)
+            fallbacks=$(stat_sum "$p" "share$round" SHARE_FALLBACKS)
+            guard=$(stat_sum "$p" "share$round" SHARE_GUARD_UNSHARED)
+            ipc=$(stat_sum "$p" "share$round" SHARE_IPC_EXPORTS)
+            echo "gpu-test: $p share$round: hits $hits, mapped $mapped B, copied $copied B, fallbacks $fallbacks, guard $guard, ipc $ipc" \
+                >> "$logs/share-stats.txt"
+            if [ "$fallbacks" != 0 ]; then
+                extra="$fallbacks sharing fallbacks"
+            elif [ "$round" = 2 ] && { [ "$p" = share_weights ] || [ "$p" = torch_model ]; } && [ "$hits" = 0 ]; then
+                extra="second run not served by the broker"
+            elif [ "$round" = 2 ] && [ "$p" = share_weights ] && [ "$guard" = 0 ]; then
+                extra="the kernel writing mapped weights got no private copy"
+            elif [ "$p" = ipc ] && [ "$ipc" = 0 ]; then
+                extra="IPC not emulated"
+            fi
+            min_traces=1
+            [ "$p" = ipc ] && min_traces=2
+            evaluate "$p+share$round" "$p" "share$round" "$nrc" "$nms" "$run_rc" "$run_ms" "$min_traces" \
+                "$extra"
+        done
+    done
+    SAGE_SOCKET=$sock "$build_dir/tools/sagectl" stats --json > "$logs/saged-stats.json" 2>&1 || true
+    kill "$saged_pid" 2>/dev/null || true
+    wait "$saged_pid" 2>/dev/null || true
+    cat "$logs/share-stats.txt" 2>/dev/null || true
+else
+    record share - - - - - - - SKIP "no saged in $build_dir"
 fi
 
 # ------------------------------------------------------------------ report

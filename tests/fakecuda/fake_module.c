@@ -332,6 +332,52 @@ static const FakeKernelEntry *entry_of(CUfunction f)
     return NULL;
 }
 
+/* Kernel metadata: the entry's name, and its parameters laid out at natural
+ * alignment (up to 8) from the sizes it declares. */
+FAKE_EXPORT CUresult cuFuncGetName(const char **name, CUfunction f)
+{
+    FAKE_REQUIRE_INIT();
+    const FakeKernelEntry *e = entry_of(f);
+    if (!name)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!e)
+        return CUDA_ERROR_INVALID_HANDLE;
+    *name = e->name;
+    return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuFuncGetParamInfo(CUfunction f, size_t index, size_t *offset, size_t *size)
+{
+    FAKE_REQUIRE_INIT();
+    const FakeKernelEntry *e = entry_of(f);
+    size_t at = 0;
+    if (!e)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!offset || !size || !e->param_sizes)
+        return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; e->param_sizes[i]; i++) {
+        size_t align = e->param_sizes[i] < 8 ? e->param_sizes[i] : 8;
+        at = (at + align - 1) / align * align;
+        if (i == index) {
+            *offset = at;
+            *size = e->param_sizes[i];
+            return CUDA_SUCCESS;
+        }
+        at += e->param_sizes[i];
+    }
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+FAKE_EXPORT CUresult cuKernelGetName(const char **name, CUkernel k)
+{
+    return cuFuncGetName(name, (CUfunction)(void *)k);
+}
+
+FAKE_EXPORT CUresult cuKernelGetParamInfo(CUkernel k, size_t index, size_t *offset, size_t *size)
+{
+    return cuFuncGetParamInfo((CUfunction)(void *)k, index, offset, size);
+}
+
 /* The packed buffer of a cuLaunchKernel `extra` list, or NULL. */
 static void *extra_buffer(void **extra, size_t *size)
 {

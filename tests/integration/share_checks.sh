@@ -74,6 +74,16 @@ out=$(SAGE_TRACE="$tmp/w2.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "afte
 [ "$out" = "$native" ] || bad "after a write by another client the extent changed: $out vs $native"
 [ "$(stat_of "$tmp/w2.json" SHARE_HITS)" = 1 ] || bad "after-write: not a hit"
 
+step "a kernel that writes shared weights: its use was never seen by the publisher, so a private copy first"
+[ "$(stat_of "$tmp/2.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "the publisher's own reading kernel was not allowed"
+native_k=$("$prog" 96 7 kernel-write)
+out=$(SAGE_TRACE="$tmp/k1.json" LD_PRELOAD="$preload" "$prog" 96 7 kernel-write) || bad "kernel-write run (a fault?)"
+[ "$out" = "$native_k" ] || bad "kernel-write output: $out vs $native_k"
+[ "$(stat_of "$tmp/k1.json" SHARE_HITS)" = 1 ] || bad "kernel-write: the upload was not a hit"
+[ "$(stat_of "$tmp/k1.json" SHARE_GUARD_UNSHARED)" = 1 ] || bad "kernel-write: not made private before the launch"
+out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-kernel-write run"
+[ "$out" = "$native" ] || bad "after a kernel writer the extent changed: $out vs $native"
+
 step "CUDA IPC on a VMM-backed allocation: emulated through the broker"
 native_i=$("$prog" 96 7 ipc-export)
 out=$(SAGE_TRACE="$tmp/i1.json" LD_PRELOAD="$preload" "$prog" 96 7 ipc-export) || bad "ipc run"

@@ -12,6 +12,7 @@
  *   file PATH   the weights come from PATH, mmap()ed (generated if missing)
  *   write       after the upload, the app overwrites 1 MiB in the middle
  *               through the API (memset) and checksums
+ *   kernel-write after the upload, a kernel multiplies the weights in place
  *   ipc-export  as whole, then hands a CUDA IPC handle to a child process
  *               (this program, ipc-open) which checksums the weights, writes
  *               one word; the parent must see the write
@@ -50,10 +51,22 @@ static void checksum_kernel(const FakeKernelLaunch *launch, void **params) {
                 s = s * 1099511628211ull + w[i];
         *out = s;
 }
-static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, NULL } };
-static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 1, kernels };
+/* Multiplies the weights by 3 in place: a kernel that writes them. */
+static void scale_kernel(const FakeKernelLaunch *launch, void **params) {
+        uint64_t *w = *(uint64_t **)params[0];
+        size_t n = *(size_t *)params[1];
 
-static CUfunction fn;
+        (void)launch;
+        for (size_t i = 0; i < n; i++)
+                w[i] *= 3;
+}
+static const size_t checksum_params[] = { sizeof(void *), sizeof(size_t), sizeof(void *), 0 };
+static const size_t scale_params[] = { sizeof(void *), sizeof(size_t), 0 };
+static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, checksum_params },
+                                           { "scale", scale_kernel, scale_params } };
+static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 2, kernels };
+
+static CUfunction fn, scale_fn;
 static CUdeviceptr out;
 
 static uint64_t checksum(CUdeviceptr p, size_t bytes) {
@@ -128,6 +141,7 @@ int main(int argc, char **argv) {
         OK(cuCtxSetCurrent(ctx));
         OK(cuModuleLoadData(&module, &image));
         OK(cuModuleGetFunction(&fn, module, "checksum"));
+        OK(cuModuleGetFunction(&scale_fn, module, "scale"));
         OK(cuMemAlloc(&out, sizeof(uint64_t)));
         if (!strcmp(mode, "ipc-open"))
                 return argc > 4 ? ipc_open(argv[4], bytes) : 2;
@@ -155,6 +169,11 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(mode, "write"))
                 OK(cuMemsetD8(weights + bytes / 2, 0x33, 1 << 20));
+        if (!strcmp(mode, "kernel-write")) {
+                size_t n = bytes / sizeof(uint64_t);
+                void *params[] = { &weights, &n };
+                OK(cuLaunchKernel(scale_fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+        }
         printf("weights checksum %016llx\n", (unsigned long long)checksum(weights, bytes));
         if (!strcmp(mode, "ipc-export")) {
                 CUipcMemHandle h;

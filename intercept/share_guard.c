@@ -1,0 +1,292 @@
+/*
+ * The launch guard of sharing (share.c): a kernel must never write a piece
+ * mapped read-only (the fault is sticky, and under MPS it kills the
+ * neighbours too), so read-only is learned and checked per kernel parameter.
+ *
+ * Every kernel launch of a process that holds candidate or shared pieces is
+ * scanned: each 8-byte word of its parameters (structs included; layout from
+ * cuFuncGetParamInfo) that points into a piece's span (from the start of the
+ * upload that filled it to its end) names a "use": the kernel's name, the
+ * parameter and the word within it.
+ * - In the process that uploads a candidate, its uses are recorded. When the
+ *   candidate is published (verified unchanged), the uses go with it as the
+ *   extent's notes: these kernel parameters read it and never changed it.
+ * - In a process that maps the extent, a launch with a use not among those
+ *   notes first gives the piece private backing (content copied), so an
+ *   unexpected writer writes its own copy. A piece with no notes (too many
+ *   uses, or the broker could not keep them) is private at its first use.
+ *
+ * Not seen: pointers a kernel reads from device memory (pointer arrays),
+ * kernel nodes added to graphs by hand (captured launches are scanned), and
+ * pointers outside a piece's span that a kernel offsets into it.
+ */
+#include <cuda.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "driver.h"
+#include "hash.h"
+#include "impl.h"
+#include "intercept.h"
+#include "log.h"
+#include "share.h"
+
+#define MAX_PARAMS 256
+#define LAYOUT_SLOTS 16384
+#define NOTES_MAGIC 0x314e4753u /* "SGN1" */
+
+typedef struct Layout {
+        const void *func; /* CUfunction or CUkernel, as launched */
+        uint64_t name;    /* hash of the kernel's name */
+        unsigned n;
+        uint32_t *offset, *size;
+} Layout;
+
+static Layout layouts[LAYOUT_SLOTS]; /* open addressing, under sage_share_lock */
+static size_t nlayouts;
+
+static const SageDriverExtras *const drv = &sage_driver_extras;
+
+bool sage_share_guard_available(void) {
+        return drv->func_get_param_info && drv->func_get_name;
+}
+
+/* CUDA_ERROR_INVALID_VALUE past the last parameter; anything else: the driver cannot tell. */
+static CUresult query_param(CUfunction f, size_t i, size_t *off, size_t *size) {
+        CUresult r = drv->func_get_param_info(f, i, off, size);
+
+        if (r == CUDA_SUCCESS || r == CUDA_ERROR_INVALID_VALUE || !drv->kernel_get_param_info)
+                return r;
+        return drv->kernel_get_param_info((CUkernel)f, i, off, size);
+}
+
+static const char *query_name(CUfunction f) {
+        const char *name = NULL;
+
+        if (drv->func_get_name(&name, f) == CUDA_SUCCESS && name)
+                return name;
+        if (drv->kernel_get_name && drv->kernel_get_name(&name, (CUkernel)f) == CUDA_SUCCESS && name)
+                return name;
+        return NULL;
+}
+
+/* The parameter layout of f, NULL when the driver cannot tell. Under the lock. */
+static const Layout *layout_of(CUfunction f) {
+        size_t slot = ((uintptr_t)f >> 4) * 0x9e3779b97f4a7c15ull % LAYOUT_SLOTS;
+        size_t off[MAX_PARAMS], size[MAX_PARAMS];
+        const char *name;
+        Layout *l = NULL;
+        CUresult r = CUDA_ERROR_INVALID_VALUE;
+        unsigned n = 0;
+
+        for (size_t probe = 0; probe < LAYOUT_SLOTS; probe++) {
+                l = &layouts[(slot + probe) % LAYOUT_SLOTS];
+                if (l->func == (const void *)f)
+                        return l->n == UINT32_MAX ? NULL : l;
+                if (!l->func)
+                        break;
+        }
+        if (nlayouts >= LAYOUT_SLOTS * 3 / 4 || !l || l->func)
+                return NULL;
+        name = query_name(f);
+        while (n < MAX_PARAMS && (r = query_param(f, n, &off[n], &size[n])) == CUDA_SUCCESS)
+                n++;
+        l->func = (const void *)f;
+        nlayouts++;
+        if (!name || n == MAX_PARAMS || r != CUDA_ERROR_INVALID_VALUE || !(l->offset = calloc(n + 1, sizeof(uint32_t))) ||
+            !(l->size = calloc(n + 1, sizeof(uint32_t)))) {
+                l->n = UINT32_MAX; /* unknown: every use of a piece is unexpected */
+                return NULL;
+        }
+        l->name = sage_hash(name, strlen(name)).low;
+        l->n = n;
+        for (unsigned i = 0; i < n; i++) {
+                l->offset[i] = (uint32_t)off[i];
+                l->size[i] = (uint32_t)size[i];
+        }
+        return l;
+}
+
+static uint64_t use_key(uint64_t name, unsigned param, unsigned word) {
+        struct {
+                uint64_t name;
+                uint32_t param, word;
+        } k = { name, param, word };
+        return sage_hash(&k, sizeof(k)).low | 1; /* never 0 */
+}
+
+static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+static void record(Piece *p, uint64_t key) {
+        uint64_t *s;
+
+        if (p->seen_overflow)
+                return;
+        for (size_t i = 0; i < p->nseen; i++)
+                if (p->seen[i] == key)
+                        return;
+        if (p->nseen == SAGE_SHARE_MAX_USES) {
+                p->seen_overflow = true;
+                return;
+        }
+        if (!(s = realloc(p->seen, (p->nseen + 1) * sizeof(*s)))) {
+                p->seen_overflow = true;
+                return;
+        }
+        p->seen = s;
+        p->seen[p->nseen++] = key;
+}
+
+static bool allowed(const Piece *p, uint64_t key) {
+        return p->allow && bsearch(&key, p->allow, p->nallow, sizeof(key), cmp_u64);
+}
+
+/* One word of a launch's parameters: a use of a piece? Under the lock. */
+static void check_word(uint64_t v, uint64_t key_name, unsigned param, unsigned word, bool *synced) {
+        SageShareAlloc *a = sage_share_find((CUdeviceptr)v, 1);
+
+        if (!a)
+                return;
+        for (size_t i = 0; i < a->npieces; i++) {
+                Piece *p = &a->pieces[i];
+                size_t off = (size_t)(v - a->va);
+                if (!p->candidate && !p->extent_id)
+                        continue;
+                if (off < p->span_lo || off >= p->off + p->len)
+                        continue;
+                if (p->candidate) {
+                        record(p, use_key(key_name, param, word));
+                } else if (!allowed(p, use_key(key_name, param, word))) {
+                        if (!*synced) {
+                                sage_share_sync(a);
+                                *synced = true;
+                        }
+                        if (sage_share_privatize(a, i))
+                                sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
+                }
+        }
+}
+
+static void *param_buffer(void **extra) {
+        for (size_t i = 0; extra && extra[i] != CU_LAUNCH_PARAM_END; i += 2)
+                if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER)
+                        return extra[i + 1];
+        return NULL;
+}
+
+void sage_share_guard_launch(CUfunction f, void **params, void **extra) {
+        const Layout *l;
+        char *buffer;
+        bool synced = false;
+
+        if (!atomic_load_explicit(&sage_share_guarding, memory_order_relaxed) || !f)
+                return;
+        pthread_mutex_lock(&sage_share_lock);
+        l = layout_of(f);
+        buffer = params ? NULL : param_buffer(extra);
+        if (!l) {
+                /* Unknown layout: no use can be told apart, so none is expected. */
+                sage_stats_count(SAGE_STAT_SHARE_GUARD_UNKNOWN);
+                sage_share_privatize_all_shared();
+                pthread_mutex_unlock(&sage_share_lock);
+                return;
+        }
+        for (unsigned i = 0; i < l->n; i++) {
+                const char *value = params ? params[i] : buffer ? buffer + l->offset[i] : NULL;
+                if (!value)
+                        continue;
+                for (unsigned w = 0; w + 8 <= l->size[i]; w += 8) {
+                        uint64_t v;
+                        memcpy(&v, value + w, sizeof(v));
+                        if (v >= sage_share_lo_va && v < sage_share_hi_va)
+                                check_word(v, l->name, i, w / 8, &synced);
+                }
+        }
+        pthread_mutex_unlock(&sage_share_lock);
+}
+
+/* ---------------------------------------------------------------- notes */
+
+void *sage_share_notes_build(const Piece *p, uint32_t *len) {
+        uint32_t *notes;
+        size_t n = p->nseen;
+
+        if (p->seen_overflow || 8 + n * 8 > SAGE_SHARE_NOTES_MAX || !(notes = malloc(8 + n * 8)))
+                return NULL;
+        notes[0] = NOTES_MAGIC;
+        notes[1] = (uint32_t)n;
+        memcpy(notes + 2, p->seen, n * 8);
+        qsort(notes + 2, n, 8, cmp_u64);
+        *len = (uint32_t)(8 + n * 8);
+        return notes;
+}
+
+void sage_share_notes_apply(Piece *p, const void *notes, uint32_t len) {
+        uint32_t head[2];
+
+        free(p->allow);
+        p->allow = NULL;
+        p->nallow = 0;
+        if (len < 8)
+                return;
+        memcpy(head, notes, sizeof(head));
+        if (head[0] != NOTES_MAGIC || (uint64_t)head[1] * 8 + 8 != len || !head[1])
+                return;
+        if (!(p->allow = malloc((size_t)head[1] * 8)))
+                return;
+        memcpy(p->allow, (const char *)notes + 8, (size_t)head[1] * 8);
+        p->nallow = head[1];
+        for (size_t i = 1; i < p->nallow; i++)
+                if (p->allow[i - 1] > p->allow[i]) { /* not sorted: not ours */
+                        free(p->allow);
+                        p->allow = NULL;
+                        p->nallow = 0;
+                        return;
+                }
+}
+
+/* ---------------------------------------------------------------- hooks */
+
+CUresult sage_impl_cuLaunchKernel(sage_fn_cuLaunchKernel_t real, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                                  unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params,
+                                  void **extra) {
+        sage_share_guard_launch(f, params, extra);
+        return real(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);
+}
+
+CUresult sage_impl_cuLaunchKernel_ptsz(sage_fn_cuLaunchKernel_ptsz_t real, CUfunction f, unsigned gx, unsigned gy,
+                                       unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s,
+                                       void **params, void **extra) {
+        sage_share_guard_launch(f, params, extra);
+        return real(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);
+}
+
+CUresult sage_impl_cuLaunchCooperativeKernel(sage_fn_cuLaunchCooperativeKernel_t real, CUfunction f, unsigned gx,
+                                             unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                                             unsigned shmem, CUstream s, void **params) {
+        sage_share_guard_launch(f, params, NULL);
+        return real(f, gx, gy, gz, bx, by, bz, shmem, s, params);
+}
+
+CUresult sage_impl_cuLaunchCooperativeKernel_ptsz(sage_fn_cuLaunchCooperativeKernel_ptsz_t real, CUfunction f,
+                                                  unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                                                  unsigned bz, unsigned shmem, CUstream s, void **params) {
+        sage_share_guard_launch(f, params, NULL);
+        return real(f, gx, gy, gz, bx, by, bz, shmem, s, params);
+}
+
+CUresult sage_impl_cuLaunchKernelEx(sage_fn_cuLaunchKernelEx_t real, const CUlaunchConfig *config, CUfunction f,
+                                    void **params, void **extra) {
+        sage_share_guard_launch(f, params, extra);
+        return real(config, f, params, extra);
+}
+
+CUresult sage_impl_cuLaunchKernelEx_ptsz(sage_fn_cuLaunchKernelEx_ptsz_t real, const CUlaunchConfig *config,
+                                         CUfunction f, void **params, void **extra) {
+        sage_share_guard_launch(f, params, extra);
+        return real(config, f, params, extra);
+}
