@@ -210,7 +210,7 @@ def check(records, expect):
             if not r.get("ok"):
                 # The instance that ends the density phase fails before its
                 # record (OOM, ...): expected. Anything else is a failure.
-                if r["phase"] != "density" or r.get("had_record"):
+                if r["phase"] != "density" or r.get("had_record") or r.get("density_unexpected"):
                     problems.append(f"FAILED {where}: {r.get('error')}")
                     t["bad"] += 1
                 continue
@@ -533,7 +533,9 @@ class Proc:
         try:
             with open(self.err_path, errors="replace") as f:
                 lines = [x for x in f.read().splitlines() if x.strip()]
-            return " / ".join(lines[-2:])[:300]
+            # The exception line (e.g. "torch.AcceleratorError: CUDA error: ..."), then the last lines.
+            err = [x for x in lines if re.match(r"[\w.]*(Error|Exception)\b", x.strip())][-1:]
+            return " / ".join(dict.fromkeys(err + lines[-2:]))[:500]
         except OSError:
             return ""
 
@@ -904,11 +906,21 @@ class Runner:
         alive = [p for p in holders if p.t_ready and not p.done.is_set()]
         time.sleep(0.5)
         used, _ = self.smi_used()
+        # A failure with plenty of GPU memory left is not the end of density but a bug.
+        unexpected = None
+        if failed and used is not None and total is not None:
+            free = total - used
+            room = 2 * (per_est or (used - base) / max(1, len(alive)) if base is not None else 0) + 4096
+            if free > room:
+                unexpected = f"failed with {free} MiB of GPU memory free: not out of memory"
+                stop += f" [{unexpected}]"
+                for p in holders:
+                    p.meta["density_unexpected"] = unexpected
         per = round((used - base) / len(alive), 1) if alive and used is not None and base is not None else None
         res = {"count": len(alive), "at_least": not failed, "stop": stop, "cap": cap, "waves": waves,
                "base_mib": base, "used_mib": used, "total_mib": total, "per_instance_mib": per,
                "extrapolated": extrapolate(total, base, per),
-               "host_available_mib_at_end": meminfo_mib("MemAvailable")}
+               "host_available_mib_at_end": meminfo_mib("MemAvailable"), "unexpected_failure": unexpected}
         self.release_all(holders)
         res["elapsed_s"] = round(time.time() - a, 1)
         self.say(f"{wl} density {mode}: {f_count(res['count'], res['at_least'])} resident (stop: {stop}); "
@@ -1119,6 +1131,9 @@ def selftest():
     late = dict(rec("cfunc", "sage", "density", 3, 60.0, "aa", ok=False), had_record=True)
     probs, _, _ = check(recs + [late], {"cfunc": "aa"})
     assert probs == ["FAILED cfunc sage density #3: rc 1"], probs
+    odd = dict(rec("cfunc", "sage", "density", 4, None, None, ok=False), density_unexpected="free")
+    probs, _, _ = check(recs + [odd], {"cfunc": "aa"})
+    assert probs == ["FAILED cfunc sage density #4: rc 1"], probs
     # Native disagreeing with itself falls back to the approximate value.
     am = [dict(rec("gpt2", "native", "seq", i, 1.0, c), approx="1.0e+00") for i, c in ((1, "x"), (2, "y"))]
     am.append(dict(rec("gpt2", "sage", "seq", 1, 1.0, "z"), approx="1.0e+00"))
