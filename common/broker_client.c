@@ -6,12 +6,14 @@
  * application at most one timeout. Replies are matched by request id; a
  * late reply to a request that already timed out is discarded (closing any
  * fd it carried) instead of being taken for the answer to the next one.
+ * Notes in a reply are copied out before the receive buffer goes.
  */
 #include "broker_client.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,10 +87,34 @@ SageBroker *sage_broker_free(SageBroker *b) {
         return NULL;
 }
 
+/* Where the notes of a LOOKUP_NOTED reply go: `length` receives their size,
+ * the bytes are copied only if they fit in `capacity`. */
+typedef struct NotesSink {
+        void *bytes;
+        uint32_t capacity;
+        uint32_t length;
+} NotesSink;
+
+/* The decoded reply's notes point into the receive buffer: copy them out
+ * (if asked to) and drop the pointer before that buffer is freed. */
+static void take_notes(SageMessage *reply, NotesSink *sink) {
+        SageNotes *notes;
+
+        if (reply->header.type != SAGE_MSG_LOOKUP_NOTED_REPLY)
+                return;
+        notes = &reply->lookup_noted_reply.notes;
+        if (sink) {
+                sink->length = notes->length;
+                if (notes->length > 0 && notes->length <= sink->capacity)
+                        memcpy(sink->bytes, notes->bytes, notes->length);
+        }
+        notes->bytes = NULL;
+}
+
 /* Send `req`, wait for the reply with its request id. Caller holds the lock.
  * *reply_fd receives the fd of a reply that carries one (else -1). */
 static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
-                    SageListEntry *list_storage, int *reply_fd) {
+                    SageListEntry *list_storage, int *reply_fd, NotesSink *notes) {
         uint64_t deadline = sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull;
         uint8_t *buf;
         int r;
@@ -169,6 +195,7 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                         else
                                 close(rfds[0]);
                 }
+                take_notes(reply, notes);
                 r = 0;
                 goto out;
         }
@@ -188,9 +215,28 @@ static int call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, S
                 SageListEntry *list_storage, int *reply_fd) {
         int r;
         pthread_mutex_lock(&b->lock);
-        r = transact(b, req, fds, n_fds, reply, list_storage, reply_fd);
+        r = transact(b, req, fds, n_fds, reply, list_storage, reply_fd, NULL);
         pthread_mutex_unlock(&b->lock);
         return r;
+}
+
+static int call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd, NotesSink *notes) {
+        int r;
+        pthread_mutex_lock(&b->lock);
+        r = transact(b, req, NULL, 0, reply, NULL, reply_fd, notes);
+        pthread_mutex_unlock(&b->lock);
+        return r;
+}
+
+static void set_last_error(SageBroker *b, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static void set_last_error(SageBroker *b, const char *format, ...) {
+        va_list ap;
+
+        pthread_mutex_lock(&b->lock);
+        va_start(ap, format);
+        vsnprintf(b->last_error, sizeof(b->last_error), format, ap);
+        va_end(ap);
+        pthread_mutex_unlock(&b->lock);
 }
 
 int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms) {
@@ -320,6 +366,70 @@ int sage_broker_publish(SageBroker *b, SageHash hash, uint64_t size, uint32_t de
                 *extent_id = reply.publish_reply.extent_id;
         if (existed)
                 *existed = reply.publish_reply.existed;
+        return 0;
+}
+
+int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
+                              const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
+        SageMessage req, reply;
+        int r;
+
+        /* The broker would refuse these too (MALFORMED), without saying why. */
+        if (notes_len > SAGE_PROTO_NOTES_MAX) {
+                set_last_error(b, "notes of %u bytes exceed the %u allowed", (unsigned)notes_len,
+                               (unsigned)SAGE_PROTO_NOTES_MAX);
+                return SAGE_ERR_MALFORMED;
+        }
+        if (notes_len > 0 && !notes) {
+                set_last_error(b, "notes of %u bytes given without their bytes", (unsigned)notes_len);
+                return SAGE_ERR_MALFORMED;
+        }
+        sage_proto_init(&req, SAGE_MSG_PUBLISH_NOTED, 0);
+        req.header.flags = flags;
+        req.publish_noted.key = (SageExtentKey){ .hash = hash, .size = size, .device = device };
+        req.publish_noted.notes = (SageNotes){ .length = notes_len, .bytes = notes };
+        r = call(b, &req, &fd, 1, &reply, NULL, NULL);
+        if (r != 0)
+                return r;
+        if (extent_id)
+                *extent_id = reply.publish_noted_reply.extent_id;
+        if (existed)
+                *existed = reply.publish_noted_reply.existed;
+        return 0;
+}
+
+int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
+                             int *fd_out, void *notes, uint32_t notes_cap, uint32_t *notes_len) {
+        NotesSink sink = { .bytes = notes, .capacity = notes ? notes_cap : 0 };
+        SageMessage req, reply;
+        int fd = -1, r;
+
+        *fd_out = -1;
+        *notes_len = 0;
+        sage_proto_init(&req, SAGE_MSG_LOOKUP_NOTED, 0);
+        req.lookup_noted = (SageExtentKey){ .hash = hash, .size = size, .device = device };
+        r = call_noted(b, &req, &reply, &fd, &sink);
+        if (r != 0)
+                return r;
+        if (!reply.lookup_noted_reply.lookup.found)
+                return SAGE_ERR_NOT_FOUND;
+        if (reply.lookup_noted_reply.lookup.size != size) {
+                close(fd);
+                return -EPROTO;
+        }
+        if (sink.length > sink.capacity) {
+                /* No fd, and the reference the hit took goes back at once. */
+                close(fd);
+                sage_broker_release(b, reply.lookup_noted_reply.lookup.extent_id);
+                *notes_len = sink.length;
+                set_last_error(b, "notes of %u bytes do not fit in %u", (unsigned)sink.length,
+                               (unsigned)sink.capacity);
+                return -ENOBUFS;
+        }
+        if (extent_id)
+                *extent_id = reply.lookup_noted_reply.lookup.extent_id;
+        *notes_len = sink.length;
+        *fd_out = fd;
         return 0;
 }
 

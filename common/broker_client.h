@@ -10,8 +10,9 @@
  * Returns: 0 on success; a positive SageProtoError the broker answered with
  * (SAGE_ERR_NOT_FOUND, SAGE_ERR_BUDGET, ...); a negative errno for transport
  * failures (-ETIMEDOUT, -ECONNREFUSED, -ENOENT, -EPIPE, -EPROTO). After a
- * negative return other than -ENOENT/-ECONNREFUSED from connect, treat the
- * connection as broken: free it and (later) reconnect.
+ * negative return other than -ENOENT/-ECONNREFUSED from connect (or
+ * -ENOBUFS from lookup_noted), treat the connection as broken: free it and
+ * (later) reconnect.
  *
  * Extent fds received from lookups are read-only grants by contract: the fd
  * itself carries no protection, so the caller must map them with
@@ -52,6 +53,32 @@ int sage_broker_lookup(SageBroker *broker, SageHash hash, uint64_t size, uint32_
  * the mapping goes away); *existed tells if the broker already had it. */
 int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
                         uint32_t flags, int fd, uint64_t *extent_id, int *existed);
+
+/*
+ * Notes (proto.h, "PUBLISH_NOTED"): an opaque blob of at most
+ * SAGE_PROTO_NOTES_MAX bytes that a sealed extent carries for every later
+ * looker-up of the namespace. publish_noted is publish plus `notes_len`
+ * bytes of `notes`; they are stored only if this call creates the extent
+ * (*existed 0): an extent already resident keeps the notes it has. Notes
+ * over SAGE_PROTO_NOTES_MAX return SAGE_ERR_MALFORMED without asking the
+ * broker (sage_broker_last_error says why).
+ *
+ * lookup_noted is lookup plus the extent's notes, copied into `notes`
+ * (`notes_cap` bytes; NULL with 0 is fine) with their length in *notes_len
+ * (0 for an extent published without notes). Notes larger than notes_cap
+ * are never truncated: the call returns -ENOBUFS with no fd, the size
+ * needed in *notes_len, and the reference the hit took already given back;
+ * the connection stays usable. A buffer of SAGE_PROTO_NOTES_MAX bytes
+ * always fits. Other returns as lookup (*notes_len 0).
+ *
+ * A broker older than these messages answers SAGE_ERR_UNKNOWN_TYPE: use
+ * publish/lookup with it.
+ */
+int sage_broker_publish_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint32_t flags,
+                              int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed);
+int sage_broker_lookup_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
+                             uint64_t *extent_id, int *fd_out, void *notes, uint32_t notes_cap,
+                             uint32_t *notes_len);
 
 int sage_broker_release(SageBroker *broker, uint64_t extent_id);
 int sage_broker_stats(SageBroker *broker, SageStats *out);

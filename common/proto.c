@@ -119,6 +119,55 @@ static void get_ipc_allocation(Reader *r, SageIpcAllocation *a) {
         a->device = get_u32(r);
 }
 
+/* notes_len, then the bytes; the length must account for the rest of the
+ * payload exactly (notes are always last), and stay within the cap. */
+static void put_notes(Writer *w, const SageNotes *n) {
+        if (n->length > SAGE_PROTO_NOTES_MAX || (n->length > 0 && !n->bytes)) {
+                w->failed = true;
+                return;
+        }
+        put_u32(w, n->length);
+        if (n->length > 0) /* bytes may be NULL then, which memcpy must not see */
+                put_bytes(w, n->bytes, n->length);
+}
+
+static int get_notes(Reader *r, SageNotes *n) {
+        uint32_t length = get_u32(r);
+
+        if (r->failed)
+                return 0;
+        if (length > SAGE_PROTO_NOTES_MAX || r->size - r->pos != length)
+                return SAGE_ERR_MALFORMED;
+        n->length = length;
+        n->bytes = length ? r->p + r->pos : NULL;
+        r->pos += length;
+        return 0;
+}
+
+static void put_lookup_reply(Writer *w, const SageLookupReply *l) {
+        put_u8(w, l->found);
+        put_u64(w, l->extent_id);
+        put_u64(w, l->size);
+}
+
+static int get_lookup_reply(Reader *r, SageLookupReply *l) {
+        l->found = get_u8(r);
+        l->extent_id = get_u64(r);
+        l->size = get_u64(r);
+        return l->found > 1 ? SAGE_ERR_MALFORMED : 0;
+}
+
+static void put_publish_reply(Writer *w, const SagePublishReply *p) {
+        put_u64(w, p->extent_id);
+        put_u8(w, p->existed);
+}
+
+static int get_publish_reply(Reader *r, SagePublishReply *p) {
+        p->extent_id = get_u64(r);
+        p->existed = get_u8(r);
+        return p->existed > 1 ? SAGE_ERR_MALFORMED : 0;
+}
+
 static void put_list_entry(Writer *w, const SageListEntry *e) {
         size_t start = w->pos;
         put_u64(w, e->id);
@@ -185,6 +234,8 @@ const char *sage_proto_type_name(unsigned type) {
         case SAGE_MSG_IPC_EXPORT: return "IPC_EXPORT";
         case SAGE_MSG_IPC_IMPORT: return "IPC_IMPORT";
         case SAGE_MSG_IPC_REVOKE: return "IPC_REVOKE";
+        case SAGE_MSG_PUBLISH_NOTED: return "PUBLISH_NOTED";
+        case SAGE_MSG_LOOKUP_NOTED: return "LOOKUP_NOTED";
         case SAGE_MSG_HELLO_REPLY: return "HELLO_REPLY";
         case SAGE_MSG_PONG: return "PONG";
         case SAGE_MSG_LOOKUP_REPLY: return "LOOKUP_REPLY";
@@ -196,6 +247,8 @@ const char *sage_proto_type_name(unsigned type) {
         case SAGE_MSG_IPC_EXPORT_REPLY: return "IPC_EXPORT_REPLY";
         case SAGE_MSG_IPC_IMPORT_REPLY: return "IPC_IMPORT_REPLY";
         case SAGE_MSG_IPC_REVOKE_REPLY: return "IPC_REVOKE_REPLY";
+        case SAGE_MSG_PUBLISH_NOTED_REPLY: return "PUBLISH_NOTED_REPLY";
+        case SAGE_MSG_LOOKUP_NOTED_REPLY: return "LOOKUP_NOTED_REPLY";
         case SAGE_MSG_ERROR: return "ERROR";
         default: return "?";
         }
@@ -203,7 +256,8 @@ const char *sage_proto_type_name(unsigned type) {
 
 static uint32_t allowed_flags(unsigned type) {
         switch (type) {
-        case SAGE_MSG_PUBLISH: return SAGE_PUBLISH_FLAGS_ALL;
+        case SAGE_MSG_PUBLISH:
+        case SAGE_MSG_PUBLISH_NOTED: return SAGE_PUBLISH_FLAGS_ALL;
         case SAGE_MSG_EVICT: return SAGE_EVICT_FLAGS_ALL;
         default: return 0;
         }
@@ -230,9 +284,11 @@ void sage_proto_error(SageMessage *m, uint32_t request_id, int code, const char 
 size_t sage_proto_expected_fds(const SageMessage *m) {
         switch (m->header.type) {
         case SAGE_MSG_PUBLISH: return 1;
+        case SAGE_MSG_PUBLISH_NOTED: return 1;
         case SAGE_MSG_IPC_EXPORT: return 1;
         case SAGE_MSG_IPC_IMPORT_REPLY: return 1;
         case SAGE_MSG_LOOKUP_REPLY: return m->lookup_reply.found ? 1 : 0;
+        case SAGE_MSG_LOOKUP_NOTED_REPLY: return m->lookup_noted_reply.lookup.found ? 1 : 0;
         default: return 0;
         }
 }
@@ -277,13 +333,29 @@ static void encode_payload(Writer *w, const SageMessage *m) {
                 put_key(w, &m->publish);
                 break;
         case SAGE_MSG_LOOKUP_REPLY:
-                put_u8(w, m->lookup_reply.found);
-                put_u64(w, m->lookup_reply.extent_id);
-                put_u64(w, m->lookup_reply.size);
+                put_lookup_reply(w, &m->lookup_reply);
                 break;
         case SAGE_MSG_PUBLISH_REPLY:
-                put_u64(w, m->publish_reply.extent_id);
-                put_u8(w, m->publish_reply.existed);
+                put_publish_reply(w, &m->publish_reply);
+                break;
+        case SAGE_MSG_PUBLISH_NOTED:
+                put_key(w, &m->publish_noted.key);
+                put_notes(w, &m->publish_noted.notes);
+                break;
+        case SAGE_MSG_PUBLISH_NOTED_REPLY:
+                put_publish_reply(w, &m->publish_noted_reply);
+                break;
+        case SAGE_MSG_LOOKUP_NOTED:
+                put_key(w, &m->lookup_noted);
+                break;
+        case SAGE_MSG_LOOKUP_NOTED_REPLY:
+                /* A miss carries no notes. */
+                if (!m->lookup_noted_reply.lookup.found && m->lookup_noted_reply.notes.length) {
+                        w->failed = true;
+                        break;
+                }
+                put_lookup_reply(w, &m->lookup_noted_reply.lookup);
+                put_notes(w, &m->lookup_noted_reply.notes);
                 break;
         case SAGE_MSG_RELEASE:
                 put_u64(w, m->release);
@@ -399,16 +471,30 @@ static int decode_payload(Reader *r, SageMessage *m, SageListEntry *list_storage
                 get_key(r, &m->publish);
                 break;
         case SAGE_MSG_LOOKUP_REPLY:
-                m->lookup_reply.found = get_u8(r);
-                m->lookup_reply.extent_id = get_u64(r);
-                m->lookup_reply.size = get_u64(r);
-                if (m->lookup_reply.found > 1)
+                if (get_lookup_reply(r, &m->lookup_reply))
                         return SAGE_ERR_MALFORMED;
                 break;
         case SAGE_MSG_PUBLISH_REPLY:
-                m->publish_reply.extent_id = get_u64(r);
-                m->publish_reply.existed = get_u8(r);
-                if (m->publish_reply.existed > 1)
+                if (get_publish_reply(r, &m->publish_reply))
+                        return SAGE_ERR_MALFORMED;
+                break;
+        case SAGE_MSG_PUBLISH_NOTED:
+                get_key(r, &m->publish_noted.key);
+                if (get_notes(r, &m->publish_noted.notes))
+                        return SAGE_ERR_MALFORMED;
+                break;
+        case SAGE_MSG_PUBLISH_NOTED_REPLY:
+                if (get_publish_reply(r, &m->publish_noted_reply))
+                        return SAGE_ERR_MALFORMED;
+                break;
+        case SAGE_MSG_LOOKUP_NOTED:
+                get_key(r, &m->lookup_noted);
+                break;
+        case SAGE_MSG_LOOKUP_NOTED_REPLY:
+                if (get_lookup_reply(r, &m->lookup_noted_reply.lookup) ||
+                    get_notes(r, &m->lookup_noted_reply.notes))
+                        return SAGE_ERR_MALFORMED;
+                if (!m->lookup_noted_reply.lookup.found && m->lookup_noted_reply.notes.length)
                         return SAGE_ERR_MALFORMED;
                 break;
         case SAGE_MSG_RELEASE:

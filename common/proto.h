@@ -39,6 +39,8 @@
 /* LIST replies are paged: at most this many entries per reply. */
 #define SAGE_PROTO_LIST_MAX 512
 #define SAGE_IPC_TOKEN_SIZE 16
+/* Notes a sealed extent may carry (PUBLISH_NOTED / LOOKUP_NOTED), at most. */
+#define SAGE_PROTO_NOTES_MAX 32768
 
 #define SAGE_MSG_REPLY_BIT 0x8000u
 
@@ -54,6 +56,8 @@ typedef enum SageMessageType {
         SAGE_MSG_IPC_EXPORT = 9,
         SAGE_MSG_IPC_IMPORT = 10,
         SAGE_MSG_IPC_REVOKE = 11,
+        SAGE_MSG_PUBLISH_NOTED = 12,
+        SAGE_MSG_LOOKUP_NOTED = 13,
 
         SAGE_MSG_HELLO_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_HELLO,
         SAGE_MSG_PONG = SAGE_MSG_REPLY_BIT | SAGE_MSG_PING,
@@ -66,6 +70,8 @@ typedef enum SageMessageType {
         SAGE_MSG_IPC_EXPORT_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_EXPORT,
         SAGE_MSG_IPC_IMPORT_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_IMPORT,
         SAGE_MSG_IPC_REVOKE_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_REVOKE,
+        SAGE_MSG_PUBLISH_NOTED_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_PUBLISH_NOTED,
+        SAGE_MSG_LOOKUP_NOTED_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LOOKUP_NOTED,
         SAGE_MSG_ERROR = SAGE_MSG_REPLY_BIT | 0x7fff,
 } SageMessageType;
 
@@ -219,6 +225,40 @@ typedef struct SageIpcAllocation {
         uint32_t device;         /* the exporter's device ordinal, relayed as is */
 } SageIpcAllocation;
 
+/*
+ * Notes: an opaque blob (at most SAGE_PROTO_NOTES_MAX bytes) a publisher
+ * attaches to a sealed extent and every later looker-up of the same
+ * namespace receives (libsage records there what it learned while verifying
+ * the content read-only). Sealed means immutable: the first publisher's
+ * notes stay, later publishes of the same key (noted or not) change nothing.
+ * Offsets are from the payload's start; K = 28, the SageExtentKey of PUBLISH.
+ *
+ *   PUBLISH_NOTED       + 1 fd   0 K key (as PUBLISH), K 4 notes_len, K+4 notes_len bytes
+ *   PUBLISH_NOTED_REPLY          as PUBLISH_REPLY                   (9 bytes)
+ *   LOOKUP_NOTED                 as LOOKUP                          (28 bytes)
+ *   LOOKUP_NOTED_REPLY  + 1 fd on a hit
+ *                                0 17 as LOOKUP_REPLY, 17 4 notes_len, 21 notes_len bytes
+ *
+ * PUBLISH_NOTED takes PUBLISH's flags. A notes_len over SAGE_PROTO_NOTES_MAX
+ * or other than the bytes that follow is SAGE_ERR_MALFORMED; so are notes
+ * on a LOOKUP_NOTED_REPLY miss. An extent published without notes answers
+ * LOOKUP_NOTED with notes_len 0.
+ */
+typedef struct SageNotes {
+        uint32_t length;
+        const uint8_t *bytes;    /* encode: the caller's; decode: points into the decoded buffer */
+} SageNotes;
+
+typedef struct SagePublishNoted {
+        SageExtentKey key;
+        SageNotes notes;
+} SagePublishNoted;
+
+typedef struct SageLookupNotedReply {
+        SageLookupReply lookup;
+        SageNotes notes;
+} SageLookupNotedReply;
+
 typedef struct SageErrorReply {
         uint32_t code;           /* SageProtoError */
         char message[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
@@ -244,6 +284,10 @@ typedef struct SageMessage {
                 SageIpcToken ipc_import;
                 SageIpcAllocation ipc_import_reply;  /* + a duplicate of the exported fd */
                 SageIpcToken ipc_revoke;
+                SagePublishNoted publish_noted;      /* header.flags: SAGE_PUBLISH_*; + the fd */
+                SagePublishReply publish_noted_reply;
+                SageExtentKey lookup_noted;
+                SageLookupNotedReply lookup_noted_reply; /* + an fd on a hit */
                 SageErrorReply error;
         };
 } SageMessage;
@@ -259,7 +303,9 @@ ssize_t sage_proto_encode(const SageMessage *m, void *buf, size_t size);
  * Decode one message. Returns 0, or a positive SageProtoError for malformed
  * input; never reads outside [buf, buf+size). For LIST replies, `list_storage`
  * (SAGE_PROTO_LIST_MAX entries) receives the entries; it may be NULL
- * otherwise (a LIST reply then fails with SAGE_ERR_INTERNAL).
+ * otherwise (a LIST reply then fails with SAGE_ERR_INTERNAL). Decoded notes
+ * (PUBLISH_NOTED, LOOKUP_NOTED_REPLY) point into `buf`: copy them before
+ * reusing it.
  */
 int sage_proto_decode(const void *buf, size_t size, SageMessage *out, SageListEntry *list_storage);
 

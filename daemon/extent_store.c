@@ -11,6 +11,10 @@
  * useful. What an extent holds (an imported VMM handle in saged, a marker
  * in tests) is an opaque payload handed to the injected release callback
  * when the extent leaves the store, so all of this is unit-testable.
+ * Notes (an opaque blob a publisher attached) are the store's own copy,
+ * freed with the extent; being host memory of bounded size (and extents
+ * being at least a granule of GPU memory each), they count against no
+ * GPU budget.
  */
 #include "extent_store.h"
 
@@ -140,6 +144,7 @@ static void destroy(ExtentStore *s, Extent *e) {
         s->counters.refs -= e->refs;
         if (s->release)
                 s->release(s->userdata, e);
+        free(e->notes);
         free(e);
 }
 
@@ -217,8 +222,10 @@ static int grow(ExtentStore *s) {
 }
 
 int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, uint32_t flags,
-                        uint32_t publisher_pid, void *payload, Extent **out) {
+                        uint32_t publisher_pid, const void *notes, uint32_t notes_len, void *payload,
+                        Extent **out) {
         uint32_t dev = key->device;
+        _cleanup_free_ uint8_t *notes_copy = NULL;
         Extent *e;
 
         if (dev >= EXTENT_STORE_MAX_DEVICES)
@@ -227,8 +234,16 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
                 return EXTENT_STORE_E_EXISTS;
         if (!extent_store_can_fit(s, dev, key->size))
                 return EXTENT_STORE_E_BUDGET;
+        if (notes_len > SAGE_PROTO_NOTES_MAX || (notes_len > 0 && !notes))
+                return -EINVAL;
         if (s->counters.extents >= s->n_buckets && grow(s) < 0)
                 return -ENOMEM;
+        if (notes_len > 0) {
+                notes_copy = malloc(notes_len);
+                if (!notes_copy)
+                        return -ENOMEM;
+                memcpy(notes_copy, notes, notes_len);
+        }
         e = calloc(1, sizeof(*e));
         if (!e)
                 return -ENOMEM;
@@ -250,6 +265,8 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
         e->flags = flags;
         e->publisher_pid = publisher_pid;
         e->payload = payload;
+        e->notes = SAGE_TAKE_PTR(notes_copy);
+        e->notes_len = notes_len;
         e->last_use_ns = now(s);
         size_t kb = key_bucket(s, ns, key), ib = id_bucket(s, e->id);
         e->next_by_key = s->by_key[kb];

@@ -27,6 +27,8 @@ struct Extent {
         uint32_t publisher_pid;
         uint64_t last_use_ns;
         void *payload;  /* owned; handed to the release callback when the extent goes */
+        uint8_t *notes; /* owned, immutable, freed with the extent; NULL when notes_len is 0 */
+        uint32_t notes_len;
 
         /* private to extent_store.c */
         Extent *next_by_key, *next_by_id;
@@ -67,11 +69,14 @@ bool extent_store_can_fit(const ExtentStore *store, uint32_t device, uint64_t si
 /*
  * Insert an extent with no references (the caller refs it next). Evicts
  * least recently used unreferenced extents of the device until it fits.
- * On success the store owns `payload`; on failure (EXTENT_STORE_E_*) the
- * caller still does, and nothing was evicted unless that made room.
+ * On success the store owns `payload` and a copy of the `notes_len` bytes of
+ * `notes` (SAGE_PROTO_NOTES_MAX at most, else -EINVAL; they count against no
+ * budget); on failure (EXTENT_STORE_E_*, -errno) the caller still owns
+ * `payload`, and nothing was evicted unless that made room.
  */
 int extent_store_insert(ExtentStore *store, uint64_t namespace_id, const SageExtentKey *key, uint32_t flags,
-                        uint32_t publisher_pid, void *payload, Extent **out);
+                        uint32_t publisher_pid, const void *notes, uint32_t notes_len, void *payload,
+                        Extent **out);
 
 void extent_store_ref(ExtentStore *store, Extent *extent);
 void extent_store_unref(ExtentStore *store, Extent *extent);

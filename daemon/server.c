@@ -10,9 +10,10 @@
  * keeps sending garbage (or speaks another magic/version) is disconnected.
  * Any fds that arrive where none are expected are closed at once.
  *
- * Authorisation lives here, next to dispatch: LOOKUP and PUBLISH act in the
- * caller's namespace only; RELEASE only on references the caller holds;
- * LIST and EVICT see the caller's namespace, or everything for root. An
+ * Authorisation lives here, next to dispatch: LOOKUP and PUBLISH (and their
+ * NOTED variants, which also carry an extent's notes) act in the caller's
+ * namespace only; RELEASE only on references the caller holds; LIST and
+ * EVICT see the caller's namespace, or everything for root. An
  * extent of another namespace answers exactly like a missing one. CUDA-IPC
  * registrations (ipc_registry.c) follow the same rule: IPC_IMPORT works
  * within the exporter's namespace only, IPC_REVOKE for the exporting
@@ -291,15 +292,19 @@ static int check_key(Server *s, const SageExtentKey *k, const char **why) {
         return 0;
 }
 
+/* LOOKUP, and LOOKUP_NOTED (which also answers the extent's notes). */
 static int handle_lookup(Server *s, Client *c, const SageMessage *req, SageMessage *reply, int *fd,
                          const char **why) {
+        bool noted = req->header.type == SAGE_MSG_LOOKUP_NOTED;
+        const SageExtentKey *k = noted ? &req->lookup_noted : &req->lookup;
+        SageLookupReply *found = noted ? &reply->lookup_noted_reply.lookup : &reply->lookup_reply;
         Extent *e;
-        int r = check_key(s, &req->lookup, why);
+        int r = check_key(s, k, why);
 
         if (r)
                 return r;
-        sage_proto_init(reply, SAGE_MSG_LOOKUP_REPLY, req->header.request_id);
-        e = extent_store_lookup(s->store, c->namespace_id, &req->lookup);
+        sage_proto_init(reply, noted ? SAGE_MSG_LOOKUP_NOTED_REPLY : SAGE_MSG_LOOKUP_REPLY, req->header.request_id);
+        e = extent_store_lookup(s->store, c->namespace_id, k);
         if (!e) {
                 s->misses++;
                 return 0;
@@ -317,15 +322,23 @@ static int handle_lookup(Server *s, Client *c, const SageMessage *req, SageMessa
                 return r == CLIENT_E_LIMIT ? SAGE_ERR_LIMIT : SAGE_ERR_INTERNAL;
         }
         s->hits++;
-        reply->lookup_reply.found = 1;
-        reply->lookup_reply.extent_id = e->id;
-        reply->lookup_reply.size = e->key.size;
+        found->found = 1;
+        found->extent_id = e->id;
+        found->size = e->key.size;
+        /* Encoded before this returns to the event loop: the extent (referenced
+         * by this client now) outlives the pointer. */
+        if (noted)
+                reply->lookup_noted_reply.notes = (SageNotes){ .length = e->notes_len, .bytes = e->notes };
         return 0;
 }
 
+/* PUBLISH, and PUBLISH_NOTED (the same, with notes for a new extent). */
 static int handle_publish(Server *s, Client *c, const SageMessage *req, int publish_fd, SageMessage *reply,
                           const char **why) {
-        const SageExtentKey *k = &req->publish;
+        bool noted = req->header.type == SAGE_MSG_PUBLISH_NOTED;
+        const SageExtentKey *k = noted ? &req->publish_noted.key : &req->publish;
+        const SageNotes *notes = noted ? &req->publish_noted.notes : &(SageNotes){ 0 };
+        SagePublishReply *published = noted ? &reply->publish_noted_reply : &reply->publish_reply;
         GpuExtent *x = NULL;
         Extent *e;
         int r = check_key(s, k, why);
@@ -339,16 +352,18 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
                 *why = "only sealed extents may be published";
                 return SAGE_ERR_PERMISSION;
         }
-        sage_proto_init(reply, SAGE_MSG_PUBLISH_REPLY, req->header.request_id);
+        sage_proto_init(reply, noted ? SAGE_MSG_PUBLISH_NOTED_REPLY : SAGE_MSG_PUBLISH_REPLY,
+                        req->header.request_id);
         e = extent_store_lookup(s->store, c->namespace_id, k);
         if (e) {
+                /* Sealed is immutable: the resident extent keeps its notes. */
                 r = client_ref(c, s->store, e);
                 if (r) {
                         *why = "too many references held by this client";
                         return SAGE_ERR_LIMIT;
                 }
-                reply->publish_reply.extent_id = e->id;
-                reply->publish_reply.existed = 1;
+                published->extent_id = e->id;
+                published->existed = 1;
                 return 0;
         }
         if (!extent_store_can_fit(s->store, k->device, k->size)) {
@@ -362,7 +377,8 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
                                                    : "the driver refused the handle";
                 return r;
         }
-        r = extent_store_insert(s->store, c->namespace_id, k, req->header.flags, (uint32_t)c->pid, x, &e);
+        r = extent_store_insert(s->store, c->namespace_id, k, req->header.flags, (uint32_t)c->pid, notes->bytes,
+                                notes->length, x, &e);
         if (r) {
                 gpu_release(s->gpu, x);
                 if (r == EXTENT_STORE_E_BUDGET) {
@@ -379,10 +395,10 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
                 return SAGE_ERR_LIMIT; /* the extent stays, unreferenced, evictable */
         }
         s->publishes++;
-        sage_info("extent %llu published by pid %d uid %u: %llu bytes on device %u",
+        sage_info("extent %llu published by pid %d uid %u: %llu bytes on device %u, %u bytes of notes",
                   (unsigned long long)e->id, (int)c->pid, (unsigned)c->uid, (unsigned long long)k->size,
-                  k->device);
-        reply->publish_reply.extent_id = e->id;
+                  k->device, e->notes_len);
+        published->extent_id = e->id;
         return 0;
 }
 
@@ -538,9 +554,11 @@ static int dispatch(Server *s, Client *c, const SageMessage *req, int *fds, size
                         sage_proto_init(&reply, SAGE_MSG_PONG, req->header.request_id);
                         break;
                 case SAGE_MSG_LOOKUP:
+                case SAGE_MSG_LOOKUP_NOTED:
                         code = handle_lookup(s, c, req, &reply, &reply_fd, &why);
                         break;
                 case SAGE_MSG_PUBLISH:
+                case SAGE_MSG_PUBLISH_NOTED:
                         code = handle_publish(s, c, req, fds[0], &reply, &why);
                         break;
                 case SAGE_MSG_RELEASE:

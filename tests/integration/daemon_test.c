@@ -274,6 +274,7 @@ static uint8_t *pattern(uint64_t seed, size_t size) {
 
 typedef struct Result {
         int rc;
+        int existed;
         uint64_t extent_id;
 } Result;
 
@@ -284,10 +285,12 @@ typedef struct Child {
 } Child;
 
 /*
- * A publisher process: cuMemCreate (POSIX fd), fill, export, PUBLISH. With
- * `hold` it keeps its connection (and reference) until hold_fd is closed.
+ * A publisher process: cuMemCreate (POSIX fd), fill, export, PUBLISH (or,
+ * with `notes`, PUBLISH_NOTED), as `uid` if not -1. With `hold` it keeps its
+ * connection (and reference) until hold_fd is closed.
  */
-static Child spawn_publisher(uint64_t seed, size_t size, bool hold) {
+static Child spawn_publisher_noted(uint64_t seed, size_t size, bool hold, uid_t uid, const void *notes,
+                                   uint32_t notes_len) {
         int res[2], hold_pipe[2];
         Child c;
 
@@ -301,13 +304,15 @@ static Child spawn_publisher(uint64_t seed, size_t size, bool hold) {
                 CUmemGenericAllocationHandle h;
                 CUdeviceptr va;
                 uint8_t *data = pattern(seed, size);
-                Result r = { 0, 0 };
+                Result r = { 0 };
                 SageBroker *b;
-                int fd = -1, existed = 0;
+                int fd = -1;
                 char c1;
 
                 close(res[0]);
                 close(hold_pipe[1]);
+                if (uid != (uid_t)-1)
+                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 driver_init();
                 CHECK(cu.cuMemCreate(&h, size, &prop, 0) == CUDA_SUCCESS);
                 map(h, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &va);
@@ -315,8 +320,12 @@ static Child spawn_publisher(uint64_t seed, size_t size, bool hold) {
                 CHECK(cu.cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
                       CUDA_SUCCESS);
                 b = broker();
-                r.rc = sage_broker_publish(b, sage_hash(data, size), size, 0, SAGE_PUBLISH_SEALED, fd,
-                                           &r.extent_id, &existed);
+                if (notes)
+                        r.rc = sage_broker_publish_noted(b, sage_hash(data, size), size, 0, SAGE_PUBLISH_SEALED, fd,
+                                                         notes, notes_len, &r.extent_id, &r.existed);
+                else
+                        r.rc = sage_broker_publish(b, sage_hash(data, size), size, 0, SAGE_PUBLISH_SEALED, fd,
+                                                   &r.extent_id, &r.existed);
                 close(fd);
                 cu.cuMemUnmap(va, size);
                 cu.cuMemAddressFree(va, size);
@@ -335,6 +344,34 @@ static Child spawn_publisher(uint64_t seed, size_t size, bool hold) {
         return c;
 }
 
+static Child spawn_publisher(uint64_t seed, size_t size, bool hold) {
+        return spawn_publisher_noted(seed, size, hold, (uid_t)-1, NULL, 0);
+}
+
+/* Import an extent fd (closing it), map it PROT_READ, compare with `want`;
+ * writes must fail and change nothing. */
+static void check_extent_fd(int fd, const uint8_t *want, size_t size) {
+        CUmemGenericAllocationHandle h;
+        CUdeviceptr va;
+        uint8_t *got = calloc(1, size);
+
+        CHECK(got);
+        driver_init();
+        CHECK(cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) ==
+              CUDA_SUCCESS);
+        close(fd);
+        map(h, size, CU_MEM_ACCESS_FLAGS_PROT_READ, &va);
+        CHECK(cu.cuMemcpyDtoH(got, va, size) == CUDA_SUCCESS);
+        CHECK(memcmp(got, want, size) == 0);
+        /* Read-only: a write is refused and changes nothing. */
+        CHECK(cu.cuMemsetD8(va, 0xee, 4096) != CUDA_SUCCESS);
+        CHECK(cu.cuMemcpyDtoH(got, va, size) == CUDA_SUCCESS && memcmp(got, want, size) == 0);
+        cu.cuMemUnmap(va, size);
+        cu.cuMemAddressFree(va, size);
+        cu.cuMemRelease(h);
+        free(got);
+}
+
 /*
  * A reader process: LOOKUP, import, map PROT_READ, read, compare; writes must
  * fail. Optional uid to drop to first. With `hold`, keeps its reference.
@@ -347,8 +384,8 @@ static Child spawn_reader(uint64_t seed, size_t size, uid_t uid, bool hold) {
         c.pid = fork();
         CHECK(c.pid >= 0);
         if (c.pid == 0) {
-                uint8_t *want = pattern(seed, size), *got = calloc(1, size);
-                Result r = { 0, 0 };
+                uint8_t *want = pattern(seed, size);
+                Result r = { 0 };
                 SageBroker *b;
                 int fd = -1;
                 char c1;
@@ -359,24 +396,8 @@ static Child spawn_reader(uint64_t seed, size_t size, uid_t uid, bool hold) {
                         CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 b = broker();
                 r.rc = sage_broker_lookup(b, sage_hash(want, size), size, 0, &r.extent_id, &fd);
-                if (r.rc == 0) {
-                        CUmemGenericAllocationHandle h;
-                        CUdeviceptr va;
-                        driver_init();
-                        CHECK(cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd,
-                                                                CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) ==
-                              CUDA_SUCCESS);
-                        close(fd);
-                        map(h, size, CU_MEM_ACCESS_FLAGS_PROT_READ, &va);
-                        CHECK(cu.cuMemcpyDtoH(got, va, size) == CUDA_SUCCESS);
-                        CHECK(memcmp(got, want, size) == 0);
-                        /* Read-only: a write is refused and changes nothing. */
-                        CHECK(cu.cuMemsetD8(va, 0xee, 4096) != CUDA_SUCCESS);
-                        CHECK(cu.cuMemcpyDtoH(got, va, size) == CUDA_SUCCESS && memcmp(got, want, size) == 0);
-                        cu.cuMemUnmap(va, size);
-                        cu.cuMemAddressFree(va, size);
-                        cu.cuMemRelease(h);
-                }
+                if (r.rc == 0)
+                        check_extent_fd(fd, want, size);
                 CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
                 if (hold)
                         (void)!read(hold_pipe[0], &c1, 1);
@@ -384,7 +405,6 @@ static Child spawn_reader(uint64_t seed, size_t size, uid_t uid, bool hold) {
                         CHECK(sage_broker_release(b, r.extent_id) == 0);
                 sage_broker_free(b);
                 free(want);
-                free(got);
                 _exit(0);
         }
         close(res[1]);
@@ -416,6 +436,67 @@ static uint64_t publish(uint64_t seed, size_t size, int want_rc) {
                 fprintf(stderr, "publish: rc %d, wanted %d\n", r.rc, want_rc);
         CHECK(r.rc == want_rc);
         return r.extent_id;
+}
+
+static Result publish_noted(uint64_t seed, size_t size, uid_t uid, const void *notes, uint32_t notes_len) {
+        Child c = spawn_publisher_noted(seed, size, false, uid, notes, notes_len);
+        Result r = child_result(&c);
+        child_finish(&c);
+        return r;
+}
+
+typedef struct NotedResult {
+        Result result;
+        uint32_t notes_len;
+        uint8_t notes[SAGE_PROTO_NOTES_MAX];
+} NotedResult;
+
+/*
+ * A process that does LOOKUP_NOTED (as `uid` if not -1) with a buffer of
+ * SAGE_PROTO_NOTES_MAX, checks the fd of a hit like a reader, releases its
+ * reference and reports what it got.
+ */
+static NotedResult *read_noted(uint64_t seed, size_t size, uid_t uid) {
+        static NotedResult got;
+        int res[2], status;
+        pid_t pid;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                uint8_t *want = pattern(seed, size);
+                SageBroker *b;
+                int fd = -1;
+
+                close(res[0]);
+                if (uid != (uid_t)-1)
+                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
+                memset(&got, 0, sizeof(got));
+                b = broker();
+                got.result.rc = sage_broker_lookup_noted(b, sage_hash(want, size), size, 0, &got.result.extent_id,
+                                                         &fd, got.notes, sizeof(got.notes), &got.notes_len);
+                if (got.result.rc == 0) {
+                        CHECK(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
+                        check_extent_fd(fd, want, size);
+                        CHECK(sage_broker_release(b, got.result.extent_id) == 0);
+                } else
+                        CHECK(fd == -1 && got.notes_len == 0);
+                sage_broker_free(b);
+                CHECK(write(res[1], &got, sizeof(got)) == sizeof(got));
+                free(want);
+                _exit(0);
+        }
+        close(res[1]);
+        memset(&got, 0, sizeof(got));
+        for (size_t n = 0; n < sizeof(got);) {
+                ssize_t k = read(res[0], (uint8_t *)&got + n, sizeof(got) - n);
+                CHECK(k > 0);
+                n += (size_t)k;
+        }
+        close(res[0]);
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        return &got;
 }
 
 /* ------------------------------------------------------------ CUDA-IPC children */
@@ -846,7 +927,7 @@ static int scenario_malformed(void) {
         for (int i = 0; i < 3000; i++) {
                 size_t len;
                 seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-                sage_proto_init(&m, 1 + (unsigned)(seed >> 33) % SAGE_MSG_IPC_REVOKE, (uint32_t)i);
+                sage_proto_init(&m, 1 + (unsigned)(seed >> 33) % SAGE_MSG_LOOKUP_NOTED, (uint32_t)i);
                 len = (size_t)sage_proto_encode(&m, msg, sizeof(msg));
                 if ((seed >> 20) % 4 == 0) {
                         len = 1 + (size_t)(seed >> 40) % 200;
@@ -1150,6 +1231,161 @@ static int scenario_ipc_kill(void) {
         return 0;
 }
 
+/* Notes: publish_noted in one process, lookup_noted in others; sealed
+ * notes never change; plain and noted requests mix; eviction drops them. */
+static int scenario_notes(void) {
+        const size_t size = 2 * MiB;
+        static uint8_t first[SAGE_PROTO_NOTES_MAX], big[SAGE_PROTO_NOTES_MAX + 1];
+        uint8_t second[300], small[100];
+        uint8_t *content = pattern(41, size);
+        const SageHash key = sage_hash(content, size);
+        NotedResult *nr;
+        SageEvictReply ev;
+        SageBroker *b;
+        SageStats st;
+        uint64_t id;
+        uint32_t len;
+        int fd;
+
+        free(content);
+        for (size_t i = 0; i < sizeof(first); i++)
+                first[i] = (uint8_t)(i * 37 + (i >> 8));
+        memset(second, 0x5a, sizeof(second));
+        start_saged(NULL, NULL);
+
+        /* A publishes with the most notes allowed; B gets the same bytes and a working fd. */
+        Result a = publish_noted(41, size, (uid_t)-1, first, sizeof(first));
+        CHECK(a.rc == 0 && !a.existed && a.extent_id > 0);
+        nr = read_noted(41, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->result.extent_id == a.extent_id);
+        CHECK(nr->notes_len == sizeof(first) && memcmp(nr->notes, first, sizeof(first)) == 0);
+
+        /* Sealed: publishing again, with other notes or none, keeps the first notes. */
+        Result again = publish_noted(41, size, (uid_t)-1, second, sizeof(second));
+        CHECK(again.rc == 0 && again.existed && again.extent_id == a.extent_id);
+        CHECK(publish(41, size, 0) == a.extent_id);
+        nr = read_noted(41, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->notes_len == sizeof(first) && memcmp(nr->notes, first, sizeof(first)) == 0);
+
+        /* A plain LOOKUP of a noted extent works. */
+        Child r = spawn_reader(41, size, (uid_t)-1, false);
+        Result rr = child_result(&r);
+        child_finish(&r);
+        CHECK(rr.rc == 0 && rr.extent_id == a.extent_id);
+
+        /* LOOKUP_NOTED of a plain extent (or of one with empty notes): 0 bytes, a working fd. */
+        uint64_t plain = publish(42, size, 0);
+        nr = read_noted(42, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->result.extent_id == plain && nr->notes_len == 0);
+        Result empty = publish_noted(43, size, (uid_t)-1, first, 0);
+        CHECK(empty.rc == 0 && !empty.existed);
+        nr = read_noted(43, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->result.extent_id == empty.extent_id && nr->notes_len == 0);
+        /* A miss: no fd, no notes. */
+        nr = read_noted(44, size, (uid_t)-1);
+        CHECK(nr->result.rc == SAGE_ERR_NOT_FOUND);
+
+        /* Here (no driver needed): a buffer too small gets no fd and keeps no reference. */
+        settled_stats(0);
+        b = broker();
+        CHECK(sage_broker_lookup_noted(b, key, size, 0, &id, &fd, small, sizeof(small), &len) == -ENOBUFS);
+        CHECK(fd == -1 && len == sizeof(first) && strstr(sage_broker_last_error(b), "do not fit"));
+        CHECK(sage_broker_lookup_noted(b, key, size, 0, &id, &fd, NULL, 0, &len) == -ENOBUFS && fd == -1);
+        CHECK(sage_broker_stats(b, &st) == 0 && st.refs == 0);
+        /* The connection still serves; a buffer that fits gets it all. */
+        CHECK(sage_broker_lookup_noted(b, key, size, 0, &id, &fd, big, sizeof(big), &len) == 0);
+        CHECK(fd >= 0 && id == a.extent_id && len == sizeof(first) && memcmp(big, first, sizeof(first)) == 0);
+        close(fd);
+        CHECK(sage_broker_stats(b, &st) == 0 && st.refs == 1);
+        CHECK(sage_broker_release(b, id) == 0);
+
+        /* Too many notes: refused with a reason by the library... */
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        CHECK(devnull >= 0);
+        CHECK(sage_broker_publish_noted(b, (SageHash){ 6, 6 }, size, 0, SAGE_PUBLISH_SEALED, devnull, big,
+                                        sizeof(big), &id, NULL) == SAGE_ERR_MALFORMED);
+        CHECK(strstr(sage_broker_last_error(b), "exceed"));
+        /* ... and by the broker, whatever a client sends. */
+        static uint8_t msg[SAGE_PROTO_MAX_MESSAGE];
+        SageMessage m;
+        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 1);
+        m.header.flags = SAGE_PUBLISH_SEALED;
+        m.publish_noted.key = (SageExtentKey){ .hash = { 6, 6 }, .size = size };
+        m.publish_noted.notes = (SageNotes){ SAGE_PROTO_NOTES_MAX, big };
+        ssize_t n = sage_proto_encode(&m, msg, sizeof(msg));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 28 + 4 + SAGE_PROTO_NOTES_MAX);
+        int raw = raw_connect();
+        msg[SAGE_PROTO_HEADER_SIZE + 28] = 1; /* notes_len 32769 */
+        msg[n] = 0;
+        msg[16] += 1;
+        CHECK(raw_exchange(raw, msg, (size_t)n + 1, &devnull, 1) == SAGE_ERR_MALFORMED);
+        /* Shorter notes than notes_len says; and PUBLISH_NOTED without its fd. */
+        msg[16] -= 1;
+        CHECK(raw_exchange(raw, msg, (size_t)n, &devnull, 1) == SAGE_ERR_MALFORMED);
+        msg[SAGE_PROTO_HEADER_SIZE + 28] = 0;
+        CHECK(raw_exchange(raw, msg, (size_t)n, NULL, 0) == SAGE_ERR_BAD_FD);
+        close(raw);
+        /* Unsealed: refused as PUBLISH is. Not a VMM handle: the driver refuses it. */
+        CHECK(sage_broker_publish_noted(b, (SageHash){ 6, 6 }, size, 0, 0, devnull, first, 10, &id, NULL) ==
+              SAGE_ERR_PERMISSION);
+        CHECK(sage_broker_publish_noted(b, (SageHash){ 6, 6 }, size, 0, SAGE_PUBLISH_SEALED, devnull, first, 10, &id,
+                                        NULL) == SAGE_ERR_DRIVER);
+        close(devnull);
+        sage_broker_free(b);
+
+        /* Eviction takes the notes with the extent: the key then takes new ones. */
+        settled_stats(0);
+        b = broker();
+        CHECK(sage_broker_evict(b, a.extent_id, 0, &ev) == 0 && ev.evicted == 1 && ev.bytes == size);
+        sage_broker_free(b);
+        nr = read_noted(41, size, (uid_t)-1);
+        CHECK(nr->result.rc == SAGE_ERR_NOT_FOUND);
+        Result renewed = publish_noted(41, size, (uid_t)-1, second, sizeof(second));
+        CHECK(renewed.rc == 0 && !renewed.existed && renewed.extent_id != a.extent_id);
+        nr = read_noted(41, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->notes_len == sizeof(second) && memcmp(nr->notes, second, sizeof(second)) == 0);
+        /* Many noted extents come and go (the ASan build sees every free). */
+        for (uint64_t seed = 100; seed < 120; seed++)
+                CHECK(publish_noted(seed, size, (uid_t)-1, first, sizeof(first) - (uint32_t)seed).rc == 0);
+        settled_stats(0);
+        b = broker();
+        CHECK(sage_broker_evict(b, 0, SAGE_EVICT_ALL_UNREFERENCED, &ev) == 0 && ev.evicted == 23);
+        sage_broker_free(b);
+        /* Shut down with noted extents resident: they go with the store. */
+        CHECK(publish_noted(41, size, (uid_t)-1, first, sizeof(first)).rc == 0);
+        stop_saged();
+        return 0;
+}
+
+/* Notes stay in their namespace: another uid neither sees them nor changes them. */
+static int scenario_notes_namespace(void) {
+        const size_t size = 2 * MiB;
+        static const char mine[] = "root's notes", theirs[] = "nobody's notes, longer";
+        NotedResult *nr;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to run a client as another uid\n");
+                return 77;
+        }
+        start_saged(NULL, NULL);
+        Result a = publish_noted(45, size, (uid_t)-1, mine, sizeof(mine));
+        CHECK(a.rc == 0);
+        /* Same content, uid 65534: not found, no notes, no fd. */
+        nr = read_noted(45, size, 65534);
+        CHECK(nr->result.rc == SAGE_ERR_NOT_FOUND && nr->notes_len == 0);
+        /* Its own publish of that content is another extent, with its own notes. */
+        Result other = publish_noted(45, size, 65534, theirs, sizeof(theirs));
+        CHECK(other.rc == 0 && !other.existed && other.extent_id != a.extent_id);
+        nr = read_noted(45, size, 65534);
+        CHECK(nr->result.rc == 0 && nr->result.extent_id == other.extent_id && nr->notes_len == sizeof(theirs) &&
+              memcmp(nr->notes, theirs, sizeof(theirs)) == 0);
+        nr = read_noted(45, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->result.extent_id == a.extent_id && nr->notes_len == sizeof(mine) &&
+              memcmp(nr->notes, mine, sizeof(mine)) == 0);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -1159,7 +1395,8 @@ int main(int argc, char **argv) {
                 { "kill", scenario_kill },       { "malformed", scenario_malformed },
                 { "sigterm", scenario_sigterm }, { "budget", scenario_budget }, { "evict", scenario_evict },
                 { "ipc", scenario_ipc },         { "ipc_namespace", scenario_ipc_namespace },
-                { "ipc_kill", scenario_ipc_kill },
+                { "ipc_kill", scenario_ipc_kill }, { "notes", scenario_notes },
+                { "notes_namespace", scenario_notes_namespace },
         };
 
         if (argc != 4) {

@@ -2,7 +2,8 @@
  * CC=clang meson setup build && ninja -C build fuzz-proto &&
  * build/fuzz-proto -dict=tests/unit/fuzz_proto.dict).
  * Whatever decodes must re-encode to the same bytes, have a type name, and
- * say how many fds it carries (at most SAGE_PROTO_MAX_FDS). */
+ * say how many fds it carries (at most SAGE_PROTO_MAX_FDS); notes must lie
+ * inside the input, within SAGE_PROTO_NOTES_MAX. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,14 @@
 #include "proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const SageNotes *notes_of(const SageMessage *m) {
+        switch (m->header.type) {
+        case SAGE_MSG_PUBLISH_NOTED: return &m->publish_noted.notes;
+        case SAGE_MSG_LOOKUP_NOTED_REPLY: return &m->lookup_noted_reply.notes;
+        default: return NULL;
+        }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         static SageListEntry list[SAGE_PROTO_LIST_MAX];
@@ -23,6 +32,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (strcmp(sage_proto_type_name(m.header.type), "?") == 0)
                         abort();
                 if (sage_proto_expected_fds(&m) > SAGE_PROTO_MAX_FDS)
+                        abort();
+                const SageNotes *notes = notes_of(&m);
+                if (notes && notes->length > SAGE_PROTO_NOTES_MAX)
+                        abort();
+                /* Notes are last: they end where the input ends. */
+                if (notes && notes->length > 0 && (notes->bytes < data || notes->bytes + notes->length != data + size))
                         abort();
         }
         return 0;

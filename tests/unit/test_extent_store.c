@@ -1,5 +1,7 @@
 /* Unit test of daemon/extent_store (and daemon/client's reference keeping):
- * lookup, insert, refcounts, LRU eviction, budgets, namespace isolation. */
+ * lookup, insert, refcounts, LRU eviction, budgets, namespace isolation,
+ * notes (copied, immutable, freed with their extent). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,21 @@
         } while (0)
 
 #define MiB (1ull << 20)
+
+/* Heap bytes in use, to see notes freed (the test environment turns leak
+ * detection off, and a leak would not say when it happened anyway). */
+#if defined(__SANITIZE_ADDRESS__)
+/* From <sanitizer/allocator_interface.h>, which gcc does not install. */
+size_t __sanitizer_get_current_allocated_bytes(void);
+static size_t heap_in_use(void) {
+        return __sanitizer_get_current_allocated_bytes();
+}
+#else
+#include <malloc.h>
+static size_t heap_in_use(void) {
+        return mallinfo2().uordblks;
+}
+#endif
 
 static uint64_t fake_now;
 static int released_count;
@@ -38,7 +55,7 @@ static SageExtentKey key(uint64_t h, uint64_t size, uint32_t device) {
 static Extent *insert(ExtentStore *s, uint64_t ns, SageExtentKey k, int tag) {
         Extent *e = NULL;
         fake_now++;
-        CHECK(extent_store_insert(s, ns, &k, 0, 1, (void *)(intptr_t)tag, &e) == 0);
+        CHECK(extent_store_insert(s, ns, &k, 0, 1, NULL, 0, (void *)(intptr_t)tag, &e) == 0);
         return e;
 }
 
@@ -67,10 +84,10 @@ static void test_lookup_and_namespaces(void) {
         CHECK(extent_store_lookup(s, 1000, &k2) == NULL);
         CHECK(extent_store_lookup(s, 1000, &k3) == NULL);
         /* Same key twice in one namespace: refused; in another: a separate extent. */
-        CHECK(extent_store_insert(s, 1000, &k, 0, 1, (void *)9, &other) == EXTENT_STORE_E_EXISTS);
+        CHECK(extent_store_insert(s, 1000, &k, 0, 1, NULL, 0, (void *)9, &other) == EXTENT_STORE_E_EXISTS);
         other = insert(s, 1001, k, 2);
         CHECK(other != e && extent_store_lookup(s, 1001, &k) == other);
-        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .device = EXTENT_STORE_MAX_DEVICES }, 0, 0, NULL,
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .device = EXTENT_STORE_MAX_DEVICES }, 0, 0, NULL, 0, NULL,
                                   &other) == EXTENT_STORE_E_DEVICE);
         extent_store_free(s);
         CHECK(released_count == 2);
@@ -136,14 +153,14 @@ static void test_refs_and_lru(void) {
         /* Larger than the budget: refused, nothing evicted. */
         Extent *x;
         CHECK(!extent_store_can_fit(s, 0, 8 * MiB));
-        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 8 * MiB }, 0, 0, NULL, &x) ==
-              EXTENT_STORE_E_BUDGET);
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 8 * MiB }, 0, 0, NULL, 0, NULL,
+                                  &x) == EXTENT_STORE_E_BUDGET);
         /* Pin everything: no room even by evicting. */
         extent_store_ref(s, b);
         extent_store_ref(s, e);
         CHECK(!extent_store_can_fit(s, 0, 2 * MiB));
-        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 2 * MiB }, 0, 0, NULL, &x) ==
-              EXTENT_STORE_E_BUDGET);
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 2 * MiB }, 0, 0, NULL, 0, NULL,
+                                  &x) == EXTENT_STORE_E_BUDGET);
         extent_store_counters(s, &c);
         CHECK(c.extents == 3 && c.evictions == 1);
         /* Another device has its own budget. */
@@ -197,11 +214,72 @@ static void test_client_refs(void) {
         extent_store_free(s);
 }
 
+static void test_notes(void) {
+        static uint8_t notes[SAGE_PROTO_NOTES_MAX + 1];
+        const size_t n_noted = 32, slack = SAGE_PROTO_NOTES_MAX / 2;
+        ExtentStoreCounters c;
+        ExtentStore *s;
+        Extent *e, *x;
+
+        for (size_t i = 0; i < sizeof(notes); i++)
+                notes[i] = (uint8_t)(i * 7 + 3);
+        released_count = 0;
+        size_t base = heap_in_use();
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        size_t empty = heap_in_use();
+        for (size_t i = 0; i < n_noted; i++) {
+                SageExtentKey k = key(100 + i, 2 * MiB, 0);
+                CHECK(extent_store_insert(s, 1, &k, SAGE_PUBLISH_SEALED, 1, notes, SAGE_PROTO_NOTES_MAX - (uint32_t)i,
+                                          (void *)(intptr_t)(100 + i), &e) == 0);
+                /* The store's own copy. */
+                CHECK(e->notes && e->notes != notes && e->notes_len == SAGE_PROTO_NOTES_MAX - i);
+                CHECK(memcmp(e->notes, notes, e->notes_len) == 0);
+        }
+        CHECK(heap_in_use() - empty >= n_noted * (SAGE_PROTO_NOTES_MAX - n_noted));
+        /* Changing the caller's buffer changes nothing stored. */
+        const uint8_t first = notes[0];
+        notes[0] ^= 0xff;
+        e = extent_store_lookup(s, 1, &(SageExtentKey){ .hash = { 100, ~100ull }, .size = 2 * MiB });
+        CHECK(e && e->notes[0] == first);
+        /* Sealed: the same key again is refused, its notes stay. */
+        CHECK(extent_store_insert(s, 1, &e->key, SAGE_PUBLISH_SEALED, 1, notes, 5, NULL, &x) ==
+              EXTENT_STORE_E_EXISTS);
+        CHECK(e->notes_len == SAGE_PROTO_NOTES_MAX && e->notes[0] == first);
+        notes[0] ^= 0xff;
+        /* No notes: none stored. Over the cap, or a length without bytes: refused. */
+        x = insert(s, 1, key(99, 2 * MiB, 0), 99);
+        CHECK(x->notes == NULL && x->notes_len == 0);
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 7, 7 }, .size = 2 * MiB }, 0, 0, notes,
+                                  SAGE_PROTO_NOTES_MAX + 1, NULL, &x) == -EINVAL);
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 7, 7 }, .size = 2 * MiB }, 0, 0, NULL, 1, NULL,
+                                  &x) == -EINVAL);
+        extent_store_counters(s, &c);
+        CHECK(c.extents == n_noted + 1);
+
+        /* Eviction frees them: by budget (LRU), one by one, all unreferenced. */
+        CHECK(extent_store_set_budget(s, 0, (n_noted + 1) * 2 * MiB) == 0);
+        insert(s, 1, key(98, 2 * MiB, 0), 98);
+        CHECK(was_released(100) && released_count == 1);
+        CHECK(extent_store_evict(s, extent_store_get(s, 2)) == 0 && was_released(101));
+        CHECK(heap_in_use() <= empty + (n_noted - 2) * SAGE_PROTO_NOTES_MAX + slack);
+        CHECK(extent_store_evict_unreferenced(s, true, 0, NULL) == n_noted);
+        CHECK(heap_in_use() <= empty + slack);
+
+        /* And so does freeing the store (saged's shutdown). */
+        for (size_t i = 0; i < 4; i++)
+                CHECK(extent_store_insert(s, 2, &(SageExtentKey){ .hash = { i, i }, .size = 2 * MiB }, 0, 0, notes,
+                                          SAGE_PROTO_NOTES_MAX, NULL, &e) == 0);
+        CHECK(heap_in_use() >= empty + 4 * SAGE_PROTO_NOTES_MAX);
+        extent_store_free(s);
+        CHECK(heap_in_use() <= base + slack);
+}
+
 int main(void) {
         test_lookup_and_namespaces();
         test_many();
         test_refs_and_lru();
         test_client_refs();
+        test_notes();
         printf("extent_store: ok\n");
         return 0;
 }

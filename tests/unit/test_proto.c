@@ -21,6 +21,7 @@
 
 static uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
 static SageListEntry list_in[SAGE_PROTO_LIST_MAX], list_out[SAGE_PROTO_LIST_MAX];
+static uint8_t notes_in[SAGE_PROTO_NOTES_MAX + 1];
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rng(void) {
@@ -162,7 +163,70 @@ static void test_roundtrips(void) {
         roundtrip(&m, &d);
         CHECK(d.header.payload_length == 0);
 
-        for (unsigned type = SAGE_MSG_IPC_EXPORT; type <= SAGE_MSG_IPC_REVOKE; type++) {
+        /* Notes: none, one byte, the most allowed; the bytes come back as sent. */
+        for (size_t i = 0; i < sizeof(notes_in); i++)
+                notes_in[i] = (uint8_t)(i * 131 + 7);
+        static const uint32_t notes_lengths[] = { 0, 1, 1000, SAGE_PROTO_NOTES_MAX };
+        for (size_t i = 0; i < sizeof(notes_lengths) / sizeof(notes_lengths[0]); i++) {
+                uint32_t len = notes_lengths[i];
+
+                sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 20);
+                m.header.flags = SAGE_PUBLISH_SEALED;
+                m.publish_noted.key = (SageExtentKey){ h, 2 << 20, 2 };
+                m.publish_noted.notes = (SageNotes){ len, len ? notes_in : NULL };
+                roundtrip(&m, &d);
+                CHECK(d.header.flags == SAGE_PUBLISH_SEALED && sage_proto_expected_fds(&d) == 1);
+                CHECK(sage_hash_equal(d.publish_noted.key.hash, h) && d.publish_noted.key.size == 2 << 20 &&
+                      d.publish_noted.key.device == 2);
+                CHECK(d.header.payload_length == 28 + 4 + len && d.publish_noted.notes.length == len);
+                /* The field table: key as PUBLISH, then notes_len, then the bytes (in place). */
+                CHECK(buf[SAGE_PROTO_HEADER_SIZE + 18] == 0x20 && buf[SAGE_PROTO_HEADER_SIZE + 24] == 2);
+                CHECK(buf[SAGE_PROTO_HEADER_SIZE + 28] == (len & 0xff) &&
+                      buf[SAGE_PROTO_HEADER_SIZE + 29] == (len >> 8 & 0xff));
+                CHECK(len == 0 ? d.publish_noted.notes.bytes == NULL
+                               : d.publish_noted.notes.bytes == buf + SAGE_PROTO_HEADER_SIZE + 32 &&
+                                         memcmp(d.publish_noted.notes.bytes, notes_in, len) == 0);
+
+                sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 21);
+                m.lookup_noted_reply.lookup = (SageLookupReply){ 1, 56, 4 << 20 };
+                m.lookup_noted_reply.notes = (SageNotes){ len, len ? notes_in : NULL };
+                roundtrip(&m, &d);
+                CHECK(d.lookup_noted_reply.lookup.found == 1 && d.lookup_noted_reply.lookup.extent_id == 56 &&
+                      d.lookup_noted_reply.lookup.size == 4 << 20 && sage_proto_expected_fds(&d) == 1);
+                CHECK(d.header.payload_length == 17 + 4 + len && d.lookup_noted_reply.notes.length == len);
+                CHECK(len == 0 || memcmp(d.lookup_noted_reply.notes.bytes, notes_in, len) == 0);
+                /* LOOKUP_REPLY's fields first, byte for byte. */
+                CHECK(buf[SAGE_PROTO_HEADER_SIZE] == 1 && buf[SAGE_PROTO_HEADER_SIZE + 1] == 56);
+                CHECK(buf[SAGE_PROTO_HEADER_SIZE + 17] == (len & 0xff));
+        }
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 21);
+        roundtrip(&m, &d); /* a miss: no fd, no notes */
+        CHECK(d.lookup_noted_reply.lookup.found == 0 && sage_proto_expected_fds(&d) == 0 &&
+              d.header.payload_length == 21);
+
+        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED_REPLY, 20);
+        m.publish_noted_reply = (SagePublishReply){ 78, 1 };
+        roundtrip(&m, &d);
+        CHECK(d.publish_noted_reply.extent_id == 78 && d.publish_noted_reply.existed == 1 &&
+              d.header.payload_length == 9 && sage_proto_expected_fds(&d) == 0);
+
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED, 22);
+        m.lookup_noted = (SageExtentKey){ h, 6ull << 30, 3 };
+        roundtrip(&m, &d);
+        CHECK(sage_hash_equal(d.lookup_noted.hash, h) && d.lookup_noted.size == 6ull << 30 &&
+              d.lookup_noted.device == 3 && d.header.payload_length == 28 && sage_proto_expected_fds(&d) == 0);
+
+        /* Over the cap, or a length without bytes, or notes on a miss: not encoded. */
+        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 20);
+        m.publish_noted.notes = (SageNotes){ SAGE_PROTO_NOTES_MAX + 1, notes_in };
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+        m.publish_noted.notes = (SageNotes){ 1, NULL };
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 21);
+        m.lookup_noted_reply.notes = (SageNotes){ 1, notes_in };
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+
+        for (unsigned type = SAGE_MSG_IPC_EXPORT; type <= SAGE_MSG_LOOKUP_NOTED; type++) {
                 CHECK(strcmp(sage_proto_type_name(type), "?") != 0);
                 CHECK(strcmp(sage_proto_type_name(SAGE_MSG_REPLY_BIT | type), "?") != 0);
         }
@@ -184,6 +248,93 @@ static size_t valid_ping(void) {
         SageMessage m;
         sage_proto_init(&m, SAGE_MSG_LOOKUP, 3);
         return (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+}
+
+/* Patch the u32 at `at` (little-endian). */
+static void set_u32(size_t at, uint32_t v) {
+        for (int i = 0; i < 4; i++)
+                buf[at + i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Notes whose length disagrees with the payload, exceeds the cap, or rides on a miss. */
+static void test_rejects_notes(void) {
+        static const struct {
+                unsigned type;
+                size_t notes_at; /* offset of notes_len in the payload */
+        } noted[] = { { SAGE_MSG_PUBLISH_NOTED, 28 }, { SAGE_MSG_LOOKUP_NOTED_REPLY, 17 } };
+        SageMessage m, d;
+        size_t n;
+
+        for (size_t i = 0; i < 2; i++) {
+                const size_t len_at = SAGE_PROTO_HEADER_SIZE + noted[i].notes_at;
+
+                sage_proto_init(&m, noted[i].type, 1);
+                if (noted[i].type == SAGE_MSG_PUBLISH_NOTED)
+                        m.publish_noted.notes = (SageNotes){ 100, notes_in };
+                else
+                        m.lookup_noted_reply = (SageLookupNotedReply){ { 1, 5, 2 << 20 }, { 100, notes_in } };
+                n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+                CHECK(n == len_at + 4 + 100);
+                CHECK(sage_proto_decode(buf, n, &d, NULL) == 0);
+                /* notes_len larger than what follows, by one and by a lot. */
+                set_u32(len_at, 101);
+                CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+                set_u32(len_at, 0xffffffffu);
+                CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+                /* Smaller: the rest are trailing bytes. */
+                set_u32(len_at, 99);
+                CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+                set_u32(len_at, 0);
+                CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+                /* One trailing byte after notes that are otherwise right. */
+                set_u32(len_at, 100);
+                buf[n] = 0;
+                set_u32(16, (uint32_t)(n + 1 - SAGE_PROTO_HEADER_SIZE));
+                CHECK(sage_proto_decode(buf, n + 1, &d, NULL) == SAGE_ERR_MALFORMED);
+                /* notes_len itself cut short. */
+                set_u32(16, (uint32_t)(len_at + 2 - SAGE_PROTO_HEADER_SIZE));
+                CHECK(sage_proto_decode(buf, len_at + 2, &d, NULL) == SAGE_ERR_MALFORMED);
+                /* Over the cap, however consistent with the payload. */
+                memset(buf + len_at + 4, 0xab, SAGE_PROTO_NOTES_MAX + 1);
+                set_u32(len_at, SAGE_PROTO_NOTES_MAX + 1);
+                set_u32(16, (uint32_t)(len_at + 4 + SAGE_PROTO_NOTES_MAX + 1 - SAGE_PROTO_HEADER_SIZE));
+                CHECK(sage_proto_decode(buf, len_at + 4 + SAGE_PROTO_NOTES_MAX + 1, &d, NULL) ==
+                      SAGE_ERR_MALFORMED);
+                /* Exactly at the cap: fine. */
+                set_u32(len_at, SAGE_PROTO_NOTES_MAX);
+                set_u32(16, (uint32_t)(len_at + 4 + SAGE_PROTO_NOTES_MAX - SAGE_PROTO_HEADER_SIZE));
+                CHECK(sage_proto_decode(buf, len_at + 4 + SAGE_PROTO_NOTES_MAX, &d, NULL) == 0);
+        }
+        /* PUBLISH_NOTED: PUBLISH's flags, and no others. */
+        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 1);
+        n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+        buf[8] = SAGE_PUBLISH_SEALED;
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == 0 && d.header.flags == SAGE_PUBLISH_SEALED);
+        buf[8] = 2;
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+        /* A miss with notes, and a found that is neither 0 nor 1. */
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 1);
+        m.lookup_noted_reply.lookup.found = 1;
+        m.lookup_noted_reply.notes = (SageNotes){ 3, notes_in };
+        n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == 0);
+        buf[SAGE_PROTO_HEADER_SIZE] = 0;
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+        buf[SAGE_PROTO_HEADER_SIZE] = 2;
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+        /* LOOKUP_NOTED is a bare key: one byte short or long. */
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED, 1);
+        n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+        set_u32(16, 27);
+        CHECK(sage_proto_decode(buf, n - 1, &d, NULL) == SAGE_ERR_MALFORMED);
+        set_u32(16, 29);
+        buf[n] = 0;
+        CHECK(sage_proto_decode(buf, n + 1, &d, NULL) == SAGE_ERR_MALFORMED);
+        /* PUBLISH_NOTED_REPLY: existed neither 0 nor 1. */
+        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED_REPLY, 1);
+        n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+        buf[SAGE_PROTO_HEADER_SIZE + 8] = 2;
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
 }
 
 static void test_rejects(void) {
@@ -276,6 +427,8 @@ static void test_rejects(void) {
         n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
         buf[SAGE_PROTO_HEADER_SIZE] = 2;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        test_rejects_notes();
 }
 
 /* Random bytes, random valid-looking headers, and mutations of valid messages:
@@ -288,6 +441,8 @@ static void test_fuzz(void) {
                 SAGE_MSG_LIST_REPLY, SAGE_MSG_EVICT_REPLY, SAGE_MSG_ERROR,
                 SAGE_MSG_IPC_EXPORT, SAGE_MSG_IPC_IMPORT, SAGE_MSG_IPC_REVOKE, SAGE_MSG_IPC_EXPORT_REPLY,
                 SAGE_MSG_IPC_IMPORT_REPLY, SAGE_MSG_IPC_REVOKE_REPLY,
+                SAGE_MSG_PUBLISH_NOTED, SAGE_MSG_PUBLISH_NOTED_REPLY, SAGE_MSG_LOOKUP_NOTED,
+                SAGE_MSG_LOOKUP_NOTED_REPLY,
         };
         unsigned accepted = 0, rejected = 0;
         SageMessage m, d;
@@ -307,6 +462,12 @@ static void test_fuzz(void) {
                                 m.list_reply = (SageListReply){ (uint32_t)(rng() % 8), 0, list_in };
                         if (m.header.type == SAGE_MSG_ERROR)
                                 snprintf(m.error.message, sizeof(m.error.message), "err %u", (unsigned)rng());
+                        if (m.header.type == SAGE_MSG_PUBLISH_NOTED)
+                                m.publish_noted.notes = (SageNotes){ (uint32_t)(rng() % 64), notes_in };
+                        if (m.header.type == SAGE_MSG_LOOKUP_NOTED_REPLY && rng() % 2) {
+                                m.lookup_noted_reply.lookup.found = 1;
+                                m.lookup_noted_reply.notes = (SageNotes){ (uint32_t)(rng() % 64), notes_in };
+                        }
                         if (m.header.type == SAGE_MSG_IPC_IMPORT || m.header.type == SAGE_MSG_IPC_REVOKE)
                                 for (size_t i = 0; i < SAGE_IPC_TOKEN_SIZE; i++)
                                         m.ipc_import.bytes[i] = (uint8_t)rng();
@@ -336,16 +497,17 @@ static void test_fuzz(void) {
                 CHECK(p);
                 memcpy(p, buf, len);
                 int r = sage_proto_decode(p, len, &d, list_out);
-                free(p);
                 CHECK(r >= 0 && r < _SAGE_ERR_MAX);
                 if (r == 0) {
                         accepted++;
-                        /* Whatever decodes must re-encode to the same bytes. */
+                        /* Whatever decodes must re-encode to the same bytes (decoded
+                         * notes point into p: it goes after). */
                         uint8_t again[SAGE_PROTO_MAX_MESSAGE];
                         ssize_t n2 = sage_proto_encode(&d, again, sizeof(again));
                         CHECK(n2 == (ssize_t)len && memcmp(again, buf, len) == 0);
                 } else
                         rejected++;
+                free(p);
         }
         CHECK(accepted > 1000 && rejected > 1000);
         printf("fuzz: %u accepted, %u rejected\n", accepted, rejected);
