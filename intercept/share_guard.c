@@ -219,8 +219,10 @@ void *sage_share_notes_build(const Piece *p, uint32_t *len) {
                 return NULL;
         notes[0] = NOTES_MAGIC;
         notes[1] = (uint32_t)n;
-        memcpy(notes + 2, p->seen, n * 8);
-        qsort(notes + 2, n, 8, cmp_u64);
+        if (n) {
+                memcpy(notes + 2, p->seen, n * 8);
+                qsort(notes + 2, n, 8, cmp_u64);
+        }
         *len = (uint32_t)(8 + n * 8);
         return notes;
 }

@@ -27,6 +27,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "maps_watch.h"
 #include "util.h"
 
 #define CHUNK (64u << 20)
@@ -116,7 +117,7 @@ typedef struct FileIdentity {
         uint64_t offset, length;
 } FileIdentity;
 
-/* The mapping of /proc/self/maps that holds [lo, hi), if any. */
+/* A file mapping of /proc/self/maps. */
 typedef struct Vma {
         uintptr_t start, end;
         uint64_t pgoff, ino;
@@ -125,39 +126,68 @@ typedef struct Vma {
         char path[512];
 } Vma;
 
-static bool find_vma(uintptr_t lo, uintptr_t hi, Vma *out) {
+/*
+ * The file mappings of the last parse, kept while the memory map's
+ * generation (maps_watch.c) has not moved. Callers hold sage_share_lock.
+ */
+static Vma *vmas;
+static size_t nvmas, capvmas;
+static unsigned long vmas_generation;
+
+static void parse_maps(void) {
         FILE *f = fopen("/proc/self/maps", "re");
         char line[1024];
-        bool found = false;
 
+        nvmas = 0;
+        vmas_generation = 0;
         if (!f)
-                return false;
-        while (!found && fgets(line, sizeof(line), f)) {
+                return;
+        vmas_generation = atomic_load(&sage_maps_generation);
+        while (fgets(line, sizeof(line), f)) {
                 unsigned long long start, end, pgoff, ino;
                 unsigned major, minor;
                 char perms[8];
                 int path_at = 0;
+                Vma *v;
 
                 if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end, perms, &pgoff, &major, &minor, &ino,
-                           &path_at) < 7)
+                           &path_at) < 7 ||
+                    ino == 0 || line[path_at] != '/')
                         continue;
-                if (lo < start || lo >= end)
-                        continue;
-                if (hi > end || ino == 0 || line[path_at] != '/')
-                        break;
-                out->start = (uintptr_t)start;
-                out->end = (uintptr_t)end;
-                out->pgoff = pgoff;
-                out->ino = ino;
-                out->major = major;
-                out->minor = minor;
-                out->shared = perms[3] == 's';
-                snprintf(out->path, sizeof(out->path), "%s", line + path_at);
-                out->path[strcspn(out->path, "\n")] = 0;
-                found = true;
+                if (nvmas == capvmas) {
+                        size_t cap = capvmas ? 2 * capvmas : 256;
+                        Vma *grown = realloc(vmas, cap * sizeof(*grown));
+                        if (!grown)
+                                break;
+                        vmas = grown;
+                        capvmas = cap;
+                }
+                v = &vmas[nvmas++];
+                *v = (Vma){ (uintptr_t)start, (uintptr_t)end, pgoff, ino, major, minor, perms[3] == 's', "" };
+                snprintf(v->path, sizeof(v->path), "%s", line + path_at);
+                v->path[strcspn(v->path, "\n")] = 0;
         }
         fclose(f);
-        return found;
+}
+
+/* The file mapping that holds [lo, hi), if any. */
+static bool find_vma(uintptr_t lo, uintptr_t hi, Vma *out) {
+        for (int pass = 0; pass < 2; pass++) {
+                if (pass == 1 || !sage_maps_watch_active() || !vmas_generation ||
+                    vmas_generation != atomic_load(&sage_maps_generation))
+                        parse_maps();
+                for (size_t i = 0; i < nvmas; i++)
+                        if (lo >= vmas[i].start && lo < vmas[i].end) {
+                                if (hi > vmas[i].end)
+                                        return false;
+                                *out = vmas[i];
+                                return true;
+                        }
+                if (pass == 0 && vmas_generation && sage_maps_watch_active())
+                        continue; /* not in a kept parse: parse again once */
+                break;
+        }
+        return false;
 }
 
 /* Has the process written any page of [lo, hi) of a private file mapping? */

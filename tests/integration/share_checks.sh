@@ -64,6 +64,15 @@ out=$(SAGE_TRACE="$tmp/f3.json" LD_PRELOAD="$preload" "$prog" 64 5 file "$tmp/w.
 [ "$out" = "$native_f5" ] || bad "file: a rewritten file gave the old content: $out vs $native_f5"
 [ "$(stat_of "$tmp/f3.json" SHARE_HITS)" = 0 ] || bad "file: a rewritten file hit"
 
+step "a file unmapped and another mapped at its address: each keyed by its own file"
+native_2=$("$prog" 64 21 file2 "$tmp/x1.bin" "$tmp/x2.bin")
+for i in 1 2; do
+  out=$(SAGE_TRACE="$tmp/x$i.json" LD_PRELOAD="$preload" "$prog" 64 21 file2 "$tmp/x1.bin" "$tmp/x2.bin") || bad "file2 run $i"
+  [ "$out" = "$native_2" ] || bad "file2 run $i output: $out vs $native_2"
+  [ "$(stat_of "$tmp/x$i.json" SHARE_FILE_KEYS)" = 2 ] || bad "file2 run $i: not keyed by file identity"
+done
+[ "$(stat_of "$tmp/x2.json" SHARE_HITS)" = 2 ] || bad "file2: second run not two hits"
+
 step "a write through the API into shared weights: private copy first; others keep reading the original"
 native_w=$("$prog" 96 7 write)
 out=$(SAGE_TRACE="$tmp/w1.json" LD_PRELOAD="$preload" "$prog" 96 7 write) || bad "write run"

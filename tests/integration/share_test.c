@@ -13,6 +13,9 @@
  *   write       after the upload, the app overwrites 1 MiB in the middle
  *               through the API (memset) and checksums
  *   kernel-write after the upload, a kernel multiplies the weights in place
+ *   file2 P1 P2 weights from P1 (mmap()ed), unmapped, then other weights from
+ *               P2 mapped (at the same address, as a rule): both keyed by
+ *               their own file
  *   ipc-export  as whole, then hands a CUDA IPC handle to a child process
  *               (this program, ipc-open) which checksums the weights, writes
  *               one word; the parent must see the write
@@ -145,6 +148,26 @@ int main(int argc, char **argv) {
         OK(cuMemAlloc(&out, sizeof(uint64_t)));
         if (!strcmp(mode, "ipc-open"))
                 return argc > 4 ? ipc_open(argv[4], bytes) : 2;
+        if (!strcmp(mode, "file2")) {
+                CUdeviceptr w1, w2;
+                uint64_t *h1, *h2;
+                if (argc < 6 || !(h1 = map_file(argv[4], bytes, seed)))
+                        return 2;
+                OK(cuMemAlloc(&w1, bytes));
+                OK(cuMemcpyHtoD(w1, h1, bytes));
+                munmap(h1, bytes);
+                if (!(h2 = map_file(argv[5], bytes, seed + 1)))
+                        return 2;
+                fprintf(stderr, "share-test: second mapping %s the first one's address\n",
+                        h2 == h1 ? "reuses" : "does not reuse");
+                OK(cuMemAlloc(&w2, bytes));
+                OK(cuMemcpyHtoD(w2, h2, bytes));
+                printf("first %016llx\n", (unsigned long long)checksum(w1, bytes));
+                printf("second %016llx\n", (unsigned long long)checksum(w2, bytes));
+                OK(cuMemFree(w1));
+                OK(cuMemFree(w2));
+                return 0;
+        }
         if (!strcmp(mode, "file")) {
                 if (argc < 5 || !(host = map_file(argv[4], bytes, seed)))
                         return 2;
