@@ -1,7 +1,7 @@
 /*
  * The keys of sharing (share.c): what an upload's bytes are known by.
  *
- * - Content: XXH3-128 of each 64 MiB chunk (hashed by up to 16 threads),
+ * - Content: XXH3-128 of each 4 MiB chunk (hashed by up to 16 threads),
  *   then of the chunk hashes. Device read-back (publishing) hashes the same
  *   chunks, so the two compare.
  * - File identity: a source that lies in a mapping of a regular file
@@ -30,7 +30,7 @@
 #include "maps_watch.h"
 #include "util.h"
 
-#define CHUNK (64u << 20)
+#define CHUNK (4u << 20)
 #define MAX_HASH_THREADS 16
 
 /* ---------------------------------------------------------------- content */
@@ -170,22 +170,31 @@ static void parse_maps(void) {
         fclose(f);
 }
 
-/* The file mapping that holds [lo, hi), if any. */
+/*
+ * The file mapping that holds [lo, hi), if any. A kept parse answers only
+ * for a mapping it watches (any change to it moves the generation); any
+ * other answer comes from a fresh parse, and that mapping is watched from
+ * then on.
+ */
 static bool find_vma(uintptr_t lo, uintptr_t hi, Vma *out) {
-        for (int pass = 0; pass < 2; pass++) {
-                if (pass == 1 || !sage_maps_watch_active() || !vmas_generation ||
-                    vmas_generation != atomic_load(&sage_maps_generation))
+        bool kept = sage_maps_watch_active() && vmas_generation &&
+                    vmas_generation == atomic_load(&sage_maps_generation);
+
+        for (int pass = kept ? 0 : 1; pass < 2; pass++) {
+                if (pass == 1)
                         parse_maps();
-                for (size_t i = 0; i < nvmas; i++)
-                        if (lo >= vmas[i].start && lo < vmas[i].end) {
-                                if (hi > vmas[i].end)
-                                        return false;
-                                *out = vmas[i];
-                                return true;
-                        }
-                if (pass == 0 && vmas_generation && sage_maps_watch_active())
-                        continue; /* not in a kept parse: parse again once */
-                break;
+                for (size_t i = 0; i < nvmas; i++) {
+                        if (lo < vmas[i].start || lo >= vmas[i].end)
+                                continue;
+                        if (hi > vmas[i].end)
+                                return false;
+                        if (pass == 0 && !sage_maps_watched(vmas[i].start, vmas[i].end))
+                                break; /* not watched: parse afresh */
+                        if (pass == 1 && !sage_maps_watch(vmas[i].start, vmas[i].end))
+                                vmas_generation = 0; /* cannot watch it: keep nothing */
+                        *out = vmas[i];
+                        return true;
+                }
         }
         return false;
 }
