@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The README's run command: builds SAGE, runs a small GPU function natively
 # and under SAGE, checks both give the same output, and prints what SAGE saw
-# (the set-up breakdown from the trace). Without an NVIDIA GPU it says so and
-# runs on the simulated driver (tests/fakecuda), labelled as simulated.
+# (the set-up breakdown from the trace); then parallel set-up, and sharing:
+# a function that uploads weights, run twice with a broker (the second maps
+# what the first published). Without an NVIDIA GPU it says so and runs on
+# the simulated driver (tests/fakecuda), labelled as simulated.
 #   scripts/demo.sh [--build DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,14 +23,17 @@ if nvidia-smi -L >/dev/null 2>&1 && [ -x "$nvcc" ]; then
   mode="GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
   "$nvcc" -O2 -o "$tmp/function" tests/gpu/static_cudart.cu
   "$nvcc" -O2 -Itests/gpu -o "$tmp/reset_loop" tests/gpu/reset_loop.cu
+  "$nvcc" -O2 -Itests/gpu -o "$tmp/share_weights" tests/gpu/share_weights.cu
   run=("$tmp/function")
   setup_demo=("$tmp/reset_loop")
+  share_demo=("$tmp/share_weights" "$tmp/weights.bin")
   envs=()
 else
   mode="SIMULATED driver (no NVIDIA GPU here: tests/fakecuda stands in for libcuda.so.1)"
   run=("$build/tests/integration/workload" --threads 2)
   # A function whose own start-up (imports, weight reads) takes 400 ms before it touches CUDA.
   setup_demo=("$build/tests/integration/setup-test-linked" overlap 400)
+  share_demo=("$build/tests/integration/share-test" 256 7)
   envs=(LD_LIBRARY_PATH="$build/tests/fakecuda" SAGE_FAKE_INIT_MS=150 SAGE_FAKE_CTX_MS=100)
 fi
 echo "== SAGE demo on $mode"
@@ -49,4 +54,19 @@ echo "-- native:"
 env "${envs[@]}" "${setup_demo[@]}" 2>&1 | grep -E 'setup_ms|waited' || true
 echo "-- SAGE (the context is warmed while the function starts / idles):"
 env "${envs[@]}" "$build/tools/sage-run" -- "${setup_demo[@]}" 2>&1 | grep -E 'setup_ms|waited' || true
+echo "== 6. sharing (sage-run --share, experimental): ${share_demo[0]##*/} natively, then twice with a broker"
+saged_pid=
+trap '[ -n "$saged_pid" ] && kill "$saged_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+env "${envs[@]}" "$build/daemon/saged" --socket "$tmp/saged.sock" --foreground 2>"$tmp/saged.log" &
+saged_pid=$!
+for _ in $(seq 50); do [ -S "$tmp/saged.sock" ] && break; sleep 0.1; done
+env "${envs[@]}" "${share_demo[@]}" > "$tmp/share.native.out"
+for i in 1 2; do
+  env "${envs[@]}" "$build/tools/sage-run" --share --socket "$tmp/saged.sock" --trace "$tmp/share$i.json" -- \
+    "${share_demo[@]}" > "$tmp/share$i.out"
+  if cmp -s "$tmp/share.native.out" "$tmp/share$i.out"; then out=identical; else out=DIFFERENT; same=DIFFERENT; fi
+  printf -- '-- run %s (output %s to native): ' "$i" "$out"
+  "$build/tools/sage-trace" summary "$tmp/share$i.json" | grep '^sharing' || echo "no sharing (no broker?)"
+done
+echo "-- broker: $(SAGE_SOCKET=$tmp/saged.sock "$build/tools/sagectl" stats)"
 [ "$same" = identical ]

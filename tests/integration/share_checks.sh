@@ -2,9 +2,9 @@
 # Sharing-based memory against the simulated driver and the real broker:
 # a first function publishes its weights, a second maps them instead of
 # copying; outputs never change; no broker / another content: plain path.
-#   share_checks.sh SHARE_TEST SAGED SAGECTL PYTHON3
+#   share_checks.sh SHARE_TEST SAGED SAGECTL PYTHON3 SAGE_TRACE
 set -euo pipefail
-prog=$1 saged=$2 sagectl=$3 python=$4
+prog=$1 saged=$2 sagectl=$3 python=$4 sage_trace=$5
 . "$(dirname "$0")/lib.sh"
 export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
 "$saged" --socket "$SAGE_SOCKET" --foreground 2>"$tmp/saged.log" &
@@ -25,6 +25,8 @@ step "second function: maps the extent instead of copying, same output"
 out=$(SAGE_TRACE="$tmp/2.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "second run"
 [ "$out" = "$native" ] || bad "second run output: $out vs $native"
 [ "$(stat_of "$tmp/2.json" SHARE_HITS)" = 1 ] || bad "second upload not served by the extent"
+"$sage_trace" summary "$tmp/2.json" | grep -q "^sharing (SAGE_SHARE=1): 1 hits, 0 misses; 96.0 MiB mapped, 0.0 MiB copied (100.0% shared)" ||
+  bad "sage-trace summary does not report the hit"
 "$python" - "$tmp/2.json" <<'PY' || bad "the hit still copied"
 import json, sys
 ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("name") == "cuMemcpyHtoD_v2"]
