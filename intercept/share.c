@@ -139,13 +139,18 @@ static CUresult map_at(CUdeviceptr va, size_t len, CUdevice dev, CUmemGenericAll
         return r;
 }
 
+CUresult sage_share_map(CUdeviceptr va, size_t len, CUdevice dev, CUmemGenericAllocationHandle h,
+                        CUmemAccess_flags access) {
+        return map_at(va, len, dev, h, access);
+}
+
 static CUresult create(SageShareAlloc *a, size_t len, CUmemGenericAllocationHandle *h) {
         CUmemAllocationProp prop = device_prop(a->dev);
         return SAGE_REAL(cuMemCreate)(h, len, &prop, 0);
 }
 
 /* A new physical allocation holding a copy of a->va[off, off+len). */
-static CUresult copy_into_new(SageShareAlloc *a, size_t off, size_t len, CUmemGenericAllocationHandle *out) {
+CUresult sage_share_copy_into_new(SageShareAlloc *a, size_t off, size_t len, CUmemGenericAllocationHandle *out) {
         CUmemGenericAllocationHandle h;
         CUdeviceptr tmp = 0;
         CUresult r;
@@ -275,7 +280,7 @@ static CUresult replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Pie
         }
         /* Copies first, while the old pieces are still mapped. */
         for (size_t k = 0; k < nrem; k++)
-                if (keep[k] && (r = copy_into_new(a, rem[k].off, rem[k].len, &rem[k].handle)) != CUDA_SUCCESS) {
+                if (keep[k] && (r = sage_share_copy_into_new(a, rem[k].off, rem[k].len, &rem[k].handle)) != CUDA_SUCCESS) {
                         for (size_t j = 0; j < k; j++)
                                 if (keep[j])
                                         SAGE_REAL(cuMemRelease)(rem[j].handle);
@@ -312,7 +317,7 @@ bool sage_share_privatize(SageShareAlloc *a, size_t i) {
         Piece *p = &a->pieces[i];
         CUmemGenericAllocationHandle h;
 
-        if (copy_into_new(a, p->off, p->len, &h) != CUDA_SUCCESS)
+        if (sage_share_copy_into_new(a, p->off, p->len, &h) != CUDA_SUCCESS)
                 return false;
         drop_piece(a, p);
         if (map_at(a->va + p->off, p->len, a->dev, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS) {

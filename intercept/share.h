@@ -77,6 +77,12 @@ void sage_share_before_write(CUdeviceptr dst, size_t n);
 /* Called by the hooks' slow path after every call while sharing is active. */
 void sage_share_after_call(SageSym sym);
 
+/* A new physical allocation holding a copy of a->va[off, off+len) (device copy, finished). */
+CUresult sage_share_copy_into_new(SageShareAlloc *a, size_t off, size_t len, CUmemGenericAllocationHandle *out);
+/* Map `h` at [va, va+len) with `access` for `dev`. */
+CUresult sage_share_map(CUdeviceptr va, size_t len, CUdevice dev, CUmemGenericAllocationHandle h,
+                        CUmemAccess_flags access);
+
 /* Synchronize the context of `a`; give its shared piece i private backing (content kept). Under the lock. */
 void sage_share_sync(SageShareAlloc *a);
 bool sage_share_privatize(SageShareAlloc *a, size_t i);

@@ -56,10 +56,6 @@ static const SageDriverExtras *const drv = &sage_driver_extras;
 
 bool sage_share_consolidate(SageShareAlloc *a) {
         CUmemGenericAllocationHandle h;
-        CUmemAllocationProp prop;
-        CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, a->dev },
-                                 .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
-        CUdeviceptr tmp = 0;
         CUcontext popped;
         bool ok = false;
 
@@ -68,44 +64,25 @@ bool sage_share_consolidate(SageShareAlloc *a) {
                 a->pieces[i].candidate = false;
         if (a->npieces == 1 && !a->pieces[0].extent_id)
                 return true;
-        memset(&prop, 0, sizeof(prop));
-        prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-        prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-        prop.location.id = a->dev;
-        prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
         if (drv->ctx_push(a->ctx) != CUDA_SUCCESS)
                 return false;
         drv->ctx_synchronize();
-        if (SAGE_REAL(cuMemCreate)(&h, a->padded, &prop, 0) != CUDA_SUCCESS)
+        if (sage_share_copy_into_new(a, 0, a->padded, &h) != CUDA_SUCCESS)
                 goto out;
-        if (SAGE_REAL(cuMemAddressReserve)(&tmp, a->padded, 0, 0, 0) != CUDA_SUCCESS) {
-                SAGE_REAL(cuMemRelease)(h);
-                goto out;
-        }
-        if (SAGE_REAL(cuMemMap)(tmp, a->padded, 0, h, 0) == CUDA_SUCCESS) {
-                ok = SAGE_REAL(cuMemSetAccess)(tmp, a->padded, &desc, 1) == CUDA_SUCCESS &&
-                     SAGE_REAL(cuMemcpyDtoD_v2)(tmp, a->va, a->padded) == CUDA_SUCCESS &&
-                     drv->ctx_synchronize() == CUDA_SUCCESS; /* the copy returns before it is done */
-                SAGE_REAL(cuMemUnmap)(tmp, a->padded);
-        }
-        SAGE_REAL(cuMemAddressFree)(tmp, a->padded);
-        if (!ok) {
-                SAGE_REAL(cuMemRelease)(h);
-                goto out;
-        }
         for (size_t i = 0; i < a->npieces; i++) {
-                SAGE_REAL(cuMemUnmap)(a->va + a->pieces[i].off, a->pieces[i].len);
-                SAGE_REAL(cuMemRelease)(a->pieces[i].handle);
-                if (a->pieces[i].extent_id && sage_share_broker)
-                        sage_share_broker_lost(sage_broker_release(sage_share_broker, a->pieces[i].extent_id));
+                Piece *p = &a->pieces[i];
+                free(p->seen);
+                free(p->allow);
+                SAGE_REAL(cuMemUnmap)(a->va + p->off, p->len);
+                SAGE_REAL(cuMemRelease)(p->handle);
+                if (p->extent_id && sage_share_broker)
+                        sage_share_broker_lost(sage_broker_release(sage_share_broker, p->extent_id));
         }
         a->npieces = 1;
         a->pieces[0] = (Piece){ .off = 0, .len = a->padded, .handle = h };
-        if (SAGE_REAL(cuMemMap)(a->va, a->padded, 0, h, 0) != CUDA_SUCCESS ||
-            SAGE_REAL(cuMemSetAccess)(a->va, a->padded, &desc, 1) != CUDA_SUCCESS) {
+        ok = sage_share_map(a->va, a->padded, a->dev, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) == CUDA_SUCCESS;
+        if (!ok)
                 sage_warn("share: cannot re-back %p+%zu for IPC", (void *)(uintptr_t)a->va, a->size);
-                ok = false;
-        }
 out:
         drv->ctx_pop(&popped);
         return ok;
