@@ -77,6 +77,13 @@ static void count_bytes(SageStat stat, size_t n) {
         atomic_fetch_add_explicit(&sage_stats[stat], n, memory_order_relaxed);
 }
 
+/* Add the time since `since` to a nanosecond counter; returns now. */
+static uint64_t lap(SageStat stat, uint64_t since) {
+        uint64_t now = sage_now_ns();
+        count_bytes(stat, now - since);
+        return now;
+}
+
 /* Under sage_share_lock. */
 static bool share_enabled(void) {
         if (share_state)
@@ -490,7 +497,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
         size_t o, lo, hi;
         SageHash key, content;
         bool by_file = false, served = false;
-        uint64_t extent_id = 0;
+        uint64_t extent_id = 0, t;
         static uint64_t notes[SAGE_SHARE_NOTES_MAX / 8]; /* under the lock */
         uint32_t notes_len = 0;
         int fd = -1, r;
@@ -521,6 +528,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 note_written(a, o, n);
                 goto out;
         }
+        t = sage_now_ns();
         if (hi - lo >= FILE_KEY_MIN && sage_share_file_key((const char *)src + (lo - o), hi - lo, &key)) {
                 by_file = true;
                 sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
@@ -528,9 +536,11 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 note_written(a, o, n);
                 goto out;
         }
+        t = lap(SAGE_STAT_SHARE_NS_KEY, t);
         r = sage_broker_lookup_noted(sage_share_broker, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, notes,
                                      sizeof(notes), &notes_len);
         sage_share_broker_lost(r);
+        t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
         sync_ctx(a, true); /* nothing in flight may use the backing we replace */
         atomic_store(&sage_share_guarding, true);
         if (r == 0 && fd >= 0) {
@@ -551,6 +561,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                         sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
                 }
         }
+        lap(SAGE_STAT_SHARE_NS_REMAP, t);
         if (served) {
                 sage_stats_count(SAGE_STAT_SHARE_HITS);
                 count_bytes(SAGE_STAT_SHARE_BYTES_MAPPED, hi - lo);
@@ -564,10 +575,12 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
         /* A miss: [lo, hi) becomes a candidate piece of its own, filled by the caller's copy. */
         sage_stats_count(SAGE_STAT_SHARE_MISSES);
         count_bytes(SAGE_STAT_SHARE_BYTES_COPIED, n);
+        t = sage_now_ns();
         if (!by_file)
                 content = key;
         else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &content) < 0)
                 goto written;
+        t = lap(SAGE_STAT_SHARE_NS_KEY, t);
         piece = (Piece){ .off = lo, .len = hi - lo, .candidate = true, .key = key, .content = content, .span_lo = o };
         if (create(a, hi - lo, &piece.handle) != CUDA_SUCCESS)
                 goto written;
@@ -575,6 +588,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 SAGE_REAL(cuMemRelease)(piece.handle);
                 sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
         }
+        lap(SAGE_STAT_SHARE_NS_REMAP, t);
 written:
         note_written(a, o, n);
 out:
