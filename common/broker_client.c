@@ -514,3 +514,15 @@ int sage_broker_ipc_revoke(SageBroker *b, const uint8_t token[SAGE_IPC_TOKEN_SIZ
         memcpy(req.ipc_revoke.bytes, token, SAGE_IPC_TOKEN_SIZE);
         return call(b, &req, NULL, 0, &reply, NULL, NULL);
 }
+
+int sage_broker_label_name(SageBroker *b, uint32_t label, char name[SAGE_PROTO_LABEL_MAX + 1]) {
+        SageMessage req, reply;
+        int r;
+
+        sage_proto_init(&req, SAGE_MSG_LABEL, 0);
+        req.label = label;
+        r = call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r == 0)
+                memcpy(name, reply.label_reply.name, sizeof(reply.label_reply.name));
+        return r;
+}

@@ -110,5 +110,11 @@ int sage_broker_ipc_import(SageBroker *broker, const uint8_t token[SAGE_IPC_TOKE
                            uint64_t *size, uint32_t *device);
 int sage_broker_ipc_revoke(SageBroker *broker, const uint8_t token[SAGE_IPC_TOKEN_SIZE]);
 
+/* The name of platform label `label` (sage_namespace_label of a namespace
+ * id) into `name`: 0, or SAGE_ERR_NOT_FOUND for a label the caller may not
+ * see (proto.h, "LABEL"); a broker older than LABEL answers
+ * SAGE_ERR_UNKNOWN_TYPE. */
+int sage_broker_label_name(SageBroker *broker, uint32_t label, char name[SAGE_PROTO_LABEL_MAX + 1]);
+
 /* The message of the last ERROR reply ("" if none). */
 const char *sage_broker_last_error(const SageBroker *broker);

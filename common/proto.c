@@ -236,6 +236,7 @@ const char *sage_proto_type_name(unsigned type) {
         case SAGE_MSG_IPC_REVOKE: return "IPC_REVOKE";
         case SAGE_MSG_PUBLISH_NOTED: return "PUBLISH_NOTED";
         case SAGE_MSG_LOOKUP_NOTED: return "LOOKUP_NOTED";
+        case SAGE_MSG_LABEL: return "LABEL";
         case SAGE_MSG_HELLO_REPLY: return "HELLO_REPLY";
         case SAGE_MSG_PONG: return "PONG";
         case SAGE_MSG_LOOKUP_REPLY: return "LOOKUP_REPLY";
@@ -249,9 +250,22 @@ const char *sage_proto_type_name(unsigned type) {
         case SAGE_MSG_IPC_REVOKE_REPLY: return "IPC_REVOKE_REPLY";
         case SAGE_MSG_PUBLISH_NOTED_REPLY: return "PUBLISH_NOTED_REPLY";
         case SAGE_MSG_LOOKUP_NOTED_REPLY: return "LOOKUP_NOTED_REPLY";
+        case SAGE_MSG_LABEL_REPLY: return "LABEL_REPLY";
         case SAGE_MSG_ERROR: return "ERROR";
         default: return "?";
         }
+}
+
+bool sage_proto_label_valid(const char *name, size_t length) {
+        if (length == 0 || length > SAGE_PROTO_LABEL_MAX)
+                return false;
+        for (size_t i = 0; i < length; i++) {
+                char c = name[i];
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                      c == '_' || c == '-'))
+                        return false;
+        }
+        return true;
 }
 
 static uint32_t allowed_flags(unsigned type) {
@@ -360,6 +374,19 @@ static void encode_payload(Writer *w, const SageMessage *m) {
         case SAGE_MSG_RELEASE:
                 put_u64(w, m->release);
                 break;
+        case SAGE_MSG_LABEL:
+                put_u32(w, m->label);
+                break;
+        case SAGE_MSG_LABEL_REPLY: {
+                size_t n = strnlen(m->label_reply.name, sizeof(m->label_reply.name));
+                if (!sage_proto_label_valid(m->label_reply.name, n)) {
+                        w->failed = true;
+                        break;
+                }
+                put_u8(w, n);
+                put_bytes(w, m->label_reply.name, n);
+                break;
+        }
         case SAGE_MSG_STATS_REPLY: {
                 const SageStats *s = &m->stats_reply;
                 put_u64(w, s->extents);
@@ -500,6 +527,20 @@ static int decode_payload(Reader *r, SageMessage *m, SageListEntry *list_storage
         case SAGE_MSG_RELEASE:
                 m->release = get_u64(r);
                 break;
+        case SAGE_MSG_LABEL:
+                m->label = get_u32(r);
+                break;
+        case SAGE_MSG_LABEL_REPLY: {
+                uint8_t n = get_u8(r);
+                if (r->failed)
+                        break;
+                if (r->size - r->pos != n || !sage_proto_label_valid((const char *)r->p + r->pos, n))
+                        return SAGE_ERR_MALFORMED;
+                memcpy(m->label_reply.name, r->p + r->pos, n);
+                m->label_reply.name[n] = 0;
+                r->pos += n;
+                break;
+        }
         case SAGE_MSG_STATS_REPLY: {
                 SageStats *s = &m->stats_reply;
                 s->extents = get_u64(r);

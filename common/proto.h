@@ -41,6 +41,8 @@
 #define SAGE_IPC_TOKEN_SIZE 16
 /* Notes a sealed extent may carry (PUBLISH_NOTED / LOOKUP_NOTED), at most. */
 #define SAGE_PROTO_NOTES_MAX 32768
+/* A platform label's name (LABEL_REPLY): 1 to this many bytes of [A-Za-z0-9._-]. */
+#define SAGE_PROTO_LABEL_MAX 63
 
 #define SAGE_MSG_REPLY_BIT 0x8000u
 
@@ -58,6 +60,7 @@ typedef enum SageMessageType {
         SAGE_MSG_IPC_REVOKE = 11,
         SAGE_MSG_PUBLISH_NOTED = 12,
         SAGE_MSG_LOOKUP_NOTED = 13,
+        SAGE_MSG_LABEL = 14,
 
         SAGE_MSG_HELLO_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_HELLO,
         SAGE_MSG_PONG = SAGE_MSG_REPLY_BIT | SAGE_MSG_PING,
@@ -72,6 +75,7 @@ typedef enum SageMessageType {
         SAGE_MSG_IPC_REVOKE_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_REVOKE,
         SAGE_MSG_PUBLISH_NOTED_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_PUBLISH_NOTED,
         SAGE_MSG_LOOKUP_NOTED_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LOOKUP_NOTED,
+        SAGE_MSG_LABEL_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LABEL,
         SAGE_MSG_ERROR = SAGE_MSG_REPLY_BIT | 0x7fff,
 } SageMessageType;
 
@@ -259,6 +263,35 @@ typedef struct SageLookupNotedReply {
         SageNotes notes;
 } SageLookupNotedReply;
 
+/*
+ * Namespaces: label << 32 | uid. The uid comes from SO_PEERCRED; the label
+ * (0: none) from the socket the client connected to, which only the
+ * platform (root) configures (saged --label-socket). LABEL asks the name of
+ * a label number, for display (sagectl list):
+ *
+ *   LABEL                      0 4 label                         (4 bytes)
+ *   LABEL_REPLY                0 1 length, 1 length name         (2..64 bytes)
+ *
+ * The name is 1..SAGE_PROTO_LABEL_MAX bytes of [A-Za-z0-9._-] (anything
+ * else is SAGE_ERR_MALFORMED). A label the caller may not see (another
+ * tenant's, for everyone but root on the unlabelled socket), label 0 and an
+ * unknown one all answer SAGE_ERR_NOT_FOUND.
+ */
+static inline uint32_t sage_namespace_label(uint64_t namespace_id) {
+        return (uint32_t)(namespace_id >> 32);
+}
+
+static inline uint32_t sage_namespace_uid(uint64_t namespace_id) {
+        return (uint32_t)namespace_id;
+}
+
+/* Is `name` (`length` bytes) a valid label name? */
+bool sage_proto_label_valid(const char *name, size_t length);
+
+typedef struct SageLabelReply {
+        char name[SAGE_PROTO_LABEL_MAX + 1]; /* NUL-terminated */
+} SageLabelReply;
+
 typedef struct SageErrorReply {
         uint32_t code;           /* SageProtoError */
         char message[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
@@ -288,6 +321,8 @@ typedef struct SageMessage {
                 SagePublishReply publish_noted_reply;
                 SageExtentKey lookup_noted;
                 SageLookupNotedReply lookup_noted_reply; /* + an fd on a hit */
+                uint32_t label;           /* LABEL: the label number (namespace id >> 32) */
+                SageLabelReply label_reply;
                 SageErrorReply error;
         };
 } SageMessage;

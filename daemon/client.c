@@ -22,7 +22,7 @@ uint64_t client_namespace(uid_t uid, uint32_t label) {
         return (uint64_t)label << 32 | (uint32_t)uid;
 }
 
-int client_new(Client **out, int fd, const struct ucred *cred) {
+int client_new(Client **out, int fd, const struct ucred *cred, uint32_t label) {
         Client *c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
@@ -30,8 +30,9 @@ int client_new(Client **out, int fd, const struct ucred *cred) {
         c->uid = cred->uid;
         c->gid = cred->gid;
         c->pid = cred->pid;
-        c->is_root = cred->uid == 0;
-        c->namespace_id = client_namespace(cred->uid, 0);
+        c->label = label;
+        c->sees_all = cred->uid == 0 && label == 0;
+        c->namespace_id = client_namespace(cred->uid, label);
         *out = c;
         return 0;
 }

@@ -30,8 +30,11 @@ struct Client {
         uid_t uid;
         gid_t gid;
         pid_t pid;
-        uint64_t namespace_id;
-        bool is_root;
+        uint32_t label;         /* of the socket it came through; 0: the unlabelled one */
+        uint64_t namespace_id;  /* client_namespace(uid, label) */
+        /* Root on the unlabelled socket: LIST and EVICT reach every namespace.
+         * Root on a labelled socket is a tenant like any other. */
+        bool sees_all;
 
         ClientRef *refs;
         size_t n_refs, cap_refs;
@@ -53,13 +56,14 @@ struct Client {
 
 /*
  * The namespace of a peer: its uid, from SO_PEERCRED, never from anything it
- * says. `label` is the hook for platform-assigned labels (only root may
- * assign them; not implemented yet: always 0). Layout: label << 32 | uid.
+ * says, and the label of the socket it connected to (0: none), which only
+ * the platform assigns (saged --label-socket, root only). Layout:
+ * label << 32 | uid.
  */
 uint64_t client_namespace(uid_t uid, uint32_t label);
 
-/* Takes ownership of `fd`. */
-int client_new(Client **out, int fd, const struct ucred *cred);
+/* Takes ownership of `fd`. `label`: that of the listening socket it came through. */
+int client_new(Client **out, int fd, const struct ucred *cred, uint32_t label);
 /* Drops every reference the client holds, closes its socket and pending fds. */
 Client *client_free(Client *client, ExtentStore *store);
 

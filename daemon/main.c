@@ -4,7 +4,8 @@
  * SIGTERM/SIGINT/SIGHUP are blocked and read through a signalfd in the same
  * epoll set as the clients, so shutdown is an ordinary event: the loop
  * returns, every client is dropped (its references with it), extents are
- * released, the primary contexts let go, and the socket file removed.
+ * released, the primary contexts let go, and the socket files removed (the
+ * main one and every --label-socket).
  * Without --foreground saged forks into the background and the parent exits
  * only once the socket is listening, so "saged && sagectl ping" works.
  */
@@ -24,6 +25,7 @@
 #include "config.h"
 #include "extent_store.h"
 #include "gpu.h"
+#include "label.h"
 #include "log.h"
 #include "options.h"
 #include "server.h"
@@ -38,7 +40,64 @@ typedef struct Args {
         const char *driver;
         bool foreground;
         int verbosity;
+        LabelSocket labels[LABEL_MAX_SOCKETS];
+        size_t n_labels;
 } Args;
+
+static void args_clear(Args *a) {
+        for (size_t i = 0; i < a->n_labels; i++)
+                label_socket_clear(&a->labels[i]);
+        a->n_labels = 0;
+}
+
+/* --label-socket PATH=LABEL, repeatable. Returns 0, or 2 (the exit status) after saying why. */
+static int add_label_socket(Args *a, const char *text) {
+        int r;
+
+        if (a->n_labels == LABEL_MAX_SOCKETS) {
+                fprintf(stderr, "saged: --label-socket: at most %d labelled sockets\n", LABEL_MAX_SOCKETS);
+                return 2;
+        }
+        r = label_socket_parse(text, &a->labels[a->n_labels]);
+        if (r == -ENOMEM) {
+                fprintf(stderr, "saged: %s\n", strerror(-r));
+                return 2;
+        }
+        if (r < 0) {
+                fprintf(stderr,
+                        "saged: --label-socket: expected PATH=LABEL, LABEL 1-%d characters of A-Z a-z 0-9 . _ -, "
+                        "got '%s'\n",
+                        SAGE_PROTO_LABEL_MAX, text);
+                return 2;
+        }
+        a->n_labels++;
+        return 0;
+}
+
+/* Labels are the platform's to assign: a broker not running as root serves
+ * only its own uid, and must not let anyone split that into tenants it
+ * cannot vouch for. Two listeners on one path would refuse each other. */
+static int check_label_sockets(const Args *a) {
+        if (a->n_labels == 0)
+                return 0;
+        if (geteuid() != 0) {
+                fprintf(stderr, "saged: --label-socket: only root may assign namespace labels "
+                                "(a broker not running as root serves its own uid only)\n");
+                return 2;
+        }
+        for (size_t i = 0; i < a->n_labels; i++) {
+                if (strcmp(a->labels[i].path, a->socket) == 0) {
+                        fprintf(stderr, "saged: --label-socket: %s is the main socket\n", a->labels[i].path);
+                        return 2;
+                }
+                for (size_t j = 0; j < i; j++)
+                        if (strcmp(a->labels[i].path, a->labels[j].path) == 0) {
+                                fprintf(stderr, "saged: --label-socket: %s given twice\n", a->labels[i].path);
+                                return 2;
+                        }
+        }
+        return 0;
+}
 
 static void usage(FILE *f) {
         fprintf(f,
@@ -50,11 +109,13 @@ static void usage(FILE *f) {
                 "  -d, --devices LIST    device ordinals to serve, e.g. 0,2 (default: all)\n"
                 "      --driver LIB      CUDA driver library (default: $SAGE_DRIVER or libcuda.so.1)\n"
                 "  -f, --foreground      stay in the foreground\n"
-                "      --label-socket P  platform label assignment (not implemented yet)\n"
+                "      --label-socket PATH=LABEL\n"
+                "                        also listen on PATH; its clients get namespace (LABEL, uid)\n"
+                "                        (root only; repeatable, up to %d)\n"
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
-                SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET);
+                SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, LABEL_MAX_SOCKETS);
 }
 
 /* Every client and every CUDA-IPC registration is an open fd: take the
@@ -156,6 +217,7 @@ int main(int argc, char **argv) {
                 { NULL, 0, NULL, 0 },
         };
         Args args = { .budget = DEFAULT_BUDGET };
+        const char *failed_path;
         char default_socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
         uint32_t devices[EXTENT_STORE_MAX_DEVICES];
         size_t n_devices = 0;
@@ -179,10 +241,11 @@ int main(int argc, char **argv) {
                 case 'f': args.foreground = true; break;
                 case 'v': args.verbosity++; break;
                 case 'L':
-                        /* Hook for platform labels (namespace = label << 32 | uid, assigned
-                         * only over a root-owned socket): see client_namespace(). */
-                        fprintf(stderr, "saged: --label-socket: labels are not implemented yet\n");
-                        return 2;
+                        if ((r = add_label_socket(&args, optarg)) != 0) {
+                                args_clear(&args);
+                                return r;
+                        }
+                        break;
                 case 'h': usage(stdout); return 0;
                 case 'V': printf("saged %s (protocol %d)\n", SAGE_VERSION, SAGE_PROTO_VERSION); return 0;
                 default: usage(stderr); return 2;
@@ -207,6 +270,10 @@ int main(int argc, char **argv) {
         }
         if (!args.driver)
                 args.driver = sage_options()->driver;
+        if ((r = check_label_sockets(&args)) != 0) {
+                args_clear(&args);
+                return r;
+        }
 
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -241,14 +308,19 @@ int main(int argc, char **argv) {
                 gpu_close(gpu);
                 return 2;
         }
-        r = server_new(&server, &(ServerConfig){ .socket_path = args.socket }, store, gpu);
+        r = server_new(&server,
+                       &(ServerConfig){ .socket_path = args.socket,
+                                        .label_sockets = args.labels,
+                                        .n_label_sockets = args.n_labels },
+                       store, gpu, &failed_path);
         if (r < 0) {
                 if (r == -EADDRINUSE)
-                        fprintf(stderr, "saged: another broker is already listening on %s\n", args.socket);
+                        fprintf(stderr, "saged: another broker is already listening on %s\n", failed_path);
                 else
-                        fprintf(stderr, "saged: cannot listen on %s: %s\n", args.socket, strerror(-r));
+                        fprintf(stderr, "saged: cannot listen on %s: %s\n", failed_path, strerror(-r));
                 extent_store_free(store);
                 gpu_close(gpu);
+                args_clear(&args);
                 return 1;
         }
         sage_info("saged %s serving %u device(s) on %s", SAGE_VERSION, gpu_served_count(gpu), args.socket);
@@ -273,6 +345,7 @@ int main(int argc, char **argv) {
                         sage_info("%s: shutting down", strsignal((int)si.ssi_signo));
         }
         server_free(server);
+        args_clear(&args);
         close(sfd);
         return r < 0 ? 1 : 0;
 }

@@ -10,10 +10,18 @@
  * keeps sending garbage (or speaks another magic/version) is disconnected.
  * Any fds that arrive where none are expected are closed at once.
  *
+ * Besides the main socket the server may listen on labelled ones
+ * (--label-socket): the socket a client came through gives the upper half
+ * of its namespace (label << 32 | uid, label.c), so the label is as
+ * unforgeable as the uid. Every listener is one epoll entry; what each
+ * accepted client gets is decided in accept_clients, once.
+ *
  * Authorisation lives here, next to dispatch: LOOKUP and PUBLISH (and their
  * NOTED variants, which also carry an extent's notes) act in the caller's
  * namespace only; RELEASE only on references the caller holds; LIST and
- * EVICT see the caller's namespace, or everything for root. An
+ * EVICT see the caller's namespace, or everything for root on the
+ * unlabelled socket (root on a labelled socket is confined to its label:
+ * that socket is a tenant's door). An
  * extent of another namespace answers exactly like a missing one. CUDA-IPC
  * registrations (ipc_registry.c) follow the same rule: IPC_IMPORT works
  * within the exporter's namespace only, IPC_REVOKE for the exporting
@@ -42,9 +50,17 @@
 #define SERVER_REQUESTS_PER_WAKEUP 32
 #define SERVER_MAX_MALFORMED 16
 
+/* One listening socket: the main one (label 0) or a labelled one. */
+typedef struct Listener {
+        char *path;
+        int fd;
+        uint32_t label;
+} Listener;
+
 struct Server {
-        char *socket_path;
-        int listen_fd;
+        Listener *listeners;    /* [0]: the main socket */
+        size_t n_listeners;
+        LabelTable labels;
         int epoll_fd;
         size_t max_clients;
         ExtentStore *store;
@@ -58,8 +74,8 @@ struct Server {
         SageListEntry *list; /* LIST reply scratch, SAGE_PROTO_LIST_MAX */
 };
 
-/* epoll data: the listening socket and the stop fd are told apart by these. */
-static char tag_listen, tag_stop;
+/* epoll data: the stop fd is told apart by this; listeners by their address in s->listeners. */
+static char tag_stop;
 
 static int make_parent_dirs(const char *path) {
         char buf[PATH_MAX];
@@ -138,18 +154,56 @@ static size_t ipc_max_total(const ServerConfig *config) {
         return max;
 }
 
-int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu) {
-        Server *s = calloc(1, sizeof(*s));
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &tag_listen };
+static void close_listeners(Server *s) {
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                Listener *l = &s->listeners[i];
+                if (l->fd >= 0) {
+                        close(l->fd);
+                        unlink(l->path);
+                }
+                free(l->path);
+        }
+        free(s->listeners);
+        s->listeners = NULL;
+        s->n_listeners = 0;
+}
+
+/* Listen on `path` for clients of `label`; the listener is s->n_listeners - 1 on success. */
+static int add_listener(Server *s, const char *path, uint32_t label) {
+        Listener *l = &s->listeners[s->n_listeners];
+        struct epoll_event ev = { .events = EPOLLIN };
         int r;
 
+        *l = (Listener){ .path = strdup(path), .fd = -1, .label = label };
+        if (!l->path)
+                return -ENOMEM;
+        s->n_listeners++; /* from here close_listeners owns it */
+        r = listen_on(path);
+        if (r < 0)
+                return r;
+        l->fd = r;
+        ev.data.ptr = l;
+        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, l->fd, &ev) < 0)
+                return -errno;
+        return 0;
+}
+
+int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path) {
+        Server *s = calloc(1, sizeof(*s));
+        int r;
+
+        *failed_path = config->socket_path;
         if (!s)
                 return -ENOMEM;
-        s->listen_fd = s->epoll_fd = -1;
-        s->socket_path = strdup(config->socket_path);
+        s->epoll_fd = -1;
+        if (config->n_label_sockets > LABEL_MAX_SOCKETS) {
+                r = -E2BIG;
+                goto fail;
+        }
+        s->listeners = calloc(1 + config->n_label_sockets, sizeof(*s->listeners));
         s->rx = malloc(SAGE_PROTO_MAX_MESSAGE);
         s->list = calloc(SAGE_PROTO_LIST_MAX, sizeof(SageListEntry));
-        if (!s->socket_path || !s->rx || !s->list) {
+        if (!s->listeners || !s->rx || !s->list) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -163,26 +217,33 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 r = -errno;
                 goto fail;
         }
-        r = listen_on(config->socket_path);
+        r = add_listener(s, config->socket_path, 0);
         if (r < 0)
                 goto fail;
-        s->listen_fd = r;
-        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->listen_fd, &ev) < 0) {
-                r = -errno;
-                unlink(s->socket_path);
-                goto fail;
+        for (size_t i = 0; i < config->n_label_sockets; i++) {
+                const LabelSocket *ls = &config->label_sockets[i];
+                uint32_t label;
+
+                *failed_path = ls->path;
+                r = label_table_add(&s->labels, ls->label, &label);
+                if (r < 0)
+                        goto fail;
+                r = add_listener(s, ls->path, label);
+                if (r < 0)
+                        goto fail;
+                sage_info("label %u (%s): %s", label, ls->label, ls->path);
         }
         s->store = store;
         s->gpu = gpu;
+        *failed_path = NULL;
         *out = s;
         return 0;
 fail:
-        if (s->listen_fd >= 0)
-                close(s->listen_fd);
+        /* Sockets this call created go again (a stale or live one it refused is untouched). */
+        close_listeners(s);
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
-        free(s->socket_path);
         free(s->rx);
         free(s->list);
         free(s);
@@ -209,29 +270,25 @@ Server *server_free(Server *s) {
                 return NULL;
         while (s->clients)
                 drop_client(s, s->clients);
-        if (s->listen_fd >= 0) {
-                close(s->listen_fd);
-                unlink(s->socket_path);
-        }
+        close_listeners(s);
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
         /* Store first: its release callback still needs the driver. */
         extent_store_free(s->store);
         gpu_close(s->gpu);
-        free(s->socket_path);
         free(s->rx);
         free(s->list);
         free(s);
         return NULL;
 }
 
-static void accept_clients(Server *s) {
+static void accept_clients(Server *s, const Listener *l) {
         for (;;) {
                 struct ucred cred;
                 socklen_t len = sizeof(cred);
                 Client *c;
-                int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
                 if (fd < 0) {
                         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
@@ -243,7 +300,7 @@ static void accept_clients(Server *s) {
                         close(fd);
                         continue;
                 }
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || client_new(&c, fd, &cred) < 0) {
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || client_new(&c, fd, &cred, l->label) < 0) {
                         close(fd);
                         continue;
                 }
@@ -257,7 +314,8 @@ static void accept_clients(Server *s) {
                         s->clients->prev = c;
                 s->clients = c;
                 s->n_clients++;
-                sage_debug("client pid %d uid %u connected", (int)c->pid, (unsigned)c->uid);
+                sage_debug("client pid %d uid %u label %u connected", (int)c->pid, (unsigned)c->uid,
+                           (unsigned)c->label);
         }
 }
 
@@ -429,7 +487,20 @@ static void fill_stats(Server *s, SageStats *st) {
 }
 
 static bool visible(const Client *c, const Extent *e) {
-        return c->is_root || e->namespace_id == c->namespace_id;
+        return c->sees_all || e->namespace_id == c->namespace_id;
+}
+
+/* A label's name, to those who can see its namespaces: its own clients, and root on the main socket. */
+static int handle_label(Server *s, Client *c, const SageMessage *req, SageMessage *reply, const char **why) {
+        const char *name = label_table_name(&s->labels, req->label);
+
+        if (!name || (!c->sees_all && req->label != c->label)) {
+                *why = "no such label";
+                return SAGE_ERR_NOT_FOUND;
+        }
+        sage_proto_init(reply, SAGE_MSG_LABEL_REPLY, req->header.request_id);
+        snprintf(reply->label_reply.name, sizeof(reply->label_reply.name), "%s", name);
+        return 0;
 }
 
 static void handle_list(Server *s, Client *c, const SageMessage *req, SageMessage *reply) {
@@ -464,7 +535,7 @@ static void handle_list(Server *s, Client *c, const SageMessage *req, SageMessag
 static int handle_evict(Server *s, Client *c, const SageMessage *req, SageMessage *reply, const char **why) {
         sage_proto_init(reply, SAGE_MSG_EVICT_REPLY, req->header.request_id);
         if (req->header.flags & SAGE_EVICT_ALL_UNREFERENCED) {
-                reply->evict_reply.evicted = extent_store_evict_unreferenced(s->store, c->is_root, c->namespace_id,
+                reply->evict_reply.evicted = extent_store_evict_unreferenced(s->store, c->sees_all, c->namespace_id,
                                                                              &reply->evict_reply.bytes);
                 return 0;
         }
@@ -584,6 +655,9 @@ static int dispatch(Server *s, Client *c, const SageMessage *req, int *fds, size
                 case SAGE_MSG_IPC_IMPORT:
                         code = handle_ipc_import(s, c, req, &reply, &reply_fd, &why);
                         break;
+                case SAGE_MSG_LABEL:
+                        code = handle_label(s, c, req, &reply, &why);
+                        break;
                 case SAGE_MSG_IPC_REVOKE:
                         if (ipc_registry_revoke(s->ipc, &c->ipc, &req->ipc_revoke)) {
                                 code = SAGE_ERR_NOT_FOUND;
@@ -656,13 +730,23 @@ static bool serve_client(Server *s, Client *c) {
         return true;
 }
 
+/* The listener `tag` is, or NULL for a client. Equality only: comparing
+ * unrelated pointers for order is undefined, and there are at most 65. */
+static const Listener *find_listener(const Server *s, const void *tag) {
+        for (size_t i = 0; i < s->n_listeners; i++)
+                if (tag == &s->listeners[i])
+                        return &s->listeners[i];
+        return NULL;
+}
+
 int server_run(Server *s, int stop_fd) {
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &tag_stop };
         struct epoll_event events[64];
 
         if (stop_fd >= 0 && epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, stop_fd, &ev) < 0)
                 return -errno;
-        sage_info("listening on %s", s->socket_path);
+        for (size_t i = 0; i < s->n_listeners; i++)
+                sage_info("listening on %s (label %u)", s->listeners[i].path, (unsigned)s->listeners[i].label);
         for (;;) {
                 int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), -1);
                 if (n < 0) {
@@ -678,8 +762,9 @@ int server_run(Server *s, int stop_fd) {
                                 epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, stop_fd, NULL);
                                 return 0;
                         }
-                        if (tag == &tag_listen) {
-                                accept_clients(s);
+                        const Listener *l = find_listener(s, tag);
+                        if (l) {
+                                accept_clients(s, l);
                                 continue;
                         }
                         if (events[i].events & EPOLLOUT) {

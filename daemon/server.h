@@ -6,9 +6,15 @@
 
 #include "extent_store.h"
 #include "gpu.h"
+#include "label.h"
 
 typedef struct ServerConfig {
         const char *socket_path;
+        /* Extra sockets whose clients get namespace (label, uid): at most
+         * LABEL_MAX_SOCKETS. Only root may assign labels (main.c refuses them
+         * otherwise); the server does not check it again. */
+        const LabelSocket *label_sockets;
+        size_t n_label_sockets;
         size_t max_clients;
         size_t max_ipc_exports; /* broker-wide; 0: IPC_REGISTRY_MAX_TOTAL (at most half the fd limit) */
 } ServerConfig;
@@ -16,14 +22,16 @@ typedef struct ServerConfig {
 typedef struct Server Server;
 
 /*
- * Create the socket (its parent directory too, if missing), refusing to
- * start when another broker answers on it and replacing a stale one.
+ * Create the socket and each labelled one (their parent directories too, if
+ * missing), refusing to start when another broker answers on any of them
+ * (-EADDRINUSE; *failed_path names it, for every error) and replacing stale
+ * ones.
  * `gpu` may be NULL (no driver: PUBLISH/LOOKUP answer SAGE_ERR_NO_DRIVER;
  * the IPC messages need no driver).
  * The server takes ownership of `store` and `gpu`.
  */
-int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu);
-/* Removes the socket file, drops every client (and its references), frees the store. */
+int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path);
+/* Removes the socket files, drops every client (and its references), frees the store. */
 Server *server_free(Server *server);
 
 /* Serve until `stop_fd` (a signalfd, or any fd) becomes readable. */

@@ -27,7 +27,7 @@ static void usage(FILE *f) {
                 "Commands:\n"
                 "  ping                     check that saged answers\n"
                 "  stats [--json]           extents, bytes resident, budget, hits, misses, clients\n"
-                "  list [--json]            extents visible to you (all of them for root)\n"
+                "  list [--json]            extents visible to you (all of them for root on the main socket)\n"
                 "  evict ID|--unreferenced  drop one unreferenced extent, or all unreferenced ones\n"
                 "The socket defaults to $SAGE_SOCKET, else %s for root,\n"
                 "else $XDG_RUNTIME_DIR/sage/saged.sock.\n",
@@ -82,7 +82,35 @@ static int cmd_stats(SageBroker *b, bool json) {
         return 0;
 }
 
+/* Label names seen so far: one LABEL request per label, not per extent. */
+typedef struct LabelNames {
+        struct {
+                uint32_t label;
+                char name[SAGE_PROTO_LABEL_MAX + 1]; /* "" when the broker would not say */
+        } known[64];
+        size_t n;
+} LabelNames;
+
+/* The name of `label`, or NULL when the broker does not tell it (an older
+ * broker, or a label this client may not see). */
+static const char *label_name(SageBroker *b, LabelNames *names, uint32_t label) {
+        static char scratch[SAGE_PROTO_LABEL_MAX + 1];
+        char *name = scratch;
+
+        for (size_t i = 0; i < names->n; i++)
+                if (names->known[i].label == label)
+                        return names->known[i].name[0] ? names->known[i].name : NULL;
+        if (names->n < SAGE_ARRAY_SIZE(names->known)) {
+                names->known[names->n].label = label;
+                name = names->known[names->n++].name;
+        }
+        if (sage_broker_label_name(b, label, name) != 0)
+                name[0] = 0;
+        return name[0] ? name : NULL;
+}
+
 static int cmd_list(SageBroker *b, bool json) {
+        static LabelNames names;
         SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
         uint64_t after = 0;
         bool first = true;
@@ -93,7 +121,7 @@ static int cmd_list(SageBroker *b, bool json) {
         if (json)
                 printf("[");
         else
-                printf("%-8s %-12s %-32s %14s %4s %5s %8s %10s\n", "ID", "NAMESPACE", "HASH", "SIZE", "DEV", "REFS",
+                printf("%-8s %-24s %-32s %14s %4s %5s %8s %10s\n", "ID", "NAMESPACE", "HASH", "SIZE", "DEV", "REFS",
                        "PID", "IDLE(s)");
         while (more) {
                 uint32_t n = 0;
@@ -102,18 +130,34 @@ static int cmd_list(SageBroker *b, bool json) {
                         break;
                 for (uint32_t i = 0; i < n; i++) {
                         const SageListEntry *e = &entries[i];
-                        char hash[33];
+                        const uint32_t label = sage_namespace_label(e->namespace_id);
+                        const uint32_t uid = sage_namespace_uid(e->namespace_id);
+                        const char *name = label ? label_name(b, &names, label) : NULL;
+                        char hash[33], ns[SAGE_PROTO_LABEL_MAX + 32];
                         sage_hash_format(e->hash, hash);
-                        if (json)
-                                printf("%s\n {\"id\": %" PRIu64 ", \"namespace\": %" PRIu64 ", \"hash\": \"%s\", "
-                                       "\"size\": %" PRIu64 ", \"device\": %u, \"refs\": %u, \"publisher_pid\": %u, "
-                                       "\"idle_s\": %.3f}",
-                                       first ? "" : ",", e->id, e->namespace_id, hash, e->size, e->device, e->refs,
-                                       e->publisher_pid, (double)e->idle_ns / 1e9);
+                        /* Namespace: "uid", or "label:uid" ("#number:uid" for a label without a name). */
+                        if (!label)
+                                snprintf(ns, sizeof(ns), "%u", uid);
+                        else if (name)
+                                snprintf(ns, sizeof(ns), "%s:%u", name, uid);
                         else
-                                printf("%-8" PRIu64 " %-12" PRIu64 " %-32s %14" PRIu64 " %4u %5u %8u %10.1f\n", e->id,
-                                       e->namespace_id, hash, e->size, e->device, e->refs, e->publisher_pid,
-                                       (double)e->idle_ns / 1e9);
+                                snprintf(ns, sizeof(ns), "#%u:%u", label, uid);
+                        /* Label names are [A-Za-z0-9._-] (the decoder checks): no JSON escaping needed. */
+                        if (json) {
+                                printf("%s\n {\"id\": %" PRIu64 ", \"namespace\": %" PRIu64 ", \"uid\": %u, \"label\": ",
+                                       first ? "" : ",", e->id, e->namespace_id, uid);
+                                if (name)
+                                        printf("\"%s\"", name);
+                                else if (label)
+                                        printf("\"#%u\"", label);
+                                else
+                                        printf("null");
+                                printf(", \"hash\": \"%s\", \"size\": %" PRIu64 ", \"device\": %u, \"refs\": %u, "
+                                       "\"publisher_pid\": %u, \"idle_s\": %.3f}",
+                                       hash, e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9);
+                        } else
+                                printf("%-8" PRIu64 " %-24s %-32s %14" PRIu64 " %4u %5u %8u %10.1f\n", e->id, ns, hash,
+                                       e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9);
                         first = false;
                         after = e->id;
                 }

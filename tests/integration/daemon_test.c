@@ -45,6 +45,10 @@
 static const char *saged_path, *sagectl_path;
 static char dir[64], socket_path[96];
 static pid_t saged_pid, main_pid;
+/* Where broker() connects (children inherit it): NULL for socket_path. */
+static const char *client_socket;
+/* The labels scenario's extra sockets, removed by cleanup() too. */
+static char label_a[96], label_a2[96], label_b[96];
 
 /* A failed check must not leave a broker behind (it would hold meson's pipes). */
 static void cleanup(void) {
@@ -53,28 +57,37 @@ static void cleanup(void) {
         kill(saged_pid, SIGKILL);
         waitpid(saged_pid, NULL, 0);
         unlink(socket_path);
+        unlink(label_a);
+        unlink(label_a2);
+        unlink(label_b);
         rmdir(dir);
 }
 
 /* ------------------------------------------------------------ the broker */
 
-static void start_saged(const char *extra1, const char *extra2) {
-        const char *argv[10];
-        int n = 0;
-
+/* The temp dir and socket path of the next broker (kept until stop_saged). */
+static void make_dir(void) {
+        if (dir[0])
+                return;
         snprintf(dir, sizeof(dir), "/tmp/sage-daemon-test-XXXXXX");
         CHECK(mkdtemp(dir));
         CHECK(chmod(dir, 0755) == 0); /* reachable by the other-uid client */
         snprintf(socket_path, sizeof(socket_path), "%s/saged.sock", dir);
+}
+
+static void start_saged_argv(const char *const *extra, size_t n_extra) {
+        const char *argv[24];
+        size_t n = 0;
+
+        CHECK(n_extra <= 16);
+        make_dir();
         argv[n++] = saged_path;
         argv[n++] = "--foreground";
         argv[n++] = "--socket";
         argv[n++] = socket_path;
         argv[n++] = "-v";
-        if (extra1)
-                argv[n++] = extra1;
-        if (extra2)
-                argv[n++] = extra2;
+        for (size_t i = 0; i < n_extra; i++)
+                argv[n++] = extra[i];
         argv[n] = NULL;
         saged_pid = fork();
         CHECK(saged_pid >= 0);
@@ -94,6 +107,17 @@ static void start_saged(const char *extra1, const char *extra2) {
         CHECK(!"saged did not come up");
 }
 
+static void start_saged(const char *extra1, const char *extra2) {
+        const char *extra[2] = { NULL, NULL };
+        size_t n = 0;
+
+        if (extra1)
+                extra[n++] = extra1;
+        if (extra2)
+                extra[n++] = extra2;
+        start_saged_argv(extra, n);
+}
+
 static void stop_saged(void) {
         int status;
         struct stat st;
@@ -104,12 +128,17 @@ static void stop_saged(void) {
         saged_pid = 0;
         CHECK(lstat(socket_path, &st) < 0 && errno == ENOENT);
         rmdir(dir);
+        dir[0] = 0;
+}
+
+static SageBroker *broker_at(const char *path) {
+        SageBroker *b = NULL;
+        CHECK(sage_broker_connect(&b, path, TIMEOUT_MS) == 0);
+        return b;
 }
 
 static SageBroker *broker(void) {
-        SageBroker *b = NULL;
-        CHECK(sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0);
-        return b;
+        return broker_at(client_socket ? client_socket : socket_path);
 }
 
 static SageStats stats(void) {
@@ -1386,6 +1415,234 @@ static int scenario_notes_namespace(void) {
         return 0;
 }
 
+
+/* Run saged (as `uid` unless -1) with --foreground --socket socket_path and
+ * `extra`, expecting it to exit by itself; returns its exit status, its
+ * output in `out`. */
+static int run_saged(uid_t uid, const char *const *extra, size_t n_extra, char *out, size_t size) {
+        const char *argv[160];
+        size_t n = 0, got = 0;
+        int pipefd[2], status;
+        pid_t pid;
+
+        CHECK(n_extra + 5 < SAGE_ARRAY_SIZE(argv));
+        argv[n++] = saged_path;
+        argv[n++] = "--foreground";
+        argv[n++] = "--socket";
+        argv[n++] = socket_path;
+        for (size_t i = 0; i < n_extra; i++)
+                argv[n++] = extra[i];
+        argv[n] = NULL;
+        CHECK(pipe2(pipefd, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                if (uid != (uid_t)-1 && (setgid(uid) < 0 || setuid(uid) < 0))
+                        _exit(126);
+                dup2(pipefd[1], STDOUT_FILENO);
+                dup2(pipefd[1], STDERR_FILENO);
+                execv(saged_path, (char **)argv);
+                _exit(127);
+        }
+        close(pipefd[1]);
+        for (ssize_t k; got + 1 < size && (k = read(pipefd[0], out + got, size - 1 - got)) > 0;)
+                got += (size_t)k;
+        out[got] = 0;
+        close(pipefd[0]);
+        CHECK(waitpid(pid, &status, 0) == pid);
+        printf("$ saged ... (uid %d): %s", (int)uid, out);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static uint64_t namespace_at(const char *path) {
+        SageBroker *b = broker_at(path);
+        uint64_t ns = sage_broker_hello(b)->namespace_id;
+        sage_broker_free(b);
+        return ns;
+}
+
+static uint32_t list_at(const char *path, SageListEntry *entries) {
+        SageBroker *b = broker_at(path);
+        uint32_t n = 0;
+        int more = 0;
+        CHECK(sage_broker_list(b, 0, entries, &n, &more) == 0 && !more);
+        sage_broker_free(b);
+        return n;
+}
+
+/*
+ * Platform labels: sockets a and a2 (label tenant-a) and b (tenant-b) next
+ * to the main one; every client here runs as root, so only the socket tells
+ * the namespaces apart.
+ */
+static int scenario_labels(void) {
+        const size_t size = 2 * MiB;
+        static const char a_notes[] = "tenant-a's notes", main_notes[] = "main's notes", b_notes[] = "b's";
+        char out[8192], arg_a[128], arg_a2[128], arg_b[128], name[SAGE_PROTO_LABEL_MAX + 1];
+        SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
+        struct stat st;
+        NotedResult *nr;
+        int status;
+
+        CHECK(entries);
+        make_dir();
+        snprintf(label_a, sizeof(label_a), "%s/a.sock", dir);
+        snprintf(label_a2, sizeof(label_a2), "%s/a2.sock", dir);
+        snprintf(label_b, sizeof(label_b), "%s/b.sock", dir);
+        snprintf(arg_a, sizeof(arg_a), "%s=tenant-a", label_a);
+        snprintf(arg_a2, sizeof(arg_a2), "%s=tenant-a", label_a2);
+        snprintf(arg_b, sizeof(arg_b), "%s=tenant-b", label_b);
+
+        /* Only root assigns labels: a broker running as anyone else refuses them, listening nowhere. */
+        const char *labelled[] = { "--label-socket", arg_a };
+        CHECK(run_saged(geteuid() == 0 ? 65534 : (uid_t)-1, labelled, 2, out, sizeof(out)) == 2);
+        CHECK(strstr(out, "only root may assign namespace labels"));
+        CHECK(access(socket_path, F_OK) < 0 && access(label_a, F_OK) < 0);
+        if (geteuid() != 0) {
+                rmdir(dir);
+                printf("SKIP: needs root to assign labels\n");
+                return 77;
+        }
+
+        /* Bad syntax, and sockets that would collide: refused before anything listens. */
+        static const char *const bad[] = { "x.sock", "x.sock=", "=tenant", "x.sock=bad/label", "x.sock=bad label",
+                                           "x.sock=a234567890123456789012345678901234567890123456789012345678901234" };
+        for (size_t i = 0; i < SAGE_ARRAY_SIZE(bad); i++) {
+                const char *x[] = { "--label-socket", bad[i] };
+                CHECK(run_saged((uid_t)-1, x, 2, out, sizeof(out)) == 2 && strstr(out, "expected PATH=LABEL"));
+        }
+        char same_as_main[128];
+        snprintf(same_as_main, sizeof(same_as_main), "%s=t", socket_path);
+        const char *main_twice[] = { "--label-socket", same_as_main };
+        CHECK(run_saged((uid_t)-1, main_twice, 2, out, sizeof(out)) == 2 && strstr(out, "is the main socket"));
+        const char *twice[] = { "--label-socket", arg_a, "--label-socket", arg_a };
+        CHECK(run_saged((uid_t)-1, twice, 4, out, sizeof(out)) == 2 && strstr(out, "given twice"));
+        const char *too_many[2 * 65];
+        static char many[65][96];
+        for (int i = 0; i < 65; i++) {
+                snprintf(many[i], sizeof(many[i]), "%s/m%d.sock=t%d", dir, i, i);
+                too_many[2 * i] = "--label-socket";
+                too_many[2 * i + 1] = many[i];
+        }
+        CHECK(run_saged((uid_t)-1, too_many, 2 * 65, out, sizeof(out)) == 2 && strstr(out, "at most 64"));
+        CHECK(access(socket_path, F_OK) < 0 && access(label_a, F_OK) < 0);
+
+        const char *extra[] = { "--label-socket", arg_a, "--label-socket", arg_b, "--label-socket", arg_a2 };
+        start_saged_argv(extra, SAGE_ARRAY_SIZE(extra));
+        /* Namespace = label << 32 | uid; labels numbered 1.. in option order, one name one number. */
+        CHECK(namespace_at(socket_path) == 0);
+        CHECK(namespace_at(label_a) == 1ull << 32 && namespace_at(label_a2) == 1ull << 32);
+        CHECK(namespace_at(label_b) == 2ull << 32);
+        CHECK(lstat(label_a, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0666);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                CHECK(setgid(65534) == 0 && setuid(65534) == 0);
+                CHECK(namespace_at(label_a) == (1ull << 32 | 65534));
+                _exit(0);
+        }
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+        /* Published through a: found through a (and a2, the same label), not through b or main. */
+        client_socket = label_a;
+        Result pa = publish_noted(61, size, (uid_t)-1, a_notes, sizeof(a_notes));
+        CHECK(pa.rc == 0 && !pa.existed);
+        nr = read_noted(61, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->result.extent_id == pa.extent_id && nr->notes_len == sizeof(a_notes) &&
+              memcmp(nr->notes, a_notes, sizeof(a_notes)) == 0);
+        client_socket = label_a2;
+        nr = read_noted(61, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->result.extent_id == pa.extent_id);
+        client_socket = label_b;
+        nr = read_noted(61, size, (uid_t)-1);
+        CHECK(nr->result.rc == SAGE_ERR_NOT_FOUND && nr->notes_len == 0);
+        Child r = spawn_reader(61, size, (uid_t)-1, false);
+        CHECK(child_result(&r).rc == SAGE_ERR_NOT_FOUND);
+        child_finish(&r);
+        client_socket = NULL;
+        nr = read_noted(61, size, (uid_t)-1);
+        CHECK(nr->result.rc == SAGE_ERR_NOT_FOUND && nr->notes_len == 0);
+
+        /* The same content published through main, then b: separate extents, their own notes. */
+        Result pm = publish_noted(61, size, (uid_t)-1, main_notes, sizeof(main_notes));
+        CHECK(pm.rc == 0 && !pm.existed && pm.extent_id != pa.extent_id);
+        client_socket = label_b;
+        Result pb = publish_noted(61, size, (uid_t)-1, b_notes, sizeof(b_notes));
+        CHECK(pb.rc == 0 && !pb.existed && pb.extent_id != pa.extent_id && pb.extent_id != pm.extent_id);
+        r = spawn_reader(61, size, (uid_t)-1, false);
+        Result rb = child_result(&r);
+        child_finish(&r);
+        CHECK(rb.rc == 0 && rb.extent_id == pb.extent_id);
+        client_socket = label_a;
+        nr = read_noted(61, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->result.extent_id == pa.extent_id && nr->notes_len == sizeof(a_notes) &&
+              memcmp(nr->notes, a_notes, sizeof(a_notes)) == 0);
+        client_socket = NULL;
+        nr = read_noted(61, size, (uid_t)-1);
+        CHECK(nr->result.rc == 0 && nr->result.extent_id == pm.extent_id && nr->notes_len == sizeof(main_notes));
+        settled_stats(0);
+
+        /* LIST: root on main sees all three; root on a labelled socket only its label's. */
+        CHECK(list_at(socket_path, entries) == 3);
+        CHECK(entries[0].id == pa.extent_id && entries[0].namespace_id == 1ull << 32);
+        CHECK(entries[1].id == pm.extent_id && entries[1].namespace_id == 0);
+        CHECK(entries[2].id == pb.extent_id && entries[2].namespace_id == 2ull << 32);
+        CHECK(list_at(label_a, entries) == 1 && entries[0].id == pa.extent_id);
+        CHECK(list_at(label_b, entries) == 1 && entries[0].id == pb.extent_id);
+
+        /* Label names: to the label's own clients and root on main only. */
+        SageBroker *ba = broker_at(label_a), *ba2 = broker_at(label_a2), *bb = broker_at(label_b);
+        SageBroker *bm = broker_at(socket_path);
+        CHECK(sage_broker_label_name(ba, 1, name) == 0 && strcmp(name, "tenant-a") == 0);
+        CHECK(sage_broker_label_name(ba, 2, name) == SAGE_ERR_NOT_FOUND);
+        CHECK(sage_broker_label_name(bm, 2, name) == 0 && strcmp(name, "tenant-b") == 0);
+        CHECK(sage_broker_label_name(bm, 0, name) == SAGE_ERR_NOT_FOUND);
+        CHECK(sage_broker_label_name(bm, 3, name) == SAGE_ERR_NOT_FOUND);
+
+        /* IPC: a token exported through a is unknown through b and main, known through a2. */
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC), fd = -1;
+        SageIpcToken t, tm;
+        CHECK(devnull >= 0);
+        CHECK(sage_broker_ipc_export(ba, devnull, 4096, 0, t.bytes) == 0);
+        CHECK(sage_broker_ipc_import(bb, t.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND && fd == -1);
+        CHECK(sage_broker_ipc_import(bm, t.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND && fd == -1);
+        CHECK(sage_broker_ipc_revoke(bb, t.bytes) == SAGE_ERR_NOT_FOUND);
+        CHECK(sage_broker_ipc_import(ba2, t.bytes, &fd, NULL, NULL) == 0 && same_file(fd, devnull));
+        close(fd);
+        /* And the other way: exported through main, unknown through a. */
+        CHECK(sage_broker_ipc_export(bm, devnull, 4096, 0, tm.bytes) == 0);
+        CHECK(sage_broker_ipc_import(ba, tm.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND && fd == -1);
+        CHECK(sage_broker_ipc_import(bm, tm.bytes, &fd, NULL, NULL) == 0);
+        close(fd);
+        close(devnull);
+
+        /* EVICT: b cannot reach a's extent; evicting "all" through b is b's only. */
+        SageEvictReply ev;
+        CHECK(sage_broker_evict(bb, pa.extent_id, 0, NULL) == SAGE_ERR_NOT_FOUND);
+        CHECK(sage_broker_evict(bb, 0, SAGE_EVICT_ALL_UNREFERENCED, &ev) == 0 && ev.evicted == 1);
+        sage_broker_free(ba);
+        sage_broker_free(ba2);
+        sage_broker_free(bb);
+        sage_broker_free(bm);
+        CHECK(list_at(socket_path, entries) == 2);
+
+        /* sagectl list shows the label's name (root on main: all of them; on a: its own). */
+        CHECK(sagectl(out, sizeof(out), "--socket %s list --json", socket_path) == 0);
+        CHECK(strstr(out, "\"uid\": 0, \"label\": \"tenant-a\"") && strstr(out, "\"label\": null"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s list --json", label_a) == 0);
+        CHECK(strstr(out, "\"namespace\": 4294967296, \"uid\": 0, \"label\": \"tenant-a\"") && !strstr(out, "null"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s list", label_a) == 0 && strstr(out, "tenant-a:0 "));
+        CHECK(sagectl(out, sizeof(out), "--socket %s list --json", label_b) == 0 && strcmp(out, "[]\n") == 0);
+
+        /* SIGTERM removes every socket. */
+        stop_saged();
+        CHECK(lstat(label_a, &st) < 0 && errno == ENOENT);
+        CHECK(lstat(label_a2, &st) < 0 && errno == ENOENT);
+        CHECK(lstat(label_b, &st) < 0 && errno == ENOENT);
+        free(entries);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -1396,7 +1653,7 @@ int main(int argc, char **argv) {
                 { "sigterm", scenario_sigterm }, { "budget", scenario_budget }, { "evict", scenario_evict },
                 { "ipc", scenario_ipc },         { "ipc_namespace", scenario_ipc_namespace },
                 { "ipc_kill", scenario_ipc_kill }, { "notes", scenario_notes },
-                { "notes_namespace", scenario_notes_namespace },
+                { "notes_namespace", scenario_notes_namespace }, { "labels", scenario_labels },
         };
 
         if (argc != 4) {

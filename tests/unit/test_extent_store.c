@@ -120,6 +120,22 @@ static void test_many(void) {
         extent_store_free(s);
 }
 
+/* Root sees every namespace on the unlabelled socket only; a label goes into the namespace. */
+static void test_client_labels(void) {
+        struct ucred root = { .pid = 1, .uid = 0, .gid = 0 }, user = { .pid = 2, .uid = 1000, .gid = 1000 };
+        Client *c;
+
+        CHECK(client_new(&c, dup(0), &root, 0) == 0);
+        CHECK(c->sees_all && c->namespace_id == 0);
+        client_free(c, NULL);
+        CHECK(client_new(&c, dup(0), &root, 3) == 0);
+        CHECK(!c->sees_all && c->label == 3 && c->namespace_id == 3ull << 32);
+        client_free(c, NULL);
+        CHECK(client_new(&c, dup(0), &user, 1) == 0);
+        CHECK(!c->sees_all && c->namespace_id == (1ull << 32 | 1000));
+        client_free(c, NULL);
+}
+
 static void test_refs_and_lru(void) {
         ExtentStore *s;
         ExtentStoreCounters c;
@@ -195,8 +211,8 @@ static void test_client_refs(void) {
         Extent *a, *b;
 
         CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
-        CHECK(client_new(&cl, fd, &cred) == 0);
-        CHECK(cl->namespace_id == 1000 && !cl->is_root);
+        CHECK(client_new(&cl, fd, &cred, 0) == 0);
+        CHECK(cl->namespace_id == 1000 && !cl->sees_all);
         CHECK(client_namespace(0, 0) == 0 && client_namespace(5, 2) == (2ull << 32 | 5));
         a = insert(s, cl->namespace_id, key(1, 2 * MiB, 0), 1);
         b = insert(s, cl->namespace_id, key(2, 2 * MiB, 0), 2);
@@ -279,6 +295,7 @@ int main(void) {
         test_many();
         test_refs_and_lru();
         test_client_refs();
+        test_client_labels();
         test_notes();
         printf("extent_store: ok\n");
         return 0;
