@@ -285,29 +285,30 @@ static CUresult replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Pie
                 keep[nrem] = must_keep(a, last, rem[nrem].off, rem[nrem].len);
                 nrem++;
         }
-        /* Copies first, while the old pieces are still mapped. */
-        for (size_t k = 0; k < nrem; k++)
-                if (keep[k] && (r = sage_share_copy_into_new(a, rem[k].off, rem[k].len, &rem[k].handle)) != CUDA_SUCCESS) {
-                        for (size_t j = 0; j < k; j++)
-                                if (keep[j])
-                                        SAGE_REAL(cuMemRelease)(rem[j].handle);
-                        return r;
-                }
+        /*
+         * Every new backing exists (and holds what must be kept) before the
+         * old pieces go, so a failure up to here changes nothing: out of
+         * memory means the plain path, never a hole in the app's memory.
+         */
+        for (size_t k = 0; k < nrem && r == CUDA_SUCCESS; k++)
+                r = keep[k] ? sage_share_copy_into_new(a, rem[k].off, rem[k].len, &rem[k].handle)
+                            : create(a, rem[k].len, &rem[k].handle);
+        if (r != CUDA_SUCCESS) {
+                for (size_t k = 0; k < nrem; k++)
+                        if (rem[k].handle)
+                                SAGE_REAL(cuMemRelease)(rem[k].handle);
+                return r;
+        }
         for (size_t i = i0; i < i1; i++)
                 drop_piece(a, &a->pieces[i]);
-        for (size_t k = 0; k < nrem; k++) {
-                if (!keep[k] && (r = create(a, rem[k].len, &rem[k].handle)) != CUDA_SUCCESS)
-                        break;
-                if ((r = map_at(a->va + rem[k].off, rem[k].len, a->dev, rem[k].handle,
-                                CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS)
-                        break;
-        }
+        for (size_t k = 0; k < nrem && r == CUDA_SUCCESS; k++)
+                r = map_at(a->va + rem[k].off, rem[k].len, a->dev, rem[k].handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
         if (r == CUDA_SUCCESS)
                 r = map_at(a->va + lo, hi - lo, a->dev, with->handle,
                            with->extent_id ? CU_MEM_ACCESS_FLAGS_PROT_READ : CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
         if (r != CUDA_SUCCESS) {
-                /* Out of memory after the old pieces went (only when nothing had to be kept there). */
-                sage_warn("share: cannot re-back %p+%zu (%d)", (void *)(uintptr_t)a->va, a->size, (int)r);
+                /* Mapping a live handle into its own reserved range failed: nothing sane is left to do. */
+                sage_warn("share: cannot re-map %p+%zu (%d)", (void *)(uintptr_t)a->va, a->size, (int)r);
                 return r;
         }
         if (nrem && rem[0].off < lo)
