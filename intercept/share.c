@@ -27,10 +27,10 @@
  *
  * A write through the API (memset, device-to-device or peer copy, another
  * upload) into a shared piece first turns it private again (its content
- * copied), so it never reaches the extent other processes read. Kernel
- * writes cannot be seen: the read-only mapping makes them fault in the
- * writer. CUDA IPC on these allocations is emulated through the broker
- * (share_ipc.c).
+ * copied), so it never reaches the extent other processes read; so does a
+ * kernel launch that uses a piece in a way its publisher never did
+ * (share_guard.c). CUDA IPC on these allocations is emulated through the
+ * broker (share_ipc.c).
  *
  * Every failure falls back to the plain driver path: no broker means no VMM
  * backing at all; a failed step leaves private memory with the app's bytes.
