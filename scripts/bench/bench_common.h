@@ -33,6 +33,12 @@ static inline uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Milliseconds from a to b (now_ns values). */
+static inline double ms(uint64_t a, uint64_t b)
+{
+    return (double)(b - a) / 1e6;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;

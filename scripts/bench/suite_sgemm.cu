@@ -27,7 +27,6 @@
         }                                                                     \
     } while (0)
 
-static double ms(uint64_t a, uint64_t b) { return (double)(b - a) / 1e6; }
 
 int main(int argc, char **argv)
 {
