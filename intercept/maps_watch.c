@@ -45,21 +45,6 @@ static void changed(const void *addr, size_t len) {
                 atomic_fetch_add_explicit(&sage_maps_generation, 1, memory_order_release);
 }
 
-bool sage_maps_watch(uintptr_t lo, uintptr_t hi) {
-        unsigned n = atomic_load_explicit(&nwatched, memory_order_acquire);
-
-        for (unsigned i = 0; i < n && i < MAX_WATCHED; i++)
-                if (atomic_load_explicit(&watch_lo[i], memory_order_relaxed) <= lo &&
-                    hi <= atomic_load_explicit(&watch_hi[i], memory_order_relaxed))
-                        return true;
-        if (n >= MAX_WATCHED)
-                return false;
-        atomic_store_explicit(&watch_lo[n], lo, memory_order_relaxed);
-        atomic_store_explicit(&watch_hi[n], hi, memory_order_relaxed);
-        atomic_store_explicit(&nwatched, n + 1, memory_order_release); /* callers are serialized */
-        return true;
-}
-
 bool sage_maps_watched(uintptr_t lo, uintptr_t hi) {
         unsigned n = atomic_load_explicit(&nwatched, memory_order_acquire);
 
@@ -69,6 +54,20 @@ bool sage_maps_watched(uintptr_t lo, uintptr_t hi) {
                         return true;
         return false;
 }
+
+bool sage_maps_watch(uintptr_t lo, uintptr_t hi) {
+        unsigned n = atomic_load_explicit(&nwatched, memory_order_acquire);
+
+        if (sage_maps_watched(lo, hi))
+                return true;
+        if (n >= MAX_WATCHED)
+                return false;
+        atomic_store_explicit(&watch_lo[n], lo, memory_order_relaxed);
+        atomic_store_explicit(&watch_hi[n], hi, memory_order_relaxed);
+        atomic_store_explicit(&nwatched, n + 1, memory_order_release); /* callers are serialized */
+        return true;
+}
+
 
 SAGE_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 SAGE_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off);

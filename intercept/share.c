@@ -221,7 +221,7 @@ static void free_lists(Piece *p) {
         p->nseen = p->nallow = 0;
 }
 
-static void drop_piece(SageShareAlloc *a, Piece *p) {
+void sage_share_drop_piece(SageShareAlloc *a, Piece *p) {
         free_lists(p);
         SAGE_REAL(cuMemUnmap)(a->va + p->off, p->len);
         SAGE_REAL(cuMemRelease)(p->handle);
@@ -300,7 +300,7 @@ static CUresult replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Pie
                 return r;
         }
         for (size_t i = i0; i < i1; i++)
-                drop_piece(a, &a->pieces[i]);
+                sage_share_drop_piece(a, &a->pieces[i]);
         for (size_t k = 0; k < nrem && r == CUDA_SUCCESS; k++)
                 r = map_at(a->va + rem[k].off, rem[k].len, a->dev, rem[k].handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
         if (r == CUDA_SUCCESS)
@@ -320,14 +320,15 @@ static CUresult replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Pie
         return CUDA_SUCCESS;
 }
 
-/* Give shared piece i private backing with the same content. Context synchronized. */
+/* Give shared piece i private backing with the same content (after the work in flight). */
 bool sage_share_privatize(SageShareAlloc *a, size_t i) {
         Piece *p = &a->pieces[i];
         CUmemGenericAllocationHandle h;
 
+        sage_share_sync(a);
         if (sage_share_copy_into_new(a, p->off, p->len, &h) != CUDA_SUCCESS)
                 return false;
-        drop_piece(a, p);
+        sage_share_drop_piece(a, p);
         if (map_at(a->va + p->off, p->len, a->dev, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS) {
                 sage_warn("share: cannot re-back %p+%zu", (void *)(uintptr_t)(a->va + p->off), p->len);
                 SAGE_REAL(cuMemRelease)(h);
@@ -338,34 +339,24 @@ bool sage_share_privatize(SageShareAlloc *a, size_t i) {
         return true;
 }
 
-static void sync_ctx(SageShareAlloc *a, bool push);
-
-void sage_share_sync(SageShareAlloc *a) {
-        sync_ctx(a, true);
+/* Shared pieces of `a` overlapping [off, off+len) become private. */
+static void privatize_shared(SageShareAlloc *a, size_t off, size_t len) {
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].extent_id && a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
+                        sage_share_privatize(a, i);
 }
 
 void sage_share_privatize_all_shared(void) {
-        for (SageShareAlloc *a = sage_share_allocs; a; a = a->next) {
-                bool synced = false;
-                for (size_t i = 0; i < a->npieces; i++) {
-                        if (!a->pieces[i].extent_id)
-                                continue;
-                        if (!synced) {
-                                sync_ctx(a, true);
-                                synced = true;
-                        }
-                        sage_share_privatize(a, i);
-                }
-        }
+        for (SageShareAlloc *a = sage_share_allocs; a; a = a->next)
+                privatize_shared(a, 0, a->padded);
 }
 
-static void sync_ctx(SageShareAlloc *a, bool push) {
+void sage_share_sync(SageShareAlloc *a) {
         CUcontext popped;
+        bool pushed = drv->ctx_push(a->ctx) == CUDA_SUCCESS;
 
-        if (push && drv->ctx_push(a->ctx) != CUDA_SUCCESS)
-                push = false;
         drv->ctx_synchronize();
-        if (push)
+        if (pushed)
                 drv->ctx_pop(&popped);
 }
 
@@ -375,21 +366,10 @@ static void sync_ctx(SageShareAlloc *a, bool push) {
  * candidates there stop being candidates. Under the lock.
  */
 static void before_write_locked(SageShareAlloc *a, size_t off, size_t len) {
-        bool synced = false;
-
-        for (size_t i = 0; i < a->npieces; i++) {
-                Piece *p = &a->pieces[i];
-                if (p->off >= off + len || off >= p->off + p->len)
-                        continue;
-                p->candidate = false;
-                if (!p->extent_id)
-                        continue;
-                if (!synced) {
-                        sync_ctx(a, true);
-                        synced = true;
-                }
-                sage_share_privatize(a, i);
-        }
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
+                        a->pieces[i].candidate = false;
+        privatize_shared(a, off, len);
 }
 
 void sage_share_note_write(void) {
@@ -542,7 +522,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                                      sizeof(notes), &notes_len);
         sage_share_broker_lost(r);
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
-        sync_ctx(a, true); /* nothing in flight may use the backing we replace */
+        sage_share_sync(a); /* nothing in flight may use the backing we replace */
         atomic_store(&sage_share_guarding, true);
         if (r == 0 && fd >= 0) {
                 piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id, .span_lo = o };
@@ -638,13 +618,9 @@ static void publish_candidates(SageShareAlloc *a) {
                 if (SAGE_REAL(cuMemExportToShareableHandle)(&fd, p->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
                                                             0) != CUDA_SUCCESS)
                         continue;
-                notes = sage_share_notes_build(p, &notes_len);
-                if (notes)
-                        r = sage_broker_publish_noted(sage_share_broker, p->key, p->len, (uint32_t)a->dev,
-                                                      SAGE_PUBLISH_SEALED, fd, notes, notes_len, &id, &existed);
-                else
-                        r = sage_broker_publish(sage_share_broker, p->key, p->len, (uint32_t)a->dev,
-                                                SAGE_PUBLISH_SEALED, fd, &id, &existed);
+                notes = sage_share_notes_build(p, &notes_len); /* NULL, length 0: published without notes */
+                r = sage_broker_publish_noted(sage_share_broker, p->key, p->len, (uint32_t)a->dev, SAGE_PUBLISH_SEALED,
+                                              fd, notes, notes_len, &id, &existed);
                 free(notes);
                 if (r == 0) {
                         sage_broker_release(sage_share_broker, id); /* the broker keeps it; we hold no reference */
@@ -662,7 +638,7 @@ out:
 
 static void release_allocation(SageShareAlloc *a) {
         for (size_t i = 0; i < a->npieces; i++)
-                drop_piece(a, &a->pieces[i]);
+                sage_share_drop_piece(a, &a->pieces[i]);
         SAGE_REAL(cuMemAddressFree)(a->va, a->padded);
         sage_share_ipc_forget(a);
         free(a->pieces);

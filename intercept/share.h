@@ -83,10 +83,13 @@ CUresult sage_share_copy_into_new(SageShareAlloc *a, size_t off, size_t len, CUm
 CUresult sage_share_map(CUdeviceptr va, size_t len, CUdevice dev, CUmemGenericAllocationHandle h,
                         CUmemAccess_flags access);
 
-/* Synchronize the context of `a`; give its shared piece i private backing (content kept). Under the lock. */
+/* Wait for the work in flight in the context of `a`. */
 void sage_share_sync(SageShareAlloc *a);
+/* Give shared piece i of `a` private backing with the same content; every shared piece. Under the lock. */
 bool sage_share_privatize(SageShareAlloc *a, size_t i);
 void sage_share_privatize_all_shared(void);
+/* Unmap and release piece `p` (and the broker reference of a shared one); its entry stays. Under the lock. */
+void sage_share_drop_piece(SageShareAlloc *a, Piece *p);
 
 /* Launch guard (share_guard.c). */
 bool sage_share_guard_available(void);

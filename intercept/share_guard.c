@@ -146,7 +146,7 @@ static bool allowed(const Piece *p, uint64_t key) {
 }
 
 /* One word of a launch's parameters: a use of a piece? Under the lock. */
-static void check_word(uint64_t v, uint64_t key_name, unsigned param, unsigned word, bool *synced) {
+static void check_word(uint64_t v, uint64_t key_name, unsigned param, unsigned word) {
         SageShareAlloc *a = sage_share_find((CUdeviceptr)v, 1);
 
         if (!a)
@@ -160,13 +160,8 @@ static void check_word(uint64_t v, uint64_t key_name, unsigned param, unsigned w
                         continue;
                 if (p->candidate) {
                         record(p, use_key(key_name, param, word));
-                } else if (!allowed(p, use_key(key_name, param, word))) {
-                        if (!*synced) {
-                                sage_share_sync(a);
-                                *synced = true;
-                        }
-                        if (sage_share_privatize(a, i))
-                                sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
+                } else if (!allowed(p, use_key(key_name, param, word)) && sage_share_privatize(a, i)) {
+                        sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
                 }
         }
 }
@@ -181,7 +176,6 @@ static void *param_buffer(void **extra) {
 void sage_share_guard_launch(CUfunction f, void **params, void **extra) {
         const Layout *l;
         char *buffer;
-        bool synced = false;
 
         if (!atomic_load_explicit(&sage_share_guarding, memory_order_relaxed) || !f)
                 return;
@@ -203,7 +197,7 @@ void sage_share_guard_launch(CUfunction f, void **params, void **extra) {
                         uint64_t v;
                         memcpy(&v, value + w, sizeof(v));
                         if (v >= sage_share_lo_va && v < sage_share_hi_va)
-                                check_word(v, l->name, i, w / 8, &synced);
+                                check_word(v, l->name, i, w / 8);
                 }
         }
         pthread_mutex_unlock(&sage_share_lock);

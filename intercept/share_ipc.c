@@ -69,15 +69,8 @@ bool sage_share_consolidate(SageShareAlloc *a) {
         drv->ctx_synchronize();
         if (sage_share_copy_into_new(a, 0, a->padded, &h) != CUDA_SUCCESS)
                 goto out;
-        for (size_t i = 0; i < a->npieces; i++) {
-                Piece *p = &a->pieces[i];
-                free(p->seen);
-                free(p->allow);
-                SAGE_REAL(cuMemUnmap)(a->va + p->off, p->len);
-                SAGE_REAL(cuMemRelease)(p->handle);
-                if (p->extent_id && sage_share_broker)
-                        sage_share_broker_lost(sage_broker_release(sage_share_broker, p->extent_id));
-        }
+        for (size_t i = 0; i < a->npieces; i++)
+                sage_share_drop_piece(a, &a->pieces[i]);
         a->npieces = 1;
         a->pieces[0] = (Piece){ .off = 0, .len = a->padded, .handle = h };
         ok = sage_share_map(a->va, a->padded, a->dev, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) == CUDA_SUCCESS;
