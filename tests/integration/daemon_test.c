@@ -313,6 +313,37 @@ typedef struct Child {
         int hold_fd;   /* close to let a holding child exit */
 } Child;
 
+/* A filled, exported VMM allocation: cuMemCreate (POSIX fd), mapped, pattern(seed), an fd of it. */
+typedef struct Filled {
+        CUmemGenericAllocationHandle h;
+        CUdeviceptr va;
+        uint8_t *data;
+        int fd;
+} Filled;
+
+static Filled filled_allocation(uint64_t seed, size_t size) {
+        CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                     .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                                     .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
+        Filled f = { .data = pattern(seed, size), .fd = -1 };
+
+        driver_init();
+        CHECK(cu.cuMemCreate(&f.h, size, &prop, 0) == CUDA_SUCCESS);
+        map(f.h, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &f.va);
+        CHECK(cu.cuMemcpyHtoD(f.va, f.data, size) == CUDA_SUCCESS);
+        CHECK(cu.cuMemExportToShareableHandle(&f.fd, f.h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
+              CUDA_SUCCESS);
+        return f;
+}
+
+/* Unmap and release it (its fd is the caller's to close). */
+static void filled_free(Filled *f, size_t size) {
+        cu.cuMemUnmap(f->va, size);
+        cu.cuMemAddressFree(f->va, size);
+        cu.cuMemRelease(f->h);
+        free(f->data);
+}
+
 /*
  * A publisher process: cuMemCreate (POSIX fd), fill, export, PUBLISH (or,
  * with `notes`, PUBLISH_NOTED), as `uid` if not -1. With `hold` it keeps its
@@ -327,43 +358,29 @@ static Child spawn_publisher_noted(uint64_t seed, size_t size, bool hold, uid_t 
         c.pid = fork();
         CHECK(c.pid >= 0);
         if (c.pid == 0) {
-                CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
-                                             .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-                                             .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
-                CUmemGenericAllocationHandle h;
-                CUdeviceptr va;
-                uint8_t *data = pattern(seed, size);
+                Filled f;
                 Result r = { 0 };
                 SageBroker *b;
-                int fd = -1;
                 char c1;
 
                 close(res[0]);
                 close(hold_pipe[1]);
                 if (uid != (uid_t)-1)
                         CHECK(setgid(uid) == 0 && setuid(uid) == 0);
-                driver_init();
-                CHECK(cu.cuMemCreate(&h, size, &prop, 0) == CUDA_SUCCESS);
-                map(h, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &va);
-                CHECK(cu.cuMemcpyHtoD(va, data, size) == CUDA_SUCCESS);
-                CHECK(cu.cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
-                      CUDA_SUCCESS);
+                f = filled_allocation(seed, size);
                 b = broker();
                 if (notes)
-                        r.rc = sage_broker_publish_noted(b, sage_hash(data, size), size, 0, SAGE_PUBLISH_SEALED, fd,
-                                                         notes, notes_len, &r.extent_id, &r.existed);
+                        r.rc = sage_broker_publish_noted(b, sage_hash(f.data, size), size, 0, SAGE_PUBLISH_SEALED,
+                                                         f.fd, notes, notes_len, &r.extent_id, &r.existed);
                 else
-                        r.rc = sage_broker_publish(b, sage_hash(data, size), size, 0, SAGE_PUBLISH_SEALED, fd,
+                        r.rc = sage_broker_publish(b, sage_hash(f.data, size), size, 0, SAGE_PUBLISH_SEALED, f.fd,
                                                    &r.extent_id, &r.existed);
-                close(fd);
-                cu.cuMemUnmap(va, size);
-                cu.cuMemAddressFree(va, size);
-                cu.cuMemRelease(h);
+                close(f.fd);
+                filled_free(&f, size);
                 CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
                 if (hold)
                         (void)!read(hold_pipe[0], &c1, 1);
                 sage_broker_free(b);
-                free(data);
                 _exit(0);
         }
         close(res[1]);
@@ -558,44 +575,30 @@ static Child spawn_ipc_exporter(uint64_t seed, size_t size, int n_exports) {
         c.pid = fork();
         CHECK(c.pid >= 0);
         if (c.pid == 0) {
-                CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
-                                             .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-                                             .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
-                CUmemGenericAllocationHandle h;
-                CUdeviceptr va;
-                uint8_t *data = pattern(seed, size);
+                Filled f;
                 IpcResult r = { 0 };
                 struct stat st;
                 SageBroker *b;
-                int fd = -1;
                 char c1;
 
                 close(res[0]);
                 close(hold_pipe[1]);
-                driver_init();
-                CHECK(cu.cuMemCreate(&h, size, &prop, 0) == CUDA_SUCCESS);
-                map(h, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &va);
-                CHECK(cu.cuMemcpyHtoD(va, data, size) == CUDA_SUCCESS);
-                CHECK(cu.cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
-                      CUDA_SUCCESS);
-                CHECK(fstat(fd, &st) == 0);
+                f = filled_allocation(seed, size);
+                CHECK(fstat(f.fd, &st) == 0);
                 r.st_dev = st.st_dev;
                 r.st_ino = st.st_ino;
                 b = broker();
                 for (int i = 0; i < n_exports && r.rc == 0; i++) {
                         SageIpcToken t;
-                        r.rc = sage_broker_ipc_export(b, fd, size, 0, t.bytes);
+                        r.rc = sage_broker_ipc_export(b, f.fd, size, 0, t.bytes);
                         if (i == 0)
                                 r.token = t;
                 }
-                close(fd); /* the broker holds its own */
+                close(f.fd); /* the broker holds its own */
                 CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
                 (void)!read(hold_pipe[0], &c1, 1);
                 sage_broker_free(b);
-                cu.cuMemUnmap(va, size);
-                cu.cuMemAddressFree(va, size);
-                cu.cuMemRelease(h);
-                free(data);
+                filled_free(&f, size);
                 _exit(0);
         }
         close(res[1]);
