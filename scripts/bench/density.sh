@@ -73,11 +73,9 @@ has() { case ",$workloads," in *",$1,"*) return 0 ;; esac; return 1; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-python3}
 
-if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
-    say "SKIP: no GPU (nvidia-smi -L lists none)"
-    exit 77
-fi
-nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+. "$here/lib.sh"
+bench_require_gpu density
+bench_find_nvcc
 if has cfunc && ! command -v "$nvcc" > /dev/null 2>&1; then say "SKIP: nvcc not found (set NVCC)"; exit 77; fi
 py_abs=$(command -v "$python" || true)
 [ -n "$py_abs" ] || { say "$python not found (set PYTHON)" >&2; exit 1; }

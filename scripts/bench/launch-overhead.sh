@@ -53,12 +53,9 @@ done
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-python3}
 
-if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
-    echo "launch-overhead: SKIP: no GPU (nvidia-smi -L lists none)"
-    exit 77
-fi
-nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-command -v "$nvcc" > /dev/null 2>&1 || { echo "launch-overhead: SKIP: nvcc not found (set NVCC)"; exit 77; }
+. "$here/lib.sh"
+bench_require_gpu launch-overhead
+bench_require_nvcc launch-overhead
 
 build_dir=$(cd "$build_dir" && pwd)
 libsage=$build_dir/intercept/libsage.so

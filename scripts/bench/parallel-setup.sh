@@ -79,12 +79,9 @@ say() { echo "parallel-setup: $*"; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-python3}
 
-if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
-    say "SKIP: no GPU (nvidia-smi -L lists none)"
-    exit 77
-fi
-nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-command -v "$nvcc" > /dev/null 2>&1 || { say "SKIP: nvcc not found (set NVCC)"; exit 77; }
+. "$here/lib.sh"
+bench_require_gpu parallel-setup
+bench_require_nvcc parallel-setup
 py_abs=$(command -v "$python" || true)
 [ -n "$py_abs" ] || { say "$python not found (set PYTHON)" >&2; exit 1; }
 case "$py_abs" in /*) ;; *) py_abs=$(cd "$(dirname "$py_abs")" && pwd)/$(basename "$py_abs") ;; esac

@@ -18,8 +18,9 @@ while [ $# -gt 0 ]; do
 done
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "$build" && pwd)
-nvidia-smi -L >/dev/null 2>&1 || { echo "sharing: no GPU: skipped"; exit 77; }
-nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+. "$here/lib.sh"
+bench_require_gpu sharing
+bench_require_nvcc sharing
 tmp=$(mktemp -d)
 saged_pid=
 trap '[ -n "$saged_pid" ] && kill "$saged_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
