@@ -11,13 +11,7 @@
 #include "../../daemon/client.h"
 #include "../../daemon/extent_store.h"
 
-#define CHECK(cond)                                                                          \
-        do {                                                                                 \
-                if (!(cond)) {                                                               \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        abort();                                                             \
-                }                                                                            \
-        } while (0)
+#include "check.h"
 
 #define MiB (1ull << 20)
 

@@ -11,13 +11,7 @@
 /* The daemon's headers are not on the unit tests' include path. */
 #include "../../daemon/ipc_registry.h"
 
-#define CHECK(cond)                                                                          \
-        do {                                                                                 \
-                if (!(cond)) {                                                               \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        abort();                                                             \
-                }                                                                            \
-        } while (0)
+#include "check.h"
 
 static int new_fd(void) {
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);

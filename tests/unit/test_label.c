@@ -7,13 +7,7 @@
 /* The daemon's headers are not on the unit tests' include path. */
 #include "../../daemon/label.h"
 
-#define CHECK(cond)                                                                          \
-        do {                                                                                 \
-                if (!(cond)) {                                                               \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        abort();                                                             \
-                }                                                                            \
-        } while (0)
+#include "check.h"
 
 static void check_parse(const char *text, const char *path, const char *label) {
         LabelSocket s;

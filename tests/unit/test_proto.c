@@ -11,13 +11,7 @@
 
 #include "proto.h"
 
-#define CHECK(cond)                                                                          \
-        do {                                                                                 \
-                if (!(cond)) {                                                               \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        abort();                                                             \
-                }                                                                            \
-        } while (0)
+#include "check.h"
 
 static uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
 static SageListEntry list_in[SAGE_PROTO_LIST_MAX], list_out[SAGE_PROTO_LIST_MAX];
