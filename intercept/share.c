@@ -65,9 +65,11 @@ SageShareAlloc *sage_share_allocs;
 SageBroker *sage_share_broker;
 atomic_bool sage_share_active;
 atomic_bool sage_share_guarding;
+atomic_bool sage_share_pending;
 uint64_t sage_share_lo_va = UINT64_MAX, sage_share_hi_va;
 static atomic_ullong write_epoch = 1;
 static int share_state; /* 0 untried, 1 on, -1 off for this process */
+static uint64_t lookup_notes[SAGE_SHARE_NOTES_MAX / 8]; /* a lookup's answer; under the lock */
 
 static const SageDriverExtras *const drv = &sage_driver_extras;
 
@@ -194,6 +196,8 @@ static void note_written(SageShareAlloc *a, size_t off, size_t len) {
                 return;
         if (a->nwritten && a->written[a->nwritten - 1].off + a->written[a->nwritten - 1].len == off) {
                 a->written[a->nwritten - 1].len += len;
+                if (sage_options()->share_assemble)
+                        atomic_store_explicit(&sage_share_pending, true, memory_order_relaxed);
                 return;
         }
         if (a->nwritten == MAX_WRITTEN || !(w = realloc(a->written, (a->nwritten + 1) * sizeof(*w)))) {
@@ -202,6 +206,8 @@ static void note_written(SageShareAlloc *a, size_t off, size_t len) {
         }
         a->written = w;
         a->written[a->nwritten++] = (Range){ off, len };
+        if (sage_options()->share_assemble)
+                atomic_store_explicit(&sage_share_pending, true, memory_order_relaxed);
 }
 
 /* Must the content of a->va[off, off+len), part of piece p, survive a split? */
@@ -217,8 +223,10 @@ static bool must_keep(const SageShareAlloc *a, const Piece *p, size_t off, size_
 static void free_lists(Piece *p) {
         free(p->seen);
         free(p->allow);
+        free(p->filled);
         p->seen = p->allow = NULL;
-        p->nseen = p->nallow = 0;
+        p->filled = NULL;
+        p->nseen = p->nallow = p->nfilled = 0;
 }
 
 void sage_share_drop_piece(SageShareAlloc *a, Piece *p) {
@@ -381,6 +389,7 @@ void sage_share_before_write(CUdeviceptr dst, size_t n) {
 
         if (!atomic_load_explicit(&sage_share_active, memory_order_relaxed))
                 return;
+        sage_share_assemble(); /* while the uploads' granules still hold only what was uploaded */
         sage_share_note_write();
         pthread_mutex_lock(&sage_share_lock);
         for (a = sage_share_allocs; a; a = a->next)
@@ -479,7 +488,6 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
         SageHash key, content;
         bool by_file = false, served = false;
         uint64_t extent_id = 0, t;
-        static uint64_t notes[SAGE_SHARE_NOTES_MAX / 8]; /* under the lock */
         uint32_t notes_len = 0;
         int fd = -1, r;
         Piece piece;
@@ -518,15 +526,15 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 goto out;
         }
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
-        r = sage_broker_lookup_noted(sage_share_broker, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, notes,
-                                     sizeof(notes), &notes_len);
+        r = sage_broker_lookup_noted(sage_share_broker, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, lookup_notes,
+                                     sizeof(lookup_notes), &notes_len);
         sage_share_broker_lost(r);
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
         sage_share_sync(a); /* nothing in flight may use the backing we replace */
         atomic_store(&sage_share_guarding, true);
         if (r == 0 && fd >= 0) {
                 piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id, .span_lo = o };
-                sage_share_notes_apply(&piece, notes, notes_len);
+                sage_share_notes_apply(&piece, lookup_notes, notes_len);
                 if (SAGE_REAL(cuMemImportFromShareableHandle)(&piece.handle, (void *)(uintptr_t)fd,
                                                               CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) == CUDA_SUCCESS) {
                         served = replace_range(a, lo, hi, &piece) == CUDA_SUCCESS;
@@ -634,6 +642,181 @@ out:
         if (buf)
                 SAGE_REAL(cuMemFreeHost)(buf);
         drv->ctx_pop(&popped);
+}
+
+/* ---------------------------------------------------------------- assembly */
+
+/*
+ * Only the whole granules of one upload are keyed when it happens. What is
+ * left (the ends of every upload, and granules that a framework's pool fills
+ * with many small tensors) is keyed later, "assembled": at the first launch
+ * or API write after the uploads, while the allocation still holds nothing
+ * but uploaded bytes, each maximal run of such granules is read back and
+ * keyed by its whole content (gaps included, so the key says exactly what a
+ * mapping would show). The broker holding it: the run maps its extent and
+ * the private backing goes. Else the run becomes a candidate, published at
+ * free or exit if unchanged. Kernels pointing into the gaps between the
+ * uploads (buffers the pool put there later) make a candidate unpublishable
+ * and a shared run private first (share_guard.c): gaps are not weights.
+ */
+
+/* Longer runs are cut: a run is read back and hashed as one piece. */
+#define ASSEMBLE_MAX_RUN (64u << 20)
+
+static int cmp_range(const void *x, const void *y) {
+        const Range *a = x, *b = y;
+        return a->off < b->off ? -1 : a->off > b->off;
+}
+
+/* Is the piece holding granule `g` of `a` plain private memory (neither candidate nor shared)? */
+static bool granule_private(const SageShareAlloc *a, size_t g) {
+        for (size_t i = 0; i < a->npieces; i++)
+                if (g >= a->pieces[i].off && g < a->pieces[i].off + a->pieces[i].len)
+                        return !a->pieces[i].candidate && !a->pieces[i].extent_id;
+        return false;
+}
+
+/* Give `p` ([lo, hi)) the upload ranges of sorted `w` that overlap it; span_lo from the first. */
+static bool attach_filled(const Range *w, size_t nw, size_t lo, size_t hi, Piece *p) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < nw; i++)
+                n += w[i].off < hi && lo < w[i].off + w[i].len;
+        if (!n || !(p->filled = malloc(n * sizeof(*p->filled))))
+                return false;
+        for (size_t i = 0; i < nw; i++)
+                if (w[i].off < hi && lo < w[i].off + w[i].len)
+                        p->filled[p->nfilled++] = w[i];
+        p->span_lo = p->filled[0].off < lo ? p->filled[0].off : lo;
+        return true;
+}
+
+/* Uploaded bytes inside piece `p`. */
+static size_t filled_bytes(const Piece *p) {
+        size_t n = 0, end = p->off + p->len;
+
+        for (size_t i = 0; i < p->nfilled; i++) {
+                size_t lo = p->filled[i].off > p->off ? p->filled[i].off : p->off;
+                size_t hi = p->filled[i].off + p->filled[i].len < end ? p->filled[i].off + p->filled[i].len : end;
+                n += hi > lo ? hi - lo : 0;
+        }
+        return n;
+}
+
+/* Key run [lo, hi) of `a` by its content; map the broker's extent or make it a candidate. Under the lock, synced. */
+static void assemble_run(SageShareAlloc *a, const Range *w, size_t nw, size_t lo, size_t hi, void *buf) {
+        ReadBack rb = { a->va + lo };
+        Piece piece = { .off = lo, .len = hi - lo };
+        uint64_t extent_id = 0;
+        uint32_t notes_len = 0;
+        int fd = -1, r;
+
+        if (!attach_filled(w, nw, lo, hi, &piece))
+                return;
+        if (sage_share_device_key(read_device, &rb, hi - lo, buf, &piece.key) < 0) {
+                free_lists(&piece);
+                return;
+        }
+        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED);
+        r = sage_broker_lookup_noted(sage_share_broker, piece.key, hi - lo, (uint32_t)a->dev, &extent_id, &fd,
+                                     lookup_notes, sizeof(lookup_notes), &notes_len);
+        sage_share_broker_lost(r);
+        if (r == 0 && fd >= 0) {
+                size_t bytes = filled_bytes(&piece);
+                bool served = false;
+
+                piece.extent_id = extent_id;
+                sage_share_notes_apply(&piece, lookup_notes, notes_len);
+                if (SAGE_REAL(cuMemImportFromShareableHandle)(&piece.handle, (void *)(uintptr_t)fd,
+                                                              CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) == CUDA_SUCCESS) {
+                        served = replace_range(a, lo, hi, &piece) == CUDA_SUCCESS;
+                        if (!served)
+                                SAGE_REAL(cuMemRelease)(piece.handle);
+                }
+                close(fd);
+                if (served) {
+                        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
+                        count_bytes(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
+                        return;
+                }
+                free_lists(&piece);
+                if (sage_share_broker)
+                        sage_broker_release(sage_share_broker, extent_id);
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+                return;
+        }
+        /* A miss: a candidate. A run that is one piece already just becomes one; else it gets its own backing. */
+        piece.candidate = true;
+        piece.content = piece.key;
+        for (size_t i = 0; i < a->npieces; i++) {
+                Piece *p = &a->pieces[i];
+                if (p->off == lo && p->len == hi - lo) {
+                        piece.handle = p->handle;
+                        *p = piece;
+                        return;
+                }
+        }
+        if (sage_share_copy_into_new(a, lo, hi - lo, &piece.handle) != CUDA_SUCCESS) {
+                free_lists(&piece);
+                return;
+        }
+        if (replace_range(a, lo, hi, &piece) != CUDA_SUCCESS) {
+                SAGE_REAL(cuMemRelease)(piece.handle);
+                free_lists(&piece);
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+        }
+}
+
+/* Assemble the runs of fresh allocation `a`. Under the lock, in its context. */
+static void assemble_allocation(SageShareAlloc *a, void *buf) {
+        Range *w;
+        size_t nw = a->nwritten, j = 0, run = SIZE_MAX;
+
+        if (!(w = malloc(nw * sizeof(*w))))
+                return;
+        memcpy(w, a->written, nw * sizeof(*w));
+        qsort(w, nw, sizeof(*w), cmp_range);
+        for (size_t g = 0; g <= a->padded && sage_share_broker; g += a->gran) {
+                bool pending = false;
+
+                while (j < nw && w[j].off + w[j].len <= g)
+                        j++;
+                if (g < a->padded)
+                        pending = j < nw && w[j].off < g + a->gran && granule_private(a, g);
+                if (run != SIZE_MAX && (!pending || g - run == ASSEMBLE_MAX_RUN)) {
+                        assemble_run(a, w, nw, run, g, buf);
+                        run = SIZE_MAX;
+                }
+                if (pending && run == SIZE_MAX)
+                        run = g;
+        }
+        free(w);
+}
+
+void sage_share_assemble(void) {
+        void *buf = NULL;
+        CUcontext popped;
+        uint64_t t;
+
+        if (!atomic_exchange(&sage_share_pending, false))
+                return;
+        t = sage_now_ns();
+        pthread_mutex_lock(&sage_share_lock);
+        for (SageShareAlloc *a = sage_share_allocs; a && sage_share_broker; a = a->next) {
+                if (!fresh(a) || !a->nwritten || a->no_share || drv->ctx_push(a->ctx) != CUDA_SUCCESS)
+                        continue;
+                /* The uploads in flight land first; pinned memory for the read-back, once. */
+                if (drv->ctx_synchronize() == CUDA_SUCCESS &&
+                    (buf || SAGE_REAL(cuMemAllocHost_v2)(&buf, sage_share_key_chunk()) == CUDA_SUCCESS)) {
+                        assemble_allocation(a, buf);
+                        atomic_store(&sage_share_guarding, true);
+                }
+                drv->ctx_pop(&popped);
+        }
+        if (buf)
+                SAGE_REAL(cuMemFreeHost)(buf);
+        pthread_mutex_unlock(&sage_share_lock);
+        lap(SAGE_STAT_SHARE_NS_ASSEMBLE, t);
 }
 
 static void release_allocation(SageShareAlloc *a) {

@@ -11,6 +11,10 @@
 #include "hash.h"
 #include "hooks.h"
 
+typedef struct Range {
+        size_t off, len;
+} Range;
+
 /* One physical allocation mapped at [off, off+len) of an allocation. */
 typedef struct Piece {
         size_t off, len;
@@ -25,14 +29,12 @@ typedef struct Piece {
         bool seen_overflow;
         uint64_t *allow;    /* shared: the uses its publisher saw, sorted */
         size_t nallow;
+        Range *filled;      /* assembled (several uploads, keyed by content at the first launch): */
+        size_t nfilled;     /* the uploads' ranges; a kernel pointing between them is not reading weights */
 } Piece;
 
 #define SAGE_SHARE_MAX_USES 4000
 #define SAGE_SHARE_NOTES_MAX 32768
-
-typedef struct Range {
-        size_t off, len;
-} Range;
 
 /* An allocation SAGE's VMM allocator backs. */
 typedef struct SageShareAlloc {
@@ -59,6 +61,7 @@ extern SageShareAlloc *sage_share_allocs; /* under sage_share_lock */
 extern SageBroker *sage_share_broker;     /* under sage_share_lock; NULL once lost */
 extern atomic_bool sage_share_active;     /* some allocation may be VMM-backed */
 extern atomic_bool sage_share_guarding;   /* some piece is a candidate or shared: launches are scanned */
+extern atomic_bool sage_share_pending;    /* a fresh allocation holds uploads not keyed yet (partial granules) */
 extern uint64_t sage_share_lo_va, sage_share_hi_va; /* bounds of every VMM-backed allocation; under the lock */
 
 /* The allocation holding [p, p+n), or NULL. Under the lock. */
@@ -74,6 +77,12 @@ bool sage_share_free(CUdeviceptr va, CUresult *result);
 void sage_share_note_write(void);
 /* The app is about to write [dst, dst+n) through the API. */
 void sage_share_before_write(CUdeviceptr dst, size_t n);
+/*
+ * Granules that uploads filled in part (or several uploads together) are
+ * keyed by their content before anything else writes them: called before a
+ * launch or an API write while sage_share_pending.
+ */
+void sage_share_assemble(void);
 /* Called by the hooks' slow path after every call while sharing is active. */
 void sage_share_after_call(SageSym sym);
 

@@ -145,6 +145,13 @@ static bool allowed(const Piece *p, uint64_t key) {
         return p->allow && bsearch(&key, p->allow, p->nallow, sizeof(key), cmp_u64);
 }
 
+static bool in_filled(const Piece *p, size_t off) {
+        for (size_t i = 0; i < p->nfilled; i++)
+                if (off >= p->filled[i].off && off - p->filled[i].off < p->filled[i].len)
+                        return true;
+        return false;
+}
+
 /* One word of a launch's parameters: a use of a piece? Under the lock. */
 static void check_word(uint64_t v, uint64_t key_name, unsigned param, unsigned word) {
         SageShareAlloc *a = sage_share_find((CUdeviceptr)v, 1);
@@ -158,6 +165,15 @@ static void check_word(uint64_t v, uint64_t key_name, unsigned param, unsigned w
                         continue;
                 if (off < p->span_lo || off >= p->off + p->len)
                         continue;
+                if (p->nfilled && !in_filled(p, off)) {
+                        /* Between the uploads of an assembled run: a buffer, not weights. */
+                        if (p->candidate) {
+                                p->candidate = false;
+                        } else if (sage_share_privatize(a, i)) {
+                                sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
+                        }
+                        continue;
+                }
                 if (p->candidate) {
                         record(p, use_key(key_name, param, word));
                 } else if (!allowed(p, use_key(key_name, param, word)) && sage_share_privatize(a, i)) {
@@ -177,6 +193,8 @@ void sage_share_guard_launch(CUfunction f, void **params, void **extra) {
         const Layout *l;
         char *buffer;
 
+        if (atomic_load_explicit(&sage_share_pending, memory_order_relaxed))
+                sage_share_assemble(); /* before the kernel can write what the uploads left */
         if (!atomic_load_explicit(&sage_share_guarding, memory_order_relaxed) || !f)
                 return;
         pthread_mutex_lock(&sage_share_lock);

@@ -39,7 +39,8 @@ enum { M_INIT, M_CTX, M_ALLOC, M_UPLOAD, M_MODULE, M_LAUNCH, M_COUNT };
 static const char *const share_keys[] = { "SHARE_ALLOCS",       "SHARE_HITS",         "SHARE_MISSES",
                                           "SHARE_BYTES_MAPPED", "SHARE_BYTES_COPIED", "SHARE_FILE_KEYS",
                                           "SHARE_PUBLISHED",    "SHARE_UNSHARED",     "SHARE_GUARD_UNSHARED",
-                                          "SHARE_IPC_EXPORTS",  "SHARE_IPC_IMPORTS",  "SHARE_FALLBACKS" };
+                                          "SHARE_IPC_EXPORTS",  "SHARE_IPC_IMPORTS",  "SHARE_FALLBACKS",
+                                          "SHARE_ASSEMBLED",    "SHARE_ASSEMBLED_HITS", "SHARE_BYTES_ASSEMBLED" };
 #define N_SHARE (sizeof(share_keys) / sizeof(share_keys[0]))
 
 typedef struct Summary {
@@ -236,11 +237,12 @@ static void print_text(const char *path, Summary *s) {
                gbps(s->bytes_dtoh, s->time_dtoh));
         printf("  device/other    %16llu\n", (unsigned long long)(s->bytes_dtod + s->bytes_other));
         if (s->share[0] > 0) {
-                double mapped = s->share[3], copied = s->share[4];
+                /* Shared: uploads served by mapping, and copied bytes that assembly then mapped. */
+                double mapped = s->share[3], copied = s->share[4], assembled = s->share[14];
                 printf("\nsharing (SAGE_SHARE=1): %.0f hits, %.0f misses; %.1f MiB mapped, %.1f MiB copied (%.1f%% "
                        "shared)\n",
                        s->share[1], s->share[2], mapped / 1048576, copied / 1048576,
-                       mapped + copied > 0 ? 100 * mapped / (mapped + copied) : 0.0);
+                       mapped + copied > 0 ? 100 * (mapped + assembled) / (mapped + copied) : 0.0);
                 for (size_t i = 0; i < N_SHARE; i++)
                         if (s->share[i] > 0 && i != 1 && i != 2 && i != 3 && i != 4)
                                 printf("  %-32s %12.0f\n", share_keys[i], s->share[i]);

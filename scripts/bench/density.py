@@ -72,7 +72,8 @@ EST_RUN_S = {"cfunc": 2.0, "llm": 8.0, "resnet50": 7.0, "gpt2": 18.0}
 EST_ANON_MIB = {"cfunc": 512, "llm": 8192, "resnet50": 3072, "gpt2": 4096}
 # libsage counters summed per workload over its SAGE sequential invocations (absent ones: n/a).
 STAT_KEYS = ("SHARE_HITS", "SHARE_MISSES", "SHARE_BYTES_MAPPED", "SHARE_BYTES_COPIED", "SHARE_PUBLISHED",
-             "SHARE_FALLBACKS", "SHARE_ALLOCS", "SHARE_FILE_KEYS", "SHARE_UNSHARED")
+             "SHARE_FALLBACKS", "SHARE_ALLOCS", "SHARE_FILE_KEYS", "SHARE_UNSHARED", "SHARE_ASSEMBLED",
+             "SHARE_ASSEMBLED_HITS", "SHARE_BYTES_ASSEMBLED", "SHARE_GUARD_UNSHARED")
 HOST_RESERVE_MIB = 8192
 
 
@@ -139,14 +140,18 @@ def trace_stats(path):
 
 
 def shared_fraction(stats_list):
-    """(mapped, copied, fraction) summed over the stats given; None where
-    the counters are absent (older libsage) or nothing was uploaded."""
+    """(shared, copied, fraction) summed over the stats given; None where
+    the counters are absent (older libsage) or nothing was uploaded.
+    Shared = upload bytes served by mapping + copied upload bytes that
+    assembly then mapped (SHARE_BYTES_ASSEMBLED, part of COPIED too);
+    fraction = shared / all upload bytes (MAPPED + COPIED)."""
     have = [s for s in stats_list if s and "SHARE_BYTES_MAPPED" in s and "SHARE_BYTES_COPIED" in s]
     if not have:
         return None, None, None
     mapped = sum(int(s["SHARE_BYTES_MAPPED"]) for s in have)
     copied = sum(int(s["SHARE_BYTES_COPIED"]) for s in have)
-    return mapped, copied, (mapped / (mapped + copied) if mapped + copied else None)
+    shared = mapped + sum(int(s.get("SHARE_BYTES_ASSEMBLED", 0)) for s in have)
+    return shared, copied, (shared / (mapped + copied) if mapped + copied else None)
 
 
 def extrapolate(total_mib, base_mib, per_instance_mib):
@@ -253,7 +258,7 @@ def summarize(doc):
         s["speedup"] = (s["native_upload_ms"] / s["sage_warm_upload_ms"]
                         if s["native_upload_ms"] and s["sage_warm_upload_ms"] else None)
         mapped, copied, frac = shared_fraction([r.get("sage_stats") for r in warm])
-        s.update({"warm_bytes_mapped": mapped, "warm_bytes_copied": copied, "warm_shared_fraction": frac})
+        s.update({"warm_bytes_shared": mapped, "warm_bytes_copied": copied, "warm_shared_fraction": frac})
         _, _, frac_all = shared_fraction([r.get("sage_stats") for r in sage])
         s["all_sage_shared_fraction"] = frac_all
         have = [r["sage_stats"] for r in sage if r.get("sage_stats") is not None]
@@ -336,7 +341,8 @@ def table(doc):
           "of the weights + sync); SAGE median over invocations 2..N (invocation 1 is cold).",
           "MiB/inst = GPU memory per resident instance from the concurrent phase (nvidia-smi memory.used delta / "
           "instances; SAGE's shared extents live in the broker and are in the baseline).",
-          "bytes shared = SHARE_BYTES_MAPPED / (MAPPED + COPIED) over SAGE invocations 2..N (libsage trace counters).",
+          "bytes shared = (SHARE_BYTES_MAPPED + SHARE_BYTES_ASSEMBLED) / (MAPPED + COPIED) over SAGE invocations 2..N "
+          "(libsage trace counters: upload bytes mapped at the upload or by assembly at the first launch).",
           "density = instances resident at once, measured (≥: stopped by the cap, host memory or time, not by a "
           "failure); extrap. = (GPU memory total - baseline) / MiB per instance: EXTRAPOLATED, not measured."]
     # Details per workload.
@@ -1164,6 +1170,8 @@ def selftest():
     assert extrapolate(100, 0, 0) is None
     assert median([3, 1, 2]) == 2 and median([1, 2, 3, 4]) == 2.5 and median([None]) is None
     assert shared_fraction([hit, miss]) == (G, G, 0.5) and shared_fraction([{}, None]) == (None, None, None)
+    part = {"SHARE_BYTES_MAPPED": 6 * G, "SHARE_BYTES_COPIED": 4 * G, "SHARE_BYTES_ASSEMBLED": 3 * G}
+    assert shared_fraction([part]) == (9 * G, 4 * G, 0.9)
     # Summary + table.
     doc = {"settings": {"workloads": ["cfunc", "llm"], "files": {"cfunc": {"bytes": G}},
                         "counts": {"cfunc": COUNTS[False]["cfunc"], "llm": COUNTS[False]["llm"]}},

@@ -44,13 +44,45 @@ native_p=$("$prog" 96 9 pieces)
 out=$(SAGE_TRACE="$tmp/p1.json" LD_PRELOAD="$preload" "$prog" 96 9 pieces) || bad "pieces first run"
 [ "$out" = "$native_p" ] || bad "pieces first output: $out vs $native_p"
 [ "$(stat_of "$tmp/p1.json" SHARE_MISSES)" = 3 ] || bad "pieces: not three misses"
-[ "$(stat_of "$tmp/p1.json" SHARE_PUBLISHED)" = 3 ] || bad "pieces: not three extents published"
+[ "$(stat_of "$tmp/p1.json" SHARE_ASSEMBLED)" = 2 ] || bad "pieces: the two granules two uploads share were not assembled"
+[ "$(stat_of "$tmp/p1.json" SHARE_PUBLISHED)" = 5 ] || bad "pieces: not 3 + 2 assembled extents published"
 out=$(SAGE_TRACE="$tmp/p2.json" LD_PRELOAD="$preload" "$prog" 96 9 pieces) || bad "pieces second run"
 [ "$out" = "$native_p" ] || bad "pieces second output: $out vs $native_p"
 [ "$(stat_of "$tmp/p2.json" SHARE_HITS)" = 3 ] || bad "pieces: not three hits"
 mapped=$(stat_of "$tmp/p2.json" SHARE_BYTES_MAPPED); copied=$(stat_of "$tmp/p2.json" SHARE_BYTES_COPIED)
 [ $((mapped + copied)) = $((96 << 20)) ] || bad "pieces: mapped $mapped + copied $copied != uploaded"
 [ "$copied" -lt $((6 << 20)) ] || bad "pieces: copied $copied bytes (only the partial granules should be)"
+[ "$(stat_of "$tmp/p2.json" SHARE_ASSEMBLED_HITS)" = 2 ] || bad "pieces: the assembled granules were not mapped"
+[ "$(stat_of "$tmp/p2.json" SHARE_BYTES_ASSEMBLED)" = "$copied" ] || bad "pieces: not every copied byte ended up shared"
+
+step "small tensors packed in a pool segment: assembled at the first launch, keyed by content, shared"
+native_s=$("$prog" 2 11 packed)
+out=$(SAGE_TRACE="$tmp/s1.json" LD_PRELOAD="$preload" "$prog" 2 11 packed) || bad "packed first run"
+[ "$out" = "$native_s" ] || bad "packed first output: $out vs $native_s"
+[ "$(stat_of "$tmp/s1.json" SHARE_ALLOCS)" = 1 ] || bad "packed: a 2 MiB segment not VMM-backed"
+[ "$(stat_of "$tmp/s1.json" SHARE_ASSEMBLED)" = 1 ] || bad "packed: not assembled"
+[ "$(stat_of "$tmp/s1.json" SHARE_PUBLISHED)" = 1 ] || bad "packed: not published"
+out=$(SAGE_TRACE="$tmp/s2.json" LD_PRELOAD="$preload" "$prog" 2 11 packed) || bad "packed second run"
+[ "$out" = "$native_s" ] || bad "packed second output: $out vs $native_s"
+[ "$(stat_of "$tmp/s2.json" SHARE_ASSEMBLED_HITS)" = 1 ] || bad "packed: second run did not map the segment"
+[ "$(stat_of "$tmp/s2.json" SHARE_BYTES_ASSEMBLED)" = 925280 ] || bad "packed: shared bytes are not the 40 tensors' bytes"
+[ "$(stat_of "$tmp/s2.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "packed: the reading kernels were not allowed"
+
+step "a kernel writing the free rest of such a segment, leaving its bytes as they were: never published, no fault"
+native_g=$("$prog" 2 12 packed-gapwrite)
+for i in 1 2; do
+  out=$(SAGE_TRACE="$tmp/g$i.json" LD_PRELOAD="$preload" "$prog" 2 12 packed-gapwrite) || bad "gapwrite run $i (a fault?)"
+  [ "$out" = "$native_g" ] || bad "gapwrite run $i output: $out vs $native_g"
+done
+[ "$(stat_of "$tmp/g1.json" SHARE_ASSEMBLED)" = 1 ] || bad "gapwrite: not assembled"
+[ "$(stat_of "$tmp/g1.json" SHARE_PUBLISHED)" = 0 ] || bad "gapwrite: a segment whose free part a kernel wrote was published"
+[ "$(stat_of "$tmp/g2.json" SHARE_ASSEMBLED_HITS)" = 0 ] || bad "gapwrite: mapped a segment a kernel writes"
+out=$(SAGE_TRACE="$tmp/g3.json" LD_PRELOAD="$preload" "$prog" 2 11 packed-gapwrite) || bad "gapwrite over a shared segment (a fault?)"
+[ "$out" = "$("$prog" 2 11 packed-gapwrite)" ] || bad "gapwrite over a shared segment: output differs from native"
+[ "$(stat_of "$tmp/g3.json" SHARE_ASSEMBLED_HITS)" = 1 ] || bad "gapwrite over a shared segment: not mapped first"
+[ "$(stat_of "$tmp/g3.json" SHARE_GUARD_UNSHARED)" = 1 ] || bad "gapwrite over a shared segment: not made private before the launch"
+out=$(LD_PRELOAD="$preload" "$prog" 2 11 packed) || bad "packed after a gap writer"
+[ "$out" = "$native_s" ] || bad "after a gap writer the shared segment changed: $out vs $native_s"
 
 step "weights from an mmap()ed file: keyed by file identity, re-keyed when the file changes"
 native_f=$("$prog" 64 4 file "$tmp/w.bin")

@@ -16,6 +16,11 @@
  *   file2 P1 P2 weights from P1 (mmap()ed), unmapped, then other weights from
  *               P2 mapped (at the same address, as a rule): both keyed by
  *               their own file
+ *   packed      a pool segment of SIZE_MIB holding 40 small "tensors" at
+ *               512-byte aligned offsets, each uploaded on its own, checksummed
+ *               tensor by tensor (the rest of the segment stays free)
+ *   packed-gapwrite as packed, then a kernel writes the free rest of the
+ *               segment (zeros times 3: the bytes do not change)
  *   ipc-export  as whole, then hands a CUDA IPC handle to a child process
  *               (this program, ipc-open) which checksums the weights, writes
  *               one word; the parent must see the write
@@ -23,6 +28,7 @@
 #include <cuda.h>
 
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +116,38 @@ static uint64_t *map_file(const char *path, size_t bytes, uint64_t seed) {
         return p == MAP_FAILED ? NULL : p;
 }
 
+/* Small tensors packed into one pool segment, as a caching allocator does. */
+static int packed(size_t bytes, uint64_t seed, bool gap_write) {
+        size_t off[40], len[40], end = 0;
+        uint64_t *host, sum = 0;
+        CUdeviceptr seg;
+
+        for (int i = 0; i < 40; i++) {
+                off[i] = end;
+                len[i] = 8 * (1000 + 97 * (size_t)i); /* not multiples of 512: gaps between tensors */
+                end = (off[i] + len[i] + 511) / 512 * 512;
+        }
+        if (end > bytes / 2 || !(host = malloc(end)))
+                return 2;
+        fill(host, end, seed);
+        OK(cuMemAlloc(&seg, bytes));
+        for (int i = 0; i < 40; i++)
+                OK(cuMemcpyHtoD(seg + off[i], (char *)host + off[i], len[i]));
+        if (gap_write) {
+                CUdeviceptr gap = seg + end;
+                size_t n = (bytes - end) / sizeof(uint64_t);
+                void *params[] = { &gap, &n };
+                OK(cuMemsetD8(out, 0, sizeof(uint64_t))); /* not in the segment */
+                OK(cuLaunchKernel(scale_fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+        }
+        for (int i = 0; i < 40; i++)
+                sum = sum * 31 + checksum(seg + off[i], len[i]);
+        printf("packed checksum %016llx\n", (unsigned long long)sum);
+        OK(cuMemFree(seg));
+        free(host);
+        return 0;
+}
+
 static int ipc_open(const char *hex, size_t bytes) {
         CUipcMemHandle h;
         CUdeviceptr p;
@@ -168,6 +206,8 @@ int main(int argc, char **argv) {
                 OK(cuMemFree(w2));
                 return 0;
         }
+        if (!strncmp(mode, "packed", 6))
+                return packed(bytes, seed, !strcmp(mode, "packed-gapwrite"));
         if (!strcmp(mode, "file")) {
                 if (argc < 5 || !(host = map_file(argv[4], bytes, seed)))
                         return 2;
