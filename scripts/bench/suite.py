@@ -18,11 +18,41 @@ import sys
 import threading
 import time
 
-MODES = ("native", "mps", "sage", "sage_broker", "warm_process")
-SAGE_MODES = ("sage", "sage_broker")
+MODES = ("native", "mps", "sage", "sage_broker", "sage_shared_cold", "sage_shared", "warm_process")
+SAGE_MODES = ("sage", "sage_broker", "sage_shared_cold", "sage_shared")  # libsage preloaded
+SHARED_MODES = ("sage_shared_cold", "sage_shared")  # + SAGE_SHARE=1
+BROKER_MODES = ("sage_broker",) + SHARED_MODES  # + a saged on SAGE_SOCKET
+# Concurrency 1 rotates these groups from round to round; a group runs all its
+# workloads before the next. Cold and warm sharing are one group: per workload
+# a fresh broker, the cold invocation (it misses and publishes), then the warm
+# one on that broker (it maps what the cold one published).
+MODE_GROUPS = (("native",), ("mps",), ("sage",), ("sage_broker",), SHARED_MODES)
 PY_KINDS = ("resnet50", "bert", "gpt2", "llm")
 C_KINDS = ("cfunc", "sgemm")
-SHARED_NOTE = "not built yet (issue 4)"
+MODE_TEXT = {
+    "native": "the function alone",
+    "mps": "under an MPS control daemon (nvidia-cuda-mps-control -d)",
+    "sage": "LD_PRELOAD=libsage.so (parallel set-up; Python: SAGE_WARMUP=eager)",
+    "sage_broker": "libsage + a saged broker (SAGE_SOCKET; keeps the GPU initialised)",
+    "sage_shared_cold": "libsage + SAGE_SHARE=1 + a saged started fresh (no extents) right before the "
+                        "invocation: it misses, copies and publishes at exit",
+    "sage_shared": "libsage + SAGE_SHARE=1 + a warm saged already holding this workload's extents "
+                   "(primed by one untimed invocation, or by the cold one just before): it maps them",
+}
+
+# Time model of the plan (seconds), from the --quick partial run of 2026-11-29
+# on the H200 (docs/results/2026-11-29-h200/suite-quick-partial.*): medians
+# over its modes, bert/gpt2 without their read_ms (8-14 s of building the model
+# with random weights, no longer done) plus ~0.3-0.5 s to build it without, and
+# imports as slow as measured there (torch + torchvision 7.4 s, transformers
+# 5 s): a worst case; faster imports leave time for the optional extra runs.
+# One invocation, process start -> exit (cfunc and llm scale with their files):
+EST_S = {"cfunc": 0.55, "cfunc_per_gib": 0.65, "sgemm": 0.7, "resnet50": 10.5, "bert": 8.2, "gpt2": 8.4,
+         "llm": 4.5, "llm_per_gib": 0.35}
+EST_COLD_EXTRA_S = 1.0  # a cold sharing invocation hashes, reads back and publishes at exit
+EST_BROKER_S = 1.4      # stop + start a saged (it needs ~1 s for cuInit + its context)
+EST_MPS_S = 2.0         # start the MPS daemon + its probe
+EST_SETUP_S = 40        # nvcc x2 | warm-up import, then the weights (C 1 GiB, LLM 4 GiB)
 
 
 # ---------------------------------------------------------------- pure logic
@@ -230,6 +260,172 @@ def density_extrapolate(points, total_mib, baseline_mib):
                 str(p["instances"]) for p in pts)}
 
 
+def est_invocation(cfg, kind, mode="native"):
+    """Estimated seconds of one invocation of kind (EST_S, scaled by the file sizes)."""
+    if kind == "cfunc":
+        t = EST_S["cfunc"] + EST_S["cfunc_per_gib"] * cfg.get("c_mib", 1024) / 1024.0
+    elif kind == "llm":
+        t = EST_S["llm"] + EST_S["llm_per_gib"] * cfg.get("llm_gib", 4)
+    else:
+        t = EST_S.get(kind, 10.0)
+    return t + (EST_COLD_EXTRA_S if mode == "sage_shared_cold" else 0.0)
+
+
+def est_batch(one_s, kind, n):
+    """n started at once: C functions contend for the GPU set-up, Python ones
+    for the CPU while importing (8 PyTorch starts took 1.4x one, 8 C 1.8x)."""
+    return one_s * (1.0 + n / (10.0 if kind in C_KINDS else 16.0))
+
+
+def conc1_rounds(plan):
+    return max([r[1] for modes in plan.values() for r in modes.values()] or [0])
+
+
+def conc1_schedule(plan, run, extra=False):
+    """(kind, mode) pairs of concurrency-1 round `run` (1-based), in order.
+    plan: {kind: {mode: [core_runs, max_runs]}}: rounds up to core_runs are the
+    core (extra=False), the ones after it up to max_runs the optional extra runs
+    (extra=True) done at the end while the budget allows. The mode groups
+    rotate by one each round."""
+    k = (run - 1) % len(MODE_GROUPS)
+    groups = MODE_GROUPS[k:] + MODE_GROUPS[:k]
+    out = []
+    for group in groups:
+        for kind, modes in plan.items():
+            for mode in group:
+                if mode not in modes:
+                    continue
+                core, most = modes[mode]
+                if (run <= core) if not extra else (core < run <= most):
+                    out.append((kind, mode))
+    return out
+
+
+def estimate_plan(cfg, est=None):
+    """Seconds each part of cfg should take (its core items; 'extra' = all the
+    optional ones), est(kind, mode) -> one invocation (default est_invocation).
+    Counts service starts and the untimed invocations that prime a broker, and
+    a warm broker that one part leaves to the next (run_all's order)."""
+    est = est or (lambda kind, mode: est_invocation(cfg, kind, mode))
+    gap = cfg.get("gap", 0.2)
+    out = {}
+    primed = [None]  # the workload the running broker holds, if it is still up
+
+    def prime_cost(kind, mode):
+        if mode == "sage_shared" and primed[0] == kind:
+            return 0.0
+        return EST_BROKER_S + est(kind, mode) if mode in SHARED_MODES else 0.0
+
+    def conc1_round(pairs):
+        t, seen_mps, seen_broker, cold = 0.0, False, False, set()
+        for kind, mode in pairs:
+            t += est(kind, mode) + gap
+            if mode == "mps" and not seen_mps:
+                t, seen_mps = t + EST_MPS_S, True
+            if mode == "sage_broker" and not seen_broker:
+                t, seen_broker = t + EST_BROKER_S, True
+            if mode == "sage_shared_cold":
+                t += EST_BROKER_S
+                cold.add(kind)
+            if mode == "sage_shared" and kind not in cold:  # primed first
+                t += EST_BROKER_S + est(kind, mode)
+        return t
+
+    plan = cfg.get("conc1", {})
+    rounds = conc1_rounds(plan)
+    out["conc1"] = sum(conc1_round(conc1_schedule(plan, r)) for r in range(1, rounds + 1))
+    out["warm"] = sum(est(k, "native") * 1.1 + 1.0 for k in cfg.get("warm", []))
+    t = 0.0
+    for kind, ns in cfg.get("concN", {}).items():
+        for mode in cfg.get("concN_modes", {}).get(kind, []):
+            t += (EST_MPS_S if mode == "mps" else 0.0) + prime_cost(kind, mode)
+            t += sum(est_batch(est(kind, mode), kind, n) + 0.5 for n in ns)
+            primed[0] = kind if mode in SHARED_MODES else None
+    out["concN"] = t
+    t, kind = 0.0, cfg.get("poisson_kind")
+    for mode in cfg.get("poisson_modes", []):
+        t += (EST_MPS_S if mode == "mps" else 0.0) + prime_cost(kind, mode)
+        t += sum(cfg.get("poisson_window_s", 5) + 1.3 * est(kind, mode) + 0.5 for _ in cfg.get("poisson_rates", []))
+        primed[0] = kind if mode in SHARED_MODES else None
+    out["poisson"] = t
+    t, kind = 0.0, cfg.get("density_kind")
+    for mode in cfg.get("density_modes", []):
+        t += (EST_MPS_S if mode == "mps" else 0.0) + prime_cost(kind, mode) + 1.0
+        prev = 0
+        for n in cfg.get("density_counts", []):
+            t += est_batch(est(kind, mode), kind, n - prev) + 1.5
+            prev = n
+        primed[0] = kind if mode in SHARED_MODES else None
+    out["density"] = t
+    xt = sum(est(k, m) + gap + prime_cost(k, m) for r in range(1, rounds + 1)
+             for k, m in conc1_schedule(plan, r, extra=True) if m != "sage_shared")
+    xt += sum(est(k, "native") * 1.1 + 1.0 for k in cfg.get("warm_extra", []))
+    out = {k: round(v, 1) for k, v in out.items() if k in cfg.get("parts", out)}
+    out["extra"] = round(xt, 1)
+    return out
+
+
+def build_config(s):
+    """The run's settings (what suite.sh decided) -> the plan. s: quick, runs
+    (None: default), cw, pw (workloads built), c_mib, llm_gib. Pure, so the
+    plan and its estimate are unit-tested.
+
+    The core (what must fit the budget, see suite.sh for the estimate) runs
+    every part for a reduced set: C functions in every mode 3 times, each
+    Python one once in native, cold and warm sharing; the optional extra runs
+    (Python: MPS and libsage alone once, then up to `runs` runs of native and
+    sharing; more warm processes) fill what the budget leaves at the end."""
+    quick, cw, pw = s["quick"], s["cw"], s["pw"]
+    runs = s.get("runs") or 3
+    six = ["native", "mps", "sage", "sage_broker", "sage_shared_cold", "sage_shared"]
+    conc1 = {w: {m: [runs, runs] for m in six} for w in cw}
+    py_runs = 1 if quick else runs
+    for w in pw:
+        conc1[w] = {"native": [1, py_runs], "sage_shared_cold": [1, py_runs], "sage_shared": [1, py_runs],
+                    "sage": [0, 1]}
+        if w == "resnet50":
+            conc1[w]["mps"] = [0, 1]
+        if quick and w != "resnet50":
+            del conc1[w]["sage"]
+    warm = [w for w in ("resnet50",) if w in pw]
+    has = set(cw + pw)
+    sizes = [8] if quick else [8, 16]
+    cfg = {
+        "quick": quick, "runs": runs,
+        "conc1": conc1,
+        "warm": warm, "warm_extra": [w for w in ("gpt2", "llm", "bert", "resnet50") if w in pw and w not in warm],
+        "warm_n": 3,
+        "concN": {w: sizes for w in ("cfunc", "resnet50") if w in has},
+        "concN_modes": {"cfunc": ["native", "mps", "sage_shared"], "resnet50": ["native", "sage_shared"]},
+        # sage_shared first: it finds the broker concN's resnet50 runs left primed.
+        "poisson_kind": "resnet50", "poisson_rates": [2] if quick else [1, 2],
+        "poisson_window_s": 4, "poisson_modes": ["sage_shared", "native"], "poisson_limit_s": 90,
+        "density_kind": "resnet50", "density_counts": [1, 3], "density_modes": ["native", "sage_shared"],
+        "gap": 0.2, "c_mib": s["c_mib"], "llm_gib": s["llm_gib"],
+    }
+    cfg["plan_note"] = (
+        "plan: concurrency 1: cfunc/sgemm in every mode x%d; Python: native, sage_shared_cold, sage_shared "
+        "once, then while the budget allows %slibsage alone (+ resnet50 under MPS) once; warm process: %s "
+        "(+ %s while the budget allows)" % (
+            runs, "" if py_runs == 1 else "up to %d runs of those three and " % py_runs,
+            ", ".join(warm) or "-", ", ".join(cfg["warm_extra"]) or "-"))
+    return cfg
+
+
+def sharing_summary(records):
+    """Broker counters (sagectl stats deltas around each concurrency-1
+    invocation) summed per workload and sharing mode."""
+    out = {}
+    for r in records:
+        if r.get("part") != "conc1" or r.get("mode") not in SHARED_MODES or "broker_delta" not in r:
+            continue
+        d = out.setdefault(r["wl"], {}).setdefault(r["mode"], {"n": 0, "hits": 0, "misses": 0, "publishes": 0})
+        d["n"] += 1
+        for k in ("hits", "misses", "publishes"):
+            d[k] += int((r["broker_delta"] or {}).get(k) or 0)
+    return out
+
+
 def fmt_ms(s):
     if not s:
         return "-"
@@ -250,33 +446,43 @@ def table(doc):
     L.append(f"SAGE suite: {m.get('gpu')} | driver {m.get('driver')} | CUDA {m.get('cuda')} | "
              f"{m.get('cpus')} CPUs | {m.get('date')} | commit {m.get('commit') or '?'}"
              f"{' | --quick' if doc.get('config', {}).get('quick') else ''}")
-    L.append("modes: " + "; ".join(f"{k}: {v}" for k, v in doc.get("modes", {}).items()))
-    if doc.get("config", {}).get("quick_note"):
-        L.append(doc["config"]["quick_note"])
+    L.append("modes:")
+    for k, v in doc.get("modes", {}).items():
+        text = doc.get("mode_text", {}).get(k)
+        L.append(f"  {k:<17} {text + ' | ' if text else ''}{v}")
+    if doc.get("config", {}).get("plan_note"):
+        L.append(doc["config"]["plan_note"])
     dur = doc.get("duration", {})
     modes = [x for x in MODES if any(x in d for d in dur.values())]
     if dur:
         L.append("")
-        L.append("Function duration, 1 at a time, process start -> exit: median [min-max] ms; "
+        L.append("Function duration, 1 at a time, process start -> exit: median [min-max] ms, n runs; "
                  "below: GPU setup / upload / compute medians")
-        L.append(f"{'workload':<10}" + "".join(f"{x:>26}" for x in modes))
+        L.append(f"{'workload':<10}" + "".join(f"{x:>24}" for x in modes))
         for wl, d in dur.items():
             row, sub = f"{wl:<10}", f"{'':<10}"
             for x in modes:
                 s = d.get(x)
                 if not s:
-                    row += f"{doc.get('na', {}).get(wl, {}).get(x, 'n/a'):>26}"[:26].rjust(26)
-                    sub += " " * 26
+                    row += f"{doc.get('na', {}).get(wl, {}).get(x, '-'):>24}"[:24].rjust(24)
+                    sub += " " * 24
                     continue
                 fail = f" ({s['failures']} failed)" if s.get("failures") else ""
-                row += f"{fmt_range(s.get('duration_ms')) + fail:>26}"
-                sub += f"{fmt_ms(s.get('setup_ms')) + ' / ' + fmt_ms(s.get('upload_ms')) + ' / ' + fmt_ms(s.get('compute_ms')):>26}"
+                n = f" n={s['n']}" if s.get("n") else ""
+                row += f"{fmt_range(s.get('duration_ms')) + n + fail:>24}"
+                sub += f"{fmt_ms(s.get('setup_ms')) + ' / ' + fmt_ms(s.get('upload_ms')) + ' / ' + fmt_ms(s.get('compute_ms')):>24}"
             L.append(row)
             L.append(sub)
         rat = doc.get("ratios", {})
         if rat:
             L.append("native/mode median duration (x faster than native, this run): " + "; ".join(
                 f"{wl}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()) for wl, r in rat.items()))
+        sh = doc.get("sharing", {})
+        if sh:
+            L.append("broker hits / misses / publishes during the invocations (sagectl stats deltas): " + "; ".join(
+                f"{wl}: " + ", ".join(f"{'cold' if m == 'sage_shared_cold' else 'warm'} {d['hits']}/{d['misses']}/"
+                                      f"{d['publishes']} (n={d['n']})" for m, d in by.items())
+                for wl, by in sh.items()))
     conc = doc.get("concurrency", {})
     if conc:
         L.append("")
@@ -304,7 +510,8 @@ def table(doc):
     de = doc.get("density", {})
     if de.get("modes"):
         L.append("")
-        L.append(f"Density of {de.get('workload')} (GPU memory per resident instance, nvidia-smi):")
+        L.append(f"Density of {de.get('workload')} (GPU memory per resident instance, nvidia-smi; "
+                 "sage_shared: the broker's extents are in the baseline):")
         for mode, s in de["modes"].items():
             if isinstance(s, str) or "per_instance_mib_marginal" not in s:
                 L.append(f"  {mode:<12} {s if isinstance(s, str) else s.get('error')}")
@@ -325,8 +532,20 @@ def table(doc):
         + ("  *** PRELOAD PROBLEM *** " + " | ".join(ch["preload_problems"]) if ch.get("preload_problems") else "  OK"))
     if ch.get("failures"):
         L.append(f"FAILED processes: {len(ch['failures'])}: " + " | ".join(ch["failures"][:6]))
+    for s in doc.get("notes", []):
+        L.append("note: " + s)
     for s in doc.get("skipped", []):
         L.append("SKIPPED: " + s)
+    if doc.get("trimmed"):
+        L.append(f"optional extra runs not done (time budget): {len(doc['trimmed'])}: "
+                 + ", ".join(doc["trimmed"][:8]) + (" ..." if len(doc["trimmed"]) > 8 else ""))
+    est, took = doc.get("estimate_s") or {}, doc.get("part_s") or {}
+    if est or took:
+        L.append("seconds per part, estimated / taken: " + ", ".join(
+            f"{p} {est.get(p, '-')} / {took.get(p, '-')}" for p in list(est) + [p for p in took if p not in est]))
+    py = doc.get("config", {}).get("python_env")
+    if py:
+        L.append(f"python: {py}")
     L.append(f"elapsed {doc.get('elapsed_s')} s")
     return "\n".join(L)
 
@@ -413,6 +632,7 @@ def assemble(records, extra):
     doc["duration"] = summarize_duration(records)
     doc["ratios"] = ratios(doc["duration"])
     doc["concurrency"] = summarize_concurrency(records)
+    doc["sharing"] = sharing_summary(records)
     cp, basis = checksum_check(records)
     pp, proof = preload_check(records)
     fails = [f"{r['wl']} {r['mode']} {r.get('part')} run {r.get('run')}: {r.get('error', '')[:160]}"
@@ -476,7 +696,7 @@ class Runner:
     def __init__(self, cfg):
         self.cfg = cfg
         self.logs = cfg["logs"]
-        self.records, self.skipped, self.notes = [], [], []
+        self.records, self.skipped, self.trimmed, self.notes = [], [], [], []
         self.t_start = cfg["t_start"]
         self.deadline = self.t_start + cfg["budget_s"]
         self.mps_state = None  # None, "up", "down", "unavailable: ..."
@@ -484,8 +704,13 @@ class Runner:
         self.broker = None
         self.broker_state = None
         self.broker_proof = None
+        self.broker_n = 0
+        self.broker_primed = set()  # workloads whose extents the running broker holds
         self.seq = 0
-        self.unit_cost = {}
+        self.costs = {}        # (kind, mode) -> [s]: one invocation, process start -> exit
+        self.batch_costs = {}  # (kind, n) -> [s]: n started at once, first start -> last exit
+        self.na, self.mode_state = {}, {}
+        self.parts, self.estimate, self.part_s = [], {}, {}
 
     # ---- environment of one mode
     def env(self, mode, kind):
@@ -494,7 +719,7 @@ class Runner:
                 and not k.startswith("SAGE_BENCH")}
         if mode not in SAGE_MODES:
             base = {k: v for k, v in base.items() if not k.startswith("SAGE_")}
-        for k in ("SAGE_WARMUP", "SAGE_TRACE", "SAGE_SOCKET"):
+        for k in ("SAGE_WARMUP", "SAGE_TRACE", "SAGE_SOCKET", "SAGE_SHARE"):
             base.pop(k, None)
         base["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         if mode == "mps":
@@ -504,8 +729,10 @@ class Runner:
             base["LD_PRELOAD"] = self.cfg["libsage"]
             if kind in PY_KINDS:
                 base["SAGE_WARMUP"] = "eager"
-        if mode == "sage_broker":
+        if mode in BROKER_MODES:
             base["SAGE_SOCKET"] = self.cfg["socket"]
+        if mode in SHARED_MODES:
+            base["SAGE_SHARE"] = "1"
         return base
 
     def cmd(self, kind, action="run", extra=()):
@@ -514,7 +741,9 @@ class Runner:
             return [c["bin"] + "/cfunc", c["data"] + "/weights.bin"]
         if kind == "sgemm":
             return [c["bin"] + "/sgemm", str(c.get("sgemm_n", 4096))]
-        return [c["python"], c["here"] + "/suite_fn.py", action, kind, f"{c['data']}/{kind}.safetensors", *extra]
+        slow = ["--slow-build"] if kind in c.get("slow_build", []) else []
+        return [c["python"], c["here"] + "/suite_fn.py", action, kind, f"{c['data']}/{kind}.safetensors",
+                *extra, *slow]
 
     def limit(self, kind):
         return 60 if kind in C_KINDS else 180
@@ -586,17 +815,20 @@ class Runner:
             os.unlink(sock)
         except OSError:
             pass
-        log = open(f"{self.logs}/saged.log", "a")
-        self.broker = subprocess.Popen([saged, "--socket", sock, "--foreground"], stdout=log, stderr=log,
-                                       stdin=subprocess.DEVNULL, start_new_session=True,
-                                       env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+        self.broker_n += 1
+        self.broker_primed = set()
+        log_path = f"{self.logs}/saged.{self.broker_n}.log"
+        with open(log_path, "w") as log:
+            self.broker = subprocess.Popen([saged, "--socket", sock, "--foreground"], stdout=log, stderr=log,
+                                           stdin=subprocess.DEVNULL, start_new_session=True,
+                                           env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
         for _ in range(100):
             if os.path.exists(sock) or self.broker.poll() is not None:
                 break
             time.sleep(0.05)
         if self.broker.poll() is not None or not os.path.exists(sock):
             self.stop_broker()
-            self.broker_state = "unavailable: saged did not start: " + self._log_tail(f"{self.logs}/saged.log")
+            self.broker_state = "unavailable: saged did not start: " + self._log_tail(log_path)
             return
         time.sleep(1.0)  # its cuInit + context retain (~450 ms on the H200)
         self.broker_state = "up"
@@ -609,6 +841,7 @@ class Runner:
                 self.broker_proof = f"sagectl ping failed: {e}"
 
     def stop_broker(self):
+        self.broker_primed = set()
         if self.broker:
             self.broker.terminate()
             try:
@@ -620,22 +853,57 @@ class Runner:
             if self.broker_state == "up":
                 self.broker_state = "down"
 
+    def broker_stats(self):
+        """sagectl stats --json of the running broker, or None."""
+        ctl = self.cfg.get("sagectl")
+        if not self.broker or not ctl or not os.path.exists(ctl):
+            return None
+        try:
+            r = subprocess.run([ctl, "--socket", self.cfg["socket"], "stats", "--json"], capture_output=True,
+                               text=True, timeout=10)
+            d = json.loads(r.stdout) if r.returncode == 0 else None
+            return d if isinstance(d, dict) else None
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return None
+
     def services(self, mode):
-        """Only the mode's own service runs while it is measured. Returns None
-        or 'unavailable: why'."""
+        """Only the mode's own service runs while it is measured (a broker left
+        up would keep the GPU initialised for the others, and MPS would take
+        them in). Returns None or 'unavailable: why'."""
         if mode == "mps":
             self.stop_broker()
             self.start_mps()
             return self.mps_state if self.mps_state.startswith("unavailable") else None
         self.stop_mps()
-        if mode == "sage_broker":
-            if not os.path.exists(self.cfg["libsage"]):
-                return "unavailable: libsage.so not built"
+        if mode in SAGE_MODES and not os.path.exists(self.cfg["libsage"]):
+            self.stop_broker()
+            return "unavailable: libsage.so not built"
+        if mode in BROKER_MODES:
             self.start_broker()
             return self.broker_state if self.broker_state.startswith("unavailable") else None
         self.stop_broker()
-        if mode == "sage" and not os.path.exists(self.cfg["libsage"]):
-            return "unavailable: libsage.so not built"
+        return None
+
+    def prepare(self, kind, mode, part):
+        """Services for running kind in mode: cold sharing gets a broker
+        started fresh, warm sharing one that holds kind's extents (primed by an
+        untimed invocation when it does not yet). None or 'unavailable: why'."""
+        if mode == "sage_shared_cold":
+            self.stop_broker()
+        why = self.services(mode)
+        if why or mode != "sage_shared" or kind in self.broker_primed:
+            return why
+        self.seq += 1
+        p = Proc(self.cmd(kind), self.env("sage_shared", kind), f"{self.logs}/prime.{part}.{kind}.{self.seq}",
+                 self.limit(kind)).join()
+        recs = self.record(p, kind, "sage_shared", "prime", 0, {"for_part": part,
+                                                                 "broker_after": self.broker_stats()})
+        if all(r["ok"] for r in recs):
+            self.broker_primed.add(kind)
+        else:
+            self.notes.append(f"priming the broker with {kind} for {part} failed ({recs[0].get('error')}): "
+                              "the sage_shared runs after it may miss")
+        time.sleep(self.cfg.get("gap", 0.2))
         return None
 
     def shutdown(self):
@@ -663,6 +931,29 @@ class Runner:
         self.records.extend(out)
         return out
 
+    def invoke(self, kind, mode, part, run):
+        """One invocation alone on the GPU: its records, or None (mode unavailable)."""
+        why = self.prepare(kind, mode, part)
+        if why:
+            self.unavailable(kind, mode, why)
+            return None
+        before = self.broker_stats() if mode in SHARED_MODES else None
+        self.seq += 1
+        p = Proc(self.cmd(kind), self.env(mode, kind), f"{self.logs}/{part}.{kind}.{mode}.{run}.{self.seq}",
+                 self.limit(kind)).join()
+        extra = {}
+        if before is not None:
+            after = self.broker_stats() or {}
+            extra["broker_delta"] = {k: after[k] - before[k] for k in ("hits", "misses", "publishes", "extents",
+                                                                        "bytes_resident")
+                                     if isinstance(after.get(k), int) and isinstance(before.get(k), int)}
+        recs = self.record(p, kind, mode, part, run, extra)
+        if all(r["ok"] for r in recs):
+            self.costs.setdefault((kind, mode), []).append((p.t_end - p.t0) / 1e9)
+            if mode in SHARED_MODES:
+                self.broker_primed.add(kind)
+        return recs
+
     def batch(self, kind, mode, part, run, n, extra=None):
         procs = []
         for i in range(n):
@@ -674,68 +965,85 @@ class Runner:
         wall = round((max(p.t_end for p in procs) - procs[0].t0) / 1e6, 3)
         for p in procs:
             self.record(p, kind, mode, part, run, dict(extra or {}, conc=n, batch_wall_ms=wall))
+        self.batch_costs.setdefault((kind, n), []).append(wall / 1000.0)
         return wall
 
-    def fits(self, key, deadline, default_s):
-        est = self.unit_cost.get(key, default_s)
-        return time.time() + est <= deadline
+    # ---- the time budget
+    def est(self, kind, mode="native"):
+        """Seconds one invocation of kind in mode should take: measured in this
+        run where it was, else the time model (EST_S)."""
+        v = self.costs.get((kind, mode))
+        if v:
+            return median(v)
+        v = [x for (k, m), xs in self.costs.items() if k == kind for x in xs]
+        if v:
+            return median(v) + (EST_COLD_EXTRA_S if mode == "sage_shared_cold" else 0.0)
+        return est_invocation(self.cfg, kind, mode)
 
-    def timed(self, key, fn):
-        a = time.time()
-        fn()
-        self.unit_cost[key] = time.time() - a
+    def need(self, kind, mode, seconds):
+        """seconds + what getting mode's services ready for kind will cost."""
+        if mode == "sage_shared_cold":
+            seconds += EST_BROKER_S
+        elif mode == "sage_shared" and kind not in self.broker_primed:
+            seconds += EST_BROKER_S + self.est(kind, mode)
+        elif mode == "mps" and self.mps_state != "up":
+            seconds += EST_MPS_S
+        return seconds
 
-    def part_deadline(self, share, shares_left):
-        left = self.deadline - time.time()
-        return time.time() + max(0.0, left) * share / shares_left
+    def batch_est(self, kind, mode, n):
+        v = self.batch_costs.get((kind, n))
+        return median(v) if v else est_batch(self.est(kind, mode), kind, n)
+
+    def fits(self, seconds, deadline):
+        return time.time() + seconds <= deadline
+
+    def part_deadline(self, part):
+        """When `part` must be done: the time left, shared among the parts
+        still to run in proportion to their estimated cost (re-estimated with
+        what was measured so far). When the plan fits, each part gets at least
+        its estimate; when it does not, every part gives up a share."""
+        rest = self.parts[self.parts.index(part):]
+        est = estimate_plan(self.cfg, self.est)
+        total = sum(est.get(p, 0.0) for p in rest)
+        left = max(0.0, self.deadline - time.time())
+        return time.time() + (left * est.get(part, 0.0) / total if total > 0 else left)
 
     # ---- parts
-    def conc1(self, deadline):
+    def conc1(self, deadline, extra=False, rounds=None):
         c = self.cfg
-        plan = c["conc1"]  # {kind: [modes]}
-        modes = [m for m in MODES if m != "warm_process" and any(m in v for v in plan.values())]
-        for run in range(1, c["runs"] + 1):
-            # The first min_runs rounds answer only to the global budget; later ones to the part's share.
-            dl = deadline if run > c.get("min_runs", 1) else self.deadline
-            if run > 1 and not self.fits("conc1-round", dl, 60):
-                self.skipped.append(f"conc1: runs {run}..{c['runs']} (time budget; {run - 1} done)")
-                return
-            t = time.time()
-            k = (run - 1) % len(modes)
-            for mode in modes[k:] + modes[:k]:
-                why = self.services(mode)
-                for kind, want in plan.items():
-                    if mode not in want:
-                        continue
-                    if why:
-                        self.unavailable(kind, mode, why)
-                        continue
-                    self.seq += 1
-                    p = Proc(self.cmd(kind), self.env(mode, kind),
-                             f"{self.logs}/conc1.{kind}.{mode}.{run}.{self.seq}", self.limit(kind)).join()
-                    self.record(p, kind, mode, "conc1", run)
-                    time.sleep(c.get("gap", 0.2))
-            self.unit_cost["conc1-round"] = time.time() - t
-            print(f"suite: conc1 run {run}/{c['runs']} done ({time.time() - self.t_start:.0f} s)", flush=True)
-        self.services("native")
+        plan = c["conc1"]
+        gap = c.get("gap", 0.2)
+        for run in rounds or range(1, conc1_rounds(plan) + 1):
+            pairs = conc1_schedule(plan, run, extra)
+            if not pairs:
+                continue
+            for kind, mode in pairs:
+                if kind in self.na and mode in self.na[kind]:
+                    continue  # unavailable: said once
+                if not self.fits(self.need(kind, mode, self.est(kind, mode) + gap), deadline):
+                    (self.trimmed if extra else self.skipped).append(
+                        f"conc1 {kind} {mode} run {run}" + ("" if extra else " (time budget)"))
+                    continue
+                self.invoke(kind, mode, "conc1", run)
+                time.sleep(gap)
+            print(f"suite: conc1 {'extra ' if extra else ''}run {run} done ({time.time() - self.t_start:.0f} s)",
+                  flush=True)
 
     def unavailable(self, kind, mode, why):
         self.na.setdefault(kind, {})[mode] = why.split(":")[0]
         self.mode_state[mode] = why
 
-    def warm(self, deadline):
-        self.services("native")
-        for kind in self.cfg["warm"]:
-            if not self.fits("warm-" + kind, deadline, 15):
-                self.skipped.append(f"warm_process {kind} (time budget)")
+    def warm(self, deadline, kinds, extra=False):
+        for kind in kinds:
+            if not self.fits(self.est(kind) * 1.1 + 1.0, deadline):
+                (self.trimmed if extra else self.skipped).append(
+                    f"warm_process {kind}" + ("" if extra else " (time budget)"))
                 continue
+            self.services("native")
             self.seq += 1
             n = self.cfg["warm_n"]
             p = Proc(self.cmd(kind, "serve", [str(n)]), self.env("warm_process", kind),
-                     f"{self.logs}/warm.{kind}.{self.seq}", self.limit(kind) + 30)
-            a = time.time()
-            p.join()
-            self.unit_cost["warm-" + kind] = time.time() - a
+                     f"{self.logs}/warm.{kind}.{self.seq}", self.limit(kind) + 30).join()
             for r in self.record(p, kind, "warm_process", "warm", 0):
                 inv = r.get("invocation")
                 if inv == 0:  # the cold load: kept, but not a warm invocation
@@ -746,36 +1054,32 @@ class Runner:
 
     def concurrency(self, deadline):
         for kind, ns in self.cfg["concN"].items():
-            for n in ns:
-                for mode in self.cfg["concN_modes"].get(kind, []):
-                    key = f"concN-{kind}-{n}"
-                    if not self.fits(key, deadline, 8 if kind in C_KINDS else 15):
+            for mode in self.cfg["concN_modes"].get(kind, []):  # mode-major: a primed broker serves all n
+                for n in ns:
+                    if not self.fits(self.need(kind, mode, self.batch_est(kind, mode, n) + 0.5), deadline):
                         self.skipped.append(f"concurrency {kind} x{n} {mode} (time budget)")
                         continue
-                    why = self.services(mode)
+                    why = self.prepare(kind, mode, "concN")
                     if why:
                         self.unavailable(kind, mode, why)
-                        continue
-                    self.timed(key, lambda: self.batch(kind, mode, "concN", 1, n))
+                        break
+                    self.batch(kind, mode, "concN", 1, n)
                     time.sleep(0.5)
-        self.services("native")
 
     def poisson(self, deadline):
         c = self.cfg
         kind, dur = c["poisson_kind"], c["poisson_window_s"]
         out = {}
-        for ri, rate in enumerate(c["poisson_rates"]):
-            arrivals = poisson_arrivals(rate, dur, seed=1000 + ri)
-            for mode in c["poisson_modes"]:
-                key = f"poisson-{rate}"
-                if not self.fits(key, deadline, dur + 10):
+        for mode in c["poisson_modes"]:  # mode-major: a primed broker serves every rate
+            for ri, rate in enumerate(c["poisson_rates"]):
+                arrivals = poisson_arrivals(rate, dur, seed=1000 + ri)
+                if not self.fits(self.need(kind, mode, dur + 1.3 * self.est(kind, mode) + 0.5), deadline):
                     self.skipped.append(f"poisson {rate} req/s {mode} (time budget)")
                     continue
-                why = self.services(mode)
+                why = self.prepare(kind, mode, "poisson")
                 if why:
                     out.setdefault(str(rate), {})[mode] = why
                     continue
-                a = time.time()
                 start = time.monotonic()
                 procs = []
                 for i, off in enumerate(arrivals):
@@ -793,9 +1097,7 @@ class Runner:
                     r = self.record(p, kind, mode, "poisson", i, {"rate": rate, "arrival_s": off})[0]
                     reqs.append({"arrival_s": off, "ok": r["ok"], "end_s": (p.t_end - start_ns) / 1e9})
                 out.setdefault(str(rate), {})[mode] = poisson_summary(reqs, rate, dur)
-                self.unit_cost[key] = time.time() - a
                 time.sleep(0.5)
-        self.services("native")
         return {"workload": kind, "window_s": dur, "rates": out,
                 "note": "each request is a new process; latency = scheduled arrival -> process exit; "
                         "every mode gets the same arrival schedule per rate"}
@@ -815,14 +1117,16 @@ class Runner:
         kind, counts = c["density_kind"], c["density_counts"]
         out = {}
         for mode in c["density_modes"]:
-            if not self.fits("density", deadline, 20):
+            need, prev = 1.0, 0
+            for n in counts:
+                need, prev = need + est_batch(self.est(kind, mode), kind, n - prev) + 1.5, n
+            if not self.fits(self.need(kind, mode, need), deadline):
                 self.skipped.append(f"density {mode} (time budget)")
                 continue
-            why = self.services(mode)
+            why = self.prepare(kind, mode, "density")
             if why:
                 out[mode] = why
                 continue
-            a = time.time()
             time.sleep(0.5)
             base, total = self.smi_used()
             procs, points, failed = [], [], None
@@ -861,29 +1165,32 @@ class Runner:
             if failed:
                 res["error"] = failed
             out[mode] = res
-            self.unit_cost["density"] = time.time() - a
             time.sleep(0.5)
-        self.services("native")
-        return {"workload": kind, "modes": out, "method": "nvidia-smi memory.used with 1/2/4 resident instances "
-                "(each holds its weights on the GPU and waits); count beyond that is EXTRAPOLATED"}
+        return {"workload": kind, "modes": out, "method": "nvidia-smi memory.used with %s resident instances "
+                "(each holds its weights on the GPU and waits); count beyond that is EXTRAPOLATED; "
+                "sage_shared: measured with its warm broker up (the broker's extents are in the baseline)"
+                % "/".join(str(n) for n in counts)}
 
     def run_all(self):
         c = self.cfg
-        self.na, self.mode_state = {}, {}
-        parts = [(p, s) for p, s in c["shares"] if p in c["parts"]]
+        self.parts = [p for p in ("conc1", "warm", "concN", "poisson", "density") if p in c["parts"]]
         doc = {"poisson": {}, "density": {}}
-        for i, (part, share) in enumerate(parts):
-            left = sum(s for _, s in parts[i:])
-            dl = self.part_deadline(share, left)
+        self.estimate = estimate_plan(c)
+        self.estimate["setup"] = round(time.time() - self.t_start, 1)
+        print("suite: plan estimate (s): " + ", ".join(f"{k} {v}" for k, v in self.estimate.items())
+              + f"; budget {c['budget_s']:.0f} s", flush=True)
+        for part in self.parts:
             if time.time() >= self.deadline:
                 self.skipped.append(f"{part}: whole part (time budget of {c['budget_s']} s spent)")
                 continue
+            dl = self.part_deadline(part)
             print(f"suite: {part} (until +{dl - self.t_start:.0f} s)", flush=True)
+            a = time.time()
             try:
                 if part == "conc1":
                     self.conc1(dl)
                 elif part == "warm":
-                    self.warm(dl)
+                    self.warm(dl, c["warm"])
                 elif part == "concN":
                     self.concurrency(dl)
                 elif part == "poisson":
@@ -892,21 +1199,35 @@ class Runner:
                     doc["density"] = self.density(dl)
             except Exception as e:  # noqa: BLE001 - a failing part is reported, not fatal
                 self.skipped.append(f"{part}: aborted by {type(e).__name__}: {e}")
+            self.part_s[part] = round(time.time() - a, 1)
+        # Optional: more concurrency-1 runs of the Python workloads and warm
+        # processes for the others, while the budget allows (not reported as skipped).
+        a = time.time()
+        try:
+            rounds = conc1_rounds(c["conc1"])
+            if "conc1" in self.parts:
+                self.conc1(self.deadline, extra=True, rounds=range(1, min(rounds, 2) + 1))
+            if "warm" in self.parts:
+                self.warm(self.deadline, c.get("warm_extra", []), extra=True)
+            if "conc1" in self.parts and rounds >= 3:
+                self.conc1(self.deadline, extra=True, rounds=range(3, rounds + 1))
+        except Exception as e:  # noqa: BLE001
+            self.skipped.append(f"extra runs: aborted by {type(e).__name__}: {e}")
+        self.part_s["extra"] = round(time.time() - a, 1)
         self.shutdown()
         return doc
 
 
 def mode_states(cfg, runner):
     st = {}
-    for m in ("native", "mps", "sage", "sage_broker"):
+    for m in MODES[:-1]:
         s = runner.mode_state.get(m, "ok")
         if m == "mps" and runner.mps_proof and s == "ok":
             s = "ok (" + runner.mps_proof + ")"
-        if m == "sage_broker" and runner.broker_proof and s == "ok":
+        if m in BROKER_MODES and runner.broker_proof and s == "ok":
             s = "ok (" + runner.broker_proof + ")"
         st[m] = s
     st["warm_process"] = "python workloads only (one process, model loaded once; C: n/a)"
-    st["sage_shared"] = SHARED_NOTE
     return st
 
 
@@ -961,8 +1282,10 @@ def main(argv):
     for k, v in runner.na.items():
         na.setdefault(k, {}).update(v)
     extra = {"machine": cfg["machine"], "config": {k: cfg[k] for k in cfg if k not in ("machine",)},
-             "modes": mode_states(cfg, runner), "na": na, "skipped": runner.skipped, "notes": runner.notes,
+             "modes": mode_states(cfg, runner), "mode_text": dict(MODE_TEXT), "na": na,
+             "skipped": runner.skipped, "trimmed": runner.trimmed, "notes": runner.notes,
              "hook_overhead": hook, "poisson": parts["poisson"], "density": parts["density"],
+             "estimate_s": runner.estimate, "part_s": runner.part_s,
              "elapsed_s": round(time.time() - cfg["t_start"], 1)}
     doc = assemble(runner.records, extra)
     write_outputs(doc, cfg.get("out"))

@@ -1,26 +1,49 @@
 #!/usr/bin/env bash
-# Benchmark suite of SAGE: every workload in every mode the landed capabilities
+# Benchmark suite of SAGE: every workload in the modes the landed capabilities
 # support, interleaved in one run, then results.json + plots + a table.
 #   workloads  cfunc (parallel_setup_cfunc.cu), sgemm (suite_sgemm.cu, cuBLAS),
 #              resnet50 / bert / gpt2 / llm (suite_fn.py; random weights, local safetensors)
-#   modes      native, mps, sage, sage_broker, warm_process (python only);
-#              sage_shared: not built yet (issue 4)
+#   modes      native, mps, sage (libsage), sage_broker (+ saged), sage_shared_cold
+#              (+ SAGE_SHARE=1, a saged started fresh right before: misses, publishes),
+#              sage_shared (+ SAGE_SHARE=1, a warm saged holding the workload's
+#              extents: maps them), warm_process (python only)
 #   parts      conc1 (duration + breakdown), warm (warm_process), concN (8/16 at
-#              once), poisson (open-loop arrivals), density (memory per instance)
+#              once), poisson (open-loop arrivals), density (memory per instance),
+#              then optional extra runs while the budget lasts
+#
+# Time, estimated by suite.py's estimate_plan() from the 2026-11-29 --quick
+# partial run on the H200 with imports as slow as measured there (torch +
+# torchvision 7.4 s) and the Python models built without random init
+# (suite_test.py checks that the estimate stays within the default budgets):
+#   default (--budget 480; C 1 GiB, LLM 4 GiB):
+#     set-up   ~40 s  nvcc x2, in parallel with the warm-up import then the weights
+#     conc1   ~177 s  cfunc/sgemm in all 6 modes x3 (~60 s); resnet50, bert,
+#                     gpt2, llm once in native, sage_shared_cold, sage_shared (~117 s)
+#     warm     ~13 s  resnet50
+#     concN   ~111 s  cfunc x8/x16 native/mps/sage_shared (~30 s),
+#                     resnet50 x8/x16 native/sage_shared (~81 s)
+#     poisson  ~73 s  resnet50, 1 and 2 req/s for 4 s each, sage_shared and native
+#     density  ~66 s  resnet50, 1 then 3 resident, native and sage_shared
+#     = ~479 s; then the optional extras (Python: libsage alone and resnet50
+#     under MPS once, runs 2-3 of native and sharing; warm processes of gpt2,
+#     llm, bert: ~300 s at those speeds) take what faster imports leave.
+#   --quick (--budget 390; C 512 MiB, LLM 2 GiB, x8 only, one Poisson rate): ~379 s.
+# In one 10-minute device call: the meson build, then this under `timeout 560`.
 set -uo pipefail
 
 usage() {
     cat <<'EOF'
 Usage: scripts/bench/suite.sh [--build DIR] [--quick] [--only LIST] [options]
 
-  --build DIR       meson build folder (intercept/libsage.so, daemon/saged) (default: build)
-  --quick           3 runs, smaller files (C 512 MiB, LLM 2 GiB), fewer modes for
-                    bert/gpt2/llm, 2 Poisson rates; budget 390 s (fits in 7 min)
+  --build DIR       meson build folder (intercept/libsage.so, daemon/saged, tools/sagectl) (default: build)
+  --quick           C 512 MiB, LLM 2 GiB, concurrency 8 only, one Poisson rate,
+                    Python workloads one run per mode; budget 390 s
   --only LIST       comma list of parts (conc1,warm,concN,poisson,density) and/or
                     workloads (cfunc,sgemm,resnet50,bert,gpt2,llm) to run
-  --runs N          concurrency-1 runs per (workload, mode) (default 5, --quick 3)
+  --runs N          concurrency-1 runs: C functions per mode; Python: the most
+                    runs of native and sharing if the budget allows (default 3)
   --budget SEC      start nothing that would end more than SEC after the start
-                    (default 1500, --quick 390); what is skipped is reported
+                    (default 480, --quick 390); what is skipped is reported
   --hook-json FILE  launch-overhead.sh's JSON to include (default: $OUT/launch-overhead.json if present)
   --arch ARCH       nvcc -arch (default sm_90)
   --data DIR        folder for generated weights (default: a temporary one, deleted)
@@ -28,6 +51,8 @@ Usage: scripts/bench/suite.sh [--build DIR] [--quick] [--only LIST] [options]
 
 Writes $OUT/results.json, $OUT/table.txt, $OUT/duration.png, $OUT/latency_cdf.png,
 $OUT/density.png (plots need matplotlib). Logs: DIR/bench-bin/suite/logs.
+Python byte code goes to PYTHONPYCACHEPREFIX=DIR/bench-bin/suite/pycache, filled
+by an untimed warm-up import before anything is timed.
 Environment: NVCC, PYTHON (default python3; torch, torchvision, transformers,
 safetensors for the Python workloads). Exit: 0 done and checks passed, 1 a
 checksum or preload check failed, 77 no GPU or no nvcc.
@@ -57,9 +82,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 t_start=$(date +%s.%N)
-[ -n "$runs" ] || runs=$([ "$quick" = 1 ] && echo 3 || echo 5)
-[ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 390 || echo 1500)
+[ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 390 || echo 480)
 case "$runs$budget" in *[!0-9]*) echo "suite: --runs/--budget take numbers" >&2; exit 2 ;; esac
+[ "$runs" = 0 ] && { echo "suite: --runs must be at least 1" >&2; exit 2; }
 
 say() { echo "suite: $*"; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -77,7 +102,10 @@ libsage=$build_dir/intercept/libsage.so
 bin_dir=$build_dir/bench-bin/suite
 logs=$bin_dir/logs
 rm -rf "$logs"
-mkdir -p "$logs" "$bin_dir/tmp" || exit 1
+mkdir -p "$logs" "$bin_dir/tmp" "$bin_dir/pycache" || exit 1
+# Byte code in a folder of ours: a site-packages we cannot write would make
+# every function process compile the modules of torch & co. again.
+export PYTHONPYCACHEPREFIX=$bin_dir/pycache
 
 if [ -z "$data_dir" ]; then
     data_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-suite.XXXXXX") || exit 1
@@ -122,16 +150,24 @@ nv "-arch=$arch" -O2 -I"$here" -o "$bin_dir/cfunc" "$here/parallel_setup_cfunc.c
 p1=$!
 nv "-arch=$arch" -O2 -I"$here" -o "$bin_dir/sgemm" "$here/suite_sgemm.cu" -lcublas > "$logs/build-sgemm.log" 2>&1 &
 p2=$!
-# Python weights meanwhile (CPU only).
-c_mib=$([ "$quick" = 1 ] && echo 512 || echo 2048)
-llm_gib=$([ "$quick" = 1 ] && echo 2 || echo 6)
+# Meanwhile (CPU only): one untimed warm-up import of every library the
+# functions use (fills the byte-code folder and the page cache), then the weights.
+c_mib=$([ "$quick" = 1 ] && echo 512 || echo 1024)
+llm_gib=$([ "$quick" = 1 ] && echo 2 || echo 4)
 py_ok=1
 torch_ver=
-if ! timeout 120 "$py_abs" -c 'import torch, torchvision, transformers, safetensors' > "$logs/import-check.log" 2>&1; then
-    say "NOTE: $py_abs cannot import torch+torchvision+transformers+safetensors: Python workloads skipped ($(tail -n1 "$logs/import-check.log"))"
+warm_py='import json, time
+t = time.monotonic()
+import torch, torchvision, torchvision.models, transformers, safetensors.torch
+from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
+print(json.dumps({"warmup_import_s": round(time.monotonic() - t, 2), "torch": torch.__version__,
+                  "torchvision": torchvision.__version__, "transformers": transformers.__version__}))'
+if ! timeout 300 "$py_abs" -c "$warm_py" > "$logs/warmup-import.json" 2> "$logs/warmup-import.log"; then
+    say "NOTE: $py_abs cannot import torch+torchvision+transformers+safetensors: Python workloads skipped ($(tail -n1 "$logs/warmup-import.log"))"
     py_ok=0
 else
-    torch_ver=$("$py_abs" -c 'import torch; print(torch.__version__)' 2>/dev/null)
+    torch_ver=$(sed -n 's/.*"torch": *"\([^"]*\)".*/\1/p' "$logs/warmup-import.json")
+    say "warm-up import: $(cat "$logs/warmup-import.json")"
     gen_pids=()
     for k in resnet50 bert gpt2 llm; do
         case " $wls " in *" $k "*) ;; *) continue ;; esac
@@ -181,37 +217,46 @@ S_CMIB=$c_mib S_LLMGIB=$llm_gib \
 "$py_abs" - "$logs/config.json" <<'EOF' || exit 1
 import json, os, sys
 e = os.environ
-quick = e["S_QUICK"] == "1"
+sys.path.insert(0, e["S_HERE"])
+import suite  # noqa: E402  (the plan and its time model live there, unit-tested)
+
 cw, pw = e["S_CWLS"].split(), e["S_PYWLS"].split()
-four = ["native", "mps", "sage", "sage_broker"]
-conc1 = {w: list(four) for w in cw}
-for w in pw:
-    conc1[w] = list(four) if not quick else ["native", "sage", "mps"] if w == "resnet50" else ["native", "sage"]
-conc_n = [8] if quick else [8, 16]
-cfg = {
-    "quick": quick, "runs": int(e["S_RUNS"]), "budget_s": float(e["S_BUDGET"]), "t_start": float(e["S_TSTART"]),
-    "parts": e["S_PARTS"].split(), "logs": e["S_LOGS"], "bin": e["S_BIN"], "data": e["S_DATA"], "here": e["S_HERE"],
+cfg = suite.build_config({"quick": e["S_QUICK"] == "1", "runs": int(e["S_RUNS"]) if e["S_RUNS"] else None,
+                          "cw": cw, "pw": pw, "c_mib": int(e["S_CMIB"]), "llm_gib": float(e["S_LLMGIB"])})
+logs = e["S_LOGS"]
+
+
+def last_json(path):
+    try:
+        with open(path) as f:
+            return json.loads(f.read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+# The fast model build (no random init) only where gen found it bit-identical
+# to the slow one; every mode builds a workload the same way either way.
+fast = {k: last_json(f"{logs}/gen-{k}.json").get("fast_build", "not checked") for k in pw if k != "llm"}
+warm = last_json(f"{logs}/warmup-import.json")
+cfg.update({
+    "budget_s": float(e["S_BUDGET"]), "t_start": float(e["S_TSTART"]),
+    "parts": e["S_PARTS"].split(), "logs": logs, "bin": e["S_BIN"], "data": e["S_DATA"], "here": e["S_HERE"],
     "python": e["S_PY"], "libsage": e["S_LIBSAGE"], "saged": e["S_SAGED"], "sagectl": e["S_SAGECTL"],
     "socket": e["S_SOCK"], "mps_ctl": e["S_MPS_CTL"], "mps_pipe": e["S_MPS_PIPE"], "mps_log": e["S_MPS_LOG"],
-    "out": e["S_OUT"], "hook_json": e["S_HOOK"], "gpu_index": int(e["S_GPUIDX"]),
-    "c_mib": int(e["S_CMIB"]), "llm_gib": float(e["S_LLMGIB"]), "sgemm_n": 4096, "gap": 0.2,
-    "conc1": conc1,
-    "min_runs": 3,
-    "quick_note": ("--quick, concurrency 1: sage_broker for cfunc/sgemm only, mps for cfunc/sgemm/resnet50 only, "
-                   "bert/gpt2/llm in native and sage") if quick else "",
-    "warm": pw, "warm_n": 3 if quick else 5,
-    "concN": {w: conc_n for w in ("cfunc", "resnet50") if w in cw + pw},
-    "concN_modes": {"cfunc": four, "resnet50": ["native", "mps", "sage"] if quick else four},
-    "poisson_kind": "resnet50", "poisson_rates": [1, 3] if quick else [1, 2, 4],
-    "poisson_window_s": 6 if quick else 20, "poisson_modes": ["native", "sage", "mps"], "poisson_limit_s": 90,
-    "density_kind": "resnet50", "density_counts": [1, 2, 4], "density_modes": ["native", "sage", "mps"],
-    "shares": [["conc1", 0.45], ["warm", 0.08], ["concN", 0.14], ["poisson", 0.2], ["density", 0.13]],
+    "out": e["S_OUT"], "hook_json": e["S_HOOK"], "gpu_index": int(e["S_GPUIDX"]), "sgemm_n": 4096,
+    "fast_build": fast, "slow_build": [k for k, v in fast.items() if not v.startswith("ok")],
+    "python_env": {"PYTHONPYCACHEPREFIX": e.get("PYTHONPYCACHEPREFIX"),
+                   "warmup_import": ("done before anything was timed (untimed): %s s" % warm["warmup_import_s"])
+                   if "warmup_import_s" in warm else "not done (no Python workloads)",
+                   **{k: v for k, v in warm.items() if k != "warmup_import_s"}},
     "machine": {"gpu": e["S_GPU"], "driver": e["S_DRIVER"], "gpu_memory": e["S_GPUMEM"], "cuda": e["S_CUDA"],
                 "cpus": int(e["S_CPUS"]), "date": e["S_DATE"], "commit": e["S_COMMIT"] or None,
                 "torch": e["S_TORCH"] or None},
-}
+})
 if "resnet50" not in pw:
     cfg["parts"] = [p for p in cfg["parts"] if p not in ("poisson", "density")]
+for k in cfg["slow_build"]:
+    print(f"suite: NOTE: {k}: fast model build not proven identical ({fast[k]}): every mode builds it the slow way")
 json.dump(cfg, open(sys.argv[1], "w"), indent=1)
 EOF
 

@@ -6,6 +6,14 @@
     suite_fn.py hold KIND PATH             run once, report GPU memory, keep everything
                                            resident until stdin closes (density)
 
+Option --slow-build (after the other arguments of run/serve/hold): build the
+model with its random initialisation, as `gen` does. By default run/serve/hold
+build it without (fast_build(): every parameter and persistent buffer is
+overwritten by load_model(strict=True) anyway; a serverless function loading
+its weights would not draw random numbers first); `gen` checks once that the
+fast build plus the load gives a model bit-identical to the slow one
+(parameters and every buffer) and says so in its JSON line ("fast_build").
+
 KIND: resnet50 (torchvision, fp32), bert (transformers BertConfig(), fp16),
 gpt2 (GPT2Config(n_embd=1024, n_layer=24, n_head=16) = GPT-2 medium, fp16),
 llm (an LLM-shaped fp16 state dict of --gib GiB of 8192x8192 tensors + a
@@ -24,6 +32,8 @@ import time
 
 T_MAIN = time.monotonic_ns()
 
+import contextlib  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -68,8 +78,103 @@ def import_libs(kind):
     import safetensors.torch  # noqa: F401
 
 
-def build_model(kind):
-    """The model (on the CPU, in eval mode), or None for llm."""
+# Random initialisers made no-ops by fast_build(): torch.nn.init's and the
+# in-place Tensor methods they (and transformers' _init_weights) end in. The
+# deterministic ones (zeros_, ones_, constant_, fill_) stay: they are cheap and
+# a buffer that is not in the state dict may rely on them.
+NN_INIT_RANDOM = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                  "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_", "uniform", "normal",
+                  "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")
+TENSOR_RANDOM = ("normal_", "uniform_", "random_", "log_normal_", "exponential_", "cauchy_", "geometric_")
+
+
+@contextlib.contextmanager
+def fast_build():
+    """Build a model without drawing its random initial weights. Yields a list
+    naming what was disabled (empty: nothing could be, the slow path)."""
+    import torch
+
+    done, undo = [], []
+
+    def skip_fn(tensor=None, *a, **k):
+        return tensor
+
+    def skip_method(self, *a, **k):
+        return self
+
+    try:
+        for name in NN_INIT_RANDOM:
+            orig = getattr(torch.nn.init, name, None)
+            if orig is not None:
+                setattr(torch.nn.init, name, skip_fn)
+                undo.append(lambda n=name, o=orig: setattr(torch.nn.init, n, o))
+        for name in TENSOR_RANDOM:
+            if hasattr(torch.Tensor, name):
+                own = name in torch.Tensor.__dict__
+                orig = torch.Tensor.__dict__.get(name)
+                setattr(torch.Tensor, name, skip_method)
+                undo.append(lambda n=name, o=orig, own=own:
+                            setattr(torch.Tensor, n, o) if own else delattr(torch.Tensor, n))
+        if undo:
+            done.append("torch.nn.init + Tensor random initialisers")
+    except Exception as e:  # noqa: BLE001 - the slow path is always correct
+        print(f"suite_fn: patching torch's initialisers failed ({e}); slow build", file=sys.stderr)
+        for u in reversed(undo):
+            u()
+        undo, done = [], []
+    hf = None
+    try:
+        hf = hf_no_init_weights()
+        if hf is not None:
+            hf.__enter__()
+            done.append("transformers no_init_weights")
+    except Exception as e:  # noqa: BLE001
+        print(f"suite_fn: transformers no_init_weights unusable ({e})", file=sys.stderr)
+        hf = None
+    try:
+        yield done
+    finally:
+        if hf is not None:
+            hf.__exit__(None, None, None)
+        for u in reversed(undo):
+            u()
+
+
+def hf_no_init_weights():
+    """transformers' no_init_weights() context (where it is: modeling_utils up
+    to 4.x, initialization in later versions), or None; only if transformers
+    is already imported (resnet50 and llm do not import it)."""
+    if "transformers" not in sys.modules:
+        return None
+    for mod in ("transformers.modeling_utils", "transformers.initialization"):
+        try:
+            m = importlib.import_module(mod)
+        except Exception:  # noqa: BLE001
+            continue
+        f = getattr(m, "no_init_weights", None)
+        if f is not None:
+            return f()
+    return None
+
+
+def build_model(kind, fast=False):
+    """The model (on the CPU, in eval mode), or None for llm. fast: without
+    random initialisation (its parameters are garbage until loaded)."""
+    if kind == "llm":
+        return None
+    if not fast:
+        return _build(kind)
+    with fast_build() as done:
+        model = _build(kind)
+    # no_init_weights also skips tie_weights() in transformers 4.x; the
+    # state dict stores tied weights once, so tie them as the slow path does.
+    if "transformers no_init_weights" in done and callable(getattr(model, "tie_weights", None)):
+        model.tie_weights()
+    model.sage_build = "fast (" + " + ".join(done) + ")" if done else "slow (nothing to disable)"
+    return model
+
+
+def _build(kind):
     import torch
 
     if kind == "resnet50":
@@ -82,8 +187,6 @@ def build_model(kind):
         import transformers
         cfg = transformers.GPT2Config(n_embd=1024, n_layer=24, n_head=16)
         return transformers.GPT2LMHeadModel(cfg).half().eval()
-    if kind == "llm":
-        return None
     raise SystemExit(f"unknown kind {kind}")
     del torch
 
@@ -119,19 +222,66 @@ def generate(kind, path, gib):
         save_file(tensors, tmp)
         info = {"tensors": n}
     else:
+        a = time.monotonic_ns()
         model = build_model(kind)
+        b = time.monotonic_ns()
         save_model(model, tmp)
-        info = {"params": sum(p.numel() for p in model.parameters())}
+        info = {"params": sum(p.numel() for p in model.parameters()), "build_slow_ms": ms(a, b)}
+        info.update(verify_fast_build(kind, tmp, model))
     os.replace(tmp, path)
     info.update({"kind": kind, "path": path, "bytes": os.path.getsize(path)})
     print(json.dumps(info), flush=True)
 
 
+def same_bits(a, b):
+    import torch
+
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    a, b = a.detach().contiguous(), b.detach().contiguous()
+    if a.is_floating_point():
+        view = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+        a, b = a.view(view), b.view(view)
+    return bool(torch.equal(a, b))
+
+
+def model_tensors(model):
+    """Every parameter (tied ones once) and every buffer, persistent or not."""
+    out = {"param " + n: t for n, t in model.named_parameters()}
+    out.update({"buffer " + n: t for n, t in model.named_buffers()})
+    return out
+
+
+def verify_fast_build(kind, path, ref):
+    """Build KIND the fast way, load PATH (saved from ref, the slow build) and
+    compare every parameter and buffer bit for bit: {"fast_build": "ok ..." |
+    "mismatch: ..." | "failed: ..."}."""
+    from safetensors.torch import load_model
+
+    try:
+        a = time.monotonic_ns()
+        model = build_model(kind, fast=True)
+        load_model(model, path, strict=True)
+        b = time.monotonic_ns()
+        want, got = model_tensors(ref), model_tensors(model)
+        if set(want) != set(got):
+            diff = sorted(set(want) ^ set(got))
+            return {"fast_build": f"mismatch: tensors differ by name: {diff[:4]}"}
+        bad = [n for n in want if not same_bits(want[n], got[n])]
+        if bad:
+            return {"fast_build": f"mismatch: {len(bad)} of {len(want)} tensors differ: {bad[:4]}"}
+        return {"fast_build": f"ok ({len(want)} tensors bit-identical; {model.sage_build})",
+                "build_fast_load_ms": ms(a, b)}
+    except Exception as e:  # noqa: BLE001
+        return {"fast_build": f"failed: {type(e).__name__}: {str(e)[:200]}"}
+
+
 class Loaded:
     """A function's state once its weights are on the GPU."""
 
-    def __init__(self, kind, path):
-        self.kind, self.path = kind, path
+    def __init__(self, kind, path, slow_build=False):
+        self.kind, self.path, self.slow_build = kind, path, slow_build
+        self.build = None
 
     def read(self):
         """Host side: read the file and build the model (no CUDA)."""
@@ -140,9 +290,20 @@ class Loaded:
         if self.kind == "llm":
             self.state = load_file(self.path)
             self.model = None
-        else:
+        elif self.slow_build:
             self.model = build_model(self.kind)
             load_model(self.model, self.path, strict=True)
+            self.build = "slow (--slow-build)"
+        else:
+            try:
+                self.model = build_model(self.kind, fast=True)
+                load_model(self.model, self.path, strict=True)
+                self.build = self.model.sage_build
+            except Exception as e:  # noqa: BLE001 - the slow path is always correct
+                print(f"suite_fn: fast build failed ({type(e).__name__}: {e}); slow build", file=sys.stderr)
+                self.model = build_model(self.kind)
+                load_model(self.model, self.path, strict=True)
+                self.build = f"slow (fast build failed: {type(e).__name__})"
         self.inp = make_input(self.kind)
 
     def gpu_setup(self):
@@ -199,14 +360,14 @@ def gpu_memory():
             "torch_reserved_bytes": torch.cuda.memory_reserved()}
 
 
-def cold(kind, path):
+def cold(kind, path, slow_build=False):
     """A whole function: returns (record, loaded)."""
     t0_env = os.environ.get("SAGE_BENCH_T0_NS")
     t0 = int(t0_env) if t0_env else T_MAIN
     a = time.monotonic_ns()
     import_libs(kind)
     b = time.monotonic_ns()
-    f = Loaded(kind, path)
+    f = Loaded(kind, path, slow_build)
     f.read()
     c = time.monotonic_ns()
     f.gpu_setup()
@@ -221,6 +382,8 @@ def cold(kind, path):
     rec.update(summary(out))
     import torch
     rec["torch"] = torch.__version__
+    if f.build:
+        rec["build"] = f.build
     del out
     return rec, f, t0
 
@@ -230,9 +393,11 @@ def main(argv):
         gib = float(argv[5]) if len(argv) >= 6 and argv[4] == "--gib" else 6.0
         generate(argv[2], argv[3], gib)
         return 0
+    slow_build = "--slow-build" in argv
+    argv = [a for a in argv if a != "--slow-build"]
     if len(argv) >= 4 and argv[1] in ("run", "serve", "hold") and argv[2] in KINDS:
         kind, path = argv[2], argv[3]
-        rec, f, t0 = cold(kind, path)
+        rec, f, t0 = cold(kind, path, slow_build)
         if argv[1] == "run":
             rec["total_ms"] = ms(t0, time.monotonic_ns())
             emit(rec)

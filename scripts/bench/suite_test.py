@@ -62,10 +62,22 @@ class Checks(unittest.TestCase):
 
     def test_preload(self):
         rs = [rec("a", "native", 1, 1), rec("a", "sage", 1, 1), rec("a", "sage_broker", 1, 1, loaded=False),
-              rec("a", "warm_process", 1, 1, loaded=True)]
+              rec("a", "warm_process", 1, 1, loaded=True), rec("a", "sage_shared", 1, 1),
+              rec("a", "sage_shared_cold", 1, 1, loaded=False), rec("a", "sage_shared", 0, 1, part="prime")]
         probs, proof = suite.preload_check(rs)
-        self.assertEqual(len(probs), 2)
+        self.assertEqual(len(probs), 3)
+        self.assertTrue(any("sage_shared_cold" in p and "NOT loaded" in p for p in probs))
         self.assertEqual(proof["sage"], {"libsage_loaded": 1, "not_loaded": 0})
+        self.assertEqual(proof["sage_shared"], {"libsage_loaded": 2, "not_loaded": 0})
+
+    def test_sharing_modes_compared_with_native(self):
+        rs = [rec("a", "native", 1, 100), rec("a", "sage_shared_cold", 1, 90), rec("a", "sage_shared", 1, 50),
+              rec("a", "sage_shared", 0, 60, part="prime", cs="bad"),
+              rec("a", "sage_shared", 1, 60, part="concN", cs="bad2")]
+        probs, _ = suite.checksum_check(rs)
+        self.assertEqual(len(probs), 2)
+        self.assertTrue(any("(prime run 0)" in p for p in probs))
+        self.assertTrue(any("(concN run 1)" in p for p in probs))
 
 
 class Summaries(unittest.TestCase):
@@ -118,13 +130,93 @@ class Summaries(unittest.TestCase):
         self.assertIn("error", suite.density_extrapolate([], 1, 0))
 
 
+class Plan(unittest.TestCase):
+    ALL = {"cw": ["cfunc", "sgemm"], "pw": ["resnet50", "bert", "gpt2", "llm"]}
+
+    def cfg(self, quick, **kw):
+        s = dict(self.ALL, quick=quick, runs=None, c_mib=512 if quick else 1024, llm_gib=2 if quick else 4)
+        s.update(kw)
+        cfg = suite.build_config(s)
+        cfg["parts"] = ["conc1", "warm", "concN", "poisson", "density"]
+        return cfg
+
+    def test_schedule_rotates_and_pairs_cold_with_warm(self):
+        plan = {"c": {m: [2, 2] for m in ("native", "mps", "sage", "sage_broker", "sage_shared_cold",
+                                          "sage_shared")},
+                "p": {"native": [1, 3], "sage_shared_cold": [1, 3], "sage_shared": [1, 3], "sage": [0, 1]}}
+        r1 = suite.conc1_schedule(plan, 1)
+        self.assertEqual(r1[:2], [("c", "native"), ("p", "native")])
+        i = r1.index(("c", "sage_shared_cold"))
+        self.assertEqual(r1[i:], [("c", "sage_shared_cold"), ("c", "sage_shared"),
+                                  ("p", "sage_shared_cold"), ("p", "sage_shared")])
+        r2 = suite.conc1_schedule(plan, 2)
+        self.assertEqual(r2[0], ("c", "mps"))  # rotated by one group
+        self.assertNotIn(("p", "native"), r2)  # beyond p's core runs
+        self.assertEqual(suite.conc1_schedule(plan, 1, extra=True), [("p", "sage")])
+        self.assertEqual(sorted(suite.conc1_schedule(plan, 2, extra=True)),
+                         [("p", "native"), ("p", "sage_shared"), ("p", "sage_shared_cold")])
+        self.assertEqual(suite.conc1_schedule(plan, 3)[:0], [])
+        self.assertEqual(suite.conc1_rounds(plan), 3)
+
+    def test_default_plan_fits_its_budget_and_runs_every_part(self):
+        for quick, budget in ((False, 480), (True, 390)):
+            cfg = self.cfg(quick)
+            est = suite.estimate_plan(cfg)
+            core = sum(v for k, v in est.items() if k != "extra")
+            self.assertLessEqual(core + suite.EST_SETUP_S, budget, (quick, est))
+            for part in cfg["parts"]:
+                self.assertGreater(est[part], 0, part)
+            self.assertGreater(est["extra"], 0)
+            # every workload runs native and both sharing modes at concurrency 1
+            for w, modes in cfg["conc1"].items():
+                for m in ("native", "sage_shared_cold", "sage_shared"):
+                    self.assertGreaterEqual(modes[m][0], 1, (w, m))
+            for k in ("cfunc", "resnet50"):
+                self.assertIn("sage_shared", cfg["concN_modes"][k])
+            self.assertIn("sage_shared", cfg["poisson_modes"])
+            self.assertIn("sage_shared", cfg["density_modes"])
+        self.assertEqual(self.cfg(False)["concN"], {"cfunc": [8, 16], "resnet50": [8, 16]})
+
+    def test_runs_option(self):
+        cfg = self.cfg(False, runs=5)
+        self.assertEqual(cfg["conc1"]["cfunc"]["mps"], [5, 5])
+        self.assertEqual(cfg["conc1"]["gpt2"]["native"], [1, 5])
+        self.assertEqual(cfg["conc1"]["gpt2"]["sage"], [0, 1])
+        self.assertEqual(self.cfg(True, runs=2)["conc1"]["bert"]["native"], [1, 1])
+
+    def test_estimate_counts_priming_and_reuse(self):
+        cfg = {"parts": ["poisson", "density"], "poisson_kind": "r", "poisson_rates": [1], "poisson_window_s": 0,
+               "poisson_modes": ["native", "sage_shared"], "density_kind": "r", "density_counts": [1],
+               "density_modes": ["sage_shared"], "gap": 0}
+        est = suite.estimate_plan(cfg, lambda k, m: 10.0)
+        # poisson: native 13.5, sage_shared 13.5 + prime (broker + 10); density reuses the primed broker
+        self.assertAlmostEqual(est["poisson"], 27.0 + suite.EST_BROKER_S + 10.0, places=1)
+        self.assertAlmostEqual(est["density"], 1.0 + suite.est_batch(10.0, "r", 1) + 1.5, places=1)
+        cfg["poisson_modes"] = ["sage_shared", "native"]
+        est2 = suite.estimate_plan(cfg, lambda k, m: 10.0)
+        self.assertGreater(est2["density"], est["density"])  # native in between: primed again
+
+    def test_sharing_summary(self):
+        rs = [rec("a", "sage_shared_cold", 1, 1, broker_delta={"hits": 0, "misses": 3, "publishes": 3}),
+              rec("a", "sage_shared", 1, 1, broker_delta={"hits": 3, "misses": 0, "publishes": 0}),
+              rec("a", "sage_shared", 2, 1, broker_delta={"hits": 2, "misses": 1}),
+              rec("a", "sage_shared", 0, 1, part="prime", broker_delta={"hits": 9})]
+        s = suite.sharing_summary(rs)
+        self.assertEqual(s["a"]["sage_shared"], {"n": 2, "hits": 5, "misses": 1, "publishes": 0})
+        self.assertEqual(s["a"]["sage_shared_cold"]["publishes"], 3)
+
+
 class Report(unittest.TestCase):
     def doc(self):
         rs = Summaries().records() + [rec("resnet50", "warm_process", 1, 5, setup=0, upload=0, compute=5,
-                                          loaded=False)]
+                                          loaded=False),
+                                      rec("cfunc", "sage_shared", 1, 300, broker_delta={"hits": 1, "misses": 0,
+                                                                                        "publishes": 0})]
         extra = {"machine": {"gpu": "NVIDIA H200", "driver": "580", "cuda": "13.0", "cpus": 16, "date": "d",
                              "commit": "abc"}, "config": {"quick": True},
-                 "modes": {"native": "ok", "mps": "unavailable: x", "sage_shared": suite.SHARED_NOTE},
+                 "modes": {"native": "ok", "mps": "unavailable: x", "sage_shared": "ok (sagectl ping rc 0)"},
+                 "mode_text": dict(suite.MODE_TEXT), "trimmed": ["conc1 bert sage run 1"],
+                 "estimate_s": {"conc1": 100.0, "extra": 50.0}, "part_s": {"conc1": 90.0, "extra": 0.1},
                  "na": {"cfunc": {"warm_process": "n/a"}}, "skipped": ["poisson 3 req/s mps (time budget)"],
                  "hook_overhead": "not run",
                  "poisson": {"workload": "resnet50", "rates": {"1": {
@@ -140,9 +232,10 @@ class Report(unittest.TestCase):
     def test_table_and_json(self):
         doc = self.doc()
         t = suite.table(doc)
-        for want in ("NVIDIA H200", "native", "sage_shared: not built yet (issue 4)", "n/a", "EXTRAPOLATED",
+        for want in ("NVIDIA H200", "native", "sage_shared       libsage + SAGE_SHARE=1", "n/a", "EXTRAPOLATED",
                      "SKIPPED: poisson", "hook overhead: not run", "checksums vs native: OK", "x8",
-                     "FAILED processes: 1"):
+                     "FAILED processes: 1", "warm 1/0/0 (n=1)", "optional extra runs not done",
+                     "conc1 100.0 / 90.0", "n=3"):
             self.assertIn(want, t)
         json.dumps(doc)  # serialisable
         with tempfile.TemporaryDirectory() as d:
@@ -152,7 +245,8 @@ class Report(unittest.TestCase):
             self.assertIn("table.txt", files)
             self.assertLessEqual(len(files), 8)
             back = json.load(open(os.path.join(d, "results.json")))
-            self.assertEqual(back["modes"]["sage_shared"], suite.SHARED_NOTE)
+            self.assertEqual(back["modes"]["sage_shared"], "ok (sagectl ping rc 0)")
+            self.assertEqual(back["sharing"]["cfunc"]["sage_shared"]["hits"], 1)
 
     def test_mismatch_is_loud(self):
         doc = self.doc()
