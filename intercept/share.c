@@ -514,6 +514,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 }
         }
         if (a->no_share || hi <= lo || !sage_share_broker) {
+                count_bytes(SAGE_STAT_SHARE_BYTES_COPIED, n); /* no whole granule: assembly's, if anyone's */
                 note_written(a, o, n);
                 goto out;
         }
@@ -522,6 +523,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 by_file = true;
                 sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
         } else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &key) < 0) {
+                count_bytes(SAGE_STAT_SHARE_BYTES_COPIED, n);
                 note_written(a, o, n);
                 goto out;
         }
@@ -668,6 +670,24 @@ static int cmp_range(const void *x, const void *y) {
         return a->off < b->off ? -1 : a->off > b->off;
 }
 
+/*
+ * Does [g, end) hold a stretch of at least GAP_ALONE bytes no upload wrote?
+ * `w` sorted, w[j] the first range ending after g. A pool puts other buffers
+ * only there (tensors are 512-byte aligned: smaller stretches are padding).
+ */
+#define GAP_ALONE 512u
+static bool gappy(const Range *w, size_t nw, size_t j, size_t g, size_t end) {
+        size_t at = g;
+
+        for (; j < nw && w[j].off < end; j++) {
+                if (w[j].off > at && w[j].off - at >= GAP_ALONE)
+                        return true;
+                if (w[j].off + w[j].len > at)
+                        at = w[j].off + w[j].len;
+        }
+        return at < end && end - at >= GAP_ALONE;
+}
+
 /* Is the piece holding granule `g` of `a` plain private memory (neither candidate nor shared)? */
 static bool granule_private(const SageShareAlloc *a, size_t g) {
         for (size_t i = 0; i < a->npieces; i++)
@@ -771,24 +791,35 @@ static void assemble_run(SageShareAlloc *a, const Range *w, size_t nw, size_t lo
 static void assemble_allocation(SageShareAlloc *a, void *buf) {
         Range *w;
         size_t nw = a->nwritten, j = 0, run = SIZE_MAX;
+        bool run_alone = false;
 
         if (!(w = malloc(nw * sizeof(*w))))
                 return;
         memcpy(w, a->written, nw * sizeof(*w));
         qsort(w, nw, sizeof(*w), cmp_range);
         for (size_t g = 0; g <= a->padded && sage_share_broker; g += a->gran) {
-                bool pending = false;
+                bool pending = false, alone = false;
 
                 while (j < nw && w[j].off + w[j].len <= g)
                         j++;
-                if (g < a->padded)
+                if (g < a->padded) {
                         pending = j < nw && w[j].off < g + a->gran && granule_private(a, g);
-                if (run != SIZE_MAX && (!pending || g - run == ASSEMBLE_MAX_RUN)) {
+                        alone = pending && gappy(w, nw, j, g, g + a->gran < a->size ? g + a->gran : a->size);
+                }
+                /* A granule with room for other buffers is a run of its own: a buffer there loses only it. */
+                if (run != SIZE_MAX && (!pending || alone || g - run == ASSEMBLE_MAX_RUN || run_alone)) {
                         assemble_run(a, w, nw, run, g, buf);
                         run = SIZE_MAX;
                 }
-                if (pending && run == SIZE_MAX)
+                /*
+                 * A run starts where the allocation or an upload's bytes do: a
+                 * buffer reaching into its first granule from before (whose
+                 * pointer the guard would not match) must then overlap a tensor.
+                 */
+                if (pending && run == SIZE_MAX && (g == 0 || (j < nw && w[j].off <= g))) {
                         run = g;
+                        run_alone = alone;
+                }
         }
         free(w);
 }

@@ -65,7 +65,9 @@ out=$(SAGE_TRACE="$tmp/s1.json" LD_PRELOAD="$preload" "$prog" 2 11 packed) || ba
 out=$(SAGE_TRACE="$tmp/s2.json" LD_PRELOAD="$preload" "$prog" 2 11 packed) || bad "packed second run"
 [ "$out" = "$native_s" ] || bad "packed second output: $out vs $native_s"
 [ "$(stat_of "$tmp/s2.json" SHARE_ASSEMBLED_HITS)" = 1 ] || bad "packed: second run did not map the segment"
-[ "$(stat_of "$tmp/s2.json" SHARE_BYTES_ASSEMBLED)" = 925280 ] || bad "packed: shared bytes are not the 40 tensors' bytes"
+tensor_bytes=$(sed -n 's/^packed [0-9]* tensors, \([0-9]*\) bytes.*/\1/p' <<<"$native_s")
+[ "$(stat_of "$tmp/s2.json" SHARE_BYTES_COPIED)" = "$tensor_bytes" ] || bad "packed: copied bytes are not the tensors' bytes"
+[ "$(stat_of "$tmp/s2.json" SHARE_BYTES_ASSEMBLED)" = "$tensor_bytes" ] || bad "packed: not every tensor byte ended up shared"
 [ "$(stat_of "$tmp/s2.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "packed: the reading kernels were not allowed"
 
 step "a kernel writing the free rest of such a segment, leaving its bytes as they were: never published, no fault"
@@ -83,6 +85,17 @@ out=$(SAGE_TRACE="$tmp/g3.json" LD_PRELOAD="$preload" "$prog" 2 11 packed-gapwri
 [ "$(stat_of "$tmp/g3.json" SHARE_GUARD_UNSHARED)" = 1 ] || bad "gapwrite over a shared segment: not made private before the launch"
 out=$(LD_PRELOAD="$preload" "$prog" 2 11 packed) || bad "packed after a gap writer"
 [ "$out" = "$native_s" ] || bad "after a gap writer the shared segment changed: $out vs $native_s"
+
+step "a larger segment: granules the tensors fill are shared even when a kernel writes the free granule"
+native_l=$("$prog" 4 13 packed-gapwrite)
+for i in 1 2; do
+  out=$(SAGE_TRACE="$tmp/l$i.json" LD_PRELOAD="$preload" "$prog" 4 13 packed-gapwrite) || bad "large gapwrite run $i (a fault?)"
+  [ "$out" = "$native_l" ] || bad "large gapwrite run $i output: $out vs $native_l"
+done
+[ "$(stat_of "$tmp/l1.json" SHARE_ASSEMBLED)" = 2 ] || bad "large gapwrite: the full granule and the one with room not two runs"
+[ "$(stat_of "$tmp/l1.json" SHARE_PUBLISHED)" = 1 ] || bad "large gapwrite: not only the full granule published"
+[ "$(stat_of "$tmp/l2.json" SHARE_ASSEMBLED_HITS)" = 1 ] || bad "large gapwrite: the full granule not mapped"
+[ "$(stat_of "$tmp/l2.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "large gapwrite: the mapped granule was made private"
 
 step "weights from an mmap()ed file: keyed by file identity, re-keyed when the file changes"
 native_f=$("$prog" 64 4 file "$tmp/w.bin")

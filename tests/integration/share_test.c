@@ -16,9 +16,9 @@
  *   file2 P1 P2 weights from P1 (mmap()ed), unmapped, then other weights from
  *               P2 mapped (at the same address, as a rule): both keyed by
  *               their own file
- *   packed      a pool segment of SIZE_MIB holding 40 small "tensors" at
- *               512-byte aligned offsets, each uploaded on its own, checksummed
- *               tensor by tensor (the rest of the segment stays free)
+ *   packed      a pool segment of SIZE_MIB whose first 3/4 hold small
+ *               "tensors" at 512-byte aligned offsets, each uploaded on its
+ *               own, checksummed tensor by tensor (the rest stays free)
  *   packed-gapwrite as packed, then a kernel writes the free rest of the
  *               segment (zeros times 3: the bytes do not change)
  *   ipc-export  as whole, then hands a CUDA IPC handle to a child process
@@ -116,33 +116,38 @@ static uint64_t *map_file(const char *path, size_t bytes, uint64_t seed) {
         return p == MAP_FAILED ? NULL : p;
 }
 
-/* Small tensors packed into one pool segment, as a caching allocator does. */
+/* Small tensors packed into one pool segment, as a caching allocator does: 3/4 of it, the rest free. */
 static int packed(size_t bytes, uint64_t seed, bool gap_write) {
-        size_t off[40], len[40], end = 0;
+        size_t off[4096], len[4096], end = 0, total = 0;
         uint64_t *host, sum = 0;
         CUdeviceptr seg;
+        int n = 0;
 
-        for (int i = 0; i < 40; i++) {
-                off[i] = end;
-                len[i] = 8 * (1000 + 97 * (size_t)i); /* not multiples of 512: gaps between tensors */
-                end = (off[i] + len[i] + 511) / 512 * 512;
+        while (n < 4096) {
+                size_t l = 8 * (1000 + 97 * (size_t)(n % 40)); /* not multiples of 512: padding between tensors */
+                if (end + l > bytes / 4 * 3)
+                        break;
+                off[n] = end;
+                len[n] = l;
+                total += l;
+                end = (end + l + 511) / 512 * 512;
+                n++;
         }
-        if (end > bytes / 2 || !(host = malloc(end)))
+        if (!(host = malloc(end)))
                 return 2;
         fill(host, end, seed);
         OK(cuMemAlloc(&seg, bytes));
-        for (int i = 0; i < 40; i++)
+        for (int i = 0; i < n; i++)
                 OK(cuMemcpyHtoD(seg + off[i], (char *)host + off[i], len[i]));
         if (gap_write) {
                 CUdeviceptr gap = seg + end;
-                size_t n = (bytes - end) / sizeof(uint64_t);
-                void *params[] = { &gap, &n };
-                OK(cuMemsetD8(out, 0, sizeof(uint64_t))); /* not in the segment */
+                size_t words = (bytes - end) / sizeof(uint64_t);
+                void *params[] = { &gap, &words };
                 OK(cuLaunchKernel(scale_fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
         }
-        for (int i = 0; i < 40; i++)
+        for (int i = 0; i < n; i++)
                 sum = sum * 31 + checksum(seg + off[i], len[i]);
-        printf("packed checksum %016llx\n", (unsigned long long)sum);
+        printf("packed %d tensors, %zu bytes, checksum %016llx\n", n, total, (unsigned long long)sum);
         OK(cuMemFree(seg));
         free(host);
         return 0;
