@@ -370,7 +370,9 @@ if [ -x "$saged" ]; then
             fallbacks=$(stat_sum "$p" "share$round" SHARE_FALLBACKS)
             guard=$(stat_sum "$p" "share$round" SHARE_GUARD_UNSHARED)
             ipc=$(stat_sum "$p" "share$round" SHARE_IPC_EXPORTS)
-            echo "gpu-test: $p share$round: hits $hits, mapped $mapped B, copied $copied B, fallbacks $fallbacks, guard $guard, ipc $ipc" \
+            asm_hits=$(stat_sum "$p" "share$round" SHARE_ASSEMBLED_HITS)
+            asm_bytes=$(stat_sum "$p" "share$round" SHARE_BYTES_ASSEMBLED)
+            echo "gpu-test: $p share$round: hits $hits, mapped $mapped B, copied $copied B (of which assembled and mapped: $asm_hits runs, $asm_bytes B), fallbacks $fallbacks, guard $guard, ipc $ipc" \
                 >> "$logs/share-stats.txt"
             if [ "$fallbacks" != 0 ]; then
                 extra="$fallbacks sharing fallbacks"
