@@ -86,6 +86,13 @@ out=$(SAGE_TRACE="$tmp/g3.json" LD_PRELOAD="$preload" "$prog" 2 11 packed-gapwri
 out=$(LD_PRELOAD="$preload" "$prog" 2 11 packed) || bad "packed after a gap writer"
 [ "$out" = "$native_s" ] || bad "after a gap writer the shared segment changed: $out vs $native_s"
 
+step "a buffer reaching into the tensors' first granule from before: that granule never shared, no fault"
+native_r=$("$prog" 6 14 packed-reach)
+for i in 1 2; do
+  out=$(SAGE_TRACE="$tmp/r$i.json" LD_PRELOAD="$preload" "$prog" 6 14 packed-reach) || bad "reach run $i (a fault?)"
+  [ "$out" = "$native_r" ] || bad "reach run $i output: $out vs $native_r"
+done
+[ "$(stat_of "$tmp/r2.json" SHARE_ASSEMBLED_HITS)" -ge 1 ] || bad "reach: the granules after the first not shared"
 step "a larger segment: granules the tensors fill are shared even when a kernel writes the free granule"
 native_l=$("$prog" 4 13 packed-gapwrite)
 for i in 1 2; do

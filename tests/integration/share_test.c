@@ -21,6 +21,8 @@
  *               own, checksummed tensor by tensor (the rest stays free)
  *   packed-gapwrite as packed, then a kernel writes the free rest of the
  *               segment (zeros times 3: the bytes do not change)
+ *   packed-reach the tensors start 8 KiB into the second granule; a kernel
+ *               writes a buffer from 4 KiB before that granule to 4 KiB into it
  *   ipc-export  as whole, then hands a CUDA IPC handle to a child process
  *               (this program, ipc-open) which checksums the weights, writes
  *               one word; the parent must see the write
@@ -116,9 +118,14 @@ static uint64_t *map_file(const char *path, size_t bytes, uint64_t seed) {
         return p == MAP_FAILED ? NULL : p;
 }
 
-/* Small tensors packed into one pool segment, as a caching allocator does: 3/4 of it, the rest free. */
-static int packed(size_t bytes, uint64_t seed, bool gap_write) {
-        size_t off[4096], len[4096], end = 0, total = 0;
+/*
+ * Small tensors packed into one pool segment, as a caching allocator does:
+ * from `first` up to 3/4 of it, the rest free. `reach`: a kernel writes a
+ * buffer that starts before `first` (in memory no upload touched) and ends
+ * inside the tensors' first granule, before them.
+ */
+static int packed(size_t bytes, uint64_t seed, size_t first, bool gap_write, bool reach) {
+        size_t off[4096], len[4096], end = first, total = 0;
         uint64_t *host, sum = 0;
         CUdeviceptr seg;
         int n = 0;
@@ -139,6 +146,12 @@ static int packed(size_t bytes, uint64_t seed, bool gap_write) {
         OK(cuMemAlloc(&seg, bytes));
         for (int i = 0; i < n; i++)
                 OK(cuMemcpyHtoD(seg + off[i], (char *)host + off[i], len[i]));
+        if (reach) {
+                CUdeviceptr from = seg + first - 12288; /* 4 KiB before the granule, 4 KiB into it */
+                size_t words = 8192 / sizeof(uint64_t);
+                void *params[] = { &from, &words };
+                OK(cuLaunchKernel(scale_fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+        }
         if (gap_write) {
                 CUdeviceptr gap = seg + end;
                 size_t words = (bytes - end) / sizeof(uint64_t);
@@ -147,6 +160,11 @@ static int packed(size_t bytes, uint64_t seed, bool gap_write) {
         }
         for (int i = 0; i < n; i++)
                 sum = sum * 31 + checksum(seg + off[i], len[i]);
+        if (reach) {
+                uint64_t word = 1;
+                OK(cuMemcpyDtoH(&word, seg + first - 8192, sizeof(word)));
+                sum = sum * 31 + word;
+        }
         printf("packed %d tensors, %zu bytes, checksum %016llx\n", n, total, (unsigned long long)sum);
         OK(cuMemFree(seg));
         free(host);
@@ -211,8 +229,10 @@ int main(int argc, char **argv) {
                 OK(cuMemFree(w2));
                 return 0;
         }
+        if (!strcmp(mode, "packed-reach")) /* the tensors start 8 KiB past the second granule */
+                return packed(bytes, seed, (2u << 20) + 8192, false, true);
         if (!strncmp(mode, "packed", 6))
-                return packed(bytes, seed, !strcmp(mode, "packed-gapwrite"));
+                return packed(bytes, seed, 0, !strcmp(mode, "packed-gapwrite"), false);
         if (!strcmp(mode, "file")) {
                 if (argc < 5 || !(host = map_file(argv[4], bytes, seed)))
                         return 2;
