@@ -2,6 +2,11 @@
 
     suite.py run CONFIG.json     run everything CONFIG asks, write results
     suite.py report RAW.json     re-render table/plots from a results.json
+    suite.py shards [--budget S] [--runs R] [--n N]
+                                 the full plan cut into shards (suite.sh --shard K/N)
+    suite.py merge OUT_DIR A/results.json B/results.json ...
+                                 shards -> one results.json + table.txt + plots
+                                 (exit 1: a check failed, 3: part of the full plan not run)
 
 The pure-logic parts (stats, checks, density extrapolation, Poisson schedule
 and summary, table, plots) take plain per-run records and are unit-tested by
@@ -53,6 +58,21 @@ EST_COLD_EXTRA_S = 1.0  # a cold sharing invocation hashes, reads back and publi
 EST_BROKER_S = 1.4      # stop + start a saged (it needs ~1 s for cuInit + its context)
 EST_MPS_S = 2.0         # start the MPS daemon + its probe
 EST_SETUP_S = 40        # nvcc x2 | warm-up import, then the weights (C 1 GiB, LLM 4 GiB)
+# The time model of --shard (cfg "time_model": "h200-2026-11-30"): the full
+# run of 2026-11-30 on the H200 (/work/.device/3, docs/results/2026-11-30-h200/
+# suite.*), one invocation start -> exit, at the slow end of its modes:
+# resnet50 10.4-12.0 s, bert 20.3-22.7, gpt2 19.5, llm 7.5 (4 GiB), cfunc
+# 0.9-1.4 (1 GiB), sgemm 0.5-1.2; its set-up took 51 s (the untimed warm-up
+# import alone 20.7 s). At these speeds the single-call default plan above
+# does not fit 480 s (that run skipped 25 core items at --budget 430).
+EST_MODELS = {
+    "h200-2026-11-29": EST_S,
+    "h200-2026-11-30": {"cfunc": 0.55, "cfunc_per_gib": 0.65, "sgemm": 0.8, "resnet50": 11.5, "bert": 21.5,
+                        "gpt2": 20.5, "llm": 6.0, "llm_per_gib": 0.4},
+}
+SHARD_MODEL = "h200-2026-11-30"
+EST_SHARD_SETUP_S = {"python": 52, "c": 30}  # a shard's set-up with / without Python workloads
+SHARD_BUDGET_S = 480    # default --budget of one shard (one 10-minute device call)
 
 
 # ---------------------------------------------------------------- pure logic
@@ -262,12 +282,13 @@ def density_extrapolate(points, total_mib, baseline_mib):
 
 def est_invocation(cfg, kind, mode="native"):
     """Estimated seconds of one invocation of kind (EST_S, scaled by the file sizes)."""
+    m = EST_MODELS.get(cfg.get("time_model"), EST_S)
     if kind == "cfunc":
-        t = EST_S["cfunc"] + EST_S["cfunc_per_gib"] * cfg.get("c_mib", 1024) / 1024.0
+        t = m["cfunc"] + m["cfunc_per_gib"] * cfg.get("c_mib", 1024) / 1024.0
     elif kind == "llm":
-        t = EST_S["llm"] + EST_S["llm_per_gib"] * cfg.get("llm_gib", 4)
+        t = m["llm"] + m["llm_per_gib"] * cfg.get("llm_gib", 4)
     else:
-        t = EST_S.get(kind, 10.0)
+        t = m.get(kind, 10.0)
     return t + (EST_COLD_EXTRA_S if mode == "sage_shared_cold" else 0.0)
 
 
@@ -283,10 +304,10 @@ def conc1_rounds(plan):
 
 def conc1_schedule(plan, run, extra=False):
     """(kind, mode) pairs of concurrency-1 round `run` (1-based), in order.
-    plan: {kind: {mode: [core_runs, max_runs]}}: rounds up to core_runs are the
-    core (extra=False), the ones after it up to max_runs the optional extra runs
-    (extra=True) done at the end while the budget allows. The mode groups
-    rotate by one each round."""
+    plan: {kind: {mode: [core_runs, max_runs(, first_run)]}}: rounds from
+    first_run (default 1) up to core_runs are the core (extra=False), the ones
+    after it up to max_runs the optional extra runs (extra=True) done at the
+    end while the budget allows. The mode groups rotate by one each round."""
     k = (run - 1) % len(MODE_GROUPS)
     groups = MODE_GROUPS[k:] + MODE_GROUPS[:k]
     out = []
@@ -295,8 +316,9 @@ def conc1_schedule(plan, run, extra=False):
             for mode in group:
                 if mode not in modes:
                     continue
-                core, most = modes[mode]
-                if (run <= core) if not extra else (core < run <= most):
+                core, most = modes[mode][:2]
+                first = modes[mode][2] if len(modes[mode]) > 2 else 1
+                if (first <= run <= core) if not extra else (core < run <= most):
                     out.append((kind, mode))
     return out
 
@@ -375,19 +397,22 @@ def build_config(s):
     Python one once in native, cold and warm sharing; the optional extra runs
     (Python: MPS and libsage alone once, then up to `runs` runs of native and
     sharing; more warm processes) fill what the budget leaves at the end."""
+    if s.get("shard"):
+        return shard_config(s)
     quick, cw, pw = s["quick"], s["cw"], s["pw"]
+    full = bool(s.get("full")) and not quick
     runs = s.get("runs") or 3
     six = ["native", "mps", "sage", "sage_broker", "sage_shared_cold", "sage_shared"]
-    conc1 = {w: {m: [runs, runs] for m in six} for w in cw}
+    conc1 = {w: {m: [runs, runs] for m in six} for w in cw + (pw if full else [])}
     py_runs = 1 if quick else runs
-    for w in pw:
+    for w in ([] if full else pw):
         conc1[w] = {"native": [1, py_runs], "sage_shared_cold": [1, py_runs], "sage_shared": [1, py_runs],
                     "sage": [0, 1]}
         if w == "resnet50":
             conc1[w]["mps"] = [0, 1]
         if quick and w != "resnet50":
             del conc1[w]["sage"]
-    warm = [w for w in ("resnet50",) if w in pw]
+    warm = [w for w in (PY_KINDS if full else ("resnet50",)) if w in pw]
     has = set(cw + pw)
     sizes = [8] if quick else [8, 16]
     cfg = {
@@ -403,6 +428,11 @@ def build_config(s):
         "density_kind": "resnet50", "density_counts": [1, 3], "density_modes": ["native", "sage_shared"],
         "gap": 0.2, "c_mib": s["c_mib"], "llm_gib": s["llm_gib"],
     }
+    if full:
+        cfg["full"] = True
+        cfg["plan_note"] = ("full plan: concurrency 1: every workload in every mode x%d; warm process: %s; "
+                            "no optional extras" % (runs, ", ".join(warm) or "-"))
+        return cfg
     cfg["plan_note"] = (
         "plan: concurrency 1: cfunc/sgemm in every mode x%d; Python: native, sage_shared_cold, sage_shared "
         "once, then while the budget allows %slibsage alone (+ resnet50 under MPS) once; warm process: %s "
@@ -410,6 +440,234 @@ def build_config(s):
             runs, "" if py_runs == 1 else "up to %d runs of those three and " % py_runs,
             ", ".join(warm) or "-", ", ".join(cfg["warm_extra"]) or "-"))
     return cfg
+
+
+# ---------------------------------------------------------------- shards
+# The full plan (build_config full=True: every workload in every mode x runs
+# at concurrency 1, a warm process of every Python workload, concN, poisson,
+# density) in units that stay together: a workload's concurrency-1 runs in
+# all its modes with its native runs and its warm process (ratios are taken
+# within one shard), cut into pieces of whole rounds only where it cannot fit
+# one shard (each piece still runs native); each concN workload; poisson;
+# density (each runs its own native). The units are packed into N shards
+# (largest first, each to the least loaded shard), each shard estimated with
+# the 2026-11-30 H200 model (SHARD_MODEL) plus its set-up within --budget.
+# At those speeds the full plan (~1620 s of runs) needs 4 shards of 480 s.
+
+def full_config(runs=None):
+    """The full (non-quick) plan with every workload, independent of what a
+    shard's machine managed to build (every shard derives the same plan)."""
+    cfg = build_config({"quick": False, "runs": runs, "cw": list(C_KINDS), "pw": list(PY_KINDS),
+                        "c_mib": 1024, "llm_gib": 4, "full": True})
+    cfg["time_model"] = SHARD_MODEL
+    cfg["parts"] = ["conc1", "warm", "concN", "poisson", "density"]
+    return cfg
+
+
+def _unit_config(full, unit):
+    """full restricted to one unit's (or several units') items."""
+    units = unit if isinstance(unit, list) else [unit]
+    cfg = {k: v for k, v in full.items() if k not in ("conc1", "warm", "concN", "parts", "poisson_modes",
+                                                      "density_modes")}
+    cfg.update({"conc1": {}, "warm": [], "warm_extra": [], "concN": {}, "poisson_modes": [], "density_modes": []})
+    parts = set()
+    for u in units:
+        if u["part"] == "conc1":
+            lo, hi = u["rounds"]
+            cfg["conc1"][u["wl"]] = {m: [hi, hi, lo] for m in full["conc1"][u["wl"]]}
+            parts.add("conc1")
+            if u.get("warm"):
+                cfg["warm"].append(u["wl"])
+                parts.add("warm")
+        elif u["part"] == "concN":
+            cfg["concN"][u["wl"]] = full["concN"][u["wl"]]
+            parts.add("concN")
+        else:
+            cfg[u["part"] + "_modes"] = list(full[u["part"] + "_modes"])
+            parts.add(u["part"])
+    cfg["parts"] = [p for p in ("conc1", "warm", "concN", "poisson", "density") if p in parts]
+    return cfg
+
+
+def unit_workloads(units):
+    out = set()
+    for u in units:
+        out.add(u["wl"])
+    return [w for w in C_KINDS + PY_KINDS if w in out]
+
+
+def shard_estimate(full, units):
+    """Seconds one shard of these units should take: its set-up + every part
+    (estimate_plan on the shard's own plan, services and priming included)."""
+    if not units:
+        return 0.0
+    est = estimate_plan(_unit_config(full, units))
+    py = any(w in PY_KINDS for w in unit_workloads(units))
+    return round(EST_SHARD_SETUP_S["python" if py else "c"] + sum(v for k, v in est.items() if k != "extra"), 1)
+
+
+def plan_units(full, budget):
+    """The full plan as units (dicts: id, part, wl, rounds, warm, est_s), in a
+    fixed order. A workload whose concurrency-1 runs + warm process do not fit
+    one shard is cut into pieces of whole rounds (the first keeps the warm
+    process), each as many rounds as fit."""
+    units = []
+    runs = conc1_rounds(full["conc1"])
+    for wl in full["conc1"]:
+        warm = wl in full["warm"]
+        u = {"part": "conc1", "wl": wl, "rounds": [1, runs], "warm": warm}
+        if shard_estimate(full, [u]) <= budget:
+            units.append(u)
+            continue
+        lo = 1
+        while lo <= runs:
+            hi = lo
+            while hi < runs and shard_estimate(full, [dict(u, rounds=[lo, hi + 1], warm=warm and lo == 1)]) <= budget:
+                hi += 1
+            units.append(dict(u, rounds=[lo, hi], warm=warm and lo == 1))
+            lo = hi + 1
+    for wl in full["concN"]:
+        units.append({"part": "concN", "wl": wl})
+    if full.get("poisson_modes"):
+        units.append({"part": "poisson", "wl": full["poisson_kind"]})
+    if full.get("density_modes"):
+        units.append({"part": "density", "wl": full["density_kind"]})
+    for u in units:
+        if u["part"] == "conc1":
+            r = u["rounds"]
+            u["id"] = f"conc1 {u['wl']} runs {r[0]}-{r[1]}" + (" + warm" if u["warm"] else "")
+        else:
+            u["id"] = f"{u['part']} {u['wl']}"
+        setup = EST_SHARD_SETUP_S["python" if u["wl"] in PY_KINDS else "c"]
+        u["est_s"] = round(shard_estimate(full, [u]) - setup, 1)
+    return units
+
+
+def pack_units(full, units, n, budget):
+    """units into n shards: largest first, each to the least loaded shard
+    (ties: the lower number). None when a shard would exceed budget."""
+    shards = [[] for _ in range(n)]
+    load = [0.0] * n
+    for u in sorted(units, key=lambda u: (-u["est_s"], u["id"])):
+        i = min(range(n), key=lambda j: (load[j], j))
+        shards[i].append(u)
+        load[i] += u["est_s"]
+        if shard_estimate(full, shards[i]) > budget:
+            return None
+    if any(not s for s in shards):
+        return None
+    order = {u["id"]: i for i, u in enumerate(units)}
+    return [sorted(s, key=lambda u: order[u["id"]]) for s in shards]
+
+
+def shard_plan(budget=SHARD_BUDGET_S, runs=None, n=None):
+    """The full plan in shards: {budget_s, runs, n, min_n, units, shards: [{k,
+    units, workloads, parts, est_s}], total_s}. n None: the fewest shards that
+    fit. Raises ValueError when n shards (or any) cannot fit the budget."""
+    full = full_config(runs)
+    units = plan_units(full, budget)
+    big = [u["id"] for u in units if shard_estimate(full, [u]) > budget]
+    if big:
+        raise ValueError(f"one shard of {budget} s cannot hold {', '.join(big)}")
+    total = sum(u["est_s"] for u in units)
+    min_n, packed = None, None
+    for m in range(1, len(units) + 1):
+        packed = pack_units(full, units, m, budget)
+        if packed:
+            min_n = m
+            break
+    if n is None:
+        n = min_n
+    elif n < min_n:
+        raise ValueError(f"{n} shards of {budget} s cannot hold the full plan: it needs at least {min_n}")
+    else:
+        packed = pack_units(full, units, n, budget)
+        if not packed:
+            raise ValueError(f"the full plan cannot be cut into {n} shards of {budget} s "
+                             f"(it has {len(units)} units; {min_n} shards fit)")
+    shards = []
+    for k, us in enumerate(packed, 1):
+        cfg = _unit_config(full, us)
+        shards.append({"k": k, "units": [u["id"] for u in us], "workloads": unit_workloads(us),
+                       "parts": cfg["parts"], "est_s": shard_estimate(full, us)})
+    return {"budget_s": budget, "runs": full["runs"], "n": n, "min_n": min_n, "time_model": SHARD_MODEL,
+            "units": [{k: u[k] for k in ("id", "part", "wl", "est_s")} for u in units],
+            "total_s": round(total, 1), "plan_note": full["plan_note"], "items": plan_items(full),
+            "shards": shards}
+
+
+def parse_shard(text):
+    """'K/N' -> (K, N), ValueError otherwise."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except (ValueError, AttributeError):
+        raise ValueError(f"--shard takes K/N (e.g. 1/4), not {text!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard {text}: K must be 1..N")
+    return k, n
+
+
+def shard_config(s):
+    """build_config for one shard: s['shard'] 'K/N', s['budget'] (default
+    SHARD_BUDGET_S), s['runs']; cw/pw: what this machine built (a unit of a
+    workload missing here is not run, and the merge reports it)."""
+    k, n = parse_shard(s["shard"])
+    budget = s.get("budget") or SHARD_BUDGET_S
+    plan = shard_plan(budget, s.get("runs"), n)
+    full = full_config(s.get("runs"))
+    units = [u for u in plan_units(full, budget) if u["id"] in plan["shards"][k - 1]["units"]]
+    have = set(s["cw"]) | set(s["pw"])
+    cfg = _unit_config(full, [u for u in units if u["wl"] in have])
+    cfg.update({"c_mib": s["c_mib"], "llm_gib": s["llm_gib"], "quick": False, "time_model": SHARD_MODEL})
+    if "resnet50" not in have:
+        cfg["parts"] = [p for p in cfg["parts"] if p not in ("poisson", "density")]
+    cfg["shard"] = {"k": k, "n": n, "budget_s": budget, "units": plan["shards"][k - 1]["units"],
+                    "est_s": plan["shards"][k - 1]["est_s"],
+                    "missing_here": [u["id"] for u in units if u["wl"] not in have]}
+    cfg["full_plan"] = plan
+    cfg["plan_note"] = (f"shard {k}/{n} of the full plan ({', '.join(cfg['shard']['units'])}); "
+                        + full["plan_note"])
+    return cfg
+
+
+def plan_items(cfg):
+    """Every measurement cfg asks for, as keys that covered_items() gives the
+    records that measured it (whatever their outcome)."""
+    out = []
+    plan = cfg.get("conc1", {})
+    for r in range(1, conc1_rounds(plan) + 1):
+        for kind, mode in sorted(conc1_schedule(plan, r) + conc1_schedule(plan, r, extra=True)):
+            out.append(f"conc1 {kind} {mode} run {r}")
+    for kind in cfg.get("warm", []) + cfg.get("warm_extra", []):
+        out.append(f"warm_process {kind}")
+    for kind, ns in cfg.get("concN", {}).items():
+        for mode in cfg.get("concN_modes", {}).get(kind, []):
+            for n in ns:
+                out.append(f"concN {kind} x{n} {mode}")
+    for mode in cfg.get("poisson_modes", []):
+        for rate in cfg.get("poisson_rates", []):
+            out.append(f"poisson {cfg['poisson_kind']} {rate} req/s {mode}")
+    for mode in cfg.get("density_modes", []):
+        out.append(f"density {cfg['density_kind']} {mode}")
+    return out
+
+
+def covered_items(records):
+    """plan_items() keys that these records measured (failed ones included)."""
+    out = set()
+    for r in records:
+        part, wl, mode = r.get("part"), r.get("wl"), r.get("mode")
+        if mode == "warm_process":
+            out.add(f"warm_process {wl}")
+        elif part == "conc1":
+            out.add(f"conc1 {wl} {mode} run {r.get('run')}")
+        elif part == "concN":
+            out.add(f"concN {wl} x{r.get('conc')} {mode}")
+        elif part == "poisson":
+            out.add(f"poisson {wl} {r.get('rate')} req/s {mode}")
+        elif part == "density":
+            out.add(f"density {wl} {mode}")
+    return out
 
 
 def sharing_summary(records):
@@ -534,11 +792,34 @@ def table(doc):
         L.append(f"FAILED processes: {len(ch['failures'])}: " + " | ".join(ch["failures"][:6]))
     for s in doc.get("notes", []):
         L.append("note: " + s)
+    for sh in doc.get("merged_from", []):
+        m = sh.get("machine") or {}
+        est, took = sh.get("estimate_s") or {}, sh.get("part_s") or {}
+        L.append(f"shard {sh['shard']} ({sh.get('file')}): {m.get('gpu')} | {m.get('date')} | commit "
+                 f"{m.get('commit')} | {sh.get('elapsed_s')} s | {', '.join(sh.get('units') or [])} | "
+                 "s per part est/taken: " + ", ".join(f"{p} {est.get(p, '-')}/{took.get(p, '-')}" for p in
+                                                     list(est) + [p for p in took if p not in est]))
+    for s in doc.get("merge_warnings", []):
+        L.append("*** MERGE WARNING *** " + s)
+    merged = "merged_from" in doc
+    if doc.get("not_run"):
+        L.append(f"NOT RUN ({len(doc['not_run'])} of {len(doc.get('full_plan', {}).get('items', []))} items of the "
+                 "full plan: no shard measured them): " if merged else
+                 f"NOT RUN in this shard ({len(doc['not_run'])} of its items): ")
+        L[-1] += ", ".join(doc["not_run"][:40]) + (" ..." if len(doc["not_run"]) > 40 else "")
+    elif "not_run" in doc:
+        L.append((f"full plan covered: every one of its {len(doc.get('full_plan', {}).get('items', []))} items"
+                  if merged else "every item of this shard") + " was measured (failures, if any, listed above)")
     for s in doc.get("skipped", []):
         L.append("SKIPPED: " + s)
     if doc.get("trimmed"):
         L.append(f"optional extra runs not done (time budget): {len(doc['trimmed'])}: "
                  + ", ".join(doc["trimmed"][:8]) + (" ..." if len(doc["trimmed"]) > 8 else ""))
+    sh = doc.get("shard")
+    if sh:
+        L.append(f"shard {sh['k']}/{sh['n']} (budget {sh.get('budget_s')} s, estimated {sh.get('est_s')} s): "
+                 + ", ".join(sh.get("units", [])) + (" | workloads not built here: " + ", ".join(
+                     sh["missing_here"]) if sh.get("missing_here") else ""))
     est, took = doc.get("estimate_s") or {}, doc.get("part_s") or {}
     if est or took:
         L.append("seconds per part, estimated / taken: " + ", ".join(
@@ -624,6 +905,139 @@ def plots(doc, out_dir):
         plt.close(fig)
         written.append(p)
     return written, ""
+
+
+MACHINE_KEYS = ("gpu", "driver", "gpu_memory", "cuda", "cpus", "torch")
+
+
+def merge_docs(docs, names=None):
+    """Shards' results documents -> one (pure). The summaries and checks are
+    recomputed from the records: checksums against native within each shard,
+    ratios within each shard (a workload cut into several shards: the median
+    of its shards' ratios, every shard having run native), preload over all;
+    every item of the full plan that no shard measured is listed in not_run.
+    Shards of another commit, machine or plan are merged but warned about
+    (merge_warnings, also in the table)."""
+    names = names or [f"#{i + 1}" for i in range(len(docs))]
+    warnings = []
+    by_k = {}
+    for name, d in zip(names, docs):
+        sh = d.get("shard")
+        if not sh:
+            warnings.append(f"{name}: not a shard (no shard id): merged as shard 0")
+            sh = {"k": 0, "n": 0}
+        if sh["k"] in by_k:
+            warnings.append(f"shard {sh['k']} given twice ({by_k[sh['k']][0]} and {name}): using {name}")
+        by_k[sh["k"]] = (name, d)
+    ks = sorted(by_k)
+    shards = [by_k[k][1] for k in ks]
+    first = shards[0]
+    plan = first.get("full_plan") or {}
+    ns = {d.get("shard", {}).get("n") for d in shards}
+    for k in ks:
+        name, d = by_k[k]
+        fp = d.get("full_plan") or {}
+        if fp.get("units") != plan.get("units") or fp.get("n") != plan.get("n"):
+            warnings.append(f"shard {k} ({name}) was cut from another plan (budget {fp.get('budget_s')} s, "
+                            f"{fp.get('n')} shards, runs {fp.get('runs')}) than shard {ks[0]} "
+                            f"(budget {plan.get('budget_s')} s, {plan.get('n')} shards, runs {plan.get('runs')})")
+    commits = {d.get("machine", {}).get("commit") for d in shards}
+    if len(commits) > 1:
+        warnings.append("shards come from DIFFERENT COMMITS: " + ", ".join(
+            f"shard {k}: {by_k[k][1].get('machine', {}).get('commit')}" for k in ks))
+    elif any(c is None or str(c).endswith("+dirty") for c in commits):
+        warnings.append(f"commit {next(iter(commits))}: uncommitted changes may differ between the shards")
+    for key in MACHINE_KEYS:
+        vals = {str(d.get("machine", {}).get(key)) for d in shards}
+        if len(vals) > 1:
+            warnings.append(f"shards ran on DIFFERENT MACHINES ({key}): " + ", ".join(
+                f"shard {k}: {by_k[k][1].get('machine', {}).get(key)}" for k in ks))
+    missing = sorted(set(range(1, (plan.get("n") or 0) + 1)) - set(ks))
+    if missing:
+        warnings.append(f"shards not given: {', '.join(map(str, missing))} of {plan.get('n')}")
+
+    records = []
+    cp, basis, by_shard_ratios = [], {}, {}
+    for k, d in zip(ks, shards):
+        recs = [dict(r, shard=k) for r in d.get("records", [])]
+        records.extend(recs)
+        p, b = checksum_check(recs)
+        cp.extend(f"shard {k}: {x}" for x in p)
+        for wl, v in b.items():
+            basis.setdefault(wl, []).append(f"shard {k} {v}")
+        by_shard_ratios[str(k)] = ratios(summarize_duration(recs))
+    # The same workload's native output must agree across shards too.
+    nat = {}
+    for r in records:
+        if r.get("ok") and r.get("checksum") and r.get("mode") == "native":
+            nat.setdefault(r["wl"], {}).setdefault(r["shard"], set()).add((r["checksum"], r.get("approx")))
+    for wl, per in sorted(nat.items()):
+        if len(per) > 1 and len({a for v in per.values() for _, a in v}) > 1:
+            cp.append(f"MISMATCH {wl}: native differs between shards {sorted(per)} even approximately")
+    rat = {}
+    for k, r in by_shard_ratios.items():
+        for wl, by in r.items():
+            for mode, v in by.items():
+                rat.setdefault(wl, {}).setdefault(mode, []).append(v)
+    rat = {wl: {m: round(median(v), 3) for m, v in by.items()} for wl, by in rat.items()}
+    split = sorted(wl for wl in rat if sum(wl in r for r in by_shard_ratios.values()) > 1)
+
+    modes = {}
+    for m in MODES:
+        states = [(k, d.get("modes", {}).get(m)) for k, d in zip(ks, shards) if d.get("modes", {}).get(m)]
+        vals = {v for _, v in states}
+        modes[m] = next(iter(vals)) if len(vals) == 1 else "; ".join(f"shard {k}: {v}" for k, v in states)
+    po, de = {}, {}
+    for d in shards:
+        if (d.get("poisson") or {}).get("rates"):
+            p = d["poisson"]
+            if not po:
+                po = {k: v for k, v in p.items() if k != "rates"}
+                po["rates"] = {}
+            for rate, bym in p["rates"].items():
+                po["rates"].setdefault(rate, {}).update(bym)
+        if (d.get("density") or {}).get("modes"):
+            if not de:
+                de = {k: v for k, v in d["density"].items() if k != "modes"}
+                de["modes"] = {}
+            de["modes"].update(d["density"]["modes"])
+    na = {}
+    for d in shards:
+        for wl, by in (d.get("na") or {}).items():
+            na.setdefault(wl, {}).update(by)
+    items = plan.get("items") or []
+    covered = covered_items(records)
+    not_run = [x for x in items if x not in covered]
+    hook = next((d["hook_overhead"] for d in shards if d.get("hook_overhead") not in (None, "not run")), "not run")
+    m0 = dict(first.get("machine", {}))
+    dates = [d.get("machine", {}).get("date") for d in shards]
+    m0["date"] = " .. ".join(x for x in (min(filter(None, dates), default=None),
+                                          max(filter(None, dates), default=None)) if x)
+    if len(set(dates)) == 1:
+        m0["date"] = dates[0]
+    cfg0 = first.get("config", {})
+    extra = {
+        "machine": m0,
+        "config": {"quick": False, "merged": True, "plan_note": "merged from %d of %s shards; %s" % (
+            len(ks), plan.get("n", "?"), plan.get("plan_note", "")), "python_env": cfg0.get("python_env")},
+        "merged_from": [{"shard": k, "file": by_k[k][0], "machine": d.get("machine"), "units":
+                         (d.get("shard") or {}).get("units"), "estimate_s": d.get("estimate_s"),
+                         "part_s": d.get("part_s"), "elapsed_s": d.get("elapsed_s")} for k, d in zip(ks, shards)],
+        "full_plan": plan, "merge_warnings": warnings, "not_run": not_run,
+        "modes": modes, "mode_text": dict(MODE_TEXT), "na": na,
+        "skipped": [f"shard {k}: {x}" for k, d in zip(ks, shards) for x in d.get("skipped", [])],
+        "trimmed": [f"shard {k}: {x}" for k, d in zip(ks, shards) for x in d.get("trimmed", [])],
+        "notes": [f"shard {k}: {x}" for k, d in zip(ks, shards) for x in d.get("notes", [])]
+        + ([f"ratios of {', '.join(split)}: median of the ratios of the shards that ran them "
+            "(each with its own native runs)"] if split else []),
+        "hook_overhead": hook, "poisson": po, "density": de,
+        "elapsed_s": round(sum(d.get("elapsed_s") or 0 for d in shards), 1),
+    }
+    doc = assemble(records, extra)
+    doc["ratios"], doc["ratios_by_shard"] = rat, by_shard_ratios
+    doc["checks"]["checksum_problems"] = cp
+    doc["checks"]["checksum_basis"] = {wl: "; ".join(v) for wl, v in sorted(basis.items())}
+    return doc
 
 
 def assemble(records, extra):
@@ -1252,6 +1666,10 @@ def main(argv):
             doc = json.load(f)
         print(table(doc))
         return 0
+    if len(argv) >= 2 and argv[1] in ("shards", "shard-select"):
+        return shards_main(argv)
+    if len(argv) >= 4 and argv[1] == "merge":
+        return merge_main(argv[2], argv[3:])
     if len(argv) != 3 or argv[1] != "run":
         print(__doc__, file=sys.stderr)
         return 2
@@ -1287,10 +1705,77 @@ def main(argv):
              "hook_overhead": hook, "poisson": parts["poisson"], "density": parts["density"],
              "estimate_s": runner.estimate, "part_s": runner.part_s,
              "elapsed_s": round(time.time() - cfg["t_start"], 1)}
+    if cfg.get("shard"):
+        extra["shard"], extra["full_plan"] = cfg["shard"], cfg["full_plan"]
+        extra["config"] = {k: v for k, v in extra["config"].items() if k not in ("shard", "full_plan")}
+        extra["not_run"] = [x for x in plan_items(cfg) if x not in covered_items(runner.records)]
+        extra["not_run"] += [f"{u} (workload not built here)" for u in cfg["shard"]["missing_here"]]
     doc = assemble(runner.records, extra)
     write_outputs(doc, cfg.get("out"))
     bad = doc["checks"]["checksum_problems"] or doc["checks"]["preload_problems"]
     return 1 if bad else 0
+
+
+def _opt(args, name, conv, default=None):
+    if name in args:
+        i = args.index(name)
+        if i + 1 >= len(args):
+            raise ValueError(f"{name} needs a value")
+        return conv(args[i + 1])
+    return default
+
+
+def shards_main(argv):
+    """shards [--budget S] [--runs R] [--n N]: print the full plan in shards.
+    shard-select K/N [--budget S] [--runs R]: two lines for suite.sh (the
+    shard's parts, its workloads), its description on stderr."""
+    args = argv[2:]
+    try:
+        budget = _opt(args, "--budget", float, SHARD_BUDGET_S)
+        runs = _opt(args, "--runs", int)
+        if argv[1] == "shard-select":
+            if not args or args[0].startswith("--"):
+                raise ValueError("shard-select needs K/N")
+            k, n = parse_shard(args[0])
+        else:
+            k, n = None, _opt(args, "--n", int)
+        plan = shard_plan(budget, runs, n)
+    except ValueError as e:
+        print(f"suite: {e}", file=sys.stderr)
+        return 2
+    if k is not None:
+        sh = plan["shards"][k - 1]
+        print(" ".join(sh["parts"]))
+        print(" ".join(sh["workloads"]))
+        print(f"suite: shard {k}/{plan['n']} of the full plan (fewest shards of {budget:.0f} s: {plan['min_n']}): "
+              f"{', '.join(sh['units'])}; estimated {sh['est_s']} s", file=sys.stderr)
+        return 0
+    print(f"{plan['plan_note']}; {len(plan['items'])} items, ~{plan['total_s']:.0f} s of runs "
+          f"({plan['time_model']} model); {plan['n']} shards of {budget:.0f} s (fewest: {plan['min_n']})")
+    for sh in plan["shards"]:
+        print(f"  shard {sh['k']}/{plan['n']}: ~{sh['est_s']:.0f} s incl. set-up: {', '.join(sh['units'])}")
+    return 0
+
+
+def merge_main(out_dir, paths):
+    """merge OUT_DIR A/results.json B/results.json ...: one results.json +
+    table.txt + plots in OUT_DIR. Exit 1: a checksum or preload check failed;
+    3: checks passed but items of the full plan were not run; 2: unreadable."""
+    docs = []
+    for p in paths:
+        try:
+            with open(p) as f:
+                docs.append(json.load(f))
+        except (OSError, ValueError) as e:
+            print(f"suite: merge: cannot read {p}: {e}", file=sys.stderr)
+            return 2
+    doc = merge_docs(docs, paths)
+    for w in doc["merge_warnings"]:
+        print("suite: *** MERGE WARNING *** " + w, file=sys.stderr)
+    write_outputs(doc, out_dir)
+    if doc["checks"]["checksum_problems"] or doc["checks"]["preload_problems"]:
+        return 1
+    return 3 if doc["not_run"] else 0
 
 
 if __name__ == "__main__":

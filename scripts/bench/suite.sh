@@ -29,11 +29,25 @@
 #     llm, bert: ~300 s at those speeds) take what faster imports leave.
 #   --quick (--budget 390; C 512 MiB, LLM 2 GiB, x8 only, one Poisson rate): ~379 s.
 # In one 10-minute device call: the meson build, then this under `timeout 560`.
+# At the speeds of the 2026-11-30 full-size run (resnet50 ~11 s an invocation,
+# bert ~21, gpt2 ~20, llm ~7.5, cfunc ~1.2, sgemm ~0.8; set-up ~52 s with the
+# untimed 20 s warm-up import) that default does NOT fit: it skipped 25 core
+# items at --budget 430. The COMPLETE result: --shard K/N, the full plan
+# (every workload in every mode x3 at concurrency 1, a warm process of every
+# Python workload, concN, poisson, density: ~1614 s of runs) cut into
+# N = 4 shards of 480 s (suite.py shards; the fewest that fit; --shard K/5
+# leaves ~100 s of slack in most calls), one device call each, then
+# `suite.py merge OUT_DIR shard1/results.json ...`:
+#   1/4 ~466 s  gpt2 conc1 all modes x3 + warm
+#   2/4 ~439 s  bert conc1 runs 1-2 + warm, poisson
+#   3/4 ~445 s  cfunc conc1, resnet50 conc1 + warm, concN cfunc + resnet50
+#   4/4 ~448 s  sgemm conc1, bert conc1 run 3, llm conc1 + warm, density
 set -uo pipefail
 
 usage() {
     cat <<'EOF'
 Usage: scripts/bench/suite.sh [--build DIR] [--quick] [--only LIST] [options]
+       scripts/bench/suite.sh [--build DIR] --shard K/N [--budget SEC] [--runs N]
 
   --build DIR       meson build folder (intercept/libsage.so, daemon/saged, tools/sagectl) (default: build)
   --quick           C 512 MiB, LLM 2 GiB, concurrency 8 only, one Poisson rate,
@@ -44,6 +58,11 @@ Usage: scripts/bench/suite.sh [--build DIR] [--quick] [--only LIST] [options]
                     runs of native and sharing if the budget allows (default 3)
   --budget SEC      start nothing that would end more than SEC after the start
                     (default 480, --quick 390); what is skipped is reported
+  --shard K/N       run shard K of the full plan (every workload x mode x --runs,
+                    warm processes, concN, poisson, density) cut into N shards
+                    that each fit --budget (default 480); `python3 suite.py
+                    shards` prints them; then `python3 suite.py merge OUT_DIR
+                    S1/results.json ...` combines the shards' results.json
   --hook-json FILE  launch-overhead.sh's JSON to include (default: $OUT/launch-overhead.json if present)
   --arch ARCH       nvcc -arch (default sm_90)
   --data DIR        folder for generated weights (default: a temporary one, deleted)
@@ -60,6 +79,8 @@ EOF
 }
 
 build_dir=build
+build_arg=build
+shard=
 quick=0
 only=
 runs=
@@ -69,7 +90,8 @@ arch=sm_90
 data_dir=
 while [ $# -gt 0 ]; do
     case "$1" in
-        --build) build_dir=${2:?--build needs a folder}; shift 2 ;;
+        --build) build_dir=${2:?--build needs a folder}; build_arg=$2; shift 2 ;;
+        --shard) shard=${2:?--shard needs K/N}; shift 2 ;;
         --quick) quick=1; shift ;;
         --only) only=${2:?}; shift 2 ;;
         --runs) runs=${2:?}; shift 2 ;;
@@ -89,6 +111,16 @@ case "$runs$budget" in *[!0-9]*) echo "suite: --runs/--budget take numbers" >&2;
 say() { echo "suite: $*"; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-python3}
+
+shard_parts=
+shard_wls=
+if [ -n "$shard" ]; then
+    [ "$quick" = 1 ] || [ -n "$only" ] && { say "--shard runs a part of the full plan: not with --quick or --only" >&2; exit 2; }
+    # The shard's parts and workloads (the plan is pure Python: no GPU needed).
+    sel=$("$python" "$here/suite.py" shard-select "$shard" --budget "$budget" ${runs:+--runs "$runs"}) || exit 2
+    shard_parts=$(echo "$sel" | sed -n 1p)
+    shard_wls=$(echo "$sel" | sed -n 2p)
+fi
 
 . "$here/lib.sh"
 bench_require_gpu suite
@@ -142,6 +174,8 @@ all_parts="conc1 warm concN poisson density"
 all_wls="cfunc sgemm resnet50 bert gpt2 llm"
 parts=; for p in $all_parts; do want "$p" x "$all_parts" && parts="$parts $p"; done
 wls=; for w in $all_wls; do want "$w" x "$all_wls" && wls="$wls $w"; done
+if [ -n "$shard" ]; then parts=" $shard_parts"; wls=" $shard_wls"; fi
+has_py=0; for w in $wls; do case "$w" in resnet50|bert|gpt2|llm) has_py=1 ;; esac; done
 
 # ------------------------------------------------------------------ build (parallel)
 say "building into $bin_dir"
@@ -162,7 +196,9 @@ import torch, torchvision, torchvision.models, transformers, safetensors.torch
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 print(json.dumps({"warmup_import_s": round(time.monotonic() - t, 2), "torch": torch.__version__,
                   "torchvision": torchvision.__version__, "transformers": transformers.__version__}))'
-if ! timeout 300 "$py_abs" -c "$warm_py" > "$logs/warmup-import.json" 2> "$logs/warmup-import.log"; then
+if [ "$has_py" = 0 ]; then
+    py_ok=0  # no Python workload selected: no warm-up import
+elif ! timeout 300 "$py_abs" -c "$warm_py" > "$logs/warmup-import.json" 2> "$logs/warmup-import.log"; then
     say "NOTE: $py_abs cannot import torch+torchvision+transformers+safetensors: Python workloads skipped ($(tail -n1 "$logs/warmup-import.log"))"
     py_ok=0
 else
@@ -213,7 +249,7 @@ S_MPS_CTL=$mps_ctl S_MPS_PIPE=$svc_dir/mps-pipe S_MPS_LOG=$svc_dir/mps-log S_OUT
 S_GPU="$(q name)" S_DRIVER="$(q driver_version)" S_GPUMEM="$(q memory.total)" S_GPUIDX=$gpu_index \
 S_CUDA="$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p' | head -n1)" \
 S_CPUS=$(nproc) S_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) S_COMMIT=$commit S_TORCH=$torch_ver \
-S_CMIB=$c_mib S_LLMGIB=$llm_gib \
+S_CMIB=$c_mib S_LLMGIB=$llm_gib S_SHARD=$shard \
 "$py_abs" - "$logs/config.json" <<'EOF' || exit 1
 import json, os, sys
 e = os.environ
@@ -222,7 +258,8 @@ import suite  # noqa: E402  (the plan and its time model live there, unit-tested
 
 cw, pw = e["S_CWLS"].split(), e["S_PYWLS"].split()
 cfg = suite.build_config({"quick": e["S_QUICK"] == "1", "runs": int(e["S_RUNS"]) if e["S_RUNS"] else None,
-                          "cw": cw, "pw": pw, "c_mib": int(e["S_CMIB"]), "llm_gib": float(e["S_LLMGIB"])})
+                          "cw": cw, "pw": pw, "c_mib": int(e["S_CMIB"]), "llm_gib": float(e["S_LLMGIB"]),
+                          "shard": e["S_SHARD"] or None, "budget": float(e["S_BUDGET"])})
 logs = e["S_LOGS"]
 
 
@@ -264,4 +301,17 @@ EOF
 env -u LD_PRELOAD "$py_abs" "$here/suite.py" run "$logs/config.json"
 rc=$?
 say "done in $(( $(date +%s) - ${t_start%.*} )) s (logs: $logs)"
+if [ -n "$shard" ]; then
+    k=${shard%/*}; n=${shard#*/}
+    opts="--budget $budget${runs:+ --runs $runs}"
+    say "shard $k/$n written to ${OUT:-(no OUT: results not written)}; the other shards, one device call each, each in its own OUT folder (replace SHARDS_DIR):"
+    files=
+    for j in $(seq 1 "$n"); do
+        files="$files SHARDS_DIR/suite-shard-$j/results.json"
+        [ "$j" = "$k" ] && continue
+        echo "  OUT=SHARDS_DIR/suite-shard-$j scripts/bench/suite.sh --build $build_arg --shard $j/$n $opts"
+    done
+    say "then, anywhere (no GPU needed):"
+    echo "  python3 scripts/bench/suite.py merge SHARDS_DIR/suite-merged$files"
+fi
 exit $rc

@@ -265,5 +265,176 @@ class Report(unittest.TestCase):
                 self.assertIn("matplotlib", note)
 
 
+class Shards(unittest.TestCase):
+    def test_shards_cover_the_full_plan_once_within_the_budget(self):
+        for budget, runs, n in ((480, None, None), (480, None, 5), (600, None, None), (480, 2, None)):
+            plan = suite.shard_plan(budget, runs, n)
+            full = suite.full_config(runs)
+            want = suite.plan_items(full)
+            self.assertEqual(len(want), len(set(want)))
+            self.assertEqual(plan["items"], want)
+            got = []
+            for sh in plan["shards"]:
+                cfg = suite.shard_config({"shard": f"{sh['k']}/{plan['n']}", "budget": budget, "runs": runs,
+                                          "cw": list(suite.C_KINDS), "pw": list(suite.PY_KINDS), "c_mib": 1024,
+                                          "llm_gib": 4})
+                got += suite.plan_items(cfg)
+                est = suite.estimate_plan(cfg)
+                self.assertEqual(est["extra"], 0.0, sh)  # everything is core: nothing optional
+                py = any(w in suite.PY_KINDS for w in sh["workloads"])
+                total = suite.EST_SHARD_SETUP_S["python" if py else "c"] + sum(
+                    v for k, v in est.items() if k != "extra")
+                self.assertLessEqual(total, budget, sh)
+                self.assertAlmostEqual(total, sh["est_s"], places=0)
+                self.assertEqual(cfg["parts"], sh["parts"])
+                # ratios stay within a shard: every workload measured here has its native runs here
+                for wl, modes in cfg["conc1"].items():
+                    self.assertEqual(set(modes), {"native", "mps", "sage", "sage_broker", "sage_shared_cold",
+                                                  "sage_shared"})
+                    self.assertEqual(len({tuple(v) for v in modes.values()}), 1)
+                for wl in cfg["warm"]:
+                    self.assertIn(wl, cfg["conc1"])
+                for wl in cfg["concN"]:
+                    self.assertIn("native", cfg["concN_modes"][wl])
+                for part in ("poisson", "density"):
+                    if part in cfg["parts"]:
+                        self.assertIn("native", cfg[part + "_modes"])
+            self.assertEqual(sorted(got), sorted(want), (budget, runs, n))  # union == full plan, no duplicates
+        # the full default plan: every workload in every mode x3, a warm process of each Python one
+        full = suite.full_config()
+        for wl in suite.C_KINDS + suite.PY_KINDS:
+            for m in suite.MODES[:-1]:
+                self.assertIn(f"conc1 {wl} {m} run 3", full and suite.plan_items(full))
+        for wl in suite.PY_KINDS:
+            self.assertIn(f"warm_process {wl}", suite.plan_items(full))
+
+    def test_default_shard_count_and_determinism(self):
+        plan = suite.shard_plan()
+        self.assertEqual((plan["n"], plan["min_n"]), (4, 4))  # the figure in README and suite.sh
+        self.assertEqual(plan, suite.shard_plan())
+        self.assertEqual(suite.shard_plan(n=4)["shards"], plan["shards"])
+        self.assertTrue(any("bert runs 1-2" in u["id"] for u in plan["units"]))  # bert alone overflows 480 s
+        with self.assertRaises(ValueError):
+            suite.shard_plan(n=3)
+        with self.assertRaises(ValueError):
+            suite.shard_plan(budget=100)
+        for bad in ("0/4", "5/4", "x", "1/"):
+            with self.assertRaises(ValueError):
+                suite.parse_shard(bad)
+
+    def test_first_round_and_missing_workload(self):
+        plan = {"w": {"native": [3, 3, 3], "sage": [3, 3, 3]}}
+        self.assertEqual(suite.conc1_schedule(plan, 1), [])
+        self.assertEqual(sorted(suite.conc1_schedule(plan, 3)), [("w", "native"), ("w", "sage")])
+        self.assertEqual(suite.conc1_schedule(plan, 3, extra=True), [])
+        p = suite.shard_plan()
+        k = next(sh["k"] for sh in p["shards"] if "llm" in sh["workloads"])
+        cfg = suite.shard_config({"shard": f"{k}/4", "cw": list(suite.C_KINDS), "c_mib": 1024, "llm_gib": 4,
+                                  "pw": [w for w in suite.PY_KINDS if w != "llm"]})
+        self.assertNotIn("llm", cfg["conc1"])
+        self.assertTrue(any("llm" in u for u in cfg["shard"]["missing_here"]))
+        self.assertEqual(cfg["time_model"], suite.SHARD_MODEL)
+        self.assertGreater(suite.est_invocation(cfg, "bert"), suite.est_invocation({}, "bert"))
+
+
+def shard_doc(k, n, records, commit="abc", gpu="NVIDIA H200", date="2026-12-01T00:00:00Z", **kw):
+    """A shard's results document as suite.py run writes it (fabricated)."""
+    plan = {"n": n, "budget_s": 480, "runs": 1, "plan_note": "full plan: test",
+            "units": [{"id": "u%d" % i} for i in range(1, n + 1)],
+            "items": ["conc1 a native run 1", "conc1 a sage run 1", "conc1 b native run 1", "conc1 b sage run 1",
+                      "conc1 c native run 1", "warm_process b", "poisson r 1 req/s native", "density r native"]}
+    extra = {"machine": {"gpu": gpu, "driver": "580", "cuda": "13.0", "cpus": 16, "date": date, "commit": commit,
+                         "gpu_memory": "143771 MiB", "torch": "2.11"},
+             "config": {"quick": False, "python_env": {"torch": "2.11"}}, "modes": {"native": "ok", "sage": "ok"},
+             "shard": {"k": k, "n": n, "units": ["u%d" % k], "budget_s": 480}, "full_plan": plan,
+             "skipped": [], "trimmed": [], "notes": [], "hook_overhead": "not run", "poisson": {}, "density": {},
+             "estimate_s": {"conc1": 10.0}, "part_s": {"conc1": 9.0}, "elapsed_s": 100.0}
+    extra.update(kw)
+    return json.loads(json.dumps(suite.assemble(records, extra)))
+
+
+class Merge(unittest.TestCase):
+    def shards(self, **kw2):
+        s1 = shard_doc(1, 2, [rec("a", "native", 1, 100), rec("a", "sage", 1, 50),
+                              rec("b", "native", 1, 200, cs="b1"), rec("b", "sage", 1, 100, cs="b1"),
+                              rec("b", "warm_process", 1, 5, cs="b1", loaded=False),
+                              rec("r", "native", 0, 10, part="poisson", rate=1, cs="r1")],
+                       poisson={"workload": "r", "rates": {"1": {"native": suite.poisson_summary(
+                           [{"arrival_s": 0, "end_s": 5, "ok": True}], 1, 4)}}})
+        s2 = shard_doc(2, 2, [rec("b", "native", 1, 400, cs="b1"), rec("b", "sage", 1, 100, cs="b1"),
+                              rec("r", "native", 1, 10, part="density", cs="r1")],
+                       density={"workload": "r", "modes": {"native": suite.density_extrapolate(
+                           [{"instances": 1, "used_mib": 1000}, {"instances": 3, "used_mib": 3000}], 143771, 0)}},
+                       skipped=["conc1 c native run 1 (time budget)"], **kw2)
+        return s1, s2
+
+    def test_merge_recomputes_and_reports_what_was_not_run(self):
+        s1, s2 = self.shards()
+        doc = suite.merge_docs([s2, s1], ["B/results.json", "A/results.json"])
+        self.assertEqual(doc["merge_warnings"], [])
+        self.assertEqual([m["shard"] for m in doc["merged_from"]], [1, 2])
+        self.assertEqual(doc["not_run"], ["conc1 c native run 1"])
+        self.assertEqual(doc["checks"]["checksum_problems"], [])
+        self.assertEqual(doc["checks"]["preload_problems"], [])
+        self.assertEqual(doc["duration"]["b"]["native"]["n"], 2)
+        # ratios within each shard: b is 2x in shard 1 and 4x in shard 2 -> median 3x
+        self.assertEqual(doc["ratios_by_shard"]["1"]["b"]["sage"], 2.0)
+        self.assertEqual(doc["ratios_by_shard"]["2"]["b"]["sage"], 4.0)
+        self.assertEqual(doc["ratios"]["b"]["sage"], 3.0)
+        self.assertEqual(doc["ratios"]["a"]["sage"], 2.0)
+        self.assertIn("1", doc["poisson"]["rates"])
+        self.assertIn("native", doc["density"]["modes"])
+        self.assertEqual(doc["skipped"], ["shard 2: conc1 c native run 1 (time budget)"])
+        self.assertTrue(all("shard" in r for r in doc["records"]))
+        t = suite.table(doc)
+        for want in ("NOT RUN (1 of 8 items", "shard 1 (A/results.json)", "shard 2 (B/results.json)",
+                     "checksums vs native: OK", "merged from 2 of 2 shards"):
+            self.assertIn(want, t)
+        with tempfile.TemporaryDirectory() as d:
+            paths = []
+            for i, s in enumerate((s1, s2)):
+                paths.append(os.path.join(d, f"s{i}.json"))
+                json.dump(s, open(paths[-1], "w"))
+            self.assertEqual(suite.merge_main(os.path.join(d, "m"), paths), 3)  # incomplete
+            back = json.load(open(os.path.join(d, "m", "results.json")))
+            self.assertEqual(back["not_run"], ["conc1 c native run 1"])
+            self.assertTrue(os.path.exists(os.path.join(d, "m", "table.txt")))
+
+    def test_merge_checks_within_each_shard_and_warns(self):
+        s1, s2 = self.shards(commit="def", gpu="NVIDIA A100")
+        s2["records"].append(rec("b", "sage", 2, 100, cs="zz"))
+        s2["records"].append(rec("c", "native", 1, 1, cs="c1"))
+        s1["records"].append(rec("c", "sage", 1, 1, cs="c2"))  # no native of c in shard 1: not compared
+        doc = suite.merge_docs([s1, s2], ["A", "B"])
+        w = " | ".join(doc["merge_warnings"])
+        self.assertIn("DIFFERENT COMMITS", w)
+        self.assertIn("DIFFERENT MACHINES (gpu)", w)
+        probs = doc["checks"]["checksum_problems"]
+        self.assertEqual(len(probs), 1, probs)
+        self.assertTrue(probs[0].startswith("shard 2: MISMATCH b sage"))
+        self.assertIn("no native", doc["checks"]["checksum_basis"]["c"])
+        self.assertEqual(doc["not_run"], [])
+        t = suite.table(doc)
+        self.assertIn("*** MERGE WARNING *** shards come from DIFFERENT COMMITS", t)
+        self.assertIn("*** MISMATCH ***", t)
+        self.assertIn("full plan covered", t)
+
+    def test_merge_native_across_shards_and_missing_or_duplicate_shards(self):
+        s1, s2 = self.shards()
+        for r in s2["records"]:
+            if r["wl"] == "b":
+                r["checksum"], r["approx"] = "b2", "2.0e+00"
+        doc = suite.merge_docs([s1, s2])
+        self.assertTrue(any("native differs between shards" in p for p in doc["checks"]["checksum_problems"]))
+        doc = suite.merge_docs([s1, s1])
+        w = " | ".join(doc["merge_warnings"])
+        self.assertIn("shard 1 given twice", w)
+        self.assertIn("shards not given: 2 of 2", w)
+        self.assertEqual(doc["duration"]["a"]["native"]["n"], 1)  # not counted twice
+        self.assertIn("conc1 c native run 1", doc["not_run"])
+        other = shard_doc(2, 3, [])
+        self.assertTrue(any("another plan" in x for x in suite.merge_docs([s1, other])["merge_warnings"]))
+
+
 if __name__ == "__main__":
     unittest.main()
