@@ -470,11 +470,13 @@ fail:
 
 /* ---------------------------------------------------------------- uploads */
 
-/* Is the stream capturing? Then the copy is recorded, not run: leave it to the driver. */
-static bool capturing(CUstream stream) {
+bool sage_share_capturing(CUstream stream) {
         CUstreamCaptureStatus st = CU_STREAM_CAPTURE_STATUS_NONE;
-        return drv->stream_is_capturing && drv->stream_is_capturing(stream, &st) == CUDA_SUCCESS &&
-               st != CU_STREAM_CAPTURE_STATUS_NONE;
+
+        if (!drv->stream_is_capturing)
+                return false;
+        /* An error (the legacy stream while another captures: "implicit") counts as capturing. */
+        return drv->stream_is_capturing(stream, &st) != CUDA_SUCCESS || st != CU_STREAM_CAPTURE_STATUS_NONE;
 }
 
 /*
@@ -500,7 +502,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
         o = dst - a->va;
         lo = (o + a->gran - 1) / a->gran * a->gran;
         hi = (o + n) / a->gran * a->gran;
-        if (async && capturing(stream)) {
+        if (async && sage_share_capturing(stream)) {
                 sage_share_note_write();
                 before_write_locked(a, o, n);
                 goto out;
@@ -932,10 +934,6 @@ CUresult sage_impl_cuMemGetAddressRange_v2(sage_fn_cuMemGetAddressRange_v2_t rea
         return real(pbase, psize, dptr);
 }
 
-/* The stream a _ptsz entry point means by 0: the per-thread one. */
-static CUstream stream_of(CUstream s, bool ptsz) {
-        return !s && ptsz ? CU_STREAM_PER_THREAD : s;
-}
 
 /* Uploads: the mapped middle is skipped, the ends are copied by the app's own call. */
 #define UPLOAD_SYNC(name)                                                                                  \
@@ -955,7 +953,7 @@ static CUstream stream_of(CUstream s, bool ptsz) {
                                   CUstream s) {                                                            \
                 UploadPlan plan;                                                                           \
                 CUresult r = CUDA_SUCCESS;                                                                 \
-                if (!share_upload(dst, src, n, true, stream_of(s, ptsz), &plan))                                          \
+                if (!share_upload(dst, src, n, true, sage_share_stream_of(s, ptsz), &plan))                \
                         return real(dst, src, n, s);                                                       \
                 if (plan.lo)                                                                               \
                         r = real(dst, src, plan.lo, s);                                                    \
@@ -1019,7 +1017,7 @@ static bool targets_shared_alloc(CUdeviceptr dst, size_t n) {
                         sage_share_before_write(dst, n);                                                   \
                         return real(dst, src, n, s);                                                       \
                 }                                                                                          \
-                if (!share_upload(dst, (const void *)(uintptr_t)src, n, true, stream_of(s, ptsz), &plan))                \
+                if (!share_upload(dst, (const void *)(uintptr_t)src, n, true, sage_share_stream_of(s, ptsz), &plan)) \
                         return real(dst, src, n, s);                                                       \
                 if (plan.lo)                                                                               \
                         r = real(dst, src, plan.lo, s);                                                    \

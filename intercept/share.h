@@ -83,6 +83,12 @@ void sage_share_before_write(CUdeviceptr dst, size_t n);
  * launch or an API write while sage_share_pending.
  */
 void sage_share_assemble(void);
+/* The stream a call means: a _ptsz entry point means the per-thread stream by 0. */
+static inline CUstream sage_share_stream_of(CUstream s, bool ptsz) {
+        return !s && ptsz ? CU_STREAM_PER_THREAD : s;
+}
+/* May work submitted to `stream` be captured rather than run (no synchronizing then)? */
+bool sage_share_capturing(CUstream stream);
 /* Called by the hooks' slow path after every call while sharing is active. */
 void sage_share_after_call(SageSym sym);
 
@@ -102,7 +108,7 @@ void sage_share_drop_piece(SageShareAlloc *a, Piece *p);
 
 /* Launch guard (share_guard.c). */
 bool sage_share_guard_available(void);
-void sage_share_guard_launch(CUfunction f, void **params, void **extra);
+void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra);
 /* The notes a candidate is published with (malloc'ed; NULL: none), and their use on a mapped piece. */
 void *sage_share_notes_build(const Piece *p, uint32_t *len);
 void sage_share_notes_apply(Piece *p, const void *notes, uint32_t len);

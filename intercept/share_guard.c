@@ -189,12 +189,17 @@ static void *param_buffer(void **extra) {
         return NULL;
 }
 
-void sage_share_guard_launch(CUfunction f, void **params, void **extra) {
+void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra) {
         const Layout *l;
         char *buffer;
 
-        if (atomic_load_explicit(&sage_share_pending, memory_order_relaxed))
-                sage_share_assemble(); /* before the kernel can write what the uploads left */
+        /*
+         * Before the kernel can write what the uploads left. Not while the
+         * launch is captured: assembly synchronizes, which would break the
+         * capture (those allocations are then not assembled at all).
+         */
+        if (atomic_load_explicit(&sage_share_pending, memory_order_relaxed) && !sage_share_capturing(stream))
+                sage_share_assemble();
         if (!atomic_load_explicit(&sage_share_guarding, memory_order_relaxed) || !f)
                 return;
         pthread_mutex_lock(&sage_share_lock);
@@ -268,39 +273,39 @@ void sage_share_notes_apply(Piece *p, const void *notes, uint32_t len) {
 CUresult sage_impl_cuLaunchKernel(sage_fn_cuLaunchKernel_t real, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                                   unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params,
                                   void **extra) {
-        sage_share_guard_launch(f, params, extra);
+        sage_share_guard_launch(s, f, params, extra);
         return real(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);
 }
 
 CUresult sage_impl_cuLaunchKernel_ptsz(sage_fn_cuLaunchKernel_ptsz_t real, CUfunction f, unsigned gx, unsigned gy,
                                        unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s,
                                        void **params, void **extra) {
-        sage_share_guard_launch(f, params, extra);
+        sage_share_guard_launch(sage_share_stream_of(s, true), f, params, extra);
         return real(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);
 }
 
 CUresult sage_impl_cuLaunchCooperativeKernel(sage_fn_cuLaunchCooperativeKernel_t real, CUfunction f, unsigned gx,
                                              unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                                              unsigned shmem, CUstream s, void **params) {
-        sage_share_guard_launch(f, params, NULL);
+        sage_share_guard_launch(s, f, params, NULL);
         return real(f, gx, gy, gz, bx, by, bz, shmem, s, params);
 }
 
 CUresult sage_impl_cuLaunchCooperativeKernel_ptsz(sage_fn_cuLaunchCooperativeKernel_ptsz_t real, CUfunction f,
                                                   unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                                   unsigned bz, unsigned shmem, CUstream s, void **params) {
-        sage_share_guard_launch(f, params, NULL);
+        sage_share_guard_launch(sage_share_stream_of(s, true), f, params, NULL);
         return real(f, gx, gy, gz, bx, by, bz, shmem, s, params);
 }
 
 CUresult sage_impl_cuLaunchKernelEx(sage_fn_cuLaunchKernelEx_t real, const CUlaunchConfig *config, CUfunction f,
                                     void **params, void **extra) {
-        sage_share_guard_launch(f, params, extra);
+        sage_share_guard_launch(config ? config->hStream : NULL, f, params, extra);
         return real(config, f, params, extra);
 }
 
 CUresult sage_impl_cuLaunchKernelEx_ptsz(sage_fn_cuLaunchKernelEx_ptsz_t real, const CUlaunchConfig *config,
                                          CUfunction f, void **params, void **extra) {
-        sage_share_guard_launch(f, params, extra);
+        sage_share_guard_launch(sage_share_stream_of(config ? config->hStream : NULL, true), f, params, extra);
         return real(config, f, params, extra);
 }

@@ -307,7 +307,13 @@ FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
 
 FAKE_EXPORT CUresult cuCtxSynchronize(void)
 {
-    return fake_require_context(NULL); /* all work already ran at submission */
+    CUresult r = fake_require_context(NULL); /* all work already ran at submission */
+    if (r != CUDA_SUCCESS)
+        return r;
+    /* As the driver: synchronizing while a stream captures is not allowed and breaks the capture. */
+    if (fake_invalidate_captures())
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)

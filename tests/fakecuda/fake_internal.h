@@ -122,6 +122,7 @@ struct CUgraph_st {
     struct CUgraph_st *next;
     FakeOp *ops;
     size_t count, capacity;
+    bool invalidated; /* while capturing: an unsafe call (cuCtxSynchronize) broke the capture */
 };
 
 struct CUgraphExec_st {
@@ -249,6 +250,7 @@ CUresult fake_copy3d_checked(const CUDA_MEMCPY3D *c);
 
 /* fake_stream.c */
 CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture); /* locks */
+bool fake_invalidate_captures(void); /* locks; any capture going on is broken: true */
 CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op);     /* locks */
 CUresult fake_op_run(const FakeOp *op);
 void fake_op_release(FakeOp *op);

@@ -41,6 +41,19 @@ CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture)
     return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
+bool fake_invalidate_captures(void)
+{
+    bool any = false;
+    fake_lock();
+    for (CUstream p = fake.streams; p; p = p->next)
+        if (p->capture) {
+            p->capture->invalidated = true;
+            any = true;
+        }
+    fake_unlock();
+    return any;
+}
+
 /* ------------------------------------------------------------ ops & graphs */
 void fake_op_release(FakeOp *op)
 {
@@ -373,6 +386,12 @@ FAKE_EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *phGraph)
         r = CUDA_ERROR_INVALID_HANDLE;
     } else if (!s->capture) {
         r = CUDA_ERROR_ILLEGAL_STATE;
+    } else if (s->capture->invalidated) {
+        CUgraph g = s->capture;
+        s->capture = NULL;
+        graph_clear(g);
+        free(g);
+        r = CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
     } else {
         CUgraph g = s->capture;
         s->capture = NULL;

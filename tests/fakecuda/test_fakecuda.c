@@ -488,6 +488,10 @@ static void test_graphs(void)
     CHECK(host[3] == 1003);
     OK(cuGraphExecDestroy(exec));
     CHECK_CU(cuStreamEndCapture(s, &g), CUDA_ERROR_ILLEGAL_STATE);
+    OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL)); /* a sync breaks a capture, as the driver */
+    CHECK_CU(cuCtxSynchronize(), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    CHECK_CU(cuStreamEndCapture(s, &g), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+    OK(cuCtxSynchronize());
 
     CUevent e1, e2;
     float ms = -1;

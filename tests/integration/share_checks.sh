@@ -93,6 +93,13 @@ for i in 1 2; do
   [ "$out" = "$native_r" ] || bad "reach run $i output: $out vs $native_r"
 done
 [ "$(stat_of "$tmp/r2.json" SHARE_ASSEMBLED_HITS)" -ge 1 ] || bad "reach: the granules after the first not shared"
+step "the first launch after an upload captured into a graph: assembly waits, the capture holds"
+native_c=$("$prog" 8 15 capture)
+for i in 1 2; do
+  out=$(SAGE_TRACE="$tmp/c$i.json" LD_PRELOAD="$preload" "$prog" 8 15 capture) || bad "capture run $i"
+  [ "$out" = "$native_c" ] || bad "capture run $i output: $out vs $native_c"
+done
+[ "$(stat_of "$tmp/c2.json" SHARE_HITS)" = 1 ] || bad "capture: the upload's whole granules not served by the broker"
 step "a larger segment: granules the tensors fill are shared even when a kernel writes the free granule"
 native_l=$("$prog" 4 13 packed-gapwrite)
 for i in 1 2; do

@@ -23,6 +23,9 @@
  *               segment (zeros times 3: the bytes do not change)
  *   packed-reach the tensors start 8 KiB into the second granule; a kernel
  *               writes a buffer from 4 KiB before that granule to 4 KiB into it
+ *   capture     the upload starts 4 KiB into the allocation (its ends are
+ *               left for assembly); the first launch after it is captured
+ *               into a graph on a stream, which is then replayed
  *   ipc-export  as whole, then hands a CUDA IPC handle to a child process
  *               (this program, ipc-open) which checksums the weights, writes
  *               one word; the parent must see the write
@@ -171,6 +174,43 @@ static int packed(size_t bytes, uint64_t seed, size_t first, bool gap_write, boo
         return 0;
 }
 
+/* The first launch after an upload is captured into a graph: sharing must not break the capture. */
+static int capture(size_t bytes, uint64_t seed) {
+        size_t n = (bytes - 8192) / sizeof(uint64_t);
+        uint64_t *host = malloc(bytes), result = 0;
+        CUdeviceptr w, at;
+        CUstream s;
+        CUgraph g;
+        CUgraphExec exec;
+        CUresult r;
+        void *params[] = { &at, &n, &out };
+
+        if (!host)
+                return 2;
+        fill(host, bytes, seed);
+        OK(cuMemAlloc(&w, bytes));
+        at = w + 4096;
+        OK(cuMemcpyHtoD(at, host, n * sizeof(uint64_t)));
+        OK(cuStreamCreate(&s, 0));
+        OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+        OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+        if ((r = cuStreamEndCapture(s, &g)) != CUDA_SUCCESS) {
+                fprintf(stderr, "share-test: the capture broke: %d\n", (int)r);
+                return 5;
+        }
+        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+        OK(cuGraphLaunch(exec, s));
+        OK(cuStreamSynchronize(s));
+        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
+        printf("captured checksum %016llx\n", (unsigned long long)result);
+        OK(cuGraphExecDestroy(exec));
+        OK(cuGraphDestroy(g));
+        OK(cuStreamDestroy(s));
+        OK(cuMemFree(w));
+        free(host);
+        return 0;
+}
+
 static int ipc_open(const char *hex, size_t bytes) {
         CUipcMemHandle h;
         CUdeviceptr p;
@@ -229,6 +269,8 @@ int main(int argc, char **argv) {
                 OK(cuMemFree(w2));
                 return 0;
         }
+        if (!strcmp(mode, "capture"))
+                return capture(bytes, seed);
         if (!strcmp(mode, "packed-reach")) /* the tensors start 8 KiB past the second granule */
                 return packed(bytes, seed, (2u << 20) + 8192, false, true);
         if (!strncmp(mode, "packed", 6))
