@@ -15,8 +15,12 @@ typedef enum SageStat {
 
 extern atomic_ullong sage_stats[SAGE_STAT_COUNT];
 
+static inline void sage_stats_add(SageStat stat, uint64_t n) {
+        atomic_fetch_add_explicit(&sage_stats[stat], n, memory_order_relaxed);
+}
+
 static inline void sage_stats_count(SageStat stat) {
-        atomic_fetch_add_explicit(&sage_stats[stat], 1, memory_order_relaxed);
+        sage_stats_add(stat, 1);
 }
 
 /* Print every counter (text; or a JSON object body when json is true). */

@@ -19,6 +19,8 @@
  *   copy as usual. When the allocation is freed or the process exits, each
  *   candidate is read back and hashed: unchanged over the life of the
  *   process, it is published to the broker, sealed. Read-only is learned.
+ * What no single upload covers whole (its ends, pools of small tensors) is
+ * keyed later, at the first launch (share_assemble.c).
  *
  * Splitting a piece keeps the content of what remains of it, unless the
  * allocation is "fresh": nothing but tracked uploads may have written it
@@ -69,20 +71,16 @@ atomic_bool sage_share_pending;
 uint64_t sage_share_lo_va = UINT64_MAX, sage_share_hi_va;
 static atomic_ullong write_epoch = 1;
 static int share_state; /* 0 untried, 1 on, -1 off for this process */
-static uint64_t lookup_notes[SAGE_SHARE_NOTES_MAX / 8]; /* a lookup's answer; under the lock */
+uint64_t sage_share_notes_buf[SAGE_SHARE_NOTES_MAX / 8]; /* 32 KiB: too big for an app thread's stack */
 
 static const SageDriverExtras *const drv = &sage_driver_extras;
 
 static void share_at_exit(void);
 
-static void count_bytes(SageStat stat, size_t n) {
-        atomic_fetch_add_explicit(&sage_stats[stat], n, memory_order_relaxed);
-}
-
 /* Add the time since `since` to a nanosecond counter; returns now. */
 static uint64_t lap(SageStat stat, uint64_t since) {
         uint64_t now = sage_now_ns();
-        count_bytes(stat, now - since);
+        sage_stats_add(stat, now - since);
         return now;
 }
 
@@ -185,14 +183,14 @@ release:
         return r;
 }
 
-static bool fresh(const SageShareAlloc *a) {
+bool sage_share_fresh(const SageShareAlloc *a) {
         return a->epoch == atomic_load_explicit(&write_epoch, memory_order_relaxed);
 }
 
 static void note_written(SageShareAlloc *a, size_t off, size_t len) {
         Range *w;
 
-        if (!fresh(a) || !len)
+        if (!sage_share_fresh(a) || !len)
                 return;
         if (a->nwritten && a->written[a->nwritten - 1].off + a->written[a->nwritten - 1].len == off) {
                 a->written[a->nwritten - 1].len += len;
@@ -212,7 +210,7 @@ static void note_written(SageShareAlloc *a, size_t off, size_t len) {
 
 /* Must the content of a->va[off, off+len), part of piece p, survive a split? */
 static bool must_keep(const SageShareAlloc *a, const Piece *p, size_t off, size_t len) {
-        if (p->extent_id || !fresh(a))
+        if (p->extent_id || !sage_share_fresh(a))
                 return true;
         for (size_t i = 0; i < a->nwritten; i++)
                 if (a->written[i].off < off + len && off < a->written[i].off + a->written[i].len)
@@ -220,7 +218,7 @@ static bool must_keep(const SageShareAlloc *a, const Piece *p, size_t off, size_
         return false;
 }
 
-static void free_lists(Piece *p) {
+void sage_share_free_lists(Piece *p) {
         free(p->seen);
         free(p->allow);
         free(p->filled);
@@ -230,7 +228,7 @@ static void free_lists(Piece *p) {
 }
 
 void sage_share_drop_piece(SageShareAlloc *a, Piece *p) {
-        free_lists(p);
+        sage_share_free_lists(p);
         SAGE_REAL(cuMemUnmap)(a->va + p->off, p->len);
         SAGE_REAL(cuMemRelease)(p->handle);
         if (p->extent_id && sage_share_broker)
@@ -268,7 +266,7 @@ static bool insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Pie
  * outside [lo, hi) gets new private backing, content kept where it matters.
  * The caller has synchronized the context. On failure nothing changed.
  */
-static CUresult replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Piece *with) {
+CUresult sage_share_replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Piece *with) {
         size_t i0 = 0, i1;
         Piece rem[2], add[3];
         bool keep[2] = { false, false };
@@ -326,6 +324,25 @@ static CUresult replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Pie
                 add[nadd++] = rem[nrem - 1];
         insert_pieces(a, i0, i1 - i0, add, nadd); /* capacity reserved above: cannot fail */
         return CUDA_SUCCESS;
+}
+
+bool sage_share_map_extent(SageShareAlloc *a, Piece *piece, int fd) {
+        bool served = false;
+
+        if (SAGE_REAL(cuMemImportFromShareableHandle)(&piece->handle, (void *)(uintptr_t)fd,
+                                                      CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) == CUDA_SUCCESS) {
+                served = sage_share_replace_range(a, piece->off, piece->off + piece->len, piece) == CUDA_SUCCESS;
+                if (!served)
+                        SAGE_REAL(cuMemRelease)(piece->handle);
+        }
+        close(fd);
+        if (!served) {
+                sage_share_free_lists(piece);
+                if (sage_share_broker)
+                        sage_broker_release(sage_share_broker, piece->extent_id);
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+        }
+        return served;
 }
 
 /* Give shared piece i private backing with the same content (after the work in flight). */
@@ -516,7 +533,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 }
         }
         if (a->no_share || hi <= lo || !sage_share_broker) {
-                count_bytes(SAGE_STAT_SHARE_BYTES_COPIED, n); /* no whole granule: assembly's, if anyone's */
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n); /* no whole granule: assembly's, if anyone's */
                 note_written(a, o, n);
                 goto out;
         }
@@ -525,40 +542,27 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
                 by_file = true;
                 sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
         } else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &key) < 0) {
-                count_bytes(SAGE_STAT_SHARE_BYTES_COPIED, n);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
                 note_written(a, o, n);
                 goto out;
         }
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
-        r = sage_broker_lookup_noted(sage_share_broker, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, lookup_notes,
-                                     sizeof(lookup_notes), &notes_len);
+        r = sage_broker_lookup_noted(sage_share_broker, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd,
+                                     sage_share_notes_buf, sizeof(sage_share_notes_buf), &notes_len);
         sage_share_broker_lost(r);
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
         sage_share_sync(a); /* nothing in flight may use the backing we replace */
         atomic_store(&sage_share_guarding, true);
         if (r == 0 && fd >= 0) {
                 piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id, .span_lo = o };
-                sage_share_notes_apply(&piece, lookup_notes, notes_len);
-                if (SAGE_REAL(cuMemImportFromShareableHandle)(&piece.handle, (void *)(uintptr_t)fd,
-                                                              CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) == CUDA_SUCCESS) {
-                        served = replace_range(a, lo, hi, &piece) == CUDA_SUCCESS;
-                        if (!served)
-                                SAGE_REAL(cuMemRelease)(piece.handle);
-                }
-                if (!served)
-                        free_lists(&piece);
-                close(fd);
-                if (!served) {
-                        if (sage_share_broker)
-                                sage_broker_release(sage_share_broker, extent_id);
-                        sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
-                }
+                sage_share_notes_apply(&piece, sage_share_notes_buf, notes_len);
+                served = sage_share_map_extent(a, &piece, fd);
         }
         lap(SAGE_STAT_SHARE_NS_REMAP, t);
         if (served) {
                 sage_stats_count(SAGE_STAT_SHARE_HITS);
-                count_bytes(SAGE_STAT_SHARE_BYTES_MAPPED, hi - lo);
-                count_bytes(SAGE_STAT_SHARE_BYTES_COPIED, n - (hi - lo));
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_MAPPED, hi - lo);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n - (hi - lo));
                 note_written(a, o, lo - o);
                 note_written(a, hi, o + n - hi);
                 plan->lo = lo - o;
@@ -567,7 +571,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
         }
         /* A miss: [lo, hi) becomes a candidate piece of its own, filled by the caller's copy. */
         sage_stats_count(SAGE_STAT_SHARE_MISSES);
-        count_bytes(SAGE_STAT_SHARE_BYTES_COPIED, n);
+        sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
         t = sage_now_ns();
         if (!by_file)
                 content = key;
@@ -577,7 +581,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
         piece = (Piece){ .off = lo, .len = hi - lo, .candidate = true, .key = key, .content = content, .span_lo = o };
         if (create(a, hi - lo, &piece.handle) != CUDA_SUCCESS)
                 goto written;
-        if (replace_range(a, lo, hi, &piece) != CUDA_SUCCESS) {
+        if (sage_share_replace_range(a, lo, hi, &piece) != CUDA_SUCCESS) {
                 SAGE_REAL(cuMemRelease)(piece.handle);
                 sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
         }
@@ -591,13 +595,13 @@ out:
 
 /* ---------------------------------------------------------------- publishing */
 
-typedef struct ReadBack {
-        CUdeviceptr at;
-} ReadBack;
-
 static int read_device(void *ctx, size_t off, void *buf, size_t n) {
-        ReadBack *rb = ctx;
-        return SAGE_REAL(cuMemcpyDtoH_v2)(buf, rb->at + off, n) == CUDA_SUCCESS ? 0 : -1;
+        const CUdeviceptr *at = ctx;
+        return SAGE_REAL(cuMemcpyDtoH_v2)(buf, *at + off, n) == CUDA_SUCCESS ? 0 : -1;
+}
+
+int sage_share_device_content(CUdeviceptr at, size_t len, void *buf, SageHash *out) {
+        return sage_share_device_key(read_device, &at, len, buf, out);
 }
 
 /* Candidates of `a` unchanged since their upload go to the broker, sealed. Under the lock. */
@@ -615,7 +619,6 @@ static void publish_candidates(SageShareAlloc *a) {
                 goto out;
         for (size_t i = 0; i < a->npieces && sage_share_broker; i++) {
                 Piece *p = &a->pieces[i];
-                ReadBack rb = { a->va + p->off };
                 SageHash now;
                 uint64_t id;
                 void *notes;
@@ -625,7 +628,8 @@ static void publish_candidates(SageShareAlloc *a) {
                 if (!p->candidate)
                         continue;
                 p->candidate = false;
-                if (sage_share_device_key(read_device, &rb, p->len, buf, &now) < 0 || !sage_hash_equal(now, p->content))
+                if (sage_share_device_content(a->va + p->off, p->len, buf, &now) < 0 ||
+                    !sage_hash_equal(now, p->content))
                         continue;
                 if (SAGE_REAL(cuMemExportToShareableHandle)(&fd, p->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
                                                             0) != CUDA_SUCCESS)
@@ -646,210 +650,6 @@ out:
         if (buf)
                 SAGE_REAL(cuMemFreeHost)(buf);
         drv->ctx_pop(&popped);
-}
-
-/* ---------------------------------------------------------------- assembly */
-
-/*
- * Only the whole granules of one upload are keyed when it happens. What is
- * left (the ends of every upload, and granules that a framework's pool fills
- * with many small tensors) is keyed later, "assembled": at the first launch
- * or API write after the uploads, while the allocation still holds nothing
- * but uploaded bytes, each maximal run of such granules is read back and
- * keyed by its whole content (gaps included, so the key says exactly what a
- * mapping would show). The broker holding it: the run maps its extent and
- * the private backing goes. Else the run becomes a candidate, published at
- * free or exit if unchanged. Kernels pointing into the gaps between the
- * uploads (buffers the pool put there later) make a candidate unpublishable
- * and a shared run private first (share_guard.c): gaps are not weights.
- */
-
-/* Longer runs are cut: a run is read back and hashed as one piece. */
-#define ASSEMBLE_MAX_RUN (64u << 20)
-
-static int cmp_range(const void *x, const void *y) {
-        const Range *a = x, *b = y;
-        return a->off < b->off ? -1 : a->off > b->off;
-}
-
-/*
- * Does [g, end) hold a stretch of at least GAP_ALONE bytes no upload wrote?
- * `w` sorted, w[j] the first range ending after g. A pool puts other buffers
- * only there (tensors are 512-byte aligned: smaller stretches are padding).
- */
-#define GAP_ALONE 512u
-static bool gappy(const Range *w, size_t nw, size_t j, size_t g, size_t end) {
-        size_t at = g;
-
-        for (; j < nw && w[j].off < end; j++) {
-                if (w[j].off > at && w[j].off - at >= GAP_ALONE)
-                        return true;
-                if (w[j].off + w[j].len > at)
-                        at = w[j].off + w[j].len;
-        }
-        return at < end && end - at >= GAP_ALONE;
-}
-
-/* Is the piece holding granule `g` of `a` plain private memory (neither candidate nor shared)? */
-static bool granule_private(const SageShareAlloc *a, size_t g) {
-        for (size_t i = 0; i < a->npieces; i++)
-                if (g >= a->pieces[i].off && g < a->pieces[i].off + a->pieces[i].len)
-                        return !a->pieces[i].candidate && !a->pieces[i].extent_id;
-        return false;
-}
-
-/* Give `p` ([lo, hi)) the upload ranges of sorted `w` that overlap it; span_lo from the first. */
-static bool attach_filled(const Range *w, size_t nw, size_t lo, size_t hi, Piece *p) {
-        size_t n = 0;
-
-        for (size_t i = 0; i < nw; i++)
-                n += w[i].off < hi && lo < w[i].off + w[i].len;
-        if (!n || !(p->filled = malloc(n * sizeof(*p->filled))))
-                return false;
-        for (size_t i = 0; i < nw; i++)
-                if (w[i].off < hi && lo < w[i].off + w[i].len)
-                        p->filled[p->nfilled++] = w[i];
-        p->span_lo = p->filled[0].off < lo ? p->filled[0].off : lo;
-        return true;
-}
-
-/* Uploaded bytes inside piece `p`. */
-static size_t filled_bytes(const Piece *p) {
-        size_t n = 0, end = p->off + p->len;
-
-        for (size_t i = 0; i < p->nfilled; i++) {
-                size_t lo = p->filled[i].off > p->off ? p->filled[i].off : p->off;
-                size_t hi = p->filled[i].off + p->filled[i].len < end ? p->filled[i].off + p->filled[i].len : end;
-                n += hi > lo ? hi - lo : 0;
-        }
-        return n;
-}
-
-/* Key run [lo, hi) of `a` by its content; map the broker's extent or make it a candidate. Under the lock, synced. */
-static void assemble_run(SageShareAlloc *a, const Range *w, size_t nw, size_t lo, size_t hi, void *buf) {
-        ReadBack rb = { a->va + lo };
-        Piece piece = { .off = lo, .len = hi - lo };
-        uint64_t extent_id = 0;
-        uint32_t notes_len = 0;
-        int fd = -1, r;
-
-        if (!attach_filled(w, nw, lo, hi, &piece))
-                return;
-        if (sage_share_device_key(read_device, &rb, hi - lo, buf, &piece.key) < 0) {
-                free_lists(&piece);
-                return;
-        }
-        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED);
-        r = sage_broker_lookup_noted(sage_share_broker, piece.key, hi - lo, (uint32_t)a->dev, &extent_id, &fd,
-                                     lookup_notes, sizeof(lookup_notes), &notes_len);
-        sage_share_broker_lost(r);
-        if (r == 0 && fd >= 0) {
-                size_t bytes = filled_bytes(&piece);
-                bool served = false;
-
-                piece.extent_id = extent_id;
-                sage_share_notes_apply(&piece, lookup_notes, notes_len);
-                if (SAGE_REAL(cuMemImportFromShareableHandle)(&piece.handle, (void *)(uintptr_t)fd,
-                                                              CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) == CUDA_SUCCESS) {
-                        served = replace_range(a, lo, hi, &piece) == CUDA_SUCCESS;
-                        if (!served)
-                                SAGE_REAL(cuMemRelease)(piece.handle);
-                }
-                close(fd);
-                if (served) {
-                        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
-                        count_bytes(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
-                        return;
-                }
-                free_lists(&piece);
-                if (sage_share_broker)
-                        sage_broker_release(sage_share_broker, extent_id);
-                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
-                return;
-        }
-        /* A miss: a candidate. A run that is one piece already just becomes one; else it gets its own backing. */
-        piece.candidate = true;
-        piece.content = piece.key;
-        for (size_t i = 0; i < a->npieces; i++) {
-                Piece *p = &a->pieces[i];
-                if (p->off == lo && p->len == hi - lo) {
-                        piece.handle = p->handle;
-                        *p = piece;
-                        return;
-                }
-        }
-        if (sage_share_copy_into_new(a, lo, hi - lo, &piece.handle) != CUDA_SUCCESS) {
-                free_lists(&piece);
-                return;
-        }
-        if (replace_range(a, lo, hi, &piece) != CUDA_SUCCESS) {
-                SAGE_REAL(cuMemRelease)(piece.handle);
-                free_lists(&piece);
-                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
-        }
-}
-
-/* Assemble the runs of fresh allocation `a`. Under the lock, in its context. */
-static void assemble_allocation(SageShareAlloc *a, void *buf) {
-        Range *w;
-        size_t nw = a->nwritten, j = 0, run = SIZE_MAX;
-        bool run_alone = false;
-
-        if (!(w = malloc(nw * sizeof(*w))))
-                return;
-        memcpy(w, a->written, nw * sizeof(*w));
-        qsort(w, nw, sizeof(*w), cmp_range);
-        for (size_t g = 0; g <= a->padded && sage_share_broker; g += a->gran) {
-                bool pending = false, alone = false;
-
-                while (j < nw && w[j].off + w[j].len <= g)
-                        j++;
-                if (g < a->padded) {
-                        pending = j < nw && w[j].off < g + a->gran && granule_private(a, g);
-                        alone = pending && gappy(w, nw, j, g, g + a->gran < a->size ? g + a->gran : a->size);
-                }
-                /* A granule with room for other buffers is a run of its own: a buffer there loses only it. */
-                if (run != SIZE_MAX && (!pending || alone || g - run == ASSEMBLE_MAX_RUN || run_alone)) {
-                        assemble_run(a, w, nw, run, g, buf);
-                        run = SIZE_MAX;
-                }
-                /*
-                 * A run starts where the allocation or an upload's bytes do: a
-                 * buffer reaching into its first granule from before (whose
-                 * pointer the guard would not match) must then overlap a tensor.
-                 */
-                if (pending && run == SIZE_MAX && (g == 0 || (j < nw && w[j].off <= g))) {
-                        run = g;
-                        run_alone = alone;
-                }
-        }
-        free(w);
-}
-
-void sage_share_assemble(void) {
-        void *buf = NULL;
-        CUcontext popped;
-        uint64_t t;
-
-        if (!atomic_exchange(&sage_share_pending, false))
-                return;
-        t = sage_now_ns();
-        pthread_mutex_lock(&sage_share_lock);
-        for (SageShareAlloc *a = sage_share_allocs; a && sage_share_broker; a = a->next) {
-                if (!fresh(a) || !a->nwritten || a->no_share || drv->ctx_push(a->ctx) != CUDA_SUCCESS)
-                        continue;
-                /* The uploads in flight land first; pinned memory for the read-back, once. */
-                if (drv->ctx_synchronize() == CUDA_SUCCESS &&
-                    (buf || SAGE_REAL(cuMemAllocHost_v2)(&buf, sage_share_key_chunk()) == CUDA_SUCCESS)) {
-                        assemble_allocation(a, buf);
-                        atomic_store(&sage_share_guarding, true);
-                }
-                drv->ctx_pop(&popped);
-        }
-        if (buf)
-                SAGE_REAL(cuMemFreeHost)(buf);
-        pthread_mutex_unlock(&sage_share_lock);
-        lap(SAGE_STAT_SHARE_NS_ASSEMBLE, t);
 }
 
 static void release_allocation(SageShareAlloc *a) {

@@ -1,4 +1,8 @@
-/* Sharing-based memory, client side (SAGE_SHARE=1): share.c, share_key.c, share_ipc.c. */
+/*
+ * Sharing-based memory, client side (SAGE_SHARE=1): share.c (allocator,
+ * uploads, publishing), share_assemble.c, share_guard.c, share_key.c,
+ * share_ipc.c.
+ */
 #pragma once
 
 #include <pthread.h>
@@ -91,6 +95,24 @@ static inline CUstream sage_share_stream_of(CUstream s, bool ptsz) {
 bool sage_share_capturing(CUstream stream);
 /* Called by the hooks' slow path after every call while sharing is active. */
 void sage_share_after_call(SageSym sym);
+
+/* Has nothing but tracked uploads written `a` since it was allocated? */
+bool sage_share_fresh(const SageShareAlloc *a);
+/* Make [lo, hi) of `a` one piece backed by `with` (see share.c). Under the lock. */
+CUresult sage_share_replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Piece *with);
+/*
+ * Import broker extent fd (closed) and map it read-only as `piece`, whose
+ * off, len, extent_id (our reference) and notes are set. False: nothing
+ * changed, the reference is given back, the piece's lists freed. Under the
+ * lock, synced.
+ */
+bool sage_share_map_extent(SageShareAlloc *a, Piece *piece, int fd);
+/* Free a piece's use lists (seen, allow, filled). */
+void sage_share_free_lists(Piece *p);
+/* Key device bytes [at, at+len) by content, read back through `buf` (sage_share_key_chunk() bytes, pinned). */
+int sage_share_device_content(CUdeviceptr at, size_t len, void *buf, SageHash *out);
+/* The notes of a broker lookup's answer. Under the lock. */
+extern uint64_t sage_share_notes_buf[SAGE_SHARE_NOTES_MAX / 8];
 
 /* A new physical allocation holding a copy of a->va[off, off+len) (device copy, finished). */
 CUresult sage_share_copy_into_new(SageShareAlloc *a, size_t off, size_t len, CUmemGenericAllocationHandle *out);

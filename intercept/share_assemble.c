@@ -1,0 +1,204 @@
+/*
+ * Assembly: sharing what no single upload covers whole (SAGE_SHARE_ASSEMBLE).
+ *
+ * Only the whole granules of one upload are keyed when it happens. What is
+ * left (the ends of every upload, and granules that a framework's pool fills
+ * with many small tensors) is keyed later, "assembled": at the first launch
+ * or API write after the uploads, while the allocation still holds nothing
+ * but uploaded bytes, each maximal run of such granules is read back and
+ * keyed by its whole content (gaps included, so the key says exactly what a
+ * mapping would show). The broker holding it: the run maps its extent and
+ * the private backing goes. Else the run becomes a candidate, published at
+ * free or exit if unchanged. Kernels pointing into the gaps between the
+ * uploads (buffers the pool put there later) make a candidate unpublishable
+ * and a shared run private first (share_guard.c): gaps are not weights.
+ */
+#include <cuda.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker_client.h"
+#include "driver.h"
+#include "impl.h"
+#include "intercept.h"
+#include "share.h"
+#include "share_key.h"
+#include "util.h"
+
+static const SageDriverExtras *const drv = &sage_driver_extras;
+
+/* Longer runs are cut: a run is read back and hashed as one piece. */
+#define ASSEMBLE_MAX_RUN (64u << 20)
+
+static int cmp_range(const void *x, const void *y) {
+        const Range *a = x, *b = y;
+        return a->off < b->off ? -1 : a->off > b->off;
+}
+
+/*
+ * Does [g, end) hold a stretch of at least GAP_ALONE bytes no upload wrote?
+ * `w` sorted, w[j] the first range ending after g. A pool puts other buffers
+ * only there (tensors are 512-byte aligned: smaller stretches are padding).
+ */
+#define GAP_ALONE 512u
+static bool gappy(const Range *w, size_t nw, size_t j, size_t g, size_t end) {
+        size_t at = g;
+
+        for (; j < nw && w[j].off < end; j++) {
+                if (w[j].off > at && w[j].off - at >= GAP_ALONE)
+                        return true;
+                if (w[j].off + w[j].len > at)
+                        at = w[j].off + w[j].len;
+        }
+        return at < end && end - at >= GAP_ALONE;
+}
+
+/* Is the piece holding granule `g` of `a` plain private memory (neither candidate nor shared)? */
+static bool granule_private(const SageShareAlloc *a, size_t g) {
+        for (size_t i = 0; i < a->npieces; i++)
+                if (g >= a->pieces[i].off && g < a->pieces[i].off + a->pieces[i].len)
+                        return !a->pieces[i].candidate && !a->pieces[i].extent_id;
+        return false;
+}
+
+/* Give `p` ([lo, hi)) the upload ranges of sorted `w` that overlap it; span_lo from the first. */
+static bool attach_filled(const Range *w, size_t nw, size_t lo, size_t hi, Piece *p) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < nw; i++)
+                n += w[i].off < hi && lo < w[i].off + w[i].len;
+        if (!n || !(p->filled = malloc(n * sizeof(*p->filled))))
+                return false;
+        for (size_t i = 0; i < nw; i++)
+                if (w[i].off < hi && lo < w[i].off + w[i].len)
+                        p->filled[p->nfilled++] = w[i];
+        p->span_lo = p->filled[0].off < lo ? p->filled[0].off : lo;
+        return true;
+}
+
+/* Uploaded bytes inside piece `p`. */
+static size_t filled_bytes(const Piece *p) {
+        size_t n = 0, end = p->off + p->len;
+
+        for (size_t i = 0; i < p->nfilled; i++) {
+                size_t lo = p->filled[i].off > p->off ? p->filled[i].off : p->off;
+                size_t hi = p->filled[i].off + p->filled[i].len < end ? p->filled[i].off + p->filled[i].len : end;
+                n += hi > lo ? hi - lo : 0;
+        }
+        return n;
+}
+
+/* Key run [lo, hi) of `a` by its content; map the broker's extent or make it a candidate. Under the lock, synced. */
+static void assemble_run(SageShareAlloc *a, const Range *w, size_t nw, size_t lo, size_t hi, void *buf) {
+        Piece piece = { .off = lo, .len = hi - lo };
+        uint64_t extent_id = 0;
+        uint32_t notes_len = 0;
+        int fd = -1, r;
+
+        if (!attach_filled(w, nw, lo, hi, &piece))
+                return;
+        if (sage_share_device_content(a->va + lo, hi - lo, buf, &piece.key) < 0) {
+                sage_share_free_lists(&piece);
+                return;
+        }
+        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED);
+        r = sage_broker_lookup_noted(sage_share_broker, piece.key, hi - lo, (uint32_t)a->dev, &extent_id, &fd,
+                                     sage_share_notes_buf, sizeof(sage_share_notes_buf), &notes_len);
+        sage_share_broker_lost(r);
+        if (r == 0 && fd >= 0) {
+                size_t bytes = filled_bytes(&piece);
+
+                piece.extent_id = extent_id;
+                sage_share_notes_apply(&piece, sage_share_notes_buf, notes_len);
+                if (sage_share_map_extent(a, &piece, fd)) {
+                        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
+                        sage_stats_add(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
+                }
+                return;
+        }
+        /* A miss: a candidate. A run that is one piece already just becomes one; else it gets its own backing. */
+        piece.candidate = true;
+        piece.content = piece.key;
+        for (size_t i = 0; i < a->npieces; i++) {
+                Piece *p = &a->pieces[i];
+                if (p->off == lo && p->len == hi - lo) {
+                        piece.handle = p->handle;
+                        *p = piece;
+                        return;
+                }
+        }
+        if (sage_share_copy_into_new(a, lo, hi - lo, &piece.handle) != CUDA_SUCCESS) {
+                sage_share_free_lists(&piece);
+                return;
+        }
+        if (sage_share_replace_range(a, lo, hi, &piece) != CUDA_SUCCESS) {
+                SAGE_REAL(cuMemRelease)(piece.handle);
+                sage_share_free_lists(&piece);
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+        }
+}
+
+/* Assemble the runs of fresh allocation `a`. Under the lock, in its context. */
+static void assemble_allocation(SageShareAlloc *a, void *buf) {
+        Range *w;
+        size_t nw = a->nwritten, j = 0, run = SIZE_MAX;
+        bool run_alone = false;
+
+        if (!(w = malloc(nw * sizeof(*w))))
+                return;
+        memcpy(w, a->written, nw * sizeof(*w));
+        qsort(w, nw, sizeof(*w), cmp_range);
+        for (size_t g = 0; g <= a->padded && sage_share_broker; g += a->gran) {
+                bool pending = false, alone = false;
+
+                while (j < nw && w[j].off + w[j].len <= g)
+                        j++;
+                if (g < a->padded) {
+                        pending = j < nw && w[j].off < g + a->gran && granule_private(a, g);
+                        alone = pending && gappy(w, nw, j, g, g + a->gran < a->size ? g + a->gran : a->size);
+                }
+                /* A granule with room for other buffers is a run of its own: a buffer there loses only it. */
+                if (run != SIZE_MAX && (!pending || alone || g - run == ASSEMBLE_MAX_RUN || run_alone)) {
+                        assemble_run(a, w, nw, run, g, buf);
+                        run = SIZE_MAX;
+                }
+                /*
+                 * A run starts where the allocation or an upload's bytes do: a
+                 * buffer reaching into its first granule from before (whose
+                 * pointer the guard would not match) must then overlap a tensor.
+                 */
+                if (pending && run == SIZE_MAX && (g == 0 || (j < nw && w[j].off <= g))) {
+                        run = g;
+                        run_alone = alone;
+                }
+        }
+        free(w);
+}
+
+void sage_share_assemble(void) {
+        void *buf = NULL;
+        CUcontext popped;
+        uint64_t t;
+
+        if (!atomic_exchange(&sage_share_pending, false))
+                return;
+        t = sage_now_ns();
+        pthread_mutex_lock(&sage_share_lock);
+        for (SageShareAlloc *a = sage_share_allocs; a && sage_share_broker; a = a->next) {
+                if (!sage_share_fresh(a) || !a->nwritten || a->no_share || drv->ctx_push(a->ctx) != CUDA_SUCCESS)
+                        continue;
+                /* The uploads in flight land first; pinned memory for the read-back, once. */
+                if (drv->ctx_synchronize() == CUDA_SUCCESS &&
+                    (buf || SAGE_REAL(cuMemAllocHost_v2)(&buf, sage_share_key_chunk()) == CUDA_SUCCESS)) {
+                        assemble_allocation(a, buf);
+                        atomic_store(&sage_share_guarding, true);
+                }
+                drv->ctx_pop(&popped);
+        }
+        if (buf)
+                SAGE_REAL(cuMemFreeHost)(buf);
+        pthread_mutex_unlock(&sage_share_lock);
+        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE, sage_now_ns() - t);
+}
