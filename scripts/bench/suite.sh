@@ -11,7 +11,7 @@
 #              once), poisson (open-loop arrivals), density (memory per instance),
 #              then optional extra runs while the budget lasts
 #
-# Time, estimated by suite.py's estimate_plan() from the 2026-11-29 --quick
+# Time, estimated by suite_plan.py's estimate_plan() from the 2026-11-29 --quick
 # partial run on the H200 with imports as slow as measured there (torch +
 # torchvision 7.4 s) and the Python models built without random init
 # (suite_test.py checks that the estimate stays within the default budgets):
@@ -254,12 +254,12 @@ S_CMIB=$c_mib S_LLMGIB=$llm_gib S_SHARD=$shard \
 import json, os, sys
 e = os.environ
 sys.path.insert(0, e["S_HERE"])
-import suite  # noqa: E402  (the plan and its time model live there, unit-tested)
+import suite_plan  # noqa: E402  (the plan and its time model live there, unit-tested)
 
 cw, pw = e["S_CWLS"].split(), e["S_PYWLS"].split()
-cfg = suite.build_config({"quick": e["S_QUICK"] == "1", "runs": int(e["S_RUNS"]) if e["S_RUNS"] else None,
-                          "cw": cw, "pw": pw, "c_mib": int(e["S_CMIB"]), "llm_gib": float(e["S_LLMGIB"]),
-                          "shard": e["S_SHARD"] or None, "budget": float(e["S_BUDGET"])})
+cfg = suite_plan.build_config({"quick": e["S_QUICK"] == "1", "runs": int(e["S_RUNS"]) if e["S_RUNS"] else None,
+                               "cw": cw, "pw": pw, "c_mib": int(e["S_CMIB"]), "llm_gib": float(e["S_LLMGIB"]),
+                               "shard": e["S_SHARD"] or None, "budget": float(e["S_BUDGET"])})
 logs = e["S_LOGS"]
 
 
