@@ -192,10 +192,10 @@ static void note_written(SageShareAlloc *a, size_t off, size_t len) {
 
         if (!sage_share_fresh(a) || !len)
                 return;
+        if (sage_options()->share_assemble) /* what this upload leaves is assembled at the next launch */
+                atomic_store_explicit(&sage_share_pending, true, memory_order_relaxed);
         if (a->nwritten && a->written[a->nwritten - 1].off + a->written[a->nwritten - 1].len == off) {
                 a->written[a->nwritten - 1].len += len;
-                if (sage_options()->share_assemble)
-                        atomic_store_explicit(&sage_share_pending, true, memory_order_relaxed);
                 return;
         }
         if (a->nwritten == MAX_WRITTEN || !(w = realloc(a->written, (a->nwritten + 1) * sizeof(*w)))) {
@@ -204,8 +204,6 @@ static void note_written(SageShareAlloc *a, size_t off, size_t len) {
         }
         a->written = w;
         a->written[a->nwritten++] = (Range){ off, len };
-        if (sage_options()->share_assemble)
-                atomic_store_explicit(&sage_share_pending, true, memory_order_relaxed);
 }
 
 /* Must the content of a->va[off, off+len), part of piece p, survive a split? */

@@ -12,6 +12,18 @@ saged_pid=$!
 trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 for _ in $(seq 50); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
 
+# twice TAG WHAT ARGS...: ARGS natively, then twice under sharing (traces
+# $tmp/TAG1.json, $tmp/TAG2.json), each time with native's output.
+twice() {
+  local tag=$1 what=$2 native out i
+  shift 2
+  native=$("$prog" "$@")
+  for i in 1 2; do
+    out=$(SAGE_TRACE="$tmp/$tag$i.json" LD_PRELOAD="$preload" "$prog" "$@") || bad "$what run $i (a fault?)"
+    [ "$out" = "$native" ] || bad "$what run $i output: $out vs $native"
+  done
+}
+
 native=$("$prog" 96 7)
 step "first function: uploads, publishes at free"
 out=$(SAGE_TRACE="$tmp/1.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "first run"
@@ -71,11 +83,7 @@ tensor_bytes=$(sed -n 's/^packed [0-9]* tensors, \([0-9]*\) bytes.*/\1/p' <<<"$n
 [ "$(stat_of "$tmp/s2.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "packed: the reading kernels were not allowed"
 
 step "a kernel writing the free rest of such a segment, leaving its bytes as they were: never published, no fault"
-native_g=$("$prog" 2 12 packed-gapwrite)
-for i in 1 2; do
-  out=$(SAGE_TRACE="$tmp/g$i.json" LD_PRELOAD="$preload" "$prog" 2 12 packed-gapwrite) || bad "gapwrite run $i (a fault?)"
-  [ "$out" = "$native_g" ] || bad "gapwrite run $i output: $out vs $native_g"
-done
+twice g gapwrite 2 12 packed-gapwrite
 [ "$(stat_of "$tmp/g1.json" SHARE_ASSEMBLED)" = 1 ] || bad "gapwrite: not assembled"
 [ "$(stat_of "$tmp/g1.json" SHARE_PUBLISHED)" = 0 ] || bad "gapwrite: a segment whose free part a kernel wrote was published"
 [ "$(stat_of "$tmp/g2.json" SHARE_ASSEMBLED_HITS)" = 0 ] || bad "gapwrite: mapped a segment a kernel writes"
@@ -87,25 +95,15 @@ out=$(LD_PRELOAD="$preload" "$prog" 2 11 packed) || bad "packed after a gap writ
 [ "$out" = "$native_s" ] || bad "after a gap writer the shared segment changed: $out vs $native_s"
 
 step "a buffer reaching into the tensors' first granule from before: that granule never shared, no fault"
-native_r=$("$prog" 6 14 packed-reach)
-for i in 1 2; do
-  out=$(SAGE_TRACE="$tmp/r$i.json" LD_PRELOAD="$preload" "$prog" 6 14 packed-reach) || bad "reach run $i (a fault?)"
-  [ "$out" = "$native_r" ] || bad "reach run $i output: $out vs $native_r"
-done
+twice r reach 6 14 packed-reach
 [ "$(stat_of "$tmp/r2.json" SHARE_ASSEMBLED_HITS)" -ge 1 ] || bad "reach: the granules after the first not shared"
+
 step "the first launch after an upload captured into a graph: assembly waits, the capture holds"
-native_c=$("$prog" 8 15 capture)
-for i in 1 2; do
-  out=$(SAGE_TRACE="$tmp/c$i.json" LD_PRELOAD="$preload" "$prog" 8 15 capture) || bad "capture run $i"
-  [ "$out" = "$native_c" ] || bad "capture run $i output: $out vs $native_c"
-done
+twice c capture 8 15 capture
 [ "$(stat_of "$tmp/c2.json" SHARE_HITS)" = 1 ] || bad "capture: the upload's whole granules not served by the broker"
+
 step "a larger segment: granules the tensors fill are shared even when a kernel writes the free granule"
-native_l=$("$prog" 4 13 packed-gapwrite)
-for i in 1 2; do
-  out=$(SAGE_TRACE="$tmp/l$i.json" LD_PRELOAD="$preload" "$prog" 4 13 packed-gapwrite) || bad "large gapwrite run $i (a fault?)"
-  [ "$out" = "$native_l" ] || bad "large gapwrite run $i output: $out vs $native_l"
-done
+twice l "large gapwrite" 4 13 packed-gapwrite
 [ "$(stat_of "$tmp/l1.json" SHARE_ASSEMBLED)" = 2 ] || bad "large gapwrite: the full granule and the one with room not two runs"
 [ "$(stat_of "$tmp/l1.json" SHARE_PUBLISHED)" = 1 ] || bad "large gapwrite: not only the full granule published"
 [ "$(stat_of "$tmp/l2.json" SHARE_ASSEMBLED_HITS)" = 1 ] || bad "large gapwrite: the full granule not mapped"
