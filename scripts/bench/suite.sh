@@ -73,7 +73,8 @@ $OUT/density.png (plots need matplotlib). Logs: DIR/bench-bin/suite/logs.
 Python byte code goes to PYTHONPYCACHEPREFIX=DIR/bench-bin/suite/pycache, filled
 by an untimed warm-up import before anything is timed.
 Environment: NVCC, PYTHON (default python3; torch, torchvision, transformers,
-safetensors for the Python workloads). Exit: 0 done and checks passed, 1 a
+safetensors for the Python workloads), SAGE_BENCH_COMMIT (the commit to record
+where the tree's .git is not its own). Exit: 0 done and checks passed, 1 a
 checksum or preload check failed, 77 no GPU or no nvcc.
 EOF
 }
@@ -277,6 +278,9 @@ q() { nvidia-smi -i "$gpu_index" --query-gpu="$1" --format=csv,noheader 2>/dev/n
 [ -z "$hook_json" ] && [ -n "${OUT:-}" ] && [ -f "$OUT/launch-overhead.json" ] && hook_json=$OUT/launch-overhead.json
 commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || true)
 [ -n "$commit" ] && [ -n "$(git -C "$here" status --porcelain 2>/dev/null | head -n1)" ] && commit="$commit+dirty"
+# A copy of a tree whose .git lags behind it (so the device tool's copies):
+# the caller names the commit it copied; both go into the JSON.
+[ -n "${SAGE_BENCH_COMMIT:-}" ] && commit="$SAGE_BENCH_COMMIT (as given; git here: ${commit:-none})"
 
 S_QUICK=$quick S_RUNS=$runs S_BUDGET=$budget S_TSTART=$t_start S_PARTS="$parts" S_CWLS="$c_wls" S_PYWLS="$py_wls" \
 S_LOGS=$logs S_BIN=$bin_dir S_DATA=$data_dir S_HERE=$here S_PY=$py_abs S_LIBSAGE=$libsage \

@@ -38,13 +38,20 @@ class Proc:
         self.thread.start()
 
     def _wait(self):
-        try:
-            self.p.wait(timeout=self.limit_s)
-        except subprocess.TimeoutExpired:
+        # A blocking wait and a timer for the limit: Popen.wait(timeout=...)
+        # polls with sleeps of up to 50 ms, which rounded every duration of
+        # the 2026-11-30 shards 1-2 up to a 50 ms step.
+        timer = threading.Timer(self.limit_s, self._expire)
+        timer.daemon = True
+        timer.start()
+        self.p.wait()
+        self.t_end = time.monotonic_ns()
+        timer.cancel()
+
+    def _expire(self):
+        if self.p.returncode is None:
             self.timed_out = True
             self.kill()
-            self.p.wait()
-        self.t_end = time.monotonic_ns()
 
     def kill(self):
         try:
