@@ -11,37 +11,25 @@
 #              once), poisson (open-loop arrivals), density (memory per instance),
 #              then optional extra runs while the budget lasts
 #
-# Time, estimated by suite_plan.py's estimate_plan() from the 2026-11-29 --quick
-# partial run on the H200 with imports as slow as measured there (torch +
-# torchvision 7.4 s) and the Python models built without random init
-# (suite_test.py checks that the estimate stays within the default budgets):
-#   default (--budget 480; C 1 GiB, LLM 4 GiB):
-#     set-up   ~40 s  nvcc x2, in parallel with the warm-up import then the weights
-#     conc1   ~177 s  cfunc/sgemm in all 6 modes x3 (~60 s); resnet50, bert,
-#                     gpt2, llm once in native, sage_shared_cold, sage_shared (~117 s)
-#     warm     ~13 s  resnet50
-#     concN   ~111 s  cfunc x8/x16 native/mps/sage_shared (~30 s),
-#                     resnet50 x8/x16 native/sage_shared (~81 s)
-#     poisson  ~73 s  resnet50, 1 and 2 req/s for 4 s each, sage_shared and native
-#     density  ~66 s  resnet50, 1 then 3 resident, native and sage_shared
-#     = ~479 s; then the optional extras (Python: libsage alone and resnet50
-#     under MPS once, runs 2-3 of native and sharing; warm processes of gpt2,
-#     llm, bert: ~300 s at those speeds) take what faster imports leave.
-#   --quick (--budget 390; C 512 MiB, LLM 2 GiB, x8 only, one Poisson rate): ~379 s.
-# In one 10-minute device call: the meson build, then this under `timeout 560`.
-# At the speeds of the 2026-11-30 full-size run (resnet50 ~11 s an invocation,
-# bert ~21, gpt2 ~20, llm ~7.5, cfunc ~1.2, sgemm ~0.8; set-up ~52 s with the
-# untimed 20 s warm-up import) that default does NOT fit: it skipped 25 core
-# items at --budget 430. The COMPLETE result: --shard K/N, the full plan
-# (every workload in every mode x3 at concurrency 1, a warm process of every
-# Python workload, concN, poisson, density: ~1614 s of runs) cut into
-# N = 4 shards of 480 s (suite.py shards; the fewest that fit; --shard K/5
-# leaves ~100 s of slack in most calls), one device call each, then
-# `suite.py merge OUT_DIR shard1/results.json ...`:
-#   1/4 ~466 s  gpt2 conc1 all modes x3 + warm
-#   2/4 ~439 s  bert conc1 runs 1-2 + warm, poisson
-#   3/4 ~445 s  cfunc conc1, resnet50 conc1 + warm, concN cfunc + resnet50
-#   4/4 ~448 s  sgemm conc1, bert conc1 run 3, llm conc1 + warm, density
+# Time (suite_plan.py's estimate_plan(); suite_test.py checks the estimates
+# against the default budgets):
+#   default (--budget 480; C 1 GiB, LLM 4 GiB), estimated with the
+#   conservative 2026-11-29 model: set-up ~40 s (nvcc x2 in parallel with the
+#   untimed warm-up import, then the weights), conc1 ~177 s (cfunc/sgemm in all
+#   6 modes x3; each Python workload once in native, sage_shared_cold,
+#   sage_shared), warm ~13 s, concN ~111 s, poisson ~73 s, density ~66 s; then
+#   optional extras (Python under sage and MPS, runs 2-3, warm processes of
+#   gpt2, llm, bert) while the budget lasts.
+#   --quick (--budget 390; C 512 MiB, LLM 2 GiB, x8 only, one Poisson rate).
+# The COMPLETE result: --shard K/N, the full plan (every workload in every
+# mode x3 at concurrency 1, a warm process of every Python workload, concN,
+# poisson, density) cut into N shards that each fit --budget, then
+# `suite.py merge OUT_DIR shard1/results.json ...`. At the speeds of the
+# 2026-11-30 complete run with byte code (gpt2 ~9 s an invocation, bert ~8,
+# resnet50 ~4, llm ~2.7, cfunc ~1, sgemm ~0.7; ~814 s of runs) that is 2
+# shards of 480 s (`suite.py shards` prints them):
+#   1/2 ~428 s  cfunc, gpt2 + warm, llm + warm, poisson, density
+#   2/2 ~425 s  sgemm, resnet50 + warm, bert + warm, concN cfunc + resnet50
 set -uo pipefail
 
 usage() {

@@ -313,12 +313,13 @@ class Shards(unittest.TestCase):
 
     def test_default_shard_count_and_determinism(self):
         plan = suite_plan.shard_plan()
-        self.assertEqual((plan["n"], plan["min_n"]), (4, 4))  # the figure in README and suite.sh
+        self.assertEqual((plan["n"], plan["min_n"]), (2, 2))  # the figure in README and suite.sh
         self.assertEqual(plan, suite_plan.shard_plan())
-        self.assertEqual(suite_plan.shard_plan(n=4)["shards"], plan["shards"])
-        self.assertTrue(any("bert runs 1-2" in u["id"] for u in plan["units"]))  # bert alone overflows 480 s
+        self.assertEqual(suite_plan.shard_plan(n=2)["shards"], plan["shards"])
+        small = suite_plan.shard_plan(budget=200)  # bert alone overflows 200 s: cut into whole rounds
+        self.assertIn("conc1 bert runs 1-2 + warm", [u["id"] for u in small["units"]])
         with self.assertRaises(ValueError):
-            suite_plan.shard_plan(n=3)
+            suite_plan.shard_plan(n=1)
         with self.assertRaises(ValueError):
             suite_plan.shard_plan(budget=100)
         for bad in ("0/4", "5/4", "x", "1/"):
@@ -332,7 +333,7 @@ class Shards(unittest.TestCase):
         self.assertEqual(suite_plan.conc1_schedule(plan, 3, extra=True), [])
         p = suite_plan.shard_plan()
         k = next(sh["k"] for sh in p["shards"] if "llm" in sh["workloads"])
-        cfg = suite_plan.shard_config({"shard": f"{k}/4", "cw": list(suite_plan.C_KINDS), "c_mib": 1024, "llm_gib": 4,
+        cfg = suite_plan.shard_config({"shard": f"{k}/{p['n']}", "cw": list(suite_plan.C_KINDS), "c_mib": 1024, "llm_gib": 4,
                                        "pw": [w for w in suite_plan.PY_KINDS if w != "llm"]})
         self.assertNotIn("llm", cfg["conc1"])
         self.assertTrue(any("llm" in u for u in cfg["shard"]["missing_here"]))
