@@ -391,8 +391,25 @@ void sage_share_sync(SageShareAlloc *a) {
 static void before_write_locked(SageShareAlloc *a, size_t off, size_t len) {
         for (size_t i = 0; i < a->npieces; i++)
                 if (a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
-                        a->pieces[i].candidate = false;
+                        sage_share_drop_candidate(a, &a->pieces[i], "written by an API call or another upload");
         privatize_shared(a, off, len);
+}
+
+void sage_share_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why) {
+        size_t bytes = p->len;
+
+        if (!p->candidate)
+                return;
+        p->candidate = false;
+        if (p->nfilled) {
+                bytes = 0;
+                for (size_t i = 0; i < p->nfilled; i++)
+                        bytes += p->filled[i].len;
+        }
+        sage_stats_count(SAGE_STAT_SHARE_DROPPED);
+        sage_stats_add(SAGE_STAT_SHARE_BYTES_DROPPED, bytes);
+        sage_debug("share: %p+%zu (%zu upload bytes) not published: %s", (void *)(uintptr_t)(a->va + p->off), p->len,
+                   bytes, why);
 }
 
 void sage_share_note_write(void) {
@@ -625,10 +642,15 @@ static void publish_candidates(SageShareAlloc *a) {
 
                 if (!p->candidate)
                         continue;
-                p->candidate = false;
-                if (sage_share_device_content(a->va + p->off, p->len, buf, &now) < 0 ||
-                    !sage_hash_equal(now, p->content))
+                if (sage_share_device_content(a->va + p->off, p->len, buf, &now) < 0) {
+                        p->candidate = false;
                         continue;
+                }
+                if (!sage_hash_equal(now, p->content)) {
+                        sage_share_drop_candidate(a, p, "its content changed after the uploads");
+                        continue;
+                }
+                p->candidate = false;
                 if (SAGE_REAL(cuMemExportToShareableHandle)(&fd, p->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
                                                             0) != CUDA_SUCCESS)
                         continue;

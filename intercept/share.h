@@ -124,6 +124,8 @@ CUresult sage_share_map(CUdeviceptr va, size_t len, CUdevice dev, CUmemGenericAl
 void sage_share_sync(SageShareAlloc *a);
 /* Give shared piece i of `a` private backing with the same content; every shared piece. Under the lock. */
 bool sage_share_privatize(SageShareAlloc *a, size_t i);
+/* Candidate p is not to be published (why: one debug line). Under the lock. */
+void sage_share_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why);
 void sage_share_privatize_all_shared(void);
 /* Unmap and release piece `p` (and the broker reference of a shared one); its entry stays. Under the lock. */
 void sage_share_drop_piece(SageShareAlloc *a, Piece *p);

@@ -22,6 +22,7 @@
  */
 #include <cuda.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,7 +169,10 @@ static void check_word(uint64_t v, uint64_t key_name, unsigned param, unsigned w
                 if (p->nfilled && !in_filled(p, off)) {
                         /* Between the uploads of an assembled run: a buffer, not weights. */
                         if (p->candidate) {
-                                p->candidate = false;
+                                char why[96];
+                                snprintf(why, sizeof(why), "kernel parameter %u points between its uploads (+%zu)",
+                                         param, off - p->off);
+                                sage_share_drop_candidate(a, p, why);
                         } else if (sage_share_privatize(a, i)) {
                                 sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
                         }

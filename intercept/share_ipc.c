@@ -61,7 +61,7 @@ bool sage_share_consolidate(SageShareAlloc *a) {
 
         a->no_share = true;
         for (size_t i = 0; i < a->npieces; i++)
-                a->pieces[i].candidate = false;
+                sage_share_drop_candidate(a, &a->pieces[i], "the allocation was exported through CUDA IPC");
         if (a->npieces == 1 && !a->pieces[0].extent_id)
                 return true;
         if (drv->ctx_push(a->ctx) != CUDA_SUCCESS)

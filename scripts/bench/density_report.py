@@ -33,7 +33,8 @@ COUNTS = {
 # libsage counters summed per workload over its SAGE sequential invocations (absent ones: n/a).
 STAT_KEYS = ("SHARE_HITS", "SHARE_MISSES", "SHARE_BYTES_MAPPED", "SHARE_BYTES_COPIED", "SHARE_PUBLISHED",
              "SHARE_FALLBACKS", "SHARE_ALLOCS", "SHARE_FILE_KEYS", "SHARE_UNSHARED", "SHARE_ASSEMBLED",
-             "SHARE_ASSEMBLED_HITS", "SHARE_BYTES_ASSEMBLED", "SHARE_GUARD_UNSHARED")
+             "SHARE_ASSEMBLED_HITS", "SHARE_BYTES_ASSEMBLED", "SHARE_GUARD_UNSHARED",
+             "SHARE_DROPPED", "SHARE_BYTES_DROPPED")
 
 
 # ---------------------------------------------------------------- pure logic

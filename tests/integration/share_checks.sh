@@ -81,11 +81,19 @@ tensor_bytes=$(sed -n 's/^packed [0-9]* tensors, \([0-9]*\) bytes.*/\1/p' <<<"$n
 [ "$(stat_of "$tmp/s2.json" SHARE_BYTES_COPIED)" = "$tensor_bytes" ] || bad "packed: copied bytes are not the tensors' bytes"
 [ "$(stat_of "$tmp/s2.json" SHARE_BYTES_ASSEMBLED)" = "$tensor_bytes" ] || bad "packed: not every tensor byte ended up shared"
 [ "$(stat_of "$tmp/s2.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "packed: the reading kernels were not allowed"
+[ "$(stat_of "$tmp/s1.json" SHARE_DROPPED)" = 0 ] || bad "packed: a candidate counted as dropped"
 
 step "a kernel writing the free rest of such a segment, leaving its bytes as they were: never published, no fault"
 twice g gapwrite 2 12 packed-gapwrite
 [ "$(stat_of "$tmp/g1.json" SHARE_ASSEMBLED)" = 1 ] || bad "gapwrite: not assembled"
 [ "$(stat_of "$tmp/g1.json" SHARE_PUBLISHED)" = 0 ] || bad "gapwrite: a segment whose free part a kernel wrote was published"
+[ "$(stat_of "$tmp/g1.json" SHARE_DROPPED)" = 1 ] || bad "gapwrite: the dropped run not counted"
+gap_bytes=$(sed -n 's/^packed [0-9]* tensors, \([0-9]*\) bytes.*/\1/p' <<<"$("$prog" 2 12 packed-gapwrite)")
+[ -n "$gap_bytes" ] && [ "$(stat_of "$tmp/g1.json" SHARE_BYTES_DROPPED)" = "$gap_bytes" ] ||
+  bad "gapwrite: dropped bytes $(stat_of "$tmp/g1.json" SHARE_BYTES_DROPPED) are not the tensors' $gap_bytes"
+SAGE_VERBOSE=3 LD_PRELOAD="$preload" "$prog" 2 16 packed-gapwrite > /dev/null 2> "$tmp/g-verbose.err" || bad "gapwrite verbose run"
+grep -q "not published: kernel parameter [0-9]* points between its uploads" "$tmp/g-verbose.err" ||
+  bad "gapwrite: SAGE_VERBOSE=3 does not say why the run was not published: $(grep share: "$tmp/g-verbose.err" | head -3)"
 [ "$(stat_of "$tmp/g2.json" SHARE_ASSEMBLED_HITS)" = 0 ] || bad "gapwrite: mapped a segment a kernel writes"
 out=$(SAGE_TRACE="$tmp/g3.json" LD_PRELOAD="$preload" "$prog" 2 11 packed-gapwrite) || bad "gapwrite over a shared segment (a fault?)"
 [ "$out" = "$("$prog" 2 11 packed-gapwrite)" ] || bad "gapwrite over a shared segment: output differs from native"
@@ -106,6 +114,7 @@ step "a larger segment: granules the tensors fill are shared even when a kernel 
 twice l "large gapwrite" 4 13 packed-gapwrite
 [ "$(stat_of "$tmp/l1.json" SHARE_ASSEMBLED)" = 2 ] || bad "large gapwrite: the full granule and the one with room not two runs"
 [ "$(stat_of "$tmp/l1.json" SHARE_PUBLISHED)" = 1 ] || bad "large gapwrite: not only the full granule published"
+[ "$(stat_of "$tmp/l1.json" SHARE_DROPPED)" = 1 ] || bad "large gapwrite: the granule with room not counted as dropped"
 [ "$(stat_of "$tmp/l2.json" SHARE_ASSEMBLED_HITS)" = 1 ] || bad "large gapwrite: the full granule not mapped"
 [ "$(stat_of "$tmp/l2.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "large gapwrite: the mapped granule was made private"
 
