@@ -401,10 +401,16 @@ void sage_share_drop_candidate(const SageShareAlloc *a, Piece *p, const char *wh
         if (!p->candidate)
                 return;
         p->candidate = false;
-        if (p->nfilled) {
+        if (p->nfilled) { /* the allocation's uploads, where they overlap this run */
                 bytes = 0;
-                for (size_t i = 0; i < p->nfilled; i++)
-                        bytes += p->filled[i].len;
+                for (size_t i = 0; i < p->nfilled; i++) {
+                        size_t lo = p->filled[i].off > p->off ? p->filled[i].off : p->off;
+                        size_t end = p->filled[i].off + p->filled[i].len, hi = p->off + p->len;
+                        if (end < hi)
+                                hi = end;
+                        if (lo < hi)
+                                bytes += hi - lo;
+                }
         }
         sage_stats_count(SAGE_STAT_SHARE_DROPPED);
         sage_stats_add(SAGE_STAT_SHARE_BYTES_DROPPED, bytes);

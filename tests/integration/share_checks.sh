@@ -115,6 +115,9 @@ twice l "large gapwrite" 4 13 packed-gapwrite
 [ "$(stat_of "$tmp/l1.json" SHARE_ASSEMBLED)" = 2 ] || bad "large gapwrite: the full granule and the one with room not two runs"
 [ "$(stat_of "$tmp/l1.json" SHARE_PUBLISHED)" = 1 ] || bad "large gapwrite: not only the full granule published"
 [ "$(stat_of "$tmp/l1.json" SHARE_DROPPED)" = 1 ] || bad "large gapwrite: the granule with room not counted as dropped"
+l_bytes=$(sed -n 's/^packed [0-9]* tensors, \([0-9]*\) bytes.*/\1/p' <<<"$("$prog" 4 13 packed-gapwrite)")
+[ $(( $(stat_of "$tmp/l1.json" SHARE_BYTES_DROPPED) + $(stat_of "$tmp/l2.json" SHARE_BYTES_ASSEMBLED) )) = "$l_bytes" ] ||
+  bad "large gapwrite: dropped $(stat_of "$tmp/l1.json" SHARE_BYTES_DROPPED) + shared $(stat_of "$tmp/l2.json" SHARE_BYTES_ASSEMBLED) bytes are not the tensors' $l_bytes"
 [ "$(stat_of "$tmp/l2.json" SHARE_ASSEMBLED_HITS)" = 1 ] || bad "large gapwrite: the full granule not mapped"
 [ "$(stat_of "$tmp/l2.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "large gapwrite: the mapped granule was made private"
 
