@@ -262,12 +262,18 @@ static bool insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Pie
  * Make [lo, hi) (granule multiples) one piece backed by `with` (read-only if
  * it is a shared extent). The pieces it overlaps go; what remains of them
  * outside [lo, hi) gets new private backing, content kept where it matters.
+ * A right-hand rest with nothing to keep and more than a granule is backed
+ * as two pieces, its first granule apart: a framework fills a pool segment
+ * upwards, so the next upload starts in that granule (after this upload's
+ * tail) and its whole granules begin right after it; splitting there later
+ * cuts no piece holding bytes to keep, which would cost a device-to-device
+ * copy through a temporary mapping and a synchronize (SHARE_KEEP_COPIES).
  * The caller has synchronized the context. On failure nothing changed.
  */
 CUresult sage_share_replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Piece *with) {
         size_t i0 = 0, i1;
-        Piece rem[2], add[3];
-        bool keep[2] = { false, false };
+        Piece rem[3], add[4];
+        bool keep[3] = { false, false, false };
         size_t nrem = 0, nadd = 0;
         CUresult r = CUDA_SUCCESS;
 
@@ -275,7 +281,7 @@ CUresult sage_share_replace_range(SageShareAlloc *a, size_t lo, size_t hi, const
                 i0++;
         for (i1 = i0; i1 < a->npieces && a->pieces[i1].off < hi;)
                 i1++;
-        if (i0 == i1 || !reserve_pieces(a, a->npieces + 2))
+        if (i0 == i1 || !reserve_pieces(a, a->npieces + 3))
                 return CUDA_ERROR_INVALID_VALUE;
         memset(rem, 0, sizeof(rem));
         if (a->pieces[i0].off < lo) {
@@ -285,8 +291,14 @@ CUresult sage_share_replace_range(SageShareAlloc *a, size_t lo, size_t hi, const
         }
         if (a->pieces[i1 - 1].off + a->pieces[i1 - 1].len > hi) {
                 const Piece *last = &a->pieces[i1 - 1];
-                rem[nrem] = (Piece){ .off = hi, .len = last->off + last->len - hi };
+                size_t end = last->off + last->len;
+                rem[nrem] = (Piece){ .off = hi, .len = end - hi };
                 keep[nrem] = must_keep(a, last, rem[nrem].off, rem[nrem].len);
+                if (!keep[nrem] && rem[nrem].len > a->gran) {
+                        rem[nrem].len = a->gran;
+                        nrem++;
+                        rem[nrem] = (Piece){ .off = hi + a->gran, .len = end - hi - a->gran };
+                }
                 nrem++;
         }
         /*
@@ -294,9 +306,12 @@ CUresult sage_share_replace_range(SageShareAlloc *a, size_t lo, size_t hi, const
          * old pieces go, so a failure up to here changes nothing: out of
          * memory means the plain path, never a hole in the app's memory.
          */
-        for (size_t k = 0; k < nrem && r == CUDA_SUCCESS; k++)
+        for (size_t k = 0; k < nrem && r == CUDA_SUCCESS; k++) {
+                if (keep[k])
+                        sage_stats_count(SAGE_STAT_SHARE_KEEP_COPIES);
                 r = keep[k] ? sage_share_copy_into_new(a, rem[k].off, rem[k].len, &rem[k].handle)
                             : create(a, rem[k].len, &rem[k].handle);
+        }
         if (r != CUDA_SUCCESS) {
                 for (size_t k = 0; k < nrem; k++)
                         if (rem[k].handle)
@@ -315,11 +330,13 @@ CUresult sage_share_replace_range(SageShareAlloc *a, size_t lo, size_t hi, const
                 sage_warn("share: cannot re-map %p+%zu (%d)", (void *)(uintptr_t)a->va, a->size, (int)r);
                 return r;
         }
-        if (nrem && rem[0].off < lo)
-                add[nadd++] = rem[0];
+        for (size_t k = 0; k < nrem; k++)
+                if (rem[k].off < lo)
+                        add[nadd++] = rem[k];
         add[nadd++] = *with;
-        if (nrem && rem[nrem - 1].off == hi)
-                add[nadd++] = rem[nrem - 1];
+        for (size_t k = 0; k < nrem; k++)
+                if (rem[k].off >= hi)
+                        add[nadd++] = rem[k];
         insert_pieces(a, i0, i1 - i0, add, nadd); /* capacity reserved above: cannot fail */
         return CUDA_SUCCESS;
 }

@@ -41,7 +41,7 @@ static const char *const share_keys[] = { "SHARE_ALLOCS",       "SHARE_HITS",   
                                           "SHARE_PUBLISHED",    "SHARE_UNSHARED",     "SHARE_GUARD_UNSHARED",
                                           "SHARE_IPC_EXPORTS",  "SHARE_IPC_IMPORTS",  "SHARE_FALLBACKS",
                                           "SHARE_ASSEMBLED",    "SHARE_ASSEMBLED_HITS", "SHARE_BYTES_ASSEMBLED",
-                                          "SHARE_DROPPED",      "SHARE_BYTES_DROPPED" };
+                                          "SHARE_DROPPED",      "SHARE_BYTES_DROPPED", "SHARE_KEEP_COPIES" };
 #define N_SHARE (sizeof(share_keys) / sizeof(share_keys[0]))
 
 typedef struct Summary {

@@ -66,6 +66,9 @@ mapped=$(stat_of "$tmp/p2.json" SHARE_BYTES_MAPPED); copied=$(stat_of "$tmp/p2.j
 [ "$copied" -lt $((6 << 20)) ] || bad "pieces: copied $copied bytes (only the partial granules should be)"
 [ "$(stat_of "$tmp/p2.json" SHARE_ASSEMBLED_HITS)" = 2 ] || bad "pieces: the assembled granules were not mapped"
 [ "$(stat_of "$tmp/p2.json" SHARE_BYTES_ASSEMBLED)" = "$copied" ] || bad "pieces: not every copied byte ended up shared"
+for i in 1 2; do  # the tensors follow each other: no split through bytes to keep (no device-to-device copy)
+  [ "$(stat_of "$tmp/p$i.json" SHARE_KEEP_COPIES)" = 0 ] || bad "pieces run $i: $(stat_of "$tmp/p$i.json" SHARE_KEEP_COPIES) pieces copied to re-back them"
+done
 
 step "small tensors packed in a pool segment: assembled at the first launch, keyed by content, shared"
 native_s=$("$prog" 2 11 packed)
