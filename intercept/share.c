@@ -262,12 +262,14 @@ static bool insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Pie
  * Make [lo, hi) (granule multiples) one piece backed by `with` (read-only if
  * it is a shared extent). The pieces it overlaps go; what remains of them
  * outside [lo, hi) gets new private backing, content kept where it matters.
- * A right-hand rest with nothing to keep and more than a granule is backed
- * as two pieces, its first granule apart: a framework fills a pool segment
- * upwards, so the next upload starts in that granule (after this upload's
- * tail) and its whole granules begin right after it; splitting there later
- * cuts no piece holding bytes to keep, which would cost a device-to-device
- * copy through a temporary mapping and a synchronize (SHARE_KEEP_COPIES).
+ * When `with` is an upload's and the upload goes on past hi (its tail, which
+ * the caller copies), a right-hand rest with nothing to keep and more than a
+ * granule is backed as two pieces, its first granule apart: a framework
+ * fills a pool segment upwards, so the next upload starts in that granule,
+ * after the tail, and its whole granules begin right after it; splitting
+ * there later cuts no piece holding bytes to keep, which would cost a
+ * device-to-device copy through a temporary mapping and a synchronize
+ * (SHARE_KEEP_COPIES).
  * The caller has synchronized the context. On failure nothing changed.
  */
 CUresult sage_share_replace_range(SageShareAlloc *a, size_t lo, size_t hi, const Piece *with) {
@@ -294,7 +296,7 @@ CUresult sage_share_replace_range(SageShareAlloc *a, size_t lo, size_t hi, const
                 size_t end = last->off + last->len;
                 rem[nrem] = (Piece){ .off = hi, .len = end - hi };
                 keep[nrem] = must_keep(a, last, rem[nrem].off, rem[nrem].len);
-                if (!keep[nrem] && rem[nrem].len > a->gran) {
+                if (!keep[nrem] && with->span_hi > hi && rem[nrem].len > a->gran) {
                         rem[nrem].len = a->gran;
                         nrem++;
                         rem[nrem] = (Piece){ .off = hi + a->gran, .len = end - hi - a->gran };
@@ -592,7 +594,7 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
         sage_share_sync(a); /* nothing in flight may use the backing we replace */
         atomic_store(&sage_share_guarding, true);
         if (r == 0 && fd >= 0) {
-                piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id, .span_lo = o };
+                piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id, .span_lo = o, .span_hi = o + n };
                 sage_share_notes_apply(&piece, sage_share_notes_buf, notes_len);
                 served = sage_share_map_extent(a, &piece, fd);
         }
@@ -616,7 +618,8 @@ static bool share_upload(CUdeviceptr dst, const void *src, size_t n, bool async,
         else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &content) < 0)
                 goto written;
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
-        piece = (Piece){ .off = lo, .len = hi - lo, .candidate = true, .key = key, .content = content, .span_lo = o };
+        piece = (Piece){ .off = lo, .len = hi - lo, .candidate = true, .key = key, .content = content, .span_lo = o,
+                         .span_hi = o + n };
         if (create(a, hi - lo, &piece.handle) != CUDA_SUCCESS)
                 goto written;
         if (sage_share_replace_range(a, lo, hi, &piece) != CUDA_SUCCESS) {

@@ -28,6 +28,7 @@ typedef struct Piece {
         SageHash key;       /* candidate: the broker key (file identity or content) */
         SageHash content;   /* candidate: the content hash, checked against the device */
         size_t span_lo;     /* where the upload that filled it starts (<= off): kernels point from here */
+        size_t span_hi;     /* where that upload ends (>= off + len; 0: not an upload's piece) */
         uint64_t *seen;     /* candidate: kernel-parameter uses seen (share_guard.c) */
         size_t nseen;
         bool seen_overflow;
