@@ -30,6 +30,7 @@
 # shards of 480 s (`suite.py shards` prints them):
 #   1/2 ~428 s  cfunc, gpt2 + warm, llm + warm, poisson, density
 #   2/2 ~425 s  sgemm, resnet50 + warm, bert + warm, concN cfunc + resnet50
+# --full runs the whole plan as shard 1/1 (default --budget 1800; ~800 s).
 set -uo pipefail
 
 usage() {
@@ -46,6 +47,8 @@ Usage: scripts/bench/suite.sh [--build DIR] [--quick] [--only LIST] [options]
                     runs of native and sharing if the budget allows (default 3)
   --budget SEC      start nothing that would end more than SEC after the start
                     (default 480, --quick 390); what is skipped is reported
+  --full            the full plan in one run (--shard 1/1; default --budget 1800):
+                    ~14 min on the H200, where nothing else limits a call
   --shard K/N       run shard K of the full plan (every workload x mode x --runs,
                     warm processes, concN, poisson, density) cut into N shards
                     that each fit --budget (default 480); `python3 suite.py
@@ -70,6 +73,7 @@ EOF
 build_dir=build
 build_arg=build
 shard=
+full=0
 quick=0
 only=
 runs=
@@ -81,6 +85,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --build) build_dir=${2:?--build needs a folder}; build_arg=$2; shift 2 ;;
         --shard) shard=${2:?--shard needs K/N}; shift 2 ;;
+        --full) shard=1/1; full=1; shift ;;
         --quick) quick=1; shift ;;
         --only) only=${2:?}; shift 2 ;;
         --runs) runs=${2:?}; shift 2 ;;
@@ -93,7 +98,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 t_start=$(date +%s.%N)
-[ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 390 || echo 480)
+[ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 390 || { [ "$full" = 1 ] && echo 1800; } || echo 480)
 case "$runs$budget" in *[!0-9]*) echo "suite: --runs/--budget take numbers" >&2; exit 2 ;; esac
 [ "$runs" = 0 ] && { echo "suite: --runs must be at least 1" >&2; exit 2; }
 
@@ -333,7 +338,7 @@ EOF
 env -u LD_PRELOAD "$py_abs" "$here/suite.py" run "$logs/config.json"
 rc=$?
 say "done in $(( $(date +%s) - ${t_start%.*} )) s (logs: $logs)"
-if [ -n "$shard" ]; then
+if [ -n "$shard" ] && [ "${shard#*/}" != 1 ]; then
     k=${shard%/*}; n=${shard#*/}
     opts="--budget $budget${runs:+ --runs $runs}"
     say "shard $k/$n written to ${OUT:-(no OUT: results not written)}; the other shards, one device call each, each in its own OUT folder (replace SHARDS_DIR):"
