@@ -372,7 +372,10 @@ if [ -x "$saged" ]; then
             ipc=$(stat_sum "$p" "share$round" SHARE_IPC_EXPORTS)
             asm_hits=$(stat_sum "$p" "share$round" SHARE_ASSEMBLED_HITS)
             asm_bytes=$(stat_sum "$p" "share$round" SHARE_BYTES_ASSEMBLED)
-            echo "gpu-test: $p share$round: hits $hits, mapped $mapped B, copied $copied B (of which assembled and mapped: $asm_hits runs, $asm_bytes B), fallbacks $fallbacks, guard $guard, ipc $ipc" \
+            dropped=$(stat_sum "$p" "share$round" SHARE_DROPPED)
+            dropped_bytes=$(stat_sum "$p" "share$round" SHARE_BYTES_DROPPED)
+            keep=$(stat_sum "$p" "share$round" SHARE_KEEP_COPIES)
+            echo "gpu-test: $p share$round: hits $hits, mapped $mapped B, copied $copied B (of which assembled and mapped: $asm_hits runs, $asm_bytes B), fallbacks $fallbacks, guard $guard, ipc $ipc, not published $dropped ($dropped_bytes B), keep copies $keep" \
                 >> "$logs/share-stats.txt"
             if [ "$fallbacks" != 0 ]; then
                 extra="$fallbacks sharing fallbacks"
