@@ -92,7 +92,14 @@ done
 bin_dir=$build_dir/bench-bin/density
 logs=$bin_dir/logs
 rm -rf "$logs"
-mkdir -p "$logs" "$bin_dir/tmp" || exit 1
+mkdir -p "$logs" "$bin_dir/tmp" "$bin_dir/pycache" || exit 1
+# Python byte code in a folder of ours, written by the untimed import checks
+# and weight generation below (byte-code writing on there only): an image
+# that ships torch & co. as .py files and sets PYTHONDONTWRITEBYTECODE=1, as
+# the H200's does, would make every function instance compile them again
+# (import torch 4.0 s, transformers' models ~16 s measured there).
+export PYTHONPYCACHEPREFIX=$bin_dir/pycache
+pyw=(env -u PYTHONDONTWRITEBYTECODE "$py_abs")
 [ -n "$out" ] && { mkdir -p "$out" || exit 1; out=$(cd "$out" && pwd); }
 if [ -z "$data_dir" ]; then
     data_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-density.XXXXXX") || exit 1
@@ -134,9 +141,11 @@ py_wls=
 torch_ok=
 for k in llm resnet50 gpt2; do
     has "$k" || continue
-    mods="torch, safetensors"
-    case "$k" in gpt2) mods="$mods, transformers" ;; resnet50) mods="$mods, torchvision" ;; esac
-    if ! timeout 180 "$py_abs" -c "import $mods" > "$logs/import-$k.log" 2>&1; then
+    mods="torch, safetensors.torch"
+    case "$k" in gpt2) mods="$mods, transformers" ;; resnet50) mods="$mods, torchvision.models" ;; esac
+    more=
+    [ "$k" = gpt2 ] && more="; from transformers import GPT2Config, GPT2LMHeadModel"
+    if ! timeout 180 "${pyw[@]}" -c "import $mods$more" > "$logs/import-$k.log" 2>&1; then
         notes+=(--note "$k: skipped, $py_abs cannot import $mods: $(tail -n1 "$logs/import-$k.log")")
         say "NOTE: $k skipped: cannot import $mods ($(tail -n1 "$logs/import-$k.log"))"
         continue
@@ -148,7 +157,7 @@ for k in $py_wls; do
     f=$data_dir/$k.safetensors
     [ "$k" = llm ] && f=$llm_file
     [ -s "$f" ] && continue
-    timeout 900 "$py_abs" "$here/suite_fn.py" gen "$k" "$f" --gib "$llm_gib" \
+    timeout 900 "${pyw[@]}" "$here/suite_fn.py" gen "$k" "$f" --gib "$llm_gib" \
         > "$logs/gen-$k.json" 2> "$logs/gen-$k.stderr" &
     gen_pids+=($!)
     pids+=($!)
