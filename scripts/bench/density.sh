@@ -92,14 +92,8 @@ done
 bin_dir=$build_dir/bench-bin/density
 logs=$bin_dir/logs
 rm -rf "$logs"
-mkdir -p "$logs" "$bin_dir/tmp" "$bin_dir/pycache" || exit 1
-# Python byte code in a folder of ours, written by the untimed import checks
-# and weight generation below (byte-code writing on there only): an image
-# that ships torch & co. as .py files and sets PYTHONDONTWRITEBYTECODE=1, as
-# the H200's does, would make every function instance compile them again
-# (import torch 4.0 s, transformers' models ~16 s measured there).
-export PYTHONPYCACHEPREFIX=$bin_dir/pycache
-pyw=(env -u PYTHONDONTWRITEBYTECODE "$py_abs")
+mkdir -p "$logs" "$bin_dir/tmp" || exit 1
+bench_bytecode "$bin_dir" "$py_abs" || exit 1  # written by the import checks and weight generation below
 [ -n "$out" ] && { mkdir -p "$out" || exit 1; out=$(cd "$out" && pwd); }
 if [ -z "$data_dir" ]; then
     data_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-density.XXXXXX") || exit 1

@@ -128,15 +128,8 @@ libsage=$build_dir/intercept/libsage.so
 bin_dir=$build_dir/bench-bin/suite
 logs=$bin_dir/logs
 rm -rf "$logs"
-mkdir -p "$logs" "$bin_dir/tmp" "$bin_dir/pycache" || exit 1
-# Byte code in a folder of ours: a site-packages without byte code (the H200's
-# image ships torch & co. as .py only, and sets PYTHONDONTWRITEBYTECODE=1)
-# makes every function process compile them again: import torch 4.0 s,
-# + torchvision 9.3 s, transformers' BertModel 15.7 s there. The untimed
-# warm-up and the weight generation write it (pyw: byte code on); the timed
-# functions keep the environment as it is and read it (every mode alike).
-export PYTHONPYCACHEPREFIX=$bin_dir/pycache
-pyw=(env -u PYTHONDONTWRITEBYTECODE "$py_abs")
+mkdir -p "$logs" "$bin_dir/tmp" || exit 1
+bench_bytecode "$bin_dir" "$py_abs" || exit 1  # written by the warm-up import and weight generation below
 
 if [ -z "$data_dir" ]; then
     data_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-suite.XXXXXX") || exit 1
