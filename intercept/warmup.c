@@ -38,6 +38,7 @@
 
 #include "warmup.h"
 
+#include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -275,6 +276,69 @@ static void at_exit_wait(void) {
                 if (pthread_cond_timedwait(&warmup_done, &warmup_lock, &deadline) == ETIMEDOUT)
                         break;
         pthread_mutex_unlock(&warmup_lock);
+}
+
+/*
+ * Exit order. exit() runs the handlers registered with atexit/__cxa_atexit
+ * in reverse order, so a handler registered while the warm-up runs runs
+ * before at_exit_wait: the driver's own exit-time teardown (static
+ * destructors registered by its constructors, when the warm-up thread or
+ * the app loads it during the warm-up) would tear the driver down under the
+ * warm-up's cuInit. A short-lived program that exits during the warm-up
+ * (ptxas under eager) then crashed in the driver's locks. So libsage's
+ * __cxa_atexit, which every atexit() reaches, hands a handler registered
+ * while the warm-up runs to glibc wrapped: at exit the wrapper waits for
+ * the warm-up (bounded, as at_exit_wait) before calling it. Handlers
+ * registered at any other time are passed through untouched.
+ */
+typedef int (*CxaAtexitFn)(void (*)(void *), void *, void *);
+
+static CxaAtexitFn _Atomic real_cxa_atexit;
+
+typedef struct DeferredExitHandler {
+        void (*fn)(void *);
+        void *arg;
+} DeferredExitHandler;
+
+static void run_after_warmup(void *data) {
+        DeferredExitHandler h = *(DeferredExitHandler *)data;
+
+        free(data);
+        sage_warmup_wait(10000);
+        h.fn(h.arg);
+}
+
+/* No pthread_once: a first call may come from a library constructor inside
+ * dlopen (the loader's lock held) while another thread resolves; dlvsym
+ * racing itself only repeats work. */
+SAGE_NO_SANITIZE static CxaAtexitFn resolve_cxa_atexit(void) {
+        CxaAtexitFn fn = atomic_load_explicit(&real_cxa_atexit, memory_order_acquire);
+
+        if (!fn) {
+                fn = SAGE_FN_CAST(CxaAtexitFn, dlvsym(RTLD_NEXT, "__cxa_atexit", "GLIBC_2.2.5"));
+                atomic_store_explicit(&real_cxa_atexit, fn, memory_order_release);
+        }
+        return fn;
+}
+
+SAGE_EXPORT int __cxa_atexit(void (*fn)(void *), void *arg, void *dso_handle);
+
+SAGE_EXPORT int __cxa_atexit(void (*fn)(void *), void *arg, void *dso_handle) {
+        CxaAtexitFn real = resolve_cxa_atexit();
+        DeferredExitHandler *h;
+
+        if (!real)
+                return -1;
+        if (fn && atomic_load_explicit(&warmup_state, memory_order_acquire) == WARMUP_RUNNING &&
+            (h = malloc(sizeof(*h)))) {
+                h->fn = fn;
+                h->arg = arg;
+                /* Same dso_handle: a dlclose() still runs (and drops) it through __cxa_finalize. */
+                if (real(run_after_warmup, h, dso_handle) == 0)
+                        return 0;
+                free(h);
+        }
+        return real(fn, arg, dso_handle);
 }
 
 /* A fork() while the warm-up thread is inside the driver would hand the child

@@ -80,6 +80,11 @@ el=$(( (t1 - t0) / 1000000 ))
 echo "exit took $el ms (warm-up: 300 + 200 ms)"
 [ "$el" -le 2000 ] || bad "exit during warm-up took $el ms"
 out=$(SAGE_WARMUP=off sage "$dl" exit 2>&1) || bad "off: rc"
+# The driver is loaded while the warm-up runs, so its exit-time teardown is
+# registered after libsage's wait, and ran first, under the warm-up's cuInit
+# (the simulated driver aborts; a real one crashes on its destroyed locks).
+# The program exits 150 ms into the warm-up's 300 ms cuInit, as ptxas does.
+out=$(SAGE_WARMUP=eager sage "$dl" exit 150 2>&1) || bad "exit during a warm-up that loaded the driver: rc $? $out"
 
 step "errors: the app sees exactly the driver's error"
 for envs in "SAGE_FAKE_FAIL_INIT=100" "CUDA_VISIBLE_DEVICES=" "SAGE_FAKE_FAIL_INIT=999"; do

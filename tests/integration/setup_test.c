@@ -12,7 +12,7 @@
  *   framework-overlap MS LIB  as overlap, but first dlopen()s LIB (a
  *                  framework library that links the driver) and looks up
  *                  its entry point, as `import torch` does
- *   exit           return at once (a warm-up may still be running)
+ *   exit [MS]      return at once, or after MS ms (a warm-up may still be running)
  *   error          print what cuInit returned
  *   ctx-loop N     N warm-container invocations: create a context, allocate,
  *                  run a kernel, destroy; checks memory comes back each time
@@ -191,6 +191,7 @@ int main(int argc, char **argv) {
                 waitpid(child, &status, 0);
                 printf("child exit=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         } else if (!strcmp(what, "exit")) {
+                usleep((useconds_t)arg * 1000); /* a short-lived program's own work */
                 return 0;
         } else if (!strcmp(what, "error")) {
                 printf("cuInit=%d\n", (int)f_cuInit(0));
@@ -246,7 +247,7 @@ int main(int argc, char **argv) {
                 OK(f_cuCtxDestroy_v2(c));
                 printf("nested: ok\n");
         } else {
-                fprintf(stderr, "usage: setup-test overlap MS | framework-overlap MS LIB | fork MS | lookup-fork MS | exit | error | ctx-loop N | ctx-nested | reset-loop N\n");
+                fprintf(stderr, "usage: setup-test overlap MS | framework-overlap MS LIB | fork MS | lookup-fork MS | exit [MS] | error | ctx-loop N | ctx-nested | reset-loop N\n");
                 return 2;
         }
         return 0;
