@@ -1930,7 +1930,6 @@ static int scenario_namespace_share(void) {
                 CHECK(multi_result(&p).accepted == 1);
                 child_finish(&p);
         }
-        settled_stats(0);
         /* uid 65534's extents are still there; root kept its 2 most recent. */
         CHECK(read_as(61, size, 65534) == 0 && read_as(62, size, 65534) == 0);
         CHECK(read_as(65, size, (uid_t)-1) == 0 && read_as(66, size, (uid_t)-1) == 0);
