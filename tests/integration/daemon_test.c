@@ -995,6 +995,60 @@ static int scenario_malformed(void) {
         return 0;
 }
 
+/*
+ * Issue 11.1: a zero-length message that carries fds read like end of
+ * stream and its fds leaked (300 connections: 8 -> 1,208 open fds). Every
+ * fd that reaches the broker is closed, whatever the message around it.
+ */
+static int scenario_fd_leak(void) {
+        static uint8_t msg[256];
+        int base_fds, fds[2];
+        SageMessage m;
+        ssize_t n;
+
+        start_saged(NULL, NULL);
+        base_fds = stable_fd_count();
+        fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        fds[1] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        CHECK(fds[0] >= 0 && fds[1] >= 0);
+        for (int i = 0; i < 300; i++) {
+                int fd = raw_connect();
+                /* Zero bytes and two fds; then, if the connection is still up, a ping. */
+                CHECK(sage_proto_send(fd, msg, 0, fds, 2) == 0);
+                if (i % 2 == 0)
+                        close(fd); /* the broker may see the message and the hang-up together */
+                else {
+                        sage_proto_init(&m, SAGE_MSG_PING, 1);
+                        n = sage_proto_encode(&m, msg, sizeof(msg));
+                        int code = raw_exchange(fd, msg, (size_t)n, NULL, 0);
+                        CHECK(code == SAGE_ERR_BAD_FD || code == -1);
+                        close(fd);
+                }
+        }
+        /* fds with a wrong magic, a header cut short, and an unknown type. */
+        for (int i = 0; i < 30; i++) {
+                int fd = raw_connect();
+                sage_proto_init(&m, SAGE_MSG_PING, 1);
+                n = sage_proto_encode(&m, msg, sizeof(msg));
+                if (i % 3 == 0)
+                        msg[0] = 'X';
+                else if (i % 3 == 1)
+                        n = 7;
+                else
+                        msg[6] = 99;
+                (void)raw_exchange(fd, msg, (size_t)n, fds, 2);
+                close(fd);
+        }
+        close(fds[0]);
+        close(fds[1]);
+        SageBroker *b = broker();
+        CHECK(sage_broker_ping(b) == 0);
+        sage_broker_free(b);
+        check_fds(base_fds);
+        stop_saged();
+        return 0;
+}
+
 static int scenario_sigterm(void) {
         /* Shutdown with a client connected and holding a reference. */
         start_saged(NULL, NULL);
@@ -1657,6 +1711,7 @@ int main(int argc, char **argv) {
                 { "ipc", scenario_ipc },         { "ipc_namespace", scenario_ipc_namespace },
                 { "ipc_kill", scenario_ipc_kill }, { "notes", scenario_notes },
                 { "notes_namespace", scenario_notes_namespace }, { "labels", scenario_labels },
+                { "fd_leak", scenario_fd_leak },
         };
 
         if (argc != 4) {
