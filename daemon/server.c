@@ -49,6 +49,9 @@
 
 #define SERVER_REQUESTS_PER_WAKEUP 32
 #define SERVER_MAX_MALFORMED 16
+/* Out of fds: how long the listeners rest before accept is tried again
+ * (sooner when a client leaves and gives one back). */
+#define SERVER_ACCEPT_PAUSE_NS (100 * 1000000ull)
 
 /* One listening socket: the main one (label 0) or a labelled one. */
 typedef struct Listener {
@@ -71,6 +74,10 @@ struct Server {
         uint64_t started_ns;
         uint64_t hits, misses, publishes, rejected_budget;
         uint8_t *rx;  /* one receive buffer, SAGE_PROTO_MAX_MESSAGE */
+        /* accept failed for want of fds: listeners are out of the epoll set's
+         * interest until accept_resume_ns or until a client goes. */
+        bool accept_paused;
+        uint64_t accept_resume_ns;
         SageListEntry *list; /* LIST reply scratch, SAGE_PROTO_LIST_MAX */
 };
 
@@ -250,6 +257,18 @@ fail:
         return r;
 }
 
+/* Level-triggered listeners stay readable while accept fails for want of
+ * fds: without a pause the loop would spin and log at full speed. */
+static void set_accepting(Server *s, bool on) {
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &s->listeners[i] };
+                epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listeners[i].fd, &ev);
+        }
+        s->accept_paused = !on;
+        if (!on)
+                s->accept_resume_ns = sage_now_ns() + SERVER_ACCEPT_PAUSE_NS;
+}
+
 static void drop_client(Server *s, Client *c) {
         epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
         if (c->prev)
@@ -263,6 +282,8 @@ static void drop_client(Server *s, Client *c) {
                    c->ipc.n_exports);
         ipc_registry_drop_owner(s->ipc, &c->ipc);
         client_free(c, s->store);
+        if (s->accept_paused)
+                set_accepting(s, true); /* an fd came free */
 }
 
 Server *server_free(Server *s) {
@@ -291,8 +312,12 @@ static void accept_clients(Server *s, const Listener *l) {
                 int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
                 if (fd < 0) {
-                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                                sage_warn("accept: %s", strerror(errno));
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                sage_warn("accept on %s: %s (%zu clients): pausing new connections", l->path,
+                                          strerror(errno), s->n_clients);
+                                set_accepting(s, false);
+                        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                sage_warn("accept on %s: %s", l->path, strerror(errno));
                         return;
                 }
                 if (s->n_clients >= s->max_clients) {
@@ -748,7 +773,15 @@ int server_run(Server *s, int stop_fd) {
         for (size_t i = 0; i < s->n_listeners; i++)
                 sage_info("listening on %s (label %u)", s->listeners[i].path, (unsigned)s->listeners[i].label);
         for (;;) {
-                int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), -1);
+                int timeout_ms = -1;
+                if (s->accept_paused) {
+                        uint64_t now = sage_now_ns();
+                        if (now >= s->accept_resume_ns)
+                                set_accepting(s, true);
+                        else
+                                timeout_ms = (int)((s->accept_resume_ns - now + 999999) / 1000000);
+                }
+                int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), timeout_ms);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
