@@ -225,8 +225,8 @@ typedef struct SageIpcToken {
 } SageIpcToken;
 
 typedef struct SageIpcAllocation {
-        uint64_t size;           /* informational: the broker does not check the fd against it */
-        uint32_t device;         /* the exporter's device ordinal, relayed as is */
+        uint64_t size;           /* a broker with a driver checks the handle is exactly this size */
+        uint32_t device;         /* the broker's ordinal (checked when it has a driver), relayed as is */
 } SageIpcAllocation;
 
 /*

@@ -10,6 +10,13 @@
  * keeps sending garbage (or speaks another magic/version) is disconnected.
  * Any fds that arrive where none are expected are closed at once.
  *
+ * A node service must survive its clients: connections are capped per
+ * namespace and per label (conn_table.c), so one tenant cannot lock the
+ * others out; a refused one is told LIMIT and closed. When accept runs out
+ * of fds the listeners leave the (level-triggered) epoll set for a moment
+ * rather than spin; IPC_EXPORT holds only CUDA shareable handles
+ * (ipc_handle.c), never a socket that would keep a connection from EOF.
+ *
  * Besides the main socket the server may listen on labelled ones
  * (--label-socket): the socket a client came through gives the upper half
  * of its namespace (label << 32 | uid, label.c), so the label is as
@@ -44,6 +51,8 @@
 
 #include "client.h"
 #include "config.h"
+#include "conn_table.h"
+#include "ipc_handle.h"
 #include "log.h"
 #include "util.h"
 
@@ -65,7 +74,7 @@ struct Server {
         size_t n_listeners;
         LabelTable labels;
         int epoll_fd;
-        size_t max_clients;
+        ConnTable *conns; /* per-namespace, per-label and broker-wide connection caps */
         ExtentStore *store;
         Gpu *gpu;
         IpcRegistry *ipc;
@@ -214,7 +223,11 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 r = -ENOMEM;
                 goto fail;
         }
-        s->max_clients = config->max_clients ? config->max_clients : 4096;
+        r = conn_table_new(&s->conns, &(ConnLimits){ .max_total = config->max_clients,
+                                                     .max_per_namespace = config->max_clients_per_uid,
+                                                     .max_per_label = config->max_clients_per_label });
+        if (r < 0)
+                goto fail;
         r = ipc_registry_new(&s->ipc, 0, ipc_max_total(config));
         if (r < 0)
                 goto fail;
@@ -251,6 +264,7 @@ fail:
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
+        conn_table_free(s->conns);
         free(s->rx);
         free(s->list);
         free(s);
@@ -281,6 +295,7 @@ static void drop_client(Server *s, Client *c) {
         sage_debug("client pid %d uid %u gone (%zu IPC exports dropped)", (int)c->pid, (unsigned)c->uid,
                    c->ipc.n_exports);
         ipc_registry_drop_owner(s->ipc, &c->ipc);
+        conn_table_release(s->conns, c->uid, c->label);
         client_free(c, s->store);
         if (s->accept_paused)
                 set_accepting(s, true); /* an fd came free */
@@ -295,6 +310,7 @@ Server *server_free(Server *s) {
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
+        conn_table_free(s->conns);
         /* Store first: its release callback still needs the driver. */
         extent_store_free(s->store);
         gpu_close(s->gpu);
@@ -304,11 +320,24 @@ Server *server_free(Server *s) {
         return NULL;
 }
 
+/* Over a connection cap: say why (one non-blocking send, never waited on), then hang up. */
+static void refuse_client(Server *s, int fd, const struct ucred *cred, const Listener *l, int code) {
+        const char *why = code > 0 ? conn_table_error(code) : strerror(-code);
+        SageMessage m;
+
+        sage_warn("refusing a connection of pid %d uid %u on %s: %s (%zu clients)", (int)cred->pid,
+                  (unsigned)cred->uid, l->path, why, conn_table_total(s->conns));
+        sage_proto_error(&m, 0, SAGE_ERR_LIMIT, "%s", why);
+        (void)sage_proto_send_message(fd, &m, NULL, 0);
+        close(fd);
+}
+
 static void accept_clients(Server *s, const Listener *l) {
         for (;;) {
                 struct ucred cred;
                 socklen_t len = sizeof(cred);
                 Client *c;
+                int r;
                 int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
                 if (fd < 0) {
@@ -320,17 +349,23 @@ static void accept_clients(Server *s, const Listener *l) {
                                 sage_warn("accept on %s: %s", l->path, strerror(errno));
                         return;
                 }
-                if (s->n_clients >= s->max_clients) {
-                        sage_warn("too many clients (%zu), refusing one", s->n_clients);
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
                         close(fd);
                         continue;
                 }
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || client_new(&c, fd, &cred, l->label) < 0) {
+                r = conn_table_admit(s->conns, cred.uid, l->label);
+                if (r != 0) {
+                        refuse_client(s, fd, &cred, l, r);
+                        continue;
+                }
+                if (client_new(&c, fd, &cred, l->label) < 0) {
+                        conn_table_release(s->conns, cred.uid, l->label);
                         close(fd);
                         continue;
                 }
                 struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
                 if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        conn_table_release(s->conns, cred.uid, l->label);
                         client_free(c, s->store);
                         continue;
                 }
@@ -589,6 +624,9 @@ static int handle_ipc_export(Server *s, Client *c, const SageMessage *req, int *
                 *why = "size must be nonzero";
                 return SAGE_ERR_MALFORMED;
         }
+        r = ipc_handle_check(s->gpu, *fd, &req->ipc_export, why);
+        if (r)
+                return r;
         r = ipc_registry_add(s->ipc, &c->ipc, c->namespace_id, *fd, &req->ipc_export, c->pid, &e);
         switch (r) {
         case 0:

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -695,6 +696,15 @@ static bool same_file(int fd, int other) {
         return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+/* A stand-in for a VMM handle's POSIX fd, made without a driver (the test
+ * process keeps no context): the simulated driver's handles are memfds, and
+ * its import takes any memfd of whole granules. */
+static int fake_handle(void) {
+        int fd = memfd_create("fake-vmm-handle", MFD_CLOEXEC);
+        CHECK(fd >= 0 && ftruncate(fd, 2 * MiB) == 0);
+        return fd;
+}
+
 /* ------------------------------------------------------------ scenarios */
 
 static int scenario_cli(void) {
@@ -1158,6 +1168,177 @@ static int scenario_emfile(void) {
         return 0;
 }
 
+typedef struct HogResult {
+        int held;        /* connections that got in */
+        int refused_rc;  /* what the first refused one answered (0: none refused) */
+} HogResult;
+
+/* A process of `uid` that connects (HELLO) up to `max` times or until
+ * refused, reports, and holds its connections until hold_fd closes. */
+static Child spawn_hog(uid_t uid, int max) {
+        int res[2], hold_pipe[2];
+        Child c;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                SageBroker **held = calloc((size_t)max, sizeof(*held));
+                HogResult r = { 0 };
+                struct rlimit rl;
+                char c1;
+
+                close(res[0]);
+                close(hold_pipe[1]);
+                CHECK(held && getrlimit(RLIMIT_NOFILE, &rl) == 0);
+                rl.rlim_cur = rl.rlim_max;
+                CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+                CHECK(setgid(uid) == 0 && setuid(uid) == 0);
+                for (; r.held < max; r.held++) {
+                        SageBroker *b = NULL;
+                        r.refused_rc = sage_broker_connect(&b, socket_path, TIMEOUT_MS);
+                        if (r.refused_rc != 0)
+                                break;
+                        held[r.held] = b;
+                }
+                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                (void)!read(hold_pipe[0], &c1, 1);
+                for (int i = 0; i < r.held; i++)
+                        sage_broker_free(held[i]);
+                _exit(0);
+        }
+        close(res[1]);
+        close(hold_pipe[0]);
+        c.result_fd = res[0];
+        c.hold_fd = hold_pipe[1];
+        return c;
+}
+
+static HogResult hog_result(Child *c) {
+        HogResult r;
+        CHECK(read(c->result_fd, &r, sizeof(r)) == sizeof(r));
+        close(c->result_fd);
+        printf("uid hog: %d connections, then %d\n", r.held, r.refused_rc);
+        return r;
+}
+
+/* A process of `uid` that connects and pings: its exit status says whether it could. */
+static bool can_ping_as(uid_t uid) {
+        int status;
+        pid_t pid = fork();
+
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                SageBroker *b = NULL;
+                if (uid != (uid_t)-1 && (setgid(uid) < 0 || setuid(uid) < 0))
+                        _exit(2);
+                if (sage_broker_connect(&b, socket_path, TIMEOUT_MS) != 0 || sage_broker_ping(b) != 0)
+                        _exit(1);
+                sage_broker_free(b);
+                _exit(0);
+        }
+        CHECK(waitpid(pid, &status, 0) == pid);
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/*
+ * Issue 11.2: max_clients was broker-wide, so one uid holding ~4,100
+ * connections locked every other uid out. With the default limits, uid
+ * 65534 gets its 256 and no more, while root and uid 65533 still connect.
+ */
+static int scenario_conn_limit(void) {
+        struct rlimit rl;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to run clients as other uids\n");
+                return 77;
+        }
+        CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 4200 + 64) {
+                printf("SKIP: the fd limit (%llu) is too low to hold 4,200 connections\n",
+                       (unsigned long long)rl.rlim_max);
+                return 77;
+        }
+        start_saged(NULL, NULL);
+        Child hog = spawn_hog(65534, 4200);
+        HogResult h = hog_result(&hog);
+        CHECK(can_ping_as((uid_t)-1));
+        CHECK(can_ping_as(65533));
+        CHECK(h.held == 256 && h.refused_rc == -EUSERS);
+        CHECK(!can_ping_as(65534));
+        /* Once it lets go, it may connect again. */
+        child_finish(&hog);
+        settled_stats(0);
+        CHECK(can_ping_as(65534));
+        stop_saged();
+
+        /* The cap is an option. */
+        start_saged("--max-clients-per-uid", "4");
+        hog = spawn_hog(65534, 100);
+        h = hog_result(&hog);
+        CHECK(h.held == 4 && h.refused_rc == -EUSERS);
+        CHECK(can_ping_as(65533) && can_ping_as((uid_t)-1));
+        child_finish(&hog);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * Issue 11.2: IPC_EXPORT took any fd. A client that exported its own
+ * connection's socket made the broker hold it, so that connection never saw
+ * EOF (a zombie holding a slot for good). Only a CUDA shareable handle of
+ * the announced size and device is registered now.
+ */
+static int scenario_ipc_export_fd(void) {
+        SageIpcToken t;
+        int pipefd[2], base_fds;
+
+        start_saged(NULL, NULL);
+        base_fds = stable_fd_count();
+        SageBroker *b = broker(), *other = broker();
+        CHECK(pipe2(pipefd, O_CLOEXEC) == 0);
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int handle = fake_handle();
+        CHECK(devnull >= 0 && dirfd >= 0);
+
+        /* Sockets (its own connection, another one), pipes, a directory, /dev/null: refused. */
+        CHECK(sage_broker_ipc_export(b, sage_broker_fd(b), 2 * MiB, 0, t.bytes) == SAGE_ERR_BAD_FD);
+        CHECK(sage_broker_ipc_export(b, sage_broker_fd(other), 2 * MiB, 0, t.bytes) == SAGE_ERR_BAD_FD);
+        CHECK(sage_broker_ipc_export(b, pipefd[0], 2 * MiB, 0, t.bytes) == SAGE_ERR_BAD_FD);
+        CHECK(sage_broker_ipc_export(b, pipefd[1], 2 * MiB, 0, t.bytes) == SAGE_ERR_BAD_FD);
+        CHECK(sage_broker_ipc_export(b, dirfd, 2 * MiB, 0, t.bytes) == SAGE_ERR_BAD_FD);
+        CHECK(sage_broker_ipc_export(b, devnull, 2 * MiB, 0, t.bytes) == SAGE_ERR_BAD_FD);
+        /* A handle, but not what was announced. */
+        CHECK(sage_broker_ipc_export(b, handle, 4 * MiB, 0, t.bytes) == SAGE_ERR_SIZE_MISMATCH);
+        CHECK(sage_broker_ipc_export(b, handle, 2 * MiB, 3, t.bytes) == SAGE_ERR_BAD_DEVICE);
+        CHECK(sage_broker_ipc_export(b, handle, 2 * MiB, 0, t.bytes) == 0);
+        /* Held now: two clients and one registration (base_fds counted one client). */
+        CHECK(count_fds(saged_pid) == base_fds - 1 + 2 + 1);
+
+        /* The connections it offered are not held: closing them is EOF for the broker. */
+        sage_broker_free(other);
+        sage_broker_free(b);
+        settled_stats(0);
+        check_fds(base_fds);
+        stop_saged();
+
+        /* Without a driver only the file type can be checked: sockets and pipes are still refused. */
+        start_saged("--driver", "/nonexistent/libcuda.so.1");
+        b = broker();
+        CHECK(sage_broker_ipc_export(b, sage_broker_fd(b), 2 * MiB, 0, t.bytes) == SAGE_ERR_BAD_FD);
+        CHECK(sage_broker_ipc_export(b, pipefd[1], 2 * MiB, 0, t.bytes) == SAGE_ERR_BAD_FD);
+        CHECK(sage_broker_ipc_export(b, handle, 2 * MiB, 0, t.bytes) == 0);
+        sage_broker_free(b);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        close(devnull);
+        close(dirfd);
+        close(handle);
+        stop_saged();
+        return 0;
+}
+
 static int scenario_sigterm(void) {
         /* Shutdown with a client connected and holding a reference. */
         start_saged(NULL, NULL);
@@ -1275,13 +1456,13 @@ static int scenario_ipc(void) {
         CHECK(fd >= 0 && got_size == size && got_device == 0);
         close(fd);
 
-        /* Revoke by the owner (this process, no driver needed: the broker only keeps the fd). */
-        devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        /* Revoke by the owner (this process, no context needed: a memfd stands in for the handle). */
+        devnull = fake_handle();
         CHECK(devnull >= 0);
         SageBroker *b2 = broker();
-        CHECK(sage_broker_ipc_export(b, devnull, 4096, 3, t.bytes) == 0);
+        CHECK(sage_broker_ipc_export(b, devnull, 2 * MiB, 0, t.bytes) == 0);
         CHECK(sage_broker_ipc_import(b2, t.bytes, &imported, &got_size, &got_device) == 0);
-        CHECK(got_size == 4096 && got_device == 3 && same_file(imported, devnull));
+        CHECK(got_size == 2 * MiB && got_device == 0 && same_file(imported, devnull));
         CHECK(sage_broker_ipc_revoke(b2, t.bytes) == SAGE_ERR_NOT_FOUND);
         CHECK(sage_broker_ipc_revoke(b, t.bytes) == 0);
         CHECK(sage_broker_ipc_revoke(b, t.bytes) == SAGE_ERR_NOT_FOUND);
@@ -1298,18 +1479,18 @@ static int scenario_ipc(void) {
         if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max / 2 > 4096 + 16) {
                 int before = count_fds(saged_pid);
                 for (int i = 0; i < 4096; i++)
-                        CHECK(sage_broker_ipc_export(b, devnull, 4096, 0, t.bytes) == 0);
+                        CHECK(sage_broker_ipc_export(b, devnull, 2 * MiB, 0, t.bytes) == 0);
                 CHECK(count_fds(saged_pid) >= before + 4096);
-                CHECK(sage_broker_ipc_export(b, devnull, 4096, 0, wrong.bytes) == SAGE_ERR_LIMIT);
+                CHECK(sage_broker_ipc_export(b, devnull, 2 * MiB, 0, wrong.bytes) == SAGE_ERR_LIMIT);
                 CHECK(strstr(sage_broker_last_error(b), "connection"));
                 CHECK(sage_broker_ipc_import(b2, t.bytes, &fd, NULL, NULL) == 0 && same_file(fd, devnull));
                 close(fd);
                 /* Others may still export. */
-                CHECK(sage_broker_ipc_export(b2, devnull, 4096, 0, wrong.bytes) == 0);
+                CHECK(sage_broker_ipc_export(b2, devnull, 2 * MiB, 0, wrong.bytes) == 0);
         } else {
                 printf("fd limit %llu: per-connection IPC limit not checked\n", (unsigned long long)rl.rlim_max);
-                CHECK(sage_broker_ipc_export(b, devnull, 4096, 0, t.bytes) == 0);
-                CHECK(sage_broker_ipc_export(b2, devnull, 4096, 0, wrong.bytes) == 0);
+                CHECK(sage_broker_ipc_export(b, devnull, 2 * MiB, 0, t.bytes) == 0);
+                CHECK(sage_broker_ipc_export(b2, devnull, 2 * MiB, 0, wrong.bytes) == 0);
         }
         sage_broker_free(b);
         CHECK(sage_broker_ipc_import(b2, wrong.bytes, &fd, NULL, NULL) == 0);
@@ -1369,12 +1550,12 @@ static int scenario_ipc_namespace(void) {
         if (pid == 0) {
                 SageIpcToken t;
                 char c1;
-                int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                int fd = fake_handle();
                 close(res[0]);
                 close(hold[1]);
                 CHECK(setgid(65534) == 0 && setuid(65534) == 0);
                 SageBroker *b = broker();
-                CHECK(sage_broker_ipc_export(b, fd, 4096, 0, t.bytes) == 0);
+                CHECK(sage_broker_ipc_export(b, fd, 2 * MiB, 0, t.bytes) == 0);
                 CHECK(write(res[1], &t, sizeof(t)) == sizeof(t));
                 (void)!read(hold[0], &c1, 1);
                 sage_broker_free(b);
@@ -1766,17 +1947,17 @@ static int scenario_labels(void) {
         CHECK(sage_broker_label_name(bm, 3, name) == SAGE_ERR_NOT_FOUND);
 
         /* IPC: a token exported through a is unknown through b and main, known through a2. */
-        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC), fd = -1;
+        int devnull = fake_handle(), fd = -1;
         SageIpcToken t, tm;
         CHECK(devnull >= 0);
-        CHECK(sage_broker_ipc_export(ba, devnull, 4096, 0, t.bytes) == 0);
+        CHECK(sage_broker_ipc_export(ba, devnull, 2 * MiB, 0, t.bytes) == 0);
         CHECK(sage_broker_ipc_import(bb, t.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND && fd == -1);
         CHECK(sage_broker_ipc_import(bm, t.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND && fd == -1);
         CHECK(sage_broker_ipc_revoke(bb, t.bytes) == SAGE_ERR_NOT_FOUND);
         CHECK(sage_broker_ipc_import(ba2, t.bytes, &fd, NULL, NULL) == 0 && same_file(fd, devnull));
         close(fd);
         /* And the other way: exported through main, unknown through a. */
-        CHECK(sage_broker_ipc_export(bm, devnull, 4096, 0, tm.bytes) == 0);
+        CHECK(sage_broker_ipc_export(bm, devnull, 2 * MiB, 0, tm.bytes) == 0);
         CHECK(sage_broker_ipc_import(ba, tm.bytes, &fd, NULL, NULL) == SAGE_ERR_NOT_FOUND && fd == -1);
         CHECK(sage_broker_ipc_import(bm, tm.bytes, &fd, NULL, NULL) == 0);
         close(fd);
@@ -1821,6 +2002,7 @@ int main(int argc, char **argv) {
                 { "ipc_kill", scenario_ipc_kill }, { "notes", scenario_notes },
                 { "notes_namespace", scenario_notes_namespace }, { "labels", scenario_labels },
                 { "fd_leak", scenario_fd_leak }, { "emfile", scenario_emfile },
+                { "conn_limit", scenario_conn_limit }, { "ipc_export_fd", scenario_ipc_export_fd },
         };
 
         if (argc != 4) {
