@@ -119,6 +119,11 @@ static int refusal(SageBroker *b, uint8_t *buf, int error) {
         SageMessage m;
         ssize_t n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, fds, SAGE_PROTO_MAX_FDS, &n_fds);
 
+        /* A broker that closed with our request unread leaves ECONNRESET
+         * pending, reported (once) before what it had sent. */
+        if (n == -ECONNRESET)
+                n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, fds, SAGE_PROTO_MAX_FDS, &n_fds);
+
         for (size_t i = 0; i < n_fds; i++)
                 close(fds[i]);
         if (n <= 0 || sage_proto_decode(buf, (size_t)n, &m, NULL) != 0 || m.header.type != SAGE_MSG_ERROR ||
@@ -175,8 +180,8 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                 n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, rfds, SAGE_PROTO_MAX_FDS, &n_rfds);
                 if (n == -EAGAIN)
                         continue;
-                if (n == 0) {
-                        r = -EPIPE;
+                if (n == 0 || n == -ECONNRESET) {
+                        r = refusal(b, buf, n == 0 ? -EPIPE : -ECONNRESET);
                         goto out;
                 }
                 if (n < 0) {
