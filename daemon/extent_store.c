@@ -4,7 +4,8 @@
  *
  * An extent is keyed by (namespace, hash, size, device). Two chained hash
  * tables find it by key (LOOKUP, PUBLISH) and by id (RELEASE, EVICT); an
- * id-ordered list serves paged LIST requests. Every extent whose reference
+ * id-ordered list and search trees (extent_order.c) serve paged LIST
+ * requests at O(log N + page), per namespace. Every extent whose reference
  * count is zero sits on the LRU list, least recently used at the head:
  * those, and only those, may be evicted. Budgets are per device because an
  * extent's memory lives on one GPU and evicting on another frees nothing
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "extent_order.h"
 #include "util.h"
 
 struct ExtentStore {
@@ -40,6 +42,7 @@ struct ExtentStore {
         uint64_t resident[EXTENT_STORE_MAX_DEVICES];
         uint64_t evictable[EXTENT_STORE_MAX_DEVICES]; /* bytes on the LRU list */
         ExtentStoreCounters counters;
+        ExtentOrder order;
 };
 
 static uint64_t mix(uint64_t x) {
@@ -138,6 +141,7 @@ static void destroy(ExtentStore *s, Extent *e) {
                 e->all_next->all_prev = e->all_prev;
         else
                 s->all_tail = e->all_prev;
+        extent_order_remove(&s->order, e);
         s->resident[e->key.device] -= e->key.size;
         s->counters.extents--;
         s->counters.bytes_resident -= e->key.size;
@@ -153,6 +157,7 @@ ExtentStore *extent_store_free(ExtentStore *s) {
                 return NULL;
         while (s->all_head)
                 destroy(s, s->all_head);
+        extent_order_clear(&s->order);
         free(s->by_key);
         free(s->by_id);
         free(s);
@@ -245,8 +250,10 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
                 memcpy(notes_copy, notes, notes_len);
         }
         e = calloc(1, sizeof(*e));
-        if (!e)
+        if (!e || extent_order_reserve(&s->order, ns) < 0) {
+                free(e);
                 return -ENOMEM;
+        }
 
         /* Make room: least recently used first, this device only. */
         for (Extent *victim = s->lru_head; victim && s->budget[dev] - key->size < s->resident[dev];) {
@@ -279,6 +286,7 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
         else
                 s->all_head = e;
         s->all_tail = e;
+        extent_order_add(&s->order, e);
         lru_append(s, e);
         s->resident[dev] += key->size;
         s->counters.extents++;
@@ -329,11 +337,16 @@ uint64_t extent_store_evict_unreferenced(ExtentStore *s, bool all_namespaces, ui
 }
 
 Extent *extent_store_next(ExtentStore *s, uint64_t after_id) {
-        /* Ids grow with insertion order, so the all-list is sorted by id. */
-        for (Extent *e = s->all_head; e; e = e->all_next)
-                if (e->id > after_id)
-                        return e;
-        return NULL;
+        return extent_order_next(&s->order, after_id);
+}
+
+size_t extent_store_page(ExtentStore *s, bool all_namespaces, uint64_t ns, uint64_t after_id, Extent **out,
+                         size_t max, bool *more) {
+        return extent_order_page(&s->order, all_namespaces, ns, after_id, out, max, more);
+}
+
+uint64_t extent_store_steps(const ExtentStore *s) {
+        return s->order.steps;
 }
 
 void extent_store_counters(const ExtentStore *s, ExtentStoreCounters *out) {

@@ -563,20 +563,19 @@ static int handle_label(Server *s, Client *c, const SageMessage *req, SageMessag
         return 0;
 }
 
+/* A page costs O(log N + page): only the caller's namespace is walked (all for root on main). */
 static void handle_list(Server *s, Client *c, const SageMessage *req, SageMessage *reply) {
         uint64_t now = sage_now_ns();
-        uint32_t n = 0;
-        Extent *e = extent_store_next(s->store, req->list.after_id);
+        Extent *page[SAGE_PROTO_LIST_MAX];
+        bool more;
+        uint32_t n = (uint32_t)extent_store_page(s->store, c->sees_all, c->namespace_id, req->list.after_id, page,
+                                                 SAGE_PROTO_LIST_MAX, &more);
 
         sage_proto_init(reply, SAGE_MSG_LIST_REPLY, req->header.request_id);
-        for (; e; e = extent_store_next(s->store, e->id)) {
-                if (!visible(c, e))
-                        continue;
-                if (n == SAGE_PROTO_LIST_MAX) {
-                        reply->list_reply.more = 1;
-                        break;
-                }
-                s->list[n++] = (SageListEntry){
+        reply->list_reply.more = more;
+        for (uint32_t i = 0; i < n; i++) {
+                const Extent *e = page[i];
+                s->list[i] = (SageListEntry){
                         .id = e->id,
                         .namespace_id = e->namespace_id,
                         .hash = e->key.hash,
