@@ -400,9 +400,9 @@ static void test_list_pages(void) {
         /* An insert whose eviction takes its own namespace's last extent (and record). */
         CHECK(extent_store_new(&s, NULL, clock_fn, NULL) == 0);
         CHECK(extent_store_set_budget(s, 0, MiB) == 0);
-        Extent *first = insert(s, small, key(1, MiB, 0), 0);
+        uint64_t first = insert(s, small, key(1, MiB, 0), 0)->id;
         Extent *second = insert(s, small, key(2, MiB, 0), 0);
-        CHECK(extent_store_get(s, first->id) == NULL);
+        CHECK(extent_store_get(s, first) == NULL);
         CHECK(extent_store_page(s, false, small, 0, got, PAGE, &more) == 1 && got[0] == second && !more);
         CHECK(extent_store_page(s, true, 0, 0, got, PAGE, &more) == 1 && got[0] == second);
         extent_store_free(s);
