@@ -21,11 +21,11 @@
 #include <errno.h>
 #include <stdlib.h>
 
-struct ExtentNamespace {
+struct OrderNamespace {
         uint64_t id;
         Extent *root;        /* treap over ns_left/ns_right */
         Extent *head, *tail; /* ns_prev/ns_next, in id order */
-        ExtentNamespace *next_in_bucket;
+        OrderNamespace *next_in_bucket;
 };
 
 static uint64_t priority(const Extent *e) {
@@ -99,9 +99,9 @@ static Extent *tree_seek(ExtentOrder *o, Extent *root, uint64_t after_id, Tree t
         return best;
 }
 
-static ExtentNamespace **ns_slot(ExtentOrder *o, uint64_t id) {
+static OrderNamespace **ns_slot(ExtentOrder *o, uint64_t id) {
         uint64_t h = id * 0x9e3779b97f4a7c15ull;
-        ExtentNamespace **p = &o->ns_buckets[(h >> 40) % EXTENT_ORDER_NS_BUCKETS];
+        OrderNamespace **p = &o->ns_buckets[(h >> 40) % EXTENT_ORDER_NS_BUCKETS];
 
         while (*p && (*p)->id != id)
                 p = &(*p)->next_in_bucket;
@@ -118,7 +118,7 @@ int extent_order_reserve(ExtentOrder *o, uint64_t namespace_id) {
 }
 
 void extent_order_add(ExtentOrder *o, Extent *e) {
-        ExtentNamespace **p = ns_slot(o, e->namespace_id), *ns = *p;
+        OrderNamespace **p = ns_slot(o, e->namespace_id), *ns = *p;
 
         if (!ns) {
                 ns = *p = o->spare;
@@ -138,7 +138,7 @@ void extent_order_add(ExtentOrder *o, Extent *e) {
 }
 
 void extent_order_remove(ExtentOrder *o, Extent *e) {
-        ExtentNamespace **p = ns_slot(o, e->namespace_id), *ns = *p;
+        OrderNamespace **p = ns_slot(o, e->namespace_id), *ns = *p;
 
         o->all_root = tree_remove(o->all_root, e, TREE_ALL);
         if (!ns)
@@ -161,7 +161,7 @@ void extent_order_remove(ExtentOrder *o, Extent *e) {
 void extent_order_clear(ExtentOrder *o) {
         for (size_t i = 0; i < EXTENT_ORDER_NS_BUCKETS; i++)
                 while (o->ns_buckets[i]) {
-                        ExtentNamespace *ns = o->ns_buckets[i];
+                        OrderNamespace *ns = o->ns_buckets[i];
                         o->ns_buckets[i] = ns->next_in_bucket;
                         free(ns);
                 }
@@ -176,7 +176,7 @@ Extent *extent_order_next(ExtentOrder *o, uint64_t after_id) {
 
 size_t extent_order_page(ExtentOrder *o, bool all_namespaces, uint64_t namespace_id, uint64_t after_id,
                          Extent **out, size_t max, bool *more) {
-        ExtentNamespace *ns = all_namespaces ? NULL : *ns_slot(o, namespace_id);
+        OrderNamespace *ns = all_namespaces ? NULL : *ns_slot(o, namespace_id);
         Extent *e;
         size_t n = 0;
 

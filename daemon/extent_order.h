@@ -7,14 +7,14 @@
 
 #include "extent_store.h"
 
-typedef struct ExtentNamespace ExtentNamespace;
+typedef struct OrderNamespace OrderNamespace;
 
 #define EXTENT_ORDER_NS_BUCKETS 1024
 
 typedef struct ExtentOrder {
         Extent *all_root;                                  /* every extent, by id */
-        ExtentNamespace *ns_buckets[EXTENT_ORDER_NS_BUCKETS]; /* namespace id -> its extents */
-        ExtentNamespace *spare;                            /* reserved for the next add */
+        OrderNamespace *ns_buckets[EXTENT_ORDER_NS_BUCKETS]; /* namespace id -> its extents */
+        OrderNamespace *spare;                            /* reserved for the next add */
         uint64_t steps;                                    /* the cost meter (extent_store_steps) */
 } ExtentOrder;
 

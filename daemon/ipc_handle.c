@@ -4,8 +4,9 @@
  * (the client's own connection, exported, would never see EOF: a zombie
  * holding a connection slot for good), nor a pipe, a directory or an O_PATH
  * fd. With a driver the handle is imported, checked to be the announced
- * size on the announced device, and released again (gpu.c's import: the
- * same check PUBLISH gets); without one only the file type can be checked.
+ * size on the announced device, and released again (gpu_check_handle: the
+ * checks PUBLISH's adoption makes, without the copy); without one only the
+ * file type can be checked.
  */
 #include "ipc_handle.h"
 
@@ -13,7 +14,6 @@
 #include <sys/stat.h>
 
 int ipc_handle_check(Gpu *gpu, int fd, const SageIpcAllocation *a, const char **why) {
-        GpuExtent *probe = NULL;
         struct stat st;
         int flags = fcntl(fd, F_GETFL), r;
 
@@ -24,11 +24,9 @@ int ipc_handle_check(Gpu *gpu, int fd, const SageIpcAllocation *a, const char **
         }
         if (!gpu)
                 return 0;
-        r = gpu_import(gpu, a->device, fd, a->size, &probe);
-        if (r == 0) {
-                gpu_release(gpu, probe);
+        r = gpu_check_handle(gpu, a->device, fd, a->size);
+        if (r == 0)
                 return 0;
-        }
         if (r == SAGE_ERR_SIZE_MISMATCH || r == SAGE_ERR_BAD_DEVICE) {
                 *why = "the handle is not the announced size on the announced device";
                 return r;
