@@ -1253,14 +1253,13 @@ static int scenario_conn_limit(void) {
                 printf("SKIP: needs root to run clients as other uids\n");
                 return 77;
         }
+        /* Up to 4,200 tries (past the old broker-wide 4096) where the fd limit allows; 300 always do. */
+        int tries = 4200;
         CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
-        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 4200 + 64) {
-                printf("SKIP: the fd limit (%llu) is too low to hold 4,200 connections\n",
-                       (unsigned long long)rl.rlim_max);
-                return 77;
-        }
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t)tries + 64)
+                tries = rl.rlim_max > 300 + 64 ? (int)rl.rlim_max - 64 : 300;
         start_saged(NULL, NULL);
-        Child hog = spawn_hog(65534, 4200);
+        Child hog = spawn_hog(65534, tries);
         HogResult h = hog_result(&hog);
         CHECK(can_ping_as((uid_t)-1));
         CHECK(can_ping_as(65533));
