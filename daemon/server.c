@@ -579,9 +579,7 @@ static void fill_stats(Server *s, const Client *c, SageStats *st) {
         else {
                 extent_store_namespace_counters(s->store, c->namespace_id, &counters);
                 t = tally_of(&s->tallies, c->namespace_id);
-                clients = 0;
-                for (const Client *o = s->clients; o; o = o->next)
-                        clients += o->namespace_id == c->namespace_id;
+                clients = conn_table_namespace_count(s->conns, c->uid, c->label);
         }
         for (uint32_t d = 0; d < gpu_device_count(s->gpu); d++) {
                 uint64_t b;
