@@ -111,6 +111,28 @@ static void take_notes(SageMessage *reply, NotesSink *sink) {
         notes->bytes = NULL;
 }
 
+/* The broker hung up before our request: if it said why first (an ERROR
+ * with request id 0, e.g. LIMIT at accept), that code, else `error`. */
+static int refusal(SageBroker *b, uint8_t *buf, int error) {
+        int fds[SAGE_PROTO_MAX_FDS];
+        size_t n_fds = 0;
+        SageMessage m;
+        ssize_t n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, fds, SAGE_PROTO_MAX_FDS, &n_fds);
+
+        /* A broker that closed with our request unread leaves ECONNRESET
+         * pending, reported (once) before what it had sent. */
+        if (n == -ECONNRESET)
+                n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, fds, SAGE_PROTO_MAX_FDS, &n_fds);
+
+        for (size_t i = 0; i < n_fds; i++)
+                close(fds[i]);
+        if (n <= 0 || sage_proto_decode(buf, (size_t)n, &m, NULL) != 0 || m.header.type != SAGE_MSG_ERROR ||
+            m.header.request_id != 0 || m.error.code == 0 || m.error.code >= 0x10000)
+                return error;
+        snprintf(b->last_error, sizeof(b->last_error), "%s", m.error.message);
+        return (int)m.error.code;
+}
+
 /* Send `req`, wait for the reply with its request id. Caller holds the lock.
  * *reply_fd receives the fd of a reply that carries one (else -1). */
 static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
@@ -142,7 +164,9 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                 if (r < 0)
                         goto out;
         }
-        if (r < 0)
+        if (r == -EPIPE || r == -ECONNRESET)
+                r = refusal(b, buf, r);
+        if (r != 0)
                 goto out;
 
         for (;;) {
@@ -156,8 +180,8 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                 n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, rfds, SAGE_PROTO_MAX_FDS, &n_rfds);
                 if (n == -EAGAIN)
                         continue;
-                if (n == 0) {
-                        r = -EPIPE;
+                if (n == 0 || n == -ECONNRESET) {
+                        r = refusal(b, buf, n == 0 ? -EPIPE : -ECONNRESET);
                         goto out;
                 }
                 if (n < 0) {
@@ -165,7 +189,10 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                         goto out;
                 }
                 r = sage_proto_decode(buf, (size_t)n, reply, list_storage);
-                if (r == 0 && reply->header.request_id != req->header.request_id) {
+                /* An ERROR with request id 0 is the broker's word on the connection
+                 * itself (refused at accept: LIMIT), the answer to whatever we asked. */
+                if (r == 0 && reply->header.request_id != req->header.request_id &&
+                    !(reply->header.type == SAGE_MSG_ERROR && reply->header.request_id == 0)) {
                         /* A late answer to an abandoned request. */
                         for (size_t i = 0; i < n_rfds; i++)
                                 close(rfds[i]);
@@ -303,7 +330,8 @@ int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms) {
         r = call(b, &req, NULL, 0, &reply, NULL, NULL);
         if (r != 0) {
                 sage_broker_free(b);
-                return r > 0 ? -EPROTO : r;
+                /* LIMIT: refused at accept, over a connection cap (daemon/README.md). */
+                return r == SAGE_ERR_LIMIT ? -EUSERS : r > 0 ? -EPROTO : r;
         }
         b->hello = reply.hello_reply;
         *out = b;

@@ -32,7 +32,8 @@ typedef struct SageBroker SageBroker;
 int sage_broker_default_socket(char *buf, size_t size);
 
 /* Connect (path NULL: the default) and say HELLO. timeout_ms applies to the
- * connect and, later, to every request. */
+ * connect and, later, to every request. Returns 0 or negative errno;
+ * -EUSERS: the broker refused the connection over a connection cap. */
 int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms);
 SageBroker *sage_broker_free(SageBroker *broker);
 

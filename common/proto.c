@@ -731,7 +731,9 @@ ssize_t sage_proto_recv(int sock, void *buf, size_t size, int *fds, size_t max_f
                         }
                 }
         }
-        if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || bad) {
+        /* A zero-length message reads like the end of the stream; one that
+         * carries fds is not the end, and those fds would leak with it. */
+        if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || bad || (n == 0 && stored > 0)) {
                 for (size_t i = 0; i < stored; i++)
                         close(fds[i]);
                 return (msg.msg_flags & MSG_TRUNC) ? -EMSGSIZE : -EBADMSG;

@@ -229,8 +229,8 @@ typedef struct SageIpcToken {
 } SageIpcToken;
 
 typedef struct SageIpcAllocation {
-        uint64_t size;           /* informational: the broker does not check the fd against it */
-        uint32_t device;         /* the exporter's device ordinal, relayed as is */
+        uint64_t size;           /* a broker with a driver checks the handle is exactly this size */
+        uint32_t device;         /* the broker's ordinal (checked when it has a driver), relayed as is */
 } SageIpcAllocation;
 
 /*
@@ -366,7 +366,9 @@ void sage_proto_error(SageMessage *m, uint32_t request_id, int code, const char 
  * sage_proto_send: returns 0, or negative errno (-EAGAIN on a non-blocking
  * socket whose peer is not reading).
  * sage_proto_recv: returns the message length, 0 at end of stream, negative
- * errno (-EMSGSIZE if truncated, -EBADMSG for bad ancillary data).
+ * errno (-EMSGSIZE if truncated, -EBADMSG for bad ancillary data, or for
+ * a zero-length message that carries fds: every fd received is closed or
+ * handed over, on every path).
  * *n_fds receives the number of fds stored in fds[].
  */
 int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);

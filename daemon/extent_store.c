@@ -4,7 +4,8 @@
  *
  * An extent is keyed by (namespace, hash, size, device). Two chained hash
  * tables find it by key (LOOKUP, PUBLISH) and by id (RELEASE, EVICT); an
- * id-ordered list serves paged LIST requests. Every extent whose reference
+ * id-ordered list and search trees (extent_order.c) serve paged LIST
+ * requests at O(log N + page), per namespace. Every extent whose reference
  * count is zero sits on the LRU list, least recently used at the head:
  * those, and only those, may be evicted. Budgets are per device because an
  * extent's memory lives on one GPU and evicting on another frees nothing
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "extent_order.h"
 #include "util.h"
 
 struct ExtentNamespace {
@@ -55,6 +57,7 @@ struct ExtentStore {
         ExtentStoreCounters counters;
         ExtentNamespace *namespaces;
         unsigned share; /* percent of a device's budget one namespace may hold */
+        ExtentOrder order;
 };
 
 static uint64_t mix(uint64_t x) {
@@ -154,6 +157,7 @@ static void destroy(ExtentStore *s, Extent *e) {
                 e->all_next->all_prev = e->all_prev;
         else
                 s->all_tail = e->all_prev;
+        extent_order_remove(&s->order, e);
         s->resident[e->key.device] -= e->cost;
         s->counters.extents--;
         s->counters.bytes_resident -= e->cost;
@@ -173,6 +177,7 @@ ExtentStore *extent_store_free(ExtentStore *s) {
                 return NULL;
         while (s->all_head)
                 destroy(s, s->all_head);
+        extent_order_clear(&s->order);
         while (s->namespaces) {
                 ExtentNamespace *n = s->namespaces;
                 s->namespaces = n->next;
@@ -354,8 +359,10 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
                 memcpy(notes_copy, notes, notes_len);
         }
         e = calloc(1, sizeof(*e));
-        if (!e)
+        if (!e || extent_order_reserve(&s->order, ns) < 0) {
+                free(e);
                 return -ENOMEM;
+        }
 
         /* Make room as planned (the plan was checked above, nothing has changed since). */
         plan(s, owner, dev, cost);
@@ -388,6 +395,7 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
         else
                 s->all_head = e;
         s->all_tail = e;
+        extent_order_add(&s->order, e);
         lru_append(s, e);
         s->resident[dev] += cost;
         s->counters.extents++;
@@ -445,11 +453,16 @@ uint64_t extent_store_evict_unreferenced(ExtentStore *s, bool all_namespaces, ui
 }
 
 Extent *extent_store_next(ExtentStore *s, uint64_t after_id) {
-        /* Ids grow with insertion order, so the all-list is sorted by id. */
-        for (Extent *e = s->all_head; e; e = e->all_next)
-                if (e->id > after_id)
-                        return e;
-        return NULL;
+        return extent_order_next(&s->order, after_id);
+}
+
+size_t extent_store_page(ExtentStore *s, bool all_namespaces, uint64_t ns, uint64_t after_id, Extent **out,
+                         size_t max, bool *more) {
+        return extent_order_page(&s->order, all_namespaces, ns, after_id, out, max, more);
+}
+
+uint64_t extent_store_steps(const ExtentStore *s) {
+        return s->order.steps;
 }
 
 void extent_store_counters(const ExtentStore *s, ExtentStoreCounters *out) {

@@ -39,6 +39,11 @@ struct Extent {
         Extent *next_by_key, *next_by_id;
         Extent *lru_prev, *lru_next;
         Extent *all_prev, *all_next;
+        /* id-ordered indexes for LIST: a search tree over every extent and
+         * one over its namespace's, and the namespace's list in id order */
+        Extent *all_left, *all_right;
+        Extent *ns_left, *ns_right;
+        Extent *ns_prev, *ns_next;
 };
 
 /* Called once for each extent that leaves the store (eviction or free). */
@@ -111,8 +116,22 @@ int extent_store_evict(ExtentStore *store, Extent *extent);
 uint64_t extent_store_evict_unreferenced(ExtentStore *store, bool all_namespaces, uint64_t namespace_id,
                                          uint64_t *bytes);
 
-/* Iterate in id order: the first extent with id > after_id, or NULL. */
+/* Iterate in id order: the first extent with id > after_id, or NULL. O(log N). */
 Extent *extent_store_next(ExtentStore *store, uint64_t after_id);
+
+/*
+ * One page of a LIST: up to `max` extents with id > after_id in id order,
+ * of `namespace_id` only, or of every namespace when `all_namespaces`.
+ * Returns how many were stored in out[]; *more says whether another
+ * follows. Costs O(log N + max): a tenant's page never visits another
+ * namespace's extents.
+ */
+size_t extent_store_page(ExtentStore *store, bool all_namespaces, uint64_t namespace_id, uint64_t after_id,
+                         Extent **out, size_t max, bool *more);
+
+/* Extents and index nodes extent_store_next/_page visited so far: a cost
+ * meter, so tests can assert a page's cost instead of timing it. */
+uint64_t extent_store_steps(const ExtentStore *store);
 
 void extent_store_counters(const ExtentStore *store, ExtentStoreCounters *out);
 /* The same figures for one namespace (all zero for one never seen). */

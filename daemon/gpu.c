@@ -396,6 +396,20 @@ int gpu_adopt(Gpu *g, uint32_t device, int fd, uint64_t size, SageHash want, Gpu
         return 0;
 }
 
+int gpu_check_handle(Gpu *g, uint32_t device, int fd, uint64_t size) {
+        CUmemGenericAllocationHandle h = 0;
+        int e;
+
+        if (!gpu_serves(g, device))
+                return SAGE_ERR_BAD_DEVICE;
+        if (g->cu.cuCtxSetCurrent(g->context[device]) != CUDA_SUCCESS)
+                return SAGE_ERR_DRIVER;
+        e = import_published(g, device, fd, size, &h);
+        if (e == 0)
+                g->cu.cuMemRelease(h);
+        return e;
+}
+
 static void *staging(Gpu *g) {
         if (!g->staging && g->cu.cuMemHostAlloc &&
             g->cu.cuMemHostAlloc(&g->staging, SAGE_CONTENT_KEY_CHUNK, CU_MEMHOSTALLOC_PORTABLE) == CUDA_SUCCESS)

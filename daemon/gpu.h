@@ -57,6 +57,12 @@ uint64_t gpu_granularity(const Gpu *gpu);
  */
 int gpu_adopt(Gpu *gpu, uint32_t device, int fd, uint64_t size, SageHash want, GpuExtent **out);
 /*
+ * Is `fd` a CUDA shareable handle of exactly `size` bytes on `device`?
+ * Imports it (the checks gpu_adopt makes) and releases it again; nothing
+ * is copied or kept (IPC_EXPORT). Returns 0 or a positive SageProtoError.
+ */
+int gpu_check_handle(Gpu *gpu, uint32_t device, int fd, uint64_t size);
+/*
  * Hash up to *budget bytes more of a pending extent (read back through a
  * pinned staging buffer), whole chunks at a time, and take them off *budget.
  * Returns GPU_VERIFY_PENDING (more to do), _MATCH or _MISMATCH; the last two

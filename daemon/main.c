@@ -23,6 +23,7 @@
 
 #include "broker_client.h"
 #include "config.h"
+#include "conn_table.h"
 #include "extent_store.h"
 #include "gpu.h"
 #include "label.h"
@@ -45,6 +46,7 @@ typedef struct Args {
         int verbosity;
         LabelSocket labels[LABEL_MAX_SOCKETS];
         size_t n_labels;
+        uint64_t max_clients, max_clients_per_uid, max_clients_per_label; /* 0: defaults */
 } Args;
 
 static void args_clear(Args *a) {
@@ -102,6 +104,21 @@ static int check_label_sockets(const Args *a) {
         return 0;
 }
 
+/* --max-clients* N: a positive count. Returns 0, or 2 (the exit status) after saying why. */
+static int parse_limit(int opt, const char *text, Args *a) {
+        const char *name = opt == 'M' ? "--max-clients" : opt == 'U' ? "--max-clients-per-uid" : "--max-clients-per-label";
+        uint64_t *field = opt == 'M' ? &a->max_clients : opt == 'U' ? &a->max_clients_per_uid : &a->max_clients_per_label;
+        uint64_t v;
+
+        if (sage_parse_uint(text, &v) < 0 || v == 0 || v > (1u << 20)) {
+                fprintf(stderr, "saged: %s: expected a number of connections from 1 to %u, got '%s'\n", name, 1u << 20,
+                        text);
+                return 2;
+        }
+        *field = v;
+        return 0;
+}
+
 static void usage(FILE *f) {
         fprintf(f,
                 "Usage: saged [OPTIONS]\n"
@@ -117,10 +134,18 @@ static void usage(FILE *f) {
                 "      --label-socket PATH=LABEL\n"
                 "                        also listen on PATH; its clients get namespace (LABEL, uid)\n"
                 "                        (root only; repeatable, up to %d)\n"
+                "      --max-clients N   connections in all (default %d; root on the main socket\n"
+                "                        has %d more)\n"
+                "      --max-clients-per-uid N\n"
+                "                        connections per uid and label (default %d; not for root\n"
+                "                        on the main socket)\n"
+                "      --max-clients-per-label N\n"
+                "                        connections through one label's sockets (default %d)\n"
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
-                SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, DEFAULT_NAMESPACE_SHARE, LABEL_MAX_SOCKETS);
+                SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, DEFAULT_NAMESPACE_SHARE, LABEL_MAX_SOCKETS,
+                CONN_TABLE_MAX_TOTAL, CONN_TABLE_ROOT_RESERVE, CONN_TABLE_MAX_PER_NAMESPACE, CONN_TABLE_MAX_PER_LABEL);
 }
 
 /* Every client and every CUDA-IPC registration is an open fd: take the
@@ -234,6 +259,9 @@ int main(int argc, char **argv) {
                 { "foreground", no_argument, NULL, 'f' },
                 { "label-socket", required_argument, NULL, 'L' },
                 { "namespace-share", required_argument, NULL, 'N' },
+                { "max-clients", required_argument, NULL, 'M' },
+                { "max-clients-per-uid", required_argument, NULL, 'U' },
+                { "max-clients-per-label", required_argument, NULL, 'P' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -266,6 +294,14 @@ int main(int argc, char **argv) {
                 case 'v': args.verbosity++; break;
                 case 'L':
                         if ((r = add_label_socket(&args, optarg)) != 0) {
+                                args_clear(&args);
+                                return r;
+                        }
+                        break;
+                case 'M':
+                case 'U':
+                case 'P':
+                        if ((r = parse_limit(opt, optarg, &args)) != 0) {
                                 args_clear(&args);
                                 return r;
                         }
@@ -341,7 +377,10 @@ int main(int argc, char **argv) {
         r = server_new(&server,
                        &(ServerConfig){ .socket_path = args.socket,
                                         .label_sockets = args.labels,
-                                        .n_label_sockets = args.n_labels },
+                                        .n_label_sockets = args.n_labels,
+                                        .max_clients = (size_t)args.max_clients,
+                                        .max_clients_per_uid = (size_t)args.max_clients_per_uid,
+                                        .max_clients_per_label = (size_t)args.max_clients_per_label },
                        store, gpu, &failed_path);
         if (r < 0) {
                 if (r == -EADDRINUSE)

@@ -10,6 +10,13 @@
  * keeps sending garbage (or speaks another magic/version) is disconnected.
  * Any fds that arrive where none are expected are closed at once.
  *
+ * A node service must survive its clients: connections are capped per
+ * namespace and per label (conn_table.c), so one tenant cannot lock the
+ * others out; a refused one is told LIMIT and closed. When accept runs out
+ * of fds the listeners leave the (level-triggered) epoll set for a moment
+ * rather than spin; IPC_EXPORT holds only CUDA shareable handles
+ * (ipc_handle.c), never a socket that would keep a connection from EOF.
+ *
  * Besides the main socket the server may listen on labelled ones
  * (--label-socket): the socket a client came through gives the upper half
  * of its namespace (label << 32 | uid, label.c), so the label is as
@@ -53,6 +60,8 @@
 
 #include "client.h"
 #include "config.h"
+#include "conn_table.h"
+#include "ipc_handle.h"
 #include "log.h"
 #include "tally.h"
 #include "util.h"
@@ -61,6 +70,9 @@
 /* Bytes of pending extents hashed per loop turn: ~10 ms of read-back and hashing. */
 #define SERVER_VERIFY_BYTES_PER_TURN (64ull << 20)
 #define SERVER_MAX_MALFORMED 16
+/* Out of fds: how long the listeners rest before accept is tried again
+ * (sooner when a client leaves and gives one back). */
+#define SERVER_ACCEPT_PAUSE_NS (100 * 1000000ull)
 
 /* One listening socket: the main one (label 0) or a labelled one. */
 typedef struct Listener {
@@ -74,7 +86,7 @@ struct Server {
         size_t n_listeners;
         LabelTable labels;
         int epoll_fd;
-        size_t max_clients;
+        ConnTable *conns; /* per-namespace, per-label and broker-wide connection caps */
         ExtentStore *store;
         Gpu *gpu;
         IpcRegistry *ipc;
@@ -86,6 +98,10 @@ struct Server {
         uint64_t *verifying; /* ids of extents not verified yet, oldest first */
         size_t n_verifying, cap_verifying;
         uint8_t *rx;  /* one receive buffer, SAGE_PROTO_MAX_MESSAGE */
+        /* accept failed for want of fds: listeners are out of the epoll set's
+         * interest until accept_resume_ns or until a client goes. */
+        bool accept_paused;
+        uint64_t accept_resume_ns;
         SageListEntry *list; /* LIST reply scratch, SAGE_PROTO_LIST_MAX */
 };
 
@@ -222,7 +238,11 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 r = -ENOMEM;
                 goto fail;
         }
-        s->max_clients = config->max_clients ? config->max_clients : 4096;
+        r = conn_table_new(&s->conns, &(ConnLimits){ .max_total = config->max_clients,
+                                                     .max_per_namespace = config->max_clients_per_uid,
+                                                     .max_per_label = config->max_clients_per_label });
+        if (r < 0)
+                goto fail;
         r = ipc_registry_new(&s->ipc, 0, ipc_max_total(config));
         if (r < 0)
                 goto fail;
@@ -259,10 +279,23 @@ fail:
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
+        conn_table_free(s->conns);
         free(s->rx);
         free(s->list);
         free(s);
         return r;
+}
+
+/* Level-triggered listeners stay readable while accept fails for want of
+ * fds: without a pause the loop would spin and log at full speed. */
+static void set_accepting(Server *s, bool on) {
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &s->listeners[i] };
+                epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listeners[i].fd, &ev);
+        }
+        s->accept_paused = !on;
+        if (!on)
+                s->accept_resume_ns = sage_now_ns() + SERVER_ACCEPT_PAUSE_NS;
 }
 
 static void drop_client(Server *s, Client *c) {
@@ -277,7 +310,10 @@ static void drop_client(Server *s, Client *c) {
         sage_debug("client pid %d uid %u gone (%zu IPC exports dropped)", (int)c->pid, (unsigned)c->uid,
                    c->ipc.n_exports);
         ipc_registry_drop_owner(s->ipc, &c->ipc);
+        conn_table_release(s->conns, c->uid, c->label);
         client_free(c, s->store);
+        if (s->accept_paused)
+                set_accepting(s, true); /* an fd came free */
 }
 
 Server *server_free(Server *s) {
@@ -289,6 +325,7 @@ Server *server_free(Server *s) {
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
+        conn_table_free(s->conns);
         tally_table_clear(&s->tallies);
         free(s->verifying);
         /* Store first: its release callback still needs the driver. */
@@ -300,29 +337,52 @@ Server *server_free(Server *s) {
         return NULL;
 }
 
+/* Over a connection cap: say why (one non-blocking send, never waited on), then hang up. */
+static void refuse_client(Server *s, int fd, const struct ucred *cred, const Listener *l, int code) {
+        const char *why = code > 0 ? conn_table_error(code) : strerror(-code);
+        SageMessage m;
+
+        sage_warn("refusing a connection of pid %d uid %u on %s: %s (%zu clients)", (int)cred->pid,
+                  (unsigned)cred->uid, l->path, why, conn_table_total(s->conns));
+        sage_proto_error(&m, 0, SAGE_ERR_LIMIT, "%s", why);
+        (void)sage_proto_send_message(fd, &m, NULL, 0);
+        close(fd);
+}
+
 static void accept_clients(Server *s, const Listener *l) {
         for (;;) {
                 struct ucred cred;
                 socklen_t len = sizeof(cred);
                 Client *c;
+                int r;
                 int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
                 if (fd < 0) {
-                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                                sage_warn("accept: %s", strerror(errno));
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                sage_warn("accept on %s: %s (%zu clients): pausing new connections", l->path,
+                                          strerror(errno), s->n_clients);
+                                set_accepting(s, false);
+                        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                sage_warn("accept on %s: %s", l->path, strerror(errno));
                         return;
                 }
-                if (s->n_clients >= s->max_clients) {
-                        sage_warn("too many clients (%zu), refusing one", s->n_clients);
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
                         close(fd);
                         continue;
                 }
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || client_new(&c, fd, &cred, l->label) < 0) {
+                r = conn_table_admit(s->conns, cred.uid, l->label);
+                if (r != 0) {
+                        refuse_client(s, fd, &cred, l, r);
+                        continue;
+                }
+                if (client_new(&c, fd, &cred, l->label) < 0) {
+                        conn_table_release(s->conns, cred.uid, l->label);
                         close(fd);
                         continue;
                 }
                 struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
                 if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        conn_table_release(s->conns, cred.uid, l->label);
                         client_free(c, s->store);
                         continue;
                 }
@@ -519,9 +579,7 @@ static void fill_stats(Server *s, const Client *c, SageStats *st) {
         else {
                 extent_store_namespace_counters(s->store, c->namespace_id, &counters);
                 t = tally_of(&s->tallies, c->namespace_id);
-                clients = 0;
-                for (const Client *o = s->clients; o; o = o->next)
-                        clients += o->namespace_id == c->namespace_id;
+                clients = conn_table_namespace_count(s->conns, c->uid, c->label);
         }
         for (uint32_t d = 0; d < gpu_device_count(s->gpu); d++) {
                 uint64_t b;
@@ -562,20 +620,19 @@ static int handle_label(Server *s, Client *c, const SageMessage *req, SageMessag
         return 0;
 }
 
+/* A page costs O(log N + page): only the caller's namespace is walked (all for root on main). */
 static void handle_list(Server *s, Client *c, const SageMessage *req, SageMessage *reply) {
         uint64_t now = sage_now_ns();
-        uint32_t n = 0;
-        Extent *e = extent_store_next(s->store, req->list.after_id);
+        Extent *page[SAGE_PROTO_LIST_MAX];
+        bool more;
+        uint32_t n = (uint32_t)extent_store_page(s->store, c->sees_all, c->namespace_id, req->list.after_id, page,
+                                                 SAGE_PROTO_LIST_MAX, &more);
 
         sage_proto_init(reply, SAGE_MSG_LIST_REPLY, req->header.request_id);
-        for (; e; e = extent_store_next(s->store, e->id)) {
-                if (!visible(c, e))
-                        continue;
-                if (n == SAGE_PROTO_LIST_MAX) {
-                        reply->list_reply.more = 1;
-                        break;
-                }
-                s->list[n++] = (SageListEntry){
+        reply->list_reply.more = more;
+        for (uint32_t i = 0; i < n; i++) {
+                const Extent *e = page[i];
+                s->list[i] = (SageListEntry){
                         .id = e->id,
                         .namespace_id = e->namespace_id,
                         .hash = e->key.hash,
@@ -623,6 +680,9 @@ static int handle_ipc_export(Server *s, Client *c, const SageMessage *req, int *
                 *why = "size must be nonzero";
                 return SAGE_ERR_MALFORMED;
         }
+        r = ipc_handle_check(s->gpu, *fd, &req->ipc_export, why);
+        if (r)
+                return r;
         r = ipc_registry_add(s->ipc, &c->ipc, c->namespace_id, *fd, &req->ipc_export, c->pid, &e);
         switch (r) {
         case 0:
@@ -851,7 +911,15 @@ int server_run(Server *s, int stop_fd) {
         for (size_t i = 0; i < s->n_listeners; i++)
                 sage_info("listening on %s (label %u)", s->listeners[i].path, (unsigned)s->listeners[i].label);
         for (;;) {
-                int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), s->n_verifying ? 0 : -1);
+                int timeout_ms = s->n_verifying ? 0 : -1;
+                if (s->accept_paused) {
+                        uint64_t now = sage_now_ns();
+                        if (now >= s->accept_resume_ns)
+                                set_accepting(s, true);
+                        else if (timeout_ms < 0)
+                                timeout_ms = (int)((s->accept_resume_ns - now + 999999) / 1000000);
+                }
+                int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), timeout_ms);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;

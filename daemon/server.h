@@ -15,7 +15,9 @@ typedef struct ServerConfig {
          * otherwise); the server does not check it again. */
         const LabelSocket *label_sockets;
         size_t n_label_sockets;
-        size_t max_clients;
+        size_t max_clients;           /* broker-wide; 0: CONN_TABLE_MAX_TOTAL */
+        size_t max_clients_per_uid;   /* per namespace (label, uid); 0: CONN_TABLE_MAX_PER_NAMESPACE */
+        size_t max_clients_per_label; /* per labelled socket's label; 0: CONN_TABLE_MAX_PER_LABEL */
         size_t max_ipc_exports; /* broker-wide; 0: IPC_REGISTRY_MAX_TOTAL (at most half the fd limit) */
 } ServerConfig;
 

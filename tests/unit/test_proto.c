@@ -569,6 +569,14 @@ static void test_fd_passing(void) {
         CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && n_got == sage_proto_expected_fds(&d));
         close(got[0]);
 
+        /* A zero-length message with fds is no end of stream: refused, its fds closed. */
+        CHECK(sage_proto_send(sv[0], buf, 0, fds, 2) == 0);
+        n = sage_proto_recv(sv[1], buf, sizeof(buf), got, SAGE_PROTO_MAX_FDS, &n_got);
+        CHECK(n == -EBADMSG && n_got == 0);
+        CHECK(sage_proto_send(sv[0], buf, 0, fds, 1) == 0);
+        n = sage_proto_recv(sv[1], buf, sizeof(buf), got, 1, &n_got);
+        CHECK(n == -EBADMSG && n_got == 0);
+
         /* No fd leaked: the next fd number is the lowest free one. */
         int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
         CHECK(probe == fds[2] + 1);
