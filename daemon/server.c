@@ -42,8 +42,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "client.h"
 #include "config.h"
+#include "identity.h"
 #include "log.h"
 #include "util.h"
 
@@ -55,12 +57,15 @@ typedef struct Listener {
         char *path;
         int fd;
         uint32_t label;
+        const LabelAccess *access; /* labelled sockets: who may connect (the config's); NULL: anyone */
+        AccessWarnings warnings;
 } Listener;
 
 struct Server {
         Listener *listeners;    /* [0]: the main socket */
         size_t n_listeners;
         LabelTable labels;
+        IdentityTable *identities; /* containers on the main socket (identity.c) */
         int epoll_fd;
         size_t max_clients;
         ExtentStore *store;
@@ -114,9 +119,11 @@ static int clear_stale_socket(const struct sockaddr_un *addr) {
         return 0;
 }
 
-static int listen_on(const char *path) {
+/* `access`: a labelled socket's rule (the file gets it); NULL: the main socket. */
+static int listen_on(const char *path, const LabelAccess *access) {
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
         _cleanup_close_ int fd = -1;
+        mode_t umask_before = 0;
         int r;
 
         if (strlen(path) >= sizeof(addr.sun_path))
@@ -125,17 +132,30 @@ static int listen_on(const char *path) {
         r = make_parent_dirs(path);
         if (r < 0)
                 return r;
+        r = access_check_socket_dir(path);
+        if (r < 0)
+                return r;
         r = clear_stale_socket(&addr);
         if (r < 0)
                 return r;
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
-        if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-                return -errno;
+        /* A labelled socket is born closed and opened up only as its rule says. */
+        if (access)
+                umask_before = umask(0777);
+        r = bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ? -errno : 0;
+        if (access)
+                umask(umask_before);
+        if (r < 0)
+                return r;
+        if (access && (r = access_apply(path, access)) < 0) {
+                unlink(path);
+                return r;
+        }
         /* Any local user may connect to root's broker: what each one can reach
          * is decided per request from its credentials, not by the socket mode. */
-        if (chmod(path, geteuid() == 0 ? 0666 : 0600) < 0 || listen(fd, 128) < 0) {
+        if ((!access && chmod(path, geteuid() == 0 ? 0666 : 0600) < 0) || listen(fd, 128) < 0) {
                 r = -errno;
                 unlink(path);
                 return r;
@@ -169,16 +189,16 @@ static void close_listeners(Server *s) {
 }
 
 /* Listen on `path` for clients of `label`; the listener is s->n_listeners - 1 on success. */
-static int add_listener(Server *s, const char *path, uint32_t label) {
+static int add_listener(Server *s, const char *path, uint32_t label, const LabelAccess *access) {
         Listener *l = &s->listeners[s->n_listeners];
         struct epoll_event ev = { .events = EPOLLIN };
         int r;
 
-        *l = (Listener){ .path = strdup(path), .fd = -1, .label = label };
+        *l = (Listener){ .path = strdup(path), .fd = -1, .label = label, .access = access };
         if (!l->path)
                 return -ENOMEM;
         s->n_listeners++; /* from here close_listeners owns it */
-        r = listen_on(path);
+        r = listen_on(path, access);
         if (r < 0)
                 return r;
         l->fd = r;
@@ -211,13 +231,16 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         r = ipc_registry_new(&s->ipc, 0, ipc_max_total(config));
         if (r < 0)
                 goto fail;
+        r = identity_table_new(&s->identities, config->container_namespaces, store);
+        if (r < 0)
+                goto fail;
         s->started_ns = sage_now_ns();
         s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (s->epoll_fd < 0) {
                 r = -errno;
                 goto fail;
         }
-        r = add_listener(s, config->socket_path, 0);
+        r = add_listener(s, config->socket_path, 0, NULL);
         if (r < 0)
                 goto fail;
         for (size_t i = 0; i < config->n_label_sockets; i++) {
@@ -228,7 +251,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 r = label_table_add(&s->labels, ls->label, &label);
                 if (r < 0)
                         goto fail;
-                r = add_listener(s, ls->path, label);
+                r = add_listener(s, ls->path, label, &ls->access);
                 if (r < 0)
                         goto fail;
                 sage_info("label %u (%s): %s", label, ls->label, ls->path);
@@ -244,10 +267,34 @@ fail:
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
+        identity_table_free(s->identities);
         free(s->rx);
         free(s->list);
         free(s);
         return r;
+}
+
+/*
+ * Who the peer is, beyond its uid: on a labelled socket, someone the label's
+ * rule admits, in that label; on the main socket, the host's (label 0) or
+ * its container's namespace family (identity.c). False: refuse it.
+ */
+static bool admit(Server *s, Listener *l, int fd, const struct ucred *cred, uint32_t *label) {
+        int r;
+
+        *label = l->label;
+        if (l->access)
+                return access_allows(fd, cred, l->access, l->path, &l->warnings);
+        r = identity_attach(s->identities, fd, cred, label);
+        if (r == IDENTITY_E_FULL)
+                sage_warn("client pid %d uid %u: too many containers, refused", (int)cred->pid, (unsigned)cred->uid);
+        return r == 0;
+}
+
+/* Undo admit(): a container's client count. */
+static void unadmit(Server *s, uint32_t label) {
+        if (identity_is_container(label))
+                identity_detach(s->identities, label);
 }
 
 static void drop_client(Server *s, Client *c) {
@@ -262,6 +309,7 @@ static void drop_client(Server *s, Client *c) {
         sage_debug("client pid %d uid %u gone (%zu IPC exports dropped)", (int)c->pid, (unsigned)c->uid,
                    c->ipc.n_exports);
         ipc_registry_drop_owner(s->ipc, &c->ipc);
+        unadmit(s, c->label);
         client_free(c, s->store);
 }
 
@@ -274,6 +322,7 @@ Server *server_free(Server *s) {
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
+        identity_table_free(s->identities);
         /* Store first: its release callback still needs the driver. */
         extent_store_free(s->store);
         gpu_close(s->gpu);
@@ -283,10 +332,11 @@ Server *server_free(Server *s) {
         return NULL;
 }
 
-static void accept_clients(Server *s, const Listener *l) {
+static void accept_clients(Server *s, Listener *l) {
         for (;;) {
                 struct ucred cred;
                 socklen_t len = sizeof(cred);
+                uint32_t label;
                 Client *c;
                 int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
@@ -300,12 +350,18 @@ static void accept_clients(Server *s, const Listener *l) {
                         close(fd);
                         continue;
                 }
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || client_new(&c, fd, &cred, l->label) < 0) {
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || !admit(s, l, fd, &cred, &label)) {
+                        close(fd);
+                        continue;
+                }
+                if (client_new(&c, fd, &cred, label) < 0) {
+                        unadmit(s, label);
                         close(fd);
                         continue;
                 }
                 struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
                 if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        unadmit(s, label);
                         client_free(c, s->store);
                         continue;
                 }
@@ -523,7 +579,8 @@ static void handle_list(Server *s, Client *c, const SageMessage *req, SageMessag
                         .size = e->key.size,
                         .device = e->key.device,
                         .refs = e->refs,
-                        .publisher_pid = e->publisher_pid,
+                        /* A host pid means nothing (or too much) in another pid namespace. */
+                        .publisher_pid = c->label == 0 ? e->publisher_pid : 0,
                         .flags = e->flags,
                         .idle_ns = e->refs || now < e->last_use_ns ? 0 : now - e->last_use_ns,
                 };
@@ -732,7 +789,7 @@ static bool serve_client(Server *s, Client *c) {
 
 /* The listener `tag` is, or NULL for a client. Equality only: comparing
  * unrelated pointers for order is undefined, and there are at most 65. */
-static const Listener *find_listener(const Server *s, const void *tag) {
+static Listener *find_listener(const Server *s, const void *tag) {
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (tag == &s->listeners[i])
                         return &s->listeners[i];
@@ -762,7 +819,7 @@ int server_run(Server *s, int stop_fd) {
                                 epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, stop_fd, NULL);
                                 return 0;
                         }
-                        const Listener *l = find_listener(s, tag);
+                        Listener *l = find_listener(s, tag);
                         if (l) {
                                 accept_clients(s, l);
                                 continue;
