@@ -14,7 +14,9 @@
  * (--label-socket): the socket a client came through gives the upper half
  * of its namespace (label << 32 | uid, label.c), so the label is as
  * unforgeable as the uid. Every listener is one epoll entry; what each
- * accepted client gets is decided in accept_clients, once.
+ * accepted client gets is decided in accept_clients, once (admit()): a
+ * labelled socket's access rule (access.c), or, on the main socket, the
+ * container the peer lives in (identity.c).
  *
  * Authorisation lives here, next to dispatch: LOOKUP and PUBLISH (and their
  * NOTED variants, which also carry an extent's notes) act in the caller's
