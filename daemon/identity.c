@@ -26,6 +26,10 @@
  * alone is no identity. An entry here holds the container's namespace
  * files open, which keeps those namespaces (and their inodes) alive: no
  * later container can show the same triple while the entry lives. The
+ * mount namespace is the exception where the kernel gives it a 64-bit id
+ * that is never reused (NS_GET_MNTNS_ID, Linux 6.8): pinning it would keep
+ * the dead container's mounts (its root file system) alive and could keep
+ * the runtime from tearing it down, so that id is kept instead. The
  * entry lives while the container has clients or extents; numbers only
  * grow, so one dropped is never handed out again, and an extent left
  * under a number whose entry went (evicted later by the LRU) is nobody's.
@@ -52,6 +56,10 @@
 #define SO_PEERPIDFD 77
 #endif
 /* linux/pidfd.h of Linux 6.11; older headers lack them. */
+/* linux/nsfs.h of Linux 6.8: a mount namespace's 64-bit id, never reused. */
+#ifndef NS_GET_MNTNS_ID
+#define NS_GET_MNTNS_ID _IOR(0xb7, 0x5, uint64_t)
+#endif
 #ifndef PIDFD_GET_MNT_NAMESPACE
 #define PIDFD_GET_MNT_NAMESPACE _IO(0xFF, 3)
 #define PIDFD_GET_PID_NAMESPACE _IO(0xFF, 5)
@@ -69,9 +77,12 @@ static const struct {
         [NS_USER] = { "user", PIDFD_GET_USER_NAMESPACE },
 };
 
+/* A namespace: its nsfs inode, or for a mount namespace whose kernel tells
+ * it, { NS_UNIQUE, its never-reused id }. */
 typedef struct NsId {
         uint64_t dev, ino;
 } NsId;
+#define NS_UNIQUE UINT64_MAX
 
 typedef struct Identity {
         uint32_t number;
@@ -85,6 +96,7 @@ typedef struct Identity {
 struct IdentityTable {
         IdentityMode mode;
         ExtentStore *store;
+        size_t max;
         NsId self[N_NS];
         Identity *items; /* ascending by number: appended in number order, removed in place */
         size_t n;
@@ -99,9 +111,17 @@ static void close_fds(int fds[N_NS]) {
                 }
 }
 
-static int ns_ids(const int fds[N_NS], NsId ids[N_NS]) {
+/* Where the mount namespace has a unique id, its fd is closed: nothing to pin. */
+static int ns_ids(int fds[N_NS], NsId ids[N_NS]) {
         for (int i = 0; i < N_NS; i++) {
                 struct stat st;
+                uint64_t id;
+                if (i == NS_MNT && ioctl(fds[i], NS_GET_MNTNS_ID, &id) == 0) {
+                        ids[i] = (NsId){ .dev = NS_UNIQUE, .ino = id };
+                        close(fds[i]);
+                        fds[i] = -1;
+                        continue;
+                }
                 if (fstat(fds[i], &st) < 0)
                         return -errno;
                 ids[i] = (NsId){ .dev = st.st_dev, .ino = st.st_ino };
@@ -109,7 +129,7 @@ static int ns_ids(const int fds[N_NS], NsId ids[N_NS]) {
         return 0;
 }
 
-int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store) {
+int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max) {
         int fds[N_NS] = { -1, -1, -1 };
         IdentityTable *t;
         int r = 0;
@@ -135,6 +155,7 @@ int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *stor
         }
         t->mode = mode;
         t->store = store;
+        t->max = max && max < IDENTITY_MAX ? max : IDENTITY_MAX;
         *out = t;
         return 0;
 }
@@ -289,7 +310,7 @@ static int add(IdentityTable *t, int fds[N_NS], const NsId ns[N_NS], uint32_t *n
         Identity *id;
 
         sweep(t);
-        if (t->n == IDENTITY_MAX && !reclaim(t))
+        if (t->n == t->max && !reclaim(t))
                 return IDENTITY_E_FULL;
         if (t->next > UINT32_MAX - IDENTITY_FIRST)
                 return IDENTITY_E_FULL;
@@ -312,10 +333,11 @@ static int add(IdentityTable *t, int fds[N_NS], const NsId ns[N_NS], uint32_t *n
         return 0;
 }
 
+static int attach_ns(IdentityTable *t, int fds[N_NS], const NsId ns[N_NS], uint32_t *number);
+
 int identity_attach(IdentityTable *t, int fd, const struct ucred *cred, uint32_t *number) {
         int fds[N_NS] = { -1, -1, -1 };
         NsId ns[N_NS];
-        Identity *id;
         int r;
 
         *number = 0;
@@ -336,7 +358,15 @@ int identity_attach(IdentityTable *t, int fd, const struct ucred *cred, uint32_t
                            strerror(-r), (unsigned)(*number - IDENTITY_FIRST));
                 return 0;
         }
-        if (memcmp(ns, t->self, sizeof(ns)) == 0) {
+        return attach_ns(t, fds, ns, number);
+}
+
+/* A peer known by its namespaces; takes the fds (keeps or closes them). */
+static int attach_ns(IdentityTable *t, int fds[N_NS], const NsId ns[N_NS], uint32_t *number) {
+        Identity *id;
+        int r;
+
+        if (memcmp(ns, t->self, sizeof(t->self)) == 0) {
                 close_fds(fds);
                 return 0;
         }
@@ -360,6 +390,16 @@ void identity_detach(IdentityTable *t, uint32_t number) {
                 id->n_clients--;
                 id->last_used_ns = sage_now_ns();
         }
+}
+
+int identity_attach_ids(IdentityTable *t, const uint64_t ids[6], uint32_t *number) {
+        int fds[N_NS] = { -1, -1, -1 };
+        NsId ns[N_NS];
+
+        for (int i = 0; i < N_NS; i++)
+                ns[i] = (NsId){ .dev = ids[2 * i], .ino = ids[2 * i + 1] };
+        *number = 0;
+        return attach_ns(t, fds, ns, number);
 }
 
 size_t identity_count(const IdentityTable *t) {

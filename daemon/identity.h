@@ -30,8 +30,9 @@ enum {
 
 typedef struct IdentityTable IdentityTable;
 
-/* Reads saged's own namespaces: the "host" its clients are compared with. */
-int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store);
+/* Reads saged's own namespaces: the "host" its clients are compared with.
+ * `max`: containers tracked at once (0 or more than IDENTITY_MAX: IDENTITY_MAX). */
+int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max);
 IdentityTable *identity_table_free(IdentityTable *table);
 
 /*
@@ -53,3 +54,7 @@ static inline bool identity_is_container(uint32_t label) {
 
 /* Containers tracked now (for tests and logs). */
 size_t identity_count(const IdentityTable *table);
+
+/* identity_attach without the kernel, for tests: a peer whose pid, mount and
+ * user namespaces are ids[0..5] (dev, inode of each), with nothing to pin. */
+int identity_attach_ids(IdentityTable *table, const uint64_t ids[6], uint32_t *number);

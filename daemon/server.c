@@ -233,7 +233,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         r = ipc_registry_new(&s->ipc, 0, ipc_max_total(config));
         if (r < 0)
                 goto fail;
-        r = identity_table_new(&s->identities, config->container_namespaces, store);
+        r = identity_table_new(&s->identities, config->container_namespaces, store, 0);
         if (r < 0)
                 goto fail;
         s->started_ns = sage_now_ns();

@@ -1775,6 +1775,7 @@ static int scenario_containers(void) {
                 return 77;
         }
         start_saged(NULL, NULL);
+        int base_fds = stable_fd_count();
         /* Container a publishes; its own second process finds it, and sees no host pid in LIST. */
         Child a = start_container(container_publisher);
         ContainerReport ra = container_report(&a);
@@ -1806,6 +1807,11 @@ static int scenario_containers(void) {
         CHECK(sagectl(out, sizeof(out), "--socket %s list", socket_path) == 0 && strstr(out, want));
         CHECK(sagectl(out, sizeof(out), "--socket %s list --json", socket_path) == 0);
         CHECK(strstr(out, "\"uid\": 0, \"label\": null, \"container\": "));
+        /* Containers with neither clients nor extents are forgotten (at the next new one):
+         * only the last one's namespace files stay open. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s evict --unreferenced", socket_path) == 0);
+        run_container(container_prober);
+        CHECK(stable_fd_count() <= base_fds + 3);
         stop_saged();
 
         /* --container-namespaces share: the uid's namespace, as before isolation. */
