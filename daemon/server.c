@@ -59,7 +59,8 @@ typedef struct Listener {
         char *path;
         int fd;
         uint32_t label;
-        const LabelAccess *access; /* labelled sockets: who may connect (the config's); NULL: anyone */
+        bool labelled;       /* access applies */
+        LabelAccess access;  /* who may connect */
         AccessWarnings warnings;
 } Listener;
 
@@ -196,7 +197,9 @@ static int add_listener(Server *s, const char *path, uint32_t label, const Label
         struct epoll_event ev = { .events = EPOLLIN };
         int r;
 
-        *l = (Listener){ .path = strdup(path), .fd = -1, .label = label, .access = access };
+        *l = (Listener){ .path = strdup(path), .fd = -1, .label = label, .labelled = access != NULL };
+        if (access)
+                l->access = *access;
         if (!l->path)
                 return -ENOMEM;
         s->n_listeners++; /* from here close_listeners owns it */
@@ -233,9 +236,11 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         r = ipc_registry_new(&s->ipc, 0, ipc_max_total(config));
         if (r < 0)
                 goto fail;
+        *failed_path = "/proc/self/ns (--container-namespaces=isolate needs saged's own namespaces)";
         r = identity_table_new(&s->identities, config->container_namespaces, store, 0);
         if (r < 0)
                 goto fail;
+        *failed_path = config->socket_path;
         s->started_ns = sage_now_ns();
         s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (s->epoll_fd < 0) {
@@ -285,8 +290,8 @@ static bool admit(Server *s, Listener *l, int fd, const struct ucred *cred, uint
         int r;
 
         *label = l->label;
-        if (l->access)
-                return access_allows(fd, cred, l->access, l->path, &l->warnings);
+        if (l->labelled)
+                return access_allows(fd, cred, &l->access, l->path, &l->warnings);
         r = identity_attach(s->identities, fd, cred, label);
         if (r == IDENTITY_E_FULL)
                 sage_warn("client pid %d uid %u: too many containers, refused", (int)cred->pid, (unsigned)cred->uid);
