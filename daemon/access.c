@@ -82,22 +82,29 @@ bool access_allows(int fd, const struct ucred *cred, const LabelAccess *a, const
                    AccessWarnings *w) {
         _cleanup_free_ gid_t *groups = NULL;
         size_t n_groups = 0;
-        uint64_t now;
+        uint64_t suppressed;
 
         if (a->n_gids > 0 || (a->mode & S_IWGRP))
                 (void)peer_groups(fd, &groups, &n_groups); /* without them: primary group only */
         if (label_access_allows(a, cred, groups, n_groups))
                 return true;
-        now = sage_now_ns();
+        if (access_warning_due(w, &suppressed))
+                sage_warn("%s: refused client pid %d uid %u gid %u (not in the socket's access rule; %llu more "
+                          "refused since the last warning)",
+                          socket_path, (int)cred->pid, (unsigned)cred->uid, (unsigned)cred->gid,
+                          (unsigned long long)suppressed);
+        return false;
+}
+
+bool access_warning_due(AccessWarnings *w, uint64_t *suppressed) {
+        uint64_t now = sage_now_ns();
+
         if (w->last_ns && now - w->last_ns < 1000000000ull) {
                 w->suppressed++;
                 return false;
         }
-        sage_warn("%s: refused client pid %d uid %u gid %u (not in the socket's access rule; %llu more refused "
-                  "since the last warning)",
-                  socket_path, (int)cred->pid, (unsigned)cred->uid, (unsigned)cred->gid,
-                  (unsigned long long)w->suppressed);
+        *suppressed = w->suppressed;
         w->last_ns = now;
         w->suppressed = 0;
-        return false;
+        return true;
 }

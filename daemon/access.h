@@ -23,6 +23,9 @@ typedef struct AccessWarnings {
         uint64_t suppressed;
 } AccessWarnings;
 
+/* May a warning go out now? If so, *suppressed receives how many did not since the last one. */
+bool access_warning_due(AccessWarnings *warnings, uint64_t *suppressed);
+
 /*
  * May the peer of the accepted socket `fd` (credentials `cred`) use a
  * labelled socket with this rule? Supplementary groups come from

@@ -292,9 +292,11 @@ static bool admit(Server *s, Listener *l, int fd, const struct ucred *cred, uint
         *label = l->label;
         if (l->labelled)
                 return access_allows(fd, cred, &l->access, l->path, &l->warnings);
+        uint64_t suppressed;
         r = identity_attach(s->identities, fd, cred, label);
-        if (r == IDENTITY_E_FULL)
-                sage_warn("client pid %d uid %u: too many containers, refused", (int)cred->pid, (unsigned)cred->uid);
+        if (r == IDENTITY_E_FULL && access_warning_due(&l->warnings, &suppressed))
+                sage_warn("client pid %d uid %u: too many containers, refused (%llu more since the last warning)",
+                          (int)cred->pid, (unsigned)cred->uid, (unsigned long long)suppressed);
         return r == 0;
 }
 
