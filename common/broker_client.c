@@ -404,8 +404,9 @@ int sage_broker_publish(SageBroker *b, SageHash hash, uint64_t size, uint32_t de
         return 0;
 }
 
-int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
-                              const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
+static int publish_noted(SageBroker *b, SageHash hash, const SageHash *content, uint64_t size, uint32_t device,
+                         uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
+                         int *existed) {
         SageMessage req, reply;
         int r;
 
@@ -423,6 +424,10 @@ int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint3
         req.header.flags = flags;
         req.publish_noted.key = (SageExtentKey){ .hash = hash, .size = size, .device = device };
         req.publish_noted.notes = (SageNotes){ .length = notes_len, .bytes = notes };
+        if (content) {
+                req.header.flags |= SAGE_PUBLISH_CONTENT;
+                req.publish_noted.content = *content;
+        }
         r = call(b, &req, &fd, 1, &reply, NULL, NULL);
         if (r != 0)
                 return r;
@@ -431,6 +436,17 @@ int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint3
         if (existed)
                 *existed = reply.publish_noted_reply.existed;
         return 0;
+}
+
+int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
+                              const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
+        return publish_noted(b, hash, NULL, size, device, flags, fd, notes, notes_len, extent_id, existed);
+}
+
+int sage_broker_publish_content(SageBroker *b, SageHash key, SageHash content, uint64_t size, uint32_t device,
+                                uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
+                                int *existed) {
+        return publish_noted(b, key, &content, size, device, flags, fd, notes, notes_len, extent_id, existed);
 }
 
 int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,

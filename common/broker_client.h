@@ -84,6 +84,15 @@ int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32
  */
 int sage_broker_publish_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint32_t flags,
                               int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed);
+/*
+ * publish_noted under a key that is not the bytes' content key (libsage's
+ * file-identity key): the broker verifies the bytes against `content`
+ * (common/hash.h's content key) instead. A broker older than this answers
+ * SAGE_ERR_MALFORMED (an unknown flag).
+ */
+int sage_broker_publish_content(SageBroker *broker, SageHash key, SageHash content, uint64_t size, uint32_t device,
+                                uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
+                                int *existed);
 int sage_broker_lookup_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
                              uint64_t *extent_id, int *fd_out, void *notes, uint32_t notes_cap,
                              uint32_t *notes_len);

@@ -109,7 +109,10 @@ const char *sage_proto_type_name(unsigned type);
 
 /* PUBLISH flags. */
 #define SAGE_PUBLISH_SEALED 0x1u /* the publisher asserts the content is read-only from now on */
+/* PUBLISH_NOTED only: the key is not the content key (a file identity); the content key follows it. */
+#define SAGE_PUBLISH_CONTENT 0x2u
 #define SAGE_PUBLISH_FLAGS_ALL SAGE_PUBLISH_SEALED
+#define SAGE_PUBLISH_NOTED_FLAGS_ALL (SAGE_PUBLISH_SEALED | SAGE_PUBLISH_CONTENT)
 /* EVICT flags. */
 #define SAGE_EVICT_ALL_UNREFERENCED 0x1u
 #define SAGE_EVICT_FLAGS_ALL SAGE_EVICT_ALL_UNREFERENCED
@@ -164,6 +167,7 @@ typedef struct SageStats {
         uint64_t evictions;
         uint64_t rejected_budget;
         uint64_t uptime_ns;
+        uint64_t rejected_content; /* published bytes that did not match their content key, dropped */
 } SageStats;
 
 typedef struct SageListEntry {
@@ -238,6 +242,7 @@ typedef struct SageIpcAllocation {
  * Offsets are from the payload's start; K = 28, the SageExtentKey of PUBLISH.
  *
  *   PUBLISH_NOTED       + 1 fd   0 K key (as PUBLISH), K 4 notes_len, K+4 notes_len bytes
+ *     with flag CONTENT          0 K key, K 16 content key (XXH3-128), K+16 4 notes_len, K+20 notes
  *   PUBLISH_NOTED_REPLY          as PUBLISH_REPLY                   (9 bytes)
  *   LOOKUP_NOTED                 as LOOKUP                          (28 bytes)
  *   LOOKUP_NOTED_REPLY  + 1 fd on a hit
@@ -255,6 +260,7 @@ typedef struct SageNotes {
 
 typedef struct SagePublishNoted {
         SageExtentKey key;
+        SageHash content;        /* with SAGE_PUBLISH_CONTENT: what the broker verifies the bytes against */
         SageNotes notes;
 } SagePublishNoted;
 

@@ -72,6 +72,8 @@ Client *client_free(Client *client, ExtentStore *store);
 
 int client_ref(Client *client, ExtentStore *store, Extent *extent);
 int client_unref(Client *client, ExtentStore *store, uint64_t extent_id);
+/* Drop every reference the client holds on extent `id` (the broker rejected the extent). */
+void client_forget(Client *client, ExtentStore *store, uint64_t extent_id);
 uint64_t client_ref_total(const Client *client);
 
 /* Send (or queue, on EAGAIN) a reply. The fds are consumed in every case.

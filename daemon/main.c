@@ -33,12 +33,15 @@
 #include "util.h"
 
 #define DEFAULT_BUDGET "50%"
+/* One tenant may hold at most half of a device's budget: another always finds room. */
+#define DEFAULT_NAMESPACE_SHARE 50
 
 typedef struct Args {
         const char *socket;
         const char *budget;
         const char *devices;
         const char *driver;
+        const char *namespace_share;
         bool foreground;
         int verbosity;
         LabelSocket labels[LABEL_MAX_SOCKETS];
@@ -110,6 +113,8 @@ static void usage(FILE *f) {
                 "  -b, --budget SIZE|N%%  GPU memory extents may hold, per device (default %s)\n"
                 "  -d, --devices LIST    device ordinals to serve, e.g. 0,2 (default: all)\n"
                 "      --driver LIB      CUDA driver library (default: $SAGE_DRIVER or libcuda.so.1)\n"
+                "      --namespace-share N%%\n"
+                "                        of each device's budget one namespace may hold (1-100, default %d%%)\n"
                 "  -f, --foreground      stay in the foreground\n"
                 "      --label-socket PATH=LABEL[,uid=U][,gid=G][,mode=0660]\n"
                 "                        also listen on PATH; its clients get namespace (LABEL, uid);\n"
@@ -122,7 +127,7 @@ static void usage(FILE *f) {
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
-                SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, LABEL_MAX_SOCKETS);
+                SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, DEFAULT_NAMESPACE_SHARE, LABEL_MAX_SOCKETS);
 }
 
 /* Every client and every CUDA-IPC registration is an open fd: take the
@@ -181,6 +186,23 @@ static int apply_budget(ExtentStore *store, Gpu *gpu, const char *text) {
         return 0;
 }
 
+/* N% or N, 1-100. Returns the percentage or -EINVAL. */
+static int parse_share(const char *text) {
+        char buf[8];
+        size_t len = strlen(text);
+        uint64_t pct;
+
+        if (len > 1 && text[len - 1] == '%')
+                len--;
+        if (len == 0 || len >= sizeof(buf))
+                return -EINVAL;
+        memcpy(buf, text, len);
+        buf[len] = 0;
+        if (sage_parse_uint(buf, &pct) < 0 || pct < 1 || pct > 100)
+                return -EINVAL;
+        return (int)pct;
+}
+
 static void release_extent(void *userdata, Extent *e) {
         gpu_release(userdata, e->payload);
 }
@@ -219,6 +241,7 @@ int main(int argc, char **argv) {
                 { "foreground", no_argument, NULL, 'f' },
                 { "label-socket", required_argument, NULL, 'L' },
                 { "container-namespaces", required_argument, NULL, 'C' },
+                { "namespace-share", required_argument, NULL, 'N' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -232,7 +255,7 @@ int main(int argc, char **argv) {
         ExtentStore *store = NULL;
         Server *server = NULL;
         Gpu *gpu = NULL;
-        int ready_fd = -1, sfd, opt, r;
+        int ready_fd = -1, sfd, opt, r, share = DEFAULT_NAMESPACE_SHARE;
         sigset_t mask;
 
         sage_log_set_program("saged");
@@ -247,6 +270,7 @@ int main(int argc, char **argv) {
                 case 'd': args.devices = optarg; break;
                 case 'D': args.driver = optarg; break;
                 case 'f': args.foreground = true; break;
+                case 'N': args.namespace_share = optarg; break;
                 case 'v': args.verbosity++; break;
                 case 'L':
                         if ((r = add_label_socket(&args, optarg)) != 0) {
@@ -279,6 +303,11 @@ int main(int argc, char **argv) {
         if (args.devices && parse_devices(args.devices, devices, SAGE_ARRAY_SIZE(devices), &n_devices) < 0) {
                 fprintf(stderr, "saged: --devices: expected a list of device ordinals like 0,1, got '%s'\n",
                         args.devices);
+                return 2;
+        }
+        if (args.namespace_share && (share = parse_share(args.namespace_share)) < 0) {
+                fprintf(stderr, "saged: --namespace-share: expected a percentage from 1%% to 100%%, got '%s'\n",
+                        args.namespace_share);
                 return 2;
         }
         if (!args.socket) {
@@ -328,6 +357,7 @@ int main(int argc, char **argv) {
                 gpu_close(gpu);
                 return 2;
         }
+        extent_store_set_namespace_share(store, (unsigned)share);
         r = server_new(&server,
                        &(ServerConfig){ .socket_path = args.socket,
                                         .label_sockets = args.labels,

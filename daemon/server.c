@@ -28,6 +28,15 @@
  * registrations (ipc_registry.c) follow the same rule: IPC_IMPORT works
  * within the exporter's namespace only, IPC_REVOKE for the exporting
  * connection only, and both answer "not found" otherwise.
+ *
+ * A published extent is the broker's own copy (gpu_adopt) and is served
+ * only once its bytes were checked against their content key. That check
+ * runs between epoll waits, a bounded number of bytes per loop turn
+ * (epoll_wait does not block while some are pending), so a large extent
+ * never stalls other clients; an extent that fails it is dropped, its
+ * publishers' references with it. STATS answers a tenant about its own
+ * namespace (tally.c, the store's namespace counters); root on the main
+ * socket gets broker-wide figures.
  */
 #include "server.h"
 
@@ -49,9 +58,12 @@
 #include "config.h"
 #include "identity.h"
 #include "log.h"
+#include "tally.h"
 #include "util.h"
 
 #define SERVER_REQUESTS_PER_WAKEUP 32
+/* Bytes of pending extents hashed per loop turn: ~10 ms of read-back and hashing. */
+#define SERVER_VERIFY_BYTES_PER_TURN (64ull << 20)
 #define SERVER_MAX_MALFORMED 16
 
 /* One listening socket: the main one (label 0) or a labelled one. */
@@ -77,7 +89,10 @@ struct Server {
         Client *clients;
         size_t n_clients;
         uint64_t started_ns;
-        uint64_t hits, misses, publishes, rejected_budget;
+        uint64_t hits, misses, publishes, rejected_budget, rejected_content;
+        TallyTable tallies;  /* the same, per namespace */
+        uint64_t *verifying; /* ids of extents not verified yet, oldest first */
+        size_t n_verifying, cap_verifying;
         uint8_t *rx;  /* one receive buffer, SAGE_PROTO_MAX_MESSAGE */
         SageListEntry *list; /* LIST reply scratch, SAGE_PROTO_LIST_MAX */
 };
@@ -332,6 +347,8 @@ Server *server_free(Server *s) {
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
         identity_table_free(s->identities);
+        tally_table_clear(&s->tallies);
+        free(s->verifying);
         /* Store first: its release callback still needs the driver. */
         extent_store_free(s->store);
         gpu_close(s->gpu);
@@ -399,6 +416,13 @@ static int handle_hello(Server *s, Client *c, const SageMessage *req, SageMessag
         return 0;
 }
 
+/* The caller's namespace's counters (STATS answers tenants about their own). */
+static Tally *tally(Server *s, uint64_t namespace_id) {
+        static Tally lost; /* out of memory: the broker-wide count still moves */
+        Tally *t = tally_get(&s->tallies, namespace_id);
+        return t ? t : &lost;
+}
+
 static int check_key(Server *s, const SageExtentKey *k, const char **why) {
         if (!s->gpu) {
                 *why = "saged runs without a CUDA driver";
@@ -428,8 +452,9 @@ static int handle_lookup(Server *s, Client *c, const SageMessage *req, SageMessa
                 return r;
         sage_proto_init(reply, noted ? SAGE_MSG_LOOKUP_NOTED_REPLY : SAGE_MSG_LOOKUP_REPLY, req->header.request_id);
         e = extent_store_lookup(s->store, c->namespace_id, k);
-        if (!e) {
+        if (!e || e->unverified) { /* not verified yet: a miss, the client copies */
                 s->misses++;
+                tally(s, c->namespace_id)->misses++;
                 return 0;
         }
         r = gpu_export(s->gpu, e->payload, fd);
@@ -445,6 +470,7 @@ static int handle_lookup(Server *s, Client *c, const SageMessage *req, SageMessa
                 return r == CLIENT_E_LIMIT ? SAGE_ERR_LIMIT : SAGE_ERR_INTERNAL;
         }
         s->hits++;
+        tally(s, c->namespace_id)->hits++;
         found->found = 1;
         found->extent_id = e->id;
         found->size = e->key.size;
@@ -461,6 +487,8 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
         bool noted = req->header.type == SAGE_MSG_PUBLISH_NOTED;
         const SageExtentKey *k = noted ? &req->publish_noted.key : &req->publish;
         const SageNotes *notes = noted ? &req->publish_noted.notes : &(SageNotes){ 0 };
+        /* What the bytes must hash to: the key, or the content key a file-keyed publish states. */
+        SageHash want = noted && (req->header.flags & SAGE_PUBLISH_CONTENT) ? req->publish_noted.content : k->hash;
         SagePublishReply *published = noted ? &reply->publish_noted_reply : &reply->publish_reply;
         GpuExtent *x = NULL;
         Extent *e;
@@ -489,14 +517,30 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
                 published->existed = 1;
                 return 0;
         }
-        if (!extent_store_can_fit(s->store, k->device, k->size)) {
+        if (!extent_store_can_fit(s->store, c->namespace_id, k->device, k->size + notes->length)) {
                 s->rejected_budget++;
-                *why = "the broker's memory budget is exhausted";
+                tally(s, c->namespace_id)->rejected_budget++;
+                *why = "the broker's memory budget (or this namespace's share of it) is exhausted";
                 return SAGE_ERR_BUDGET;
         }
-        r = gpu_import(s->gpu, k->device, publish_fd, k->size, &x);
+        if (s->n_verifying == s->cap_verifying) {
+                size_t cap = s->cap_verifying ? 2 * s->cap_verifying : 64;
+                uint64_t *grown = realloc(s->verifying, cap * sizeof(*grown));
+                if (!grown) {
+                        *why = "out of memory";
+                        return SAGE_ERR_INTERNAL;
+                }
+                s->verifying = grown;
+                s->cap_verifying = cap;
+        }
+        r = gpu_adopt(s->gpu, k->device, publish_fd, k->size, want, &x);
         if (r) {
+                if (r == SAGE_ERR_BUDGET) {
+                        s->rejected_budget++;
+                        tally(s, c->namespace_id)->rejected_budget++;
+                }
                 *why = r == SAGE_ERR_SIZE_MISMATCH ? "the handle is not the announced size"
+                       : r == SAGE_ERR_BUDGET      ? "no device memory for the broker's copy"
                                                    : "the driver refused the handle";
                 return r;
         }
@@ -506,18 +550,22 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
                 gpu_release(s->gpu, x);
                 if (r == EXTENT_STORE_E_BUDGET) {
                         s->rejected_budget++;
+                        tally(s, c->namespace_id)->rejected_budget++;
                         *why = "the broker's memory budget is exhausted";
                         return SAGE_ERR_BUDGET;
                 }
                 *why = "cannot store the extent";
                 return SAGE_ERR_INTERNAL;
         }
+        e->unverified = true; /* served once verify_some checked it */
+        s->verifying[s->n_verifying++] = e->id;
         r = client_ref(c, s->store, e);
         if (r) {
                 *why = "too many references held by this client";
                 return SAGE_ERR_LIMIT; /* the extent stays, unreferenced, evictable */
         }
         s->publishes++;
+        tally(s, c->namespace_id)->publishes++;
         sage_info("extent %llu published by pid %d uid %u: %llu bytes on device %u, %u bytes of notes",
                   (unsigned long long)e->id, (int)c->pid, (unsigned)c->uid, (unsigned long long)k->size,
                   k->device, e->notes_len);
@@ -525,29 +573,40 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
         return 0;
 }
 
-static void fill_stats(Server *s, SageStats *st) {
+/* Broker-wide figures for root on the main socket; a tenant's namespace's own for everyone else. */
+static void fill_stats(Server *s, const Client *c, SageStats *st) {
         ExtentStoreCounters counters;
-        uint64_t budget = 0;
+        Tally t = { s->hits, s->misses, s->publishes, s->rejected_budget, s->rejected_content };
+        uint64_t budget = 0, clients = s->n_clients;
 
-        extent_store_counters(s->store, &counters);
+        if (c->sees_all)
+                extent_store_counters(s->store, &counters);
+        else {
+                extent_store_namespace_counters(s->store, c->namespace_id, &counters);
+                t = tally_of(&s->tallies, c->namespace_id);
+                clients = 0;
+                for (const Client *o = s->clients; o; o = o->next)
+                        clients += o->namespace_id == c->namespace_id;
+        }
         for (uint32_t d = 0; d < gpu_device_count(s->gpu); d++) {
                 uint64_t b;
                 if (!gpu_serves(s->gpu, d))
                         continue;
-                b = extent_store_get_budget(s->store, d);
+                b = c->sees_all ? extent_store_get_budget(s->store, d) : extent_store_namespace_cap(s->store, d);
                 budget = (b == EXTENT_STORE_UNLIMITED || budget + b < budget) ? UINT64_MAX : budget + b;
         }
         memset(st, 0, sizeof(*st));
         st->extents = counters.extents;
         st->bytes_resident = counters.bytes_resident;
         st->budget = budget;
-        st->hits = s->hits;
-        st->misses = s->misses;
-        st->clients = s->n_clients;
+        st->hits = t.hits;
+        st->misses = t.misses;
+        st->clients = clients;
         st->refs = counters.refs;
-        st->publishes = s->publishes;
+        st->publishes = t.publishes;
         st->evictions = counters.evictions;
-        st->rejected_budget = s->rejected_budget;
+        st->rejected_budget = t.rejected_budget;
+        st->rejected_content = t.rejected_content;
         st->uptime_ns = sage_now_ns() - s->started_ns;
 }
 
@@ -707,7 +766,7 @@ static int dispatch(Server *s, Client *c, const SageMessage *req, int *fds, size
                         break;
                 case SAGE_MSG_STATS:
                         sage_proto_init(&reply, SAGE_MSG_STATS_REPLY, req->header.request_id);
-                        fill_stats(s, &reply.stats_reply);
+                        fill_stats(s, c, &reply.stats_reply);
                         break;
                 case SAGE_MSG_LIST:
                         handle_list(s, c, req, &reply);
@@ -796,6 +855,50 @@ static bool serve_client(Server *s, Client *c) {
         return true;
 }
 
+/* Bytes that do not hash to their key: nobody may map them, whoever holds a reference. */
+static void reject_extent(Server *s, Extent *e) {
+        char hex[33];
+
+        sage_hash_format(e->key.hash, hex);
+        sage_warn("extent %llu (namespace %llx, key %s, %llu bytes, publisher pid %u): the bytes do not match their "
+                  "content key; dropped",
+                  (unsigned long long)e->id, (unsigned long long)e->namespace_id, hex,
+                  (unsigned long long)e->key.size, e->publisher_pid);
+        s->rejected_content++;
+        tally(s, e->namespace_id)->rejected_content++;
+        for (Client *c = s->clients; c; c = c->next)
+                client_forget(c, s->store, e->id);
+        extent_store_evict(s->store, e);
+}
+
+/* Verify pending extents, oldest first, up to SERVER_VERIFY_BYTES_PER_TURN. */
+static void verify_some(Server *s) {
+        uint64_t budget = SERVER_VERIFY_BYTES_PER_TURN;
+        size_t done = 0;
+
+        while (done < s->n_verifying && budget > 0) {
+                Extent *e = extent_store_get(s->store, s->verifying[done]);
+                int r;
+
+                if (!e || !e->unverified) { /* evicted meanwhile */
+                        done++;
+                        continue;
+                }
+                r = gpu_verify_step(s->gpu, e->payload, &budget);
+                if (r == GPU_VERIFY_PENDING)
+                        break;
+                done++;
+                if (r == GPU_VERIFY_MATCH)
+                        e->unverified = false;
+                else
+                        reject_extent(s, e);
+        }
+        if (done == 0)
+                return;
+        s->n_verifying -= done;
+        memmove(s->verifying, s->verifying + done, s->n_verifying * sizeof(*s->verifying));
+}
+
 /* The listener `tag` is, or NULL for a client. Equality only: comparing
  * unrelated pointers for order is undefined, and there are at most 65. */
 static Listener *find_listener(const Server *s, const void *tag) {
@@ -814,7 +917,7 @@ int server_run(Server *s, int stop_fd) {
         for (size_t i = 0; i < s->n_listeners; i++)
                 sage_info("listening on %s (label %u)", s->listeners[i].path, (unsigned)s->listeners[i].label);
         for (;;) {
-                int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), -1);
+                int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), s->n_verifying ? 0 : -1);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -848,5 +951,6 @@ int server_run(Server *s, int stop_fd) {
                                 if (!serve_client(s, c))
                                         drop_client(s, c);
                 }
+                verify_some(s);
         }
 }

@@ -690,8 +690,14 @@ static void publish_candidates(SageShareAlloc *a) {
                                                             0) != CUDA_SUCCESS)
                         continue;
                 notes = sage_share_notes_build(p, &notes_len); /* NULL, length 0: published without notes */
-                r = sage_broker_publish_noted(sage_share_broker, p->key, p->len, (uint32_t)a->dev, SAGE_PUBLISH_SEALED,
-                                              fd, notes, notes_len, &id, &existed);
+                /* The broker verifies the bytes against their content key: a file-keyed piece states it. */
+                if (sage_hash_equal(p->key, p->content))
+                        r = sage_broker_publish_noted(sage_share_broker, p->key, p->len, (uint32_t)a->dev,
+                                                      SAGE_PUBLISH_SEALED, fd, notes, notes_len, &id, &existed);
+                else
+                        r = sage_broker_publish_content(sage_share_broker, p->key, p->content, p->len,
+                                                        (uint32_t)a->dev, SAGE_PUBLISH_SEALED, fd, notes, notes_len,
+                                                        &id, &existed);
                 free(notes);
                 if (r == 0) {
                         sage_broker_release(sage_share_broker, id); /* the broker keeps it; we hold no reference */

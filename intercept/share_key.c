@@ -30,7 +30,7 @@
 #include "maps_watch.h"
 #include "util.h"
 
-#define CHUNK (4u << 20)
+#define CHUNK SAGE_CONTENT_KEY_CHUNK /* common/hash.h: the broker verifies the same key */
 #define MAX_HASH_THREADS 16
 
 /* ---------------------------------------------------------------- content */
@@ -79,7 +79,7 @@ int sage_share_content_key(const void *data, size_t size, SageHash *out) {
                 else
                         hash_worker(&jobs[t]);
         }
-        *out = sage_hash(chunks, nchunks * sizeof(*chunks));
+        *out = sage_content_key_combine(chunks, nchunks);
         free(chunks);
         return 0;
 }
@@ -99,7 +99,7 @@ int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n
                 }
                 chunks[i] = sage_hash(buf, n);
         }
-        *out = sage_hash(chunks, nchunks * sizeof(*chunks));
+        *out = sage_content_key_combine(chunks, nchunks);
         free(chunks);
         return 0;
 }

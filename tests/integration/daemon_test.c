@@ -373,10 +373,10 @@ static Child spawn_publisher_noted(uint64_t seed, size_t size, bool hold, uid_t 
                 f = filled_allocation(seed, size);
                 b = broker();
                 if (notes)
-                        r.rc = sage_broker_publish_noted(b, sage_hash(f.data, size), size, 0, SAGE_PUBLISH_SEALED,
+                        r.rc = sage_broker_publish_noted(b, sage_content_key(f.data, size), size, 0, SAGE_PUBLISH_SEALED,
                                                          f.fd, notes, notes_len, &r.extent_id, &r.existed);
                 else
-                        r.rc = sage_broker_publish(b, sage_hash(f.data, size), size, 0, SAGE_PUBLISH_SEALED, f.fd,
+                        r.rc = sage_broker_publish(b, sage_content_key(f.data, size), size, 0, SAGE_PUBLISH_SEALED, f.fd,
                                                    &r.extent_id, &r.existed);
                 close(f.fd);
                 filled_free(&f, size);
@@ -444,7 +444,7 @@ static Child spawn_reader(uint64_t seed, size_t size, uid_t uid, bool hold) {
                 if (uid != (uid_t)-1)
                         CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 b = broker();
-                r.rc = sage_broker_lookup(b, sage_hash(want, size), size, 0, &r.extent_id, &fd);
+                r.rc = sage_broker_lookup(b, sage_content_key(want, size), size, 0, &r.extent_id, &fd);
                 if (r.rc == 0)
                         check_extent_fd(fd, want, size);
                 CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
@@ -523,7 +523,7 @@ static NotedResult *read_noted(uint64_t seed, size_t size, uid_t uid) {
                         CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 memset(&got, 0, sizeof(got));
                 b = broker();
-                got.result.rc = sage_broker_lookup_noted(b, sage_hash(want, size), size, 0, &got.result.extent_id,
+                got.result.rc = sage_broker_lookup_noted(b, sage_content_key(want, size), size, 0, &got.result.extent_id,
                                                          &fd, got.notes, sizeof(got.notes), &got.notes_len);
                 if (got.result.rc == 0) {
                         CHECK(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
@@ -1019,7 +1019,8 @@ static int scenario_sigterm(void) {
 static int scenario_budget(void) {
         SageStats s;
 
-        start_saged("--budget", "4M");
+        /* One namespace here: it may hold the whole budget. */
+        start_saged_argv((const char *[]){ "--budget", "4M", "--namespace-share", "100%" }, 4);
         /* Bigger than the whole budget. */
         publish(6, 8 * MiB, SAGE_ERR_BUDGET);
         /* A held 4 MiB extent fills it: the next publish is refused. */
@@ -1273,7 +1274,7 @@ static int scenario_notes(void) {
         static uint8_t first[SAGE_PROTO_NOTES_MAX], big[SAGE_PROTO_NOTES_MAX + 1];
         uint8_t second[300], small[100];
         uint8_t *content = pattern(41, size);
-        const SageHash key = sage_hash(content, size);
+        const SageHash key = sage_content_key(content, size);
         NotedResult *nr;
         SageEvictReply ev;
         SageBroker *b;
@@ -1650,6 +1651,383 @@ static int scenario_labels(void) {
         return 0;
 }
 
+/* ------------------------------------------------------------ broker-owned, verified extents; fair budgets */
+
+typedef struct MultiResult {
+        int accepted, refused_budget, refused_other;
+        uint64_t first_id;
+} MultiResult;
+
+enum {
+        MULTI_WRONG_KEYS = 1, /* keys that are not the bytes' content key */
+        MULTI_FILE_KEYS = 2,  /* made-up keys, each with the true content key (as libsage's file keys) */
+        MULTI_OVERWRITE = 4,  /* after publishing, the publisher writes its own (still mapped) memory */
+};
+
+/*
+ * A publisher of one filled allocation (pattern(seed)) under `n_keys` keys,
+ * as `uid` unless -1. Plain: its content key (n_keys 1). It keeps its
+ * connection, references and mapping until hold_fd is closed.
+ */
+static Child spawn_multi_publisher(uint64_t seed, size_t size, int n_keys, int mode, uid_t uid) {
+        int res[2], hold_pipe[2];
+        Child c;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                MultiResult m = { 0 };
+                SageBroker *b;
+                Filled f;
+                char c1;
+
+                close(res[0]);
+                close(hold_pipe[1]);
+                if (uid != (uid_t)-1)
+                        CHECK(setresgid(uid, uid, uid) == 0 && setresuid(uid, uid, uid) == 0);
+                f = filled_allocation(seed, size);
+                b = broker();
+                SageHash content = sage_content_key(f.data, size);
+                for (int i = 0; i < n_keys; i++) {
+                        SageHash key = content;
+                        uint64_t id = 0;
+                        int existed = 0, r;
+                        if (mode & (MULTI_WRONG_KEYS | MULTI_FILE_KEYS))
+                                key = (SageHash){ seed * 1000003 + (uint64_t)i, 0x5eed };
+                        if (mode & MULTI_FILE_KEYS)
+                                r = sage_broker_publish_content(b, key, content, size, 0, SAGE_PUBLISH_SEALED, f.fd,
+                                                                NULL, 0, &id, &existed);
+                        else
+                                r = sage_broker_publish(b, key, size, 0, SAGE_PUBLISH_SEALED, f.fd, &id, &existed);
+                        if (r == 0 && !m.first_id)
+                                m.first_id = id;
+                        m.accepted += r == 0;
+                        m.refused_budget += r == SAGE_ERR_BUDGET;
+                        m.refused_other += r != 0 && r != SAGE_ERR_BUDGET;
+                }
+                if (mode & MULTI_OVERWRITE)
+                        CHECK(cu.cuMemsetD8(f.va, 0x5a, size) == CUDA_SUCCESS);
+                CHECK(write(res[1], &m, sizeof(m)) == sizeof(m));
+                (void)!read(hold_pipe[0], &c1, 1);
+                close(f.fd);
+                filled_free(&f, size);
+                sage_broker_free(b);
+                _exit(0);
+        }
+        close(res[1]);
+        close(hold_pipe[0]);
+        c.result_fd = res[0];
+        c.hold_fd = hold_pipe[1];
+        return c;
+}
+
+static MultiResult multi_result(Child *c) {
+        MultiResult m;
+        CHECK(read(c->result_fd, &m, sizeof(m)) == sizeof(m));
+        close(c->result_fd);
+        return m;
+}
+
+/* A reader as `uid`: LOOKUP of pattern(seed)'s content key; 0 on a hit with the right bytes. */
+static int read_as(uint64_t seed, size_t size, uid_t uid) {
+        Child r = spawn_reader(seed, size, uid, false);
+        Result rr = child_result(&r);
+        child_finish(&r);
+        return rr.rc;
+}
+
+/* STATS as another uid (a forked child), so the broker scopes it to that uid's namespace. */
+static SageStats stats_as(uid_t uid) {
+        SageStats s = { 0 };
+        int res[2], status;
+        pid_t pid;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                SageBroker *b;
+                close(res[0]);
+                CHECK(setresgid(uid, uid, uid) == 0 && setresuid(uid, uid, uid) == 0);
+                b = broker();
+                CHECK(sage_broker_stats(b, &s) == 0);
+                sage_broker_free(b);
+                CHECK(write(res[1], &s, sizeof(s)) == sizeof(s));
+                _exit(0);
+        }
+        close(res[1]);
+        CHECK(read(res[0], &s, sizeof(s)) == sizeof(s));
+        close(res[0]);
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        return s;
+}
+
+/* Distinct simulated-VMM allocations saged holds open (the fake's memfds), i.e. the memory really behind its extents. */
+static int broker_allocations(void) {
+        char path[64], link[256];
+        uint64_t inodes[1024];
+        int n = 0;
+        struct dirent *d;
+        DIR *dir_fd;
+
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int)saged_pid);
+        dir_fd = opendir(path);
+        CHECK(dir_fd);
+        while ((d = readdir(dir_fd))) {
+                char fd_path[320];
+                struct stat st;
+                ssize_t k;
+                bool seen = false;
+
+                snprintf(fd_path, sizeof(fd_path), "%s/%s", path, d->d_name);
+                k = readlink(fd_path, link, sizeof(link) - 1);
+                if (k <= 0)
+                        continue;
+                link[k] = 0;
+                if (!strstr(link, "memfd:sage-fake-vmm") || stat(fd_path, &st) < 0)
+                        continue;
+                for (int i = 0; i < n; i++)
+                        seen |= inodes[i] == (uint64_t)st.st_ino;
+                if (!seen && n < (int)SAGE_ARRAY_SIZE(inodes))
+                        inodes[n++] = (uint64_t)st.st_ino;
+        }
+        closedir(dir_fd);
+        return n;
+}
+
+/* A publisher that keeps its writable mapping and writes it after PUBLISH changes only its own memory. */
+static int scenario_sealed_copy(void) {
+        const size_t size = 4 * MiB;
+
+        start_saged(NULL, NULL);
+        Child p = spawn_multi_publisher(41, size, 1, MULTI_OVERWRITE, (uid_t)-1);
+        MultiResult m = multi_result(&p);
+        CHECK(m.accepted == 1);
+        /* The publisher has overwritten its memory with 0x5a and still holds it mapped read-write:
+         * a reader still gets the bytes that were published (spawn_reader compares them). */
+        CHECK(read_as(41, size, (uid_t)-1) == 0);
+        child_finish(&p);
+        /* After the publisher is gone too. */
+        settled_stats(0);
+        CHECK(read_as(41, size, (uid_t)-1) == 0);
+        stop_saged();
+        return 0;
+}
+
+/* Bytes published under a key that is not their content key are never served, and counted. */
+static int scenario_verify(void) {
+        const size_t size = 6 * MiB; /* two chunks of the content key, the second a short one */
+        SageStats s;
+
+        start_saged(NULL, NULL);
+        /* pattern(43) published under the content key of pattern(44): a reader of pattern(44) must miss. */
+        Child p = spawn_multi_publisher(43, size, 1, 0, (uid_t)-1);
+        CHECK(multi_result(&p).accepted == 1);
+        child_finish(&p);
+        {
+                int res[2], status;
+                pid_t pid;
+                CHECK(pipe2(res, O_CLOEXEC) == 0);
+                pid = fork();
+                CHECK(pid >= 0);
+                if (pid == 0) {
+                        uint8_t *other = pattern(44, size);
+                        Filled f = filled_allocation(43, size);
+                        SageBroker *b = broker();
+                        uint64_t id;
+                        int existed, r;
+                        r = sage_broker_publish(b, sage_content_key(other, size), size, 0, SAGE_PUBLISH_SEALED, f.fd,
+                                                &id, &existed);
+                        CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                        _exit(0);
+                }
+                close(res[1]);
+                int r;
+                CHECK(read(res[0], &r, sizeof(r)) == sizeof(r) && r == 0); /* accepted: verified later */
+                close(res[0]);
+                CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        }
+        CHECK(read_as(44, size, (uid_t)-1) == SAGE_ERR_NOT_FOUND);
+        /* The honest extent is served; the forged one was dropped and counted. */
+        CHECK(read_as(43, size, (uid_t)-1) == 0);
+        s = settled_stats(0);
+        CHECK(s.extents == 1 && s.rejected_content == 1 && s.bytes_resident == size);
+        /* The key is free again: the right bytes under it are accepted and served. */
+        p = spawn_multi_publisher(44, size, 1, 0, (uid_t)-1);
+        CHECK(multi_result(&p).accepted == 1);
+        child_finish(&p);
+        CHECK(read_as(44, size, (uid_t)-1) == 0);
+        /* Made-up keys for the same bytes (no content key stated): none survives verification. */
+        p = spawn_multi_publisher(45, 2 * MiB, 8, MULTI_WRONG_KEYS, (uid_t)-1);
+        CHECK(multi_result(&p).accepted == 8);
+        child_finish(&p);
+        s = settled_stats(0);
+        CHECK(s.extents == 2 && s.rejected_content == 9);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * Budget pinning: one 2 MiB allocation published under 256 keys. Under
+ * made-up keys nothing survives; as file keys stating the true content key,
+ * each is a real copy that counts in full, up to the namespace's share, and
+ * another namespace still publishes.
+ */
+static int scenario_budget_pinning(void) {
+        const size_t size = 2 * MiB;
+        SageStats s;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to run a client as another uid\n");
+                return 77;
+        }
+        start_saged("--budget", "64M");
+        /* Children inherit the hold pipes of those spawned before them: finish the last spawned first. */
+        Child p = spawn_multi_publisher(51, size, 256, MULTI_WRONG_KEYS, (uid_t)-1);
+        MultiResult m = multi_result(&p);
+        CHECK(m.refused_other == 0);
+        /* Another namespace is not starved: it publishes and is served. */
+        Child q = spawn_multi_publisher(52, size, 1, 0, 65534);
+        CHECK(multi_result(&q).accepted == 1);
+        child_finish(&q);
+        CHECK(read_as(52, size, 65534) == 0);
+        child_finish(&p);
+        s = settled_stats(0);
+        CHECK(s.extents == 1 && s.rejected_content == (uint64_t)m.accepted);
+
+        /* File keys with the true content key: real copies, 2 MiB each, 16 of them (50% of 64M) at most. */
+        p = spawn_multi_publisher(53, size, 256, MULTI_FILE_KEYS, (uid_t)-1);
+        m = multi_result(&p);
+        CHECK(m.accepted == 16 && m.refused_budget == 240 && m.refused_other == 0);
+        s = stats();
+        CHECK(s.extents == 17 && s.bytes_resident == 17 * size && s.refs == 16);
+        /* The broker really holds 17 allocations, as counted (not one shared by 16 keys). */
+        CHECK(broker_allocations() == 17);
+        /* The other namespace still has room, and its extent was not evicted. */
+        CHECK(read_as(52, size, 65534) == 0);
+        q = spawn_multi_publisher(54, size, 1, 0, 65534);
+        CHECK(multi_result(&q).accepted == 1);
+        child_finish(&q);
+        child_finish(&p);
+        stop_saged();
+        return 0;
+}
+
+/* One namespace's publishes cannot evict another's extents below the share it is guaranteed. */
+static int scenario_namespace_share(void) {
+        const size_t size = 2 * MiB;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to run a client as another uid\n");
+                return 77;
+        }
+        start_saged("--budget", "8M"); /* default share 50%: 4 MiB each */
+        for (uint64_t seed = 61; seed <= 62; seed++) {
+                Child q = spawn_multi_publisher(seed, size, 1, 0, 65534);
+                CHECK(multi_result(&q).accepted == 1);
+                child_finish(&q);
+        }
+        /* Root publishes 4 extents, each released at once (evictable, as the other namespace's are). */
+        for (uint64_t seed = 63; seed <= 66; seed++) {
+                Child p = spawn_multi_publisher(seed, size, 1, 0, (uid_t)-1);
+                CHECK(multi_result(&p).accepted == 1);
+                child_finish(&p);
+        }
+        /* uid 65534's extents are still there; root kept its 2 most recent. */
+        CHECK(read_as(61, size, 65534) == 0 && read_as(62, size, 65534) == 0);
+        CHECK(read_as(65, size, (uid_t)-1) == 0 && read_as(66, size, (uid_t)-1) == 0);
+        CHECK(read_as(63, size, (uid_t)-1) == SAGE_ERR_NOT_FOUND);
+        stop_saged();
+        return 0;
+}
+
+/* Notes count in what the broker holds; STATS tells a tenant only about its own namespace. */
+static int scenario_stats_scope(void) {
+        static uint8_t notes[1000];
+        SageStats s;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to run a client as another uid\n");
+                return 77;
+        }
+        start_saged("--budget", "64M");
+        CHECK(publish_noted(71, 2 * MiB, (uid_t)-1, notes, sizeof(notes)).rc == 0);
+        publish(72, 2 * MiB, 0);
+        CHECK(read_as(72, 2 * MiB, (uid_t)-1) == 0);
+        CHECK(publish_noted(73, 4 * MiB, 65534, notes, 10).rc == 0);
+        CHECK(read_as(99, 2 * MiB, 65534) == SAGE_ERR_NOT_FOUND);
+        settled_stats(0);
+        /* uid 65534 sees its extent, its bytes (notes included), its miss, its share of the budget. */
+        s = stats_as(65534);
+        CHECK(s.extents == 1 && s.bytes_resident == 4 * MiB + 10 && s.publishes == 1 && s.hits == 0 &&
+              s.misses == 1 && s.clients == 1 && s.budget == 32 * MiB && s.evictions == 0);
+        /* Root on the main socket sees the whole broker. */
+        s = settled_stats(0);
+        CHECK(s.extents == 3 && s.bytes_resident == 8 * MiB + sizeof(notes) + 10 && s.publishes == 3 &&
+              s.hits == 1 && s.misses == 1 && s.budget == 64 * MiB);
+        stop_saged();
+        return 0;
+}
+
+/* Extents larger than one loop turn's verification (64 MiB) are verified over several turns, then served or dropped. */
+static int scenario_verify_large(void) {
+        const size_t size = 134 * MiB; /* 3 turns; the last 4 MiB chunk is a short one */
+        uint8_t *data = pattern(81, size);
+        SageHash key = sage_content_key(data, size);
+        SageStats s = { 0 };
+        bool found = false;
+
+        start_saged("--budget", "1G");
+        Child p = spawn_multi_publisher(81, size, 1, 0, (uid_t)-1);
+        CHECK(multi_result(&p).accepted == 1);
+        /* A miss until verified, then a hit (bounded wait: each turn verifies 64 MiB). */
+        SageBroker *b = broker();
+        for (int i = 0; i < 500 && !found; i++) {
+                uint64_t id;
+                int fd = -1, r = sage_broker_lookup(b, key, size, 0, &id, &fd);
+                CHECK(r == 0 || r == SAGE_ERR_NOT_FOUND);
+                if (r == 0) {
+                        close(fd);
+                        CHECK(sage_broker_release(b, id) == 0);
+                        found = true;
+                } else
+                        usleep(10000);
+        }
+        sage_broker_free(b);
+        CHECK(found);
+        child_finish(&p);
+        CHECK(read_as(81, size, (uid_t)-1) == 0);
+        /* The same bytes under a key one bit off: dropped once verified. */
+        data[size - 1] ^= 1;
+        int res[2], status;
+        CHECK(pipe2(res, O_CLOEXEC) == 0);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                Filled f = filled_allocation(81, size);
+                SageBroker *c = broker();
+                uint64_t id;
+                int existed, r = sage_broker_publish(c, sage_content_key(data, size), size, 0, SAGE_PUBLISH_SEALED,
+                                                     f.fd, &id, &existed);
+                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                _exit(0);
+        }
+        close(res[1]);
+        int r;
+        CHECK(read(res[0], &r, sizeof(r)) == sizeof(r) && r == 0);
+        close(res[0]);
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        for (int i = 0; i < 500 && s.rejected_content == 0; i++) {
+                s = stats();
+                if (s.rejected_content == 0)
+                        usleep(10000);
+        }
+        CHECK(s.rejected_content == 1 && s.extents == 1);
+        free(data);
+        stop_saged();
+        return 0;
+}
 
 /* ------------------------------------------------------------ containers, access rules, impostors */
 
@@ -1996,6 +2374,10 @@ int main(int argc, char **argv) {
                 { "ipc", scenario_ipc },         { "ipc_namespace", scenario_ipc_namespace },
                 { "ipc_kill", scenario_ipc_kill }, { "notes", scenario_notes },
                 { "notes_namespace", scenario_notes_namespace }, { "labels", scenario_labels },
+                { "sealed_copy", scenario_sealed_copy }, { "verify", scenario_verify },
+                { "budget_pinning", scenario_budget_pinning }, { "namespace_share", scenario_namespace_share },
+                { "stats_scope", scenario_stats_scope },
+                { "verify_large", scenario_verify_large },
                 { "containers", scenario_containers }, { "label_access", scenario_label_access },
                 { "socket_dir", scenario_socket_dir }, { "impostor", scenario_impostor },
         };

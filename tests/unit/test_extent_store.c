@@ -154,7 +154,7 @@ static void test_refs_and_lru(void) {
         fake_now += 10;
         extent_store_unref(s, b);
         /* Full: a new 2 MiB extent evicts the LRU unreferenced one (d). */
-        CHECK(extent_store_can_fit(s, 0, 2 * MiB));
+        CHECK(extent_store_can_fit(s, 1, 0, 2 * MiB));
         Extent *e = insert(s, 1, key(4, 2 * MiB, 0), 4);
         CHECK(was_released(3) && !was_released(2) && !was_released(1));
         CHECK(extent_store_get(s, 3) == NULL); /* d is gone */
@@ -162,13 +162,13 @@ static void test_refs_and_lru(void) {
         CHECK(c.evictions == 1 && c.extents == 3 && c.bytes_resident == 6 * MiB);
         /* Larger than the budget: refused, nothing evicted. */
         Extent *x;
-        CHECK(!extent_store_can_fit(s, 0, 8 * MiB));
+        CHECK(!extent_store_can_fit(s, 1, 0, 8 * MiB));
         CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 8 * MiB }, 0, 0, NULL, 0, NULL,
                                   &x) == EXTENT_STORE_E_BUDGET);
         /* Pin everything: no room even by evicting. */
         extent_store_ref(s, b);
         extent_store_ref(s, e);
-        CHECK(!extent_store_can_fit(s, 0, 2 * MiB));
+        CHECK(!extent_store_can_fit(s, 1, 0, 2 * MiB));
         CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 2 * MiB }, 0, 0, NULL, 0, NULL,
                                   &x) == EXTENT_STORE_E_BUDGET);
         extent_store_counters(s, &c);
@@ -266,8 +266,12 @@ static void test_notes(void) {
         extent_store_counters(s, &c);
         CHECK(c.extents == n_noted + 1);
 
+        /* Notes count against the budget: an extent costs its size plus its notes. */
+        extent_store_counters(s, &c);
+        CHECK(c.bytes_resident == (n_noted + 1) * 2 * MiB + n_noted * SAGE_PROTO_NOTES_MAX - n_noted * (n_noted - 1) / 2);
+        CHECK(extent_store_resident(s, 0) == c.bytes_resident);
         /* Eviction frees them: by budget (LRU), one by one, all unreferenced. */
-        CHECK(extent_store_set_budget(s, 0, (n_noted + 1) * 2 * MiB) == 0);
+        CHECK(extent_store_set_budget(s, 0, c.bytes_resident) == 0);
         insert(s, 1, key(98, 2 * MiB, 0), 98);
         CHECK(was_released(100) && released_count == 1);
         CHECK(extent_store_evict(s, extent_store_get(s, 2)) == 0 && was_released(101));
@@ -284,6 +288,72 @@ static void test_notes(void) {
         CHECK(heap_in_use() <= base + slack);
 }
 
+/* Each namespace's share of a device, and who may evict whom when the device is full. */
+static void test_namespace_share(void) {
+        ExtentStoreCounters c;
+        ExtentStore *s;
+        Extent *a1, *a2, *x;
+
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        CHECK(extent_store_set_namespace_share(s, 0) == -EINVAL && extent_store_set_namespace_share(s, 101) == -EINVAL);
+        CHECK(extent_store_set_budget(s, 0, 8 * MiB) == 0 && extent_store_set_namespace_share(s, 50) == 0);
+        CHECK(extent_store_namespace_cap(s, 0) == 4 * MiB);
+        /* Namespace 1 at its share: its next publish evicts its own least recently used. */
+        a1 = insert(s, 1, key(1, 2 * MiB, 0), 1);
+        a2 = insert(s, 1, key(2, 2 * MiB, 0), 2);
+        CHECK(extent_store_can_fit(s, 1, 0, 2 * MiB) && released_count == 0);
+        insert(s, 1, key(3, 2 * MiB, 0), 3);
+        CHECK(was_released(1) && released_count == 1 && extent_store_namespace_resident(s, 1, 0) == 4 * MiB);
+        /* More than the share at once: refused, even with room on the device. */
+        CHECK(!extent_store_can_fit(s, 2, 0, 6 * MiB));
+        /* Its extents pinned: refused, although the device has room; nothing evicted. */
+        a2 = extent_store_get(s, 2);
+        extent_store_ref(s, a2);
+        extent_store_ref(s, extent_store_get(s, 3));
+        CHECK(!extent_store_can_fit(s, 1, 0, 2 * MiB));
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 2 * MiB }, 0, 0, NULL, 0, NULL,
+                                  &x) == EXTENT_STORE_E_BUDGET);
+        CHECK(released_count == 1);
+        /* Namespace 2 fills the rest of the device. */
+        insert(s, 2, key(4, 2 * MiB, 0), 4);
+        insert(s, 2, key(5, 2 * MiB, 0), 5);
+        CHECK(extent_store_resident(s, 0) == 8 * MiB);
+        /* A newcomer may take from namespace 2 while 2 keeps at least what the newcomer will hold... */
+        insert(s, 3, key(6, 2 * MiB, 0), 6);
+        CHECK(was_released(4) && released_count == 2);
+        CHECK(extent_store_namespace_resident(s, 2, 0) == 2 * MiB && extent_store_namespace_resident(s, 3, 0) == 2 * MiB);
+        /* ...and no further: its next publish evicts its own, not namespace 2 below its level. */
+        insert(s, 3, key(7, 2 * MiB, 0), 7);
+        CHECK(was_released(6) && !was_released(5) && released_count == 3);
+        CHECK(extent_store_namespace_resident(s, 2, 0) == 2 * MiB);
+        /* Nothing fair to evict for 4 MiB of a fourth namespace: refused, nothing evicted. */
+        CHECK(!extent_store_can_fit(s, 4, 0, 4 * MiB));
+        CHECK(extent_store_insert(s, 4, &(SageExtentKey){ .hash = { 8, 8 }, .size = 4 * MiB }, 0, 0, NULL, 0, NULL,
+                                  &x) == EXTENT_STORE_E_BUDGET);
+        CHECK(released_count == 3 && extent_store_resident(s, 0) == 8 * MiB);
+        /* Per-namespace figures (STATS for a tenant): namespace 1 holds 2 extents, 2 refs, 1 eviction. */
+        extent_store_namespace_counters(s, 1, &c);
+        CHECK(c.extents == 2 && c.refs == 2 && c.evictions == 1 && c.bytes_resident == 4 * MiB);
+        extent_store_namespace_counters(s, 2, &c);
+        CHECK(c.extents == 1 && c.refs == 0 && c.evictions == 1 && c.bytes_resident == 2 * MiB);
+        extent_store_namespace_counters(s, 99, &c);
+        CHECK(c.extents == 0 && c.evictions == 0);
+        /* Notes count against the namespace's share too: with one of its two extents unpinned,
+         * 2 MiB fit in namespace 1's share, 2 MiB and 64 bytes of notes do not. */
+        static uint8_t notes[64];
+        extent_store_unref(s, a2);
+        CHECK(extent_store_can_fit(s, 1, 0, 2 * MiB) && !extent_store_can_fit(s, 1, 0, 2 * MiB + sizeof(notes)));
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 10, 10 }, .size = 2 * MiB }, 0, 0, notes,
+                                  sizeof(notes), NULL, &x) == EXTENT_STORE_E_BUDGET);
+        CHECK(released_count == 3);
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 10, 10 }, .size = 2 * MiB - 4096 }, 0, 0, notes,
+                                  sizeof(notes), NULL, &x) == 0);
+        CHECK(was_released(2) && extent_store_namespace_resident(s, 1, 0) == 4 * MiB - 4096 + sizeof(notes));
+        (void)a1;
+        extent_store_free(s);
+}
+
 int main(void) {
         test_lookup_and_namespaces();
         test_many();
@@ -291,6 +361,7 @@ int main(void) {
         test_client_refs();
         test_client_labels();
         test_notes();
+        test_namespace_share();
         printf("extent_store: ok\n");
         return 0;
 }
