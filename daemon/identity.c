@@ -97,6 +97,8 @@ struct IdentityTable {
         IdentityMode mode;
         ExtentStore *store;
         size_t max;
+        IdentityForgetFn forget;
+        void *userdata;
         NsId self[N_NS];
         Identity *items; /* ascending by number: appended in number order, removed in place */
         size_t n;
@@ -129,7 +131,8 @@ static int ns_ids(int fds[N_NS], NsId ids[N_NS]) {
         return 0;
 }
 
-int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max) {
+int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max,
+                       IdentityForgetFn forget, void *userdata) {
         int fds[N_NS] = { -1, -1, -1 };
         IdentityTable *t;
         int r = 0;
@@ -156,6 +159,8 @@ int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *stor
         t->mode = mode;
         t->store = store;
         t->max = max && max < IDENTITY_MAX ? max : IDENTITY_MAX;
+        t->forget = forget;
+        t->userdata = userdata;
         *out = t;
         return 0;
 }
@@ -262,9 +267,15 @@ static Identity *find_by_number(IdentityTable *t, uint32_t number) {
         return NULL;
 }
 
+static void forget(IdentityTable *t, uint32_t number) {
+        if (t->forget)
+                t->forget(t->userdata, number);
+}
+
 static void remove_at(IdentityTable *t, size_t i) {
         sage_debug("container %u: no clients, no extents: forgotten", (unsigned)(t->items[i].number - IDENTITY_FIRST));
         close_fds(t->items[i].fds);
+        forget(t, t->items[i].number);
         memmove(&t->items[i], &t->items[i + 1], (t->n - i - 1) * sizeof(*t->items));
         t->n--;
 }
@@ -386,7 +397,13 @@ static int attach_ns(IdentityTable *t, int fds[N_NS], const NsId ns[N_NS], uint3
 void identity_detach(IdentityTable *t, uint32_t number) {
         Identity *id = find_by_number(t, number);
 
-        if (id && id->n_clients > 0) {
+        if (!id) {
+                /* A private namespace: its only client is gone, and the number with it. */
+                if (identity_is_container(number) && number < IDENTITY_FIRST + t->next)
+                        forget(t, number);
+                return;
+        }
+        if (id->n_clients > 0) {
                 id->n_clients--;
                 id->last_used_ns = sage_now_ns();
         }

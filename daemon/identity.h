@@ -30,9 +30,14 @@ enum {
 
 typedef struct IdentityTable IdentityTable;
 
+/* Called when a container number is gone for good (forgotten, or a private
+ * namespace's client gone): what is kept per namespace of it may go too. */
+typedef void (*IdentityForgetFn)(void *userdata, uint32_t number);
+
 /* Reads saged's own namespaces: the "host" its clients are compared with.
  * `max`: containers tracked at once (0 or more than IDENTITY_MAX: IDENTITY_MAX). */
-int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max);
+int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max,
+                       IdentityForgetFn forget, void *userdata);
 IdentityTable *identity_table_free(IdentityTable *table);
 
 /*

@@ -228,6 +228,13 @@ static int add_listener(Server *s, const char *path, uint32_t label, const Label
         return 0;
 }
 
+/* A container number that never comes back: its namespaces' counters and (empty) accounting go. */
+static void forget_container(void *userdata, uint32_t number) {
+        Server *s = userdata;
+        tally_forget_label(&s->tallies, number);
+        extent_store_forget_label(s->store, number);
+}
+
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path) {
         Server *s = calloc(1, sizeof(*s));
         int r;
@@ -252,7 +259,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         if (r < 0)
                 goto fail;
         *failed_path = "/proc/self/ns (--container-namespaces=isolate needs saged's own namespaces)";
-        r = identity_table_new(&s->identities, config->container_namespaces, store, 0);
+        r = identity_table_new(&s->identities, config->container_namespaces, store, 0, forget_container, s);
         if (r < 0)
                 goto fail;
         *failed_path = config->socket_path;

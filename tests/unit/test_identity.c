@@ -7,6 +7,7 @@
 /* The daemon's headers are not on the unit tests' include path. */
 #include "../../daemon/extent_store.h"
 #include "../../daemon/identity.h"
+#include "../../daemon/tally.h"
 
 #include "check.h"
 
@@ -16,6 +17,14 @@ static int released;
 
 static void release_fn(void *userdata, Extent *e) {
         released++;
+}
+
+static uint32_t forgotten[16];
+static size_t n_forgotten;
+
+static void forget_fn(void *userdata, uint32_t number) {
+        CHECK(n_forgotten < 16);
+        forgotten[n_forgotten++] = number;
 }
 
 /* Container `n`'s namespaces: made-up nsfs ids no real namespace (saged's) has. */
@@ -39,13 +48,46 @@ static void publish(ExtentStore *s, uint32_t number, uint64_t h) {
         CHECK(extent_store_insert(s, (uint64_t)number << 32, &k, 0, 1, NULL, 0, NULL, &e) == 0);
 }
 
+/* What the broker keeps per namespace of a forgotten container goes; everything else stays. */
+static void test_forget_label(void) {
+        const uint64_t first = (uint64_t)IDENTITY_FIRST << 32, other = (uint64_t)(IDENTITY_FIRST + 1) << 32;
+        TallyTable tallies = { 0 };
+        ExtentStoreCounters counters;
+        ExtentStore *store;
+        Extent *x;
+
+        tally_get(&tallies, first | 0)->hits = 1;
+        tally_get(&tallies, first | 1000)->hits = 2;
+        tally_get(&tallies, other | 0)->hits = 3;
+        tally_get(&tallies, 1ull << 32)->hits = 4; /* a label */
+        tally_forget_label(&tallies, IDENTITY_FIRST);
+        CHECK(tally_of(&tallies, first | 0).hits == 0 && tally_of(&tallies, first | 1000).hits == 0);
+        CHECK(tally_of(&tallies, other | 0).hits == 3 && tally_of(&tallies, 1ull << 32).hits == 4);
+        tally_table_clear(&tallies);
+
+        CHECK(extent_store_new(&store, release_fn, NULL, NULL) == 0);
+        publish(store, IDENTITY_FIRST, 1);
+        publish(store, IDENTITY_FIRST + 1, 2);
+        x = extent_store_next(store, 0);
+        CHECK(x && x->namespace_id == first && extent_store_evict(store, x) == 0);
+        extent_store_namespace_counters(store, first, &counters);
+        CHECK(counters.evictions == 1);
+        extent_store_forget_label(store, IDENTITY_FIRST);
+        extent_store_forget_label(store, IDENTITY_FIRST + 1); /* holds an extent: stays */
+        extent_store_namespace_counters(store, first, &counters);
+        CHECK(counters.evictions == 0 && counters.extents == 0);
+        extent_store_namespace_counters(store, other, &counters);
+        CHECK(counters.extents == 1);
+        extent_store_free(store);
+}
+
 int main(void) {
         ExtentStore *store;
         IdentityTable *t;
         uint32_t a, b, c, d, e, n;
 
         CHECK(extent_store_new(&store, release_fn, NULL, NULL) == 0);
-        CHECK(identity_table_new(&t, IDENTITY_ISOLATE, store, 3) == 0);
+        CHECK(identity_table_new(&t, IDENTITY_ISOLATE, store, 3, forget_fn, NULL) == 0);
 
         /* One number per container, the same for each of its clients. */
         a = attach(t, 1);
@@ -60,6 +102,7 @@ int main(void) {
         identity_detach(t, a);
         c = attach(t, 3);
         CHECK(c == IDENTITY_FIRST + 2 && identity_count(t) == 2);
+        CHECK(n_forgotten == 1 && forgotten[0] == a);
         n = attach(t, 1);
         CHECK(n != a && n == IDENTITY_FIRST + 3 && identity_count(t) == 3);
         identity_detach(t, n);
@@ -68,7 +111,7 @@ int main(void) {
         publish(store, b, 7);
         identity_detach(t, b);
         d = attach(t, 4); /* sweeps container 1 (no clients, no extents) */
-        CHECK(identity_count(t) == 3);
+        CHECK(identity_count(t) == 3 && n_forgotten == 2 && forgotten[1] == n);
         CHECK(attach(t, 2) == b);
         identity_detach(t, b);
 
@@ -76,6 +119,7 @@ int main(void) {
          * used, gives its extent and its entry back. */
         e = attach(t, 5);
         CHECK(e == d + 1 && identity_count(t) == 3 && released == 1);
+        CHECK(n_forgotten == 3 && forgotten[2] == b);
         CHECK(extent_store_next(store, 0) == NULL);
         /* Everyone has clients: the next container is refused. */
         uint32_t refused = 0;
@@ -83,10 +127,14 @@ int main(void) {
         /* Detaching what is not attached changes nothing. */
         identity_detach(t, IDENTITY_FIRST + 1000);
         identity_detach(t, 0);
-        CHECK(identity_count(t) == 3);
+        CHECK(identity_count(t) == 3 && n_forgotten == 3);
+        /* A number handed out but not in the table (a private namespace): its client's going forgets it. */
+        identity_detach(t, e + 1);
+        CHECK(n_forgotten == 3); /* never handed out */
 
         identity_table_free(t);
         extent_store_free(store);
+        test_forget_label();
         printf("identity: ok\n");
         return 0;
 }
