@@ -266,14 +266,42 @@ static void set_last_error(SageBroker *b, const char *format, ...) {
         pthread_mutex_unlock(&b->lock);
 }
 
+/* Only a broker of root, of our own uid or of SAGE_BROKER_UID may hear our
+ * hashes, hold our uploads and hand us memory to map. */
+static int check_broker_peer(int fd, const char *path, char *why, size_t why_size) {
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        uint64_t trusted = sage_options()->broker_uid;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+                int r = -errno;
+                snprintf(why, why_size, "cannot read the credentials of the broker on %s: %s", path, strerror(-r));
+                return r;
+        }
+        if (cred.uid == 0 || cred.uid == geteuid() || (uint64_t)cred.uid == trusted)
+                return 0;
+        snprintf(why, why_size,
+                 "the broker on %s runs as uid %u (pid %d), not as root, as you (uid %u) or as SAGE_BROKER_UID: "
+                 "refusing it as an impostor",
+                 path, (unsigned)cred.uid, (int)cred.pid, (unsigned)geteuid());
+        return -EPERM;
+}
+
 int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms) {
+        return sage_broker_connect_why(out, path, timeout_ms, NULL, 0);
+}
+
+int sage_broker_connect_why(SageBroker **out, const char *path, int timeout_ms, char *why, size_t why_size) {
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
-        char default_path[sizeof(addr.sun_path)];
+        char default_path[sizeof(addr.sun_path)], reason[256];
         SageBroker *b;
         SageMessage req, reply;
         int r;
 
         *out = NULL;
+        reason[0] = 0;
+        if (why && why_size)
+                why[0] = 0;
         if (!path) {
                 r = sage_broker_default_socket(default_path, sizeof(default_path));
                 if (r < 0)
@@ -322,6 +350,13 @@ int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms) {
                         return r == -EAGAIN ? -ETIMEDOUT : r;
                 }
                 poll(NULL, 0, 1);
+        }
+        r = check_broker_peer(b->fd, path, reason, sizeof(reason));
+        if (r < 0) {
+                if (why && why_size)
+                        snprintf(why, why_size, "%s", reason);
+                sage_broker_free(b);
+                return r;
         }
 
         sage_proto_init(&req, SAGE_MSG_HELLO, 0);

@@ -31,10 +31,18 @@ typedef struct SageBroker SageBroker;
  * else $XDG_RUNTIME_DIR/sage/saged.sock (or /run/user/UID/sage/saged.sock). */
 int sage_broker_default_socket(char *buf, size_t size);
 
-/* Connect (path NULL: the default) and say HELLO. timeout_ms applies to the
- * connect and, later, to every request. Returns 0 or negative errno;
- * -EUSERS: the broker refused the connection over a connection cap. */
+/*
+ * Connect (path NULL: the default), check who answers and say HELLO.
+ * timeout_ms applies to the connect and, later, to every request. The
+ * broker must run as root, as the caller's effective uid or as
+ * SAGE_BROKER_UID (SO_PEERCRED): anyone else on the path is an impostor
+ * (a user who bound it after saged stopped), and the call fails with
+ * -EPERM without sending it a byte. -EUSERS: the broker refused the
+ * connection over a connection cap.
+ */
 int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms);
+/* sage_broker_connect, and on failure a sentence saying why into `why`. */
+int sage_broker_connect_why(SageBroker **out, const char *path, int timeout_ms, char *why, size_t why_size);
 SageBroker *sage_broker_free(SageBroker *broker);
 
 /* What the broker said in reply to HELLO. */

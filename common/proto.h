@@ -291,6 +291,11 @@ static inline uint32_t sage_namespace_uid(uint64_t namespace_id) {
         return (uint32_t)namespace_id;
 }
 
+/* Label values from here up are containers the broker numbered (a client of
+ * the unlabelled socket in another container than saged), not labels: they
+ * have no name, container N is label SAGE_NAMESPACE_CONTAINER_FIRST + N. */
+#define SAGE_NAMESPACE_CONTAINER_FIRST 0x80000000u
+
 /* Is `name` (`length` bytes) a valid label name? */
 bool sage_proto_label_valid(const char *name, size_t length);
 

@@ -30,10 +30,13 @@ struct Client {
         uid_t uid;
         gid_t gid;
         pid_t pid;
-        uint32_t label;         /* of the socket it came through; 0: the unlabelled one */
+        /* Of the socket it came through (0: the unlabelled one), or, on the
+         * unlabelled one, its container's number (identity.h) */
+        uint32_t label;
         uint64_t namespace_id;  /* client_namespace(uid, label) */
-        /* Root on the unlabelled socket: LIST and EVICT reach every namespace.
-         * Root on a labelled socket is a tenant like any other. */
+        /* Root on the unlabelled socket, on the host: LIST and EVICT reach
+         * every namespace. Root on a labelled socket or in a container is a
+         * tenant like any other. */
         bool sees_all;
 
         ClientRef *refs;

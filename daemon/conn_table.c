@@ -12,9 +12,14 @@
  * no per-namespace cap, and a small reserve beyond the broker-wide cap so
  * sagectl still gets in when others filled the broker.
  *
- * Namespace counts live in a chained hash table whose entries go when their
- * count drops to zero, so memory follows the connections, never the number
- * of uids ever seen; label counts in an array (at most LABEL_MAX_SOCKETS).
+ * A label here is any upper half of a namespace: a labelled socket's, or a
+ * container's (identity.c numbers those from 0x80000000), so a root
+ * container taking many uids meets the per-label cap too.
+ *
+ * Counts live in a chained hash table whose entries go when their count
+ * drops to zero, so memory follows the connections, never the number of
+ * uids or containers ever seen. A label's own count is the entry of the
+ * namespace (label, (uid_t)-1): no process has that uid.
  */
 #include "conn_table.h"
 
@@ -34,12 +39,15 @@ struct ConnCount {
 struct ConnTable {
         ConnLimits limits;
         size_t total;
-        size_t per_label[LABEL_MAX_SOCKETS + 1];
         ConnCount *buckets[CONN_TABLE_BUCKETS];
 };
 
 static uint64_t namespace_of(uid_t uid, uint32_t label) {
         return (uint64_t)label << 32 | (uint32_t)uid;
+}
+
+static uint64_t label_key(uint32_t label) {
+        return namespace_of((uid_t)-1, label);
 }
 
 static size_t bucket_of(uint64_t ns) {
@@ -83,41 +91,65 @@ ConnTable *conn_table_free(ConnTable *t) {
         return NULL;
 }
 
-int conn_table_admit(ConnTable *t, uid_t uid, uint32_t label) {
-        bool operator = uid == 0 && label == 0;
-        ConnCount **p = slot(t, namespace_of(uid, label));
+static size_t count_of(ConnTable *t, uint64_t key) {
+        ConnCount *c = *slot(t, key);
 
-        if (t->total >= t->limits.max_total + (operator ? CONN_TABLE_ROOT_RESERVE : 0))
-                return CONN_TABLE_E_TOTAL;
-        if (label > LABEL_MAX_SOCKETS)
-                return CONN_TABLE_E_LABEL; /* saged never assigns one */
-        if (label != 0 && t->per_label[label] >= t->limits.max_per_label)
-                return CONN_TABLE_E_LABEL;
-        if (!operator && *p && (*p)->count >= t->limits.max_per_namespace)
-                return CONN_TABLE_E_NAMESPACE;
+        return c ? c->count : 0;
+}
+
+static int count_up(ConnTable *t, uint64_t key) {
+        ConnCount **p = slot(t, key);
+
         if (!*p) {
                 *p = calloc(1, sizeof(**p));
                 if (!*p)
                         return -ENOMEM;
-                (*p)->namespace_id = namespace_of(uid, label);
+                (*p)->namespace_id = key;
         }
         (*p)->count++;
-        t->per_label[label]++;
+        return 0;
+}
+
+static void count_down(ConnTable *t, uint64_t key) {
+        ConnCount **p = slot(t, key);
+        ConnCount *c = *p;
+
+        if (c && --c->count == 0) {
+                *p = c->next;
+                free(c);
+        }
+}
+
+int conn_table_admit(ConnTable *t, uid_t uid, uint32_t label) {
+        bool operator = uid == 0 && label == 0;
+        uint64_t ns = namespace_of(uid, label);
+        int r;
+
+        if (uid == (uid_t)-1)
+                return CONN_TABLE_E_NAMESPACE; /* the kernel never reports it; it keys label counts */
+        if (t->total >= t->limits.max_total + (operator ? CONN_TABLE_ROOT_RESERVE : 0))
+                return CONN_TABLE_E_TOTAL;
+        if (label != 0 && count_of(t, label_key(label)) >= t->limits.max_per_label)
+                return CONN_TABLE_E_LABEL;
+        if (!operator && count_of(t, ns) >= t->limits.max_per_namespace)
+                return CONN_TABLE_E_NAMESPACE;
+        r = count_up(t, ns);
+        if (r == 0 && label != 0 && (r = count_up(t, label_key(label))) != 0)
+                count_down(t, ns);
+        if (r)
+                return r;
         t->total++;
         return 0;
 }
 
 void conn_table_release(ConnTable *t, uid_t uid, uint32_t label) {
-        ConnCount **p = slot(t, namespace_of(uid, label));
-        ConnCount *c = *p;
+        uint64_t ns = namespace_of(uid, label);
 
-        if (!c || label > LABEL_MAX_SOCKETS)
+        if (uid == (uid_t)-1 || count_of(t, ns) == 0)
                 return;
-        if (--c->count == 0) {
-                *p = c->next;
-                free(c);
-        }
-        t->per_label[label]--;
+        count_down(t, ns);
+        if (label != 0)
+                count_down(t, label_key(label));
         t->total--;
 }
 
@@ -145,7 +177,7 @@ const char *conn_table_error(int code) {
         case CONN_TABLE_E_NAMESPACE:
                 return "too many connections of this uid";
         case CONN_TABLE_E_LABEL:
-                return "too many connections through this labelled socket";
+                return "too many connections through this label's sockets or from this container";
         default:
                 return "cannot count the connection";
         }

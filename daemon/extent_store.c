@@ -469,6 +469,17 @@ void extent_store_counters(const ExtentStore *s, ExtentStoreCounters *out) {
         *out = s->counters;
 }
 
+void extent_store_forget_label(ExtentStore *s, uint32_t label) {
+        for (ExtentNamespace **p = &s->namespaces; *p;) {
+                ExtentNamespace *n = *p;
+                if ((uint32_t)(n->id >> 32) == label && n->counters.extents == 0) {
+                        *p = n->next;
+                        free(n);
+                } else
+                        p = &n->next;
+        }
+}
+
 void extent_store_namespace_counters(const ExtentStore *s, uint64_t ns, ExtentStoreCounters *out) {
         const ExtentNamespace *n = namespace_find(s, ns);
         *out = n ? n->counters : (ExtentStoreCounters){ 0 };

@@ -134,6 +134,14 @@ size_t extent_store_page(ExtentStore *store, bool all_namespaces, uint64_t names
 uint64_t extent_store_steps(const ExtentStore *store);
 
 void extent_store_counters(const ExtentStore *store, ExtentStoreCounters *out);
+/*
+ * Drop the accounting of every namespace whose label half (namespace id >>
+ * 32) is `label` and that holds no extent. For numbers that never come back
+ * (a container the broker forgot, daemon/identity.c): namespaces otherwise
+ * live as long as the store, which is bounded only for uids and labels.
+ */
+void extent_store_forget_label(ExtentStore *store, uint32_t label);
+
 /* The same figures for one namespace (all zero for one never seen). */
 void extent_store_namespace_counters(const ExtentStore *store, uint64_t namespace_id, ExtentStoreCounters *out);
 /* Bytes `namespace_id` holds on `device`. */

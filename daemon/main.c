@@ -26,6 +26,7 @@
 #include "conn_table.h"
 #include "extent_store.h"
 #include "gpu.h"
+#include "identity.h"
 #include "label.h"
 #include "log.h"
 #include "options.h"
@@ -47,6 +48,7 @@ typedef struct Args {
         LabelSocket labels[LABEL_MAX_SOCKETS];
         size_t n_labels;
         uint64_t max_clients, max_clients_per_uid, max_clients_per_label; /* 0: defaults */
+        IdentityMode container_namespaces;
 } Args;
 
 static void args_clear(Args *a) {
@@ -70,9 +72,9 @@ static int add_label_socket(Args *a, const char *text) {
         }
         if (r < 0) {
                 fprintf(stderr,
-                        "saged: --label-socket: expected PATH=LABEL, LABEL 1-%d characters of A-Z a-z 0-9 . _ -, "
-                        "got '%s'\n",
-                        SAGE_PROTO_LABEL_MAX, text);
+                        "saged: --label-socket: expected PATH=LABEL[,uid=U][,gid=G][,mode=0660], LABEL 1-%d "
+                        "characters of A-Z a-z 0-9 . _ -, at most %d uid= and %d gid=, mode at most 0666, got '%s'\n",
+                        SAGE_PROTO_LABEL_MAX, LABEL_MAX_IDS, LABEL_MAX_IDS, text);
                 return 2;
         }
         a->n_labels++;
@@ -131,8 +133,9 @@ static void usage(FILE *f) {
                 "      --namespace-share N%%\n"
                 "                        of each device's budget one namespace may hold (1-100, default %d%%)\n"
                 "  -f, --foreground      stay in the foreground\n"
-                "      --label-socket PATH=LABEL\n"
-                "                        also listen on PATH; its clients get namespace (LABEL, uid)\n"
+                "      --label-socket PATH=LABEL[,uid=U][,gid=G][,mode=0660]\n"
+                "                        also listen on PATH; its clients get namespace (LABEL, uid);\n"
+                "                        only root, the uids and the gids given may connect\n"
                 "                        (root only; repeatable, up to %d)\n"
                 "      --max-clients N   connections in all (default %d; root on the main socket\n"
                 "                        has %d more)\n"
@@ -141,6 +144,10 @@ static void usage(FILE *f) {
                 "                        on the main socket)\n"
                 "      --max-clients-per-label N\n"
                 "                        connections through one label's sockets (default %d)\n"
+                "      --container-namespaces isolate|share\n"
+                "                        clients of the main socket in another container than saged:\n"
+                "                        a namespace of their container's own (isolate, default),\n"
+                "                        or their uid's (share)\n"
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
@@ -258,6 +265,7 @@ int main(int argc, char **argv) {
                 { "driver", required_argument, NULL, 'D' },
                 { "foreground", no_argument, NULL, 'f' },
                 { "label-socket", required_argument, NULL, 'L' },
+                { "container-namespaces", required_argument, NULL, 'C' },
                 { "namespace-share", required_argument, NULL, 'N' },
                 { "max-clients", required_argument, NULL, 'M' },
                 { "max-clients-per-uid", required_argument, NULL, 'U' },
@@ -304,6 +312,18 @@ int main(int argc, char **argv) {
                         if ((r = parse_limit(opt, optarg, &args)) != 0) {
                                 args_clear(&args);
                                 return r;
+                        }
+                        break;
+                case 'C':
+                        if (strcmp(optarg, "isolate") == 0)
+                                args.container_namespaces = IDENTITY_ISOLATE;
+                        else if (strcmp(optarg, "share") == 0)
+                                args.container_namespaces = IDENTITY_SHARE;
+                        else {
+                                fprintf(stderr, "saged: --container-namespaces: expected isolate or share, got '%s'\n",
+                                        optarg);
+                                args_clear(&args);
+                                return 2;
                         }
                         break;
                 case 'h': usage(stdout); return 0;
@@ -380,17 +400,24 @@ int main(int argc, char **argv) {
                                         .n_label_sockets = args.n_labels,
                                         .max_clients = (size_t)args.max_clients,
                                         .max_clients_per_uid = (size_t)args.max_clients_per_uid,
-                                        .max_clients_per_label = (size_t)args.max_clients_per_label },
+                                        .max_clients_per_label = (size_t)args.max_clients_per_label,
+                                        .container_namespaces = args.container_namespaces },
                        store, gpu, &failed_path);
         if (r < 0) {
                 if (r == -EADDRINUSE)
                         fprintf(stderr, "saged: another broker is already listening on %s\n", failed_path);
+                else if (r == -EPERM)
+                        fprintf(stderr,
+                                "saged: refusing to listen on %s: its directory is writable by users other than "
+                                "saged's and root, who could replace the socket; use a directory only saged's "
+                                "user (or root) may write\n",
+                                failed_path);
                 else
                         fprintf(stderr, "saged: cannot listen on %s: %s\n", failed_path, strerror(-r));
                 extent_store_free(store);
                 gpu_close(gpu);
                 args_clear(&args);
-                return 1;
+                return r == -EPERM ? 2 : 1;
         }
         sage_info("saged %s serving %u device(s) on %s", SAGE_VERSION, gpu_served_count(gpu), args.socket);
         if (ready_fd >= 0) {

@@ -21,7 +21,9 @@
  * (--label-socket): the socket a client came through gives the upper half
  * of its namespace (label << 32 | uid, label.c), so the label is as
  * unforgeable as the uid. Every listener is one epoll entry; what each
- * accepted client gets is decided in accept_clients, once.
+ * accepted client gets is decided in accept_clients, once (admit()): a
+ * labelled socket's access rule (access.c), or, on the main socket, the
+ * container the peer lives in (identity.c).
  *
  * Authorisation lives here, next to dispatch: LOOKUP and PUBLISH (and their
  * NOTED variants, which also carry an extent's notes) act in the caller's
@@ -58,10 +60,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "client.h"
 #include "config.h"
 #include "conn_table.h"
 #include "ipc_handle.h"
+#include "identity.h"
 #include "log.h"
 #include "tally.h"
 #include "util.h"
@@ -79,12 +83,16 @@ typedef struct Listener {
         char *path;
         int fd;
         uint32_t label;
+        bool labelled;       /* access applies */
+        LabelAccess access;  /* who may connect */
+        AccessWarnings warnings;
 } Listener;
 
 struct Server {
         Listener *listeners;    /* [0]: the main socket */
         size_t n_listeners;
         LabelTable labels;
+        IdentityTable *identities; /* containers on the main socket (identity.c) */
         int epoll_fd;
         ConnTable *conns; /* per-namespace, per-label and broker-wide connection caps */
         ExtentStore *store;
@@ -145,9 +153,11 @@ static int clear_stale_socket(const struct sockaddr_un *addr) {
         return 0;
 }
 
-static int listen_on(const char *path) {
+/* `access`: a labelled socket's rule (the file gets it); NULL: the main socket. */
+static int listen_on(const char *path, const LabelAccess *access) {
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
         _cleanup_close_ int fd = -1;
+        mode_t umask_before = 0;
         int r;
 
         if (strlen(path) >= sizeof(addr.sun_path))
@@ -156,17 +166,30 @@ static int listen_on(const char *path) {
         r = make_parent_dirs(path);
         if (r < 0)
                 return r;
+        r = access_check_socket_dir(path);
+        if (r < 0)
+                return r;
         r = clear_stale_socket(&addr);
         if (r < 0)
                 return r;
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
-        if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-                return -errno;
+        /* A labelled socket is born closed and opened up only as its rule says. */
+        if (access)
+                umask_before = umask(0777);
+        r = bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ? -errno : 0;
+        if (access)
+                umask(umask_before);
+        if (r < 0)
+                return r;
+        if (access && (r = access_apply(path, access)) < 0) {
+                unlink(path);
+                return r;
+        }
         /* Any local user may connect to root's broker: what each one can reach
          * is decided per request from its credentials, not by the socket mode. */
-        if (chmod(path, geteuid() == 0 ? 0666 : 0600) < 0 || listen(fd, 128) < 0) {
+        if ((!access && chmod(path, geteuid() == 0 ? 0666 : 0600) < 0) || listen(fd, 128) < 0) {
                 r = -errno;
                 unlink(path);
                 return r;
@@ -200,16 +223,18 @@ static void close_listeners(Server *s) {
 }
 
 /* Listen on `path` for clients of `label`; the listener is s->n_listeners - 1 on success. */
-static int add_listener(Server *s, const char *path, uint32_t label) {
+static int add_listener(Server *s, const char *path, uint32_t label, const LabelAccess *access) {
         Listener *l = &s->listeners[s->n_listeners];
         struct epoll_event ev = { .events = EPOLLIN };
         int r;
 
-        *l = (Listener){ .path = strdup(path), .fd = -1, .label = label };
+        *l = (Listener){ .path = strdup(path), .fd = -1, .label = label, .labelled = access != NULL };
+        if (access)
+                l->access = *access;
         if (!l->path)
                 return -ENOMEM;
         s->n_listeners++; /* from here close_listeners owns it */
-        r = listen_on(path);
+        r = listen_on(path, access);
         if (r < 0)
                 return r;
         l->fd = r;
@@ -217,6 +242,13 @@ static int add_listener(Server *s, const char *path, uint32_t label) {
         if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, l->fd, &ev) < 0)
                 return -errno;
         return 0;
+}
+
+/* A container number that never comes back: its namespaces' counters and (empty) accounting go. */
+static void forget_container(void *userdata, uint32_t number) {
+        Server *s = userdata;
+        tally_forget_label(&s->tallies, number);
+        extent_store_forget_label(s->store, number);
 }
 
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path) {
@@ -246,13 +278,18 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         r = ipc_registry_new(&s->ipc, 0, ipc_max_total(config));
         if (r < 0)
                 goto fail;
+        *failed_path = "/proc/self/ns (--container-namespaces=isolate needs saged's own namespaces)";
+        r = identity_table_new(&s->identities, config->container_namespaces, store, 0, forget_container, s);
+        if (r < 0)
+                goto fail;
+        *failed_path = config->socket_path;
         s->started_ns = sage_now_ns();
         s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (s->epoll_fd < 0) {
                 r = -errno;
                 goto fail;
         }
-        r = add_listener(s, config->socket_path, 0);
+        r = add_listener(s, config->socket_path, 0, NULL);
         if (r < 0)
                 goto fail;
         for (size_t i = 0; i < config->n_label_sockets; i++) {
@@ -263,7 +300,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 r = label_table_add(&s->labels, ls->label, &label);
                 if (r < 0)
                         goto fail;
-                r = add_listener(s, ls->path, label);
+                r = add_listener(s, ls->path, label, &ls->access);
                 if (r < 0)
                         goto fail;
                 sage_info("label %u (%s): %s", label, ls->label, ls->path);
@@ -280,6 +317,7 @@ fail:
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
         conn_table_free(s->conns);
+        identity_table_free(s->identities);
         free(s->rx);
         free(s->list);
         free(s);
@@ -298,6 +336,31 @@ static void set_accepting(Server *s, bool on) {
                 s->accept_resume_ns = sage_now_ns() + SERVER_ACCEPT_PAUSE_NS;
 }
 
+/*
+ * Who the peer is, beyond its uid: on a labelled socket, someone the label's
+ * rule admits, in that label; on the main socket, the host's (label 0) or
+ * its container's namespace family (identity.c). False: refuse it.
+ */
+static bool admit(Server *s, Listener *l, int fd, const struct ucred *cred, uint32_t *label) {
+        int r;
+
+        *label = l->label;
+        if (l->labelled)
+                return access_allows(fd, cred, &l->access, l->path, &l->warnings);
+        uint64_t suppressed;
+        r = identity_attach(s->identities, fd, cred, label);
+        if (r == IDENTITY_E_FULL && access_warning_due(&l->warnings, &suppressed))
+                sage_warn("client pid %d uid %u: too many containers, refused (%llu more since the last warning)",
+                          (int)cred->pid, (unsigned)cred->uid, (unsigned long long)suppressed);
+        return r == 0;
+}
+
+/* Undo admit(): a container's client count. */
+static void unadmit(Server *s, uint32_t label) {
+        if (identity_is_container(label))
+                identity_detach(s->identities, label);
+}
+
 static void drop_client(Server *s, Client *c) {
         epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
         if (c->prev)
@@ -311,6 +374,7 @@ static void drop_client(Server *s, Client *c) {
                    c->ipc.n_exports);
         ipc_registry_drop_owner(s->ipc, &c->ipc);
         conn_table_release(s->conns, c->uid, c->label);
+        unadmit(s, c->label);
         client_free(c, s->store);
         if (s->accept_paused)
                 set_accepting(s, true); /* an fd came free */
@@ -326,6 +390,7 @@ Server *server_free(Server *s) {
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
         conn_table_free(s->conns);
+        identity_table_free(s->identities);
         tally_table_clear(&s->tallies);
         free(s->verifying);
         /* Store first: its release callback still needs the driver. */
@@ -349,10 +414,11 @@ static void refuse_client(Server *s, int fd, const struct ucred *cred, const Lis
         close(fd);
 }
 
-static void accept_clients(Server *s, const Listener *l) {
+static void accept_clients(Server *s, Listener *l) {
         for (;;) {
                 struct ucred cred;
                 socklen_t len = sizeof(cred);
+                uint32_t label;
                 Client *c;
                 int r;
                 int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -370,19 +436,26 @@ static void accept_clients(Server *s, const Listener *l) {
                         close(fd);
                         continue;
                 }
-                r = conn_table_admit(s->conns, cred.uid, l->label);
+                if (!admit(s, l, fd, &cred, &label)) {
+                        close(fd);
+                        continue;
+                }
+                r = conn_table_admit(s->conns, cred.uid, label);
                 if (r != 0) {
+                        unadmit(s, label);
                         refuse_client(s, fd, &cred, l, r);
                         continue;
                 }
-                if (client_new(&c, fd, &cred, l->label) < 0) {
-                        conn_table_release(s->conns, cred.uid, l->label);
+                if (client_new(&c, fd, &cred, label) < 0) {
+                        conn_table_release(s->conns, cred.uid, label);
+                        unadmit(s, label);
                         close(fd);
                         continue;
                 }
                 struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
                 if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                        conn_table_release(s->conns, cred.uid, l->label);
+                        conn_table_release(s->conns, cred.uid, label);
+                        unadmit(s, label);
                         client_free(c, s->store);
                         continue;
                 }
@@ -639,7 +712,8 @@ static void handle_list(Server *s, Client *c, const SageMessage *req, SageMessag
                         .size = e->key.size,
                         .device = e->key.device,
                         .refs = e->refs,
-                        .publisher_pid = e->publisher_pid,
+                        /* A host pid means nothing (or too much) in another pid namespace. */
+                        .publisher_pid = c->label == 0 ? e->publisher_pid : 0,
                         .flags = e->flags,
                         .idle_ns = e->refs || now < e->last_use_ns ? 0 : now - e->last_use_ns,
                 };
@@ -895,7 +969,7 @@ static void verify_some(Server *s) {
 
 /* The listener `tag` is, or NULL for a client. Equality only: comparing
  * unrelated pointers for order is undefined, and there are at most 65. */
-static const Listener *find_listener(const Server *s, const void *tag) {
+static Listener *find_listener(const Server *s, const void *tag) {
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (tag == &s->listeners[i])
                         return &s->listeners[i];
@@ -933,7 +1007,7 @@ int server_run(Server *s, int stop_fd) {
                                 epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, stop_fd, NULL);
                                 return 0;
                         }
-                        const Listener *l = find_listener(s, tag);
+                        Listener *l = find_listener(s, tag);
                         if (l) {
                                 accept_clients(s, l);
                                 continue;

@@ -3,7 +3,9 @@
  * own namespace only (a tenant must not learn another's traffic). An entry
  * lives as long as the broker: namespaces are bounded by the uids and labels
  * that ever connected, and counters must not reset when a tenant's last
- * extent goes. A list is enough: it is walked once per counted request, as
+ * extent goes. Containers' namespaces are the exception: their numbers are
+ * never given again once the broker forgets the container (identity.c), so
+ * their counters go with it (tally_forget_label). A list is enough: it is walked once per counted request, as
  * the store's namespace table is.
  */
 #include "tally.h"
@@ -40,6 +42,17 @@ Tally *tally_get(TallyTable *t, uint64_t ns) {
 Tally tally_of(const TallyTable *t, uint64_t ns) {
         const TallyEntry *e = find(t, ns);
         return e ? e->tally : (Tally){ 0 };
+}
+
+void tally_forget_label(TallyTable *t, uint32_t label) {
+        for (TallyEntry **p = &t->head; *p;) {
+                TallyEntry *e = *p;
+                if ((uint32_t)(e->namespace_id >> 32) == label) {
+                        *p = e->next;
+                        free(e);
+                } else
+                        p = &e->next;
+        }
 }
 
 void tally_table_clear(TallyTable *t) {

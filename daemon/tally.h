@@ -21,3 +21,6 @@ Tally *tally_get(TallyTable *table, uint64_t namespace_id);
 /* All zero for a namespace never counted. */
 Tally tally_of(const TallyTable *table, uint64_t namespace_id);
 void tally_table_clear(TallyTable *table);
+/* Drop the counters of every namespace whose label half is `label`: for
+ * numbers that never come back (a container the broker forgot). */
+void tally_forget_label(TallyTable *table, uint32_t label);

@@ -41,6 +41,7 @@
 
 #include "share.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +99,15 @@ static bool share_enabled(void) {
                 sage_info("share: the driver cannot describe kernel parameters (cuFuncGetParamInfo); sharing off");
                 return false;
         }
-        if (sage_broker_connect(&sage_share_broker, NULL, 500) < 0) {
+        char why[320];
+        int r = sage_broker_connect_why(&sage_share_broker, NULL, 500, why, sizeof(why));
+        if (r == -EPERM) {
+                /* Someone else's process on the broker's path: worth a warning, never our uploads. */
+                sage_warn("share: %s; sharing off", why);
+                sage_share_broker = NULL;
+                return false;
+        }
+        if (r < 0) {
                 sage_info("share: no broker (%s); sharing off", sage_options()->socket);
                 sage_share_broker = NULL;
                 return false;

@@ -12,7 +12,9 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1786,6 +1789,7 @@ static int run_saged(uid_t uid, const char *const *extra, size_t n_extra, char *
         if (pid == 0) {
                 if (uid != (uid_t)-1 && (setgid(uid) < 0 || setuid(uid) < 0))
                         _exit(126);
+                alarm(20); /* a saged that should have refused to start, and did not, still ends */
                 dup2(pipefd[1], STDOUT_FILENO);
                 dup2(pipefd[1], STDERR_FILENO);
                 execv(saged_path, (char **)argv);
@@ -1836,7 +1840,7 @@ static int scenario_labels(void) {
         snprintf(label_a, sizeof(label_a), "%s/a.sock", dir);
         snprintf(label_a2, sizeof(label_a2), "%s/a2.sock", dir);
         snprintf(label_b, sizeof(label_b), "%s/b.sock", dir);
-        snprintf(arg_a, sizeof(arg_a), "%s=tenant-a", label_a);
+        snprintf(arg_a, sizeof(arg_a), "%s=tenant-a,uid=65534", label_a);
         snprintf(arg_a2, sizeof(arg_a2), "%s=tenant-a", label_a2);
         snprintf(arg_b, sizeof(arg_b), "%s=tenant-b", label_b);
 
@@ -1880,7 +1884,7 @@ static int scenario_labels(void) {
         CHECK(namespace_at(socket_path) == 0);
         CHECK(namespace_at(label_a) == 1ull << 32 && namespace_at(label_a2) == 1ull << 32);
         CHECK(namespace_at(label_b) == 2ull << 32);
-        CHECK(lstat(label_a, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0666);
+        CHECK(lstat(label_a, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0660 && st.st_uid == 65534);
         pid_t pid = fork();
         CHECK(pid >= 0);
         if (pid == 0) {
@@ -2368,6 +2372,340 @@ static int scenario_verify_large(void) {
         return 0;
 }
 
+/* ------------------------------------------------------------ containers, access rules, impostors */
+
+/* What a "container" saw: its namespace, and what its processes found. */
+typedef struct ContainerReport {
+        uint64_t namespace_id;
+        uint64_t extent_id;   /* published here, or found */
+        int lookup_rc;        /* of a reader process in the container */
+        uint32_t listed;      /* LIST entries it sees */
+        uint32_t listed_pid;  /* publisher pid of the first one */
+        uint64_t evicted;     /* EVICT --unreferenced */
+} ContainerReport;
+
+typedef void (*ContainerBody)(ContainerReport *report);
+
+/*
+ * A "container": a child in new mount and pid namespaces (as root, like a
+ * runtime's), whose pid 1 runs `body` and reports, then waits for hold_fd
+ * to close (keeping its connections) before it exits.
+ */
+static Child start_container(ContainerBody body) {
+        int res[2], hold_pipe[2];
+        Child c;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                int status;
+                close(res[0]);
+                close(hold_pipe[1]);
+                CHECK(unshare(CLONE_NEWNS | CLONE_NEWPID) == 0);
+                pid_t init = fork(); /* pid 1 of the new pid namespace */
+                CHECK(init >= 0);
+                if (init == 0) {
+                        ContainerReport r = { 0 };
+                        char c1;
+                        CHECK(getpid() == 1);
+                        body(&r);
+                        CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                        (void)!read(hold_pipe[0], &c1, 1);
+                        _exit(0);
+                }
+                CHECK(waitpid(init, &status, 0) == init);
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+        }
+        close(res[1]);
+        close(hold_pipe[0]);
+        c.result_fd = res[0];
+        c.hold_fd = hold_pipe[1];
+        return c;
+}
+
+static ContainerReport container_report(Child *c) {
+        ContainerReport r;
+        CHECK(read(c->result_fd, &r, sizeof(r)) == sizeof(r));
+        close(c->result_fd);
+        return r;
+}
+
+static ContainerReport run_container(ContainerBody body) {
+        Child c = start_container(body);
+        ContainerReport r = container_report(&c);
+        child_finish(&c);
+        return r;
+}
+
+static void container_list(ContainerReport *r) {
+        SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
+        CHECK(entries);
+        r->listed = list_at(socket_path, entries);
+        r->listed_pid = r->listed ? entries[0].publisher_pid : 0;
+        free(entries);
+}
+
+/* Publish in one process, then find it from another process of the same container. */
+static void container_publisher(ContainerReport *r) {
+        r->namespace_id = namespace_at(socket_path);
+        r->extent_id = publish(71, 2 * MiB, 0);
+        Child c = spawn_reader(71, 2 * MiB, (uid_t)-1, false);
+        Result rr = child_result(&c);
+        child_finish(&c);
+        r->lookup_rc = rr.rc;
+        CHECK(rr.rc != 0 || rr.extent_id == r->extent_id);
+        container_list(r);
+}
+
+/* Look for what container_publisher published, list, try to evict. */
+static void container_prober(ContainerReport *r) {
+        SageBroker *b = broker();
+        SageEvictReply ev;
+
+        r->namespace_id = sage_broker_hello(b)->namespace_id;
+        Child c = spawn_reader(71, 2 * MiB, (uid_t)-1, false);
+        Result rr = child_result(&c);
+        child_finish(&c);
+        r->lookup_rc = rr.rc;
+        r->extent_id = rr.extent_id;
+        container_list(r);
+        if (rr.rc != 0) {
+                CHECK(sage_broker_evict(b, 0, SAGE_EVICT_ALL_UNREFERENCED, &ev) == 0);
+                r->evicted = ev.evicted;
+        }
+        sage_broker_free(b);
+}
+
+static bool is_container_namespace(uint64_t ns, uint32_t uid) {
+        return sage_namespace_label(ns) >= SAGE_NAMESPACE_CONTAINER_FIRST && sage_namespace_uid(ns) == uid;
+}
+
+/*
+ * Containers on the main socket, all as uid 0: each gets its own namespace
+ * (not the host's uid 0, not another container's), shared by its own
+ * processes; a later container never inherits an earlier one's number.
+ */
+static int scenario_containers(void) {
+        SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
+        char out[8192], want[64];
+
+        CHECK(entries);
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to make containers\n");
+                return 77;
+        }
+        start_saged(NULL, NULL);
+        int base_fds = stable_fd_count();
+        /* Container a publishes; its own second process finds it, and sees no host pid in LIST. */
+        Child a = start_container(container_publisher);
+        ContainerReport ra = container_report(&a);
+        CHECK(is_container_namespace(ra.namespace_id, 0));
+        CHECK(ra.extent_id > 0 && ra.lookup_rc == 0 && ra.listed == 1 && ra.listed_pid == 0);
+
+        /* Container b, while a still runs: same uid, nothing of a's. */
+        ContainerReport rb = run_container(container_prober);
+        CHECK(is_container_namespace(rb.namespace_id, 0) && rb.namespace_id != ra.namespace_id);
+        CHECK(rb.lookup_rc == SAGE_ERR_NOT_FOUND && rb.listed == 0 && rb.evicted == 0);
+        /* Nor does the host's uid 0 namespace get it. */
+        Child h = spawn_reader(71, 2 * MiB, (uid_t)-1, false);
+        CHECK(child_result(&h).rc == SAGE_ERR_NOT_FOUND);
+        child_finish(&h);
+        child_finish(&a);
+
+        /* A later container, after a exited (its extent stays): a new number, still nothing of a's. */
+        ContainerReport rc = run_container(container_prober);
+        CHECK(is_container_namespace(rc.namespace_id, 0));
+        CHECK(rc.namespace_id != ra.namespace_id && rc.namespace_id != rb.namespace_id);
+        CHECK(rc.lookup_rc == SAGE_ERR_NOT_FOUND && rc.listed == 0 && rc.evicted == 0);
+
+        /* Root on the host sees the extent, in a's namespace, with its publisher's pid. */
+        settled_stats(0);
+        CHECK(list_at(socket_path, entries) == 1 && entries[0].id == ra.extent_id);
+        CHECK(entries[0].namespace_id == ra.namespace_id && entries[0].publisher_pid != 0);
+        snprintf(want, sizeof(want), "container-%u:0 ",
+                 sage_namespace_label(ra.namespace_id) - SAGE_NAMESPACE_CONTAINER_FIRST);
+        CHECK(sagectl(out, sizeof(out), "--socket %s list", socket_path) == 0 && strstr(out, want));
+        CHECK(sagectl(out, sizeof(out), "--socket %s list --json", socket_path) == 0);
+        CHECK(strstr(out, "\"uid\": 0, \"label\": null, \"container\": "));
+        /* Containers with neither clients nor extents are forgotten (at the next new one):
+         * only the last one's namespace files stay open. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s evict --unreferenced", socket_path) == 0);
+        run_container(container_prober);
+        CHECK(stable_fd_count() <= base_fds + 3);
+        stop_saged();
+
+        /* --container-namespaces share: the uid's namespace, as before isolation. */
+        start_saged("--container-namespaces", "share");
+        ra = run_container(container_publisher);
+        CHECK(ra.namespace_id == 0 && ra.lookup_rc == 0);
+        rb = run_container(container_prober);
+        CHECK(rb.namespace_id == 0 && rb.lookup_rc == 0 && rb.extent_id == ra.extent_id);
+        stop_saged();
+        char arg[] = "--container-namespaces=bogus";
+        const char *bad[] = { arg };
+        CHECK(run_saged((uid_t)-1, bad, 1, out, sizeof(out)) == 2 && strstr(out, "expected isolate or share"));
+        free(entries);
+        return 0;
+}
+
+/* Connect to `path` as `uid` (with supplementary group `group`, if not -1) in a child: its namespace, or 0 when refused. */
+static uint64_t namespace_as(const char *path, uid_t uid, gid_t group) {
+        uint64_t ns = 0;
+        int res[2], status;
+        pid_t pid;
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                SageBroker *b = NULL;
+                gid_t groups[1] = { group };
+                CHECK(setgroups(group == (gid_t)-1 ? 0 : 1, groups) == 0);
+                CHECK(setresgid(uid, uid, uid) == 0 && setresuid(uid, uid, uid) == 0);
+                /* As if exec'd as this uid: a non-root broker may read the namespaces of dumpable processes only. */
+                CHECK(prctl(PR_SET_DUMPABLE, 1) == 0);
+                if (sage_broker_connect(&b, path, TIMEOUT_MS) == 0)
+                        ns = sage_broker_hello(b)->namespace_id;
+                sage_broker_free(b);
+                CHECK(write(res[1], &ns, sizeof(ns)) == sizeof(ns));
+                _exit(0);
+        }
+        close(res[1]);
+        CHECK(read(res[0], &ns, sizeof(ns)) == sizeof(ns));
+        close(res[0]);
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        return ns;
+}
+
+/*
+ * Label sockets admit root and whom their rule names, nobody else: the file
+ * says so (owner, group, mode), and the broker checks again at accept.
+ */
+static int scenario_label_access(void) {
+        char arg_a[128], arg_b[128], arg_c[128];
+        struct stat st;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to assign labels and act as other uids\n");
+                return 77;
+        }
+        make_dir();
+        snprintf(label_a, sizeof(label_a), "%s/a.sock", dir);
+        snprintf(label_b, sizeof(label_b), "%s/b.sock", dir);
+        snprintf(label_a2, sizeof(label_a2), "%s/c.sock", dir);
+        snprintf(arg_a, sizeof(arg_a), "%s=tenant-a", label_a);
+        snprintf(arg_b, sizeof(arg_b), "%s=tenant-b,uid=65534", label_b);
+        snprintf(arg_c, sizeof(arg_c), "%s=tenant-c,gid=4242", label_a2);
+        const char *extra[] = { "--label-socket", arg_a, "--label-socket", arg_b, "--label-socket", arg_c };
+        start_saged_argv(extra, SAGE_ARRAY_SIZE(extra));
+
+        /* Default: root only, and the file says so. */
+        CHECK(lstat(label_a, &st) == 0 && (st.st_mode & 0777) == 0660 && st.st_uid == 0 && st.st_gid == 0);
+        CHECK(namespace_at(label_a) == 1ull << 32);
+        CHECK(namespace_as(label_a, 65534, (gid_t)-1) == 0);
+        /* A socket left open by mistake: the broker still refuses whom the rule does not name. */
+        CHECK(chmod(label_a, 0666) == 0);
+        CHECK(namespace_as(label_a, 65534, (gid_t)-1) == 0);
+        CHECK(namespace_as(label_a, 1000, 1000) == 0);
+        CHECK(namespace_at(label_a) == 1ull << 32);
+
+        /* uid=65534: that uid, nobody else. */
+        CHECK(lstat(label_b, &st) == 0 && (st.st_mode & 0777) == 0660 && st.st_uid == 65534 && st.st_gid == 0);
+        CHECK(namespace_as(label_b, 65534, (gid_t)-1) == (2ull << 32 | 65534));
+        CHECK(chmod(label_b, 0666) == 0);
+        CHECK(namespace_as(label_b, 1000, (gid_t)-1) == 0);
+
+        /* gid=4242: members of the group (here a supplementary one), nobody else. */
+        CHECK(lstat(label_a2, &st) == 0 && (st.st_mode & 0777) == 0660 && st.st_uid == 0 && st.st_gid == 4242);
+        CHECK(namespace_as(label_a2, 65534, 4242) == (3ull << 32 | 65534));
+        CHECK(chmod(label_a2, 0666) == 0);
+        CHECK(namespace_as(label_a2, 65534, (gid_t)-1) == 0);
+        /* The broker serves on. */
+        CHECK(namespace_at(socket_path) == 0);
+        stop_saged();
+        return 0;
+}
+
+/* saged refuses a socket whose directory others may write: they could swap in their own. */
+static int scenario_socket_dir(void) {
+        char out[4096], path[128], arg[160];
+        struct stat st;
+
+        /* Directly in /tmp (1777): refused, exit 2, nothing created. */
+        snprintf(path, sizeof(path), "/tmp/sage-daemon-test-%d.sock", (int)getpid());
+        const char *in_tmp[] = { "--socket", path };
+        CHECK(run_saged((uid_t)-1, in_tmp, 2, out, sizeof(out)) == 2 && strstr(out, "writable by users other"));
+        CHECK(lstat(path, &st) < 0 && errno == ENOENT);
+
+        /* A world-writable directory (no sticky bit), for the main socket and for a labelled one. */
+        make_dir();
+        CHECK(chmod(dir, 0777) == 0);
+        CHECK(run_saged((uid_t)-1, NULL, 0, out, sizeof(out)) == 2 && strstr(out, "writable by users other"));
+        CHECK(lstat(socket_path, &st) < 0 && errno == ENOENT);
+        CHECK(chmod(dir, 0755) == 0);
+        if (geteuid() == 0) {
+                char loose[80];
+                snprintf(loose, sizeof(loose), "%s/loose", dir);
+                CHECK(mkdir(loose, 0700) == 0 && chmod(loose, 0775) == 0);
+                snprintf(label_a, sizeof(label_a), "%s/loose/a.sock", dir);
+                snprintf(arg, sizeof(arg), "%s=tenant-a", label_a);
+                const char *labelled[] = { "--label-socket", arg };
+                CHECK(run_saged((uid_t)-1, labelled, 2, out, sizeof(out)) == 2 && strstr(out, label_a));
+                CHECK(lstat(socket_path, &st) < 0 && lstat(label_a, &st) < 0);
+                /* Owned by another user, who could write it: refused too. */
+                CHECK(chmod(loose, 0755) == 0 && chown(loose, 65534, 65534) == 0);
+                CHECK(run_saged((uid_t)-1, labelled, 2, out, sizeof(out)) == 2 && strstr(out, "writable by users"));
+                CHECK(rmdir(loose) == 0);
+        }
+        /* The same directory, closed again: fine. */
+        start_saged(NULL, NULL);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * An impostor: a broker run by uid 65534 on a socket where root's clients
+ * look. Clients refuse it (sagectl says why) unless SAGE_BROKER_UID names
+ * it; its own uid may use it.
+ */
+static int scenario_impostor(void) {
+        char out[4096], why[320];
+        SageBroker *b = NULL;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to run a broker as another uid\n");
+                return 77;
+        }
+        make_dir();
+        CHECK(chmod(dir, 0700) == 0 && chown(dir, 65534, 65534) == 0);
+        saged_pid = fork();
+        CHECK(saged_pid >= 0);
+        if (saged_pid == 0) {
+                CHECK(setgroups(0, NULL) == 0 && setresgid(65534, 65534, 65534) == 0 &&
+                      setresuid(65534, 65534, 65534) == 0);
+                execl(saged_path, saged_path, "--foreground", "--socket", socket_path, "-v", (char *)NULL);
+                _exit(127);
+        }
+        /* Up when its own uid gets an answer. */
+        for (int i = 0; i < 1000 && namespace_as(socket_path, 65534, (gid_t)-1) != 65534; i++) {
+                CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
+                usleep(10000);
+        }
+        CHECK(namespace_as(socket_path, 65534, (gid_t)-1) == 65534);
+
+        CHECK(sage_broker_connect_why(&b, socket_path, TIMEOUT_MS, why, sizeof(why)) == -EPERM && !b);
+        CHECK(strstr(why, "runs as uid 65534") && strstr(why, "impostor"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 1);
+        CHECK(strstr(out, "cannot connect to") && strstr(out, "uid 65534") && strstr(out, "impostor"));
+        /* The operator may vouch for it. */
+        setenv("SAGE_BROKER_UID", "65534", 1);
+        CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 0 && strstr(out, "alive"));
+        unsetenv("SAGE_BROKER_UID");
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -2385,6 +2723,8 @@ int main(int argc, char **argv) {
                 { "verify_large", scenario_verify_large },
                 { "fd_leak", scenario_fd_leak }, { "emfile", scenario_emfile },
                 { "conn_limit", scenario_conn_limit }, { "ipc_export_fd", scenario_ipc_export_fd },
+                { "containers", scenario_containers }, { "label_access", scenario_label_access },
+                { "socket_dir", scenario_socket_dir }, { "impostor", scenario_impostor },
         };
 
         if (argc != 4) {

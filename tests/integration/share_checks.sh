@@ -260,5 +260,24 @@ out=$(SAGE_TRACE="$tmp/5.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "no-br
 [ "$out" = "$native" ] || bad "no-broker output"
 [ "$(stat_of "$tmp/5.json" SHARE_ALLOCS)" = 0 ] || bad "VMM-backed without a broker"
 
+step "an impostor broker (another uid on the socket path): refused, the plain path, same output"
+if [ "$(id -u)" = 0 ]; then
+  chmod 0711 "$tmp"
+  mkdir -m 0700 "$tmp/impostor" && chown 65534:65534 "$tmp/impostor"
+  setpriv --reuid=65534 --regid=65534 --clear-groups "$saged" --socket "$tmp/impostor/s.sock" --foreground \
+    2>>"$tmp/saged.log" &
+  impostor_pid=$!
+  for _ in $(seq 50); do [ -S "$tmp/impostor/s.sock" ] && break; sleep 0.1; done
+  [ -S "$tmp/impostor/s.sock" ] || bad "the impostor broker did not start"
+  out=$(SAGE_SOCKET="$tmp/impostor/s.sock" SAGE_VERBOSE=1 SAGE_TRACE="$tmp/6.json" LD_PRELOAD="$preload" \
+    "$prog" 96 7 2>"$tmp/6.err") || bad "impostor run"
+  [ "$out" = "$native" ] || bad "impostor output: $out vs $native"
+  [ "$(stat_of "$tmp/6.json" SHARE_ALLOCS)" = 0 ] || bad "sharing went on with an impostor broker"
+  grep -q "runs as uid 65534.*impostor.*sharing off" "$tmp/6.err" || bad "no warning about the impostor: $(cat "$tmp/6.err")"
+  kill "$impostor_pid"; wait "$impostor_pid" 2>/dev/null || true
+else
+  echo "(skipped: needs root to run a broker as another uid)"
+fi
+
 [ "$fail" -eq 0 ] && echo "share_checks: all passed"
 exit "$fail"

@@ -27,6 +27,11 @@ int main(void) {
         CHECK(conn_table_admit(t, 0, 2) == 0); /* root behind a label is a tenant: counted */
         CHECK(conn_table_admit(t, 5, 2) == CONN_TABLE_E_LABEL);
         CHECK(conn_table_total(t) == 10);
+        /* A root container taking many uids meets the per-label cap too. */
+        for (uid_t uid = 1; uid <= 5; uid++)
+                CHECK(conn_table_admit(t, uid, 0x80000007u) == 0);
+        CHECK(conn_table_admit(t, 6, 0x80000007u) == CONN_TABLE_E_LABEL);
+        CHECK(conn_table_total(t) == 15);
         conn_table_free(t);
 
         /* Broker-wide cap, and root on the main socket's reserve beyond it. */
@@ -51,9 +56,17 @@ int main(void) {
         conn_table_release(t, 100, 0);
         CHECK(conn_table_namespace_count(t, 100, 0) == 0);
         CHECK(conn_table_total(t) == 7);
-        /* A label saged never assigns is refused, and releasing what was never admitted changes nothing. */
-        CHECK(conn_table_admit(t, 1, LABEL_MAX_SOCKETS + 1) == CONN_TABLE_E_LABEL);
+        /* A container's label (identity.c numbers them from 0x80000000) is counted like a socket's:
+         * admitted, capped per label together with the socket labels' rule, released. */
+        CHECK(conn_table_admit(t, 0, 0x80000001u) == 0);
+        CHECK(conn_table_admit(t, 1, 0x80000001u) == CONN_TABLE_E_TOTAL); /* full again: no reserve for it */
+        CHECK(conn_table_namespace_count(t, 0, 0x80000001u) == 1);
+        conn_table_release(t, 0, 0x80000001u);
+        CHECK(conn_table_namespace_count(t, 0, 0x80000001u) == 0);
+        /* The uid that keys label counts is never a client's; releasing what was never admitted changes nothing. */
+        CHECK(conn_table_admit(t, (uid_t)-1, 0) == CONN_TABLE_E_NAMESPACE);
         conn_table_release(t, 4242, 0);
+        conn_table_release(t, (uid_t)-1, 0x80000001u);
         CHECK(conn_table_total(t) == 7);
         CHECK(conn_table_limits(t)->max_total == 8);
         conn_table_free(t);
