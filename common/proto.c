@@ -403,6 +403,7 @@ static void encode_payload(Writer *w, const SageMessage *m) {
                 put_u64(w, s->rejected_budget);
                 put_u64(w, s->uptime_ns);
                 put_u64(w, s->rejected_content);
+                put_u64(w, s->records);
                 break;
         }
         case SAGE_MSG_LIST:
@@ -560,6 +561,7 @@ static int decode_payload(Reader *r, SageMessage *m, SageListEntry *list_storage
                 s->rejected_budget = get_u64(r);
                 s->uptime_ns = get_u64(r);
                 s->rejected_content = get_u64(r);
+                s->records = get_u64(r);
                 break;
         }
         case SAGE_MSG_LIST:

@@ -31,7 +31,7 @@
 #include "hash.h"
 
 #define SAGE_PROTO_MAGIC 0x45474153u /* "SAGE" little-endian */
-#define SAGE_PROTO_VERSION 1
+#define SAGE_PROTO_VERSION 2
 #define SAGE_PROTO_HEADER_SIZE 20
 #define SAGE_PROTO_MAX_MESSAGE 65536
 #define SAGE_PROTO_MAX_FDS 4
@@ -168,6 +168,7 @@ typedef struct SageStats {
         uint64_t rejected_budget;
         uint64_t uptime_ns;
         uint64_t rejected_content; /* published bytes that did not match their content key, dropped */
+        uint64_t records;          /* per-namespace records the broker holds (root on the main socket only; else 0) */
 } SageStats;
 
 typedef struct SageListEntry {

@@ -244,11 +244,28 @@ static int add_listener(Server *s, const char *path, uint32_t label, const Label
         return 0;
 }
 
-/* A container number that never comes back: its namespaces' counters and (empty) accounting go. */
+/*
+ * A namespace's counters live while it is connected or holds extents, no
+ * longer: a tenant taking uid after uid must not grow the broker (the
+ * broker-wide figures keep what it counted). Called when either ends.
+ */
+static void tally_release(Server *s, uint64_t namespace_id) {
+        if (conn_table_namespace_count(s->conns, sage_namespace_uid(namespace_id),
+                                       sage_namespace_label(namespace_id)) == 0 &&
+            !extent_store_holds(s->store, namespace_id))
+                tally_forget(&s->tallies, namespace_id);
+}
+
+static void namespace_gone(void *userdata, uint64_t namespace_id) {
+        tally_release(userdata, namespace_id);
+}
+
+/* A container number that never comes back: nothing to do here, since its
+ * namespaces' counters went with their last connection (drop_client) and
+ * the store's records with their last extent. */
 static void forget_container(void *userdata, uint32_t number) {
-        Server *s = userdata;
-        tally_forget_label(&s->tallies, number);
-        extent_store_forget_label(s->store, number);
+        (void)userdata;
+        (void)number;
 }
 
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path) {
@@ -307,6 +324,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         }
         s->store = store;
         s->gpu = gpu;
+        extent_store_on_namespace_gone(store, namespace_gone, s);
         *failed_path = NULL;
         *out = s;
         return 0;
@@ -374,6 +392,7 @@ static void drop_client(Server *s, Client *c) {
                    c->ipc.n_exports);
         ipc_registry_drop_owner(s->ipc, &c->ipc);
         conn_table_release(s->conns, c->uid, c->label);
+        tally_release(s, c->namespace_id);
         unadmit(s, c->label);
         client_free(c, s->store);
         if (s->accept_paused)
@@ -383,6 +402,7 @@ static void drop_client(Server *s, Client *c) {
 Server *server_free(Server *s) {
         if (!s)
                 return NULL;
+        extent_store_on_namespace_gone(s->store, NULL, NULL); /* the tallies go first */
         while (s->clients)
                 drop_client(s, s->clients);
         close_listeners(s);
@@ -591,6 +611,10 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
                 *why = "the broker's memory budget (or this namespace's share of it) is exhausted";
                 return SAGE_ERR_BUDGET;
         }
+        if (!extent_store_admits(s->store, c->namespace_id)) {
+                *why = "too many namespaces of this label hold extents";
+                return SAGE_ERR_LIMIT;
+        }
         if (s->n_verifying == s->cap_verifying) {
                 size_t cap = s->cap_verifying ? 2 * s->cap_verifying : 64;
                 uint64_t *grown = realloc(s->verifying, cap * sizeof(*grown));
@@ -621,6 +645,10 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
                         tally(s, c->namespace_id)->rejected_budget++;
                         *why = "the broker's memory budget is exhausted";
                         return SAGE_ERR_BUDGET;
+                }
+                if (r == EXTENT_STORE_E_NAMESPACES) {
+                        *why = "too many namespaces of this label hold extents";
+                        return SAGE_ERR_LIMIT;
                 }
                 *why = "cannot store the extent";
                 return SAGE_ERR_INTERNAL;
@@ -674,6 +702,9 @@ static void fill_stats(Server *s, const Client *c, SageStats *st) {
         st->rejected_budget = t.rejected_budget;
         st->rejected_content = t.rejected_content;
         st->uptime_ns = sage_now_ns() - s->started_ns;
+        /* What a tenant taking uid after uid could grow: it must come back down. */
+        if (c->sees_all)
+                st->records = tally_count(&s->tallies) + extent_store_namespace_records(s->store);
 }
 
 static bool visible(const Client *c, const Extent *e) {
@@ -933,7 +964,9 @@ static void reject_extent(Server *s, Extent *e) {
                   (unsigned long long)e->id, (unsigned long long)e->namespace_id, hex,
                   (unsigned long long)e->key.size, e->publisher_pid);
         s->rejected_content++;
-        tally(s, e->namespace_id)->rejected_content++;
+        Tally *t = tally_find(&s->tallies, e->namespace_id); /* none once the namespace disconnected */
+        if (t)
+                t->rejected_content++;
         for (Client *c = s->clients; c; c = c->next)
                 client_forget(c, s->store, e->id);
         extent_store_evict(s->store, e);

@@ -63,9 +63,9 @@ static int cmd_stats(SageBroker *b, bool json) {
                 printf(", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64 ", \"clients\": %" PRIu64
                        ", \"refs\": %" PRIu64 ", \"publishes\": %" PRIu64 ", \"evictions\": %" PRIu64
                        ", \"rejected_budget\": %" PRIu64 ", \"rejected_content\": %" PRIu64
-                       ", \"uptime_s\": %.3f}\n",
+                       ", \"records\": %" PRIu64 ", \"uptime_s\": %.3f}\n",
                        s.hits, s.misses, s.clients, s.refs, s.publishes, s.evictions, s.rejected_budget,
-                       s.rejected_content, (double)s.uptime_ns / 1e9);
+                       s.rejected_content, s.records, (double)s.uptime_ns / 1e9);
                 return 0;
         }
         printf("extents:          %" PRIu64 "\n", s.extents);
@@ -80,6 +80,8 @@ static int cmd_stats(SageBroker *b, bool json) {
         printf("evictions:        %" PRIu64 "\n", s.evictions);
         printf("rejected(budget): %" PRIu64 "\n", s.rejected_budget);
         printf("rejected(content): %" PRIu64 "\n", s.rejected_content);
+        if (s.records)
+                printf("records:          %" PRIu64 " (per-namespace)\n", s.records);
         printf("uptime:           %.1f s\n", (double)s.uptime_ns / 1e9);
         return 0;
 }

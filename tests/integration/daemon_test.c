@@ -2706,6 +2706,75 @@ static int scenario_impostor(void) {
         return 0;
 }
 
+/*
+ * Per-namespace records are bounded (a review finding: a tenant able to
+ * take many uids, here root behind a label, grew the broker's lists without
+ * bound and slowed every request). 5,000 uids each connect once through one
+ * label, miss a LOOKUP (counters) and leave; 20 of them publish an extent,
+ * which root then evicts: the broker's record count returns to its start.
+ */
+static int scenario_ns_records(void) {
+        const size_t size = 2 * MiB;
+        char arg[160];
+        uint64_t start;
+        SageStats st;
+        int status;
+        pid_t pid;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to assign labels and act as other uids\n");
+                return 77;
+        }
+        make_dir();
+        snprintf(label_a, sizeof(label_a), "%s/r.sock", dir);
+        snprintf(arg, sizeof(arg), "%s=tenant-r,gid=4242", label_a);
+        const char *extra[] = { "--label-socket", arg };
+        start_saged_argv(extra, SAGE_ARRAY_SIZE(extra));
+        start = settled_stats(0).records;
+
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                gid_t groups[1] = { 4242 };
+                Filled f = filled_allocation(91, size);
+                SageHash key = sage_content_key(f.data, size);
+
+                CHECK(setgroups(1, groups) == 0 && setresgid(4242, 4242, 4242) == 0);
+                for (uid_t uid = 100000; uid < 105000; uid++) {
+                        SageBroker *b;
+                        uint64_t id;
+                        int fd = -1, existed;
+
+                        /* The effective uid is what SO_PEERCRED reports; the saved one (root) brings us back. */
+                        CHECK(setresuid(0, uid, 0) == 0);
+                        b = broker_at(label_a);
+                        CHECK(sage_broker_hello(b)->namespace_id == (1ull << 32 | uid));
+                        CHECK(sage_broker_lookup(b, (SageHash){ uid, uid }, size, 0, &id, &fd) == SAGE_ERR_NOT_FOUND);
+                        if (uid % 250 == 0)
+                                CHECK(sage_broker_publish(b, key, size, 0, SAGE_PUBLISH_SEALED, f.fd, &id, &existed) ==
+                                      0);
+                        sage_broker_free(b);
+                        CHECK(setresuid(0, 0, 0) == 0);
+                }
+                close(f.fd);
+                filled_free(&f, size);
+                _exit(0);
+        }
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        /* Every tenant left; their extents (unreferenced now) are still held: so are their records. */
+        st = settled_stats(0);
+        CHECK(st.extents == 20 && st.publishes == 20 && st.misses == 5000);
+        CHECK(st.records > start);
+        SageBroker *b = broker();
+        SageEvictReply ev;
+        CHECK(sage_broker_evict(b, 0, SAGE_EVICT_ALL_UNREFERENCED, &ev) == 0 && ev.evicted == 20);
+        sage_broker_free(b);
+        st = settled_stats(0);
+        CHECK(st.extents == 0 && st.records == start);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -2725,6 +2794,7 @@ int main(int argc, char **argv) {
                 { "conn_limit", scenario_conn_limit }, { "ipc_export_fd", scenario_ipc_export_fd },
                 { "containers", scenario_containers }, { "label_access", scenario_label_access },
                 { "socket_dir", scenario_socket_dir }, { "impostor", scenario_impostor },
+                { "ns_records", scenario_ns_records },
         };
 
         if (argc != 4) {

@@ -87,7 +87,7 @@ static void test_roundtrips(void) {
         CHECK(d.release == 77);
 
         sage_proto_init(&m, SAGE_MSG_STATS_REPLY, 12);
-        m.stats_reply = (SageStats){ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
+        m.stats_reply = (SageStats){ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13 };
         roundtrip(&m, &d);
         CHECK(memcmp(&d.stats_reply, &m.stats_reply, sizeof(SageStats)) == 0);
 
@@ -358,7 +358,7 @@ static void test_rejects(void) {
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_BAD_MAGIC);
 
         n = valid_ping();
-        buf[4] = 2;
+        buf[4] = SAGE_PROTO_VERSION + 1;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_VERSION);
 
         n = valid_ping();
