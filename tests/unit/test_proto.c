@@ -45,15 +45,15 @@ static void test_roundtrips(void) {
         SageHash h = { 0x0123456789abcdefull, 0xfedcba9876543210ull };
 
         sage_proto_init(&m, SAGE_MSG_HELLO, 7);
-        m.hello = (SageHello){ .client_version = 1, .pid = 4242 };
+        m.hello = (SageHello){ .client_version = 1, .pid = 4242, .features = SAGE_FEATURES_ALL | 1ull << 63 };
         roundtrip(&m, &d);
-        CHECK(d.hello.client_version == 1 && d.hello.pid == 4242);
+        CHECK(d.hello.client_version == 1 && d.hello.pid == 4242 && d.hello.features == (SAGE_FEATURES_ALL | 1ull << 63));
 
         sage_proto_init(&m, SAGE_MSG_HELLO_REPLY, 7);
-        m.hello_reply = (SageHelloReply){ 1, 8, 1000, 2 << 20 };
+        m.hello_reply = (SageHelloReply){ 1, 8, 1000, 2 << 20, SAGE_FEATURE_NOTES };
         roundtrip(&m, &d);
         CHECK(d.hello_reply.n_devices == 8 && d.hello_reply.namespace_id == 1000 &&
-              d.hello_reply.granularity == 2 << 20);
+              d.hello_reply.granularity == 2 << 20 && d.hello_reply.features == SAGE_FEATURE_NOTES);
 
         sage_proto_init(&m, SAGE_MSG_PING, 1);
         roundtrip(&m, &d);
