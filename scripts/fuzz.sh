@@ -52,11 +52,14 @@ rc=0
 
 echo "== fuzz-proto: ${proto_seconds} s, seed $seed"
 corpus=$build/fuzz-proto-corpus
+seeds=$build/fuzz-proto-seeds
 artifacts=$build/fuzz-proto-artifacts/
 mkdir -p "$corpus" "$artifacts"
+# Seeds: a valid message of every type, the largest ones too (new finds go to $corpus).
+"$build/tests/fuzz/sage-live-fuzz" --write-corpus "$seeds"
 if ! "$build/daemon/fuzz-proto" -seed="$seed" -max_total_time="$proto_seconds" -max_len=65556 -timeout=10 \
      -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$artifacts" \
-     -dict=tests/unit/fuzz_proto.dict "$corpus" 2>"$build/fuzz-proto.log"; then
+     -dict=tests/unit/fuzz_proto.dict "$corpus" "$seeds" 2>"$build/fuzz-proto.log"; then
   tail -60 "$build/fuzz-proto.log" >&2
   echo "fuzz.sh: fuzz-proto FAILED (seed $seed); inputs in $artifacts; replay: $build/daemon/fuzz-proto INPUT" >&2
   rc=1
@@ -69,7 +72,8 @@ log=$build/live-fuzz-saged.log
 if ! LD_LIBRARY_PATH="$build/tests/fakecuda" SAGE_FAKE_DEVICES=1 \
      "$build/tests/fuzz/sage-live-fuzz" --saged "$build/daemon/saged" --seconds "$live_seconds" \
      --seed "$seed" --log "$log"; then
-  echo "fuzz.sh: live fuzzer FAILED (seed $seed; saged's log: $log)" >&2
+  echo "fuzz.sh: live fuzzer FAILED (seed $seed; saged's log: $log); replay:" >&2
+  echo "  LD_LIBRARY_PATH=$build/tests/fakecuda $build/tests/fuzz/sage-live-fuzz --saged $build/daemon/saged --seed $seed --seconds $live_seconds" >&2
   rc=1
 fi
 # The live fuzzer checks the log itself; say it here too, where CI logs look.

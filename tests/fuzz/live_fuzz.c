@@ -3,6 +3,7 @@
  *
  *   sage-live-fuzz --saged PATH [--seconds S] [--seed N] [--workers N]
  *                  [--log FILE] [--skip zero-fds,socket-fds,bursts] [--fd-slack N]
+ *   sage-live-fuzz --write-corpus DIR     (seeds for fuzz-proto: every message type)
  *
  * Starts saged (built with ASan+UBSan by scripts/fuzz.sh, against the
  * simulated driver: LD_LIBRARY_PATH) in the foreground with two labelled
@@ -356,6 +357,62 @@ static void check_end(SageBroker *probe, unsigned base_fds, char base[][128]) {
                      WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 }
 
+/*
+ * Seeds for fuzz-proto: one valid message of every type, replies included,
+ * and the largest ones (full notes, a full LIST page), which random
+ * mutation alone reaches late if ever. Files DIR/TYPE-N; returns 0 or 1.
+ */
+static int write_corpus(const char *dir) {
+        static const unsigned types[] = {
+                SAGE_MSG_HELLO,         SAGE_MSG_PING,          SAGE_MSG_LOOKUP,         SAGE_MSG_PUBLISH,
+                SAGE_MSG_RELEASE,       SAGE_MSG_STATS,         SAGE_MSG_LIST,           SAGE_MSG_EVICT,
+                SAGE_MSG_IPC_EXPORT,    SAGE_MSG_IPC_IMPORT,    SAGE_MSG_IPC_REVOKE,     SAGE_MSG_PUBLISH_NOTED,
+                SAGE_MSG_LOOKUP_NOTED,  SAGE_MSG_LABEL,         SAGE_MSG_HELLO_REPLY,    SAGE_MSG_PONG,
+                SAGE_MSG_LOOKUP_REPLY,  SAGE_MSG_PUBLISH_REPLY, SAGE_MSG_RELEASE_REPLY,  SAGE_MSG_STATS_REPLY,
+                SAGE_MSG_LIST_REPLY,    SAGE_MSG_EVICT_REPLY,   SAGE_MSG_IPC_EXPORT_REPLY, SAGE_MSG_IPC_IMPORT_REPLY,
+                SAGE_MSG_IPC_REVOKE_REPLY, SAGE_MSG_PUBLISH_NOTED_REPLY, SAGE_MSG_LOOKUP_NOTED_REPLY,
+                SAGE_MSG_LABEL_REPLY,   SAGE_MSG_ERROR,
+        };
+        static uint8_t buf[SAGE_PROTO_MAX_MESSAGE], notes[SAGE_PROTO_NOTES_MAX];
+        static SageListEntry entries[SAGE_PROTO_LIST_MAX];
+
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return 1;
+        for (size_t i = 0; i < SAGE_ARRAY_SIZE(types); i++)
+                for (unsigned big = 0; big < 2; big++) {
+                        SageMessage m;
+                        char path[PATH_MAX];
+                        ssize_t n;
+                        FILE *f;
+
+                        sage_proto_init(&m, types[i], (uint32_t)i);
+                        if (!(types[i] & SAGE_MSG_REPLY_BIT))
+                                m.lookup = fuzz_key(1, 0, 0); /* overlays every key, id and token */
+                        if (types[i] == SAGE_MSG_PUBLISH || types[i] == SAGE_MSG_PUBLISH_NOTED)
+                                m.header.flags = SAGE_PUBLISH_SEALED;
+                        if (types[i] == SAGE_MSG_PUBLISH_NOTED)
+                                m.publish_noted.notes = (SageNotes){ big ? SAGE_PROTO_NOTES_MAX : 3, notes };
+                        if (types[i] == SAGE_MSG_LOOKUP_NOTED_REPLY)
+                                m.lookup_noted_reply = (SageLookupNotedReply){
+                                        { 1, 7, FUZZ_KEY_SIZE }, { big ? SAGE_PROTO_NOTES_MAX : 3, notes }
+                                };
+                        if (types[i] == SAGE_MSG_LIST_REPLY)
+                                m.list_reply = (SageListReply){ big ? SAGE_PROTO_LIST_MAX : 2, 1, entries };
+                        if (types[i] == SAGE_MSG_LABEL_REPLY)
+                                snprintf(m.label_reply.name, sizeof(m.label_reply.name), "%s", fuzz_label_names[1]);
+                        if (types[i] == SAGE_MSG_ERROR)
+                                sage_proto_error(&m, 9, SAGE_ERR_LIMIT, "%s", big ? "too many" : "");
+                        n = sage_proto_encode(&m, buf, sizeof(buf));
+                        snprintf(path, sizeof(path), "%s/%s-%u", dir, sage_proto_type_name(types[i]), big);
+                        f = fopen(path, "w");
+                        if (n < 0 || !f || fwrite(buf, 1, (size_t)n, f) != (size_t)n || fclose(f) != 0) {
+                                fprintf(stderr, "live-fuzz: cannot write %s\n", path);
+                                return 1;
+                        }
+                }
+        return 0;
+}
+
 static unsigned parse_skip(const char *text) {
         unsigned skip = 0;
         if (strstr(text, "zero-fds"))
@@ -372,7 +429,8 @@ static void parse_args(int argc, char **argv) {
                 { "saged", required_argument, NULL, 'S' },   { "seconds", required_argument, NULL, 't' },
                 { "seed", required_argument, NULL, 's' },    { "workers", required_argument, NULL, 'w' },
                 { "log", required_argument, NULL, 'l' },     { "skip", required_argument, NULL, 'k' },
-                { "fd-slack", required_argument, NULL, 'f' }, { NULL, 0, NULL, 0 },
+                { "fd-slack", required_argument, NULL, 'f' }, { "write-corpus", required_argument, NULL, 'c' },
+                { NULL, 0, NULL, 0 },
         };
         int opt;
 
@@ -389,6 +447,7 @@ static void parse_args(int argc, char **argv) {
                 case 'l': run.log_path = optarg; break;
                 case 'k': run.skip = parse_skip(optarg); break;
                 case 'f': run.fd_slack = (unsigned)strtoul(optarg, NULL, 10); break;
+                case 'c': exit(write_corpus(optarg));
                 default: exit(2);
                 }
         }

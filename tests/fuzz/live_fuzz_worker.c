@@ -223,6 +223,7 @@ static void valid_request(Worker *w, Conn *c) {
                 VIOLATION(w, "cannot make a valid %s", sage_proto_type_name(type));
                 return;
         }
+        hostile = hostile && fd >= 0;
         code = exchange(w, c, w->buf, (size_t)len, &fd, fd >= 0 ? 1 : 0, &reply, &reply_fd);
         if (fd >= 0)
                 close(fd);
@@ -232,7 +233,7 @@ static void valid_request(Worker *w, Conn *c) {
         if ((what == 1 && type != SAGE_MSG_PUBLISH && type != SAGE_MSG_PUBLISH_NOTED) ||
             key_namespace != c->namespace_id)
                 __atomic_add_fetch(&w->cfg->shared->foreign_checks, 1, __ATOMIC_RELAXED);
-        if (hostile && fd >= 0 && code != 0) {
+        if (hostile && code != 0) {
                 if (reply_fd >= 0)
                         close(reply_fd);
                 return;
@@ -326,7 +327,6 @@ static size_t any_message(Worker *w, uint8_t *buf, size_t size) {
         sage_proto_init(&m, type, (uint32_t)rng_next(&w->rng));
         m.header.flags = (uint32_t)rng_below(&w->rng, 2);
         m.publish_noted.key = random_key(w); /* overlays every request's key, id and token */
-        m.list_reply.entries = w->list;
         switch (type) {
         case SAGE_MSG_PUBLISH_NOTED:
         case SAGE_MSG_LOOKUP_NOTED_REPLY:
