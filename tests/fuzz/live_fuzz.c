@@ -7,7 +7,8 @@
  *
  * Starts saged (built with ASan+UBSan by scripts/fuzz.sh, against the
  * simulated driver: LD_LIBRARY_PATH) in the foreground with two labelled
- * sockets besides the main one, its stderr into the log. Then worker
+ * sockets besides the main one and a budget of 64 extents, its stderr into
+ * the log. Then worker
  * processes (live_fuzz_worker.c) as uids 0, 65534 and 65533 (when run as
  * root; otherwise all as the caller) send valid, mutated and hostile traffic
  * to all three sockets; this process kills one now and then (SIGKILL) and
@@ -17,7 +18,7 @@
  * wrong reply; a namespace crossed); saged stayed alive and answers PING;
  * once every worker is gone its clients and references drop back to the
  * probe's, evicting every unreferenced extent leaves none, and its open fds
- * return to the count before the run (+ --fd-slack, default 0); it exits 0
+ * return to the count before the run (+ --fd-slack, default 2); it exits 0
  * on SIGTERM; and the log holds nothing from a sanitizer. The seed is
  * printed first: the same seed replays every worker's traffic (the
  * interleaving is the scheduler's). --skip leaves out a hostile class, to
@@ -91,13 +92,16 @@ static void cleanup(void) {
 
 static void start_saged(void) {
         char label_a[128], label_b[128];
-        const char *argv[12];
+        const char *argv[16];
         size_t n = 0;
 
         argv[n++] = run.saged_path;
         argv[n++] = "--foreground";
         argv[n++] = "--socket";
         argv[n++] = run.sockets[0];
+        /* Room for 64 extents: publishes evict and get refused (BUDGET) all the time. */
+        argv[n++] = "--budget";
+        argv[n++] = "128M";
         if (geteuid() == 0) {
                 snprintf(label_a, sizeof(label_a), "%s=%s", run.sockets[1], fuzz_label_names[1]);
                 snprintf(label_b, sizeof(label_b), "%s=%s", run.sockets[2], fuzz_label_names[2]);
@@ -330,8 +334,11 @@ static void check_end(SageBroker *probe, unsigned base_fds, char base[][128]) {
             sage_broker_stats(probe, &st) != 0 || st.extents != 0)
                 FAIL("%llu extents left after evicting every unreferenced one", (unsigned long long)st.extents);
         unsigned n = list_fds(now, SAGE_ARRAY_SIZE(now));
-        printf("live-fuzz: saged has %u fds open (%u before the run), %llu clients, %llu extents\n", n, base_fds,
-               (unsigned long long)st.clients, (unsigned long long)st.extents);
+        printf("live-fuzz: saged has %u fds open (%u before the run), %llu clients, %llu extents; it served "
+               "%llu publishes, %llu hits, %llu misses, %llu evictions, %llu refused for the budget\n",
+               n, base_fds, (unsigned long long)st.clients, (unsigned long long)st.extents,
+               (unsigned long long)st.publishes, (unsigned long long)st.hits, (unsigned long long)st.misses,
+               (unsigned long long)st.evictions, (unsigned long long)st.rejected_budget);
         if (n > base_fds + run.fd_slack) {
                 FAIL("saged's open fds grew from %u to %u; new ones (up to 20):", base_fds, n);
                 unsigned shown = 0;
@@ -435,6 +442,7 @@ static void parse_args(int argc, char **argv) {
         int opt;
 
         run.seconds = 20;
+        run.fd_slack = 2; /* what a broker may open once and keep (a reserve fd against EMFILE) */
         run.n_workers = 6;
         if (getrandom(&run.seed, sizeof(run.seed), 0) != sizeof(run.seed))
                 run.seed = (uint64_t)getpid() ^ sage_now_ns();

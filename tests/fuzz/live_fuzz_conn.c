@@ -235,6 +235,14 @@ int receive(Worker *w, Conn *c, SageMessage *reply, int *fd_out) {
                 conn_close(c);
                 return -1;
         }
+        /* A broker over its connection limits may say so (request 0) before it hangs up. */
+        if (reply->header.type == SAGE_MSG_ERROR && reply->error.code == SAGE_ERR_LIMIT &&
+            reply->header.request_id == 0) {
+                if (fd_out && *fd_out >= 0)
+                        close(*fd_out);
+                conn_close(c);
+                return HANGUP;
+        }
         return REPLIED;
 }
 
