@@ -121,6 +121,8 @@ static void start_saged(void) {
                 int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 if (log < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
                         _exit(126);
+                /* A fuzzer killed by a timeout leaves no broker behind. */
+                prctl(PR_SET_PDEATHSIG, SIGTERM);
                 execv(run.saged_path, (char **)argv);
                 _exit(127);
         }
@@ -203,7 +205,6 @@ static void spawn_worker(unsigned i, uint64_t deadline_ns, int probe_fd) {
         }
         if (pid == 0) {
                 close(probe_fd);
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 signal(SIGPIPE, SIG_IGN);
                 if (geteuid() == 0 && w.uid != 0 &&
                     (setgroups(0, NULL) < 0 || setresgid(w.uid, w.uid, w.uid) < 0 ||
@@ -211,6 +212,8 @@ static void spawn_worker(unsigned i, uint64_t deadline_ns, int probe_fd) {
                         perror("live-fuzz: setresuid");
                         _exit(2);
                 }
+                /* After the uid change, which clears it. */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 _exit(fuzz_worker_run(&w));
         }
         run.workers[i] = pid;
