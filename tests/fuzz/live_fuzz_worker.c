@@ -252,8 +252,8 @@ static void valid_request(Worker *w, Conn *c) {
                 break;
         case SAGE_MSG_PUBLISH:
         case SAGE_MSG_PUBLISH_NOTED:
-                if (!(m.header.flags & SAGE_PUBLISH_SEALED))
-                        EXPECT(w, &m, code == SAGE_ERR_PERMISSION, code);
+                if (!(m.header.flags & SAGE_PUBLISH_SEALED)) /* a broker without a driver says that first */
+                        EXPECT(w, &m, code == SAGE_ERR_PERMISSION || code == SAGE_ERR_NO_DRIVER, code);
                 else if (code == 0) {
                         hold(c, reply.publish_reply.extent_id);
                         show(w, w->next_slot++, c->namespace_id, reply.publish_reply.extent_id, NULL);
