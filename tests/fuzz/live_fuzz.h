@@ -145,6 +145,17 @@ void show(Worker *w, unsigned slot, uint64_t namespace_id, uint64_t extent_id, c
 /* A consistent copy of a random worker's slot; false if it is empty or was being written. */
 bool peek(Worker *w, FuzzSlot *out);
 
+/* Hostile traffic (live_fuzz_hostile.c): on connection c, or (burst) on connections of its own. */
+void mutated(Worker *w, Conn *c);
+void garbage(Worker *w, Conn *c);
+void many_fds(Worker *w, Conn *c);
+void zero_length_fds(Worker *w, Conn *c);
+void flood(Worker *w, Conn *c);
+void half_close(Worker *w, Conn *c);
+void burst(Worker *w);
+void oversize(Worker *w, Conn *c);
+void export_flood(Worker *w, Conn *c);
+
 /* Run one worker until its deadline; returns its exit status (0: no violation seen). */
 int fuzz_worker_run(const FuzzWorker *w);
 

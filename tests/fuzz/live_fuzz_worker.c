@@ -1,7 +1,8 @@
 /*
- * One hostile client process of the live fuzzer: until its deadline it picks
+ * One client process of the live fuzzer: until its deadline it picks
  * actions at random from its own seed (a run replays from the printed seed;
- * only the interleaving with the other processes is the scheduler's).
+ * only the interleaving with the other processes is the scheduler's): a
+ * valid request (here) or hostile traffic (live_fuzz_hostile.c).
  *
  * Valid requests of every type check what the broker promises besides an
  * answer (live_fuzz_conn.c checks that): the reply names the request, and
@@ -12,13 +13,8 @@
  * connection's) ids and tokens answer NOT_FOUND; what the connection holds
  * it can release, import, revoke, and not evict; LABEL names only what the
  * caller may see. Keys of valid requests come from a per-namespace pool
- * (fuzz_key); mutated and hostile messages use random keys, so no mutation
- * can make a checked answer wrong.
- *
- * Hostile traffic: mutated valid requests and replies, garbage, other
- * versions and magics, oversize packets, zero-length packets with fds, fds
- * of every kind and too many of them, floods without reading, half-closed,
- * abandoned and bursts of connections, sudden exits.
+ * (fuzz_key) and are published with their content; hostile messages use
+ * random keys, so no mutation can make a checked answer wrong.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -38,12 +34,6 @@ static uint64_t now_ns(void) {
 static uint64_t any_namespace(Worker *w) {
         unsigned socket = (unsigned)rng_below(&w->rng, FUZZ_SOCKETS);
         return namespace_of(w, socket, w->cfg->uids[rng_below(&w->rng, w->cfg->n_uids)]);
-}
-
-static SageExtentKey random_key(Worker *w) {
-        return (SageExtentKey){ .hash = { rng_next(&w->rng), rng_next(&w->rng) },
-                                .size = (rng_below(&w->rng, 3) + 1) << 21,
-                                .device = rng_chance(&w->rng, 90) ? 0 : (uint32_t)rng_next(&w->rng) };
 }
 
 /* 0: the expected reply; a positive SageProtoError: an ERROR; -1 (a violation): neither. */
@@ -311,228 +301,6 @@ static void valid_request(Worker *w, Conn *c) {
                 close(reply_fd);
 }
 
-/* ------------------------------------------------------------ hostile traffic */
-
-/* A message of any type (replies too) with random keys and ids; its length. */
-static size_t any_message(Worker *w, uint8_t *buf, size_t size) {
-        static const unsigned replies[] = { SAGE_MSG_HELLO_REPLY, SAGE_MSG_LOOKUP_REPLY, SAGE_MSG_LIST_REPLY,
-                                            SAGE_MSG_IPC_IMPORT_REPLY, SAGE_MSG_LOOKUP_NOTED_REPLY,
-                                            SAGE_MSG_LABEL_REPLY, SAGE_MSG_ERROR };
-        static uint8_t notes[SAGE_PROTO_NOTES_MAX];
-        unsigned type = rng_chance(&w->rng, 80) ? 1 + (unsigned)rng_below(&w->rng, SAGE_MSG_LABEL)
-                                                : replies[rng_below(&w->rng, SAGE_ARRAY_SIZE(replies))];
-        SageMessage m;
-        ssize_t n;
-
-        sage_proto_init(&m, type, (uint32_t)rng_next(&w->rng));
-        m.header.flags = (uint32_t)rng_below(&w->rng, 2);
-        m.publish_noted.key = random_key(w); /* overlays every request's key, id and token */
-        switch (type) {
-        case SAGE_MSG_PUBLISH_NOTED:
-        case SAGE_MSG_LOOKUP_NOTED_REPLY:
-                m.publish_noted.notes = (SageNotes){ (uint32_t)rng_below(&w->rng, SAGE_PROTO_NOTES_MAX + 1), notes };
-                if (type == SAGE_MSG_LOOKUP_NOTED_REPLY)
-                        m.lookup_noted_reply = (SageLookupNotedReply){ { 1, 1, 2u << 20 }, { 3, notes } };
-                break;
-        case SAGE_MSG_LIST_REPLY:
-                m.list_reply = (SageListReply){ (uint32_t)rng_below(&w->rng, SAGE_PROTO_LIST_MAX + 1), 0, w->list };
-                break;
-        case SAGE_MSG_LABEL_REPLY:
-                snprintf(m.label_reply.name, sizeof(m.label_reply.name), "x");
-                break;
-        case SAGE_MSG_ERROR:
-                sage_proto_error(&m, 1, SAGE_ERR_BUSY, "busy");
-                break;
-        }
-        n = sage_proto_encode(&m, buf, size);
-        return n > 0 ? (size_t)n : 0;
-}
-
-/* 1-4 mutations; never to length 0 (zero_length_fds does that on purpose). */
-static size_t mutate(Worker *w, uint8_t *buf, size_t len, size_t size) {
-        for (unsigned k = 1 + (unsigned)rng_below(&w->rng, 4); k > 0 && len > 0; k--) {
-                size_t at = rng_below(&w->rng, len), add;
-                uint32_t v = (uint32_t)rng_next(&w->rng);
-
-                switch (rng_below(&w->rng, 8)) {
-                case 0: buf[at] ^= (uint8_t)(1u << (v % 8)); break;
-                case 1: buf[at] = (uint8_t)v; break;
-                case 2: len = 1 + rng_below(&w->rng, len); break;
-                case 3:
-                        add = 1 + rng_below(&w->rng, 100);
-                        add = len + add > size ? size - len : add;
-                        for (size_t i = 0; i < add; i++)
-                                buf[len + i] = (uint8_t)rng_next(&w->rng);
-                        len += add;
-                        break;
-                case 4:
-                        /* The payload length: huge, off by one, or anything. */
-                        v = v % 3 == 0 ? 0xffffffffu : v % 3 == 1 ? (uint32_t)(len - SAGE_PROTO_HEADER_SIZE + 1) : v;
-                        if (len >= 20)
-                                memcpy(buf + 16, &v, 4);
-                        break;
-                case 5:
-                        if (len >= 8)
-                                memcpy(buf + 6, &v, 2); /* type */
-                        break;
-                case 6:
-                        if (len >= 12)
-                                memcpy(buf + 8, &v, 4); /* flags */
-                        break;
-                default:
-                        if (len >= 6)
-                                buf[v % 6] ^= (uint8_t)(1u << (v % 8)); /* magic, version */
-                }
-        }
-        return len;
-}
-
-/* Send `len` bytes with a random handful of fds (mostly what the type wants) and take the answer. */
-static void send_with_fds(Worker *w, Conn *c, size_t len, unsigned max_fds) {
-        static int fds[MAX_SEND_FDS];
-        SageMessage reply;
-        size_t n = rng_below(&w->rng, 2);
-
-        if (rng_chance(&w->rng, 30))
-                n = 1 + rng_below(&w->rng, rng_chance(&w->rng, 50) ? 4 : max_fds);
-        for (size_t i = 0; i < n; i++)
-                fds[i] = i == 0 && rng_chance(&w->rng, 50) ? memfd_of(2u << 20) : hostile_fd(w, c);
-        for (size_t i = 0; i < n; i++)
-                if (fds[i] < 0)
-                        fds[i] = fds[0] >= 0 ? fds[0] : 0; /* the same fd twice is hostile too */
-        exchange(w, c, w->buf, len, fds, n, &reply, NULL);
-        for (size_t i = 0; i < n; i++)
-                if (fds[i] > 2 && (i == 0 || fds[i] != fds[0]))
-                        close(fds[i]);
-}
-
-static void mutated(Worker *w, Conn *c) {
-        size_t len = any_message(w, w->buf, sizeof(w->buf));
-        if (len > 0)
-                send_with_fds(w, c, mutate(w, w->buf, len, sizeof(w->buf)), 8);
-}
-
-static void garbage(Worker *w, Conn *c) {
-        size_t len = 1 + rng_below(&w->rng, rng_chance(&w->rng, 90) ? 200 : sizeof(w->buf) - 1);
-
-        for (size_t i = 0; i < len; i++)
-                w->buf[i] = (uint8_t)rng_next(&w->rng);
-        if (len >= 6 && rng_chance(&w->rng, 50))
-                memcpy(w->buf, "SAGE\x01\x00", 6);
-        send_with_fds(w, c, len, 4);
-}
-
-/* Many fds, of every kind, on an otherwise valid message. */
-static void many_fds(Worker *w, Conn *c) {
-        size_t len = any_message(w, w->buf, sizeof(w->buf));
-        if (len > 0)
-                send_with_fds(w, c, len, MAX_SEND_FDS);
-}
-
-/* A zero-length packet (the broker must not take it for the end of the stream and forget its fds). */
-static void zero_length_fds(Worker *w, Conn *c) {
-        int fds[8] = { 0 };
-        size_t n = rng_below(&w->rng, 9);
-        SageMessage reply;
-
-        for (size_t i = 0; i < n; i++)
-                fds[i] = hostile_fd(w, c);
-        for (size_t i = 0; i < n; i++)
-                if (fds[i] < 0)
-                        fds[i] = 0;
-        /* Either answer is fine here; what the broker keeps open is checked at the end. */
-        exchange(w, c, w->buf, 0, fds, n, &reply, NULL);
-        for (size_t i = 0; i < n; i++)
-                if (fds[i] > 2)
-                        close(fds[i]);
-}
-
-/* PINGs without reading: the broker stops reading, never drops or reorders. */
-static void flood(Worker *w, Conn *c) {
-        SageMessage m, reply;
-        size_t sent = 0, n = 16 + rng_below(&w->rng, 400);
-        uint32_t first = w->request_id + 1;
-
-        for (; sent < n; sent++) {
-                ssize_t len;
-                sage_proto_init(&m, SAGE_MSG_PING, ++w->request_id);
-                len = sage_proto_encode(&m, w->buf, sizeof(w->buf));
-                if (send_raw(c->fd, w->buf, (size_t)len, NULL, 0, MSG_DONTWAIT) < 0)
-                        break;
-                __atomic_add_fetch(&w->cfg->shared->requests, 1, __ATOMIC_RELAXED);
-        }
-        if (rng_chance(&w->rng, 40)) {
-                conn_close(c); /* abandoned with replies queued */
-                return;
-        }
-        for (size_t i = 0; i < sent; i++) {
-                if (receive(w, c, &reply, NULL) != REPLIED)
-                        return;
-                if (reply.header.type != SAGE_MSG_PONG || reply.header.request_id != first + i) {
-                        VIOLATION(w, "flood: reply %zu is %s for %u", i, sage_proto_type_name(reply.header.type),
-                                  reply.header.request_id);
-                        conn_close(c);
-                        return;
-                }
-        }
-}
-
-/* A request, then shutdown: the broker answers what came before the end, then hangs up. */
-static void half_close(Worker *w, Conn *c) {
-        SageMessage m, reply;
-        ssize_t len;
-
-        sage_proto_init(&m, SAGE_MSG_PING, ++w->request_id);
-        len = sage_proto_encode(&m, w->buf, sizeof(w->buf));
-        if (send_raw(c->fd, w->buf, (size_t)len, NULL, 0, 0) < 0) {
-                conn_close(c);
-                return;
-        }
-        if (rng_chance(&w->rng, 30)) {
-                shutdown(c->fd, SHUT_RD);
-                conn_close(c);
-                return;
-        }
-        shutdown(c->fd, SHUT_WR);
-        if (receive(w, c, &reply, NULL) != REPLIED)
-                return;
-        if (reply.header.type != SAGE_MSG_PONG)
-                VIOLATION(w, "half-closed: %s instead of PONG", sage_proto_type_name(reply.header.type));
-        if (receive(w, c, &reply, NULL) == REPLIED)
-                VIOLATION(w, "half-closed: a second reply to one request");
-        conn_close(c);
-}
-
-/* Many connections at once, some saying HELLO, none reading; all closed (or kept, if we exit). */
-static void burst(Worker *w) {
-        int fds[64];
-        size_t n = 8 + rng_below(&w->rng, SAGE_ARRAY_SIZE(fds) - 8);
-        SageMessage m;
-
-        sage_proto_init(&m, SAGE_MSG_HELLO, 1);
-        m.hello.client_version = SAGE_PROTO_VERSION;
-        ssize_t len = sage_proto_encode(&m, w->buf, sizeof(w->buf));
-        for (size_t i = 0; i < n; i++) {
-                fds[i] = connect_to(w->cfg->sockets[rng_below(&w->rng, FUZZ_SOCKETS)]);
-                if (fds[i] >= 0 && rng_chance(&w->rng, 50))
-                        send_raw(fds[i], w->buf, (size_t)len, NULL, 0, MSG_DONTWAIT);
-        }
-        if (rng_chance(&w->rng, 3))
-                _exit(3);
-        for (size_t i = 0; i < n; i++)
-                if (fds[i] >= 0)
-                        close(fds[i]);
-}
-
-static void oversize(Worker *w, Conn *c) {
-        size_t len = SAGE_PROTO_MAX_MESSAGE + 1 + rng_below(&w->rng, sizeof(w->buf) - SAGE_PROTO_MAX_MESSAGE - 1);
-        size_t head = any_message(w, w->buf, sizeof(w->buf));
-
-        for (size_t i = head; i < len; i++)
-                w->buf[i] = (uint8_t)i;
-        send_with_fds(w, c, len, 2);
-}
-
 int fuzz_worker_run(const FuzzWorker *cfg) {
         Worker *w = calloc(1, sizeof(*w));
         int status;
@@ -567,9 +335,12 @@ int fuzz_worker_run(const FuzzWorker *cfg) {
                 else if (roll < 880) {
                         if (!(cfg->skip & FUZZ_SKIP_BURSTS))
                                 burst(w);
-                } else if (roll < 900)
+                } else if (roll < 899)
                         oversize(w, c);
-                else if (roll < 999 || rng_chance(&w->rng, 80))
+                else if (roll < 900) {
+                        if (rng_chance(&w->rng, 20)) /* 4097 exchanges each */
+                                export_flood(w, c);
+                } else if (roll < 999 || rng_chance(&w->rng, 80))
                         conn_open(w, c);
                 else
                         _exit(3); /* sudden: connections, references and exports left to the broker */
