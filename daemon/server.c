@@ -72,8 +72,6 @@ struct Server {
         uint64_t hits, misses, publishes, rejected_budget;
         uint8_t *rx;  /* one receive buffer, SAGE_PROTO_MAX_MESSAGE */
         SageListEntry *list; /* LIST reply scratch, SAGE_PROTO_LIST_MAX */
-        int reserve_fd;      /* given up to refuse a client when out of fds (refuse_client) */
-        bool refusing;       /* said so in the log already */
 };
 
 /* epoll data: the stop fd is told apart by this; listeners by their address in s->listeners. */
@@ -198,7 +196,6 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         if (!s)
                 return -ENOMEM;
         s->epoll_fd = -1;
-        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (config->n_label_sockets > LABEL_MAX_SOCKETS) {
                 r = -E2BIG;
                 goto fail;
@@ -246,8 +243,6 @@ fail:
         close_listeners(s);
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
-        if (s->reserve_fd >= 0)
-                close(s->reserve_fd);
         ipc_registry_free(s->ipc);
         free(s->rx);
         free(s->list);
@@ -278,8 +273,6 @@ Server *server_free(Server *s) {
         close_listeners(s);
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
-        if (s->reserve_fd >= 0)
-                close(s->reserve_fd);
         ipc_registry_free(s->ipc);
         /* Store first: its release callback still needs the driver. */
         extent_store_free(s->store);
@@ -290,29 +283,6 @@ Server *server_free(Server *s) {
         return NULL;
 }
 
-/*
- * Out of fds, accept fails and leaves the client queued: the listener stays
- * readable, level-triggered epoll wakes at once, and saged would spin at full
- * CPU, logging each failure, while the client waits forever. Instead the
- * reserve fd is given up for a moment to accept the client and hang up on it
- * (libsage then falls back to the driver at once). False if that failed.
- */
-static bool refuse_client(Server *s, const Listener *l) {
-        int fd;
-
-        if (s->reserve_fd < 0)
-                return false;
-        close(s->reserve_fd);
-        fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0)
-                close(fd);
-        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (!s->refusing)
-                sage_warn("out of file descriptors (%zu clients): refusing new clients", s->n_clients);
-        s->refusing = true;
-        return fd >= 0 && s->reserve_fd >= 0;
-}
-
 static void accept_clients(Server *s, const Listener *l) {
         for (;;) {
                 struct ucred cred;
@@ -320,10 +290,6 @@ static void accept_clients(Server *s, const Listener *l) {
                 Client *c;
                 int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
-                if (fd < 0 && (errno == EMFILE || errno == ENFILE) && refuse_client(s, l))
-                        continue;
-                if (fd >= 0)
-                        s->refusing = false;
                 if (fd < 0) {
                         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                                 sage_warn("accept: %s", strerror(errno));

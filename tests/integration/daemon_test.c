@@ -1646,62 +1646,6 @@ static int scenario_labels(void) {
         return 0;
 }
 
-/* PING on a raw connection: 1 for PONG, 0 if the broker hung up; no answer in TIMEOUT_MS fails. */
-static int ping_or_hangup(int fd) {
-        uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        SageMessage m;
-        ssize_t n;
-
-        sage_proto_init(&m, SAGE_MSG_PING, 7);
-        if (sage_proto_send_message(fd, &m, NULL, 0) < 0)
-                return 0;
-        CHECK(poll(&p, 1, TIMEOUT_MS) == 1); /* neither answered nor hung up on: left queued */
-        n = recv(fd, buf, sizeof(buf), 0);
-        if (n <= 0)
-                return 0;
-        CHECK(sage_proto_decode(buf, (size_t)n, &m, NULL) == 0 && m.header.type == SAGE_MSG_PONG);
-        return 1;
-}
-
-/*
- * Out of fds, saged must refuse a client at once (hang up), not leave it
- * queued while it spins on the readable listener (found by the live fuzzer:
- * 4 million "accept: Too many open files" log lines in 3 s, clients waiting
- * forever). Its fd limit is lowered from outside (prlimit) to a few above
- * what it holds; then it serves again once clients go.
- */
-static int scenario_fd_exhaustion(void) {
-        struct rlimit rl;
-        int fds[64], n, base_fds;
-
-        start_saged(NULL, NULL);
-        base_fds = stable_fd_count();
-        rl.rlim_cur = rl.rlim_max = (rlim_t)base_fds + 4;
-        CHECK(prlimit(saged_pid, RLIMIT_NOFILE, &rl, NULL) == 0);
-        for (n = 0; n < (int)SAGE_ARRAY_SIZE(fds); n++) {
-                fds[n] = raw_connect();
-                if (!ping_or_hangup(fds[n]))
-                        break;
-        }
-        CHECK(n > 0 && n < (int)SAGE_ARRAY_SIZE(fds));
-        printf("%d clients served, the next one refused\n", n);
-        /* The next ones too, each at once. */
-        for (int i = 0; i < 3; i++) {
-                int fd = raw_connect();
-                CHECK(ping_or_hangup(fd) == 0);
-                close(fd);
-        }
-        for (int i = 0; i <= n; i++)
-                close(fds[i]);
-        check_fds(base_fds);
-        SageBroker *b = broker();
-        CHECK(sage_broker_ping(b) == 0);
-        sage_broker_free(b);
-        stop_saged();
-        return 0;
-}
-
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -1713,7 +1657,6 @@ int main(int argc, char **argv) {
                 { "ipc", scenario_ipc },         { "ipc_namespace", scenario_ipc_namespace },
                 { "ipc_kill", scenario_ipc_kill }, { "notes", scenario_notes },
                 { "notes_namespace", scenario_notes_namespace }, { "labels", scenario_labels },
-                { "fd_exhaustion", scenario_fd_exhaustion },
         };
 
         if (argc != 4) {
