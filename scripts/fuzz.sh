@@ -33,7 +33,7 @@ done
 scripts/install-deps.sh
 scripts/install-deps.sh --fuzz
 
-opts=(-Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug)
+opts=(-Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized)
 if [ -f "$build/build.ninja" ]; then
   meson configure "$build" "${opts[@]}" >/dev/null
 else

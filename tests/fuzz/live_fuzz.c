@@ -91,7 +91,7 @@ static void cleanup(void) {
 }
 
 static void start_saged(void) {
-        char label_a[128], label_b[128];
+        char label_a[160], label_b[160];
         const char *argv[16];
         size_t n = 0;
 
@@ -103,8 +103,9 @@ static void start_saged(void) {
         argv[n++] = "--budget";
         argv[n++] = "128M";
         if (geteuid() == 0) {
-                snprintf(label_a, sizeof(label_a), "%s=%s", run.sockets[1], fuzz_label_names[1]);
-                snprintf(label_b, sizeof(label_b), "%s=%s", run.sockets[2], fuzz_label_names[2]);
+                /* Labelled sockets admit root and the uids listed: the workers' (mode 0666 then). */
+                snprintf(label_a, sizeof(label_a), "%s=%s,uid=65534,uid=65533", run.sockets[1], fuzz_label_names[1]);
+                snprintf(label_b, sizeof(label_b), "%s=%s,uid=65534,uid=65533", run.sockets[2], fuzz_label_names[2]);
                 argv[n++] = "--label-socket";
                 argv[n++] = label_a;
                 argv[n++] = "--label-socket";

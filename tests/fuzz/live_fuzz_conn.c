@@ -34,7 +34,7 @@ static void key_head(uint64_t key_seed, uint64_t namespace_id, unsigned k, uint8
         }
 }
 
-/* Keys hash their content, as libsage's do (a broker that checks content must accept them). */
+/* Keys are their content's key, as libsage's are: the broker verifies them (a mismatch drops the extent). */
 SageExtentKey fuzz_key(uint64_t key_seed, uint64_t namespace_id, unsigned k) {
         typedef struct Cached {
                 uint64_t namespace_id;
@@ -54,7 +54,7 @@ SageExtentKey fuzz_key(uint64_t key_seed, uint64_t namespace_id, unsigned k) {
         if (!content && !(content = calloc(1, FUZZ_KEY_SIZE)))
                 abort();
         key_head(key_seed, namespace_id, k, content);
-        key.hash = sage_hash(content, FUZZ_KEY_SIZE);
+        key.hash = sage_content_key(content, FUZZ_KEY_SIZE);
         if (n_cache < SAGE_ARRAY_SIZE(cache))
                 cache[n_cache++] = (Cached){ namespace_id, k, key.hash };
         return key;

@@ -167,7 +167,7 @@ static void make_request(Worker *w, Conn *c, SageMessage *m, unsigned type, uint
                 m->list.after_id = rng_chance(&w->rng, 70) ? 0 : rng_below(&w->rng, 2000);
                 break;
         case SAGE_MSG_IPC_EXPORT:
-                m->ipc_export = (SageIpcAllocation){ .size = 1 + rng_below(&w->rng, 1u << 30), .device = 0 };
+                m->ipc_export = (SageIpcAllocation){ .size = FUZZ_KEY_SIZE, .device = 0 }; /* checked against the fd */
                 break;
         case SAGE_MSG_IPC_IMPORT:
         case SAGE_MSG_IPC_REVOKE:
@@ -200,8 +200,11 @@ static void valid_request(Worker *w, Conn *c) {
         ssize_t len;
 
         make_request(w, c, &m, type, &key_namespace, notes, &what);
-        /* Mostly the memfd a VMM export is; now and then any fd (the answer is then not checked). */
+        /* Mostly the memfd a VMM export is; now and then any fd (the answer is then not checked), with a
+         * key of its own: bytes that fail verification drop the extent, with every reference on it. */
         hostile = rng_chance(&w->rng, 15);
+        if (hostile && (type == SAGE_MSG_PUBLISH || type == SAGE_MSG_PUBLISH_NOTED))
+                m.publish.hash = (SageHash){ rng_next(&w->rng), rng_next(&w->rng) };
         if (type == SAGE_MSG_PUBLISH || type == SAGE_MSG_PUBLISH_NOTED || type == SAGE_MSG_IPC_EXPORT)
                 fd = hostile                        ? hostile_fd(w, c)
                      : type == SAGE_MSG_IPC_EXPORT ? memfd_of(FUZZ_KEY_SIZE)
@@ -244,7 +247,7 @@ static void valid_request(Worker *w, Conn *c) {
         case SAGE_MSG_PUBLISH_NOTED:
                 if (!(m.header.flags & SAGE_PUBLISH_SEALED)) /* a broker without a driver says that first */
                         EXPECT(w, &m, code == SAGE_ERR_PERMISSION || code == SAGE_ERR_NO_DRIVER, code);
-                else if (code == 0) {
+                else if (code == 0 && !hostile) {
                         hold(c, reply.publish_reply.extent_id);
                         show(w, w->next_slot++, c->namespace_id, reply.publish_reply.extent_id, NULL);
                 }
