@@ -97,5 +97,3 @@ void server_unadmit(Server *s, uint32_t label);
 /* server.c */
 /* The caller's namespace's counters (STATS answers tenants about their own); never NULL. */
 Tally *server_tally(Server *s, uint64_t namespace_id);
-/* Queue extent `id` for verification before it is served: 0, or -ENOMEM. */
-int server_reserve_verification(Server *s);

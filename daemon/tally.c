@@ -2,13 +2,14 @@
  * Request counters per namespace, so STATS can answer a tenant about its
  * own namespace only (a tenant must not learn another's traffic).
  *
- * A namespace's counters live while it has connections: the server creates
- * them on a connected client's request and drops them with the namespace's
- * last connection (tally_forget). Keeping them for the broker's life let a
- * tenant that can take many uids (root in a container, or behind a label)
- * grow the table without bound, and a list made every request pay for it;
- * so entries sit in a chained hash table and memory follows the connections
- * (which conn_table.c caps), never the uids ever seen. What a namespace
+ * A namespace's counters live while it has connections or holds extents:
+ * the server creates them on a connected client's request and drops them
+ * (tally_forget) once the namespace has neither. Keeping them for the
+ * broker's life let a tenant that can take many uids (root in a container,
+ * or behind a label) grow the table without bound, and a list made every
+ * request pay for it; so entries sit in a chained hash table and memory
+ * follows connections (capped per label) and extents (capped by the
+ * budget), never the uids ever seen. What a namespace
  * counted is not lost when it goes: the broker-wide figures (root's STATS)
  * keep it.
  */

@@ -1,4 +1,4 @@
-/* saged's request counters (hits, misses, publishes, rejections), per namespace while it is connected. */
+/* saged's request counters (hits, misses, publishes, rejections), per namespace while it is connected or holds extents. */
 #pragma once
 
 #include <stddef.h>
