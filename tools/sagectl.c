@@ -278,9 +278,10 @@ int main(int argc, char **argv) {
                 if (r)
                         r = fail("ping", r, b);
                 else
-                        printf("saged at %s: alive (%.0f us; protocol %u, namespace %" PRIu64 ")\n", socket_path,
-                               (double)(sage_now_ns() - t0) / 1e3, sage_broker_hello(b)->broker_version,
-                               sage_broker_hello(b)->namespace_id);
+                        printf("saged at %s: alive (%.0f us; protocol %u, features 0x%" PRIx64 ", namespace %" PRIu64
+                               ")\n",
+                               socket_path, (double)(sage_now_ns() - t0) / 1e3, sage_broker_hello(b)->broker_version,
+                               sage_broker_hello(b)->features, sage_broker_hello(b)->namespace_id);
         } else if (strcmp(cmd, "stats") == 0)
                 r = cmd_stats(b, json);
         else if (strcmp(cmd, "list") == 0)
