@@ -70,7 +70,7 @@ def main(argv):
     na = {k: {m: "n/a" for m in ("warm_process",)} for k in C_KINDS}
     for k, v in runner.na.items():
         na.setdefault(k, {}).update(v)
-    extra = {"machine": cfg["machine"], "config": {k: cfg[k] for k in cfg if k not in ("machine",)},
+    extra = {"machine": cfg["machine"], "settings": {k: cfg[k] for k in cfg if k not in ("machine",)},
              "modes": mode_states(cfg, runner), "mode_text": dict(MODE_TEXT), "na": na,
              "skipped": runner.skipped, "trimmed": runner.trimmed, "notes": runner.notes,
              "hook_overhead": hook, "poisson": parts["poisson"], "density": parts["density"],
@@ -78,7 +78,7 @@ def main(argv):
              "elapsed_s": round(time.time() - cfg["t_start"], 1)}
     if cfg.get("shard"):
         extra["shard"], extra["full_plan"] = cfg["shard"], cfg["full_plan"]
-        extra["config"] = {k: v for k, v in extra["config"].items() if k not in ("shard", "full_plan")}
+        extra["settings"] = {k: v for k, v in extra["settings"].items() if k not in ("shard", "full_plan")}
         extra["not_run"] = [x for x in plan_items(cfg) if x not in covered_items(runner.records)]
         extra["not_run"] += [f"{u} (workload not built here)" for u in cfg["shard"]["missing_here"]]
     doc = assemble(runner.records, extra)
