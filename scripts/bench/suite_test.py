@@ -210,6 +210,30 @@ class Plan(unittest.TestCase):
         self.assertEqual(s["a"]["sage_shared_cold"]["publishes"], 3)
 
 
+class Config(unittest.TestCase):
+    def test_config_from_suite_sh(self):
+        # suite.sh's set-up, as it passes it, -> config.json with the plan and
+        # bench_result's machine (the one result schema's keys).
+        with tempfile.TemporaryDirectory() as d:
+            env = {"S_QUICK": "1", "S_RUNS": "", "S_BUDGET": "480", "S_TSTART": "0", "S_PARTS": "conc1 poisson",
+                   "S_CWLS": "cfunc", "S_PYWLS": "", "S_LOGS": d, "S_BIN": d, "S_DATA": d, "S_HERE": d,
+                   "S_PY": sys.executable, "S_LIBSAGE": "l", "S_SAGED": "s", "S_SAGECTL": "c", "S_SOCK": "k",
+                   "S_MPS_CTL": "", "S_MPS_PIPE": "", "S_MPS_LOG": "", "S_OUT": "", "S_HOOK": "", "S_GPUIDX": "0",
+                   "S_NVCC": "/nonexistent/nvcc", "S_TORCH": "", "S_CMIB": "1024", "S_LLMGIB": "4", "S_SHARD": ""}
+            old = dict(os.environ)
+            os.environ.update(env)
+            try:
+                self.assertEqual(suite.config_main(os.path.join(d, "config.json")), 0)
+            finally:
+                os.environ.clear()
+                os.environ.update(old)
+            cfg = json.load(open(os.path.join(d, "config.json")))
+        for k in bench_result.MACHINE_KEYS:
+            self.assertIn(k, cfg["machine"])
+        self.assertEqual(cfg["parts"], ["conc1"])  # no resnet50: no poisson
+        self.assertTrue(cfg["quick"])
+
+
 class Report(unittest.TestCase):
     def doc(self):
         rs = Summaries().records() + [rec("resnet50", "warm_process", 1, 5, setup=0, upload=0, compute=5,
