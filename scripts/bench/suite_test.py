@@ -355,7 +355,7 @@ class Shards(unittest.TestCase):
 
     def test_default_shard_count_and_determinism(self):
         plan = suite_plan.shard_plan()
-        self.assertEqual((plan["n"], plan["min_n"]), (2, 2))  # the figure in README and suite.sh
+        self.assertEqual((plan["n"], plan["min_n"]), (2, 2))  # the figure in docs/benchmarks.md and suite.sh
         self.assertEqual(plan, suite_plan.shard_plan())
         self.assertEqual(suite_plan.shard_plan(n=2)["shards"], plan["shards"])
         small = suite_plan.shard_plan(budget=200)  # bert alone overflows 200 s: cut into whole rounds
