@@ -22,6 +22,7 @@
 int handle_hello(Server *s, Client *c, Request *rq) {
         const SageMessage *req = rq->msg;
         SageMessage *reply = &rq->reply;
+
         sage_proto_init(reply, SAGE_MSG_HELLO_REPLY, req->header.request_id);
         reply->hello_reply.broker_version = SAGE_PROTO_VERSION;
         reply->hello_reply.n_devices = gpu_device_count(s->gpu);

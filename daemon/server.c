@@ -83,13 +83,6 @@ static void namespace_gone(void *userdata, uint64_t namespace_id) {
         tally_release(userdata, namespace_id);
 }
 
-/* A container number that never comes back: nothing to do here, since its
- * namespaces' counters went with their last connection (drop_client) and
- * the store's records with their last extent. */
-static void forget_container(void *userdata, uint32_t number) {
-        (void)userdata;
-        (void)number;
-}
 
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path) {
         Server *s = calloc(1, sizeof(*s));
@@ -119,7 +112,9 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         if (r < 0)
                 goto fail;
         *failed_path = "/proc/self/ns (--container-namespaces=isolate needs saged's own namespaces)";
-        r = identity_table_new(&s->identities, config->container_namespaces, store, 0, forget_container, s);
+        /* No forget callback: a forgotten container's namespaces keep nothing here
+         * (their counters go with their last connection and extent, tally_release). */
+        r = identity_table_new(&s->identities, config->container_namespaces, store, 0, NULL, NULL);
         if (r < 0)
                 goto fail;
         *failed_path = config->socket_path;
