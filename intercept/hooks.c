@@ -63,7 +63,13 @@ void sage_hooks_leave(void) {
         hook_depth--;
 }
 
+/*
+ * Observers run with the guard raised, as IMPL logic does: a driver call an
+ * observer makes (or the driver makes back into an exported entry point)
+ * goes straight to the driver, never into the observers again.
+ */
 static void observe_before(SageCall *call, unsigned on) {
+        hook_depth++;
         for (int slot = SAGE_OBSERVER_COUNT; slot-- > 0;) {
                 const SageObserver *o;
 
@@ -71,12 +77,14 @@ static void observe_before(SageCall *call, unsigned on) {
                     o->before)
                         o->before(call);
         }
+        hook_depth--;
 }
 
 /* After the call the word is read again: a feature the call turned on (sharing, a redirect) sees it. */
 static void observe_after(SageCall *call) {
         unsigned on = atomic_load_explicit(&observers_on, memory_order_relaxed);
 
+        hook_depth++;
         for (int slot = 0; slot < SAGE_OBSERVER_COUNT; slot++) {
                 const SageObserver *o;
 
@@ -84,6 +92,7 @@ static void observe_after(SageCall *call) {
                     o->after)
                         o->after(call);
         }
+        hook_depth--;
 }
 
 void sage_hooks_report(SageSym sym, uint64_t t0, CUresult result, uint64_t a0, uint64_t a1, uint64_t a2) {

@@ -108,9 +108,17 @@ static void after2(SageCall *c) {
         note('C');
 }
 
+/* An observer that calls the driver through an exported entry point. */
+static void before_reentering(SageCall *c) {
+        CUdeviceptr p;
+        note('r');
+        CHECK(HOOK(cuMemAlloc_v2)(&p, 64) == CUDA_SUCCESS);
+}
+
 static const SageObserver observer0 = { .before = before0, .after = after0 };
 static const SageObserver observer1 = { .before = before1, .after = after1 };
 static const SageObserver observer2 = { .after = after2 };
+static const SageObserver reentering = { .before = before_reentering, .after = after2 };
 
 static void reset_notes(void) {
         order[0] = 0;
@@ -262,6 +270,15 @@ static void hooks(void) {
         CHECK(HOOK(cuMemFree_v2)(p) == CUDA_SUCCESS);
         sage_hooks_report(SAGE_SYM_cuInit, 1, CUDA_SUCCESS, 0, 0, 0);
         CHECK(order[0] == 0 && befores == 0 && afters == 0);
+
+        /* An observer's own driver calls go straight to the driver, unobserved. */
+        sage_hooks_register(SAGE_OBSERVER_SHARE, &reentering);
+        sage_hooks_activate(SAGE_OBSERVER_SHARE);
+        reset_notes();
+        real_calls = 0;
+        CHECK(HOOK(cuMemFree_v2)(p) == CUDA_SUCCESS);
+        CHECK(strcmp(order, "rC") == 0 && real_calls == 2);
+        sage_hooks_deactivate(SAGE_OBSERVER_SHARE);
 
         /* A symbol the driver lacks: the driver's own answer for a missing entry point. */
         CHECK(HOOK(cuMemFreeHost)(NULL) == CUDA_ERROR_NOT_FOUND);
