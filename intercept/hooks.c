@@ -33,10 +33,17 @@ static _Thread_local unsigned hook_depth __attribute__((tls_model("initial-exec"
 static atomic_uint observers_on;
 /* Registered once at start-up (init.c), read by every observed call. */
 static const SageObserver *_Atomic observers[SAGE_OBSERVER_COUNT];
+/* The slots whose observer has a before(): sharing and the redirect have none, so their calls skip it. */
+static atomic_uint observers_before;
 
 void sage_hooks_register(SageObserverSlot slot, const SageObserver *o) {
-        if (slot < SAGE_OBSERVER_COUNT)
-                atomic_store_explicit(&observers[slot], o, memory_order_release);
+        if (slot >= SAGE_OBSERVER_COUNT)
+                return;
+        atomic_store_explicit(&observers[slot], o, memory_order_release);
+        if (o && o->before)
+                atomic_fetch_or(&observers_before, 1u << slot);
+        else
+                atomic_fetch_and(&observers_before, ~(1u << slot));
 }
 
 void sage_hooks_activate(SageObserverSlot slot) {
@@ -161,7 +168,9 @@ void *const sage_hook_table[SAGE_SYM_COUNT] = {
                 {                                                                                        \
                         SageCall call = { .sym = SAGE_SYM_##name };                                      \
                         CUresult sage_r;                                                                 \
-                        w st res observe_before(&call, on);                                              \
+                        w st res                                                                         \
+                        if (on & atomic_load_explicit(&observers_before, memory_order_relaxed))          \
+                                observe_before(&call, on);                                               \
                         sage_r = call.result = SAGE_CALL_##kind(name, fwd);                             \
                         SAGE_AFTER_##res                                                                 \
                         call.args[0] = a0;                                                               \
