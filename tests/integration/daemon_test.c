@@ -720,7 +720,7 @@ static int scenario_cli(void) {
 
         start_saged(NULL, NULL);
         CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 0 && strstr(out, "alive") &&
-              strstr(out, "features 0x1f"));
+              strstr(out, "features 0x3f"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats", socket_path) == 0 && strstr(out, "extents:"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats --json", socket_path) == 0);
         CHECK(strstr(out, "\"extents\": 0") && strstr(out, "\"clients\": 1") && strstr(out, "\"hits\": 0"));
@@ -2878,6 +2878,257 @@ static int scenario_features(void) {
         return 0;
 }
 
+/* ------------------------------------------------------------ instances (docs/suspend.md) */
+
+typedef struct InstanceChild {
+        pid_t pid;
+        int cmd_fd;  /* a byte written here is echoed on resp_fd: the instance makes progress */
+        int resp_fd;
+} InstanceChild;
+
+/*
+ * An instance: connects as `uid` (-1: root), with `extent_seed` first
+ * looks up (and keeps) the 2 MiB extent of that seed, registers with
+ * `flags`, reports the registration's result, then echoes bytes until
+ * cmd_fd closes.
+ */
+static InstanceChild spawn_instance(uid_t uid, uint32_t flags, uint64_t extent_seed) {
+        int cmd[2], resp[2];
+        InstanceChild c;
+
+        CHECK(pipe2(cmd, O_CLOEXEC) == 0 && pipe2(resp, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                const uint8_t uuid[16] = { 0x5a, 0x6e, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 };
+                SageBroker *b;
+                int rc = 0, fd = -1;
+                char byte;
+
+                close(cmd[1]);
+                close(resp[0]);
+                if (uid != (uid_t)-1)
+                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
+                b = broker();
+                if (extent_seed) {
+                        uint8_t *want = pattern(extent_seed, 2 * MiB);
+                        uint64_t id;
+                        rc = sage_broker_lookup(b, sage_content_key(want, 2 * MiB), 2 * MiB, 0, &id, &fd);
+                        free(want);
+                }
+                if (rc == 0)
+                        rc = sage_broker_instance_register(b, uuid, flags);
+                CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
+                while (read(cmd[0], &byte, 1) == 1)
+                        CHECK(write(resp[1], &byte, 1) == 1);
+                sage_broker_free(b);
+                _exit(0);
+        }
+        close(cmd[0]);
+        close(resp[1]);
+        c.cmd_fd = cmd[1];
+        c.resp_fd = resp[0];
+        int rc = -1;
+        CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
+        CHECK(rc == 0);
+        return c;
+}
+
+/* Send a byte; true if it comes back within timeout_ms. */
+static bool instance_echo(InstanceChild *c, char byte, int timeout_ms) {
+        struct pollfd p = { .fd = c->resp_fd, .events = POLLIN };
+        char got;
+
+        if (byte)
+                CHECK(write(c->cmd_fd, &byte, 1) == 1);
+        if (poll(&p, 1, timeout_ms) != 1)
+                return false;
+        CHECK(read(c->resp_fd, &got, 1) == 1);
+        return true;
+}
+
+static void instance_end(InstanceChild *c) {
+        int status;
+        kill(c->pid, SIGCONT); /* one left stopped by a failed restore */
+        close(c->cmd_fd);
+        close(c->resp_fd);
+        CHECK(waitpid(c->pid, &status, 0) == c->pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* sagectl run as `uid`: exit status, output in out. */
+static int sagectl_as(uid_t uid, char *out, size_t size, const char *format, ...) {
+        char args[512], cmd[1024];
+        int pipefd[2], status;
+        size_t got = 0;
+        va_list ap;
+        pid_t pid;
+
+        va_start(ap, format);
+        vsnprintf(args, sizeof(args), format, ap);
+        va_end(ap);
+        snprintf(cmd, sizeof(cmd), "%s %s", sagectl_path, args);
+        CHECK(pipe2(pipefd, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                if (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0)
+                        _exit(126);
+                dup2(pipefd[1], STDOUT_FILENO);
+                dup2(pipefd[1], STDERR_FILENO);
+                execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+                _exit(127);
+        }
+        close(pipefd[1]);
+        for (ssize_t k; got + 1 < size && (k = read(pipefd[0], out + got, size - 1 - got)) > 0;)
+                got += (size_t)k;
+        out[got] = 0;
+        close(pipefd[0]);
+        CHECK(waitpid(pid, &status, 0) == pid);
+        printf("$ (uid %d) sagectl %s\n%s", (int)uid, args, out);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The instance's line of `sagectl instances --json`, or NULL (as root). */
+static const char *instance_json(char *out, size_t size, pid_t pid) {
+        char key[32];
+        snprintf(key, sizeof(key), "\"pid\": %d,", (int)pid);
+        CHECK(sagectl(out, size, "--socket %s instances --json", socket_path) == 0);
+        return strstr(out, key);
+}
+
+static void start_saged_ckpt(const char *extra) {
+        const char *stub = getenv("SAGE_TEST_CKPT_STUB");
+        const char *argv[3] = { "--driver", stub, extra };
+        CHECK(stub);
+        start_saged_argv(argv, extra ? 3 : 2);
+}
+
+/* Register, suspend, a call that waits for the resume, resume; who may. */
+static int scenario_instances(void) {
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+
+        start_saged_ckpt(NULL);
+        c = spawn_instance(65534, 0, 0);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\"") && strstr(line, "\"why_not\": 0") &&
+              strstr(line, "\"uid\": 65534") && strstr(line, "GPU-5a6e0102"));
+        /* Another uid sees nothing and may do nothing (as for extents). */
+        CHECK(sagectl_as(65533, out, sizeof(out), "--socket %s instances", socket_path) == 0);
+        {
+                char pid_text[16];
+                snprintf(pid_text, sizeof(pid_text), "%d ", (int)c.pid);
+                CHECK(!strstr(out, pid_text));
+        }
+        CHECK(sagectl_as(65533, out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not found"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend 999999", socket_path) == 1 && strstr(out, "not found"));
+        /* Root suspends it: a call it makes now returns only after the resume. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "suspended"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not active"));
+        CHECK(!instance_echo(&c, 'x', 300));
+        /* Its own uid resumes it; the call waiting returns. */
+        CHECK(sagectl_as(65534, out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "active"));
+        CHECK(instance_echo(&c, 0, TIMEOUT_MS));
+        CHECK(instance_echo(&c, 'y', TIMEOUT_MS));
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not suspended"));
+        CHECK(sagectl_as(65534, out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(sagectl_as(65534, out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
+        CHECK(instance_echo(&c, 'z', TIMEOUT_MS));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        /* Its connection goes: so does the instance. */
+        instance_end(&c);
+        for (int i = 0; i < 500 && instance_json(out, sizeof(out), c.pid); i++)
+                usleep(10000);
+        CHECK(!instance_json(out, sizeof(out), c.pid));
+        stop_saged();
+        return 0;
+}
+
+/* What is never suspended, and sagectl says why. */
+static int scenario_instances_refused(void) {
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+
+        start_saged_ckpt(NULL);
+        /* One that maps a broker extent: the driver could not restore it. */
+        publish(31, 2 * MiB, 0);
+        settled_stats(0);
+        c = spawn_instance((uid_t)-1, 0, 31);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "refused") && strstr(out, "maps broker extents"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"why_not\": 16") && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_echo(&c, 'a', TIMEOUT_MS));
+        instance_end(&c);
+        /* A keep-alive one. */
+        c = spawn_instance(65534, SAGE_INSTANCE_KEEP_ALIVE, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "keep-alive"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s instances", socket_path) == 0 && strstr(out, "keep-alive"));
+        instance_end(&c);
+        stop_saged();
+        /* The node-wide switch. */
+        start_saged_ckpt("--suspend=off");
+        c = spawn_instance(65534, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "suspend is off"));
+        instance_end(&c);
+        stop_saged();
+        /* A driver without the checkpoint API (the simulated one, alone). */
+        start_saged(NULL, NULL);
+        c = spawn_instance(65534, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "no checkpoint API"));
+        instance_end(&c);
+        stop_saged();
+        return 0;
+}
+
+/* A failed checkpoint leaves the instance running (unlocked); a failed restore says failed. */
+static int scenario_instances_failures(void) {
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+
+        CHECK(setenv("SAGE_CKPT_STUB_FAIL", "checkpoint", 1) == 0);
+        start_saged_ckpt(NULL);
+        c = spawn_instance(65534, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "driver error") && strstr(out, "unlocked again"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_echo(&c, 'b', TIMEOUT_MS));
+        instance_end(&c);
+        stop_saged();
+
+        CHECK(setenv("SAGE_CKPT_STUB_FAIL", "restore", 1) == 0);
+        start_saged_ckpt(NULL);
+        c = spawn_instance(65534, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "restore"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"failed\""));
+        CHECK(sagectl(out, sizeof(out), "--socket %s instances", socket_path) == 0 && strstr(out, "failed"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not suspended"));
+        instance_end(&c);
+        stop_saged();
+        unsetenv("SAGE_CKPT_STUB_FAIL");
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -2898,6 +3149,8 @@ int main(int argc, char **argv) {
                 { "containers", scenario_containers }, { "label_access", scenario_label_access },
                 { "socket_dir", scenario_socket_dir }, { "impostor", scenario_impostor },
                 { "ns_records", scenario_ns_records }, { "features", scenario_features },
+                { "instances", scenario_instances }, { "instances_refused", scenario_instances_refused },
+                { "instances_failures", scenario_instances_failures },
         };
 
         if (argc != 4) {
