@@ -3129,6 +3129,82 @@ static int scenario_instances_failures(void) {
         return 0;
 }
 
+/* The app of scenario instances_preload, run under libsage: a context, then "ready", then wait for EOF. */
+static int scenario_instance_app(void) {
+        char byte;
+        driver_init();
+        printf("ready\n");
+        while (read(STDIN_FILENO, &byte, 1) == 1) {
+        }
+        return 0;
+}
+
+typedef struct PreloadApp {
+        pid_t pid;
+        int stdin_fd;
+} PreloadApp;
+
+/* This binary as instance_app under libsage, with SAGE_SUSPEND=`suspend`. */
+static PreloadApp spawn_preload_app(const char *suspend, const char *keep_alive) {
+        const char *preload = getenv("SAGE_TEST_PRELOAD");
+        int in[2], out[2];
+        char line[16] = { 0 };
+        PreloadApp a;
+
+        CHECK(preload);
+        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
+        a.pid = fork();
+        CHECK(a.pid >= 0);
+        if (a.pid == 0) {
+                dup2(in[0], STDIN_FILENO);
+                dup2(out[1], STDOUT_FILENO);
+                setenv("LD_PRELOAD", preload, 1);
+                setenv("SAGE_SUSPEND", suspend, 1);
+                setenv("SAGE_SUSPEND_KEEP_ALIVE", keep_alive, 1);
+                setenv("SAGE_SOCKET", socket_path, 1);
+                setenv("SAGE_WARMUP", "off", 1);
+                execl("/proc/self/exe", "daemon-test", "instance_app", saged_path, sagectl_path, (char *)NULL);
+                _exit(127);
+        }
+        close(in[0]);
+        close(out[1]);
+        CHECK(read(out[0], line, sizeof(line) - 1) > 0 && strncmp(line, "ready", 5) == 0);
+        close(out[0]);
+        a.stdin_fd = in[1];
+        return a;
+}
+
+static void preload_app_end(PreloadApp *a) {
+        int status;
+        close(a->stdin_fd);
+        CHECK(waitpid(a->pid, &status, 0) == a->pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* libsage registers a process with a context when SAGE_SUSPEND=1, and only then. */
+static int scenario_instances_preload(void) {
+        char out[8192];
+        const char *line;
+        PreloadApp a;
+
+        start_saged_ckpt(NULL);
+        a = spawn_preload_app("1", "0");
+        line = instance_json(out, sizeof(out), a.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\"") && strstr(line, "\"flags\": 0"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)a.pid) == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0);
+        preload_app_end(&a);
+        a = spawn_preload_app("1", "1");
+        line = instance_json(out, sizeof(out), a.pid);
+        CHECK(line && strstr(line, "\"flags\": 1") && strstr(line, "keep-alive"));
+        preload_app_end(&a);
+        a = spawn_preload_app("0", "0");
+        CHECK(!instance_json(out, sizeof(out), a.pid));
+        preload_app_end(&a);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -3151,6 +3227,7 @@ int main(int argc, char **argv) {
                 { "ns_records", scenario_ns_records }, { "features", scenario_features },
                 { "instances", scenario_instances }, { "instances_refused", scenario_instances_refused },
                 { "instances_failures", scenario_instances_failures },
+                { "instances_preload", scenario_instances_preload }, { "instance_app", scenario_instance_app },
         };
 
         if (argc != 4) {
