@@ -3054,6 +3054,20 @@ static int scenario_instances(void) {
         return 0;
 }
 
+/* The simulated driver's observers of a checkpointed process (fakecuda.h), if it has them. */
+typedef struct FakeCheckpoint {
+        int (*mem_used)(int pid, size_t *bytes);
+        int (*wait_blocked)(int pid, unsigned count, unsigned timeout_ms);
+} FakeCheckpoint;
+
+static bool fake_checkpoint(FakeCheckpoint *f) {
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        CHECK(lib);
+        *(void **)&f->mem_used = dlsym(lib, "fakecudaProcessMemUsed");
+        *(void **)&f->wait_blocked = dlsym(lib, "fakecudaProcessWaitBlocked");
+        return f->mem_used && f->wait_blocked && dlsym(lib, "cuCheckpointProcessLock");
+}
+
 /* What is never suspended, and sagectl says why. */
 static int scenario_instances_refused(void) {
         char out[8192];
@@ -3085,13 +3099,16 @@ static int scenario_instances_refused(void) {
               strstr(out, "suspend is off"));
         instance_end(&c);
         stop_saged();
-        /* A driver without the checkpoint API (the simulated one, alone). */
-        start_saged(NULL, NULL);
-        c = spawn_instance(65534, 0, 0);
-        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
-              strstr(out, "no checkpoint API"));
-        instance_end(&c);
-        stop_saged();
+        /* A driver without the checkpoint API (the simulated one, while it has none). */
+        FakeCheckpoint f;
+        if (!fake_checkpoint(&f)) {
+                start_saged(NULL, NULL);
+                c = spawn_instance(65534, 0, 0);
+                CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+                      strstr(out, "no checkpoint API"));
+                instance_end(&c);
+                stop_saged();
+        }
         return 0;
 }
 
@@ -3205,6 +3222,93 @@ static int scenario_instances_preload(void) {
         return 0;
 }
 
+/*
+ * An instance with 4 MiB of device memory (pattern(seed)) registered as
+ * `uid`; a byte on cmd_fd makes it read its memory back (a driver call) and
+ * answer 1 if it is intact, 0 if not.
+ */
+static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
+        int cmd[2], resp[2];
+        InstanceChild c;
+
+        CHECK(pipe2(cmd, O_CLOEXEC) == 0 && pipe2(resp, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                const uint8_t uuid[16] = { 0x5a, 0x6e };
+                uint8_t *got = malloc(size);
+                SageBroker *b;
+                Filled f;
+                int rc;
+                char byte;
+
+                close(cmd[1]);
+                close(resp[0]);
+                CHECK(got);
+                if (uid != (uid_t)-1)
+                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
+                f = filled_allocation(seed, size);
+                close(f.fd);
+                b = broker();
+                rc = sage_broker_instance_register(b, uuid, 0);
+                CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
+                while (read(cmd[0], &byte, 1) == 1) {
+                        memset(got, 0, size);
+                        byte = cu.cuMemcpyDtoH(got, f.va, size) == CUDA_SUCCESS && memcmp(got, f.data, size) == 0;
+                        CHECK(write(resp[1], &byte, 1) == 1);
+                }
+                sage_broker_free(b);
+                _exit(0);
+        }
+        close(cmd[0]);
+        close(resp[1]);
+        c.cmd_fd = cmd[1];
+        c.resp_fd = resp[0];
+        int rc = -1;
+        CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
+        CHECK(rc == 0);
+        return c;
+}
+
+/* The simulated driver's checkpoint API: 0 bytes while suspended, a call waits for the resume, memory intact. */
+static int scenario_instances_fake(void) {
+        const size_t size = 4 * MiB;
+        char out[8192], byte = 'r', got = 0;
+        const char *line;
+        FakeCheckpoint f;
+        InstanceChild c;
+        size_t used = 0;
+
+        if (!fake_checkpoint(&f)) {
+                printf("the simulated driver has no checkpoint API yet: skipped\n");
+                return 77;
+        }
+        start_saged(NULL, NULL);
+        c = spawn_gpu_instance(65534, 41, size);
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= size);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "suspended"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used == 0);
+        /* Its call waits inside the driver until the resume. */
+        CHECK(write(c.cmd_fd, &byte, 1) == 1);
+        CHECK(f.wait_blocked(c.pid, 1, TIMEOUT_MS) == CUDA_SUCCESS);
+        CHECK(!instance_echo(&c, 0, 0));
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "resumed"));
+        {
+                struct pollfd p = { .fd = c.resp_fd, .events = POLLIN };
+                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(c.resp_fd, &got, 1) == 1 && got == 1);
+        }
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= size);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        instance_end(&c);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -3228,6 +3332,7 @@ int main(int argc, char **argv) {
                 { "instances", scenario_instances }, { "instances_refused", scenario_instances_refused },
                 { "instances_failures", scenario_instances_failures },
                 { "instances_preload", scenario_instances_preload }, { "instance_app", scenario_instance_app },
+                { "instances_fake", scenario_instances_fake },
         };
 
         if (argc != 4) {
