@@ -177,7 +177,7 @@ CUresult sage_impl_cuMemGetAddressRange_v2(sage_fn_cuMemGetAddressRange_v2_t rea
 /* ---------------------------------------------------------------- launches */
 
 /* Every launch entry point: assembly first, then the guard (share_guard.c). */
-static void guard_launch(CUstream stream, CUfunction f, void **params, void **extra) {
+void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra) {
         SageShare *s = sage_share();
 
         /*
@@ -197,39 +197,39 @@ static void guard_launch(CUstream stream, CUfunction f, void **params, void **ex
 CUresult sage_impl_cuLaunchKernel(sage_fn_cuLaunchKernel_t real, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                                   unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params,
                                   void **extra) {
-        guard_launch(s, f, params, extra);
+        sage_share_guard_launch(s, f, params, extra);
         return real(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);
 }
 
 CUresult sage_impl_cuLaunchKernel_ptsz(sage_fn_cuLaunchKernel_ptsz_t real, CUfunction f, unsigned gx, unsigned gy,
                                        unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s,
                                        void **params, void **extra) {
-        guard_launch(sage_share_stream_of(s, true), f, params, extra);
+        sage_share_guard_launch(sage_share_stream_of(s, true), f, params, extra);
         return real(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);
 }
 
 CUresult sage_impl_cuLaunchCooperativeKernel(sage_fn_cuLaunchCooperativeKernel_t real, CUfunction f, unsigned gx,
                                              unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                                              unsigned shmem, CUstream s, void **params) {
-        guard_launch(s, f, params, NULL);
+        sage_share_guard_launch(s, f, params, NULL);
         return real(f, gx, gy, gz, bx, by, bz, shmem, s, params);
 }
 
 CUresult sage_impl_cuLaunchCooperativeKernel_ptsz(sage_fn_cuLaunchCooperativeKernel_ptsz_t real, CUfunction f,
                                                   unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                                   unsigned bz, unsigned shmem, CUstream s, void **params) {
-        guard_launch(sage_share_stream_of(s, true), f, params, NULL);
+        sage_share_guard_launch(sage_share_stream_of(s, true), f, params, NULL);
         return real(f, gx, gy, gz, bx, by, bz, shmem, s, params);
 }
 
 CUresult sage_impl_cuLaunchKernelEx(sage_fn_cuLaunchKernelEx_t real, const CUlaunchConfig *config, CUfunction f,
                                     void **params, void **extra) {
-        guard_launch(config ? config->hStream : NULL, f, params, extra);
+        sage_share_guard_launch(config ? config->hStream : NULL, f, params, extra);
         return real(config, f, params, extra);
 }
 
 CUresult sage_impl_cuLaunchKernelEx_ptsz(sage_fn_cuLaunchKernelEx_ptsz_t real, const CUlaunchConfig *config,
                                          CUfunction f, void **params, void **extra) {
-        guard_launch(sage_share_stream_of(config ? config->hStream : NULL, true), f, params, extra);
+        sage_share_guard_launch(sage_share_stream_of(config ? config->hStream : NULL, true), f, params, extra);
         return real(config, f, params, extra);
 }

@@ -17,6 +17,8 @@ bool sage_share_free(CUdeviceptr va, CUresult *result);
 void sage_share_note_write(void);
 /* The app is about to write [dst, dst+n) through the API. */
 void sage_share_before_write(CUdeviceptr dst, size_t n);
+/* Before a kernel launch: assembly, then the launch guard (share_guard.c). */
+void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra);
 /* Called by the hooks' slow path after every call while sharing is active. */
 void sage_share_after_call(SageSym sym);
 

@@ -28,6 +28,18 @@ atomic_ullong sage_stats[SAGE_STAT_COUNT]; /* libsage's counters (init.c), here 
 static FakeHandle handles[MAX_HANDLES + 1];
 static FakeMap maps[MAX_MAPS];
 static CUdeviceptr next_va = 0x100000000ull;
+static int reservations;
+
+int fake_live_maps(void) {
+        int n = 0;
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                n += maps[i].live;
+        return n;
+}
+
+int fake_live_reservations(void) {
+        return reservations;
+}
 
 void fake_reset(void) {
         for (size_t i = 0; i <= MAX_HANDLES; i++)
@@ -35,6 +47,7 @@ void fake_reset(void) {
         memset(handles, 0, sizeof(handles));
         memset(maps, 0, sizeof(maps));
         memset(&fake, 0, sizeof(fake));
+        reservations = 0;
         for (size_t i = 0; i < SAGE_STAT_COUNT; i++)
                 atomic_store(&sage_stats[i], 0);
 }
@@ -76,12 +89,14 @@ static CUresult release(CUmemGenericAllocationHandle h) {
 }
 
 static CUresult reserve(CUdeviceptr *va, size_t len, size_t align, CUdeviceptr addr, unsigned long long flags) {
+        reservations++;
         *va = next_va;
         next_va += (len + FAKE_GRAN - 1) / FAKE_GRAN * FAKE_GRAN + FAKE_GRAN;
         return CUDA_SUCCESS;
 }
 
 static CUresult address_free(CUdeviceptr va, size_t len) {
+        reservations--;
         return CUDA_SUCCESS;
 }
 
@@ -113,6 +128,8 @@ static CUresult unmap(CUdeviceptr va, size_t len) {
 }
 
 static CUresult set_access(CUdeviceptr va, size_t len, const CUmemAccessDesc *desc, size_t n) {
+        if (fake.fail_access_at && --fake.fail_access_at == 0)
+                return CUDA_ERROR_INVALID_VALUE;
         for (size_t i = 0; i < MAX_MAPS; i++)
                 if (maps[i].live && maps[i].va == va && maps[i].len == len) {
                         maps[i].access = desc[0].flags;
@@ -134,6 +151,8 @@ unsigned char *fake_at(CUdeviceptr va, CUmemAccess_flags *access) {
 /* Byte by byte: a range may cross mappings. */
 static CUresult copy_dtod(CUdeviceptr dst, CUdeviceptr src, size_t len) {
         fake.copies++;
+        if (fake.fail_copy_at && --fake.fail_copy_at == 0)
+                return CUDA_ERROR_ILLEGAL_ADDRESS;
         for (size_t i = 0; i < len; i++) {
                 CUmemAccess_flags access = 0;
                 unsigned char *d = fake_at(dst + i, &access), *s = fake_at(src + i, NULL);

@@ -27,6 +27,8 @@ typedef struct FakeKernel {
 typedef struct FakeState {
         int creates, releases, maps, unmaps, copies, syncs; /* calls seen */
         int fail_create_at;       /* nonzero: the n-th create from now fails (out of memory) */
+        int fail_access_at;       /* nonzero: the n-th set_access from now fails */
+        int fail_copy_at;         /* nonzero: the n-th device copy from now fails */
         int live_handles;         /* created or imported, not released */
         CUmemGenericAllocationHandle next_import; /* what import_fd gives (0: fails) */
         int bad_unmaps;           /* unmaps of anything but a whole mapping */
@@ -37,6 +39,9 @@ extern FakeState fake;
 extern const SageShareDriver fake_driver;
 
 void fake_reset(void);
+/* Live mappings and reserved ranges (address_free balances reserve). */
+int fake_live_maps(void);
+int fake_live_reservations(void);
 /* A handle holding `len` bytes of `byte`, as the broker's extent would. */
 CUmemGenericAllocationHandle fake_handle(size_t len, unsigned char byte);
 /* The host bytes behind device address `va` (NULL: unmapped), and its access. */

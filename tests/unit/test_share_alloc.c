@@ -38,7 +38,7 @@ static SageShareAlloc *setup(ShareVmm *v, size_t size) {
 static void teardown(ShareVmm *v, SageShareAlloc *a) {
         CHECK(share_vmm_unlink(v, a->va) == a);
         share_vmm_release(v, a);
-        CHECK(fake.live_handles == 0);
+        CHECK(fake.live_handles == 0 && fake_live_maps() == 0 && fake_live_reservations() == 0);
         CHECK(fake.bad_unmaps == 0 && fake.bad_writes == 0);
 }
 
