@@ -89,14 +89,15 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         prop = sage_vmm_prop(dev);
         if (s->drv.granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran)
                 goto fail;
-        pthread_mutex_lock(&s->lock);
         r = share_vmm_alloc(&s->vmm, size, gran, dev, ctx, &a);
-        pthread_mutex_unlock(&s->lock);
         /* Out of memory is the app's answer too: what cuMemAlloc would say. */
         if (r == CUDA_ERROR_OUT_OF_MEMORY)
                 return false;
         if (r != CUDA_SUCCESS)
                 goto fail;
+        pthread_mutex_lock(&s->lock);
+        share_vmm_link(&s->vmm, a);
+        pthread_mutex_unlock(&s->lock);
         /* The context must outlive cudart's own release at exit: publishing reads it back. */
         sage_warmup_note_held(dev);
         sage_stats_count(SAGE_STAT_SHARE_ALLOCS);

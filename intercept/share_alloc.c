@@ -104,18 +104,21 @@ CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, CU
                 goto fail;
         }
         a->epoch = atomic_load_explicit(&v->write_epoch, memory_order_relaxed);
-        a->next = v->allocs;
-        v->allocs = a;
-        if (a->va < v->lo_va)
-                v->lo_va = a->va;
-        if (a->va + a->padded > v->hi_va)
-                v->hi_va = a->va + a->padded;
         *out = a;
         return CUDA_SUCCESS;
 fail:
         free(a->pieces);
         free(a);
         return r;
+}
+
+void share_vmm_link(ShareVmm *v, SageShareAlloc *a) {
+        a->next = v->allocs;
+        v->allocs = a;
+        if (a->va < v->lo_va)
+                v->lo_va = a->va;
+        if (a->va + a->padded > v->hi_va)
+                v->hi_va = a->va + a->padded;
 }
 
 SageShareAlloc *share_vmm_find(const ShareVmm *v, CUdeviceptr p, size_t n) {

@@ -99,8 +99,14 @@ typedef struct ShareVmm {
 
 void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx);
 
-/* A new allocation of `size` bytes on `dev` (its granule: `gran`), linked in. CUresult of the failing step. */
+/*
+ * A new allocation of `size` bytes on `dev` (its granule: `gran`), not yet
+ * linked: only its epoch is read, so the caller need not serialize (the
+ * driver work runs outside the lock). CUresult of the failing step.
+ */
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, CUcontext ctx, SageShareAlloc **out);
+/* Make `a` one of the allocations the allocator backs (found, scanned, published). */
+void share_vmm_link(ShareVmm *v, SageShareAlloc *a);
 /* The allocation holding [p, p+n), or NULL. */
 SageShareAlloc *share_vmm_find(const ShareVmm *v, CUdeviceptr p, size_t n);
 /* Unlink the allocation starting at `va`; NULL if none does. */
