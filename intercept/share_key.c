@@ -123,32 +123,21 @@ typedef struct FileIdentity {
         uint64_t offset, length;
 } FileIdentity;
 
-/* A file mapping of /proc/self/maps. */
-typedef struct Vma {
-        uintptr_t start, end;
-        uint64_t pgoff, ino;
-        unsigned major, minor;
-        bool shared;
-        char path[512];
-} Vma;
+typedef ShareVma Vma;
 
 /*
- * The file mappings of the last parse, kept while the memory map's
- * generation (maps_watch.c) has not moved. Callers hold sage_share_lock.
+ * The file mappings of the last parse are kept in `cache` while the memory
+ * map's generation (maps_watch.c) has not moved. Callers serialize.
  */
-static Vma *vmas;
-static size_t nvmas, capvmas;
-static unsigned long vmas_generation;
-
-static void parse_maps(void) {
+static void parse_maps(ShareVmaCache *c) {
         FILE *f = fopen("/proc/self/maps", "re");
         char line[1024];
 
-        nvmas = 0;
-        vmas_generation = 0;
+        c->n = 0;
+        c->generation = 0;
         if (!f)
                 return;
-        vmas_generation = atomic_load(&sage_maps_generation);
+        c->generation = atomic_load(&sage_maps_generation);
         while (fgets(line, sizeof(line), f)) {
                 unsigned long long start, end, pgoff, ino;
                 unsigned major, minor;
@@ -160,15 +149,15 @@ static void parse_maps(void) {
                            &path_at) < 7 ||
                     ino == 0 || line[path_at] != '/')
                         continue;
-                if (nvmas == capvmas) {
-                        size_t cap = capvmas ? 2 * capvmas : 256;
-                        Vma *grown = realloc(vmas, cap * sizeof(*grown));
+                if (c->n == c->cap) {
+                        size_t cap = c->cap ? 2 * c->cap : 256;
+                        Vma *grown = realloc(c->vmas, cap * sizeof(*grown));
                         if (!grown)
                                 break;
-                        vmas = grown;
-                        capvmas = cap;
+                        c->vmas = grown;
+                        c->cap = cap;
                 }
-                v = &vmas[nvmas++];
+                v = &c->vmas[c->n++];
                 *v = (Vma){ (uintptr_t)start, (uintptr_t)end, pgoff, ino, major, minor, perms[3] == 's', "" };
                 snprintf(v->path, sizeof(v->path), "%s", line + path_at);
                 v->path[strcspn(v->path, "\n")] = 0;
@@ -182,23 +171,23 @@ static void parse_maps(void) {
  * other answer comes from a fresh parse, and that mapping is watched from
  * then on.
  */
-static bool find_vma(uintptr_t lo, uintptr_t hi, Vma *out) {
-        bool kept = sage_maps_watch_active() && vmas_generation &&
-                    vmas_generation == atomic_load(&sage_maps_generation);
+static bool find_vma(ShareVmaCache *c, uintptr_t lo, uintptr_t hi, Vma *out) {
+        bool kept = sage_maps_watch_active() && c->generation && c->generation == atomic_load(&sage_maps_generation);
 
         for (int pass = kept ? 0 : 1; pass < 2; pass++) {
                 if (pass == 1)
-                        parse_maps();
-                for (size_t i = 0; i < nvmas; i++) {
-                        if (lo < vmas[i].start || lo >= vmas[i].end)
+                        parse_maps(c);
+                for (size_t i = 0; i < c->n; i++) {
+                        const Vma *v = &c->vmas[i];
+                        if (lo < v->start || lo >= v->end)
                                 continue;
-                        if (hi > vmas[i].end)
+                        if (hi > v->end)
                                 return false;
-                        if (pass == 0 && !sage_maps_watched(vmas[i].start, vmas[i].end))
+                        if (pass == 0 && !sage_maps_watched(v->start, v->end))
                                 break; /* not watched: parse afresh */
-                        if (pass == 1 && !sage_maps_watch(vmas[i].start, vmas[i].end))
-                                vmas_generation = 0; /* cannot watch it: keep nothing */
-                        *out = vmas[i];
+                        if (pass == 1 && !sage_maps_watch(v->start, v->end))
+                                c->generation = 0; /* cannot watch it: keep nothing */
+                        *out = *v;
                         return true;
                 }
         }
@@ -259,13 +248,13 @@ static bool open_unchangeable(const Vma *vma, struct stat *st) {
         return ok;
 }
 
-bool sage_share_file_key(const void *data, size_t size, SageHash *out) {
+bool sage_share_file_key(ShareVmaCache *cache, const void *data, size_t size, SageHash *out) {
         uintptr_t lo = (uintptr_t)data, hi = lo + size;
         FileIdentity id;
         struct stat st;
         Vma vma;
 
-        if (!size || hi < lo || !find_vma(lo, hi, &vma))
+        if (!size || hi < lo || !find_vma(cache, lo, hi, &vma))
                 return false;
         if (!open_unchangeable(&vma, &st))
                 return false; /* a file that may change is keyed by its content */

@@ -14,6 +14,7 @@
 #include "broker_client.h"
 #include "share_alloc.h"
 #include "share_guard.h"
+#include "share_key.h"
 
 struct ShareIpc;
 
@@ -21,9 +22,9 @@ typedef struct SageShare {
         /*
          * Guards everything below but the atomics: the allocations and their
          * pieces, the broker connection, the guard's layouts, the IPC
-         * registrations and notes_buf. Held across driver calls (remapping
-         * must not race a lookup of the same allocation); never across a
-         * call into the app.
+         * registrations, the memory-map cache and notes_buf. Held across
+         * driver calls (remapping must not race a lookup of the same
+         * allocation); never across a call into the app.
          */
         pthread_mutex_t lock;
         int state;               /* 0 untried, 1 on, -1 off for this process */
@@ -33,6 +34,7 @@ typedef struct SageShare {
         ShareGuard guard;
         SageBroker *broker;      /* NULL once lost */
         struct ShareIpc *ipc;    /* share_ipc.c, created at the first IPC call */
+        ShareVmaCache maps;      /* file keys' view of the memory map */
         atomic_bool active;      /* some allocation may be VMM-backed: hooks read it without the lock */
         atomic_bool guarding;    /* some piece is a candidate or shared: launches are scanned */
         uint64_t notes_buf[SAGE_SHARE_NOTES_MAX / 8]; /* a lookup's notes: too big for an app thread's stack */

@@ -103,7 +103,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 goto out;
         }
         t = sage_now_ns();
-        if (hi - lo >= FILE_KEY_MIN && sage_share_file_key((const char *)src + (lo - o), hi - lo, &key)) {
+        if (hi - lo >= FILE_KEY_MIN && sage_share_file_key(&s->maps, (const char *)src + (lo - o), hi - lo, &key)) {
                 by_file = true;
                 sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
         } else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &key) < 0) {
