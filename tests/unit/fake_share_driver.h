@@ -38,7 +38,10 @@ typedef struct FakeState {
 extern FakeState fake;
 extern const SageShareDriver fake_driver;
 
+/* Forget every handle and mapping; counters count from here. */
 void fake_reset(void);
+/* A counter of libsage's (stats.def) since the last fake_reset. */
+uint64_t fake_stat(SageStat stat);
 /* Live mappings and reserved ranges (address_free balances reserve). */
 int fake_live_maps(void);
 int fake_live_reservations(void);

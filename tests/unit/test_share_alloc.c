@@ -69,7 +69,7 @@ static void split_keeps_content(void) {
         CHECK(fake_holds(a->va, G, 0xAA) && fake_holds(a->va + 3 * G, 2 * G, 0xAA));
         CHECK(fake_holds(a->va + G, 2 * G, 0)); /* the new piece: the caller's copy fills it */
         CHECK(fake_at(a->va + G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_KEEP_COPIES]) == 2);
+        CHECK(fake_stat(SAGE_STAT_SHARE_KEEP_COPIES) == 2);
         CHECK(fake.live_handles == 3);
         teardown(&v, a);
 }
@@ -97,7 +97,7 @@ static void fresh_split_copies_nothing(void) {
         CHECK(a->pieces[2].off == 3 * G && a->pieces[2].len == G);
         CHECK(a->pieces[3].off == 4 * G && a->pieces[3].len == G);
         CHECK(fake_holds(a->va, 100, 0x42));
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_KEEP_COPIES]) == 1);
+        CHECK(fake_stat(SAGE_STAT_SHARE_KEEP_COPIES) == 1);
         CHECK(fake.copies == 1);
         teardown(&v, a);
 }
@@ -126,7 +126,7 @@ static void extent_then_private(void) {
         CHECK(fake_at(a->va + 2 * G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
         CHECK(fake_holds(a->va + 2 * G, 2 * G, 0x55));
         CHECK(nreleased == 1 && released[0] == 7);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_UNSHARED]) == 1);
+        CHECK(fake_stat(SAGE_STAT_SHARE_UNSHARED) == 1);
         CHECK(fake.syncs > 0); /* the work in flight first */
         teardown(&v, a);
 }
@@ -140,7 +140,7 @@ static void extent_import_fails(void) {
         CHECK(!share_vmm_map_extent(&v, a, &p, open("/dev/null", O_RDONLY | O_CLOEXEC)));
         CHECK(a->npieces == 1 && a->pieces[0].extent_id == 0);
         CHECK(nreleased == 1 && released[0] == 9);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_FALLBACKS]) == 1);
+        CHECK(fake_stat(SAGE_STAT_SHARE_FALLBACKS) == 1);
         teardown(&v, a);
 }
 

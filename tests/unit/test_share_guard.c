@@ -91,13 +91,13 @@ int main(void) {
         launch(g, &v, &reader, a->va + 2 * G, 0); /* reader, but parameter 0: not in the notes */
         CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0);
         CHECK(fake_holds(a->va + 2 * G, G, 0x5a)); /* private, same bytes */
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_GUARD_UNSHARED]) == 1);
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == 1);
 
         /* Another kernel: not in the notes either. */
         map_shared(&v, a, 3 * G, 42, notes, len);
         launch(g, &v, &writer, 0, a->va + 3 * G);
         CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 0);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_GUARD_UNSHARED]) == 2);
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == 2);
 
         /* A piece with no notes is private at its first use. */
         map_shared(&v, a, 3 * G, 43, NULL, 0);
@@ -109,7 +109,7 @@ int main(void) {
         map_shared(&v, a, 3 * G, 45, notes, len);
         launch(g, &v, &opaque, 0, 0);
         CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0 && a->pieces[piece_at(a, 3 * G)].extent_id == 0);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_GUARD_UNKNOWN]) == 1);
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNKNOWN) == 1);
         CHECK(a->pieces[piece_at(a, 0)].candidate); /* a candidate is its owner's memory: untouched */
 
         free(notes);

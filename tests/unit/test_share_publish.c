@@ -112,8 +112,8 @@ static void unchanged_published(void) {
         share_publish_candidates(&v, a, &publisher);
         CHECK(pub.calls == 2 && pub.off[0] == 0 && pub.off[1] == 2 * G);
         CHECK(pub.notes_len[0] == 16 && pub.notes_len[1] == 8);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_PUBLISHED]) == 2);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_DROPPED]) == 0);
+        CHECK(fake_stat(SAGE_STAT_SHARE_PUBLISHED) == 2);
+        CHECK(fake_stat(SAGE_STAT_SHARE_DROPPED) == 0);
         teardown(&v, a);
 }
 
@@ -126,8 +126,8 @@ static void changed_dropped(void) {
         fake_fill(a->va + 2 * G + 5, 1, 0); /* a kernel wrote one byte after the upload */
         share_publish_candidates(&v, a, &publisher);
         CHECK(pub.calls == 1 && pub.off[0] == 0);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_DROPPED]) == 1);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_BYTES_DROPPED]) == G);
+        CHECK(fake_stat(SAGE_STAT_SHARE_DROPPED) == 1);
+        CHECK(fake_stat(SAGE_STAT_SHARE_BYTES_DROPPED) == G);
         teardown(&v, a);
 }
 
@@ -139,7 +139,7 @@ static void publisher_gone(void) {
 
         share_publish_candidates(&v, a, &publisher);
         CHECK(pub.calls == 1);
-        CHECK(atomic_load(&sage_stats[SAGE_STAT_SHARE_PUBLISHED]) == 0);
+        CHECK(fake_stat(SAGE_STAT_SHARE_PUBLISHED) == 0);
         a->pieces[2].candidate = false; /* never tried: the process is going without a broker */
         teardown(&v, a);
 }
