@@ -39,7 +39,8 @@
  *
  * Modules, each depending only on those listed before it:
  *   common/vmm.c      VMM steps over a driver table (shared with saged)
- *   share_key.c       content and file-identity keys
+ *   share_key.c       content keys
+ *   share_file_key.c  file-identity keys (file_immutable.c, maps_watch.c)
  *   share_alloc.c     the allocator: allocations, pieces, write tracking
  *   share_guard.c     the launch guard and its notes
  *   share_publish.c   candidates read back, verified, published

@@ -14,7 +14,7 @@
 #include "broker_client.h"
 #include "share_alloc.h"
 #include "share_guard.h"
-#include "share_key.h"
+#include "share_file_key.h"
 
 struct ShareIpc;
 

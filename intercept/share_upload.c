@@ -25,6 +25,7 @@
 #include "impl.h"
 #include "intercept.h"
 #include "share_assemble.h"
+#include "share_file_key.h"
 #include "share_key.h"
 #include "share_state.h"
 #include "util.h"

@@ -8,25 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../intercept/maps_watch.h"
 #include "../../intercept/share_key.h"
 #include "../../intercept/share_publish.h"
 #include "check.h"
 #include "fake_share_driver.h"
 
 #define G FAKE_GRAN
-
-/* share_key.c's file keys watch the memory map (maps_watch.c): not here. */
-atomic_ulong sage_maps_generation;
-bool sage_maps_watch(uintptr_t lo, uintptr_t hi) {
-        return false;
-}
-bool sage_maps_watched(uintptr_t lo, uintptr_t hi) {
-        return false;
-}
-bool sage_maps_watch_active(void) {
-        return false;
-}
 
 typedef struct Published {
         int calls, answer;
