@@ -257,23 +257,11 @@ static CUresult func_name(const char **name, CUfunction f) {
         return CUDA_SUCCESS;
 }
 
+/* In SageVmmOps order: create, release, reserve, free, map, unmap, access, copy, synchronize. */
 const SageShareDriver fake_driver = {
-        .vmm = { .create = create,
-                 .release = release,
-                 .address_reserve = reserve,
-                 .address_free = address_free,
-                 .map = map,
-                 .unmap = unmap,
-                 .set_access = set_access,
-                 .copy_dtod = copy_dtod,
-                 .ctx_synchronize = synchronize },
-        .ctx_push = ctx_push,
-        .ctx_pop = ctx_pop,
-        .import_fd = import_fd,
-        .export_fd = export_fd,
-        .copy_dtoh = copy_dtoh,
-        .alloc_host = alloc_host,
-        .free_host = free_host,
-        .func_get_param_info = param_info,
-        .func_get_name = func_name,
+        .vmm = { create, release, reserve, address_free, map, unmap, set_access, copy_dtod, synchronize },
+        .ctx_push = ctx_push, .ctx_pop = ctx_pop,
+        .import_fd = import_fd, .export_fd = export_fd,
+        .copy_dtoh = copy_dtoh, .alloc_host = alloc_host, .free_host = free_host,
+        .func_get_param_info = param_info, .func_get_name = func_name,
 };
