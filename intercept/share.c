@@ -61,7 +61,6 @@
 #include "impl.h"
 #include "intercept.h"
 #include "options.h"
-#include "share_assemble.h"
 #include "share_ipc.h"
 #include "share_state.h"
 #include "warmup.h"

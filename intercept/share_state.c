@@ -15,7 +15,10 @@
 #include "intercept.h"
 #include "log.h"
 #include "options.h"
+#include "share_assemble.h"
+#include "share_key.h"
 #include "share_publish.h"
+#include "util.h"
 
 static SageShare share = {
         .lock = PTHREAD_MUTEX_INITIALIZER,
@@ -60,6 +63,51 @@ static int broker_publish(void *ctx, const SageShareAlloc *a, const Piece *p, in
         else
                 share_broker_lost(s, r);
         return r;
+}
+
+static int broker_lookup(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
+                         const void **notes, uint32_t *notes_len) {
+        SageShare *s = ctx;
+        int r;
+
+        if (!s->broker)
+                return -ENOTCONN;
+        r = sage_broker_lookup_noted(s->broker, key, len, device, id, fd, s->notes_buf, sizeof(s->notes_buf), notes_len);
+        share_broker_lost(s, r);
+        *notes = s->notes_buf;
+        return r;
+}
+
+int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
+                 uint32_t *notes_len) {
+        return broker_lookup(s, key, len, device, id, fd, notes, notes_len);
+}
+
+void share_assemble(SageShare *s) {
+        ShareLookup lk = { broker_lookup, s };
+        void *buf = NULL;
+        CUcontext popped;
+        uint64_t t;
+
+        if (!atomic_exchange(&s->vmm.pending, false))
+                return;
+        t = sage_now_ns();
+        pthread_mutex_lock(&s->lock);
+        for (SageShareAlloc *a = s->vmm.allocs; a && s->broker; a = a->next) {
+                if (!share_vmm_fresh(&s->vmm, a) || !a->nwritten || a->no_share || s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
+                        continue;
+                /* The uploads in flight land first; pinned memory for the read-back, once. */
+                if (s->drv.vmm.ctx_synchronize() == CUDA_SUCCESS &&
+                    (buf || s->drv.alloc_host(&buf, sage_share_key_chunk()) == CUDA_SUCCESS)) {
+                        share_assemble_allocation(&s->vmm, a, &lk, buf);
+                        atomic_store(&s->guarding, true);
+                }
+                s->drv.ctx_pop(&popped);
+        }
+        if (buf)
+                s->drv.free_host(buf);
+        pthread_mutex_unlock(&s->lock);
+        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE, sage_now_ns() - t);
 }
 
 void share_publish(SageShare *s, SageShareAlloc *a) {

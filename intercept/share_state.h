@@ -52,6 +52,15 @@ bool share_enabled(SageShare *s);
 const SageShareDriver *share_driver(SageShare *s);
 /* A broker call failed at the transport level (r < 0): stop sharing, keep running. Under the lock. */
 void share_broker_lost(SageShare *s, int r);
+/* Ask the broker for `key` (share_assemble.h's ShareLookup: notes in s->notes_buf). Under the lock. */
+int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
+                 uint32_t *notes_len);
+/*
+ * Granules that uploads filled in part (or several uploads together) are
+ * keyed by their content before anything else writes them: called before a
+ * launch or an API write while s->vmm.pending. Takes the lock.
+ */
+void share_assemble(SageShare *s);
 /* Publish the candidates of `a` to the broker. Under the lock. */
 void share_publish(SageShare *s, SageShareAlloc *a);
 /* May work submitted to `stream` be captured rather than run (no synchronizing then)? */

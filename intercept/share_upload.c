@@ -21,10 +21,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "broker_client.h"
 #include "impl.h"
 #include "intercept.h"
-#include "share_assemble.h"
 #include "share_file_key.h"
 #include "share_key.h"
 #include "share_state.h"
@@ -73,6 +71,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         SageHash key, content;
         bool by_file = false, served = false;
         uint64_t extent_id = 0, t;
+        const void *notes = NULL;
         uint32_t notes_len = 0;
         int fd = -1, r;
         Piece piece;
@@ -113,15 +112,13 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 goto out;
         }
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
-        r = sage_broker_lookup_noted(s->broker, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, s->notes_buf,
-                                     sizeof(s->notes_buf), &notes_len);
-        share_broker_lost(s, r);
+        r = share_lookup(s, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, &notes, &notes_len);
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
         share_vmm_sync(&s->vmm, a); /* nothing in flight may use the backing we replace */
         atomic_store(&s->guarding, true);
         if (r == 0 && fd >= 0) {
                 piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id, .span_lo = o, .span_hi = o + n };
-                share_notes_apply(&piece, s->notes_buf, notes_len);
+                share_notes_apply(&piece, notes, notes_len);
                 served = share_vmm_map_extent(&s->vmm, a, &piece, fd);
         }
         lap(SAGE_STAT_SHARE_NS_REMAP, t);
