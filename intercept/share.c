@@ -59,10 +59,10 @@
 #include <string.h>
 
 #include "impl.h"
-#include "intercept.h"
 #include "options.h"
 #include "share_ipc.h"
 #include "share_state.h"
+#include "stats.h"
 #include "warmup.h"
 
 /* ---------------------------------------------------------------- allocation */

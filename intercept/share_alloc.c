@@ -21,8 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "intercept.h"
 #include "log.h"
+#include "stats.h"
 
 /* Past this many tracked upload ranges an allocation is treated as written by anything. */
 #define MAX_WRITTEN 4096

@@ -21,9 +21,9 @@
 
 #include "share_assemble.h"
 
-#include "intercept.h"
 #include "share_guard.h"
 #include "share_publish.h"
+#include "stats.h"
 
 /* Longer runs are cut: a run is read back and hashed as one piece. */
 #define ASSEMBLE_MAX_RUN (64u << 20)

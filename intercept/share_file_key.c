@@ -26,8 +26,8 @@
 #include <unistd.h>
 
 #include "file_immutable.h"
-#include "intercept.h"
 #include "maps_watch.h"
+#include "stats.h"
 
 typedef struct FileIdentity {
         uint64_t tag; /* distinguishes file keys from content keys */

@@ -27,7 +27,7 @@
 #include <string.h>
 
 #include "hash.h"
-#include "intercept.h"
+#include "stats.h"
 
 #define MAX_PARAMS 256
 #define LAYOUT_SLOTS SHARE_GUARD_LAYOUT_SLOTS

@@ -21,9 +21,9 @@
 
 #include "broker_client.h"
 #include "impl.h"
-#include "intercept.h"
 #include "log.h"
 #include "share_state.h"
+#include "stats.h"
 #include "vmm.h"
 
 static const char magic[8] = { 'S', 'A', 'G', 'E', 'I', 'P', 'C', 1 };

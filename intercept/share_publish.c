@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "intercept.h"
 #include "share_guard.h"
 #include "share_key.h"
+#include "stats.h"
 
 const char *share_publish_verdict(const Piece *p, const SageHash *now) {
         if (!p->candidate)

@@ -12,12 +12,13 @@
 #include <string.h>
 
 #include "driver.h"
-#include "intercept.h"
+#include "hooks.h"
 #include "log.h"
 #include "options.h"
 #include "share_assemble.h"
 #include "share_key.h"
 #include "share_publish.h"
+#include "stats.h"
 #include "util.h"
 
 static SageShare share = {
@@ -203,8 +204,8 @@ bool share_enabled(SageShare *s) {
         atexit(share_at_exit);
         s->state = 1;
         atomic_store(&s->active, true);
-        /* Launches must bump the write epoch: the hooks' slow path does it. */
-        atomic_fetch_or(&sage_hook_slow, SAGE_SLOW_SHARE);
+        /* Launches and pitched copies must bump the write epoch: sharing's observer does it. */
+        sage_hooks_activate(SAGE_OBSERVER_SHARE);
         return true;
 }
 

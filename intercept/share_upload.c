@@ -22,10 +22,10 @@
 #include <string.h>
 
 #include "impl.h"
-#include "intercept.h"
 #include "share_file_key.h"
 #include "share_key.h"
 #include "share_state.h"
+#include "stats.h"
 #include "util.h"
 
 /* Uploads at least this large try the file-identity key first (reading /proc/self/maps costs ~1 ms). */

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../intercept/intercept.h"
+#include "../../intercept/stats.h"
 #include "../../intercept/share_alloc.h"
 
 #define FAKE_GRAN ((size_t)2 << 20)
