@@ -128,7 +128,7 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
         r = instances_add(&s->instances, c, c->pid, peer_pidfd(c), c->namespace_id, req->instance_register.uuid,
                           req->header.flags, sage_now_ns(), NULL);
         if (r == INSTANCES_E_EXISTS) {
-                rq->why = "this connection registered already";
+                rq->why = "this process registered already";
                 return SAGE_ERR_LIMIT;
         }
         if (r) {

@@ -19,7 +19,8 @@ int instances_add(InstanceTable *t, const void *owner, pid_t pid, int pidfd, uin
                   const uint8_t uuid[16], uint32_t flags, uint64_t now_ns, Instance **out) {
         Instance *in;
 
-        if (instances_find_owner(t, owner)) {
+        /* One registration per connection and per process: a pid names one instance. */
+        if (instances_find_owner(t, owner) || instances_find_pid(t, pid)) {
                 if (pidfd >= 0)
                         close(pidfd);
                 return INSTANCES_E_EXISTS;

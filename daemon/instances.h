@@ -26,7 +26,7 @@
 
 enum {
         INSTANCES_E_LIMIT = 1,   /* table full */
-        INSTANCES_E_EXISTS = 2,  /* the owner registered already */
+        INSTANCES_E_EXISTS = 2,  /* the owner, or another connection of that pid, registered already */
         INSTANCES_E_STATE = 3,   /* not in a state the operation starts from */
         INSTANCES_E_BUSY = 4,    /* an operation runs, or the resume cap is reached */
 };

@@ -19,6 +19,7 @@ static void test_table(void) {
 
         CHECK(instances_add(&t, &owner_a, 100, -1, 7, uuid, SAGE_INSTANCE_KEEP_ALIVE | SAGE_INSTANCE_MPS, 1, &a) == 0);
         CHECK(instances_add(&t, &owner_a, 100, -1, 7, uuid, 0, 1, NULL) == INSTANCES_E_EXISTS);
+        CHECK(instances_add(&t, &owner_b, 100, -1, 7, uuid, 0, 1, NULL) == INSTANCES_E_EXISTS); /* same pid */
         CHECK(instances_add(&t, &owner_b, 200, -1, 8, uuid, 0, 1, &b) == 0);
         CHECK(instances_find_pid(&t, 100) == a && instances_find_pid(&t, 200) == b && !instances_find_pid(&t, 300));
         CHECK(instances_find_owner(&t, &owner_b) == b);
