@@ -2892,7 +2892,7 @@ typedef struct InstanceChild {
  * `flags`, reports the registration's result, then echoes bytes until
  * cmd_fd closes.
  */
-static InstanceChild spawn_instance(uid_t uid, uint32_t flags, uint64_t extent_seed) {
+static InstanceChild spawn_instance_ipc(uid_t uid, uint32_t flags, uint64_t extent_seed, bool ipc_export) {
         int cmd[2], resp[2];
         InstanceChild c;
 
@@ -2916,6 +2916,11 @@ static InstanceChild spawn_instance(uid_t uid, uint32_t flags, uint64_t extent_s
                         rc = sage_broker_lookup(b, sage_content_key(want, 2 * MiB), 2 * MiB, 0, &id, &fd);
                         free(want);
                 }
+                if (ipc_export) {
+                        SageIpcToken t;
+                        fd = fake_handle();
+                        rc = sage_broker_ipc_export(b, fd, 2 * MiB, 0, t.bytes);
+                }
                 if (rc == 0)
                         rc = sage_broker_instance_register(b, uuid, flags);
                 CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
@@ -2932,6 +2937,10 @@ static InstanceChild spawn_instance(uid_t uid, uint32_t flags, uint64_t extent_s
         CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
         CHECK(rc == 0);
         return c;
+}
+
+static InstanceChild spawn_instance(uid_t uid, uint32_t flags, uint64_t extent_seed) {
+        return spawn_instance_ipc(uid, flags, extent_seed, false);
 }
 
 /* Send a byte; true if it comes back within timeout_ms. */
@@ -3084,6 +3093,13 @@ static int scenario_instances_refused(void) {
         line = instance_json(out, sizeof(out), c.pid);
         CHECK(line && strstr(line, "\"why_not\": 16") && strstr(line, "\"state\": \"active\""));
         CHECK(instance_echo(&c, 'a', TIMEOUT_MS));
+        instance_end(&c);
+        /* One that exported a CUDA IPC handle through the broker's emulation. */
+        c = spawn_instance_ipc(65534, 0, 0, true);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "uses CUDA IPC"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"why_not\": 32"));
         instance_end(&c);
         /* A keep-alive one. */
         c = spawn_instance(65534, SAGE_INSTANCE_KEEP_ALIVE, 0);
