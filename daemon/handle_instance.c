@@ -86,8 +86,9 @@ void server_instances_free(Server *s) {
                 free(op);
         }
         instances_clear(&s->instances);
-        if (s->ops_event_fd > 0)
+        if (s->ops_event_fd >= 0)
                 close(s->ops_event_fd);
+        s->ops_event_fd = -1;
 }
 
 void server_instances_client_gone(Server *s, Client *c) {
@@ -174,6 +175,18 @@ static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
         return in;
 }
 
+/* Forget instances whose process exited (none with an operation running: its end finds them). */
+static void forget_exited(Server *s) {
+        for (size_t i = 0; i < s->instances.n;) {
+                Instance *in = s->instances.items[i];
+                if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING &&
+                    instance_exited(in))
+                        instances_remove(&s->instances, in); /* the last one moved here: look at i again */
+                else
+                        i++;
+        }
+}
+
 static int compare_pid(const void *a, const void *b) {
         const Instance *x = *(Instance *const *)a, *y = *(Instance *const *)b;
         return (x->pid > y->pid) - (x->pid < y->pid);
@@ -184,6 +197,7 @@ int handle_instances(Server *s, Client *c, Request *rq) {
         uint64_t now = sage_now_ns();
 
         sage_proto_init(&rq->reply, SAGE_MSG_INSTANCES_REPLY, rq->msg->header.request_id);
+        forget_exited(s);
         qsort(s->instances.items, s->instances.n, sizeof(*s->instances.items), compare_pid);
         for (size_t i = 0; i < s->instances.n; i++) {
                 const Instance *in = s->instances.items[i];

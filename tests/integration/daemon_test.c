@@ -3325,6 +3325,45 @@ static int scenario_instances_fake(void) {
         return 0;
 }
 
+/* An instance whose process exited while its connection lives on (a child inherited it) is forgotten. */
+static int scenario_instances_exited(void) {
+        char out[8192];
+        int hold[2], status;
+        pid_t pid;
+
+        start_saged_ckpt(NULL);
+        CHECK(pipe2(hold, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                const uint8_t uuid[16] = { 1 };
+                SageBroker *b;
+                char byte;
+
+                close(hold[1]);
+                if (setgid(65534) < 0 || setuid(65534) < 0)
+                        _exit(126);
+                b = broker();
+                if (sage_broker_instance_register(b, uuid, 0) != 0)
+                        _exit(1);
+                /* The connection goes on in a child; the instance's process ends. */
+                if (fork() == 0) {
+                        (void)!read(hold[0], &byte, 1);
+                        _exit(0);
+                }
+                _exit(0);
+        }
+        close(hold[0]);
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        /* Its pid may be anyone's by now: the broker must not list it, nor act on it. */
+        CHECK(!instance_json(out, sizeof(out), pid));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)pid) == 1 &&
+              strstr(out, "not found"));
+        close(hold[1]);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -3348,7 +3387,7 @@ int main(int argc, char **argv) {
                 { "instances", scenario_instances }, { "instances_refused", scenario_instances_refused },
                 { "instances_failures", scenario_instances_failures },
                 { "instances_preload", scenario_instances_preload }, { "instance_app", scenario_instance_app },
-                { "instances_fake", scenario_instances_fake },
+                { "instances_fake", scenario_instances_fake }, { "instances_exited", scenario_instances_exited },
         };
 
         if (argc != 4) {
