@@ -16,8 +16,8 @@
 #include "options.h"
 #include "redirect.h"
 #include "share.h"
-#include "suspend.h"
 #include "stats.h"
+#include "suspend.h"
 #include "trace.h"
 #include "warmup.h"
 
