@@ -175,11 +175,15 @@ static bool child_expect(Child *c, const char *prefix, char *line, size_t size, 
 static void say(int out, const char *fmt, ...) {
         char line[512];
         va_list ap;
+        size_t n;
 
         va_start(ap, fmt);
-        vsnprintf(line, sizeof(line), fmt, ap);
+        vsnprintf(line, sizeof(line) - 1, fmt, ap);
         va_end(ap);
-        if (write(out, line, strlen(line)) < 0 || write(out, "\n", 1) < 0)
+        n = strlen(line);
+        line[n++] = '\n';
+        /* One write: lines of two threads never interleave (a pipe write up to PIPE_BUF is atomic). */
+        if (write(out, line, n) < 0)
                 _exit(1);
 }
 
@@ -340,14 +344,19 @@ static void probe_block(void) {
         line[0] = 0;
         fact("lock2=%s", ename(ck_lock(t->pid, 5000)));
         double t0 = now_ms();
-        fact("checkpoint=%s checkpoint_ms=%.0f", ename(ck_checkpoint(t->pid)), now_ms() - t0);
-        fact("state=%s gpu_mib_checkpointed=%ld", state_name(t->pid), gpu_mib(t->pid));
+        CUresult cr = ck_checkpoint(t->pid);
+        fact("checkpoint=%s checkpoint_ms=%.0f", ename(cr), now_ms() - t0);
+        fact("state=%s", state_name(t->pid));
+        fact("gpu_mib_checkpointed=%ld", gpu_mib(t->pid));
         child_send(t, "call");
         bool early = child_expect(t, "returned", line, sizeof(line), 2000);
         fact("checkpointed_call_blocks=%s", early ? "no" : "yes");
+        /* One call per statement: the order of a call's arguments is unspecified. */
         t0 = now_ms();
-        fact("restore=%s restore_ms=%.0f state_after_restore=%s", ename(ck_restore(t->pid)), now_ms() - t0,
-             state_name(t->pid));
+        CUresult rr = ck_restore(t->pid);
+        double restore_ms = now_ms() - t0;
+        fact("restore=%s restore_ms=%.0f", ename(rr), restore_ms);
+        fact("state_after_restore=%s", state_name(t->pid));
         if (!early)
                 fact("blocked_until_unlock=%s",
                      child_expect(t, "returned", line, sizeof(line), 1000) ? "no(returned while LOCKED)" : "yes");
@@ -364,12 +373,18 @@ static void probe_block(void) {
 
 typedef struct SelfCall {
         CUdeviceptr p;
+        CUcontext ctx;
         int out;
+        pthread_barrier_t ready, go;
 } SelfCall;
 
+/* Made current before the checkpoint: its call after "go" is the one that blocks. */
 static void *self_blocked_call(void *arg) {
         SelfCall *c = arg;
         unsigned v = 0;
+        cuCtxSetCurrent(c->ctx);
+        pthread_barrier_wait(&c->ready);
+        pthread_barrier_wait(&c->go);
         double t0 = now_ms();
         CUresult r = cuMemcpyDtoH(&v, c->p, 4);
         say(c->out, "thread returned r=%s value_ok=%s call_ms=%.1f", ename(r), v == PATTERN ? "yes" : "no",
@@ -382,14 +397,18 @@ static void self_target(FILE *in, int out, void *arg) {
         pthread_t thread;
         int tid = -1;
         (void)arg;
-        child_context(out);
+        call.ctx = child_context(out);
         call.p = child_private(out, 256 * MIB, PATTERN);
         call.out = out;
+        pthread_barrier_init(&call.ready, NULL, 2);
+        pthread_barrier_init(&call.go, NULL, 2);
+        pthread_create(&thread, NULL, self_blocked_call, &call);
+        pthread_barrier_wait(&call.ready);
         say(out, "ready");
         if (!wait_command(in, "go"))
                 _exit(0);
         /* One thread makes a call (it blocks, if `block` says calls block); this one restores. */
-        pthread_create(&thread, NULL, self_blocked_call, &call);
+        pthread_barrier_wait(&call.go);
         usleep(200 * 1000); /* let it enter the driver: a probe, not a protocol */
         CUresult rt = cuCheckpointProcessGetRestoreThreadId(getpid(), &tid);
         CUprocessState st = (CUprocessState)-1;
@@ -418,14 +437,16 @@ static void probe_self(void) {
                 fact("target_ready=no");
                 return;
         }
-        fact("lock=%s checkpoint=%s", ename(ck_lock(t->pid, 5000)), ename(ck_checkpoint(t->pid)));
+        fact("lock=%s", ename(ck_lock(t->pid, 5000)));
+        fact("checkpoint=%s", ename(ck_checkpoint(t->pid)));
         child_send(t, "go");
         if (child_expect(t, "self", line, sizeof(line), 20000)) {
                 fact("%s", line + 5);
         } else {
                 /* The self-restore hung: restore from outside so the thread's facts still come. */
-                fact("self_restore=hung rescue_restore=%s rescue_unlock=%s", ename(ck_restore(t->pid)),
-                     ename(ck_unlock(t->pid)));
+                fact("self_restore=hung");
+                fact("rescue_restore=%s", ename(ck_restore(t->pid)));
+                fact("rescue_unlock=%s", ename(ck_unlock(t->pid)));
         }
         if (child_expect(t, "thread", line, sizeof(line), 10000))
                 fact("blocked_thread=[%s]", line + 7);
@@ -520,15 +541,17 @@ static void reservation_target(FILE *in, int out, void *arg) {
 
 static void checkpoint_cycle(pid_t pid) {
         double t0 = now_ms();
-        CUresult lr = ck_lock(pid, 5000), cr = ck_checkpoint(pid);
+        CUresult lr = ck_lock(pid, 5000);
+        CUresult cr = ck_checkpoint(pid);
         double t1 = now_ms();
-        fact("lock=%s checkpoint=%s checkpoint_ms=%.0f gpu_mib_checkpointed=%ld", ename(lr), ename(cr), t1 - t0,
-             gpu_mib(pid));
+        fact("lock=%s checkpoint=%s checkpoint_ms=%.0f", ename(lr), ename(cr), t1 - t0);
+        fact("gpu_mib_checkpointed=%ld", gpu_mib(pid));
         t0 = now_ms();
         CUresult rr = ck_restore(pid);
         t1 = now_ms();
-        fact("restore=%s restore_ms=%.0f unlock=%s state=%s", ename(rr), t1 - t0, ename(ck_unlock(pid)),
-             state_name(pid));
+        fact("restore=%s restore_ms=%.0f", ename(rr), t1 - t0);
+        fact("unlock=%s", ename(ck_unlock(pid)));
+        fact("state=%s", state_name(pid));
 }
 
 static void probe_reservation(void) {
