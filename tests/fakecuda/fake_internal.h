@@ -35,6 +35,7 @@ struct CUctx_st {
     int device; /* ordinal as the process sees it */
     unsigned flags;
     bool primary;
+    size_t limits[CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT + 1]; /* cuCtxSetLimit, per context */
 };
 
 typedef enum FakeAllocKind {
