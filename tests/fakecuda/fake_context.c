@@ -92,6 +92,7 @@ static CUresult check_device(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -119,6 +120,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -138,6 +140,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -153,6 +156,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags, int *active)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -167,6 +171,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flag
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -188,6 +193,7 @@ static CUresult push(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -214,6 +220,7 @@ FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevic
 FAKE_EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams,
                                     unsigned int flags, CUdevice dev)
 {
+    FAKE_GATE();
     if (numParams < 0 || (numParams > 0 && !paramsArray))
         return CUDA_ERROR_INVALID_VALUE;
     return cuCtxCreate_v2(pctx, flags, dev);
@@ -222,6 +229,7 @@ FAKE_EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *params
 FAKE_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, unsigned int flags,
                                     CUdevice dev)
 {
+    FAKE_GATE();
     if (params && params->numExecAffinityParams > 0 && !params->execAffinityParams)
         return CUDA_ERROR_INVALID_VALUE;
     return cuCtxCreate_v2(pctx, flags, dev);
@@ -229,6 +237,7 @@ FAKE_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, 
 
 FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     if (!ctx || !fake_context_alive_locked(ctx) || ctx->primary) {
@@ -243,6 +252,7 @@ FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (ctx) {
         fake_lock();
@@ -264,6 +274,7 @@ FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pctx)
         return CUDA_ERROR_INVALID_VALUE;
@@ -273,6 +284,7 @@ FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
 
 FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool alive = ctx && fake_context_alive_locked(ctx);
@@ -284,6 +296,7 @@ FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (ctx_depth == 0)
         return CUDA_ERROR_INVALID_CONTEXT;
@@ -295,6 +308,7 @@ FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
 
 FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -307,6 +321,7 @@ FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
 
 FAKE_EXPORT CUresult cuCtxSynchronize(void)
 {
+    FAKE_GATE();
     CUresult r = fake_require_context(NULL); /* all work already ran at submission */
     if (r != CUDA_SUCCESS)
         return r;
@@ -318,6 +333,7 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void)
 
 FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!version)
         return CUDA_ERROR_INVALID_VALUE;
@@ -334,6 +350,7 @@ FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)
 
 FAKE_EXPORT CUresult cuCtxGetFlags(unsigned int *flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
