@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -372,6 +373,10 @@ static void serve(int conn)
     socklen_t len = sizeof cred;
     CkptRequest req;
     CkptReply rep = { .result = CUDA_SUCCESS };
+    /* Anyone can connect to an abstract socket: one who says nothing must
+     * not hold the control thread (and the target's owner) for long. */
+    struct timeval tv = { .tv_sec = 0, .tv_usec = 500000 };
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (recv(conn, &req, sizeof req, 0) != (ssize_t)sizeof req)
         return;
     if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||

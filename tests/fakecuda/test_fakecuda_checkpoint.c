@@ -12,7 +12,8 @@
  *   unknown:   no such pid, a process without CUDA -> INVALID_VALUE;
  *   imported:  memory imported from another process: Checkpoint succeeds,
  *              Restore NOT_SUPPORTED, FAILED for good, blocked calls give up;
- *   uid:       a caller of another uid (65534) cannot act (needs root).
+ *   uid:       a caller of another uid (65534) cannot act (needs root); a
+ *              caller that connects and says nothing holds nobody for long.
  */
 #include <cuda.h>
 #include <errno.h>
@@ -20,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -387,6 +390,13 @@ static void test_other_uid(void)
         _exit(failures != 0);
     }
     CHECK(get(l.up[0]) == 'R');
+    /* A connection that never speaks does not block the channel for good. */
+    int mute = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int n = snprintf(sa.sun_path + 1, sizeof sa.sun_path - 1, "sage-fakecuda-ckpt/%d", (int)target);
+    CHECK(connect(mute, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) == 0);
+    CHECK(state_of(target) == CU_PROCESS_STATE_RUNNING);
+    close(mute);
     pid_t caller = fork();
     if (caller == 0) {
         failures = 0;
