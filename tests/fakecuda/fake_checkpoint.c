@@ -420,6 +420,18 @@ static void *control_main(void *arg)
     }
 }
 
+/* A fork()ed child has no control thread (nor CUDA): it must not keep the
+ * parent's socket open, or callers would queue on it forever once the parent
+ * is gone, and a new process given the parent's pid could not bind. */
+static int control_fd = -1;
+
+static void close_in_child(void)
+{
+    if (control_fd >= 0)
+        close(control_fd);
+    control_fd = -1;
+}
+
 /* Called once, by the first successful cuInit. Without a control channel
  * (an address taken, no threads) the process is one the API cannot reach,
  * as a process without CUDA: INVALID_VALUE for its callers. */
@@ -449,10 +461,13 @@ void fake_checkpoint_start(void)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t t;
-    if (pthread_create(&t, NULL, control_main, (void *)(intptr_t)fd) == 0)
+    if (pthread_create(&t, NULL, control_main, (void *)(intptr_t)fd) == 0) {
         pthread_detach(t);
-    else
+        control_fd = fd;
+        pthread_atfork(NULL, NULL, close_in_child);
+    } else {
         close(fd);
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 

@@ -9,7 +9,8 @@
  *              call made while LOCKED returns only after Unlock; calls in
  *              the wrong state are ILLEGAL_STATE;
  *   timeout:   Lock while a kernel runs -> NOT_READY, process left RUNNING;
- *   unknown:   no such pid, a process without CUDA -> INVALID_VALUE;
+ *   unknown:   no such pid, a process without CUDA, a process gone whose
+ *              forked child lives -> INVALID_VALUE;
  *   imported:  memory imported from another process: Checkpoint succeeds,
  *              Restore NOT_SUPPORTED, FAILED for good, blocked calls give up;
  *   uid:       a caller of another uid (65534) cannot act (needs root); a
@@ -286,6 +287,28 @@ static void test_unknown(void)
     CHECK(wait_exit(pid) == 0);
     CHECK_CU(cuCheckpointProcessGetState(pid, &st), CUDA_ERROR_INVALID_VALUE); /* gone */
     CHECK_CU(cuCheckpointProcessLock(pid, NULL), CUDA_ERROR_INVALID_VALUE);
+
+    /* A process that initialised CUDA, forked and exited: its child (alive,
+     * without CUDA) does not answer for it, nor make callers wait. */
+    Link l;
+    link_open(&l);
+    pid = fork();
+    if (pid == 0) {
+        setup_context();
+        pid_t grandchild = fork();
+        if (grandchild == 0) {
+            close(l.down[1]);
+            get(l.down[0]); /* until the parent is done (EOF if it dies) */
+            _exit(0);
+        }
+        _exit(failures != 0);
+    }
+    close(l.down[0]);
+    close(l.up[1]);
+    CHECK(wait_exit(pid) == 0);
+    CHECK_CU(cuCheckpointProcessGetState(pid, &st), CUDA_ERROR_INVALID_VALUE);
+    close(l.down[1]);
+    CHECK(get(l.up[0]) == 0); /* the grandchild has gone */
 }
 
 /* ------------------------------------------------------------ imported memory */
