@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ctx_limit.h"
 #include "driver.h"
 #include "hooks.h"
 #include "log.h"
@@ -88,6 +89,7 @@ static bool redirect_create(CUcontext *pctx, unsigned flags, CUdevice dev, CUres
         }
         if (SAGE_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev) != CUDA_SUCCESS)
                 goto out;
+        sage_ctx_limit_apply(dev, ctx); /* warm-up off, or another device: lean here too */
         if (drv->ctx_push(ctx) != CUDA_SUCCESS) {
                 SAGE_REAL(cuDevicePrimaryCtxRelease_v2)(dev);
                 goto out;
@@ -251,14 +253,18 @@ CUresult sage_impl_cuCtxDestroy_v2(sage_fn_cuCtxDestroy_v2_t real, CUcontext ctx
  * natively; SAGE then re-creates the context in the background (warmup.c). */
 CUresult sage_impl_cuDevicePrimaryCtxReset(sage_fn_cuDevicePrimaryCtxReset_t real, CUdevice dev) {
         CUresult r = real(dev);
-        if (r == CUDA_SUCCESS)
+        if (r == CUDA_SUCCESS) {
+                sage_ctx_limit_forget(dev);
                 sage_warmup_rewarm(dev);
+        }
         return r;
 }
 
 CUresult sage_impl_cuDevicePrimaryCtxReset_v2(sage_fn_cuDevicePrimaryCtxReset_v2_t real, CUdevice dev) {
         CUresult r = real(dev);
-        if (r == CUDA_SUCCESS)
+        if (r == CUDA_SUCCESS) {
+                sage_ctx_limit_forget(dev);
                 sage_warmup_rewarm(dev);
+        }
         return r;
 }

@@ -54,6 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctx_limit.h"
 #include "driver.h"
 #include "hooks.h"
 #include "log.h"
@@ -248,8 +249,10 @@ static void *warmup_main(void *arg) {
                 /* The retain is held for the life of the process: it is what keeps the context warm. */
                 r = SAGE_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
                 traced(SAGE_SYM_cuDevicePrimaryCtxRetain, t0, r, (uint64_t)dev, (uint64_t)(uintptr_t)ctx);
-                if (r == CUDA_SUCCESS)
+                if (r == CUDA_SUCCESS) {
                         sage_warmup_note_held(devices[i]);
+                        sage_ctx_limit_apply(dev, ctx);
+                }
         }
         sage_info("warm-up done in %.1f ms (%d device(s))", (double)(sage_now_ns() - start) / 1e6, count);
 done:
@@ -485,8 +488,10 @@ static void *rewarm_main(void *arg) {
                  * standing retain (which a reset does not drop) as it was. */
                 r = SAGE_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
                 traced(SAGE_SYM_cuDevicePrimaryCtxRetain, t0, r, (uint64_t)dev, (uint64_t)(uintptr_t)ctx);
-                if (r == CUDA_SUCCESS)
+                if (r == CUDA_SUCCESS) {
+                        sage_ctx_limit_apply(dev, ctx); /* the reset context came back with the defaults */
                         SAGE_REAL(cuDevicePrimaryCtxRelease_v2)(dev);
+                }
                 sage_hooks_leave();
                 sage_info("re-warm of device %d after a reset: %.1f ms", dev, (double)(sage_now_ns() - t0) / 1e6);
         }
@@ -521,3 +526,11 @@ void sage_warmup_rewarm(int dev) {
         }
 }
 
+
+/* Lean contexts (ctx_limit.c): the warm-up sets the stack limit; an app that
+ * reads it while the warm-up runs sees the value it will have. */
+CUresult sage_impl_cuCtxGetLimit(sage_fn_cuCtxGetLimit_t real, size_t *pvalue, CUlimit limit) {
+        if (limit == CU_LIMIT_STACK_SIZE && sage_options()->ctx_stack_limit)
+                sage_warmup_wait(10000);
+        return real(pvalue, limit);
+}

@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model jax_fn share_weights)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model jax_fn share_weights lean_stack)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -128,6 +128,7 @@ build_program() {
         cublas_gemm) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/cublas_gemm.cu" -lcublas ;;
         reset_loop) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/reset_loop.cu" ;;
         share_weights) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_weights.cu" ;;
+        lean_stack) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/lean_stack.cu" ;;
         torch_model) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
         jax_fn)
             # The weights file is made here, untimed; the check needs no GPU.
@@ -364,6 +365,32 @@ if selected static_cudart && [ "${build_ok[static_cudart]:-0}" = 1 ]; then
         wrapped_note="${#wrapped_traces[@]} traces: processes without driver calls wrote dumps"
     evaluate static_cudart+wrapped "$p" wrapped "$nrc" "$nms" "$run_rc" "$run_ms" 1 "$wrapped_note"
 fi
+
+# Lean rows: SAGE_CTX_STACK_LIMIT=16 (lean contexts, off by default). The
+# output must be what the native run printed: the driver grows the stack
+# at launch to each kernel's static frame (lean_stack's frames go up to
+# 2 KiB). lean_stack's stderr says the app saw the lean limit before its
+# first launch, and the process's GPU memory then (the context footprint):
+# lean-mem.txt puts it next to the native run's.
+for p in lean_stack static_cudart torch_model; do
+    selected "$p" || continue
+    [ "${build_ok[$p]:-0}" = 1 ] || continue
+    nrc=$(awk -F'\t' -v p="$p" '$1 == p { print $2 }' "$results")
+    nms=$(awk -F'\t' -v p="$p" '$1 == p { print $3 }' "$results")
+    command_of "$p"
+    run_program "$p" lean -u SAGE_TRACE_STACKS "LD_PRELOAD=$libsage" SAGE_CTX_STACK_LIMIT=16 \
+        "SAGE_TRACE=$logs/$p.lean.%p.json" -- "${cmd[@]}"
+    lean_note=ok
+    if [ "$p" = lean_stack ]; then
+        grep -q '^stack_limit_at_start=16$' "$logs/$p.lean.stderr" ||
+            lean_note="the app did not see the lean stack limit: $(grep stack_limit "$logs/$p.lean.stderr" | tr '\n' ' ')"
+        for mode in native lean; do
+            echo "gpu-test: lean_stack $mode: $(grep -E '^(stack_limit|gpu_mib)' "$logs/$p.$mode.stderr" | tr '\n' ' ')"
+        done >> "$logs/lean-mem.txt"
+    fi
+    evaluate "$p+lean" "$p" lean "$nrc" "$nms" "$run_rc" "$run_ms" 1 "$lean_note"
+done
+cat "$logs/lean-mem.txt" 2>/dev/null || true
 
 # Sharing rows: SAGE_SHARE=1 with a broker, each program twice: the first
 # run publishes what it uploaded, the second maps it instead of copying.

@@ -63,6 +63,12 @@ static CUcontext context_new_locked(int device, unsigned flags, bool primary)
     ctx->device = device;
     ctx->flags = flags;
     ctx->primary = primary;
+    /* The real driver's defaults; a new context (a primary one after a reset too) starts from them. */
+    ctx->limits[CU_LIMIT_STACK_SIZE] = 1024;
+    ctx->limits[CU_LIMIT_PRINTF_FIFO_SIZE] = 1 << 20;
+    ctx->limits[CU_LIMIT_MALLOC_HEAP_SIZE] = 8 << 20;
+    ctx->limits[CU_LIMIT_DEV_RUNTIME_SYNC_DEPTH] = 2;
+    ctx->limits[CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT] = 2048;
     ctx->next = fake.contexts;
     fake.contexts = ctx;
     return ctx;
@@ -316,6 +322,54 @@ FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
     if (!device)
         return CUDA_ERROR_INVALID_VALUE;
     *device = ctx->device;
+    return CUDA_SUCCESS;
+}
+
+/*
+ * Limits of the current context, as the driver keeps them: per context,
+ * the driver's defaults in a new one. The L2, shared-memory and CIG limits
+ * are not simulated (CUDA_ERROR_UNSUPPORTED_LIMIT, as on a device without
+ * them). A stack size is kept as set; the real driver may round it.
+ */
+static CUresult limit_slot(CUlimit limit, size_t **slot)
+{
+    CUcontext ctx;
+    CUresult r = fake_require_context(&ctx);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if ((unsigned)limit >= CU_LIMIT_MAX)
+        return CUDA_ERROR_INVALID_VALUE;
+    if ((unsigned)limit > CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT)
+        return CUDA_ERROR_UNSUPPORTED_LIMIT;
+    *slot = &ctx->limits[limit];
+    return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuCtxSetLimit(CUlimit limit, size_t value)
+{
+    FAKE_GATE();
+    size_t *slot;
+    CUresult r = limit_slot(limit, &slot);
+    if (r != CUDA_SUCCESS)
+        return r;
+    fake_lock();
+    *slot = value;
+    fake_unlock();
+    return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit)
+{
+    FAKE_GATE();
+    size_t *slot;
+    CUresult r = limit_slot(limit, &slot);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!pvalue)
+        return CUDA_ERROR_INVALID_VALUE;
+    fake_lock();
+    *pvalue = *slot;
+    fake_unlock();
     return CUDA_SUCCESS;
 }
 
