@@ -380,6 +380,23 @@ static void test_rejects(void) {
         buf[n - 1] = '\n';
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
 
+        /* An error message longer than the decoder's buffer, printable and
+         * consistent in every length field: refused, never copied. */
+        for (size_t len = SAGE_PROTO_ERROR_MESSAGE_MAX; len <= SAGE_PROTO_ERROR_MESSAGE_MAX + 800; len += 200) {
+                sage_proto_error(&m, 1, SAGE_ERR_INTERNAL, "abc");
+                n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+                CHECK(n == SAGE_PROTO_HEADER_SIZE + 4 + 2 + 3);
+                n = SAGE_PROTO_HEADER_SIZE + 4 + 2 + len;
+                CHECK(n <= sizeof(buf));
+                buf[16] = (uint8_t)((n - SAGE_PROTO_HEADER_SIZE) & 0xff); /* payload length, little-endian */
+                buf[17] = (uint8_t)((n - SAGE_PROTO_HEADER_SIZE) >> 8);
+                buf[SAGE_PROTO_HEADER_SIZE + 4] = (uint8_t)(len & 0xff);
+                buf[SAGE_PROTO_HEADER_SIZE + 5] = (uint8_t)(len >> 8);
+                memset(buf + SAGE_PROTO_HEADER_SIZE + 6, 'x', len);
+                CHECK(sage_proto_decode(buf, n, &d, NULL) ==
+                      (len == SAGE_PROTO_ERROR_MESSAGE_MAX ? 0 : SAGE_ERR_MALFORMED));
+        }
+
         /* IPC messages: a token one byte short or long, a flag they do not have. */
         static const unsigned token_types[] = { SAGE_MSG_IPC_EXPORT_REPLY, SAGE_MSG_IPC_IMPORT, SAGE_MSG_IPC_REVOKE };
         for (size_t i = 0; i < sizeof(token_types) / sizeof(token_types[0]); i++) {
