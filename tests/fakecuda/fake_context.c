@@ -44,6 +44,8 @@ CUresult fake_require_context(CUcontext *out)
     CUcontext ctx = fake_current_context();
     if (!ctx)
         return CUDA_ERROR_INVALID_CONTEXT;
+    if (__atomic_load_n(&ctx->faulted, __ATOMIC_RELAXED))
+        return CUDA_ERROR_ILLEGAL_ADDRESS; /* sticky, as after a GPU fault */
     if (out)
         *out = ctx;
     return CUDA_SUCCESS;

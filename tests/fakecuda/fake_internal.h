@@ -35,6 +35,7 @@ struct CUctx_st {
     int device; /* ordinal as the process sees it */
     unsigned flags;
     bool primary;
+    bool faulted; /* a kernel faulted: sticky CUDA_ERROR_ILLEGAL_ADDRESS (fake_fault.c) */
 };
 
 typedef enum FakeAllocKind {
@@ -255,6 +256,10 @@ CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op);     /* locks
 CUresult fake_op_run(const FakeOp *op);
 void fake_op_release(FakeOp *op);
 void fake_stream_free_context_locked(CUcontext ctx);
+
+/* fake_fault.c: runs a kernel; a fault in it marks ctx faulted (sticky), the process lives. */
+CUresult fake_kernel_run(CUcontext ctx, const FakeKernelEntry *entry, const FakeKernelLaunch *launch,
+                         void **params);
 
 /* fake_module.c */
 CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params, void **extra);

@@ -353,8 +353,13 @@ FAKE_EXPORT CUresult cuFuncGetParamInfo(CUfunction f, size_t index, size_t *offs
     size_t at = 0;
     if (!e)
         return CUDA_ERROR_INVALID_HANDLE;
-    if (!offset || !size || !e->param_sizes)
+    if (!offset || !size)
         return CUDA_ERROR_INVALID_VALUE;
+    /* A kernel that declares no sizes is one whose layout the driver cannot
+     * tell: an error other than INVALID_VALUE, which means "past the last
+     * parameter" (a kernel without parameters declares an empty list). */
+    if (!e->param_sizes)
+        return CUDA_ERROR_NOT_SUPPORTED;
     for (size_t i = 0; e->param_sizes[i]; i++) {
         size_t align = e->param_sizes[i] < 8 ? e->param_sizes[i] : 8;
         at = (at + align - 1) / align * align;
@@ -435,7 +440,8 @@ static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entr
 
 CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params, void **extra)
 {
-    CUresult r = fake_require_context(NULL);
+    CUcontext ctx;
+    CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
         return r;
     const FakeKernelEntry *entry = entry_of(f);
@@ -454,8 +460,7 @@ CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params
     size_t size;
     void *buf = params ? NULL : extra_buffer(extra, &size);
     void *packed[1] = { buf };
-    entry->fn(launch, buf ? packed : params);
-    return CUDA_SUCCESS;
+    return fake_kernel_run(ctx, entry, launch, buf ? packed : params);
 }
 
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,

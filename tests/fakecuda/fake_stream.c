@@ -70,8 +70,8 @@ CUresult fake_op_run(const FakeOp *op)
 {
     switch (op->kind) {
     case FAKE_OP_KERNEL:
-        op->u.kernel.entry->fn(&op->u.kernel.launch, op->u.kernel.params);
-        return CUDA_SUCCESS;
+        return fake_kernel_run(fake_current_context(), op->u.kernel.entry, &op->u.kernel.launch,
+                               op->u.kernel.params);
     case FAKE_OP_COPY:
         return fake_copy_checked(op->u.copy.dst, op->u.copy.src, op->u.copy.bytes);
     case FAKE_OP_COPY3D:

@@ -13,6 +13,11 @@
  *   write       after the upload, the app overwrites 1 MiB in the middle
  *               through the API (memset) and checksums
  *   kernel-write after the upload, a kernel multiplies the weights in place
+ *   unknown-layout as kernel-write, by a kernel whose parameter layout the
+ *               driver cannot tell (cuFuncGetParamInfo fails)
+ *   hidden-write as kernel-write, by a kernel that finds the weights through
+ *               a pointer in device memory (no parameter shows it); a fault
+ *               is reported as "hidden write faulted: CODE"
  *   file2 P1 P2 weights from P1 (mmap()ed), unmapped, then other weights from
  *               P2 mapped (at the same address, as a rule): both keyed by
  *               their own file
@@ -74,13 +79,26 @@ static void scale_kernel(const FakeKernelLaunch *launch, void **params) {
         for (size_t i = 0; i < n; i++)
                 w[i] *= 3;
 }
+/* Multiplies by 3 the weights a pointer in device memory names: a write no
+ * launch parameter shows. */
+static void scale_indirect_kernel(const FakeKernelLaunch *launch, void **params) {
+        uint64_t *w = **(uint64_t ***)params[0];
+        size_t n = *(size_t *)params[1];
+
+        (void)launch;
+        for (size_t i = 0; i < n; i++)
+                w[i] *= 3;
+}
 static const size_t checksum_params[] = { sizeof(void *), sizeof(size_t), sizeof(void *), 0 };
 static const size_t scale_params[] = { sizeof(void *), sizeof(size_t), 0 };
+/* "scale_unknown" declares no sizes: the driver cannot tell its parameter layout. */
 static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, checksum_params },
-                                           { "scale", scale_kernel, scale_params } };
-static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 2, kernels };
+                                           { "scale", scale_kernel, scale_params },
+                                           { "scale_unknown", scale_kernel, NULL },
+                                           { "scale_indirect", scale_indirect_kernel, scale_params } };
+static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 4, kernels };
 
-static CUfunction fn, scale_fn;
+static CUfunction fn, scale_fn, scale_unknown_fn, scale_indirect_fn;
 static CUdeviceptr out;
 
 static uint64_t checksum(CUdeviceptr p, size_t bytes) {
@@ -246,6 +264,8 @@ int main(int argc, char **argv) {
         OK(cuModuleLoadData(&module, &image));
         OK(cuModuleGetFunction(&fn, module, "checksum"));
         OK(cuModuleGetFunction(&scale_fn, module, "scale"));
+        OK(cuModuleGetFunction(&scale_unknown_fn, module, "scale_unknown"));
+        OK(cuModuleGetFunction(&scale_indirect_fn, module, "scale_indirect"));
         OK(cuMemAlloc(&out, sizeof(uint64_t)));
         if (!strcmp(mode, "ipc-open"))
                 return argc > 4 ? ipc_open(argv[4], bytes) : 2;
@@ -299,10 +319,25 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(mode, "write"))
                 OK(cuMemsetD8(weights + bytes / 2, 0x33, 1 << 20));
-        if (!strcmp(mode, "kernel-write")) {
+        if (!strcmp(mode, "kernel-write") || !strcmp(mode, "unknown-layout")) {
                 size_t n = bytes / sizeof(uint64_t);
                 void *params[] = { &weights, &n };
-                OK(cuLaunchKernel(scale_fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+                OK(cuLaunchKernel(!strcmp(mode, "kernel-write") ? scale_fn : scale_unknown_fn, 1, 1, 1, 1, 1, 1, 0,
+                                  NULL, params, NULL));
+        }
+        if (!strcmp(mode, "hidden-write")) {
+                size_t n = bytes / sizeof(uint64_t);
+                CUdeviceptr slot;
+                CUresult r;
+                void *params[] = { &slot, &n };
+                OK(cuMemAlloc(&slot, sizeof(weights)));
+                OK(cuMemcpyHtoD(slot, &weights, sizeof(weights)));
+                OK(cuLaunchKernel(scale_indirect_fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+                if ((r = cuCtxSynchronize()) != CUDA_SUCCESS) {
+                        /* The write hit read-only memory: this context is lost, nobody else's data. */
+                        printf("hidden write faulted: %d\n", (int)r);
+                        return 0;
+                }
         }
         printf("weights checksum %016llx\n", (unsigned long long)checksum(weights, bytes));
         if (!strcmp(mode, "ipc-export")) {
