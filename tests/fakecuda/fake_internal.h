@@ -208,6 +208,11 @@ typedef struct FakeState {
     struct CUgraph_st *graphs;
     struct CUgraphExec_st *execs;
     unsigned long long next_id;
+
+    /* Device address ranges freed last, newest first: the real driver hands
+     * a freed address out again first, so a stale pointer soon names
+     * someone else's memory (fake_memory.c reuses them the same way). */
+    struct { uintptr_t base; size_t size; } freed[8];
 } FakeState;
 
 /* The one instance: the driver is a process-wide singleton, as the real one. */

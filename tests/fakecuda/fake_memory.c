@@ -67,7 +67,20 @@ CUresult fake_device_alloc_locked(CUdeviceptr *out, size_t bytes, CUcontext ctx,
             close(fd);
             return CUDA_ERROR_OUT_OF_MEMORY;
         }
-        p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        p = MAP_FAILED;
+        for (size_t i = 0; i < sizeof fake.freed / sizeof fake.freed[0] && p == MAP_FAILED; i++) {
+            if (fake.freed[i].size != rounded)
+                continue;
+            p = mmap((void *)fake.freed[i].base, rounded, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
+                     fd, 0);
+            if (p != MAP_FAILED && p != (void *)fake.freed[i].base) { /* a kernel without NOREPLACE: a hint */
+                munmap(p, rounded);
+                p = MAP_FAILED;
+            }
+            fake.freed[i].size = 0;
+        }
+        if (p == MAP_FAILED)
+            p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     } else {
         p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     }
@@ -99,6 +112,11 @@ void fake_alloc_free_locked(FakeAlloc *a)
         fake.mem_used[a->device] -= a->map_size;
     if (a->map_size)
         munmap(a->base, a->map_size);
+    if (a->kind == FAKE_ALLOC_DEVICE && a->map_size) {
+        memmove(&fake.freed[1], &fake.freed[0], sizeof fake.freed - sizeof fake.freed[0]);
+        fake.freed[0].base = (uintptr_t)a->base;
+        fake.freed[0].size = a->map_size;
+    }
     if (a->fd >= 0)
         close(a->fd);
     free(a);

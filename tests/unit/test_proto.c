@@ -374,6 +374,25 @@ static void test_rejects(void) {
         buf[SAGE_PROTO_HEADER_SIZE + 3] = 0xff;
         CHECK(sage_proto_decode(buf, n, &d, list_out) == SAGE_ERR_MALFORMED);
 
+        /* A LIST reply of more entries than the caller's storage holds, its
+         * lengths consistent (it still fits a message): refused. */
+        {
+                static SageListEntry roomy[2 * SAGE_PROTO_LIST_MAX]; /* so that a bug cannot overflow */
+                uint32_t count = SAGE_PROTO_LIST_MAX + 1;
+                size_t payload = 4 + 1 + (size_t)count * SAGE_PROTO_LIST_ENTRY_SIZE;
+                sage_proto_init(&m, SAGE_MSG_LIST_REPLY, 1);
+                m.list_reply = (SageListReply){ 0, 0, list_in };
+                CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == SAGE_PROTO_HEADER_SIZE + 5);
+                CHECK(SAGE_PROTO_HEADER_SIZE + payload <= sizeof(buf));
+                for (int i = 0; i < 4; i++) {
+                        buf[16 + i] = (uint8_t)(payload >> (8 * i));
+                        buf[SAGE_PROTO_HEADER_SIZE + i] = (uint8_t)(count >> (8 * i));
+                }
+                buf[SAGE_PROTO_HEADER_SIZE + 4] = 0;
+                memset(buf + SAGE_PROTO_HEADER_SIZE + 5, 0, payload - 5);
+                CHECK(sage_proto_decode(buf, SAGE_PROTO_HEADER_SIZE + payload, &d, roomy) == SAGE_ERR_MALFORMED);
+        }
+
         /* An error message with control characters. */
         sage_proto_error(&m, 1, SAGE_ERR_INTERNAL, "abc");
         n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
