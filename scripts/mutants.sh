@@ -14,6 +14,9 @@
 #                    each mutant rebuilds only what it touches)
 # Environment: SAGE_MUTANT_TIMEOUT (seconds per suite run, default 600).
 set -euo pipefail
+# One compound command: bash reads it whole before running it, so editing
+# this file (or the list) while it runs cannot derail the run.
+{
 cd "$(dirname "$0")/.."
 root=$PWD
 list=$root/scripts/mutants.list
@@ -191,3 +194,5 @@ if [ ${#survivors[@]} -gt 0 ]; then
   echo "not caught: ${survivors[*]}"
   exit 1
 fi
+exit 0
+}

@@ -258,7 +258,15 @@ CUresult fake_copy3d_checked(const CUDA_MEMCPY3D *c);
 CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture); /* locks */
 bool fake_invalidate_captures(void); /* locks; any capture going on is broken: true */
 CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op);     /* locks */
-CUresult fake_op_run(const FakeOp *op);
+CUresult fake_op_run(const FakeOp *op);                     /* in the current context */
+CUresult fake_op_run_in(const FakeOp *op, CUcontext ctx);
+
+/* fake_queue.c: asynchronous work. submit: false when it cannot be queued
+ * (then the caller drains and runs it at once); the op is the queue's. Never
+ * drain with fake.lock held. */
+bool fake_queue_submit(const FakeOp *op, CUcontext ctx);
+void fake_queue_drain(void);
+void fake_queue_unmapping(uintptr_t base, size_t size); /* queued work using it faults */
 void fake_op_release(FakeOp *op);
 void fake_stream_free_context_locked(CUcontext ctx);
 

@@ -174,6 +174,7 @@ FAKE_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsig
 
 static CUresult free_kind(uintptr_t p, bool (*ok)(const FakeAlloc *))
 {
+    fake_queue_drain(); /* freeing synchronizes, as in the driver */
     fake_lock();
     for (FakeAlloc *a = fake.allocs; a; a = a->next) {
         if ((uintptr_t)a->base == p && ok(a)) {
@@ -383,7 +384,8 @@ FAKE_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attri
 /* ------------------------------------------------------------ memset */
 CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count, CUstream stream)
 {
-    CUresult r = fake_require_context(NULL);
+    CUcontext ctx;
+    CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
         return r;
     struct CUgraph_st *capture = NULL;
@@ -405,6 +407,9 @@ CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count
     op.u.memset.count = count;
     if (capture)
         return fake_graph_append(capture, &op);
+    if (stream && fake_queue_submit(&op, ctx))
+        return CUDA_SUCCESS;
+    fake_queue_drain();
     fake_op_run(&op);
     return CUDA_SUCCESS;
 }

@@ -297,6 +297,8 @@ FAKE_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
     uintptr_t p = (uintptr_t)ptr;
     if (size == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    /* Unmapping does not wait for the GPU: queued work still using the range faults. */
+    fake_queue_unmapping(p, size);
     fake_lock();
     bool any = false;
     /* Whole mappings only: every cuMemMap touched must lie inside the range. */

@@ -25,6 +25,19 @@ echo "blocked in set-up (ms): native $native, auto (linked) $auto, lazy $lazy, e
 [ "$lazy" -ge $((native / 2)) ] || bad "lazy warm-up must not start before the first sign of CUDA ($lazy ms)"
 [ "$auto_dl" -ge $((native / 2)) ] || bad "auto must be lazy for a program without CUDA at load ($auto_dl ms)"
 
+# The same, deterministically: the warm-up thread retained the primary
+# context, and the app's own retain got that very context.
+SAGE_TRACE="$tmp/overlap.json" sage "$linked" overlap 100 >/dev/null || bad "traced overlap run"
+"$python" - "$tmp/overlap.json" <<'PY' || bad "the warm-up did not retain the primary context the app then used"
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("name") == "cuDevicePrimaryCtxRetain"]
+main = [e for e in ev if e["tid"] == e["pid"]]
+warm = [e for e in ev if e["tid"] != e["pid"]]
+assert main and warm, ev
+assert all(e["args"]["result"] == 0 for e in ev), ev
+assert warm[0]["ts"] < main[0]["ts"] and warm[0]["args"]["ctx"] == main[0]["args"]["ctx"], ev
+PY
+
 step "fork: auto never initialises CUDA before the app does; eager/lazy hazards are detected and reported"
 out=$(sage "$dl" lookup-fork 800)
 grep -q 'child cuInit=0' <<<"$out" || bad "auto: symbol lookups in the parent broke the forked child: $out"

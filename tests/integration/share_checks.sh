@@ -185,6 +185,10 @@ grep -q "hidden write faulted: 700" <<<"$out" || bad "hidden-write: the write in
 out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-hidden-write run"
 [ "$out" = "$native" ] || bad "after a hidden writer the extent changed: $out vs $native"
 
+step "an upload while work on the allocation is still queued: the backing is replaced only after it ran"
+twice q "inflight" 96 13 inflight
+[ "$(stat_of "$tmp/q2.json" SHARE_HITS)" = 1 ] || bad "inflight: the second upload was not a hit"
+
 step "CUDA IPC on a VMM-backed allocation: emulated through the broker"
 native_i=$("$prog" 96 7 ipc-export)
 out=$(SAGE_TRACE="$tmp/i1.json" LD_PRELOAD="$preload" "$prog" 96 7 ipc-export) || bad "ipc run"

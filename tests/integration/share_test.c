@@ -13,6 +13,8 @@
  *   write       after the upload, the app overwrites 1 MiB in the middle
  *               through the API (memset) and checksums
  *   kernel-write after the upload, a kernel multiplies the weights in place
+ *   inflight    the upload comes while an asynchronous memset of the
+ *               allocation is still queued on a stream
  *   unknown-layout as kernel-write, by a kernel whose parameter layout the
  *               driver cannot tell (cuFuncGetParamInfo fails)
  *   hidden-write as kernel-write, by a kernel that finds the weights through
@@ -313,6 +315,15 @@ int main(int argc, char **argv) {
                 OK(cuMemcpyHtoDAsync(weights + a, (char *)host + a, b, s));
                 OK(cuStreamSynchronize(s));
                 OK(cuMemcpy(weights + a + b, (CUdeviceptr)(uintptr_t)((char *)host + a + b), bytes - a - b));
+                OK(cuStreamDestroy(s));
+        } else if (!strcmp(mode, "inflight")) {
+                /* Zeroing still queued on a stream when the upload comes: the
+                 * upload (legacy default stream) waits for it, so must SAGE
+                 * before it replaces the backing. */
+                CUstream s;
+                OK(cuStreamCreate(&s, 0));
+                OK(cuMemsetD8Async(weights, 0, bytes, s));
+                OK(cuMemcpyHtoD(weights, host, bytes));
                 OK(cuStreamDestroy(s));
         } else {
                 OK(cuMemcpyHtoD(weights, host, bytes));
