@@ -97,6 +97,10 @@ elif cmd == "count":
 PY
 }
 
+# A snapshot: the list may be edited while a run goes on.
+mkdir -p "$scratch"
+cp "$list" "$scratch/mutants.list"
+list=$scratch/mutants.list
 if [ "$do_list" = 1 ]; then
   helper list
   exit 0

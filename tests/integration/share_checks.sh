@@ -168,6 +168,13 @@ out=$(SAGE_TRACE="$tmp/k1.json" LD_PRELOAD="$preload" "$prog" 96 7 kernel-write)
 out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-kernel-write run"
 [ "$out" = "$native" ] || bad "after a kernel writer the extent changed: $out vs $native"
 
+step "weights a kernel changed after their upload: never published under the upload's key"
+out=$(SAGE_TRACE="$tmp/kc1.json" LD_PRELOAD="$preload" "$prog" 96 21 kernel-write) || bad "kernel-changed run"
+[ "$out" = "$("$prog" 96 21 kernel-write)" ] || bad "kernel-changed output: $out"
+[ "$(stat_of "$tmp/kc1.json" SHARE_PUBLISHED)" = 0 ] || bad "kernel-changed: changed content was published"
+out=$(SAGE_TRACE="$tmp/kc2.json" LD_PRELOAD="$preload" "$prog" 96 21) || bad "after-kernel-changed run"
+[ "$out" = "$("$prog" 96 21)" ] || bad "after a publisher's kernel changed its weights, a hit served them: $out"
+
 step "a kernel whose parameter layout the driver cannot tell writes shared weights: every shared piece private first"
 native_u=$("$prog" 96 7 unknown-layout)
 out=$(SAGE_TRACE="$tmp/u1.json" LD_PRELOAD="$preload" "$prog" 96 7 unknown-layout) || bad "unknown-layout run (a fault?)"
