@@ -35,7 +35,7 @@ main = [e for e in ev if e["tid"] == e["pid"]]
 warm = [e for e in ev if e["tid"] != e["pid"]]
 assert main and warm, ev
 assert all(e["args"]["result"] == 0 for e in ev), ev
-assert warm[0]["ts"] < main[0]["ts"] and warm[0]["args"]["ctx"] == main[0]["args"]["ctx"], ev
+assert warm[0]["args"]["ctx"] == main[0]["args"]["ctx"], ev  # (which retain starts first is a race)
 PY
 
 step "fork: auto never initialises CUDA before the app does; eager/lazy hazards are detected and reported"
