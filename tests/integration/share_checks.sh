@@ -168,6 +168,11 @@ out=$(SAGE_TRACE="$tmp/k1.json" LD_PRELOAD="$preload" "$prog" 96 7 kernel-write)
 out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-kernel-write run"
 [ "$out" = "$native" ] || bad "after a kernel writer the extent changed: $out vs $native"
 
+step "the same writer through cuLaunchKernelEx_ptsz: guarded too"
+out=$(SAGE_TRACE="$tmp/kx.json" LD_PRELOAD="$preload" "$prog" 96 7 kernel-write-ex) || bad "kernel-write-ex run (a fault?)"
+[ "$out" = "$native_k" ] || bad "kernel-write-ex output: $out vs $native_k"
+[ "$(stat_of "$tmp/kx.json" SHARE_GUARD_UNSHARED)" = 1 ] || bad "kernel-write-ex: not made private before the launch"
+
 step "weights a kernel changed after their upload: never published under the upload's key"
 out=$(SAGE_TRACE="$tmp/kc1.json" LD_PRELOAD="$preload" "$prog" 96 21 kernel-write) || bad "kernel-changed run"
 [ "$out" = "$("$prog" 96 21 kernel-write)" ] || bad "kernel-changed output: $out"

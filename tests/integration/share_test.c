@@ -13,6 +13,7 @@
  *   write       after the upload, the app overwrites 1 MiB in the middle
  *               through the API (memset) and checksums
  *   kernel-write after the upload, a kernel multiplies the weights in place
+ *   kernel-write-ex as kernel-write, launched by cuLaunchKernelEx_ptsz
  *   inflight    the upload comes while an asynchronous memset of the
  *               allocation is still queued on a stream
  *   unknown-layout as kernel-write, by a kernel whose parameter layout the
@@ -101,6 +102,9 @@ static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, checks
 static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 4, kernels };
 
 static CUfunction fn, scale_fn, scale_unknown_fn, scale_indirect_fn;
+
+/* cuda.h names it only under CUDA_API_PER_THREAD_DEFAULT_STREAM. */
+CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params, void **extra);
 static CUdeviceptr out;
 
 static uint64_t checksum(CUdeviceptr p, size_t bytes) {
@@ -335,6 +339,14 @@ int main(int argc, char **argv) {
                 void *params[] = { &weights, &n };
                 OK(cuLaunchKernel(!strcmp(mode, "kernel-write") ? scale_fn : scale_unknown_fn, 1, 1, 1, 1, 1, 1, 0,
                                   NULL, params, NULL));
+        }
+        if (!strcmp(mode, "kernel-write-ex")) {
+                /* The same writer through cuLaunchKernelEx_ptsz, as a per-thread-stream build calls it. */
+                size_t n = bytes / sizeof(uint64_t);
+                void *params[] = { &weights, &n };
+                CUlaunchConfig config = { .gridDimX = 1, .gridDimY = 1, .gridDimZ = 1,
+                                          .blockDimX = 1, .blockDimY = 1, .blockDimZ = 1 };
+                OK(cuLaunchKernelEx_ptsz(&config, scale_fn, params, NULL));
         }
         if (!strcmp(mode, "hidden-write")) {
                 size_t n = bytes / sizeof(uint64_t);
