@@ -111,6 +111,28 @@ static void take_notes(SageMessage *reply, NotesSink *sink) {
         notes->bytes = NULL;
 }
 
+/* The broker hung up before our request: if it said why first (an ERROR
+ * with request id 0, e.g. LIMIT at accept), that code, else `error`. */
+static int refusal(SageBroker *b, uint8_t *buf, int error) {
+        int fds[SAGE_PROTO_MAX_FDS];
+        size_t n_fds = 0;
+        SageMessage m;
+        ssize_t n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, fds, SAGE_PROTO_MAX_FDS, &n_fds);
+
+        /* A broker that closed with our request unread leaves ECONNRESET
+         * pending, reported (once) before what it had sent. */
+        if (n == -ECONNRESET)
+                n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, fds, SAGE_PROTO_MAX_FDS, &n_fds);
+
+        for (size_t i = 0; i < n_fds; i++)
+                close(fds[i]);
+        if (n <= 0 || sage_proto_decode(buf, (size_t)n, &m, NULL) != 0 || m.header.type != SAGE_MSG_ERROR ||
+            m.header.request_id != 0 || m.error.code == 0 || m.error.code >= 0x10000)
+                return error;
+        snprintf(b->last_error, sizeof(b->last_error), "%s", m.error.message);
+        return (int)m.error.code;
+}
+
 /* Send `req`, wait for the reply with its request id. Caller holds the lock.
  * *reply_fd receives the fd of a reply that carries one (else -1). */
 static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
@@ -142,7 +164,9 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                 if (r < 0)
                         goto out;
         }
-        if (r < 0)
+        if (r == -EPIPE || r == -ECONNRESET)
+                r = refusal(b, buf, r);
+        if (r != 0)
                 goto out;
 
         for (;;) {
@@ -156,8 +180,8 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                 n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, rfds, SAGE_PROTO_MAX_FDS, &n_rfds);
                 if (n == -EAGAIN)
                         continue;
-                if (n == 0) {
-                        r = -EPIPE;
+                if (n == 0 || n == -ECONNRESET) {
+                        r = refusal(b, buf, n == 0 ? -EPIPE : -ECONNRESET);
                         goto out;
                 }
                 if (n < 0) {
@@ -165,7 +189,10 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                         goto out;
                 }
                 r = sage_proto_decode(buf, (size_t)n, reply, list_storage);
-                if (r == 0 && reply->header.request_id != req->header.request_id) {
+                /* An ERROR with request id 0 is the broker's word on the connection
+                 * itself (refused at accept: LIMIT), the answer to whatever we asked. */
+                if (r == 0 && reply->header.request_id != req->header.request_id &&
+                    !(reply->header.type == SAGE_MSG_ERROR && reply->header.request_id == 0)) {
                         /* A late answer to an abandoned request. */
                         for (size_t i = 0; i < n_rfds; i++)
                                 close(rfds[i]);
@@ -239,14 +266,42 @@ static void set_last_error(SageBroker *b, const char *format, ...) {
         pthread_mutex_unlock(&b->lock);
 }
 
+/* Only a broker of root, of our own uid or of SAGE_BROKER_UID may hear our
+ * hashes, hold our uploads and hand us memory to map. */
+static int check_broker_peer(int fd, const char *path, char *why, size_t why_size) {
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        uint64_t trusted = sage_options()->broker_uid;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+                int r = -errno;
+                snprintf(why, why_size, "cannot read the credentials of the broker on %s: %s", path, strerror(-r));
+                return r;
+        }
+        if (cred.uid == 0 || cred.uid == geteuid() || (uint64_t)cred.uid == trusted)
+                return 0;
+        snprintf(why, why_size,
+                 "the broker on %s runs as uid %u (pid %d), not as root, as you (uid %u) or as SAGE_BROKER_UID: "
+                 "refusing it as an impostor",
+                 path, (unsigned)cred.uid, (int)cred.pid, (unsigned)geteuid());
+        return -EPERM;
+}
+
 int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms) {
+        return sage_broker_connect_why(out, path, timeout_ms, NULL, 0);
+}
+
+int sage_broker_connect_why(SageBroker **out, const char *path, int timeout_ms, char *why, size_t why_size) {
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
-        char default_path[sizeof(addr.sun_path)];
+        char default_path[sizeof(addr.sun_path)], reason[256];
         SageBroker *b;
         SageMessage req, reply;
         int r;
 
         *out = NULL;
+        reason[0] = 0;
+        if (why && why_size)
+                why[0] = 0;
         if (!path) {
                 r = sage_broker_default_socket(default_path, sizeof(default_path));
                 if (r < 0)
@@ -296,6 +351,13 @@ int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms) {
                 }
                 poll(NULL, 0, 1);
         }
+        r = check_broker_peer(b->fd, path, reason, sizeof(reason));
+        if (r < 0) {
+                if (why && why_size)
+                        snprintf(why, why_size, "%s", reason);
+                sage_broker_free(b);
+                return r;
+        }
 
         sage_proto_init(&req, SAGE_MSG_HELLO, 0);
         req.hello.client_version = SAGE_PROTO_VERSION;
@@ -303,7 +365,8 @@ int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms) {
         r = call(b, &req, NULL, 0, &reply, NULL, NULL);
         if (r != 0) {
                 sage_broker_free(b);
-                return r > 0 ? -EPROTO : r;
+                /* LIMIT: refused at accept, over a connection cap (daemon/README.md). */
+                return r == SAGE_ERR_LIMIT ? -EUSERS : r > 0 ? -EPROTO : r;
         }
         b->hello = reply.hello_reply;
         *out = b;
@@ -369,8 +432,9 @@ int sage_broker_publish(SageBroker *b, SageHash hash, uint64_t size, uint32_t de
         return 0;
 }
 
-int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
-                              const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
+static int publish_noted(SageBroker *b, SageHash hash, const SageHash *content, uint64_t size, uint32_t device,
+                         uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
+                         int *existed) {
         SageMessage req, reply;
         int r;
 
@@ -388,6 +452,10 @@ int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint3
         req.header.flags = flags;
         req.publish_noted.key = (SageExtentKey){ .hash = hash, .size = size, .device = device };
         req.publish_noted.notes = (SageNotes){ .length = notes_len, .bytes = notes };
+        if (content) {
+                req.header.flags |= SAGE_PUBLISH_CONTENT;
+                req.publish_noted.content = *content;
+        }
         r = call(b, &req, &fd, 1, &reply, NULL, NULL);
         if (r != 0)
                 return r;
@@ -396,6 +464,17 @@ int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint3
         if (existed)
                 *existed = reply.publish_noted_reply.existed;
         return 0;
+}
+
+int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
+                              const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
+        return publish_noted(b, hash, NULL, size, device, flags, fd, notes, notes_len, extent_id, existed);
+}
+
+int sage_broker_publish_content(SageBroker *b, SageHash key, SageHash content, uint64_t size, uint32_t device,
+                                uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
+                                int *existed) {
+        return publish_noted(b, key, &content, size, device, flags, fd, notes, notes_len, extent_id, existed);
 }
 
 int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,

@@ -31,9 +31,18 @@ typedef struct SageBroker SageBroker;
  * else $XDG_RUNTIME_DIR/sage/saged.sock (or /run/user/UID/sage/saged.sock). */
 int sage_broker_default_socket(char *buf, size_t size);
 
-/* Connect (path NULL: the default) and say HELLO. timeout_ms applies to the
- * connect and, later, to every request. */
+/*
+ * Connect (path NULL: the default), check who answers and say HELLO.
+ * timeout_ms applies to the connect and, later, to every request. The
+ * broker must run as root, as the caller's effective uid or as
+ * SAGE_BROKER_UID (SO_PEERCRED): anyone else on the path is an impostor
+ * (a user who bound it after saged stopped), and the call fails with
+ * -EPERM without sending it a byte. -EUSERS: the broker refused the
+ * connection over a connection cap.
+ */
 int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms);
+/* sage_broker_connect, and on failure a sentence saying why into `why`. */
+int sage_broker_connect_why(SageBroker **out, const char *path, int timeout_ms, char *why, size_t why_size);
 SageBroker *sage_broker_free(SageBroker *broker);
 
 /* What the broker said in reply to HELLO. */
@@ -76,6 +85,15 @@ int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32
  */
 int sage_broker_publish_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint32_t flags,
                               int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed);
+/*
+ * publish_noted under a key that is not the bytes' content key (libsage's
+ * file-identity key): the broker verifies the bytes against `content`
+ * (common/hash.h's content key) instead. A broker older than this answers
+ * SAGE_ERR_MALFORMED (an unknown flag).
+ */
+int sage_broker_publish_content(SageBroker *broker, SageHash key, SageHash content, uint64_t size, uint32_t device,
+                                uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
+                                int *existed);
 int sage_broker_lookup_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
                              uint64_t *extent_id, int *fd_out, void *notes, uint32_t notes_cap,
                              uint32_t *notes_len);

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -15,6 +16,27 @@
 SageHash sage_hash(const void *data, size_t size) {
         XXH128_hash_t h = XXH3_128bits(data, size);
         return (SageHash){ .low = h.low64, .high = h.high64 };
+}
+
+SageHash sage_content_key_combine(const SageHash *chunks, size_t n_chunks) {
+        return sage_hash(chunks, n_chunks * sizeof(*chunks));
+}
+
+SageHash sage_content_key(const void *data, size_t size) {
+        const unsigned char *p = data;
+        size_t n_chunks = (size + SAGE_CONTENT_KEY_CHUNK - 1) / SAGE_CONTENT_KEY_CHUNK;
+        SageHash *chunks = calloc(n_chunks ? n_chunks : 1, sizeof(*chunks)), key;
+
+        if (!chunks)
+                return (SageHash){ 0, 0 };
+        for (size_t i = 0; i < n_chunks; i++) {
+                size_t off = i * (size_t)SAGE_CONTENT_KEY_CHUNK;
+                size_t n = size - off < SAGE_CONTENT_KEY_CHUNK ? size - off : SAGE_CONTENT_KEY_CHUNK;
+                chunks[i] = sage_hash(p + off, n);
+        }
+        key = sage_content_key_combine(chunks, n_chunks);
+        free(chunks);
+        return key;
 }
 
 void sage_hash_format(SageHash hash, char out[33]) {

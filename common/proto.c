@@ -270,8 +270,8 @@ bool sage_proto_label_valid(const char *name, size_t length) {
 
 static uint32_t allowed_flags(unsigned type) {
         switch (type) {
-        case SAGE_MSG_PUBLISH:
-        case SAGE_MSG_PUBLISH_NOTED: return SAGE_PUBLISH_FLAGS_ALL;
+        case SAGE_MSG_PUBLISH: return SAGE_PUBLISH_FLAGS_ALL;
+        case SAGE_MSG_PUBLISH_NOTED: return SAGE_PUBLISH_NOTED_FLAGS_ALL;
         case SAGE_MSG_EVICT: return SAGE_EVICT_FLAGS_ALL;
         default: return 0;
         }
@@ -354,6 +354,8 @@ static void encode_payload(Writer *w, const SageMessage *m) {
                 break;
         case SAGE_MSG_PUBLISH_NOTED:
                 put_key(w, &m->publish_noted.key);
+                if (m->header.flags & SAGE_PUBLISH_CONTENT)
+                        put_hash(w, m->publish_noted.content);
                 put_notes(w, &m->publish_noted.notes);
                 break;
         case SAGE_MSG_PUBLISH_NOTED_REPLY:
@@ -400,6 +402,7 @@ static void encode_payload(Writer *w, const SageMessage *m) {
                 put_u64(w, s->evictions);
                 put_u64(w, s->rejected_budget);
                 put_u64(w, s->uptime_ns);
+                put_u64(w, s->rejected_content);
                 break;
         }
         case SAGE_MSG_LIST:
@@ -507,6 +510,8 @@ static int decode_payload(Reader *r, SageMessage *m, SageListEntry *list_storage
                 break;
         case SAGE_MSG_PUBLISH_NOTED:
                 get_key(r, &m->publish_noted.key);
+                if (m->header.flags & SAGE_PUBLISH_CONTENT)
+                        m->publish_noted.content = get_hash(r);
                 if (get_notes(r, &m->publish_noted.notes))
                         return SAGE_ERR_MALFORMED;
                 break;
@@ -554,6 +559,7 @@ static int decode_payload(Reader *r, SageMessage *m, SageListEntry *list_storage
                 s->evictions = get_u64(r);
                 s->rejected_budget = get_u64(r);
                 s->uptime_ns = get_u64(r);
+                s->rejected_content = get_u64(r);
                 break;
         }
         case SAGE_MSG_LIST:
@@ -725,7 +731,9 @@ ssize_t sage_proto_recv(int sock, void *buf, size_t size, int *fds, size_t max_f
                         }
                 }
         }
-        if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || bad) {
+        /* A zero-length message reads like the end of the stream; one that
+         * carries fds is not the end, and those fds would leak with it. */
+        if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || bad || (n == 0 && stored > 0)) {
                 for (size_t i = 0; i < stored; i++)
                         close(fds[i]);
                 return (msg.msg_flags & MSG_TRUNC) ? -EMSGSIZE : -EBADMSG;

@@ -109,7 +109,10 @@ const char *sage_proto_type_name(unsigned type);
 
 /* PUBLISH flags. */
 #define SAGE_PUBLISH_SEALED 0x1u /* the publisher asserts the content is read-only from now on */
+/* PUBLISH_NOTED only: the key is not the content key (a file identity); the content key follows it. */
+#define SAGE_PUBLISH_CONTENT 0x2u
 #define SAGE_PUBLISH_FLAGS_ALL SAGE_PUBLISH_SEALED
+#define SAGE_PUBLISH_NOTED_FLAGS_ALL (SAGE_PUBLISH_SEALED | SAGE_PUBLISH_CONTENT)
 /* EVICT flags. */
 #define SAGE_EVICT_ALL_UNREFERENCED 0x1u
 #define SAGE_EVICT_FLAGS_ALL SAGE_EVICT_ALL_UNREFERENCED
@@ -164,6 +167,7 @@ typedef struct SageStats {
         uint64_t evictions;
         uint64_t rejected_budget;
         uint64_t uptime_ns;
+        uint64_t rejected_content; /* published bytes that did not match their content key, dropped */
 } SageStats;
 
 typedef struct SageListEntry {
@@ -225,8 +229,8 @@ typedef struct SageIpcToken {
 } SageIpcToken;
 
 typedef struct SageIpcAllocation {
-        uint64_t size;           /* informational: the broker does not check the fd against it */
-        uint32_t device;         /* the exporter's device ordinal, relayed as is */
+        uint64_t size;           /* a broker with a driver checks the handle is exactly this size */
+        uint32_t device;         /* the broker's ordinal (checked when it has a driver), relayed as is */
 } SageIpcAllocation;
 
 /*
@@ -238,6 +242,7 @@ typedef struct SageIpcAllocation {
  * Offsets are from the payload's start; K = 28, the SageExtentKey of PUBLISH.
  *
  *   PUBLISH_NOTED       + 1 fd   0 K key (as PUBLISH), K 4 notes_len, K+4 notes_len bytes
+ *     with flag CONTENT          0 K key, K 16 content key (XXH3-128), K+16 4 notes_len, K+20 notes
  *   PUBLISH_NOTED_REPLY          as PUBLISH_REPLY                   (9 bytes)
  *   LOOKUP_NOTED                 as LOOKUP                          (28 bytes)
  *   LOOKUP_NOTED_REPLY  + 1 fd on a hit
@@ -255,6 +260,7 @@ typedef struct SageNotes {
 
 typedef struct SagePublishNoted {
         SageExtentKey key;
+        SageHash content;        /* with SAGE_PUBLISH_CONTENT: what the broker verifies the bytes against */
         SageNotes notes;
 } SagePublishNoted;
 
@@ -284,6 +290,11 @@ static inline uint32_t sage_namespace_label(uint64_t namespace_id) {
 static inline uint32_t sage_namespace_uid(uint64_t namespace_id) {
         return (uint32_t)namespace_id;
 }
+
+/* Label values from here up are containers the broker numbered (a client of
+ * the unlabelled socket in another container than saged), not labels: they
+ * have no name, container N is label SAGE_NAMESPACE_CONTAINER_FIRST + N. */
+#define SAGE_NAMESPACE_CONTAINER_FIRST 0x80000000u
 
 /* Is `name` (`length` bytes) a valid label name? */
 bool sage_proto_label_valid(const char *name, size_t length);
@@ -360,7 +371,9 @@ void sage_proto_error(SageMessage *m, uint32_t request_id, int code, const char 
  * sage_proto_send: returns 0, or negative errno (-EAGAIN on a non-blocking
  * socket whose peer is not reading).
  * sage_proto_recv: returns the message length, 0 at end of stream, negative
- * errno (-EMSGSIZE if truncated, -EBADMSG for bad ancillary data).
+ * errno (-EMSGSIZE if truncated, -EBADMSG for bad ancillary data, or for
+ * a zero-length message that carries fds: every fd received is closed or
+ * handed over, on every path).
  * *n_fds receives the number of fds stored in fds[].
  */
 int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);

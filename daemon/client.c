@@ -107,6 +107,17 @@ int client_unref(Client *c, ExtentStore *store, uint64_t id) {
         return 0;
 }
 
+void client_forget(Client *c, ExtentStore *store, uint64_t id) {
+        size_t i;
+        ClientRef *r = find_ref(c, id, &i);
+
+        if (!r)
+                return;
+        for (; r->count > 0; r->count--)
+                extent_store_unref(store, r->extent);
+        c->refs[i] = c->refs[--c->n_refs];
+}
+
 uint64_t client_ref_total(const Client *c) {
         uint64_t n = 0;
         for (size_t i = 0; i < c->n_refs; i++)

@@ -30,10 +30,13 @@ struct Client {
         uid_t uid;
         gid_t gid;
         pid_t pid;
-        uint32_t label;         /* of the socket it came through; 0: the unlabelled one */
+        /* Of the socket it came through (0: the unlabelled one), or, on the
+         * unlabelled one, its container's number (identity.h) */
+        uint32_t label;
         uint64_t namespace_id;  /* client_namespace(uid, label) */
-        /* Root on the unlabelled socket: LIST and EVICT reach every namespace.
-         * Root on a labelled socket is a tenant like any other. */
+        /* Root on the unlabelled socket, on the host: LIST and EVICT reach
+         * every namespace. Root on a labelled socket or in a container is a
+         * tenant like any other. */
         bool sees_all;
 
         ClientRef *refs;
@@ -69,6 +72,8 @@ Client *client_free(Client *client, ExtentStore *store);
 
 int client_ref(Client *client, ExtentStore *store, Extent *extent);
 int client_unref(Client *client, ExtentStore *store, uint64_t extent_id);
+/* Drop every reference the client holds on extent `id` (the broker rejected the extent). */
+void client_forget(Client *client, ExtentStore *store, uint64_t extent_id);
 uint64_t client_ref_total(const Client *client);
 
 /* Send (or queue, on EAGAIN) a reply. The fds are consumed in every case.

@@ -4,7 +4,8 @@
  *
  * An extent is keyed by (namespace, hash, size, device). Two chained hash
  * tables find it by key (LOOKUP, PUBLISH) and by id (RELEASE, EVICT); an
- * id-ordered list serves paged LIST requests. Every extent whose reference
+ * id-ordered list and search trees (extent_order.c) serve paged LIST
+ * requests at O(log N + page), per namespace. Every extent whose reference
  * count is zero sits on the LRU list, least recently used at the head:
  * those, and only those, may be evicted. Budgets are per device because an
  * extent's memory lives on one GPU and evicting on another frees nothing
@@ -12,9 +13,14 @@
  * in tests) is an opaque payload handed to the injected release callback
  * when the extent leaves the store, so all of this is unit-testable.
  * Notes (an opaque blob a publisher attached) are the store's own copy,
- * freed with the extent; being host memory of bounded size (and extents
- * being at least a granule of GPU memory each), they count against no
- * GPU budget.
+ * freed with the extent; an extent costs its size plus its notes' length,
+ * so budgets count everything the broker holds for a namespace.
+ *
+ * Budgets are shared by tenants: each namespace has its accounting
+ * (ExtentNamespace, kept for the store's life so its eviction counts stay)
+ * and may hold at most a share of each device's budget. An insert first
+ * plans its evictions (marking victims), and evicts only if the plan makes
+ * room: a refused insert changes nothing.
  */
 #include "extent_store.h"
 
@@ -22,7 +28,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "extent_order.h"
 #include "util.h"
+
+struct ExtentNamespace {
+        uint64_t id;
+        uint64_t resident[EXTENT_STORE_MAX_DEVICES];
+        uint64_t planned;               /* resident on the device being planned for, minus planned victims */
+        ExtentStoreCounters counters;
+        ExtentNamespace *next;
+};
 
 struct ExtentStore {
         ExtentReleaseFn release;
@@ -40,6 +55,9 @@ struct ExtentStore {
         uint64_t resident[EXTENT_STORE_MAX_DEVICES];
         uint64_t evictable[EXTENT_STORE_MAX_DEVICES]; /* bytes on the LRU list */
         ExtentStoreCounters counters;
+        ExtentNamespace *namespaces;
+        unsigned share; /* percent of a device's budget one namespace may hold */
+        ExtentOrder order;
 };
 
 static uint64_t mix(uint64_t x) {
@@ -86,6 +104,7 @@ int extent_store_new(ExtentStore **out, ExtentReleaseFn release, ExtentClockFn c
         s->clock = clock;
         s->userdata = userdata;
         s->next_id = 1;
+        s->share = 100;
         for (size_t i = 0; i < EXTENT_STORE_MAX_DEVICES; i++)
                 s->budget[i] = EXTENT_STORE_UNLIMITED;
         *out = s;
@@ -102,7 +121,7 @@ static void lru_remove(ExtentStore *s, Extent *e) {
         else
                 s->lru_tail = e->lru_prev;
         e->lru_prev = e->lru_next = NULL;
-        s->evictable[e->key.device] -= e->key.size;
+        s->evictable[e->key.device] -= e->cost;
 }
 
 static void lru_append(ExtentStore *s, Extent *e) {
@@ -113,7 +132,7 @@ static void lru_append(ExtentStore *s, Extent *e) {
         else
                 s->lru_head = e;
         s->lru_tail = e;
-        s->evictable[e->key.device] += e->key.size;
+        s->evictable[e->key.device] += e->cost;
 }
 
 static void unlink_chain(Extent **slot, Extent *e, bool by_key) {
@@ -138,10 +157,15 @@ static void destroy(ExtentStore *s, Extent *e) {
                 e->all_next->all_prev = e->all_prev;
         else
                 s->all_tail = e->all_prev;
-        s->resident[e->key.device] -= e->key.size;
+        extent_order_remove(&s->order, e);
+        s->resident[e->key.device] -= e->cost;
         s->counters.extents--;
-        s->counters.bytes_resident -= e->key.size;
+        s->counters.bytes_resident -= e->cost;
         s->counters.refs -= e->refs;
+        e->owner->resident[e->key.device] -= e->cost;
+        e->owner->counters.extents--;
+        e->owner->counters.bytes_resident -= e->cost;
+        e->owner->counters.refs -= e->refs;
         if (s->release)
                 s->release(s->userdata, e);
         free(e->notes);
@@ -153,6 +177,12 @@ ExtentStore *extent_store_free(ExtentStore *s) {
                 return NULL;
         while (s->all_head)
                 destroy(s, s->all_head);
+        extent_order_clear(&s->order);
+        while (s->namespaces) {
+                ExtentNamespace *n = s->namespaces;
+                s->namespaces = n->next;
+                free(n);
+        }
         free(s->by_key);
         free(s->by_id);
         free(s);
@@ -188,12 +218,91 @@ Extent *extent_store_get(ExtentStore *s, uint64_t id) {
         return NULL;
 }
 
-bool extent_store_can_fit(const ExtentStore *s, uint32_t device, uint64_t size) {
-        uint64_t pinned;
+int extent_store_set_namespace_share(ExtentStore *s, unsigned percent) {
+        if (percent < 1 || percent > 100)
+                return -EINVAL;
+        s->share = percent;
+        return 0;
+}
+
+uint64_t extent_store_namespace_cap(const ExtentStore *s, uint32_t device) {
+        uint64_t b = extent_store_get_budget(s, device);
+        if (b == EXTENT_STORE_UNLIMITED || s->share == 100)
+                return b;
+        return b / 100 * s->share + b % 100 * s->share / 100; /* b * share / 100 without overflow */
+}
+
+static ExtentNamespace *namespace_find(const ExtentStore *s, uint64_t ns) {
+        for (ExtentNamespace *n = s->namespaces; n; n = n->next)
+                if (n->id == ns)
+                        return n;
+        return NULL;
+}
+
+static ExtentNamespace *namespace_get(ExtentStore *s, uint64_t ns) {
+        ExtentNamespace *n = namespace_find(s, ns);
+        if (n)
+                return n;
+        n = calloc(1, sizeof(*n));
+        if (!n)
+                return NULL;
+        n->id = ns;
+        n->next = s->namespaces;
+        s->namespaces = n;
+        return n;
+}
+
+static void doom(Extent *e, uint64_t *resident, uint64_t *mine) {
+        e->doomed = true;
+        *resident -= e->cost;
+        e->owner->planned -= e->cost;
+        if (mine)
+                *mine -= e->cost;
+}
+
+/*
+ * Plan room for `cost` bytes of namespace `mine` (NULL: none yet) on
+ * `dev`: mark victims (doomed) and say whether the plan makes room. The
+ * caller evicts the marked ones, or unmarks them (clear_plan).
+ */
+static bool plan(const ExtentStore *s, ExtentNamespace *mine, uint32_t dev, uint64_t cost) {
+        uint64_t cap = extent_store_namespace_cap(s, dev), budget = s->budget[dev], resident = s->resident[dev];
+        uint64_t held = mine ? mine->resident[dev] : 0;
+
+        if (cost > cap || cost > budget)
+                return false;
+        for (ExtentNamespace *n = s->namespaces; n; n = n->next)
+                n->planned = n->resident[dev];
+        /* Over the namespace's share: its own least recently used go first. */
+        for (Extent *v = s->lru_head; v && held > cap - cost; v = v->lru_next)
+                if (v->key.device == dev && v->owner == mine)
+                        doom(v, &resident, &held);
+        if (held > cap - cost)
+                return false;
+        /* Over the device's budget: own ones, or a namespace holding more than the publisher will. */
+        for (Extent *v = s->lru_head; v && resident > budget - cost; v = v->lru_next) {
+                if (v->key.device != dev || v->doomed)
+                        continue;
+                if (v->owner == mine)
+                        doom(v, &resident, &held);
+                else if (v->owner->planned >= held + cost + v->cost)
+                        doom(v, &resident, NULL);
+        }
+        return resident <= budget - cost;
+}
+
+static void clear_plan(const ExtentStore *s) {
+        for (Extent *v = s->lru_head; v; v = v->lru_next)
+                v->doomed = false;
+}
+
+bool extent_store_can_fit(const ExtentStore *s, uint64_t ns, uint32_t device, uint64_t cost) {
+        bool fits;
         if (device >= EXTENT_STORE_MAX_DEVICES)
                 return false;
-        pinned = s->resident[device] - s->evictable[device];
-        return size <= s->budget[device] && pinned <= s->budget[device] - size;
+        fits = plan(s, namespace_find(s, ns), device, cost);
+        clear_plan(s);
+        return fits;
 }
 
 static int grow(ExtentStore *s) {
@@ -226,16 +335,21 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
                         Extent **out) {
         uint32_t dev = key->device;
         _cleanup_free_ uint8_t *notes_copy = NULL;
+        uint64_t cost = key->size + notes_len;
+        ExtentNamespace *owner;
         Extent *e;
 
         if (dev >= EXTENT_STORE_MAX_DEVICES)
                 return EXTENT_STORE_E_DEVICE;
         if (extent_store_lookup(s, ns, key))
                 return EXTENT_STORE_E_EXISTS;
-        if (!extent_store_can_fit(s, dev, key->size))
-                return EXTENT_STORE_E_BUDGET;
         if (notes_len > SAGE_PROTO_NOTES_MAX || (notes_len > 0 && !notes))
                 return -EINVAL;
+        if (!extent_store_can_fit(s, ns, dev, cost))
+                return EXTENT_STORE_E_BUDGET;
+        owner = namespace_get(s, ns);
+        if (!owner)
+                return -ENOMEM;
         if (s->counters.extents >= s->n_buckets && grow(s) < 0)
                 return -ENOMEM;
         if (notes_len > 0) {
@@ -245,17 +359,17 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
                 memcpy(notes_copy, notes, notes_len);
         }
         e = calloc(1, sizeof(*e));
-        if (!e)
+        if (!e || extent_order_reserve(&s->order, ns) < 0) {
+                free(e);
                 return -ENOMEM;
+        }
 
-        /* Make room: least recently used first, this device only. */
-        for (Extent *victim = s->lru_head; victim && s->budget[dev] - key->size < s->resident[dev];) {
+        /* Make room as planned (the plan was checked above, nothing has changed since). */
+        plan(s, owner, dev, cost);
+        for (Extent *victim = s->lru_head; victim;) {
                 Extent *next = victim->lru_next;
-                if (victim->key.device == dev) {
-                        s->counters.evictions++;
-                        s->counters.evicted_bytes += victim->key.size;
-                        destroy(s, victim);
-                }
+                if (victim->doomed)
+                        extent_store_evict(s, victim);
                 victim = next;
         }
 
@@ -267,6 +381,8 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
         e->payload = payload;
         e->notes = SAGE_TAKE_PTR(notes_copy);
         e->notes_len = notes_len;
+        e->cost = cost;
+        e->owner = owner;
         e->last_use_ns = now(s);
         size_t kb = key_bucket(s, ns, key), ib = id_bucket(s, e->id);
         e->next_by_key = s->by_key[kb];
@@ -279,10 +395,14 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
         else
                 s->all_head = e;
         s->all_tail = e;
+        extent_order_add(&s->order, e);
         lru_append(s, e);
-        s->resident[dev] += key->size;
+        s->resident[dev] += cost;
         s->counters.extents++;
-        s->counters.bytes_resident += key->size;
+        s->counters.bytes_resident += cost;
+        owner->resident[dev] += cost;
+        owner->counters.extents++;
+        owner->counters.bytes_resident += cost;
         *out = e;
         return 0;
 }
@@ -291,6 +411,7 @@ void extent_store_ref(ExtentStore *s, Extent *e) {
         if (e->refs++ == 0)
                 lru_remove(s, e);
         s->counters.refs++;
+        e->owner->counters.refs++;
         e->last_use_ns = now(s);
 }
 
@@ -298,6 +419,7 @@ void extent_store_unref(ExtentStore *s, Extent *e) {
         if (e->refs == 0)
                 return;
         s->counters.refs--;
+        e->owner->counters.refs--;
         e->last_use_ns = now(s);
         if (--e->refs == 0)
                 lru_append(s, e);
@@ -307,7 +429,9 @@ int extent_store_evict(ExtentStore *s, Extent *e) {
         if (e->refs > 0)
                 return EXTENT_STORE_E_BUSY;
         s->counters.evictions++;
-        s->counters.evicted_bytes += e->key.size;
+        s->counters.evicted_bytes += e->cost;
+        e->owner->counters.evictions++;
+        e->owner->counters.evicted_bytes += e->cost;
         destroy(s, e);
         return 0;
 }
@@ -318,7 +442,7 @@ uint64_t extent_store_evict_unreferenced(ExtentStore *s, bool all_namespaces, ui
                 Extent *next = e->lru_next;
                 if (all_namespaces || e->namespace_id == ns) {
                         count++;
-                        freed += e->key.size;
+                        freed += e->cost;
                         extent_store_evict(s, e);
                 }
                 e = next;
@@ -329,13 +453,39 @@ uint64_t extent_store_evict_unreferenced(ExtentStore *s, bool all_namespaces, ui
 }
 
 Extent *extent_store_next(ExtentStore *s, uint64_t after_id) {
-        /* Ids grow with insertion order, so the all-list is sorted by id. */
-        for (Extent *e = s->all_head; e; e = e->all_next)
-                if (e->id > after_id)
-                        return e;
-        return NULL;
+        return extent_order_next(&s->order, after_id);
+}
+
+size_t extent_store_page(ExtentStore *s, bool all_namespaces, uint64_t ns, uint64_t after_id, Extent **out,
+                         size_t max, bool *more) {
+        return extent_order_page(&s->order, all_namespaces, ns, after_id, out, max, more);
+}
+
+uint64_t extent_store_steps(const ExtentStore *s) {
+        return s->order.steps;
 }
 
 void extent_store_counters(const ExtentStore *s, ExtentStoreCounters *out) {
         *out = s->counters;
+}
+
+void extent_store_forget_label(ExtentStore *s, uint32_t label) {
+        for (ExtentNamespace **p = &s->namespaces; *p;) {
+                ExtentNamespace *n = *p;
+                if ((uint32_t)(n->id >> 32) == label && n->counters.extents == 0) {
+                        *p = n->next;
+                        free(n);
+                } else
+                        p = &n->next;
+        }
+}
+
+void extent_store_namespace_counters(const ExtentStore *s, uint64_t ns, ExtentStoreCounters *out) {
+        const ExtentNamespace *n = namespace_find(s, ns);
+        *out = n ? n->counters : (ExtentStoreCounters){ 0 };
+}
+
+uint64_t extent_store_namespace_resident(const ExtentStore *s, uint64_t ns, uint32_t device) {
+        const ExtentNamespace *n = namespace_find(s, ns);
+        return n && device < EXTENT_STORE_MAX_DEVICES ? n->resident[device] : 0;
 }

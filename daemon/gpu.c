@@ -8,11 +8,16 @@
  * for the function processes (measured: a new process's setup drops from
  * ~200 ms to ~125 ms while another process holds a context).
  *
- * The broker's only memory work is on handles: import a publisher's POSIX
- * fd (the broker's handle keeps the physical memory alive after the
- * publisher exits), export fresh fds for LOOKUP hits, and release. It maps
- * nothing readable or writable; the one mapping it makes is a probe, with no
- * access granted, that checks a published handle is the size it claims.
+ * A published extent becomes the broker's own memory: the publisher's fd is
+ * imported and mapped read-only, copied device-to-device into a fresh
+ * allocation of the broker's (exportable as a POSIX fd), and released. A
+ * publisher that kept its writable mapping can therefore change only its
+ * own memory, never what LOOKUP hands out later (the copy costs device
+ * bandwidth once per extent, ~3 ms/GiB on an H100). The copy stays mapped
+ * read-only in the broker until it was hashed against its content key
+ * (gpu_verify_step: chunk by chunk through a pinned staging buffer, so the
+ * server can spread a large extent over many loop iterations); only then is
+ * it served.
  */
 #include "gpu.h"
 
@@ -52,13 +57,21 @@
         X(cuMemAddressFree, "cuMemAddressFree", CUresult, (CUdeviceptr, size_t))                            \
         X(cuMemMap, "cuMemMap", CUresult,                                                                   \
           (CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long))                  \
-        X(cuMemUnmap, "cuMemUnmap", CUresult, (CUdeviceptr, size_t))
+        X(cuMemUnmap, "cuMemUnmap", CUresult, (CUdeviceptr, size_t))                                      \
+        X(cuMemCreate, "cuMemCreate", CUresult,                                                             \
+          (CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long))        \
+        X(cuMemSetAccess, "cuMemSetAccess", CUresult, (CUdeviceptr, size_t, const CUmemAccessDesc *, size_t)) \
+        X(cuMemcpyDtoD, "cuMemcpyDtoD_v2", CUresult, (CUdeviceptr, CUdeviceptr, size_t))                    \
+        X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", CUresult, (void *, CUdeviceptr, size_t))                         \
+        X(cuCtxSynchronize, "cuCtxSynchronize", CUresult, (void))
 
 /* Optional: used when present. */
 #define GPU_OPTIONAL_FUNCTIONS(X)                                                                           \
         X(cuGetErrorName, "cuGetErrorName", CUresult, (CUresult, const char **))                            \
         X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", CUresult,       \
-          (CUmemAllocationProp *, CUmemGenericAllocationHandle))
+          (CUmemAllocationProp *, CUmemGenericAllocationHandle))                                            \
+        X(cuMemHostAlloc, "cuMemHostAlloc", CUresult, (void **, size_t, unsigned int))                      \
+        X(cuMemFreeHost, "cuMemFreeHost", CUresult, (void *))
 
 typedef struct GpuDriver {
 #define X(field, sym, ret, args) ret(*field) args;
@@ -77,6 +90,8 @@ struct Gpu {
         CUcontext context[GPU_MAX_DEVICES];
         uint64_t total_memory[GPU_MAX_DEVICES];
         uint64_t granularity;
+        void *staging;        /* SAGE_CONTENT_KEY_CHUNK bytes for read-back: pinned (portable) if the driver gives it */
+        bool staging_pinned;
 };
 
 static const char *error_name(const Gpu *g, CUresult r) {
@@ -89,6 +104,10 @@ static const char *error_name(const Gpu *g, CUresult r) {
 Gpu *gpu_close(Gpu *g) {
         if (!g)
                 return NULL;
+        if (g->staging_pinned)
+                g->cu.cuMemFreeHost(g->staging);
+        else
+                free(g->staging);
         for (uint32_t i = 0; i < g->n_devices; i++)
                 if (g->context[i])
                         g->cu.cuDevicePrimaryCtxRelease(g->device[i]);
@@ -247,18 +266,13 @@ static int verify_size(Gpu *g, CUmemGenericAllocationHandle h, int fd, uint64_t 
         return 0;
 }
 
-int gpu_import(Gpu *g, uint32_t device, int fd, uint64_t size, GpuExtent **out) {
+/* Import the publisher's fd and check it is what it claims (device, size). */
+static int import_published(Gpu *g, uint32_t device, int fd, uint64_t size, CUmemGenericAllocationHandle *out) {
         CUmemGenericAllocationHandle h = 0;
-        GpuExtent *x;
         CUresult r;
         int e;
 
-        if (!gpu_serves(g, device))
-                return SAGE_ERR_BAD_DEVICE;
-        r = g->cu.cuCtxSetCurrent(g->context[device]);
-        if (r == CUDA_SUCCESS)
-                r = g->cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd,
-                                                         CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+        r = g->cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
         if (r != CUDA_SUCCESS) {
                 sage_info("publish: import failed: %s (%d)", error_name(g, r), (int)r);
                 return SAGE_ERR_DRIVER;
@@ -278,25 +292,179 @@ int gpu_import(Gpu *g, uint32_t device, int fd, uint64_t size, GpuExtent **out) 
                 g->cu.cuMemRelease(h);
                 return e;
         }
+        *out = h;
+        return 0;
+}
+
+/* Reserve and map all of `h` at a new address with `flags` for `device`. */
+static CUresult map_whole(Gpu *g, uint32_t device, CUmemGenericAllocationHandle h, uint64_t size,
+                          CUmemAccess_flags flags, CUdeviceptr *va) {
+        CUmemAccessDesc access = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, (int)device }, .flags = flags };
+        CUresult r = g->cu.cuMemAddressReserve(va, size, 0, 0, 0);
+
+        if (r != CUDA_SUCCESS)
+                return r;
+        r = g->cu.cuMemMap(*va, size, 0, h, 0);
+        if (r == CUDA_SUCCESS) {
+                r = g->cu.cuMemSetAccess(*va, size, &access, 1);
+                if (r != CUDA_SUCCESS)
+                        g->cu.cuMemUnmap(*va, size);
+        }
+        if (r != CUDA_SUCCESS) {
+                g->cu.cuMemAddressFree(*va, size);
+                *va = 0;
+        }
+        return r;
+}
+
+static void unmap_whole(Gpu *g, CUdeviceptr va, uint64_t size) {
+        g->cu.cuMemUnmap(va, size);
+        g->cu.cuMemAddressFree(va, size);
+}
+
+/* Copy all of the published handle into `own` (mapped read-write at `dst`). */
+static CUresult copy_published(Gpu *g, uint32_t device, CUmemGenericAllocationHandle published, CUdeviceptr dst,
+                               uint64_t size) {
+        CUdeviceptr src = 0;
+        CUresult r = map_whole(g, device, published, size, CU_MEM_ACCESS_FLAGS_PROT_READ, &src);
+
+        if (r != CUDA_SUCCESS)
+                return r;
+        r = g->cu.cuMemcpyDtoD(dst, src, size);
+        /* The publisher's memory is let go only once the copy has finished. */
+        if (r == CUDA_SUCCESS)
+                r = g->cu.cuCtxSynchronize();
+        unmap_whole(g, src, size);
+        return r;
+}
+
+int gpu_adopt(Gpu *g, uint32_t device, int fd, uint64_t size, SageHash want, GpuExtent **out) {
+        CUmemAllocationProp prop = extent_prop(device);
+        CUmemAccessDesc read_only = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, (int)device },
+                                      .flags = CU_MEM_ACCESS_FLAGS_PROT_READ };
+        CUmemGenericAllocationHandle published = 0;
+        CUdeviceptr va = 0;
+        GpuExtent *x;
+        CUresult r;
+        int e;
+
+        if (!gpu_serves(g, device))
+                return SAGE_ERR_BAD_DEVICE;
+        if (g->cu.cuCtxSetCurrent(g->context[device]) != CUDA_SUCCESS)
+                return SAGE_ERR_DRIVER;
+        e = import_published(g, device, fd, size, &published);
+        if (e)
+                return e;
         x = calloc(1, sizeof(*x));
-        if (!x) {
-                g->cu.cuMemRelease(h);
+        if (x)
+                x->chunks = calloc((size + SAGE_CONTENT_KEY_CHUNK - 1) / SAGE_CONTENT_KEY_CHUNK, sizeof(SageHash));
+        if (!x || !x->chunks) {
+                g->cu.cuMemRelease(published);
+                if (x)
+                        free(x);
                 return SAGE_ERR_INTERNAL;
         }
-        x->handle = h;
-        x->device = device;
-        /* The real driver does not re-export an imported handle (seen on the
-         * H200: LOOKUP hits failed); the publisher's fd can be imported again
-         * by any number of processes, so keep a duplicate of it. */
-        x->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        *x = (GpuExtent){ .device = device, .size = size, .fd = -1, .want = want, .chunks = x->chunks };
+        r = g->cu.cuMemCreate(&x->handle, size, &prop, 0);
+        if (r != CUDA_SUCCESS) {
+                sage_info("publish: no device memory for the broker's copy: %s", error_name(g, r));
+                g->cu.cuMemRelease(published);
+                free(x->chunks);
+                free(x);
+                return r == CUDA_ERROR_OUT_OF_MEMORY ? SAGE_ERR_BUDGET : SAGE_ERR_DRIVER;
+        }
+        r = map_whole(g, device, x->handle, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &va);
+        if (r == CUDA_SUCCESS) {
+                x->va = va;
+                r = copy_published(g, device, published, va, size);
+        }
+        g->cu.cuMemRelease(published);
+        /* From here the broker only reads its copy (verification). */
+        if (r == CUDA_SUCCESS)
+                r = g->cu.cuMemSetAccess(va, size, &read_only, 1);
+        if (r == CUDA_SUCCESS)
+                r = g->cu.cuMemExportToShareableHandle(&x->fd, x->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+        if (r != CUDA_SUCCESS || x->fd < 0) {
+                sage_info("publish: copying the extent failed: %s (%d)", error_name(g, r), (int)r);
+                x->fd = -1;
+                gpu_release(g, x);
+                return SAGE_ERR_DRIVER;
+        }
+        /* The driver's fd may lack FD_CLOEXEC; saged never execs, but be tidy. */
+        (void)fcntl(x->fd, F_SETFD, FD_CLOEXEC);
         *out = x;
         return 0;
+}
+
+int gpu_check_handle(Gpu *g, uint32_t device, int fd, uint64_t size) {
+        CUmemGenericAllocationHandle h = 0;
+        int e;
+
+        if (!gpu_serves(g, device))
+                return SAGE_ERR_BAD_DEVICE;
+        if (g->cu.cuCtxSetCurrent(g->context[device]) != CUDA_SUCCESS)
+                return SAGE_ERR_DRIVER;
+        e = import_published(g, device, fd, size, &h);
+        if (e == 0)
+                g->cu.cuMemRelease(h);
+        return e;
+}
+
+static void *staging(Gpu *g) {
+        if (!g->staging && g->cu.cuMemHostAlloc &&
+            g->cu.cuMemHostAlloc(&g->staging, SAGE_CONTENT_KEY_CHUNK, CU_MEMHOSTALLOC_PORTABLE) == CUDA_SUCCESS)
+                g->staging_pinned = true;
+        if (!g->staging) {
+                g->staging = malloc(SAGE_CONTENT_KEY_CHUNK);
+                g->staging_pinned = false;
+        }
+        return g->staging;
+}
+
+static void verify_done(Gpu *g, GpuExtent *x) {
+        if (x->va) {
+                unmap_whole(g, x->va, x->size);
+                x->va = 0;
+        }
+        free(x->chunks);
+        x->chunks = NULL;
+}
+
+int gpu_verify_step(Gpu *g, GpuExtent *x, uint64_t *budget) {
+        void *buf;
+
+        if (!x->chunks)
+                return GPU_VERIFY_MATCH;
+        if (g->cu.cuCtxSetCurrent(g->context[x->device]) != CUDA_SUCCESS || !(buf = staging(g))) {
+                verify_done(g, x);
+                return GPU_VERIFY_MISMATCH;
+        }
+        while (x->hashed < x->size && *budget > 0) {
+                uint64_t n = x->size - x->hashed < SAGE_CONTENT_KEY_CHUNK ? x->size - x->hashed : SAGE_CONTENT_KEY_CHUNK;
+                CUresult r = g->cu.cuMemcpyDtoH(buf, x->va + x->hashed, n);
+                if (r != CUDA_SUCCESS) {
+                        sage_warn("verification: reading an extent back failed: %s (%d)", error_name(g, r), (int)r);
+                        verify_done(g, x);
+                        return GPU_VERIFY_MISMATCH;
+                }
+                x->chunks[x->hashed / SAGE_CONTENT_KEY_CHUNK] = sage_hash(buf, n);
+                x->hashed += n;
+                *budget = *budget > n ? *budget - n : 0;
+        }
+        if (x->hashed < x->size)
+                return GPU_VERIFY_PENDING;
+        SageHash got = sage_content_key_combine(x->chunks, x->size / SAGE_CONTENT_KEY_CHUNK +
+                                                                   (x->size % SAGE_CONTENT_KEY_CHUNK != 0));
+        verify_done(g, x);
+        return sage_hash_equal(got, x->want) ? GPU_VERIFY_MATCH : GPU_VERIFY_MISMATCH;
 }
 
 int gpu_export(Gpu *g, const GpuExtent *x, int *fd_out) {
         int fd = -1;
         CUresult r;
 
+        /* The broker's fd of its own allocation, duplicated: exporting the
+         * handle again would give the same memory through a new fd. */
         if (x->fd >= 0 && (fd = fcntl(x->fd, F_DUPFD_CLOEXEC, 0)) >= 0) {
                 *fd_out = fd;
                 return 0;
@@ -323,7 +491,10 @@ void gpu_release(Gpu *g, GpuExtent *x) {
                 close(x->fd);
         if (g) {
                 g->cu.cuCtxSetCurrent(g->context[x->device]);
-                g->cu.cuMemRelease(x->handle);
+                verify_done(g, x);
+                if (x->handle)
+                        g->cu.cuMemRelease(x->handle);
         }
+        free(x->chunks);
         free(x);
 }

@@ -5,14 +5,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hash.h"
+
 typedef struct Gpu Gpu;
 
-/* One imported extent: the broker's own handle on the publisher's memory. */
+/*
+ * One extent: the broker's own physical allocation holding a copy of what
+ * was published. Nobody else ever had a writable mapping of it.
+ */
 typedef struct GpuExtent {
-        unsigned long long handle; /* CUmemGenericAllocationHandle */
+        unsigned long long handle; /* CUmemGenericAllocationHandle, created by the broker */
         uint32_t device;
-        int fd; /* a duplicate of the publisher's fd: what LOOKUP hands out (-1: export the handle) */
+        uint64_t size;
+        int fd;                    /* exported once: LOOKUP hands out duplicates */
+        /* Verification against the content key (gpu_verify_step), while pending: */
+        unsigned long long va;     /* the broker's read-only mapping; 0 once verified */
+        SageHash want;
+        SageHash *chunks;          /* per SAGE_CONTENT_KEY_CHUNK, filled in order */
+        uint64_t hashed;           /* bytes hashed so far */
 } GpuExtent;
+
+/* gpu_verify_step results. */
+enum {
+        GPU_VERIFY_PENDING = 0,
+        GPU_VERIFY_MATCH = 1,
+        GPU_VERIFY_MISMATCH = 2, /* also: the driver failed to read it back (not verifiable) */
+};
 
 /*
  * dlopen the driver, cuInit, retain (and keep) the primary context of every
@@ -30,10 +48,27 @@ uint64_t gpu_total_memory(const Gpu *gpu, uint32_t device);
 uint64_t gpu_granularity(const Gpu *gpu);
 
 /*
- * Import a published POSIX fd (not consumed) and check it is exactly `size`
- * bytes on `device`. Returns 0 or a positive SageProtoError.
+ * Take a published POSIX fd (not consumed): check it is exactly `size`
+ * bytes on `device`, copy it device-to-device into a new allocation of the
+ * broker's, and let go of the publisher's memory. The copy is then to be
+ * verified against `want` (the content key, common/hash.h) with
+ * gpu_verify_step before anyone maps it. Returns 0 or a positive
+ * SageProtoError (SAGE_ERR_BUDGET when the device has no memory for the copy).
  */
-int gpu_import(Gpu *gpu, uint32_t device, int fd, uint64_t size, GpuExtent **out);
+int gpu_adopt(Gpu *gpu, uint32_t device, int fd, uint64_t size, SageHash want, GpuExtent **out);
+/*
+ * Is `fd` a CUDA shareable handle of exactly `size` bytes on `device`?
+ * Imports it (the checks gpu_adopt makes) and releases it again; nothing
+ * is copied or kept (IPC_EXPORT). Returns 0 or a positive SageProtoError.
+ */
+int gpu_check_handle(Gpu *gpu, uint32_t device, int fd, uint64_t size);
+/*
+ * Hash up to *budget bytes more of a pending extent (read back through a
+ * pinned staging buffer), whole chunks at a time, and take them off *budget.
+ * Returns GPU_VERIFY_PENDING (more to do), _MATCH or _MISMATCH; the last two
+ * free the verification state (a verified extent is unmapped in the broker).
+ */
+int gpu_verify_step(Gpu *gpu, GpuExtent *extent, uint64_t *budget);
 /* A fresh O_CLOEXEC fd for a client. Returns 0 or a positive SageProtoError. */
 int gpu_export(Gpu *gpu, const GpuExtent *extent, int *fd_out);
 void gpu_release(Gpu *gpu, GpuExtent *extent);

@@ -23,8 +23,10 @@
 
 #include "broker_client.h"
 #include "config.h"
+#include "conn_table.h"
 #include "extent_store.h"
 #include "gpu.h"
+#include "identity.h"
 #include "label.h"
 #include "log.h"
 #include "options.h"
@@ -32,16 +34,21 @@
 #include "util.h"
 
 #define DEFAULT_BUDGET "50%"
+/* One tenant may hold at most half of a device's budget: another always finds room. */
+#define DEFAULT_NAMESPACE_SHARE 50
 
 typedef struct Args {
         const char *socket;
         const char *budget;
         const char *devices;
         const char *driver;
+        const char *namespace_share;
         bool foreground;
         int verbosity;
         LabelSocket labels[LABEL_MAX_SOCKETS];
         size_t n_labels;
+        uint64_t max_clients, max_clients_per_uid, max_clients_per_label; /* 0: defaults */
+        IdentityMode container_namespaces;
 } Args;
 
 static void args_clear(Args *a) {
@@ -65,9 +72,9 @@ static int add_label_socket(Args *a, const char *text) {
         }
         if (r < 0) {
                 fprintf(stderr,
-                        "saged: --label-socket: expected PATH=LABEL, LABEL 1-%d characters of A-Z a-z 0-9 . _ -, "
-                        "got '%s'\n",
-                        SAGE_PROTO_LABEL_MAX, text);
+                        "saged: --label-socket: expected PATH=LABEL[,uid=U][,gid=G][,mode=0660], LABEL 1-%d "
+                        "characters of A-Z a-z 0-9 . _ -, at most %d uid= and %d gid=, mode at most 0666, got '%s'\n",
+                        SAGE_PROTO_LABEL_MAX, LABEL_MAX_IDS, LABEL_MAX_IDS, text);
                 return 2;
         }
         a->n_labels++;
@@ -99,6 +106,21 @@ static int check_label_sockets(const Args *a) {
         return 0;
 }
 
+/* --max-clients* N: a positive count. Returns 0, or 2 (the exit status) after saying why. */
+static int parse_limit(int opt, const char *text, Args *a) {
+        const char *name = opt == 'M' ? "--max-clients" : opt == 'U' ? "--max-clients-per-uid" : "--max-clients-per-label";
+        uint64_t *field = opt == 'M' ? &a->max_clients : opt == 'U' ? &a->max_clients_per_uid : &a->max_clients_per_label;
+        uint64_t v;
+
+        if (sage_parse_uint(text, &v) < 0 || v == 0 || v > (1u << 20)) {
+                fprintf(stderr, "saged: %s: expected a number of connections from 1 to %u, got '%s'\n", name, 1u << 20,
+                        text);
+                return 2;
+        }
+        *field = v;
+        return 0;
+}
+
 static void usage(FILE *f) {
         fprintf(f,
                 "Usage: saged [OPTIONS]\n"
@@ -108,14 +130,29 @@ static void usage(FILE *f) {
                 "  -b, --budget SIZE|N%%  GPU memory extents may hold, per device (default %s)\n"
                 "  -d, --devices LIST    device ordinals to serve, e.g. 0,2 (default: all)\n"
                 "      --driver LIB      CUDA driver library (default: $SAGE_DRIVER or libcuda.so.1)\n"
+                "      --namespace-share N%%\n"
+                "                        of each device's budget one namespace may hold (1-100, default %d%%)\n"
                 "  -f, --foreground      stay in the foreground\n"
-                "      --label-socket PATH=LABEL\n"
-                "                        also listen on PATH; its clients get namespace (LABEL, uid)\n"
+                "      --label-socket PATH=LABEL[,uid=U][,gid=G][,mode=0660]\n"
+                "                        also listen on PATH; its clients get namespace (LABEL, uid);\n"
+                "                        only root, the uids and the gids given may connect\n"
                 "                        (root only; repeatable, up to %d)\n"
+                "      --max-clients N   connections in all (default %d; root on the main socket\n"
+                "                        has %d more)\n"
+                "      --max-clients-per-uid N\n"
+                "                        connections per uid and label (default %d; not for root\n"
+                "                        on the main socket)\n"
+                "      --max-clients-per-label N\n"
+                "                        connections through one label's sockets (default %d)\n"
+                "      --container-namespaces isolate|share\n"
+                "                        clients of the main socket in another container than saged:\n"
+                "                        a namespace of their container's own (isolate, default),\n"
+                "                        or their uid's (share)\n"
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
-                SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, LABEL_MAX_SOCKETS);
+                SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, DEFAULT_NAMESPACE_SHARE, LABEL_MAX_SOCKETS,
+                CONN_TABLE_MAX_TOTAL, CONN_TABLE_ROOT_RESERVE, CONN_TABLE_MAX_PER_NAMESPACE, CONN_TABLE_MAX_PER_LABEL);
 }
 
 /* Every client and every CUDA-IPC registration is an open fd: take the
@@ -174,6 +211,23 @@ static int apply_budget(ExtentStore *store, Gpu *gpu, const char *text) {
         return 0;
 }
 
+/* N% or N, 1-100. Returns the percentage or -EINVAL. */
+static int parse_share(const char *text) {
+        char buf[8];
+        size_t len = strlen(text);
+        uint64_t pct;
+
+        if (len > 1 && text[len - 1] == '%')
+                len--;
+        if (len == 0 || len >= sizeof(buf))
+                return -EINVAL;
+        memcpy(buf, text, len);
+        buf[len] = 0;
+        if (sage_parse_uint(buf, &pct) < 0 || pct < 1 || pct > 100)
+                return -EINVAL;
+        return (int)pct;
+}
+
 static void release_extent(void *userdata, Extent *e) {
         gpu_release(userdata, e->payload);
 }
@@ -211,6 +265,11 @@ int main(int argc, char **argv) {
                 { "driver", required_argument, NULL, 'D' },
                 { "foreground", no_argument, NULL, 'f' },
                 { "label-socket", required_argument, NULL, 'L' },
+                { "container-namespaces", required_argument, NULL, 'C' },
+                { "namespace-share", required_argument, NULL, 'N' },
+                { "max-clients", required_argument, NULL, 'M' },
+                { "max-clients-per-uid", required_argument, NULL, 'U' },
+                { "max-clients-per-label", required_argument, NULL, 'P' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -224,7 +283,7 @@ int main(int argc, char **argv) {
         ExtentStore *store = NULL;
         Server *server = NULL;
         Gpu *gpu = NULL;
-        int ready_fd = -1, sfd, opt, r;
+        int ready_fd = -1, sfd, opt, r, share = DEFAULT_NAMESPACE_SHARE;
         sigset_t mask;
 
         sage_log_set_program("saged");
@@ -239,11 +298,32 @@ int main(int argc, char **argv) {
                 case 'd': args.devices = optarg; break;
                 case 'D': args.driver = optarg; break;
                 case 'f': args.foreground = true; break;
+                case 'N': args.namespace_share = optarg; break;
                 case 'v': args.verbosity++; break;
                 case 'L':
                         if ((r = add_label_socket(&args, optarg)) != 0) {
                                 args_clear(&args);
                                 return r;
+                        }
+                        break;
+                case 'M':
+                case 'U':
+                case 'P':
+                        if ((r = parse_limit(opt, optarg, &args)) != 0) {
+                                args_clear(&args);
+                                return r;
+                        }
+                        break;
+                case 'C':
+                        if (strcmp(optarg, "isolate") == 0)
+                                args.container_namespaces = IDENTITY_ISOLATE;
+                        else if (strcmp(optarg, "share") == 0)
+                                args.container_namespaces = IDENTITY_SHARE;
+                        else {
+                                fprintf(stderr, "saged: --container-namespaces: expected isolate or share, got '%s'\n",
+                                        optarg);
+                                args_clear(&args);
+                                return 2;
                         }
                         break;
                 case 'h': usage(stdout); return 0;
@@ -259,6 +339,11 @@ int main(int argc, char **argv) {
         if (args.devices && parse_devices(args.devices, devices, SAGE_ARRAY_SIZE(devices), &n_devices) < 0) {
                 fprintf(stderr, "saged: --devices: expected a list of device ordinals like 0,1, got '%s'\n",
                         args.devices);
+                return 2;
+        }
+        if (args.namespace_share && (share = parse_share(args.namespace_share)) < 0) {
+                fprintf(stderr, "saged: --namespace-share: expected a percentage from 1%% to 100%%, got '%s'\n",
+                        args.namespace_share);
                 return 2;
         }
         if (!args.socket) {
@@ -308,20 +393,31 @@ int main(int argc, char **argv) {
                 gpu_close(gpu);
                 return 2;
         }
+        extent_store_set_namespace_share(store, (unsigned)share);
         r = server_new(&server,
                        &(ServerConfig){ .socket_path = args.socket,
                                         .label_sockets = args.labels,
-                                        .n_label_sockets = args.n_labels },
+                                        .n_label_sockets = args.n_labels,
+                                        .max_clients = (size_t)args.max_clients,
+                                        .max_clients_per_uid = (size_t)args.max_clients_per_uid,
+                                        .max_clients_per_label = (size_t)args.max_clients_per_label,
+                                        .container_namespaces = args.container_namespaces },
                        store, gpu, &failed_path);
         if (r < 0) {
                 if (r == -EADDRINUSE)
                         fprintf(stderr, "saged: another broker is already listening on %s\n", failed_path);
+                else if (r == -EPERM)
+                        fprintf(stderr,
+                                "saged: refusing to listen on %s: its directory is writable by users other than "
+                                "saged's and root, who could replace the socket; use a directory only saged's "
+                                "user (or root) may write\n",
+                                failed_path);
                 else
                         fprintf(stderr, "saged: cannot listen on %s: %s\n", failed_path, strerror(-r));
                 extent_store_free(store);
                 gpu_close(gpu);
                 args_clear(&args);
-                return 1;
+                return r == -EPERM ? 2 : 1;
         }
         sage_info("saged %s serving %u device(s) on %s", SAGE_VERSION, gpu_served_count(gpu), args.socket);
         if (ready_fd >= 0) {

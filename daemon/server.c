@@ -10,11 +10,20 @@
  * keeps sending garbage (or speaks another magic/version) is disconnected.
  * Any fds that arrive where none are expected are closed at once.
  *
+ * A node service must survive its clients: connections are capped per
+ * namespace and per label (conn_table.c), so one tenant cannot lock the
+ * others out; a refused one is told LIMIT and closed. When accept runs out
+ * of fds the listeners leave the (level-triggered) epoll set for a moment
+ * rather than spin; IPC_EXPORT holds only CUDA shareable handles
+ * (ipc_handle.c), never a socket that would keep a connection from EOF.
+ *
  * Besides the main socket the server may listen on labelled ones
  * (--label-socket): the socket a client came through gives the upper half
  * of its namespace (label << 32 | uid, label.c), so the label is as
  * unforgeable as the uid. Every listener is one epoll entry; what each
- * accepted client gets is decided in accept_clients, once.
+ * accepted client gets is decided in accept_clients, once (admit()): a
+ * labelled socket's access rule (access.c), or, on the main socket, the
+ * container the peer lives in (identity.c).
  *
  * Authorisation lives here, next to dispatch: LOOKUP and PUBLISH (and their
  * NOTED variants, which also carry an extent's notes) act in the caller's
@@ -26,6 +35,15 @@
  * registrations (ipc_registry.c) follow the same rule: IPC_IMPORT works
  * within the exporter's namespace only, IPC_REVOKE for the exporting
  * connection only, and both answer "not found" otherwise.
+ *
+ * A published extent is the broker's own copy (gpu_adopt) and is served
+ * only once its bytes were checked against their content key. That check
+ * runs between epoll waits, a bounded number of bytes per loop turn
+ * (epoll_wait does not block while some are pending), so a large extent
+ * never stalls other clients; an extent that fails it is dropped, its
+ * publishers' references with it. STATS answers a tenant about its own
+ * namespace (tally.c, the store's namespace counters); root on the main
+ * socket gets broker-wide figures.
  */
 #include "server.h"
 
@@ -42,35 +60,56 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "client.h"
 #include "config.h"
+#include "conn_table.h"
+#include "ipc_handle.h"
+#include "identity.h"
 #include "log.h"
+#include "tally.h"
 #include "util.h"
 
 #define SERVER_REQUESTS_PER_WAKEUP 32
+/* Bytes of pending extents hashed per loop turn: ~10 ms of read-back and hashing. */
+#define SERVER_VERIFY_BYTES_PER_TURN (64ull << 20)
 #define SERVER_MAX_MALFORMED 16
+/* Out of fds: how long the listeners rest before accept is tried again
+ * (sooner when a client leaves and gives one back). */
+#define SERVER_ACCEPT_PAUSE_NS (100 * 1000000ull)
 
 /* One listening socket: the main one (label 0) or a labelled one. */
 typedef struct Listener {
         char *path;
         int fd;
         uint32_t label;
+        bool labelled;       /* access applies */
+        LabelAccess access;  /* who may connect */
+        AccessWarnings warnings;
 } Listener;
 
 struct Server {
         Listener *listeners;    /* [0]: the main socket */
         size_t n_listeners;
         LabelTable labels;
+        IdentityTable *identities; /* containers on the main socket (identity.c) */
         int epoll_fd;
-        size_t max_clients;
+        ConnTable *conns; /* per-namespace, per-label and broker-wide connection caps */
         ExtentStore *store;
         Gpu *gpu;
         IpcRegistry *ipc;
         Client *clients;
         size_t n_clients;
         uint64_t started_ns;
-        uint64_t hits, misses, publishes, rejected_budget;
+        uint64_t hits, misses, publishes, rejected_budget, rejected_content;
+        TallyTable tallies;  /* the same, per namespace */
+        uint64_t *verifying; /* ids of extents not verified yet, oldest first */
+        size_t n_verifying, cap_verifying;
         uint8_t *rx;  /* one receive buffer, SAGE_PROTO_MAX_MESSAGE */
+        /* accept failed for want of fds: listeners are out of the epoll set's
+         * interest until accept_resume_ns or until a client goes. */
+        bool accept_paused;
+        uint64_t accept_resume_ns;
         SageListEntry *list; /* LIST reply scratch, SAGE_PROTO_LIST_MAX */
 };
 
@@ -114,9 +153,11 @@ static int clear_stale_socket(const struct sockaddr_un *addr) {
         return 0;
 }
 
-static int listen_on(const char *path) {
+/* `access`: a labelled socket's rule (the file gets it); NULL: the main socket. */
+static int listen_on(const char *path, const LabelAccess *access) {
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
         _cleanup_close_ int fd = -1;
+        mode_t umask_before = 0;
         int r;
 
         if (strlen(path) >= sizeof(addr.sun_path))
@@ -125,17 +166,30 @@ static int listen_on(const char *path) {
         r = make_parent_dirs(path);
         if (r < 0)
                 return r;
+        r = access_check_socket_dir(path);
+        if (r < 0)
+                return r;
         r = clear_stale_socket(&addr);
         if (r < 0)
                 return r;
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
-        if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-                return -errno;
+        /* A labelled socket is born closed and opened up only as its rule says. */
+        if (access)
+                umask_before = umask(0777);
+        r = bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ? -errno : 0;
+        if (access)
+                umask(umask_before);
+        if (r < 0)
+                return r;
+        if (access && (r = access_apply(path, access)) < 0) {
+                unlink(path);
+                return r;
+        }
         /* Any local user may connect to root's broker: what each one can reach
          * is decided per request from its credentials, not by the socket mode. */
-        if (chmod(path, geteuid() == 0 ? 0666 : 0600) < 0 || listen(fd, 128) < 0) {
+        if ((!access && chmod(path, geteuid() == 0 ? 0666 : 0600) < 0) || listen(fd, 128) < 0) {
                 r = -errno;
                 unlink(path);
                 return r;
@@ -169,16 +223,18 @@ static void close_listeners(Server *s) {
 }
 
 /* Listen on `path` for clients of `label`; the listener is s->n_listeners - 1 on success. */
-static int add_listener(Server *s, const char *path, uint32_t label) {
+static int add_listener(Server *s, const char *path, uint32_t label, const LabelAccess *access) {
         Listener *l = &s->listeners[s->n_listeners];
         struct epoll_event ev = { .events = EPOLLIN };
         int r;
 
-        *l = (Listener){ .path = strdup(path), .fd = -1, .label = label };
+        *l = (Listener){ .path = strdup(path), .fd = -1, .label = label, .labelled = access != NULL };
+        if (access)
+                l->access = *access;
         if (!l->path)
                 return -ENOMEM;
         s->n_listeners++; /* from here close_listeners owns it */
-        r = listen_on(path);
+        r = listen_on(path, access);
         if (r < 0)
                 return r;
         l->fd = r;
@@ -186,6 +242,13 @@ static int add_listener(Server *s, const char *path, uint32_t label) {
         if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, l->fd, &ev) < 0)
                 return -errno;
         return 0;
+}
+
+/* A container number that never comes back: its namespaces' counters and (empty) accounting go. */
+static void forget_container(void *userdata, uint32_t number) {
+        Server *s = userdata;
+        tally_forget_label(&s->tallies, number);
+        extent_store_forget_label(s->store, number);
 }
 
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path) {
@@ -207,17 +270,26 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 r = -ENOMEM;
                 goto fail;
         }
-        s->max_clients = config->max_clients ? config->max_clients : 4096;
+        r = conn_table_new(&s->conns, &(ConnLimits){ .max_total = config->max_clients,
+                                                     .max_per_namespace = config->max_clients_per_uid,
+                                                     .max_per_label = config->max_clients_per_label });
+        if (r < 0)
+                goto fail;
         r = ipc_registry_new(&s->ipc, 0, ipc_max_total(config));
         if (r < 0)
                 goto fail;
+        *failed_path = "/proc/self/ns (--container-namespaces=isolate needs saged's own namespaces)";
+        r = identity_table_new(&s->identities, config->container_namespaces, store, 0, forget_container, s);
+        if (r < 0)
+                goto fail;
+        *failed_path = config->socket_path;
         s->started_ns = sage_now_ns();
         s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (s->epoll_fd < 0) {
                 r = -errno;
                 goto fail;
         }
-        r = add_listener(s, config->socket_path, 0);
+        r = add_listener(s, config->socket_path, 0, NULL);
         if (r < 0)
                 goto fail;
         for (size_t i = 0; i < config->n_label_sockets; i++) {
@@ -228,7 +300,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 r = label_table_add(&s->labels, ls->label, &label);
                 if (r < 0)
                         goto fail;
-                r = add_listener(s, ls->path, label);
+                r = add_listener(s, ls->path, label, &ls->access);
                 if (r < 0)
                         goto fail;
                 sage_info("label %u (%s): %s", label, ls->label, ls->path);
@@ -244,10 +316,49 @@ fail:
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
+        conn_table_free(s->conns);
+        identity_table_free(s->identities);
         free(s->rx);
         free(s->list);
         free(s);
         return r;
+}
+
+/* Level-triggered listeners stay readable while accept fails for want of
+ * fds: without a pause the loop would spin and log at full speed. */
+static void set_accepting(Server *s, bool on) {
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &s->listeners[i] };
+                epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listeners[i].fd, &ev);
+        }
+        s->accept_paused = !on;
+        if (!on)
+                s->accept_resume_ns = sage_now_ns() + SERVER_ACCEPT_PAUSE_NS;
+}
+
+/*
+ * Who the peer is, beyond its uid: on a labelled socket, someone the label's
+ * rule admits, in that label; on the main socket, the host's (label 0) or
+ * its container's namespace family (identity.c). False: refuse it.
+ */
+static bool admit(Server *s, Listener *l, int fd, const struct ucred *cred, uint32_t *label) {
+        int r;
+
+        *label = l->label;
+        if (l->labelled)
+                return access_allows(fd, cred, &l->access, l->path, &l->warnings);
+        uint64_t suppressed;
+        r = identity_attach(s->identities, fd, cred, label);
+        if (r == IDENTITY_E_FULL && access_warning_due(&l->warnings, &suppressed))
+                sage_warn("client pid %d uid %u: too many containers, refused (%llu more since the last warning)",
+                          (int)cred->pid, (unsigned)cred->uid, (unsigned long long)suppressed);
+        return r == 0;
+}
+
+/* Undo admit(): a container's client count. */
+static void unadmit(Server *s, uint32_t label) {
+        if (identity_is_container(label))
+                identity_detach(s->identities, label);
 }
 
 static void drop_client(Server *s, Client *c) {
@@ -262,7 +373,11 @@ static void drop_client(Server *s, Client *c) {
         sage_debug("client pid %d uid %u gone (%zu IPC exports dropped)", (int)c->pid, (unsigned)c->uid,
                    c->ipc.n_exports);
         ipc_registry_drop_owner(s->ipc, &c->ipc);
+        conn_table_release(s->conns, c->uid, c->label);
+        unadmit(s, c->label);
         client_free(c, s->store);
+        if (s->accept_paused)
+                set_accepting(s, true); /* an fd came free */
 }
 
 Server *server_free(Server *s) {
@@ -274,6 +389,10 @@ Server *server_free(Server *s) {
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
+        conn_table_free(s->conns);
+        identity_table_free(s->identities);
+        tally_table_clear(&s->tallies);
+        free(s->verifying);
         /* Store first: its release callback still needs the driver. */
         extent_store_free(s->store);
         gpu_close(s->gpu);
@@ -283,29 +402,60 @@ Server *server_free(Server *s) {
         return NULL;
 }
 
-static void accept_clients(Server *s, const Listener *l) {
+/* Over a connection cap: say why (one non-blocking send, never waited on), then hang up. */
+static void refuse_client(Server *s, int fd, const struct ucred *cred, const Listener *l, int code) {
+        const char *why = code > 0 ? conn_table_error(code) : strerror(-code);
+        SageMessage m;
+
+        sage_warn("refusing a connection of pid %d uid %u on %s: %s (%zu clients)", (int)cred->pid,
+                  (unsigned)cred->uid, l->path, why, conn_table_total(s->conns));
+        sage_proto_error(&m, 0, SAGE_ERR_LIMIT, "%s", why);
+        (void)sage_proto_send_message(fd, &m, NULL, 0);
+        close(fd);
+}
+
+static void accept_clients(Server *s, Listener *l) {
         for (;;) {
                 struct ucred cred;
                 socklen_t len = sizeof(cred);
+                uint32_t label;
                 Client *c;
+                int r;
                 int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
                 if (fd < 0) {
-                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                                sage_warn("accept: %s", strerror(errno));
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                sage_warn("accept on %s: %s (%zu clients): pausing new connections", l->path,
+                                          strerror(errno), s->n_clients);
+                                set_accepting(s, false);
+                        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                sage_warn("accept on %s: %s", l->path, strerror(errno));
                         return;
                 }
-                if (s->n_clients >= s->max_clients) {
-                        sage_warn("too many clients (%zu), refusing one", s->n_clients);
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
                         close(fd);
                         continue;
                 }
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || client_new(&c, fd, &cred, l->label) < 0) {
+                if (!admit(s, l, fd, &cred, &label)) {
+                        close(fd);
+                        continue;
+                }
+                r = conn_table_admit(s->conns, cred.uid, label);
+                if (r != 0) {
+                        unadmit(s, label);
+                        refuse_client(s, fd, &cred, l, r);
+                        continue;
+                }
+                if (client_new(&c, fd, &cred, label) < 0) {
+                        conn_table_release(s->conns, cred.uid, label);
+                        unadmit(s, label);
                         close(fd);
                         continue;
                 }
                 struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
                 if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                        conn_table_release(s->conns, cred.uid, label);
+                        unadmit(s, label);
                         client_free(c, s->store);
                         continue;
                 }
@@ -332,6 +482,13 @@ static int handle_hello(Server *s, Client *c, const SageMessage *req, SageMessag
         reply->hello_reply.namespace_id = c->namespace_id;
         reply->hello_reply.granularity = gpu_granularity(s->gpu);
         return 0;
+}
+
+/* The caller's namespace's counters (STATS answers tenants about their own). */
+static Tally *tally(Server *s, uint64_t namespace_id) {
+        static Tally lost; /* out of memory: the broker-wide count still moves */
+        Tally *t = tally_get(&s->tallies, namespace_id);
+        return t ? t : &lost;
 }
 
 static int check_key(Server *s, const SageExtentKey *k, const char **why) {
@@ -363,8 +520,9 @@ static int handle_lookup(Server *s, Client *c, const SageMessage *req, SageMessa
                 return r;
         sage_proto_init(reply, noted ? SAGE_MSG_LOOKUP_NOTED_REPLY : SAGE_MSG_LOOKUP_REPLY, req->header.request_id);
         e = extent_store_lookup(s->store, c->namespace_id, k);
-        if (!e) {
+        if (!e || e->unverified) { /* not verified yet: a miss, the client copies */
                 s->misses++;
+                tally(s, c->namespace_id)->misses++;
                 return 0;
         }
         r = gpu_export(s->gpu, e->payload, fd);
@@ -380,6 +538,7 @@ static int handle_lookup(Server *s, Client *c, const SageMessage *req, SageMessa
                 return r == CLIENT_E_LIMIT ? SAGE_ERR_LIMIT : SAGE_ERR_INTERNAL;
         }
         s->hits++;
+        tally(s, c->namespace_id)->hits++;
         found->found = 1;
         found->extent_id = e->id;
         found->size = e->key.size;
@@ -396,6 +555,8 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
         bool noted = req->header.type == SAGE_MSG_PUBLISH_NOTED;
         const SageExtentKey *k = noted ? &req->publish_noted.key : &req->publish;
         const SageNotes *notes = noted ? &req->publish_noted.notes : &(SageNotes){ 0 };
+        /* What the bytes must hash to: the key, or the content key a file-keyed publish states. */
+        SageHash want = noted && (req->header.flags & SAGE_PUBLISH_CONTENT) ? req->publish_noted.content : k->hash;
         SagePublishReply *published = noted ? &reply->publish_noted_reply : &reply->publish_reply;
         GpuExtent *x = NULL;
         Extent *e;
@@ -424,14 +585,30 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
                 published->existed = 1;
                 return 0;
         }
-        if (!extent_store_can_fit(s->store, k->device, k->size)) {
+        if (!extent_store_can_fit(s->store, c->namespace_id, k->device, k->size + notes->length)) {
                 s->rejected_budget++;
-                *why = "the broker's memory budget is exhausted";
+                tally(s, c->namespace_id)->rejected_budget++;
+                *why = "the broker's memory budget (or this namespace's share of it) is exhausted";
                 return SAGE_ERR_BUDGET;
         }
-        r = gpu_import(s->gpu, k->device, publish_fd, k->size, &x);
+        if (s->n_verifying == s->cap_verifying) {
+                size_t cap = s->cap_verifying ? 2 * s->cap_verifying : 64;
+                uint64_t *grown = realloc(s->verifying, cap * sizeof(*grown));
+                if (!grown) {
+                        *why = "out of memory";
+                        return SAGE_ERR_INTERNAL;
+                }
+                s->verifying = grown;
+                s->cap_verifying = cap;
+        }
+        r = gpu_adopt(s->gpu, k->device, publish_fd, k->size, want, &x);
         if (r) {
+                if (r == SAGE_ERR_BUDGET) {
+                        s->rejected_budget++;
+                        tally(s, c->namespace_id)->rejected_budget++;
+                }
                 *why = r == SAGE_ERR_SIZE_MISMATCH ? "the handle is not the announced size"
+                       : r == SAGE_ERR_BUDGET      ? "no device memory for the broker's copy"
                                                    : "the driver refused the handle";
                 return r;
         }
@@ -441,18 +618,22 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
                 gpu_release(s->gpu, x);
                 if (r == EXTENT_STORE_E_BUDGET) {
                         s->rejected_budget++;
+                        tally(s, c->namespace_id)->rejected_budget++;
                         *why = "the broker's memory budget is exhausted";
                         return SAGE_ERR_BUDGET;
                 }
                 *why = "cannot store the extent";
                 return SAGE_ERR_INTERNAL;
         }
+        e->unverified = true; /* served once verify_some checked it */
+        s->verifying[s->n_verifying++] = e->id;
         r = client_ref(c, s->store, e);
         if (r) {
                 *why = "too many references held by this client";
                 return SAGE_ERR_LIMIT; /* the extent stays, unreferenced, evictable */
         }
         s->publishes++;
+        tally(s, c->namespace_id)->publishes++;
         sage_info("extent %llu published by pid %d uid %u: %llu bytes on device %u, %u bytes of notes",
                   (unsigned long long)e->id, (int)c->pid, (unsigned)c->uid, (unsigned long long)k->size,
                   k->device, e->notes_len);
@@ -460,29 +641,38 @@ static int handle_publish(Server *s, Client *c, const SageMessage *req, int publ
         return 0;
 }
 
-static void fill_stats(Server *s, SageStats *st) {
+/* Broker-wide figures for root on the main socket; a tenant's namespace's own for everyone else. */
+static void fill_stats(Server *s, const Client *c, SageStats *st) {
         ExtentStoreCounters counters;
-        uint64_t budget = 0;
+        Tally t = { s->hits, s->misses, s->publishes, s->rejected_budget, s->rejected_content };
+        uint64_t budget = 0, clients = s->n_clients;
 
-        extent_store_counters(s->store, &counters);
+        if (c->sees_all)
+                extent_store_counters(s->store, &counters);
+        else {
+                extent_store_namespace_counters(s->store, c->namespace_id, &counters);
+                t = tally_of(&s->tallies, c->namespace_id);
+                clients = conn_table_namespace_count(s->conns, c->uid, c->label);
+        }
         for (uint32_t d = 0; d < gpu_device_count(s->gpu); d++) {
                 uint64_t b;
                 if (!gpu_serves(s->gpu, d))
                         continue;
-                b = extent_store_get_budget(s->store, d);
+                b = c->sees_all ? extent_store_get_budget(s->store, d) : extent_store_namespace_cap(s->store, d);
                 budget = (b == EXTENT_STORE_UNLIMITED || budget + b < budget) ? UINT64_MAX : budget + b;
         }
         memset(st, 0, sizeof(*st));
         st->extents = counters.extents;
         st->bytes_resident = counters.bytes_resident;
         st->budget = budget;
-        st->hits = s->hits;
-        st->misses = s->misses;
-        st->clients = s->n_clients;
+        st->hits = t.hits;
+        st->misses = t.misses;
+        st->clients = clients;
         st->refs = counters.refs;
-        st->publishes = s->publishes;
+        st->publishes = t.publishes;
         st->evictions = counters.evictions;
-        st->rejected_budget = s->rejected_budget;
+        st->rejected_budget = t.rejected_budget;
+        st->rejected_content = t.rejected_content;
         st->uptime_ns = sage_now_ns() - s->started_ns;
 }
 
@@ -503,27 +693,27 @@ static int handle_label(Server *s, Client *c, const SageMessage *req, SageMessag
         return 0;
 }
 
+/* A page costs O(log N + page): only the caller's namespace is walked (all for root on main). */
 static void handle_list(Server *s, Client *c, const SageMessage *req, SageMessage *reply) {
         uint64_t now = sage_now_ns();
-        uint32_t n = 0;
-        Extent *e = extent_store_next(s->store, req->list.after_id);
+        Extent *page[SAGE_PROTO_LIST_MAX];
+        bool more;
+        uint32_t n = (uint32_t)extent_store_page(s->store, c->sees_all, c->namespace_id, req->list.after_id, page,
+                                                 SAGE_PROTO_LIST_MAX, &more);
 
         sage_proto_init(reply, SAGE_MSG_LIST_REPLY, req->header.request_id);
-        for (; e; e = extent_store_next(s->store, e->id)) {
-                if (!visible(c, e))
-                        continue;
-                if (n == SAGE_PROTO_LIST_MAX) {
-                        reply->list_reply.more = 1;
-                        break;
-                }
-                s->list[n++] = (SageListEntry){
+        reply->list_reply.more = more;
+        for (uint32_t i = 0; i < n; i++) {
+                const Extent *e = page[i];
+                s->list[i] = (SageListEntry){
                         .id = e->id,
                         .namespace_id = e->namespace_id,
                         .hash = e->key.hash,
                         .size = e->key.size,
                         .device = e->key.device,
                         .refs = e->refs,
-                        .publisher_pid = e->publisher_pid,
+                        /* A host pid means nothing (or too much) in another pid namespace. */
+                        .publisher_pid = c->label == 0 ? e->publisher_pid : 0,
                         .flags = e->flags,
                         .idle_ns = e->refs || now < e->last_use_ns ? 0 : now - e->last_use_ns,
                 };
@@ -564,6 +754,9 @@ static int handle_ipc_export(Server *s, Client *c, const SageMessage *req, int *
                 *why = "size must be nonzero";
                 return SAGE_ERR_MALFORMED;
         }
+        r = ipc_handle_check(s->gpu, *fd, &req->ipc_export, why);
+        if (r)
+                return r;
         r = ipc_registry_add(s->ipc, &c->ipc, c->namespace_id, *fd, &req->ipc_export, c->pid, &e);
         switch (r) {
         case 0:
@@ -641,7 +834,7 @@ static int dispatch(Server *s, Client *c, const SageMessage *req, int *fds, size
                         break;
                 case SAGE_MSG_STATS:
                         sage_proto_init(&reply, SAGE_MSG_STATS_REPLY, req->header.request_id);
-                        fill_stats(s, &reply.stats_reply);
+                        fill_stats(s, c, &reply.stats_reply);
                         break;
                 case SAGE_MSG_LIST:
                         handle_list(s, c, req, &reply);
@@ -730,9 +923,53 @@ static bool serve_client(Server *s, Client *c) {
         return true;
 }
 
+/* Bytes that do not hash to their key: nobody may map them, whoever holds a reference. */
+static void reject_extent(Server *s, Extent *e) {
+        char hex[33];
+
+        sage_hash_format(e->key.hash, hex);
+        sage_warn("extent %llu (namespace %llx, key %s, %llu bytes, publisher pid %u): the bytes do not match their "
+                  "content key; dropped",
+                  (unsigned long long)e->id, (unsigned long long)e->namespace_id, hex,
+                  (unsigned long long)e->key.size, e->publisher_pid);
+        s->rejected_content++;
+        tally(s, e->namespace_id)->rejected_content++;
+        for (Client *c = s->clients; c; c = c->next)
+                client_forget(c, s->store, e->id);
+        extent_store_evict(s->store, e);
+}
+
+/* Verify pending extents, oldest first, up to SERVER_VERIFY_BYTES_PER_TURN. */
+static void verify_some(Server *s) {
+        uint64_t budget = SERVER_VERIFY_BYTES_PER_TURN;
+        size_t done = 0;
+
+        while (done < s->n_verifying && budget > 0) {
+                Extent *e = extent_store_get(s->store, s->verifying[done]);
+                int r;
+
+                if (!e || !e->unverified) { /* evicted meanwhile */
+                        done++;
+                        continue;
+                }
+                r = gpu_verify_step(s->gpu, e->payload, &budget);
+                if (r == GPU_VERIFY_PENDING)
+                        break;
+                done++;
+                if (r == GPU_VERIFY_MATCH)
+                        e->unverified = false;
+                else
+                        reject_extent(s, e);
+        }
+        if (done == 0)
+                return;
+        s->n_verifying -= done;
+        memmove(s->verifying, s->verifying + done, s->n_verifying * sizeof(*s->verifying));
+}
+
 /* The listener `tag` is, or NULL for a client. Equality only: comparing
  * unrelated pointers for order is undefined, and there are at most 65. */
-static const Listener *find_listener(const Server *s, const void *tag) {
+static Listener *find_listener(const Server *s, const void *tag) {
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (tag == &s->listeners[i])
                         return &s->listeners[i];
@@ -748,7 +985,15 @@ int server_run(Server *s, int stop_fd) {
         for (size_t i = 0; i < s->n_listeners; i++)
                 sage_info("listening on %s (label %u)", s->listeners[i].path, (unsigned)s->listeners[i].label);
         for (;;) {
-                int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), -1);
+                int timeout_ms = s->n_verifying ? 0 : -1;
+                if (s->accept_paused) {
+                        uint64_t now = sage_now_ns();
+                        if (now >= s->accept_resume_ns)
+                                set_accepting(s, true);
+                        else if (timeout_ms < 0)
+                                timeout_ms = (int)((s->accept_resume_ns - now + 999999) / 1000000);
+                }
+                int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), timeout_ms);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -762,7 +1007,7 @@ int server_run(Server *s, int stop_fd) {
                                 epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, stop_fd, NULL);
                                 return 0;
                         }
-                        const Listener *l = find_listener(s, tag);
+                        Listener *l = find_listener(s, tag);
                         if (l) {
                                 accept_clients(s, l);
                                 continue;
@@ -782,5 +1027,6 @@ int server_run(Server *s, int stop_fd) {
                                 if (!serve_client(s, c))
                                         drop_client(s, c);
                 }
+                verify_some(s);
         }
 }

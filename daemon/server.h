@@ -6,6 +6,7 @@
 
 #include "extent_store.h"
 #include "gpu.h"
+#include "identity.h"
 #include "label.h"
 
 typedef struct ServerConfig {
@@ -15,8 +16,13 @@ typedef struct ServerConfig {
          * otherwise); the server does not check it again. */
         const LabelSocket *label_sockets;
         size_t n_label_sockets;
-        size_t max_clients;
+        size_t max_clients;           /* broker-wide; 0: CONN_TABLE_MAX_TOTAL */
+        size_t max_clients_per_uid;   /* per namespace (label, uid); 0: CONN_TABLE_MAX_PER_NAMESPACE */
+        size_t max_clients_per_label; /* per labelled socket's label; 0: CONN_TABLE_MAX_PER_LABEL */
         size_t max_ipc_exports; /* broker-wide; 0: IPC_REGISTRY_MAX_TOTAL (at most half the fd limit) */
+        /* Clients of the main socket in another container than saged: their
+         * container's namespaces (ISOLATE, the default) or their uid's. */
+        IdentityMode container_namespaces;
 } ServerConfig;
 
 typedef struct Server Server;
@@ -24,8 +30,9 @@ typedef struct Server Server;
 /*
  * Create the socket and each labelled one (their parent directories too, if
  * missing), refusing to start when another broker answers on any of them
- * (-EADDRINUSE; *failed_path names it, for every error) and replacing stale
- * ones.
+ * (-EADDRINUSE; *failed_path names it, for every error), or when a socket's
+ * directory is writable by others than saged's user and root (-EPERM), and
+ * replacing stale ones.
  * `gpu` may be NULL (no driver: PUBLISH/LOOKUP answer SAGE_ERR_NO_DRIVER;
  * the IPC messages need no driver).
  * The server takes ownership of `store` and `gpu`.

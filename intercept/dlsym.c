@@ -1,5 +1,5 @@
 /*
- * Which dlsym lookups SAGE substitutes. Only names of the driver API's form
+ * Which dlsym lookups SAGE substitutes (and what a dlopen tells the warm-up). Only names of the driver API's form
  * (cu followed by an upper-case letter) are candidates; for those the real
  * lookup is made with the caller's handle and the answer replaced by our
  * hook only when it is the address of a driver entry point we hook (pointer
@@ -9,6 +9,7 @@
 #include <cuda.h>
 
 #include <dlfcn.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "driver.h"
@@ -17,12 +18,35 @@
 #include "warmup.h"
 
 void *sage_dlsym_route(void *handle, const char *name);
+void sage_dlopen_note(const char *file, int mode);
+
+/*
+ * Before every dlopen (the trampoline then hands the call to glibc with the
+ * caller's frame): an eager warm-up starts once the process loads a CUDA
+ * library. Only the name is looked at; a CUDA library that comes as a
+ * dependency is seen at the next dlopen or dlsym.
+ */
+/* Set at the first dlopen: before it, a dlsym (a sanitizer's runtime
+ * resolving its interceptors before it is initialised) must not get here. */
+static atomic_bool dlopen_seen;
+
+SAGE_NO_SANITIZE void sage_dlopen_note(const char *file, int mode) {
+        (void)mode;
+        sage_real_dlopen_ensure();
+        if (!sage_driver_loading())
+                sage_warmup_note_library(file);
+        atomic_store_explicit(&dlopen_seen, true, memory_order_relaxed);
+}
 
 SAGE_NO_SANITIZE void *sage_dlsym_route(void *handle, const char *name) {
         void *fn;
         int sym;
 
         sage_real_dlsym_ensure();
+        /* Python looks up a module's init function right after its dlopen:
+         * a CUDA library that came in as a dependency is seen here. */
+        if (atomic_load_explicit(&dlopen_seen, memory_order_relaxed) && !sage_driver_loading())
+                sage_warmup_note_library(NULL);
         if (!name || name[0] != 'c' || name[1] != 'u' || name[2] < 'A' || name[2] > 'Z')
                 return NULL;
         if (sage_driver_loading())

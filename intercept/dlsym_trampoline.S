@@ -1,5 +1,5 @@
 /*
- * dlsym interposition, in assembly for one reason: glibc's dlsym finds the
+ * dlsym (and dlopen) interposition, in assembly for one reason: glibc's dlsym finds the
  * caller's object from its return address (RTLD_NEXT, and the namespace of
  * RTLD_DEFAULT lookups). After asking sage_dlsym_route whether to substitute
  * a driver symbol, the trampoline *jumps* into glibc's dlsym with the
@@ -64,6 +64,57 @@ sage_dlsym_v225:
         .cfi_endproc
         .size   sage_dlsym_v225, .-sage_dlsym_v225
 
+/*
+ * dlopen, for the same reason: glibc finds the caller's object from the
+ * return address (its RUNPATH and $ORIGIN for the search, its namespace),
+ * and frameworks dlopen their CUDA libraries through their own RUNPATH.
+ * sage_dlopen_note only looks at the name (eager warm-up, warmup.c); the
+ * trampoline then jumps into glibc's dlopen with the caller's frame.
+ */
+        .globl  sage_dlopen_v234
+        .hidden sage_dlopen_v234
+        .type   sage_dlopen_v234, @function
+sage_dlopen_v234:
+        .cfi_startproc
+        pushq   %rdi
+        .cfi_adjust_cfa_offset 8
+        pushq   %rsi
+        .cfi_adjust_cfa_offset 8
+        subq    $8, %rsp
+        .cfi_adjust_cfa_offset 8
+        call    sage_dlopen_note
+        addq    $8, %rsp
+        .cfi_adjust_cfa_offset -8
+        popq    %rsi
+        .cfi_adjust_cfa_offset -8
+        popq    %rdi
+        .cfi_adjust_cfa_offset -8
+        jmp     *sage_real_dlopen_v234(%rip)
+        .cfi_endproc
+        .size   sage_dlopen_v234, .-sage_dlopen_v234
+
+        .globl  sage_dlopen_v225
+        .hidden sage_dlopen_v225
+        .type   sage_dlopen_v225, @function
+sage_dlopen_v225:
+        .cfi_startproc
+        pushq   %rdi
+        .cfi_adjust_cfa_offset 8
+        pushq   %rsi
+        .cfi_adjust_cfa_offset 8
+        subq    $8, %rsp
+        .cfi_adjust_cfa_offset 8
+        call    sage_dlopen_note
+        addq    $8, %rsp
+        .cfi_adjust_cfa_offset -8
+        popq    %rsi
+        .cfi_adjust_cfa_offset -8
+        popq    %rdi
+        .cfi_adjust_cfa_offset -8
+        jmp     *sage_real_dlopen_v225(%rip)
+        .cfi_endproc
+        .size   sage_dlopen_v225, .-sage_dlopen_v225
+
         /* The exported, versioned names. */
         .globl  sage_dlsym_export_v234
         .set    sage_dlsym_export_v234, sage_dlsym_v234
@@ -71,6 +122,12 @@ sage_dlsym_v225:
         .globl  sage_dlsym_export_v225
         .set    sage_dlsym_export_v225, sage_dlsym_v225
         .symver sage_dlsym_export_v225, dlsym@GLIBC_2.2.5
+        .globl  sage_dlopen_export_v234
+        .set    sage_dlopen_export_v234, sage_dlopen_v234
+        .symver sage_dlopen_export_v234, dlopen@@GLIBC_2.34
+        .globl  sage_dlopen_export_v225
+        .set    sage_dlopen_export_v225, sage_dlopen_v225
+        .symver sage_dlopen_export_v225, dlopen@GLIBC_2.2.5
 
 #else
 #error "dlsym_trampoline.S supports x86-64 only; other architectures use dlsym_fallback.c"

@@ -99,6 +99,23 @@ SAGE_NO_SANITIZE void sage_real_dlsym_ensure(void) {
         pthread_once(&dlsym_once, real_dlsym_init);
 }
 
+/* Read by the dlopen trampolines: glibc's dlopen of each version. */
+void *(*sage_real_dlopen_v234)(const char *, int);
+void *(*sage_real_dlopen_v225)(const char *, int);
+static pthread_once_t dlopen_once = PTHREAD_ONCE_INIT;
+
+SAGE_NO_SANITIZE static void real_dlopen_init(void) {
+        void *v234 = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34");
+        void *v225 = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.2.5");
+
+        sage_real_dlopen_v234 = SAGE_FN_CAST(void *(*)(const char *, int), v234 ? v234 : v225);
+        sage_real_dlopen_v225 = SAGE_FN_CAST(void *(*)(const char *, int), v225 ? v225 : v234);
+}
+
+SAGE_NO_SANITIZE void sage_real_dlopen_ensure(void) {
+        pthread_once(&dlopen_once, real_dlopen_init);
+}
+
 void *sage_real_dlsym(void *handle, const char *name) {
         sage_real_dlsym_ensure();
         return sage_real_dlsym_v234 ? sage_real_dlsym_v234(handle, name) : NULL;

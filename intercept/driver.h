@@ -66,6 +66,9 @@ int sage_driver_sym_of(const void *fn);
 /* True on the thread that is inside sage_driver_load (dlopen may call back). */
 bool sage_driver_loading(void);
 
+/* glibc's dlopen, resolved before the dlopen trampolines jump to it. */
+void sage_real_dlopen_ensure(void);
+
 /* The real dlsym (glibc's, versioned), for libsage's own use. */
 void *sage_real_dlsym(void *handle, const char *name);
 

@@ -41,6 +41,7 @@
 
 #include "share.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +99,15 @@ static bool share_enabled(void) {
                 sage_info("share: the driver cannot describe kernel parameters (cuFuncGetParamInfo); sharing off");
                 return false;
         }
-        if (sage_broker_connect(&sage_share_broker, NULL, 500) < 0) {
+        char why[320];
+        int r = sage_broker_connect_why(&sage_share_broker, NULL, 500, why, sizeof(why));
+        if (r == -EPERM) {
+                /* Someone else's process on the broker's path: worth a warning, never our uploads. */
+                sage_warn("share: %s; sharing off", why);
+                sage_share_broker = NULL;
+                return false;
+        }
+        if (r < 0) {
                 sage_info("share: no broker (%s); sharing off", sage_options()->socket);
                 sage_share_broker = NULL;
                 return false;
@@ -681,8 +690,14 @@ static void publish_candidates(SageShareAlloc *a) {
                                                             0) != CUDA_SUCCESS)
                         continue;
                 notes = sage_share_notes_build(p, &notes_len); /* NULL, length 0: published without notes */
-                r = sage_broker_publish_noted(sage_share_broker, p->key, p->len, (uint32_t)a->dev, SAGE_PUBLISH_SEALED,
-                                              fd, notes, notes_len, &id, &existed);
+                /* The broker verifies the bytes against their content key: a file-keyed piece states it. */
+                if (sage_hash_equal(p->key, p->content))
+                        r = sage_broker_publish_noted(sage_share_broker, p->key, p->len, (uint32_t)a->dev,
+                                                      SAGE_PUBLISH_SEALED, fd, notes, notes_len, &id, &existed);
+                else
+                        r = sage_broker_publish_content(sage_share_broker, p->key, p->content, p->len,
+                                                        (uint32_t)a->dev, SAGE_PUBLISH_SEALED, fd, notes, notes_len,
+                                                        &id, &existed);
                 free(notes);
                 if (r == 0) {
                         sage_broker_release(sage_share_broker, id); /* the broker keeps it; we hold no reference */

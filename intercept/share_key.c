@@ -5,9 +5,13 @@
  *   then of the chunk hashes. Device read-back (publishing) hashes the same
  *   chunks, so the two compare.
  * - File identity: a source that lies in a mapping of a regular file
- *   (safetensors, a weight file mmap()ed by a C program) is known by the
- *   file's (device, inode, size, mtime, ctime) and the range's file offset
- *   and length, so a later process needs neither to read nor to hash it.
+ *   (safetensors, a weight file mmap()ed by a C program) whose content
+ *   cannot change (fs-verity, immutable, squashfs/erofs: file_immutable.c)
+ *   is known by the file's (device, inode, size, mtime, ctime) and the
+ *   range's file offset and length, so a later process needs neither to
+ *   read nor to hash it. Identity is no proof of content for any other
+ *   file (an in-place write through MAP_SHARED keeps size and times): those
+ *   get the content key.
  *   A private mapping whose pages were written by the process is no longer
  *   the file: /proc/self/pagemap tells (a present page that is not a file
  *   page, or a swapped one, was copied on write), and such a source gets the
@@ -27,10 +31,12 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "file_immutable.h"
+#include "intercept.h"
 #include "maps_watch.h"
 #include "util.h"
 
-#define CHUNK (4u << 20)
+#define CHUNK SAGE_CONTENT_KEY_CHUNK /* common/hash.h: the broker verifies the same key */
 #define MAX_HASH_THREADS 16
 
 /* ---------------------------------------------------------------- content */
@@ -79,7 +85,7 @@ int sage_share_content_key(const void *data, size_t size, SageHash *out) {
                 else
                         hash_worker(&jobs[t]);
         }
-        *out = sage_hash(chunks, nchunks * sizeof(*chunks));
+        *out = sage_content_key_combine(chunks, nchunks);
         free(chunks);
         return 0;
 }
@@ -99,7 +105,7 @@ int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n
                 }
                 chunks[i] = sage_hash(buf, n);
         }
-        *out = sage_hash(chunks, nchunks * sizeof(*chunks));
+        *out = sage_content_key_combine(chunks, nchunks);
         free(chunks);
         return 0;
 }
@@ -228,6 +234,31 @@ static bool private_pages_written(uintptr_t lo, uintptr_t hi) {
         return written;
 }
 
+/*
+ * The mapped file, opened by the path the memory map names, if it is still
+ * the mapped inode and the kernel says its content cannot change. Facts
+ * and identity come from one descriptor, so they are of one file.
+ */
+static bool open_unchangeable(const Vma *vma, struct stat *st) {
+        int fd = open(vma->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        SageFileFacts facts;
+        bool ok;
+
+        if (fd < 0)
+                return false;
+        ok = fstat(fd, st) == 0 && S_ISREG(st->st_mode) && (uint64_t)st->st_ino == vma->ino &&
+             major(st->st_dev) == vma->major && minor(st->st_dev) == vma->minor;
+        if (ok) {
+                sage_file_facts_read(fd, &facts);
+                if (sage_file_trust(&facts) == SAGE_FILE_MAY_CHANGE) {
+                        sage_stats_count(SAGE_STAT_SHARE_FILE_MUTABLE);
+                        ok = false;
+                }
+        }
+        close(fd);
+        return ok;
+}
+
 bool sage_share_file_key(const void *data, size_t size, SageHash *out) {
         uintptr_t lo = (uintptr_t)data, hi = lo + size;
         FileIdentity id;
@@ -236,9 +267,8 @@ bool sage_share_file_key(const void *data, size_t size, SageHash *out) {
 
         if (!size || hi < lo || !find_vma(lo, hi, &vma))
                 return false;
-        if (stat(vma.path, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_ino != vma.ino ||
-            major(st.st_dev) != vma.major || minor(st.st_dev) != vma.minor)
-                return false;
+        if (!open_unchangeable(&vma, &st))
+                return false; /* a file that may change is keyed by its content */
         if (vma.pgoff + (lo - vma.start) + size > (uint64_t)st.st_size)
                 return false; /* beyond the end of the file: zero-filled, not the file */
         if (!vma.shared && private_pages_written(lo, hi))

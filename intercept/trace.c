@@ -9,6 +9,7 @@
  * The dump is Chrome trace-event JSON ({"traceEvents": [...]}), one
  * complete ("X") event per intercepted call and one line per event, written
  * to PATH.tmp and renamed into place so a reader never sees half a file.
+ * A process that made no driver call writes nothing at all.
  */
 #include <cuda.h>
 
@@ -324,6 +325,15 @@ void sage_trace_dump(void) {
         pid_t pid = getpid();
 
         if (!sage_tracing || atomic_exchange(&trace_dumped, true))
+                return;
+        /*
+         * A process that made no driver call (a wrapper such as `timeout` or
+         * `sh -c`, which inherit SAGE_TRACE) has nothing to say: its empty
+         * dump must not replace the dump of the app it started, which may
+         * have been written at the same path moments before. Dropped events
+         * count as calls.
+         */
+        if (atomic_load(&trace_event_count) == 0)
                 return;
         expand_path(trace_path, path, sizeof(path));
         snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)pid);

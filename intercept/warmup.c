@@ -7,11 +7,18 @@
  * context retain simply waits for whatever the warm-up has not finished, and
  * cudart's hidden primary-context path finds the context already created.
  *
- * When: eager starts at load; lazy at the first sign of CUDA use (a driver
- * symbol resolved through dlsym or cuGetProcAddress, or cuInit); auto (the
- * default) is eager for a process that carries CUDA code (a .nv_fatbin
- * section in the executable, or libcudart/libcuda among its load-time
- * libraries) and, for everything else, starts at the application's own
+ * When: eager starts as soon as the process has a CUDA library: at load
+ * when one is among the load-time libraries (or the executable carries a
+ * .nv_fatbin section), else when one is dlopen()ed (by name, or as a
+ * dependency: seen at the next dlopen or dlsym, which is where Python looks
+ * up a module's init function), a driver symbol is looked up, or at cuInit.
+ * A process that never loads one (a shell, `timeout`, XLA's ptxas child)
+ * never initialises CUDA because of SAGE, eager or not: the warm-up thread
+ * would otherwise run the driver's start-up (and its exit-time teardown)
+ * inside programs that never asked for it. Lazy starts at the first sign of
+ * CUDA use (a driver symbol resolved through dlsym or cuGetProcAddress, or
+ * cuInit); auto (the default) is eager at load for a process that carries
+ * CUDA code and, for everything else, starts at the application's own
  * cuInit. Symbol lookups are no proof of GPU use: `import torch` resolves
  * driver symbols long before any CUDA call (measured on the H200: a lazy
  * warm-up started 190 ms into a 3.9 s import), and a pre-forking Python
@@ -31,6 +38,7 @@
 
 #include "warmup.h"
 
+#include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +46,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -68,16 +77,64 @@ static const char *_Atomic warmup_trigger_name;
 
 /* ---------------------------------------------------------------- is this a CUDA program? */
 
-static int find_cuda_library(struct dl_phdr_info *info, size_t size, void *data) {
-        const char *name = info->dlpi_name;
+/*
+ * Libraries whose presence says the process is a GPU program: the driver,
+ * the runtime, the CUDA math/comm libraries and the frameworks' CUDA parts.
+ * Compilers and monitoring (nvrtc, ptxas's own code, NVML) are left out on
+ * purpose: loading them does not mean the process will use a GPU.
+ */
+static const char *const cuda_library_prefixes[] = {
+        "libcuda.so",     "libcudart.so",  "libcublas",   "libcudnn",     "libcufft",
+        "libcurand",      "libcusparse",   "libcusolver", "libnccl",      "libtorch_cuda",
+        "libc10_cuda",    "xla_cuda_plugin", "cuda_plugin_extension",
+};
 
-        (void)size;
-        if (name && (strstr(name, "/libcudart.so") || strstr(name, "/libcuda.so") ||
-                     strncmp(name, "libcudart.so", 12) == 0 || strncmp(name, "libcuda.so", 10) == 0)) {
-                *(bool *)data = true;
+bool sage_library_is_cuda(const char *path) {
+        const char *base;
+
+        if (!path || !*path)
+                return false;
+        base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        for (size_t i = 0; i < SAGE_ARRAY_SIZE(cuda_library_prefixes); i++)
+                if (strncmp(base, cuda_library_prefixes[i], strlen(cuda_library_prefixes[i])) == 0)
+                        return true;
+        return false;
+}
+
+typedef struct LibraryScan {
+        unsigned long long last_adds; /* dlpi_adds of the previous scan: skip when nothing was loaded since */
+        unsigned long long adds;
+        bool first, found;
+} LibraryScan;
+
+static int find_cuda_library(struct dl_phdr_info *info, size_t size, void *data) {
+        LibraryScan *scan = data;
+
+        if (scan->first) {
+                scan->first = false;
+                if (size >= offsetof(struct dl_phdr_info, dlpi_adds) + sizeof(info->dlpi_adds)) {
+                        scan->adds = info->dlpi_adds;
+                        if (scan->adds == scan->last_adds)
+                                return 1;
+                }
+        }
+        if (sage_library_is_cuda(info->dlpi_name)) {
+                scan->found = true;
                 return 1;
         }
         return 0;
+}
+
+/* Is a CUDA library among the loaded objects? Cheap when nothing was loaded since the last call. */
+static bool cuda_library_loaded(void) {
+        static atomic_ullong scanned_adds; /* a racing scan only repeats work */
+        LibraryScan scan = { .last_adds = atomic_load_explicit(&scanned_adds, memory_order_relaxed), .first = true };
+
+        dl_iterate_phdr(find_cuda_library, &scan);
+        if (!scan.found && scan.adds)
+                atomic_store_explicit(&scanned_adds, scan.adds, memory_order_relaxed);
+        return scan.found;
 }
 
 /* A .nv_fatbin section is where nvcc puts device code (static or shared cudart alike). */
@@ -124,10 +181,7 @@ static bool executable_has_fatbin(void) {
 }
 
 bool sage_process_is_cuda_program(void) {
-        bool linked = false;
-
-        dl_iterate_phdr(find_cuda_library, &linked);
-        return linked || executable_has_fatbin();
+        return cuda_library_loaded() || executable_has_fatbin();
 }
 
 /* ---------------------------------------------------------------- the warm-up thread */
@@ -224,6 +278,69 @@ static void at_exit_wait(void) {
         pthread_mutex_unlock(&warmup_lock);
 }
 
+/*
+ * Exit order. exit() runs the handlers registered with atexit/__cxa_atexit
+ * in reverse order, so a handler registered while the warm-up runs runs
+ * before at_exit_wait: the driver's own exit-time teardown (static
+ * destructors registered by its constructors, when the warm-up thread or
+ * the app loads it during the warm-up) would tear the driver down under the
+ * warm-up's cuInit. A short-lived program that exits during the warm-up
+ * (ptxas under eager) then crashed in the driver's locks. So libsage's
+ * __cxa_atexit, which every atexit() reaches, hands a handler registered
+ * while the warm-up runs to glibc wrapped: at exit the wrapper waits for
+ * the warm-up (bounded, as at_exit_wait) before calling it. Handlers
+ * registered at any other time are passed through untouched.
+ */
+typedef int (*CxaAtexitFn)(void (*)(void *), void *, void *);
+
+static CxaAtexitFn _Atomic real_cxa_atexit;
+
+typedef struct DeferredExitHandler {
+        void (*fn)(void *);
+        void *arg;
+} DeferredExitHandler;
+
+static void run_after_warmup(void *data) {
+        DeferredExitHandler h = *(DeferredExitHandler *)data;
+
+        free(data);
+        sage_warmup_wait(10000);
+        h.fn(h.arg);
+}
+
+/* No pthread_once: a first call may come from a library constructor inside
+ * dlopen (the loader's lock held) while another thread resolves; dlvsym
+ * racing itself only repeats work. */
+SAGE_NO_SANITIZE static CxaAtexitFn resolve_cxa_atexit(void) {
+        CxaAtexitFn fn = atomic_load_explicit(&real_cxa_atexit, memory_order_acquire);
+
+        if (!fn) {
+                fn = SAGE_FN_CAST(CxaAtexitFn, dlvsym(RTLD_NEXT, "__cxa_atexit", "GLIBC_2.2.5"));
+                atomic_store_explicit(&real_cxa_atexit, fn, memory_order_release);
+        }
+        return fn;
+}
+
+SAGE_EXPORT int __cxa_atexit(void (*fn)(void *), void *arg, void *dso_handle);
+
+SAGE_EXPORT int __cxa_atexit(void (*fn)(void *), void *arg, void *dso_handle) {
+        CxaAtexitFn real = resolve_cxa_atexit();
+        DeferredExitHandler *h;
+
+        if (!real)
+                return -1;
+        if (fn && atomic_load_explicit(&warmup_state, memory_order_acquire) == WARMUP_RUNNING &&
+            (h = malloc(sizeof(*h)))) {
+                h->fn = fn;
+                h->arg = arg;
+                /* Same dso_handle: a dlclose() still runs (and drops) it through __cxa_finalize. */
+                if (real(run_after_warmup, h, dso_handle) == 0)
+                        return 0;
+                free(h);
+        }
+        return real(fn, arg, dso_handle);
+}
+
 /* A fork() while the warm-up thread is inside the driver would hand the child
  * a driver whose locks are held by a thread it does not have: wait first. */
 static void at_fork_prepare(void) {
@@ -288,18 +405,28 @@ void sage_warmup_trigger(SageWarmupTrigger trigger) {
         automatic = strcmp(mode, "auto") == 0;
         switch (trigger) {
         case SAGE_WARMUP_AT_LOAD:
-                if (eager || (automatic && sage_process_is_cuda_program()))
+                /* Never in a process without CUDA (a shell, ptxas, a wrapper), eager or not. */
+                if ((eager || automatic) && sage_process_is_cuda_program())
                         warmup_start("load");
                 break;
         case SAGE_WARMUP_AT_LOOKUP:
-                if (lazy)
+                if (lazy || eager)
                         warmup_start("lookup");
                 break;
         case SAGE_WARMUP_AT_INIT:
-                if (lazy || automatic)
+                if (lazy || automatic || eager)
                         warmup_start("cuInit");
                 break;
         }
+}
+
+void sage_warmup_note_library(const char *requested) {
+        if (SAGE_LIKELY(atomic_load_explicit(&warmup_state, memory_order_relaxed) != WARMUP_IDLE))
+                return;
+        if (strcmp(sage_options()->warmup, "eager") != 0)
+                return;
+        if (sage_library_is_cuda(requested) || cuda_library_loaded())
+                warmup_start("dlopen");
 }
 
 const char *sage_warmup_trigger_name(void) {

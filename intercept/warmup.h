@@ -4,9 +4,9 @@
 #include <stdbool.h>
 
 typedef enum SageWarmupTrigger {
-        SAGE_WARMUP_AT_LOAD,    /* constructor: eager, or auto for a CUDA program */
-        SAGE_WARMUP_AT_LOOKUP,  /* the app resolved a driver symbol (dlsym, cuGetProcAddress): lazy */
-        SAGE_WARMUP_AT_INIT,    /* the app called cuInit: lazy, auto */
+        SAGE_WARMUP_AT_LOAD,    /* constructor: eager or auto, for a CUDA program only */
+        SAGE_WARMUP_AT_LOOKUP,  /* the app resolved a driver symbol (dlsym, cuGetProcAddress): lazy, eager */
+        SAGE_WARMUP_AT_INIT,    /* the app called cuInit: every mode but off */
 } SageWarmupTrigger;
 
 /* Start the warm-up if the mode says this trigger should (idempotent, cheap after the first call). */
@@ -29,5 +29,15 @@ const char *sage_warmup_trigger_name(void);
 /* Wait (bounded) for a running warm-up: called at exit so the driver is never torn down under it. */
 void sage_warmup_wait(unsigned max_ms);
 
-/* Does this process carry CUDA code (a .nv_fatbin section, or cudart/libcuda linked)? */
+/* Does this process carry CUDA code (a .nv_fatbin section, or a CUDA library loaded)? */
 bool sage_process_is_cuda_program(void);
+
+/* Is the library at `path` (a dlopen() argument or a loaded object's name) a CUDA library? */
+bool sage_library_is_cuda(const char *path);
+
+/*
+ * A library is being dlopen()ed (`requested`: its name as asked, may be
+ * NULL), or one may have been (NULL: after a dlopen, e.g. at a dlsym):
+ * under eager, start the warm-up once a CUDA library is, or is being, loaded.
+ */
+void sage_warmup_note_library(const char *requested);

@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model share_weights)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model jax_fn share_weights)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -129,6 +129,10 @@ build_program() {
         reset_loop) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/reset_loop.cu" ;;
         share_weights) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_weights.cu" ;;
         torch_model) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
+        jax_fn)
+            # The weights file is made here, untimed; the check needs no GPU.
+            "$python" -c 'import jax, jaxlib' &&
+            "$python" "$gpu_src/jax_fn.py" --make "$bin_dir/jax-weights.npy" ;;
         *) echo "unknown program $name"; return 1 ;;
     esac
 }
@@ -137,6 +141,7 @@ build_program() {
 command_of() {
     case "$1" in
         torch_model) cmd=("$python" "$gpu_src/torch_model.py") ;;
+        jax_fn) cmd=("$python" "$gpu_src/jax_fn.py" "$bin_dir/jax-weights.npy") ;;
         share_weights) cmd=("$bin_dir/$1" "$bin_dir/share-weights.bin") ;;
         *) cmd=("$bin_dir/$1") ;;
     esac
@@ -288,8 +293,8 @@ evaluate() {
 native_env=(-u LD_PRELOAD -u SAGE_TRACE -u SAGE_TRACE_STACKS)
 for p in "${programs[@]}"; do
     if [ "${build_ok[$p]}" != 1 ]; then
-        if [ "$p" = torch_model ]; then
-            record "$p" - - - - - - - SKIP "python/torch unusable: $(tail -n1 "$logs/$p.build.log")"
+        if [ "$p" = torch_model ] || [ "$p" = jax_fn ]; then
+            record "$p" - - - - - - - SKIP "python/torch/jax unusable: $(tail -n1 "$logs/$p.build.log")"
         else
             record "$p" - - - - - - - FAIL "build failed: see $p.build.log"
         fi
@@ -328,13 +333,45 @@ if selected static_cudart; then
     fi
 fi
 
+# Eager rows: SAGE_WARMUP=eager, the README's advice for Python functions.
+# XLA runs ptxas as a child that inherits LD_PRELOAD: the child must neither
+# break nor initialise CUDA, and every trace of the run (one per process that
+# made a driver call) must be a valid one.
+for p in jax_fn torch_model; do
+    selected "$p" || continue
+    [ "${build_ok[$p]:-0}" = 1 ] || continue
+    nrc=$(awk -F'\t' -v p="$p" '$1 == p { print $2 }' "$results")
+    nms=$(awk -F'\t' -v p="$p" '$1 == p { print $3 }' "$results")
+    command_of "$p"
+    run_program "$p" eager -u SAGE_TRACE_STACKS "LD_PRELOAD=$libsage" SAGE_WARMUP=eager \
+        "SAGE_TRACE=$logs/$p.eager.%p.json" -- "${cmd[@]}"
+    evaluate "$p+eager" "$p" eager "$nrc" "$nms" "$run_rc" "$run_ms" 1
+done
+
+# Wrapped row: a CUDA program started by wrappers (timeout, sh -c) under
+# eager warm-up. Only the program may leave a trace: a wrapper that made no
+# driver call writes none (it would be an empty dump, which check_traces
+# rejects, and with one path it would clobber the program's).
+if selected static_cudart && [ "${build_ok[static_cudart]:-0}" = 1 ]; then
+    p=static_cudart
+    nrc=$(awk -F'\t' '$1 == "static_cudart" { print $2 }' "$results")
+    nms=$(awk -F'\t' '$1 == "static_cudart" { print $3 }' "$results")
+    run_program "$p" wrapped -u SAGE_TRACE_STACKS "LD_PRELOAD=$libsage" SAGE_WARMUP=eager \
+        "SAGE_TRACE=$logs/$p.wrapped.%p.json" -- timeout 300 sh -c 'true; "$0"; true' "$bin_dir/$p"
+    wrapped_traces=("$logs/$p.wrapped".*.json)
+    wrapped_note=ok
+    [ -e "${wrapped_traces[0]}" ] && [ ${#wrapped_traces[@]} != 1 ] &&
+        wrapped_note="${#wrapped_traces[@]} traces: processes without driver calls wrote dumps"
+    evaluate static_cudart+wrapped "$p" wrapped "$nrc" "$nms" "$run_rc" "$run_ms" 1 "$wrapped_note"
+fi
+
 # Sharing rows: SAGE_SHARE=1 with a broker, each program twice: the first
 # run publishes what it uploaded, the second maps it instead of copying.
 # Both must print what the native run printed; the second must have been
 # served by the broker where the program's uploads can be (share_weights,
 # torch_model), IPC must have been emulated (ipc), and share_weights' kernel
 # that writes mapped weights must have got a private copy first.
-share_programs=(share_weights ipc torch_model cublas_gemm graphs static_cudart)
+share_programs=(share_weights ipc torch_model jax_fn cublas_gemm graphs static_cudart)
 saged=$build_dir/daemon/saged
 # stat_sum NAME MODE STAT: a libsage counter summed over the traces of a run.
 stat_sum() {

@@ -62,9 +62,10 @@ static int cmd_stats(SageBroker *b, bool json) {
                 print_budget(s.budget, true);
                 printf(", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64 ", \"clients\": %" PRIu64
                        ", \"refs\": %" PRIu64 ", \"publishes\": %" PRIu64 ", \"evictions\": %" PRIu64
-                       ", \"rejected_budget\": %" PRIu64 ", \"uptime_s\": %.3f}\n",
+                       ", \"rejected_budget\": %" PRIu64 ", \"rejected_content\": %" PRIu64
+                       ", \"uptime_s\": %.3f}\n",
                        s.hits, s.misses, s.clients, s.refs, s.publishes, s.evictions, s.rejected_budget,
-                       (double)s.uptime_ns / 1e9);
+                       s.rejected_content, (double)s.uptime_ns / 1e9);
                 return 0;
         }
         printf("extents:          %" PRIu64 "\n", s.extents);
@@ -78,6 +79,7 @@ static int cmd_stats(SageBroker *b, bool json) {
         printf("publishes:        %" PRIu64 "\n", s.publishes);
         printf("evictions:        %" PRIu64 "\n", s.evictions);
         printf("rejected(budget): %" PRIu64 "\n", s.rejected_budget);
+        printf("rejected(content): %" PRIu64 "\n", s.rejected_content);
         printf("uptime:           %.1f s\n", (double)s.uptime_ns / 1e9);
         return 0;
 }
@@ -132,12 +134,16 @@ static int cmd_list(SageBroker *b, bool json) {
                         const SageListEntry *e = &entries[i];
                         const uint32_t label = sage_namespace_label(e->namespace_id);
                         const uint32_t uid = sage_namespace_uid(e->namespace_id);
-                        const char *name = label ? label_name(b, &names, label) : NULL;
+                        const bool container = label >= SAGE_NAMESPACE_CONTAINER_FIRST;
+                        const char *name = label && !container ? label_name(b, &names, label) : NULL;
                         char hash[33], ns[SAGE_PROTO_LABEL_MAX + 32];
                         sage_hash_format(e->hash, hash);
-                        /* Namespace: "uid", or "label:uid" ("#number:uid" for a label without a name). */
+                        /* Namespace: "uid", or "label:uid" ("#number:uid" for a label without a name),
+                         * or "container-N:uid". */
                         if (!label)
                                 snprintf(ns, sizeof(ns), "%u", uid);
+                        else if (container)
+                                snprintf(ns, sizeof(ns), "container-%u:%u", label - SAGE_NAMESPACE_CONTAINER_FIRST, uid);
                         else if (name)
                                 snprintf(ns, sizeof(ns), "%s:%u", name, uid);
                         else
@@ -148,10 +154,12 @@ static int cmd_list(SageBroker *b, bool json) {
                                        first ? "" : ",", e->id, e->namespace_id, uid);
                                 if (name)
                                         printf("\"%s\"", name);
-                                else if (label)
+                                else if (label && !container)
                                         printf("\"#%u\"", label);
                                 else
                                         printf("null");
+                                if (container)
+                                        printf(", \"container\": %u", label - SAGE_NAMESPACE_CONTAINER_FIRST);
                                 printf(", \"hash\": \"%s\", \"size\": %" PRIu64 ", \"device\": %u, \"refs\": %u, "
                                        "\"publisher_pid\": %u, \"idle_s\": %.3f}",
                                        hash, e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9);
@@ -199,6 +207,7 @@ int main(int argc, char **argv) {
                 { NULL, 0, NULL, 0 },
         };
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+        char why[320];
         const char *socket_path = NULL, *cmd;
         int timeout_ms = SAGECTL_TIMEOUT_MS, opt, r;
         bool json = false;
@@ -249,9 +258,11 @@ int main(int argc, char **argv) {
                 socket_path = path;
         }
 
-        r = sage_broker_connect(&b, socket_path, timeout_ms);
+        r = sage_broker_connect_why(&b, socket_path, timeout_ms, why, sizeof(why));
         if (r) {
-                if (r == -ENOENT || r == -ECONNREFUSED)
+                if (why[0])
+                        fprintf(stderr, "sagectl: cannot connect to %s: %s\n", socket_path, why);
+                else if (r == -ENOENT || r == -ECONNREFUSED)
                         fprintf(stderr, "sagectl: cannot connect to %s: %s (is saged running?)\n", socket_path,
                                 strerror(-r));
                 else

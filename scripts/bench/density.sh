@@ -113,7 +113,10 @@ cleanup() {
         p=$(cat "$svc_dir/saged.pid")
         kill "$p" 2> /dev/null && sleep 1 && kill -9 "$p" 2> /dev/null
     fi
-    [ "$own_data" = 1 ] && rm -rf "$data_dir"
+    if [ "$own_data" = 1 ]; then
+        for f in "$data_dir"/*; do bench_unseal "$f"; done
+        rm -rf "$data_dir"
+    fi
     rm -rf "$svc_dir" "$bin_dir/tmp"
 }
 trap cleanup EXIT
@@ -168,9 +171,11 @@ if has cfunc; then
             say "generating the C weights failed: $(tail -n2 "$logs/gen-cfunc.stderr")" >&2
             exit 1
         fi
+        bench_unseal "$c_file"
         mv "$c_file.tmp" "$c_file" && mv "$c_file.json.tmp" "$c_file.json" || exit 1
     fi
     cfunc_expect=$(sed -n 's/.*"checksum": *"\([0-9a-f]*\)".*/\1/p' "$c_file.json")
+    bench_seal "$c_file"
 fi
 for p in "${gen_pids[@]}"; do wait "$p"; done
 files=()
@@ -180,6 +185,7 @@ for k in $py_wls; do
     [ "$k" = llm ] && f=$llm_file
     if [ -s "$f" ]; then
         files+=(--file "$k=$f")
+        bench_seal "$f"
     else
         notes+=(--note "$k: skipped, generating its weights failed: $(tail -n1 "$logs/gen-$k.stderr" 2> /dev/null)")
         say "NOTE: generating $k weights failed, skipped: $(tail -n1 "$logs/gen-$k.stderr" 2> /dev/null)"

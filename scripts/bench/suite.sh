@@ -146,7 +146,10 @@ cleanup() {
         echo quit | CUDA_MPS_PIPE_DIRECTORY=$svc_dir/mps-pipe CUDA_MPS_LOG_DIRECTORY=$svc_dir/mps-log \
             timeout 10 "$mps_ctl" > /dev/null 2>&1 || true
     fi
-    [ "$own_data" = 1 ] && rm -rf "$data_dir"
+    if [ "$own_data" = 1 ]; then
+        for f in "$data_dir"/*; do bench_unseal "$f"; done
+        rm -rf "$data_dir"
+    fi
     rm -rf "$svc_dir" "$bin_dir/tmp"
 }
 trap cleanup EXIT
@@ -221,6 +224,7 @@ else
             continue
         fi
         rm -f "$data_dir/gen-$k.tag"
+        bench_unseal "$data_dir/$k.safetensors"
         ( timeout 600 "${pyw[@]}" "$here/suite_fn.py" gen "$k" "$data_dir/$k.safetensors" --gib "$llm_gib" \
             > "$logs/gen-$k.json" 2> "$logs/gen-$k.stderr" \
             && cp "$logs/gen-$k.json" "$data_dir/gen-$k.json" && echo "$tag" > "$data_dir/gen-$k.tag" ) &
@@ -239,10 +243,12 @@ case " $wls " in *" cfunc "*)
     else
         say "generating $c_mib MiB of C weights"
         rm -f "$data_dir/gen-c.tag"
+        bench_unseal "$data_dir/weights.bin"
         timeout 300 "$bin_dir/cfunc" --gen "$data_dir/weights.bin" $((c_mib * 1024 * 1024)) > "$logs/gen-c.json" 2> "$logs/gen-c.stderr" \
             || { say "generating the C weights failed: $(tail -n2 "$logs/gen-c.stderr")" >&2; exit 1; }
         cp "$logs/gen-c.json" "$data_dir/gen-c.json" && echo "$c_mib" > "$data_dir/gen-c.tag"
-    fi ;;
+    fi
+    bench_seal "$data_dir/weights.bin" ;;
 esac
 py_wls=
 if [ "$py_ok" = 1 ]; then
@@ -250,7 +256,7 @@ if [ "$py_ok" = 1 ]; then
     for pid in "${gen_pids[@]}"; do wait "$pid"; done
     for k in resnet50 bert gpt2 llm; do
         case " $wls " in *" $k "*) ;; *) continue ;; esac
-        if [ -s "$data_dir/$k.safetensors" ]; then py_wls="$py_wls $k"
+        if [ -s "$data_dir/$k.safetensors" ]; then py_wls="$py_wls $k"; bench_seal "$data_dir/$k.safetensors"
         else say "NOTE: generating $k weights failed, skipped: $(tail -n1 "$logs/gen-$k.stderr")"; fi
     done
 fi

@@ -123,6 +123,33 @@ static void read_environment(void)
     }
 }
 
+/*
+ * A driver library tears itself down at exit: static destructors and exit
+ * handlers it registers when it is loaded run on the exiting thread, while
+ * any other thread may still be inside the driver (real drivers then crash
+ * on their destroyed locks). The simulated driver registers the same kind
+ * of handler and reports the overlap, during the SAGE_FAKE_INIT_MS delay,
+ * instead of crashing at random.
+ */
+static bool init_sleeping;
+
+static void exit_teardown(void)
+{
+    static const char msg[] = "fakecuda: torn down at exit while cuInit runs on another thread\n";
+
+    if (__atomic_load_n(&init_sleeping, __ATOMIC_ACQUIRE)) {
+        if (write(2, msg, sizeof(msg) - 1) < 0) {
+            /* nothing more to say */
+        }
+        abort();
+    }
+}
+
+__attribute__((constructor)) static void register_exit_teardown(void)
+{
+    atexit(exit_teardown);
+}
+
 FAKE_EXPORT CUresult cuInit(unsigned int Flags)
 {
     if (Flags != 0)
@@ -142,8 +169,11 @@ FAKE_EXPORT CUresult cuInit(unsigned int Flags)
             if (fd >= 0)
                 close(fd);
         }
-        if (fake.init_ms)
+        if (fake.init_ms) {
+            __atomic_store_n(&init_sleeping, true, __ATOMIC_RELEASE);
             fake_sleep_ms(fake.init_ms);
+            __atomic_store_n(&init_sleeping, false, __ATOMIC_RELEASE);
+        }
         const char *fail = getenv("SAGE_FAKE_FAIL_INIT");
         if (fail && *fail)
             fake.init_result = (CUresult)atoi(fail);

@@ -133,6 +133,30 @@ int main(void) {
                 CHECK(get_proc("cuCtxCreate", &fn, 12000, 0) == CUDA_SUCCESS && fn && from_sage(fn) == sage,
                       "old cuGetProcAddress(cuCtxCreate) from %s", object_of(fn));
         }
+#ifndef __SANITIZE_ADDRESS__ /* ASan's own dlopen interceptor loses the caller */
+        {
+                /* dlopen by bare name, found only through the caller's RUNPATH
+                 * ($ORIGIN/): glibc takes the caller from the return address, so
+                 * libsage's dlopen must hand over the caller's frame. Both symbol
+                 * versions, as for dlsym. */
+                void *(*dlopen_v225)(const char *, int) =
+                        SAGE_FN_CAST(void *(*)(const char *, int), dlvsym(RTLD_DEFAULT, "dlopen", "GLIBC_2.2.5"));
+                void *lib = dlopen("libinterpose-runpath.so", RTLD_NOW | RTLD_LOCAL);
+
+                CHECK(lib && dlsym(lib, "runpath_value"), "dlopen through the caller's RUNPATH: %s",
+                      lib ? "no symbol" : dlerror());
+                if (lib)
+                        dlclose(lib);
+                lib = dlopen_v225 ? dlopen_v225("libinterpose-runpath.so", RTLD_NOW | RTLD_LOCAL) : NULL;
+                CHECK(lib, "dlopen@GLIBC_2.2.5 through the caller's RUNPATH: %s", dlerror());
+                if (lib)
+                        dlclose(lib);
+                CHECK(!dlopen("libinterpose-no-such-library.so", RTLD_NOW) && dlerror(),
+                      "a missing library fails as natively, with dlerror()");
+                CHECK(from_sage(SAGE_FN_CAST(void *, dlsym(RTLD_DEFAULT, "dlopen"))) == sage,
+                      "dlopen is %s's", sage ? "libsage" : "glibc");
+        }
+#endif
         printf("interpose: %s, %d failure(s)\n", sage ? "with libsage" : "native", failures);
         return failures ? 1 : 0;
 }

@@ -3,9 +3,9 @@
 # overlap of the warm-up with the app's start-up, auto/lazy/eager modes,
 # fork safety, exit during warm-up, error transparency, and the redirect's
 # semantics (same results, memory returned, nesting and flags).
-#   setup_checks.sh SETUP_TEST_LINKED SETUP_TEST_DLOPEN PYTHON3 CHECK_TRACE
+#   setup_checks.sh SETUP_TEST_LINKED SETUP_TEST_DLOPEN PYTHON3 FRAMEWORK_LIB
 set -euo pipefail
-linked=$1 dl=$2 python=$3
+linked=$1 dl=$2 python=$3 framework=$4
 . "$(dirname "$0")/lib.sh"
 sage() { env LD_PRELOAD="$preload" "$@"; }
 ms() { sed -n 's/^setup_ms=//p'; }
@@ -15,9 +15,11 @@ step "overlap: 600 ms of the app's own start-up hide 500 ms of CUDA set-up"
 native=$("$linked" overlap 600 | ms)
 auto=$(sage "$linked" overlap 600 | ms)
 lazy=$(SAGE_WARMUP=lazy sage "$linked" overlap 600 | ms)
-eager_dl=$(SAGE_WARMUP=eager sage "$dl" overlap 600 | ms)
-auto_dl=$(sage "$dl" overlap 600 | ms)
-echo "blocked in set-up (ms): native $native, auto (linked) $auto, lazy $lazy, eager (dlopen) $eager_dl, auto (dlopen) $auto_dl"
+# A Python function: the framework's CUDA library is dlopen()ed first (it
+# brings libcuda in as a dependency), the rest of the start-up follows.
+eager_dl=$(SAGE_WARMUP=eager sage "$dl" framework-overlap 600 "$framework" | ms)
+auto_dl=$(sage "$dl" framework-overlap 600 "$framework" | ms)
+echo "blocked in set-up (ms): native $native, auto (linked) $auto, lazy $lazy, eager (framework) $eager_dl, auto (framework) $auto_dl"
 # Relative bounds: a loaded CI machine stretches every figure alike.
 [ "$native" -ge 450 ] || bad "native set-up $native ms: the simulated delays are not in effect"
 [ "$auto" -le $((native / 4)) ] || bad "auto warm-up of a CUDA-linked program left $auto of $native ms of set-up"
@@ -38,6 +40,31 @@ assert all(e["args"]["result"] == 0 for e in ev), ev
 assert warm[0]["args"]["ctx"] == main[0]["args"]["ctx"], ev  # (which retain starts first is a race)
 PY
 
+step "eager warms only a process that loads a CUDA library, also behind a wrapper"
+# Before: every process under eager ran cuInit (sh -c 'true; true': two; XLA's
+# ptxas child aborted). A process without driver calls writes no dump, so a
+# dump here is a process that initialised CUDA.
+SAGE_WARMUP=eager SAGE_TRACE="$tmp/eg-%p.json" sage sh -c 'true; true; "$0" --version >/dev/null 2>&1 || :' \
+  "$(command -v ptxas || echo /usr/local/cuda/bin/ptxas)" || bad "eager sh -c: rc $?"
+set -- "$tmp"/eg-*.json
+[ ! -e "$1" ] || { bad "eager initialised CUDA in a process without a CUDA library: $(grep -l cuInit "$@" | wc -l) dump(s)"; rm -f "$@"; }
+# `sh -c ./cuda_app` (and `timeout`): the app itself is warmed, at load.
+for wrap in sh timeout; do
+  case $wrap in
+    sh) cmd=(sh -c '"$@"; :' sh) ;; # the trailing ':' keeps sh from exec'ing the app
+    timeout) cmd=(timeout 30) ;;
+  esac
+  w=$(SAGE_WARMUP=eager SAGE_TRACE="$tmp/w-%p.json" sage "${cmd[@]}" "$linked" overlap 600 | ms)
+  set -- "$tmp"/w-*.json
+  [ "$#" -eq 1 ] && [ -e "$1" ] || bad "$wrap: expected one dump (the app's), got $#"
+  grep -q '"warmup":"load"' "$1" || bad "$wrap: the app was not warmed at load"
+  [ "$w" -le $((native / 4)) ] || bad "$wrap: eager left $w of $native ms of set-up"
+  rm -f "$tmp"/w-*.json
+done
+# A program that dlopen()s the driver by name is warmed at that dlopen.
+SAGE_WARMUP=eager SAGE_TRACE="$tmp/d.json" sage "$dl" overlap 0 >/dev/null || bad "eager dlopen run"
+grep -q '"warmup":"dlopen"' "$tmp/d.json" || bad "eager: not warmed at the driver's dlopen"
+
 step "fork: auto never initialises CUDA before the app does; eager/lazy hazards are detected and reported"
 out=$(sage "$dl" lookup-fork 800)
 grep -q 'child cuInit=0' <<<"$out" || bad "auto: symbol lookups in the parent broke the forked child: $out"
@@ -47,14 +74,18 @@ out=$(sage "$dl" fork 400)
 grep -q 'child cuInit=0' <<<"$out" || bad "auto: the forked child cannot use CUDA: $out"
 out=$("$dl" fork 400)
 grep -q 'child cuInit=0' <<<"$out" || bad "native fork: $out"
-out=$(SAGE_WARMUP=eager SAGE_VERBOSE=1 sage "$dl" fork 600 2>&1)
+# eager: a parent that never loads a CUDA library is not warmed, its child works;
+# one that does (it resolves driver symbols) is, and the hazard is reported.
+out=$(SAGE_WARMUP=eager sage "$dl" fork 400)
+grep -q 'child cuInit=0' <<<"$out" || bad "eager: a parent without CUDA broke its forked child: $out"
+out=$(SAGE_WARMUP=eager SAGE_VERBOSE=1 sage "$dl" lookup-fork 600 2>&1)
 grep -q 'fork() after the CUDA warm-up' <<<"$out" || bad "fork after an eager warm-up not reported: $out"
 # fork() while the warm-up is inside the driver: the fork waits for it, so the
 # child never inherits a driver lock held by a thread it does not have.
 # The fork comes once the warm-up's cuInit is inside the driver (it marks a
 # file there, then takes 1 s), so it is a fork during the warm-up every time.
 out=$(SAGE_WARMUP=eager SAGE_FAKE_INIT_MS=1000 SAGE_FAKE_INIT_MARK="$tmp/in-init" SETUP_TEST_FORK_AFTER="$tmp/in-init" \
-  timeout 10 env LD_PRELOAD="$preload" "$dl" fork 0 2>&1) || bad "fork during warm-up: rc $? $out"
+  timeout 10 env LD_PRELOAD="$preload" "$dl" lookup-fork 0 2>&1) || bad "fork during warm-up: rc $? $out"
 grep -q 'child exit=' <<<"$out" || bad "fork during warm-up: $out"
 
 step "exit while the warm-up is still running: clean, bounded"
@@ -66,6 +97,11 @@ echo "exit took $el ms (warm-up: 300 + 200 ms)"
 [ "$el" -le 2000 ] || bad "exit during warm-up took $el ms"
 out=$(SAGE_WARMUP=off sage "$dl" exit 2>&1) || bad "off: rc"
 [ -z "$out" ] || bad "SAGE_WARMUP=off printed: $out"
+# The driver is loaded while the warm-up runs, so its exit-time teardown is
+# registered after libsage's wait, and ran first, under the warm-up's cuInit
+# (the simulated driver aborts; a real one crashes on its destroyed locks).
+# The program exits 150 ms into the warm-up's 300 ms cuInit, as ptxas does.
+out=$(SAGE_WARMUP=eager sage "$dl" exit 150 2>&1) || bad "exit during a warm-up that loaded the driver: rc $? $out"
 
 step "errors: the app sees exactly the driver's error"
 for envs in "SAGE_FAKE_FAIL_INIT=100" "CUDA_VISIBLE_DEVICES=" "SAGE_FAKE_FAIL_INIT=999"; do

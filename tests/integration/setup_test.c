@@ -9,7 +9,10 @@
  *   lookup-fork MS the parent resolves driver symbols (as `import torch`
  *                  does) but never calls them, waits MS ms, forks; the
  *                  child initialises CUDA
- *   exit           return at once (a warm-up may still be running)
+ *   framework-overlap MS LIB  as overlap, but first dlopen()s LIB (a
+ *                  framework library that links the driver) and looks up
+ *                  its entry point, as `import torch` does
+ *   exit [MS]      return at once, or after MS ms (a warm-up may still be running)
  *   error          print what cuInit returned
  *   ctx-loop N     N warm-container invocations: create a context, allocate,
  *                  run a kernel, destroy; checks memory comes back each time
@@ -153,6 +156,16 @@ int main(int argc, char **argv) {
         const char *what = argc > 1 ? argv[1] : "";
         long arg = argc > 2 ? atol(argv[2]) : 0;
 
+        if (!strcmp(what, "framework-overlap")) {
+                /* A Python function: the framework's CUDA library is imported
+                 * first, the rest of the start-up follows, CUDA comes last. */
+                void *lib = dlopen(argc > 3 ? argv[3] : "", RTLD_NOW | RTLD_LOCAL);
+                if (!lib || !dlsym(lib, "framework_entry")) {
+                        fprintf(stderr, "setup-test: %s\n", dlerror());
+                        return 2;
+                }
+                what = "overlap";
+        }
         /* The app's own start-up (imports, file reads) comes first, before it
          * looks at the driver: a lazy warm-up may not start earlier. */
         if (!strcmp(what, "overlap") || !strcmp(what, "fork"))
@@ -194,6 +207,7 @@ int main(int argc, char **argv) {
                 waitpid(child, &status, 0);
                 printf("child exit=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         } else if (!strcmp(what, "exit")) {
+                usleep((useconds_t)arg * 1000); /* a short-lived program's own work */
                 return 0;
         } else if (!strcmp(what, "error")) {
                 printf("cuInit=%d\n", (int)f_cuInit(0));
@@ -267,7 +281,7 @@ int main(int argc, char **argv) {
                 OK(f_cuMemFree_v2(y));
                 OK(f_cuCtxDestroy_v2(b));
         } else {
-                fprintf(stderr, "usage: setup-test overlap MS | fork MS | lookup-fork MS | exit | error | ctx-loop N | ctx-nested | ctx-reuse | reset-loop N\n");
+                fprintf(stderr, "usage: setup-test overlap MS | framework-overlap MS LIB | fork MS | lookup-fork MS | exit [MS] | error | ctx-loop N | ctx-nested | ctx-reuse | reset-loop N\n");
                 return 2;
         }
         return 0;

@@ -72,6 +72,21 @@ out=$(LD_PRELOAD=$preload "$workload" --no-cuda 2>&1) || bad "no-cuda run: $out"
 out=$(LD_PRELOAD=$preload SAGE_TRACE="$tmp/none.json" true 2>&1) || bad "true failed"
 [ -z "$out" ] || bad "true printed: $out"
 
+step "trace: a wrapper that made no driver call leaves the app's dump (timeout, sh -c)"
+# The wrapper exits after the app: before the fix its empty dump (process_name
+# only) replaced the app's.
+for wrap in "timeout 30" "sh -c \"\$0\";:"; do
+  rm -f "$tmp/wrapped.json"
+  SAGE_TRACE="$tmp/wrapped.json" LD_PRELOAD=$preload $wrap "$workload" >/dev/null || bad "$wrap: run exited $?"
+  "$python" "$check" "$tmp/wrapped.json" --expect-name cuLaunchKernel_ptsz || bad "$wrap: the app's dump was overwritten"
+done
+# And a process that made no call neither writes nor truncates one.
+echo keep >"$tmp/existing.json"
+SAGE_TRACE="$tmp/existing.json" LD_PRELOAD=$preload "$workload" --no-cuda >/dev/null || bad "no-cuda run"
+[ "$(cat "$tmp/existing.json")" = keep ] || bad "a process without driver calls rewrote an existing dump"
+SAGE_TRACE="$tmp/nocalls.json" LD_PRELOAD=$preload true || bad "true failed"
+[ ! -e "$tmp/nocalls.json" ] || bad "a process without driver calls wrote a dump"
+
 step "options: SAGE_VERBOSE=1 lists options; bad values are warned about, not fatal"
 out=$(SAGE_VERBOSE=1 SAGE_TRACE_STACKS=maybe LD_PRELOAD=$preload "$workload" 2>&1 >/dev/null) || bad "verbose run"
 grep -q 'sage: option SAGE_TRACE_STACKS=0' <<<"$out" || bad "option listing missing: $out"

@@ -154,7 +154,7 @@ static void test_refs_and_lru(void) {
         fake_now += 10;
         extent_store_unref(s, b);
         /* Full: a new 2 MiB extent evicts the LRU unreferenced one (d). */
-        CHECK(extent_store_can_fit(s, 0, 2 * MiB));
+        CHECK(extent_store_can_fit(s, 1, 0, 2 * MiB));
         Extent *e = insert(s, 1, key(4, 2 * MiB, 0), 4);
         CHECK(was_released(3) && !was_released(2) && !was_released(1));
         CHECK(extent_store_get(s, 3) == NULL); /* d is gone */
@@ -162,13 +162,13 @@ static void test_refs_and_lru(void) {
         CHECK(c.evictions == 1 && c.extents == 3 && c.bytes_resident == 6 * MiB);
         /* Larger than the budget: refused, nothing evicted. */
         Extent *x;
-        CHECK(!extent_store_can_fit(s, 0, 8 * MiB));
+        CHECK(!extent_store_can_fit(s, 1, 0, 8 * MiB));
         CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 8 * MiB }, 0, 0, NULL, 0, NULL,
                                   &x) == EXTENT_STORE_E_BUDGET);
         /* Pin everything: no room even by evicting. */
         extent_store_ref(s, b);
         extent_store_ref(s, e);
-        CHECK(!extent_store_can_fit(s, 0, 2 * MiB));
+        CHECK(!extent_store_can_fit(s, 1, 0, 2 * MiB));
         CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 2 * MiB }, 0, 0, NULL, 0, NULL,
                                   &x) == EXTENT_STORE_E_BUDGET);
         extent_store_counters(s, &c);
@@ -266,8 +266,12 @@ static void test_notes(void) {
         extent_store_counters(s, &c);
         CHECK(c.extents == n_noted + 1);
 
+        /* Notes count against the budget: an extent costs its size plus its notes. */
+        extent_store_counters(s, &c);
+        CHECK(c.bytes_resident == (n_noted + 1) * 2 * MiB + n_noted * SAGE_PROTO_NOTES_MAX - n_noted * (n_noted - 1) / 2);
+        CHECK(extent_store_resident(s, 0) == c.bytes_resident);
         /* Eviction frees them: by budget (LRU), one by one, all unreferenced. */
-        CHECK(extent_store_set_budget(s, 0, (n_noted + 1) * 2 * MiB) == 0);
+        CHECK(extent_store_set_budget(s, 0, c.bytes_resident) == 0);
         insert(s, 1, key(98, 2 * MiB, 0), 98);
         CHECK(was_released(100) && released_count == 1);
         CHECK(extent_store_evict(s, extent_store_get(s, 2)) == 0 && was_released(101));
@@ -317,6 +321,193 @@ static void test_eviction_per_device(void) {
         insert(s, 1, key(4, 2 * MiB, 0), 4); /* device 0 is full: evicts #2 */
         CHECK(was_released(2) && !was_released(1) && !was_released(3));
         CHECK(extent_store_resident(s, 1) == 2 * MiB && extent_store_resident(s, 0) == 4 * MiB);
+/* Brute force over a model of what is resident: the page LIST must answer. */
+static size_t model_page(Extent *const *all, size_t n_all, bool every, uint64_t ns, uint64_t after, Extent **out,
+                         size_t max, bool *more) {
+        size_t n = 0;
+
+        *more = false;
+        for (size_t i = 0; i < n_all; i++) {
+                if (!all[i] || all[i]->id <= after || (!every && all[i]->namespace_id != ns))
+                        continue;
+                if (n == max) {
+                        *more = true;
+                        break;
+                }
+                out[n++] = all[i];
+        }
+        return n;
+}
+
+/*
+ * Issue 11.3: LIST scanned from the first extent for every entry (O(N^2):
+ * 100 ms per call at 9,995 extents, even for a caller who sees none). A
+ * page now costs O(log N + page) and a tenant's never visits another
+ * namespace's extents: asserted on the store's step meter, not on time.
+ */
+static void test_list_pages(void) {
+        enum { N = 10000, PAGE = 512, SEEK = 64 };
+        static Extent *all[N + 3], *got[PAGE], *want[PAGE];
+        const uint64_t big = 1000, small = 2000, other = 3000;
+        ExtentStore *s;
+        uint64_t steps;
+        bool more, want_more;
+        size_t n, total;
+
+        /* 10,000 extents of one namespace; three of another: two in between, one at the end. */
+        CHECK(extent_store_new(&s, NULL, clock_fn, NULL) == 0);
+        for (size_t i = 0; i < N + 3; i++) {
+                uint64_t ns = (i == 10 || i == N / 2 || i == N + 2) ? small : big;
+                all[i] = insert(s, ns, key(i, MiB, 0), 0);
+                CHECK(all[i]->id == i + 1);
+        }
+
+        /* Another namespace's LIST: three entries, a handful of steps, whatever is resident. */
+        steps = extent_store_steps(s);
+        n = extent_store_page(s, false, small, 0, got, PAGE, &more);
+        CHECK(n == 3 && !more && got[0] == all[10] && got[1] == all[N / 2] && got[2] == all[N + 2]);
+        CHECK(extent_store_steps(s) - steps <= SEEK);
+        /* A namespace with nothing: nothing visited at all. */
+        steps = extent_store_steps(s);
+        CHECK(extent_store_page(s, false, other, 0, got, PAGE, &more) == 0 && !more);
+        CHECK(extent_store_steps(s) - steps == 0);
+
+        /* Paging through the big one: each page O(seek + page), all of it O(N). */
+        uint64_t after = 0;
+        total = 0;
+        steps = extent_store_steps(s);
+        do {
+                uint64_t before = extent_store_steps(s);
+                n = extent_store_page(s, false, big, after, got, PAGE, &more);
+                CHECK(extent_store_steps(s) - before <= SEEK + PAGE + 1);
+                for (size_t i = 0; i < n; i++)
+                        CHECK(got[i]->namespace_id == big && got[i]->id > after && (i == 0 || got[i]->id > got[i - 1]->id));
+                total += n;
+                after = n ? got[n - 1]->id : after;
+        } while (more);
+        CHECK(total == N);
+        CHECK(extent_store_steps(s) - steps <= N + (N / PAGE + 1) * (SEEK + 1));
+
+        /* Root's view pages through everything, in id order. */
+        n = extent_store_page(s, true, 0, N, got, PAGE, &more);
+        CHECK(n == 3 && !more && got[0] == all[N] && got[1] == all[N + 1] && got[2] == all[N + 2]);
+        n = extent_store_page(s, true, 0, 0, got, PAGE, &more);
+        CHECK(n == PAGE && more && got[0] == all[0] && got[PAGE - 1] == all[PAGE - 1]);
+
+        /* Evictions anywhere, then pages from ids that exist, that were evicted, and past the end:
+         * always what a brute-force scan of the residents says. */
+        uint64_t seed = 7;
+        for (int round = 0; round < 40; round++) {
+                for (int k = 0; k < 100; k++) {
+                        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                        size_t i = (size_t)(seed >> 33) % (N + 3);
+                        if (all[i]) {
+                                CHECK(extent_store_evict(s, all[i]) == 0);
+                                all[i] = NULL;
+                        }
+                }
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                uint64_t from = (seed >> 33) % (N + 10);
+                bool every = round % 3 == 0;
+                uint64_t ns = round % 3 == 1 ? small : big;
+                size_t max = round % 2 ? PAGE : 7;
+                uint64_t before = extent_store_steps(s);
+                n = extent_store_page(s, every, ns, from, got, max, &more);
+                CHECK(extent_store_steps(s) - before <= SEEK + max + 1);
+                size_t m = model_page(all, N + 3, every, ns, from, want, max, &want_more);
+                CHECK(n == m && more == want_more && memcmp(got, want, n * sizeof(*got)) == 0);
+                Extent *next = extent_store_next(s, from);
+                size_t j = 0;
+                while (j < N + 3 && (!all[j] || all[j]->id <= from))
+                        j++;
+                CHECK(next == (j < N + 3 ? all[j] : NULL));
+        }
+
+        /* A namespace's last extent goes, and its record with it; new ones come back in order. */
+        for (size_t i = 0; i < N + 3; i++)
+                if (all[i] && all[i]->namespace_id == small) {
+                        CHECK(extent_store_evict(s, all[i]) == 0);
+                        all[i] = NULL;
+                }
+        CHECK(extent_store_page(s, false, small, 0, got, PAGE, &more) == 0);
+        Extent *again = insert(s, small, key(1, MiB, 0), 0);
+        CHECK(extent_store_page(s, false, small, 0, got, PAGE, &more) == 1 && got[0] == again && !more);
+        extent_store_free(s);
+
+        /* An insert whose eviction takes its own namespace's last extent (and record). */
+        CHECK(extent_store_new(&s, NULL, clock_fn, NULL) == 0);
+        CHECK(extent_store_set_budget(s, 0, MiB) == 0);
+        uint64_t first = insert(s, small, key(1, MiB, 0), 0)->id;
+        Extent *second = insert(s, small, key(2, MiB, 0), 0);
+        CHECK(extent_store_get(s, first) == NULL);
+        CHECK(extent_store_page(s, false, small, 0, got, PAGE, &more) == 1 && got[0] == second && !more);
+        CHECK(extent_store_page(s, true, 0, 0, got, PAGE, &more) == 1 && got[0] == second);
+        extent_store_free(s);
+}
+
+/* Each namespace's share of a device, and who may evict whom when the device is full. */
+static void test_namespace_share(void) {
+        ExtentStoreCounters c;
+        ExtentStore *s;
+        Extent *a1, *a2, *x;
+
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        CHECK(extent_store_set_namespace_share(s, 0) == -EINVAL && extent_store_set_namespace_share(s, 101) == -EINVAL);
+        CHECK(extent_store_set_budget(s, 0, 8 * MiB) == 0 && extent_store_set_namespace_share(s, 50) == 0);
+        CHECK(extent_store_namespace_cap(s, 0) == 4 * MiB);
+        /* Namespace 1 at its share: its next publish evicts its own least recently used. */
+        a1 = insert(s, 1, key(1, 2 * MiB, 0), 1);
+        a2 = insert(s, 1, key(2, 2 * MiB, 0), 2);
+        CHECK(extent_store_can_fit(s, 1, 0, 2 * MiB) && released_count == 0);
+        insert(s, 1, key(3, 2 * MiB, 0), 3);
+        CHECK(was_released(1) && released_count == 1 && extent_store_namespace_resident(s, 1, 0) == 4 * MiB);
+        /* More than the share at once: refused, even with room on the device. */
+        CHECK(!extent_store_can_fit(s, 2, 0, 6 * MiB));
+        /* Its extents pinned: refused, although the device has room; nothing evicted. */
+        a2 = extent_store_get(s, 2);
+        extent_store_ref(s, a2);
+        extent_store_ref(s, extent_store_get(s, 3));
+        CHECK(!extent_store_can_fit(s, 1, 0, 2 * MiB));
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 9, 9 }, .size = 2 * MiB }, 0, 0, NULL, 0, NULL,
+                                  &x) == EXTENT_STORE_E_BUDGET);
+        CHECK(released_count == 1);
+        /* Namespace 2 fills the rest of the device. */
+        insert(s, 2, key(4, 2 * MiB, 0), 4);
+        insert(s, 2, key(5, 2 * MiB, 0), 5);
+        CHECK(extent_store_resident(s, 0) == 8 * MiB);
+        /* A newcomer may take from namespace 2 while 2 keeps at least what the newcomer will hold... */
+        insert(s, 3, key(6, 2 * MiB, 0), 6);
+        CHECK(was_released(4) && released_count == 2);
+        CHECK(extent_store_namespace_resident(s, 2, 0) == 2 * MiB && extent_store_namespace_resident(s, 3, 0) == 2 * MiB);
+        /* ...and no further: its next publish evicts its own, not namespace 2 below its level. */
+        insert(s, 3, key(7, 2 * MiB, 0), 7);
+        CHECK(was_released(6) && !was_released(5) && released_count == 3);
+        CHECK(extent_store_namespace_resident(s, 2, 0) == 2 * MiB);
+        /* Nothing fair to evict for 4 MiB of a fourth namespace: refused, nothing evicted. */
+        CHECK(!extent_store_can_fit(s, 4, 0, 4 * MiB));
+        CHECK(extent_store_insert(s, 4, &(SageExtentKey){ .hash = { 8, 8 }, .size = 4 * MiB }, 0, 0, NULL, 0, NULL,
+                                  &x) == EXTENT_STORE_E_BUDGET);
+        CHECK(released_count == 3 && extent_store_resident(s, 0) == 8 * MiB);
+        /* Per-namespace figures (STATS for a tenant): namespace 1 holds 2 extents, 2 refs, 1 eviction. */
+        extent_store_namespace_counters(s, 1, &c);
+        CHECK(c.extents == 2 && c.refs == 2 && c.evictions == 1 && c.bytes_resident == 4 * MiB);
+        extent_store_namespace_counters(s, 2, &c);
+        CHECK(c.extents == 1 && c.refs == 0 && c.evictions == 1 && c.bytes_resident == 2 * MiB);
+        extent_store_namespace_counters(s, 99, &c);
+        CHECK(c.extents == 0 && c.evictions == 0);
+        /* Notes count against the namespace's share too: with one of its two extents unpinned,
+         * 2 MiB fit in namespace 1's share, 2 MiB and 64 bytes of notes do not. */
+        static uint8_t notes[64];
+        extent_store_unref(s, a2);
+        CHECK(extent_store_can_fit(s, 1, 0, 2 * MiB) && !extent_store_can_fit(s, 1, 0, 2 * MiB + sizeof(notes)));
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 10, 10 }, .size = 2 * MiB }, 0, 0, notes,
+                                  sizeof(notes), NULL, &x) == EXTENT_STORE_E_BUDGET);
+        CHECK(released_count == 3);
+        CHECK(extent_store_insert(s, 1, &(SageExtentKey){ .hash = { 10, 10 }, .size = 2 * MiB - 4096 }, 0, 0, notes,
+                                  sizeof(notes), NULL, &x) == 0);
+        CHECK(was_released(2) && extent_store_namespace_resident(s, 1, 0) == 4 * MiB - 4096 + sizeof(notes));
+        (void)a1;
         extent_store_free(s);
 }
 
@@ -327,6 +518,8 @@ int main(void) {
         test_client_refs();
         test_client_labels();
         test_notes();
+        test_namespace_share();
+        test_list_pages();
         test_namespace_in_key();
         test_eviction_per_device();
         printf("extent_store: ok\n");

@@ -1,6 +1,7 @@
 /* Unit test of common/hash: XXH3-128 wrapper, formatting and parsing. */
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hash.h"
@@ -27,6 +28,23 @@ int main(void) {
         assert(sage_hash_parse(text, &parsed) == 0 && sage_hash_equal(parsed, a));
         assert(sage_hash_parse("xyz", &parsed) < 0);
         assert(sage_hash_parse("99aa06d3014798d86001c324468d497f0", &parsed) < 0);
+        /* The content key: chunk hashes, then their hash (a short last chunk included). */
+        {
+                size_t size = 2 * SAGE_CONTENT_KEY_CHUNK + 4096;
+                unsigned char *data = malloc(size);
+                SageHash chunks[3];
+                assert(data);
+                for (size_t i = 0; i < size; i++)
+                        data[i] = (unsigned char)(i * 7 + (i >> 12));
+                chunks[0] = sage_hash(data, SAGE_CONTENT_KEY_CHUNK);
+                chunks[1] = sage_hash(data + SAGE_CONTENT_KEY_CHUNK, SAGE_CONTENT_KEY_CHUNK);
+                chunks[2] = sage_hash(data + 2 * SAGE_CONTENT_KEY_CHUNK, 4096);
+                a = sage_content_key(data, size);
+                assert(sage_hash_equal(a, sage_content_key_combine(chunks, 3)));
+                assert(sage_hash_equal(a, sage_hash(chunks, sizeof(chunks))));
+                assert(!sage_hash_equal(a, sage_hash(data, size)));
+                free(data);
+        }
         puts("hash: ok");
         return 0;
 }

@@ -87,7 +87,7 @@ static void test_roundtrips(void) {
         CHECK(d.release == 77);
 
         sage_proto_init(&m, SAGE_MSG_STATS_REPLY, 12);
-        m.stats_reply = (SageStats){ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 };
+        m.stats_reply = (SageStats){ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
         roundtrip(&m, &d);
         CHECK(memcmp(&d.stats_reply, &m.stats_reply, sizeof(SageStats)) == 0);
 
@@ -193,6 +193,22 @@ static void test_roundtrips(void) {
                 CHECK(buf[SAGE_PROTO_HEADER_SIZE] == 1 && buf[SAGE_PROTO_HEADER_SIZE + 1] == 56);
                 CHECK(buf[SAGE_PROTO_HEADER_SIZE + 17] == (len & 0xff));
         }
+        /* A file-keyed publish states the content key the broker verifies: after the key, before the notes. */
+        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 20);
+        m.header.flags = SAGE_PUBLISH_SEALED | SAGE_PUBLISH_CONTENT;
+        m.publish_noted.key = (SageExtentKey){ h, 2 << 20, 2 };
+        m.publish_noted.content = (SageHash){ 0x1122, 0x3344 };
+        m.publish_noted.notes = (SageNotes){ 3, notes_in };
+        roundtrip(&m, &d);
+        CHECK(d.header.payload_length == 28 + 16 + 4 + 3 && d.publish_noted.content.low == 0x1122 &&
+              d.publish_noted.content.high == 0x3344 && d.publish_noted.notes.length == 3 &&
+              memcmp(d.publish_noted.notes.bytes, notes_in, 3) == 0 && sage_proto_expected_fds(&d) == 1);
+        CHECK(buf[SAGE_PROTO_HEADER_SIZE + 28] == 0x22 && buf[SAGE_PROTO_HEADER_SIZE + 44] == 3);
+        /* Plain PUBLISH has no content field: the flag is refused there. */
+        sage_proto_init(&m, SAGE_MSG_PUBLISH, 20);
+        m.header.flags = SAGE_PUBLISH_SEALED | SAGE_PUBLISH_CONTENT;
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+
         sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 21);
         roundtrip(&m, &d); /* a miss: no fd, no notes */
         CHECK(d.lookup_noted_reply.lookup.found == 0 && sage_proto_expected_fds(&d) == 0 &&
@@ -299,12 +315,14 @@ static void test_rejects_notes(void) {
                 set_u32(16, (uint32_t)(len_at + 4 + SAGE_PROTO_NOTES_MAX - SAGE_PROTO_HEADER_SIZE));
                 CHECK(sage_proto_decode(buf, len_at + 4 + SAGE_PROTO_NOTES_MAX, &d, NULL) == 0);
         }
-        /* PUBLISH_NOTED: PUBLISH's flags, and no others. */
+        /* PUBLISH_NOTED: PUBLISH's flags and CONTENT (whose field must be there), no others. */
         sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 1);
         n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
         buf[8] = SAGE_PUBLISH_SEALED;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == 0 && d.header.flags == SAGE_PUBLISH_SEALED);
-        buf[8] = 2;
+        buf[8] = SAGE_PUBLISH_CONTENT; /* 4 bytes of payload after the key: no content key */
+        CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+        buf[8] = 4;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
         /* A miss with notes, and a found that is neither 0 nor 1. */
         sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 1);
@@ -586,6 +604,14 @@ static void test_fd_passing(void) {
         CHECK(n > 0 && n_got == 1);
         CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && n_got == sage_proto_expected_fds(&d));
         close(got[0]);
+
+        /* A zero-length message with fds is no end of stream: refused, its fds closed. */
+        CHECK(sage_proto_send(sv[0], buf, 0, fds, 2) == 0);
+        n = sage_proto_recv(sv[1], buf, sizeof(buf), got, SAGE_PROTO_MAX_FDS, &n_got);
+        CHECK(n == -EBADMSG && n_got == 0);
+        CHECK(sage_proto_send(sv[0], buf, 0, fds, 1) == 0);
+        n = sage_proto_recv(sv[1], buf, sizeof(buf), got, 1, &n_got);
+        CHECK(n == -EBADMSG && n_got == 0);
 
         /* No fd leaked: the next fd number is the lowest free one. */
         int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
