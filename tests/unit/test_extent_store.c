@@ -288,39 +288,6 @@ static void test_notes(void) {
         CHECK(heap_in_use() <= base + slack);
 }
 
-/* The namespace is part of the key, not only of the bucket: with many
- * namespaces, some hash into the bucket of another's extent, and must still
- * not find it. */
-static void test_namespace_in_key(void) {
-        ExtentStore *s;
-        SageExtentKey k = key(42, 2 * MiB, 0);
-        Extent *e;
-
-        released_count = 0;
-        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
-        e = insert(s, 7, k, 1);
-        for (uint64_t ns = 0; ns < 4096; ns++)
-                CHECK(extent_store_lookup(s, ns, &k) == (ns == 7 ? e : NULL));
-        for (uint64_t ns = 100; ns < 200; ns++)
-                CHECK(insert(s, ns, k, (int)ns) != e);
-        extent_store_free(s);
-}
-
-/* Making room on one device never evicts another device's extents, even
- * when those are older. */
-static void test_eviction_per_device(void) {
-        ExtentStore *s;
-
-        released_count = 0;
-        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
-        CHECK(extent_store_set_budget(s, 0, 4 * MiB) == 0);
-        CHECK(extent_store_set_budget(s, 1, 4 * MiB) == 0);
-        insert(s, 1, key(1, 2 * MiB, 1), 1); /* the oldest, on device 1 */
-        insert(s, 1, key(2, 2 * MiB, 0), 2);
-        insert(s, 1, key(3, 2 * MiB, 0), 3);
-        insert(s, 1, key(4, 2 * MiB, 0), 4); /* device 0 is full: evicts #2 */
-        CHECK(was_released(2) && !was_released(1) && !was_released(3));
-        CHECK(extent_store_resident(s, 1) == 2 * MiB && extent_store_resident(s, 0) == 4 * MiB);
 /* Brute force over a model of what is resident: the page LIST must answer. */
 static size_t model_page(Extent *const *all, size_t n_all, bool every, uint64_t ns, uint64_t after, Extent **out,
                          size_t max, bool *more) {
@@ -508,6 +475,42 @@ static void test_namespace_share(void) {
                                   sizeof(notes), NULL, &x) == 0);
         CHECK(was_released(2) && extent_store_namespace_resident(s, 1, 0) == 4 * MiB - 4096 + sizeof(notes));
         (void)a1;
+        extent_store_free(s);
+}
+
+/* The namespace is part of the key, not only of the bucket: with many
+ * namespaces, some hash into the bucket of another's extent, and must still
+ * not find it. */
+static void test_namespace_in_key(void) {
+        ExtentStore *s;
+        SageExtentKey k = key(42, 2 * MiB, 0);
+        Extent *e;
+
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        e = insert(s, 7, k, 1);
+        for (uint64_t ns = 0; ns < 4096; ns++)
+                CHECK(extent_store_lookup(s, ns, &k) == (ns == 7 ? e : NULL));
+        for (uint64_t ns = 100; ns < 200; ns++)
+                CHECK(insert(s, ns, k, (int)ns) != e);
+        extent_store_free(s);
+}
+
+/* Making room on one device never evicts another device's extents, even
+ * when those are older. */
+static void test_eviction_per_device(void) {
+        ExtentStore *s;
+
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        CHECK(extent_store_set_budget(s, 0, 4 * MiB) == 0);
+        CHECK(extent_store_set_budget(s, 1, 4 * MiB) == 0);
+        insert(s, 1, key(1, 2 * MiB, 1), 1); /* the oldest, on device 1 */
+        insert(s, 1, key(2, 2 * MiB, 0), 2);
+        insert(s, 1, key(3, 2 * MiB, 0), 3);
+        insert(s, 1, key(4, 2 * MiB, 0), 4); /* device 0 is full: evicts #2 */
+        CHECK(was_released(2) && !was_released(1) && !was_released(3));
+        CHECK(extent_store_resident(s, 1) == 2 * MiB && extent_store_resident(s, 0) == 4 * MiB);
         extent_store_free(s);
 }
 
