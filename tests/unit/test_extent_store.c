@@ -512,6 +512,19 @@ static void test_eviction_per_device(void) {
         CHECK(was_released(2) && !was_released(1) && !was_released(3));
         CHECK(extent_store_resident(s, 1) == 2 * MiB && extent_store_resident(s, 0) == 4 * MiB);
         extent_store_free(s);
+
+        /* The same when another namespace makes the room (the device-budget rule, not the namespace share). */
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        CHECK(extent_store_set_budget(s, 0, 4 * MiB) == 0);
+        CHECK(extent_store_set_budget(s, 1, 4 * MiB) == 0);
+        insert(s, 1, key(1, 2 * MiB, 1), 1); /* the oldest, on device 1 */
+        insert(s, 1, key(2, 2 * MiB, 0), 2);
+        insert(s, 1, key(3, 2 * MiB, 0), 3);
+        insert(s, 2, key(4, 2 * MiB, 0), 4); /* namespace 2 on a full device 0: evicts #2 */
+        CHECK(was_released(2) && !was_released(1) && !was_released(3));
+        CHECK(extent_store_resident(s, 1) == 2 * MiB && extent_store_resident(s, 0) == 4 * MiB);
+        extent_store_free(s);
 }
 
 int main(void) {
