@@ -33,7 +33,9 @@ void sage_log_set_program(const char *name) {
         atomic_store(&log_program, name);
 }
 
-/* `suppressed`: lines of this call site dropped since its last one (0: say nothing). */
+/* `suppressed`: lines of this call site dropped since its last one (0: say nothing).
+ * The attribute lets clang's -Wformat-nonliteral (-Wformat=2) see the format is checked upstream. */
+static void log_line(const char *format, va_list ap, unsigned suppressed) __attribute__((format(printf, 1, 0)));
 static void log_line(const char *format, va_list ap, unsigned suppressed) {
         char line[1024];
         const char *program = atomic_load(&log_program);

@@ -26,9 +26,9 @@ per invocation in seq/conc: otherData.stats gives SHARE_BYTES_MAPPED,
 SHARE_BYTES_COPIED, SHARE_HITS, ...; absent keys are reported n/a).
 Standard library only; matplotlib (optional) for density.png.
 
-density.json: machine (gpu, driver, cpus, date, commit, torch), settings
+density.json (bench_result's schema): machine (gpu, driver, cpus, date, commit, torch), settings
 (counts per workload, files, budget, SAGE environment), summary (per
-workload: the table's figures), phases (per workload: conc/density per
+workload: the table's figures, each with n, median, min, max), phases (per workload: conc/density per
 mode, broker stats), checks (problems, checksum basis, tally), skipped,
 notes, records (one per process: wl, mode, phase, idx, ok, rc, error,
 wall_ms = process start to exit (holders: including the hold), ready_ms,
@@ -43,37 +43,21 @@ sage_stats = the trace's otherData.stats or null).
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import bench_result
 from density_report import ORDER, check, parse_counts, plot, selftest, summarize, table
 from density_runner import HOST_RESERVE_MIB, WEIGHTS, Runner, meminfo_mib
 
 
 def machine(a):
-    def q(field):
-        try:
-            r = subprocess.run(["nvidia-smi", "-i", str(a.gpu_index), f"--query-gpu={field}",
-                                "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
-            return r.stdout.strip().splitlines()[0].strip() if r.returncode == 0 and r.stdout.strip() else None
-        except Exception:  # noqa: BLE001
-            return None
-    commit = None
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        commit = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        if commit and subprocess.run(["git", "-C", here, "status", "--porcelain"], capture_output=True,
-                                     text=True, timeout=10).stdout.strip():
-            commit += "+dirty"
-    except Exception:  # noqa: BLE001
-        pass
-    return {"gpu": q("name"), "driver": q("driver_version"), "gpu_memory": q("memory.total"),
-            "gpu_index": a.gpu_index, "cpus": os.cpu_count(), "host_memory_mib": meminfo_mib("MemTotal"),
-            "kernel": os.uname().release, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "commit": commit, "python": sys.version.split()[0]}
+    """bench_result's machine (the one schema), plus what density needs."""
+    nvcc = os.environ.get("NVCC") or shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+    return dict(bench_result.machine(a.gpu_index, nvcc), host_memory_mib=meminfo_mib("MemTotal"))
 
 
 def run(a):
@@ -131,8 +115,7 @@ def run(a):
     torch_v = next((r.get("torch") for r in runner.records if r.get("torch")), None)
     if torch_v:
         mach["torch"] = torch_v
-    doc = {"benchmark": "density", "machine": mach,
-           "settings": {"quick": a.quick, "budget_s": a.budget, "workloads": wls, "counts": a.counts,
+    settings = {"quick": a.quick, "budget_s": a.budget, "workloads": wls, "counts": a.counts,
                         "files": {w: {"path": files[w], "bytes": os.path.getsize(files[w])} for w in wls},
                         "cfunc_source": "read" if a.cfunc_read else "mmap", "gpu_index": a.gpu_index,
                         "libsage": a.libsage, "saged": a.saged, "sagectl": a.sagectl,
@@ -141,11 +124,12 @@ def run(a):
                                      **{k: v for k, v in os.environ.items() if k.startswith("SAGE_")
                                         and k not in ("SAGE_TRACE", "SAGE_SOCKET", "SAGE_SHARE")}},
                         "host_reserve_mib": HOST_RESERVE_MIB, "weights": WEIGHTS, "logs": a.logs,
-                        "python": a.python, "suite_fn": a.suite_fn},
-           "phases": runner.phases, "checks": {"problems": problems, "basis": basis, "tally": tally},
-           "skipped": runner.skipped, "notes": runner.notes, "interrupted": interrupted,
-           "elapsed_s": round(time.time() - runner.t_start, 1), "records": runner.records}
-    doc["summary"] = summarize(doc)
+                        "python": a.python, "suite_fn": a.suite_fn}
+    details = {"phases": runner.phases, "checks": {"problems": problems, "basis": basis, "tally": tally},
+               "skipped": runner.skipped, "notes": runner.notes, "interrupted": interrupted,
+               "elapsed_s": round(time.time() - runner.t_start, 1), "records": runner.records}
+    summary = summarize(dict(details, settings=settings))
+    doc = bench_result.result("density", mach, settings, summary, **details)
     out_dir = a.out or a.logs
     os.makedirs(out_dir, exist_ok=True)
     try:
@@ -153,11 +137,8 @@ def run(a):
     except Exception as e:  # noqa: BLE001 - a plot must not cost the results
         png, why = None, f"no plot: {type(e).__name__}: {e}"
     doc["plot"] = os.path.basename(png) if png else why
-    with open(os.path.join(out_dir, "density.json"), "w") as f:
-        json.dump(doc, f, indent=1)
     text = table(doc)
-    with open(os.path.join(out_dir, "density.txt"), "w") as f:
-        f.write(text + "\n")
+    bench_result.write(out_dir, doc, text)
     print(text)
     print(f"\ndensity: {os.path.join(out_dir, 'density.json')}" + (f", {png}" if png else f" ({why})")
           + f"; logs {a.logs}; {doc['elapsed_s']} s in all", flush=True)

@@ -12,6 +12,8 @@ import json
 import os
 import re
 
+import bench_result
+
 ORDER = ("cfunc", "llm", "resnet50", "gpt2")  # run order (cheap and central first)
 PY_WLS = ("llm", "resnet50", "gpt2")
 MODES = ("native", "sage")
@@ -39,11 +41,16 @@ STAT_KEYS = ("SHARE_HITS", "SHARE_MISSES", "SHARE_BYTES_MAPPED", "SHARE_BYTES_CO
 
 # ---------------------------------------------------------------- pure logic
 def median(values):
-    s = sorted(float(v) for v in values if v is not None)
-    n = len(s)
-    if n == 0:
-        return None
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
+    return bench_result.median(float(v) for v in values if v is not None)
+
+
+def med(figure):
+    """The median of a figure (bench_result.stats), None for none."""
+    return figure["median"] if figure else None
+
+
+def n_of(figure):
+    return figure["n"] if figure else 0
 
 
 def parse_counts(spec, quick, wls):
@@ -204,19 +211,19 @@ def summarize(doc):
         sage = sorted((r for r in seq if r["mode"] == "sage"), key=lambda r: r["idx"])
         cold = [r for r in sage if r["idx"] == 1]
         warm = [r for r in sage if r["idx"] >= 2]
-        s = {"native_upload_ms": median(r.get("upload_ms") for r in nat), "native_n": len(nat),
-             "sage_cold_upload_ms": cold[0].get("upload_ms") if cold else None,
-             "sage_warm_upload_ms": median(r.get("upload_ms") for r in warm), "sage_warm_n": len(warm),
-             "native_wall_ms": median(r.get("wall_ms") for r in nat),
-             "sage_warm_wall_ms": median(r.get("wall_ms") for r in warm)}
+        # Figures (bench_result's schema): n, median, min, max over the invocations.
+        fig = lambda rs, key: bench_result.stats([r.get(key) for r in rs], ndigits=None)  # noqa: E731
+        s = {"native_upload_ms": fig(nat, "upload_ms"), "sage_cold_upload_ms": fig(cold, "upload_ms"),
+             "sage_warm_upload_ms": fig(warm, "upload_ms"), "native_wall_ms": fig(nat, "wall_ms"),
+             "sage_warm_wall_ms": fig(warm, "wall_ms")}
         with_stats = [r for r in warm if r.get("sage_stats") is not None]
         # hit: every shared upload mapped (hits, no misses); partial: some of both.
         kinds = [hit_kind(r["sage_stats"]) for r in with_stats]
         s["warm_hits"] = kinds.count("H") if with_stats else None
         s["warm_partial"] = kinds.count("P") if with_stats else None
         s["warm_with_stats"] = len(with_stats)
-        s["speedup"] = (s["native_upload_ms"] / s["sage_warm_upload_ms"]
-                        if s["native_upload_ms"] and s["sage_warm_upload_ms"] else None)
+        nu, su = med(s["native_upload_ms"]), med(s["sage_warm_upload_ms"])
+        s["speedup"] = nu / su if nu and su else None  # of the medians
         mapped, copied, frac = shared_fraction([r.get("sage_stats") for r in warm])
         s.update({"warm_bytes_shared": mapped, "warm_bytes_copied": copied, "warm_shared_fraction": frac})
         _, _, frac_all = shared_fraction([r.get("sage_stats") for r in sage])
@@ -279,8 +286,8 @@ def table(doc):
         ne, se = s["native_extrapolated"], s["sage_extrapolated"]
         rows.append([
             wl_label(wl, st),
-            f"{f_ms(s['native_upload_ms'])} (n={s['native_n']})",
-            f"{f_ms(s['sage_warm_upload_ms'])} (n={s['sage_warm_n']}, {hits})",
+            f"{f_ms(med(s['native_upload_ms']))} (n={n_of(s['native_upload_ms'])})",
+            f"{f_ms(med(s['sage_warm_upload_ms']))} (n={n_of(s['sage_warm_upload_ms'])}, {hits})",
             "n/a" if s["speedup"] is None else f"{s['speedup']:.1f}x",
             f"{'n/a' if nm is None else round(nm)} vs {'n/a' if sm is None else round(sm)}",
             "n/a" if s["warm_shared_fraction"] is None else f"{100 * s['warm_shared_fraction']:.1f}%",
@@ -321,8 +328,8 @@ def table(doc):
                 items.append(f"{r.get('upload_ms', float('nan')):.0f}{tag}")
             lab = "native" if mode == "native" else "SAGE  "
             L.append(f"  seq {lab} upload ms: {' '.join(items) or '-'}")
-        L.append(f"  (H = hits and no misses, P = partial: both, M = no hit, ? = no counters); SAGE cold upload {f_ms(s['sage_cold_upload_ms'])}; "
-                 f"wall start->exit med native {f_ms(s['native_wall_ms'])}, SAGE 2..N {f_ms(s['sage_warm_wall_ms'])}; "
+        L.append(f"  (H = hits and no misses, P = partial: both, M = no hit, ? = no counters); SAGE cold upload {f_ms(med(s['sage_cold_upload_ms']))}; "
+                 f"wall start->exit med native {f_ms(med(s['native_wall_ms']))}, SAGE 2..N {f_ms(med(s['sage_warm_wall_ms']))}; "
                  f"bytes shared over all SAGE runs incl. cold: "
                  f"{'n/a' if s['all_sage_shared_fraction'] is None else '%.1f%%' % (100 * s['all_sage_shared_fraction'])}")
         L.append("  libsage counters over the SAGE sequential runs: "
@@ -478,7 +485,12 @@ def selftest():
     probs, basis, tally = check(recs, {"cfunc": "aa"})
     doc["checks"] = {"problems": probs, "basis": basis, "tally": tally}
     s = summarize(doc)
-    assert s["cfunc"]["native_upload_ms"] == 602.0 and s["cfunc"]["sage_warm_upload_ms"] == 63.0, s["cfunc"]
+    assert med(s["cfunc"]["native_upload_ms"]) == 602.0 and med(s["cfunc"]["sage_warm_upload_ms"]) == 63.0, s["cfunc"]
+    assert s["cfunc"]["native_upload_ms"]["n"] == 3 and "min" in s["cfunc"]["sage_warm_upload_ms"], s["cfunc"]
+    assert s["cfunc"]["sage_cold_upload_ms"]["n"] == 1, s["cfunc"]
+    full = dict(doc, schema=bench_result.SCHEMA, bench="density", summary=s,
+                machine=dict(doc["machine"], cuda=None, kernel="k", commit=None))
+    assert bench_result.check(full) == [], bench_result.check(full)
     assert s["cfunc"]["warm_hits"] == 3 and s["cfunc"]["warm_shared_fraction"] == 1.0
     assert hit_kind({"SHARE_HITS": 5, "SHARE_MISSES": 1}) == "P" and hit_kind({"SHARE_HITS": 0}) == "M"
     assert hit_kind(None) == "?" and hit_kind({"SHARE_MISSES": 1}) == "?"

@@ -237,20 +237,13 @@ for wl in "${workloads[@]}"; do
 done
 
 # ------------------------------------------------------------------ report
-gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1 || true)
-driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true)
-cuda_release=$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p' | head -n1 || true)
-commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || true)
-[ -n "$commit" ] && [ -n "$(git -C "$here" status --porcelain 2>/dev/null | head -n1)" ] && commit="$commit+dirty"
-
+# Machine, commit and the JSON: parallel_setup_report.py through bench_result.
 BENCH_LOGS=$logs BENCH_RUNS=$runs BENCH_OUT=${OUT:-} BENCH_WORKLOADS="${workloads[*]}" \
 BENCH_MODES_c1="${wl_modes[c1]}" BENCH_MODES_py1="${wl_modes[py1]:-}" BENCH_MODES_c8="${wl_modes[c8]}" \
 BENCH_MODES_py8="${wl_modes[py8]:-}" BENCH_MODES_ctx="${wl_modes[ctx]}" \
 BENCH_RUNS_c1="${wl_runs[c1]}" BENCH_RUNS_c8="${wl_runs[c8]}" BENCH_RUNS_py1="${wl_runs[py1]:-0}" BENCH_RUNS_py8="${wl_runs[py8]:-0}" BENCH_RUNS_ctx="${wl_runs[ctx]}" BENCH_ITERS=$iters \
 BENCH_C_MIB=$c_mib BENCH_STOPPED=${runs_done:+"stopped after $runs_done runs (--budget $budget s)"} BENCH_QUICK=$quick \
-BENCH_GPU=$gpu_name BENCH_DRIVER=$driver BENCH_CUDA=$cuda_release BENCH_CPUS=$(nproc) \
-BENCH_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) BENCH_LIBSAGE=$libsage BENCH_COMMIT=$commit \
-BENCH_ELAPSED=$(( $(date +%s) - t_start )) BENCH_KERNEL=$(uname -r) \
+BENCH_NVCC=$nvcc BENCH_LIBSAGE=$libsage BENCH_ELAPSED=$(( $(date +%s) - t_start )) \
 "$py_abs" "$here/parallel_setup_report.py"
 report_rc=$?
 say "done in $(( $(date +%s) - t_start )) s"

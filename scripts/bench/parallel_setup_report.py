@@ -8,6 +8,8 @@ import os
 import statistics
 import sys
 
+import bench_result
+
 e = os.environ
 logs = e["BENCH_LOGS"]
 workloads = e["BENCH_WORKLOADS"].split()
@@ -202,10 +204,7 @@ LABEL = {"native": "native", "sage": "SAGE", "sage_eager": "SAGE eager", "sage_a
          "sage_off": "SAGE off", "sage_noredir": "no redir"}
 
 
-def stats(values):
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+stats = bench_result.stats  # every figure: n, median, min, max
 
 
 summary = {}
@@ -236,9 +235,10 @@ def fmt(v):
     return f"{v:.2f}"
 
 
+machine = bench_result.machine(nvcc=e.get("BENCH_NVCC"))
 out = []
 out.append(f"parallel setup, ms: median [min-max] over runs; x = mode/native of medians; "
-           f"{e.get('BENCH_GPU', '?')}, driver {e.get('BENCH_DRIVER', '?')}, {e.get('BENCH_CPUS', '?')} CPUs")
+           f"{machine['gpu'] or '?'}, driver {machine['driver'] or '?'}, {machine['cpus']} CPUs")
 for wl in workloads:
     ms_ = modes[wl]
     s = summary[wl]
@@ -298,32 +298,16 @@ text = "\n".join(out)
 print()
 print(text)
 
-doc = {
-    "bench": "parallel-setup",
-    "machine": {"gpu": e.get("BENCH_GPU"), "driver": e.get("BENCH_DRIVER"), "cuda": e.get("BENCH_CUDA"),
-                "cpus": int(e.get("BENCH_CPUS") or 0), "kernel": e.get("BENCH_KERNEL"),
-                "date": e.get("BENCH_DATE")},
-    "libsage": e.get("BENCH_LIBSAGE"),
-    "commit": e.get("BENCH_COMMIT"),
-    "settings": {"runs": runs, "runs_per_workload": {w: wl_runs[w] for w in workloads},
-                 "quick": e.get("BENCH_QUICK") == "1", "stopped": e.get("BENCH_STOPPED") or None, "ctx_iterations": int(e.get("BENCH_ITERS") or 0),
-                 "c_weights_mib": c_mib, "modes": {w: modes[w] for w in workloads},
-                 "page_cache": "weight files are page-cached (written just before the runs)"},
-    "generated": {"c": gen_c, "torch": gen_py},
-    "elapsed_s": int(e.get("BENCH_ELAPSED") or 0),
-    "problems": problems,
-    "mismatches": mismatches,
-    "summary": summary,
-    "raw": raw,
-    "table": text,
-}
+doc = bench_result.result(
+    "parallel-setup", machine,
+    {"runs": runs, "runs_per_workload": {w: wl_runs[w] for w in workloads}, "libsage": e.get("BENCH_LIBSAGE"),
+     "quick": e.get("BENCH_QUICK") == "1", "stopped": e.get("BENCH_STOPPED") or None,
+     "ctx_iterations": int(e.get("BENCH_ITERS") or 0), "c_weights_mib": c_mib,
+     "modes": {w: modes[w] for w in workloads},
+     "page_cache": "weight files are page-cached (written just before the runs)"},
+    summary,
+    generated={"c": gen_c, "torch": gen_py}, elapsed_s=int(e.get("BENCH_ELAPSED") or 0), problems=problems,
+    mismatches=mismatches, raw=raw, table=text)
 if e.get("BENCH_OUT"):
-    os.makedirs(e["BENCH_OUT"], exist_ok=True)
-    path = os.path.join(e["BENCH_OUT"], "parallel-setup.json")
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-    with open(os.path.join(e["BENCH_OUT"], "parallel-setup.txt"), "w") as f:
-        f.write(text + "\n")
-    print("wrote", path)
+    print("wrote", bench_result.write(e["BENCH_OUT"], doc, text))
 sys.exit(1 if problems or mismatches else 0)

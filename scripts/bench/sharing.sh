@@ -3,7 +3,8 @@
 # parallel_setup_cfunc.cu (reads a weight file, cudaMalloc + one cudaMemcpy of
 # it, a kernel that checksums it) invoked N times in sequence, native and
 # under SAGE with a broker, interleaved. Prints the upload time and checksum
-# of every invocation side by side; writes $OUT/sharing.json when OUT is set.
+# of every invocation side by side; writes $OUT/sharing.json when OUT is set
+# (sharing_report.py: n, median, min, max of native, cold and warm uploads).
 #   scripts/bench/sharing.sh [--build DIR] [--gib N] [--runs N]
 set -euo pipefail
 build=build gib=4 runs=4
@@ -33,16 +34,20 @@ for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
 field() { sed -n "s/.*\"$1\":\\([0-9.]*\\).*/\\1/p"; }
 sumf() { sed -n 's/.*"checksum":"\{0,1\}\([0-9a-fx]*\).*/\1/p'; }
 printf '%-4s | %-28s | %-28s\n' run "native: upload ms, checksum" "SAGE: upload ms, checksum"
-json="[" 
+: > "$tmp/runs.jsonl"
 for i in $(seq "$runs"); do
   n=$("$tmp/cfunc" "$tmp/weights.bin")
   s=$(SAGE_SHARE=1 SAGE_TRACE="$tmp/t$i.json" LD_PRELOAD="$build/intercept/libsage.so" "$tmp/cfunc" "$tmp/weights.bin")
   stats=$(python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['otherData']['stats']))" "$tmp/t$i.json")
   printf '%-4s | %10s  %-16s | %10s  %-16s\n' "$i" "$(field upload_ms <<<"$n")" "$(sumf <<<"$n")" \
     "$(field upload_ms <<<"$s")" "$(sumf <<<"$s")"
-  json="$json{\"run\":$i,\"native\":$n,\"sage\":$s,\"sage_stats\":$stats},"
+  printf '{"run":%s,"native":%s,"sage":%s,"sage_stats":%s}\n' "$i" "$n" "$s" "$stats" >> "$tmp/runs.jsonl"
 done
 mem=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | grep "^$saged_pid," || true)
-echo "broker: $("$build/tools/sagectl" stats --json); GPU memory of saged: ${mem:-?}"
-[ -n "${OUT:-}" ] && printf '%s]\n' "${json%,}" > "$OUT/sharing.json"
+broker=$("$build/tools/sagectl" stats --json || true)
+echo "broker: $broker; GPU memory of saged: ${mem:-?}"
+# OUT/sharing.json: sharing_report.py, through bench_result (the one result schema).
+if [ -n "${OUT:-}" ]; then
+  python3 "$here/sharing_report.py" "$tmp/runs.jsonl" "$OUT" "$nvcc" "${broker:-null}"
+fi
 exit 0

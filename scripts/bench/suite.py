@@ -1,5 +1,7 @@
 """Benchmark suite of SAGE: runner and report (driven by scripts/bench/suite.sh).
 
+    suite.py config CONFIG.json  write the run's config: the plan, the machine, and
+                                 what suite.sh set up (S_* environment variables)
     suite.py run CONFIG.json     run everything CONFIG asks, write results
     suite.py report RAW.json     re-render table/plots from a results.json
     suite.py shards [--budget S] [--runs R] [--n N]
@@ -26,12 +28,63 @@ import signal
 import sys
 import time
 
+import bench_result
+import suite_plan
 from suite_plan import C_KINDS, MODE_TEXT, SHARD_BUDGET_S, covered_items, parse_shard, plan_items, shard_plan
 from suite_report import assemble, merge_docs, table, write_outputs
 from suite_runner import Runner, mode_states
 
 
+def config_main(path):
+    """config CONFIG.json: what suite.sh measured about the machine and its set-up
+    (S_* environment variables) + the plan (suite_plan) -> the run's config."""
+    e = os.environ
+    cw, pw = e["S_CWLS"].split(), e["S_PYWLS"].split()
+    cfg = suite_plan.build_config({"quick": e["S_QUICK"] == "1", "runs": int(e["S_RUNS"]) if e["S_RUNS"] else None,
+                                   "cw": cw, "pw": pw, "c_mib": int(e["S_CMIB"]), "llm_gib": float(e["S_LLMGIB"]),
+                                   "shard": e["S_SHARD"] or None, "budget": float(e["S_BUDGET"])})
+    logs = e["S_LOGS"]
+
+    def last_json(log):
+        try:
+            with open(log) as f:
+                return json.loads(f.read().strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError):
+            return {}
+
+    # The fast model build (no random init) only where gen found it bit-identical
+    # to the slow one; every mode builds a workload the same way either way.
+    fast = {k: last_json(f"{logs}/gen-{k}.json").get("fast_build", "not checked") for k in pw if k != "llm"}
+    warm = last_json(f"{logs}/warmup-import.json")
+    cfg.update({
+        "budget_s": float(e["S_BUDGET"]), "t_start": float(e["S_TSTART"]),
+        "parts": e["S_PARTS"].split(), "logs": logs, "bin": e["S_BIN"], "data": e["S_DATA"], "here": e["S_HERE"],
+        "python": e["S_PY"], "libsage": e["S_LIBSAGE"], "saged": e["S_SAGED"], "sagectl": e["S_SAGECTL"],
+        "socket": e["S_SOCK"], "mps_ctl": e["S_MPS_CTL"], "mps_pipe": e["S_MPS_PIPE"], "mps_log": e["S_MPS_LOG"],
+        "out": e["S_OUT"], "hook_json": e["S_HOOK"], "gpu_index": int(e["S_GPUIDX"]), "sgemm_n": 4096,
+        "fast_build": fast, "slow_build": [k for k, v in fast.items() if not v.startswith("ok")],
+        "python_env": {"PYTHONPYCACHEPREFIX": e.get("PYTHONPYCACHEPREFIX"),
+                       "PYTHONDONTWRITEBYTECODE (timed functions)": e.get("PYTHONDONTWRITEBYTECODE"),
+                       "byte-code files before the first timed run": sum(
+                           f.endswith(".pyc") for _, _, fs in os.walk(e.get("PYTHONPYCACHEPREFIX") or "/nonexistent")
+                           for f in fs),
+                       "warmup_import": ("done before anything was timed (untimed): %s s" % warm["warmup_import_s"])
+                       if "warmup_import_s" in warm else "not done (no Python workloads)",
+                       **{k: v for k, v in warm.items() if k != "warmup_import_s"}},
+        "machine": dict(bench_result.machine(int(e["S_GPUIDX"]), e["S_NVCC"]), torch=e["S_TORCH"] or None),
+    })
+    if "resnet50" not in pw:
+        cfg["parts"] = [p for p in cfg["parts"] if p not in ("poisson", "density")]
+    for k in cfg["slow_build"]:
+        print(f"suite: NOTE: {k}: fast model build not proven identical ({fast[k]}): every mode builds it the slow way")
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=1)
+    return 0
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "config":
+        return config_main(argv[2])
     if len(argv) == 3 and argv[1] == "report":
         with open(argv[2]) as f:
             doc = json.load(f)
@@ -70,7 +123,7 @@ def main(argv):
     na = {k: {m: "n/a" for m in ("warm_process",)} for k in C_KINDS}
     for k, v in runner.na.items():
         na.setdefault(k, {}).update(v)
-    extra = {"machine": cfg["machine"], "config": {k: cfg[k] for k in cfg if k not in ("machine",)},
+    extra = {"machine": cfg["machine"], "settings": {k: cfg[k] for k in cfg if k not in ("machine",)},
              "modes": mode_states(cfg, runner), "mode_text": dict(MODE_TEXT), "na": na,
              "skipped": runner.skipped, "trimmed": runner.trimmed, "notes": runner.notes,
              "hook_overhead": hook, "poisson": parts["poisson"], "density": parts["density"],
@@ -78,7 +131,7 @@ def main(argv):
              "elapsed_s": round(time.time() - cfg["t_start"], 1)}
     if cfg.get("shard"):
         extra["shard"], extra["full_plan"] = cfg["shard"], cfg["full_plan"]
-        extra["config"] = {k: v for k, v in extra["config"].items() if k not in ("shard", "full_plan")}
+        extra["settings"] = {k: v for k, v in extra["settings"].items() if k not in ("shard", "full_plan")}
         extra["not_run"] = [x for x in plan_items(cfg) if x not in covered_items(runner.records)]
         extra["not_run"] += [f"{u} (workload not built here)" for u in cfg["shard"]["missing_here"]]
     doc = assemble(runner.records, extra)

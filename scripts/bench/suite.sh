@@ -266,72 +266,18 @@ say "set-up done after $(( $(date +%s) - ${t_start%.*} )) s; workloads:$c_wls$py
 # ------------------------------------------------------------------ machine + config
 gpu_index=0
 case "${CUDA_VISIBLE_DEVICES:-}" in [0-9]*) gpu_index=${CUDA_VISIBLE_DEVICES%%,*} ;; esac
-q() { nvidia-smi -i "$gpu_index" --query-gpu="$1" --format=csv,noheader 2>/dev/null | head -n1; }
 [ -z "$hook_json" ] && [ -n "${OUT:-}" ] && [ -f "$OUT/launch-overhead.json" ] && hook_json=$OUT/launch-overhead.json
-commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || true)
-[ -n "$commit" ] && [ -n "$(git -C "$here" status --porcelain 2>/dev/null | head -n1)" ] && commit="$commit+dirty"
-# A copy of a tree whose .git lags behind it (so the device tool's copies):
-# the caller names the commit it copied; both go into the JSON.
-[ -n "${SAGE_BENCH_COMMIT:-}" ] && commit="$SAGE_BENCH_COMMIT (as given; git here: ${commit:-none})"
+# The machine and the commit come from bench_result.machine(), as in every
+# benchmark; a copy of a tree whose .git lags behind it (so the device tool's
+# copies) names its commit in SAGE_BENCH_COMMIT, and both go into the JSON.
 
 S_QUICK=$quick S_RUNS=$runs S_BUDGET=$budget S_TSTART=$t_start S_PARTS="$parts" S_CWLS="$c_wls" S_PYWLS="$py_wls" \
 S_LOGS=$logs S_BIN=$bin_dir S_DATA=$data_dir S_HERE=$here S_PY=$py_abs S_LIBSAGE=$libsage \
 S_SAGED=$build_dir/daemon/saged S_SAGECTL=$build_dir/tools/sagectl S_SOCK=$svc_dir/s.sock \
 S_MPS_CTL=$mps_ctl S_MPS_PIPE=$svc_dir/mps-pipe S_MPS_LOG=$svc_dir/mps-log S_OUT=${OUT:-} S_HOOK=$hook_json \
-S_GPU="$(q name)" S_DRIVER="$(q driver_version)" S_GPUMEM="$(q memory.total)" S_GPUIDX=$gpu_index \
-S_CUDA="$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p' | head -n1)" \
-S_CPUS=$(nproc) S_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) S_COMMIT=$commit S_TORCH=$torch_ver \
+S_GPUIDX=$gpu_index S_NVCC=$nvcc S_TORCH=$torch_ver \
 S_CMIB=$c_mib S_LLMGIB=$llm_gib S_SHARD=$shard \
-"$py_abs" - "$logs/config.json" <<'EOF' || exit 1
-import json, os, sys
-e = os.environ
-sys.path.insert(0, e["S_HERE"])
-import suite_plan  # noqa: E402  (the plan and its time model live there, unit-tested)
-
-cw, pw = e["S_CWLS"].split(), e["S_PYWLS"].split()
-cfg = suite_plan.build_config({"quick": e["S_QUICK"] == "1", "runs": int(e["S_RUNS"]) if e["S_RUNS"] else None,
-                               "cw": cw, "pw": pw, "c_mib": int(e["S_CMIB"]), "llm_gib": float(e["S_LLMGIB"]),
-                               "shard": e["S_SHARD"] or None, "budget": float(e["S_BUDGET"])})
-logs = e["S_LOGS"]
-
-
-def last_json(path):
-    try:
-        with open(path) as f:
-            return json.loads(f.read().strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError):
-        return {}
-
-
-# The fast model build (no random init) only where gen found it bit-identical
-# to the slow one; every mode builds a workload the same way either way.
-fast = {k: last_json(f"{logs}/gen-{k}.json").get("fast_build", "not checked") for k in pw if k != "llm"}
-warm = last_json(f"{logs}/warmup-import.json")
-cfg.update({
-    "budget_s": float(e["S_BUDGET"]), "t_start": float(e["S_TSTART"]),
-    "parts": e["S_PARTS"].split(), "logs": logs, "bin": e["S_BIN"], "data": e["S_DATA"], "here": e["S_HERE"],
-    "python": e["S_PY"], "libsage": e["S_LIBSAGE"], "saged": e["S_SAGED"], "sagectl": e["S_SAGECTL"],
-    "socket": e["S_SOCK"], "mps_ctl": e["S_MPS_CTL"], "mps_pipe": e["S_MPS_PIPE"], "mps_log": e["S_MPS_LOG"],
-    "out": e["S_OUT"], "hook_json": e["S_HOOK"], "gpu_index": int(e["S_GPUIDX"]), "sgemm_n": 4096,
-    "fast_build": fast, "slow_build": [k for k, v in fast.items() if not v.startswith("ok")],
-    "python_env": {"PYTHONPYCACHEPREFIX": e.get("PYTHONPYCACHEPREFIX"),
-                   "PYTHONDONTWRITEBYTECODE (timed functions)": e.get("PYTHONDONTWRITEBYTECODE"),
-                   "byte-code files before the first timed run": sum(
-                       f.endswith(".pyc") for _, _, fs in os.walk(e.get("PYTHONPYCACHEPREFIX") or "/nonexistent")
-                       for f in fs),
-                   "warmup_import": ("done before anything was timed (untimed): %s s" % warm["warmup_import_s"])
-                   if "warmup_import_s" in warm else "not done (no Python workloads)",
-                   **{k: v for k, v in warm.items() if k != "warmup_import_s"}},
-    "machine": {"gpu": e["S_GPU"], "driver": e["S_DRIVER"], "gpu_memory": e["S_GPUMEM"], "cuda": e["S_CUDA"],
-                "cpus": int(e["S_CPUS"]), "date": e["S_DATE"], "commit": e["S_COMMIT"] or None,
-                "torch": e["S_TORCH"] or None},
-})
-if "resnet50" not in pw:
-    cfg["parts"] = [p for p in cfg["parts"] if p not in ("poisson", "density")]
-for k in cfg["slow_build"]:
-    print(f"suite: NOTE: {k}: fast model build not proven identical ({fast[k]}): every mode builds it the slow way")
-json.dump(cfg, open(sys.argv[1], "w"), indent=1)
-EOF
+"$py_abs" "$here/suite.py" config "$logs/config.json" || exit 1
 
 # The harness itself runs without libsage (only the functions get it).
 env -u LD_PRELOAD "$py_abs" "$here/suite.py" run "$logs/config.json"

@@ -14,6 +14,7 @@ import math
 import os
 import random
 
+import bench_result
 from suite_plan import MODE_TEXT, MODES, SAGE_MODES, SHARED_MODES, covered_items
 
 
@@ -27,20 +28,26 @@ def percentile(values, q):
     return s[min(k, len(s)) - 1]
 
 
-def median(values):
-    s = sorted(values)
-    n = len(s)
-    if n == 0:
-        return None
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
+median = bench_result.median
 
 
 def stats(values):
-    v = [float(x) for x in values if x is not None]
-    if not v:
-        return None
-    return {"n": len(v), "median": round(median(v), 3), "min": round(min(v), 3), "max": round(max(v), 3),
-            "p99": round(percentile(v, 99), 3)}
+    """bench_result's figure (n, median, min, max) plus the p99 of latencies."""
+    s = bench_result.stats(values)
+    if s:
+        s["p99"] = round(percentile([float(x) for x in values if x is not None], 99), 3)
+    return s
+
+
+def summary_of(doc):
+    """The figures of a results document: under "summary" (the schema of
+    bench_result.py); files written before it kept them at the top level."""
+    return doc.get("summary") or doc
+
+
+def settings_of(doc):
+    """The run's settings ("config" in files written before the schema)."""
+    return doc.get("settings") or doc.get("config") or {}
 
 
 def parse_output(text, kind=None):
@@ -257,14 +264,14 @@ def table(doc):
     m = doc.get("machine", {})
     L.append(f"SAGE suite: {m.get('gpu')} | driver {m.get('driver')} | CUDA {m.get('cuda')} | "
              f"{m.get('cpus')} CPUs | {m.get('date')} | commit {m.get('commit') or '?'}"
-             f"{' | --quick' if doc.get('config', {}).get('quick') else ''}")
+             f"{' | --quick' if settings_of(doc).get('quick') else ''}")
     L.append("modes:")
     for k, v in doc.get("modes", {}).items():
         text = doc.get("mode_text", {}).get(k)
         L.append(f"  {k:<17} {text + ' | ' if text else ''}{v}")
-    if doc.get("config", {}).get("plan_note"):
-        L.append(doc["config"]["plan_note"])
-    dur = doc.get("duration", {})
+    if settings_of(doc).get("plan_note"):
+        L.append(settings_of(doc)["plan_note"])
+    dur = summary_of(doc).get("duration", {})
     modes = [x for x in MODES if any(x in d for d in dur.values())]
     if dur:
         L.append("")
@@ -285,17 +292,17 @@ def table(doc):
                 sub += f"{fmt_ms(s.get('setup_ms')) + ' / ' + fmt_ms(s.get('upload_ms')) + ' / ' + fmt_ms(s.get('compute_ms')):>24}"
             L.append(row)
             L.append(sub)
-        rat = doc.get("ratios", {})
+        rat = summary_of(doc).get("ratios", {})
         if rat:
             L.append("native/mode median duration (x faster than native, this run): " + "; ".join(
                 f"{wl}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()) for wl, r in rat.items()))
-        sh = doc.get("sharing", {})
+        sh = summary_of(doc).get("sharing", {})
         if sh:
             L.append("broker hits / misses / publishes during the invocations (sagectl stats deltas): " + "; ".join(
                 f"{wl}: " + ", ".join(f"{'cold' if m == 'sage_shared_cold' else 'warm'} {d['hits']}/{d['misses']}/"
                                       f"{d['publishes']} (n={d['n']})" for m, d in by.items())
                 for wl, by in sh.items()))
-    conc = doc.get("concurrency", {})
+    conc = summary_of(doc).get("concurrency", {})
     if conc:
         L.append("")
         L.append("Concurrent starts: per-process duration median / p99, batch wall median (ms); GPU setup median")
@@ -378,7 +385,7 @@ def table(doc):
     if est or took:
         L.append("seconds per part, estimated / taken: " + ", ".join(
             f"{p} {est.get(p, '-')} / {took.get(p, '-')}" for p in list(est) + [p for p in took if p not in est]))
-    py = doc.get("config", {}).get("python_env")
+    py = settings_of(doc).get("python_env")
     if py:
         L.append(f"python: {py}")
     L.append(f"elapsed {doc.get('elapsed_s')} s")
@@ -394,7 +401,7 @@ def plots(doc, out_dir):
     except Exception as e:  # noqa: BLE001
         return [], f"plots skipped: matplotlib unavailable ({e})"
     written = []
-    dur = doc.get("duration", {})
+    dur = summary_of(doc).get("duration", {})
     if dur:
         wls = list(dur)
         modes = [x for x in MODES if any(x in d for d in dur.values())]
@@ -569,10 +576,10 @@ def merge_docs(docs, names=None):
                                           max(filter(None, dates), default=None)) if x)
     if len(set(dates)) == 1:
         m0["date"] = dates[0]
-    cfg0 = first.get("config", {})
+    cfg0 = settings_of(first)
     extra = {
         "machine": m0,
-        "config": {"quick": False, "merged": True, "plan_note": "merged from %d of %s shards; %s" % (
+        "settings": {"quick": False, "merged": True, "plan_note": "merged from %d of %s shards; %s" % (
             len(ks), plan.get("n", "?"), plan.get("plan_note", "")), "python_env": cfg0.get("python_env")},
         "merged_from": [{"shard": k, "file": by_k[k][0], "machine": d.get("machine"), "units":
                          (d.get("shard") or {}).get("units"), "estimate_s": d.get("estimate_s"),
@@ -588,7 +595,7 @@ def merge_docs(docs, names=None):
         "elapsed_s": round(sum(d.get("elapsed_s") or 0 for d in shards), 1),
     }
     doc = assemble(records, extra)
-    doc["ratios"], doc["ratios_by_shard"] = rat, by_shard_ratios
+    doc["summary"]["ratios"], doc["ratios_by_shard"] = rat, by_shard_ratios
     doc["checks"]["checksum_problems"] = cp
     doc["checks"]["checksum_basis"] = {wl: "; ".join(v) for wl, v in sorted(basis.items())}
     return doc
@@ -596,11 +603,14 @@ def merge_docs(docs, names=None):
 
 def assemble(records, extra):
     """The results document from raw records + run metadata (pure)."""
-    doc = dict(extra)
-    doc["duration"] = summarize_duration(records)
-    doc["ratios"] = ratios(doc["duration"])
-    doc["concurrency"] = summarize_concurrency(records)
-    doc["sharing"] = sharing_summary(records)
+    dur = summarize_duration(records)
+    summary = {"duration": dur, "ratios": ratios(dur), "concurrency": summarize_concurrency(records),
+               "sharing": sharing_summary(records)}
+    # extra may be a document again (suite.py report): its schema keys, old
+    # "config" and old top-level figures are replaced, not carried twice.
+    drop = ("schema", "bench", "machine", "settings", "config", "summary", *summary)
+    doc = bench_result.result("suite", extra.get("machine", {}), settings_of(extra), summary,
+                              **{k: v for k, v in extra.items() if k not in drop})
     cp, basis = checksum_check(records)
     pp, proof = preload_check(records)
     fails = [f"{r['wl']} {r['mode']} {r.get('part')} run {r.get('run')}: {r.get('error', '')[:160]}"
@@ -617,10 +627,7 @@ def write_outputs(doc, out_dir):
         os.makedirs(out_dir, exist_ok=True)
         written, note = plots(doc, out_dir)
         doc["plots"] = [os.path.basename(p) for p in written] or note
-        with open(os.path.join(out_dir, "results.json"), "w") as f:
-            json.dump(doc, f, indent=1)
-        with open(os.path.join(out_dir, "table.txt"), "w") as f:
-            f.write(text + "\n")
+        bench_result.write(out_dir, doc, text, name="results", text_name="table")
         if note:
             text += "\n" + note
     print(text, flush=True)

@@ -10,6 +10,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_result  # noqa: E402
 import suite  # noqa: E402
 import suite_plan  # noqa: E402
 import suite_report  # noqa: E402
@@ -209,13 +210,37 @@ class Plan(unittest.TestCase):
         self.assertEqual(s["a"]["sage_shared_cold"]["publishes"], 3)
 
 
+class Config(unittest.TestCase):
+    def test_config_from_suite_sh(self):
+        # suite.sh's set-up, as it passes it, -> config.json with the plan and
+        # bench_result's machine (the one result schema's keys).
+        with tempfile.TemporaryDirectory() as d:
+            env = {"S_QUICK": "1", "S_RUNS": "", "S_BUDGET": "480", "S_TSTART": "0", "S_PARTS": "conc1 poisson",
+                   "S_CWLS": "cfunc", "S_PYWLS": "", "S_LOGS": d, "S_BIN": d, "S_DATA": d, "S_HERE": d,
+                   "S_PY": sys.executable, "S_LIBSAGE": "l", "S_SAGED": "s", "S_SAGECTL": "c", "S_SOCK": "k",
+                   "S_MPS_CTL": "", "S_MPS_PIPE": "", "S_MPS_LOG": "", "S_OUT": "", "S_HOOK": "", "S_GPUIDX": "0",
+                   "S_NVCC": "/nonexistent/nvcc", "S_TORCH": "", "S_CMIB": "1024", "S_LLMGIB": "4", "S_SHARD": ""}
+            old = dict(os.environ)
+            os.environ.update(env)
+            try:
+                self.assertEqual(suite.config_main(os.path.join(d, "config.json")), 0)
+            finally:
+                os.environ.clear()
+                os.environ.update(old)
+            cfg = json.load(open(os.path.join(d, "config.json")))
+        for k in bench_result.MACHINE_KEYS:
+            self.assertIn(k, cfg["machine"])
+        self.assertEqual(cfg["parts"], ["conc1"])  # no resnet50: no poisson
+        self.assertTrue(cfg["quick"])
+
+
 class Report(unittest.TestCase):
     def doc(self):
         rs = Summaries().records() + [rec("resnet50", "warm_process", 1, 5, setup=0, upload=0, compute=5,
                                           loaded=False),
                                       rec("cfunc", "sage_shared", 1, 300, broker_delta={"hits": 1, "misses": 0,
                                                                                         "publishes": 0})]
-        extra = {"machine": {"gpu": "NVIDIA H200", "driver": "580", "cuda": "13.0", "cpus": 16, "date": "d",
+        extra = {"machine": {"gpu": "NVIDIA H200", "driver": "580", "cuda": "13.0", "cpus": 16, "date": "d", "kernel": "6.8",
                              "commit": "abc"}, "config": {"quick": True},
                  "modes": {"native": "ok", "mps": "unavailable: x", "sage_shared": "ok (sagectl ping rc 0)"},
                  "mode_text": dict(suite_plan.MODE_TEXT), "trimmed": ["conc1 bert sage run 1"],
@@ -249,7 +274,24 @@ class Report(unittest.TestCase):
             self.assertLessEqual(len(files), 8)
             back = json.load(open(os.path.join(d, "results.json")))
             self.assertEqual(back["modes"]["sage_shared"], "ok (sagectl ping rc 0)")
-            self.assertEqual(back["sharing"]["cfunc"]["sage_shared"]["hits"], 1)
+            self.assertEqual(back["summary"]["sharing"]["cfunc"]["sage_shared"]["hits"], 1)
+            self.assertEqual(bench_result.check(back), [])  # the one result schema
+            self.assertEqual(back["bench"], "suite")
+
+    def test_reads_files_from_before_the_schema(self):
+        # results.json written before bench_result: figures at the top level,
+        # settings under "config" (docs/results/2026-11-30-h200/suite-full.json).
+        doc = self.doc()
+        old = {k: v for k, v in doc.items() if k not in ("summary", "settings", "schema", "bench")}
+        old.update(doc["summary"])
+        old["config"] = {"quick": True, "plan_note": "old plan"}
+        t = suite_report.table(old)
+        self.assertIn("old plan", t)
+        self.assertIn("n=3", t)
+        again = suite_report.assemble(old["records"], {k: v for k, v in old.items() if k != "records"})
+        self.assertEqual(bench_result.check(again), [])
+        self.assertNotIn("duration", again)  # figures once, under summary
+        self.assertEqual(again["settings"]["plan_note"], "old plan")
 
     def test_mismatch_is_loud(self):
         doc = self.doc()
@@ -313,7 +355,7 @@ class Shards(unittest.TestCase):
 
     def test_default_shard_count_and_determinism(self):
         plan = suite_plan.shard_plan()
-        self.assertEqual((plan["n"], plan["min_n"]), (2, 2))  # the figure in README and suite.sh
+        self.assertEqual((plan["n"], plan["min_n"]), (2, 2))  # the figure in docs/benchmarks.md and suite.sh
         self.assertEqual(plan, suite_plan.shard_plan())
         self.assertEqual(suite_plan.shard_plan(n=2)["shards"], plan["shards"])
         small = suite_plan.shard_plan(budget=200)  # bert alone overflows 200 s: cut into whole rounds
@@ -347,7 +389,7 @@ def shard_doc(k, n, records, commit="abc", gpu="NVIDIA H200", date="2026-12-01T0
             "units": [{"id": "u%d" % i} for i in range(1, n + 1)],
             "items": ["conc1 a native run 1", "conc1 a sage run 1", "conc1 b native run 1", "conc1 b sage run 1",
                       "conc1 c native run 1", "warm_process b", "poisson r 1 req/s native", "density r native"]}
-    extra = {"machine": {"gpu": gpu, "driver": "580", "cuda": "13.0", "cpus": 16, "date": date, "commit": commit,
+    extra = {"machine": {"gpu": gpu, "driver": "580", "cuda": "13.0", "cpus": 16, "date": date, "commit": commit, "kernel": "6.8",
                          "gpu_memory": "143771 MiB", "torch": "2.11"},
              "config": {"quick": False, "python_env": {"torch": "2.11"}}, "modes": {"native": "ok", "sage": "ok"},
              "shard": {"k": k, "n": n, "units": ["u%d" % k], "budget_s": 480}, "full_plan": plan,
@@ -380,12 +422,12 @@ class Merge(unittest.TestCase):
         self.assertEqual(doc["not_run"], ["conc1 c native run 1"])
         self.assertEqual(doc["checks"]["checksum_problems"], [])
         self.assertEqual(doc["checks"]["preload_problems"], [])
-        self.assertEqual(doc["duration"]["b"]["native"]["n"], 2)
+        self.assertEqual(doc["summary"]["duration"]["b"]["native"]["n"], 2)
         # ratios within each shard: b is 2x in shard 1 and 4x in shard 2 -> median 3x
         self.assertEqual(doc["ratios_by_shard"]["1"]["b"]["sage"], 2.0)
         self.assertEqual(doc["ratios_by_shard"]["2"]["b"]["sage"], 4.0)
-        self.assertEqual(doc["ratios"]["b"]["sage"], 3.0)
-        self.assertEqual(doc["ratios"]["a"]["sage"], 2.0)
+        self.assertEqual(doc["summary"]["ratios"]["b"]["sage"], 3.0)
+        self.assertEqual(doc["summary"]["ratios"]["a"]["sage"], 2.0)
         self.assertIn("1", doc["poisson"]["rates"])
         self.assertIn("native", doc["density"]["modes"])
         self.assertEqual(doc["skipped"], ["shard 2: conc1 c native run 1 (time budget)"])
@@ -402,6 +444,7 @@ class Merge(unittest.TestCase):
             self.assertEqual(suite.merge_main(os.path.join(d, "m"), paths), 3)  # incomplete
             back = json.load(open(os.path.join(d, "m", "results.json")))
             self.assertEqual(back["not_run"], ["conc1 c native run 1"])
+            self.assertEqual(bench_result.check(back), [])
             self.assertTrue(os.path.exists(os.path.join(d, "m", "table.txt")))
 
     def test_merge_checks_within_each_shard_and_warns(self):
@@ -434,7 +477,7 @@ class Merge(unittest.TestCase):
         w = " | ".join(doc["merge_warnings"])
         self.assertIn("shard 1 given twice", w)
         self.assertIn("shards not given: 2 of 2", w)
-        self.assertEqual(doc["duration"]["a"]["native"]["n"], 1)  # not counted twice
+        self.assertEqual(doc["summary"]["duration"]["a"]["native"]["n"], 1)  # not counted twice
         self.assertIn("conc1 c native run 1", doc["not_run"])
         other = shard_doc(2, 3, [])
         self.assertTrue(any("another plan" in x for x in suite_report.merge_docs([s1, other])["merge_warnings"]))
