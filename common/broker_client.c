@@ -8,7 +8,7 @@
  * fd it carried) instead of being taken for the answer to the next one.
  * Notes in a reply are copied out before the receive buffer goes.
  */
-#include "broker_client.h"
+#include "broker_client_private.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -25,14 +25,6 @@
 #include "options.h"
 #include "util.h"
 
-struct SageBroker {
-        int fd;
-        int timeout_ms;
-        uint32_t next_request_id;
-        pthread_mutex_t lock;
-        SageHelloReply hello;
-        char last_error[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
-};
 
 int sage_broker_default_socket(char *buf, size_t size) {
         const char *env = sage_options()->socket;
@@ -87,13 +79,6 @@ SageBroker *sage_broker_free(SageBroker *b) {
         return NULL;
 }
 
-/* Where the notes of a LOOKUP_NOTED reply go: `length` receives their size,
- * the bytes are copied only if they fit in `capacity`. */
-typedef struct NotesSink {
-        void *bytes;
-        uint32_t capacity;
-        uint32_t length;
-} NotesSink;
 
 /* The decoded reply's notes point into the receive buffer: copy them out
  * (if asked to) and drop the pointer before that buffer is freed. */
@@ -147,6 +132,12 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                 return -EPIPE;
         req->header.request_id = b->next_request_id++;
         b->last_error[0] = 0;
+        /* Never ask a broker for what it did not offer at HELLO (proto.def says what each request needs). */
+        if (sage_proto_feature(req->header.type) & ~b->hello.features) {
+                snprintf(b->last_error, sizeof(b->last_error), "the broker does not offer %s",
+                         sage_proto_type_name(req->header.type));
+                return SAGE_ERR_UNKNOWN_TYPE;
+        }
 
         buf = malloc(SAGE_PROTO_MAX_MESSAGE);
         if (!buf)
@@ -238,7 +229,7 @@ out:
         return r;
 }
 
-static int call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
+int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
                 SageListEntry *list_storage, int *reply_fd) {
         int r;
         pthread_mutex_lock(&b->lock);
@@ -247,7 +238,7 @@ static int call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, S
         return r;
 }
 
-static int call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd, NotesSink *notes) {
+int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd, NotesSink *notes) {
         int r;
         pthread_mutex_lock(&b->lock);
         r = transact(b, req, NULL, 0, reply, NULL, reply_fd, notes);
@@ -255,8 +246,7 @@ static int call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *
         return r;
 }
 
-static void set_last_error(SageBroker *b, const char *format, ...) __attribute__((format(printf, 2, 3)));
-static void set_last_error(SageBroker *b, const char *format, ...) {
+void sage_broker_set_error(SageBroker *b, const char *format, ...) {
         va_list ap;
 
         pthread_mutex_lock(&b->lock);
@@ -362,7 +352,8 @@ int sage_broker_connect_why(SageBroker **out, const char *path, int timeout_ms, 
         sage_proto_init(&req, SAGE_MSG_HELLO, 0);
         req.hello.client_version = SAGE_PROTO_VERSION;
         req.hello.pid = (uint32_t)getpid();
-        r = call(b, &req, NULL, 0, &reply, NULL, NULL);
+        req.hello.features = SAGE_FEATURES_ALL;
+        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
         if (r != 0) {
                 sage_broker_free(b);
                 /* LIMIT: refused at accept, over a connection cap (daemon/README.md). */
@@ -383,225 +374,4 @@ int sage_broker_fd(const SageBroker *b) {
 
 const char *sage_broker_last_error(const SageBroker *b) {
         return b->last_error;
-}
-
-int sage_broker_ping(SageBroker *b) {
-        SageMessage req, reply;
-        sage_proto_init(&req, SAGE_MSG_PING, 0);
-        return call(b, &req, NULL, 0, &reply, NULL, NULL);
-}
-
-int sage_broker_lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
-                       int *fd_out) {
-        SageMessage req, reply;
-        int fd = -1, r;
-
-        *fd_out = -1;
-        sage_proto_init(&req, SAGE_MSG_LOOKUP, 0);
-        req.lookup = (SageExtentKey){ .hash = hash, .size = size, .device = device };
-        r = call(b, &req, NULL, 0, &reply, NULL, &fd);
-        if (r != 0)
-                return r;
-        if (!reply.lookup_reply.found)
-                return SAGE_ERR_NOT_FOUND;
-        if (reply.lookup_reply.size != size) {
-                close(fd);
-                return -EPROTO;
-        }
-        if (extent_id)
-                *extent_id = reply.lookup_reply.extent_id;
-        *fd_out = fd;
-        return 0;
-}
-
-int sage_broker_publish(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
-                        uint64_t *extent_id, int *existed) {
-        SageMessage req, reply;
-        int r;
-
-        sage_proto_init(&req, SAGE_MSG_PUBLISH, 0);
-        req.header.flags = flags;
-        req.publish = (SageExtentKey){ .hash = hash, .size = size, .device = device };
-        r = call(b, &req, &fd, 1, &reply, NULL, NULL);
-        if (r != 0)
-                return r;
-        if (extent_id)
-                *extent_id = reply.publish_reply.extent_id;
-        if (existed)
-                *existed = reply.publish_reply.existed;
-        return 0;
-}
-
-static int publish_noted(SageBroker *b, SageHash hash, const SageHash *content, uint64_t size, uint32_t device,
-                         uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
-                         int *existed) {
-        SageMessage req, reply;
-        int r;
-
-        /* The broker would refuse these too (MALFORMED), without saying why. */
-        if (notes_len > SAGE_PROTO_NOTES_MAX) {
-                set_last_error(b, "notes of %u bytes exceed the %u allowed", (unsigned)notes_len,
-                               (unsigned)SAGE_PROTO_NOTES_MAX);
-                return SAGE_ERR_MALFORMED;
-        }
-        if (notes_len > 0 && !notes) {
-                set_last_error(b, "notes of %u bytes given without their bytes", (unsigned)notes_len);
-                return SAGE_ERR_MALFORMED;
-        }
-        sage_proto_init(&req, SAGE_MSG_PUBLISH_NOTED, 0);
-        req.header.flags = flags;
-        req.publish_noted.key = (SageExtentKey){ .hash = hash, .size = size, .device = device };
-        req.publish_noted.notes = (SageNotes){ .length = notes_len, .bytes = notes };
-        if (content) {
-                req.header.flags |= SAGE_PUBLISH_CONTENT;
-                req.publish_noted.content = *content;
-        }
-        r = call(b, &req, &fd, 1, &reply, NULL, NULL);
-        if (r != 0)
-                return r;
-        if (extent_id)
-                *extent_id = reply.publish_noted_reply.extent_id;
-        if (existed)
-                *existed = reply.publish_noted_reply.existed;
-        return 0;
-}
-
-int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
-                              const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
-        return publish_noted(b, hash, NULL, size, device, flags, fd, notes, notes_len, extent_id, existed);
-}
-
-int sage_broker_publish_content(SageBroker *b, SageHash key, SageHash content, uint64_t size, uint32_t device,
-                                uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
-                                int *existed) {
-        return publish_noted(b, key, &content, size, device, flags, fd, notes, notes_len, extent_id, existed);
-}
-
-int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
-                             int *fd_out, void *notes, uint32_t notes_cap, uint32_t *notes_len) {
-        NotesSink sink = { .bytes = notes, .capacity = notes ? notes_cap : 0 };
-        SageMessage req, reply;
-        int fd = -1, r;
-
-        *fd_out = -1;
-        *notes_len = 0;
-        sage_proto_init(&req, SAGE_MSG_LOOKUP_NOTED, 0);
-        req.lookup_noted = (SageExtentKey){ .hash = hash, .size = size, .device = device };
-        r = call_noted(b, &req, &reply, &fd, &sink);
-        if (r != 0)
-                return r;
-        if (!reply.lookup_noted_reply.lookup.found)
-                return SAGE_ERR_NOT_FOUND;
-        if (reply.lookup_noted_reply.lookup.size != size) {
-                close(fd);
-                return -EPROTO;
-        }
-        if (sink.length > sink.capacity) {
-                /* No fd, and the reference the hit took goes back at once. */
-                close(fd);
-                sage_broker_release(b, reply.lookup_noted_reply.lookup.extent_id);
-                *notes_len = sink.length;
-                set_last_error(b, "notes of %u bytes do not fit in %u", (unsigned)sink.length,
-                               (unsigned)sink.capacity);
-                return -ENOBUFS;
-        }
-        if (extent_id)
-                *extent_id = reply.lookup_noted_reply.lookup.extent_id;
-        *notes_len = sink.length;
-        *fd_out = fd;
-        return 0;
-}
-
-int sage_broker_release(SageBroker *b, uint64_t extent_id) {
-        SageMessage req, reply;
-        sage_proto_init(&req, SAGE_MSG_RELEASE, 0);
-        req.release = extent_id;
-        return call(b, &req, NULL, 0, &reply, NULL, NULL);
-}
-
-int sage_broker_stats(SageBroker *b, SageStats *out) {
-        SageMessage req, reply;
-        int r;
-        sage_proto_init(&req, SAGE_MSG_STATS, 0);
-        r = call(b, &req, NULL, 0, &reply, NULL, NULL);
-        if (r == 0)
-                *out = reply.stats_reply;
-        return r;
-}
-
-int sage_broker_list(SageBroker *b, uint64_t after_id, SageListEntry *entries, uint32_t *n_entries, int *more) {
-        SageMessage req, reply;
-        int r;
-        sage_proto_init(&req, SAGE_MSG_LIST, 0);
-        req.list.after_id = after_id;
-        r = call(b, &req, NULL, 0, &reply, entries, NULL);
-        if (r != 0)
-                return r;
-        *n_entries = reply.list_reply.n_entries;
-        *more = reply.list_reply.more;
-        return 0;
-}
-
-int sage_broker_evict(SageBroker *b, uint64_t extent_id, uint32_t flags, SageEvictReply *out) {
-        SageMessage req, reply;
-        int r;
-        sage_proto_init(&req, SAGE_MSG_EVICT, 0);
-        req.header.flags = flags;
-        req.evict.extent_id = extent_id;
-        r = call(b, &req, NULL, 0, &reply, NULL, NULL);
-        if (r == 0 && out)
-                *out = reply.evict_reply;
-        return r;
-}
-
-int sage_broker_ipc_export(SageBroker *b, int fd, uint64_t size, uint32_t device,
-                           uint8_t token[SAGE_IPC_TOKEN_SIZE]) {
-        SageMessage req, reply;
-        int r;
-
-        sage_proto_init(&req, SAGE_MSG_IPC_EXPORT, 0);
-        req.ipc_export = (SageIpcAllocation){ .size = size, .device = device };
-        r = call(b, &req, &fd, 1, &reply, NULL, NULL);
-        if (r == 0)
-                memcpy(token, reply.ipc_export_reply.bytes, SAGE_IPC_TOKEN_SIZE);
-        return r;
-}
-
-int sage_broker_ipc_import(SageBroker *b, const uint8_t token[SAGE_IPC_TOKEN_SIZE], int *fd_out, uint64_t *size,
-                           uint32_t *device) {
-        SageMessage req, reply;
-        int fd = -1, r;
-
-        *fd_out = -1;
-        sage_proto_init(&req, SAGE_MSG_IPC_IMPORT, 0);
-        memcpy(req.ipc_import.bytes, token, SAGE_IPC_TOKEN_SIZE);
-        r = call(b, &req, NULL, 0, &reply, NULL, &fd);
-        if (r != 0)
-                return r;
-        if (size)
-                *size = reply.ipc_import_reply.size;
-        if (device)
-                *device = reply.ipc_import_reply.device;
-        *fd_out = fd;
-        return 0;
-}
-
-int sage_broker_ipc_revoke(SageBroker *b, const uint8_t token[SAGE_IPC_TOKEN_SIZE]) {
-        SageMessage req, reply;
-
-        sage_proto_init(&req, SAGE_MSG_IPC_REVOKE, 0);
-        memcpy(req.ipc_revoke.bytes, token, SAGE_IPC_TOKEN_SIZE);
-        return call(b, &req, NULL, 0, &reply, NULL, NULL);
-}
-
-int sage_broker_label_name(SageBroker *b, uint32_t label, char name[SAGE_PROTO_LABEL_MAX + 1]) {
-        SageMessage req, reply;
-        int r;
-
-        sage_proto_init(&req, SAGE_MSG_LABEL, 0);
-        req.label = label;
-        r = call(b, &req, NULL, 0, &reply, NULL, NULL);
-        if (r == 0)
-                memcpy(name, reply.label_reply.name, sizeof(reply.label_reply.name));
-        return r;
 }

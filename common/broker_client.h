@@ -45,7 +45,8 @@ int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms);
 int sage_broker_connect_why(SageBroker **out, const char *path, int timeout_ms, char *why, size_t why_size);
 SageBroker *sage_broker_free(SageBroker *broker);
 
-/* What the broker said in reply to HELLO. */
+/* What the broker said in reply to HELLO (features: what both speak; the
+ * calls below never ask for more). */
 const SageHelloReply *sage_broker_hello(const SageBroker *broker);
 int sage_broker_fd(const SageBroker *broker);
 
@@ -80,16 +81,16 @@ int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32
  * the connection stays usable. A buffer of SAGE_PROTO_NOTES_MAX bytes
  * always fits. Other returns as lookup (*notes_len 0).
  *
- * A broker older than these messages answers SAGE_ERR_UNKNOWN_TYPE: use
- * publish/lookup with it.
+ * With a broker that did not offer SAGE_FEATURE_NOTES at HELLO these are
+ * publish/lookup: no notes stored, none returned (*notes_len 0).
  */
 int sage_broker_publish_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint32_t flags,
                               int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed);
 /*
  * publish_noted under a key that is not the bytes' content key (libsage's
  * file-identity key): the broker verifies the bytes against `content`
- * (common/hash.h's content key) instead. A broker older than this answers
- * SAGE_ERR_MALFORMED (an unknown flag).
+ * (common/hash.h's content key) instead. A broker that did not offer
+ * SAGE_FEATURE_CONTENT: SAGE_ERR_UNKNOWN_TYPE, nothing sent.
  */
 int sage_broker_publish_content(SageBroker *broker, SageHash key, SageHash content, uint64_t size, uint32_t device,
                                 uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
@@ -119,8 +120,8 @@ int sage_broker_evict(SageBroker *broker, uint64_t extent_id, uint32_t flags, Sa
  * an unknown token, a revoked one and one of another namespace all return
  * SAGE_ERR_NOT_FOUND. ipc_revoke works only on this connection's own
  * registrations (else SAGE_ERR_NOT_FOUND); fds already imported stay valid.
- * Too many registrations: SAGE_ERR_LIMIT. A broker older than these
- * messages answers SAGE_ERR_UNKNOWN_TYPE: do not ask it again.
+ * Too many registrations: SAGE_ERR_LIMIT. A broker that did not offer
+ * SAGE_FEATURE_IPC: SAGE_ERR_UNKNOWN_TYPE, nothing sent.
  */
 int sage_broker_ipc_export(SageBroker *broker, int fd, uint64_t size, uint32_t device,
                            uint8_t token[SAGE_IPC_TOKEN_SIZE]);
@@ -130,8 +131,8 @@ int sage_broker_ipc_revoke(SageBroker *broker, const uint8_t token[SAGE_IPC_TOKE
 
 /* The name of platform label `label` (sage_namespace_label of a namespace
  * id) into `name`: 0, or SAGE_ERR_NOT_FOUND for a label the caller may not
- * see (proto.h, "LABEL"); a broker older than LABEL answers
- * SAGE_ERR_UNKNOWN_TYPE. */
+ * see (proto.h, "LABEL"); a broker that did not offer SAGE_FEATURE_LABEL:
+ * SAGE_ERR_UNKNOWN_TYPE, nothing sent. */
 int sage_broker_label_name(SageBroker *broker, uint32_t label, char name[SAGE_PROTO_LABEL_MAX + 1]);
 
 /* The message of the last ERROR reply ("" if none). */

@@ -15,11 +15,14 @@
  *       12    4  request id     chosen by the client, echoed in the reply
  *       16    4  payload length bytes after the header
  *
- * Compatibility: a peer accepts exactly its own SAGE_PROTO_VERSION (HELLO
- * does not negotiate), and every payload has one exact length. New request
- * types are therefore added without a version bump (a broker that predates
- * one answers ERROR SAGE_ERR_UNKNOWN_TYPE, and the client falls back), while
- * changing the layout of an existing message would need one.
+ * Compatibility: a peer accepts exactly its own SAGE_PROTO_VERSION, and
+ * every payload has one exact length; changing the layout of a message bumps
+ * the version (2: HELLO's feature bits, STATS' records). Within a version,
+ * HELLO negotiates features (SAGE_FEATURE_*): the client offers what it
+ * speaks, the broker answers what both do, and the client asks for nothing
+ * outside that (proto.def names the feature each request needs); a client
+ * whose broker lacks a feature uses the plain variant or does without, it
+ * never fails the application. New request types come with a feature bit.
  */
 #pragma once
 
@@ -31,7 +34,7 @@
 #include "hash.h"
 
 #define SAGE_PROTO_MAGIC 0x45474153u /* "SAGE" little-endian */
-#define SAGE_PROTO_VERSION 1
+#define SAGE_PROTO_VERSION 2
 #define SAGE_PROTO_HEADER_SIZE 20
 #define SAGE_PROTO_MAX_MESSAGE 65536
 #define SAGE_PROTO_MAX_FDS 4
@@ -46,36 +49,12 @@
 
 #define SAGE_MSG_REPLY_BIT 0x8000u
 
+/* Every message type, from proto.def: requests and their replies. */
 typedef enum SageMessageType {
-        SAGE_MSG_HELLO = 1,
-        SAGE_MSG_PING = 2,
-        SAGE_MSG_LOOKUP = 3,
-        SAGE_MSG_PUBLISH = 4,
-        SAGE_MSG_RELEASE = 5,
-        SAGE_MSG_STATS = 6,
-        SAGE_MSG_LIST = 7,
-        SAGE_MSG_EVICT = 8,
-        SAGE_MSG_IPC_EXPORT = 9,
-        SAGE_MSG_IPC_IMPORT = 10,
-        SAGE_MSG_IPC_REVOKE = 11,
-        SAGE_MSG_PUBLISH_NOTED = 12,
-        SAGE_MSG_LOOKUP_NOTED = 13,
-        SAGE_MSG_LABEL = 14,
-
-        SAGE_MSG_HELLO_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_HELLO,
-        SAGE_MSG_PONG = SAGE_MSG_REPLY_BIT | SAGE_MSG_PING,
-        SAGE_MSG_LOOKUP_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LOOKUP,
-        SAGE_MSG_PUBLISH_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_PUBLISH,
-        SAGE_MSG_RELEASE_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_RELEASE,
-        SAGE_MSG_STATS_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_STATS,
-        SAGE_MSG_LIST_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LIST,
-        SAGE_MSG_EVICT_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_EVICT,
-        SAGE_MSG_IPC_EXPORT_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_EXPORT,
-        SAGE_MSG_IPC_IMPORT_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_IMPORT,
-        SAGE_MSG_IPC_REVOKE_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_IPC_REVOKE,
-        SAGE_MSG_PUBLISH_NOTED_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_PUBLISH_NOTED,
-        SAGE_MSG_LOOKUP_NOTED_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LOOKUP_NOTED,
-        SAGE_MSG_LABEL_REPLY = SAGE_MSG_REPLY_BIT | SAGE_MSG_LABEL,
+#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
+        SAGE_MSG_##NAME = NUMBER, SAGE_MSG_##REPLY_NAME = SAGE_MSG_REPLY_BIT | NUMBER,
+#include "proto.def"
+#undef SAGE_MESSAGE
         SAGE_MSG_ERROR = SAGE_MSG_REPLY_BIT | 0x7fff,
 } SageMessageType;
 
@@ -126,9 +105,23 @@ typedef struct SageHeader {
         uint32_t payload_length;
 } SageHeader;
 
+/*
+ * HELLO features: what a broker serves beyond the core requests. Bits are
+ * stable on the wire (append only); a peer ignores bits it does not know.
+ */
+#define SAGE_FEATURE_NOTES 0x1ull        /* PUBLISH_NOTED, LOOKUP_NOTED */
+#define SAGE_FEATURE_CONTENT 0x2ull      /* PUBLISH_NOTED flag CONTENT: a file-identity key, verified by content */
+#define SAGE_FEATURE_STATS_SCOPED 0x4ull /* STATS answers about the caller's namespace (root on main: all) */
+#define SAGE_FEATURE_IPC 0x8ull          /* IPC_EXPORT, IPC_IMPORT, IPC_REVOKE */
+#define SAGE_FEATURE_LABEL 0x10ull       /* LABEL */
+#define SAGE_FEATURES_ALL                                                                                       \
+        (SAGE_FEATURE_NOTES | SAGE_FEATURE_CONTENT | SAGE_FEATURE_STATS_SCOPED | SAGE_FEATURE_IPC |             \
+         SAGE_FEATURE_LABEL)
+
 typedef struct SageHello {
         uint32_t client_version; /* SAGE_PROTO_VERSION of the client */
         uint32_t pid;            /* informational only: the broker trusts SO_PEERCRED */
+        uint64_t features;       /* SAGE_FEATURE_* the client speaks */
 } SageHello;
 
 typedef struct SageHelloReply {
@@ -136,6 +129,7 @@ typedef struct SageHelloReply {
         uint32_t n_devices;      /* devices this broker serves */
         uint64_t namespace_id;   /* assigned from the peer's credentials */
         uint64_t granularity;    /* VMM granularity extents must be a multiple of */
+        uint64_t features;       /* SAGE_FEATURE_* both speak: the client's offer, less what the broker lacks */
 } SageHelloReply;
 
 typedef struct SageExtentKey {
@@ -168,6 +162,7 @@ typedef struct SageStats {
         uint64_t rejected_budget;
         uint64_t uptime_ns;
         uint64_t rejected_content; /* published bytes that did not match their content key, dropped */
+        uint64_t records;          /* per-namespace records the broker holds (root on the main socket only; else 0) */
 } SageStats;
 
 typedef struct SageListEntry {
@@ -357,6 +352,8 @@ int sage_proto_decode(const void *buf, size_t size, SageMessage *out, SageListEn
 
 /* How many fds a message of this type carries (requests and replies). */
 size_t sage_proto_expected_fds(const SageMessage *m);
+/* The HELLO feature a request type needs (0: none; proto.def). */
+uint64_t sage_proto_feature(unsigned type);
 
 /* Convenience constructors. */
 void sage_proto_init(SageMessage *m, unsigned type, uint32_t request_id);

@@ -17,8 +17,15 @@
  * so budgets count everything the broker holds for a namespace.
  *
  * Budgets are shared by tenants: each namespace has its accounting
- * (ExtentNamespace, kept for the store's life so its eviction counts stay)
- * and may hold at most a share of each device's budget. An insert first
+ * (ExtentNamespace) and may hold at most a share of each device's budget.
+ * A namespace's record lives exactly as long as it holds extents, in a
+ * chained hash table: a tenant that can take many uids (root in a container,
+ * or behind a label) must not grow the broker, nor slow every request, with
+ * namespaces that hold nothing. What an emptied namespace counted stays in
+ * the store-wide counters. Namespaces holding extents are also capped per
+ * label (the label half of the id; label 0, the host's uids, is exempt):
+ * each label's count is a record of its own, keyed (label, uid -1), a uid
+ * no process has. An insert first
  * plans its evictions (marking victims), and evicts only if the plan makes
  * room: a refused insert changes nothing.
  */
@@ -31,11 +38,16 @@
 #include "extent_order.h"
 #include "util.h"
 
+#define NAMESPACE_BUCKETS 1024
+#define LABEL_RECORD_UID 0xffffffffull
+
 struct ExtentNamespace {
         uint64_t id;
         uint64_t resident[EXTENT_STORE_MAX_DEVICES];
         uint64_t planned;               /* resident on the device being planned for, minus planned victims */
         ExtentStoreCounters counters;
+        size_t members;                 /* a label's record: its namespaces holding extents */
+        bool pinned;                    /* an insert for it is under way: stays even if emptied */
         ExtentNamespace *next;
 };
 
@@ -55,7 +67,11 @@ struct ExtentStore {
         uint64_t resident[EXTENT_STORE_MAX_DEVICES];
         uint64_t evictable[EXTENT_STORE_MAX_DEVICES]; /* bytes on the LRU list */
         ExtentStoreCounters counters;
-        ExtentNamespace *namespaces;
+        ExtentNamespace *namespaces[NAMESPACE_BUCKETS];
+        size_t n_namespaces;            /* records, label records included */
+        size_t namespaces_per_label;
+        ExtentNamespaceGoneFn namespace_gone;
+        void *namespace_gone_userdata;
         unsigned share; /* percent of a device's budget one namespace may hold */
         ExtentOrder order;
 };
@@ -105,6 +121,7 @@ int extent_store_new(ExtentStore **out, ExtentReleaseFn release, ExtentClockFn c
         s->userdata = userdata;
         s->next_id = 1;
         s->share = 100;
+        s->namespaces_per_label = EXTENT_STORE_NAMESPACES_PER_LABEL;
         for (size_t i = 0; i < EXTENT_STORE_MAX_DEVICES; i++)
                 s->budget[i] = EXTENT_STORE_UNLIMITED;
         *out = s;
@@ -143,6 +160,93 @@ static void unlink_chain(Extent **slot, Extent *e, bool by_key) {
                 }
 }
 
+static size_t namespace_bucket(uint64_t ns) {
+        return (size_t)(mix(ns) & (NAMESPACE_BUCKETS - 1));
+}
+
+static ExtentNamespace **namespace_slot(const ExtentStore *s, uint64_t ns) {
+        ExtentNamespace **p = (ExtentNamespace **)&s->namespaces[namespace_bucket(ns)];
+
+        while (*p && (*p)->id != ns)
+                p = &(*p)->next;
+        return p;
+}
+
+static ExtentNamespace *namespace_find(const ExtentStore *s, uint64_t ns) {
+        return *namespace_slot(s, ns);
+}
+
+static uint64_t label_record(uint64_t ns) {
+        return (ns & ~0xffffffffull) | LABEL_RECORD_UID;
+}
+
+static ExtentNamespace *namespace_new(ExtentStore *s, uint64_t ns) {
+        ExtentNamespace **p = namespace_slot(s, ns);
+
+        *p = calloc(1, sizeof(**p));
+        if (!*p)
+                return NULL;
+        (*p)->id = ns;
+        s->n_namespaces++;
+        return *p;
+}
+
+static void namespace_delete(ExtentStore *s, ExtentNamespace *n) {
+        ExtentNamespace **p = namespace_slot(s, n->id);
+
+        *p = n->next;
+        free(n);
+        s->n_namespaces--;
+}
+
+/* May namespace `ns` (holding nothing yet) hold extents? Not beyond its label's cap. */
+static bool namespace_admissible(const ExtentStore *s, uint64_t ns) {
+        const ExtentNamespace *l;
+
+        if (sage_namespace_label(ns) == 0 || namespace_find(s, ns))
+                return true;
+        l = namespace_find(s, label_record(ns));
+        return !l || l->members < s->namespaces_per_label;
+}
+
+/* The record of `ns`, created (and counted in its label's) if it holds nothing yet. */
+static ExtentNamespace *namespace_get(ExtentStore *s, uint64_t ns) {
+        ExtentNamespace *n = namespace_find(s, ns), *l = NULL;
+
+        if (n)
+                return n;
+        if (sage_namespace_label(ns) != 0) {
+                l = namespace_find(s, label_record(ns));
+                if (!l && !(l = namespace_new(s, label_record(ns))))
+                        return NULL;
+        }
+        n = namespace_new(s, ns);
+        if (!n) {
+                if (l && l->members == 0)
+                        namespace_delete(s, l);
+                return NULL;
+        }
+        if (l)
+                l->members++;
+        return n;
+}
+
+/* A namespace that holds nothing (and no insert is under way for) goes, with its label's count. */
+static void namespace_put(ExtentStore *s, ExtentNamespace *n) {
+        uint64_t id = n->id;
+        ExtentNamespace *l;
+
+        if (n->counters.extents > 0 || n->pinned)
+                return;
+        if (sage_namespace_label(n->id) != 0 && (l = namespace_find(s, label_record(n->id)))) {
+                if (--l->members == 0)
+                        namespace_delete(s, l);
+        }
+        namespace_delete(s, n);
+        if (s->namespace_gone)
+                s->namespace_gone(s->namespace_gone_userdata, id);
+}
+
 /* Take `e` out of every index and give its payload back. */
 static void destroy(ExtentStore *s, Extent *e) {
         unlink_chain(&s->by_key[key_bucket(s, e->namespace_id, &e->key)], e, true);
@@ -166,6 +270,7 @@ static void destroy(ExtentStore *s, Extent *e) {
         e->owner->counters.extents--;
         e->owner->counters.bytes_resident -= e->cost;
         e->owner->counters.refs -= e->refs;
+        namespace_put(s, e->owner);
         if (s->release)
                 s->release(s->userdata, e);
         free(e->notes);
@@ -178,11 +283,12 @@ ExtentStore *extent_store_free(ExtentStore *s) {
         while (s->all_head)
                 destroy(s, s->all_head);
         extent_order_clear(&s->order);
-        while (s->namespaces) {
-                ExtentNamespace *n = s->namespaces;
-                s->namespaces = n->next;
-                free(n);
-        }
+        for (size_t i = 0; i < NAMESPACE_BUCKETS; i++)
+                while (s->namespaces[i]) {
+                        ExtentNamespace *n = s->namespaces[i];
+                        s->namespaces[i] = n->next;
+                        free(n);
+                }
         free(s->by_key);
         free(s->by_id);
         free(s);
@@ -232,26 +338,6 @@ uint64_t extent_store_namespace_cap(const ExtentStore *s, uint32_t device) {
         return b / 100 * s->share + b % 100 * s->share / 100; /* b * share / 100 without overflow */
 }
 
-static ExtentNamespace *namespace_find(const ExtentStore *s, uint64_t ns) {
-        for (ExtentNamespace *n = s->namespaces; n; n = n->next)
-                if (n->id == ns)
-                        return n;
-        return NULL;
-}
-
-static ExtentNamespace *namespace_get(ExtentStore *s, uint64_t ns) {
-        ExtentNamespace *n = namespace_find(s, ns);
-        if (n)
-                return n;
-        n = calloc(1, sizeof(*n));
-        if (!n)
-                return NULL;
-        n->id = ns;
-        n->next = s->namespaces;
-        s->namespaces = n;
-        return n;
-}
-
 static void doom(Extent *e, uint64_t *resident, uint64_t *mine) {
         e->doomed = true;
         *resident -= e->cost;
@@ -271,8 +357,9 @@ static bool plan(const ExtentStore *s, ExtentNamespace *mine, uint32_t dev, uint
 
         if (cost > cap || cost > budget)
                 return false;
-        for (ExtentNamespace *n = s->namespaces; n; n = n->next)
-                n->planned = n->resident[dev];
+        /* Only owners of evictable extents can lose any: prime theirs, not every namespace's. */
+        for (Extent *v = s->lru_head; v; v = v->lru_next)
+                v->owner->planned = v->owner->resident[dev];
         /* Over the namespace's share: its own least recently used go first. */
         for (Extent *v = s->lru_head; v && held > cap - cost; v = v->lru_next)
                 if (v->key.device == dev && v->owner == mine)
@@ -347,9 +434,8 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
                 return -EINVAL;
         if (!extent_store_can_fit(s, ns, dev, cost))
                 return EXTENT_STORE_E_BUDGET;
-        owner = namespace_get(s, ns);
-        if (!owner)
-                return -ENOMEM;
+        if (!namespace_admissible(s, ns))
+                return EXTENT_STORE_E_NAMESPACES;
         if (s->counters.extents >= s->n_buckets && grow(s) < 0)
                 return -ENOMEM;
         if (notes_len > 0) {
@@ -363,8 +449,15 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
                 free(e);
                 return -ENOMEM;
         }
+        owner = namespace_get(s, ns);
+        if (!owner) {
+                free(e);
+                return -ENOMEM;
+        }
 
-        /* Make room as planned (the plan was checked above, nothing has changed since). */
+        /* Make room as planned (the plan was checked above, nothing has changed since).
+         * The owner may lose its last extent here: pinned, its record stays. */
+        owner->pinned = true;
         plan(s, owner, dev, cost);
         for (Extent *victim = s->lru_head; victim;) {
                 Extent *next = victim->lru_next;
@@ -372,6 +465,7 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
                         extent_store_evict(s, victim);
                 victim = next;
         }
+        owner->pinned = false;
 
         e->id = s->next_id++;
         e->namespace_id = ns;
@@ -469,15 +563,28 @@ void extent_store_counters(const ExtentStore *s, ExtentStoreCounters *out) {
         *out = s->counters;
 }
 
-void extent_store_forget_label(ExtentStore *s, uint32_t label) {
-        for (ExtentNamespace **p = &s->namespaces; *p;) {
-                ExtentNamespace *n = *p;
-                if ((uint32_t)(n->id >> 32) == label && n->counters.extents == 0) {
-                        *p = n->next;
-                        free(n);
-                } else
-                        p = &n->next;
-        }
+bool extent_store_admits(const ExtentStore *s, uint64_t ns) {
+        return namespace_admissible(s, ns);
+}
+
+int extent_store_set_namespaces_per_label(ExtentStore *s, size_t max) {
+        if (max == 0)
+                return -EINVAL;
+        s->namespaces_per_label = max;
+        return 0;
+}
+
+void extent_store_on_namespace_gone(ExtentStore *s, ExtentNamespaceGoneFn fn, void *userdata) {
+        s->namespace_gone = fn;
+        s->namespace_gone_userdata = userdata;
+}
+
+bool extent_store_holds(const ExtentStore *s, uint64_t ns) {
+        return namespace_find(s, ns) != NULL;
+}
+
+size_t extent_store_namespace_records(const ExtentStore *s) {
+        return s->n_namespaces;
 }
 
 void extent_store_namespace_counters(const ExtentStore *s, uint64_t ns, ExtentStoreCounters *out) {

@@ -2,12 +2,15 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "proto.h"
 
 #define EXTENT_STORE_MAX_DEVICES 64
 #define EXTENT_STORE_UNLIMITED UINT64_MAX
+/* Default cap on the namespaces of one label (label != 0) that hold extents. */
+#define EXTENT_STORE_NAMESPACES_PER_LABEL 1024
 
 /* Positive results callers must handle. */
 enum {
@@ -15,6 +18,7 @@ enum {
         EXTENT_STORE_E_EXISTS = 2, /* the key is already resident */
         EXTENT_STORE_E_BUSY = 3,   /* referenced: cannot evict */
         EXTENT_STORE_E_DEVICE = 4, /* device out of range */
+        EXTENT_STORE_E_NAMESPACES = 5, /* the label has as many namespaces holding extents as it may */
 };
 
 typedef struct Extent Extent;
@@ -135,12 +139,21 @@ uint64_t extent_store_steps(const ExtentStore *store);
 
 void extent_store_counters(const ExtentStore *store, ExtentStoreCounters *out);
 /*
- * Drop the accounting of every namespace whose label half (namespace id >>
- * 32) is `label` and that holds no extent. For numbers that never come back
- * (a container the broker forgot, daemon/identity.c): namespaces otherwise
- * live as long as the store, which is bounded only for uids and labels.
+ * Namespaces are recorded while they hold extents, no longer (so a tenant
+ * taking many uids cannot grow the broker with empty ones); a label's
+ * namespaces (label != 0) that hold extents are capped (default
+ * EXTENT_STORE_NAMESPACES_PER_LABEL): inserting for one more answers
+ * EXTENT_STORE_E_NAMESPACES, which extent_store_admits tells in advance.
  */
-void extent_store_forget_label(ExtentStore *store, uint32_t label);
+int extent_store_set_namespaces_per_label(ExtentStore *store, size_t max);
+/* Called when a namespace's last extent left the store (its record went). */
+typedef void (*ExtentNamespaceGoneFn)(void *userdata, uint64_t namespace_id);
+void extent_store_on_namespace_gone(ExtentStore *store, ExtentNamespaceGoneFn fn, void *userdata);
+/* Does `namespace_id` hold extents? */
+bool extent_store_holds(const ExtentStore *store, uint64_t namespace_id);
+bool extent_store_admits(const ExtentStore *store, uint64_t namespace_id);
+/* Namespace records held (for tests and STATS: it returns to its start value). */
+size_t extent_store_namespace_records(const ExtentStore *store);
 
 /* The same figures for one namespace (all zero for one never seen). */
 void extent_store_namespace_counters(const ExtentStore *store, uint64_t namespace_id, ExtentStoreCounters *out);

@@ -1,12 +1,17 @@
 /*
  * Request counters per namespace, so STATS can answer a tenant about its
- * own namespace only (a tenant must not learn another's traffic). An entry
- * lives as long as the broker: namespaces are bounded by the uids and labels
- * that ever connected, and counters must not reset when a tenant's last
- * extent goes. Containers' namespaces are the exception: their numbers are
- * never given again once the broker forgets the container (identity.c), so
- * their counters go with it (tally_forget_label). A list is enough: it is walked once per counted request, as
- * the store's namespace table is.
+ * own namespace only (a tenant must not learn another's traffic).
+ *
+ * A namespace's counters live while it has connections or holds extents:
+ * the server creates them on a connected client's request and drops them
+ * (tally_forget) once the namespace has neither. Keeping them for the
+ * broker's life let a tenant that can take many uids (root in a container,
+ * or behind a label) grow the table without bound, and a list made every
+ * request pay for it; so entries sit in a chained hash table and memory
+ * follows connections (capped per label) and extents (capped by the
+ * budget), never the uids ever seen. What a namespace
+ * counted is not lost when it goes: the broker-wide figures (root's STATS)
+ * keep it.
  */
 #include "tally.h"
 
@@ -18,47 +23,63 @@ struct TallyEntry {
         TallyEntry *next;
 };
 
-static TallyEntry *find(const TallyTable *t, uint64_t ns) {
-        for (TallyEntry *e = t->head; e; e = e->next)
-                if (e->namespace_id == ns)
-                        return e;
-        return NULL;
+static size_t bucket_of(uint64_t ns) {
+        return (size_t)((ns * 0x9e3779b97f4a7c15ull) >> 32) % TALLY_BUCKETS;
+}
+
+static TallyEntry **slot(const TallyTable *t, uint64_t ns) {
+        TallyEntry **p = (TallyEntry **)&t->buckets[bucket_of(ns)];
+
+        while (*p && (*p)->namespace_id != ns)
+                p = &(*p)->next;
+        return p;
+}
+
+Tally *tally_find(TallyTable *t, uint64_t ns) {
+        TallyEntry *e = *slot(t, ns);
+        return e ? &e->tally : NULL;
 }
 
 Tally *tally_get(TallyTable *t, uint64_t ns) {
-        TallyEntry *e = find(t, ns);
+        TallyEntry **p = slot(t, ns);
 
-        if (!e) {
-                e = calloc(1, sizeof(*e));
+        if (!*p) {
+                TallyEntry *e = calloc(1, sizeof(*e));
                 if (!e)
                         return NULL;
                 e->namespace_id = ns;
-                e->next = t->head;
-                t->head = e;
+                *p = e;
+                t->count++;
         }
-        return &e->tally;
+        return &(*p)->tally;
 }
 
 Tally tally_of(const TallyTable *t, uint64_t ns) {
-        const TallyEntry *e = find(t, ns);
+        const TallyEntry *e = *slot(t, ns);
         return e ? e->tally : (Tally){ 0 };
 }
 
-void tally_forget_label(TallyTable *t, uint32_t label) {
-        for (TallyEntry **p = &t->head; *p;) {
-                TallyEntry *e = *p;
-                if ((uint32_t)(e->namespace_id >> 32) == label) {
-                        *p = e->next;
-                        free(e);
-                } else
-                        p = &e->next;
-        }
+void tally_forget(TallyTable *t, uint64_t ns) {
+        TallyEntry **p = slot(t, ns);
+        TallyEntry *e = *p;
+
+        if (!e)
+                return;
+        *p = e->next;
+        free(e);
+        t->count--;
+}
+
+size_t tally_count(const TallyTable *t) {
+        return t->count;
 }
 
 void tally_table_clear(TallyTable *t) {
-        while (t->head) {
-                TallyEntry *e = t->head;
-                t->head = e->next;
-                free(e);
-        }
+        for (size_t i = 0; i < TALLY_BUCKETS; i++)
+                while (t->buckets[i]) {
+                        TallyEntry *e = t->buckets[i];
+                        t->buckets[i] = e->next;
+                        free(e);
+                }
+        t->count = 0;
 }

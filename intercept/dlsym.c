@@ -13,7 +13,8 @@
 #include <stddef.h>
 
 #include "driver.h"
-#include "intercept.h"
+#include "hooks.h"
+#include "stats.h"
 #include "util.h"
 #include "warmup.h"
 

@@ -1,7 +1,7 @@
 /*
  * The real driver. libsage never links libcuda: it opens it on the first
  * driver call (dlopen, RTLD_LOCAL) and resolves every hooked symbol into
- * sage_real_table. The same pass builds the identity map from each real
+ * sage_driver.real. The same pass builds the identity map from each real
  * entry point to our hook, which is how dlsym and cuGetProcAddress results
  * are routed: whatever name or version a caller asked for, if the driver
  * answered with the address of an entry point we hook, the caller gets our
@@ -20,14 +20,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "intercept.h"
 #include "log.h"
 #include "options.h"
 #include "util.h"
 
-void *sage_real_table[SAGE_SYM_COUNT];
-SageDriverExtras sage_driver_extras;
-atomic_bool sage_driver_loaded;
+SageDriver sage_driver;
 
 static void *driver_handle;
 static pthread_once_t driver_once = PTHREAD_ONCE_INIT;
@@ -61,7 +58,7 @@ static void identity_insert(const void *fn, int sym) {
 }
 
 int sage_driver_sym_of(const void *fn) {
-        if (!fn || !atomic_load_explicit(&sage_driver_loaded, memory_order_acquire))
+        if (!fn || !atomic_load_explicit(&sage_driver.loaded, memory_order_acquire))
                 return -1;
         for (size_t i = identity_slot(fn);; i = (i + 1) & (IDENTITY_SLOTS - 1)) {
                 if (!identity[i].fn)
@@ -76,12 +73,13 @@ bool sage_driver_loading(void) {
 }
 
 void *sage_driver_handle(void) {
-        return atomic_load_explicit(&sage_driver_loaded, memory_order_acquire) ? driver_handle : NULL;
+        return atomic_load_explicit(&sage_driver.loaded, memory_order_acquire) ? driver_handle : NULL;
 }
 
 /* ---------------------------------------------------------------- dlsym */
 
-/* Read by the dlsym trampolines (dlsym.S): glibc's dlsym of each version. */
+/* The jump slots of the dlsym trampolines (dlsym_trampoline.S reads them by
+ * name): glibc's dlsym of each version, written once under dlsym_once. */
 void *(*sage_real_dlsym_v234)(void *, const char *);
 void *(*sage_real_dlsym_v225)(void *, const char *);
 static pthread_once_t dlsym_once = PTHREAD_ONCE_INIT;
@@ -99,7 +97,7 @@ SAGE_NO_SANITIZE void sage_real_dlsym_ensure(void) {
         pthread_once(&dlsym_once, real_dlsym_init);
 }
 
-/* Read by the dlopen trampolines: glibc's dlopen of each version. */
+/* The dlopen trampolines' jump slots, likewise (dlopen_once). */
 void *(*sage_real_dlopen_v234)(const char *, int);
 void *(*sage_real_dlopen_v225)(const char *, int);
 static pthread_once_t dlopen_once = PTHREAD_ONCE_INIT;
@@ -134,13 +132,13 @@ static void driver_load_once(void) {
                 sage_warn("cannot open the CUDA driver %s: %s; driver calls will fail as without a driver",
                           path, dlerror());
                 driver_loading_here = false;
-                atomic_store_explicit(&sage_driver_loaded, true, memory_order_release);
+                atomic_store_explicit(&sage_driver.loaded, true, memory_order_release);
                 return;
         }
         for (int i = 0; i < SAGE_SYM_COUNT; i++) {
                 void *fn = sage_real_dlsym(driver_handle, sage_sym_info[i].name);
 
-                sage_real_table[i] = fn;
+                sage_driver.real[i] = fn;
                 if (fn) {
                         identity_insert(fn, i);
                         found++;
@@ -151,7 +149,7 @@ static void driver_load_once(void) {
         SAGE_DRIVER_EXTRAS(RESOLVE_EXTRA)
 #undef RESOLVE_EXTRA
         driver_loading_here = false;
-        atomic_store_explicit(&sage_driver_loaded, true, memory_order_release);
+        atomic_store_explicit(&sage_driver.loaded, true, memory_order_release);
         sage_info("opened %s: %zu of %d hooked entry points present (%.2f ms)", path, found, (int)SAGE_SYM_COUNT,
                   (double)(sage_now_ns() - t0) / 1e6);
 }

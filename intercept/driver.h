@@ -5,22 +5,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "hooks.h"
+#include "symbols.h"
 #include "util.h"
-
-/* Real entry points, filled once the driver is open; NULL where it lacks one. */
-extern void *sage_real_table[SAGE_SYM_COUNT];
-extern atomic_bool sage_driver_loaded;
 
 /* Open the driver (SAGE_DRIVER, default libcuda.so.1) once. False if it cannot be opened. */
 bool sage_driver_load(void);
 
 /* The real entry point of `sym`, opening the driver on first use. */
-static inline void *sage_real(SageSym sym) {
-        if (__builtin_expect(!atomic_load_explicit(&sage_driver_loaded, memory_order_acquire), 0))
-                sage_driver_load();
-        return sage_real_table[sym];
-}
+static inline void *sage_real(SageSym sym);
 
 /* The real entry point of a hooked symbol, typed: SAGE_REAL(cuMemFree_v2)(ptr). */
 #define SAGE_REAL(name) SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name))
@@ -55,7 +47,28 @@ typedef struct SageDriverExtras {
 #undef SAGE_DRIVER_EXTRA_FIELD
 } SageDriverExtras;
 
-extern SageDriverExtras sage_driver_extras;
+/*
+ * The driver as libsage found it: one object, owned by driver.c. It is
+ * written once, inside the load (pthread_once), before `loaded` is
+ * released; after that nobody writes it. It is visible here only so the
+ * hooks read a real entry point with two loads (sage_real).
+ */
+typedef struct SageDriver {
+        atomic_bool loaded;
+        void *real[SAGE_SYM_COUNT]; /* hooked entry points; NULL where the driver lacks one */
+        SageDriverExtras extras;
+} SageDriver;
+
+extern SageDriver sage_driver;
+
+/* The name share*.c use for the extras. */
+#define sage_driver_extras (sage_driver.extras)
+
+static inline void *sage_real(SageSym sym) {
+        if (__builtin_expect(!atomic_load_explicit(&sage_driver.loaded, memory_order_acquire), 0))
+                sage_driver_load();
+        return sage_driver.real[sym];
+}
 
 /*
  * Pointer identity: which hooked symbol is `fn` the real driver entry of?
@@ -71,6 +84,9 @@ void sage_real_dlopen_ensure(void);
 
 /* The real dlsym (glibc's, versioned), for libsage's own use. */
 void *sage_real_dlsym(void *handle, const char *name);
+
+/* glibc's dlsym, resolved before the dlsym trampolines jump to it. */
+void sage_real_dlsym_ensure(void);
 
 /* The handle of the real driver, NULL until loaded or if it could not be opened. */
 void *sage_driver_handle(void);

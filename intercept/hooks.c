@@ -1,8 +1,11 @@
 /*
- * The hook functions, generated from hooks.def. Each is thin: find the real
- * entry point, and either forward (PASS) or call the logic of impl.c (IMPL);
- * when tracing is on, time the call and record one event. With tracing off
- * a PASS hook is a load, two tests and a tail call.
+ * The hook functions, generated from hooks.def, and the observers that see
+ * them. Each hook is thin: find the real entry point, and either forward
+ * (PASS) or call its sage_impl_ logic (IMPL). Features do not live here:
+ * the trace, the context redirect and sharing register an observer
+ * (hooks.h) and turn it on while they need to see calls; the hooks know
+ * only the facts hooks.def declares. With no observer on, a PASS hook is a
+ * load, two tests and a tail call: no lock, no call of ours.
  *
  * This file includes cuda.h the way the driver itself is built
  * (__CUDA_API_VERSION_INTERNAL): every exported name, legacy and _ptds/_ptsz
@@ -12,52 +15,106 @@
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
 
+#include "hooks.h"
+
+#include <stdatomic.h>
 #include <string.h>
 
 #include "driver.h"
-#include "hooks.h"
-#include "impl.h"
-#include "intercept.h"
-#include "redirect.h"
-#include "share.h"
-#include "trace.h"
 #include "util.h"
 
-_Thread_local unsigned sage_hook_depth __attribute__((tls_model("initial-exec")));
+/*
+ * Re-entrancy depth of driver hooks on this thread (sage_hooks_enter): a
+ * driver call made while a hook is running goes straight to the driver.
+ */
+static _Thread_local unsigned hook_depth __attribute__((tls_model("initial-exec")));
 
-const char *const sage_category_name[SAGE_CAT_COUNT] = {
-        "init", "ctx", "mem", "vmm", "ipc", "copy", "module", "launch", "graph", "sync", "proc",
-};
+/* Which observer slots are on: one relaxed load per hook call decides the path. */
+static atomic_uint observers_on;
+/* Registered once at start-up (init.c), read by every observed call. */
+static const SageObserver *_Atomic observers[SAGE_OBSERVER_COUNT];
+/* The slots whose observer has a before(): sharing and the redirect have none, so their calls skip it. */
+static atomic_uint observers_before;
 
-/* ---- tables */
-#define SAGE_NONE { SAGE_ARG_NONE, NULL }
-#define SAGE_U(label, v) { SAGE_ARG_UINT, label }
-#define SAGE_X(label, v) { SAGE_ARG_HEX, label }
-#define SAGE_B(v) { SAGE_ARG_BYTES, "bytes" }
-#define SAGE_S(label, v) { SAGE_ARG_STRING, label }
-const SageSymInfo sage_sym_info[SAGE_SYM_COUNT] = {
-#define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2) \
-        [SAGE_SYM_##name] = { #name, SAGE_CAT_##cat, { a0, a1, a2 } },
-#include "hooks.def"
-#undef SAGE_HOOK
-};
-#undef SAGE_NONE
-#undef SAGE_U
-#undef SAGE_X
-#undef SAGE_B
-#undef SAGE_S
+void sage_hooks_register(SageObserverSlot slot, const SageObserver *o) {
+        if (slot >= SAGE_OBSERVER_COUNT)
+                return;
+        atomic_store_explicit(&observers[slot], o, memory_order_release);
+        if (o && o->before)
+                atomic_fetch_or(&observers_before, 1u << slot);
+        else
+                atomic_fetch_and(&observers_before, ~(1u << slot));
+}
 
+void sage_hooks_activate(SageObserverSlot slot) {
+        atomic_fetch_or(&observers_on, 1u << slot);
+}
+
+void sage_hooks_deactivate(SageObserverSlot slot) {
+        atomic_fetch_and(&observers_on, ~(1u << slot));
+}
+
+bool sage_hooks_active(SageObserverSlot slot) {
+        return atomic_load_explicit(&observers_on, memory_order_relaxed) & (1u << slot);
+}
+
+atomic_uint *sage_hooks_slow_word(void) {
+        return &observers_on;
+}
+
+void sage_hooks_enter(void) {
+        hook_depth++;
+}
+
+void sage_hooks_leave(void) {
+        hook_depth--;
+}
+
+/*
+ * Observers run with the guard raised, as IMPL logic does: a driver call an
+ * observer makes (or the driver makes back into an exported entry point)
+ * goes straight to the driver, never into the observers again.
+ */
+static void observe_before(SageCall *call, unsigned on) {
+        hook_depth++;
+        for (int slot = SAGE_OBSERVER_COUNT; slot-- > 0;) {
+                const SageObserver *o;
+
+                if ((on & (1u << slot)) && (o = atomic_load_explicit(&observers[slot], memory_order_acquire)) &&
+                    o->before)
+                        o->before(call);
+        }
+        hook_depth--;
+}
+
+/* After the call the word is read again: a feature the call turned on (sharing, a redirect) sees it. */
+static void observe_after(SageCall *call) {
+        unsigned on = atomic_load_explicit(&observers_on, memory_order_relaxed);
+
+        hook_depth++;
+        for (int slot = 0; slot < SAGE_OBSERVER_COUNT; slot++) {
+                const SageObserver *o;
+
+                if ((on & (1u << slot)) && (o = atomic_load_explicit(&observers[slot], memory_order_acquire)) &&
+                    o->after)
+                        o->after(call);
+        }
+        hook_depth--;
+}
+
+void sage_hooks_report(SageSym sym, uint64_t t0, CUresult result, uint64_t a0, uint64_t a1, uint64_t a2) {
+        SageCall call = { .sym = sym, .own = true, .result = result, .t0 = t0, .args = { a0, a1, a2 } };
+
+        if (atomic_load_explicit(&observers_on, memory_order_relaxed))
+                observe_after(&call);
+}
+
+/* ---- the hook table: what we hand out in place of the driver's pointers */
 void *const sage_hook_table[SAGE_SYM_COUNT] = {
-#define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2) [SAGE_SYM_##name] = SAGE_FN_CAST(void *, name),
+#define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2, w, st, res) \
+        [SAGE_SYM_##name] = SAGE_FN_CAST(void *, name),
 #include "hooks.def"
 #undef SAGE_HOOK
-};
-
-const SageTrackInfo sage_track_table[SAGE_SYM_COUNT] = {
-#define SAGE_TRACK(name, op, resource, arg) \
-        [SAGE_SYM_##name] = { SAGE_TRACK_##op, SAGE_RESOURCE_##resource, arg },
-#include "track.def"
-#undef SAGE_TRACK
 };
 
 /* ---- hooks */
@@ -66,13 +123,30 @@ const SageTrackInfo sage_track_table[SAGE_SYM_COUNT] = {
  * exported names, go straight to the driver. */
 #define SAGE_CALL_IMPL(name, args)                                                \
         __extension__({                                                           \
-                sage_hook_depth++;                                                \
+                hook_depth++;                                                     \
                 CUresult sage_impl_r = sage_impl_##name(real, SAGE_UNPAREN args); \
-                sage_hook_depth--;                                                \
+                hook_depth--;                                                     \
                 sage_impl_r;                                                      \
         })
 
-/* Trace argument values, evaluated after the call (sage_r holds its result). */
+/* The declared facts, as statements on `call`: inputs before the call... */
+#define SAGE_W_NONE
+#define SAGE_W_UNKNOWN
+#define SAGE_W_RANGE(dst, bytes)                              \
+        call.write_dst = (uint64_t)(dst);                     \
+        call.write_bytes = (uint64_t)(bytes);
+#define SAGE_NO_STREAM
+#define SAGE_STREAM(s) call.stream = (s);
+#define SAGE_STREAM_PT(s) call.stream = (s) ? (s) : CU_STREAM_PER_THREAD;
+#define SAGE_NO_RESOURCE
+#define SAGE_CREATES(kind, h)
+#define SAGE_DESTROYS(kind, h) call.handle = (uint64_t)(uintptr_t)(h);
+/* ...and what the call created, after it (sage_r holds its result). */
+#define SAGE_AFTER_SAGE_NO_RESOURCE
+#define SAGE_AFTER_SAGE_CREATES(kind, h) call.handle = (uint64_t)(uintptr_t)(h);
+#define SAGE_AFTER_SAGE_DESTROYS(kind, h)
+
+/* Trace argument values, evaluated after the call. */
 #define SAGE_NONE 0
 #define SAGE_U(label, v) (uint64_t)(v)
 #define SAGE_X(label, v) (uint64_t)(uintptr_t)(v)
@@ -80,36 +154,31 @@ const SageTrackInfo sage_track_table[SAGE_SYM_COUNT] = {
 #define SAGE_S(label, v) (uint64_t)(uintptr_t)(v)
 #define SAGE_OUT(p) ((sage_r == CUDA_SUCCESS && (p)) ? (uint64_t)(uintptr_t) * (p) : 0)
 
-/*
- * The slow path is taken only while tracing, while a redirected context is
- * alive (redirect.c), or while sharing is on (share.c: launches bump its
- * write epoch): one load of sage_hook_slow decides.
- */
-#define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2)                                      \
-        SAGE_EXPORT CUresult name params {                                                        \
-                sage_fn_##name##_t real = SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name)); \
-                CUresult sage_r;                                                                  \
-                uint64_t t0;                                                                      \
-                if (SAGE_UNLIKELY(!real))                                                         \
-                        return sage_driver_handle() ? CUDA_ERROR_NOT_FOUND : CUDA_ERROR_NO_DEVICE;    \
-                if (SAGE_UNLIKELY(sage_hook_depth))                                               \
-                        return real args;                                                         \
-                if (SAGE_LIKELY(!atomic_load_explicit(&sage_hook_slow, memory_order_relaxed)))    \
-                        return SAGE_CALL_##kind(name, args);                                      \
-                t0 = sage_tracing ? sage_now_ns() : 0;                                            \
-                sage_r = SAGE_CALL_##kind(name, args);                                            \
-                {                                                                                 \
-                        uint64_t sage_v[3] = { a0, a1, a2 };                                      \
-                        if (sage_tracing)                                                         \
-                                sage_trace_record(SAGE_SYM_##name, t0, sage_now_ns(), sage_r,    \
-                                                  sage_v[0], sage_v[1], sage_v[2]);               \
-                        if (sage_track_table[SAGE_SYM_##name].op && sage_r == CUDA_SUCCESS)       \
-                                sage_redirect_track(SAGE_SYM_##name,                              \
-                                                    sage_v[sage_track_table[SAGE_SYM_##name].arg]); \
-                        if (atomic_load_explicit(&sage_hook_slow, memory_order_relaxed) & SAGE_SLOW_SHARE) \
-                                sage_share_after_call(SAGE_SYM_##name);                           \
-                }                                                                                 \
-                return sage_r;                                                                    \
+#define SAGE_HOOK(name, cat, kind, params, fwd, a0, a1, a2, w, st, res)                                 \
+        SAGE_EXPORT CUresult name params {                                                               \
+                sage_fn_##name##_t real = SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name));  \
+                unsigned on;                                                                             \
+                if (SAGE_UNLIKELY(!real))                                                                \
+                        return sage_driver_handle() ? CUDA_ERROR_NOT_FOUND : CUDA_ERROR_NO_DEVICE;       \
+                if (SAGE_UNLIKELY(hook_depth))                                                           \
+                        return real fwd;                                                                \
+                on = atomic_load_explicit(&observers_on, memory_order_relaxed);                          \
+                if (SAGE_LIKELY(!on))                                                                    \
+                        return SAGE_CALL_##kind(name, fwd);                                             \
+                {                                                                                        \
+                        SageCall call = { .sym = SAGE_SYM_##name };                                      \
+                        CUresult sage_r;                                                                 \
+                        w st res                                                                         \
+                        if (on & atomic_load_explicit(&observers_before, memory_order_relaxed))          \
+                                observe_before(&call, on);                                               \
+                        sage_r = call.result = SAGE_CALL_##kind(name, fwd);                             \
+                        SAGE_AFTER_##res                                                                 \
+                        call.args[0] = a0;                                                               \
+                        call.args[1] = a1;                                                               \
+                        call.args[2] = a2;                                                               \
+                        observe_after(&call);                                                            \
+                        return sage_r;                                                                   \
+                }                                                                                        \
         }
 #include "hooks.def"
 #undef SAGE_HOOK

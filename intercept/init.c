@@ -1,46 +1,36 @@
 /*
- * Process-level set-up of libsage. The constructor stays trivial: it reads
- * the options (getenv only) and, when SAGE_TRACE is set, arms the trace.
- * The driver itself is opened lazily by the first hook that needs it, so a
- * process that never touches CUDA never loads libcuda because of us.
+ * Process-level set-up of libsage, and the one place that wires its
+ * features to the hook layer: each feature's observer is registered in its
+ * slot here (hooks.h), and the feature turns it on while it needs to see
+ * calls. The constructor stays trivial: it reads the options (getenv only)
+ * and, when SAGE_TRACE is set, arms the trace. The driver itself is opened
+ * lazily by the first hook that needs it, so a process that never touches
+ * CUDA never loads libcuda because of us.
  */
-#include "intercept.h"
-
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 
+#include "hooks.h"
 #include "log.h"
 #include "options.h"
+#include "redirect.h"
+#include "share.h"
+#include "stats.h"
 #include "trace.h"
 #include "warmup.h"
 
-atomic_ullong sage_stats[SAGE_STAT_COUNT];
-atomic_uint sage_hook_slow;
-
-static const char *const stat_names[SAGE_STAT_COUNT] = {
-#define SAGE_STAT(name, text) #name,
-#include "stats.def"
-#undef SAGE_STAT
-};
-
-void sage_stats_print(FILE *f, bool json) {
-        if (json)
-                fputs("\"stats\":{", f);
-        for (int i = 0; i < SAGE_STAT_COUNT; i++) {
-                unsigned long long v = atomic_load_explicit(&sage_stats[i], memory_order_relaxed);
-                if (json)
-                        fprintf(f, "%s\"%s\":%llu", i ? "," : "", stat_names[i], v);
-                else
-                        fprintf(f, "sage: stat %s=%llu\n", stat_names[i], v);
-        }
-        if (json)
-                fputs("}", f);
+/*
+ * Sharing's observer. share.c turns it on (SAGE_SLOW_SHARE) once a broker
+ * answers: launches and pitched copies write memory it must not take for
+ * unchanged. It belongs in share.c; it is here until that file registers it.
+ */
+static void share_after(SageCall *call) {
+        if (!call->own)
+                sage_share_after_call(call->sym);
 }
 
-static void at_fork_child(void) {
-        if (sage_tracing)
-                sage_trace_forget();
-}
+static const SageObserver share_observer = { .after = share_after };
 
 static void at_exit_stats(void) {
         if (sage_log_enabled(SAGE_LOG_INFO))
@@ -50,17 +40,15 @@ static void at_exit_stats(void) {
 static void init_once(void) {
         const SageOptions *o = sage_options();
 
+        sage_hooks_register(SAGE_OBSERVER_TRACE, &sage_trace_observer);
+        sage_hooks_register(SAGE_OBSERVER_REDIRECT, &sage_redirect_observer);
+        sage_hooks_register(SAGE_OBSERVER_SHARE, &share_observer);
         sage_trace_start(o->trace, o->trace_max_events, o->trace_stacks);
-        pthread_atfork(NULL, NULL, at_fork_child);
         atexit(at_exit_stats);
         sage_warmup_trigger(SAGE_WARMUP_AT_LOAD);
 }
 
-void sage_init(void) {
+__attribute__((constructor)) static void sage_constructor(void) {
         static pthread_once_t once = PTHREAD_ONCE_INIT;
         pthread_once(&once, init_once);
-}
-
-__attribute__((constructor)) static void sage_constructor(void) {
-        sage_init();
 }

@@ -21,7 +21,8 @@
 #include "maps_watch.h"
 #include "util.h"
 
-atomic_ulong sage_maps_generation = 1;
+/* Only the interposers below move it; readers go through the accessors. */
+static atomic_ulong generation = 1;
 
 /* The ranges share_key.c relies on: a change there moves the generation. */
 #define MAX_WATCHED 32
@@ -42,7 +43,15 @@ static void changed(const void *addr, size_t len) {
         uintptr_t lo = (uintptr_t)addr;
 
         if (overlaps_watched(lo, lo + len < lo ? UINTPTR_MAX : lo + len))
-                atomic_fetch_add_explicit(&sage_maps_generation, 1, memory_order_release);
+                atomic_fetch_add_explicit(&generation, 1, memory_order_release);
+}
+
+unsigned long sage_maps_generation_now(void) {
+        return atomic_load_explicit(&generation, memory_order_acquire);
+}
+
+const atomic_ulong *sage_maps_generation_counter(void) {
+        return &generation;
 }
 
 bool sage_maps_watched(uintptr_t lo, uintptr_t hi) {

@@ -13,9 +13,9 @@
 #include <string.h>
 
 #include "driver.h"
-#include "impl.h"
-#include "intercept.h"
+#include "hooks.h"
 #include "log.h"
+#include "stats.h"
 #include "trace.h"
 #include "warmup.h"
 
@@ -43,7 +43,7 @@ static void route(const char *symbol, void **pfn, int version, cuuint64_t flags)
                 sage_stats_count(SAGE_STAT_PROCADDR_SUBSTITUTED);
                 return;
         }
-        if ((sage_tracing || sage_log_enabled(SAGE_LOG_INFO)) && symbol && names_hooked_base(symbol)) {
+        if ((sage_trace_on() || sage_log_enabled(SAGE_LOG_INFO)) && symbol && names_hooked_base(symbol)) {
                 sage_stats_count(SAGE_STAT_PROCADDR_UNMATCHED);
                 sage_info("cuGetProcAddress(%s, %d, %llu) returned %p, which is no hooked entry point",
                           symbol, version, (unsigned long long)flags, *pfn);

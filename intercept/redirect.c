@@ -9,7 +9,7 @@
  *
  * While a redirected context is alive, every resource the app creates
  * while it is current (device and host allocations, IPC mappings, modules,
- * streams, events: track.def) is attributed to it, and cuCtxDestroy frees
+ * streams, events: what hooks.def declares with SAGE_CREATES) is attributed to it, and cuCtxDestroy frees
  * them — what destroying a real context would have freed — then pops it,
  * and keeps the primary context itself alive (one standing retain) for the
  * next invocation. Anything else goes to the driver unchanged.
@@ -23,11 +23,11 @@
 #include <string.h>
 
 #include "driver.h"
-#include "impl.h"
-#include "intercept.h"
+#include "hooks.h"
 #include "log.h"
 #include "options.h"
 #include "share.h"
+#include "stats.h"
 #include "util.h"
 #include "warmup.h"
 
@@ -96,7 +96,7 @@ static bool redirect_create(CUcontext *pctx, unsigned flags, CUdevice dev, CUres
         slot->ctx = ctx;
         slot->count = 0;
         if (slots_alive++ == 0)
-                atomic_fetch_or(&sage_hook_slow, SAGE_SLOW_REDIRECT);
+                sage_hooks_activate(SAGE_OBSERVER_REDIRECT);
         *pctx = ctx;
         *result = CUDA_SUCCESS;
         served = true;
@@ -119,6 +119,7 @@ static void free_resource(const Resource *r) {
         case SAGE_RESOURCE_MODULE: SAGE_REAL(cuModuleUnload)((CUmodule)(uintptr_t)r->handle); break;
         case SAGE_RESOURCE_STREAM: SAGE_REAL(cuStreamDestroy_v2)((CUstream)(uintptr_t)r->handle); break;
         case SAGE_RESOURCE_EVENT: SAGE_REAL(cuEventDestroy_v2)((CUevent)(uintptr_t)r->handle); break;
+        case SAGE_RESOURCE_NONE:
         case SAGE_RESOURCE_COUNT: break;
         }
 }
@@ -152,14 +153,14 @@ static bool redirect_destroy(CUcontext ctx, CUresult *result) {
         slots[dev].count = slots[dev].capacity = 0;
         slots[dev].alive = false;
         if (--slots_alive == 0)
-                atomic_fetch_and(&sage_hook_slow, ~(unsigned)SAGE_SLOW_REDIRECT);
+                sage_hooks_deactivate(SAGE_OBSERVER_REDIRECT);
         pthread_mutex_unlock(&redirect_lock);
 
         if (count && drv->ctx_push(ctx) == CUDA_SUCCESS) {
                 for (size_t i = count; i-- > 0;)
                         free_resource(&resources[i]);
                 drv->ctx_pop(&popped);
-                atomic_fetch_add_explicit(&sage_stats[SAGE_STAT_CTX_RESOURCES_FREED], count, memory_order_relaxed);
+                sage_stats_add(SAGE_STAT_CTX_RESOURCES_FREED, count);
         }
         free(resources);
         /* As cuCtxDestroy does: a context current to the calling thread is popped. */
@@ -170,13 +171,13 @@ static bool redirect_destroy(CUcontext ctx, CUresult *result) {
         return true;
 }
 
-void sage_redirect_track(SageSym sym, uint64_t handle) {
-        const SageTrackInfo *t = &sage_track_table[sym];
+/* A call that declares a resource succeeded while a redirected context is alive. */
+static void track(const SageSymInfo *t, uint64_t handle) {
         CUcontext current = NULL;
 
         if (!handle || !drv_ready())
                 return;
-        if (t->op == SAGE_TRACK_CREATE && drv->ctx_get_current(&current) != CUDA_SUCCESS)
+        if (t->resource_op == SAGE_RESOURCE_CREATES && drv->ctx_get_current(&current) != CUDA_SUCCESS)
                 return;
         pthread_mutex_lock(&redirect_lock);
         for (int i = 0; i < REDIRECT_MAX_DEVICES; i++) {
@@ -184,7 +185,7 @@ void sage_redirect_track(SageSym sym, uint64_t handle) {
 
                 if (!s->alive)
                         continue;
-                if (t->op == SAGE_TRACK_CREATE && s->ctx == current) {
+                if (t->resource_op == SAGE_RESOURCE_CREATES && s->ctx == current) {
                         if (s->count == s->capacity) {
                                 size_t cap = s->capacity ? s->capacity * 2 : 64;
                                 Resource *grown = realloc(s->resources, cap * sizeof(*grown));
@@ -196,7 +197,7 @@ void sage_redirect_track(SageSym sym, uint64_t handle) {
                         s->resources[s->count++] = (Resource){ t->resource, handle };
                         break;
                 }
-                if (t->op == SAGE_TRACK_DESTROY) {
+                if (t->resource_op == SAGE_RESOURCE_DESTROYS) {
                         for (size_t k = s->count; k-- > 0;) {
                                 if (s->resources[k].kind == t->resource && s->resources[k].handle == handle) {
                                         s->resources[k] = s->resources[--s->count];
@@ -207,6 +208,15 @@ void sage_redirect_track(SageSym sym, uint64_t handle) {
         }
         pthread_mutex_unlock(&redirect_lock);
 }
+
+static void observe_after(SageCall *call) {
+        const SageSymInfo *t = &sage_sym_info[call->sym];
+
+        if (t->resource_op != SAGE_RESOURCE_KEEPS && call->result == CUDA_SUCCESS && !call->own)
+                track(t, call->handle);
+}
+
+const SageObserver sage_redirect_observer = { .after = observe_after };
 
 /* ---------------------------------------------------------------- hooks */
 

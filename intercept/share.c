@@ -761,7 +761,7 @@ void sage_share_after_call(SageSym sym) {
 
         if (cat == SAGE_CAT_LAUNCH || cat == SAGE_CAT_GRAPH)
                 sage_share_note_write();
-        else if (cat == SAGE_CAT_COPY && (strstr(sage_sym_info[sym].name, "2D") || strstr(sage_sym_info[sym].name, "3D")))
+        else if (sage_sym_writes_unknown(sym)) /* hooks.def: SAGE_W_UNKNOWN (pitched copies, launches, graphs) */
                 sage_share_note_write(); /* the other copies and sets say where they write (their impl) */
 }
 

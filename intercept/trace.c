@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,9 +28,10 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "intercept.h"
+#include "hooks.h"
 #include "log.h"
 #include "options.h"
+#include "stats.h"
 #include "util.h"
 #include "warmup.h"
 
@@ -61,7 +63,8 @@ typedef struct TraceBuffer {
         TraceChunk *tail;
 } TraceBuffer;
 
-bool sage_tracing;
+/* Set once, in sage_trace_start (the constructor), before the observer is on. */
+static bool tracing;
 
 static char trace_path[4096];
 static uint64_t trace_max_events;
@@ -324,7 +327,7 @@ void sage_trace_dump(void) {
         char path[sizeof(trace_path)], tmp[sizeof(trace_path) + 16], name[64];
         pid_t pid = getpid();
 
-        if (!sage_tracing || atomic_exchange(&trace_dumped, true))
+        if (!tracing || atomic_exchange(&trace_dumped, true))
                 return;
         /*
          * A process that made no driver call (a wrapper such as `timeout` or
@@ -430,6 +433,35 @@ static void at_exit_dump(void) {
         sage_trace_dump();
 }
 
+/* After fork() in the child: the parent's events belong to the parent's dump; keep tracing. */
+static void at_fork_child(void) {
+        atomic_store(&trace_buffers, NULL);
+        atomic_store(&trace_event_count, 0);
+        atomic_store(&trace_dumped, false);
+        thread_buffer = NULL;
+        trace_start_ns = sage_now_ns();
+}
+
+bool sage_trace_on(void) {
+        return tracing;
+}
+
+/* ---------------------------------------------------------------- the observer */
+
+static void observe_before(SageCall *call) {
+        call->t0 = sage_now_ns();
+}
+
+static void observe_after(SageCall *call) {
+        /* A call under way when the trace came on was not timed: it starts now. */
+        uint64_t t1 = sage_now_ns();
+
+        sage_trace_record(call->sym, call->t0 ? call->t0 : t1, t1, call->result, call->args[0], call->args[1],
+                          call->args[2]);
+}
+
+const SageObserver sage_trace_observer = { .before = observe_before, .after = observe_after };
+
 bool sage_trace_start(const char *path, uint64_t max_events, bool stacks) {
         if (!path || !*path)
                 return false;
@@ -441,18 +473,10 @@ bool sage_trace_start(const char *path, uint64_t max_events, bool stacks) {
         trace_max_events = max_events;
         trace_stacks = stacks;
         trace_start_ns = sage_now_ns();
-        sage_tracing = true;
-        atomic_fetch_or(&sage_hook_slow, SAGE_SLOW_TRACE);
+        tracing = true;
+        sage_hooks_activate(SAGE_OBSERVER_TRACE);
+        pthread_atfork(NULL, NULL, at_fork_child);
         atexit(at_exit_dump);
         install_fatal_handlers();
         return true;
-}
-
-void sage_trace_forget(void) {
-        /* The child's copy of the parent's buffers belongs to the parent's dump. */
-        atomic_store(&trace_buffers, NULL);
-        atomic_store(&trace_event_count, 0);
-        atomic_store(&trace_dumped, false);
-        thread_buffer = NULL;
-        trace_start_ns = sage_now_ns();
 }

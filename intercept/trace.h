@@ -6,21 +6,22 @@
 
 #include "hooks.h"
 
-/* Set once at start-up when SAGE_TRACE names a file; read on every hook. */
-extern bool sage_tracing;
+/* Is the trace on (SAGE_TRACE named a file at start-up)? */
+bool sage_trace_on(void);
+
+/* The trace's observer (hooks.h): times each call, records it after. */
+extern const SageObserver sage_trace_observer;
 
 /* Start tracing to `path` ("%p" becomes the pid). Returns false if disabled. */
 bool sage_trace_start(const char *path, uint64_t max_events, bool stacks);
 
-/* Record one call. Lock-free: the thread's own buffer. */
+/* Record one call. Lock-free: the thread's own buffer. The observer calls it. */
 void sage_trace_record(SageSym sym, uint64_t t0_ns, uint64_t t1_ns, int result, uint64_t a0, uint64_t a1,
                        uint64_t a2);
 
 /* Write the dump now (at exit, or from a fatal-signal handler). Idempotent. */
 void sage_trace_dump(void);
 
-/* After fork() in the child: forget the parent's events, keep tracing. */
-void sage_trace_forget(void);
 
 /* Stack capture (trace_stacks.c): fills `frames`, returns the count (0 if unavailable). */
 int sage_stack_capture(void **frames, int max);

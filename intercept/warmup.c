@@ -55,10 +55,9 @@
 #include <unistd.h>
 
 #include "driver.h"
-#include "intercept.h"
+#include "hooks.h"
 #include "log.h"
 #include "options.h"
-#include "trace.h"
 #include "util.h"
 
 #define WARMUP_MAX_DEVICES 16
@@ -214,9 +213,9 @@ static int parse_devices(const char *spec, int *out, int max, int count) {
 }
 
 
+/* The warm-up's driver calls are the process's too: the trace shows them. */
 static void traced(SageSym sym, uint64_t t0, CUresult r, uint64_t a0, uint64_t a1) {
-        if (sage_tracing)
-                sage_trace_record(sym, t0, sage_now_ns(), r, a0, a1, 0);
+        sage_hooks_report(sym, t0, r, a0, a1, 0);
 }
 
 static void *warmup_main(void *arg) {
@@ -225,7 +224,7 @@ static void *warmup_main(void *arg) {
         CUresult r;
 
         (void)arg;
-        sage_hook_depth++; /* anything the driver calls back goes straight through */
+        sage_hooks_enter(); /* anything the driver calls back goes straight through */
         if (!sage_driver_load() || !SAGE_REAL(cuInit) || !SAGE_REAL(cuDevicePrimaryCtxRetain))
                 goto done;
         t0 = sage_now_ns();
@@ -254,7 +253,7 @@ static void *warmup_main(void *arg) {
         }
         sage_info("warm-up done in %.1f ms (%d device(s))", (double)(sage_now_ns() - start) / 1e6, count);
 done:
-        sage_hook_depth--;
+        sage_hooks_leave();
         pthread_mutex_lock(&warmup_lock);
         atomic_store(&warmup_state, WARMUP_DONE);
         pthread_cond_broadcast(&warmup_done);
@@ -481,14 +480,14 @@ static void *rewarm_main(void *arg) {
                 uint64_t t0 = sage_now_ns();
                 CUresult r;
 
-                sage_hook_depth++;
+                sage_hooks_enter();
                 /* A retain re-creates the reset context; the release leaves SAGE's
                  * standing retain (which a reset does not drop) as it was. */
                 r = SAGE_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
                 traced(SAGE_SYM_cuDevicePrimaryCtxRetain, t0, r, (uint64_t)dev, (uint64_t)(uintptr_t)ctx);
                 if (r == CUDA_SUCCESS)
                         SAGE_REAL(cuDevicePrimaryCtxRelease_v2)(dev);
-                sage_hook_depth--;
+                sage_hooks_leave();
                 sage_info("re-warm of device %d after a reset: %.1f ms", dev, (double)(sage_now_ns() - t0) / 1e6);
         }
         pthread_mutex_lock(&warmup_lock);

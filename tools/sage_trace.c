@@ -35,14 +35,26 @@ typedef struct Milestone {
 
 enum { M_INIT, M_CTX, M_ALLOC, M_UPLOAD, M_MODULE, M_LAUNCH, M_COUNT };
 
-/* libsage's sharing counters (otherData.stats of the dump), as printed. */
-static const char *const share_keys[] = { "SHARE_ALLOCS",       "SHARE_HITS",         "SHARE_MISSES",
-                                          "SHARE_BYTES_MAPPED", "SHARE_BYTES_COPIED", "SHARE_FILE_KEYS",
-                                          "SHARE_PUBLISHED",    "SHARE_UNSHARED",     "SHARE_GUARD_UNSHARED",
-                                          "SHARE_IPC_EXPORTS",  "SHARE_IPC_IMPORTS",  "SHARE_FALLBACKS",
-                                          "SHARE_ASSEMBLED",    "SHARE_ASSEMBLED_HITS", "SHARE_BYTES_ASSEMBLED",
-                                          "SHARE_DROPPED",      "SHARE_BYTES_DROPPED", "SHARE_KEEP_COPIES" };
-#define N_SHARE (sizeof(share_keys) / sizeof(share_keys[0]))
+/*
+ * libsage's counters (otherData.stats of the dump), named by the list
+ * libsage itself is built from: the summary shows the sharing ones (SHARE_*).
+ */
+typedef enum Stat {
+#define SAGE_STAT(name, text) STAT_##name,
+#include "stats.def"
+#undef SAGE_STAT
+        STAT_COUNT,
+} Stat;
+
+static const char *const stat_names[STAT_COUNT] = {
+#define SAGE_STAT(name, text) #name,
+#include "stats.def"
+#undef SAGE_STAT
+};
+
+static bool is_share_stat(int i) {
+        return strncmp(stat_names[i], "SHARE_", 6) == 0;
+}
 
 typedef struct Summary {
         char program[128];
@@ -55,7 +67,7 @@ typedef struct Summary {
         double time_htod, time_dtoh;
         Milestone milestones[M_COUNT];
         char first_error[128];
-        double share[N_SHARE];
+        double stats[STAT_COUNT];
         bool valid;
 } Summary;
 
@@ -188,8 +200,8 @@ static int load(const char *path, Summary *s) {
                 if (strstr(line, "\"ph\":\"X\""))
                         add_event(s, line);
                 else if (strstr(line, "\"otherData\"") && strstr(line, "\"stats\""))
-                        for (size_t i = 0; i < N_SHARE; i++)
-                                field_number(strstr(line, "\"stats\""), share_keys[i], &s->share[i]);
+                        for (int i = 0; i < STAT_COUNT; i++)
+                                field_number(strstr(line, "\"stats\""), stat_names[i], &s->stats[i]);
                 else if (strstr(line, "\"name\":\"thread_name\""))
                         s->threads++;
                 else if (strstr(line, "\"name\":\"process_name\"")) {
@@ -237,16 +249,18 @@ static void print_text(const char *path, Summary *s) {
         printf("  device to host  %16llu %9.3f %9.2f\n", (unsigned long long)s->bytes_dtoh, s->time_dtoh / 1e3,
                gbps(s->bytes_dtoh, s->time_dtoh));
         printf("  device/other    %16llu\n", (unsigned long long)(s->bytes_dtod + s->bytes_other));
-        if (s->share[0] > 0) {
+        if (s->stats[STAT_SHARE_ALLOCS] > 0) {
                 /* Shared: uploads served by mapping, and copied bytes that assembly then mapped. */
-                double mapped = s->share[3], copied = s->share[4], assembled = s->share[14];
+                double mapped = s->stats[STAT_SHARE_BYTES_MAPPED], copied = s->stats[STAT_SHARE_BYTES_COPIED];
+                double assembled = s->stats[STAT_SHARE_BYTES_ASSEMBLED];
                 printf("\nsharing (SAGE_SHARE=1): %.0f hits, %.0f misses; %.1f MiB mapped, %.1f MiB copied (%.1f%% "
                        "shared)\n",
-                       s->share[1], s->share[2], mapped / 1048576, copied / 1048576,
+                       s->stats[STAT_SHARE_HITS], s->stats[STAT_SHARE_MISSES], mapped / 1048576, copied / 1048576,
                        mapped + copied > 0 ? 100 * (mapped + assembled) / (mapped + copied) : 0.0);
-                for (size_t i = 0; i < N_SHARE; i++)
-                        if (s->share[i] > 0 && i != 1 && i != 2 && i != 3 && i != 4)
-                                printf("  %-32s %12.0f\n", share_keys[i], s->share[i]);
+                for (int i = 0; i < STAT_COUNT; i++)
+                        if (is_share_stat(i) && s->stats[i] > 0 && i != STAT_SHARE_HITS && i != STAT_SHARE_MISSES &&
+                            i != STAT_SHARE_BYTES_MAPPED && i != STAT_SHARE_BYTES_COPIED)
+                                printf("  %-32s %12.0f\n", stat_names[i], s->stats[i]);
         }
         qsort(s->totals, s->ntotals, sizeof(s->totals[0]), by_time);
         printf("\n%-34s %-7s %8s %11s %7s\n", "symbol (by time)", "cat", "calls", "ms", "failed");
@@ -273,8 +287,9 @@ static void print_json(const char *path, Summary *s, bool last) {
         printf("},\"bytes\":{\"htod\":%llu,\"dtoh\":%llu,\"dtod\":%llu,\"other\":%llu},\"sharing\":{",
                (unsigned long long)s->bytes_htod, (unsigned long long)s->bytes_dtoh,
                (unsigned long long)s->bytes_dtod, (unsigned long long)s->bytes_other);
-        for (size_t i = 0; i < N_SHARE; i++)
-                printf("%s\"%s\":%.0f", i ? "," : "", share_keys[i], s->share[i]);
+        for (int i = 0, n = 0; i < STAT_COUNT; i++)
+                if (is_share_stat(i))
+                        printf("%s\"%s\":%.0f", n++ ? "," : "", stat_names[i], s->stats[i]);
         printf("},\"symbols\":{");
         for (size_t i = 0; i < s->ntotals; i++)
                 printf("%s\"%s\":{\"calls\":%llu,\"ms\":%.3f,\"failed\":%llu}", i ? "," : "", s->totals[i].name,

@@ -63,9 +63,9 @@ static int cmd_stats(SageBroker *b, bool json) {
                 printf(", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64 ", \"clients\": %" PRIu64
                        ", \"refs\": %" PRIu64 ", \"publishes\": %" PRIu64 ", \"evictions\": %" PRIu64
                        ", \"rejected_budget\": %" PRIu64 ", \"rejected_content\": %" PRIu64
-                       ", \"uptime_s\": %.3f}\n",
+                       ", \"records\": %" PRIu64 ", \"uptime_s\": %.3f}\n",
                        s.hits, s.misses, s.clients, s.refs, s.publishes, s.evictions, s.rejected_budget,
-                       s.rejected_content, (double)s.uptime_ns / 1e9);
+                       s.rejected_content, s.records, (double)s.uptime_ns / 1e9);
                 return 0;
         }
         printf("extents:          %" PRIu64 "\n", s.extents);
@@ -80,6 +80,8 @@ static int cmd_stats(SageBroker *b, bool json) {
         printf("evictions:        %" PRIu64 "\n", s.evictions);
         printf("rejected(budget): %" PRIu64 "\n", s.rejected_budget);
         printf("rejected(content): %" PRIu64 "\n", s.rejected_content);
+        if (s.records)
+                printf("records:          %" PRIu64 " (per-namespace)\n", s.records);
         printf("uptime:           %.1f s\n", (double)s.uptime_ns / 1e9);
         return 0;
 }
@@ -276,9 +278,10 @@ int main(int argc, char **argv) {
                 if (r)
                         r = fail("ping", r, b);
                 else
-                        printf("saged at %s: alive (%.0f us; protocol %u, namespace %" PRIu64 ")\n", socket_path,
-                               (double)(sage_now_ns() - t0) / 1e3, sage_broker_hello(b)->broker_version,
-                               sage_broker_hello(b)->namespace_id);
+                        printf("saged at %s: alive (%.0f us; protocol %u, features 0x%" PRIx64 ", namespace %" PRIu64
+                               ")\n",
+                               socket_path, (double)(sage_now_ns() - t0) / 1e3, sage_broker_hello(b)->broker_version,
+                               sage_broker_hello(b)->features, sage_broker_hello(b)->namespace_id);
         } else if (strcmp(cmd, "stats") == 0)
                 r = cmd_stats(b, json);
         else if (strcmp(cmd, "list") == 0)

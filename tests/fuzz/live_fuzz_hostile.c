@@ -128,8 +128,11 @@ void garbage(Worker *w, Conn *c) {
 
         for (size_t i = 0; i < len; i++)
                 w->buf[i] = (uint8_t)rng_next(&w->rng);
-        if (len >= 6 && rng_chance(&w->rng, 50))
-                memcpy(w->buf, "SAGE\x01\x00", 6);
+        if (len >= 6 && rng_chance(&w->rng, 50)) {
+                memcpy(w->buf, "SAGE", 4); /* the magic and this version, so the garbage reaches the payload decoder */
+                w->buf[4] = (uint8_t)SAGE_PROTO_VERSION;
+                w->buf[5] = (uint8_t)(SAGE_PROTO_VERSION >> 8);
+        }
         send_with_fds(w, c, len, 4);
 }
 

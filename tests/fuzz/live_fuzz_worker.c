@@ -129,7 +129,7 @@ static void make_request(Worker *w, Conn *c, SageMessage *m, unsigned type, uint
         *key_namespace = c->namespace_id;
         switch (type) {
         case SAGE_MSG_HELLO:
-                m->hello = (SageHello){ SAGE_PROTO_VERSION, (uint32_t)getpid() };
+                m->hello = (SageHello){ SAGE_PROTO_VERSION, (uint32_t)getpid(), rng_below(&w->rng, 2) ? SAGE_FEATURES_ALL : 0 };
                 break;
         case SAGE_MSG_LOOKUP:
         case SAGE_MSG_LOOKUP_NOTED:

@@ -723,7 +723,8 @@ static int scenario_cli(void) {
         CHECK(sagectl(out, sizeof(out), "frobnicate") == 2);
 
         start_saged(NULL, NULL);
-        CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 0 && strstr(out, "alive"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 0 && strstr(out, "alive") &&
+              strstr(out, "features 0x1f"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats", socket_path) == 0 && strstr(out, "extents:"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats --json", socket_path) == 0);
         CHECK(strstr(out, "\"extents\": 0") && strstr(out, "\"clients\": 1") && strstr(out, "\"hits\": 0"));
@@ -2710,6 +2711,177 @@ static int scenario_impostor(void) {
         return 0;
 }
 
+/*
+ * Per-namespace records are bounded (a review finding: a tenant able to
+ * take many uids, here root behind a label, grew the broker's lists without
+ * bound and slowed every request). 5,000 uids each connect once through one
+ * label, miss a LOOKUP (counters) and leave; 20 of them publish an extent,
+ * which root then evicts: the broker's record count returns to its start.
+ */
+static int scenario_ns_records(void) {
+        const size_t size = 2 * MiB;
+        char arg[160];
+        uint64_t start;
+        SageStats st;
+        int status;
+        pid_t pid;
+
+        if (geteuid() != 0) {
+                printf("SKIP: needs root to assign labels and act as other uids\n");
+                return 77;
+        }
+        make_dir();
+        snprintf(label_a, sizeof(label_a), "%s/r.sock", dir);
+        snprintf(arg, sizeof(arg), "%s=tenant-r,gid=4242", label_a);
+        const char *extra[] = { "--label-socket", arg };
+        start_saged_argv(extra, SAGE_ARRAY_SIZE(extra));
+        start = settled_stats(0).records;
+
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                gid_t groups[1] = { 4242 };
+                Filled f = filled_allocation(91, size);
+                SageHash key = sage_content_key(f.data, size);
+
+                CHECK(setgroups(1, groups) == 0 && setresgid(4242, 4242, 4242) == 0);
+                for (uid_t uid = 100000; uid < 105000; uid++) {
+                        SageBroker *b;
+                        uint64_t id;
+                        int fd = -1, existed;
+
+                        /* The effective uid is what SO_PEERCRED reports; the saved one (root) brings us back. */
+                        CHECK(setresuid(0, uid, 0) == 0);
+                        b = broker_at(label_a);
+                        CHECK(sage_broker_hello(b)->namespace_id == (1ull << 32 | uid));
+                        CHECK(sage_broker_lookup(b, (SageHash){ uid, uid }, size, 0, &id, &fd) == SAGE_ERR_NOT_FOUND);
+                        if (uid % 250 == 0)
+                                CHECK(sage_broker_publish(b, key, size, 0, SAGE_PUBLISH_SEALED, f.fd, &id, &existed) ==
+                                      0);
+                        sage_broker_free(b);
+                        CHECK(setresuid(0, 0, 0) == 0);
+                }
+                close(f.fd);
+                filled_free(&f, size);
+                _exit(0);
+        }
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        /* Every tenant left; their extents (unreferenced now) are still held: so are their records. */
+        st = settled_stats(0);
+        CHECK(st.extents == 20 && st.publishes == 20 && st.misses == 5000);
+        CHECK(st.records > start);
+        SageBroker *b = broker();
+        SageEvictReply ev;
+        CHECK(sage_broker_evict(b, 0, SAGE_EVICT_ALL_UNREFERENCED, &ev) == 0 && ev.evicted == 20);
+        sage_broker_free(b);
+        st = settled_stats(0);
+        CHECK(st.extents == 0 && st.records == start);
+        stop_saged();
+        return 0;
+}
+
+/* A broker that offers no features: it answers HELLO, then a LOOKUP miss to
+ * whatever it is asked, and reports the request types it saw on `report`. */
+static void fake_featureless_broker(int listen_fd, int report) {
+        static uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        SageMessage req, reply;
+        size_t n_fds;
+        int fds[SAGE_PROTO_MAX_FDS];
+        ssize_t n;
+
+        CHECK(fd >= 0);
+        while ((n = sage_proto_recv(fd, buf, sizeof(buf), fds, SAGE_PROTO_MAX_FDS, &n_fds)) > 0) {
+                uint16_t type;
+                for (size_t i = 0; i < n_fds; i++)
+                        close(fds[i]);
+                CHECK(sage_proto_decode(buf, (size_t)n, &req, NULL) == 0);
+                type = req.header.type;
+                CHECK(write(report, &type, sizeof(type)) == sizeof(type));
+                if (type == SAGE_MSG_HELLO) {
+                        CHECK(req.hello.features == SAGE_FEATURES_ALL);
+                        sage_proto_init(&reply, SAGE_MSG_HELLO_REPLY, req.header.request_id);
+                        reply.hello_reply = (SageHelloReply){ SAGE_PROTO_VERSION, 1, 0, 2 * MiB, 0 };
+                } else if (type == SAGE_MSG_LOOKUP) {
+                        sage_proto_init(&reply, SAGE_MSG_LOOKUP_REPLY, req.header.request_id);
+                } else
+                        sage_proto_error(&reply, req.header.request_id, SAGE_ERR_UNKNOWN_TYPE, "unknown");
+                CHECK(sage_proto_send_message(fd, &reply, NULL, 0) == 0);
+        }
+        close(fd);
+}
+
+/*
+ * HELLO negotiates features: saged grants what the client offers and it
+ * has, nothing else; a client never asks a broker for what it did not
+ * offer: the noted lookup becomes a plain one, the rest answer
+ * UNKNOWN_TYPE without a round trip (libsage then does without).
+ */
+static int scenario_features(void) {
+        static uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        uint8_t token[SAGE_IPC_TOKEN_SIZE] = { 0 };
+        char name[SAGE_PROTO_LABEL_MAX + 1];
+        uint16_t seen[8];
+        uint64_t id, size;
+        uint32_t notes_len, device;
+        int report[2], status, fd = -1, lfd;
+        SageMessage m;
+        size_t n_fds;
+        pid_t pid;
+
+        start_saged(NULL, NULL);
+        /* saged: the client's offer, less unknown bits. */
+        SageBroker *b = broker();
+        CHECK(sage_broker_hello(b)->features == SAGE_FEATURES_ALL);
+        sage_broker_free(b);
+        fd = raw_connect();
+        sage_proto_init(&m, SAGE_MSG_HELLO, 9);
+        m.hello = (SageHello){ SAGE_PROTO_VERSION, 1, SAGE_FEATURE_NOTES | 1ull << 40 };
+        CHECK(sage_proto_send_message(fd, &m, NULL, 0) == 0);
+        ssize_t n = sage_proto_recv(fd, buf, sizeof(buf), NULL, 0, &n_fds);
+        CHECK(n > 0 && sage_proto_decode(buf, (size_t)n, &m, NULL) == 0 && m.header.type == SAGE_MSG_HELLO_REPLY);
+        CHECK(m.hello_reply.features == SAGE_FEATURE_NOTES);
+        close(fd);
+        stop_saged();
+
+        /* A broker without features, on the same path. */
+        make_dir();
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+        lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) == 0 && listen(lfd, 1) == 0);
+        CHECK(pipe2(report, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                close(report[0]);
+                fake_featureless_broker(lfd, report[1]);
+                _exit(0);
+        }
+        close(report[1]);
+        close(lfd);
+        b = broker_at(addr.sun_path);
+        CHECK(sage_broker_hello(b)->features == 0);
+        CHECK(sage_broker_lookup_noted(b, (SageHash){ 1, 1 }, 2 * MiB, 0, &id, &fd, buf, 16, &notes_len) ==
+                      SAGE_ERR_NOT_FOUND &&
+              fd == -1 && notes_len == 0);
+        CHECK(sage_broker_publish_content(b, (SageHash){ 1, 1 }, (SageHash){ 2, 2 }, 2 * MiB, 0, SAGE_PUBLISH_SEALED,
+                                          0, NULL, 0, &id, NULL) == SAGE_ERR_UNKNOWN_TYPE);
+        CHECK(sage_broker_ipc_export(b, 0, 2 * MiB, 0, token) == SAGE_ERR_UNKNOWN_TYPE);
+        CHECK(sage_broker_ipc_import(b, token, &fd, &size, &device) == SAGE_ERR_UNKNOWN_TYPE);
+        CHECK(sage_broker_label_name(b, 1, name) == SAGE_ERR_UNKNOWN_TYPE);
+        CHECK(strstr(sage_broker_last_error(b), "does not offer"));
+        sage_broker_free(b);
+        /* It heard HELLO and one plain LOOKUP, nothing else. */
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        CHECK(read(report[0], seen, sizeof(seen)) == 2 * sizeof(seen[0]));
+        CHECK(seen[0] == SAGE_MSG_HELLO && seen[1] == SAGE_MSG_LOOKUP);
+        close(report[0]);
+        unlink(socket_path);
+        rmdir(dir);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -2729,6 +2901,7 @@ int main(int argc, char **argv) {
                 { "conn_limit", scenario_conn_limit }, { "ipc_export_fd", scenario_ipc_export_fd },
                 { "containers", scenario_containers }, { "label_access", scenario_label_access },
                 { "socket_dir", scenario_socket_dir }, { "impostor", scenario_impostor },
+                { "ns_records", scenario_ns_records }, { "features", scenario_features },
         };
 
         if (argc != 4) {

@@ -478,6 +478,54 @@ static void test_namespace_share(void) {
         extent_store_free(s);
 }
 
+/*
+ * Namespace records are bounded: one lives exactly while its namespace holds
+ * extents (5,000 uids of one label each publishing and losing an extent leave
+ * nothing behind), and a label's namespaces holding extents are capped.
+ */
+static void test_namespace_records(void) {
+        const uint64_t label = 7ull << 32;
+        ExtentStore *s;
+        Extent *e, *pinned;
+
+        CHECK(extent_store_new(&s, NULL, clock_fn, NULL) == 0);
+        CHECK(extent_store_namespace_records(s) == 0);
+        for (uint64_t uid = 1; uid <= 5000; uid++) {
+                e = insert(s, label | uid, key(uid, 2 * MiB, 0), 0);
+                CHECK(extent_store_namespace_records(s) == 2); /* the namespace and its label's count */
+                CHECK(extent_store_evict(s, e) == 0);
+                CHECK(extent_store_namespace_records(s) == 0);
+        }
+        /* Host uids (label 0) have no label record. */
+        e = insert(s, 1000, key(1, 2 * MiB, 0), 0);
+        CHECK(extent_store_namespace_records(s) == 1);
+        CHECK(extent_store_evict(s, e) == 0 && extent_store_namespace_records(s) == 0);
+
+        /* A cap of 3 namespaces per label: the fourth is refused until one empties. */
+        CHECK(extent_store_set_namespaces_per_label(s, 0) == -EINVAL);
+        CHECK(extent_store_set_namespaces_per_label(s, 3) == 0);
+        pinned = insert(s, label | 1, key(1, 2 * MiB, 0), 0);
+        extent_store_ref(s, pinned);
+        insert(s, label | 1, key(2, 2 * MiB, 0), 0); /* the same namespace again: no new one */
+        insert(s, label | 2, key(3, 2 * MiB, 0), 0);
+        e = insert(s, label | 3, key(4, 2 * MiB, 0), 0);
+        CHECK(!extent_store_admits(s, label | 4) && extent_store_admits(s, label | 3));
+        CHECK(extent_store_admits(s, (8ull << 32) | 4) && extent_store_admits(s, 4)); /* other labels, host */
+        CHECK(extent_store_insert(s, label | 4, &(SageExtentKey){ .hash = { 9, 9 }, .size = 2 * MiB }, 0, 0, NULL, 0,
+                                  NULL, &e) == EXTENT_STORE_E_NAMESPACES);
+        CHECK(extent_store_namespace_records(s) == 4);
+        e = extent_store_lookup(s, label | 3, &(SageExtentKey){ .hash = { 4, ~4ull }, .size = 2 * MiB });
+        CHECK(e && extent_store_evict(s, e) == 0);
+        CHECK(extent_store_admits(s, label | 4));
+        insert(s, label | 4, key(5, 2 * MiB, 0), 0);
+        /* Evicting everything unreferenced leaves only the pinned extent's namespace (and its label's count). */
+        extent_store_evict_unreferenced(s, true, 0, NULL);
+        CHECK(extent_store_namespace_records(s) == 2);
+        extent_store_unref(s, pinned);
+        CHECK(extent_store_evict(s, pinned) == 0 && extent_store_namespace_records(s) == 0);
+        extent_store_free(s);
+}
+
 /* The namespace is part of the key, not only of the bucket: with many
  * namespaces, some hash into the bucket of another's extent, and must still
  * not find it. */
@@ -536,6 +584,7 @@ int main(void) {
         test_notes();
         test_namespace_share();
         test_list_pages();
+        test_namespace_records();
         test_namespace_in_key();
         test_eviction_per_device();
         printf("extent_store: ok\n");

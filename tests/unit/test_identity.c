@@ -48,37 +48,26 @@ static void publish(ExtentStore *s, uint32_t number, uint64_t h) {
         CHECK(extent_store_insert(s, (uint64_t)number << 32, &k, 0, 1, NULL, 0, NULL, &e) == 0);
 }
 
-/* What the broker keeps per namespace of a forgotten container goes; everything else stays. */
-static void test_forget_label(void) {
-        const uint64_t first = (uint64_t)IDENTITY_FIRST << 32, other = (uint64_t)(IDENTITY_FIRST + 1) << 32;
+/* Request counters per namespace: a hash table whose entries go when told (the namespace's last connection left). */
+static void test_tally(void) {
+        const uint64_t first = (uint64_t)IDENTITY_FIRST << 32;
         TallyTable tallies = { 0 };
-        ExtentStoreCounters counters;
-        ExtentStore *store;
-        Extent *x;
 
-        tally_get(&tallies, first | 0)->hits = 1;
-        tally_get(&tallies, first | 1000)->hits = 2;
-        tally_get(&tallies, other | 0)->hits = 3;
-        tally_get(&tallies, 1ull << 32)->hits = 4; /* a label */
-        tally_forget_label(&tallies, IDENTITY_FIRST);
-        CHECK(tally_of(&tallies, first | 0).hits == 0 && tally_of(&tallies, first | 1000).hits == 0);
-        CHECK(tally_of(&tallies, other | 0).hits == 3 && tally_of(&tallies, 1ull << 32).hits == 4);
+        CHECK(tally_find(&tallies, first) == NULL && tally_count(&tallies) == 0);
+        for (uint64_t uid = 0; uid < 5000; uid++) {
+                tally_get(&tallies, first | uid)->hits = uid + 1;
+                CHECK(tally_count(&tallies) == 1);
+                CHECK(tally_of(&tallies, first | uid).hits == uid + 1);
+                tally_forget(&tallies, first | uid);
+                CHECK(tally_count(&tallies) == 0 && tally_find(&tallies, first | uid) == NULL);
+        }
+        tally_get(&tallies, 1ull << 32)->hits = 4;
+        tally_get(&tallies, 1000)->hits = 5;
+        tally_forget(&tallies, 2000); /* never counted: nothing happens */
+        CHECK(tally_count(&tallies) == 2 && tally_of(&tallies, 1ull << 32).hits == 4);
+        CHECK(tally_of(&tallies, 2000).hits == 0 && tally_count(&tallies) == 2);
         tally_table_clear(&tallies);
-
-        CHECK(extent_store_new(&store, release_fn, NULL, NULL) == 0);
-        publish(store, IDENTITY_FIRST, 1);
-        publish(store, IDENTITY_FIRST + 1, 2);
-        x = extent_store_next(store, 0);
-        CHECK(x && x->namespace_id == first && extent_store_evict(store, x) == 0);
-        extent_store_namespace_counters(store, first, &counters);
-        CHECK(counters.evictions == 1);
-        extent_store_forget_label(store, IDENTITY_FIRST);
-        extent_store_forget_label(store, IDENTITY_FIRST + 1); /* holds an extent: stays */
-        extent_store_namespace_counters(store, first, &counters);
-        CHECK(counters.evictions == 0 && counters.extents == 0);
-        extent_store_namespace_counters(store, other, &counters);
-        CHECK(counters.extents == 1);
-        extent_store_free(store);
+        CHECK(tally_count(&tallies) == 0 && tally_find(&tallies, 1000) == NULL);
 }
 
 int main(void) {
@@ -134,7 +123,7 @@ int main(void) {
 
         identity_table_free(t);
         extent_store_free(store);
-        test_forget_label();
+        test_tally();
         printf("identity: ok\n");
         return 0;
 }

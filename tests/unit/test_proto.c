@@ -45,15 +45,15 @@ static void test_roundtrips(void) {
         SageHash h = { 0x0123456789abcdefull, 0xfedcba9876543210ull };
 
         sage_proto_init(&m, SAGE_MSG_HELLO, 7);
-        m.hello = (SageHello){ .client_version = 1, .pid = 4242 };
+        m.hello = (SageHello){ .client_version = 1, .pid = 4242, .features = SAGE_FEATURES_ALL | 1ull << 63 };
         roundtrip(&m, &d);
-        CHECK(d.hello.client_version == 1 && d.hello.pid == 4242);
+        CHECK(d.hello.client_version == 1 && d.hello.pid == 4242 && d.hello.features == (SAGE_FEATURES_ALL | 1ull << 63));
 
         sage_proto_init(&m, SAGE_MSG_HELLO_REPLY, 7);
-        m.hello_reply = (SageHelloReply){ 1, 8, 1000, 2 << 20 };
+        m.hello_reply = (SageHelloReply){ 1, 8, 1000, 2 << 20, SAGE_FEATURE_NOTES };
         roundtrip(&m, &d);
         CHECK(d.hello_reply.n_devices == 8 && d.hello_reply.namespace_id == 1000 &&
-              d.hello_reply.granularity == 2 << 20);
+              d.hello_reply.granularity == 2 << 20 && d.hello_reply.features == SAGE_FEATURE_NOTES);
 
         sage_proto_init(&m, SAGE_MSG_PING, 1);
         roundtrip(&m, &d);
@@ -87,7 +87,7 @@ static void test_roundtrips(void) {
         CHECK(d.release == 77);
 
         sage_proto_init(&m, SAGE_MSG_STATS_REPLY, 12);
-        m.stats_reply = (SageStats){ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
+        m.stats_reply = (SageStats){ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13 };
         roundtrip(&m, &d);
         CHECK(memcmp(&d.stats_reply, &m.stats_reply, sizeof(SageStats)) == 0);
 
@@ -358,7 +358,7 @@ static void test_rejects(void) {
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_BAD_MAGIC);
 
         n = valid_ping();
-        buf[4] = 2;
+        buf[4] = SAGE_PROTO_VERSION + 1;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_VERSION);
 
         n = valid_ping();
@@ -673,7 +673,50 @@ static void test_labels(void) {
         CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
 }
 
+/* What proto.def generates: a name for every type, the features, the fixed version-2 layouts. */
+static void test_table(void) {
+        static const struct {
+                unsigned type;
+                uint64_t feature;
+        } requests[] = {
+#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
+        { SAGE_MSG_##NAME, FEATURE },
+#include "proto.def"
+#undef SAGE_MESSAGE
+        };
+        SageMessage m;
+
+        CHECK((sizeof(requests) / sizeof(requests[0])) == 14);
+        for (size_t i = 0; i < (sizeof(requests) / sizeof(requests[0])); i++) {
+                unsigned t = requests[i].type;
+                CHECK(strcmp(sage_proto_type_name(t), "?") != 0);
+                CHECK(strcmp(sage_proto_type_name(t | SAGE_MSG_REPLY_BIT), "?") != 0);
+                CHECK(sage_proto_feature(t) == requests[i].feature);
+                CHECK((requests[i].feature & ~SAGE_FEATURES_ALL) == 0);
+        }
+        CHECK(strcmp(sage_proto_type_name(SAGE_MSG_PONG), "PONG") == 0);
+        CHECK(strcmp(sage_proto_type_name(SAGE_MSG_LOOKUP_NOTED_REPLY), "LOOKUP_NOTED_REPLY") == 0);
+        CHECK(strcmp(sage_proto_type_name(15), "?") == 0);
+        CHECK(sage_proto_feature(SAGE_MSG_LOOKUP) == 0 && sage_proto_feature(SAGE_MSG_IPC_IMPORT) == SAGE_FEATURE_IPC);
+        CHECK(sage_proto_feature(SAGE_MSG_PUBLISH_NOTED) == SAGE_FEATURE_NOTES);
+        /* Version 2 layouts: HELLO 16 bytes, HELLO_REPLY 32, STATS_REPLY 13 u64s. */
+        sage_proto_init(&m, SAGE_MSG_HELLO, 1);
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == SAGE_PROTO_HEADER_SIZE + 16);
+        sage_proto_init(&m, SAGE_MSG_HELLO_REPLY, 1);
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == SAGE_PROTO_HEADER_SIZE + 32);
+        sage_proto_init(&m, SAGE_MSG_STATS_REPLY, 1);
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == SAGE_PROTO_HEADER_SIZE + 13 * 8);
+        /* A version-1 HELLO (8 bytes) is malformed now, whatever its header says. */
+        sage_proto_init(&m, SAGE_MSG_PING, 1);
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == SAGE_PROTO_HEADER_SIZE);
+        buf[6] = SAGE_MSG_HELLO;
+        buf[16] = 8;
+        SageMessage d;
+        CHECK(sage_proto_decode(buf, SAGE_PROTO_HEADER_SIZE + 8, &d, NULL) == SAGE_ERR_MALFORMED);
+}
+
 int main(void) {
+        test_table();
         test_labels();
         test_roundtrips();
         test_rejects();

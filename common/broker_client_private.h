@@ -1,0 +1,31 @@
+/* What broker_client.c (the transport) and broker_requests.c (one function per request) share. */
+#pragma once
+
+#include <pthread.h>
+
+#include "broker_client.h"
+
+struct SageBroker {
+        int fd;
+        int timeout_ms;
+        uint32_t next_request_id;
+        pthread_mutex_t lock;
+        SageHelloReply hello;
+        char last_error[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
+};
+
+/* Where the notes of a LOOKUP_NOTED reply go: `length` receives their size,
+ * the bytes are copied only if they fit in `capacity`. */
+typedef struct NotesSink {
+        void *bytes;
+        uint32_t capacity;
+        uint32_t length;
+} NotesSink;
+
+/* One request/reply exchange under the connection's lock. A reply fd (if
+ * any) goes to *reply_fd; notes of a LOOKUP_NOTED reply into `notes`. */
+int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
+                     SageListEntry *list_storage, int *reply_fd);
+int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd, NotesSink *notes);
+/* What sage_broker_last_error says next. */
+void sage_broker_set_error(SageBroker *b, const char *format, ...) __attribute__((format(printf, 2, 3)));

@@ -1,0 +1,242 @@
+/*
+ * Broker client: one function per request, over broker_client.c's
+ * transport. A broker that did not offer a feature at HELLO is never asked
+ * for it: the noted variants fall back to the plain ones (no notes), a
+ * content-keyed publish and the IPC and LABEL requests answer
+ * SAGE_ERR_UNKNOWN_TYPE without a round trip, and libsage does without.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker_client_private.h"
+
+int sage_broker_ping(SageBroker *b) {
+        SageMessage req, reply;
+        sage_proto_init(&req, SAGE_MSG_PING, 0);
+        return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+}
+
+int sage_broker_lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
+                       int *fd_out) {
+        SageMessage req, reply;
+        int fd = -1, r;
+
+        *fd_out = -1;
+        sage_proto_init(&req, SAGE_MSG_LOOKUP, 0);
+        req.lookup = (SageExtentKey){ .hash = hash, .size = size, .device = device };
+        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, &fd);
+        if (r != 0)
+                return r;
+        if (!reply.lookup_reply.found)
+                return SAGE_ERR_NOT_FOUND;
+        if (reply.lookup_reply.size != size) {
+                close(fd);
+                return -EPROTO;
+        }
+        if (extent_id)
+                *extent_id = reply.lookup_reply.extent_id;
+        *fd_out = fd;
+        return 0;
+}
+
+int sage_broker_publish(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
+                        uint64_t *extent_id, int *existed) {
+        SageMessage req, reply;
+        int r;
+
+        sage_proto_init(&req, SAGE_MSG_PUBLISH, 0);
+        req.header.flags = flags;
+        req.publish = (SageExtentKey){ .hash = hash, .size = size, .device = device };
+        r = sage_broker_call(b, &req, &fd, 1, &reply, NULL, NULL);
+        if (r != 0)
+                return r;
+        if (extent_id)
+                *extent_id = reply.publish_reply.extent_id;
+        if (existed)
+                *existed = reply.publish_reply.existed;
+        return 0;
+}
+
+static int publish_noted(SageBroker *b, SageHash hash, const SageHash *content, uint64_t size, uint32_t device,
+                         uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
+                         int *existed) {
+        SageMessage req, reply;
+        int r;
+
+        /* The broker would refuse these too (MALFORMED), without saying why. */
+        if (notes_len > SAGE_PROTO_NOTES_MAX) {
+                sage_broker_set_error(b, "notes of %u bytes exceed the %u allowed", (unsigned)notes_len,
+                                      (unsigned)SAGE_PROTO_NOTES_MAX);
+                return SAGE_ERR_MALFORMED;
+        }
+        if (notes_len > 0 && !notes) {
+                sage_broker_set_error(b, "notes of %u bytes given without their bytes", (unsigned)notes_len);
+                return SAGE_ERR_MALFORMED;
+        }
+        if (content && !(b->hello.features & SAGE_FEATURE_CONTENT)) {
+                sage_broker_set_error(b, "the broker does not verify by content key");
+                return SAGE_ERR_UNKNOWN_TYPE;
+        }
+        /* The plain variant: the extent is shared, its notes are not. */
+        if (!content && !(b->hello.features & SAGE_FEATURE_NOTES))
+                return sage_broker_publish(b, hash, size, device, flags, fd, extent_id, existed);
+        sage_proto_init(&req, SAGE_MSG_PUBLISH_NOTED, 0);
+        req.header.flags = flags;
+        req.publish_noted.key = (SageExtentKey){ .hash = hash, .size = size, .device = device };
+        req.publish_noted.notes = (SageNotes){ .length = notes_len, .bytes = notes };
+        if (content) {
+                req.header.flags |= SAGE_PUBLISH_CONTENT;
+                req.publish_noted.content = *content;
+        }
+        r = sage_broker_call(b, &req, &fd, 1, &reply, NULL, NULL);
+        if (r != 0)
+                return r;
+        if (extent_id)
+                *extent_id = reply.publish_noted_reply.extent_id;
+        if (existed)
+                *existed = reply.publish_noted_reply.existed;
+        return 0;
+}
+
+int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
+                              const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
+        return publish_noted(b, hash, NULL, size, device, flags, fd, notes, notes_len, extent_id, existed);
+}
+
+int sage_broker_publish_content(SageBroker *b, SageHash key, SageHash content, uint64_t size, uint32_t device,
+                                uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
+                                int *existed) {
+        return publish_noted(b, key, &content, size, device, flags, fd, notes, notes_len, extent_id, existed);
+}
+
+int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
+                             int *fd_out, void *notes, uint32_t notes_cap, uint32_t *notes_len) {
+        NotesSink sink = { .bytes = notes, .capacity = notes ? notes_cap : 0 };
+        SageMessage req, reply;
+        int fd = -1, r;
+
+        *fd_out = -1;
+        *notes_len = 0;
+        if (!(b->hello.features & SAGE_FEATURE_NOTES)) /* the plain variant: an extent without notes */
+                return sage_broker_lookup(b, hash, size, device, extent_id, fd_out);
+        sage_proto_init(&req, SAGE_MSG_LOOKUP_NOTED, 0);
+        req.lookup_noted = (SageExtentKey){ .hash = hash, .size = size, .device = device };
+        r = sage_broker_call_noted(b, &req, &reply, &fd, &sink);
+        if (r != 0)
+                return r;
+        if (!reply.lookup_noted_reply.lookup.found)
+                return SAGE_ERR_NOT_FOUND;
+        if (reply.lookup_noted_reply.lookup.size != size) {
+                close(fd);
+                return -EPROTO;
+        }
+        if (sink.length > sink.capacity) {
+                /* No fd, and the reference the hit took goes back at once. */
+                close(fd);
+                sage_broker_release(b, reply.lookup_noted_reply.lookup.extent_id);
+                *notes_len = sink.length;
+                sage_broker_set_error(b, "notes of %u bytes do not fit in %u", (unsigned)sink.length,
+                               (unsigned)sink.capacity);
+                return -ENOBUFS;
+        }
+        if (extent_id)
+                *extent_id = reply.lookup_noted_reply.lookup.extent_id;
+        *notes_len = sink.length;
+        *fd_out = fd;
+        return 0;
+}
+
+int sage_broker_release(SageBroker *b, uint64_t extent_id) {
+        SageMessage req, reply;
+        sage_proto_init(&req, SAGE_MSG_RELEASE, 0);
+        req.release = extent_id;
+        return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+}
+
+int sage_broker_stats(SageBroker *b, SageStats *out) {
+        SageMessage req, reply;
+        int r;
+        sage_proto_init(&req, SAGE_MSG_STATS, 0);
+        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r == 0)
+                *out = reply.stats_reply;
+        return r;
+}
+
+int sage_broker_list(SageBroker *b, uint64_t after_id, SageListEntry *entries, uint32_t *n_entries, int *more) {
+        SageMessage req, reply;
+        int r;
+        sage_proto_init(&req, SAGE_MSG_LIST, 0);
+        req.list.after_id = after_id;
+        r = sage_broker_call(b, &req, NULL, 0, &reply, entries, NULL);
+        if (r != 0)
+                return r;
+        *n_entries = reply.list_reply.n_entries;
+        *more = reply.list_reply.more;
+        return 0;
+}
+
+int sage_broker_evict(SageBroker *b, uint64_t extent_id, uint32_t flags, SageEvictReply *out) {
+        SageMessage req, reply;
+        int r;
+        sage_proto_init(&req, SAGE_MSG_EVICT, 0);
+        req.header.flags = flags;
+        req.evict.extent_id = extent_id;
+        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r == 0 && out)
+                *out = reply.evict_reply;
+        return r;
+}
+
+int sage_broker_ipc_export(SageBroker *b, int fd, uint64_t size, uint32_t device,
+                           uint8_t token[SAGE_IPC_TOKEN_SIZE]) {
+        SageMessage req, reply;
+        int r;
+
+        sage_proto_init(&req, SAGE_MSG_IPC_EXPORT, 0);
+        req.ipc_export = (SageIpcAllocation){ .size = size, .device = device };
+        r = sage_broker_call(b, &req, &fd, 1, &reply, NULL, NULL);
+        if (r == 0)
+                memcpy(token, reply.ipc_export_reply.bytes, SAGE_IPC_TOKEN_SIZE);
+        return r;
+}
+
+int sage_broker_ipc_import(SageBroker *b, const uint8_t token[SAGE_IPC_TOKEN_SIZE], int *fd_out, uint64_t *size,
+                           uint32_t *device) {
+        SageMessage req, reply;
+        int fd = -1, r;
+
+        *fd_out = -1;
+        sage_proto_init(&req, SAGE_MSG_IPC_IMPORT, 0);
+        memcpy(req.ipc_import.bytes, token, SAGE_IPC_TOKEN_SIZE);
+        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, &fd);
+        if (r != 0)
+                return r;
+        if (size)
+                *size = reply.ipc_import_reply.size;
+        if (device)
+                *device = reply.ipc_import_reply.device;
+        *fd_out = fd;
+        return 0;
+}
+
+int sage_broker_ipc_revoke(SageBroker *b, const uint8_t token[SAGE_IPC_TOKEN_SIZE]) {
+        SageMessage req, reply;
+
+        sage_proto_init(&req, SAGE_MSG_IPC_REVOKE, 0);
+        memcpy(req.ipc_revoke.bytes, token, SAGE_IPC_TOKEN_SIZE);
+        return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+}
+
+int sage_broker_label_name(SageBroker *b, uint32_t label, char name[SAGE_PROTO_LABEL_MAX + 1]) {
+        SageMessage req, reply;
+        int r;
+
+        sage_proto_init(&req, SAGE_MSG_LABEL, 0);
+        req.label = label;
+        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r == 0)
+                memcpy(name, reply.label_reply.name, sizeof(reply.label_reply.name));
+        return r;
+}

@@ -1,0 +1,569 @@
+/*
+ * Wire protocol codec: the bytes of every message, and nothing else.
+ *
+ * Encoding goes through a tiny cursor (Writer/Reader) that knows its bounds:
+ * every put/get checks the remaining space first and records a sticky
+ * failure, so the per-type code reads like the field table and cannot walk
+ * off the buffer. Which code encodes which type is generated from
+ * proto.def: one put_M/get_M pair per SageMessage member M. The decoder is
+ * strict on purpose: unknown flag bits, payloads of the wrong length for
+ * their type, a boolean that is not 0/1, or an error message that is not
+ * text are all SAGE_ERR_MALFORMED. The broker treats the peer as hostile;
+ * being strict costs nothing and removes ambiguity between versions.
+ */
+#include "proto.h"
+
+#include <errno.h>
+#include <string.h>
+
+typedef struct Writer {
+        uint8_t *p;
+        size_t size, pos;
+        bool failed;
+        bool overflow; /* failed for want of room (rather than bad input) */
+} Writer;
+
+typedef struct Reader {
+        const uint8_t *p;
+        size_t size, pos;
+        bool failed;
+} Reader;
+
+static void put_bytes(Writer *w, const void *data, size_t n) {
+        if (w->failed)
+                return;
+        if (w->size - w->pos < n) {
+                w->failed = w->overflow = true;
+                return;
+        }
+        memcpy(w->p + w->pos, data, n);
+        w->pos += n;
+}
+
+static void put_le(Writer *w, uint64_t v, size_t n) {
+        uint8_t b[8];
+        for (size_t i = 0; i < n; i++)
+                b[i] = (uint8_t)(v >> (8 * i));
+        put_bytes(w, b, n);
+}
+
+#define put_u8(w, v)  put_le((w), (v), 1)
+#define put_u16(w, v) put_le((w), (v), 2)
+#define put_u32(w, v) put_le((w), (v), 4)
+#define put_u64(w, v) put_le((w), (v), 8)
+
+static uint64_t get_le(Reader *r, size_t n) {
+        uint64_t v = 0;
+        if (r->failed || r->size - r->pos < n) {
+                r->failed = true;
+                return 0;
+        }
+        for (size_t i = 0; i < n; i++)
+                v |= (uint64_t)r->p[r->pos + i] << (8 * i);
+        r->pos += n;
+        return v;
+}
+
+#define get_u8(r)  ((uint8_t)get_le((r), 1))
+#define get_u16(r) ((uint16_t)get_le((r), 2))
+#define get_u32(r) ((uint32_t)get_le((r), 4))
+#define get_u64(r) get_le((r), 8)
+
+static void put_hash(Writer *w, SageHash h) {
+        put_u64(w, h.low);
+        put_u64(w, h.high);
+}
+
+static SageHash get_hash(Reader *r) {
+        SageHash h;
+        h.low = get_u64(r);
+        h.high = get_u64(r);
+        return h;
+}
+
+static void put_key(Writer *w, const SageExtentKey *k) {
+        put_hash(w, k->hash);
+        put_u64(w, k->size);
+        put_u32(w, k->device);
+}
+
+static void get_key(Reader *r, SageExtentKey *k) {
+        k->hash = get_hash(r);
+        k->size = get_u64(r);
+        k->device = get_u32(r);
+}
+
+static void put_token(Writer *w, const SageIpcToken *t) {
+        put_bytes(w, t->bytes, sizeof(t->bytes));
+}
+
+static void get_token(Reader *r, SageIpcToken *t) {
+        if (r->failed || r->size - r->pos < sizeof(t->bytes)) {
+                r->failed = true;
+                return;
+        }
+        memcpy(t->bytes, r->p + r->pos, sizeof(t->bytes));
+        r->pos += sizeof(t->bytes);
+}
+
+static void put_ipc_allocation(Writer *w, const SageIpcAllocation *a) {
+        put_u64(w, a->size);
+        put_u32(w, a->device);
+}
+
+static void get_ipc_allocation(Reader *r, SageIpcAllocation *a) {
+        a->size = get_u64(r);
+        a->device = get_u32(r);
+}
+
+/* notes_len, then the bytes; the length must account for the rest of the
+ * payload exactly (notes are always last), and stay within the cap. */
+static void put_notes(Writer *w, const SageNotes *n) {
+        if (n->length > SAGE_PROTO_NOTES_MAX || (n->length > 0 && !n->bytes)) {
+                w->failed = true;
+                return;
+        }
+        put_u32(w, n->length);
+        if (n->length > 0) /* bytes may be NULL then, which memcpy must not see */
+                put_bytes(w, n->bytes, n->length);
+}
+
+static int get_notes(Reader *r, SageNotes *n) {
+        uint32_t length = get_u32(r);
+
+        if (r->failed)
+                return 0;
+        if (length > SAGE_PROTO_NOTES_MAX || r->size - r->pos != length)
+                return SAGE_ERR_MALFORMED;
+        n->length = length;
+        n->bytes = length ? r->p + r->pos : NULL;
+        r->pos += length;
+        return 0;
+}
+
+static void put_lookup_fields(Writer *w, const SageLookupReply *l) {
+        put_u8(w, l->found);
+        put_u64(w, l->extent_id);
+        put_u64(w, l->size);
+}
+
+static int get_lookup_fields(Reader *r, SageLookupReply *l) {
+        l->found = get_u8(r);
+        l->extent_id = get_u64(r);
+        l->size = get_u64(r);
+        return l->found > 1 ? SAGE_ERR_MALFORMED : 0;
+}
+
+static void put_publish_fields(Writer *w, const SagePublishReply *p) {
+        put_u64(w, p->extent_id);
+        put_u8(w, p->existed);
+}
+
+static int get_publish_fields(Reader *r, SagePublishReply *p) {
+        p->extent_id = get_u64(r);
+        p->existed = get_u8(r);
+        return p->existed > 1 ? SAGE_ERR_MALFORMED : 0;
+}
+
+static void put_list_entry(Writer *w, const SageListEntry *e) {
+        size_t start = w->pos;
+        put_u64(w, e->id);
+        put_u64(w, e->namespace_id);
+        put_hash(w, e->hash);
+        put_u64(w, e->size);
+        put_u32(w, e->device);
+        put_u32(w, e->refs);
+        put_u32(w, e->publisher_pid);
+        put_u32(w, e->flags);
+        put_u64(w, e->idle_ns);
+        if (!w->failed && w->pos - start != SAGE_PROTO_LIST_ENTRY_SIZE)
+                w->failed = true;
+}
+
+static void get_list_entry(Reader *r, SageListEntry *e) {
+        e->id = get_u64(r);
+        e->namespace_id = get_u64(r);
+        e->hash = get_hash(r);
+        e->size = get_u64(r);
+        e->device = get_u32(r);
+        e->refs = get_u32(r);
+        e->publisher_pid = get_u32(r);
+        e->flags = get_u32(r);
+        e->idle_ns = get_u64(r);
+}
+
+static uint32_t allowed_flags(unsigned type) {
+        switch (type) {
+#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: return FLAGS;
+#include "proto.def"
+#undef SAGE_MESSAGE
+        default: return 0;
+        }
+}
+
+/*
+ * Payload codecs, one pair per SageMessage member (proto.def names the
+ * member of each type). put_* records failure in the Writer; get_* in the
+ * Reader, or returns a SageProtoError for a value out of range.
+ */
+static void put_none(Writer *w, const SageMessage *m) {
+}
+
+static int get_none(Reader *r, SageMessage *m, SageListEntry *list) {
+        return 0;
+}
+
+static void put_hello(Writer *w, const SageMessage *m) {
+        put_u32(w, m->hello.client_version);
+        put_u32(w, m->hello.pid);
+        put_u64(w, m->hello.features);
+}
+
+static int get_hello(Reader *r, SageMessage *m, SageListEntry *list) {
+        m->hello.client_version = get_u32(r);
+        m->hello.pid = get_u32(r);
+        m->hello.features = get_u64(r);
+        return 0;
+}
+
+static void put_hello_reply(Writer *w, const SageMessage *m) {
+        put_u32(w, m->hello_reply.broker_version);
+        put_u32(w, m->hello_reply.n_devices);
+        put_u64(w, m->hello_reply.namespace_id);
+        put_u64(w, m->hello_reply.granularity);
+        put_u64(w, m->hello_reply.features);
+}
+
+static int get_hello_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        m->hello_reply.broker_version = get_u32(r);
+        m->hello_reply.n_devices = get_u32(r);
+        m->hello_reply.namespace_id = get_u64(r);
+        m->hello_reply.granularity = get_u64(r);
+        m->hello_reply.features = get_u64(r);
+        return 0;
+}
+
+/* Requests whose payload is one extent key. */
+#define KEY_CODEC(member)                                                   \
+        static void put_##member(Writer *w, const SageMessage *m) {         \
+                put_key(w, &m->member);                                     \
+        }                                                                   \
+        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
+                get_key(r, &m->member);                                     \
+                return 0;                                                   \
+        }
+KEY_CODEC(lookup)
+KEY_CODEC(publish)
+KEY_CODEC(lookup_noted)
+
+/* Payloads of one IPC token, or one IPC allocation. */
+#define TOKEN_CODEC(member)                                                 \
+        static void put_##member(Writer *w, const SageMessage *m) {         \
+                put_token(w, &m->member);                                   \
+        }                                                                   \
+        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
+                get_token(r, &m->member);                                   \
+                return 0;                                                   \
+        }
+TOKEN_CODEC(ipc_export_reply)
+TOKEN_CODEC(ipc_import)
+TOKEN_CODEC(ipc_revoke)
+
+#define ALLOCATION_CODEC(member)                                            \
+        static void put_##member(Writer *w, const SageMessage *m) {         \
+                put_ipc_allocation(w, &m->member);                          \
+        }                                                                   \
+        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
+                get_ipc_allocation(r, &m->member);                          \
+                return 0;                                                   \
+        }
+ALLOCATION_CODEC(ipc_export)
+ALLOCATION_CODEC(ipc_import_reply)
+
+static void put_lookup_reply(Writer *w, const SageMessage *m) {
+        put_lookup_fields(w, &m->lookup_reply);
+}
+
+static int get_lookup_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        return get_lookup_fields(r, &m->lookup_reply);
+}
+
+static void put_publish_reply(Writer *w, const SageMessage *m) {
+        put_publish_fields(w, &m->publish_reply);
+}
+
+static int get_publish_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        return get_publish_fields(r, &m->publish_reply);
+}
+
+static void put_publish_noted_reply(Writer *w, const SageMessage *m) {
+        put_publish_fields(w, &m->publish_noted_reply);
+}
+
+static int get_publish_noted_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        return get_publish_fields(r, &m->publish_noted_reply);
+}
+
+static void put_publish_noted(Writer *w, const SageMessage *m) {
+        put_key(w, &m->publish_noted.key);
+        if (m->header.flags & SAGE_PUBLISH_CONTENT)
+                put_hash(w, m->publish_noted.content);
+        put_notes(w, &m->publish_noted.notes);
+}
+
+static int get_publish_noted(Reader *r, SageMessage *m, SageListEntry *list) {
+        get_key(r, &m->publish_noted.key);
+        if (m->header.flags & SAGE_PUBLISH_CONTENT)
+                m->publish_noted.content = get_hash(r);
+        return get_notes(r, &m->publish_noted.notes) ? SAGE_ERR_MALFORMED : 0;
+}
+
+static void put_lookup_noted_reply(Writer *w, const SageMessage *m) {
+        /* A miss carries no notes. */
+        if (!m->lookup_noted_reply.lookup.found && m->lookup_noted_reply.notes.length) {
+                w->failed = true;
+                return;
+        }
+        put_lookup_fields(w, &m->lookup_noted_reply.lookup);
+        put_notes(w, &m->lookup_noted_reply.notes);
+}
+
+static int get_lookup_noted_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        if (get_lookup_fields(r, &m->lookup_noted_reply.lookup) || get_notes(r, &m->lookup_noted_reply.notes))
+                return SAGE_ERR_MALFORMED;
+        if (!m->lookup_noted_reply.lookup.found && m->lookup_noted_reply.notes.length)
+                return SAGE_ERR_MALFORMED;
+        return 0;
+}
+
+static void put_release(Writer *w, const SageMessage *m) {
+        put_u64(w, m->release);
+}
+
+static int get_release(Reader *r, SageMessage *m, SageListEntry *list) {
+        m->release = get_u64(r);
+        return 0;
+}
+
+static void put_label(Writer *w, const SageMessage *m) {
+        put_u32(w, m->label);
+}
+
+static int get_label(Reader *r, SageMessage *m, SageListEntry *list) {
+        m->label = get_u32(r);
+        return 0;
+}
+
+static void put_label_reply(Writer *w, const SageMessage *m) {
+        size_t n = strnlen(m->label_reply.name, sizeof(m->label_reply.name));
+
+        if (!sage_proto_label_valid(m->label_reply.name, n)) {
+                w->failed = true;
+                return;
+        }
+        put_u8(w, n);
+        put_bytes(w, m->label_reply.name, n);
+}
+
+static int get_label_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        uint8_t n = get_u8(r);
+
+        if (r->failed)
+                return 0;
+        if (r->size - r->pos != n || !sage_proto_label_valid((const char *)r->p + r->pos, n))
+                return SAGE_ERR_MALFORMED;
+        memcpy(m->label_reply.name, r->p + r->pos, n);
+        m->label_reply.name[n] = 0;
+        r->pos += n;
+        return 0;
+}
+
+/* STATS_REPLY: its fields in this order, all u64. */
+#define STATS_FIELDS(X)                                                                                          \
+        X(extents) X(bytes_resident) X(budget) X(hits) X(misses) X(clients) X(refs) X(publishes) X(evictions) \
+        X(rejected_budget) X(uptime_ns) X(rejected_content) X(records)
+
+static void put_stats_reply(Writer *w, const SageMessage *m) {
+#define PUT_STAT(field) put_u64(w, m->stats_reply.field);
+        STATS_FIELDS(PUT_STAT)
+#undef PUT_STAT
+}
+
+static int get_stats_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+#define GET_STAT(field) m->stats_reply.field = get_u64(r);
+        STATS_FIELDS(GET_STAT)
+#undef GET_STAT
+        return 0;
+}
+
+static void put_list(Writer *w, const SageMessage *m) {
+        put_u64(w, m->list.after_id);
+}
+
+static int get_list(Reader *r, SageMessage *m, SageListEntry *list) {
+        m->list.after_id = get_u64(r);
+        return 0;
+}
+
+static void put_list_reply(Writer *w, const SageMessage *m) {
+        if (m->list_reply.n_entries > SAGE_PROTO_LIST_MAX || (m->list_reply.n_entries > 0 && !m->list_reply.entries)) {
+                w->failed = true;
+                return;
+        }
+        put_u32(w, m->list_reply.n_entries);
+        put_u8(w, m->list_reply.more);
+        for (uint32_t i = 0; i < m->list_reply.n_entries; i++)
+                put_list_entry(w, &m->list_reply.entries[i]);
+}
+
+static int get_list_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        uint32_t n = get_u32(r);
+
+        m->list_reply.more = get_u8(r);
+        if (r->failed)
+                return 0;
+        if (n > SAGE_PROTO_LIST_MAX || m->list_reply.more > 1)
+                return SAGE_ERR_MALFORMED;
+        /* The count must match the payload exactly before anything is stored. */
+        if ((r->size - r->pos) != (size_t)n * SAGE_PROTO_LIST_ENTRY_SIZE)
+                return SAGE_ERR_MALFORMED;
+        if (n > 0 && !list)
+                return SAGE_ERR_INTERNAL;
+        m->list_reply.n_entries = n;
+        m->list_reply.entries = list;
+        for (uint32_t i = 0; i < n; i++)
+                get_list_entry(r, &list[i]);
+        return 0;
+}
+
+static void put_evict(Writer *w, const SageMessage *m) {
+        put_u64(w, m->evict.extent_id);
+}
+
+static int get_evict(Reader *r, SageMessage *m, SageListEntry *list) {
+        m->evict.extent_id = get_u64(r);
+        return 0;
+}
+
+static void put_evict_reply(Writer *w, const SageMessage *m) {
+        put_u64(w, m->evict_reply.evicted);
+        put_u64(w, m->evict_reply.bytes);
+}
+
+static int get_evict_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        m->evict_reply.evicted = get_u64(r);
+        m->evict_reply.bytes = get_u64(r);
+        return 0;
+}
+
+static void put_error(Writer *w, const SageMessage *m) {
+        size_t n = strnlen(m->error.message, SAGE_PROTO_ERROR_MESSAGE_MAX);
+
+        put_u32(w, m->error.code);
+        put_u16(w, n);
+        put_bytes(w, m->error.message, n);
+}
+
+static int get_error(Reader *r, SageMessage *m, SageListEntry *list) {
+        uint16_t n;
+
+        m->error.code = get_u32(r);
+        n = get_u16(r);
+        if (r->failed)
+                return 0;
+        if (n > SAGE_PROTO_ERROR_MESSAGE_MAX || r->size - r->pos != n)
+                return SAGE_ERR_MALFORMED;
+        for (uint16_t i = 0; i < n; i++) {
+                uint8_t c = r->p[r->pos + i];
+                /* Printable text only: it ends up in logs and terminals. */
+                if (c < 0x20 || c == 0x7f)
+                        return SAGE_ERR_MALFORMED;
+        }
+        memcpy(m->error.message, r->p + r->pos, n);
+        m->error.message[n] = 0;
+        r->pos += n;
+        return 0;
+}
+
+static void encode_payload(Writer *w, const SageMessage *m) {
+        switch (m->header.type) {
+#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: put_##REQUEST(w, m); break;                                              \
+        case SAGE_MSG_##REPLY_NAME: put_##REPLY(w, m); break;
+#include "proto.def"
+#undef SAGE_MESSAGE
+        case SAGE_MSG_ERROR: put_error(w, m); break;
+        default: w->failed = true;
+        }
+}
+
+static int decode_payload(Reader *r, SageMessage *m, SageListEntry *list_storage) {
+        int code;
+
+        switch (m->header.type) {
+#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: code = get_##REQUEST(r, m, list_storage); break;                         \
+        case SAGE_MSG_##REPLY_NAME: code = get_##REPLY(r, m, list_storage); break;
+#include "proto.def"
+#undef SAGE_MESSAGE
+        case SAGE_MSG_ERROR: code = get_error(r, m, list_storage); break;
+        default: return SAGE_ERR_UNKNOWN_TYPE;
+        }
+        if (code)
+                return code;
+        if (r->failed || r->pos != r->size)
+                return SAGE_ERR_MALFORMED;
+        return 0;
+}
+
+ssize_t sage_proto_encode(const SageMessage *m, void *buf, size_t size) {
+        Writer w = { .p = buf, .size = size < SAGE_PROTO_MAX_MESSAGE ? size : SAGE_PROTO_MAX_MESSAGE };
+        Writer hw;
+
+        if (size < SAGE_PROTO_HEADER_SIZE)
+                return -ENOBUFS;
+        if (m->header.flags & ~allowed_flags(m->header.type))
+                return -EINVAL;
+        w.pos = SAGE_PROTO_HEADER_SIZE;
+        encode_payload(&w, m);
+        if (w.failed)
+                return w.overflow ? -ENOBUFS : -EINVAL;
+
+        hw = (Writer){ .p = buf, .size = SAGE_PROTO_HEADER_SIZE };
+        put_u32(&hw, SAGE_PROTO_MAGIC);
+        put_u16(&hw, SAGE_PROTO_VERSION);
+        put_u16(&hw, m->header.type);
+        put_u32(&hw, m->header.flags);
+        put_u32(&hw, m->header.request_id);
+        put_u32(&hw, w.pos - SAGE_PROTO_HEADER_SIZE);
+        return (ssize_t)w.pos;
+}
+
+int sage_proto_decode(const void *buf, size_t size, SageMessage *out, SageListEntry *list_storage) {
+        Reader r = { .p = buf, .size = size };
+        Reader payload;
+        SageHeader *h = &out->header;
+
+        memset(out, 0, sizeof(*out));
+        if (size > SAGE_PROTO_MAX_MESSAGE)
+                return SAGE_ERR_TOO_LARGE;
+        if (size < SAGE_PROTO_HEADER_SIZE)
+                return SAGE_ERR_MALFORMED;
+        h->magic = get_u32(&r);
+        h->version = get_u16(&r);
+        h->type = get_u16(&r);
+        h->flags = get_u32(&r);
+        h->request_id = get_u32(&r);
+        h->payload_length = get_u32(&r);
+        if (h->magic != SAGE_PROTO_MAGIC)
+                return SAGE_ERR_BAD_MAGIC;
+        if (h->version != SAGE_PROTO_VERSION)
+                return SAGE_ERR_VERSION;
+        if (h->payload_length != size - SAGE_PROTO_HEADER_SIZE)
+                return SAGE_ERR_MALFORMED;
+        if (h->flags & ~allowed_flags(h->type))
+                return SAGE_ERR_MALFORMED;
+        payload = (Reader){ .p = r.p + r.pos, .size = h->payload_length };
+        return decode_payload(&payload, out, list_storage);
+}

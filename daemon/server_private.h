@@ -1,0 +1,99 @@
+/*
+ * What saged's server files share (server.c: the loop, dispatch, verification;
+ * listener.c: sockets and admission; handle_extent.c, handle_info.c: the
+ * request handlers). Private to daemon/.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "access.h"
+#include "client.h"
+#include "conn_table.h"
+#include "identity.h"
+#include "ipc_registry.h"
+#include "label.h"
+#include "proto.h"
+#include "server.h"
+#include "tally.h"
+
+/* Out of fds: how long the listeners rest before accept is tried again
+ * (sooner when a client leaves and gives one back). */
+#define SERVER_ACCEPT_PAUSE_NS (100 * 1000000ull)
+
+/* One listening socket: the main one (label 0) or a labelled one. */
+typedef struct Listener {
+        char *path;
+        int fd;
+        uint32_t label;
+        bool labelled;       /* access applies */
+        LabelAccess access;  /* who may connect */
+        AccessWarnings warnings;
+} Listener;
+
+struct Server {
+        Listener *listeners;    /* [0]: the main socket */
+        size_t n_listeners;
+        LabelTable labels;
+        IdentityTable *identities; /* containers on the main socket (identity.c) */
+        int epoll_fd;
+        ConnTable *conns; /* per-namespace, per-label and broker-wide connection caps */
+        ExtentStore *store;
+        Gpu *gpu;
+        IpcRegistry *ipc;
+        Client *clients;
+        size_t n_clients;
+        uint64_t started_ns;
+        uint64_t hits, misses, publishes, rejected_budget, rejected_content;
+        TallyTable tallies;  /* the same, per namespace */
+        uint64_t *verifying; /* ids of extents not verified yet, oldest first */
+        size_t n_verifying, cap_verifying;
+        uint8_t *rx;  /* one receive buffer, SAGE_PROTO_MAX_MESSAGE */
+        /* accept failed for want of fds: listeners are out of the epoll set's
+         * interest until accept_resume_ns or until a client goes. */
+        bool accept_paused;
+        uint64_t accept_resume_ns;
+        SageListEntry *list; /* LIST reply scratch, SAGE_PROTO_LIST_MAX */
+};
+
+/*
+ * One request being served. A handler fills `reply` (and may set
+ * `reply_fd`, which goes with it) and returns 0, or returns a positive
+ * SageProtoError with `why` saying it in a few words. `fds` are those the
+ * request carried (proto.def says how many); a handler that keeps one sets
+ * its slot to -1, the server closes the rest.
+ */
+typedef struct Request {
+        const SageMessage *msg;
+        int *fds;
+        size_t n_fds;
+        SageMessage reply;
+        int reply_fd;
+        const char *why;
+} Request;
+
+/* Every request type's handler has this signature (proto.def names them). */
+typedef int (*ServerHandler)(Server *s, Client *c, Request *r);
+
+#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
+        int handle_##HANDLER(Server *s, Client *c, Request *r);
+#include "proto.def"
+#undef SAGE_MESSAGE
+
+/* listener.c */
+int server_add_listener(Server *s, const char *path, uint32_t label, const LabelAccess *access);
+void server_close_listeners(Server *s);
+/* Listeners in the epoll set (true) or out of it for SERVER_ACCEPT_PAUSE_NS (false). */
+void server_set_accepting(Server *s, bool on);
+/* Accept what is waiting on `l`: admitted clients join s->clients. */
+void server_accept_clients(Server *s, Listener *l);
+/* The listener `tag` (epoll data) is, or NULL for a client. */
+Listener *server_find_listener(const Server *s, const void *tag);
+/* Undo admission: a container's client count. */
+void server_unadmit(Server *s, uint32_t label);
+
+/* server.c */
+/* The caller's namespace's counters (STATS answers tenants about their own); never NULL. */
+Tally *server_tally(Server *s, uint64_t namespace_id);
