@@ -33,6 +33,7 @@
 #include "log.h"
 #include "proto.h"
 #include "util.h"
+#include "vmm.h"
 
 #define GPU_MAX_DEVICES 64
 
@@ -83,6 +84,7 @@ typedef struct GpuDriver {
 struct Gpu {
         void *library;
         GpuDriver cu;
+        SageVmmOps vmm;       /* the VMM steps shared with libsage (common/vmm.h), over `cu` */
         uint32_t n_devices;
         uint32_t n_served;
         bool served[GPU_MAX_DEVICES];
@@ -118,13 +120,7 @@ Gpu *gpu_close(Gpu *g) {
 }
 
 static CUmemAllocationProp extent_prop(uint32_t device) {
-        CUmemAllocationProp prop;
-        memset(&prop, 0, sizeof(prop));
-        prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-        prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
-        prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-        prop.location.id = (int)device;
-        return prop;
+        return sage_vmm_prop((int)device);
 }
 
 int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices) {
@@ -157,6 +153,15 @@ int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t
         memcpy(&g->cu.field, &sym_ptr, sizeof(sym_ptr));
         GPU_OPTIONAL_FUNCTIONS(X)
 #undef X
+        g->vmm = (SageVmmOps){ .create = g->cu.cuMemCreate,
+                               .release = g->cu.cuMemRelease,
+                               .address_reserve = g->cu.cuMemAddressReserve,
+                               .address_free = g->cu.cuMemAddressFree,
+                               .map = g->cu.cuMemMap,
+                               .unmap = g->cu.cuMemUnmap,
+                               .set_access = g->cu.cuMemSetAccess,
+                               .copy_dtod = g->cu.cuMemcpyDtoD,
+                               .ctx_synchronize = g->cu.cuCtxSynchronize };
 
         r = g->cu.cuInit(0);
         if (r == CUDA_SUCCESS)
@@ -299,27 +304,11 @@ static int import_published(Gpu *g, uint32_t device, int fd, uint64_t size, CUme
 /* Reserve and map all of `h` at a new address with `flags` for `device`. */
 static CUresult map_whole(Gpu *g, uint32_t device, CUmemGenericAllocationHandle h, uint64_t size,
                           CUmemAccess_flags flags, CUdeviceptr *va) {
-        CUmemAccessDesc access = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, (int)device }, .flags = flags };
-        CUresult r = g->cu.cuMemAddressReserve(va, size, 0, 0, 0);
-
-        if (r != CUDA_SUCCESS)
-                return r;
-        r = g->cu.cuMemMap(*va, size, 0, h, 0);
-        if (r == CUDA_SUCCESS) {
-                r = g->cu.cuMemSetAccess(*va, size, &access, 1);
-                if (r != CUDA_SUCCESS)
-                        g->cu.cuMemUnmap(*va, size);
-        }
-        if (r != CUDA_SUCCESS) {
-                g->cu.cuMemAddressFree(*va, size);
-                *va = 0;
-        }
-        return r;
+        return sage_vmm_map_new(&g->vmm, size, (int)device, h, flags, va);
 }
 
 static void unmap_whole(Gpu *g, CUdeviceptr va, uint64_t size) {
-        g->cu.cuMemUnmap(va, size);
-        g->cu.cuMemAddressFree(va, size);
+        sage_vmm_unmap_free(&g->vmm, va, size);
 }
 
 /* Copy all of the published handle into `own` (mapped read-write at `dst`). */

@@ -19,15 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker_client.h"
-#include "driver.h"
-#include "impl.h"
-#include "intercept.h"
-#include "share.h"
-#include "share_key.h"
-#include "util.h"
+#include "share_assemble.h"
 
-static const SageDriverExtras *const drv = &sage_driver_extras;
+#include "share_guard.h"
+#include "share_publish.h"
+#include "stats.h"
 
 /* Longer runs are cut: a run is read back and hashed as one piece. */
 #define ASSEMBLE_MAX_RUN (64u << 20)
@@ -90,33 +86,40 @@ static size_t filled_bytes(const Piece *p) {
         return n;
 }
 
-/* Key run [lo, hi) of `a` by its content; map the broker's extent or make it a candidate. Under the lock, synced. */
-static void assemble_run(SageShareAlloc *a, const Range *w, size_t nw, size_t lo, size_t hi, void *buf) {
+/*
+ * Key run [lo, hi) of `a` by its content; map the extent `lk` holds or make
+ * it a candidate. False: the lookup is gone (no more runs). Synced.
+ */
+static bool assemble_run(ShareVmm *v, SageShareAlloc *a, const ShareLookup *lk, const Range *w, size_t nw, size_t lo,
+                         size_t hi, void *buf) {
         Piece piece = { .off = lo, .len = hi - lo };
+        const void *notes = NULL;
         uint64_t extent_id = 0;
         uint32_t notes_len = 0;
         int fd = -1, r;
 
         if (!attach_filled(w, nw, lo, hi, &piece))
-                return;
-        if (sage_share_device_content(a->va + lo, hi - lo, buf, &piece.key) < 0) {
-                sage_share_free_lists(&piece);
-                return;
+                return true;
+        if (share_device_content(v, a->va + lo, hi - lo, buf, &piece.key) < 0) {
+                share_vmm_free_lists(&piece);
+                return true;
         }
         sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED);
-        r = sage_broker_lookup_noted(sage_share_broker, piece.key, hi - lo, (uint32_t)a->dev, &extent_id, &fd,
-                                     sage_share_notes_buf, sizeof(sage_share_notes_buf), &notes_len);
-        sage_share_broker_lost(r);
+        r = lk->lookup(lk->ctx, piece.key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, &notes, &notes_len);
+        if (r < 0) {
+                share_vmm_free_lists(&piece);
+                return false;
+        }
         if (r == 0 && fd >= 0) {
                 size_t bytes = filled_bytes(&piece);
 
                 piece.extent_id = extent_id;
-                sage_share_notes_apply(&piece, sage_share_notes_buf, notes_len);
-                if (sage_share_map_extent(a, &piece, fd)) {
+                share_notes_apply(&piece, notes, notes_len);
+                if (share_vmm_map_extent(v, a, &piece, fd)) {
                         sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
                         sage_stats_add(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
                 }
-                return;
+                return true;
         }
         /* A miss: a candidate. A run that is one piece already just becomes one; else it gets its own backing. */
         piece.candidate = true;
@@ -126,31 +129,31 @@ static void assemble_run(SageShareAlloc *a, const Range *w, size_t nw, size_t lo
                 if (p->off == lo && p->len == hi - lo) {
                         piece.handle = p->handle;
                         *p = piece;
-                        return;
+                        return true;
                 }
         }
-        if (sage_share_copy_into_new(a, lo, hi - lo, &piece.handle) != CUDA_SUCCESS) {
-                sage_share_free_lists(&piece);
-                return;
+        if (share_vmm_copy_into_new(v, a, lo, hi - lo, &piece.handle) != CUDA_SUCCESS) {
+                share_vmm_free_lists(&piece);
+                return true;
         }
-        if (sage_share_replace_range(a, lo, hi, &piece) != CUDA_SUCCESS) {
-                SAGE_REAL(cuMemRelease)(piece.handle);
-                sage_share_free_lists(&piece);
+        if (share_vmm_replace_range(v, a, lo, hi, &piece) != CUDA_SUCCESS) {
+                v->drv->vmm.release(piece.handle);
+                share_vmm_free_lists(&piece);
                 sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
         }
+        return true;
 }
 
-/* Assemble the runs of fresh allocation `a`. Under the lock, in its context. */
-static void assemble_allocation(SageShareAlloc *a, void *buf) {
+bool share_assemble_allocation(ShareVmm *v, SageShareAlloc *a, const ShareLookup *lk, void *buf) {
         Range *w;
         size_t nw = a->nwritten, j = 0, run = SIZE_MAX;
-        bool run_alone = false;
+        bool run_alone = false, on = true;
 
-        if (!(w = malloc(nw * sizeof(*w))))
-                return;
+        if (!nw || !(w = malloc(nw * sizeof(*w))))
+                return true;
         memcpy(w, a->written, nw * sizeof(*w));
         qsort(w, nw, sizeof(*w), cmp_range);
-        for (size_t g = 0; g <= a->padded && sage_share_broker; g += a->gran) {
+        for (size_t g = 0; g <= a->padded && on; g += a->gran) {
                 bool pending = false, alone = false;
 
                 while (j < nw && w[j].off + w[j].len <= g)
@@ -161,7 +164,7 @@ static void assemble_allocation(SageShareAlloc *a, void *buf) {
                 }
                 /* A granule with room for other buffers is a run of its own: a buffer there loses only it. */
                 if (run != SIZE_MAX && (!pending || alone || g - run == ASSEMBLE_MAX_RUN || run_alone)) {
-                        assemble_run(a, w, nw, run, g, buf);
+                        on = assemble_run(v, a, lk, w, nw, run, g, buf);
                         run = SIZE_MAX;
                 }
                 /*
@@ -175,30 +178,5 @@ static void assemble_allocation(SageShareAlloc *a, void *buf) {
                 }
         }
         free(w);
-}
-
-void sage_share_assemble(void) {
-        void *buf = NULL;
-        CUcontext popped;
-        uint64_t t;
-
-        if (!atomic_exchange(&sage_share_pending, false))
-                return;
-        t = sage_now_ns();
-        pthread_mutex_lock(&sage_share_lock);
-        for (SageShareAlloc *a = sage_share_allocs; a && sage_share_broker; a = a->next) {
-                if (!sage_share_fresh(a) || !a->nwritten || a->no_share || drv->ctx_push(a->ctx) != CUDA_SUCCESS)
-                        continue;
-                /* The uploads in flight land first; pinned memory for the read-back, once. */
-                if (drv->ctx_synchronize() == CUDA_SUCCESS &&
-                    (buf || SAGE_REAL(cuMemAllocHost_v2)(&buf, sage_share_key_chunk()) == CUDA_SUCCESS)) {
-                        assemble_allocation(a, buf);
-                        atomic_store(&sage_share_guarding, true);
-                }
-                drv->ctx_pop(&popped);
-        }
-        if (buf)
-                SAGE_REAL(cuMemFreeHost)(buf);
-        pthread_mutex_unlock(&sage_share_lock);
-        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE, sage_now_ns() - t);
+        return on;
 }

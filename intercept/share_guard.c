@@ -20,41 +20,35 @@
  * kernel nodes added to graphs by hand (captured launches are scanned), and
  * pointers outside a piece's span that a kernel offsets into it.
  */
-#include <cuda.h>
+#include "share_guard.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "driver.h"
 #include "hash.h"
-#include "impl.h"
-#include "intercept.h"
-#include "log.h"
-#include "share.h"
+#include "stats.h"
 
 #define MAX_PARAMS 256
-#define LAYOUT_SLOTS 16384
+#define LAYOUT_SLOTS SHARE_GUARD_LAYOUT_SLOTS
 #define NOTES_MAGIC 0x314e4753u /* "SGN1" */
 
-typedef struct Layout {
-        const void *func; /* CUfunction or CUkernel, as launched */
-        uint64_t name;    /* hash of the kernel's name */
-        unsigned n;
-        uint32_t *offset, *size;
-} Layout;
+typedef ShareLayout Layout;
 
-static Layout layouts[LAYOUT_SLOTS]; /* open addressing, under sage_share_lock */
-static size_t nlayouts;
-
-static const SageDriverExtras *const drv = &sage_driver_extras;
-
-bool sage_share_guard_available(void) {
+bool share_guard_available(const SageShareDriver *drv) {
         return drv->func_get_param_info && drv->func_get_name;
 }
 
+void share_guard_clear(ShareGuard *g) {
+        for (size_t i = 0; i < LAYOUT_SLOTS; i++) {
+                free(g->layouts[i].offset);
+                free(g->layouts[i].size);
+        }
+        memset(g, 0, sizeof(*g));
+}
+
 /* CUDA_ERROR_INVALID_VALUE past the last parameter; anything else: the driver cannot tell. */
-static CUresult query_param(CUfunction f, size_t i, size_t *off, size_t *size) {
+static CUresult query_param(const SageShareDriver *drv, CUfunction f, size_t i, size_t *off, size_t *size) {
         CUresult r = drv->func_get_param_info(f, i, off, size);
 
         if (r == CUDA_SUCCESS || r == CUDA_ERROR_INVALID_VALUE || !drv->kernel_get_param_info)
@@ -62,7 +56,7 @@ static CUresult query_param(CUfunction f, size_t i, size_t *off, size_t *size) {
         return drv->kernel_get_param_info((CUkernel)f, i, off, size);
 }
 
-static const char *query_name(CUfunction f) {
+static const char *query_name(const SageShareDriver *drv, CUfunction f) {
         const char *name = NULL;
 
         if (drv->func_get_name(&name, f) == CUDA_SUCCESS && name)
@@ -72,8 +66,8 @@ static const char *query_name(CUfunction f) {
         return NULL;
 }
 
-/* The parameter layout of f, NULL when the driver cannot tell. Under the lock. */
-static const Layout *layout_of(CUfunction f) {
+/* The parameter layout of f, NULL when the driver cannot tell. */
+static const Layout *layout_of(ShareGuard *g, const SageShareDriver *drv, CUfunction f) {
         size_t slot = ((uintptr_t)f >> 4) * 0x9e3779b97f4a7c15ull % LAYOUT_SLOTS;
         size_t off[MAX_PARAMS], size[MAX_PARAMS];
         const char *name;
@@ -82,19 +76,19 @@ static const Layout *layout_of(CUfunction f) {
         unsigned n = 0;
 
         for (size_t probe = 0; probe < LAYOUT_SLOTS; probe++) {
-                l = &layouts[(slot + probe) % LAYOUT_SLOTS];
+                l = &g->layouts[(slot + probe) % LAYOUT_SLOTS];
                 if (l->func == (const void *)f)
                         return l->n == UINT32_MAX ? NULL : l;
                 if (!l->func)
                         break;
         }
-        if (nlayouts >= LAYOUT_SLOTS * 3 / 4 || !l || l->func)
+        if (g->nlayouts >= LAYOUT_SLOTS * 3 / 4 || !l || l->func)
                 return NULL;
-        name = query_name(f);
-        while (n < MAX_PARAMS && (r = query_param(f, n, &off[n], &size[n])) == CUDA_SUCCESS)
+        name = query_name(drv, f);
+        while (n < MAX_PARAMS && (r = query_param(drv, f, n, &off[n], &size[n])) == CUDA_SUCCESS)
                 n++;
         l->func = (const void *)f;
-        nlayouts++;
+        g->nlayouts++;
         if (!name || n == MAX_PARAMS || r != CUDA_ERROR_INVALID_VALUE || !(l->offset = calloc(n + 1, sizeof(uint32_t))) ||
             !(l->size = calloc(n + 1, sizeof(uint32_t)))) {
                 l->n = UINT32_MAX; /* unknown: every use of a piece is unexpected */
@@ -153,9 +147,9 @@ static bool in_filled(const Piece *p, size_t off) {
         return false;
 }
 
-/* One word of a launch's parameters: a use of a piece? Under the lock. */
-static void check_word(uint64_t v, uint64_t key_name, unsigned param, unsigned word) {
-        SageShareAlloc *a = sage_share_find((CUdeviceptr)v, 1);
+/* One word of a launch's parameters: a use of a piece? */
+static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned param, unsigned word) {
+        SageShareAlloc *a = share_vmm_find(vmm, (CUdeviceptr)v, 1);
 
         if (!a)
                 return;
@@ -172,15 +166,15 @@ static void check_word(uint64_t v, uint64_t key_name, unsigned param, unsigned w
                                 char why[96];
                                 snprintf(why, sizeof(why), "kernel parameter %u points between its uploads (+%zu)",
                                          param, off - p->off);
-                                sage_share_drop_candidate(a, p, why);
-                        } else if (sage_share_privatize(a, i)) {
+                                share_vmm_drop_candidate(a, p, why);
+                        } else if (share_vmm_privatize(vmm, a, i)) {
                                 sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
                         }
                         continue;
                 }
                 if (p->candidate) {
                         record(p, use_key(key_name, param, word));
-                } else if (!allowed(p, use_key(key_name, param, word)) && sage_share_privatize(a, i)) {
+                } else if (!allowed(p, use_key(key_name, param, word)) && share_vmm_privatize(vmm, a, i)) {
                         sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
                 }
         }
@@ -193,27 +187,16 @@ static void *param_buffer(void **extra) {
         return NULL;
 }
 
-void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra) {
+void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params, void **extra) {
         const Layout *l;
-        char *buffer;
+        char *buffer = params ? NULL : param_buffer(extra);
 
-        /*
-         * Before the kernel can write what the uploads left. Not while the
-         * launch is captured: assembly synchronizes, which would break the
-         * capture (those allocations are then not assembled at all).
-         */
-        if (atomic_load_explicit(&sage_share_pending, memory_order_relaxed) && !sage_share_capturing(stream))
-                sage_share_assemble();
-        if (!atomic_load_explicit(&sage_share_guarding, memory_order_relaxed) || !f)
+        if (!f)
                 return;
-        pthread_mutex_lock(&sage_share_lock);
-        l = layout_of(f);
-        buffer = params ? NULL : param_buffer(extra);
-        if (!l) {
+        if (!(l = layout_of(g, vmm->drv, f))) {
                 /* Unknown layout: no use can be told apart, so none is expected. */
                 sage_stats_count(SAGE_STAT_SHARE_GUARD_UNKNOWN);
-                sage_share_privatize_all_shared();
-                pthread_mutex_unlock(&sage_share_lock);
+                share_vmm_privatize_all(vmm);
                 return;
         }
         for (unsigned i = 0; i < l->n; i++) {
@@ -223,16 +206,15 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
                 for (unsigned w = 0; w + 8 <= l->size[i]; w += 8) {
                         uint64_t v;
                         memcpy(&v, value + w, sizeof(v));
-                        if (v >= sage_share_lo_va && v < sage_share_hi_va)
-                                check_word(v, l->name, i, w / 8);
+                        if (v >= vmm->lo_va && v < vmm->hi_va)
+                                check_word(vmm, v, l->name, i, w / 8);
                 }
         }
-        pthread_mutex_unlock(&sage_share_lock);
 }
 
 /* ---------------------------------------------------------------- notes */
 
-void *sage_share_notes_build(const Piece *p, uint32_t *len) {
+void *share_notes_build(const Piece *p, uint32_t *len) {
         uint32_t *notes;
         size_t n = p->nseen;
 
@@ -248,7 +230,7 @@ void *sage_share_notes_build(const Piece *p, uint32_t *len) {
         return notes;
 }
 
-void sage_share_notes_apply(Piece *p, const void *notes, uint32_t len) {
+void share_notes_apply(Piece *p, const void *notes, uint32_t len) {
         uint32_t head[2];
 
         free(p->allow);
@@ -270,46 +252,4 @@ void sage_share_notes_apply(Piece *p, const void *notes, uint32_t len) {
                         p->nallow = 0;
                         return;
                 }
-}
-
-/* ---------------------------------------------------------------- hooks */
-
-CUresult sage_impl_cuLaunchKernel(sage_fn_cuLaunchKernel_t real, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
-                                  unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params,
-                                  void **extra) {
-        sage_share_guard_launch(s, f, params, extra);
-        return real(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);
-}
-
-CUresult sage_impl_cuLaunchKernel_ptsz(sage_fn_cuLaunchKernel_ptsz_t real, CUfunction f, unsigned gx, unsigned gy,
-                                       unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s,
-                                       void **params, void **extra) {
-        sage_share_guard_launch(sage_share_stream_of(s, true), f, params, extra);
-        return real(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra);
-}
-
-CUresult sage_impl_cuLaunchCooperativeKernel(sage_fn_cuLaunchCooperativeKernel_t real, CUfunction f, unsigned gx,
-                                             unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                                             unsigned shmem, CUstream s, void **params) {
-        sage_share_guard_launch(s, f, params, NULL);
-        return real(f, gx, gy, gz, bx, by, bz, shmem, s, params);
-}
-
-CUresult sage_impl_cuLaunchCooperativeKernel_ptsz(sage_fn_cuLaunchCooperativeKernel_ptsz_t real, CUfunction f,
-                                                  unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                                                  unsigned bz, unsigned shmem, CUstream s, void **params) {
-        sage_share_guard_launch(sage_share_stream_of(s, true), f, params, NULL);
-        return real(f, gx, gy, gz, bx, by, bz, shmem, s, params);
-}
-
-CUresult sage_impl_cuLaunchKernelEx(sage_fn_cuLaunchKernelEx_t real, const CUlaunchConfig *config, CUfunction f,
-                                    void **params, void **extra) {
-        sage_share_guard_launch(config ? config->hStream : NULL, f, params, extra);
-        return real(config, f, params, extra);
-}
-
-CUresult sage_impl_cuLaunchKernelEx_ptsz(sage_fn_cuLaunchKernelEx_ptsz_t real, const CUlaunchConfig *config,
-                                         CUfunction f, void **params, void **extra) {
-        sage_share_guard_launch(sage_share_stream_of(config ? config->hStream : NULL, true), f, params, extra);
-        return real(config, f, params, extra);
 }

@@ -17,12 +17,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "share_ipc.h"
+
 #include "broker_client.h"
-#include "driver.h"
 #include "impl.h"
-#include "intercept.h"
 #include "log.h"
-#include "share.h"
+#include "share_state.h"
+#include "stats.h"
+#include "vmm.h"
 
 static const char magic[8] = { 'S', 'A', 'G', 'E', 'I', 'P', 'C', 1 };
 
@@ -48,79 +50,64 @@ typedef struct Import {
         struct Import *next;
 } Import;
 
-static Export *exports;           /* under sage_share_lock */
-static Import *imports;           /* under sage_share_lock */
-static SageBroker *import_broker; /* for processes that do not share themselves; under sage_share_lock */
+/* The IPC part of sharing (SageShare.ipc), under its lock. */
+struct ShareIpc {
+        Export *exports;
+        Import *imports;
+        SageBroker *import_broker; /* for processes that do not share themselves */
+};
 
-static const SageDriverExtras *const drv = &sage_driver_extras;
-
-bool sage_share_consolidate(SageShareAlloc *a) {
-        CUmemGenericAllocationHandle h;
-        CUcontext popped;
-        bool ok = false;
-
-        a->no_share = true;
-        for (size_t i = 0; i < a->npieces; i++)
-                sage_share_drop_candidate(a, &a->pieces[i], "the allocation was exported through CUDA IPC");
-        if (a->npieces == 1 && !a->pieces[0].extent_id)
-                return true;
-        if (drv->ctx_push(a->ctx) != CUDA_SUCCESS)
-                return false;
-        drv->ctx_synchronize();
-        if (sage_share_copy_into_new(a, 0, a->padded, &h) != CUDA_SUCCESS)
-                goto out;
-        for (size_t i = 0; i < a->npieces; i++)
-                sage_share_drop_piece(a, &a->pieces[i]);
-        a->npieces = 1;
-        a->pieces[0] = (Piece){ .off = 0, .len = a->padded, .handle = h };
-        ok = sage_share_map(a->va, a->padded, a->dev, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) == CUDA_SUCCESS;
-        if (!ok)
-                sage_warn("share: cannot re-back %p+%zu for IPC", (void *)(uintptr_t)a->va, a->size);
-out:
-        drv->ctx_pop(&popped);
-        return ok;
+static struct ShareIpc *ipc_of(SageShare *s) {
+        if (!s->ipc)
+                s->ipc = calloc(1, sizeof(*s->ipc));
+        return s->ipc;
 }
 
-void sage_share_ipc_forget(SageShareAlloc *a) {
-        for (Export **l = &exports; *l;) {
+void share_ipc_forget(SageShare *s, SageShareAlloc *a) {
+        if (!s->ipc)
+                return;
+        for (Export **l = &s->ipc->exports; *l;) {
                 Export *e = *l;
                 if (e->alloc != a) {
                         l = &e->next;
                         continue;
                 }
-                if (sage_share_broker)
-                        sage_share_broker_lost(sage_broker_ipc_revoke(sage_share_broker, e->token));
+                if (s->broker)
+                        share_broker_lost(s, sage_broker_ipc_revoke(s->broker, e->token));
                 *l = e->next;
                 free(e);
         }
 }
 
 /* Under the lock: the handle of `a`, registering it with the broker the first time. */
-static CUresult export_handle(SageShareAlloc *a, CUipcMemHandle *out) {
+static CUresult export_handle(SageShare *s, SageShareAlloc *a, CUipcMemHandle *out) {
+        struct ShareIpc *ipc = ipc_of(s);
         IpcHandle h;
         Export *e;
         int fd = -1, r;
 
-        for (e = exports; e && e->alloc != a; e = e->next)
+        if (!ipc)
+                return CUDA_ERROR_INVALID_VALUE;
+        for (e = ipc->exports; e && e->alloc != a; e = e->next)
                 ;
         if (!e) {
-                if (!sage_share_broker || !sage_share_consolidate(a) || !(e = calloc(1, sizeof(*e))))
+                if (!s->broker || !share_vmm_consolidate(&s->vmm, a) || !(e = calloc(1, sizeof(*e))))
                         return CUDA_ERROR_INVALID_VALUE;
-                if (SAGE_REAL(cuMemExportToShareableHandle)(&fd, a->pieces[0].handle,
-                                                            CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) != CUDA_SUCCESS) {
+                if (s->drv.export_fd(&fd, a->pieces[0].handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) !=
+                    CUDA_SUCCESS) {
                         free(e);
                         return CUDA_ERROR_INVALID_VALUE;
                 }
-                r = sage_broker_ipc_export(sage_share_broker, fd, a->padded, (uint32_t)a->dev, e->token);
+                r = sage_broker_ipc_export(s->broker, fd, a->padded, (uint32_t)a->dev, e->token);
                 close(fd);
                 if (r != 0) {
-                        sage_share_broker_lost(r);
+                        share_broker_lost(s, r);
                         free(e);
                         return CUDA_ERROR_INVALID_VALUE;
                 }
                 e->alloc = a;
-                e->next = exports;
-                exports = e;
+                e->next = ipc->exports;
+                ipc->exports = e;
                 sage_stats_count(SAGE_STAT_SHARE_IPC_EXPORTS);
         }
         memset(&h, 0, sizeof(h));
@@ -134,16 +121,17 @@ static CUresult export_handle(SageShareAlloc *a, CUipcMemHandle *out) {
 }
 
 CUresult sage_impl_cuIpcGetMemHandle(sage_fn_cuIpcGetMemHandle_t real, CUipcMemHandle *pHandle, CUdeviceptr dptr) {
+        SageShare *s = sage_share();
         SageShareAlloc *a;
         CUresult r = CUDA_SUCCESS;
 
-        if (!atomic_load_explicit(&sage_share_active, memory_order_relaxed) || !pHandle)
+        if (!atomic_load_explicit(&s->active, memory_order_relaxed) || !pHandle)
                 return real(pHandle, dptr);
-        pthread_mutex_lock(&sage_share_lock);
-        a = sage_share_find(dptr, 1);
+        pthread_mutex_lock(&s->lock);
+        a = share_vmm_find(&s->vmm, dptr, 1);
         if (a)
-                r = export_handle(a, pHandle);
-        pthread_mutex_unlock(&sage_share_lock);
+                r = export_handle(s, a, pHandle);
+        pthread_mutex_unlock(&s->lock);
         return a ? r : real(pHandle, dptr);
 }
 
@@ -152,75 +140,69 @@ static bool is_emulated(const CUipcMemHandle *handle, IpcHandle *out) {
         return memcmp(out->magic, magic, sizeof(magic)) == 0;
 }
 
-static CUresult open_emulated(const IpcHandle *h, CUdeviceptr *pdptr) {
+static CUresult open_emulated(SageShare *s, const IpcHandle *h, CUdeviceptr *pdptr) {
+        struct ShareIpc *ipc = ipc_of(s);
+        const SageShareDriver *drv = share_driver(s);
         SageBroker *b;
         Import *im;
         CUdevice dev;
-        CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 },
-                                 .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
         uint64_t size = 0;
         uint32_t device = 0;
         int fd = -1, r;
-        CUresult cr = CUDA_ERROR_INVALID_HANDLE;
+        CUresult cr;
 
         if (!pdptr)
                 return CUDA_ERROR_INVALID_VALUE;
-        if (!drv->ctx_get_device || drv->ctx_get_device(&dev) != CUDA_SUCCESS)
+        if (!ipc || !drv)
+                return CUDA_ERROR_INVALID_HANDLE;
+        if (drv->ctx_get_device(&dev) != CUDA_SUCCESS)
                 return CUDA_ERROR_INVALID_CONTEXT;
-        b = sage_share_broker ? sage_share_broker : import_broker;
-        if (!b && sage_broker_connect(&import_broker, NULL, 500) == 0)
-                b = import_broker;
+        b = s->broker ? s->broker : ipc->import_broker;
+        if (!b && sage_broker_connect(&ipc->import_broker, NULL, 500) == 0)
+                b = ipc->import_broker;
         if (!b)
                 return CUDA_ERROR_INVALID_HANDLE;
         r = sage_broker_ipc_import(b, h->token, &fd, &size, &device);
-        if (r < 0 && b == import_broker)
-                import_broker = sage_broker_free(import_broker);
+        if (r < 0 && b == ipc->import_broker)
+                ipc->import_broker = sage_broker_free(ipc->import_broker);
         else if (r < 0)
-                sage_share_broker_lost(r);
+                share_broker_lost(s, r);
         if (r != 0 || fd < 0 || size != h->size || !(im = calloc(1, sizeof(*im)))) {
                 if (fd >= 0)
                         close(fd);
                 return CUDA_ERROR_INVALID_HANDLE;
         }
         im->size = (size_t)size;
-        desc.location.id = dev;
-        if (SAGE_REAL(cuMemImportFromShareableHandle)(&im->handle, (void *)(uintptr_t)fd,
-                                                      CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != CUDA_SUCCESS)
-                goto fail;
-        if ((cr = SAGE_REAL(cuMemAddressReserve)(&im->va, im->size, 0, 0, 0)) != CUDA_SUCCESS)
-                goto release;
-        if ((cr = SAGE_REAL(cuMemMap)(im->va, im->size, 0, im->handle, 0)) != CUDA_SUCCESS)
-                goto free_va;
-        if ((cr = SAGE_REAL(cuMemSetAccess)(im->va, im->size, &desc, 1)) != CUDA_SUCCESS) {
-                SAGE_REAL(cuMemUnmap)(im->va, im->size);
-                goto free_va;
-        }
+        cr = drv->import_fd(&im->handle, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
         close(fd);
-        im->next = imports;
-        imports = im;
+        if (cr != CUDA_SUCCESS) {
+                free(im);
+                return CUDA_ERROR_INVALID_HANDLE;
+        }
+        cr = sage_vmm_map_new(&drv->vmm, im->size, dev, im->handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &im->va);
+        if (cr != CUDA_SUCCESS) {
+                drv->vmm.release(im->handle);
+                free(im);
+                return cr;
+        }
+        im->next = ipc->imports;
+        ipc->imports = im;
         *pdptr = im->va;
         sage_stats_count(SAGE_STAT_SHARE_IPC_IMPORTS);
         return CUDA_SUCCESS;
-free_va:
-        SAGE_REAL(cuMemAddressFree)(im->va, im->size);
-release:
-        SAGE_REAL(cuMemRelease)(im->handle);
-fail:
-        close(fd);
-        free(im);
-        return cr == CUDA_SUCCESS ? CUDA_ERROR_INVALID_HANDLE : cr;
 }
 
 static CUresult open_handle(CUdeviceptr *pdptr, CUipcMemHandle handle, CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigned),
                             unsigned flags) {
+        SageShare *s = sage_share();
         IpcHandle h;
         CUresult r;
 
         if (!is_emulated(&handle, &h))
                 return real(pdptr, handle, flags);
-        pthread_mutex_lock(&sage_share_lock);
-        r = open_emulated(&h, pdptr);
-        pthread_mutex_unlock(&sage_share_lock);
+        pthread_mutex_lock(&s->lock);
+        r = open_emulated(s, &h, pdptr);
+        pthread_mutex_unlock(&s->lock);
         return r;
 }
 
@@ -235,23 +217,24 @@ CUresult sage_impl_cuIpcOpenMemHandle_v2(sage_fn_cuIpcOpenMemHandle_v2_t real, C
 }
 
 CUresult sage_impl_cuIpcCloseMemHandle(sage_fn_cuIpcCloseMemHandle_t real, CUdeviceptr dptr) {
+        SageShare *s = sage_share();
+        const SageShareDriver *drv = NULL;
         Import *im = NULL;
 
-        pthread_mutex_lock(&sage_share_lock);
-        for (Import **l = &imports; *l; l = &(*l)->next)
+        pthread_mutex_lock(&s->lock);
+        for (Import **l = s->ipc ? &s->ipc->imports : NULL; l && *l; l = &(*l)->next)
                 if ((*l)->va == dptr) {
                         im = *l;
                         *l = im->next;
+                        drv = share_driver(s); /* filled when the import was opened */
                         break;
                 }
-        pthread_mutex_unlock(&sage_share_lock);
+        pthread_mutex_unlock(&s->lock);
         if (!im)
                 return real(dptr);
-        if (drv->ctx_synchronize)
-                drv->ctx_synchronize();
-        SAGE_REAL(cuMemUnmap)(im->va, im->size);
-        SAGE_REAL(cuMemRelease)(im->handle);
-        SAGE_REAL(cuMemAddressFree)(im->va, im->size);
+        drv->vmm.ctx_synchronize();
+        sage_vmm_unmap_free(&drv->vmm, im->va, im->size);
+        drv->vmm.release(im->handle);
         free(im);
         return CUDA_SUCCESS;
 }

@@ -1,4 +1,4 @@
-/* The keys of sharing: content hashes and file identities (share_key.c). */
+/* The content keys of sharing (share_key.c). */
 #pragma once
 
 #include <stdbool.h>
@@ -15,9 +15,3 @@ int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n
 
 /* The chunk size of both (the size `buf` must have). */
 size_t sage_share_key_chunk(void);
-
-/*
- * File-identity key of host bytes that lie in one mapping of a regular
- * file, unwritten by this process. False when they do not.
- */
-bool sage_share_file_key(const void *data, size_t size, SageHash *out);

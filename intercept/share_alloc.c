@@ -1,0 +1,404 @@
+/*
+ * Sharing's VMM allocator (share_alloc.h).
+ *
+ * An allocation is a reserved address range covered by a sorted list of
+ * pieces, each one physical allocation (POSIX-fd exportable) mapped at its
+ * offset. Pieces are swapped one by one, at the granularity of the device,
+ * because the driver unmaps whole mappings only.
+ *
+ * Splitting a piece keeps the content of what remains of it, unless the
+ * allocation is "fresh": nothing but tracked uploads may have written it
+ * since it was allocated (no launch, memset, device copy in between), in
+ * which case only the bytes those uploads wrote are kept.
+ *
+ * Every new backing exists (and holds what must be kept) before the old
+ * pieces go, so a failure changes nothing: out of memory means the plain
+ * path, never a hole in the app's memory.
+ */
+#include "share_alloc.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "stats.h"
+
+/* Past this many tracked upload ranges an allocation is treated as written by anything. */
+#define MAX_WRITTEN 4096
+
+void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx) {
+        v->drv = drv;
+        v->release_extent = release_extent;
+        v->release_ctx = ctx;
+        atomic_store(&v->write_epoch, 1);
+        atomic_store(&v->pending, false);
+        v->allocs = NULL;
+        v->lo_va = UINT64_MAX;
+        v->hi_va = 0;
+}
+
+static bool reserve_pieces(SageShareAlloc *a, size_t n) {
+        Piece *ps;
+
+        if (n <= a->cap)
+                return true;
+        if (!(ps = realloc(a->pieces, n * sizeof(*ps))))
+                return false;
+        a->pieces = ps;
+        a->cap = n;
+        return true;
+}
+
+static bool insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Piece *add, size_t nadd) {
+        size_t n = a->npieces - remove + nadd;
+        Piece *ps;
+
+        if (!reserve_pieces(a, n))
+                return false;
+        ps = a->pieces;
+        memmove(&ps[at + nadd], &ps[at + remove], (a->npieces - at - remove) * sizeof(*ps));
+        memcpy(&ps[at], add, nadd * sizeof(*ps));
+        a->npieces = n;
+        return true;
+}
+
+CUresult share_vmm_create(ShareVmm *v, const SageShareAlloc *a, size_t len, CUmemGenericAllocationHandle *out) {
+        CUmemAllocationProp prop = sage_vmm_prop(a->dev);
+        return v->drv->vmm.create(out, len, &prop, 0);
+}
+
+static CUresult map_at(ShareVmm *v, const SageShareAlloc *a, size_t off, size_t len, CUmemGenericAllocationHandle h,
+                       CUmemAccess_flags access) {
+        return sage_vmm_map(&v->drv->vmm, a->va + off, len, a->dev, h, access);
+}
+
+CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, CUcontext ctx, SageShareAlloc **out) {
+        const SageVmmOps *ops = &v->drv->vmm;
+        SageShareAlloc *a;
+        Piece whole;
+        CUresult r;
+
+        if (!gran || !(a = calloc(1, sizeof(*a))))
+                return CUDA_ERROR_OUT_OF_MEMORY;
+        a->dev = dev;
+        a->ctx = ctx;
+        a->gran = gran;
+        a->size = size;
+        a->padded = (size + gran - 1) / gran * gran;
+        if ((r = ops->address_reserve(&a->va, a->padded, 0, 0, 0)) != CUDA_SUCCESS)
+                goto fail;
+        whole = (Piece){ .off = 0, .len = a->padded };
+        if ((r = share_vmm_create(v, a, a->padded, &whole.handle)) != CUDA_SUCCESS) {
+                ops->address_free(a->va, a->padded);
+                goto fail;
+        }
+        if ((r = map_at(v, a, 0, a->padded, whole.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS ||
+            !insert_pieces(a, 0, 0, &whole, 1)) {
+                if (r == CUDA_SUCCESS) {
+                        ops->unmap(a->va, a->padded);
+                        r = CUDA_ERROR_OUT_OF_MEMORY;
+                }
+                ops->release(whole.handle);
+                ops->address_free(a->va, a->padded);
+                goto fail;
+        }
+        a->epoch = atomic_load_explicit(&v->write_epoch, memory_order_relaxed);
+        *out = a;
+        return CUDA_SUCCESS;
+fail:
+        free(a->pieces);
+        free(a);
+        return r;
+}
+
+void share_vmm_link(ShareVmm *v, SageShareAlloc *a) {
+        a->next = v->allocs;
+        v->allocs = a;
+        if (a->va < v->lo_va)
+                v->lo_va = a->va;
+        if (a->va + a->padded > v->hi_va)
+                v->hi_va = a->va + a->padded;
+}
+
+SageShareAlloc *share_vmm_find(const ShareVmm *v, CUdeviceptr p, size_t n) {
+        for (SageShareAlloc *a = v->allocs; a; a = a->next)
+                if (p >= a->va && p - a->va < a->size && n <= a->size - (p - a->va))
+                        return a;
+        return NULL;
+}
+
+SageShareAlloc *share_vmm_unlink(ShareVmm *v, CUdeviceptr va) {
+        for (SageShareAlloc **link = &v->allocs; *link; link = &(*link)->next)
+                if ((*link)->va == va) {
+                        SageShareAlloc *a = *link;
+                        *link = a->next;
+                        a->next = NULL;
+                        return a;
+                }
+        return NULL;
+}
+
+void share_vmm_release(ShareVmm *v, SageShareAlloc *a) {
+        for (size_t i = 0; i < a->npieces; i++)
+                share_vmm_drop_piece(v, a, &a->pieces[i]);
+        v->drv->vmm.address_free(a->va, a->padded);
+        free(a->pieces);
+        free(a->written);
+        free(a);
+}
+
+/* ---------------------------------------------------------------- write tracking */
+
+void share_vmm_note_write(ShareVmm *v) {
+        atomic_fetch_add_explicit(&v->write_epoch, 1, memory_order_relaxed);
+}
+
+bool share_vmm_fresh(const ShareVmm *v, const SageShareAlloc *a) {
+        return a->epoch == atomic_load_explicit(&v->write_epoch, memory_order_relaxed);
+}
+
+void share_vmm_note_written(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len) {
+        Range *w;
+
+        if (!share_vmm_fresh(v, a) || !len)
+                return;
+        if (v->track_pending) /* what this upload leaves is assembled at the next launch */
+                atomic_store_explicit(&v->pending, true, memory_order_relaxed);
+        if (a->nwritten && a->written[a->nwritten - 1].off + a->written[a->nwritten - 1].len == off) {
+                a->written[a->nwritten - 1].len += len;
+                return;
+        }
+        if (a->nwritten == MAX_WRITTEN || !(w = realloc(a->written, (a->nwritten + 1) * sizeof(*w)))) {
+                a->epoch = 0; /* stop tracking: every byte counts as written */
+                return;
+        }
+        a->written = w;
+        a->written[a->nwritten++] = (Range){ off, len };
+}
+
+/* Must the content of a->va[off, off+len), part of piece p, survive a split? */
+static bool must_keep(const ShareVmm *v, const SageShareAlloc *a, const Piece *p, size_t off, size_t len) {
+        if (p->extent_id || !share_vmm_fresh(v, a))
+                return true;
+        for (size_t i = 0; i < a->nwritten; i++)
+                if (a->written[i].off < off + len && off < a->written[i].off + a->written[i].len)
+                        return true;
+        return false;
+}
+
+/* ---------------------------------------------------------------- pieces */
+
+void share_vmm_sync(ShareVmm *v, SageShareAlloc *a) {
+        CUcontext popped;
+        bool pushed = v->drv->ctx_push(a->ctx) == CUDA_SUCCESS;
+
+        v->drv->vmm.ctx_synchronize();
+        if (pushed)
+                v->drv->ctx_pop(&popped);
+}
+
+CUresult share_vmm_copy_into_new(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len,
+                                 CUmemGenericAllocationHandle *out) {
+        return sage_vmm_copy_into_new(&v->drv->vmm, a->dev, a->va + off, len, out);
+}
+
+void share_vmm_free_lists(Piece *p) {
+        free(p->seen);
+        free(p->allow);
+        free(p->filled);
+        p->seen = p->allow = NULL;
+        p->filled = NULL;
+        p->nseen = p->nallow = p->nfilled = 0;
+}
+
+void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
+        share_vmm_free_lists(p);
+        v->drv->vmm.unmap(a->va + p->off, p->len);
+        v->drv->vmm.release(p->handle);
+        if (p->extent_id && v->release_extent)
+                v->release_extent(v->release_ctx, p->extent_id);
+}
+
+/*
+ * What remains of the pieces [i0, i1) outside [lo, hi) gets new private
+ * backing, content kept where it matters. When `with` is an upload's and
+ * the upload goes on past hi (its tail, which the caller copies), a
+ * right-hand rest with nothing to keep and more than a granule is backed as
+ * two pieces, its first granule apart: a framework fills a pool segment
+ * upwards, so the next upload starts in that granule, after the tail, and
+ * its whole granules begin right after it; splitting there later cuts no
+ * piece holding bytes to keep, which would cost a device-to-device copy
+ * through a temporary mapping and a synchronize (SHARE_KEEP_COPIES).
+ */
+CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi, const Piece *with) {
+        size_t i0 = 0, i1;
+        Piece rem[3], add[4];
+        bool keep[3] = { false, false, false };
+        size_t nrem = 0, nadd = 0;
+        CUresult r = CUDA_SUCCESS;
+
+        while (i0 < a->npieces && a->pieces[i0].off + a->pieces[i0].len <= lo)
+                i0++;
+        for (i1 = i0; i1 < a->npieces && a->pieces[i1].off < hi;)
+                i1++;
+        if (i0 == i1 || !reserve_pieces(a, a->npieces + 3))
+                return CUDA_ERROR_INVALID_VALUE;
+        memset(rem, 0, sizeof(rem));
+        if (a->pieces[i0].off < lo) {
+                rem[nrem] = (Piece){ .off = a->pieces[i0].off, .len = lo - a->pieces[i0].off };
+                keep[nrem] = must_keep(v, a, &a->pieces[i0], rem[nrem].off, rem[nrem].len);
+                nrem++;
+        }
+        if (a->pieces[i1 - 1].off + a->pieces[i1 - 1].len > hi) {
+                const Piece *last = &a->pieces[i1 - 1];
+                size_t end = last->off + last->len;
+                rem[nrem] = (Piece){ .off = hi, .len = end - hi };
+                keep[nrem] = must_keep(v, a, last, rem[nrem].off, rem[nrem].len);
+                if (!keep[nrem] && with->span_hi > hi && rem[nrem].len > a->gran) {
+                        rem[nrem].len = a->gran;
+                        nrem++;
+                        rem[nrem] = (Piece){ .off = hi + a->gran, .len = end - hi - a->gran };
+                }
+                nrem++;
+        }
+        for (size_t k = 0; k < nrem && r == CUDA_SUCCESS; k++) {
+                if (keep[k])
+                        sage_stats_count(SAGE_STAT_SHARE_KEEP_COPIES);
+                r = keep[k] ? share_vmm_copy_into_new(v, a, rem[k].off, rem[k].len, &rem[k].handle)
+                            : share_vmm_create(v, a, rem[k].len, &rem[k].handle);
+        }
+        if (r != CUDA_SUCCESS) {
+                for (size_t k = 0; k < nrem; k++)
+                        if (rem[k].handle)
+                                v->drv->vmm.release(rem[k].handle);
+                return r;
+        }
+        for (size_t i = i0; i < i1; i++)
+                share_vmm_drop_piece(v, a, &a->pieces[i]);
+        for (size_t k = 0; k < nrem && r == CUDA_SUCCESS; k++)
+                r = map_at(v, a, rem[k].off, rem[k].len, rem[k].handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        if (r == CUDA_SUCCESS)
+                r = map_at(v, a, lo, hi - lo, with->handle,
+                           with->extent_id ? CU_MEM_ACCESS_FLAGS_PROT_READ : CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        if (r != CUDA_SUCCESS) {
+                /* Mapping a live handle into its own reserved range failed: nothing sane is left to do. */
+                sage_warn("share: cannot re-map %p+%zu (%d)", (void *)(uintptr_t)a->va, a->size, (int)r);
+                return r;
+        }
+        for (size_t k = 0; k < nrem; k++)
+                if (rem[k].off < lo)
+                        add[nadd++] = rem[k];
+        add[nadd++] = *with;
+        for (size_t k = 0; k < nrem; k++)
+                if (rem[k].off >= hi)
+                        add[nadd++] = rem[k];
+        insert_pieces(a, i0, i1 - i0, add, nadd); /* capacity reserved above: cannot fail */
+        return CUDA_SUCCESS;
+}
+
+bool share_vmm_map_extent(ShareVmm *v, SageShareAlloc *a, Piece *piece, int fd) {
+        bool served = false;
+
+        if (v->drv->import_fd(&piece->handle, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) ==
+            CUDA_SUCCESS) {
+                served = share_vmm_replace_range(v, a, piece->off, piece->off + piece->len, piece) == CUDA_SUCCESS;
+                if (!served)
+                        v->drv->vmm.release(piece->handle);
+        }
+        close(fd);
+        if (!served) {
+                share_vmm_free_lists(piece);
+                if (v->release_extent)
+                        v->release_extent(v->release_ctx, piece->extent_id);
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+        }
+        return served;
+}
+
+bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i) {
+        Piece *p = &a->pieces[i];
+        CUmemGenericAllocationHandle h;
+
+        share_vmm_sync(v, a);
+        if (share_vmm_copy_into_new(v, a, p->off, p->len, &h) != CUDA_SUCCESS)
+                return false;
+        share_vmm_drop_piece(v, a, p);
+        if (map_at(v, a, p->off, p->len, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS) {
+                sage_warn("share: cannot re-back %p+%zu", (void *)(uintptr_t)(a->va + p->off), p->len);
+                v->drv->vmm.release(h);
+                return false;
+        }
+        *p = (Piece){ .off = p->off, .len = p->len, .handle = h, .span_lo = p->span_lo };
+        sage_stats_count(SAGE_STAT_SHARE_UNSHARED);
+        return true;
+}
+
+/* Shared pieces of `a` overlapping [off, off+len) become private. */
+static void privatize_shared(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len) {
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].extent_id && a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
+                        share_vmm_privatize(v, a, i);
+}
+
+void share_vmm_privatize_all(ShareVmm *v) {
+        for (SageShareAlloc *a = v->allocs; a; a = a->next)
+                privatize_shared(v, a, 0, a->padded);
+}
+
+void share_vmm_before_write(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len) {
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
+                        share_vmm_drop_candidate(a, &a->pieces[i], "written by an API call or another upload");
+        privatize_shared(v, a, off, len);
+}
+
+void share_vmm_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why) {
+        size_t bytes = p->len;
+
+        if (!p->candidate)
+                return;
+        p->candidate = false;
+        if (p->nfilled) { /* the allocation's uploads, where they overlap this run */
+                bytes = 0;
+                for (size_t i = 0; i < p->nfilled; i++) {
+                        size_t lo = p->filled[i].off > p->off ? p->filled[i].off : p->off;
+                        size_t end = p->filled[i].off + p->filled[i].len, hi = p->off + p->len;
+                        if (end < hi)
+                                hi = end;
+                        if (lo < hi)
+                                bytes += hi - lo;
+                }
+        }
+        sage_stats_count(SAGE_STAT_SHARE_DROPPED);
+        sage_stats_add(SAGE_STAT_SHARE_BYTES_DROPPED, bytes);
+        sage_debug("share: %p+%zu (%zu upload bytes) not published: %s", (void *)(uintptr_t)(a->va + p->off), p->len,
+                   bytes, why);
+}
+
+bool share_vmm_consolidate(ShareVmm *v, SageShareAlloc *a) {
+        CUmemGenericAllocationHandle h;
+        CUcontext popped;
+        bool ok = false;
+
+        a->no_share = true;
+        for (size_t i = 0; i < a->npieces; i++)
+                share_vmm_drop_candidate(a, &a->pieces[i], "the allocation was exported through CUDA IPC");
+        if (a->npieces == 1 && !a->pieces[0].extent_id)
+                return true;
+        if (v->drv->ctx_push(a->ctx) != CUDA_SUCCESS)
+                return false;
+        v->drv->vmm.ctx_synchronize();
+        if (share_vmm_copy_into_new(v, a, 0, a->padded, &h) != CUDA_SUCCESS)
+                goto out;
+        for (size_t i = 0; i < a->npieces; i++)
+                share_vmm_drop_piece(v, a, &a->pieces[i]);
+        a->npieces = 1;
+        a->pieces[0] = (Piece){ .off = 0, .len = a->padded, .handle = h };
+        ok = map_at(v, a, 0, a->padded, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) == CUDA_SUCCESS;
+        if (!ok)
+                sage_warn("share: cannot re-back %p+%zu for IPC", (void *)(uintptr_t)a->va, a->size);
+out:
+        v->drv->ctx_pop(&popped);
+        return ok;
+}

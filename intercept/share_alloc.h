@@ -1,0 +1,160 @@
+/*
+ * Sharing's VMM allocator (share_alloc.c): allocations as reserved ranges
+ * covered by pieces, each one physical allocation that can be swapped for
+ * a broker extent (read-only) or new private backing. Driver calls go
+ * through SageShareDriver, so the allocator is unit-tested with a fake one.
+ */
+#pragma once
+
+#include <cuda.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hash.h"
+#include "vmm.h"
+
+typedef struct Range {
+        size_t off, len;
+} Range;
+
+/* One physical allocation mapped at [off, off+len) of an allocation. */
+typedef struct Piece {
+        size_t off, len;
+        CUmemGenericAllocationHandle handle;
+        uint64_t extent_id; /* nonzero: a broker extent mapped read-only; the reference we hold */
+        bool candidate;     /* filled by one upload: published at free or exit if unchanged */
+        SageHash key;       /* candidate: the broker key (file identity or content) */
+        SageHash content;   /* candidate: the content hash, checked against the device */
+        size_t span_lo;     /* where the upload that filled it starts (<= off): kernels point from here */
+        size_t span_hi;     /* where that upload ends (>= off + len; 0: not an upload's piece) */
+        uint64_t *seen;     /* candidate: kernel-parameter uses seen (share_guard.c) */
+        size_t nseen;
+        bool seen_overflow;
+        uint64_t *allow;    /* shared: the uses its publisher saw, sorted */
+        size_t nallow;
+        Range *filled;      /* assembled (several uploads, keyed by content at the first launch): */
+        size_t nfilled;     /* the uploads' ranges; a kernel pointing between them is not reading weights */
+} Piece;
+
+#define SAGE_SHARE_MAX_USES 4000
+
+/* An allocation SAGE's VMM allocator backs. */
+typedef struct SageShareAlloc {
+        CUdeviceptr va;
+        size_t size, padded, gran;
+        CUdevice dev;
+        CUcontext ctx;
+        uint64_t epoch;       /* the write epoch at allocation; unchanged: only tracked uploads wrote it */
+        Range *written;       /* those uploads, while fresh */
+        size_t nwritten;
+        Piece *pieces;        /* sorted, covering [0, padded) */
+        size_t npieces, cap;
+        bool no_share;        /* exported through CUDA IPC: one private backing for good */
+        struct SageShareAlloc *next;
+} SageShareAlloc;
+
+/*
+ * The driver calls sharing makes: the VMM steps (common/vmm.h) and what its
+ * parts need around them. Entries marked optional may be NULL.
+ */
+typedef struct SageShareDriver {
+        SageVmmOps vmm;
+        CUresult (*ctx_push)(CUcontext);
+        CUresult (*ctx_pop)(CUcontext *);
+        CUresult (*ctx_get_device)(CUdevice *);
+        CUresult (*ctx_get_current)(CUcontext *);
+        CUresult (*granularity)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags);
+        CUresult (*import_fd)(CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType);
+        CUresult (*export_fd)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType, unsigned long long);
+        CUresult (*copy_dtoh)(void *, CUdeviceptr, size_t);
+        CUresult (*alloc_host)(void **, size_t);
+        CUresult (*free_host)(void *);
+        /* optional: */
+        CUresult (*stream_is_capturing)(CUstream, CUstreamCaptureStatus *);
+        CUresult (*pointer_get_attribute)(void *, CUpointer_attribute, CUdeviceptr);
+        /* the launch guard's (share_guard.c; the kernel_ ones optional): */
+        CUresult (*func_get_param_info)(CUfunction, size_t, size_t *, size_t *);
+        CUresult (*func_get_name)(const char **, CUfunction);
+        CUresult (*kernel_get_param_info)(CUkernel, size_t, size_t *, size_t *);
+        CUresult (*kernel_get_name)(const char **, CUkernel);
+} SageShareDriver;
+
+/*
+ * The allocator part of sharing: every allocation it backs and the write
+ * epoch. Callers serialize all calls (SageShare's lock); the epoch and
+ * `pending` are atomic because hooks read them without it.
+ */
+typedef struct ShareVmm {
+        const SageShareDriver *drv;
+        void (*release_extent)(void *ctx, uint64_t extent_id); /* give a broker reference back */
+        void *release_ctx;
+        bool track_pending;        /* SAGE_SHARE_ASSEMBLE: partial uploads raise `pending` */
+        atomic_ullong write_epoch; /* bumped by anything that may write memory SAGE does not see */
+        atomic_bool pending;       /* a fresh allocation holds uploads not keyed yet (partial granules) */
+        SageShareAlloc *allocs;
+        uint64_t lo_va, hi_va;     /* bounds of every allocation it backs */
+} ShareVmm;
+
+void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx);
+
+/*
+ * A new allocation of `size` bytes on `dev` (its granule: `gran`), not yet
+ * linked: only its epoch is read, so the caller need not serialize (the
+ * driver work runs outside the lock). CUresult of the failing step.
+ */
+CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, CUcontext ctx, SageShareAlloc **out);
+/* Make `a` one of the allocations the allocator backs (found, scanned, published). */
+void share_vmm_link(ShareVmm *v, SageShareAlloc *a);
+/* The allocation holding [p, p+n), or NULL. */
+SageShareAlloc *share_vmm_find(const ShareVmm *v, CUdeviceptr p, size_t n);
+/* Unlink the allocation starting at `va`; NULL if none does. */
+SageShareAlloc *share_vmm_unlink(ShareVmm *v, CUdeviceptr va);
+/* Unmap and release every piece and the range of an unlinked allocation; frees it. */
+void share_vmm_release(ShareVmm *v, SageShareAlloc *a);
+
+/* Something may write device memory SAGE does not see: no allocation is fresh any more. */
+void share_vmm_note_write(ShareVmm *v);
+/* Has nothing but tracked uploads written `a` since it was allocated? */
+bool share_vmm_fresh(const ShareVmm *v, const SageShareAlloc *a);
+/* A tracked upload wrote a->va[off, off+len). */
+void share_vmm_note_written(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len);
+
+/* Wait for the work in flight in the context of `a`. */
+void share_vmm_sync(ShareVmm *v, SageShareAlloc *a);
+/* A new physical allocation holding a copy of a->va[off, off+len) (device copy, finished). */
+CUresult share_vmm_copy_into_new(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len,
+                                 CUmemGenericAllocationHandle *out);
+/* A new, empty physical allocation of `len` bytes on the device of `a`. */
+CUresult share_vmm_create(ShareVmm *v, const SageShareAlloc *a, size_t len, CUmemGenericAllocationHandle *out);
+/*
+ * Make [lo, hi) (granule multiples) one piece backed by `with` (read-only
+ * if it is a shared extent). The caller has synchronized. On failure
+ * nothing changed and `with` is still the caller's.
+ */
+CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi, const Piece *with);
+/*
+ * Import broker extent fd (closed) and map it read-only as `piece`, whose
+ * off, len, extent_id (our reference) and notes are set. False: nothing
+ * changed, the reference is given back, the piece's lists freed. Synced.
+ */
+bool share_vmm_map_extent(ShareVmm *v, SageShareAlloc *a, Piece *piece, int fd);
+/* Give shared piece i of `a` private backing with the same content (after the work in flight). */
+bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i);
+/* Every shared piece of every allocation. */
+void share_vmm_privatize_all(ShareVmm *v);
+/*
+ * Bytes [off, off+len) of `a` are about to be written by something other
+ * than a shared upload: shared pieces there become private first, and
+ * candidates there stop being candidates.
+ */
+void share_vmm_before_write(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len);
+/* Candidate p is not to be published (why: one debug line). */
+void share_vmm_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why);
+/* Unmap and release piece `p` (and the broker reference of a shared one); its entry stays. */
+void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p);
+/* Free a piece's use lists (seen, allow, filled). */
+void share_vmm_free_lists(Piece *p);
+/* Give `a` a single private backing for good (content kept): CUDA IPC exports it. */
+bool share_vmm_consolidate(ShareVmm *v, SageShareAlloc *a);

@@ -1,0 +1,41 @@
+/* The launch guard of sharing and the notes it publishes uses with (share_guard.c). */
+#pragma once
+
+#include <cuda.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "share_alloc.h"
+
+#define SAGE_SHARE_NOTES_MAX 32768
+#define SHARE_GUARD_LAYOUT_SLOTS 16384
+
+/* The parameter layout of one kernel, as the driver describes it. */
+typedef struct ShareLayout {
+        const void *func; /* CUfunction or CUkernel, as launched */
+        uint64_t name;    /* hash of the kernel's name */
+        unsigned n;       /* UINT32_MAX: the driver cannot tell */
+        uint32_t *offset, *size;
+} ShareLayout;
+
+/* The guard part of sharing: kernel layouts, open addressing (the caller serializes). */
+typedef struct ShareGuard {
+        ShareLayout layouts[SHARE_GUARD_LAYOUT_SLOTS];
+        size_t nlayouts;
+} ShareGuard;
+
+/* Can the driver describe kernel parameters (cuFuncGetParamInfo, cuFuncGetName)? */
+bool share_guard_available(const SageShareDriver *drv);
+/*
+ * A launch of `f` with `params` (or the buffer of `extra`): record the uses
+ * of candidate pieces, privatize shared pieces used in a way their notes
+ * do not allow (every shared piece, when the layout is unknown).
+ */
+void share_guard_scan(ShareGuard *g, ShareVmm *v, CUfunction f, void **params, void **extra);
+/* Free the layouts the guard learned. */
+void share_guard_clear(ShareGuard *g);
+
+/* The notes a candidate is published with (malloc'ed; NULL: none), and their use on a mapped piece. */
+void *share_notes_build(const Piece *p, uint32_t *len);
+void share_notes_apply(Piece *p, const void *notes, uint32_t len);

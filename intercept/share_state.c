@@ -1,0 +1,220 @@
+/*
+ * Sharing's state object (share_state.h): turning sharing on (the broker,
+ * the driver table the parts work through) and the broker as the parts'
+ * publisher and extent owner.
+ */
+#include <cuda.h>
+
+#include "share_state.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "driver.h"
+#include "hooks.h"
+#include "log.h"
+#include "options.h"
+#include "share_assemble.h"
+#include "share_key.h"
+#include "share_publish.h"
+#include "stats.h"
+#include "util.h"
+
+static SageShare share = {
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .vmm = { .write_epoch = 1, .lo_va = UINT64_MAX },
+};
+
+SageShare *sage_share(void) {
+        return &share;
+}
+
+void share_broker_lost(SageShare *s, int r) {
+        if (r < 0 && s->broker) {
+                sage_warn("share: broker connection lost (%s); sharing off", strerror(-r));
+                s->broker = sage_broker_free(s->broker);
+        }
+}
+
+static void release_extent(void *ctx, uint64_t extent_id) {
+        SageShare *s = ctx;
+
+        if (s->broker)
+                share_broker_lost(s, sage_broker_release(s->broker, extent_id));
+}
+
+/* The broker verifies the bytes against their content key: a file-keyed piece states it. */
+static int broker_publish(void *ctx, const SageShareAlloc *a, const Piece *p, int fd, const void *notes,
+                          uint32_t notes_len) {
+        SageShare *s = ctx;
+        uint64_t id;
+        int existed = 0, r;
+
+        if (!s->broker)
+                return -ENOTCONN;
+        if (sage_hash_equal(p->key, p->content))
+                r = sage_broker_publish_noted(s->broker, p->key, p->len, (uint32_t)a->dev, SAGE_PUBLISH_SEALED, fd,
+                                              notes, notes_len, &id, &existed);
+        else
+                r = sage_broker_publish_content(s->broker, p->key, p->content, p->len, (uint32_t)a->dev,
+                                                SAGE_PUBLISH_SEALED, fd, notes, notes_len, &id, &existed);
+        if (r == 0)
+                sage_broker_release(s->broker, id); /* the broker keeps it; we hold no reference */
+        else
+                share_broker_lost(s, r);
+        return r;
+}
+
+static int broker_lookup(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
+                         const void **notes, uint32_t *notes_len) {
+        SageShare *s = ctx;
+        int r;
+
+        if (!s->broker)
+                return -ENOTCONN;
+        r = sage_broker_lookup_noted(s->broker, key, len, device, id, fd, s->notes_buf, sizeof(s->notes_buf), notes_len);
+        share_broker_lost(s, r);
+        *notes = s->notes_buf;
+        return r;
+}
+
+int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
+                 uint32_t *notes_len) {
+        return broker_lookup(s, key, len, device, id, fd, notes, notes_len);
+}
+
+void share_assemble(SageShare *s) {
+        ShareLookup lk = { broker_lookup, s };
+        void *buf = NULL;
+        CUcontext popped;
+        uint64_t t;
+
+        if (!atomic_exchange(&s->vmm.pending, false))
+                return;
+        t = sage_now_ns();
+        pthread_mutex_lock(&s->lock);
+        for (SageShareAlloc *a = s->vmm.allocs; a && s->broker; a = a->next) {
+                if (!share_vmm_fresh(&s->vmm, a) || !a->nwritten || a->no_share || s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
+                        continue;
+                /* The uploads in flight land first; pinned memory for the read-back, once. */
+                if (s->drv.vmm.ctx_synchronize() == CUDA_SUCCESS &&
+                    (buf || s->drv.alloc_host(&buf, sage_share_key_chunk()) == CUDA_SUCCESS)) {
+                        share_assemble_allocation(&s->vmm, a, &lk, buf);
+                        atomic_store(&s->guarding, true);
+                }
+                s->drv.ctx_pop(&popped);
+        }
+        if (buf)
+                s->drv.free_host(buf);
+        pthread_mutex_unlock(&s->lock);
+        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE, sage_now_ns() - t);
+}
+
+void share_publish(SageShare *s, SageShareAlloc *a) {
+        SharePublisher pub = { broker_publish, s };
+
+        if (s->broker)
+                share_publish_candidates(&s->vmm, a, &pub);
+}
+
+static void share_at_exit(void) {
+        SageShare *s = sage_share();
+
+        pthread_mutex_lock(&s->lock);
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                share_publish(s, a);
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* The driver through libsage's table of real entry points. */
+static void fill_driver(SageShareDriver *d) {
+        const SageDriverExtras *x = &sage_driver_extras;
+
+        *d = (SageShareDriver){
+                .vmm = { .create = SAGE_REAL(cuMemCreate),
+                         .release = SAGE_REAL(cuMemRelease),
+                         .address_reserve = SAGE_REAL(cuMemAddressReserve),
+                         .address_free = SAGE_REAL(cuMemAddressFree),
+                         .map = SAGE_REAL(cuMemMap),
+                         .unmap = SAGE_REAL(cuMemUnmap),
+                         .set_access = SAGE_REAL(cuMemSetAccess),
+                         .copy_dtod = SAGE_REAL(cuMemcpyDtoD_v2),
+                         .ctx_synchronize = x->ctx_synchronize },
+                .ctx_push = x->ctx_push,
+                .ctx_pop = x->ctx_pop,
+                .ctx_get_device = x->ctx_get_device,
+                .ctx_get_current = x->ctx_get_current,
+                .granularity = x->mem_granularity,
+                .import_fd = SAGE_REAL(cuMemImportFromShareableHandle),
+                .export_fd = SAGE_REAL(cuMemExportToShareableHandle),
+                .copy_dtoh = SAGE_REAL(cuMemcpyDtoH_v2),
+                .alloc_host = SAGE_REAL(cuMemAllocHost_v2),
+                .free_host = SAGE_REAL(cuMemFreeHost),
+                .stream_is_capturing = x->stream_is_capturing,
+                .pointer_get_attribute = x->pointer_get_attribute,
+                .func_get_param_info = x->func_get_param_info,
+                .func_get_name = x->func_get_name,
+                .kernel_get_param_info = x->kernel_get_param_info,
+                .kernel_get_name = x->kernel_get_name,
+        };
+}
+
+static bool driver_complete(const SageShareDriver *d) {
+        return sage_vmm_ops_complete(&d->vmm) && d->ctx_push && d->ctx_pop && d->ctx_get_device &&
+               d->ctx_get_current && d->granularity && d->import_fd && d->export_fd && d->copy_dtoh &&
+               d->alloc_host && d->free_host;
+}
+
+const SageShareDriver *share_driver(SageShare *s) {
+        if (!s->drv_ready && sage_driver_handle()) {
+                fill_driver(&s->drv);
+                s->drv_ready = driver_complete(&s->drv);
+        }
+        return s->drv_ready ? &s->drv : NULL;
+}
+
+bool share_enabled(SageShare *s) {
+        char why[320];
+        int r;
+
+        if (s->state)
+                return s->state > 0;
+        s->state = -1;
+        if (!sage_options()->share || !share_driver(s))
+                return false;
+        if (!share_guard_available(&s->drv)) {
+                sage_info("share: the driver cannot describe kernel parameters (cuFuncGetParamInfo); sharing off");
+                return false;
+        }
+        r = sage_broker_connect_why(&s->broker, NULL, 500, why, sizeof(why));
+        if (r == -EPERM) {
+                /* Someone else's process on the broker's path: worth a warning, never our uploads. */
+                sage_warn("share: %s; sharing off", why);
+                s->broker = NULL;
+                return false;
+        }
+        if (r < 0) {
+                sage_info("share: no broker (%s); sharing off", sage_options()->socket);
+                s->broker = NULL;
+                return false;
+        }
+        share_vmm_init(&s->vmm, &s->drv, release_extent, s);
+        s->vmm.track_pending = sage_options()->share_assemble;
+        atexit(share_at_exit);
+        s->state = 1;
+        atomic_store(&s->active, true);
+        /* Launches and pitched copies must bump the write epoch: sharing's observer does it. */
+        sage_hooks_activate(SAGE_OBSERVER_SHARE);
+        return true;
+}
+
+bool share_capturing(SageShare *s, CUstream stream) {
+        CUstreamCaptureStatus st = CU_STREAM_CAPTURE_STATUS_NONE;
+        CUresult (*is_capturing)(CUstream, CUstreamCaptureStatus *) = s->drv.stream_is_capturing;
+
+        if (!is_capturing)
+                return false;
+        /* An error (the legacy stream while another captures: "implicit") counts as capturing. */
+        return is_capturing(stream, &st) != CUDA_SUCCESS || st != CU_STREAM_CAPTURE_STATUS_NONE;
+}

@@ -1,0 +1,67 @@
+/*
+ * The one state object of sharing (share_state.c) and the parts it holds:
+ * the VMM allocator (share_alloc.h), the launch guard (share_guard.h), the
+ * broker connection and CUDA IPC emulation (share_ipc.c). The parts take
+ * what they work on as arguments; only the entry points (share.c,
+ * share_upload.c, share_assemble.c, share_ipc.c) reach the object.
+ */
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "broker_client.h"
+#include "share_alloc.h"
+#include "share_guard.h"
+#include "share_file_key.h"
+
+struct ShareIpc;
+
+typedef struct SageShare {
+        /*
+         * Guards everything below but the atomics: the allocations and their
+         * pieces, the broker connection, the guard's layouts, the IPC
+         * registrations, the memory-map cache and notes_buf. Held across
+         * driver calls (remapping must not race a lookup of the same
+         * allocation); never across a call into the app.
+         */
+        pthread_mutex_t lock;
+        int state;               /* 0 untried, 1 on, -1 off for this process */
+        SageShareDriver drv;     /* filled once the driver is open (share_driver) */
+        bool drv_ready;
+        ShareVmm vmm;
+        ShareGuard guard;
+        SageBroker *broker;      /* NULL once lost */
+        struct ShareIpc *ipc;    /* share_ipc.c, created at the first IPC call */
+        ShareVmaCache maps;      /* file keys' view of the memory map */
+        atomic_bool active;      /* some allocation may be VMM-backed: hooks read it without the lock */
+        atomic_bool guarding;    /* some piece is a candidate or shared: launches are scanned */
+        uint64_t notes_buf[SAGE_SHARE_NOTES_MAX / 8]; /* a lookup's notes: too big for an app thread's stack */
+} SageShare;
+
+/*
+ * The process's sharing state. One per process because the driver API it
+ * interposes is process-wide and hooks carry no context of ours.
+ */
+SageShare *sage_share(void);
+
+/* Is sharing on (connecting to the broker the first time)? Under the lock. */
+bool share_enabled(SageShare *s);
+/* The driver table, filled the first time (NULL: the driver lacks part of it). Under the lock. */
+const SageShareDriver *share_driver(SageShare *s);
+/* A broker call failed at the transport level (r < 0): stop sharing, keep running. Under the lock. */
+void share_broker_lost(SageShare *s, int r);
+/* Ask the broker for `key` (share_assemble.h's ShareLookup: notes in s->notes_buf). Under the lock. */
+int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
+                 uint32_t *notes_len);
+/*
+ * Granules that uploads filled in part (or several uploads together) are
+ * keyed by their content before anything else writes them: called before a
+ * launch or an API write while s->vmm.pending. Takes the lock.
+ */
+void share_assemble(SageShare *s);
+/* Publish the candidates of `a` to the broker. Under the lock. */
+void share_publish(SageShare *s, SageShareAlloc *a);
+/* May work submitted to `stream` be captured rather than run (no synchronizing then)? */
+bool share_capturing(SageShare *s, CUstream stream);

@@ -1,0 +1,301 @@
+/*
+ * Uploads and API writes into memory SAGE's allocator backs (share.c has
+ * the design). An upload (host to device, sync or async, every variant,
+ * cuMemcpy with a host source too) is keyed on the part of it that covers
+ * whole granules: by file identity when the source lies in a file mapping
+ * (share_key.c), else by content hash. The broker is asked for an extent
+ * with that key:
+ * - hit: that part of the allocation becomes a piece mapping the broker's
+ *   extent read-only, and only the bytes outside it (less than a granule at
+ *   each end) are copied by the app's own call;
+ * - miss: that part becomes a piece of its own ("candidate"), filled by the
+ *   copy as usual, published at free or exit if unchanged (share_publish.c).
+ * A write through the API (memset, device-to-device or peer copy, another
+ * upload) into a shared piece first turns it private again (its content
+ * copied), so it never reaches the extent other processes read.
+ */
+#include <cuda.h>
+
+#include "share.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "impl.h"
+#include "share_file_key.h"
+#include "share_key.h"
+#include "share_state.h"
+#include "stats.h"
+#include "util.h"
+
+/* Uploads at least this large try the file-identity key first (reading /proc/self/maps costs ~1 ms). */
+#define FILE_KEY_MIN (16u << 20)
+
+/* Bytes [lo, hi) of an upload served by mapping; the caller copies the rest. */
+typedef struct UploadPlan {
+        size_t lo, hi;
+} UploadPlan;
+
+/* Add the time since `since` to a nanosecond counter; returns now. */
+static uint64_t lap(SageStat stat, uint64_t since) {
+        uint64_t now = sage_now_ns();
+        sage_stats_add(stat, now - since);
+        return now;
+}
+
+void sage_share_before_write(CUdeviceptr dst, size_t n) {
+        SageShare *s = sage_share();
+
+        if (!atomic_load_explicit(&s->active, memory_order_relaxed))
+                return;
+        share_assemble(s); /* while the uploads' granules still hold only what was uploaded */
+        share_vmm_note_write(&s->vmm);
+        pthread_mutex_lock(&s->lock);
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                if (dst < a->va + a->size && a->va < dst + n) {
+                        size_t off = dst > a->va ? dst - a->va : 0;
+                        size_t end = dst + n - a->va < a->size ? dst + n - a->va : a->size;
+                        share_vmm_before_write(&s->vmm, a, off, end - off);
+                }
+        pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * An upload of n bytes from host `src` to `dst`. Returns true when bytes
+ * [plan->lo, plan->hi) of it were served by mapping a shared extent: the
+ * caller copies the rest. False: the caller copies everything.
+ */
+static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t n, bool async, CUstream stream, UploadPlan *plan) {
+        SageShareAlloc *a;
+        size_t o, lo, hi;
+        SageHash key, content;
+        bool by_file = false, served = false;
+        uint64_t extent_id = 0, t;
+        const void *notes = NULL;
+        uint32_t notes_len = 0;
+        int fd = -1, r;
+        Piece piece;
+
+        if (!atomic_load_explicit(&s->active, memory_order_relaxed) || !src || !n)
+                return false;
+        pthread_mutex_lock(&s->lock);
+        if (!(a = share_vmm_find(&s->vmm, dst, n)))
+                goto out;
+        o = dst - a->va;
+        lo = (o + a->gran - 1) / a->gran * a->gran;
+        hi = (o + n) / a->gran * a->gran;
+        if (async && share_capturing(s, stream)) {
+                share_vmm_note_write(&s->vmm);
+                share_vmm_before_write(&s->vmm, a, o, n);
+                goto out;
+        }
+        /* Shared pieces the upload overwrites in part become private; whole ones get replaced. */
+        for (size_t i = 0; i < a->npieces; i++) {
+                Piece *p = &a->pieces[i];
+                if (p->off < o + n && o < p->off + p->len && (p->off < lo || p->off + p->len > hi || lo >= hi)) {
+                        share_vmm_before_write(&s->vmm, a, o, n);
+                        break;
+                }
+        }
+        if (a->no_share || hi <= lo || !s->broker) {
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n); /* no whole granule: assembly's, if anyone's */
+                share_vmm_note_written(&s->vmm, a, o, n);
+                goto out;
+        }
+        t = sage_now_ns();
+        if (hi - lo >= FILE_KEY_MIN && sage_share_file_key(&s->maps, (const char *)src + (lo - o), hi - lo, &key)) {
+                by_file = true;
+                sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
+        } else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &key) < 0) {
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+                share_vmm_note_written(&s->vmm, a, o, n);
+                goto out;
+        }
+        t = lap(SAGE_STAT_SHARE_NS_KEY, t);
+        r = share_lookup(s, key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, &notes, &notes_len);
+        t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
+        share_vmm_sync(&s->vmm, a); /* nothing in flight may use the backing we replace */
+        atomic_store(&s->guarding, true);
+        if (r == 0 && fd >= 0) {
+                piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id, .span_lo = o, .span_hi = o + n };
+                share_notes_apply(&piece, notes, notes_len);
+                served = share_vmm_map_extent(&s->vmm, a, &piece, fd);
+        }
+        lap(SAGE_STAT_SHARE_NS_REMAP, t);
+        if (served) {
+                sage_stats_count(SAGE_STAT_SHARE_HITS);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_MAPPED, hi - lo);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n - (hi - lo));
+                share_vmm_note_written(&s->vmm, a, o, lo - o);
+                share_vmm_note_written(&s->vmm, a, hi, o + n - hi);
+                plan->lo = lo - o;
+                plan->hi = hi - o;
+                goto out;
+        }
+        /* A miss: [lo, hi) becomes a candidate piece of its own, filled by the caller's copy. */
+        sage_stats_count(SAGE_STAT_SHARE_MISSES);
+        sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+        t = sage_now_ns();
+        if (!by_file)
+                content = key;
+        else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &content) < 0)
+                goto written;
+        t = lap(SAGE_STAT_SHARE_NS_KEY, t);
+        piece = (Piece){ .off = lo, .len = hi - lo, .candidate = true, .key = key, .content = content, .span_lo = o,
+                         .span_hi = o + n };
+        if (share_vmm_create(&s->vmm, a, hi - lo, &piece.handle) != CUDA_SUCCESS)
+                goto written;
+        if (share_vmm_replace_range(&s->vmm, a, lo, hi, &piece) != CUDA_SUCCESS) {
+                s->drv.vmm.release(piece.handle);
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+        }
+        lap(SAGE_STAT_SHARE_NS_REMAP, t);
+written:
+        share_vmm_note_written(&s->vmm, a, o, n);
+out:
+        pthread_mutex_unlock(&s->lock);
+        return served;
+}
+
+/* ---------------------------------------------------------------- the app's copy calls */
+
+/* One of the app's copies, to be made in part: its driver entry point and arguments. */
+typedef enum CopyKind { COPY_HTOD, COPY_HTOD_ASYNC, COPY_UNIFIED, COPY_UNIFIED_ASYNC } CopyKind;
+typedef struct CopyCall {
+        CopyKind kind;
+        union {
+                sage_fn_cuMemcpyHtoD_v2_t htod;
+                sage_fn_cuMemcpyHtoDAsync_v2_t htod_async;
+                sage_fn_cuMemcpy_t unified;
+                sage_fn_cuMemcpyAsync_t unified_async;
+        } real;
+        CUdeviceptr dst;
+        uintptr_t src; /* a host address, or a CUdeviceptr for the unified copies */
+        size_t n;
+        CUstream stream; /* as the app passed it */
+        bool ptsz;       /* a _ptsz entry point: stream 0 is the per-thread stream */
+} CopyCall;
+
+/* Bytes [off, off+len) of the app's copy, through its own entry point. */
+static CUresult copy_part(const CopyCall *c, size_t off, size_t len) {
+        switch (c->kind) {
+        case COPY_HTOD:
+                return c->real.htod(c->dst + off, (const void *)(c->src + off), len);
+        case COPY_HTOD_ASYNC:
+                return c->real.htod_async(c->dst + off, (const void *)(c->src + off), len, c->stream);
+        case COPY_UNIFIED:
+                return c->real.unified(c->dst + off, c->src + off, len);
+        case COPY_UNIFIED_ASYNC:
+                return c->real.unified_async(c->dst + off, c->src + off, len, c->stream);
+        }
+        return CUDA_ERROR_INVALID_VALUE;
+}
+
+/* Unified copies: an upload when the source is host memory, a device write otherwise. */
+static bool host_source(SageShare *s, CUdeviceptr src) {
+        CUmemorytype type = 0;
+        CUresult r;
+
+        if (!s->drv.pointer_get_attribute)
+                return false;
+        r = s->drv.pointer_get_attribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, src);
+        return r == CUDA_ERROR_INVALID_VALUE || (r == CUDA_SUCCESS && type == CU_MEMORYTYPE_HOST);
+}
+
+static bool targets_shared_alloc(SageShare *s, CUdeviceptr dst, size_t n) {
+        bool hit;
+
+        if (!atomic_load_explicit(&s->active, memory_order_relaxed))
+                return false;
+        pthread_mutex_lock(&s->lock);
+        hit = share_vmm_find(&s->vmm, dst, n) != NULL;
+        pthread_mutex_unlock(&s->lock);
+        return hit;
+}
+
+/*
+ * Every upload entry point: the mapped middle is skipped, the ends around
+ * it ([0, plan.lo) and [plan.hi, n)) are copied by the app's own call.
+ */
+static CUresult upload(const CopyCall *c) {
+        SageShare *s = sage_share();
+        bool async = c->kind == COPY_HTOD_ASYNC || c->kind == COPY_UNIFIED_ASYNC;
+        UploadPlan plan;
+        CUresult r = CUDA_SUCCESS;
+
+        if (c->kind == COPY_UNIFIED || c->kind == COPY_UNIFIED_ASYNC) {
+                if (!targets_shared_alloc(s, c->dst, c->n))
+                        return copy_part(c, 0, c->n);
+                if (!host_source(s, c->src)) {
+                        sage_share_before_write(c->dst, c->n);
+                        return copy_part(c, 0, c->n);
+                }
+        }
+        if (!share_upload(s, c->dst, (const void *)c->src, c->n, async, sage_share_stream_of(c->stream, c->ptsz),
+                          &plan))
+                return copy_part(c, 0, c->n);
+        if (plan.lo)
+                r = copy_part(c, 0, plan.lo);
+        if (r == CUDA_SUCCESS && plan.hi < c->n)
+                r = copy_part(c, plan.hi, c->n - plan.hi);
+        return r;
+}
+
+#define UPLOAD_SYNC(name)                                                                                        \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, const void *src, size_t n) {         \
+                return upload(&(CopyCall){ .kind = COPY_HTOD, .real.htod = real, .dst = dst,                     \
+                                           .src = (uintptr_t)src, .n = n });                                     \
+        }
+#define UPLOAD_ASYNC(name, is_ptsz)                                                                              \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, const void *src, size_t n,           \
+                                  CUstream s) {                                                                  \
+                return upload(&(CopyCall){ .kind = COPY_HTOD_ASYNC, .real.htod_async = real, .dst = dst,         \
+                                           .src = (uintptr_t)src, .n = n, .stream = s, .ptsz = is_ptsz });       \
+        }
+UPLOAD_SYNC(cuMemcpyHtoD_v2)
+UPLOAD_SYNC(cuMemcpyHtoD_v2_ptds)
+UPLOAD_ASYNC(cuMemcpyHtoDAsync_v2, false)
+UPLOAD_ASYNC(cuMemcpyHtoDAsync_v2_ptsz, true)
+
+#define UNIFIED_SYNC(name)                                                                                       \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, CUdeviceptr src, size_t n) {         \
+                return upload(&(CopyCall){ .kind = COPY_UNIFIED, .real.unified = real, .dst = dst, .src = src,   \
+                                           .n = n });                                                            \
+        }
+#define UNIFIED_ASYNC(name, is_ptsz)                                                                             \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, CUdeviceptr src, size_t n,           \
+                                  CUstream s) {                                                                  \
+                return upload(&(CopyCall){ .kind = COPY_UNIFIED_ASYNC, .real.unified_async = real, .dst = dst,   \
+                                           .src = src, .n = n, .stream = s, .ptsz = is_ptsz });                  \
+        }
+UNIFIED_SYNC(cuMemcpy)
+UNIFIED_SYNC(cuMemcpy_ptds)
+UNIFIED_ASYNC(cuMemcpyAsync, false)
+UNIFIED_ASYNC(cuMemcpyAsync_ptsz, true)
+
+/* Device writes with a destination: shared pieces there turn private first. */
+#define WRITE_GUARD(name, params, args, dst, bytes)                          \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, SAGE_UNPAREN params) { \
+                sage_share_before_write(dst, bytes);                         \
+                return real args;                                            \
+        }
+#define DTOD_PARAMS (CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t n)
+#define DTOD_ASYNC_PARAMS (CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t n, CUstream s)
+WRITE_GUARD(cuMemcpyDtoD_v2, DTOD_PARAMS, (dstDevice, srcDevice, n), dstDevice, n)
+WRITE_GUARD(cuMemcpyDtoD_v2_ptds, DTOD_PARAMS, (dstDevice, srcDevice, n), dstDevice, n)
+WRITE_GUARD(cuMemcpyDtoDAsync_v2, DTOD_ASYNC_PARAMS, (dstDevice, srcDevice, n, s), dstDevice, n)
+WRITE_GUARD(cuMemcpyDtoDAsync_v2_ptsz, DTOD_ASYNC_PARAMS, (dstDevice, srcDevice, n, s), dstDevice, n)
+#define PEER_PARAMS (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n)
+#define PEER_ASYNC_PARAMS (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n, CUstream s)
+WRITE_GUARD(cuMemcpyPeer, PEER_PARAMS, (dst, dctx, src, sctx, n), dst, n)
+WRITE_GUARD(cuMemcpyPeer_ptds, PEER_PARAMS, (dst, dctx, src, sctx, n), dst, n)
+WRITE_GUARD(cuMemcpyPeerAsync, PEER_ASYNC_PARAMS, (dst, dctx, src, sctx, n, s), dst, n)
+WRITE_GUARD(cuMemcpyPeerAsync_ptsz, PEER_ASYNC_PARAMS, (dst, dctx, src, sctx, n, s), dst, n)
+WRITE_GUARD(cuMemsetD8_v2, (CUdeviceptr d, unsigned char v, size_t n), (d, v, n), d, n)
+WRITE_GUARD(cuMemsetD8_v2_ptds, (CUdeviceptr d, unsigned char v, size_t n), (d, v, n), d, n)
+WRITE_GUARD(cuMemsetD8Async, (CUdeviceptr d, unsigned char v, size_t n, CUstream s), (d, v, n, s), d, n)
+WRITE_GUARD(cuMemsetD8Async_ptsz, (CUdeviceptr d, unsigned char v, size_t n, CUstream s), (d, v, n, s), d, n)
+WRITE_GUARD(cuMemsetD32_v2, (CUdeviceptr d, unsigned int v, size_t n), (d, v, n), d, n * 4)
+WRITE_GUARD(cuMemsetD32_v2_ptds, (CUdeviceptr d, unsigned int v, size_t n), (d, v, n), d, n * 4)
+WRITE_GUARD(cuMemsetD32Async, (CUdeviceptr d, unsigned int v, size_t n, CUstream s), (d, v, n, s), d, n * 4)
+WRITE_GUARD(cuMemsetD32Async_ptsz, (CUdeviceptr d, unsigned int v, size_t n, CUstream s), (d, v, n, s), d, n * 4)

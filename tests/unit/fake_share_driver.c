@@ -1,0 +1,266 @@
+/* The in-test driver of sharing's unit tests (fake_share_driver.h). */
+#include "fake_share_driver.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_HANDLES 256
+#define MAX_MAPS 256
+
+typedef struct FakeHandle {
+        unsigned char *bytes;
+        size_t len;
+        bool live;
+} FakeHandle;
+
+typedef struct FakeMap {
+        CUdeviceptr va;
+        size_t len;
+        CUmemGenericAllocationHandle h;
+        CUmemAccess_flags access;
+        bool live;
+} FakeMap;
+
+FakeState fake;
+static uint64_t stats_base[SAGE_STAT_COUNT];
+
+/* The only place that knows how counters are kept: the rest of the tests read them through here. */
+static uint64_t stat_now(SageStat stat) {
+        return sage_stats_get(stat);
+}
+
+uint64_t fake_stat(SageStat stat) {
+        return stat_now(stat) - stats_base[stat];
+}
+
+static FakeHandle handles[MAX_HANDLES + 1];
+static FakeMap maps[MAX_MAPS];
+static CUdeviceptr next_va = 0x100000000ull;
+static int reservations;
+
+int fake_live_maps(void) {
+        int n = 0;
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                n += maps[i].live;
+        return n;
+}
+
+int fake_live_reservations(void) {
+        return reservations;
+}
+
+void fake_reset(void) {
+        for (size_t i = 0; i <= MAX_HANDLES; i++)
+                free(handles[i].bytes);
+        memset(handles, 0, sizeof(handles));
+        memset(maps, 0, sizeof(maps));
+        memset(&fake, 0, sizeof(fake));
+        reservations = 0;
+        for (size_t i = 0; i < SAGE_STAT_COUNT; i++)
+                stats_base[i] = stat_now((SageStat)i);
+}
+
+static CUmemGenericAllocationHandle new_handle(size_t len) {
+        for (size_t i = 1; i <= MAX_HANDLES; i++)
+                if (!handles[i].live && !handles[i].bytes) {
+                        handles[i] = (FakeHandle){ calloc(1, len), len, true };
+                        fake.live_handles++;
+                        return i;
+                }
+        abort();
+}
+
+CUmemGenericAllocationHandle fake_handle(size_t len, unsigned char byte) {
+        CUmemGenericAllocationHandle h = new_handle(len);
+        memset(handles[h].bytes, byte, len);
+        return h;
+}
+
+static CUresult create(CUmemGenericAllocationHandle *h, size_t len, const CUmemAllocationProp *prop,
+                       unsigned long long flags) {
+        fake.creates++;
+        if (fake.fail_create_at && --fake.fail_create_at == 0)
+                return CUDA_ERROR_OUT_OF_MEMORY;
+        if (!len || len % FAKE_GRAN || prop->requestedHandleTypes != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+                return CUDA_ERROR_INVALID_VALUE;
+        *h = new_handle(len);
+        return CUDA_SUCCESS;
+}
+
+static CUresult release(CUmemGenericAllocationHandle h) {
+        fake.releases++;
+        if (h < 1 || h > MAX_HANDLES || !handles[h].live)
+                return CUDA_ERROR_INVALID_VALUE;
+        handles[h].live = false; /* bytes stay while mapped; freed at reset */
+        fake.live_handles--;
+        return CUDA_SUCCESS;
+}
+
+static CUresult reserve(CUdeviceptr *va, size_t len, size_t align, CUdeviceptr addr, unsigned long long flags) {
+        reservations++;
+        *va = next_va;
+        next_va += (len + FAKE_GRAN - 1) / FAKE_GRAN * FAKE_GRAN + FAKE_GRAN;
+        return CUDA_SUCCESS;
+}
+
+static CUresult address_free(CUdeviceptr va, size_t len) {
+        reservations--;
+        return CUDA_SUCCESS;
+}
+
+static CUresult map(CUdeviceptr va, size_t len, size_t offset, CUmemGenericAllocationHandle h,
+                    unsigned long long flags) {
+        fake.maps++;
+        if (h < 1 || h > MAX_HANDLES || !handles[h].live || handles[h].len != len || offset)
+                return CUDA_ERROR_INVALID_VALUE;
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                if (maps[i].live && maps[i].va < va + len && va < maps[i].va + maps[i].len)
+                        return CUDA_ERROR_INVALID_VALUE;
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                if (!maps[i].live) {
+                        maps[i] = (FakeMap){ va, len, h, 0, true };
+                        return CUDA_SUCCESS;
+                }
+        abort();
+}
+
+static CUresult unmap(CUdeviceptr va, size_t len) {
+        fake.unmaps++;
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                if (maps[i].live && maps[i].va == va && maps[i].len == len) {
+                        maps[i].live = false;
+                        return CUDA_SUCCESS;
+                }
+        fake.bad_unmaps++; /* the driver unmaps whole mappings only */
+        return CUDA_ERROR_INVALID_VALUE;
+}
+
+static CUresult set_access(CUdeviceptr va, size_t len, const CUmemAccessDesc *desc, size_t n) {
+        if (fake.fail_access_at && --fake.fail_access_at == 0)
+                return CUDA_ERROR_INVALID_VALUE;
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                if (maps[i].live && maps[i].va == va && maps[i].len == len) {
+                        maps[i].access = desc[0].flags;
+                        return CUDA_SUCCESS;
+                }
+        return CUDA_ERROR_INVALID_VALUE;
+}
+
+unsigned char *fake_at(CUdeviceptr va, CUmemAccess_flags *access) {
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                if (maps[i].live && va >= maps[i].va && va < maps[i].va + maps[i].len) {
+                        if (access)
+                                *access = maps[i].access;
+                        return handles[maps[i].h].bytes + (va - maps[i].va);
+                }
+        return NULL;
+}
+
+/* Byte by byte: a range may cross mappings. */
+static CUresult copy_dtod(CUdeviceptr dst, CUdeviceptr src, size_t len) {
+        fake.copies++;
+        if (fake.fail_copy_at && --fake.fail_copy_at == 0)
+                return CUDA_ERROR_ILLEGAL_ADDRESS;
+        for (size_t i = 0; i < len; i++) {
+                CUmemAccess_flags access = 0;
+                unsigned char *d = fake_at(dst + i, &access), *s = fake_at(src + i, NULL);
+                if (!d || !s)
+                        return CUDA_ERROR_INVALID_VALUE;
+                if (access != CU_MEM_ACCESS_FLAGS_PROT_READWRITE) {
+                        fake.bad_writes++;
+                        return CUDA_ERROR_INVALID_VALUE;
+                }
+                *d = *s;
+        }
+        return CUDA_SUCCESS;
+}
+
+static CUresult copy_dtoh(void *dst, CUdeviceptr src, size_t len) {
+        for (size_t i = 0; i < len; i++) {
+                unsigned char *s = fake_at(src + i, NULL);
+                if (!s)
+                        return CUDA_ERROR_INVALID_VALUE;
+                ((unsigned char *)dst)[i] = *s;
+        }
+        return CUDA_SUCCESS;
+}
+
+void fake_fill(CUdeviceptr va, size_t len, unsigned char byte) {
+        for (size_t i = 0; i < len; i++) {
+                unsigned char *d = fake_at(va + i, NULL);
+                if (!d)
+                        abort();
+                *d = byte;
+        }
+}
+
+bool fake_holds(CUdeviceptr va, size_t len, unsigned char byte) {
+        for (size_t i = 0; i < len; i++) {
+                unsigned char *d = fake_at(va + i, NULL);
+                if (!d || *d != byte)
+                        return false;
+        }
+        return true;
+}
+
+static CUresult synchronize(void) {
+        fake.syncs++;
+        return CUDA_SUCCESS;
+}
+
+static CUresult ctx_push(CUcontext ctx) {
+        return CUDA_SUCCESS;
+}
+
+static CUresult ctx_pop(CUcontext *ctx) {
+        return CUDA_SUCCESS;
+}
+
+static CUresult import_fd(CUmemGenericAllocationHandle *h, void *fd, CUmemAllocationHandleType type) {
+        if (!fake.next_import)
+                return CUDA_ERROR_INVALID_VALUE;
+        *h = fake.next_import;
+        fake.next_import = 0;
+        return CUDA_SUCCESS;
+}
+
+static CUresult export_fd(void *fd, CUmemGenericAllocationHandle h, CUmemAllocationHandleType type,
+                          unsigned long long flags) {
+        *(int *)fd = dup(2);
+        return *(int *)fd >= 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+static CUresult alloc_host(void **p, size_t len) {
+        return (*p = malloc(len)) ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+static CUresult free_host(void *p) {
+        free(p);
+        return CUDA_SUCCESS;
+}
+
+static CUresult param_info(CUfunction f, size_t i, size_t *off, size_t *size) {
+        const FakeKernel *k = (const FakeKernel *)f;
+        if (k->nparams == UINT32_MAX)
+                return CUDA_ERROR_NOT_SUPPORTED;
+        if (i >= k->nparams)
+                return CUDA_ERROR_INVALID_VALUE;
+        *off = i * 8;
+        *size = k->size[i];
+        return CUDA_SUCCESS;
+}
+
+static CUresult func_name(const char **name, CUfunction f) {
+        *name = ((const FakeKernel *)f)->name;
+        return CUDA_SUCCESS;
+}
+
+/* In SageVmmOps order: create, release, reserve, free, map, unmap, access, copy, synchronize. */
+const SageShareDriver fake_driver = {
+        .vmm = { create, release, reserve, address_free, map, unmap, set_access, copy_dtod, synchronize },
+        .ctx_push = ctx_push, .ctx_pop = ctx_pop,
+        .import_fd = import_fd, .export_fd = export_fd,
+        .copy_dtoh = copy_dtoh, .alloc_host = alloc_host, .free_host = free_host,
+        .func_get_param_info = param_info, .func_get_name = func_name,
+};

@@ -1,0 +1,123 @@
+/*
+ * The launch guard of sharing (intercept/share_guard.c) against an
+ * in-test driver: a candidate records the kernel-parameter uses it sees;
+ * those go with it as notes; a mapped extent stays shared for a use in
+ * its notes, turns private for any other use, and every shared piece turns
+ * private when a kernel's parameters cannot be described.
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../intercept/share_guard.h"
+#include "check.h"
+#include "fake_share_driver.h"
+
+#define G FAKE_GRAN
+
+static void release_extent(void *ctx, uint64_t id) {
+}
+
+static FakeKernel reader = { "reader", 2, { 8, 8 } };
+static FakeKernel writer = { "writer", 2, { 8, 8 } };
+static FakeKernel opaque = { "opaque", UINT32_MAX, { 0 } };
+
+static void launch(ShareGuard *g, ShareVmm *v, FakeKernel *k, CUdeviceptr p0, CUdeviceptr p1) {
+        void *params[2] = { &p0, &p1 };
+        share_guard_scan(g, v, (CUfunction)k, params, NULL);
+}
+
+/* A piece of `a` mapping an extent (id), filled with `byte`, with `notes`. */
+static void map_shared(ShareVmm *v, SageShareAlloc *a, size_t off, uint64_t id, const void *notes, uint32_t len) {
+        Piece p = { .off = off, .len = G, .extent_id = id, .span_lo = off, .span_hi = off + G };
+
+        share_notes_apply(&p, notes, len);
+        fake.next_import = fake_handle(G, 0x5a);
+        CHECK(share_vmm_map_extent(v, a, &p, open("/dev/null", O_RDONLY | O_CLOEXEC)));
+}
+
+static size_t piece_at(const SageShareAlloc *a, size_t off) {
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].off == off)
+                        return i;
+        abort();
+}
+
+int main(void) {
+        ShareGuard *g = calloc(1, sizeof(*g));
+        ShareVmm v;
+        SageShareAlloc *a = NULL;
+        Piece *c;
+        void *notes;
+        uint32_t len = 0;
+
+        CHECK(g);
+        fake_reset();
+        CHECK(share_guard_available(&fake_driver));
+        share_vmm_init(&v, &fake_driver, release_extent, NULL);
+        CHECK(share_vmm_alloc(&v, 4 * G, G, 0, NULL, &a) == CUDA_SUCCESS);
+        share_vmm_link(&v, a);
+
+        /* The uploading process: a candidate at [0, G) records "reader, parameter 1". */
+        {
+                Piece p = { .off = 0, .len = G, .candidate = true, .span_lo = 0, .span_hi = G };
+                CHECK(share_vmm_create(&v, a, G, &p.handle) == CUDA_SUCCESS);
+                CHECK(share_vmm_replace_range(&v, a, 0, G, &p) == CUDA_SUCCESS);
+        }
+        c = &a->pieces[piece_at(a, 0)];
+        launch(g, &v, &reader, 0, a->va + 100);
+        launch(g, &v, &reader, 0, a->va + 200); /* the same use again */
+        CHECK(c->nseen == 1 && !c->seen_overflow);
+        notes = share_notes_build(c, &len);
+        CHECK(notes && len == 16);
+
+        /* Notes that are not ours are ignored: no use is expected then. */
+        {
+                Piece p = { 0 };
+                uint32_t bad[4];
+                memcpy(bad, notes, sizeof(bad));
+                bad[0] ^= 1;
+                share_notes_apply(&p, bad, sizeof(bad));
+                CHECK(!p.allow && !p.nallow);
+                share_notes_apply(&p, notes, len - 8);
+                CHECK(!p.allow);
+        }
+
+        /* A process mapping the extent at [2G, 3G) with those notes. */
+        map_shared(&v, a, 2 * G, 41, notes, len);
+        launch(g, &v, &reader, 0, a->va + 2 * G + 64); /* a use in the notes: stays shared */
+        CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 41);
+        launch(g, &v, &reader, a->va + 2 * G, 0); /* reader, but parameter 0: not in the notes */
+        CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0);
+        CHECK(fake_holds(a->va + 2 * G, G, 0x5a)); /* private, same bytes */
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == 1);
+
+        /* Another kernel: not in the notes either. */
+        map_shared(&v, a, 3 * G, 42, notes, len);
+        launch(g, &v, &writer, 0, a->va + 3 * G);
+        CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 0);
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == 2);
+
+        /* A piece with no notes is private at its first use. */
+        map_shared(&v, a, 3 * G, 43, NULL, 0);
+        launch(g, &v, &reader, 0, a->va + 3 * G);
+        CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 0);
+
+        /* A kernel whose parameters the driver cannot describe: every shared piece turns private. */
+        map_shared(&v, a, 2 * G, 44, notes, len);
+        map_shared(&v, a, 3 * G, 45, notes, len);
+        launch(g, &v, &opaque, 0, 0);
+        CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0 && a->pieces[piece_at(a, 3 * G)].extent_id == 0);
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNKNOWN) == 1);
+        CHECK(a->pieces[piece_at(a, 0)].candidate); /* a candidate is its owner's memory: untouched */
+
+        free(notes);
+        CHECK(share_vmm_unlink(&v, a->va) == a);
+        share_vmm_release(&v, a);
+        CHECK(fake.live_handles == 0 && fake.bad_unmaps == 0 && fake.bad_writes == 0);
+        share_guard_clear(g);
+        free(g);
+        fake_reset();
+        return 0;
+}
