@@ -130,11 +130,19 @@ void *const sage_hook_table[SAGE_SYM_COUNT] = {
         })
 
 /* The declared facts, as statements on `call`: inputs before the call... */
-#define SAGE_W_NONE
-#define SAGE_W_UNKNOWN
+#define SAGE_W_NONE call.writes = SAGE_WRITES_NONE;
+#define SAGE_W_UNKNOWN call.writes = SAGE_WRITES_UNKNOWN;
 #define SAGE_W_RANGE(dst, bytes)                              \
+        call.writes = SAGE_WRITES_RANGE;                      \
         call.write_dst = (uint64_t)(dst);                     \
         call.write_bytes = (uint64_t)(bytes);
+#define SAGE_W_PITCHED(range)                                 \
+        {                                                     \
+                SageWriteRange sage_w = (range);              \
+                call.writes = sage_w.writes;                  \
+                call.write_dst = sage_w.dst;                  \
+                call.write_bytes = sage_w.bytes;              \
+        }
 #define SAGE_NO_STREAM
 #define SAGE_STREAM(s) call.stream = (s);
 #define SAGE_STREAM_PT(s) call.stream = (s) ? (s) : CU_STREAM_PER_THREAD;

@@ -20,18 +20,6 @@
 #include "trace.h"
 #include "warmup.h"
 
-/*
- * Sharing's observer. share.c turns it on (SAGE_SLOW_SHARE) once a broker
- * answers: launches and pitched copies write memory it must not take for
- * unchanged. It belongs in share.c; it is here until that file registers it.
- */
-static void share_after(SageCall *call) {
-        if (!call->own)
-                sage_share_after_call(call->sym);
-}
-
-static const SageObserver share_observer = { .after = share_after };
-
 static void at_exit_stats(void) {
         if (sage_log_enabled(SAGE_LOG_INFO))
                 sage_stats_print(stderr, false);
@@ -42,7 +30,7 @@ static void init_once(void) {
 
         sage_hooks_register(SAGE_OBSERVER_TRACE, &sage_trace_observer);
         sage_hooks_register(SAGE_OBSERVER_REDIRECT, &sage_redirect_observer);
-        sage_hooks_register(SAGE_OBSERVER_SHARE, &share_observer);
+        sage_hooks_register(SAGE_OBSERVER_SHARE, &sage_share_observer);
         sage_trace_start(o->trace, o->trace_max_events, o->trace_stacks);
         atexit(at_exit_stats);
         sage_warmup_trigger(SAGE_WARMUP_AT_LOAD);

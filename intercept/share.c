@@ -135,13 +135,42 @@ void sage_share_note_write(void) {
         share_vmm_note_write(&sage_share()->vmm);
 }
 
+/*
+ * Before an API write SAGE's own logic does not handle: shared pieces it
+ * touches get private backing first, as the launch guard does for kernels
+ * (the driver refuses an API write into a read-only mapping). A declared or
+ * computed range privatizes what it covers; an unknown one everything in
+ * the allocation it starts in, or everywhere when even that is unknown.
+ * Not here: IMPL hooks (uploads, sets, device copies: share_upload.c, which
+ * privatizes in its own logic, an upload replacing whole granules instead)
+ * and launches and graphs (the launch guard, which knows what a kernel uses).
+ */
+static void share_before(SageCall *call) {
+        const SageSymInfo *info = &sage_sym_info[call->sym];
+
+        if (call->own || info->impl || info->category == SAGE_CAT_LAUNCH || info->category == SAGE_CAT_GRAPH)
+                return;
+        if (call->writes == SAGE_WRITES_RANGE && call->write_bytes)
+                sage_share_before_write(call->write_dst, call->write_bytes);
+        else if (call->writes == SAGE_WRITES_UNKNOWN)
+                sage_share_before_unknown_write(call->write_dst);
+}
+
+/* After the call: what may have written memory ends the "fresh" state of allocations (share_alloc.c). */
+static void share_after(SageCall *call) {
+        if (!call->own)
+                sage_share_after_call(call->sym);
+}
+
+const SageObserver sage_share_observer = { .before = share_before, .after = share_after };
+
 void sage_share_after_call(SageSym sym) {
         SageCategory cat = sage_sym_info[sym].category;
 
         if (cat == SAGE_CAT_LAUNCH || cat == SAGE_CAT_GRAPH)
                 sage_share_note_write();
-        else if (sage_sym_writes_unknown(sym)) /* hooks.def: SAGE_W_UNKNOWN (pitched copies, launches, graphs) */
-                sage_share_note_write(); /* the other copies and sets say where they write (their impl) */
+        else if (sage_sym_writes_unknown(sym)) /* hooks.def: SAGE_W_UNKNOWN (launches, graphs) */
+                sage_share_note_write(); /* the other copies and sets say where they write (before, or their impl) */
 }
 
 CUresult sage_impl_cuMemAlloc_v2(sage_fn_cuMemAlloc_v2_t real, CUdeviceptr *dptr, size_t bytesize) {

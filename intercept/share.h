@@ -21,6 +21,14 @@ void sage_share_before_write(CUdeviceptr dst, size_t n);
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra);
 /* Called by the hooks' slow path after every call while sharing is active. */
 void sage_share_after_call(SageSym sym);
+/*
+ * The app is about to write device memory from `dst` on, how far unknown
+ * (0: not even where): every shared piece of the allocation holding `dst`
+ * (of every allocation) turns private first.
+ */
+void sage_share_before_unknown_write(CUdeviceptr dst);
+/* Sharing's observer (init.c registers it; share_state.c turns it on once a broker answers). */
+extern const SageObserver sage_share_observer;
 
 /* The stream a call means: a _ptsz entry point means the per-thread stream by 0. */
 static inline CUstream sage_share_stream_of(CUstream s, bool ptsz) {

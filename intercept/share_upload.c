@@ -60,6 +60,20 @@ void sage_share_before_write(CUdeviceptr dst, size_t n) {
         pthread_mutex_unlock(&s->lock);
 }
 
+void sage_share_before_unknown_write(CUdeviceptr dst) {
+        SageShare *s = sage_share();
+
+        if (!atomic_load_explicit(&s->active, memory_order_relaxed))
+                return;
+        share_assemble(s);
+        share_vmm_note_write(&s->vmm);
+        pthread_mutex_lock(&s->lock);
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                if (!dst || (dst >= a->va && dst - a->va < a->size))
+                        share_vmm_before_write(&s->vmm, a, 0, a->padded);
+        pthread_mutex_unlock(&s->lock);
+}
+
 /*
  * An upload of n bytes from host `src` to `dst`. Returns true when bytes
  * [plan->lo, plan->hi) of it were served by mapping a shared extent: the

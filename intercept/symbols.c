@@ -18,6 +18,9 @@ const char *const sage_category_name[SAGE_CAT_COUNT] = {
 #define SAGE_W_NONE .writes = SAGE_WRITES_NONE
 #define SAGE_W_RANGE(dst, bytes) .writes = SAGE_WRITES_RANGE
 #define SAGE_W_UNKNOWN .writes = SAGE_WRITES_UNKNOWN
+#define SAGE_W_PITCHED(range) .writes = SAGE_WRITES_PITCHED
+#define SAGE_KIND_IMPL true
+#define SAGE_KIND_PASS false
 #define SAGE_NO_STREAM .stream = SAGE_STREAM_NONE
 #define SAGE_STREAM(s) .stream = SAGE_STREAM_ARG
 #define SAGE_STREAM_PT(s) .stream = SAGE_STREAM_PER_THREAD
@@ -26,7 +29,8 @@ const char *const sage_category_name[SAGE_CAT_COUNT] = {
 #define SAGE_DESTROYS(kind, h) .resource_op = SAGE_RESOURCE_DESTROYS, .resource = SAGE_RESOURCE_##kind
 const SageSymInfo sage_sym_info[SAGE_SYM_COUNT] = {
 #define SAGE_HOOK(sym, cat, kind, params, fwd, a0, a1, a2, w, st, res) \
-        [SAGE_SYM_##sym] = { .name = #sym, .category = SAGE_CAT_##cat, .args = { a0, a1, a2 }, w, st, res },
+        [SAGE_SYM_##sym] = { .name = #sym, .category = SAGE_CAT_##cat, .args = { a0, a1, a2 }, w,  \
+                              .impl = SAGE_KIND_##kind, st, res },
 #include "hooks.def"
 #undef SAGE_HOOK
 };

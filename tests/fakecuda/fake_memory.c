@@ -428,3 +428,40 @@ FAKE_EXPORT CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, C
 FAKE_EXPORT CUresult cuMemsetD8Async_ptsz(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 1, n, s); }
 FAKE_EXPORT CUresult cuMemsetD16Async_ptsz(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 2, n, s); }
 FAKE_EXPORT CUresult cuMemsetD32Async_ptsz(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 4, n, s); }
+
+/*
+ * 2D memset: Height rows of Width elements, dstPitch bytes apart. Like the
+ * real driver, a row in a read-only mapping fails the whole call
+ * (INVALID_VALUE) before anything is written.
+ */
+static CUresult fake_memset2d(CUdeviceptr d, size_t pitch, unsigned value, unsigned elem_size, size_t width,
+                              size_t height, CUstream stream)
+{
+    CUresult r = fake_require_context(NULL);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!d || d % elem_size || (height > 1 && pitch < width * elem_size))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!width || !height)
+        return CUDA_SUCCESS;
+    fake_lock();
+    for (size_t y = 0; y < height && r == CUDA_SUCCESS; y++)
+        r = fake_vmm_check_locked((uintptr_t)d + y * pitch, width * elem_size, PROT_WRITE);
+    fake_unlock();
+    for (size_t y = 0; y < height && r == CUDA_SUCCESS; y++)
+        r = fake_memset(PTR(d + y * pitch), value, elem_size, width, stream);
+    return r;
+}
+
+FAKE_EXPORT CUresult cuMemsetD2D8_v2(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { return fake_memset2d(d, p, v, 1, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D16_v2(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { return fake_memset2d(d, p, v, 2, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D32_v2(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { return fake_memset2d(d, p, v, 4, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D8_v2_ptds(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { return fake_memset2d(d, p, v, 1, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D16_v2_ptds(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { return fake_memset2d(d, p, v, 2, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D32_v2_ptds(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { return fake_memset2d(d, p, v, 4, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 1, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 2, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 4, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D8Async_ptsz(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 1, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D16Async_ptsz(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 2, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D32Async_ptsz(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 4, w, h, s); }

@@ -211,6 +211,17 @@ out=$(SAGE_TRACE="$tmp/w2.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "afte
 [ "$out" = "$native" ] || bad "after a write by another client the extent changed: $out vs $native"
 [ "$(stat_of "$tmp/w2.json" SHARE_HITS)" = 1 ] || bad "after-write: not a hit"
 
+for m in write2d set2d write3d; do
+  step "$m: a pitched API write into shared weights: private copy first, same output as native; others keep the original"
+  native_m=$("$prog" 96 7 $m)
+  out=$(SAGE_TRACE="$tmp/$m.json" LD_PRELOAD="$preload" "$prog" 96 7 $m) || bad "$m run (the write failed?)"
+  [ "$out" = "$native_m" ] || bad "$m output: $out vs $native_m"
+  [ "$(stat_of "$tmp/$m.json" SHARE_HITS)" = 1 ] || bad "$m: the upload was not a hit"
+  [ "$(stat_of "$tmp/$m.json" SHARE_UNSHARED)" -ge 1 ] || bad "$m: the shared piece was not made private"
+  out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-$m run"
+  [ "$out" = "$native" ] || bad "after a $m writer the extent changed: $out vs $native"
+done
+
 step "a kernel that writes shared weights: its use was never seen by the publisher, so a private copy first"
 [ "$(stat_of "$tmp/2.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "the publisher's own reading kernel was not allowed"
 native_k=$("$prog" 96 7 kernel-write)

@@ -21,6 +21,10 @@
  *   hidden-write as kernel-write, by a kernel that finds the weights through
  *               a pointer in device memory (no parameter shows it); a fault
  *               is reported as "hidden write faulted: CODE"
+ *   write2d     after the upload, the app writes rectangles into the weights
+ *               with cuMemcpy2D and cuMemcpy2DAsync (from host rows)
+ *   set2d       as write2d, with cuMemsetD2D32Async, then cuMemsetD2D8
+ *   write3d     as write2d, with cuMemcpy3DAsync, then cuMemcpy3D (boxes)
  *   file2 P1 P2 weights from P1 (mmap()ed), unmapped, then other weights from
  *               P2 mapped (at the same address, as a rule): both keyed by
  *               their own file
@@ -235,6 +239,46 @@ static int capture(size_t bytes, uint64_t seed) {
         return 0;
 }
 
+/*
+ * Pitched writes into uploaded weights (MODE write2d, set2d, write3d): rows
+ * far apart, so the range they span crosses several granules and leaves
+ * gaps the call does not write.
+ */
+static void pitched_write(const char *mode, CUdeviceptr weights, size_t bytes) {
+        unsigned char rows[64 * 1000];
+        CUstream s;
+
+        for (size_t i = 0; i < sizeof(rows); i++)
+                rows[i] = (unsigned char)(i * 7 + 1);
+        OK(cuStreamCreate(&s, 0));
+        if (!strcmp(mode, "write2d")) {
+                CUDA_MEMCPY2D c = { .srcMemoryType = CU_MEMORYTYPE_HOST, .srcHost = rows, .srcPitch = 1000,
+                                    .dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = weights + bytes / 2,
+                                    .dstXInBytes = 24, .dstY = 5, .dstPitch = 65536, .WidthInBytes = 1000,
+                                    .Height = 64 };
+                OK(cuMemcpy2D(&c));
+                c.dstDevice = weights + bytes / 4 + 3;
+                c.Height = 16;
+                OK(cuMemcpy2DAsync(&c, s));
+        } else if (!strcmp(mode, "set2d")) {
+                /* The asynchronous form first: the first write is the one that finds the piece shared. */
+                OK(cuMemsetD2D32Async(weights + bytes / 4, 8192, 0xdeadbeef, 100, 300, s));
+                OK(cuMemsetD2D8(weights + bytes / 2 + 100, 65536, 0x5a, 3000, 40));
+        } else {
+                CUDA_MEMCPY3D c = { .srcMemoryType = CU_MEMORYTYPE_HOST, .srcHost = rows, .srcPitch = 500,
+                                    .srcHeight = 10, .dstMemoryType = CU_MEMORYTYPE_DEVICE,
+                                    .dstDevice = weights + bytes / 2, .dstXInBytes = 16, .dstY = 3, .dstZ = 1,
+                                    .dstPitch = 8192, .dstHeight = 64, .WidthInBytes = 500, .Height = 10,
+                                    .Depth = 4 };
+                OK(cuMemcpy3DAsync(&c, s));
+                c.dstDevice = weights + bytes / 4;
+                c.Depth = 2;
+                OK(cuMemcpy3D(&c));
+        }
+        OK(cuStreamSynchronize(s));
+        OK(cuStreamDestroy(s));
+}
+
 static int ipc_open(const char *hex, size_t bytes) {
         CUipcMemHandle h;
         CUdeviceptr p;
@@ -334,6 +378,8 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(mode, "write"))
                 OK(cuMemsetD8(weights + bytes / 2, 0x33, 1 << 20));
+        if (!strcmp(mode, "write2d") || !strcmp(mode, "set2d") || !strcmp(mode, "write3d"))
+                pitched_write(mode, weights, bytes);
         if (!strcmp(mode, "kernel-write") || !strcmp(mode, "unknown-layout")) {
                 size_t n = bytes / sizeof(uint64_t);
                 void *params[] = { &weights, &n };

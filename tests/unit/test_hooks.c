@@ -74,6 +74,13 @@ static CUresult real_dtoh(void *dst, CUdeviceptr src, size_t n) {
 }
 
 #define HOOK(name) SAGE_FN_CAST(sage_fn_##name##_t, sage_hook_table[SAGE_SYM_##name])
+static CUresult real_copy2d(const CUDA_MEMCPY2D *c, CUstream s) {
+        (void)c;
+        (void)s;
+        real_calls++;
+        return CUDA_SUCCESS;
+}
+
 #define SET_REAL(name, fn) (sage_driver.real[SAGE_SYM_##name] = SAGE_FN_CAST(void *, (sage_fn_##name##_t)(fn)))
 
 /* ---------------------------------------------------------------- observers that take notes */
@@ -152,12 +159,15 @@ static void declarations(void) {
                         CHECK(s->stream == SAGE_STREAM_PER_THREAD);
                 if (strstr(s->name, "Async") || s->category == SAGE_CAT_LAUNCH || s->category == SAGE_CAT_GRAPH)
                         CHECK(s->stream != SAGE_STREAM_NONE);
-                /* Kernels, graphs and pitched copies may write anything: what sharing used to guess from names. */
-                if (s->category == SAGE_CAT_LAUNCH || s->category == SAGE_CAT_GRAPH || strstr(s->name, "2D") ||
-                    strstr(s->name, "3D"))
+                /* Kernels and graphs may write anything: what sharing used to guess from names. */
+                if (s->category == SAGE_CAT_LAUNCH || s->category == SAGE_CAT_GRAPH)
                         CHECK(s->writes == SAGE_WRITES_UNKNOWN);
+                /* Pitched copies: computed from their descriptor, per call. */
+                else if (strstr(s->name, "2D") || strstr(s->name, "3D"))
+                        CHECK(s->writes == SAGE_WRITES_PITCHED);
                 else if (starts_with(s->name, "cuMemset") || starts_with(s->name, "cuMemcpyHtoD") ||
                          starts_with(s->name, "cuMemcpyDtoD") || starts_with(s->name, "cuMemcpyPeer") ||
+                         starts_with(s->name, "cuMemcpyAtoD") ||
                          strcmp(s->name, "cuMemcpy") == 0 || starts_with(s->name, "cuMemcpy_") ||
                          starts_with(s->name, "cuMemcpyAsync"))
                         CHECK(s->writes == SAGE_WRITES_RANGE);
@@ -180,8 +190,57 @@ static void declarations(void) {
         CHECK(sage_sym_info[SAGE_SYM_cuMemAlloc_v2].resource == SAGE_RESOURCE_DEVICE_MEMORY);
         CHECK(sage_sym_info[SAGE_SYM_cuIpcOpenMemHandle_v2].resource_op == SAGE_RESOURCE_CREATES);
         CHECK(sage_sym_info[SAGE_SYM_cuEventDestroy_v2].resource_op == SAGE_RESOURCE_DESTROYS);
-        CHECK(sage_sym_writes_unknown(SAGE_SYM_cuMemcpy2DAsync_v2_ptsz));
+        CHECK(!sage_sym_writes_unknown(SAGE_SYM_cuMemcpy2DAsync_v2_ptsz));
+        CHECK(sage_sym_writes_unknown(SAGE_SYM_cuLaunchKernel));
+        CHECK(sage_sym_info[SAGE_SYM_cuMemsetD8_v2].impl && !sage_sym_info[SAGE_SYM_cuMemcpy2D_v2].impl);
         CHECK(!sage_sym_writes_unknown(SAGE_SYM_cuMemcpyDtoH_v2));
+}
+
+/* ---------------------------------------------------------------- pitched writes */
+
+static bool range_is(SageWriteRange w, uint64_t dst, uint64_t bytes) {
+        return w.writes == SAGE_WRITES_RANGE && w.dst == dst && w.bytes == bytes;
+}
+
+/* The destination of a pitched copy or set: first byte written to last, from the descriptor. */
+static void pitched_ranges(void) {
+        CUDA_MEMCPY2D c2 = { .dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = 0x100000, .dstXInBytes = 16,
+                             .dstY = 3, .dstPitch = 1024, .WidthInBytes = 100, .Height = 5 };
+        CUDA_MEMCPY3D c3 = { .dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = 0x100000, .dstXInBytes = 8,
+                             .dstY = 2, .dstZ = 1, .dstPitch = 512, .dstHeight = 10, .WidthInBytes = 64,
+                             .Height = 4, .Depth = 3 };
+
+        /* 2D: dstDevice + dstY * dstPitch + dstXInBytes, (Height - 1) * dstPitch + WidthInBytes. */
+        CHECK(range_is(sage_write_copy2d(&c2), 0x100000 + 3 * 1024 + 16, 4 * 1024 + 100));
+        c2.dstMemoryType = CU_MEMORYTYPE_UNIFIED; /* unified names device memory by dstDevice too */
+        CHECK(range_is(sage_write_copy2d(&c2), 0x100000 + 3 * 1024 + 16, 4 * 1024 + 100));
+        c2.Height = 1;
+        CHECK(range_is(sage_write_copy2d(&c2), 0x100000 + 3 * 1024 + 16, 100));
+        c2.Height = 0; /* nothing copied */
+        CHECK(sage_write_copy2d(&c2).writes == SAGE_WRITES_NONE);
+        c2.Height = 5;
+        c2.dstMemoryType = CU_MEMORYTYPE_HOST;
+        CHECK(sage_write_copy2d(&c2).writes == SAGE_WRITES_NONE);
+        c2.dstMemoryType = CU_MEMORYTYPE_ARRAY;
+        CHECK(sage_write_copy2d(&c2).writes == SAGE_WRITES_NONE);
+        c2.dstMemoryType = (CUmemorytype)0x77; /* a type we do not know: anything */
+        CHECK(sage_write_copy2d(&c2).writes == SAGE_WRITES_UNKNOWN);
+        c2.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+        c2.dstPitch = UINT64_MAX / 2; /* overflows: where it lands is unknown, where it starts is said */
+        CHECK(sage_write_copy2d(&c2).writes == SAGE_WRITES_UNKNOWN && sage_write_copy2d(&c2).dst == 0x100000);
+        CHECK(sage_write_copy2d(NULL).writes == SAGE_WRITES_NONE);
+
+        /* 3D: + dstZ * dstHeight * dstPitch; (Depth - 1) * dstHeight * dstPitch + (Height - 1) * dstPitch + Width. */
+        CHECK(range_is(sage_write_copy3d(&c3), 0x100000 + (1 * 10 + 2) * 512 + 8, (2 * 10 + 3) * 512 + 64));
+        c3.Depth = 1;
+        CHECK(range_is(sage_write_copy3d(&c3), 0x100000 + (1 * 10 + 2) * 512 + 8, 3 * 512 + 64));
+        c3.dstMemoryType = CU_MEMORYTYPE_HOST;
+        CHECK(sage_write_copy3d(&c3).writes == SAGE_WRITES_NONE);
+
+        /* memset2D: (Height - 1) * dstPitch + Width * elementSize. */
+        CHECK(range_is(sage_write_set2d(0x200000, 256, 10, 4, 4), 0x200000, 3 * 256 + 40));
+        CHECK(sage_write_set2d(0x200000, 256, 10, 0, 4).writes == SAGE_WRITES_NONE);
+        CHECK(sage_write_set2d(0x200000, 256, SIZE_MAX, 2, 4).writes == SAGE_WRITES_UNKNOWN);
 }
 
 /* ---------------------------------------------------------------- the hooks */
@@ -197,6 +256,7 @@ static void hooks(void) {
         SET_REAL(cuMemsetD32Async_ptsz, real_memset32_async);
         SET_REAL(cuLaunchKernel, real_launch);
         SET_REAL(cuMemcpyDtoH_v2, real_dtoh);
+        SET_REAL(cuMemcpy2DAsync_v2_ptsz, real_copy2d);
         sage_hooks_register(SAGE_OBSERVER_TRACE, &observer0);
         sage_hooks_register(SAGE_OBSERVER_REDIRECT, &observer1);
         sage_hooks_register(SAGE_OBSERVER_SHARE, &observer2);
@@ -243,6 +303,17 @@ static void hooks(void) {
         reset_notes();
         CHECK(HOOK(cuMemcpyDtoH_v2)(&launch_arg, 0x30000, 4) == CUDA_SUCCESS);
         CHECK(sage_sym_info[seen_before.sym].writes == SAGE_WRITES_NONE && seen_before.stream == NULL);
+        CHECK(seen_before.writes == SAGE_WRITES_NONE);
+        /* A pitched copy: observers see the range its descriptor names, before the call. */
+        reset_notes();
+        {
+                CUDA_MEMCPY2D c = { .dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = 0x40000, .dstY = 2,
+                                    .dstPitch = 4096, .WidthInBytes = 1000, .Height = 3 };
+                CHECK(HOOK(cuMemcpy2DAsync_v2_ptsz)(&c, NULL) == CUDA_SUCCESS);
+        }
+        CHECK(seen_before.sym == SAGE_SYM_cuMemcpy2DAsync_v2_ptsz && seen_before.writes == SAGE_WRITES_RANGE);
+        CHECK(seen_before.write_dst == 0x40000 + 2 * 4096 && seen_before.write_bytes == 2 * 4096 + 1000);
+        CHECK(seen_before.stream == CU_STREAM_PER_THREAD);
 
         /* A feature the call itself turns on sees the call's end (sharing, a redirect do). */
         reset_notes();
@@ -286,6 +357,7 @@ static void hooks(void) {
 
 int main(void) {
         declarations();
+        pitched_ranges();
         hooks();
         printf("hooks: ok\n");
         return 0;
