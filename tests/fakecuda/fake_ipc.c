@@ -97,6 +97,7 @@ FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle ha
 FAKE_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr)
 {
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     for (FakeAlloc *a = fake.allocs; a; a = a->next) {
         if (a->kind == FAKE_ALLOC_IPC && (uintptr_t)a->base == (uintptr_t)dptr) {

@@ -702,8 +702,12 @@ static bool same_file(int fd, int other) {
 /* A stand-in for a VMM handle's POSIX fd, made without a driver (the test
  * process keeps no context): the simulated driver's handles are memfds, and
  * its import takes any memfd of whole granules. */
+/* A VMM handle of the simulated driver's GPU 0, made without a context: the
+ * driver imports only its own exported memfds, which it names this way
+ * (tests/fakecuda/fake_vmm.c); any other file is refused as a real driver
+ * refuses it. */
 static int fake_handle(void) {
-        int fd = memfd_create("fake-vmm-handle", MFD_CLOEXEC);
+        int fd = memfd_create("sage-fake-vmm-gpu0", MFD_CLOEXEC);
         CHECK(fd >= 0 && ftruncate(fd, 2 * MiB) == 0);
         return fd;
 }
