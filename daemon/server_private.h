@@ -95,5 +95,9 @@ Listener *server_find_listener(const Server *s, const void *tag);
 void server_unadmit(Server *s, uint32_t label);
 
 /* server.c */
+/* Finish verifying a pending extent that is at most SERVER_VERIFY_ON_LOOKUP_MAX
+ * bytes from verified, now (a LOOKUP wants it). True: verified; false: still
+ * pending (too much left), or rejected and gone (`e` is then freed). */
+bool server_verify_now(Server *s, Extent **e);
 /* The caller's namespace's counters (STATS answers tenants about their own); never NULL. */
 Tally *server_tally(Server *s, uint64_t namespace_id);

@@ -44,6 +44,8 @@ CUresult fake_require_context(CUcontext *out)
     CUcontext ctx = fake_current_context();
     if (!ctx)
         return CUDA_ERROR_INVALID_CONTEXT;
+    if (__atomic_load_n(&ctx->faulted, __ATOMIC_RELAXED))
+        return CUDA_ERROR_ILLEGAL_ADDRESS; /* sticky, as after a GPU fault */
     if (out)
         *out = ctx;
     return CUDA_SUCCESS;
@@ -130,6 +132,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
+    fake_queue_drain();
     fake_lock();
     CUcontext ctx = fake.primary[dev];
     if (fake.primary_refs[dev] == 0) {
@@ -150,6 +153,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
+    fake_queue_drain();
     fake_lock();
     unsigned refs = fake.primary_refs[dev];
     if (fake.primary[dev])
@@ -245,6 +249,7 @@ FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 {
     FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     if (!ctx || !fake_context_alive_locked(ctx) || ctx->primary) {
         fake_unlock();
@@ -376,9 +381,12 @@ FAKE_EXPORT CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit)
 FAKE_EXPORT CUresult cuCtxSynchronize(void)
 {
     FAKE_GATE();
-    CUresult r = fake_require_context(NULL); /* all work already ran at submission */
+    CUresult r = fake_require_context(NULL);
     if (r != CUDA_SUCCESS)
         return r;
+    fake_queue_drain();
+    if ((r = fake_require_context(NULL)) != CUDA_SUCCESS)
+        return r; /* the work waited for faulted */
     /* As the driver: synchronizing while a stream captures is not allowed and breaks the capture. */
     if (fake_invalidate_captures())
         return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;

@@ -100,6 +100,7 @@ FAKE_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr)
 {
     FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     for (FakeAlloc *a = fake.allocs; a; a = a->next) {
         if (a->kind == FAKE_ALLOC_IPC && (uintptr_t)a->base == (uintptr_t)dptr) {

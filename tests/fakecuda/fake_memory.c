@@ -67,7 +67,20 @@ CUresult fake_device_alloc_locked(CUdeviceptr *out, size_t bytes, CUcontext ctx,
             close(fd);
             return CUDA_ERROR_OUT_OF_MEMORY;
         }
-        p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        p = MAP_FAILED;
+        for (size_t i = 0; i < sizeof fake.freed / sizeof fake.freed[0] && p == MAP_FAILED; i++) {
+            if (fake.freed[i].size != rounded)
+                continue;
+            p = mmap((void *)fake.freed[i].base, rounded, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
+                     fd, 0);
+            if (p != MAP_FAILED && p != (void *)fake.freed[i].base) { /* a kernel without NOREPLACE: a hint */
+                munmap(p, rounded);
+                p = MAP_FAILED;
+            }
+            fake.freed[i].size = 0;
+        }
+        if (p == MAP_FAILED)
+            p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     } else {
         p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     }
@@ -99,6 +112,11 @@ void fake_alloc_free_locked(FakeAlloc *a)
         fake.mem_used[a->device] -= a->map_size;
     if (a->map_size)
         munmap(a->base, a->map_size);
+    if (a->kind == FAKE_ALLOC_DEVICE && a->map_size) {
+        memmove(&fake.freed[1], &fake.freed[0], sizeof fake.freed - sizeof fake.freed[0]);
+        fake.freed[0].base = (uintptr_t)a->base;
+        fake.freed[0].size = a->map_size;
+    }
     if (a->fd >= 0)
         close(a->fd);
     free(a);
@@ -159,6 +177,7 @@ FAKE_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsig
 
 static CUresult free_kind(uintptr_t p, bool (*ok)(const FakeAlloc *))
 {
+    fake_queue_drain(); /* freeing synchronizes, as in the driver */
     fake_lock();
     for (FakeAlloc *a = fake.allocs; a; a = a->next) {
         if ((uintptr_t)a->base == p && ok(a)) {
@@ -381,7 +400,8 @@ FAKE_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attri
 /* ------------------------------------------------------------ memset */
 CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count, CUstream stream)
 {
-    CUresult r = fake_require_context(NULL);
+    CUcontext ctx;
+    CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
         return r;
     struct CUgraph_st *capture = NULL;
@@ -403,6 +423,9 @@ CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count
     op.u.memset.count = count;
     if (capture)
         return fake_graph_append(capture, &op);
+    if (stream && fake_queue_submit(&op, ctx))
+        return CUDA_SUCCESS;
+    fake_queue_drain();
     fake_op_run(&op);
     return CUDA_SUCCESS;
 }

@@ -139,6 +139,7 @@ FAKE_EXPORT CUresult cuModuleUnload(CUmodule hmod)
 {
     FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     bool found = false;
     for (CUmodule *p = &fake.modules; *p; p = &(*p)->next) {
@@ -268,6 +269,7 @@ FAKE_EXPORT CUresult cuLibraryUnload(CUlibrary library)
 {
     FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     bool alive = library_alive_locked(library);
     if (alive) {
@@ -368,8 +370,13 @@ FAKE_EXPORT CUresult cuFuncGetParamInfo(CUfunction f, size_t index, size_t *offs
     size_t at = 0;
     if (!e)
         return CUDA_ERROR_INVALID_HANDLE;
-    if (!offset || !size || !e->param_sizes)
+    if (!offset || !size)
         return CUDA_ERROR_INVALID_VALUE;
+    /* A kernel that declares no sizes is one whose layout the driver cannot
+     * tell: an error other than INVALID_VALUE, which means "past the last
+     * parameter" (a kernel without parameters declares an empty list). */
+    if (!e->param_sizes)
+        return CUDA_ERROR_NOT_SUPPORTED;
     for (size_t i = 0; e->param_sizes[i]; i++) {
         size_t align = e->param_sizes[i] < 8 ? e->param_sizes[i] : 8;
         at = (at + align - 1) / align * align;
@@ -409,14 +416,17 @@ static void *extra_buffer(void **extra, size_t *size)
     return buf;
 }
 
-static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entry, const FakeKernelLaunch *launch,
-                               void **params, void **extra)
+/* A launch as an op owning copies of its argument values; with no argument
+ * sizes it borrows the caller's kernelParams (*owned false). */
+static CUresult kernel_op(FakeOp *out, const FakeKernelEntry *entry, const FakeKernelLaunch *launch, void **params,
+                          void **extra, bool *owned)
 {
     FakeOp op = { .kind = FAKE_OP_KERNEL };
     op.u.kernel.entry = entry;
     op.u.kernel.launch = *launch;
     size_t n = 0, bytes = 0, buf_size;
     void *buf = params ? NULL : extra_buffer(extra, &buf_size);
+    *owned = false;
     if (buf) {
         n = 1;
         bytes = buf_size;
@@ -425,7 +435,8 @@ static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entr
             bytes += (entry->param_sizes[n] + 15) & ~(size_t)15;
     } else {
         op.u.kernel.params = params; /* borrowed: the caller keeps them alive */
-        return fake_graph_append(g, &op);
+        *out = op;
+        return CUDA_SUCCESS;
     }
     op.u.kernel.nparams = n;
     op.u.kernel.arg_bytes = bytes;
@@ -447,12 +458,27 @@ static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entr
             at += (entry->param_sizes[i] + 15) & ~(size_t)15;
         }
     }
-    return fake_graph_append(g, &op);
+    /* nparams 0 marks borrowed params for fake_op_release: keep n >= 1 when owned. */
+    if (n == 0)
+        op.u.kernel.nparams = 1;
+    *owned = true;
+    *out = op;
+    return CUDA_SUCCESS;
+}
+
+static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entry, const FakeKernelLaunch *launch,
+                               void **params, void **extra)
+{
+    FakeOp op;
+    bool owned;
+    CUresult r = kernel_op(&op, entry, launch, params, extra, &owned);
+    return r == CUDA_SUCCESS ? fake_graph_append(g, &op) : r;
 }
 
 CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params, void **extra)
 {
-    CUresult r = fake_require_context(NULL);
+    CUcontext ctx;
+    CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
         return r;
     const FakeKernelEntry *entry = entry_of(f);
@@ -468,11 +494,19 @@ CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params
         return r;
     if (capture)
         return capture_launch(capture, entry, launch, params, extra);
+    /* Queued with copies of its arguments; without sizes they cannot be copied: run now. */
+    FakeOp op;
+    bool owned;
+    if (kernel_op(&op, entry, launch, params, extra, &owned) == CUDA_SUCCESS && owned) {
+        if (fake_queue_submit(&op, ctx))
+            return CUDA_SUCCESS;
+        fake_op_release(&op);
+    }
+    fake_queue_drain();
     size_t size;
     void *buf = params ? NULL : extra_buffer(extra, &size);
     void *packed[1] = { buf };
-    entry->fn(launch, buf ? packed : params);
-    return CUDA_SUCCESS;
+    return fake_kernel_run(ctx, entry, launch, buf ? packed : params);
 }
 
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,

@@ -1,8 +1,8 @@
 /* fake_stream.c: streams, events, stream capture and graphs.
  *
- * Work runs synchronously at submission, so a stream is only a validated
- * handle and an event only a timestamp; every wait and query succeeds at
- * once. The one thing a stream changes is capture: between
+ * Work submitted to a stream is queued (fake_queue.c) and runs when the
+ * program synchronizes: stream and event synchronize and query drain the
+ * queue. An event is a timestamp taken at submission. Capture: between
  * cuStreamBeginCapture and cuStreamEndCapture, launches, copies and memsets
  * submitted to it are appended to a graph (a flat list of FakeOps, in
  * submission order) instead of running. cuGraphInstantiate copies the list;
@@ -68,10 +68,14 @@ void fake_op_release(FakeOp *op)
 
 CUresult fake_op_run(const FakeOp *op)
 {
+    return fake_op_run_in(op, fake_current_context());
+}
+
+CUresult fake_op_run_in(const FakeOp *op, CUcontext ctx)
+{
     switch (op->kind) {
     case FAKE_OP_KERNEL:
-        op->u.kernel.entry->fn(&op->u.kernel.launch, op->u.kernel.params);
-        return CUDA_SUCCESS;
+        return fake_kernel_run(ctx, op->u.kernel.entry, &op->u.kernel.launch, op->u.kernel.params);
     case FAKE_OP_COPY:
         return fake_copy_checked(op->u.copy.dst, op->u.copy.src, op->u.copy.bytes);
     case FAKE_OP_COPY3D:
@@ -218,6 +222,7 @@ FAKE_EXPORT CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
     fake_unlock();
     if (!found)
         return CUDA_ERROR_INVALID_VALUE;
+    fake_queue_drain(); /* graphs run at once, after what came before */
     for (size_t i = 0; i < hGraphExec->graph.count; i++)
         if ((r = fake_op_run(&hGraphExec->graph.ops[i])) != CUDA_SUCCESS)
             return r;
@@ -311,6 +316,7 @@ FAKE_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
 {
     FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     bool alive = stream_alive_locked(hStream);
     if (alive)
@@ -325,6 +331,11 @@ static CUresult stream_sync(CUstream s)
     CUresult r = fake_stream_check(s, &capture);
     if (r == CUDA_SUCCESS && capture)
         r = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    if (r == CUDA_SUCCESS) {
+        fake_queue_drain();
+        CUcontext ctx; /* a fault of the work waited for shows here */
+        r = fake_require_context(&ctx);
+    }
     return r;
 }
 
@@ -474,6 +485,7 @@ FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent e, CUstream s) { FAKE_GATE(); re
 static CUresult event_check(CUevent e)
 {
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     bool alive = event_alive_locked(e);
     fake_unlock();

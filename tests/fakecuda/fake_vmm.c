@@ -15,7 +15,9 @@
 #include "fake_internal.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -115,6 +117,34 @@ static bool valid_prop(const CUmemAllocationProp *prop)
             prop->requestedHandleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
 }
 
+#define VMM_MEMFD_PREFIX "sage-fake-vmm-gpu"
+
+/* The visible ordinal of the GPU whose VMM allocation `fd` is, -1 when it is
+ * none of this driver's allocations (any other file, a cuMemAlloc memfd, a
+ * GPU this process does not see). The real driver imports only its own
+ * exported handles, with their device; nothing in it can be fooled by a
+ * file of the right size. */
+static int vmm_fd_device(int fd)
+{
+    char link[64], target[128];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return -1;
+    target[n] = 0;
+    static const char prefix[] = "/memfd:" VMM_MEMFD_PREFIX;
+    if (strncmp(target, prefix, sizeof prefix - 1) != 0)
+        return -1;
+    char *end;
+    long gpu = strtol(target + sizeof prefix - 1, &end, 10);
+    if (end == target + sizeof prefix - 1 || strcmp(end, " (deleted)") != 0)
+        return -1;
+    for (int dev = 0; dev < fake.device_count; dev++)
+        if (fake.physical[dev] == gpu)
+            return dev;
+    return -1;
+}
+
 FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
                                  const CUmemAllocationProp *prop, unsigned long long flags)
 {
@@ -127,7 +157,11 @@ FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t si
         fake_unlock();
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    int fd = memfd_create("sage-fake-vmm", MFD_CLOEXEC);
+    /* The name marks the memory as this driver's VMM allocation of one
+     * physical GPU: import accepts nothing else (see there). */
+    char name[48];
+    snprintf(name, sizeof name, "%s%d", VMM_MEMFD_PREFIX, fake.physical[prop->location.id]);
+    int fd = memfd_create(name, MFD_CLOEXEC);
     if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
         if (fd >= 0)
             close(fd);
@@ -270,6 +304,8 @@ FAKE_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
     uintptr_t p = (uintptr_t)ptr;
     if (size == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    /* Unmapping does not wait for the GPU: queued work still using the range faults. */
+    fake_queue_unmapping(p, size);
     fake_lock();
     bool any = false;
     /* Whole mappings only: every cuMemMap touched must lie inside the range. */
@@ -424,13 +460,16 @@ FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= 0 || (size_t)st.st_size % GRAN)
         return CUDA_ERROR_INVALID_VALUE;
+    int dev = vmm_fd_device(fd);
+    if (dev < 0)
+        return CUDA_ERROR_INVALID_VALUE;
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUmemAllocationProp prop = {
         .type = CU_MEM_ALLOCATION_TYPE_PINNED,
         .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-        .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 },
+        .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = dev },
     };
     fake_lock();
     FakePhys *ph = phys_new_locked(own, (size_t)st.st_size, &prop, false);
