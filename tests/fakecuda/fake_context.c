@@ -100,6 +100,7 @@ static CUresult check_device(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -127,6 +128,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -147,6 +149,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -163,6 +166,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags, int *active)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -177,6 +181,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flag
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -198,6 +203,7 @@ static CUresult push(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -224,6 +230,7 @@ FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevic
 FAKE_EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams,
                                     unsigned int flags, CUdevice dev)
 {
+    FAKE_GATE();
     if (numParams < 0 || (numParams > 0 && !paramsArray))
         return CUDA_ERROR_INVALID_VALUE;
     return cuCtxCreate_v2(pctx, flags, dev);
@@ -232,6 +239,7 @@ FAKE_EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *params
 FAKE_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, unsigned int flags,
                                     CUdevice dev)
 {
+    FAKE_GATE();
     if (params && params->numExecAffinityParams > 0 && !params->execAffinityParams)
         return CUDA_ERROR_INVALID_VALUE;
     return cuCtxCreate_v2(pctx, flags, dev);
@@ -239,6 +247,7 @@ FAKE_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, 
 
 FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_queue_drain();
     fake_lock();
@@ -254,6 +263,7 @@ FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (ctx) {
         fake_lock();
@@ -275,6 +285,7 @@ FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pctx)
         return CUDA_ERROR_INVALID_VALUE;
@@ -284,6 +295,7 @@ FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
 
 FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool alive = ctx && fake_context_alive_locked(ctx);
@@ -295,6 +307,7 @@ FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (ctx_depth == 0)
         return CUDA_ERROR_INVALID_CONTEXT;
@@ -306,6 +319,7 @@ FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
 
 FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -322,10 +336,6 @@ FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
  * are not simulated (CUDA_ERROR_UNSUPPORTED_LIMIT, as on a device without
  * them). A stack size is kept as set; the real driver may round it.
  */
-#ifndef FAKE_GATE /* the checkpoint API's gate on every entry point, where the fake has it (susp-fake) */
-#define FAKE_GATE() (void)0
-#endif
-
 static CUresult limit_slot(CUlimit limit, size_t **slot)
 {
     CUcontext ctx;
@@ -370,6 +380,7 @@ FAKE_EXPORT CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit)
 
 FAKE_EXPORT CUresult cuCtxSynchronize(void)
 {
+    FAKE_GATE();
     CUresult r = fake_require_context(NULL);
     if (r != CUDA_SUCCESS)
         return r;
@@ -384,6 +395,7 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void)
 
 FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!version)
         return CUDA_ERROR_INVALID_VALUE;
@@ -400,6 +412,7 @@ FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)
 
 FAKE_EXPORT CUresult cuCtxGetFlags(unsigned int *flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)

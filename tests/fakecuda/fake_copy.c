@@ -181,54 +181,58 @@ static CUresult copy2d(const CUDA_MEMCPY2D *c, CUstream stream, bool async)
 }
 
 /* ------------------------------------------------------------ exports */
-FAKE_EXPORT CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy1d(PTR(dst), PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy1d(PTR(dst), PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(PTR(dst), PTR(src), n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(PTR(dst), PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, s, true); }
 
-FAKE_EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) { return copy1d(PTR(dst), src, n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyHtoD_v2_ptds(CUdeviceptr dst, const void *src, size_t n) { return copy1d(PTR(dst), src, n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) { return copy1d(dst, PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyDtoH_v2_ptds(void *dst, CUdeviceptr src, size_t n) { return copy1d(dst, PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy1d(PTR(dst), PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyDtoD_v2_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy1d(PTR(dst), PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), src, n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyHtoD_v2_ptds(CUdeviceptr dst, const void *src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), src, n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(dst, PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyDtoH_v2_ptds(void *dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(dst, PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyDtoD_v2_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, NULL, false); }
 
-FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream s) { return copy1d(PTR(dst), src, n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_t n, CUstream s) { return copy1d(PTR(dst), src, n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(dst, PTR(src), n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(dst, PTR(src), n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(PTR(dst), PTR(src), n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(PTR(dst), PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), src, n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), src, n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(dst, PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(dst, PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, s, true); }
 
-FAKE_EXPORT CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *c) { return copy2d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *c) { return copy2d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *c) { return copy2d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *c) { return copy2d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *c, CUstream s) { return copy2d(c, s, true); }
-FAKE_EXPORT CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *c, CUstream s) { return copy2d(c, s, true); }
-FAKE_EXPORT CUresult cuMemcpy3D_v2(const CUDA_MEMCPY3D *c) { return copy3d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *c) { return copy3d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D *c, CUstream s) { return copy3d(c, s, true); }
-FAKE_EXPORT CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *c, CUstream s) { return copy3d(c, s, true); }
+FAKE_EXPORT CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *c) { FAKE_GATE(); return copy2d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *c) { FAKE_GATE(); return copy2d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *c) { FAKE_GATE(); return copy2d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *c) { FAKE_GATE(); return copy2d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *c, CUstream s) { FAKE_GATE(); return copy2d(c, s, true); }
+FAKE_EXPORT CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *c, CUstream s) { FAKE_GATE(); return copy2d(c, s, true); }
+FAKE_EXPORT CUresult cuMemcpy3D_v2(const CUDA_MEMCPY3D *c) { FAKE_GATE(); return copy3d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *c) { FAKE_GATE(); return copy3d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D *c, CUstream s) { FAKE_GATE(); return copy3d(c, s, true); }
+FAKE_EXPORT CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *c, CUstream s) { FAKE_GATE(); return copy3d(c, s, true); }
 
 FAKE_EXPORT CUresult cuMemcpyPeer(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n)
 {
+    FAKE_GATE();
     return copy1d(PTR(dst), PTR(src), n, NULL, false);
 }
 
 FAKE_EXPORT CUresult cuMemcpyPeer_ptds(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n)
 {
+    FAKE_GATE();
     return copy1d(PTR(dst), PTR(src), n, NULL, false);
 }
 
 FAKE_EXPORT CUresult cuMemcpyPeerAsync(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx,
                                        size_t n, CUstream s)
 {
+    FAKE_GATE();
     return copy1d(PTR(dst), PTR(src), n, s, true);
 }
 
 FAKE_EXPORT CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src,
                                             CUcontext sctx, size_t n, CUstream s)
 {
+    FAKE_GATE();
     return copy1d(PTR(dst), PTR(src), n, s, true);
 }

@@ -182,6 +182,8 @@ FAKE_EXPORT CUresult cuInit(unsigned int Flags)
         else
             fake.init_result = CUDA_SUCCESS;
         fake.init_pid = getpid();
+        if (fake.init_result == CUDA_SUCCESS)
+            fake_checkpoint_start();
         __atomic_store_n(&fake.init_done, true, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&fake.init_lock);
@@ -203,6 +205,7 @@ static bool valid_device(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!device)
         return CUDA_ERROR_INVALID_VALUE;
@@ -214,6 +217,7 @@ FAKE_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal)
 
 FAKE_EXPORT CUresult cuDeviceGetCount(int *count)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!count)
         return CUDA_ERROR_INVALID_VALUE;
@@ -223,6 +227,7 @@ FAKE_EXPORT CUresult cuDeviceGetCount(int *count)
 
 FAKE_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!name || len <= 0)
         return CUDA_ERROR_INVALID_VALUE;
@@ -234,6 +239,7 @@ FAKE_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
 
 FAKE_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!uuid)
         return CUDA_ERROR_INVALID_VALUE;
@@ -247,11 +253,13 @@ FAKE_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
 
 FAKE_EXPORT CUresult fake_cuDeviceGetUuid(CUuuid *uuid, CUdevice dev)
 {
+    FAKE_GATE();
     return cuDeviceGetUuid_v2(uuid, dev);
 }
 
 FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!bytes)
         return CUDA_ERROR_INVALID_VALUE;
@@ -263,6 +271,7 @@ FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 
 FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pi)
         return CUDA_ERROR_INVALID_VALUE;
@@ -302,6 +311,7 @@ FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CU
 
 FAKE_EXPORT CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pciBusId || len <= 0)
         return CUDA_ERROR_INVALID_VALUE;

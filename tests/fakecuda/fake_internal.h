@@ -226,6 +226,18 @@ double fake_now_ms(void);
 void fake_sleep_ms(unsigned ms);
 size_t fake_page_round(size_t n);
 
+/* fake_checkpoint.c: the gate every entry point passes first (the
+ * checkpoint API's Lock closes it). FAKE_GATE() declares a scoped marker:
+ * the call counts as in flight until it returns. In a process stuck in
+ * FAILED it returns CUDA_ERROR_ILLEGAL_STATE after SAGE_FAKE_STUCK_MS. */
+int fake_gate_enter(void);
+void fake_gate_leave(int *entered);
+void fake_checkpoint_start(void);
+#define FAKE_GATE()                                                                  \
+    __attribute__((cleanup(fake_gate_leave))) int fake_gate_ = fake_gate_enter();    \
+    if (fake_gate_ < 0)                                                              \
+    return CUDA_ERROR_ILLEGAL_STATE
+
 #define FAKE_REQUIRE_INIT()                         \
     do {                                            \
         if (!fake_initialized())                    \

@@ -149,12 +149,14 @@ static CUresult alloc_in_current(CUdeviceptr *dptr, size_t bytes, FakeAllocKind 
 
 FAKE_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
+    FAKE_GATE();
     return alloc_in_current(dptr, bytesize, FAKE_ALLOC_DEVICE);
 }
 
 FAKE_EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t WidthInBytes,
                                         size_t Height, unsigned int ElementSizeBytes)
 {
+    FAKE_GATE();
     if (!pPitch || WidthInBytes == 0 || Height == 0 ||
         (ElementSizeBytes != 4 && ElementSizeBytes != 8 && ElementSizeBytes != 16))
         return CUDA_ERROR_INVALID_VALUE;
@@ -167,6 +169,7 @@ FAKE_EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_
 
 FAKE_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags)
 {
+    FAKE_GATE();
     if (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST)
         return CUDA_ERROR_INVALID_VALUE;
     return alloc_in_current(dptr, bytesize, FAKE_ALLOC_MANAGED);
@@ -189,6 +192,7 @@ static CUresult free_kind(uintptr_t p, bool (*ok)(const FakeAlloc *))
 
 FAKE_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (dptr == 0)
         return CUDA_SUCCESS;
@@ -197,6 +201,7 @@ FAKE_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
 
 FAKE_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(hStream, &capture);
     if (r != CUDA_SUCCESS)
@@ -208,11 +213,13 @@ FAKE_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstrea
 
 FAKE_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
 {
+    FAKE_GATE();
     return cuMemAllocAsync(dptr, bytesize, hStream);
 }
 
 FAKE_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(hStream, &capture);
     if (r != CUDA_SUCCESS)
@@ -224,11 +231,13 @@ FAKE_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
 
 FAKE_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream)
 {
+    FAKE_GATE();
     return cuMemFreeAsync(dptr, hStream);
 }
 
 FAKE_EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -245,6 +254,7 @@ FAKE_EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
 /* ------------------------------------------------------------ host memory */
 FAKE_EXPORT CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -268,6 +278,7 @@ FAKE_EXPORT CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Fla
 
 FAKE_EXPORT CUresult cuMemAllocHost_v2(void **pp, size_t bytesize)
 {
+    FAKE_GATE();
     return cuMemHostAlloc(pp, bytesize, 0);
 }
 
@@ -276,12 +287,14 @@ static bool is_registered(const FakeAlloc *a) { return a->kind == FAKE_ALLOC_REG
 
 FAKE_EXPORT CUresult cuMemFreeHost(void *p)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     return free_kind((uintptr_t)p, is_host);
 }
 
 FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -303,6 +316,7 @@ FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int
 
 FAKE_EXPORT CUresult cuMemHostUnregister(void *p)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     CUresult r = free_kind((uintptr_t)p, is_registered);
     return r == CUDA_SUCCESS ? r : CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
@@ -311,6 +325,7 @@ FAKE_EXPORT CUresult cuMemHostUnregister(void *p)
 /* ------------------------------------------------------------ queries */
 FAKE_EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     CUdeviceptr base = 0;
     size_t size = 0;
@@ -336,6 +351,7 @@ FAKE_EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, 
 
 FAKE_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!data)
         return CUDA_ERROR_INVALID_VALUE;
@@ -416,18 +432,18 @@ CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count
 
 #define PTR(d) ((void *)(uintptr_t)(d))
 
-FAKE_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) { return fake_memset(PTR(d), v, 1, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD16_v2(CUdeviceptr d, unsigned short v, size_t n) { return fake_memset(PTR(d), v, 2, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr d, unsigned int v, size_t n) { return fake_memset(PTR(d), v, 4, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD8_v2_ptds(CUdeviceptr d, unsigned char v, size_t n) { return fake_memset(PTR(d), v, 1, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD16_v2_ptds(CUdeviceptr d, unsigned short v, size_t n) { return fake_memset(PTR(d), v, 2, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD32_v2_ptds(CUdeviceptr d, unsigned int v, size_t n) { return fake_memset(PTR(d), v, 4, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 1, n, s); }
-FAKE_EXPORT CUresult cuMemsetD16Async(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 2, n, s); }
-FAKE_EXPORT CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 4, n, s); }
-FAKE_EXPORT CUresult cuMemsetD8Async_ptsz(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 1, n, s); }
-FAKE_EXPORT CUresult cuMemsetD16Async_ptsz(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 2, n, s); }
-FAKE_EXPORT CUresult cuMemsetD32Async_ptsz(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 4, n, s); }
+FAKE_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 1, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD16_v2(CUdeviceptr d, unsigned short v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 2, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr d, unsigned int v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 4, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD8_v2_ptds(CUdeviceptr d, unsigned char v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 1, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD16_v2_ptds(CUdeviceptr d, unsigned short v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 2, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD32_v2_ptds(CUdeviceptr d, unsigned int v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 4, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 1, n, s); }
+FAKE_EXPORT CUresult cuMemsetD16Async(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 2, n, s); }
+FAKE_EXPORT CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 4, n, s); }
+FAKE_EXPORT CUresult cuMemsetD8Async_ptsz(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 1, n, s); }
+FAKE_EXPORT CUresult cuMemsetD16Async_ptsz(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 2, n, s); }
+FAKE_EXPORT CUresult cuMemsetD32Async_ptsz(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 4, n, s); }
 
 /*
  * 2D memset: Height rows of Width elements, dstPitch bytes apart. Like the
@@ -453,15 +469,15 @@ static CUresult fake_memset2d(CUdeviceptr d, size_t pitch, unsigned value, unsig
     return r;
 }
 
-FAKE_EXPORT CUresult cuMemsetD2D8_v2(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { return fake_memset2d(d, p, v, 1, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D16_v2(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { return fake_memset2d(d, p, v, 2, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D32_v2(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { return fake_memset2d(d, p, v, 4, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D8_v2_ptds(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { return fake_memset2d(d, p, v, 1, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D16_v2_ptds(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { return fake_memset2d(d, p, v, 2, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D32_v2_ptds(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { return fake_memset2d(d, p, v, 4, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 1, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 2, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 4, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D8Async_ptsz(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 1, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D16Async_ptsz(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 2, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D32Async_ptsz(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 4, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D8_v2(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 1, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D16_v2(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 2, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D32_v2(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 4, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D8_v2_ptds(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 1, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D16_v2_ptds(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 2, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D32_v2_ptds(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 4, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 1, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 2, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 4, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D8Async_ptsz(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 1, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D16Async_ptsz(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 2, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D32Async_ptsz(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 4, w, h, s); }

@@ -95,22 +95,26 @@ static CUresult module_load(CUmodule *module, const FakeModuleImage *img, void *
 
 FAKE_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
 {
+    FAKE_GATE();
     return module_load(module, image, NULL);
 }
 
 FAKE_EXPORT CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions,
                                         CUjit_option *options, void **optionValues)
 {
+    FAKE_GATE();
     return module_load(module, image, NULL);
 }
 
 FAKE_EXPORT CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin)
 {
+    FAKE_GATE();
     return module_load(module, fatCubin, NULL);
 }
 
 FAKE_EXPORT CUresult cuModuleLoad(CUmodule *module, const char *fname)
 {
+    FAKE_GATE();
     CUresult r = fake_require_context(NULL);
     if (r != CUDA_SUCCESS)
         return r;
@@ -133,6 +137,7 @@ static bool module_alive_locked(CUmodule m)
 
 FAKE_EXPORT CUresult cuModuleUnload(CUmodule hmod)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_queue_drain();
     fake_lock();
@@ -176,6 +181,7 @@ static int entry_index(const FakeModuleImage *img, const char *name)
 
 FAKE_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!hfunc || !name)
         return CUDA_ERROR_INVALID_VALUE;
@@ -193,6 +199,7 @@ FAKE_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const
 
 FAKE_EXPORT CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule hmod, const char *name)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool alive = module_alive_locked(hmod);
@@ -232,6 +239,7 @@ FAKE_EXPORT CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUj
                                        CUlibraryOption *libraryOptions, void **libraryOptionValues,
                                        unsigned int numLibraryOptions)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     return library_load(library, code, NULL);
 }
@@ -241,6 +249,7 @@ FAKE_EXPORT CUresult cuLibraryLoadFromFile(CUlibrary *library, const char *fileN
                                            CUlibraryOption *libraryOptions, void **libraryOptionValues,
                                            unsigned int numLibraryOptions)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     const FakeModuleImage *img = NULL;
     void *dl = NULL;
@@ -258,6 +267,7 @@ static bool library_alive_locked(CUlibrary l)
 
 FAKE_EXPORT CUresult cuLibraryUnload(CUlibrary library)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_queue_drain();
     fake_lock();
@@ -281,6 +291,7 @@ FAKE_EXPORT CUresult cuLibraryUnload(CUlibrary library)
 
 FAKE_EXPORT CUresult cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const char *name)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pKernel || !name)
         return CUDA_ERROR_INVALID_VALUE;
@@ -298,6 +309,7 @@ FAKE_EXPORT CUresult cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, co
 
 FAKE_EXPORT CUresult cuLibraryGetModule(CUmodule *pMod, CUlibrary library)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pMod)
         return CUDA_ERROR_INVALID_VALUE;
@@ -312,6 +324,7 @@ FAKE_EXPORT CUresult cuLibraryGetModule(CUmodule *pMod, CUlibrary library)
 
 FAKE_EXPORT CUresult cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pFunc || !kernel || kernel->magic != FAKE_KERN_MAGIC)
         return CUDA_ERROR_INVALID_HANDLE;
@@ -338,6 +351,7 @@ static const FakeKernelEntry *entry_of(CUfunction f)
  * alignment (up to 8) from the sizes it declares. */
 FAKE_EXPORT CUresult cuFuncGetName(const char **name, CUfunction f)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     const FakeKernelEntry *e = entry_of(f);
     if (!name)
@@ -350,6 +364,7 @@ FAKE_EXPORT CUresult cuFuncGetName(const char **name, CUfunction f)
 
 FAKE_EXPORT CUresult cuFuncGetParamInfo(CUfunction f, size_t index, size_t *offset, size_t *size)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     const FakeKernelEntry *e = entry_of(f);
     size_t at = 0;
@@ -377,11 +392,13 @@ FAKE_EXPORT CUresult cuFuncGetParamInfo(CUfunction f, size_t index, size_t *offs
 
 FAKE_EXPORT CUresult cuKernelGetName(const char **name, CUkernel k)
 {
+    FAKE_GATE();
     return cuFuncGetName(name, (CUfunction)(void *)k);
 }
 
 FAKE_EXPORT CUresult cuKernelGetParamInfo(CUkernel k, size_t index, size_t *offset, size_t *size)
 {
+    FAKE_GATE();
     return cuFuncGetParamInfo((CUfunction)(void *)k, index, offset, size);
 }
 
@@ -502,6 +519,7 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
 FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                     unsigned bz, unsigned shared, CUstream s, void **params, void **extra)
 {
+    FAKE_GATE();
     return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, extra);
 }
 
@@ -509,12 +527,14 @@ FAKE_EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned gx, unsigned gy,
                                          unsigned by, unsigned bz, unsigned shared, CUstream s, void **params,
                                          void **extra)
 {
+    FAKE_GATE();
     return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, extra);
 }
 
 FAKE_EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                                unsigned by, unsigned bz, unsigned shared, CUstream s, void **params)
 {
+    FAKE_GATE();
     return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, NULL);
 }
 
@@ -522,11 +542,13 @@ FAKE_EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned gx, u
                                                     unsigned bx, unsigned by, unsigned bz, unsigned shared,
                                                     CUstream s, void **params)
 {
+    FAKE_GATE();
     return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, NULL);
 }
 
 FAKE_EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **params, void **extra)
 {
+    FAKE_GATE();
     if (!config)
         return CUDA_ERROR_INVALID_VALUE;
     return launch(f, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX, config->blockDimY,
@@ -535,5 +557,6 @@ FAKE_EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f
 
 FAKE_EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params, void **extra)
 {
+    FAKE_GATE();
     return cuLaunchKernelEx(config, f, params, extra);
 }

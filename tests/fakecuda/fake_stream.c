@@ -171,6 +171,7 @@ static void graph_clear(struct CUgraph_st *g)
 FAKE_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph,
                                                  unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!phGraphExec || !hGraph)
         return CUDA_ERROR_INVALID_VALUE;
@@ -207,6 +208,7 @@ FAKE_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgra
 
 FAKE_EXPORT CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(hStream, &capture);
     if (r != CUDA_SUCCESS)
@@ -227,10 +229,11 @@ FAKE_EXPORT CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
     return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec e, CUstream s) { return cuGraphLaunch(e, s); }
+FAKE_EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec e, CUstream s) { FAKE_GATE(); return cuGraphLaunch(e, s); }
 
 FAKE_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool found = false;
@@ -248,6 +251,7 @@ FAKE_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
 
 FAKE_EXPORT CUresult cuGraphDestroy(CUgraph hGraph)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool found = false;
@@ -288,11 +292,13 @@ static CUresult stream_create(CUstream *ph, unsigned flags, int priority)
 
 FAKE_EXPORT CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags)
 {
+    FAKE_GATE();
     return stream_create(phStream, Flags, 0);
 }
 
 FAKE_EXPORT CUresult cuStreamCreateWithPriority(CUstream *phStream, unsigned int flags, int priority)
 {
+    FAKE_GATE();
     return stream_create(phStream, flags, priority);
 }
 
@@ -308,6 +314,7 @@ static void stream_free_locked(CUstream s)
 
 FAKE_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_queue_drain();
     fake_lock();
@@ -332,10 +339,10 @@ static CUresult stream_sync(CUstream s)
     return r;
 }
 
-FAKE_EXPORT CUresult cuStreamSynchronize(CUstream s) { return stream_sync(s); }
-FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) { return stream_sync(s); }
-FAKE_EXPORT CUresult cuStreamQuery(CUstream s) { return stream_sync(s); }
-FAKE_EXPORT CUresult cuStreamQuery_ptsz(CUstream s) { return stream_sync(s); }
+FAKE_EXPORT CUresult cuStreamSynchronize(CUstream s) { FAKE_GATE(); return stream_sync(s); }
+FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) { FAKE_GATE(); return stream_sync(s); }
+FAKE_EXPORT CUresult cuStreamQuery(CUstream s) { FAKE_GATE(); return stream_sync(s); }
+FAKE_EXPORT CUresult cuStreamQuery_ptsz(CUstream s) { FAKE_GATE(); return stream_sync(s); }
 
 static bool event_alive_locked(CUevent e)
 {
@@ -347,6 +354,7 @@ static bool event_alive_locked(CUevent e)
 
 FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(s, &capture);
     if (r != CUDA_SUCCESS)
@@ -359,6 +367,7 @@ FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags
 
 FAKE_EXPORT CUresult cuStreamWaitEvent_ptsz(CUstream s, CUevent e, unsigned int flags)
 {
+    FAKE_GATE();
     return cuStreamWaitEvent(s, e, flags);
 }
 
@@ -379,13 +388,14 @@ static CUresult begin_capture(CUstream s)
     return r;
 }
 
-FAKE_EXPORT CUresult fake_cuStreamBeginCapture(CUstream s) { return begin_capture(s); }
-FAKE_EXPORT CUresult cuStreamBeginCapture_ptsz(CUstream s) { return begin_capture(s); }
-FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode) { return begin_capture(s); }
-FAKE_EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, CUstreamCaptureMode mode) { return begin_capture(s); }
+FAKE_EXPORT CUresult fake_cuStreamBeginCapture(CUstream s) { FAKE_GATE(); return begin_capture(s); }
+FAKE_EXPORT CUresult cuStreamBeginCapture_ptsz(CUstream s) { FAKE_GATE(); return begin_capture(s); }
+FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode) { FAKE_GATE(); return begin_capture(s); }
+FAKE_EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, CUstreamCaptureMode mode) { FAKE_GATE(); return begin_capture(s); }
 
 FAKE_EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *phGraph)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!phGraph)
         return CUDA_ERROR_INVALID_VALUE;
@@ -414,10 +424,11 @@ FAKE_EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *phGraph)
     return r;
 }
 
-FAKE_EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, CUgraph *g) { return cuStreamEndCapture(s, g); }
+FAKE_EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, CUgraph *g) { FAKE_GATE(); return cuStreamEndCapture(s, g); }
 
 FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status)
 {
+    FAKE_GATE();
     if (!status)
         return CUDA_ERROR_INVALID_VALUE;
     struct CUgraph_st *capture;
@@ -427,11 +438,12 @@ FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *stat
     return r;
 }
 
-FAKE_EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream s, CUstreamCaptureStatus *st) { return cuStreamIsCapturing(s, st); }
+FAKE_EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream s, CUstreamCaptureStatus *st) { FAKE_GATE(); return cuStreamIsCapturing(s, st); }
 
 /* ------------------------------------------------------------ events */
 FAKE_EXPORT CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -453,6 +465,7 @@ FAKE_EXPORT CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags)
 
 FAKE_EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(hStream, &capture);
     if (r != CUDA_SUCCESS)
@@ -467,7 +480,7 @@ FAKE_EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream)
     return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent e, CUstream s) { return cuEventRecord(e, s); }
+FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent e, CUstream s) { FAKE_GATE(); return cuEventRecord(e, s); }
 
 static CUresult event_check(CUevent e)
 {
@@ -479,11 +492,12 @@ static CUresult event_check(CUevent e)
     return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-FAKE_EXPORT CUresult cuEventSynchronize(CUevent e) { return event_check(e); }
-FAKE_EXPORT CUresult cuEventQuery(CUevent e) { return event_check(e); }
+FAKE_EXPORT CUresult cuEventSynchronize(CUevent e) { FAKE_GATE(); return event_check(e); }
+FAKE_EXPORT CUresult cuEventQuery(CUevent e) { FAKE_GATE(); return event_check(e); }
 
 FAKE_EXPORT CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pMilliseconds)
         return CUDA_ERROR_INVALID_VALUE;
@@ -500,11 +514,13 @@ FAKE_EXPORT CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart,
 
 FAKE_EXPORT CUresult fake_cuEventElapsedTime(float *ms, CUevent start, CUevent end)
 {
+    FAKE_GATE();
     return cuEventElapsedTime_v2(ms, start, end);
 }
 
 FAKE_EXPORT CUresult cuEventDestroy_v2(CUevent hEvent)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool alive = event_alive_locked(hEvent);

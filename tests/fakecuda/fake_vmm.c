@@ -100,6 +100,7 @@ CUresult fake_vmm_check_locked(uintptr_t p, size_t n, int need_prot)
 FAKE_EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
                                                    CUmemAllocationGranularity_flags option)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!granularity || !prop)
         return CUDA_ERROR_INVALID_VALUE;
@@ -147,6 +148,7 @@ static int vmm_fd_device(int fd)
 FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
                                  const CUmemAllocationProp *prop, unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!handle || !valid_prop(prop) || size == 0 || size % GRAN || flags)
         return CUDA_ERROR_INVALID_VALUE;
@@ -177,6 +179,7 @@ FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t si
 
 FAKE_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     FakePhys *ph = phys_find_locked(handle);
@@ -191,6 +194,7 @@ FAKE_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 FAKE_EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr,
                                          unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!ptr || size == 0 || size % GRAN || (alignment & (alignment - 1)))
         return CUDA_ERROR_INVALID_VALUE;
@@ -233,6 +237,7 @@ FAKE_EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t a
 
 FAKE_EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     for (FakeReservation **p = &fake.reservations; *p; p = &(*p)->next) {
@@ -258,6 +263,7 @@ FAKE_EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
 FAKE_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
                               unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     uintptr_t p = (uintptr_t)ptr;
     if (flags || size == 0 || p % GRAN || size % GRAN || offset % GRAN)
@@ -293,6 +299,7 @@ out:
 
 FAKE_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     uintptr_t p = (uintptr_t)ptr;
     if (size == 0)
@@ -355,6 +362,7 @@ static bool split_at_locked(uintptr_t at)
 
 FAKE_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     uintptr_t p = (uintptr_t)ptr;
     if (!desc || count == 0 || size == 0)
@@ -400,6 +408,7 @@ FAKE_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAcc
 
 FAKE_EXPORT CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocation *location, CUdeviceptr ptr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!flags || !location)
         return CUDA_ERROR_INVALID_VALUE;
@@ -418,6 +427,7 @@ FAKE_EXPORT CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocati
 FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGenericAllocationHandle handle,
                                                   CUmemAllocationHandleType handleType, unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!shareableHandle || flags)
         return CUDA_ERROR_INVALID_VALUE;
@@ -440,6 +450,7 @@ FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGe
 FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle, void *osHandle,
                                                     CUmemAllocationHandleType shHandleType)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!handle)
         return CUDA_ERROR_INVALID_VALUE;
@@ -475,6 +486,7 @@ FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle
 FAKE_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop,
                                                             CUmemGenericAllocationHandle handle)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!prop)
         return CUDA_ERROR_INVALID_VALUE;
@@ -488,6 +500,7 @@ FAKE_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp 
 
 FAKE_EXPORT CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle, void *addr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!handle)
         return CUDA_ERROR_INVALID_VALUE;
