@@ -93,6 +93,9 @@ const char *sage_proto_type_name(unsigned type);
 #define SAGE_PUBLISH_CONTENT 0x2u
 #define SAGE_PUBLISH_FLAGS_ALL SAGE_PUBLISH_SEALED
 #define SAGE_PUBLISH_NOTED_FLAGS_ALL (SAGE_PUBLISH_SEALED | SAGE_PUBLISH_CONTENT)
+/* LIST entry flags, besides the SAGE_PUBLISH_* it was published with: the
+ * broker has not yet checked its bytes against its key (a LOOKUP misses it). */
+#define SAGE_LIST_UNVERIFIED 0x80000000u
 /* EVICT flags. */
 #define SAGE_EVICT_ALL_UNREFERENCED 0x1u
 #define SAGE_EVICT_FLAGS_ALL SAGE_EVICT_ALL_UNREFERENCED

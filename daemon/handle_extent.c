@@ -49,6 +49,8 @@ int handle_lookup(Server *s, Client *c, Request *rq) {
                 return r;
         sage_proto_init(reply, noted ? SAGE_MSG_LOOKUP_NOTED_REPLY : SAGE_MSG_LOOKUP_REPLY, req->header.request_id);
         e = extent_store_lookup(s->store, c->namespace_id, k);
+        if (e && e->unverified)
+                server_verify_now(s, &e);
         if (!e || e->unverified) { /* not verified yet: a miss, the client copies */
                 s->misses++;
                 server_tally(s, c->namespace_id)->misses++;
@@ -208,7 +210,7 @@ int handle_list(Server *s, Client *c, Request *rq) {
                         .refs = e->refs,
                         /* A host pid means nothing (or too much) in another pid namespace. */
                         .publisher_pid = c->label == 0 ? e->publisher_pid : 0,
-                        .flags = e->flags,
+                        .flags = e->flags | (e->unverified ? SAGE_LIST_UNVERIFIED : 0),
                         .idle_ns = e->refs || now < e->last_use_ns ? 0 : now - e->last_use_ns,
                 };
         }

@@ -51,6 +51,7 @@
 #define SERVER_REQUESTS_PER_WAKEUP 32
 /* Bytes of pending extents hashed per loop turn: ~10 ms of read-back and hashing. */
 #define SERVER_VERIFY_BYTES_PER_TURN (64ull << 20)
+#define SERVER_VERIFY_ON_LOOKUP_MAX (256ull << 20)
 #define SERVER_MAX_MALFORMED 16
 
 /* epoll data: the stop fd is told apart by this; listeners by their address in s->listeners. */
@@ -322,6 +323,33 @@ static void reject_extent(Server *s, Extent *e) {
         for (Client *c = s->clients; c; c = c->next)
                 client_forget(c, s->store, e->id);
         extent_store_evict(s->store, e);
+}
+
+/*
+ * A LOOKUP that finds its extent still pending: a miss would make the caller
+ * copy what the broker already holds, and publish it again. Finishing the
+ * check first costs the loop at most SERVER_VERIFY_ON_LOOKUP_MAX bytes of
+ * read-back and hashing (~30 ms); a larger rest stays a miss, verified in turns.
+ */
+bool server_verify_now(Server *s, Extent **e) {
+        GpuExtent *x = (*e)->payload;
+        uint64_t budget = SERVER_VERIFY_ON_LOOKUP_MAX;
+        int r;
+
+        if (!(*e)->unverified)
+                return true;
+        if (x->size - x->hashed > SERVER_VERIFY_ON_LOOKUP_MAX)
+                return false;
+        r = gpu_verify_step(s->gpu, x, &budget);
+        if (r == GPU_VERIFY_MATCH) {
+                (*e)->unverified = false;
+                return true;
+        }
+        if (r != GPU_VERIFY_PENDING) {
+                reject_extent(s, *e);
+                *e = NULL;
+        }
+        return false;
 }
 
 /* Verify pending extents, oldest first, up to SERVER_VERIFY_BYTES_PER_TURN. */

@@ -112,5 +112,9 @@ void server_instances_client_gone(Server *s, Client *c);
 bool server_instances_event(Server *s, const void *tag);
 
 /* server.c */
+/* Finish verifying a pending extent that is at most SERVER_VERIFY_ON_LOOKUP_MAX
+ * bytes from verified, now (a LOOKUP wants it). True: verified; false: still
+ * pending (too much left), or rejected and gone (`e` is then freed). */
+bool server_verify_now(Server *s, Extent **e);
 /* The caller's namespace's counters (STATS answers tenants about their own); never NULL. */
 Tally *server_tally(Server *s, uint64_t namespace_id);

@@ -170,8 +170,9 @@ static int cmd_list(SageBroker *b, bool json) {
                                 if (container)
                                         printf(", \"container\": %u", label - SAGE_NAMESPACE_CONTAINER_FIRST);
                                 printf(", \"hash\": \"%s\", \"size\": %" PRIu64 ", \"device\": %u, \"refs\": %u, "
-                                       "\"publisher_pid\": %u, \"idle_s\": %.3f}",
-                                       hash, e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9);
+                                       "\"publisher_pid\": %u, \"idle_s\": %.3f, \"verified\": %s}",
+                                       hash, e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9,
+                                       e->flags & SAGE_LIST_UNVERIFIED ? "false" : "true");
                         } else
                                 printf("%-8" PRIu64 " %-24s %-32s %14" PRIu64 " %4u %5u %8u %10.1f\n", e->id, ns, hash,
                                        e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9);

@@ -44,6 +44,8 @@ CUresult fake_require_context(CUcontext *out)
     CUcontext ctx = fake_current_context();
     if (!ctx)
         return CUDA_ERROR_INVALID_CONTEXT;
+    if (__atomic_load_n(&ctx->faulted, __ATOMIC_RELAXED))
+        return CUDA_ERROR_ILLEGAL_ADDRESS; /* sticky, as after a GPU fault */
     if (out)
         *out = ctx;
     return CUDA_SUCCESS;
@@ -98,6 +100,7 @@ static CUresult check_device(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -125,9 +128,11 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
+    fake_queue_drain();
     fake_lock();
     CUcontext ctx = fake.primary[dev];
     if (fake.primary_refs[dev] == 0) {
@@ -144,9 +149,11 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
+    fake_queue_drain();
     fake_lock();
     unsigned refs = fake.primary_refs[dev];
     if (fake.primary[dev])
@@ -159,6 +166,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags, int *active)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -173,6 +181,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flag
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -194,6 +203,7 @@ static CUresult push(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
 {
+    FAKE_GATE();
     CUresult r = check_device(dev);
     if (r != CUDA_SUCCESS)
         return r;
@@ -220,6 +230,7 @@ FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevic
 FAKE_EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams,
                                     unsigned int flags, CUdevice dev)
 {
+    FAKE_GATE();
     if (numParams < 0 || (numParams > 0 && !paramsArray))
         return CUDA_ERROR_INVALID_VALUE;
     return cuCtxCreate_v2(pctx, flags, dev);
@@ -228,6 +239,7 @@ FAKE_EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *params
 FAKE_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, unsigned int flags,
                                     CUdevice dev)
 {
+    FAKE_GATE();
     if (params && params->numExecAffinityParams > 0 && !params->execAffinityParams)
         return CUDA_ERROR_INVALID_VALUE;
     return cuCtxCreate_v2(pctx, flags, dev);
@@ -235,7 +247,9 @@ FAKE_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, 
 
 FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     if (!ctx || !fake_context_alive_locked(ctx) || ctx->primary) {
         fake_unlock();
@@ -249,6 +263,7 @@ FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (ctx) {
         fake_lock();
@@ -270,6 +285,7 @@ FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pctx)
         return CUDA_ERROR_INVALID_VALUE;
@@ -279,6 +295,7 @@ FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
 
 FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool alive = ctx && fake_context_alive_locked(ctx);
@@ -290,6 +307,7 @@ FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
 
 FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (ctx_depth == 0)
         return CUDA_ERROR_INVALID_CONTEXT;
@@ -301,6 +319,7 @@ FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
 
 FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -317,10 +336,6 @@ FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
  * are not simulated (CUDA_ERROR_UNSUPPORTED_LIMIT, as on a device without
  * them). A stack size is kept as set; the real driver may round it.
  */
-#ifndef FAKE_GATE /* the checkpoint API's gate on every entry point, where the fake has it (susp-fake) */
-#define FAKE_GATE() (void)0
-#endif
-
 static CUresult limit_slot(CUlimit limit, size_t **slot)
 {
     CUcontext ctx;
@@ -365,9 +380,13 @@ FAKE_EXPORT CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit)
 
 FAKE_EXPORT CUresult cuCtxSynchronize(void)
 {
-    CUresult r = fake_require_context(NULL); /* all work already ran at submission */
+    FAKE_GATE();
+    CUresult r = fake_require_context(NULL);
     if (r != CUDA_SUCCESS)
         return r;
+    fake_queue_drain();
+    if ((r = fake_require_context(NULL)) != CUDA_SUCCESS)
+        return r; /* the work waited for faulted */
     /* As the driver: synchronizing while a stream captures is not allowed and breaks the capture. */
     if (fake_invalidate_captures())
         return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
@@ -376,6 +395,7 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void)
 
 FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!version)
         return CUDA_ERROR_INVALID_VALUE;
@@ -392,6 +412,7 @@ FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)
 
 FAKE_EXPORT CUresult cuCtxGetFlags(unsigned int *flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)

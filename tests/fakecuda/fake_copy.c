@@ -4,10 +4,11 @@
  * (2D is 3D with depth 1). Before touching memory they ask the VMM
  * bookkeeping whether the ranges are mapped with the needed protection, so a
  * copy into a read-only mapping returns CUDA_ERROR_INVALID_VALUE instead of
- * faulting, as the real driver reports for memset on such a mapping. Copies
- * run synchronously at submission; on a capturing stream they are recorded
- * into the graph instead. `_ptds`/`_ptsz` variants behave the same: with no
- * real asynchrony the default-stream semantics cannot differ.
+ * faulting, as the real driver reports for memset on such a mapping. An
+ * async 1D copy between device and pinned memory is queued (fake_queue.c);
+ * every other copy drains the queue and runs at once; on a capturing stream
+ * copies are recorded into the graph instead. `_ptds`/`_ptsz` variants
+ * behave the same: one queue serves every stream.
  */
 #include "fake_internal.h"
 
@@ -32,16 +33,45 @@ CUresult fake_copy_checked(void *dst, const void *src, size_t bytes)
     return r;
 }
 
+/* Device memory (allocated, mapped, or another process's by IPC) or pinned
+ * host memory: what the DMA engine reaches without staging. */
+static bool dma_reachable_locked(const void *p)
+{
+    return fake_alloc_find_locked((uintptr_t)p) || fake_mapping_find_locked((uintptr_t)p);
+}
+
 static CUresult copy1d(void *dst, const void *src, size_t bytes, CUstream stream, bool async)
 {
-    CUresult r = fake_require_context(NULL);
+    CUcontext ctx;
+    CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
         return r;
     struct CUgraph_st *capture = NULL;
     if (async && (r = fake_stream_check(stream, &capture)) != CUDA_SUCCESS)
         return r;
-    if (!capture)
+    if (!capture && async && bytes && dst && src) {
+        /* Queued, checked now (a bad range is the call's error, as in the
+         * driver); pageable host memory is staged synchronously by the
+         * real driver, so such copies run at once below. */
+        fake_lock();
+        bool dma = dma_reachable_locked(dst) && dma_reachable_locked(src);
+        r = fake_vmm_check_locked((uintptr_t)dst, bytes, PROT_WRITE);
+        if (r == CUDA_SUCCESS)
+            r = fake_vmm_check_locked((uintptr_t)src, bytes, PROT_READ);
+        fake_unlock();
+        if (r != CUDA_SUCCESS)
+            return r;
+        FakeOp op = { .kind = FAKE_OP_COPY };
+        op.u.copy.dst = dst;
+        op.u.copy.src = src;
+        op.u.copy.bytes = bytes;
+        if (dma && fake_queue_submit(&op, ctx))
+            return CUDA_SUCCESS;
+    }
+    if (!capture) {
+        fake_queue_drain();
         return fake_copy_checked(dst, src, bytes);
+    }
     if (bytes && (!dst || !src))
         return CUDA_ERROR_INVALID_VALUE;
     FakeOp op = { .kind = FAKE_OP_COPY };
@@ -125,8 +155,10 @@ static CUresult copy3d(const CUDA_MEMCPY3D *c, CUstream stream, bool async)
     struct CUgraph_st *capture = NULL;
     if (async && (r = fake_stream_check(stream, &capture)) != CUDA_SUCCESS)
         return r;
-    if (!capture)
+    if (!capture) {
+        fake_queue_drain(); /* 3D copies run at submission, after what came before */
         return fake_copy3d_checked(c);
+    }
     FakeOp op = { .kind = FAKE_OP_COPY3D };
     op.u.copy3d = *c;
     return fake_graph_append(capture, &op);
@@ -149,54 +181,58 @@ static CUresult copy2d(const CUDA_MEMCPY2D *c, CUstream stream, bool async)
 }
 
 /* ------------------------------------------------------------ exports */
-FAKE_EXPORT CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy1d(PTR(dst), PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy1d(PTR(dst), PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(PTR(dst), PTR(src), n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(PTR(dst), PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, s, true); }
 
-FAKE_EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) { return copy1d(PTR(dst), src, n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyHtoD_v2_ptds(CUdeviceptr dst, const void *src, size_t n) { return copy1d(PTR(dst), src, n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) { return copy1d(dst, PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyDtoH_v2_ptds(void *dst, CUdeviceptr src, size_t n) { return copy1d(dst, PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy1d(PTR(dst), PTR(src), n, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpyDtoD_v2_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy1d(PTR(dst), PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), src, n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyHtoD_v2_ptds(CUdeviceptr dst, const void *src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), src, n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(dst, PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyDtoH_v2_ptds(void *dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(dst, PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpyDtoD_v2_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, NULL, false); }
 
-FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream s) { return copy1d(PTR(dst), src, n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_t n, CUstream s) { return copy1d(PTR(dst), src, n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(dst, PTR(src), n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(dst, PTR(src), n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(PTR(dst), PTR(src), n, s, true); }
-FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { return copy1d(PTR(dst), PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), src, n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), src, n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(dst, PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(dst, PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, s, true); }
+FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { FAKE_GATE(); return copy1d(PTR(dst), PTR(src), n, s, true); }
 
-FAKE_EXPORT CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *c) { return copy2d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *c) { return copy2d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *c) { return copy2d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *c) { return copy2d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *c, CUstream s) { return copy2d(c, s, true); }
-FAKE_EXPORT CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *c, CUstream s) { return copy2d(c, s, true); }
-FAKE_EXPORT CUresult cuMemcpy3D_v2(const CUDA_MEMCPY3D *c) { return copy3d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *c) { return copy3d(c, NULL, false); }
-FAKE_EXPORT CUresult cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D *c, CUstream s) { return copy3d(c, s, true); }
-FAKE_EXPORT CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *c, CUstream s) { return copy3d(c, s, true); }
+FAKE_EXPORT CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *c) { FAKE_GATE(); return copy2d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *c) { FAKE_GATE(); return copy2d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *c) { FAKE_GATE(); return copy2d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *c) { FAKE_GATE(); return copy2d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *c, CUstream s) { FAKE_GATE(); return copy2d(c, s, true); }
+FAKE_EXPORT CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *c, CUstream s) { FAKE_GATE(); return copy2d(c, s, true); }
+FAKE_EXPORT CUresult cuMemcpy3D_v2(const CUDA_MEMCPY3D *c) { FAKE_GATE(); return copy3d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *c) { FAKE_GATE(); return copy3d(c, NULL, false); }
+FAKE_EXPORT CUresult cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D *c, CUstream s) { FAKE_GATE(); return copy3d(c, s, true); }
+FAKE_EXPORT CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *c, CUstream s) { FAKE_GATE(); return copy3d(c, s, true); }
 
 FAKE_EXPORT CUresult cuMemcpyPeer(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n)
 {
+    FAKE_GATE();
     return copy1d(PTR(dst), PTR(src), n, NULL, false);
 }
 
 FAKE_EXPORT CUresult cuMemcpyPeer_ptds(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n)
 {
+    FAKE_GATE();
     return copy1d(PTR(dst), PTR(src), n, NULL, false);
 }
 
 FAKE_EXPORT CUresult cuMemcpyPeerAsync(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx,
                                        size_t n, CUstream s)
 {
+    FAKE_GATE();
     return copy1d(PTR(dst), PTR(src), n, s, true);
 }
 
 FAKE_EXPORT CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src,
                                             CUcontext sctx, size_t n, CUstream s)
 {
+    FAKE_GATE();
     return copy1d(PTR(dst), PTR(src), n, s, true);
 }

@@ -10,6 +10,8 @@
  */
 #include "fake_internal.h"
 
+#include <fcntl.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -160,6 +162,13 @@ FAKE_EXPORT CUresult cuInit(unsigned int Flags)
         read_environment();
         for (int i = 0; i < FAKE_MAX_DEVICES; i++)
             pthread_mutex_init(&fake.primary_create_lock[i], NULL);
+        /* Tells a test, deterministically, that a cuInit is now inside the driver. */
+        const char *mark = getenv("SAGE_FAKE_INIT_MARK");
+        if (mark && *mark) {
+            int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+            if (fd >= 0)
+                close(fd);
+        }
         if (fake.init_ms) {
             __atomic_store_n(&init_sleeping, true, __ATOMIC_RELEASE);
             fake_sleep_ms(fake.init_ms);
@@ -173,6 +182,8 @@ FAKE_EXPORT CUresult cuInit(unsigned int Flags)
         else
             fake.init_result = CUDA_SUCCESS;
         fake.init_pid = getpid();
+        if (fake.init_result == CUDA_SUCCESS)
+            fake_checkpoint_start();
         __atomic_store_n(&fake.init_done, true, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&fake.init_lock);
@@ -194,6 +205,7 @@ static bool valid_device(CUdevice dev)
 
 FAKE_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!device)
         return CUDA_ERROR_INVALID_VALUE;
@@ -205,6 +217,7 @@ FAKE_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal)
 
 FAKE_EXPORT CUresult cuDeviceGetCount(int *count)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!count)
         return CUDA_ERROR_INVALID_VALUE;
@@ -214,6 +227,7 @@ FAKE_EXPORT CUresult cuDeviceGetCount(int *count)
 
 FAKE_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!name || len <= 0)
         return CUDA_ERROR_INVALID_VALUE;
@@ -225,6 +239,7 @@ FAKE_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
 
 FAKE_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!uuid)
         return CUDA_ERROR_INVALID_VALUE;
@@ -238,11 +253,13 @@ FAKE_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
 
 FAKE_EXPORT CUresult fake_cuDeviceGetUuid(CUuuid *uuid, CUdevice dev)
 {
+    FAKE_GATE();
     return cuDeviceGetUuid_v2(uuid, dev);
 }
 
 FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!bytes)
         return CUDA_ERROR_INVALID_VALUE;
@@ -254,6 +271,7 @@ FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 
 FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pi)
         return CUDA_ERROR_INVALID_VALUE;
@@ -293,6 +311,7 @@ FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CU
 
 FAKE_EXPORT CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pciBusId || len <= 0)
         return CUDA_ERROR_INVALID_VALUE;

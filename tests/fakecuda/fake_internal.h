@@ -36,6 +36,7 @@ struct CUctx_st {
     unsigned flags;
     bool primary;
     size_t limits[CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT + 1]; /* cuCtxSetLimit, per context */
+    bool faulted; /* a kernel faulted: sticky CUDA_ERROR_ILLEGAL_ADDRESS (fake_fault.c) */
 };
 
 typedef enum FakeAllocKind {
@@ -208,6 +209,11 @@ typedef struct FakeState {
     struct CUgraph_st *graphs;
     struct CUgraphExec_st *execs;
     unsigned long long next_id;
+
+    /* Device address ranges freed last, newest first: the real driver hands
+     * a freed address out again first, so a stale pointer soon names
+     * someone else's memory (fake_memory.c reuses them the same way). */
+    struct { uintptr_t base; size_t size; } freed[8];
 } FakeState;
 
 /* The one instance: the driver is a process-wide singleton, as the real one. */
@@ -219,6 +225,18 @@ bool fake_initialized(void);
 double fake_now_ms(void);
 void fake_sleep_ms(unsigned ms);
 size_t fake_page_round(size_t n);
+
+/* fake_checkpoint.c: the gate every entry point passes first (the
+ * checkpoint API's Lock closes it). FAKE_GATE() declares a scoped marker:
+ * the call counts as in flight until it returns. In a process stuck in
+ * FAILED it returns CUDA_ERROR_ILLEGAL_STATE after SAGE_FAKE_STUCK_MS. */
+int fake_gate_enter(void);
+void fake_gate_leave(int *entered);
+void fake_checkpoint_start(void);
+#define FAKE_GATE()                                                                  \
+    __attribute__((cleanup(fake_gate_leave))) int fake_gate_ = fake_gate_enter();    \
+    if (fake_gate_ < 0)                                                              \
+    return CUDA_ERROR_ILLEGAL_STATE
 
 #define FAKE_REQUIRE_INIT()                         \
     do {                                            \
@@ -253,9 +271,21 @@ CUresult fake_copy3d_checked(const CUDA_MEMCPY3D *c);
 CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture); /* locks */
 bool fake_invalidate_captures(void); /* locks; any capture going on is broken: true */
 CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op);     /* locks */
-CUresult fake_op_run(const FakeOp *op);
+CUresult fake_op_run(const FakeOp *op);                     /* in the current context */
+CUresult fake_op_run_in(const FakeOp *op, CUcontext ctx);
+
+/* fake_queue.c: asynchronous work. submit: false when it cannot be queued
+ * (then the caller drains and runs it at once); the op is the queue's. Never
+ * drain with fake.lock held. */
+bool fake_queue_submit(const FakeOp *op, CUcontext ctx);
+void fake_queue_drain(void);
+void fake_queue_unmapping(uintptr_t base, size_t size); /* queued work using it faults */
 void fake_op_release(FakeOp *op);
 void fake_stream_free_context_locked(CUcontext ctx);
+
+/* fake_fault.c: runs a kernel; a fault in it marks ctx faulted (sticky), the process lives. */
+CUresult fake_kernel_run(CUcontext ctx, const FakeKernelEntry *entry, const FakeKernelLaunch *launch,
+                         void **params);
 
 /* fake_module.c */
 CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params, void **extra);

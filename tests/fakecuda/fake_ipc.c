@@ -34,6 +34,7 @@ _Static_assert(sizeof(FakeIpcHandle) <= sizeof(CUipcMemHandle), "IPC handle must
 
 FAKE_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr)
 {
+    FAKE_GATE();
     CUresult r = fake_require_context(NULL);
     if (r != CUDA_SUCCESS)
         return r;
@@ -59,6 +60,7 @@ FAKE_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr
 
 FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -96,7 +98,9 @@ FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle ha
 
 FAKE_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     for (FakeAlloc *a = fake.allocs; a; a = a->next) {
         if (a->kind == FAKE_ALLOC_IPC && (uintptr_t)a->base == (uintptr_t)dptr) {

@@ -67,7 +67,20 @@ CUresult fake_device_alloc_locked(CUdeviceptr *out, size_t bytes, CUcontext ctx,
             close(fd);
             return CUDA_ERROR_OUT_OF_MEMORY;
         }
-        p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        p = MAP_FAILED;
+        for (size_t i = 0; i < sizeof fake.freed / sizeof fake.freed[0] && p == MAP_FAILED; i++) {
+            if (fake.freed[i].size != rounded)
+                continue;
+            p = mmap((void *)fake.freed[i].base, rounded, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
+                     fd, 0);
+            if (p != MAP_FAILED && p != (void *)fake.freed[i].base) { /* a kernel without NOREPLACE: a hint */
+                munmap(p, rounded);
+                p = MAP_FAILED;
+            }
+            fake.freed[i].size = 0;
+        }
+        if (p == MAP_FAILED)
+            p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     } else {
         p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     }
@@ -99,6 +112,11 @@ void fake_alloc_free_locked(FakeAlloc *a)
         fake.mem_used[a->device] -= a->map_size;
     if (a->map_size)
         munmap(a->base, a->map_size);
+    if (a->kind == FAKE_ALLOC_DEVICE && a->map_size) {
+        memmove(&fake.freed[1], &fake.freed[0], sizeof fake.freed - sizeof fake.freed[0]);
+        fake.freed[0].base = (uintptr_t)a->base;
+        fake.freed[0].size = a->map_size;
+    }
     if (a->fd >= 0)
         close(a->fd);
     free(a);
@@ -131,12 +149,14 @@ static CUresult alloc_in_current(CUdeviceptr *dptr, size_t bytes, FakeAllocKind 
 
 FAKE_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
+    FAKE_GATE();
     return alloc_in_current(dptr, bytesize, FAKE_ALLOC_DEVICE);
 }
 
 FAKE_EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t WidthInBytes,
                                         size_t Height, unsigned int ElementSizeBytes)
 {
+    FAKE_GATE();
     if (!pPitch || WidthInBytes == 0 || Height == 0 ||
         (ElementSizeBytes != 4 && ElementSizeBytes != 8 && ElementSizeBytes != 16))
         return CUDA_ERROR_INVALID_VALUE;
@@ -149,6 +169,7 @@ FAKE_EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_
 
 FAKE_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags)
 {
+    FAKE_GATE();
     if (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST)
         return CUDA_ERROR_INVALID_VALUE;
     return alloc_in_current(dptr, bytesize, FAKE_ALLOC_MANAGED);
@@ -156,6 +177,7 @@ FAKE_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsig
 
 static CUresult free_kind(uintptr_t p, bool (*ok)(const FakeAlloc *))
 {
+    fake_queue_drain(); /* freeing synchronizes, as in the driver */
     fake_lock();
     for (FakeAlloc *a = fake.allocs; a; a = a->next) {
         if ((uintptr_t)a->base == p && ok(a)) {
@@ -170,6 +192,7 @@ static CUresult free_kind(uintptr_t p, bool (*ok)(const FakeAlloc *))
 
 FAKE_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (dptr == 0)
         return CUDA_SUCCESS;
@@ -178,6 +201,7 @@ FAKE_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
 
 FAKE_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(hStream, &capture);
     if (r != CUDA_SUCCESS)
@@ -189,11 +213,13 @@ FAKE_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstrea
 
 FAKE_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
 {
+    FAKE_GATE();
     return cuMemAllocAsync(dptr, bytesize, hStream);
 }
 
 FAKE_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(hStream, &capture);
     if (r != CUDA_SUCCESS)
@@ -205,11 +231,13 @@ FAKE_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
 
 FAKE_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream)
 {
+    FAKE_GATE();
     return cuMemFreeAsync(dptr, hStream);
 }
 
 FAKE_EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -226,6 +254,7 @@ FAKE_EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
 /* ------------------------------------------------------------ host memory */
 FAKE_EXPORT CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -249,6 +278,7 @@ FAKE_EXPORT CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Fla
 
 FAKE_EXPORT CUresult cuMemAllocHost_v2(void **pp, size_t bytesize)
 {
+    FAKE_GATE();
     return cuMemHostAlloc(pp, bytesize, 0);
 }
 
@@ -257,12 +287,14 @@ static bool is_registered(const FakeAlloc *a) { return a->kind == FAKE_ALLOC_REG
 
 FAKE_EXPORT CUresult cuMemFreeHost(void *p)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     return free_kind((uintptr_t)p, is_host);
 }
 
 FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -284,6 +316,7 @@ FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int
 
 FAKE_EXPORT CUresult cuMemHostUnregister(void *p)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     CUresult r = free_kind((uintptr_t)p, is_registered);
     return r == CUDA_SUCCESS ? r : CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
@@ -292,6 +325,7 @@ FAKE_EXPORT CUresult cuMemHostUnregister(void *p)
 /* ------------------------------------------------------------ queries */
 FAKE_EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     CUdeviceptr base = 0;
     size_t size = 0;
@@ -317,6 +351,7 @@ FAKE_EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, 
 
 FAKE_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!data)
         return CUDA_ERROR_INVALID_VALUE;
@@ -365,7 +400,8 @@ FAKE_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attri
 /* ------------------------------------------------------------ memset */
 CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count, CUstream stream)
 {
-    CUresult r = fake_require_context(NULL);
+    CUcontext ctx;
+    CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
         return r;
     struct CUgraph_st *capture = NULL;
@@ -387,24 +423,27 @@ CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count
     op.u.memset.count = count;
     if (capture)
         return fake_graph_append(capture, &op);
+    if (stream && fake_queue_submit(&op, ctx))
+        return CUDA_SUCCESS;
+    fake_queue_drain();
     fake_op_run(&op);
     return CUDA_SUCCESS;
 }
 
 #define PTR(d) ((void *)(uintptr_t)(d))
 
-FAKE_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) { return fake_memset(PTR(d), v, 1, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD16_v2(CUdeviceptr d, unsigned short v, size_t n) { return fake_memset(PTR(d), v, 2, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr d, unsigned int v, size_t n) { return fake_memset(PTR(d), v, 4, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD8_v2_ptds(CUdeviceptr d, unsigned char v, size_t n) { return fake_memset(PTR(d), v, 1, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD16_v2_ptds(CUdeviceptr d, unsigned short v, size_t n) { return fake_memset(PTR(d), v, 2, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD32_v2_ptds(CUdeviceptr d, unsigned int v, size_t n) { return fake_memset(PTR(d), v, 4, n, NULL); }
-FAKE_EXPORT CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 1, n, s); }
-FAKE_EXPORT CUresult cuMemsetD16Async(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 2, n, s); }
-FAKE_EXPORT CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 4, n, s); }
-FAKE_EXPORT CUresult cuMemsetD8Async_ptsz(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 1, n, s); }
-FAKE_EXPORT CUresult cuMemsetD16Async_ptsz(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 2, n, s); }
-FAKE_EXPORT CUresult cuMemsetD32Async_ptsz(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { return fake_memset(PTR(d), v, 4, n, s); }
+FAKE_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 1, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD16_v2(CUdeviceptr d, unsigned short v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 2, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr d, unsigned int v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 4, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD8_v2_ptds(CUdeviceptr d, unsigned char v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 1, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD16_v2_ptds(CUdeviceptr d, unsigned short v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 2, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD32_v2_ptds(CUdeviceptr d, unsigned int v, size_t n) { FAKE_GATE(); return fake_memset(PTR(d), v, 4, n, NULL); }
+FAKE_EXPORT CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 1, n, s); }
+FAKE_EXPORT CUresult cuMemsetD16Async(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 2, n, s); }
+FAKE_EXPORT CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 4, n, s); }
+FAKE_EXPORT CUresult cuMemsetD8Async_ptsz(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 1, n, s); }
+FAKE_EXPORT CUresult cuMemsetD16Async_ptsz(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 2, n, s); }
+FAKE_EXPORT CUresult cuMemsetD32Async_ptsz(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { FAKE_GATE(); return fake_memset(PTR(d), v, 4, n, s); }
 
 /*
  * 2D memset: Height rows of Width elements, dstPitch bytes apart. Like the
@@ -430,15 +469,15 @@ static CUresult fake_memset2d(CUdeviceptr d, size_t pitch, unsigned value, unsig
     return r;
 }
 
-FAKE_EXPORT CUresult cuMemsetD2D8_v2(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { return fake_memset2d(d, p, v, 1, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D16_v2(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { return fake_memset2d(d, p, v, 2, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D32_v2(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { return fake_memset2d(d, p, v, 4, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D8_v2_ptds(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { return fake_memset2d(d, p, v, 1, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D16_v2_ptds(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { return fake_memset2d(d, p, v, 2, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D32_v2_ptds(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { return fake_memset2d(d, p, v, 4, w, h, NULL); }
-FAKE_EXPORT CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 1, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 2, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 4, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D8Async_ptsz(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 1, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D16Async_ptsz(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 2, w, h, s); }
-FAKE_EXPORT CUresult cuMemsetD2D32Async_ptsz(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { return fake_memset2d(d, p, v, 4, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D8_v2(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 1, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D16_v2(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 2, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D32_v2(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 4, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D8_v2_ptds(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 1, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D16_v2_ptds(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 2, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D32_v2_ptds(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { FAKE_GATE(); return fake_memset2d(d, p, v, 4, w, h, NULL); }
+FAKE_EXPORT CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 1, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 2, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 4, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D8Async_ptsz(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 1, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D16Async_ptsz(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 2, w, h, s); }
+FAKE_EXPORT CUresult cuMemsetD2D32Async_ptsz(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { FAKE_GATE(); return fake_memset2d(d, p, v, 4, w, h, s); }

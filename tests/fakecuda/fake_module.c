@@ -95,22 +95,26 @@ static CUresult module_load(CUmodule *module, const FakeModuleImage *img, void *
 
 FAKE_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
 {
+    FAKE_GATE();
     return module_load(module, image, NULL);
 }
 
 FAKE_EXPORT CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions,
                                         CUjit_option *options, void **optionValues)
 {
+    FAKE_GATE();
     return module_load(module, image, NULL);
 }
 
 FAKE_EXPORT CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin)
 {
+    FAKE_GATE();
     return module_load(module, fatCubin, NULL);
 }
 
 FAKE_EXPORT CUresult cuModuleLoad(CUmodule *module, const char *fname)
 {
+    FAKE_GATE();
     CUresult r = fake_require_context(NULL);
     if (r != CUDA_SUCCESS)
         return r;
@@ -133,7 +137,9 @@ static bool module_alive_locked(CUmodule m)
 
 FAKE_EXPORT CUresult cuModuleUnload(CUmodule hmod)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     bool found = false;
     for (CUmodule *p = &fake.modules; *p; p = &(*p)->next) {
@@ -175,6 +181,7 @@ static int entry_index(const FakeModuleImage *img, const char *name)
 
 FAKE_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!hfunc || !name)
         return CUDA_ERROR_INVALID_VALUE;
@@ -192,6 +199,7 @@ FAKE_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const
 
 FAKE_EXPORT CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule hmod, const char *name)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool alive = module_alive_locked(hmod);
@@ -231,6 +239,7 @@ FAKE_EXPORT CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUj
                                        CUlibraryOption *libraryOptions, void **libraryOptionValues,
                                        unsigned int numLibraryOptions)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     return library_load(library, code, NULL);
 }
@@ -240,6 +249,7 @@ FAKE_EXPORT CUresult cuLibraryLoadFromFile(CUlibrary *library, const char *fileN
                                            CUlibraryOption *libraryOptions, void **libraryOptionValues,
                                            unsigned int numLibraryOptions)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     const FakeModuleImage *img = NULL;
     void *dl = NULL;
@@ -257,7 +267,9 @@ static bool library_alive_locked(CUlibrary l)
 
 FAKE_EXPORT CUresult cuLibraryUnload(CUlibrary library)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     bool alive = library_alive_locked(library);
     if (alive) {
@@ -279,6 +291,7 @@ FAKE_EXPORT CUresult cuLibraryUnload(CUlibrary library)
 
 FAKE_EXPORT CUresult cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const char *name)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pKernel || !name)
         return CUDA_ERROR_INVALID_VALUE;
@@ -296,6 +309,7 @@ FAKE_EXPORT CUresult cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, co
 
 FAKE_EXPORT CUresult cuLibraryGetModule(CUmodule *pMod, CUlibrary library)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pMod)
         return CUDA_ERROR_INVALID_VALUE;
@@ -310,6 +324,7 @@ FAKE_EXPORT CUresult cuLibraryGetModule(CUmodule *pMod, CUlibrary library)
 
 FAKE_EXPORT CUresult cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pFunc || !kernel || kernel->magic != FAKE_KERN_MAGIC)
         return CUDA_ERROR_INVALID_HANDLE;
@@ -336,6 +351,7 @@ static const FakeKernelEntry *entry_of(CUfunction f)
  * alignment (up to 8) from the sizes it declares. */
 FAKE_EXPORT CUresult cuFuncGetName(const char **name, CUfunction f)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     const FakeKernelEntry *e = entry_of(f);
     if (!name)
@@ -348,13 +364,19 @@ FAKE_EXPORT CUresult cuFuncGetName(const char **name, CUfunction f)
 
 FAKE_EXPORT CUresult cuFuncGetParamInfo(CUfunction f, size_t index, size_t *offset, size_t *size)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     const FakeKernelEntry *e = entry_of(f);
     size_t at = 0;
     if (!e)
         return CUDA_ERROR_INVALID_HANDLE;
-    if (!offset || !size || !e->param_sizes)
+    if (!offset || !size)
         return CUDA_ERROR_INVALID_VALUE;
+    /* A kernel that declares no sizes is one whose layout the driver cannot
+     * tell: an error other than INVALID_VALUE, which means "past the last
+     * parameter" (a kernel without parameters declares an empty list). */
+    if (!e->param_sizes)
+        return CUDA_ERROR_NOT_SUPPORTED;
     for (size_t i = 0; e->param_sizes[i]; i++) {
         size_t align = e->param_sizes[i] < 8 ? e->param_sizes[i] : 8;
         at = (at + align - 1) / align * align;
@@ -370,11 +392,13 @@ FAKE_EXPORT CUresult cuFuncGetParamInfo(CUfunction f, size_t index, size_t *offs
 
 FAKE_EXPORT CUresult cuKernelGetName(const char **name, CUkernel k)
 {
+    FAKE_GATE();
     return cuFuncGetName(name, (CUfunction)(void *)k);
 }
 
 FAKE_EXPORT CUresult cuKernelGetParamInfo(CUkernel k, size_t index, size_t *offset, size_t *size)
 {
+    FAKE_GATE();
     return cuFuncGetParamInfo((CUfunction)(void *)k, index, offset, size);
 }
 
@@ -392,14 +416,17 @@ static void *extra_buffer(void **extra, size_t *size)
     return buf;
 }
 
-static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entry, const FakeKernelLaunch *launch,
-                               void **params, void **extra)
+/* A launch as an op owning copies of its argument values; with no argument
+ * sizes it borrows the caller's kernelParams (*owned false). */
+static CUresult kernel_op(FakeOp *out, const FakeKernelEntry *entry, const FakeKernelLaunch *launch, void **params,
+                          void **extra, bool *owned)
 {
     FakeOp op = { .kind = FAKE_OP_KERNEL };
     op.u.kernel.entry = entry;
     op.u.kernel.launch = *launch;
     size_t n = 0, bytes = 0, buf_size;
     void *buf = params ? NULL : extra_buffer(extra, &buf_size);
+    *owned = false;
     if (buf) {
         n = 1;
         bytes = buf_size;
@@ -408,7 +435,8 @@ static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entr
             bytes += (entry->param_sizes[n] + 15) & ~(size_t)15;
     } else {
         op.u.kernel.params = params; /* borrowed: the caller keeps them alive */
-        return fake_graph_append(g, &op);
+        *out = op;
+        return CUDA_SUCCESS;
     }
     op.u.kernel.nparams = n;
     op.u.kernel.arg_bytes = bytes;
@@ -430,12 +458,27 @@ static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entr
             at += (entry->param_sizes[i] + 15) & ~(size_t)15;
         }
     }
-    return fake_graph_append(g, &op);
+    /* nparams 0 marks borrowed params for fake_op_release: keep n >= 1 when owned. */
+    if (n == 0)
+        op.u.kernel.nparams = 1;
+    *owned = true;
+    *out = op;
+    return CUDA_SUCCESS;
+}
+
+static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entry, const FakeKernelLaunch *launch,
+                               void **params, void **extra)
+{
+    FakeOp op;
+    bool owned;
+    CUresult r = kernel_op(&op, entry, launch, params, extra, &owned);
+    return r == CUDA_SUCCESS ? fake_graph_append(g, &op) : r;
 }
 
 CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params, void **extra)
 {
-    CUresult r = fake_require_context(NULL);
+    CUcontext ctx;
+    CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
         return r;
     const FakeKernelEntry *entry = entry_of(f);
@@ -451,11 +494,19 @@ CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params
         return r;
     if (capture)
         return capture_launch(capture, entry, launch, params, extra);
+    /* Queued with copies of its arguments; without sizes they cannot be copied: run now. */
+    FakeOp op;
+    bool owned;
+    if (kernel_op(&op, entry, launch, params, extra, &owned) == CUDA_SUCCESS && owned) {
+        if (fake_queue_submit(&op, ctx))
+            return CUDA_SUCCESS;
+        fake_op_release(&op);
+    }
+    fake_queue_drain();
     size_t size;
     void *buf = params ? NULL : extra_buffer(extra, &size);
     void *packed[1] = { buf };
-    entry->fn(launch, buf ? packed : params);
-    return CUDA_SUCCESS;
+    return fake_kernel_run(ctx, entry, launch, buf ? packed : params);
 }
 
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
@@ -468,6 +519,7 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
 FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                     unsigned bz, unsigned shared, CUstream s, void **params, void **extra)
 {
+    FAKE_GATE();
     return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, extra);
 }
 
@@ -475,12 +527,14 @@ FAKE_EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned gx, unsigned gy,
                                          unsigned by, unsigned bz, unsigned shared, CUstream s, void **params,
                                          void **extra)
 {
+    FAKE_GATE();
     return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, extra);
 }
 
 FAKE_EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                                unsigned by, unsigned bz, unsigned shared, CUstream s, void **params)
 {
+    FAKE_GATE();
     return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, NULL);
 }
 
@@ -488,11 +542,13 @@ FAKE_EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned gx, u
                                                     unsigned bx, unsigned by, unsigned bz, unsigned shared,
                                                     CUstream s, void **params)
 {
+    FAKE_GATE();
     return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, NULL);
 }
 
 FAKE_EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **params, void **extra)
 {
+    FAKE_GATE();
     if (!config)
         return CUDA_ERROR_INVALID_VALUE;
     return launch(f, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX, config->blockDimY,
@@ -501,5 +557,6 @@ FAKE_EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f
 
 FAKE_EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params, void **extra)
 {
+    FAKE_GATE();
     return cuLaunchKernelEx(config, f, params, extra);
 }

@@ -1,8 +1,8 @@
 /* fake_stream.c: streams, events, stream capture and graphs.
  *
- * Work runs synchronously at submission, so a stream is only a validated
- * handle and an event only a timestamp; every wait and query succeeds at
- * once. The one thing a stream changes is capture: between
+ * Work submitted to a stream is queued (fake_queue.c) and runs when the
+ * program synchronizes: stream and event synchronize and query drain the
+ * queue. An event is a timestamp taken at submission. Capture: between
  * cuStreamBeginCapture and cuStreamEndCapture, launches, copies and memsets
  * submitted to it are appended to a graph (a flat list of FakeOps, in
  * submission order) instead of running. cuGraphInstantiate copies the list;
@@ -68,10 +68,14 @@ void fake_op_release(FakeOp *op)
 
 CUresult fake_op_run(const FakeOp *op)
 {
+    return fake_op_run_in(op, fake_current_context());
+}
+
+CUresult fake_op_run_in(const FakeOp *op, CUcontext ctx)
+{
     switch (op->kind) {
     case FAKE_OP_KERNEL:
-        op->u.kernel.entry->fn(&op->u.kernel.launch, op->u.kernel.params);
-        return CUDA_SUCCESS;
+        return fake_kernel_run(ctx, op->u.kernel.entry, &op->u.kernel.launch, op->u.kernel.params);
     case FAKE_OP_COPY:
         return fake_copy_checked(op->u.copy.dst, op->u.copy.src, op->u.copy.bytes);
     case FAKE_OP_COPY3D:
@@ -167,6 +171,7 @@ static void graph_clear(struct CUgraph_st *g)
 FAKE_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph,
                                                  unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!phGraphExec || !hGraph)
         return CUDA_ERROR_INVALID_VALUE;
@@ -203,6 +208,7 @@ FAKE_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgra
 
 FAKE_EXPORT CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(hStream, &capture);
     if (r != CUDA_SUCCESS)
@@ -216,16 +222,18 @@ FAKE_EXPORT CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
     fake_unlock();
     if (!found)
         return CUDA_ERROR_INVALID_VALUE;
+    fake_queue_drain(); /* graphs run at once, after what came before */
     for (size_t i = 0; i < hGraphExec->graph.count; i++)
         if ((r = fake_op_run(&hGraphExec->graph.ops[i])) != CUDA_SUCCESS)
             return r;
     return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec e, CUstream s) { return cuGraphLaunch(e, s); }
+FAKE_EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec e, CUstream s) { FAKE_GATE(); return cuGraphLaunch(e, s); }
 
 FAKE_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool found = false;
@@ -243,6 +251,7 @@ FAKE_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
 
 FAKE_EXPORT CUresult cuGraphDestroy(CUgraph hGraph)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool found = false;
@@ -283,11 +292,13 @@ static CUresult stream_create(CUstream *ph, unsigned flags, int priority)
 
 FAKE_EXPORT CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags)
 {
+    FAKE_GATE();
     return stream_create(phStream, Flags, 0);
 }
 
 FAKE_EXPORT CUresult cuStreamCreateWithPriority(CUstream *phStream, unsigned int flags, int priority)
 {
+    FAKE_GATE();
     return stream_create(phStream, flags, priority);
 }
 
@@ -303,7 +314,9 @@ static void stream_free_locked(CUstream s)
 
 FAKE_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     bool alive = stream_alive_locked(hStream);
     if (alive)
@@ -318,13 +331,18 @@ static CUresult stream_sync(CUstream s)
     CUresult r = fake_stream_check(s, &capture);
     if (r == CUDA_SUCCESS && capture)
         r = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    if (r == CUDA_SUCCESS) {
+        fake_queue_drain();
+        CUcontext ctx; /* a fault of the work waited for shows here */
+        r = fake_require_context(&ctx);
+    }
     return r;
 }
 
-FAKE_EXPORT CUresult cuStreamSynchronize(CUstream s) { return stream_sync(s); }
-FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) { return stream_sync(s); }
-FAKE_EXPORT CUresult cuStreamQuery(CUstream s) { return stream_sync(s); }
-FAKE_EXPORT CUresult cuStreamQuery_ptsz(CUstream s) { return stream_sync(s); }
+FAKE_EXPORT CUresult cuStreamSynchronize(CUstream s) { FAKE_GATE(); return stream_sync(s); }
+FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) { FAKE_GATE(); return stream_sync(s); }
+FAKE_EXPORT CUresult cuStreamQuery(CUstream s) { FAKE_GATE(); return stream_sync(s); }
+FAKE_EXPORT CUresult cuStreamQuery_ptsz(CUstream s) { FAKE_GATE(); return stream_sync(s); }
 
 static bool event_alive_locked(CUevent e)
 {
@@ -336,6 +354,7 @@ static bool event_alive_locked(CUevent e)
 
 FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(s, &capture);
     if (r != CUDA_SUCCESS)
@@ -348,6 +367,7 @@ FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags
 
 FAKE_EXPORT CUresult cuStreamWaitEvent_ptsz(CUstream s, CUevent e, unsigned int flags)
 {
+    FAKE_GATE();
     return cuStreamWaitEvent(s, e, flags);
 }
 
@@ -368,13 +388,14 @@ static CUresult begin_capture(CUstream s)
     return r;
 }
 
-FAKE_EXPORT CUresult fake_cuStreamBeginCapture(CUstream s) { return begin_capture(s); }
-FAKE_EXPORT CUresult cuStreamBeginCapture_ptsz(CUstream s) { return begin_capture(s); }
-FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode) { return begin_capture(s); }
-FAKE_EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, CUstreamCaptureMode mode) { return begin_capture(s); }
+FAKE_EXPORT CUresult fake_cuStreamBeginCapture(CUstream s) { FAKE_GATE(); return begin_capture(s); }
+FAKE_EXPORT CUresult cuStreamBeginCapture_ptsz(CUstream s) { FAKE_GATE(); return begin_capture(s); }
+FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode) { FAKE_GATE(); return begin_capture(s); }
+FAKE_EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, CUstreamCaptureMode mode) { FAKE_GATE(); return begin_capture(s); }
 
 FAKE_EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *phGraph)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!phGraph)
         return CUDA_ERROR_INVALID_VALUE;
@@ -403,10 +424,11 @@ FAKE_EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *phGraph)
     return r;
 }
 
-FAKE_EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, CUgraph *g) { return cuStreamEndCapture(s, g); }
+FAKE_EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, CUgraph *g) { FAKE_GATE(); return cuStreamEndCapture(s, g); }
 
 FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status)
 {
+    FAKE_GATE();
     if (!status)
         return CUDA_ERROR_INVALID_VALUE;
     struct CUgraph_st *capture;
@@ -416,11 +438,12 @@ FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *stat
     return r;
 }
 
-FAKE_EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream s, CUstreamCaptureStatus *st) { return cuStreamIsCapturing(s, st); }
+FAKE_EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream s, CUstreamCaptureStatus *st) { FAKE_GATE(); return cuStreamIsCapturing(s, st); }
 
 /* ------------------------------------------------------------ events */
 FAKE_EXPORT CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags)
 {
+    FAKE_GATE();
     CUcontext ctx;
     CUresult r = fake_require_context(&ctx);
     if (r != CUDA_SUCCESS)
@@ -442,6 +465,7 @@ FAKE_EXPORT CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags)
 
 FAKE_EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream)
 {
+    FAKE_GATE();
     struct CUgraph_st *capture;
     CUresult r = fake_stream_check(hStream, &capture);
     if (r != CUDA_SUCCESS)
@@ -456,22 +480,24 @@ FAKE_EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream)
     return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent e, CUstream s) { return cuEventRecord(e, s); }
+FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent e, CUstream s) { FAKE_GATE(); return cuEventRecord(e, s); }
 
 static CUresult event_check(CUevent e)
 {
     FAKE_REQUIRE_INIT();
+    fake_queue_drain();
     fake_lock();
     bool alive = event_alive_locked(e);
     fake_unlock();
     return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-FAKE_EXPORT CUresult cuEventSynchronize(CUevent e) { return event_check(e); }
-FAKE_EXPORT CUresult cuEventQuery(CUevent e) { return event_check(e); }
+FAKE_EXPORT CUresult cuEventSynchronize(CUevent e) { FAKE_GATE(); return event_check(e); }
+FAKE_EXPORT CUresult cuEventQuery(CUevent e) { FAKE_GATE(); return event_check(e); }
 
 FAKE_EXPORT CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!pMilliseconds)
         return CUDA_ERROR_INVALID_VALUE;
@@ -488,11 +514,13 @@ FAKE_EXPORT CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart,
 
 FAKE_EXPORT CUresult fake_cuEventElapsedTime(float *ms, CUevent start, CUevent end)
 {
+    FAKE_GATE();
     return cuEventElapsedTime_v2(ms, start, end);
 }
 
 FAKE_EXPORT CUresult cuEventDestroy_v2(CUevent hEvent)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     bool alive = event_alive_locked(hEvent);

@@ -15,7 +15,9 @@
 #include "fake_internal.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -98,6 +100,7 @@ CUresult fake_vmm_check_locked(uintptr_t p, size_t n, int need_prot)
 FAKE_EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
                                                    CUmemAllocationGranularity_flags option)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!granularity || !prop)
         return CUDA_ERROR_INVALID_VALUE;
@@ -114,9 +117,38 @@ static bool valid_prop(const CUmemAllocationProp *prop)
             prop->requestedHandleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
 }
 
+#define VMM_MEMFD_PREFIX "sage-fake-vmm-gpu"
+
+/* The visible ordinal of the GPU whose VMM allocation `fd` is, -1 when it is
+ * none of this driver's allocations (any other file, a cuMemAlloc memfd, a
+ * GPU this process does not see). The real driver imports only its own
+ * exported handles, with their device; nothing in it can be fooled by a
+ * file of the right size. */
+static int vmm_fd_device(int fd)
+{
+    char link[64], target[128];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return -1;
+    target[n] = 0;
+    static const char prefix[] = "/memfd:" VMM_MEMFD_PREFIX;
+    if (strncmp(target, prefix, sizeof prefix - 1) != 0)
+        return -1;
+    char *end;
+    long gpu = strtol(target + sizeof prefix - 1, &end, 10);
+    if (end == target + sizeof prefix - 1 || strcmp(end, " (deleted)") != 0)
+        return -1;
+    for (int dev = 0; dev < fake.device_count; dev++)
+        if (fake.physical[dev] == gpu)
+            return dev;
+    return -1;
+}
+
 FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
                                  const CUmemAllocationProp *prop, unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!handle || !valid_prop(prop) || size == 0 || size % GRAN || flags)
         return CUDA_ERROR_INVALID_VALUE;
@@ -125,7 +157,11 @@ FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t si
         fake_unlock();
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    int fd = memfd_create("sage-fake-vmm", MFD_CLOEXEC);
+    /* The name marks the memory as this driver's VMM allocation of one
+     * physical GPU: import accepts nothing else (see there). */
+    char name[48];
+    snprintf(name, sizeof name, "%s%d", VMM_MEMFD_PREFIX, fake.physical[prop->location.id]);
+    int fd = memfd_create(name, MFD_CLOEXEC);
     if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
         if (fd >= 0)
             close(fd);
@@ -143,6 +179,7 @@ FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t si
 
 FAKE_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     FakePhys *ph = phys_find_locked(handle);
@@ -157,6 +194,7 @@ FAKE_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 FAKE_EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr,
                                          unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!ptr || size == 0 || size % GRAN || (alignment & (alignment - 1)))
         return CUDA_ERROR_INVALID_VALUE;
@@ -199,6 +237,7 @@ FAKE_EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t a
 
 FAKE_EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     fake_lock();
     for (FakeReservation **p = &fake.reservations; *p; p = &(*p)->next) {
@@ -224,6 +263,7 @@ FAKE_EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
 FAKE_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
                               unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     uintptr_t p = (uintptr_t)ptr;
     if (flags || size == 0 || p % GRAN || size % GRAN || offset % GRAN)
@@ -259,10 +299,13 @@ out:
 
 FAKE_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     uintptr_t p = (uintptr_t)ptr;
     if (size == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    /* Unmapping does not wait for the GPU: queued work still using the range faults. */
+    fake_queue_unmapping(p, size);
     fake_lock();
     bool any = false;
     /* Whole mappings only: every cuMemMap touched must lie inside the range. */
@@ -319,6 +362,7 @@ static bool split_at_locked(uintptr_t at)
 
 FAKE_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     uintptr_t p = (uintptr_t)ptr;
     if (!desc || count == 0 || size == 0)
@@ -364,6 +408,7 @@ FAKE_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAcc
 
 FAKE_EXPORT CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocation *location, CUdeviceptr ptr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!flags || !location)
         return CUDA_ERROR_INVALID_VALUE;
@@ -382,6 +427,7 @@ FAKE_EXPORT CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocati
 FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGenericAllocationHandle handle,
                                                   CUmemAllocationHandleType handleType, unsigned long long flags)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!shareableHandle || flags)
         return CUDA_ERROR_INVALID_VALUE;
@@ -404,6 +450,7 @@ FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGe
 FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle, void *osHandle,
                                                     CUmemAllocationHandleType shHandleType)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!handle)
         return CUDA_ERROR_INVALID_VALUE;
@@ -413,13 +460,16 @@ FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= 0 || (size_t)st.st_size % GRAN)
         return CUDA_ERROR_INVALID_VALUE;
+    int dev = vmm_fd_device(fd);
+    if (dev < 0)
+        return CUDA_ERROR_INVALID_VALUE;
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUmemAllocationProp prop = {
         .type = CU_MEM_ALLOCATION_TYPE_PINNED,
         .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-        .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 },
+        .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = dev },
     };
     fake_lock();
     FakePhys *ph = phys_new_locked(own, (size_t)st.st_size, &prop, false);
@@ -436,6 +486,7 @@ FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle
 FAKE_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop,
                                                             CUmemGenericAllocationHandle handle)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!prop)
         return CUDA_ERROR_INVALID_VALUE;
@@ -449,6 +500,7 @@ FAKE_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp 
 
 FAKE_EXPORT CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle, void *addr)
 {
+    FAKE_GATE();
     FAKE_REQUIRE_INIT();
     if (!handle)
         return CUDA_ERROR_INVALID_VALUE;

@@ -45,4 +45,14 @@ typedef struct FakeModuleImage {
     const FakeKernelEntry *kernels;
 } FakeModuleImage;
 
+/* Not a driver function: the device memory (bytes) the process `pid` uses now,
+ * asked over the checkpoint control channel, so that a test can see it drop
+ * to 0 while the process is checkpointed (its own calls block then).
+ * Same errors as cuCheckpointProcessGetState. */
+int fakecudaProcessMemUsed(int pid, size_t *bytes);
+/* Not a driver function: wait at most timeout_ms until `count` calls of the
+ * process `pid` wait at its closed gate (LOCKED or CHECKPOINTED).
+ * CUDA_SUCCESS, or CUDA_ERROR_NOT_READY (600) when the time ran out. */
+int fakecudaProcessWaitBlocked(int pid, unsigned count, unsigned timeout_ms);
+
 #endif

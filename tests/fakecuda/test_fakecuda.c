@@ -253,6 +253,9 @@ static void test_memory(void)
     OK(cuStreamCreate(&s, 0));
     OK(cuMemAllocAsync(&a, 1000, s));
     OK(cuMemsetD32Async(a, 0xdeadbeef, 250, s));
+    /* Asynchronous: queued until the program synchronizes, every time. */
+    CHECK(((unsigned *)PTR(a))[249] != 0xdeadbeef);
+    CHECK_CU(cuStreamQuery(s), CUDA_SUCCESS);
     CHECK(((unsigned *)PTR(a))[249] == 0xdeadbeef);
     OK(cuMemsetD16(a, 0x1234, 500));
     CHECK(((unsigned short *)PTR(a))[499] == 0x1234);

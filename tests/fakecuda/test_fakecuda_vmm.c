@@ -11,16 +11,25 @@
  *                     exits, so the parent can import memory whose exporter
  *                     is gone;
  *   "ipc <sock>":     opens a cuIpcGetMemHandle handle, checks the bytes and
- *                     writes back a marker the parent then sees.
+ *                     writes back a marker the parent then sees;
+ *   "fault -":        a kernel writes through a read-only mapping: the launch
+ *                     succeeds, the next call fails ILLEGAL_ADDRESS and so
+ *                     does every later one (sticky), the bytes stay, the
+ *                     process lives; exits 0 when all of that held.
+ * It also checks that only this driver's own exported VMM handles import.
  */
 #include <cuda.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "fakecuda.h"
 
 static int failures;
 
@@ -366,6 +375,82 @@ static void test_ipc(void)
     OK(cuMemFree(d));
 }
 
+/* ------------------------------------------------------------ strict import, sticky faults */
+static void test_strict_import(void)
+{
+    CUmemGenericAllocationHandle h;
+    /* Any file of a valid size is not a handle of this driver. */
+    int fd = memfd_create("not-a-vmm-handle", MFD_CLOEXEC);
+    CHECK(fd >= 0 && ftruncate(fd, 2 * MiB) == 0);
+    CHECK_CU(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
+             CUDA_ERROR_INVALID_VALUE);
+    close(fd);
+    fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    CHECK_CU(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
+             CUDA_ERROR_INVALID_VALUE);
+    close(fd);
+    /* Its own export imports, on the device it was created on. */
+    CUmemGenericAllocationHandle mine;
+    OK(cuMemCreate(&mine, 2 * MiB, &fd_prop, 0));
+    OK(cuMemExportToShareableHandle(&fd, mine, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+    OK(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
+    CUmemAllocationProp prop;
+    OK(cuMemGetAllocationPropertiesFromHandle(&prop, h));
+    CHECK(prop.location.type == CU_MEM_LOCATION_TYPE_DEVICE && prop.location.id == 0);
+    close(fd);
+    OK(cuMemRelease(h));
+    OK(cuMemRelease(mine));
+}
+
+static void write_kernel(const FakeKernelLaunch *launch, void **params)
+{
+    (void)launch;
+    **(volatile unsigned char **)params[0] = 0x77;
+}
+static const size_t write_sizes[] = { sizeof(void *), 0 };
+static const FakeKernelEntry fault_kernels[] = { { "write", write_kernel, write_sizes } };
+static const FakeModuleImage fault_image = { FAKECUDA_IMAGE_MAGIC, 1, fault_kernels };
+
+static int mode_fault(void)
+{
+    CUmemGenericAllocationHandle h;
+    CUdeviceptr va, d;
+    CUmodule mod;
+    CUfunction f;
+    setup_context();
+    OK(cuModuleLoadData(&mod, &fault_image));
+    OK(cuModuleGetFunction(&f, mod, "write"));
+    OK(cuMemCreate(&h, 2 * MiB, &fd_prop, 0));
+    OK(cuMemAddressReserve(&va, 2 * MiB, 0, 0, 0));
+    OK(cuMemMap(va, 2 * MiB, 0, h, 0));
+    set_access(va, 2 * MiB, CU_MEM_ACCESS_FLAGS_PROT_READ);
+    /* An API write: an error, the context survives. */
+    CHECK_CU(cuMemsetD8(va, 1, 16), CUDA_ERROR_INVALID_VALUE);
+    OK(cuCtxSynchronize());
+    /* A kernel write: the launch succeeds; the fault is sticky. */
+    void *params[] = { &va };
+    OK(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+    CHECK_CU(cuCtxSynchronize(), CUDA_ERROR_ILLEGAL_ADDRESS);
+    CHECK_CU(cuMemAlloc(&d, 4096), CUDA_ERROR_ILLEGAL_ADDRESS);
+    CHECK_CU(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL), CUDA_ERROR_ILLEGAL_ADDRESS);
+    CHECK(PTR(va)[0] == 0); /* the memory kept its bytes */
+    /* A fault outside any kernel still kills, as it would without the driver. */
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL); /* (AddressSanitizer's handler would exit 1) */
+        ((volatile unsigned char *)PTR(va))[0] = 1;
+        _exit(0);
+    }
+    CHECK(wait_exit(pid) == 128 + SIGSEGV);
+    return failures ? 1 : 0;
+}
+
+static void test_kernel_fault(void)
+{
+    CHECK(wait_exit(spawn("fault", -1)) == 0);
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "vmm";
@@ -376,11 +461,15 @@ int main(int argc, char **argv)
         return mode_export(sock);
     if (strcmp(mode, "ipc") == 0)
         return mode_ipc(sock);
+    if (strcmp(mode, "fault") == 0)
+        return mode_fault();
     setup_context();
     test_single_process();
     test_export_to_child();
     test_import_after_exporter_exit();
     test_ipc();
+    test_strict_import();
+    test_kernel_fault();
     OK(cuDevicePrimaryCtxRelease(0));
     if (failures)
         fprintf(stderr, "%d check(s) failed\n", failures);

@@ -702,8 +702,12 @@ static bool same_file(int fd, int other) {
 /* A stand-in for a VMM handle's POSIX fd, made without a driver (the test
  * process keeps no context): the simulated driver's handles are memfds, and
  * its import takes any memfd of whole granules. */
+/* A VMM handle of the simulated driver's GPU 0, made without a context: the
+ * driver imports only its own exported memfds, which it names this way
+ * (tests/fakecuda/fake_vmm.c); any other file is refused as a real driver
+ * refuses it. */
 static int fake_handle(void) {
-        int fd = memfd_create("fake-vmm-handle", MFD_CLOEXEC);
+        int fd = memfd_create("sage-fake-vmm-gpu0", MFD_CLOEXEC);
         CHECK(fd >= 0 && ftruncate(fd, 2 * MiB) == 0);
         return fd;
 }
@@ -2373,6 +2377,52 @@ static int scenario_verify_large(void) {
         return 0;
 }
 
+/*
+ * A LOOKUP of a pending extent finishes its check at once (it is small) and
+ * hits: the loop verifies in turns, oldest first, so an extent published
+ * behind a large one would otherwise miss for several turns and be copied
+ * (and published) again. `sagectl list --json` shows which are pending.
+ */
+static int scenario_verify_on_lookup(void) {
+        const size_t big = 512 * MiB, small = 16 * MiB;
+        uint8_t *small_data = pattern(83, small);
+        SageHash small_key = sage_content_key(small_data, small);
+        int res[2], status, r = -1;
+
+        start_saged("--budget", "2G");
+        CHECK(pipe2(res, O_CLOEXEC) == 0);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                Filled f1 = filled_allocation(82, big), f2 = filled_allocation(83, small);
+                SageBroker *c = broker();
+                uint64_t id;
+                int existed, fd = -1, hit;
+                CHECK(sage_broker_publish(c, sage_content_key(f1.data, big), big, 0, SAGE_PUBLISH_SEALED, f1.fd, &id,
+                                          &existed) == 0);
+                CHECK(sage_broker_publish(c, small_key, small, 0, SAGE_PUBLISH_SEALED, f2.fd, &id, &existed) == 0);
+                /* The large one is still being verified (8 turns of 64 MiB): LIST says so. */
+                SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
+                uint32_t n = 0;
+                int more = 0;
+                CHECK(entries && sage_broker_list(c, 0, entries, &n, &more) == 0 && n == 2);
+                CHECK(entries[0].size == big && (entries[0].flags & SAGE_LIST_UNVERIFIED));
+                hit = sage_broker_lookup(c, small_key, small, 0, &id, &fd);
+                if (hit == 0)
+                        close(fd);
+                CHECK(write(res[1], &hit, sizeof(hit)) == sizeof(hit));
+                _exit(0);
+        }
+        close(res[1]);
+        CHECK(read(res[0], &r, sizeof(r)) == sizeof(r));
+        close(res[0]);
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        CHECK(r == 0); /* a hit at the first LOOKUP, not a miss while the large extent is checked */
+        free(small_data);
+        stop_saged();
+        return 0;
+}
+
 /* ------------------------------------------------------------ containers, access rules, impostors */
 
 /* What a "container" saw: its namespace, and what its processes found. */
@@ -3378,7 +3428,7 @@ int main(int argc, char **argv) {
                 { "sealed_copy", scenario_sealed_copy }, { "verify", scenario_verify },
                 { "budget_pinning", scenario_budget_pinning }, { "namespace_share", scenario_namespace_share },
                 { "stats_scope", scenario_stats_scope },
-                { "verify_large", scenario_verify_large },
+                { "verify_large", scenario_verify_large }, { "verify_on_lookup", scenario_verify_on_lookup },
                 { "fd_leak", scenario_fd_leak }, { "emfile", scenario_emfile },
                 { "conn_limit", scenario_conn_limit }, { "ipc_export_fd", scenario_ipc_export_fd },
                 { "containers", scenario_containers }, { "label_access", scenario_label_access },

@@ -27,6 +27,19 @@ echo "blocked in set-up (ms): native $native, auto (linked) $auto, lazy $lazy, e
 [ "$lazy" -ge $((native / 2)) ] || bad "lazy warm-up must not start before the first sign of CUDA ($lazy ms)"
 [ "$auto_dl" -ge $((native / 2)) ] || bad "auto must be lazy for a program without CUDA at load ($auto_dl ms)"
 
+# The same, deterministically: the warm-up thread retained the primary
+# context, and the app's own retain got that very context.
+SAGE_TRACE="$tmp/overlap.json" sage "$linked" overlap 100 >/dev/null || bad "traced overlap run"
+"$python" - "$tmp/overlap.json" <<'PY' || bad "the warm-up did not retain the primary context the app then used"
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("name") == "cuDevicePrimaryCtxRetain"]
+main = [e for e in ev if e["tid"] == e["pid"]]
+warm = [e for e in ev if e["tid"] != e["pid"]]
+assert main and warm, ev
+assert all(e["args"]["result"] == 0 for e in ev), ev
+assert warm[0]["args"]["ctx"] == main[0]["args"]["ctx"], ev  # (which retain starts first is a race)
+PY
+
 step "eager warms only a process that loads a CUDA library, also behind a wrapper"
 # Before: every process under eager ran cuInit (sh -c 'true; true': two; XLA's
 # ptxas child aborted). A process without driver calls writes no dump, so a
@@ -69,7 +82,10 @@ out=$(SAGE_WARMUP=eager SAGE_VERBOSE=1 sage "$dl" lookup-fork 600 2>&1)
 grep -q 'fork() after the CUDA warm-up' <<<"$out" || bad "fork after an eager warm-up not reported: $out"
 # fork() while the warm-up is inside the driver: the fork waits for it, so the
 # child never inherits a driver lock held by a thread it does not have.
-out=$(SAGE_WARMUP=eager timeout 20 env LD_PRELOAD="$preload" "$dl" lookup-fork 0 2>&1) || bad "fork during warm-up: rc $? $out"
+# The fork comes once the warm-up's cuInit is inside the driver (it marks a
+# file there, then takes 1 s), so it is a fork during the warm-up every time.
+out=$(SAGE_WARMUP=eager SAGE_FAKE_INIT_MS=1000 SAGE_FAKE_INIT_MARK="$tmp/in-init" SETUP_TEST_FORK_AFTER="$tmp/in-init" \
+  timeout 10 env LD_PRELOAD="$preload" "$dl" lookup-fork 0 2>&1) || bad "fork during warm-up: rc $? $out"
 grep -q 'child exit=' <<<"$out" || bad "fork during warm-up: $out"
 
 step "exit while the warm-up is still running: clean, bounded"
@@ -80,6 +96,7 @@ el=$(( (t1 - t0) / 1000000 ))
 echo "exit took $el ms (warm-up: 300 + 200 ms)"
 [ "$el" -le 2000 ] || bad "exit during warm-up took $el ms"
 out=$(SAGE_WARMUP=off sage "$dl" exit 2>&1) || bad "off: rc"
+[ -z "$out" ] || bad "SAGE_WARMUP=off printed: $out"
 # The driver is loaded while the warm-up runs, so its exit-time teardown is
 # registered after libsage's wait, and ran first, under the warm-up's cuInit
 # (the simulated driver aborts; a real one crashes on its destroyed locks).
@@ -119,6 +136,15 @@ stats = json.load(open(sys.argv[1]))["otherData"]["stats"]
 assert stats["CTX_REDIRECTED"] == 1 and stats["CTX_NOT_REDIRECTED"] == 2, stats
 PY
 
+step "context redirect: what the app destroyed is not destroyed again at cuCtxDestroy"
+# The driver reuses a freed address first: by cuCtxDestroy the invocation's
+# freed buffer is another context's.
+"$linked" ctx-reuse >"$tmp/reuse-n.out" || bad "native ctx-reuse"
+grep -q "address reused: yes" "$tmp/reuse-n.out" || bad "the simulated driver did not reuse the freed address"
+SAGE_TRACE="$tmp/reuse.json" sage "$linked" ctx-reuse >"$tmp/reuse-s.out" || bad "sage ctx-reuse"
+cmp -s "$tmp/reuse-n.out" "$tmp/reuse-s.out" || { bad "ctx-reuse output differs"; diff "$tmp/reuse-n.out" "$tmp/reuse-s.out" || true; }
+[ "$(stat_of "$tmp/reuse.json" CTX_REDIRECTED)" = 1 ] || bad "ctx-reuse: the first context was not redirected"
+
 step "device reset at the end of an invocation: freed as natively, the context re-created in the background"
 SAGE_FAKE_CTX_MS=100 "$linked" reset-loop 4 >"$tmp/rn.out" 2>"$tmp/rn.err" || bad "native reset-loop"
 SAGE_FAKE_CTX_MS=100 sage "$linked" reset-loop 4 >"$tmp/rs.out" 2>"$tmp/rs.err" || bad "sage reset-loop"
@@ -129,7 +155,11 @@ awk -v n="$n" -v s="$s" 'BEGIN { exit !(n >= 90 && s <= n / 4) }' || bad "re-war
 t0=$(date +%s%N)
 SAGE_FAKE_CTX_MS=400 sage "$linked" reset-loop 1 >/dev/null 2>&1 || bad "reset then exit"
 t1=$(date +%s%N)
-echo "reset, 300 ms idle, exit: $(( (t1 - t0) / 1000000 )) ms"
+el=$(( (t1 - t0) / 1000000 ))
+echo "reset, 300 ms idle, exit: $el ms"
+# Set-up 500 ms, idle 300, a re-warm of 400 at most still inside the driver:
+# far under the 10 s an exit would wait for a re-warm that never ends.
+[ "$el" -le 4000 ] || bad "exit after a reset took $el ms"
 
 [ "$fail" -eq 0 ] && echo "setup_checks: all passed"
 exit "$fail"

@@ -18,6 +18,9 @@
  *                  run a kernel, destroy; checks memory comes back each time
  *   ctx-nested     a second context while a first is alive; then flags the
  *                  primary context cannot honour
+ *   ctx-reuse      an invocation frees a buffer, whose address the driver
+ *                  then gives to a second, real context; destroying the
+ *                  invocation's context must leave that buffer alone
  *   reset-loop N   N invocations on the primary context, each ending with a
  *                  device reset, 300 ms apart; prints how long each waited
  *                  for its context
@@ -47,6 +50,9 @@
         X(cuCtxCreate_v4, CUresult (*)(CUcontext *, CUctxCreateParams *, unsigned, CUdevice))       \
         X(cuCtxDestroy_v2, CUresult (*)(CUcontext))                                                 \
         X(cuMemAlloc_v2, CUresult (*)(CUdeviceptr *, size_t))                                       \
+        X(cuMemFree_v2, CUresult (*)(CUdeviceptr))                                                  \
+        X(cuMemGetAddressRange_v2, CUresult (*)(CUdeviceptr *, size_t *, CUdeviceptr))              \
+        X(cuCtxPopCurrent_v2, CUresult (*)(CUcontext *))                                            \
         X(cuMemGetInfo_v2, CUresult (*)(size_t *, size_t *))                                        \
         X(cuMemcpyHtoD_v2, CUresult (*)(CUdeviceptr, const void *, size_t))                         \
         X(cuMemcpyDtoH_v2, CUresult (*)(void *, CUdeviceptr, size_t))                               \
@@ -178,6 +184,16 @@ int main(int argc, char **argv) {
         } else if (!strcmp(what, "fork")) {
                 pid_t child;
                 int status = 0;
+                const char *after = getenv("SETUP_TEST_FORK_AFTER");
+                /* With SETUP_TEST_FORK_AFTER=PATH, fork only once PATH exists (the
+                 * simulated driver's SAGE_FAKE_INIT_MARK: a cuInit is inside it). */
+                for (int i = 0; after && access(after, F_OK) != 0; i++) {
+                        if (i == 10000) {
+                                fprintf(stderr, "setup-test: %s did not appear in 10 s\n", after);
+                                return 4;
+                        }
+                        usleep(1000);
+                }
                 /* A pre-forking server: the parent never touches CUDA, children do. */
                 child = fork();
                 if (child == 0) {
@@ -246,8 +262,26 @@ int main(int argc, char **argv) {
                 OK(f_cuCtxCreate_v4(&c, NULL, CU_CTX_SCHED_BLOCKING_SYNC, dev)); /* flags the primary lacks */
                 OK(f_cuCtxDestroy_v2(c));
                 printf("nested: ok\n");
+        } else if (!strcmp(what, "ctx-reuse")) {
+                CUdevice dev = init_device();
+                CUcontext a, b, popped;
+                CUdeviceptr x, y, base = 0;
+                size_t size = 0;
+                OK(f_cuCtxCreate_v4(&a, NULL, 0, dev));
+                OK(f_cuMemAlloc_v2(&x, 1 << 20));
+                OK(f_cuMemFree_v2(x));                  /* the app's own free, inside the invocation */
+                OK(f_cuCtxCreate_v4(&b, NULL, 0, dev)); /* a second live context: a real one, current */
+                OK(f_cuMemAlloc_v2(&y, 1 << 20));
+                printf("address reused: %s\n", x == y ? "yes" : "no");
+                OK(f_cuCtxPopCurrent_v2(&popped));
+                OK(f_cuCtxDestroy_v2(a));
+                OK(f_cuCtxSetCurrent(b));
+                printf("the other context's buffer: %s\n",
+                       f_cuMemGetAddressRange_v2(&base, &size, y) == CUDA_SUCCESS && base == y ? "alive" : "FREED");
+                OK(f_cuMemFree_v2(y));
+                OK(f_cuCtxDestroy_v2(b));
         } else {
-                fprintf(stderr, "usage: setup-test overlap MS | framework-overlap MS LIB | fork MS | lookup-fork MS | exit [MS] | error | ctx-loop N | ctx-nested | reset-loop N\n");
+                fprintf(stderr, "usage: setup-test overlap MS | framework-overlap MS LIB | fork MS | lookup-fork MS | exit [MS] | error | ctx-loop N | ctx-nested | ctx-reuse | reset-loop N\n");
                 return 2;
         }
         return 0;

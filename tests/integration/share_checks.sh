@@ -10,7 +10,8 @@ export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
 "$saged" --socket "$SAGE_SOCKET" --foreground 2>"$tmp/saged.log" &
 saged_pid=$!
 trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; chattr -i "$tmp/imm.bin" 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 50); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
+[ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
 
 # twice TAG WHAT ARGS...: ARGS natively, then twice under sharing (traces
 # $tmp/TAG1.json, $tmp/TAG2.json), each time with native's output.
@@ -231,6 +232,39 @@ out=$(SAGE_TRACE="$tmp/k1.json" LD_PRELOAD="$preload" "$prog" 96 7 kernel-write)
 out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-kernel-write run"
 [ "$out" = "$native" ] || bad "after a kernel writer the extent changed: $out vs $native"
 
+step "the same writer through cuLaunchKernelEx_ptsz: guarded too"
+out=$(SAGE_TRACE="$tmp/kx.json" LD_PRELOAD="$preload" "$prog" 96 7 kernel-write-ex) || bad "kernel-write-ex run (a fault?)"
+[ "$out" = "$native_k" ] || bad "kernel-write-ex output: $out vs $native_k"
+[ "$(stat_of "$tmp/kx.json" SHARE_GUARD_UNSHARED)" = 1 ] || bad "kernel-write-ex: not made private before the launch"
+
+step "weights a kernel changed after their upload: never published under the upload's key"
+out=$(SAGE_TRACE="$tmp/kc1.json" LD_PRELOAD="$preload" "$prog" 96 21 kernel-write) || bad "kernel-changed run"
+[ "$out" = "$("$prog" 96 21 kernel-write)" ] || bad "kernel-changed output: $out"
+[ "$(stat_of "$tmp/kc1.json" SHARE_PUBLISHED)" = 0 ] || bad "kernel-changed: changed content was published"
+out=$(SAGE_TRACE="$tmp/kc2.json" LD_PRELOAD="$preload" "$prog" 96 21) || bad "after-kernel-changed run"
+[ "$out" = "$("$prog" 96 21)" ] || bad "after a publisher's kernel changed its weights, a hit served them: $out"
+
+step "a kernel whose parameter layout the driver cannot tell writes shared weights: every shared piece private first"
+native_u=$("$prog" 96 7 unknown-layout)
+out=$(SAGE_TRACE="$tmp/u1.json" LD_PRELOAD="$preload" "$prog" 96 7 unknown-layout) || bad "unknown-layout run (a fault?)"
+[ "$out" = "$native_u" ] || bad "unknown-layout output: $out vs $native_u"
+[ "$(stat_of "$tmp/u1.json" SHARE_HITS)" = 1 ] || bad "unknown-layout: the upload was not a hit"
+[ "$(stat_of "$tmp/u1.json" SHARE_GUARD_UNKNOWN)" -ge 1 ] || bad "unknown-layout: the layout was not unknown to SAGE"
+out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-unknown-layout run"
+[ "$out" = "$native" ] || bad "after an unknown-layout writer the extent changed: $out vs $native"
+
+step "a write no kernel parameter shows (pointer in device memory): faults in the writer only, the extent stays"
+out=$(SAGE_TRACE="$tmp/h1.json" LD_PRELOAD="$preload" "$prog" 96 7 hidden-write) || bad "hidden-write run"
+[ "$(stat_of "$tmp/h1.json" SHARE_HITS)" = 1 ] || bad "hidden-write: the upload was not a hit"
+# The extent is mapped read-only: the GPU faults (sticky, this process only).
+grep -q "hidden write faulted: 700" <<<"$out" || bad "hidden-write: the write into shared memory did not fault: $out"
+out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "after-hidden-write run"
+[ "$out" = "$native" ] || bad "after a hidden writer the extent changed: $out vs $native"
+
+step "an upload while work on the allocation is still queued: the backing is replaced only after it ran"
+twice q "inflight" 96 13 inflight
+[ "$(stat_of "$tmp/q2.json" SHARE_HITS)" = 1 ] || bad "inflight: the second upload was not a hit"
+
 step "CUDA IPC on a VMM-backed allocation: emulated through the broker"
 native_i=$("$prog" 96 7 ipc-export)
 out=$(SAGE_TRACE="$tmp/i1.json" LD_PRELOAD="$preload" "$prog" 96 7 ipc-export) || bad "ipc run"
@@ -247,7 +281,8 @@ out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "no-broker run after SIGKILL"
 rm -f "$SAGE_SOCKET"
 "$saged" --socket "$SAGE_SOCKET" --foreground 2>>"$tmp/saged.log" &
 saged_pid=$!
-for _ in $(seq 50); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
+[ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
 out=$(SAGE_TRACE="$tmp/r1.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "restarted-broker run"
 [ "$out" = "$native" ] || bad "restarted broker output"
 [ "$(stat_of "$tmp/r1.json" SHARE_MISSES)" = 1 ] || bad "restarted broker: not a miss"
@@ -256,7 +291,8 @@ step "budget exhausted: the plain path, same output"
 kill "$saged_pid"; wait "$saged_pid" 2>/dev/null || true
 "$saged" --socket "$SAGE_SOCKET" --foreground --budget 8M 2>>"$tmp/saged.log" &
 saged_pid=$!
-for _ in $(seq 50); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
+[ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
 for i in 1 2; do
   out=$(SAGE_TRACE="$tmp/b$i.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "budget run $i"
   [ "$out" = "$native" ] || bad "budget run $i output"

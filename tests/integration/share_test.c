@@ -13,6 +13,14 @@
  *   write       after the upload, the app overwrites 1 MiB in the middle
  *               through the API (memset) and checksums
  *   kernel-write after the upload, a kernel multiplies the weights in place
+ *   kernel-write-ex as kernel-write, launched by cuLaunchKernelEx_ptsz
+ *   inflight    the upload comes while an asynchronous memset of the
+ *               allocation is still queued on a stream
+ *   unknown-layout as kernel-write, by a kernel whose parameter layout the
+ *               driver cannot tell (cuFuncGetParamInfo fails)
+ *   hidden-write as kernel-write, by a kernel that finds the weights through
+ *               a pointer in device memory (no parameter shows it); a fault
+ *               is reported as "hidden write faulted: CODE"
  *   write2d     after the upload, the app writes rectangles into the weights
  *               with cuMemcpy2D and cuMemcpy2DAsync (from host rows)
  *   set2d       as write2d, with cuMemsetD2D32Async, then cuMemsetD2D8
@@ -78,13 +86,29 @@ static void scale_kernel(const FakeKernelLaunch *launch, void **params) {
         for (size_t i = 0; i < n; i++)
                 w[i] *= 3;
 }
+/* Multiplies by 3 the weights a pointer in device memory names: a write no
+ * launch parameter shows. */
+static void scale_indirect_kernel(const FakeKernelLaunch *launch, void **params) {
+        uint64_t *w = **(uint64_t ***)params[0];
+        size_t n = *(size_t *)params[1];
+
+        (void)launch;
+        for (size_t i = 0; i < n; i++)
+                w[i] *= 3;
+}
 static const size_t checksum_params[] = { sizeof(void *), sizeof(size_t), sizeof(void *), 0 };
 static const size_t scale_params[] = { sizeof(void *), sizeof(size_t), 0 };
+/* "scale_unknown" declares no sizes: the driver cannot tell its parameter layout. */
 static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, checksum_params },
-                                           { "scale", scale_kernel, scale_params } };
-static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 2, kernels };
+                                           { "scale", scale_kernel, scale_params },
+                                           { "scale_unknown", scale_kernel, NULL },
+                                           { "scale_indirect", scale_indirect_kernel, scale_params } };
+static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 4, kernels };
 
-static CUfunction fn, scale_fn;
+static CUfunction fn, scale_fn, scale_unknown_fn, scale_indirect_fn;
+
+/* cuda.h names it only under CUDA_API_PER_THREAD_DEFAULT_STREAM. */
+CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params, void **extra);
 static CUdeviceptr out;
 
 static uint64_t checksum(CUdeviceptr p, size_t bytes) {
@@ -290,6 +314,8 @@ int main(int argc, char **argv) {
         OK(cuModuleLoadData(&module, &image));
         OK(cuModuleGetFunction(&fn, module, "checksum"));
         OK(cuModuleGetFunction(&scale_fn, module, "scale"));
+        OK(cuModuleGetFunction(&scale_unknown_fn, module, "scale_unknown"));
+        OK(cuModuleGetFunction(&scale_indirect_fn, module, "scale_indirect"));
         OK(cuMemAlloc(&out, sizeof(uint64_t)));
         if (!strcmp(mode, "ipc-open"))
                 return argc > 4 ? ipc_open(argv[4], bytes) : 2;
@@ -338,6 +364,15 @@ int main(int argc, char **argv) {
                 OK(cuStreamSynchronize(s));
                 OK(cuMemcpy(weights + a + b, (CUdeviceptr)(uintptr_t)((char *)host + a + b), bytes - a - b));
                 OK(cuStreamDestroy(s));
+        } else if (!strcmp(mode, "inflight")) {
+                /* Zeroing still queued on a stream when the upload comes: the
+                 * upload (legacy default stream) waits for it, so must SAGE
+                 * before it replaces the backing. */
+                CUstream s;
+                OK(cuStreamCreate(&s, 0));
+                OK(cuMemsetD8Async(weights, 0, bytes, s));
+                OK(cuMemcpyHtoD(weights, host, bytes));
+                OK(cuStreamDestroy(s));
         } else {
                 OK(cuMemcpyHtoD(weights, host, bytes));
         }
@@ -345,10 +380,33 @@ int main(int argc, char **argv) {
                 OK(cuMemsetD8(weights + bytes / 2, 0x33, 1 << 20));
         if (!strcmp(mode, "write2d") || !strcmp(mode, "set2d") || !strcmp(mode, "write3d"))
                 pitched_write(mode, weights, bytes);
-        if (!strcmp(mode, "kernel-write")) {
+        if (!strcmp(mode, "kernel-write") || !strcmp(mode, "unknown-layout")) {
                 size_t n = bytes / sizeof(uint64_t);
                 void *params[] = { &weights, &n };
-                OK(cuLaunchKernel(scale_fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+                OK(cuLaunchKernel(!strcmp(mode, "kernel-write") ? scale_fn : scale_unknown_fn, 1, 1, 1, 1, 1, 1, 0,
+                                  NULL, params, NULL));
+        }
+        if (!strcmp(mode, "kernel-write-ex")) {
+                /* The same writer through cuLaunchKernelEx_ptsz, as a per-thread-stream build calls it. */
+                size_t n = bytes / sizeof(uint64_t);
+                void *params[] = { &weights, &n };
+                CUlaunchConfig config = { .gridDimX = 1, .gridDimY = 1, .gridDimZ = 1,
+                                          .blockDimX = 1, .blockDimY = 1, .blockDimZ = 1 };
+                OK(cuLaunchKernelEx_ptsz(&config, scale_fn, params, NULL));
+        }
+        if (!strcmp(mode, "hidden-write")) {
+                size_t n = bytes / sizeof(uint64_t);
+                CUdeviceptr slot;
+                CUresult r;
+                void *params[] = { &slot, &n };
+                OK(cuMemAlloc(&slot, sizeof(weights)));
+                OK(cuMemcpyHtoD(slot, &weights, sizeof(weights)));
+                OK(cuLaunchKernel(scale_indirect_fn, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+                if ((r = cuCtxSynchronize()) != CUDA_SUCCESS) {
+                        /* The write hit read-only memory: this context is lost, nobody else's data. */
+                        printf("hidden write faulted: %d\n", (int)r);
+                        return 0;
+                }
         }
         printf("weights checksum %016llx\n", (unsigned long long)checksum(weights, bytes));
         if (!strcmp(mode, "ipc-export")) {

@@ -17,21 +17,34 @@ cmp -s "$tmp/native.out" "$tmp/sage.out" || { bad "outputs differ"; diff "$tmp/n
 [ ! -s "$tmp/sage.err" ] || { bad "libsage printed on stderr uninvited"; cat "$tmp/sage.err"; }
 
 step "trace: events, categories and per-thread names"
+"$workload" --threads 2 >"$tmp/native2.out" || bad "native 2-thread run exited $?"
 SAGE_TRACE="$tmp/trace-%p.json" LD_PRELOAD=$preload "$workload" --threads 2 >"$tmp/t.out" || bad "traced run exited $?"
-cmp -s "$tmp/native.out" "$tmp/t.out" 2>/dev/null || true
+cmp -s "$tmp/native2.out" "$tmp/t.out" || bad "traced output differs from native"
 set -- "$tmp"/trace-*.json
 [ -f "$1" ] || bad "no trace written"
 "$python" "$check" "$1" --expect-cat init,ctx,mem,copy,module,launch,sync,proc \
   --expect-name cuMemAlloc_v2 --expect-name cuMemcpyHtoD_v2_ptds --expect-name cuMemcpyDtoHAsync_v2_ptsz \
   --expect-name cuLaunchKernel_ptsz --expect-count cuMemAlloc_v2=2 --expect-count cuLaunchKernel_ptsz=2 \
   || bad "trace content"
+# The workload reaches the driver as cudart does (dlsym of cuGetProcAddress_v2,
+# then every entry point through it): each answer must be the driver's own
+# entry point, routed by pointer identity to SAGE's hook.
+[ "$(stat_of "$1" PROCADDR_SUBSTITUTED)" -gt 0 ] || bad "cuGetProcAddress answers were not routed to hooks"
+[ "$(stat_of "$1" PROCADDR_UNMATCHED)" = 0 ] || bad "$(stat_of "$1" PROCADDR_UNMATCHED) cuGetProcAddress answers matched no hook"
 rm -f "$tmp"/trace-*.json
 
 step "trace: SAGE_TRACE_STACKS=1 adds backtraces"
 SAGE_TRACE="$tmp/stacks.json" SAGE_TRACE_STACKS=1 LD_PRELOAD=$preload "$workload" >/dev/null || bad "stacks run exited $?"
 "$python" "$check" "$tmp/stacks.json" --expect-stack || bad "no stacks"
-grep -q '"stack":\["[^"]*run_once' "$tmp/stacks.json" || grep -q 'workload' "$tmp/stacks.json" \
-  || bad "stacks do not start in the app"
+# The app's own calls: the innermost frame is the workload, not libsage.
+"$python" - "$tmp/stacks.json" <<'PY' || bad "stacks do not start in the app"
+import json, sys
+ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("name") in ("cuMemAlloc_v2", "cuMemFree_v2")]
+assert ev, "no allocation events"
+for e in ev:
+    st = e.get("args", {}).get("stack") or e.get("stack")
+    assert st and st[0].startswith("workload+"), (e["name"], st)
+PY
 
 step "trace: a fatal signal still writes the dump, and the signal still kills"
 set +e

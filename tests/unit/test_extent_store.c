@@ -526,6 +526,55 @@ static void test_namespace_records(void) {
         extent_store_free(s);
 }
 
+/* The namespace is part of the key, not only of the bucket: with many
+ * namespaces, some hash into the bucket of another's extent, and must still
+ * not find it. */
+static void test_namespace_in_key(void) {
+        ExtentStore *s;
+        SageExtentKey k = key(42, 2 * MiB, 0);
+        Extent *e;
+
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        e = insert(s, 7, k, 1);
+        for (uint64_t ns = 0; ns < 4096; ns++)
+                CHECK(extent_store_lookup(s, ns, &k) == (ns == 7 ? e : NULL));
+        for (uint64_t ns = 100; ns < 200; ns++)
+                CHECK(insert(s, ns, k, (int)ns) != e);
+        extent_store_free(s);
+}
+
+/* Making room on one device never evicts another device's extents, even
+ * when those are older. */
+static void test_eviction_per_device(void) {
+        ExtentStore *s;
+
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        CHECK(extent_store_set_budget(s, 0, 4 * MiB) == 0);
+        CHECK(extent_store_set_budget(s, 1, 4 * MiB) == 0);
+        insert(s, 1, key(1, 2 * MiB, 1), 1); /* the oldest, on device 1 */
+        insert(s, 1, key(2, 2 * MiB, 0), 2);
+        insert(s, 1, key(3, 2 * MiB, 0), 3);
+        insert(s, 1, key(4, 2 * MiB, 0), 4); /* device 0 is full: evicts #2 */
+        CHECK(was_released(2) && !was_released(1) && !was_released(3));
+        CHECK(extent_store_resident(s, 1) == 2 * MiB && extent_store_resident(s, 0) == 4 * MiB);
+        extent_store_free(s);
+
+        /* The same when another namespace makes the room (the device-budget rule, not the namespace share). */
+        released_count = 0;
+        CHECK(extent_store_new(&s, release_fn, clock_fn, NULL) == 0);
+        CHECK(extent_store_set_budget(s, 0, 4 * MiB) == 0);
+        CHECK(extent_store_set_budget(s, 1, 4 * MiB) == 0);
+        insert(s, 1, key(1, 2 * MiB, 1), 1); /* the oldest, on device 1 */
+        insert(s, 1, key(2, 2 * MiB, 0), 2);
+        insert(s, 1, key(3, 2 * MiB, 0), 3);
+        insert(s, 2, key(4, 2 * MiB, 0), 4); /* namespace 2 on a full device 0: evicts #2 */
+        CHECK(was_released(2) && !was_released(1) && !was_released(3));
+        CHECK(extent_store_resident(s, 1) == 2 * MiB && extent_store_resident(s, 0) == 4 * MiB);
+        extent_store_free(s);
+}
+
 int main(void) {
         test_lookup_and_namespaces();
         test_many();
@@ -536,6 +585,8 @@ int main(void) {
         test_namespace_share();
         test_list_pages();
         test_namespace_records();
+        test_namespace_in_key();
+        test_eviction_per_device();
         printf("extent_store: ok\n");
         return 0;
 }

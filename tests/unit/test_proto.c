@@ -392,11 +392,47 @@ static void test_rejects(void) {
         buf[SAGE_PROTO_HEADER_SIZE + 3] = 0xff;
         CHECK(sage_proto_decode(buf, n, &d, list_out) == SAGE_ERR_MALFORMED);
 
+        /* A LIST reply of more entries than the caller's storage holds, its
+         * lengths consistent (it still fits a message): refused. */
+        {
+                static SageListEntry roomy[2 * SAGE_PROTO_LIST_MAX]; /* so that a bug cannot overflow */
+                uint32_t count = SAGE_PROTO_LIST_MAX + 1;
+                size_t payload = 4 + 1 + (size_t)count * SAGE_PROTO_LIST_ENTRY_SIZE;
+                sage_proto_init(&m, SAGE_MSG_LIST_REPLY, 1);
+                m.list_reply = (SageListReply){ 0, 0, list_in };
+                CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == SAGE_PROTO_HEADER_SIZE + 5);
+                CHECK(SAGE_PROTO_HEADER_SIZE + payload <= sizeof(buf));
+                for (int i = 0; i < 4; i++) {
+                        buf[16 + i] = (uint8_t)(payload >> (8 * i));
+                        buf[SAGE_PROTO_HEADER_SIZE + i] = (uint8_t)(count >> (8 * i));
+                }
+                buf[SAGE_PROTO_HEADER_SIZE + 4] = 0;
+                memset(buf + SAGE_PROTO_HEADER_SIZE + 5, 0, payload - 5);
+                CHECK(sage_proto_decode(buf, SAGE_PROTO_HEADER_SIZE + payload, &d, roomy) == SAGE_ERR_MALFORMED);
+        }
+
         /* An error message with control characters. */
         sage_proto_error(&m, 1, SAGE_ERR_INTERNAL, "abc");
         n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
         buf[n - 1] = '\n';
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        /* An error message longer than the decoder's buffer, printable and
+         * consistent in every length field: refused, never copied. */
+        for (size_t len = SAGE_PROTO_ERROR_MESSAGE_MAX; len <= SAGE_PROTO_ERROR_MESSAGE_MAX + 800; len += 200) {
+                sage_proto_error(&m, 1, SAGE_ERR_INTERNAL, "abc");
+                n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
+                CHECK(n == SAGE_PROTO_HEADER_SIZE + 4 + 2 + 3);
+                n = SAGE_PROTO_HEADER_SIZE + 4 + 2 + len;
+                CHECK(n <= sizeof(buf));
+                buf[16] = (uint8_t)((n - SAGE_PROTO_HEADER_SIZE) & 0xff); /* payload length, little-endian */
+                buf[17] = (uint8_t)((n - SAGE_PROTO_HEADER_SIZE) >> 8);
+                buf[SAGE_PROTO_HEADER_SIZE + 4] = (uint8_t)(len & 0xff);
+                buf[SAGE_PROTO_HEADER_SIZE + 5] = (uint8_t)(len >> 8);
+                memset(buf + SAGE_PROTO_HEADER_SIZE + 6, 'x', len);
+                CHECK(sage_proto_decode(buf, n, &d, NULL) ==
+                      (len == SAGE_PROTO_ERROR_MESSAGE_MAX ? 0 : SAGE_ERR_MALFORMED));
+        }
 
         /* IPC messages: a token one byte short or long, a flag they do not have. */
         static const unsigned token_types[] = { SAGE_MSG_IPC_EXPORT_REPLY, SAGE_MSG_IPC_IMPORT, SAGE_MSG_IPC_REVOKE };
