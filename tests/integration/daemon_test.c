@@ -3165,16 +3165,17 @@ static int scenario_instances_refused(void) {
               strstr(out, "suspend is off"));
         instance_end(&c);
         stop_saged();
-        /* A driver without the checkpoint API (the simulated one, while it has none). */
-        FakeCheckpoint f;
-        if (!fake_checkpoint(&f)) {
-                start_saged(NULL, NULL);
-                c = spawn_instance(65534, 0, 0);
-                CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
-                      strstr(out, "no checkpoint API"));
-                instance_end(&c);
-                stop_saged();
+        /* A broker without a driver (so without the checkpoint API). */
+        {
+                const char *argv[] = { "--driver", "/nonexistent/libcuda.so.1" };
+                start_saged_argv(argv, 2);
         }
+        c = spawn_instance(65534, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "no checkpoint API"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s instances", socket_path) == 0 && strstr(out, "no checkpoint API"));
+        instance_end(&c);
+        stop_saged();
         return 0;
 }
 
@@ -3345,10 +3346,7 @@ static int scenario_instances_fake(void) {
         InstanceChild c;
         size_t used = 0;
 
-        if (!fake_checkpoint(&f)) {
-                printf("the simulated driver has no checkpoint API yet: skipped\n");
-                return 77;
-        }
+        CHECK(fake_checkpoint(&f));
         start_saged(NULL, NULL);
         c = spawn_gpu_instance(65534, 41, size);
         CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= size);
