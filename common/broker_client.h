@@ -135,5 +135,21 @@ int sage_broker_ipc_revoke(SageBroker *broker, const uint8_t token[SAGE_IPC_TOKE
  * SAGE_ERR_UNKNOWN_TYPE, nothing sent. */
 int sage_broker_label_name(SageBroker *broker, uint32_t label, char name[SAGE_PROTO_LABEL_MAX + 1]);
 
+/*
+ * Instances (proto.h, "Instances"; docs/suspend.md). instance_register
+ * makes the calling process (as the broker sees this connection's peer) an
+ * instance on the GPU of `uuid`; it stays one while this connection lives.
+ * instances: one page (pid > after_pid) of the instances the caller may see.
+ * suspend/resume: the broker checkpoints/restores instance `pid` and answers
+ * once done (the connection's timeout must cover it); SAGE_ERR_NOT_FOUND for
+ * a pid the caller may not see, SAGE_ERR_REFUSED (last_error says why),
+ * SAGE_ERR_BUSY. A broker that did not offer SAGE_FEATURE_INSTANCES:
+ * SAGE_ERR_UNKNOWN_TYPE, nothing sent.
+ */
+int sage_broker_instance_register(SageBroker *broker, const uint8_t uuid[16], uint32_t flags);
+int sage_broker_instances(SageBroker *broker, uint32_t after_pid, SageInstancesReply *out);
+int sage_broker_suspend(SageBroker *broker, uint32_t pid, SageInstanceOpReply *out);
+int sage_broker_resume(SageBroker *broker, uint32_t pid, SageInstanceOpReply *out);
+
 /* The message of the last ERROR reply ("" if none). */
 const char *sage_broker_last_error(const SageBroker *broker);

@@ -240,3 +240,47 @@ int sage_broker_label_name(SageBroker *b, uint32_t label, char name[SAGE_PROTO_L
                 memcpy(name, reply.label_reply.name, sizeof(reply.label_reply.name));
         return r;
 }
+
+int sage_broker_instance_register(SageBroker *b, const uint8_t uuid[16], uint32_t flags) {
+        SageMessage req, reply;
+
+        sage_proto_init(&req, SAGE_MSG_INSTANCE_REGISTER, 0);
+        req.header.flags = flags;
+        memcpy(req.instance_register.uuid, uuid, sizeof(req.instance_register.uuid));
+        return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+}
+
+int sage_broker_instances(SageBroker *b, uint32_t after_pid, SageInstancesReply *out) {
+        SageMessage req, reply;
+        int r;
+
+        sage_proto_init(&req, SAGE_MSG_INSTANCES, 0);
+        req.instances = after_pid;
+        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r == 0)
+                *out = reply.instances_reply;
+        return r;
+}
+
+static int instance_op(SageBroker *b, unsigned type, uint32_t pid, SageInstanceOpReply *out) {
+        SageMessage req, reply;
+        int r;
+
+        sage_proto_init(&req, type, 0);
+        if (type == SAGE_MSG_SUSPEND)
+                req.suspend = pid;
+        else
+                req.resume = pid;
+        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r == 0 && out)
+                *out = type == SAGE_MSG_SUSPEND ? reply.suspend_reply : reply.resume_reply;
+        return r;
+}
+
+int sage_broker_suspend(SageBroker *b, uint32_t pid, SageInstanceOpReply *out) {
+        return instance_op(b, SAGE_MSG_SUSPEND, pid, out);
+}
+
+int sage_broker_resume(SageBroker *b, uint32_t pid, SageInstanceOpReply *out) {
+        return instance_op(b, SAGE_MSG_RESUME, pid, out);
+}

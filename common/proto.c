@@ -30,7 +30,37 @@ static const char *const error_names[_SAGE_ERR_MAX] = {
         [SAGE_ERR_LIMIT] = "limit reached",
         [SAGE_ERR_INTERNAL] = "internal error",
         [SAGE_ERR_NO_DRIVER] = "broker has no CUDA driver",
+        [SAGE_ERR_REFUSED] = "refused",
 };
+
+const char *sage_instance_state_name(unsigned state) {
+        static const char *const names[_SAGE_INSTANCE_STATE_MAX] = {
+                [SAGE_INSTANCE_ACTIVE] = "active",         [SAGE_INSTANCE_SUSPENDING] = "suspending",
+                [SAGE_INSTANCE_SUSPENDED] = "suspended",   [SAGE_INSTANCE_RESUMING] = "resuming",
+                [SAGE_INSTANCE_FAILED] = "failed",
+        };
+        return state < _SAGE_INSTANCE_STATE_MAX ? names[state] : "?";
+}
+
+const char *sage_instance_why_name(uint32_t why) {
+        static const struct {
+                uint32_t bit;
+                const char *name;
+        } reasons[] = {
+                { SAGE_INSTANCE_WHY_SWITCH, "suspend is off on this node" },
+                { SAGE_INSTANCE_WHY_NO_DRIVER, "the broker's driver has no checkpoint API" },
+                { SAGE_INSTANCE_WHY_KEEP_ALIVE, "keep-alive" },
+                { SAGE_INSTANCE_WHY_EXTENTS, "maps broker extents (imported memory cannot be restored)" },
+                { SAGE_INSTANCE_WHY_IPC, "uses CUDA IPC" },
+                { SAGE_INSTANCE_WHY_MULTI_GPU, "uses several GPUs" },
+                { SAGE_INSTANCE_WHY_MPS, "MPS client" },
+                { SAGE_INSTANCE_WHY_MANAGED, "holds managed memory" },
+        };
+        for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+                if (why & reasons[i].bit)
+                        return reasons[i].name;
+        return why ? "?" : "";
+}
 
 const char *sage_proto_error_name(int code) {
         if (code < 0 || code >= _SAGE_ERR_MAX || !error_names[code])

@@ -80,6 +80,7 @@ typedef enum SageProtoError {
         SAGE_ERR_LIMIT = 14,         /* per-client limit reached */
         SAGE_ERR_INTERNAL = 15,
         SAGE_ERR_NO_DRIVER = 16,     /* the broker runs without a CUDA driver */
+        SAGE_ERR_REFUSED = 17,       /* the broker must not do this to that instance (the message says why) */
         _SAGE_ERR_MAX,
 } SageProtoError;
 
@@ -117,9 +118,10 @@ typedef struct SageHeader {
 #define SAGE_FEATURE_STATS_SCOPED 0x4ull /* STATS answers about the caller's namespace (root on main: all) */
 #define SAGE_FEATURE_IPC 0x8ull          /* IPC_EXPORT, IPC_IMPORT, IPC_REVOKE */
 #define SAGE_FEATURE_LABEL 0x10ull       /* LABEL */
+#define SAGE_FEATURE_INSTANCES 0x20ull   /* INSTANCE_REGISTER, INSTANCES, SUSPEND, RESUME */
 #define SAGE_FEATURES_ALL                                                                                       \
         (SAGE_FEATURE_NOTES | SAGE_FEATURE_CONTENT | SAGE_FEATURE_STATS_SCOPED | SAGE_FEATURE_IPC |             \
-         SAGE_FEATURE_LABEL)
+         SAGE_FEATURE_LABEL | SAGE_FEATURE_INSTANCES)
 
 typedef struct SageHello {
         uint32_t client_version; /* SAGE_PROTO_VERSION of the client */
@@ -301,6 +303,90 @@ typedef struct SageLabelReply {
         char name[SAGE_PROTO_LABEL_MAX + 1]; /* NUL-terminated */
 } SageLabelReply;
 
+/*
+ * Instances (docs/suspend.md): a process that registers is an instance the
+ * broker may suspend (checkpoint) and resume on an operator's request. The
+ * broker knows it by the registering connection (SO_PEERCRED pid and a
+ * pidfd), never by a pid it claims; its namespace is the connection's.
+ *
+ *   INSTANCE_REGISTER          0 16 device UUID                  (16 bytes)
+ *     flags: SAGE_INSTANCE_*   what libsage knows makes it unsuspendable
+ *   INSTANCE_REGISTER_REPLY    (empty)
+ *   INSTANCES                  0 4 after_pid                     (4 bytes)
+ *   INSTANCES_REPLY            0 4 n, 4 1 more, then n entries of
+ *                              SAGE_PROTO_INSTANCE_ENTRY_SIZE bytes (pid order)
+ *   SUSPEND, RESUME            0 4 pid                           (4 bytes)
+ *   SUSPEND_REPLY, RESUME_REPLY 0 4 state, 4 4 elapsed ms        (8 bytes)
+ *
+ * A pid the caller may not see (another namespace's, for everyone but
+ * root on the main socket) and one that is no instance both answer
+ * SAGE_ERR_NOT_FOUND. An instance the broker must not suspend answers
+ * SAGE_ERR_REFUSED with the reason; one already being suspended or resumed,
+ * or a resume over the broker's cap of concurrent resumes, SAGE_ERR_BUSY.
+ * The reply to SUSPEND/RESUME comes once the driver is done.
+ */
+#define SAGE_INSTANCE_KEEP_ALIVE 0x1u /* never suspend (the platform's choice) */
+#define SAGE_INSTANCE_MULTI_GPU 0x2u  /* the process uses several GPUs */
+#define SAGE_INSTANCE_MPS 0x4u        /* an MPS client */
+#define SAGE_INSTANCE_MANAGED 0x8u    /* holds managed memory */
+#define SAGE_INSTANCE_FLAGS_ALL                                                                         \
+        (SAGE_INSTANCE_KEEP_ALIVE | SAGE_INSTANCE_MULTI_GPU | SAGE_INSTANCE_MPS | SAGE_INSTANCE_MANAGED)
+#define SAGE_PROTO_INSTANCES_MAX 32
+#define SAGE_PROTO_INSTANCE_ENTRY_SIZE 64
+
+/* Instance states (INSTANCES, SUSPEND/RESUME replies). */
+enum {
+        SAGE_INSTANCE_ACTIVE = 0,
+        SAGE_INSTANCE_SUSPENDING = 1,
+        SAGE_INSTANCE_SUSPENDED = 2,
+        SAGE_INSTANCE_RESUMING = 3,
+        SAGE_INSTANCE_FAILED = 4, /* a restore failed: the driver keeps the process stuck */
+        _SAGE_INSTANCE_STATE_MAX,
+};
+
+/* Why an instance is not suspendable (a bit set; 0: it is). */
+#define SAGE_INSTANCE_WHY_KEEP_ALIVE 0x1u
+#define SAGE_INSTANCE_WHY_MULTI_GPU 0x2u
+#define SAGE_INSTANCE_WHY_MPS 0x4u
+#define SAGE_INSTANCE_WHY_MANAGED 0x8u
+#define SAGE_INSTANCE_WHY_EXTENTS 0x10u  /* maps broker extents (imported memory cannot be restored) */
+#define SAGE_INSTANCE_WHY_IPC 0x20u      /* CUDA IPC (SAGE's emulation): exports or imports */
+#define SAGE_INSTANCE_WHY_SWITCH 0x40u   /* saged --suspend=off */
+#define SAGE_INSTANCE_WHY_NO_DRIVER 0x80u /* the broker's driver has no checkpoint API */
+#define SAGE_INSTANCE_WHY_ALL 0xffu
+
+typedef struct SageInstanceEntry {
+        uint32_t pid;
+        uint32_t state;          /* SAGE_INSTANCE_ACTIVE .. FAILED */
+        uint64_t namespace_id;
+        uint8_t uuid[16];        /* the device's, as cuDeviceGetUuid gives it */
+        uint32_t flags;          /* SAGE_INSTANCE_* as registered */
+        uint32_t why_not;        /* SAGE_INSTANCE_WHY_* (0: suspendable) */
+        uint32_t suspend_ms;     /* the last suspend's duration (0: none yet) */
+        uint32_t resume_ms;      /* the last resume's */
+        uint64_t gpu_bytes;      /* device memory in use, if known (0 while suspended) */
+        uint64_t idle_ns;        /* since the last state change */
+} SageInstanceEntry;
+
+typedef struct SageInstanceRegister {
+        uint8_t uuid[16];
+} SageInstanceRegister;
+
+typedef struct SageInstancesReply {
+        uint32_t n_entries;
+        uint8_t more;            /* ask again with after_pid = last pid */
+        SageInstanceEntry entries[SAGE_PROTO_INSTANCES_MAX];
+} SageInstancesReply;
+
+typedef struct SageInstanceOpReply {
+        uint32_t state;
+        uint32_t elapsed_ms;
+} SageInstanceOpReply;
+
+const char *sage_instance_state_name(unsigned state);
+/* The first reason of `why` (SAGE_INSTANCE_WHY_*), in a few words ("" for 0). */
+const char *sage_instance_why_name(uint32_t why);
+
 typedef struct SageErrorReply {
         uint32_t code;           /* SageProtoError */
         char message[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
@@ -332,6 +418,13 @@ typedef struct SageMessage {
                 SageLookupNotedReply lookup_noted_reply; /* + an fd on a hit */
                 uint32_t label;           /* LABEL: the label number (namespace id >> 32) */
                 SageLabelReply label_reply;
+                SageInstanceRegister instance_register; /* header.flags: SAGE_INSTANCE_* */
+                uint32_t instances;       /* INSTANCES: after_pid */
+                SageInstancesReply instances_reply;
+                uint32_t suspend;         /* pid */
+                SageInstanceOpReply suspend_reply;
+                uint32_t resume;          /* pid */
+                SageInstanceOpReply resume_reply;
                 SageErrorReply error;
         };
 } SageMessage;

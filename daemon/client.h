@@ -45,6 +45,9 @@ struct Client {
         /* CUDA-IPC registrations this connection exported; the server drops
          * them (ipc_registry_drop_owner) before client_free. */
         IpcOwner ipc;
+        /* CUDA-IPC handles this connection imported (its process maps
+         * another's memory: it must never be suspended). */
+        uint32_t ipc_imports;
 
         /* A reply the socket would not take yet (peer not reading). While one
          * is pending the server reads no further requests from this client. */

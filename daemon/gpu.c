@@ -25,6 +25,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -72,7 +73,13 @@
         X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", CUresult,       \
           (CUmemAllocationProp *, CUmemGenericAllocationHandle))                                            \
         X(cuMemHostAlloc, "cuMemHostAlloc", CUresult, (void **, size_t, unsigned int))                      \
-        X(cuMemFreeHost, "cuMemFreeHost", CUresult, (void *))
+        X(cuMemFreeHost, "cuMemFreeHost", CUresult, (void *))                                              \
+        X(cuCheckpointProcessGetState, "cuCheckpointProcessGetState", CUresult, (int, CUprocessState *))    \
+        X(cuCheckpointProcessLock, "cuCheckpointProcessLock", CUresult, (int, CUcheckpointLockArgs *))      \
+        X(cuCheckpointProcessCheckpoint, "cuCheckpointProcessCheckpoint", CUresult,                         \
+          (int, CUcheckpointCheckpointArgs *))                                                              \
+        X(cuCheckpointProcessRestore, "cuCheckpointProcessRestore", CUresult, (int, CUcheckpointRestoreArgs *)) \
+        X(cuCheckpointProcessUnlock, "cuCheckpointProcessUnlock", CUresult, (int, CUcheckpointUnlockArgs *))
 
 typedef struct GpuDriver {
 #define X(field, sym, ret, args) ret(*field) args;
@@ -486,4 +493,54 @@ void gpu_release(Gpu *g, GpuExtent *x) {
         }
         free(x->chunks);
         free(x);
+}
+
+bool gpu_can_checkpoint(const Gpu *g) {
+        return g && g->cu.cuCheckpointProcessLock && g->cu.cuCheckpointProcessCheckpoint &&
+               g->cu.cuCheckpointProcessRestore && g->cu.cuCheckpointProcessUnlock;
+}
+
+int gpu_checkpoint_process(Gpu *g, pid_t pid, unsigned timeout_ms, char *why, size_t size) {
+        CUcheckpointLockArgs lock = { .timeoutMs = timeout_ms };
+        CUresult r;
+
+        if (!gpu_can_checkpoint(g)) {
+                snprintf(why, size, "the driver has no checkpoint API");
+                return SAGE_ERR_NO_DRIVER;
+        }
+        r = g->cu.cuCheckpointProcessLock((int)pid, &lock);
+        if (r != CUDA_SUCCESS) {
+                snprintf(why, size, "lock: %s", error_name(g, r));
+                /* NOT_READY: the lock timed out and the process runs on. */
+                return r == CUDA_ERROR_NOT_READY ? SAGE_ERR_BUSY : SAGE_ERR_DRIVER;
+        }
+        r = g->cu.cuCheckpointProcessCheckpoint((int)pid, NULL);
+        if (r != CUDA_SUCCESS) {
+                /* Never leave it locked: its blocked calls would wait for good. */
+                CUresult u = g->cu.cuCheckpointProcessUnlock((int)pid, NULL);
+                snprintf(why, size, "checkpoint: %s%s", error_name(g, r),
+                         u == CUDA_SUCCESS ? " (unlocked again)" : "; unlock failed too");
+                return SAGE_ERR_DRIVER;
+        }
+        return 0;
+}
+
+int gpu_restore_process(Gpu *g, pid_t pid, char *why, size_t size) {
+        CUresult r;
+
+        if (!gpu_can_checkpoint(g)) {
+                snprintf(why, size, "the driver has no checkpoint API");
+                return SAGE_ERR_NO_DRIVER;
+        }
+        r = g->cu.cuCheckpointProcessRestore((int)pid, NULL);
+        if (r != CUDA_SUCCESS) {
+                snprintf(why, size, "restore: %s", error_name(g, r));
+                return SAGE_ERR_DRIVER;
+        }
+        r = g->cu.cuCheckpointProcessUnlock((int)pid, NULL);
+        if (r != CUDA_SUCCESS) {
+                snprintf(why, size, "unlock: %s", error_name(g, r));
+                return SAGE_ERR_DRIVER;
+        }
+        return 0;
 }

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/types.h>
+
 #include "hash.h"
 
 typedef struct Gpu Gpu;
@@ -72,3 +74,18 @@ int gpu_verify_step(Gpu *gpu, GpuExtent *extent, uint64_t *budget);
 /* A fresh O_CLOEXEC fd for a client. Returns 0 or a positive SageProtoError. */
 int gpu_export(Gpu *gpu, const GpuExtent *extent, int *fd_out);
 void gpu_release(Gpu *gpu, GpuExtent *extent);
+
+/*
+ * The driver's checkpoint API (cuCheckpointProcess*), called from saged's
+ * own process on an instance's pid; thread-safe (handle_instance.c calls
+ * these from worker threads). gpu_can_checkpoint: the driver has it.
+ * gpu_checkpoint_process: Lock (waiting at most timeout_ms for the
+ * process's CUDA calls in flight) and Checkpoint; a failed Checkpoint
+ * unlocks again. Returns 0, SAGE_ERR_BUSY (the lock timed out; the process
+ * runs on), SAGE_ERR_DRIVER, SAGE_ERR_NO_DRIVER; `why` says it in words.
+ * gpu_restore_process: Restore and Unlock; SAGE_ERR_DRIVER means the
+ * process is left stuck (the driver's FAILED state).
+ */
+bool gpu_can_checkpoint(const Gpu *gpu);
+int gpu_checkpoint_process(Gpu *gpu, pid_t pid, unsigned timeout_ms, char *why, size_t size);
+int gpu_restore_process(Gpu *gpu, pid_t pid, char *why, size_t size);

@@ -145,6 +145,7 @@ int handle_ipc_import(Server *s, Client *c, Request *rq) {
         }
         sage_proto_init(reply, SAGE_MSG_IPC_IMPORT_REPLY, req->header.request_id);
         reply->ipc_import_reply = e->allocation;
+        c->ipc_imports++; /* the driver cannot restore imported memory: never suspended (handle_instance.c) */
         return 0;
 }
 

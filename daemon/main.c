@@ -49,6 +49,8 @@ typedef struct Args {
         size_t n_labels;
         uint64_t max_clients, max_clients_per_uid, max_clients_per_label; /* 0: defaults */
         IdentityMode container_namespaces;
+        bool suspend_off;          /* --suspend=off */
+        uint64_t max_resumes;      /* --max-resumes; 0: SERVER_MAX_RESUMES */
 } Args;
 
 static void args_clear(Args *a) {
@@ -148,11 +150,15 @@ static void usage(FILE *f) {
                 "                        clients of the main socket in another container than saged:\n"
                 "                        a namespace of their container's own (isolate, default),\n"
                 "                        or their uid's (share)\n"
+                "      --suspend on|off  serve SUSPEND/RESUME of registered instances (default on;\n"
+                "                        docs/suspend.md)\n"
+                "      --max-resumes N   instances resumed at once (1-64, default %d); more: busy\n"
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
                 SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, DEFAULT_NAMESPACE_SHARE, LABEL_MAX_SOCKETS,
-                CONN_TABLE_MAX_TOTAL, CONN_TABLE_ROOT_RESERVE, CONN_TABLE_MAX_PER_NAMESPACE, CONN_TABLE_MAX_PER_LABEL);
+                CONN_TABLE_MAX_TOTAL, CONN_TABLE_ROOT_RESERVE, CONN_TABLE_MAX_PER_NAMESPACE, CONN_TABLE_MAX_PER_LABEL,
+                SERVER_MAX_RESUMES);
 }
 
 /* Every client and every CUDA-IPC registration is an open fd: take the
@@ -270,6 +276,8 @@ int main(int argc, char **argv) {
                 { "max-clients", required_argument, NULL, 'M' },
                 { "max-clients-per-uid", required_argument, NULL, 'U' },
                 { "max-clients-per-label", required_argument, NULL, 'P' },
+                { "suspend", required_argument, NULL, 'S' },
+                { "max-resumes", required_argument, NULL, 'R' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -321,6 +329,23 @@ int main(int argc, char **argv) {
                                 args.container_namespaces = IDENTITY_SHARE;
                         else {
                                 fprintf(stderr, "saged: --container-namespaces: expected isolate or share, got '%s'\n",
+                                        optarg);
+                                args_clear(&args);
+                                return 2;
+                        }
+                        break;
+                case 'S':
+                        if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                                fprintf(stderr, "saged: --suspend: expected on or off, got '%s'\n", optarg);
+                                args_clear(&args);
+                                return 2;
+                        }
+                        args.suspend_off = strcmp(optarg, "off") == 0;
+                        break;
+                case 'R':
+                        if (sage_parse_uint(optarg, &args.max_resumes) < 0 || args.max_resumes == 0 ||
+                            args.max_resumes > 64) {
+                                fprintf(stderr, "saged: --max-resumes: expected a number from 1 to 64, got '%s'\n",
                                         optarg);
                                 args_clear(&args);
                                 return 2;
@@ -401,7 +426,9 @@ int main(int argc, char **argv) {
                                         .max_clients = (size_t)args.max_clients,
                                         .max_clients_per_uid = (size_t)args.max_clients_per_uid,
                                         .max_clients_per_label = (size_t)args.max_clients_per_label,
-                                        .container_namespaces = args.container_namespaces },
+                                        .container_namespaces = args.container_namespaces,
+                                        .suspend_off = args.suspend_off,
+                                        .max_resumes = (unsigned)args.max_resumes },
                        store, gpu, &failed_path);
         if (r < 0) {
                 if (r == -EADDRINUSE)

@@ -93,6 +93,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         if (!s)
                 return -ENOMEM;
         s->epoll_fd = -1;
+        s->ops_event_fd = -1;
         if (config->n_label_sockets > LABEL_MAX_SOCKETS) {
                 r = -E2BIG;
                 goto fail;
@@ -125,6 +126,9 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 r = -errno;
                 goto fail;
         }
+        r = server_instances_init(s, config);
+        if (r < 0)
+                goto fail;
         r = server_add_listener(s, config->socket_path, 0, NULL);
         if (r < 0)
                 goto fail;
@@ -150,6 +154,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
 fail:
         /* Sockets this call created go again (a stale or live one it refused is untouched). */
         server_close_listeners(s);
+        server_instances_free(s);
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
@@ -173,6 +178,7 @@ static void drop_client(Server *s, Client *c) {
         sage_debug("client pid %d uid %u gone (%zu IPC exports dropped)", (int)c->pid, (unsigned)c->uid,
                    c->ipc.n_exports);
         ipc_registry_drop_owner(s->ipc, &c->ipc);
+        server_instances_client_gone(s, c);
         conn_table_release(s->conns, c->uid, c->label);
         tally_release(s, c->namespace_id);
         server_unadmit(s, c->label);
@@ -185,6 +191,7 @@ Server *server_free(Server *s) {
         if (!s)
                 return NULL;
         extent_store_on_namespace_gone(s->store, NULL, NULL); /* the tallies go first */
+        server_instances_free(s); /* waits for checkpoint/restore in flight */
         while (s->clients)
                 drop_client(s, s->clients);
         server_close_listeners(s);
@@ -242,6 +249,8 @@ static int dispatch(Server *s, Client *c, const SageMessage *req, int *fds, size
         for (size_t i = 0; i < n_fds; i++)
                 if (fds[i] >= 0)
                         close(fds[i]);
+        if (code == 0 && r.deferred)
+                return 0; /* handle_instance.c answers when the driver is done */
         if (code) {
                 if (r.reply_fd >= 0)
                         close(r.reply_fd);
@@ -402,6 +411,8 @@ int server_run(Server *s, int stop_fd) {
                                 epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, stop_fd, NULL);
                                 return 0;
                         }
+                        if (server_instances_event(s, tag))
+                                continue;
                         Listener *l = server_find_listener(s, tag);
                         if (l) {
                                 server_accept_clients(s, l);

@@ -23,7 +23,15 @@ typedef struct ServerConfig {
         /* Clients of the main socket in another container than saged: their
          * container's namespaces (ISOLATE, the default) or their uid's. */
         IdentityMode container_namespaces;
+        bool suspend_off;       /* --suspend=off: SUSPEND refused (RESUME still served) */
+        unsigned max_resumes;   /* instances resumed at once; 0: SERVER_MAX_RESUMES */
 } ServerConfig;
+
+/* Resumes at once, by default: the driver stages restores through host
+ * memory; a few in parallel still gain (8 at once: ~1.2 s each, 310 ms alone). */
+#define SERVER_MAX_RESUMES 4
+/* How long a suspend waits for the instance's CUDA calls in flight (Lock). */
+#define SERVER_SUSPEND_LOCK_MS 5000
 
 typedef struct Server Server;
 

@@ -13,6 +13,7 @@
 #include "client.h"
 #include "conn_table.h"
 #include "identity.h"
+#include "instances.h"
 #include "ipc_registry.h"
 #include "label.h"
 #include "proto.h"
@@ -56,6 +57,12 @@ struct Server {
         bool accept_paused;
         uint64_t accept_resume_ns;
         SageListEntry *list; /* LIST reply scratch, SAGE_PROTO_LIST_MAX */
+        /* Instances (handle_instance.c): the table, the checkpoint/restore
+         * operations running in worker threads, and the eventfd they signal. */
+        InstanceTable instances;
+        struct InstanceOp *ops;
+        int ops_event_fd;
+        bool suspend_off;
 };
 
 /*
@@ -72,6 +79,7 @@ typedef struct Request {
         SageMessage reply;
         int reply_fd;
         const char *why;
+        bool deferred; /* the handler replies later (handle_instance.c); nothing is sent now */
 } Request;
 
 /* Every request type's handler has this signature (proto.def names them). */
@@ -93,6 +101,15 @@ void server_accept_clients(Server *s, Listener *l);
 Listener *server_find_listener(const Server *s, const void *tag);
 /* Undo admission: a container's client count. */
 void server_unadmit(Server *s, uint32_t label);
+
+/* handle_instance.c */
+int server_instances_init(Server *s, const ServerConfig *config);
+/* Waits for operations in flight, forgets every instance. */
+void server_instances_free(Server *s);
+/* A client goes: its instance is forgotten, replies owed to it are dropped. */
+void server_instances_client_gone(Server *s, Client *c);
+/* Is `tag` (epoll data) the operations' eventfd? Then finish what is done. */
+bool server_instances_event(Server *s, const void *tag);
 
 /* server.c */
 /* Finish verifying a pending extent that is at most SERVER_VERIFY_ON_LOOKUP_MAX

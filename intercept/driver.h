@@ -39,7 +39,8 @@ static inline void *sage_real(SageSym sym);
         X(func_get_param_info, "cuFuncGetParamInfo", CUresult (*)(CUfunction, size_t, size_t *, size_t *)) \
         X(func_get_name, "cuFuncGetName", CUresult (*)(const char **, CUfunction))                          \
         X(kernel_get_param_info, "cuKernelGetParamInfo", CUresult (*)(CUkernel, size_t, size_t *, size_t *)) \
-        X(kernel_get_name, "cuKernelGetName", CUresult (*)(const char **, CUkernel))
+        X(kernel_get_name, "cuKernelGetName", CUresult (*)(const char **, CUkernel))                        \
+        X(device_get_uuid, "cuDeviceGetUuid_v2", CUresult (*)(CUuuid *, CUdevice))
 
 typedef struct SageDriverExtras {
 #define SAGE_DRIVER_EXTRA_FIELD(field, symbol, type) __typeof__(type) field;

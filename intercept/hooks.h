@@ -38,6 +38,7 @@ typedef enum SageObserverSlot {
         SAGE_OBSERVER_TRACE,
         SAGE_OBSERVER_REDIRECT,
         SAGE_OBSERVER_SHARE,
+        SAGE_OBSERVER_SUSPEND, /* registration now; the suspend gate later (suspend.c) */
         SAGE_OBSERVER_COUNT,
 } SageObserverSlot;
 
@@ -96,4 +97,5 @@ enum {
         SAGE_SLOW_TRACE = 1u << SAGE_OBSERVER_TRACE,
         SAGE_SLOW_REDIRECT = 1u << SAGE_OBSERVER_REDIRECT,
         SAGE_SLOW_SHARE = 1u << SAGE_OBSERVER_SHARE,
+        SAGE_SLOW_SUSPEND = 1u << SAGE_OBSERVER_SUSPEND,
 };

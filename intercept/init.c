@@ -17,6 +17,7 @@
 #include "redirect.h"
 #include "share.h"
 #include "stats.h"
+#include "suspend.h"
 #include "trace.h"
 #include "warmup.h"
 
@@ -31,6 +32,8 @@ static void init_once(void) {
         sage_hooks_register(SAGE_OBSERVER_TRACE, &sage_trace_observer);
         sage_hooks_register(SAGE_OBSERVER_REDIRECT, &sage_redirect_observer);
         sage_hooks_register(SAGE_OBSERVER_SHARE, &sage_share_observer);
+        sage_hooks_register(SAGE_OBSERVER_SUSPEND, &sage_suspend_observer);
+        sage_suspend_start();
         sage_trace_start(o->trace, o->trace_max_events, o->trace_stacks);
         atexit(at_exit_stats);
         sage_warmup_trigger(SAGE_WARMUP_AT_LOAD);

@@ -1,5 +1,6 @@
 /*
- * sagectl: talk to saged. ping, stats, list, evict; human or JSON output.
+ * sagectl: talk to saged. ping, stats, list, evict, instances, suspend,
+ * resume; human or JSON output.
  *
  * A thin shell over common/broker_client: every request has a timeout, and
  * failures say what to check ("is saged running?") and exit 1. Usage errors
@@ -17,9 +18,12 @@
 #include "config.h"
 #include "hash.h"
 #include "options.h"
+#include "sagectl.h"
 #include "util.h"
 
 #define SAGECTL_TIMEOUT_MS 5000
+/* suspend/resume wait for the driver: a checkpoint of 8 GiB takes ~4 s, plus the lock's wait. */
+#define SAGECTL_SUSPEND_TIMEOUT_MS 60000
 
 static void usage(FILE *f) {
         fprintf(f,
@@ -29,12 +33,15 @@ static void usage(FILE *f) {
                 "  stats [--json]           extents, bytes resident, budget, hits, misses, clients\n"
                 "  list [--json]            extents visible to you (all of them for root on the main socket)\n"
                 "  evict ID|--unreferenced  drop one unreferenced extent, or all unreferenced ones\n"
+                "  instances [--json]       registered instances visible to you: state, why not suspendable\n"
+                "  suspend PID              checkpoint an instance: its GPU memory goes back (docs/suspend.md)\n"
+                "  resume PID               restore a suspended instance\n"
                 "The socket defaults to $SAGE_SOCKET, else %s for root,\n"
                 "else $XDG_RUNTIME_DIR/sage/saged.sock.\n",
                 SAGE_DEFAULT_SOCKET_ROOT);
 }
 
-static int fail(const char *what, int r, const SageBroker *b) {
+int sagectl_fail(const char *what, int r, const SageBroker *b) {
         if (r > 0)
                 fprintf(stderr, "sagectl: %s: %s%s%s\n", what, sage_proto_error_name(r),
                         b && sage_broker_last_error(b)[0] ? ": " : "", b ? sage_broker_last_error(b) : "");
@@ -55,7 +62,7 @@ static int cmd_stats(SageBroker *b, bool json) {
         int r = sage_broker_stats(b, &s);
 
         if (r)
-                return fail("stats", r, b);
+                return sagectl_fail("stats", r, b);
         if (json) {
                 printf("{\"extents\": %" PRIu64 ", \"bytes_resident\": %" PRIu64 ", \"budget\": ", s.extents,
                        s.bytes_resident);
@@ -121,7 +128,7 @@ static int cmd_list(SageBroker *b, bool json) {
         int more = 1, r = 0;
 
         if (!entries)
-                return fail("list", -ENOMEM, NULL);
+                return sagectl_fail("list", -ENOMEM, NULL);
         if (json)
                 printf("[");
         else
@@ -177,7 +184,7 @@ static int cmd_list(SageBroker *b, bool json) {
         }
         free(entries);
         if (r)
-                return fail("list", r, b);
+                return sagectl_fail("list", r, b);
         if (json)
                 printf("%s]\n", first ? "" : "\n");
         return 0;
@@ -197,7 +204,7 @@ static int cmd_evict(SageBroker *b, const char *what) {
                 return 2;
         }
         if (r)
-                return fail("evict", r, b);
+                return sagectl_fail("evict", r, b);
         printf("evicted %" PRIu64 " extent(s), %" PRIu64 " bytes\n", reply.evicted, reply.bytes);
         return 0;
 }
@@ -213,7 +220,7 @@ int main(int argc, char **argv) {
         char why[320];
         const char *socket_path = NULL, *cmd;
         int timeout_ms = SAGECTL_TIMEOUT_MS, opt, r;
-        bool json = false;
+        bool json = false, timeout_given = false;
         SageBroker *b = NULL;
 
         /* "+": stop at the command, so its own flags (--json) are left to it. */
@@ -227,6 +234,7 @@ int main(int argc, char **argv) {
                                 return 2;
                         }
                         timeout_ms = (int)v;
+                        timeout_given = true;
                         break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
@@ -238,9 +246,11 @@ int main(int argc, char **argv) {
         }
         cmd = argv[optind++];
         for (int i = optind; i < argc; i++)
-                if (strcmp(argv[i], "--json") == 0 && (strcmp(cmd, "stats") == 0 || strcmp(cmd, "list") == 0))
+                if (strcmp(argv[i], "--json") == 0 &&
+                    (strcmp(cmd, "stats") == 0 || strcmp(cmd, "list") == 0 || strcmp(cmd, "instances") == 0))
                         json = true;
-                else if (strcmp(cmd, "evict") != 0 || i != optind || argc - optind != 1) {
+                else if ((strcmp(cmd, "evict") != 0 && strcmp(cmd, "suspend") != 0 && strcmp(cmd, "resume") != 0) ||
+                         i != optind || argc - optind != 1) {
                         fprintf(stderr, "sagectl: %s: unexpected argument '%s'\n", cmd, argv[i]);
                         return 2;
                 }
@@ -248,7 +258,14 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "sagectl: evict: expected an extent id or --unreferenced\n");
                 return 2;
         }
-        if (strcmp(cmd, "ping") && strcmp(cmd, "stats") && strcmp(cmd, "list") && strcmp(cmd, "evict")) {
+        if ((strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0) && argc - optind != 1) {
+                fprintf(stderr, "sagectl: %s: expected a pid\n", cmd);
+                return 2;
+        }
+        if ((strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0) && !timeout_given)
+                timeout_ms = SAGECTL_SUSPEND_TIMEOUT_MS;
+        if (strcmp(cmd, "ping") && strcmp(cmd, "stats") && strcmp(cmd, "list") && strcmp(cmd, "evict") &&
+            strcmp(cmd, "instances") && strcmp(cmd, "suspend") && strcmp(cmd, "resume")) {
                 fprintf(stderr, "sagectl: unknown command '%s'\n", cmd);
                 usage(stderr);
                 return 2;
@@ -277,7 +294,7 @@ int main(int argc, char **argv) {
                 uint64_t t0 = sage_now_ns();
                 r = sage_broker_ping(b);
                 if (r)
-                        r = fail("ping", r, b);
+                        r = sagectl_fail("ping", r, b);
                 else
                         printf("saged at %s: alive (%.0f us; protocol %u, features 0x%" PRIx64 ", namespace %" PRIu64
                                ")\n",
@@ -287,6 +304,10 @@ int main(int argc, char **argv) {
                 r = cmd_stats(b, json);
         else if (strcmp(cmd, "list") == 0)
                 r = cmd_list(b, json);
+        else if (strcmp(cmd, "instances") == 0)
+                r = sagectl_instances(b, json);
+        else if (strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0)
+                r = sagectl_suspend_resume(b, cmd, argv[optind]);
         else
                 r = cmd_evict(b, argv[optind]);
         sage_broker_free(b);

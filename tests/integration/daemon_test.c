@@ -724,7 +724,7 @@ static int scenario_cli(void) {
 
         start_saged(NULL, NULL);
         CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 0 && strstr(out, "alive") &&
-              strstr(out, "features 0x1f"));
+              strstr(out, "features 0x3f"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats", socket_path) == 0 && strstr(out, "extents:"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats --json", socket_path) == 0);
         CHECK(strstr(out, "\"extents\": 0") && strstr(out, "\"clients\": 1") && strstr(out, "\"hits\": 0"));
@@ -2928,6 +2928,490 @@ static int scenario_features(void) {
         return 0;
 }
 
+/* ------------------------------------------------------------ instances (docs/suspend.md) */
+
+typedef struct InstanceChild {
+        pid_t pid;
+        int cmd_fd;  /* a byte written here is echoed on resp_fd: the instance makes progress */
+        int resp_fd;
+} InstanceChild;
+
+/*
+ * An instance: connects as `uid` (-1: root), with `extent_seed` first
+ * looks up (and keeps) the 2 MiB extent of that seed, registers with
+ * `flags`, reports the registration's result, then echoes bytes until
+ * cmd_fd closes.
+ */
+static InstanceChild spawn_instance_ipc(uid_t uid, uint32_t flags, uint64_t extent_seed, bool ipc_export) {
+        int cmd[2], resp[2];
+        InstanceChild c;
+
+        CHECK(pipe2(cmd, O_CLOEXEC) == 0 && pipe2(resp, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                const uint8_t uuid[16] = { 0x5a, 0x6e, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 };
+                SageBroker *b;
+                int rc = 0, fd = -1;
+                char byte;
+
+                close(cmd[1]);
+                close(resp[0]);
+                if (uid != (uid_t)-1)
+                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
+                b = broker();
+                if (extent_seed) {
+                        uint8_t *want = pattern(extent_seed, 2 * MiB);
+                        uint64_t id;
+                        rc = sage_broker_lookup(b, sage_content_key(want, 2 * MiB), 2 * MiB, 0, &id, &fd);
+                        free(want);
+                }
+                if (ipc_export) {
+                        SageIpcToken t;
+                        fd = fake_handle();
+                        rc = sage_broker_ipc_export(b, fd, 2 * MiB, 0, t.bytes);
+                }
+                if (rc == 0)
+                        rc = sage_broker_instance_register(b, uuid, flags);
+                CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
+                while (read(cmd[0], &byte, 1) == 1)
+                        CHECK(write(resp[1], &byte, 1) == 1);
+                sage_broker_free(b);
+                _exit(0);
+        }
+        close(cmd[0]);
+        close(resp[1]);
+        c.cmd_fd = cmd[1];
+        c.resp_fd = resp[0];
+        int rc = -1;
+        CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
+        CHECK(rc == 0);
+        return c;
+}
+
+static InstanceChild spawn_instance(uid_t uid, uint32_t flags, uint64_t extent_seed) {
+        return spawn_instance_ipc(uid, flags, extent_seed, false);
+}
+
+/* Send a byte; true if it comes back within timeout_ms. */
+static bool instance_echo(InstanceChild *c, char byte, int timeout_ms) {
+        struct pollfd p = { .fd = c->resp_fd, .events = POLLIN };
+        char got;
+
+        if (byte)
+                CHECK(write(c->cmd_fd, &byte, 1) == 1);
+        if (poll(&p, 1, timeout_ms) != 1)
+                return false;
+        CHECK(read(c->resp_fd, &got, 1) == 1);
+        return true;
+}
+
+static void instance_end(InstanceChild *c) {
+        int status;
+        kill(c->pid, SIGCONT); /* one left stopped by a failed restore */
+        close(c->cmd_fd);
+        close(c->resp_fd);
+        CHECK(waitpid(c->pid, &status, 0) == c->pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* sagectl run as `uid`: exit status, output in out. */
+static int sagectl_as(uid_t uid, char *out, size_t size, const char *format, ...) {
+        char args[512], cmd[1024];
+        int pipefd[2], status;
+        size_t got = 0;
+        va_list ap;
+        pid_t pid;
+
+        va_start(ap, format);
+        vsnprintf(args, sizeof(args), format, ap);
+        va_end(ap);
+        snprintf(cmd, sizeof(cmd), "%s %s", sagectl_path, args);
+        CHECK(pipe2(pipefd, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                if (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0)
+                        _exit(126);
+                dup2(pipefd[1], STDOUT_FILENO);
+                dup2(pipefd[1], STDERR_FILENO);
+                execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+                _exit(127);
+        }
+        close(pipefd[1]);
+        for (ssize_t k; got + 1 < size && (k = read(pipefd[0], out + got, size - 1 - got)) > 0;)
+                got += (size_t)k;
+        out[got] = 0;
+        close(pipefd[0]);
+        CHECK(waitpid(pid, &status, 0) == pid);
+        printf("$ (uid %d) sagectl %s\n%s", (int)uid, args, out);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The instance's line of `sagectl instances --json`, or NULL (as root). */
+static const char *instance_json(char *out, size_t size, pid_t pid) {
+        char key[32];
+        snprintf(key, sizeof(key), "\"pid\": %d,", (int)pid);
+        CHECK(sagectl(out, size, "--socket %s instances --json", socket_path) == 0);
+        return strstr(out, key);
+}
+
+static void start_saged_ckpt(const char *extra) {
+        const char *stub = getenv("SAGE_TEST_CKPT_STUB");
+        const char *argv[3] = { "--driver", stub, extra };
+        CHECK(stub);
+        start_saged_argv(argv, extra ? 3 : 2);
+}
+
+/* Register, suspend, a call that waits for the resume, resume; who may. */
+static int scenario_instances(void) {
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+
+        start_saged_ckpt(NULL);
+        c = spawn_instance(65534, 0, 0);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\"") && strstr(line, "\"why_not\": 0") &&
+              strstr(line, "\"uid\": 65534") && strstr(line, "GPU-5a6e0102"));
+        /* Another uid sees nothing and may do nothing (as for extents). */
+        CHECK(sagectl_as(65533, out, sizeof(out), "--socket %s instances", socket_path) == 0);
+        {
+                char pid_text[16];
+                snprintf(pid_text, sizeof(pid_text), "%d ", (int)c.pid);
+                CHECK(!strstr(out, pid_text));
+        }
+        CHECK(sagectl_as(65533, out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not found"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend 999999", socket_path) == 1 && strstr(out, "not found"));
+        /* Root suspends it: a call it makes now returns only after the resume. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "suspended"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not active"));
+        CHECK(!instance_echo(&c, 'x', 300));
+        /* Its own uid resumes it; the call waiting returns. */
+        CHECK(sagectl_as(65534, out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "active"));
+        CHECK(instance_echo(&c, 0, TIMEOUT_MS));
+        CHECK(instance_echo(&c, 'y', TIMEOUT_MS));
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not suspended"));
+        CHECK(sagectl_as(65534, out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(sagectl_as(65534, out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
+        CHECK(instance_echo(&c, 'z', TIMEOUT_MS));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        /* Its connection goes: so does the instance. */
+        instance_end(&c);
+        for (int i = 0; i < 500 && instance_json(out, sizeof(out), c.pid); i++)
+                usleep(10000);
+        CHECK(!instance_json(out, sizeof(out), c.pid));
+        stop_saged();
+        return 0;
+}
+
+/* The simulated driver's observers of a checkpointed process (fakecuda.h), if it has them. */
+typedef struct FakeCheckpoint {
+        int (*mem_used)(int pid, size_t *bytes);
+        int (*wait_blocked)(int pid, unsigned count, unsigned timeout_ms);
+} FakeCheckpoint;
+
+static bool fake_checkpoint(FakeCheckpoint *f) {
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        CHECK(lib);
+        *(void **)&f->mem_used = dlsym(lib, "fakecudaProcessMemUsed");
+        *(void **)&f->wait_blocked = dlsym(lib, "fakecudaProcessWaitBlocked");
+        return f->mem_used && f->wait_blocked && dlsym(lib, "cuCheckpointProcessLock");
+}
+
+/* What is never suspended, and sagectl says why. */
+static int scenario_instances_refused(void) {
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+
+        start_saged_ckpt(NULL);
+        /* One that maps a broker extent: the driver could not restore it. */
+        publish(31, 2 * MiB, 0);
+        settled_stats(0);
+        c = spawn_instance((uid_t)-1, 0, 31);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "refused") && strstr(out, "maps broker extents"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"why_not\": 16") && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_echo(&c, 'a', TIMEOUT_MS));
+        instance_end(&c);
+        /* One that exported a CUDA IPC handle through the broker's emulation. */
+        c = spawn_instance_ipc(65534, 0, 0, true);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "uses CUDA IPC"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"why_not\": 32"));
+        instance_end(&c);
+        /* A keep-alive one. */
+        c = spawn_instance(65534, SAGE_INSTANCE_KEEP_ALIVE, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "keep-alive"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s instances", socket_path) == 0 && strstr(out, "keep-alive"));
+        instance_end(&c);
+        stop_saged();
+        /* The node-wide switch. */
+        start_saged_ckpt("--suspend=off");
+        c = spawn_instance(65534, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "suspend is off"));
+        instance_end(&c);
+        stop_saged();
+        /* A broker without a driver (so without the checkpoint API). */
+        {
+                const char *argv[] = { "--driver", "/nonexistent/libcuda.so.1" };
+                start_saged_argv(argv, 2);
+        }
+        c = spawn_instance(65534, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "no checkpoint API"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s instances", socket_path) == 0 && strstr(out, "no checkpoint API"));
+        instance_end(&c);
+        stop_saged();
+        return 0;
+}
+
+/* A failed checkpoint leaves the instance running (unlocked); a failed restore says failed. */
+static int scenario_instances_failures(void) {
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+
+        CHECK(setenv("SAGE_CKPT_STUB_FAIL", "checkpoint", 1) == 0);
+        start_saged_ckpt(NULL);
+        c = spawn_instance(65534, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "driver error") && strstr(out, "unlocked again"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_echo(&c, 'b', TIMEOUT_MS));
+        instance_end(&c);
+        stop_saged();
+
+        CHECK(setenv("SAGE_CKPT_STUB_FAIL", "restore", 1) == 0);
+        start_saged_ckpt(NULL);
+        c = spawn_instance(65534, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "restore"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"failed\""));
+        CHECK(sagectl(out, sizeof(out), "--socket %s instances", socket_path) == 0 && strstr(out, "failed"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not suspended"));
+        instance_end(&c);
+        stop_saged();
+        unsetenv("SAGE_CKPT_STUB_FAIL");
+        return 0;
+}
+
+/* The app of scenario instances_preload, run under libsage: a context, then "ready", then wait for EOF. */
+static int scenario_instance_app(void) {
+        char byte;
+        driver_init();
+        printf("ready\n");
+        while (read(STDIN_FILENO, &byte, 1) == 1) {
+        }
+        return 0;
+}
+
+typedef struct PreloadApp {
+        pid_t pid;
+        int stdin_fd;
+} PreloadApp;
+
+/* This binary as instance_app under libsage, with SAGE_SUSPEND=`suspend`. */
+static PreloadApp spawn_preload_app(const char *suspend, const char *keep_alive) {
+        const char *preload = getenv("SAGE_TEST_PRELOAD");
+        int in[2], out[2];
+        char line[16] = { 0 };
+        PreloadApp a;
+
+        CHECK(preload);
+        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
+        a.pid = fork();
+        CHECK(a.pid >= 0);
+        if (a.pid == 0) {
+                dup2(in[0], STDIN_FILENO);
+                dup2(out[1], STDOUT_FILENO);
+                setenv("LD_PRELOAD", preload, 1);
+                setenv("SAGE_SUSPEND", suspend, 1);
+                setenv("SAGE_SUSPEND_KEEP_ALIVE", keep_alive, 1);
+                setenv("SAGE_SOCKET", socket_path, 1);
+                setenv("SAGE_WARMUP", "off", 1);
+                execl("/proc/self/exe", "daemon-test", "instance_app", saged_path, sagectl_path, (char *)NULL);
+                _exit(127);
+        }
+        close(in[0]);
+        close(out[1]);
+        CHECK(read(out[0], line, sizeof(line) - 1) > 0 && strncmp(line, "ready", 5) == 0);
+        close(out[0]);
+        a.stdin_fd = in[1];
+        return a;
+}
+
+static void preload_app_end(PreloadApp *a) {
+        int status;
+        close(a->stdin_fd);
+        CHECK(waitpid(a->pid, &status, 0) == a->pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* libsage registers a process with a context when SAGE_SUSPEND=1, and only then. */
+static int scenario_instances_preload(void) {
+        char out[8192];
+        const char *line;
+        PreloadApp a;
+
+        start_saged_ckpt(NULL);
+        a = spawn_preload_app("1", "0");
+        line = instance_json(out, sizeof(out), a.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\"") && strstr(line, "\"flags\": 0"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)a.pid) == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0);
+        preload_app_end(&a);
+        a = spawn_preload_app("1", "1");
+        line = instance_json(out, sizeof(out), a.pid);
+        CHECK(line && strstr(line, "\"flags\": 1") && strstr(line, "keep-alive"));
+        preload_app_end(&a);
+        a = spawn_preload_app("0", "0");
+        CHECK(!instance_json(out, sizeof(out), a.pid));
+        preload_app_end(&a);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * An instance with 4 MiB of device memory (pattern(seed)) registered as
+ * `uid`; a byte on cmd_fd makes it read its memory back (a driver call) and
+ * answer 1 if it is intact, 0 if not.
+ */
+static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
+        int cmd[2], resp[2];
+        InstanceChild c;
+
+        CHECK(pipe2(cmd, O_CLOEXEC) == 0 && pipe2(resp, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                const uint8_t uuid[16] = { 0x5a, 0x6e };
+                uint8_t *got = malloc(size);
+                SageBroker *b;
+                Filled f;
+                int rc;
+                char byte;
+
+                close(cmd[1]);
+                close(resp[0]);
+                CHECK(got);
+                if (uid != (uid_t)-1)
+                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
+                f = filled_allocation(seed, size);
+                close(f.fd);
+                b = broker();
+                rc = sage_broker_instance_register(b, uuid, 0);
+                CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
+                while (read(cmd[0], &byte, 1) == 1) {
+                        memset(got, 0, size);
+                        byte = cu.cuMemcpyDtoH(got, f.va, size) == CUDA_SUCCESS && memcmp(got, f.data, size) == 0;
+                        CHECK(write(resp[1], &byte, 1) == 1);
+                }
+                sage_broker_free(b);
+                _exit(0);
+        }
+        close(cmd[0]);
+        close(resp[1]);
+        c.cmd_fd = cmd[1];
+        c.resp_fd = resp[0];
+        int rc = -1;
+        CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
+        CHECK(rc == 0);
+        return c;
+}
+
+/* The simulated driver's checkpoint API: 0 bytes while suspended, a call waits for the resume, memory intact. */
+static int scenario_instances_fake(void) {
+        const size_t size = 4 * MiB;
+        char out[8192], byte = 'r', got = 0;
+        const char *line;
+        FakeCheckpoint f;
+        InstanceChild c;
+        size_t used = 0;
+
+        CHECK(fake_checkpoint(&f));
+        start_saged(NULL, NULL);
+        c = spawn_gpu_instance(65534, 41, size);
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= size);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "suspended"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used == 0);
+        /* Its call waits inside the driver until the resume. */
+        CHECK(write(c.cmd_fd, &byte, 1) == 1);
+        CHECK(f.wait_blocked(c.pid, 1, TIMEOUT_MS) == CUDA_SUCCESS);
+        CHECK(!instance_echo(&c, 0, 0));
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "resumed"));
+        {
+                struct pollfd p = { .fd = c.resp_fd, .events = POLLIN };
+                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(c.resp_fd, &got, 1) == 1 && got == 1);
+        }
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= size);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        instance_end(&c);
+        stop_saged();
+        return 0;
+}
+
+/* An instance whose process exited while its connection lives on (a child inherited it) is forgotten. */
+static int scenario_instances_exited(void) {
+        char out[8192];
+        int hold[2], status;
+        pid_t pid;
+
+        start_saged_ckpt(NULL);
+        CHECK(pipe2(hold, O_CLOEXEC) == 0);
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                const uint8_t uuid[16] = { 1 };
+                SageBroker *b;
+                char byte;
+
+                close(hold[1]);
+                if (setgid(65534) < 0 || setuid(65534) < 0)
+                        _exit(126);
+                b = broker();
+                if (sage_broker_instance_register(b, uuid, 0) != 0)
+                        _exit(1);
+                /* The connection goes on in a child; the instance's process ends. */
+                if (fork() == 0) {
+                        (void)!read(hold[0], &byte, 1);
+                        _exit(0);
+                }
+                _exit(0);
+        }
+        close(hold[0]);
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        /* Its pid may be anyone's by now: the broker must not list it, nor act on it. */
+        CHECK(!instance_json(out, sizeof(out), pid));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)pid) == 1 &&
+              strstr(out, "not found"));
+        close(hold[1]);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -2948,6 +3432,10 @@ int main(int argc, char **argv) {
                 { "containers", scenario_containers }, { "label_access", scenario_label_access },
                 { "socket_dir", scenario_socket_dir }, { "impostor", scenario_impostor },
                 { "ns_records", scenario_ns_records }, { "features", scenario_features },
+                { "instances", scenario_instances }, { "instances_refused", scenario_instances_refused },
+                { "instances_failures", scenario_instances_failures },
+                { "instances_preload", scenario_instances_preload }, { "instance_app", scenario_instance_app },
+                { "instances_fake", scenario_instances_fake }, { "instances_exited", scenario_instances_exited },
         };
 
         if (argc != 4) {

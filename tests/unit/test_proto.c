@@ -686,7 +686,7 @@ static void test_table(void) {
         };
         SageMessage m;
 
-        CHECK((sizeof(requests) / sizeof(requests[0])) == 14);
+        CHECK((sizeof(requests) / sizeof(requests[0])) == 18);
         for (size_t i = 0; i < (sizeof(requests) / sizeof(requests[0])); i++) {
                 unsigned t = requests[i].type;
                 CHECK(strcmp(sage_proto_type_name(t), "?") != 0);
@@ -696,7 +696,8 @@ static void test_table(void) {
         }
         CHECK(strcmp(sage_proto_type_name(SAGE_MSG_PONG), "PONG") == 0);
         CHECK(strcmp(sage_proto_type_name(SAGE_MSG_LOOKUP_NOTED_REPLY), "LOOKUP_NOTED_REPLY") == 0);
-        CHECK(strcmp(sage_proto_type_name(15), "?") == 0);
+        CHECK(strcmp(sage_proto_type_name(19), "?") == 0);
+        CHECK(sage_proto_feature(SAGE_MSG_SUSPEND) == SAGE_FEATURE_INSTANCES);
         CHECK(sage_proto_feature(SAGE_MSG_LOOKUP) == 0 && sage_proto_feature(SAGE_MSG_IPC_IMPORT) == SAGE_FEATURE_IPC);
         CHECK(sage_proto_feature(SAGE_MSG_PUBLISH_NOTED) == SAGE_FEATURE_NOTES);
         /* Version 2 layouts: HELLO 16 bytes, HELLO_REPLY 32, STATS_REPLY 13 u64s. */
@@ -715,8 +716,61 @@ static void test_table(void) {
         CHECK(sage_proto_decode(buf, SAGE_PROTO_HEADER_SIZE + 8, &d, NULL) == SAGE_ERR_MALFORMED);
 }
 
+/* Instances: register, list, suspend/resume replies, and what the decoder refuses. */
+static void test_instances(void) {
+        SageMessage m, d;
+        ssize_t n;
+
+        sage_proto_init(&m, SAGE_MSG_INSTANCE_REGISTER, 3);
+        m.header.flags = SAGE_INSTANCE_KEEP_ALIVE;
+        memset(m.instance_register.uuid, 0xab, 16);
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 16);
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.header.flags == SAGE_INSTANCE_KEEP_ALIVE &&
+              d.instance_register.uuid[15] == 0xab);
+        buf[8] = 0x80; /* an unknown flag */
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        sage_proto_init(&m, SAGE_MSG_INSTANCES_REPLY, 4);
+        m.instances_reply.n_entries = 2;
+        m.instances_reply.more = 1;
+        m.instances_reply.entries[0] = (SageInstanceEntry){ .pid = 42, .state = SAGE_INSTANCE_SUSPENDED,
+                                                            .namespace_id = 7, .why_not = SAGE_INSTANCE_WHY_EXTENTS,
+                                                            .suspend_ms = 5, .resume_ms = 6, .idle_ns = 9 };
+        m.instances_reply.entries[1] = (SageInstanceEntry){ .pid = 43, .flags = SAGE_INSTANCE_MPS };
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 5 + 2 * SAGE_PROTO_INSTANCE_ENTRY_SIZE);
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.instances_reply.n_entries == 2 &&
+              d.instances_reply.more == 1 && d.instances_reply.entries[0].pid == 42 &&
+              d.instances_reply.entries[0].state == SAGE_INSTANCE_SUSPENDED &&
+              d.instances_reply.entries[0].why_not == SAGE_INSTANCE_WHY_EXTENTS &&
+              d.instances_reply.entries[0].idle_ns == 9 && d.instances_reply.entries[1].flags == SAGE_INSTANCE_MPS);
+        /* A state past FAILED, or a count the payload does not hold: malformed. */
+        buf[SAGE_PROTO_HEADER_SIZE + 5 + 4] = _SAGE_INSTANCE_STATE_MAX;
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+        buf[SAGE_PROTO_HEADER_SIZE + 5 + 4] = 0;
+        buf[SAGE_PROTO_HEADER_SIZE] = 3;
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+        m.instances_reply.n_entries = SAGE_PROTO_INSTANCES_MAX + 1;
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+
+        sage_proto_init(&m, SAGE_MSG_RESUME_REPLY, 5);
+        m.resume_reply = (SageInstanceOpReply){ SAGE_INSTANCE_FAILED, 310 };
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 8);
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.resume_reply.state == SAGE_INSTANCE_FAILED &&
+              d.resume_reply.elapsed_ms == 310);
+        sage_proto_init(&m, SAGE_MSG_SUSPEND, 6);
+        m.suspend = 1234;
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 4 && sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.suspend == 1234);
+        CHECK(strcmp(sage_instance_state_name(SAGE_INSTANCE_SUSPENDED), "suspended") == 0);
+        CHECK(strstr(sage_instance_why_name(SAGE_INSTANCE_WHY_EXTENTS | SAGE_INSTANCE_WHY_MPS), "extents"));
+}
+
 int main(void) {
         test_table();
+        test_instances();
         test_labels();
         test_roundtrips();
         test_rejects();

@@ -1,0 +1,361 @@
+/*
+ * saged's instance requests: INSTANCE_REGISTER, INSTANCES, SUSPEND, RESUME
+ * (docs/suspend.md).
+ *
+ * An instance is the registering connection's peer: its pid from
+ * SO_PEERCRED and a pidfd (SO_PEERPIDFD, else pidfd_open of that pid) that
+ * names that very process, never a pid the client claims. It lives as long
+ * as its connection, and is forgotten earlier when its pidfd says the
+ * process exited. Who may see, suspend or resume it: root on the main
+ * socket, and its own namespace; everyone else gets NOT_FOUND, as for
+ * extents.
+ *
+ * The driver's checkpoint and restore take hundreds of milliseconds to
+ * seconds, so they never run on the event loop: each operation runs in a
+ * thread of its own that touches nothing but the Gpu (whose checkpoint calls
+ * are thread-safe) and its own InstanceOp, and signals an eventfd when done.
+ * The loop then applies the result to the table and sends the deferred
+ * reply; the rest of the server stays single-threaded. An instance has at
+ * most one operation at a time (instances.c), resumes at most max_resumes.
+ *
+ * Never suspended (SAGE_ERR_REFUSED, the reason in the message and in
+ * INSTANCES): a process whose connections hold broker extents (the driver
+ * cannot restore imported memory), that exported or imported CUDA IPC
+ * handles through the broker, that registered as keep-alive, multi-GPU,
+ * MPS client or holding managed memory; and anyone while --suspend=off.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server_private.h"
+#include "util.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+/* epoll data of the operations' eventfd. */
+static char tag_ops;
+
+typedef struct InstanceOp {
+        Server *server;
+        int op;                 /* INSTANCE_OP_* */
+        pid_t pid;
+        Instance *instance;     /* NULL once forgotten (its connection went) */
+        Client *requester;      /* NULL once gone: the reply is dropped */
+        uint32_t request_id;
+        pthread_t thread;
+        /* Written by the worker, read by the loop after `done`. */
+        int code;               /* 0 or SageProtoError */
+        char why[96];
+        uint64_t elapsed_ns;
+        bool done;
+        struct InstanceOp *next;
+} InstanceOp;
+
+static pthread_mutex_t ops_lock = PTHREAD_MUTEX_INITIALIZER; /* guards `done` of every op */
+
+int server_instances_init(Server *s, const ServerConfig *config) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &tag_ops };
+
+        s->suspend_off = config->suspend_off;
+        s->instances.max_resumes = config->max_resumes ? config->max_resumes : SERVER_MAX_RESUMES;
+        s->ops_event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->ops_event_fd < 0)
+                return -errno;
+        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->ops_event_fd, &ev) < 0)
+                return -errno;
+        return 0;
+}
+
+void server_instances_free(Server *s) {
+        while (s->ops) {
+                InstanceOp *op = s->ops;
+                /* Bounded: the lock has a timeout, checkpoint and restore end. */
+                pthread_join(op->thread, NULL);
+                s->ops = op->next;
+                free(op);
+        }
+        instances_clear(&s->instances);
+        if (s->ops_event_fd >= 0)
+                close(s->ops_event_fd);
+        s->ops_event_fd = -1;
+}
+
+void server_instances_client_gone(Server *s, Client *c) {
+        Instance *in = instances_find_owner(&s->instances, c);
+
+        for (InstanceOp *op = s->ops; op; op = op->next) {
+                if (op->requester == c)
+                        op->requester = NULL;
+                if (in && op->instance == in)
+                        op->instance = NULL;
+        }
+        if (in) {
+                if (in->state == SAGE_INSTANCE_SUSPENDED || in->state == SAGE_INSTANCE_FAILED)
+                        sage_warn("instance pid %d went while %s", (int)in->pid, sage_instance_state_name(in->state));
+                instances_remove(&s->instances, in);
+        }
+}
+
+static int peer_pidfd(const Client *c) {
+        int pidfd = -1;
+        socklen_t len = sizeof(pidfd);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0)
+                return pidfd;
+        /* Before Linux 6.5: the pid may name another process by now (daemon/README.md). */
+        pidfd = c->pid > 0 ? pidfd_open(c->pid, 0) : -1;
+        return pidfd;
+}
+
+int handle_instance_register(Server *s, Client *c, Request *rq) {
+        const SageMessage *req = rq->msg;
+        int r;
+
+        if (c->pid <= 0) {
+                rq->why = "the peer's pid is unknown";
+                return SAGE_ERR_PERMISSION;
+        }
+        r = instances_add(&s->instances, c, c->pid, peer_pidfd(c), c->namespace_id, req->instance_register.uuid,
+                          req->header.flags, sage_now_ns(), NULL);
+        if (r == INSTANCES_E_EXISTS) {
+                rq->why = "this process registered already";
+                return SAGE_ERR_LIMIT;
+        }
+        if (r) {
+                rq->why = "too many instances";
+                return SAGE_ERR_LIMIT;
+        }
+        sage_info("instance pid %d (namespace %llx) registered, flags %#x", (int)c->pid,
+                  (unsigned long long)c->namespace_id, req->header.flags);
+        sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_REGISTER_REPLY, req->header.request_id);
+        return 0;
+}
+
+/* Why the broker must not suspend `in` now (SAGE_INSTANCE_WHY_*, 0: it may). */
+static uint32_t why_not(const Server *s, const Instance *in) {
+        uint32_t why = instance_why_flags(in);
+
+        if (s->suspend_off)
+                why |= SAGE_INSTANCE_WHY_SWITCH;
+        if (!gpu_can_checkpoint(s->gpu))
+                why |= SAGE_INSTANCE_WHY_NO_DRIVER;
+        /* Every connection of that process: libsage shares on one, registers on another. */
+        for (const Client *c = s->clients; c; c = c->next) {
+                if (c->pid != in->pid)
+                        continue;
+                if (c->n_refs > 0)
+                        why |= SAGE_INSTANCE_WHY_EXTENTS;
+                if (c->ipc.n_exports > 0 || c->ipc_imports > 0)
+                        why |= SAGE_INSTANCE_WHY_IPC;
+        }
+        return why;
+}
+
+/* The instance `pid` as `c` may see it; forgets one whose process exited. */
+static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
+        Instance *in = pid > 0 && pid <= INT32_MAX ? instances_find_pid(&s->instances, (pid_t)pid) : NULL;
+
+        if (!in || (!c->sees_all && in->namespace_id != c->namespace_id))
+                return NULL;
+        if (instance_exited(in) && in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING) {
+                instances_remove(&s->instances, in);
+                return NULL;
+        }
+        return in;
+}
+
+/* Forget instances whose process exited (none with an operation running: its end finds them). */
+static void forget_exited(Server *s) {
+        for (size_t i = 0; i < s->instances.n;) {
+                Instance *in = s->instances.items[i];
+                if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING &&
+                    instance_exited(in))
+                        instances_remove(&s->instances, in); /* the last one moved here: look at i again */
+                else
+                        i++;
+        }
+}
+
+static int compare_pid(const void *a, const void *b) {
+        const Instance *x = *(Instance *const *)a, *y = *(Instance *const *)b;
+        return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+int handle_instances(Server *s, Client *c, Request *rq) {
+        SageInstancesReply *out = &rq->reply.instances_reply;
+        uint64_t now = sage_now_ns();
+
+        sage_proto_init(&rq->reply, SAGE_MSG_INSTANCES_REPLY, rq->msg->header.request_id);
+        forget_exited(s);
+        qsort(s->instances.items, s->instances.n, sizeof(*s->instances.items), compare_pid);
+        for (size_t i = 0; i < s->instances.n; i++) {
+                const Instance *in = s->instances.items[i];
+                SageInstanceEntry *e;
+
+                if ((uint32_t)in->pid <= rq->msg->instances || (!c->sees_all && in->namespace_id != c->namespace_id))
+                        continue;
+                if (out->n_entries == SAGE_PROTO_INSTANCES_MAX) {
+                        out->more = 1;
+                        break;
+                }
+                e = &out->entries[out->n_entries++];
+                e->pid = (uint32_t)in->pid;
+                e->state = in->state;
+                e->namespace_id = in->namespace_id;
+                memcpy(e->uuid, in->uuid, sizeof(e->uuid));
+                e->flags = in->flags;
+                e->why_not = why_not(s, in);
+                e->suspend_ms = in->suspend_ms;
+                e->resume_ms = in->resume_ms;
+                e->gpu_bytes = 0; /* not known yet: the driver's accounting per process comes with NVML */
+                e->idle_ns = now - in->changed_ns;
+        }
+        return 0;
+}
+
+static void *run_op(void *userdata) {
+        InstanceOp *op = userdata;
+        Server *s = op->server;
+        uint64_t start = sage_now_ns(), one = 1;
+        int code;
+
+        if (op->op == INSTANCE_OP_SUSPEND)
+                code = gpu_checkpoint_process(s->gpu, op->pid, SERVER_SUSPEND_LOCK_MS, op->why, sizeof(op->why));
+        else
+                code = gpu_restore_process(s->gpu, op->pid, op->why, sizeof(op->why));
+        pthread_mutex_lock(&ops_lock);
+        op->code = code;
+        op->elapsed_ns = sage_now_ns() - start;
+        op->done = true;
+        pthread_mutex_unlock(&ops_lock);
+        if (write(s->ops_event_fd, &one, sizeof(one)) < 0) {
+                /* The counter cannot overflow here (one write per op); nothing to do. */
+        }
+        return NULL;
+}
+
+static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) {
+        Instance *in = visible_instance(s, c, pid);
+        InstanceOp *op;
+        uint32_t why;
+        int r;
+
+        if (!in) {
+                rq->why = "no such instance";
+                return SAGE_ERR_NOT_FOUND;
+        }
+        why = which == INSTANCE_OP_SUSPEND ? why_not(s, in) : 0;
+        if (which == INSTANCE_OP_RESUME && !gpu_can_checkpoint(s->gpu))
+                why = SAGE_INSTANCE_WHY_NO_DRIVER;
+        if (why) {
+                rq->why = sage_instance_why_name(why);
+                return SAGE_ERR_REFUSED;
+        }
+        op = calloc(1, sizeof(*op));
+        if (!op) {
+                rq->why = "out of memory";
+                return SAGE_ERR_INTERNAL;
+        }
+        r = instance_begin(&s->instances, in, which, sage_now_ns());
+        if (r) {
+                free(op);
+                rq->why = r == INSTANCES_E_BUSY ? "an operation runs (or too many resumes at once); try again"
+                          : which == INSTANCE_OP_SUSPEND ? "not active"
+                                                         : "not suspended";
+                return r == INSTANCES_E_BUSY ? SAGE_ERR_BUSY : SAGE_ERR_REFUSED;
+        }
+        *op = (InstanceOp){ .server = s, .op = which, .pid = in->pid, .instance = in, .requester = c,
+                            .request_id = rq->msg->header.request_id };
+        r = pthread_create(&op->thread, NULL, run_op, op);
+        if (r != 0) {
+                instance_cancel(&s->instances, in, which); /* nothing was tried */
+                free(op);
+                rq->why = "no thread for the operation";
+                return SAGE_ERR_INTERNAL;
+        }
+        op->next = s->ops;
+        s->ops = op;
+        rq->deferred = true;
+        return 0;
+}
+
+int handle_suspend(Server *s, Client *c, Request *rq) {
+        return start_op(s, c, rq, INSTANCE_OP_SUSPEND, rq->msg->suspend);
+}
+
+int handle_resume(Server *s, Client *c, Request *rq) {
+        return start_op(s, c, rq, INSTANCE_OP_RESUME, rq->msg->resume);
+}
+
+/* Apply a finished operation to its instance and answer its requester. */
+static void finish_op(Server *s, InstanceOp *op) {
+        SageMessage m;
+        unsigned state = SAGE_INSTANCE_ACTIVE;
+
+        if (op->instance) {
+                instance_finish(&s->instances, op->instance, op->op, op->code == 0, op->elapsed_ns, sage_now_ns());
+                state = op->instance->state;
+        } /* else: forgotten meanwhile; a resume's slot went back with it (instances_remove) */
+        if (op->code)
+                sage_warn("instance pid %d: %s failed: %s%s", (int)op->pid,
+                          op->op == INSTANCE_OP_SUSPEND ? "suspend" : "resume", op->why,
+                          state == SAGE_INSTANCE_FAILED ? " (the process is stuck)" : "");
+        else
+                sage_info("instance pid %d %s in %llu ms", (int)op->pid,
+                          op->op == INSTANCE_OP_SUSPEND ? "suspended" : "resumed",
+                          (unsigned long long)(op->elapsed_ns / 1000000));
+        if (!op->requester)
+                return;
+        if (op->code)
+                sage_proto_error(&m, op->request_id, op->code, "%s", op->why);
+        else {
+                SageInstanceOpReply *reply = op->op == INSTANCE_OP_SUSPEND ? &m.suspend_reply : &m.resume_reply;
+                sage_proto_init(&m, op->op == INSTANCE_OP_SUSPEND ? SAGE_MSG_SUSPEND_REPLY : SAGE_MSG_RESUME_REPLY,
+                                op->request_id);
+                reply->state = state;
+                reply->elapsed_ms = (uint32_t)((op->elapsed_ns + 999999) / 1000000);
+        }
+        /* A requester that cannot take it is dropped by its next read (the loop sees EPOLLOUT). */
+        if (client_send(op->requester, &m, NULL, 0) == 1) {
+                struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = op->requester };
+                epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, op->requester->fd, &ev);
+        }
+}
+
+bool server_instances_event(Server *s, const void *tag) {
+        uint64_t n;
+
+        if (tag != &tag_ops)
+                return false;
+        if (read(s->ops_event_fd, &n, sizeof(n)) < 0) {
+                /* EAGAIN: nothing new; look anyway. */
+        }
+        for (InstanceOp **p = &s->ops; *p;) {
+                InstanceOp *op = *p;
+                bool done;
+
+                pthread_mutex_lock(&ops_lock);
+                done = op->done;
+                pthread_mutex_unlock(&ops_lock);
+                if (!done) {
+                        p = &op->next;
+                        continue;
+                }
+                pthread_join(op->thread, NULL);
+                *p = op->next;
+                finish_op(s, op);
+                free(op);
+        }
+        return true;
+}

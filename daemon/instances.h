@@ -1,0 +1,73 @@
+/*
+ * Instances: processes that registered for suspend (INSTANCE_REGISTER), and
+ * their state machine (docs/suspend.md):
+ *
+ *   ACTIVE --suspend--> SUSPENDING --ok--> SUSPENDED --resume--> RESUMING --ok--> ACTIVE
+ *                           |fail (unlocked again)                  |fail
+ *                           v                                       v
+ *                         ACTIVE                                  FAILED (the driver keeps it stuck)
+ *
+ * A pure table: no driver, no sockets. The server (handle_instance.c) runs
+ * the driver's checkpoint calls in a worker thread between instance_begin
+ * and instance_finish; whatever watches the instance later (the automatic
+ * idle suspend, the gate of resume on demand) drives the same transitions.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto.h"
+
+/* Most instances one broker keeps (a registration past it: SAGE_ERR_LIMIT). */
+#define INSTANCES_MAX 4096
+
+enum {
+        INSTANCES_E_LIMIT = 1,   /* table full */
+        INSTANCES_E_EXISTS = 2,  /* the owner, or another connection of that pid, registered already */
+        INSTANCES_E_STATE = 3,   /* not in a state the operation starts from */
+        INSTANCES_E_BUSY = 4,    /* an operation runs, or the resume cap is reached */
+};
+
+enum { INSTANCE_OP_SUSPEND, INSTANCE_OP_RESUME };
+
+typedef struct Instance {
+        const void *owner;      /* the registering connection: the instance lives as long as it */
+        pid_t pid;              /* SO_PEERCRED, in saged's pid namespace */
+        int pidfd;              /* that very process (owned; -1 if none could be had) */
+        uint64_t namespace_id;  /* the connection's */
+        uint8_t uuid[16];
+        uint32_t flags;         /* SAGE_INSTANCE_* as registered */
+        unsigned state;         /* SAGE_INSTANCE_* state */
+        uint32_t suspend_ms, resume_ms;
+        uint64_t changed_ns;    /* last state change */
+} Instance;
+
+typedef struct InstanceTable {
+        Instance **items;
+        size_t n, cap;
+        unsigned resuming;      /* instances in RESUMING */
+        unsigned max_resumes;   /* cap on RESUMING at once (0: 1) */
+} InstanceTable;
+
+/* Takes the pidfd (closed on failure too). */
+int instances_add(InstanceTable *t, const void *owner, pid_t pid, int pidfd, uint64_t namespace_id,
+                  const uint8_t uuid[16], uint32_t flags, uint64_t now_ns, Instance **out);
+Instance *instances_find_pid(const InstanceTable *t, pid_t pid);
+Instance *instances_find_owner(const InstanceTable *t, const void *owner);
+/* Forget one (closes its pidfd). */
+void instances_remove(InstanceTable *t, Instance *instance);
+void instances_clear(InstanceTable *t);
+
+/* Reasons from the registration flags alone (SAGE_INSTANCE_WHY_*). */
+uint32_t instance_why_flags(const Instance *instance);
+/* Start `op`: SUSPEND from ACTIVE, RESUME from SUSPENDED (within the resume cap). 0 or INSTANCES_E_*. */
+int instance_begin(InstanceTable *t, Instance *instance, int op, uint64_t now_ns);
+/* End `op` started by instance_begin; `ok` says whether the driver succeeded. */
+void instance_finish(InstanceTable *t, Instance *instance, int op, bool ok, uint64_t elapsed_ns, uint64_t now_ns);
+/* Undo instance_begin before anything was tried. */
+void instance_cancel(InstanceTable *t, Instance *instance, int op);
+/* Has the pidfd's process exited? (false without a pidfd) */
+bool instance_exited(const Instance *instance);

@@ -1,0 +1,95 @@
+/*
+ * sagectl's instance commands (docs/suspend.md): instances [--json],
+ * suspend PID, resume PID. The broker decides who may see and act on an
+ * instance (root on the main socket, or the instance's own namespace); an
+ * instance the caller may not see is "not found", as for extents.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker_client.h"
+#include "options.h"
+#include "sagectl.h"
+
+static void format_uuid(const uint8_t u[16], char out[37]) {
+        static const int dash[] = { 4, 6, 8, 10 };
+        size_t k = 0;
+        for (int i = 0; i < 16; i++) {
+                for (size_t j = 0; j < sizeof(dash) / sizeof(dash[0]); j++)
+                        if (dash[j] == i)
+                                out[k++] = '-';
+                k += (size_t)snprintf(out + k, 3, "%02x", u[i]);
+        }
+        out[k] = 0;
+}
+
+int sagectl_instances(SageBroker *b, bool json) {
+        SageInstancesReply *page = calloc(1, sizeof(*page));
+        uint32_t after = 0;
+        bool first = true;
+        int r = 0;
+
+        if (!page)
+                return sagectl_fail("instances", -12, NULL);
+        if (json)
+                printf("[");
+        else
+                printf("%-8s %-20s %-36s %-10s %8s %10s %10s %s\n", "PID", "NAMESPACE", "GPU", "STATE", "GPU-MiB",
+                       "SUSPEND-ms", "RESUME-ms", "NOT-SUSPENDABLE");
+        for (;;) {
+                r = sage_broker_instances(b, after, page);
+                if (r)
+                        break;
+                for (uint32_t i = 0; i < page->n_entries; i++) {
+                        const SageInstanceEntry *e = &page->entries[i];
+                        const char *why = sage_instance_why_name(e->why_not);
+                        char uuid[37];
+
+                        format_uuid(e->uuid, uuid);
+                        /* Reasons are fixed text without quotes or backslashes: no JSON escaping needed. */
+                        if (json)
+                                printf("%s\n {\"pid\": %u, \"namespace\": %" PRIu64 ", \"uid\": %u, \"label\": %u, "
+                                       "\"device\": \"GPU-%s\", \"state\": \"%s\", \"gpu_bytes\": %" PRIu64
+                                       ", \"suspend_ms\": %u, \"resume_ms\": %u, \"idle_s\": %.3f, \"flags\": %u, "
+                                       "\"why_not\": %u, \"why_not_text\": \"%s\"}",
+                                       first ? "" : ",", e->pid, e->namespace_id, sage_namespace_uid(e->namespace_id),
+                                       sage_namespace_label(e->namespace_id), uuid,
+                                       sage_instance_state_name(e->state), e->gpu_bytes, e->suspend_ms, e->resume_ms,
+                                       (double)e->idle_ns / 1e9, e->flags, e->why_not, why);
+                        else
+                                printf("%-8u %-20" PRIu64 " GPU-%-32s %-10s %8" PRIu64 " %10u %10u %s\n", e->pid,
+                                       e->namespace_id, uuid, sage_instance_state_name(e->state),
+                                       e->gpu_bytes >> 20, e->suspend_ms, e->resume_ms, e->why_not ? why : "-");
+                        first = false;
+                        after = e->pid;
+                }
+                if (!page->more || page->n_entries == 0)
+                        break;
+        }
+        free(page);
+        if (r)
+                return sagectl_fail("instances", r, b);
+        if (json)
+                printf("%s]\n", first ? "" : "\n");
+        return 0;
+}
+
+int sagectl_suspend_resume(SageBroker *b, const char *cmd, const char *pid_text) {
+        SageInstanceOpReply reply;
+        uint64_t pid;
+        int r;
+
+        if (sage_parse_uint(pid_text, &pid) < 0 || pid == 0 || pid > INT32_MAX) {
+                fprintf(stderr, "sagectl: %s: expected a pid, got '%s'\n", cmd, pid_text);
+                return 2;
+        }
+        r = strcmp(cmd, "suspend") == 0 ? sage_broker_suspend(b, (uint32_t)pid, &reply)
+                                        : sage_broker_resume(b, (uint32_t)pid, &reply);
+        if (r)
+                return sagectl_fail(cmd, r, b);
+        printf("instance %" PRIu64 " %s in %u ms (state %s)\n", pid, strcmp(cmd, "suspend") == 0 ? "suspended" : "resumed",
+               reply.elapsed_ms, sage_instance_state_name(reply.state));
+        return 0;
+}
