@@ -86,8 +86,11 @@ uint64_t namespace_of(const Worker *w, unsigned socket, uid_t uid) {
 
 /* ------------------------------------------------------------ fds */
 
+/* A VMM handle of the simulated driver's GPU 0: it imports only its own
+ * exported memfds, named this way (tests/fakecuda/fake_vmm.c), as a real
+ * driver refuses any other file. */
 int memfd_of(size_t size) {
-        int fd = memfd_create("live-fuzz", MFD_CLOEXEC);
+        int fd = memfd_create("sage-fake-vmm-gpu0", MFD_CLOEXEC);
         if (fd >= 0 && ftruncate(fd, (off_t)size) < 0) {
                 close(fd);
                 return -1;

@@ -699,9 +699,6 @@ static bool same_file(int fd, int other) {
         return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-/* A stand-in for a VMM handle's POSIX fd, made without a driver (the test
- * process keeps no context): the simulated driver's handles are memfds, and
- * its import takes any memfd of whole granules. */
 /* A VMM handle of the simulated driver's GPU 0, made without a context: the
  * driver imports only its own exported memfds, which it names this way
  * (tests/fakecuda/fake_vmm.c); any other file is refused as a real driver
