@@ -1,7 +1,7 @@
 /*
  * Wire protocol codec: the bytes of every message, and nothing else.
  *
- * Encoding goes through a tiny cursor (Writer/Reader) that knows its bounds:
+ * Encoding goes through a tiny cursor (Writer/Reader, proto_rw.h) that knows its bounds:
  * every put/get checks the remaining space first and records a sticky
  * failure, so the per-type code reads like the field table and cannot walk
  * off the buffer. Which code encodes which type is generated from
@@ -16,58 +16,7 @@
 #include <errno.h>
 #include <string.h>
 
-typedef struct Writer {
-        uint8_t *p;
-        size_t size, pos;
-        bool failed;
-        bool overflow; /* failed for want of room (rather than bad input) */
-} Writer;
-
-typedef struct Reader {
-        const uint8_t *p;
-        size_t size, pos;
-        bool failed;
-} Reader;
-
-static void put_bytes(Writer *w, const void *data, size_t n) {
-        if (w->failed)
-                return;
-        if (w->size - w->pos < n) {
-                w->failed = w->overflow = true;
-                return;
-        }
-        memcpy(w->p + w->pos, data, n);
-        w->pos += n;
-}
-
-static void put_le(Writer *w, uint64_t v, size_t n) {
-        uint8_t b[8];
-        for (size_t i = 0; i < n; i++)
-                b[i] = (uint8_t)(v >> (8 * i));
-        put_bytes(w, b, n);
-}
-
-#define put_u8(w, v)  put_le((w), (v), 1)
-#define put_u16(w, v) put_le((w), (v), 2)
-#define put_u32(w, v) put_le((w), (v), 4)
-#define put_u64(w, v) put_le((w), (v), 8)
-
-static uint64_t get_le(Reader *r, size_t n) {
-        uint64_t v = 0;
-        if (r->failed || r->size - r->pos < n) {
-                r->failed = true;
-                return 0;
-        }
-        for (size_t i = 0; i < n; i++)
-                v |= (uint64_t)r->p[r->pos + i] << (8 * i);
-        r->pos += n;
-        return v;
-}
-
-#define get_u8(r)  ((uint8_t)get_le((r), 1))
-#define get_u16(r) ((uint16_t)get_le((r), 2))
-#define get_u32(r) ((uint32_t)get_le((r), 4))
-#define get_u64(r) get_le((r), 8)
+#include "proto_rw.h"
 
 static void put_hash(Writer *w, SageHash h) {
         put_u64(w, h.low);
@@ -454,109 +403,6 @@ static void put_evict_reply(Writer *w, const SageMessage *m) {
 static int get_evict_reply(Reader *r, SageMessage *m, SageListEntry *list) {
         m->evict_reply.evicted = get_u64(r);
         m->evict_reply.bytes = get_u64(r);
-        return 0;
-}
-
-static void put_instance_register(Writer *w, const SageMessage *m) {
-        put_bytes(w, m->instance_register.uuid, sizeof(m->instance_register.uuid));
-}
-
-static int get_instance_register(Reader *r, SageMessage *m, SageListEntry *list) {
-        if (r->size - r->pos != sizeof(m->instance_register.uuid))
-                return SAGE_ERR_MALFORMED;
-        memcpy(m->instance_register.uuid, r->p + r->pos, sizeof(m->instance_register.uuid));
-        r->pos += sizeof(m->instance_register.uuid);
-        return 0;
-}
-
-/* Payloads of one u32 (INSTANCES' after_pid, SUSPEND's and RESUME's pid). */
-#define U32_CODEC(member)                                                   \
-        static void put_##member(Writer *w, const SageMessage *m) {         \
-                put_u32(w, m->member);                                      \
-        }                                                                   \
-        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                m->member = get_u32(r);                                     \
-                return 0;                                                   \
-        }
-U32_CODEC(instances)
-U32_CODEC(suspend)
-U32_CODEC(resume)
-
-#define OP_REPLY_CODEC(member)                                              \
-        static void put_##member(Writer *w, const SageMessage *m) {         \
-                put_u32(w, m->member.state);                                \
-                put_u32(w, m->member.elapsed_ms);                           \
-        }                                                                   \
-        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                m->member.state = get_u32(r);                               \
-                m->member.elapsed_ms = get_u32(r);                          \
-                return m->member.state >= _SAGE_INSTANCE_STATE_MAX ? SAGE_ERR_MALFORMED : 0; \
-        }
-OP_REPLY_CODEC(suspend_reply)
-OP_REPLY_CODEC(resume_reply)
-
-static void put_instance_entry(Writer *w, const SageInstanceEntry *e) {
-        size_t start = w->pos;
-        put_u32(w, e->pid);
-        put_u32(w, e->state);
-        put_u64(w, e->namespace_id);
-        put_bytes(w, e->uuid, sizeof(e->uuid));
-        put_u32(w, e->flags);
-        put_u32(w, e->why_not);
-        put_u32(w, e->suspend_ms);
-        put_u32(w, e->resume_ms);
-        put_u64(w, e->gpu_bytes);
-        put_u64(w, e->idle_ns);
-        if (!w->failed && w->pos - start != SAGE_PROTO_INSTANCE_ENTRY_SIZE)
-                w->failed = true;
-}
-
-static int get_instance_entry(Reader *r, SageInstanceEntry *e) {
-        e->pid = get_u32(r);
-        e->state = get_u32(r);
-        e->namespace_id = get_u64(r);
-        if (r->failed || r->size - r->pos < sizeof(e->uuid))
-                return SAGE_ERR_MALFORMED;
-        memcpy(e->uuid, r->p + r->pos, sizeof(e->uuid));
-        r->pos += sizeof(e->uuid);
-        e->flags = get_u32(r);
-        e->why_not = get_u32(r);
-        e->suspend_ms = get_u32(r);
-        e->resume_ms = get_u32(r);
-        e->gpu_bytes = get_u64(r);
-        e->idle_ns = get_u64(r);
-        if (e->state >= _SAGE_INSTANCE_STATE_MAX || (e->flags & ~SAGE_INSTANCE_FLAGS_ALL) ||
-            (e->why_not & ~SAGE_INSTANCE_WHY_ALL))
-                return SAGE_ERR_MALFORMED;
-        return 0;
-}
-
-static void put_instances_reply(Writer *w, const SageMessage *m) {
-        if (m->instances_reply.n_entries > SAGE_PROTO_INSTANCES_MAX) {
-                w->failed = true;
-                return;
-        }
-        put_u32(w, m->instances_reply.n_entries);
-        put_u8(w, m->instances_reply.more);
-        for (uint32_t i = 0; i < m->instances_reply.n_entries; i++)
-                put_instance_entry(w, &m->instances_reply.entries[i]);
-}
-
-static int get_instances_reply(Reader *r, SageMessage *m, SageListEntry *list) {
-        uint32_t n = get_u32(r);
-
-        m->instances_reply.more = get_u8(r);
-        if (r->failed)
-                return 0;
-        if (n > SAGE_PROTO_INSTANCES_MAX || m->instances_reply.more > 1 ||
-            r->size - r->pos != (size_t)n * SAGE_PROTO_INSTANCE_ENTRY_SIZE)
-                return SAGE_ERR_MALFORMED;
-        m->instances_reply.n_entries = n;
-        for (uint32_t i = 0; i < n; i++) {
-                int code = get_instance_entry(r, &m->instances_reply.entries[i]);
-                if (code)
-                        return code;
-        }
         return 0;
 }
 
