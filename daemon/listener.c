@@ -184,8 +184,8 @@ static void refuse_client(Server *s, int fd, const struct ucred *cred, const Lis
         const char *why = code > 0 ? conn_table_error(code) : strerror(-code);
         SageMessage m;
 
-        sage_warn("refusing a connection of pid %d uid %u on %s: %s (%zu clients)", (int)cred->pid,
-                  (unsigned)cred->uid, l->path, why, conn_table_total(s->conns));
+        sage_warn("refusing a connection of pid %d uid %u on %s: %s (%zu clients)", (int)cred->pid, (unsigned)cred->uid,
+                  l->path, why, conn_table_total(s->conns));
         sage_proto_error(&m, 0, SAGE_ERR_LIMIT, "%s", why);
         (void)sage_proto_send_message(fd, &m, NULL, 0);
         close(fd);
