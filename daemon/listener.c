@@ -132,7 +132,7 @@ int server_add_listener(Server *s, const char *path, uint32_t label, const Label
                 l->access = *access;
         if (!l->path)
                 return -ENOMEM;
-        s->n_listeners++; /* from here close_listeners owns it */
+        s->n_listeners++; /* from here server_close_listeners owns it */
         r = listen_on(path, access);
         if (r < 0)
                 return r;
