@@ -25,7 +25,6 @@
 #include "options.h"
 #include "util.h"
 
-
 int sage_broker_default_socket(char *buf, size_t size) {
         const char *env = sage_options()->socket;
         const char *xdg;
@@ -78,7 +77,6 @@ SageBroker *sage_broker_free(SageBroker *b) {
         free(b);
         return NULL;
 }
-
 
 /* The decoded reply's notes point into the receive buffer: copy them out
  * (if asked to) and drop the pointer before that buffer is freed. */
@@ -198,7 +196,7 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                 if (reply->header.type == SAGE_MSG_ERROR) {
                         snprintf(b->last_error, sizeof(b->last_error), "%s", reply->error.message);
                         r = reply->error.code > 0 && reply->error.code < 0x10000 ? (int)reply->error.code
-                                                                                   : SAGE_ERR_INTERNAL;
+                                                                                 : SAGE_ERR_INTERNAL;
                         goto out;
                 }
                 if (reply->header.type != (SAGE_MSG_REPLY_BIT | req->header.type)) {
@@ -230,7 +228,7 @@ out:
 }
 
 int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
-                SageListEntry *list_storage, int *reply_fd) {
+                     SageListEntry *list_storage, int *reply_fd) {
         int r;
         pthread_mutex_lock(&b->lock);
         r = transact(b, req, fds, n_fds, reply, list_storage, reply_fd, NULL);

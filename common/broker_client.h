@@ -54,15 +54,15 @@ int sage_broker_ping(SageBroker *broker);
 
 /* A hit returns 0 with *extent_id and *fd_out (O_CLOEXEC; the caller owns
  * it and must map it PROT_READ only); a miss returns SAGE_ERR_NOT_FOUND. */
-int sage_broker_lookup(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
-                       uint64_t *extent_id, int *fd_out);
+int sage_broker_lookup(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
+                       int *fd_out);
 
 /* Offer an extent: `fd` is a POSIX-fd export of a cuMemCreate allocation of
  * exactly `size` bytes on `device`, already filled. The fd is not consumed.
  * On success the caller holds one reference on *extent_id (release it when
  * the mapping goes away); *existed tells if the broker already had it. */
-int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
-                        uint32_t flags, int fd, uint64_t *extent_id, int *existed);
+int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
+                        uint64_t *extent_id, int *existed);
 
 /*
  * Notes (proto.h, "PUBLISH_NOTED"): an opaque blob of at most
@@ -84,8 +84,8 @@ int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32
  * With a broker that did not offer SAGE_FEATURE_NOTES at HELLO these are
  * publish/lookup: no notes stored, none returned (*notes_len 0).
  */
-int sage_broker_publish_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint32_t flags,
-                              int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed);
+int sage_broker_publish_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
+                              const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed);
 /*
  * publish_noted under a key that is not the bytes' content key (libsage's
  * file-identity key): the broker verifies the bytes against `content`
@@ -95,17 +95,15 @@ int sage_broker_publish_noted(SageBroker *broker, SageHash hash, uint64_t size, 
 int sage_broker_publish_content(SageBroker *broker, SageHash key, SageHash content, uint64_t size, uint32_t device,
                                 uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
                                 int *existed);
-int sage_broker_lookup_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
-                             uint64_t *extent_id, int *fd_out, void *notes, uint32_t notes_cap,
-                             uint32_t *notes_len);
+int sage_broker_lookup_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
+                             int *fd_out, void *notes, uint32_t notes_cap, uint32_t *notes_len);
 
 int sage_broker_release(SageBroker *broker, uint64_t extent_id);
 int sage_broker_stats(SageBroker *broker, SageStats *out);
 
 /* One page of the extent list: entries with id > after_id, at most
  * SAGE_PROTO_LIST_MAX into `entries`. */
-int sage_broker_list(SageBroker *broker, uint64_t after_id, SageListEntry *entries, uint32_t *n_entries,
-                     int *more);
+int sage_broker_list(SageBroker *broker, uint64_t after_id, SageListEntry *entries, uint32_t *n_entries, int *more);
 
 /* flags: SAGE_EVICT_ALL_UNREFERENCED, or 0 to evict `extent_id`. */
 int sage_broker_evict(SageBroker *broker, uint64_t extent_id, uint32_t flags, SageEvictReply *out);
@@ -125,8 +123,8 @@ int sage_broker_evict(SageBroker *broker, uint64_t extent_id, uint32_t flags, Sa
  */
 int sage_broker_ipc_export(SageBroker *broker, int fd, uint64_t size, uint32_t device,
                            uint8_t token[SAGE_IPC_TOKEN_SIZE]);
-int sage_broker_ipc_import(SageBroker *broker, const uint8_t token[SAGE_IPC_TOKEN_SIZE], int *fd_out,
-                           uint64_t *size, uint32_t *device);
+int sage_broker_ipc_import(SageBroker *broker, const uint8_t token[SAGE_IPC_TOKEN_SIZE], int *fd_out, uint64_t *size,
+                           uint32_t *device);
 int sage_broker_ipc_revoke(SageBroker *broker, const uint8_t token[SAGE_IPC_TOKEN_SIZE]);
 
 /* The name of platform label `label` (sage_namespace_label of a namespace

@@ -17,8 +17,7 @@ int sage_broker_ping(SageBroker *b) {
         return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
 }
 
-int sage_broker_lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
-                       int *fd_out) {
+int sage_broker_lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id, int *fd_out) {
         SageMessage req, reply;
         int fd = -1, r;
 
@@ -137,7 +136,7 @@ int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32
                 sage_broker_release(b, reply.lookup_noted_reply.lookup.extent_id);
                 *notes_len = sink.length;
                 sage_broker_set_error(b, "notes of %u bytes do not fit in %u", (unsigned)sink.length,
-                               (unsigned)sink.capacity);
+                                      (unsigned)sink.capacity);
                 return -ENOBUFS;
         }
         if (extent_id)
@@ -189,8 +188,7 @@ int sage_broker_evict(SageBroker *b, uint64_t extent_id, uint32_t flags, SageEvi
         return r;
 }
 
-int sage_broker_ipc_export(SageBroker *b, int fd, uint64_t size, uint32_t device,
-                           uint8_t token[SAGE_IPC_TOKEN_SIZE]) {
+int sage_broker_ipc_export(SageBroker *b, int fd, uint64_t size, uint32_t device, uint8_t token[SAGE_IPC_TOKEN_SIZE]) {
         SageMessage req, reply;
         int r;
 

@@ -47,6 +47,6 @@ void sage_log_limited(SageLogSite *site, int level, const char *format, ...) __a
                 sage_log_limited(&sage_log_site_here_, level, __VA_ARGS__); \
         } while (0)
 
-#define sage_warn(...)  sage_log_site_(SAGE_LOG_WARNING, __VA_ARGS__)
-#define sage_info(...)  sage_log_site_(SAGE_LOG_INFO, __VA_ARGS__)
+#define sage_warn(...) sage_log_site_(SAGE_LOG_WARNING, __VA_ARGS__)
+#define sage_info(...) sage_log_site_(SAGE_LOG_INFO, __VA_ARGS__)
 #define sage_debug(...) sage_log(SAGE_LOG_DEBUG, __VA_ARGS__)

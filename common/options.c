@@ -209,9 +209,7 @@ void sage_options_print(const SageOptions *options, FILE *f) {
                 const void *field = (const char *)options + option_offset[i];
 
                 switch (info->type) {
-                case SAGE_OPTION_BOOL:
-                        fprintf(f, "sage: option SAGE_%s=%d\n", info->name, *(const bool *)field);
-                        break;
+                case SAGE_OPTION_BOOL: fprintf(f, "sage: option SAGE_%s=%d\n", info->name, *(const bool *)field); break;
                 case SAGE_OPTION_SIZE:
                 case SAGE_OPTION_UINT:
                         fprintf(f, "sage: option SAGE_%s=%llu\n", info->name,

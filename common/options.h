@@ -14,9 +14,9 @@ typedef enum SageOptionType {
         SAGE_OPTION_CHOICE,
 } SageOptionType;
 
-#define SAGE_OPTION_TYPE_BOOL   bool
-#define SAGE_OPTION_TYPE_SIZE   uint64_t
-#define SAGE_OPTION_TYPE_UINT   uint64_t
+#define SAGE_OPTION_TYPE_BOOL bool
+#define SAGE_OPTION_TYPE_SIZE uint64_t
+#define SAGE_OPTION_TYPE_UINT uint64_t
 #define SAGE_OPTION_TYPE_STRING const char *
 #define SAGE_OPTION_TYPE_CHOICE const char *
 
@@ -27,7 +27,7 @@ typedef struct SageOptions {
 } SageOptions;
 
 typedef struct SageOptionInfo {
-        const char *name;       /* without the SAGE_ prefix */
+        const char *name; /* without the SAGE_ prefix */
         SageOptionType type;
         const char *default_text;
         const char *help;
@@ -41,8 +41,7 @@ extern const size_t sage_option_count;
  * Bad values keep the default and are reported through `warn` (may be NULL),
  * one line each. Returns the number of bad values.
  */
-int sage_options_parse(SageOptions *out, const char *(*environ_get)(const char *name),
-                       void (*warn)(const char *line));
+int sage_options_parse(SageOptions *out, const char *(*environ_get)(const char *name), void (*warn)(const char *line));
 
 /* The process-wide options, parsed on first use (thread-safe, no allocation). */
 const SageOptions *sage_options(void);

@@ -35,8 +35,8 @@ static const char *const error_names[_SAGE_ERR_MAX] = {
 
 const char *sage_instance_state_name(unsigned state) {
         static const char *const names[_SAGE_INSTANCE_STATE_MAX] = {
-                [SAGE_INSTANCE_ACTIVE] = "active",         [SAGE_INSTANCE_SUSPENDING] = "suspending",
-                [SAGE_INSTANCE_SUSPENDED] = "suspended",   [SAGE_INSTANCE_RESUMING] = "resuming",
+                [SAGE_INSTANCE_ACTIVE] = "active",       [SAGE_INSTANCE_SUSPENDING] = "suspending",
+                [SAGE_INSTANCE_SUSPENDED] = "suspended", [SAGE_INSTANCE_RESUMING] = "resuming",
                 [SAGE_INSTANCE_FAILED] = "failed",
         };
         return state < _SAGE_INSTANCE_STATE_MAX ? names[state] : "?";
@@ -70,9 +70,11 @@ const char *sage_proto_error_name(int code) {
 
 const char *sage_proto_type_name(unsigned type) {
         switch (type) {
+/* clang-format off */
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
-        case SAGE_MSG_##NAME: return #NAME;                                                            \
+        case SAGE_MSG_##NAME: return #NAME;                                                             \
         case SAGE_MSG_##REPLY_NAME: return #REPLY_NAME;
+/* clang-format on */
 #include "proto.def"
 #undef SAGE_MESSAGE
         case SAGE_MSG_ERROR: return "ERROR";
@@ -94,8 +96,10 @@ bool sage_proto_label_valid(const char *name, size_t length) {
 
 uint64_t sage_proto_feature(unsigned type) {
         switch (type) {
+/* clang-format off */
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         case SAGE_MSG_##NAME: return FEATURE;
+/* clang-format on */
 #include "proto.def"
 #undef SAGE_MESSAGE
         default: return 0;
@@ -122,9 +126,11 @@ void sage_proto_error(SageMessage *m, uint32_t request_id, int code, const char 
 
 size_t sage_proto_expected_fds(const SageMessage *m) {
         switch (m->header.type) {
+/* clang-format off */
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
-        case SAGE_MSG_##NAME: return (FDS) ? 1 : 0;                                                   \
+        case SAGE_MSG_##NAME: return (FDS) ? 1 : 0;                                                     \
         case SAGE_MSG_##REPLY_NAME: return (REPLY_FDS) ? 1 : 0;
+/* clang-format on */
 #include "proto.def"
 #undef SAGE_MESSAGE
         default: return 0;

@@ -64,13 +64,13 @@ typedef enum SageMessageType {
  */
 typedef enum SageProtoError {
         SAGE_ERR_OK = 0,
-        SAGE_ERR_MALFORMED = 1,      /* bad lengths, truncated, nonzero reserved bits */
+        SAGE_ERR_MALFORMED = 1, /* bad lengths, truncated, nonzero reserved bits */
         SAGE_ERR_BAD_MAGIC = 2,
-        SAGE_ERR_VERSION = 3,        /* protocol version not spoken */
+        SAGE_ERR_VERSION = 3, /* protocol version not spoken */
         SAGE_ERR_UNKNOWN_TYPE = 4,
-        SAGE_ERR_TOO_LARGE = 5,      /* over SAGE_PROTO_MAX_MESSAGE */
-        SAGE_ERR_NOT_FOUND = 6,      /* no such extent (in the caller's namespace) */
-        SAGE_ERR_BUDGET = 7,         /* publishing would exceed the budget */
+        SAGE_ERR_TOO_LARGE = 5, /* over SAGE_PROTO_MAX_MESSAGE */
+        SAGE_ERR_NOT_FOUND = 6, /* no such extent (in the caller's namespace) */
+        SAGE_ERR_BUDGET = 7,    /* publishing would exceed the budget */
         SAGE_ERR_PERMISSION = 8,
         SAGE_ERR_DRIVER = 9,         /* the driver refused (import, export, map) */
         SAGE_ERR_BAD_FD = 10,        /* missing, extra, or unusable file descriptor */
@@ -79,8 +79,8 @@ typedef enum SageProtoError {
         SAGE_ERR_BUSY = 13,          /* extent referenced; cannot evict */
         SAGE_ERR_LIMIT = 14,         /* per-client limit reached */
         SAGE_ERR_INTERNAL = 15,
-        SAGE_ERR_NO_DRIVER = 16,     /* the broker runs without a CUDA driver */
-        SAGE_ERR_REFUSED = 17,       /* the broker must not do this to that instance (the message says why) */
+        SAGE_ERR_NO_DRIVER = 16, /* the broker runs without a CUDA driver */
+        SAGE_ERR_REFUSED = 17,   /* the broker must not do this to that instance (the message says why) */
         _SAGE_ERR_MAX,
 } SageProtoError;
 
@@ -119,8 +119,8 @@ typedef struct SageHeader {
 #define SAGE_FEATURE_IPC 0x8ull          /* IPC_EXPORT, IPC_IMPORT, IPC_REVOKE */
 #define SAGE_FEATURE_LABEL 0x10ull       /* LABEL */
 #define SAGE_FEATURE_INSTANCES 0x20ull   /* INSTANCE_REGISTER, INSTANCES, SUSPEND, RESUME */
-#define SAGE_FEATURES_ALL                                                                                       \
-        (SAGE_FEATURE_NOTES | SAGE_FEATURE_CONTENT | SAGE_FEATURE_STATS_SCOPED | SAGE_FEATURE_IPC |             \
+#define SAGE_FEATURES_ALL                                                                           \
+        (SAGE_FEATURE_NOTES | SAGE_FEATURE_CONTENT | SAGE_FEATURE_STATS_SCOPED | SAGE_FEATURE_IPC | \
          SAGE_FEATURE_LABEL | SAGE_FEATURE_INSTANCES)
 
 typedef struct SageHello {
@@ -131,10 +131,10 @@ typedef struct SageHello {
 
 typedef struct SageHelloReply {
         uint32_t broker_version;
-        uint32_t n_devices;      /* devices this broker serves */
-        uint64_t namespace_id;   /* assigned from the peer's credentials */
-        uint64_t granularity;    /* VMM granularity extents must be a multiple of */
-        uint64_t features;       /* SAGE_FEATURE_* both speak: the client's offer, less what the broker lacks */
+        uint32_t n_devices;    /* devices this broker serves */
+        uint64_t namespace_id; /* assigned from the peer's credentials */
+        uint64_t granularity;  /* VMM granularity extents must be a multiple of */
+        uint64_t features;     /* SAGE_FEATURE_* both speak: the client's offer, less what the broker lacks */
 } SageHelloReply;
 
 typedef struct SageExtentKey {
@@ -144,14 +144,14 @@ typedef struct SageExtentKey {
 } SageExtentKey;
 
 typedef struct SageLookupReply {
-        uint8_t found;           /* 1: an fd rides along; 0: a miss */
+        uint8_t found; /* 1: an fd rides along; 0: a miss */
         uint64_t extent_id;
         uint64_t size;
 } SageLookupReply;
 
 typedef struct SagePublishReply {
         uint64_t extent_id;
-        uint8_t existed;         /* the key was already resident; the offered fd was dropped */
+        uint8_t existed; /* the key was already resident; the offered fd was dropped */
 } SagePublishReply;
 
 typedef struct SageStats {
@@ -178,24 +178,24 @@ typedef struct SageListEntry {
         uint32_t device;
         uint32_t refs;
         uint32_t publisher_pid;
-        uint32_t flags;          /* SAGE_PUBLISH_* as published */
-        uint64_t idle_ns;        /* time since last use (0 while referenced) */
+        uint32_t flags;   /* SAGE_PUBLISH_* as published */
+        uint64_t idle_ns; /* time since last use (0 while referenced) */
 } SageListEntry;
 
 #define SAGE_PROTO_LIST_ENTRY_SIZE 64
 
 typedef struct SageList {
-        uint64_t after_id;       /* entries with id > after_id */
+        uint64_t after_id; /* entries with id > after_id */
 } SageList;
 
 typedef struct SageListReply {
         uint32_t n_entries;
-        uint8_t more;            /* ask again with after_id = last id */
-        SageListEntry *entries;  /* decode: points into caller storage of SAGE_PROTO_LIST_MAX */
+        uint8_t more;           /* ask again with after_id = last id */
+        SageListEntry *entries; /* decode: points into caller storage of SAGE_PROTO_LIST_MAX */
 } SageListReply;
 
 typedef struct SageEvict {
-        uint64_t extent_id;      /* ignored with SAGE_EVICT_ALL_UNREFERENCED */
+        uint64_t extent_id; /* ignored with SAGE_EVICT_ALL_UNREFERENCED */
 } SageEvict;
 
 typedef struct SageEvictReply {
@@ -229,8 +229,8 @@ typedef struct SageIpcToken {
 } SageIpcToken;
 
 typedef struct SageIpcAllocation {
-        uint64_t size;           /* a broker with a driver checks the handle is exactly this size */
-        uint32_t device;         /* the broker's ordinal (checked when it has a driver), relayed as is */
+        uint64_t size;   /* a broker with a driver checks the handle is exactly this size */
+        uint32_t device; /* the broker's ordinal (checked when it has a driver), relayed as is */
 } SageIpcAllocation;
 
 /*
@@ -255,12 +255,12 @@ typedef struct SageIpcAllocation {
  */
 typedef struct SageNotes {
         uint32_t length;
-        const uint8_t *bytes;    /* encode: the caller's; decode: points into the decoded buffer */
+        const uint8_t *bytes; /* encode: the caller's; decode: points into the decoded buffer */
 } SageNotes;
 
 typedef struct SagePublishNoted {
         SageExtentKey key;
-        SageHash content;        /* with SAGE_PUBLISH_CONTENT: what the broker verifies the bytes against */
+        SageHash content; /* with SAGE_PUBLISH_CONTENT: what the broker verifies the bytes against */
         SageNotes notes;
 } SagePublishNoted;
 
@@ -329,7 +329,7 @@ typedef struct SageLabelReply {
 #define SAGE_INSTANCE_MULTI_GPU 0x2u  /* the process uses several GPUs */
 #define SAGE_INSTANCE_MPS 0x4u        /* an MPS client */
 #define SAGE_INSTANCE_MANAGED 0x8u    /* holds managed memory */
-#define SAGE_INSTANCE_FLAGS_ALL                                                                         \
+#define SAGE_INSTANCE_FLAGS_ALL \
         (SAGE_INSTANCE_KEEP_ALIVE | SAGE_INSTANCE_MULTI_GPU | SAGE_INSTANCE_MPS | SAGE_INSTANCE_MANAGED)
 #define SAGE_PROTO_INSTANCES_MAX 32
 #define SAGE_PROTO_INSTANCE_ENTRY_SIZE 64
@@ -349,23 +349,23 @@ enum {
 #define SAGE_INSTANCE_WHY_MULTI_GPU 0x2u
 #define SAGE_INSTANCE_WHY_MPS 0x4u
 #define SAGE_INSTANCE_WHY_MANAGED 0x8u
-#define SAGE_INSTANCE_WHY_EXTENTS 0x10u  /* maps broker extents (imported memory cannot be restored) */
-#define SAGE_INSTANCE_WHY_IPC 0x20u      /* CUDA IPC (SAGE's emulation): exports or imports */
-#define SAGE_INSTANCE_WHY_SWITCH 0x40u   /* saged --suspend=off */
+#define SAGE_INSTANCE_WHY_EXTENTS 0x10u   /* maps broker extents (imported memory cannot be restored) */
+#define SAGE_INSTANCE_WHY_IPC 0x20u       /* CUDA IPC (SAGE's emulation): exports or imports */
+#define SAGE_INSTANCE_WHY_SWITCH 0x40u    /* saged --suspend=off */
 #define SAGE_INSTANCE_WHY_NO_DRIVER 0x80u /* the broker's driver has no checkpoint API */
 #define SAGE_INSTANCE_WHY_ALL 0xffu
 
 typedef struct SageInstanceEntry {
         uint32_t pid;
-        uint32_t state;          /* SAGE_INSTANCE_ACTIVE .. FAILED */
+        uint32_t state; /* SAGE_INSTANCE_ACTIVE .. FAILED */
         uint64_t namespace_id;
-        uint8_t uuid[16];        /* the device's, as cuDeviceGetUuid gives it */
-        uint32_t flags;          /* SAGE_INSTANCE_* as registered */
-        uint32_t why_not;        /* SAGE_INSTANCE_WHY_* (0: suspendable) */
-        uint32_t suspend_ms;     /* the last suspend's duration (0: none yet) */
-        uint32_t resume_ms;      /* the last resume's */
-        uint64_t gpu_bytes;      /* device memory in use, if known (0 while suspended) */
-        uint64_t idle_ns;        /* since the last state change */
+        uint8_t uuid[16];    /* the device's, as cuDeviceGetUuid gives it */
+        uint32_t flags;      /* SAGE_INSTANCE_* as registered */
+        uint32_t why_not;    /* SAGE_INSTANCE_WHY_* (0: suspendable) */
+        uint32_t suspend_ms; /* the last suspend's duration (0: none yet) */
+        uint32_t resume_ms;  /* the last resume's */
+        uint64_t gpu_bytes;  /* device memory in use, if known (0 while suspended) */
+        uint64_t idle_ns;    /* since the last state change */
 } SageInstanceEntry;
 
 typedef struct SageInstanceRegister {
@@ -374,7 +374,7 @@ typedef struct SageInstanceRegister {
 
 typedef struct SageInstancesReply {
         uint32_t n_entries;
-        uint8_t more;            /* ask again with after_pid = last pid */
+        uint8_t more; /* ask again with after_pid = last pid */
         SageInstanceEntry entries[SAGE_PROTO_INSTANCES_MAX];
 } SageInstancesReply;
 
@@ -388,7 +388,7 @@ const char *sage_instance_state_name(unsigned state);
 const char *sage_instance_why_name(uint32_t why);
 
 typedef struct SageErrorReply {
-        uint32_t code;           /* SageProtoError */
+        uint32_t code; /* SageProtoError */
         char message[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
 } SageErrorReply;
 
@@ -399,31 +399,31 @@ typedef struct SageMessage {
                 SageHelloReply hello_reply;
                 SageExtentKey lookup;
                 SageLookupReply lookup_reply;
-                SageExtentKey publish;    /* header.flags: SAGE_PUBLISH_* */
+                SageExtentKey publish; /* header.flags: SAGE_PUBLISH_* */
                 SagePublishReply publish_reply;
-                uint64_t release;         /* extent id */
+                uint64_t release; /* extent id */
                 SageStats stats_reply;
                 SageList list;
                 SageListReply list_reply;
-                SageEvict evict;          /* header.flags: SAGE_EVICT_* */
+                SageEvict evict; /* header.flags: SAGE_EVICT_* */
                 SageEvictReply evict_reply;
-                SageIpcAllocation ipc_export;        /* + the fd */
+                SageIpcAllocation ipc_export; /* + the fd */
                 SageIpcToken ipc_export_reply;
                 SageIpcToken ipc_import;
-                SageIpcAllocation ipc_import_reply;  /* + a duplicate of the exported fd */
+                SageIpcAllocation ipc_import_reply; /* + a duplicate of the exported fd */
                 SageIpcToken ipc_revoke;
-                SagePublishNoted publish_noted;      /* header.flags: SAGE_PUBLISH_*; + the fd */
+                SagePublishNoted publish_noted; /* header.flags: SAGE_PUBLISH_*; + the fd */
                 SagePublishReply publish_noted_reply;
                 SageExtentKey lookup_noted;
                 SageLookupNotedReply lookup_noted_reply; /* + an fd on a hit */
-                uint32_t label;           /* LABEL: the label number (namespace id >> 32) */
+                uint32_t label;                          /* LABEL: the label number (namespace id >> 32) */
                 SageLabelReply label_reply;
                 SageInstanceRegister instance_register; /* header.flags: SAGE_INSTANCE_* */
-                uint32_t instances;       /* INSTANCES: after_pid */
+                uint32_t instances;                     /* INSTANCES: after_pid */
                 SageInstancesReply instances_reply;
-                uint32_t suspend;         /* pid */
+                uint32_t suspend; /* pid */
                 SageInstanceOpReply suspend_reply;
-                uint32_t resume;          /* pid */
+                uint32_t resume; /* pid */
                 SageInstanceOpReply resume_reply;
                 SageErrorReply error;
         };

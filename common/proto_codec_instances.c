@@ -18,26 +18,26 @@ int get_instance_register(Reader *r, SageMessage *m, SageListEntry *list) {
 }
 
 /* Payloads of one u32 (INSTANCES' after_pid, SUSPEND's and RESUME's pid). */
-#define U32_CODEC(member)                                                   \
-        void put_##member(Writer *w, const SageMessage *m) {                \
-                put_u32(w, m->member);                                      \
-        }                                                                   \
-        int get_##member(Reader *r, SageMessage *m, SageListEntry *list) {        \
-                m->member = get_u32(r);                                     \
-                return 0;                                                   \
+#define U32_CODEC(member)                                                  \
+        void put_##member(Writer *w, const SageMessage *m) {               \
+                put_u32(w, m->member);                                     \
+        }                                                                  \
+        int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
+                m->member = get_u32(r);                                    \
+                return 0;                                                  \
         }
 U32_CODEC(instances)
 U32_CODEC(suspend)
 U32_CODEC(resume)
 
-#define OP_REPLY_CODEC(member)                                              \
-        void put_##member(Writer *w, const SageMessage *m) {                \
-                put_u32(w, m->member.state);                                \
-                put_u32(w, m->member.elapsed_ms);                           \
-        }                                                                   \
-        int get_##member(Reader *r, SageMessage *m, SageListEntry *list) {        \
-                m->member.state = get_u32(r);                               \
-                m->member.elapsed_ms = get_u32(r);                          \
+#define OP_REPLY_CODEC(member)                                                               \
+        void put_##member(Writer *w, const SageMessage *m) {                                 \
+                put_u32(w, m->member.state);                                                 \
+                put_u32(w, m->member.elapsed_ms);                                            \
+        }                                                                                    \
+        int get_##member(Reader *r, SageMessage *m, SageListEntry *list) {                   \
+                m->member.state = get_u32(r);                                                \
+                m->member.elapsed_ms = get_u32(r);                                           \
                 return m->member.state >= _SAGE_INSTANCE_STATE_MAX ? SAGE_ERR_MALFORMED : 0; \
         }
 OP_REPLY_CODEC(suspend_reply)

@@ -44,7 +44,7 @@ static inline void put_le(Writer *w, uint64_t v, size_t n) {
         put_bytes(w, b, n);
 }
 
-#define put_u8(w, v)  put_le((w), (v), 1)
+#define put_u8(w, v) put_le((w), (v), 1)
 #define put_u16(w, v) put_le((w), (v), 2)
 #define put_u32(w, v) put_le((w), (v), 4)
 #define put_u64(w, v) put_le((w), (v), 8)
@@ -61,14 +61,14 @@ static inline uint64_t get_le(Reader *r, size_t n) {
         return v;
 }
 
-#define get_u8(r)  ((uint8_t)get_le((r), 1))
+#define get_u8(r) ((uint8_t)get_le((r), 1))
 #define get_u16(r) ((uint16_t)get_le((r), 2))
 #define get_u32(r) ((uint32_t)get_le((r), 4))
 #define get_u64(r) get_le((r), 8)
 
 /* proto_codec_instances.c: the instance messages (suspend, issue 12). */
-#define SAGE_PROTO_CODEC(member)                                    \
-        void put_##member(Writer *w, const SageMessage *m);         \
+#define SAGE_PROTO_CODEC(member)                            \
+        void put_##member(Writer *w, const SageMessage *m); \
         int get_##member(Reader *r, SageMessage *m, SageListEntry *list);
 SAGE_PROTO_CODEC(instance_register)
 SAGE_PROTO_CODEC(instances)

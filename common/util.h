@@ -22,8 +22,18 @@ static inline void sage_closep(int *fd) {
 #define _cleanup_close_ __attribute__((cleanup(sage_closep)))
 
 /* Take ownership out of a cleanup variable. */
-#define SAGE_TAKE_PTR(p) __extension__({ __typeof__(p) _t = (p); (p) = NULL; _t; })
-#define SAGE_TAKE_FD(fd) __extension__({ int _t = (fd); (fd) = -1; _t; })
+#define SAGE_TAKE_PTR(p)                \
+        __extension__({                 \
+                __typeof__(p) _t = (p); \
+                (p) = NULL;             \
+                _t;                     \
+        })
+#define SAGE_TAKE_FD(fd)       \
+        __extension__({        \
+                int _t = (fd); \
+                (fd) = -1;     \
+                _t;            \
+        })
 
 static inline uint64_t sage_now_ns(void) {
         struct timespec ts;

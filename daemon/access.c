@@ -78,8 +78,7 @@ static int peer_groups(int fd, gid_t **groups, size_t *n) {
         return -ERANGE;
 }
 
-bool access_allows(int fd, const struct ucred *cred, const LabelAccess *a, const char *socket_path,
-                   AccessWarnings *w) {
+bool access_allows(int fd, const struct ucred *cred, const LabelAccess *a, const char *socket_path, AccessWarnings *w) {
         _cleanup_free_ gid_t *groups = NULL;
         size_t n_groups = 0;
         uint64_t suppressed;

@@ -15,12 +15,12 @@
 #define CLIENT_MAX_REFS 65536
 
 enum {
-        CLIENT_E_LIMIT = 1,     /* too many references */
-        CLIENT_E_NOT_HELD = 2,  /* RELEASE of an extent this client holds no reference on */
+        CLIENT_E_LIMIT = 1,    /* too many references */
+        CLIENT_E_NOT_HELD = 2, /* RELEASE of an extent this client holds no reference on */
 };
 
 typedef struct ClientRef {
-        Extent *extent;         /* stays valid: the store never evicts referenced extents */
+        Extent *extent; /* stays valid: the store never evicts referenced extents */
         uint32_t count;
 } ClientRef;
 
@@ -33,7 +33,7 @@ struct Client {
         /* Of the socket it came through (0: the unlabelled one), or, on the
          * unlabelled one, its container's number (identity.h) */
         uint32_t label;
-        uint64_t namespace_id;  /* client_namespace(uid, label) */
+        uint64_t namespace_id; /* client_namespace(uid, label) */
         /* Root on the unlabelled socket, on the host: LIST and EVICT reach
          * every namespace. Root on a labelled socket or in a container is a
          * tenant like any other. */
@@ -56,7 +56,7 @@ struct Client {
         int pending_fds[SAGE_PROTO_MAX_FDS];
         size_t n_pending_fds;
 
-        unsigned malformed;     /* bad messages so far; too many closes the connection */
+        unsigned malformed; /* bad messages so far; too many closes the connection */
         Client *prev, *next;
 };
 

@@ -121,17 +121,17 @@ static void count_down(ConnTable *t, uint64_t key) {
 }
 
 int conn_table_admit(ConnTable *t, uid_t uid, uint32_t label) {
-        bool operator = uid == 0 && label == 0;
+        bool operator= uid == 0 && label == 0;
         uint64_t ns = namespace_of(uid, label);
         int r;
 
         if (uid == (uid_t)-1)
                 return CONN_TABLE_E_NAMESPACE; /* the kernel never reports it; it keys label counts */
-        if (t->total >= t->limits.max_total + (operator ? CONN_TABLE_ROOT_RESERVE : 0))
+        if (t->total >= t->limits.max_total + (operator? CONN_TABLE_ROOT_RESERVE : 0))
                 return CONN_TABLE_E_TOTAL;
         if (label != 0 && count_of(t, label_key(label)) >= t->limits.max_per_label)
                 return CONN_TABLE_E_LABEL;
-        if (!operator && count_of(t, ns) >= t->limits.max_per_namespace)
+        if (!operator&& count_of(t, ns) >= t->limits.max_per_namespace)
                 return CONN_TABLE_E_NAMESPACE;
         r = count_up(t, ns);
         if (r == 0 && label != 0 && (r = count_up(t, label_key(label))) != 0)
@@ -172,13 +172,9 @@ const ConnLimits *conn_table_limits(const ConnTable *t) {
 
 const char *conn_table_error(int code) {
         switch (code) {
-        case CONN_TABLE_E_TOTAL:
-                return "too many clients";
-        case CONN_TABLE_E_NAMESPACE:
-                return "too many connections of this uid";
-        case CONN_TABLE_E_LABEL:
-                return "too many connections through this label's sockets or from this container";
-        default:
-                return "cannot count the connection";
+        case CONN_TABLE_E_TOTAL: return "too many clients";
+        case CONN_TABLE_E_NAMESPACE: return "too many connections of this uid";
+        case CONN_TABLE_E_LABEL: return "too many connections through this label's sockets or from this container";
+        default: return "cannot count the connection";
         }
 }

@@ -36,7 +36,10 @@ static uint64_t priority(const Extent *e) {
 }
 
 /* Each tree links through its own pair of fields. */
-typedef enum { TREE_ALL, TREE_NS } Tree;
+typedef enum {
+        TREE_ALL,
+        TREE_NS
+} Tree;
 
 static Extent **left(Extent *e, Tree t) {
         return t == TREE_ALL ? &e->all_left : &e->ns_left;
@@ -174,8 +177,8 @@ Extent *extent_order_next(ExtentOrder *o, uint64_t after_id) {
         return tree_seek(o, o->all_root, after_id, TREE_ALL);
 }
 
-size_t extent_order_page(ExtentOrder *o, bool all_namespaces, uint64_t namespace_id, uint64_t after_id,
-                         Extent **out, size_t max, bool *more) {
+size_t extent_order_page(ExtentOrder *o, bool all_namespaces, uint64_t namespace_id, uint64_t after_id, Extent **out,
+                         size_t max, bool *more) {
         OrderNamespace *ns = all_namespaces ? NULL : *ns_slot(o, namespace_id);
         Extent *e;
         size_t n = 0;

@@ -12,10 +12,10 @@ typedef struct OrderNamespace OrderNamespace;
 #define EXTENT_ORDER_NS_BUCKETS 1024
 
 typedef struct ExtentOrder {
-        Extent *all_root;                                  /* every extent, by id */
+        Extent *all_root;                                    /* every extent, by id */
         OrderNamespace *ns_buckets[EXTENT_ORDER_NS_BUCKETS]; /* namespace id -> its extents */
-        OrderNamespace *spare;                            /* reserved for the next add */
-        uint64_t steps;                                    /* the cost meter (extent_store_steps) */
+        OrderNamespace *spare;                               /* reserved for the next add */
+        uint64_t steps;                                      /* the cost meter (extent_store_steps) */
 } ExtentOrder;
 
 /* Make sure an extent of `namespace_id` can be added without allocating: 0 or -ENOMEM. */

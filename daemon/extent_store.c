@@ -44,10 +44,10 @@
 struct ExtentNamespace {
         uint64_t id;
         uint64_t resident[EXTENT_STORE_MAX_DEVICES];
-        uint64_t planned;               /* resident on the device being planned for, minus planned victims */
+        uint64_t planned; /* resident on the device being planned for, minus planned victims */
         ExtentStoreCounters counters;
-        size_t members;                 /* a label's record: its namespaces holding extents */
-        bool pinned;                    /* an insert for it is under way: stays even if emptied */
+        size_t members; /* a label's record: its namespaces holding extents */
+        bool pinned;    /* an insert for it is under way: stays even if emptied */
         ExtentNamespace *next;
 };
 
@@ -58,7 +58,7 @@ struct ExtentStore {
 
         Extent **by_key;
         Extent **by_id;
-        size_t n_buckets;     /* power of two, shared by both tables */
+        size_t n_buckets; /* power of two, shared by both tables */
         Extent *lru_head, *lru_tail;
         Extent *all_head, *all_tail;
         uint64_t next_id;
@@ -68,7 +68,7 @@ struct ExtentStore {
         uint64_t evictable[EXTENT_STORE_MAX_DEVICES]; /* bytes on the LRU list */
         ExtentStoreCounters counters;
         ExtentNamespace *namespaces[NAMESPACE_BUCKETS];
-        size_t n_namespaces;            /* records, label records included */
+        size_t n_namespaces; /* records, label records included */
         size_t namespaces_per_label;
         ExtentNamespaceGoneFn namespace_gone;
         void *namespace_gone_userdata;
@@ -417,9 +417,8 @@ static int grow(ExtentStore *s) {
         return 0;
 }
 
-int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, uint32_t flags,
-                        uint32_t publisher_pid, const void *notes, uint32_t notes_len, void *payload,
-                        Extent **out) {
+int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, uint32_t flags, uint32_t publisher_pid,
+                        const void *notes, uint32_t notes_len, void *payload, Extent **out) {
         uint32_t dev = key->device;
         _cleanup_free_ uint8_t *notes_copy = NULL;
         uint64_t cost = key->size + notes_len;
@@ -550,8 +549,8 @@ Extent *extent_store_next(ExtentStore *s, uint64_t after_id) {
         return extent_order_next(&s->order, after_id);
 }
 
-size_t extent_store_page(ExtentStore *s, bool all_namespaces, uint64_t ns, uint64_t after_id, Extent **out,
-                         size_t max, bool *more) {
+size_t extent_store_page(ExtentStore *s, bool all_namespaces, uint64_t ns, uint64_t after_id, Extent **out, size_t max,
+                         bool *more) {
         return extent_order_page(&s->order, all_namespaces, ns, after_id, out, max, more);
 }
 

@@ -14,10 +14,10 @@
 
 /* Positive results callers must handle. */
 enum {
-        EXTENT_STORE_E_BUDGET = 1, /* does not fit even after evicting everything evictable */
-        EXTENT_STORE_E_EXISTS = 2, /* the key is already resident */
-        EXTENT_STORE_E_BUSY = 3,   /* referenced: cannot evict */
-        EXTENT_STORE_E_DEVICE = 4, /* device out of range */
+        EXTENT_STORE_E_BUDGET = 1,     /* does not fit even after evicting everything evictable */
+        EXTENT_STORE_E_EXISTS = 2,     /* the key is already resident */
+        EXTENT_STORE_E_BUSY = 3,       /* referenced: cannot evict */
+        EXTENT_STORE_E_DEVICE = 4,     /* device out of range */
         EXTENT_STORE_E_NAMESPACES = 5, /* the label has as many namespaces holding extents as it may */
 };
 
@@ -37,9 +37,9 @@ struct Extent {
         bool unverified; /* the broker has not checked its bytes against the key yet: not served */
 
         /* private to extent_store.c */
-        uint64_t cost;             /* what it counts against budgets: key.size + notes_len */
-        ExtentNamespace *owner;    /* its namespace's accounting */
-        bool doomed;               /* planned victim of the insert under way */
+        uint64_t cost;          /* what it counts against budgets: key.size + notes_len */
+        ExtentNamespace *owner; /* its namespace's accounting */
+        bool doomed;            /* planned victim of the insert under way */
         Extent *next_by_key, *next_by_id;
         Extent *lru_prev, *lru_next;
         Extent *all_prev, *all_next;
@@ -106,8 +106,7 @@ bool extent_store_can_fit(const ExtentStore *store, uint64_t ns, uint32_t device
  * was evicted.
  */
 int extent_store_insert(ExtentStore *store, uint64_t namespace_id, const SageExtentKey *key, uint32_t flags,
-                        uint32_t publisher_pid, const void *notes, uint32_t notes_len, void *payload,
-                        Extent **out);
+                        uint32_t publisher_pid, const void *notes, uint32_t notes_len, void *payload, Extent **out);
 
 void extent_store_ref(ExtentStore *store, Extent *extent);
 void extent_store_unref(ExtentStore *store, Extent *extent);

@@ -39,45 +39,45 @@
 #define GPU_MAX_DEVICES 64
 
 /* Symbol names are the versioned ones cuda.h's macros map to. */
-#define GPU_DRIVER_FUNCTIONS(X)                                                                             \
-        X(cuInit, "cuInit", CUresult, (unsigned int))                                                       \
-        X(cuDeviceGetCount, "cuDeviceGetCount", CUresult, (int *))                                          \
-        X(cuDeviceGet, "cuDeviceGet", CUresult, (CUdevice *, int))                                          \
-        X(cuDeviceTotalMem, "cuDeviceTotalMem_v2", CUresult, (size_t *, CUdevice))                          \
-        X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", CUresult, (CUcontext *, CUdevice))          \
-        X(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", CUresult, (CUdevice))                  \
-        X(cuCtxSetCurrent, "cuCtxSetCurrent", CUresult, (CUcontext))                                        \
-        X(cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity", CUresult,                         \
-          (size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))                        \
-        X(cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle", CUresult,                       \
-          (CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType))                              \
-        X(cuMemExportToShareableHandle, "cuMemExportToShareableHandle", CUresult,                           \
-          (void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType, unsigned long long))            \
-        X(cuMemRelease, "cuMemRelease", CUresult, (CUmemGenericAllocationHandle))                           \
-        X(cuMemAddressReserve, "cuMemAddressReserve", CUresult,                                             \
-          (CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long))                                 \
-        X(cuMemAddressFree, "cuMemAddressFree", CUresult, (CUdeviceptr, size_t))                            \
-        X(cuMemMap, "cuMemMap", CUresult,                                                                   \
-          (CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long))                  \
-        X(cuMemUnmap, "cuMemUnmap", CUresult, (CUdeviceptr, size_t))                                      \
-        X(cuMemCreate, "cuMemCreate", CUresult,                                                             \
-          (CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long))        \
+#define GPU_DRIVER_FUNCTIONS(X)                                                                               \
+        X(cuInit, "cuInit", CUresult, (unsigned int))                                                         \
+        X(cuDeviceGetCount, "cuDeviceGetCount", CUresult, (int *))                                            \
+        X(cuDeviceGet, "cuDeviceGet", CUresult, (CUdevice *, int))                                            \
+        X(cuDeviceTotalMem, "cuDeviceTotalMem_v2", CUresult, (size_t *, CUdevice))                            \
+        X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", CUresult, (CUcontext *, CUdevice))            \
+        X(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", CUresult, (CUdevice))                    \
+        X(cuCtxSetCurrent, "cuCtxSetCurrent", CUresult, (CUcontext))                                          \
+        X(cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity", CUresult,                           \
+          (size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))                          \
+        X(cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle", CUresult,                         \
+          (CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType))                                \
+        X(cuMemExportToShareableHandle, "cuMemExportToShareableHandle", CUresult,                             \
+          (void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType, unsigned long long))              \
+        X(cuMemRelease, "cuMemRelease", CUresult, (CUmemGenericAllocationHandle))                             \
+        X(cuMemAddressReserve, "cuMemAddressReserve", CUresult,                                               \
+          (CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long))                                   \
+        X(cuMemAddressFree, "cuMemAddressFree", CUresult, (CUdeviceptr, size_t))                              \
+        X(cuMemMap, "cuMemMap", CUresult,                                                                     \
+          (CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long))                    \
+        X(cuMemUnmap, "cuMemUnmap", CUresult, (CUdeviceptr, size_t))                                          \
+        X(cuMemCreate, "cuMemCreate", CUresult,                                                               \
+          (CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long))          \
         X(cuMemSetAccess, "cuMemSetAccess", CUresult, (CUdeviceptr, size_t, const CUmemAccessDesc *, size_t)) \
-        X(cuMemcpyDtoD, "cuMemcpyDtoD_v2", CUresult, (CUdeviceptr, CUdeviceptr, size_t))                    \
-        X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", CUresult, (void *, CUdeviceptr, size_t))                         \
+        X(cuMemcpyDtoD, "cuMemcpyDtoD_v2", CUresult, (CUdeviceptr, CUdeviceptr, size_t))                      \
+        X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", CUresult, (void *, CUdeviceptr, size_t))                           \
         X(cuCtxSynchronize, "cuCtxSynchronize", CUresult, (void))
 
 /* Optional: used when present. */
-#define GPU_OPTIONAL_FUNCTIONS(X)                                                                           \
-        X(cuGetErrorName, "cuGetErrorName", CUresult, (CUresult, const char **))                            \
-        X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", CUresult,       \
-          (CUmemAllocationProp *, CUmemGenericAllocationHandle))                                            \
-        X(cuMemHostAlloc, "cuMemHostAlloc", CUresult, (void **, size_t, unsigned int))                      \
-        X(cuMemFreeHost, "cuMemFreeHost", CUresult, (void *))                                              \
-        X(cuCheckpointProcessGetState, "cuCheckpointProcessGetState", CUresult, (int, CUprocessState *))    \
-        X(cuCheckpointProcessLock, "cuCheckpointProcessLock", CUresult, (int, CUcheckpointLockArgs *))      \
-        X(cuCheckpointProcessCheckpoint, "cuCheckpointProcessCheckpoint", CUresult,                         \
-          (int, CUcheckpointCheckpointArgs *))                                                              \
+#define GPU_OPTIONAL_FUNCTIONS(X)                                                                               \
+        X(cuGetErrorName, "cuGetErrorName", CUresult, (CUresult, const char **))                                \
+        X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", CUresult,           \
+          (CUmemAllocationProp *, CUmemGenericAllocationHandle))                                                \
+        X(cuMemHostAlloc, "cuMemHostAlloc", CUresult, (void **, size_t, unsigned int))                          \
+        X(cuMemFreeHost, "cuMemFreeHost", CUresult, (void *))                                                   \
+        X(cuCheckpointProcessGetState, "cuCheckpointProcessGetState", CUresult, (int, CUprocessState *))        \
+        X(cuCheckpointProcessLock, "cuCheckpointProcessLock", CUresult, (int, CUcheckpointLockArgs *))          \
+        X(cuCheckpointProcessCheckpoint, "cuCheckpointProcessCheckpoint", CUresult,                             \
+          (int, CUcheckpointCheckpointArgs *))                                                                  \
         X(cuCheckpointProcessRestore, "cuCheckpointProcessRestore", CUresult, (int, CUcheckpointRestoreArgs *)) \
         X(cuCheckpointProcessUnlock, "cuCheckpointProcessUnlock", CUresult, (int, CUcheckpointUnlockArgs *))
 
@@ -91,7 +91,7 @@ typedef struct GpuDriver {
 struct Gpu {
         void *library;
         GpuDriver cu;
-        SageVmmOps vmm;       /* the VMM steps shared with libsage (common/vmm.h), over `cu` */
+        SageVmmOps vmm; /* the VMM steps shared with libsage (common/vmm.h), over `cu` */
         uint32_t n_devices;
         uint32_t n_served;
         bool served[GPU_MAX_DEVICES];
@@ -99,7 +99,7 @@ struct Gpu {
         CUcontext context[GPU_MAX_DEVICES];
         uint64_t total_memory[GPU_MAX_DEVICES];
         uint64_t granularity;
-        void *staging;        /* SAGE_CONTENT_KEY_CHUNK bytes for read-back: pinned (portable) if the driver gives it */
+        void *staging; /* SAGE_CONTENT_KEY_CHUNK bytes for read-back: pinned (portable) if the driver gives it */
         bool staging_pinned;
 };
 
@@ -145,18 +145,18 @@ int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t
                 free(g);
                 return -ENOENT;
         }
-#define X(field, sym, ret, args)                                                             \
-        sym_ptr = dlsym(g->library, sym);                                                    \
-        memcpy(&g->cu.field, &sym_ptr, sizeof(sym_ptr));                                     \
-        if (!sym_ptr) {                                                                  \
-                sage_warn("the CUDA driver %s lacks %s", driver_path, sym);                  \
-                free(g);                                                                     \
-                return -ENOENT;                                                              \
+#define X(field, sym, ret, args)                                            \
+        sym_ptr = dlsym(g->library, sym);                                   \
+        memcpy(&g->cu.field, &sym_ptr, sizeof(sym_ptr));                    \
+        if (!sym_ptr) {                                                     \
+                sage_warn("the CUDA driver %s lacks %s", driver_path, sym); \
+                free(g);                                                    \
+                return -ENOENT;                                             \
         }
         GPU_DRIVER_FUNCTIONS(X)
 #undef X
-#define X(field, sym, ret, args)                                                              \
-        sym_ptr = dlsym(g->library, sym);                                                    \
+#define X(field, sym, ret, args)          \
+        sym_ptr = dlsym(g->library, sym); \
         memcpy(&g->cu.field, &sym_ptr, sizeof(sym_ptr));
         GPU_OPTIONAL_FUNCTIONS(X)
 #undef X
@@ -208,8 +208,8 @@ int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t
                 if (!g->granularity) {
                         CUmemAllocationProp prop = extent_prop(d);
                         size_t gran = 0;
-                        if (g->cu.cuMemGetAllocationGranularity(&gran, &prop,
-                                                                CU_MEM_ALLOC_GRANULARITY_MINIMUM) == CUDA_SUCCESS)
+                        if (g->cu.cuMemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) ==
+                            CUDA_SUCCESS)
                                 g->granularity = gran;
                 }
         }
@@ -269,8 +269,8 @@ static int verify_size(Gpu *g, CUmemGenericAllocationHandle h, int fd, uint64_t 
                 return (uint64_t)st.st_size == size ? 0 : SAGE_ERR_SIZE_MISMATCH;
         r = probe_map(g, h, 0, size);
         if (r != CUDA_SUCCESS) {
-                sage_info("publish: mapping %llu bytes of the handle failed: %s",
-                          (unsigned long long)size, error_name(g, r));
+                sage_info("publish: mapping %llu bytes of the handle failed: %s", (unsigned long long)size,
+                          error_name(g, r));
                 return SAGE_ERR_SIZE_MISMATCH;
         }
         if (probe_map(g, h, size, g->granularity) == CUDA_SUCCESS)
@@ -293,8 +293,8 @@ static int import_published(Gpu *g, uint32_t device, int fd, uint64_t size, CUme
                 CUmemAllocationProp prop;
                 memset(&prop, 0, sizeof(prop));
                 r = g->cu.cuMemGetAllocationPropertiesFromHandle(&prop, h);
-                if (r == CUDA_SUCCESS && (prop.location.type != CU_MEM_LOCATION_TYPE_DEVICE ||
-                                          prop.location.id != (int)device)) {
+                if (r == CUDA_SUCCESS &&
+                    (prop.location.type != CU_MEM_LOCATION_TYPE_DEVICE || prop.location.id != (int)device)) {
                         g->cu.cuMemRelease(h);
                         return SAGE_ERR_BAD_DEVICE;
                 }
@@ -435,8 +435,9 @@ int gpu_verify_step(Gpu *g, GpuExtent *x, uint64_t *budget) {
                 verify_done(g, x);
                 return GPU_VERIFY_MISMATCH;
         }
-        while (x->hashed < x->size && *budget > 0) {
-                uint64_t n = x->size - x->hashed < SAGE_CONTENT_KEY_CHUNK ? x->size - x->hashed : SAGE_CONTENT_KEY_CHUNK;
+        while (x->hashed<x->size && * budget> 0) {
+                uint64_t n =
+                        x->size - x->hashed < SAGE_CONTENT_KEY_CHUNK ? x->size - x->hashed : SAGE_CONTENT_KEY_CHUNK;
                 CUresult r = g->cu.cuMemcpyDtoH(buf, x->va + x->hashed, n);
                 if (r != CUDA_SUCCESS) {
                         sage_warn("verification: reading an extent back failed: %s (%d)", error_name(g, r), (int)r);
@@ -468,8 +469,7 @@ int gpu_export(Gpu *g, const GpuExtent *x, int *fd_out) {
         r = g->cu.cuCtxSetCurrent(g->context[x->device]);
 
         if (r == CUDA_SUCCESS)
-                r = g->cu.cuMemExportToShareableHandle(&fd, x->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-                                                       0);
+                r = g->cu.cuMemExportToShareableHandle(&fd, x->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
         if (r != CUDA_SUCCESS || fd < 0) {
                 sage_warn("export of an extent failed: %s (%d)", error_name(g, r), (int)r);
                 return SAGE_ERR_DRIVER;

@@ -19,12 +19,12 @@ typedef struct GpuExtent {
         unsigned long long handle; /* CUmemGenericAllocationHandle, created by the broker */
         uint32_t device;
         uint64_t size;
-        int fd;                    /* exported once: LOOKUP hands out duplicates */
+        int fd; /* exported once: LOOKUP hands out duplicates */
         /* Verification against the content key (gpu_verify_step), while pending: */
-        unsigned long long va;     /* the broker's read-only mapping; 0 once verified */
+        unsigned long long va; /* the broker's read-only mapping; 0 once verified */
         SageHash want;
-        SageHash *chunks;          /* per SAGE_CONTENT_KEY_CHUNK, filled in order */
-        uint64_t hashed;           /* bytes hashed so far */
+        SageHash *chunks; /* per SAGE_CONTENT_KEY_CHUNK, filled in order */
+        uint64_t hashed;  /* bytes hashed so far */
 } GpuExtent;
 
 /* gpu_verify_step results. */
@@ -43,7 +43,7 @@ enum {
 int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices);
 Gpu *gpu_close(Gpu *gpu);
 
-uint32_t gpu_device_count(const Gpu *gpu);      /* ordinals 0..count-1 exist */
+uint32_t gpu_device_count(const Gpu *gpu); /* ordinals 0..count-1 exist */
 uint32_t gpu_served_count(const Gpu *gpu);
 bool gpu_serves(const Gpu *gpu, uint32_t device);
 uint64_t gpu_total_memory(const Gpu *gpu, uint32_t device);

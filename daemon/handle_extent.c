@@ -105,8 +105,7 @@ int handle_publish(Server *s, Client *c, Request *rq) {
                 *why = "only sealed extents may be published";
                 return SAGE_ERR_PERMISSION;
         }
-        sage_proto_init(reply, noted ? SAGE_MSG_PUBLISH_NOTED_REPLY : SAGE_MSG_PUBLISH_REPLY,
-                        req->header.request_id);
+        sage_proto_init(reply, noted ? SAGE_MSG_PUBLISH_NOTED_REPLY : SAGE_MSG_PUBLISH_REPLY, req->header.request_id);
         e = extent_store_lookup(s->store, c->namespace_id, k);
         if (e) {
                 /* Sealed is immutable: the resident extent keeps its notes. */
@@ -177,8 +176,8 @@ int handle_publish(Server *s, Client *c, Request *rq) {
         s->publishes++;
         server_tally(s, c->namespace_id)->publishes++;
         sage_info("extent %llu published by pid %d uid %u: %llu bytes on device %u, %u bytes of notes",
-                  (unsigned long long)e->id, (int)c->pid, (unsigned)c->uid, (unsigned long long)k->size,
-                  k->device, e->notes_len);
+                  (unsigned long long)e->id, (int)c->pid, (unsigned)c->uid, (unsigned long long)k->size, k->device,
+                  e->notes_len);
         published->extent_id = e->id;
         return 0;
 }

@@ -105,22 +105,14 @@ int handle_ipc_export(Server *s, Client *c, Request *rq) {
                 return r;
         r = ipc_registry_add(s->ipc, &c->ipc, c->namespace_id, *fd, &req->ipc_export, c->pid, &e);
         switch (r) {
-        case 0:
-                break;
-        case IPC_REGISTRY_E_OWNER_LIMIT:
-                *why = "too many IPC exports on this connection";
-                return SAGE_ERR_LIMIT;
-        case IPC_REGISTRY_E_TOTAL_LIMIT:
-                *why = "too many IPC exports in the broker";
-                return SAGE_ERR_LIMIT;
-        default:
-                *why = "cannot register the IPC export";
-                return SAGE_ERR_INTERNAL;
+        case 0: break;
+        case IPC_REGISTRY_E_OWNER_LIMIT: *why = "too many IPC exports on this connection"; return SAGE_ERR_LIMIT;
+        case IPC_REGISTRY_E_TOTAL_LIMIT: *why = "too many IPC exports in the broker"; return SAGE_ERR_LIMIT;
+        default: *why = "cannot register the IPC export"; return SAGE_ERR_INTERNAL;
         }
         *fd = -1;
-        sage_debug("IPC export by pid %d uid %u: %llu bytes on device %u (%zu held)", (int)c->pid,
-                   (unsigned)c->uid, (unsigned long long)e->allocation.size, e->allocation.device,
-                   c->ipc.n_exports);
+        sage_debug("IPC export by pid %d uid %u: %llu bytes on device %u (%zu held)", (int)c->pid, (unsigned)c->uid,
+                   (unsigned long long)e->allocation.size, e->allocation.device, c->ipc.n_exports);
         sage_proto_init(reply, SAGE_MSG_IPC_EXPORT_REPLY, req->header.request_id);
         reply->ipc_export_reply = e->token;
         return 0;

@@ -48,14 +48,14 @@ static char tag_ops;
 
 typedef struct InstanceOp {
         Server *server;
-        int op;                 /* INSTANCE_OP_* */
+        int op; /* INSTANCE_OP_* */
         pid_t pid;
-        Instance *instance;     /* NULL once forgotten (its connection went) */
-        Client *requester;      /* NULL once gone: the reply is dropped */
+        Instance *instance; /* NULL once forgotten (its connection went) */
+        Client *requester;  /* NULL once gone: the reply is dropped */
         uint32_t request_id;
         pthread_t thread;
         /* Written by the worker, read by the loop after `done`. */
-        int code;               /* 0 or SageProtoError */
+        int code; /* 0 or SageProtoError */
         char why[96];
         uint64_t elapsed_ns;
         bool done;
@@ -179,8 +179,7 @@ static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
 static void forget_exited(Server *s) {
         for (size_t i = 0; i < s->instances.n;) {
                 Instance *in = s->instances.items[i];
-                if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING &&
-                    instance_exited(in))
+                if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING && instance_exited(in))
                         instances_remove(&s->instances, in); /* the last one moved here: look at i again */
                 else
                         i++;
@@ -270,12 +269,16 @@ static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) 
         r = instance_begin(&s->instances, in, which, sage_now_ns());
         if (r) {
                 free(op);
-                rq->why = r == INSTANCES_E_BUSY ? "an operation runs (or too many resumes at once); try again"
+                rq->why = r == INSTANCES_E_BUSY          ? "an operation runs (or too many resumes at once); try again"
                           : which == INSTANCE_OP_SUSPEND ? "not active"
                                                          : "not suspended";
                 return r == INSTANCES_E_BUSY ? SAGE_ERR_BUSY : SAGE_ERR_REFUSED;
         }
-        *op = (InstanceOp){ .server = s, .op = which, .pid = in->pid, .instance = in, .requester = c,
+        *op = (InstanceOp){ .server = s,
+                            .op = which,
+                            .pid = in->pid,
+                            .instance = in,
+                            .requester = c,
                             .request_id = rq->msg->header.request_id };
         r = pthread_create(&op->thread, NULL, run_op, op);
         if (r != 0) {

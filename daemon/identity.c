@@ -66,7 +66,12 @@
 #define PIDFD_GET_USER_NAMESPACE _IO(0xFF, 9)
 #endif
 
-enum { NS_PID, NS_MNT, NS_USER, N_NS };
+enum {
+        NS_PID,
+        NS_MNT,
+        NS_USER,
+        N_NS
+};
 
 static const struct {
         const char *name;
@@ -131,8 +136,8 @@ static int ns_ids(int fds[N_NS], NsId ids[N_NS]) {
         return 0;
 }
 
-int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max,
-                       IdentityForgetFn forget, void *userdata) {
+int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max, IdentityForgetFn forget,
+                       void *userdata) {
         int fds[N_NS] = { -1, -1, -1 };
         IdentityTable *t;
         int r = 0;
@@ -365,8 +370,8 @@ int identity_attach(IdentityTable *t, int fd, const struct ucred *cred, uint32_t
                 if (t->next > UINT32_MAX - IDENTITY_FIRST)
                         return IDENTITY_E_FULL;
                 *number = IDENTITY_FIRST + (uint32_t)t->next++;
-                sage_debug("client pid %d: namespaces unknown (%s): private namespace %u", (int)cred->pid,
-                           strerror(-r), (unsigned)(*number - IDENTITY_FIRST));
+                sage_debug("client pid %d: namespaces unknown (%s): private namespace %u", (int)cred->pid, strerror(-r),
+                           (unsigned)(*number - IDENTITY_FIRST));
                 return 0;
         }
         return attach_ns(t, fds, ns, number);

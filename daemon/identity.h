@@ -36,8 +36,8 @@ typedef void (*IdentityForgetFn)(void *userdata, uint32_t number);
 
 /* Reads saged's own namespaces: the "host" its clients are compared with.
  * `max`: containers tracked at once (0 or more than IDENTITY_MAX: IDENTITY_MAX). */
-int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max,
-                       IdentityForgetFn forget, void *userdata);
+int identity_table_new(IdentityTable **out, IdentityMode mode, ExtentStore *store, size_t max, IdentityForgetFn forget,
+                       void *userdata);
 IdentityTable *identity_table_free(IdentityTable *table);
 
 /*

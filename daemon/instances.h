@@ -25,31 +25,34 @@
 #define INSTANCES_MAX 4096
 
 enum {
-        INSTANCES_E_LIMIT = 1,   /* table full */
-        INSTANCES_E_EXISTS = 2,  /* the owner, or another connection of that pid, registered already */
-        INSTANCES_E_STATE = 3,   /* not in a state the operation starts from */
-        INSTANCES_E_BUSY = 4,    /* an operation runs, or the resume cap is reached */
+        INSTANCES_E_LIMIT = 1,  /* table full */
+        INSTANCES_E_EXISTS = 2, /* the owner, or another connection of that pid, registered already */
+        INSTANCES_E_STATE = 3,  /* not in a state the operation starts from */
+        INSTANCES_E_BUSY = 4,   /* an operation runs, or the resume cap is reached */
 };
 
-enum { INSTANCE_OP_SUSPEND, INSTANCE_OP_RESUME };
+enum {
+        INSTANCE_OP_SUSPEND,
+        INSTANCE_OP_RESUME
+};
 
 typedef struct Instance {
-        const void *owner;      /* the registering connection: the instance lives as long as it */
-        pid_t pid;              /* SO_PEERCRED, in saged's pid namespace */
-        int pidfd;              /* that very process (owned; -1 if none could be had) */
-        uint64_t namespace_id;  /* the connection's */
+        const void *owner;     /* the registering connection: the instance lives as long as it */
+        pid_t pid;             /* SO_PEERCRED, in saged's pid namespace */
+        int pidfd;             /* that very process (owned; -1 if none could be had) */
+        uint64_t namespace_id; /* the connection's */
         uint8_t uuid[16];
-        uint32_t flags;         /* SAGE_INSTANCE_* as registered */
-        unsigned state;         /* SAGE_INSTANCE_* state */
+        uint32_t flags; /* SAGE_INSTANCE_* as registered */
+        unsigned state; /* SAGE_INSTANCE_* state */
         uint32_t suspend_ms, resume_ms;
-        uint64_t changed_ns;    /* last state change */
+        uint64_t changed_ns; /* last state change */
 } Instance;
 
 typedef struct InstanceTable {
         Instance **items;
         size_t n, cap;
-        unsigned resuming;      /* instances in RESUMING */
-        unsigned max_resumes;   /* cap on RESUMING at once (0: 1) */
+        unsigned resuming;    /* instances in RESUMING */
+        unsigned max_resumes; /* cap on RESUMING at once (0: 1) */
 } InstanceTable;
 
 /* Takes the pidfd (closed on failure too). */

@@ -34,4 +34,3 @@ int ipc_handle_check(Gpu *gpu, int fd, const SageIpcAllocation *a, const char **
         *why = "the driver does not take it for a CUDA shareable handle";
         return SAGE_ERR_BAD_FD;
 }
-

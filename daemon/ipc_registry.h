@@ -32,7 +32,7 @@ struct IpcExport {
         uint64_t namespace_id;
         SageIpcAllocation allocation;
         pid_t exporter_pid;
-        int fd;                 /* owned; closed when the registration goes */
+        int fd; /* owned; closed when the registration goes */
 
         /* private to ipc_registry.c */
         IpcOwner *owner;

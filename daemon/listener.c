@@ -132,7 +132,7 @@ int server_add_listener(Server *s, const char *path, uint32_t label, const Label
                 l->access = *access;
         if (!l->path)
                 return -ENOMEM;
-        s->n_listeners++; /* from here close_listeners owns it */
+        s->n_listeners++; /* from here server_close_listeners owns it */
         r = listen_on(path, access);
         if (r < 0)
                 return r;
@@ -184,8 +184,8 @@ static void refuse_client(Server *s, int fd, const struct ucred *cred, const Lis
         const char *why = code > 0 ? conn_table_error(code) : strerror(-code);
         SageMessage m;
 
-        sage_warn("refusing a connection of pid %d uid %u on %s: %s (%zu clients)", (int)cred->pid,
-                  (unsigned)cred->uid, l->path, why, conn_table_total(s->conns));
+        sage_warn("refusing a connection of pid %d uid %u on %s: %s (%zu clients)", (int)cred->pid, (unsigned)cred->uid,
+                  l->path, why, conn_table_total(s->conns));
         sage_proto_error(&m, 0, SAGE_ERR_LIMIT, "%s", why);
         (void)sage_proto_send_message(fd, &m, NULL, 0);
         close(fd);

@@ -49,8 +49,8 @@ typedef struct Args {
         size_t n_labels;
         uint64_t max_clients, max_clients_per_uid, max_clients_per_label; /* 0: defaults */
         IdentityMode container_namespaces;
-        bool suspend_off;          /* --suspend=off */
-        uint64_t max_resumes;      /* --max-resumes; 0: SERVER_MAX_RESUMES */
+        bool suspend_off;     /* --suspend=off */
+        uint64_t max_resumes; /* --max-resumes; 0: SERVER_MAX_RESUMES */
 } Args;
 
 static void args_clear(Args *a) {
@@ -110,8 +110,12 @@ static int check_label_sockets(const Args *a) {
 
 /* --max-clients* N: a positive count. Returns 0, or 2 (the exit status) after saying why. */
 static int parse_limit(int opt, const char *text, Args *a) {
-        const char *name = opt == 'M' ? "--max-clients" : opt == 'U' ? "--max-clients-per-uid" : "--max-clients-per-label";
-        uint64_t *field = opt == 'M' ? &a->max_clients : opt == 'U' ? &a->max_clients_per_uid : &a->max_clients_per_label;
+        const char *name = opt == 'M'   ? "--max-clients"
+                           : opt == 'U' ? "--max-clients-per-uid"
+                                        : "--max-clients-per-label";
+        uint64_t *field = opt == 'M'   ? &a->max_clients
+                          : opt == 'U' ? &a->max_clients_per_uid
+                                       : &a->max_clients_per_label;
         uint64_t v;
 
         if (sage_parse_uint(text, &v) < 0 || v == 0 || v > (1u << 20)) {

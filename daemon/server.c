@@ -84,7 +84,6 @@ static void namespace_gone(void *userdata, uint64_t namespace_id) {
         tally_release(userdata, namespace_id);
 }
 
-
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path) {
         Server *s = calloc(1, sizeof(*s));
         int r;
@@ -191,7 +190,7 @@ Server *server_free(Server *s) {
         if (!s)
                 return NULL;
         extent_store_on_namespace_gone(s->store, NULL, NULL); /* the tallies go first */
-        server_instances_free(s); /* waits for checkpoint/restore in flight */
+        server_instances_free(s);                             /* waits for checkpoint/restore in flight */
         while (s->clients)
                 drop_client(s, s->clients);
         server_close_listeners(s);
@@ -314,8 +313,8 @@ static void reject_extent(Server *s, Extent *e) {
         sage_hash_format(e->key.hash, hex);
         sage_warn("extent %llu (namespace %llx, key %s, %llu bytes, publisher pid %u): the bytes do not match their "
                   "content key; dropped",
-                  (unsigned long long)e->id, (unsigned long long)e->namespace_id, hex,
-                  (unsigned long long)e->key.size, e->publisher_pid);
+                  (unsigned long long)e->id, (unsigned long long)e->namespace_id, hex, (unsigned long long)e->key.size,
+                  e->publisher_pid);
         s->rejected_content++;
         Tally *t = tally_find(&s->tallies, e->namespace_id); /* none once the namespace disconnected */
         if (t)

@@ -19,12 +19,12 @@ typedef struct ServerConfig {
         size_t max_clients;           /* broker-wide; 0: CONN_TABLE_MAX_TOTAL */
         size_t max_clients_per_uid;   /* per namespace (label, uid); 0: CONN_TABLE_MAX_PER_NAMESPACE */
         size_t max_clients_per_label; /* per labelled socket's label; 0: CONN_TABLE_MAX_PER_LABEL */
-        size_t max_ipc_exports; /* broker-wide; 0: IPC_REGISTRY_MAX_TOTAL (at most half the fd limit) */
+        size_t max_ipc_exports;       /* broker-wide; 0: IPC_REGISTRY_MAX_TOTAL (at most half the fd limit) */
         /* Clients of the main socket in another container than saged: their
          * container's namespaces (ISOLATE, the default) or their uid's. */
         IdentityMode container_namespaces;
-        bool suspend_off;       /* --suspend=off: SUSPEND refused (RESUME still served) */
-        unsigned max_resumes;   /* instances resumed at once; 0: SERVER_MAX_RESUMES */
+        bool suspend_off;     /* --suspend=off: SUSPEND refused (RESUME still served) */
+        unsigned max_resumes; /* instances resumed at once; 0: SERVER_MAX_RESUMES */
 } ServerConfig;
 
 /* Resumes at once, by default: the driver stages restores through host

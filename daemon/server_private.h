@@ -29,13 +29,13 @@ typedef struct Listener {
         char *path;
         int fd;
         uint32_t label;
-        bool labelled;       /* access applies */
-        LabelAccess access;  /* who may connect */
+        bool labelled;      /* access applies */
+        LabelAccess access; /* who may connect */
         AccessWarnings warnings;
 } Listener;
 
 struct Server {
-        Listener *listeners;    /* [0]: the main socket */
+        Listener *listeners; /* [0]: the main socket */
         size_t n_listeners;
         LabelTable labels;
         IdentityTable *identities; /* containers on the main socket (identity.c) */
@@ -51,7 +51,7 @@ struct Server {
         TallyTable tallies;  /* the same, per namespace */
         uint64_t *verifying; /* ids of extents not verified yet, oldest first */
         size_t n_verifying, cap_verifying;
-        uint8_t *rx;  /* one receive buffer, SAGE_PROTO_MAX_MESSAGE */
+        uint8_t *rx; /* one receive buffer, SAGE_PROTO_MAX_MESSAGE */
         /* accept failed for want of fds: listeners are out of the epoll set's
          * interest until accept_resume_ns or until a client goes. */
         bool accept_paused;

@@ -40,72 +40,67 @@ static atomic_ullong app_set_devices;
 static pthread_mutex_t lean_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static bool device_bit(CUdevice dev, unsigned long long *bit) {
-  if (dev < 0 || dev >= CTX_LIMIT_MAX_DEVICES)
-    return false;
-  *bit = 1ull << dev;
-  return true;
+        if (dev < 0 || dev >= CTX_LIMIT_MAX_DEVICES)
+                return false;
+        *bit = 1ull << dev;
+        return true;
 }
 
 void sage_ctx_limit_apply(CUdevice dev, CUcontext ctx) {
-  size_t want = sage_options()->ctx_stack_limit;
-  const SageDriverExtras *drv = &sage_driver_extras;
-  unsigned long long bit;
-  CUcontext popped;
-  CUresult r = CUDA_ERROR_NOT_INITIALIZED;
-  uint64_t t0;
+        size_t want = sage_options()->ctx_stack_limit;
+        const SageDriverExtras *drv = &sage_driver_extras;
+        unsigned long long bit;
+        CUcontext popped;
+        CUresult r = CUDA_ERROR_NOT_INITIALIZED;
+        uint64_t t0;
 
-  if (want == 0 || !ctx || !device_bit(dev, &bit) ||
-      !SAGE_REAL(cuCtxSetLimit) || !drv->ctx_push || !drv->ctx_pop)
-    return;
-  pthread_mutex_lock(&lean_lock);
-  if (atomic_load(&app_set_devices) & bit) {
-    pthread_mutex_unlock(&lean_lock);
-    sage_info("lean context: device %d keeps the stack limit the app set",
-              (int)dev);
-    return;
-  }
-  t0 = sage_now_ns();
-  if (drv->ctx_push(ctx) == CUDA_SUCCESS) {
-    r = SAGE_REAL(cuCtxSetLimit)(CU_LIMIT_STACK_SIZE, want);
-    drv->ctx_pop(&popped);
-  }
-  pthread_mutex_unlock(&lean_lock);
-  /* SAGE's own call, shown in the trace as the process's. */
-  sage_hooks_report(SAGE_SYM_cuCtxSetLimit, t0, r, CU_LIMIT_STACK_SIZE, want,
-                    0);
-  if (r == CUDA_SUCCESS)
-    sage_info("lean context: device %d stack limit %zu bytes", (int)dev, want);
-  else
-    sage_warn("lean context: cuCtxSetLimit(CU_LIMIT_STACK_SIZE, %zu) on device "
-              "%d failed (%d); the "
-              "context keeps the driver's default",
-              want, (int)dev, (int)r);
+        if (want == 0 || !ctx || !device_bit(dev, &bit) || !SAGE_REAL(cuCtxSetLimit) || !drv->ctx_push || !drv->ctx_pop)
+                return;
+        pthread_mutex_lock(&lean_lock);
+        if (atomic_load(&app_set_devices) & bit) {
+                pthread_mutex_unlock(&lean_lock);
+                sage_info("lean context: device %d keeps the stack limit the app set", (int)dev);
+                return;
+        }
+        t0 = sage_now_ns();
+        if (drv->ctx_push(ctx) == CUDA_SUCCESS) {
+                r = SAGE_REAL(cuCtxSetLimit)(CU_LIMIT_STACK_SIZE, want);
+                drv->ctx_pop(&popped);
+        }
+        pthread_mutex_unlock(&lean_lock);
+        /* SAGE's own call, shown in the trace as the process's. */
+        sage_hooks_report(SAGE_SYM_cuCtxSetLimit, t0, r, CU_LIMIT_STACK_SIZE, want, 0);
+        if (r == CUDA_SUCCESS)
+                sage_info("lean context: device %d stack limit %zu bytes", (int)dev, want);
+        else
+                sage_warn("lean context: cuCtxSetLimit(CU_LIMIT_STACK_SIZE, %zu) on device "
+                          "%d failed (%d); the "
+                          "context keeps the driver's default",
+                          want, (int)dev, (int)r);
 }
 
 void sage_ctx_limit_forget(CUdevice dev) {
-  unsigned long long bit;
+        unsigned long long bit;
 
-  if (!device_bit(dev, &bit))
-    return;
-  pthread_mutex_lock(&lean_lock);
-  atomic_fetch_and(&app_set_devices, ~bit);
-  pthread_mutex_unlock(&lean_lock);
+        if (!device_bit(dev, &bit))
+                return;
+        pthread_mutex_lock(&lean_lock);
+        atomic_fetch_and(&app_set_devices, ~bit);
+        pthread_mutex_unlock(&lean_lock);
 }
 
 /* ---------------------------------------------------------------- hooks */
 
-CUresult sage_impl_cuCtxSetLimit(sage_fn_cuCtxSetLimit_t real, CUlimit limit,
-                                 size_t value) {
-  const SageDriverExtras *drv = &sage_driver_extras;
-  unsigned long long bit;
-  CUdevice dev;
+CUresult sage_impl_cuCtxSetLimit(sage_fn_cuCtxSetLimit_t real, CUlimit limit, size_t value) {
+        const SageDriverExtras *drv = &sage_driver_extras;
+        unsigned long long bit;
+        CUdevice dev;
 
-  if (limit == CU_LIMIT_STACK_SIZE && sage_options()->ctx_stack_limit &&
-      drv->ctx_get_device && drv->ctx_get_device(&dev) == CUDA_SUCCESS &&
-      device_bit(dev, &bit)) {
-    pthread_mutex_lock(&lean_lock);
-    atomic_fetch_or(&app_set_devices, bit);
-    pthread_mutex_unlock(&lean_lock);
-  }
-  return real(limit, value);
+        if (limit == CU_LIMIT_STACK_SIZE && sage_options()->ctx_stack_limit && drv->ctx_get_device &&
+            drv->ctx_get_device(&dev) == CUDA_SUCCESS && device_bit(dev, &bit)) {
+                pthread_mutex_lock(&lean_lock);
+                atomic_fetch_or(&app_set_devices, bit);
+                pthread_mutex_unlock(&lean_lock);
+        }
+        return real(limit, value);
 }

@@ -129,8 +129,8 @@ static void driver_load_once(void) {
         driver_loading_here = true;
         driver_handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
         if (!driver_handle) {
-                sage_warn("cannot open the CUDA driver %s: %s; driver calls will fail as without a driver",
-                          path, dlerror());
+                sage_warn("cannot open the CUDA driver %s: %s; driver calls will fail as without a driver", path,
+                          dlerror());
                 driver_loading_here = false;
                 atomic_store_explicit(&sage_driver.loaded, true, memory_order_release);
                 return;

@@ -23,23 +23,23 @@ static inline void *sage_real(SageSym sym);
  * lacks one (or is not open): check before use.
  * SAGE_DRIVER_EXTRA(field, symbol, type)
  */
-#define SAGE_DRIVER_EXTRAS(X)                                                                             \
-        X(ctx_get_current, "cuCtxGetCurrent", CUresult (*)(CUcontext *))                                  \
-        X(ctx_get_device, "cuCtxGetDevice", CUresult (*)(CUdevice *))                                     \
-        X(ctx_push, "cuCtxPushCurrent_v2", CUresult (*)(CUcontext))                                       \
-        X(ctx_pop, "cuCtxPopCurrent_v2", CUresult (*)(CUcontext *))                                       \
-        X(ctx_synchronize, "cuCtxSynchronize", CUresult (*)(void))                                        \
-        X(primary_get_state, "cuDevicePrimaryCtxGetState", CUresult (*)(CUdevice, unsigned *, int *))     \
-        X(device_get, "cuDeviceGet", CUresult (*)(CUdevice *, int))                                       \
-        X(device_get_count, "cuDeviceGetCount", CUresult (*)(int *))                                      \
-        X(mem_granularity, "cuMemGetAllocationGranularity",                                               \
-          CUresult (*)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))           \
+#define SAGE_DRIVER_EXTRAS(X)                                                                                     \
+        X(ctx_get_current, "cuCtxGetCurrent", CUresult (*)(CUcontext *))                                          \
+        X(ctx_get_device, "cuCtxGetDevice", CUresult (*)(CUdevice *))                                             \
+        X(ctx_push, "cuCtxPushCurrent_v2", CUresult (*)(CUcontext))                                               \
+        X(ctx_pop, "cuCtxPopCurrent_v2", CUresult (*)(CUcontext *))                                               \
+        X(ctx_synchronize, "cuCtxSynchronize", CUresult (*)(void))                                                \
+        X(primary_get_state, "cuDevicePrimaryCtxGetState", CUresult (*)(CUdevice, unsigned *, int *))             \
+        X(device_get, "cuDeviceGet", CUresult (*)(CUdevice *, int))                                               \
+        X(device_get_count, "cuDeviceGetCount", CUresult (*)(int *))                                              \
+        X(mem_granularity, "cuMemGetAllocationGranularity",                                                       \
+          CUresult (*)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))                  \
         X(pointer_get_attribute, "cuPointerGetAttribute", CUresult (*)(void *, CUpointer_attribute, CUdeviceptr)) \
-        X(stream_is_capturing, "cuStreamIsCapturing", CUresult (*)(CUstream, CUstreamCaptureStatus *))     \
-        X(func_get_param_info, "cuFuncGetParamInfo", CUresult (*)(CUfunction, size_t, size_t *, size_t *)) \
-        X(func_get_name, "cuFuncGetName", CUresult (*)(const char **, CUfunction))                          \
-        X(kernel_get_param_info, "cuKernelGetParamInfo", CUresult (*)(CUkernel, size_t, size_t *, size_t *)) \
-        X(kernel_get_name, "cuKernelGetName", CUresult (*)(const char **, CUkernel))                        \
+        X(stream_is_capturing, "cuStreamIsCapturing", CUresult (*)(CUstream, CUstreamCaptureStatus *))            \
+        X(func_get_param_info, "cuFuncGetParamInfo", CUresult (*)(CUfunction, size_t, size_t *, size_t *))        \
+        X(func_get_name, "cuFuncGetName", CUresult (*)(const char **, CUfunction))                                \
+        X(kernel_get_param_info, "cuKernelGetParamInfo", CUresult (*)(CUkernel, size_t, size_t *, size_t *))      \
+        X(kernel_get_name, "cuKernelGetName", CUresult (*)(const char **, CUkernel))                              \
         X(device_get_uuid, "cuDeviceGetUuid_v2", CUresult (*)(CUuuid *, CUdevice))
 
 typedef struct SageDriverExtras {

@@ -37,11 +37,11 @@
 
 /* f_type of filesystems without a write path (linux/magic.h). */
 static const int64_t readonly_fs_types[] = {
-        0x73717368,         /* SQUASHFS_MAGIC */
-        0xE0F5E1E2,         /* EROFS_SUPER_MAGIC_V1 */
-        0x28cd3d45,         /* CRAMFS_MAGIC */
-        0x453dcd28,         /* CRAMFS_MAGIC_WEND */
-        0x9660,             /* ISOFS_SUPER_MAGIC */
+        0x73717368, /* SQUASHFS_MAGIC */
+        0xE0F5E1E2, /* EROFS_SUPER_MAGIC_V1 */
+        0x28cd3d45, /* CRAMFS_MAGIC */
+        0x453dcd28, /* CRAMFS_MAGIC_WEND */
+        0x9660,     /* ISOFS_SUPER_MAGIC */
 };
 
 SageFileTrust sage_file_trust(const SageFileFacts *f) {
@@ -86,14 +86,10 @@ void sage_file_facts_read(int fd, SageFileFacts *out) {
 
 const char *sage_file_trust_name(SageFileTrust trust) {
         switch (trust) {
-        case SAGE_FILE_VERITY:
-                return "verity";
-        case SAGE_FILE_IMMUTABLE:
-                return "immutable";
-        case SAGE_FILE_READONLY_FS:
-                return "read-only filesystem";
-        case SAGE_FILE_MAY_CHANGE:
-                break;
+        case SAGE_FILE_VERITY: return "verity";
+        case SAGE_FILE_IMMUTABLE: return "immutable";
+        case SAGE_FILE_READONLY_FS: return "read-only filesystem";
+        case SAGE_FILE_MAY_CHANGE: break;
         }
         return "may change";
 }

@@ -10,16 +10,16 @@ typedef struct SageFileFacts {
         uint64_t statx_attributes;      /* stx_attributes */
         uint64_t statx_attributes_mask; /* stx_attributes_mask: which of them the filesystem reports */
         bool flags_known;
-        unsigned long inode_flags;      /* FS_IOC_GETFLAGS */
+        unsigned long inode_flags; /* FS_IOC_GETFLAGS */
         bool fs_known;
-        int64_t fs_type;                /* fstatfs f_type */
+        int64_t fs_type; /* fstatfs f_type */
 } SageFileFacts;
 
 typedef enum SageFileTrust {
         SAGE_FILE_MAY_CHANGE = 0,
-        SAGE_FILE_VERITY,       /* fs-verity: read-only for good, the kernel checks every page */
-        SAGE_FILE_IMMUTABLE,    /* the immutable attribute (chattr +i) */
-        SAGE_FILE_READONLY_FS,  /* a filesystem that cannot write: squashfs, erofs, cramfs, iso9660 */
+        SAGE_FILE_VERITY,      /* fs-verity: read-only for good, the kernel checks every page */
+        SAGE_FILE_IMMUTABLE,   /* the immutable attribute (chattr +i) */
+        SAGE_FILE_READONLY_FS, /* a filesystem that cannot write: squashfs, erofs, cramfs, iso9660 */
 } SageFileTrust;
 
 /* The decision, from facts alone (unit-tested with injected facts). */

@@ -111,8 +111,7 @@ void sage_hooks_report(SageSym sym, uint64_t t0, CUresult result, uint64_t a0, u
 
 /* ---- the hook table: what we hand out in place of the driver's pointers */
 void *const sage_hook_table[SAGE_SYM_COUNT] = {
-#define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2, w, st, res) \
-        [SAGE_SYM_##name] = SAGE_FN_CAST(void *, name),
+#define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2, w, st, res) [SAGE_SYM_##name] = SAGE_FN_CAST(void *, name),
 #include "hooks.def"
 #undef SAGE_HOOK
 };
@@ -132,16 +131,16 @@ void *const sage_hook_table[SAGE_SYM_COUNT] = {
 /* The declared facts, as statements on `call`: inputs before the call... */
 #define SAGE_W_NONE call.writes = SAGE_WRITES_NONE;
 #define SAGE_W_UNKNOWN call.writes = SAGE_WRITES_UNKNOWN;
-#define SAGE_W_RANGE(dst, bytes)                              \
-        call.writes = SAGE_WRITES_RANGE;                      \
-        call.write_dst = (uint64_t)(dst);                     \
+#define SAGE_W_RANGE(dst, bytes)          \
+        call.writes = SAGE_WRITES_RANGE;  \
+        call.write_dst = (uint64_t)(dst); \
         call.write_bytes = (uint64_t)(bytes);
-#define SAGE_W_PITCHED(range)                                 \
-        {                                                     \
-                SageWriteRange sage_w = (range);              \
-                call.writes = sage_w.writes;                  \
-                call.write_dst = sage_w.dst;                  \
-                call.write_bytes = sage_w.bytes;              \
+#define SAGE_W_PITCHED(range)                    \
+        {                                        \
+                SageWriteRange sage_w = (range); \
+                call.writes = sage_w.writes;     \
+                call.write_dst = sage_w.dst;     \
+                call.write_bytes = sage_w.bytes; \
         }
 #define SAGE_NO_STREAM
 #define SAGE_STREAM(s) call.stream = (s);
@@ -162,26 +161,24 @@ void *const sage_hook_table[SAGE_SYM_COUNT] = {
 #define SAGE_S(label, v) (uint64_t)(uintptr_t)(v)
 #define SAGE_OUT(p) ((sage_r == CUDA_SUCCESS && (p)) ? (uint64_t)(uintptr_t) * (p) : 0)
 
-#define SAGE_HOOK(name, cat, kind, params, fwd, a0, a1, a2, w, st, res)                                 \
+#define SAGE_HOOK(name, cat, kind, params, fwd, a0, a1, a2, w, st, res)                                  \
         SAGE_EXPORT CUresult name params {                                                               \
                 sage_fn_##name##_t real = SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name));  \
                 unsigned on;                                                                             \
                 if (SAGE_UNLIKELY(!real))                                                                \
                         return sage_driver_handle() ? CUDA_ERROR_NOT_FOUND : CUDA_ERROR_NO_DEVICE;       \
                 if (SAGE_UNLIKELY(hook_depth))                                                           \
-                        return real fwd;                                                                \
+                        return real fwd;                                                                 \
                 on = atomic_load_explicit(&observers_on, memory_order_relaxed);                          \
                 if (SAGE_LIKELY(!on))                                                                    \
-                        return SAGE_CALL_##kind(name, fwd);                                             \
+                        return SAGE_CALL_##kind(name, fwd);                                              \
                 {                                                                                        \
                         SageCall call = { .sym = SAGE_SYM_##name };                                      \
                         CUresult sage_r;                                                                 \
-                        w st res                                                                         \
-                        if (on & atomic_load_explicit(&observers_before, memory_order_relaxed))          \
+                        w st res if (on & atomic_load_explicit(&observers_before, memory_order_relaxed)) \
                                 observe_before(&call, on);                                               \
-                        sage_r = call.result = SAGE_CALL_##kind(name, fwd);                             \
-                        SAGE_AFTER_##res                                                                 \
-                        call.args[0] = a0;                                                               \
+                        sage_r = call.result = SAGE_CALL_##kind(name, fwd);                              \
+                        SAGE_AFTER_##res call.args[0] = a0;                                              \
                         call.args[1] = a1;                                                               \
                         call.args[2] = a2;                                                               \
                         observe_after(&call);                                                            \

@@ -17,15 +17,16 @@
 /* One intercepted call as observers see it. */
 typedef struct SageCall {
         SageSym sym;
-        bool own;            /* libsage's own call (the warm-up), reported for the record: features acting for the app skip it */
-        CUresult result;     /* after the call */
-        uint64_t t0;         /* set by an observer that times calls (the trace), before */
-        SageWrites writes;   /* what this call writes: hooks.def's declaration, a PITCHED one computed (never PITCHED here) */
-        uint64_t write_dst;  /* writes == SAGE_WRITES_RANGE: [write_dst, write_dst + write_bytes) */
+        bool own; /* libsage's own call (the warm-up), reported for the record: features acting for the app skip it */
+        CUresult result; /* after the call */
+        uint64_t t0;     /* set by an observer that times calls (the trace), before */
+        SageWrites
+                writes; /* what this call writes: hooks.def's declaration, a PITCHED one computed (never PITCHED here) */
+        uint64_t write_dst; /* writes == SAGE_WRITES_RANGE: [write_dst, write_dst + write_bytes) */
         uint64_t write_bytes;
-        CUstream stream;     /* stream != SAGE_STREAM_NONE: the stream, per-thread default resolved */
-        uint64_t handle;     /* resource_op: the handle destroyed (before) or created (after success) */
-        uint64_t args[3];    /* the trace's argument values (hooks.def argN), after the call */
+        CUstream stream;  /* stream != SAGE_STREAM_NONE: the stream, per-thread default resolved */
+        uint64_t handle;  /* resource_op: the handle destroyed (before) or created (after success) */
+        uint64_t args[3]; /* the trace's argument values (hooks.def argN), after the call */
 } SageCall;
 
 /*

@@ -77,7 +77,6 @@ bool sage_maps_watch(uintptr_t lo, uintptr_t hi) {
         return true;
 }
 
-
 SAGE_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 SAGE_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 SAGE_EXPORT int munmap(void *addr, size_t len);
@@ -119,7 +118,10 @@ bool sage_maps_watch_active(void) {
         if (!active) {
                 void *m = sage_real_dlsym(RTLD_DEFAULT, "mmap"), *u = sage_real_dlsym(RTLD_DEFAULT, "munmap"),
                      *r = sage_real_dlsym(RTLD_DEFAULT, "mremap");
-                active = m == SAGE_FN_CAST(void *, mmap) && u == SAGE_FN_CAST(void *, munmap) && r == SAGE_FN_CAST(void *, mremap) ? 1 : -1;
+                active = m == SAGE_FN_CAST(void *, mmap) && u == SAGE_FN_CAST(void *, munmap) &&
+                                         r == SAGE_FN_CAST(void *, mremap)
+                                 ? 1
+                                 : -1;
         }
         return active > 0;
 }

@@ -45,13 +45,13 @@ static void route(const char *symbol, void **pfn, int version, cuuint64_t flags)
         }
         if ((sage_trace_on() || sage_log_enabled(SAGE_LOG_INFO)) && symbol && names_hooked_base(symbol)) {
                 sage_stats_count(SAGE_STAT_PROCADDR_UNMATCHED);
-                sage_info("cuGetProcAddress(%s, %d, %llu) returned %p, which is no hooked entry point",
-                          symbol, version, (unsigned long long)flags, *pfn);
+                sage_info("cuGetProcAddress(%s, %d, %llu) returned %p, which is no hooked entry point", symbol, version,
+                          (unsigned long long)flags, *pfn);
         }
 }
 
-CUresult sage_impl_cuGetProcAddress(sage_fn_cuGetProcAddress_t real, const char *symbol, void **pfn,
-                                    int cudaVersion, cuuint64_t flags) {
+CUresult sage_impl_cuGetProcAddress(sage_fn_cuGetProcAddress_t real, const char *symbol, void **pfn, int cudaVersion,
+                                    cuuint64_t flags) {
         CUresult r;
 
         sage_warmup_trigger(SAGE_WARMUP_AT_LOOKUP);
@@ -63,7 +63,8 @@ CUresult sage_impl_cuGetProcAddress(sage_fn_cuGetProcAddress_t real, const char 
 }
 
 CUresult sage_impl_cuGetProcAddress_v2(sage_fn_cuGetProcAddress_v2_t real, const char *symbol, void **pfn,
-                                       int cudaVersion, cuuint64_t flags, CUdriverProcAddressQueryResult *symbolStatus) {
+                                       int cudaVersion, cuuint64_t flags,
+                                       CUdriverProcAddressQueryResult *symbolStatus) {
         CUresult r;
 
         sage_warmup_trigger(SAGE_WARMUP_AT_LOOKUP);

@@ -238,7 +238,8 @@ CUresult sage_impl_cuCtxCreate_v3(sage_fn_cuCtxCreate_v3_t real, CUcontext *pctx
 CUresult sage_impl_cuCtxCreate_v4(sage_fn_cuCtxCreate_v4_t real, CUcontext *pctx, CUctxCreateParams *params,
                                   unsigned int flags, CUdevice dev) {
         CUresult r;
-        bool plain = !params || ((!params->execAffinityParams || params->numExecAffinityParams == 0) && !params->cigParams);
+        bool plain =
+                !params || ((!params->execAffinityParams || params->numExecAffinityParams == 0) && !params->cigParams);
         if (plain && redirect_create(pctx, flags, dev, &r))
                 return r;
         return real(pctx, params, flags, dev);

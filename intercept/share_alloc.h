@@ -32,10 +32,10 @@ typedef struct Piece {
         uint64_t *seen;     /* candidate: kernel-parameter uses seen (share_guard.c) */
         size_t nseen;
         bool seen_overflow;
-        uint64_t *allow;    /* shared: the uses its publisher saw, sorted */
+        uint64_t *allow; /* shared: the uses its publisher saw, sorted */
         size_t nallow;
-        Range *filled;      /* assembled (several uploads, keyed by content at the first launch): */
-        size_t nfilled;     /* the uploads' ranges; a kernel pointing between them is not reading weights */
+        Range *filled;  /* assembled (several uploads, keyed by content at the first launch): */
+        size_t nfilled; /* the uploads' ranges; a kernel pointing between them is not reading weights */
 } Piece;
 
 #define SAGE_SHARE_MAX_USES 4000
@@ -46,12 +46,12 @@ typedef struct SageShareAlloc {
         size_t size, padded, gran;
         CUdevice dev;
         CUcontext ctx;
-        uint64_t epoch;       /* the write epoch at allocation; unchanged: only tracked uploads wrote it */
-        Range *written;       /* those uploads, while fresh */
+        uint64_t epoch; /* the write epoch at allocation; unchanged: only tracked uploads wrote it */
+        Range *written; /* those uploads, while fresh */
         size_t nwritten;
-        Piece *pieces;        /* sorted, covering [0, padded) */
+        Piece *pieces; /* sorted, covering [0, padded) */
         size_t npieces, cap;
-        bool no_share;        /* exported through CUDA IPC: one private backing for good */
+        bool no_share; /* exported through CUDA IPC: one private backing for good */
         struct SageShareAlloc *next;
 } SageShareAlloc;
 
@@ -94,7 +94,7 @@ typedef struct ShareVmm {
         atomic_ullong write_epoch; /* bumped by anything that may write memory SAGE does not see */
         atomic_bool pending;       /* a fresh allocation holds uploads not keyed yet (partial granules) */
         SageShareAlloc *allocs;
-        uint64_t lo_va, hi_va;     /* bounds of every allocation it backs */
+        uint64_t lo_va, hi_va; /* bounds of every allocation it backs */
 } ShareVmm;
 
 void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx);

@@ -89,8 +89,8 @@ static const Layout *layout_of(ShareGuard *g, const SageShareDriver *drv, CUfunc
                 n++;
         l->func = (const void *)f;
         g->nlayouts++;
-        if (!name || n == MAX_PARAMS || r != CUDA_ERROR_INVALID_VALUE || !(l->offset = calloc(n + 1, sizeof(uint32_t))) ||
-            !(l->size = calloc(n + 1, sizeof(uint32_t)))) {
+        if (!name || n == MAX_PARAMS || r != CUDA_ERROR_INVALID_VALUE ||
+            !(l->offset = calloc(n + 1, sizeof(uint32_t))) || !(l->size = calloc(n + 1, sizeof(uint32_t)))) {
                 l->n = UINT32_MAX; /* unknown: every use of a piece is unexpected */
                 return NULL;
         }

@@ -192,8 +192,8 @@ static CUresult open_emulated(SageShare *s, const IpcHandle *h, CUdeviceptr *pdp
         return CUDA_SUCCESS;
 }
 
-static CUresult open_handle(CUdeviceptr *pdptr, CUipcMemHandle handle, CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigned),
-                            unsigned flags) {
+static CUresult open_handle(CUdeviceptr *pdptr, CUipcMemHandle handle,
+                            CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigned), unsigned flags) {
         SageShare *s = sage_share();
         IpcHandle h;
         CUresult r;

@@ -63,8 +63,8 @@ int sage_share_content_key(const void *data, size_t size, SageHash *out) {
         return 0;
 }
 
-int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n), void *ctx, size_t size,
-                          void *buf, SageHash *out) {
+int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n), void *ctx, size_t size, void *buf,
+                          SageHash *out) {
         size_t nchunks = (size + CHUNK - 1) / CHUNK;
         SageHash *chunks = calloc(nchunks ? nchunks : 1, sizeof(*chunks));
 

@@ -10,8 +10,8 @@
 int sage_share_content_key(const void *data, size_t size, SageHash *out);
 
 /* The same key of device bytes, read chunk by chunk into `buf` (one chunk large) by `read`. */
-int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n), void *ctx, size_t size,
-                          void *buf, SageHash *out);
+int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n), void *ctx, size_t size, void *buf,
+                          SageHash *out);
 
 /* The chunk size of both (the size `buf` must have). */
 size_t sage_share_key_chunk(void);

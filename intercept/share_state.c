@@ -73,7 +73,8 @@ static int broker_lookup(void *ctx, SageHash key, size_t len, uint32_t device, u
 
         if (!s->broker)
                 return -ENOTCONN;
-        r = sage_broker_lookup_noted(s->broker, key, len, device, id, fd, s->notes_buf, sizeof(s->notes_buf), notes_len);
+        r = sage_broker_lookup_noted(s->broker, key, len, device, id, fd, s->notes_buf, sizeof(s->notes_buf),
+                                     notes_len);
         share_broker_lost(s, r);
         *notes = s->notes_buf;
         return r;
@@ -95,7 +96,8 @@ void share_assemble(SageShare *s) {
         t = sage_now_ns();
         pthread_mutex_lock(&s->lock);
         for (SageShareAlloc *a = s->vmm.allocs; a && s->broker; a = a->next) {
-                if (!share_vmm_fresh(&s->vmm, a) || !a->nwritten || a->no_share || s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
+                if (!share_vmm_fresh(&s->vmm, a) || !a->nwritten || a->no_share ||
+                    s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
                         continue;
                 /* The uploads in flight land first; pinned memory for the read-back, once. */
                 if (s->drv.vmm.ctx_synchronize() == CUDA_SUCCESS &&
@@ -161,9 +163,8 @@ static void fill_driver(SageShareDriver *d) {
 }
 
 static bool driver_complete(const SageShareDriver *d) {
-        return sage_vmm_ops_complete(&d->vmm) && d->ctx_push && d->ctx_pop && d->ctx_get_device &&
-               d->ctx_get_current && d->granularity && d->import_fd && d->export_fd && d->copy_dtoh &&
-               d->alloc_host && d->free_host;
+        return sage_vmm_ops_complete(&d->vmm) && d->ctx_push && d->ctx_pop && d->ctx_get_device && d->ctx_get_current &&
+               d->granularity && d->import_fd && d->export_fd && d->copy_dtoh && d->alloc_host && d->free_host;
 }
 
 const SageShareDriver *share_driver(SageShare *s) {

@@ -27,16 +27,16 @@ typedef struct SageShare {
          * allocation); never across a call into the app.
          */
         pthread_mutex_t lock;
-        int state;               /* 0 untried, 1 on, -1 off for this process */
-        SageShareDriver drv;     /* filled once the driver is open (share_driver) */
+        int state;           /* 0 untried, 1 on, -1 off for this process */
+        SageShareDriver drv; /* filled once the driver is open (share_driver) */
         bool drv_ready;
         ShareVmm vmm;
         ShareGuard guard;
-        SageBroker *broker;      /* NULL once lost */
-        struct ShareIpc *ipc;    /* share_ipc.c, created at the first IPC call */
-        ShareVmaCache maps;      /* file keys' view of the memory map */
-        atomic_bool active;      /* some allocation may be VMM-backed: hooks read it without the lock */
-        atomic_bool guarding;    /* some piece is a candidate or shared: launches are scanned */
+        SageBroker *broker;   /* NULL once lost */
+        struct ShareIpc *ipc; /* share_ipc.c, created at the first IPC call */
+        ShareVmaCache maps;   /* file keys' view of the memory map */
+        atomic_bool active;   /* some allocation may be VMM-backed: hooks read it without the lock */
+        atomic_bool guarding; /* some piece is a candidate or shared: launches are scanned */
         uint64_t notes_buf[SAGE_SHARE_NOTES_MAX / 8]; /* a lookup's notes: too big for an app thread's stack */
 } SageShare;
 

@@ -79,7 +79,8 @@ void sage_share_before_unknown_write(CUdeviceptr dst) {
  * [plan->lo, plan->hi) of it were served by mapping a shared extent: the
  * caller copies the rest. False: the caller copies everything.
  */
-static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t n, bool async, CUstream stream, UploadPlan *plan) {
+static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t n, bool async, CUstream stream,
+                         UploadPlan *plan) {
         SageShareAlloc *a;
         size_t o, lo, hi;
         SageHash key, content;
@@ -155,7 +156,12 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &content) < 0)
                 goto written;
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
-        piece = (Piece){ .off = lo, .len = hi - lo, .candidate = true, .key = key, .content = content, .span_lo = o,
+        piece = (Piece){ .off = lo,
+                         .len = hi - lo,
+                         .candidate = true,
+                         .key = key,
+                         .content = content,
+                         .span_lo = o,
                          .span_hi = o + n };
         if (share_vmm_create(&s->vmm, a, hi - lo, &piece.handle) != CUDA_SUCCESS)
                 goto written;
@@ -174,7 +180,12 @@ out:
 /* ---------------------------------------------------------------- the app's copy calls */
 
 /* One of the app's copies, to be made in part: its driver entry point and arguments. */
-typedef enum CopyKind { COPY_HTOD, COPY_HTOD_ASYNC, COPY_UNIFIED, COPY_UNIFIED_ASYNC } CopyKind;
+typedef enum CopyKind {
+        COPY_HTOD,
+        COPY_HTOD_ASYNC,
+        COPY_UNIFIED,
+        COPY_UNIFIED_ASYNC
+} CopyKind;
 typedef struct CopyCall {
         CopyKind kind;
         union {
@@ -193,14 +204,10 @@ typedef struct CopyCall {
 /* Bytes [off, off+len) of the app's copy, through its own entry point. */
 static CUresult copy_part(const CopyCall *c, size_t off, size_t len) {
         switch (c->kind) {
-        case COPY_HTOD:
-                return c->real.htod(c->dst + off, (const void *)(c->src + off), len);
-        case COPY_HTOD_ASYNC:
-                return c->real.htod_async(c->dst + off, (const void *)(c->src + off), len, c->stream);
-        case COPY_UNIFIED:
-                return c->real.unified(c->dst + off, c->src + off, len);
-        case COPY_UNIFIED_ASYNC:
-                return c->real.unified_async(c->dst + off, c->src + off, len, c->stream);
+        case COPY_HTOD: return c->real.htod(c->dst + off, (const void *)(c->src + off), len);
+        case COPY_HTOD_ASYNC: return c->real.htod_async(c->dst + off, (const void *)(c->src + off), len, c->stream);
+        case COPY_UNIFIED: return c->real.unified(c->dst + off, c->src + off, len);
+        case COPY_UNIFIED_ASYNC: return c->real.unified_async(c->dst + off, c->src + off, len, c->stream);
         }
         return CUDA_ERROR_INVALID_VALUE;
 }
@@ -255,32 +262,40 @@ static CUresult upload(const CopyCall *c) {
         return r;
 }
 
-#define UPLOAD_SYNC(name)                                                                                        \
-        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, const void *src, size_t n) {         \
-                return upload(&(CopyCall){ .kind = COPY_HTOD, .real.htod = real, .dst = dst,                     \
-                                           .src = (uintptr_t)src, .n = n });                                     \
+#define UPLOAD_SYNC(name)                                                                                   \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, const void *src, size_t n) {    \
+                return upload(&(CopyCall){                                                                  \
+                        .kind = COPY_HTOD, .real.htod = real, .dst = dst, .src = (uintptr_t)src, .n = n }); \
         }
-#define UPLOAD_ASYNC(name, is_ptsz)                                                                              \
-        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, const void *src, size_t n,           \
-                                  CUstream s) {                                                                  \
-                return upload(&(CopyCall){ .kind = COPY_HTOD_ASYNC, .real.htod_async = real, .dst = dst,         \
-                                           .src = (uintptr_t)src, .n = n, .stream = s, .ptsz = is_ptsz });       \
+#define UPLOAD_ASYNC(name, is_ptsz)                                                                                  \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, const void *src, size_t n, CUstream s) { \
+                return upload(&(CopyCall){ .kind = COPY_HTOD_ASYNC,                                                  \
+                                           .real.htod_async = real,                                                  \
+                                           .dst = dst,                                                               \
+                                           .src = (uintptr_t)src,                                                    \
+                                           .n = n,                                                                   \
+                                           .stream = s,                                                              \
+                                           .ptsz = is_ptsz });                                                       \
         }
 UPLOAD_SYNC(cuMemcpyHtoD_v2)
 UPLOAD_SYNC(cuMemcpyHtoD_v2_ptds)
 UPLOAD_ASYNC(cuMemcpyHtoDAsync_v2, false)
 UPLOAD_ASYNC(cuMemcpyHtoDAsync_v2_ptsz, true)
 
-#define UNIFIED_SYNC(name)                                                                                       \
-        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, CUdeviceptr src, size_t n) {         \
-                return upload(&(CopyCall){ .kind = COPY_UNIFIED, .real.unified = real, .dst = dst, .src = src,   \
-                                           .n = n });                                                            \
+#define UNIFIED_SYNC(name)                                                                                          \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, CUdeviceptr src, size_t n) {            \
+                return upload(                                                                                      \
+                        &(CopyCall){ .kind = COPY_UNIFIED, .real.unified = real, .dst = dst, .src = src, .n = n }); \
         }
-#define UNIFIED_ASYNC(name, is_ptsz)                                                                             \
-        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, CUdeviceptr src, size_t n,           \
-                                  CUstream s) {                                                                  \
-                return upload(&(CopyCall){ .kind = COPY_UNIFIED_ASYNC, .real.unified_async = real, .dst = dst,   \
-                                           .src = src, .n = n, .stream = s, .ptsz = is_ptsz });                  \
+#define UNIFIED_ASYNC(name, is_ptsz)                                                                                 \
+        CUresult sage_impl_##name(sage_fn_##name##_t real, CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { \
+                return upload(&(CopyCall){ .kind = COPY_UNIFIED_ASYNC,                                               \
+                                           .real.unified_async = real,                                               \
+                                           .dst = dst,                                                               \
+                                           .src = src,                                                               \
+                                           .n = n,                                                                   \
+                                           .stream = s,                                                              \
+                                           .ptsz = is_ptsz });                                                       \
         }
 UNIFIED_SYNC(cuMemcpy)
 UNIFIED_SYNC(cuMemcpy_ptds)
@@ -288,10 +303,10 @@ UNIFIED_ASYNC(cuMemcpyAsync, false)
 UNIFIED_ASYNC(cuMemcpyAsync_ptsz, true)
 
 /* Device writes with a destination: shared pieces there turn private first. */
-#define WRITE_GUARD(name, params, args, dst, bytes)                          \
+#define WRITE_GUARD(name, params, args, dst, bytes)                               \
         CUresult sage_impl_##name(sage_fn_##name##_t real, SAGE_UNPAREN params) { \
-                sage_share_before_write(dst, bytes);                         \
-                return real args;                                            \
+                sage_share_before_write(dst, bytes);                              \
+                return real args;                                                 \
         }
 #define DTOD_PARAMS (CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t n)
 #define DTOD_ASYNC_PARAMS (CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t n, CUstream s)

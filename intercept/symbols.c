@@ -10,11 +10,16 @@ const char *const sage_category_name[SAGE_CAT_COUNT] = {
         "init", "ctx", "mem", "vmm", "ipc", "copy", "module", "launch", "graph", "sync", "proc",
 };
 
-#define SAGE_NONE { SAGE_ARG_NONE, NULL }
-#define SAGE_U(label, v) { SAGE_ARG_UINT, label }
-#define SAGE_X(label, v) { SAGE_ARG_HEX, label }
-#define SAGE_B(v) { SAGE_ARG_BYTES, "bytes" }
-#define SAGE_S(label, v) { SAGE_ARG_STRING, label }
+#define SAGE_NONE \
+        { SAGE_ARG_NONE, NULL }
+#define SAGE_U(label, v) \
+        { SAGE_ARG_UINT, label }
+#define SAGE_X(label, v) \
+        { SAGE_ARG_HEX, label }
+#define SAGE_B(v) \
+        { SAGE_ARG_BYTES, "bytes" }
+#define SAGE_S(label, v) \
+        { SAGE_ARG_STRING, label }
 #define SAGE_W_NONE .writes = SAGE_WRITES_NONE
 #define SAGE_W_RANGE(dst, bytes) .writes = SAGE_WRITES_RANGE
 #define SAGE_W_UNKNOWN .writes = SAGE_WRITES_UNKNOWN
@@ -28,9 +33,10 @@ const char *const sage_category_name[SAGE_CAT_COUNT] = {
 #define SAGE_CREATES(kind, h) .resource_op = SAGE_RESOURCE_CREATES, .resource = SAGE_RESOURCE_##kind
 #define SAGE_DESTROYS(kind, h) .resource_op = SAGE_RESOURCE_DESTROYS, .resource = SAGE_RESOURCE_##kind
 const SageSymInfo sage_sym_info[SAGE_SYM_COUNT] = {
-#define SAGE_HOOK(sym, cat, kind, params, fwd, a0, a1, a2, w, st, res) \
-        [SAGE_SYM_##sym] = { .name = #sym, .category = SAGE_CAT_##cat, .args = { a0, a1, a2 }, w,  \
-                              .impl = SAGE_KIND_##kind, st, res },
+#define SAGE_HOOK(sym, cat, kind, params, fwd, a0, a1, a2, w, st, res)                                                 \
+        [SAGE_SYM_##sym] = {                                                                                           \
+                .name = #sym, .category = SAGE_CAT_##cat, .args = { a0, a1, a2 }, w, .impl = SAGE_KIND_##kind, st, res \
+        },
 #include "hooks.def"
 #undef SAGE_HOOK
 };

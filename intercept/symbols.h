@@ -38,7 +38,7 @@ typedef enum SageSym {
         SAGE_SYM_COUNT,
 } SageSym;
 
-#define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2, w, st, res) typedef CUresult (*sage_fn_##name##_t) params;
+#define SAGE_HOOK(name, cat, kind, params, args, a0, a1, a2, w, st, res) typedef CUresult(*sage_fn_##name##_t) params;
 #include "hooks.def"
 #undef SAGE_HOOK
 
@@ -99,8 +99,7 @@ static inline SageWriteRange sage_write_pitched(uint64_t dst, uint64_t x, uint64
  * pointer reaches it). A memory type the driver may add later: unknown.
  */
 static inline SageWriteRange sage_write_copy_dst(CUmemorytype type, CUdeviceptr dst, size_t x, size_t y, size_t z,
-                                                 size_t pitch, size_t height, size_t width, size_t rows,
-                                                 size_t depth) {
+                                                 size_t pitch, size_t height, size_t width, size_t rows, size_t depth) {
         if (type == CU_MEMORYTYPE_HOST || type == CU_MEMORYTYPE_ARRAY)
                 return (SageWriteRange){ .writes = SAGE_WRITES_NONE };
         if (type == CU_MEMORYTYPE_DEVICE || type == CU_MEMORYTYPE_UNIFIED)
@@ -137,8 +136,8 @@ static inline SageWriteRange sage_write_set2d(CUdeviceptr dst, size_t pitch, siz
 /* Which stream a call's work goes to (hooks.def: SAGE_STREAM*). */
 typedef enum SageStreamUse {
         SAGE_STREAM_NONE,
-        SAGE_STREAM_ARG,         /* SageCall.stream as given */
-        SAGE_STREAM_PER_THREAD,  /* as given; a 0 stream means CU_STREAM_PER_THREAD (already resolved in SageCall) */
+        SAGE_STREAM_ARG,        /* SageCall.stream as given */
+        SAGE_STREAM_PER_THREAD, /* as given; a 0 stream means CU_STREAM_PER_THREAD (already resolved in SageCall) */
 } SageStreamUse;
 
 typedef enum SageResource {
@@ -163,7 +162,7 @@ typedef struct SageSymInfo {
         SageCategory category;
         SageArgInfo args[3];
         SageWrites writes;
-        bool impl;              /* an IMPL hook: libsage's own logic runs in place of a plain forward */
+        bool impl; /* an IMPL hook: libsage's own logic runs in place of a plain forward */
         SageStreamUse stream;
         SageResourceOp resource_op;
         SageResource resource;

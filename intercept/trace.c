@@ -121,8 +121,7 @@ static bool category_has_stack(SageCategory cat) {
                cat == SAGE_CAT_INIT;
 }
 
-void sage_trace_record(SageSym sym, uint64_t t0_ns, uint64_t t1_ns, int result, uint64_t a0, uint64_t a1,
-                       uint64_t a2) {
+void sage_trace_record(SageSym sym, uint64_t t0_ns, uint64_t t1_ns, int result, uint64_t a0, uint64_t a1, uint64_t a2) {
         const SageSymInfo *info = &sage_sym_info[sym];
         TraceBuffer *b;
         TraceChunk *chunk;
@@ -254,12 +253,9 @@ static void write_event(Writer *w, pid_t pid, pid_t tid, const TraceEvent *e) {
                 const SageArgInfo *a = &info->args[i];
 
                 switch (a->format) {
-                case SAGE_ARG_NONE:
-                        break;
+                case SAGE_ARG_NONE: break;
                 case SAGE_ARG_UINT:
-                case SAGE_ARG_BYTES:
-                        writer_printf(w, ",\"%s\":%llu", a->label, (unsigned long long)e->arg[i]);
-                        break;
+                case SAGE_ARG_BYTES: writer_printf(w, ",\"%s\":%llu", a->label, (unsigned long long)e->arg[i]); break;
                 case SAGE_ARG_HEX:
                         writer_printf(w, ",\"%s\":\"0x%llx\"", a->label, (unsigned long long)e->arg[i]);
                         break;
@@ -356,8 +352,10 @@ void sage_trace_dump(void) {
         for (TraceBuffer *b = atomic_load(&trace_buffers); b; b = b->next) {
                 TraceChunk *last = atomic_load_explicit(&b->tail_published, memory_order_acquire);
 
-                writer_printf(w, ",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":\"%s%d\"}}",
-                              (int)pid, (int)b->tid, b->tid == pid ? "main " : "thread ", (int)b->tid);
+                writer_printf(
+                        w,
+                        ",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":\"%s%d\"}}",
+                        (int)pid, (int)b->tid, b->tid == pid ? "main " : "thread ", (int)b->tid);
                 for (TraceChunk *c = b->head; c; c = c->next) {
                         unsigned n = atomic_load_explicit(&c->count, memory_order_acquire);
 
@@ -367,8 +365,10 @@ void sage_trace_dump(void) {
                                 break;
                 }
         }
-        writer_printf(w, "\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":{\"sage_version\":\"%s\",\"pid\":%d,"
-                         "\"program\":", SAGE_VERSION, (int)pid);
+        writer_printf(w,
+                      "\n],\n\"displayTimeUnit\":\"ms\",\n\"otherData\":{\"sage_version\":\"%s\",\"pid\":%d,"
+                      "\"program\":",
+                      SAGE_VERSION, (int)pid);
         writer_string(w, name);
         writer_printf(w, ",\"driver\":");
         writer_string(w, sage_options()->driver);

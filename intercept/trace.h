@@ -16,12 +16,10 @@ extern const SageObserver sage_trace_observer;
 bool sage_trace_start(const char *path, uint64_t max_events, bool stacks);
 
 /* Record one call. Lock-free: the thread's own buffer. The observer calls it. */
-void sage_trace_record(SageSym sym, uint64_t t0_ns, uint64_t t1_ns, int result, uint64_t a0, uint64_t a1,
-                       uint64_t a2);
+void sage_trace_record(SageSym sym, uint64_t t0_ns, uint64_t t1_ns, int result, uint64_t a0, uint64_t a1, uint64_t a2);
 
 /* Write the dump now (at exit, or from a fatal-signal handler). Idempotent. */
 void sage_trace_dump(void);
-
 
 /* Stack capture (trace_stacks.c): fills `frames`, returns the count (0 if unavailable). */
 int sage_stack_capture(void **frames, int max);

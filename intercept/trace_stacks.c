@@ -36,8 +36,9 @@ static void unwind_open(void) {
                 if (lib)
                         unwind_backtrace = SAGE_FN_CAST(unw_backtrace_fn, sage_real_dlsym(lib, "unw_backtrace"));
                 if (!unwind_backtrace)
-                        sage_warn("SAGE_TRACE_STACKS=1 but libunwind.so.8 cannot be loaded (%s); events carry no stacks",
-                                  lib ? "no unw_backtrace" : dlerror());
+                        sage_warn(
+                                "SAGE_TRACE_STACKS=1 but libunwind.so.8 cannot be loaded (%s); events carry no stacks",
+                                lib ? "no unw_backtrace" : dlerror());
         }
 #else
         sage_warn("SAGE_TRACE_STACKS=1 but this libsage was built without libunwind; events carry no stacks");

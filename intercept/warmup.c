@@ -63,15 +63,19 @@
 
 #define WARMUP_MAX_DEVICES 16
 
-enum { WARMUP_IDLE, WARMUP_RUNNING, WARMUP_DONE };
+enum {
+        WARMUP_IDLE,
+        WARMUP_RUNNING,
+        WARMUP_DONE
+};
 
 static atomic_int warmup_state = WARMUP_IDLE;
 static pthread_mutex_t warmup_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t warmup_done = PTHREAD_COND_INITIALIZER;
-static atomic_ullong held_devices;      /* bit per device ordinal SAGE holds a retain on */
-static int rewarm_in_driver;            /* re-warm threads inside the driver (warmup_lock) */
-static int rewarm_pending;              /* re-warm threads started, not finished (warmup_lock) */
-static bool rewarm_cancelled;           /* exit: pending re-warms must not enter the driver */
+static atomic_ullong held_devices; /* bit per device ordinal SAGE holds a retain on */
+static int rewarm_in_driver;       /* re-warm threads inside the driver (warmup_lock) */
+static int rewarm_pending;         /* re-warm threads started, not finished (warmup_lock) */
+static bool rewarm_cancelled;      /* exit: pending re-warms must not enter the driver */
 #define REWARM_GRACE_MS 50
 static const char *_Atomic warmup_trigger_name;
 
@@ -84,9 +88,19 @@ static const char *_Atomic warmup_trigger_name;
  * purpose: loading them does not mean the process will use a GPU.
  */
 static const char *const cuda_library_prefixes[] = {
-        "libcuda.so",     "libcudart.so",  "libcublas",   "libcudnn",     "libcufft",
-        "libcurand",      "libcusparse",   "libcusolver", "libnccl",      "libtorch_cuda",
-        "libc10_cuda",    "xla_cuda_plugin", "cuda_plugin_extension",
+        "libcuda.so",
+        "libcudart.so",
+        "libcublas",
+        "libcudnn",
+        "libcufft",
+        "libcurand",
+        "libcusparse",
+        "libcusolver",
+        "libnccl",
+        "libtorch_cuda",
+        "libc10_cuda",
+        "xla_cuda_plugin",
+        "cuda_plugin_extension",
 };
 
 bool sage_library_is_cuda(const char *path) {
@@ -158,8 +172,8 @@ static bool executable_has_fatbin(void) {
                 const Elf64_Ehdr *eh = (const Elf64_Ehdr *)map;
                 size_t size = (size_t)st.st_size;
 
-                if (memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_ident[EI_CLASS] == ELFCLASS64 &&
-                    eh->e_shoff && eh->e_shentsize == sizeof(Elf64_Shdr) && eh->e_shstrndx < eh->e_shnum &&
+                if (memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_ident[EI_CLASS] == ELFCLASS64 && eh->e_shoff &&
+                    eh->e_shentsize == sizeof(Elf64_Shdr) && eh->e_shstrndx < eh->e_shnum &&
                     eh->e_shoff + (size_t)eh->e_shnum * sizeof(Elf64_Shdr) <= size) {
                         const Elf64_Shdr *sh = (const Elf64_Shdr *)(map + eh->e_shoff);
                         const Elf64_Shdr *strtab = &sh[eh->e_shstrndx];
@@ -201,7 +215,8 @@ static int parse_devices(const char *spec, int *out, int max, int count) {
                 long v = strtol(spec, &end, 10);
 
                 if (end == spec) {
-                        sage_warn("SAGE_WARMUP_DEVICES=\"%s\": expected ordinals or all", sage_options()->warmup_devices);
+                        sage_warn("SAGE_WARMUP_DEVICES=\"%s\": expected ordinals or all",
+                                  sage_options()->warmup_devices);
                         break;
                 }
                 if (v >= 0 && v < count)
@@ -212,7 +227,6 @@ static int parse_devices(const char *spec, int *out, int max, int count) {
         }
         return n;
 }
-
 
 /* The warm-up's driver calls are the process's too: the trace shows them. */
 static void traced(SageSym sym, uint64_t t0, CUresult r, uint64_t a0, uint64_t a1) {
@@ -525,7 +539,6 @@ void sage_warmup_rewarm(int dev) {
                 pthread_mutex_unlock(&warmup_lock);
         }
 }
-
 
 /* Lean contexts (ctx_limit.c): the warm-up sets the stack limit; an app that
  * reads it while the warm-up runs sees the value it will have. */

@@ -4,9 +4,9 @@
 #include <stdbool.h>
 
 typedef enum SageWarmupTrigger {
-        SAGE_WARMUP_AT_LOAD,    /* constructor: eager or auto, for a CUDA program only */
-        SAGE_WARMUP_AT_LOOKUP,  /* the app resolved a driver symbol (dlsym, cuGetProcAddress): lazy, eager */
-        SAGE_WARMUP_AT_INIT,    /* the app called cuInit: every mode but off */
+        SAGE_WARMUP_AT_LOAD,   /* constructor: eager or auto, for a CUDA program only */
+        SAGE_WARMUP_AT_LOOKUP, /* the app resolved a driver symbol (dlsym, cuGetProcAddress): lazy, eager */
+        SAGE_WARMUP_AT_INIT,   /* the app called cuInit: every mode but off */
 } SageWarmupTrigger;
 
 /* Start the warm-up if the mode says this trigger should (idempotent, cheap after the first call). */

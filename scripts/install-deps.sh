@@ -14,6 +14,7 @@ command -v ninja >/dev/null || need+=(ninja-build)
 command -v cc >/dev/null || need+=(gcc)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v python3 >/dev/null || need+=(python3)
+command -v clang-format >/dev/null || need+=(clang-format) # the format test (tests/check_format.py)
 [ -f /usr/include/xxhash.h ] || need+=(libxxhash-dev)
 [ -f /usr/include/libunwind.h ] || [ -f /usr/include/x86_64-linux-gnu/libunwind.h ] || need+=(libunwind-dev)
 cuda_h=${SAGE_CUDA_INCLUDE:-/usr/local/cuda/include}/cuda.h

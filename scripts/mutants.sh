@@ -5,8 +5,10 @@
 # (survived). Prints "N of M caught"; exits 0 only when every mutant was
 # caught. Run it before resolving an issue that changes a core mechanism and
 # quote its last line.
-#   scripts/mutants.sh [--list] [--only ID|NUMBER]... [--no-baseline] [--dir DIR]
+#   scripts/mutants.sh [--list|--check] [--only ID|NUMBER]... [--no-baseline] [--dir DIR]
 #     --list         print the list (number, id, mechanism, file, what it breaks)
+#     --check        only check that every mutant's pattern occurs exactly once
+#                    in its file (after reformatting or refactoring); no build
 #     --only K       run mutant K (its number or id); may be repeated
 #     --no-baseline  skip the unmutated run (which proves the suites pass first)
 #     --dir DIR      scratch folder (default build-mutants/: src/ is the copy of
@@ -24,13 +26,15 @@ scratch=$root/build-mutants
 only=()
 baseline=1
 do_list=0
+do_check=0
 while [ $# -gt 0 ]; do
   case $1 in
     --list) do_list=1 ;;
+    --check) do_check=1 ;;
     --only) only+=("$2"); shift ;;
     --no-baseline) baseline=0 ;;
     --dir) scratch=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "mutants.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -92,6 +96,15 @@ elif cmd == "apply":  # apply mutant K to the copy in SRC; exit 3 when it no lon
         sys.exit(3)
     h = hits[0]
     open(path, "w").write(text[: h.start()] + m["replace"] + text[h.end():])
+elif cmd == "check":  # every mutant anchors exactly once in the tree at ROOT
+    bad = 0
+    for i, m in enumerate(muts, 1):
+        n = len(pattern(m["find"]).findall(open(sys.argv[3] + "/" + m["file"]).read()))
+        if n != 1:
+            print(f"{i:3} {m['id']}: pattern found {n} times in {m['file']} (re-anchor it): {m['find']}")
+            bad += 1
+    print(f"{len(muts) - bad} of {len(muts)} mutants anchor exactly once")
+    sys.exit(1 if bad else 0)
 elif cmd == "count":
     print(len(muts))
 PY
@@ -104,6 +117,10 @@ list=$scratch/mutants.list
 if [ "$do_list" = 1 ]; then
   helper list
   exit 0
+fi
+if [ "$do_check" = 1 ]; then
+  helper check "$root"
+  exit
 fi
 selected=$(helper select "${only[@]}")
 total=$(wc -w <<<"$selected")

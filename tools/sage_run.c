@@ -22,16 +22,17 @@
 #endif
 
 static void usage(FILE *f) {
-        fprintf(f, "usage: sage-run [--trace FILE] [--stacks] [--verbose N] [--warmup MODE] [--share] [--socket PATH]\n"
-                   "                [--lib PATH] [--] PROGRAM [ARGS...]\n"
-                   "  --trace FILE   write a trace dump (SAGE_TRACE; %%p = pid)\n"
-                   "  --stacks       add backtraces to the trace (SAGE_TRACE_STACKS=1)\n"
-                   "  --verbose N    SAGE_VERBOSE=N (1 lists options and warnings on stderr)\n"
-                   "  --warmup MODE  SAGE_WARMUP=auto|eager|lazy|off (eager for a function that imports\n"
-                   "                 a framework before it touches the GPU, e.g. PyTorch)\n"
-                   "  --share        SAGE_SHARE=1: map uploads the broker already holds (needs saged)\n"
-                   "  --socket PATH  the broker's socket (SAGE_SOCKET)\n"
-                   "  --lib PATH     libsage.so to preload (default: SAGE_LIB, the build tree, %s)\n",
+        fprintf(f,
+                "usage: sage-run [--trace FILE] [--stacks] [--verbose N] [--warmup MODE] [--share] [--socket PATH]\n"
+                "                [--lib PATH] [--] PROGRAM [ARGS...]\n"
+                "  --trace FILE   write a trace dump (SAGE_TRACE; %%p = pid)\n"
+                "  --stacks       add backtraces to the trace (SAGE_TRACE_STACKS=1)\n"
+                "  --verbose N    SAGE_VERBOSE=N (1 lists options and warnings on stderr)\n"
+                "  --warmup MODE  SAGE_WARMUP=auto|eager|lazy|off (eager for a function that imports\n"
+                "                 a framework before it touches the GPU, e.g. PyTorch)\n"
+                "  --share        SAGE_SHARE=1: map uploads the broker already holds (needs saged)\n"
+                "  --socket PATH  the broker's socket (SAGE_SOCKET)\n"
+                "  --lib PATH     libsage.so to preload (default: SAGE_LIB, the build tree, %s)\n",
                 SAGE_LIBDIR);
 }
 
@@ -91,7 +92,8 @@ int main(int argc, char **argv) {
                 } else if (!strcmp(a, "--share")) {
                         setenv("SAGE_SHARE", "1", 1);
                 } else if ((!strcmp(a, "--trace") || !strcmp(a, "--verbose") || !strcmp(a, "--lib") ||
-                            !strcmp(a, "--warmup") || !strcmp(a, "--socket")) && i + 1 < argc) {
+                            !strcmp(a, "--warmup") || !strcmp(a, "--socket")) &&
+                           i + 1 < argc) {
                         const char *v = argv[++i];
                         if (!strcmp(a, "--socket"))
                                 setenv("SAGE_SOCKET", v, 1);
@@ -99,12 +101,12 @@ int main(int argc, char **argv) {
                                 setenv("SAGE_TRACE", v, 1);
                         else if (!strcmp(a, "--warmup")) {
                                 if (strcmp(v, "auto") && strcmp(v, "eager") && strcmp(v, "lazy") && strcmp(v, "off")) {
-                                        fprintf(stderr, "sage-run: --warmup takes auto, eager, lazy or off, not %s\n", v);
+                                        fprintf(stderr, "sage-run: --warmup takes auto, eager, lazy or off, not %s\n",
+                                                v);
                                         return 2;
                                 }
                                 setenv("SAGE_WARMUP", v, 1);
-                        }
-                        else if (!strcmp(a, "--verbose"))
+                        } else if (!strcmp(a, "--verbose"))
                                 setenv("SAGE_VERBOSE", v, 1);
                         else
                                 lib = v;

@@ -33,7 +33,15 @@ typedef struct Milestone {
         bool seen;
 } Milestone;
 
-enum { M_INIT, M_CTX, M_ALLOC, M_UPLOAD, M_MODULE, M_LAUNCH, M_COUNT };
+enum {
+        M_INIT,
+        M_CTX,
+        M_ALLOC,
+        M_UPLOAD,
+        M_MODULE,
+        M_LAUNCH,
+        M_COUNT
+};
 
 /*
  * libsage's counters (otherData.stats of the dump), named by the list
@@ -190,8 +198,8 @@ static int load(const char *path, Summary *s) {
                 return -1;
         }
         memset(s, 0, sizeof(*s));
-        static const char *labels[M_COUNT] = { "driver init (cuInit)", "first context", "first allocation",
-                                               "first upload (H2D)", "first module load", "first launch" };
+        static const char *labels[M_COUNT] = { "driver init (cuInit)", "first context",     "first allocation",
+                                               "first upload (H2D)",   "first module load", "first launch" };
         for (int i = 0; i < M_COUNT; i++)
                 s->milestones[i].label = labels[i];
         while (getline(&line, &cap, f) > 0) {
@@ -231,10 +239,9 @@ static double gbps(uint64_t bytes, double us) {
 }
 
 static void print_text(const char *path, Summary *s) {
-        printf("%s: %s (pid %ld): %llu calls on %llu thread(s) over %.3f ms, %llu failed%s%s\n", path,
-               s->program, s->pid, (unsigned long long)s->events, (unsigned long long)s->threads,
-               (s->last_us - s->first_us) / 1e3, (unsigned long long)s->errors, s->errors ? ", first: " : "",
-               s->errors ? s->first_error : "");
+        printf("%s: %s (pid %ld): %llu calls on %llu thread(s) over %.3f ms, %llu failed%s%s\n", path, s->program,
+               s->pid, (unsigned long long)s->events, (unsigned long long)s->threads, (s->last_us - s->first_us) / 1e3,
+               (unsigned long long)s->errors, s->errors ? ", first: " : "", s->errors ? s->first_error : "");
         printf("\nset-up (ms after libsage loaded)       at       took\n");
         for (int i = 0; i < M_COUNT; i++) {
                 Milestone *m = &s->milestones[i];
@@ -285,8 +292,8 @@ static void print_json(const char *path, Summary *s, bool last) {
                         printf("null");
         }
         printf("},\"bytes\":{\"htod\":%llu,\"dtoh\":%llu,\"dtod\":%llu,\"other\":%llu},\"sharing\":{",
-               (unsigned long long)s->bytes_htod, (unsigned long long)s->bytes_dtoh,
-               (unsigned long long)s->bytes_dtod, (unsigned long long)s->bytes_other);
+               (unsigned long long)s->bytes_htod, (unsigned long long)s->bytes_dtoh, (unsigned long long)s->bytes_dtod,
+               (unsigned long long)s->bytes_other);
         for (int i = 0, n = 0; i < STAT_COUNT; i++)
                 if (is_share_stat(i))
                         printf("%s\"%s\":%.0f", n++ ? "," : "", stat_names[i], s->stats[i]);

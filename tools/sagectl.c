@@ -67,10 +67,9 @@ static int cmd_stats(SageBroker *b, bool json) {
                 printf("{\"extents\": %" PRIu64 ", \"bytes_resident\": %" PRIu64 ", \"budget\": ", s.extents,
                        s.bytes_resident);
                 print_budget(s.budget, true);
-                printf(", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64 ", \"clients\": %" PRIu64
-                       ", \"refs\": %" PRIu64 ", \"publishes\": %" PRIu64 ", \"evictions\": %" PRIu64
-                       ", \"rejected_budget\": %" PRIu64 ", \"rejected_content\": %" PRIu64
-                       ", \"records\": %" PRIu64 ", \"uptime_s\": %.3f}\n",
+                printf(", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64 ", \"clients\": %" PRIu64 ", \"refs\": %" PRIu64
+                       ", \"publishes\": %" PRIu64 ", \"evictions\": %" PRIu64 ", \"rejected_budget\": %" PRIu64
+                       ", \"rejected_content\": %" PRIu64 ", \"records\": %" PRIu64 ", \"uptime_s\": %.3f}\n",
                        s.hits, s.misses, s.clients, s.refs, s.publishes, s.evictions, s.rejected_budget,
                        s.rejected_content, s.records, (double)s.uptime_ns / 1e9);
                 return 0;
@@ -152,14 +151,16 @@ static int cmd_list(SageBroker *b, bool json) {
                         if (!label)
                                 snprintf(ns, sizeof(ns), "%u", uid);
                         else if (container)
-                                snprintf(ns, sizeof(ns), "container-%u:%u", label - SAGE_NAMESPACE_CONTAINER_FIRST, uid);
+                                snprintf(ns, sizeof(ns), "container-%u:%u", label - SAGE_NAMESPACE_CONTAINER_FIRST,
+                                         uid);
                         else if (name)
                                 snprintf(ns, sizeof(ns), "%s:%u", name, uid);
                         else
                                 snprintf(ns, sizeof(ns), "#%u:%u", label, uid);
                         /* Label names are [A-Za-z0-9._-] (the decoder checks): no JSON escaping needed. */
                         if (json) {
-                                printf("%s\n {\"id\": %" PRIu64 ", \"namespace\": %" PRIu64 ", \"uid\": %u, \"label\": ",
+                                printf("%s\n {\"id\": %" PRIu64 ", \"namespace\": %" PRIu64
+                                       ", \"uid\": %u, \"label\": ",
                                        first ? "" : ",", e->id, e->namespace_id, uid);
                                 if (name)
                                         printf("\"%s\"", name);

@@ -55,13 +55,13 @@ int sagectl_instances(SageBroker *b, bool json) {
                                        ", \"suspend_ms\": %u, \"resume_ms\": %u, \"idle_s\": %.3f, \"flags\": %u, "
                                        "\"why_not\": %u, \"why_not_text\": \"%s\"}",
                                        first ? "" : ",", e->pid, e->namespace_id, sage_namespace_uid(e->namespace_id),
-                                       sage_namespace_label(e->namespace_id), uuid,
-                                       sage_instance_state_name(e->state), e->gpu_bytes, e->suspend_ms, e->resume_ms,
-                                       (double)e->idle_ns / 1e9, e->flags, e->why_not, why);
+                                       sage_namespace_label(e->namespace_id), uuid, sage_instance_state_name(e->state),
+                                       e->gpu_bytes, e->suspend_ms, e->resume_ms, (double)e->idle_ns / 1e9, e->flags,
+                                       e->why_not, why);
                         else
                                 printf("%-8u %-20" PRIu64 " GPU-%-32s %-10s %8" PRIu64 " %10u %10u %s\n", e->pid,
-                                       e->namespace_id, uuid, sage_instance_state_name(e->state),
-                                       e->gpu_bytes >> 20, e->suspend_ms, e->resume_ms, e->why_not ? why : "-");
+                                       e->namespace_id, uuid, sage_instance_state_name(e->state), e->gpu_bytes >> 20,
+                                       e->suspend_ms, e->resume_ms, e->why_not ? why : "-");
                         first = false;
                         after = e->pid;
                 }
@@ -89,7 +89,8 @@ int sagectl_suspend_resume(SageBroker *b, const char *cmd, const char *pid_text)
                                         : sage_broker_resume(b, (uint32_t)pid, &reply);
         if (r)
                 return sagectl_fail(cmd, r, b);
-        printf("instance %" PRIu64 " %s in %u ms (state %s)\n", pid, strcmp(cmd, "suspend") == 0 ? "suspended" : "resumed",
-               reply.elapsed_ms, sage_instance_state_name(reply.state));
+        printf("instance %" PRIu64 " %s in %u ms (state %s)\n", pid,
+               strcmp(cmd, "suspend") == 0 ? "suspended" : "resumed", reply.elapsed_ms,
+               sage_instance_state_name(reply.state));
         return 0;
 }

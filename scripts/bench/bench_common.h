@@ -15,78 +15,70 @@
 
 #include <cuda_runtime.h>
 
-#define RT_CHECK(call)                                                        \
-    do {                                                                      \
-        cudaError_t rt_check_err_ = (call);                                   \
-        if (rt_check_err_ != cudaSuccess) {                                   \
-            fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__,          \
-                    __LINE__, #call, cudaGetErrorString(rt_check_err_),       \
-                    (int)rt_check_err_);                                      \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
+#define RT_CHECK(call)                                                                            \
+        do {                                                                                      \
+                cudaError_t rt_check_err_ = (call);                                               \
+                if (rt_check_err_ != cudaSuccess) {                                               \
+                        fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call, \
+                                cudaGetErrorString(rt_check_err_), (int)rt_check_err_);           \
+                        exit(1);                                                                  \
+                }                                                                                 \
+        } while (0)
 
-static inline uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+static inline uint64_t now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* Milliseconds from a to b (now_ns values). */
-static inline double ms(uint64_t a, uint64_t b)
-{
-    return (double)(b - a) / 1e6;
+static inline double ms(uint64_t a, uint64_t b) {
+        return (double)(b - a) / 1e6;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+static int cmp_double(const void *a, const void *b) {
+        double x = *(const double *)a, y = *(const double *)b;
+        return (x > y) - (x < y);
 }
 
 /* Median of n samples (sorts a copy). */
-static inline double median_of(const double *v, int n)
-{
-    double *s = (double *)malloc((size_t)n * sizeof(double));
-    if (!s)
-        exit(1);
-    memcpy(s, v, (size_t)n * sizeof(double));
-    qsort(s, (size_t)n, sizeof(double), cmp_double);
-    double m = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-    free(s);
-    return m;
+static inline double median_of(const double *v, int n) {
+        double *s = (double *)malloc((size_t)n * sizeof(double));
+        if (!s)
+                exit(1);
+        memcpy(s, v, (size_t)n * sizeof(double));
+        qsort(s, (size_t)n, sizeof(double), cmp_double);
+        double m = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+        free(s);
+        return m;
 }
 
-static inline double min_of(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        if (v[i] < m)
-            m = v[i];
-    return m;
+static inline double min_of(const double *v, int n) {
+        double m = v[0];
+        for (int i = 1; i < n; i++)
+                if (v[i] < m)
+                        m = v[i];
+        return m;
 }
 
 /* Is libsage mapped into this process? */
-static inline int sage_loaded(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[4096];
-    int found = 0;
-    if (!f)
-        return 0;
-    while (!found && fgets(line, sizeof(line), f))
-        found = strstr(line, "libsage") != NULL;
-    fclose(f);
-    return found;
+static inline int sage_loaded(void) {
+        FILE *f = fopen("/proc/self/maps", "r");
+        char line[4096];
+        int found = 0;
+        if (!f)
+                return 0;
+        while (!found && fgets(line, sizeof(line), f))
+                found = strstr(line, "libsage") != NULL;
+        fclose(f);
+        return found;
 }
 
-static inline void print_samples(const char *key, const double *v, int n)
-{
-    printf("\"%s\":{\"median\":%.2f,\"min\":%.2f,\"runs\":[", key, median_of(v, n), min_of(v, n));
-    for (int i = 0; i < n; i++)
-        printf("%s%.2f", i ? "," : "", v[i]);
-    printf("]}");
+static inline void print_samples(const char *key, const double *v, int n) {
+        printf("\"%s\":{\"median\":%.2f,\"min\":%.2f,\"runs\":[", key, median_of(v, n), min_of(v, n));
+        for (int i = 0; i < n; i++)
+                printf("%s%.2f", i ? "," : "", v[i]);
+        printf("]}");
 }
 
 #endif /* SAGE_BENCH_COMMON_H */

@@ -23,165 +23,158 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CU_CHECK(call)                                                                     \
-    do {                                                                                   \
-        CUresult cu_check_err_ = (call);                                                   \
-        if (cu_check_err_ != CUDA_SUCCESS) {                                               \
-            const char *cu_check_name_ = NULL;                                             \
-            cuGetErrorName(cu_check_err_, &cu_check_name_);                                \
-            fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call,      \
-                    cu_check_name_ ? cu_check_name_ : "?", (int)cu_check_err_);            \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
+#define CU_CHECK(call)                                                                            \
+        do {                                                                                      \
+                CUresult cu_check_err_ = (call);                                                  \
+                if (cu_check_err_ != CUDA_SUCCESS) {                                              \
+                        const char *cu_check_name_ = NULL;                                        \
+                        cuGetErrorName(cu_check_err_, &cu_check_name_);                           \
+                        fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call, \
+                                cu_check_name_ ? cu_check_name_ : "?", (int)cu_check_err_);       \
+                        exit(1);                                                                  \
+                }                                                                                 \
+        } while (0)
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+static uint64_t now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+static int cmp_double(const void *a, const void *b) {
+        double x = *(const double *)a, y = *(const double *)b;
+        return (x > y) - (x < y);
 }
 
-static void print_stats(const char *key, const double *v, int n)
-{
-    double *s = malloc((size_t)n * sizeof(double));
-    if (!s)
-        exit(1);
-    memcpy(s, v, (size_t)n * sizeof(double));
-    qsort(s, (size_t)n, sizeof(double), cmp_double);
-    double med = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-    printf("\"%s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f,\"first\":%.4f}", key, med, s[0],
-           s[n - 1], v[0]);
-    free(s);
+static void print_stats(const char *key, const double *v, int n) {
+        double *s = malloc((size_t)n * sizeof(double));
+        if (!s)
+                exit(1);
+        memcpy(s, v, (size_t)n * sizeof(double));
+        qsort(s, (size_t)n, sizeof(double), cmp_double);
+        double med = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+        printf("\"%s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f,\"first\":%.4f}", key, med, s[0], s[n - 1], v[0]);
+        free(s);
 }
 
-static int sage_loaded(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[4096];
-    int found = 0;
-    if (!f)
-        return 0;
-    while (!found && fgets(line, sizeof(line), f))
-        found = strstr(line, "libsage") != NULL;
-    fclose(f);
-    return found;
+static int sage_loaded(void) {
+        FILE *f = fopen("/proc/self/maps", "r");
+        char line[4096];
+        int found = 0;
+        if (!f)
+                return 0;
+        while (!found && fgets(line, sizeof(line), f))
+                found = strstr(line, "libsage") != NULL;
+        fclose(f);
+        return found;
 }
 
-int main(int argc, char **argv)
-{
-    uint64_t t_main = now_ns();
-    const char *t0_env = getenv("SAGE_BENCH_T0_NS");
-    uint64_t t0 = t0_env ? strtoull(t0_env, NULL, 10) : t_main;
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s CUBIN [ITERATIONS]\n", argv[0]);
-        return 2;
-    }
-    int iters = argc == 3 ? atoi(argv[2]) : 100;
-    if (iters < 1)
-        iters = 1;
-
-    /* The module image, read once (as a container would keep it). */
-    FILE *f = fopen(argv[1], "rb");
-    if (!f) {
-        fprintf(stderr, "%s: %s\n", argv[1], strerror(errno));
-        return 1;
-    }
-    fseek(f, 0, SEEK_END);
-    long image_size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *image = malloc((size_t)image_size + 1);
-    if (!image || fread(image, 1, (size_t)image_size, f) != (size_t)image_size) {
-        fprintf(stderr, "%s: read failed\n", argv[1]);
-        return 1;
-    }
-    image[image_size] = 0;
-    fclose(f);
-
-    const size_t bytes = 64u << 20;
-    const unsigned long long n = bytes / sizeof(unsigned int);
-    unsigned int *host = malloc(bytes);
-    if (!host)
-        return 1;
-    unsigned long long host_sum = 0;
-    for (unsigned long long i = 0; i < n; i++) {
-        host[i] = (unsigned int)((i * 2654435761ull) & 0xffffffffu) >> 8; /* < 2^24: no wrap */
-        host_sum += host[i];
-    }
-
-    uint64_t t_init0 = now_ns();
-    CU_CHECK(cuInit(0));
-    CUdevice dev;
-    CU_CHECK(cuDeviceGet(&dev, 0));
-    uint64_t t_init1 = now_ns();
-
-    double *cycle = malloc((size_t)iters * sizeof(double));
-    double *create = malloc((size_t)iters * sizeof(double));
-    double *destroy = malloc((size_t)iters * sizeof(double));
-    double *work = malloc((size_t)iters * sizeof(double));
-    if (!cycle || !create || !destroy || !work)
-        return 1;
-    uint64_t checksum = 0;
-
-    for (int it = 0; it < iters; it++) {
-        CUcontext ctx;
-        CUmodule mod;
-        CUfunction fn;
-        CUdeviceptr d, dsum;
-        uint64_t a = now_ns();
-        CU_CHECK(cuCtxCreate(&ctx, NULL, 0, dev));
-        uint64_t b = now_ns();
-        CU_CHECK(cuModuleLoadData(&mod, image));
-        CU_CHECK(cuModuleGetFunction(&fn, mod, "step"));
-        CU_CHECK(cuMemAlloc(&d, bytes));
-        CU_CHECK(cuMemAlloc(&dsum, sizeof(unsigned long long)));
-        CU_CHECK(cuMemsetD32(dsum, 0, 2));
-        CU_CHECK(cuMemcpyHtoD(d, host, bytes));
-        unsigned int arg_it = (unsigned int)it;
-        unsigned long long arg_n = n;
-        void *args[] = {&d, &arg_n, &arg_it, &dsum};
-        CU_CHECK(cuLaunchKernel(fn, 264, 1, 1, 256, 1, 1, 0, NULL, args, NULL));
-        CU_CHECK(cuCtxSynchronize());
-        unsigned long long sum = 0;
-        CU_CHECK(cuMemcpyDtoH(&sum, dsum, sizeof(sum)));
-        unsigned long long want = 3ull * host_sum + n * (unsigned long long)arg_it;
-        if (sum != want) {
-            fprintf(stderr, "iteration %d: kernel result %llx, expected %llx\n", it, sum, want);
-            return 1;
+int main(int argc, char **argv) {
+        uint64_t t_main = now_ns();
+        const char *t0_env = getenv("SAGE_BENCH_T0_NS");
+        uint64_t t0 = t0_env ? strtoull(t0_env, NULL, 10) : t_main;
+        if (argc < 2 || argc > 3) {
+                fprintf(stderr, "usage: %s CUBIN [ITERATIONS]\n", argv[0]);
+                return 2;
         }
-        checksum = checksum * 0x100000001B3ull ^ sum;
-        CU_CHECK(cuMemFree(d));
-        CU_CHECK(cuMemFree(dsum));
-        CU_CHECK(cuModuleUnload(mod));
-        uint64_t c = now_ns();
-        CU_CHECK(cuCtxDestroy(ctx));
-        uint64_t e = now_ns();
-        create[it] = (double)(b - a) / 1e6;
-        work[it] = (double)(c - b) / 1e6;
-        destroy[it] = (double)(e - c) / 1e6;
-        cycle[it] = (double)(e - a) / 1e6;
-    }
-    uint64_t t_end = now_ns();
+        int iters = argc == 3 ? atoi(argv[2]) : 100;
+        if (iters < 1)
+                iters = 1;
 
-    printf("{\"pid\":%d,\"sage_loaded\":%s,\"t0_given\":%s,\"iterations\":%d,\"main_ms\":%.3f,"
-           "\"init_ms\":%.3f,\"loop_ms\":%.3f,",
-           (int)getpid(), sage_loaded() ? "true" : "false", t0_env ? "true" : "false", iters,
-           (double)(t_main - t0) / 1e6, (double)(t_init1 - t_init0) / 1e6,
-           (double)(t_end - t_init1) / 1e6);
-    print_stats("cycle", cycle, iters);
-    printf(",");
-    print_stats("create", create, iters);
-    printf(",");
-    print_stats("destroy", destroy, iters);
-    printf(",");
-    print_stats("work", work, iters);
-    printf(",\"verified\":%d,\"checksum\":\"%016" PRIx64 "\"}\n", iters, checksum);
-    fflush(stdout);
-    return 0;
+        /* The module image, read once (as a container would keep it). */
+        FILE *f = fopen(argv[1], "rb");
+        if (!f) {
+                fprintf(stderr, "%s: %s\n", argv[1], strerror(errno));
+                return 1;
+        }
+        fseek(f, 0, SEEK_END);
+        long image_size = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        char *image = malloc((size_t)image_size + 1);
+        if (!image || fread(image, 1, (size_t)image_size, f) != (size_t)image_size) {
+                fprintf(stderr, "%s: read failed\n", argv[1]);
+                return 1;
+        }
+        image[image_size] = 0;
+        fclose(f);
+
+        const size_t bytes = 64u << 20;
+        const unsigned long long n = bytes / sizeof(unsigned int);
+        unsigned int *host = malloc(bytes);
+        if (!host)
+                return 1;
+        unsigned long long host_sum = 0;
+        for (unsigned long long i = 0; i < n; i++) {
+                host[i] = (unsigned int)((i * 2654435761ull) & 0xffffffffu) >> 8; /* < 2^24: no wrap */
+                host_sum += host[i];
+        }
+
+        uint64_t t_init0 = now_ns();
+        CU_CHECK(cuInit(0));
+        CUdevice dev;
+        CU_CHECK(cuDeviceGet(&dev, 0));
+        uint64_t t_init1 = now_ns();
+
+        double *cycle = malloc((size_t)iters * sizeof(double));
+        double *create = malloc((size_t)iters * sizeof(double));
+        double *destroy = malloc((size_t)iters * sizeof(double));
+        double *work = malloc((size_t)iters * sizeof(double));
+        if (!cycle || !create || !destroy || !work)
+                return 1;
+        uint64_t checksum = 0;
+
+        for (int it = 0; it < iters; it++) {
+                CUcontext ctx;
+                CUmodule mod;
+                CUfunction fn;
+                CUdeviceptr d, dsum;
+                uint64_t a = now_ns();
+                CU_CHECK(cuCtxCreate(&ctx, NULL, 0, dev));
+                uint64_t b = now_ns();
+                CU_CHECK(cuModuleLoadData(&mod, image));
+                CU_CHECK(cuModuleGetFunction(&fn, mod, "step"));
+                CU_CHECK(cuMemAlloc(&d, bytes));
+                CU_CHECK(cuMemAlloc(&dsum, sizeof(unsigned long long)));
+                CU_CHECK(cuMemsetD32(dsum, 0, 2));
+                CU_CHECK(cuMemcpyHtoD(d, host, bytes));
+                unsigned int arg_it = (unsigned int)it;
+                unsigned long long arg_n = n;
+                void *args[] = { &d, &arg_n, &arg_it, &dsum };
+                CU_CHECK(cuLaunchKernel(fn, 264, 1, 1, 256, 1, 1, 0, NULL, args, NULL));
+                CU_CHECK(cuCtxSynchronize());
+                unsigned long long sum = 0;
+                CU_CHECK(cuMemcpyDtoH(&sum, dsum, sizeof(sum)));
+                unsigned long long want = 3ull * host_sum + n * (unsigned long long)arg_it;
+                if (sum != want) {
+                        fprintf(stderr, "iteration %d: kernel result %llx, expected %llx\n", it, sum, want);
+                        return 1;
+                }
+                checksum = checksum * 0x100000001B3ull ^ sum;
+                CU_CHECK(cuMemFree(d));
+                CU_CHECK(cuMemFree(dsum));
+                CU_CHECK(cuModuleUnload(mod));
+                uint64_t c = now_ns();
+                CU_CHECK(cuCtxDestroy(ctx));
+                uint64_t e = now_ns();
+                create[it] = (double)(b - a) / 1e6;
+                work[it] = (double)(c - b) / 1e6;
+                destroy[it] = (double)(e - c) / 1e6;
+                cycle[it] = (double)(e - a) / 1e6;
+        }
+        uint64_t t_end = now_ns();
+
+        printf("{\"pid\":%d,\"sage_loaded\":%s,\"t0_given\":%s,\"iterations\":%d,\"main_ms\":%.3f,"
+               "\"init_ms\":%.3f,\"loop_ms\":%.3f,",
+               (int)getpid(), sage_loaded() ? "true" : "false", t0_env ? "true" : "false", iters,
+               (double)(t_main - t0) / 1e6, (double)(t_init1 - t_init0) / 1e6, (double)(t_end - t_init1) / 1e6);
+        print_stats("cycle", cycle, iters);
+        printf(",");
+        print_stats("create", create, iters);
+        printf(",");
+        print_stats("destroy", destroy, iters);
+        printf(",");
+        print_stats("work", work, iters);
+        printf(",\"verified\":%d,\"checksum\":\"%016" PRIx64 "\"}\n", iters, checksum);
+        fflush(stdout);
+        return 0;
 }

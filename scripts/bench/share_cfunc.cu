@@ -39,123 +39,121 @@
 
 #define WEIGHT_SEED 0x5A6E5EC0FFEE1234ull /* this program's weight file (bench_weights.h) */
 
-static int usage(const char *argv0)
-{
-    fprintf(stderr, "usage: %s FILE [--read] [--hold] | --gen FILE BYTES\n", argv0);
-    return 2;
+static int usage(const char *argv0) {
+        fprintf(stderr, "usage: %s FILE [--read] [--hold] | --gen FILE BYTES\n", argv0);
+        return 2;
 }
 
-int main(int argc, char **argv)
-{
-    uint64_t t_main = now_ns();
-    const char *t0_env = getenv("SAGE_BENCH_T0_NS");
-    uint64_t t0 = t0_env ? strtoull(t0_env, NULL, 10) : t_main;
-    const char *path = NULL;
-    int use_read = 0, hold = 0;
+int main(int argc, char **argv) {
+        uint64_t t_main = now_ns();
+        const char *t0_env = getenv("SAGE_BENCH_T0_NS");
+        uint64_t t0 = t0_env ? strtoull(t0_env, NULL, 10) : t_main;
+        const char *path = NULL;
+        int use_read = 0, hold = 0;
 
-    if (argc == 4 && strcmp(argv[1], "--gen") == 0)
-        return generate_weights(argv[2], strtoull(argv[3], NULL, 10), WEIGHT_SEED);
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--read") == 0)
-            use_read = 1;
-        else if (strcmp(argv[i], "--hold") == 0)
-            hold = 1;
-        else if (argv[i][0] == '-' || path)
-            return usage(argv[0]);
-        else
-            path = argv[i];
-    }
-    if (!path)
-        return usage(argv[0]);
+        if (argc == 4 && strcmp(argv[1], "--gen") == 0)
+                return generate_weights(argv[2], strtoull(argv[3], NULL, 10), WEIGHT_SEED);
+        for (int i = 1; i < argc; i++) {
+                if (strcmp(argv[i], "--read") == 0)
+                        use_read = 1;
+                else if (strcmp(argv[i], "--hold") == 0)
+                        hold = 1;
+                else if (argv[i][0] == '-' || path)
+                        return usage(argv[0]);
+                else
+                        path = argv[i];
+        }
+        if (!path)
+                return usage(argv[0]);
 
-    /* 1. The weights on the host: a private read-only mapping of the file
+        /* 1. The weights on the host: a private read-only mapping of the file
      *    (as safetensors does), or a pageable buffer filled by read(). */
-    int fd = open(path, O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        fprintf(stderr, "%s: %s\n", path, strerror(errno));
-        return 1;
-    }
-    size_t bytes = (size_t)st.st_size & ~(size_t)7;
-    if (bytes == 0) {
-        fprintf(stderr, "%s: empty file\n", path);
-        return 1;
-    }
-    void *host = NULL;
-    if (use_read) {
-        host = malloc(bytes);
-        if (!host) {
-            fprintf(stderr, "malloc %zu failed\n", bytes);
-            return 1;
+        int fd = open(path, O_RDONLY);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0) {
+                fprintf(stderr, "%s: %s\n", path, strerror(errno));
+                return 1;
         }
-        if (read_weights(fd, (char *)host, bytes, path) != 0)
-            return 1;
-    } else {
-        host = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (host == MAP_FAILED) {
-            fprintf(stderr, "mmap %s: %s\n", path, strerror(errno));
-            return 1;
+        size_t bytes = (size_t)st.st_size & ~(size_t)7;
+        if (bytes == 0) {
+                fprintf(stderr, "%s: empty file\n", path);
+                return 1;
         }
-    }
-    close(fd);
-    uint64_t t_read = now_ns();
+        void *host = NULL;
+        if (use_read) {
+                host = malloc(bytes);
+                if (!host) {
+                        fprintf(stderr, "malloc %zu failed\n", bytes);
+                        return 1;
+                }
+                if (read_weights(fd, (char *)host, bytes, path) != 0)
+                        return 1;
+        } else {
+                host = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+                if (host == MAP_FAILED) {
+                        fprintf(stderr, "mmap %s: %s\n", path, strerror(errno));
+                        return 1;
+                }
+        }
+        close(fd);
+        uint64_t t_read = now_ns();
 
-    /* 2. GPU set-up. */
-    RT_CHECK(cudaFree(0));
-    uint64_t t_setup = now_ns();
+        /* 2. GPU set-up. */
+        RT_CHECK(cudaFree(0));
+        uint64_t t_setup = now_ns();
 
-    /* 3. Upload: one allocation, one synchronous copy of the whole file. */
-    uint64_t *dev = NULL;
-    unsigned long long *dsum = NULL;
-    RT_CHECK(cudaMalloc(&dsum, sizeof(*dsum)));
-    RT_CHECK(cudaMemset(dsum, 0, sizeof(*dsum)));
-    RT_CHECK(cudaMalloc(&dev, bytes));
-    uint64_t t_up0 = now_ns();
-    RT_CHECK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
-    uint64_t t_upload = now_ns();
+        /* 3. Upload: one allocation, one synchronous copy of the whole file. */
+        uint64_t *dev = NULL;
+        unsigned long long *dsum = NULL;
+        RT_CHECK(cudaMalloc(&dsum, sizeof(*dsum)));
+        RT_CHECK(cudaMemset(dsum, 0, sizeof(*dsum)));
+        RT_CHECK(cudaMalloc(&dev, bytes));
+        uint64_t t_up0 = now_ns();
+        RT_CHECK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
+        uint64_t t_upload = now_ns();
 
-    /* 4. One kernel: exact checksum of the device copy. */
-    checksum_kernel<<<1056, 256>>>(dev, bytes / 8, dsum);
-    RT_CHECK(cudaGetLastError());
-    unsigned long long sum = 0;
-    RT_CHECK(cudaMemcpy(&sum, dsum, sizeof(sum), cudaMemcpyDeviceToHost));
-    uint64_t t_kernel = now_ns();
+        /* 4. One kernel: exact checksum of the device copy. */
+        checksum_kernel<<<1056, 256>>>(dev, bytes / 8, dsum);
+        RT_CHECK(cudaGetLastError());
+        unsigned long long sum = 0;
+        RT_CHECK(cudaMemcpy(&sum, dsum, sizeof(sum), cudaMemcpyDeviceToHost));
+        uint64_t t_kernel = now_ns();
 
-    size_t gpu_free = 0, gpu_total = 0;
-    RT_CHECK(cudaMemGetInfo(&gpu_free, &gpu_total));
+        size_t gpu_free = 0, gpu_total = 0;
+        RT_CHECK(cudaMemGetInfo(&gpu_free, &gpu_total));
 
-    /* The host copy is not needed any more: a resident instance keeps only
+        /* The host copy is not needed any more: a resident instance keeps only
      * its device memory (density counts instances, not host buffers). */
-    if (use_read)
-        free(host);
-    else
-        munmap(host, bytes);
+        if (use_read)
+                free(host);
+        else
+                munmap(host, bytes);
 
-    printf("SAGE_BENCH {\"kind\":\"cfunc\",\"pid\":%d,\"sage_loaded\":%s,\"t0_given\":%s,"
-           "\"source\":\"%s\",\"bytes\":%zu,\"hold\":%s,"
-           "\"main_ms\":%.3f,\"read_ms\":%.3f,\"setup_ms\":%.3f,\"alloc_ms\":%.3f,\"upload_ms\":%.3f,"
-           "\"kernel_ms\":%.3f,\"total_ms\":%.3f,\"checksum\":\"%016llx\","
-           "\"gpu_free_bytes\":%zu,\"gpu_total_bytes\":%zu}\n",
-           (int)getpid(), sage_loaded() ? "true" : "false", t0_env ? "true" : "false",
-           use_read ? "read" : "mmap", bytes, hold ? "true" : "false",
-           ms(t0, t_main), ms(t_main, t_read), ms(t_read, t_setup), ms(t_setup, t_up0),
-           ms(t_up0, t_upload), ms(t_upload, t_kernel), ms(t0, t_kernel), sum, gpu_free, gpu_total);
-    fflush(stdout);
-
-    if (hold) {
-        printf("SAGE_HOLDING\n");
+        printf("SAGE_BENCH {\"kind\":\"cfunc\",\"pid\":%d,\"sage_loaded\":%s,\"t0_given\":%s,"
+               "\"source\":\"%s\",\"bytes\":%zu,\"hold\":%s,"
+               "\"main_ms\":%.3f,\"read_ms\":%.3f,\"setup_ms\":%.3f,\"alloc_ms\":%.3f,\"upload_ms\":%.3f,"
+               "\"kernel_ms\":%.3f,\"total_ms\":%.3f,\"checksum\":\"%016llx\","
+               "\"gpu_free_bytes\":%zu,\"gpu_total_bytes\":%zu}\n",
+               (int)getpid(), sage_loaded() ? "true" : "false", t0_env ? "true" : "false", use_read ? "read" : "mmap",
+               bytes, hold ? "true" : "false", ms(t0, t_main), ms(t_main, t_read), ms(t_read, t_setup),
+               ms(t_setup, t_up0), ms(t_up0, t_upload), ms(t_upload, t_kernel), ms(t0, t_kernel), sum, gpu_free,
+               gpu_total);
         fflush(stdout);
-        char buf[256];
-        for (;;) {
-            ssize_t r = read(0, buf, sizeof(buf));
-            if (r == 0 || (r < 0 && errno != EINTR))
-                break;
-        }
-    }
 
-    /* Under SAGE_SHARE=1 the free of a copied (missed) upload is where it is
+        if (hold) {
+                printf("SAGE_HOLDING\n");
+                fflush(stdout);
+                char buf[256];
+                for (;;) {
+                        ssize_t r = read(0, buf, sizeof(buf));
+                        if (r == 0 || (r < 0 && errno != EINTR))
+                                break;
+                }
+        }
+
+        /* Under SAGE_SHARE=1 the free of a copied (missed) upload is where it is
      * verified and published: outside total_ms, inside the process's wall. */
-    RT_CHECK(cudaFree(dev));
-    RT_CHECK(cudaFree(dsum));
-    return 0;
+        RT_CHECK(cudaFree(dev));
+        RT_CHECK(cudaFree(dsum));
+        return 0;
 }

@@ -12,27 +12,25 @@
 
 __device__ int probe_flag;
 
-__global__ void first_kernel(int v)
-{
-    probe_flag = v;
+__global__ void first_kernel(int v) {
+        probe_flag = v;
 }
 
-int main(void)
-{
-    uint64_t t_main = now_ns();
-    const char *t0_env = getenv("SAGE_BENCH_T0_NS");
-    uint64_t t0 = t0_env ? strtoull(t0_env, NULL, 10) : t_main;
+int main(void) {
+        uint64_t t_main = now_ns();
+        const char *t0_env = getenv("SAGE_BENCH_T0_NS");
+        uint64_t t0 = t0_env ? strtoull(t0_env, NULL, 10) : t_main;
 
-    RT_CHECK(cudaFree(0));
-    uint64_t t_init = now_ns();
-    first_kernel<<<1, 1>>>(1);
-    RT_CHECK(cudaGetLastError());
-    RT_CHECK(cudaDeviceSynchronize());
-    uint64_t t_kernel = now_ns();
+        RT_CHECK(cudaFree(0));
+        uint64_t t_init = now_ns();
+        first_kernel<<<1, 1>>>(1);
+        RT_CHECK(cudaGetLastError());
+        RT_CHECK(cudaDeviceSynchronize());
+        uint64_t t_kernel = now_ns();
 
-    printf("{\"pid\":%d,\"sage_loaded\":%s,\"t0_given\":%s,\"main_ms\":%.3f,\"init_ms\":%.3f,"
-           "\"first_kernel_ms\":%.3f}\n",
-           (int)getpid(), sage_loaded() ? "true" : "false", t0_env ? "true" : "false",
-           (double)(t_main - t0) / 1e6, (double)(t_init - t0) / 1e6, (double)(t_kernel - t0) / 1e6);
-    return 0;
+        printf("{\"pid\":%d,\"sage_loaded\":%s,\"t0_given\":%s,\"main_ms\":%.3f,\"init_ms\":%.3f,"
+               "\"first_kernel_ms\":%.3f}\n",
+               (int)getpid(), sage_loaded() ? "true" : "false", t0_env ? "true" : "false", (double)(t_main - t0) / 1e6,
+               (double)(t_init - t0) / 1e6, (double)(t_kernel - t0) / 1e6);
+        return 0;
 }

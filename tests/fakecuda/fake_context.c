@@ -19,315 +19,292 @@
 static _Thread_local CUcontext ctx_stack[STACK_MAX];
 static _Thread_local int ctx_depth;
 
-bool fake_context_alive_locked(CUcontext ctx)
-{
-    for (CUcontext c = fake.contexts; c; c = c->next)
-        if (c == ctx)
-            return true;
-    return false;
+bool fake_context_alive_locked(CUcontext ctx) {
+        for (CUcontext c = fake.contexts; c; c = c->next)
+                if (c == ctx)
+                        return true;
+        return false;
 }
 
-CUcontext fake_current_context(void)
-{
-    if (ctx_depth == 0)
-        return NULL;
-    CUcontext ctx = ctx_stack[ctx_depth - 1];
-    fake_lock();
-    bool alive = ctx && fake_context_alive_locked(ctx);
-    fake_unlock();
-    return alive ? ctx : NULL;
-}
-
-CUresult fake_require_context(CUcontext *out)
-{
-    FAKE_REQUIRE_INIT();
-    CUcontext ctx = fake_current_context();
-    if (!ctx)
-        return CUDA_ERROR_INVALID_CONTEXT;
-    if (__atomic_load_n(&ctx->faulted, __ATOMIC_RELAXED))
-        return CUDA_ERROR_ILLEGAL_ADDRESS; /* sticky, as after a GPU fault */
-    if (out)
-        *out = ctx;
-    return CUDA_SUCCESS;
-}
-
-void fake_context_forget_thread(CUcontext ctx)
-{
-    if (ctx_depth > 0 && ctx_stack[ctx_depth - 1] == ctx)
-        ctx_depth--;
-}
-
-static CUcontext context_new_locked(int device, unsigned flags, bool primary)
-{
-    CUcontext ctx = calloc(1, sizeof *ctx);
-    if (!ctx)
-        return NULL;
-    ctx->device = device;
-    ctx->flags = flags;
-    ctx->primary = primary;
-    /* The real driver's defaults; a new context (a primary one after a reset too) starts from them. */
-    ctx->limits[CU_LIMIT_STACK_SIZE] = 1024;
-    ctx->limits[CU_LIMIT_PRINTF_FIFO_SIZE] = 1 << 20;
-    ctx->limits[CU_LIMIT_MALLOC_HEAP_SIZE] = 8 << 20;
-    ctx->limits[CU_LIMIT_DEV_RUNTIME_SYNC_DEPTH] = 2;
-    ctx->limits[CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT] = 2048;
-    ctx->next = fake.contexts;
-    fake.contexts = ctx;
-    return ctx;
-}
-
-static void context_destroy_locked(CUcontext ctx)
-{
-    fake_free_context_objects_locked(ctx);
-    for (CUcontext *p = &fake.contexts; *p; p = &(*p)->next) {
-        if (*p == ctx) {
-            *p = ctx->next;
-            break;
-        }
-    }
-    if (ctx->primary && fake.primary[ctx->device] == ctx) {
-        fake.primary[ctx->device] = NULL;
-        fake.primary_refs[ctx->device] = 0;
-    }
-    free(ctx);
-}
-
-static CUresult check_device(CUdevice dev)
-{
-    FAKE_REQUIRE_INIT();
-    return dev >= 0 && dev < fake.device_count ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
-}
-
-FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
-{
-    FAKE_GATE();
-    CUresult r = check_device(dev);
-    if (r != CUDA_SUCCESS)
-        return r;
-    if (!pctx)
-        return CUDA_ERROR_INVALID_VALUE;
-    pthread_mutex_lock(&fake.primary_create_lock[dev]);
-    fake_lock();
-    bool exists = fake.primary[dev] != NULL;
-    fake_unlock();
-    if (!exists && fake.ctx_ms)
-        fake_sleep_ms(fake.ctx_ms);
-    fake_lock();
-    if (!fake.primary[dev])
-        fake.primary[dev] = context_new_locked(dev, fake.primary_flags[dev], true);
-    CUcontext ctx = fake.primary[dev];
-    if (ctx)
-        fake.primary_refs[dev]++;
-    fake_unlock();
-    pthread_mutex_unlock(&fake.primary_create_lock[dev]);
-    if (!ctx)
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    *pctx = ctx;
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
-{
-    FAKE_GATE();
-    CUresult r = check_device(dev);
-    if (r != CUDA_SUCCESS)
-        return r;
-    fake_queue_drain();
-    fake_lock();
-    CUcontext ctx = fake.primary[dev];
-    if (fake.primary_refs[dev] == 0) {
-        fake_unlock();
-        return CUDA_ERROR_INVALID_CONTEXT;
-    }
-    /* As the real driver: a reset destroys the context but not the retains,
-     * and releasing after a reset is fine. */
-    if (--fake.primary_refs[dev] == 0 && ctx)
-        context_destroy_locked(ctx);
-    fake_unlock();
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
-{
-    FAKE_GATE();
-    CUresult r = check_device(dev);
-    if (r != CUDA_SUCCESS)
-        return r;
-    fake_queue_drain();
-    fake_lock();
-    unsigned refs = fake.primary_refs[dev];
-    if (fake.primary[dev])
-        context_destroy_locked(fake.primary[dev]);
-    fake.primary_refs[dev] = refs; /* a reset does not release anyone's retain */
-    fake.primary_flags[dev] = 0;
-    fake_unlock();
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags, int *active)
-{
-    FAKE_GATE();
-    CUresult r = check_device(dev);
-    if (r != CUDA_SUCCESS)
-        return r;
-    if (!flags || !active)
-        return CUDA_ERROR_INVALID_VALUE;
-    fake_lock();
-    *flags = fake.primary_flags[dev];
-    *active = fake.primary[dev] != NULL;
-    fake_unlock();
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags)
-{
-    FAKE_GATE();
-    CUresult r = check_device(dev);
-    if (r != CUDA_SUCCESS)
-        return r;
-    fake_lock();
-    fake.primary_flags[dev] = flags;
-    if (fake.primary[dev])
-        fake.primary[dev]->flags = flags;
-    fake_unlock();
-    return CUDA_SUCCESS;
-}
-
-static CUresult push(CUcontext ctx)
-{
-    if (ctx_depth >= STACK_MAX)
-        return CUDA_ERROR_INVALID_VALUE;
-    ctx_stack[ctx_depth++] = ctx;
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
-{
-    FAKE_GATE();
-    CUresult r = check_device(dev);
-    if (r != CUDA_SUCCESS)
-        return r;
-    if (!pctx)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (fake.ctx_ms)
-        fake_sleep_ms(fake.ctx_ms);
-    fake_lock();
-    CUcontext ctx = context_new_locked(dev, flags, false);
-    fake_unlock();
-    if (!ctx)
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    r = push(ctx);
-    if (r != CUDA_SUCCESS) {
+CUcontext fake_current_context(void) {
+        if (ctx_depth == 0)
+                return NULL;
+        CUcontext ctx = ctx_stack[ctx_depth - 1];
         fake_lock();
-        context_destroy_locked(ctx);
+        bool alive = ctx && fake_context_alive_locked(ctx);
         fake_unlock();
-        return r;
-    }
-    *pctx = ctx;
-    return CUDA_SUCCESS;
+        return alive ? ctx : NULL;
+}
+
+CUresult fake_require_context(CUcontext *out) {
+        FAKE_REQUIRE_INIT();
+        CUcontext ctx = fake_current_context();
+        if (!ctx)
+                return CUDA_ERROR_INVALID_CONTEXT;
+        if (__atomic_load_n(&ctx->faulted, __ATOMIC_RELAXED))
+                return CUDA_ERROR_ILLEGAL_ADDRESS; /* sticky, as after a GPU fault */
+        if (out)
+                *out = ctx;
+        return CUDA_SUCCESS;
+}
+
+void fake_context_forget_thread(CUcontext ctx) {
+        if (ctx_depth > 0 && ctx_stack[ctx_depth - 1] == ctx)
+                ctx_depth--;
+}
+
+static CUcontext context_new_locked(int device, unsigned flags, bool primary) {
+        CUcontext ctx = calloc(1, sizeof *ctx);
+        if (!ctx)
+                return NULL;
+        ctx->device = device;
+        ctx->flags = flags;
+        ctx->primary = primary;
+        /* The real driver's defaults; a new context (a primary one after a reset too) starts from them. */
+        ctx->limits[CU_LIMIT_STACK_SIZE] = 1024;
+        ctx->limits[CU_LIMIT_PRINTF_FIFO_SIZE] = 1 << 20;
+        ctx->limits[CU_LIMIT_MALLOC_HEAP_SIZE] = 8 << 20;
+        ctx->limits[CU_LIMIT_DEV_RUNTIME_SYNC_DEPTH] = 2;
+        ctx->limits[CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT] = 2048;
+        ctx->next = fake.contexts;
+        fake.contexts = ctx;
+        return ctx;
+}
+
+static void context_destroy_locked(CUcontext ctx) {
+        fake_free_context_objects_locked(ctx);
+        for (CUcontext *p = &fake.contexts; *p; p = &(*p)->next) {
+                if (*p == ctx) {
+                        *p = ctx->next;
+                        break;
+                }
+        }
+        if (ctx->primary && fake.primary[ctx->device] == ctx) {
+                fake.primary[ctx->device] = NULL;
+                fake.primary_refs[ctx->device] = 0;
+        }
+        free(ctx);
+}
+
+static CUresult check_device(CUdevice dev) {
+        FAKE_REQUIRE_INIT();
+        return dev >= 0 && dev < fake.device_count ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+}
+
+FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev) {
+        FAKE_GATE();
+        CUresult r = check_device(dev);
+        if (r != CUDA_SUCCESS)
+                return r;
+        if (!pctx)
+                return CUDA_ERROR_INVALID_VALUE;
+        pthread_mutex_lock(&fake.primary_create_lock[dev]);
+        fake_lock();
+        bool exists = fake.primary[dev] != NULL;
+        fake_unlock();
+        if (!exists && fake.ctx_ms)
+                fake_sleep_ms(fake.ctx_ms);
+        fake_lock();
+        if (!fake.primary[dev])
+                fake.primary[dev] = context_new_locked(dev, fake.primary_flags[dev], true);
+        CUcontext ctx = fake.primary[dev];
+        if (ctx)
+                fake.primary_refs[dev]++;
+        fake_unlock();
+        pthread_mutex_unlock(&fake.primary_create_lock[dev]);
+        if (!ctx)
+                return CUDA_ERROR_OUT_OF_MEMORY;
+        *pctx = ctx;
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
+        FAKE_GATE();
+        CUresult r = check_device(dev);
+        if (r != CUDA_SUCCESS)
+                return r;
+        fake_queue_drain();
+        fake_lock();
+        CUcontext ctx = fake.primary[dev];
+        if (fake.primary_refs[dev] == 0) {
+                fake_unlock();
+                return CUDA_ERROR_INVALID_CONTEXT;
+        }
+        /* As the real driver: a reset destroys the context but not the retains,
+     * and releasing after a reset is fine. */
+        if (--fake.primary_refs[dev] == 0 && ctx)
+                context_destroy_locked(ctx);
+        fake_unlock();
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) {
+        FAKE_GATE();
+        CUresult r = check_device(dev);
+        if (r != CUDA_SUCCESS)
+                return r;
+        fake_queue_drain();
+        fake_lock();
+        unsigned refs = fake.primary_refs[dev];
+        if (fake.primary[dev])
+                context_destroy_locked(fake.primary[dev]);
+        fake.primary_refs[dev] = refs; /* a reset does not release anyone's retain */
+        fake.primary_flags[dev] = 0;
+        fake_unlock();
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags, int *active) {
+        FAKE_GATE();
+        CUresult r = check_device(dev);
+        if (r != CUDA_SUCCESS)
+                return r;
+        if (!flags || !active)
+                return CUDA_ERROR_INVALID_VALUE;
+        fake_lock();
+        *flags = fake.primary_flags[dev];
+        *active = fake.primary[dev] != NULL;
+        fake_unlock();
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags) {
+        FAKE_GATE();
+        CUresult r = check_device(dev);
+        if (r != CUDA_SUCCESS)
+                return r;
+        fake_lock();
+        fake.primary_flags[dev] = flags;
+        if (fake.primary[dev])
+                fake.primary[dev]->flags = flags;
+        fake_unlock();
+        return CUDA_SUCCESS;
+}
+
+static CUresult push(CUcontext ctx) {
+        if (ctx_depth >= STACK_MAX)
+                return CUDA_ERROR_INVALID_VALUE;
+        ctx_stack[ctx_depth++] = ctx;
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev) {
+        FAKE_GATE();
+        CUresult r = check_device(dev);
+        if (r != CUDA_SUCCESS)
+                return r;
+        if (!pctx)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (fake.ctx_ms)
+                fake_sleep_ms(fake.ctx_ms);
+        fake_lock();
+        CUcontext ctx = context_new_locked(dev, flags, false);
+        fake_unlock();
+        if (!ctx)
+                return CUDA_ERROR_OUT_OF_MEMORY;
+        r = push(ctx);
+        if (r != CUDA_SUCCESS) {
+                fake_lock();
+                context_destroy_locked(ctx);
+                fake_unlock();
+                return r;
+        }
+        *pctx = ctx;
+        return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams,
-                                    unsigned int flags, CUdevice dev)
-{
-    FAKE_GATE();
-    if (numParams < 0 || (numParams > 0 && !paramsArray))
-        return CUDA_ERROR_INVALID_VALUE;
-    return cuCtxCreate_v2(pctx, flags, dev);
+                                    unsigned int flags, CUdevice dev) {
+        FAKE_GATE();
+        if (numParams < 0 || (numParams > 0 && !paramsArray))
+                return CUDA_ERROR_INVALID_VALUE;
+        return cuCtxCreate_v2(pctx, flags, dev);
 }
 
-FAKE_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, unsigned int flags,
-                                    CUdevice dev)
-{
-    FAKE_GATE();
-    if (params && params->numExecAffinityParams > 0 && !params->execAffinityParams)
-        return CUDA_ERROR_INVALID_VALUE;
-    return cuCtxCreate_v2(pctx, flags, dev);
+FAKE_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, unsigned int flags, CUdevice dev) {
+        FAKE_GATE();
+        if (params && params->numExecAffinityParams > 0 && !params->execAffinityParams)
+                return CUDA_ERROR_INVALID_VALUE;
+        return cuCtxCreate_v2(pctx, flags, dev);
 }
 
-FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    fake_queue_drain();
-    fake_lock();
-    if (!ctx || !fake_context_alive_locked(ctx) || ctx->primary) {
-        fake_unlock();
-        return CUDA_ERROR_INVALID_CONTEXT;
-    }
-    context_destroy_locked(ctx);
-    fake_unlock();
-    fake_context_forget_thread(ctx);
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (ctx) {
+FAKE_EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        fake_queue_drain();
         fake_lock();
-        bool alive = fake_context_alive_locked(ctx);
+        if (!ctx || !fake_context_alive_locked(ctx) || ctx->primary) {
+                fake_unlock();
+                return CUDA_ERROR_INVALID_CONTEXT;
+        }
+        context_destroy_locked(ctx);
+        fake_unlock();
+        fake_context_forget_thread(ctx);
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (ctx) {
+                fake_lock();
+                bool alive = fake_context_alive_locked(ctx);
+                fake_unlock();
+                if (!alive)
+                        return CUDA_ERROR_INVALID_CONTEXT;
+        }
+        if (ctx_depth == 0) {
+                if (ctx)
+                        ctx_stack[ctx_depth++] = ctx;
+        } else if (ctx) {
+                ctx_stack[ctx_depth - 1] = ctx;
+        } else {
+                ctx_depth--;
+        }
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!pctx)
+                return CUDA_ERROR_INVALID_VALUE;
+        *pctx = fake_current_context();
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        fake_lock();
+        bool alive = ctx && fake_context_alive_locked(ctx);
         fake_unlock();
         if (!alive)
-            return CUDA_ERROR_INVALID_CONTEXT;
-    }
-    if (ctx_depth == 0) {
-        if (ctx)
-            ctx_stack[ctx_depth++] = ctx;
-    } else if (ctx) {
-        ctx_stack[ctx_depth - 1] = ctx;
-    } else {
-        ctx_depth--;
-    }
-    return CUDA_SUCCESS;
+                return CUDA_ERROR_INVALID_CONTEXT;
+        return push(ctx);
 }
 
-FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (!pctx)
-        return CUDA_ERROR_INVALID_VALUE;
-    *pctx = fake_current_context();
-    return CUDA_SUCCESS;
+FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (ctx_depth == 0)
+                return CUDA_ERROR_INVALID_CONTEXT;
+        CUcontext ctx = ctx_stack[--ctx_depth];
+        if (pctx)
+                *pctx = ctx;
+        return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    fake_lock();
-    bool alive = ctx && fake_context_alive_locked(ctx);
-    fake_unlock();
-    if (!alive)
-        return CUDA_ERROR_INVALID_CONTEXT;
-    return push(ctx);
-}
-
-FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (ctx_depth == 0)
-        return CUDA_ERROR_INVALID_CONTEXT;
-    CUcontext ctx = ctx_stack[--ctx_depth];
-    if (pctx)
-        *pctx = ctx;
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
-{
-    FAKE_GATE();
-    CUcontext ctx;
-    CUresult r = fake_require_context(&ctx);
-    if (r != CUDA_SUCCESS)
-        return r;
-    if (!device)
-        return CUDA_ERROR_INVALID_VALUE;
-    *device = ctx->device;
-    return CUDA_SUCCESS;
+FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device) {
+        FAKE_GATE();
+        CUcontext ctx;
+        CUresult r = fake_require_context(&ctx);
+        if (r != CUDA_SUCCESS)
+                return r;
+        if (!device)
+                return CUDA_ERROR_INVALID_VALUE;
+        *device = ctx->device;
+        return CUDA_SUCCESS;
 }
 
 /*
@@ -336,89 +313,83 @@ FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device)
  * are not simulated (CUDA_ERROR_UNSUPPORTED_LIMIT, as on a device without
  * them). A stack size is kept as set; the real driver may round it.
  */
-static CUresult limit_slot(CUlimit limit, size_t **slot)
-{
-    CUcontext ctx;
-    CUresult r = fake_require_context(&ctx);
-    if (r != CUDA_SUCCESS)
-        return r;
-    if ((unsigned)limit >= CU_LIMIT_MAX)
-        return CUDA_ERROR_INVALID_VALUE;
-    if ((unsigned)limit > CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT)
-        return CUDA_ERROR_UNSUPPORTED_LIMIT;
-    *slot = &ctx->limits[limit];
-    return CUDA_SUCCESS;
+static CUresult limit_slot(CUlimit limit, size_t **slot) {
+        CUcontext ctx;
+        CUresult r = fake_require_context(&ctx);
+        if (r != CUDA_SUCCESS)
+                return r;
+        if ((unsigned)limit >= CU_LIMIT_MAX)
+                return CUDA_ERROR_INVALID_VALUE;
+        if ((unsigned)limit > CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT)
+                return CUDA_ERROR_UNSUPPORTED_LIMIT;
+        *slot = &ctx->limits[limit];
+        return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuCtxSetLimit(CUlimit limit, size_t value)
-{
-    FAKE_GATE();
-    size_t *slot;
-    CUresult r = limit_slot(limit, &slot);
-    if (r != CUDA_SUCCESS)
-        return r;
-    fake_lock();
-    *slot = value;
-    fake_unlock();
-    return CUDA_SUCCESS;
+FAKE_EXPORT CUresult cuCtxSetLimit(CUlimit limit, size_t value) {
+        FAKE_GATE();
+        size_t *slot;
+        CUresult r = limit_slot(limit, &slot);
+        if (r != CUDA_SUCCESS)
+                return r;
+        fake_lock();
+        *slot = value;
+        fake_unlock();
+        return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit)
-{
-    FAKE_GATE();
-    size_t *slot;
-    CUresult r = limit_slot(limit, &slot);
-    if (r != CUDA_SUCCESS)
-        return r;
-    if (!pvalue)
-        return CUDA_ERROR_INVALID_VALUE;
-    fake_lock();
-    *pvalue = *slot;
-    fake_unlock();
-    return CUDA_SUCCESS;
+FAKE_EXPORT CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit) {
+        FAKE_GATE();
+        size_t *slot;
+        CUresult r = limit_slot(limit, &slot);
+        if (r != CUDA_SUCCESS)
+                return r;
+        if (!pvalue)
+                return CUDA_ERROR_INVALID_VALUE;
+        fake_lock();
+        *pvalue = *slot;
+        fake_unlock();
+        return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuCtxSynchronize(void)
-{
-    FAKE_GATE();
-    CUresult r = fake_require_context(NULL);
-    if (r != CUDA_SUCCESS)
-        return r;
-    fake_queue_drain();
-    if ((r = fake_require_context(NULL)) != CUDA_SUCCESS)
-        return r; /* the work waited for faulted */
-    /* As the driver: synchronizing while a stream captures is not allowed and breaks the capture. */
-    if (fake_invalidate_captures())
-        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
-    return CUDA_SUCCESS;
+FAKE_EXPORT CUresult cuCtxSynchronize(void) {
+        FAKE_GATE();
+        CUresult r = fake_require_context(NULL);
+        if (r != CUDA_SUCCESS)
+                return r;
+        fake_queue_drain();
+        if ((r = fake_require_context(NULL)) != CUDA_SUCCESS)
+                return r; /* the work waited for faulted */
+        /* As the driver: synchronizing while a stream captures is not allowed and breaks the capture. */
+        if (fake_invalidate_captures())
+                return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+        return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (!version)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!ctx)
-        ctx = fake_current_context();
-    fake_lock();
-    bool alive = ctx && fake_context_alive_locked(ctx);
-    fake_unlock();
-    if (!alive)
-        return CUDA_ERROR_INVALID_CONTEXT;
-    *version = 12050; /* what current drivers report for contexts */
-    return CUDA_SUCCESS;
+FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!version)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (!ctx)
+                ctx = fake_current_context();
+        fake_lock();
+        bool alive = ctx && fake_context_alive_locked(ctx);
+        fake_unlock();
+        if (!alive)
+                return CUDA_ERROR_INVALID_CONTEXT;
+        *version = 12050; /* what current drivers report for contexts */
+        return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuCtxGetFlags(unsigned int *flags)
-{
-    FAKE_GATE();
-    CUcontext ctx;
-    CUresult r = fake_require_context(&ctx);
-    if (r != CUDA_SUCCESS)
-        return r;
-    if (!flags)
-        return CUDA_ERROR_INVALID_VALUE;
-    *flags = ctx->flags;
-    return CUDA_SUCCESS;
+FAKE_EXPORT CUresult cuCtxGetFlags(unsigned int *flags) {
+        FAKE_GATE();
+        CUcontext ctx;
+        CUresult r = fake_require_context(&ctx);
+        if (r != CUDA_SUCCESS)
+                return r;
+        if (!flags)
+                return CUDA_ERROR_INVALID_VALUE;
+        *flags = ctx->flags;
+        return CUDA_SUCCESS;
 }

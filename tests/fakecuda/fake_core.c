@@ -21,106 +21,115 @@
 #include <time.h>
 
 FakeState fake = {
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-    .init_lock = PTHREAD_MUTEX_INITIALIZER,
-    .next_id = 1,
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .init_lock = PTHREAD_MUTEX_INITIALIZER,
+        .next_id = 1,
 };
 
-void fake_lock(void) { pthread_mutex_lock(&fake.lock); }
-void fake_unlock(void) { pthread_mutex_unlock(&fake.lock); }
-
-bool fake_initialized(void)
-{
-    return __atomic_load_n(&fake.init_done, __ATOMIC_ACQUIRE) && fake.init_result == CUDA_SUCCESS &&
-           fake.init_pid == getpid();
+void fake_lock(void) {
+        pthread_mutex_lock(&fake.lock);
+}
+void fake_unlock(void) {
+        pthread_mutex_unlock(&fake.lock);
 }
 
-double fake_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+bool fake_initialized(void) {
+        return __atomic_load_n(&fake.init_done, __ATOMIC_ACQUIRE) && fake.init_result == CUDA_SUCCESS &&
+               fake.init_pid == getpid();
 }
 
-void fake_sleep_ms(unsigned ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
+double fake_now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-size_t fake_page_round(size_t n)
-{
-    return (n + 4095) & ~(size_t)4095;
+void fake_sleep_ms(unsigned ms) {
+        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+}
+
+size_t fake_page_round(size_t n) {
+        return (n + 4095) & ~(size_t)4095;
 }
 
 /* "512M", "4G", "64k", "1024": bytes. Bad input gives the default. */
-static size_t env_size(const char *name, size_t def)
-{
-    const char *s = getenv(name);
-    if (!s || !*s)
-        return def;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return def;
-    switch (toupper((unsigned char)*end)) {
-    case 'K': v <<= 10; end++; break;
-    case 'M': v <<= 20; end++; break;
-    case 'G': v <<= 30; end++; break;
-    case 'T': v <<= 40; end++; break;
-    default: break;
-    }
-    if (*end == 'i')
-        end++;
-    if (toupper((unsigned char)*end) == 'B')
-        end++;
-    return *end ? def : (size_t)v;
-}
-
-static unsigned env_uint(const char *name, unsigned def)
-{
-    const char *s = getenv(name);
-    if (!s || !*s)
-        return def;
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    return *end ? def : (unsigned)v;
-}
-
-static void read_environment(void)
-{
-    fake.init_ms = env_uint("SAGE_FAKE_INIT_MS", 0);
-    fake.ctx_ms = env_uint("SAGE_FAKE_CTX_MS", 0);
-    fake.mem_total = env_size("SAGE_FAKE_MEM", (size_t)4 << 30);
-    unsigned gpus = env_uint("SAGE_FAKE_DEVICES", 1);
-    if (gpus > FAKE_MAX_DEVICES)
-        gpus = FAKE_MAX_DEVICES;
-
-    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
-    fake.device_count = 0;
-    if (!visible) {
-        for (unsigned i = 0; i < gpus; i++)
-            fake.physical[fake.device_count++] = (int)i;
-        return;
-    }
-    const char *p = visible;
-    while (*p && fake.device_count < FAKE_MAX_DEVICES) {
-        while (isspace((unsigned char)*p))
-            p++;
+static size_t env_size(const char *name, size_t def) {
+        const char *s = getenv(name);
+        if (!s || !*s)
+                return def;
         char *end;
-        long idx = strtol(p, &end, 10);
-        if (end == p || idx < 0 || idx >= (long)gpus)
-            break;
-        fake.physical[fake.device_count++] = (int)idx;
-        p = end;
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p != ',')
-            break;
-        p++;
-    }
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno || end == s)
+                return def;
+        switch (toupper((unsigned char)*end)) {
+        case 'K':
+                v <<= 10;
+                end++;
+                break;
+        case 'M':
+                v <<= 20;
+                end++;
+                break;
+        case 'G':
+                v <<= 30;
+                end++;
+                break;
+        case 'T':
+                v <<= 40;
+                end++;
+                break;
+        default: break;
+        }
+        if (*end == 'i')
+                end++;
+        if (toupper((unsigned char)*end) == 'B')
+                end++;
+        return *end ? def : (size_t)v;
+}
+
+static unsigned env_uint(const char *name, unsigned def) {
+        const char *s = getenv(name);
+        if (!s || !*s)
+                return def;
+        char *end;
+        unsigned long v = strtoul(s, &end, 10);
+        return *end ? def : (unsigned)v;
+}
+
+static void read_environment(void) {
+        fake.init_ms = env_uint("SAGE_FAKE_INIT_MS", 0);
+        fake.ctx_ms = env_uint("SAGE_FAKE_CTX_MS", 0);
+        fake.mem_total = env_size("SAGE_FAKE_MEM", (size_t)4 << 30);
+        unsigned gpus = env_uint("SAGE_FAKE_DEVICES", 1);
+        if (gpus > FAKE_MAX_DEVICES)
+                gpus = FAKE_MAX_DEVICES;
+
+        const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+        fake.device_count = 0;
+        if (!visible) {
+                for (unsigned i = 0; i < gpus; i++)
+                        fake.physical[fake.device_count++] = (int)i;
+                return;
+        }
+        const char *p = visible;
+        while (*p && fake.device_count < FAKE_MAX_DEVICES) {
+                while (isspace((unsigned char)*p))
+                        p++;
+                char *end;
+                long idx = strtol(p, &end, 10);
+                if (end == p || idx < 0 || idx >= (long)gpus)
+                        break;
+                fake.physical[fake.device_count++] = (int)idx;
+                p = end;
+                while (isspace((unsigned char)*p))
+                        p++;
+                if (*p != ',')
+                        break;
+                p++;
+        }
 }
 
 /*
@@ -133,198 +142,185 @@ static void read_environment(void)
  */
 static bool init_sleeping;
 
-static void exit_teardown(void)
-{
-    static const char msg[] = "fakecuda: torn down at exit while cuInit runs on another thread\n";
+static void exit_teardown(void) {
+        static const char msg[] = "fakecuda: torn down at exit while cuInit runs on another thread\n";
 
-    if (__atomic_load_n(&init_sleeping, __ATOMIC_ACQUIRE)) {
-        if (write(2, msg, sizeof(msg) - 1) < 0) {
-            /* nothing more to say */
+        if (__atomic_load_n(&init_sleeping, __ATOMIC_ACQUIRE)) {
+                if (write(2, msg, sizeof(msg) - 1) < 0) {
+                        /* nothing more to say */
+                }
+                abort();
         }
-        abort();
-    }
 }
 
-__attribute__((constructor)) static void register_exit_teardown(void)
-{
-    atexit(exit_teardown);
+__attribute__((constructor)) static void register_exit_teardown(void) {
+        atexit(exit_teardown);
 }
 
-FAKE_EXPORT CUresult cuInit(unsigned int Flags)
-{
-    if (Flags != 0)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (__atomic_load_n(&fake.init_done, __ATOMIC_ACQUIRE))
-        /* Like the real driver, a fork()ed child of an initialised process cannot use CUDA. */
-        return fake.init_pid == getpid() ? fake.init_result : CUDA_ERROR_NOT_INITIALIZED;
-    pthread_mutex_lock(&fake.init_lock);
-    if (!fake.init_done) {
-        read_environment();
-        for (int i = 0; i < FAKE_MAX_DEVICES; i++)
-            pthread_mutex_init(&fake.primary_create_lock[i], NULL);
-        /* Tells a test, deterministically, that a cuInit is now inside the driver. */
-        const char *mark = getenv("SAGE_FAKE_INIT_MARK");
-        if (mark && *mark) {
-            int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-            if (fd >= 0)
-                close(fd);
+FAKE_EXPORT CUresult cuInit(unsigned int Flags) {
+        if (Flags != 0)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (__atomic_load_n(&fake.init_done, __ATOMIC_ACQUIRE))
+                /* Like the real driver, a fork()ed child of an initialised process cannot use CUDA. */
+                return fake.init_pid == getpid() ? fake.init_result : CUDA_ERROR_NOT_INITIALIZED;
+        pthread_mutex_lock(&fake.init_lock);
+        if (!fake.init_done) {
+                read_environment();
+                for (int i = 0; i < FAKE_MAX_DEVICES; i++)
+                        pthread_mutex_init(&fake.primary_create_lock[i], NULL);
+                /* Tells a test, deterministically, that a cuInit is now inside the driver. */
+                const char *mark = getenv("SAGE_FAKE_INIT_MARK");
+                if (mark && *mark) {
+                        int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+                        if (fd >= 0)
+                                close(fd);
+                }
+                if (fake.init_ms) {
+                        __atomic_store_n(&init_sleeping, true, __ATOMIC_RELEASE);
+                        fake_sleep_ms(fake.init_ms);
+                        __atomic_store_n(&init_sleeping, false, __ATOMIC_RELEASE);
+                }
+                const char *fail = getenv("SAGE_FAKE_FAIL_INIT");
+                if (fail && *fail)
+                        fake.init_result = (CUresult)atoi(fail);
+                else if (fake.device_count == 0)
+                        fake.init_result = CUDA_ERROR_NO_DEVICE;
+                else
+                        fake.init_result = CUDA_SUCCESS;
+                fake.init_pid = getpid();
+                if (fake.init_result == CUDA_SUCCESS)
+                        fake_checkpoint_start();
+                __atomic_store_n(&fake.init_done, true, __ATOMIC_RELEASE);
         }
-        if (fake.init_ms) {
-            __atomic_store_n(&init_sleeping, true, __ATOMIC_RELEASE);
-            fake_sleep_ms(fake.init_ms);
-            __atomic_store_n(&init_sleeping, false, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&fake.init_lock);
+        return fake.init_result;
+}
+
+FAKE_EXPORT CUresult cuDriverGetVersion(int *driverVersion) {
+        if (!driverVersion)
+                return CUDA_ERROR_INVALID_VALUE;
+        *driverVersion = FAKE_DRIVER_VERSION;
+        return CUDA_SUCCESS;
+}
+
+static bool valid_device(CUdevice dev) {
+        return dev >= 0 && dev < fake.device_count;
+}
+
+FAKE_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!device)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (!valid_device(ordinal))
+                return CUDA_ERROR_INVALID_DEVICE;
+        *device = ordinal;
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceGetCount(int *count) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!count)
+                return CUDA_ERROR_INVALID_VALUE;
+        *count = fake.device_count;
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!name || len <= 0)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (!valid_device(dev))
+                return CUDA_ERROR_INVALID_DEVICE;
+        snprintf(name, (size_t)len, "SAGE simulated GPU");
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!uuid)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (!valid_device(dev))
+                return CUDA_ERROR_INVALID_DEVICE;
+        memset(uuid->bytes, 0, sizeof uuid->bytes);
+        memcpy(uuid->bytes, "SAGEFAKEGPU", 11);
+        uuid->bytes[15] = (char)fake.physical[dev];
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult fake_cuDeviceGetUuid(CUuuid *uuid, CUdevice dev) {
+        FAKE_GATE();
+        return cuDeviceGetUuid_v2(uuid, dev);
+}
+
+FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!bytes)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (!valid_device(dev))
+                return CUDA_ERROR_INVALID_DEVICE;
+        *bytes = fake.mem_total;
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice dev) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!pi)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (!valid_device(dev))
+                return CUDA_ERROR_INVALID_DEVICE;
+        int v = 0; /* unknown attributes read as 0 */
+        switch (attrib) {
+        case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: v = 9; break;
+        case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: v = 0; break;
+        case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: v = 132; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: v = 1024; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X:
+        case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y: v = 1024; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z: v = 64; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X: v = 2147483647; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y:
+        case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z: v = 65535; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: v = 49152; break;
+        case CU_DEVICE_ATTRIBUTE_TOTAL_CONSTANT_MEMORY: v = 65536; break;
+        case CU_DEVICE_ATTRIBUTE_WARP_SIZE: v = 32; break;
+        case CU_DEVICE_ATTRIBUTE_CLOCK_RATE: v = 1980000; break;
+        case CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH: v = 6144; break;
+        case CU_DEVICE_ATTRIBUTE_PCI_BUS_ID: v = 0x10 + fake.physical[dev]; break;
+        case CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY:
+        case CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING:
+        case CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY:
+        case CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS:
+        case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED:
+        case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED:
+        case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED:
+        case CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: v = 1; break;
+        default: break;
         }
-        const char *fail = getenv("SAGE_FAKE_FAIL_INIT");
-        if (fail && *fail)
-            fake.init_result = (CUresult)atoi(fail);
-        else if (fake.device_count == 0)
-            fake.init_result = CUDA_ERROR_NO_DEVICE;
-        else
-            fake.init_result = CUDA_SUCCESS;
-        fake.init_pid = getpid();
-        if (fake.init_result == CUDA_SUCCESS)
-            fake_checkpoint_start();
-        __atomic_store_n(&fake.init_done, true, __ATOMIC_RELEASE);
-    }
-    pthread_mutex_unlock(&fake.init_lock);
-    return fake.init_result;
+        *pi = v;
+        return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuDriverGetVersion(int *driverVersion)
-{
-    if (!driverVersion)
-        return CUDA_ERROR_INVALID_VALUE;
-    *driverVersion = FAKE_DRIVER_VERSION;
-    return CUDA_SUCCESS;
-}
-
-static bool valid_device(CUdevice dev)
-{
-    return dev >= 0 && dev < fake.device_count;
-}
-
-FAKE_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (!device)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_device(ordinal))
-        return CUDA_ERROR_INVALID_DEVICE;
-    *device = ordinal;
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuDeviceGetCount(int *count)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (!count)
-        return CUDA_ERROR_INVALID_VALUE;
-    *count = fake.device_count;
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (!name || len <= 0)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_device(dev))
-        return CUDA_ERROR_INVALID_DEVICE;
-    snprintf(name, (size_t)len, "SAGE simulated GPU");
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (!uuid)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_device(dev))
-        return CUDA_ERROR_INVALID_DEVICE;
-    memset(uuid->bytes, 0, sizeof uuid->bytes);
-    memcpy(uuid->bytes, "SAGEFAKEGPU", 11);
-    uuid->bytes[15] = (char)fake.physical[dev];
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult fake_cuDeviceGetUuid(CUuuid *uuid, CUdevice dev)
-{
-    FAKE_GATE();
-    return cuDeviceGetUuid_v2(uuid, dev);
-}
-
-FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (!bytes)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_device(dev))
-        return CUDA_ERROR_INVALID_DEVICE;
-    *bytes = fake.mem_total;
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice dev)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (!pi)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_device(dev))
-        return CUDA_ERROR_INVALID_DEVICE;
-    int v = 0; /* unknown attributes read as 0 */
-    switch (attrib) {
-    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: v = 9; break;
-    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: v = 0; break;
-    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: v = 132; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: v = 1024; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X:
-    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y: v = 1024; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z: v = 64; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X: v = 2147483647; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y:
-    case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z: v = 65535; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: v = 49152; break;
-    case CU_DEVICE_ATTRIBUTE_TOTAL_CONSTANT_MEMORY: v = 65536; break;
-    case CU_DEVICE_ATTRIBUTE_WARP_SIZE: v = 32; break;
-    case CU_DEVICE_ATTRIBUTE_CLOCK_RATE: v = 1980000; break;
-    case CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH: v = 6144; break;
-    case CU_DEVICE_ATTRIBUTE_PCI_BUS_ID: v = 0x10 + fake.physical[dev]; break;
-    case CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY:
-    case CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING:
-    case CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY:
-    case CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS:
-    case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED:
-    case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED:
-    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED:
-    case CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: v = 1; break;
-    default: break;
-    }
-    *pi = v;
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    if (!pciBusId || len <= 0)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_device(dev))
-        return CUDA_ERROR_INVALID_DEVICE;
-    snprintf(pciBusId, (size_t)len, "00000000:%02X:00.0", 0x10 + fake.physical[dev]);
-    return CUDA_SUCCESS;
+FAKE_EXPORT CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!pciBusId || len <= 0)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (!valid_device(dev))
+                return CUDA_ERROR_INVALID_DEVICE;
+        snprintf(pciBusId, (size_t)len, "00000000:%02X:00.0", 0x10 + fake.physical[dev]);
+        return CUDA_SUCCESS;
 }
 
 /* ------------------------------------------------------------ errors */
 typedef struct FakeErrorName {
-    int code;
-    const char *name, *message;
+        int code;
+        const char *name, *message;
 } FakeErrorName;
 
 static const FakeErrorName error_names[] = {
@@ -333,37 +329,33 @@ static const FakeErrorName error_names[] = {
 #undef FAKE_ERROR
 };
 
-static const FakeErrorName *error_lookup(CUresult error)
-{
-    for (size_t i = 0; i < sizeof error_names / sizeof error_names[0]; i++)
-        if (error_names[i].code == (int)error)
-            return &error_names[i];
-    return NULL;
+static const FakeErrorName *error_lookup(CUresult error) {
+        for (size_t i = 0; i < sizeof error_names / sizeof error_names[0]; i++)
+                if (error_names[i].code == (int)error)
+                        return &error_names[i];
+        return NULL;
 }
 
-FAKE_EXPORT CUresult cuGetErrorName(CUresult error, const char **pStr)
-{
-    if (!pStr)
-        return CUDA_ERROR_INVALID_VALUE;
-    const FakeErrorName *e = error_lookup(error);
-    *pStr = e ? e->name : NULL;
-    return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+FAKE_EXPORT CUresult cuGetErrorName(CUresult error, const char **pStr) {
+        if (!pStr)
+                return CUDA_ERROR_INVALID_VALUE;
+        const FakeErrorName *e = error_lookup(error);
+        *pStr = e ? e->name : NULL;
+        return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
-FAKE_EXPORT CUresult cuGetErrorString(CUresult error, const char **pStr)
-{
-    if (!pStr)
-        return CUDA_ERROR_INVALID_VALUE;
-    const FakeErrorName *e = error_lookup(error);
-    *pStr = e ? e->message : NULL;
-    return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+FAKE_EXPORT CUresult cuGetErrorString(CUresult error, const char **pStr) {
+        if (!pStr)
+                return CUDA_ERROR_INVALID_VALUE;
+        const FakeErrorName *e = error_lookup(error);
+        *pStr = e ? e->message : NULL;
+        return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
 /* cudart asks for private tables (context creation, ...) here; a fake cannot
  * provide them, and cudart copes with NOT_SUPPORTED for the optional ones. */
-FAKE_EXPORT CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId)
-{
-    if (ppExportTable)
-        *ppExportTable = NULL;
-    return CUDA_ERROR_NOT_SUPPORTED;
+FAKE_EXPORT CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId) {
+        if (ppExportTable)
+                *ppExportTable = NULL;
+        return CUDA_ERROR_NOT_SUPPORTED;
 }

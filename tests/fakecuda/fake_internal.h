@@ -31,189 +31,197 @@
 
 /* ------------------------------------------------------------ objects */
 struct CUctx_st {
-    struct CUctx_st *next;
-    int device; /* ordinal as the process sees it */
-    unsigned flags;
-    bool primary;
-    size_t limits[CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT + 1]; /* cuCtxSetLimit, per context */
-    bool faulted; /* a kernel faulted: sticky CUDA_ERROR_ILLEGAL_ADDRESS (fake_fault.c) */
+        struct CUctx_st *next;
+        int device; /* ordinal as the process sees it */
+        unsigned flags;
+        bool primary;
+        size_t limits[CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT + 1]; /* cuCtxSetLimit, per context */
+        bool faulted; /* a kernel faulted: sticky CUDA_ERROR_ILLEGAL_ADDRESS (fake_fault.c) */
 };
 
 typedef enum FakeAllocKind {
-    FAKE_ALLOC_DEVICE,     /* cuMemAlloc & co: memfd-backed, counts against the device */
-    FAKE_ALLOC_MANAGED,    /* cuMemAllocManaged: counts against the device */
-    FAKE_ALLOC_HOST,       /* cuMemAllocHost / cuMemHostAlloc */
-    FAKE_ALLOC_REGISTERED, /* cuMemHostRegister: the application's memory */
-    FAKE_ALLOC_IPC,        /* cuIpcOpenMemHandle: another process's allocation */
+        FAKE_ALLOC_DEVICE,     /* cuMemAlloc & co: memfd-backed, counts against the device */
+        FAKE_ALLOC_MANAGED,    /* cuMemAllocManaged: counts against the device */
+        FAKE_ALLOC_HOST,       /* cuMemAllocHost / cuMemHostAlloc */
+        FAKE_ALLOC_REGISTERED, /* cuMemHostRegister: the application's memory */
+        FAKE_ALLOC_IPC,        /* cuIpcOpenMemHandle: another process's allocation */
 } FakeAllocKind;
 
 typedef struct FakeAlloc {
-    struct FakeAlloc *next;
-    FakeAllocKind kind;
-    char *base;        /* what the application sees */
-    size_t size;       /* what it asked for */
-    size_t map_size;   /* what is mmap()ed at base (0: not ours to unmap) */
-    int fd;            /* memfd (DEVICE), -1 otherwise */
-    CUcontext ctx;     /* owner: destroying it frees the allocation */
-    int device;
-    unsigned long long id;
+        struct FakeAlloc *next;
+        FakeAllocKind kind;
+        char *base;      /* what the application sees */
+        size_t size;     /* what it asked for */
+        size_t map_size; /* what is mmap()ed at base (0: not ours to unmap) */
+        int fd;          /* memfd (DEVICE), -1 otherwise */
+        CUcontext ctx;   /* owner: destroying it frees the allocation */
+        int device;
+        unsigned long long id;
 } FakeAlloc;
 
 /* A VMM physical allocation (cuMemCreate / cuMemImportFromShareableHandle). */
 typedef struct FakePhys {
-    struct FakePhys *next;
-    CUmemGenericAllocationHandle handle;
-    int fd;
-    size_t size;
-    CUmemAllocationProp prop;
-    unsigned handle_refs; /* cuMemCreate/import/retain minus cuMemRelease */
-    unsigned map_refs;    /* FakeMapping records using it; freed when both are 0 */
-    bool counted;  /* counts against the device budget (created, not imported) */
+        struct FakePhys *next;
+        CUmemGenericAllocationHandle handle;
+        int fd;
+        size_t size;
+        CUmemAllocationProp prop;
+        unsigned handle_refs; /* cuMemCreate/import/retain minus cuMemRelease */
+        unsigned map_refs;    /* FakeMapping records using it; freed when both are 0 */
+        bool counted;         /* counts against the device budget (created, not imported) */
 } FakePhys;
 
 typedef struct FakeReservation {
-    struct FakeReservation *next;
-    uintptr_t base;
-    size_t size;
+        struct FakeReservation *next;
+        uintptr_t base;
+        size_t size;
 } FakeReservation;
 
 /* One piece of a cuMemMap. cuMemSetAccess on part of a mapping splits it;
  * all pieces keep the map_id of the cuMemMap that made them, which is what
  * cuMemUnmap checks ("whole mappings only"). */
 typedef struct FakeMapping {
-    struct FakeMapping *next;
-    uintptr_t base;
-    size_t size;
-    FakePhys *phys;
-    size_t offset; /* into phys */
-    int prot;
-    unsigned long long map_id;
-    uintptr_t map_base; /* the whole cuMemMap range */
-    size_t map_size;
+        struct FakeMapping *next;
+        uintptr_t base;
+        size_t size;
+        FakePhys *phys;
+        size_t offset; /* into phys */
+        int prot;
+        unsigned long long map_id;
+        uintptr_t map_base; /* the whole cuMemMap range */
+        size_t map_size;
 } FakeMapping;
 
-typedef enum FakeOpKind { FAKE_OP_KERNEL, FAKE_OP_COPY, FAKE_OP_COPY3D, FAKE_OP_MEMSET } FakeOpKind;
+typedef enum FakeOpKind {
+        FAKE_OP_KERNEL,
+        FAKE_OP_COPY,
+        FAKE_OP_COPY3D,
+        FAKE_OP_MEMSET
+} FakeOpKind;
 
 typedef struct FakeOp {
-    FakeOpKind kind;
-    union {
-        struct {
-            const FakeKernelEntry *entry;
-            FakeKernelLaunch launch;
-            void **params;    /* owned array of nparams pointers */
-            size_t nparams;
-            char *arg_store;  /* owned copy of argument values (arg_bytes), or NULL */
-            size_t arg_bytes;
-        } kernel;
-        struct {
-            void *dst;
-            const void *src;
-            size_t bytes;
-        } copy;
-        CUDA_MEMCPY3D copy3d;
-        struct {
-            void *dst;
-            unsigned value;
-            unsigned elem_size;
-            size_t count;
-        } memset;
-    } u;
+        FakeOpKind kind;
+        union {
+                struct {
+                        const FakeKernelEntry *entry;
+                        FakeKernelLaunch launch;
+                        void **params; /* owned array of nparams pointers */
+                        size_t nparams;
+                        char *arg_store; /* owned copy of argument values (arg_bytes), or NULL */
+                        size_t arg_bytes;
+                } kernel;
+                struct {
+                        void *dst;
+                        const void *src;
+                        size_t bytes;
+                } copy;
+                CUDA_MEMCPY3D copy3d;
+                struct {
+                        void *dst;
+                        unsigned value;
+                        unsigned elem_size;
+                        size_t count;
+                } memset;
+        } u;
 } FakeOp;
 
 struct CUgraph_st {
-    struct CUgraph_st *next;
-    FakeOp *ops;
-    size_t count, capacity;
-    bool invalidated; /* while capturing: an unsafe call (cuCtxSynchronize) broke the capture */
+        struct CUgraph_st *next;
+        FakeOp *ops;
+        size_t count, capacity;
+        bool invalidated; /* while capturing: an unsafe call (cuCtxSynchronize) broke the capture */
 };
 
 struct CUgraphExec_st {
-    struct CUgraphExec_st *next;
-    struct CUgraph_st graph; /* a private copy */
+        struct CUgraphExec_st *next;
+        struct CUgraph_st graph; /* a private copy */
 };
 
 struct CUstream_st {
-    struct CUstream_st *next;
-    CUcontext ctx;
-    unsigned flags;
-    int priority;
-    struct CUgraph_st *capture; /* non-NULL while capturing */
+        struct CUstream_st *next;
+        CUcontext ctx;
+        unsigned flags;
+        int priority;
+        struct CUgraph_st *capture; /* non-NULL while capturing */
 };
 
 struct CUevent_st {
-    struct CUevent_st *next;
-    CUcontext ctx;
-    unsigned flags;
-    bool recorded;
-    double time_ms;
+        struct CUevent_st *next;
+        CUcontext ctx;
+        unsigned flags;
+        bool recorded;
+        double time_ms;
 };
 
 #define FAKE_FUNC_MAGIC 0x46554e43u /* "FUNC" */
 #define FAKE_KERN_MAGIC 0x4b45524eu /* "KERN" */
 
 struct CUfunc_st {
-    uint32_t magic;
-    const FakeKernelEntry *entry;
-    struct CUmod_st *module;
+        uint32_t magic;
+        const FakeKernelEntry *entry;
+        struct CUmod_st *module;
 };
 
 struct CUkern_st {
-    uint32_t magic;
-    const FakeKernelEntry *entry;
-    struct CUlib_st *library;
+        uint32_t magic;
+        const FakeKernelEntry *entry;
+        struct CUlib_st *library;
 };
 
 struct CUmod_st {
-    struct CUmod_st *next;
-    const FakeModuleImage *image;
-    void *dl;      /* dlopen handle (cuModuleLoad), or NULL */
-    CUcontext ctx; /* NULL for a library's module */
-    struct CUfunc_st *functions;
+        struct CUmod_st *next;
+        const FakeModuleImage *image;
+        void *dl;      /* dlopen handle (cuModuleLoad), or NULL */
+        CUcontext ctx; /* NULL for a library's module */
+        struct CUfunc_st *functions;
 };
 
 struct CUlib_st {
-    struct CUlib_st *next;
-    struct CUmod_st module;
-    struct CUkern_st *kernels;
+        struct CUlib_st *next;
+        struct CUmod_st module;
+        struct CUkern_st *kernels;
 };
 
 /* ------------------------------------------------------------ state */
 typedef struct FakeState {
-    pthread_mutex_t lock;
-    pthread_mutex_t init_lock;
-    bool init_done;
-    CUresult init_result;
-    pid_t init_pid; /* CUDA does not survive fork(): a child of an initialised process gets errors */
+        pthread_mutex_t lock;
+        pthread_mutex_t init_lock;
+        bool init_done;
+        CUresult init_result;
+        pid_t init_pid; /* CUDA does not survive fork(): a child of an initialised process gets errors */
 
-    /* From the environment, read once at the first cuInit. */
-    unsigned init_ms, ctx_ms;
-    size_t mem_total;
-    int device_count;                 /* visible devices */
-    int physical[FAKE_MAX_DEVICES];   /* visible ordinal -> simulated GPU index */
+        /* From the environment, read once at the first cuInit. */
+        unsigned init_ms, ctx_ms;
+        size_t mem_total;
+        int device_count;               /* visible devices */
+        int physical[FAKE_MAX_DEVICES]; /* visible ordinal -> simulated GPU index */
 
-    size_t mem_used[FAKE_MAX_DEVICES];
-    struct CUctx_st *primary[FAKE_MAX_DEVICES];
-    unsigned primary_refs[FAKE_MAX_DEVICES];
-    unsigned primary_flags[FAKE_MAX_DEVICES];
-    pthread_mutex_t primary_create_lock[FAKE_MAX_DEVICES];
+        size_t mem_used[FAKE_MAX_DEVICES];
+        struct CUctx_st *primary[FAKE_MAX_DEVICES];
+        unsigned primary_refs[FAKE_MAX_DEVICES];
+        unsigned primary_flags[FAKE_MAX_DEVICES];
+        pthread_mutex_t primary_create_lock[FAKE_MAX_DEVICES];
 
-    struct CUctx_st *contexts;
-    FakeAlloc *allocs;
-    FakePhys *phys;
-    FakeReservation *reservations;
-    FakeMapping *mappings;
-    struct CUstream_st *streams;
-    struct CUevent_st *events;
-    struct CUmod_st *modules;
-    struct CUlib_st *libraries;
-    struct CUgraph_st *graphs;
-    struct CUgraphExec_st *execs;
-    unsigned long long next_id;
+        struct CUctx_st *contexts;
+        FakeAlloc *allocs;
+        FakePhys *phys;
+        FakeReservation *reservations;
+        FakeMapping *mappings;
+        struct CUstream_st *streams;
+        struct CUevent_st *events;
+        struct CUmod_st *modules;
+        struct CUlib_st *libraries;
+        struct CUgraph_st *graphs;
+        struct CUgraphExec_st *execs;
+        unsigned long long next_id;
 
-    /* Device address ranges freed last, newest first: the real driver hands
+        /* Device address ranges freed last, newest first: the real driver hands
      * a freed address out again first, so a stale pointer soon names
      * someone else's memory (fake_memory.c reuses them the same way). */
-    struct { uintptr_t base; size_t size; } freed[8];
+        struct {
+                uintptr_t base;
+                size_t size;
+        } freed[8];
 } FakeState;
 
 /* The one instance: the driver is a process-wide singleton, as the real one. */
@@ -233,16 +241,16 @@ size_t fake_page_round(size_t n);
 int fake_gate_enter(void);
 void fake_gate_leave(int *entered);
 void fake_checkpoint_start(void);
-#define FAKE_GATE()                                                                  \
-    __attribute__((cleanup(fake_gate_leave))) int fake_gate_ = fake_gate_enter();    \
-    if (fake_gate_ < 0)                                                              \
-    return CUDA_ERROR_ILLEGAL_STATE
+#define FAKE_GATE()                                                                   \
+        __attribute__((cleanup(fake_gate_leave))) int fake_gate_ = fake_gate_enter(); \
+        if (fake_gate_ < 0)                                                           \
+        return CUDA_ERROR_ILLEGAL_STATE
 
-#define FAKE_REQUIRE_INIT()                         \
-    do {                                            \
-        if (!fake_initialized())                    \
-            return CUDA_ERROR_NOT_INITIALIZED;      \
-    } while (0)
+#define FAKE_REQUIRE_INIT()                                \
+        do {                                               \
+                if (!fake_initialized())                   \
+                        return CUDA_ERROR_NOT_INITIALIZED; \
+        } while (0)
 
 /* fake_context.c */
 CUcontext fake_current_context(void); /* NULL when none or stale */
@@ -269,9 +277,9 @@ CUresult fake_copy3d_checked(const CUDA_MEMCPY3D *c);
 
 /* fake_stream.c */
 CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture); /* locks */
-bool fake_invalidate_captures(void); /* locks; any capture going on is broken: true */
-CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op);     /* locks */
-CUresult fake_op_run(const FakeOp *op);                     /* in the current context */
+bool fake_invalidate_captures(void);                                 /* locks; any capture going on is broken: true */
+CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op);  /* locks */
+CUresult fake_op_run(const FakeOp *op);                              /* in the current context */
 CUresult fake_op_run_in(const FakeOp *op, CUcontext ctx);
 
 /* fake_queue.c: asynchronous work. submit: false when it cannot be queued
@@ -284,8 +292,7 @@ void fake_op_release(FakeOp *op);
 void fake_stream_free_context_locked(CUcontext ctx);
 
 /* fake_fault.c: runs a kernel; a fault in it marks ctx faulted (sticky), the process lives. */
-CUresult fake_kernel_run(CUcontext ctx, const FakeKernelEntry *entry, const FakeKernelLaunch *launch,
-                         void **params);
+CUresult fake_kernel_run(CUcontext ctx, const FakeKernelEntry *entry, const FakeKernelLaunch *launch, void **params);
 
 /* fake_module.c */
 CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params, void **extra);
@@ -293,10 +300,10 @@ void fake_module_free_context_locked(CUcontext ctx);
 
 /* ------------------------------------------------------------ symbols cuda.h lacks */
 CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev);
-CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams,
-                        unsigned int flags, CUdevice dev);
-CUresult fake_cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags)
-    __asm__("cuGetProcAddress");
+CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArray, int numParams, unsigned int flags,
+                        CUdevice dev);
+CUresult fake_cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion,
+                               cuuint64_t flags) __asm__("cuGetProcAddress");
 CUresult fake_cuEventElapsedTime(float *ms, CUevent start, CUevent end) __asm__("cuEventElapsedTime");
 CUresult fake_cuDeviceGetUuid(CUuuid *uuid, CUdevice dev) __asm__("cuDeviceGetUuid");
 CUresult fake_cuStreamBeginCapture(CUstream s) __asm__("cuStreamBeginCapture");
@@ -317,8 +324,7 @@ CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *c, CUstream s);
 CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *c);
 CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *c, CUstream s);
 CUresult cuMemcpyPeer_ptds(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n);
-CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx,
-                                size_t n, CUstream s);
+CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n, CUstream s);
 CUresult cuMemsetD8_v2_ptds(CUdeviceptr d, unsigned char v, size_t n);
 CUresult cuMemsetD16_v2_ptds(CUdeviceptr d, unsigned short v, size_t n);
 CUresult cuMemsetD32_v2_ptds(CUdeviceptr d, unsigned int v, size_t n);
@@ -342,12 +348,10 @@ CUresult cuStreamEndCapture_ptsz(CUstream s, CUgraph *graph);
 CUresult cuEventRecord_ptsz(CUevent e, CUstream s);
 CUresult cuGraphLaunch_ptsz(CUgraphExec exec, CUstream s);
 
-CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                             unsigned by, unsigned bz, unsigned shared, CUstream s, void **params,
-                             void **extra);
+CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                             unsigned shared, CUstream s, void **params, void **extra);
 CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params, void **extra);
-CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
-                                        unsigned bx, unsigned by, unsigned bz, unsigned shared,
-                                        CUstream s, void **params);
+CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                                        unsigned bz, unsigned shared, CUstream s, void **params);
 
 #endif

@@ -22,93 +22,95 @@
 #define IPC_MAGIC "SAGEIPC1"
 
 typedef struct FakeIpcHandle {
-    char magic[8];
-    int32_t pid;
-    int32_t fd;
-    uint64_t offset; /* of the allocation in the memfd */
-    uint64_t size;
-    uint64_t map_size;
+        char magic[8];
+        int32_t pid;
+        int32_t fd;
+        uint64_t offset; /* of the allocation in the memfd */
+        uint64_t size;
+        uint64_t map_size;
 } FakeIpcHandle;
 
 _Static_assert(sizeof(FakeIpcHandle) <= sizeof(CUipcMemHandle), "IPC handle must fit in 64 bytes");
 
-FAKE_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr)
-{
-    FAKE_GATE();
-    CUresult r = fake_require_context(NULL);
-    if (r != CUDA_SUCCESS)
-        return r;
-    if (!pHandle)
-        return CUDA_ERROR_INVALID_VALUE;
-    FakeIpcHandle h = { .pid = (int32_t)getpid() };
-    memcpy(h.magic, IPC_MAGIC, sizeof h.magic);
-    fake_lock();
-    FakeAlloc *a = fake_alloc_find_locked((uintptr_t)dptr);
-    bool ok = a && a->kind == FAKE_ALLOC_DEVICE && a->fd >= 0;
-    if (ok) {
-        h.fd = a->fd;
-        h.size = a->size;
-        h.map_size = a->map_size;
-    }
-    fake_unlock();
-    if (!ok)
-        return CUDA_ERROR_INVALID_VALUE;
-    memset(pHandle, 0, sizeof *pHandle);
-    memcpy(pHandle->reserved, &h, sizeof h);
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags)
-{
-    FAKE_GATE();
-    CUcontext ctx;
-    CUresult r = fake_require_context(&ctx);
-    if (r != CUDA_SUCCESS)
-        return r;
-    FakeIpcHandle h;
-    memcpy(&h, handle.reserved, sizeof h);
-    if (!pdptr || memcmp(h.magic, IPC_MAGIC, sizeof h.magic) || h.map_size == 0)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (h.pid == (int32_t)getpid())
-        return CUDA_ERROR_INVALID_CONTEXT;
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)h.pid, (int)h.fd);
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return CUDA_ERROR_INVALID_VALUE;
-    void *p = mmap(NULL, (size_t)h.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)h.offset);
-    close(fd);
-    if (p == MAP_FAILED)
-        return CUDA_ERROR_INVALID_VALUE;
-    FakeAlloc *a = calloc(1, sizeof *a);
-    if (!a) {
-        munmap(p, (size_t)h.map_size);
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    }
-    *a = (FakeAlloc){ .kind = FAKE_ALLOC_IPC, .base = p, .size = (size_t)h.size,
-                      .map_size = (size_t)h.map_size, .fd = -1, .ctx = ctx, .device = ctx->device };
-    fake_lock();
-    a->id = fake.next_id++;
-    a->next = fake.allocs;
-    fake.allocs = a;
-    fake_unlock();
-    *pdptr = (CUdeviceptr)(uintptr_t)p;
-    return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr)
-{
-    FAKE_GATE();
-    FAKE_REQUIRE_INIT();
-    fake_queue_drain();
-    fake_lock();
-    for (FakeAlloc *a = fake.allocs; a; a = a->next) {
-        if (a->kind == FAKE_ALLOC_IPC && (uintptr_t)a->base == (uintptr_t)dptr) {
-            fake_alloc_free_locked(a);
-            fake_unlock();
-            return CUDA_SUCCESS;
+FAKE_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr) {
+        FAKE_GATE();
+        CUresult r = fake_require_context(NULL);
+        if (r != CUDA_SUCCESS)
+                return r;
+        if (!pHandle)
+                return CUDA_ERROR_INVALID_VALUE;
+        FakeIpcHandle h = { .pid = (int32_t)getpid() };
+        memcpy(h.magic, IPC_MAGIC, sizeof h.magic);
+        fake_lock();
+        FakeAlloc *a = fake_alloc_find_locked((uintptr_t)dptr);
+        bool ok = a && a->kind == FAKE_ALLOC_DEVICE && a->fd >= 0;
+        if (ok) {
+                h.fd = a->fd;
+                h.size = a->size;
+                h.map_size = a->map_size;
         }
-    }
-    fake_unlock();
-    return CUDA_ERROR_INVALID_VALUE;
+        fake_unlock();
+        if (!ok)
+                return CUDA_ERROR_INVALID_VALUE;
+        memset(pHandle, 0, sizeof *pHandle);
+        memcpy(pHandle->reserved, &h, sizeof h);
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags) {
+        FAKE_GATE();
+        CUcontext ctx;
+        CUresult r = fake_require_context(&ctx);
+        if (r != CUDA_SUCCESS)
+                return r;
+        FakeIpcHandle h;
+        memcpy(&h, handle.reserved, sizeof h);
+        if (!pdptr || memcmp(h.magic, IPC_MAGIC, sizeof h.magic) || h.map_size == 0)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (h.pid == (int32_t)getpid())
+                return CUDA_ERROR_INVALID_CONTEXT;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)h.pid, (int)h.fd);
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return CUDA_ERROR_INVALID_VALUE;
+        void *p = mmap(NULL, (size_t)h.map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)h.offset);
+        close(fd);
+        if (p == MAP_FAILED)
+                return CUDA_ERROR_INVALID_VALUE;
+        FakeAlloc *a = calloc(1, sizeof *a);
+        if (!a) {
+                munmap(p, (size_t)h.map_size);
+                return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        *a = (FakeAlloc){ .kind = FAKE_ALLOC_IPC,
+                          .base = p,
+                          .size = (size_t)h.size,
+                          .map_size = (size_t)h.map_size,
+                          .fd = -1,
+                          .ctx = ctx,
+                          .device = ctx->device };
+        fake_lock();
+        a->id = fake.next_id++;
+        a->next = fake.allocs;
+        fake.allocs = a;
+        fake_unlock();
+        *pdptr = (CUdeviceptr)(uintptr_t)p;
+        return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        fake_queue_drain();
+        fake_lock();
+        for (FakeAlloc *a = fake.allocs; a; a = a->next) {
+                if (a->kind == FAKE_ALLOC_IPC && (uintptr_t)a->base == (uintptr_t)dptr) {
+                        fake_alloc_free_locked(a);
+                        fake_unlock();
+                        return CUDA_SUCCESS;
+                }
+        }
+        fake_unlock();
+        return CUDA_ERROR_INVALID_VALUE;
 }

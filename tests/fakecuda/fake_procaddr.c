@@ -17,9 +17,9 @@
 typedef void (*FakeProcFn)(void);
 
 typedef struct FakeProcEntry {
-    const char *name;
-    int version;
-    FakeProcFn fn, fn_per_thread;
+        const char *name;
+        int version;
+        FakeProcFn fn, fn_per_thread;
 } FakeProcEntry;
 
 static const FakeProcEntry proc_table[] = {
@@ -29,41 +29,39 @@ static const FakeProcEntry proc_table[] = {
 };
 
 static CUresult lookup(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
-                       CUdriverProcAddressQueryResult *status)
-{
-    if (!symbol || !pfn)
-        return CUDA_ERROR_INVALID_VALUE;
-    const FakeProcEntry *best = NULL;
-    bool known = false;
-    for (size_t i = 0; i < sizeof proc_table / sizeof proc_table[0]; i++) {
-        const FakeProcEntry *e = &proc_table[i];
-        if (strcmp(e->name, symbol) != 0)
-            continue;
-        known = true;
-        if (e->version <= cudaVersion && (!best || e->version > best->version))
-            best = e;
-    }
-    *pfn = NULL;
-    if (!best) {
+                       CUdriverProcAddressQueryResult *status) {
+        if (!symbol || !pfn)
+                return CUDA_ERROR_INVALID_VALUE;
+        const FakeProcEntry *best = NULL;
+        bool known = false;
+        for (size_t i = 0; i < sizeof proc_table / sizeof proc_table[0]; i++) {
+                const FakeProcEntry *e = &proc_table[i];
+                if (strcmp(e->name, symbol) != 0)
+                        continue;
+                known = true;
+                if (e->version <= cudaVersion && (!best || e->version > best->version))
+                        best = e;
+        }
+        *pfn = NULL;
+        if (!best) {
+                if (status)
+                        *status = known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
+                                        : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+                return CUDA_ERROR_NOT_FOUND;
+        }
+        FakeProcFn fn = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) ? best->fn_per_thread : best->fn;
+        /* ISO C has no function-to-object pointer conversion; copy the bits. */
+        memcpy(pfn, &fn, sizeof fn);
         if (status)
-            *status = known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
-        return CUDA_ERROR_NOT_FOUND;
-    }
-    FakeProcFn fn = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) ? best->fn_per_thread : best->fn;
-    /* ISO C has no function-to-object pointer conversion; copy the bits. */
-    memcpy(pfn, &fn, sizeof fn);
-    if (status)
-        *status = CU_GET_PROC_ADDRESS_SUCCESS;
-    return CUDA_SUCCESS;
+                *status = CU_GET_PROC_ADDRESS_SUCCESS;
+        return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
-                                         CUdriverProcAddressQueryResult *symbolStatus)
-{
-    return lookup(symbol, pfn, cudaVersion, flags, symbolStatus);
+                                         CUdriverProcAddressQueryResult *symbolStatus) {
+        return lookup(symbol, pfn, cudaVersion, flags, symbolStatus);
 }
 
-FAKE_EXPORT CUresult fake_cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags)
-{
-    return lookup(symbol, pfn, cudaVersion, flags, NULL);
+FAKE_EXPORT CUresult fake_cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags) {
+        return lookup(symbol, pfn, cudaVersion, flags, NULL);
 }

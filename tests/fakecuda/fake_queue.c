@@ -27,8 +27,8 @@
 #include <unistd.h>
 
 typedef struct Pending {
-    FakeOp op;
-    CUcontext ctx;
+        FakeOp op;
+        CUcontext ctx;
 } Pending;
 
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -41,130 +41,122 @@ static size_t count, capacity, released;
 static bool busy;
 static pid_t worker_pid; /* a fork()ed child has no worker: it cannot use CUDA anyway */
 
-static void fault(CUcontext ctx)
-{
-    if (!ctx)
-        return;
-    fake_lock();
-    if (fake_context_alive_locked(ctx))
-        __atomic_store_n(&ctx->faulted, true, __ATOMIC_RELAXED);
-    fake_unlock();
+static void fault(CUcontext ctx) {
+        if (!ctx)
+                return;
+        fake_lock();
+        if (fake_context_alive_locked(ctx))
+                __atomic_store_n(&ctx->faulted, true, __ATOMIC_RELAXED);
+        fake_unlock();
 }
 
-static void *worker(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&queue_lock);
-    for (;;) {
-        while (released == 0)
-            pthread_cond_wait(&work_released, &queue_lock);
-        Pending p = items[0];
-        memmove(&items[0], &items[1], (count - 1) * sizeof *items);
-        count--;
-        released--;
-        busy = true;
-        pthread_mutex_unlock(&queue_lock);
-        /* A copy whose memory went away under it faults, as on the GPU. */
-        if (fake_op_run_in(&p.op, p.ctx) != CUDA_SUCCESS)
-            fault(p.ctx);
-        fake_op_release(&p.op);
+static void *worker(void *arg) {
+        (void)arg;
         pthread_mutex_lock(&queue_lock);
-        busy = false;
-        if (released == 0)
-            pthread_cond_broadcast(&work_done);
-    }
-    return NULL;
-}
-
-bool fake_queue_submit(const FakeOp *op, CUcontext ctx)
-{
-    pthread_mutex_lock(&queue_lock);
-    if (worker_pid != getpid()) {
-        pthread_t t;
-        pthread_attr_t attr;
-        bool started = pthread_attr_init(&attr) == 0 &&
-                       pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-                       pthread_create(&t, &attr, worker, NULL) == 0;
-        if (!started) {
-            pthread_mutex_unlock(&queue_lock);
-            return false; /* the caller runs it at once */
+        for (;;) {
+                while (released == 0)
+                        pthread_cond_wait(&work_released, &queue_lock);
+                Pending p = items[0];
+                memmove(&items[0], &items[1], (count - 1) * sizeof *items);
+                count--;
+                released--;
+                busy = true;
+                pthread_mutex_unlock(&queue_lock);
+                /* A copy whose memory went away under it faults, as on the GPU. */
+                if (fake_op_run_in(&p.op, p.ctx) != CUDA_SUCCESS)
+                        fault(p.ctx);
+                fake_op_release(&p.op);
+                pthread_mutex_lock(&queue_lock);
+                busy = false;
+                if (released == 0)
+                        pthread_cond_broadcast(&work_done);
         }
-        worker_pid = getpid();
-        count = released = 0;
-        busy = false;
-    }
-    if (count == capacity) {
-        size_t cap = capacity ? 2 * capacity : 64;
-        Pending *grown = realloc(items, cap * sizeof *grown);
-        if (!grown) {
-            pthread_mutex_unlock(&queue_lock);
-            return false;
+        return NULL;
+}
+
+bool fake_queue_submit(const FakeOp *op, CUcontext ctx) {
+        pthread_mutex_lock(&queue_lock);
+        if (worker_pid != getpid()) {
+                pthread_t t;
+                pthread_attr_t attr;
+                bool started = pthread_attr_init(&attr) == 0 &&
+                               pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                               pthread_create(&t, &attr, worker, NULL) == 0;
+                if (!started) {
+                        pthread_mutex_unlock(&queue_lock);
+                        return false; /* the caller runs it at once */
+                }
+                worker_pid = getpid();
+                count = released = 0;
+                busy = false;
         }
-        items = grown;
-        capacity = cap;
-    }
-    items[count++] = (Pending){ *op, ctx };
-    pthread_mutex_unlock(&queue_lock);
-    return true;
+        if (count == capacity) {
+                size_t cap = capacity ? 2 * capacity : 64;
+                Pending *grown = realloc(items, cap * sizeof *grown);
+                if (!grown) {
+                        pthread_mutex_unlock(&queue_lock);
+                        return false;
+                }
+                items = grown;
+                capacity = cap;
+        }
+        items[count++] = (Pending){ *op, ctx };
+        pthread_mutex_unlock(&queue_lock);
+        return true;
 }
 
-void fake_queue_drain(void)
-{
-    pthread_mutex_lock(&queue_lock);
-    if (worker_pid == getpid() && count > 0) {
-        released = count;
-        pthread_cond_signal(&work_released);
-        while (released > 0 || busy)
-            pthread_cond_wait(&work_done, &queue_lock);
-    }
-    pthread_mutex_unlock(&queue_lock);
+void fake_queue_drain(void) {
+        pthread_mutex_lock(&queue_lock);
+        if (worker_pid == getpid() && count > 0) {
+                released = count;
+                pthread_cond_signal(&work_released);
+                while (released > 0 || busy)
+                        pthread_cond_wait(&work_done, &queue_lock);
+        }
+        pthread_mutex_unlock(&queue_lock);
 }
 
-static bool overlaps(uintptr_t a, size_t n, uintptr_t base, size_t size)
-{
-    return n && a < base + size && base < a + n;
+static bool overlaps(uintptr_t a, size_t n, uintptr_t base, size_t size) {
+        return n && a < base + size && base < a + n;
 }
 
-static bool touches(const FakeOp *op, uintptr_t base, size_t size)
-{
-    switch (op->kind) {
-    case FAKE_OP_COPY:
-        return overlaps((uintptr_t)op->u.copy.dst, op->u.copy.bytes, base, size) ||
-               overlaps((uintptr_t)op->u.copy.src, op->u.copy.bytes, base, size);
-    case FAKE_OP_MEMSET:
-        return overlaps((uintptr_t)op->u.memset.dst, op->u.memset.count * op->u.memset.elem_size, base, size);
-    case FAKE_OP_KERNEL:
-        for (size_t w = 0; op->u.kernel.arg_store && w + 8 <= op->u.kernel.arg_bytes; w += 8) {
-            uint64_t v;
-            memcpy(&v, op->u.kernel.arg_store + w, sizeof v);
-            if (v >= base && v < base + size)
-                return true;
+static bool touches(const FakeOp *op, uintptr_t base, size_t size) {
+        switch (op->kind) {
+        case FAKE_OP_COPY:
+                return overlaps((uintptr_t)op->u.copy.dst, op->u.copy.bytes, base, size) ||
+                       overlaps((uintptr_t)op->u.copy.src, op->u.copy.bytes, base, size);
+        case FAKE_OP_MEMSET:
+                return overlaps((uintptr_t)op->u.memset.dst, op->u.memset.count * op->u.memset.elem_size, base, size);
+        case FAKE_OP_KERNEL:
+                for (size_t w = 0; op->u.kernel.arg_store && w + 8 <= op->u.kernel.arg_bytes; w += 8) {
+                        uint64_t v;
+                        memcpy(&v, op->u.kernel.arg_store + w, sizeof v);
+                        if (v >= base && v < base + size)
+                                return true;
+                }
+                return false;
+        case FAKE_OP_COPY3D: return false; /* 3D copies run at submission */
         }
         return false;
-    case FAKE_OP_COPY3D:
-        return false; /* 3D copies run at submission */
-    }
-    return false;
 }
 
-void fake_queue_unmapping(uintptr_t base, size_t size)
-{
-    CUcontext faulted[16];
-    size_t nfaulted = 0;
+void fake_queue_unmapping(uintptr_t base, size_t size) {
+        CUcontext faulted[16];
+        size_t nfaulted = 0;
 
-    pthread_mutex_lock(&queue_lock);
-    for (size_t i = released; i < count;) {
-        if (!touches(&items[i].op, base, size)) {
-            i++;
-            continue;
+        pthread_mutex_lock(&queue_lock);
+        for (size_t i = released; i < count;) {
+                if (!touches(&items[i].op, base, size)) {
+                        i++;
+                        continue;
+                }
+                if (nfaulted < sizeof faulted / sizeof faulted[0])
+                        faulted[nfaulted++] = items[i].ctx;
+                fake_op_release(&items[i].op);
+                memmove(&items[i], &items[i + 1], (count - i - 1) * sizeof *items);
+                count--;
         }
-        if (nfaulted < sizeof faulted / sizeof faulted[0])
-            faulted[nfaulted++] = items[i].ctx;
-        fake_op_release(&items[i].op);
-        memmove(&items[i], &items[i + 1], (count - i - 1) * sizeof *items);
-        count--;
-    }
-    pthread_mutex_unlock(&queue_lock);
-    for (size_t i = 0; i < nfaulted; i++)
-        fault(faulted[i]);
+        pthread_mutex_unlock(&queue_lock);
+        for (size_t i = 0; i < nfaulted; i++)
+                fault(faulted[i]);
 }

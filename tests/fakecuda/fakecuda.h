@@ -21,28 +21,28 @@
 #define FAKECUDA_MODULE_SYMBOL "fakecuda_module_image"
 
 typedef struct FakeKernelLaunch {
-    unsigned grid[3], block[3];
-    unsigned shared_bytes;
-    void *stream;
+        unsigned grid[3], block[3];
+        unsigned shared_bytes;
+        void *stream;
 } FakeKernelLaunch;
 
 typedef void (*FakeKernelFn)(const FakeKernelLaunch *launch, void **params);
 
 typedef struct FakeKernelEntry {
-    const char *name;
-    FakeKernelFn fn;
-    /* Optional, may be left out of initializers: the byte size of each
+        const char *name;
+        FakeKernelFn fn;
+        /* Optional, may be left out of initializers: the byte size of each
      * argument, terminated by 0. Graph capture copies argument values with
      * it (as the real driver does from kernel metadata); without it a
      * captured launch keeps the caller's kernelParams pointers, which must
      * then stay valid until the graph is last launched. */
-    const size_t *param_sizes;
+        const size_t *param_sizes;
 } FakeKernelEntry;
 
 typedef struct FakeModuleImage {
-    char magic[8];
-    unsigned count;
-    const FakeKernelEntry *kernels;
+        char magic[8];
+        unsigned count;
+        const FakeKernelEntry *kernels;
 } FakeModuleImage;
 
 /* Not a driver function: the device memory (bytes) the process `pid` uses now,

@@ -32,23 +32,23 @@
 
 static int failures;
 
-#define CHECK(cond)                                                                                     \
-    do {                                                                                                \
-        if (!(cond)) {                                                                                  \
-            fprintf(stderr, "[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, __LINE__, #cond); \
-            failures++;                                                                                 \
-        }                                                                                               \
-    } while (0)
+#define CHECK(cond)                                                                                                  \
+        do {                                                                                                         \
+                if (!(cond)) {                                                                                       \
+                        fprintf(stderr, "[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, __LINE__, #cond); \
+                        failures++;                                                                                  \
+                }                                                                                                    \
+        } while (0)
 
-#define CHECK_CU(expr, want)                                                                            \
-    do {                                                                                                \
-        CUresult r_ = (CUresult)(expr);                                                                 \
-        if (r_ != (want)) {                                                                             \
-            fprintf(stderr, "[%d] %s:%d: %s returned %d, expected %d\n", (int)getpid(), __FILE__,       \
-                    __LINE__, #expr, (int)r_, (int)(want));                                             \
-            failures++;                                                                                 \
-        }                                                                                               \
-    } while (0)
+#define CHECK_CU(expr, want)                                                                                  \
+        do {                                                                                                  \
+                CUresult r_ = (CUresult)(expr);                                                               \
+                if (r_ != (want)) {                                                                           \
+                        fprintf(stderr, "[%d] %s:%d: %s returned %d, expected %d\n", (int)getpid(), __FILE__, \
+                                __LINE__, #expr, (int)r_, (int)(want));                                       \
+                        failures++;                                                                           \
+                }                                                                                             \
+        } while (0)
 
 #define OK(expr) CHECK_CU(expr, CUDA_SUCCESS)
 #define MiB ((size_t)1 << 20)
@@ -56,394 +56,376 @@ static int failures;
 #define BOUND_MS 10000u
 
 static const CUmemAllocationProp vmm_prop = {
-    .type = CU_MEM_ALLOCATION_TYPE_PINNED,
-    .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-    .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 },
+        .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+        .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+        .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 },
 };
 
 /* A pipe pair between parent and child: to_child, to_parent. */
 typedef struct Link {
-    int down[2], up[2];
+        int down[2], up[2];
 } Link;
 
-static void link_open(Link *l)
-{
-    if (pipe(l->down) || pipe(l->up)) {
-        perror("pipe");
-        exit(1);
-    }
+static void link_open(Link *l) {
+        if (pipe(l->down) || pipe(l->up)) {
+                perror("pipe");
+                exit(1);
+        }
 }
 
-static void put(int fd, char c)
-{
-    if (write(fd, &c, 1) != 1)
-        failures++;
+static void put(int fd, char c) {
+        if (write(fd, &c, 1) != 1)
+                failures++;
 }
 
-static char get(int fd)
-{
-    char c = 0;
-    ssize_t n;
-    do
-        n = read(fd, &c, 1);
-    while (n < 0 && errno == EINTR);
-    return n == 1 ? c : 0;
+static char get(int fd) {
+        char c = 0;
+        ssize_t n;
+        do
+                n = read(fd, &c, 1);
+        while (n < 0 && errno == EINTR);
+        return n == 1 ? c : 0;
 }
 
-static int wait_exit(pid_t pid)
-{
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+static int wait_exit(pid_t pid) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0)
+                if (errno != EINTR)
+                        return -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static void setup_context(void)
-{
-    failures = 0; /* a forked child counts its own */
-    CUdevice dev;
-    CUcontext ctx;
-    OK(cuInit(0));
-    OK(cuDeviceGet(&dev, 0));
-    OK(cuDevicePrimaryCtxRetain(&ctx, dev));
-    OK(cuCtxSetCurrent(ctx));
+static void setup_context(void) {
+        failures = 0; /* a forked child counts its own */
+        CUdevice dev;
+        CUcontext ctx;
+        OK(cuInit(0));
+        OK(cuDeviceGet(&dev, 0));
+        OK(cuDevicePrimaryCtxRetain(&ctx, dev));
+        OK(cuCtxSetCurrent(ctx));
 }
 
-static unsigned char pattern(size_t i, unsigned salt) { return (unsigned char)(i * 31 + salt); }
-
-static CUdeviceptr vmm_map(CUmemGenericAllocationHandle h, size_t size)
-{
-    CUdeviceptr va = 0;
-    OK(cuMemAddressReserve(&va, size, 0, 0, 0));
-    OK(cuMemMap(va, size, 0, h, 0));
-    CUmemAccessDesc d = { .location = vmm_prop.location, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
-    OK(cuMemSetAccess(va, size, &d, 1));
-    return va;
+static unsigned char pattern(size_t i, unsigned salt) {
+        return (unsigned char)(i * 31 + salt);
 }
 
-static CUprocessState state_of(pid_t pid)
-{
-    CUprocessState st = (CUprocessState)-1;
-    OK(cuCheckpointProcessGetState(pid, &st));
-    return st;
+static CUdeviceptr vmm_map(CUmemGenericAllocationHandle h, size_t size) {
+        CUdeviceptr va = 0;
+        OK(cuMemAddressReserve(&va, size, 0, 0, 0));
+        OK(cuMemMap(va, size, 0, h, 0));
+        CUmemAccessDesc d = { .location = vmm_prop.location, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+        OK(cuMemSetAccess(va, size, &d, 1));
+        return va;
 }
 
-static size_t mem_of(pid_t pid)
-{
-    size_t bytes = (size_t)-1;
-    OK(fakecudaProcessMemUsed(pid, &bytes));
-    return bytes;
+static CUprocessState state_of(pid_t pid) {
+        CUprocessState st = (CUprocessState)-1;
+        OK(cuCheckpointProcessGetState(pid, &st));
+        return st;
+}
+
+static size_t mem_of(pid_t pid) {
+        size_t bytes = (size_t)-1;
+        OK(fakecudaProcessMemUsed(pid, &bytes));
+        return bytes;
 }
 
 /* ------------------------------------------------------------ roundtrip */
-static int roundtrip_child(Link *l)
-{
-    setup_context();
-    CUdeviceptr a = 0;
-    CUmemGenericAllocationHandle h;
-    size_t n = 3 * MiB + 123, vsize = 2 * MiB;
-    OK(cuMemAlloc(&a, n));
-    OK(cuMemCreate(&h, vsize, &vmm_prop, 0));
-    CUdeviceptr v = vmm_map(h, vsize);
-    for (size_t i = 0; i < n; i++)
-        PTR(a)[i] = pattern(i, 1);
-    for (size_t i = 0; i < vsize; i++)
-        PTR(v)[i] = pattern(i, 2);
-    size_t free_before, free_after, total;
-    OK(cuMemGetInfo(&free_before, &total));
-    put(l->up[1], 'R');
+static int roundtrip_child(Link *l) {
+        setup_context();
+        CUdeviceptr a = 0;
+        CUmemGenericAllocationHandle h;
+        size_t n = 3 * MiB + 123, vsize = 2 * MiB;
+        OK(cuMemAlloc(&a, n));
+        OK(cuMemCreate(&h, vsize, &vmm_prop, 0));
+        CUdeviceptr v = vmm_map(h, vsize);
+        for (size_t i = 0; i < n; i++)
+                PTR(a)[i] = pattern(i, 1);
+        for (size_t i = 0; i < vsize; i++)
+                PTR(v)[i] = pattern(i, 2);
+        size_t free_before, free_after, total;
+        OK(cuMemGetInfo(&free_before, &total));
+        put(l->up[1], 'R');
 
-    CHECK(get(l->down[0]) == 'L');
-    /* Made while LOCKED: must wait for Unlock, and read the restored bytes. */
-    unsigned char *back = malloc(n);
-    OK(cuMemcpyDtoH(back, a, n));
-    int fl = fcntl(l->down[0], F_GETFL);
-    fcntl(l->down[0], F_SETFL, fl | O_NONBLOCK);
-    CHECK(get(l->down[0]) == 'U'); /* written by the parent just before Unlock */
-    for (size_t i = 0; i < n; i++)
-        if (back[i] != pattern(i, 1) || PTR(a)[i] != pattern(i, 1)) {
-            CHECK(!"cuMemAlloc bytes restored");
-            break;
-        }
-    for (size_t i = 0; i < vsize; i++)
-        if (PTR(v)[i] != pattern(i, 2)) {
-            CHECK(!"VMM bytes restored");
-            break;
-        }
-    OK(cuMemGetInfo(&free_after, &total));
-    CHECK(free_after == free_before);
-    free(back);
-    OK(cuMemUnmap(v, vsize));
-    OK(cuMemRelease(h));
-    OK(cuMemFree(a));
-    return failures != 0;
+        CHECK(get(l->down[0]) == 'L');
+        /* Made while LOCKED: must wait for Unlock, and read the restored bytes. */
+        unsigned char *back = malloc(n);
+        OK(cuMemcpyDtoH(back, a, n));
+        int fl = fcntl(l->down[0], F_GETFL);
+        fcntl(l->down[0], F_SETFL, fl | O_NONBLOCK);
+        CHECK(get(l->down[0]) == 'U'); /* written by the parent just before Unlock */
+        for (size_t i = 0; i < n; i++)
+                if (back[i] != pattern(i, 1) || PTR(a)[i] != pattern(i, 1)) {
+                        CHECK(!"cuMemAlloc bytes restored");
+                        break;
+                }
+        for (size_t i = 0; i < vsize; i++)
+                if (PTR(v)[i] != pattern(i, 2)) {
+                        CHECK(!"VMM bytes restored");
+                        break;
+                }
+        OK(cuMemGetInfo(&free_after, &total));
+        CHECK(free_after == free_before);
+        free(back);
+        OK(cuMemUnmap(v, vsize));
+        OK(cuMemRelease(h));
+        OK(cuMemFree(a));
+        return failures != 0;
 }
 
-static void test_roundtrip(void)
-{
-    Link l;
-    link_open(&l);
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(roundtrip_child(&l));
-    CHECK(get(l.up[0]) == 'R');
-    CHECK(state_of(pid) == CU_PROCESS_STATE_RUNNING);
-    size_t used = mem_of(pid);
-    CHECK(used >= 5 * MiB);
-    int tid = 0;
-    OK(cuCheckpointProcessGetRestoreThreadId(pid, &tid));
-    char task[64];
-    snprintf(task, sizeof task, "/proc/%d/task/%d", (int)pid, tid);
-    CHECK(tid > 0 && tid != pid && access(task, F_OK) == 0);
+static void test_roundtrip(void) {
+        Link l;
+        link_open(&l);
+        pid_t pid = fork();
+        if (pid == 0)
+                _exit(roundtrip_child(&l));
+        CHECK(get(l.up[0]) == 'R');
+        CHECK(state_of(pid) == CU_PROCESS_STATE_RUNNING);
+        size_t used = mem_of(pid);
+        CHECK(used >= 5 * MiB);
+        int tid = 0;
+        OK(cuCheckpointProcessGetRestoreThreadId(pid, &tid));
+        char task[64];
+        snprintf(task, sizeof task, "/proc/%d/task/%d", (int)pid, tid);
+        CHECK(tid > 0 && tid != pid && access(task, F_OK) == 0);
 
-    /* Wrong state for everything but Lock. */
-    CHECK_CU(cuCheckpointProcessCheckpoint(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
-    CHECK_CU(cuCheckpointProcessRestore(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
-    CHECK_CU(cuCheckpointProcessUnlock(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
+        /* Wrong state for everything but Lock. */
+        CHECK_CU(cuCheckpointProcessCheckpoint(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
+        CHECK_CU(cuCheckpointProcessRestore(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
+        CHECK_CU(cuCheckpointProcessUnlock(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
 
-    CUcheckpointLockArgs la = { .timeoutMs = BOUND_MS };
-    OK(cuCheckpointProcessLock(pid, &la));
-    CHECK(state_of(pid) == CU_PROCESS_STATE_LOCKED);
-    CHECK_CU(cuCheckpointProcessLock(pid, &la), CUDA_ERROR_ILLEGAL_STATE);
-    CHECK_CU(cuCheckpointProcessRestore(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
-    put(l.down[1], 'L');
-    OK(fakecudaProcessWaitBlocked(pid, 1, BOUND_MS)); /* the child's cuMemcpyDtoH waits */
+        CUcheckpointLockArgs la = { .timeoutMs = BOUND_MS };
+        OK(cuCheckpointProcessLock(pid, &la));
+        CHECK(state_of(pid) == CU_PROCESS_STATE_LOCKED);
+        CHECK_CU(cuCheckpointProcessLock(pid, &la), CUDA_ERROR_ILLEGAL_STATE);
+        CHECK_CU(cuCheckpointProcessRestore(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
+        put(l.down[1], 'L');
+        OK(fakecudaProcessWaitBlocked(pid, 1, BOUND_MS)); /* the child's cuMemcpyDtoH waits */
 
-    OK(cuCheckpointProcessCheckpoint(pid, NULL));
-    CHECK(state_of(pid) == CU_PROCESS_STATE_CHECKPOINTED);
-    CHECK(mem_of(pid) == 0);
-    CHECK_CU(cuCheckpointProcessLock(pid, &la), CUDA_ERROR_ILLEGAL_STATE);
-    CHECK_CU(cuCheckpointProcessCheckpoint(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
-    CHECK_CU(cuCheckpointProcessUnlock(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
+        OK(cuCheckpointProcessCheckpoint(pid, NULL));
+        CHECK(state_of(pid) == CU_PROCESS_STATE_CHECKPOINTED);
+        CHECK(mem_of(pid) == 0);
+        CHECK_CU(cuCheckpointProcessLock(pid, &la), CUDA_ERROR_ILLEGAL_STATE);
+        CHECK_CU(cuCheckpointProcessCheckpoint(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
+        CHECK_CU(cuCheckpointProcessUnlock(pid, NULL), CUDA_ERROR_ILLEGAL_STATE);
 
-    OK(cuCheckpointProcessRestore(pid, NULL));
-    CHECK(state_of(pid) == CU_PROCESS_STATE_LOCKED);
-    CHECK(mem_of(pid) == used);
-    OK(fakecudaProcessWaitBlocked(pid, 1, BOUND_MS)); /* still waiting */
-    put(l.down[1], 'U');
-    OK(cuCheckpointProcessUnlock(pid, NULL));
-    CHECK(wait_exit(pid) == 0);
+        OK(cuCheckpointProcessRestore(pid, NULL));
+        CHECK(state_of(pid) == CU_PROCESS_STATE_LOCKED);
+        CHECK(mem_of(pid) == used);
+        OK(fakecudaProcessWaitBlocked(pid, 1, BOUND_MS)); /* still waiting */
+        put(l.down[1], 'U');
+        OK(cuCheckpointProcessUnlock(pid, NULL));
+        CHECK(wait_exit(pid) == 0);
 }
 
 /* ------------------------------------------------------------ lock timeout */
 static int hold_fd = -1, held_fd = -1;
 
-static void hold(const FakeKernelLaunch *launch, void **params)
-{
-    (void)launch;
-    (void)params;
-    put(held_fd, 'K');
-    CHECK(get(hold_fd) == 'G');
+static void hold(const FakeKernelLaunch *launch, void **params) {
+        (void)launch;
+        (void)params;
+        put(held_fd, 'K');
+        CHECK(get(hold_fd) == 'G');
 }
 
 static const FakeKernelEntry hold_kernels[] = { { "hold", hold, NULL } };
 static const FakeModuleImage hold_image = { FAKECUDA_IMAGE_MAGIC, 1, hold_kernels };
 
-static int timeout_child(Link *l)
-{
-    setup_context();
-    CUmodule mod;
-    CUfunction f;
-    OK(cuModuleLoadData(&mod, &hold_image));
-    OK(cuModuleGetFunction(&f, mod, "hold"));
-    hold_fd = l->down[0];
-    held_fd = l->up[1];
-    OK(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL)); /* in flight until 'G' */
-    OK(cuCtxSynchronize());                                         /* the gate is open again */
-    CHECK(get(l->down[0]) == 'E');
-    return failures != 0;
+static int timeout_child(Link *l) {
+        setup_context();
+        CUmodule mod;
+        CUfunction f;
+        OK(cuModuleLoadData(&mod, &hold_image));
+        OK(cuModuleGetFunction(&f, mod, "hold"));
+        hold_fd = l->down[0];
+        held_fd = l->up[1];
+        OK(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL)); /* in flight until 'G' */
+        OK(cuCtxSynchronize());                                       /* the gate is open again */
+        CHECK(get(l->down[0]) == 'E');
+        return failures != 0;
 }
 
-static void test_lock_timeout(void)
-{
-    Link l;
-    link_open(&l);
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(timeout_child(&l));
-    CHECK(get(l.up[0]) == 'K');
-    CUcheckpointLockArgs la = { .timeoutMs = 100 };
-    CHECK_CU(cuCheckpointProcessLock(pid, &la), CUDA_ERROR_NOT_READY);
-    CHECK(state_of(pid) == CU_PROCESS_STATE_RUNNING);
-    put(l.down[1], 'G');
-    /* Once the kernel has returned the process can be locked (no timeout). */
-    OK(cuCheckpointProcessLock(pid, NULL));
-    OK(cuCheckpointProcessUnlock(pid, NULL));
-    put(l.down[1], 'E');
-    CHECK(wait_exit(pid) == 0);
+static void test_lock_timeout(void) {
+        Link l;
+        link_open(&l);
+        pid_t pid = fork();
+        if (pid == 0)
+                _exit(timeout_child(&l));
+        CHECK(get(l.up[0]) == 'K');
+        CUcheckpointLockArgs la = { .timeoutMs = 100 };
+        CHECK_CU(cuCheckpointProcessLock(pid, &la), CUDA_ERROR_NOT_READY);
+        CHECK(state_of(pid) == CU_PROCESS_STATE_RUNNING);
+        put(l.down[1], 'G');
+        /* Once the kernel has returned the process can be locked (no timeout). */
+        OK(cuCheckpointProcessLock(pid, NULL));
+        OK(cuCheckpointProcessUnlock(pid, NULL));
+        put(l.down[1], 'E');
+        CHECK(wait_exit(pid) == 0);
 }
 
 /* ------------------------------------------------------------ unknown pids */
-static void test_unknown(void)
-{
-    CUprocessState st;
-    CHECK_CU(cuCheckpointProcessGetState(getpid(), &st), CUDA_ERROR_INVALID_VALUE); /* no CUDA here */
-    CHECK_CU(cuCheckpointProcessLock(0, NULL), CUDA_ERROR_INVALID_VALUE);
-    CHECK_CU(cuCheckpointProcessGetState(-1, &st), CUDA_ERROR_INVALID_VALUE);
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(0);
-    CHECK(wait_exit(pid) == 0);
-    CHECK_CU(cuCheckpointProcessGetState(pid, &st), CUDA_ERROR_INVALID_VALUE); /* gone */
-    CHECK_CU(cuCheckpointProcessLock(pid, NULL), CUDA_ERROR_INVALID_VALUE);
+static void test_unknown(void) {
+        CUprocessState st;
+        CHECK_CU(cuCheckpointProcessGetState(getpid(), &st), CUDA_ERROR_INVALID_VALUE); /* no CUDA here */
+        CHECK_CU(cuCheckpointProcessLock(0, NULL), CUDA_ERROR_INVALID_VALUE);
+        CHECK_CU(cuCheckpointProcessGetState(-1, &st), CUDA_ERROR_INVALID_VALUE);
+        pid_t pid = fork();
+        if (pid == 0)
+                _exit(0);
+        CHECK(wait_exit(pid) == 0);
+        CHECK_CU(cuCheckpointProcessGetState(pid, &st), CUDA_ERROR_INVALID_VALUE); /* gone */
+        CHECK_CU(cuCheckpointProcessLock(pid, NULL), CUDA_ERROR_INVALID_VALUE);
 
-    /* A process that initialised CUDA, forked and exited: its child (alive,
+        /* A process that initialised CUDA, forked and exited: its child (alive,
      * without CUDA) does not answer for it, nor make callers wait. */
-    Link l;
-    link_open(&l);
-    pid = fork();
-    if (pid == 0) {
-        setup_context();
-        pid_t grandchild = fork();
-        if (grandchild == 0) {
-            close(l.down[1]);
-            get(l.down[0]); /* until the parent is done (EOF if it dies) */
-            _exit(0);
+        Link l;
+        link_open(&l);
+        pid = fork();
+        if (pid == 0) {
+                setup_context();
+                pid_t grandchild = fork();
+                if (grandchild == 0) {
+                        close(l.down[1]);
+                        get(l.down[0]); /* until the parent is done (EOF if it dies) */
+                        _exit(0);
+                }
+                _exit(failures != 0);
         }
-        _exit(failures != 0);
-    }
-    close(l.down[0]);
-    close(l.up[1]);
-    CHECK(wait_exit(pid) == 0);
-    CHECK_CU(cuCheckpointProcessGetState(pid, &st), CUDA_ERROR_INVALID_VALUE);
-    close(l.down[1]);
-    CHECK(get(l.up[0]) == 0); /* the grandchild has gone */
+        close(l.down[0]);
+        close(l.up[1]);
+        CHECK(wait_exit(pid) == 0);
+        CHECK_CU(cuCheckpointProcessGetState(pid, &st), CUDA_ERROR_INVALID_VALUE);
+        close(l.down[1]);
+        CHECK(get(l.up[0]) == 0); /* the grandchild has gone */
 }
 
 /* ------------------------------------------------------------ imported memory */
-static void send_fd(int sock, int fd)
-{
-    char byte = 'F';
-    struct iovec iov = { &byte, 1 };
-    char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    CHECK(sendmsg(sock, &m, 0) == 1);
-}
-
-static int recv_fd(int sock)
-{
-    char byte;
-    struct iovec iov = { &byte, 1 };
-    char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
-    int fd = -1;
-    if (recvmsg(sock, &m, 0) == 1) {
+static void send_fd(int sock, int fd) {
+        char byte = 'F';
+        struct iovec iov = { &byte, 1 };
+        char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
         struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        if (c && c->cmsg_type == SCM_RIGHTS)
-            memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    }
-    return fd;
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        CHECK(sendmsg(sock, &m, 0) == 1);
 }
 
-static int exporter_child(int sock, Link *l)
-{
-    setup_context();
-    CUmemGenericAllocationHandle h;
-    int fd = -1;
-    OK(cuMemCreate(&h, 2 * MiB, &vmm_prop, 0));
-    OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
-    send_fd(sock, fd);
-    CHECK(get(l->down[0]) == 'E');
-    return failures != 0;
+static int recv_fd(int sock) {
+        char byte;
+        struct iovec iov = { &byte, 1 };
+        char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
+        int fd = -1;
+        if (recvmsg(sock, &m, 0) == 1) {
+                struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+                if (c && c->cmsg_type == SCM_RIGHTS)
+                        memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        }
+        return fd;
 }
 
-static int importer_child(int sock, Link *l)
-{
-    setenv("SAGE_FAKE_STUCK_MS", "100", 1); /* read by cuInit */
-    setup_context();
-    int fd = recv_fd(sock);
-    CUmemGenericAllocationHandle h;
-    OK(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
-    vmm_map(h, 2 * MiB);
-    put(l->up[1], 'R');
-    CHECK(get(l->down[0]) == 'L');
-    /* Stuck for good in the real driver; the fake gives up (README). */
-    CHECK_CU(cuCtxSynchronize(), CUDA_ERROR_ILLEGAL_STATE);
-    return failures != 0;
+static int exporter_child(int sock, Link *l) {
+        setup_context();
+        CUmemGenericAllocationHandle h;
+        int fd = -1;
+        OK(cuMemCreate(&h, 2 * MiB, &vmm_prop, 0));
+        OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        send_fd(sock, fd);
+        CHECK(get(l->down[0]) == 'E');
+        return failures != 0;
 }
 
-static void test_imported(void)
-{
-    int sv[2];
-    Link le, li;
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    link_open(&le);
-    link_open(&li);
-    pid_t exporter = fork();
-    if (exporter == 0)
-        _exit(exporter_child(sv[0], &le));
-    pid_t importer = fork();
-    if (importer == 0)
-        _exit(importer_child(sv[1], &li));
-    CHECK(get(li.up[0]) == 'R');
-    OK(cuCheckpointProcessLock(importer, NULL));
-    put(li.down[1], 'L');
-    OK(fakecudaProcessWaitBlocked(importer, 1, BOUND_MS));
-    OK(cuCheckpointProcessCheckpoint(importer, NULL));
-    CHECK_CU(cuCheckpointProcessRestore(importer, NULL), CUDA_ERROR_NOT_SUPPORTED);
-    CHECK(state_of(importer) == CU_PROCESS_STATE_FAILED);
-    CHECK_CU(cuCheckpointProcessRestore(importer, NULL), CUDA_ERROR_ILLEGAL_STATE);
-    CHECK_CU(cuCheckpointProcessUnlock(importer, NULL), CUDA_ERROR_ILLEGAL_STATE);
-    CHECK_CU(cuCheckpointProcessLock(importer, NULL), CUDA_ERROR_ILLEGAL_STATE);
-    CHECK(wait_exit(importer) == 0);
-    put(le.down[1], 'E');
-    CHECK(wait_exit(exporter) == 0);
+static int importer_child(int sock, Link *l) {
+        setenv("SAGE_FAKE_STUCK_MS", "100", 1); /* read by cuInit */
+        setup_context();
+        int fd = recv_fd(sock);
+        CUmemGenericAllocationHandle h;
+        OK(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
+        vmm_map(h, 2 * MiB);
+        put(l->up[1], 'R');
+        CHECK(get(l->down[0]) == 'L');
+        /* Stuck for good in the real driver; the fake gives up (README). */
+        CHECK_CU(cuCtxSynchronize(), CUDA_ERROR_ILLEGAL_STATE);
+        return failures != 0;
+}
+
+static void test_imported(void) {
+        int sv[2];
+        Link le, li;
+        CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+        link_open(&le);
+        link_open(&li);
+        pid_t exporter = fork();
+        if (exporter == 0)
+                _exit(exporter_child(sv[0], &le));
+        pid_t importer = fork();
+        if (importer == 0)
+                _exit(importer_child(sv[1], &li));
+        CHECK(get(li.up[0]) == 'R');
+        OK(cuCheckpointProcessLock(importer, NULL));
+        put(li.down[1], 'L');
+        OK(fakecudaProcessWaitBlocked(importer, 1, BOUND_MS));
+        OK(cuCheckpointProcessCheckpoint(importer, NULL));
+        CHECK_CU(cuCheckpointProcessRestore(importer, NULL), CUDA_ERROR_NOT_SUPPORTED);
+        CHECK(state_of(importer) == CU_PROCESS_STATE_FAILED);
+        CHECK_CU(cuCheckpointProcessRestore(importer, NULL), CUDA_ERROR_ILLEGAL_STATE);
+        CHECK_CU(cuCheckpointProcessUnlock(importer, NULL), CUDA_ERROR_ILLEGAL_STATE);
+        CHECK_CU(cuCheckpointProcessLock(importer, NULL), CUDA_ERROR_ILLEGAL_STATE);
+        CHECK(wait_exit(importer) == 0);
+        put(le.down[1], 'E');
+        CHECK(wait_exit(exporter) == 0);
 }
 
 /* ------------------------------------------------------------ another uid */
-static void test_other_uid(void)
-{
-    if (geteuid() != 0) {
-        fprintf(stderr, "uid: not root, the other-uid check is not run here (CI runs it as root)\n");
-        return;
-    }
-    Link l;
-    link_open(&l);
-    pid_t target = fork();
-    if (target == 0) {
-        setup_context();
-        put(l.up[1], 'R');
-        CHECK(get(l.down[0]) == 'E');
-        _exit(failures != 0);
-    }
-    CHECK(get(l.up[0]) == 'R');
-    /* A connection that never speaks does not block the channel for good. */
-    int mute = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    int n = snprintf(sa.sun_path + 1, sizeof sa.sun_path - 1, "sage-fakecuda-ckpt/%d", (int)target);
-    CHECK(connect(mute, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) == 0);
-    CHECK(state_of(target) == CU_PROCESS_STATE_RUNNING);
-    close(mute);
-    pid_t caller = fork();
-    if (caller == 0) {
-        failures = 0;
-        if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
-            _exit(2);
-        CUprocessState st;
-        CHECK_CU(cuCheckpointProcessGetState(target, &st), CUDA_ERROR_NOT_PERMITTED);
-        CHECK_CU(cuCheckpointProcessLock(target, NULL), CUDA_ERROR_NOT_PERMITTED);
-        _exit(failures != 0);
-    }
-    CHECK(wait_exit(caller) == 0);
-    CHECK(state_of(target) == CU_PROCESS_STATE_RUNNING); /* root may */
-    put(l.down[1], 'E');
-    CHECK(wait_exit(target) == 0);
+static void test_other_uid(void) {
+        if (geteuid() != 0) {
+                fprintf(stderr, "uid: not root, the other-uid check is not run here (CI runs it as root)\n");
+                return;
+        }
+        Link l;
+        link_open(&l);
+        pid_t target = fork();
+        if (target == 0) {
+                setup_context();
+                put(l.up[1], 'R');
+                CHECK(get(l.down[0]) == 'E');
+                _exit(failures != 0);
+        }
+        CHECK(get(l.up[0]) == 'R');
+        /* A connection that never speaks does not block the channel for good. */
+        int mute = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int n = snprintf(sa.sun_path + 1, sizeof sa.sun_path - 1, "sage-fakecuda-ckpt/%d", (int)target);
+        CHECK(connect(mute, (struct sockaddr *)&sa,
+                      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) == 0);
+        CHECK(state_of(target) == CU_PROCESS_STATE_RUNNING);
+        close(mute);
+        pid_t caller = fork();
+        if (caller == 0) {
+                failures = 0;
+                if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+                        _exit(2);
+                CUprocessState st;
+                CHECK_CU(cuCheckpointProcessGetState(target, &st), CUDA_ERROR_NOT_PERMITTED);
+                CHECK_CU(cuCheckpointProcessLock(target, NULL), CUDA_ERROR_NOT_PERMITTED);
+                _exit(failures != 0);
+        }
+        CHECK(wait_exit(caller) == 0);
+        CHECK(state_of(target) == CU_PROCESS_STATE_RUNNING); /* root may */
+        put(l.down[1], 'E');
+        CHECK(wait_exit(target) == 0);
 }
 
-int main(void)
-{
-    test_unknown();
-    test_roundtrip();
-    test_lock_timeout();
-    test_imported();
-    test_other_uid();
-    if (failures)
-        fprintf(stderr, "test_fakecuda_checkpoint: %d failure(s)\n", failures);
-    return failures != 0;
+int main(void) {
+        test_unknown();
+        test_roundtrip();
+        test_lock_timeout();
+        test_imported();
+        test_other_uid();
+        if (failures)
+                fprintf(stderr, "test_fakecuda_checkpoint: %d failure(s)\n", failures);
+        return failures != 0;
 }

@@ -33,445 +33,425 @@
 
 static int failures;
 
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, __LINE__, #cond); \
-            failures++;                                                          \
-        }                                                                        \
-    } while (0)
+#define CHECK(cond)                                                                                                  \
+        do {                                                                                                         \
+                if (!(cond)) {                                                                                       \
+                        fprintf(stderr, "[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, __LINE__, #cond); \
+                        failures++;                                                                                  \
+                }                                                                                                    \
+        } while (0)
 
-#define CHECK_CU(expr, want)                                                     \
-    do {                                                                         \
-        CUresult r_ = (expr);                                                    \
-        if (r_ != (want)) {                                                      \
-            fprintf(stderr, "[%d] %s:%d: %s returned %d, expected %d\n", (int)getpid(), __FILE__, __LINE__, \
-                    #expr, (int)r_, (int)(want));                                \
-            failures++;                                                          \
-        }                                                                        \
-    } while (0)
+#define CHECK_CU(expr, want)                                                                                  \
+        do {                                                                                                  \
+                CUresult r_ = (expr);                                                                         \
+                if (r_ != (want)) {                                                                           \
+                        fprintf(stderr, "[%d] %s:%d: %s returned %d, expected %d\n", (int)getpid(), __FILE__, \
+                                __LINE__, #expr, (int)r_, (int)(want));                                       \
+                        failures++;                                                                           \
+                }                                                                                             \
+        } while (0)
 
 #define OK(expr) CHECK_CU(expr, CUDA_SUCCESS)
 #define MiB ((size_t)1 << 20)
 #define PTR(d) ((unsigned char *)(uintptr_t)(d))
 
 static const CUmemAllocationProp fd_prop = {
-    .type = CU_MEM_ALLOCATION_TYPE_PINNED,
-    .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-    .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 },
+        .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+        .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+        .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 },
 };
 
-static void set_access(CUdeviceptr p, size_t size, CUmemAccess_flags flags)
-{
-    CUmemAccessDesc d = { .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 }, .flags = flags };
-    OK(cuMemSetAccess(p, size, &d, 1));
+static void set_access(CUdeviceptr p, size_t size, CUmemAccess_flags flags) {
+        CUmemAccessDesc d = { .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 }, .flags = flags };
+        OK(cuMemSetAccess(p, size, &d, 1));
 }
 
-static unsigned char pattern(size_t i)
-{
-    return (unsigned char)(i * 31 + 7);
+static unsigned char pattern(size_t i) {
+        return (unsigned char)(i * 31 + 7);
 }
 
-static void setup_context(void)
-{
-    CUcontext ctx;
-    OK(cuInit(0));
-    OK(cuDevicePrimaryCtxRetain(&ctx, 0));
-    OK(cuCtxSetCurrent(ctx));
+static void setup_context(void) {
+        CUcontext ctx;
+        OK(cuInit(0));
+        OK(cuDevicePrimaryCtxRetain(&ctx, 0));
+        OK(cuCtxSetCurrent(ctx));
 }
 
 /* ------------------------------------------------------------ fd passing */
-static void send_fd(int sock, int fd, const void *data, size_t len)
-{
-    char ctl[CMSG_SPACE(sizeof(int))];
-    memset(ctl, 0, sizeof ctl);
-    struct iovec iov = { (void *)(uintptr_t)data, len };
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-    if (fd >= 0) {
-        msg.msg_control = ctl;
-        msg.msg_controllen = sizeof ctl;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    }
-    CHECK(sendmsg(sock, &msg, 0) == (ssize_t)len);
+static void send_fd(int sock, int fd, const void *data, size_t len) {
+        char ctl[CMSG_SPACE(sizeof(int))];
+        memset(ctl, 0, sizeof ctl);
+        struct iovec iov = { (void *)(uintptr_t)data, len };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+        if (fd >= 0) {
+                msg.msg_control = ctl;
+                msg.msg_controllen = sizeof ctl;
+                struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        }
+        CHECK(sendmsg(sock, &msg, 0) == (ssize_t)len);
 }
 
-static int recv_fd(int sock, void *data, size_t len)
-{
-    char ctl[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = { data, len };
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
-    int fd = -1;
-    ssize_t n = recvmsg(sock, &msg, MSG_WAITALL);
-    CHECK(n == (ssize_t)len);
-    struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
-    if (c && c->cmsg_type == SCM_RIGHTS)
-        memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    return fd;
+static int recv_fd(int sock, void *data, size_t len) {
+        char ctl[CMSG_SPACE(sizeof(int))];
+        struct iovec iov = { data, len };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
+        int fd = -1;
+        ssize_t n = recvmsg(sock, &msg, MSG_WAITALL);
+        CHECK(n == (ssize_t)len);
+        struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+        if (c && c->cmsg_type == SCM_RIGHTS)
+                memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        return fd;
 }
 
-static pid_t spawn(const char *mode, int sock)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        char arg[16];
-        snprintf(arg, sizeof arg, "%d", sock);
-        execl("/proc/self/exe", "test_fakecuda_vmm", mode, arg, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+static pid_t spawn(const char *mode, int sock) {
+        pid_t pid = fork();
+        if (pid == 0) {
+                char arg[16];
+                snprintf(arg, sizeof arg, "%d", sock);
+                execl("/proc/self/exe", "test_fakecuda_vmm", mode, arg, (char *)NULL);
+                _exit(127);
+        }
+        return pid;
 }
 
-static int wait_exit(pid_t pid)
-{
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+static int wait_exit(pid_t pid) {
+        int status = 0;
+        waitpid(pid, &status, 0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* Import `fd` (size bytes), map it read-only, check the pattern. */
-static void import_and_check(int fd, size_t size)
-{
-    CUmemGenericAllocationHandle h;
-    CUdeviceptr va;
-    OK(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
-    close(fd);
-    CUmemAllocationProp prop;
-    OK(cuMemGetAllocationPropertiesFromHandle(&prop, h));
-    CHECK(prop.requestedHandleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
-    OK(cuMemAddressReserve(&va, size, 0, 0, 0));
-    OK(cuMemMap(va, size, 0, h, 0));
-    OK(cuMemRelease(h)); /* the mapping keeps it alive */
-    set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READ);
-    size_t bad = 0;
-    for (size_t i = 0; i < size; i++)
-        bad += PTR(va)[i] != pattern(i);
-    CHECK(bad == 0);
-    unsigned char one = 1;
-    CHECK_CU(cuMemcpyHtoD(va + 10, &one, 1), CUDA_ERROR_INVALID_VALUE);
-    OK(cuMemUnmap(va, size));
-    OK(cuMemAddressFree(va, size));
+static void import_and_check(int fd, size_t size) {
+        CUmemGenericAllocationHandle h;
+        CUdeviceptr va;
+        OK(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
+        close(fd);
+        CUmemAllocationProp prop;
+        OK(cuMemGetAllocationPropertiesFromHandle(&prop, h));
+        CHECK(prop.requestedHandleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+        OK(cuMemAddressReserve(&va, size, 0, 0, 0));
+        OK(cuMemMap(va, size, 0, h, 0));
+        OK(cuMemRelease(h)); /* the mapping keeps it alive */
+        set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READ);
+        size_t bad = 0;
+        for (size_t i = 0; i < size; i++)
+                bad += PTR(va)[i] != pattern(i);
+        CHECK(bad == 0);
+        unsigned char one = 1;
+        CHECK_CU(cuMemcpyHtoD(va + 10, &one, 1), CUDA_ERROR_INVALID_VALUE);
+        OK(cuMemUnmap(va, size));
+        OK(cuMemAddressFree(va, size));
 }
 
 /* ------------------------------------------------------------ helper modes */
-static int mode_import(int sock)
-{
-    setup_context();
-    size_t size = 0;
-    int fd = recv_fd(sock, &size, sizeof size);
-    CHECK(fd >= 0);
-    if (fd >= 0)
-        import_and_check(fd, size);
-    return failures ? 1 : 0;
+static int mode_import(int sock) {
+        setup_context();
+        size_t size = 0;
+        int fd = recv_fd(sock, &size, sizeof size);
+        CHECK(fd >= 0);
+        if (fd >= 0)
+                import_and_check(fd, size);
+        return failures ? 1 : 0;
 }
 
-static int mode_export(int sock)
-{
-    setup_context();
-    size_t size = 4 * MiB;
-    CUmemGenericAllocationHandle h;
-    CUdeviceptr va;
-    int fd = -1;
-    OK(cuMemCreate(&h, size, &fd_prop, 0));
-    OK(cuMemAddressReserve(&va, size, 0, 0, 0));
-    OK(cuMemMap(va, size, 0, h, 0));
-    set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-    for (size_t i = 0; i < size; i++)
-        PTR(va)[i] = pattern(i);
-    OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
-    send_fd(sock, fd, &size, sizeof size);
-    return failures ? 1 : 0; /* exits with everything still mapped */
+static int mode_export(int sock) {
+        setup_context();
+        size_t size = 4 * MiB;
+        CUmemGenericAllocationHandle h;
+        CUdeviceptr va;
+        int fd = -1;
+        OK(cuMemCreate(&h, size, &fd_prop, 0));
+        OK(cuMemAddressReserve(&va, size, 0, 0, 0));
+        OK(cuMemMap(va, size, 0, h, 0));
+        set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        for (size_t i = 0; i < size; i++)
+                PTR(va)[i] = pattern(i);
+        OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        send_fd(sock, fd, &size, sizeof size);
+        return failures ? 1 : 0; /* exits with everything still mapped */
 }
 
-static int mode_ipc(int sock)
-{
-    setup_context();
-    CUipcMemHandle handle;
-    CHECK(read(sock, &handle, sizeof handle) == (ssize_t)sizeof handle);
-    CUdeviceptr d;
-    OK(cuIpcOpenMemHandle(&d, handle, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
-    if (failures)
-        return 1;
-    unsigned char buf[4096];
-    OK(cuMemcpyDtoH(buf, d, sizeof buf));
-    size_t bad = 0;
-    for (size_t i = 0; i < sizeof buf; i++)
-        bad += buf[i] != pattern(i);
-    CHECK(bad == 0);
-    OK(cuMemsetD8(d, 0x5a, 16)); /* visible to the exporter */
-    OK(cuIpcCloseMemHandle(d));
-    return failures ? 1 : 0;
+static int mode_ipc(int sock) {
+        setup_context();
+        CUipcMemHandle handle;
+        CHECK(read(sock, &handle, sizeof handle) == (ssize_t)sizeof handle);
+        CUdeviceptr d;
+        OK(cuIpcOpenMemHandle(&d, handle, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
+        if (failures)
+                return 1;
+        unsigned char buf[4096];
+        OK(cuMemcpyDtoH(buf, d, sizeof buf));
+        size_t bad = 0;
+        for (size_t i = 0; i < sizeof buf; i++)
+                bad += buf[i] != pattern(i);
+        CHECK(bad == 0);
+        OK(cuMemsetD8(d, 0x5a, 16)); /* visible to the exporter */
+        OK(cuIpcCloseMemHandle(d));
+        return failures ? 1 : 0;
 }
 
 /* ------------------------------------------------------------ main run */
-static void test_single_process(void)
-{
-    size_t gran = 0;
-    OK(cuMemGetAllocationGranularity(&gran, &fd_prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
-    CHECK(gran == 2 * MiB);
+static void test_single_process(void) {
+        size_t gran = 0;
+        OK(cuMemGetAllocationGranularity(&gran, &fd_prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+        CHECK(gran == 2 * MiB);
 
-    CUmemGenericAllocationHandle h, h2;
-    CHECK_CU(cuMemCreate(&h, 3 * MiB, &fd_prop, 0), CUDA_ERROR_INVALID_VALUE);
-    CUmemAllocationProp win = fd_prop;
-    win.requestedHandleTypes = CU_MEM_HANDLE_TYPE_WIN32;
-    CHECK_CU(cuMemCreate(&h, 2 * MiB, &win, 0), CUDA_ERROR_INVALID_VALUE);
-    OK(cuMemCreate(&h, 4 * MiB, &fd_prop, 0));
+        CUmemGenericAllocationHandle h, h2;
+        CHECK_CU(cuMemCreate(&h, 3 * MiB, &fd_prop, 0), CUDA_ERROR_INVALID_VALUE);
+        CUmemAllocationProp win = fd_prop;
+        win.requestedHandleTypes = CU_MEM_HANDLE_TYPE_WIN32;
+        CHECK_CU(cuMemCreate(&h, 2 * MiB, &win, 0), CUDA_ERROR_INVALID_VALUE);
+        OK(cuMemCreate(&h, 4 * MiB, &fd_prop, 0));
 
-    CUdeviceptr va, want = 0;
-    OK(cuMemAddressReserve(&va, 16 * MiB, 0, 0, 0));
-    CHECK(va % gran == 0);
-    /* The address is a hint: a free one is honoured. */
-    OK(cuMemAddressFree(va, 16 * MiB));
-    want = va;
-    OK(cuMemAddressReserve(&va, 16 * MiB, 0, want, 0));
-    CHECK(va == want);
+        CUdeviceptr va, want = 0;
+        OK(cuMemAddressReserve(&va, 16 * MiB, 0, 0, 0));
+        CHECK(va % gran == 0);
+        /* The address is a hint: a free one is honoured. */
+        OK(cuMemAddressFree(va, 16 * MiB));
+        want = va;
+        OK(cuMemAddressReserve(&va, 16 * MiB, 0, want, 0));
+        CHECK(va == want);
 
-    CHECK_CU(cuMemMap(va + 14 * MiB, 4 * MiB, 0, h, 0), CUDA_ERROR_INVALID_VALUE); /* outside */
-    OK(cuMemMap(va, 4 * MiB, 0, h, 0));
-    CHECK_CU(cuMemMap(va + 2 * MiB, 2 * MiB, 0, h, 0), CUDA_ERROR_INVALID_VALUE); /* overlap */
-    unsigned char byte = 1;
-    CHECK_CU(cuMemcpyHtoD(va, &byte, 1), CUDA_ERROR_INVALID_VALUE); /* no access yet */
-    set_access(va, 4 * MiB, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-    for (size_t i = 0; i < 4 * MiB; i++)
-        PTR(va)[i] = pattern(i);
-    OK(cuMemsetD8(va, pattern(0), 1));
-    unsigned long long flags = 0;
-    CUmemLocation loc = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 };
-    OK(cuMemGetAccess(&flags, &loc, va + 5));
-    CHECK(flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        CHECK_CU(cuMemMap(va + 14 * MiB, 4 * MiB, 0, h, 0), CUDA_ERROR_INVALID_VALUE); /* outside */
+        OK(cuMemMap(va, 4 * MiB, 0, h, 0));
+        CHECK_CU(cuMemMap(va + 2 * MiB, 2 * MiB, 0, h, 0), CUDA_ERROR_INVALID_VALUE); /* overlap */
+        unsigned char byte = 1;
+        CHECK_CU(cuMemcpyHtoD(va, &byte, 1), CUDA_ERROR_INVALID_VALUE); /* no access yet */
+        set_access(va, 4 * MiB, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        for (size_t i = 0; i < 4 * MiB; i++)
+                PTR(va)[i] = pattern(i);
+        OK(cuMemsetD8(va, pattern(0), 1));
+        unsigned long long flags = 0;
+        CUmemLocation loc = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 };
+        OK(cuMemGetAccess(&flags, &loc, va + 5));
+        CHECK(flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
 
-    CUdeviceptr base;
-    size_t size;
-    OK(cuMemGetAddressRange(&base, &size, va + 12345));
-    CHECK(base == va && size == 4 * MiB);
-    unsigned type = 0;
-    OK(cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, va));
-    CHECK(type == CU_MEMORYTYPE_DEVICE);
-    CUipcMemHandle ipc;
-    CHECK_CU(cuIpcGetMemHandle(&ipc, va), CUDA_ERROR_INVALID_VALUE);
-    OK(cuMemRetainAllocationHandle(&h2, (void *)(uintptr_t)(va + 100)));
-    CHECK(h2 == h);
-    OK(cuMemRelease(h2));
+        CUdeviceptr base;
+        size_t size;
+        OK(cuMemGetAddressRange(&base, &size, va + 12345));
+        CHECK(base == va && size == 4 * MiB);
+        unsigned type = 0;
+        OK(cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, va));
+        CHECK(type == CU_MEMORYTYPE_DEVICE);
+        CUipcMemHandle ipc;
+        CHECK_CU(cuIpcGetMemHandle(&ipc, va), CUDA_ERROR_INVALID_VALUE);
+        OK(cuMemRetainAllocationHandle(&h2, (void *)(uintptr_t)(va + 100)));
+        CHECK(h2 == h);
+        OK(cuMemRelease(h2));
 
-    /* A second, read-only view of the same memory. */
-    CUdeviceptr ro = va + 8 * MiB;
-    OK(cuMemMap(ro, 4 * MiB, 0, h, 0));
-    set_access(ro, 4 * MiB, CU_MEM_ACCESS_FLAGS_PROT_READ);
-    CHECK(PTR(ro)[4 * MiB - 1] == pattern(4 * MiB - 1));
-    OK(cuMemGetAccess(&flags, &loc, ro));
-    CHECK(flags == CU_MEM_ACCESS_FLAGS_PROT_READ);
-    CHECK_CU(cuMemcpyHtoD(ro + 64, &byte, 1), CUDA_ERROR_INVALID_VALUE);
-    CHECK_CU(cuMemsetD8(ro, 0, 4096), CUDA_ERROR_INVALID_VALUE);
-    CHECK_CU(cuMemcpyDtoD(ro, va, 4096), CUDA_ERROR_INVALID_VALUE);
-    OK(cuMemcpyDtoH(&byte, ro + 3, 1));
-    CHECK(byte == pattern(3));
-    CHECK(PTR(ro)[64] == pattern(64)); /* unchanged */
+        /* A second, read-only view of the same memory. */
+        CUdeviceptr ro = va + 8 * MiB;
+        OK(cuMemMap(ro, 4 * MiB, 0, h, 0));
+        set_access(ro, 4 * MiB, CU_MEM_ACCESS_FLAGS_PROT_READ);
+        CHECK(PTR(ro)[4 * MiB - 1] == pattern(4 * MiB - 1));
+        OK(cuMemGetAccess(&flags, &loc, ro));
+        CHECK(flags == CU_MEM_ACCESS_FLAGS_PROT_READ);
+        CHECK_CU(cuMemcpyHtoD(ro + 64, &byte, 1), CUDA_ERROR_INVALID_VALUE);
+        CHECK_CU(cuMemsetD8(ro, 0, 4096), CUDA_ERROR_INVALID_VALUE);
+        CHECK_CU(cuMemcpyDtoD(ro, va, 4096), CUDA_ERROR_INVALID_VALUE);
+        OK(cuMemcpyDtoH(&byte, ro + 3, 1));
+        CHECK(byte == pattern(3));
+        CHECK(PTR(ro)[64] == pattern(64)); /* unchanged */
 
-    /* A write through the read-only view faults, as a GPU kernel would. */
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGBUS, SIG_DFL);
-        ((volatile unsigned char *)PTR(ro))[0] = 0;
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+        /* A write through the read-only view faults, as a GPU kernel would. */
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                signal(SIGSEGV, SIG_DFL);
+                signal(SIGBUS, SIG_DFL);
+                ((volatile unsigned char *)PTR(ro))[0] = 0;
+                _exit(0);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
 
-    /* Part of a read-only range made writable splits it; unmap still needs
+        /* Part of a read-only range made writable splits it; unmap still needs
      * the whole cuMemMap range. */
-    set_access(ro + 2 * MiB, 2 * MiB, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-    OK(cuMemcpyHtoD(ro + 2 * MiB, &byte, 1));
-    CHECK_CU(cuMemcpyHtoD(ro, &byte, 1), CUDA_ERROR_INVALID_VALUE);
-    CHECK_CU(cuMemUnmap(ro, 2 * MiB), CUDA_ERROR_INVALID_VALUE);
-    CHECK_CU(cuMemUnmap(va, 2 * MiB), CUDA_ERROR_INVALID_VALUE);
-    CHECK_CU(cuMemAddressFree(va, 16 * MiB), CUDA_ERROR_INVALID_VALUE); /* still mapped */
+        set_access(ro + 2 * MiB, 2 * MiB, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        OK(cuMemcpyHtoD(ro + 2 * MiB, &byte, 1));
+        CHECK_CU(cuMemcpyHtoD(ro, &byte, 1), CUDA_ERROR_INVALID_VALUE);
+        CHECK_CU(cuMemUnmap(ro, 2 * MiB), CUDA_ERROR_INVALID_VALUE);
+        CHECK_CU(cuMemUnmap(va, 2 * MiB), CUDA_ERROR_INVALID_VALUE);
+        CHECK_CU(cuMemAddressFree(va, 16 * MiB), CUDA_ERROR_INVALID_VALUE); /* still mapped */
 
-    /* Physical memory outlives its handle while mapped. */
-    OK(cuMemRelease(h));
-    CHECK_CU(cuMemRelease(h), CUDA_ERROR_INVALID_VALUE);
-    CHECK(PTR(va)[100] == pattern(100));
-    OK(cuMemUnmap(ro, 4 * MiB));
-    CHECK(PTR(va)[101] == pattern(101));
-    OK(cuMemUnmap(va, 4 * MiB));
-    CHECK_CU(cuMemcpyHtoD(va, &byte, 1), CUDA_ERROR_INVALID_VALUE); /* unmapped: refused, no fault */
-    OK(cuMemAddressFree(va, 16 * MiB));
+        /* Physical memory outlives its handle while mapped. */
+        OK(cuMemRelease(h));
+        CHECK_CU(cuMemRelease(h), CUDA_ERROR_INVALID_VALUE);
+        CHECK(PTR(va)[100] == pattern(100));
+        OK(cuMemUnmap(ro, 4 * MiB));
+        CHECK(PTR(va)[101] == pattern(101));
+        OK(cuMemUnmap(va, 4 * MiB));
+        CHECK_CU(cuMemcpyHtoD(va, &byte, 1), CUDA_ERROR_INVALID_VALUE); /* unmapped: refused, no fault */
+        OK(cuMemAddressFree(va, 16 * MiB));
 
-    int fd = -1;
-    CUmemAllocationProp noexport = fd_prop;
-    noexport.requestedHandleTypes = CU_MEM_HANDLE_TYPE_NONE;
-    OK(cuMemCreate(&h, 2 * MiB, &noexport, 0));
-    CHECK_CU(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
-             CUDA_ERROR_INVALID_VALUE);
-    CHECK_CU(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_FABRIC, 0), CUDA_ERROR_NOT_SUPPORTED);
-    OK(cuMemRelease(h));
+        int fd = -1;
+        CUmemAllocationProp noexport = fd_prop;
+        noexport.requestedHandleTypes = CU_MEM_HANDLE_TYPE_NONE;
+        OK(cuMemCreate(&h, 2 * MiB, &noexport, 0));
+        CHECK_CU(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
+                 CUDA_ERROR_INVALID_VALUE);
+        CHECK_CU(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_FABRIC, 0), CUDA_ERROR_NOT_SUPPORTED);
+        OK(cuMemRelease(h));
 }
 
-static void test_export_to_child(void)
-{
-    size_t size = 6 * MiB;
-    CUmemGenericAllocationHandle h;
-    CUdeviceptr va;
-    int fd = -1, sv[2];
-    OK(cuMemCreate(&h, size, &fd_prop, 0));
-    OK(cuMemAddressReserve(&va, size, 0, 0, 0));
-    OK(cuMemMap(va, size, 0, h, 0));
-    set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-    for (size_t i = 0; i < size; i++)
-        PTR(va)[i] = pattern(i);
-    OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    pid_t pid = spawn("import", sv[1]);
-    close(sv[1]);
-    send_fd(sv[0], fd, &size, sizeof size);
-    close(fd);
-    CHECK(wait_exit(pid) == 0);
-    close(sv[0]);
-    OK(cuMemUnmap(va, size));
-    OK(cuMemRelease(h));
-    OK(cuMemAddressFree(va, size));
+static void test_export_to_child(void) {
+        size_t size = 6 * MiB;
+        CUmemGenericAllocationHandle h;
+        CUdeviceptr va;
+        int fd = -1, sv[2];
+        OK(cuMemCreate(&h, size, &fd_prop, 0));
+        OK(cuMemAddressReserve(&va, size, 0, 0, 0));
+        OK(cuMemMap(va, size, 0, h, 0));
+        set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        for (size_t i = 0; i < size; i++)
+                PTR(va)[i] = pattern(i);
+        OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+        pid_t pid = spawn("import", sv[1]);
+        close(sv[1]);
+        send_fd(sv[0], fd, &size, sizeof size);
+        close(fd);
+        CHECK(wait_exit(pid) == 0);
+        close(sv[0]);
+        OK(cuMemUnmap(va, size));
+        OK(cuMemRelease(h));
+        OK(cuMemAddressFree(va, size));
 }
 
-static void test_import_after_exporter_exit(void)
-{
-    int sv[2];
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    pid_t pid = spawn("export", sv[1]);
-    close(sv[1]);
-    size_t size = 0;
-    int fd = recv_fd(sv[0], &size, sizeof size);
-    close(sv[0]);
-    CHECK(wait_exit(pid) == 0); /* the exporter is gone */
-    CHECK(fd >= 0 && size == 4 * MiB);
-    if (fd >= 0)
-        import_and_check(fd, size);
+static void test_import_after_exporter_exit(void) {
+        int sv[2];
+        CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+        pid_t pid = spawn("export", sv[1]);
+        close(sv[1]);
+        size_t size = 0;
+        int fd = recv_fd(sv[0], &size, sizeof size);
+        close(sv[0]);
+        CHECK(wait_exit(pid) == 0); /* the exporter is gone */
+        CHECK(fd >= 0 && size == 4 * MiB);
+        if (fd >= 0)
+                import_and_check(fd, size);
 }
 
-static void test_ipc(void)
-{
-    CUdeviceptr d;
-    CUipcMemHandle handle;
-    unsigned char buf[4096];
-    for (size_t i = 0; i < sizeof buf; i++)
-        buf[i] = pattern(i);
-    OK(cuMemAlloc(&d, 1 * MiB));
-    OK(cuMemcpyHtoD(d, buf, sizeof buf));
-    OK(cuIpcGetMemHandle(&handle, d));
-    CUdeviceptr same;
-    CHECK_CU(cuIpcOpenMemHandle(&same, handle, 0), CUDA_ERROR_INVALID_CONTEXT); /* own handle */
-    int sv[2];
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    pid_t pid = spawn("ipc", sv[1]);
-    close(sv[1]);
-    CHECK(write(sv[0], &handle, sizeof handle) == (ssize_t)sizeof handle);
-    CHECK(wait_exit(pid) == 0);
-    close(sv[0]);
-    CHECK(PTR(d)[0] == 0x5a && PTR(d)[15] == 0x5a && PTR(d)[16] == pattern(16));
-    OK(cuMemFree(d));
+static void test_ipc(void) {
+        CUdeviceptr d;
+        CUipcMemHandle handle;
+        unsigned char buf[4096];
+        for (size_t i = 0; i < sizeof buf; i++)
+                buf[i] = pattern(i);
+        OK(cuMemAlloc(&d, 1 * MiB));
+        OK(cuMemcpyHtoD(d, buf, sizeof buf));
+        OK(cuIpcGetMemHandle(&handle, d));
+        CUdeviceptr same;
+        CHECK_CU(cuIpcOpenMemHandle(&same, handle, 0), CUDA_ERROR_INVALID_CONTEXT); /* own handle */
+        int sv[2];
+        CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+        pid_t pid = spawn("ipc", sv[1]);
+        close(sv[1]);
+        CHECK(write(sv[0], &handle, sizeof handle) == (ssize_t)sizeof handle);
+        CHECK(wait_exit(pid) == 0);
+        close(sv[0]);
+        CHECK(PTR(d)[0] == 0x5a && PTR(d)[15] == 0x5a && PTR(d)[16] == pattern(16));
+        OK(cuMemFree(d));
 }
 
 /* ------------------------------------------------------------ strict import, sticky faults */
-static void test_strict_import(void)
-{
-    CUmemGenericAllocationHandle h;
-    /* Any file of a valid size is not a handle of this driver. */
-    int fd = memfd_create("not-a-vmm-handle", MFD_CLOEXEC);
-    CHECK(fd >= 0 && ftruncate(fd, 2 * MiB) == 0);
-    CHECK_CU(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
-             CUDA_ERROR_INVALID_VALUE);
-    close(fd);
-    fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-    CHECK_CU(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
-             CUDA_ERROR_INVALID_VALUE);
-    close(fd);
-    /* Its own export imports, on the device it was created on. */
-    CUmemGenericAllocationHandle mine;
-    OK(cuMemCreate(&mine, 2 * MiB, &fd_prop, 0));
-    OK(cuMemExportToShareableHandle(&fd, mine, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
-    OK(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
-    CUmemAllocationProp prop;
-    OK(cuMemGetAllocationPropertiesFromHandle(&prop, h));
-    CHECK(prop.location.type == CU_MEM_LOCATION_TYPE_DEVICE && prop.location.id == 0);
-    close(fd);
-    OK(cuMemRelease(h));
-    OK(cuMemRelease(mine));
+static void test_strict_import(void) {
+        CUmemGenericAllocationHandle h;
+        /* Any file of a valid size is not a handle of this driver. */
+        int fd = memfd_create("not-a-vmm-handle", MFD_CLOEXEC);
+        CHECK(fd >= 0 && ftruncate(fd, 2 * MiB) == 0);
+        CHECK_CU(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
+                 CUDA_ERROR_INVALID_VALUE);
+        close(fd);
+        fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+        CHECK_CU(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR),
+                 CUDA_ERROR_INVALID_VALUE);
+        close(fd);
+        /* Its own export imports, on the device it was created on. */
+        CUmemGenericAllocationHandle mine;
+        OK(cuMemCreate(&mine, 2 * MiB, &fd_prop, 0));
+        OK(cuMemExportToShareableHandle(&fd, mine, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        OK(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
+        CUmemAllocationProp prop;
+        OK(cuMemGetAllocationPropertiesFromHandle(&prop, h));
+        CHECK(prop.location.type == CU_MEM_LOCATION_TYPE_DEVICE && prop.location.id == 0);
+        close(fd);
+        OK(cuMemRelease(h));
+        OK(cuMemRelease(mine));
 }
 
-static void write_kernel(const FakeKernelLaunch *launch, void **params)
-{
-    (void)launch;
-    **(volatile unsigned char **)params[0] = 0x77;
+static void write_kernel(const FakeKernelLaunch *launch, void **params) {
+        (void)launch;
+        **(volatile unsigned char **)params[0] = 0x77;
 }
 static const size_t write_sizes[] = { sizeof(void *), 0 };
 static const FakeKernelEntry fault_kernels[] = { { "write", write_kernel, write_sizes } };
 static const FakeModuleImage fault_image = { FAKECUDA_IMAGE_MAGIC, 1, fault_kernels };
 
-static int mode_fault(void)
-{
-    CUmemGenericAllocationHandle h;
-    CUdeviceptr va, d;
-    CUmodule mod;
-    CUfunction f;
-    setup_context();
-    OK(cuModuleLoadData(&mod, &fault_image));
-    OK(cuModuleGetFunction(&f, mod, "write"));
-    OK(cuMemCreate(&h, 2 * MiB, &fd_prop, 0));
-    OK(cuMemAddressReserve(&va, 2 * MiB, 0, 0, 0));
-    OK(cuMemMap(va, 2 * MiB, 0, h, 0));
-    set_access(va, 2 * MiB, CU_MEM_ACCESS_FLAGS_PROT_READ);
-    /* An API write: an error, the context survives. */
-    CHECK_CU(cuMemsetD8(va, 1, 16), CUDA_ERROR_INVALID_VALUE);
-    OK(cuCtxSynchronize());
-    /* A kernel write: the launch succeeds; the fault is sticky. */
-    void *params[] = { &va };
-    OK(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
-    CHECK_CU(cuCtxSynchronize(), CUDA_ERROR_ILLEGAL_ADDRESS);
-    CHECK_CU(cuMemAlloc(&d, 4096), CUDA_ERROR_ILLEGAL_ADDRESS);
-    CHECK_CU(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL), CUDA_ERROR_ILLEGAL_ADDRESS);
-    CHECK(PTR(va)[0] == 0); /* the memory kept its bytes */
-    /* A fault outside any kernel still kills, as it would without the driver. */
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        signal(SIGSEGV, SIG_DFL); /* (AddressSanitizer's handler would exit 1) */
-        ((volatile unsigned char *)PTR(va))[0] = 1;
-        _exit(0);
-    }
-    CHECK(wait_exit(pid) == 128 + SIGSEGV);
-    return failures ? 1 : 0;
+static int mode_fault(void) {
+        CUmemGenericAllocationHandle h;
+        CUdeviceptr va, d;
+        CUmodule mod;
+        CUfunction f;
+        setup_context();
+        OK(cuModuleLoadData(&mod, &fault_image));
+        OK(cuModuleGetFunction(&f, mod, "write"));
+        OK(cuMemCreate(&h, 2 * MiB, &fd_prop, 0));
+        OK(cuMemAddressReserve(&va, 2 * MiB, 0, 0, 0));
+        OK(cuMemMap(va, 2 * MiB, 0, h, 0));
+        set_access(va, 2 * MiB, CU_MEM_ACCESS_FLAGS_PROT_READ);
+        /* An API write: an error, the context survives. */
+        CHECK_CU(cuMemsetD8(va, 1, 16), CUDA_ERROR_INVALID_VALUE);
+        OK(cuCtxSynchronize());
+        /* A kernel write: the launch succeeds; the fault is sticky. */
+        void *params[] = { &va };
+        OK(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+        CHECK_CU(cuCtxSynchronize(), CUDA_ERROR_ILLEGAL_ADDRESS);
+        CHECK_CU(cuMemAlloc(&d, 4096), CUDA_ERROR_ILLEGAL_ADDRESS);
+        CHECK_CU(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL), CUDA_ERROR_ILLEGAL_ADDRESS);
+        CHECK(PTR(va)[0] == 0); /* the memory kept its bytes */
+        /* A fault outside any kernel still kills, as it would without the driver. */
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                signal(SIGSEGV, SIG_DFL); /* (AddressSanitizer's handler would exit 1) */
+                ((volatile unsigned char *)PTR(va))[0] = 1;
+                _exit(0);
+        }
+        CHECK(wait_exit(pid) == 128 + SIGSEGV);
+        return failures ? 1 : 0;
 }
 
-static void test_kernel_fault(void)
-{
-    CHECK(wait_exit(spawn("fault", -1)) == 0);
+static void test_kernel_fault(void) {
+        CHECK(wait_exit(spawn("fault", -1)) == 0);
 }
 
-int main(int argc, char **argv)
-{
-    const char *mode = argc > 1 ? argv[1] : "vmm";
-    int sock = argc > 2 ? atoi(argv[2]) : -1;
-    if (strcmp(mode, "import") == 0)
-        return mode_import(sock);
-    if (strcmp(mode, "export") == 0)
-        return mode_export(sock);
-    if (strcmp(mode, "ipc") == 0)
-        return mode_ipc(sock);
-    if (strcmp(mode, "fault") == 0)
-        return mode_fault();
-    setup_context();
-    test_single_process();
-    test_export_to_child();
-    test_import_after_exporter_exit();
-    test_ipc();
-    test_strict_import();
-    test_kernel_fault();
-    OK(cuDevicePrimaryCtxRelease(0));
-    if (failures)
-        fprintf(stderr, "%d check(s) failed\n", failures);
-    return failures ? 1 : 0;
+int main(int argc, char **argv) {
+        const char *mode = argc > 1 ? argv[1] : "vmm";
+        int sock = argc > 2 ? atoi(argv[2]) : -1;
+        if (strcmp(mode, "import") == 0)
+                return mode_import(sock);
+        if (strcmp(mode, "export") == 0)
+                return mode_export(sock);
+        if (strcmp(mode, "ipc") == 0)
+                return mode_ipc(sock);
+        if (strcmp(mode, "fault") == 0)
+                return mode_fault();
+        setup_context();
+        test_single_process();
+        test_export_to_child();
+        test_import_after_exporter_exit();
+        test_ipc();
+        test_strict_import();
+        test_kernel_fault();
+        OK(cuDevicePrimaryCtxRelease(0));
+        if (failures)
+                fprintf(stderr, "%d check(s) failed\n", failures);
+        return failures ? 1 : 0;
 }

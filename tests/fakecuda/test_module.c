@@ -5,21 +5,22 @@
 #include "fakecuda.h"
 
 /* scale(float *data, unsigned n, float factor) */
-static void scale(const FakeKernelLaunch *launch, void **params)
-{
-    float *data = *(float **)params[0];
-    unsigned n = *(unsigned *)params[1];
-    float factor = *(float *)params[2];
-    for (unsigned i = 0; i < n; i++)
-        data[i] *= factor;
+static void scale(const FakeKernelLaunch *launch, void **params) {
+        float *data = *(float **)params[0];
+        unsigned n = *(unsigned *)params[1];
+        float factor = *(float *)params[2];
+        for (unsigned i = 0; i < n; i++)
+                data[i] *= factor;
 }
 
 static const size_t scale_params[] = { sizeof(float *), sizeof(unsigned), sizeof(float), 0 };
 
 static const FakeKernelEntry kernels[] = {
-    { "scale", scale, scale_params },
+        { "scale", scale, scale_params },
 };
 
 __attribute__((visibility("default"))) const FakeModuleImage fakecuda_module_image = {
-    FAKECUDA_IMAGE_MAGIC, 1, kernels,
+        FAKECUDA_IMAGE_MAGIC,
+        1,
+        kernels,
 };

@@ -66,11 +66,11 @@ typedef struct Run {
 
 static Run run;
 
-#define FAIL(...)                                                    \
-        do {                                                         \
-                fprintf(stderr, "live-fuzz: FAIL: " __VA_ARGS__);    \
-                fputc('\n', stderr);                                 \
-                run.failures++;                                      \
+#define FAIL(...)                                                 \
+        do {                                                      \
+                fprintf(stderr, "live-fuzz: FAIL: " __VA_ARGS__); \
+                fputc('\n', stderr);                              \
+                run.failures++;                                   \
         } while (0)
 
 /* Nothing outlives a failed or interrupted run: not saged, not a worker, not the sockets. */
@@ -375,14 +375,35 @@ static void check_end(SageBroker *probe, unsigned base_fds, char base[][128]) {
  */
 static int write_corpus(const char *dir) {
         static const unsigned types[] = {
-                SAGE_MSG_HELLO,         SAGE_MSG_PING,          SAGE_MSG_LOOKUP,         SAGE_MSG_PUBLISH,
-                SAGE_MSG_RELEASE,       SAGE_MSG_STATS,         SAGE_MSG_LIST,           SAGE_MSG_EVICT,
-                SAGE_MSG_IPC_EXPORT,    SAGE_MSG_IPC_IMPORT,    SAGE_MSG_IPC_REVOKE,     SAGE_MSG_PUBLISH_NOTED,
-                SAGE_MSG_LOOKUP_NOTED,  SAGE_MSG_LABEL,         SAGE_MSG_HELLO_REPLY,    SAGE_MSG_PONG,
-                SAGE_MSG_LOOKUP_REPLY,  SAGE_MSG_PUBLISH_REPLY, SAGE_MSG_RELEASE_REPLY,  SAGE_MSG_STATS_REPLY,
-                SAGE_MSG_LIST_REPLY,    SAGE_MSG_EVICT_REPLY,   SAGE_MSG_IPC_EXPORT_REPLY, SAGE_MSG_IPC_IMPORT_REPLY,
-                SAGE_MSG_IPC_REVOKE_REPLY, SAGE_MSG_PUBLISH_NOTED_REPLY, SAGE_MSG_LOOKUP_NOTED_REPLY,
-                SAGE_MSG_LABEL_REPLY,   SAGE_MSG_ERROR,
+                SAGE_MSG_HELLO,
+                SAGE_MSG_PING,
+                SAGE_MSG_LOOKUP,
+                SAGE_MSG_PUBLISH,
+                SAGE_MSG_RELEASE,
+                SAGE_MSG_STATS,
+                SAGE_MSG_LIST,
+                SAGE_MSG_EVICT,
+                SAGE_MSG_IPC_EXPORT,
+                SAGE_MSG_IPC_IMPORT,
+                SAGE_MSG_IPC_REVOKE,
+                SAGE_MSG_PUBLISH_NOTED,
+                SAGE_MSG_LOOKUP_NOTED,
+                SAGE_MSG_LABEL,
+                SAGE_MSG_HELLO_REPLY,
+                SAGE_MSG_PONG,
+                SAGE_MSG_LOOKUP_REPLY,
+                SAGE_MSG_PUBLISH_REPLY,
+                SAGE_MSG_RELEASE_REPLY,
+                SAGE_MSG_STATS_REPLY,
+                SAGE_MSG_LIST_REPLY,
+                SAGE_MSG_EVICT_REPLY,
+                SAGE_MSG_IPC_EXPORT_REPLY,
+                SAGE_MSG_IPC_IMPORT_REPLY,
+                SAGE_MSG_IPC_REVOKE_REPLY,
+                SAGE_MSG_PUBLISH_NOTED_REPLY,
+                SAGE_MSG_LOOKUP_NOTED_REPLY,
+                SAGE_MSG_LABEL_REPLY,
+                SAGE_MSG_ERROR,
         };
         static uint8_t buf[SAGE_PROTO_MAX_MESSAGE], notes[SAGE_PROTO_NOTES_MAX];
         static SageListEntry entries[SAGE_PROTO_LIST_MAX];
@@ -404,9 +425,9 @@ static int write_corpus(const char *dir) {
                         if (types[i] == SAGE_MSG_PUBLISH_NOTED)
                                 m.publish_noted.notes = (SageNotes){ big ? SAGE_PROTO_NOTES_MAX : 3, notes };
                         if (types[i] == SAGE_MSG_LOOKUP_NOTED_REPLY)
-                                m.lookup_noted_reply = (SageLookupNotedReply){
-                                        { 1, 7, FUZZ_KEY_SIZE }, { big ? SAGE_PROTO_NOTES_MAX : 3, notes }
-                                };
+                                m.lookup_noted_reply =
+                                        (SageLookupNotedReply){ { 1, 7, FUZZ_KEY_SIZE },
+                                                                { big ? SAGE_PROTO_NOTES_MAX : 3, notes } };
                         if (types[i] == SAGE_MSG_LIST_REPLY)
                                 m.list_reply = (SageListReply){ big ? SAGE_PROTO_LIST_MAX : 2, 1, entries };
                         if (types[i] == SAGE_MSG_LABEL_REPLY)
@@ -437,10 +458,14 @@ static unsigned parse_skip(const char *text) {
 
 static void parse_args(int argc, char **argv) {
         static const struct option options[] = {
-                { "saged", required_argument, NULL, 'S' },   { "seconds", required_argument, NULL, 't' },
-                { "seed", required_argument, NULL, 's' },    { "workers", required_argument, NULL, 'w' },
-                { "log", required_argument, NULL, 'l' },     { "skip", required_argument, NULL, 'k' },
-                { "fd-slack", required_argument, NULL, 'f' }, { "write-corpus", required_argument, NULL, 'c' },
+                { "saged", required_argument, NULL, 'S' },
+                { "seconds", required_argument, NULL, 't' },
+                { "seed", required_argument, NULL, 's' },
+                { "workers", required_argument, NULL, 'w' },
+                { "log", required_argument, NULL, 'l' },
+                { "skip", required_argument, NULL, 'k' },
+                { "fd-slack", required_argument, NULL, 'f' },
+                { "write-corpus", required_argument, NULL, 'c' },
                 { NULL, 0, NULL, 0 },
         };
         int opt;
@@ -464,8 +489,9 @@ static void parse_args(int argc, char **argv) {
                 }
         }
         if (!run.saged_path || optind != argc || run.n_workers == 0 || run.n_workers > FUZZ_MAX_WORKERS) {
-                fprintf(stderr, "usage: sage-live-fuzz --saged PATH [--seconds S] [--seed N] [--workers 1-%d] "
-                                "[--log FILE] [--skip zero-fds,socket-fds,bursts] [--fd-slack N]\n",
+                fprintf(stderr,
+                        "usage: sage-live-fuzz --saged PATH [--seconds S] [--seed N] [--workers 1-%d] "
+                        "[--log FILE] [--skip zero-fds,socket-fds,bursts] [--fd-slack N]\n",
                         FUZZ_MAX_WORKERS);
                 exit(2);
         }
@@ -529,8 +555,8 @@ int main(int argc, char **argv) {
                "namespaces; %u kills, %u restarts; %s (seed %llu)\n",
                (unsigned long long)run.shared->requests, (unsigned long long)run.shared->replies,
                (unsigned long long)run.shared->hangups, (unsigned long long)run.shared->hits,
-               (unsigned long long)run.shared->foreign_checks, run.kills, run.respawns,
-               run.failures ? "FAILED" : "ok", (unsigned long long)run.seed);
+               (unsigned long long)run.shared->foreign_checks, run.kills, run.respawns, run.failures ? "FAILED" : "ok",
+               (unsigned long long)run.seed);
         if (run.failures && !run.skip)
                 fprintf(stderr, "live-fuzz: to tell a class of traffic apart, rerun with the seed and --skip "
                                 "zero-fds (zero-length packets with fds), socket-fds (broker connections passed "

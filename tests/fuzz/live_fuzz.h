@@ -77,12 +77,12 @@ typedef struct FuzzWorker {
         uid_t uid;
         uint64_t seed;
         uint64_t deadline_ns;
-        uint64_t key_seed;      /* the run's seed: keys of namespace n derive from it */
+        uint64_t key_seed;          /* the run's seed: keys of namespace n derive from it */
         const char *const *sockets; /* FUZZ_SOCKETS paths */
         const uint32_t *labels;     /* the label number of each socket (0: main) */
         const uid_t *uids;          /* every uid some worker runs as */
         unsigned n_uids;
-        unsigned skip;              /* FUZZ_SKIP_* */
+        unsigned skip; /* FUZZ_SKIP_* */
         FuzzShared *shared;
 } FuzzWorker;
 
@@ -115,18 +115,21 @@ typedef struct Worker {
         unsigned violations;
 } Worker;
 
-#define VIOLATION(w, ...)                                                                     \
-        do {                                                                                  \
-                fprintf(stderr, "live-fuzz worker %u (uid %u) %s:%d: ", (w)->cfg->index,      \
-                        (unsigned)(w)->cfg->uid, __FILE__, __LINE__);                         \
-                fprintf(stderr, __VA_ARGS__);                                                 \
-                fputc('\n', stderr);                                                          \
-                (w)->violations++;                                                            \
-                __atomic_add_fetch(&(w)->cfg->shared->violations, 1, __ATOMIC_RELAXED);       \
+#define VIOLATION(w, ...)                                                                                         \
+        do {                                                                                                      \
+                fprintf(stderr, "live-fuzz worker %u (uid %u) %s:%d: ", (w)->cfg->index, (unsigned)(w)->cfg->uid, \
+                        __FILE__, __LINE__);                                                                      \
+                fprintf(stderr, __VA_ARGS__);                                                                     \
+                fputc('\n', stderr);                                                                              \
+                (w)->violations++;                                                                                \
+                __atomic_add_fetch(&(w)->cfg->shared->violations, 1, __ATOMIC_RELAXED);                           \
         } while (0)
 
 /* What exchange() and receive() return besides -1 (a violation, already counted). */
-enum { HANGUP = 0, REPLIED = 1 };
+enum {
+        HANGUP = 0,
+        REPLIED = 1
+};
 
 int memfd_of(size_t size);
 int connect_to(const char *path);

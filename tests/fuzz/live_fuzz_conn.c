@@ -22,7 +22,6 @@
 #include "live_fuzz.h"
 #include "util.h"
 
-
 /* A pool key's content: 2 MiB of zeros but for a head drawn from (seed, namespace, k). */
 #define KEY_HEAD 64
 
@@ -134,7 +133,7 @@ int hostile_fd(Worker *w, const Conn *c) {
                         return -1;
                 close(p[1]);
                 return p[0];
-        case 6: return c && c->fd >= 0 ? fcntl(c->fd, F_DUPFD_CLOEXEC, 0) : -1; /* the connection itself */
+        case 6: return c && c->fd >= 0 ? fcntl(c->fd, F_DUPFD_CLOEXEC, 0) : -1;       /* the connection itself */
         case 7: return connect_to(w->cfg->sockets[rng_below(&w->rng, FUZZ_SOCKETS)]); /* another connection */
         case 8: return open("/dev/null", O_RDWR | O_CLOEXEC);
         case 9: return open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -250,8 +249,8 @@ int receive(Worker *w, Conn *c, SageMessage *reply, int *fd_out) {
 }
 
 /* Send one packet and take its reply: REPLIED, HANGUP, or -1 (a violation). */
-int exchange(Worker *w, Conn *c, const void *buf, size_t len, const int *fds, size_t n_fds,
-                    SageMessage *reply, int *fd_out) {
+int exchange(Worker *w, Conn *c, const void *buf, size_t len, const int *fds, size_t n_fds, SageMessage *reply,
+             int *fd_out) {
         int r = send_raw(c->fd, buf, len, fds, n_fds, 0);
 
         __atomic_add_fetch(&w->cfg->shared->requests, 1, __ATOMIC_RELAXED);
@@ -285,7 +284,8 @@ void show(Worker *w, unsigned slot, uint64_t namespace_id, uint64_t extent_id, c
 
 /* A consistent copy of some worker's slot; false if it was being written. */
 bool peek(Worker *w, FuzzSlot *out) {
-        const FuzzSlot *s = &w->cfg->shared->slots[rng_below(&w->rng, FUZZ_MAX_WORKERS)][rng_below(&w->rng, FUZZ_SLOTS)];
+        const FuzzSlot *s =
+                &w->cfg->shared->slots[rng_below(&w->rng, FUZZ_MAX_WORKERS)][rng_below(&w->rng, FUZZ_SLOTS)];
         uint32_t seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
 
         memcpy(out, s, sizeof(*out));

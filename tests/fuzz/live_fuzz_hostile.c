@@ -26,9 +26,10 @@ static SageExtentKey random_key(Worker *w) {
 
 /* A message of any type (replies too) with random keys and ids; its length. */
 static size_t any_message(Worker *w, uint8_t *buf, size_t size) {
-        static const unsigned replies[] = { SAGE_MSG_HELLO_REPLY, SAGE_MSG_LOOKUP_REPLY, SAGE_MSG_LIST_REPLY,
-                                            SAGE_MSG_IPC_IMPORT_REPLY, SAGE_MSG_LOOKUP_NOTED_REPLY,
-                                            SAGE_MSG_LABEL_REPLY, SAGE_MSG_ERROR };
+        static const unsigned replies[] = {
+                SAGE_MSG_HELLO_REPLY,        SAGE_MSG_LOOKUP_REPLY, SAGE_MSG_LIST_REPLY, SAGE_MSG_IPC_IMPORT_REPLY,
+                SAGE_MSG_LOOKUP_NOTED_REPLY, SAGE_MSG_LABEL_REPLY,  SAGE_MSG_ERROR
+        };
         static uint8_t notes[SAGE_PROTO_NOTES_MAX];
         unsigned type = rng_chance(&w->rng, 80) ? 1 + (unsigned)rng_below(&w->rng, SAGE_MSG_LABEL)
                                                 : replies[rng_below(&w->rng, SAGE_ARRAY_SIZE(replies))];
@@ -48,12 +49,8 @@ static size_t any_message(Worker *w, uint8_t *buf, size_t size) {
         case SAGE_MSG_LIST_REPLY:
                 m.list_reply = (SageListReply){ (uint32_t)rng_below(&w->rng, SAGE_PROTO_LIST_MAX + 1), 0, w->list };
                 break;
-        case SAGE_MSG_LABEL_REPLY:
-                snprintf(m.label_reply.name, sizeof(m.label_reply.name), "x");
-                break;
-        case SAGE_MSG_ERROR:
-                sage_proto_error(&m, 1, SAGE_ERR_BUSY, "busy");
-                break;
+        case SAGE_MSG_LABEL_REPLY: snprintf(m.label_reply.name, sizeof(m.label_reply.name), "x"); break;
+        case SAGE_MSG_ERROR: sage_proto_error(&m, 1, SAGE_ERR_BUSY, "busy"); break;
         }
         n = sage_proto_encode(&m, buf, size);
         return n > 0 ? (size_t)n : 0;
@@ -246,7 +243,6 @@ void oversize(Worker *w, Conn *c) {
                 w->buf[i] = (uint8_t)i;
         send_with_fds(w, c, len, 2);
 }
-
 
 /*
  * IPC_EXPORT until the broker says LIMIT: each registration holds an fd in

@@ -53,12 +53,14 @@ static int outcome(Worker *w, const SageMessage *req, const SageMessage *reply) 
         return 0;
 }
 
-#define EXPECT(w, req, cond, code)                                                                          \
-        do {                                                                                                \
-                if (!(cond))                                                                                \
-                        VIOLATION(w, "%s: got %s, expected %s", sage_proto_type_name((req)->header.type),   \
-                                  (code) > 0 ? sage_proto_error_name(code) : (code) == 0 ? "a reply" : "?", \
-                                  #cond);                                                                   \
+#define EXPECT(w, req, cond, code)                                                                        \
+        do {                                                                                              \
+                if (!(cond))                                                                              \
+                        VIOLATION(w, "%s: got %s, expected %s", sage_proto_type_name((req)->header.type), \
+                                  (code) > 0    ? sage_proto_error_name(code)                             \
+                                  : (code) == 0 ? "a reply"                                               \
+                                                : "?",                                                    \
+                                  #cond);                                                                 \
         } while (0)
 
 static void hold(Conn *c, uint64_t id) {
@@ -120,8 +122,8 @@ static void check_list(Worker *w, const Conn *c, const SageMessage *reply) {
 }
 
 /* Fill `m` with a valid request of `type` (pool keys, own or other ids); *what says which case for checks. */
-static void make_request(Worker *w, Conn *c, SageMessage *m, unsigned type, uint64_t *key_namespace,
-                         uint8_t *notes, int *what) {
+static void make_request(Worker *w, Conn *c, SageMessage *m, unsigned type, uint64_t *key_namespace, uint8_t *notes,
+                         int *what) {
         FuzzSlot s;
 
         sage_proto_init(m, type, ++w->request_id);
@@ -129,7 +131,8 @@ static void make_request(Worker *w, Conn *c, SageMessage *m, unsigned type, uint
         *key_namespace = c->namespace_id;
         switch (type) {
         case SAGE_MSG_HELLO:
-                m->hello = (SageHello){ SAGE_PROTO_VERSION, (uint32_t)getpid(), rng_below(&w->rng, 2) ? SAGE_FEATURES_ALL : 0 };
+                m->hello = (SageHello){ SAGE_PROTO_VERSION, (uint32_t)getpid(),
+                                        rng_below(&w->rng, 2) ? SAGE_FEATURES_ALL : 0 };
                 break;
         case SAGE_MSG_LOOKUP:
         case SAGE_MSG_LOOKUP_NOTED:
@@ -163,9 +166,7 @@ static void make_request(Worker *w, Conn *c, SageMessage *m, unsigned type, uint
                         *what = 3;
                 }
                 break;
-        case SAGE_MSG_LIST:
-                m->list.after_id = rng_chance(&w->rng, 70) ? 0 : rng_below(&w->rng, 2000);
-                break;
+        case SAGE_MSG_LIST: m->list.after_id = rng_chance(&w->rng, 70) ? 0 : rng_below(&w->rng, 2000); break;
         case SAGE_MSG_IPC_EXPORT:
                 m->ipc_export = (SageIpcAllocation){ .size = FUZZ_KEY_SIZE, .device = 0 }; /* checked against the fd */
                 break;
@@ -206,7 +207,7 @@ static void valid_request(Worker *w, Conn *c) {
         if (hostile && (type == SAGE_MSG_PUBLISH || type == SAGE_MSG_PUBLISH_NOTED))
                 m.publish.hash = (SageHash){ rng_next(&w->rng), rng_next(&w->rng) };
         if (type == SAGE_MSG_PUBLISH || type == SAGE_MSG_PUBLISH_NOTED || type == SAGE_MSG_IPC_EXPORT)
-                fd = hostile                        ? hostile_fd(w, c)
+                fd = hostile                       ? hostile_fd(w, c)
                      : type == SAGE_MSG_IPC_EXPORT ? memfd_of(FUZZ_KEY_SIZE)
                                                    : fuzz_key_memfd(w->cfg->key_seed, c->namespace_id, (unsigned)what);
         if (hostile && sage_proto_expected_fds(&m) == 1 && fd < 0)
@@ -232,17 +233,11 @@ static void valid_request(Worker *w, Conn *c) {
                 return;
         }
         switch (code < 0 ? 0 : type) {
-        case SAGE_MSG_HELLO:
-                EXPECT(w, &m, code == 0 && reply.hello_reply.namespace_id == c->namespace_id, code);
-                break;
+        case SAGE_MSG_HELLO: EXPECT(w, &m, code == 0 && reply.hello_reply.namespace_id == c->namespace_id, code); break;
         case SAGE_MSG_PING:
-        case SAGE_MSG_STATS:
-                EXPECT(w, &m, code == 0, code);
-                break;
+        case SAGE_MSG_STATS: EXPECT(w, &m, code == 0, code); break;
         case SAGE_MSG_LOOKUP:
-        case SAGE_MSG_LOOKUP_NOTED:
-                check_lookup(w, c, &m, &reply, code, key_namespace, reply_fd);
-                break;
+        case SAGE_MSG_LOOKUP_NOTED: check_lookup(w, c, &m, &reply, code, key_namespace, reply_fd); break;
         case SAGE_MSG_PUBLISH:
         case SAGE_MSG_PUBLISH_NOTED:
                 if (!(m.header.flags & SAGE_PUBLISH_SEALED)) /* a broker without a driver says that first */

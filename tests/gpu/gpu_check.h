@@ -21,73 +21,69 @@
 #ifndef SAGE_GPU_DRIVER_ONLY
 #include <cuda_runtime.h>
 
-#define RT_CHECK(call)                                                        \
-    do {                                                                      \
-        cudaError_t rt_check_err_ = (call);                                   \
-        if (rt_check_err_ != cudaSuccess) {                                   \
-            fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__,          \
-                    __LINE__, #call, cudaGetErrorString(rt_check_err_),       \
-                    (int)rt_check_err_);                                      \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
+#define RT_CHECK(call)                                                                            \
+        do {                                                                                      \
+                cudaError_t rt_check_err_ = (call);                                               \
+                if (rt_check_err_ != cudaSuccess) {                                               \
+                        fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call, \
+                                cudaGetErrorString(rt_check_err_), (int)rt_check_err_);           \
+                        exit(1);                                                                  \
+                }                                                                                 \
+        } while (0)
 
 /* A kernel launch returns nothing: check the launch, then the execution. */
 #define LAUNCH_CHECK() RT_CHECK(cudaGetLastError())
 #endif /* !SAGE_GPU_DRIVER_ONLY */
 
 #ifdef SAGE_GPU_NEED_DRIVER
-#define CU_CHECK(call)                                                        \
-    do {                                                                      \
-        CUresult cu_check_err_ = (call);                                      \
-        if (cu_check_err_ != CUDA_SUCCESS) {                                  \
-            const char *cu_check_name_ = NULL;                                \
-            if (cuGetErrorName(cu_check_err_, &cu_check_name_) != CUDA_SUCCESS) \
-                cu_check_name_ = "?";                                         \
-            fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__,          \
-                    __LINE__, #call, cu_check_name_, (int)cu_check_err_);     \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
+#define CU_CHECK(call)                                                                                            \
+        do {                                                                                                      \
+                CUresult cu_check_err_ = (call);                                                                  \
+                if (cu_check_err_ != CUDA_SUCCESS) {                                                              \
+                        const char *cu_check_name_ = NULL;                                                        \
+                        if (cuGetErrorName(cu_check_err_, &cu_check_name_) != CUDA_SUCCESS)                       \
+                                cu_check_name_ = "?";                                                             \
+                        fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call, cu_check_name_, \
+                                (int)cu_check_err_);                                                              \
+                        exit(1);                                                                                  \
+                }                                                                                                 \
+        } while (0)
 #endif
 
-#define FAIL_IF(cond, ...)                                                    \
-    do {                                                                      \
-        if (cond) {                                                           \
-            fprintf(stderr, "%s:%d: check failed: ", __FILE__, __LINE__);     \
-            fprintf(stderr, __VA_ARGS__);                                     \
-            fputc('\n', stderr);                                              \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
+#define FAIL_IF(cond, ...)                                                            \
+        do {                                                                          \
+                if (cond) {                                                           \
+                        fprintf(stderr, "%s:%d: check failed: ", __FILE__, __LINE__); \
+                        fprintf(stderr, __VA_ARGS__);                                 \
+                        fputc('\n', stderr);                                          \
+                        exit(1);                                                      \
+                }                                                                     \
+        } while (0)
 
 /* FNV-1a 64 over raw bytes: exact-bit checksums, no library needed. */
-static inline uint64_t fnv1a64(const void *data, size_t len, uint64_t h)
-{
-    const unsigned char *p = (const unsigned char *)data;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+static inline uint64_t fnv1a64(const void *data, size_t len, uint64_t h) {
+        const unsigned char *p = (const unsigned char *)data;
+        for (size_t i = 0; i < len; i++) {
+                h ^= p[i];
+                h *= 0x100000001b3ULL;
+        }
+        return h;
 }
 #define FNV1A64_INIT 0xcbf29ce484222325ULL
 
-static inline uint64_t checksum_bytes(const void *data, size_t len)
-{
-    return fnv1a64(data, len, FNV1A64_INIT);
+static inline uint64_t checksum_bytes(const void *data, size_t len) {
+        return fnv1a64(data, len, FNV1A64_INIT);
 }
 
 /* Deterministic input: small integers, so every sum the GPU forms is exact
  * in float whatever the summation order (the result bits cannot depend on
  * scheduling, only on correctness). */
-static inline float det_value(uint64_t i, uint64_t salt)
-{
-    uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ULL ^ (salt * 0xbf58476d1ce4e5b9ULL);
-    x ^= x >> 31;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 29;
-    return (float)((int)(x % 17) - 8); /* -8 .. 8 */
+static inline float det_value(uint64_t i, uint64_t salt) {
+        uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ULL ^ (salt * 0xbf58476d1ce4e5b9ULL);
+        x ^= x >> 31;
+        x *= 0x94d049bb133111ebULL;
+        x ^= x >> 29;
+        return (float)((int)(x % 17) - 8); /* -8 .. 8 */
 }
 
 #endif /* SAGE_GPU_CHECK_H */

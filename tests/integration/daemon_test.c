@@ -34,13 +34,13 @@
 #include "hash.h"
 #include "util.h"
 
-#define CHECK(cond)                                                                                  \
-        do {                                                                                         \
-                if (!(cond)) {                                                                       \
-                        fprintf(stderr, "daemon-test[%d] %s:%d: check failed: %s\n", (int)getpid(), \
-                                __FILE__, __LINE__, #cond);                                          \
-                        exit(1);                                                                     \
-                }                                                                                    \
+#define CHECK(cond)                                                                                           \
+        do {                                                                                                  \
+                if (!(cond)) {                                                                                \
+                        fprintf(stderr, "daemon-test[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, \
+                                __LINE__, #cond);                                                             \
+                        exit(1);                                                                              \
+                }                                                                                             \
         } while (0)
 
 #define MiB (1ull << 20)
@@ -162,8 +162,7 @@ static SageStats settled_stats(uint64_t want_refs) {
                         return s;
                 usleep(10000);
         }
-        fprintf(stderr, "stats: refs %llu clients %llu\n", (unsigned long long)s.refs,
-                (unsigned long long)s.clients);
+        fprintf(stderr, "stats: refs %llu clients %llu\n", (unsigned long long)s.refs, (unsigned long long)s.clients);
         CHECK(!"broker did not settle");
         return s;
 }
@@ -243,8 +242,7 @@ typedef struct Cu {
         CUresult (*cuMemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
         CUresult (*cuMemExportToShareableHandle)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
                                                  unsigned long long);
-        CUresult (*cuMemImportFromShareableHandle)(CUmemGenericAllocationHandle *, void *,
-                                                   CUmemAllocationHandleType);
+        CUresult (*cuMemImportFromShareableHandle)(CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType);
         CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
         CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
         CUresult (*cuMemsetD8)(CUdeviceptr, unsigned char, size_t);
@@ -335,8 +333,7 @@ static Filled filled_allocation(uint64_t seed, size_t size) {
         CHECK(cu.cuMemCreate(&f.h, size, &prop, 0) == CUDA_SUCCESS);
         map(f.h, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &f.va);
         CHECK(cu.cuMemcpyHtoD(f.va, f.data, size) == CUDA_SUCCESS);
-        CHECK(cu.cuMemExportToShareableHandle(&f.fd, f.h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) ==
-              CUDA_SUCCESS);
+        CHECK(cu.cuMemExportToShareableHandle(&f.fd, f.h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) == CUDA_SUCCESS);
         return f;
 }
 
@@ -374,11 +371,12 @@ static Child spawn_publisher_noted(uint64_t seed, size_t size, bool hold, uid_t 
                 f = filled_allocation(seed, size);
                 b = broker();
                 if (notes)
-                        r.rc = sage_broker_publish_noted(b, sage_content_key(f.data, size), size, 0, SAGE_PUBLISH_SEALED,
-                                                         f.fd, notes, notes_len, &r.extent_id, &r.existed);
+                        r.rc = sage_broker_publish_noted(b, sage_content_key(f.data, size), size, 0,
+                                                         SAGE_PUBLISH_SEALED, f.fd, notes, notes_len, &r.extent_id,
+                                                         &r.existed);
                 else
-                        r.rc = sage_broker_publish(b, sage_content_key(f.data, size), size, 0, SAGE_PUBLISH_SEALED, f.fd,
-                                                   &r.extent_id, &r.existed);
+                        r.rc = sage_broker_publish(b, sage_content_key(f.data, size), size, 0, SAGE_PUBLISH_SEALED,
+                                                   f.fd, &r.extent_id, &r.existed);
                 close(f.fd);
                 filled_free(&f, size);
                 CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
@@ -524,8 +522,9 @@ static NotedResult *read_noted(uint64_t seed, size_t size, uid_t uid) {
                         CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 memset(&got, 0, sizeof(got));
                 b = broker();
-                got.result.rc = sage_broker_lookup_noted(b, sage_content_key(want, size), size, 0, &got.result.extent_id,
-                                                         &fd, got.notes, sizeof(got.notes), &got.notes_len);
+                got.result.rc =
+                        sage_broker_lookup_noted(b, sage_content_key(want, size), size, 0, &got.result.extent_id, &fd,
+                                                 got.notes, sizeof(got.notes), &got.notes_len);
                 if (got.result.rc == 0) {
                         CHECK(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
                         check_extent_fd(fd, want, size);
@@ -1122,7 +1121,10 @@ static off_t file_size(const char *path) {
  * has, stay nearly idle, log little, and accept again once fds come free.
  */
 static int scenario_emfile(void) {
-        enum { N_FLOOD = 100, NOFILE = 64 };
+        enum {
+                N_FLOOD = 100,
+                NOFILE = 64
+        };
         char log_path[128];
         int flood[N_FLOOD];
         uint64_t worst_ns = 0;
@@ -1174,8 +1176,8 @@ static int scenario_emfile(void) {
 }
 
 typedef struct HogResult {
-        int held;        /* connections that got in */
-        int refused_rc;  /* what the first refused one answered (0: none refused) */
+        int held;       /* connections that got in */
+        int refused_rc; /* what the first refused one answered (0: none refused) */
 } HogResult;
 
 /* A process of `uid` that connects (HELLO) up to `max` times or until
@@ -1683,8 +1685,8 @@ static int scenario_notes(void) {
         /* Too many notes: refused with a reason by the library... */
         int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
         CHECK(devnull >= 0);
-        CHECK(sage_broker_publish_noted(b, (SageHash){ 6, 6 }, size, 0, SAGE_PUBLISH_SEALED, devnull, big,
-                                        sizeof(big), &id, NULL) == SAGE_ERR_MALFORMED);
+        CHECK(sage_broker_publish_noted(b, (SageHash){ 6, 6 }, size, 0, SAGE_PUBLISH_SEALED, devnull, big, sizeof(big),
+                                        &id, NULL) == SAGE_ERR_MALFORMED);
         CHECK(strstr(sage_broker_last_error(b), "exceed"));
         /* ... and by the broker, whatever a client sends. */
         static uint8_t msg[SAGE_PROTO_MAX_MESSAGE];
@@ -1766,7 +1768,6 @@ static int scenario_notes_namespace(void) {
         stop_saged();
         return 0;
 }
-
 
 /* Run saged (as `uid` unless -1) with --foreground --socket socket_path and
  * `extra`, expecting it to exit by itself; returns its exit status, its
@@ -1858,8 +1859,11 @@ static int scenario_labels(void) {
         }
 
         /* Bad syntax, and sockets that would collide: refused before anything listens. */
-        static const char *const bad[] = { "x.sock", "x.sock=", "=tenant", "x.sock=bad/label", "x.sock=bad label",
-                                           "x.sock=a234567890123456789012345678901234567890123456789012345678901234" };
+        static const char *const bad[] = {
+                "x.sock",           "x.sock=",
+                "=tenant",          "x.sock=bad/label",
+                "x.sock=bad label", "x.sock=a234567890123456789012345678901234567890123456789012345678901234"
+        };
         for (size_t i = 0; i < SAGE_ARRAY_SIZE(bad); i++) {
                 const char *x[] = { "--label-socket", bad[i] };
                 CHECK(run_saged((uid_t)-1, x, 2, out, sizeof(out)) == 2 && strstr(out, "expected PATH=LABEL"));
@@ -2305,12 +2309,12 @@ static int scenario_stats_scope(void) {
         settled_stats(0);
         /* uid 65534 sees its extent, its bytes (notes included), its miss, its share of the budget. */
         s = stats_as(65534);
-        CHECK(s.extents == 1 && s.bytes_resident == 4 * MiB + 10 && s.publishes == 1 && s.hits == 0 &&
-              s.misses == 1 && s.clients == 1 && s.budget == 32 * MiB && s.evictions == 0);
+        CHECK(s.extents == 1 && s.bytes_resident == 4 * MiB + 10 && s.publishes == 1 && s.hits == 0 && s.misses == 1 &&
+              s.clients == 1 && s.budget == 32 * MiB && s.evictions == 0);
         /* Root on the main socket sees the whole broker. */
         s = settled_stats(0);
-        CHECK(s.extents == 3 && s.bytes_resident == 8 * MiB + sizeof(notes) + 10 && s.publishes == 3 &&
-              s.hits == 1 && s.misses == 1 && s.budget == 64 * MiB);
+        CHECK(s.extents == 3 && s.bytes_resident == 8 * MiB + sizeof(notes) + 10 && s.publishes == 3 && s.hits == 1 &&
+              s.misses == 1 && s.budget == 64 * MiB);
         stop_saged();
         return 0;
 }
@@ -2425,11 +2429,11 @@ static int scenario_verify_on_lookup(void) {
 /* What a "container" saw: its namespace, and what its processes found. */
 typedef struct ContainerReport {
         uint64_t namespace_id;
-        uint64_t extent_id;   /* published here, or found */
-        int lookup_rc;        /* of a reader process in the container */
-        uint32_t listed;      /* LIST entries it sees */
-        uint32_t listed_pid;  /* publisher pid of the first one */
-        uint64_t evicted;     /* EVICT --unreferenced */
+        uint64_t extent_id;  /* published here, or found */
+        int lookup_rc;       /* of a reader process in the container */
+        uint32_t listed;     /* LIST entries it sees */
+        uint32_t listed_pid; /* publisher pid of the first one */
+        uint64_t evicted;    /* EVICT --unreferenced */
 } ContainerReport;
 
 typedef void (*ContainerBody)(ContainerReport *report);
@@ -2908,8 +2912,8 @@ static int scenario_features(void) {
         CHECK(sage_broker_lookup_noted(b, (SageHash){ 1, 1 }, 2 * MiB, 0, &id, &fd, buf, 16, &notes_len) ==
                       SAGE_ERR_NOT_FOUND &&
               fd == -1 && notes_len == 0);
-        CHECK(sage_broker_publish_content(b, (SageHash){ 1, 1 }, (SageHash){ 2, 2 }, 2 * MiB, 0, SAGE_PUBLISH_SEALED,
-                                          0, NULL, 0, &id, NULL) == SAGE_ERR_UNKNOWN_TYPE);
+        CHECK(sage_broker_publish_content(b, (SageHash){ 1, 1 }, (SageHash){ 2, 2 }, 2 * MiB, 0, SAGE_PUBLISH_SEALED, 0,
+                                          NULL, 0, &id, NULL) == SAGE_ERR_UNKNOWN_TYPE);
         CHECK(sage_broker_ipc_export(b, 0, 2 * MiB, 0, token) == SAGE_ERR_UNKNOWN_TYPE);
         CHECK(sage_broker_ipc_import(b, token, &fd, &size, &device) == SAGE_ERR_UNKNOWN_TYPE);
         CHECK(sage_broker_label_name(b, 1, name) == SAGE_ERR_UNKNOWN_TYPE);
@@ -2929,7 +2933,7 @@ static int scenario_features(void) {
 
 typedef struct InstanceChild {
         pid_t pid;
-        int cmd_fd;  /* a byte written here is echoed on resp_fd: the instance makes progress */
+        int cmd_fd; /* a byte written here is echoed on resp_fd: the instance makes progress */
         int resp_fd;
 } InstanceChild;
 
@@ -3414,25 +3418,44 @@ int main(int argc, char **argv) {
                 const char *name;
                 int (*run)(void);
         } scenarios[] = {
-                { "cli", scenario_cli },         { "share", scenario_share },   { "namespace", scenario_namespace },
-                { "kill", scenario_kill },       { "malformed", scenario_malformed },
-                { "sigterm", scenario_sigterm }, { "budget", scenario_budget }, { "evict", scenario_evict },
-                { "ipc", scenario_ipc },         { "ipc_namespace", scenario_ipc_namespace },
-                { "ipc_kill", scenario_ipc_kill }, { "notes", scenario_notes },
-                { "notes_namespace", scenario_notes_namespace }, { "labels", scenario_labels },
-                { "sealed_copy", scenario_sealed_copy }, { "verify", scenario_verify },
-                { "budget_pinning", scenario_budget_pinning }, { "namespace_share", scenario_namespace_share },
+                { "cli", scenario_cli },
+                { "share", scenario_share },
+                { "namespace", scenario_namespace },
+                { "kill", scenario_kill },
+                { "malformed", scenario_malformed },
+                { "sigterm", scenario_sigterm },
+                { "budget", scenario_budget },
+                { "evict", scenario_evict },
+                { "ipc", scenario_ipc },
+                { "ipc_namespace", scenario_ipc_namespace },
+                { "ipc_kill", scenario_ipc_kill },
+                { "notes", scenario_notes },
+                { "notes_namespace", scenario_notes_namespace },
+                { "labels", scenario_labels },
+                { "sealed_copy", scenario_sealed_copy },
+                { "verify", scenario_verify },
+                { "budget_pinning", scenario_budget_pinning },
+                { "namespace_share", scenario_namespace_share },
                 { "stats_scope", scenario_stats_scope },
-                { "verify_large", scenario_verify_large }, { "verify_on_lookup", scenario_verify_on_lookup },
-                { "fd_leak", scenario_fd_leak }, { "emfile", scenario_emfile },
-                { "conn_limit", scenario_conn_limit }, { "ipc_export_fd", scenario_ipc_export_fd },
-                { "containers", scenario_containers }, { "label_access", scenario_label_access },
-                { "socket_dir", scenario_socket_dir }, { "impostor", scenario_impostor },
-                { "ns_records", scenario_ns_records }, { "features", scenario_features },
-                { "instances", scenario_instances }, { "instances_refused", scenario_instances_refused },
+                { "verify_large", scenario_verify_large },
+                { "verify_on_lookup", scenario_verify_on_lookup },
+                { "fd_leak", scenario_fd_leak },
+                { "emfile", scenario_emfile },
+                { "conn_limit", scenario_conn_limit },
+                { "ipc_export_fd", scenario_ipc_export_fd },
+                { "containers", scenario_containers },
+                { "label_access", scenario_label_access },
+                { "socket_dir", scenario_socket_dir },
+                { "impostor", scenario_impostor },
+                { "ns_records", scenario_ns_records },
+                { "features", scenario_features },
+                { "instances", scenario_instances },
+                { "instances_refused", scenario_instances_refused },
                 { "instances_failures", scenario_instances_failures },
-                { "instances_preload", scenario_instances_preload }, { "instance_app", scenario_instance_app },
-                { "instances_fake", scenario_instances_fake }, { "instances_exited", scenario_instances_exited },
+                { "instances_preload", scenario_instances_preload },
+                { "instance_app", scenario_instance_app },
+                { "instances_fake", scenario_instances_fake },
+                { "instances_exited", scenario_instances_exited },
         };
 
         if (argc != 4) {

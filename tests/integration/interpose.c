@@ -24,14 +24,14 @@ __attribute__((visibility("default"))) int shim_value(void) {
 
 static int failures;
 
-#define CHECK(cond, ...)                                              \
-        do {                                                          \
-                if (!(cond)) {                                        \
+#define CHECK(cond, ...)                                                     \
+        do {                                                                 \
+                if (!(cond)) {                                               \
                         fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-                        fprintf(stderr, __VA_ARGS__);                 \
-                        fputc('\n', stderr);                          \
-                        failures++;                                   \
-                }                                                     \
+                        fprintf(stderr, __VA_ARGS__);                        \
+                        fputc('\n', stderr);                                 \
+                        failures++;                                          \
+                }                                                            \
         } while (0)
 
 static const char *object_of(void *fn) {
@@ -68,10 +68,12 @@ int main(void) {
         /* Non-driver names keep glibc's semantics, caller identity included. */
         CHECK(SAGE_FN_CAST(int (*)(void), dlsym(RTLD_DEFAULT, "shim_value"))() == 2, "RTLD_DEFAULT shim_value");
         fn = dlsym(RTLD_NEXT, "shim_value");
-        CHECK(fn && SAGE_FN_CAST(int (*)(void), fn)() == 1, "RTLD_NEXT from the program must find the library's shim_value");
+        CHECK(fn && SAGE_FN_CAST(int (*)(void), fn)() == 1,
+              "RTLD_NEXT from the program must find the library's shim_value");
         CHECK(shim_lookup_next("shim_value") == NULL,
               "RTLD_NEXT from the library must find nothing after it (caller identity lost?)");
-        CHECK(dlsym(RTLD_DEFAULT, "no_such_symbol_anywhere") == NULL && dlerror() != NULL, "missing symbol sets dlerror");
+        CHECK(dlsym(RTLD_DEFAULT, "no_such_symbol_anywhere") == NULL && dlerror() != NULL,
+              "missing symbol sets dlerror");
         CHECK(dlsym(RTLD_DEFAULT, "strlen") == SAGE_FN_CAST(void *, strlen), "strlen");
 
         /* Driver names through an explicit handle, RTLD_DEFAULT and RTLD_NEXT. */
@@ -106,12 +108,14 @@ int main(void) {
                 CHECK(fn == dlsym(cuda, "cuMemAlloc_v2"), "cuMemAlloc resolves to the v2 entry point");
 
                 CHECK(get_proc_v2("cuMemcpyHtoD", &fn, 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, &status) ==
-                              CUDA_SUCCESS, "cuGetProcAddress_v2(cuMemcpyHtoD, ptds)");
+                              CUDA_SUCCESS,
+                      "cuGetProcAddress_v2(cuMemcpyHtoD, ptds)");
                 CHECK(fn == dlsym(cuda, "cuMemcpyHtoD_v2_ptds"), "per-thread cuMemcpyHtoD is the _v2_ptds entry point");
                 CHECK(fn && from_sage(fn) == sage, "cuMemcpyHtoD_v2_ptds from %s", object_of(fn));
 
-                CHECK(get_proc_v2("cuLaunchKernel", &fn, 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, &status) ==
-                              CUDA_SUCCESS, "cuGetProcAddress_v2(cuLaunchKernel, ptsz)");
+                CHECK(get_proc_v2("cuLaunchKernel", &fn, 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM,
+                                  &status) == CUDA_SUCCESS,
+                      "cuGetProcAddress_v2(cuLaunchKernel, ptsz)");
                 CHECK(fn == dlsym(cuda, "cuLaunchKernel_ptsz"), "per-thread cuLaunchKernel is the _ptsz entry point");
 
                 CHECK(get_proc_v2("cuDeviceGetName", &fn, 12000, 0, &status) == CUDA_SUCCESS && fn && !from_sage(fn),
@@ -126,7 +130,8 @@ int main(void) {
                       "a too-old version is not answered with a hook");
 
                 CHECK(get_proc_v2("cuGetProcAddress", &fn, 12000, 0, &status) == CUDA_SUCCESS && fn &&
-                              from_sage(fn) == sage, "cuGetProcAddress of itself is routed");
+                              from_sage(fn) == sage,
+                      "cuGetProcAddress of itself is routed");
         }
         get_proc = SAGE_FN_CAST(get_proc_t, dlsym(cuda, "cuGetProcAddress"));
         if (get_proc) {
@@ -153,8 +158,8 @@ int main(void) {
                         dlclose(lib);
                 CHECK(!dlopen("libinterpose-no-such-library.so", RTLD_NOW) && dlerror(),
                       "a missing library fails as natively, with dlerror()");
-                CHECK(from_sage(SAGE_FN_CAST(void *, dlsym(RTLD_DEFAULT, "dlopen"))) == sage,
-                      "dlopen is %s's", sage ? "libsage" : "glibc");
+                CHECK(from_sage(SAGE_FN_CAST(void *, dlsym(RTLD_DEFAULT, "dlopen"))) == sage, "dlopen is %s's",
+                      sage ? "libsage" : "glibc");
         }
 #endif
         printf("interpose: %s, %d failure(s)\n", sage ? "with libsage" : "native", failures);

@@ -39,28 +39,28 @@
 #include "fakecuda.h"
 #include "util.h"
 
-#define FUNCS(X)                                                                                    \
-        X(cuInit, CUresult (*)(unsigned))                                                           \
-        X(cuDeviceGet, CUresult (*)(CUdevice *, int))                                               \
-        X(cuDevicePrimaryCtxRetain, CUresult (*)(CUcontext *, CUdevice))                            \
-        X(cuDevicePrimaryCtxRelease_v2, CUresult (*)(CUdevice))                                     \
-        X(cuDevicePrimaryCtxReset_v2, CUresult (*)(CUdevice))                                       \
-        X(cuCtxSetCurrent, CUresult (*)(CUcontext))                                                 \
-        X(cuCtxGetCurrent, CUresult (*)(CUcontext *))                                               \
-        X(cuCtxCreate_v4, CUresult (*)(CUcontext *, CUctxCreateParams *, unsigned, CUdevice))       \
-        X(cuCtxDestroy_v2, CUresult (*)(CUcontext))                                                 \
-        X(cuMemAlloc_v2, CUresult (*)(CUdeviceptr *, size_t))                                       \
-        X(cuMemFree_v2, CUresult (*)(CUdeviceptr))                                                  \
-        X(cuMemGetAddressRange_v2, CUresult (*)(CUdeviceptr *, size_t *, CUdeviceptr))              \
-        X(cuCtxPopCurrent_v2, CUresult (*)(CUcontext *))                                            \
-        X(cuMemGetInfo_v2, CUresult (*)(size_t *, size_t *))                                        \
-        X(cuMemcpyHtoD_v2, CUresult (*)(CUdeviceptr, const void *, size_t))                         \
-        X(cuMemcpyDtoH_v2, CUresult (*)(void *, CUdeviceptr, size_t))                               \
-        X(cuModuleLoadData, CUresult (*)(CUmodule *, const void *))                                 \
-        X(cuModuleGetFunction, CUresult (*)(CUfunction *, CUmodule, const char *))                  \
-        X(cuStreamCreate, CUresult (*)(CUstream *, unsigned))                                       \
-        X(cuLaunchKernel, CUresult (*)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, \
-                                       unsigned, unsigned, CUstream, void **, void **))
+#define FUNCS(X)                                                                                               \
+        X(cuInit, CUresult (*)(unsigned))                                                                      \
+        X(cuDeviceGet, CUresult (*)(CUdevice *, int))                                                          \
+        X(cuDevicePrimaryCtxRetain, CUresult (*)(CUcontext *, CUdevice))                                       \
+        X(cuDevicePrimaryCtxRelease_v2, CUresult (*)(CUdevice))                                                \
+        X(cuDevicePrimaryCtxReset_v2, CUresult (*)(CUdevice))                                                  \
+        X(cuCtxSetCurrent, CUresult (*)(CUcontext))                                                            \
+        X(cuCtxGetCurrent, CUresult (*)(CUcontext *))                                                          \
+        X(cuCtxCreate_v4, CUresult (*)(CUcontext *, CUctxCreateParams *, unsigned, CUdevice))                  \
+        X(cuCtxDestroy_v2, CUresult (*)(CUcontext))                                                            \
+        X(cuMemAlloc_v2, CUresult (*)(CUdeviceptr *, size_t))                                                  \
+        X(cuMemFree_v2, CUresult (*)(CUdeviceptr))                                                             \
+        X(cuMemGetAddressRange_v2, CUresult (*)(CUdeviceptr *, size_t *, CUdeviceptr))                         \
+        X(cuCtxPopCurrent_v2, CUresult (*)(CUcontext *))                                                       \
+        X(cuMemGetInfo_v2, CUresult (*)(size_t *, size_t *))                                                   \
+        X(cuMemcpyHtoD_v2, CUresult (*)(CUdeviceptr, const void *, size_t))                                    \
+        X(cuMemcpyDtoH_v2, CUresult (*)(void *, CUdeviceptr, size_t))                                          \
+        X(cuModuleLoadData, CUresult (*)(CUmodule *, const void *))                                            \
+        X(cuModuleGetFunction, CUresult (*)(CUfunction *, CUmodule, const char *))                             \
+        X(cuStreamCreate, CUresult (*)(CUstream *, unsigned))                                                  \
+        X(cuLaunchKernel, CUresult (*)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, \
+                                       unsigned, CUstream, void **, void **))
 
 #define DECLARE(name, type) static __typeof__(type) f_##name;
 FUNCS(DECLARE)
@@ -246,7 +246,7 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "invocation %ld waited %.1f ms for its context\n", i, t);
                         OK(f_cuDevicePrimaryCtxReset_v2(dev)); /* end of the invocation: frees everything */
                         OK(f_cuDevicePrimaryCtxRelease_v2(dev));
-                        usleep(300 * 1000);                   /* idle until the next request */
+                        usleep(300 * 1000); /* idle until the next request */
                 }
                 fprintf(stderr, "reset_wait_max_ms=%.1f\n", slowest);
         } else if (!strcmp(what, "ctx-nested")) {
@@ -281,7 +281,8 @@ int main(int argc, char **argv) {
                 OK(f_cuMemFree_v2(y));
                 OK(f_cuCtxDestroy_v2(b));
         } else {
-                fprintf(stderr, "usage: setup-test overlap MS | framework-overlap MS LIB | fork MS | lookup-fork MS | exit [MS] | error | ctx-loop N | ctx-nested | ctx-reuse | reset-loop N\n");
+                fprintf(stderr, "usage: setup-test overlap MS | framework-overlap MS LIB | fork MS | lookup-fork MS | "
+                                "exit [MS] | error | ctx-loop N | ctx-nested | ctx-reuse | reset-loop N\n");
                 return 2;
         }
         return 0;

@@ -252,9 +252,15 @@ static void pitched_write(const char *mode, CUdeviceptr weights, size_t bytes) {
                 rows[i] = (unsigned char)(i * 7 + 1);
         OK(cuStreamCreate(&s, 0));
         if (!strcmp(mode, "write2d")) {
-                CUDA_MEMCPY2D c = { .srcMemoryType = CU_MEMORYTYPE_HOST, .srcHost = rows, .srcPitch = 1000,
-                                    .dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = weights + bytes / 2,
-                                    .dstXInBytes = 24, .dstY = 5, .dstPitch = 65536, .WidthInBytes = 1000,
+                CUDA_MEMCPY2D c = { .srcMemoryType = CU_MEMORYTYPE_HOST,
+                                    .srcHost = rows,
+                                    .srcPitch = 1000,
+                                    .dstMemoryType = CU_MEMORYTYPE_DEVICE,
+                                    .dstDevice = weights + bytes / 2,
+                                    .dstXInBytes = 24,
+                                    .dstY = 5,
+                                    .dstPitch = 65536,
+                                    .WidthInBytes = 1000,
                                     .Height = 64 };
                 OK(cuMemcpy2D(&c));
                 c.dstDevice = weights + bytes / 4 + 3;
@@ -265,10 +271,19 @@ static void pitched_write(const char *mode, CUdeviceptr weights, size_t bytes) {
                 OK(cuMemsetD2D32Async(weights + bytes / 4, 8192, 0xdeadbeef, 100, 300, s));
                 OK(cuMemsetD2D8(weights + bytes / 2 + 100, 65536, 0x5a, 3000, 40));
         } else {
-                CUDA_MEMCPY3D c = { .srcMemoryType = CU_MEMORYTYPE_HOST, .srcHost = rows, .srcPitch = 500,
-                                    .srcHeight = 10, .dstMemoryType = CU_MEMORYTYPE_DEVICE,
-                                    .dstDevice = weights + bytes / 2, .dstXInBytes = 16, .dstY = 3, .dstZ = 1,
-                                    .dstPitch = 8192, .dstHeight = 64, .WidthInBytes = 500, .Height = 10,
+                CUDA_MEMCPY3D c = { .srcMemoryType = CU_MEMORYTYPE_HOST,
+                                    .srcHost = rows,
+                                    .srcPitch = 500,
+                                    .srcHeight = 10,
+                                    .dstMemoryType = CU_MEMORYTYPE_DEVICE,
+                                    .dstDevice = weights + bytes / 2,
+                                    .dstXInBytes = 16,
+                                    .dstY = 3,
+                                    .dstZ = 1,
+                                    .dstPitch = 8192,
+                                    .dstHeight = 64,
+                                    .WidthInBytes = 500,
+                                    .Height = 10,
                                     .Depth = 4 };
                 OK(cuMemcpy3DAsync(&c, s));
                 c.dstDevice = weights + bytes / 4;
@@ -390,8 +405,9 @@ int main(int argc, char **argv) {
                 /* The same writer through cuLaunchKernelEx_ptsz, as a per-thread-stream build calls it. */
                 size_t n = bytes / sizeof(uint64_t);
                 void *params[] = { &weights, &n };
-                CUlaunchConfig config = { .gridDimX = 1, .gridDimY = 1, .gridDimZ = 1,
-                                          .blockDimX = 1, .blockDimY = 1, .blockDimZ = 1 };
+                CUlaunchConfig config = {
+                        .gridDimX = 1, .gridDimY = 1, .gridDimZ = 1, .blockDimX = 1, .blockDimY = 1, .blockDimZ = 1
+                };
                 OK(cuLaunchKernelEx_ptsz(&config, scale_fn, params, NULL));
         }
         if (!strcmp(mode, "hidden-write")) {

@@ -38,24 +38,24 @@ static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 1, kernels };
 typedef CUresult (*get_proc_t)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
 static get_proc_t get_proc;
 
-#define ENTRY(type, var, name, flags)                                                        \
-        __typeof__(type) var;                                                                         \
-        do {                                                                                 \
-                void *p_ = NULL;                                                             \
-                if (get_proc(name, &p_, 13000, flags, NULL) != CUDA_SUCCESS || !p_) {        \
-                        fprintf(stderr, "workload: no entry point %s\n", name);              \
-                        exit(2);                                                             \
-                }                                                                            \
-                var = SAGE_FN_CAST(type, p_);                                                \
+#define ENTRY(type, var, name, flags)                                                 \
+        __typeof__(type) var;                                                         \
+        do {                                                                          \
+                void *p_ = NULL;                                                      \
+                if (get_proc(name, &p_, 13000, flags, NULL) != CUDA_SUCCESS || !p_) { \
+                        fprintf(stderr, "workload: no entry point %s\n", name);       \
+                        exit(2);                                                      \
+                }                                                                     \
+                var = SAGE_FN_CAST(type, p_);                                         \
         } while (0)
 
-#define OK(call)                                                                    \
-        do {                                                                        \
-                CUresult r_ = (call);                                               \
-                if (r_ != CUDA_SUCCESS) {                                           \
+#define OK(call)                                                                      \
+        do {                                                                          \
+                CUresult r_ = (call);                                                 \
+                if (r_ != CUDA_SUCCESS) {                                             \
                         fprintf(stderr, "workload: %s failed: %d\n", #call, (int)r_); \
-                        exit(3);                                                    \
-                }                                                                   \
+                        exit(3);                                                      \
+                }                                                                     \
         } while (0)
 
 static CUcontext ctx;
@@ -65,14 +65,17 @@ static void *run_once(void *arg) {
         ENTRY(CUresult(*)(CUcontext), set_current, "cuCtxSetCurrent", 0);
         ENTRY(CUresult(*)(CUdeviceptr *, size_t), mem_alloc, "cuMemAlloc", 0);
         ENTRY(CUresult(*)(CUdeviceptr), mem_free, "cuMemFree", 0);
-        ENTRY(CUresult(*)(CUdeviceptr, const void *, size_t), htod, "cuMemcpyHtoD", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
-        ENTRY(CUresult(*)(void *, CUdeviceptr, size_t, CUstream), dtoh_async, "cuMemcpyDtoHAsync", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
+        ENTRY(CUresult(*)(CUdeviceptr, const void *, size_t), htod, "cuMemcpyHtoD",
+              CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
+        ENTRY(CUresult(*)(void *, CUdeviceptr, size_t, CUstream), dtoh_async, "cuMemcpyDtoHAsync",
+              CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
         ENTRY(CUresult(*)(CUstream), stream_sync, "cuStreamSynchronize", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
         ENTRY(CUresult(*)(CUmodule *, const void *), module_load, "cuModuleLoadData", 0);
         ENTRY(CUresult(*)(CUfunction *, CUmodule, const char *), get_function, "cuModuleGetFunction", 0);
         ENTRY(CUresult(*)(CUmodule), module_unload, "cuModuleUnload", 0);
         ENTRY(CUresult(*)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
-                          void **, void **), launch, "cuLaunchKernel", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
+                          void **, void **),
+              launch, "cuLaunchKernel", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
         uint32_t *host = malloc(N_ELEMS * sizeof(uint32_t));
         uint64_t sum = 0;
         CUdeviceptr dev;

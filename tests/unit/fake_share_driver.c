@@ -259,8 +259,13 @@ static CUresult func_name(const char **name, CUfunction f) {
 /* In SageVmmOps order: create, release, reserve, free, map, unmap, access, copy, synchronize. */
 const SageShareDriver fake_driver = {
         .vmm = { create, release, reserve, address_free, map, unmap, set_access, copy_dtod, synchronize },
-        .ctx_push = ctx_push, .ctx_pop = ctx_pop,
-        .import_fd = import_fd, .export_fd = export_fd,
-        .copy_dtoh = copy_dtoh, .alloc_host = alloc_host, .free_host = free_host,
-        .func_get_param_info = param_info, .func_get_name = func_name,
+        .ctx_push = ctx_push,
+        .ctx_pop = ctx_pop,
+        .import_fd = import_fd,
+        .export_fd = export_fd,
+        .copy_dtoh = copy_dtoh,
+        .alloc_host = alloc_host,
+        .free_host = free_host,
+        .func_get_param_info = param_info,
+        .func_get_name = func_name,
 };

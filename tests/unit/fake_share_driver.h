@@ -26,13 +26,13 @@ typedef struct FakeKernel {
 
 typedef struct FakeState {
         int creates, releases, maps, unmaps, copies, syncs; /* calls seen */
-        int fail_create_at;       /* nonzero: the n-th create from now fails (out of memory) */
-        int fail_access_at;       /* nonzero: the n-th set_access from now fails */
-        int fail_copy_at;         /* nonzero: the n-th device copy from now fails */
-        int live_handles;         /* created or imported, not released */
+        int fail_create_at;                       /* nonzero: the n-th create from now fails (out of memory) */
+        int fail_access_at;                       /* nonzero: the n-th set_access from now fails */
+        int fail_copy_at;                         /* nonzero: the n-th device copy from now fails */
+        int live_handles;                         /* created or imported, not released */
         CUmemGenericAllocationHandle next_import; /* what import_fd gives (0: fails) */
-        int bad_unmaps;           /* unmaps of anything but a whole mapping */
-        int bad_writes;           /* device copies into read-only mappings */
+        int bad_unmaps;                           /* unmaps of anything but a whole mapping */
+        int bad_writes;                           /* device copies into read-only mappings */
 } FakeState;
 
 extern FakeState fake;

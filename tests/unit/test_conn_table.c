@@ -8,8 +8,7 @@
 int main(void) {
         ConnTable *t;
 
-        CHECK(conn_table_new(&t, &(ConnLimits){ .max_total = 100, .max_per_namespace = 3, .max_per_label = 5 }) ==
-              0);
+        CHECK(conn_table_new(&t, &(ConnLimits){ .max_total = 100, .max_per_namespace = 3, .max_per_label = 5 }) == 0);
 
         /* One uid on the main socket: 3, then refused; another uid is not affected. */
         for (int i = 0; i < 3; i++)

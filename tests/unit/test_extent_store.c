@@ -252,8 +252,7 @@ static void test_notes(void) {
         e = extent_store_lookup(s, 1, &(SageExtentKey){ .hash = { 100, ~100ull }, .size = 2 * MiB });
         CHECK(e && e->notes[0] == first);
         /* Sealed: the same key again is refused, its notes stay. */
-        CHECK(extent_store_insert(s, 1, &e->key, SAGE_PUBLISH_SEALED, 1, notes, 5, NULL, &x) ==
-              EXTENT_STORE_E_EXISTS);
+        CHECK(extent_store_insert(s, 1, &e->key, SAGE_PUBLISH_SEALED, 1, notes, 5, NULL, &x) == EXTENT_STORE_E_EXISTS);
         CHECK(e->notes_len == SAGE_PROTO_NOTES_MAX && e->notes[0] == first);
         notes[0] ^= 0xff;
         /* No notes: none stored. Over the cap, or a length without bytes: refused. */
@@ -268,7 +267,8 @@ static void test_notes(void) {
 
         /* Notes count against the budget: an extent costs its size plus its notes. */
         extent_store_counters(s, &c);
-        CHECK(c.bytes_resident == (n_noted + 1) * 2 * MiB + n_noted * SAGE_PROTO_NOTES_MAX - n_noted * (n_noted - 1) / 2);
+        CHECK(c.bytes_resident ==
+              (n_noted + 1) * 2 * MiB + n_noted * SAGE_PROTO_NOTES_MAX - n_noted * (n_noted - 1) / 2);
         CHECK(extent_store_resident(s, 0) == c.bytes_resident);
         /* Eviction frees them: by budget (LRU), one by one, all unreferenced. */
         CHECK(extent_store_set_budget(s, 0, c.bytes_resident) == 0);
@@ -313,7 +313,11 @@ static size_t model_page(Extent *const *all, size_t n_all, bool every, uint64_t 
  * namespace's extents: asserted on the store's step meter, not on time.
  */
 static void test_list_pages(void) {
-        enum { N = 10000, PAGE = 512, SEEK = 64 };
+        enum {
+                N = 10000,
+                PAGE = 512,
+                SEEK = 64
+        };
         static Extent *all[N + 3], *got[PAGE], *want[PAGE];
         const uint64_t big = 1000, small = 2000, other = 3000;
         ExtentStore *s;
@@ -348,7 +352,8 @@ static void test_list_pages(void) {
                 n = extent_store_page(s, false, big, after, got, PAGE, &more);
                 CHECK(extent_store_steps(s) - before <= SEEK + PAGE + 1);
                 for (size_t i = 0; i < n; i++)
-                        CHECK(got[i]->namespace_id == big && got[i]->id > after && (i == 0 || got[i]->id > got[i - 1]->id));
+                        CHECK(got[i]->namespace_id == big && got[i]->id > after &&
+                              (i == 0 || got[i]->id > got[i - 1]->id));
                 total += n;
                 after = n ? got[n - 1]->id : after;
         } while (more);
@@ -446,7 +451,8 @@ static void test_namespace_share(void) {
         /* A newcomer may take from namespace 2 while 2 keeps at least what the newcomer will hold... */
         insert(s, 3, key(6, 2 * MiB, 0), 6);
         CHECK(was_released(4) && released_count == 2);
-        CHECK(extent_store_namespace_resident(s, 2, 0) == 2 * MiB && extent_store_namespace_resident(s, 3, 0) == 2 * MiB);
+        CHECK(extent_store_namespace_resident(s, 2, 0) == 2 * MiB &&
+              extent_store_namespace_resident(s, 3, 0) == 2 * MiB);
         /* ...and no further: its next publish evicts its own, not namespace 2 below its level. */
         insert(s, 3, key(7, 2 * MiB, 0), 7);
         CHECK(was_released(6) && !was_released(5) && released_count == 3);

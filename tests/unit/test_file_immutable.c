@@ -26,14 +26,18 @@ static SageFileTrust trust(SageFileFacts f) {
 static void injected(void) {
         /* Nothing known, or an ordinary file on ext4/tmpfs/xfs/overlayfs/nfs. */
         CHECK(trust((SageFileFacts){ 0 }) == SAGE_FILE_MAY_CHANGE);
-        CHECK(trust((SageFileFacts){ .statx_known = true, .statx_attributes_mask = ATTR_IMMUTABLE | ATTR_VERITY,
-                                     .fs_known = true, .fs_type = 0xEF53 }) == SAGE_FILE_MAY_CHANGE);
+        CHECK(trust((SageFileFacts){ .statx_known = true,
+                                     .statx_attributes_mask = ATTR_IMMUTABLE | ATTR_VERITY,
+                                     .fs_known = true,
+                                     .fs_type = 0xEF53 }) == SAGE_FILE_MAY_CHANGE);
         CHECK(trust((SageFileFacts){ .fs_known = true, .fs_type = 0x01021994 }) == SAGE_FILE_MAY_CHANGE); /* tmpfs */
         CHECK(trust((SageFileFacts){ .fs_known = true, .fs_type = 0x794c7630 }) == SAGE_FILE_MAY_CHANGE); /* overlay */
         /* fs-verity and the immutable attribute, as statx reports them. */
-        CHECK(trust((SageFileFacts){ .statx_known = true, .statx_attributes = ATTR_VERITY,
+        CHECK(trust((SageFileFacts){ .statx_known = true,
+                                     .statx_attributes = ATTR_VERITY,
                                      .statx_attributes_mask = ATTR_VERITY }) == SAGE_FILE_VERITY);
-        CHECK(trust((SageFileFacts){ .statx_known = true, .statx_attributes = ATTR_IMMUTABLE,
+        CHECK(trust((SageFileFacts){ .statx_known = true,
+                                     .statx_attributes = ATTR_IMMUTABLE,
                                      .statx_attributes_mask = ATTR_IMMUTABLE }) == SAGE_FILE_IMMUTABLE);
         /* An attribute bit the filesystem does not claim to report is no fact. */
         CHECK(trust((SageFileFacts){ .statx_known = true, .statx_attributes = ATTR_VERITY | ATTR_IMMUTABLE }) ==

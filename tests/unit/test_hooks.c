@@ -28,9 +28,9 @@ void *sage_driver_handle(void) {
 /* Every IMPL hook's logic: the plain driver path. Names are pasted here, as in
  * hooks.h: cuda.h #defines some of them (cuGetProcAddress). */
 #define SAGE_IMPL_PASS(fn, type, params, fwd)
-#define SAGE_IMPL_IMPL(fn, type, params, fwd)          \
-        CUresult fn(type real, SAGE_UNPAREN params) {  \
-                return real fwd;                       \
+#define SAGE_IMPL_IMPL(fn, type, params, fwd)         \
+        CUresult fn(type real, SAGE_UNPAREN params) { \
+                return real fwd;                      \
         }
 #define SAGE_HOOK(name, cat, kind, params, fwd, a0, a1, a2, w, st, res) \
         SAGE_IMPL_##kind(sage_impl_##name, sage_fn_##name##_t, params, fwd)
@@ -167,14 +167,13 @@ static void declarations(void) {
                         CHECK(s->writes == SAGE_WRITES_PITCHED);
                 else if (starts_with(s->name, "cuMemset") || starts_with(s->name, "cuMemcpyHtoD") ||
                          starts_with(s->name, "cuMemcpyDtoD") || starts_with(s->name, "cuMemcpyPeer") ||
-                         starts_with(s->name, "cuMemcpyAtoD") ||
-                         strcmp(s->name, "cuMemcpy") == 0 || starts_with(s->name, "cuMemcpy_") ||
-                         starts_with(s->name, "cuMemcpyAsync"))
+                         starts_with(s->name, "cuMemcpyAtoD") || strcmp(s->name, "cuMemcpy") == 0 ||
+                         starts_with(s->name, "cuMemcpy_") || starts_with(s->name, "cuMemcpyAsync"))
                         CHECK(s->writes == SAGE_WRITES_RANGE);
                 else
                         CHECK(s->writes == SAGE_WRITES_NONE);
-                CHECK(s->writes == SAGE_WRITES_NONE || s->category == SAGE_CAT_COPY ||
-                      s->category == SAGE_CAT_LAUNCH || s->category == SAGE_CAT_GRAPH);
+                CHECK(s->writes == SAGE_WRITES_NONE || s->category == SAGE_CAT_COPY || s->category == SAGE_CAT_LAUNCH ||
+                      s->category == SAGE_CAT_GRAPH);
                 CHECK((s->resource_op == SAGE_RESOURCE_KEEPS) == (s->resource == SAGE_RESOURCE_NONE));
                 if (s->resource_op == SAGE_RESOURCE_CREATES)
                         creates[s->resource]++;
@@ -204,11 +203,23 @@ static bool range_is(SageWriteRange w, uint64_t dst, uint64_t bytes) {
 
 /* The destination of a pitched copy or set: first byte written to last, from the descriptor. */
 static void pitched_ranges(void) {
-        CUDA_MEMCPY2D c2 = { .dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = 0x100000, .dstXInBytes = 16,
-                             .dstY = 3, .dstPitch = 1024, .WidthInBytes = 100, .Height = 5 };
-        CUDA_MEMCPY3D c3 = { .dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = 0x100000, .dstXInBytes = 8,
-                             .dstY = 2, .dstZ = 1, .dstPitch = 512, .dstHeight = 10, .WidthInBytes = 64,
-                             .Height = 4, .Depth = 3 };
+        CUDA_MEMCPY2D c2 = { .dstMemoryType = CU_MEMORYTYPE_DEVICE,
+                             .dstDevice = 0x100000,
+                             .dstXInBytes = 16,
+                             .dstY = 3,
+                             .dstPitch = 1024,
+                             .WidthInBytes = 100,
+                             .Height = 5 };
+        CUDA_MEMCPY3D c3 = { .dstMemoryType = CU_MEMORYTYPE_DEVICE,
+                             .dstDevice = 0x100000,
+                             .dstXInBytes = 8,
+                             .dstY = 2,
+                             .dstZ = 1,
+                             .dstPitch = 512,
+                             .dstHeight = 10,
+                             .WidthInBytes = 64,
+                             .Height = 4,
+                             .Depth = 3 };
 
         /* 2D: dstDevice + dstY * dstPitch + dstXInBytes, (Height - 1) * dstPitch + WidthInBytes. */
         CHECK(range_is(sage_write_copy2d(&c2), 0x100000 + 3 * 1024 + 16, 4 * 1024 + 100));
@@ -307,8 +318,12 @@ static void hooks(void) {
         /* A pitched copy: observers see the range its descriptor names, before the call. */
         reset_notes();
         {
-                CUDA_MEMCPY2D c = { .dstMemoryType = CU_MEMORYTYPE_DEVICE, .dstDevice = 0x40000, .dstY = 2,
-                                    .dstPitch = 4096, .WidthInBytes = 1000, .Height = 3 };
+                CUDA_MEMCPY2D c = { .dstMemoryType = CU_MEMORYTYPE_DEVICE,
+                                    .dstDevice = 0x40000,
+                                    .dstY = 2,
+                                    .dstPitch = 4096,
+                                    .WidthInBytes = 1000,
+                                    .Height = 3 };
                 CHECK(HOOK(cuMemcpy2DAsync_v2_ptsz)(&c, NULL) == CUDA_SUCCESS);
         }
         CHECK(seen_before.sym == SAGE_SYM_cuMemcpy2DAsync_v2_ptsz && seen_before.writes == SAGE_WRITES_RANGE);

@@ -74,7 +74,10 @@ static void test_basics(void) {
 }
 
 static void test_drop_owner_and_limits(void) {
-        enum { PER_OWNER = 5, TOTAL = 8 };
+        enum {
+                PER_OWNER = 5,
+                TOTAL = 8
+        };
         IpcRegistry *r;
         IpcOwner a = { 0 }, b = { 0 }, c = { 0 };
         SageIpcToken tokens_a[PER_OWNER], tokens_b[3];
@@ -119,7 +122,9 @@ static void test_drop_owner_and_limits(void) {
 
 /* Many registrations: tokens stay distinct and findable (bucket chains). */
 static void test_many(void) {
-        enum { N = 3000 };
+        enum {
+                N = 3000
+        };
         IpcRegistry *r;
         IpcOwner o = { 0 };
         static SageIpcToken tokens[N];

@@ -35,9 +35,9 @@ static void test_parse(void) {
         snprintf(text, sizeof(text), "p=%063d", 7);
         check_parse(text, "p", text + 2);
 
-        check_refused("/run/sage/a.sock");   /* no label */
-        check_refused("/run/sage/a.sock=");  /* empty label */
-        check_refused("=tenant");            /* empty path */
+        check_refused("/run/sage/a.sock");  /* no label */
+        check_refused("/run/sage/a.sock="); /* empty label */
+        check_refused("=tenant");           /* empty path */
         check_refused("");
         check_refused("p=bad/label");
         check_refused("p=bad label");
@@ -73,8 +73,8 @@ static void test_access(void) {
         CHECK(strcmp(s.path, "/run/sage/a.sock") == 0 && strcmp(s.label, "tenant-a") == 0);
         CHECK(s.access.mode == 0660 && label_access_owner(&s.access) == 1000 && label_access_group(&s.access) == 50);
         CHECK(allows(&s.access, 1000, 1000, NULL, 0));
-        CHECK(allows(&s.access, 2000, 50, NULL, 0));         /* primary group */
-        CHECK(allows(&s.access, 2000, 2000, wheel, 2));      /* supplementary group */
+        CHECK(allows(&s.access, 2000, 50, NULL, 0));    /* primary group */
+        CHECK(allows(&s.access, 2000, 2000, wheel, 2)); /* supplementary group */
         CHECK(!allows(&s.access, 2000, 2000, wheel, 1));
         CHECK(!allows(&s.access, 65534, 65534, NULL, 0));
         label_socket_clear(&s);
@@ -105,11 +105,11 @@ static void test_access(void) {
         check_refused("/x/a.sock=t,uid=4294967295");
         check_refused("/x/a.sock=t,uid=12x");
         check_refused("/x/a.sock=t,gid=abc");
-        check_refused("/x/a.sock=t,mode=0777");  /* execute bits */
-        check_refused("/x/a.sock=t,mode=4660");  /* setuid */
-        check_refused("/x/a.sock=t,mode=0668");  /* not octal */
+        check_refused("/x/a.sock=t,mode=0777"); /* execute bits */
+        check_refused("/x/a.sock=t,mode=4660"); /* setuid */
+        check_refused("/x/a.sock=t,mode=0668"); /* not octal */
         check_refused("/x/a.sock=t,mode=0660,mode=0600");
-        check_refused("/x/a.sock,uid=5");        /* no label */
+        check_refused("/x/a.sock,uid=5"); /* no label */
         char text[400] = "/x/a.sock=t";
         for (int i = 0; i <= LABEL_MAX_IDS; i++)
                 strcat(text, ",uid=7");

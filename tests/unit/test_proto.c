@@ -47,7 +47,8 @@ static void test_roundtrips(void) {
         sage_proto_init(&m, SAGE_MSG_HELLO, 7);
         m.hello = (SageHello){ .client_version = 1, .pid = 4242, .features = SAGE_FEATURES_ALL | 1ull << 63 };
         roundtrip(&m, &d);
-        CHECK(d.hello.client_version == 1 && d.hello.pid == 4242 && d.hello.features == (SAGE_FEATURES_ALL | 1ull << 63));
+        CHECK(d.hello.client_version == 1 && d.hello.pid == 4242 &&
+              d.hello.features == (SAGE_FEATURES_ALL | 1ull << 63));
 
         sage_proto_init(&m, SAGE_MSG_HELLO_REPLY, 7);
         m.hello_reply = (SageHelloReply){ 1, 8, 1000, 2 << 20, SAGE_FEATURE_NOTES };
@@ -98,7 +99,8 @@ static void test_roundtrips(void) {
 
         for (uint32_t n = 0; n <= SAGE_PROTO_LIST_MAX; n += SAGE_PROTO_LIST_MAX / 4) {
                 for (uint32_t i = 0; i < n; i++)
-                        list_in[i] = (SageListEntry){ i + 1, 1000, { i, ~i }, 2 << 20, i % 8, i, 100 + i, 1, i * 1000ull };
+                        list_in[i] =
+                                (SageListEntry){ i + 1, 1000, { i, ~i }, 2 << 20, i % 8, i, 100 + i, 1, i * 1000ull };
                 sage_proto_init(&m, SAGE_MSG_LIST_REPLY, 14);
                 m.list_reply = (SageListReply){ n, n == SAGE_PROTO_LIST_MAX, list_in };
                 roundtrip(&m, &d);
@@ -145,8 +147,7 @@ static void test_roundtrips(void) {
         sage_proto_init(&m, SAGE_MSG_IPC_IMPORT_REPLY, 18);
         m.ipc_import_reply = (SageIpcAllocation){ .size = 2 << 20, .device = 1 };
         roundtrip(&m, &d);
-        CHECK(d.ipc_import_reply.size == 2 << 20 && d.ipc_import_reply.device == 1 &&
-              sage_proto_expected_fds(&d) == 1);
+        CHECK(d.ipc_import_reply.size == 2 << 20 && d.ipc_import_reply.device == 1 && sage_proto_expected_fds(&d) == 1);
 
         sage_proto_init(&m, SAGE_MSG_IPC_REVOKE, 19);
         m.ipc_revoke = t;
@@ -308,8 +309,7 @@ static void test_rejects_notes(void) {
                 memset(buf + len_at + 4, 0xab, SAGE_PROTO_NOTES_MAX + 1);
                 set_u32(len_at, SAGE_PROTO_NOTES_MAX + 1);
                 set_u32(16, (uint32_t)(len_at + 4 + SAGE_PROTO_NOTES_MAX + 1 - SAGE_PROTO_HEADER_SIZE));
-                CHECK(sage_proto_decode(buf, len_at + 4 + SAGE_PROTO_NOTES_MAX + 1, &d, NULL) ==
-                      SAGE_ERR_MALFORMED);
+                CHECK(sage_proto_decode(buf, len_at + 4 + SAGE_PROTO_NOTES_MAX + 1, &d, NULL) == SAGE_ERR_MALFORMED);
                 /* Exactly at the cap: fine. */
                 set_u32(len_at, SAGE_PROTO_NOTES_MAX);
                 set_u32(16, (uint32_t)(len_at + 4 + SAGE_PROTO_NOTES_MAX - SAGE_PROTO_HEADER_SIZE));
@@ -483,14 +483,35 @@ static void test_rejects(void) {
  * the decoder returns a code for each and never reads out of bounds (ASan). */
 static void test_fuzz(void) {
         static const unsigned types[] = {
-                SAGE_MSG_HELLO, SAGE_MSG_PING, SAGE_MSG_LOOKUP, SAGE_MSG_PUBLISH, SAGE_MSG_RELEASE,
-                SAGE_MSG_STATS, SAGE_MSG_LIST, SAGE_MSG_EVICT, SAGE_MSG_HELLO_REPLY, SAGE_MSG_PONG,
-                SAGE_MSG_LOOKUP_REPLY, SAGE_MSG_PUBLISH_REPLY, SAGE_MSG_RELEASE_REPLY, SAGE_MSG_STATS_REPLY,
-                SAGE_MSG_LIST_REPLY, SAGE_MSG_EVICT_REPLY, SAGE_MSG_ERROR,
-                SAGE_MSG_IPC_EXPORT, SAGE_MSG_IPC_IMPORT, SAGE_MSG_IPC_REVOKE, SAGE_MSG_IPC_EXPORT_REPLY,
-                SAGE_MSG_IPC_IMPORT_REPLY, SAGE_MSG_IPC_REVOKE_REPLY,
-                SAGE_MSG_PUBLISH_NOTED, SAGE_MSG_PUBLISH_NOTED_REPLY, SAGE_MSG_LOOKUP_NOTED,
-                SAGE_MSG_LOOKUP_NOTED_REPLY, SAGE_MSG_LABEL, SAGE_MSG_LABEL_REPLY,
+                SAGE_MSG_HELLO,
+                SAGE_MSG_PING,
+                SAGE_MSG_LOOKUP,
+                SAGE_MSG_PUBLISH,
+                SAGE_MSG_RELEASE,
+                SAGE_MSG_STATS,
+                SAGE_MSG_LIST,
+                SAGE_MSG_EVICT,
+                SAGE_MSG_HELLO_REPLY,
+                SAGE_MSG_PONG,
+                SAGE_MSG_LOOKUP_REPLY,
+                SAGE_MSG_PUBLISH_REPLY,
+                SAGE_MSG_RELEASE_REPLY,
+                SAGE_MSG_STATS_REPLY,
+                SAGE_MSG_LIST_REPLY,
+                SAGE_MSG_EVICT_REPLY,
+                SAGE_MSG_ERROR,
+                SAGE_MSG_IPC_EXPORT,
+                SAGE_MSG_IPC_IMPORT,
+                SAGE_MSG_IPC_REVOKE,
+                SAGE_MSG_IPC_EXPORT_REPLY,
+                SAGE_MSG_IPC_IMPORT_REPLY,
+                SAGE_MSG_IPC_REVOKE_REPLY,
+                SAGE_MSG_PUBLISH_NOTED,
+                SAGE_MSG_PUBLISH_NOTED_REPLY,
+                SAGE_MSG_LOOKUP_NOTED,
+                SAGE_MSG_LOOKUP_NOTED_REPLY,
+                SAGE_MSG_LABEL,
+                SAGE_MSG_LABEL_REPLY,
         };
         unsigned accepted = 0, rejected = 0;
         SageMessage m, d;
@@ -734,9 +755,13 @@ static void test_instances(void) {
         sage_proto_init(&m, SAGE_MSG_INSTANCES_REPLY, 4);
         m.instances_reply.n_entries = 2;
         m.instances_reply.more = 1;
-        m.instances_reply.entries[0] = (SageInstanceEntry){ .pid = 42, .state = SAGE_INSTANCE_SUSPENDED,
-                                                            .namespace_id = 7, .why_not = SAGE_INSTANCE_WHY_EXTENTS,
-                                                            .suspend_ms = 5, .resume_ms = 6, .idle_ns = 9 };
+        m.instances_reply.entries[0] = (SageInstanceEntry){ .pid = 42,
+                                                            .state = SAGE_INSTANCE_SUSPENDED,
+                                                            .namespace_id = 7,
+                                                            .why_not = SAGE_INSTANCE_WHY_EXTENTS,
+                                                            .suspend_ms = 5,
+                                                            .resume_ms = 6,
+                                                            .idle_ns = 9 };
         m.instances_reply.entries[1] = (SageInstanceEntry){ .pid = 43, .flags = SAGE_INSTANCE_MPS };
         n = sage_proto_encode(&m, buf, sizeof(buf));
         CHECK(n == SAGE_PROTO_HEADER_SIZE + 5 + 2 * SAGE_PROTO_INSTANCE_ENTRY_SIZE);

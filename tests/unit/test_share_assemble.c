@@ -20,7 +20,7 @@
 #define G FAKE_GRAN
 
 typedef struct Lookups {
-        int calls, answer;      /* answer < 0: gone; 1: a hit (extent 5); else a miss */
+        int calls, answer; /* answer < 0: gone; 1: a hit (extent 5); else a miss */
         size_t len[4];
         SageHash key[4];
 } Lookups;

@@ -195,13 +195,13 @@ static bool wait_command(FILE *in, const char *want) {
         return false;
 }
 
-#define CHILD_CK(out, call)                                                                                 \
-        do {                                                                                                \
-                CUresult r_ = (call);                                                                       \
-                if (r_ != CUDA_SUCCESS) {                                                                   \
-                        say(out, "error %s = %s (line %d)", #call, ename(r_), __LINE__);                      \
-                        _exit(1);                                                                           \
-                }                                                                                           \
+#define CHILD_CK(out, call)                                                              \
+        do {                                                                             \
+                CUresult r_ = (call);                                                    \
+                if (r_ != CUDA_SUCCESS) {                                                \
+                        say(out, "error %s = %s (line %d)", #call, ename(r_), __LINE__); \
+                        _exit(1);                                                        \
+                }                                                                        \
         } while (0)
 
 static CUcontext child_context(int out) {
@@ -283,8 +283,8 @@ static const char *state_name(pid_t pid) {
 static long gpu_mib(pid_t pid) {
         char line[256];
         long mib = 0;
-        FILE *p = popen("nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null",
-                        "r");
+        FILE *p =
+                popen("nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null", "r");
         if (!p)
                 return -1;
         while (fgets(line, sizeof(line), p))
@@ -417,8 +417,9 @@ static void self_target(FILE *in, int out, void *arg) {
         CUresult r1 = ck_restore(getpid());
         double t1 = now_ms();
         CUresult r2 = ck_unlock(getpid());
-        say(out, "self own_state_r=%s own_state=%d restore_thread_id_r=%s restore_tid=%d pid=%d self_restore=%s "
-                 "self_restore_ms=%.0f self_unlock=%s",
+        say(out,
+            "self own_state_r=%s own_state=%d restore_thread_id_r=%s restore_tid=%d pid=%d self_restore=%s "
+            "self_restore_ms=%.0f self_unlock=%s",
             ename(rs), (int)st, ename(rt), tid, (int)getpid(), ename(r1), t1 - t0, ename(r2));
         pthread_join(thread, NULL);
         CUresult rc = CUDA_SUCCESS;
@@ -531,8 +532,9 @@ static void reservation_target(FILE *in, int out, void *arg) {
         /* Still reserved? Then a reservation asking for that address gets another one. */
         CUresult rr = cuMemAddressReserve(&probe_va, 16 * g, 0, empty2, 0);
         const char *still = rr != CUDA_SUCCESS ? ename(rr) : probe_va == empty2 ? "no(address_free_again)" : "yes";
-        say(out, "check granularity=%zu kept_mapping_ok=%s(%s) empty_reservation_still_reserved=%s "
-                 "map_into_empty_reservation=%s remap_same_address=%s",
+        say(out,
+            "check granularity=%zu kept_mapping_ok=%s(%s) empty_reservation_still_reserved=%s "
+            "map_into_empty_reservation=%s remap_same_address=%s",
             g, kept_ok ? "yes" : "no", ename(r), still, map_fresh(empty, g, 0x1111u, empty_why, sizeof(empty_why)),
             map_fresh(remap, g, 0x2222u, remap_why, sizeof(remap_why)));
         wait_command(in, "exit");
@@ -664,8 +666,8 @@ static void importer(FILE *in, int out, void *arg) {
                 if (ri == CUDA_SUCCESS)
                         reimport_data = check_words(va, IMPORT_BYTES, IMPORT_PATTERN, &r) ? "ok" : "wrong";
         }
-        say(out, "check private_data_ok=%s reimport_same_address=%s reimport_data=%s", priv_ok ? "yes" : "no",
-            reimport, reimport_data);
+        say(out, "check private_data_ok=%s reimport_same_address=%s reimport_data=%s", priv_ok ? "yes" : "no", reimport,
+            reimport_data);
         wait_command(in, "exit");
         _exit(0);
 }
@@ -757,8 +759,7 @@ static void probe_ctxmem(void) {
                         continue;
                 }
                 char *stack = strstr(line, "stack=");
-                fact("%s_mib=%ld %s_limit=%s", label, gpu_mib(c->pid), label,
-                     stack ? strtok(stack + 6, " ") : "?");
+                fact("%s_mib=%ld %s_limit=%s", label, gpu_mib(c->pid), label, stack ? strtok(stack + 6, " ") : "?");
                 child_send(c, "exit");
                 kill_children();
                 nchildren = 0;
