@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): installs what is missing on a Debian/Ubuntu
-# machine, configures build/, builds, and runs meson's unit, integration and
-# gpu suites (gpu skips with 77 where there is no GPU).
+# machine, configures build/, builds, and runs meson's lint (source text:
+# format, mutant anchors), unit, integration and gpu suites (gpu skips with
+# 77 where there is no GPU).
 #   scripts/test.sh [--asan] [--build DIR] [-- extra meson test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ ninja -C "$build"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-meson test -C "$build" --print-errorlogs --suite unit --suite integration --suite gpu "${extra[@]}" 2>&1 | tee "$log"
+meson test -C "$build" --print-errorlogs --suite lint --suite unit --suite integration --suite gpu "${extra[@]}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # meson's counts as one plain line, for CI.
