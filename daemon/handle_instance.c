@@ -3,7 +3,7 @@
  * (docs/suspend.md).
  *
  * An instance is the registering connection's peer: its pid from
- * SO_PEERCRED and a pidfd (SO_PEERPIDFD, else pidfd_open of that pid) that
+ * SO_PEERCRED and a pidfd (identity_peer_pidfd, as for containers) that
  * names that very process, never a pid the client claims. It lives as long
  * as its connection, and is forgotten earlier when its pidfd says the
  * process exited. Who may see, suspend or resume it: root on the main
@@ -31,17 +31,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "server_private.h"
 #include "util.h"
-
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77
-#endif
 
 /* epoll data of the operations' eventfd. */
 static char tag_ops;
@@ -107,17 +102,6 @@ void server_instances_client_gone(Server *s, Client *c) {
         }
 }
 
-static int peer_pidfd(const Client *c) {
-        int pidfd = -1;
-        socklen_t len = sizeof(pidfd);
-
-        if (getsockopt(c->fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0)
-                return pidfd;
-        /* Before Linux 6.5: the pid may name another process by now (daemon/README.md). */
-        pidfd = c->pid > 0 ? pidfd_open(c->pid, 0) : -1;
-        return pidfd;
-}
-
 int handle_instance_register(Server *s, Client *c, Request *rq) {
         const SageMessage *req = rq->msg;
         int r;
@@ -126,8 +110,9 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
                 rq->why = "the peer's pid is unknown";
                 return SAGE_ERR_PERMISSION;
         }
-        r = instances_add(&s->instances, c, c->pid, peer_pidfd(c), c->namespace_id, req->instance_register.uuid,
-                          req->header.flags, sage_now_ns(), NULL);
+        r = instances_add(&s->instances, c, c->pid,
+                          identity_peer_pidfd(c->fd, &(struct ucred){ .pid = c->pid, .uid = c->uid, .gid = c->gid }),
+                          c->namespace_id, req->instance_register.uuid, req->header.flags, sage_now_ns(), NULL);
         if (r == INSTANCES_E_EXISTS) {
                 rq->why = "this process registered already";
                 return SAGE_ERR_LIMIT;

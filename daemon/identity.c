@@ -180,7 +180,7 @@ IdentityTable *identity_table_free(IdentityTable *t) {
         return NULL;
 }
 
-static int peer_pidfd(int fd, const struct ucred *cred) {
+int identity_peer_pidfd(int fd, const struct ucred *cred) {
         int pidfd = -1;
         socklen_t len = sizeof(pidfd);
 
@@ -233,7 +233,7 @@ static int open_proc_namespaces(int pidfd, int fds[N_NS]) {
 }
 
 static int open_peer_namespaces(int fd, const struct ucred *cred, int fds[N_NS]) {
-        _cleanup_close_ int pidfd = peer_pidfd(fd, cred);
+        _cleanup_close_ int pidfd = identity_peer_pidfd(fd, cred);
         int r = 0;
 
         if (pidfd < 0)

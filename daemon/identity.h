@@ -51,6 +51,10 @@ IdentityTable *identity_table_free(IdentityTable *table);
  * identity_detach. Returns 0, IDENTITY_E_* (refuse the client) or -errno.
  */
 int identity_attach(IdentityTable *table, int fd, const struct ucred *cred, uint32_t *number);
+/* A pidfd of the process that connected on `fd` (SO_PEERPIDFD; before Linux
+ * 6.5, pidfd_open of the SO_PEERCRED pid, which may have been reused since:
+ * daemon/README.md). Returns the fd or -errno. */
+int identity_peer_pidfd(int fd, const struct ucred *cred);
 void identity_detach(IdentityTable *table, uint32_t number);
 
 static inline bool identity_is_container(uint32_t label) {
