@@ -18,9 +18,17 @@
  * reply; the rest of the server stays single-threaded. An instance has at
  * most one operation at a time (instances.c), resumes at most max_resumes.
  *
+ * An instance whose libsage has the suspend gate (flag GATE) is suspended
+ * and resumed through a handshake on its own connection (instance_gate.c):
+ * SUSPEND_PREPARE first (it closes its gate, drains its calls, unmaps and
+ * releases the broker's extents, which the broker pins for it), the worker
+ * only once it answered SUSPEND_PREPARED ok; after a restore (or a failed
+ * checkpoint, unlocked again) INSTANCE_RESUMED, and the operation ends once
+ * it answered INSTANCE_REMAPPED. Every path ends ACTIVE or FAILED.
+ *
  * Never suspended (SAGE_ERR_REFUSED, the reason in the message and in
- * INSTANCES): a process whose connections hold broker extents (the driver
- * cannot restore imported memory), that exported or imported CUDA IPC
+ * INSTANCES): a process without the gate whose connections hold broker
+ * extents (the driver cannot restore imported memory), that exported or imported CUDA IPC
  * handles through the broker, that registered as keep-alive, multi-GPU,
  * MPS client or holding managed memory; and anyone while --suspend=off.
  */
@@ -34,28 +42,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sys/timerfd.h>
+
+#include "instance_ops.h"
 #include "log.h"
-#include "server_private.h"
 #include "util.h"
 
-/* epoll data of the operations' eventfd. */
-static char tag_ops;
-
-typedef struct InstanceOp {
-        Server *server;
-        int op; /* INSTANCE_OP_* */
-        pid_t pid;
-        Instance *instance; /* NULL once forgotten (its connection went) */
-        Client *requester;  /* NULL once gone: the reply is dropped */
-        uint32_t request_id;
-        pthread_t thread;
-        /* Written by the worker, read by the loop after `done`. */
-        int code; /* 0 or SageProtoError */
-        char why[96];
-        uint64_t elapsed_ns;
-        bool done;
-        struct InstanceOp *next;
-} InstanceOp;
+/* epoll data of the operations' eventfd and of the handshakes' timer. */
+static char tag_ops, tag_gate_timer;
 
 static pthread_mutex_t ops_lock = PTHREAD_MUTEX_INITIALIZER; /* guards `done` of every op */
 
@@ -69,21 +63,39 @@ int server_instances_init(Server *s, const ServerConfig *config) {
                 return -errno;
         if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->ops_event_fd, &ev) < 0)
                 return -errno;
+        s->gate_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (s->gate_timer_fd < 0)
+                return -errno;
+        ev.data.ptr = &tag_gate_timer;
+        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->gate_timer_fd, &ev) < 0)
+                return -errno;
         return 0;
+}
+
+/* Forget `in`: its pins go back first. */
+static void forget_instance(Server *s, Instance *in) {
+        instance_gate_unpin(s, in);
+        instances_remove(&s->instances, in);
 }
 
 void server_instances_free(Server *s) {
         while (s->ops) {
                 InstanceOp *op = s->ops;
                 /* Bounded: the lock has a timeout, checkpoint and restore end. */
-                pthread_join(op->thread, NULL);
+                if (op->thread_started)
+                        pthread_join(op->thread, NULL);
                 s->ops = op->next;
                 free(op);
         }
+        for (size_t i = 0; i < s->instances.n; i++)
+                instance_gate_unpin(s, s->instances.items[i]);
         instances_clear(&s->instances);
         if (s->ops_event_fd >= 0)
                 close(s->ops_event_fd);
         s->ops_event_fd = -1;
+        if (s->gate_timer_fd >= 0)
+                close(s->gate_timer_fd);
+        s->gate_timer_fd = -1;
 }
 
 void server_instances_client_gone(Server *s, Client *c) {
@@ -98,7 +110,7 @@ void server_instances_client_gone(Server *s, Client *c) {
         if (in) {
                 if (in->state == SAGE_INSTANCE_SUSPENDED || in->state == SAGE_INSTANCE_FAILED)
                         sage_warn("instance pid %d went while %s", (int)in->pid, sage_instance_state_name(in->state));
-                instances_remove(&s->instances, in);
+                forget_instance(s, in);
         }
 }
 
@@ -110,9 +122,11 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
                 rq->why = "the peer's pid is unknown";
                 return SAGE_ERR_PERMISSION;
         }
+        Instance *in = NULL;
+
         r = instances_add(&s->instances, c, c->pid,
                           identity_peer_pidfd(c->fd, &(struct ucred){ .pid = c->pid, .uid = c->uid, .gid = c->gid }),
-                          c->namespace_id, req->instance_register.uuid, req->header.flags, sage_now_ns(), NULL);
+                          c->namespace_id, req->instance_register.uuid, req->header.flags, sage_now_ns(), &in);
         if (r == INSTANCES_E_EXISTS) {
                 rq->why = "this process registered already";
                 return SAGE_ERR_LIMIT;
@@ -121,8 +135,9 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
                 rq->why = "too many instances";
                 return SAGE_ERR_LIMIT;
         }
-        sage_info("instance pid %d (namespace %llx) registered, flags %#x", (int)c->pid,
-                  (unsigned long long)c->namespace_id, req->header.flags);
+        in->idle_suspend_ms = req->instance_register.idle_suspend_ms;
+        sage_info("instance pid %d (namespace %llx) registered, flags %#x, idle suspend %u ms", (int)c->pid,
+                  (unsigned long long)c->namespace_id, req->header.flags, in->idle_suspend_ms);
         sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_REGISTER_REPLY, req->header.request_id);
         return 0;
 }
@@ -139,7 +154,8 @@ static uint32_t why_not(const Server *s, const Instance *in) {
         for (const Client *c = s->clients; c; c = c->next) {
                 if (c->pid != in->pid)
                         continue;
-                if (c->n_refs > 0)
+                /* The gate unmaps and releases them before the checkpoint (pinned meanwhile). */
+                if (c->n_refs > 0 && !(in->flags & SAGE_INSTANCE_GATE))
                         why |= SAGE_INSTANCE_WHY_EXTENTS;
                 if (c->ipc.n_exports > 0 || c->ipc_imports > 0)
                         why |= SAGE_INSTANCE_WHY_IPC;
@@ -154,7 +170,7 @@ static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
         if (!in || (!c->sees_all && in->namespace_id != c->namespace_id))
                 return NULL;
         if (instance_exited(in) && in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING) {
-                instances_remove(&s->instances, in);
+                forget_instance(s, in);
                 return NULL;
         }
         return in;
@@ -165,7 +181,7 @@ static void forget_exited(Server *s) {
         for (size_t i = 0; i < s->instances.n;) {
                 Instance *in = s->instances.items[i];
                 if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING && instance_exited(in))
-                        instances_remove(&s->instances, in); /* the last one moved here: look at i again */
+                        forget_instance(s, in); /* the last one moved here: look at i again */
                 else
                         i++;
         }
@@ -229,53 +245,98 @@ static void *run_op(void *userdata) {
         return NULL;
 }
 
-static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) {
-        Instance *in = visible_instance(s, c, pid);
+int instance_op_start_driver(Server *s, InstanceOp *op) {
+        op->phase = OP_DRIVER;
+        if (pthread_create(&op->thread, NULL, run_op, op) != 0)
+                return SAGE_ERR_INTERNAL;
+        op->thread_started = true;
+        return 0;
+}
+
+/*
+ * Start `which` on `in` for `requester` (NULL: nobody waits for the answer).
+ * A gate instance's suspend begins with the handshake, anything else with
+ * the worker. 0 (the answer comes later), or a SageProtoError with *why.
+ */
+static int begin_op(Server *s, Instance *in, int which, Client *requester, uint32_t request_id, unsigned reply_type,
+                    const char **why) {
         InstanceOp *op;
-        uint32_t why;
+        uint32_t not ;
         int r;
 
-        if (!in) {
-                rq->why = "no such instance";
-                return SAGE_ERR_NOT_FOUND;
-        }
-        why = which == INSTANCE_OP_SUSPEND ? why_not(s, in) : 0;
+        not = which == INSTANCE_OP_SUSPEND ? why_not(s, in) : 0;
         if (which == INSTANCE_OP_RESUME && !gpu_can_checkpoint(s->gpu))
-                why = SAGE_INSTANCE_WHY_NO_DRIVER;
-        if (why) {
-                rq->why = sage_instance_why_name(why);
+                not = SAGE_INSTANCE_WHY_NO_DRIVER;
+        if (not ) {
+                *why = sage_instance_why_name(not );
                 return SAGE_ERR_REFUSED;
         }
         op = calloc(1, sizeof(*op));
         if (!op) {
-                rq->why = "out of memory";
+                *why = "out of memory";
                 return SAGE_ERR_INTERNAL;
         }
         r = instance_begin(&s->instances, in, which, sage_now_ns());
         if (r) {
                 free(op);
-                rq->why = r == INSTANCES_E_BUSY          ? "an operation runs (or too many resumes at once); try again"
-                          : which == INSTANCE_OP_SUSPEND ? "not active"
-                                                         : "not suspended";
+                *why = r == INSTANCES_E_BUSY          ? "an operation runs (or too many resumes at once); try again"
+                       : which == INSTANCE_OP_SUSPEND ? "not active"
+                                                      : "not suspended";
                 return r == INSTANCES_E_BUSY ? SAGE_ERR_BUSY : SAGE_ERR_REFUSED;
         }
         *op = (InstanceOp){ .server = s,
                             .op = which,
                             .pid = in->pid,
                             .instance = in,
-                            .requester = c,
-                            .request_id = rq->msg->header.request_id };
-        r = pthread_create(&op->thread, NULL, run_op, op);
-        if (r != 0) {
+                            .requester = requester,
+                            .request_id = request_id,
+                            .reply_type = reply_type,
+                            .start_ns = sage_now_ns() };
+        if (which == INSTANCE_OP_SUSPEND && (in->flags & SAGE_INSTANCE_GATE)) {
+                op->phase = OP_PREPARING;
+                op->handshake = ++s->next_handshake;
+                op->deadline_ns = sage_now_ns() + INSTANCE_PREPARE_TIMEOUT_NS;
+                r = instance_gate_notify(s, in, SAGE_MSG_SUSPEND_PREPARE, SAGE_GATE_OK, op->handshake);
+                if (r) {
+                        instance_cancel(&s->instances, in, which); /* nothing was tried */
+                        free(op);
+                        *why = "the instance's connection does not take SUSPEND_PREPARE";
+                        return SAGE_ERR_BUSY;
+                }
+                instance_gate_arm(s);
+        } else if (instance_op_start_driver(s, op)) {
                 instance_cancel(&s->instances, in, which); /* nothing was tried */
                 free(op);
-                rq->why = "no thread for the operation";
+                *why = "no thread for the operation";
                 return SAGE_ERR_INTERNAL;
         }
         op->next = s->ops;
         s->ops = op;
-        rq->deferred = true;
         return 0;
+}
+
+static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) {
+        Instance *in = visible_instance(s, c, pid);
+        int code;
+
+        if (!in) {
+                rq->why = "no such instance";
+                return SAGE_ERR_NOT_FOUND;
+        }
+        code = begin_op(s, in, which, c, rq->msg->header.request_id,
+                        which == INSTANCE_OP_SUSPEND ? SAGE_MSG_SUSPEND_REPLY : SAGE_MSG_RESUME_REPLY, &rq->why);
+        if (code == 0)
+                rq->deferred = true;
+        return code;
+}
+
+int server_instance_suspend(Server *s, Instance *in, int reason, const char **why) {
+        (void)reason; /* the caller's (idle, memory pressure): for its own log */
+        return begin_op(s, in, INSTANCE_OP_SUSPEND, NULL, 0, 0, why);
+}
+
+int server_instance_resume(Server *s, Instance *in, const char **why) {
+        return begin_op(s, in, INSTANCE_OP_RESUME, NULL, 0, 0, why);
 }
 
 int handle_suspend(Server *s, Client *c, Request *rq) {
@@ -286,13 +347,79 @@ int handle_resume(Server *s, Client *c, Request *rq) {
         return start_op(s, c, rq, INSTANCE_OP_RESUME, rq->msg->resume);
 }
 
-/* Apply a finished operation to its instance and answer its requester. */
-static void finish_op(Server *s, InstanceOp *op) {
+/*
+ * INSTANCE_RESUME: the instance's own call found its gate closed. Only on
+ * its registration connection. A suspended one is resumed (the answer
+ * comes once restored and unlocked; INSTANCE_RESUMED follows); an active
+ * one (a handshake that timed out on our side) is told to map again at once.
+ */
+int handle_instance_resume(Server *s, Client *c, Request *rq) {
+        Instance *in = instances_find_owner(&s->instances, c);
+        int code;
+
+        if (!in || !(in->flags & SAGE_INSTANCE_GATE)) {
+                rq->why = "no instance with a gate on this connection";
+                return SAGE_ERR_NOT_FOUND;
+        }
+        switch (in->state) {
+        case SAGE_INSTANCE_SUSPENDED:
+                code = begin_op(s, in, INSTANCE_OP_RESUME, c, rq->msg->header.request_id,
+                                SAGE_MSG_INSTANCE_RESUME_REPLY, &rq->why);
+                if (code == 0)
+                        rq->deferred = true;
+                return code;
+        case SAGE_INSTANCE_ACTIVE:
+                if (instance_gate_notify(s, in, SAGE_MSG_INSTANCE_RESUMED, SAGE_GATE_OK, ++s->next_handshake)) {
+                        rq->why = "cannot send INSTANCE_RESUMED";
+                        return SAGE_ERR_INTERNAL;
+                }
+                sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_RESUME_REPLY, rq->msg->header.request_id);
+                rq->reply.instance_resume_reply.state = in->state;
+                return 0;
+        case SAGE_INSTANCE_FAILED: rq->why = "its restore failed"; return SAGE_ERR_DRIVER;
+        default: rq->why = "an operation runs; try again"; return SAGE_ERR_BUSY;
+        }
+}
+
+/* Answer `op`'s requester (if any is left) with the outcome. */
+static void answer_op(Server *s, InstanceOp *op, unsigned state) {
         SageMessage m;
+
+        if (!op->requester)
+                return;
+        if (op->code)
+                sage_proto_error(&m, op->request_id, op->code, "%s", op->why);
+        else {
+                unsigned type = op->reply_type;
+                SageInstanceOpReply *reply = type == SAGE_MSG_SUSPEND_REPLY  ? &m.suspend_reply
+                                             : type == SAGE_MSG_RESUME_REPLY ? &m.resume_reply
+                                                                             : &m.instance_resume_reply;
+                sage_proto_init(&m, type, op->request_id);
+                reply->state = state;
+                reply->elapsed_ms = (uint32_t)((op->elapsed_ns + 999999) / 1000000);
+        }
+        /* A requester that cannot take it is dropped by its next read (the loop sees EPOLLOUT). */
+        if (client_send(op->requester, &m, NULL, 0) == 1) {
+                struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = op->requester };
+                epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, op->requester->fd, &ev);
+        }
+        op->requester = NULL;
+}
+
+void instance_op_finish(Server *s, InstanceOp *op) {
         unsigned state = SAGE_INSTANCE_ACTIVE;
 
+        for (InstanceOp **p = &s->ops; *p; p = &(*p)->next)
+                if (*p == op) {
+                        *p = op->next;
+                        break;
+                }
         if (op->instance) {
                 instance_finish(&s->instances, op->instance, op->op, op->code == 0, op->elapsed_ns, sage_now_ns());
+                if (op->remap_failed)
+                        op->instance->state = SAGE_INSTANCE_FAILED; /* its memory is not what it was */
+                if (op->instance->state != SAGE_INSTANCE_SUSPENDED)
+                        instance_gate_unpin(s, op->instance);
                 state = op->instance->state;
         } /* else: forgotten meanwhile; a resume's slot went back with it (instances_remove) */
         if (op->code)
@@ -303,47 +430,54 @@ static void finish_op(Server *s, InstanceOp *op) {
                 sage_info("instance pid %d %s in %llu ms", (int)op->pid,
                           op->op == INSTANCE_OP_SUSPEND ? "suspended" : "resumed",
                           (unsigned long long)(op->elapsed_ns / 1000000));
-        if (!op->requester)
+        answer_op(s, op, state);
+        free(op);
+}
+
+/* The worker of `op` is done: a gate instance goes on with the handshake. */
+static void driver_done(Server *s, InstanceOp *op) {
+        if (op->instance && (op->instance->flags & SAGE_INSTANCE_GATE)) {
+                instance_gate_driver_done(s, op);
                 return;
-        if (op->code)
-                sage_proto_error(&m, op->request_id, op->code, "%s", op->why);
-        else {
-                SageInstanceOpReply *reply = op->op == INSTANCE_OP_SUSPEND ? &m.suspend_reply : &m.resume_reply;
-                sage_proto_init(&m, op->op == INSTANCE_OP_SUSPEND ? SAGE_MSG_SUSPEND_REPLY : SAGE_MSG_RESUME_REPLY,
-                                op->request_id);
-                reply->state = state;
-                reply->elapsed_ms = (uint32_t)((op->elapsed_ns + 999999) / 1000000);
         }
-        /* A requester that cannot take it is dropped by its next read (the loop sees EPOLLOUT). */
-        if (client_send(op->requester, &m, NULL, 0) == 1) {
-                struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = op->requester };
-                epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, op->requester->fd, &ev);
-        }
+        instance_op_finish(s, op);
+}
+
+/* The instance-resume requester is answered as soon as the process runs again (instance_gate.c). */
+void instance_op_answer_early(Server *s, InstanceOp *op) {
+        answer_op(s, op, SAGE_INSTANCE_RESUMING);
 }
 
 bool server_instances_event(Server *s, const void *tag) {
         uint64_t n;
 
+        if (tag == &tag_gate_timer) {
+                if (read(s->gate_timer_fd, &n, sizeof(n)) < 0) {
+                        /* EAGAIN: a spurious wake-up; look anyway. */
+                }
+                instance_gate_tick(s);
+                return true;
+        }
         if (tag != &tag_ops)
                 return false;
         if (read(s->ops_event_fd, &n, sizeof(n)) < 0) {
                 /* EAGAIN: nothing new; look anyway. */
         }
-        for (InstanceOp **p = &s->ops; *p;) {
-                InstanceOp *op = *p;
+        for (InstanceOp *op = s->ops, *next; op; op = next) {
                 bool done;
 
+                next = op->next;
+                if (!op->thread_started)
+                        continue;
                 pthread_mutex_lock(&ops_lock);
                 done = op->done;
                 pthread_mutex_unlock(&ops_lock);
-                if (!done) {
-                        p = &op->next;
+                if (!done)
                         continue;
-                }
                 pthread_join(op->thread, NULL);
-                *p = op->next;
-                finish_op(s, op);
-                free(op);
+                op->thread_started = false;
+                op->done = false;
+                driver_done(s, op); /* may unlink and free op: next is already taken */
         }
         return true;
 }

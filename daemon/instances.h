@@ -46,6 +46,13 @@ typedef struct Instance {
         unsigned state; /* SAGE_INSTANCE_* state */
         uint32_t suspend_ms, resume_ms;
         uint64_t changed_ns; /* last state change */
+        /* The suspend gate (flag GATE): INSTANCE_REGISTER's idle_suspend_ms, and
+         * INSTANCE_IDLE / INSTANCE_ACTIVE (idle_since_ns: when it said IDLE). */
+        uint32_t idle_suspend_ms;
+        bool idle;
+        uint64_t idle_since_ns;
+        /* Extents pinned for it while it does not map them (instance_gate.c; NULL: none). */
+        struct InstancePins *pins;
 } Instance;
 
 typedef struct InstanceTable {
