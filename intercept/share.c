@@ -292,6 +292,18 @@ long sage_share_park(void) {
         return n;
 }
 
+size_t sage_share_parked(void) {
+        SageShare *s = sage_share();
+        size_t n = 0;
+
+        pthread_mutex_lock(&s->lock);
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                for (size_t i = 0; i < a->npieces; i++)
+                        n += a->pieces[i].parked;
+        pthread_mutex_unlock(&s->lock);
+        return n;
+}
+
 size_t sage_share_unpark(void) {
         SageShare *s = sage_share();
         size_t failed = 0;

@@ -36,6 +36,8 @@ void sage_share_before_unknown_write(CUdeviceptr dst);
  */
 long sage_share_park(void);
 size_t sage_share_unpark(void);
+/* Pieces parked now (no driver call: safe while the process is checkpointed). */
+size_t sage_share_parked(void);
 /* Sharing's observer (init.c registers it; share_state.c turns it on once a broker answers). */
 extern const SageObserver sage_share_observer;
 

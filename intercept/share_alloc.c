@@ -214,6 +214,8 @@ void share_vmm_free_lists(Piece *p) {
 
 void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
         share_vmm_free_lists(p);
+        if (p->parked)
+                return; /* nothing mapped, nothing held */
         v->drv->vmm.unmap(a->va + p->off, p->len);
         v->drv->vmm.release(p->handle);
         if (p->extent_id && v->release_extent)
@@ -409,6 +411,7 @@ size_t share_vmm_park(ShareVmm *v) {
         for (SageShareAlloc *a = v->allocs; a; a = a->next)
                 for (size_t i = 0; i < a->npieces; i++) {
                         Piece *p = &a->pieces[i];
+                        n += p->parked;
                         if (!p->extent_id)
                                 continue;
                         v->drv->vmm.unmap(a->va + p->off, p->len);

@@ -164,7 +164,7 @@ void share_vmm_free_lists(Piece *p);
  * after the restore each is looked up again by its key and mapped at the
  * same address, read-only, with one access call per run of adjacent
  * pieces. The caller has synchronized and keeps every other call out.
- * park returns how many pieces it parked. unpark returns how many it could
+ * park returns how many pieces are parked (also those parked before). unpark returns how many it could
  * not map (they stay parked: the memory is not what it was).
  */
 typedef int (*ShareLookupFn)(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *extent_id, int *fd);

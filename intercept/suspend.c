@@ -247,7 +247,7 @@ static void broker_gone(void) {
         sage_info("suspend: the broker went away");
         if (phase == SAGE_GATE_OPEN || phase == SAGE_GATE_BROKEN)
                 return; /* nothing of ours is closed */
-        if (!SELF_RESTORE || sage_share_park() > 0 || !x->ckpt_get_state || !x->ckpt_restore || !x->ckpt_unlock ||
+        if (!SELF_RESTORE || sage_share_parked() > 0 || !x->ckpt_get_state || !x->ckpt_restore || !x->ckpt_unlock ||
             x->ckpt_get_state(pid, &state) != CUDA_SUCCESS) {
                 sage_gate_set_phase(SAGE_GATE_BROKEN);
                 return;

@@ -42,7 +42,8 @@ static struct {
         pthread_mutex_t lock;
         pthread_cond_t cond; /* CLOCK_MONOTONIC: phase changes and leaves while closed */
         SageGatePhase phase;
-        bool resuming; /* a waiting call asks for the resume */
+        bool resuming;    /* a waiting call asks for the resume */
+        bool resume_lost; /* the broker's connection failed: the listener decides (broker_gone) */
         SageGateResumeFn resume;
         void (*on_active)(void);
 } gate = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -133,6 +134,8 @@ static void set_phase_locked(SageGatePhase phase) {
                         : phase == SAGE_GATE_BROKEN ? SAGE_GATE_BIT_FAILED | SAGE_GATE_BIT_CLOSED
                                                     : SAGE_GATE_BIT_CLOSED;
         gate.phase = phase;
+        if (phase == SAGE_GATE_OPEN)
+                gate.resume_lost = false;
         atomic_fetch_and(&sage_gate_word, ~(unsigned)(SAGE_GATE_BIT_CLOSED | SAGE_GATE_BIT_FAILED));
         atomic_fetch_or(&sage_gate_word, bits);
         pthread_cond_broadcast(&gate.cond);
@@ -202,7 +205,7 @@ static CUresult wait_open(uint64_t deadline_ns) {
                         r = SAGE_GATE_ERROR;
                         break;
                 }
-                if (gate.phase == SAGE_GATE_SUSPENDED && !gate.resuming && gate.resume) {
+                if (gate.phase == SAGE_GATE_SUSPENDED && !gate.resuming && !gate.resume_lost && gate.resume) {
                         int rr;
                         gate.resuming = true;
                         pthread_mutex_unlock(&gate.lock);
@@ -210,13 +213,16 @@ static CUresult wait_open(uint64_t deadline_ns) {
                         pthread_mutex_lock(&gate.lock);
                         gate.resuming = false;
                         pthread_cond_broadcast(&gate.cond);
-                        if (rr != 0) {
+                        if (rr > 0) {
                                 /* The broker will not resume us: nothing will open the gate. */
                                 if (gate.phase == SAGE_GATE_SUSPENDED)
                                         set_phase_locked(SAGE_GATE_BROKEN);
                                 r = SAGE_GATE_ERROR;
                                 break;
                         }
+                        /* The connection failed: the listener sees the broker gone and decides. */
+                        if (rr < 0)
+                                gate.resume_lost = true;
                         continue;
                 }
                 if (pthread_cond_timedwait(&gate.cond, &gate.lock, &ts) == ETIMEDOUT && gate.phase != SAGE_GATE_OPEN) {

@@ -86,7 +86,9 @@ typedef enum SageGatePhase {
         SAGE_GATE_BROKEN,    /* failed for good */
 } SageGatePhase;
 
-/* How a waiting call asks for its resume (suspend.c): 0 once the broker answered it is under way. */
+/* How a waiting call asks for its resume (suspend.c): 0 once the broker answered it is under way,
+ * a positive SageProtoError when it refused (the gate breaks), a negative errno when the connection
+ * failed (the listener, which sees the broker go, decides). */
 typedef int (*SageGateResumeFn)(uint64_t deadline_ns);
 
 /* Turn the gate's machinery on (membarrier registration); `resume` serves waiting calls. */
