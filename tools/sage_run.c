@@ -6,7 +6,8 @@
  * a preload it cannot load, and a function would then run without SAGE
  * with nobody told.
  *
- *   sage-run [--trace FILE] [--stacks] [--verbose N] [--warmup MODE] [--share] [--socket PATH] [--lib PATH] [--] PROGRAM [ARGS...]
+ *   sage-run [--trace FILE] [--stacks] [--verbose N] [--warmup MODE] [--share] [--suspend] [--suspend-idle DUR]
+ *            [--socket PATH] [--lib PATH] [--] PROGRAM [ARGS...]
  */
 #include <errno.h>
 #include <limits.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "options.h"
 
 #ifndef SAGE_LIBDIR
 #define SAGE_LIBDIR "/usr/local/lib"
@@ -23,14 +25,17 @@
 
 static void usage(FILE *f) {
         fprintf(f,
-                "usage: sage-run [--trace FILE] [--stacks] [--verbose N] [--warmup MODE] [--share] [--socket PATH]\n"
-                "                [--lib PATH] [--] PROGRAM [ARGS...]\n"
+                "usage: sage-run [--trace FILE] [--stacks] [--verbose N] [--warmup MODE] [--share] [--suspend]\n"
+                "                [--suspend-idle DUR] [--socket PATH] [--lib PATH] [--] PROGRAM [ARGS...]\n"
                 "  --trace FILE   write a trace dump (SAGE_TRACE; %%p = pid)\n"
                 "  --stacks       add backtraces to the trace (SAGE_TRACE_STACKS=1)\n"
                 "  --verbose N    SAGE_VERBOSE=N (1 lists options and warnings on stderr)\n"
                 "  --warmup MODE  SAGE_WARMUP=auto|eager|lazy|off (eager for a function that imports\n"
                 "                 a framework before it touches the GPU, e.g. PyTorch)\n"
                 "  --share        SAGE_SHARE=1: map uploads the broker already holds (needs saged)\n"
+                "  --suspend      SAGE_SUSPEND=1: an instance saged may suspend while it idles (its GPU\n"
+                "                 memory goes back); its next driver call resumes it (needs saged)\n"
+                "  --suspend-idle DUR  --suspend, and suspended after DUR without a call (2s, 500ms)\n"
                 "  --socket PATH  the broker's socket (SAGE_SOCKET)\n"
                 "  --lib PATH     libsage.so to preload (default: SAGE_LIB, the build tree, %s)\n",
                 SAGE_LIBDIR);
@@ -91,6 +96,17 @@ int main(int argc, char **argv) {
                         setenv("SAGE_TRACE_STACKS", "1", 1);
                 } else if (!strcmp(a, "--share")) {
                         setenv("SAGE_SHARE", "1", 1);
+                } else if (!strcmp(a, "--suspend")) {
+                        setenv("SAGE_SUSPEND", "1", 1);
+                } else if (!strcmp(a, "--suspend-idle") && i + 1 < argc) {
+                        uint64_t ms;
+                        if (sage_parse_duration_ms(argv[++i], &ms) < 0) {
+                                fprintf(stderr, "sage-run: --suspend-idle takes a duration (2s, 500ms), not %s\n",
+                                        argv[i]);
+                                return 2;
+                        }
+                        setenv("SAGE_SUSPEND", "1", 1);
+                        setenv("SAGE_SUSPEND_IDLE", argv[i], 1);
                 } else if ((!strcmp(a, "--trace") || !strcmp(a, "--verbose") || !strcmp(a, "--lib") ||
                             !strcmp(a, "--warmup") || !strcmp(a, "--socket")) &&
                            i + 1 < argc) {

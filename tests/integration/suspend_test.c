@@ -17,6 +17,7 @@
  *   broker_dies      saged killed while it is suspended: the call returns that
  *                    error within the bound (extents mapped), or the process
  *                    restores itself (none mapped) and its memory is intact
+ *   idle             SAGE_SUSPEND_IDLE: suspended by itself once idle, resumed by its next call
  *   hostile          SUSPEND_PREPARED / INSTANCE_REMAPPED unasked, from another
  *                    connection or with another id change nothing
  */
@@ -174,6 +175,34 @@ static int run_app(void) {
                         printf("h %d\n", (int)r);
                 }
                 fflush(stdout);
+        }
+        return 0;
+}
+
+static void empty(const FakeKernelLaunch *launch, void **params) {
+        (void)launch;
+        (void)params;
+}
+
+static const FakeKernelEntry empty_kernels[] = { { "empty", empty, NULL } };
+static const FakeModuleImage empty_image = { FAKECUDA_IMAGE_MAGIC, 1, empty_kernels };
+
+/* Not a test: ns per cuLaunchKernel of an empty kernel (run it with and without SAGE_SUSPEND). */
+static int run_bench(void) {
+        const int n = 200000;
+        CUmodule mod;
+        CUfunction f;
+        uint64_t t0;
+
+        driver_init();
+        CHECK(cu.cuModuleLoadData(&mod, &empty_image) == CUDA_SUCCESS);
+        CHECK(cu.cuModuleGetFunction(&f, mod, "empty") == CUDA_SUCCESS);
+        for (int round = 0; round < 3; round++) {
+                t0 = sage_now_ns();
+                for (int i = 0; i < n; i++)
+                        CHECK(cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL) == CUDA_SUCCESS);
+                CHECK(cu.cuCtxSynchronize() == CUDA_SUCCESS);
+                printf("%.1f ns per launch\n", (double)(sage_now_ns() - t0) / n);
         }
         return 0;
 }
@@ -494,6 +523,22 @@ static int scenario_broker_dies(void) {
         return 0;
 }
 
+static int scenario_idle(void) {
+        int same = 0;
+        App a;
+
+        start_saged();
+        a = shared_app("SAGE_SUSPEND_IDLE=200ms");
+        for (int i = 0; i < 500 && strcmp(state_of(a.pid), "suspended") != 0; i++)
+                poll(NULL, 0, 20); /* the broker's decision, watched from outside: nothing to wait on */
+        CHECK(strcmp(state_of(a.pid), "suspended") == 0 && mem_used(a.pid) == 0);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
 static void on_prepare(void *userdata, const SageMessage *m) {
         if (m->header.type == SAGE_MSG_SUSPEND_PREPARE)
                 *(uint32_t *)userdata = m->header.request_id;
@@ -565,10 +610,12 @@ int main(int argc, char **argv) {
                 int (*run)(void);
         } scenarios[] = {
                 { "app", run_app },
+                { "bench", run_bench },
                 { "resume_on_call", scenario_resume_on_call },
                 { "busy", scenario_busy },
                 { "restore_fails", scenario_restore_fails },
                 { "broker_dies", scenario_broker_dies },
+                { "idle", scenario_idle },
                 { "hostile", scenario_hostile },
         };
 
@@ -579,7 +626,7 @@ int main(int argc, char **argv) {
         saged_path = argv[2];
         sagectl_path = argv[3];
         signal(SIGPIPE, SIG_IGN);
-        if (strcmp(argv[1], "app") != 0) {
+        if (strcmp(argv[1], "app") != 0 && strcmp(argv[1], "bench") != 0) {
                 setvbuf(stdout, NULL, _IONBF, 0);
                 atexit(cleanup);
         }
