@@ -112,6 +112,17 @@ void server_instances_client_gone(Server *s, Client *c) {
                         sage_warn("instance pid %d went while %s", (int)in->pid, sage_instance_state_name(in->state));
                 forget_instance(s, in);
         }
+        /* A handshake with an instance that went has nobody left to answer it: end it now. */
+        for (InstanceOp *op = s->ops, *next; op; op = next) {
+                next = op->next;
+                if (op->instance || op->phase == OP_DRIVER)
+                        continue;
+                if (!op->code) {
+                        op->code = SAGE_ERR_NOT_FOUND;
+                        snprintf(op->why, sizeof(op->why), "the instance went");
+                }
+                instance_op_finish(s, op);
+        }
 }
 
 int handle_instance_register(Server *s, Client *c, Request *rq) {
@@ -303,7 +314,6 @@ static int begin_op(Server *s, Instance *in, int which, Client *requester, uint3
                         *why = "the instance's connection does not take SUSPEND_PREPARE";
                         return SAGE_ERR_BUSY;
                 }
-                instance_gate_arm(s);
         } else if (instance_op_start_driver(s, op)) {
                 instance_cancel(&s->instances, in, which); /* nothing was tried */
                 free(op);
@@ -312,6 +322,8 @@ static int begin_op(Server *s, Instance *in, int which, Client *requester, uint3
         }
         op->next = s->ops;
         s->ops = op;
+        if (op->phase == OP_PREPARING)
+                instance_gate_arm(s); /* its deadline, now that it is listed */
         return 0;
 }
 

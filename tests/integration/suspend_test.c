@@ -19,7 +19,8 @@
  *                    restores itself (none mapped) and its memory is intact
  *   idle             SAGE_SUSPEND_IDLE: suspended by itself once idle, resumed by its next call
  *   hostile          SUSPEND_PREPARED / INSTANCE_REMAPPED unasked, from another
- *                    connection or with another id change nothing
+ *                    connection or with another id change nothing; a silent
+ *                    instance is given up at the deadline, one that goes at once
  */
 #include <cuda.h>
 #include <dlfcn.h>
@@ -561,6 +562,7 @@ static int scenario_hostile(void) {
         uint32_t prepare_id = 0;
         SageBroker *owner, *other;
         bool gate = false;
+        uint64_t t;
         pid_t op;
         int status;
 
@@ -597,8 +599,43 @@ static int scenario_hostile(void) {
         notice(owner, SAGE_MSG_SUSPEND_PREPARED, prepare_id, SAGE_GATE_BUSY);
         CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
         CHECK(strcmp(state_of(getpid()), "active") == 0);
-        sage_broker_free(other);
+
+        /* A silent instance: the broker gives up at its deadline (8 s), the instance stays active. */
+        prepare_id = 0;
+        op = fork();
+        CHECK(op >= 0);
+        if (op == 0) {
+                char o[4096];
+                close(sage_broker_fd(owner));
+                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
+        }
+        CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        CHECK(sage_broker_pump(owner) == 0 && prepare_id != 0);
+        CHECK(strcmp(state_of(getpid()), "active") == 0);
+        notice(owner, SAGE_MSG_SUSPEND_PREPARED, prepare_id, SAGE_GATE_OK); /* too late: changes nothing */
+        CHECK(strcmp(state_of(getpid()), "active") == 0);
+
+        /* The instance goes while asked to prepare: the operator is answered at once, not at the deadline. */
+        prepare_id = 0;
+        op = fork();
+        CHECK(op >= 0);
+        if (op == 0) {
+                char o[4096];
+                close(sage_broker_fd(owner)); /* the instance's connection is its parent's alone */
+                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
+        }
+        for (int i = 0; i < 500 && !prepare_id; i++) {
+                struct pollfd p = { .fd = sage_broker_fd(owner), .events = POLLIN };
+                poll(&p, 1, 10);
+                CHECK(sage_broker_pump(owner) == 0);
+        }
+        CHECK(prepare_id != 0);
+        t = sage_now_ns();
         sage_broker_free(owner);
+        CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        CHECK(sage_now_ns() - t < 4000000000ull); /* the prepare's deadline is 8 s */
+        CHECK(strcmp(state_of(getpid()), "") == 0);
+        sage_broker_free(other);
         (void)out;
         stop_saged(SIGTERM);
         return 0;
