@@ -50,8 +50,8 @@ typedef struct Args {
         size_t n_labels;
         uint64_t max_clients, max_clients_per_uid, max_clients_per_label; /* 0: defaults */
         IdentityMode container_namespaces;
-        bool suspend_off;     /* --suspend=off */
-        uint64_t max_resumes; /* --max-resumes; 0: SERVER_MAX_RESUMES */
+        bool suspend_off;           /* --suspend=off */
+        uint64_t max_resumes;       /* --max-resumes; 0: SERVER_MAX_RESUMES */
         const char *metrics_listen; /* --metrics-listen ADDR:PORT */
         bool metrics_listen_any;    /* --metrics-listen-any: a non-loopback ADDR is meant */
         const char *exit_idle;      /* --exit-idle SECONDS */
@@ -485,21 +485,22 @@ int main(int argc, char **argv) {
                 return 2;
         }
         extent_store_set_namespace_share(store, (unsigned)share);
-        r = server_new(&server,
-                       &(ServerConfig){ .socket_path = args.socket,
-                                        .label_sockets = args.labels,
-                                        .n_label_sockets = args.n_labels,
-                                        .max_clients = (size_t)args.max_clients,
-                                        .max_clients_per_uid = (size_t)args.max_clients_per_uid,
-                                        .max_clients_per_label = (size_t)args.max_clients_per_label,
-                                        .container_namespaces = args.container_namespaces,
-                                        .suspend_off = args.suspend_off,
-                                        .max_resumes = (unsigned)args.max_resumes,
-                                        .metrics_address = args.metrics_listen ? (struct sockaddr *)&metrics.addr : NULL,
-                                        .metrics_address_len = metrics.len,
-                                        .exit_idle = args.exit_idle != NULL,
-                                        .exit_idle_ms = idle_ms },
-                       store, gpu, &failed_path);
+        r = server_new(
+                &server,
+                &(ServerConfig){ .socket_path = args.socket,
+                                 .label_sockets = args.labels,
+                                 .n_label_sockets = args.n_labels,
+                                 .max_clients = (size_t)args.max_clients,
+                                 .max_clients_per_uid = (size_t)args.max_clients_per_uid,
+                                 .max_clients_per_label = (size_t)args.max_clients_per_label,
+                                 .container_namespaces = args.container_namespaces,
+                                 .suspend_off = args.suspend_off,
+                                 .max_resumes = (unsigned)args.max_resumes,
+                                 .metrics_address = args.metrics_listen ? (struct sockaddr *)&metrics.addr : NULL,
+                                 .metrics_address_len = metrics.len,
+                                 .exit_idle = args.exit_idle != NULL,
+                                 .exit_idle_ms = idle_ms },
+                store, gpu, &failed_path);
         if (r < 0) {
                 if (failed_path && strcmp(failed_path, "--metrics-listen") == 0)
                         fprintf(stderr, "saged: --metrics-listen %s: %s\n", args.metrics_listen, strerror(-r));

@@ -26,31 +26,32 @@
 
 #define METRICS_MAX_NAMESPACES 4096
 
-#define METRICS_FAMILIES(X)                                                                                           \
-        X(BUILD_INFO, "sage_build_info", "gauge", "saged's version and protocol version (always 1)")                  \
-        X(START_TIME, "sage_start_time_seconds", "gauge", "When saged started, in seconds since the Unix epoch")       \
-        X(EXTENTS, "sage_extents", "gauge", "Extents resident (verified or not)")                                     \
-        X(UNVERIFIED, "sage_extents_unverified", "gauge", "Extents whose bytes are still being checked against their " \
-                                                          "content key (not served yet)")                             \
-        X(RESIDENT, "sage_resident_bytes", "gauge", "Bytes extents hold on each device (size plus notes)")            \
-        X(BUDGET, "sage_budget_bytes", "gauge", "The most extents may hold on each device")                           \
-        X(DEVICE_MEMORY, "sage_device_memory_bytes", "gauge", "Each served device's total memory")                    \
-        X(REFERENCES, "sage_references", "gauge", "References clients hold on extents")                               \
-        X(CLIENTS, "sage_clients", "gauge", "Connections of clients (libsage, sagectl, sage-run)")                    \
-        X(IPC_EXPORTS, "sage_ipc_exports", "gauge", "CUDA-IPC registrations held")                                    \
-        X(HITS, "sage_hits_total", "counter", "LOOKUPs that found a verified extent")                                 \
-        X(MISSES, "sage_misses_total", "counter", "LOOKUPs that found none")                                          \
-        X(PUBLISHES, "sage_publishes_total", "counter", "PUBLISHes that created an extent")                           \
-        X(REJECTED, "sage_publishes_rejected_total", "counter",                                                       \
-          "PUBLISHes refused or dropped: over budget, or bytes that did not match their content key")                 \
-        X(EVICTIONS, "sage_evictions_total", "counter", "Extents evicted (budget, sagectl evict, rejected content)")   \
-        X(EVICTED, "sage_evicted_bytes_total", "counter", "Bytes of the extents evicted")                             \
-        X(NAMESPACES, "sage_namespaces", "gauge", "Namespaces (tenants) holding extents")                              \
-        X(NS_RESIDENT, "sage_namespace_resident_bytes", "gauge",                                                      \
-          "Bytes one namespace's extents hold, all devices (the largest namespaces, at most 4096)")                   \
-        X(NS_EXTENTS, "sage_namespace_extents", "gauge", "Extents one namespace holds")                               \
-        X(INSTANCES, "sage_instances", "gauge", "Registered instances by state (docs/suspend.md)")                    \
-        X(REFUSED, "sage_metrics_connections_refused_total", "counter",                                               \
+#define METRICS_FAMILIES(X)                                                                                          \
+        X(BUILD_INFO, "sage_build_info", "gauge", "saged's version and protocol version (always 1)")                 \
+        X(START_TIME, "sage_start_time_seconds", "gauge", "When saged started, in seconds since the Unix epoch")     \
+        X(EXTENTS, "sage_extents", "gauge", "Extents resident (verified or not)")                                    \
+        X(UNVERIFIED, "sage_extents_unverified", "gauge",                                                            \
+          "Extents whose bytes are still being checked against their "                                               \
+          "content key (not served yet)")                                                                            \
+        X(RESIDENT, "sage_resident_bytes", "gauge", "Bytes extents hold on each device (size plus notes)")           \
+        X(BUDGET, "sage_budget_bytes", "gauge", "The most extents may hold on each device")                          \
+        X(DEVICE_MEMORY, "sage_device_memory_bytes", "gauge", "Each served device's total memory")                   \
+        X(REFERENCES, "sage_references", "gauge", "References clients hold on extents")                              \
+        X(CLIENTS, "sage_clients", "gauge", "Connections of clients (libsage, sagectl, sage-run)")                   \
+        X(IPC_EXPORTS, "sage_ipc_exports", "gauge", "CUDA-IPC registrations held")                                   \
+        X(HITS, "sage_hits_total", "counter", "LOOKUPs that found a verified extent")                                \
+        X(MISSES, "sage_misses_total", "counter", "LOOKUPs that found none")                                         \
+        X(PUBLISHES, "sage_publishes_total", "counter", "PUBLISHes that created an extent")                          \
+        X(REJECTED, "sage_publishes_rejected_total", "counter",                                                      \
+          "PUBLISHes refused or dropped: over budget, or bytes that did not match their content key")                \
+        X(EVICTIONS, "sage_evictions_total", "counter", "Extents evicted (budget, sagectl evict, rejected content)") \
+        X(EVICTED, "sage_evicted_bytes_total", "counter", "Bytes of the extents evicted")                            \
+        X(NAMESPACES, "sage_namespaces", "gauge", "Namespaces (tenants) holding extents")                            \
+        X(NS_RESIDENT, "sage_namespace_resident_bytes", "gauge",                                                     \
+          "Bytes one namespace's extents hold, all devices (the largest namespaces, at most 4096)")                  \
+        X(NS_EXTENTS, "sage_namespace_extents", "gauge", "Extents one namespace holds")                              \
+        X(INSTANCES, "sage_instances", "gauge", "Registered instances by state (docs/suspend.md)")                   \
+        X(REFUSED, "sage_metrics_connections_refused_total", "counter",                                              \
           "Connections to this endpoint answered 503 (too many at once)")
 
 enum {
@@ -191,9 +192,9 @@ static void per_namespace(Server *s, MetricsBuf *b) {
                 for (size_t i = 0; i < n && i < METRICS_MAX_NAMESPACES; i++) {
                         metrics_buf_printf(b, "%s", families[id].name);
                         namespace_labels(s, b, use[i].namespace_id);
-                        metrics_buf_printf(b, " %llu\n",
-                                           (unsigned long long)(id == METRIC_NS_RESIDENT ? use[i].bytes
-                                                                                         : use[i].extents));
+                        metrics_buf_printf(
+                                b, " %llu\n",
+                                (unsigned long long)(id == METRIC_NS_RESIDENT ? use[i].bytes : use[i].extents));
                 }
         }
         free(use);
@@ -227,9 +228,9 @@ void server_render_metrics(void *userdata, MetricsBuf *b) {
         sample(b, METRIC_MISSES, s->misses);
         sample(b, METRIC_PUBLISHES, s->publishes);
         family(b, METRIC_REJECTED);
-        metrics_buf_printf(b, "%s{reason=\"budget\"} %llu\n%s{reason=\"content\"} %llu\n", families[METRIC_REJECTED].name,
-                           (unsigned long long)s->rejected_budget, families[METRIC_REJECTED].name,
-                           (unsigned long long)s->rejected_content);
+        metrics_buf_printf(b, "%s{reason=\"budget\"} %llu\n%s{reason=\"content\"} %llu\n",
+                           families[METRIC_REJECTED].name, (unsigned long long)s->rejected_budget,
+                           families[METRIC_REJECTED].name, (unsigned long long)s->rejected_content);
         sample(b, METRIC_EVICTIONS, counters.evictions);
         sample(b, METRIC_EVICTED, counters.evicted_bytes);
         per_namespace(s, b);

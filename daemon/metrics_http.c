@@ -42,6 +42,13 @@
 #define ACCEPTS_PER_WAKEUP 32
 #define ACCEPT_PAUSE_NS (100ull * 1000000)
 #define METHOD_MAX 16
+/* Beyond METRICS_HTTP_MAX_CONNS, this many more are told 503 properly (sent,
+ * then drained until the client hangs up, for at most REFUSE_MS): a close with
+ * the request unread would reset the connection and lose the answer. Past
+ * those, a connection is closed at once. */
+#define REFUSE_SLOTS 16
+#define REFUSE_MS 1000
+#define SLOTS (METRICS_HTTP_MAX_CONNS + REFUSE_SLOTS)
 
 typedef struct MetricsPage {
         unsigned refs;
@@ -49,11 +56,17 @@ typedef struct MetricsPage {
         char *data;
 } MetricsPage;
 
-enum { CONN_FREE, CONN_READING, CONN_WRITING, CONN_DRAINING };
+enum {
+        CONN_FREE,
+        CONN_READING,
+        CONN_WRITING,
+        CONN_DRAINING
+};
 
 typedef struct MetricsConn {
         int fd;
         int state;
+        bool serving; /* holds one of the METRICS_HTTP_MAX_CONNS places (else: being refused) */
         uint64_t deadline_ns;
         size_t got;
         char request[METRICS_HTTP_REQUEST_MAX];
@@ -73,9 +86,10 @@ struct MetricsHttp {
         bool paused;
         uint64_t resume_ns;
         uint64_t refused;
+        size_t serving;    /* connections with c->serving */
         MetricsPage *page; /* the latest rendering */
         uint64_t page_ns;
-        MetricsConn conns[METRICS_HTTP_MAX_CONNS];
+        MetricsConn conns[SLOTS];
 };
 
 void metrics_buf_printf(MetricsBuf *b, const char *format, ...) {
@@ -177,6 +191,9 @@ static void conn_close(MetricsHttp *m, MetricsConn *c) {
         c->page = NULL;
         c->fd = -1;
         c->state = CONN_FREE;
+        if (c->serving)
+                m->serving--;
+        c->serving = false;
 }
 
 static void conn_watch(MetricsHttp *m, MetricsConn *c, uint32_t events) {
@@ -203,7 +220,7 @@ int metrics_http_new(MetricsHttp **out, const struct sockaddr *addr, socklen_t l
 
         if (!m)
                 return -ENOMEM;
-        for (size_t i = 0; i < METRICS_HTTP_MAX_CONNS; i++)
+        for (size_t i = 0; i < SLOTS; i++)
                 m->conns[i].fd = -1;
         m->epoll_fd = epoll_fd;
         m->render = render;
@@ -216,7 +233,7 @@ int metrics_http_new(MetricsHttp **out, const struct sockaddr *addr, socklen_t l
         }
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &m->listen_tag };
         if (setsockopt(m->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 || bind(m->fd, addr, len) < 0 ||
-            listen(m->fd, 64) < 0 || getsockname(m->fd, (struct sockaddr *)&bound, &bound_len) < 0 ||
+            listen(m->fd, 256) < 0 || getsockname(m->fd, (struct sockaddr *)&bound, &bound_len) < 0 ||
             epoll_ctl(epoll_fd, EPOLL_CTL_ADD, m->fd, &ev) < 0) {
                 r = -errno;
                 close(m->fd);
@@ -239,7 +256,7 @@ int metrics_http_new(MetricsHttp **out, const struct sockaddr *addr, socklen_t l
 MetricsHttp *metrics_http_free(MetricsHttp *m) {
         if (!m)
                 return NULL;
-        for (size_t i = 0; i < METRICS_HTTP_MAX_CONNS; i++)
+        for (size_t i = 0; i < SLOTS; i++)
                 if (m->conns[i].state != CONN_FREE)
                         conn_close(m, &m->conns[i]);
         epoll_ctl(m->epoll_fd, EPOLL_CTL_DEL, m->fd, NULL);
@@ -417,8 +434,6 @@ static void conn_drain(MetricsHttp *m, MetricsConn *c) {
 }
 
 static void accept_some(MetricsHttp *m) {
-        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-
         for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
                 int fd = accept4(m->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 MetricsConn *c = NULL;
@@ -430,23 +445,30 @@ static void accept_some(MetricsHttp *m) {
                         }
                         return;
                 }
-                for (size_t j = 0; j < METRICS_HTTP_MAX_CONNS && !c; j++)
+                for (size_t j = 0; j < SLOTS && !c; j++)
                         if (m->conns[j].state == CONN_FREE)
                                 c = &m->conns[j];
-                if (!c) {
+                bool serving = m->serving < METRICS_HTTP_MAX_CONNS;
+                if (!serving)
                         m->refused++;
-                        (void)send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (!c) {
                         close(fd);
                         continue;
                 }
-                struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+                struct epoll_event ev = { .events = serving ? EPOLLIN : EPOLLOUT, .data.ptr = c };
                 if (epoll_ctl(m->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
                         close(fd);
                         continue;
                 }
                 *c = (MetricsConn){ .fd = fd,
-                                    .state = CONN_READING,
-                                    .deadline_ns = sage_now_ns() + METRICS_HTTP_REQUEST_MS * 1000000ull };
+                                    .state = serving ? CONN_READING : CONN_WRITING,
+                                    .serving = serving,
+                                    .deadline_ns = sage_now_ns() +
+                                                   (serving ? METRICS_HTTP_REQUEST_MS : REFUSE_MS) * 1000000ull };
+                if (serving)
+                        m->serving++;
+                else
+                        respond_error(c, "503 Service Unavailable", "");
         }
 }
 
@@ -458,7 +480,7 @@ bool metrics_http_event(MetricsHttp *m, const void *tag, uint32_t events) {
                 return true;
         }
         /* Equality only: ordering unrelated pointers is undefined. */
-        for (size_t i = 0; i < METRICS_HTTP_MAX_CONNS; i++) {
+        for (size_t i = 0; i < SLOTS; i++) {
                 MetricsConn *c = &m->conns[i];
                 if (tag != c)
                         continue;
@@ -478,7 +500,7 @@ void metrics_http_expire(MetricsHttp *m, uint64_t now_ns) {
                 return;
         if (m->paused && now_ns >= m->resume_ns)
                 set_listening(m, true);
-        for (size_t i = 0; i < METRICS_HTTP_MAX_CONNS; i++)
+        for (size_t i = 0; i < SLOTS; i++)
                 if (m->conns[i].state != CONN_FREE && now_ns >= m->conns[i].deadline_ns)
                         conn_close(m, &m->conns[i]);
 }
@@ -490,7 +512,7 @@ int metrics_http_timeout_ms(const MetricsHttp *m, uint64_t now_ns) {
                 return -1;
         if (m->paused)
                 next = m->resume_ns;
-        for (size_t i = 0; i < METRICS_HTTP_MAX_CONNS; i++)
+        for (size_t i = 0; i < SLOTS; i++)
                 if (m->conns[i].state != CONN_FREE && m->conns[i].deadline_ns < next)
                         next = m->conns[i].deadline_ns;
         if (next == UINT64_MAX)
