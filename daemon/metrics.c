@@ -68,12 +68,6 @@ static const struct {
 #undef X
 };
 
-static const char *const instance_states[_SAGE_INSTANCE_STATE_MAX] = {
-        [SAGE_INSTANCE_ACTIVE] = "active",       [SAGE_INSTANCE_SUSPENDING] = "suspending",
-        [SAGE_INSTANCE_SUSPENDED] = "suspended", [SAGE_INSTANCE_RESUMING] = "resuming",
-        [SAGE_INSTANCE_FAILED] = "failed",
-};
-
 typedef struct NamespaceUse {
         uint64_t namespace_id;
         uint64_t bytes;
@@ -239,7 +233,7 @@ void server_render_metrics(void *userdata, MetricsBuf *b) {
                         by_state[s->instances.items[i]->state]++;
         family(b, METRIC_INSTANCES);
         for (unsigned st = 0; st < _SAGE_INSTANCE_STATE_MAX; st++)
-                metrics_buf_printf(b, "%s{state=\"%s\"} %llu\n", families[METRIC_INSTANCES].name, instance_states[st],
-                                   (unsigned long long)by_state[st]);
+                metrics_buf_printf(b, "%s{state=\"%s\"} %llu\n", families[METRIC_INSTANCES].name,
+                                   sage_instance_state_name(st), (unsigned long long)by_state[st]);
         sample(b, METRIC_REFUSED, metrics_http_refused(s->metrics));
 }
