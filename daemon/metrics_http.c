@@ -365,15 +365,23 @@ static bool plausible(const MetricsConn *c) {
         return c->got <= METHOD_MAX;
 }
 
+/* After a non-blocking recv/send: true when the caller stops here (nothing
+ * more for now, or the connection is gone: then it is closed). */
+static bool io_stops(MetricsHttp *m, MetricsConn *c, ssize_t n) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return true;
+        if (n <= 0) {
+                conn_close(m, c);
+                return true;
+        }
+        return false;
+}
+
 static void conn_read(MetricsHttp *m, MetricsConn *c) {
         ssize_t n = recv(c->fd, c->request + c->got, sizeof(c->request) - c->got, MSG_DONTWAIT);
 
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        if (io_stops(m, c, n))
                 return;
-        if (n <= 0) {
-                conn_close(m, c);
-                return;
-        }
         c->got += (size_t)n;
         if (!plausible(c))
                 respond_error(c, "400 Bad Request", "");
@@ -404,12 +412,8 @@ static void conn_write(MetricsHttp *m, MetricsConn *c) {
                         iov[msg.msg_iovlen++] = (struct iovec){ c->page->data + (c->sent - c->head_len),
                                                                 body - (c->sent - c->head_len) };
                 n = sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                if (io_stops(m, c, n))
                         return;
-                if (n <= 0) {
-                        conn_close(m, c);
-                        return;
-                }
                 c->sent += (size_t)n;
         }
         page_unref(c->page);
@@ -422,15 +426,9 @@ static void conn_write(MetricsHttp *m, MetricsConn *c) {
 /* Read and drop what the client still sends, until it hangs up. */
 static void conn_drain(MetricsHttp *m, MetricsConn *c) {
         char buf[4096];
-        for (int i = 0; i < 16; i++) {
-                ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
-                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        for (int i = 0; i < 16; i++)
+                if (io_stops(m, c, recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT)))
                         return;
-                if (n <= 0) {
-                        conn_close(m, c);
-                        return;
-                }
-        }
 }
 
 static void accept_some(MetricsHttp *m) {

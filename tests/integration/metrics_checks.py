@@ -98,11 +98,17 @@ def publish(tag):
     subprocess.run([share_test, "8", tag], env=env, check=True, stdout=subprocess.DEVNULL, timeout=60)
 
 
-def check_promtool():
-    promtool = shutil.which("promtool")
-    if not promtool:
-        print("SKIP: promtool not installed (Debian: apt-get install prometheus); the page is not linted")
+def need(tool, without):
+    """The tool's path; skipped (77), saying why, where it is not installed."""
+    path = shutil.which(tool)
+    if not path:
+        print(f"SKIP: {tool} not installed (Debian: apt-get install prometheus); {without}")
         sys.exit(77)
+    return path
+
+
+def check_promtool():
+    promtool = need("promtool", "the page is not linted")
     _, _, port = start_saged("--metrics-listen", "127.0.0.1:0")
     step("an empty broker's page passes promtool")
     page = scrape(port)
@@ -295,10 +301,7 @@ def free_port():
 
 
 def check_prometheus():
-    prometheus = shutil.which("prometheus")
-    if not prometheus:
-        print("SKIP: prometheus not installed (Debian: apt-get install prometheus); no real scrape")
-        sys.exit(77)
+    prometheus = need("prometheus", "no real scrape")
     _, host, port = start_saged("--metrics-listen", "127.0.0.1:0")
     publish("5")
     publish("6")
