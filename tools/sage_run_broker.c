@@ -125,6 +125,9 @@ static int start_saged(const char *socket_path, unsigned grace_s, const char *se
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
+                /* The broker outlives this run: it must not keep the caller's other fds (a pipe
+                 * someone waits on) open for its life. stdio goes to /dev/null once it listens. */
+                close_range(3, ~0u, 0);
                 execvp(saged, (char *[]){ saged, "--socket", (char *)socket_path, "--exit-idle", grace, NULL });
                 fprintf(stderr, "sage-run: cannot run %s: %s\n", saged, strerror(errno));
                 _exit(127);
