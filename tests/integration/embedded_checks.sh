@@ -140,6 +140,13 @@ out=$(XDG_RUNTIME_DIR=$tmp/bad "$sage_run" --share -- "$prog" 96 7 2>"$tmp/bad.e
 grep -q "not a folder only you may write" "$tmp/bad.err" || bad "unsafe folder: no reason given: $(cat "$tmp/bad.err")"
 [ ! -e "$tmp/bad/sage/saged.sock" ] || bad "a broker was started in a folder others may write"
 
+step "the broker keeps none of the caller's fds open (a pipe the caller reads to its end)"
+xdgf=$tmp/xdgf && mkdir -m 700 "$xdgf"
+# fd 3 is the pipe to cat: cat ends when every holder closed it; a broker holding it would keep cat 30 s.
+timeout 20 bash -c 'XDG_RUNTIME_DIR=$1 "$2" --share --broker-grace 30 -- true 3>&1 >/dev/null | cat' _ "$xdgf" "$sage_run" ||
+  bad "the broker kept an fd of its caller (a pipe stayed open)"
+pids+=("$(peer_pid "$xdgf/sage/saged.sock")")
+
 step "the supervising sage-run exits as its program did, and forwards signals"
 set +e
 XDG_RUNTIME_DIR=$xdg "$sage_run" --share -- sh -c 'exit 3'
