@@ -4,9 +4,9 @@
  *
  * The broker's clients come first, so nothing here may block the loop or
  * grow without bound: sockets are non-blocking, a connection reads at most
- * METRICS_HTTP_REQUEST_MAX bytes of request head, a fixed table holds at
- * most METRICS_HTTP_MAX_CONNS connections (the next ones get a 503 in one
- * non-blocking send and are closed), and every connection has a deadline
+ * METRICS_HTTP_REQUEST_MAX bytes of request head, a fixed table serves at
+ * most METRICS_HTTP_MAX_CONNS connections (a few more are told 503, any
+ * others closed at accept), and every connection has a deadline
  * that does not move with traffic: a client trickling a byte a second
  * (slowloris) or reading its response slowly loses its slot when the
  * deadline passes, not when it stops sending. Accepting is bounded per
