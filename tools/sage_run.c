@@ -80,6 +80,30 @@ static int find_library(const char *explicit_path, const char *self, char *out, 
         return -ENOENT;
 }
 
+/*
+ * What of LD_PRELOAD stays in front of libsage: a leading AddressSanitizer
+ * runtime, which the dynamic loader must map before any instrumented library;
+ * a program started with it behind libsage crashes at start (sanitizer builds
+ * of SAGE, a sanitized application). Returns the length of that first entry
+ * (0: none) and in *rest where the other entries begin.
+ */
+static size_t sanitizer_prefix(const char *old, size_t *rest) {
+        size_t start, end, name;
+
+        *rest = 0;
+        if (!old)
+                return 0;
+        start = strspn(old, " :");
+        end = start + strcspn(old + start, " :");
+        name = end;
+        while (name > start && old[name - 1] != '/')
+                name--;
+        if (strncmp(old + name, "libasan.so", 10) != 0 && strncmp(old + name, "libclang_rt.asan", 16) != 0)
+                return 0;
+        *rest = end + strspn(old + end, " :");
+        return end;
+}
+
 int main(int argc, char **argv) {
         const char *lib = getenv("SAGE_LIB"), *env_socket = getenv("SAGE_SOCKET");
         char path[PATH_MAX], self[PATH_MAX], why[512];
@@ -153,12 +177,15 @@ int main(int argc, char **argv) {
         }
         {
                 const char *old = getenv("LD_PRELOAD");
-                size_t len = strlen(path) + (old ? strlen(old) : 0) + 2;
+                size_t len = strlen(path) + (old ? strlen(old) : 0) + 3;
                 char *preload = malloc(len);
 
                 if (!preload)
                         return 127;
-                snprintf(preload, len, "%s%s%s", path, old && *old ? " " : "", old && *old ? old : "");
+                size_t rest, keep = sanitizer_prefix(old, &rest);
+                /* libsage first, but after a sanitizer runtime that must lead the list. */
+                snprintf(preload, len, "%.*s%s%s%s%s", (int)keep, keep ? old : "", keep ? " " : "", path,
+                         old && old[rest] ? " " : "", old && old[rest] ? old + rest : "");
                 /* A broker sage-run starts must not run under libsage itself: find it first. */
                 if (share && !socket_given) {
                         r = run_broker_find(&broker, (unsigned)grace, self, why, sizeof(why));

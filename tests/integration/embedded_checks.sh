@@ -11,6 +11,10 @@ sage_run=$1 prog=$2 saged=$3 sagectl=$4 python=$5
 . "$(dirname "$0")/lib.sh"
 unset SAGE_SOCKET
 export SAGE_LIB=$SAGE_TEST_LIBSAGE
+# Under ASan the preload list starts with its runtime, which programs built
+# without it (python3, sh) need before an instrumented libsage: sage-run puts
+# libsage in front of what LD_PRELOAD holds (ASAN_OPTIONS tolerates the order).
+case $preload in *" "*) export LD_PRELOAD=${preload% *} ;; esac
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
 
