@@ -13,9 +13,13 @@ bad() { echo "FAIL: $*"; exit 1; }
 DESTDIR=$tmp/root meson install -C "$build" --no-rebuild --quiet >"$tmp/install.log" 2>&1 ||
   { cat "$tmp/install.log"; bad "meson install"; }
 root=$tmp/root
-prefix=$(meson introspect "$build" --buildoptions | python3 -c '
+option() {
+  meson introspect "$build" --buildoptions | python3 -c '
 import json, sys
-print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
+print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == sys.argv[1]))' "$1"
+}
+prefix=$(option prefix)
+sanitize=$(option b_sanitize)
 
 # Exactly these, by name: a test binary or a fake driver installed by mistake fails here.
 found=$(cd "$root" && find . -type f -o -type l | sed 's#.*/##' | sort | tr '\n' ' ')
@@ -45,7 +49,11 @@ lib=$("$root$prefix/bin/sage-run" --help | sed -n 's/.*--lib PATH.*, \([^ ]*\))$
 # libsage's hard dependencies stay libc's (DESIGN.md): a GPU node lacks the rest.
 needed=$(readelf -d "$root$lib/libsage.so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
 for n in $needed; do
-  case $n in libc.so.*|libdl.so.*|libpthread.so.*|ld-linux*.so.*) ;; *) bad "libsage.so needs $n" ;; esac
+  case $n in
+    libc.so.*|libdl.so.*|libpthread.so.*|ld-linux*.so.*) ;;
+    libasan.so.*|libubsan.so.*) [ "$sanitize" != none ] || bad "libsage.so needs $n" ;; # an --asan build's
+    *) bad "libsage.so needs $n" ;;
+  esac
 done
 glibc=$(readelf -V "$root$lib/libsage.so" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
 echo "libsage.so needs $needed; newest glibc symbol version: $glibc (images with an older glibc: no injection)"
