@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154 # preload, tmp, fail: set by lib.sh
 # Version skew: a pod's libsage and the node's saged come from different
 # releases. Against a broker of another protocol version (newer, older,
 # refusing ours, granting unknown features) or a broken one (garbage, hang
@@ -11,7 +12,11 @@ set -euo pipefail
 broker=$1 prog=$2 saged=$3 sagectl=$4 python=$5
 . "$(dirname "$0")/../integration/lib.sh"
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap stop_all EXIT
 export SAGE_SHARE=1
 
 native=$("$prog" 8 5)
