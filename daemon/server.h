@@ -33,6 +33,11 @@ typedef struct ServerConfig {
          * for exit_idle_ms (holding SOCKET.lock, see server_run). */
         bool exit_idle;
         uint64_t exit_idle_ms;
+        /* Listening sockets systemd passed (activation.c): a socket whose path
+         * is socket_path or a labelled one's is taken instead of binding a new
+         * one (its slot becomes -1); the others stay the caller's. */
+        int *inherited_fds;
+        size_t n_inherited_fds;
 } ServerConfig;
 
 /* Resumes at once, by default: the driver stages restores through host
