@@ -16,6 +16,7 @@
 #include "instances.h"
 #include "ipc_registry.h"
 #include "label.h"
+#include "metrics_http.h"
 #include "proto.h"
 #include "server.h"
 #include "tally.h"
@@ -32,11 +33,15 @@ typedef struct Listener {
         bool labelled;      /* access applies */
         LabelAccess access; /* who may connect */
         AccessWarnings warnings;
+        bool inherited; /* passed by systemd (activation.c): its file stays at shutdown */
 } Listener;
 
 struct Server {
         Listener *listeners; /* [0]: the main socket */
         size_t n_listeners;
+        /* ServerConfig's inherited_fds, during server_new only. */
+        int *inherited_fds;
+        size_t n_inherited_fds;
         LabelTable labels;
         IdentityTable *identities; /* containers on the main socket (identity.c) */
         int epoll_fd;
@@ -65,6 +70,13 @@ struct Server {
         int gate_timer_fd; /* instance_gate.c: deadlines of the suspend handshakes */
         uint32_t next_handshake;
         bool suspend_off;
+        MetricsHttp *metrics; /* --metrics-listen; NULL: off */
+        /* --exit-idle: the loop ends once no client has been connected since
+         * idle_since_ns for exit_idle_ms and the lock on idle_lock_fd is had. */
+        bool exit_idle;
+        uint64_t exit_idle_ms;
+        uint64_t idle_since_ns, idle_retry_ns;
+        int idle_lock_fd;
 };
 
 /*
@@ -126,6 +138,9 @@ void server_instances_pin_release(Server *s, Client *c, uint64_t id);
  * 0, or a SageProtoError with *why saying it. The operator's requests take the same path. */
 int server_instance_suspend(Server *s, Instance *in, int reason, const char **why);
 int server_instance_resume(Server *s, Instance *in, const char **why);
+
+/* metrics.c: the /metrics page (a MetricsRenderFn over the Server). */
+void server_render_metrics(void *userdata, MetricsBuf *out);
 
 /* server.c */
 /* Finish verifying a pending extent that is at most SERVER_VERIFY_ON_LOOKUP_MAX

@@ -361,6 +361,11 @@ static bool register_instance(CUdevice dev) {
                 return false;
         }
         r = sage_broker_connect_why(&suspend_broker, NULL, 500, why, sizeof(why));
+        if (r == -EPROTONOSUPPORT) {
+                sage_warn("suspend: %s; not registered", why);
+                suspend_broker = NULL;
+                return false;
+        }
         if (r) {
                 sage_info("suspend: no broker (%s); not registered", why[0] ? why : "not running");
                 suspend_broker = NULL;
