@@ -60,7 +60,7 @@
 static pthread_mutex_t suspend_lock = PTHREAD_MUTEX_INITIALIZER;
 /* The registration's connection: lives as long as the process (under suspend_lock until the listener runs). */
 static SageBroker *suspend_broker;
-static bool suspend_tried;
+static atomic_bool suspend_tried; /* read by every context-creating call without the lock */
 static CUdevice suspend_device;
 static atomic_uint learnt_flags; /* SAGE_INSTANCE_LATER bits seen */
 static atomic_uint sent_flags;   /* those the broker was told */
@@ -371,7 +371,6 @@ static bool register_instance(CUdevice dev) {
                 suspend_broker = NULL;
                 return false;
         }
-        suspend_device = dev;
         r = sage_broker_instance_register_gate(suspend_broker, (const uint8_t *)uuid.bytes, instance_flags(),
                                                (uint32_t)sage_options()->suspend_idle, &gate);
         if (r) {
@@ -405,15 +404,16 @@ static void suspend_after(SageCall *call) {
         if (!creates_context(call->sym))
                 return;
         /* The device is the call's first traced argument (hooks.def: "device"). */
-        if (suspend_tried && !call->own && (CUdevice)call->args[0] != suspend_device)
+        if (atomic_load(&suspend_tried) && !call->own && (CUdevice)call->args[0] != suspend_device)
                 atomic_fetch_or(&learnt_flags, SAGE_INSTANCE_MULTI_GPU);
-        if (suspend_tried)
+        if (atomic_load(&suspend_tried))
                 return;
         pthread_mutex_lock(&suspend_lock);
-        if (!suspend_tried) {
-                suspend_tried = true;
-                if (!register_instance((CUdevice)call->args[0]))
+        if (!atomic_load(&suspend_tried)) {
+                suspend_device = (CUdevice)call->args[0];
+                if (!register_instance(suspend_device))
                         sage_hooks_deactivate(SAGE_OBSERVER_SUSPEND);
+                atomic_store(&suspend_tried, true); /* after suspend_device: readers see it set */
         }
         pthread_mutex_unlock(&suspend_lock);
 }
