@@ -17,6 +17,7 @@
  *   broker_dies      saged killed while it is suspended: the call returns that
  *                    error within the bound (extents mapped), or the process
  *                    restores itself (none mapped) and its memory is intact
+ *   flags            managed memory learnt after registering: never suspended, and why
  *   idle             SAGE_SUSPEND_IDLE: suspended by itself once idle, resumed by its next call
  *   hostile          SUSPEND_PREPARED / INSTANCE_REMAPPED unasked, from another
  *                    connection or with another id change nothing; a silent
@@ -76,6 +77,7 @@ static struct {
         CUresult (*cuCtxSetCurrent)(CUcontext);
         CUresult (*cuCtxSynchronize)(void);
         CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
+        CUresult (*cuMemAllocManaged)(CUdeviceptr *, size_t, unsigned);
         CUresult (*cuMemCreate)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
                                 unsigned long long);
         CUresult (*cuMemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
@@ -109,6 +111,7 @@ static void driver_init(void) {
         load(lib, &cu.cuCtxSetCurrent, "cuCtxSetCurrent");
         load(lib, &cu.cuCtxSynchronize, "cuCtxSynchronize");
         load(lib, &cu.cuMemAlloc, "cuMemAlloc_v2");
+        load(lib, &cu.cuMemAllocManaged, "cuMemAllocManaged");
         load(lib, &cu.cuMemCreate, "cuMemCreate");
         load(lib, &cu.cuMemAddressReserve, "cuMemAddressReserve");
         load(lib, &cu.cuMemMap, "cuMemMap");
@@ -169,6 +172,9 @@ static int run_app(void) {
                                 same = same && r == CUDA_SUCCESS && memcmp(got, want_private, SIZE) == 0;
                         }
                         printf("r %d %d\n", (int)r, same);
+                } else if (cmd == 'm') {
+                        CUdeviceptr m;
+                        printf("m %d\n", (int)cu.cuMemAllocManaged(&m, 4096, CU_MEM_ATTACH_GLOBAL));
                 } else if (cmd == 'h') {
                         r = cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
                         if (r == CUDA_SUCCESS)
@@ -540,6 +546,31 @@ static int scenario_idle(void) {
         return 0;
 }
 
+static int scenario_flags(void) {
+        char out[4096], line[64];
+        const char *json = NULL;
+        App a;
+
+        start_saged();
+        a = spawn_app(false, NULL);
+        app_say(&a, 'm');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "m 0") == 0);
+        /* The listener tells the broker on its next turn (at most 250 ms): watched from outside. */
+        for (int i = 0; i < 200; i++) {
+                CHECK(sagectl(out, sizeof(out), "instances --json") == 0);
+                if ((json = strstr(out, "holds managed memory")))
+                        break;
+                poll(NULL, 0, 20);
+        }
+        CHECK(json);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) != 0 && strstr(out, "managed memory"));
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
 static void on_prepare(void *userdata, const SageMessage *m) {
         if (m->header.type == SAGE_MSG_SUSPEND_PREPARE)
                 *(uint32_t *)userdata = m->header.request_id;
@@ -652,6 +683,7 @@ int main(int argc, char **argv) {
                 { "busy", scenario_busy },
                 { "restore_fails", scenario_restore_fails },
                 { "broker_dies", scenario_broker_dies },
+                { "flags", scenario_flags },
                 { "idle", scenario_idle },
                 { "hostile", scenario_hostile },
         };
