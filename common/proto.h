@@ -425,6 +425,8 @@ typedef struct SageDevicesReply {
 /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (as nvidia-smi -L and CUDA_VISIBLE_DEVICES write it) into buf (>= 41 bytes). */
 #define SAGE_UUID_STRING_SIZE 41
 const char *sage_uuid_format(const uint8_t uuid[16], char *buf, size_t size);
+/* The other way ("GPU-" and 32 hex digits, dashes anywhere after it): 0, or -EINVAL. */
+int sage_uuid_parse(const char *text, uint8_t uuid[16]);
 
 typedef struct SageErrorReply {
         uint32_t code; /* SageProtoError */

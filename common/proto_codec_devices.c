@@ -3,6 +3,7 @@
  * proto_codec.c for size, under the same strict rules: an exact length, a
  * bounded count, known flag bits and zero reserved bytes only.
  */
+#include <errno.h>
 #include <stdio.h>
 
 #include "proto_rw.h"
@@ -41,6 +42,26 @@ int get_devices_reply(Reader *r, SageMessage *m, SageListEntry *list) {
                         return SAGE_ERR_MALFORMED;
         }
         return 0;
+}
+
+int sage_uuid_parse(const char *text, uint8_t uuid[16]) {
+        size_t n = 0;
+
+        if (strncmp(text, "GPU-", 4) != 0)
+                return -EINVAL;
+        for (const char *p = text + 4; *p; p++) {
+                int v = *p >= '0' && *p <= '9'   ? *p - '0'
+                        : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10
+                        : *p >= 'A' && *p <= 'F' ? *p - 'A' + 10
+                                                 : -1;
+                if (*p == '-')
+                        continue;
+                if (v < 0 || n == 32)
+                        return -EINVAL;
+                uuid[n / 2] = (uint8_t)(n % 2 ? (uuid[n / 2] | v) : v << 4);
+                n++;
+        }
+        return n == 32 ? 0 : -EINVAL;
 }
 
 const char *sage_uuid_format(const uint8_t uuid[16], char *buf, size_t size) {

@@ -33,13 +33,16 @@ mapfile -t uuids < <(nvidia-smi --query-gpu=uuid --format=csv,noheader 2>/dev/nu
 nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 [ -x "$nvcc" ] || skip "nvcc not found (set NVCC)"
 unset CUDA_VISIBLE_DEVICES
+# CUDA's ordinals in nvidia-smi's order, for every process here (broker included).
+export CUDA_DEVICE_ORDER=PCI_BUS_ID
 libsage=$build/intercept/libsage.so saged=$build/daemon/saged sagectl=$build/tools/sagectl
 for f in "$libsage" "$saged" "$sagectl"; do [ -x "$f" ] || [ -f "$f" ] || { echo "two_gpus: $f missing" >&2; exit 1; }; done
 
 bin=$logs/bin
-mkdir -p "$bin"
-"$nvcc" -arch "$arch" -O2 -o "$bin/share_weights" "$src/share_weights.cu" -lcuda || exit 1
-"$nvcc" -arch "$arch" -O2 -o "$bin/two_gpus_probe" "$src/two_gpus_probe.cu" -lcuda || exit 1
+mkdir -p "$bin/tmp"
+nv=(env "TMPDIR=$bin/tmp" "$nvcc" "-arch=$arch" -O2 -I"$src")
+"${nv[@]}" -o "$bin/share_weights" "$src/share_weights.cu" || exit 1
+"${nv[@]}" -o "$bin/two_gpus_probe" "$src/two_gpus_probe.cu" -lcuda || exit 1
 
 fail=0 results=()
 bad() { echo "two_gpus: FAIL: $*"; fail=1; }
@@ -61,8 +64,10 @@ for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 python3 - "$logs/devices.json" "${uuids[@]}" <<'PY' || bad "the broker's UUIDs are not nvidia-smi's"
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert [x["uuid"] for x in d] == sys.argv[2:], (d, sys.argv[2:])
+assert sorted(x["uuid"] for x in d) == sorted(sys.argv[2:]), (d, sys.argv[2:])
 PY
+# The broker's ordinal 1, by its UUID: what CUDA_VISIBLE_DEVICES=1 selects too.
+uuid1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[1]["uuid"])' "$logs/devices.json")
 
 # run TAG VISIBLE: share_weights under sharing on the GPUs VISIBLE; prints hits, misses, published.
 run() {
@@ -81,7 +86,7 @@ run() {
 run gpu1_first 1
 run gpu0_first 0
 run gpu1_again 1
-run gpu1_uuid "${uuids[1]}"
+run gpu1_uuid "$uuid1"
 run gpu0_again 0
 [ "$gpu1_first_published" -gt 0 ] || bad "GPU 1 published nothing"
 [ "$gpu0_first_hits" = 0 ] || bad "GPU 0's first run hit $gpu0_first_hits extents (GPU 1's?)"

@@ -99,10 +99,21 @@ for child in 1 "$uuid1" 1,0 0; do
   esac
 done
 
-step "a broker serving GPU 0 only: a function on GPU 1 runs without sharing, unharmed"
+step "saged --devices by UUID: an unknown UUID serves no GPU (as an unknown ordinal), a malformed one is refused"
+stop_saged
+start_saged "$tmp/x.sock" --devices GPU-00000000-0000-0000-0000-000000000000
+[ "$(SAGE_SOCKET=$tmp/x.sock "$sagectl" devices --json | tr -d ' \n')" = "[]" ] || bad "a GPU served for an unknown UUID"
+grep -q "device GPU-00000000-0000-0000-0000-000000000000 does not exist" "$tmp/saged.log" || bad "no clear warning"
+rc=0; "$saged" --socket "$tmp/x.sock" --foreground --devices GPU-12 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || bad "saged --devices GPU-12: exit $rc, not 2"
+
+step "a broker serving GPU 0 only (--devices GPU-…): a function on GPU 1 runs without sharing, unharmed"
 stop_saged
 export SAGE_SOCKET=$tmp/only0.sock
-start_saged "$SAGE_SOCKET" --devices 0
+start_saged "$SAGE_SOCKET" --devices "$uuid0"
+"$sagectl" devices --json | "$python" -c '
+import json, sys
+assert [x["served"] for x in json.load(sys.stdin)] == [True, False]' || bad "--devices $uuid0 does not serve exactly GPU 0"
 run only1 1 16 7
 [ "$(stat_of "$tmp/only1.json" SHARE_ALLOCS)" = 0 ] || bad "only1: VMM-backed on a GPU the broker does not serve"
 [ "$(stat_of "$tmp/only1.json" SHARE_UNKNOWN_GPU)" = 1 ] || bad "only1: not counted as an unknown GPU"

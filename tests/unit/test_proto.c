@@ -783,6 +783,13 @@ static void test_devices(void) {
                 0x53, 0x41, 0x47, 0x45, 0x46, 0x41, 0x4b, 0x45, 0x47, 0x50, 0x55, 0, 0, 0, 0, 1
         };
         CHECK(strcmp(sage_uuid_format(u, text, sizeof(text)), "GPU-53414745-4641-4b45-4750-550000000001") == 0);
+        uint8_t back[16];
+        CHECK(sage_uuid_parse(text, back) == 0 && !memcmp(back, u, 16));
+        CHECK(sage_uuid_parse("GPU-534147454641-4B45-4750550000000001", back) == 0 && !memcmp(back, u, 16));
+        CHECK(sage_uuid_parse("GPU-53414745-4641-4b45-4750-5500000000", back) == -EINVAL);     /* short */
+        CHECK(sage_uuid_parse("GPU-53414745-4641-4b45-4750-55000000000100", back) == -EINVAL); /* long */
+        CHECK(sage_uuid_parse("GPU-53414745-4641-4b45-4750-55000000000x", back) == -EINVAL);
+        CHECK(sage_uuid_parse("53414745-4641-4b45-4750-550000000001", back) == -EINVAL);
 }
 
 /* Instances: register, list, suspend/resume replies, and what the decoder refuses. */
