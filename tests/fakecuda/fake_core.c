@@ -359,6 +359,18 @@ FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CU
         return CUDA_SUCCESS;
 }
 
+/* The simulated GPUs are a node without peer access (fake_vmm.c, cuMemSetAccess; fake_ipc.c). */
+FAKE_EXPORT CUresult cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice dev, CUdevice peerDev) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!canAccessPeer)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (!valid_device(dev) || !valid_device(peerDev))
+                return CUDA_ERROR_INVALID_DEVICE;
+        *canAccessPeer = 0;
+        return CUDA_SUCCESS;
+}
+
 FAKE_EXPORT CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev) {
         FAKE_GATE();
         FAKE_REQUIRE_INIT();

@@ -244,7 +244,10 @@ static int mode_two_gpus(void) {
         CUipcMemHandle handle;
         size_t size = 2 * MiB;
 
+        int peer = -1;
         setup_context();
+        OK(cuDeviceCanAccessPeer(&peer, 0, 1));
+        CHECK(peer == 0);
         on1.location.id = 1;
         OK(cuMemCreate(&h, size, &on1, 0));
         OK(cuMemAddressReserve(&va, size, 0, 0, 0));
