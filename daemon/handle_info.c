@@ -1,6 +1,7 @@
 /*
  * saged's other requests: HELLO (and its feature bits), PING, STATS, LABEL,
- * DEVICES (the ordinals clients must use, by UUID), and the CUDA-IPC emulation (IPC_EXPORT, IPC_IMPORT, IPC_REVOKE).
+ * DEVICES (the ordinals clients must use, found by UUID), and the CUDA-IPC
+ * emulation (IPC_EXPORT, IPC_IMPORT, IPC_REVOKE).
  *
  * CUDA-IPC registrations (ipc_registry.c) follow the extents' rule:
  * IPC_IMPORT works within the exporter's namespace only, IPC_REVOKE for the
