@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154 # the *_hits/*_published counters: set by run() through eval
 # Two GPUs, one broker (issue 16; GPU identity by UUID, issue 15 item 1):
 # share_weights pinned to each GPU with CUDA_VISIBLE_DEVICES (each sees its
 # GPU as device 0), natively and under SAGE_SHARE=1. A function on GPU 0
@@ -16,7 +17,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --build) build=$2; shift 2 ;;
     --arch) arch=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n "3,15p" "$0"; exit 0 ;;
     *) echo "two_gpus: unknown argument $1" >&2; exit 2 ;;
   esac
 done

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154 # preload, tmp, fail: set by lib.sh
 # GPU identity by UUID (issue 15 item 1): one broker serving two simulated
 # GPUs, functions pinned to each with CUDA_VISIBLE_DEVICES (each sees its GPU
 # as device 0). A hit maps only an extent of the function's own GPU; IPC
