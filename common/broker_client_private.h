@@ -15,6 +15,7 @@ struct SageBroker {
         /* Unsolicited broker -> client notices (proto.def TO_CLIENT), whoever reads them. */
         SageBrokerNoticeFn on_notice;
         void *notice_userdata;
+        SageDevicesReply *devices; /* the broker's device table, once asked (broker_requests.c) */
 };
 
 /* Where the notes of a LOOKUP_NOTED reply go: `length` receives their size,
