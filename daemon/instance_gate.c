@@ -73,6 +73,10 @@ static bool pin(Server *s, Instance *in, Extent *e) {
 
         if (!p && !(p = in->pins = calloc(1, sizeof(*p))))
                 return false;
+        /* Once each: a process that looks up and releases again while preparing pins nothing more. */
+        for (size_t i = 0; i < p->n; i++)
+                if (p->items[i] == e)
+                        return true;
         if (p->n == p->cap) {
                 size_t cap = p->cap ? 2 * p->cap : 16;
                 Extent **items = realloc(p->items, cap * sizeof(*items));

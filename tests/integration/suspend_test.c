@@ -593,11 +593,14 @@ static int scenario_hostile(void) {
         uint32_t prepare_id = 0;
         SageBroker *owner, *other;
         bool gate = false;
+        SageHash key;
         uint64_t t;
         pid_t op;
         int status;
 
         start_saged();
+        publish(SEED_SHARED, SIZE);
+        key = sage_content_key(pattern(SEED_SHARED, SIZE), SIZE);
         owner = broker();
         sage_broker_on_notice(owner, on_prepare, &prepare_id);
         CHECK(sage_broker_instance_register_gate(owner, uuid, 0, 0, &gate) == 0 && gate);
@@ -623,6 +626,15 @@ static int scenario_hostile(void) {
                 CHECK(sage_broker_pump(owner) == 0);
         }
         CHECK(prepare_id != 0);
+        /* Its process releasing while preparing pins the extent, once however often it does. */
+        for (int i = 0; i < 5; i++) {
+                uint64_t id;
+                int fd;
+                CHECK(sage_broker_lookup(other, key, SIZE, 0, &id, &fd) == 0);
+                close(fd);
+                CHECK(sage_broker_release(other, id) == 0);
+        }
+        CHECK(stats().refs == 1);
         notice(other, SAGE_MSG_SUSPEND_PREPARED, prepare_id, SAGE_GATE_OK);
         notice(owner, SAGE_MSG_SUSPEND_PREPARED, prepare_id + 1, SAGE_GATE_OK);
         CHECK(strcmp(state_of(getpid()), "suspending") == 0);
@@ -630,6 +642,7 @@ static int scenario_hostile(void) {
         notice(owner, SAGE_MSG_SUSPEND_PREPARED, prepare_id, SAGE_GATE_BUSY);
         CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
         CHECK(strcmp(state_of(getpid()), "active") == 0);
+        CHECK(stats().refs == 0); /* the pin went with the handshake */
 
         /* A silent instance: the broker gives up at its deadline (8 s), the instance stays active. */
         prepare_id = 0;
