@@ -351,6 +351,15 @@ int server_instance_resume(Server *s, Instance *in, const char **why) {
         return begin_op(s, in, INSTANCE_OP_RESUME, NULL, 0, 0, why);
 }
 
+int server_instance_resume_for(Server *s, Instance *in, Client *requester, uint32_t request_id, unsigned reply_type,
+                               const char **why) {
+        return begin_op(s, in, INSTANCE_OP_RESUME, requester, request_id, reply_type, why);
+}
+
+uint32_t server_instance_why_not(Server *s, Instance *in) {
+        return why_not(s, in);
+}
+
 int handle_suspend(Server *s, Client *c, Request *rq) {
         return start_op(s, c, rq, INSTANCE_OP_SUSPEND, rq->msg->suspend);
 }
@@ -375,8 +384,8 @@ int handle_instance_resume(Server *s, Client *c, Request *rq) {
         }
         switch (in->state) {
         case SAGE_INSTANCE_SUSPENDED:
-                code = begin_op(s, in, INSTANCE_OP_RESUME, c, rq->msg->header.request_id,
-                                SAGE_MSG_INSTANCE_RESUME_REPLY, &rq->why);
+                code = server_instance_resume_for(s, in, c, rq->msg->header.request_id, SAGE_MSG_INSTANCE_RESUME_REPLY,
+                                                  &rq->why);
                 if (code == 0)
                         rq->deferred = true;
                 return code;

@@ -138,6 +138,11 @@ void server_instances_pin_release(Server *s, Client *c, uint64_t id);
  * 0, or a SageProtoError with *why saying it. The operator's requests take the same path. */
 int server_instance_suspend(Server *s, Instance *in, int reason, const char **why);
 int server_instance_resume(Server *s, Instance *in, const char **why);
+/* The same, answering `requester` with `reply_type` (RESUME_REPLY, INSTANCE_RESUME_REPLY) when done. */
+int server_instance_resume_for(Server *s, Instance *instance, Client *requester, uint32_t request_id,
+                               unsigned reply_type, const char **why);
+/* SAGE_INSTANCE_WHY_* that forbid suspending it now (0: none). */
+uint32_t server_instance_why_not(Server *s, Instance *instance);
 
 /* metrics.c: the /metrics page (a MetricsRenderFn over the Server). */
 void server_render_metrics(void *userdata, MetricsBuf *out);
