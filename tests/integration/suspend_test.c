@@ -450,7 +450,10 @@ static int scenario_resume_on_call(void) {
                 CHECK(strcmp(state_of(a.pid), "active") == 0);
                 CHECK(mem_used(a.pid) >= SIZE);
         }
+        /* It exits while suspended: its exit handlers (sharing publishes its candidates) resume it first. */
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
         app_end(&a);
+        CHECK(stats().publishes == 2); /* the publisher's, and the app's private upload at its exit */
         stop_saged(SIGTERM);
         return 0;
 }
