@@ -78,7 +78,8 @@ class Instance:
                 line = self.lines.get(timeout=max(0.01, end - now()))
             except queue.Empty:
                 return None
-            if line is None:
+            if line is None:  # the process closed its output: it is gone
+                self.lines.put(None)  # every later read ends at once too
                 return None
             got = rep.tagged(line, tag)
             if got and (seq is None or got[0].get("seq") == seq):
