@@ -71,6 +71,17 @@ def latency_figure(values):
     return f
 
 
+def has_option(libsage, name):
+    """Whether the libsage at that path has option NAME (SAGE_...): common/options.def's
+    names are in its table without the prefix, as NUL-terminated strings."""
+    try:
+        with open(libsage, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return b"\0" + (name[5:] if name.startswith("SAGE_") else name).encode() + b"\0" in data
+
+
 def tagged(text, tag):
     """The JSON objects of lines `TAG {json}` in text (others ignored)."""
     out = []
@@ -397,6 +408,12 @@ def selftest():
     assert tagged("x\nSAGE_BENCH {\"a\": 1}\nSAGE_BENCH {bad\nSAGE_READYX {}\n", "SAGE_BENCH") == [{"a": 1}]
     js = '[\n {"pid": 12, "state": "suspended", "gpu_bytes": 0, "resume_ms": 0}]\n'
     assert instances(js)[12]["state"] == "suspended" and instances("not json") == {} and instances("{}") == {}
+    import tempfile
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(b"x\0SUSPEND\0SUSPEND_KEEP_ALIVE\0INSTANCE_IDLE_X\0")
+        f.flush()
+        assert has_option(f.name, "SAGE_SUSPEND_KEEP_ALIVE") and has_option(f.name, "SAGE_SUSPEND")
+        assert not has_option(f.name, "SAGE_SUSPEND_IDLE") and not has_option("/nonexistent", "SAGE_SUSPEND")
     assert smi_apps("123, 952\n456, 1 MiB\nbad line\n123, 2\n") == {123: 954.0, 456: 1.0}
     s1, s2 = poisson(2.0, 30.0, 7, 4), poisson(2.0, 30.0, 7, 4)
     assert s1 == s2 and 30 < len(s1) < 95 and all(0 < t < 30 and 0 <= i < 4 for t, i in s1), len(s1)

@@ -149,20 +149,12 @@ class Run(suspend_parts.Parts):
         # SAGE_BENCH_SUSPEND_ASSUME=idle,cap: take the features as there (a dry run of
         # those parts' code on a tree without them; the figures then mean nothing).
         assume = set(os.environ.get("SAGE_BENCH_SUSPEND_ASSUME", "").split(","))
-        self.has_idle = "idle" in assume or self._libsage_knows(libsage, b"SAGE_SUSPEND_IDLE")
+        self.has_idle = "idle" in assume or rep.has_option(libsage, "SAGE_SUSPEND_IDLE")
         self.resume_by = a.resume_by if a.resume_by != "auto" else ("gate" if self.has_idle else "operator")
         help_text = subprocess.run([os.path.join(self.build, "daemon", "saged"), "--help"], capture_output=True,
                                    text=True).stdout
         self.has_cap = "--instance-memory" in help_text or "cap" in assume
         self.cap_option = "--instance-memory" in help_text
-
-    @staticmethod
-    def _libsage_knows(path, name):
-        try:
-            with open(path, "rb") as f:
-                return name in f.read()
-        except OSError:
-            return False
 
     def left(self):
         return self.a.budget - (now() - self.t_start)
