@@ -188,7 +188,7 @@ class Parts:
                 t.join()
             done.set()
             sampler.join()
-            m["suspensions"] = sum(1 for i in insts if (self.entry(i.pid) or {}).get("suspend_ms"))
+            m["instances_suspended"] = sum(1 for i in insts if (self.entry(i.pid) or {}).get("suspend_ms"))
             for i in insts:
                 i.stop()
 

@@ -241,7 +241,7 @@ def faas_entry(m):
     e = {"latency_ms": latency_figure(m.get("latency_ms", [])), "gpu_mib": figure(mem),
          "requests": m.get("requests", 0), "failures": m.get("failures", 0),
          "mismatches": m.get("mismatches", 0), "instances": m.get("instances"),
-         "suspensions": m.get("suspensions")}
+         "instances_suspended": m.get("instances_suspended")}
     if e["gpu_mib"]:
         e["gpu_mib"]["series"] = [[round(t, 2), round(v, 1)] for t, v in m.get("gpu_series", [])]
     return e
