@@ -23,6 +23,7 @@ A part that could not run is {"skipped": REASON}.
 """
 import json
 import math
+import os
 import random
 import sys
 
@@ -80,6 +81,20 @@ def has_option(libsage, name):
     except OSError:
         return False
     return b"\0" + (name[5:] if name.startswith("SAGE_") else name).encode() + b"\0" in data
+
+
+def rss_mib(pid, status=None):
+    """VmRSS of a process in MiB (status: /proc/PID/status's text, for tests); None if gone."""
+    if status is None:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                status = f.read()
+        except OSError:
+            return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return None
 
 
 def tagged(text, tag):
@@ -210,7 +225,7 @@ def workload_entry(w):
     e = {}
     for key in ("cold_ms", "warm_ms", "sage_warm_ms", "resumed_ms", "resume_ms", "suspend_ms",
                 "resumed_idle_ms", "resume_idle_ms", "active_gpu_mib", "idle_gpu_mib", "native_gpu_mib",
-                "idle_idle_gpu_mib", "idle_device_delta_mib"):
+                "idle_idle_gpu_mib", "idle_device_delta_mib", "idle_host_delta_mib", "idle_host_mib"):
         f = figure(w.get(key, []))
         if f is not None:
             e[key] = f
@@ -343,6 +358,8 @@ def table(doc):
         if "resumed_idle_ms" in w:
             lines.append(f"{'':<9} | by SAGE_SUSPEND_IDLE: resumed_ms {_med(w['resumed_idle_ms'])}, "
                          f"resume_ms {_med(w.get('resume_idle_ms'))}")
+        lines.append(f"{'':<9} | host MiB while suspended: RSS +{_med(w.get('idle_host_delta_mib'), False)}, "
+                     f"broker's estimate {_med(w.get('idle_host_mib'), False)}")
         lines.append(f"{'':<9} | resume by {w.get('resume_by')}; suspend_ms {_med(w.get('suspend_ms'))}; "
                      f"GPU MiB native {_med(w.get('native_gpu_mib'), False)}, "
                      f"SAGE active {_med(w.get('active_gpu_mib'), False)}")
@@ -414,6 +431,8 @@ def selftest():
         f.flush()
         assert has_option(f.name, "SAGE_SUSPEND_KEEP_ALIVE") and has_option(f.name, "SAGE_SUSPEND")
         assert not has_option(f.name, "SAGE_SUSPEND_IDLE") and not has_option("/nonexistent", "SAGE_SUSPEND")
+    assert rss_mib(0, "Name:\tx\nVmRSS:\t  2048 kB\n") == 2.0 and rss_mib(0, "Name: x\n") is None
+    assert rss_mib(os.getpid()) > 0
     assert smi_apps("123, 952\n456, 1 MiB\nbad line\n123, 2\n") == {123: 954.0, 456: 1.0}
     s1, s2 = poisson(2.0, 30.0, 7, 4), poisson(2.0, 30.0, 7, 4)
     assert s1 == s2 and 30 < len(s1) < 95 and all(0 < t < 30 and 0 <= i < 4 for t, i in s1), len(s1)

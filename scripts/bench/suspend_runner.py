@@ -155,6 +155,7 @@ class Run(suspend_parts.Parts):
                                    text=True).stdout
         self.has_cap = "--instance-memory" in help_text or "cap" in assume
         self.cap_option = "--instance-memory" in help_text
+        self.evict_option = "--instance-evict" in help_text
 
     def left(self):
         return self.a.budget - (now() - self.t_start)
