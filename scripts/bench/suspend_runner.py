@@ -172,7 +172,7 @@ class Run(suspend_parts.Parts):
         self.stop_saged()
         log = open(os.path.join(self.logs, f"saged.{len(self.procs)}.log"), "w")
         cmd = [os.path.join(self.build, "daemon", "saged"), "--foreground", "--socket", self.sock, "-v",
-               "--max-resumes", "16", *extra]
+               "--max-resumes", "16", *extra, *os.environ.get("SAGE_BENCH_SAGED_ARGS", "").split()]
         env = dict(self.base_env)
         self.saged = (subprocess.Popen(cmd, env=env, stderr=log, stdout=log, start_new_session=True), log)
         end = now() + 20
@@ -315,8 +315,11 @@ class Run(suspend_parts.Parts):
             if i.ready.get("sage_loaded") != sage:
                 self.raw["problems"].append(f"{kind} instance {i.pid}: libsage loaded {i.ready.get('sage_loaded')}, "
                                             f"wanted {sage}")
-            if sage and not self.wait_state(i.pid, ("active", "idle", "suspended"), 30):
-                self.raw["problems"].append(f"{kind} instance {i.pid} never registered with saged")
+            if sage:
+                e = self.wait_state(i.pid, ("active", "idle", "suspended"), 30)
+                if not e or e["state"] not in ("active", "idle", "suspended"):
+                    self.raw["problems"].append(f"{kind} instance {i.pid}: not registered with saged in 30 s "
+                                                f"(listed as {e})")
         return ok
 
     def setup(self):
