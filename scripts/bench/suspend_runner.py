@@ -34,6 +34,7 @@ import suspend_parts  # noqa: E402
 import suspend_report as rep  # noqa: E402
 
 WATCHDOG_S = 20.0
+GATE_FAILURES_MAX = 2
 LOAD_TIMEOUT_S = 180.0
 
 
@@ -132,6 +133,7 @@ class Run(suspend_parts.Parts):
         self.plan = rep.plan(a.quick, set(filter(None, (a.only or "").split(","))), a.fake)
         self.procs = []
         self.refs = {}
+        self.gate_failures = 0
         self.saged = None
         self.sock = os.path.join(a.logs, "saged.sock")
         self.sagectl_bin = os.path.join(self.build, "tools", "sagectl")
@@ -292,6 +294,12 @@ class Run(suspend_parts.Parts):
             if "error" in rec:  # the gate did not resume it: never leave it hanging
                 self.sagectl("resume", str(inst.pid))
                 rec = {"error": f"gate: {rec['error']}"}
+                self.gate_failures += 1
+                if self.gate_failures == GATE_FAILURES_MAX:
+                    # A broken gate would cost WATCHDOG_S an invocation: the budget could not hold.
+                    self.resume_by = "operator"
+                    self.raw["problems"].append(f"the gate did not resume {GATE_FAILURES_MAX} times: "
+                                                "resumed by sagectl from here on")
         ms = (now() - a) * 1000.0
         e = self.entry(inst.pid)
         return ms, rec, (e or {}).get("resume_ms"), how
