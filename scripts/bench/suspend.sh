@@ -24,7 +24,8 @@ Usage: scripts/bench/suspend.sh [--build DIR] [--quick] [--only LIST] [--runs N]
   --resume-by HOW   auto (default: libsage's gate where it has SAGE_SUSPEND_IDLE,
                     else `sagectl resume` before the call), gate, operator
   --fake            a dry run against the simulated driver (tests/fakecuda, built in
-                    DIR): cfunc only, no GPU needed; the figures mean nothing
+                    DIR): cfunc and sgemm (cuBLAS on the CPU), no GPU needed; the
+                    figures mean nothing
   --arch ARCH       nvcc -arch for the cfunc kernel (default sm_90)
   --data DIR        folder for generated weights (default: DIR/bench-bin/suspend/data, kept)
   -h, --help        this help
@@ -80,6 +81,11 @@ if [ "$fake" = 1 ]; then
     module=$bin/suspend_cfunc_fake.so
     ${CC:-cc} -shared -fPIC -O2 -I"$here/../../tests/fakecuda" -o "$module" "$here/suspend_cfunc_fake.c" ||
         { echo "suspend: cannot build the simulated kernel" >&2; exit 1; }
+    # sgemm's two cuBLAS calls on the CPU (the simulated device memory is host memory).
+    mkdir -p "$bin/fakeblas"
+    ${CC:-cc} -shared -fPIC -O2 -o "$bin/fakeblas/libcublas.so" "$here/suspend_cublas_fake.c" ||
+        { echo "suspend: cannot build the simulated cuBLAS" >&2; exit 1; }
+    export LD_LIBRARY_PATH=$bin/fakeblas:$LD_LIBRARY_PATH
     unset CUDA_VISIBLE_DEVICES
 else
     bench_require_gpu suspend

@@ -53,7 +53,7 @@ class Instance:
             env.update(extra_env or {})
         mode = "http" if http else "serve"
         cmd = [run.python, os.path.join(HERE, "suspend_fn.py"), mode, kind, run.weights[kind]]
-        if kind == "cfunc":
+        if kind in ("cfunc", "sgemm"):
             cmd += ["--module", run.module]
         self.log = open(os.path.join(run.logs, f"{kind}.{tag or mode}.{len(run.procs)}.stderr"), "w")
         self.p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -139,8 +139,11 @@ class Run(suspend_parts.Parts):
         self.sagectl_bin = os.path.join(self.build, "tools", "sagectl")
         self.base_env = {k: v for k, v in os.environ.items() if not k.startswith("SAGE_") and k != "LD_PRELOAD"}
         self.base_env["PYTHONUNBUFFERED"] = "1"
-        self.weights = {k: os.path.join(a.data, f"{k}.bin" if k == "cfunc" else f"{k}.safetensors")
-                        for k in rep.WORKLOADS}
+        # Named by what they hold, so that a --data folder shared by runs never serves the wrong size.
+        self.cfunc_bytes = 8 << 20 if a.fake else (512 << 20 if a.quick else 1 << 30)
+        names = {"cfunc": f"cfunc-{self.cfunc_bytes >> 20}M.bin", "sgemm": f"sgemm-{256 if a.fake else 4096}.bin",
+                 "llm": f"llm-{self.plan['llm_gib']}G.safetensors"}
+        self.weights = {k: os.path.join(a.data, names.get(k, f"{k}.safetensors")) for k in rep.WORKLOADS}
         libsage = os.path.join(self.build, "intercept", "libsage.so")
         # SAGE_BENCH_PRELOAD: what instances preload (the tests: a sanitizer's runtime first, then libsage).
         preload = os.environ.get("SAGE_BENCH_PRELOAD") or libsage
@@ -261,7 +264,7 @@ class Run(suspend_parts.Parts):
     def cold(self, kind):
         """One invocation in a new native process: (wall ms, record)."""
         cmd = [self.python, os.path.join(HERE, "suspend_fn.py"), "run", kind, self.weights[kind]]
-        if kind == "cfunc":
+        if kind in ("cfunc", "sgemm"):
             cmd += ["--module", self.module]
         a = now()
         p = subprocess.run(cmd, env=self.base_env, capture_output=True, text=True, timeout=LOAD_TIMEOUT_S)
@@ -341,8 +344,10 @@ class Run(suspend_parts.Parts):
             if os.path.exists(path):
                 continue
             if kind == "cfunc":
-                size = 8 << 20 if self.fake else (512 << 20 if self.a.quick else 1 << 30)
-                cmd = [self.python, os.path.join(HERE, "suspend_fn.py"), "gen", "cfunc", path, str(size)]
+                cmd = [self.python, os.path.join(HERE, "suspend_fn.py"), "gen", "cfunc", path, str(self.cfunc_bytes)]
+            elif kind == "sgemm":
+                cmd = [self.python, os.path.join(HERE, "suspend_fn.py"), "gen", "sgemm", path]
+                cmd += ["256"] if self.fake else []
             else:
                 cmd = [self.python, os.path.join(HERE, "suite_fn.py"), "gen", kind, path]
                 if kind == "llm":
