@@ -240,8 +240,8 @@ class Parts:
         def settle():
             """What the instances hold once the broker made room: a new process allocates
             before the broker hears of it, so the cap can be passed for a moment
-            (peak_gpu_mib); max_gpu_mib is the most held once settled (<= 15 s)."""
-            end = now() + (3 if self.fake else 15)
+            (peak_gpu_mib); max_gpu_mib is the most held once settled (<= SETTLE_S)."""
+            end = now() + (2 if self.fake else rep.SETTLE_S)
             while True:
                 held = sum(v or 0 for v in self.gpu_mib([i.pid for i in insts]).values())
                 r["peak_gpu_mib"] = max(r["peak_gpu_mib"], held)

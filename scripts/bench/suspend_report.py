@@ -38,6 +38,7 @@ COST = {
     "gpt2": {"load": 10.0, "invoke": 0.1, "suspend": 1.5, "resume": 0.9},
     "llm": {"load": 4.0, "invoke": 0.3, "suspend": 2.5, "resume": 1.2},  # 2 GiB of weights
 }
+SETTLE_S = 5.0  # the most oversubscription waits for the broker to bring instances under the cap
 FAKE_COST = {"load": 0.3, "invoke": 0.01, "suspend": 0.05, "resume": 0.05}
 WORKLOADS = ("cfunc", "sgemm", "resnet50", "bert", "gpt2", "llm")
 PARTS = ("workloads", "concurrent", "faas", "oversub")
@@ -179,7 +180,7 @@ def plan(quick, only=None, fake=False):
         "idle_kinds": [k for k in kinds if k in ("cfunc", "resnet50")],
         "concurrency": [8] if quick else [8, 16],
         "faas": {"kind": heavy, "instances": 3 if quick else 4, "rate": 1.0 if quick else 0.8,
-                 "duration": 15.0 if quick else 30.0, "idle": "1s", "seed": 12},
+                 "duration": 12.0 if quick else 30.0, "idle": "1s", "seed": 12},
         "oversub": {"kind": heavy, "fit": 1 if quick else 2, "factor": 4, "rounds": 1},
         "llm_gib": 2,
         "parts": [x for x in PARTS if not part_only or x in part_only],
@@ -220,7 +221,8 @@ def estimate_faas(f, fake=False):
 def estimate_oversub(o, fake=False):
     c = cost(o["kind"], fake)
     n = o["fit"] * o["factor"]
-    return round(c["load"] + n * (c["load"] + c["suspend"] + 1.5)
+    # + up to SETTLE_S after each start for the broker to make room (3 s on average)
+    return round(c["load"] + n * (c["load"] + c["suspend"] + 1.5 + 3)
                  + o["rounds"] * n * (c["resume"] + c["suspend"] + c["invoke"]), 1)
 
 
