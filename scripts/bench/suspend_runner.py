@@ -212,7 +212,9 @@ class Run(suspend_parts.Parts):
         return p.returncode, p.stdout + p.stderr
 
     def entry(self, pid):
-        return rep.instances(self.sagectl("instances", "--json")[1]).get(pid)
+        rc, text = self.sagectl("instances", "--json")
+        self.last_listing = (rc, text)
+        return rep.instances(text).get(pid)
 
     def wait_state(self, pid, states, timeout):
         end = now() + timeout
@@ -329,8 +331,9 @@ class Run(suspend_parts.Parts):
             if sage:
                 e = self.wait_state(i.pid, ("active", "idle", "suspended"), 30)
                 if not e or e["state"] not in ("active", "idle", "suspended"):
+                    rc, text = self.last_listing
                     self.raw["problems"].append(f"{kind} instance {i.pid}: not registered with saged in 30 s "
-                                                f"(listed as {e})")
+                                                f"(listed as {e}; sagectl instances: rc {rc}, {text[-300:]!r})")
         return ok
 
     def setup(self):
