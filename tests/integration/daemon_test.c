@@ -3417,49 +3417,23 @@ int main(int argc, char **argv) {
         static const struct {
                 const char *name;
                 int (*run)(void);
+                bool test; /* a scenario meson runs, not a helper role */
         } scenarios[] = {
-                { "cli", scenario_cli },
-                { "share", scenario_share },
-                { "namespace", scenario_namespace },
-                { "kill", scenario_kill },
-                { "malformed", scenario_malformed },
-                { "sigterm", scenario_sigterm },
-                { "budget", scenario_budget },
-                { "evict", scenario_evict },
-                { "ipc", scenario_ipc },
-                { "ipc_namespace", scenario_ipc_namespace },
-                { "ipc_kill", scenario_ipc_kill },
-                { "notes", scenario_notes },
-                { "notes_namespace", scenario_notes_namespace },
-                { "labels", scenario_labels },
-                { "sealed_copy", scenario_sealed_copy },
-                { "verify", scenario_verify },
-                { "budget_pinning", scenario_budget_pinning },
-                { "namespace_share", scenario_namespace_share },
-                { "stats_scope", scenario_stats_scope },
-                { "verify_large", scenario_verify_large },
-                { "verify_on_lookup", scenario_verify_on_lookup },
-                { "fd_leak", scenario_fd_leak },
-                { "emfile", scenario_emfile },
-                { "conn_limit", scenario_conn_limit },
-                { "ipc_export_fd", scenario_ipc_export_fd },
-                { "containers", scenario_containers },
-                { "label_access", scenario_label_access },
-                { "socket_dir", scenario_socket_dir },
-                { "impostor", scenario_impostor },
-                { "ns_records", scenario_ns_records },
-                { "features", scenario_features },
-                { "instances", scenario_instances },
-                { "instances_refused", scenario_instances_refused },
-                { "instances_failures", scenario_instances_failures },
-                { "instances_preload", scenario_instances_preload },
-                { "instance_app", scenario_instance_app },
-                { "instances_fake", scenario_instances_fake },
-                { "instances_exited", scenario_instances_exited },
+#define SCENARIO(name) { #name, scenario_##name, true },
+#define HELPER(name) { #name, scenario_##name, false },
+#include "daemon_scenarios.def"
+#undef SCENARIO
+#undef HELPER
         };
 
+        if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+                for (size_t i = 0; i < SAGE_ARRAY_SIZE(scenarios); i++)
+                        if (scenarios[i].test)
+                                printf("%s\n", scenarios[i].name);
+                return 0;
+        }
         if (argc != 4) {
-                fprintf(stderr, "usage: daemon-test SCENARIO SAGED SAGECTL\n");
+                fprintf(stderr, "usage: daemon-test SCENARIO SAGED SAGECTL | daemon-test --list\n");
                 return 2;
         }
         main_pid = getpid();
