@@ -216,6 +216,17 @@ static int send_error(Client *c, uint32_t request_id, int code, const char *what
         return client_send(c, &m, NULL, 0);
 }
 
+/* A request of another protocol version: say so in the client's version
+ * (ERROR reads the same in every version), so an older libsage or sagectl
+ * reports why instead of failing to decode our answer. */
+static int send_version_error(Client *c, const SageHeader *h) {
+        SageMessage m;
+        sage_proto_error(&m, h->request_id, SAGE_ERR_VERSION, "protocol version %u not spoken: saged speaks %u",
+                         (unsigned)h->version, (unsigned)SAGE_PROTO_VERSION);
+        m.header.version = h->version;
+        return client_send(c, &m, NULL, 0);
+}
+
 Tally *server_tally(Server *s, uint64_t namespace_id) {
         static Tally lost; /* out of memory: the broker-wide count still moves */
         Tally *t = tally_get(&s->tallies, namespace_id);
@@ -290,7 +301,9 @@ static bool serve_client(Server *s, Client *c) {
                         for (size_t j = 0; j < n_fds; j++)
                                 close(fds[j]);
                         sage_debug("client pid %d: bad message: %s", (int)c->pid, sage_proto_error_name(code));
-                        r = send_error(c, req.header.request_id, code, sage_proto_error_name(code));
+                        r = code == SAGE_ERR_VERSION
+                                    ? send_version_error(c, &req.header)
+                                    : send_error(c, req.header.request_id, code, sage_proto_error_name(code));
                         /* Another magic or version: we do not share a language. */
                         if (r < 0 || code == SAGE_ERR_BAD_MAGIC || code == SAGE_ERR_VERSION ||
                             ++c->malformed > SERVER_MAX_MALFORMED)

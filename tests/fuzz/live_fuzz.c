@@ -386,8 +386,6 @@ static int write_corpus(const char *dir) {
                 SAGE_MSG_IPC_EXPORT,
                 SAGE_MSG_IPC_IMPORT,
                 SAGE_MSG_IPC_REVOKE,
-                SAGE_MSG_PUBLISH_NOTED,
-                SAGE_MSG_LOOKUP_NOTED,
                 SAGE_MSG_LABEL,
                 SAGE_MSG_HELLO_REPLY,
                 SAGE_MSG_PONG,
@@ -400,8 +398,6 @@ static int write_corpus(const char *dir) {
                 SAGE_MSG_IPC_EXPORT_REPLY,
                 SAGE_MSG_IPC_IMPORT_REPLY,
                 SAGE_MSG_IPC_REVOKE_REPLY,
-                SAGE_MSG_PUBLISH_NOTED_REPLY,
-                SAGE_MSG_LOOKUP_NOTED_REPLY,
                 SAGE_MSG_LABEL_REPLY,
                 SAGE_MSG_ERROR,
         };
@@ -420,14 +416,14 @@ static int write_corpus(const char *dir) {
                         sage_proto_init(&m, types[i], (uint32_t)i);
                         if (!(types[i] & SAGE_MSG_REPLY_BIT))
                                 m.lookup = fuzz_key(1, 0, 0); /* overlays every key, id and token */
-                        if (types[i] == SAGE_MSG_PUBLISH || types[i] == SAGE_MSG_PUBLISH_NOTED)
+                        if (types[i] == SAGE_MSG_PUBLISH) {
                                 m.header.flags = SAGE_PUBLISH_SEALED;
-                        if (types[i] == SAGE_MSG_PUBLISH_NOTED)
-                                m.publish_noted.notes = (SageNotes){ big ? SAGE_PROTO_NOTES_MAX : 3, notes };
-                        if (types[i] == SAGE_MSG_LOOKUP_NOTED_REPLY)
-                                m.lookup_noted_reply =
-                                        (SageLookupNotedReply){ { 1, 7, FUZZ_KEY_SIZE },
-                                                                { big ? SAGE_PROTO_NOTES_MAX : 3, notes } };
+                                m.publish.notes = (SageNotes){ big ? SAGE_PROTO_NOTES_MAX : 3, notes };
+                        }
+                        if (types[i] == SAGE_MSG_LOOKUP_REPLY)
+                                m.lookup_reply = (SageLookupReply){
+                                        1, 7, FUZZ_KEY_SIZE, { big ? SAGE_PROTO_NOTES_MAX : 3, notes }
+                                };
                         if (types[i] == SAGE_MSG_LIST_REPLY)
                                 m.list_reply = (SageListReply){ big ? SAGE_PROTO_LIST_MAX : 2, 1, entries };
                         if (types[i] == SAGE_MSG_LABEL_REPLY)
