@@ -178,7 +178,7 @@ nv() { env "TMPDIR=$bin_dir/tmp" "$nvcc" "$@"; }
 fresh() {  # fresh BIN SRC...: BIN was built for this --arch after every SRC changed
     local bin=$1 f; shift
     [ -x "$bin" ] && [ "$(cat "$bin.arch" 2>/dev/null)" = "$arch" ] || return 1
-    for f in "$@" "$here/bench_common.h" "$here/bench_weights.h"; do [ "$bin" -nt "$f" ] || return 1; done
+    for f in "$@" "$here/bench_common.h" "$here/bench_weights.h" "$here/../../tests/gpu/gpu_check.h"; do [ "$bin" -nt "$f" ] || return 1; done
 }
 build() {  # build NAME SRC [LIBS]: nvcc unless fresh (shards of one machine share the folder)
     local name=$1 src=$here/$2; shift 2

@@ -17,7 +17,6 @@
 #include "fake_check.h"
 #include "fakecuda.h"
 
-
 #define PTR(d) ((void *)(uintptr_t)(d))
 
 /* ------------------------------------------------------------ kernels */

@@ -13,7 +13,6 @@
 #include "fake_check.h"
 #include "fakecuda.h"
 
-
 typedef CUresult (*GetProcFn)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
 
 static void *lib;
