@@ -311,9 +311,58 @@ typedef struct Result {
 
 typedef struct Child {
         pid_t pid;
-        int result_fd; /* read a Result from here */
-        int hold_fd;   /* close to let a holding child exit */
+        int result_fd; /* the parent reads the child's result here; the child writes it */
+        int hold_fd;   /* the parent closes it to let a holding child exit; the child waits on it */
 } Child;
+
+/*
+ * The scenarios' child processes. child_start forks one with a result pipe
+ * and a hold pipe and returns true in the child (as `uid` unless -1), false
+ * in the parent. The child sends its result (child_report), may wait for
+ * the parent to let it go (child_hold returns once child_finish closed
+ * hold_fd) and _exits; the parent reads the result (child_read) and reaps
+ * the child (child_finish).
+ */
+static bool child_start(Child *c, uid_t uid) {
+        int res[2], hold_pipe[2];
+
+        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
+        c->pid = fork();
+        CHECK(c->pid >= 0);
+        if (c->pid == 0) {
+                close(res[0]);
+                close(hold_pipe[1]);
+                c->result_fd = res[1];
+                c->hold_fd = hold_pipe[0];
+                if (uid != (uid_t)-1)
+                        CHECK(setresgid(uid, uid, uid) == 0 && setresuid(uid, uid, uid) == 0);
+                return true;
+        }
+        close(res[1]);
+        close(hold_pipe[0]);
+        c->result_fd = res[0];
+        c->hold_fd = hold_pipe[1];
+        return false;
+}
+
+static void child_report(const Child *c, const void *result, size_t size) {
+        CHECK(write(c->result_fd, result, size) == (ssize_t)size);
+}
+
+static void child_hold(const Child *c) {
+        char byte;
+        (void)!read(c->hold_fd, &byte, 1);
+}
+
+/* The child's result (a pipe may hand over a large one in pieces). */
+static void child_read(Child *c, void *result, size_t size) {
+        for (size_t n = 0; n < size;) {
+                ssize_t k = read(c->result_fd, (uint8_t *)result + n, size - n);
+                CHECK(k > 0);
+                n += (size_t)k;
+        }
+        close(c->result_fd);
+}
 
 /* A filled, exported VMM allocation: cuMemCreate (POSIX fd), mapped, pattern(seed), an fd of it. */
 typedef struct Filled {
@@ -352,22 +401,13 @@ static void filled_free(Filled *f, size_t size) {
  */
 static Child spawn_publisher_noted(uint64_t seed, size_t size, bool hold, uid_t uid, const void *notes,
                                    uint32_t notes_len) {
-        int res[2], hold_pipe[2];
         Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
+        if (child_start(&c, uid)) {
                 Filled f;
                 Result r = { 0 };
                 SageBroker *b;
-                char c1;
 
-                close(res[0]);
-                close(hold_pipe[1]);
-                if (uid != (uid_t)-1)
-                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 f = filled_allocation(seed, size);
                 b = broker();
                 if (notes)
@@ -379,16 +419,12 @@ static Child spawn_publisher_noted(uint64_t seed, size_t size, bool hold, uid_t 
                                                    f.fd, &r.extent_id, &r.existed);
                 close(f.fd);
                 filled_free(&f, size);
-                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                child_report(&c, &r, sizeof(r));
                 if (hold)
-                        (void)!read(hold_pipe[0], &c1, 1);
+                        child_hold(&c);
                 sage_broker_free(b);
                 _exit(0);
         }
-        close(res[1]);
-        close(hold_pipe[0]);
-        c.result_fd = res[0];
-        c.hold_fd = hold_pipe[1];
         return c;
 }
 
@@ -425,47 +461,33 @@ static void check_extent_fd(int fd, const uint8_t *want, size_t size) {
  * fail. Optional uid to drop to first. With `hold`, keeps its reference.
  */
 static Child spawn_reader(uint64_t seed, size_t size, uid_t uid, bool hold) {
-        int res[2], hold_pipe[2];
         Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
+        if (child_start(&c, uid)) {
                 uint8_t *want = pattern(seed, size);
                 Result r = { 0 };
                 SageBroker *b;
                 int fd = -1;
-                char c1;
 
-                close(res[0]);
-                close(hold_pipe[1]);
-                if (uid != (uid_t)-1)
-                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 b = broker();
                 r.rc = sage_broker_lookup(b, sage_content_key(want, size), size, 0, &r.extent_id, &fd);
                 if (r.rc == 0)
                         check_extent_fd(fd, want, size);
-                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
+                child_report(&c, &r, sizeof(r));
                 if (hold)
-                        (void)!read(hold_pipe[0], &c1, 1);
+                        child_hold(&c);
                 else if (r.rc == 0)
                         CHECK(sage_broker_release(b, r.extent_id) == 0);
                 sage_broker_free(b);
                 free(want);
                 _exit(0);
         }
-        close(res[1]);
-        close(hold_pipe[0]);
-        c.result_fd = res[0];
-        c.hold_fd = hold_pipe[1];
         return c;
 }
 
 static Result child_result(Child *c) {
         Result r;
-        CHECK(read(c->result_fd, &r, sizeof(r)) == sizeof(r));
-        close(c->result_fd);
+        child_read(c, &r, sizeof(r));
         return r;
 }
 
@@ -506,22 +528,14 @@ typedef struct NotedResult {
  */
 static NotedResult *read_noted(uint64_t seed, size_t size, uid_t uid) {
         static NotedResult got;
-        int res[2], status;
-        pid_t pid;
+        Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0);
-        pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
+        memset(&got, 0, sizeof(got));
+        if (child_start(&c, uid)) {
                 uint8_t *want = pattern(seed, size);
-                SageBroker *b;
+                SageBroker *b = broker();
                 int fd = -1;
 
-                close(res[0]);
-                if (uid != (uid_t)-1)
-                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
-                memset(&got, 0, sizeof(got));
-                b = broker();
                 got.result.rc =
                         sage_broker_lookup_noted(b, sage_content_key(want, size), size, 0, &got.result.extent_id, &fd,
                                                  got.notes, sizeof(got.notes), &got.notes_len);
@@ -532,19 +546,12 @@ static NotedResult *read_noted(uint64_t seed, size_t size, uid_t uid) {
                 } else
                         CHECK(fd == -1 && got.notes_len == 0);
                 sage_broker_free(b);
-                CHECK(write(res[1], &got, sizeof(got)) == sizeof(got));
+                child_report(&c, &got, sizeof(got));
                 free(want);
                 _exit(0);
         }
-        close(res[1]);
-        memset(&got, 0, sizeof(got));
-        for (size_t n = 0; n < sizeof(got);) {
-                ssize_t k = read(res[0], (uint8_t *)&got + n, sizeof(got) - n);
-                CHECK(k > 0);
-                n += (size_t)k;
-        }
-        close(res[0]);
-        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        child_read(&c, &got, sizeof(got));
+        child_finish(&c);
         return &got;
 }
 
@@ -560,8 +567,7 @@ typedef struct IpcResult {
 
 static IpcResult ipc_child_result(Child *c) {
         IpcResult r;
-        CHECK(read(c->result_fd, &r, sizeof(r)) == sizeof(r));
-        close(c->result_fd);
+        child_read(c, &r, sizeof(r));
         return r;
 }
 
@@ -571,21 +577,14 @@ static IpcResult ipc_child_result(Child *c) {
  * its connection (and so its registrations) until hold_fd is closed.
  */
 static Child spawn_ipc_exporter(uint64_t seed, size_t size, int n_exports) {
-        int res[2], hold_pipe[2];
         Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
+        if (child_start(&c, (uid_t)-1)) {
                 Filled f;
                 IpcResult r = { 0 };
                 struct stat st;
                 SageBroker *b;
-                char c1;
 
-                close(res[0]);
-                close(hold_pipe[1]);
                 f = filled_allocation(seed, size);
                 CHECK(fstat(f.fd, &st) == 0);
                 r.st_dev = st.st_dev;
@@ -598,16 +597,12 @@ static Child spawn_ipc_exporter(uint64_t seed, size_t size, int n_exports) {
                                 r.token = t;
                 }
                 close(f.fd); /* the broker holds its own */
-                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
-                (void)!read(hold_pipe[0], &c1, 1);
+                child_report(&c, &r, sizeof(r));
+                child_hold(&c);
                 sage_broker_free(b);
                 filled_free(&f, size);
                 _exit(0);
         }
-        close(res[1]);
-        close(hold_pipe[0]);
-        c.result_fd = res[0];
-        c.hold_fd = hold_pipe[1];
         return c;
 }
 
@@ -626,24 +621,15 @@ static void check_mapping(CUdeviceptr va, uint64_t seed, size_t size) {
  * memory is still there (importers keep what they imported).
  */
 static Child spawn_ipc_importer(const SageIpcToken *token, uint64_t seed, size_t size, uid_t uid) {
-        int res[2], hold_pipe[2];
         Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
+        if (child_start(&c, uid)) {
                 CUmemGenericAllocationHandle h;
                 CUdeviceptr va = 0;
                 IpcResult r = { 0 };
                 SageBroker *b;
                 int fd = -1;
-                char c1;
 
-                close(res[0]);
-                close(hold_pipe[1]);
-                if (uid != (uid_t)-1)
-                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 b = broker();
                 r.rc = sage_broker_ipc_import(b, token->bytes, &fd, &r.size, &r.device);
                 sage_broker_free(b);
@@ -662,8 +648,8 @@ static Child spawn_ipc_importer(const SageIpcToken *token, uint64_t seed, size_t
                         check_mapping(va, seed, size);
                 } else
                         CHECK(fd == -1);
-                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
-                (void)!read(hold_pipe[0], &c1, 1);
+                child_report(&c, &r, sizeof(r));
+                child_hold(&c);
                 if (r.rc == 0) {
                         check_mapping(va, seed, size);
                         cu.cuMemUnmap(va, size);
@@ -672,10 +658,6 @@ static Child spawn_ipc_importer(const SageIpcToken *token, uint64_t seed, size_t
                 }
                 _exit(0);
         }
-        close(res[1]);
-        close(hold_pipe[0]);
-        c.result_fd = res[0];
-        c.hold_fd = hold_pipe[1];
         return c;
 }
 
@@ -1186,20 +1168,13 @@ typedef struct HogResult {
 /* A process of `uid` that connects (HELLO) up to `max` times or until
  * refused, reports, and holds its connections until hold_fd closes. */
 static Child spawn_hog(uid_t uid, int max) {
-        int res[2], hold_pipe[2];
         Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
+        if (child_start(&c, (uid_t)-1)) {
                 SageBroker **held = calloc((size_t)max, sizeof(*held));
                 HogResult r = { 0 };
                 struct rlimit rl;
-                char c1;
 
-                close(res[0]);
-                close(hold_pipe[1]);
                 CHECK(held && getrlimit(RLIMIT_NOFILE, &rl) == 0);
                 rl.rlim_cur = rl.rlim_max;
                 CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
@@ -1211,23 +1186,18 @@ static Child spawn_hog(uid_t uid, int max) {
                                 break;
                         held[r.held] = b;
                 }
-                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
-                (void)!read(hold_pipe[0], &c1, 1);
+                child_report(&c, &r, sizeof(r));
+                child_hold(&c);
                 for (int i = 0; i < r.held; i++)
                         sage_broker_free(held[i]);
                 _exit(0);
         }
-        close(res[1]);
-        close(hold_pipe[0]);
-        c.result_fd = res[0];
-        c.hold_fd = hold_pipe[1];
         return c;
 }
 
 static HogResult hog_result(Child *c) {
         HogResult r;
-        CHECK(read(c->result_fd, &r, sizeof(r)) == sizeof(r));
-        close(c->result_fd);
+        child_read(c, &r, sizeof(r));
         printf("uid hog: %d connections, then %d\n", r.held, r.refused_rc);
         return r;
 }
@@ -2022,22 +1992,13 @@ enum {
  * connection, references and mapping until hold_fd is closed.
  */
 static Child spawn_multi_publisher(uint64_t seed, size_t size, int n_keys, int mode, uid_t uid) {
-        int res[2], hold_pipe[2];
         Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
+        if (child_start(&c, uid)) {
                 MultiResult m = { 0 };
                 SageBroker *b;
                 Filled f;
-                char c1;
 
-                close(res[0]);
-                close(hold_pipe[1]);
-                if (uid != (uid_t)-1)
-                        CHECK(setresgid(uid, uid, uid) == 0 && setresuid(uid, uid, uid) == 0);
                 f = filled_allocation(seed, size);
                 b = broker();
                 SageHash content = sage_content_key(f.data, size);
@@ -2060,24 +2021,19 @@ static Child spawn_multi_publisher(uint64_t seed, size_t size, int n_keys, int m
                 }
                 if (mode & MULTI_OVERWRITE)
                         CHECK(cu.cuMemsetD8(f.va, 0x5a, size) == CUDA_SUCCESS);
-                CHECK(write(res[1], &m, sizeof(m)) == sizeof(m));
-                (void)!read(hold_pipe[0], &c1, 1);
+                child_report(&c, &m, sizeof(m));
+                child_hold(&c);
                 close(f.fd);
                 filled_free(&f, size);
                 sage_broker_free(b);
                 _exit(0);
         }
-        close(res[1]);
-        close(hold_pipe[0]);
-        c.result_fd = res[0];
-        c.hold_fd = hold_pipe[1];
         return c;
 }
 
 static MultiResult multi_result(Child *c) {
         MultiResult m;
-        CHECK(read(c->result_fd, &m, sizeof(m)) == sizeof(m));
-        close(c->result_fd);
+        child_read(c, &m, sizeof(m));
         return m;
 }
 
@@ -2447,42 +2403,30 @@ typedef void (*ContainerBody)(ContainerReport *report);
  * to close (keeping its connections) before it exits.
  */
 static Child start_container(ContainerBody body) {
-        int res[2], hold_pipe[2];
         Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0 && pipe2(hold_pipe, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
+        if (child_start(&c, (uid_t)-1)) {
                 int status;
-                close(res[0]);
-                close(hold_pipe[1]);
                 CHECK(unshare(CLONE_NEWNS | CLONE_NEWPID) == 0);
                 pid_t init = fork(); /* pid 1 of the new pid namespace */
                 CHECK(init >= 0);
                 if (init == 0) {
                         ContainerReport r = { 0 };
-                        char c1;
                         CHECK(getpid() == 1);
                         body(&r);
-                        CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
-                        (void)!read(hold_pipe[0], &c1, 1);
+                        child_report(&c, &r, sizeof(r));
+                        child_hold(&c);
                         _exit(0);
                 }
                 CHECK(waitpid(init, &status, 0) == init);
                 _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
         }
-        close(res[1]);
-        close(hold_pipe[0]);
-        c.result_fd = res[0];
-        c.hold_fd = hold_pipe[1];
         return c;
 }
 
 static ContainerReport container_report(Child *c) {
         ContainerReport r;
-        CHECK(read(c->result_fd, &r, sizeof(r)) == sizeof(r));
-        close(c->result_fd);
+        child_read(c, &r, sizeof(r));
         return r;
 }
 
