@@ -33,6 +33,7 @@
 #include "broker_client.h"
 #include "hash.h"
 #include "util.h"
+#include "vmm.h"
 
 #define CHECK(cond)                                                                                           \
         do {                                                                                                  \
@@ -232,14 +233,7 @@ typedef struct Cu {
         CUresult (*cuDeviceGet)(CUdevice *, int);
         CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
         CUresult (*cuCtxSetCurrent)(CUcontext);
-        CUresult (*cuMemCreate)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
-                                unsigned long long);
-        CUresult (*cuMemRelease)(CUmemGenericAllocationHandle);
-        CUresult (*cuMemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
-        CUresult (*cuMemAddressFree)(CUdeviceptr, size_t);
-        CUresult (*cuMemMap)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
-        CUresult (*cuMemUnmap)(CUdeviceptr, size_t);
-        CUresult (*cuMemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
+        SageVmmOps vmm; /* libsage's and saged's VMM steps (common/vmm.h) over this driver */
         CUresult (*cuMemExportToShareableHandle)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
                                                  unsigned long long);
         CUresult (*cuMemImportFromShareableHandle)(CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType);
@@ -268,13 +262,15 @@ static void driver_init(void) {
         load(lib, &cu.cuDeviceGet, "cuDeviceGet");
         load(lib, &cu.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
         load(lib, &cu.cuCtxSetCurrent, "cuCtxSetCurrent");
-        load(lib, &cu.cuMemCreate, "cuMemCreate");
-        load(lib, &cu.cuMemRelease, "cuMemRelease");
-        load(lib, &cu.cuMemAddressReserve, "cuMemAddressReserve");
-        load(lib, &cu.cuMemAddressFree, "cuMemAddressFree");
-        load(lib, &cu.cuMemMap, "cuMemMap");
-        load(lib, &cu.cuMemUnmap, "cuMemUnmap");
-        load(lib, &cu.cuMemSetAccess, "cuMemSetAccess");
+        load(lib, &cu.vmm.create, "cuMemCreate");
+        load(lib, &cu.vmm.release, "cuMemRelease");
+        load(lib, &cu.vmm.address_reserve, "cuMemAddressReserve");
+        load(lib, &cu.vmm.address_free, "cuMemAddressFree");
+        load(lib, &cu.vmm.map, "cuMemMap");
+        load(lib, &cu.vmm.unmap, "cuMemUnmap");
+        load(lib, &cu.vmm.set_access, "cuMemSetAccess");
+        load(lib, &cu.vmm.copy_dtod, "cuMemcpyDtoD_v2");
+        load(lib, &cu.vmm.ctx_synchronize, "cuCtxSynchronize");
         load(lib, &cu.cuMemExportToShareableHandle, "cuMemExportToShareableHandle");
         load(lib, &cu.cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle");
         load(lib, &cu.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
@@ -287,10 +283,7 @@ static void driver_init(void) {
 }
 
 static void map(CUmemGenericAllocationHandle h, size_t size, CUmemAccess_flags flags, CUdeviceptr *va) {
-        CUmemAccessDesc access = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 }, .flags = flags };
-        CHECK(cu.cuMemAddressReserve(va, size, 0, 0, 0) == CUDA_SUCCESS);
-        CHECK(cu.cuMemMap(*va, size, 0, h, 0) == CUDA_SUCCESS);
-        CHECK(cu.cuMemSetAccess(*va, size, &access, 1) == CUDA_SUCCESS);
+        CHECK(sage_vmm_map_new(&cu.vmm, size, 0, h, flags, va) == CUDA_SUCCESS);
 }
 
 static uint8_t *pattern(uint64_t seed, size_t size) {
@@ -373,13 +366,11 @@ typedef struct Filled {
 } Filled;
 
 static Filled filled_allocation(uint64_t seed, size_t size) {
-        CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
-                                     .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-                                     .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
+        CUmemAllocationProp prop = sage_vmm_prop(0);
         Filled f = { .data = pattern(seed, size), .fd = -1 };
 
         driver_init();
-        CHECK(cu.cuMemCreate(&f.h, size, &prop, 0) == CUDA_SUCCESS);
+        CHECK(cu.vmm.create(&f.h, size, &prop, 0) == CUDA_SUCCESS);
         map(f.h, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &f.va);
         CHECK(cu.cuMemcpyHtoD(f.va, f.data, size) == CUDA_SUCCESS);
         CHECK(cu.cuMemExportToShareableHandle(&f.fd, f.h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) == CUDA_SUCCESS);
@@ -388,9 +379,9 @@ static Filled filled_allocation(uint64_t seed, size_t size) {
 
 /* Unmap and release it (its fd is the caller's to close). */
 static void filled_free(Filled *f, size_t size) {
-        cu.cuMemUnmap(f->va, size);
-        cu.cuMemAddressFree(f->va, size);
-        cu.cuMemRelease(f->h);
+        cu.vmm.unmap(f->va, size);
+        cu.vmm.address_free(f->va, size);
+        cu.vmm.release(f->h);
         free(f->data);
 }
 
@@ -450,9 +441,9 @@ static void check_extent_fd(int fd, const uint8_t *want, size_t size) {
         /* Read-only: a write is refused and changes nothing. */
         CHECK(cu.cuMemsetD8(va, 0xee, 4096) != CUDA_SUCCESS);
         CHECK(cu.cuMemcpyDtoH(got, va, size) == CUDA_SUCCESS && memcmp(got, want, size) == 0);
-        cu.cuMemUnmap(va, size);
-        cu.cuMemAddressFree(va, size);
-        cu.cuMemRelease(h);
+        cu.vmm.unmap(va, size);
+        cu.vmm.address_free(va, size);
+        cu.vmm.release(h);
         free(got);
 }
 
@@ -652,9 +643,9 @@ static Child spawn_ipc_importer(const SageIpcToken *token, uint64_t seed, size_t
                 child_hold(&c);
                 if (r.rc == 0) {
                         check_mapping(va, seed, size);
-                        cu.cuMemUnmap(va, size);
-                        cu.cuMemAddressFree(va, size);
-                        cu.cuMemRelease(h);
+                        cu.vmm.unmap(va, size);
+                        cu.vmm.address_free(va, size);
+                        cu.vmm.release(h);
                 }
                 _exit(0);
         }
