@@ -146,10 +146,7 @@ cleanup() {
         echo quit | CUDA_MPS_PIPE_DIRECTORY=$svc_dir/mps-pipe CUDA_MPS_LOG_DIRECTORY=$svc_dir/mps-log \
             timeout 10 "$mps_ctl" > /dev/null 2>&1 || true
     fi
-    if [ "$own_data" = 1 ]; then
-        for f in "$data_dir"/*; do bench_unseal "$f"; done
-        rm -rf "$data_dir"
-    fi
+    [ "$own_data" = 1 ] && bench_drop_data "$data_dir"
     rm -rf "$svc_dir" "$bin_dir/tmp"
 }
 trap cleanup EXIT
