@@ -22,6 +22,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "list.h"
 #include "log.h"
 #include "server_private.h"
 #include "util.h"
@@ -236,10 +237,7 @@ void server_accept_clients(Server *s, Listener *l) {
                         client_free(c, s->store);
                         continue;
                 }
-                c->next = s->clients;
-                if (s->clients)
-                        s->clients->prev = c;
-                s->clients = c;
+                SAGE_LIST_PUSH_FRONT(s->clients, c, prev, next);
                 s->n_clients++;
                 sage_debug("client pid %d uid %u label %u connected", (int)c->pid, (unsigned)c->uid,
                            (unsigned)c->label);

@@ -23,6 +23,7 @@
  * connected or holds extents (tally_release): a tenant taking uid after uid
  * must not grow the broker.
  */
+#include "list.h"
 #include "server_private.h"
 
 #include <errno.h>
@@ -167,12 +168,7 @@ fail:
 
 static void drop_client(Server *s, Client *c) {
         epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                s->clients = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        SAGE_LIST_UNLINK(s->clients, c, prev, next);
         s->n_clients--;
         sage_debug("client pid %d uid %u gone (%zu IPC exports dropped)", (int)c->pid, (unsigned)c->uid,
                    c->ipc.n_exports);
