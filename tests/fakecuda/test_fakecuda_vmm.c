@@ -49,6 +49,21 @@ static unsigned char pattern(size_t i) {
         return (unsigned char)(i * 31 + 7);
 }
 
+/* An exportable allocation of `size` bytes, mapped read-write at *va and
+ * filled with pattern(); its POSIX fd. */
+static int filled_export(size_t size, CUmemGenericAllocationHandle *h, CUdeviceptr *va) {
+        int fd = -1;
+
+        OK(cuMemCreate(h, size, &fd_prop, 0));
+        OK(cuMemAddressReserve(va, size, 0, 0, 0));
+        OK(cuMemMap(*va, size, 0, *h, 0));
+        set_access(*va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        for (size_t i = 0; i < size; i++)
+                PTR(*va)[i] = pattern(i);
+        OK(cuMemExportToShareableHandle(&fd, *h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        return fd;
+}
+
 static void setup_context(void) {
         CUcontext ctx;
         OK(cuInit(0));
@@ -143,14 +158,7 @@ static int mode_export(int sock) {
         size_t size = 4 * MiB;
         CUmemGenericAllocationHandle h;
         CUdeviceptr va;
-        int fd = -1;
-        OK(cuMemCreate(&h, size, &fd_prop, 0));
-        OK(cuMemAddressReserve(&va, size, 0, 0, 0));
-        OK(cuMemMap(va, size, 0, h, 0));
-        set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-        for (size_t i = 0; i < size; i++)
-                PTR(va)[i] = pattern(i);
-        OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        int fd = filled_export(size, &h, &va);
         send_fd(sock, fd, &size, sizeof size);
         return failures ? 1 : 0; /* exits with everything still mapped */
 }
@@ -283,14 +291,7 @@ static void test_export_to_child(void) {
         size_t size = 6 * MiB;
         CUmemGenericAllocationHandle h;
         CUdeviceptr va;
-        int fd = -1, sv[2];
-        OK(cuMemCreate(&h, size, &fd_prop, 0));
-        OK(cuMemAddressReserve(&va, size, 0, 0, 0));
-        OK(cuMemMap(va, size, 0, h, 0));
-        set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-        for (size_t i = 0; i < size; i++)
-                PTR(va)[i] = pattern(i);
-        OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        int sv[2], fd = filled_export(size, &h, &va);
         CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
         pid_t pid = spawn("import", sv[1]);
         close(sv[1]);
