@@ -171,40 +171,15 @@ static int get_hello_reply(Reader *r, SageMessage *m, SageListEntry *list) {
         return 0;
 }
 
-/* Requests whose payload is one extent key. */
-#define KEY_CODEC(member)                                                         \
-        static void put_##member(Writer *w, const SageMessage *m) {               \
-                put_key(w, &m->member);                                           \
-        }                                                                         \
-        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                get_key(r, &m->member);                                           \
-                return 0;                                                         \
-        }
-KEY_CODEC(lookup)
-
-/* Payloads of one IPC token, or one IPC allocation. */
-#define TOKEN_CODEC(member)                                                       \
-        static void put_##member(Writer *w, const SageMessage *m) {               \
-                put_token(w, &m->member);                                         \
-        }                                                                         \
-        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                get_token(r, &m->member);                                         \
-                return 0;                                                         \
-        }
-TOKEN_CODEC(ipc_export_reply)
-TOKEN_CODEC(ipc_import)
-TOKEN_CODEC(ipc_revoke)
-
-#define ALLOCATION_CODEC(member)                                                  \
-        static void put_##member(Writer *w, const SageMessage *m) {               \
-                put_ipc_allocation(w, &m->member);                                \
-        }                                                                         \
-        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                get_ipc_allocation(r, &m->member);                                \
-                return 0;                                                         \
-        }
-ALLOCATION_CODEC(ipc_export)
-ALLOCATION_CODEC(ipc_import_reply)
+/* Payloads of one value: an extent key, an IPC token or allocation, an extent id, a label number. */
+VALUE_CODEC(static, lookup, put_key, get_key)
+VALUE_CODEC(static, ipc_export_reply, put_token, get_token)
+VALUE_CODEC(static, ipc_import, put_token, get_token)
+VALUE_CODEC(static, ipc_revoke, put_token, get_token)
+VALUE_CODEC(static, ipc_export, put_ipc_allocation, get_ipc_allocation)
+VALUE_CODEC(static, ipc_import_reply, put_ipc_allocation, get_ipc_allocation)
+VALUE_CODEC(static, release, put_u64_of, get_u64_into)
+VALUE_CODEC(static, label, put_u32_of, get_u32_into)
 
 static void put_lookup_reply(Writer *w, const SageMessage *m) {
         const SageLookupReply *l = &m->lookup_reply;
@@ -253,24 +228,6 @@ static int get_publish_reply(Reader *r, SageMessage *m, SageListEntry *list) {
         m->publish_reply.extent_id = get_u64(r);
         m->publish_reply.existed = get_u8(r);
         return m->publish_reply.existed > 1 ? SAGE_ERR_MALFORMED : 0;
-}
-
-static void put_release(Writer *w, const SageMessage *m) {
-        put_u64(w, m->release);
-}
-
-static int get_release(Reader *r, SageMessage *m, SageListEntry *list) {
-        m->release = get_u64(r);
-        return 0;
-}
-
-static void put_label(Writer *w, const SageMessage *m) {
-        put_u32(w, m->label);
-}
-
-static int get_label(Reader *r, SageMessage *m, SageListEntry *list) {
-        m->label = get_u32(r);
-        return 0;
 }
 
 static void put_label_reply(Writer *w, const SageMessage *m) {
