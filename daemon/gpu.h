@@ -36,11 +36,13 @@ enum {
 
 /*
  * dlopen the driver, cuInit, retain (and keep) the primary context of every
- * served device. `devices`/`n_devices` select ordinals (n_devices 0: all).
+ * served device. `devices`/`n_devices` select ordinals, `uuids`/`n_uuids`
+ * GPUs by UUID (both 0: all).
  * Returns 0, -ENOENT if the driver cannot be loaded, -ENODEV if it has no
  * (selected) device, -EIO on driver errors; the message says which.
  */
-int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices);
+int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices, const uint8_t (*uuids)[16],
+             size_t n_uuids);
 Gpu *gpu_close(Gpu *gpu);
 
 uint32_t gpu_device_count(const Gpu *gpu); /* ordinals 0..count-1 exist */
@@ -48,6 +50,8 @@ uint32_t gpu_served_count(const Gpu *gpu);
 bool gpu_serves(const Gpu *gpu, uint32_t device);
 uint64_t gpu_total_memory(const Gpu *gpu, uint32_t device);
 uint64_t gpu_granularity(const Gpu *gpu);
+/* The UUID of ordinal `device` (served or not), as cuDeviceGetUuid gives it; false if unknown. */
+bool gpu_device_uuid(const Gpu *gpu, uint32_t device, uint8_t uuid[16]);
 
 /*
  * Take a published POSIX fd (not consumed): check it is exactly `size`

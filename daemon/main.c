@@ -33,6 +33,7 @@
 #include "identity.h"
 #include "label.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "options.h"
 #include "server.h"
 #include "util.h"
@@ -53,8 +54,11 @@ typedef struct Args {
         size_t n_labels;
         uint64_t max_clients, max_clients_per_uid, max_clients_per_label; /* 0: defaults */
         IdentityMode container_namespaces;
-        bool suspend_off;     /* --suspend=off */
-        uint64_t max_resumes; /* --max-resumes; 0: SERVER_MAX_RESUMES */
+        bool suspend_off;           /* --suspend=off */
+        uint64_t max_resumes;       /* --max-resumes; 0: SERVER_MAX_RESUMES */
+        const char *metrics_listen; /* --metrics-listen ADDR:PORT */
+        bool metrics_listen_any;    /* --metrics-listen-any: a non-loopback ADDR is meant */
+        const char *exit_idle;      /* --exit-idle SECONDS */
 } Args;
 
 static void args_clear(Args *a) {
@@ -131,6 +135,44 @@ static int parse_limit(int opt, const char *text, Args *a) {
         return 0;
 }
 
+typedef struct MetricsAddress {
+        struct sockaddr_storage addr;
+        socklen_t len;
+} MetricsAddress;
+
+/* --metrics-listen (loopback unless --metrics-listen-any) and --exit-idle.
+ * Returns 0, or 2 (the exit status) after saying why. */
+static int check_metrics_and_idle(const Args *a, MetricsAddress *metrics, uint64_t *idle_ms) {
+        uint64_t seconds;
+        int r;
+
+        if (a->exit_idle) {
+                if (sage_parse_uint(a->exit_idle, &seconds) < 0 || seconds > 31536000) {
+                        fprintf(stderr, "saged: --exit-idle: expected seconds from 0 to 31536000, got '%s'\n",
+                                a->exit_idle);
+                        return 2;
+                }
+                *idle_ms = seconds * 1000;
+        }
+        if (!a->metrics_listen)
+                return 0;
+        r = metrics_http_parse_address(a->metrics_listen, a->metrics_listen_any, &metrics->addr, &metrics->len);
+        if (r == METRICS_HTTP_E_NOT_LOOPBACK) {
+                fprintf(stderr,
+                        "saged: --metrics-listen %s: not a loopback address; the metrics name every tenant and "
+                        "their usage, so saged serves them to the node only unless --metrics-listen-any says "
+                        "otherwise (then firewall it)\n",
+                        a->metrics_listen);
+                return 2;
+        }
+        if (r < 0) {
+                fprintf(stderr, "saged: --metrics-listen: expected ADDR:PORT (127.0.0.1:9464, [::1]:9464), got '%s'\n",
+                        a->metrics_listen);
+                return 2;
+        }
+        return 0;
+}
+
 static void usage(FILE *f) {
         fprintf(f,
                 "Usage: saged [OPTIONS]\n"
@@ -138,7 +180,7 @@ static void usage(FILE *f) {
                 "  -s, --socket PATH     listen here (default: $SAGE_SOCKET, else %s for root,\n"
                 "                        else $XDG_RUNTIME_DIR/sage/saged.sock)\n"
                 "  -b, --budget SIZE|N%%  GPU memory extents may hold, per device (default %s)\n"
-                "  -d, --devices LIST    device ordinals to serve, e.g. 0,2 (default: all)\n"
+                "  -d, --devices LIST    devices to serve: ordinals or GPU UUIDs (GPU-...), e.g. 0,2 (default: all)\n"
                 "      --driver LIB      CUDA driver library (default: $SAGE_DRIVER or libcuda.so.1)\n"
                 "      --namespace-share N%%\n"
                 "                        of each device's budget one namespace may hold (1-100, default %d%%)\n"
@@ -161,6 +203,14 @@ static void usage(FILE *f) {
                 "      --suspend on|off  serve SUSPEND/RESUME of registered instances (default on;\n"
                 "                        docs/suspend.md)\n"
                 "      --max-resumes N   instances resumed at once (1-64, default %d); more: busy\n"
+                "      --metrics-listen ADDR:PORT\n"
+                "                        serve Prometheus metrics at http://ADDR:PORT/metrics (default off;\n"
+                "                        a loopback address unless --metrics-listen-any: it names every tenant)\n"
+                "      --metrics-listen-any\n"
+                "                        allow a non-loopback --metrics-listen address\n"
+                "      --exit-idle SECONDS\n"
+                "                        exit once no client has been connected for SECONDS (0: at once;\n"
+                "                        sage-run --share's per-user broker)\n"
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
@@ -180,15 +230,26 @@ static void raise_fd_limit(void) {
         }
 }
 
-static int parse_devices(const char *text, uint32_t *out, size_t max, size_t *n) {
+/* Ordinals, or GPU UUIDs (GPU-…) into `uuids`. */
+static int parse_devices(const char *text, uint32_t *out, size_t max, size_t *n, uint8_t (*uuids)[16],
+                         size_t *n_uuids) {
         char *copy = strdup(text), *save = NULL;
         int r = 0;
 
         *n = 0;
+        *n_uuids = 0;
         if (!copy)
                 return -ENOMEM;
         for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
                 uint64_t v;
+                if (strncmp(tok, "GPU-", 4) == 0) {
+                        if (*n_uuids == max || sage_uuid_parse(tok, uuids[*n_uuids]) < 0) {
+                                r = -EINVAL;
+                                break;
+                        }
+                        (*n_uuids)++;
+                        continue;
+                }
                 if (sage_parse_uint(tok, &v) < 0 || v >= EXTENT_STORE_MAX_DEVICES || *n == max) {
                         r = -EINVAL;
                         break;
@@ -196,7 +257,7 @@ static int parse_devices(const char *text, uint32_t *out, size_t max, size_t *n)
                 out[(*n)++] = (uint32_t)v;
         }
         free(copy);
-        return r == 0 && *n == 0 ? -EINVAL : r;
+        return r == 0 && *n == 0 && *n_uuids == 0 ? -EINVAL : r;
 }
 
 /* SIZE (k/M/G/T suffixes) or N% of each device's memory. */
@@ -286,16 +347,22 @@ int main(int argc, char **argv) {
                 { "max-clients-per-label", required_argument, NULL, 'P' },
                 { "suspend", required_argument, NULL, 'S' },
                 { "max-resumes", required_argument, NULL, 'R' },
+                { "metrics-listen", required_argument, NULL, 'm' },
+                { "metrics-listen-any", no_argument, NULL, 'A' },
+                { "exit-idle", required_argument, NULL, 'I' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 { NULL, 0, NULL, 0 },
         };
         Args args = { .budget = DEFAULT_BUDGET };
+        MetricsAddress metrics = { 0 };
+        uint64_t idle_ms = 0;
         const char *failed_path;
         char default_socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
         uint32_t devices[EXTENT_STORE_MAX_DEVICES];
-        size_t n_devices = 0;
+        uint8_t device_uuids[EXTENT_STORE_MAX_DEVICES][16];
+        size_t n_devices = 0, n_device_uuids = 0;
         ExtentStore *store = NULL;
         Server *server = NULL;
         Gpu *gpu = NULL;
@@ -317,6 +384,9 @@ int main(int argc, char **argv) {
                 case 'D': args.driver = optarg; break;
                 case 'f': args.foreground = true; break;
                 case 'N': args.namespace_share = optarg; break;
+                case 'm': args.metrics_listen = optarg; break;
+                case 'A': args.metrics_listen_any = true; break;
+                case 'I': args.exit_idle = optarg; break;
                 case 'v': args.verbosity++; break;
                 case 'L':
                         if ((r = add_label_socket(&args, optarg)) != 0) {
@@ -371,8 +441,11 @@ int main(int argc, char **argv) {
                 return 2;
         }
         sage_log_set_level(SAGE_LOG_WARNING + args.verbosity);
-        if (args.devices && parse_devices(args.devices, devices, SAGE_ARRAY_SIZE(devices), &n_devices) < 0) {
-                fprintf(stderr, "saged: --devices: expected a list of device ordinals like 0,1, got '%s'\n",
+        if (args.devices && parse_devices(args.devices, devices, SAGE_ARRAY_SIZE(devices), &n_devices, device_uuids,
+                                          &n_device_uuids) < 0) {
+                fprintf(stderr,
+                        "saged: --devices: expected a list of device ordinals or GPU UUIDs like 0,1 or "
+                        "GPU-8932f937-d72c-4106-c12f-20bd9faed9f6, got '%s'\n",
                         args.devices);
                 return 2;
         }
@@ -390,6 +463,10 @@ int main(int argc, char **argv) {
         }
         if (!args.driver)
                 args.driver = sage_options()->driver;
+        if ((r = check_metrics_and_idle(&args, &metrics, &idle_ms)) != 0) {
+                args_clear(&args);
+                return r;
+        }
         if ((r = check_label_sockets(&args)) != 0) {
                 args_clear(&args);
                 return r;
@@ -421,7 +498,7 @@ int main(int argc, char **argv) {
         }
 
         raise_fd_limit();
-        r = gpu_open(&gpu, args.driver, devices, n_devices);
+        r = gpu_open(&gpu, args.driver, devices, n_devices, (const uint8_t(*)[16])device_uuids, n_device_uuids);
         if (r < 0)
                 sage_warn("serving without GPUs (%s): PUBLISH and LOOKUP will be refused", strerror(-r));
         r = extent_store_new(&store, release_extent, NULL, gpu);
@@ -437,21 +514,28 @@ int main(int argc, char **argv) {
                 return 2;
         }
         extent_store_set_namespace_share(store, (unsigned)share);
-        r = server_new(&server,
-                       &(ServerConfig){ .socket_path = args.socket,
-                                        .label_sockets = args.labels,
-                                        .n_label_sockets = args.n_labels,
-                                        .max_clients = (size_t)args.max_clients,
-                                        .max_clients_per_uid = (size_t)args.max_clients_per_uid,
-                                        .max_clients_per_label = (size_t)args.max_clients_per_label,
-                                        .container_namespaces = args.container_namespaces,
-                                        .suspend_off = args.suspend_off,
-                                        .max_resumes = (unsigned)args.max_resumes,
-                                        .inherited_fds = inherited,
-                                        .n_inherited_fds = n_inherited },
-                       store, gpu, &failed_path);
+        r = server_new(
+                &server,
+                &(ServerConfig){ .socket_path = args.socket,
+                                 .label_sockets = args.labels,
+                                 .n_label_sockets = args.n_labels,
+                                 .max_clients = (size_t)args.max_clients,
+                                 .max_clients_per_uid = (size_t)args.max_clients_per_uid,
+                                 .max_clients_per_label = (size_t)args.max_clients_per_label,
+                                 .container_namespaces = args.container_namespaces,
+                                 .suspend_off = args.suspend_off,
+                                 .max_resumes = (unsigned)args.max_resumes,
+                                 .inherited_fds = inherited,
+                                 .n_inherited_fds = n_inherited,
+                                 .metrics_address = args.metrics_listen ? (struct sockaddr *)&metrics.addr : NULL,
+                                 .metrics_address_len = metrics.len,
+                                 .exit_idle = args.exit_idle != NULL,
+                                 .exit_idle_ms = idle_ms },
+                store, gpu, &failed_path);
         if (r < 0) {
-                if (r == -EADDRINUSE)
+                if (failed_path && strcmp(failed_path, "--metrics-listen") == 0)
+                        fprintf(stderr, "saged: --metrics-listen %s: %s\n", args.metrics_listen, strerror(-r));
+                else if (r == -EADDRINUSE)
                         fprintf(stderr, "saged: another broker is already listening on %s\n", failed_path);
                 else if (r == -EPERM)
                         fprintf(stderr,

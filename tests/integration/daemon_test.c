@@ -387,7 +387,7 @@ static void filled_free(Filled *f, size_t size) {
 
 /*
  * A publisher process: cuMemCreate (POSIX fd), fill, export, PUBLISH (or,
- * with `notes`, PUBLISH_NOTED), as `uid` if not -1. With `hold` it keeps its
+ * with `notes`, their notes), as `uid` if not -1. With `hold` it keeps its
  * connection (and reference) until hold_fd is closed.
  */
 static Child spawn_publisher_noted(uint64_t seed, size_t size, bool hold, uid_t uid, const void *notes,
@@ -513,7 +513,7 @@ typedef struct NotedResult {
 } NotedResult;
 
 /*
- * A process that does LOOKUP_NOTED (as `uid` if not -1) with a buffer of
+ * A process that does a LOOKUP for notes (as `uid` if not -1) with a buffer of
  * SAGE_PROTO_NOTES_MAX, checks the fd of a hit like a reader, releases its
  * reference and reports what it got.
  */
@@ -693,7 +693,7 @@ static int scenario_cli(void) {
 
         start_saged(NULL, NULL);
         CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 0 && strstr(out, "alive") &&
-              strstr(out, "features 0x3e"));
+              strstr(out, "features 0x7e"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats", socket_path) == 0 && strstr(out, "extents:"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats --json", socket_path) == 0);
         CHECK(strstr(out, "\"extents\": 0") && strstr(out, "\"clients\": 1") && strstr(out, "\"hits\": 0"));
