@@ -2,7 +2,7 @@
  * Instance suspend through libsage's gate (docs/suspend.md, "Handshake"),
  * against saged and the simulated driver's checkpoint API:
  *
- *   suspend_test SCENARIO SAGED SAGECTL
+ *   suspend_test SCENARIO SAGED SAGECTL   (scenarios: suspend_scenarios.def)
  *
  * The app (this binary as "app", under libsage with SAGE_SUSPEND=1 and
  * SAGE_SHARE=1) maps a broker extent (an upload the broker holds) and
@@ -693,15 +693,11 @@ int main(int argc, char **argv) {
                 const char *name;
                 int (*run)(void);
         } scenarios[] = {
-                { "app", run_app },
-                { "bench", run_bench },
-                { "resume_on_call", scenario_resume_on_call },
-                { "busy", scenario_busy },
-                { "restore_fails", scenario_restore_fails },
-                { "broker_dies", scenario_broker_dies },
-                { "flags", scenario_flags },
-                { "idle", scenario_idle },
-                { "hostile", scenario_hostile },
+#define SCENARIO(name) { #name, scenario_##name },
+#define HELPER(name) { #name, run_##name },
+#include "suspend_scenarios.def"
+#undef SCENARIO
+#undef HELPER
         };
 
         if (argc != 4) {
