@@ -79,7 +79,9 @@
         X(cuCheckpointProcessCheckpoint, "cuCheckpointProcessCheckpoint", CUresult,                             \
           (int, CUcheckpointCheckpointArgs *))                                                                  \
         X(cuCheckpointProcessRestore, "cuCheckpointProcessRestore", CUresult, (int, CUcheckpointRestoreArgs *)) \
-        X(cuCheckpointProcessUnlock, "cuCheckpointProcessUnlock", CUresult, (int, CUcheckpointUnlockArgs *))
+        X(cuCheckpointProcessUnlock, "cuCheckpointProcessUnlock", CUresult, (int, CUcheckpointUnlockArgs *))    \
+        X(cuDeviceGetUuid, "cuDeviceGetUuid_v2", CUresult, (CUuuid *, CUdevice))                                \
+        X(cuMemGetInfo, "cuMemGetInfo_v2", CUresult, (size_t *, size_t *))
 
 typedef struct GpuDriver {
 #define X(field, sym, ret, args) ret(*field) args;
@@ -98,6 +100,7 @@ struct Gpu {
         CUdevice device[GPU_MAX_DEVICES];
         CUcontext context[GPU_MAX_DEVICES];
         uint64_t total_memory[GPU_MAX_DEVICES];
+        CUuuid uuid[GPU_MAX_DEVICES]; /* all zero if the driver would not say */
         uint64_t granularity;
         void *staging; /* SAGE_CONTENT_KEY_CHUNK bytes for read-back: pinned (portable) if the driver gives it */
         bool staging_pinned;
@@ -204,6 +207,8 @@ int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t
                         return -EIO;
                 }
                 g->total_memory[d] = total;
+                if (g->cu.cuDeviceGetUuid && g->cu.cuDeviceGetUuid(&g->uuid[d], g->device[d]) != CUDA_SUCCESS)
+                        memset(&g->uuid[d], 0, sizeof(g->uuid[d]));
                 g->n_served++;
                 if (!g->granularity) {
                         CUmemAllocationProp prop = extent_prop(d);
@@ -237,6 +242,21 @@ bool gpu_serves(const Gpu *g, uint32_t device) {
 
 uint64_t gpu_total_memory(const Gpu *g, uint32_t device) {
         return gpu_serves(g, device) ? g->total_memory[device] : 0;
+}
+
+uint64_t gpu_free_memory(Gpu *g, const uint8_t uuid[16]) {
+        static const CUuuid none;
+        size_t free_bytes = 0, total = 0;
+
+        for (uint32_t d = 0; g && g->cu.cuMemGetInfo && d < g->n_devices; d++) {
+                if (!g->served[d] || memcmp(&g->uuid[d], uuid, 16) != 0 || memcmp(&g->uuid[d], &none, 16) == 0)
+                        continue;
+                if (g->cu.cuCtxSetCurrent(g->context[d]) != CUDA_SUCCESS ||
+                    g->cu.cuMemGetInfo(&free_bytes, &total) != CUDA_SUCCESS)
+                        break;
+                return free_bytes;
+        }
+        return GPU_BYTES_UNKNOWN;
 }
 
 uint64_t gpu_granularity(const Gpu *g) {

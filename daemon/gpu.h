@@ -48,6 +48,10 @@ uint32_t gpu_served_count(const Gpu *gpu);
 bool gpu_serves(const Gpu *gpu, uint32_t device);
 uint64_t gpu_total_memory(const Gpu *gpu, uint32_t device);
 uint64_t gpu_granularity(const Gpu *gpu);
+/* Device memory free now (cuMemGetInfo) on the served GPU whose cuDeviceGetUuid is `uuid`;
+ * GPU_BYTES_UNKNOWN if none is, or the driver would not say. Event loop only. */
+#define GPU_BYTES_UNKNOWN UINT64_MAX
+uint64_t gpu_free_memory(Gpu *gpu, const uint8_t uuid[16]);
 
 /*
  * Take a published POSIX fd (not consumed): check it is exactly `size`

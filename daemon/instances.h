@@ -46,6 +46,13 @@ typedef struct Instance {
         unsigned state; /* SAGE_INSTANCE_* state */
         uint32_t suspend_ms, resume_ms;
         uint64_t changed_ns; /* last state change */
+        /* What the broker's memory policy goes by (instance_policy.h). */
+        uint32_t idle_suspend_ms; /* suspend after idling this long (0: never for idleness) */
+        bool idle;                /* libsage said INSTANCE_IDLE, and nothing since */
+        uint64_t idle_since_ns;
+        uint64_t used_ns;    /* last sign of use (registration, INSTANCE_ACTIVE, resume): LRU order */
+        uint64_t footprint;  /* device bytes when its last suspend began: what its restore needs */
+        uint64_t host_bytes; /* host memory its checkpoint holds while suspended (estimate: footprint) */
 } Instance;
 
 typedef struct InstanceTable {

@@ -27,6 +27,7 @@
 #include "extent_store.h"
 #include "gpu.h"
 #include "identity.h"
+#include "instance_policy.h"
 #include "label.h"
 #include "log.h"
 #include "options.h"
@@ -51,6 +52,10 @@ typedef struct Args {
         IdentityMode container_namespaces;
         bool suspend_off;     /* --suspend=off */
         uint64_t max_resumes; /* --max-resumes; 0: SERVER_MAX_RESUMES */
+        /* The memory policy: --instance-memory (resolved once the GPUs are known), --instance-evict. */
+        const char *instance_memory;
+        int instance_evict;                     /* PolicyEvict */
+        const char *nvml_library, *cgroup_root; /* tests only */
 } Args;
 
 static void args_clear(Args *a) {
@@ -156,7 +161,15 @@ static void usage(FILE *f) {
                 "                        or their uid's (share)\n"
                 "      --suspend on|off  serve SUSPEND/RESUME of registered instances (default on;\n"
                 "                        docs/suspend.md)\n"
-                "      --max-resumes N   instances resumed at once (1-64, default %d); more: busy\n"
+                "      --max-resumes N   instances resumed at once (1-64, default %d); more wait\n"
+                "      --instance-memory SIZE|N%%\n"
+                "                        GPU memory registered instances may hold, per device (default:\n"
+                "                        no cap); more: suspend others first, resume only what fits\n"
+                "      --instance-evict idle|any\n"
+                "                        what the cap may suspend: idle instances only (default), or\n"
+                "                        then any suspendable one\n"
+                "      --nvml-library LIB, --cgroup-root DIR\n"
+                "                        for tests: another NVML, a fake cgroup v2 tree\n"
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
@@ -282,6 +295,10 @@ int main(int argc, char **argv) {
                 { "max-clients-per-label", required_argument, NULL, 'P' },
                 { "suspend", required_argument, NULL, 'S' },
                 { "max-resumes", required_argument, NULL, 'R' },
+                { "instance-memory", required_argument, NULL, 'I' },
+                { "instance-evict", required_argument, NULL, 'E' },
+                { "nvml-library", required_argument, NULL, 'n' },
+                { "cgroup-root", required_argument, NULL, 'G' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -296,6 +313,7 @@ int main(int argc, char **argv) {
         Server *server = NULL;
         Gpu *gpu = NULL;
         int ready_fd = -1, sfd, opt, r, share = DEFAULT_NAMESPACE_SHARE;
+        uint64_t instance_total = 0, instance_cap = 0;
         sigset_t mask;
 
         sage_log_set_program("saged");
@@ -355,6 +373,17 @@ int main(int argc, char **argv) {
                                 return 2;
                         }
                         break;
+                case 'I': args.instance_memory = optarg; break;
+                case 'E':
+                        if (strcmp(optarg, "idle") != 0 && strcmp(optarg, "any") != 0) {
+                                fprintf(stderr, "saged: --instance-evict: expected idle or any, got '%s'\n", optarg);
+                                args_clear(&args);
+                                return 2;
+                        }
+                        args.instance_evict = strcmp(optarg, "any") == 0 ? POLICY_EVICT_ANY : POLICY_EVICT_IDLE;
+                        break;
+                case 'n': args.nvml_library = optarg; break;
+                case 'G': args.cgroup_root = optarg; break;
                 case 'h': usage(stdout); return 0;
                 case 'V': printf("saged %s (protocol %d)\n", SAGE_VERSION, SAGE_PROTO_VERSION); return 0;
                 default: usage(stderr); return 2;
@@ -423,6 +452,18 @@ int main(int argc, char **argv) {
                 return 2;
         }
         extent_store_set_namespace_share(store, (unsigned)share);
+        /* N% of the first served device (the GPUs of one node are alike). */
+        for (uint32_t d = 0; args.instance_memory && d < gpu_device_count(gpu) && !instance_total; d++)
+                instance_total = gpu_total_memory(gpu, d);
+        if (args.instance_memory &&
+            instance_policy_parse_cap(args.instance_memory, instance_total, &instance_cap) < 0) {
+                fprintf(stderr,
+                        "saged: --instance-memory: expected a size (e.g. 40G) or a percentage (e.g. 80%%), got '%s'\n",
+                        args.instance_memory);
+                extent_store_free(store);
+                gpu_close(gpu);
+                return 2;
+        }
         r = server_new(&server,
                        &(ServerConfig){ .socket_path = args.socket,
                                         .label_sockets = args.labels,
@@ -432,7 +473,11 @@ int main(int argc, char **argv) {
                                         .max_clients_per_label = (size_t)args.max_clients_per_label,
                                         .container_namespaces = args.container_namespaces,
                                         .suspend_off = args.suspend_off,
-                                        .max_resumes = (unsigned)args.max_resumes },
+                                        .max_resumes = (unsigned)args.max_resumes,
+                                        .instance_memory = instance_cap,
+                                        .instance_evict = args.instance_evict,
+                                        .nvml_library = args.nvml_library,
+                                        .cgroup_root = args.cgroup_root },
                        store, gpu, &failed_path);
         if (r < 0) {
                 if (r == -EADDRINUSE)

@@ -3295,7 +3295,7 @@ static int scenario_instances_preload(void) {
  * `uid`; a byte on cmd_fd makes it read its memory back (a driver call) and
  * answer 1 if it is intact, 0 if not.
  */
-static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
+static InstanceChild spawn_gpu_instance_on(uid_t uid, uint64_t seed, size_t size, const uint8_t uuid[16]) {
         int cmd[2], resp[2];
         InstanceChild c;
 
@@ -3303,7 +3303,6 @@ static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
         c.pid = fork();
         CHECK(c.pid >= 0);
         if (c.pid == 0) {
-                const uint8_t uuid[16] = { 0x5a, 0x6e };
                 uint8_t *got = malloc(size);
                 SageBroker *b;
                 Filled f;
@@ -3336,6 +3335,11 @@ static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
         CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
         CHECK(rc == 0);
         return c;
+}
+
+static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
+        static const uint8_t uuid[16] = { 0x5a, 0x6e };
+        return spawn_gpu_instance_on(uid, seed, size, uuid);
 }
 
 /* The simulated driver's checkpoint API: 0 bytes while suspended, a call waits for the resume, memory intact. */
@@ -3413,6 +3417,213 @@ static int scenario_instances_exited(void) {
         return 0;
 }
 
+/* ------------------------------------------------------------ the memory policy (docs/suspend.md) */
+
+/* saged on the simulated driver, with the simulated NVML, and more arguments. */
+static void start_saged_nvml(const char *a1, const char *a2, const char *a3, const char *a4) {
+        const char *nvml = getenv("SAGE_TEST_FAKE_NVML");
+        const char *argv[6] = { "--nvml-library", nvml };
+        size_t n = 2;
+
+        CHECK(nvml);
+        for (const char *const *a = (const char *const[]){ a1, a2, a3, a4 }; n < 6 && *a; a++)
+                argv[n++] = *a;
+        start_saged_argv(argv, n);
+}
+
+/* The value of "key": in an instance's JSON line, as a number (-1: null or absent). */
+static long long json_number(const char *line, const char *key) {
+        char k[64];
+        const char *p;
+        snprintf(k, sizeof(k), "\"%s\": ", key);
+        p = line ? strstr(line, k) : NULL;
+        if (!p || strncmp(p + strlen(k), "null", 4) == 0)
+                return -1;
+        return strtoll(p + strlen(k), NULL, 10);
+}
+
+/* Wait (bounded) until the instance shows `state`; its JSON line then. */
+static const char *wait_instance_state(char *out, size_t size, pid_t pid, const char *state) {
+        char want[64];
+        snprintf(want, sizeof(want), "\"state\": \"%s\"", state);
+        for (int i = 0; i < TIMEOUT_MS / 10; i++) {
+                const char *line = instance_json(out, size, pid);
+                const char *end = line ? strchr(line, '}') : NULL;
+                const char *at = line ? strstr(line, want) : NULL;
+                if (at && at < end)
+                        return line;
+                usleep(10000);
+        }
+        return NULL;
+}
+
+/* GPU bytes per instance from NVML (the simulated one): 4 MiB, 0 while suspended, the host memory it holds. */
+static int scenario_instances_gpu_bytes(void) {
+        const size_t size = 4 * MiB;
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+
+        /* Without NVML the bytes are unknown, and said so. */
+        start_saged(NULL, NULL);
+        c = spawn_gpu_instance(65534, 43, size);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"gpu_bytes\": null"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s instances", socket_path) == 0 && strstr(out, "HOST-MiB"));
+        instance_end(&c);
+        stop_saged();
+
+        start_saged_nvml(NULL, NULL, NULL, NULL);
+        c = spawn_gpu_instance(65534, 43, size);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(json_number(line, "gpu_bytes") == (long long)size && json_number(line, "host_bytes") == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(json_number(line, "gpu_bytes") == 0 && json_number(line, "host_bytes") == (long long)size);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
+        CHECK(instance_echo(&c, 'a', TIMEOUT_MS));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(json_number(line, "gpu_bytes") == (long long)size && json_number(line, "host_bytes") == 0);
+        instance_end(&c);
+        stop_saged();
+        return 0;
+}
+
+/* Write `text` to dir/name. */
+static void put_file(const char *folder, const char *name, const char *text) {
+        char path[512];
+        int fd;
+        snprintf(path, sizeof(path), "%s/%s", folder, name);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+        close(fd);
+}
+
+/* A suspend whose checkpoint would pass the instance's cgroup memory.max is refused ("host memory limit"). */
+static int scenario_instances_host_memory(void) {
+        const size_t size = 4 * MiB;
+        char root[] = "/tmp/sage-cgroups-XXXXXX", path[64], line_buf[512], cg_dir[1024], cmd[1200], text[32], arg[600];
+        const char *cgroup = NULL, *line;
+        char out[8192];
+        InstanceChild c;
+        FILE *f;
+
+        CHECK(mkdtemp(root));
+        snprintf(arg, sizeof(arg), "--cgroup-root=%s", root);
+        start_saged_nvml(arg, NULL, NULL, NULL);
+        c = spawn_gpu_instance(65534, 44, size);
+        /* Its cgroup, as the kernel says, in the fake tree: 1 MiB left under memory.max. */
+        snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)c.pid);
+        CHECK((f = fopen(path, "re")));
+        while (!cgroup && fgets(line_buf, sizeof(line_buf), f))
+                if (strncmp(line_buf, "0::/", 4) == 0) {
+                        line_buf[strcspn(line_buf, "\n")] = 0;
+                        cgroup = line_buf + 3;
+                }
+        fclose(f);
+        CHECK(cgroup);
+        snprintf(cg_dir, sizeof(cg_dir), "%s%s", root, cgroup);
+        snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", cg_dir);
+        CHECK(system(cmd) == 0);
+        put_file(cg_dir, "memory.current", "104857600\n");
+        snprintf(text, sizeof(text), "%llu\n", 104857600ull + MiB);
+        put_file(cg_dir, "memory.max", text);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"why_not_text\": \"host memory limit\""));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "host memory limit"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        /* Room for its 4 MiB: suspended, and it says what it holds. */
+        snprintf(text, sizeof(text), "%llu\n", 104857600ull + 5 * MiB);
+        put_file(cg_dir, "memory.max", text);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(json_number(line, "host_bytes") == (long long)size);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
+        CHECK(instance_echo(&c, 'h', TIMEOUT_MS));
+        instance_end(&c);
+        stop_saged();
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+        CHECK(system(cmd) == 0);
+        return 0;
+}
+
+/*
+ * --instance-memory: a second instance over the cap suspends the first (least
+ * recently used); resuming the first suspends the second to make room; both
+ * keep their memory intact.
+ */
+static int scenario_instances_memory_cap(void) {
+        const size_t size = 4 * MiB;
+        char out[8192];
+        const char *line;
+        InstanceChild a, b;
+
+        start_saged_nvml("--instance-memory=6M", "--instance-evict=any", NULL, NULL);
+        a = spawn_gpu_instance(65534, 45, size);
+        line = instance_json(out, sizeof(out), a.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        b = spawn_gpu_instance(65534, 46, size);
+        CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
+        line = instance_json(out, sizeof(out), b.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        /* A's resume needs room: B goes first, then A comes back. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0 &&
+              strstr(out, "resumed"));
+        line = instance_json(out, sizeof(out), b.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(instance_echo(&a, 'a', TIMEOUT_MS));
+        {
+                /* A answers 1: its memory is intact. */
+                char got = 0;
+                CHECK(write(a.cmd_fd, "x", 1) == 1);
+                struct pollfd p = { .fd = a.resp_fd, .events = POLLIN };
+                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(a.resp_fd, &got, 1) == 1 && got == 1);
+        }
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)b.pid) == 0);
+        CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
+        instance_end(&b);
+        /* A left alone under the cap resumes without anyone suspended. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0);
+        instance_end(&a);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * A restore starts only into free memory (the footprint plus the margin):
+ * the broker's GPU has 200 MiB, less than 4 MiB + 256 MiB, and nobody can
+ * be suspended for it: BUSY at once, and the instance stays suspended
+ * (never restored into too little memory, where the driver would leave it
+ * stuck for good).
+ */
+static int scenario_instances_restore_room(void) {
+        static const uint8_t fake_gpu0[16] = { 'S', 'A', 'G', 'E', 'F', 'A', 'K', 'E', 'G', 'P', 'U' };
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+        int status;
+
+        CHECK(setenv("SAGE_FAKE_MEM", "200M", 1) == 0);
+        start_saged_nvml(NULL, NULL, NULL, NULL);
+        CHECK(unsetenv("SAGE_FAKE_MEM") == 0);
+        c = spawn_gpu_instance_on(65534, 47, 4 * MiB, fake_gpu0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not enough free GPU memory"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        /* It stays checkpointed: end it the hard way. */
+        kill(c.pid, SIGKILL);
+        close(c.cmd_fd);
+        close(c.resp_fd);
+        CHECK(waitpid(c.pid, &status, 0) == c.pid);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -3456,6 +3667,10 @@ int main(int argc, char **argv) {
                 { "instance_app", scenario_instance_app },
                 { "instances_fake", scenario_instances_fake },
                 { "instances_exited", scenario_instances_exited },
+                { "instances_gpu_bytes", scenario_instances_gpu_bytes },
+                { "instances_host_memory", scenario_instances_host_memory },
+                { "instances_memory_cap", scenario_instances_memory_cap },
+                { "instances_restore_room", scenario_instances_restore_room },
         };
 
         if (argc != 4) {
