@@ -295,22 +295,20 @@ static int suspend_refused(Server *s, Instance *in, const char **why) {
         return 0;
 }
 
-int server_instance_suspend(Server *s, Instance *in, int reason) {
-        const char *why = NULL;
-        int r = suspend_refused(s, in, &why);
+int server_instance_suspend(Server *s, Instance *in, int reason, const char **why) {
+        int r = suspend_refused(s, in, why);
 
-        if (r == 0)
-                r = launch_op(s, in, INSTANCE_OP_SUSPEND, NULL, 0, &why);
-        if (r)
-                sage_debug("instance pid %d not suspended (%s): %s", (int)in->pid,
-                           reason == SERVER_SUSPEND_IDLE ? "idle" : "memory", why);
-        else
-                sage_info("instance pid %d: suspending (%s)", (int)in->pid,
-                          reason == SERVER_SUSPEND_IDLE ? "idle" : "room for others");
-        return r;
+        (void)reason; /* the caller's (idle, room): for its own log */
+        return r ? r : launch_op(s, in, INSTANCE_OP_SUSPEND, NULL, 0, why);
 }
 
-int server_instance_resume(Server *s, Instance *in, Client *requester, uint32_t request_id, const char **why) {
+int server_instance_resume(Server *s, Instance *in, const char **why) {
+        return server_instance_resume_for(s, in, NULL, 0, SAGE_MSG_RESUME_REPLY, why);
+}
+
+int server_instance_resume_for(Server *s, Instance *in, Client *requester, uint32_t request_id, unsigned reply_type,
+                               const char **why) {
+        (void)reply_type; /* finish_op answers RESUME_REPLY */
         if (!gpu_can_checkpoint(s->gpu)) {
                 *why = sage_instance_why_name(SAGE_INSTANCE_WHY_NO_DRIVER);
                 return SAGE_ERR_REFUSED;
@@ -332,7 +330,7 @@ static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) 
                         r = launch_op(s, in, which, c, rq->msg->header.request_id, &rq->why);
         } else {
                 /* The policy starts it now, queues it until there is room, or says why not. */
-                r = server_policy_resume(s, in, c, rq->msg->header.request_id, &rq->why);
+                r = server_policy_resume(s, in, c, rq->msg->header.request_id, SAGE_MSG_RESUME_REPLY, &rq->why);
         }
         if (r == 0)
                 rq->deferred = true;

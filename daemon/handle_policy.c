@@ -41,6 +41,7 @@ typedef struct PendingResume {
         Instance *instance;
         Client *requester; /* NULL once gone */
         uint32_t request_id;
+        unsigned reply_type; /* RESUME_REPLY (an operator's), INSTANCE_RESUME_REPLY (its own) */
         uint64_t deadline_ns;
         struct PendingResume *next;
 } PendingResume;
@@ -131,9 +132,14 @@ static unsigned make_room(Server *s, const uint8_t uuid[16], const Instance *exc
         k = instance_policy_victims(&s->instances, bytes, ok, uuid, exclude, limit, need, s->instance_evict, victims,
                                     POLICY_VICTIMS_MAX, enough);
         free(ok);
-        for (size_t i = 0; i < k; i++)
-                if (server_instance_suspend(s, victims[i], SERVER_SUSPEND_ROOM) == 0)
+        for (size_t i = 0; i < k; i++) {
+                const char *why = NULL;
+                if (server_instance_suspend(s, victims[i], SERVER_SUSPEND_ROOM, &why) == 0) {
+                        sage_info("instance pid %d: suspending, for room", (int)victims[i]->pid);
                         started++;
+                } else
+                        sage_debug("instance pid %d not suspended for room: %s", (int)victims[i]->pid, why);
+        }
         return started;
 }
 
@@ -147,14 +153,15 @@ static uint64_t *measure(Server *s) {
 }
 
 /* Start `in`'s restore if it fits, else make room. 0: started; 1: wait; else a SageProtoError and *why. */
-static int admit(Server *s, Instance *in, Client *requester, uint32_t request_id, const char **why) {
+static int admit(Server *s, Instance *in, Client *requester, uint32_t request_id, unsigned reply_type,
+                 const char **why) {
         uint64_t *bytes, leaving, held, limit;
         unsigned started = 0;
         bool enough;
         int r;
 
         if (in->state != SAGE_INSTANCE_SUSPENDED || !gpu_can_checkpoint(s->gpu))
-                return server_instance_resume(s, in, requester, request_id, why); /* says why not */
+                return server_instance_resume_for(s, in, requester, request_id, reply_type, why); /* says why not */
         bytes = measure(s);
         if (!bytes) {
                 *why = "out of memory";
@@ -164,7 +171,7 @@ static int admit(Server *s, Instance *in, Client *requester, uint32_t request_id
         limit = instance_policy_limit(s->instance_memory, held, gpu_free_memory(s->gpu, in->uuid));
         if (held + in->footprint <= limit) {
                 free(bytes);
-                r = server_instance_resume(s, in, requester, request_id, why);
+                r = server_instance_resume_for(s, in, requester, request_id, reply_type, why);
                 /* Over the cap of resumes at once: its turn comes when one ends. */
                 return r == SAGE_ERR_BUSY && s->instances.resuming > 0 ? 1 : r;
         }
@@ -178,7 +185,8 @@ static int admit(Server *s, Instance *in, Client *requester, uint32_t request_id
         return SAGE_ERR_BUSY;
 }
 
-int server_policy_resume(Server *s, Instance *in, Client *requester, uint32_t request_id, const char **why) {
+int server_policy_resume(Server *s, Instance *in, Client *requester, uint32_t request_id, unsigned reply_type,
+                         const char **why) {
         PendingResume *p;
         int r;
 
@@ -187,7 +195,7 @@ int server_policy_resume(Server *s, Instance *in, Client *requester, uint32_t re
                         *why = "a resume waits for room already; try again";
                         return SAGE_ERR_BUSY;
                 }
-        r = admit(s, in, requester, request_id, why);
+        r = admit(s, in, requester, request_id, reply_type, why);
         if (r != 1)
                 return r;
         p = calloc(1, sizeof(*p));
@@ -198,6 +206,7 @@ int server_policy_resume(Server *s, Instance *in, Client *requester, uint32_t re
         *p = (PendingResume){ .instance = in,
                               .requester = requester,
                               .request_id = request_id,
+                              .reply_type = reply_type,
                               .deadline_ns = sage_now_ns() + POLICY_RESUME_WAIT_NS,
                               .next = s->pending };
         s->pending = p;
@@ -254,9 +263,13 @@ static void idle_suspends(Server *s, uint64_t now) {
                 uint64_t due = instance_policy_idle_deadline(in);
                 if (!due || due > now || s->suspend_off)
                         continue;
+                const char *why = NULL;
                 /* Tried once per idle period: a refusal or a busy process waits for the next one. */
                 in->idle_since_ns = now;
-                server_instance_suspend(s, in, SERVER_SUSPEND_IDLE);
+                if (server_instance_suspend(s, in, SERVER_SUSPEND_IDLE, &why) == 0)
+                        sage_info("instance pid %d: suspending, idle for %u ms", (int)in->pid, in->idle_suspend_ms);
+                else
+                        sage_debug("instance pid %d idle, not suspended: %s", (int)in->pid, why);
         }
 }
 
@@ -267,7 +280,7 @@ void server_policy_changed(Server *s) {
         for (PendingResume **pp = &s->pending; *pp;) {
                 PendingResume *p = *pp;
                 const char *why = NULL;
-                int r = admit(s, p->instance, p->requester, p->request_id, &why);
+                int r = admit(s, p->instance, p->requester, p->request_id, p->reply_type, &why);
                 if (r == 1 && now >= p->deadline_ns) {
                         why = "no room for its restore in time; try again";
                         r = SAGE_ERR_BUSY;

@@ -126,10 +126,12 @@ enum {
         SERVER_SUSPEND_IDLE = 1, /* idle past its idle_suspend_ms */
         SERVER_SUSPEND_ROOM = 2, /* room for another instance (the cap, a restore) */
 };
-/* 0, or a SageProtoError (REFUSED: why_not says why; BUSY). Nobody waits for the result. */
-int server_instance_suspend(Server *s, Instance *instance, int reason);
-/* Restore and unlock now; the reply goes to `requester` (NULL: none). 0, or a SageProtoError and *why. */
-int server_instance_resume(Server *s, Instance *instance, Client *requester, uint32_t request_id, const char **why);
+/* Start a suspend or resume of `in` with nobody to answer: 0, or a SageProtoError with *why saying it. */
+int server_instance_suspend(Server *s, Instance *instance, int reason, const char **why);
+int server_instance_resume(Server *s, Instance *instance, const char **why);
+/* The same, answering `requester` with `reply_type` (RESUME_REPLY, INSTANCE_RESUME_REPLY) when done. */
+int server_instance_resume_for(Server *s, Instance *instance, Client *requester, uint32_t request_id,
+                               unsigned reply_type, const char **why);
 /* SAGE_INSTANCE_WHY_* that forbid suspending it now (0: none). */
 uint32_t server_instance_why_not(Server *s, Instance *instance);
 
@@ -145,7 +147,8 @@ void server_policy_registered(Server *s, Instance *instance);
 /* A requester went (its replies are dropped), and/or an instance is being forgotten (its queued resume too). */
 void server_policy_client_gone(Server *s, Client *c, Instance *instance);
 /* A resume: started now, queued until room is made (0 both: the reply comes later), or refused. */
-int server_policy_resume(Server *s, Instance *instance, Client *requester, uint32_t request_id, const char **why);
+int server_policy_resume(Server *s, Instance *instance, Client *requester, uint32_t request_id, unsigned reply_type,
+                         const char **why);
 /* Extra reasons not to suspend (SAGE_INSTANCE_WHY_HOST_MEMORY). */
 uint32_t server_policy_why_not(Server *s, Instance *instance);
 /* Device bytes it uses (NVML), SAGE_INSTANCE_BYTES_UNKNOWN if nobody can say. */
