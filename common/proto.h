@@ -329,8 +329,12 @@ typedef struct SageLabelReply {
 #define SAGE_INSTANCE_MULTI_GPU 0x2u  /* the process uses several GPUs */
 #define SAGE_INSTANCE_MPS 0x4u        /* an MPS client */
 #define SAGE_INSTANCE_MANAGED 0x8u    /* holds managed memory */
-#define SAGE_INSTANCE_FLAGS_ALL \
-        (SAGE_INSTANCE_KEEP_ALIVE | SAGE_INSTANCE_MULTI_GPU | SAGE_INSTANCE_MPS | SAGE_INSTANCE_MANAGED)
+/* Registering again after the broker restarted, while checkpointed: the
+ * broker adopts it as SUSPENDED once the driver confirms (docs/suspend.md). */
+#define SAGE_INSTANCE_CHECKPOINTED 0x40u
+#define SAGE_INSTANCE_FLAGS_ALL                                                                           \
+        (SAGE_INSTANCE_KEEP_ALIVE | SAGE_INSTANCE_MULTI_GPU | SAGE_INSTANCE_MPS | SAGE_INSTANCE_MANAGED | \
+         SAGE_INSTANCE_CHECKPOINTED)
 #define SAGE_PROTO_INSTANCES_MAX 32
 #define SAGE_PROTO_INSTANCE_ENTRY_SIZE 80
 

@@ -520,6 +520,14 @@ bool gpu_can_checkpoint(const Gpu *g) {
                g->cu.cuCheckpointProcessRestore && g->cu.cuCheckpointProcessUnlock;
 }
 
+bool gpu_process_checkpointed(Gpu *g, pid_t pid) {
+        CUprocessState state;
+
+        return gpu_can_checkpoint(g) && g->cu.cuCheckpointProcessGetState &&
+               g->cu.cuCheckpointProcessGetState((int)pid, &state) == CUDA_SUCCESS &&
+               state == CU_PROCESS_STATE_CHECKPOINTED;
+}
+
 int gpu_checkpoint_process(Gpu *g, pid_t pid, unsigned timeout_ms, char *why, size_t size) {
         CUcheckpointLockArgs lock = { .timeoutMs = timeout_ms };
         CUresult r;

@@ -93,3 +93,5 @@ void gpu_release(Gpu *gpu, GpuExtent *extent);
 bool gpu_can_checkpoint(const Gpu *gpu);
 int gpu_checkpoint_process(Gpu *gpu, pid_t pid, unsigned timeout_ms, char *why, size_t size);
 int gpu_restore_process(Gpu *gpu, pid_t pid, char *why, size_t size);
+/* Does the driver say `pid` is checkpointed (cuCheckpointProcessGetState)? An instance a previous broker suspended. */
+bool gpu_process_checkpointed(Gpu *gpu, pid_t pid);

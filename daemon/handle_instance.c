@@ -104,6 +104,13 @@ void server_instances_client_gone(Server *s, Client *c) {
         }
 }
 
+/* A registration flagged CHECKPOINTED: a previous broker suspended it (handle_instance_register checked). */
+static Instance *instance_adopt(Instance *in) {
+        if (in && instance_adopt_suspended(in))
+                sage_info("instance pid %d adopted: checkpointed under a previous broker", (int)in->pid);
+        return in;
+}
+
 int handle_instance_register(Server *s, Client *c, Request *rq) {
         const SageMessage *req = rq->msg;
         int r;
@@ -111,6 +118,11 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
         if (c->pid <= 0) {
                 rq->why = "the peer's pid is unknown";
                 return SAGE_ERR_PERMISSION;
+        }
+        /* A broker restart: adopt only what the driver says is checkpointed (pid: SO_PEERCRED's). */
+        if ((req->header.flags & SAGE_INSTANCE_CHECKPOINTED) && !gpu_process_checkpointed(s->gpu, c->pid)) {
+                rq->why = "the driver does not say this process is checkpointed";
+                return SAGE_ERR_REFUSED;
         }
         r = instances_add(&s->instances, c, c->pid,
                           identity_peer_pidfd(c->fd, &(struct ucred){ .pid = c->pid, .uid = c->uid, .gid = c->gid }),
@@ -126,7 +138,7 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
         sage_info("instance pid %d (namespace %llx) registered, flags %#x", (int)c->pid,
                   (unsigned long long)c->namespace_id, req->header.flags);
         sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_REGISTER_REPLY, req->header.request_id);
-        server_policy_registered(s, instances_find_owner(&s->instances, c));
+        server_policy_registered(s, instance_adopt(instances_find_owner(&s->instances, c)));
         return 0;
 }
 

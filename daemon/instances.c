@@ -166,6 +166,16 @@ void instance_cancel(InstanceTable *t, Instance *in, int op) {
         }
 }
 
+bool instance_adopt_suspended(Instance *in) {
+        if (!(in->flags & SAGE_INSTANCE_CHECKPOINTED) || in->state != SAGE_INSTANCE_ACTIVE)
+                return false;
+        /* A state, not a property: what it registered as stays in flags. */
+        in->flags &= ~SAGE_INSTANCE_CHECKPOINTED;
+        in->state = SAGE_INSTANCE_SUSPENDED;
+        in->footprint = 0;
+        return true;
+}
+
 bool instance_exited(const Instance *in) {
         struct pollfd p = { .fd = in->pidfd, .events = POLLIN };
         /* A pidfd polls readable once its process has exited. */

@@ -79,5 +79,8 @@ int instance_begin(InstanceTable *t, Instance *instance, int op, uint64_t now_ns
 void instance_finish(InstanceTable *t, Instance *instance, int op, bool ok, uint64_t elapsed_ns, uint64_t now_ns);
 /* Undo instance_begin before anything was tried. */
 void instance_cancel(InstanceTable *t, Instance *instance, int op);
+/* Registered with SAGE_INSTANCE_CHECKPOINTED (the caller checked with the driver): SUSPENDED from the start,
+ * its footprint unknown. Returns whether it was so flagged. */
+bool instance_adopt_suspended(Instance *instance);
 /* Has the pidfd's process exited? (false without a pidfd) */
 bool instance_exited(const Instance *instance);

@@ -3320,6 +3320,15 @@ static InstanceChild spawn_gpu_instance_on(uid_t uid, uint64_t seed, size_t size
                 rc = sage_broker_instance_register(b, uuid, 0);
                 CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
                 while (read(cmd[0], &byte, 1) == 1) {
+                        if (byte == 'R') {
+                                /* The broker restarted while this process is checkpointed: register again,
+                                 * as libsage's listener does (no driver call: its calls wait at the gate). */
+                                sage_broker_free(b);
+                                b = broker();
+                                rc = sage_broker_instance_register(b, uuid, SAGE_INSTANCE_CHECKPOINTED);
+                                CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
+                                continue;
+                        }
                         memset(got, 0, size);
                         byte = cu.cuMemcpyDtoH(got, f.va, size) == CUDA_SUCCESS && memcmp(got, f.data, size) == 0;
                         CHECK(write(resp[1], &byte, 1) == 1);
@@ -3624,6 +3633,54 @@ static int scenario_instances_restore_room(void) {
         return 0;
 }
 
+/*
+ * saged dies (kill -9) while an instance is suspended: the instance registers
+ * again with flag CHECKPOINTED, the new broker adopts it only because the
+ * driver says it is checkpointed, and resumes it with its memory intact. A
+ * process that is not checkpointed and says so is refused.
+ */
+static int scenario_instances_broker_restart(void) {
+        const uint8_t uuid[16] = { 0x5a, 0x6e };
+        char out[8192], got = 0;
+        const char *line;
+        FakeCheckpoint f;
+        InstanceChild c;
+        size_t used = 1;
+        int rc = -1;
+
+        CHECK(fake_checkpoint(&f));
+        start_saged(NULL, NULL);
+        c = spawn_gpu_instance(65534, 48, 4 * MiB);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used == 0);
+        CHECK(kill(saged_pid, SIGKILL) == 0 && waitpid(saged_pid, NULL, 0) == saged_pid);
+        start_saged(NULL, NULL);
+        CHECK(!instance_json(out, sizeof(out), c.pid));
+        /* A running process claiming to be checkpointed: refused, not listed. */
+        {
+                SageBroker *b = broker();
+                CHECK(sage_broker_instance_register(b, uuid, SAGE_INSTANCE_CHECKPOINTED) == SAGE_ERR_REFUSED);
+                sage_broker_free(b);
+                CHECK(!instance_json(out, sizeof(out), getpid()));
+        }
+        /* The instance itself: adopted as suspended, then resumed with its memory. */
+        CHECK(write(c.cmd_fd, "R", 1) == 1);
+        CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc) && rc == 0);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "resumed"));
+        CHECK(write(c.cmd_fd, "x", 1) == 1);
+        {
+                struct pollfd p = { .fd = c.resp_fd, .events = POLLIN };
+                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(c.resp_fd, &got, 1) == 1 && got == 1);
+        }
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= 4 * MiB);
+        instance_end(&c);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -3671,6 +3728,7 @@ int main(int argc, char **argv) {
                 { "instances_host_memory", scenario_instances_host_memory },
                 { "instances_memory_cap", scenario_instances_memory_cap },
                 { "instances_restore_room", scenario_instances_restore_room },
+                { "instances_broker_restart", scenario_instances_broker_restart },
         };
 
         if (argc != 4) {
