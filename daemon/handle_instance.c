@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pid_view.h"
 #include "server_private.h"
 #include "util.h"
 
@@ -167,9 +168,24 @@ uint32_t server_instance_why_not(Server *s, Instance *in) {
         return why_not(s, in);
 }
 
+/* The instance whose pid is `pid` in `c`'s pid namespace (pid_view.h). */
+static Instance *find_for_caller(Server *s, const Client *c, uint32_t pid) {
+        PidView view;
+
+        if (pid == 0 || pid > INT32_MAX)
+                return NULL;
+        pid_view_of(&view, c->pid);
+        if (view.same)
+                return instances_find_pid(&s->instances, (pid_t)pid);
+        for (size_t i = 0; i < s->instances.n; i++)
+                if (pid_view_translate(&view, s->instances.items[i]->pid) == (pid_t)pid)
+                        return s->instances.items[i];
+        return NULL;
+}
+
 /* The instance `pid` as `c` may see it; forgets one whose process exited. */
 static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
-        Instance *in = pid > 0 && pid <= INT32_MAX ? instances_find_pid(&s->instances, (pid_t)pid) : NULL;
+        Instance *in = find_for_caller(s, c, pid);
 
         if (!in || (!c->sees_all && in->namespace_id != c->namespace_id))
                 return NULL;
@@ -194,30 +210,51 @@ static void forget_exited(Server *s) {
         }
 }
 
-static int compare_pid(const void *a, const void *b) {
-        const Instance *x = *(Instance *const *)a, *y = *(Instance *const *)b;
+/* An instance and its pid as the caller sees it. */
+typedef struct SeenInstance {
+        pid_t pid;
+        Instance *instance;
+} SeenInstance;
+
+static int compare_seen(const void *a, const void *b) {
+        const SeenInstance *x = a, *y = b;
         return (x->pid > y->pid) - (x->pid < y->pid);
 }
 
 int handle_instances(Server *s, Client *c, Request *rq) {
         SageInstancesReply *out = &rq->reply.instances_reply;
         uint64_t now = sage_now_ns();
+        SeenInstance *seen;
+        size_t n_seen = 0;
+        PidView view;
 
         sage_proto_init(&rq->reply, SAGE_MSG_INSTANCES_REPLY, rq->msg->header.request_id);
         forget_exited(s);
-        qsort(s->instances.items, s->instances.n, sizeof(*s->instances.items), compare_pid);
+        /* Pages in the caller's pid order: its pid namespace may number them otherwise. */
+        seen = calloc(s->instances.n ? s->instances.n : 1, sizeof(*seen));
+        if (!seen) {
+                rq->why = "out of memory";
+                return SAGE_ERR_INTERNAL;
+        }
+        pid_view_of(&view, c->pid);
         for (size_t i = 0; i < s->instances.n; i++) {
                 Instance *in = s->instances.items[i];
+                pid_t pid = pid_view_translate(&view, in->pid);
+                if (pid > 0 && (uint32_t)pid > rq->msg->instances &&
+                    (c->sees_all || in->namespace_id == c->namespace_id))
+                        seen[n_seen++] = (SeenInstance){ pid, in };
+        }
+        qsort(seen, n_seen, sizeof(*seen), compare_seen);
+        for (size_t i = 0; i < n_seen; i++) {
+                Instance *in = seen[i].instance;
                 SageInstanceEntry *e;
 
-                if ((uint32_t)in->pid <= rq->msg->instances || (!c->sees_all && in->namespace_id != c->namespace_id))
-                        continue;
                 if (out->n_entries == SAGE_PROTO_INSTANCES_MAX) {
                         out->more = 1;
                         break;
                 }
                 e = &out->entries[out->n_entries++];
-                e->pid = (uint32_t)in->pid;
+                e->pid = (uint32_t)seen[i].pid;
                 e->state = in->state;
                 e->namespace_id = in->namespace_id;
                 memcpy(e->uuid, in->uuid, sizeof(e->uuid));
@@ -230,6 +267,7 @@ int handle_instances(Server *s, Client *c, Request *rq) {
                 e->host_bytes = in->state == SAGE_INSTANCE_SUSPENDED ? in->host_bytes : 0;
                 e->activity = in->idle && in->state == SAGE_INSTANCE_ACTIVE ? SAGE_INSTANCE_ACTIVITY_IDLE : 0;
         }
+        free(seen);
         return 0;
 }
 

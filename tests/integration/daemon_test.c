@@ -3681,6 +3681,80 @@ static int scenario_instances_broker_restart(void) {
         return 0;
 }
 
+/*
+ * Pid namespaces: a caller in a pid namespace of its own (a container's
+ * sagectl) sees an instance of its namespace by the pid it knows (2 there),
+ * acts on it by that pid, and sees nothing of the node outside.
+ */
+static int scenario_instances_pid_namespace(void) {
+        char out[8192];
+        InstanceChild h;
+        int status;
+        pid_t p1;
+
+        start_saged_ckpt(NULL);
+        h = spawn_instance(0, 0, 0); /* a host instance of root's: not the container's to see */
+        p1 = fork();
+        CHECK(p1 >= 0);
+        if (p1 == 0) {
+                pid_t g1;
+                if (unshare(CLONE_NEWPID) < 0) {
+                        fprintf(stderr, "unshare(CLONE_NEWPID): %s\n", strerror(errno));
+                        _exit(77);
+                }
+                g1 = fork();
+                if (g1 == 0) {
+                        static const uint8_t uuid[16] = { 7 };
+                        SageInstancesReply *page = calloc(1, sizeof(*page));
+                        SageInstanceOpReply reply;
+                        int hold[2], rc = -1;
+                        SageBroker *b;
+                        pid_t g2;
+
+                        CHECK(page && getpid() == 1 && pipe(hold) == 0);
+                        int ready[2];
+                        CHECK(pipe(ready) == 0);
+                        g2 = fork();
+                        if (g2 == 0) {
+                                char byte;
+                                close(hold[1]);
+                                b = broker();
+                                rc = sage_broker_instance_register(b, uuid, 0);
+                                (void)!write(ready[1], &rc, sizeof(rc));
+                                (void)!read(hold[0], &byte, 1);
+                                _exit(0);
+                        }
+                        CHECK(g2 == 2 && read(ready[0], &rc, sizeof(rc)) == sizeof(rc) && rc == 0);
+                        b = broker();
+                        CHECK(sage_broker_instances(b, 0, page) == 0);
+                        printf("container view: %u instance(s), first pid %u\n", page->n_entries,
+                               page->n_entries ? page->entries[0].pid : 0);
+                        CHECK(page->n_entries == 1 && page->entries[0].pid == 2);
+                        CHECK(sage_broker_suspend(b, 2, &reply) == 0 && reply.state == SAGE_INSTANCE_SUSPENDED);
+                        CHECK(sage_broker_resume(b, 2, &reply) == 0 && reply.state == SAGE_INSTANCE_ACTIVE);
+                        CHECK(sage_broker_suspend(b, (uint32_t)h.pid, &reply) == SAGE_ERR_NOT_FOUND);
+                        sage_broker_free(b);
+                        close(hold[1]);
+                        CHECK(waitpid(g2, &status, 0) == g2);
+                        _exit(0);
+                }
+                _exit(g1 > 0 && waitpid(g1, &status, 0) == g1 && WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+        }
+        CHECK(waitpid(p1, &status, 0) == p1 && WIFEXITED(status));
+        if (WEXITSTATUS(status) == 77) {
+                instance_end(&h);
+                stop_saged();
+                printf("no pid namespace for this test (unshare refused): skipped\n");
+                return 77;
+        }
+        CHECK(WEXITSTATUS(status) == 0);
+        /* The host's view is unchanged. */
+        CHECK(instance_json(out, sizeof(out), h.pid));
+        instance_end(&h);
+        stop_saged();
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -3729,6 +3803,7 @@ int main(int argc, char **argv) {
                 { "instances_memory_cap", scenario_instances_memory_cap },
                 { "instances_restore_room", scenario_instances_restore_room },
                 { "instances_broker_restart", scenario_instances_broker_restart },
+                { "instances_pid_namespace", scenario_instances_pid_namespace },
         };
 
         if (argc != 4) {
