@@ -107,8 +107,8 @@ static void send_error(Server *s, Client *c, uint32_t request_id, int code, cons
 }
 
 /* May the broker suspend `in` for room now? (an operation runs only in SUSPENDING/RESUMING) */
-static bool suspendable(Server *s, Instance *in) {
-        return in->state == SAGE_INSTANCE_ACTIVE && server_instance_why_not(s, in) == 0;
+static bool suspendable(Server *s, Instance *in, uint64_t now) {
+        return in->state == SAGE_INSTANCE_ACTIVE && now >= in->busy_until_ns && server_instance_why_not(s, in) == 0;
 }
 
 /*
@@ -122,13 +122,15 @@ static unsigned make_room(Server *s, const uint8_t uuid[16], const Instance *exc
         bool *ok = calloc(n ? n : 1, sizeof(*ok));
         Instance *victims[POLICY_VICTIMS_MAX];
         unsigned started = 0;
+        uint64_t now = sage_now_ns();
         size_t k;
 
         *enough = false;
         if (!ok)
                 return 0;
         for (size_t i = 0; i < n; i++)
-                ok[i] = memcmp(s->instances.items[i]->uuid, uuid, 16) == 0 && suspendable(s, s->instances.items[i]);
+                ok[i] = memcmp(s->instances.items[i]->uuid, uuid, 16) == 0 &&
+                        suspendable(s, s->instances.items[i], now);
         k = instance_policy_victims(&s->instances, bytes, ok, uuid, exclude, limit, need, s->instance_evict, victims,
                                     POLICY_VICTIMS_MAX, enough);
         free(ok);

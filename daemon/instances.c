@@ -140,6 +140,8 @@ static uint32_t to_ms(uint64_t ns) {
 void instance_finish(InstanceTable *t, Instance *in, int op, bool ok, uint64_t elapsed_ns, uint64_t now_ns) {
         if (op == INSTANCE_OP_SUSPEND) {
                 in->state = ok ? SAGE_INSTANCE_SUSPENDED : SAGE_INSTANCE_ACTIVE;
+                if (!ok)
+                        in->busy_until_ns = now_ns + INSTANCE_BUSY_BACKOFF_NS; /* in use: others first */
                 if (ok) {
                         in->suspend_ms = to_ms(elapsed_ns);
                         in->host_bytes = in->footprint; /* the driver copied it into the process */

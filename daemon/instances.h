@@ -23,6 +23,8 @@
 
 /* Most instances one broker keeps (a registration past it: SAGE_ERR_LIMIT). */
 #define INSTANCES_MAX 4096
+/* After a failed suspend (its calls were in flight), how long it is left alone for room. */
+#define INSTANCE_BUSY_BACKOFF_NS (1000 * 1000000ull)
 
 enum {
         INSTANCES_E_LIMIT = 1,  /* table full */
@@ -50,9 +52,10 @@ typedef struct Instance {
         uint32_t idle_suspend_ms; /* suspend after idling this long (0: never for idleness) */
         bool idle;                /* libsage said INSTANCE_IDLE, and nothing since */
         uint64_t idle_since_ns;
-        uint64_t used_ns;    /* last sign of use (registration, INSTANCE_ACTIVE, resume): LRU order */
-        uint64_t footprint;  /* device bytes when its last suspend began: what its restore needs */
-        uint64_t host_bytes; /* host memory its checkpoint holds while suspended (estimate: footprint) */
+        uint64_t used_ns;       /* last sign of use (registration, INSTANCE_ACTIVE, resume): LRU order */
+        uint64_t footprint;     /* device bytes when its last suspend began: what its restore needs */
+        uint64_t host_bytes;    /* host memory its checkpoint holds while suspended (estimate: footprint) */
+        uint64_t busy_until_ns; /* a suspend failed (busy): not suspended for room before then */
 } Instance;
 
 typedef struct InstanceTable {

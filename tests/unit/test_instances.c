@@ -43,9 +43,10 @@ static void test_states(void) {
         CHECK(instance_begin(&t, a, INSTANCE_OP_SUSPEND, 1) == 0 && a->state == SAGE_INSTANCE_SUSPENDING);
         CHECK(instance_begin(&t, a, INSTANCE_OP_SUSPEND, 1) == INSTANCES_E_BUSY);
         CHECK(instance_begin(&t, a, INSTANCE_OP_RESUME, 1) == INSTANCES_E_BUSY);
-        /* A failed checkpoint (unlocked again): active. */
+        /* A failed checkpoint (unlocked again): active, and left alone for room a while. */
         instance_finish(&t, a, INSTANCE_OP_SUSPEND, false, 5000000, 2);
-        CHECK(a->state == SAGE_INSTANCE_ACTIVE && a->suspend_ms == 0);
+        CHECK(a->state == SAGE_INSTANCE_ACTIVE && a->suspend_ms == 0 &&
+              a->busy_until_ns == 2 + INSTANCE_BUSY_BACKOFF_NS);
         CHECK(instance_begin(&t, a, INSTANCE_OP_SUSPEND, 3) == 0);
         instance_finish(&t, a, INSTANCE_OP_SUSPEND, true, 5000000, 4);
         CHECK(a->state == SAGE_INSTANCE_SUSPENDED && a->suspend_ms == 5 && a->changed_ns == 4);
