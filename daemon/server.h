@@ -30,6 +30,11 @@ typedef struct ServerConfig {
         int instance_evict;       /* --instance-evict: PolicyEvict (idle only, or any) */
         const char *nvml_library; /* --nvml-library (tests: the simulated NVML); NULL: libnvidia-ml.so.1 */
         const char *cgroup_root;  /* --cgroup-root (tests: a fake tree); NULL: /sys/fs/cgroup */
+        /* Listening sockets systemd passed (activation.c): a socket whose path
+         * is socket_path or a labelled one's is taken instead of binding a new
+         * one (its slot becomes -1); the others stay the caller's. */
+        int *inherited_fds;
+        size_t n_inherited_fds;
 } ServerConfig;
 
 /* Resumes at once, by default: the driver stages restores through host
