@@ -16,6 +16,7 @@
 #include "instances.h"
 #include "ipc_registry.h"
 #include "label.h"
+#include "metrics_http.h"
 #include "proto.h"
 #include "server.h"
 #include "tally.h"
@@ -75,6 +76,13 @@ struct Server {
         int instance_evict;       /* PolicyEvict */
         int policy_timer_fd;
         struct PendingResume *pending;
+        MetricsHttp *metrics; /* --metrics-listen; NULL: off */
+        /* --exit-idle: the loop ends once no client has been connected since
+         * idle_since_ns for exit_idle_ms and the lock on idle_lock_fd is had. */
+        bool exit_idle;
+        uint64_t exit_idle_ms;
+        uint64_t idle_since_ns, idle_retry_ns;
+        int idle_lock_fd;
 };
 
 /*
@@ -159,6 +167,8 @@ uint32_t server_policy_why_not(Server *s, Instance *instance);
 uint64_t server_instance_gpu_bytes(Server *s, const Instance *instance);
 /* libsage reported it idle (INSTANCE_IDLE) or active again (INSTANCE_ACTIVE). */
 void server_instance_idle(Server *s, Instance *instance, bool idle);
+/* metrics.c: the /metrics page (a MetricsRenderFn over the Server). */
+void server_render_metrics(void *userdata, MetricsBuf *out);
 
 /* server.c */
 /* Finish verifying a pending extent that is at most SERVER_VERIFY_ON_LOOKUP_MAX
