@@ -234,9 +234,12 @@ void server_policy_registered(Server *s, Instance *in) {
 
 void server_instance_idle(Server *s, Instance *in, bool idle) {
         uint64_t now = sage_now_ns();
+        /* libsage reports after that much quiet (SAGE_SUSPEND_IDLE, else 1 s): the quiet began then, and an
+         * instance registered with idle_suspend_ms is due at once. */
+        uint64_t quiet = (in->idle_suspend_ms ? in->idle_suspend_ms : POLICY_IDLE_REPORT_MS) * 1000000ull;
 
         if (idle && !in->idle)
-                in->idle_since_ns = now;
+                in->idle_since_ns = now > quiet ? now - quiet : 0;
         if (!idle)
                 in->used_ns = now;
         in->idle = idle;

@@ -8,8 +8,10 @@
  * (handle_policy.c) measures, asks, and acts through the suspend/resume
  * sequences.
  *
- * - Idle: an instance libsage reported idle (INSTANCE_IDLE) for its
- *   idle_suspend_ms is suspended, unless it registered keep-alive.
+ * - Idle: an instance idle (no call, nothing in flight: libsage's
+ *   INSTANCE_IDLE, sent after that much quiet) for its idle_suspend_ms is
+ *   suspended, unless it registered keep-alive; a refused or busy one is
+ *   tried again one idle_suspend_ms later.
  * - Cap (saged --instance-memory): what ACTIVE, SUSPENDING and RESUMING
  *   instances hold on one GPU stays under the cap. Room is made by
  *   suspending idle instances, least recently used first, then (with
@@ -33,6 +35,8 @@
 /* Free memory a restore needs beyond the instance's footprint: the driver's
  * own staging and the context's growth while it restores. */
 #define POLICY_RESTORE_MARGIN (256ull << 20)
+/* How long libsage waits without a call before INSTANCE_IDLE when SAGE_SUSPEND_IDLE is unset. */
+#define POLICY_IDLE_REPORT_MS 1000u
 /* Instances considered for room at once (victims per decision). */
 #define POLICY_VICTIMS_MAX 64
 
