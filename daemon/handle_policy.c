@@ -31,6 +31,8 @@
 #include "server_private.h"
 #include "util.h"
 
+/* While a cap is set, how often what instances hold is measured again. */
+#define POLICY_CAP_TICK_NS (1000ull * 1000000ull)
 /* How long a resume waits for room before it answers BUSY. */
 #define POLICY_RESUME_WAIT_NS (30ull * 1000000000ull)
 
@@ -261,6 +263,27 @@ void server_policy_client_gone(Server *s, Client *c, Instance *in) {
         }
 }
 
+/*
+ * Instances grow after they register (libsage registers at the first
+ * context, before the app allocates): hold every GPU to the cap again, on
+ * every change and on a tick while a cap is set.
+ */
+static void enforce_cap(Server *s) {
+        uint64_t *bytes;
+
+        if (!s->instance_memory || s->instances.n == 0 || !(bytes = measure(s)))
+                return;
+        for (size_t i = 0; i < s->instances.n; i++) {
+                const Instance *in = s->instances.items[i];
+                bool first = true, enough;
+                for (size_t j = 0; j < i && first; j++) /* each GPU once */
+                        first = memcmp(s->instances.items[j]->uuid, in->uuid, 16) != 0;
+                if (first && instance_policy_held(&s->instances, bytes, in->uuid, NULL) > s->instance_memory)
+                        make_room(s, in->uuid, NULL, s->instance_memory, 0, bytes, &enough);
+        }
+        free(bytes);
+}
+
 /* Suspend instances idle past their deadline; the next deadline or 0. */
 static void idle_suspends(Server *s, uint64_t now) {
         for (size_t i = 0; i < s->instances.n; i++) {
@@ -300,7 +323,10 @@ void server_policy_changed(Server *s) {
                 free(p);
         }
         idle_suspends(s, now);
+        enforce_cap(s);
         next = s->suspend_off ? 0 : instance_policy_next_deadline(&s->instances);
+        if (s->instance_memory && s->instances.n && !s->suspend_off && (!next || next > now + POLICY_CAP_TICK_NS))
+                next = now + POLICY_CAP_TICK_NS;
         for (PendingResume *p = s->pending; p; p = p->next)
                 if (!next || p->deadline_ns < next)
                         next = p->deadline_ns;

@@ -3329,6 +3329,13 @@ static InstanceChild spawn_gpu_instance_on(uid_t uid, uint64_t seed, size_t size
                                 CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
                                 continue;
                         }
+                        if (byte == 'A') { /* grow by 4 MiB after registering, as apps do */
+                                Filled more = filled_allocation(seed + 1, 4 * MiB);
+                                close(more.fd);
+                                byte = 1;
+                                CHECK(write(resp[1], &byte, 1) == 1);
+                                continue;
+                        }
                         memset(got, 0, size);
                         byte = cu.cuMemcpyDtoH(got, f.va, size) == CUDA_SUCCESS && memcmp(got, f.data, size) == 0;
                         CHECK(write(resp[1], &byte, 1) == 1);
@@ -3595,6 +3602,36 @@ static int scenario_instances_memory_cap(void) {
         CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
         instance_end(&b);
         /* A left alone under the cap resumes without anyone suspended. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0);
+        instance_end(&a);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * Instances grow after they register: the cap is measured again on a tick
+ * (1 s), not only at registrations and resumes. A (4 MiB) and B (2 MiB) fit
+ * under 6 MiB; B grows by 4 MiB; A, least recently used, is suspended.
+ */
+static int scenario_instances_cap_growth(void) {
+        char out[8192], got = 0;
+        const char *line;
+        InstanceChild a, b;
+
+        start_saged_nvml("--instance-memory=6M", "--instance-evict=any", NULL, NULL);
+        a = spawn_gpu_instance(65534, 51, 4 * MiB);
+        b = spawn_gpu_instance(65534, 52, 2 * MiB);
+        line = instance_json(out, sizeof(out), a.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(write(b.cmd_fd, "A", 1) == 1);
+        {
+                struct pollfd p = { .fd = b.resp_fd, .events = POLLIN };
+                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(b.resp_fd, &got, 1) == 1 && got == 1);
+        }
+        CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
+        line = instance_json(out, sizeof(out), b.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\"") && json_number(line, "gpu_bytes") == (long long)(6 * MiB));
+        instance_end(&b);
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0);
         instance_end(&a);
         stop_saged();
@@ -3898,6 +3935,7 @@ int main(int argc, char **argv) {
                 { "instances_gpu_bytes", scenario_instances_gpu_bytes },
                 { "instances_host_memory", scenario_instances_host_memory },
                 { "instances_memory_cap", scenario_instances_memory_cap },
+                { "instances_cap_growth", scenario_instances_cap_growth },
                 { "instances_restore_room", scenario_instances_restore_room },
                 { "instances_broker_restart", scenario_instances_broker_restart },
                 { "instances_pid_namespace", scenario_instances_pid_namespace },
