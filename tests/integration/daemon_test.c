@@ -3646,7 +3646,9 @@ static int scenario_instances_cap_growth(void) {
  * stuck for good).
  */
 static int scenario_instances_restore_room(void) {
-        static const uint8_t fake_gpu0[16] = { 'S', 'A', 'G', 'E', 'F', 'A', 'K', 'E', 'G', 'P', 'U' };
+        /* The simulated GPU 0's UUID, as the broker's driver gives it (fake_core.c, fake_gpu_uuid). */
+        static const uint8_t fake_gpu0[16] = { 0x9e, 0x37, 0x79, 0xb1, 'S', 'A', 'G', 'E',
+                                               'F',  'A',  'K',  'E',  'G', 'P', 'U', 0 };
         char out[8192];
         const char *line;
         InstanceChild c;

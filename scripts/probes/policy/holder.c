@@ -26,7 +26,8 @@ int main(int argc, char **argv) {
         fflush(stdout);
         while (fgets(line, sizeof(line), stdin)) {
                 memset(got, 0, size);
-                printf("%s\n", cuMemcpyDtoH(got, p, size) == CUDA_SUCCESS && memcmp(got, want, size) == 0 ? "ok" : "bad");
+                printf("%s\n",
+                       cuMemcpyDtoH(got, p, size) == CUDA_SUCCESS && memcmp(got, want, size) == 0 ? "ok" : "bad");
                 fflush(stdout);
         }
         return 0;
