@@ -20,15 +20,15 @@
  *
  * An instance whose libsage has the suspend gate (flag GATE) is suspended
  * and resumed through a handshake on its own connection (instance_gate.c):
- * SUSPEND_PREPARE first (it closes its gate, drains its calls, unmaps and
- * releases the broker's extents, which the broker pins for it), the worker
- * only once it answered SUSPEND_PREPARED ok; after a restore (or a failed
- * checkpoint, unlocked again) INSTANCE_RESUMED, and the operation ends once
- * it answered INSTANCE_REMAPPED. Every path ends ACTIVE or FAILED.
+ * SUSPEND_PREPARE first (it closes its gate, drains, unmaps and releases
+ * the broker's extents, which the broker pins for it), the worker only once
+ * it answered SUSPEND_PREPARED ok; after a restore (or a failed checkpoint,
+ * unlocked again) INSTANCE_RESUMED, and the operation ends once it answered
+ * INSTANCE_REMAPPED. Every path ends ACTIVE or FAILED.
  *
  * Never suspended (SAGE_ERR_REFUSED, the reason in the message and in
- * INSTANCES): a process without the gate whose connections hold broker
- * extents (the driver cannot restore imported memory), that exported or imported CUDA IPC
+ * INSTANCES): a process whose connections hold broker extents (the driver
+ * cannot restore imported memory), that exported or imported CUDA IPC
  * handles through the broker, that registered as keep-alive, multi-GPU,
  * MPS client or holding managed memory; and anyone while --suspend=off.
  */
@@ -40,12 +40,13 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <unistd.h>
-
 #include <sys/timerfd.h>
+#include <unistd.h>
 
 #include "instance_ops.h"
 #include "log.h"
+#include "pid_view.h"
+#include "server_private.h"
 #include "util.h"
 
 /* epoll data of the operations' eventfd and of the handshakes' timer. */
@@ -69,13 +70,7 @@ int server_instances_init(Server *s, const ServerConfig *config) {
         ev.data.ptr = &tag_gate_timer;
         if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->gate_timer_fd, &ev) < 0)
                 return -errno;
-        return 0;
-}
-
-/* Forget `in`: its pins go back first. */
-static void forget_instance(Server *s, Instance *in) {
-        instance_gate_unpin(s, in);
-        instances_remove(&s->instances, in);
+        return server_policy_init(s, config);
 }
 
 void server_instances_free(Server *s) {
@@ -87,6 +82,7 @@ void server_instances_free(Server *s) {
                 s->ops = op->next;
                 free(op);
         }
+        server_policy_free(s);
         for (size_t i = 0; i < s->instances.n; i++)
                 instance_gate_unpin(s, s->instances.items[i]);
         instances_clear(&s->instances);
@@ -107,10 +103,12 @@ void server_instances_client_gone(Server *s, Client *c) {
                 if (in && op->instance == in)
                         op->instance = NULL;
         }
+        server_policy_client_gone(s, c, in);
         if (in) {
                 if (in->state == SAGE_INSTANCE_SUSPENDED || in->state == SAGE_INSTANCE_FAILED)
                         sage_warn("instance pid %d went while %s", (int)in->pid, sage_instance_state_name(in->state));
-                forget_instance(s, in);
+                instance_gate_unpin(s, in);
+                instances_remove(&s->instances, in);
         }
         /* A handshake with an instance that went has nobody left to answer it: end it now. */
         for (InstanceOp *op = s->ops, *next; op; op = next) {
@@ -125,6 +123,13 @@ void server_instances_client_gone(Server *s, Client *c) {
         }
 }
 
+/* A registration flagged CHECKPOINTED: a previous broker suspended it (handle_instance_register checked). */
+static Instance *instance_adopt(Instance *in) {
+        if (in && instance_adopt_suspended(in))
+                sage_info("instance pid %d adopted: checkpointed under a previous broker", (int)in->pid);
+        return in;
+}
+
 int handle_instance_register(Server *s, Client *c, Request *rq) {
         const SageMessage *req = rq->msg;
         int r;
@@ -133,11 +138,16 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
                 rq->why = "the peer's pid is unknown";
                 return SAGE_ERR_PERMISSION;
         }
-        Instance *in = NULL;
-
+        /* A broker restart: adopt only what the driver says is checkpointed (pid: SO_PEERCRED's). */
+        if ((req->header.flags & SAGE_INSTANCE_CHECKPOINTED) && !gpu_process_checkpointed(s->gpu, c->pid)) {
+                rq->why = "the driver does not say this process is checkpointed";
+                return SAGE_ERR_REFUSED;
+        }
         r = instances_add(&s->instances, c, c->pid,
                           identity_peer_pidfd(c->fd, &(struct ucred){ .pid = c->pid, .uid = c->uid, .gid = c->gid }),
-                          c->namespace_id, req->instance_register.uuid, req->header.flags, sage_now_ns(), &in);
+                          c->namespace_id, req->instance_register.uuid, req->header.flags, sage_now_ns(), NULL);
+        if (r == 0)
+                instances_find_owner(&s->instances, c)->idle_suspend_ms = req->instance_register.idle_suspend_ms;
         if (r == INSTANCES_E_EXISTS) {
                 rq->why = "this process registered already";
                 return SAGE_ERR_LIMIT;
@@ -146,19 +156,20 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
                 rq->why = "too many instances";
                 return SAGE_ERR_LIMIT;
         }
-        in->idle_suspend_ms = req->instance_register.idle_suspend_ms;
-        sage_info("instance pid %d (namespace %llx) registered, flags %#x, idle suspend %u ms", (int)c->pid,
-                  (unsigned long long)c->namespace_id, req->header.flags, in->idle_suspend_ms);
+        sage_info("instance pid %d (namespace %llx) registered, flags %#x", (int)c->pid,
+                  (unsigned long long)c->namespace_id, req->header.flags);
         sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_REGISTER_REPLY, req->header.request_id);
+        server_policy_registered(s, instance_adopt(instances_find_owner(&s->instances, c)));
         return 0;
 }
 
 /* Why the broker must not suspend `in` now (SAGE_INSTANCE_WHY_*, 0: it may). */
-static uint32_t why_not(const Server *s, const Instance *in) {
+static uint32_t why_not(Server *s, Instance *in) {
         uint32_t why = instance_why_flags(in);
 
         if (s->suspend_off)
                 why |= SAGE_INSTANCE_WHY_SWITCH;
+        why |= server_policy_why_not(s, in);
         if (!gpu_can_checkpoint(s->gpu))
                 why |= SAGE_INSTANCE_WHY_NO_DRIVER;
         /* Every connection of that process: libsage shares on one, registers on another. */
@@ -174,14 +185,35 @@ static uint32_t why_not(const Server *s, const Instance *in) {
         return why;
 }
 
+uint32_t server_instance_why_not(Server *s, Instance *in) {
+        return why_not(s, in);
+}
+
+/* The instance whose pid is `pid` in `c`'s pid namespace (pid_view.h). */
+static Instance *find_for_caller(Server *s, const Client *c, uint32_t pid) {
+        PidView view;
+
+        if (pid == 0 || pid > INT32_MAX)
+                return NULL;
+        pid_view_of(&view, c->pid);
+        if (view.same)
+                return instances_find_pid(&s->instances, (pid_t)pid);
+        for (size_t i = 0; i < s->instances.n; i++)
+                if (pid_view_translate(&view, s->instances.items[i]->pid) == (pid_t)pid)
+                        return s->instances.items[i];
+        return NULL;
+}
+
 /* The instance `pid` as `c` may see it; forgets one whose process exited. */
 static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
-        Instance *in = pid > 0 && pid <= INT32_MAX ? instances_find_pid(&s->instances, (pid_t)pid) : NULL;
+        Instance *in = find_for_caller(s, c, pid);
 
         if (!in || (!c->sees_all && in->namespace_id != c->namespace_id))
                 return NULL;
         if (instance_exited(in) && in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING) {
-                forget_instance(s, in);
+                server_policy_client_gone(s, NULL, in);
+                instance_gate_unpin(s, in);
+                instances_remove(&s->instances, in);
                 return NULL;
         }
         return in;
@@ -191,37 +223,61 @@ static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
 static void forget_exited(Server *s) {
         for (size_t i = 0; i < s->instances.n;) {
                 Instance *in = s->instances.items[i];
-                if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING && instance_exited(in))
-                        forget_instance(s, in); /* the last one moved here: look at i again */
-                else
+                if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING &&
+                    instance_exited(in)) {
+                        server_policy_client_gone(s, NULL, in);
+                        instance_gate_unpin(s, in);
+                        instances_remove(&s->instances, in); /* the last one moved here: look at i again */
+                } else
                         i++;
         }
 }
 
-static int compare_pid(const void *a, const void *b) {
-        const Instance *x = *(Instance *const *)a, *y = *(Instance *const *)b;
+/* An instance and its pid as the caller sees it. */
+typedef struct SeenInstance {
+        pid_t pid;
+        Instance *instance;
+} SeenInstance;
+
+static int compare_seen(const void *a, const void *b) {
+        const SeenInstance *x = a, *y = b;
         return (x->pid > y->pid) - (x->pid < y->pid);
 }
 
 int handle_instances(Server *s, Client *c, Request *rq) {
         SageInstancesReply *out = &rq->reply.instances_reply;
         uint64_t now = sage_now_ns();
+        SeenInstance *seen;
+        size_t n_seen = 0;
+        PidView view;
 
         sage_proto_init(&rq->reply, SAGE_MSG_INSTANCES_REPLY, rq->msg->header.request_id);
         forget_exited(s);
-        qsort(s->instances.items, s->instances.n, sizeof(*s->instances.items), compare_pid);
+        /* Pages in the caller's pid order: its pid namespace may number them otherwise. */
+        seen = calloc(s->instances.n ? s->instances.n : 1, sizeof(*seen));
+        if (!seen) {
+                rq->why = "out of memory";
+                return SAGE_ERR_INTERNAL;
+        }
+        pid_view_of(&view, c->pid);
         for (size_t i = 0; i < s->instances.n; i++) {
-                const Instance *in = s->instances.items[i];
+                Instance *in = s->instances.items[i];
+                pid_t pid = pid_view_translate(&view, in->pid);
+                if (pid > 0 && (uint32_t)pid > rq->msg->instances &&
+                    (c->sees_all || in->namespace_id == c->namespace_id))
+                        seen[n_seen++] = (SeenInstance){ pid, in };
+        }
+        qsort(seen, n_seen, sizeof(*seen), compare_seen);
+        for (size_t i = 0; i < n_seen; i++) {
+                Instance *in = seen[i].instance;
                 SageInstanceEntry *e;
 
-                if ((uint32_t)in->pid <= rq->msg->instances || (!c->sees_all && in->namespace_id != c->namespace_id))
-                        continue;
                 if (out->n_entries == SAGE_PROTO_INSTANCES_MAX) {
                         out->more = 1;
                         break;
                 }
                 e = &out->entries[out->n_entries++];
-                e->pid = (uint32_t)in->pid;
+                e->pid = (uint32_t)seen[i].pid;
                 e->state = in->state;
                 e->namespace_id = in->namespace_id;
                 memcpy(e->uuid, in->uuid, sizeof(e->uuid));
@@ -229,9 +285,12 @@ int handle_instances(Server *s, Client *c, Request *rq) {
                 e->why_not = why_not(s, in);
                 e->suspend_ms = in->suspend_ms;
                 e->resume_ms = in->resume_ms;
-                e->gpu_bytes = 0; /* not known yet: the driver's accounting per process comes with NVML */
+                e->gpu_bytes = server_instance_gpu_bytes(s, in);
                 e->idle_ns = now - in->changed_ns;
+                e->host_bytes = in->state == SAGE_INSTANCE_SUSPENDED ? in->host_bytes : 0;
+                e->activity = in->idle && in->state == SAGE_INSTANCE_ACTIVE ? SAGE_INSTANCE_ACTIVITY_IDLE : 0;
         }
+        free(seen);
         return 0;
 }
 
@@ -256,6 +315,11 @@ static void *run_op(void *userdata) {
         return NULL;
 }
 
+/*
+ * Start `which` on `in` in a worker thread; its reply goes to `requester`
+ * (NULL: the broker's own decision, nobody waits). 0, or a SageProtoError
+ * with *why.
+ */
 int instance_op_start_driver(Server *s, InstanceOp *op) {
         op->phase = OP_DRIVER;
         if (pthread_create(&op->thread, NULL, run_op, op) != 0)
@@ -264,25 +328,12 @@ int instance_op_start_driver(Server *s, InstanceOp *op) {
         return 0;
 }
 
-/*
- * Start `which` on `in` for `requester` (NULL: nobody waits for the answer).
- * A gate instance's suspend begins with the handshake, anything else with
- * the worker. 0 (the answer comes later), or a SageProtoError with *why.
- */
-static int begin_op(Server *s, Instance *in, int which, Client *requester, uint32_t request_id, unsigned reply_type,
-                    const char **why) {
-        InstanceOp *op;
-        uint32_t not ;
+/* A gate instance's suspend begins with the handshake, anything else with the worker. */
+static int launch_op(Server *s, Instance *in, int which, Client *requester, uint32_t request_id, unsigned reply_type,
+                     const char **why) {
+        InstanceOp *op = calloc(1, sizeof(*op));
         int r;
 
-        not = which == INSTANCE_OP_SUSPEND ? why_not(s, in) : 0;
-        if (which == INSTANCE_OP_RESUME && !gpu_can_checkpoint(s->gpu))
-                not = SAGE_INSTANCE_WHY_NO_DRIVER;
-        if (not ) {
-                *why = sage_instance_why_name(not );
-                return SAGE_ERR_REFUSED;
-        }
-        op = calloc(1, sizeof(*op));
         if (!op) {
                 *why = "out of memory";
                 return SAGE_ERR_INTERNAL;
@@ -307,8 +358,7 @@ static int begin_op(Server *s, Instance *in, int which, Client *requester, uint3
                 op->phase = OP_PREPARING;
                 op->handshake = ++s->next_handshake;
                 op->deadline_ns = sage_now_ns() + INSTANCE_PREPARE_TIMEOUT_NS;
-                r = instance_gate_notify(s, in, SAGE_MSG_SUSPEND_PREPARE, SAGE_GATE_OK, op->handshake);
-                if (r) {
+                if (instance_gate_notify(s, in, SAGE_MSG_SUSPEND_PREPARE, SAGE_GATE_OK, op->handshake)) {
                         instance_cancel(&s->instances, in, which); /* nothing was tried */
                         free(op);
                         *why = "the instance's connection does not take SUSPEND_PREPARE";
@@ -327,37 +377,59 @@ static int begin_op(Server *s, Instance *in, int which, Client *requester, uint3
         return 0;
 }
 
+/* Why `in` must not be suspended now, or 0; takes its footprint for the policy. */
+static int suspend_refused(Server *s, Instance *in, const char **why) {
+        uint32_t bits = why_not(s, in);
+
+        if (bits) {
+                *why = sage_instance_why_name(bits);
+                return SAGE_ERR_REFUSED;
+        }
+        in->footprint = server_instance_gpu_bytes(s, in);
+        if (in->footprint == SAGE_INSTANCE_BYTES_UNKNOWN)
+                in->footprint = 0;
+        return 0;
+}
+
+int server_instance_suspend(Server *s, Instance *in, int reason, const char **why) {
+        int r = suspend_refused(s, in, why);
+
+        (void)reason; /* the caller's (idle, room): for its own log */
+        return r ? r : launch_op(s, in, INSTANCE_OP_SUSPEND, NULL, 0, 0, why);
+}
+
+int server_instance_resume(Server *s, Instance *in, const char **why) {
+        return server_instance_resume_for(s, in, NULL, 0, SAGE_MSG_RESUME_REPLY, why);
+}
+
+int server_instance_resume_for(Server *s, Instance *in, Client *requester, uint32_t request_id, unsigned reply_type,
+                               const char **why) {
+        if (!gpu_can_checkpoint(s->gpu)) {
+                *why = sage_instance_why_name(SAGE_INSTANCE_WHY_NO_DRIVER);
+                return SAGE_ERR_REFUSED;
+        }
+        return launch_op(s, in, INSTANCE_OP_RESUME, requester, request_id, reply_type, why);
+}
+
 static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) {
         Instance *in = visible_instance(s, c, pid);
-        int code;
+        int r;
 
         if (!in) {
                 rq->why = "no such instance";
                 return SAGE_ERR_NOT_FOUND;
         }
-        code = begin_op(s, in, which, c, rq->msg->header.request_id,
-                        which == INSTANCE_OP_SUSPEND ? SAGE_MSG_SUSPEND_REPLY : SAGE_MSG_RESUME_REPLY, &rq->why);
-        if (code == 0)
+        if (which == INSTANCE_OP_SUSPEND) {
+                r = suspend_refused(s, in, &rq->why);
+                if (r == 0)
+                        r = launch_op(s, in, which, c, rq->msg->header.request_id, SAGE_MSG_SUSPEND_REPLY, &rq->why);
+        } else {
+                /* The policy starts it now, queues it until there is room, or says why not. */
+                r = server_policy_resume(s, in, c, rq->msg->header.request_id, SAGE_MSG_RESUME_REPLY, &rq->why);
+        }
+        if (r == 0)
                 rq->deferred = true;
-        return code;
-}
-
-int server_instance_suspend(Server *s, Instance *in, int reason, const char **why) {
-        (void)reason; /* the caller's (idle, memory pressure): for its own log */
-        return begin_op(s, in, INSTANCE_OP_SUSPEND, NULL, 0, 0, why);
-}
-
-int server_instance_resume(Server *s, Instance *in, const char **why) {
-        return begin_op(s, in, INSTANCE_OP_RESUME, NULL, 0, 0, why);
-}
-
-int server_instance_resume_for(Server *s, Instance *in, Client *requester, uint32_t request_id, unsigned reply_type,
-                               const char **why) {
-        return begin_op(s, in, INSTANCE_OP_RESUME, requester, request_id, reply_type, why);
-}
-
-uint32_t server_instance_why_not(Server *s, Instance *in) {
-        return why_not(s, in);
+        return r;
 }
 
 int handle_suspend(Server *s, Client *c, Request *rq) {
@@ -370,9 +442,10 @@ int handle_resume(Server *s, Client *c, Request *rq) {
 
 /*
  * INSTANCE_RESUME: the instance's own call found its gate closed. Only on
- * its registration connection. A suspended one is resumed (the answer
- * comes once restored and unlocked; INSTANCE_RESUMED follows); an active
- * one (a handshake that timed out on our side) is told to map again at once.
+ * its registration connection. A suspended one is resumed through the
+ * policy (now, or once there is room; the answer comes once restored and
+ * unlocked, INSTANCE_RESUMED follows); an active one (a handshake that
+ * timed out on our side) is told to map again at once.
  */
 int handle_instance_resume(Server *s, Client *c, Request *rq) {
         Instance *in = instances_find_owner(&s->instances, c);
@@ -384,8 +457,8 @@ int handle_instance_resume(Server *s, Client *c, Request *rq) {
         }
         switch (in->state) {
         case SAGE_INSTANCE_SUSPENDED:
-                code = server_instance_resume_for(s, in, c, rq->msg->header.request_id, SAGE_MSG_INSTANCE_RESUME_REPLY,
-                                                  &rq->why);
+                code = server_policy_resume(s, in, c, rq->msg->header.request_id, SAGE_MSG_INSTANCE_RESUME_REPLY,
+                                            &rq->why);
                 if (code == 0)
                         rq->deferred = true;
                 return code;
@@ -411,7 +484,9 @@ static void answer_op(Server *s, InstanceOp *op, unsigned state) {
         if (op->code)
                 sage_proto_error(&m, op->request_id, op->code, "%s", op->why);
         else {
-                unsigned type = op->reply_type;
+                unsigned type = op->reply_type                  ? op->reply_type
+                                : op->op == INSTANCE_OP_SUSPEND ? SAGE_MSG_SUSPEND_REPLY
+                                                                : SAGE_MSG_RESUME_REPLY;
                 SageInstanceOpReply *reply = type == SAGE_MSG_SUSPEND_REPLY  ? &m.suspend_reply
                                              : type == SAGE_MSG_RESUME_REPLY ? &m.resume_reply
                                                                              : &m.instance_resume_reply;
@@ -427,6 +502,11 @@ static void answer_op(Server *s, InstanceOp *op, unsigned state) {
         op->requester = NULL;
 }
 
+void instance_op_answer_early(Server *s, InstanceOp *op) {
+        answer_op(s, op, SAGE_INSTANCE_RESUMING);
+}
+
+/* Apply a finished operation to its instance, answer its requester, unlink and free it. */
 void instance_op_finish(Server *s, InstanceOp *op) {
         unsigned state = SAGE_INSTANCE_ACTIVE;
 
@@ -453,25 +533,14 @@ void instance_op_finish(Server *s, InstanceOp *op) {
                           (unsigned long long)(op->elapsed_ns / 1000000));
         answer_op(s, op, state);
         free(op);
-}
-
-/* The worker of `op` is done: a gate instance goes on with the handshake. */
-static void driver_done(Server *s, InstanceOp *op) {
-        if (op->instance && (op->instance->flags & SAGE_INSTANCE_GATE)) {
-                instance_gate_driver_done(s, op);
-                return;
-        }
-        instance_op_finish(s, op);
-}
-
-/* The instance-resume requester is answered as soon as the process runs again (instance_gate.c). */
-void instance_op_answer_early(Server *s, InstanceOp *op) {
-        answer_op(s, op, SAGE_INSTANCE_RESUMING);
+        server_policy_changed(s); /* room made, or an idle deadline moved */
 }
 
 bool server_instances_event(Server *s, const void *tag) {
         uint64_t n;
 
+        if (server_policy_event(s, tag))
+                return true;
         if (tag == &tag_gate_timer) {
                 if (read(s->gate_timer_fd, &n, sizeof(n)) < 0) {
                         /* EAGAIN: a spurious wake-up; look anyway. */
@@ -498,7 +567,12 @@ bool server_instances_event(Server *s, const void *tag) {
                 pthread_join(op->thread, NULL);
                 op->thread_started = false;
                 op->done = false;
-                driver_done(s, op); /* may unlink and free op: next is already taken */
+                /* A gate instance goes on with the handshake; the rest ends here. May free op. */
+                if (op->instance && (op->instance->flags & SAGE_INSTANCE_GATE))
+                        instance_gate_driver_done(s, op);
+                else
+                        instance_op_finish(s, op);
         }
+        server_policy_changed(s);
         return true;
 }

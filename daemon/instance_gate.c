@@ -244,26 +244,13 @@ int handle_instance_remapped(Server *s, Client *c, Request *rq) {
         return 0;
 }
 
-/*
- * INSTANCE_IDLE. An instance registered with idle_suspend_ms says IDLE once
- * it had no call for that long: it is suspended now (the simplest idle
- * policy; the memory manager may suspend idle ones earlier, LRU first).
- */
+/* INSTANCE_IDLE / INSTANCE_ACTIVE: the memory policy decides (an idle suspend when due, LRU order). */
 int handle_instance_idle(Server *s, Client *c, Request *rq) {
         Instance *in = gate_owner(s, c, rq);
-        const char *why = "";
-        int code;
 
         if (!in)
                 return SAGE_ERR_NOT_FOUND;
-        if (!in->idle)
-                in->idle_since_ns = sage_now_ns();
-        in->idle = true;
-        if (in->idle_suspend_ms && in->state == SAGE_INSTANCE_ACTIVE) {
-                code = server_instance_suspend(s, in, 0, &why);
-                if (code)
-                        sage_info("instance pid %d idle, not suspended: %s", (int)in->pid, why);
-        }
+        server_instance_idle(s, in, true);
         return 0;
 }
 
@@ -272,7 +259,7 @@ int handle_instance_active(Server *s, Client *c, Request *rq) {
 
         if (!in)
                 return SAGE_ERR_NOT_FOUND;
-        in->idle = false;
+        server_instance_idle(s, in, false);
         return 0;
 }
 

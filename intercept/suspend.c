@@ -24,8 +24,8 @@
  * itself (suspend_gate.c) and waits, bounded.
  *
  * If the broker goes while the process is suspended, only the process can
- * bring itself back. Assumed (the fake driver does it; GPU probe `self`):
- * a process may restore itself. With SELF_RESTORE and nothing parked, the
+ * bring itself back. A process may restore itself (measured on the H100,
+ * probe `self`: from a thread that makes no other driver call, as this one). With SELF_RESTORE and nothing parked, the
  * listener restores and unlocks its own pid and opens the gate; with
  * extents parked their bytes went with the broker, so the gate breaks:
  * calls fail with SAGE_GATE_ERROR instead of computing on missing memory.
@@ -50,7 +50,7 @@
 #include "share.h"
 #include "suspend_gate.h"
 
-/* Set to 0 if the GPU probe `self` says a process cannot restore itself. */
+/* The GPU probe `self` says a process can restore itself (H100, driver 580): 0 turns that off. */
 #define SELF_RESTORE 1
 /* How long SUSPEND_PREPARE waits for the calls in flight. */
 #define PREPARE_DRAIN_MS 2000
