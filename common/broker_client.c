@@ -179,6 +179,14 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                         goto out;
                 }
                 r = sage_proto_decode(buf, (size_t)n, reply, list_storage);
+                /* The broker's own word, whenever it comes: not an answer to us. */
+                if (r == 0 && sage_proto_notice_to_client(reply->header.type)) {
+                        for (size_t i = 0; i < n_rfds; i++)
+                                close(rfds[i]);
+                        if (b->on_notice)
+                                b->on_notice(b->notice_userdata, reply);
+                        continue;
+                }
                 /* An ERROR with request id 0 is the broker's word on the connection
                  * itself (refused at accept: LIMIT), the answer to whatever we asked. */
                 if (r == 0 && reply->header.request_id != req->header.request_id &&
@@ -247,6 +255,85 @@ int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, 
         pthread_mutex_lock(&b->lock);
         r = transact(b, req, NULL, 0, reply, NULL, reply_fd, notes);
         pthread_mutex_unlock(&b->lock);
+        return r;
+}
+
+int sage_broker_call_timeout(SageBroker *b, SageMessage *req, SageMessage *reply, int timeout_ms) {
+        int r, saved;
+        pthread_mutex_lock(&b->lock);
+        saved = b->timeout_ms;
+        b->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+        r = transact(b, req, NULL, 0, reply, NULL, NULL, NULL);
+        b->timeout_ms = saved;
+        pthread_mutex_unlock(&b->lock);
+        return r;
+}
+
+void sage_broker_on_notice(SageBroker *b, SageBrokerNoticeFn fn, void *userdata) {
+        pthread_mutex_lock(&b->lock);
+        b->on_notice = fn;
+        b->notice_userdata = userdata;
+        pthread_mutex_unlock(&b->lock);
+}
+
+int sage_broker_notify(SageBroker *b, SageMessage *m) {
+        uint8_t buf[256];
+        ssize_t len;
+        int r;
+
+        if (!sage_proto_notice_to_broker(m->header.type))
+                return -EINVAL;
+        pthread_mutex_lock(&b->lock);
+        if (b->fd < 0)
+                r = -EPIPE;
+        else if (sage_proto_feature(m->header.type) & ~b->hello.features)
+                r = SAGE_ERR_UNKNOWN_TYPE;
+        else if ((len = sage_proto_encode(m, buf, sizeof(buf))) < 0)
+                r = (int)len;
+        else {
+                /* A notice is small: a socket that will not take it now has a broker that stopped reading. */
+                r = sage_proto_send(b->fd, buf, (size_t)len, NULL, 0);
+                if (r == -EAGAIN) {
+                        r = wait_for(b->fd, POLLOUT, sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull);
+                        if (r == 0)
+                                r = sage_proto_send(b->fd, buf, (size_t)len, NULL, 0);
+                }
+        }
+        pthread_mutex_unlock(&b->lock);
+        return r;
+}
+
+int sage_broker_pump(SageBroker *b) {
+        uint8_t *buf = malloc(SAGE_PROTO_MAX_MESSAGE);
+        int r = 0;
+
+        if (!buf)
+                return -ENOMEM;
+        pthread_mutex_lock(&b->lock);
+        while (b->fd >= 0) {
+                int fds[SAGE_PROTO_MAX_FDS];
+                size_t n_fds = 0;
+                SageMessage m;
+                ssize_t n = sage_proto_recv(b->fd, buf, SAGE_PROTO_MAX_MESSAGE, fds, SAGE_PROTO_MAX_FDS, &n_fds);
+
+                if (n == -EAGAIN)
+                        break;
+                for (size_t i = 0; i < n_fds; i++)
+                        close(fds[i]); /* nothing we wait for carries one here */
+                if (n <= 0) {
+                        close(b->fd);
+                        b->fd = -1;
+                        break;
+                }
+                /* Late replies to abandoned requests go; notices go to the handler. */
+                if (sage_proto_decode(buf, (size_t)n, &m, NULL) == 0 && sage_proto_notice_to_client(m.header.type) &&
+                    b->on_notice)
+                        b->on_notice(b->notice_userdata, &m);
+        }
+        if (b->fd < 0)
+                r = -EPIPE;
+        pthread_mutex_unlock(&b->lock);
+        free(buf);
         return r;
 }
 

@@ -20,6 +20,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -147,6 +148,30 @@ int sage_broker_instance_register(SageBroker *broker, const uint8_t uuid[16], ui
 int sage_broker_instances(SageBroker *broker, uint32_t after_pid, SageInstancesReply *out);
 int sage_broker_suspend(SageBroker *broker, uint32_t pid, SageInstanceOpReply *out);
 int sage_broker_resume(SageBroker *broker, uint32_t pid, SageInstanceOpReply *out);
+
+/*
+ * The suspend gate (proto.h; docs/suspend.md, "Handshake"). The broker may
+ * send notices of its own (SUSPEND_PREPARE, INSTANCE_RESUMED) at any time:
+ * whoever reads the connection (a call waiting for its reply, or
+ * sage_broker_pump) hands each to `fn`, under the connection's lock (so
+ * `fn` must not call the broker: queue the work). Without a handler they
+ * are dropped.
+ *
+ * instance_register_gate: instance_register with flag GATE and
+ * `idle_suspend_ms`, when the broker offered SAGE_FEATURE_SUSPEND_GATE
+ * (*gate says whether it did; else a plain registration).
+ * notify: send a notice (INSTANCE_IDLE, ...); nothing comes back.
+ * pump: read what has arrived, without waiting: 0, or -EPIPE once the
+ * broker is gone (the connection is then closed).
+ * instance_resume: INSTANCE_RESUME, waiting at most `timeout_ms`.
+ */
+typedef void (*SageBrokerNoticeFn)(void *userdata, const SageMessage *notice);
+void sage_broker_on_notice(SageBroker *broker, SageBrokerNoticeFn fn, void *userdata);
+int sage_broker_instance_register_gate(SageBroker *broker, const uint8_t uuid[16], uint32_t flags,
+                                       uint32_t idle_suspend_ms, bool *gate);
+int sage_broker_notify(SageBroker *broker, SageMessage *notice);
+int sage_broker_pump(SageBroker *broker);
+int sage_broker_instance_resume(SageBroker *broker, int timeout_ms, SageInstanceOpReply *out);
 
 /*
  * Devices (proto.h, "Devices"): every `device` above is the broker's

@@ -12,6 +12,9 @@ struct SageBroker {
         pthread_mutex_t lock;
         SageHelloReply hello;
         char last_error[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
+        /* Unsolicited broker -> client notices (proto.def TO_CLIENT), whoever reads them. */
+        SageBrokerNoticeFn on_notice;
+        void *notice_userdata;
         SageDevicesReply *devices; /* the broker's device table, once asked (broker_requests.c) */
 };
 
@@ -28,5 +31,7 @@ typedef struct NotesSink {
 int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
                      SageListEntry *list_storage, int *reply_fd);
 int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd, NotesSink *notes);
+/* sage_broker_call with its own timeout instead of the connection's. */
+int sage_broker_call_timeout(SageBroker *b, SageMessage *req, SageMessage *reply, int timeout_ms);
 /* What sage_broker_last_error says next. */
 void sage_broker_set_error(SageBroker *b, const char *format, ...) __attribute__((format(printf, 2, 3)));

@@ -221,6 +221,29 @@ int sage_broker_instance_register(SageBroker *b, const uint8_t uuid[16], uint32_
         return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
 }
 
+int sage_broker_instance_register_gate(SageBroker *b, const uint8_t uuid[16], uint32_t flags, uint32_t idle_suspend_ms,
+                                       bool *gate) {
+        SageMessage req, reply;
+
+        *gate = (sage_broker_hello(b)->features & SAGE_FEATURE_SUSPEND_GATE) != 0;
+        sage_proto_init(&req, SAGE_MSG_INSTANCE_REGISTER, 0);
+        req.header.flags = flags | (*gate ? SAGE_INSTANCE_GATE : 0);
+        req.instance_register.idle_suspend_ms = *gate ? idle_suspend_ms : 0;
+        memcpy(req.instance_register.uuid, uuid, sizeof(req.instance_register.uuid));
+        return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+}
+
+int sage_broker_instance_resume(SageBroker *b, int timeout_ms, SageInstanceOpReply *out) {
+        SageMessage req, reply;
+        int r;
+
+        sage_proto_init(&req, SAGE_MSG_INSTANCE_RESUME, 0);
+        r = sage_broker_call_timeout(b, &req, &reply, timeout_ms);
+        if (r == 0 && out)
+                *out = reply.instance_resume_reply;
+        return r;
+}
+
 int sage_broker_instances(SageBroker *b, uint32_t after_pid, SageInstancesReply *out) {
         SageMessage req, reply;
         int r;

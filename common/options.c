@@ -88,6 +88,30 @@ int sage_parse_size(const char *text, uint64_t *out) {
         return 0;
 }
 
+int sage_parse_duration_ms(const char *text, uint64_t *out) {
+        static const struct {
+                const char *suffix;
+                uint64_t ms;
+        } units[] = { { "ms", 1 }, { "s", 1000 }, { "", 1000 }, { "m", 60000 }, { "h", 3600000 } };
+        char *end;
+        unsigned long long v;
+
+        if (!isdigit((unsigned char)text[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(text, &end, 10);
+        if (errno)
+                return -EINVAL;
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+                if (strcasecmp(end, units[i].suffix) == 0) {
+                        if (v > UINT32_MAX / units[i].ms)
+                                return -ERANGE; /* more than ~49 days: a mistake */
+                        *out = v * units[i].ms;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
 static int parse_choice(const char *choices, const char *text, const char **out) {
         const char *p = choices;
         size_t len = strlen(text);
@@ -129,6 +153,7 @@ static const char *expected(const SageOptionInfo *info) {
         case SAGE_OPTION_BOOL: return "1/0, yes/no, true/false or on/off";
         case SAGE_OPTION_SIZE: return "a byte count with an optional k/M/G/T suffix";
         case SAGE_OPTION_UINT: return "a non-negative integer";
+        case SAGE_OPTION_DURATION: return "a duration: a number with ms, s, m or h (a bare number is seconds)";
         case SAGE_OPTION_CHOICE: return info->default_text;
         case SAGE_OPTION_STRING: break;
         }
@@ -140,6 +165,7 @@ static int parse_one(const SageOptionInfo *info, size_t index, void *field, cons
         case SAGE_OPTION_BOOL: return sage_parse_bool(text, field);
         case SAGE_OPTION_SIZE: return sage_parse_size(text, field);
         case SAGE_OPTION_UINT: return sage_parse_uint(text, field);
+        case SAGE_OPTION_DURATION: return sage_parse_duration_ms(text, field);
         case SAGE_OPTION_STRING: *(const char **)field = text; return 0;
         case SAGE_OPTION_CHOICE:
                 if (text == info->default_text) {
@@ -210,6 +236,10 @@ void sage_options_print(const SageOptions *options, FILE *f) {
 
                 switch (info->type) {
                 case SAGE_OPTION_BOOL: fprintf(f, "sage: option SAGE_%s=%d\n", info->name, *(const bool *)field); break;
+                case SAGE_OPTION_DURATION:
+                        fprintf(f, "sage: option SAGE_%s=%llums\n", info->name,
+                                (unsigned long long)*(const uint64_t *)field);
+                        break;
                 case SAGE_OPTION_SIZE:
                 case SAGE_OPTION_UINT:
                         fprintf(f, "sage: option SAGE_%s=%llu\n", info->name,

@@ -12,6 +12,7 @@ typedef enum SageOptionType {
         SAGE_OPTION_UINT,
         SAGE_OPTION_STRING,
         SAGE_OPTION_CHOICE,
+        SAGE_OPTION_DURATION,
 } SageOptionType;
 
 #define SAGE_OPTION_TYPE_BOOL bool
@@ -19,6 +20,7 @@ typedef enum SageOptionType {
 #define SAGE_OPTION_TYPE_UINT uint64_t
 #define SAGE_OPTION_TYPE_STRING const char *
 #define SAGE_OPTION_TYPE_CHOICE const char *
+#define SAGE_OPTION_TYPE_DURATION uint64_t /* milliseconds */
 
 typedef struct SageOptions {
 #define SAGE_OPTION(field, NAME, type, def, help) SAGE_OPTION_TYPE_##type field;
@@ -53,3 +55,5 @@ void sage_options_print(const SageOptions *options, FILE *f);
 int sage_parse_bool(const char *text, bool *out);
 int sage_parse_size(const char *text, uint64_t *out);
 int sage_parse_uint(const char *text, uint64_t *out);
+/* "500ms", "2s", "1m", "1h"; a bare number is seconds. Milliseconds into *out. */
+int sage_parse_duration_ms(const char *text, uint64_t *out);

@@ -75,8 +75,11 @@ const char *sage_proto_type_name(unsigned type) {
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         case SAGE_MSG_##NAME: return #NAME;                                                             \
         case SAGE_MSG_##REPLY_NAME: return #REPLY_NAME;
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: return #NAME;
 /* clang-format on */
 #include "proto.def"
+#undef SAGE_NOTICE
 #undef SAGE_MESSAGE
         case SAGE_MSG_ERROR: return "ERROR";
         default: return "?";
@@ -100,10 +103,40 @@ uint64_t sage_proto_feature(unsigned type) {
 /* clang-format off */
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         case SAGE_MSG_##NAME: return FEATURE;
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: return FEATURE;
 /* clang-format on */
 #include "proto.def"
+#undef SAGE_NOTICE
 #undef SAGE_MESSAGE
         default: return 0;
+        }
+}
+
+#define NOTICE_IS_TO_BROKER true
+#define NOTICE_IS_TO_CLIENT false
+
+bool sage_proto_notice_to_broker(unsigned type) {
+        switch (type) {
+/* clang-format off */
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: return NOTICE_IS_##DIRECTION;
+/* clang-format on */
+#include "proto.def"
+#undef SAGE_NOTICE
+        default: return false;
+        }
+}
+
+bool sage_proto_notice_to_client(unsigned type) {
+        switch (type) {
+/* clang-format off */
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: return !NOTICE_IS_##DIRECTION;
+/* clang-format on */
+#include "proto.def"
+#undef SAGE_NOTICE
+        default: return false;
         }
 }
 
@@ -131,8 +164,11 @@ size_t sage_proto_expected_fds(const SageMessage *m) {
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         case SAGE_MSG_##NAME: return (FDS) ? 1 : 0;                                                     \
         case SAGE_MSG_##REPLY_NAME: return (REPLY_FDS) ? 1 : 0;
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: return (FDS) ? 1 : 0;
 /* clang-format on */
 #include "proto.def"
+#undef SAGE_NOTICE
 #undef SAGE_MESSAGE
         default: return 0;
         }

@@ -62,7 +62,9 @@
 typedef enum SageMessageType {
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         SAGE_MSG_##NAME = NUMBER, SAGE_MSG_##REPLY_NAME = SAGE_MSG_REPLY_BIT | NUMBER,
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) SAGE_MSG_##NAME = NUMBER,
 #include "proto.def"
+#undef SAGE_NOTICE
 #undef SAGE_MESSAGE
         SAGE_MSG_ERROR = SAGE_MSG_REPLY_BIT | 0x7fff,
 } SageMessageType;
@@ -128,9 +130,11 @@ typedef struct SageHeader {
 #define SAGE_FEATURE_LABEL 0x10ull       /* LABEL */
 #define SAGE_FEATURE_INSTANCES 0x20ull   /* INSTANCE_REGISTER, INSTANCES, SUSPEND, RESUME */
 #define SAGE_FEATURE_DEVICES 0x40ull     /* DEVICES: the broker's ordinals by GPU UUID */
+/* INSTANCE_REGISTER flag GATE, INSTANCE_RESUME and the suspend handshake's notices (proto.def) */
+#define SAGE_FEATURE_SUSPEND_GATE 0x80ull
 #define SAGE_FEATURES_ALL                                                                           \
         (SAGE_FEATURE_CONTENT | SAGE_FEATURE_STATS_SCOPED | SAGE_FEATURE_IPC | SAGE_FEATURE_LABEL | \
-         SAGE_FEATURE_INSTANCES | SAGE_FEATURE_DEVICES)
+         SAGE_FEATURE_INSTANCES | SAGE_FEATURE_DEVICES | SAGE_FEATURE_SUSPEND_GATE)
 
 typedef struct SageHello {
         uint32_t client_version; /* SAGE_PROTO_VERSION of the client */
@@ -315,6 +319,7 @@ typedef struct SageLabelReply {
  *
  *   INSTANCE_REGISTER          0 16 device UUID                  (16 bytes)
  *     flags: SAGE_INSTANCE_*   what libsage knows makes it unsuspendable
+ *     with flag GATE           0 16 UUID, 16 4 idle_suspend_ms   (20 bytes)
  *   INSTANCE_REGISTER_REPLY    (empty)
  *   INSTANCES                  0 4 after_pid                     (4 bytes)
  *   INSTANCES_REPLY            0 4 n, 4 1 more, then n entries of
@@ -328,17 +333,44 @@ typedef struct SageLabelReply {
  * SAGE_ERR_REFUSED with the reason; one already being suspended or resumed,
  * or a resume over the broker's cap of concurrent resumes, SAGE_ERR_BUSY.
  * The reply to SUSPEND/RESUME comes once the driver is done.
+ *
+ * The suspend gate (SAGE_FEATURE_SUSPEND_GATE; docs/suspend.md, "Handshake"),
+ * all on the instance's own registration connection:
+ *   INSTANCE_IDLE, INSTANCE_ACTIVE   notices, empty: no call for idle_suspend_ms; a call again
+ *   INSTANCE_FLAGS             notice, 0 4 flags learnt later (SAGE_INSTANCE_LATER)
+ *   INSTANCE_RESUME            request, empty: resume me (a call found the gate closed)
+ *   INSTANCE_RESUME_REPLY      as RESUME_REPLY, once restored and unlocked
+ *   SUSPEND_PREPARE            broker -> client notice, empty; its request id is the handshake's
+ *   SUSPEND_PREPARED           notice, 0 4 status, 4 4 why (SAGE_INSTANCE_WHY_*, status REFUSED)
+ *   INSTANCE_RESUMED           broker -> client notice, 0 4 status, 4 4 0
+ *   INSTANCE_REMAPPED          notice, 0 4 status, 4 4 0
+ * PREPARED and REMAPPED echo the request id of the PREPARE / RESUMED they
+ * answer; anything else (unasked, another connection, a stale id) is
+ * ignored. Status is SAGE_GATE_*.
  */
 #define SAGE_INSTANCE_KEEP_ALIVE 0x1u /* never suspend (the platform's choice) */
 #define SAGE_INSTANCE_MULTI_GPU 0x2u  /* the process uses several GPUs */
 #define SAGE_INSTANCE_MPS 0x4u        /* an MPS client */
 #define SAGE_INSTANCE_MANAGED 0x8u    /* holds managed memory */
+#define SAGE_INSTANCE_IPC 0x10u       /* CUDA IPC or shareable-handle export/import outside the broker */
+#define SAGE_INSTANCE_GATE 0x20u      /* libsage's suspend gate: unmaps extents on SUSPEND_PREPARE */
 /* Registering again after the broker restarted, while checkpointed: the
  * broker adopts it as SUSPENDED once the driver confirms (docs/suspend.md). */
 #define SAGE_INSTANCE_CHECKPOINTED 0x40u
 #define SAGE_INSTANCE_FLAGS_ALL                                                                           \
         (SAGE_INSTANCE_KEEP_ALIVE | SAGE_INSTANCE_MULTI_GPU | SAGE_INSTANCE_MPS | SAGE_INSTANCE_MANAGED | \
-         SAGE_INSTANCE_CHECKPOINTED)
+         SAGE_INSTANCE_IPC | SAGE_INSTANCE_GATE | SAGE_INSTANCE_CHECKPOINTED)
+/* What INSTANCE_FLAGS may carry: what libsage learns after registering. */
+#define SAGE_INSTANCE_LATER (SAGE_INSTANCE_MULTI_GPU | SAGE_INSTANCE_MANAGED | SAGE_INSTANCE_IPC)
+
+/* Status of SUSPEND_PREPARED, INSTANCE_RESUMED, INSTANCE_REMAPPED. */
+enum {
+        SAGE_GATE_OK = 0,
+        SAGE_GATE_BUSY = 1,    /* calls stayed in flight: the gate is open again */
+        SAGE_GATE_REFUSED = 2, /* cannot be suspended (why says so); the gate is open again */
+        SAGE_GATE_FAILED = 3,  /* unmapping, restoring or re-mapping failed */
+        _SAGE_GATE_STATUS_MAX,
+};
 #define SAGE_PROTO_INSTANCES_MAX 32
 #define SAGE_PROTO_INSTANCE_ENTRY_SIZE 80
 
@@ -388,7 +420,13 @@ typedef struct SageInstanceEntry {
 
 typedef struct SageInstanceRegister {
         uint8_t uuid[16];
+        uint32_t idle_suspend_ms; /* with flag GATE only: suspend after this long idle (0: never) */
 } SageInstanceRegister;
+
+typedef struct SageGateStatus {
+        uint32_t status; /* SAGE_GATE_* */
+        uint32_t why;    /* SUSPEND_PREPARED with REFUSED: SAGE_INSTANCE_WHY_*; else 0 */
+} SageGateStatus;
 
 typedef struct SageInstancesReply {
         uint32_t n_entries;
@@ -478,6 +516,11 @@ typedef struct SageMessage {
                 uint32_t resume; /* pid */
                 SageInstanceOpReply resume_reply;
                 SageDevicesReply devices_reply;
+                SageInstanceOpReply instance_resume_reply;
+                uint32_t instance_flags; /* SAGE_INSTANCE_LATER bits */
+                SageGateStatus suspend_prepared;
+                SageGateStatus instance_resumed;
+                SageGateStatus instance_remapped;
                 SageErrorReply error;
         };
 } SageMessage;
@@ -503,8 +546,11 @@ int sage_proto_decode(const void *buf, size_t size, SageMessage *out, SageListEn
 
 /* How many fds a message of this type carries (requests and replies). */
 size_t sage_proto_expected_fds(const SageMessage *m);
-/* The HELLO feature a request type needs (0: none; proto.def). */
+/* The HELLO feature a request or notice type needs (0: none; proto.def). */
 uint64_t sage_proto_feature(unsigned type);
+/* Is `type` a notice (proto.def's SAGE_NOTICE), and of which direction? */
+bool sage_proto_notice_to_broker(unsigned type);
+bool sage_proto_notice_to_client(unsigned type);
 
 /* Convenience constructors. */
 void sage_proto_init(SageMessage *m, unsigned type, uint32_t request_id);

@@ -122,8 +122,11 @@ static uint32_t allowed_flags(unsigned type) {
 /* clang-format off */
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         case SAGE_MSG_##NAME: return FLAGS;
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: return FLAGS;
 /* clang-format on */
 #include "proto.def"
+#undef SAGE_NOTICE
 #undef SAGE_MESSAGE
         default: return 0;
         }
@@ -370,8 +373,11 @@ static void encode_payload(Writer *w, const SageMessage *m) {
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         case SAGE_MSG_##NAME: put_##REQUEST(w, m); break;                                               \
         case SAGE_MSG_##REPLY_NAME: put_##REPLY(w, m); break;
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: put_##PAYLOAD(w, m); break;
 /* clang-format on */
 #include "proto.def"
+#undef SAGE_NOTICE
 #undef SAGE_MESSAGE
         case SAGE_MSG_ERROR: put_error(w, m); break;
         default: w->failed = true;
@@ -386,8 +392,11 @@ static int decode_payload(Reader *r, SageMessage *m, SageListEntry *list_storage
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         case SAGE_MSG_##NAME: code = get_##REQUEST(r, m, list_storage); break;                          \
         case SAGE_MSG_##REPLY_NAME: code = get_##REPLY(r, m, list_storage); break;
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        case SAGE_MSG_##NAME: code = get_##PAYLOAD(r, m, list_storage); break;
 /* clang-format on */
 #include "proto.def"
+#undef SAGE_NOTICE
 #undef SAGE_MESSAGE
         case SAGE_MSG_ERROR: code = get_error(r, m, list_storage); break;
         default: return SAGE_ERR_UNKNOWN_TYPE;

@@ -5,17 +5,59 @@
  */
 #include "proto_rw.h"
 
+/* The flag GATE says the layout: 16 bytes, or 20 with idle_suspend_ms. */
 void put_instance_register(Writer *w, const SageMessage *m) {
         put_bytes(w, m->instance_register.uuid, sizeof(m->instance_register.uuid));
+        if (m->header.flags & SAGE_INSTANCE_GATE)
+                put_u32(w, m->instance_register.idle_suspend_ms);
 }
 
 int get_instance_register(Reader *r, SageMessage *m, SageListEntry *list) {
-        if (r->size - r->pos != sizeof(m->instance_register.uuid))
+        size_t want = sizeof(m->instance_register.uuid) + ((m->header.flags & SAGE_INSTANCE_GATE) ? 4 : 0);
+
+        if (r->size - r->pos != want)
                 return SAGE_ERR_MALFORMED;
         memcpy(m->instance_register.uuid, r->p + r->pos, sizeof(m->instance_register.uuid));
         r->pos += sizeof(m->instance_register.uuid);
+        if (m->header.flags & SAGE_INSTANCE_GATE)
+                m->instance_register.idle_suspend_ms = get_u32(r);
         return 0;
 }
+
+/* INSTANCE_FLAGS: only what libsage learns after registering. */
+void put_instance_flags(Writer *w, const SageMessage *m) {
+        if (m->instance_flags & ~SAGE_INSTANCE_LATER)
+                w->failed = true;
+        put_u32(w, m->instance_flags);
+}
+
+int get_instance_flags(Reader *r, SageMessage *m, SageListEntry *list) {
+        m->instance_flags = get_u32(r);
+        return m->instance_flags & ~SAGE_INSTANCE_LATER ? SAGE_ERR_MALFORMED : 0;
+}
+
+/* The handshake's status notices: a known status, reasons only with REFUSED. */
+#define GATE_STATUS_CODEC(member)                                                                               \
+        void put_##member(Writer *w, const SageMessage *m) {                                                    \
+                if (m->member.status >= _SAGE_GATE_STATUS_MAX ||                                                \
+                    (m->member.why && m->member.status != SAGE_GATE_REFUSED))                                   \
+                        w->failed = true;                                                                       \
+                put_u32(w, m->member.status);                                                                   \
+                put_u32(w, m->member.why);                                                                      \
+        }                                                                                                       \
+        int get_##member(Reader *r, SageMessage *m, SageListEntry *list) {                                      \
+                m->member.status = get_u32(r);                                                                  \
+                m->member.why = get_u32(r);                                                                     \
+                if (r->failed)                                                                                  \
+                        return 0;                                                                               \
+                return m->member.status >= _SAGE_GATE_STATUS_MAX || (m->member.why & ~SAGE_INSTANCE_WHY_ALL) || \
+                                       (m->member.why && m->member.status != SAGE_GATE_REFUSED)                 \
+                               ? SAGE_ERR_MALFORMED                                                             \
+                               : 0;                                                                             \
+        }
+GATE_STATUS_CODEC(suspend_prepared)
+GATE_STATUS_CODEC(instance_resumed)
+GATE_STATUS_CODEC(instance_remapped)
 
 /* Payloads of one u32 (INSTANCES' after_pid, SUSPEND's and RESUME's pid). */
 VALUE_CODEC(, instances, put_u32_of, get_u32_into)
@@ -34,6 +76,7 @@ VALUE_CODEC(, resume, put_u32_of, get_u32_into)
         }
 OP_REPLY_CODEC(suspend_reply)
 OP_REPLY_CODEC(resume_reply)
+OP_REPLY_CODEC(instance_resume_reply)
 
 static void put_instance_entry(Writer *w, const SageInstanceEntry *e) {
         size_t start = w->pos;

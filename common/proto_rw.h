@@ -111,6 +111,11 @@ SAGE_PROTO_CODEC(resume)
 SAGE_PROTO_CODEC(resume_reply)
 /* proto_codec_devices.c: DEVICES_REPLY (GPU identity by UUID, issue 15). */
 SAGE_PROTO_CODEC(devices_reply)
+SAGE_PROTO_CODEC(instance_resume_reply)
+SAGE_PROTO_CODEC(instance_flags)
+SAGE_PROTO_CODEC(suspend_prepared)
+SAGE_PROTO_CODEC(instance_resumed)
+SAGE_PROTO_CODEC(instance_remapped)
 #undef SAGE_PROTO_CODEC
 
 #endif

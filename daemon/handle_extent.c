@@ -242,6 +242,7 @@ int handle_evict(Server *s, Client *c, Request *rq) {
 
 /* RELEASE: only references the caller holds. */
 int handle_release(Server *s, Client *c, Request *rq) {
+        server_instances_pin_release(s, c, rq->msg->release); /* an instance suspending gives it back */
         if (client_unref(c, s->store, rq->msg->release)) {
                 rq->why = "no reference held on that extent";
                 return SAGE_ERR_NOT_FOUND;

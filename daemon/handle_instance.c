@@ -18,6 +18,14 @@
  * reply; the rest of the server stays single-threaded. An instance has at
  * most one operation at a time (instances.c), resumes at most max_resumes.
  *
+ * An instance whose libsage has the suspend gate (flag GATE) is suspended
+ * and resumed through a handshake on its own connection (instance_gate.c):
+ * SUSPEND_PREPARE first (it closes its gate, drains, unmaps and releases
+ * the broker's extents, which the broker pins for it), the worker only once
+ * it answered SUSPEND_PREPARED ok; after a restore (or a failed checkpoint,
+ * unlocked again) INSTANCE_RESUMED, and the operation ends once it answered
+ * INSTANCE_REMAPPED. Every path ends ACTIVE or FAILED.
+ *
  * Never suspended (SAGE_ERR_REFUSED, the reason in the message and in
  * INSTANCES): a process whose connections hold broker extents (the driver
  * cannot restore imported memory), that exported or imported CUDA IPC
@@ -32,31 +40,17 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "instance_ops.h"
 #include "log.h"
 #include "pid_view.h"
 #include "server_private.h"
 #include "util.h"
 
-/* epoll data of the operations' eventfd. */
-static char tag_ops;
-
-typedef struct InstanceOp {
-        Server *server;
-        int op; /* INSTANCE_OP_* */
-        pid_t pid;
-        Instance *instance; /* NULL once forgotten (its connection went) */
-        Client *requester;  /* NULL once gone: the reply is dropped */
-        uint32_t request_id;
-        pthread_t thread;
-        /* Written by the worker, read by the loop after `done`. */
-        int code; /* 0 or SageProtoError */
-        char why[96];
-        uint64_t elapsed_ns;
-        bool done;
-        struct InstanceOp *next;
-} InstanceOp;
+/* epoll data of the operations' eventfd and of the handshakes' timer. */
+static char tag_ops, tag_gate_timer;
 
 static pthread_mutex_t ops_lock = PTHREAD_MUTEX_INITIALIZER; /* guards `done` of every op */
 
@@ -70,6 +64,12 @@ int server_instances_init(Server *s, const ServerConfig *config) {
                 return -errno;
         if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->ops_event_fd, &ev) < 0)
                 return -errno;
+        s->gate_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (s->gate_timer_fd < 0)
+                return -errno;
+        ev.data.ptr = &tag_gate_timer;
+        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->gate_timer_fd, &ev) < 0)
+                return -errno;
         return server_policy_init(s, config);
 }
 
@@ -77,15 +77,21 @@ void server_instances_free(Server *s) {
         while (s->ops) {
                 InstanceOp *op = s->ops;
                 /* Bounded: the lock has a timeout, checkpoint and restore end. */
-                pthread_join(op->thread, NULL);
+                if (op->thread_started)
+                        pthread_join(op->thread, NULL);
                 s->ops = op->next;
                 free(op);
         }
         server_policy_free(s);
+        for (size_t i = 0; i < s->instances.n; i++)
+                instance_gate_unpin(s, s->instances.items[i]);
         instances_clear(&s->instances);
         if (s->ops_event_fd >= 0)
                 close(s->ops_event_fd);
         s->ops_event_fd = -1;
+        if (s->gate_timer_fd >= 0)
+                close(s->gate_timer_fd);
+        s->gate_timer_fd = -1;
 }
 
 void server_instances_client_gone(Server *s, Client *c) {
@@ -101,7 +107,19 @@ void server_instances_client_gone(Server *s, Client *c) {
         if (in) {
                 if (in->state == SAGE_INSTANCE_SUSPENDED || in->state == SAGE_INSTANCE_FAILED)
                         sage_warn("instance pid %d went while %s", (int)in->pid, sage_instance_state_name(in->state));
+                instance_gate_unpin(s, in);
                 instances_remove(&s->instances, in);
+        }
+        /* A handshake with an instance that went has nobody left to answer it: end it now. */
+        for (InstanceOp *op = s->ops, *next; op; op = next) {
+                next = op->next;
+                if (op->instance || op->phase == OP_DRIVER)
+                        continue;
+                if (!op->code) {
+                        op->code = SAGE_ERR_NOT_FOUND;
+                        snprintf(op->why, sizeof(op->why), "the instance went");
+                }
+                instance_op_finish(s, op);
         }
 }
 
@@ -128,6 +146,8 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
         r = instances_add(&s->instances, c, c->pid,
                           identity_peer_pidfd(c->fd, &(struct ucred){ .pid = c->pid, .uid = c->uid, .gid = c->gid }),
                           c->namespace_id, req->instance_register.uuid, req->header.flags, sage_now_ns(), NULL);
+        if (r == 0)
+                instances_find_owner(&s->instances, c)->idle_suspend_ms = req->instance_register.idle_suspend_ms;
         if (r == INSTANCES_E_EXISTS) {
                 rq->why = "this process registered already";
                 return SAGE_ERR_LIMIT;
@@ -156,7 +176,8 @@ static uint32_t why_not(Server *s, Instance *in) {
         for (const Client *c = s->clients; c; c = c->next) {
                 if (c->pid != in->pid)
                         continue;
-                if (c->n_refs > 0)
+                /* The gate unmaps and releases them before the checkpoint (pinned meanwhile). */
+                if (c->n_refs > 0 && !(in->flags & SAGE_INSTANCE_GATE))
                         why |= SAGE_INSTANCE_WHY_EXTENTS;
                 if (c->ipc.n_exports > 0 || c->ipc_imports > 0)
                         why |= SAGE_INSTANCE_WHY_IPC;
@@ -191,6 +212,7 @@ static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
                 return NULL;
         if (instance_exited(in) && in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING) {
                 server_policy_client_gone(s, NULL, in);
+                instance_gate_unpin(s, in);
                 instances_remove(&s->instances, in);
                 return NULL;
         }
@@ -204,6 +226,7 @@ static void forget_exited(Server *s) {
                 if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING &&
                     instance_exited(in)) {
                         server_policy_client_gone(s, NULL, in);
+                        instance_gate_unpin(s, in);
                         instances_remove(&s->instances, in); /* the last one moved here: look at i again */
                 } else
                         i++;
@@ -297,7 +320,17 @@ static void *run_op(void *userdata) {
  * (NULL: the broker's own decision, nobody waits). 0, or a SageProtoError
  * with *why.
  */
-static int launch_op(Server *s, Instance *in, int which, Client *requester, uint32_t request_id, const char **why) {
+int instance_op_start_driver(Server *s, InstanceOp *op) {
+        op->phase = OP_DRIVER;
+        if (pthread_create(&op->thread, NULL, run_op, op) != 0)
+                return SAGE_ERR_INTERNAL;
+        op->thread_started = true;
+        return 0;
+}
+
+/* A gate instance's suspend begins with the handshake, anything else with the worker. */
+static int launch_op(Server *s, Instance *in, int which, Client *requester, uint32_t request_id, unsigned reply_type,
+                     const char **why) {
         InstanceOp *op = calloc(1, sizeof(*op));
         int r;
 
@@ -318,9 +351,20 @@ static int launch_op(Server *s, Instance *in, int which, Client *requester, uint
                             .pid = in->pid,
                             .instance = in,
                             .requester = requester,
-                            .request_id = request_id };
-        r = pthread_create(&op->thread, NULL, run_op, op);
-        if (r != 0) {
+                            .request_id = request_id,
+                            .reply_type = reply_type,
+                            .start_ns = sage_now_ns() };
+        if (which == INSTANCE_OP_SUSPEND && (in->flags & SAGE_INSTANCE_GATE)) {
+                op->phase = OP_PREPARING;
+                op->handshake = ++s->next_handshake;
+                op->deadline_ns = sage_now_ns() + INSTANCE_PREPARE_TIMEOUT_NS;
+                if (instance_gate_notify(s, in, SAGE_MSG_SUSPEND_PREPARE, SAGE_GATE_OK, op->handshake)) {
+                        instance_cancel(&s->instances, in, which); /* nothing was tried */
+                        free(op);
+                        *why = "the instance's connection does not take SUSPEND_PREPARE";
+                        return SAGE_ERR_BUSY;
+                }
+        } else if (instance_op_start_driver(s, op)) {
                 instance_cancel(&s->instances, in, which); /* nothing was tried */
                 free(op);
                 *why = "no thread for the operation";
@@ -328,6 +372,8 @@ static int launch_op(Server *s, Instance *in, int which, Client *requester, uint
         }
         op->next = s->ops;
         s->ops = op;
+        if (op->phase == OP_PREPARING)
+                instance_gate_arm(s); /* its deadline, now that it is listed */
         return 0;
 }
 
@@ -349,7 +395,7 @@ int server_instance_suspend(Server *s, Instance *in, int reason, const char **wh
         int r = suspend_refused(s, in, why);
 
         (void)reason; /* the caller's (idle, room): for its own log */
-        return r ? r : launch_op(s, in, INSTANCE_OP_SUSPEND, NULL, 0, why);
+        return r ? r : launch_op(s, in, INSTANCE_OP_SUSPEND, NULL, 0, 0, why);
 }
 
 int server_instance_resume(Server *s, Instance *in, const char **why) {
@@ -358,12 +404,11 @@ int server_instance_resume(Server *s, Instance *in, const char **why) {
 
 int server_instance_resume_for(Server *s, Instance *in, Client *requester, uint32_t request_id, unsigned reply_type,
                                const char **why) {
-        (void)reply_type; /* finish_op answers RESUME_REPLY */
         if (!gpu_can_checkpoint(s->gpu)) {
                 *why = sage_instance_why_name(SAGE_INSTANCE_WHY_NO_DRIVER);
                 return SAGE_ERR_REFUSED;
         }
-        return launch_op(s, in, INSTANCE_OP_RESUME, requester, request_id, why);
+        return launch_op(s, in, INSTANCE_OP_RESUME, requester, request_id, reply_type, why);
 }
 
 static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) {
@@ -377,7 +422,7 @@ static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) 
         if (which == INSTANCE_OP_SUSPEND) {
                 r = suspend_refused(s, in, &rq->why);
                 if (r == 0)
-                        r = launch_op(s, in, which, c, rq->msg->header.request_id, &rq->why);
+                        r = launch_op(s, in, which, c, rq->msg->header.request_id, SAGE_MSG_SUSPEND_REPLY, &rq->why);
         } else {
                 /* The policy starts it now, queues it until there is room, or says why not. */
                 r = server_policy_resume(s, in, c, rq->msg->header.request_id, SAGE_MSG_RESUME_REPLY, &rq->why);
@@ -395,13 +440,87 @@ int handle_resume(Server *s, Client *c, Request *rq) {
         return start_op(s, c, rq, INSTANCE_OP_RESUME, rq->msg->resume);
 }
 
-/* Apply a finished operation to its instance and answer its requester. */
-static void finish_op(Server *s, InstanceOp *op) {
+/*
+ * INSTANCE_RESUME: the instance's own call found its gate closed. Only on
+ * its registration connection. A suspended one is resumed through the
+ * policy (now, or once there is room; the answer comes once restored and
+ * unlocked, INSTANCE_RESUMED follows); an active one (a handshake that
+ * timed out on our side) is told to map again at once.
+ */
+int handle_instance_resume(Server *s, Client *c, Request *rq) {
+        Instance *in = instances_find_owner(&s->instances, c);
+        int code;
+
+        if (!in || !(in->flags & SAGE_INSTANCE_GATE)) {
+                rq->why = "no instance with a gate on this connection";
+                return SAGE_ERR_NOT_FOUND;
+        }
+        switch (in->state) {
+        case SAGE_INSTANCE_SUSPENDED:
+                code = server_policy_resume(s, in, c, rq->msg->header.request_id, SAGE_MSG_INSTANCE_RESUME_REPLY,
+                                            &rq->why);
+                if (code == 0)
+                        rq->deferred = true;
+                return code;
+        case SAGE_INSTANCE_ACTIVE:
+                if (instance_gate_notify(s, in, SAGE_MSG_INSTANCE_RESUMED, SAGE_GATE_OK, ++s->next_handshake)) {
+                        rq->why = "cannot send INSTANCE_RESUMED";
+                        return SAGE_ERR_INTERNAL;
+                }
+                sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_RESUME_REPLY, rq->msg->header.request_id);
+                rq->reply.instance_resume_reply.state = in->state;
+                return 0;
+        case SAGE_INSTANCE_FAILED: rq->why = "its restore failed"; return SAGE_ERR_DRIVER;
+        default: rq->why = "an operation runs; try again"; return SAGE_ERR_BUSY;
+        }
+}
+
+/* Answer `op`'s requester (if any is left) with the outcome. */
+static void answer_op(Server *s, InstanceOp *op, unsigned state) {
         SageMessage m;
+
+        if (!op->requester)
+                return;
+        if (op->code)
+                sage_proto_error(&m, op->request_id, op->code, "%s", op->why);
+        else {
+                unsigned type = op->reply_type                  ? op->reply_type
+                                : op->op == INSTANCE_OP_SUSPEND ? SAGE_MSG_SUSPEND_REPLY
+                                                                : SAGE_MSG_RESUME_REPLY;
+                SageInstanceOpReply *reply = type == SAGE_MSG_SUSPEND_REPLY  ? &m.suspend_reply
+                                             : type == SAGE_MSG_RESUME_REPLY ? &m.resume_reply
+                                                                             : &m.instance_resume_reply;
+                sage_proto_init(&m, type, op->request_id);
+                reply->state = state;
+                reply->elapsed_ms = (uint32_t)((op->elapsed_ns + 999999) / 1000000);
+        }
+        /* A requester that cannot take it is dropped by its next read (the loop sees EPOLLOUT). */
+        if (client_send(op->requester, &m, NULL, 0) == 1) {
+                struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = op->requester };
+                epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, op->requester->fd, &ev);
+        }
+        op->requester = NULL;
+}
+
+void instance_op_answer_early(Server *s, InstanceOp *op) {
+        answer_op(s, op, SAGE_INSTANCE_RESUMING);
+}
+
+/* Apply a finished operation to its instance, answer its requester, unlink and free it. */
+void instance_op_finish(Server *s, InstanceOp *op) {
         unsigned state = SAGE_INSTANCE_ACTIVE;
 
+        for (InstanceOp **p = &s->ops; *p; p = &(*p)->next)
+                if (*p == op) {
+                        *p = op->next;
+                        break;
+                }
         if (op->instance) {
                 instance_finish(&s->instances, op->instance, op->op, op->code == 0, op->elapsed_ns, sage_now_ns());
+                if (op->remap_failed)
+                        op->instance->state = SAGE_INSTANCE_FAILED; /* its memory is not what it was */
+                if (op->instance->state != SAGE_INSTANCE_SUSPENDED)
+                        instance_gate_unpin(s, op->instance);
                 state = op->instance->state;
         } /* else: forgotten meanwhile; a resume's slot went back with it (instances_remove) */
         if (op->code)
@@ -412,22 +531,9 @@ static void finish_op(Server *s, InstanceOp *op) {
                 sage_info("instance pid %d %s in %llu ms", (int)op->pid,
                           op->op == INSTANCE_OP_SUSPEND ? "suspended" : "resumed",
                           (unsigned long long)(op->elapsed_ns / 1000000));
-        if (!op->requester)
-                return;
-        if (op->code)
-                sage_proto_error(&m, op->request_id, op->code, "%s", op->why);
-        else {
-                SageInstanceOpReply *reply = op->op == INSTANCE_OP_SUSPEND ? &m.suspend_reply : &m.resume_reply;
-                sage_proto_init(&m, op->op == INSTANCE_OP_SUSPEND ? SAGE_MSG_SUSPEND_REPLY : SAGE_MSG_RESUME_REPLY,
-                                op->request_id);
-                reply->state = state;
-                reply->elapsed_ms = (uint32_t)((op->elapsed_ns + 999999) / 1000000);
-        }
-        /* A requester that cannot take it is dropped by its next read (the loop sees EPOLLOUT). */
-        if (client_send(op->requester, &m, NULL, 0) == 1) {
-                struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = op->requester };
-                epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, op->requester->fd, &ev);
-        }
+        answer_op(s, op, state);
+        free(op);
+        server_policy_changed(s); /* room made, or an idle deadline moved */
 }
 
 bool server_instances_event(Server *s, const void *tag) {
@@ -435,27 +541,38 @@ bool server_instances_event(Server *s, const void *tag) {
 
         if (server_policy_event(s, tag))
                 return true;
+        if (tag == &tag_gate_timer) {
+                if (read(s->gate_timer_fd, &n, sizeof(n)) < 0) {
+                        /* EAGAIN: a spurious wake-up; look anyway. */
+                }
+                instance_gate_tick(s);
+                return true;
+        }
         if (tag != &tag_ops)
                 return false;
         if (read(s->ops_event_fd, &n, sizeof(n)) < 0) {
                 /* EAGAIN: nothing new; look anyway. */
         }
-        for (InstanceOp **p = &s->ops; *p;) {
-                InstanceOp *op = *p;
+        for (InstanceOp *op = s->ops, *next; op; op = next) {
                 bool done;
 
+                next = op->next;
+                if (!op->thread_started)
+                        continue;
                 pthread_mutex_lock(&ops_lock);
                 done = op->done;
                 pthread_mutex_unlock(&ops_lock);
-                if (!done) {
-                        p = &op->next;
+                if (!done)
                         continue;
-                }
                 pthread_join(op->thread, NULL);
-                *p = op->next;
-                finish_op(s, op);
-                free(op);
+                op->thread_started = false;
+                op->done = false;
+                /* A gate instance goes on with the handshake; the rest ends here. May free op. */
+                if (op->instance && (op->instance->flags & SAGE_INSTANCE_GATE))
+                        instance_gate_driver_done(s, op);
+                else
+                        instance_op_finish(s, op);
         }
-        server_policy_changed(s); /* room made, or an idle deadline moved */
+        server_policy_changed(s);
         return true;
 }

@@ -108,6 +108,8 @@ uint32_t instance_why_flags(const Instance *in) {
                 why |= SAGE_INSTANCE_WHY_MPS;
         if (in->flags & SAGE_INSTANCE_MANAGED)
                 why |= SAGE_INSTANCE_WHY_MANAGED;
+        if (in->flags & SAGE_INSTANCE_IPC)
+                why |= SAGE_INSTANCE_WHY_IPC;
         return why;
 }
 

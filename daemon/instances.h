@@ -56,6 +56,8 @@ typedef struct Instance {
         uint64_t footprint;     /* device bytes when its last suspend began: what its restore needs */
         uint64_t host_bytes;    /* host memory its checkpoint holds while suspended (estimate: footprint) */
         uint64_t busy_until_ns; /* a suspend failed (busy): not suspended for room before then */
+        /* Extents pinned for it while it does not map them (instance_gate.c; NULL: none). */
+        struct InstancePins *pins;
 } Instance;
 
 typedef struct InstanceTable {

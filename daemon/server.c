@@ -107,6 +107,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 return -ENOMEM;
         s->epoll_fd = -1;
         s->ops_event_fd = -1;
+        s->gate_timer_fd = -1;
         s->policy_timer_fd = -1;
         s->idle_lock_fd = -1;
         if (config->n_label_sockets > LABEL_MAX_SOCKETS) {
@@ -277,7 +278,14 @@ Tally *server_tally(Server *s, uint64_t namespace_id) {
 static const ServerHandler handlers[] = {
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         [NUMBER] = handle_##HANDLER,
+#define SAGE_NOTICE_HANDLER_TO_BROKER(NUMBER, HANDLER) [NUMBER] = handle_##HANDLER,
+#define SAGE_NOTICE_HANDLER_TO_CLIENT(NUMBER, HANDLER)
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        SAGE_NOTICE_HANDLER_##DIRECTION(NUMBER, HANDLER)
 #include "proto.def"
+#undef SAGE_NOTICE
+#undef SAGE_NOTICE_HANDLER_TO_BROKER
+#undef SAGE_NOTICE_HANDLER_TO_CLIENT
 #undef SAGE_MESSAGE
 };
 
@@ -301,6 +309,11 @@ static int dispatch(Server *s, Client *c, const SageMessage *req, int *fds, size
                         close(fds[i]);
         if (code == 0 && r.deferred)
                 return 0; /* handle_instance.c answers when the driver is done */
+        if (sage_proto_notice_to_broker(type)) {
+                if (code)
+                        sage_debug("client pid %d: %s ignored: %s", (int)c->pid, sage_proto_type_name(type), r.why);
+                return 0; /* a notice is never answered */
+        }
         if (code) {
                 if (r.reply_fd >= 0)
                         close(r.reply_fd);

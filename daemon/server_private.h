@@ -67,6 +67,8 @@ struct Server {
         InstanceTable instances;
         struct InstanceOp *ops;
         int ops_event_fd;
+        int gate_timer_fd; /* instance_gate.c: deadlines of the suspend handshakes */
+        uint32_t next_handshake;
         bool suspend_off;
         /* The memory policy (handle_policy.c): NVML, the cap, the idle
          * deadlines' timerfd, resumes waiting for room. */
@@ -107,7 +109,15 @@ typedef int (*ServerHandler)(Server *s, Client *c, Request *r);
 
 #define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
         int handle_##HANDLER(Server *s, Client *c, Request *r);
+/* Notices to the broker are served by the same signature; nothing is ever sent back. */
+#define SAGE_NOTICE_HANDLER_TO_BROKER(HANDLER) int handle_##HANDLER(Server *s, Client *c, Request *r);
+#define SAGE_NOTICE_HANDLER_TO_CLIENT(HANDLER)
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
+        SAGE_NOTICE_HANDLER_##DIRECTION(HANDLER)
 #include "proto.def"
+#undef SAGE_NOTICE
+#undef SAGE_NOTICE_HANDLER_TO_BROKER
+#undef SAGE_NOTICE_HANDLER_TO_CLIENT
 #undef SAGE_MESSAGE
 
 /* listener.c */
@@ -130,6 +140,8 @@ void server_instances_free(Server *s);
 void server_instances_client_gone(Server *s, Client *c);
 /* Is `tag` (epoll data) the operations' eventfd? Then finish what is done. */
 bool server_instances_event(Server *s, const void *tag);
+/* A RELEASE by `c` of extent `id` it holds: an instance preparing to suspend pins it (instance_gate.c). */
+void server_instances_pin_release(Server *s, Client *c, uint64_t id);
 
 /* handle_instance.c: the only ways to start a suspend or a resume (the
  * operator's requests, the instance's own, the memory policy). */

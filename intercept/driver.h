@@ -40,7 +40,12 @@ static inline void *sage_real(SageSym sym);
         X(func_get_name, "cuFuncGetName", CUresult (*)(const char **, CUfunction))                                \
         X(kernel_get_param_info, "cuKernelGetParamInfo", CUresult (*)(CUkernel, size_t, size_t *, size_t *))      \
         X(kernel_get_name, "cuKernelGetName", CUresult (*)(const char **, CUkernel))                              \
-        X(device_get_uuid, "cuDeviceGetUuid_v2", CUresult (*)(CUuuid *, CUdevice))
+        X(device_get_uuid, "cuDeviceGetUuid_v2", CUresult (*)(CUuuid *, CUdevice))                                \
+        X(primary_retain, "cuDevicePrimaryCtxRetain", CUresult (*)(CUcontext *, CUdevice))                        \
+        X(primary_release, "cuDevicePrimaryCtxRelease_v2", CUresult (*)(CUdevice))                                \
+        X(ckpt_get_state, "cuCheckpointProcessGetState", CUresult (*)(int, CUprocessState *))                     \
+        X(ckpt_restore, "cuCheckpointProcessRestore", CUresult (*)(int, CUcheckpointRestoreArgs *))               \
+        X(ckpt_unlock, "cuCheckpointProcessUnlock", CUresult (*)(int, CUcheckpointUnlockArgs *))
 
 typedef struct SageDriverExtras {
 #define SAGE_DRIVER_EXTRA_FIELD(field, symbol, type) __typeof__(type) field;

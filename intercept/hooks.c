@@ -81,8 +81,11 @@ static void observe_before(SageCall *call, unsigned on) {
                 const SageObserver *o;
 
                 if ((on & (1u << slot)) && (o = atomic_load_explicit(&observers[slot], memory_order_acquire)) &&
-                    o->before)
+                    o->before) {
                         o->before(call);
+                        if (SAGE_UNLIKELY(call->result != CUDA_SUCCESS))
+                                break; /* vetoed (the suspend gate): lower slots never see the call */
+                }
         }
         hook_depth--;
 }
@@ -161,29 +164,32 @@ void *const sage_hook_table[SAGE_SYM_COUNT] = {
 #define SAGE_S(label, v) (uint64_t)(uintptr_t)(v)
 #define SAGE_OUT(p) ((sage_r == CUDA_SUCCESS && (p)) ? (uint64_t)(uintptr_t) * (p) : 0)
 
-#define SAGE_HOOK(name, cat, kind, params, fwd, a0, a1, a2, w, st, res)                                  \
-        SAGE_EXPORT CUresult name params {                                                               \
-                sage_fn_##name##_t real = SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name));  \
-                unsigned on;                                                                             \
-                if (SAGE_UNLIKELY(!real))                                                                \
-                        return sage_driver_handle() ? CUDA_ERROR_NOT_FOUND : CUDA_ERROR_NO_DEVICE;       \
-                if (SAGE_UNLIKELY(hook_depth))                                                           \
-                        return real fwd;                                                                 \
-                on = atomic_load_explicit(&observers_on, memory_order_relaxed);                          \
-                if (SAGE_LIKELY(!on))                                                                    \
-                        return SAGE_CALL_##kind(name, fwd);                                              \
-                {                                                                                        \
-                        SageCall call = { .sym = SAGE_SYM_##name };                                      \
-                        CUresult sage_r;                                                                 \
-                        w st res if (on & atomic_load_explicit(&observers_before, memory_order_relaxed)) \
-                                observe_before(&call, on);                                               \
-                        sage_r = call.result = SAGE_CALL_##kind(name, fwd);                              \
-                        SAGE_AFTER_##res call.args[0] = a0;                                              \
-                        call.args[1] = a1;                                                               \
-                        call.args[2] = a2;                                                               \
-                        observe_after(&call);                                                            \
-                        return sage_r;                                                                   \
-                }                                                                                        \
+#define SAGE_HOOK(name, cat, kind, params, fwd, a0, a1, a2, w, st, res)                                    \
+        SAGE_EXPORT CUresult name params {                                                                 \
+                sage_fn_##name##_t real = SAGE_FN_CAST(sage_fn_##name##_t, sage_real(SAGE_SYM_##name));    \
+                unsigned on;                                                                               \
+                if (SAGE_UNLIKELY(!real))                                                                  \
+                        return sage_driver_handle() ? CUDA_ERROR_NOT_FOUND : CUDA_ERROR_NO_DEVICE;         \
+                if (SAGE_UNLIKELY(hook_depth))                                                             \
+                        return real fwd;                                                                   \
+                on = atomic_load_explicit(&observers_on, memory_order_relaxed);                            \
+                if (SAGE_LIKELY(!on))                                                                      \
+                        return SAGE_CALL_##kind(name, fwd);                                                \
+                {                                                                                          \
+                        SageCall call = { .sym = SAGE_SYM_##name };                                        \
+                        CUresult sage_r;                                                                   \
+                        w st res if (on & atomic_load_explicit(&observers_before, memory_order_relaxed)) { \
+                                observe_before(&call, on);                                                 \
+                                if (SAGE_UNLIKELY(call.result != CUDA_SUCCESS))                            \
+                                        return call.result;                                                \
+                        }                                                                                  \
+                        sage_r = call.result = SAGE_CALL_##kind(name, fwd);                                \
+                        SAGE_AFTER_##res call.args[0] = a0;                                                \
+                        call.args[1] = a1;                                                                 \
+                        call.args[2] = a2;                                                                 \
+                        observe_after(&call);                                                              \
+                        return sage_r;                                                                     \
+                }                                                                                          \
         }
 #include "hooks.def"
 #undef SAGE_HOOK

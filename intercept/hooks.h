@@ -43,6 +43,11 @@ typedef enum SageObserverSlot {
         SAGE_OBSERVER_COUNT,
 } SageObserverSlot;
 
+/*
+ * before() may veto the call by setting call->result to an error: the
+ * driver is not called, the hook returns that error, lower slots and
+ * after() never see it (the suspend gate, when a resume failed).
+ */
 typedef struct SageObserver {
         void (*before)(SageCall *call); /* may be NULL */
         void (*after)(SageCall *call);  /* may be NULL */

@@ -54,6 +54,7 @@
 
 #include "share.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,4 +273,54 @@ CUresult sage_impl_cuLaunchKernelEx_ptsz(sage_fn_cuLaunchKernelEx_ptsz_t real, c
                                          CUfunction f, void **params, void **extra) {
         sage_share_guard_launch(sage_share_stream_of(config ? config->hStream : NULL, true), f, params, extra);
         return real(config, f, params, extra);
+}
+
+/* unpark's lookup: the extent only (the pieces kept their notes). */
+static int unpark_lookup(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd) {
+        SageShare *s = ctx;
+        int r;
+
+        if (!s->broker)
+                return -ENOTCONN;
+        r = sage_broker_lookup(s->broker, key, len, device, id, fd);
+        share_broker_lost(s, r);
+        return r;
+}
+
+long sage_share_park(void) {
+        SageShare *s = sage_share();
+        long n = -1;
+
+        pthread_mutex_lock(&s->lock);
+        if (s->state == 1 && s->drv_ready) {
+                /* Nothing in flight may read what goes away. */
+                for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                        share_vmm_sync(&s->vmm, a);
+                n = (long)share_vmm_park(&s->vmm);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return n;
+}
+
+size_t sage_share_parked(void) {
+        SageShare *s = sage_share();
+        size_t n = 0;
+
+        pthread_mutex_lock(&s->lock);
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                for (size_t i = 0; i < a->npieces; i++)
+                        n += a->pieces[i].parked;
+        pthread_mutex_unlock(&s->lock);
+        return n;
+}
+
+size_t sage_share_unpark(void) {
+        SageShare *s = sage_share();
+        size_t failed = 0;
+
+        pthread_mutex_lock(&s->lock);
+        if (s->state == 1 && s->drv_ready)
+                failed = share_vmm_unpark(&s->vmm, unpark_lookup, s);
+        pthread_mutex_unlock(&s->lock);
+        return failed;
 }

@@ -27,6 +27,17 @@ void sage_share_after_call(SageSym sym);
  * (of every allocation) turns private first.
  */
 void sage_share_before_unknown_write(CUdeviceptr dst);
+/*
+ * Suspend (share_alloc.h, share_vmm_park): unmap and release every broker
+ * extent the process maps, after the work in flight, keeping the address
+ * reservations; -1 when sharing is off (nothing is mapped). unpark maps
+ * them again at the same addresses and returns how many it could not.
+ * The caller keeps every app call out meanwhile (the suspend gate).
+ */
+long sage_share_park(void);
+size_t sage_share_unpark(void);
+/* Pieces parked now (no driver call: safe while the process is checkpointed). */
+size_t sage_share_parked(void);
 /* Sharing's observer (init.c registers it; share_state.c turns it on once a broker answers). */
 extern const SageObserver sage_share_observer;
 

@@ -216,6 +216,8 @@ void share_vmm_free_lists(Piece *p) {
 
 void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
         share_vmm_free_lists(p);
+        if (p->parked)
+                return; /* nothing mapped, nothing held */
         v->drv->vmm.unmap(a->va + p->off, p->len);
         v->drv->vmm.release(p->handle);
         if (p->extent_id && v->release_extent)
@@ -403,4 +405,96 @@ bool share_vmm_consolidate(ShareVmm *v, SageShareAlloc *a) {
 out:
         v->drv->ctx_pop(&popped);
         return ok;
+}
+
+size_t share_vmm_park(ShareVmm *v) {
+        size_t n = 0;
+
+        for (SageShareAlloc *a = v->allocs; a; a = a->next)
+                for (size_t i = 0; i < a->npieces; i++) {
+                        Piece *p = &a->pieces[i];
+                        n += p->parked;
+                        if (!p->extent_id)
+                                continue;
+                        v->drv->vmm.unmap(a->va + p->off, p->len);
+                        v->drv->vmm.release(p->handle);
+                        if (v->release_extent)
+                                v->release_extent(v->release_ctx, p->extent_id);
+                        p->handle = 0;
+                        p->extent_id = 0;
+                        p->parked = true;
+                        n++;
+                }
+        return n;
+}
+
+/* Map parked piece `p` of `a` again (its access is granted by the caller, per run). */
+static bool unpark_one(ShareVmm *v, SageShareAlloc *a, Piece *p, ShareLookupFn lookup, void *ctx) {
+        uint64_t id = 0;
+        int fd = -1;
+        CUmemGenericAllocationHandle h;
+
+        if (lookup(ctx, p->key, p->len, (uint32_t)a->dev, &id, &fd) != 0 || fd < 0 || !id)
+                return false;
+        if (v->drv->import_fd(&h, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != CUDA_SUCCESS) {
+                close(fd);
+                v->release_extent(v->release_ctx, id);
+                return false;
+        }
+        close(fd);
+        if (v->drv->vmm.map(a->va + p->off, p->len, 0, h, 0) != CUDA_SUCCESS) {
+                v->drv->vmm.release(h);
+                v->release_extent(v->release_ctx, id);
+                return false;
+        }
+        p->handle = h;
+        p->extent_id = id;
+        p->parked = false;
+        return true;
+}
+
+size_t share_vmm_unpark(ShareVmm *v, ShareLookupFn lookup, void *ctx) {
+        size_t failed = 0;
+
+        for (SageShareAlloc *a = v->allocs; a; a = a->next) {
+                size_t run = 0, run_end = 0; /* [run, run_end): pieces mapped again, adjacent */
+                bool in_run = false;
+
+                for (size_t i = 0; i <= a->npieces; i++) {
+                        bool mapped = false;
+                        if (i < a->npieces && a->pieces[i].parked) {
+                                mapped = unpark_one(v, a, &a->pieces[i], lookup, ctx);
+                                failed += !mapped;
+                        }
+                        if (mapped && !in_run) {
+                                in_run = true;
+                                run = i;
+                        }
+                        if (mapped) {
+                                run_end = i + 1;
+                                continue;
+                        }
+                        if (!in_run)
+                                continue;
+                        /* One access call for the run: read-only, as every extent is mapped. */
+                        CUmemAccessDesc d = { .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = a->dev },
+                                              .flags = CU_MEM_ACCESS_FLAGS_PROT_READ };
+                        size_t lo = a->pieces[run].off, hi = a->pieces[run_end - 1].off + a->pieces[run_end - 1].len;
+                        if (v->drv->vmm.set_access(a->va + lo, hi - lo, &d, 1) != CUDA_SUCCESS) {
+                                /* Mapped but not accessible is no memory at all: park them again. */
+                                for (size_t k = run; k < run_end; k++) {
+                                        Piece *p = &a->pieces[k];
+                                        v->drv->vmm.unmap(a->va + p->off, p->len);
+                                        v->drv->vmm.release(p->handle);
+                                        v->release_extent(v->release_ctx, p->extent_id);
+                                        p->handle = 0;
+                                        p->extent_id = 0;
+                                        p->parked = true;
+                                        failed++;
+                                }
+                        }
+                        in_run = false;
+                }
+        }
+        return failed;
 }

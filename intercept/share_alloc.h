@@ -24,6 +24,7 @@ typedef struct Piece {
         size_t off, len;
         CUmemGenericAllocationHandle handle;
         uint64_t extent_id; /* nonzero: a broker extent mapped read-only; the reference we hold */
+        bool parked;        /* a broker extent unmapped while suspended (share_vmm_park): `key` maps it again */
         bool candidate;     /* filled by one upload: published at free or exit if unchanged */
         SageHash key;       /* candidate: the broker key (file identity or content) */
         SageHash content;   /* candidate: the content hash, checked against the device */
@@ -160,5 +161,19 @@ void share_vmm_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why
 void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p);
 /* Free a piece's use lists (seen, allow, filled). */
 void share_vmm_free_lists(Piece *p);
+/*
+ * Suspend (docs/suspend.md): the driver cannot restore imported memory, so
+ * before a checkpoint every broker extent is unmapped and released, its
+ * piece "parked" (place and key kept, the address range still reserved);
+ * after the restore each is looked up again by its key and mapped at the
+ * same address, read-only, with one access call per run of adjacent
+ * pieces. The caller has synchronized and keeps every other call out.
+ * park returns how many pieces are parked (also those parked before). unpark returns how many it could
+ * not map (they stay parked: the memory is not what it was).
+ */
+typedef int (*ShareLookupFn)(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *extent_id, int *fd);
+size_t share_vmm_park(ShareVmm *v);
+size_t share_vmm_unpark(ShareVmm *v, ShareLookupFn lookup, void *ctx);
+
 /* Give `a` a single private backing for good (content kept): CUDA IPC exports it. */
 bool share_vmm_consolidate(ShareVmm *v, SageShareAlloc *a);

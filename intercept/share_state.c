@@ -6,6 +6,7 @@
 #include <cuda.h>
 
 #include "share_state.h"
+#include "suspend_gate.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -153,10 +154,15 @@ void share_publish(SageShare *s, SageShareAlloc *a) {
 static void share_at_exit(void) {
         SageShare *s = sage_share();
 
+        /* Publishing reads the device: a suspended process resumes first (or, if it cannot, skips it). */
+        if (sage_hooks_active(SAGE_OBSERVER_SUSPEND) && sage_gate_enter() != CUDA_SUCCESS)
+                return;
         pthread_mutex_lock(&s->lock);
         for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                 share_publish(s, a);
         pthread_mutex_unlock(&s->lock);
+        if (sage_hooks_active(SAGE_OBSERVER_SUSPEND))
+                sage_gate_leave();
 }
 
 /* The driver through libsage's table of real entry points. */

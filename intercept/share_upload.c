@@ -132,7 +132,9 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         share_vmm_sync(&s->vmm, a); /* nothing in flight may use the backing we replace */
         atomic_store(&s->guarding, true);
         if (r == 0 && fd >= 0) {
-                piece = (Piece){ .off = lo, .len = hi - lo, .extent_id = extent_id, .span_lo = o, .span_hi = o + n };
+                piece = (Piece){
+                        .off = lo, .len = hi - lo, .extent_id = extent_id, .key = key, .span_lo = o, .span_hi = o + n
+                };
                 share_notes_apply(&piece, notes, notes_len);
                 served = share_vmm_map_extent(&s->vmm, a, &piece, fd);
         }

@@ -1,34 +1,84 @@
 /*
- * Registration of the process as an instance (suspend.h).
+ * Instance suspend, libsage's side (suspend.h; docs/suspend.md).
  *
- * The observer waits for the first successful call that gives the process
- * a context (a primary context retain, the warm-up's included, or a
- * cuCtxCreate), then registers once over a broker connection of its own
- * (the sharing connection may be off, or come and go) and turns itself off:
- * after that it costs the hooks nothing. The connection stays open for the
- * process's life: the broker forgets the instance when it closes. Flags
- * say what libsage knows makes the instance unsuspendable (keep-alive by
- * option; an MPS client by its environment); the broker adds what it knows
- * (extents, CUDA IPC) and decides. Any failure (no broker, an old broker
- * without SAGE_FEATURE_INSTANCES) leaves the process unregistered, which
- * changes nothing for the application.
+ * The observer in SAGE_OBSERVER_SUSPEND (the highest slot: it runs before
+ * anything else looks at a call) passes every app call through the gate
+ * (suspend_gate.h), watches for the first call that gives the process a
+ * context, and then registers once over a broker connection of its own
+ * (the sharing connection may be off, or come and go). It learns later
+ * what makes the instance unsuspendable (a second device, managed memory,
+ * CUDA IPC or shareable handles) and says so with INSTANCE_FLAGS.
+ *
+ * With a broker that speaks SAGE_FEATURE_SUSPEND_GATE a listener thread
+ * (started only then, stopped by the process's exit) owns the connection's
+ * reading side: it reports idleness (no call and none in flight for
+ * SAGE_SUSPEND_IDLE, or 1 s), and serves the broker's handshake:
+ *  - SUSPEND_PREPARE: close the gate, drain the calls in flight (at most
+ *    PREPARE_DRAIN_MS: a call blocked longer, e.g. in cuStreamSynchronize,
+ *    answers BUSY and the gate opens again), synchronize the context,
+ *    unmap and release every broker extent (sage_share_park: the driver
+ *    cannot restore imported memory) and answer SUSPEND_PREPARED;
+ *  - INSTANCE_RESUMED: map the extents again at the same addresses
+ *    (sage_share_unpark), open the gate, answer INSTANCE_REMAPPED.
+ * A call that meets the closed gate while suspended asks INSTANCE_RESUME
+ * itself (suspend_gate.c) and waits, bounded.
+ *
+ * If the broker goes while the process is suspended, only the process can
+ * bring itself back. A process may restore itself (measured on the H100,
+ * probe `self`: from a thread that makes no other driver call, as this one). With SELF_RESTORE and nothing parked, the
+ * listener restores and unlocks its own pid and opens the gate; with
+ * extents parked their bytes went with the broker, so the gate breaks:
+ * calls fail with SAGE_GATE_ERROR instead of computing on missing memory.
+ *
+ * Without SAGE_SUSPEND nothing here is on: the observer is never activated.
  */
 #include "suspend.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "broker_client.h"
 #include "driver.h"
 #include "log.h"
 #include "options.h"
+#include "share.h"
+#include "suspend_gate.h"
+
+/* The GPU probe `self` says a process can restore itself (H100, driver 580): 0 turns that off. */
+#define SELF_RESTORE 1
+/* How long SUSPEND_PREPARE waits for the calls in flight. */
+#define PREPARE_DRAIN_MS 2000
+/* Idleness is reported after this long when SAGE_SUSPEND_IDLE is 0. */
+#define IDLE_REPORT_MS 1000
 
 static pthread_mutex_t suspend_lock = PTHREAD_MUTEX_INITIALIZER;
-/* The registration's connection: lives as long as the process (under suspend_lock). */
+/* The registration's connection: lives as long as the process (under suspend_lock until the listener runs). */
 static SageBroker *suspend_broker;
-static bool suspend_tried;
+static atomic_bool suspend_tried; /* read by every context-creating call without the lock */
+static CUdevice suspend_device;
+static atomic_uint learnt_flags; /* SAGE_INSTANCE_LATER bits seen */
+static atomic_uint sent_flags;   /* those the broker was told */
+
+/* What the listener has to do, queued by the notice handler (under the broker's lock) and the gate. */
+static struct {
+        pthread_mutex_t lock;
+        int event_fd;
+        bool prepare, resumed, active;
+        uint32_t prepare_id, resumed_id, resumed_status;
+} todo = { .lock = PTHREAD_MUTEX_INITIALIZER, .event_fd = -1 };
+
+static void wake_listener(void) {
+        uint64_t one = 1;
+        if (todo.event_fd >= 0 && write(todo.event_fd, &one, sizeof(one)) < 0) {
+                /* The counter is full: the listener is awake anyway. */
+        }
+}
 
 static bool creates_context(SageSym sym) {
         switch (sym) {
@@ -40,8 +90,21 @@ static bool creates_context(SageSym sym) {
         }
 }
 
+/* What a successful call tells about checkpointing (the driver cannot do these). */
+static uint32_t flags_of_call(const SageCall *call) {
+        switch (call->sym) {
+        case SAGE_SYM_cuMemAllocManaged: return SAGE_INSTANCE_MANAGED;
+        case SAGE_SYM_cuIpcGetMemHandle:
+        case SAGE_SYM_cuIpcOpenMemHandle:
+        case SAGE_SYM_cuIpcOpenMemHandle_v2:
+        case SAGE_SYM_cuMemExportToShareableHandle:
+        case SAGE_SYM_cuMemImportFromShareableHandle: return SAGE_INSTANCE_IPC;
+        default: return 0;
+        }
+}
+
 static uint32_t instance_flags(void) {
-        uint32_t flags = 0;
+        uint32_t flags = atomic_load(&learnt_flags);
         if (sage_options()->suspend_keep_alive)
                 flags |= SAGE_INSTANCE_KEEP_ALIVE;
         /* An MPS client: the driver cannot checkpoint it. */
@@ -50,51 +113,312 @@ static uint32_t instance_flags(void) {
         return flags;
 }
 
-static void register_instance(CUdevice dev) {
+static void send_notice(unsigned type, uint32_t id, uint32_t status, uint32_t why) {
+        SageMessage m;
+        int r;
+
+        sage_proto_init(&m, type, id);
+        if (type == SAGE_MSG_SUSPEND_PREPARED)
+                m.suspend_prepared = (SageGateStatus){ status, why };
+        else if (type == SAGE_MSG_INSTANCE_REMAPPED)
+                m.instance_remapped = (SageGateStatus){ status, 0 };
+        else if (type == SAGE_MSG_INSTANCE_FLAGS)
+                m.instance_flags = status;
+        r = sage_broker_notify(suspend_broker, &m);
+        if (r)
+                sage_debug("suspend: %s not sent (%d)", sage_proto_type_name(type), r);
+}
+
+/* ---- the broker's notices (under the broker connection's lock: queue only) */
+static void on_notice(void *userdata, const SageMessage *m) {
+        pthread_mutex_lock(&todo.lock);
+        if (m->header.type == SAGE_MSG_SUSPEND_PREPARE) {
+                todo.prepare = true;
+                todo.prepare_id = m->header.request_id;
+        } else if (m->header.type == SAGE_MSG_INSTANCE_RESUMED) {
+                todo.resumed = true;
+                todo.resumed_id = m->header.request_id;
+                todo.resumed_status = m->instance_resumed.status;
+        }
+        pthread_mutex_unlock(&todo.lock);
+        wake_listener();
+}
+
+/* ---- the gate's side: a waiting call asks for the resume */
+static int ask_resume(uint64_t deadline_ns) {
+        unsigned delay_ms = 10;
+
+        for (;;) {
+                uint64_t now = sage_now_ns();
+                SageInstanceOpReply reply;
+                int r;
+
+                if (now >= deadline_ns)
+                        return -ETIMEDOUT;
+                r = sage_broker_instance_resume(suspend_broker, (int)((deadline_ns - now) / 1000000) + 1, &reply);
+                if (r != SAGE_ERR_BUSY)
+                        return r;
+                /* Over the broker's cap of resumes at once, or its checkpoint still runs: ask again. */
+                poll(NULL, 0, (int)delay_ms);
+                delay_ms = delay_ms < 100 ? delay_ms * 2 : 100;
+        }
+}
+
+static void on_active(void) {
+        pthread_mutex_lock(&todo.lock);
+        todo.active = true;
+        pthread_mutex_unlock(&todo.lock);
+        wake_listener();
+}
+
+/* ---- the listener's work */
+static void synchronize_context(void) {
+        const SageDriverExtras *x = &sage_driver_extras;
+        CUcontext ctx = NULL, popped;
+
+        if (!x->primary_retain || !x->ctx_push || !x->ctx_pop || !x->ctx_synchronize ||
+            x->primary_retain(&ctx, suspend_device) != CUDA_SUCCESS)
+                return;
+        if (x->ctx_push(ctx) == CUDA_SUCCESS) {
+                x->ctx_synchronize();
+                x->ctx_pop(&popped);
+        }
+        if (x->primary_release)
+                x->primary_release(suspend_device);
+}
+
+static void prepare(uint32_t id) {
+        uint32_t refuse =
+                atomic_load(&learnt_flags) & (SAGE_INSTANCE_MANAGED | SAGE_INSTANCE_IPC | SAGE_INSTANCE_MULTI_GPU);
+        long parked;
+
+        if (refuse) {
+                uint32_t why = (refuse & SAGE_INSTANCE_MANAGED ? SAGE_INSTANCE_WHY_MANAGED : 0) |
+                               (refuse & SAGE_INSTANCE_IPC ? SAGE_INSTANCE_WHY_IPC : 0) |
+                               (refuse & SAGE_INSTANCE_MULTI_GPU ? SAGE_INSTANCE_WHY_MULTI_GPU : 0);
+                send_notice(SAGE_MSG_SUSPEND_PREPARED, id, SAGE_GATE_REFUSED, why);
+                return;
+        }
+        if (!sage_gate_close_and_drain(sage_now_ns() + PREPARE_DRAIN_MS * 1000000ull)) {
+                sage_info("suspend: calls stayed in flight; not suspended now");
+                if (sage_gate_phase() == SAGE_GATE_PREPARING)
+                        sage_gate_set_phase(SAGE_GATE_OPEN);
+                send_notice(SAGE_MSG_SUSPEND_PREPARED, id, SAGE_GATE_BUSY, 0);
+                return;
+        }
+        synchronize_context();
+        parked = sage_share_park();
+        sage_gate_set_phase(SAGE_GATE_SUSPENDED);
+        sage_info("suspend: prepared (%ld broker extents released)", parked < 0 ? 0 : parked);
+        send_notice(SAGE_MSG_SUSPEND_PREPARED, id, SAGE_GATE_OK, 0);
+}
+
+static void remap(uint32_t id, uint32_t status) {
+        size_t failed;
+
+        if (status != SAGE_GATE_OK) {
+                sage_warn("suspend: the broker could not resume this process");
+                sage_gate_set_phase(SAGE_GATE_BROKEN);
+                return; /* nothing to answer: the broker is done with us */
+        }
+        if (sage_gate_phase() == SAGE_GATE_OPEN) {
+                send_notice(SAGE_MSG_INSTANCE_REMAPPED, id, SAGE_GATE_OK, 0);
+                return;
+        }
+        failed = sage_share_unpark();
+        if (failed) {
+                sage_warn("suspend: %zu broker extents could not be mapped again; calls will fail", failed);
+                sage_gate_set_phase(SAGE_GATE_BROKEN);
+                send_notice(SAGE_MSG_INSTANCE_REMAPPED, id, SAGE_GATE_FAILED, 0);
+                return;
+        }
+        sage_gate_set_phase(SAGE_GATE_OPEN);
+        sage_info("suspend: resumed");
+        send_notice(SAGE_MSG_INSTANCE_REMAPPED, id, SAGE_GATE_OK, 0);
+}
+
+/* The broker went away. Suspended with nothing parked: restore ourselves (SELF_RESTORE). */
+static void broker_gone(void) {
+        const SageDriverExtras *x = &sage_driver_extras;
+        SageGatePhase phase = sage_gate_phase();
+        CUprocessState state = CU_PROCESS_STATE_RUNNING;
+        int pid = (int)getpid();
+
+        sage_info("suspend: the broker went away");
+        if (phase == SAGE_GATE_OPEN || phase == SAGE_GATE_BROKEN)
+                return; /* nothing of ours is closed */
+        if (!SELF_RESTORE || sage_share_parked() > 0 || !x->ckpt_get_state || !x->ckpt_restore || !x->ckpt_unlock ||
+            x->ckpt_get_state(pid, &state) != CUDA_SUCCESS) {
+                sage_gate_set_phase(SAGE_GATE_BROKEN);
+                return;
+        }
+        if (state == CU_PROCESS_STATE_CHECKPOINTED && x->ckpt_restore(pid, NULL) != CUDA_SUCCESS) {
+                sage_gate_set_phase(SAGE_GATE_BROKEN);
+                return;
+        }
+        if (x->ckpt_get_state(pid, &state) == CUDA_SUCCESS && state == CU_PROCESS_STATE_LOCKED &&
+            x->ckpt_unlock(pid, NULL) != CUDA_SUCCESS) {
+                sage_gate_set_phase(SAGE_GATE_BROKEN);
+                return;
+        }
+        if (sage_share_unpark() > 0) {
+                sage_gate_set_phase(SAGE_GATE_BROKEN);
+                return;
+        }
+        sage_info("suspend: restored by itself");
+        sage_gate_set_phase(SAGE_GATE_OPEN);
+}
+
+static void *listener(void *unused) {
+        uint64_t idle_ms = sage_options()->suspend_idle ? sage_options()->suspend_idle : IDLE_REPORT_MS;
+        int tick_ms = (int)(idle_ms / 4 < 10 ? 10 : idle_ms / 4 > 250 ? 250 : idle_ms / 4);
+        uint64_t last_calls = sage_gate_calls(), quiet_since = sage_now_ns();
+        bool idle_reported = false;
+
+        for (;;) {
+                struct pollfd p[2] = { { .fd = sage_broker_fd(suspend_broker), .events = POLLIN },
+                                       { .fd = todo.event_fd, .events = POLLIN } };
+                bool do_prepare, do_resumed, do_active;
+                uint32_t prepare_id, resumed_id, resumed_status, flags;
+                uint64_t calls, now, n;
+
+                if (poll(p, 2, tick_ms) < 0 && errno != EINTR)
+                        break;
+                if ((p[1].revents & POLLIN) && read(todo.event_fd, &n, sizeof(n)) < 0) {
+                        /* EAGAIN: someone else's wake-up already read */
+                }
+                if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && sage_broker_pump(suspend_broker) < 0) {
+                        broker_gone();
+                        break;
+                }
+                pthread_mutex_lock(&todo.lock);
+                do_prepare = todo.prepare, prepare_id = todo.prepare_id;
+                do_resumed = todo.resumed, resumed_id = todo.resumed_id, resumed_status = todo.resumed_status;
+                do_active = todo.active;
+                todo.prepare = todo.resumed = todo.active = false;
+                pthread_mutex_unlock(&todo.lock);
+
+                flags = atomic_load(&learnt_flags);
+                if (flags != atomic_load(&sent_flags)) {
+                        atomic_store(&sent_flags, flags);
+                        send_notice(SAGE_MSG_INSTANCE_FLAGS, 0, flags, 0);
+                }
+                if (do_active && idle_reported) {
+                        idle_reported = false;
+                        send_notice(SAGE_MSG_INSTANCE_ACTIVE, 0, 0, 0);
+                }
+                if (do_resumed)
+                        remap(resumed_id, resumed_status);
+                if (do_prepare)
+                        prepare(prepare_id);
+
+                /* Idleness: no new call, none in flight, for idle_ms. */
+                calls = sage_gate_calls();
+                now = sage_now_ns();
+                if (calls != last_calls || sage_gate_in_flight() || sage_gate_phase() != SAGE_GATE_OPEN) {
+                        last_calls = calls;
+                        quiet_since = now;
+                } else if (!idle_reported && now - quiet_since >= idle_ms * 1000000ull) {
+                        idle_reported = true;
+                        sage_gate_note_idle();
+                        send_notice(SAGE_MSG_INSTANCE_IDLE, 0, 0, 0);
+                }
+        }
+        return NULL;
+}
+
+static void start_listener(void) {
+        pthread_attr_t attr;
+        pthread_t thread;
+        sigset_t all, old;
+
+        todo.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (todo.event_fd < 0)
+                return;
+        sage_gate_init(ask_resume, on_active);
+        sage_broker_on_notice(suspend_broker, on_notice, NULL);
+        /* The app's signals are the app's threads' business. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&thread, &attr, listener, NULL) != 0)
+                sage_warn("suspend: no listener thread; the broker cannot suspend this process");
+        pthread_attr_destroy(&attr);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Registered: true if the gate stays on (the broker speaks it). */
+static bool register_instance(CUdevice dev) {
         CUuuid uuid;
         char why[320];
+        bool gate = false;
         int r;
 
         memset(&uuid, 0, sizeof(uuid));
         if (!sage_driver_extras.device_get_uuid || sage_driver_extras.device_get_uuid(&uuid, dev) != CUDA_SUCCESS) {
                 sage_info("suspend: no device UUID; not registered");
-                return;
+                return false;
         }
         r = sage_broker_connect_why(&suspend_broker, NULL, 500, why, sizeof(why));
         if (r == -EPROTONOSUPPORT) {
                 sage_warn("suspend: %s; not registered", why);
                 suspend_broker = NULL;
-                return;
+                return false;
         }
         if (r) {
                 sage_info("suspend: no broker (%s); not registered", why[0] ? why : "not running");
                 suspend_broker = NULL;
-                return;
+                return false;
         }
-        r = sage_broker_instance_register(suspend_broker, (const uint8_t *)uuid.bytes, instance_flags());
+        r = sage_broker_instance_register_gate(suspend_broker, (const uint8_t *)uuid.bytes, instance_flags(),
+                                               (uint32_t)sage_options()->suspend_idle, &gate);
         if (r) {
                 sage_info("suspend: registration refused: %s %s", r > 0 ? sage_proto_error_name(r) : strerror(-r),
                           sage_broker_last_error(suspend_broker));
                 suspend_broker = sage_broker_free(suspend_broker);
-                return;
+                return false;
         }
-        sage_info("suspend: registered as an instance (device %d)", (int)dev);
+        atomic_store(&sent_flags, atomic_load(&learnt_flags));
+        sage_info("suspend: registered as an instance (device %d)%s", (int)dev,
+                  gate ? "" : "; the broker has no suspend gate");
+        if (gate)
+                start_listener();
+        return gate;
 }
 
+static void suspend_before(SageCall *call) {
+        if (call->own)
+                return;
+        call->result = sage_gate_enter(); /* an error vetoes the call: it never reaches the driver */
+}
+
+/* libsage's own calls (the warm-up's, reported) never passed the gate, but may register. */
 static void suspend_after(SageCall *call) {
-        if (call->result != CUDA_SUCCESS || !creates_context(call->sym))
+        if (!call->own)
+                sage_gate_leave();
+        if (call->result != CUDA_SUCCESS)
+                return;
+        if (!call->own)
+                atomic_fetch_or(&learnt_flags, flags_of_call(call));
+        if (!creates_context(call->sym))
+                return;
+        /* The device is the call's first traced argument (hooks.def: "device"). */
+        if (atomic_load(&suspend_tried) && !call->own && (CUdevice)call->args[0] != suspend_device)
+                atomic_fetch_or(&learnt_flags, SAGE_INSTANCE_MULTI_GPU);
+        if (atomic_load(&suspend_tried))
                 return;
         pthread_mutex_lock(&suspend_lock);
-        if (!suspend_tried) {
-                suspend_tried = true;
-                /* The device is the call's first traced argument (hooks.def: "device"). */
-                register_instance((CUdevice)call->args[0]);
-                sage_hooks_deactivate(SAGE_OBSERVER_SUSPEND);
+        if (!atomic_load(&suspend_tried)) {
+                suspend_device = (CUdevice)call->args[0];
+                if (!register_instance(suspend_device))
+                        sage_hooks_deactivate(SAGE_OBSERVER_SUSPEND);
+                atomic_store(&suspend_tried, true); /* after suspend_device: readers see it set */
         }
         pthread_mutex_unlock(&suspend_lock);
 }
 
-const SageObserver sage_suspend_observer = { .after = suspend_after };
+const SageObserver sage_suspend_observer = { .before = suspend_before, .after = suspend_after };
 
 void sage_suspend_start(void) {
         if (sage_options()->suspend)

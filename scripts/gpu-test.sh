@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model jax_fn share_weights lean_stack)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model jax_fn share_weights lean_stack suspend_idle)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -129,6 +129,7 @@ build_program() {
         reset_loop) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/reset_loop.cu" ;;
         share_weights) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_weights.cu" ;;
         lean_stack) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/lean_stack.cu" ;;
+        suspend_idle) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/suspend_idle.cu" ;;
         torch_model) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
         jax_fn)
             # The weights file is made here, untimed; the check needs no GPU.
@@ -488,6 +489,46 @@ if [ -x "$saged" ]; then
                 "$extra"
         done
     done
+    # Suspend rows (issue 12): suspend_idle under SAGE_SUSPEND=1 SAGE_SUSPEND_IDLE=1s SAGE_SHARE=1,
+    # twice (the second maps the first's weights): while it idles the broker must suspend it (a
+    # watcher polls sagectl instances --json, bounded), its next call resumes it; output identical.
+    if selected suspend_idle; then
+        if [ "${build_ok[suspend_idle]:-0}" = 1 ]; then
+            nrc=$(awk -F'\t' '$1 == "suspend_idle" { print $2 }' "$results")
+            nms=$(awk -F'\t' '$1 == "suspend_idle" { print $3 }' "$results")
+            command_of suspend_idle
+            for round in 1 2; do
+                seen=$logs/suspend_idle.suspend$round.seen
+                rm -f "$seen"
+                (for _ in $(seq 80); do
+                    if SAGE_SOCKET=$sock "$build_dir/tools/sagectl" instances --json 2>/dev/null |
+                        grep -q '"state": "suspended"'; then
+                        SAGE_SOCKET=$sock "$build_dir/tools/sagectl" instances --json > "$seen" 2>&1
+                        break
+                    fi
+                    sleep 0.1
+                done) &
+                watcher=$!
+                run_program suspend_idle "suspend$round" -u SAGE_TRACE_STACKS "LD_PRELOAD=$libsage" SAGE_SHARE=1 \
+                    SAGE_SUSPEND=1 SAGE_SUSPEND_IDLE=1s "SAGE_SOCKET=$sock" \
+                    "SAGE_TRACE=$logs/suspend_idle.suspend$round.%p.json" -- "${cmd[@]}"
+                wait "$watcher" 2>/dev/null || true
+                extra=ok
+                hits=$(stat_sum suspend_idle "suspend$round" SHARE_HITS)
+                if [ ! -s "$seen" ]; then
+                    extra="never seen suspended in sagectl instances"
+                elif [ "$round" = 2 ] && [ "$hits" = 0 ]; then
+                    extra="second run not served by the broker"
+                fi
+                evaluate "suspend_idle+suspend$round" suspend_idle "suspend$round" "$nrc" "$nms" "$run_rc" \
+                    "$run_ms" 1 "$extra"
+            done
+            grep -h "suspended in\|resumed in\|failed" "$logs/saged.log" > "$logs/suspend.txt" 2>/dev/null || true
+            cat "$logs/suspend.txt" 2>/dev/null || true
+        else
+            record "suspend_idle+suspend" - - - - - - - SKIP "not built"
+        fi
+    fi
     SAGE_SOCKET=$sock "$build_dir/tools/sagectl" stats --json > "$logs/saged-stats.json" 2>&1 || true
     kill "$saged_pid" 2>/dev/null || true
     wait "$saged_pid" 2>/dev/null || true

@@ -8,8 +8,8 @@
  * or starts the user's own (sage_run_broker.c); only then does sage-run
  * stay, as the program's parent, to keep that broker for the run.
  *
- *   sage-run [--trace FILE] [--stacks] [--verbose N] [--warmup MODE] [--share] [--broker-grace S] [--socket PATH]
- *            [--lib PATH] [--] PROGRAM [ARGS...]
+ *   sage-run [--trace FILE] [--stacks] [--verbose N] [--warmup MODE] [--share] [--broker-grace S]
+ *            [--suspend] [--suspend-idle DUR] [--socket PATH] [--lib PATH] [--] PROGRAM [ARGS...]
  */
 #include <errno.h>
 #include <limits.h>
@@ -29,7 +29,8 @@
 static void usage(FILE *f) {
         fprintf(f,
                 "usage: sage-run [--trace FILE] [--stacks] [--verbose N] [--warmup MODE] [--share]\n"
-                "                [--broker-grace SECONDS] [--socket PATH] [--lib PATH] [--] PROGRAM [ARGS...]\n"
+                "                [--broker-grace SECONDS] [--suspend] [--suspend-idle DUR] [--socket PATH]\n"
+                "                [--lib PATH] [--] PROGRAM [ARGS...]\n"
                 "  --trace FILE   write a trace dump (SAGE_TRACE; %%p = pid)\n"
                 "  --stacks       add backtraces to the trace (SAGE_TRACE_STACKS=1)\n"
                 "  --verbose N    SAGE_VERBOSE=N (1 lists options and warnings on stderr)\n"
@@ -41,6 +42,9 @@ static void usage(FILE *f) {
                 "  --broker-grace SECONDS\n"
                 "                 how long your own broker outlives the run (default %d; 0: it exits with\n"
                 "                 the run) so the next run maps what this one published\n"
+                "  --suspend      SAGE_SUSPEND=1: an instance saged may suspend while it idles (its GPU\n"
+                "                 memory goes back); its next driver call resumes it (needs saged)\n"
+                "  --suspend-idle DUR  --suspend, and suspended after DUR without a call (2s, 500ms)\n"
                 "  --socket PATH  the broker's socket (SAGE_SOCKET)\n"
                 "  --lib PATH     libsage.so to preload (default: SAGE_LIB, the build tree, %s)\n",
                 SAGE_DEFAULT_SOCKET_ROOT, RUN_BROKER_GRACE_DEFAULT, SAGE_LIBDIR);
@@ -132,6 +136,17 @@ int main(int argc, char **argv) {
                 } else if (!strcmp(a, "--share")) {
                         setenv("SAGE_SHARE", "1", 1);
                         share = true;
+                } else if (!strcmp(a, "--suspend")) {
+                        setenv("SAGE_SUSPEND", "1", 1);
+                } else if (!strcmp(a, "--suspend-idle") && i + 1 < argc) {
+                        uint64_t ms;
+                        if (sage_parse_duration_ms(argv[++i], &ms) < 0) {
+                                fprintf(stderr, "sage-run: --suspend-idle takes a duration (2s, 500ms), not %s\n",
+                                        argv[i]);
+                                return 2;
+                        }
+                        setenv("SAGE_SUSPEND", "1", 1);
+                        setenv("SAGE_SUSPEND_IDLE", argv[i], 1);
                 } else if (!strcmp(a, "--broker-grace") && i + 1 < argc) {
                         if (sage_parse_uint(argv[++i], &grace) < 0 || grace > 86400) {
                                 fprintf(stderr, "sage-run: --broker-grace takes seconds from 0 to 86400, not %s\n",

@@ -2,8 +2,14 @@
  * The two cuBLAS entry points suspend_fn.py's sgemm calls, for the dry run on
  * the simulated driver (`bench suspend --fake`), whose device pointers are
  * host addresses: the same ctypes calls as on a GPU, computed on the CPU.
- * Column-major, no transposes (what suspend_fn.py asks for).
+ * Column-major, no transposes (what suspend_fn.py asks for). Like cuBLAS,
+ * it enters the driver before it touches device memory (cuBLAS launches a
+ * kernel; this synchronizes the stream, which also lands the simulated
+ * driver's asynchronous uploads): the call a suspended instance's gate
+ * resumes it on.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stddef.h>
 
 __attribute__((visibility("default"))) int cublasCreate_v2(void **handle) {
@@ -16,9 +22,18 @@ __attribute__((visibility("default"))) int cublasCreate_v2(void **handle) {
 __attribute__((visibility("default"))) int cublasSgemm_v2(void *handle, int transa, int transb, int m, int n, int k,
                                                           const float *alpha, const float *a, int lda, const float *b,
                                                           int ldb, const float *beta, float *c, int ldc) {
+        static int (*stream_synchronize)(void *);
+
         (void)handle;
         if (transa != 0 || transb != 0)
                 return 7; /* CUBLAS_STATUS_INVALID_VALUE */
+        if (!stream_synchronize) {
+                void *driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_NOLOAD);
+                if (driver)
+                        *(void **)&stream_synchronize = dlsym(driver, "cuStreamSynchronize");
+        }
+        if (stream_synchronize && stream_synchronize(NULL) != 0)
+                return 14; /* CUBLAS_STATUS_INTERNAL_ERROR */
         for (int j = 0; j < n; j++)
                 for (int i = 0; i < m; i++) {
                         float s = 0;

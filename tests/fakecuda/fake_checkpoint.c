@@ -300,7 +300,8 @@ static bool holds_imported_locked(void) {
 }
 
 static CUresult restore_locked(void) {
-        if (holds_imported_locked())
+        /* SAGE_FAKE_FAIL_RESTORE (tests): fail as imported memory does, FAILED for good. */
+        if (holds_imported_locked() || getenv("SAGE_FAKE_FAIL_RESTORE"))
                 return CUDA_ERROR_NOT_SUPPORTED;
         for (FakePhys *ph = fake.phys; ph; ph = ph->next) {
                 const Saved *s = saved_find(ph);

@@ -136,15 +136,22 @@ static CUresult unmap(CUdeviceptr va, size_t len) {
         return CUDA_ERROR_INVALID_VALUE;
 }
 
+/* As the driver: a range of whole mappings, several adjacent ones too. */
 static CUresult set_access(CUdeviceptr va, size_t len, const CUmemAccessDesc *desc, size_t n) {
+        size_t covered = 0;
+
+        fake.accesses++;
         if (fake.fail_access_at && --fake.fail_access_at == 0)
                 return CUDA_ERROR_INVALID_VALUE;
         for (size_t i = 0; i < MAX_MAPS; i++)
-                if (maps[i].live && maps[i].va == va && maps[i].len == len) {
+                if (maps[i].live && maps[i].va >= va && maps[i].va + maps[i].len <= va + len)
+                        covered += maps[i].len;
+        if (covered != len)
+                return CUDA_ERROR_INVALID_VALUE;
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                if (maps[i].live && maps[i].va >= va && maps[i].va + maps[i].len <= va + len)
                         maps[i].access = desc[0].flags;
-                        return CUDA_SUCCESS;
-                }
-        return CUDA_ERROR_INVALID_VALUE;
+        return CUDA_SUCCESS;
 }
 
 unsigned char *fake_at(CUdeviceptr va, CUmemAccess_flags *access) {

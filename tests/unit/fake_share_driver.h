@@ -25,7 +25,7 @@ typedef struct FakeKernel {
 } FakeKernel;
 
 typedef struct FakeState {
-        int creates, releases, maps, unmaps, copies, syncs; /* calls seen */
+        int creates, releases, maps, unmaps, copies, syncs, accesses; /* calls seen */
         int fail_create_at;                       /* nonzero: the n-th create from now fails (out of memory) */
         int fail_access_at;                       /* nonzero: the n-th set_access from now fails */
         int fail_copy_at;                         /* nonzero: the n-th device copy from now fails */

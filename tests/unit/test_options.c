@@ -48,6 +48,12 @@ int main(void) {
         assert(sage_parse_size("-1", &v) < 0);
         assert(sage_parse_size("12X", &v) < 0);
         assert(sage_parse_size("99999999999T", &v) < 0);
+        assert(sage_parse_duration_ms("500ms", &v) == 0 && v == 500);
+        assert(sage_parse_duration_ms("2s", &v) == 0 && v == 2000);
+        assert(sage_parse_duration_ms("3", &v) == 0 && v == 3000);
+        assert(sage_parse_duration_ms("1m", &v) == 0 && v == 60000 && sage_parse_duration_ms("1h", &v) == 0);
+        assert(sage_parse_duration_ms("2x", &v) < 0 && sage_parse_duration_ms("", &v) < 0);
+        assert(sage_parse_duration_ms("-1s", &v) < 0 && sage_parse_duration_ms("9999999h", &v) < 0);
         assert(sage_parse_uint("42", &v) == 0 && v == 42);
         assert(sage_parse_uint("4k", &v) < 0);
 

@@ -710,7 +710,7 @@ static void test_table(void) {
         };
         SageMessage m;
 
-        CHECK((sizeof(requests) / sizeof(requests[0])) == 17);
+        CHECK((sizeof(requests) / sizeof(requests[0])) == 18);
         for (size_t i = 0; i < (sizeof(requests) / sizeof(requests[0])); i++) {
                 unsigned t = requests[i].type;
                 CHECK(strcmp(sage_proto_type_name(t), "?") != 0);
@@ -722,7 +722,7 @@ static void test_table(void) {
         CHECK(strcmp(sage_proto_type_name(SAGE_MSG_LOOKUP_REPLY), "LOOKUP_REPLY") == 0);
         /* Version 2's PUBLISH_NOTED and LOOKUP_NOTED (12, 13) are no types now. */
         CHECK(strcmp(sage_proto_type_name(12), "?") == 0 && strcmp(sage_proto_type_name(13), "?") == 0);
-        CHECK(strcmp(sage_proto_type_name(20), "?") == 0);
+        CHECK(strcmp(sage_proto_type_name(28), "?") == 0);
         CHECK(sage_proto_feature(SAGE_MSG_DEVICES) == SAGE_FEATURE_DEVICES);
         CHECK(sage_proto_feature(SAGE_MSG_SUSPEND) == SAGE_FEATURE_INSTANCES);
         CHECK(sage_proto_feature(SAGE_MSG_LOOKUP) == 0 && sage_proto_feature(SAGE_MSG_IPC_IMPORT) == SAGE_FEATURE_IPC);
@@ -844,9 +844,82 @@ static void test_instances(void) {
         CHECK(strstr(sage_instance_why_name(SAGE_INSTANCE_WHY_EXTENTS | SAGE_INSTANCE_WHY_MPS), "extents"));
 }
 
+/* The suspend gate: registration with idle_suspend_ms, notices in their directions, and what is refused. */
+static void test_gate(void) {
+        SageMessage m, d;
+        ssize_t n;
+
+        CHECK(sage_proto_feature(SAGE_MSG_INSTANCE_RESUME) == SAGE_FEATURE_SUSPEND_GATE);
+        CHECK(sage_proto_feature(SAGE_MSG_SUSPEND_PREPARED) == SAGE_FEATURE_SUSPEND_GATE);
+        CHECK(sage_proto_notice_to_client(SAGE_MSG_SUSPEND_PREPARE) &&
+              sage_proto_notice_to_client(SAGE_MSG_INSTANCE_RESUMED));
+        CHECK(!sage_proto_notice_to_broker(SAGE_MSG_SUSPEND_PREPARE) &&
+              sage_proto_notice_to_broker(SAGE_MSG_INSTANCE_IDLE));
+        CHECK(sage_proto_notice_to_broker(SAGE_MSG_SUSPEND_PREPARED) &&
+              sage_proto_notice_to_broker(SAGE_MSG_INSTANCE_REMAPPED));
+        CHECK(!sage_proto_notice_to_broker(SAGE_MSG_INSTANCE_RESUME) && !sage_proto_notice_to_client(SAGE_MSG_LOOKUP));
+        CHECK(strcmp(sage_proto_type_name(SAGE_MSG_INSTANCE_REMAPPED), "INSTANCE_REMAPPED") == 0);
+
+        /* GATE: 20 bytes with idle_suspend_ms; without: 16, as before. */
+        sage_proto_init(&m, SAGE_MSG_INSTANCE_REGISTER, 3);
+        m.header.flags = SAGE_INSTANCE_GATE;
+        m.instance_register.idle_suspend_ms = 2000;
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 20);
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.instance_register.idle_suspend_ms == 2000);
+        buf[8] = 0; /* the flag says the layout: 20 bytes without it are malformed */
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        /* Empty notices, and the broker's PREPARE carrying its handshake id. */
+        sage_proto_init(&m, SAGE_MSG_SUSPEND_PREPARE, 77);
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE && sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 &&
+              d.header.request_id == 77 && d.header.type == SAGE_MSG_SUSPEND_PREPARE);
+        sage_proto_init(&m, SAGE_MSG_INSTANCE_IDLE, 0);
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == SAGE_PROTO_HEADER_SIZE);
+
+        /* Status notices: 8 bytes; reasons only with REFUSED; known statuses only. */
+        sage_proto_init(&m, SAGE_MSG_SUSPEND_PREPARED, 77);
+        m.suspend_prepared = (SageGateStatus){ SAGE_GATE_REFUSED, SAGE_INSTANCE_WHY_MANAGED };
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 8);
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.suspend_prepared.status == SAGE_GATE_REFUSED &&
+              d.suspend_prepared.why == SAGE_INSTANCE_WHY_MANAGED);
+        buf[SAGE_PROTO_HEADER_SIZE] = SAGE_GATE_OK; /* a reason with OK */
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+        buf[SAGE_PROTO_HEADER_SIZE] = _SAGE_GATE_STATUS_MAX;
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+        m.suspend_prepared = (SageGateStatus){ SAGE_GATE_OK, SAGE_INSTANCE_WHY_MANAGED };
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+        sage_proto_init(&m, SAGE_MSG_INSTANCE_REMAPPED, 9);
+        m.instance_remapped.status = SAGE_GATE_FAILED;
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.instance_remapped.status == SAGE_GATE_FAILED);
+        CHECK(sage_proto_decode(buf, (size_t)n - 1, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        /* INSTANCE_FLAGS: only what is learnt later (not keep-alive, not the gate). */
+        sage_proto_init(&m, SAGE_MSG_INSTANCE_FLAGS, 0);
+        m.instance_flags = SAGE_INSTANCE_MANAGED | SAGE_INSTANCE_IPC;
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 4 && sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 &&
+              d.instance_flags == (SAGE_INSTANCE_MANAGED | SAGE_INSTANCE_IPC));
+        buf[SAGE_PROTO_HEADER_SIZE] = SAGE_INSTANCE_KEEP_ALIVE;
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+        m.instance_flags = SAGE_INSTANCE_GATE;
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+
+        /* INSTANCE_RESUME: empty; its reply as RESUME_REPLY's. */
+        sage_proto_init(&m, SAGE_MSG_INSTANCE_RESUME_REPLY, 5);
+        m.instance_resume_reply = (SageInstanceOpReply){ SAGE_INSTANCE_RESUMING, 310 };
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 8 && sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 &&
+              d.instance_resume_reply.elapsed_ms == 310);
+}
+
 int main(void) {
         test_table();
         test_instances();
+        test_gate();
         test_devices();
         test_labels();
         test_roundtrips();

@@ -182,6 +182,62 @@ static void consolidate(void) {
         teardown(&v, a);
 }
 
+/* unpark's broker: each key's extent (a handle of byte key.low), or a miss for key 0xdead. */
+static uint64_t lookups;
+static int lookup_key(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd) {
+        CHECK(ctx == &lookups && device == 0);
+        lookups++;
+        if (key.low == 0xdead)
+                return 6; /* SAGE_ERR_NOT_FOUND */
+        fake.next_import = fake_handle(len, (unsigned char)key.low);
+        *id = 100 + key.low;
+        *fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        return 0;
+}
+
+/* Suspend: extents unmapped and released (reservation and private bytes kept), then mapped again
+ * at the same addresses, read-only, one access call for adjacent ones. */
+static void park_unpark(void) {
+        ShareVmm v;
+        SageShareAlloc *a = setup(&v, 6 * G);
+        Piece p1 = { .off = 0, .len = 2 * G, .extent_id = 7, .key = { .low = 0x55 } };
+        Piece p2 = { .off = 2 * G, .len = 2 * G, .extent_id = 8, .key = { .low = 0x66 } };
+        CUmemAccess_flags access;
+        int maps, accesses;
+
+        share_vmm_note_write(&v);
+        fake_fill(a->va + 4 * G, 2 * G, 0x11);
+        fake.next_import = fake_handle(2 * G, 0x55);
+        CHECK(share_vmm_map_extent(&v, a, &p1, open("/dev/null", O_RDONLY | O_CLOEXEC)));
+        fake.next_import = fake_handle(2 * G, 0x66);
+        CHECK(share_vmm_map_extent(&v, a, &p2, open("/dev/null", O_RDONLY | O_CLOEXEC)));
+        CHECK(a->npieces == 3);
+
+        CHECK(share_vmm_park(&v) == 2);
+        CHECK(nreleased == 2 && !fake_at(a->va, NULL) && !fake_at(a->va + 2 * G, NULL));
+        CHECK(a->pieces[0].parked && a->pieces[1].parked && !a->pieces[0].extent_id && !a->pieces[0].handle);
+        CHECK(fake_holds(a->va + 4 * G, 2 * G, 0x11) && fake_live_reservations() == 1);
+        CHECK(share_vmm_park(&v) == 2); /* nothing more to do, both still parked */
+        CHECK(nreleased == 2);
+
+        maps = fake.maps;
+        accesses = fake.accesses;
+        CHECK(share_vmm_unpark(&v, lookup_key, &lookups) == 0);
+        CHECK(lookups == 2 && fake.maps == maps + 2 && fake.accesses == accesses + 1);
+        CHECK(fake_holds(a->va, 2 * G, 0x55) && fake_holds(a->va + 2 * G, 2 * G, 0x66));
+        CHECK(fake_at(a->va, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READ);
+        CHECK(fake_at(a->va + 2 * G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READ);
+        CHECK(fake_at(a->va + 4 * G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        CHECK(a->pieces[0].extent_id == 100 + 0x55 && !a->pieces[0].parked);
+
+        /* A key the broker lost: that piece stays parked and unpark says so. */
+        CHECK(share_vmm_park(&v) == 2);
+        a->pieces[1].key.low = 0xdead;
+        CHECK(share_vmm_unpark(&v, lookup_key, &lookups) == 1);
+        CHECK(!a->pieces[0].parked && a->pieces[1].parked && fake_holds(a->va, 2 * G, 0x55));
+        teardown(&v, a); /* a parked piece holds nothing to give back */
+}
+
 int main(void) {
         split_keeps_content();
         fresh_split_copies_nothing();
@@ -189,6 +245,7 @@ int main(void) {
         extent_import_fails();
         failure_changes_nothing();
         consolidate();
+        park_unpark();
         fake_reset();
         return 0;
 }

@@ -1,0 +1,719 @@
+/*
+ * Instance suspend through libsage's gate (docs/suspend.md, "Handshake"),
+ * against saged and the simulated driver's checkpoint API:
+ *
+ *   suspend_test SCENARIO SAGED SAGECTL   (scenarios: suspend_scenarios.def)
+ *
+ * The app (this binary as "app", under libsage with SAGE_SUSPEND=1 and
+ * SAGE_SHARE=1) maps a broker extent (an upload the broker holds) and
+ * private memory, then serves commands on stdin: 'r' reads both back and
+ * answers "r <CUresult> <1 if identical>", 'h' launches a kernel that holds
+ * a call in flight until the next 'G' on stdin.
+ *
+ *   resume_on_call   suspended (0 device bytes, the extent pinned), its next
+ *                    call resumes it and reads identical memory; twice
+ *   busy             a call in flight during SUSPEND_PREPARE: BUSY, active
+ *   restore_fails    the app's call returns CUDA_ERROR_DEVICE_UNAVAILABLE, no hang
+ *   broker_dies      saged killed while it is suspended: the call returns that
+ *                    error within the bound (extents mapped), or the process
+ *                    restores itself (none mapped) and its memory is intact
+ *   flags            managed memory learnt after registering: never suspended, and why
+ *   idle             SAGE_SUSPEND_IDLE: suspended by itself once idle, resumed by its next call
+ *   hostile          SUSPEND_PREPARED / INSTANCE_REMAPPED unasked, from another
+ *                    connection or with another id change nothing; a silent
+ *                    instance is given up at the deadline, one that goes at once
+ */
+#include <cuda.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fakecuda.h"
+#include "broker_client.h"
+#include "hash.h"
+#include "util.h"
+
+#define CHECK(cond)                                                                                            \
+        do {                                                                                                   \
+                if (!(cond)) {                                                                                 \
+                        fprintf(stderr, "suspend-test[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, \
+                                __LINE__, #cond);                                                              \
+                        exit(1);                                                                               \
+                }                                                                                              \
+        } while (0)
+
+#define MiB (1ull << 20)
+#define SIZE (4 * MiB)
+#define TIMEOUT_MS 10000
+#define SEED_SHARED 11
+#define SEED_PRIVATE 12
+
+static const char *saged_path, *sagectl_path;
+static char dir[64], socket_path[96];
+static pid_t saged_pid;
+
+static uint8_t *pattern(uint64_t seed, size_t size) {
+        uint8_t *p = malloc(size);
+        CHECK(p);
+        for (size_t i = 0; i < size; i++)
+                p[i] = (uint8_t)((i * (seed | 1)) ^ (i >> 9) ^ seed);
+        return p;
+}
+
+/* ------------------------------------------------------------ the driver, as an app reaches it */
+static struct {
+        CUresult (*cuInit)(unsigned);
+        CUresult (*cuDeviceGet)(CUdevice *, int);
+        CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+        CUresult (*cuCtxSetCurrent)(CUcontext);
+        CUresult (*cuCtxSynchronize)(void);
+        CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
+        CUresult (*cuMemAllocManaged)(CUdeviceptr *, size_t, unsigned);
+        CUresult (*cuMemCreate)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
+                                unsigned long long);
+        CUresult (*cuMemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
+        CUresult (*cuMemMap)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
+        CUresult (*cuMemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
+        CUresult (*cuMemExportToShareableHandle)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
+                                                 unsigned long long);
+        CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
+        CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
+        CUresult (*cuModuleLoadData)(CUmodule *, const void *);
+        CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+        CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                                   CUstream, void **, void **);
+} cu;
+
+static void load(void *lib, void *field, const char *name) {
+        void *p = dlsym(lib, name);
+        CHECK(p);
+        memcpy(field, &p, sizeof(p));
+}
+
+static void driver_init(void) {
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        CUdevice dev;
+        CUcontext ctx;
+
+        CHECK(lib);
+        load(lib, &cu.cuInit, "cuInit");
+        load(lib, &cu.cuDeviceGet, "cuDeviceGet");
+        load(lib, &cu.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+        load(lib, &cu.cuCtxSetCurrent, "cuCtxSetCurrent");
+        load(lib, &cu.cuCtxSynchronize, "cuCtxSynchronize");
+        load(lib, &cu.cuMemAlloc, "cuMemAlloc_v2");
+        load(lib, &cu.cuMemAllocManaged, "cuMemAllocManaged");
+        load(lib, &cu.cuMemCreate, "cuMemCreate");
+        load(lib, &cu.cuMemAddressReserve, "cuMemAddressReserve");
+        load(lib, &cu.cuMemMap, "cuMemMap");
+        load(lib, &cu.cuMemSetAccess, "cuMemSetAccess");
+        load(lib, &cu.cuMemExportToShareableHandle, "cuMemExportToShareableHandle");
+        load(lib, &cu.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
+        load(lib, &cu.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
+        load(lib, &cu.cuModuleLoadData, "cuModuleLoadData");
+        load(lib, &cu.cuModuleGetFunction, "cuModuleGetFunction");
+        load(lib, &cu.cuLaunchKernel, "cuLaunchKernel");
+        CHECK(cu.cuInit(0) == CUDA_SUCCESS);
+        CHECK(cu.cuDeviceGet(&dev, 0) == CUDA_SUCCESS);
+        CHECK(cu.cuDevicePrimaryCtxRetain(&ctx, dev) == CUDA_SUCCESS);
+        CHECK(cu.cuCtxSetCurrent(ctx) == CUDA_SUCCESS);
+}
+
+/* ------------------------------------------------------------ the app */
+static void hold(const FakeKernelLaunch *launch, void **params) {
+        char byte;
+        (void)launch;
+        (void)params;
+        printf("K\n");
+        fflush(stdout);
+        CHECK(read(STDIN_FILENO, &byte, 1) == 1 && byte == 'G');
+}
+
+static const FakeKernelEntry hold_kernels[] = { { "hold", hold, NULL } };
+static const FakeModuleImage hold_image = { FAKECUDA_IMAGE_MAGIC, 1, hold_kernels };
+
+static int run_app(void) {
+        uint8_t *want_shared = pattern(SEED_SHARED, SIZE), *want_private = pattern(SEED_PRIVATE, SIZE);
+        uint8_t *got = malloc(SIZE);
+        CUdeviceptr shared, private;
+        CUmodule mod;
+        CUfunction f;
+        char cmd;
+
+        CHECK(got);
+        driver_init();
+        CHECK(cu.cuModuleLoadData(&mod, &hold_image) == CUDA_SUCCESS);
+        CHECK(cu.cuModuleGetFunction(&f, mod, "hold") == CUDA_SUCCESS);
+        CHECK(cu.cuMemAlloc(&shared, SIZE) == CUDA_SUCCESS && cu.cuMemAlloc(&private, SIZE) == CUDA_SUCCESS);
+        CHECK(cu.cuMemcpyHtoD(shared, want_shared, SIZE) == CUDA_SUCCESS);
+        CHECK(cu.cuMemcpyHtoD(private, want_private, SIZE) == CUDA_SUCCESS);
+        printf("ready\n");
+        fflush(stdout);
+        while (read(STDIN_FILENO, &cmd, 1) == 1) {
+                CUresult r;
+                int same = 0;
+
+                if (cmd == 'r') {
+                        memset(got, 0, SIZE);
+                        r = cu.cuMemcpyDtoH(got, shared, SIZE);
+                        same = r == CUDA_SUCCESS && memcmp(got, want_shared, SIZE) == 0;
+                        if (r == CUDA_SUCCESS) {
+                                memset(got, 0, SIZE);
+                                r = cu.cuMemcpyDtoH(got, private, SIZE);
+                                same = same && r == CUDA_SUCCESS && memcmp(got, want_private, SIZE) == 0;
+                        }
+                        printf("r %d %d\n", (int)r, same);
+                } else if (cmd == 'm') {
+                        CUdeviceptr m;
+                        printf("m %d\n", (int)cu.cuMemAllocManaged(&m, 4096, CU_MEM_ATTACH_GLOBAL));
+                } else if (cmd == 'h') {
+                        r = cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
+                        if (r == CUDA_SUCCESS)
+                                r = cu.cuCtxSynchronize(); /* in flight until 'G' */
+                        printf("h %d\n", (int)r);
+                }
+                fflush(stdout);
+        }
+        return 0;
+}
+
+static void empty(const FakeKernelLaunch *launch, void **params) {
+        (void)launch;
+        (void)params;
+}
+
+static const FakeKernelEntry empty_kernels[] = { { "empty", empty, NULL } };
+static const FakeModuleImage empty_image = { FAKECUDA_IMAGE_MAGIC, 1, empty_kernels };
+
+/* Not a test: ns per cuLaunchKernel of an empty kernel (run it with and without SAGE_SUSPEND). */
+static int run_bench(void) {
+        const int n = 200000;
+        CUmodule mod;
+        CUfunction f;
+        uint64_t t0;
+
+        driver_init();
+        CHECK(cu.cuModuleLoadData(&mod, &empty_image) == CUDA_SUCCESS);
+        CHECK(cu.cuModuleGetFunction(&f, mod, "empty") == CUDA_SUCCESS);
+        for (int round = 0; round < 3; round++) {
+                t0 = sage_now_ns();
+                for (int i = 0; i < n; i++)
+                        CHECK(cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL) == CUDA_SUCCESS);
+                CHECK(cu.cuCtxSynchronize() == CUDA_SUCCESS);
+                printf("%.1f ns per launch\n", (double)(sage_now_ns() - t0) / n);
+        }
+        return 0;
+}
+
+typedef struct App {
+        pid_t pid;
+        int in, out;
+} App;
+
+/* A line from the app, within TIMEOUT_MS (into `line`). */
+static void app_line(App *a, char *line, size_t size) {
+        size_t n = 0;
+        uint64_t deadline = sage_now_ns() + TIMEOUT_MS * 1000000ull;
+
+        while (n + 1 < size) {
+                struct pollfd p = { .fd = a->out, .events = POLLIN };
+                uint64_t now = sage_now_ns();
+                CHECK(now < deadline && poll(&p, 1, (int)((deadline - now) / 1000000) + 1) == 1);
+                CHECK(read(a->out, &line[n], 1) == 1);
+                if (line[n] == '\n')
+                        break;
+                n++;
+        }
+        line[n] = 0;
+}
+
+static App spawn_app(bool share, const char *extra_env) {
+        int in[2], out[2];
+        char line[64];
+        App a;
+
+        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
+        a.pid = fork();
+        CHECK(a.pid >= 0);
+        if (a.pid == 0) {
+                dup2(in[0], STDIN_FILENO);
+                dup2(out[1], STDOUT_FILENO);
+                setenv("LD_PRELOAD", getenv("SAGE_TEST_PRELOAD"), 1);
+                setenv("SAGE_SUSPEND", "1", 1);
+                setenv("SAGE_SHARE", share ? "1" : "0", 1);
+                setenv("SAGE_SOCKET", socket_path, 1);
+                setenv("SAGE_WARMUP", "off", 1);
+                if (extra_env)
+                        putenv((char *)extra_env);
+                execl("/proc/self/exe", "suspend-test", "app", saged_path, sagectl_path, (char *)NULL);
+                _exit(127);
+        }
+        close(in[0]);
+        close(out[1]);
+        a.in = in[1];
+        a.out = out[0];
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "ready") == 0);
+        return a;
+}
+
+static void app_say(App *a, char cmd) {
+        CHECK(write(a->in, &cmd, 1) == 1);
+}
+
+/* 'r': the CUresult of the read-back; *same whether both memories are intact. */
+static int app_read(App *a, int *same) {
+        char line[64];
+        int r = -1;
+
+        app_say(a, 'r');
+        app_line(a, line, sizeof(line));
+        CHECK(sscanf(line, "r %d %d", &r, same) == 2);
+        return r;
+}
+
+static void app_end(App *a) {
+        int status;
+        close(a->in);
+        close(a->out);
+        CHECK(waitpid(a->pid, &status, 0) == a->pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* ------------------------------------------------------------ saged, sagectl, the broker */
+static void start_saged(void) {
+        snprintf(dir, sizeof(dir), "/tmp/sage-suspend-test-XXXXXX");
+        CHECK(mkdtemp(dir));
+        snprintf(socket_path, sizeof(socket_path), "%s/saged.sock", dir);
+        saged_pid = fork();
+        CHECK(saged_pid >= 0);
+        if (saged_pid == 0) {
+                execl(saged_path, saged_path, "--foreground", "--socket", socket_path, "-v", (char *)NULL);
+                _exit(127);
+        }
+        for (int i = 0; i < 1000; i++) {
+                SageBroker *b;
+                if (sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0) {
+                        sage_broker_free(b);
+                        return;
+                }
+                CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
+                poll(NULL, 0, 10);
+        }
+        CHECK(!"saged did not come up");
+}
+
+static void stop_saged(int sig) {
+        int status;
+        CHECK(kill(saged_pid, sig) == 0);
+        CHECK(waitpid(saged_pid, &status, 0) == saged_pid);
+        CHECK(sig != SIGTERM || (WIFEXITED(status) && WEXITSTATUS(status) == 0));
+        saged_pid = 0;
+        unlink(socket_path);
+        rmdir(dir);
+}
+
+static void cleanup(void) {
+        if (saged_pid > 0)
+                stop_saged(SIGKILL);
+}
+
+static SageBroker *broker(void) {
+        SageBroker *b = NULL;
+        CHECK(sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0);
+        return b;
+}
+
+/* sagectl's exit status; its output in `out`. */
+static int sagectl(char *out, size_t size, const char *format, ...) {
+        char args[512], cmd[1024];
+        va_list ap;
+        FILE *p;
+        size_t got;
+        int status;
+
+        va_start(ap, format);
+        vsnprintf(args, sizeof(args), format, ap);
+        va_end(ap);
+        snprintf(cmd, sizeof(cmd), "%s --socket %s %s 2>&1", sagectl_path, socket_path, args);
+        CHECK((p = popen(cmd, "r")));
+        got = fread(out, 1, size - 1, p);
+        out[got] = 0;
+        status = pclose(p);
+        printf("$ sagectl %s\n%s", args, out);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The instance's state word in `sagectl instances --json` ("" if not listed). */
+static const char *state_of(pid_t pid) {
+        static char out[16384], state[32];
+        char key[32];
+        const char *line, *s;
+
+        snprintf(key, sizeof(key), "\"pid\": %d,", (int)pid);
+        CHECK(sagectl(out, sizeof(out), "instances --json") == 0);
+        state[0] = 0;
+        if ((line = strstr(out, key)) && (s = strstr(line, "\"state\": \"")))
+                sscanf(s + 10, "%31[a-z]", state);
+        return state;
+}
+
+/* A publisher of pattern(seed) under its content key, as the upload of the app keys it. */
+static void publish(uint64_t seed, size_t size) {
+        pid_t pid = fork();
+        int status;
+
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                             .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                                             .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
+                CUmemAccessDesc rw = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 },
+                                       .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+                CUmemGenericAllocationHandle h;
+                uint8_t *data = pattern(seed, size);
+                CUdeviceptr va;
+                uint64_t id;
+                int fd = -1, existed;
+                SageBroker *b;
+
+                driver_init();
+                CHECK(cu.cuMemCreate(&h, size, &prop, 0) == CUDA_SUCCESS);
+                CHECK(cu.cuMemAddressReserve(&va, size, 0, 0, 0) == CUDA_SUCCESS);
+                CHECK(cu.cuMemMap(va, size, 0, h, 0) == CUDA_SUCCESS && cu.cuMemSetAccess(va, size, &rw, 1) == 0);
+                CHECK(cu.cuMemcpyHtoD(va, data, size) == CUDA_SUCCESS);
+                CHECK(cu.cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0) == 0);
+                b = broker();
+                CHECK(sage_broker_publish(b, sage_content_key(data, size), size, 0, SAGE_PUBLISH_SEALED, fd, &id,
+                                          &existed) == 0);
+                sage_broker_free(b);
+                _exit(0);
+        }
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static SageStats stats(void) {
+        SageBroker *b = broker();
+        SageStats s;
+        CHECK(sage_broker_stats(b, &s) == 0);
+        sage_broker_free(b);
+        return s;
+}
+
+static size_t mem_used(pid_t pid) {
+        static int (*fn)(int, size_t *);
+        size_t bytes = 0;
+        if (!fn) {
+                void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+                CHECK(lib && (*(void **)&fn = dlsym(lib, "fakecudaProcessMemUsed")));
+        }
+        CHECK(fn(pid, &bytes) == CUDA_SUCCESS);
+        return bytes;
+}
+
+/* The app with the broker's extent mapped (a hit) and its private memory. */
+static App shared_app(const char *extra_env) {
+        App a;
+
+        publish(SEED_SHARED, SIZE);
+        a = spawn_app(true, extra_env);
+        CHECK(stats().hits >= 1);
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        return a;
+}
+
+/* ------------------------------------------------------------ scenarios */
+static int scenario_resume_on_call(void) {
+        char out[4096];
+        int same = 0;
+        App a;
+
+        start_saged();
+        a = shared_app(NULL);
+        for (int round = 0; round < 2; round++) {
+                CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0 && strstr(out, "suspended"));
+                CHECK(strcmp(state_of(a.pid), "suspended") == 0);
+                CHECK(mem_used(a.pid) == 0);
+                /* The extent it will map again is pinned: evicting the unreferenced keeps it. */
+                CHECK(sagectl(out, sizeof(out), "evict --unreferenced") == 0);
+                CHECK(stats().extents == 1);
+                CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+                CHECK(strcmp(state_of(a.pid), "active") == 0);
+                CHECK(mem_used(a.pid) >= SIZE);
+        }
+        /* It exits while suspended: its exit handlers (sharing publishes its candidates) resume it first. */
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        app_end(&a);
+        CHECK(stats().publishes == 2); /* the publisher's, and the app's private upload at its exit */
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+static int scenario_busy(void) {
+        char out[4096], line[64];
+        int same = 0;
+        App a;
+
+        start_saged();
+        a = shared_app(NULL);
+        app_say(&a, 'h');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "K") == 0); /* the kernel runs: cuCtxSynchronize is in flight */
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) != 0 && strstr(out, "in flight"));
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        app_say(&a, 'G');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "h 0") == 0);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+static int scenario_restore_fails(void) {
+        char out[4096];
+        int same = 1;
+        uint64_t t;
+        App a;
+
+        start_saged();
+        a = shared_app("SAGE_FAKE_FAIL_RESTORE=1");
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        t = sage_now_ns();
+        CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE && same == 0);
+        CHECK(sage_now_ns() - t < TIMEOUT_MS * 1000000ull);
+        CHECK(strcmp(state_of(a.pid), "failed") == 0);
+        /* Every later call too, at once. */
+        CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE);
+        kill(a.pid, SIGKILL); /* stuck in the driver for good, as the real one is */
+        waitpid(a.pid, NULL, 0);
+        close(a.in);
+        close(a.out);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+static int scenario_broker_dies(void) {
+        char out[4096];
+        int same = 1;
+        uint64_t t;
+        App a;
+
+        /* Extents mapped: their bytes went with the broker; the call fails, at once. */
+        start_saged();
+        a = shared_app(NULL);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        stop_saged(SIGKILL);
+        t = sage_now_ns();
+        CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE && same == 0);
+        CHECK(sage_now_ns() - t < TIMEOUT_MS * 1000000ull);
+        kill(a.pid, SIGKILL);
+        waitpid(a.pid, NULL, 0);
+        close(a.in);
+        close(a.out);
+
+        /* Private memory only: the process restores itself, its memory intact. */
+        start_saged();
+        a = spawn_app(false, NULL);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        CHECK(mem_used(a.pid) == 0);
+        stop_saged(SIGKILL);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(mem_used(a.pid) >= 2 * SIZE);
+        app_end(&a);
+        return 0;
+}
+
+static int scenario_idle(void) {
+        int same = 0;
+        App a;
+
+        start_saged();
+        a = shared_app("SAGE_SUSPEND_IDLE=200ms");
+        for (int i = 0; i < 500 && strcmp(state_of(a.pid), "suspended") != 0; i++)
+                poll(NULL, 0, 20); /* the broker's decision, watched from outside: nothing to wait on */
+        CHECK(strcmp(state_of(a.pid), "suspended") == 0 && mem_used(a.pid) == 0);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+static int scenario_flags(void) {
+        char out[4096], line[64];
+        const char *json = NULL;
+        App a;
+
+        start_saged();
+        a = spawn_app(false, NULL);
+        app_say(&a, 'm');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "m 0") == 0);
+        /* The listener tells the broker on its next turn (at most 250 ms): watched from outside. */
+        for (int i = 0; i < 200; i++) {
+                CHECK(sagectl(out, sizeof(out), "instances --json") == 0);
+                if ((json = strstr(out, "holds managed memory")))
+                        break;
+                poll(NULL, 0, 20);
+        }
+        CHECK(json);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) != 0 && strstr(out, "managed memory"));
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+static void on_prepare(void *userdata, const SageMessage *m) {
+        if (m->header.type == SAGE_MSG_SUSPEND_PREPARE)
+                *(uint32_t *)userdata = m->header.request_id;
+}
+
+static void notice(SageBroker *b, unsigned type, uint32_t id, uint32_t status) {
+        SageMessage m;
+        sage_proto_init(&m, type, id);
+        if (type == SAGE_MSG_SUSPEND_PREPARED)
+                m.suspend_prepared.status = status;
+        else
+                m.instance_remapped.status = status;
+        CHECK(sage_broker_notify(b, &m) == 0);
+}
+
+/* Notices from anyone but the instance's connection, or with another id, change nothing. */
+static int scenario_hostile(void) {
+        const uint8_t uuid[16] = { 7 };
+        char out[4096];
+        uint32_t prepare_id = 0;
+        SageBroker *owner, *other;
+        bool gate = false;
+        SageHash key;
+        uint64_t t;
+        pid_t op;
+        int status;
+
+        start_saged();
+        publish(SEED_SHARED, SIZE);
+        key = sage_content_key(pattern(SEED_SHARED, SIZE), SIZE);
+        owner = broker();
+        sage_broker_on_notice(owner, on_prepare, &prepare_id);
+        CHECK(sage_broker_instance_register_gate(owner, uuid, 0, 0, &gate) == 0 && gate);
+        other = broker();
+        /* Unasked, from the owner and from another connection. */
+        for (uint32_t id = 0; id < 8; id++) {
+                notice(owner, SAGE_MSG_SUSPEND_PREPARED, id, SAGE_GATE_OK);
+                notice(owner, SAGE_MSG_INSTANCE_REMAPPED, id, SAGE_GATE_OK);
+                notice(other, SAGE_MSG_SUSPEND_PREPARED, id, SAGE_GATE_OK);
+                notice(other, SAGE_MSG_INSTANCE_REMAPPED, id, SAGE_GATE_FAILED);
+        }
+        CHECK(strcmp(state_of(getpid()), "active") == 0);
+        /* An operator's suspend: the owner is asked; another connection answers for it with the right id. */
+        op = fork();
+        CHECK(op >= 0);
+        if (op == 0) {
+                char o[4096];
+                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
+        }
+        for (int i = 0; i < 500 && !prepare_id; i++) {
+                struct pollfd p = { .fd = sage_broker_fd(owner), .events = POLLIN };
+                poll(&p, 1, 10);
+                CHECK(sage_broker_pump(owner) == 0);
+        }
+        CHECK(prepare_id != 0);
+        /* Its process releasing while preparing pins the extent, once however often it does. */
+        for (int i = 0; i < 5; i++) {
+                uint64_t id;
+                int fd;
+                CHECK(sage_broker_lookup(other, key, SIZE, 0, &id, &fd) == 0);
+                close(fd);
+                CHECK(sage_broker_release(other, id) == 0);
+        }
+        CHECK(stats().refs == 1);
+        notice(other, SAGE_MSG_SUSPEND_PREPARED, prepare_id, SAGE_GATE_OK);
+        notice(owner, SAGE_MSG_SUSPEND_PREPARED, prepare_id + 1, SAGE_GATE_OK);
+        CHECK(strcmp(state_of(getpid()), "suspending") == 0);
+        /* The owner's own answer with its id ends it. */
+        notice(owner, SAGE_MSG_SUSPEND_PREPARED, prepare_id, SAGE_GATE_BUSY);
+        CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        CHECK(strcmp(state_of(getpid()), "active") == 0);
+        CHECK(stats().refs == 0); /* the pin went with the handshake */
+
+        /* A silent instance: the broker gives up at its deadline (8 s), the instance stays active. */
+        prepare_id = 0;
+        op = fork();
+        CHECK(op >= 0);
+        if (op == 0) {
+                char o[4096];
+                close(sage_broker_fd(owner));
+                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
+        }
+        CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        CHECK(sage_broker_pump(owner) == 0 && prepare_id != 0);
+        CHECK(strcmp(state_of(getpid()), "active") == 0);
+        notice(owner, SAGE_MSG_SUSPEND_PREPARED, prepare_id, SAGE_GATE_OK); /* too late: changes nothing */
+        CHECK(strcmp(state_of(getpid()), "active") == 0);
+
+        /* The instance goes while asked to prepare: the operator is answered at once, not at the deadline. */
+        prepare_id = 0;
+        op = fork();
+        CHECK(op >= 0);
+        if (op == 0) {
+                char o[4096];
+                close(sage_broker_fd(owner)); /* the instance's connection is its parent's alone */
+                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
+        }
+        for (int i = 0; i < 500 && !prepare_id; i++) {
+                struct pollfd p = { .fd = sage_broker_fd(owner), .events = POLLIN };
+                poll(&p, 1, 10);
+                CHECK(sage_broker_pump(owner) == 0);
+        }
+        CHECK(prepare_id != 0);
+        t = sage_now_ns();
+        sage_broker_free(owner);
+        CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        CHECK(sage_now_ns() - t < 4000000000ull); /* the prepare's deadline is 8 s */
+        CHECK(strcmp(state_of(getpid()), "") == 0);
+        sage_broker_free(other);
+        (void)out;
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        static const struct {
+                const char *name;
+                int (*run)(void);
+        } scenarios[] = {
+#define SCENARIO(name) { #name, scenario_##name },
+#define HELPER(name) { #name, run_##name },
+#include "suspend_scenarios.def"
+#undef SCENARIO
+#undef HELPER
+        };
+
+        if (argc != 4) {
+                fprintf(stderr, "usage: suspend-test SCENARIO SAGED SAGECTL\n");
+                return 2;
+        }
+        saged_path = argv[2];
+        sagectl_path = argv[3];
+        signal(SIGPIPE, SIG_IGN);
+        if (strcmp(argv[1], "app") != 0 && strcmp(argv[1], "bench") != 0) {
+                setvbuf(stdout, NULL, _IONBF, 0);
+                atexit(cleanup);
+        }
+        for (size_t i = 0; i < SAGE_ARRAY_SIZE(scenarios); i++)
+                if (strcmp(argv[1], scenarios[i].name) == 0)
+                        return scenarios[i].run();
+        fprintf(stderr, "suspend-test: no scenario %s\n", argv[1]);
+        return 2;
+}
