@@ -1,0 +1,20 @@
+/* What libsage hands out for a driver entry point it does not hook (tramp_route.c). */
+#pragma once
+
+#include <stdbool.h>
+
+/* Are trampolines handed out (SAGE_SUSPEND=1, or the trace on)? */
+bool sage_tramp_route_on(void);
+
+/*
+ * For a driver answer that is no hooked entry point: a trampoline to `fn`
+ * when trampolines are on and `fn` is driver code, else `fn` unchanged.
+ * `label` names it in the trace when cuda.h does not (the requested name).
+ */
+void *sage_tramp_route(void *fn, const char *label);
+
+/* The same without the on/off check (export tables decide for themselves). */
+void *sage_tramp_wrap(void *fn, const char *label, bool returns_curesult);
+
+/* Does `p` point into the driver's executable text? */
+bool sage_driver_text_holds(const void *p);
