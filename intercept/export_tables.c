@@ -58,21 +58,22 @@ static void log_table(const char *uuid, const uintptr_t *words, size_t n, bool p
                 used += (size_t)snprintf(slots + used, sizeof(slots) - used, "%c",
                                          sage_driver_text_holds((const void *)words[i]) ? 'T' : '.');
         sage_info("export table %s: first word %zu%s, slots (T = driver text): %s", uuid, (size_t)words[0],
-                  plausible ? "" : " (not a size: unwrapped)", slots);
+                  plausible ? "" : " (not a size: never wrapped)", slots);
+}
+
+static bool plausible_size(size_t size) {
+        return size >= 2 * sizeof(uintptr_t) && size <= MAX_TABLE_BYTES && size % sizeof(uintptr_t) == 0;
 }
 
 static const void *wrap(const void *table, const CUuuid *id) {
         const uintptr_t *words = table;
-        size_t size = words[0], n;
+        size_t size = words[0], n = size / sizeof(uintptr_t);
         char uuid[33], label[64];
         uintptr_t *copy;
-        bool plausible = size >= 2 * sizeof(uintptr_t) && size <= MAX_TABLE_BYTES && size % sizeof(uintptr_t) == 0;
 
-        uuid_text(id, uuid);
-        n = plausible ? size / sizeof(uintptr_t) : 1;
-        log_table(uuid, words, n, plausible);
-        if (!plausible || !(copy = malloc(size)))
+        if (!plausible_size(size) || !(copy = malloc(size)))
                 return NULL;
+        uuid_text(id, uuid);
         copy[0] = words[0];
         for (size_t i = 1; i < n; i++) {
                 snprintf(label, sizeof(label), "exportTable:%.8s:%zu", uuid, i);
@@ -105,17 +106,27 @@ CUresult sage_impl_cuGetExportTable(sage_fn_cuGetExportTable_t real, const void 
                                     const CUuuid *pExportTableId) {
         CUresult r = real(ppExportTable, pExportTableId);
         const SageOptions *o = sage_options();
+        const uintptr_t *words;
+        char uuid[33];
 
         if (r != CUDA_SUCCESS || !ppExportTable || !*ppExportTable || !pExportTableId)
                 return r;
-        if (!o->suspend || !o->gate_export_tables) {
-                if (o->suspend && sage_log_enabled(SAGE_LOG_INFO)) {
-                        char uuid[33];
-                        uuid_text(pExportTableId, uuid);
-                        sage_info("export table %s handed out unwrapped (SAGE_GATE_EXPORT_TABLES=0): not gated", uuid);
-                }
+        words = *ppExportTable;
+        if (sage_log_enabled(SAGE_LOG_INFO)) {
+                uuid_text(pExportTableId, uuid);
+                log_table(uuid, words, plausible_size(words[0]) ? words[0] / sizeof(uintptr_t) : 1,
+                          plausible_size(words[0]));
+        }
+        if (!o->suspend)
+                return r;
+        if (!o->gate_export_tables) {
+                sage_stats_count(SAGE_STAT_EXPORT_TABLES_PLAIN);
                 return r;
         }
         *ppExportTable = wrapped(*ppExportTable, pExportTableId);
         return r;
+}
+
+bool sage_export_tables_ungated(void) {
+        return sage_stats_get(SAGE_STAT_EXPORT_TABLES_PLAIN) != 0;
 }

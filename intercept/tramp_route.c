@@ -117,3 +117,7 @@ void *sage_tramp_route(void *fn, const char *label) {
                 return fn;
         return sage_tramp_wrap(fn, label, true);
 }
+
+bool sage_tramp_ungated_seen(void) {
+        return sage_stats_get(SAGE_STAT_TRAMP_POOL_FULL) != 0 || sage_export_tables_ungated();
+}

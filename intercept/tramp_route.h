@@ -18,3 +18,16 @@ void *sage_tramp_wrap(void *fn, const char *label, bool returns_curesult);
 
 /* Does `p` point into the driver's executable text? */
 bool sage_driver_text_holds(const void *p);
+
+/*
+ * Has an entry point been handed out ungated while suspend is on (the
+ * trampoline pool full, an export table without a size word, or
+ * SAGE_GATE_EXPORT_TABLES=0)? A call through it would run into a
+ * checkpointed driver instead of resuming the process first: suspend.c
+ * may report the instance as not suspendable for "ungated entry points".
+ * Entry points the app links directly (-lcuda) and SAGE does not hook are
+ * not seen at all (docs/interception.md).
+ */
+bool sage_tramp_ungated_seen(void);
+/* export_tables.c: the part of it that concerns export tables. */
+bool sage_export_tables_ungated(void);
