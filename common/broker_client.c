@@ -190,7 +190,12 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                 if (r != 0 || n_rfds != sage_proto_expected_fds(reply)) {
                         for (size_t i = 0; i < n_rfds; i++)
                                 close(rfds[i]);
-                        r = -EPROTO;
+                        /* Another protocol version (a node and a pod of different
+                         * releases) is worth telling apart from garbage: say which. */
+                        if (r == SAGE_ERR_VERSION && n >= 6)
+                                snprintf(b->last_error, sizeof(b->last_error), "it speaks protocol version %u",
+                                         (unsigned)(buf[4] | buf[5] << 8));
+                        r = r == SAGE_ERR_VERSION ? -EPROTONOSUPPORT : -EPROTO;
                         goto out;
                 }
                 if (reply->header.type == SAGE_MSG_ERROR) {
@@ -220,7 +225,7 @@ out:
         /* Transport failures leave the stream in an unknown state: a timed-out
          * request's reply may still come, which the id check absorbs, but a
          * protocol error means we no longer understand the broker. */
-        if (r == -EPROTO || r == -EPIPE || r == -ECONNRESET) {
+        if (r == -EPROTO || r == -EPROTONOSUPPORT || r == -EPIPE || r == -ECONNRESET) {
                 close(b->fd);
                 b->fd = -1;
         }
@@ -352,6 +357,16 @@ int sage_broker_connect_why(SageBroker **out, const char *path, int timeout_ms, 
         req.hello.pid = (uint32_t)getpid();
         req.hello.features = SAGE_FEATURES_ALL;
         r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+        if (r == SAGE_ERR_VERSION || r == -EPROTONOSUPPORT) {
+                if (why && why_size)
+                        snprintf(why, why_size,
+                                 "the broker on %s speaks another protocol version (%s); this one "
+                                 "speaks version %d",
+                                 addr.sun_path, b->last_error[0] ? b->last_error : "it refused ours",
+                                 SAGE_PROTO_VERSION);
+                sage_broker_free(b);
+                return -EPROTONOSUPPORT;
+        }
         if (r != 0) {
                 sage_broker_free(b);
                 /* LIMIT: refused at accept, over a connection cap (daemon/README.md). */

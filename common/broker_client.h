@@ -38,7 +38,8 @@ int sage_broker_default_socket(char *buf, size_t size);
  * SAGE_BROKER_UID (SO_PEERCRED): anyone else on the path is an impostor
  * (a user who bound it after saged stopped), and the call fails with
  * -EPERM without sending it a byte. -EUSERS: the broker refused the
- * connection over a connection cap.
+ * connection over a connection cap. -EPROTONOSUPPORT: the broker speaks
+ * another protocol version (`why` says which, where it said).
  */
 int sage_broker_connect(SageBroker **out, const char *path, int timeout_ms);
 /* sage_broker_connect, and on failure a sentence saying why into `why`. */

@@ -22,6 +22,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "activation.h"
 #include "log.h"
 #include "server_private.h"
 #include "util.h"
@@ -107,12 +108,34 @@ static int listen_on(const char *path, const LabelAccess *access) {
         return SAGE_TAKE_FD(fd);
 }
 
+/*
+ * A socket systemd bound for us (activation.c): the same checks and the same
+ * file owner and mode as one saged makes, since the unit's SocketMode= may
+ * say otherwise and the folder may be anyone's.
+ */
+static int adopt(int fd, const char *path, const LabelAccess *access) {
+        _cleanup_close_ int owned = fd;
+        int r = access_check_socket_dir(path);
+
+        if (r < 0)
+                return r;
+        if (access)
+                r = access_apply(path, access);
+        else if (chmod(path, geteuid() == 0 ? 0666 : 0600) < 0)
+                r = -errno;
+        if (r < 0)
+                return r;
+        return SAGE_TAKE_FD(owned);
+}
+
 void server_close_listeners(Server *s) {
         for (size_t i = 0; i < s->n_listeners; i++) {
                 Listener *l = &s->listeners[i];
                 if (l->fd >= 0) {
                         close(l->fd);
-                        unlink(l->path);
+                        /* An activated socket's file is systemd's: the next start needs it. */
+                        if (!l->inherited)
+                                unlink(l->path);
                 }
                 free(l->path);
         }
@@ -133,7 +156,12 @@ int server_add_listener(Server *s, const char *path, uint32_t label, const Label
         if (!l->path)
                 return -ENOMEM;
         s->n_listeners++; /* from here server_close_listeners owns it */
-        r = listen_on(path, access);
+        r = activation_take(s->inherited_fds, s->n_inherited_fds, path);
+        if (r >= 0) {
+                l->inherited = true;
+                r = adopt(r, path, access);
+        } else
+                r = listen_on(path, access);
         if (r < 0)
                 return r;
         l->fd = r;

@@ -8,6 +8,9 @@
  * main one and every --label-socket).
  * Without --foreground saged forks into the background and the parent exits
  * only once the socket is listening, so "saged && sagectl ping" works.
+ * Under systemd (deploy/systemd) saged takes the sockets of saged.socket
+ * instead of binding its own, and says READY=1 once it listens
+ * (activation.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +24,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "activation.h"
 #include "broker_client.h"
 #include "config.h"
 #include "conn_table.h"
@@ -296,6 +300,8 @@ int main(int argc, char **argv) {
         Server *server = NULL;
         Gpu *gpu = NULL;
         int ready_fd = -1, sfd, opt, r, share = DEFAULT_NAMESPACE_SHARE;
+        int inherited[ACTIVATION_MAX_FDS];
+        size_t n_inherited = 0;
         sigset_t mask;
 
         sage_log_set_program("saged");
@@ -389,6 +395,14 @@ int main(int argc, char **argv) {
                 return r;
         }
 
+        /* Before daemonize: LISTEN_PID names this process, not its child. */
+        if (activation_listen_fds(inherited, ACTIVATION_MAX_FDS, &n_inherited) < 0) {
+                fprintf(stderr, "saged: socket activation: LISTEN_PID/LISTEN_FDS malformed, or more than %d sockets\n",
+                        ACTIVATION_MAX_FDS);
+                args_clear(&args);
+                return 2;
+        }
+
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
@@ -432,7 +446,9 @@ int main(int argc, char **argv) {
                                         .max_clients_per_label = (size_t)args.max_clients_per_label,
                                         .container_namespaces = args.container_namespaces,
                                         .suspend_off = args.suspend_off,
-                                        .max_resumes = (unsigned)args.max_resumes },
+                                        .max_resumes = (unsigned)args.max_resumes,
+                                        .inherited_fds = inherited,
+                                        .n_inherited_fds = n_inherited },
                        store, gpu, &failed_path);
         if (r < 0) {
                 if (r == -EADDRINUSE)
@@ -450,6 +466,14 @@ int main(int argc, char **argv) {
                 args_clear(&args);
                 return r == -EPERM ? 2 : 1;
         }
+        /* A socket the unit lists that no option names would accept clients nobody serves. */
+        for (size_t i = 0; i < n_inherited; i++)
+                if (inherited[i] >= 0) {
+                        sage_warn("socket activation: fd %d is not --socket or a --label-socket of saged "
+                                  "(or not a listening SOCK_SEQPACKET socket): closed",
+                                  inherited[i]);
+                        close(inherited[i]);
+                }
         sage_info("saged %s serving %u device(s) on %s", SAGE_VERSION, gpu_served_count(gpu), args.socket);
         if (ready_fd >= 0) {
                 int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -462,6 +486,9 @@ int main(int argc, char **argv) {
                 (void)!write(ready_fd, "r", 1);
                 close(ready_fd);
         }
+        r = activation_notify_ready();
+        if (r < 0)
+                sage_warn("cannot tell the service manager saged is ready (NOTIFY_SOCKET): %s", strerror(-r));
 
         r = server_run(server, sfd);
         if (r < 0)

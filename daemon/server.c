@@ -128,6 +128,8 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         r = server_instances_init(s, config);
         if (r < 0)
                 goto fail;
+        s->inherited_fds = config->inherited_fds;
+        s->n_inherited_fds = config->n_inherited_fds;
         r = server_add_listener(s, config->socket_path, 0, NULL);
         if (r < 0)
                 goto fail;
@@ -144,6 +146,8 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                         goto fail;
                 sage_info("label %u (%s): %s", label, ls->label, ls->path);
         }
+        s->inherited_fds = NULL;
+        s->n_inherited_fds = 0;
         s->store = store;
         s->gpu = gpu;
         extent_store_on_namespace_gone(store, namespace_gone, s);

@@ -25,6 +25,11 @@ typedef struct ServerConfig {
         IdentityMode container_namespaces;
         bool suspend_off;     /* --suspend=off: SUSPEND refused (RESUME still served) */
         unsigned max_resumes; /* instances resumed at once; 0: SERVER_MAX_RESUMES */
+        /* Listening sockets systemd passed (activation.c): a socket whose path
+         * is socket_path or a labelled one's is taken instead of binding a new
+         * one (its slot becomes -1); the others stay the caller's. */
+        int *inherited_fds;
+        size_t n_inherited_fds;
 } ServerConfig;
 
 /* Resumes at once, by default: the driver stages restores through host

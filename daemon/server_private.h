@@ -32,11 +32,15 @@ typedef struct Listener {
         bool labelled;      /* access applies */
         LabelAccess access; /* who may connect */
         AccessWarnings warnings;
+        bool inherited; /* passed by systemd (activation.c): its file stays at shutdown */
 } Listener;
 
 struct Server {
         Listener *listeners; /* [0]: the main socket */
         size_t n_listeners;
+        /* ServerConfig's inherited_fds, during server_new only. */
+        int *inherited_fds;
+        size_t n_inherited_fds;
         LabelTable labels;
         IdentityTable *identities; /* containers on the main socket (identity.c) */
         int epoll_fd;

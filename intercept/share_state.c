@@ -189,8 +189,9 @@ bool share_enabled(SageShare *s) {
                 return false;
         }
         r = sage_broker_connect_why(&s->broker, NULL, 500, why, sizeof(why));
-        if (r == -EPERM) {
-                /* Someone else's process on the broker's path: worth a warning, never our uploads. */
+        if (r == -EPERM || r == -EPROTONOSUPPORT) {
+                /* Someone else's process on the broker's path, or a broker of another
+                 * SAGE release (version skew): worth a warning, never our uploads. */
                 sage_warn("share: %s; sharing off", why);
                 s->broker = NULL;
                 return false;

@@ -15,6 +15,7 @@
  */
 #include "suspend.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,11 @@ static void register_instance(CUdevice dev) {
                 return;
         }
         r = sage_broker_connect_why(&suspend_broker, NULL, 500, why, sizeof(why));
+        if (r == -EPROTONOSUPPORT) {
+                sage_warn("suspend: %s; not registered", why);
+                suspend_broker = NULL;
+                return;
+        }
         if (r) {
                 sage_info("suspend: no broker (%s); not registered", why[0] ? why : "not running");
                 suspend_broker = NULL;

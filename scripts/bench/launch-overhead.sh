@@ -10,6 +10,7 @@ usage() {
     cat <<'EOF'
 Usage: scripts/bench/launch-overhead.sh [--build DIR] [--rounds N] [--launches N]
                                         [--sync-launches N] [--reps N] [--no-trace] [--arch ARCH]
+                                        [--baseline DIR] [--suspend]
 
 Measures the cost per kernel launch natively and under libsage (tracing off
 and on), interleaved, and prints a side-by-side table.
@@ -20,6 +21,9 @@ and on), interleaved, and prints a side-by-side table.
   --sync-launches N   launch+sync iterations per sync sample (default: 20000)
   --reps N            samples per process (default: 7)
   --no-trace          leave out the tracing-on variant
+  --baseline DIR      add a variant with DIR/intercept/libsage.so (another commit's build, tracing
+                      off), interleaved with the others: the regression check of a change
+  --suspend           add a variant with SAGE_SUSPEND=1 (the suspend gate on; no broker needed)
   --arch ARCH         nvcc -arch value (default: sm_90)
   -h, --help          this help
 
@@ -35,6 +39,8 @@ launches=200000
 sync_launches=20000
 reps=7
 with_trace=1
+with_suspend=0
+baseline_dir=""
 arch=sm_90
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -44,6 +50,8 @@ while [ $# -gt 0 ]; do
         --sync-launches) sync_launches=${2:?}; shift 2 ;;
         --reps) reps=${2:?}; shift 2 ;;
         --no-trace) with_trace=0; shift ;;
+        --baseline) baseline_dir=${2:?--baseline needs a folder}; shift 2 ;;
+        --suspend) with_suspend=1; shift ;;
         --arch) arch=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "launch-overhead: unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -60,6 +68,11 @@ bench_require_nvcc launch-overhead
 build_dir=$(cd "$build_dir" && pwd)
 libsage=$build_dir/intercept/libsage.so
 [ -f "$libsage" ] || { echo "launch-overhead: $libsage not found" >&2; exit 1; }
+base_libsage=""
+if [ -n "$baseline_dir" ]; then
+    base_libsage=$(cd "$baseline_dir" && pwd)/intercept/libsage.so
+    [ -f "$base_libsage" ] || { echo "launch-overhead: $base_libsage not found" >&2; exit 1; }
+fi
 
 bin_dir=$build_dir/bench-bin
 logs=$bin_dir/launch-overhead
@@ -71,6 +84,8 @@ env "TMPDIR=$bin_dir/tmp" "$nvcc" "-arch=$arch" -O2 -I"$here" -o "$prog" "$here/
 
 variants=(native sage)
 [ "$with_trace" = 1 ] && variants+=(sage_trace)
+[ -n "$base_libsage" ] && variants+=(sage_base)
+[ "$with_suspend" = 1 ] && variants+=(sage_suspend)
 args=(--launches "$launches" --sync-launches "$sync_launches" --reps "$reps")
 
 # A hung run is killed, and the script stops with an error.
@@ -82,6 +97,9 @@ run_variant() {
     case "$variant" in
         native) "${limit[@]}" env -u LD_PRELOAD -u SAGE_TRACE "$prog" "${args[@]}" > "$out" 2> "$err" ;;
         sage) "${limit[@]}" env -u SAGE_TRACE "LD_PRELOAD=$libsage" "$prog" "${args[@]}" > "$out" 2> "$err" ;;
+        sage_base) "${limit[@]}" env -u SAGE_TRACE "LD_PRELOAD=$base_libsage" "$prog" "${args[@]}" > "$out" 2> "$err" ;;
+        sage_suspend)
+            "${limit[@]}" env -u SAGE_TRACE SAGE_SUSPEND=1 "LD_PRELOAD=$libsage" "$prog" "${args[@]}" > "$out" 2> "$err" ;;
         sage_trace)
             "${limit[@]}" env "LD_PRELOAD=$libsage" "SAGE_TRACE=$logs/trace.$round.json" \
                 "$prog" "${args[@]}" > "$out" 2> "$err" || return
@@ -113,4 +131,4 @@ done
 # The table and OUT/launch-overhead.json: launch_overhead_report.py, through
 # bench_result (the one result schema of scripts/bench).
 BENCH_LOGS=$logs BENCH_ROUNDS=$rounds BENCH_VARIANTS="${variants[*]}" BENCH_OUT=${OUT:-} \
-BENCH_NVCC=$nvcc BENCH_LIBSAGE=$libsage "$python" "$here/launch_overhead_report.py"
+BENCH_NVCC=$nvcc BENCH_LIBSAGE=$libsage BENCH_BASE_LIBSAGE=$base_libsage "$python" "$here/launch_overhead_report.py"

@@ -5,7 +5,8 @@ bench_result (OUT/launch-overhead.json).
 
     launch_overhead_report.py            (environment: BENCH_LOGS, BENCH_ROUNDS,
                                           BENCH_VARIANTS, BENCH_OUT, BENCH_NVCC,
-                                          BENCH_LIBSAGE; set by launch-overhead.sh)
+                                          BENCH_LIBSAGE, BENCH_BASE_LIBSAGE; set by
+                                          launch-overhead.sh)
     launch_overhead_report.py selftest
 """
 import json
@@ -16,7 +17,8 @@ import bench_result
 
 TARGET_PCT = 2.0
 KEYS = ("async_ns", "sync_ns")
-NAMES = {"native": "native", "sage": "sage (trace off)", "sage_trace": "sage (trace on)"}
+NAMES = {"native": "native", "sage": "sage (trace off)", "sage_trace": "sage (trace on)",
+         "sage_base": "baseline build (trace off)", "sage_suspend": "sage (SAGE_SUSPEND=1)"}
 LABELS = {"async_ns": "async launch", "sync_ns": "launch + sync"}
 
 
@@ -57,6 +59,15 @@ def summarize(raw, variants):
     if "sage" in summary:
         verdict = {key: "met" if summary["sage"][key]["overhead_median"]["pct"] <= TARGET_PCT else "MISSED"
                    for key in KEYS}
+    if "sage" in summary and "sage_base" in summary:
+        # This build against the baseline build, both under libsage: the regression check.
+        for key in KEYS:
+            base, val = summary["sage_base"][key]["median"], summary["sage"][key]["median"]
+            summary["sage"][key]["vs_baseline_median"] = {"ns": val - base, "pct": 100.0 * (val - base) / base}
+    if "sage_suspend" in summary:
+        for key in KEYS:
+            verdict["suspend_" + key] = ("met" if summary["sage_suspend"][key]["overhead_median"]["pct"] <= TARGET_PCT
+                                         else "MISSED")
     return summary, verdict
 
 
@@ -75,7 +86,14 @@ def table(summary, variants, verdict, problems):
             L.append(f"{LABELS[key] + ' ' + stat:<22}" + "".join(f" | {c:>30}" for c in cells))
     n = summary["native"]["async_ns"]["n"]
     L.append(f"n = {n} samples per variant (every sample of every round)")
-    if verdict:
+    if "vs_baseline_median" in summary.get("sage", {}).get("async_ns", {}):
+        o = {key: summary["sage"][key]["vs_baseline_median"]["pct"] for key in KEYS}
+        L.append(f"this build vs baseline build (medians): async {o['async_ns']:+.2f}%, sync {o['sync_ns']:+.2f}%")
+    if "suspend_async_ns" in verdict:
+        o = {key: summary["sage_suspend"][key]["overhead_median"]["pct"] for key in KEYS}
+        L.append(f"target: SAGE_SUSPEND=1 <= {TARGET_PCT}% slower: async {verdict['suspend_async_ns']} "
+                 f"({o['async_ns']:+.2f}%), sync {verdict['suspend_sync_ns']} ({o['sync_ns']:+.2f}%)")
+    if "async_ns" in verdict:
         o = {key: summary["sage"][key]["overhead_median"]["pct"] for key in KEYS}
         L += ["", f"target: trace off <= {TARGET_PCT}% slower: async {verdict['async_ns']} ({o['async_ns']:+.2f}%), "
                   f"sync {verdict['sync_ns']} ({o['sync_ns']:+.2f}%)"]
@@ -83,8 +101,8 @@ def table(summary, variants, verdict, problems):
     return "\n".join(L)
 
 
-def document(raw, variants, rounds, summary, verdict, problems, machine, libsage):
-    settings = {"rounds": rounds, "variants": variants, "libsage": libsage,
+def document(raw, variants, rounds, summary, verdict, problems, machine, libsage, base_libsage=None):
+    settings = {"rounds": rounds, "variants": variants, "libsage": libsage, "baseline_libsage": base_libsage,
                 **{k: raw["native"][0][k] for k in ("launches", "sync_launches", "reps")}}
     return bench_result.result("launch-overhead", machine, settings, summary, target_pct=TARGET_PCT,
                                verdict=verdict, problems=problems, raw=raw)
@@ -97,7 +115,8 @@ def main():
     summary, verdict = summarize(raw, variants)
     print(table(summary, variants, verdict, problems))
     doc = document(raw, variants, rounds, summary, verdict, problems,
-                   bench_result.machine(nvcc=e.get("BENCH_NVCC")), e.get("BENCH_LIBSAGE"))
+                   bench_result.machine(nvcc=e.get("BENCH_NVCC")), e.get("BENCH_LIBSAGE"),
+                   e.get("BENCH_BASE_LIBSAGE") or None)
     if e.get("BENCH_OUT"):
         print("wrote", bench_result.write(e["BENCH_OUT"], doc))
     return 1 if problems else 0
@@ -130,6 +149,16 @@ def selftest():
     doc = document(raw, variants, 2, summary, verdict, problems, mach, "/lib/libsage.so")
     assert bench_result.check(doc) == [], bench_result.check(doc)
     assert doc["settings"]["launches"] == 10 and doc["bench"] == "launch-overhead"
+    # The baseline and suspend variants: the regression line and the suspend verdict.
+    raw2 = {"native": raw["native"], "sage": raw["sage"],
+            "sage_base": [dict(d, async_ns={"runs": [x - 100 for x in d["async_ns"]["runs"]]}) for d in raw["sage"]],
+            "sage_suspend": [dict(d, async_ns={"runs": [x + 200 for x in d["async_ns"]["runs"]]}) for d in raw["sage"]]}
+    v2 = ["native", "sage", "sage_base", "sage_suspend"]
+    summary2, verdict2 = summarize(raw2, v2)
+    assert summary2["sage"]["async_ns"]["vs_baseline_median"]["ns"] == 100.0, summary2["sage"]["async_ns"]
+    assert verdict2["suspend_async_ns"] == "MISSED" and verdict2["suspend_sync_ns"] == "met", verdict2
+    text2 = table(summary2, v2, verdict2, [])
+    assert "vs baseline build" in text2 and "SAGE_SUSPEND=1 <= 2.0% slower: async MISSED" in text2, text2
     print("launch_overhead_report selftest: ok")
     return 0
 

@@ -3502,6 +3502,103 @@ static int scenario_instances_exited(void) {
         return 0;
 }
 
+/* ------------------------------------------------------------ systemd (deploy/systemd) */
+
+static int listening_socket(const char *path, int type) {
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+
+        CHECK(fd >= 0 && strlen(path) < sizeof(addr.sun_path));
+        memcpy(addr.sun_path, path, strlen(path) + 1);
+        CHECK(bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+        CHECK(type == SOCK_DGRAM || listen(fd, 16) == 0);
+        return fd;
+}
+
+/*
+ * saged.socket: systemd binds the sockets and passes them from fd 3
+ * (LISTEN_PID, LISTEN_FDS). saged serves on those very sockets, the main one
+ * and a labelled one (taken by path, whatever their order), instead of
+ * taking them for a live broker's, closes (with a warning) a passed socket
+ * no option names, leaves the socket files in place when it stops (the unit
+ * owns them), and says READY=1 on NOTIFY_SOCKET (Type=notify) once it listens.
+ */
+static int scenario_activation(void) {
+        char other[128], notify[128], log_path[128], tenant[128], tenant_arg[160], msg[64] = { 0 }, text[4096] = { 0 };
+        struct stat before, after, tenant_before;
+        struct pollfd p;
+        int lfd, ofd, tfd, nfd, status, fd;
+
+        make_dir();
+        snprintf(other, sizeof(other), "%s/other.sock", dir);
+        snprintf(notify, sizeof(notify), "%s/notify.sock", dir);
+        snprintf(log_path, sizeof(log_path), "%s/saged.log", dir);
+        snprintf(tenant, sizeof(tenant), "%s/tenant.sock", dir);
+        snprintf(tenant_arg, sizeof(tenant_arg), "%s=tenant-a", tenant);
+        tfd = listening_socket(tenant, SOCK_SEQPACKET);
+        lfd = listening_socket(socket_path, SOCK_SEQPACKET);
+        ofd = listening_socket(other, SOCK_SEQPACKET);
+        CHECK(lstat(tenant, &tenant_before) == 0);
+        nfd = listening_socket(notify, SOCK_DGRAM);
+        CHECK(lstat(socket_path, &before) == 0);
+        saged_pid = fork();
+        CHECK(saged_pid >= 0);
+        if (saged_pid == 0) {
+                char pid_text[16];
+                /* The labelled socket first: saged takes sockets by path, not by order. */
+                int t = fcntl(tfd, F_DUPFD_CLOEXEC, 100), l = fcntl(lfd, F_DUPFD_CLOEXEC, 100),
+                    o = fcntl(ofd, F_DUPFD_CLOEXEC, 100);
+                int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                if (t < 0 || l < 0 || o < 0 || log_fd < 0 || dup2(t, 3) != 3 || dup2(l, 4) != 4 || dup2(o, 5) != 5 ||
+                    dup2(log_fd, 2) != 2)
+                        _exit(126);
+                snprintf(pid_text, sizeof(pid_text), "%d", (int)getpid());
+                setenv("LISTEN_PID", pid_text, 1);
+                setenv("LISTEN_FDS", "3", 1);
+                setenv("NOTIFY_SOCKET", notify, 1);
+                execl(saged_path, saged_path, "--foreground", "--socket", socket_path, "--label-socket", tenant_arg,
+                      "-v", (char *)NULL);
+                _exit(127);
+        }
+        close(tfd);
+        close(lfd);
+        close(ofd);
+        p = (struct pollfd){ .fd = nfd, .events = POLLIN };
+        CHECK(poll(&p, 1, TIMEOUT_MS) == 1);
+        CHECK(recv(nfd, msg, sizeof(msg) - 1, 0) == 7 && strcmp(msg, "READY=1") == 0);
+        close(nfd);
+        CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
+        CHECK(sagectl(text, sizeof(text), "--socket %s ping", socket_path) == 0);
+        CHECK(lstat(socket_path, &after) == 0 && after.st_ino == before.st_ino); /* not bound again */
+        /* The labelled one: the same socket, its access rule applied (root only: mode 0660 root:root). */
+        CHECK(lstat(tenant, &after) == 0 && after.st_ino == tenant_before.st_ino && (after.st_mode & 0777) == 0660);
+        CHECK(namespace_at(tenant) >> 32 == 1 && namespace_at(socket_path) >> 32 == 0);
+        /* The socket nobody asked for is closed: it refuses connections now. */
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        memcpy(addr.sun_path, other, strlen(other) + 1);
+        CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 && errno == ECONNREFUSED);
+        close(fd);
+        CHECK(kill(saged_pid, SIGTERM) == 0);
+        CHECK(waitpid(saged_pid, &status, 0) == saged_pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        saged_pid = 0;
+        CHECK(lstat(socket_path, &after) == 0 && after.st_ino == before.st_ino); /* the unit's, kept */
+        fd = open(log_path, O_RDONLY | O_CLOEXEC);
+        CHECK(fd >= 0 && read(fd, text, sizeof(text) - 1) > 0);
+        close(fd);
+        CHECK(strstr(text, "socket activation: fd 5 is not --socket"));
+        CHECK(lstat(tenant, &after) == 0 && after.st_ino == tenant_before.st_ino);
+        unlink(tenant);
+        unlink(socket_path);
+        unlink(other);
+        unlink(notify);
+        unlink(log_path);
+        rmdir(dir);
+        dir[0] = 0;
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -3547,6 +3644,7 @@ int main(int argc, char **argv) {
                 { "tramp_resume", scenario_tramp_resume },
                 { "instances_fake", scenario_instances_fake },
                 { "instances_exited", scenario_instances_exited },
+                { "activation", scenario_activation },
         };
 
         if (argc != 4) {
