@@ -30,7 +30,10 @@
 #define TEXT_RANGES 8
 
 static pthread_once_t text_once = PTHREAD_ONCE_INIT;
-static struct { uintptr_t lo, hi; } text[TEXT_RANGES];
+static struct {
+        uintptr_t lo, hi;
+        uint64_t offset; /* in the file: 0 means the segment also holds the ELF headers (and maybe read-only data) */
+} text[TEXT_RANGES];
 static unsigned ntext;
 
 typedef struct TextSearch {
@@ -57,6 +60,7 @@ static int find_text(struct dl_phdr_info *info, size_t size, void *data) {
                 if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
                         text[ntext].lo = info->dlpi_addr + ph->p_vaddr;
                         text[ntext].hi = text[ntext].lo + ph->p_memsz;
+                        text[ntext].offset = ph->p_offset;
                         ntext++;
                 }
         }
@@ -79,8 +83,17 @@ static void text_init(void) {
         if (!s.found)
                 return;
         sage_tramp_bind_named(resolve_named, sage_driver_handle());
-        sage_info("trampolines: %u of the driver's unhooked entry points named in cuda.h found, %u text segment(s)",
-                  sage_tramp_used(), ntext);
+        /*
+         * Export-table slots are wrapped when they point into these segments.
+         * A segment that starts at file offset 0 may also hold read-only data
+         * (no -z separate-code): a data slot pointing there would be taken for
+         * code. The log says so; the GPU probe checks the tables run wrapped.
+         */
+        for (unsigned i = 0; i < ntext; i++)
+                sage_info("trampolines: driver text segment %u: %#lx bytes at file offset %#llx%s", i,
+                          (unsigned long)(text[i].hi - text[i].lo), (unsigned long long)text[i].offset,
+                          text[i].offset == 0 ? " (shared with the headers: may hold read-only data)" : "");
+        sage_info("trampolines: %u of the driver's unhooked entry points named in cuda.h found", sage_tramp_used());
 }
 
 bool sage_tramp_route_on(void) {
