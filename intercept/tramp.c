@@ -37,8 +37,7 @@ static unsigned pool_used;   /* under tramp_lock */
 static atomic_uint used;     /* slots with a target, named or pool */
 static atomic_bool counting; /* the trace is on: count in the slow path */
 static _Atomic uint64_t calls[SAGE_TRAMP_TOTAL];
-static uint8_t returns_unknown[SAGE_TRAMP_TOTAL]; /* SAGE_TRAMP_RETURNS_UNKNOWN, written with the slot */
-static char pool_labels[SAGE_TRAMP_POOL][64];     /* written with the slot */
+static char pool_labels[SAGE_TRAMP_POOL][64]; /* written with the slot */
 
 /* Open addressing, at most half full: driver function -> slot + 1 (under tramp_lock). */
 #define MAP_SLOTS 8192
@@ -99,7 +98,7 @@ static void *tramp_address(uint32_t slot, bool counted) {
         return (void *)(sage_tramp_gated + (size_t)slot * SAGE_TRAMP_GATED_STRIDE);
 }
 
-void *sage_tramp_get(void *fn, const char *label, SageTrampReturns returns, bool counted) {
+void *sage_tramp_get(void *fn, const char *label, bool counted) {
         int slot;
 
         if (!fn)
@@ -110,7 +109,6 @@ void *sage_tramp_get(void *fn, const char *label, SageTrampReturns returns, bool
                 slot = (int)(SAGE_TRAMP_NAMED + pool_used);
                 snprintf(pool_labels[pool_used], sizeof(pool_labels[0]), "%s", label ? label : "?");
                 pool_used++;
-                returns_unknown[slot] = returns == SAGE_TRAMP_RETURNS_UNKNOWN;
                 sage_tramp_real[slot] = fn;
                 map_insert(fn, (uint32_t)slot);
                 atomic_fetch_add(&used, 1);
@@ -156,7 +154,10 @@ uint32_t sage_tramp_slow_path(uint32_t index) {
         sage_hooks_enter();
         r = sage_tramp_gate_pass();
         sage_hooks_leave();
-        if (r && returns_unknown[index])
-                return 0; /* no CUresult to return: let the driver answer (it blocks while locked) */
+        /*
+         * A failed resume: the call returns the gate's CUresult. An export-table
+         * slot's return type is not known; entering a driver that stays
+         * checkpointed would hang for good, and driver functions return CUresult.
+         */
         return (uint32_t)r;
 }

@@ -25,13 +25,6 @@
 /* Generated: the names of the named trampolines, in table order. */
 extern const char *const sage_tramp_names[SAGE_TRAMP_NAMED];
 
-/* What a failed gate returns: a CUresult for driver API functions; an
- * export-table slot's type is unknown, so it enters the driver anyway. */
-typedef enum SageTrampReturns {
-        SAGE_TRAMP_RETURNS_CURESULT,
-        SAGE_TRAMP_RETURNS_UNKNOWN,
-} SageTrampReturns;
-
 /*
  * Bind the named trampolines to the driver: resolve(name) gives the
  * driver's function of that exported name (NULL if it has none). Once,
@@ -46,7 +39,7 @@ void sage_tramp_bind_named(void *(*resolve)(const char *name, void *ctx), void *
  * variant that always takes the slow path and counts (the trace). NULL
  * when the pool is full (the caller then hands out `fn` itself).
  */
-void *sage_tramp_get(void *fn, const char *label, SageTrampReturns returns, bool counted);
+void *sage_tramp_get(void *fn, const char *label, bool counted);
 
 /* Is `p` one of our trampolines? */
 bool sage_tramp_owns(const void *p);

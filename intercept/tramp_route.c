@@ -110,13 +110,12 @@ bool sage_driver_text_holds(const void *p) {
         return false;
 }
 
-void *sage_tramp_wrap(void *fn, const char *label, bool returns_curesult) {
+void *sage_tramp_wrap(void *fn, const char *label) {
         void *t;
 
         if (!fn || !sage_driver_text_holds(fn))
                 return fn;
-        t = sage_tramp_get(fn, label, returns_curesult ? SAGE_TRAMP_RETURNS_CURESULT : SAGE_TRAMP_RETURNS_UNKNOWN,
-                           sage_trace_on());
+        t = sage_tramp_get(fn, label, sage_trace_on());
         if (!t) {
                 sage_stats_count(SAGE_STAT_TRAMP_POOL_FULL);
                 return fn;
@@ -128,7 +127,7 @@ void *sage_tramp_wrap(void *fn, const char *label, bool returns_curesult) {
 void *sage_tramp_route(void *fn, const char *label) {
         if (!sage_tramp_route_on())
                 return fn;
-        return sage_tramp_wrap(fn, label, true);
+        return sage_tramp_wrap(fn, label);
 }
 
 bool sage_tramp_ungated_seen(void) {

@@ -5,9 +5,8 @@
  * slow path and the counted variant (6 integer + 8 double arguments plus
  * stack arguments, a varargs call whose %al must survive), the callee
  * gets a 16-byte aligned stack, a closed gate is passed before the driver
- * function runs, a failed gate returns its CUresult without entering it
- * (unless the function's return type is unknown), a trampoline called
- * from inside the gate passes straight (no recursion, no deadlock), and an
+ * function runs, a failed gate returns its CUresult without entering it,
+ * a trampoline called from inside the gate passes straight (no recursion, no deadlock), and an
  * unwinder walks from inside the gate through the trampoline to the
  * caller (CFI). The gate is tramp_gate.c's seam, sage_tramp_gate_pass().
  * `test-tramp bench` prints the fast path's cost per call.
@@ -131,8 +130,8 @@ __attribute__((noinline)) static CUresult plain(int x) {
         return x == 42 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
-static void *get(void *fn, const char *label, SageTrampReturns ret, bool counted) {
-        void *t = sage_tramp_get(fn, label, ret, counted);
+static void *get(void *fn, const char *label, bool counted) {
+        void *t = sage_tramp_get(fn, label, counted);
 
         CHECK(t && t != fn && sage_tramp_owns(t));
         return t;
@@ -145,15 +144,15 @@ static void check_arguments(void) {
         long (*vgated)(int, ...), (*vcounted)(int, ...);
         void *p;
 
-        p = get(FN(wide), "wide", SAGE_TRAMP_RETURNS_UNKNOWN, false);
+        p = get(FN(wide), "wide", false);
         memcpy(&gated, &p, sizeof(p));
-        p = get(FN(wide), "wide", SAGE_TRAMP_RETURNS_UNKNOWN, true);
+        p = get(FN(wide), "wide", true);
         memcpy(&counted, &p, sizeof(p));
-        p = get(FN(vsum), "vsum", SAGE_TRAMP_RETURNS_UNKNOWN, false);
+        p = get(FN(vsum), "vsum", false);
         memcpy(&vgated, &p, sizeof(p));
-        p = get(FN(vsum), "vsum", SAGE_TRAMP_RETURNS_UNKNOWN, true);
+        p = get(FN(vsum), "vsum", true);
         memcpy(&vcounted, &p, sizeof(p));
-        CHECK(sage_tramp_get(FN(wide), "again", SAGE_TRAMP_RETURNS_UNKNOWN, false) == FN(gated));
+        CHECK(sage_tramp_get(FN(wide), "again", false) == FN(gated));
 
         /* fast path: the gate open */
         gate_waits = 0;
@@ -166,7 +165,7 @@ static void check_arguments(void) {
         CHECK(vsum_call(vgated) == vwant);
         CHECK(gate_waits == 2 && gate_leaves == 2);
         /* the varargs register count (%al) reaches a varargs callee */
-        p = get(FN(rax_probe), "rax_probe", SAGE_TRAMP_RETURNS_UNKNOWN, false);
+        p = get(FN(rax_probe), "rax_probe", false);
         memcpy(&vgated, &p, sizeof(p));
         CHECK(vgated(3, 1.0, 2.0, 3.0) == 3);
         CHECK(vgated(5, 1.0, 2.0, 3.0, 4.0, 5.0) == 5);
@@ -183,7 +182,7 @@ static void check_arguments(void) {
 
 static void check_alignment(void) {
         CUresult (*fn)(int *);
-        void *p = get(FN(aligned_callee), "aligned", SAGE_TRAMP_RETURNS_CURESULT, false);
+        void *p = get(FN(aligned_callee), "aligned", false);
         int misaligned = -1;
 
         memcpy(&fn, &p, sizeof(p));
@@ -198,7 +197,7 @@ static void check_alignment(void) {
 static CUresult (*plain_tramp)(int);
 
 static void check_gate(void) {
-        void *p = get(FN(plain), "plain", SAGE_TRAMP_RETURNS_CURESULT, false);
+        void *p = get(FN(plain), "plain", false);
 
         memcpy(&plain_tramp, &p, sizeof(p));
         /* the gate is passed before the driver function runs */
@@ -214,24 +213,6 @@ static void check_gate(void) {
         gate_error = 0;
         atomic_store(&sage_gate_word, 0);
         printf("gate: passed before the call; a failed resume returns its CUresult\n");
-}
-
-static CUresult opaque_target(int x) {
-        callee_calls++;
-        return (CUresult)(x + 1);
-}
-
-static void check_unknown_return(void) {
-        CUresult (*fn)(int);
-        void *p = get(FN(opaque_target), "opaque", SAGE_TRAMP_RETURNS_UNKNOWN, false);
-
-        memcpy(&fn, &p, sizeof(p));
-        atomic_store(&sage_gate_word, 1);
-        gate_error = CUDA_ERROR_ILLEGAL_STATE;
-        callee_calls = 0;
-        CHECK(fn(6) == 7 && callee_calls == 1);
-        gate_error = 0;
-        atomic_store(&sage_gate_word, 0);
 }
 
 /* From inside the gate: a trampoline passes straight (this thread is inside libsage). */
@@ -319,7 +300,7 @@ static void check_named(void) {
         for (i = 0; i < SAGE_TRAMP_NAMED && strcmp(sage_tramp_names[i], "cuDeviceGetName"); i++)
                 ;
         CHECK(i < SAGE_TRAMP_NAMED);
-        t = sage_tramp_get(FN(named_target), "ignored", SAGE_TRAMP_RETURNS_CURESULT, false);
+        t = sage_tramp_get(FN(named_target), "ignored", false);
         CHECK(t == (void *)(sage_tramp_gated + (size_t)i * SAGE_TRAMP_GATED_STRIDE));
         memcpy(&fn, &t, sizeof(t));
         CHECK(fn(5) == 7);
@@ -347,10 +328,10 @@ static void check_pool_full(void) {
         unsigned got = 0;
 
         for (unsigned i = 0; i < SAGE_TRAMP_POOL + 1; i++)
-                if (sage_tramp_get(&targets[i], "filler", SAGE_TRAMP_RETURNS_CURESULT, false))
+                if (sage_tramp_get(&targets[i], "filler", false))
                         got++;
         CHECK(got < SAGE_TRAMP_POOL + 1);
-        CHECK(!sage_tramp_get(&targets[SAGE_TRAMP_POOL], "filler", SAGE_TRAMP_RETURNS_CURESULT, false));
+        CHECK(!sage_tramp_get(&targets[SAGE_TRAMP_POOL], "filler", false));
         /* what was handed out before still works */
         CHECK(plain_tramp(42) == CUDA_SUCCESS);
 }
@@ -378,11 +359,11 @@ static double per_call(CUresult (*fn)(int), long n) {
 
 static void bench(long n) {
         CUresult (*direct)(int) = empty, (*gated)(int), (*counted)(int);
-        void *p = get(FN(empty), "empty", SAGE_TRAMP_RETURNS_CURESULT, false);
+        void *p = get(FN(empty), "empty", false);
         double best[3] = { 1e9, 1e9, 1e9 };
 
         memcpy(&gated, &p, sizeof(p));
-        p = get(FN(empty), "empty", SAGE_TRAMP_RETURNS_CURESULT, true);
+        p = get(FN(empty), "empty", true);
         memcpy(&counted, &p, sizeof(p));
         for (int round = 0; round < 5; round++) {
                 double d = per_call(direct, n), g, c;
@@ -408,7 +389,6 @@ int main(int argc, char **argv) {
         check_arguments();
         check_alignment();
         check_gate();
-        check_unknown_return();
         check_recursion();
         check_unwind();
         check_named();
