@@ -37,7 +37,7 @@ static void init_once(void) {
         sage_suspend_start();
         sage_trace_start(o->trace, o->trace_max_events, o->trace_stacks);
         /* The trace counts calls through trampolines too (entry points without a hook). */
-        sage_tramp_set_counting(sage_trace_on());
+        sage_tramp_set_counting(sage_trace_on() && o->trace_unhooked);
         atexit(at_exit_stats);
         sage_warmup_trigger(SAGE_WARMUP_AT_LOAD);
 }

@@ -96,8 +96,12 @@ static void text_init(void) {
         sage_info("trampolines: %u of the driver's unhooked entry points named in cuda.h found", sage_tramp_used());
 }
 
+static bool counting(void) {
+        return sage_trace_on() && sage_options()->trace_unhooked;
+}
+
 bool sage_tramp_route_on(void) {
-        return sage_options()->suspend || sage_trace_on();
+        return sage_options()->suspend || counting();
 }
 
 bool sage_driver_text_holds(const void *p) {
@@ -115,7 +119,7 @@ void *sage_tramp_wrap(void *fn, const char *label) {
 
         if (!fn || !sage_driver_text_holds(fn))
                 return fn;
-        t = sage_tramp_get(fn, label, sage_trace_on());
+        t = sage_tramp_get(fn, label, counting());
         if (!t) {
                 sage_stats_count(SAGE_STAT_TRAMP_POOL_FULL);
                 return fn;

@@ -3,7 +3,7 @@
 
 #include <stdbool.h>
 
-/* Are trampolines handed out (SAGE_SUSPEND=1, or the trace on)? */
+/* Are trampolines handed out (SAGE_SUSPEND=1, or the trace on with SAGE_TRACE_UNHOOKED=1)? */
 bool sage_tramp_route_on(void);
 
 /*

@@ -29,4 +29,7 @@ PY
 "$sage_trace" summary --json "$tmp/t.json" | grep -F '"unhooked":{"cuDeviceGetName":7}' >/dev/null ||
   bad "sage-trace summary --json shows no unhooked cuDeviceGetName 7"
 
+step "SAGE_TRACE_UNHOOKED=0: the trace hands out the driver's own pointers"
+SAGE_TRACE="$tmp/t0.json" SAGE_TRACE_UNHOOKED=0 LD_PRELOAD=$preload "$test_exe" off || bad "trace without trampolines"
+
 exit $fail
