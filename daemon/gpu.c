@@ -70,6 +70,8 @@
 /* Optional: used when present. */
 #define GPU_OPTIONAL_FUNCTIONS(X)                                                                               \
         X(cuGetErrorName, "cuGetErrorName", CUresult, (CUresult, const char **))                                \
+        X(cuDeviceGetUuid, "cuDeviceGetUuid_v2", CUresult, (CUuuid *, CUdevice))                                \
+        X(cuDeviceGetUuidV1, "cuDeviceGetUuid", CUresult, (CUuuid *, CUdevice))                                 \
         X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", CUresult,           \
           (CUmemAllocationProp *, CUmemGenericAllocationHandle))                                                \
         X(cuMemHostAlloc, "cuMemHostAlloc", CUresult, (void **, size_t, unsigned int))                          \
@@ -98,6 +100,9 @@ struct Gpu {
         CUdevice device[GPU_MAX_DEVICES];
         CUcontext context[GPU_MAX_DEVICES];
         uint64_t total_memory[GPU_MAX_DEVICES];
+        /* Clients name their GPU by UUID (their ordinals are not ours: CUDA_VISIBLE_DEVICES, containers). */
+        CUuuid uuid[GPU_MAX_DEVICES];
+        bool has_uuid[GPU_MAX_DEVICES];
         uint64_t granularity;
         void *staging; /* SAGE_CONTENT_KEY_CHUNK bytes for read-back: pinned (portable) if the driver gives it */
         bool staging_pinned;
@@ -128,6 +133,17 @@ Gpu *gpu_close(Gpu *g) {
 
 static CUmemAllocationProp extent_prop(uint32_t device) {
         return sage_vmm_prop((int)device);
+}
+
+/* A device without a UUID (a driver without cuDeviceGetUuid) is in the
+ * table but no client can name it: it serves no one. */
+static void read_uuid(Gpu *g, uint32_t d) {
+        CUresult (*get)(CUuuid *, CUdevice) = g->cu.cuDeviceGetUuid ? g->cu.cuDeviceGetUuid : g->cu.cuDeviceGetUuidV1;
+        CUresult r = get ? get(&g->uuid[d], g->device[d]) : CUDA_ERROR_NOT_SUPPORTED;
+
+        g->has_uuid[d] = r == CUDA_SUCCESS;
+        if (!g->has_uuid[d])
+                sage_warn("device %u: no UUID (%s): clients cannot name it", d, error_name(g, r));
 }
 
 int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices) {
@@ -191,9 +207,11 @@ int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t
                 size_t total = 0;
                 if (n_devices == 0)
                         g->served[d] = true;
+                r = g->cu.cuDeviceGet(&g->device[d], (int)d);
+                if (r == CUDA_SUCCESS)
+                        read_uuid(g, d);
                 if (!g->served[d])
                         continue;
-                r = g->cu.cuDeviceGet(&g->device[d], (int)d);
                 if (r == CUDA_SUCCESS)
                         r = g->cu.cuDevicePrimaryCtxRetain(&g->context[d], g->device[d]);
                 if (r == CUDA_SUCCESS)
@@ -237,6 +255,13 @@ bool gpu_serves(const Gpu *g, uint32_t device) {
 
 uint64_t gpu_total_memory(const Gpu *g, uint32_t device) {
         return gpu_serves(g, device) ? g->total_memory[device] : 0;
+}
+
+bool gpu_device_uuid(const Gpu *g, uint32_t device, uint8_t uuid[16]) {
+        if (!g || device >= g->n_devices || !g->has_uuid[device])
+                return false;
+        memcpy(uuid, g->uuid[device].bytes, 16);
+        return true;
 }
 
 uint64_t gpu_granularity(const Gpu *g) {

@@ -48,6 +48,8 @@ uint32_t gpu_served_count(const Gpu *gpu);
 bool gpu_serves(const Gpu *gpu, uint32_t device);
 uint64_t gpu_total_memory(const Gpu *gpu, uint32_t device);
 uint64_t gpu_granularity(const Gpu *gpu);
+/* The UUID of ordinal `device` (served or not), as cuDeviceGetUuid gives it; false if unknown. */
+bool gpu_device_uuid(const Gpu *gpu, uint32_t device, uint8_t uuid[16]);
 
 /*
  * Take a published POSIX fd (not consumed): check it is exactly `size`

@@ -33,6 +33,7 @@
 #include "identity.h"
 #include "label.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "options.h"
 #include "server.h"
 #include "util.h"
@@ -53,8 +54,11 @@ typedef struct Args {
         size_t n_labels;
         uint64_t max_clients, max_clients_per_uid, max_clients_per_label; /* 0: defaults */
         IdentityMode container_namespaces;
-        bool suspend_off;     /* --suspend=off */
-        uint64_t max_resumes; /* --max-resumes; 0: SERVER_MAX_RESUMES */
+        bool suspend_off;           /* --suspend=off */
+        uint64_t max_resumes;       /* --max-resumes; 0: SERVER_MAX_RESUMES */
+        const char *metrics_listen; /* --metrics-listen ADDR:PORT */
+        bool metrics_listen_any;    /* --metrics-listen-any: a non-loopback ADDR is meant */
+        const char *exit_idle;      /* --exit-idle SECONDS */
 } Args;
 
 static void args_clear(Args *a) {
@@ -131,6 +135,44 @@ static int parse_limit(int opt, const char *text, Args *a) {
         return 0;
 }
 
+typedef struct MetricsAddress {
+        struct sockaddr_storage addr;
+        socklen_t len;
+} MetricsAddress;
+
+/* --metrics-listen (loopback unless --metrics-listen-any) and --exit-idle.
+ * Returns 0, or 2 (the exit status) after saying why. */
+static int check_metrics_and_idle(const Args *a, MetricsAddress *metrics, uint64_t *idle_ms) {
+        uint64_t seconds;
+        int r;
+
+        if (a->exit_idle) {
+                if (sage_parse_uint(a->exit_idle, &seconds) < 0 || seconds > 31536000) {
+                        fprintf(stderr, "saged: --exit-idle: expected seconds from 0 to 31536000, got '%s'\n",
+                                a->exit_idle);
+                        return 2;
+                }
+                *idle_ms = seconds * 1000;
+        }
+        if (!a->metrics_listen)
+                return 0;
+        r = metrics_http_parse_address(a->metrics_listen, a->metrics_listen_any, &metrics->addr, &metrics->len);
+        if (r == METRICS_HTTP_E_NOT_LOOPBACK) {
+                fprintf(stderr,
+                        "saged: --metrics-listen %s: not a loopback address; the metrics name every tenant and "
+                        "their usage, so saged serves them to the node only unless --metrics-listen-any says "
+                        "otherwise (then firewall it)\n",
+                        a->metrics_listen);
+                return 2;
+        }
+        if (r < 0) {
+                fprintf(stderr, "saged: --metrics-listen: expected ADDR:PORT (127.0.0.1:9464, [::1]:9464), got '%s'\n",
+                        a->metrics_listen);
+                return 2;
+        }
+        return 0;
+}
+
 static void usage(FILE *f) {
         fprintf(f,
                 "Usage: saged [OPTIONS]\n"
@@ -161,6 +203,14 @@ static void usage(FILE *f) {
                 "      --suspend on|off  serve SUSPEND/RESUME of registered instances (default on;\n"
                 "                        docs/suspend.md)\n"
                 "      --max-resumes N   instances resumed at once (1-64, default %d); more: busy\n"
+                "      --metrics-listen ADDR:PORT\n"
+                "                        serve Prometheus metrics at http://ADDR:PORT/metrics (default off;\n"
+                "                        a loopback address unless --metrics-listen-any: it names every tenant)\n"
+                "      --metrics-listen-any\n"
+                "                        allow a non-loopback --metrics-listen address\n"
+                "      --exit-idle SECONDS\n"
+                "                        exit once no client has been connected for SECONDS (0: at once;\n"
+                "                        sage-run --share's per-user broker)\n"
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
@@ -286,12 +336,17 @@ int main(int argc, char **argv) {
                 { "max-clients-per-label", required_argument, NULL, 'P' },
                 { "suspend", required_argument, NULL, 'S' },
                 { "max-resumes", required_argument, NULL, 'R' },
+                { "metrics-listen", required_argument, NULL, 'm' },
+                { "metrics-listen-any", no_argument, NULL, 'A' },
+                { "exit-idle", required_argument, NULL, 'I' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 { NULL, 0, NULL, 0 },
         };
         Args args = { .budget = DEFAULT_BUDGET };
+        MetricsAddress metrics = { 0 };
+        uint64_t idle_ms = 0;
         const char *failed_path;
         char default_socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
         uint32_t devices[EXTENT_STORE_MAX_DEVICES];
@@ -317,6 +372,9 @@ int main(int argc, char **argv) {
                 case 'D': args.driver = optarg; break;
                 case 'f': args.foreground = true; break;
                 case 'N': args.namespace_share = optarg; break;
+                case 'm': args.metrics_listen = optarg; break;
+                case 'A': args.metrics_listen_any = true; break;
+                case 'I': args.exit_idle = optarg; break;
                 case 'v': args.verbosity++; break;
                 case 'L':
                         if ((r = add_label_socket(&args, optarg)) != 0) {
@@ -390,6 +448,10 @@ int main(int argc, char **argv) {
         }
         if (!args.driver)
                 args.driver = sage_options()->driver;
+        if ((r = check_metrics_and_idle(&args, &metrics, &idle_ms)) != 0) {
+                args_clear(&args);
+                return r;
+        }
         if ((r = check_label_sockets(&args)) != 0) {
                 args_clear(&args);
                 return r;
@@ -437,21 +499,28 @@ int main(int argc, char **argv) {
                 return 2;
         }
         extent_store_set_namespace_share(store, (unsigned)share);
-        r = server_new(&server,
-                       &(ServerConfig){ .socket_path = args.socket,
-                                        .label_sockets = args.labels,
-                                        .n_label_sockets = args.n_labels,
-                                        .max_clients = (size_t)args.max_clients,
-                                        .max_clients_per_uid = (size_t)args.max_clients_per_uid,
-                                        .max_clients_per_label = (size_t)args.max_clients_per_label,
-                                        .container_namespaces = args.container_namespaces,
-                                        .suspend_off = args.suspend_off,
-                                        .max_resumes = (unsigned)args.max_resumes,
-                                        .inherited_fds = inherited,
-                                        .n_inherited_fds = n_inherited },
-                       store, gpu, &failed_path);
+        r = server_new(
+                &server,
+                &(ServerConfig){ .socket_path = args.socket,
+                                 .label_sockets = args.labels,
+                                 .n_label_sockets = args.n_labels,
+                                 .max_clients = (size_t)args.max_clients,
+                                 .max_clients_per_uid = (size_t)args.max_clients_per_uid,
+                                 .max_clients_per_label = (size_t)args.max_clients_per_label,
+                                 .container_namespaces = args.container_namespaces,
+                                 .suspend_off = args.suspend_off,
+                                 .max_resumes = (unsigned)args.max_resumes,
+                                 .inherited_fds = inherited,
+                                 .n_inherited_fds = n_inherited,
+                                 .metrics_address = args.metrics_listen ? (struct sockaddr *)&metrics.addr : NULL,
+                                 .metrics_address_len = metrics.len,
+                                 .exit_idle = args.exit_idle != NULL,
+                                 .exit_idle_ms = idle_ms },
+                store, gpu, &failed_path);
         if (r < 0) {
-                if (r == -EADDRINUSE)
+                if (failed_path && strcmp(failed_path, "--metrics-listen") == 0)
+                        fprintf(stderr, "saged: --metrics-listen %s: %s\n", args.metrics_listen, strerror(-r));
+                else if (r == -EADDRINUSE)
                         fprintf(stderr, "saged: another broker is already listening on %s\n", failed_path);
                 else if (r == -EPERM)
                         fprintf(stderr,

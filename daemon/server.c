@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,6 +54,8 @@
 #define SERVER_VERIFY_BYTES_PER_TURN (64ull << 20)
 #define SERVER_VERIFY_ON_LOOKUP_MAX (256ull << 20)
 #define SERVER_MAX_MALFORMED 16
+/* --exit-idle: while a sage-run holds the lock, try it again this soon. */
+#define SERVER_IDLE_RETRY_NS (50ull * 1000000)
 
 /* epoll data: the stop fd is told apart by this; listeners by their address in s->listeners. */
 static char tag_stop;
@@ -84,6 +87,16 @@ static void namespace_gone(void *userdata, uint64_t namespace_id) {
         tally_release(userdata, namespace_id);
 }
 
+/* --exit-idle: SOCKET.lock, which sage-run holds while it starts or picks this broker. */
+static int open_idle_lock(Server *s, const char *socket_path) {
+        char path[PATH_MAX];
+
+        if (snprintf(path, sizeof(path), "%s.lock", socket_path) >= (int)sizeof(path))
+                return -ENAMETOOLONG;
+        s->idle_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        return s->idle_lock_fd < 0 ? -errno : 0;
+}
+
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path) {
         Server *s = calloc(1, sizeof(*s));
         int r;
@@ -93,6 +106,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 return -ENOMEM;
         s->epoll_fd = -1;
         s->ops_event_fd = -1;
+        s->idle_lock_fd = -1;
         if (config->n_label_sockets > LABEL_MAX_SOCKETS) {
                 r = -E2BIG;
                 goto fail;
@@ -146,6 +160,23 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                         goto fail;
                 sage_info("label %u (%s): %s", label, ls->label, ls->path);
         }
+        if (config->metrics_address) {
+                *failed_path = "--metrics-listen";
+                r = metrics_http_new(&s->metrics, config->metrics_address, config->metrics_address_len, s->epoll_fd,
+                                     server_render_metrics, s);
+                if (r < 0)
+                        goto fail;
+                sage_info("metrics: http://%s/metrics", metrics_http_address(s->metrics));
+        }
+        if (config->exit_idle) {
+                r = open_idle_lock(s, config->socket_path);
+                *failed_path = config->socket_path;
+                if (r < 0)
+                        goto fail;
+                s->exit_idle = true;
+                s->exit_idle_ms = config->exit_idle_ms;
+                s->idle_since_ns = s->started_ns;
+        }
         s->inherited_fds = NULL;
         s->n_inherited_fds = 0;
         s->store = store;
@@ -156,7 +187,10 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         return 0;
 fail:
         /* Sockets this call created go again (a stale or live one it refused is untouched). */
+        metrics_http_free(s->metrics);
         server_close_listeners(s);
+        if (s->idle_lock_fd >= 0)
+                close(s->idle_lock_fd);
         server_instances_free(s);
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
@@ -188,6 +222,8 @@ static void drop_client(Server *s, Client *c) {
         client_free(c, s->store);
         if (s->accept_paused)
                 server_set_accepting(s, true); /* an fd came free */
+        if (s->n_clients == 0)
+                s->idle_since_ns = sage_now_ns();
 }
 
 Server *server_free(Server *s) {
@@ -197,7 +233,10 @@ Server *server_free(Server *s) {
         server_instances_free(s);                             /* waits for checkpoint/restore in flight */
         while (s->clients)
                 drop_client(s, s->clients);
+        metrics_http_free(s->metrics);
         server_close_listeners(s);
+        if (s->idle_lock_fd >= 0)
+                close(s->idle_lock_fd); /* after the sockets went: a sage-run waiting on it starts a new broker */
         if (s->epoll_fd >= 0)
                 close(s->epoll_fd);
         ipc_registry_free(s->ipc);
@@ -383,6 +422,41 @@ static void verify_some(Server *s) {
         memmove(s->verifying, s->verifying + done, s->n_verifying * sizeof(*s->verifying));
 }
 
+/*
+ * Idle long enough to go? Only with the lock: a sage-run holding it is about
+ * to connect (or has, and waits for its HELLO), and one that comes after we
+ * took it finds the socket gone. Clients already in the backlog are taken
+ * in first; any there keep the broker. Otherwise try again shortly.
+ */
+static bool idle_exit_due(Server *s, uint64_t now, int *timeout_ms) {
+        uint64_t due = s->idle_since_ns + s->exit_idle_ms * 1000000ull;
+        int wait_ms;
+
+        if (!s->exit_idle || s->n_clients > 0)
+                return false;
+        if (due < s->idle_retry_ns)
+                due = s->idle_retry_ns;
+        if (now >= due) {
+                if (flock(s->idle_lock_fd, LOCK_EX | LOCK_NB) == 0) {
+                        for (size_t i = 0; i < s->n_listeners; i++)
+                                server_accept_clients(s, &s->listeners[i]);
+                        if (s->n_clients == 0) {
+                                sage_info("no client for %llu ms: exiting (--exit-idle)",
+                                          (unsigned long long)s->exit_idle_ms);
+                                return true;
+                        }
+                        flock(s->idle_lock_fd, LOCK_UN);
+                        return false;
+                }
+                s->idle_retry_ns = now + SERVER_IDLE_RETRY_NS;
+                due = s->idle_retry_ns;
+        }
+        wait_ms = (int)((due - now + 999999) / 1000000);
+        if (*timeout_ms < 0 || wait_ms < *timeout_ms)
+                *timeout_ms = wait_ms;
+        return false;
+}
+
 int server_run(Server *s, int stop_fd) {
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &tag_stop };
         struct epoll_event events[64];
@@ -393,13 +467,19 @@ int server_run(Server *s, int stop_fd) {
                 sage_info("listening on %s (label %u)", s->listeners[i].path, (unsigned)s->listeners[i].label);
         for (;;) {
                 int timeout_ms = s->n_verifying ? 0 : -1;
+                uint64_t now = sage_now_ns();
                 if (s->accept_paused) {
-                        uint64_t now = sage_now_ns();
                         if (now >= s->accept_resume_ns)
                                 server_set_accepting(s, true);
                         else if (timeout_ms < 0)
                                 timeout_ms = (int)((s->accept_resume_ns - now + 999999) / 1000000);
                 }
+                metrics_http_expire(s->metrics, now);
+                int metrics_ms = metrics_http_timeout_ms(s->metrics, now);
+                if (metrics_ms >= 0 && (timeout_ms < 0 || metrics_ms < timeout_ms))
+                        timeout_ms = metrics_ms;
+                if (idle_exit_due(s, now, &timeout_ms))
+                        return 0;
                 int n = epoll_wait(s->epoll_fd, events, (int)SAGE_ARRAY_SIZE(events), timeout_ms);
                 if (n < 0) {
                         if (errno == EINTR)
@@ -415,6 +495,8 @@ int server_run(Server *s, int stop_fd) {
                                 return 0;
                         }
                         if (server_instances_event(s, tag))
+                                continue;
+                        if (metrics_http_event(s->metrics, tag, events[i].events))
                                 continue;
                         Listener *l = server_find_listener(s, tag);
                         if (l) {

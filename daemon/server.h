@@ -3,6 +3,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "extent_store.h"
 #include "gpu.h"
@@ -25,6 +26,13 @@ typedef struct ServerConfig {
         IdentityMode container_namespaces;
         bool suspend_off;     /* --suspend=off: SUSPEND refused (RESUME still served) */
         unsigned max_resumes; /* instances resumed at once; 0: SERVER_MAX_RESUMES */
+        /* --metrics-listen: serve Prometheus text at http://ADDR/metrics (metrics.c); NULL: off. */
+        const struct sockaddr *metrics_address;
+        socklen_t metrics_address_len;
+        /* --exit-idle: return from server_run once no client has been connected
+         * for exit_idle_ms (holding SOCKET.lock, see server_run). */
+        bool exit_idle;
+        uint64_t exit_idle_ms;
         /* Listening sockets systemd passed (activation.c): a socket whose path
          * is socket_path or a labelled one's is taken instead of binding a new
          * one (its slot becomes -1); the others stay the caller's. */
@@ -54,5 +62,12 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
 /* Removes the socket files, drops every client (and its references), frees the store. */
 Server *server_free(Server *server);
 
-/* Serve until `stop_fd` (a signalfd, or any fd) becomes readable. */
+/*
+ * Serve until `stop_fd` (a signalfd, or any fd) becomes readable, or, with
+ * exit_idle_ms, until the broker has had no client for that long and holds
+ * the lock file SOCKET.lock (a sage-run that starts or reuses the broker
+ * holds it until its own connection is accepted, so it never picks a
+ * broker that is on its way out). The lock stays held until server_free,
+ * which removes the sockets first.
+ */
 int server_run(Server *server, int stop_fd);

@@ -16,6 +16,7 @@
 #include "instances.h"
 #include "ipc_registry.h"
 #include "label.h"
+#include "metrics_http.h"
 #include "proto.h"
 #include "server.h"
 #include "tally.h"
@@ -67,6 +68,13 @@ struct Server {
         struct InstanceOp *ops;
         int ops_event_fd;
         bool suspend_off;
+        MetricsHttp *metrics; /* --metrics-listen; NULL: off */
+        /* --exit-idle: the loop ends once no client has been connected since
+         * idle_since_ns for exit_idle_ms and the lock on idle_lock_fd is had. */
+        bool exit_idle;
+        uint64_t exit_idle_ms;
+        uint64_t idle_since_ns, idle_retry_ns;
+        int idle_lock_fd;
 };
 
 /*
@@ -114,6 +122,9 @@ void server_instances_free(Server *s);
 void server_instances_client_gone(Server *s, Client *c);
 /* Is `tag` (epoll data) the operations' eventfd? Then finish what is done. */
 bool server_instances_event(Server *s, const void *tag);
+
+/* metrics.c: the /metrics page (a MetricsRenderFn over the Server). */
+void server_render_metrics(void *userdata, MetricsBuf *out);
 
 /* server.c */
 /* Finish verifying a pending extent that is at most SERVER_VERIFY_ON_LOOKUP_MAX

@@ -2,8 +2,9 @@
 # The README's run command: builds SAGE, runs a small GPU function natively
 # and under SAGE, checks both give the same output, and prints what SAGE saw
 # (the set-up breakdown from the trace); then parallel set-up, and sharing:
-# a function that uploads weights, run twice with a broker (the second maps
-# what the first published). Without an NVIDIA GPU it says so and runs on
+# a function that uploads weights, run twice with sage-run --share (no broker
+# set up: sage-run starts one of the user's own, which the second run finds
+# and maps what the first published). Without an NVIDIA GPU it says so and runs on
 # the simulated driver (tests/fakecuda), labelled as simulated.
 #   scripts/demo.sh [--build DIR]
 set -euo pipefail
@@ -34,7 +35,7 @@ else
   # A function whose own start-up (imports, weight reads) takes 400 ms before it touches CUDA.
   setup_demo=("$build/tests/integration/setup-test-linked" overlap 400)
   share_demo=("$build/tests/integration/share-test" 256 7)
-  envs=(LD_LIBRARY_PATH="$build/tests/fakecuda" SAGE_FAKE_INIT_MS=150 SAGE_FAKE_CTX_MS=100)
+  envs=(LD_LIBRARY_PATH="$(realpath "$build/tests/fakecuda")" SAGE_FAKE_INIT_MS=150 SAGE_FAKE_CTX_MS=100)
 fi
 echo "== SAGE demo on $mode"
 echo "== 1. the function, natively"
@@ -54,19 +55,19 @@ echo "-- native:"
 env "${envs[@]}" "${setup_demo[@]}" 2>&1 | grep -E 'setup_ms|waited' || true
 echo "-- SAGE (the context is warmed while the function starts / idles):"
 env "${envs[@]}" "$build/tools/sage-run" -- "${setup_demo[@]}" 2>&1 | grep -E 'setup_ms|waited' || true
-echo "== 6. sharing (sage-run --share, experimental): ${share_demo[0]##*/} natively, then twice with a broker"
-saged_pid=
-trap '[ -n "$saged_pid" ] && kill "$saged_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
-env "${envs[@]}" "$build/daemon/saged" --socket "$tmp/saged.sock" --foreground 2>"$tmp/saged.log" &
-saged_pid=$!
-for _ in $(seq 50); do [ -S "$tmp/saged.sock" ] && break; sleep 0.1; done
+echo "== 6. sharing (sage-run --share, experimental): ${share_demo[0]##*/} natively, then twice under sage-run --share"
+# No saged set up: sage-run uses the system broker if one runs, else starts the
+# user's own (here in a fresh runtime folder, so run 1 starts from nothing),
+# which stays 3 s after a run for the next one to find.
+mkdir -m 700 "$tmp/run"
+envs+=(XDG_RUNTIME_DIR="$tmp/run")
 env "${envs[@]}" "${share_demo[@]}" > "$tmp/share.native.out"
 for i in 1 2; do
-  env "${envs[@]}" "$build/tools/sage-run" --share --socket "$tmp/saged.sock" --trace "$tmp/share$i.json" -- \
+  env "${envs[@]}" "$build/tools/sage-run" --share --broker-grace 3 --trace "$tmp/share$i.json" -- \
     "${share_demo[@]}" > "$tmp/share$i.out"
   if cmp -s "$tmp/share.native.out" "$tmp/share$i.out"; then out=identical; else out=DIFFERENT; same=DIFFERENT; fi
   printf -- '-- run %s (output %s to native): ' "$i" "$out"
   "$build/tools/sage-trace" summary "$tmp/share$i.json" | grep '^sharing' || echo "no sharing (no broker?)"
 done
-echo "-- broker: $(SAGE_SOCKET=$tmp/saged.sock "$build/tools/sagectl" stats)"
+echo "-- broker: $(env "${envs[@]}" "$build/tools/sage-run" --share --broker-grace 3 -- "$build/tools/sagectl" stats)"
 [ "$same" = identical ]

@@ -15,6 +15,9 @@ command -v cc >/dev/null || need+=(gcc)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v python3 >/dev/null || need+=(python3)
 command -v clang-format >/dev/null || need+=(clang-format) # the format test (tests/check_format.py)
+# The metrics tests: promtool lints saged's /metrics page, a real prometheus scrapes it
+# (tests/integration/metrics_checks.py; Debian's package has both).
+command -v promtool >/dev/null || need+=(prometheus)
 command -v musl-gcc >/dev/null || need+=(musl-tools)     # tests/deploy: a musl process under the injection
 python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml) # tests/deploy: the Kubernetes manifests' checks
 [ -f /usr/include/xxhash.h ] || need+=(libxxhash-dev)
