@@ -74,6 +74,7 @@ SageBroker *sage_broker_free(SageBroker *b) {
         if (b->fd >= 0)
                 close(b->fd);
         pthread_mutex_destroy(&b->lock);
+        free(b->devices);
         free(b);
         return NULL;
 }

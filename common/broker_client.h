@@ -150,5 +150,16 @@ int sage_broker_instances(SageBroker *broker, uint32_t after_pid, SageInstancesR
 int sage_broker_suspend(SageBroker *broker, uint32_t pid, SageInstanceOpReply *out);
 int sage_broker_resume(SageBroker *broker, uint32_t pid, SageInstanceOpReply *out);
 
+/*
+ * Devices (proto.h, "Devices"): every `device` above is the broker's
+ * ordinal. devices: the broker's table (entry i is its ordinal i), asked
+ * once per connection and kept. device_of_uuid: the broker's ordinal of
+ * the GPU `uuid`, if the broker serves it: 0, or SAGE_ERR_NOT_FOUND (not
+ * in the table, or not served), SAGE_ERR_UNKNOWN_TYPE (the broker did not
+ * offer SAGE_FEATURE_DEVICES), a negative transport error.
+ */
+int sage_broker_devices(SageBroker *broker, const SageDevicesReply **out);
+int sage_broker_device_of_uuid(SageBroker *broker, const uint8_t uuid[16], uint32_t *device);
+
 /* The message of the last ERROR reply ("" if none). */
 const char *sage_broker_last_error(const SageBroker *broker);

@@ -12,6 +12,7 @@ struct SageBroker {
         pthread_mutex_t lock;
         SageHelloReply hello;
         char last_error[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
+        SageDevicesReply *devices; /* the broker's device table, once asked (broker_requests.c) */
 };
 
 /* Where the notes of a LOOKUP_NOTED reply go: `length` receives their size,

@@ -6,6 +6,7 @@
  * SAGE_ERR_UNKNOWN_TYPE without a round trip, and libsage does without.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -281,4 +282,39 @@ int sage_broker_suspend(SageBroker *b, uint32_t pid, SageInstanceOpReply *out) {
 
 int sage_broker_resume(SageBroker *b, uint32_t pid, SageInstanceOpReply *out) {
         return instance_op(b, SAGE_MSG_RESUME, pid, out);
+}
+
+/* The table cannot change while the broker runs (its driver's ordinals and
+ * UUIDs are fixed): asked once. A caller that shares the connection between
+ * threads asks under its own lock (libsage: the sharing lock). */
+int sage_broker_devices(SageBroker *b, const SageDevicesReply **out) {
+        SageMessage req, reply;
+        int r;
+
+        if (!b->devices) {
+                sage_proto_init(&req, SAGE_MSG_DEVICES, 0);
+                r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+                if (r != 0)
+                        return r;
+                b->devices = malloc(sizeof(*b->devices));
+                if (!b->devices)
+                        return -ENOMEM;
+                *b->devices = reply.devices_reply;
+        }
+        *out = b->devices;
+        return 0;
+}
+
+int sage_broker_device_of_uuid(SageBroker *b, const uint8_t uuid[16], uint32_t *device) {
+        const SageDevicesReply *table;
+        int r = sage_broker_devices(b, &table);
+
+        if (r != 0)
+                return r;
+        for (uint32_t i = 0; i < table->n_devices; i++)
+                if ((table->devices[i].flags & SAGE_DEVICE_SERVED) && !memcmp(table->devices[i].uuid, uuid, 16)) {
+                        *device = i;
+                        return 0;
+                }
+        return SAGE_ERR_NOT_FOUND;
 }

@@ -17,7 +17,9 @@
  *
  * Compatibility: a peer accepts exactly its own SAGE_PROTO_VERSION, and
  * every payload has one exact length; changing the layout of a message bumps
- * the version (2: HELLO's feature bits, STATS' records). Within a version,
+ * the version (2: HELLO's feature bits, STATS' records; 3: every device is
+ * the broker's ordinal, which clients find by UUID through DEVICES: a
+ * version-2 libsage sent its own ordinal). Within a version,
  * HELLO negotiates features (SAGE_FEATURE_*): the client offers what it
  * speaks, the broker answers what both do, and the client asks for nothing
  * outside that (proto.def names the feature each request needs); a client
@@ -34,7 +36,7 @@
 #include "hash.h"
 
 #define SAGE_PROTO_MAGIC 0x45474153u /* "SAGE" little-endian */
-#define SAGE_PROTO_VERSION 2
+#define SAGE_PROTO_VERSION 3
 #define SAGE_PROTO_HEADER_SIZE 20
 #define SAGE_PROTO_MAX_MESSAGE 65536
 #define SAGE_PROTO_MAX_FDS 4
@@ -119,9 +121,10 @@ typedef struct SageHeader {
 #define SAGE_FEATURE_IPC 0x8ull          /* IPC_EXPORT, IPC_IMPORT, IPC_REVOKE */
 #define SAGE_FEATURE_LABEL 0x10ull       /* LABEL */
 #define SAGE_FEATURE_INSTANCES 0x20ull   /* INSTANCE_REGISTER, INSTANCES, SUSPEND, RESUME */
+#define SAGE_FEATURE_DEVICES 0x40ull     /* DEVICES: the broker's ordinals by GPU UUID */
 #define SAGE_FEATURES_ALL                                                                           \
         (SAGE_FEATURE_NOTES | SAGE_FEATURE_CONTENT | SAGE_FEATURE_STATS_SCOPED | SAGE_FEATURE_IPC | \
-         SAGE_FEATURE_LABEL | SAGE_FEATURE_INSTANCES)
+         SAGE_FEATURE_LABEL | SAGE_FEATURE_INSTANCES | SAGE_FEATURE_DEVICES)
 
 typedef struct SageHello {
         uint32_t client_version; /* SAGE_PROTO_VERSION of the client */
@@ -387,6 +390,44 @@ const char *sage_instance_state_name(unsigned state);
 /* The first reason of `why` (SAGE_INSTANCE_WHY_*), in a few words ("" for 0). */
 const char *sage_instance_why_name(uint32_t why);
 
+/*
+ * Devices: every `device` on the wire (LOOKUP, PUBLISH, LIST, IPC_*) is the
+ * broker's ordinal, never the client's. A client sees its GPU under another
+ * ordinal (CUDA_VISIBLE_DEVICES renumbers from 0; in a container its GPU is
+ * device 0), so it asks the broker for its table and finds its own GPU in it
+ * by UUID (libsage: no UUID in the table, no sharing on that GPU).
+ *
+ *   DEVICES                    (empty)
+ *   DEVICES_REPLY              0 4 n, then n entries of SAGE_PROTO_DEVICE_ENTRY_SIZE
+ *                              bytes (entry i is ordinal i): 0 16 UUID, 16 8 memory
+ *                              (bytes), 24 4 flags (SAGE_DEVICE_*), 28 4 zero
+ *
+ * The table lists every device the broker's driver reports, served or not
+ * (--devices), so that ordinals and UUIDs stay those of the driver; n is 0
+ * for a broker without a driver.
+ */
+#define SAGE_PROTO_DEVICES_MAX 64
+#define SAGE_PROTO_DEVICE_ENTRY_SIZE 32
+#define SAGE_DEVICE_SERVED 0x1u /* the broker serves it: extents and IPC on it work */
+#define SAGE_DEVICE_FLAGS_ALL SAGE_DEVICE_SERVED
+
+typedef struct SageDeviceEntry {
+        uint8_t uuid[16]; /* as cuDeviceGetUuid gives it */
+        uint64_t memory;  /* total bytes (0 when not served) */
+        uint32_t flags;   /* SAGE_DEVICE_* */
+} SageDeviceEntry;
+
+typedef struct SageDevicesReply {
+        uint32_t n_devices;
+        SageDeviceEntry devices[SAGE_PROTO_DEVICES_MAX];
+} SageDevicesReply;
+
+/* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (as nvidia-smi -L and CUDA_VISIBLE_DEVICES write it) into buf (>= 41 bytes). */
+#define SAGE_UUID_STRING_SIZE 41
+const char *sage_uuid_format(const uint8_t uuid[16], char *buf, size_t size);
+/* The other way ("GPU-" and 32 hex digits, dashes anywhere after it): 0, or -EINVAL. */
+int sage_uuid_parse(const char *text, uint8_t uuid[16]);
+
 typedef struct SageErrorReply {
         uint32_t code; /* SageProtoError */
         char message[SAGE_PROTO_ERROR_MESSAGE_MAX + 1];
@@ -425,6 +466,7 @@ typedef struct SageMessage {
                 SageInstanceOpReply suspend_reply;
                 uint32_t resume; /* pid */
                 SageInstanceOpReply resume_reply;
+                SageDevicesReply devices_reply;
                 SageErrorReply error;
         };
 } SageMessage;

@@ -77,6 +77,8 @@ SAGE_PROTO_CODEC(suspend)
 SAGE_PROTO_CODEC(suspend_reply)
 SAGE_PROTO_CODEC(resume)
 SAGE_PROTO_CODEC(resume_reply)
+/* proto_codec_devices.c: DEVICES_REPLY (GPU identity by UUID, issue 15). */
+SAGE_PROTO_CODEC(devices_reply)
 #undef SAGE_PROTO_CODEC
 
 #endif

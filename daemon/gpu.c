@@ -146,7 +146,8 @@ static void read_uuid(Gpu *g, uint32_t d) {
                 sage_warn("device %u: no UUID (%s): clients cannot name it", d, error_name(g, r));
 }
 
-int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices) {
+int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices, const uint8_t (*uuids)[16],
+             size_t n_uuids) {
         Gpu *g;
         CUresult r;
         int count = 0;
@@ -203,15 +204,30 @@ int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t
                 }
                 g->served[devices[i]] = true;
         }
+        for (uint32_t d = 0; d < g->n_devices; d++)
+                if (g->cu.cuDeviceGet(&g->device[d], (int)d) == CUDA_SUCCESS)
+                        read_uuid(g, d);
+        /* --devices GPU-…: the operator's inventory names GPUs by UUID, whatever their ordinal here. */
+        for (size_t i = 0; i < n_uuids; i++) {
+                char name[SAGE_UUID_STRING_SIZE];
+                uint32_t d = 0;
+                while (d < g->n_devices && !(g->has_uuid[d] && !memcmp(g->uuid[d].bytes, uuids[i], 16)))
+                        d++;
+                if (d == g->n_devices) {
+                        sage_warn("device %s does not exist (the driver reports %u devices)",
+                                  sage_uuid_format(uuids[i], name, sizeof(name)), g->n_devices);
+                        free(g);
+                        return -ENODEV;
+                }
+                g->served[d] = true;
+        }
         for (uint32_t d = 0; d < g->n_devices; d++) {
                 size_t total = 0;
-                if (n_devices == 0)
+                if (n_devices == 0 && n_uuids == 0)
                         g->served[d] = true;
-                r = g->cu.cuDeviceGet(&g->device[d], (int)d);
-                if (r == CUDA_SUCCESS)
-                        read_uuid(g, d);
                 if (!g->served[d])
                         continue;
+                r = g->cu.cuDeviceGet(&g->device[d], (int)d);
                 if (r == CUDA_SUCCESS)
                         r = g->cu.cuDevicePrimaryCtxRetain(&g->context[d], g->device[d]);
                 if (r == CUDA_SUCCESS)

@@ -36,11 +36,13 @@ enum {
 
 /*
  * dlopen the driver, cuInit, retain (and keep) the primary context of every
- * served device. `devices`/`n_devices` select ordinals (n_devices 0: all).
+ * served device. `devices`/`n_devices` select ordinals, `uuids`/`n_uuids`
+ * GPUs by UUID (both 0: all).
  * Returns 0, -ENOENT if the driver cannot be loaded, -ENODEV if it has no
  * (selected) device, -EIO on driver errors; the message says which.
  */
-int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices);
+int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices, const uint8_t (*uuids)[16],
+             size_t n_uuids);
 Gpu *gpu_close(Gpu *gpu);
 
 uint32_t gpu_device_count(const Gpu *gpu); /* ordinals 0..count-1 exist */

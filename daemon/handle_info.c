@@ -1,6 +1,7 @@
 /*
  * saged's other requests: HELLO (and its feature bits), PING, STATS, LABEL,
- * and the CUDA-IPC emulation (IPC_EXPORT, IPC_IMPORT, IPC_REVOKE).
+ * DEVICES (the ordinals clients must use, found by UUID), and the CUDA-IPC
+ * emulation (IPC_EXPORT, IPC_IMPORT, IPC_REVOKE).
  *
  * CUDA-IPC registrations (ipc_registry.c) follow the extents' rule:
  * IPC_IMPORT works within the exporter's namespace only, IPC_REVOKE for the
@@ -138,6 +139,22 @@ int handle_ipc_import(Server *s, Client *c, Request *rq) {
         sage_proto_init(reply, SAGE_MSG_IPC_IMPORT_REPLY, req->header.request_id);
         reply->ipc_import_reply = e->allocation;
         c->ipc_imports++; /* the driver cannot restore imported memory: never suspended (handle_instance.c) */
+        return 0;
+}
+
+/* The driver's table as the broker sees it: clients find their GPU in it by UUID (proto.h, "Devices"). */
+int handle_devices(Server *s, Client *c, Request *rq) {
+        SageDevicesReply *d = &rq->reply.devices_reply;
+
+        sage_proto_init(&rq->reply, SAGE_MSG_DEVICES_REPLY, rq->msg->header.request_id);
+        d->n_devices = gpu_device_count(s->gpu);
+        if (d->n_devices > SAGE_PROTO_DEVICES_MAX)
+                d->n_devices = SAGE_PROTO_DEVICES_MAX;
+        for (uint32_t i = 0; i < d->n_devices; i++) {
+                bool named = gpu_device_uuid(s->gpu, i, d->devices[i].uuid);
+                d->devices[i].memory = gpu_total_memory(s->gpu, i);
+                d->devices[i].flags = named && gpu_serves(s->gpu, i) ? SAGE_DEVICE_SERVED : 0;
+        }
         return 0;
 }
 

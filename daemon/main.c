@@ -180,7 +180,7 @@ static void usage(FILE *f) {
                 "  -s, --socket PATH     listen here (default: $SAGE_SOCKET, else %s for root,\n"
                 "                        else $XDG_RUNTIME_DIR/sage/saged.sock)\n"
                 "  -b, --budget SIZE|N%%  GPU memory extents may hold, per device (default %s)\n"
-                "  -d, --devices LIST    device ordinals to serve, e.g. 0,2 (default: all)\n"
+                "  -d, --devices LIST    devices to serve: ordinals or GPU UUIDs (GPU-...), e.g. 0,2 (default: all)\n"
                 "      --driver LIB      CUDA driver library (default: $SAGE_DRIVER or libcuda.so.1)\n"
                 "      --namespace-share N%%\n"
                 "                        of each device's budget one namespace may hold (1-100, default %d%%)\n"
@@ -230,15 +230,26 @@ static void raise_fd_limit(void) {
         }
 }
 
-static int parse_devices(const char *text, uint32_t *out, size_t max, size_t *n) {
+/* Ordinals, or GPU UUIDs (GPU-…) into `uuids`. */
+static int parse_devices(const char *text, uint32_t *out, size_t max, size_t *n, uint8_t (*uuids)[16],
+                         size_t *n_uuids) {
         char *copy = strdup(text), *save = NULL;
         int r = 0;
 
         *n = 0;
+        *n_uuids = 0;
         if (!copy)
                 return -ENOMEM;
         for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
                 uint64_t v;
+                if (strncmp(tok, "GPU-", 4) == 0) {
+                        if (*n_uuids == max || sage_uuid_parse(tok, uuids[*n_uuids]) < 0) {
+                                r = -EINVAL;
+                                break;
+                        }
+                        (*n_uuids)++;
+                        continue;
+                }
                 if (sage_parse_uint(tok, &v) < 0 || v >= EXTENT_STORE_MAX_DEVICES || *n == max) {
                         r = -EINVAL;
                         break;
@@ -246,7 +257,7 @@ static int parse_devices(const char *text, uint32_t *out, size_t max, size_t *n)
                 out[(*n)++] = (uint32_t)v;
         }
         free(copy);
-        return r == 0 && *n == 0 ? -EINVAL : r;
+        return r == 0 && *n == 0 && *n_uuids == 0 ? -EINVAL : r;
 }
 
 /* SIZE (k/M/G/T suffixes) or N% of each device's memory. */
@@ -350,7 +361,8 @@ int main(int argc, char **argv) {
         const char *failed_path;
         char default_socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
         uint32_t devices[EXTENT_STORE_MAX_DEVICES];
-        size_t n_devices = 0;
+        uint8_t device_uuids[EXTENT_STORE_MAX_DEVICES][16];
+        size_t n_devices = 0, n_device_uuids = 0;
         ExtentStore *store = NULL;
         Server *server = NULL;
         Gpu *gpu = NULL;
@@ -429,8 +441,11 @@ int main(int argc, char **argv) {
                 return 2;
         }
         sage_log_set_level(SAGE_LOG_WARNING + args.verbosity);
-        if (args.devices && parse_devices(args.devices, devices, SAGE_ARRAY_SIZE(devices), &n_devices) < 0) {
-                fprintf(stderr, "saged: --devices: expected a list of device ordinals like 0,1, got '%s'\n",
+        if (args.devices && parse_devices(args.devices, devices, SAGE_ARRAY_SIZE(devices), &n_devices, device_uuids,
+                                          &n_device_uuids) < 0) {
+                fprintf(stderr,
+                        "saged: --devices: expected a list of device ordinals or GPU UUIDs like 0,1 or "
+                        "GPU-8932f937-d72c-4106-c12f-20bd9faed9f6, got '%s'\n",
                         args.devices);
                 return 2;
         }
@@ -483,7 +498,7 @@ int main(int argc, char **argv) {
         }
 
         raise_fd_limit();
-        r = gpu_open(&gpu, args.driver, devices, n_devices);
+        r = gpu_open(&gpu, args.driver, devices, n_devices, (const uint8_t(*)[16])device_uuids, n_device_uuids);
         if (r < 0)
                 sage_warn("serving without GPUs (%s): PUBLISH and LOOKUP will be refused", strerror(-r));
         r = extent_store_new(&store, release_extent, NULL, gpu);

@@ -73,8 +73,10 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         SageShareAlloc *a;
         CUdevice dev;
         CUcontext ctx;
+        uint32_t broker_dev = 0;
         size_t gran = 0;
         CUresult r;
+        int known;
 
         if (!sage_options()->share || size < sage_options()->share_min || !dptr)
                 return false;
@@ -83,13 +85,21 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
                 pthread_mutex_unlock(&s->lock);
                 return false;
         }
-        pthread_mutex_unlock(&s->lock);
-        if (s->drv.ctx_get_device(&dev) != CUDA_SUCCESS || s->drv.ctx_get_current(&ctx) != CUDA_SUCCESS)
+        if (s->drv.ctx_get_device(&dev) != CUDA_SUCCESS || s->drv.ctx_get_current(&ctx) != CUDA_SUCCESS) {
+                pthread_mutex_unlock(&s->lock);
                 goto fail;
+        }
+        /* Extents are the broker's per GPU, named by UUID: a GPU it does not serve is not shared. */
+        known = share_broker_device(s, dev, &broker_dev);
+        pthread_mutex_unlock(&s->lock);
+        if (known != 0) {
+                sage_stats_count(SAGE_STAT_SHARE_UNKNOWN_GPU);
+                return false;
+        }
         prop = sage_vmm_prop(dev);
         if (s->drv.granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran)
                 goto fail;
-        r = share_vmm_alloc(&s->vmm, size, gran, dev, ctx, &a);
+        r = share_vmm_alloc(&s->vmm, size, gran, dev, broker_dev, ctx, &a);
         /* Out of memory is the app's answer too: what cuMemAlloc would say. */
         if (r == CUDA_ERROR_OUT_OF_MEMORY)
                 return false;

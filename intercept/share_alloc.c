@@ -73,7 +73,8 @@ static CUresult map_at(ShareVmm *v, const SageShareAlloc *a, size_t off, size_t 
         return sage_vmm_map(&v->drv->vmm, a->va + off, len, a->dev, h, access);
 }
 
-CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, CUcontext ctx, SageShareAlloc **out) {
+CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
+                         SageShareAlloc **out) {
         const SageVmmOps *ops = &v->drv->vmm;
         SageShareAlloc *a;
         Piece whole;
@@ -82,6 +83,7 @@ CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, CU
         if (!gran || !(a = calloc(1, sizeof(*a))))
                 return CUDA_ERROR_OUT_OF_MEMORY;
         a->dev = dev;
+        a->broker_dev = broker_dev;
         a->ctx = ctx;
         a->gran = gran;
         a->size = size;

@@ -45,6 +45,7 @@ typedef struct SageShareAlloc {
         CUdeviceptr va;
         size_t size, padded, gran;
         CUdevice dev;
+        uint32_t broker_dev; /* the broker's ordinal of dev's GPU (found by UUID): what the protocol says */
         CUcontext ctx;
         uint64_t epoch; /* the write epoch at allocation; unchanged: only tracked uploads wrote it */
         Range *written; /* those uploads, while fresh */
@@ -79,6 +80,8 @@ typedef struct SageShareDriver {
         CUresult (*func_get_name)(const char **, CUfunction);
         CUresult (*kernel_get_param_info)(CUkernel, size_t, size_t *, size_t *);
         CUresult (*kernel_get_name)(const char **, CUkernel);
+        /* optional; without it no GPU can be named to the broker, nothing is shared: */
+        CUresult (*device_get_uuid)(CUuuid *, CUdevice);
 } SageShareDriver;
 
 /*
@@ -104,7 +107,8 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
  * linked: only its epoch is read, so the caller need not serialize (the
  * driver work runs outside the lock). CUresult of the failing step.
  */
-CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, CUcontext ctx, SageShareAlloc **out);
+CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
+                         SageShareAlloc **out);
 /* Make `a` one of the allocations the allocator backs (found, scanned, published). */
 void share_vmm_link(ShareVmm *v, SageShareAlloc *a);
 /* The allocation holding [p, p+n), or NULL. */

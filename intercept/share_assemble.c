@@ -105,7 +105,7 @@ static bool assemble_run(ShareVmm *v, SageShareAlloc *a, const ShareLookup *lk, 
                 return true;
         }
         sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED);
-        r = lk->lookup(lk->ctx, piece.key, hi - lo, (uint32_t)a->dev, &extent_id, &fd, &notes, &notes_len);
+        r = lk->lookup(lk->ctx, piece.key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len);
         if (r < 0) {
                 share_vmm_free_lists(&piece);
                 return false;

@@ -98,7 +98,7 @@ static CUresult export_handle(SageShare *s, SageShareAlloc *a, CUipcMemHandle *o
                         free(e);
                         return CUDA_ERROR_INVALID_VALUE;
                 }
-                r = sage_broker_ipc_export(s->broker, fd, a->padded, (uint32_t)a->dev, e->token);
+                r = sage_broker_ipc_export(s->broker, fd, a->padded, a->broker_dev, e->token);
                 close(fd);
                 if (r != 0) {
                         share_broker_lost(s, r);
@@ -114,7 +114,7 @@ static CUresult export_handle(SageShare *s, SageShareAlloc *a, CUipcMemHandle *o
         memcpy(h.magic, magic, sizeof(magic));
         memcpy(h.token, e->token, sizeof(h.token));
         h.size = a->padded;
-        h.device = (uint32_t)a->dev;
+        h.device = a->broker_dev;
         memset(out, 0, sizeof(*out));
         memcpy(out, &h, sizeof(h));
         return CUDA_SUCCESS;
@@ -140,6 +140,31 @@ static bool is_emulated(const CUipcMemHandle *handle, IpcHandle *out) {
         return memcmp(out->magic, magic, sizeof(magic)) == 0;
 }
 
+/*
+ * Is the broker's ordinal `device` (where the exporter's memory lies) the
+ * GPU this process calls `dev`? Compared by UUID, since the two processes
+ * may number their GPUs differently (CUDA_VISIBLE_DEVICES, containers).
+ * Unknown counts as the same: the driver has the last word anyway.
+ */
+static bool same_gpu(SageShare *s, SageBroker *b, CUdevice dev, uint32_t device) {
+        const SageShareDriver *drv = share_driver(s);
+        const SageDevicesReply *table;
+        CUuuid mine;
+
+        if (!drv || !drv->device_get_uuid || drv->device_get_uuid(&mine, dev) != CUDA_SUCCESS ||
+            sage_broker_devices(b, &table) != 0 || device >= table->n_devices)
+                return true;
+        return memcmp(table->devices[device].uuid, mine.bytes, sizeof(mine.bytes)) == 0;
+}
+
+/*
+ * Memory of another GPU is mapped for this one as the driver's own
+ * cuIpcOpenMemHandle would (its documentation: for contexts on different
+ * devices it enables peer access, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS); where
+ * the driver refuses that mapping, the app gets the driver's answer for
+ * devices that cannot reach each other, CUDA_ERROR_PEER_ACCESS_UNSUPPORTED
+ * (cuCtxEnablePeerAccess), not an invalid handle.
+ */
 static CUresult open_emulated(SageShare *s, const IpcHandle *h, CUdeviceptr *pdptr) {
         struct ShareIpc *ipc = ipc_of(s);
         const SageShareDriver *drv = share_driver(s);
@@ -149,6 +174,7 @@ static CUresult open_emulated(SageShare *s, const IpcHandle *h, CUdeviceptr *pdp
         uint64_t size = 0;
         uint32_t device = 0;
         int fd = -1, r;
+        bool other_gpu;
         CUresult cr;
 
         if (!pdptr)
@@ -172,18 +198,19 @@ static CUresult open_emulated(SageShare *s, const IpcHandle *h, CUdeviceptr *pdp
                         close(fd);
                 return CUDA_ERROR_INVALID_HANDLE;
         }
+        other_gpu = !same_gpu(s, b, dev, device);
         im->size = (size_t)size;
         cr = drv->import_fd(&im->handle, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
         close(fd);
         if (cr != CUDA_SUCCESS) {
                 free(im);
-                return CUDA_ERROR_INVALID_HANDLE;
+                return other_gpu ? CUDA_ERROR_PEER_ACCESS_UNSUPPORTED : CUDA_ERROR_INVALID_HANDLE;
         }
         cr = sage_vmm_map_new(&drv->vmm, im->size, dev, im->handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &im->va);
         if (cr != CUDA_SUCCESS) {
                 drv->vmm.release(im->handle);
                 free(im);
-                return cr;
+                return other_gpu ? CUDA_ERROR_PEER_ACCESS_UNSUPPORTED : cr;
         }
         im->next = ipc->imports;
         ipc->imports = im;

@@ -54,10 +54,10 @@ static int broker_publish(void *ctx, const SageShareAlloc *a, const Piece *p, in
         if (!s->broker)
                 return -ENOTCONN;
         if (sage_hash_equal(p->key, p->content))
-                r = sage_broker_publish_noted(s->broker, p->key, p->len, (uint32_t)a->dev, SAGE_PUBLISH_SEALED, fd,
-                                              notes, notes_len, &id, &existed);
+                r = sage_broker_publish_noted(s->broker, p->key, p->len, a->broker_dev, SAGE_PUBLISH_SEALED, fd, notes,
+                                              notes_len, &id, &existed);
         else
-                r = sage_broker_publish_content(s->broker, p->key, p->content, p->len, (uint32_t)a->dev,
+                r = sage_broker_publish_content(s->broker, p->key, p->content, p->len, a->broker_dev,
                                                 SAGE_PUBLISH_SEALED, fd, notes, notes_len, &id, &existed);
         if (r == 0)
                 sage_broker_release(s->broker, id); /* the broker keeps it; we hold no reference */
@@ -78,6 +78,36 @@ static int broker_lookup(void *ctx, SageHash key, size_t len, uint32_t device, u
         share_broker_lost(s, r);
         *notes = s->notes_buf;
         return r;
+}
+
+int share_broker_device(SageShare *s, CUdevice dev, uint32_t *broker_dev) {
+        char name[SAGE_UUID_STRING_SIZE];
+        CUuuid uuid;
+        int r;
+
+        if (dev < 0 || dev >= SAGE_SHARE_MAX_DEVICES || !s->broker)
+                return -ENODEV;
+        if (s->device_state[dev] == 0) {
+                if (!s->drv.device_get_uuid || s->drv.device_get_uuid(&uuid, dev) != CUDA_SUCCESS) {
+                        sage_warn("share: device %d has no UUID; sharing off on it", (int)dev);
+                        s->device_state[dev] = -1;
+                        return -ENODEV;
+                }
+                r = sage_broker_device_of_uuid(s->broker, (const uint8_t *)uuid.bytes, &s->broker_device[dev]);
+                share_broker_lost(s, r);
+                if (r < 0)
+                        return -ENODEV; /* the connection is gone; the state stays unknown */
+                s->device_state[dev] = r == 0 ? 1 : -1;
+                if (r != 0)
+                        sage_warn("share: the broker does not serve %s (device %d here): %s; sharing off on it",
+                                  sage_uuid_format((const uint8_t *)uuid.bytes, name, sizeof(name)), (int)dev,
+                                  r == SAGE_ERR_UNKNOWN_TYPE ? "it cannot name its GPUs (an older saged)"
+                                                             : "no such UUID in its table");
+        }
+        if (s->device_state[dev] < 0)
+                return -ENODEV;
+        *broker_dev = s->broker_device[dev];
+        return 0;
 }
 
 int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
@@ -159,6 +189,7 @@ static void fill_driver(SageShareDriver *d) {
                 .func_get_name = x->func_get_name,
                 .kernel_get_param_info = x->kernel_get_param_info,
                 .kernel_get_name = x->kernel_get_name,
+                .device_get_uuid = x->device_get_uuid,
         };
 }
 

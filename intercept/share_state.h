@@ -18,6 +18,8 @@
 
 struct ShareIpc;
 
+#define SAGE_SHARE_MAX_DEVICES 64
+
 typedef struct SageShare {
         /*
          * Guards everything below but the atomics: the allocations and their
@@ -37,6 +39,8 @@ typedef struct SageShare {
         ShareVmaCache maps;   /* file keys' view of the memory map */
         atomic_bool active;   /* some allocation may be VMM-backed: hooks read it without the lock */
         atomic_bool guarding; /* some piece is a candidate or shared: launches are scanned */
+        int8_t device_state[SAGE_SHARE_MAX_DEVICES]; /* by the process's ordinal: 0 unknown, 1 found, -1 not served */
+        uint32_t broker_device[SAGE_SHARE_MAX_DEVICES];
         uint64_t notes_buf[SAGE_SHARE_NOTES_MAX / 8]; /* a lookup's notes: too big for an app thread's stack */
 } SageShare;
 
@@ -52,6 +56,13 @@ bool share_enabled(SageShare *s);
 const SageShareDriver *share_driver(SageShare *s);
 /* A broker call failed at the transport level (r < 0): stop sharing, keep running. Under the lock. */
 void share_broker_lost(SageShare *s, int r);
+/*
+ * The broker's ordinal of the GPU this process calls `dev`, found by UUID
+ * (the process's ordinals are not the broker's: CUDA_VISIBLE_DEVICES, a
+ * container). 0, or -ENODEV: the broker does not serve that GPU (said once
+ * per device), or the driver cannot name it; sharing is off on it. Under the lock.
+ */
+int share_broker_device(SageShare *s, CUdevice dev, uint32_t *broker_dev);
 /* Ask the broker for `key` (share_assemble.h's ShareLookup: notes in s->notes_buf). Under the lock. */
 int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
                  uint32_t *notes_len);

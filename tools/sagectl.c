@@ -1,6 +1,6 @@
 /*
- * sagectl: talk to saged. ping, stats, list, evict, instances, suspend,
- * resume; human or JSON output.
+ * sagectl: talk to saged. ping, stats, list, devices, evict, instances,
+ * suspend, resume; human or JSON output.
  *
  * A thin shell over common/broker_client: every request has a timeout, and
  * failures say what to check ("is saged running?") and exit 1. Usage errors
@@ -32,6 +32,7 @@ static void usage(FILE *f) {
                 "  ping                     check that saged answers\n"
                 "  stats [--json]           extents, bytes resident, budget, hits, misses, clients\n"
                 "  list [--json]            extents visible to you (all of them for root on the main socket)\n"
+                "  devices [--json]         the broker's GPUs by UUID, with the extents you see on each\n"
                 "  evict ID|--unreferenced  drop one unreferenced extent, or all unreferenced ones\n"
                 "  instances [--json]       registered instances visible to you: state, why not suspendable\n"
                 "  suspend PID              checkpoint an instance: its GPU memory goes back (docs/suspend.md)\n"
@@ -131,8 +132,8 @@ static int cmd_list(SageBroker *b, bool json) {
         if (json)
                 printf("[");
         else
-                printf("%-8s %-24s %-32s %14s %4s %5s %8s %10s\n", "ID", "NAMESPACE", "HASH", "SIZE", "DEV", "REFS",
-                       "PID", "IDLE(s)");
+                printf("%-8s %-24s %-32s %14s %4s %5s %8s %10s %s\n", "ID", "NAMESPACE", "HASH", "SIZE", "DEV", "REFS",
+                       "PID", "IDLE(s)", "GPU");
         while (more) {
                 uint32_t n = 0;
                 r = sage_broker_list(b, after, entries, &n, &more);
@@ -144,7 +145,8 @@ static int cmd_list(SageBroker *b, bool json) {
                         const uint32_t uid = sage_namespace_uid(e->namespace_id);
                         const bool container = label >= SAGE_NAMESPACE_CONTAINER_FIRST;
                         const char *name = label && !container ? label_name(b, &names, label) : NULL;
-                        char hash[33], ns[SAGE_PROTO_LABEL_MAX + 32];
+                        char hash[33], ns[SAGE_PROTO_LABEL_MAX + 32], gpu[SAGE_UUID_STRING_SIZE];
+                        sagectl_device_name(b, e->device, json, gpu, sizeof(gpu));
                         sage_hash_format(e->hash, hash);
                         /* Namespace: "uid", or "label:uid" ("#number:uid" for a label without a name),
                          * or "container-N:uid". */
@@ -170,13 +172,14 @@ static int cmd_list(SageBroker *b, bool json) {
                                         printf("null");
                                 if (container)
                                         printf(", \"container\": %u", label - SAGE_NAMESPACE_CONTAINER_FIRST);
-                                printf(", \"hash\": \"%s\", \"size\": %" PRIu64 ", \"device\": %u, \"refs\": %u, "
-                                       "\"publisher_pid\": %u, \"idle_s\": %.3f, \"verified\": %s}",
-                                       hash, e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9,
-                                       e->flags & SAGE_LIST_UNVERIFIED ? "false" : "true");
+                                printf(", \"hash\": \"%s\", \"size\": %" PRIu64 ", \"device\": %u, \"uuid\": \"%s\", "
+                                       "\"refs\": %u, \"publisher_pid\": %u, \"idle_s\": %.3f, \"verified\": %s}",
+                                       hash, e->size, e->device, gpu, e->refs, e->publisher_pid,
+                                       (double)e->idle_ns / 1e9, e->flags & SAGE_LIST_UNVERIFIED ? "false" : "true");
                         } else
-                                printf("%-8" PRIu64 " %-24s %-32s %14" PRIu64 " %4u %5u %8u %10.1f\n", e->id, ns, hash,
-                                       e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9);
+                                printf("%-8" PRIu64 " %-24s %-32s %14" PRIu64 " %4u %5u %8u %10.1f %s\n", e->id, ns,
+                                       hash, e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9,
+                                       gpu);
                         first = false;
                         after = e->id;
                 }
@@ -247,8 +250,8 @@ int main(int argc, char **argv) {
         }
         cmd = argv[optind++];
         for (int i = optind; i < argc; i++)
-                if (strcmp(argv[i], "--json") == 0 &&
-                    (strcmp(cmd, "stats") == 0 || strcmp(cmd, "list") == 0 || strcmp(cmd, "instances") == 0))
+                if (strcmp(argv[i], "--json") == 0 && (strcmp(cmd, "stats") == 0 || strcmp(cmd, "list") == 0 ||
+                                                       strcmp(cmd, "instances") == 0 || strcmp(cmd, "devices") == 0))
                         json = true;
                 else if ((strcmp(cmd, "evict") != 0 && strcmp(cmd, "suspend") != 0 && strcmp(cmd, "resume") != 0) ||
                          i != optind || argc - optind != 1) {
@@ -266,7 +269,7 @@ int main(int argc, char **argv) {
         if ((strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0) && !timeout_given)
                 timeout_ms = SAGECTL_SUSPEND_TIMEOUT_MS;
         if (strcmp(cmd, "ping") && strcmp(cmd, "stats") && strcmp(cmd, "list") && strcmp(cmd, "evict") &&
-            strcmp(cmd, "instances") && strcmp(cmd, "suspend") && strcmp(cmd, "resume")) {
+            strcmp(cmd, "instances") && strcmp(cmd, "suspend") && strcmp(cmd, "resume") && strcmp(cmd, "devices")) {
                 fprintf(stderr, "sagectl: unknown command '%s'\n", cmd);
                 usage(stderr);
                 return 2;
@@ -307,6 +310,8 @@ int main(int argc, char **argv) {
                 r = cmd_list(b, json);
         else if (strcmp(cmd, "instances") == 0)
                 r = sagectl_instances(b, json);
+        else if (strcmp(cmd, "devices") == 0)
+                r = sagectl_devices(b, json);
         else if (strcmp(cmd, "suspend") == 0 || strcmp(cmd, "resume") == 0)
                 r = sagectl_suspend_resume(b, cmd, argv[optind]);
         else

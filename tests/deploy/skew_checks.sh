@@ -41,7 +41,9 @@ for mode in newer older refuse features garbage hangup silent; do
         bad "$mode: SAGE_VERBOSE=1 does not name the version skew: $(grep -v 'option SAGE_' "$tmp/$mode.verbose")" ;;
   esac
 done
-grep -q "speaks protocol version 3" "$tmp/newer.verbose" || bad "newer: the broker's version is not named"
+# skew-broker answers as SAGE_PROTO_VERSION + 1 ('newer') and as version 1 ('older').
+version=$(sed -n 's/^#define SAGE_PROTO_VERSION \([0-9]*\).*/\1/p' "$(dirname "$0")/../../common/proto.h")
+grep -q "speaks protocol version $((version + 1))" "$tmp/newer.verbose" || bad "newer: the broker's version is not named"
 grep -q "speaks protocol version 1" "$tmp/older.verbose" || bad "older: the broker's version is not named"
 
 step "saged refuses a client of the next version and serves on"

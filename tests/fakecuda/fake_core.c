@@ -5,8 +5,15 @@
  * the SAGE_FAKE_INIT_MS delay). Until cuInit succeeds every other entry point
  * answers CUDA_ERROR_NOT_INITIALIZED; a failed cuInit (SAGE_FAKE_FAIL_INIT, no
  * visible device) is remembered and returned again by later calls.
- * CUDA_VISIBLE_DEVICES is a comma list of simulated GPU indices; as the real
- * driver does, parsing stops at the first entry that names no device.
+ * CUDA_VISIBLE_DEVICES is a comma list of simulated GPU indices or UUIDs
+ * ("GPU-" and the UUID in nvidia-smi's form, or a prefix of it that names
+ * one GPU); as the real driver does (CUDA C Programming Guide, "CUDA
+ * Environment Variables": only the devices listed are visible, in that
+ * order, numbered from 0; an invalid entry makes it ignore the rest of the
+ * list; an empty list hides every device), parsing stops at the first entry
+ * that names no device. A device listed twice also ends the list (assumed:
+ * the documentation does not say; real drivers treat it as invalid).
+ * Each simulated GPU has a stable UUID of its own (fake_gpu_uuid).
  */
 #include "fake_internal.h"
 
@@ -18,6 +25,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 FakeState fake = {
@@ -99,6 +107,50 @@ static unsigned env_uint(const char *name, unsigned def) {
         return *end ? def : (unsigned)v;
 }
 
+/* Distinct from the first byte on (as real UUIDs are: a short form such
+ * as "GPU-8932f937" names one GPU), readable as the fake's in the rest. */
+void fake_gpu_uuid(int gpu, unsigned char out[16]) {
+        uint32_t h = (uint32_t)(gpu + 1) * 2654435761u;
+        for (int i = 0; i < 4; i++)
+                out[i] = (unsigned char)(h >> (24 - 8 * i));
+        memcpy(out + 4, "SAGEFAKEGPU", 11);
+        out[15] = (unsigned char)gpu;
+}
+
+/* The simulated GPU `entry` (up to a comma or the end) names, or -1. */
+static int visible_entry(const char *entry, size_t len, unsigned gpus) {
+        static const char hex[] = "0123456789abcdef";
+        int found = -1;
+
+        if (len > 4 && strncasecmp(entry, "GPU-", 4) == 0) {
+                for (unsigned g = 0; g < gpus; g++) {
+                        unsigned char u[16];
+                        char text[64];
+                        size_t n = 0;
+                        fake_gpu_uuid((int)g, u);
+                        n += (size_t)snprintf(text, sizeof text, "GPU-");
+                        for (int i = 0; i < 16; i++) {
+                                if (i == 4 || i == 6 || i == 8 || i == 10)
+                                        text[n++] = '-';
+                                text[n++] = hex[u[i] >> 4];
+                                text[n++] = hex[u[i] & 15];
+                        }
+                        text[n] = 0;
+                        if (len <= n && strncasecmp(text, entry, len) == 0) {
+                                if (found >= 0)
+                                        return -1; /* a prefix of two UUIDs names no device */
+                                found = (int)g;
+                        }
+                }
+                return found;
+        }
+        char *end;
+        long idx = strtol(entry, &end, 10);
+        if (end == entry || (size_t)(end - entry) != len || idx < 0 || idx >= (long)gpus)
+                return -1;
+        return (int)idx;
+}
+
 static void read_environment(void) {
         fake.init_ms = env_uint("SAGE_FAKE_INIT_MS", 0);
         fake.ctx_ms = env_uint("SAGE_FAKE_CTX_MS", 0);
@@ -118,14 +170,17 @@ static void read_environment(void) {
         while (*p && fake.device_count < FAKE_MAX_DEVICES) {
                 while (isspace((unsigned char)*p))
                         p++;
-                char *end;
-                long idx = strtol(p, &end, 10);
-                if (end == p || idx < 0 || idx >= (long)gpus)
+                size_t len = strcspn(p, ",");
+                while (len && isspace((unsigned char)p[len - 1]))
+                        len--;
+                int gpu = visible_entry(p, len, gpus);
+                for (int i = 0; i < fake.device_count && gpu >= 0; i++)
+                        if (fake.physical[i] == gpu)
+                                gpu = -1;
+                if (gpu < 0)
                         break;
-                fake.physical[fake.device_count++] = (int)idx;
-                p = end;
-                while (isspace((unsigned char)*p))
-                        p++;
+                fake.physical[fake.device_count++] = gpu;
+                p += strcspn(p, ",");
                 if (*p != ',')
                         break;
                 p++;
@@ -245,9 +300,7 @@ FAKE_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev) {
                 return CUDA_ERROR_INVALID_VALUE;
         if (!valid_device(dev))
                 return CUDA_ERROR_INVALID_DEVICE;
-        memset(uuid->bytes, 0, sizeof uuid->bytes);
-        memcpy(uuid->bytes, "SAGEFAKEGPU", 11);
-        uuid->bytes[15] = (char)fake.physical[dev];
+        fake_gpu_uuid(fake.physical[dev], (unsigned char *)uuid->bytes);
         return CUDA_SUCCESS;
 }
 
@@ -303,6 +356,18 @@ FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CU
         default: break;
         }
         *pi = v;
+        return CUDA_SUCCESS;
+}
+
+/* The simulated GPUs are a node without peer access (fake_vmm.c, cuMemSetAccess; fake_ipc.c). */
+FAKE_EXPORT CUresult cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice dev, CUdevice peerDev) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT();
+        if (!canAccessPeer)
+                return CUDA_ERROR_INVALID_VALUE;
+        if (!valid_device(dev) || !valid_device(peerDev))
+                return CUDA_ERROR_INVALID_DEVICE;
+        *canAccessPeer = 0;
         return CUDA_SUCCESS;
 }
 

@@ -182,6 +182,9 @@ struct CUlib_st {
         struct CUkern_st *kernels;
 };
 
+/* The stable UUID of simulated GPU `gpu` (fake_core.c). */
+void fake_gpu_uuid(int gpu, unsigned char out[16]);
+
 /* ------------------------------------------------------------ state */
 typedef struct FakeState {
         pthread_mutex_t lock;

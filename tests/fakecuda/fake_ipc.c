@@ -8,7 +8,14 @@
  * allocation's base even when the handle was taken from an interior
  * pointer; memory that is not a cuMemAlloc allocation (VMM mappings
  * included) is refused with INVALID_VALUE; opening a handle in the process
- * that exported it is refused with INVALID_CONTEXT.
+ * that exported it is refused with INVALID_CONTEXT. A handle of another GPU
+ * than the importer's: the real driver maps it through peer access (the
+ * documentation of cuIpcOpenMemHandle: it enables peer access between the
+ * devices, as cuCtxEnablePeerAccess would); the simulated GPUs have none
+ * (fake_vmm.c, cuMemSetAccess), so the open fails as cuCtxEnablePeerAccess
+ * documents it for devices that cannot reach each other:
+ * CUDA_ERROR_PEER_ACCESS_UNSUPPORTED. GPUs are compared by their physical
+ * index, so two processes with different CUDA_VISIBLE_DEVICES agree.
  */
 #include "fake_internal.h"
 
@@ -28,6 +35,7 @@ typedef struct FakeIpcHandle {
         uint64_t offset; /* of the allocation in the memfd */
         uint64_t size;
         uint64_t map_size;
+        int32_t gpu; /* the simulated GPU (physical index) the allocation lies on */
 } FakeIpcHandle;
 
 _Static_assert(sizeof(FakeIpcHandle) <= sizeof(CUipcMemHandle), "IPC handle must fit in 64 bytes");
@@ -48,6 +56,7 @@ FAKE_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr
                 h.fd = a->fd;
                 h.size = a->size;
                 h.map_size = a->map_size;
+                h.gpu = fake.physical[a->device];
         }
         fake_unlock();
         if (!ok)
@@ -69,6 +78,8 @@ FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle ha
                 return CUDA_ERROR_INVALID_VALUE;
         if (h.pid == (int32_t)getpid())
                 return CUDA_ERROR_INVALID_CONTEXT;
+        if (h.gpu != fake.physical[ctx->device])
+                return CUDA_ERROR_PEER_ACCESS_UNSUPPORTED;
         char path[64];
         snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)h.pid, (int)h.fd);
         int fd = open(path, O_RDWR | O_CLOEXEC);

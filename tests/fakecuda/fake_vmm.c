@@ -350,6 +350,15 @@ static bool split_at_locked(uintptr_t at) {
         return true;
 }
 
+/*
+ * Access for a GPU other than the one the physical memory lies on is a peer
+ * mapping: the real driver grants it only where that GPU can access its
+ * peer's memory (CUDA Programming Guide, "Virtual Memory Management":
+ * access to a peer's allocation is granted per device with cuMemSetAccess,
+ * subject to cuDeviceCanAccessPeer). The simulated GPUs are a node without
+ * peer access, so such a grant fails with CUDA_ERROR_INVALID_DEVICE (the
+ * code is assumed, not measured: tests/gpu/two_gpus.sh measures it).
+ */
 FAKE_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count) {
         FAKE_GATE();
         FAKE_REQUIRE_INIT();
@@ -369,13 +378,19 @@ FAKE_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAcc
                 }
         }
         fake_lock();
-        /* The whole range must be mapped. */
+        /* The whole range must be mapped, and only by memory of the GPUs given access (see above). */
         for (uintptr_t at = p; at < p + size;) {
                 FakeMapping *m = fake_mapping_find_locked(at);
                 if (!m) {
                         fake_unlock();
                         return CUDA_ERROR_INVALID_VALUE;
                 }
+                for (size_t i = 0; i < count; i++)
+                        if (desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_NONE &&
+                            desc[i].location.id != m->phys->prop.location.id) {
+                                fake_unlock();
+                                return CUDA_ERROR_INVALID_DEVICE;
+                        }
                 at = m->base + m->size;
         }
         if (!split_at_locked(p) || !split_at_locked(p + size)) {

@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fakecuda.h"
 
@@ -707,6 +709,86 @@ static void mode_visible_devices(void) {
         CHECK(bus == 0x10);
 }
 
+/*
+ * What a process with CUDA_VISIBLE_DEVICES=`visible` (NULL: unset) sees, of
+ * SAGE_FAKE_DEVICES=3: the simulated GPU behind each of its ordinals (from
+ * the PCI bus id) and their UUIDs; the count, or minus cuInit's error.
+ */
+static int visible_as(const char *visible, int gpus[4], CUuuid uuids[4]) {
+        int sv[2], n = 0;
+        CHECK(pipe(sv) == 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+                int count = 0, bus = 0;
+                CUuuid u[4];
+                int g[4] = { 0 };
+                CUresult r;
+                if (visible)
+                        setenv("CUDA_VISIBLE_DEVICES", visible, 1);
+                else
+                        unsetenv("CUDA_VISIBLE_DEVICES");
+                r = cuInit(0);
+                if (r == CUDA_SUCCESS)
+                        r = cuDeviceGetCount(&count);
+                for (int i = 0; r == CUDA_SUCCESS && i < count && i < 4; i++) {
+                        r = cuDeviceGetAttribute(&bus, CU_DEVICE_ATTRIBUTE_PCI_BUS_ID, i);
+                        g[i] = bus - 0x10;
+                        if (r == CUDA_SUCCESS)
+                                r = cuDeviceGetUuid(&u[i], i);
+                }
+                count = r == CUDA_SUCCESS ? count : -(int)r;
+                if (write(sv[1], &count, sizeof count) < 0 || write(sv[1], g, sizeof g) < 0 ||
+                    write(sv[1], u, sizeof u) < 0)
+                        _exit(1);
+                _exit(0);
+        }
+        close(sv[1]);
+        CHECK(read(sv[0], &n, sizeof n) == (ssize_t)sizeof n);
+        CHECK(read(sv[0], gpus, 4 * sizeof(int)) == (ssize_t)(4 * sizeof(int)));
+        CHECK(read(sv[0], uuids, 4 * sizeof(CUuuid)) == (ssize_t)(4 * sizeof(CUuuid)));
+        close(sv[0]);
+        waitpid(pid, NULL, 0);
+        return n;
+}
+
+static void uuid_text(const CUuuid *u, char *out) {
+        const unsigned char *b = (const unsigned char *)u->bytes;
+        sprintf(out, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
+                b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+/* Several GPUs, each with a UUID of its own; CUDA_VISIBLE_DEVICES by index or UUID, as the real driver reads it. */
+static void mode_uuid_devices(void) {
+        CUuuid all[4], u[4], again[4];
+        int g[4];
+        char text[64], list[160];
+
+        CHECK(visible_as(NULL, g, all) == 3 && g[0] == 0 && g[1] == 1 && g[2] == 2);
+        CHECK(memcmp(&all[0], &all[1], sizeof(CUuuid)) && memcmp(&all[1], &all[2], sizeof(CUuuid)) &&
+              memcmp(&all[0], &all[2], sizeof(CUuuid)));
+        CHECK(visible_as(NULL, g, again) == 3 && !memcmp(all, again, 3 * sizeof(CUuuid))); /* stable */
+        /* Renumbered from 0 in the listed order; the UUID is the GPU's, not the ordinal's. */
+        CHECK(visible_as("2,0", g, u) == 2 && g[0] == 2 && g[1] == 0);
+        CHECK(!memcmp(&u[0], &all[2], sizeof(CUuuid)) && !memcmp(&u[1], &all[0], sizeof(CUuuid)));
+        /* By UUID, mixed with an index, and by a prefix that names one GPU. */
+        uuid_text(&all[2], text);
+        snprintf(list, sizeof list, "%s,0", text);
+        CHECK(visible_as(list, g, u) == 2 && g[0] == 2 && g[1] == 0);
+        uuid_text(&all[1], text);
+        text[12] = 0;
+        CHECK(visible_as(text, g, u) == 1 && g[0] == 1 && !memcmp(&u[0], &all[1], sizeof(CUuuid)));
+        /* "GPU-" alone names no GPU: the list ends there. */
+        CHECK(visible_as("1,GPU-", g, u) == 1 && g[0] == 1);
+        /* An invalid entry ends the list; so does a GPU listed twice. */
+        CHECK(visible_as("1,x,2", g, u) == 1 && g[0] == 1);
+        CHECK(visible_as("1,7,2", g, u) == 1 && g[0] == 1);
+        CHECK(visible_as("1,1,2", g, u) == 1 && g[0] == 1);
+        /* Nothing visible: cuInit reports no device, as the real driver. */
+        CHECK(visible_as("", g, u) == -(int)CUDA_ERROR_NO_DEVICE);
+        CHECK(visible_as("GPU-00000000-dead", g, u) == -(int)CUDA_ERROR_NO_DEVICE);
+        CHECK(visible_as("3", g, u) == -(int)CUDA_ERROR_NO_DEVICE);
+}
+
 static void mode_init_error(CUresult want) {
         int n;
         CHECK_CU(cuInit(0), want);
@@ -722,6 +804,8 @@ int main(int argc, char **argv) {
                 mode_init_delay();
         else if (strcmp(mode, "visible-devices") == 0)
                 mode_visible_devices();
+        else if (strcmp(mode, "uuid-devices") == 0)
+                mode_uuid_devices();
         else if (strcmp(mode, "no-device") == 0)
                 mode_init_error(CUDA_ERROR_NO_DEVICE);
         else if (strcmp(mode, "fail-init") == 0)

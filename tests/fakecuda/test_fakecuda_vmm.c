@@ -195,6 +195,90 @@ static int mode_ipc(int sock) {
         return failures ? 1 : 0;
 }
 
+/* ------------------------------------------------------------ two GPUs (SAGE_FAKE_DEVICES=2) */
+/* Child of test_two_gpus: open the handle on its sock, send back what the driver said. */
+static int mode_ipc_result(int sock) {
+        CUipcMemHandle handle;
+        CUdeviceptr d;
+        CUresult r;
+        setup_context();
+        CHECK(read(sock, &handle, sizeof handle) == (ssize_t)sizeof handle);
+        r = cuIpcOpenMemHandle(&d, handle, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
+        if (r == CUDA_SUCCESS) {
+                unsigned char b = 0;
+                OK(cuMemcpyDtoH(&b, d, 1));
+                CHECK(b == pattern(0));
+                OK(cuIpcCloseMemHandle(d));
+        }
+        CHECK(write(sock, &r, sizeof r) == (ssize_t)sizeof r);
+        return failures ? 1 : 0;
+}
+
+/* What an importer whose CUDA_VISIBLE_DEVICES is `visible` gets for a handle of GPU 1's memory. */
+static CUresult ipc_open_as(const CUipcMemHandle *handle, const char *visible) {
+        CUresult r = CUDA_ERROR_UNKNOWN;
+        int sv[2];
+        CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+        setenv("CUDA_VISIBLE_DEVICES", visible, 1);
+        pid_t pid = spawn("ipc-result", sv[1]);
+        unsetenv("CUDA_VISIBLE_DEVICES");
+        close(sv[1]);
+        CHECK(write(sv[0], handle, sizeof *handle) == (ssize_t)sizeof *handle);
+        CHECK(read(sv[0], &r, sizeof r) == (ssize_t)sizeof r);
+        CHECK(wait_exit(pid) == 0);
+        close(sv[0]);
+        return r;
+}
+
+/*
+ * Memory of one GPU is not another's: access for a GPU other than the one
+ * the physical memory lies on is refused (no peer access between the
+ * simulated GPUs), and a CUDA IPC handle opens only on its own GPU, whatever
+ * ordinal the importer knows it by.
+ */
+static int mode_two_gpus(void) {
+        CUmemAllocationProp on1 = fd_prop;
+        CUmemGenericAllocationHandle h;
+        CUcontext ctx1;
+        CUdeviceptr va, d;
+        CUipcMemHandle handle;
+        size_t size = 2 * MiB;
+
+        int peer = -1;
+        setup_context();
+        OK(cuDeviceCanAccessPeer(&peer, 0, 1));
+        CHECK(peer == 0);
+        on1.location.id = 1;
+        OK(cuMemCreate(&h, size, &on1, 0));
+        OK(cuMemAddressReserve(&va, size, 0, 0, 0));
+        OK(cuMemMap(va, size, 0, h, 0));
+        CUmemAccessDesc access = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 },
+                                   .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+        CHECK_CU(cuMemSetAccess(va, size, &access, 1), CUDA_ERROR_INVALID_DEVICE);
+        access.location.id = 1;
+        OK(cuMemSetAccess(va, size, &access, 1));
+        PTR(va)[0] = 1;
+        OK(cuMemUnmap(va, size));
+        OK(cuMemRelease(h));
+        OK(cuMemAddressFree(va, size));
+
+        OK(cuDevicePrimaryCtxRetain(&ctx1, 1));
+        OK(cuCtxSetCurrent(ctx1));
+        OK(cuMemAlloc(&d, MiB));
+        PTR(d)[0] = pattern(0);
+        OK(cuIpcGetMemHandle(&handle, d));
+        CHECK_CU(ipc_open_as(&handle, "1"), CUDA_SUCCESS);
+        CHECK_CU(ipc_open_as(&handle, "1,0"), CUDA_SUCCESS); /* GPU 1 as device 0 */
+        CHECK_CU(ipc_open_as(&handle, "0"), CUDA_ERROR_PEER_ACCESS_UNSUPPORTED);
+        CHECK_CU(ipc_open_as(&handle, "0,1"), CUDA_ERROR_PEER_ACCESS_UNSUPPORTED); /* current device 0 is GPU 0 */
+        OK(cuMemFree(d));
+        OK(cuDevicePrimaryCtxRelease(1));
+        OK(cuDevicePrimaryCtxRelease(0));
+        if (failures)
+                fprintf(stderr, "two-gpus: %d check(s) failed\n", failures);
+        return failures ? 1 : 0;
+}
+
 /* ------------------------------------------------------------ main run */
 static void test_single_process(void) {
         size_t gran = 0;
@@ -443,6 +527,10 @@ int main(int argc, char **argv) {
                 return mode_ipc(sock);
         if (strcmp(mode, "fault") == 0)
                 return mode_fault();
+        if (strcmp(mode, "ipc-result") == 0)
+                return mode_ipc_result(sock);
+        if (strcmp(mode, "two-gpus") == 0)
+                return mode_two_gpus();
         setup_context();
         test_single_process();
         test_export_to_child();

@@ -720,7 +720,7 @@ static int scenario_cli(void) {
 
         start_saged(NULL, NULL);
         CHECK(sagectl(out, sizeof(out), "--socket %s ping", socket_path) == 0 && strstr(out, "alive") &&
-              strstr(out, "features 0x3f"));
+              strstr(out, "features 0x7f"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats", socket_path) == 0 && strstr(out, "extents:"));
         CHECK(sagectl(out, sizeof(out), "--socket %s stats --json", socket_path) == 0);
         CHECK(strstr(out, "\"extents\": 0") && strstr(out, "\"clients\": 1") && strstr(out, "\"hits\": 0"));

@@ -512,6 +512,8 @@ static void test_fuzz(void) {
                 SAGE_MSG_LOOKUP_NOTED_REPLY,
                 SAGE_MSG_LABEL,
                 SAGE_MSG_LABEL_REPLY,
+                SAGE_MSG_DEVICES,
+                SAGE_MSG_DEVICES_REPLY,
         };
         unsigned accepted = 0, rejected = 0;
         SageMessage m, d;
@@ -539,6 +541,13 @@ static void test_fuzz(void) {
                         }
                         if (m.header.type == SAGE_MSG_LABEL)
                                 m.label = (uint32_t)rng();
+                        if (m.header.type == SAGE_MSG_DEVICES_REPLY) {
+                                m.devices_reply.n_devices = (uint32_t)(rng() % 4);
+                                for (uint32_t i = 0; i < m.devices_reply.n_devices; i++)
+                                        m.devices_reply.devices[i] = (SageDeviceEntry){
+                                                .uuid = { (uint8_t)rng(), (uint8_t)i }, .memory = rng(), .flags = 1
+                                        };
+                        }
                         if (m.header.type == SAGE_MSG_LABEL_REPLY)
                                 snprintf(m.label_reply.name, sizeof(m.label_reply.name), "tenant-%u",
                                          (unsigned)(rng() % 1000));
@@ -707,7 +716,7 @@ static void test_table(void) {
         };
         SageMessage m;
 
-        CHECK((sizeof(requests) / sizeof(requests[0])) == 18);
+        CHECK((sizeof(requests) / sizeof(requests[0])) == 19);
         for (size_t i = 0; i < (sizeof(requests) / sizeof(requests[0])); i++) {
                 unsigned t = requests[i].type;
                 CHECK(strcmp(sage_proto_type_name(t), "?") != 0);
@@ -717,7 +726,8 @@ static void test_table(void) {
         }
         CHECK(strcmp(sage_proto_type_name(SAGE_MSG_PONG), "PONG") == 0);
         CHECK(strcmp(sage_proto_type_name(SAGE_MSG_LOOKUP_NOTED_REPLY), "LOOKUP_NOTED_REPLY") == 0);
-        CHECK(strcmp(sage_proto_type_name(19), "?") == 0);
+        CHECK(strcmp(sage_proto_type_name(20), "?") == 0);
+        CHECK(sage_proto_feature(SAGE_MSG_DEVICES) == SAGE_FEATURE_DEVICES);
         CHECK(sage_proto_feature(SAGE_MSG_SUSPEND) == SAGE_FEATURE_INSTANCES);
         CHECK(sage_proto_feature(SAGE_MSG_LOOKUP) == 0 && sage_proto_feature(SAGE_MSG_IPC_IMPORT) == SAGE_FEATURE_IPC);
         CHECK(sage_proto_feature(SAGE_MSG_PUBLISH_NOTED) == SAGE_FEATURE_NOTES);
@@ -735,6 +745,51 @@ static void test_table(void) {
         buf[16] = 8;
         SageMessage d;
         CHECK(sage_proto_decode(buf, SAGE_PROTO_HEADER_SIZE + 8, &d, NULL) == SAGE_ERR_MALFORMED);
+}
+
+/* DEVICES_REPLY: the broker's table by UUID; bounded, exact, known flags, zero reserved bytes. */
+static void test_devices(void) {
+        char text[SAGE_UUID_STRING_SIZE];
+        SageMessage m, d;
+        ssize_t n;
+
+        sage_proto_init(&m, SAGE_MSG_DEVICES, 5);
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE && sage_proto_decode(buf, (size_t)n, &d, NULL) == 0);
+        sage_proto_init(&m, SAGE_MSG_DEVICES_REPLY, 5);
+        m.devices_reply.n_devices = 2;
+        for (int i = 0; i < 2; i++) {
+                memset(m.devices_reply.devices[i].uuid, 0x10 * (i + 1), 16);
+                m.devices_reply.devices[i].memory = (80ull << 30) + (uint64_t)i;
+                m.devices_reply.devices[i].flags = i ? SAGE_DEVICE_SERVED : 0;
+        }
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE + 4 + 2 * SAGE_PROTO_DEVICE_ENTRY_SIZE);
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.devices_reply.n_devices == 2 &&
+              d.devices_reply.devices[1].uuid[15] == 0x20 && d.devices_reply.devices[1].memory == (80ull << 30) + 1 &&
+              d.devices_reply.devices[1].flags == SAGE_DEVICE_SERVED && d.devices_reply.devices[0].flags == 0);
+        buf[SAGE_PROTO_HEADER_SIZE + 4 + 28] = 1; /* a reserved byte */
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+        buf[SAGE_PROTO_HEADER_SIZE + 4 + 28] = 0;
+        buf[SAGE_PROTO_HEADER_SIZE + 4 + 24] = 0x80; /* an unknown flag */
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+        buf[SAGE_PROTO_HEADER_SIZE + 4 + 24] = 0;
+        buf[SAGE_PROTO_HEADER_SIZE] = 3; /* more entries than bytes */
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_MALFORMED);
+        m.devices_reply.n_devices = SAGE_PROTO_DEVICES_MAX + 1;
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+
+        static const uint8_t u[16] = {
+                0x53, 0x41, 0x47, 0x45, 0x46, 0x41, 0x4b, 0x45, 0x47, 0x50, 0x55, 0, 0, 0, 0, 1
+        };
+        CHECK(strcmp(sage_uuid_format(u, text, sizeof(text)), "GPU-53414745-4641-4b45-4750-550000000001") == 0);
+        uint8_t back[16];
+        CHECK(sage_uuid_parse(text, back) == 0 && !memcmp(back, u, 16));
+        CHECK(sage_uuid_parse("GPU-534147454641-4B45-4750550000000001", back) == 0 && !memcmp(back, u, 16));
+        CHECK(sage_uuid_parse("GPU-53414745-4641-4b45-4750-5500000000", back) == -EINVAL);     /* short */
+        CHECK(sage_uuid_parse("GPU-53414745-4641-4b45-4750-55000000000100", back) == -EINVAL); /* long */
+        CHECK(sage_uuid_parse("GPU-53414745-4641-4b45-4750-55000000000x", back) == -EINVAL);
+        CHECK(sage_uuid_parse("53414745-4641-4b45-4750-550000000001", back) == -EINVAL);
 }
 
 /* Instances: register, list, suspend/resume replies, and what the decoder refuses. */
@@ -796,6 +851,7 @@ static void test_instances(void) {
 int main(void) {
         test_table();
         test_instances();
+        test_devices();
         test_labels();
         test_roundtrips();
         test_rejects();

@@ -29,7 +29,7 @@ static SageShareAlloc *setup(ShareVmm *v, size_t size) {
         fake_reset();
         nreleased = 0;
         share_vmm_init(v, &fake_driver, release_extent, &released);
-        CHECK(share_vmm_alloc(v, size, G, 0, NULL, &a) == CUDA_SUCCESS);
+        CHECK(share_vmm_alloc(v, size, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
         share_vmm_link(v, a);
         CHECK(a && a->npieces == 1 && a->pieces[0].off == 0 && a->pieces[0].len == a->padded);
         CHECK(share_vmm_find(v, a->va + size - 1, 1) == a && !share_vmm_find(v, a->va + size, 1));

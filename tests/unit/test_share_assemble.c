@@ -54,7 +54,7 @@ static SageShareAlloc *setup(ShareVmm *v, const Range *up, size_t n) {
         fake_reset();
         share_vmm_init(v, &fake_driver, release_extent, NULL);
         v->track_pending = true;
-        CHECK(share_vmm_alloc(v, 4 * G, G, 0, NULL, &a) == CUDA_SUCCESS);
+        CHECK(share_vmm_alloc(v, 4 * G, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
         share_vmm_link(v, a);
         for (size_t i = 0; i < n; i++) {
                 fake_fill(a->va + up[i].off, up[i].len, 0x61);

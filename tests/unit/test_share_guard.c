@@ -56,7 +56,7 @@ int main(void) {
         fake_reset();
         CHECK(share_guard_available(&fake_driver));
         share_vmm_init(&v, &fake_driver, release_extent, NULL);
-        CHECK(share_vmm_alloc(&v, 4 * G, G, 0, NULL, &a) == CUDA_SUCCESS);
+        CHECK(share_vmm_alloc(&v, 4 * G, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
         share_vmm_link(&v, a);
 
         /* The uploading process: a candidate at [0, G) records "reader, parameter 1". */

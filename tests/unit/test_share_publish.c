@@ -53,7 +53,7 @@ static SageShareAlloc *setup(ShareVmm *v) {
 
         fake_reset();
         share_vmm_init(v, &fake_driver, release_extent, NULL);
-        CHECK(share_vmm_alloc(v, 4 * G, G, 0, NULL, &a) == CUDA_SUCCESS);
+        CHECK(share_vmm_alloc(v, 4 * G, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
         share_vmm_link(v, a);
         for (size_t k = 0; k < 2; k++) {
                 Piece p = { .off = offs[k], .len = G, .candidate = true };
