@@ -84,9 +84,9 @@ SageBroker *sage_broker_free(SageBroker *b) {
 static void take_notes(SageMessage *reply, NotesSink *sink) {
         SageNotes *notes;
 
-        if (reply->header.type != SAGE_MSG_LOOKUP_NOTED_REPLY)
+        if (reply->header.type != SAGE_MSG_LOOKUP_REPLY)
                 return;
-        notes = &reply->lookup_noted_reply.notes;
+        notes = &reply->lookup_reply.notes;
         if (sink) {
                 sink->length = notes->length;
                 if (notes->length > 0 && notes->length <= sink->capacity)

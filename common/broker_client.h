@@ -66,7 +66,7 @@ int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32
                         uint64_t *extent_id, int *existed);
 
 /*
- * Notes (proto.h, "PUBLISH_NOTED"): an opaque blob of at most
+ * Notes (proto.h, "Notes"): an opaque blob of at most
  * SAGE_PROTO_NOTES_MAX bytes that a sealed extent carries for every later
  * looker-up of the namespace. publish_noted is publish plus `notes_len`
  * bytes of `notes`; they are stored only if this call creates the extent
@@ -80,10 +80,8 @@ int sage_broker_publish(SageBroker *broker, SageHash hash, uint64_t size, uint32
  * are never truncated: the call returns -ENOBUFS with no fd, the size
  * needed in *notes_len, and the reference the hit took already given back;
  * the connection stays usable. A buffer of SAGE_PROTO_NOTES_MAX bytes
- * always fits. Other returns as lookup (*notes_len 0).
- *
- * With a broker that did not offer SAGE_FEATURE_NOTES at HELLO these are
- * publish/lookup: no notes stored, none returned (*notes_len 0).
+ * always fits. Other returns as lookup (*notes_len 0). publish and lookup
+ * are these without notes (a lookup drops the extent's).
  */
 int sage_broker_publish_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
                               const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed);

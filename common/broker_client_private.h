@@ -15,7 +15,7 @@ struct SageBroker {
         SageDevicesReply *devices; /* the broker's device table, once asked (broker_requests.c) */
 };
 
-/* Where the notes of a LOOKUP_NOTED reply go: `length` receives their size,
+/* Where the notes of a LOOKUP reply go: `length` receives their size,
  * the bytes are copied only if they fit in `capacity`. */
 typedef struct NotesSink {
         void *bytes;
@@ -24,7 +24,7 @@ typedef struct NotesSink {
 } NotesSink;
 
 /* One request/reply exchange under the connection's lock. A reply fd (if
- * any) goes to *reply_fd; notes of a LOOKUP_NOTED reply into `notes`. */
+ * any) goes to *reply_fd; notes of a LOOKUP reply into `notes` (NULL: dropped). */
 int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
                      SageListEntry *list_storage, int *reply_fd);
 int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd, NotesSink *notes);

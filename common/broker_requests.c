@@ -1,9 +1,10 @@
 /*
  * Broker client: one function per request, over broker_client.c's
  * transport. A broker that did not offer a feature at HELLO is never asked
- * for it: the noted variants fall back to the plain ones (no notes), a
- * content-keyed publish and the IPC and LABEL requests answer
- * SAGE_ERR_UNKNOWN_TYPE without a round trip, and libsage does without.
+ * for it: a content-keyed publish and the IPC, LABEL and instance requests
+ * answer SAGE_ERR_UNKNOWN_TYPE without a round trip, and libsage does
+ * without. Notes ride on every PUBLISH and LOOKUP (the _noted calls pass
+ * them; the plain ones send none and drop what comes).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,14 +19,16 @@ int sage_broker_ping(SageBroker *b) {
         return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
 }
 
-int sage_broker_lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id, int *fd_out) {
+/* LOOKUP; the extent's notes go to `sink` (NULL: dropped). */
+static int lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id, int *fd_out,
+                  NotesSink *sink) {
         SageMessage req, reply;
         int fd = -1, r;
 
         *fd_out = -1;
         sage_proto_init(&req, SAGE_MSG_LOOKUP, 0);
         req.lookup = (SageExtentKey){ .hash = hash, .size = size, .device = device };
-        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, &fd);
+        r = sage_broker_call_noted(b, &req, &reply, &fd, sink);
         if (r != 0)
                 return r;
         if (!reply.lookup_reply.found)
@@ -34,33 +37,37 @@ int sage_broker_lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t dev
                 close(fd);
                 return -EPROTO;
         }
+        if (sink && sink->length > sink->capacity) {
+                /* No fd, and the reference the hit took goes back at once. */
+                close(fd);
+                sage_broker_release(b, reply.lookup_reply.extent_id);
+                sage_broker_set_error(b, "notes of %u bytes do not fit in %u", (unsigned)sink->length,
+                                      (unsigned)sink->capacity);
+                return -ENOBUFS;
+        }
         if (extent_id)
                 *extent_id = reply.lookup_reply.extent_id;
         *fd_out = fd;
         return 0;
 }
 
-int sage_broker_publish(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
-                        uint64_t *extent_id, int *existed) {
-        SageMessage req, reply;
-        int r;
-
-        sage_proto_init(&req, SAGE_MSG_PUBLISH, 0);
-        req.header.flags = flags;
-        req.publish = (SageExtentKey){ .hash = hash, .size = size, .device = device };
-        r = sage_broker_call(b, &req, &fd, 1, &reply, NULL, NULL);
-        if (r != 0)
-                return r;
-        if (extent_id)
-                *extent_id = reply.publish_reply.extent_id;
-        if (existed)
-                *existed = reply.publish_reply.existed;
-        return 0;
+int sage_broker_lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id, int *fd_out) {
+        return lookup(b, hash, size, device, extent_id, fd_out, NULL);
 }
 
-static int publish_noted(SageBroker *b, SageHash hash, const SageHash *content, uint64_t size, uint32_t device,
-                         uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
-                         int *existed) {
+int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
+                             int *fd_out, void *notes, uint32_t notes_cap, uint32_t *notes_len) {
+        NotesSink sink = { .bytes = notes, .capacity = notes ? notes_cap : 0 };
+        int r = lookup(b, hash, size, device, extent_id, fd_out, &sink);
+
+        /* A hit's notes, or the size they need (-ENOBUFS). */
+        *notes_len = r == 0 || r == -ENOBUFS ? sink.length : 0;
+        return r;
+}
+
+/* PUBLISH, with `content` (not NULL) as the content key of a file-identity `hash`. */
+static int publish(SageBroker *b, SageHash hash, const SageHash *content, uint64_t size, uint32_t device,
+                   uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
         SageMessage req, reply;
         int r;
 
@@ -78,73 +85,38 @@ static int publish_noted(SageBroker *b, SageHash hash, const SageHash *content, 
                 sage_broker_set_error(b, "the broker does not verify by content key");
                 return SAGE_ERR_UNKNOWN_TYPE;
         }
-        /* The plain variant: the extent is shared, its notes are not. */
-        if (!content && !(b->hello.features & SAGE_FEATURE_NOTES))
-                return sage_broker_publish(b, hash, size, device, flags, fd, extent_id, existed);
-        sage_proto_init(&req, SAGE_MSG_PUBLISH_NOTED, 0);
+        sage_proto_init(&req, SAGE_MSG_PUBLISH, 0);
         req.header.flags = flags;
-        req.publish_noted.key = (SageExtentKey){ .hash = hash, .size = size, .device = device };
-        req.publish_noted.notes = (SageNotes){ .length = notes_len, .bytes = notes };
+        req.publish.key = (SageExtentKey){ .hash = hash, .size = size, .device = device };
+        req.publish.notes = (SageNotes){ .length = notes_len, .bytes = notes };
         if (content) {
                 req.header.flags |= SAGE_PUBLISH_CONTENT;
-                req.publish_noted.content = *content;
+                req.publish.content = *content;
         }
         r = sage_broker_call(b, &req, &fd, 1, &reply, NULL, NULL);
         if (r != 0)
                 return r;
         if (extent_id)
-                *extent_id = reply.publish_noted_reply.extent_id;
+                *extent_id = reply.publish_reply.extent_id;
         if (existed)
-                *existed = reply.publish_noted_reply.existed;
+                *existed = reply.publish_reply.existed;
         return 0;
+}
+
+int sage_broker_publish(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
+                        uint64_t *extent_id, int *existed) {
+        return publish(b, hash, NULL, size, device, flags, fd, NULL, 0, extent_id, existed);
 }
 
 int sage_broker_publish_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint32_t flags, int fd,
                               const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
-        return publish_noted(b, hash, NULL, size, device, flags, fd, notes, notes_len, extent_id, existed);
+        return publish(b, hash, NULL, size, device, flags, fd, notes, notes_len, extent_id, existed);
 }
 
 int sage_broker_publish_content(SageBroker *b, SageHash key, SageHash content, uint64_t size, uint32_t device,
                                 uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id,
                                 int *existed) {
-        return publish_noted(b, key, &content, size, device, flags, fd, notes, notes_len, extent_id, existed);
-}
-
-int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
-                             int *fd_out, void *notes, uint32_t notes_cap, uint32_t *notes_len) {
-        NotesSink sink = { .bytes = notes, .capacity = notes ? notes_cap : 0 };
-        SageMessage req, reply;
-        int fd = -1, r;
-
-        *fd_out = -1;
-        *notes_len = 0;
-        if (!(b->hello.features & SAGE_FEATURE_NOTES)) /* the plain variant: an extent without notes */
-                return sage_broker_lookup(b, hash, size, device, extent_id, fd_out);
-        sage_proto_init(&req, SAGE_MSG_LOOKUP_NOTED, 0);
-        req.lookup_noted = (SageExtentKey){ .hash = hash, .size = size, .device = device };
-        r = sage_broker_call_noted(b, &req, &reply, &fd, &sink);
-        if (r != 0)
-                return r;
-        if (!reply.lookup_noted_reply.lookup.found)
-                return SAGE_ERR_NOT_FOUND;
-        if (reply.lookup_noted_reply.lookup.size != size) {
-                close(fd);
-                return -EPROTO;
-        }
-        if (sink.length > sink.capacity) {
-                /* No fd, and the reference the hit took goes back at once. */
-                close(fd);
-                sage_broker_release(b, reply.lookup_noted_reply.lookup.extent_id);
-                *notes_len = sink.length;
-                sage_broker_set_error(b, "notes of %u bytes do not fit in %u", (unsigned)sink.length,
-                                      (unsigned)sink.capacity);
-                return -ENOBUFS;
-        }
-        if (extent_id)
-                *extent_id = reply.lookup_noted_reply.lookup.extent_id;
-        *notes_len = sink.length;
-        *fd_out = fd;
-        return 0;
+        return publish(b, key, &content, size, device, flags, fd, notes, notes_len, extent_id, existed);
 }
 
 int sage_broker_release(SageBroker *b, uint64_t extent_id) {

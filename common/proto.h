@@ -18,8 +18,13 @@
  * Compatibility: a peer accepts exactly its own SAGE_PROTO_VERSION, and
  * every payload has one exact length; changing the layout of a message bumps
  * the version (2: HELLO's feature bits, STATS' records; 3: every device is
- * the broker's ordinal, which clients find by UUID through DEVICES: a
- * version-2 libsage sent its own ordinal). Within a version,
+ * the broker's ordinal, which clients find by UUID through DEVICES (a
+ * version-2 libsage sent its own ordinal), and notes folded into PUBLISH and
+ * LOOKUP_REPLY, the NOTED twins gone). ERROR alone has the same layout in
+ * every version from 2 on: a peer decodes an ERROR of any of them, and saged
+ * answers a request of another version with an ERROR in that version
+ * (SAGE_ERR_VERSION, naming both), so an older client can say why it was
+ * refused, then hangs up. Within a version,
  * HELLO negotiates features (SAGE_FEATURE_*): the client offers what it
  * speaks, the broker answers what both do, and the client asks for nothing
  * outside that (proto.def names the feature each request needs); a client
@@ -37,6 +42,8 @@
 
 #define SAGE_PROTO_MAGIC 0x45474153u /* "SAGE" little-endian */
 #define SAGE_PROTO_VERSION 3
+/* The oldest version whose ERROR a peer can decode (ERROR's layout has not changed since). */
+#define SAGE_PROTO_ERROR_VERSION_MIN 2
 #define SAGE_PROTO_HEADER_SIZE 20
 #define SAGE_PROTO_MAX_MESSAGE 65536
 #define SAGE_PROTO_MAX_FDS 4
@@ -44,7 +51,7 @@
 /* LIST replies are paged: at most this many entries per reply. */
 #define SAGE_PROTO_LIST_MAX 512
 #define SAGE_IPC_TOKEN_SIZE 16
-/* Notes a sealed extent may carry (PUBLISH_NOTED / LOOKUP_NOTED), at most. */
+/* Notes a sealed extent may carry (PUBLISH, LOOKUP_REPLY), at most. */
 #define SAGE_PROTO_NOTES_MAX 32768
 /* A platform label's name (LABEL_REPLY): 1 to this many bytes of [A-Za-z0-9._-]. */
 #define SAGE_PROTO_LABEL_MAX 63
@@ -91,10 +98,9 @@ const char *sage_proto_type_name(unsigned type);
 
 /* PUBLISH flags. */
 #define SAGE_PUBLISH_SEALED 0x1u /* the publisher asserts the content is read-only from now on */
-/* PUBLISH_NOTED only: the key is not the content key (a file identity); the content key follows it. */
+/* The key is not the content key (a file identity); the content key follows it (SAGE_FEATURE_CONTENT). */
 #define SAGE_PUBLISH_CONTENT 0x2u
-#define SAGE_PUBLISH_FLAGS_ALL SAGE_PUBLISH_SEALED
-#define SAGE_PUBLISH_NOTED_FLAGS_ALL (SAGE_PUBLISH_SEALED | SAGE_PUBLISH_CONTENT)
+#define SAGE_PUBLISH_FLAGS_ALL (SAGE_PUBLISH_SEALED | SAGE_PUBLISH_CONTENT)
 /* LIST entry flags, besides the SAGE_PUBLISH_* it was published with: the
  * broker has not yet checked its bytes against its key (a LOOKUP misses it). */
 #define SAGE_LIST_UNVERIFIED 0x80000000u
@@ -115,16 +121,16 @@ typedef struct SageHeader {
  * HELLO features: what a broker serves beyond the core requests. Bits are
  * stable on the wire (append only); a peer ignores bits it does not know.
  */
-#define SAGE_FEATURE_NOTES 0x1ull        /* PUBLISH_NOTED, LOOKUP_NOTED */
-#define SAGE_FEATURE_CONTENT 0x2ull      /* PUBLISH_NOTED flag CONTENT: a file-identity key, verified by content */
+/* 0x1: version 2's NOTES (PUBLISH_NOTED, LOOKUP_NOTED); notes are part of PUBLISH and LOOKUP since 3. */
+#define SAGE_FEATURE_CONTENT 0x2ull      /* PUBLISH flag CONTENT: a file-identity key, verified by content */
 #define SAGE_FEATURE_STATS_SCOPED 0x4ull /* STATS answers about the caller's namespace (root on main: all) */
 #define SAGE_FEATURE_IPC 0x8ull          /* IPC_EXPORT, IPC_IMPORT, IPC_REVOKE */
 #define SAGE_FEATURE_LABEL 0x10ull       /* LABEL */
 #define SAGE_FEATURE_INSTANCES 0x20ull   /* INSTANCE_REGISTER, INSTANCES, SUSPEND, RESUME */
 #define SAGE_FEATURE_DEVICES 0x40ull     /* DEVICES: the broker's ordinals by GPU UUID */
 #define SAGE_FEATURES_ALL                                                                           \
-        (SAGE_FEATURE_NOTES | SAGE_FEATURE_CONTENT | SAGE_FEATURE_STATS_SCOPED | SAGE_FEATURE_IPC | \
-         SAGE_FEATURE_LABEL | SAGE_FEATURE_INSTANCES | SAGE_FEATURE_DEVICES)
+        (SAGE_FEATURE_CONTENT | SAGE_FEATURE_STATS_SCOPED | SAGE_FEATURE_IPC | SAGE_FEATURE_LABEL | \
+         SAGE_FEATURE_INSTANCES | SAGE_FEATURE_DEVICES)
 
 typedef struct SageHello {
         uint32_t client_version; /* SAGE_PROTO_VERSION of the client */
@@ -146,11 +152,42 @@ typedef struct SageExtentKey {
         uint32_t device;
 } SageExtentKey;
 
+/*
+ * Notes: an opaque blob (at most SAGE_PROTO_NOTES_MAX bytes) a publisher
+ * attaches to a sealed extent and every later looker-up of the same
+ * namespace receives (libsage records there what it learned while verifying
+ * the content read-only). Sealed means immutable: the first publisher's
+ * notes stay, later publishes of the same key change nothing. Offsets are
+ * from the payload's start; K = 28, the SageExtentKey.
+ *
+ *   LOOKUP                       0 K key                            (28 bytes)
+ *   LOOKUP_REPLY   + 1 fd on a hit
+ *                                0 1 found, 1 8 extent id, 9 8 size, 17 4 notes_len, 21 notes_len bytes
+ *   PUBLISH        + 1 fd        0 K key, K 4 notes_len, K+4 notes_len bytes
+ *     with flag CONTENT          0 K key, K 16 content key (XXH3-128), K+16 4 notes_len, K+20 notes
+ *   PUBLISH_REPLY                0 8 extent id, 8 1 existed         (9 bytes)
+ *
+ * A notes_len over SAGE_PROTO_NOTES_MAX or other than the bytes that follow
+ * is SAGE_ERR_MALFORMED; so are notes on a LOOKUP_REPLY miss. An extent
+ * published without notes (notes_len 0) answers LOOKUP with notes_len 0.
+ */
+typedef struct SageNotes {
+        uint32_t length;
+        const uint8_t *bytes; /* encode: the caller's; decode: points into the decoded buffer */
+} SageNotes;
+
 typedef struct SageLookupReply {
         uint8_t found; /* 1: an fd rides along; 0: a miss */
         uint64_t extent_id;
         uint64_t size;
+        SageNotes notes; /* the extent's (none on a miss) */
 } SageLookupReply;
+
+typedef struct SagePublish {
+        SageExtentKey key;
+        SageHash content; /* with SAGE_PUBLISH_CONTENT: what the broker verifies the bytes against */
+        SageNotes notes;  /* kept only by the publish that creates the extent */
+} SagePublish;
 
 typedef struct SagePublishReply {
         uint64_t extent_id;
@@ -235,42 +272,6 @@ typedef struct SageIpcAllocation {
         uint64_t size;   /* a broker with a driver checks the handle is exactly this size */
         uint32_t device; /* the broker's ordinal (checked when it has a driver), relayed as is */
 } SageIpcAllocation;
-
-/*
- * Notes: an opaque blob (at most SAGE_PROTO_NOTES_MAX bytes) a publisher
- * attaches to a sealed extent and every later looker-up of the same
- * namespace receives (libsage records there what it learned while verifying
- * the content read-only). Sealed means immutable: the first publisher's
- * notes stay, later publishes of the same key (noted or not) change nothing.
- * Offsets are from the payload's start; K = 28, the SageExtentKey of PUBLISH.
- *
- *   PUBLISH_NOTED       + 1 fd   0 K key (as PUBLISH), K 4 notes_len, K+4 notes_len bytes
- *     with flag CONTENT          0 K key, K 16 content key (XXH3-128), K+16 4 notes_len, K+20 notes
- *   PUBLISH_NOTED_REPLY          as PUBLISH_REPLY                   (9 bytes)
- *   LOOKUP_NOTED                 as LOOKUP                          (28 bytes)
- *   LOOKUP_NOTED_REPLY  + 1 fd on a hit
- *                                0 17 as LOOKUP_REPLY, 17 4 notes_len, 21 notes_len bytes
- *
- * PUBLISH_NOTED takes PUBLISH's flags. A notes_len over SAGE_PROTO_NOTES_MAX
- * or other than the bytes that follow is SAGE_ERR_MALFORMED; so are notes
- * on a LOOKUP_NOTED_REPLY miss. An extent published without notes answers
- * LOOKUP_NOTED with notes_len 0.
- */
-typedef struct SageNotes {
-        uint32_t length;
-        const uint8_t *bytes; /* encode: the caller's; decode: points into the decoded buffer */
-} SageNotes;
-
-typedef struct SagePublishNoted {
-        SageExtentKey key;
-        SageHash content; /* with SAGE_PUBLISH_CONTENT: what the broker verifies the bytes against */
-        SageNotes notes;
-} SagePublishNoted;
-
-typedef struct SageLookupNotedReply {
-        SageLookupReply lookup;
-        SageNotes notes;
-} SageLookupNotedReply;
 
 /*
  * Namespaces: label << 32 | uid. The uid comes from SO_PEERCRED; the label
@@ -439,8 +440,8 @@ typedef struct SageMessage {
                 SageHello hello;
                 SageHelloReply hello_reply;
                 SageExtentKey lookup;
-                SageLookupReply lookup_reply;
-                SageExtentKey publish; /* header.flags: SAGE_PUBLISH_* */
+                SageLookupReply lookup_reply; /* + an fd on a hit */
+                SagePublish publish;          /* header.flags: SAGE_PUBLISH_*; + the fd */
                 SagePublishReply publish_reply;
                 uint64_t release; /* extent id */
                 SageStats stats_reply;
@@ -453,11 +454,7 @@ typedef struct SageMessage {
                 SageIpcToken ipc_import;
                 SageIpcAllocation ipc_import_reply; /* + a duplicate of the exported fd */
                 SageIpcToken ipc_revoke;
-                SagePublishNoted publish_noted; /* header.flags: SAGE_PUBLISH_*; + the fd */
-                SagePublishReply publish_noted_reply;
-                SageExtentKey lookup_noted;
-                SageLookupNotedReply lookup_noted_reply; /* + an fd on a hit */
-                uint32_t label;                          /* LABEL: the label number (namespace id >> 32) */
+                uint32_t label; /* LABEL: the label number (namespace id >> 32) */
                 SageLabelReply label_reply;
                 SageInstanceRegister instance_register; /* header.flags: SAGE_INSTANCE_* */
                 uint32_t instances;                     /* INSTANCES: after_pid */
@@ -473,7 +470,8 @@ typedef struct SageMessage {
 
 /*
  * Encode `m` (header.type, flags, request_id taken from it; magic, version
- * and payload length filled in) into buf. Returns the message length, or
+ * and payload length filled in; an ERROR keeps a header.version of
+ * SAGE_PROTO_ERROR_VERSION_MIN or later, to answer a peer of that version) into buf. Returns the message length, or
  * -ENOBUFS / -EINVAL.
  */
 ssize_t sage_proto_encode(const SageMessage *m, void *buf, size_t size);
@@ -483,8 +481,9 @@ ssize_t sage_proto_encode(const SageMessage *m, void *buf, size_t size);
  * input; never reads outside [buf, buf+size). For LIST replies, `list_storage`
  * (SAGE_PROTO_LIST_MAX entries) receives the entries; it may be NULL
  * otherwise (a LIST reply then fails with SAGE_ERR_INTERNAL). Decoded notes
- * (PUBLISH_NOTED, LOOKUP_NOTED_REPLY) point into `buf`: copy them before
- * reusing it.
+ * (PUBLISH, LOOKUP_REPLY) point into `buf`: copy them before reusing it.
+ * Another version is SAGE_ERR_VERSION (header decoded, version in it),
+ * except an ERROR, whose layout every version shares.
  */
 int sage_proto_decode(const void *buf, size_t size, SageMessage *out, SageListEntry *list_storage);
 

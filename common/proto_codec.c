@@ -90,30 +90,6 @@ static int get_notes(Reader *r, SageNotes *n) {
         return 0;
 }
 
-static void put_lookup_fields(Writer *w, const SageLookupReply *l) {
-        put_u8(w, l->found);
-        put_u64(w, l->extent_id);
-        put_u64(w, l->size);
-}
-
-static int get_lookup_fields(Reader *r, SageLookupReply *l) {
-        l->found = get_u8(r);
-        l->extent_id = get_u64(r);
-        l->size = get_u64(r);
-        return l->found > 1 ? SAGE_ERR_MALFORMED : 0;
-}
-
-static void put_publish_fields(Writer *w, const SagePublishReply *p) {
-        put_u64(w, p->extent_id);
-        put_u8(w, p->existed);
-}
-
-static int get_publish_fields(Reader *r, SagePublishReply *p) {
-        p->extent_id = get_u64(r);
-        p->existed = get_u8(r);
-        return p->existed > 1 ? SAGE_ERR_MALFORMED : 0;
-}
-
 static void put_list_entry(Writer *w, const SageListEntry *e) {
         size_t start = w->pos;
         put_u64(w, e->id);
@@ -195,115 +171,63 @@ static int get_hello_reply(Reader *r, SageMessage *m, SageListEntry *list) {
         return 0;
 }
 
-/* Requests whose payload is one extent key. */
-#define KEY_CODEC(member)                                                         \
-        static void put_##member(Writer *w, const SageMessage *m) {               \
-                put_key(w, &m->member);                                           \
-        }                                                                         \
-        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                get_key(r, &m->member);                                           \
-                return 0;                                                         \
-        }
-KEY_CODEC(lookup)
-KEY_CODEC(publish)
-KEY_CODEC(lookup_noted)
-
-/* Payloads of one IPC token, or one IPC allocation. */
-#define TOKEN_CODEC(member)                                                       \
-        static void put_##member(Writer *w, const SageMessage *m) {               \
-                put_token(w, &m->member);                                         \
-        }                                                                         \
-        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                get_token(r, &m->member);                                         \
-                return 0;                                                         \
-        }
-TOKEN_CODEC(ipc_export_reply)
-TOKEN_CODEC(ipc_import)
-TOKEN_CODEC(ipc_revoke)
-
-#define ALLOCATION_CODEC(member)                                                  \
-        static void put_##member(Writer *w, const SageMessage *m) {               \
-                put_ipc_allocation(w, &m->member);                                \
-        }                                                                         \
-        static int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                get_ipc_allocation(r, &m->member);                                \
-                return 0;                                                         \
-        }
-ALLOCATION_CODEC(ipc_export)
-ALLOCATION_CODEC(ipc_import_reply)
+/* Payloads of one value: an extent key, an IPC token or allocation, an extent id, a label number. */
+VALUE_CODEC(static, lookup, put_key, get_key)
+VALUE_CODEC(static, ipc_export_reply, put_token, get_token)
+VALUE_CODEC(static, ipc_import, put_token, get_token)
+VALUE_CODEC(static, ipc_revoke, put_token, get_token)
+VALUE_CODEC(static, ipc_export, put_ipc_allocation, get_ipc_allocation)
+VALUE_CODEC(static, ipc_import_reply, put_ipc_allocation, get_ipc_allocation)
+VALUE_CODEC(static, release, put_u64_of, get_u64_into)
+VALUE_CODEC(static, label, put_u32_of, get_u32_into)
 
 static void put_lookup_reply(Writer *w, const SageMessage *m) {
-        put_lookup_fields(w, &m->lookup_reply);
-}
+        const SageLookupReply *l = &m->lookup_reply;
 
-static int get_lookup_reply(Reader *r, SageMessage *m, SageListEntry *list) {
-        return get_lookup_fields(r, &m->lookup_reply);
-}
-
-static void put_publish_reply(Writer *w, const SageMessage *m) {
-        put_publish_fields(w, &m->publish_reply);
-}
-
-static int get_publish_reply(Reader *r, SageMessage *m, SageListEntry *list) {
-        return get_publish_fields(r, &m->publish_reply);
-}
-
-static void put_publish_noted_reply(Writer *w, const SageMessage *m) {
-        put_publish_fields(w, &m->publish_noted_reply);
-}
-
-static int get_publish_noted_reply(Reader *r, SageMessage *m, SageListEntry *list) {
-        return get_publish_fields(r, &m->publish_noted_reply);
-}
-
-static void put_publish_noted(Writer *w, const SageMessage *m) {
-        put_key(w, &m->publish_noted.key);
-        if (m->header.flags & SAGE_PUBLISH_CONTENT)
-                put_hash(w, m->publish_noted.content);
-        put_notes(w, &m->publish_noted.notes);
-}
-
-static int get_publish_noted(Reader *r, SageMessage *m, SageListEntry *list) {
-        get_key(r, &m->publish_noted.key);
-        if (m->header.flags & SAGE_PUBLISH_CONTENT)
-                m->publish_noted.content = get_hash(r);
-        return get_notes(r, &m->publish_noted.notes) ? SAGE_ERR_MALFORMED : 0;
-}
-
-static void put_lookup_noted_reply(Writer *w, const SageMessage *m) {
-        /* A miss carries no notes. */
-        if (!m->lookup_noted_reply.lookup.found && m->lookup_noted_reply.notes.length) {
+        if (!l->found && l->notes.length) { /* a miss carries no notes */
                 w->failed = true;
                 return;
         }
-        put_lookup_fields(w, &m->lookup_noted_reply.lookup);
-        put_notes(w, &m->lookup_noted_reply.notes);
+        put_u8(w, l->found);
+        put_u64(w, l->extent_id);
+        put_u64(w, l->size);
+        put_notes(w, &l->notes);
 }
 
-static int get_lookup_noted_reply(Reader *r, SageMessage *m, SageListEntry *list) {
-        if (get_lookup_fields(r, &m->lookup_noted_reply.lookup) || get_notes(r, &m->lookup_noted_reply.notes))
+static int get_lookup_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        SageLookupReply *l = &m->lookup_reply;
+
+        l->found = get_u8(r);
+        l->extent_id = get_u64(r);
+        l->size = get_u64(r);
+        if (l->found > 1 || get_notes(r, &l->notes) || (!l->found && l->notes.length))
                 return SAGE_ERR_MALFORMED;
-        if (!m->lookup_noted_reply.lookup.found && m->lookup_noted_reply.notes.length)
-                return SAGE_ERR_MALFORMED;
         return 0;
 }
 
-static void put_release(Writer *w, const SageMessage *m) {
-        put_u64(w, m->release);
+static void put_publish(Writer *w, const SageMessage *m) {
+        put_key(w, &m->publish.key);
+        if (m->header.flags & SAGE_PUBLISH_CONTENT)
+                put_hash(w, m->publish.content);
+        put_notes(w, &m->publish.notes);
 }
 
-static int get_release(Reader *r, SageMessage *m, SageListEntry *list) {
-        m->release = get_u64(r);
-        return 0;
+static int get_publish(Reader *r, SageMessage *m, SageListEntry *list) {
+        get_key(r, &m->publish.key);
+        if (m->header.flags & SAGE_PUBLISH_CONTENT)
+                m->publish.content = get_hash(r);
+        return get_notes(r, &m->publish.notes) ? SAGE_ERR_MALFORMED : 0;
 }
 
-static void put_label(Writer *w, const SageMessage *m) {
-        put_u32(w, m->label);
+static void put_publish_reply(Writer *w, const SageMessage *m) {
+        put_u64(w, m->publish_reply.extent_id);
+        put_u8(w, m->publish_reply.existed);
 }
 
-static int get_label(Reader *r, SageMessage *m, SageListEntry *list) {
-        m->label = get_u32(r);
-        return 0;
+static int get_publish_reply(Reader *r, SageMessage *m, SageListEntry *list) {
+        m->publish_reply.extent_id = get_u64(r);
+        m->publish_reply.existed = get_u8(r);
+        return m->publish_reply.existed > 1 ? SAGE_ERR_MALFORMED : 0;
 }
 
 static void put_label_reply(Writer *w, const SageMessage *m) {
@@ -475,6 +399,12 @@ static int decode_payload(Reader *r, SageMessage *m, SageListEntry *list_storage
         return 0;
 }
 
+/* An ERROR to a peer of another version goes out in that version: its
+ * layout is the same in all of them (proto.h), so the peer can read it. */
+static bool error_answers_other_version(const SageMessage *m) {
+        return m->header.type == SAGE_MSG_ERROR && m->header.version >= SAGE_PROTO_ERROR_VERSION_MIN;
+}
+
 ssize_t sage_proto_encode(const SageMessage *m, void *buf, size_t size) {
         Writer w = { .p = buf, .size = size < SAGE_PROTO_MAX_MESSAGE ? size : SAGE_PROTO_MAX_MESSAGE };
         Writer hw;
@@ -490,7 +420,7 @@ ssize_t sage_proto_encode(const SageMessage *m, void *buf, size_t size) {
 
         hw = (Writer){ .p = buf, .size = SAGE_PROTO_HEADER_SIZE };
         put_u32(&hw, SAGE_PROTO_MAGIC);
-        put_u16(&hw, SAGE_PROTO_VERSION);
+        put_u16(&hw, error_answers_other_version(m) ? m->header.version : SAGE_PROTO_VERSION);
         put_u16(&hw, m->header.type);
         put_u32(&hw, m->header.flags);
         put_u32(&hw, m->header.request_id);
@@ -516,7 +446,8 @@ int sage_proto_decode(const void *buf, size_t size, SageMessage *out, SageListEn
         h->payload_length = get_u32(&r);
         if (h->magic != SAGE_PROTO_MAGIC)
                 return SAGE_ERR_BAD_MAGIC;
-        if (h->version != SAGE_PROTO_VERSION)
+        if (h->version != SAGE_PROTO_VERSION &&
+            !(h->type == SAGE_MSG_ERROR && h->version >= SAGE_PROTO_ERROR_VERSION_MIN))
                 return SAGE_ERR_VERSION;
         if (h->payload_length != size - SAGE_PROTO_HEADER_SIZE)
                 return SAGE_ERR_MALFORMED;

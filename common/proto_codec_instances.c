@@ -18,17 +18,9 @@ int get_instance_register(Reader *r, SageMessage *m, SageListEntry *list) {
 }
 
 /* Payloads of one u32 (INSTANCES' after_pid, SUSPEND's and RESUME's pid). */
-#define U32_CODEC(member)                                                  \
-        void put_##member(Writer *w, const SageMessage *m) {               \
-                put_u32(w, m->member);                                     \
-        }                                                                  \
-        int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                m->member = get_u32(r);                                    \
-                return 0;                                                  \
-        }
-U32_CODEC(instances)
-U32_CODEC(suspend)
-U32_CODEC(resume)
+VALUE_CODEC(, instances, put_u32_of, get_u32_into)
+VALUE_CODEC(, suspend, put_u32_of, get_u32_into)
+VALUE_CODEC(, resume, put_u32_of, get_u32_into)
 
 #define OP_REPLY_CODEC(member)                                                               \
         void put_##member(Writer *w, const SageMessage *m) {                                 \

@@ -66,6 +66,38 @@ static inline uint64_t get_le(Reader *r, size_t n) {
 #define get_u32(r) ((uint32_t)get_le((r), 4))
 #define get_u64(r) get_le((r), 8)
 
+/* Pointer-taking forms of the integer primitives, for VALUE_CODEC. */
+static inline void put_u32_of(Writer *w, const uint32_t *v) {
+        put_u32(w, *v);
+}
+
+static inline void get_u32_into(Reader *r, uint32_t *v) {
+        *v = get_u32(r);
+}
+
+static inline void put_u64_of(Writer *w, const uint64_t *v) {
+        put_u64(w, *v);
+}
+
+static inline void get_u64_into(Reader *r, uint64_t *v) {
+        *v = get_u64(r);
+}
+
+/*
+ * put_M and get_M (SageMessage member M) of a payload that is one value:
+ * `put` writes it from a pointer, `get` reads it into one (any check of the
+ * value is the caller's, after decoding). `linkage` is static, or empty for
+ * the codecs declared below.
+ */
+#define VALUE_CODEC(linkage, member, put, get)                                     \
+        linkage void put_##member(Writer *w, const SageMessage *m) {               \
+                put(w, &m->member);                                                \
+        }                                                                          \
+        linkage int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
+                get(r, &m->member);                                                \
+                return 0;                                                          \
+        }
+
 /* proto_codec_instances.c: the instance messages (suspend, issue 12). */
 #define SAGE_PROTO_CODEC(member)                            \
         void put_##member(Writer *w, const SageMessage *m); \

@@ -21,6 +21,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "list.h"
+
 struct OrderNamespace {
         uint64_t id;
         Extent *root;        /* treap over ns_left/ns_right */
@@ -132,12 +134,7 @@ void extent_order_add(ExtentOrder *o, Extent *e) {
         e->all_left = e->all_right = e->ns_left = e->ns_right = e->ns_next = NULL;
         o->all_root = tree_append(o->all_root, e, TREE_ALL);
         ns->root = tree_append(ns->root, e, TREE_NS);
-        e->ns_prev = ns->tail;
-        if (ns->tail)
-                ns->tail->ns_next = e;
-        else
-                ns->head = e;
-        ns->tail = e;
+        SAGE_LIST_APPEND(ns->head, ns->tail, e, ns_prev, ns_next);
 }
 
 void extent_order_remove(ExtentOrder *o, Extent *e) {
@@ -147,14 +144,7 @@ void extent_order_remove(ExtentOrder *o, Extent *e) {
         if (!ns)
                 return;
         ns->root = tree_remove(ns->root, e, TREE_NS);
-        if (e->ns_prev)
-                e->ns_prev->ns_next = e->ns_next;
-        else
-                ns->head = e->ns_next;
-        if (e->ns_next)
-                e->ns_next->ns_prev = e->ns_prev;
-        else
-                ns->tail = e->ns_prev;
+        SAGE_LIST_UNLINK_TAIL(ns->head, ns->tail, e, ns_prev, ns_next);
         if (!ns->head) {
                 *p = ns->next_in_bucket;
                 free(ns);

@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "extent_order.h"
+#include "list.h"
 #include "util.h"
 
 #define NAMESPACE_BUCKETS 1024
@@ -129,26 +130,13 @@ int extent_store_new(ExtentStore **out, ExtentReleaseFn release, ExtentClockFn c
 }
 
 static void lru_remove(ExtentStore *s, Extent *e) {
-        if (e->lru_prev)
-                e->lru_prev->lru_next = e->lru_next;
-        else
-                s->lru_head = e->lru_next;
-        if (e->lru_next)
-                e->lru_next->lru_prev = e->lru_prev;
-        else
-                s->lru_tail = e->lru_prev;
+        SAGE_LIST_UNLINK_TAIL(s->lru_head, s->lru_tail, e, lru_prev, lru_next);
         e->lru_prev = e->lru_next = NULL;
         s->evictable[e->key.device] -= e->cost;
 }
 
 static void lru_append(ExtentStore *s, Extent *e) {
-        e->lru_next = NULL;
-        e->lru_prev = s->lru_tail;
-        if (s->lru_tail)
-                s->lru_tail->lru_next = e;
-        else
-                s->lru_head = e;
-        s->lru_tail = e;
+        SAGE_LIST_APPEND(s->lru_head, s->lru_tail, e, lru_prev, lru_next);
         s->evictable[e->key.device] += e->cost;
 }
 
@@ -253,14 +241,7 @@ static void destroy(ExtentStore *s, Extent *e) {
         unlink_chain(&s->by_id[id_bucket(s, e->id)], e, false);
         if (e->refs == 0)
                 lru_remove(s, e);
-        if (e->all_prev)
-                e->all_prev->all_next = e->all_next;
-        else
-                s->all_head = e->all_next;
-        if (e->all_next)
-                e->all_next->all_prev = e->all_prev;
-        else
-                s->all_tail = e->all_prev;
+        SAGE_LIST_UNLINK_TAIL(s->all_head, s->all_tail, e, all_prev, all_next);
         extent_order_remove(&s->order, e);
         s->resident[e->key.device] -= e->cost;
         s->counters.extents--;
@@ -482,12 +463,7 @@ int extent_store_insert(ExtentStore *s, uint64_t ns, const SageExtentKey *key, u
         s->by_key[kb] = e;
         e->next_by_id = s->by_id[ib];
         s->by_id[ib] = e;
-        e->all_prev = s->all_tail;
-        if (s->all_tail)
-                s->all_tail->all_next = e;
-        else
-                s->all_head = e;
-        s->all_tail = e;
+        SAGE_LIST_APPEND(s->all_head, s->all_tail, e, all_prev, all_next);
         extent_order_add(&s->order, e);
         lru_append(s, e);
         s->resident[dev] += cost;

@@ -1,6 +1,6 @@
 /*
- * saged's extent requests: LOOKUP, PUBLISH (and their NOTED variants, which
- * also carry an extent's notes), RELEASE, LIST, EVICT.
+ * saged's extent requests: LOOKUP, PUBLISH (both carry the extent's notes),
+ * RELEASE, LIST, EVICT.
  *
  * Authorisation lives here, next to the work: LOOKUP and PUBLISH act in the
  * caller's namespace only; RELEASE only on references the caller holds;
@@ -33,21 +33,20 @@ static int check_key(Server *s, const SageExtentKey *k, const char **why) {
         return 0;
 }
 
-/* LOOKUP, and LOOKUP_NOTED (which also answers the extent's notes). */
+/* LOOKUP: a hit answers the extent's fd and its notes. */
 int handle_lookup(Server *s, Client *c, Request *rq) {
         const SageMessage *req = rq->msg;
         SageMessage *reply = &rq->reply;
         const char **why = &rq->why;
         int *fd = &rq->reply_fd;
-        bool noted = req->header.type == SAGE_MSG_LOOKUP_NOTED;
-        const SageExtentKey *k = noted ? &req->lookup_noted : &req->lookup;
-        SageLookupReply *found = noted ? &reply->lookup_noted_reply.lookup : &reply->lookup_reply;
+        const SageExtentKey *k = &req->lookup;
+        SageLookupReply *found = &reply->lookup_reply;
         Extent *e;
         int r = check_key(s, k, why);
 
         if (r)
                 return r;
-        sage_proto_init(reply, noted ? SAGE_MSG_LOOKUP_NOTED_REPLY : SAGE_MSG_LOOKUP_REPLY, req->header.request_id);
+        sage_proto_init(reply, SAGE_MSG_LOOKUP_REPLY, req->header.request_id);
         e = extent_store_lookup(s->store, c->namespace_id, k);
         if (e && e->unverified)
                 server_verify_now(s, &e);
@@ -75,23 +74,21 @@ int handle_lookup(Server *s, Client *c, Request *rq) {
         found->size = e->key.size;
         /* Encoded before this returns to the event loop: the extent (referenced
          * by this client now) outlives the pointer. */
-        if (noted)
-                reply->lookup_noted_reply.notes = (SageNotes){ .length = e->notes_len, .bytes = e->notes };
+        found->notes = (SageNotes){ .length = e->notes_len, .bytes = e->notes };
         return 0;
 }
 
-/* PUBLISH, and PUBLISH_NOTED (the same, with notes for a new extent). */
+/* PUBLISH: the notes are kept only by the publish that creates the extent. */
 int handle_publish(Server *s, Client *c, Request *rq) {
         const SageMessage *req = rq->msg;
         SageMessage *reply = &rq->reply;
         const char **why = &rq->why;
         int publish_fd = rq->fds[0];
-        bool noted = req->header.type == SAGE_MSG_PUBLISH_NOTED;
-        const SageExtentKey *k = noted ? &req->publish_noted.key : &req->publish;
-        const SageNotes *notes = noted ? &req->publish_noted.notes : &(SageNotes){ 0 };
+        const SageExtentKey *k = &req->publish.key;
+        const SageNotes *notes = &req->publish.notes;
         /* What the bytes must hash to: the key, or the content key a file-keyed publish states. */
-        SageHash want = noted && (req->header.flags & SAGE_PUBLISH_CONTENT) ? req->publish_noted.content : k->hash;
-        SagePublishReply *published = noted ? &reply->publish_noted_reply : &reply->publish_reply;
+        SageHash want = req->header.flags & SAGE_PUBLISH_CONTENT ? req->publish.content : k->hash;
+        SagePublishReply *published = &reply->publish_reply;
         GpuExtent *x = NULL;
         Extent *e;
         int r = check_key(s, k, why);
@@ -105,7 +102,7 @@ int handle_publish(Server *s, Client *c, Request *rq) {
                 *why = "only sealed extents may be published";
                 return SAGE_ERR_PERMISSION;
         }
-        sage_proto_init(reply, noted ? SAGE_MSG_PUBLISH_NOTED_REPLY : SAGE_MSG_PUBLISH_REPLY, req->header.request_id);
+        sage_proto_init(reply, SAGE_MSG_PUBLISH_REPLY, req->header.request_id);
         e = extent_store_lookup(s->store, c->namespace_id, k);
         if (e) {
                 /* Sealed is immutable: the resident extent keeps its notes. */

@@ -26,6 +26,8 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "list.h"
+
 struct IpcRegistry {
         IpcExport **buckets;
         size_t mask; /* buckets - 1, a power of two minus one */
@@ -117,10 +119,7 @@ int ipc_registry_add(IpcRegistry *r, IpcOwner *owner, uint64_t namespace_id, int
         bucket = bucket_of(r, &e->token);
         e->next_in_bucket = *bucket;
         *bucket = e;
-        e->owner_next = owner->exports;
-        if (owner->exports)
-                owner->exports->owner_prev = e;
-        owner->exports = e;
+        SAGE_LIST_PUSH_FRONT(owner->exports, e, owner_prev, owner_next);
         owner->n_exports++;
         r->count++;
         if (out)
@@ -141,12 +140,7 @@ static void remove_export(IpcRegistry *r, IpcExport *e) {
                         *p = e->next_in_bucket;
                         break;
                 }
-        if (e->owner_prev)
-                e->owner_prev->owner_next = e->owner_next;
-        else
-                owner->exports = e->owner_next;
-        if (e->owner_next)
-                e->owner_next->owner_prev = e->owner_prev;
+        SAGE_LIST_UNLINK(owner->exports, e, owner_prev, owner_next);
         owner->n_exports--;
         r->count--;
         close(e->fd);

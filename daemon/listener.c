@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "activation.h"
+#include "list.h"
 #include "log.h"
 #include "server_private.h"
 #include "util.h"
@@ -264,10 +265,7 @@ void server_accept_clients(Server *s, Listener *l) {
                         client_free(c, s->store);
                         continue;
                 }
-                c->next = s->clients;
-                if (s->clients)
-                        s->clients->prev = c;
-                s->clients = c;
+                SAGE_LIST_PUSH_FRONT(s->clients, c, prev, next);
                 s->n_clients++;
                 sage_debug("client pid %d uid %u label %u connected", (int)c->pid, (unsigned)c->uid,
                            (unsigned)c->label);

@@ -23,6 +23,7 @@
  * connected or holds extents (tally_release): a tenant taking uid after uid
  * must not grow the broker.
  */
+#include "list.h"
 #include "server_private.h"
 
 #include <errno.h>
@@ -205,12 +206,7 @@ fail:
 
 static void drop_client(Server *s, Client *c) {
         epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                s->clients = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        SAGE_LIST_UNLINK(s->clients, c, prev, next);
         s->n_clients--;
         sage_debug("client pid %d uid %u gone (%zu IPC exports dropped)", (int)c->pid, (unsigned)c->uid,
                    c->ipc.n_exports);
@@ -256,6 +252,17 @@ Server *server_free(Server *s) {
 static int send_error(Client *c, uint32_t request_id, int code, const char *what) {
         SageMessage m;
         sage_proto_error(&m, request_id, code, "%s", what);
+        return client_send(c, &m, NULL, 0);
+}
+
+/* A request of another protocol version: say so in the client's version
+ * (ERROR reads the same in every version), so an older libsage or sagectl
+ * reports why instead of failing to decode our answer. */
+static int send_version_error(Client *c, const SageHeader *h) {
+        SageMessage m;
+        sage_proto_error(&m, h->request_id, SAGE_ERR_VERSION, "protocol version %u not spoken: saged speaks %u",
+                         (unsigned)h->version, (unsigned)SAGE_PROTO_VERSION);
+        m.header.version = h->version;
         return client_send(c, &m, NULL, 0);
 }
 
@@ -333,7 +340,9 @@ static bool serve_client(Server *s, Client *c) {
                         for (size_t j = 0; j < n_fds; j++)
                                 close(fds[j]);
                         sage_debug("client pid %d: bad message: %s", (int)c->pid, sage_proto_error_name(code));
-                        r = send_error(c, req.header.request_id, code, sage_proto_error_name(code));
+                        r = code == SAGE_ERR_VERSION
+                                    ? send_version_error(c, &req.header)
+                                    : send_error(c, req.header.request_id, code, sage_proto_error_name(code));
                         /* Another magic or version: we do not share a language. */
                         if (r < 0 || code == SAGE_ERR_BAD_MAGIC || code == SAGE_ERR_VERSION ||
                             ++c->malformed > SERVER_MAX_MALFORMED)

@@ -392,6 +392,38 @@ for p in lean_stack static_cudart torch_model; do
 done
 cat "$logs/lean-mem.txt" 2>/dev/null || true
 
+# Suspend rows: SAGE_SUSPEND=1 with a broker of their own (suspend on, no
+# idle suspension: SAGE_SUSPEND_IDLE unset), every program once (issue 12:
+# "the GPU suite still passes with suspend enabled"). Output identical to the
+# native run, a valid trace, and the broker saw the process register (its log
+# has one more "registered" line; ipc: two processes).
+suspend_saged=$build_dir/daemon/saged
+if [ -x "$suspend_saged" ]; then
+    ssock=$logs/saged-suspend.sock
+    "$suspend_saged" --socket "$ssock" --foreground -v 2> "$logs/saged-suspend.log" &
+    ssaged_pid=$!
+    for _ in $(seq 100); do [ -S "$ssock" ] && break; sleep 0.1; done
+    for p in "${programs[@]}"; do
+        [ "${build_ok[$p]:-0}" = 1 ] || continue
+        nrc=$(awk -F'\t' -v p="$p" '$1 == p { print $2 }' "$results")
+        nms=$(awk -F'\t' -v p="$p" '$1 == p { print $3 }' "$results")
+        command_of "$p"
+        before=$(grep -c ') registered' "$logs/saged-suspend.log" || true)
+        run_program "$p" suspend -u SAGE_TRACE_STACKS -u SAGE_SUSPEND_IDLE "LD_PRELOAD=$libsage" SAGE_SUSPEND=1 \
+            "SAGE_SOCKET=$ssock" "SAGE_TRACE=$logs/$p.suspend.%p.json" -- "${cmd[@]}"
+        after=$(grep -c ') registered' "$logs/saged-suspend.log" || true)
+        suspend_note=ok
+        [ "$after" -gt "$before" ] || suspend_note="the process did not register with saged (SAGE_SUSPEND=1)"
+        min_traces=1
+        [ "$p" = ipc ] && min_traces=2
+        evaluate "$p+suspend" "$p" suspend "$nrc" "$nms" "$run_rc" "$run_ms" "$min_traces" "$suspend_note"
+    done
+    kill "$ssaged_pid" 2>/dev/null || true
+    wait "$ssaged_pid" 2>/dev/null || true
+else
+    record suspend - - - - - - - SKIP "no saged in $build_dir"
+fi
+
 # Sharing rows: SAGE_SHARE=1 with a broker, each program twice: the first
 # run publishes what it uploaded, the second maps it instead of copying.
 # Both must print what the native run printed; the second must have been

@@ -1,8 +1,10 @@
 /*
- * Helpers shared by the CUDA benchmark programs of scripts/bench: error
- * checks, CLOCK_MONOTONIC in ns, median/min of samples, and the check that
- * tells whether libsage is really loaded in this process (a benchmark of
- * SAGE that silently ran without it would be worse than none).
+ * Helpers shared by the CUDA benchmark programs of scripts/bench:
+ * CLOCK_MONOTONIC in ns, median/min of samples, and the check that tells
+ * whether libsage is really loaded in this process (a benchmark of SAGE that
+ * silently ran without it would be worse than none). The error checks
+ * (RT_CHECK; CU_CHECK with SAGE_GPU_NEED_DRIVER) are the GPU suite's: a
+ * driver-API-only program defines SAGE_GPU_DRIVER_ONLY too.
  */
 #ifndef SAGE_BENCH_COMMON_H
 #define SAGE_BENCH_COMMON_H
@@ -13,17 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <cuda_runtime.h>
-
-#define RT_CHECK(call)                                                                            \
-        do {                                                                                      \
-                cudaError_t rt_check_err_ = (call);                                               \
-                if (rt_check_err_ != cudaSuccess) {                                               \
-                        fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call, \
-                                cudaGetErrorString(rt_check_err_), (int)rt_check_err_);           \
-                        exit(1);                                                                  \
-                }                                                                                 \
-        } while (0)
+#include "../../tests/gpu/gpu_check.h"
 
 static inline uint64_t now_ns(void) {
         struct timespec ts;

@@ -113,10 +113,7 @@ cleanup() {
         p=$(cat "$svc_dir/saged.pid")
         kill "$p" 2> /dev/null && sleep 1 && kill -9 "$p" 2> /dev/null
     fi
-    if [ "$own_data" = 1 ]; then
-        for f in "$data_dir"/*; do bench_unseal "$f"; done
-        rm -rf "$data_dir"
-    fi
+    [ "$own_data" = 1 ] && bench_drop_data "$data_dir"
     rm -rf "$svc_dir" "$bin_dir/tmp"
 }
 trap cleanup EXIT

@@ -50,3 +50,10 @@ bench_unseal() {
     [ -e "$1" ] && chattr -i "$1" 2> /dev/null
     return 0
 }
+
+# bench_drop_data DIR: remove a weights folder this run made (unsealing its files first).
+bench_drop_data() {
+    local f
+    for f in "$1"/*; do bench_unseal "$f"; done
+    rm -rf "$1"
+}

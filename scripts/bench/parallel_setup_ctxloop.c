@@ -23,28 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CU_CHECK(call)                                                                            \
-        do {                                                                                      \
-                CUresult cu_check_err_ = (call);                                                  \
-                if (cu_check_err_ != CUDA_SUCCESS) {                                              \
-                        const char *cu_check_name_ = NULL;                                        \
-                        cuGetErrorName(cu_check_err_, &cu_check_name_);                           \
-                        fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call, \
-                                cu_check_name_ ? cu_check_name_ : "?", (int)cu_check_err_);       \
-                        exit(1);                                                                  \
-                }                                                                                 \
-        } while (0)
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *)a, y = *(const double *)b;
-        return (x > y) - (x < y);
-}
+#define SAGE_GPU_NEED_DRIVER
+#define SAGE_GPU_DRIVER_ONLY
+#include "bench_common.h"
 
 static void print_stats(const char *key, const double *v, int n) {
         double *s = malloc((size_t)n * sizeof(double));
@@ -55,18 +36,6 @@ static void print_stats(const char *key, const double *v, int n) {
         double med = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
         printf("\"%s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f,\"first\":%.4f}", key, med, s[0], s[n - 1], v[0]);
         free(s);
-}
-
-static int sage_loaded(void) {
-        FILE *f = fopen("/proc/self/maps", "r");
-        char line[4096];
-        int found = 0;
-        if (!f)
-                return 0;
-        while (!found && fgets(line, sizeof(line), f))
-                found = strstr(line, "libsage") != NULL;
-        fclose(f);
-        return found;
 }
 
 int main(int argc, char **argv) {

@@ -18,17 +18,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-
-def ms(a, b):
-    return round((b - a) / 1e6, 3)
-
-
-def sage_loaded():
-    try:
-        with open("/proc/self/maps") as f:
-            return any("libsage" in line for line in f)
-    except OSError:
-        return False
+from bench_proc import ms, sage_loaded  # noqa: E402
 
 
 def int_checksum(t):

@@ -146,10 +146,7 @@ cleanup() {
         echo quit | CUDA_MPS_PIPE_DIRECTORY=$svc_dir/mps-pipe CUDA_MPS_LOG_DIRECTORY=$svc_dir/mps-log \
             timeout 10 "$mps_ctl" > /dev/null 2>&1 || true
     fi
-    if [ "$own_data" = 1 ]; then
-        for f in "$data_dir"/*; do bench_unseal "$f"; done
-        rm -rf "$data_dir"
-    fi
+    [ "$own_data" = 1 ] && bench_drop_data "$data_dir"
     rm -rf "$svc_dir" "$bin_dir/tmp"
 }
 trap cleanup EXIT
@@ -178,7 +175,7 @@ nv() { env "TMPDIR=$bin_dir/tmp" "$nvcc" "$@"; }
 fresh() {  # fresh BIN SRC...: BIN was built for this --arch after every SRC changed
     local bin=$1 f; shift
     [ -x "$bin" ] && [ "$(cat "$bin.arch" 2>/dev/null)" = "$arch" ] || return 1
-    for f in "$@" "$here/bench_common.h" "$here/bench_weights.h"; do [ "$bin" -nt "$f" ] || return 1; done
+    for f in "$@" "$here/bench_common.h" "$here/bench_weights.h" "$here/../../tests/gpu/gpu_check.h"; do [ "$bin" -nt "$f" ] || return 1; done
 }
 build() {  # build NAME SRC [LIBS]: nvcc unless fresh (shards of one machine share the folder)
     local name=$1 src=$here/$2; shift 2

@@ -38,23 +38,13 @@ import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
+from bench_proc import ms, sage_loaded  # noqa: E402
+
 # Same inputs, same algorithms in every mode: deterministic cuBLAS workspace.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 KINDS = ("resnet50", "bert", "gpt2", "llm")
 LLM_DIM = 8192
-
-
-def ms(a, b):
-    return round((b - a) / 1e6, 3)
-
-
-def sage_loaded():
-    try:
-        with open("/proc/self/maps") as f:
-            return any("libsage" in line for line in f)
-    except OSError:
-        return False
 
 
 def emit(rec):

@@ -59,7 +59,7 @@ static void answer(const char *mode, int fd, const SageMessage *req) {
         } else if (req->header.type == SAGE_MSG_HELLO)
                 sage_proto_error(&reply, req->header.request_id, SAGE_ERR_VERSION, "protocol %d only",
                                  SAGE_PROTO_VERSION + 1);
-        else if (req->header.type == SAGE_MSG_LOOKUP || req->header.type == SAGE_MSG_LOOKUP_NOTED)
+        else if (req->header.type == SAGE_MSG_LOOKUP)
                 sage_proto_error(&reply, req->header.request_id, SAGE_ERR_NOT_FOUND, "not found");
         else
                 sage_proto_error(&reply, req->header.request_id, SAGE_ERR_UNKNOWN_TYPE, "unknown");

@@ -280,9 +280,11 @@ CUresult fake_copy3d_checked(const CUDA_MEMCPY3D *c);
 
 /* fake_stream.c */
 CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture); /* locks */
-bool fake_invalidate_captures(void);                                 /* locks; any capture going on is broken: true */
-CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op);  /* locks */
-CUresult fake_op_run(const FakeOp *op);                              /* in the current context */
+/* fake_stream_check for work the simulation cannot record into a capture: NOT_SUPPORTED while `s` captures. */
+CUresult fake_stream_check_uncaptured(CUstream s);                  /* locks */
+bool fake_invalidate_captures(void);                                /* locks; any capture going on is broken: true */
+CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op); /* locks */
+CUresult fake_op_run(const FakeOp *op);                             /* in the current context */
 CUresult fake_op_run_in(const FakeOp *op, CUcontext ctx);
 
 /* fake_queue.c: asynchronous work. submit: false when it cannot be queued

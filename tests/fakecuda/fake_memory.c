@@ -190,13 +190,8 @@ FAKE_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr) {
 
 FAKE_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) {
         FAKE_GATE();
-        struct CUgraph_st *capture;
-        CUresult r = fake_stream_check(hStream, &capture);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (capture)
-                return CUDA_ERROR_NOT_SUPPORTED; /* allocation nodes are not simulated */
-        return cuMemAlloc_v2(dptr, bytesize);
+        CUresult r = fake_stream_check_uncaptured(hStream); /* allocation nodes are not simulated */
+        return r == CUDA_SUCCESS ? cuMemAlloc_v2(dptr, bytesize) : r;
 }
 
 FAKE_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) {
@@ -206,13 +201,8 @@ FAKE_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CU
 
 FAKE_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) {
         FAKE_GATE();
-        struct CUgraph_st *capture;
-        CUresult r = fake_stream_check(hStream, &capture);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (capture)
-                return CUDA_ERROR_NOT_SUPPORTED;
-        return cuMemFree_v2(dptr);
+        CUresult r = fake_stream_check_uncaptured(hStream); /* free nodes are not simulated */
+        return r == CUDA_SUCCESS ? cuMemFree_v2(dptr) : r;
 }
 
 FAKE_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream) {

@@ -38,6 +38,12 @@ CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture) {
         return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
+CUresult fake_stream_check_uncaptured(CUstream s) {
+        struct CUgraph_st *capture;
+        CUresult r = fake_stream_check(s, &capture);
+        return r == CUDA_SUCCESS && capture ? CUDA_ERROR_NOT_SUPPORTED : r;
+}
+
 bool fake_invalidate_captures(void) {
         bool any = false;
         fake_lock();
@@ -192,12 +198,9 @@ FAKE_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgra
 
 FAKE_EXPORT CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream) {
         FAKE_GATE();
-        struct CUgraph_st *capture;
-        CUresult r = fake_stream_check(hStream, &capture);
+        CUresult r = fake_stream_check_uncaptured(hStream); /* graphs inside captures are not simulated */
         if (r != CUDA_SUCCESS)
                 return r;
-        if (capture)
-                return CUDA_ERROR_NOT_SUPPORTED; /* graphs inside captures are not simulated */
         fake_lock();
         bool found = false;
         for (CUgraphExec e = fake.execs; e; e = e->next)

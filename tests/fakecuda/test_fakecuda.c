@@ -16,29 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fake_check.h"
 #include "fakecuda.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                              \
-        do {                                                                                     \
-                if (!(cond)) {                                                                   \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        failures++;                                                              \
-                }                                                                                \
-        } while (0)
-
-#define CHECK_CU(expr, want)                                                                                        \
-        do {                                                                                                        \
-                CUresult r_ = (expr);                                                                               \
-                if (r_ != (want)) {                                                                                 \
-                        fprintf(stderr, "%s:%d: %s returned %d, expected %d\n", __FILE__, __LINE__, #expr, (int)r_, \
-                                (int)(want));                                                                       \
-                        failures++;                                                                                 \
-                }                                                                                                   \
-        } while (0)
-
-#define OK(expr) CHECK_CU(expr, CUDA_SUCCESS)
 
 #define PTR(d) ((void *)(uintptr_t)(d))
 

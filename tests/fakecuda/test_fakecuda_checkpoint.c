@@ -28,30 +28,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fake_check.h"
 #include "fakecuda.h"
 
-static int failures;
-
-#define CHECK(cond)                                                                                                  \
-        do {                                                                                                         \
-                if (!(cond)) {                                                                                       \
-                        fprintf(stderr, "[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, __LINE__, #cond); \
-                        failures++;                                                                                  \
-                }                                                                                                    \
-        } while (0)
-
-#define CHECK_CU(expr, want)                                                                                  \
-        do {                                                                                                  \
-                CUresult r_ = (CUresult)(expr);                                                               \
-                if (r_ != (want)) {                                                                           \
-                        fprintf(stderr, "[%d] %s:%d: %s returned %d, expected %d\n", (int)getpid(), __FILE__, \
-                                __LINE__, #expr, (int)r_, (int)(want));                                       \
-                        failures++;                                                                           \
-                }                                                                                             \
-        } while (0)
-
-#define OK(expr) CHECK_CU(expr, CUDA_SUCCESS)
-#define MiB ((size_t)1 << 20)
 #define PTR(d) ((unsigned char *)(uintptr_t)(d))
 #define BOUND_MS 10000u
 

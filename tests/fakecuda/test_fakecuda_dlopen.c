@@ -10,17 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fake_check.h"
 #include "fakecuda.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                              \
-        do {                                                                                     \
-                if (!(cond)) {                                                                   \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        failures++;                                                              \
-                }                                                                                \
-        } while (0)
 
 typedef CUresult (*GetProcFn)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
 

@@ -29,30 +29,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fake_check.h"
 #include "fakecuda.h"
 
-static int failures;
-
-#define CHECK(cond)                                                                                                  \
-        do {                                                                                                         \
-                if (!(cond)) {                                                                                       \
-                        fprintf(stderr, "[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, __LINE__, #cond); \
-                        failures++;                                                                                  \
-                }                                                                                                    \
-        } while (0)
-
-#define CHECK_CU(expr, want)                                                                                  \
-        do {                                                                                                  \
-                CUresult r_ = (expr);                                                                         \
-                if (r_ != (want)) {                                                                           \
-                        fprintf(stderr, "[%d] %s:%d: %s returned %d, expected %d\n", (int)getpid(), __FILE__, \
-                                __LINE__, #expr, (int)r_, (int)(want));                                       \
-                        failures++;                                                                           \
-                }                                                                                             \
-        } while (0)
-
-#define OK(expr) CHECK_CU(expr, CUDA_SUCCESS)
-#define MiB ((size_t)1 << 20)
 #define PTR(d) ((unsigned char *)(uintptr_t)(d))
 
 static const CUmemAllocationProp fd_prop = {
@@ -68,6 +47,21 @@ static void set_access(CUdeviceptr p, size_t size, CUmemAccess_flags flags) {
 
 static unsigned char pattern(size_t i) {
         return (unsigned char)(i * 31 + 7);
+}
+
+/* An exportable allocation of `size` bytes, mapped read-write at *va and
+ * filled with pattern(); its POSIX fd. */
+static int filled_export(size_t size, CUmemGenericAllocationHandle *h, CUdeviceptr *va) {
+        int fd = -1;
+
+        OK(cuMemCreate(h, size, &fd_prop, 0));
+        OK(cuMemAddressReserve(va, size, 0, 0, 0));
+        OK(cuMemMap(*va, size, 0, *h, 0));
+        set_access(*va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        for (size_t i = 0; i < size; i++)
+                PTR(*va)[i] = pattern(i);
+        OK(cuMemExportToShareableHandle(&fd, *h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        return fd;
 }
 
 static void setup_context(void) {
@@ -164,14 +158,7 @@ static int mode_export(int sock) {
         size_t size = 4 * MiB;
         CUmemGenericAllocationHandle h;
         CUdeviceptr va;
-        int fd = -1;
-        OK(cuMemCreate(&h, size, &fd_prop, 0));
-        OK(cuMemAddressReserve(&va, size, 0, 0, 0));
-        OK(cuMemMap(va, size, 0, h, 0));
-        set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-        for (size_t i = 0; i < size; i++)
-                PTR(va)[i] = pattern(i);
-        OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        int fd = filled_export(size, &h, &va);
         send_fd(sock, fd, &size, sizeof size);
         return failures ? 1 : 0; /* exits with everything still mapped */
 }
@@ -388,14 +375,7 @@ static void test_export_to_child(void) {
         size_t size = 6 * MiB;
         CUmemGenericAllocationHandle h;
         CUdeviceptr va;
-        int fd = -1, sv[2];
-        OK(cuMemCreate(&h, size, &fd_prop, 0));
-        OK(cuMemAddressReserve(&va, size, 0, 0, 0));
-        OK(cuMemMap(va, size, 0, h, 0));
-        set_access(va, size, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-        for (size_t i = 0; i < size; i++)
-                PTR(va)[i] = pattern(i);
-        OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        int sv[2], fd = filled_export(size, &h, &va);
         CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
         pid_t pid = spawn("import", sv[1]);
         close(sv[1]);

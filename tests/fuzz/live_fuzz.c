@@ -374,35 +374,12 @@ static void check_end(SageBroker *probe, unsigned base_fds, char base[][128]) {
  * mutation alone reaches late if ever. Files DIR/TYPE-N; returns 0 or 1.
  */
 static int write_corpus(const char *dir) {
+        /* Every type of proto.def, and ERROR. */
         static const unsigned types[] = {
-                SAGE_MSG_HELLO,
-                SAGE_MSG_PING,
-                SAGE_MSG_LOOKUP,
-                SAGE_MSG_PUBLISH,
-                SAGE_MSG_RELEASE,
-                SAGE_MSG_STATS,
-                SAGE_MSG_LIST,
-                SAGE_MSG_EVICT,
-                SAGE_MSG_IPC_EXPORT,
-                SAGE_MSG_IPC_IMPORT,
-                SAGE_MSG_IPC_REVOKE,
-                SAGE_MSG_PUBLISH_NOTED,
-                SAGE_MSG_LOOKUP_NOTED,
-                SAGE_MSG_LABEL,
-                SAGE_MSG_HELLO_REPLY,
-                SAGE_MSG_PONG,
-                SAGE_MSG_LOOKUP_REPLY,
-                SAGE_MSG_PUBLISH_REPLY,
-                SAGE_MSG_RELEASE_REPLY,
-                SAGE_MSG_STATS_REPLY,
-                SAGE_MSG_LIST_REPLY,
-                SAGE_MSG_EVICT_REPLY,
-                SAGE_MSG_IPC_EXPORT_REPLY,
-                SAGE_MSG_IPC_IMPORT_REPLY,
-                SAGE_MSG_IPC_REVOKE_REPLY,
-                SAGE_MSG_PUBLISH_NOTED_REPLY,
-                SAGE_MSG_LOOKUP_NOTED_REPLY,
-                SAGE_MSG_LABEL_REPLY,
+#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
+        SAGE_MSG_##NAME, SAGE_MSG_##REPLY_NAME,
+#include "proto.def"
+#undef SAGE_MESSAGE
                 SAGE_MSG_ERROR,
         };
         static uint8_t buf[SAGE_PROTO_MAX_MESSAGE], notes[SAGE_PROTO_NOTES_MAX];
@@ -420,14 +397,14 @@ static int write_corpus(const char *dir) {
                         sage_proto_init(&m, types[i], (uint32_t)i);
                         if (!(types[i] & SAGE_MSG_REPLY_BIT))
                                 m.lookup = fuzz_key(1, 0, 0); /* overlays every key, id and token */
-                        if (types[i] == SAGE_MSG_PUBLISH || types[i] == SAGE_MSG_PUBLISH_NOTED)
+                        if (types[i] == SAGE_MSG_PUBLISH) {
                                 m.header.flags = SAGE_PUBLISH_SEALED;
-                        if (types[i] == SAGE_MSG_PUBLISH_NOTED)
-                                m.publish_noted.notes = (SageNotes){ big ? SAGE_PROTO_NOTES_MAX : 3, notes };
-                        if (types[i] == SAGE_MSG_LOOKUP_NOTED_REPLY)
-                                m.lookup_noted_reply =
-                                        (SageLookupNotedReply){ { 1, 7, FUZZ_KEY_SIZE },
-                                                                { big ? SAGE_PROTO_NOTES_MAX : 3, notes } };
+                                m.publish.notes = (SageNotes){ big ? SAGE_PROTO_NOTES_MAX : 3, notes };
+                        }
+                        if (types[i] == SAGE_MSG_LOOKUP_REPLY)
+                                m.lookup_reply = (SageLookupReply){
+                                        1, 7, FUZZ_KEY_SIZE, { big ? SAGE_PROTO_NOTES_MAX : 3, notes }
+                                };
                         if (types[i] == SAGE_MSG_LIST_REPLY)
                                 m.list_reply = (SageListReply){ big ? SAGE_PROTO_LIST_MAX : 2, 1, entries };
                         if (types[i] == SAGE_MSG_LABEL_REPLY)

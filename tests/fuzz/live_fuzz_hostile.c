@@ -26,10 +26,8 @@ static SageExtentKey random_key(Worker *w) {
 
 /* A message of any type (replies too) with random keys and ids; its length. */
 static size_t any_message(Worker *w, uint8_t *buf, size_t size) {
-        static const unsigned replies[] = {
-                SAGE_MSG_HELLO_REPLY,        SAGE_MSG_LOOKUP_REPLY, SAGE_MSG_LIST_REPLY, SAGE_MSG_IPC_IMPORT_REPLY,
-                SAGE_MSG_LOOKUP_NOTED_REPLY, SAGE_MSG_LABEL_REPLY,  SAGE_MSG_ERROR
-        };
+        static const unsigned replies[] = { SAGE_MSG_HELLO_REPLY,      SAGE_MSG_LOOKUP_REPLY, SAGE_MSG_LIST_REPLY,
+                                            SAGE_MSG_IPC_IMPORT_REPLY, SAGE_MSG_LABEL_REPLY,  SAGE_MSG_ERROR };
         static uint8_t notes[SAGE_PROTO_NOTES_MAX];
         unsigned type = rng_chance(&w->rng, 80) ? 1 + (unsigned)rng_below(&w->rng, SAGE_MSG_LABEL)
                                                 : replies[rng_below(&w->rng, SAGE_ARRAY_SIZE(replies))];
@@ -38,14 +36,12 @@ static size_t any_message(Worker *w, uint8_t *buf, size_t size) {
 
         sage_proto_init(&m, type, (uint32_t)rng_next(&w->rng));
         m.header.flags = (uint32_t)rng_below(&w->rng, 2);
-        m.publish_noted.key = random_key(w); /* overlays every request's key, id and token */
+        m.publish.key = random_key(w); /* overlays every request's key, id and token */
         switch (type) {
-        case SAGE_MSG_PUBLISH_NOTED:
-        case SAGE_MSG_LOOKUP_NOTED_REPLY:
-                m.publish_noted.notes = (SageNotes){ (uint32_t)rng_below(&w->rng, SAGE_PROTO_NOTES_MAX + 1), notes };
-                if (type == SAGE_MSG_LOOKUP_NOTED_REPLY)
-                        m.lookup_noted_reply = (SageLookupNotedReply){ { 1, 1, 2u << 20 }, { 3, notes } };
+        case SAGE_MSG_PUBLISH:
+                m.publish.notes = (SageNotes){ (uint32_t)rng_below(&w->rng, SAGE_PROTO_NOTES_MAX + 1), notes };
                 break;
+        case SAGE_MSG_LOOKUP_REPLY: m.lookup_reply = (SageLookupReply){ 1, 1, 2u << 20, { 3, notes } }; break;
         case SAGE_MSG_LIST_REPLY:
                 m.list_reply = (SageListReply){ (uint32_t)rng_below(&w->rng, SAGE_PROTO_LIST_MAX + 1), 0, w->list };
                 break;

@@ -91,9 +91,9 @@ static bool foreign_slot(Worker *w, const Conn *c, FuzzSlot *s) {
 
 static void check_lookup(Worker *w, Conn *c, const SageMessage *req, const SageMessage *reply, int code,
                          uint64_t key_namespace, int fd) {
-        bool noted = req->header.type == SAGE_MSG_LOOKUP_NOTED;
-        const SageLookupReply *l = noted ? &reply->lookup_noted_reply.lookup : &reply->lookup_reply;
+        const SageLookupReply *l = &reply->lookup_reply;
         uint8_t want[300];
+        uint32_t len;
 
         if (code != 0 || !l->found)
                 return;
@@ -102,12 +102,10 @@ static void check_lookup(Worker *w, Conn *c, const SageMessage *req, const SageM
                           (unsigned long long)key_namespace, (unsigned long long)c->namespace_id);
         if (fd < 0)
                 VIOLATION(w, "LOOKUP hit without an fd");
-        if (noted) {
-                const SageNotes *n = &reply->lookup_noted_reply.notes;
-                uint32_t len = key_notes(&req->lookup_noted, want);
-                if (n->length != 0 && (n->length != len || memcmp(n->bytes, want, len) != 0))
-                        VIOLATION(w, "LOOKUP_NOTED: %u bytes of notes not the publisher's %u", n->length, len);
-        }
+        /* Notes: none (published without), or the publisher's. */
+        len = key_notes(&req->lookup, want);
+        if (l->notes.length != 0 && (l->notes.length != len || memcmp(l->notes.bytes, want, len) != 0))
+                VIOLATION(w, "LOOKUP: %u bytes of notes not the publisher's %u", l->notes.length, len);
         hold(c, l->extent_id);
         __atomic_add_fetch(&w->cfg->shared->hits, 1, __ATOMIC_RELAXED);
 }
@@ -135,19 +133,17 @@ static void make_request(Worker *w, Conn *c, SageMessage *m, unsigned type, uint
                                         rng_below(&w->rng, 2) ? SAGE_FEATURES_ALL : 0 };
                 break;
         case SAGE_MSG_LOOKUP:
-        case SAGE_MSG_LOOKUP_NOTED:
                 if (rng_chance(&w->rng, 40))
                         *key_namespace = any_namespace(w);
                 m->lookup = fuzz_key(w->cfg->key_seed, *key_namespace, (unsigned)rng_below(&w->rng, FUZZ_KEYS));
                 break;
         case SAGE_MSG_PUBLISH:
-        case SAGE_MSG_PUBLISH_NOTED:
                 m->header.flags = rng_chance(&w->rng, 90) ? SAGE_PUBLISH_SEALED : 0;
                 *what = (int)rng_below(&w->rng, FUZZ_KEYS); /* the key, for its content */
-                m->publish = fuzz_key(w->cfg->key_seed, c->namespace_id, (unsigned)*what);
-                if (type == SAGE_MSG_PUBLISH_NOTED) {
-                        m->publish_noted.notes.length = key_notes(&m->publish_noted.key, notes);
-                        m->publish_noted.notes.bytes = notes;
+                m->publish.key = fuzz_key(w->cfg->key_seed, c->namespace_id, (unsigned)*what);
+                if (rng_chance(&w->rng, 50)) {
+                        m->publish.notes.length = key_notes(&m->publish.key, notes);
+                        m->publish.notes.bytes = notes;
                 }
                 break;
         case SAGE_MSG_RELEASE:
@@ -193,20 +189,23 @@ static void make_request(Worker *w, Conn *c, SageMessage *m, unsigned type, uint
 
 static void valid_request(Worker *w, Conn *c) {
         static uint8_t notes[300];
-        unsigned type = 1 + (unsigned)rng_below(&w->rng, SAGE_MSG_LABEL);
+        unsigned type;
         SageMessage m, reply;
         uint64_t key_namespace;
         int what, fd = -1, reply_fd = -1, code;
         bool hostile;
         ssize_t len;
 
+        do /* a request type of proto.def (12 and 13 are retired) */
+                type = 1 + (unsigned)rng_below(&w->rng, SAGE_MSG_LABEL);
+        while (strcmp(sage_proto_type_name(type), "?") == 0);
         make_request(w, c, &m, type, &key_namespace, notes, &what);
         /* Mostly the memfd a VMM export is; now and then any fd (the answer is then not checked), with a
          * key of its own: bytes that fail verification drop the extent, with every reference on it. */
         hostile = rng_chance(&w->rng, 15);
-        if (hostile && (type == SAGE_MSG_PUBLISH || type == SAGE_MSG_PUBLISH_NOTED))
-                m.publish.hash = (SageHash){ rng_next(&w->rng), rng_next(&w->rng) };
-        if (type == SAGE_MSG_PUBLISH || type == SAGE_MSG_PUBLISH_NOTED || type == SAGE_MSG_IPC_EXPORT)
+        if (hostile && type == SAGE_MSG_PUBLISH)
+                m.publish.key.hash = (SageHash){ rng_next(&w->rng), rng_next(&w->rng) };
+        if (type == SAGE_MSG_PUBLISH || type == SAGE_MSG_IPC_EXPORT)
                 fd = hostile                       ? hostile_fd(w, c)
                      : type == SAGE_MSG_IPC_EXPORT ? memfd_of(FUZZ_KEY_SIZE)
                                                    : fuzz_key_memfd(w->cfg->key_seed, c->namespace_id, (unsigned)what);
@@ -224,8 +223,7 @@ static void valid_request(Worker *w, Conn *c) {
         if (code != REPLIED)
                 return;
         code = outcome(w, &m, &reply);
-        if ((what == 1 && type != SAGE_MSG_PUBLISH && type != SAGE_MSG_PUBLISH_NOTED) ||
-            key_namespace != c->namespace_id)
+        if ((what == 1 && type != SAGE_MSG_PUBLISH) || key_namespace != c->namespace_id)
                 __atomic_add_fetch(&w->cfg->shared->foreign_checks, 1, __ATOMIC_RELAXED);
         if (hostile && code != 0) {
                 if (reply_fd >= 0)
@@ -236,10 +234,8 @@ static void valid_request(Worker *w, Conn *c) {
         case SAGE_MSG_HELLO: EXPECT(w, &m, code == 0 && reply.hello_reply.namespace_id == c->namespace_id, code); break;
         case SAGE_MSG_PING:
         case SAGE_MSG_STATS: EXPECT(w, &m, code == 0, code); break;
-        case SAGE_MSG_LOOKUP:
-        case SAGE_MSG_LOOKUP_NOTED: check_lookup(w, c, &m, &reply, code, key_namespace, reply_fd); break;
+        case SAGE_MSG_LOOKUP: check_lookup(w, c, &m, &reply, code, key_namespace, reply_fd); break;
         case SAGE_MSG_PUBLISH:
-        case SAGE_MSG_PUBLISH_NOTED:
                 if (!(m.header.flags & SAGE_PUBLISH_SEALED)) /* a broker without a driver says that first */
                         EXPECT(w, &m, code == SAGE_ERR_PERMISSION || code == SAGE_ERR_NO_DRIVER, code);
                 else if (code == 0 && !hostile) {

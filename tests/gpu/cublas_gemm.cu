@@ -19,15 +19,7 @@
 #define DIM 1024
 #define SAMPLES 512
 
-#define BLAS_CHECK(call)                                                                          \
-        do {                                                                                      \
-                cublasStatus_t blas_check_st_ = (call);                                           \
-                if (blas_check_st_ != CUBLAS_STATUS_SUCCESS) {                                    \
-                        fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call, \
-                                cublasGetStatusString(blas_check_st_), (int)blas_check_st_);      \
-                        exit(1);                                                                  \
-                }                                                                                 \
-        } while (0)
+#define BLAS_CHECK(call) STATUS_CHECK(cublasStatus_t, CUBLAS_STATUS_SUCCESS, cublasGetStatusString, call)
 
 /* Column-major C = A * B through cuBLAS; returns C on the host. */
 static void gemm(cublasHandle_t h, const float *a, const float *b, float *c) {

@@ -15,39 +15,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef SAGE_GPU_NEED_DRIVER
-#include <cuda.h>
-#endif
-#ifndef SAGE_GPU_DRIVER_ONLY
-#include <cuda_runtime.h>
-
-#define RT_CHECK(call)                                                                            \
+/*
+ * A call whose status must be `ok`: else the call, its status's name (by
+ * `name_of`) and number go to stderr and the program exits 1. RT_CHECK,
+ * CU_CHECK and the library checks of single programs (BLAS_CHECK) are this
+ * with their library's type and namer.
+ */
+#define STATUS_CHECK(type, ok, name_of, call)                                                     \
         do {                                                                                      \
-                cudaError_t rt_check_err_ = (call);                                               \
-                if (rt_check_err_ != cudaSuccess) {                                               \
+                type status_check_st_ = (call);                                                   \
+                if (status_check_st_ != (ok)) {                                                   \
                         fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call, \
-                                cudaGetErrorString(rt_check_err_), (int)rt_check_err_);           \
+                                name_of(status_check_st_), (int)status_check_st_);                \
                         exit(1);                                                                  \
                 }                                                                                 \
         } while (0)
+
+#ifndef SAGE_GPU_DRIVER_ONLY
+#include <cuda_runtime.h>
+
+#define RT_CHECK(call) STATUS_CHECK(cudaError_t, cudaSuccess, cudaGetErrorString, call)
 
 /* A kernel launch returns nothing: check the launch, then the execution. */
 #define LAUNCH_CHECK() RT_CHECK(cudaGetLastError())
 #endif /* !SAGE_GPU_DRIVER_ONLY */
 
 #ifdef SAGE_GPU_NEED_DRIVER
-#define CU_CHECK(call)                                                                                            \
-        do {                                                                                                      \
-                CUresult cu_check_err_ = (call);                                                                  \
-                if (cu_check_err_ != CUDA_SUCCESS) {                                                              \
-                        const char *cu_check_name_ = NULL;                                                        \
-                        if (cuGetErrorName(cu_check_err_, &cu_check_name_) != CUDA_SUCCESS)                       \
-                                cu_check_name_ = "?";                                                             \
-                        fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #call, cu_check_name_, \
-                                (int)cu_check_err_);                                                              \
-                        exit(1);                                                                                  \
-                }                                                                                                 \
-        } while (0)
+#include <cuda.h>
+
+static inline const char *cu_error_name(CUresult r) {
+        const char *name = NULL;
+        return cuGetErrorName(r, &name) == CUDA_SUCCESS && name ? name : "?";
+}
+
+#define CU_CHECK(call) STATUS_CHECK(CUresult, CUDA_SUCCESS, cu_error_name, call)
 #endif
 
 #define FAIL_IF(cond, ...)                                                            \

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cu_ok.h"
 #include "fakecuda.h"
 #include "util.h"
 
@@ -78,15 +79,6 @@ static void resolve(void) {
 #endif
         FUNCS(RESOLVE)
 }
-
-#define OK(call)                                                                        \
-        do {                                                                            \
-                CUresult r_ = (call);                                                   \
-                if (r_ != CUDA_SUCCESS) {                                               \
-                        fprintf(stderr, "setup-test: %s failed: %d\n", #call, (int)r_); \
-                        exit(3);                                                        \
-                }                                                                       \
-        } while (0)
 
 static double now_ms(void) {
         return (double)sage_now_ns() / 1e6;

@@ -55,16 +55,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cu_ok.h"
 #include "fakecuda.h"
-
-#define OK(call)                                                                        \
-        do {                                                                            \
-                CUresult r_ = (call);                                                   \
-                if (r_ != CUDA_SUCCESS) {                                               \
-                        fprintf(stderr, "share-test: %s failed: %d\n", #call, (int)r_); \
-                        exit(3);                                                        \
-                }                                                                       \
-        } while (0)
 
 static void checksum_kernel(const FakeKernelLaunch *launch, void **params) {
         const uint64_t *w = *(const uint64_t **)params[0];

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cu_ok.h"
 #include "fakecuda.h"
 #include "util.h"
 
@@ -47,15 +48,6 @@ static get_proc_t get_proc;
                         exit(2);                                                      \
                 }                                                                     \
                 var = SAGE_FN_CAST(type, p_);                                         \
-        } while (0)
-
-#define OK(call)                                                                      \
-        do {                                                                          \
-                CUresult r_ = (call);                                                 \
-                if (r_ != CUDA_SUCCESS) {                                             \
-                        fprintf(stderr, "workload: %s failed: %d\n", #call, (int)r_); \
-                        exit(3);                                                      \
-                }                                                                     \
         } while (0)
 
 static CUcontext ctx;

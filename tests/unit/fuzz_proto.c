@@ -15,8 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const SageNotes *notes_of(const SageMessage *m) {
         switch (m->header.type) {
-        case SAGE_MSG_PUBLISH_NOTED: return &m->publish_noted.notes;
-        case SAGE_MSG_LOOKUP_NOTED_REPLY: return &m->lookup_noted_reply.notes;
+        case SAGE_MSG_PUBLISH: return &m->publish.notes;
+        case SAGE_MSG_LOOKUP_REPLY: return &m->lookup_reply.notes;
         default: return NULL;
         }
 }

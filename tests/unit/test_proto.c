@@ -51,10 +51,10 @@ static void test_roundtrips(void) {
               d.hello.features == (SAGE_FEATURES_ALL | 1ull << 63));
 
         sage_proto_init(&m, SAGE_MSG_HELLO_REPLY, 7);
-        m.hello_reply = (SageHelloReply){ 1, 8, 1000, 2 << 20, SAGE_FEATURE_NOTES };
+        m.hello_reply = (SageHelloReply){ 1, 8, 1000, 2 << 20, SAGE_FEATURE_CONTENT };
         roundtrip(&m, &d);
         CHECK(d.hello_reply.n_devices == 8 && d.hello_reply.namespace_id == 1000 &&
-              d.hello_reply.granularity == 2 << 20 && d.hello_reply.features == SAGE_FEATURE_NOTES);
+              d.hello_reply.granularity == 2 << 20 && d.hello_reply.features == SAGE_FEATURE_CONTENT);
 
         sage_proto_init(&m, SAGE_MSG_PING, 1);
         roundtrip(&m, &d);
@@ -67,13 +67,13 @@ static void test_roundtrips(void) {
         CHECK(sage_hash_equal(d.lookup.hash, h) && d.lookup.size == 6ull << 30 && d.lookup.device == 3);
 
         sage_proto_init(&m, SAGE_MSG_LOOKUP_REPLY, 9);
-        m.lookup_reply = (SageLookupReply){ 1, 55, 4 << 20 };
+        m.lookup_reply = (SageLookupReply){ 1, 55, 4 << 20, { 0, NULL } };
         roundtrip(&m, &d);
         CHECK(d.lookup_reply.found == 1 && d.lookup_reply.extent_id == 55 && sage_proto_expected_fds(&d) == 1);
 
         sage_proto_init(&m, SAGE_MSG_PUBLISH, 10);
         m.header.flags = SAGE_PUBLISH_SEALED;
-        m.publish = (SageExtentKey){ h, 2 << 20, 0 };
+        m.publish.key = (SageExtentKey){ h, 2 << 20, 0 };
         roundtrip(&m, &d);
         CHECK(d.header.flags == SAGE_PUBLISH_SEALED && sage_proto_expected_fds(&d) == 1);
 
@@ -165,79 +165,61 @@ static void test_roundtrips(void) {
         for (size_t i = 0; i < sizeof(notes_lengths) / sizeof(notes_lengths[0]); i++) {
                 uint32_t len = notes_lengths[i];
 
-                sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 20);
+                sage_proto_init(&m, SAGE_MSG_PUBLISH, 20);
                 m.header.flags = SAGE_PUBLISH_SEALED;
-                m.publish_noted.key = (SageExtentKey){ h, 2 << 20, 2 };
-                m.publish_noted.notes = (SageNotes){ len, len ? notes_in : NULL };
+                m.publish.key = (SageExtentKey){ h, 2 << 20, 2 };
+                m.publish.notes = (SageNotes){ len, len ? notes_in : NULL };
                 roundtrip(&m, &d);
                 CHECK(d.header.flags == SAGE_PUBLISH_SEALED && sage_proto_expected_fds(&d) == 1);
-                CHECK(sage_hash_equal(d.publish_noted.key.hash, h) && d.publish_noted.key.size == 2 << 20 &&
-                      d.publish_noted.key.device == 2);
-                CHECK(d.header.payload_length == 28 + 4 + len && d.publish_noted.notes.length == len);
-                /* The field table: key as PUBLISH, then notes_len, then the bytes (in place). */
+                CHECK(sage_hash_equal(d.publish.key.hash, h) && d.publish.key.size == 2 << 20 &&
+                      d.publish.key.device == 2);
+                CHECK(d.header.payload_length == 28 + 4 + len && d.publish.notes.length == len);
+                /* The field table: the key, then notes_len, then the bytes (in place). */
                 CHECK(buf[SAGE_PROTO_HEADER_SIZE + 18] == 0x20 && buf[SAGE_PROTO_HEADER_SIZE + 24] == 2);
                 CHECK(buf[SAGE_PROTO_HEADER_SIZE + 28] == (len & 0xff) &&
                       buf[SAGE_PROTO_HEADER_SIZE + 29] == (len >> 8 & 0xff));
-                CHECK(len == 0 ? d.publish_noted.notes.bytes == NULL
-                               : d.publish_noted.notes.bytes == buf + SAGE_PROTO_HEADER_SIZE + 32 &&
-                                         memcmp(d.publish_noted.notes.bytes, notes_in, len) == 0);
+                CHECK(len == 0 ? d.publish.notes.bytes == NULL
+                               : d.publish.notes.bytes == buf + SAGE_PROTO_HEADER_SIZE + 32 &&
+                                         memcmp(d.publish.notes.bytes, notes_in, len) == 0);
 
-                sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 21);
-                m.lookup_noted_reply.lookup = (SageLookupReply){ 1, 56, 4 << 20 };
-                m.lookup_noted_reply.notes = (SageNotes){ len, len ? notes_in : NULL };
+                sage_proto_init(&m, SAGE_MSG_LOOKUP_REPLY, 21);
+                m.lookup_reply = (SageLookupReply){ 1, 56, 4 << 20, { len, len ? notes_in : NULL } };
                 roundtrip(&m, &d);
-                CHECK(d.lookup_noted_reply.lookup.found == 1 && d.lookup_noted_reply.lookup.extent_id == 56 &&
-                      d.lookup_noted_reply.lookup.size == 4 << 20 && sage_proto_expected_fds(&d) == 1);
-                CHECK(d.header.payload_length == 17 + 4 + len && d.lookup_noted_reply.notes.length == len);
-                CHECK(len == 0 || memcmp(d.lookup_noted_reply.notes.bytes, notes_in, len) == 0);
-                /* LOOKUP_REPLY's fields first, byte for byte. */
+                CHECK(d.lookup_reply.found == 1 && d.lookup_reply.extent_id == 56 && d.lookup_reply.size == 4 << 20 &&
+                      sage_proto_expected_fds(&d) == 1);
+                CHECK(d.header.payload_length == 17 + 4 + len && d.lookup_reply.notes.length == len);
+                CHECK(len == 0 || memcmp(d.lookup_reply.notes.bytes, notes_in, len) == 0);
+                /* found, extent id, size first, byte for byte. */
                 CHECK(buf[SAGE_PROTO_HEADER_SIZE] == 1 && buf[SAGE_PROTO_HEADER_SIZE + 1] == 56);
                 CHECK(buf[SAGE_PROTO_HEADER_SIZE + 17] == (len & 0xff));
         }
         /* A file-keyed publish states the content key the broker verifies: after the key, before the notes. */
-        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 20);
-        m.header.flags = SAGE_PUBLISH_SEALED | SAGE_PUBLISH_CONTENT;
-        m.publish_noted.key = (SageExtentKey){ h, 2 << 20, 2 };
-        m.publish_noted.content = (SageHash){ 0x1122, 0x3344 };
-        m.publish_noted.notes = (SageNotes){ 3, notes_in };
-        roundtrip(&m, &d);
-        CHECK(d.header.payload_length == 28 + 16 + 4 + 3 && d.publish_noted.content.low == 0x1122 &&
-              d.publish_noted.content.high == 0x3344 && d.publish_noted.notes.length == 3 &&
-              memcmp(d.publish_noted.notes.bytes, notes_in, 3) == 0 && sage_proto_expected_fds(&d) == 1);
-        CHECK(buf[SAGE_PROTO_HEADER_SIZE + 28] == 0x22 && buf[SAGE_PROTO_HEADER_SIZE + 44] == 3);
-        /* Plain PUBLISH has no content field: the flag is refused there. */
         sage_proto_init(&m, SAGE_MSG_PUBLISH, 20);
         m.header.flags = SAGE_PUBLISH_SEALED | SAGE_PUBLISH_CONTENT;
-        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
+        m.publish.key = (SageExtentKey){ h, 2 << 20, 2 };
+        m.publish.content = (SageHash){ 0x1122, 0x3344 };
+        m.publish.notes = (SageNotes){ 3, notes_in };
+        roundtrip(&m, &d);
+        CHECK(d.header.payload_length == 28 + 16 + 4 + 3 && d.publish.content.low == 0x1122 &&
+              d.publish.content.high == 0x3344 && d.publish.notes.length == 3 &&
+              memcmp(d.publish.notes.bytes, notes_in, 3) == 0 && sage_proto_expected_fds(&d) == 1);
+        CHECK(buf[SAGE_PROTO_HEADER_SIZE + 28] == 0x22 && buf[SAGE_PROTO_HEADER_SIZE + 44] == 3);
 
-        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 21);
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_REPLY, 21);
         roundtrip(&m, &d); /* a miss: no fd, no notes */
-        CHECK(d.lookup_noted_reply.lookup.found == 0 && sage_proto_expected_fds(&d) == 0 &&
-              d.header.payload_length == 21);
-
-        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED_REPLY, 20);
-        m.publish_noted_reply = (SagePublishReply){ 78, 1 };
-        roundtrip(&m, &d);
-        CHECK(d.publish_noted_reply.extent_id == 78 && d.publish_noted_reply.existed == 1 &&
-              d.header.payload_length == 9 && sage_proto_expected_fds(&d) == 0);
-
-        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED, 22);
-        m.lookup_noted = (SageExtentKey){ h, 6ull << 30, 3 };
-        roundtrip(&m, &d);
-        CHECK(sage_hash_equal(d.lookup_noted.hash, h) && d.lookup_noted.size == 6ull << 30 &&
-              d.lookup_noted.device == 3 && d.header.payload_length == 28 && sage_proto_expected_fds(&d) == 0);
+        CHECK(d.lookup_reply.found == 0 && sage_proto_expected_fds(&d) == 0 && d.header.payload_length == 21);
 
         /* Over the cap, or a length without bytes, or notes on a miss: not encoded. */
-        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 20);
-        m.publish_noted.notes = (SageNotes){ SAGE_PROTO_NOTES_MAX + 1, notes_in };
+        sage_proto_init(&m, SAGE_MSG_PUBLISH, 20);
+        m.publish.notes = (SageNotes){ SAGE_PROTO_NOTES_MAX + 1, notes_in };
         CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
-        m.publish_noted.notes = (SageNotes){ 1, NULL };
+        m.publish.notes = (SageNotes){ 1, NULL };
         CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
-        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 21);
-        m.lookup_noted_reply.notes = (SageNotes){ 1, notes_in };
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_REPLY, 21);
+        m.lookup_reply.notes = (SageNotes){ 1, notes_in };
         CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == -EINVAL);
 
-        for (unsigned type = SAGE_MSG_IPC_EXPORT; type <= SAGE_MSG_LABEL; type++) {
+        for (unsigned type = SAGE_MSG_IPC_EXPORT; type <= SAGE_MSG_IPC_REVOKE; type++) {
                 CHECK(strcmp(sage_proto_type_name(type), "?") != 0);
                 CHECK(strcmp(sage_proto_type_name(SAGE_MSG_REPLY_BIT | type), "?") != 0);
         }
@@ -272,7 +254,7 @@ static void test_rejects_notes(void) {
         static const struct {
                 unsigned type;
                 size_t notes_at; /* offset of notes_len in the payload */
-        } noted[] = { { SAGE_MSG_PUBLISH_NOTED, 28 }, { SAGE_MSG_LOOKUP_NOTED_REPLY, 17 } };
+        } noted[] = { { SAGE_MSG_PUBLISH, 28 }, { SAGE_MSG_LOOKUP_REPLY, 17 } };
         SageMessage m, d;
         size_t n;
 
@@ -280,10 +262,10 @@ static void test_rejects_notes(void) {
                 const size_t len_at = SAGE_PROTO_HEADER_SIZE + noted[i].notes_at;
 
                 sage_proto_init(&m, noted[i].type, 1);
-                if (noted[i].type == SAGE_MSG_PUBLISH_NOTED)
-                        m.publish_noted.notes = (SageNotes){ 100, notes_in };
+                if (noted[i].type == SAGE_MSG_PUBLISH)
+                        m.publish.notes = (SageNotes){ 100, notes_in };
                 else
-                        m.lookup_noted_reply = (SageLookupNotedReply){ { 1, 5, 2 << 20 }, { 100, notes_in } };
+                        m.lookup_reply = (SageLookupReply){ 1, 5, 2 << 20, { 100, notes_in } };
                 n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
                 CHECK(n == len_at + 4 + 100);
                 CHECK(sage_proto_decode(buf, n, &d, NULL) == 0);
@@ -315,8 +297,8 @@ static void test_rejects_notes(void) {
                 set_u32(16, (uint32_t)(len_at + 4 + SAGE_PROTO_NOTES_MAX - SAGE_PROTO_HEADER_SIZE));
                 CHECK(sage_proto_decode(buf, len_at + 4 + SAGE_PROTO_NOTES_MAX, &d, NULL) == 0);
         }
-        /* PUBLISH_NOTED: PUBLISH's flags and CONTENT (whose field must be there), no others. */
-        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED, 1);
+        /* PUBLISH: SEALED and CONTENT (whose field must be there), no others. */
+        sage_proto_init(&m, SAGE_MSG_PUBLISH, 1);
         n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
         buf[8] = SAGE_PUBLISH_SEALED;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == 0 && d.header.flags == SAGE_PUBLISH_SEALED);
@@ -325,28 +307,58 @@ static void test_rejects_notes(void) {
         buf[8] = 4;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
         /* A miss with notes, and a found that is neither 0 nor 1. */
-        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED_REPLY, 1);
-        m.lookup_noted_reply.lookup.found = 1;
-        m.lookup_noted_reply.notes = (SageNotes){ 3, notes_in };
+        sage_proto_init(&m, SAGE_MSG_LOOKUP_REPLY, 1);
+        m.lookup_reply.found = 1;
+        m.lookup_reply.notes = (SageNotes){ 3, notes_in };
         n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
         CHECK(sage_proto_decode(buf, n, &d, NULL) == 0);
         buf[SAGE_PROTO_HEADER_SIZE] = 0;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
         buf[SAGE_PROTO_HEADER_SIZE] = 2;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
-        /* LOOKUP_NOTED is a bare key: one byte short or long. */
-        sage_proto_init(&m, SAGE_MSG_LOOKUP_NOTED, 1);
+        /* LOOKUP is a bare key: one byte short or long. */
+        sage_proto_init(&m, SAGE_MSG_LOOKUP, 1);
         n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
         set_u32(16, 27);
         CHECK(sage_proto_decode(buf, n - 1, &d, NULL) == SAGE_ERR_MALFORMED);
         set_u32(16, 29);
         buf[n] = 0;
         CHECK(sage_proto_decode(buf, n + 1, &d, NULL) == SAGE_ERR_MALFORMED);
-        /* PUBLISH_NOTED_REPLY: existed neither 0 nor 1. */
-        sage_proto_init(&m, SAGE_MSG_PUBLISH_NOTED_REPLY, 1);
+        /* PUBLISH_REPLY: existed neither 0 nor 1. */
+        sage_proto_init(&m, SAGE_MSG_PUBLISH_REPLY, 1);
         n = (size_t)sage_proto_encode(&m, buf, sizeof(buf));
         buf[SAGE_PROTO_HEADER_SIZE + 8] = 2;
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+}
+
+/* ERROR reads the same in every version from 2 on: saged answers a peer of
+ * another version in that version, and a peer decodes an ERROR of any. */
+static void test_error_across_versions(void) {
+        SageMessage m, d;
+        ssize_t n;
+
+        sage_proto_error(&m, 5, SAGE_ERR_VERSION, "protocol version 2 not spoken");
+        m.header.version = 2;
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n > 0 && buf[4] == 2 && buf[5] == 0);
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0);
+        CHECK(d.header.version == 2 && d.error.code == SAGE_ERR_VERSION && d.header.request_id == 5);
+        CHECK(strcmp(d.error.message, "protocol version 2 not spoken") == 0);
+        /* An ERROR of a later version too (the layout is frozen). */
+        buf[4] = SAGE_PROTO_VERSION + 1;
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == 0 && d.error.code == SAGE_ERR_VERSION);
+        /* Version 1 predates that promise; a version below 2 is never echoed. */
+        buf[4] = 1;
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_VERSION && d.header.version == 1);
+        m.header.version = 1;
+        CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == n && buf[4] == SAGE_PROTO_VERSION);
+        /* Any other type keeps to our own version on both sides. */
+        sage_proto_init(&m, SAGE_MSG_PING, 1);
+        m.header.version = 2;
+        n = sage_proto_encode(&m, buf, sizeof(buf));
+        CHECK(n == SAGE_PROTO_HEADER_SIZE && buf[4] == SAGE_PROTO_VERSION);
+        buf[4] = 2;
+        CHECK(sage_proto_decode(buf, (size_t)n, &d, NULL) == SAGE_ERR_VERSION && d.header.version == 2);
 }
 
 static void test_rejects(void) {
@@ -368,6 +380,13 @@ static void test_rejects(void) {
         n = valid_ping();
         buf[16] += 1; /* payload length says one more byte than there is */
         CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_MALFORMED);
+
+        /* Version 2's PUBLISH_NOTED (12) and LOOKUP_NOTED (13), in a version-3 header: no such types. */
+        for (uint8_t type = 12; type <= 13; type++) {
+                n = valid_ping();
+                buf[6] = type;
+                CHECK(sage_proto_decode(buf, n, &d, NULL) == SAGE_ERR_UNKNOWN_TYPE);
+        }
 
         n = valid_ping();
         buf[8] = 1; /* a flag LOOKUP does not have */
@@ -482,38 +501,13 @@ static void test_rejects(void) {
 /* Random bytes, random valid-looking headers, and mutations of valid messages:
  * the decoder returns a code for each and never reads out of bounds (ASan). */
 static void test_fuzz(void) {
+        /* Every type of proto.def, and ERROR. */
         static const unsigned types[] = {
-                SAGE_MSG_HELLO,
-                SAGE_MSG_PING,
-                SAGE_MSG_LOOKUP,
-                SAGE_MSG_PUBLISH,
-                SAGE_MSG_RELEASE,
-                SAGE_MSG_STATS,
-                SAGE_MSG_LIST,
-                SAGE_MSG_EVICT,
-                SAGE_MSG_HELLO_REPLY,
-                SAGE_MSG_PONG,
-                SAGE_MSG_LOOKUP_REPLY,
-                SAGE_MSG_PUBLISH_REPLY,
-                SAGE_MSG_RELEASE_REPLY,
-                SAGE_MSG_STATS_REPLY,
-                SAGE_MSG_LIST_REPLY,
-                SAGE_MSG_EVICT_REPLY,
+#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
+        SAGE_MSG_##NAME, SAGE_MSG_##REPLY_NAME,
+#include "proto.def"
+#undef SAGE_MESSAGE
                 SAGE_MSG_ERROR,
-                SAGE_MSG_IPC_EXPORT,
-                SAGE_MSG_IPC_IMPORT,
-                SAGE_MSG_IPC_REVOKE,
-                SAGE_MSG_IPC_EXPORT_REPLY,
-                SAGE_MSG_IPC_IMPORT_REPLY,
-                SAGE_MSG_IPC_REVOKE_REPLY,
-                SAGE_MSG_PUBLISH_NOTED,
-                SAGE_MSG_PUBLISH_NOTED_REPLY,
-                SAGE_MSG_LOOKUP_NOTED,
-                SAGE_MSG_LOOKUP_NOTED_REPLY,
-                SAGE_MSG_LABEL,
-                SAGE_MSG_LABEL_REPLY,
-                SAGE_MSG_DEVICES,
-                SAGE_MSG_DEVICES_REPLY,
         };
         unsigned accepted = 0, rejected = 0;
         SageMessage m, d;
@@ -533,11 +527,11 @@ static void test_fuzz(void) {
                                 m.list_reply = (SageListReply){ (uint32_t)(rng() % 8), 0, list_in };
                         if (m.header.type == SAGE_MSG_ERROR)
                                 snprintf(m.error.message, sizeof(m.error.message), "err %u", (unsigned)rng());
-                        if (m.header.type == SAGE_MSG_PUBLISH_NOTED)
-                                m.publish_noted.notes = (SageNotes){ (uint32_t)(rng() % 64), notes_in };
-                        if (m.header.type == SAGE_MSG_LOOKUP_NOTED_REPLY && rng() % 2) {
-                                m.lookup_noted_reply.lookup.found = 1;
-                                m.lookup_noted_reply.notes = (SageNotes){ (uint32_t)(rng() % 64), notes_in };
+                        if (m.header.type == SAGE_MSG_PUBLISH)
+                                m.publish.notes = (SageNotes){ (uint32_t)(rng() % 64), notes_in };
+                        if (m.header.type == SAGE_MSG_LOOKUP_REPLY && rng() % 2) {
+                                m.lookup_reply.found = 1;
+                                m.lookup_reply.notes = (SageNotes){ (uint32_t)(rng() % 64), notes_in };
                         }
                         if (m.header.type == SAGE_MSG_LABEL)
                                 m.label = (uint32_t)rng();
@@ -716,7 +710,7 @@ static void test_table(void) {
         };
         SageMessage m;
 
-        CHECK((sizeof(requests) / sizeof(requests[0])) == 19);
+        CHECK((sizeof(requests) / sizeof(requests[0])) == 17);
         for (size_t i = 0; i < (sizeof(requests) / sizeof(requests[0])); i++) {
                 unsigned t = requests[i].type;
                 CHECK(strcmp(sage_proto_type_name(t), "?") != 0);
@@ -725,13 +719,15 @@ static void test_table(void) {
                 CHECK((requests[i].feature & ~SAGE_FEATURES_ALL) == 0);
         }
         CHECK(strcmp(sage_proto_type_name(SAGE_MSG_PONG), "PONG") == 0);
-        CHECK(strcmp(sage_proto_type_name(SAGE_MSG_LOOKUP_NOTED_REPLY), "LOOKUP_NOTED_REPLY") == 0);
+        CHECK(strcmp(sage_proto_type_name(SAGE_MSG_LOOKUP_REPLY), "LOOKUP_REPLY") == 0);
+        /* Version 2's PUBLISH_NOTED and LOOKUP_NOTED (12, 13) are no types now. */
+        CHECK(strcmp(sage_proto_type_name(12), "?") == 0 && strcmp(sage_proto_type_name(13), "?") == 0);
         CHECK(strcmp(sage_proto_type_name(20), "?") == 0);
         CHECK(sage_proto_feature(SAGE_MSG_DEVICES) == SAGE_FEATURE_DEVICES);
         CHECK(sage_proto_feature(SAGE_MSG_SUSPEND) == SAGE_FEATURE_INSTANCES);
         CHECK(sage_proto_feature(SAGE_MSG_LOOKUP) == 0 && sage_proto_feature(SAGE_MSG_IPC_IMPORT) == SAGE_FEATURE_IPC);
-        CHECK(sage_proto_feature(SAGE_MSG_PUBLISH_NOTED) == SAGE_FEATURE_NOTES);
-        /* Version 2 layouts: HELLO 16 bytes, HELLO_REPLY 32, STATS_REPLY 13 u64s. */
+        CHECK(sage_proto_feature(SAGE_MSG_PUBLISH) == 0);
+        /* Layouts since version 2: HELLO 16 bytes, HELLO_REPLY 32, STATS_REPLY 13 u64s. */
         sage_proto_init(&m, SAGE_MSG_HELLO, 1);
         CHECK(sage_proto_encode(&m, buf, sizeof(buf)) == SAGE_PROTO_HEADER_SIZE + 16);
         sage_proto_init(&m, SAGE_MSG_HELLO_REPLY, 1);
@@ -855,6 +851,7 @@ int main(void) {
         test_labels();
         test_roundtrips();
         test_rejects();
+        test_error_across_versions();
         test_fuzz();
         test_fd_passing();
         printf("proto: ok\n");

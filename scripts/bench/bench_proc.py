@@ -1,0 +1,17 @@
+"""What the benchmarks' Python function processes (suite_fn.py,
+parallel_setup_torch.py) share: milliseconds between two time.monotonic_ns
+readings, and whether libsage is really mapped into this process (a SAGE
+figure measured without it would be worse than none). Standard library
+only: it is imported inside timed processes."""
+
+
+def ms(a, b):
+    return round((b - a) / 1e6, 3)
+
+
+def sage_loaded():
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libsage" in line for line in f)
+    except OSError:
+        return False
