@@ -55,6 +55,7 @@ const char *sage_instance_why_name(uint32_t why) {
                 { SAGE_INSTANCE_WHY_MULTI_GPU, "uses several GPUs" },
                 { SAGE_INSTANCE_WHY_MPS, "MPS client" },
                 { SAGE_INSTANCE_WHY_MANAGED, "holds managed memory" },
+                { SAGE_INSTANCE_WHY_HOST_MEMORY, "host memory limit" },
         };
         for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
                 if (why & reasons[i].bit)

@@ -333,10 +333,14 @@ typedef struct SageLabelReply {
 #define SAGE_INSTANCE_MULTI_GPU 0x2u  /* the process uses several GPUs */
 #define SAGE_INSTANCE_MPS 0x4u        /* an MPS client */
 #define SAGE_INSTANCE_MANAGED 0x8u    /* holds managed memory */
-#define SAGE_INSTANCE_FLAGS_ALL \
-        (SAGE_INSTANCE_KEEP_ALIVE | SAGE_INSTANCE_MULTI_GPU | SAGE_INSTANCE_MPS | SAGE_INSTANCE_MANAGED)
+/* Registering again after the broker restarted, while checkpointed: the
+ * broker adopts it as SUSPENDED once the driver confirms (docs/suspend.md). */
+#define SAGE_INSTANCE_CHECKPOINTED 0x40u
+#define SAGE_INSTANCE_FLAGS_ALL                                                                           \
+        (SAGE_INSTANCE_KEEP_ALIVE | SAGE_INSTANCE_MULTI_GPU | SAGE_INSTANCE_MPS | SAGE_INSTANCE_MANAGED | \
+         SAGE_INSTANCE_CHECKPOINTED)
 #define SAGE_PROTO_INSTANCES_MAX 32
-#define SAGE_PROTO_INSTANCE_ENTRY_SIZE 64
+#define SAGE_PROTO_INSTANCE_ENTRY_SIZE 80
 
 /* Instance states (INSTANCES, SUSPEND/RESUME replies). */
 enum {
@@ -357,7 +361,14 @@ enum {
 #define SAGE_INSTANCE_WHY_IPC 0x20u       /* CUDA IPC (SAGE's emulation): exports or imports */
 #define SAGE_INSTANCE_WHY_SWITCH 0x40u    /* saged --suspend=off */
 #define SAGE_INSTANCE_WHY_NO_DRIVER 0x80u /* the broker's driver has no checkpoint API */
-#define SAGE_INSTANCE_WHY_ALL 0xffu
+/* Its checkpoint would pass its cgroup's memory.max (the memory policy). */
+#define SAGE_INSTANCE_WHY_HOST_MEMORY 0x100u
+#define SAGE_INSTANCE_WHY_ALL 0x1ffu
+/* SageInstanceEntry.gpu_bytes when nobody could measure it (no NVML). */
+#define SAGE_INSTANCE_BYTES_UNKNOWN UINT64_MAX
+/* SageInstanceEntry.activity bits. */
+#define SAGE_INSTANCE_ACTIVITY_IDLE 0x1u /* libsage reported it idle (INSTANCE_IDLE), nothing since */
+#define SAGE_INSTANCE_ACTIVITY_ALL 0x1u
 
 typedef struct SageInstanceEntry {
         uint32_t pid;
@@ -368,8 +379,11 @@ typedef struct SageInstanceEntry {
         uint32_t why_not;    /* SAGE_INSTANCE_WHY_* (0: suspendable) */
         uint32_t suspend_ms; /* the last suspend's duration (0: none yet) */
         uint32_t resume_ms;  /* the last resume's */
-        uint64_t gpu_bytes;  /* device memory in use, if known (0 while suspended) */
+        uint64_t gpu_bytes;  /* device memory in use (NVML; 0 while suspended; SAGE_INSTANCE_BYTES_UNKNOWN) */
         uint64_t idle_ns;    /* since the last state change */
+        uint64_t host_bytes; /* host memory its checkpoint holds while suspended (0 otherwise) */
+        uint32_t activity;   /* SAGE_INSTANCE_ACTIVITY_* */
+        uint32_t reserved;   /* 0 */
 } SageInstanceEntry;
 
 typedef struct SageInstanceRegister {

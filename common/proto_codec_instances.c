@@ -47,6 +47,9 @@ static void put_instance_entry(Writer *w, const SageInstanceEntry *e) {
         put_u32(w, e->resume_ms);
         put_u64(w, e->gpu_bytes);
         put_u64(w, e->idle_ns);
+        put_u64(w, e->host_bytes);
+        put_u32(w, e->activity);
+        put_u32(w, 0);
         if (!w->failed && w->pos - start != SAGE_PROTO_INSTANCE_ENTRY_SIZE)
                 w->failed = true;
 }
@@ -65,8 +68,11 @@ static int get_instance_entry(Reader *r, SageInstanceEntry *e) {
         e->resume_ms = get_u32(r);
         e->gpu_bytes = get_u64(r);
         e->idle_ns = get_u64(r);
+        e->host_bytes = get_u64(r);
+        e->activity = get_u32(r);
+        e->reserved = get_u32(r);
         if (e->state >= _SAGE_INSTANCE_STATE_MAX || (e->flags & ~SAGE_INSTANCE_FLAGS_ALL) ||
-            (e->why_not & ~SAGE_INSTANCE_WHY_ALL))
+            (e->why_not & ~SAGE_INSTANCE_WHY_ALL) || (e->activity & ~SAGE_INSTANCE_ACTIVITY_ALL) || e->reserved)
                 return SAGE_ERR_MALFORMED;
         return 0;
 }

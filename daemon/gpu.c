@@ -81,7 +81,8 @@
         X(cuCheckpointProcessCheckpoint, "cuCheckpointProcessCheckpoint", CUresult,                             \
           (int, CUcheckpointCheckpointArgs *))                                                                  \
         X(cuCheckpointProcessRestore, "cuCheckpointProcessRestore", CUresult, (int, CUcheckpointRestoreArgs *)) \
-        X(cuCheckpointProcessUnlock, "cuCheckpointProcessUnlock", CUresult, (int, CUcheckpointUnlockArgs *))
+        X(cuCheckpointProcessUnlock, "cuCheckpointProcessUnlock", CUresult, (int, CUcheckpointUnlockArgs *))    \
+        X(cuMemGetInfo, "cuMemGetInfo_v2", CUresult, (size_t *, size_t *))
 
 typedef struct GpuDriver {
 #define X(field, sym, ret, args) ret(*field) args;
@@ -271,6 +272,20 @@ bool gpu_serves(const Gpu *g, uint32_t device) {
 
 uint64_t gpu_total_memory(const Gpu *g, uint32_t device) {
         return gpu_serves(g, device) ? g->total_memory[device] : 0;
+}
+
+uint64_t gpu_free_memory(Gpu *g, const uint8_t uuid[16]) {
+        size_t free_bytes = 0, total = 0;
+
+        for (uint32_t d = 0; g && g->cu.cuMemGetInfo && d < g->n_devices; d++) {
+                if (!g->served[d] || !g->has_uuid[d] || memcmp(g->uuid[d].bytes, uuid, 16) != 0)
+                        continue;
+                if (g->cu.cuCtxSetCurrent(g->context[d]) != CUDA_SUCCESS ||
+                    g->cu.cuMemGetInfo(&free_bytes, &total) != CUDA_SUCCESS)
+                        break;
+                return free_bytes;
+        }
+        return GPU_BYTES_UNKNOWN;
 }
 
 bool gpu_device_uuid(const Gpu *g, uint32_t device, uint8_t uuid[16]) {
@@ -539,6 +554,14 @@ void gpu_release(Gpu *g, GpuExtent *x) {
 bool gpu_can_checkpoint(const Gpu *g) {
         return g && g->cu.cuCheckpointProcessLock && g->cu.cuCheckpointProcessCheckpoint &&
                g->cu.cuCheckpointProcessRestore && g->cu.cuCheckpointProcessUnlock;
+}
+
+bool gpu_process_checkpointed(Gpu *g, pid_t pid) {
+        CUprocessState state;
+
+        return gpu_can_checkpoint(g) && g->cu.cuCheckpointProcessGetState &&
+               g->cu.cuCheckpointProcessGetState((int)pid, &state) == CUDA_SUCCESS &&
+               state == CU_PROCESS_STATE_CHECKPOINTED;
 }
 
 int gpu_checkpoint_process(Gpu *g, pid_t pid, unsigned timeout_ms, char *why, size_t size) {

@@ -52,6 +52,10 @@ uint64_t gpu_total_memory(const Gpu *gpu, uint32_t device);
 uint64_t gpu_granularity(const Gpu *gpu);
 /* The UUID of ordinal `device` (served or not), as cuDeviceGetUuid gives it; false if unknown. */
 bool gpu_device_uuid(const Gpu *gpu, uint32_t device, uint8_t uuid[16]);
+/* Device memory free now (cuMemGetInfo) on the served GPU whose cuDeviceGetUuid is `uuid`;
+ * GPU_BYTES_UNKNOWN if none is, or the driver would not say. Event loop only. */
+#define GPU_BYTES_UNKNOWN UINT64_MAX
+uint64_t gpu_free_memory(Gpu *gpu, const uint8_t uuid[16]);
 
 /*
  * Take a published POSIX fd (not consumed): check it is exactly `size`
@@ -93,3 +97,5 @@ void gpu_release(Gpu *gpu, GpuExtent *extent);
 bool gpu_can_checkpoint(const Gpu *gpu);
 int gpu_checkpoint_process(Gpu *gpu, pid_t pid, unsigned timeout_ms, char *why, size_t size);
 int gpu_restore_process(Gpu *gpu, pid_t pid, char *why, size_t size);
+/* Does the driver say `pid` is checkpointed (cuCheckpointProcessGetState)? An instance a previous broker suspended. */
+bool gpu_process_checkpointed(Gpu *gpu, pid_t pid);

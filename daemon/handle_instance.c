@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pid_view.h"
 #include "server_private.h"
 #include "util.h"
 
@@ -69,7 +70,7 @@ int server_instances_init(Server *s, const ServerConfig *config) {
                 return -errno;
         if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->ops_event_fd, &ev) < 0)
                 return -errno;
-        return 0;
+        return server_policy_init(s, config);
 }
 
 void server_instances_free(Server *s) {
@@ -80,6 +81,7 @@ void server_instances_free(Server *s) {
                 s->ops = op->next;
                 free(op);
         }
+        server_policy_free(s);
         instances_clear(&s->instances);
         if (s->ops_event_fd >= 0)
                 close(s->ops_event_fd);
@@ -95,11 +97,19 @@ void server_instances_client_gone(Server *s, Client *c) {
                 if (in && op->instance == in)
                         op->instance = NULL;
         }
+        server_policy_client_gone(s, c, in);
         if (in) {
                 if (in->state == SAGE_INSTANCE_SUSPENDED || in->state == SAGE_INSTANCE_FAILED)
                         sage_warn("instance pid %d went while %s", (int)in->pid, sage_instance_state_name(in->state));
                 instances_remove(&s->instances, in);
         }
+}
+
+/* A registration flagged CHECKPOINTED: a previous broker suspended it (handle_instance_register checked). */
+static Instance *instance_adopt(Instance *in) {
+        if (in && instance_adopt_suspended(in))
+                sage_info("instance pid %d adopted: checkpointed under a previous broker", (int)in->pid);
+        return in;
 }
 
 int handle_instance_register(Server *s, Client *c, Request *rq) {
@@ -109,6 +119,11 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
         if (c->pid <= 0) {
                 rq->why = "the peer's pid is unknown";
                 return SAGE_ERR_PERMISSION;
+        }
+        /* A broker restart: adopt only what the driver says is checkpointed (pid: SO_PEERCRED's). */
+        if ((req->header.flags & SAGE_INSTANCE_CHECKPOINTED) && !gpu_process_checkpointed(s->gpu, c->pid)) {
+                rq->why = "the driver does not say this process is checkpointed";
+                return SAGE_ERR_REFUSED;
         }
         r = instances_add(&s->instances, c, c->pid,
                           identity_peer_pidfd(c->fd, &(struct ucred){ .pid = c->pid, .uid = c->uid, .gid = c->gid }),
@@ -124,15 +139,17 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
         sage_info("instance pid %d (namespace %llx) registered, flags %#x", (int)c->pid,
                   (unsigned long long)c->namespace_id, req->header.flags);
         sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_REGISTER_REPLY, req->header.request_id);
+        server_policy_registered(s, instance_adopt(instances_find_owner(&s->instances, c)));
         return 0;
 }
 
 /* Why the broker must not suspend `in` now (SAGE_INSTANCE_WHY_*, 0: it may). */
-static uint32_t why_not(const Server *s, const Instance *in) {
+static uint32_t why_not(Server *s, Instance *in) {
         uint32_t why = instance_why_flags(in);
 
         if (s->suspend_off)
                 why |= SAGE_INSTANCE_WHY_SWITCH;
+        why |= server_policy_why_not(s, in);
         if (!gpu_can_checkpoint(s->gpu))
                 why |= SAGE_INSTANCE_WHY_NO_DRIVER;
         /* Every connection of that process: libsage shares on one, registers on another. */
@@ -147,13 +164,33 @@ static uint32_t why_not(const Server *s, const Instance *in) {
         return why;
 }
 
+uint32_t server_instance_why_not(Server *s, Instance *in) {
+        return why_not(s, in);
+}
+
+/* The instance whose pid is `pid` in `c`'s pid namespace (pid_view.h). */
+static Instance *find_for_caller(Server *s, const Client *c, uint32_t pid) {
+        PidView view;
+
+        if (pid == 0 || pid > INT32_MAX)
+                return NULL;
+        pid_view_of(&view, c->pid);
+        if (view.same)
+                return instances_find_pid(&s->instances, (pid_t)pid);
+        for (size_t i = 0; i < s->instances.n; i++)
+                if (pid_view_translate(&view, s->instances.items[i]->pid) == (pid_t)pid)
+                        return s->instances.items[i];
+        return NULL;
+}
+
 /* The instance `pid` as `c` may see it; forgets one whose process exited. */
 static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
-        Instance *in = pid > 0 && pid <= INT32_MAX ? instances_find_pid(&s->instances, (pid_t)pid) : NULL;
+        Instance *in = find_for_caller(s, c, pid);
 
         if (!in || (!c->sees_all && in->namespace_id != c->namespace_id))
                 return NULL;
         if (instance_exited(in) && in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING) {
+                server_policy_client_gone(s, NULL, in);
                 instances_remove(&s->instances, in);
                 return NULL;
         }
@@ -164,37 +201,60 @@ static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
 static void forget_exited(Server *s) {
         for (size_t i = 0; i < s->instances.n;) {
                 Instance *in = s->instances.items[i];
-                if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING && instance_exited(in))
+                if (in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING &&
+                    instance_exited(in)) {
+                        server_policy_client_gone(s, NULL, in);
                         instances_remove(&s->instances, in); /* the last one moved here: look at i again */
-                else
+                } else
                         i++;
         }
 }
 
-static int compare_pid(const void *a, const void *b) {
-        const Instance *x = *(Instance *const *)a, *y = *(Instance *const *)b;
+/* An instance and its pid as the caller sees it. */
+typedef struct SeenInstance {
+        pid_t pid;
+        Instance *instance;
+} SeenInstance;
+
+static int compare_seen(const void *a, const void *b) {
+        const SeenInstance *x = a, *y = b;
         return (x->pid > y->pid) - (x->pid < y->pid);
 }
 
 int handle_instances(Server *s, Client *c, Request *rq) {
         SageInstancesReply *out = &rq->reply.instances_reply;
         uint64_t now = sage_now_ns();
+        SeenInstance *seen;
+        size_t n_seen = 0;
+        PidView view;
 
         sage_proto_init(&rq->reply, SAGE_MSG_INSTANCES_REPLY, rq->msg->header.request_id);
         forget_exited(s);
-        qsort(s->instances.items, s->instances.n, sizeof(*s->instances.items), compare_pid);
+        /* Pages in the caller's pid order: its pid namespace may number them otherwise. */
+        seen = calloc(s->instances.n ? s->instances.n : 1, sizeof(*seen));
+        if (!seen) {
+                rq->why = "out of memory";
+                return SAGE_ERR_INTERNAL;
+        }
+        pid_view_of(&view, c->pid);
         for (size_t i = 0; i < s->instances.n; i++) {
-                const Instance *in = s->instances.items[i];
+                Instance *in = s->instances.items[i];
+                pid_t pid = pid_view_translate(&view, in->pid);
+                if (pid > 0 && (uint32_t)pid > rq->msg->instances &&
+                    (c->sees_all || in->namespace_id == c->namespace_id))
+                        seen[n_seen++] = (SeenInstance){ pid, in };
+        }
+        qsort(seen, n_seen, sizeof(*seen), compare_seen);
+        for (size_t i = 0; i < n_seen; i++) {
+                Instance *in = seen[i].instance;
                 SageInstanceEntry *e;
 
-                if ((uint32_t)in->pid <= rq->msg->instances || (!c->sees_all && in->namespace_id != c->namespace_id))
-                        continue;
                 if (out->n_entries == SAGE_PROTO_INSTANCES_MAX) {
                         out->more = 1;
                         break;
                 }
                 e = &out->entries[out->n_entries++];
-                e->pid = (uint32_t)in->pid;
+                e->pid = (uint32_t)seen[i].pid;
                 e->state = in->state;
                 e->namespace_id = in->namespace_id;
                 memcpy(e->uuid, in->uuid, sizeof(e->uuid));
@@ -202,9 +262,12 @@ int handle_instances(Server *s, Client *c, Request *rq) {
                 e->why_not = why_not(s, in);
                 e->suspend_ms = in->suspend_ms;
                 e->resume_ms = in->resume_ms;
-                e->gpu_bytes = 0; /* not known yet: the driver's accounting per process comes with NVML */
+                e->gpu_bytes = server_instance_gpu_bytes(s, in);
                 e->idle_ns = now - in->changed_ns;
+                e->host_bytes = in->state == SAGE_INSTANCE_SUSPENDED ? in->host_bytes : 0;
+                e->activity = in->idle && in->state == SAGE_INSTANCE_ACTIVE ? SAGE_INSTANCE_ACTIVITY_IDLE : 0;
         }
+        free(seen);
         return 0;
 }
 
@@ -229,53 +292,99 @@ static void *run_op(void *userdata) {
         return NULL;
 }
 
-static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) {
-        Instance *in = visible_instance(s, c, pid);
-        InstanceOp *op;
-        uint32_t why;
+/*
+ * Start `which` on `in` in a worker thread; its reply goes to `requester`
+ * (NULL: the broker's own decision, nobody waits). 0, or a SageProtoError
+ * with *why.
+ */
+static int launch_op(Server *s, Instance *in, int which, Client *requester, uint32_t request_id, const char **why) {
+        InstanceOp *op = calloc(1, sizeof(*op));
         int r;
 
-        if (!in) {
-                rq->why = "no such instance";
-                return SAGE_ERR_NOT_FOUND;
-        }
-        why = which == INSTANCE_OP_SUSPEND ? why_not(s, in) : 0;
-        if (which == INSTANCE_OP_RESUME && !gpu_can_checkpoint(s->gpu))
-                why = SAGE_INSTANCE_WHY_NO_DRIVER;
-        if (why) {
-                rq->why = sage_instance_why_name(why);
-                return SAGE_ERR_REFUSED;
-        }
-        op = calloc(1, sizeof(*op));
         if (!op) {
-                rq->why = "out of memory";
+                *why = "out of memory";
                 return SAGE_ERR_INTERNAL;
         }
         r = instance_begin(&s->instances, in, which, sage_now_ns());
         if (r) {
                 free(op);
-                rq->why = r == INSTANCES_E_BUSY          ? "an operation runs (or too many resumes at once); try again"
-                          : which == INSTANCE_OP_SUSPEND ? "not active"
-                                                         : "not suspended";
+                *why = r == INSTANCES_E_BUSY          ? "an operation runs (or too many resumes at once); try again"
+                       : which == INSTANCE_OP_SUSPEND ? "not active"
+                                                      : "not suspended";
                 return r == INSTANCES_E_BUSY ? SAGE_ERR_BUSY : SAGE_ERR_REFUSED;
         }
         *op = (InstanceOp){ .server = s,
                             .op = which,
                             .pid = in->pid,
                             .instance = in,
-                            .requester = c,
-                            .request_id = rq->msg->header.request_id };
+                            .requester = requester,
+                            .request_id = request_id };
         r = pthread_create(&op->thread, NULL, run_op, op);
         if (r != 0) {
                 instance_cancel(&s->instances, in, which); /* nothing was tried */
                 free(op);
-                rq->why = "no thread for the operation";
+                *why = "no thread for the operation";
                 return SAGE_ERR_INTERNAL;
         }
         op->next = s->ops;
         s->ops = op;
-        rq->deferred = true;
         return 0;
+}
+
+/* Why `in` must not be suspended now, or 0; takes its footprint for the policy. */
+static int suspend_refused(Server *s, Instance *in, const char **why) {
+        uint32_t bits = why_not(s, in);
+
+        if (bits) {
+                *why = sage_instance_why_name(bits);
+                return SAGE_ERR_REFUSED;
+        }
+        in->footprint = server_instance_gpu_bytes(s, in);
+        if (in->footprint == SAGE_INSTANCE_BYTES_UNKNOWN)
+                in->footprint = 0;
+        return 0;
+}
+
+int server_instance_suspend(Server *s, Instance *in, int reason, const char **why) {
+        int r = suspend_refused(s, in, why);
+
+        (void)reason; /* the caller's (idle, room): for its own log */
+        return r ? r : launch_op(s, in, INSTANCE_OP_SUSPEND, NULL, 0, why);
+}
+
+int server_instance_resume(Server *s, Instance *in, const char **why) {
+        return server_instance_resume_for(s, in, NULL, 0, SAGE_MSG_RESUME_REPLY, why);
+}
+
+int server_instance_resume_for(Server *s, Instance *in, Client *requester, uint32_t request_id, unsigned reply_type,
+                               const char **why) {
+        (void)reply_type; /* finish_op answers RESUME_REPLY */
+        if (!gpu_can_checkpoint(s->gpu)) {
+                *why = sage_instance_why_name(SAGE_INSTANCE_WHY_NO_DRIVER);
+                return SAGE_ERR_REFUSED;
+        }
+        return launch_op(s, in, INSTANCE_OP_RESUME, requester, request_id, why);
+}
+
+static int start_op(Server *s, Client *c, Request *rq, int which, uint32_t pid) {
+        Instance *in = visible_instance(s, c, pid);
+        int r;
+
+        if (!in) {
+                rq->why = "no such instance";
+                return SAGE_ERR_NOT_FOUND;
+        }
+        if (which == INSTANCE_OP_SUSPEND) {
+                r = suspend_refused(s, in, &rq->why);
+                if (r == 0)
+                        r = launch_op(s, in, which, c, rq->msg->header.request_id, &rq->why);
+        } else {
+                /* The policy starts it now, queues it until there is room, or says why not. */
+                r = server_policy_resume(s, in, c, rq->msg->header.request_id, SAGE_MSG_RESUME_REPLY, &rq->why);
+        }
+        if (r == 0)
+                rq->deferred = true;
+        return r;
 }
 
 int handle_suspend(Server *s, Client *c, Request *rq) {
@@ -324,6 +433,8 @@ static void finish_op(Server *s, InstanceOp *op) {
 bool server_instances_event(Server *s, const void *tag) {
         uint64_t n;
 
+        if (server_policy_event(s, tag))
+                return true;
         if (tag != &tag_ops)
                 return false;
         if (read(s->ops_event_fd, &n, sizeof(n)) < 0) {
@@ -345,5 +456,6 @@ bool server_instances_event(Server *s, const void *tag) {
                 finish_op(s, op);
                 free(op);
         }
+        server_policy_changed(s); /* room made, or an idle deadline moved */
         return true;
 }

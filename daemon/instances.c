@@ -55,6 +55,7 @@ int instances_add(InstanceTable *t, const void *owner, pid_t pid, int pidfd, uin
         in->flags = flags;
         in->state = SAGE_INSTANCE_ACTIVE;
         in->changed_ns = now_ns;
+        in->used_ns = now_ns;
         t->items[t->n++] = in;
         if (out)
                 *out = in;
@@ -139,13 +140,21 @@ static uint32_t to_ms(uint64_t ns) {
 void instance_finish(InstanceTable *t, Instance *in, int op, bool ok, uint64_t elapsed_ns, uint64_t now_ns) {
         if (op == INSTANCE_OP_SUSPEND) {
                 in->state = ok ? SAGE_INSTANCE_SUSPENDED : SAGE_INSTANCE_ACTIVE;
-                if (ok)
+                if (!ok)
+                        in->busy_until_ns = now_ns + INSTANCE_BUSY_BACKOFF_NS; /* in use: others first */
+                if (ok) {
                         in->suspend_ms = to_ms(elapsed_ns);
+                        in->host_bytes = in->footprint; /* the driver copied it into the process */
+                }
         } else {
                 t->resuming--;
                 in->state = ok ? SAGE_INSTANCE_ACTIVE : SAGE_INSTANCE_FAILED;
-                if (ok)
+                if (ok) {
                         in->resume_ms = to_ms(elapsed_ns);
+                        in->idle = false; /* it resumes because it is wanted */
+                        in->used_ns = now_ns;
+                        in->host_bytes = 0;
+                }
         }
         in->changed_ns = now_ns;
 }
@@ -157,6 +166,16 @@ void instance_cancel(InstanceTable *t, Instance *in, int op) {
                 t->resuming--;
                 in->state = SAGE_INSTANCE_SUSPENDED;
         }
+}
+
+bool instance_adopt_suspended(Instance *in) {
+        if (!(in->flags & SAGE_INSTANCE_CHECKPOINTED) || in->state != SAGE_INSTANCE_ACTIVE)
+                return false;
+        /* A state, not a property: what it registered as stays in flags. */
+        in->flags &= ~SAGE_INSTANCE_CHECKPOINTED;
+        in->state = SAGE_INSTANCE_SUSPENDED;
+        in->footprint = 0;
+        return true;
 }
 
 bool instance_exited(const Instance *in) {

@@ -23,6 +23,8 @@
 
 /* Most instances one broker keeps (a registration past it: SAGE_ERR_LIMIT). */
 #define INSTANCES_MAX 4096
+/* After a failed suspend (its calls were in flight), how long it is left alone for room. */
+#define INSTANCE_BUSY_BACKOFF_NS (1000 * 1000000ull)
 
 enum {
         INSTANCES_E_LIMIT = 1,  /* table full */
@@ -46,6 +48,14 @@ typedef struct Instance {
         unsigned state; /* SAGE_INSTANCE_* state */
         uint32_t suspend_ms, resume_ms;
         uint64_t changed_ns; /* last state change */
+        /* What the broker's memory policy goes by (instance_policy.h). */
+        uint32_t idle_suspend_ms; /* suspend after idling this long (0: never for idleness) */
+        bool idle;                /* libsage said INSTANCE_IDLE, and nothing since */
+        uint64_t idle_since_ns;
+        uint64_t used_ns;       /* last sign of use (registration, INSTANCE_ACTIVE, resume): LRU order */
+        uint64_t footprint;     /* device bytes when its last suspend began: what its restore needs */
+        uint64_t host_bytes;    /* host memory its checkpoint holds while suspended (estimate: footprint) */
+        uint64_t busy_until_ns; /* a suspend failed (busy): not suspended for room before then */
 } Instance;
 
 typedef struct InstanceTable {
@@ -72,5 +82,8 @@ int instance_begin(InstanceTable *t, Instance *instance, int op, uint64_t now_ns
 void instance_finish(InstanceTable *t, Instance *instance, int op, bool ok, uint64_t elapsed_ns, uint64_t now_ns);
 /* Undo instance_begin before anything was tried. */
 void instance_cancel(InstanceTable *t, Instance *instance, int op);
+/* Registered with SAGE_INSTANCE_CHECKPOINTED (the caller checked with the driver): SUSPENDED from the start,
+ * its footprint unknown. Returns whether it was so flagged. */
+bool instance_adopt_suspended(Instance *instance);
 /* Has the pidfd's process exited? (false without a pidfd) */
 bool instance_exited(const Instance *instance);

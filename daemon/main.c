@@ -31,6 +31,7 @@
 #include "extent_store.h"
 #include "gpu.h"
 #include "identity.h"
+#include "instance_policy.h"
 #include "label.h"
 #include "log.h"
 #include "metrics_http.h"
@@ -59,6 +60,10 @@ typedef struct Args {
         const char *metrics_listen; /* --metrics-listen ADDR:PORT */
         bool metrics_listen_any;    /* --metrics-listen-any: a non-loopback ADDR is meant */
         const char *exit_idle;      /* --exit-idle SECONDS */
+        /* The memory policy: --instance-memory (resolved once the GPUs are known), --instance-evict. */
+        const char *instance_memory;
+        int instance_evict;                     /* PolicyEvict */
+        const char *nvml_library, *cgroup_root; /* tests only */
 } Args;
 
 static void args_clear(Args *a) {
@@ -202,7 +207,15 @@ static void usage(FILE *f) {
                 "                        or their uid's (share)\n"
                 "      --suspend on|off  serve SUSPEND/RESUME of registered instances (default on;\n"
                 "                        docs/suspend.md)\n"
-                "      --max-resumes N   instances resumed at once (1-64, default %d); more: busy\n"
+                "      --max-resumes N   instances resumed at once (1-64, default %d); more wait\n"
+                "      --instance-memory SIZE|N%%\n"
+                "                        GPU memory registered instances may hold, per device (default:\n"
+                "                        no cap); more: suspend others first, resume only what fits\n"
+                "      --instance-evict idle|any\n"
+                "                        what the cap may suspend: idle instances only (default), or\n"
+                "                        then any suspendable one\n"
+                "      --nvml-library LIB, --cgroup-root DIR\n"
+                "                        for tests: another NVML, a fake cgroup v2 tree\n"
                 "      --metrics-listen ADDR:PORT\n"
                 "                        serve Prometheus metrics at http://ADDR:PORT/metrics (default off;\n"
                 "                        a loopback address unless --metrics-listen-any: it names every tenant)\n"
@@ -350,6 +363,10 @@ int main(int argc, char **argv) {
                 { "metrics-listen", required_argument, NULL, 'm' },
                 { "metrics-listen-any", no_argument, NULL, 'A' },
                 { "exit-idle", required_argument, NULL, 'I' },
+                { "instance-memory", required_argument, NULL, 'Y' },
+                { "instance-evict", required_argument, NULL, 'E' },
+                { "nvml-library", required_argument, NULL, 'n' },
+                { "cgroup-root", required_argument, NULL, 'G' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -367,6 +384,7 @@ int main(int argc, char **argv) {
         Server *server = NULL;
         Gpu *gpu = NULL;
         int ready_fd = -1, sfd, opt, r, share = DEFAULT_NAMESPACE_SHARE;
+        uint64_t instance_total = 0, instance_cap = 0;
         int inherited[ACTIVATION_MAX_FDS];
         size_t n_inherited = 0;
         sigset_t mask;
@@ -431,6 +449,17 @@ int main(int argc, char **argv) {
                                 return 2;
                         }
                         break;
+                case 'Y': args.instance_memory = optarg; break;
+                case 'E':
+                        if (strcmp(optarg, "idle") != 0 && strcmp(optarg, "any") != 0) {
+                                fprintf(stderr, "saged: --instance-evict: expected idle or any, got '%s'\n", optarg);
+                                args_clear(&args);
+                                return 2;
+                        }
+                        args.instance_evict = strcmp(optarg, "any") == 0 ? POLICY_EVICT_ANY : POLICY_EVICT_IDLE;
+                        break;
+                case 'n': args.nvml_library = optarg; break;
+                case 'G': args.cgroup_root = optarg; break;
                 case 'h': usage(stdout); return 0;
                 case 'V': printf("saged %s (protocol %d)\n", SAGE_VERSION, SAGE_PROTO_VERSION); return 0;
                 default: usage(stderr); return 2;
@@ -514,6 +543,18 @@ int main(int argc, char **argv) {
                 return 2;
         }
         extent_store_set_namespace_share(store, (unsigned)share);
+        /* N% of the first served device (the GPUs of one node are alike). */
+        for (uint32_t d = 0; args.instance_memory && d < gpu_device_count(gpu) && !instance_total; d++)
+                instance_total = gpu_total_memory(gpu, d);
+        if (args.instance_memory &&
+            instance_policy_parse_cap(args.instance_memory, instance_total, &instance_cap) < 0) {
+                fprintf(stderr,
+                        "saged: --instance-memory: expected a size (e.g. 40G) or a percentage (e.g. 80%%), got '%s'\n",
+                        args.instance_memory);
+                extent_store_free(store);
+                gpu_close(gpu);
+                return 2;
+        }
         r = server_new(
                 &server,
                 &(ServerConfig){ .socket_path = args.socket,
@@ -530,7 +571,11 @@ int main(int argc, char **argv) {
                                  .metrics_address = args.metrics_listen ? (struct sockaddr *)&metrics.addr : NULL,
                                  .metrics_address_len = metrics.len,
                                  .exit_idle = args.exit_idle != NULL,
-                                 .exit_idle_ms = idle_ms },
+                                 .exit_idle_ms = idle_ms,
+                                 .instance_memory = instance_cap,
+                                 .instance_evict = args.instance_evict,
+                                 .nvml_library = args.nvml_library,
+                                 .cgroup_root = args.cgroup_root },
                 store, gpu, &failed_path);
         if (r < 0) {
                 if (failed_path && strcmp(failed_path, "--metrics-listen") == 0)

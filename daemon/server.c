@@ -107,6 +107,7 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
                 return -ENOMEM;
         s->epoll_fd = -1;
         s->ops_event_fd = -1;
+        s->policy_timer_fd = -1;
         s->idle_lock_fd = -1;
         if (config->n_label_sockets > LABEL_MAX_SOCKETS) {
                 r = -E2BIG;

@@ -26,6 +26,11 @@ typedef struct ServerConfig {
         IdentityMode container_namespaces;
         bool suspend_off;     /* --suspend=off: SUSPEND refused (RESUME still served) */
         unsigned max_resumes; /* instances resumed at once; 0: SERVER_MAX_RESUMES */
+        /* The memory policy (docs/suspend.md, "Memory policy"). */
+        uint64_t instance_memory; /* --instance-memory: bytes instances may hold per GPU; 0: no cap */
+        int instance_evict;       /* --instance-evict: PolicyEvict (idle only, or any) */
+        const char *nvml_library; /* --nvml-library (tests: the simulated NVML); NULL: libnvidia-ml.so.1 */
+        const char *cgroup_root;  /* --cgroup-root (tests: a fake tree); NULL: /sys/fs/cgroup */
         /* --metrics-listen: serve Prometheus text at http://ADDR/metrics (metrics.c); NULL: off. */
         const struct sockaddr *metrics_address;
         socklen_t metrics_address_len;

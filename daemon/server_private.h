@@ -68,6 +68,14 @@ struct Server {
         struct InstanceOp *ops;
         int ops_event_fd;
         bool suspend_off;
+        /* The memory policy (handle_policy.c): NVML, the cap, the idle
+         * deadlines' timerfd, resumes waiting for room. */
+        struct Nvml *nvml;
+        const char *cgroup_root;
+        uint64_t instance_memory; /* --instance-memory per GPU; 0: no cap */
+        int instance_evict;       /* PolicyEvict */
+        int policy_timer_fd;
+        struct PendingResume *pending;
         MetricsHttp *metrics; /* --metrics-listen; NULL: off */
         /* --exit-idle: the loop ends once no client has been connected since
          * idle_since_ns for exit_idle_ms and the lock on idle_lock_fd is had. */
@@ -123,6 +131,42 @@ void server_instances_client_gone(Server *s, Client *c);
 /* Is `tag` (epoll data) the operations' eventfd? Then finish what is done. */
 bool server_instances_event(Server *s, const void *tag);
 
+/* handle_instance.c: the only ways to start a suspend or a resume (the
+ * operator's requests, the instance's own, the memory policy). */
+enum {
+        SERVER_SUSPEND_OPERATOR = 0,
+        SERVER_SUSPEND_IDLE = 1, /* idle past its idle_suspend_ms */
+        SERVER_SUSPEND_ROOM = 2, /* room for another instance (the cap, a restore) */
+};
+/* Start a suspend or resume of `in` with nobody to answer: 0, or a SageProtoError with *why saying it. */
+int server_instance_suspend(Server *s, Instance *instance, int reason, const char **why);
+int server_instance_resume(Server *s, Instance *instance, const char **why);
+/* The same, answering `requester` with `reply_type` (RESUME_REPLY, INSTANCE_RESUME_REPLY) when done. */
+int server_instance_resume_for(Server *s, Instance *instance, Client *requester, uint32_t request_id,
+                               unsigned reply_type, const char **why);
+/* SAGE_INSTANCE_WHY_* that forbid suspending it now (0: none). */
+uint32_t server_instance_why_not(Server *s, Instance *instance);
+
+/* handle_policy.c: the broker as the GPU memory manager (instance_policy.h) */
+int server_policy_init(Server *s, const ServerConfig *config);
+void server_policy_free(Server *s);
+/* Is `tag` the policy's timerfd? Then act on what is due. */
+bool server_policy_event(Server *s, const void *tag);
+/* Something that matters changed: start queued resumes that fit, idle suspends that are due, re-arm. */
+void server_policy_changed(Server *s);
+/* A registration: over the cap, suspend others (least recently used first). */
+void server_policy_registered(Server *s, Instance *instance);
+/* A requester went (its replies are dropped), and/or an instance is being forgotten (its queued resume too). */
+void server_policy_client_gone(Server *s, Client *c, Instance *instance);
+/* A resume: started now, queued until room is made (0 both: the reply comes later), or refused. */
+int server_policy_resume(Server *s, Instance *instance, Client *requester, uint32_t request_id, unsigned reply_type,
+                         const char **why);
+/* Extra reasons not to suspend (SAGE_INSTANCE_WHY_HOST_MEMORY). */
+uint32_t server_policy_why_not(Server *s, Instance *instance);
+/* Device bytes it uses (NVML), SAGE_INSTANCE_BYTES_UNKNOWN if nobody can say. */
+uint64_t server_instance_gpu_bytes(Server *s, const Instance *instance);
+/* libsage reported it idle (INSTANCE_IDLE) or active again (INSTANCE_ACTIVE). */
+void server_instance_idle(Server *s, Instance *instance, bool idle);
 /* metrics.c: the /metrics page (a MetricsRenderFn over the Server). */
 void server_render_metrics(void *userdata, MetricsBuf *out);
 

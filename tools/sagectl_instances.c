@@ -25,6 +25,13 @@ static void format_uuid(const uint8_t u[16], char out[37]) {
         out[k] = 0;
 }
 
+/* active, idle (libsage reported it so), suspending, suspended, resuming, failed */
+static const char *state_text(const SageInstanceEntry *e) {
+        if (e->state == SAGE_INSTANCE_ACTIVE && (e->activity & SAGE_INSTANCE_ACTIVITY_IDLE))
+                return "idle";
+        return sage_instance_state_name(e->state);
+}
+
 int sagectl_instances(SageBroker *b, bool json) {
         SageInstancesReply *page = calloc(1, sizeof(*page));
         uint32_t after = 0;
@@ -36,8 +43,8 @@ int sagectl_instances(SageBroker *b, bool json) {
         if (json)
                 printf("[");
         else
-                printf("%-8s %-20s %-36s %-10s %8s %10s %10s %s\n", "PID", "NAMESPACE", "GPU", "STATE", "GPU-MiB",
-                       "SUSPEND-ms", "RESUME-ms", "NOT-SUSPENDABLE");
+                printf("%-8s %-20s %-36s %-10s %8s %9s %10s %10s %s\n", "PID", "NAMESPACE", "GPU", "STATE", "GPU-MiB",
+                       "HOST-MiB", "SUSPEND-ms", "RESUME-ms", "NOT-SUSPENDABLE");
         for (;;) {
                 r = sage_broker_instances(b, after, page);
                 if (r)
@@ -45,23 +52,28 @@ int sagectl_instances(SageBroker *b, bool json) {
                 for (uint32_t i = 0; i < page->n_entries; i++) {
                         const SageInstanceEntry *e = &page->entries[i];
                         const char *why = sage_instance_why_name(e->why_not);
-                        char uuid[37];
+                        bool known = e->gpu_bytes != SAGE_INSTANCE_BYTES_UNKNOWN;
+                        char uuid[37], gpu[24];
 
                         format_uuid(e->uuid, uuid);
                         /* Reasons are fixed text without quotes or backslashes: no JSON escaping needed. */
-                        if (json)
+                        if (json) {
+                                snprintf(gpu, sizeof(gpu), "%" PRIu64, e->gpu_bytes);
                                 printf("%s\n {\"pid\": %u, \"namespace\": %" PRIu64 ", \"uid\": %u, \"label\": %u, "
-                                       "\"device\": \"GPU-%s\", \"state\": \"%s\", \"gpu_bytes\": %" PRIu64
+                                       "\"device\": \"GPU-%s\", \"state\": \"%s\", \"gpu_bytes\": %s"
+                                       ", \"host_bytes\": %" PRIu64
                                        ", \"suspend_ms\": %u, \"resume_ms\": %u, \"idle_s\": %.3f, \"flags\": %u, "
                                        "\"why_not\": %u, \"why_not_text\": \"%s\"}",
                                        first ? "" : ",", e->pid, e->namespace_id, sage_namespace_uid(e->namespace_id),
-                                       sage_namespace_label(e->namespace_id), uuid, sage_instance_state_name(e->state),
-                                       e->gpu_bytes, e->suspend_ms, e->resume_ms, (double)e->idle_ns / 1e9, e->flags,
+                                       sage_namespace_label(e->namespace_id), uuid, state_text(e), known ? gpu : "null",
+                                       e->host_bytes, e->suspend_ms, e->resume_ms, (double)e->idle_ns / 1e9, e->flags,
                                        e->why_not, why);
-                        else
-                                printf("%-8u %-20" PRIu64 " GPU-%-32s %-10s %8" PRIu64 " %10u %10u %s\n", e->pid,
-                                       e->namespace_id, uuid, sage_instance_state_name(e->state), e->gpu_bytes >> 20,
+                        } else {
+                                snprintf(gpu, sizeof(gpu), "%" PRIu64, e->gpu_bytes >> 20);
+                                printf("%-8u %-20" PRIu64 " GPU-%-32s %-10s %8s %9" PRIu64 " %10u %10u %s\n", e->pid,
+                                       e->namespace_id, uuid, state_text(e), known ? gpu : "?", e->host_bytes >> 20,
                                        e->suspend_ms, e->resume_ms, e->why_not ? why : "-");
+                        }
                         first = false;
                         after = e->pid;
                 }

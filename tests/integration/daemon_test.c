@@ -3284,7 +3284,7 @@ static int scenario_instances_preload(void) {
  * `uid`; a byte on cmd_fd makes it read its memory back (a driver call) and
  * answer 1 if it is intact, 0 if not.
  */
-static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
+static InstanceChild spawn_gpu_instance_on(uid_t uid, uint64_t seed, size_t size, const uint8_t uuid[16]) {
         int cmd[2], resp[2];
         InstanceChild c;
 
@@ -3292,7 +3292,6 @@ static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
         c.pid = fork();
         CHECK(c.pid >= 0);
         if (c.pid == 0) {
-                const uint8_t uuid[16] = { 0x5a, 0x6e };
                 uint8_t *got = malloc(size);
                 SageBroker *b;
                 Filled f;
@@ -3310,6 +3309,22 @@ static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
                 rc = sage_broker_instance_register(b, uuid, 0);
                 CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
                 while (read(cmd[0], &byte, 1) == 1) {
+                        if (byte == 'R') {
+                                /* The broker restarted while this process is checkpointed: register again,
+                                 * as libsage's listener does (no driver call: its calls wait at the gate). */
+                                sage_broker_free(b);
+                                b = broker();
+                                rc = sage_broker_instance_register(b, uuid, SAGE_INSTANCE_CHECKPOINTED);
+                                CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
+                                continue;
+                        }
+                        if (byte == 'A') { /* grow by 4 MiB after registering, as apps do */
+                                Filled more = filled_allocation(seed + 1, 4 * MiB);
+                                close(more.fd);
+                                byte = 1;
+                                CHECK(write(resp[1], &byte, 1) == 1);
+                                continue;
+                        }
                         memset(got, 0, size);
                         byte = cu.cuMemcpyDtoH(got, f.va, size) == CUDA_SUCCESS && memcmp(got, f.data, size) == 0;
                         CHECK(write(resp[1], &byte, 1) == 1);
@@ -3325,6 +3340,11 @@ static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
         CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
         CHECK(rc == 0);
         return c;
+}
+
+static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
+        static const uint8_t uuid[16] = { 0x5a, 0x6e };
+        return spawn_gpu_instance_on(uid, seed, size, uuid);
 }
 
 /* The simulated driver's checkpoint API: 0 bytes while suspended, a call waits for the resume, memory intact. */
@@ -3487,6 +3507,367 @@ static int scenario_instances_exited(void) {
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)pid) == 1 &&
               strstr(out, "not found"));
         close(hold[1]);
+        stop_saged();
+        return 0;
+}
+
+/* ------------------------------------------------------------ the memory policy (docs/suspend.md) */
+
+/* saged on the simulated driver, with the simulated NVML, and more arguments. */
+static void start_saged_nvml(const char *a1, const char *a2, const char *a3, const char *a4) {
+        const char *nvml = getenv("SAGE_TEST_FAKE_NVML");
+        const char *argv[6] = { "--nvml-library", nvml };
+        size_t n = 2;
+
+        CHECK(nvml);
+        for (const char *const *a = (const char *const[]){ a1, a2, a3, a4 }; n < 6 && *a; a++)
+                argv[n++] = *a;
+        start_saged_argv(argv, n);
+}
+
+/* The value of "key": in an instance's JSON line, as a number (-1: null or absent). */
+static long long json_number(const char *line, const char *key) {
+        char k[64];
+        const char *p;
+        snprintf(k, sizeof(k), "\"%s\": ", key);
+        p = line ? strstr(line, k) : NULL;
+        if (!p || strncmp(p + strlen(k), "null", 4) == 0)
+                return -1;
+        return strtoll(p + strlen(k), NULL, 10);
+}
+
+/* Wait (bounded) until the instance shows `state`; its JSON line then. */
+static const char *wait_instance_state(char *out, size_t size, pid_t pid, const char *state) {
+        char want[64];
+        snprintf(want, sizeof(want), "\"state\": \"%s\"", state);
+        for (int i = 0; i < TIMEOUT_MS / 10; i++) {
+                const char *line = instance_json(out, size, pid);
+                const char *end = line ? strchr(line, '}') : NULL;
+                const char *at = line ? strstr(line, want) : NULL;
+                if (at && at < end)
+                        return line;
+                usleep(10000);
+        }
+        return NULL;
+}
+
+/* GPU bytes per instance from NVML (the simulated one): 4 MiB, 0 while suspended, the host memory it holds. */
+static int scenario_instances_gpu_bytes(void) {
+        const size_t size = 4 * MiB;
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+
+        /* Without NVML the bytes are unknown, and said so. */
+        start_saged(NULL, NULL);
+        c = spawn_gpu_instance(65534, 43, size);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"gpu_bytes\": null"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s instances", socket_path) == 0 && strstr(out, "HOST-MiB"));
+        instance_end(&c);
+        stop_saged();
+
+        start_saged_nvml(NULL, NULL, NULL, NULL);
+        c = spawn_gpu_instance(65534, 43, size);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(json_number(line, "gpu_bytes") == (long long)size && json_number(line, "host_bytes") == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(json_number(line, "gpu_bytes") == 0 && json_number(line, "host_bytes") == (long long)size);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
+        CHECK(instance_echo(&c, 'a', TIMEOUT_MS));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(json_number(line, "gpu_bytes") == (long long)size && json_number(line, "host_bytes") == 0);
+        instance_end(&c);
+        stop_saged();
+        return 0;
+}
+
+/* Write `text` to dir/name. */
+static void put_file(const char *folder, const char *name, const char *text) {
+        char path[512];
+        int fd;
+        snprintf(path, sizeof(path), "%s/%s", folder, name);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        CHECK(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+        close(fd);
+}
+
+/* A suspend whose checkpoint would pass the instance's cgroup memory.max is refused ("host memory limit"). */
+static int scenario_instances_host_memory(void) {
+        const size_t size = 4 * MiB;
+        char root[] = "/tmp/sage-cgroups-XXXXXX", path[64], line_buf[512], cg_dir[1024], cmd[1200], text[32], arg[600];
+        const char *cgroup = NULL, *line;
+        char out[8192];
+        InstanceChild c;
+        FILE *f;
+
+        CHECK(mkdtemp(root));
+        snprintf(arg, sizeof(arg), "--cgroup-root=%s", root);
+        start_saged_nvml(arg, NULL, NULL, NULL);
+        c = spawn_gpu_instance(65534, 44, size);
+        /* Its cgroup, as the kernel says, in the fake tree: 1 MiB left under memory.max. */
+        snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)c.pid);
+        CHECK((f = fopen(path, "re")));
+        while (!cgroup && fgets(line_buf, sizeof(line_buf), f))
+                if (strncmp(line_buf, "0::/", 4) == 0) {
+                        line_buf[strcspn(line_buf, "\n")] = 0;
+                        cgroup = line_buf + 3;
+                }
+        fclose(f);
+        CHECK(cgroup);
+        snprintf(cg_dir, sizeof(cg_dir), "%s%s", root, cgroup);
+        snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", cg_dir);
+        CHECK(system(cmd) == 0);
+        put_file(cg_dir, "memory.current", "104857600\n");
+        snprintf(text, sizeof(text), "%llu\n", 104857600ull + MiB);
+        put_file(cg_dir, "memory.max", text);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"why_not_text\": \"host memory limit\""));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "host memory limit"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        /* Room for its 4 MiB: suspended, and it says what it holds. */
+        snprintf(text, sizeof(text), "%llu\n", 104857600ull + 5 * MiB);
+        put_file(cg_dir, "memory.max", text);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(json_number(line, "host_bytes") == (long long)size);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
+        CHECK(instance_echo(&c, 'h', TIMEOUT_MS));
+        instance_end(&c);
+        stop_saged();
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+        CHECK(system(cmd) == 0);
+        return 0;
+}
+
+/*
+ * --instance-memory: a second instance over the cap suspends the first (least
+ * recently used); resuming the first suspends the second to make room; both
+ * keep their memory intact.
+ */
+static int scenario_instances_memory_cap(void) {
+        const size_t size = 4 * MiB;
+        char out[8192];
+        const char *line;
+        InstanceChild a, b;
+
+        start_saged_nvml("--instance-memory=6M", "--instance-evict=any", NULL, NULL);
+        a = spawn_gpu_instance(65534, 45, size);
+        line = instance_json(out, sizeof(out), a.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        b = spawn_gpu_instance(65534, 46, size);
+        CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
+        line = instance_json(out, sizeof(out), b.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        /* A's resume needs room: B goes first, then A comes back. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0 &&
+              strstr(out, "resumed"));
+        line = instance_json(out, sizeof(out), b.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(instance_echo(&a, 'a', TIMEOUT_MS));
+        {
+                /* A answers 1: its memory is intact. */
+                char got = 0;
+                CHECK(write(a.cmd_fd, "x", 1) == 1);
+                struct pollfd p = { .fd = a.resp_fd, .events = POLLIN };
+                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(a.resp_fd, &got, 1) == 1 && got == 1);
+        }
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)b.pid) == 0);
+        CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
+        instance_end(&b);
+        /* A left alone under the cap resumes without anyone suspended. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0);
+        instance_end(&a);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * Instances grow after they register: the cap is measured again on a tick
+ * (1 s), not only at registrations and resumes. A (4 MiB) and B (2 MiB) fit
+ * under 6 MiB; B grows by 4 MiB; A, least recently used, is suspended.
+ */
+static int scenario_instances_cap_growth(void) {
+        char out[8192], got = 0;
+        const char *line;
+        InstanceChild a, b;
+
+        start_saged_nvml("--instance-memory=6M", "--instance-evict=any", NULL, NULL);
+        a = spawn_gpu_instance(65534, 51, 4 * MiB);
+        b = spawn_gpu_instance(65534, 52, 2 * MiB);
+        line = instance_json(out, sizeof(out), a.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(write(b.cmd_fd, "A", 1) == 1);
+        {
+                struct pollfd p = { .fd = b.resp_fd, .events = POLLIN };
+                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(b.resp_fd, &got, 1) == 1 && got == 1);
+        }
+        CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
+        line = instance_json(out, sizeof(out), b.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\"") && json_number(line, "gpu_bytes") == (long long)(6 * MiB));
+        instance_end(&b);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0);
+        instance_end(&a);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * A restore starts only into free memory (the footprint plus the margin):
+ * the broker's GPU has 200 MiB, less than 4 MiB + 256 MiB, and nobody can
+ * be suspended for it: BUSY at once, and the instance stays suspended
+ * (never restored into too little memory, where the driver would leave it
+ * stuck for good).
+ */
+static int scenario_instances_restore_room(void) {
+        /* The simulated GPU 0's UUID, as the broker's driver gives it (fake_core.c, fake_gpu_uuid). */
+        static const uint8_t fake_gpu0[16] = { 0x9e, 0x37, 0x79, 0xb1, 'S', 'A', 'G', 'E',
+                                               'F',  'A',  'K',  'E',  'G', 'P', 'U', 0 };
+        char out[8192];
+        const char *line;
+        InstanceChild c;
+        int status;
+
+        CHECK(setenv("SAGE_FAKE_MEM", "200M", 1) == 0);
+        start_saged_nvml(NULL, NULL, NULL, NULL);
+        CHECK(unsetenv("SAGE_FAKE_MEM") == 0);
+        c = spawn_gpu_instance_on(65534, 47, 4 * MiB, fake_gpu0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
+              strstr(out, "not enough free GPU memory"));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        /* It stays checkpointed: end it the hard way. */
+        kill(c.pid, SIGKILL);
+        close(c.cmd_fd);
+        close(c.resp_fd);
+        CHECK(waitpid(c.pid, &status, 0) == c.pid);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * saged dies (kill -9) while an instance is suspended: the instance registers
+ * again with flag CHECKPOINTED, the new broker adopts it only because the
+ * driver says it is checkpointed, and resumes it with its memory intact. A
+ * process that is not checkpointed and says so is refused.
+ */
+static int scenario_instances_broker_restart(void) {
+        const uint8_t uuid[16] = { 0x5a, 0x6e };
+        char out[8192], got = 0;
+        const char *line;
+        FakeCheckpoint f;
+        InstanceChild c;
+        size_t used = 1;
+        int rc = -1;
+
+        CHECK(fake_checkpoint(&f));
+        start_saged(NULL, NULL);
+        c = spawn_gpu_instance(65534, 48, 4 * MiB);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used == 0);
+        CHECK(kill(saged_pid, SIGKILL) == 0 && waitpid(saged_pid, NULL, 0) == saged_pid);
+        start_saged(NULL, NULL);
+        CHECK(!instance_json(out, sizeof(out), c.pid));
+        /* A running process claiming to be checkpointed: refused, not listed. */
+        {
+                SageBroker *b = broker();
+                CHECK(sage_broker_instance_register(b, uuid, SAGE_INSTANCE_CHECKPOINTED) == SAGE_ERR_REFUSED);
+                sage_broker_free(b);
+                CHECK(!instance_json(out, sizeof(out), getpid()));
+        }
+        /* The instance itself: adopted as suspended, then resumed with its memory. */
+        CHECK(write(c.cmd_fd, "R", 1) == 1);
+        CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc) && rc == 0);
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "resumed"));
+        CHECK(write(c.cmd_fd, "x", 1) == 1);
+        {
+                struct pollfd p = { .fd = c.resp_fd, .events = POLLIN };
+                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(c.resp_fd, &got, 1) == 1 && got == 1);
+        }
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= 4 * MiB);
+        instance_end(&c);
+        stop_saged();
+        return 0;
+}
+
+/*
+ * Pid namespaces: a caller in a pid namespace of its own (a container's
+ * sagectl) sees an instance of its namespace by the pid it knows (2 there),
+ * acts on it by that pid, and sees nothing of the node outside.
+ */
+static int scenario_instances_pid_namespace(void) {
+        char out[8192];
+        InstanceChild h;
+        int status;
+        pid_t p1;
+
+        start_saged_ckpt(NULL);
+        h = spawn_instance(0, 0, 0); /* a host instance of root's: not the container's to see */
+        p1 = fork();
+        CHECK(p1 >= 0);
+        if (p1 == 0) {
+                pid_t g1;
+                if (unshare(CLONE_NEWPID) < 0) {
+                        fprintf(stderr, "unshare(CLONE_NEWPID): %s\n", strerror(errno));
+                        _exit(77);
+                }
+                g1 = fork();
+                if (g1 == 0) {
+                        static const uint8_t uuid[16] = { 7 };
+                        SageInstancesReply *page = calloc(1, sizeof(*page));
+                        SageInstanceOpReply reply;
+                        int hold[2], rc = -1;
+                        SageBroker *b;
+                        pid_t g2;
+
+                        CHECK(page && getpid() == 1 && pipe(hold) == 0);
+                        int ready[2];
+                        CHECK(pipe(ready) == 0);
+                        g2 = fork();
+                        if (g2 == 0) {
+                                char byte;
+                                close(hold[1]);
+                                b = broker();
+                                rc = sage_broker_instance_register(b, uuid, 0);
+                                (void)!write(ready[1], &rc, sizeof(rc));
+                                (void)!read(hold[0], &byte, 1);
+                                _exit(0);
+                        }
+                        CHECK(g2 == 2 && read(ready[0], &rc, sizeof(rc)) == sizeof(rc) && rc == 0);
+                        b = broker();
+                        CHECK(sage_broker_instances(b, 0, page) == 0);
+                        printf("container view: %u instance(s), first pid %u\n", page->n_entries,
+                               page->n_entries ? page->entries[0].pid : 0);
+                        CHECK(page->n_entries == 1 && page->entries[0].pid == 2);
+                        CHECK(sage_broker_suspend(b, 2, &reply) == 0 && reply.state == SAGE_INSTANCE_SUSPENDED);
+                        CHECK(sage_broker_resume(b, 2, &reply) == 0 && reply.state == SAGE_INSTANCE_ACTIVE);
+                        CHECK(sage_broker_suspend(b, (uint32_t)h.pid, &reply) == SAGE_ERR_NOT_FOUND);
+                        sage_broker_free(b);
+                        close(hold[1]);
+                        CHECK(waitpid(g2, &status, 0) == g2);
+                        _exit(0);
+                }
+                _exit(g1 > 0 && waitpid(g1, &status, 0) == g1 && WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+        }
+        CHECK(waitpid(p1, &status, 0) == p1 && WIFEXITED(status));
+        if (WEXITSTATUS(status) == 77) {
+                instance_end(&h);
+                stop_saged();
+                printf("no pid namespace for this test (unshare refused): skipped\n");
+                return 77;
+        }
+        CHECK(WEXITSTATUS(status) == 0);
+        /* The host's view is unchanged. */
+        CHECK(instance_json(out, sizeof(out), h.pid));
+        instance_end(&h);
         stop_saged();
         return 0;
 }

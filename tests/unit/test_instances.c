@@ -43,9 +43,10 @@ static void test_states(void) {
         CHECK(instance_begin(&t, a, INSTANCE_OP_SUSPEND, 1) == 0 && a->state == SAGE_INSTANCE_SUSPENDING);
         CHECK(instance_begin(&t, a, INSTANCE_OP_SUSPEND, 1) == INSTANCES_E_BUSY);
         CHECK(instance_begin(&t, a, INSTANCE_OP_RESUME, 1) == INSTANCES_E_BUSY);
-        /* A failed checkpoint (unlocked again): active. */
+        /* A failed checkpoint (unlocked again): active, and left alone for room a while. */
         instance_finish(&t, a, INSTANCE_OP_SUSPEND, false, 5000000, 2);
-        CHECK(a->state == SAGE_INSTANCE_ACTIVE && a->suspend_ms == 0);
+        CHECK(a->state == SAGE_INSTANCE_ACTIVE && a->suspend_ms == 0 &&
+              a->busy_until_ns == 2 + INSTANCE_BUSY_BACKOFF_NS);
         CHECK(instance_begin(&t, a, INSTANCE_OP_SUSPEND, 3) == 0);
         instance_finish(&t, a, INSTANCE_OP_SUSPEND, true, 5000000, 4);
         CHECK(a->state == SAGE_INSTANCE_SUSPENDED && a->suspend_ms == 5 && a->changed_ns == 4);
@@ -97,8 +98,25 @@ static void test_exited(void) {
         instances_clear(&t);
 }
 
+/* Registered again after a broker restart while checkpointed: suspended from the start. */
+static void test_adopt(void) {
+        InstanceTable t = { .max_resumes = 1 };
+        Instance *a, *b;
+        static int oa, ob;
+
+        CHECK(instances_add(&t, &oa, 100, -1, 7, uuid, SAGE_INSTANCE_CHECKPOINTED | SAGE_INSTANCE_MPS, 0, &a) == 0);
+        CHECK(instances_add(&t, &ob, 200, -1, 7, uuid, 0, 0, &b) == 0);
+        CHECK(instance_adopt_suspended(a) && a->state == SAGE_INSTANCE_SUSPENDED && a->flags == SAGE_INSTANCE_MPS);
+        CHECK(!instance_adopt_suspended(a) && !instance_adopt_suspended(b) && b->state == SAGE_INSTANCE_ACTIVE);
+        CHECK(instance_begin(&t, a, INSTANCE_OP_RESUME, 1) == 0);
+        instance_finish(&t, a, INSTANCE_OP_RESUME, true, 1, 2);
+        CHECK(a->state == SAGE_INSTANCE_ACTIVE);
+        instances_clear(&t);
+}
+
 int main(void) {
         test_table();
+        test_adopt();
         test_states();
         test_exited();
         printf("instances: ok\n");
