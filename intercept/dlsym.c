@@ -15,6 +15,7 @@
 #include "driver.h"
 #include "hooks.h"
 #include "stats.h"
+#include "tramp_route.h"
 #include "util.h"
 #include "warmup.h"
 
@@ -64,8 +65,11 @@ SAGE_NO_SANITIZE void *sage_dlsym_route(void *handle, const char *name) {
          */
         fn = sage_real_dlsym(handle, name);
         sym = sage_driver_sym_of(fn);
-        if (sym < 0)
-                return NULL;
+        if (sym < 0) {
+                /* No hook: a trampoline while suspend (or the trace) is on; otherwise glibc answers. */
+                void *t = sage_tramp_route_on() ? sage_tramp_route(fn, name) : fn;
+                return t != fn ? t : NULL;
+        }
         sage_stats_count(SAGE_STAT_DLSYM_SUBSTITUTED);
         return sage_hook_table[sym];
 }

@@ -70,6 +70,10 @@ void sage_hooks_leave(void) {
         hook_depth--;
 }
 
+bool sage_hooks_inside(void) {
+        return hook_depth != 0;
+}
+
 /*
  * Observers run with the guard raised, as IMPL logic does: a driver call an
  * observer makes (or the driver makes back into an exported entry point)

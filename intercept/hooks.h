@@ -73,6 +73,8 @@ void sage_hooks_report(SageSym sym, uint64_t t0, CUresult result, uint64_t a0, u
  */
 void sage_hooks_enter(void);
 void sage_hooks_leave(void);
+/* Is this thread inside libsage's own logic (between enter and leave)? */
+bool sage_hooks_inside(void);
 
 /* Our hook for a symbol (what we hand out in place of the driver's pointer). */
 extern void *const sage_hook_table[SAGE_SYM_COUNT];

@@ -19,6 +19,7 @@
 #include "stats.h"
 #include "suspend.h"
 #include "trace.h"
+#include "tramp.h"
 #include "warmup.h"
 
 static void at_exit_stats(void) {
@@ -35,6 +36,8 @@ static void init_once(void) {
         sage_hooks_register(SAGE_OBSERVER_SUSPEND, &sage_suspend_observer);
         sage_suspend_start();
         sage_trace_start(o->trace, o->trace_max_events, o->trace_stacks);
+        /* The trace counts calls through trampolines too (entry points without a hook). */
+        sage_tramp_set_counting(sage_trace_on() && o->trace_unhooked);
         atexit(at_exit_stats);
         sage_warmup_trigger(SAGE_WARMUP_AT_LOAD);
 }

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "stats.h"
 #include "trace.h"
+#include "tramp_route.h"
 #include "warmup.h"
 
 /* Does `symbol` name the base of an entry point we hook ("cuMemcpyHtoD" for
@@ -48,6 +49,8 @@ static void route(const char *symbol, void **pfn, int version, cuuint64_t flags)
                 sage_info("cuGetProcAddress(%s, %d, %llu) returned %p, which is no hooked entry point", symbol, version,
                           (unsigned long long)flags, *pfn);
         }
+        /* No hook: a trampoline while suspend (or the trace) is on, so the call still passes the gate. */
+        *pfn = sage_tramp_route(*pfn, symbol);
 }
 
 CUresult sage_impl_cuGetProcAddress(sage_fn_cuGetProcAddress_t real, const char *symbol, void **pfn, int cudaVersion,

@@ -32,6 +32,7 @@
 #include "log.h"
 #include "options.h"
 #include "stats.h"
+#include "tramp.h"
 #include "util.h"
 #include "warmup.h"
 
@@ -172,6 +173,7 @@ void sage_trace_record(SageSym sym, uint64_t t0_ns, uint64_t t1_ns, int result, 
 typedef struct Writer {
         int fd;
         bool failed;
+        unsigned unhooked; /* entries written into "unhooked_calls" */
         size_t used;
         char buf[1 << 16];
 } Writer;
@@ -237,6 +239,15 @@ static void writer_string(Writer *w, const char *s) {
 
 static void writer_us(Writer *w, uint64_t ns) {
         writer_printf(w, "%llu.%03llu", (unsigned long long)(ns / 1000), (unsigned long long)(ns % 1000));
+}
+
+static void write_unhooked(const char *label, uint64_t count, void *ctx) {
+        Writer *w = ctx;
+
+        if (w->unhooked++)
+                writer_put(w, ",", 1);
+        writer_string(w, label);
+        writer_printf(w, ":%llu", (unsigned long long)count);
 }
 
 static void write_event(Writer *w, pid_t pid, pid_t tid, const TraceEvent *e) {
@@ -388,6 +399,10 @@ void sage_trace_dump(void) {
                         fclose(f);
                 }
         }
+        /* Calls through trampolines (entry points without a hook), by name: its own line for sage-trace. */
+        writer_printf(w, ",\n\"unhooked_calls\":{");
+        sage_tramp_each_count(write_unhooked, w);
+        writer_put(w, "}", 1);
         writer_put(w, "}}\n", 3);
         writer_flush(w);
         if (close(w->fd) < 0 || w->failed) {

@@ -76,6 +76,8 @@ typedef struct Summary {
         Milestone milestones[M_COUNT];
         char first_error[128];
         double stats[STAT_COUNT];
+        SymbolTotal unhooked[MAX_NAMES]; /* calls through trampolines (no hook: counted, not timed) */
+        size_t nunhooked;
         bool valid;
 } Summary;
 
@@ -187,6 +189,22 @@ static void add_event(Summary *s, const char *line) {
         }
 }
 
+/* "name":count,... up to the closing brace (libsage writes the names; they hold no quotes). */
+static void load_unhooked(Summary *s, const char *p) {
+        while (*p == '"' && s->nunhooked < MAX_NAMES) {
+                SymbolTotal *t = &s->unhooked[s->nunhooked];
+                const char *end = strchr(p + 1, '"');
+                char *num;
+
+                if (!end || end[1] != ':')
+                        return;
+                snprintf(t->name, sizeof(t->name), "%.*s", (int)(end - p - 1), p + 1);
+                t->calls = strtoull(end + 2, &num, 10);
+                s->nunhooked++;
+                p = *num == ',' ? num + 1 : num;
+        }
+}
+
 static int load(const char *path, Summary *s) {
         FILE *f = fopen(path, "r");
         char *line = NULL;
@@ -210,6 +228,8 @@ static int load(const char *path, Summary *s) {
                 else if (strstr(line, "\"otherData\"") && strstr(line, "\"stats\""))
                         for (int i = 0; i < STAT_COUNT; i++)
                                 field_number(strstr(line, "\"stats\""), stat_names[i], &s->stats[i]);
+                else if (strncmp(line, "\"unhooked_calls\":{", 18) == 0)
+                        load_unhooked(s, line + 18);
                 else if (strstr(line, "\"name\":\"thread_name\""))
                         s->threads++;
                 else if (strstr(line, "\"name\":\"process_name\"")) {
@@ -231,6 +251,11 @@ static int load(const char *path, Summary *s) {
 
 static int by_time(const void *a, const void *b) {
         double x = ((const SymbolTotal *)a)->time_us, y = ((const SymbolTotal *)b)->time_us;
+        return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int by_calls(const void *a, const void *b) {
+        uint64_t x = ((const SymbolTotal *)a)->calls, y = ((const SymbolTotal *)b)->calls;
         return x < y ? 1 : x > y ? -1 : 0;
 }
 
@@ -275,6 +300,12 @@ static void print_text(const char *path, Summary *s) {
                 printf("  %-32s %-7s %8llu %11.3f %7llu\n", s->totals[i].name, s->totals[i].cat,
                        (unsigned long long)s->totals[i].calls, s->totals[i].time_us / 1e3,
                        (unsigned long long)s->totals[i].errors);
+        if (s->nunhooked) {
+                qsort(s->unhooked, s->nunhooked, sizeof(s->unhooked[0]), by_calls);
+                printf("\n%-34s %8s\n", "unhooked entry points (by calls)", "calls");
+                for (size_t i = 0; i < s->nunhooked && i < 20; i++)
+                        printf("  %-32s %8llu\n", s->unhooked[i].name, (unsigned long long)s->unhooked[i].calls);
+        }
 }
 
 static void print_json(const char *path, Summary *s, bool last) {
@@ -302,6 +333,9 @@ static void print_json(const char *path, Summary *s, bool last) {
                 printf("%s\"%s\":{\"calls\":%llu,\"ms\":%.3f,\"failed\":%llu}", i ? "," : "", s->totals[i].name,
                        (unsigned long long)s->totals[i].calls, s->totals[i].time_us / 1e3,
                        (unsigned long long)s->totals[i].errors);
+        printf("},\"unhooked\":{");
+        for (size_t i = 0; i < s->nunhooked; i++)
+                printf("%s\"%s\":%llu", i ? "," : "", s->unhooked[i].name, (unsigned long long)s->unhooked[i].calls);
         printf("}}%s\n", last ? "" : ",");
 }
 

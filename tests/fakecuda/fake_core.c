@@ -416,11 +416,3 @@ FAKE_EXPORT CUresult cuGetErrorString(CUresult error, const char **pStr) {
         *pStr = e ? e->message : NULL;
         return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
-
-/* cudart asks for private tables (context creation, ...) here; a fake cannot
- * provide them, and cudart copes with NOT_SUPPORTED for the optional ones. */
-FAKE_EXPORT CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId) {
-        if (ppExportTable)
-                *ppExportTable = NULL;
-        return CUDA_ERROR_NOT_SUPPORTED;
-}

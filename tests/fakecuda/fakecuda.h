@@ -55,4 +55,24 @@ int fakecudaProcessMemUsed(int pid, size_t *bytes);
  * CUDA_SUCCESS, or CUDA_ERROR_NOT_READY (600) when the time ran out. */
 int fakecudaProcessWaitBlocked(int pid, unsigned count, unsigned timeout_ms);
 
+/*
+ * The one private table cuGetExportTable answers (fake_export.c), shaped as
+ * the driver's are: the table's size in bytes first, then driver functions
+ * (both pass the checkpoint gate) and a data word. Its UUID is made up.
+ * checksum(): every integer and vector argument register and a stack
+ * argument, folded into one value; device_count(): as cuDeviceGetCount.
+ */
+#define FAKECUDA_EXPORT_TABLE_ID \
+        { 0x53, 0x41, 0x47, 0x45, 0x2d, 0x66, 0x61, 0x6b, 0x65, 0x2d, 0x74, 0x61, 0x62, 0x6c, 0x65, 0x01 }
+typedef struct FakecudaExportTable {
+        size_t size;
+        double (*checksum)(long a, long b, long c, long d, long e, long f, double x0, double x1, double x2, double x3,
+                           double x4, double x5, double x6, double x7, long s0);
+        int (*device_count)(int *count);
+        const unsigned *data;
+} FakecudaExportTable;
+/* Not a driver function: the table itself, as the driver holds it (a test
+ * compares it with what an interposer hands out). */
+const FakecudaExportTable *fakecudaExportTable(void);
+
 #endif

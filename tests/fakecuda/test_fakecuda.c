@@ -573,6 +573,15 @@ static void test_proc_address(void) {
         const void *table = (const void *)1;
         CUuuid id = { { 0 } };
         CHECK_CU(cuGetExportTable(&table, &id), CUDA_ERROR_NOT_SUPPORTED);
+        /* The one table it has: shaped as the driver's, size first, its functions gated. */
+        CUuuid fake_id = { FAKECUDA_EXPORT_TABLE_ID };
+        const FakecudaExportTable *fake_table = NULL;
+        int devices = 0;
+        OK(cuGetExportTable((const void **)&fake_table, &fake_id));
+        CHECK(fake_table == fakecudaExportTable() && fake_table->size == sizeof(*fake_table));
+        CHECK(fake_table->checksum(1, 2, 3, 4, 5, 6, 1, 1, 1, 1, 1, 1, 1, 1, 1) == 183 + 240 + 47);
+        CHECK(fake_table->device_count(&devices) == CUDA_SUCCESS && devices >= 1);
+        CHECK(*fake_table->data == 0x5a6e);
         dlclose(lib);
 }
 

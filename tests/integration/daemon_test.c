@@ -3384,6 +3384,95 @@ static int scenario_instances_fake(void) {
         return 0;
 }
 
+/*
+ * The app of scenario tramp_resume, run under libsage: a context, then an
+ * entry point libsage does not hook (cuDeviceGetName) fetched as cudart
+ * fetches it; each byte on stdin makes one call through it, answered 1
+ * (success) on stdout.
+ */
+static int scenario_tramp_app(void) {
+        typedef CUresult (*get_proc_t)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
+        void *lib, *fn = NULL;
+        get_proc_t get_proc;
+        CUresult (*get_name)(char *, int, CUdevice);
+        char name[64], byte;
+
+        driver_init();
+        lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        CHECK(lib);
+        get_proc = SAGE_FN_CAST(get_proc_t, dlsym(lib, "cuGetProcAddress_v2"));
+        CHECK(get_proc && get_proc("cuDeviceGetName", &fn, 12000, 0, NULL) == CUDA_SUCCESS && fn);
+        get_name = SAGE_FN_CAST(CUresult(*)(char *, int, CUdevice), fn);
+        CHECK(write(STDOUT_FILENO, "ready\n", 6) == 6);
+        while (read(STDIN_FILENO, &byte, 1) == 1) {
+                byte = get_name(name, sizeof(name), 0) == CUDA_SUCCESS;
+                CHECK(write(STDOUT_FILENO, &byte, 1) == 1);
+        }
+        return 0;
+}
+
+/* This binary as tramp_app under libsage (SAGE_SUSPEND=1): stdin is cmd_fd, stdout resp_fd. */
+static InstanceChild spawn_tramp_app(void) {
+        const char *preload = getenv("SAGE_TEST_PRELOAD");
+        int in[2], out[2];
+        char line[8] = { 0 };
+        InstanceChild c;
+
+        CHECK(preload);
+        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
+        c.pid = fork();
+        CHECK(c.pid >= 0);
+        if (c.pid == 0) {
+                dup2(in[0], STDIN_FILENO);
+                dup2(out[1], STDOUT_FILENO);
+                setenv("LD_PRELOAD", preload, 1);
+                setenv("SAGE_SUSPEND", "1", 1);
+                setenv("SAGE_SOCKET", socket_path, 1);
+                setenv("SAGE_WARMUP", "off", 1);
+                execl("/proc/self/exe", "daemon-test", "tramp_app", saged_path, sagectl_path, (char *)NULL);
+                _exit(127);
+        }
+        close(in[0]);
+        close(out[1]);
+        CHECK(read(out[0], line, 6) == 6 && strncmp(line, "ready", 5) == 0);
+        c.cmd_fd = in[1];
+        c.resp_fd = out[0];
+        return c;
+}
+
+/*
+ * A suspended instance's call through an entry point libsage does not hook
+ * (a trampoline) resumes it first: no operator resume, the call succeeds,
+ * the instance is active again. Without the trampoline the call would wait
+ * inside the checkpointed driver for good.
+ */
+static int scenario_tramp_resume(void) {
+        char out[8192], byte = 'r', got = 0;
+        const char *line;
+        FakeCheckpoint f;
+        InstanceChild c;
+        size_t used = 1;
+
+        CHECK(fake_checkpoint(&f));
+        start_saged(NULL, NULL);
+        c = spawn_tramp_app();
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0 &&
+              strstr(out, "suspended"));
+        CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used == 0);
+        CHECK(write(c.cmd_fd, &byte, 1) == 1);
+        {
+                struct pollfd p = { .fd = c.resp_fd, .events = POLLIN };
+                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(c.resp_fd, &got, 1) == 1 && got == 1);
+        }
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        instance_end(&c);
+        stop_saged();
+        return 0;
+}
+
 /* An instance whose process exited while its connection lives on (a child inherited it) is forgotten. */
 static int scenario_instances_exited(void) {
         char out[8192];
