@@ -9,7 +9,9 @@
  *
  * dlopen runs the driver's constructors, which may call dlsym; the thread
  * doing the load is marked so that those calls pass through untouched
- * instead of waiting on the load they are part of.
+ * instead of waiting on the load they are part of. No thread ever waits
+ * for another thread's load (see driver_load_race): any thread may hold
+ * glibc's loader lock (a library constructor) when it first needs the driver.
  */
 #include <cuda.h>
 
@@ -27,7 +29,6 @@
 SageDriver sage_driver;
 
 static void *driver_handle;
-static pthread_once_t driver_once = PTHREAD_ONCE_INIT;
 static _Thread_local bool driver_loading_here;
 
 /* Open addressing, power of two, at most half full: pointer -> symbol + 1. */
@@ -79,39 +80,42 @@ void *sage_driver_handle(void) {
 /* ---------------------------------------------------------------- dlsym */
 
 /* The jump slots of the dlsym trampolines (dlsym_trampoline.S reads them by
- * name): glibc's dlsym of each version, written once under dlsym_once. */
+ * name): glibc's dlsym of each version. No pthread_once (see the load below):
+ * dlvsym takes the loader lock, so a thread inside a library constructor
+ * must never wait for another thread's dlvsym. Racing threads store the same
+ * values; the v234 slot is stored last (release) and is the one checked. */
 void *(*sage_real_dlsym_v234)(void *, const char *);
 void *(*sage_real_dlsym_v225)(void *, const char *);
-static pthread_once_t dlsym_once = PTHREAD_ONCE_INIT;
-
-SAGE_NO_SANITIZE static void real_dlsym_init(void) {
-        void *v234 = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
-        void *v225 = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
-
-        /* Before glibc 2.34 only the old version exists; use it for both. */
-        sage_real_dlsym_v234 = SAGE_FN_CAST(void *(*)(void *, const char *), v234 ? v234 : v225);
-        sage_real_dlsym_v225 = SAGE_FN_CAST(void *(*)(void *, const char *), v225 ? v225 : v234);
-}
 
 SAGE_NO_SANITIZE void sage_real_dlsym_ensure(void) {
-        pthread_once(&dlsym_once, real_dlsym_init);
+        void *v234, *v225;
+
+        if (__atomic_load_n(&sage_real_dlsym_v234, __ATOMIC_ACQUIRE))
+                return;
+        v234 = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+        v225 = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+        /* Before glibc 2.34 only the old version exists; use it for both. */
+        __atomic_store_n(&sage_real_dlsym_v225, SAGE_FN_CAST(void *(*)(void *, const char *), v225 ? v225 : v234),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&sage_real_dlsym_v234, SAGE_FN_CAST(void *(*)(void *, const char *), v234 ? v234 : v225),
+                         __ATOMIC_RELEASE);
 }
 
-/* The dlopen trampolines' jump slots, likewise (dlopen_once). */
+/* The dlopen trampolines' jump slots, likewise. */
 void *(*sage_real_dlopen_v234)(const char *, int);
 void *(*sage_real_dlopen_v225)(const char *, int);
-static pthread_once_t dlopen_once = PTHREAD_ONCE_INIT;
-
-SAGE_NO_SANITIZE static void real_dlopen_init(void) {
-        void *v234 = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34");
-        void *v225 = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.2.5");
-
-        sage_real_dlopen_v234 = SAGE_FN_CAST(void *(*)(const char *, int), v234 ? v234 : v225);
-        sage_real_dlopen_v225 = SAGE_FN_CAST(void *(*)(const char *, int), v225 ? v225 : v234);
-}
 
 SAGE_NO_SANITIZE void sage_real_dlopen_ensure(void) {
-        pthread_once(&dlopen_once, real_dlopen_init);
+        void *v234, *v225;
+
+        if (__atomic_load_n(&sage_real_dlopen_v234, __ATOMIC_ACQUIRE))
+                return;
+        v234 = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34");
+        v225 = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.2.5");
+        __atomic_store_n(&sage_real_dlopen_v225, SAGE_FN_CAST(void *(*)(const char *, int), v225 ? v225 : v234),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&sage_real_dlopen_v234, SAGE_FN_CAST(void *(*)(const char *, int), v234 ? v234 : v225),
+                         __ATOMIC_RELEASE);
 }
 
 void *sage_real_dlsym(void *handle, const char *name) {
@@ -121,42 +125,69 @@ void *sage_real_dlsym(void *handle, const char *name) {
 
 /* ---------------------------------------------------------------- loading */
 
-static void driver_load_once(void) {
+/*
+ * No pthread_once and no lock held across the loader: dlopen and dlsym take
+ * glibc's loader lock, and a thread inside a library constructor (inside
+ * someone's dlopen) already holds it. Had such a thread to wait for another
+ * thread's load (the eager warm-up's, blocked on that very lock), the
+ * process would deadlock: torch under SAGE_WARMUP=eager did. So each thread
+ * that finds the driver not loaded opens and resolves it itself, into its
+ * own copy; the first to finish publishes it (publish_lock guards only the
+ * copy, never a loader call), a later one drops its handle. Racing loads
+ * repeat work (dlopen of an open library only counts a reference); nobody
+ * waits on another thread's load.
+ */
+static pthread_mutex_t publish_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void driver_load_race(void) {
         const char *path = sage_options()->driver;
         uint64_t t0 = sage_now_ns();
+        void *real[SAGE_SYM_COUNT] = { 0 };
+        SageDriverExtras extras = { 0 };
         size_t found = 0;
+        void *handle, *surplus = NULL;
 
         driver_loading_here = true;
-        driver_handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-        if (!driver_handle) {
-                sage_warn("cannot open the CUDA driver %s: %s; driver calls will fail as without a driver", path,
-                          dlerror());
-                driver_loading_here = false;
-                atomic_store_explicit(&sage_driver.loaded, true, memory_order_release);
-                return;
-        }
-        for (int i = 0; i < SAGE_SYM_COUNT; i++) {
-                void *fn = sage_real_dlsym(driver_handle, sage_sym_info[i].name);
-
-                sage_driver.real[i] = fn;
-                if (fn) {
-                        identity_insert(fn, i);
-                        found++;
-                }
-        }
+        handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (handle) {
+                for (int i = 0; i < SAGE_SYM_COUNT; i++)
+                        found += (real[i] = sage_real_dlsym(handle, sage_sym_info[i].name)) != NULL;
 #define RESOLVE_EXTRA(field, symbol, type) \
-        sage_driver_extras.field = SAGE_FN_CAST(__typeof__(type), sage_real_dlsym(driver_handle, symbol));
-        SAGE_DRIVER_EXTRAS(RESOLVE_EXTRA)
+        extras.field = SAGE_FN_CAST(__typeof__(type), sage_real_dlsym(handle, symbol));
+                SAGE_DRIVER_EXTRAS(RESOLVE_EXTRA)
 #undef RESOLVE_EXTRA
+        }
         driver_loading_here = false;
-        atomic_store_explicit(&sage_driver.loaded, true, memory_order_release);
-        sage_info("opened %s: %zu of %d hooked entry points present (%.2f ms)", path, found, (int)SAGE_SYM_COUNT,
-                  (double)(sage_now_ns() - t0) / 1e6);
+
+        pthread_mutex_lock(&publish_lock);
+        if (atomic_load_explicit(&sage_driver.loaded, memory_order_relaxed)) {
+                surplus = handle; /* another thread published first */
+        } else {
+                if (handle) {
+                        memcpy(sage_driver.real, real, sizeof(real));
+                        sage_driver.extras = extras;
+                        for (int i = 0; i < SAGE_SYM_COUNT; i++)
+                                if (real[i])
+                                        identity_insert(real[i], i);
+                        driver_handle = handle;
+                        sage_info("opened %s: %zu of %d hooked entry points present (%.2f ms)", path, found,
+                                  (int)SAGE_SYM_COUNT, (double)(sage_now_ns() - t0) / 1e6);
+                } else {
+                        sage_warn("cannot open the CUDA driver %s: %s; driver calls will fail as without a driver",
+                                  path, dlerror());
+                }
+                atomic_store_explicit(&sage_driver.loaded, true, memory_order_release);
+        }
+        pthread_mutex_unlock(&publish_lock);
+        if (surplus)
+                dlclose(surplus); /* only drops this thread's reference */
 }
 
 bool sage_driver_load(void) {
+        if (atomic_load_explicit(&sage_driver.loaded, memory_order_acquire))
+                return driver_handle != NULL;
         if (driver_loading_here)
                 return false;
-        pthread_once(&driver_once, driver_load_once);
+        driver_load_race();
         return driver_handle != NULL;
 }

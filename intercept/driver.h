@@ -55,7 +55,7 @@ typedef struct SageDriverExtras {
 
 /*
  * The driver as libsage found it: one object, owned by driver.c. It is
- * written once, inside the load (pthread_once), before `loaded` is
+ * written once, by the first load to finish (driver.c), before `loaded` is
  * released; after that nobody writes it. It is visible here only so the
  * hooks read a real entry point with two loads (sage_real).
  */

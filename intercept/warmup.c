@@ -33,6 +33,17 @@
  * so the driver's destructors never run under it. A failing warm-up is
  * silent: the app's own calls reach the real driver and get exactly its
  * error.
+ *
+ * The loader lock: glibc's dlopen/dlsym hold it, and a thread inside a
+ * library constructor (cudart's, a framework's) holds it while it calls
+ * dlsym("cu...") or a driver entry point. So no libsage path on such a
+ * thread may wait for a thread that needs that lock. The driver is opened by
+ * whichever thread first needs it, never waiting for another thread's open
+ * (driver.c), and the dlopen/lookup/cuInit triggers open it in the
+ * triggering thread before the warm-up thread exists (warmup_start), so
+ * that thread never needs the lock (unless the driver's own cuInit does).
+ * The waits that remain (fork, exit, cuCtxGetLimit, a dlclose's deferred
+ * handlers) are bounded (10 s) and then go on as without the warm-up.
  */
 #include <cuda.h>
 
@@ -394,9 +405,23 @@ static int spawn_thread(void *(*main_fn)(void *), void *arg, const char *name) {
         return r ? -1 : 0;
 }
 
-static void warmup_start(const char *why) {
+/*
+ * open_here: open the driver in this thread before the warm-up thread
+ * exists (the dlopen and lookup triggers), so that thread never needs
+ * glibc's loader lock for it. This thread may be inside a constructor with
+ * that lock held (a lookup from a library's constructor, a nested dlopen):
+ * glibc lets it re-enter; a warm-up thread would block on it until the
+ * outer dlopen returns, with every bounded wait on the warm-up (fork, exit,
+ * cuCtxGetLimit) stalling meanwhile. It is done before the state changes, so
+ * nobody waits on the warm-up during the open. The load trigger runs in
+ * libsage's constructor at start-up, where no other thread holds the lock:
+ * its thread opens the driver itself, overlapped with the app's start-up.
+ */
+static void warmup_start(const char *why, bool open_here) {
         int expected = WARMUP_IDLE;
 
+        if (open_here)
+                sage_driver_load();
         if (!atomic_compare_exchange_strong(&warmup_state, &expected, WARMUP_RUNNING))
                 return;
         atomic_store(&warmup_trigger_name, why);
@@ -423,15 +448,15 @@ void sage_warmup_trigger(SageWarmupTrigger trigger) {
         case SAGE_WARMUP_AT_LOAD:
                 /* Never in a process without CUDA (a shell, ptxas, a wrapper), eager or not. */
                 if ((eager || automatic) && sage_process_is_cuda_program())
-                        warmup_start("load");
+                        warmup_start("load", false);
                 break;
         case SAGE_WARMUP_AT_LOOKUP:
                 if (lazy || eager)
-                        warmup_start("lookup");
+                        warmup_start("lookup", true);
                 break;
         case SAGE_WARMUP_AT_INIT:
                 if (lazy || automatic || eager)
-                        warmup_start("cuInit");
+                        warmup_start("cuInit", true);
                 break;
         }
 }
@@ -442,7 +467,7 @@ void sage_warmup_note_library(const char *requested) {
         if (strcmp(sage_options()->warmup, "eager") != 0)
                 return;
         if (sage_library_is_cuda(requested) || cuda_library_loaded())
-                warmup_start("dlopen");
+                warmup_start("dlopen", true);
 }
 
 const char *sage_warmup_trigger_name(void) {
