@@ -756,6 +756,60 @@ static int scenario_exited_peer(void) {
         return 0;
 }
 
+static void count_prepare(void *userdata, const SageMessage *m) {
+        uint32_t *seen = userdata;
+
+        if (m->header.type == SAGE_MSG_SUSPEND_PREPARE) {
+                seen[0]++;
+                seen[1] = m->header.request_id;
+        }
+}
+
+/*
+ * An idle suspend that fails (the instance answers BUSY, or is refused) is
+ * tried again after the busy back-off (1 s), not every idle period: with
+ * SAGE_SUSPEND_IDLE=1ms the broker sent SUSPEND_PREPARE a thousand times a
+ * second to an instance that keeps answering BUSY (and spun its loop at that
+ * rate for one it refused), which any tenant can ask for.
+ */
+static int scenario_idle_retry(void) {
+        const uint8_t uuid[16] = { 10 };
+        uint32_t seen[2] = { 0, 0 }; /* how many PREPAREs, the last one's id */
+        SageBroker *b;
+        SageMessage m;
+        bool gate = false;
+        uint64_t end;
+
+        start_saged();
+        b = broker();
+        sage_broker_on_notice(b, count_prepare, seen);
+        CHECK(sage_broker_instance_register_gate(b, uuid, 0, 1, &gate) == 0 && gate);
+        sage_proto_init(&m, SAGE_MSG_INSTANCE_IDLE, 0);
+        CHECK(sage_broker_notify(b, &m) == 0);
+        for (int i = 0; i < 500 && !seen[0]; i++) {
+                struct pollfd p = { .fd = sage_broker_fd(b), .events = POLLIN };
+                poll(&p, 1, 10);
+                CHECK(sage_broker_pump(b) == 0);
+        }
+        CHECK(seen[0] == 1);
+        notice(b, SAGE_MSG_SUSPEND_PREPARED, seen[1], SAGE_GATE_BUSY);
+        /* A rate, not a wait: 300 ms hold 300 idle periods and under a third of the back-off. */
+        end = sage_now_ns() + 300000000ull;
+        while (sage_now_ns() < end) {
+                struct pollfd p = { .fd = sage_broker_fd(b), .events = POLLIN };
+                poll(&p, 1, 10);
+                CHECK(sage_broker_pump(b) == 0);
+                if (seen[0] > 1)
+                        notice(b, SAGE_MSG_SUSPEND_PREPARED, seen[1], SAGE_GATE_BUSY);
+        }
+        printf("SUSPEND_PREPAREs in 300 ms after a BUSY answer: %u\n", seen[0] - 1);
+        CHECK(seen[0] == 1);
+        CHECK(strcmp(state_of(getpid()), "idle") == 0);
+        sage_broker_free(b);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
