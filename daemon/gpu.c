@@ -31,85 +31,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gpu_driver.h"
 #include "log.h"
 #include "proto.h"
 #include "util.h"
 #include "vmm.h"
 
-#define GPU_MAX_DEVICES 64
-
-/* Symbol names are the versioned ones cuda.h's macros map to. */
-#define GPU_DRIVER_FUNCTIONS(X)                                                                               \
-        X(cuInit, "cuInit", CUresult, (unsigned int))                                                         \
-        X(cuDeviceGetCount, "cuDeviceGetCount", CUresult, (int *))                                            \
-        X(cuDeviceGet, "cuDeviceGet", CUresult, (CUdevice *, int))                                            \
-        X(cuDeviceTotalMem, "cuDeviceTotalMem_v2", CUresult, (size_t *, CUdevice))                            \
-        X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", CUresult, (CUcontext *, CUdevice))            \
-        X(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", CUresult, (CUdevice))                    \
-        X(cuCtxSetCurrent, "cuCtxSetCurrent", CUresult, (CUcontext))                                          \
-        X(cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity", CUresult,                           \
-          (size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))                          \
-        X(cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle", CUresult,                         \
-          (CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType))                                \
-        X(cuMemExportToShareableHandle, "cuMemExportToShareableHandle", CUresult,                             \
-          (void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType, unsigned long long))              \
-        X(cuMemRelease, "cuMemRelease", CUresult, (CUmemGenericAllocationHandle))                             \
-        X(cuMemAddressReserve, "cuMemAddressReserve", CUresult,                                               \
-          (CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long))                                   \
-        X(cuMemAddressFree, "cuMemAddressFree", CUresult, (CUdeviceptr, size_t))                              \
-        X(cuMemMap, "cuMemMap", CUresult,                                                                     \
-          (CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long))                    \
-        X(cuMemUnmap, "cuMemUnmap", CUresult, (CUdeviceptr, size_t))                                          \
-        X(cuMemCreate, "cuMemCreate", CUresult,                                                               \
-          (CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long))          \
-        X(cuMemSetAccess, "cuMemSetAccess", CUresult, (CUdeviceptr, size_t, const CUmemAccessDesc *, size_t)) \
-        X(cuMemcpyDtoD, "cuMemcpyDtoD_v2", CUresult, (CUdeviceptr, CUdeviceptr, size_t))                      \
-        X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", CUresult, (void *, CUdeviceptr, size_t))                           \
-        X(cuCtxSynchronize, "cuCtxSynchronize", CUresult, (void))
-
-/* Optional: used when present. */
-#define GPU_OPTIONAL_FUNCTIONS(X)                                                                               \
-        X(cuGetErrorName, "cuGetErrorName", CUresult, (CUresult, const char **))                                \
-        X(cuDeviceGetUuid, "cuDeviceGetUuid_v2", CUresult, (CUuuid *, CUdevice))                                \
-        X(cuDeviceGetUuidV1, "cuDeviceGetUuid", CUresult, (CUuuid *, CUdevice))                                 \
-        X(cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle", CUresult,           \
-          (CUmemAllocationProp *, CUmemGenericAllocationHandle))                                                \
-        X(cuMemHostAlloc, "cuMemHostAlloc", CUresult, (void **, size_t, unsigned int))                          \
-        X(cuMemFreeHost, "cuMemFreeHost", CUresult, (void *))                                                   \
-        X(cuCheckpointProcessGetState, "cuCheckpointProcessGetState", CUresult, (int, CUprocessState *))        \
-        X(cuCheckpointProcessLock, "cuCheckpointProcessLock", CUresult, (int, CUcheckpointLockArgs *))          \
-        X(cuCheckpointProcessCheckpoint, "cuCheckpointProcessCheckpoint", CUresult,                             \
-          (int, CUcheckpointCheckpointArgs *))                                                                  \
-        X(cuCheckpointProcessRestore, "cuCheckpointProcessRestore", CUresult, (int, CUcheckpointRestoreArgs *)) \
-        X(cuCheckpointProcessUnlock, "cuCheckpointProcessUnlock", CUresult, (int, CUcheckpointUnlockArgs *))    \
-        X(cuMemGetInfo, "cuMemGetInfo_v2", CUresult, (size_t *, size_t *))
-
-typedef struct GpuDriver {
-#define X(field, sym, ret, args) ret(*field) args;
-        GPU_DRIVER_FUNCTIONS(X)
-        GPU_OPTIONAL_FUNCTIONS(X)
-#undef X
-} GpuDriver;
-
-struct Gpu {
-        void *library;
-        GpuDriver cu;
-        SageVmmOps vmm; /* the VMM steps shared with libsage (common/vmm.h), over `cu` */
-        uint32_t n_devices;
-        uint32_t n_served;
-        bool served[GPU_MAX_DEVICES];
-        CUdevice device[GPU_MAX_DEVICES];
-        CUcontext context[GPU_MAX_DEVICES];
-        uint64_t total_memory[GPU_MAX_DEVICES];
-        /* Clients name their GPU by UUID (their ordinals are not ours: CUDA_VISIBLE_DEVICES, containers). */
-        CUuuid uuid[GPU_MAX_DEVICES];
-        bool has_uuid[GPU_MAX_DEVICES];
-        uint64_t granularity;
-        void *staging; /* SAGE_CONTENT_KEY_CHUNK bytes for read-back: pinned (portable) if the driver gives it */
-        bool staging_pinned;
-};
-
-static const char *error_name(const Gpu *g, CUresult r) {
+const char *gpu_error_name(const Gpu *g, CUresult r) {
         const char *name = NULL;
         if (g->cu.cuGetErrorName && g->cu.cuGetErrorName(r, &name) == CUDA_SUCCESS && name)
                 return name;
@@ -144,7 +72,7 @@ static void read_uuid(Gpu *g, uint32_t d) {
 
         g->has_uuid[d] = r == CUDA_SUCCESS;
         if (!g->has_uuid[d])
-                sage_warn("device %u: no UUID (%s): clients cannot name it", d, error_name(g, r));
+                sage_warn("device %u: no UUID (%s): clients cannot name it", d, gpu_error_name(g, r));
 }
 
 int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t n_devices, const uint8_t (*uuids)[16],
@@ -192,7 +120,7 @@ int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t
         if (r == CUDA_SUCCESS)
                 r = g->cu.cuDeviceGetCount(&count);
         if (r != CUDA_SUCCESS) {
-                sage_warn("cuInit: %s (%d)", error_name(g, r), (int)r);
+                sage_warn("cuInit: %s (%d)", gpu_error_name(g, r), (int)r);
                 free(g);
                 return r == CUDA_ERROR_NO_DEVICE ? -ENODEV : -EIO;
         }
@@ -234,7 +162,7 @@ int gpu_open(Gpu **out, const char *driver_path, const uint32_t *devices, size_t
                 if (r == CUDA_SUCCESS)
                         r = g->cu.cuDeviceTotalMem(&total, g->device[d]);
                 if (r != CUDA_SUCCESS) {
-                        sage_warn("device %u: %s (%d)", d, error_name(g, r), (int)r);
+                        sage_warn("device %u: %s (%d)", d, gpu_error_name(g, r), (int)r);
                         gpu_close(g);
                         return -EIO;
                 }
@@ -326,7 +254,7 @@ static int verify_size(Gpu *g, CUmemGenericAllocationHandle h, int fd, uint64_t 
         r = probe_map(g, h, 0, size);
         if (r != CUDA_SUCCESS) {
                 sage_info("publish: mapping %llu bytes of the handle failed: %s", (unsigned long long)size,
-                          error_name(g, r));
+                          gpu_error_name(g, r));
                 return SAGE_ERR_SIZE_MISMATCH;
         }
         if (probe_map(g, h, size, g->granularity) == CUDA_SUCCESS)
@@ -342,7 +270,7 @@ static int import_published(Gpu *g, uint32_t device, int fd, uint64_t size, CUme
 
         r = g->cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
         if (r != CUDA_SUCCESS) {
-                sage_info("publish: import failed: %s (%d)", error_name(g, r), (int)r);
+                sage_info("publish: import failed: %s (%d)", gpu_error_name(g, r), (int)r);
                 return SAGE_ERR_DRIVER;
         }
         if (g->cu.cuMemGetAllocationPropertiesFromHandle) {
@@ -419,7 +347,7 @@ int gpu_adopt(Gpu *g, uint32_t device, int fd, uint64_t size, SageHash want, Gpu
         *x = (GpuExtent){ .device = device, .size = size, .fd = -1, .want = want, .chunks = x->chunks };
         r = g->cu.cuMemCreate(&x->handle, size, &prop, 0);
         if (r != CUDA_SUCCESS) {
-                sage_info("publish: no device memory for the broker's copy: %s", error_name(g, r));
+                sage_info("publish: no device memory for the broker's copy: %s", gpu_error_name(g, r));
                 g->cu.cuMemRelease(published);
                 free(x->chunks);
                 free(x);
@@ -437,7 +365,7 @@ int gpu_adopt(Gpu *g, uint32_t device, int fd, uint64_t size, SageHash want, Gpu
         if (r == CUDA_SUCCESS)
                 r = g->cu.cuMemExportToShareableHandle(&x->fd, x->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
         if (r != CUDA_SUCCESS || x->fd < 0) {
-                sage_info("publish: copying the extent failed: %s (%d)", error_name(g, r), (int)r);
+                sage_info("publish: copying the extent failed: %s (%d)", gpu_error_name(g, r), (int)r);
                 x->fd = -1;
                 gpu_release(g, x);
                 return SAGE_ERR_DRIVER;
@@ -496,7 +424,7 @@ int gpu_verify_step(Gpu *g, GpuExtent *x, uint64_t *budget) {
                         x->size - x->hashed < SAGE_CONTENT_KEY_CHUNK ? x->size - x->hashed : SAGE_CONTENT_KEY_CHUNK;
                 CUresult r = g->cu.cuMemcpyDtoH(buf, x->va + x->hashed, n);
                 if (r != CUDA_SUCCESS) {
-                        sage_warn("verification: reading an extent back failed: %s (%d)", error_name(g, r), (int)r);
+                        sage_warn("verification: reading an extent back failed: %s (%d)", gpu_error_name(g, r), (int)r);
                         verify_done(g, x);
                         return GPU_VERIFY_MISMATCH;
                 }
@@ -527,7 +455,7 @@ int gpu_export(Gpu *g, const GpuExtent *x, int *fd_out) {
         if (r == CUDA_SUCCESS)
                 r = g->cu.cuMemExportToShareableHandle(&fd, x->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
         if (r != CUDA_SUCCESS || fd < 0) {
-                sage_warn("export of an extent failed: %s (%d)", error_name(g, r), (int)r);
+                sage_warn("export of an extent failed: %s (%d)", gpu_error_name(g, r), (int)r);
                 return SAGE_ERR_DRIVER;
         }
         /* The driver's fd may lack FD_CLOEXEC; saged never execs, but be tidy. */
@@ -549,62 +477,4 @@ void gpu_release(Gpu *g, GpuExtent *x) {
         }
         free(x->chunks);
         free(x);
-}
-
-bool gpu_can_checkpoint(const Gpu *g) {
-        return g && g->cu.cuCheckpointProcessLock && g->cu.cuCheckpointProcessCheckpoint &&
-               g->cu.cuCheckpointProcessRestore && g->cu.cuCheckpointProcessUnlock;
-}
-
-bool gpu_process_checkpointed(Gpu *g, pid_t pid) {
-        CUprocessState state;
-
-        return gpu_can_checkpoint(g) && g->cu.cuCheckpointProcessGetState &&
-               g->cu.cuCheckpointProcessGetState((int)pid, &state) == CUDA_SUCCESS &&
-               state == CU_PROCESS_STATE_CHECKPOINTED;
-}
-
-int gpu_checkpoint_process(Gpu *g, pid_t pid, unsigned timeout_ms, char *why, size_t size) {
-        CUcheckpointLockArgs lock = { .timeoutMs = timeout_ms };
-        CUresult r;
-
-        if (!gpu_can_checkpoint(g)) {
-                snprintf(why, size, "the driver has no checkpoint API");
-                return SAGE_ERR_NO_DRIVER;
-        }
-        r = g->cu.cuCheckpointProcessLock((int)pid, &lock);
-        if (r != CUDA_SUCCESS) {
-                snprintf(why, size, "lock: %s", error_name(g, r));
-                /* NOT_READY: the lock timed out and the process runs on. */
-                return r == CUDA_ERROR_NOT_READY ? SAGE_ERR_BUSY : SAGE_ERR_DRIVER;
-        }
-        r = g->cu.cuCheckpointProcessCheckpoint((int)pid, NULL);
-        if (r != CUDA_SUCCESS) {
-                /* Never leave it locked: its blocked calls would wait for good. */
-                CUresult u = g->cu.cuCheckpointProcessUnlock((int)pid, NULL);
-                snprintf(why, size, "checkpoint: %s%s", error_name(g, r),
-                         u == CUDA_SUCCESS ? " (unlocked again)" : "; unlock failed too");
-                return SAGE_ERR_DRIVER;
-        }
-        return 0;
-}
-
-int gpu_restore_process(Gpu *g, pid_t pid, char *why, size_t size) {
-        CUresult r;
-
-        if (!gpu_can_checkpoint(g)) {
-                snprintf(why, size, "the driver has no checkpoint API");
-                return SAGE_ERR_NO_DRIVER;
-        }
-        r = g->cu.cuCheckpointProcessRestore((int)pid, NULL);
-        if (r != CUDA_SUCCESS) {
-                snprintf(why, size, "restore: %s", error_name(g, r));
-                return SAGE_ERR_DRIVER;
-        }
-        r = g->cu.cuCheckpointProcessUnlock((int)pid, NULL);
-        if (r != CUDA_SUCCESS) {
-                snprintf(why, size, "unlock: %s", error_name(g, r));
-                return SAGE_ERR_DRIVER;
-        }
-        return 0;
 }
