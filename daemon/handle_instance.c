@@ -132,7 +132,7 @@ static Instance *instance_adopt(Instance *in) {
 
 int handle_instance_register(Server *s, Client *c, Request *rq) {
         const SageMessage *req = rq->msg;
-        int r;
+        int r, pidfd;
 
         if (c->pid <= 0) {
                 rq->why = "the peer's pid is unknown";
@@ -143,9 +143,16 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
                 rq->why = "the driver does not say this process is checkpointed";
                 return SAGE_ERR_REFUSED;
         }
-        r = instances_add(&s->instances, c, c->pid,
-                          identity_peer_pidfd(c->fd, &(struct ucred){ .pid = c->pid, .uid = c->uid, .gid = c->gid }),
-                          c->namespace_id, req->instance_register.uuid, req->header.flags, sage_now_ns(), NULL);
+        /* The connection may outlive its process (a child inherited it): that pid may be another's by now. */
+        pidfd = identity_peer_pidfd(c->fd, &(struct ucred){ .pid = c->pid, .uid = c->uid, .gid = c->gid });
+        if (pidfd < 0 || instance_exited(&(Instance){ .pidfd = pidfd })) {
+                if (pidfd >= 0)
+                        close(pidfd);
+                rq->why = "the process that connected is gone";
+                return SAGE_ERR_PERMISSION;
+        }
+        r = instances_add(&s->instances, c, c->pid, pidfd, c->namespace_id, req->instance_register.uuid,
+                          req->header.flags, sage_now_ns(), NULL);
         if (r == 0)
                 instances_find_owner(&s->instances, c)->idle_suspend_ms = req->instance_register.idle_suspend_ms;
         if (r == INSTANCES_E_EXISTS) {
@@ -321,6 +328,9 @@ static void *run_op(void *userdata) {
  * with *why.
  */
 int instance_op_start_driver(Server *s, InstanceOp *op) {
+        /* The driver knows only the pid: never once the instance's process is gone (another may have it). */
+        if (!op->instance || instance_exited(op->instance))
+                return SAGE_ERR_NOT_FOUND;
         op->phase = OP_DRIVER;
         if (pthread_create(&op->thread, NULL, run_op, op) != 0)
                 return SAGE_ERR_INTERNAL;
@@ -337,6 +347,11 @@ static int launch_op(Server *s, Instance *in, int which, Client *requester, uint
         if (!op) {
                 *why = "out of memory";
                 return SAGE_ERR_INTERNAL;
+        }
+        if (instance_exited(in)) { /* idle or room suspends come here without visible_instance's check */
+                free(op);
+                *why = "its process exited";
+                return SAGE_ERR_NOT_FOUND;
         }
         r = instance_begin(&s->instances, in, which, sage_now_ns());
         if (r) {

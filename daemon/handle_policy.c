@@ -296,8 +296,10 @@ static void idle_suspends(Server *s, uint64_t now) {
                 in->idle_since_ns = now;
                 if (server_instance_suspend(s, in, SERVER_SUSPEND_IDLE, &why) == 0)
                         sage_info("instance pid %d: suspending, idle for %u ms", (int)in->pid, in->idle_suspend_ms);
-                else
+                else {
                         sage_debug("instance pid %d idle, not suspended: %s", (int)in->pid, why);
+                        in->busy_until_ns = now + INSTANCE_BUSY_BACKOFF_NS; /* refused: not again at once */
+                }
         }
 }
 

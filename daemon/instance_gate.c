@@ -202,11 +202,13 @@ int handle_suspend_prepared(Server *s, Client *c, Request *rq) {
                 return SAGE_ERR_NOT_FOUND;
         }
         if (st->status == SAGE_GATE_OK) {
-                if (instance_op_start_driver(s, op) == 0)
+                int r = instance_op_start_driver(s, op);
+                if (r == 0)
                         return 0;
                 /* libsage released its extents and waits: have it map them again. */
-                op->code = SAGE_ERR_INTERNAL;
-                snprintf(op->why, sizeof(op->why), "no thread for the checkpoint");
+                op->code = r;
+                snprintf(op->why, sizeof(op->why), "%s",
+                         r == SAGE_ERR_NOT_FOUND ? "its process exited" : "no thread for the checkpoint");
                 start_remap(s, op);
                 instance_gate_arm(s);
                 return 0;

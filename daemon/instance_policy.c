@@ -11,10 +11,14 @@
 #include "options.h"
 
 uint64_t instance_policy_idle_deadline(const Instance *in) {
+        uint64_t due;
+
         if (!in->idle || in->idle_suspend_ms == 0 || in->state != SAGE_INSTANCE_ACTIVE ||
             (in->flags & SAGE_INSTANCE_KEEP_ALIVE))
                 return 0;
-        return in->idle_since_ns + (uint64_t)in->idle_suspend_ms * 1000000ull;
+        due = in->idle_since_ns + (uint64_t)in->idle_suspend_ms * 1000000ull;
+        /* A suspend that failed waits out its back-off: a short idle period must not make it a spin. */
+        return due > in->busy_until_ns ? due : in->busy_until_ns;
 }
 
 uint64_t instance_policy_next_deadline(const InstanceTable *t) {

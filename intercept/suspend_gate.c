@@ -220,6 +220,12 @@ static CUresult wait_open(uint64_t deadline_ns) {
                                 r = SAGE_GATE_ERROR;
                                 break;
                         }
+                        /* Out of time (queued for room past our deadline): this call fails, the next one
+                         * asks again. Latching resume_lost here would leave a live broker never asked. */
+                        if (rr == -ETIMEDOUT) {
+                                r = SAGE_GATE_ERROR;
+                                break;
+                        }
                         /* The connection failed: the listener sees the broker gone and decides. */
                         if (rr < 0)
                                 gate.resume_lost = true;

@@ -688,6 +688,128 @@ static int scenario_hostile(void) {
         return 0;
 }
 
+/*
+ * A connection outlives the process that opened it (a child inherited it):
+ * the broker must never checkpoint the pid SO_PEERCRED named, which may
+ * belong to another tenant's process by now. The registrant exits and is
+ * reaped; its child registers on the connection, or reports idle on a
+ * registration made before, and must never be asked to prepare.
+ */
+static void exited_peer_child(int go, int result, bool register_first) {
+        const uint8_t uuid[16] = { 9 };
+        uint32_t prepare_id = 0;
+        SageBroker *b = broker();
+        SageStats st;
+        SageMessage m;
+        bool gate = false;
+        char c, verdict = 'r'; /* refused at registration */
+        pid_t child;
+        int r = 0;
+
+        sage_broker_on_notice(b, on_prepare, &prepare_id);
+        if (register_first)
+                CHECK(sage_broker_instance_register_gate(b, uuid, 0, 1, &gate) == 0 && gate);
+        child = fork();
+        CHECK(child >= 0);
+        if (child > 0)
+                _exit(0);            /* the registrant goes; its parent reaps it */
+        CHECK(read(go, &c, 1) == 1); /* reaped */
+        if (!register_first)
+                r = sage_broker_instance_register_gate(b, uuid, 0, 1, &gate);
+        if (r == 0) {
+                /* Idle for its 1 ms: due at once. A PREPARE comes before the reply to the next request. */
+                sage_proto_init(&m, SAGE_MSG_INSTANCE_IDLE, 0);
+                CHECK(sage_broker_notify(b, &m) == 0);
+                CHECK(sage_broker_stats(b, &st) == 0);
+                verdict = prepare_id ? 'p' : 'n';
+        }
+        CHECK(write(result, &verdict, 1) == 1);
+        _exit(0);
+}
+
+static int scenario_exited_peer(void) {
+        for (int round = 0; round < 2; round++) {
+                int go[2], result[2], status;
+                char verdict = 0;
+                pid_t a;
+
+                CHECK(pipe(go) == 0 && pipe(result) == 0);
+                start_saged();
+                a = fork();
+                CHECK(a >= 0);
+                if (a == 0)
+                        exited_peer_child(go[0], result[1], round == 1);
+                close(go[0]), close(result[1]); /* a child that dies ends the read below */
+                CHECK(waitpid(a, &status, 0) == a && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+                CHECK(write(go[1], "g", 1) == 1);
+                CHECK(read(result[0], &verdict, 1) == 1);
+                printf("round %d (%s): %s\n", round, round ? "registered, then exited" : "exited, then registered",
+                       verdict == 'r'   ? "registration refused"
+                       : verdict == 'n' ? "not suspended"
+                                        : "ASKED TO PREPARE");
+                CHECK(verdict == 'r' || verdict == 'n');
+                if (round == 0)
+                        CHECK(verdict == 'r'); /* an instance whose process is gone is no instance */
+                close(go[1]), close(result[0]);
+                stop_saged(SIGTERM);
+        }
+        return 0;
+}
+
+static void count_prepare(void *userdata, const SageMessage *m) {
+        uint32_t *seen = userdata;
+
+        if (m->header.type == SAGE_MSG_SUSPEND_PREPARE) {
+                seen[0]++;
+                seen[1] = m->header.request_id;
+        }
+}
+
+/*
+ * An idle suspend that fails (the instance answers BUSY, or is refused) is
+ * tried again after the busy back-off (1 s), not every idle period: with
+ * SAGE_SUSPEND_IDLE=1ms the broker sent SUSPEND_PREPARE a thousand times a
+ * second to an instance that keeps answering BUSY (and spun its loop at that
+ * rate for one it refused), which any tenant can ask for.
+ */
+static int scenario_idle_retry(void) {
+        const uint8_t uuid[16] = { 10 };
+        uint32_t seen[2] = { 0, 0 }; /* how many PREPAREs, the last one's id */
+        SageBroker *b;
+        SageMessage m;
+        bool gate = false;
+        uint64_t end;
+
+        start_saged();
+        b = broker();
+        sage_broker_on_notice(b, count_prepare, seen);
+        CHECK(sage_broker_instance_register_gate(b, uuid, 0, 1, &gate) == 0 && gate);
+        sage_proto_init(&m, SAGE_MSG_INSTANCE_IDLE, 0);
+        CHECK(sage_broker_notify(b, &m) == 0);
+        for (int i = 0; i < 500 && !seen[0]; i++) {
+                struct pollfd p = { .fd = sage_broker_fd(b), .events = POLLIN };
+                poll(&p, 1, 10);
+                CHECK(sage_broker_pump(b) == 0);
+        }
+        CHECK(seen[0] == 1);
+        notice(b, SAGE_MSG_SUSPEND_PREPARED, seen[1], SAGE_GATE_BUSY);
+        /* A rate, not a wait: 300 ms hold 300 idle periods and under a third of the back-off. */
+        end = sage_now_ns() + 300000000ull;
+        while (sage_now_ns() < end) {
+                struct pollfd p = { .fd = sage_broker_fd(b), .events = POLLIN };
+                poll(&p, 1, 10);
+                CHECK(sage_broker_pump(b) == 0);
+                if (seen[0] > 1)
+                        notice(b, SAGE_MSG_SUSPEND_PREPARED, seen[1], SAGE_GATE_BUSY);
+        }
+        printf("SUSPEND_PREPAREs in 300 ms after a BUSY answer: %u\n", seen[0] - 1);
+        CHECK(seen[0] == 1);
+        CHECK(strcmp(state_of(getpid()), "idle") == 0);
+        sage_broker_free(b);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;

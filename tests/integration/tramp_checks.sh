@@ -17,8 +17,8 @@ SAGE_SUSPEND=0 LD_PRELOAD=$preload "$test_exe" off || bad "suspend=0"
 step "SAGE_GATE_EXPORT_TABLES=0: the driver's own table, trampolines for entry points"
 SAGE_SUSPEND=1 SAGE_GATE_EXPORT_TABLES=0 LD_PRELOAD=$preload "$test_exe" plain-tables || bad "kill switch"
 
-step "the trace counts calls through trampolines by name"
-SAGE_TRACE="$tmp/t.json" LD_PRELOAD=$preload "$test_exe" count 7 || bad "traced run"
+step "SAGE_TRACE_UNHOOKED=1: the trace counts calls through trampolines by name"
+SAGE_TRACE="$tmp/t.json" SAGE_TRACE_UNHOOKED=1 LD_PRELOAD=$preload "$test_exe" count 7 || bad "traced run"
 "$python" - "$tmp/t.json" <<'PY' || bad "unhooked_calls in the dump"
 import json, sys
 d = json.load(open(sys.argv[1]))["otherData"]
@@ -29,7 +29,8 @@ PY
 "$sage_trace" summary --json "$tmp/t.json" | grep -F '"unhooked":{"cuDeviceGetName":7}' >/dev/null ||
   bad "sage-trace summary --json shows no unhooked cuDeviceGetName 7"
 
-step "SAGE_TRACE_UNHOOKED=0: the trace hands out the driver's own pointers"
+step "SAGE_TRACE_UNHOOKED=0, and unset (the default): the trace hands out the driver's own pointers"
 SAGE_TRACE="$tmp/t0.json" SAGE_TRACE_UNHOOKED=0 LD_PRELOAD=$preload "$test_exe" off || bad "trace without trampolines"
+SAGE_TRACE="$tmp/t1.json" LD_PRELOAD=$preload "$test_exe" off || bad "trace, SAGE_TRACE_UNHOOKED unset"
 
 exit $fail

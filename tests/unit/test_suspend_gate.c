@@ -5,6 +5,7 @@
  * the gate is closed, a resume asked for by the first waiting call, and a
  * failed resume that fails every call at once.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <time.h>
@@ -82,6 +83,30 @@ static void drain(void) {
         sage_gate_set_phase(SAGE_GATE_OPEN);
 }
 
+/*
+ * A resume that ran out of time (the broker queued it for room past the
+ * call's deadline, and answers later or not at all) fails that call only:
+ * the connection is fine, so the next call asks again.
+ */
+static void resume_times_out(void) {
+        CUresult r = CUDA_ERROR_UNKNOWN;
+        pthread_t t;
+
+        alarm(10); /* a call that waits out the gate's own 30 s fails the test here */
+        resumes = 0;
+        CHECK(sage_gate_close_and_drain(sage_now_ns() + 1000000000ull));
+        sage_gate_set_phase(SAGE_GATE_SUSPENDED);
+        resume_answer = -ETIMEDOUT;
+        CHECK(pthread_create(&t, NULL, late_call, &r) == 0 && pthread_join(t, NULL) == 0);
+        CHECK(r == SAGE_GATE_ERROR && resumes == 1 && sage_gate_phase() == SAGE_GATE_SUSPENDED);
+        resume_answer = 0;
+        CHECK(pthread_create(&t, NULL, late_call, &r) == 0 && pthread_join(t, NULL) == 0);
+        CHECK(r == CUDA_SUCCESS && resumes == 2 && sage_gate_phase() == SAGE_GATE_OPEN);
+        CHECK(sage_gate_in_flight() == 0);
+        alarm(0);
+        resumes = 0;
+}
+
 static void resume_on_call(void) {
         CUresult r = CUDA_ERROR_UNKNOWN;
         pthread_t t;
@@ -108,6 +133,7 @@ int main(void) {
         sage_gate_init(resume, on_active);
         fast_path();
         drain();
+        resume_times_out();
         resume_on_call();
         return 0;
 }
