@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +28,8 @@
  * other thread was seen blocked when the lookup ran. */
 __attribute__((visibility("default"))) int eager_ctor_result = -1;
 __attribute__((visibility("default"))) int eager_ctor_window = 0;
+/* EAGER_CTOR_NESTED: how long a fork() in the constructor took (ms), or -1. */
+__attribute__((visibility("default"))) int eager_ctor_fork_ms = -1;
 
 static int read_line(const char *path, char *buf, size_t size) {
         FILE *f = fopen(path, "re");
@@ -65,6 +70,34 @@ __attribute__((constructor)) static void eager_ctor(void) {
         struct timespec poll = { 0, 1000000 };
         CUresult (*init)(unsigned);
         const char *go = getenv("EAGER_CTOR_GO_FD");
+        const char *nested = getenv("EAGER_CTOR_NESTED");
+
+        /*
+         * Loaded under another name (eager_ctor_test.c nested): dlopen this
+         * library by its CUDA name from here, with the loader lock held (the
+         * eager warm-up's dlopen trigger inside a constructor, as a framework's
+         * library loading cudart as a dependency), then fork. libsage's fork
+         * handler waits for the warm-up (bounded, 10 s): a warm-up thread that
+         * had to open the driver itself would sit on the loader lock held here
+         * until this dlopen returns, and the fork would stall for the bound.
+         */
+        if (nested && *nested) {
+                struct timespec t0, t1;
+                pid_t pid;
+
+                unsetenv("EAGER_CTOR_NESTED");
+                if (!dlopen(nested, RTLD_NOW | RTLD_LOCAL))
+                        return;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                pid = fork();
+                if (pid == 0)
+                        _exit(0);
+                if (pid > 0)
+                        waitpid(pid, NULL, 0);
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                eager_ctor_fork_ms =
+                        pid < 0 ? -2 : (int)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+        }
 
         /* The racer (eager_ctor_test.c race) starts its driver lookup now, with the loader lock held here. */
         if (go)
