@@ -57,6 +57,10 @@ void instance_op_answer_early(Server *s, InstanceOp *op);
 /* instance_gate.c */
 /* Send `type` (SUSPEND_PREPARE, INSTANCE_RESUMED) with `status` to the instance's connection. */
 int instance_gate_notify(Server *s, Instance *in, unsigned type, uint32_t status, uint32_t handshake);
+/* Pin `extent` for the instance (once; a reference of the broker's). False: out of memory. */
+bool instance_gate_pin(Server *s, Instance *in, Extent *extent);
+/* The extents pinned for it (*items: borrowed). */
+size_t instance_gate_pins(const Instance *in, Extent ***items);
 /* Drop every pin the instance holds. */
 void instance_gate_unpin(Server *s, Instance *in);
 /* The worker of a gate instance's op is done: go on with the handshake (or finish). */
