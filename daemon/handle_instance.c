@@ -63,14 +63,8 @@ int server_instances_init(Server *s, const ServerConfig *config) {
         s->instances.max_per_namespace = config->max_instances_per_uid;
         s->prepare_timeout_ns =
                 config->prepare_timeout_ms ? config->prepare_timeout_ms * 1000000ull : INSTANCE_PREPARE_TIMEOUT_NS;
-        if (config->spool_dir) {
-                int r = spool_open(&s->spool, config->spool_dir, config->spool_budget);
-                if (r < 0) {
-                        sage_warn("--spool %s: %s%s", config->spool_dir, strerror(-r),
-                                  r == -EPERM ? " (it must be saged's own, writable by no one else)" : "");
-                        return r;
-                }
-        }
+        if (config->spool_dir && spool_open(&s->spool, config->spool_dir, config->spool_budget) < 0)
+                return -EINVAL; /* said why */
         s->ops_event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (s->ops_event_fd < 0)
                 return -errno;
@@ -91,6 +85,8 @@ void server_instances_free(Server *s) {
                 /* Bounded: the lock has a timeout, checkpoint and restore end. */
                 if (op->thread_started)
                         pthread_join(op->thread, NULL);
+                if (op->spool) /* checkpointed meanwhile: its files stay for the next broker */
+                        spool_plan_finish(s, op->instance, op->spool, op->instance && op->done && op->code == 0);
                 s->ops = op->next;
                 free(op);
         }
@@ -325,16 +321,19 @@ int handle_instances(Server *s, Client *c, Request *rq) {
 static void *run_op(void *userdata) {
         InstanceOp *op = userdata;
         Server *s = op->server;
-        uint64_t start = sage_now_ns(), one = 1;
+        uint64_t start = sage_now_ns(), one = 1, elapsed;
         int code;
 
         if (op->op == INSTANCE_OP_SUSPEND)
                 code = gpu_checkpoint_process(s->gpu, op->pid, SERVER_SUSPEND_LOCK_MS, op->why, sizeof(op->why));
         else
                 code = gpu_restore_process(s->gpu, op->pid, op->why, sizeof(op->why));
+        elapsed = sage_now_ns() - start;
+        if (code == 0 && op->spool)
+                spool_plan_write(s->gpu, op->spool); /* checkpointed: what it parked, against a restart */
         pthread_mutex_lock(&ops_lock);
         op->code = code;
-        op->elapsed_ns = sage_now_ns() - start;
+        op->elapsed_ns = elapsed;
         op->done = true;
         pthread_mutex_unlock(&ops_lock);
         if (write(s->ops_event_fd, &one, sizeof(one)) < 0) {
@@ -353,6 +352,8 @@ int instance_op_start_driver(Server *s, InstanceOp *op) {
         if (!op->instance || instance_exited(op->instance))
                 return SAGE_ERR_NOT_FOUND;
         op->phase = OP_DRIVER;
+        if (op->op == INSTANCE_OP_SUSPEND && !op->spool)
+                op->spool = spool_plan(s, op->instance);
         if (pthread_create(&op->thread, NULL, run_op, op) != 0)
                 return SAGE_ERR_INTERNAL;
         op->thread_started = true;
@@ -528,12 +529,13 @@ void instance_op_finish(Server *s, InstanceOp *op) {
                 /* A prepare given up on keeps its pins: libsage may be parking now (instance_gate.c). */
                 if (op->instance->state != SAGE_INSTANCE_SUSPENDED && !op->instance->late_prepare)
                         instance_gate_unpin(s, op->instance);
-                if (op->instance->state == SAGE_INSTANCE_SUSPENDED)
-                        spool_instance_suspended(s, op->instance); /* what it parked, against a restart */
-                else
+                if (op->spool)
+                        spool_plan_finish(s, op->instance, op->spool, op->instance->state == SAGE_INSTANCE_SUSPENDED);
+                if (op->instance->state != SAGE_INSTANCE_SUSPENDED)
                         spool_instance_forget(s, op->instance);
                 state = op->instance->state;
-        } /* else: forgotten meanwhile; a resume's slot went back with it (instances_remove) */
+        } else if (op->spool) /* forgotten meanwhile; a resume's slot went back with it (instances_remove) */
+                spool_plan_finish(s, NULL, op->spool, false);
         if (op->code)
                 sage_warn("instance pid %d: %s failed: %s%s", (int)op->pid,
                           op->op == INSTANCE_OP_SUSPEND ? "suspend" : "resume", op->why,

@@ -36,7 +36,8 @@ typedef struct InstanceOp {
         uint64_t deadline_ns;
         uint64_t start_ns;
         bool thread_started;
-        bool remap_failed; /* libsage could not map its extents again: the instance ends FAILED */
+        bool remap_failed;       /* libsage could not map its extents again: the instance ends FAILED */
+        struct SpoolPlan *spool; /* a suspend's parked extents to write once checkpointed (NULL: none) */
         pthread_t thread;
         /* Written by the worker, read by the loop after `done`. */
         int code; /* 0 or SageProtoError */

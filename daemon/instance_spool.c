@@ -24,8 +24,10 @@
  * pid never adopts another's list, and only a list of the adopter's own
  * namespace is loaded.
  *
- * Writing and loading run on the event loop (a first spool of N GiB stalls
- * the broker for about N/3 s); the budget bounds it.
+ * The bytes are written by the suspend's worker thread once the checkpoint
+ * succeeded (spool_plan_write: it touches only its plan, which holds
+ * references to the extents, the Gpu and the files); the loop plans and
+ * takes the result. Loading, rare (a restart), runs on the event loop.
  */
 #include "instance_spool.h"
 
@@ -189,7 +191,18 @@ static void open_list(Spool *sp, const char *name) {
                 unlinkat(sp->dir_fd, name, 0);
 }
 
+static int open_dir(Spool **out, const char *dir, uint64_t budget);
+
 int spool_open(Spool **out, const char *dir, uint64_t budget) {
+        int r = open_dir(out, dir, budget);
+
+        if (r < 0)
+                sage_warn("--spool %s: %s%s", dir, strerror(-r),
+                          r == -EPERM ? " (it must be saged's own, writable by no one else)" : "");
+        return r;
+}
+
+static int open_dir(Spool **out, const char *dir, uint64_t budget) {
         Spool *sp = calloc(1, sizeof(*sp));
         struct dirent *d;
         struct stat st;
@@ -261,50 +274,68 @@ Spool *spool_close(Spool *sp) {
         return NULL;
 }
 
-/* Write `e` under its final name, through a temporary one. */
-static bool write_extent(Server *s, const Extent *e) {
-        ExtentHeader h = { .id = { e->namespace_id, e->key }, .flags = e->flags, .notes_len = e->notes_len };
+/* One extent of a plan: its file is named by `id`; `write`: this plan writes it. */
+typedef struct PlanItem {
+        Extent *extent; /* a reference the plan holds: alive while the worker reads it */
+        ListEntry id;
+        bool write;
+} PlanItem;
+
+struct SpoolPlan {
+        int dir_fd;
+        Instance list_of; /* pid and namespace of the instance (a copy: the worker reads nothing live) */
+        uint64_t start;
+        SpoolList *list;
+        size_t n;
+        PlanItem *items;
+        bool written; /* the worker wrote every file and the list */
+};
+
+/* Write the plan's `e` under its final name, through a temporary one. Worker thread. */
+static bool write_extent(Gpu *gpu, int dir_fd, const Extent *e, const ListEntry *id) {
+        ExtentHeader h = { .id = *id, .flags = e->flags, .notes_len = e->notes_len };
         char name[96], tmp[104];
         bool ok;
         int fd;
 
         memcpy(h.magic, EXTENT_MAGIC, 8);
-        extent_name(name, sizeof(name), &h.id);
+        extent_name(name, sizeof(name), id);
         snprintf(tmp, sizeof(tmp), "tmp-%s", name);
-        fd = openat(s->spool->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return false;
         ok = write(fd, &h, sizeof(h)) == sizeof(h) &&
              (!e->notes_len || write(fd, e->notes, e->notes_len) == (ssize_t)e->notes_len) &&
-             gpu_extent_save(s->gpu, e->payload, fd) == 0 && fsync(fd) == 0;
+             gpu_extent_save(gpu, e->payload, fd) == 0 && fsync(fd) == 0;
         close(fd);
-        if (ok && renameat(s->spool->dir_fd, tmp, s->spool->dir_fd, name) == 0)
+        if (ok && renameat(dir_fd, tmp, dir_fd, name) == 0)
                 return true;
-        unlinkat(s->spool->dir_fd, tmp, 0);
+        unlinkat(dir_fd, tmp, 0);
         return false;
 }
 
-static bool write_list(Server *s, Instance *in, const char *name, Extent **items, size_t n, uint64_t start) {
-        ListHeader h = { .namespace_id = in->namespace_id, .pid = (int32_t)in->pid, .n = (uint32_t)n, .start = start };
+static bool write_list(const SpoolPlan *plan) {
+        ListHeader h = { .namespace_id = plan->list_of.namespace_id,
+                         .pid = (int32_t)plan->list_of.pid,
+                         .n = (uint32_t)plan->n,
+                         .start = plan->start };
         char tmp[64];
         bool ok;
         int fd;
 
         memcpy(h.magic, LIST_MAGIC, 8);
-        snprintf(tmp, sizeof(tmp), "tmp-%s", name);
-        fd = openat(s->spool->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        snprintf(tmp, sizeof(tmp), "tmp-%s", plan->list->name);
+        fd = openat(plan->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return false;
         ok = write(fd, &h, sizeof(h)) == sizeof(h);
-        for (size_t i = 0; ok && i < n; i++) {
-                ListEntry id = { items[i]->namespace_id, items[i]->key };
-                ok = write(fd, &id, sizeof(id)) == sizeof(id);
-        }
+        for (size_t i = 0; ok && i < plan->n; i++)
+                ok = write(fd, &plan->items[i].id, sizeof(ListEntry)) == sizeof(ListEntry);
         ok = ok && fsync(fd) == 0;
         close(fd);
-        if (ok && renameat(s->spool->dir_fd, tmp, s->spool->dir_fd, name) == 0)
+        if (ok && renameat(plan->dir_fd, tmp, plan->dir_fd, plan->list->name) == 0)
                 return true;
-        unlinkat(s->spool->dir_fd, tmp, 0);
+        unlinkat(plan->dir_fd, tmp, 0);
         return false;
 }
 
@@ -320,44 +351,102 @@ static SpoolList *new_list(pid_t pid, uint64_t start, size_t n) {
         return l;
 }
 
-void spool_instance_suspended(Server *s, Instance *in) {
-        Extent **items;
-        size_t n = instance_gate_pins(in, &items);
-        uint64_t start = s->spool && n ? start_time(in->pid) : 0;
-        SpoolList *l = start ? new_list(in->pid, start, n) : NULL;
-        bool ok = l != NULL;
+/* Extent bytes one namespace's files hold. */
+static uint64_t namespace_bytes(const Spool *sp, uint64_t namespace_id) {
+        uint64_t bytes = 0;
+        for (const SpoolFile *f = sp->files; f; f = f->next)
+                if (f->namespace_id == namespace_id)
+                        bytes += f->bytes;
+        return bytes;
+}
 
-        if (!s->spool || !n || in->spool) {
-                free(l);
-                return;
+/* Give up on `plan` (loop): what it counted and wrote alone goes. */
+static void plan_free(Server *s, SpoolPlan *plan) {
+        for (size_t i = 0; i < plan->n; i++) {
+                if (plan->list->files[i])
+                        plan->list->files[i]->users--;
+                extent_store_unref(s->store, plan->items[i].extent);
         }
-        for (size_t i = 0; ok && i < n; i++) {
-                ListEntry id = { items[i]->namespace_id, items[i]->key };
-                SpoolFile *f = find_file(s->spool, &id);
-                if (!f && s->spool->bytes + items[i]->key.size > s->spool->budget) {
+        if (plan->list) {
+                free(plan->list->files);
+                free(plan->list);
+        }
+        free(plan->items);
+        free(plan);
+}
+
+SpoolPlan *spool_plan(Server *s, Instance *in) {
+        Extent **pinned;
+        size_t n = instance_gate_pins(in, &pinned);
+        uint64_t start = s->spool && n && !in->spool ? start_time(in->pid) : 0;
+        SpoolPlan *plan = start ? calloc(1, sizeof(*plan)) : NULL;
+
+        if (!plan)
+                return NULL;
+        *plan = (SpoolPlan){ .dir_fd = s->spool->dir_fd,
+                             .list_of = { .pid = in->pid, .namespace_id = in->namespace_id },
+                             .start = start,
+                             .list = new_list(in->pid, start, n),
+                             .items = calloc(n, sizeof(*plan->items)) };
+        if (!plan->list || !plan->items) {
+                plan_free(s, plan);
+                return NULL;
+        }
+        for (size_t i = 0; i < n; i++) {
+                PlanItem *it = &plan->items[i];
+                uint64_t cost = sizeof(ExtentHeader) + pinned[i]->notes_len + pinned[i]->key.size;
+                SpoolFile *f;
+
+                *it = (PlanItem){ .extent = pinned[i], .id = { pinned[i]->namespace_id, pinned[i]->key } };
+                extent_store_ref(s->store, it->extent);
+                plan->n++;
+                f = find_file(s->spool, &it->id);
+                /* One namespace gets at most half of the budget: another's instances always find room. */
+                if (!f && (s->spool->bytes + cost > s->spool->budget ||
+                           namespace_bytes(s->spool, it->id.namespace_id) + cost > s->spool->budget / 2)) {
                         sage_warn("instance pid %d: its extents are not spooled: over --spool-budget", (int)in->pid);
-                        ok = false;
-                } else if (!f && (!write_extent(s, items[i]) ||
-                                  !(f = add_file(s->spool, &id,
-                                                 sizeof(ExtentHeader) + items[i]->notes_len + items[i]->key.size)))) {
-                        sage_warn("instance pid %d: spooling an extent failed", (int)in->pid);
-                        ok = false;
+                        plan_free(s, plan);
+                        return NULL;
                 }
-                if (ok)
-                        l->files[l->n++] = f;
+                if (!f) { /* counted now, so that a plan running beside this one does not write it too */
+                        f = add_file(s->spool, &it->id, cost);
+                        it->write = f != NULL;
+                }
+                if (!f) {
+                        plan_free(s, plan);
+                        return NULL;
+                }
+                f->users++;
+                plan->list->files[plan->list->n++] = f;
         }
-        ok = ok && write_list(s, in, l->name, items, n, start);
-        if (ok) {
-                for (size_t i = 0; i < l->n; i++)
-                        l->files[i]->users++;
-                in->spool = l;
-                sage_info("instance pid %d: %zu parked extents spooled", (int)in->pid, n);
+        return plan;
+}
+
+void spool_plan_write(Gpu *gpu, SpoolPlan *plan) {
+        bool ok = true;
+
+        for (size_t i = 0; ok && i < plan->n; i++)
+                if (plan->items[i].write)
+                        ok = write_extent(gpu, plan->dir_fd, plan->items[i].extent, &plan->items[i].id);
+        plan->written = ok && write_list(plan);
+}
+
+void spool_plan_finish(Server *s, Instance *in, SpoolPlan *plan, bool suspended) {
+        if (in && suspended && plan->written && !in->spool) {
+                for (size_t i = 0; i < plan->n; i++)
+                        extent_store_unref(s->store, plan->items[i].extent);
+                in->spool = plan->list;
+                sage_info("instance pid %d: %zu parked extents spooled", (int)in->pid, plan->n);
+                free(plan->items);
+                free(plan);
                 return;
         }
-        if (l)
-                free(l->files);
-        free(l);
-        prune(s->spool); /* what was written for it alone */
+        if (in && suspended)
+                sage_warn("instance pid %d: spooling its extents failed", (int)in->pid);
+        if (plan->written)
+                unlinkat(plan->dir_fd, plan->list->name, 0);
+        plan_free(s, plan);
+        prune(s->spool); /* files it wrote for itself alone */
 }
 
 /* Pin the extent `id` for `in`, loading it from its file if the store lacks it. */

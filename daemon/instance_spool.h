@@ -25,8 +25,14 @@ typedef struct Spool Spool;
 int spool_open(Spool **out, const char *dir, uint64_t budget);
 Spool *spool_close(Spool *spool);
 
-/* The instance was just suspended with pins: write what is not spooled yet and its list. No-op without pins. */
-void spool_instance_suspended(Server *s, Instance *in);
+typedef struct SpoolPlan SpoolPlan;
+/* Loop, before the checkpoint of `in`: what is to be written for what it parked (NULL: nothing, or no room). */
+SpoolPlan *spool_plan(Server *s, Instance *in);
+/* Worker thread, after the checkpoint succeeded: write the plan's new extent files and the instance's list. */
+void spool_plan_write(Gpu *gpu, SpoolPlan *plan);
+/* Loop, at the operation's end: the instance (NULL if it went) keeps what was written if it is suspended,
+ * else it goes. Frees the plan. */
+void spool_plan_finish(Server *s, Instance *in, SpoolPlan *plan, bool suspended);
 /* A previous broker's instance was adopted: load and pin what its list names. */
 void spool_instance_adopted(Server *s, Instance *in);
 /* The instance runs again, or went: its list goes, and extent files nobody else lists. */

@@ -4039,6 +4039,35 @@ static int scenario_instances_spool(void) {
         child_finish(&c);
         CHECK(rmdir(spool) == 0);
         stop_saged();
+
+        /* Over --spool-budget (one namespace: half of it): suspended, nothing spooled. */
+        make_dir();
+        snprintf(spool, sizeof(spool), "%s/spool", dir);
+        {
+                const char *argv[] = { "--spool", spool, "--spool-budget", "3M" };
+                start_saged_argv(argv, 4);
+        }
+        publish(61, 2 * MiB, 0);
+        c = spawn_gate_instance(61, 2 * MiB);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(spool_files(spool, "i-") == 0 && spool_files(spool, "x-") == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
+        CHECK(gate_result(&c).rc == 0);
+        close(c.result_fd);
+        child_finish(&c);
+        CHECK(rmdir(spool) == 0);
+        stop_saged();
+        /* A spool others may write: refused at start. */
+        make_dir();
+        snprintf(spool, sizeof(spool), "%s/spool", dir);
+        CHECK(mkdir(spool, 0700) == 0 && chmod(spool, 0777) == 0);
+        {
+                const char *argv[] = { "--spool", spool };
+                CHECK(run_saged((uid_t)-1, argv, 2, out, sizeof(out)) != 0 && strstr(out, "writable by no one else"));
+        }
+        CHECK(rmdir(spool) == 0);
+        rmdir(dir);
+        dir[0] = 0;
         return 0;
 }
 
