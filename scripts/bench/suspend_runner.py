@@ -400,7 +400,7 @@ class Run(suspend_parts.Parts):
         settings = {"quick": self.a.quick, "runs": self.a.runs, "budget_s": self.a.budget, "fake": self.fake,
                     "resume_by": self.resume_by, "idle_suspend": self.has_idle, "instance_memory": self.has_cap,
                     "plan": self.plan, "saged": "--max-resumes 16", "watchdog_s": WATCHDOG_S,
-                    "sharing": self.share}
+                    "sharing": self.share, "preload": self.sage_env["LD_PRELOAD"]}
         mach = bench_result.machine()
         if self.fake:
             mach["gpu"] = "simulated (tests/fakecuda)"
