@@ -174,6 +174,10 @@ int main(int argc, char **argv) {
                                 return r;
                         }
                         break;
+                case 'K':
+                case 'T':
+                case 'W':
+                case 'Z':
                 case 'M':
                 case 'U':
                 case 'P':
@@ -209,15 +213,6 @@ int main(int argc, char **argv) {
                                         optarg);
                                 args_clear(&args);
                                 return 2;
-                        }
-                        break;
-                case 'K':
-                case 'T':
-                case 'W':
-                case 'Z':
-                        if ((r = parse_instance_option(opt, optarg, &args)) != 0) {
-                                args_clear(&args);
-                                return r;
                         }
                         break;
                 case 'Y': args.instance_memory = optarg; break;

@@ -78,6 +78,8 @@ int check_label_sockets(const Args *a) {
 
 /* --max-clients* N: a positive count. Returns 0, or 2 (the exit status) after saying why. */
 int parse_limit(int opt, const char *text, Args *a) {
+        if (strchr("KTWZ", opt))
+                return parse_instance_option(opt, text, a); /* the instances' options */
         const char *name = opt == 'M'   ? "--max-clients"
                            : opt == 'U' ? "--max-clients-per-uid"
                                         : "--max-clients-per-label";

@@ -55,7 +55,7 @@ typedef struct MetricsAddress {
 void args_clear(Args *a);
 /* These four return 0, or 2 (the exit status) after saying why on stderr. */
 int add_label_socket(Args *a, const char *text);     /* --label-socket PATH=LABEL, repeatable */
-int parse_limit(int opt, const char *text, Args *a); /* --max-clients* N ('M', 'U', 'P') */
+int parse_limit(int opt, const char *text, Args *a); /* --max-clients* N ('M', 'U', 'P'), and 'K' 'T' 'W' 'Z' */
 int check_label_sockets(const Args *a);              /* root only, no path twice */
 /* 'K' --max-instances-per-uid, 'T' --suspend-prepare-timeout, 'W' --spool, 'Z' --spool-budget */
 int parse_instance_option(int opt, const char *text, Args *a);

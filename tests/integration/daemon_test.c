@@ -4001,6 +4001,21 @@ static bool restart_while_suspended(Child *c, const char *spool) {
         return found;
 }
 
+/* A fresh test folder and its spool path (not created). */
+static void new_spool_path(char *spool, size_t size) {
+        make_dir();
+        snprintf(spool, size, "%s/spool", dir);
+}
+
+/* The gate instance ends, the spool folder (empty by now) goes, saged stops. */
+static void end_spool_round(Child *c, const char *spool) {
+        close(c->result_fd);
+        child_finish(c);
+        if (spool)
+                CHECK(rmdir(spool) == 0);
+        stop_saged();
+}
+
 /*
  * saged killed while a gate instance is suspended with an extent parked:
  * without a spool the extent's bytes died with it (the instance cannot map
@@ -4022,12 +4037,9 @@ static int scenario_instances_spool(void) {
         CHECK(!restart_while_suspended(&c, NULL));
         line = instance_json(out, sizeof(out), c.pid);
         CHECK(line && strstr(line, "\"state\": \"failed\""));
-        close(c.result_fd);
-        child_finish(&c);
-        stop_saged();
+        end_spool_round(&c, NULL);
 
-        make_dir();
-        snprintf(spool, sizeof(spool), "%s/spool", dir);
+        new_spool_path(spool, sizeof(spool));
         start_saged("--spool", spool);
         publish(61, 2 * MiB, 0);
         c = spawn_gate_instance(61, 2 * MiB);
@@ -4035,14 +4047,10 @@ static int scenario_instances_spool(void) {
         line = instance_json(out, sizeof(out), c.pid);
         CHECK(line && strstr(line, "\"state\": \"active\""));
         CHECK(spool_files(spool, "i-") == 0 && spool_files(spool, "x-") == 0);
-        close(c.result_fd);
-        child_finish(&c);
-        CHECK(rmdir(spool) == 0);
-        stop_saged();
+        end_spool_round(&c, spool);
 
         /* Over --spool-budget (one namespace: half of it): suspended, nothing spooled. */
-        make_dir();
-        snprintf(spool, sizeof(spool), "%s/spool", dir);
+        new_spool_path(spool, sizeof(spool));
         {
                 const char *argv[] = { "--spool", spool, "--spool-budget", "3M" };
                 start_saged_argv(argv, 4);
@@ -4053,13 +4061,9 @@ static int scenario_instances_spool(void) {
         CHECK(spool_files(spool, "i-") == 0 && spool_files(spool, "x-") == 0);
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
         CHECK(gate_result(&c).rc == 0);
-        close(c.result_fd);
-        child_finish(&c);
-        CHECK(rmdir(spool) == 0);
-        stop_saged();
+        end_spool_round(&c, spool);
         /* A spool others may write: refused at start. */
-        make_dir();
-        snprintf(spool, sizeof(spool), "%s/spool", dir);
+        new_spool_path(spool, sizeof(spool));
         CHECK(mkdir(spool, 0700) == 0 && chmod(spool, 0777) == 0);
         {
                 const char *argv[] = { "--spool", spool };
