@@ -156,6 +156,9 @@ static int ask_resume(uint64_t deadline_ns) {
                 if (now >= deadline_ns)
                         return -ETIMEDOUT;
                 r = sage_broker_instance_resume(suspend_broker, (int)((deadline_ns - now) / 1000000) + 1, &reply);
+                /* A failure that closed the connection is the listener's to see, now rather than at its tick. */
+                if (r < 0 && sage_broker_fd(suspend_broker) < 0)
+                        wake_listener();
                 if (r != SAGE_ERR_BUSY)
                         return r;
                 /* Over the broker's cap of resumes at once, or its checkpoint still runs: ask again. */
@@ -287,7 +290,9 @@ static void *listener(void *unused) {
                 if ((p[1].revents & POLLIN) && read(todo.event_fd, &n, sizeof(n)) < 0) {
                         /* EAGAIN: someone else's wake-up already read */
                 }
-                if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && sage_broker_pump(suspend_broker) < 0) {
+                /* A connection an app thread closed (its INSTANCE_RESUME failed) is gone too: poll skips fd -1. */
+                if (sage_broker_fd(suspend_broker) < 0 ||
+                    ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && sage_broker_pump(suspend_broker) < 0)) {
                         broker_gone();
                         break;
                 }

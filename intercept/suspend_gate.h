@@ -16,8 +16,10 @@
 #include <cuda.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "tramp_abi.h"
 #include "util.h"
 
 /* Bits of the gate word: any set sends a call down the slow path. */
@@ -37,11 +39,27 @@ enum {
 /* The longest a call waits for its resume (restore, re-map, queued behind saged --max-resumes). */
 #define SAGE_GATE_RESUME_MS 30000
 
+/* A trampoline call in flight (tramp_entry.S): where it returns to, and %rsp once it has. */
+typedef struct SageGateShadow {
+        uintptr_t ret, sp;
+} SageGateShadow;
+
 typedef struct SageGateSlot {
         _Atomic uint64_t enters, leaves; /* written by their thread only */
         struct SageGateSlot *next;
         atomic_bool in_use;
+        /* Trampoline calls of this thread in flight, innermost last (tramp_entry.S only, and
+         * slot_release when the thread exits). The fallback slot, shared, keeps depth full. */
+        uint32_t depth;
+        SageGateShadow shadow[SAGE_TRAMP_SHADOW_MAX];
 } __attribute__((aligned(64))) SageGateSlot;
+
+_Static_assert(offsetof(SageGateSlot, enters) == SAGE_TRAMP_SLOT_ENTERS, "tramp_abi.h");
+_Static_assert(offsetof(SageGateSlot, leaves) == SAGE_TRAMP_SLOT_LEAVES, "tramp_abi.h");
+_Static_assert(offsetof(SageGateSlot, depth) == SAGE_TRAMP_SLOT_DEPTH, "tramp_abi.h");
+_Static_assert(offsetof(SageGateSlot, shadow) == SAGE_TRAMP_SLOT_SHADOW, "tramp_abi.h");
+_Static_assert(sizeof(SageGateShadow) == SAGE_TRAMP_SHADOW_ENTRY, "tramp_abi.h");
+_Static_assert(offsetof(SageGateShadow, sp) == SAGE_TRAMP_SHADOW_SP, "tramp_abi.h");
 
 extern atomic_uint sage_gate_word;
 extern atomic_bool sage_gate_fence_mode; /* no membarrier: the fast path fences itself */
