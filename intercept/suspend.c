@@ -26,7 +26,9 @@
  * If the broker goes while the process is suspended, only the process can
  * bring itself back. A process may restore itself (measured on the H100,
  * probe `self`: from a thread that makes no other driver call, as this one). With SELF_RESTORE and nothing parked, the
- * listener restores and unlocks its own pid and opens the gate; with
+ * listener restores and unlocks its own pid and opens the gate (a
+ * connection an app thread closed, its INSTANCE_RESUME having failed on
+ * it, counts as the broker gone); with
  * extents parked their bytes went with the broker, so the gate breaks:
  * calls fail with SAGE_GATE_ERROR instead of computing on missing memory.
  *

@@ -1,8 +1,9 @@
 /*
  * The suspend gate (docs/suspend.md): every app call into the driver, while
  * SAGE_SUSPEND=1, passes sage_gate_enter() before and sage_gate_leave()
- * after (the hooks through the suspend observer, the trampolines of entry
- * points without a hook directly). It counts calls in flight and lets
+ * after (the hooks through the suspend observer; the trampolines of entry
+ * points without a hook count on the same slot from their assembly, until
+ * the driver function returns: tramp_entry.S). It counts calls in flight and lets
  * suspend.c close the gate, drain the calls, and open it again.
  *
  * Fast path: a store to this thread's own counter (no contended atomic),
