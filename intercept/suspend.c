@@ -418,8 +418,10 @@ static void suspend_after(SageCall *call) {
         pthread_mutex_lock(&suspend_lock);
         if (!atomic_load(&suspend_tried)) {
                 suspend_device = (CUdevice)call->args[0];
-                if (!register_instance(suspend_device))
+                if (!register_instance(suspend_device)) {
                         sage_hooks_deactivate(SAGE_OBSERVER_SUSPEND);
+                        sage_gate_never_closes(); /* the trampolines still count: without a fence */
+                }
                 atomic_store(&suspend_tried, true); /* after suspend_device: readers see it set */
         }
         pthread_mutex_unlock(&suspend_lock);

@@ -132,6 +132,10 @@ void sage_gate_init(SageGateResumeFn resume, void (*on_active)(void)) {
                 atomic_store(&sage_gate_fence_mode, false);
 }
 
+void sage_gate_never_closes(void) {
+        atomic_store(&sage_gate_fence_mode, false);
+}
+
 /* After the word changed: every thread either shows its count, or sees the word. */
 static void publish_word(void) {
         if (!membarrier_ok || syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
