@@ -904,7 +904,7 @@ static int scenario_tramp_in_flight(void) {
         App a;
 
         start_saged();
-        a = shared_app(NULL);
+        a = shared_app("SAGE_GATE_EXPORT_TABLES=1");
         app_say(&a, 'x');
         app_line(&a, line, sizeof(line));
         CHECK(strcmp(line, "x") == 0); /* inside the driver, through a trampoline */
@@ -953,7 +953,7 @@ static int scenario_export_broken(void) {
         App a;
 
         start_saged();
-        a = shared_app(NULL);
+        a = shared_app("SAGE_GATE_EXPORT_TABLES=1");
         CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
         stop_saged(SIGKILL);
         CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE); /* a CUresult entry point: the gate's error */
