@@ -65,9 +65,7 @@ python=${PYTHON:-python3}
 bench_require_gpu launch-overhead
 bench_require_nvcc launch-overhead
 
-build_dir=$(cd "$build_dir" && pwd)
-libsage=$build_dir/intercept/libsage.so
-[ -f "$libsage" ] || { echo "launch-overhead: $libsage not found" >&2; exit 1; }
+bench_build launch-overhead
 base_libsage=""
 if [ -n "$baseline_dir" ]; then
     base_libsage=$(cd "$baseline_dir" && pwd)/intercept/libsage.so

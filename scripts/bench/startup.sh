@@ -50,9 +50,7 @@ python=${PYTHON:-python3}
 bench_require_gpu startup
 bench_require_nvcc startup
 
-build_dir=$(cd "$build_dir" && pwd)
-libsage=$build_dir/intercept/libsage.so
-[ -f "$libsage" ] || { echo "startup: $libsage not found" >&2; exit 1; }
+bench_build startup
 
 bin_dir=$build_dir/bench-bin
 logs=$bin_dir/startup

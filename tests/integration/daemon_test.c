@@ -32,17 +32,9 @@
 
 #include "broker_client.h"
 #include "hash.h"
+#include "itest.h"
 #include "util.h"
 #include "vmm.h"
-
-#define CHECK(cond)                                                                                           \
-        do {                                                                                                  \
-                if (!(cond)) {                                                                                \
-                        fprintf(stderr, "daemon-test[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, \
-                                __LINE__, #cond);                                                             \
-                        exit(1);                                                                              \
-                }                                                                                             \
-        } while (0)
 
 #define MiB (1ull << 20)
 #define TIMEOUT_MS 5000
@@ -100,16 +92,7 @@ static void start_saged_argv(const char *const *extra, size_t n_extra) {
                 execv(saged_path, (char **)argv);
                 _exit(127);
         }
-        for (int i = 0; i < 1000; i++) {
-                SageBroker *b;
-                if (sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0) {
-                        sage_broker_free(b);
-                        return;
-                }
-                CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
-                usleep(10000);
-        }
-        CHECK(!"saged did not come up");
+        itest_wait_saged(saged_pid, socket_path, TIMEOUT_MS);
 }
 
 static void start_saged(const char *extra1, const char *extra2) {
@@ -137,9 +120,7 @@ static void stop_saged(void) {
 }
 
 static SageBroker *broker_at(const char *path) {
-        SageBroker *b = NULL;
-        CHECK(sage_broker_connect(&b, path, TIMEOUT_MS) == 0);
-        return b;
+        return itest_broker(path, TIMEOUT_MS);
 }
 
 static SageBroker *broker(void) {
@@ -147,11 +128,7 @@ static SageBroker *broker(void) {
 }
 
 static SageStats stats(void) {
-        SageBroker *b = broker();
-        SageStats s;
-        CHECK(sage_broker_stats(b, &s) == 0);
-        sage_broker_free(b);
-        return s;
+        return itest_stats(client_socket ? client_socket : socket_path, TIMEOUT_MS);
 }
 
 /* Wait until the broker saw every dropped client (only the probe remains). */
@@ -234,58 +211,8 @@ static int sagectl(char *out, size_t size, const char *format, ...) {
 
 /* ------------------------------------------------------------ the driver */
 
-typedef struct Cu {
-        CUresult (*cuInit)(unsigned);
-        CUresult (*cuDeviceGet)(CUdevice *, int);
-        CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
-        CUresult (*cuCtxSetCurrent)(CUcontext);
-        SageVmmOps vmm; /* libsage's and saged's VMM steps (common/vmm.h) over this driver */
-        CUresult (*cuMemExportToShareableHandle)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
-                                                 unsigned long long);
-        CUresult (*cuMemImportFromShareableHandle)(CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType);
-        CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
-        CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
-        CUresult (*cuMemsetD8)(CUdeviceptr, unsigned char, size_t);
-} Cu;
-
-static Cu cu;
-
-static void load(void *lib, void *field, const char *name) {
-        void *p = dlsym(lib, name);
-        if (!p) {
-                fprintf(stderr, "libcuda.so.1 lacks %s\n", name);
-                exit(1);
-        }
-        memcpy(field, &p, sizeof(p));
-}
-
 static void driver_init(void) {
-        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-        CUdevice dev;
-        CUcontext ctx;
-        CHECK(lib);
-        load(lib, &cu.cuInit, "cuInit");
-        load(lib, &cu.cuDeviceGet, "cuDeviceGet");
-        load(lib, &cu.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-        load(lib, &cu.cuCtxSetCurrent, "cuCtxSetCurrent");
-        load(lib, &cu.vmm.create, "cuMemCreate");
-        load(lib, &cu.vmm.release, "cuMemRelease");
-        load(lib, &cu.vmm.address_reserve, "cuMemAddressReserve");
-        load(lib, &cu.vmm.address_free, "cuMemAddressFree");
-        load(lib, &cu.vmm.map, "cuMemMap");
-        load(lib, &cu.vmm.unmap, "cuMemUnmap");
-        load(lib, &cu.vmm.set_access, "cuMemSetAccess");
-        load(lib, &cu.vmm.copy_dtod, "cuMemcpyDtoD_v2");
-        load(lib, &cu.vmm.ctx_synchronize, "cuCtxSynchronize");
-        load(lib, &cu.cuMemExportToShareableHandle, "cuMemExportToShareableHandle");
-        load(lib, &cu.cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle");
-        load(lib, &cu.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
-        load(lib, &cu.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
-        load(lib, &cu.cuMemsetD8, "cuMemsetD8_v2");
-        CHECK(cu.cuInit(0) == CUDA_SUCCESS);
-        CHECK(cu.cuDeviceGet(&dev, 0) == CUDA_SUCCESS);
-        CHECK(cu.cuDevicePrimaryCtxRetain(&ctx, dev) == CUDA_SUCCESS);
-        CHECK(cu.cuCtxSetCurrent(ctx) == CUDA_SUCCESS);
+        itest_cu_load();
 }
 
 static void map(CUmemGenericAllocationHandle h, size_t size, CUmemAccess_flags flags, CUdeviceptr *va) {
@@ -293,11 +220,7 @@ static void map(CUmemGenericAllocationHandle h, size_t size, CUmemAccess_flags f
 }
 
 static uint8_t *pattern(uint64_t seed, size_t size) {
-        uint8_t *p = malloc(size);
-        CHECK(p);
-        for (size_t i = 0; i < size; i++)
-                p[i] = (uint8_t)((i * (seed | 1)) ^ (i >> 9) ^ seed);
-        return p;
+        return itest_pattern(seed, size);
 }
 
 /* ------------------------------------------------------------ children */
@@ -1078,16 +1001,7 @@ static void start_saged_limited(rlim_t nofile, const char *log_path) {
                 execl(saged_path, saged_path, "--foreground", "--socket", socket_path, "-v", (char *)NULL);
                 _exit(127);
         }
-        for (int i = 0; i < 1000; i++) {
-                SageBroker *b;
-                if (sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0) {
-                        sage_broker_free(b);
-                        return;
-                }
-                CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
-                usleep(10000);
-        }
-        CHECK(!"saged did not come up");
+        itest_wait_saged(saged_pid, socket_path, TIMEOUT_MS);
 }
 
 static off_t file_size(const char *path) {
@@ -3226,31 +3140,18 @@ typedef struct PreloadApp {
 
 /* This binary as instance_app under libsage, with SAGE_SUSPEND=`suspend`. */
 static PreloadApp spawn_preload_app(const char *suspend, const char *keep_alive) {
-        const char *preload = getenv("SAGE_TEST_PRELOAD");
-        int in[2], out[2];
-        char line[16] = { 0 };
+        char line[16] = { 0 }, suspend_env[64], keep_alive_env[64];
+        const char *env[] = { suspend_env, keep_alive_env, NULL };
         PreloadApp a;
+        int out;
 
-        CHECK(preload);
-        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
-        a.pid = fork();
-        CHECK(a.pid >= 0);
-        if (a.pid == 0) {
-                dup2(in[0], STDIN_FILENO);
-                dup2(out[1], STDOUT_FILENO);
-                setenv("LD_PRELOAD", preload, 1);
-                setenv("SAGE_SUSPEND", suspend, 1);
-                setenv("SAGE_SUSPEND_KEEP_ALIVE", keep_alive, 1);
-                setenv("SAGE_SOCKET", socket_path, 1);
-                setenv("SAGE_WARMUP", "off", 1);
-                execl("/proc/self/exe", "daemon-test", "instance_app", saged_path, sagectl_path, (char *)NULL);
-                _exit(127);
-        }
-        close(in[0]);
-        close(out[1]);
-        CHECK(read(out[0], line, sizeof(line) - 1) > 0 && strncmp(line, "ready", 5) == 0);
-        close(out[0]);
-        a.stdin_fd = in[1];
+        snprintf(suspend_env, sizeof(suspend_env), "SAGE_SUSPEND=%s", suspend);
+        snprintf(keep_alive_env, sizeof(keep_alive_env), "SAGE_SUSPEND_KEEP_ALIVE=%s", keep_alive);
+        a.pid = itest_spawn_app(
+                (char *[]){ "daemon-test", "instance_app", (char *)saged_path, (char *)sagectl_path, NULL },
+                socket_path, env, &a.stdin_fd, &out);
+        CHECK(read(out, line, sizeof(line) - 1) > 0 && strncmp(line, "ready", 5) == 0);
+        close(out);
         return a;
 }
 
@@ -3419,30 +3320,14 @@ static int scenario_tramp_app(void) {
 
 /* This binary as tramp_app under libsage (SAGE_SUSPEND=1): stdin is cmd_fd, stdout resp_fd. */
 static InstanceChild spawn_tramp_app(void) {
-        const char *preload = getenv("SAGE_TEST_PRELOAD");
-        int in[2], out[2];
+        const char *env[] = { "SAGE_SUSPEND=1", NULL };
         char line[8] = { 0 };
         InstanceChild c;
 
-        CHECK(preload);
-        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
-                dup2(in[0], STDIN_FILENO);
-                dup2(out[1], STDOUT_FILENO);
-                setenv("LD_PRELOAD", preload, 1);
-                setenv("SAGE_SUSPEND", "1", 1);
-                setenv("SAGE_SOCKET", socket_path, 1);
-                setenv("SAGE_WARMUP", "off", 1);
-                execl("/proc/self/exe", "daemon-test", "tramp_app", saged_path, sagectl_path, (char *)NULL);
-                _exit(127);
-        }
-        close(in[0]);
-        close(out[1]);
-        CHECK(read(out[0], line, 6) == 6 && strncmp(line, "ready", 5) == 0);
-        c.cmd_fd = in[1];
-        c.resp_fd = out[0];
+        c.pid = itest_spawn_app(
+                (char *[]){ "daemon-test", "tramp_app", (char *)saged_path, (char *)sagectl_path, NULL }, socket_path,
+                env, &c.cmd_fd, &c.resp_fd);
+        CHECK(read(c.resp_fd, line, 6) == 6 && strncmp(line, "ready", 5) == 0);
         return c;
 }
 
