@@ -85,3 +85,30 @@ bench_data_dir() {
         own_data=0
     fi
 }
+
+# bench_args NAME SPEC ARGS...: a part's arguments by SPEC, one word per
+# option: "--build=build_dir" takes a value into build_dir, and
+# "--no-trace=with_trace=0" is a flag that sets with_trace to 0. -h/--help
+# prints the part's usage and exits 0; anything else is an error (exit 2).
+bench_args() {
+    local name=$1 spec=$2 word opt var
+    shift 2
+    while [ $# -gt 0 ]; do
+        case $1 in -h|--help) usage; exit 0 ;; esac
+        for word in $spec; do
+            opt=${word%%=*} var=${word#*=}
+            [ "$1" = "$opt" ] || continue
+            if [ "$var" != "${var%%=*}" ]; then
+                printf -v "${var%%=*}" '%s' "${var#*=}"
+                shift
+            else
+                [ -n "${2:-}" ] || { echo "$name: $1 needs a value" >&2; exit 2; }
+                printf -v "$var" '%s' "$2"
+                shift 2
+            fi
+            continue 2
+        done
+        echo "$name: unknown argument: $1 (see --help)" >&2
+        exit 2
+    done
+}

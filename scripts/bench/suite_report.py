@@ -312,28 +312,25 @@ def table(doc):
                              f"{fmt_ms({'median': pp['p99']}) if pp else '-'}  wall {fmt_ms(s.get('batch_wall_ms'))}"
                              f"  setup {fmt_ms(s.get('setup_ms'))}"
                              f"{'  FAILED ' + str(s['failures']) if s.get('failures') else ''}")
+    def entries(title, items, describe):
+        """Section `title`, a line per (label, entry): describe(entry), or the entry where it is an error text."""
+        L.extend(["", title] + [f"  {label} {s if isinstance(s, str) else describe(s)}" for label, s in items])
+
     po = doc.get("poisson", {})
     if po.get("rates"):
-        L += ["", f"Open-loop Poisson arrivals of {po.get('workload')} (new process per request): "
-              "p50 / p99 latency (ms), throughput (req/s), completed/offered"]
-        for rate, bym in po["rates"].items():
-            for mode, s in bym.items():
-                if isinstance(s, str):
-                    L.append(f"  {rate:>4} req/s {mode:<12} {s}")
-                    continue
-                L.append(f"  {rate:>4} req/s {mode:<12} {s['p50_ms']} / {s['p99_ms']}  "
-                         f"{s['throughput_rps']} req/s  {s['completed']}/{s['offered']}")
+        entries(f"Open-loop Poisson arrivals of {po.get('workload')} (new process per request): "
+                "p50 / p99 latency (ms), throughput (req/s), completed/offered",
+                [(f"{rate:>4} req/s {mode:<12}", s) for rate, bym in po["rates"].items() for mode, s in bym.items()],
+                lambda s: f"{s['p50_ms']} / {s['p99_ms']}  {s['throughput_rps']} req/s  {s['completed']}/{s['offered']}")
     de = doc.get("density", {})
     if de.get("modes"):
-        L += ["", f"Density of {de.get('workload')} (GPU memory per resident instance, nvidia-smi; "
-              "sage_shared: the broker's extents are in the baseline):"]
-        for mode, s in de["modes"].items():
-            if isinstance(s, str) or "per_instance_mib_marginal" not in s:
-                L.append(f"  {mode:<12} {s if isinstance(s, str) else s.get('error')}")
-                continue
-            L.append(f"  {mode:<12} {s['per_instance_mib_marginal']:.0f} MiB/instance measured "
-                     f"(avg {s['per_instance_mib_average']:.0f}); {s['extrapolated_max_instances']} instances "
-                     f"on {s['gpu_total_mib']} MiB: {s['label']}")
+        entries(f"Density of {de.get('workload')} (GPU memory per resident instance, nvidia-smi; "
+                "sage_shared: the broker's extents are in the baseline):",
+                [(f"{mode:<12}", s) for mode, s in de["modes"].items()],
+                lambda s: s.get("error") if "per_instance_mib_marginal" not in s else (
+                    f"{s['per_instance_mib_marginal']:.0f} MiB/instance measured "
+                    f"(avg {s['per_instance_mib_average']:.0f}); {s['extrapolated_max_instances']} instances "
+                    f"on {s['gpu_total_mib']} MiB: {s['label']}"))
     L.append("")
     L.append("hook overhead: " + (doc["hook_overhead"] if isinstance(doc.get("hook_overhead"), str)
                                   else json.dumps(doc.get("hook_overhead", {}).get("summary",

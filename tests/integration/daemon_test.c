@@ -32,6 +32,7 @@
 
 #include "broker_client.h"
 #include "hash.h"
+#include "../test_file.h"
 #include "itest.h"
 #include "util.h"
 #include "vmm.h"
@@ -3478,12 +3479,7 @@ static int scenario_instances_gpu_bytes(void) {
 
 /* Write `text` to dir/name. */
 static void put_file(const char *folder, const char *name, const char *text) {
-        char path[512];
-        int fd;
-        snprintf(path, sizeof(path), "%s/%s", folder, name);
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        CHECK(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text));
-        close(fd);
+        CHECK(test_put_file(folder, name, text) == 0);
 }
 
 /* A suspend whose checkpoint would pass the instance's cgroup memory.max is refused ("host memory limit"). */
