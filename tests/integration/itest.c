@@ -111,6 +111,12 @@ pid_t itest_spawn_app(char *const argv[], const char *socket, const char *const 
         return pid;
 }
 
+void itest_reap(pid_t pid) {
+        int status;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 SageBroker *itest_broker(const char *socket, int timeout_ms) {
         SageBroker *b = NULL;
         CHECK(sage_broker_connect(&b, socket, timeout_ms) == 0);

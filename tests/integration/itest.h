@@ -77,5 +77,8 @@ void itest_wait_saged(pid_t pid, const char *socket, int timeout_ms);
  */
 pid_t itest_spawn_app(char *const argv[], const char *socket, const char *const *env, int *to_app, int *from_app);
 
+/* Waits for child `pid`, which must have exited with status 0. */
+void itest_reap(pid_t pid);
+
 SageBroker *itest_broker(const char *socket, int timeout_ms);
 SageStats itest_stats(const char *socket, int timeout_ms);

@@ -199,11 +199,9 @@ static int app_read(App *a, int *same) {
 }
 
 static void app_end(App *a) {
-        int status;
         close(a->in);
         close(a->out);
-        CHECK(waitpid(a->pid, &status, 0) == a->pid);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        itest_reap(a->pid);
 }
 
 /* ------------------------------------------------------------ saged, sagectl, the broker */
