@@ -28,28 +28,24 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "fakecuda.h"
 #include "broker_client.h"
 #include "hash.h"
+#include "itest.h"
 #include "util.h"
-
-#define CHECK(cond)                                                                                            \
-        do {                                                                                                   \
-                if (!(cond)) {                                                                                 \
-                        fprintf(stderr, "suspend-test[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, \
-                                __LINE__, #cond);                                                              \
-                        exit(1);                                                                               \
-                }                                                                                              \
-        } while (0)
 
 #define MiB (1ull << 20)
 #define SIZE (4 * MiB)
@@ -63,70 +59,13 @@ static char dir[64], socket_path[96];
 static pid_t saged_pid;
 
 static uint8_t *pattern(uint64_t seed, size_t size) {
-        uint8_t *p = malloc(size);
-        CHECK(p);
-        for (size_t i = 0; i < size; i++)
-                p[i] = (uint8_t)((i * (seed | 1)) ^ (i >> 9) ^ seed);
-        return p;
+        return itest_pattern(seed, size);
 }
 
 /* ------------------------------------------------------------ the driver, as an app reaches it */
-static struct {
-        CUresult (*cuInit)(unsigned);
-        CUresult (*cuDeviceGet)(CUdevice *, int);
-        CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
-        CUresult (*cuCtxSetCurrent)(CUcontext);
-        CUresult (*cuCtxSynchronize)(void);
-        CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
-        CUresult (*cuMemAllocManaged)(CUdeviceptr *, size_t, unsigned);
-        CUresult (*cuMemCreate)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
-                                unsigned long long);
-        CUresult (*cuMemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
-        CUresult (*cuMemMap)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
-        CUresult (*cuMemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
-        CUresult (*cuMemExportToShareableHandle)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
-                                                 unsigned long long);
-        CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
-        CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
-        CUresult (*cuModuleLoadData)(CUmodule *, const void *);
-        CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
-        CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                                   CUstream, void **, void **);
-} cu;
-
-static void load(void *lib, void *field, const char *name) {
-        void *p = dlsym(lib, name);
-        CHECK(p);
-        memcpy(field, &p, sizeof(p));
-}
 
 static void driver_init(void) {
-        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-        CUdevice dev;
-        CUcontext ctx;
-
-        CHECK(lib);
-        load(lib, &cu.cuInit, "cuInit");
-        load(lib, &cu.cuDeviceGet, "cuDeviceGet");
-        load(lib, &cu.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-        load(lib, &cu.cuCtxSetCurrent, "cuCtxSetCurrent");
-        load(lib, &cu.cuCtxSynchronize, "cuCtxSynchronize");
-        load(lib, &cu.cuMemAlloc, "cuMemAlloc_v2");
-        load(lib, &cu.cuMemAllocManaged, "cuMemAllocManaged");
-        load(lib, &cu.cuMemCreate, "cuMemCreate");
-        load(lib, &cu.cuMemAddressReserve, "cuMemAddressReserve");
-        load(lib, &cu.cuMemMap, "cuMemMap");
-        load(lib, &cu.cuMemSetAccess, "cuMemSetAccess");
-        load(lib, &cu.cuMemExportToShareableHandle, "cuMemExportToShareableHandle");
-        load(lib, &cu.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
-        load(lib, &cu.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
-        load(lib, &cu.cuModuleLoadData, "cuModuleLoadData");
-        load(lib, &cu.cuModuleGetFunction, "cuModuleGetFunction");
-        load(lib, &cu.cuLaunchKernel, "cuLaunchKernel");
-        CHECK(cu.cuInit(0) == CUDA_SUCCESS);
-        CHECK(cu.cuDeviceGet(&dev, 0) == CUDA_SUCCESS);
-        CHECK(cu.cuDevicePrimaryCtxRetain(&ctx, dev) == CUDA_SUCCESS);
-        CHECK(cu.cuCtxSetCurrent(ctx) == CUDA_SUCCESS);
+        itest_cu_load();
 }
 
 /* ------------------------------------------------------------ the app */
@@ -151,6 +90,58 @@ static const size_t wait_fd_sizes[] = { sizeof(int), 0 };
 static const FakeKernelEntry hold_kernels[] = { { "hold", hold, NULL }, { "wait_fd", wait_fd, wait_fd_sizes } };
 static const FakeModuleImage hold_image = { FAKECUDA_IMAGE_MAGIC, 2, hold_kernels };
 
+/*
+ * Calls through the fake's export table, as cudart makes them (under
+ * libsage: trampolines of unknown return type). 'x' starts a thread whose
+ * call stays inside the driver (the table's hold) and answers "x" once it
+ * is; 'g' lets it return ("g <its result>"); 'p' says whether the shared
+ * memory is mapped and intact, read by the CPU without a driver call (the
+ * simulated device memory is host memory); 'c' answers "c 1" if the
+ * table's checksum comes back right.
+ */
+static struct {
+        const FakecudaExportTable *table;
+        int sv[2];
+        pthread_t thread;
+        int result;
+} xc;
+
+static void *hold_thread(void *unused) {
+        (void)unused;
+        xc.result = xc.table->hold(xc.sv[1]);
+        return NULL;
+}
+
+static void app_export_call(char cmd, CUdeviceptr shared, const uint8_t *want) {
+        char byte;
+
+        if (cmd == 'x') {
+                CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, xc.sv) == 0);
+                CHECK(pthread_create(&xc.thread, NULL, hold_thread, NULL) == 0);
+                CHECK(read(xc.sv[0], &byte, 1) == 1 && byte == 'H');
+                printf("x\n");
+        } else if (cmd == 'g') {
+                CHECK(write(xc.sv[0], "g", 1) == 1);
+                CHECK(pthread_join(xc.thread, NULL) == 0);
+                close(xc.sv[0]), close(xc.sv[1]);
+                printf("g %d\n", xc.result);
+        } else if (cmd == 'p') {
+                int probe[2], mapped;
+
+                /* write() reads the bytes in the kernel: EFAULT, not a crash, where nothing is mapped. */
+                CHECK(pipe(probe) == 0);
+                mapped = write(probe[1], (const void *)shared, 1) == 1 && memcmp((const void *)shared, want, SIZE) == 0;
+                close(probe[0]), close(probe[1]);
+                printf("p %d\n", mapped);
+        } else {
+                double got = xc.table->checksum(1, -2, 3, 4, 5, 6, 0.5, 1.25, -2.5, 3.75, 1, -1, 7, 8.5, -9);
+                double sum = 1 * 1 - 2 * 3 + 3 * 5 + 4 * 7 + 5 * 11 + 6 * 13 + 0.5 * 17 + 1.25 * 19 - 2.5 * 23 +
+                             3.75 * 29 + 1 * 31 - 1 * 37 + 7 * 41 + 8.5 * 43 - 9 * 47;
+
+                printf("c %d\n", got == sum);
+        }
+}
+
 static int run_app(void) {
         uint8_t *want_shared = pattern(SEED_SHARED, SIZE), *want_private = pattern(SEED_PRIVATE, SIZE);
         uint8_t *got = malloc(SIZE);
@@ -166,6 +157,7 @@ static int run_app(void) {
         CHECK(cu.cuMemAlloc(&shared, SIZE) == CUDA_SUCCESS && cu.cuMemAlloc(&private, SIZE) == CUDA_SUCCESS);
         CHECK(cu.cuMemcpyHtoD(shared, want_shared, SIZE) == CUDA_SUCCESS);
         CHECK(cu.cuMemcpyHtoD(private, want_private, SIZE) == CUDA_SUCCESS);
+        CHECK(cu.cuGetExportTable((const void **)&xc.table, &(CUuuid){ FAKECUDA_EXPORT_TABLE_ID }) == CUDA_SUCCESS);
         printf("ready\n");
         fflush(stdout);
         while (read(STDIN_FILENO, &cmd, 1) == 1) {
@@ -195,6 +187,8 @@ static int run_app(void) {
                         if (r == CUDA_SUCCESS)
                                 r = cu.cuLaunchKernel(w, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL);
                         printf("l %d\n", (int)r);
+                } else if (cmd == 'x' || cmd == 'g' || cmd == 'p' || cmd == 'c') {
+                        app_export_call(cmd, shared, want_shared);
                 } else if (cmd == 'h') {
                         r = cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
                         if (r == CUDA_SUCCESS)
@@ -257,30 +251,12 @@ static void app_line(App *a, char *line, size_t size) {
 }
 
 static App spawn_app(bool share, const char *extra_env) {
-        int in[2], out[2];
+        const char *env[] = { "SAGE_SUSPEND=1", share ? "SAGE_SHARE=1" : "SAGE_SHARE=0", extra_env, NULL };
         char line[64];
         App a;
 
-        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
-        a.pid = fork();
-        CHECK(a.pid >= 0);
-        if (a.pid == 0) {
-                dup2(in[0], STDIN_FILENO);
-                dup2(out[1], STDOUT_FILENO);
-                setenv("LD_PRELOAD", getenv("SAGE_TEST_PRELOAD"), 1);
-                setenv("SAGE_SUSPEND", "1", 1);
-                setenv("SAGE_SHARE", share ? "1" : "0", 1);
-                setenv("SAGE_SOCKET", socket_path, 1);
-                setenv("SAGE_WARMUP", "off", 1);
-                if (extra_env)
-                        putenv((char *)extra_env);
-                execl("/proc/self/exe", "suspend-test", "app", saged_path, sagectl_path, (char *)NULL);
-                _exit(127);
-        }
-        close(in[0]);
-        close(out[1]);
-        a.in = in[1];
-        a.out = out[0];
+        a.pid = itest_spawn_app((char *[]){ "suspend-test", "app", (char *)saged_path, (char *)sagectl_path, NULL },
+                                socket_path, env, &a.in, &a.out);
         app_line(&a, line, sizeof(line));
         CHECK(strcmp(line, "ready") == 0);
         return a;
@@ -302,11 +278,9 @@ static int app_read(App *a, int *same) {
 }
 
 static void app_end(App *a) {
-        int status;
         close(a->in);
         close(a->out);
-        CHECK(waitpid(a->pid, &status, 0) == a->pid);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        itest_reap(a->pid);
 }
 
 /* ------------------------------------------------------------ saged, sagectl, the broker */
@@ -321,16 +295,7 @@ static void start_saged(void) {
                       (char *)NULL);
                 _exit(127);
         }
-        for (int i = 0; i < 1000; i++) {
-                SageBroker *b;
-                if (sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0) {
-                        sage_broker_free(b);
-                        return;
-                }
-                CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
-                poll(NULL, 0, 10);
-        }
-        CHECK(!"saged did not come up");
+        itest_wait_saged(saged_pid, socket_path, TIMEOUT_MS);
 }
 
 static void stop_saged(int sig) {
@@ -349,9 +314,7 @@ static void cleanup(void) {
 }
 
 static SageBroker *broker(void) {
-        SageBroker *b = NULL;
-        CHECK(sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0);
-        return b;
+        return itest_broker(socket_path, TIMEOUT_MS);
 }
 
 /* sagectl's exit status; its output in `out`. */
@@ -423,11 +386,7 @@ static void publish(uint64_t seed, size_t size) {
 }
 
 static SageStats stats(void) {
-        SageBroker *b = broker();
-        SageStats s;
-        CHECK(sage_broker_stats(b, &s) == 0);
-        sage_broker_free(b);
-        return s;
+        return itest_stats(socket_path, TIMEOUT_MS);
 }
 
 static size_t mem_used(pid_t pid) {
@@ -500,25 +459,37 @@ static int scenario_busy(void) {
         return 0;
 }
 
-static int scenario_restore_fails(void) {
+/* A new saged, the shared app (shared_app) under it, suspended by `sagectl suspend`. */
+static App suspended_shared_app(const char *extra_env) {
         char out[4096];
-        int same = 1;
-        uint64_t t;
         App a;
 
         start_saged();
-        a = shared_app("SAGE_FAKE_FAIL_RESTORE=1");
+        a = shared_app(extra_env);
         CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        return a;
+}
+
+/* An app that cannot end by itself (stuck in the driver, or its broker gone). */
+static void app_kill(App *a) {
+        kill(a->pid, SIGKILL);
+        waitpid(a->pid, NULL, 0);
+        close(a->in);
+        close(a->out);
+}
+
+static int scenario_restore_fails(void) {
+        App a = suspended_shared_app("SAGE_FAKE_FAIL_RESTORE=1");
+        int same = 1;
+        uint64_t t;
+
         t = sage_now_ns();
         CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE && same == 0);
         CHECK(sage_now_ns() - t < TIMEOUT_MS * 1000000ull);
         CHECK(strcmp(state_of(a.pid), "failed") == 0);
         /* Every later call too, at once. */
         CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE);
-        kill(a.pid, SIGKILL); /* stuck in the driver for good, as the real one is */
-        waitpid(a.pid, NULL, 0);
-        close(a.in);
-        close(a.out);
+        app_kill(&a); /* stuck in the driver for good, as the real one is */
         stop_saged(SIGTERM);
         return 0;
 }
@@ -530,17 +501,12 @@ static int scenario_broker_dies(void) {
         App a;
 
         /* Extents mapped: their bytes went with the broker; the call fails, at once. */
-        start_saged();
-        a = shared_app(NULL);
-        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        a = suspended_shared_app(NULL);
         stop_saged(SIGKILL);
         t = sage_now_ns();
         CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE && same == 0);
         CHECK(sage_now_ns() - t < TIMEOUT_MS * 1000000ull);
-        kill(a.pid, SIGKILL);
-        waitpid(a.pid, NULL, 0);
-        close(a.in);
-        close(a.out);
+        app_kill(&a);
 
         /* Private memory only: the process restores itself, its memory intact. */
         start_saged();
@@ -615,6 +581,34 @@ static void notice(SageBroker *b, unsigned type, uint32_t id, uint32_t status) {
         CHECK(sage_broker_notify(b, &m) == 0);
 }
 
+/*
+ * An operator's `sagectl suspend` of this process, from a child; the child
+ * closes `owner`'s connection unless NULL (the instance's connection is then
+ * its parent's alone). Returns its pid: its exit status is sagectl's.
+ */
+static pid_t operator_suspend(SageBroker *owner) {
+        pid_t op = fork();
+
+        CHECK(op >= 0);
+        if (op == 0) {
+                char o[4096];
+                if (owner)
+                        close(sage_broker_fd(owner));
+                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
+        }
+        return op;
+}
+
+/* Pumps `owner` until the broker's SUSPEND_PREPARE set *prepare_id (on_prepare), within 5 s. */
+static void await_prepare(SageBroker *owner, const uint32_t *prepare_id) {
+        for (int i = 0; i < 500 && !*prepare_id; i++) {
+                struct pollfd p = { .fd = sage_broker_fd(owner), .events = POLLIN };
+                poll(&p, 1, 10);
+                CHECK(sage_broker_pump(owner) == 0);
+        }
+        CHECK(*prepare_id != 0);
+}
+
 /* Notices from anyone but the instance's connection, or with another id, change nothing. */
 static int scenario_hostile(void) {
         const uint8_t uuid[16] = { 7 };
@@ -643,18 +637,8 @@ static int scenario_hostile(void) {
         }
         CHECK(strcmp(state_of(getpid()), "active") == 0);
         /* An operator's suspend: the owner is asked; another connection answers for it with the right id. */
-        op = fork();
-        CHECK(op >= 0);
-        if (op == 0) {
-                char o[4096];
-                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
-        }
-        for (int i = 0; i < 500 && !prepare_id; i++) {
-                struct pollfd p = { .fd = sage_broker_fd(owner), .events = POLLIN };
-                poll(&p, 1, 10);
-                CHECK(sage_broker_pump(owner) == 0);
-        }
-        CHECK(prepare_id != 0);
+        op = operator_suspend(NULL);
+        await_prepare(owner, &prepare_id);
         /* Its process releasing while preparing pins the extent, once however often it does. */
         for (int i = 0; i < 5; i++) {
                 uint64_t id;
@@ -675,13 +659,7 @@ static int scenario_hostile(void) {
 
         /* A silent instance: the broker gives up at its deadline (8 s), the instance stays active. */
         prepare_id = 0;
-        op = fork();
-        CHECK(op >= 0);
-        if (op == 0) {
-                char o[4096];
-                close(sage_broker_fd(owner));
-                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
-        }
+        op = operator_suspend(owner);
         CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
         CHECK(sage_broker_pump(owner) == 0 && prepare_id != 0);
         CHECK(strcmp(state_of(getpid()), "active") == 0);
@@ -696,19 +674,8 @@ static int scenario_hostile(void) {
 
         /* The instance goes while asked to prepare: the operator is answered at once, not at the deadline. */
         prepare_id = 0;
-        op = fork();
-        CHECK(op >= 0);
-        if (op == 0) {
-                char o[4096];
-                close(sage_broker_fd(owner)); /* the instance's connection is its parent's alone */
-                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
-        }
-        for (int i = 0; i < 500 && !prepare_id; i++) {
-                struct pollfd p = { .fd = sage_broker_fd(owner), .events = POLLIN };
-                poll(&p, 1, 10);
-                CHECK(sage_broker_pump(owner) == 0);
-        }
-        CHECK(prepare_id != 0);
+        op = operator_suspend(owner);
+        await_prepare(owner, &prepare_id);
         t = sage_now_ns();
         sage_broker_free(owner);
         CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
@@ -894,6 +861,238 @@ static int scenario_long_kernel(void) {
         close(go[1]);
         app_end(&a);
         stop_saged(SIGTERM);
+        return 0;
+}
+
+/* The simulated driver's checkpoint API, as saged calls it, on the app's pid: Lock then Checkpoint, or Restore then Unlock. */
+static void checkpoint_by_hand(pid_t pid, bool restore) {
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        CUresult (*lock)(int, CUcheckpointLockArgs *), (*step)(int, void *), (*finish)(int, void *);
+        CUcheckpointLockArgs args = { .timeoutMs = TIMEOUT_MS };
+
+        CHECK(lib);
+        if (!restore) {
+                CHECK((*(void **)&lock = dlsym(lib, "cuCheckpointProcessLock")));
+                CHECK((*(void **)&step = dlsym(lib, "cuCheckpointProcessCheckpoint")));
+                CHECK(lock(pid, &args) == CUDA_SUCCESS && step(pid, NULL) == CUDA_SUCCESS);
+                return;
+        }
+        CHECK((*(void **)&step = dlsym(lib, "cuCheckpointProcessRestore")));
+        CHECK((*(void **)&finish = dlsym(lib, "cuCheckpointProcessUnlock")));
+        CHECK(step(pid, NULL) == CUDA_SUCCESS && finish(pid, NULL) == CUDA_SUCCESS);
+}
+
+/*
+ * A call through an export-table slot (a trampoline) that stays inside the
+ * driver is in flight until it returns: the drain before a suspend waits
+ * for it, and the broker extents stay mapped under it. Before, the
+ * trampoline counted the call out before the driver ran it, so the
+ * extents were released under it and the broker's lock waited instead.
+ */
+static int scenario_tramp_in_flight(void) {
+        char out[4096], line[64];
+        uint64_t hits;
+        int status, same = 0;
+        pid_t op;
+        App a;
+
+        start_saged();
+        a = shared_app("SAGE_GATE_EXPORT_TABLES=1");
+        app_say(&a, 'x');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "x") == 0); /* inside the driver, through a trampoline */
+        hits = stats().hits;
+        /* Still inside when the drain's 2 s are over: BUSY, the extents never released (nor looked up again). */
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) != 0 && strstr(out, "in flight"));
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        CHECK(stats().hits == hits);
+        app_say(&a, 'p');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "p 1") == 0);
+        /* The call returns while the drain waits: PREPARED only after it; mapped until then. */
+        op = fork();
+        CHECK(op >= 0);
+        if (op == 0) {
+                char o[4096];
+                _exit(sagectl(o, sizeof(o), "suspend %d", (int)a.pid));
+        }
+        for (int i = 0; i < 500 && strcmp(state_of(a.pid), "suspending") != 0; i++)
+                poll(NULL, 0, 5); /* the broker's state, watched from outside: nothing to wait on */
+        app_say(&a, 'p');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "p 1") == 0);
+        app_say(&a, 'g');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "g 103") == 0); /* 'g' */
+        CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        CHECK(strcmp(state_of(a.pid), "suspended") == 0 && mem_used(a.pid) == 0);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+/*
+ * The gate broke for good (the broker died with extents parked) and the app
+ * calls an export-table slot, whose return type libsage does not know: the
+ * call goes on into the driver, which holds it while the process is
+ * checkpointed and returns it, right, once someone restores the process.
+ * Before, the trampoline returned 46 in %eax to a caller expecting a double.
+ */
+static int scenario_export_broken(void) {
+        int (*wait_blocked)(int, unsigned, unsigned);
+        char out[4096], line[64];
+        int same = 1;
+        App a;
+
+        start_saged();
+        a = shared_app("SAGE_GATE_EXPORT_TABLES=1");
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        stop_saged(SIGKILL);
+        CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE); /* a CUresult entry point: the gate's error */
+        app_say(&a, 'c');
+        CHECK(mem_used(a.pid) == 0);
+        CHECK((*(void **)&wait_blocked =
+                       dlsym(dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL), "fakecudaProcessWaitBlocked")));
+        CHECK(wait_blocked(a.pid, 1, TIMEOUT_MS) == CUDA_SUCCESS); /* inside the driver, held there */
+        checkpoint_by_hand(a.pid, true);
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "c 1") == 0);
+        kill(a.pid, SIGKILL);
+        waitpid(a.pid, NULL, 0);
+        close(a.in);
+        close(a.out);
+        return 0;
+}
+
+/*
+ * A broker of the test's own for resume_conn_closed: it answers HELLO and
+ * INSTANCE_REGISTER, hands the instance's connection to the test, and
+ * records SUSPEND_PREPARED and INSTANCE_RESUME.
+ */
+static struct {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        int instance_fd, prepared, resume_asked;
+} fb = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, -1, 0 };
+
+static void fb_answer(int fd, const SageMessage *req) {
+        SageMessage m;
+
+        switch (req->header.type) {
+        case SAGE_MSG_HELLO:
+                sage_proto_init(&m, SAGE_MSG_HELLO_REPLY, req->header.request_id);
+                m.hello_reply = (SageHelloReply){ SAGE_PROTO_VERSION, 1, 0, 2u << 20,
+                                                  SAGE_FEATURE_INSTANCES | SAGE_FEATURE_SUSPEND_GATE };
+                break;
+        case SAGE_MSG_INSTANCE_REGISTER:
+                sage_proto_init(&m, SAGE_MSG_INSTANCE_REGISTER_REPLY, req->header.request_id);
+                break;
+        case SAGE_MSG_INSTANCE_RESUME: fb.resume_asked++; return; /* never answered: the connection failed first */
+        case SAGE_MSG_SUSPEND_PREPARED: fb.prepared = (int)req->suspend_prepared.status; return;
+        default:
+                if (sage_proto_notice_to_broker(req->header.type))
+                        return;
+                sage_proto_error(&m, req->header.request_id, SAGE_ERR_UNKNOWN_TYPE, "not here");
+        }
+        CHECK(sage_proto_send_message(fd, &m, NULL, 0) == 0);
+        if (req->header.type == SAGE_MSG_INSTANCE_REGISTER)
+                fb.instance_fd = fd;
+}
+
+/* One message from a connection, answered: false once the connection is gone. */
+static bool fb_serve(int fd) {
+        static uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
+        int fds[SAGE_PROTO_MAX_FDS];
+        size_t n_fds = 0;
+        ssize_t len = sage_proto_recv(fd, buf, sizeof(buf), fds, SAGE_PROTO_MAX_FDS, &n_fds);
+        SageMessage m;
+
+        if (len <= 0)
+                return false;
+        CHECK(n_fds == 0 && sage_proto_decode(buf, (size_t)len, &m, NULL) == 0);
+        pthread_mutex_lock(&fb.lock);
+        fb_answer(fd, &m);
+        pthread_cond_broadcast(&fb.cond);
+        pthread_mutex_unlock(&fb.lock);
+        return true;
+}
+
+static void *fake_broker(void *listen_fd) {
+        struct pollfd p[8] = { { .fd = *(int *)listen_fd, .events = POLLIN } };
+        size_t n = 1;
+
+        for (;;) {
+                CHECK(poll(p, n, -1) > 0);
+                if ((p[0].revents & POLLIN) && n < SAGE_ARRAY_SIZE(p))
+                        p[n++] = (struct pollfd){ .fd = accept4(p[0].fd, NULL, NULL, SOCK_CLOEXEC), .events = POLLIN };
+                for (size_t i = 1; i < n; i++)
+                        if (p[i].revents && !fb_serve(p[i].fd))
+                                p[i].fd = -1; /* gone; its slot stays (a few connections at most) */
+        }
+        return NULL;
+}
+
+/* Wait (bounded) until *field differs from `unset`. */
+static int fb_wait(const int *field, int unset) {
+        struct timespec ts;
+        int v;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += TIMEOUT_MS / 1000;
+        pthread_mutex_lock(&fb.lock);
+        while ((v = *field) == unset)
+                if (pthread_cond_timedwait(&fb.cond, &fb.lock, &ts) != 0)
+                        break;
+        pthread_mutex_unlock(&fb.lock);
+        CHECK(v != unset);
+        return v;
+}
+
+/*
+ * An app thread's INSTANCE_RESUME fails on the connection (here: the
+ * broker stops reading, so the send fails with EPIPE) and closes it; the
+ * listener, which polls it, must take that as the broker gone: nothing
+ * parked, so the process restores itself and the call goes on. Before,
+ * poll() skipped the closed fd (-1): no self-restore, and every call
+ * waited its 30 s and failed.
+ */
+static int scenario_resume_conn_closed(void) {
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        int listen_fd, same = 0;
+        SageMessage m;
+        pthread_t t;
+        uint64_t start;
+        App a;
+
+        snprintf(dir, sizeof(dir), "/tmp/sage-suspend-test-XXXXXX");
+        CHECK(mkdtemp(dir));
+        snprintf(socket_path, sizeof(socket_path), "%s/saged.sock", dir);
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+        listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        CHECK(listen_fd >= 0 && bind(listen_fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+              listen(listen_fd, 8) == 0);
+        CHECK(pthread_create(&t, NULL, fake_broker, &listen_fd) == 0);
+        a = spawn_app(false, NULL); /* registered while it took its context */
+        fb_wait(&fb.instance_fd, -1);
+        sage_proto_init(&m, SAGE_MSG_SUSPEND_PREPARE, 7);
+        CHECK(sage_proto_send_message(fb.instance_fd, &m, NULL, 0) == 0);
+        CHECK(fb_wait(&fb.prepared, -1) == SAGE_GATE_OK);
+        checkpoint_by_hand(a.pid, false);
+        CHECK(mem_used(a.pid) == 0);
+        CHECK(shutdown(fb.instance_fd, SHUT_RD) == 0);
+        start = sage_now_ns();
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        printf("the call returned after %.0f ms\n", (double)(sage_now_ns() - start) / 1e6);
+        CHECK(sage_now_ns() - start < 5000000000ull);
+        CHECK(fb.resume_asked == 0); /* its send failed */
+        CHECK(mem_used(a.pid) >= SIZE);
+        start = sage_now_ns();
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(sage_now_ns() - start < 1000000000ull);
+        app_end(&a);
+        unlink(socket_path);
+        rmdir(dir);
         return 0;
 }
 
