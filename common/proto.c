@@ -137,20 +137,20 @@ size_t sage_proto_expected_fds(const SageMessage *m) {
         }
 }
 
-int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds) {
+int sage_proto_sendmsg(int sock, const void *buf, size_t len, const int *fds, size_t n_fds, int flags) {
         struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
         union {
                 struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * SAGE_PROTO_MAX_FDS)];
+                char buf[CMSG_SPACE(sizeof(int) * SAGE_PROTO_SENDMSG_FDS_MAX)];
         } control;
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
         ssize_t n;
 
-        if (n_fds > SAGE_PROTO_MAX_FDS)
+        if (n_fds > SAGE_PROTO_SENDMSG_FDS_MAX)
                 return -EINVAL;
         if (n_fds > 0) {
                 struct cmsghdr *c;
-                memset(&control, 0, sizeof(control));
+                memset(&control, 0, CMSG_SPACE(sizeof(int) * n_fds));
                 msg.msg_control = control.buf;
                 msg.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
                 c = CMSG_FIRSTHDR(&msg);
@@ -160,13 +160,19 @@ int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_
                 memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
         }
         do
-                n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+                n = sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return -errno;
         if ((size_t)n != len)
                 return -EMSGSIZE; /* SOCK_SEQPACKET sends all or nothing */
         return 0;
+}
+
+int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds) {
+        if (n_fds > SAGE_PROTO_MAX_FDS)
+                return -EINVAL;
+        return sage_proto_sendmsg(sock, buf, len, fds, n_fds, 0);
 }
 
 int sage_proto_send_message(int sock, const SageMessage *m, const int *fds, size_t n_fds) {
