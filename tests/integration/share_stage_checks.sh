@@ -38,18 +38,20 @@ expect() {
   done
 }
 
-step "cold broker: the miss is staged first (hashed on the way), published, then a hit"
-run cold 24 21
-expect cold SHARE_MISSES=1 SHARE_STAGED=1 SHARE_BYTES_STAGED=$((24 << 20)) SHARE_STAGED_HITS=0 SHARE_PUBLISHED=1 SHARE_DROPPED=0
+step "cold broker: staged first (no hash pass before it), after the app's queued memset, published; then a hit"
+# async-order: a memset, the upload and a kernel queued on one stream of the app's.
+run cold 24 21 async-order
+expect cold SHARE_MISSES=1 SHARE_STAGED=1 SHARE_BYTES_STAGED=$((24 << 20)) SHARE_STAGED_HITS=0 SHARE_NS_KEY=0 \
+  SHARE_PUBLISHED=1 SHARE_DROPPED=0
 [ "$(stat_of "$tmp/cold.json" SHARE_NS_STAGE_CPU)" -gt 0 ] || bad "cold: no CPU time reported"
-run warm 24 21
+run warm 24 21 async-order
 expect warm SHARE_HITS=1 SHARE_STAGED=0 SHARE_BYTES_MAPPED=$((24 << 20))
 
-step "async upload on the app's stream between a memset and a kernel: ordered, staged, published"
-run order1 24 22 async-order
-expect order1 SHARE_MISSES=1 SHARE_STAGED=1 SHARE_PUBLISHED=1 SHARE_DROPPED=0
-run order2 24 22 async-order
-expect order2 SHARE_HITS=1 SHARE_STAGED=0
+step "a broker holding extents: hashed first, the miss staged (keyed by what arrived), published; then a hit"
+run miss1 24 22
+expect miss1 SHARE_MISSES=1 SHARE_STAGED=1 SHARE_PUBLISHED=1 SHARE_DROPPED=0
+run miss2 24 22
+expect miss2 SHARE_HITS=1 SHARE_STAGED=0
 
 step "SAGE_SHARE_STAGING=0: the app's own copy, keyed before it, still published"
 SAGE_SHARE_STAGING=0 run nostage 24 23

@@ -102,7 +102,7 @@ static unsigned char *pattern(size_t n, unsigned seed) {
         unsigned char *p = malloc(n);
         assert(p);
         for (size_t i = 0; i < n; i++)
-                p[i] = (unsigned char)(i * 131 + seed + (i >> 16));
+                p[i] = (unsigned char)(((uint32_t)i * 2654435761u) >> 24 ^ seed); /* no period of a few chunks */
         return p;
 }
 
