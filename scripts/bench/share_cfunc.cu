@@ -141,8 +141,8 @@ int main(int argc, char **argv) {
                "\"gpu_free_bytes\":%zu,\"gpu_total_bytes\":%zu}\n",
                (int)getpid(), sage_loaded() ? "true" : "false", t0_env ? "true" : "false", use_read ? "read" : "mmap",
                bytes, hold ? "true" : "false", ms(t0, t_main), ms(t_main, t_read), ms(t_read, t_setup),
-               ms(t_setup, t_up0), ms(t_up0, t_upload), upload_cpu_ms, ms(t_upload, t_kernel), ms(t0, t_kernel), sum, gpu_free,
-               gpu_total);
+               ms(t_setup, t_up0), ms(t_up0, t_upload), upload_cpu_ms, ms(t_upload, t_kernel), ms(t0, t_kernel), sum,
+               gpu_free, gpu_total);
         fflush(stdout);
 
         if (hold) {
