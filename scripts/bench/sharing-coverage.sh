@@ -53,17 +53,13 @@ case "$runs$budget" in *[!0-9]*|'') echo "sharing-coverage: --runs/--budget take
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-python3}
 . "$here/lib.sh"
-[ -d "$build" ] || { echo "sharing-coverage: build folder '$build' not found" >&2; exit 1; }
-build=$(cd "$build" && pwd)
+build=$(cd "$build" 2>/dev/null && pwd) || { echo "sharing-coverage: build folder not found" >&2; exit 1; }
 for f in intercept/libsage.so daemon/saged tools/sage-trace; do
     [ -e "$build/$f" ] || { echo "sharing-coverage: $build/$f not found: build SAGE first" >&2; exit 1; }
 done
 bin=$build/bench-bin/sharing-coverage
-logs=$bin/logs
-data=${data:-$bin/data}
-rm -rf "$logs"
-mkdir -p "$logs" "$data" || exit 1
-out=${OUT:-$bin/out}
+logs=$bin/logs data=${data:-$bin/data} out=${OUT:-$bin/out}
+rm -rf "$logs" && mkdir -p "$logs" "$data" || exit 1
 
 if [ "$fake" = 1 ]; then
     fakedir=$build/tests/fakecuda

@@ -111,20 +111,24 @@ class Run:
             return [self.a.cfunc, path]
         return [sys.executable, os.path.join(HERE, "suite_fn.py"), "run", kind, path]
 
-    def invoke(self, kind, path, broker=None, tag="native"):
-        """One process: its record (a failure: a record with "error")."""
+    def spawn(self, kind, path, broker, tag):
+        """One process of KIND, native or (broker) under SAGE with a trace: (Popen, trace path or None)."""
         self.n += 1
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)
         if tag == "first":  # untimed: writes Python's byte code (lib.sh's bench_bytecode)
             env.pop("PYTHONDONTWRITEBYTECODE", None)
-        trace = None
+        trace = os.path.join(self.tmp, f"{self.n}-{kind}-{tag}.json") if broker else None
         if broker:
-            trace = os.path.join(self.tmp, f"{self.n}-{kind}-{tag}.json")
             env.update({"LD_PRELOAD": self.a.preload, "SAGE_SHARE": "1", "SAGE_SOCKET": broker.socket,
                         "SAGE_TRACE": trace})
-        return self.collect(kind, [subprocess.Popen(self.command(kind, path), env=env, stdout=subprocess.PIPE,
-                                                    stderr=subprocess.PIPE, text=True)], [trace], tag)[0]
+        return subprocess.Popen(self.command(kind, path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True), trace
+
+    def invoke(self, kind, path, broker=None, tag="native"):
+        """One process: its record (a failure: a record with "error")."""
+        proc, trace = self.spawn(kind, path, broker, tag)
+        return self.collect(kind, [proc], [trace], tag)[0]
 
     def collect(self, kind, procs, traces, tag):
         out = []
@@ -201,20 +205,8 @@ class Run:
         for _ in range(self.a.concurrent_rounds):
             for sage in (False, True):
                 tag = "concurrent-" + ("sage" if sage else "native")
-                procs, traces = [], []
-                for i in range(self.a.concurrent):
-                    env = dict(os.environ)
-                    env.pop("LD_PRELOAD", None)
-                    trace = None
-                    if sage:
-                        trace = os.path.join(self.tmp, f"c{self.n}-{i}.json")
-                        env.update({"LD_PRELOAD": self.a.preload, "SAGE_SHARE": "1", "SAGE_SOCKET": broker.socket,
-                                    "SAGE_TRACE": trace})
-                    procs.append(subprocess.Popen(self.command(kind, path), env=env, stdout=subprocess.PIPE,
-                                                  stderr=subprocess.PIPE, text=True))
-                    traces.append(trace)
-                self.n += 1
-                self.collect(kind, procs, traces, tag)
+                started = [self.spawn(kind, path, broker if sage else None, tag) for _ in range(self.a.concurrent)]
+                self.collect(kind, [p for p, _ in started], [t for _, t in started], tag)
 
 
 # ---------------------------------------------------------------- the figures

@@ -14,11 +14,8 @@ prog=$1 saged=$2 python=$3
 # loaded CI machine) through small buffers: 4 MiB each, so 24 MiB take 6 rounds
 # through the 4 buffers, each reused.
 export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1 SAGE_SHARE_STAGING=16M
-"$saged" --socket "$SAGE_SOCKET" --foreground 2>"$tmp/saged.log" &
-saged_pid=$!
+start_saged
 trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
-[ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
 
 # run TAG ARGS...: ARGS under sharing (trace $tmp/TAG.json), output as native's.
 run() {
