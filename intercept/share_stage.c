@@ -201,6 +201,8 @@ int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const voi
                         r = -EIO;
         if (r == 0)
                 *key = sage_content_key_combine(p.hashes, p.nchunks);
+        else if (r == -EIO)
+                share_stage_release(st); /* made again next time: the context may be gone */
         if (cost) {
                 cost->wall_ns = sage_now_ns() - t0;
                 cost->cpu_ns = p.cpu_ns + thread_cpu_ns() - cpu0;

@@ -54,8 +54,9 @@ void share_stage_release(ShareStage *st);
  * Copy n host bytes at `src` to `dst` through the staging buffers; *key is
  * the content key (common/hash.h) of the bytes copied. `ctx` is current.
  * Returns when every byte is on the device. 0; or -ENODEV (staging off or
- * unavailable), -ENOMEM, -EIO (a driver call failed): dst may hold any of
- * the bytes, nothing is in flight, the caller copies again.
+ * unavailable), -ENOMEM, -EIO (a driver call failed; the buffers and
+ * streams are released, made again next time): dst may hold any of the
+ * bytes, nothing is in flight, the caller copies again.
  */
 int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const void *src, size_t n, SageHash *key,
                        ShareStageCost *cost);

@@ -334,8 +334,7 @@ static void print_json(const char *path, Summary *s, bool last) {
         for (int i = 0, n = 0; i < STAT_COUNT; i++)
                 if (is_share_stat(i))
                         printf("%s\"%s\":%.0f", n++ ? "," : "", stat_names[i], s->stats[i]);
-        printf(",\"shared_fraction\":%.6f", shared_fraction(s));
-        printf("},\"symbols\":{");
+        printf("},\"shared_fraction\":%.6f,\"symbols\":{", shared_fraction(s));
         for (size_t i = 0; i < s->ntotals; i++)
                 printf("%s\"%s\":{\"calls\":%llu,\"ms\":%.3f,\"failed\":%llu}", i ? "," : "", s->totals[i].name,
                        (unsigned long long)s->totals[i].calls, s->totals[i].time_us / 1e3,

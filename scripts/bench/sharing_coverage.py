@@ -148,6 +148,7 @@ class Run:
             rec["tag"] = tag
             if summary:
                 rec["sharing"] = summary.get("sharing", {})
+                rec["shared_fraction"] = summary.get("shared_fraction")
                 rec["htod_bytes"] = summary.get("bytes", {}).get("htod")
             ref = self.refs.setdefault(kind, rec.get("checksum")) if "error" not in rec else None
             if ref is not None and rec.get("checksum") != ref:
@@ -223,7 +224,7 @@ def report(raw, problems):
         if w.get("skipped"):
             workloads[kind] = {"skipped": w["skipped"]}
             continue
-        fractions = [r["sharing"].get("shared_fraction") for r in runs if r.get("tag") == "warm" and r.get("sharing")]
+        fractions = values(runs, "warm", "shared_fraction")
         workloads[kind] = {"shared_fraction": br.stats(fractions, 4),
                            "native_upload_ms": br.stats(values(runs, "native", "upload_ms")),
                            "sage_upload_ms": br.stats(values(runs, "warm", "upload_ms"))}
@@ -372,7 +373,7 @@ def selftest():
     for kind in KINDS:
         runs = [{"tag": "native", "upload_ms": 100.0 + i, "checksum": "1"} for i in range(3)]
         runs += [{"tag": "warm", "upload_ms": 10.0 + i, "checksum": "1",
-                  "sharing": {"shared_fraction": 0.99}} for i in range(3)]
+                  "shared_fraction": 0.99} for i in range(3)]
         runs += [{"tag": "cold", "upload_ms": 200.0, "upload_cpu_ms": 900.0, "htod_bytes": 6 << 30,
                   "sharing": {"SHARE_NS_STAGE_CPU": 8e8, "SHARE_STAGED": 1}} for _ in range(3)]
         runs += [{"tag": t, "upload_ms": 50.0} for t in ("concurrent-native", "concurrent-sage") for _ in range(4)]
