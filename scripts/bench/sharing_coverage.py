@@ -22,6 +22,7 @@ with native's. gpt2 also runs 16 at once, native and SAGE (warm broker).
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,7 @@ class Run:
         self.refs = {}
         self.tmp = tempfile.mkdtemp(prefix="sharing-coverage-", dir=a.logs)
         self.n = 0
+        self.sockets = []
 
     # ---------------------------------------------------------------- processes
     def weights(self, kind):
@@ -167,8 +169,14 @@ class Run:
             return None
 
     def broker(self):
-        folder = tempfile.mkdtemp(prefix="b", dir=self.tmp)
+        # A short path of its own: a UNIX socket's path has at most 107 bytes.
+        folder = tempfile.mkdtemp(prefix="sage-sc-")
+        self.sockets.append(folder)
         return Broker(self.a.saged, folder, os.path.join(self.a.logs, "saged.log"))
+
+    def cleanup(self):
+        for folder in self.sockets:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def over_budget(self):
         return time.monotonic() - self.start > self.a.budget
@@ -188,19 +196,22 @@ class Run:
             self.raw[kind]["skipped"] = f"the native run fails: {first['error']}"
             return
         broker = None
-        for i in range(self.a.runs if kind in COLD_KINDS else 1):  # each cold run: a broker of its own
-            if broker:
-                broker.stop()
-            broker = self.broker()
-            self.invoke(kind, path, broker, "cold")
         try:
+            for i in range(self.a.runs if kind in COLD_KINDS else 1):  # each cold run: a broker of its own
+                if broker:
+                    broker.stop()
+                broker = self.broker()
+                self.invoke(kind, path, broker, "cold")
             for _ in range(self.a.runs):
                 self.invoke(kind, path)
                 self.invoke(kind, path, broker, "warm")
             if kind == "gpt2":
                 self.concurrent(kind, path, broker)
+        except RuntimeError as e:
+            self.problems.append(f"{kind}: {e}")
         finally:
-            broker.stop()
+            if broker:
+                broker.stop()
 
     def concurrent(self, kind, path, broker):
         for _ in range(self.a.concurrent_rounds):
@@ -310,11 +321,14 @@ def run(argv):
     a.timeout = 60 if a.fake else 180
     kinds = [k for k in KINDS if not a.only or k in a.only.split(",")]
     r = Run(a)
-    for kind in KINDS:
-        if kind in kinds:
-            r.workload(kind)
-        else:
-            r.raw[kind]["skipped"] = "not asked for (--only)"
+    try:
+        for kind in KINDS:
+            if kind in kinds:
+                r.workload(kind)
+            else:
+                r.raw[kind]["skipped"] = "not asked for (--only)"
+    finally:
+        r.cleanup()
     machine = br.machine() if not a.fake else dict(br.machine(), gpu="simulated (tests/fakecuda)")
     doc = document(a, r.raw, r.problems, machine)
     br.write(a.out, doc, table(doc))
