@@ -31,35 +31,24 @@ the jax workload), SAGE_BENCH_COMMIT. Exit: 0 every output identical, 1 not, 77 
 USAGE
 }
 
-build=build quick=0 only= runs=5 budget= fake=0 arch=sm_90 data=
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --build) build=${2:?--build needs a folder}; shift 2 ;;
-        --quick) quick=1; shift ;;
-        --only) only=${2:?--only needs a list}; shift 2 ;;
-        --runs) runs=${2:?--runs needs a number}; shift 2 ;;
-        --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
-        --fake) fake=1; shift ;;
-        --arch) arch=${2:?}; shift 2 ;;
-        --data) data=${2:?}; shift 2 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "sharing-coverage: unknown argument: $1 (see --help)" >&2; exit 2 ;;
-    esac
-done
+build_dir=build quick=0 only= runs=5 budget= fake=0 arch=sm_90 data=
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+python=${PYTHON:-python3}
+. "$here/lib.sh"
+bench_args sharing-coverage "--build=build_dir --quick=quick=1 --only=only --runs=runs --budget=budget --fake=fake=1
+    --arch=arch --data=data" "$@"
 [ "$quick" = 1 ] && [ "$runs" = 5 ] && runs=2
 [ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 230 || echo 560)
 case "$runs$budget" in *[!0-9]*|'') echo "sharing-coverage: --runs/--budget take numbers" >&2; exit 2 ;; esac
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-python=${PYTHON:-python3}
-. "$here/lib.sh"
-build=$(cd "$build" 2>/dev/null && pwd) || { echo "sharing-coverage: build folder not found" >&2; exit 1; }
-for f in intercept/libsage.so daemon/saged tools/sage-trace; do
+bench_build sharing-coverage
+build=$build_dir
+for f in daemon/saged tools/sage-trace; do
     [ -e "$build/$f" ] || { echo "sharing-coverage: $build/$f not found: build SAGE first" >&2; exit 1; }
 done
-bin=$build/bench-bin/sharing-coverage
-logs=$bin/logs data=${data:-$bin/data} out=${OUT:-$bin/out}
-rm -rf "$logs" && mkdir -p "$logs" "$data" || exit 1
+bench_bin_dir sharing-coverage
+bin=$bin_dir data=${data:-$bin_dir/data} out=${OUT:-$bin_dir/out}
+mkdir -p "$data" || exit 1
 
 if [ "$fake" = 1 ]; then
     fakedir=$build/tests/fakecuda
