@@ -31,18 +31,18 @@ FakeAlloc *fake_alloc_find_locked(uintptr_t p) {
 
 FakeAlloc *fake_alloc_record_locked(FakeAllocKind kind, void *base, size_t size, size_t map_size, int fd,
                                     CUcontext ctx) {
-        FakeAlloc *a = malloc(sizeof *a);
+        FakeAlloc *a = calloc(1, sizeof *a);
         if (!a)
                 return NULL;
-        *a = (FakeAlloc){ .next = fake.allocs,
-                          .kind = kind,
-                          .base = base,
-                          .size = size,
-                          .map_size = map_size,
-                          .fd = fd,
-                          .ctx = ctx,
-                          .device = ctx ? ctx->device : 0,
-                          .id = fake.next_id++ };
+        a->kind = kind;
+        a->base = base;
+        a->size = size;
+        a->map_size = map_size;
+        a->fd = fd;
+        a->ctx = ctx;
+        a->device = ctx ? ctx->device : 0;
+        a->id = fake.next_id++;
+        a->next = fake.allocs;
         fake.allocs = a;
         return a;
 }
