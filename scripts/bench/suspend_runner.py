@@ -30,6 +30,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_result  # noqa: E402
+from bench_proc import stop  # noqa: E402
 import suspend_parts  # noqa: E402
 import suspend_report as rep  # noqa: E402
 
@@ -199,12 +200,7 @@ class Run(suspend_parts.Parts):
         if self.saged:
             p, log = self.saged
             if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                stop(p, 30)
             log.close()
             self.saged = None
 
@@ -400,7 +396,7 @@ class Run(suspend_parts.Parts):
         settings = {"quick": self.a.quick, "runs": self.a.runs, "budget_s": self.a.budget, "fake": self.fake,
                     "resume_by": self.resume_by, "idle_suspend": self.has_idle, "instance_memory": self.has_cap,
                     "plan": self.plan, "saged": "--max-resumes 16", "watchdog_s": WATCHDOG_S,
-                    "sharing": self.share}
+                    "sharing": self.share, "preload": self.sage_env["LD_PRELOAD"]}
         mach = bench_result.machine()
         if self.fake:
             mach["gpu"] = "simulated (tests/fakecuda)"
