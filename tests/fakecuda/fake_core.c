@@ -122,24 +122,11 @@ static size_t env_size(const char *name, size_t def) {
         unsigned long long v = strtoull(s, &end, 10);
         if (errno || end == s)
                 return def;
-        switch (toupper((unsigned char)*end)) {
-        case 'K':
-                v <<= 10;
+        static const char units[] = "KMGT"; /* each 1024 times the one before */
+        const char *unit = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+        if (unit) {
+                v <<= 10 * (unit - units + 1);
                 end++;
-                break;
-        case 'M':
-                v <<= 20;
-                end++;
-                break;
-        case 'G':
-                v <<= 30;
-                end++;
-                break;
-        case 'T':
-                v <<= 40;
-                end++;
-                break;
-        default: break;
         }
         if (*end == 'i')
                 end++;
