@@ -275,9 +275,12 @@ static bool upload_2d(const Copy2D *c, CUresult *result) {
         for (size_t row = 0; row < p->Height; row++)
                 memcpy(buf + row * p->dstPitch, src + row * p->srcPitch, p->WidthInBytes);
         r = linear_upload(c, w.dst, buf, w.bytes);
-        /* The buffer is ours to free only once the copy read it. */
-        if (r == CUDA_SUCCESS && c->async)
-                r = SAGE_REAL(cuStreamSynchronize)(sage_share_stream_of(c->stream, c->ptds));
+        /* The buffer is ours to free only once the copies read it (a part may be queued even if another failed). */
+        if (c->async) {
+                CUresult synced = SAGE_REAL(cuStreamSynchronize)(sage_share_stream_of(c->stream, c->ptds));
+                if (r == CUDA_SUCCESS)
+                        r = synced;
+        }
         free(buf);
         *result = r;
         return true;

@@ -14,11 +14,7 @@ export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
 # An 8 GiB simulated GPU: XLA's region is 6 GiB of it, so a region backed by
 # one physical allocation could not be split (the split would need 12).
 export SAGE_FAKE_MEM=8G
-"$saged" --socket "$SAGE_SOCKET" --foreground 2>"$tmp/saged.log" &
-saged_pid=$!
-trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
-[ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
+start_broker "$saged" "$SAGE_SOCKET"
 
 # run TAG MIB SEED MODE: under sharing, trace $tmp/TAG.json; the output must be native's.
 run() {

@@ -8,3 +8,14 @@ step() { printf '== %s\n' "$*"; }
 bad() { printf 'FAIL: %s\n' "$*"; fail=1; }
 # The counter NAME of libsage in the trace dump FILE.
 stat_of() { "$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['otherData']['stats'][sys.argv[2]])" "$1" "$2"; }
+# start_broker SAGED SOCKET [ARGS...]: saged in the background ($saged_pid,
+# log $tmp/saged.log), waited for until its socket is there; stopped at exit.
+start_broker() {
+  local bin=$1 sock=$2
+  shift 2
+  "$bin" --socket "$sock" --foreground "$@" 2>>"$tmp/saged.log" &
+  saged_pid=$!
+  trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+  for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
+  [ -S "$sock" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
+}
