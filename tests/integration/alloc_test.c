@@ -112,7 +112,6 @@ int main(int argc, char **argv) {
         bool write;
         Weights w = { .pitch = bytes, .words = bytes / 8, .rows = 1 };
         CUdevice dev;
-        CUcontext ctx;
         CUmodule module;
         CUstream s;
         CUdeviceptr out, region = 0, small = 0;
@@ -124,10 +123,7 @@ int main(int argc, char **argv) {
         snprintf(mode, sizeof(mode), "%s", argc > 3 ? argv[3] : "bfc");
         if ((write = strlen(mode) > 6 && !strcmp(mode + strlen(mode) - 6, "-write")))
                 mode[strlen(mode) - 6] = 0;
-        OK(cuInit(0));
-        OK(cuDeviceGet(&dev, 0));
-        OK(cuDevicePrimaryCtxRetain(&ctx, dev));
-        OK(cuCtxSetCurrent(ctx));
+        dev = ok_primary_context(cuInit, cuDeviceGet, cuDevicePrimaryCtxRetain, cuCtxSetCurrent);
         OK(cuModuleLoadData(&module, &image));
         OK(cuModuleGetFunction(&checksum_fn, module, "checksum_rows"));
         OK(cuModuleGetFunction(&scale_fn, module, "scale_rows"));
