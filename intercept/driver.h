@@ -41,6 +41,8 @@ static inline void *sage_real(SageSym sym);
         X(kernel_get_param_info, "cuKernelGetParamInfo", CUresult (*)(CUkernel, size_t, size_t *, size_t *))      \
         X(kernel_get_name, "cuKernelGetName", CUresult (*)(const char **, CUkernel))                              \
         X(device_get_uuid, "cuDeviceGetUuid_v2", CUresult (*)(CUuuid *, CUdevice))                                \
+        X(device_get_default_mem_pool, "cuDeviceGetDefaultMemPool", CUresult (*)(CUmemoryPool *, CUdevice))       \
+        X(device_get_mem_pool, "cuDeviceGetMemPool", CUresult (*)(CUmemoryPool *, CUdevice))                      \
         X(primary_retain, "cuDevicePrimaryCtxRetain", CUresult (*)(CUcontext *, CUdevice))                        \
         X(primary_release, "cuDevicePrimaryCtxRelease_v2", CUresult (*)(CUdevice))                                \
         X(ckpt_get_state, "cuCheckpointProcessGetState", CUresult (*)(int, CUprocessState *))                     \

@@ -121,6 +121,10 @@ fail:
         return false;
 }
 
+bool sage_share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
+        return share_alloc(dptr, size, result);
+}
+
 bool sage_share_free(CUdeviceptr va, CUresult *result) {
         SageShare *s = sage_share();
         SageShareAlloc *a;

@@ -10,6 +10,11 @@
 
 #include "hooks.h"
 
+/*
+ * Back an allocation of `size` bytes in the current context with SAGE's VMM
+ * allocator (share.c); false: not backed, the caller takes the driver's path.
+ */
+bool sage_share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result);
 /* Is `va` the start of an allocation SAGE's VMM allocator backs? Frees it if so. */
 bool sage_share_free(CUdeviceptr va, CUresult *result);
 

@@ -73,12 +73,22 @@ static CUresult map_at(ShareVmm *v, const SageShareAlloc *a, size_t off, size_t 
         return sage_vmm_map(&v->drv->vmm, a->va + off, len, a->dev, h, access);
 }
 
+/*
+ * The largest physical allocation a new allocation starts with. XLA's BFC
+ * allocator asks for 75% of the GPU in one cuMemAlloc (docs/sharing.md,
+ * JAX): one piece that large could not be split, since a split creates
+ * the new backing of the rest before the old piece goes (the GPU would
+ * have to hold the region twice). In pieces of this size a split costs at
+ * most two of them more, whatever the allocation's size.
+ */
+#define SHARE_VMM_CHUNK ((size_t)1 << 30)
+
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
                          SageShareAlloc **out) {
         const SageVmmOps *ops = &v->drv->vmm;
         SageShareAlloc *a;
-        Piece whole;
-        CUresult r;
+        size_t chunk;
+        CUresult r = CUDA_SUCCESS;
 
         if (!gran || !(a = calloc(1, sizeof(*a))))
                 return CUDA_ERROR_OUT_OF_MEMORY;
@@ -88,20 +98,25 @@ CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, ui
         a->gran = gran;
         a->size = size;
         a->padded = (size + gran - 1) / gran * gran;
+        chunk = SHARE_VMM_CHUNK > gran ? SHARE_VMM_CHUNK / gran * gran : gran;
         if ((r = ops->address_reserve(&a->va, a->padded, 0, 0, 0)) != CUDA_SUCCESS)
                 goto fail;
-        whole = (Piece){ .off = 0, .len = a->padded };
-        if ((r = share_vmm_create(v, a, a->padded, &whole.handle)) != CUDA_SUCCESS) {
-                ops->address_free(a->va, a->padded);
-                goto fail;
-        }
-        if ((r = map_at(v, a, 0, a->padded, whole.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS ||
-            !insert_pieces(a, 0, 0, &whole, 1)) {
-                if (r == CUDA_SUCCESS) {
-                        ops->unmap(a->va, a->padded);
-                        r = CUDA_ERROR_OUT_OF_MEMORY;
+        for (size_t off = 0; off < a->padded && r == CUDA_SUCCESS; off += chunk) {
+                Piece p = { .off = off, .len = a->padded - off < chunk ? a->padded - off : chunk };
+                if ((r = share_vmm_create(v, a, p.len, &p.handle)) != CUDA_SUCCESS)
+                        break;
+                if ((r = map_at(v, a, off, p.len, p.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS ||
+                    !insert_pieces(a, a->npieces, 0, &p, 1)) {
+                        if (r == CUDA_SUCCESS) {
+                                ops->unmap(a->va + off, p.len);
+                                r = CUDA_ERROR_OUT_OF_MEMORY;
+                        }
+                        ops->release(p.handle);
                 }
-                ops->release(whole.handle);
+        }
+        if (r != CUDA_SUCCESS) {
+                for (size_t i = 0; i < a->npieces; i++)
+                        share_vmm_drop_piece(v, a, &a->pieces[i]);
                 ops->address_free(a->va, a->padded);
                 goto fail;
         }

@@ -307,8 +307,12 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 sage_stats_count(SAGE_STAT_SHARE_HITS);
                 sage_stats_add(SAGE_STAT_SHARE_BYTES_MAPPED, hi - lo);
                 sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n - (hi - lo));
-                share_vmm_note_written(&s->vmm, a, o, lo - o);
-                share_vmm_note_written(&s->vmm, a, hi, o + n - hi);
+                /*
+                 * The whole upload, not just the ends copied: assembly gives a
+                 * run holding an end the upload's start as its span, so a
+                 * kernel given the tensor's base pointer is seen using it.
+                 */
+                share_vmm_note_written(&s->vmm, a, o, n);
                 plan->lo = lo - o;
                 plan->hi = hi - o;
                 goto out;

@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model jax_fn share_weights lean_stack suspend_idle)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model jax_fn share_weights share_alloc lean_stack suspend_idle)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -128,6 +128,7 @@ build_program() {
         cublas_gemm) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/cublas_gemm.cu" -lcublas ;;
         reset_loop) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/reset_loop.cu" ;;
         share_weights) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_weights.cu" ;;
+        share_alloc) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_alloc.cu" -lcuda ;;
         lean_stack) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/lean_stack.cu" ;;
         suspend_idle) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/suspend_idle.cu" ;;
         torch_model) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
@@ -431,7 +432,7 @@ fi
 # served by the broker where the program's uploads can be (share_weights,
 # torch_model), IPC must have been emulated (ipc), and share_weights' kernel
 # that writes mapped weights must have got a private copy first.
-share_programs=(share_weights ipc torch_model jax_fn cublas_gemm graphs static_cudart)
+share_programs=(share_weights share_alloc ipc torch_model jax_fn cublas_gemm graphs static_cudart)
 saged=$build_dir/daemon/saged
 # stat_sum NAME MODE STAT: a libsage counter summed over the traces of a run.
 stat_sum() {
@@ -473,14 +474,24 @@ if [ -x "$saged" ]; then
             dropped_bytes=$(stat_sum "$p" "share$round" SHARE_BYTES_DROPPED)
             keep=$(stat_sum "$p" "share$round" SHARE_KEEP_COPIES)
             staged=$(stat_sum "$p" "share$round" SHARE_STAGED)
-            echo "gpu-test: $p share$round: hits $hits, mapped $mapped B, copied $copied B (of which assembled and mapped: $asm_hits runs, $asm_bytes B), fallbacks $fallbacks, guard $guard, ipc $ipc, not published $dropped ($dropped_bytes B), keep copies $keep, staged misses $staged" \
+            allocs=$(stat_sum "$p" "share$round" SHARE_ALLOCS)
+            misses=$(stat_sum "$p" "share$round" SHARE_MISSES)
+            # sage-trace's "% shared": (mapped + assembled) / all upload bytes that reached SAGE-backed memory.
+            fraction=$(awk -v m="$mapped" -v a="$asm_bytes" -v c="$copied" \
+                'BEGIN { if (m + c > 0) printf "%.4f", (m + a) / (m + c); else printf "0" }')
+            echo "gpu-test: $p share$round: hits $hits, misses $misses, allocs backed $allocs, mapped $mapped B, copied $copied B (of which assembled and mapped: $asm_hits runs, $asm_bytes B), shared_fraction $fraction, fallbacks $fallbacks, guard $guard, ipc $ipc, not published $dropped ($dropped_bytes B), keep copies $keep, staged misses $staged" \
                 >> "$logs/share-stats.txt"
             if [ "$fallbacks" != 0 ]; then
                 extra="$fallbacks sharing fallbacks"
-            elif [ "$round" = 2 ] && { [ "$p" = share_weights ] || [ "$p" = torch_model ]; } && [ "$hits" = 0 ]; then
+            elif [ "$round" = 2 ] && { [ "$p" = share_weights ] || [ "$p" = torch_model ] || [ "$p" = jax_fn ]; } &&
+                [ "$hits" = 0 ]; then
                 extra="second run not served by the broker"
             elif [ "$round" = 1 ] && [ "$p" = share_weights ] && [ "$staged" = 0 ]; then
                 extra="the first run's misses were not copied through staging"
+            elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$hits" -lt 3 ]; then
+                extra="second run: $hits hits, not S, Q and T (cudaMallocAsync, pool, pitched) mapped"
+            elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$guard" = 0 ]; then
+                extra="the kernel writing mapped weights (R) got no private copy"
             elif [ "$round" = 2 ] && [ "$p" = share_weights ] && [ "$guard" = 0 ]; then
                 extra="the kernel writing mapped weights got no private copy"
             elif [ "$p" = ipc ] && [ "$ipc" = 0 ]; then

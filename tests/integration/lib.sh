@@ -15,3 +15,14 @@ start_saged() {
   for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && return 0; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
   echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; kill "$saged_pid" 2>/dev/null; exit 1
 }
+# start_broker SAGED SOCKET [ARGS...]: saged in the background ($saged_pid,
+# log $tmp/saged.log), waited for until its socket is there; stopped at exit.
+start_broker() {
+  local bin=$1 sock=$2
+  shift 2
+  "$bin" --socket "$sock" --foreground "$@" 2>>"$tmp/saged.log" &
+  saged_pid=$!
+  trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+  for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
+  [ -S "$sock" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
+}

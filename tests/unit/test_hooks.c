@@ -191,7 +191,7 @@ static void declarations(void) {
         CHECK(sage_sym_info[SAGE_SYM_cuEventDestroy_v2].resource_op == SAGE_RESOURCE_DESTROYS);
         CHECK(!sage_sym_writes_unknown(SAGE_SYM_cuMemcpy2DAsync_v2_ptsz));
         CHECK(sage_sym_writes_unknown(SAGE_SYM_cuLaunchKernel));
-        CHECK(sage_sym_info[SAGE_SYM_cuMemsetD8_v2].impl && !sage_sym_info[SAGE_SYM_cuMemcpy2D_v2].impl);
+        CHECK(sage_sym_info[SAGE_SYM_cuMemsetD8_v2].impl && !sage_sym_info[SAGE_SYM_cuMemcpy3D_v2].impl);
         CHECK(!sage_sym_writes_unknown(SAGE_SYM_cuMemcpyDtoH_v2));
 }
 
