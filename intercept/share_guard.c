@@ -162,6 +162,7 @@ static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned pa
                         continue;
                 if (p->nfilled && !in_filled(p, off)) {
                         /* Between the uploads of an assembled run: a buffer, not weights. */
+                        share_vmm_note_gap_use(a, off);
                         if (p->candidate) {
                                 char why[96];
                                 snprintf(why, sizeof(why), "kernel parameter %u points between its uploads (+%zu)",

@@ -144,6 +144,13 @@ void share_assemble(SageShare *s) {
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE, sage_now_ns() - t);
 }
 
+void share_learn_placement(SageShare *s, const SageShareAlloc *a) {
+        size_t lead;
+
+        if (a->tail_use != SIZE_MAX && share_place_lead_for(a->tail_use, a->gran, &lead))
+                share_place_learn(&s->place, a->size - a->lead, a->ordinal, lead);
+}
+
 void share_publish(SageShare *s, SageShareAlloc *a) {
         SharePublisher pub = { broker_publish, s };
 
@@ -158,8 +165,11 @@ static void share_at_exit(void) {
         if (sage_hooks_active(SAGE_OBSERVER_SUSPEND) && sage_gate_enter() != CUDA_SUCCESS)
                 return;
         pthread_mutex_lock(&s->lock);
-        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next) {
                 share_publish(s, a);
+                share_learn_placement(s, a);
+        }
+        share_place_save(&s->place);
         pthread_mutex_unlock(&s->lock);
         if (sage_hooks_active(SAGE_OBSERVER_SUSPEND))
                 sage_gate_leave();
@@ -240,6 +250,7 @@ bool share_enabled(SageShare *s) {
         }
         share_vmm_init(&s->vmm, &s->drv, release_extent, s);
         s->vmm.track_pending = sage_options()->share_assemble;
+        share_place_open(&s->place, sage_options()->share_place);
         atexit(share_at_exit);
         s->state = 1;
         atomic_store(&s->active, true);

@@ -129,7 +129,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
         r = share_lookup(s, key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len);
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
-        share_vmm_sync(&s->vmm, a); /* nothing in flight may use the backing we replace */
+        share_vmm_sync_for_replace(&s->vmm, a, lo, hi); /* nothing in flight may use the backing we replace */
         atomic_store(&s->guarding, true);
         if (r == 0 && fd >= 0) {
                 piece = (Piece){
