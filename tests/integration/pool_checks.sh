@@ -67,6 +67,15 @@ at_least "$(shared b3)" 98 || bad "third invocation: $(shared b3)% shared (< 98%
 [ "$(stat_of "$tmp/b3.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "third invocation: the guard privatized shared pieces"
 [ "$(stat_of "$tmp/b3.json" SHARE_SYNCS_SKIPPED)" -gt 0 ] || bad "no hit skipped its synchronize"
 
+step "a kernel writing placed, shared weights: a private copy first (the launch guard), same output as native"
+native_w=$(POOL_TEST_WRITE=1 "$prog" 5)
+[ "$native_w" != "$native" ] || bad "the writing kernel changes nothing"
+out=$(SAGE_SHARE_PLACE="$tmp/place" POOL_TEST_WRITE=1 SAGE_TRACE="$tmp/w.json" LD_PRELOAD="$preload" "$prog" 5) ||
+  bad "write run (a fault?)"
+[ "$out" = "$native_w" ] || bad "write output: $out vs $native_w"
+[ "$(stat_of "$tmp/w.json" SHARE_PLACED)" -gt 0 ] && [ "$(stat_of "$tmp/w.json" SHARE_GUARD_UNSHARED)" -gt 0 ] ||
+  bad "write: the guard did not privatize the written weights of a placed segment"
+
 step "CUDA IPC of placed segments: the child sees the segment's first byte where the parent does"
 native_i=$(POOL_TEST_IPC=1 "$prog" 5)
 out=$(SAGE_SHARE_PLACE="$tmp/place" POOL_TEST_IPC=1 SAGE_TRACE="$tmp/i.json" LD_PRELOAD="$preload" "$prog" 5) || bad "ipc run"

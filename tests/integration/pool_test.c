@@ -18,7 +18,8 @@
  * With POOL_TEST_IPC=1 (the command line stays the same: learned placement
  * is per command line), each large segment is then handed to a child
  * process through CUDA IPC, which prints its first word and writes one;
- * the parent prints what it sees there.
+ * the parent prints what it sees there. With POOL_TEST_WRITE=1 a kernel
+ * writes the classifier's weights in place after the forward pass.
  */
 #include <cuda.h>
 
@@ -222,6 +223,12 @@ int main(int argc, char **argv) {
                 OK(cuLaunchKernel(act, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
                 nacts++;
         }
+        if (getenv("POOL_TEST_WRITE")) /* a kernel writes the classifier's weights and bias in place */
+                for (int i = nweights - 2; i < nweights; i++) {
+                        size_t n = weights[i].bytes / 8, wn = weights[0].bytes / 8;
+                        void *params[] = { &weights[i].at, &n, &weights[0].at, &wn };
+                        OK(cuLaunchKernel(act, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+                }
         for (int i = 0; i < nweights + nacts; i++) {
                 const Tensor *t = i < nweights ? &weights[i] : &acts[i - nweights];
                 size_t n = t->bytes / 8;
