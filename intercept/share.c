@@ -134,8 +134,7 @@ bool sage_share_free(CUdeviceptr va, CUresult *result) {
                 return false;
         pthread_mutex_lock(&s->lock);
         if ((a = share_vmm_unlink(&s->vmm, va))) {
-                share_publish(s, a);
-                share_learn_placement(s, a);
+                share_retire(s, a);
                 s->drv.vmm.ctx_synchronize(); /* cuMemFree waits for the work using the memory */
                 share_ipc_forget(s, a);
                 share_vmm_release(&s->vmm, a);

@@ -74,8 +74,13 @@ int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64
  * launch or an API write while s->vmm.pending. Takes the lock.
  */
 void share_assemble(SageShare *s);
-/* What `a` taught about its placement goes to the hints (saved at exit). Under the lock. */
-void share_learn_placement(SageShare *s, const SageShareAlloc *a);
+/*
+ * What `a` taught about its placement goes to the hints (saved at exit).
+ * True: from the next invocation on it starts elsewhere. Under the lock.
+ */
+bool share_learn_placement(SageShare *s, const SageShareAlloc *a);
+/* `a` goes (freed, or the process exits): placement learned, its candidates published. Under the lock. */
+void share_retire(SageShare *s, SageShareAlloc *a);
 /* Publish the candidates of `a` to the broker. Under the lock. */
 void share_publish(SageShare *s, SageShareAlloc *a);
 /* May work submitted to `stream` be captured rather than run (no synchronizing then)? */

@@ -58,6 +58,8 @@ mkdir "$tmp/place"
 run b1 SAGE_SHARE_PLACE="$tmp/place"
 [ "$(stat_of "$tmp/b1.json" SHARE_PLACED)" = 0 ] || bad "placed before anything was learned"
 ls "$tmp/place"/place-* >/dev/null 2>&1 || bad "no hints written"
+[ "$(stat_of "$tmp/b1.json" SHARE_PUBLISHED)" -lt "$(stat_of "$tmp/a1.json" SHARE_PUBLISHED)" ] ||
+  bad "the segments that move were published all the same"
 run b2 SAGE_SHARE_PLACE="$tmp/place"
 run b3 SAGE_SHARE_PLACE="$tmp/place"
 echo "shared: $(shared b1)%, $(shared b2)%, $(shared b3)%; placed $(stat_of "$tmp/b3.json" SHARE_PLACED) segments"
