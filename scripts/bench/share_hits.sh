@@ -14,7 +14,7 @@
 # Prints one line per model and `share_hits: ok` at the end; with OUT set,
 # writes $OUT/share-hits.jsonl (one record per invocation).
 #   scripts/bench/share_hits.sh [--build DIR] [--runs R] [--conc N] [--quick] [--no-place]
-#   --quick: R=1, conc 16 (about 3-4 minutes on an H100, to be checked)
+#   --quick: R=1, conc 16 (about 2-3 minutes on an H100, to be checked)
 set -euo pipefail
 build=build runs=3 conc=16 place=1
 while [ $# -gt 0 ]; do
@@ -41,7 +41,6 @@ for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
 mkdir -p "$tmp/place"
 sage_env=(SAGE_SHARE=1 LD_PRELOAD="$build/intercept/libsage.so")
 [ "$place" = 1 ] && sage_env+=(SAGE_SHARE_PLACE="$tmp/place")
-: > "$tmp/runs.jsonl"
 fail=0
 
 # one MODE KIND TAG: one invocation; appends its record; prints its SAGE_BENCH json.
@@ -56,12 +55,14 @@ one() {
       "$tmp/$tag.json")
   fi
   printf '{"mode":"%s","kind":"%s","tag":"%s","bench":%s,"stats":%s}\n' "$mode" "$kind" "$tag" "${line#SAGE_BENCH }" \
-    "$stats" >> "$tmp/runs.jsonl"
+    "$stats" > "$tmp/rec-$tag.json"
 }
 
+gens=()
 for kind in resnet50 bert gpt2; do
-  "${pyw[@]}" "$fn" gen "$kind" "$tmp/$kind.safetensors" > /dev/null
+  "${pyw[@]}" "$fn" gen "$kind" "$tmp/$kind.safetensors" > /dev/null & gens+=($!)
 done
+for p in "${gens[@]}"; do wait "$p"; done
 for kind in resnet50 bert; do
   for i in $(seq "$runs"); do one native "$kind" "n$kind$i"; done
   one sage "$kind" "w${kind}1"
@@ -79,6 +80,7 @@ for mode in native sage; do
   for p in "${pids[@]}"; do wait "$p" || fail=1; done
 done
 
+cat "$tmp"/rec-*.json > "$tmp/runs.jsonl"
 "$python" - "$tmp/runs.jsonl" <<'PY' || fail=1
 import json, statistics, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
