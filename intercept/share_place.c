@@ -156,7 +156,7 @@ int share_place_save(SharePlace *p) {
         char *tmp;
         size_t n;
         FILE *f;
-        int r = 0;
+        int fd, r = 0;
 
         if (!p->path || !p->dirty)
                 return 0;
@@ -164,9 +164,14 @@ int share_place_save(SharePlace *p) {
         if (!(tmp = malloc(n)))
                 return -ENOMEM;
         snprintf(tmp, n, "%s.%ld", p->path, (long)getpid());
-        if (!(f = fopen(tmp, "we"))) {
+        /* A new file of our own: never through a link someone put in a folder others may write. */
+        if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0 ||
+            !(f = fdopen(fd, "w"))) {
+                r = -errno;
+                if (fd >= 0)
+                        close(fd);
                 free(tmp);
-                return -errno;
+                return r;
         }
         for (size_t i = 0; i < p->nhint; i++)
                 fprintf(f, "%llu %u %u\n", (unsigned long long)p->hint[i].size, p->hint[i].ordinal, p->hint[i].lead);

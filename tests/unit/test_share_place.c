@@ -67,6 +67,24 @@ static void lying_file(const char *dir) {
         share_place_close(&p);
 }
 
+/* A link where the new file is to go (a folder others may write): not followed, nothing written through it. */
+static void link_not_followed(const char *dir) {
+        SharePlace p = { 0 };
+        char tmp[4096], target[4096], line[16] = "";
+        FILE *f;
+
+        share_place_open(&p, dir);
+        snprintf(tmp, sizeof(tmp), "%s.%ld", p.path, (long)getpid());
+        snprintf(target, sizeof(target), "%s/target", dir);
+        CHECK((f = fopen(target, "w")) && fputs("mine\n", f) >= 0 && fclose(f) == 0);
+        CHECK(symlink(target, tmp) == 0);
+        share_place_learn(&p, 2 * G, 7, 1024);
+        CHECK(share_place_save(&p) < 0);
+        CHECK((f = fopen(target, "r")) && fgets(line, sizeof(line), f) && !strcmp(line, "mine\n") && fclose(f) == 0);
+        CHECK(unlink(tmp) == 0 && unlink(target) == 0);
+        share_place_close(&p);
+}
+
 int main(void) {
         char dir[] = "/tmp/sage-place-XXXXXX";
         SharePlace p = { 0 };
@@ -74,6 +92,7 @@ int main(void) {
         CHECK(mkdtemp(dir));
         learn_save_find(dir);
         lying_file(dir);
+        link_not_followed(dir);
         share_place_open(&p, dir);
         unlink(p.path);
         share_place_close(&p);
