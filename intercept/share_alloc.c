@@ -73,49 +73,21 @@ static CUresult map_at(ShareVmm *v, const SageShareAlloc *a, size_t off, size_t 
         return sage_vmm_map(&v->drv->vmm, a->va + off, len, a->dev, h, access);
 }
 
-/* Map adjacent private pieces ps[0..n) read-write with one access call; on failure none stays mapped. */
-static CUresult map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, size_t n) {
-        const SageVmmOps *ops = &v->drv->vmm;
-        CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, a->dev },
-                                 .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
-        size_t mapped = 0;
-        CUresult r = CUDA_SUCCESS;
-
-        while (mapped < n &&
-               (r = ops->map(a->va + ps[mapped].off, ps[mapped].len, 0, ps[mapped].handle, 0)) == CUDA_SUCCESS)
-                mapped++;
-        if (r == CUDA_SUCCESS)
-                r = ops->set_access(a->va + ps[0].off, ps[n - 1].off + ps[n - 1].len - ps[0].off, &desc, 1);
-        if (r != CUDA_SUCCESS)
-                while (mapped > 0) {
-                        mapped--;
-                        ops->unmap(a->va + ps[mapped].off, ps[mapped].len);
-                }
-        return r;
-}
-
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
                          SageShareAlloc **out) {
-        return share_vmm_alloc_placed(v, size, 0, gran, dev, broker_dev, ctx, out);
-}
-
-CUresult share_vmm_alloc_placed(ShareVmm *v, size_t size, size_t lead, size_t gran, CUdevice dev, uint32_t broker_dev,
-                                CUcontext ctx, SageShareAlloc **out) {
         const SageVmmOps *ops = &v->drv->vmm;
         SageShareAlloc *a;
         Piece whole;
         CUresult r;
 
-        if (!gran || lead >= gran || size > SIZE_MAX - 2 * gran || !(a = calloc(1, sizeof(*a))))
+        if (!gran || !(a = calloc(1, sizeof(*a))))
                 return CUDA_ERROR_OUT_OF_MEMORY;
         a->dev = dev;
         a->broker_dev = broker_dev;
         a->ctx = ctx;
         a->gran = gran;
-        a->lead = lead;
-        a->tail_use = SIZE_MAX;
-        a->size = lead + size;
-        a->padded = (a->size + gran - 1) / gran * gran;
+        a->size = size;
+        a->padded = (size + gran - 1) / gran * gran;
         if ((r = ops->address_reserve(&a->va, a->padded, 0, 0, 0)) != CUDA_SUCCESS)
                 goto fail;
         whole = (Piece){ .off = 0, .len = a->padded };
@@ -139,6 +111,18 @@ CUresult share_vmm_alloc_placed(ShareVmm *v, size_t size, size_t lead, size_t gr
 fail:
         free(a->pieces);
         free(a);
+        return r;
+}
+
+CUresult share_vmm_alloc_placed(ShareVmm *v, size_t size, size_t lead, size_t gran, CUdevice dev, uint32_t broker_dev,
+                                CUcontext ctx, SageShareAlloc **out) {
+        CUresult r;
+
+        if (lead >= gran || size > SIZE_MAX - 2 * gran)
+                return CUDA_ERROR_OUT_OF_MEMORY;
+        /* The reservation holds the lead and the app's bytes; the app gets its address past the lead. */
+        if ((r = share_vmm_alloc(v, lead + size, gran, dev, broker_dev, ctx, out)) == CUDA_SUCCESS)
+                (*out)->lead = lead;
         return r;
 }
 
@@ -210,13 +194,15 @@ void share_vmm_note_written(ShareVmm *v, SageShareAlloc *a, size_t off, size_t l
 void share_vmm_note_gap_use(SageShareAlloc *a, size_t off) {
         size_t end = 0;
 
-        if (a->tail_use != SIZE_MAX)
+        if (a->tail_seen)
                 return;
         for (size_t i = 0; i < a->nwritten; i++)
                 if (a->written[i].off + a->written[i].len > end)
                         end = a->written[i].off + a->written[i].len;
-        if (end && off >= end && off / a->gran == (end - 1) / a->gran)
+        if (end && off >= end && off / a->gran == (end - 1) / a->gran) {
                 a->tail_use = off - a->lead;
+                a->tail_seen = true;
+        }
 }
 
 /* Must the content of a->va[off, off+len), part of piece p, survive a split? */
@@ -295,6 +281,27 @@ void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
         v->drv->vmm.release(p->handle);
         if (p->extent_id && v->release_extent)
                 v->release_extent(v->release_ctx, p->extent_id);
+}
+
+/* Map adjacent private pieces ps[0..n) read-write with one access call; on failure none stays mapped. */
+static CUresult map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, size_t n) {
+        const SageVmmOps *ops = &v->drv->vmm;
+        CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, a->dev },
+                                 .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+        size_t mapped = 0;
+        CUresult r = CUDA_SUCCESS;
+
+        while (mapped < n &&
+               (r = ops->map(a->va + ps[mapped].off, ps[mapped].len, 0, ps[mapped].handle, 0)) == CUDA_SUCCESS)
+                mapped++;
+        if (r == CUDA_SUCCESS)
+                r = ops->set_access(a->va + ps[0].off, ps[n - 1].off + ps[n - 1].len - ps[0].off, &desc, 1);
+        if (r != CUDA_SUCCESS)
+                while (mapped > 0) {
+                        mapped--;
+                        ops->unmap(a->va + ps[mapped].off, ps[mapped].len);
+                }
+        return r;
 }
 
 /*

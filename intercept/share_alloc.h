@@ -47,7 +47,8 @@ typedef struct SageShareAlloc {
         size_t size, padded, gran; /* size: lead + what the app asked for */
         size_t lead;               /* the app's allocation starts at va + lead (learned placement, share_place.c) */
         uint32_t ordinal;          /* among the process's allocations of its size (placement's key) */
-        size_t tail_use;           /* SIZE_MAX, or the app offset a kernel pointed at past the uploads (note_gap_use) */
+        size_t tail_use;           /* tail_seen: the app offset a kernel pointed at past the uploads (note_gap_use) */
+        bool tail_seen;
         CUdevice dev;
         uint32_t broker_dev; /* the broker's ordinal of dev's GPU (found by UUID): what the protocol says */
         CUcontext ctx;

@@ -13,9 +13,9 @@
 
 #include "broker_client.h"
 #include "share_alloc.h"
+#include "share_place.h"
 #include "share_guard.h"
 #include "share_file_key.h"
-#include "share_place.h"
 
 struct ShareIpc;
 
