@@ -68,6 +68,18 @@
 
 /* ---------------------------------------------------------------- allocation */
 
+/* An allocation whose app bytes start `lead` bytes into its reservation (learned placement, share_place.c). */
+static CUresult alloc_placed(ShareVmm *v, size_t size, size_t lead, size_t gran, CUdevice dev, uint32_t broker_dev,
+                             CUcontext ctx, SageShareAlloc **out) {
+        CUresult r;
+
+        if (lead >= gran || size > SIZE_MAX - 2 * gran)
+                return CUDA_ERROR_OUT_OF_MEMORY;
+        if ((r = share_vmm_alloc(v, lead + size, gran, dev, broker_dev, ctx, out)) == CUDA_SUCCESS)
+                (*out)->lead = lead;
+        return r;
+}
+
 static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         SageShare *s = sage_share();
         CUmemAllocationProp prop;
@@ -103,7 +115,7 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         pthread_mutex_lock(&s->lock);
         lead = share_place_next(&s->place, size, gran, &ordinal);
         pthread_mutex_unlock(&s->lock);
-        r = share_vmm_alloc_placed(&s->vmm, size, lead, gran, dev, broker_dev, ctx, &a);
+        r = alloc_placed(&s->vmm, size, lead, gran, dev, broker_dev, ctx, &a);
         /* Out of memory is the app's answer too: what cuMemAlloc would say. */
         if (r == CUDA_ERROR_OUT_OF_MEMORY)
                 return false;

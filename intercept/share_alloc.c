@@ -114,18 +114,6 @@ fail:
         return r;
 }
 
-CUresult share_vmm_alloc_placed(ShareVmm *v, size_t size, size_t lead, size_t gran, CUdevice dev, uint32_t broker_dev,
-                                CUcontext ctx, SageShareAlloc **out) {
-        CUresult r;
-
-        if (lead >= gran || size > SIZE_MAX - 2 * gran)
-                return CUDA_ERROR_OUT_OF_MEMORY;
-        /* The reservation holds the lead and the app's bytes; the app gets its address past the lead. */
-        if ((r = share_vmm_alloc(v, lead + size, gran, dev, broker_dev, ctx, out)) == CUDA_SUCCESS)
-                (*out)->lead = lead;
-        return r;
-}
-
 void share_vmm_link(ShareVmm *v, SageShareAlloc *a) {
         a->next = v->allocs;
         v->allocs = a;
@@ -189,20 +177,6 @@ void share_vmm_note_written(ShareVmm *v, SageShareAlloc *a, size_t off, size_t l
         }
         a->written = w;
         a->written[a->nwritten++] = (Range){ off, len };
-}
-
-void share_vmm_note_gap_use(SageShareAlloc *a, size_t off) {
-        size_t end = 0;
-
-        if (a->tail_seen)
-                return;
-        for (size_t i = 0; i < a->nwritten; i++)
-                if (a->written[i].off + a->written[i].len > end)
-                        end = a->written[i].off + a->written[i].len;
-        if (end && off >= end && off / a->gran == (end - 1) / a->gran) {
-                a->tail_use = off - a->lead;
-                a->tail_seen = true;
-        }
 }
 
 /* Must the content of a->va[off, off+len), part of piece p, survive a split? */

@@ -47,7 +47,7 @@ typedef struct SageShareAlloc {
         size_t size, padded, gran; /* size: lead + what the app asked for */
         size_t lead;               /* the app's allocation starts at va + lead (learned placement, share_place.c) */
         uint32_t ordinal;          /* among the process's allocations of its size (placement's key) */
-        size_t tail_use;           /* tail_seen: the app offset a kernel pointed at past the uploads (note_gap_use) */
+        size_t tail_use;           /* tail_seen: the app offset a kernel pointed at past the uploads (share_guard.c) */
         bool tail_seen;
         CUdevice dev;
         uint32_t broker_dev; /* the broker's ordinal of dev's GPU (found by UUID): what the protocol says */
@@ -114,19 +114,10 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
  */
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
                          SageShareAlloc **out);
-/* The same, the app's bytes starting `lead` bytes into the reservation (a multiple of 512, less than gran). */
-CUresult share_vmm_alloc_placed(ShareVmm *v, size_t size, size_t lead, size_t gran, CUdevice dev, uint32_t broker_dev,
-                                CUcontext ctx, SageShareAlloc **out);
 /* The address the app knows `a` by. */
 static inline CUdeviceptr share_vmm_user_va(const SageShareAlloc *a) {
         return a->va + a->lead;
 }
-/*
- * A kernel points at `off` of `a`, between the uploads of an assembled run:
- * remembered (tail_use) when it lies after every upload, in the granule
- * where they end: the pool's free tail, where placement can help.
- */
-void share_vmm_note_gap_use(SageShareAlloc *a, size_t off);
 /* Make `a` one of the allocations the allocator backs (found, scanned, published). */
 void share_vmm_link(ShareVmm *v, SageShareAlloc *a);
 /* The allocation holding [p, p+n), or NULL. */
