@@ -258,12 +258,13 @@ int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, 
         return r;
 }
 
-int sage_broker_call_timeout(SageBroker *b, SageMessage *req, SageMessage *reply, int timeout_ms) {
+int sage_broker_call_timeout(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
+                             int timeout_ms) {
         int r, saved;
         pthread_mutex_lock(&b->lock);
         saved = b->timeout_ms;
         b->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
-        r = transact(b, req, NULL, 0, reply, NULL, NULL, NULL);
+        r = transact(b, req, fds, n_fds, reply, NULL, NULL, NULL);
         b->timeout_ms = saved;
         pthread_mutex_unlock(&b->lock);
         return r;

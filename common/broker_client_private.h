@@ -31,7 +31,8 @@ typedef struct NotesSink {
 int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
                      SageListEntry *list_storage, int *reply_fd);
 int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd, NotesSink *notes);
-/* sage_broker_call with its own timeout instead of the connection's. */
-int sage_broker_call_timeout(SageBroker *b, SageMessage *req, SageMessage *reply, int timeout_ms);
+/* sage_broker_call (no list, no reply fd) with its own timeout instead of the connection's. */
+int sage_broker_call_timeout(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
+                             int timeout_ms);
 /* What sage_broker_last_error says next. */
 void sage_broker_set_error(SageBroker *b, const char *format, ...) __attribute__((format(printf, 2, 3)));

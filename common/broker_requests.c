@@ -65,6 +65,13 @@ int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32
         return r;
 }
 
+/* A publish may take the connection's timeout plus 1 ms per MiB copied, and at least 5 s. */
+static int publish_timeout_ms(const SageBroker *b, uint64_t size) {
+        uint64_t ms = (uint64_t)b->timeout_ms + (size >> 20);
+
+        return ms < 5000 ? 5000 : ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
 /* PUBLISH, with `content` (not NULL) as the content key of a file-identity `hash`. */
 static int publish(SageBroker *b, SageHash hash, const SageHash *content, uint64_t size, uint32_t device,
                    uint32_t flags, int fd, const void *notes, uint32_t notes_len, uint64_t *extent_id, int *existed) {
@@ -93,7 +100,10 @@ static int publish(SageBroker *b, SageHash hash, const SageHash *content, uint64
                 req.header.flags |= SAGE_PUBLISH_CONTENT;
                 req.publish.content = *content;
         }
-        r = sage_broker_call(b, &req, &fd, 1, &reply, NULL, NULL);
+        /* The broker copies the extent before it answers (its own copy, verified later): under a loaded
+         * node that outlasts the connection's short timeout for lookups, and a publish given up on is
+         * lost for the whole process (the broker counts as gone). */
+        r = sage_broker_call_timeout(b, &req, &fd, 1, &reply, publish_timeout_ms(b, size));
         if (r != 0)
                 return r;
         if (extent_id)
@@ -238,7 +248,7 @@ int sage_broker_instance_resume(SageBroker *b, int timeout_ms, SageInstanceOpRep
         int r;
 
         sage_proto_init(&req, SAGE_MSG_INSTANCE_RESUME, 0);
-        r = sage_broker_call_timeout(b, &req, &reply, timeout_ms);
+        r = sage_broker_call_timeout(b, &req, NULL, 0, &reply, timeout_ms);
         if (r == 0 && out)
                 *out = reply.instance_resume_reply;
         return r;

@@ -353,7 +353,9 @@ def table(doc):
     """The side-by-side text table."""
     m = doc["machine"]
     lines = [f"suspend benchmark: {m.get('gpu')} driver {m.get('driver')}, commit {m.get('commit')}, "
-             f"{m.get('date')}", "median [min-max] n; native cold/warm vs SAGE warm/resumed", ""]
+             f"{m.get('date')}", "median [min-max] n; native cold/warm vs SAGE warm/resumed"
+             + ("; SAGE instances share their uploads (SAGE_SHARE=1)" if doc.get("settings", {}).get("sharing") else ""),
+             ""]
     hdr = f"{'workload':<9} | {'cold_ms (native)':<26} | {'warm_ms (native)':<24} | {'sage warm_ms':<22} | " \
           f"{'resumed_ms':<26} | {'resume_ms':<24} | {'idle MiB':<8} | {'cold/res':<8} | ok"
     lines += [hdr, "-" * len(hdr)]

@@ -149,6 +149,11 @@ class Run(suspend_parts.Parts):
         preload = os.environ.get("SAGE_BENCH_PRELOAD") or libsage
         self.rt_preload = " ".join(w for w in preload.split() if "libsage" not in w)
         self.sage_env = {"LD_PRELOAD": preload, "SAGE_SOCKET": self.sock, "SAGE_SUSPEND": "1"}
+        # SAGE_BENCH_SUSPEND_SHARE=1: instances share their uploads through the broker (SAGE_SHARE=1), so
+        # a suspend parks the broker's extents and a resume maps them again (issue 12's "sharing on").
+        self.share = os.environ.get("SAGE_BENCH_SUSPEND_SHARE", "") == "1"
+        if self.share:
+            self.sage_env["SAGE_SHARE"] = "1"
         self.raw = {"workloads": {}, "concurrent": {}, "faas": {}, "oversub": {}, "problems": [],
                     "skipped": [], "parts_s": {}}
         # SAGE_BENCH_SUSPEND_ASSUME=idle,cap: take the features as there (a dry run of
@@ -394,7 +399,8 @@ class Run(suspend_parts.Parts):
             self.stop_saged()
         settings = {"quick": self.a.quick, "runs": self.a.runs, "budget_s": self.a.budget, "fake": self.fake,
                     "resume_by": self.resume_by, "idle_suspend": self.has_idle, "instance_memory": self.has_cap,
-                    "plan": self.plan, "saged": "--max-resumes 16", "watchdog_s": WATCHDOG_S}
+                    "plan": self.plan, "saged": "--max-resumes 16", "watchdog_s": WATCHDOG_S,
+                    "sharing": self.share, "preload": self.sage_env["LD_PRELOAD"]}
         mach = bench_result.machine()
         if self.fake:
             mach["gpu"] = "simulated (tests/fakecuda)"

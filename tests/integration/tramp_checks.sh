@@ -7,8 +7,11 @@ set -euo pipefail
 test_exe=$1 python=$2 sage_trace=$3
 . "$(dirname "$0")/lib.sh"
 
-step "SAGE_SUSPEND=1: trampolines for unhooked entry points and export-table functions"
-SAGE_SUSPEND=1 LD_PRELOAD=$preload "$test_exe" on || bad "suspend on"
+step "SAGE_SUSPEND=1 SAGE_GATE_EXPORT_TABLES=1: trampolines for unhooked entry points and export-table functions"
+SAGE_SUSPEND=1 SAGE_GATE_EXPORT_TABLES=1 LD_PRELOAD=$preload "$test_exe" on || bad "suspend on"
+
+step "SAGE_SUSPEND=1 alone: export tables as the driver gave them (the default: wrapping breaks cudart on driver 580)"
+SAGE_SUSPEND=1 LD_PRELOAD=$preload "$test_exe" plain-tables || bad "default tables not plain"
 
 step "SAGE_SUSPEND unset: the driver's own pointers and table"
 LD_PRELOAD=$preload "$test_exe" off || bad "suspend off"

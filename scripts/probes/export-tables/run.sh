@@ -13,7 +13,7 @@
 #   list:    SAGE_VERBOSE=2 under libsage with suspend off (nothing wrapped): every
 #            table asked for, its UUID, first word (the size, when it is one) and,
 #            per slot, T = a pointer into libcuda's executable text, . = anything else;
-#   wrapped: SAGE_SUSPEND=1 (no broker needed): the tables handed out as copies with
+#   wrapped: SAGE_SUSPEND=1 SAGE_GATE_EXPORT_TABLES=1 (no broker needed): the tables handed out as copies with
 #            trampolines; the output must be identical to the list run's, and
 #            EXPORT_TABLES_WRAPPED / TRAMP_HANDED_OUT say how much was wrapped;
 #   trace:   SAGE_SUSPEND=1 + SAGE_TRACE: the calls through trampolines by name
@@ -45,7 +45,7 @@ probe() { # NAME COMMAND...
     rc1=$?
     tables=$(grep -c '^sage: export table ' "$bin/$name.list.err")
     echo "list: program=$name rc=$rc1 table_requests=$tables distinct=$(grep '^sage: export table ' "$bin/$name.list.err" | sort -u | wc -l)" | tee -a "$report"
-    SAGE_SUSPEND=1 SAGE_VERBOSE=2 LD_PRELOAD=$libsage timeout 300 "$@" > "$bin/$name.wrap.out" 2> "$bin/$name.wrap.err"
+    SAGE_SUSPEND=1 SAGE_GATE_EXPORT_TABLES=1 SAGE_VERBOSE=2 LD_PRELOAD=$libsage timeout 300 "$@" > "$bin/$name.wrap.out" 2> "$bin/$name.wrap.err"
     rc2=$?
     same=no
     cmp -s "$bin/$name.list.out" "$bin/$name.wrap.out" && same=yes

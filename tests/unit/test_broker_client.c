@@ -1,0 +1,94 @@
+/*
+ * The broker client against a broker of the test's own that answers late:
+ * a PUBLISH (the broker copies the extent before it answers) may take longer
+ * than the connection's timeout for lookups, and must not be given up on
+ * (a publish given up on counts the broker as gone for the whole process).
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "broker_client.h"
+#include "check.h"
+#include "proto.h"
+
+typedef struct Server {
+        int listen_fd;
+        int publish_delay_ms;
+} Server;
+
+/* Receive one message, answer it with `reply` (its request id copied) after `delay_ms`. */
+static void answer(int fd, unsigned want, SageMessage *reply, int delay_ms) {
+        uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
+        int fds[4];
+        size_t n_fds = 0;
+        SageMessage m;
+        ssize_t n = sage_proto_recv(fd, buf, sizeof(buf), fds, 4, &n_fds);
+
+        CHECK(n > 0);
+        for (size_t i = 0; i < n_fds; i++)
+                close(fds[i]);
+        CHECK(sage_proto_decode(buf, (size_t)n, &m, NULL) == 0);
+        CHECK(m.header.type == want);
+        reply->header.request_id = m.header.request_id;
+        if (delay_ms)
+                usleep((useconds_t)delay_ms * 1000);
+        CHECK(sage_proto_send_message(fd, reply, NULL, 0) == 0);
+}
+
+static void *serve(void *arg) {
+        Server *s = arg;
+        SageMessage reply;
+        int fd = accept(s->listen_fd, NULL, NULL);
+
+        CHECK(fd >= 0);
+        sage_proto_init(&reply, SAGE_MSG_HELLO_REPLY, 0);
+        reply.hello_reply = (SageHelloReply){ .broker_version = SAGE_PROTO_VERSION,
+                                              .n_devices = 1,
+                                              .granularity = 2u << 20,
+                                              .features = SAGE_FEATURES_ALL };
+        answer(fd, SAGE_MSG_HELLO, &reply, 0);
+        sage_proto_init(&reply, SAGE_MSG_PUBLISH_REPLY, 0);
+        reply.publish_reply = (SagePublishReply){ .extent_id = 7 };
+        answer(fd, SAGE_MSG_PUBLISH, &reply, s->publish_delay_ms);
+        close(fd);
+        return NULL;
+}
+
+int main(void) {
+        char dir[] = "/tmp/sage-broker-client-XXXXXX";
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        Server s = { .publish_delay_ms = 1500 };
+        SageBroker *b;
+        pthread_t t;
+        uint64_t id = 0;
+        int existed = -1, fd;
+
+        CHECK(mkdtemp(dir));
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/s", dir);
+        s.listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        CHECK(s.listen_fd >= 0);
+        CHECK(bind(s.listen_fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+        CHECK(listen(s.listen_fd, 4) == 0);
+        CHECK(pthread_create(&t, NULL, serve, &s) == 0);
+
+        /* The connection's timeout (500 ms, as libsage's) is shorter than the broker's 1.5 s copy. */
+        CHECK(sage_broker_connect(&b, addr.sun_path, 500) == 0);
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        CHECK(fd >= 0);
+        CHECK(sage_broker_publish(b, (SageHash){ .low = 1, .high = 2 }, 2u << 20, 0, SAGE_PUBLISH_SEALED, fd, &id,
+                                  &existed) == 0);
+        CHECK(id == 7 && existed == 0);
+        close(fd);
+        sage_broker_free(b);
+        CHECK(pthread_join(t, NULL) == 0);
+        close(s.listen_fd);
+        unlink(addr.sun_path);
+        rmdir(dir);
+        return 0;
+}
