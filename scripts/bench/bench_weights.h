@@ -14,6 +14,8 @@
 #include <inttypes.h>
 #include <unistd.h>
 
+#include "bench_common.h" /* RT_CHECK */
+
 /* Content of 64-bit word i of a weight file generated with `seed`. */
 static inline uint64_t weight_word(uint64_t i, uint64_t seed) {
         uint64_t z = i * 0x9E3779B97F4A7C15ull + seed;
@@ -36,6 +38,24 @@ __global__ void checksum_kernel(const uint64_t *w, uint64_t n, unsigned long lon
                 acc += __shfl_down_sync(0xffffffffu, acc, off);
         if ((threadIdx.x & 31) == 0)
                 atomicAdd(out, (unsigned long long)acc);
+}
+
+/* The device word checksum_kernel adds into, zeroed. */
+static unsigned long long *device_sum(void) {
+        unsigned long long *dsum = NULL;
+        RT_CHECK(cudaMalloc(&dsum, sizeof(*dsum)));
+        RT_CHECK(cudaMemset(dsum, 0, sizeof(*dsum)));
+        return dsum;
+}
+
+/* checksum_kernel (`blocks` blocks of 256 threads) over the device copy into dsum, read back. */
+static unsigned long long device_checksum(const uint64_t *dev, size_t bytes, unsigned long long *dsum,
+                                          unsigned blocks) {
+        unsigned long long sum = 0;
+        checksum_kernel<<<blocks, 256>>>(dev, bytes / 8, dsum);
+        RT_CHECK(cudaGetLastError());
+        RT_CHECK(cudaMemcpy(&sum, dsum, sizeof(sum), cudaMemcpyDeviceToHost));
+        return sum;
 }
 
 /* Write BYTES (rounded down to 8) of weights to PATH and print

@@ -89,20 +89,11 @@ for f in "$libsage" "$saged"; do
 done
 [ -x "$sagectl" ] || { say "NOTE: $sagectl not found: no broker statistics"; sagectl=; }
 
-bin_dir=$build_dir/bench-bin/density
-logs=$bin_dir/logs
-rm -rf "$logs"
-mkdir -p "$logs" "$bin_dir/tmp" || exit 1
+bench_bin_dir density
 bench_bytecode "$bin_dir" "$py_abs" || exit 1  # written by the import checks and weight generation below
 [ -n "$out" ] && { mkdir -p "$out" || exit 1; out=$(cd "$out" && pwd); }
-if [ -z "$data_dir" ]; then
-    data_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-density.XXXXXX") || exit 1
-    own_data=1
-else
-    mkdir -p "$data_dir" || exit 1
-    data_dir=$(cd "$data_dir" && pwd)
-    own_data=0
-fi
+bench_data_dir density
+data_dir=$(cd "$data_dir" && pwd)
 svc_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-density-svc.XXXXXX") || exit 1
 pids=()
 cleanup() {

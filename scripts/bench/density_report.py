@@ -334,25 +334,24 @@ def table(doc):
                  f"{'n/a' if s['all_sage_shared_fraction'] is None else '%.1f%%' % (100 * s['all_sage_shared_fraction'])}")
         L.append("  libsage counters over the SAGE sequential runs: "
                  + ", ".join(f"{k[6:]} {nz(v)}" for k, v in s["sage_seq_counters"].items()))
-        for mode in MODES:
-            cc = (ph.get("conc") or {}).get(mode)
-            if isinstance(cc, dict):
-                L.append(f"  conc {mode:6s}: {cc.get('ready')}/{cc.get('n')} ready, wall to all ready "
-                         f"{f_ms(cc.get('wall_ready_ms'))}, upload med {f_ms(cc.get('upload_med_ms'))} max "
-                         f"{f_ms(cc.get('upload_max_ms'))}, MiB/inst {nz(cc.get('per_instance_mib'))} (Δ used), "
-                         f"per process (nvidia-smi) med {nz(cc.get('smi_per_process_mib'))}, host anon MiB/inst "
-                         f"med {nz(cc.get('host_anon_mib_med'))}" + (f"; {cc['error']}" if cc.get("error") else ""))
-            elif cc:
-                L.append(f"  conc {mode:6s}: {cc}")
-        for mode in MODES:
-            d = (ph.get("density") or {}).get(mode)
-            if isinstance(d, dict):
-                L.append(f"  density {mode:6s}: {f_count(d.get('count'), d.get('at_least'))} resident "
-                         f"(stop: {d.get('stop')}), MiB/inst {nz(d.get('per_instance_mib'))}, EXTRAPOLATED "
-                         f"GPU-bound {nz(d.get('extrapolated'))} (total {nz(d.get('total_mib'))} - baseline "
-                         f"{nz(d.get('base_mib'))} MiB), {nz(d.get('elapsed_s'))} s")
-            elif d:
-                L.append(f"  density {mode:6s}: {d}")
+        def per_mode(key, describe):
+            """A line per mode of ph[key]: describe(entry), or the entry itself (an error text)."""
+            for mode in MODES:
+                e = (ph.get(key) or {}).get(mode)
+                if isinstance(e, dict) or e:
+                    L.append(f"  {key} {mode:6s}: " + (describe(e) if isinstance(e, dict) else f"{e}"))
+
+        per_mode("conc", lambda cc: (
+            f"{cc.get('ready')}/{cc.get('n')} ready, wall to all ready "
+            f"{f_ms(cc.get('wall_ready_ms'))}, upload med {f_ms(cc.get('upload_med_ms'))} max "
+            f"{f_ms(cc.get('upload_max_ms'))}, MiB/inst {nz(cc.get('per_instance_mib'))} (Δ used), "
+            f"per process (nvidia-smi) med {nz(cc.get('smi_per_process_mib'))}, host anon MiB/inst "
+            f"med {nz(cc.get('host_anon_mib_med'))}" + (f"; {cc['error']}" if cc.get("error") else "")))
+        per_mode("density", lambda d: (
+            f"{f_count(d.get('count'), d.get('at_least'))} resident "
+            f"(stop: {d.get('stop')}), MiB/inst {nz(d.get('per_instance_mib'))}, EXTRAPOLATED "
+            f"GPU-bound {nz(d.get('extrapolated'))} (total {nz(d.get('total_mib'))} - baseline "
+            f"{nz(d.get('base_mib'))} MiB), {nz(d.get('elapsed_s'))} s"))
         bs = ph.get("broker_stats")
         if bs:
             L.append(f"  broker (sagectl stats): {json.dumps(bs)}")

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 
+from bench_proc import stop
 from density_report import MODES, extrapolate, f_count, f_ms, median, next_wave, parse_bench, trace_stats
 
 # Share of the time left that each workload may use (what one leaves, the next gets).
@@ -305,12 +306,7 @@ class Runner:
 
     def broker_stop(self):
         if self.broker:
-            self.broker.terminate()
-            try:
-                self.broker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.broker.kill()
-                self.broker.wait()
+            stop(self.broker, 15)
             self.broker = None
             if self.a.pidfile:
                 try:

@@ -42,32 +42,16 @@ with_trace=1
 with_suspend=0
 baseline_dir=""
 arch=sm_90
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --build) build_dir=${2:?--build needs a folder}; shift 2 ;;
-        --rounds) rounds=${2:?}; shift 2 ;;
-        --launches) launches=${2:?}; shift 2 ;;
-        --sync-launches) sync_launches=${2:?}; shift 2 ;;
-        --reps) reps=${2:?}; shift 2 ;;
-        --no-trace) with_trace=0; shift ;;
-        --baseline) baseline_dir=${2:?--baseline needs a folder}; shift 2 ;;
-        --suspend) with_suspend=1; shift ;;
-        --arch) arch=${2:?}; shift 2 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "launch-overhead: unknown argument: $1 (see --help)" >&2; exit 2 ;;
-    esac
-done
-
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-python3}
 
 . "$here/lib.sh"
+bench_args launch-overhead "--build=build_dir --rounds=rounds --launches=launches --sync-launches=sync_launches
+    --reps=reps --no-trace=with_trace=0 --baseline=baseline_dir --suspend=with_suspend=1 --arch=arch" "$@"
 bench_require_gpu launch-overhead
 bench_require_nvcc launch-overhead
 
-build_dir=$(cd "$build_dir" && pwd)
-libsage=$build_dir/intercept/libsage.so
-[ -f "$libsage" ] || { echo "launch-overhead: $libsage not found" >&2; exit 1; }
+bench_build launch-overhead
 base_libsage=""
 if [ -n "$baseline_dir" ]; then
     base_libsage=$(cd "$baseline_dir" && pwd)/intercept/libsage.so

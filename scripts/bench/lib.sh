@@ -57,3 +57,58 @@ bench_drop_data() {
     for f in "$1"/*; do bench_unseal "$f"; done
     rm -rf "$1"
 }
+
+# bench_build NAME: build_dir made absolute, libsage the one built there (exit 1 without it).
+bench_build() {
+    build_dir=$(cd "$build_dir" && pwd) || exit 1
+    libsage=$build_dir/intercept/libsage.so
+    [ -f "$libsage" ] || { echo "$1: $libsage not found" >&2; exit 1; }
+}
+
+# bench_bin_dir NAME: bin_dir (build_dir/bench-bin/NAME, binaries and their
+# TMPDIR) and logs in it, emptied of an earlier run's.
+bench_bin_dir() {
+    bin_dir=$build_dir/bench-bin/$1
+    logs=$bin_dir/logs
+    rm -rf "$logs"
+    mkdir -p "$logs" "$bin_dir/tmp" || exit 1
+}
+
+# bench_data_dir NAME: data_dir, a new temporary one unless given (own_data=1:
+# this run made it, so this run removes it).
+bench_data_dir() {
+    if [ -z "$data_dir" ]; then
+        data_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-$1.XXXXXX") || exit 1
+        own_data=1
+    else
+        mkdir -p "$data_dir" || exit 1
+        own_data=0
+    fi
+}
+
+# bench_args NAME SPEC ARGS...: a part's arguments by SPEC, one word per
+# option: "--build=build_dir" takes a value into build_dir, and
+# "--no-trace=with_trace=0" is a flag that sets with_trace to 0. -h/--help
+# prints the part's usage and exits 0; anything else is an error (exit 2).
+bench_args() {
+    local name=$1 spec=$2 word opt var
+    shift 2
+    while [ $# -gt 0 ]; do
+        case $1 in -h|--help) usage; exit 0 ;; esac
+        for word in $spec; do
+            opt=${word%%=*} var=${word#*=}
+            [ "$1" = "$opt" ] || continue
+            if [ "$var" != "${var%%=*}" ]; then
+                printf -v "${var%%=*}" '%s' "${var#*=}"
+                shift
+            else
+                [ -n "${2:-}" ] || { echo "$name: $1 needs a value" >&2; exit 2; }
+                printf -v "$var" '%s' "$2"
+                shift 2
+            fi
+            continue 2
+        done
+        echo "$name: unknown argument: $1 (see --help)" >&2
+        exit 2
+    done
+}

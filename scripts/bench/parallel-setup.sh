@@ -86,14 +86,8 @@ py_abs=$(command -v "$python" || true)
 [ -n "$py_abs" ] || { say "$python not found (set PYTHON)" >&2; exit 1; }
 case "$py_abs" in /*) ;; *) py_abs=$(cd "$(dirname "$py_abs")" && pwd)/$(basename "$py_abs") ;; esac
 
-build_dir=$(cd "$build_dir" && pwd) || exit 1
-libsage=$build_dir/intercept/libsage.so
-[ -f "$libsage" ] || { say "$libsage not found" >&2; exit 1; }
-
-bin_dir=$build_dir/bench-bin/parallel-setup
-logs=$bin_dir/logs
-rm -rf "$logs"
-mkdir -p "$logs" "$bin_dir/tmp" || exit 1
+bench_build parallel-setup
+bench_bin_dir parallel-setup
 t_start=$(date +%s)
 
 # ------------------------------------------------------------------ build
@@ -113,13 +107,7 @@ if [ "$use_torch" = 1 ] && ! "$py_abs" -c 'import torch, safetensors' > /dev/nul
 fi
 
 # ------------------------------------------------------------------ data
-if [ -z "$data_dir" ]; then
-    data_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-parallel-setup.XXXXXX") || exit 1
-    own_data=1
-else
-    mkdir -p "$data_dir" || exit 1
-    own_data=0
-fi
+bench_data_dir parallel-setup
 cleanup() {
     if [ "$keep_data" = 0 ]; then
         rm -f "$data_dir/weights.bin" "$data_dir/weights.safetensors" "$data_dir/weights.safetensors.tmp"

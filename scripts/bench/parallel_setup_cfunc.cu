@@ -61,18 +61,13 @@ int main(int argc, char **argv) {
 
         /* 3. Upload. */
         uint64_t *dev = NULL;
-        unsigned long long *dsum = NULL;
         RT_CHECK(cudaMalloc(&dev, bytes ? bytes : 8));
-        RT_CHECK(cudaMalloc(&dsum, sizeof(*dsum)));
-        RT_CHECK(cudaMemset(dsum, 0, sizeof(*dsum)));
+        unsigned long long *dsum = device_sum();
         RT_CHECK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
         uint64_t t_upload = now_ns();
 
         /* 4. One kernel: checksum of the weights. */
-        checksum_kernel<<<1024, 256>>>(dev, bytes / 8, dsum);
-        RT_CHECK(cudaGetLastError());
-        unsigned long long sum = 0;
-        RT_CHECK(cudaMemcpy(&sum, dsum, sizeof(sum), cudaMemcpyDeviceToHost));
+        unsigned long long sum = device_checksum(dev, bytes, dsum, 1024);
         uint64_t t_kernel = now_ns();
 
         RT_CHECK(cudaFree(dev));

@@ -103,20 +103,15 @@ int main(int argc, char **argv) {
         uint64_t t_setup = now_ns();
 
         /* 3. Upload: one allocation, one synchronous copy of the whole file. */
+        unsigned long long *dsum = device_sum();
         uint64_t *dev = NULL;
-        unsigned long long *dsum = NULL;
-        RT_CHECK(cudaMalloc(&dsum, sizeof(*dsum)));
-        RT_CHECK(cudaMemset(dsum, 0, sizeof(*dsum)));
         RT_CHECK(cudaMalloc(&dev, bytes));
         uint64_t t_up0 = now_ns();
         RT_CHECK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
         uint64_t t_upload = now_ns();
 
         /* 4. One kernel: exact checksum of the device copy. */
-        checksum_kernel<<<1056, 256>>>(dev, bytes / 8, dsum);
-        RT_CHECK(cudaGetLastError());
-        unsigned long long sum = 0;
-        RT_CHECK(cudaMemcpy(&sum, dsum, sizeof(sum), cudaMemcpyDeviceToHost));
+        unsigned long long sum = device_checksum(dev, bytes, dsum, 1056);
         uint64_t t_kernel = now_ns();
 
         size_t gpu_free = 0, gpu_total = 0;

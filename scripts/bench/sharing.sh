@@ -8,18 +8,11 @@
 #   scripts/bench/sharing.sh [--build DIR] [--gib N] [--runs N]
 set -euo pipefail
 build=build gib=4 runs=4
-while [ $# -gt 0 ]; do
-  case $1 in
-    --build) build=$2; shift 2 ;;
-    --gib) gib=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-    *) echo "sharing: unknown option $1" >&2; exit 2 ;;
-  esac
-done
+usage() { sed -n '2,8p' "$0"; }
 here=$(cd "$(dirname "$0")" && pwd)
-build=$(cd "$build" && pwd)
 . "$here/lib.sh"
+bench_args sharing "--build=build --gib=gib --runs=runs" "$@"
+build=$(cd "$build" && pwd)
 bench_require_gpu sharing
 bench_require_nvcc sharing
 tmp=$(mktemp -d)

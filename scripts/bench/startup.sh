@@ -31,28 +31,15 @@ runs=5
 concurrency="1 8"
 gap=0.5
 arch=sm_90
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --build) build_dir=${2:?--build needs a folder}; shift 2 ;;
-        --runs) runs=${2:?}; shift 2 ;;
-        --concurrency) concurrency=${2:?}; shift 2 ;;
-        --gap) gap=${2:?}; shift 2 ;;
-        --arch) arch=${2:?}; shift 2 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "startup: unknown argument: $1 (see --help)" >&2; exit 2 ;;
-    esac
-done
-
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-python3}
 
 . "$here/lib.sh"
+bench_args startup "--build=build_dir --runs=runs --concurrency=concurrency --gap=gap --arch=arch" "$@"
 bench_require_gpu startup
 bench_require_nvcc startup
 
-build_dir=$(cd "$build_dir" && pwd)
-libsage=$build_dir/intercept/libsage.so
-[ -f "$libsage" ] || { echo "startup: $libsage not found" >&2; exit 1; }
+bench_build startup
 
 bin_dir=$build_dir/bench-bin
 logs=$bin_dir/startup

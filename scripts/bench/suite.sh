@@ -125,19 +125,10 @@ py_abs=$(command -v "$python" || true)
 build_dir=$(cd "$build_dir" && pwd) || exit 1
 libsage=$build_dir/intercept/libsage.so
 [ -f "$libsage" ] || say "NOTE: $libsage not found: sage modes will be reported unavailable"
-bin_dir=$build_dir/bench-bin/suite
-logs=$bin_dir/logs
-rm -rf "$logs"
-mkdir -p "$logs" "$bin_dir/tmp" || exit 1
+bench_bin_dir suite
 bench_bytecode "$bin_dir" "$py_abs" || exit 1  # written by the warm-up import and weight generation below
 
-if [ -z "$data_dir" ]; then
-    data_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-suite.XXXXXX") || exit 1
-    own_data=1
-else
-    mkdir -p "$data_dir" || exit 1
-    own_data=0
-fi
+bench_data_dir suite
 svc_dir=$(mktemp -d "${TMPDIR:-/tmp}/sage-suite-svc.XXXXXX") || exit 1
 mps_ctl=$(command -v nvidia-cuda-mps-control || true)
 cleanup() {

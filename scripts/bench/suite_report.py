@@ -274,9 +274,8 @@ def table(doc):
     dur = summary_of(doc).get("duration", {})
     modes = [x for x in MODES if any(x in d for d in dur.values())]
     if dur:
-        L.append("")
-        L.append("Function duration, 1 at a time, process start -> exit: median [min-max] ms, n runs; "
-                 "below: GPU setup / upload / compute medians")
+        L += ["", "Function duration, 1 at a time, process start -> exit: median [min-max] ms, n runs; "
+              "below: GPU setup / upload / compute medians"]
         L.append(f"{'workload':<10}" + "".join(f"{x:>24}" for x in modes))
         for wl, d in dur.items():
             row, sub = f"{wl:<10}", f"{'':<10}"
@@ -304,8 +303,7 @@ def table(doc):
                 for wl, by in sh.items()))
     conc = summary_of(doc).get("concurrency", {})
     if conc:
-        L.append("")
-        L.append("Concurrent starts: per-process duration median / p99, batch wall median (ms); GPU setup median")
+        L += ["", "Concurrent starts: per-process duration median / p99, batch wall median (ms); GPU setup median"]
         for wl, byc in conc.items():
             for c, bym in byc.items():
                 for mode, s in bym.items():
@@ -314,30 +312,25 @@ def table(doc):
                              f"{fmt_ms({'median': pp['p99']}) if pp else '-'}  wall {fmt_ms(s.get('batch_wall_ms'))}"
                              f"  setup {fmt_ms(s.get('setup_ms'))}"
                              f"{'  FAILED ' + str(s['failures']) if s.get('failures') else ''}")
+    def entries(title, items, describe):
+        """Section `title`, a line per (label, entry): describe(entry), or the entry where it is an error text."""
+        L.extend(["", title] + [f"  {label} {s if isinstance(s, str) else describe(s)}" for label, s in items])
+
     po = doc.get("poisson", {})
     if po.get("rates"):
-        L.append("")
-        L.append(f"Open-loop Poisson arrivals of {po.get('workload')} (new process per request): "
-                 "p50 / p99 latency (ms), throughput (req/s), completed/offered")
-        for rate, bym in po["rates"].items():
-            for mode, s in bym.items():
-                if isinstance(s, str):
-                    L.append(f"  {rate:>4} req/s {mode:<12} {s}")
-                    continue
-                L.append(f"  {rate:>4} req/s {mode:<12} {s['p50_ms']} / {s['p99_ms']}  "
-                         f"{s['throughput_rps']} req/s  {s['completed']}/{s['offered']}")
+        entries(f"Open-loop Poisson arrivals of {po.get('workload')} (new process per request): "
+                "p50 / p99 latency (ms), throughput (req/s), completed/offered",
+                [(f"{rate:>4} req/s {mode:<12}", s) for rate, bym in po["rates"].items() for mode, s in bym.items()],
+                lambda s: f"{s['p50_ms']} / {s['p99_ms']}  {s['throughput_rps']} req/s  {s['completed']}/{s['offered']}")
     de = doc.get("density", {})
     if de.get("modes"):
-        L.append("")
-        L.append(f"Density of {de.get('workload')} (GPU memory per resident instance, nvidia-smi; "
-                 "sage_shared: the broker's extents are in the baseline):")
-        for mode, s in de["modes"].items():
-            if isinstance(s, str) or "per_instance_mib_marginal" not in s:
-                L.append(f"  {mode:<12} {s if isinstance(s, str) else s.get('error')}")
-                continue
-            L.append(f"  {mode:<12} {s['per_instance_mib_marginal']:.0f} MiB/instance measured "
-                     f"(avg {s['per_instance_mib_average']:.0f}); {s['extrapolated_max_instances']} instances "
-                     f"on {s['gpu_total_mib']} MiB: {s['label']}")
+        entries(f"Density of {de.get('workload')} (GPU memory per resident instance, nvidia-smi; "
+                "sage_shared: the broker's extents are in the baseline):",
+                [(f"{mode:<12}", s) for mode, s in de["modes"].items()],
+                lambda s: s.get("error") if "per_instance_mib_marginal" not in s else (
+                    f"{s['per_instance_mib_marginal']:.0f} MiB/instance measured "
+                    f"(avg {s['per_instance_mib_average']:.0f}); {s['extrapolated_max_instances']} instances "
+                    f"on {s['gpu_total_mib']} MiB: {s['label']}"))
     L.append("")
     L.append("hook overhead: " + (doc["hook_overhead"] if isinstance(doc.get("hook_overhead"), str)
                                   else json.dumps(doc.get("hook_overhead", {}).get("summary",
@@ -401,6 +394,13 @@ def plots(doc, out_dir):
     except Exception as e:  # noqa: BLE001
         return [], f"plots skipped: matplotlib unavailable ({e})"
     written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        written.append(os.path.join(out_dir, name))
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
     dur = summary_of(doc).get("duration", {})
     if dur:
         wls = list(dur)
@@ -426,11 +426,7 @@ def plots(doc, out_dir):
             ax.set_title(wl)
             ax.set_ylabel("ms (median; start -> exit)")
         axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
-        p = os.path.join(out_dir, "duration.png")
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(p)
+        save(fig, "duration.png")
     po = doc.get("poisson", {}).get("rates", {})
     if po:
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -445,11 +441,7 @@ def plots(doc, out_dir):
         ax.set_ylabel("CDF")
         ax.set_title(f"open-loop Poisson arrivals: {doc['poisson'].get('workload')}")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = os.path.join(out_dir, "latency_cdf.png")
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(p)
+        save(fig, "latency_cdf.png")
     de = doc.get("density", {}).get("modes", {})
     ok = {m: s for m, s in de.items() if isinstance(s, dict) and s.get("extrapolated_max_instances") is not None}
     if ok:
@@ -460,11 +452,7 @@ def plots(doc, out_dir):
         a2.bar(names, [ok[m]["extrapolated_max_instances"] for m in names], color="#ff7f0e")
         a2.set_title("instances per GPU (EXTRAPOLATED)")
         fig.suptitle(f"density: {doc['density'].get('workload')}")
-        fig.tight_layout()
-        p = os.path.join(out_dir, "density.png")
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(p)
+        save(fig, "density.png")
     return written, ""
 
 

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 
+from bench_proc import stop
 from suite_plan import (BROKER_MODES, C_KINDS, EST_BROKER_S, EST_COLD_EXTRA_S, EST_MPS_S, MODES, PY_KINDS,
                         SAGE_MODES, SHARED_MODES, conc1_rounds, conc1_schedule, est_batch, est_invocation,
                         estimate_plan)
@@ -230,12 +231,7 @@ class Runner:
     def stop_broker(self):
         self.broker_primed = set()
         if self.broker:
-            self.broker.terminate()
-            try:
-                self.broker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.broker.kill()
-                self.broker.wait()
+            stop(self.broker, 10)
             self.broker = None
             if self.broker_state == "up":
                 self.broker_state = "down"

@@ -17,14 +17,7 @@
 
 #include "bench_common.h"
 
-#define BLAS_CHECK(call)                                                                               \
-        do {                                                                                           \
-                cublasStatus_t s_ = (call);                                                            \
-                if (s_ != CUBLAS_STATUS_SUCCESS) {                                                     \
-                        fprintf(stderr, "%s:%d: %s failed: %d\n", __FILE__, __LINE__, #call, (int)s_); \
-                        exit(1);                                                                       \
-                }                                                                                      \
-        } while (0)
+#define BLAS_CHECK(call) STATUS_CHECK(cublasStatus_t, CUBLAS_STATUS_SUCCESS, cublasGetStatusString, call)
 
 int main(int argc, char **argv) {
         uint64_t t_main = now_ns();

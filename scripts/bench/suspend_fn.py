@@ -35,6 +35,8 @@ import os
 import sys
 import time
 
+from bench_proc import ms, sage_loaded
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = ("cfunc", "sgemm", "resnet50", "bert", "gpt2", "llm")
 
@@ -174,16 +176,8 @@ def invoke(fn, kind):
     a = time.monotonic_ns()
     rec = fn.compute()
     b = time.monotonic_ns()
-    rec.update({"kind": kind, "pid": os.getpid(), "compute_ms": round((b - a) / 1e6, 3)})
+    rec.update({"kind": kind, "pid": os.getpid(), "compute_ms": ms(a, b)})
     return rec
-
-
-def sage_loaded():
-    try:
-        with open("/proc/self/maps") as f:
-            return any("libsage" in line for line in f)
-    except OSError:
-        return False
 
 
 def serve_http(fn, kind, ready):
@@ -270,11 +264,11 @@ def main(argv):
     if mode == "run":
         # A suite_fn workload's cold path already computed once: that is its invocation.
         rec = dict(fn.first, pid=os.getpid()) if isinstance(fn, Torch) else invoke(fn, kind)
-        rec.update({"sage_loaded": sage_loaded(), "total_ms": round((time.monotonic_ns() - t0) / 1e6, 3)})
+        rec.update({"sage_loaded": sage_loaded(), "total_ms": ms(t0, time.monotonic_ns())})
         emit("SAGE_BENCH", rec)
         return 0
     ready = {"kind": kind, "pid": os.getpid(), "sage_loaded": sage_loaded(),
-             "load_ms": round((time.monotonic_ns() - t0) / 1e6, 3)}
+             "load_ms": ms(t0, time.monotonic_ns())}
     if mode == "http":
         serve_http(fn, kind, ready)
         return 0

@@ -349,6 +349,14 @@ def _med(f, spread=True):
     return f"{f['median']:.1f} [{f['min']:.1f}-{f['max']:.1f}] n={f['n']}"
 
 
+def _part(lines, label, part, describe):
+    """A part's lines (describe(part)), or why the runner skipped it."""
+    if "skipped" in part:
+        lines.append(f"{label}: skipped: {part['skipped']}")
+    else:
+        lines += describe(part)
+
+
 def table(doc):
     """The side-by-side text table."""
     m = doc["machine"]
@@ -380,27 +388,20 @@ def table(doc):
                      f"SAGE active {_med(w.get('active_gpu_mib'), False)}")
     lines.append("")
     for n, c in doc["concurrent_resume_ms"].items():
-        if "skipped" in c:
-            lines.append(f"concurrent {n}: skipped: {c['skipped']}")
-        else:
-            lines.append(f"concurrent {n} x {c['kind']}: resume_ms {_med(c['resume_ms'])}, "
-                         f"resumed_ms {_med(c['resumed_ms'])}, {c['failures']} failures, "
-                         f"{c['mismatches']} mismatches (resume by {c.get('resume_by')})")
-    f = doc["faas"]
-    if "skipped" in f:
-        lines.append(f"faas: skipped: {f['skipped']}")
-    for mode, e in f.items() if "skipped" not in f else ():
+        _part(lines, f"concurrent {n}", c, lambda c: [
+            f"concurrent {n} x {c['kind']}: resume_ms {_med(c['resume_ms'])}, "
+            f"resumed_ms {_med(c['resumed_ms'])}, {c['failures']} failures, "
+            f"{c['mismatches']} mismatches (resume by {c.get('resume_by')})"])
+    def faas(mode, e):
         lat = e["latency_ms"]
-        lines.append(f"faas {mode:<9}: {e['requests']} requests, p50 {lat and lat['p50']} ms, "
-                     f"p99 {lat and lat['p99']} ms, GPU MiB {_med(e['gpu_mib'])}, "
-                     f"{e['failures']} failures, {e['mismatches']} mismatches")
-    o = doc["oversubscription"]
-    if "skipped" in o:
-        lines.append(f"oversubscription: skipped: {o['skipped']}")
-    else:
-        lines.append(f"oversubscription: {o['instances']} {o.get('kind')} instances, {o['fit']} fit under "
-                     f"{o.get('cap_mib')} MiB; {o['failures']} failures, {o['mismatches']} mismatches; "
-                     f"max GPU MiB held {o.get('max_gpu_mib')}")
+        return (f"faas {mode:<9}: {e['requests']} requests, p50 {lat and lat['p50']} ms, "
+                f"p99 {lat and lat['p99']} ms, GPU MiB {_med(e['gpu_mib'])}, "
+                f"{e['failures']} failures, {e['mismatches']} mismatches")
+    _part(lines, "faas", doc["faas"], lambda f: [faas(mode, e) for mode, e in f.items()])
+    _part(lines, "oversubscription", doc["oversubscription"], lambda o: [
+        f"oversubscription: {o['instances']} {o.get('kind')} instances, {o['fit']} fit under "
+        f"{o.get('cap_mib')} MiB; {o['failures']} failures, {o['mismatches']} mismatches; "
+        f"max GPU MiB held {o.get('max_gpu_mib')}"])
     lines += ["", "targets (issue 12):"]
     for name, t in doc["summary"]["targets"].items():
         ok = {True: "ok", False: "MISSED", None: "not measured"}[t["ok"]]

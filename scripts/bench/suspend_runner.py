@@ -30,6 +30,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_result  # noqa: E402
+from bench_proc import stop  # noqa: E402
 import suspend_parts  # noqa: E402
 import suspend_report as rep  # noqa: E402
 
@@ -199,12 +200,7 @@ class Run(suspend_parts.Parts):
         if self.saged:
             p, log = self.saged
             if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                stop(p, 30)
             log.close()
             self.saged = None
 

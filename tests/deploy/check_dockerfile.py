@@ -16,6 +16,8 @@ import re
 import subprocess
 import sys
 
+from deploy_check import missed_mutations, verdict
+
 INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
                 "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER"}
 
@@ -156,9 +158,7 @@ def main():
         problems.append(f"deploy/kubernetes/daemonset.yaml runs {prog}, which the image does not have")
     for p in problems:
         print("FAIL:", p)
-    missed = [name for name, mutate in MUTATIONS.items() if not check(mutate(text), root, installed)]
-    for name in missed:
-        print(f"FAIL: self-test: the mutation '{name}' went unreported")
+    missed = missed_mutations(MUTATIONS, lambda mutate: check(mutate(text), root, installed))
     # The mutations must change the text, or they test nothing.
     for name, mutate in MUTATIONS.items():
         if mutate(text) == text:
@@ -171,10 +171,7 @@ def main():
             problems.append("hadolint")
     else:
         print("SKIP part: hadolint not installed; the checks above stand in for it")
-    if problems or missed:
-        return 1
-    print(f"Dockerfile ok; {len(MUTATIONS)} broken variants all caught")
-    return 0
+    return verdict(problems, missed, f"Dockerfile ok; {len(MUTATIONS)} broken variants all caught")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import re
 import shlex
 import sys
 
+from deploy_check import missed_mutations, verdict
+
 try:
     import yaml
 except ImportError:
@@ -131,14 +133,18 @@ class Checker:
             self.bad(where, f"updateStrategy {strategy}")
         self.check_pod_spec(where, tmpl.get("spec") or {}, True)
 
+    def check_unique(self, where, what, name, pattern, seen):
+        """A name of a list (volumes, env) that pattern allows and the list has not had yet (seen)."""
+        if not isinstance(name, str) or not pattern.match(name):
+            self.bad(where, f"{what} name {name!r}")
+        if name in seen:
+            self.bad(where, f"{what} {name} twice")
+
     def check_pod_spec(self, where, spec, complete):
         volumes = {}
         for v in spec.get("volumes") or []:
             name = v.get("name")
-            if not isinstance(name, str) or not DNS_LABEL.match(name):
-                self.bad(where, f"volume name {name!r}")
-            if name in volumes:
-                self.bad(where, f"volume {name} twice")
+            self.check_unique(where, "volume", name, DNS_LABEL, volumes)
             volumes[name] = v
             sources = set(v) & VOLUME_SOURCES
             if len(sources) != 1 or set(v) - VOLUME_SOURCES - {"name"}:
@@ -173,10 +179,7 @@ class Checker:
         env_names = set()
         for e in c.get("env") or []:
             n = e.get("name")
-            if not isinstance(n, str) or not ENV_NAME.match(n):
-                self.bad(w, f"env name {n!r}")
-            if n in env_names:
-                self.bad(w, f"env {n} twice")
+            self.check_unique(w, "env", n, ENV_NAME, env_names)
             env_names.add(n)
             values = [k for k in e if k in ("value", "valueFrom", "+(value)")]
             if len(values) != 1:
@@ -412,18 +415,14 @@ def main():
     problems = Checker(docs).run()
     for p in problems:
         print("FAIL:", p)
-    missed = []
-    for name, mutate in MUTATIONS.items():
+
+    def caught(mutate):
         mutated = copy.deepcopy(docs)
         mutate(mutated)
-        if not Checker(mutated).run():
-            missed.append(name)
-    for name in missed:
-        print(f"FAIL: self-test: the mutation '{name}' went unreported")
-    if problems or missed:
-        return 1
-    print(f"{len(docs)} manifests ok; {len(MUTATIONS)} broken variants all caught")
-    return 0
+        return Checker(mutated).run()
+
+    missed = missed_mutations(MUTATIONS, caught)
+    return verdict(problems, missed, f"{len(docs)} manifests ok; {len(MUTATIONS)} broken variants all caught")
 
 
 if __name__ == "__main__":

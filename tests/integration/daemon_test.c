@@ -32,17 +32,10 @@
 
 #include "broker_client.h"
 #include "hash.h"
+#include "../test_file.h"
+#include "itest.h"
 #include "util.h"
 #include "vmm.h"
-
-#define CHECK(cond)                                                                                           \
-        do {                                                                                                  \
-                if (!(cond)) {                                                                                \
-                        fprintf(stderr, "daemon-test[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, \
-                                __LINE__, #cond);                                                             \
-                        exit(1);                                                                              \
-                }                                                                                             \
-        } while (0)
 
 #define MiB (1ull << 20)
 #define TIMEOUT_MS 5000
@@ -80,6 +73,14 @@ static void make_dir(void) {
         snprintf(socket_path, sizeof(socket_path), "%s/saged.sock", dir);
 }
 
+/* The temp dir of the next broker and its label sockets' paths a, a2 and b in it. */
+static void label_paths(void) {
+        make_dir();
+        snprintf(label_a, sizeof(label_a), "%s/a.sock", dir);
+        snprintf(label_a2, sizeof(label_a2), "%s/a2.sock", dir);
+        snprintf(label_b, sizeof(label_b), "%s/b.sock", dir);
+}
+
 static void start_saged_argv(const char *const *extra, size_t n_extra) {
         const char *argv[24];
         size_t n = 0;
@@ -100,16 +101,7 @@ static void start_saged_argv(const char *const *extra, size_t n_extra) {
                 execv(saged_path, (char **)argv);
                 _exit(127);
         }
-        for (int i = 0; i < 1000; i++) {
-                SageBroker *b;
-                if (sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0) {
-                        sage_broker_free(b);
-                        return;
-                }
-                CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
-                usleep(10000);
-        }
-        CHECK(!"saged did not come up");
+        itest_wait_saged(saged_pid, socket_path, TIMEOUT_MS);
 }
 
 static void start_saged(const char *extra1, const char *extra2) {
@@ -137,9 +129,7 @@ static void stop_saged(void) {
 }
 
 static SageBroker *broker_at(const char *path) {
-        SageBroker *b = NULL;
-        CHECK(sage_broker_connect(&b, path, TIMEOUT_MS) == 0);
-        return b;
+        return itest_broker(path, TIMEOUT_MS);
 }
 
 static SageBroker *broker(void) {
@@ -147,11 +137,7 @@ static SageBroker *broker(void) {
 }
 
 static SageStats stats(void) {
-        SageBroker *b = broker();
-        SageStats s;
-        CHECK(sage_broker_stats(b, &s) == 0);
-        sage_broker_free(b);
-        return s;
+        return itest_stats(client_socket ? client_socket : socket_path, TIMEOUT_MS);
 }
 
 /* Wait until the broker saw every dropped client (only the probe remains). */
@@ -234,58 +220,8 @@ static int sagectl(char *out, size_t size, const char *format, ...) {
 
 /* ------------------------------------------------------------ the driver */
 
-typedef struct Cu {
-        CUresult (*cuInit)(unsigned);
-        CUresult (*cuDeviceGet)(CUdevice *, int);
-        CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
-        CUresult (*cuCtxSetCurrent)(CUcontext);
-        SageVmmOps vmm; /* libsage's and saged's VMM steps (common/vmm.h) over this driver */
-        CUresult (*cuMemExportToShareableHandle)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
-                                                 unsigned long long);
-        CUresult (*cuMemImportFromShareableHandle)(CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType);
-        CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
-        CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
-        CUresult (*cuMemsetD8)(CUdeviceptr, unsigned char, size_t);
-} Cu;
-
-static Cu cu;
-
-static void load(void *lib, void *field, const char *name) {
-        void *p = dlsym(lib, name);
-        if (!p) {
-                fprintf(stderr, "libcuda.so.1 lacks %s\n", name);
-                exit(1);
-        }
-        memcpy(field, &p, sizeof(p));
-}
-
 static void driver_init(void) {
-        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-        CUdevice dev;
-        CUcontext ctx;
-        CHECK(lib);
-        load(lib, &cu.cuInit, "cuInit");
-        load(lib, &cu.cuDeviceGet, "cuDeviceGet");
-        load(lib, &cu.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-        load(lib, &cu.cuCtxSetCurrent, "cuCtxSetCurrent");
-        load(lib, &cu.vmm.create, "cuMemCreate");
-        load(lib, &cu.vmm.release, "cuMemRelease");
-        load(lib, &cu.vmm.address_reserve, "cuMemAddressReserve");
-        load(lib, &cu.vmm.address_free, "cuMemAddressFree");
-        load(lib, &cu.vmm.map, "cuMemMap");
-        load(lib, &cu.vmm.unmap, "cuMemUnmap");
-        load(lib, &cu.vmm.set_access, "cuMemSetAccess");
-        load(lib, &cu.vmm.copy_dtod, "cuMemcpyDtoD_v2");
-        load(lib, &cu.vmm.ctx_synchronize, "cuCtxSynchronize");
-        load(lib, &cu.cuMemExportToShareableHandle, "cuMemExportToShareableHandle");
-        load(lib, &cu.cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle");
-        load(lib, &cu.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
-        load(lib, &cu.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
-        load(lib, &cu.cuMemsetD8, "cuMemsetD8_v2");
-        CHECK(cu.cuInit(0) == CUDA_SUCCESS);
-        CHECK(cu.cuDeviceGet(&dev, 0) == CUDA_SUCCESS);
-        CHECK(cu.cuDevicePrimaryCtxRetain(&ctx, dev) == CUDA_SUCCESS);
-        CHECK(cu.cuCtxSetCurrent(ctx) == CUDA_SUCCESS);
+        itest_cu_load();
 }
 
 static void map(CUmemGenericAllocationHandle h, size_t size, CUmemAccess_flags flags, CUdeviceptr *va) {
@@ -293,11 +229,7 @@ static void map(CUmemGenericAllocationHandle h, size_t size, CUmemAccess_flags f
 }
 
 static uint8_t *pattern(uint64_t seed, size_t size) {
-        uint8_t *p = malloc(size);
-        CHECK(p);
-        for (size_t i = 0; i < size; i++)
-                p[i] = (uint8_t)((i * (seed | 1)) ^ (i >> 9) ^ seed);
-        return p;
+        return itest_pattern(seed, size);
 }
 
 /* ------------------------------------------------------------ children */
@@ -362,6 +294,20 @@ static void child_read(Child *c, void *result, size_t size) {
         }
         close(c->result_fd);
 }
+
+/* In the child: its one result, then its end. */
+static _Noreturn void child_answer(const Child *c, const void *result, size_t size) {
+        child_report(c, result, size);
+        _exit(0);
+}
+
+/* NAME(Child *): the child's result of type TYPE (child_read). */
+#define CHILD_RESULT(name, type)              \
+        static type name(Child *c) {          \
+                type r;                       \
+                child_read(c, &r, sizeof(r)); \
+                return r;                     \
+        }
 
 /* A filled, exported VMM allocation: cuMemCreate (POSIX fd), mapped, pattern(seed), an fd of it. */
 typedef struct Filled {
@@ -482,17 +428,17 @@ static Child spawn_reader(uint64_t seed, size_t size, uid_t uid, bool hold) {
         return c;
 }
 
-static Result child_result(Child *c) {
-        Result r;
-        child_read(c, &r, sizeof(r));
-        return r;
-}
+CHILD_RESULT(child_result, Result)
 
 static void child_finish(Child *c) {
-        int status;
         close(c->hold_fd);
-        CHECK(waitpid(c->pid, &status, 0) == c->pid);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        itest_reap(c->pid);
+}
+
+/* In the parent: that result, and the child's end (child_finish). */
+static void child_collect(Child *c, void *result, size_t size) {
+        child_read(c, result, size);
+        child_finish(c);
 }
 
 static uint64_t publish(uint64_t seed, size_t size, int want_rc) {
@@ -562,11 +508,7 @@ typedef struct IpcResult {
         uint64_t st_dev, st_ino; /* of the exporter's fd, or of the importer's */
 } IpcResult;
 
-static IpcResult ipc_child_result(Child *c) {
-        IpcResult r;
-        child_read(c, &r, sizeof(r));
-        return r;
-}
+CHILD_RESULT(ipc_child_result, IpcResult)
 
 /*
  * An exporter process: cuMemCreate (POSIX fd), fill with pattern(seed),
@@ -1078,16 +1020,7 @@ static void start_saged_limited(rlim_t nofile, const char *log_path) {
                 execl(saged_path, saged_path, "--foreground", "--socket", socket_path, "-v", (char *)NULL);
                 _exit(127);
         }
-        for (int i = 0; i < 1000; i++) {
-                SageBroker *b;
-                if (sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0) {
-                        sage_broker_free(b);
-                        return;
-                }
-                CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
-                usleep(10000);
-        }
-        CHECK(!"saged did not come up");
+        itest_wait_saged(saged_pid, socket_path, TIMEOUT_MS);
 }
 
 static off_t file_size(const char *path) {
@@ -1739,12 +1672,25 @@ static int scenario_notes_namespace(void) {
         return 0;
 }
 
+/* What child `pid` writes to `fd` until it exits (into out, NUL-terminated); its exit status, -1 if it did not exit. */
+static int captured(pid_t pid, int fd, char *out, size_t size) {
+        size_t got = 0;
+        int status;
+
+        for (ssize_t k; got + 1 < size && (k = read(fd, out + got, size - 1 - got)) > 0;)
+                got += (size_t)k;
+        out[got] = 0;
+        close(fd);
+        CHECK(waitpid(pid, &status, 0) == pid);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /* Run saged (as `uid` unless -1) with --foreground --socket socket_path and
  * `extra`, expecting it to exit by itself; returns its exit status, its
  * output in `out`. */
 static int run_saged(uid_t uid, const char *const *extra, size_t n_extra, char *out, size_t size) {
         const char *argv[160];
-        size_t n = 0, got = 0;
+        size_t n = 0;
         int pipefd[2], status;
         pid_t pid;
 
@@ -1769,13 +1715,9 @@ static int run_saged(uid_t uid, const char *const *extra, size_t n_extra, char *
                 _exit(127);
         }
         close(pipefd[1]);
-        for (ssize_t k; got + 1 < size && (k = read(pipefd[0], out + got, size - 1 - got)) > 0;)
-                got += (size_t)k;
-        out[got] = 0;
-        close(pipefd[0]);
-        CHECK(waitpid(pid, &status, 0) == pid);
+        status = captured(pid, pipefd[0], out, size);
         printf("$ saged ... (uid %d): %s", (int)uid, out);
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        return status;
 }
 
 static uint64_t namespace_at(const char *path) {
@@ -1809,10 +1751,7 @@ static int scenario_labels(void) {
         int status;
 
         CHECK(entries);
-        make_dir();
-        snprintf(label_a, sizeof(label_a), "%s/a.sock", dir);
-        snprintf(label_a2, sizeof(label_a2), "%s/a2.sock", dir);
-        snprintf(label_b, sizeof(label_b), "%s/b.sock", dir);
+        label_paths();
         snprintf(arg_a, sizeof(arg_a), "%s=tenant-a,uid=65534", label_a);
         snprintf(arg_a2, sizeof(arg_a2), "%s=tenant-a", label_a2);
         snprintf(arg_b, sizeof(arg_b), "%s=tenant-b", label_b);
@@ -2028,11 +1967,7 @@ static Child spawn_multi_publisher(uint64_t seed, size_t size, int n_keys, int m
         return c;
 }
 
-static MultiResult multi_result(Child *c) {
-        MultiResult m;
-        child_read(c, &m, sizeof(m));
-        return m;
-}
+CHILD_RESULT(multi_result, MultiResult)
 
 /* A reader as `uid`: LOOKUP of pattern(seed)'s content key; 0 on a hit with the right bytes. */
 static int read_as(uint64_t seed, size_t size, uid_t uid) {
@@ -2042,29 +1977,37 @@ static int read_as(uint64_t seed, size_t size, uid_t uid) {
         return rr.rc;
 }
 
+/* A lying publisher (a child): pattern(seed)'s bytes under the content key of `claimed`; PUBLISH's answer. */
+static int publish_forged(uint64_t seed, const uint8_t *claimed, size_t size) {
+        int r;
+        Child c;
+
+        if (child_start(&c, (uid_t)-1)) {
+                Filled f = filled_allocation(seed, size);
+                SageBroker *b = broker();
+                uint64_t id;
+                int existed;
+
+                r = sage_broker_publish(b, sage_content_key(claimed, size), size, 0, SAGE_PUBLISH_SEALED, f.fd, &id,
+                                        &existed);
+                child_answer(&c, &r, sizeof(r));
+        }
+        child_collect(&c, &r, sizeof(r));
+        return r;
+}
+
 /* STATS as another uid (a forked child), so the broker scopes it to that uid's namespace. */
 static SageStats stats_as(uid_t uid) {
         SageStats s = { 0 };
-        int res[2], status;
-        pid_t pid;
+        Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0);
-        pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-                SageBroker *b;
-                close(res[0]);
-                CHECK(setresgid(uid, uid, uid) == 0 && setresuid(uid, uid, uid) == 0);
-                b = broker();
+        if (child_start(&c, uid)) {
+                SageBroker *b = broker();
                 CHECK(sage_broker_stats(b, &s) == 0);
                 sage_broker_free(b);
-                CHECK(write(res[1], &s, sizeof(s)) == sizeof(s));
-                _exit(0);
+                child_answer(&c, &s, sizeof(s));
         }
-        close(res[1]);
-        CHECK(read(res[0], &s, sizeof(s)) == sizeof(s));
-        close(res[0]);
-        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        child_collect(&c, &s, sizeof(s));
         return s;
 }
 
@@ -2131,27 +2074,9 @@ static int scenario_verify(void) {
         CHECK(multi_result(&p).accepted == 1);
         child_finish(&p);
         {
-                int res[2], status;
-                pid_t pid;
-                CHECK(pipe2(res, O_CLOEXEC) == 0);
-                pid = fork();
-                CHECK(pid >= 0);
-                if (pid == 0) {
-                        uint8_t *other = pattern(44, size);
-                        Filled f = filled_allocation(43, size);
-                        SageBroker *b = broker();
-                        uint64_t id;
-                        int existed, r;
-                        r = sage_broker_publish(b, sage_content_key(other, size), size, 0, SAGE_PUBLISH_SEALED, f.fd,
-                                                &id, &existed);
-                        CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
-                        _exit(0);
-                }
-                close(res[1]);
-                int r;
-                CHECK(read(res[0], &r, sizeof(r)) == sizeof(r) && r == 0); /* accepted: verified later */
-                close(res[0]);
-                CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+                uint8_t *other = pattern(44, size);
+                CHECK(publish_forged(43, other, size) == 0); /* accepted: verified later */
+                free(other);
         }
         CHECK(read_as(44, size, (uid_t)-1) == SAGE_ERR_NOT_FOUND);
         /* The honest extent is served; the forged one was dropped and counted. */
@@ -2305,24 +2230,7 @@ static int scenario_verify_large(void) {
         CHECK(read_as(81, size, (uid_t)-1) == 0);
         /* The same bytes under a key one bit off: dropped once verified. */
         data[size - 1] ^= 1;
-        int res[2], status;
-        CHECK(pipe2(res, O_CLOEXEC) == 0);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-                Filled f = filled_allocation(81, size);
-                SageBroker *c = broker();
-                uint64_t id;
-                int existed, r = sage_broker_publish(c, sage_content_key(data, size), size, 0, SAGE_PUBLISH_SEALED,
-                                                     f.fd, &id, &existed);
-                CHECK(write(res[1], &r, sizeof(r)) == sizeof(r));
-                _exit(0);
-        }
-        close(res[1]);
-        int r;
-        CHECK(read(res[0], &r, sizeof(r)) == sizeof(r) && r == 0);
-        close(res[0]);
-        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        CHECK(publish_forged(81, data, size) == 0);
         for (int i = 0; i < 500 && s.rejected_content == 0; i++) {
                 s = stats();
                 if (s.rejected_content == 0)
@@ -2344,13 +2252,11 @@ static int scenario_verify_on_lookup(void) {
         const size_t big = 512 * MiB, small = 16 * MiB;
         uint8_t *small_data = pattern(83, small);
         SageHash small_key = sage_content_key(small_data, small);
-        int res[2], status, r = -1;
+        int r = -1;
+        Child ch;
 
         start_saged("--budget", "2G");
-        CHECK(pipe2(res, O_CLOEXEC) == 0);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
+        if (child_start(&ch, (uid_t)-1)) {
                 Filled f1 = filled_allocation(82, big), f2 = filled_allocation(83, small);
                 SageBroker *c = broker();
                 uint64_t id;
@@ -2367,13 +2273,9 @@ static int scenario_verify_on_lookup(void) {
                 hit = sage_broker_lookup(c, small_key, small, 0, &id, &fd);
                 if (hit == 0)
                         close(fd);
-                CHECK(write(res[1], &hit, sizeof(hit)) == sizeof(hit));
-                _exit(0);
+                child_answer(&ch, &hit, sizeof(hit));
         }
-        close(res[1]);
-        CHECK(read(res[0], &r, sizeof(r)) == sizeof(r));
-        close(res[0]);
-        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        child_collect(&ch, &r, sizeof(r));
         CHECK(r == 0); /* a hit at the first LOOKUP, not a miss while the large extent is checked */
         free(small_data);
         stop_saged();
@@ -2548,13 +2450,9 @@ static int scenario_containers(void) {
 /* Connect to `path` as `uid` (with supplementary group `group`, if not -1) in a child: its namespace, or 0 when refused. */
 static uint64_t namespace_as(const char *path, uid_t uid, gid_t group) {
         uint64_t ns = 0;
-        int res[2], status;
-        pid_t pid;
+        Child c;
 
-        CHECK(pipe2(res, O_CLOEXEC) == 0);
-        pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
+        if (child_start(&c, (uid_t)-1)) {
                 SageBroker *b = NULL;
                 gid_t groups[1] = { group };
                 CHECK(setgroups(group == (gid_t)-1 ? 0 : 1, groups) == 0);
@@ -2564,13 +2462,9 @@ static uint64_t namespace_as(const char *path, uid_t uid, gid_t group) {
                 if (sage_broker_connect(&b, path, TIMEOUT_MS) == 0)
                         ns = sage_broker_hello(b)->namespace_id;
                 sage_broker_free(b);
-                CHECK(write(res[1], &ns, sizeof(ns)) == sizeof(ns));
-                _exit(0);
+                child_answer(&c, &ns, sizeof(ns));
         }
-        close(res[1]);
-        CHECK(read(res[0], &ns, sizeof(ns)) == sizeof(ns));
-        close(res[0]);
-        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        child_collect(&c, &ns, sizeof(ns));
         return ns;
 }
 
@@ -2586,10 +2480,7 @@ static int scenario_label_access(void) {
                 printf("SKIP: needs root to assign labels and act as other uids\n");
                 return 77;
         }
-        make_dir();
-        snprintf(label_a, sizeof(label_a), "%s/a.sock", dir);
-        snprintf(label_b, sizeof(label_b), "%s/b.sock", dir);
-        snprintf(label_a2, sizeof(label_a2), "%s/c.sock", dir);
+        label_paths(); /* label_a2 is tenant-c's here */
         snprintf(arg_a, sizeof(arg_a), "%s=tenant-a", label_a);
         snprintf(arg_b, sizeof(arg_b), "%s=tenant-b,uid=65534", label_b);
         snprintf(arg_c, sizeof(arg_c), "%s=tenant-c,gid=4242", label_a2);
@@ -2933,28 +2824,41 @@ typedef struct InstanceChild {
 } InstanceChild;
 
 /*
+ * Forks an instance process (as `uid` unless -1) with a command and an
+ * answer pipe: true in the child, which reads cmd_fd and writes resp_fd,
+ * false in the parent, which holds the other ends.
+ */
+static bool instance_start(InstanceChild *c, uid_t uid) {
+        Child ch;
+        bool in_child = child_start(&ch, uid); /* its hold pipe carries the commands, its result pipe the answers */
+
+        *c = (InstanceChild){ .pid = ch.pid, .cmd_fd = ch.hold_fd, .resp_fd = ch.result_fd };
+        return in_child;
+}
+
+/* In the parent: the instance's first answer, its registration's result, is success. */
+static InstanceChild instance_registered(InstanceChild c) {
+        int rc = -1;
+        CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
+        CHECK(rc == 0);
+        return c;
+}
+
+/*
  * An instance: connects as `uid` (-1: root), with `extent_seed` first
  * looks up (and keeps) the 2 MiB extent of that seed, registers with
  * `flags`, reports the registration's result, then echoes bytes until
  * cmd_fd closes.
  */
 static InstanceChild spawn_instance_ipc(uid_t uid, uint32_t flags, uint64_t extent_seed, bool ipc_export) {
-        int cmd[2], resp[2];
         InstanceChild c;
 
-        CHECK(pipe2(cmd, O_CLOEXEC) == 0 && pipe2(resp, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
+        if (instance_start(&c, uid)) {
                 const uint8_t uuid[16] = { 0x5a, 0x6e, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 };
                 SageBroker *b;
                 int rc = 0, fd = -1;
                 char byte;
 
-                close(cmd[1]);
-                close(resp[0]);
-                if (uid != (uid_t)-1)
-                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 b = broker();
                 if (extent_seed) {
                         uint8_t *want = pattern(extent_seed, 2 * MiB);
@@ -2969,24 +2873,26 @@ static InstanceChild spawn_instance_ipc(uid_t uid, uint32_t flags, uint64_t exte
                 }
                 if (rc == 0)
                         rc = sage_broker_instance_register(b, uuid, flags);
-                CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
-                while (read(cmd[0], &byte, 1) == 1)
-                        CHECK(write(resp[1], &byte, 1) == 1);
+                CHECK(write(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
+                while (read(c.cmd_fd, &byte, 1) == 1)
+                        CHECK(write(c.resp_fd, &byte, 1) == 1);
                 sage_broker_free(b);
                 _exit(0);
         }
-        close(cmd[0]);
-        close(resp[1]);
-        c.cmd_fd = cmd[1];
-        c.resp_fd = resp[0];
-        int rc = -1;
-        CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
-        CHECK(rc == 0);
-        return c;
+        return instance_registered(c);
 }
 
 static InstanceChild spawn_instance(uid_t uid, uint32_t flags, uint64_t extent_seed) {
         return spawn_instance_ipc(uid, flags, extent_seed, false);
+}
+
+/* The instance's answer (a byte) to a command sent before, within TIMEOUT_MS. */
+static char instance_answer(InstanceChild *c) {
+        struct pollfd p = { .fd = c->resp_fd, .events = POLLIN };
+        char got = 0;
+
+        CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(c->resp_fd, &got, 1) == 1);
+        return got;
 }
 
 /* Send a byte; true if it comes back within timeout_ms. */
@@ -3015,7 +2921,6 @@ static void instance_end(InstanceChild *c) {
 static int sagectl_as(uid_t uid, char *out, size_t size, const char *format, ...) {
         char args[512], cmd[1024];
         int pipefd[2], status;
-        size_t got = 0;
         va_list ap;
         pid_t pid;
 
@@ -3035,13 +2940,9 @@ static int sagectl_as(uid_t uid, char *out, size_t size, const char *format, ...
                 _exit(127);
         }
         close(pipefd[1]);
-        for (ssize_t k; got + 1 < size && (k = read(pipefd[0], out + got, size - 1 - got)) > 0;)
-                got += (size_t)k;
-        out[got] = 0;
-        close(pipefd[0]);
-        CHECK(waitpid(pid, &status, 0) == pid);
+        status = captured(pid, pipefd[0], out, size);
         printf("$ (uid %d) sagectl %s\n%s", (int)uid, args, out);
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        return status;
 }
 
 /* The instance's line of `sagectl instances --json`, or NULL (as root). */
@@ -3050,6 +2951,15 @@ static const char *instance_json(char *out, size_t size, pid_t pid) {
         snprintf(key, sizeof(key), "\"pid\": %d,", (int)pid);
         CHECK(sagectl(out, size, "--socket %s instances --json", socket_path) == 0);
         return strstr(out, key);
+}
+
+/* The instance's line (and what follows it) in `sagectl instances --json` says `state`. */
+static bool instance_in_state(char *out, size_t size, pid_t pid, const char *state) {
+        const char *line = instance_json(out, size, pid);
+        char want[64];
+
+        snprintf(want, sizeof(want), "\"state\": \"%s\"", state);
+        return line && strstr(line, want);
 }
 
 static void start_saged_ckpt(const char *extra) {
@@ -3083,8 +2993,7 @@ static int scenario_instances(void) {
         /* Root suspends it: a call it makes now returns only after the resume. */
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0 &&
               strstr(out, "suspended"));
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "suspended"));
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
               strstr(out, "not active"));
         CHECK(!instance_echo(&c, 'x', 300));
@@ -3098,8 +3007,7 @@ static int scenario_instances(void) {
         CHECK(sagectl_as(65534, out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
         CHECK(sagectl_as(65534, out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
         CHECK(instance_echo(&c, 'z', TIMEOUT_MS));
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "active"));
         /* Its connection goes: so does the instance. */
         instance_end(&c);
         for (int i = 0; i < 500 && instance_json(out, sizeof(out), c.pid); i++)
@@ -3121,6 +3029,15 @@ static bool fake_checkpoint(FakeCheckpoint *f) {
         *(void **)&f->mem_used = dlsym(lib, "fakecudaProcessMemUsed");
         *(void **)&f->wait_blocked = dlsym(lib, "fakecudaProcessWaitBlocked");
         return f->mem_used && f->wait_blocked && dlsym(lib, "cuCheckpointProcessLock");
+}
+
+/* The simulated driver's checkpoint API (it must have one), and a new saged using it. */
+static FakeCheckpoint checkpoint_saged(void) {
+        FakeCheckpoint f;
+
+        CHECK(fake_checkpoint(&f));
+        start_saged(NULL, NULL);
+        return f;
 }
 
 /* What is never suspended, and sagectl says why. */
@@ -3178,7 +3095,6 @@ static int scenario_instances_refused(void) {
 /* A failed checkpoint leaves the instance running (unlocked); a failed restore says failed. */
 static int scenario_instances_failures(void) {
         char out[8192];
-        const char *line;
         InstanceChild c;
 
         CHECK(setenv("SAGE_CKPT_STUB_FAIL", "checkpoint", 1) == 0);
@@ -3186,8 +3102,7 @@ static int scenario_instances_failures(void) {
         c = spawn_instance(65534, 0, 0);
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
               strstr(out, "driver error") && strstr(out, "unlocked again"));
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "active"));
         CHECK(instance_echo(&c, 'b', TIMEOUT_MS));
         instance_end(&c);
         stop_saged();
@@ -3198,8 +3113,7 @@ static int scenario_instances_failures(void) {
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
               strstr(out, "restore"));
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"failed\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "failed"));
         CHECK(sagectl(out, sizeof(out), "--socket %s instances", socket_path) == 0 && strstr(out, "failed"));
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
               strstr(out, "not suspended"));
@@ -3226,39 +3140,24 @@ typedef struct PreloadApp {
 
 /* This binary as instance_app under libsage, with SAGE_SUSPEND=`suspend`. */
 static PreloadApp spawn_preload_app(const char *suspend, const char *keep_alive) {
-        const char *preload = getenv("SAGE_TEST_PRELOAD");
-        int in[2], out[2];
-        char line[16] = { 0 };
+        char line[16] = { 0 }, suspend_env[64], keep_alive_env[64];
+        const char *env[] = { suspend_env, keep_alive_env, NULL };
         PreloadApp a;
+        int out;
 
-        CHECK(preload);
-        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
-        a.pid = fork();
-        CHECK(a.pid >= 0);
-        if (a.pid == 0) {
-                dup2(in[0], STDIN_FILENO);
-                dup2(out[1], STDOUT_FILENO);
-                setenv("LD_PRELOAD", preload, 1);
-                setenv("SAGE_SUSPEND", suspend, 1);
-                setenv("SAGE_SUSPEND_KEEP_ALIVE", keep_alive, 1);
-                setenv("SAGE_SOCKET", socket_path, 1);
-                setenv("SAGE_WARMUP", "off", 1);
-                execl("/proc/self/exe", "daemon-test", "instance_app", saged_path, sagectl_path, (char *)NULL);
-                _exit(127);
-        }
-        close(in[0]);
-        close(out[1]);
-        CHECK(read(out[0], line, sizeof(line) - 1) > 0 && strncmp(line, "ready", 5) == 0);
-        close(out[0]);
-        a.stdin_fd = in[1];
+        snprintf(suspend_env, sizeof(suspend_env), "SAGE_SUSPEND=%s", suspend);
+        snprintf(keep_alive_env, sizeof(keep_alive_env), "SAGE_SUSPEND_KEEP_ALIVE=%s", keep_alive);
+        a.pid = itest_spawn_app(
+                (char *[]){ "daemon-test", "instance_app", (char *)saged_path, (char *)sagectl_path, NULL },
+                socket_path, env, &a.stdin_fd, &out);
+        CHECK(read(out, line, sizeof(line) - 1) > 0 && strncmp(line, "ready", 5) == 0);
+        close(out);
         return a;
 }
 
 static void preload_app_end(PreloadApp *a) {
-        int status;
         close(a->stdin_fd);
-        CHECK(waitpid(a->pid, &status, 0) == a->pid);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        itest_reap(a->pid);
 }
 
 /* libsage registers a process with a context when SAGE_SUSPEND=1, and only then. */
@@ -3292,61 +3191,46 @@ static int scenario_instances_preload(void) {
  * answer 1 if it is intact, 0 if not.
  */
 static InstanceChild spawn_gpu_instance_on(uid_t uid, uint64_t seed, size_t size, const uint8_t uuid[16]) {
-        int cmd[2], resp[2];
         InstanceChild c;
 
-        CHECK(pipe2(cmd, O_CLOEXEC) == 0 && pipe2(resp, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
+        if (instance_start(&c, uid)) {
                 uint8_t *got = malloc(size);
                 SageBroker *b;
                 Filled f;
                 int rc;
                 char byte;
 
-                close(cmd[1]);
-                close(resp[0]);
                 CHECK(got);
-                if (uid != (uid_t)-1)
-                        CHECK(setgid(uid) == 0 && setuid(uid) == 0);
                 f = filled_allocation(seed, size);
                 close(f.fd);
                 b = broker();
                 rc = sage_broker_instance_register(b, uuid, 0);
-                CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
-                while (read(cmd[0], &byte, 1) == 1) {
+                CHECK(write(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
+                while (read(c.cmd_fd, &byte, 1) == 1) {
                         if (byte == 'R') {
                                 /* The broker restarted while this process is checkpointed: register again,
                                  * as libsage's listener does (no driver call: its calls wait at the gate). */
                                 sage_broker_free(b);
                                 b = broker();
                                 rc = sage_broker_instance_register(b, uuid, SAGE_INSTANCE_CHECKPOINTED);
-                                CHECK(write(resp[1], &rc, sizeof(rc)) == sizeof(rc));
+                                CHECK(write(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
                                 continue;
                         }
                         if (byte == 'A') { /* grow by 4 MiB after registering, as apps do */
                                 Filled more = filled_allocation(seed + 1, 4 * MiB);
                                 close(more.fd);
                                 byte = 1;
-                                CHECK(write(resp[1], &byte, 1) == 1);
+                                CHECK(write(c.resp_fd, &byte, 1) == 1);
                                 continue;
                         }
                         memset(got, 0, size);
                         byte = cu.cuMemcpyDtoH(got, f.va, size) == CUDA_SUCCESS && memcmp(got, f.data, size) == 0;
-                        CHECK(write(resp[1], &byte, 1) == 1);
+                        CHECK(write(c.resp_fd, &byte, 1) == 1);
                 }
                 sage_broker_free(b);
                 _exit(0);
         }
-        close(cmd[0]);
-        close(resp[1]);
-        c.cmd_fd = cmd[1];
-        c.resp_fd = resp[0];
-        int rc = -1;
-        CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc));
-        CHECK(rc == 0);
-        return c;
+        return instance_registered(c);
 }
 
 static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
@@ -3357,20 +3241,17 @@ static InstanceChild spawn_gpu_instance(uid_t uid, uint64_t seed, size_t size) {
 /* The simulated driver's checkpoint API: 0 bytes while suspended, a call waits for the resume, memory intact. */
 static int scenario_instances_fake(void) {
         const size_t size = 4 * MiB;
-        char out[8192], byte = 'r', got = 0;
-        const char *line;
+        char out[8192], byte = 'r';
         FakeCheckpoint f;
         InstanceChild c;
         size_t used = 0;
 
-        CHECK(fake_checkpoint(&f));
-        start_saged(NULL, NULL);
+        f = checkpoint_saged();
         c = spawn_gpu_instance(65534, 41, size);
         CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= size);
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0 &&
               strstr(out, "suspended"));
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "suspended"));
         CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used == 0);
         /* Its call waits inside the driver until the resume. */
         CHECK(write(c.cmd_fd, &byte, 1) == 1);
@@ -3378,13 +3259,9 @@ static int scenario_instances_fake(void) {
         CHECK(!instance_echo(&c, 0, 0));
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0 &&
               strstr(out, "resumed"));
-        {
-                struct pollfd p = { .fd = c.resp_fd, .events = POLLIN };
-                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(c.resp_fd, &got, 1) == 1 && got == 1);
-        }
+        CHECK(instance_answer(&c) == 1);
         CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= size);
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "active"));
         instance_end(&c);
         stop_saged();
         return 0;
@@ -3419,30 +3296,14 @@ static int scenario_tramp_app(void) {
 
 /* This binary as tramp_app under libsage (SAGE_SUSPEND=1): stdin is cmd_fd, stdout resp_fd. */
 static InstanceChild spawn_tramp_app(void) {
-        const char *preload = getenv("SAGE_TEST_PRELOAD");
-        int in[2], out[2];
+        const char *env[] = { "SAGE_SUSPEND=1", NULL };
         char line[8] = { 0 };
         InstanceChild c;
 
-        CHECK(preload);
-        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
-        c.pid = fork();
-        CHECK(c.pid >= 0);
-        if (c.pid == 0) {
-                dup2(in[0], STDIN_FILENO);
-                dup2(out[1], STDOUT_FILENO);
-                setenv("LD_PRELOAD", preload, 1);
-                setenv("SAGE_SUSPEND", "1", 1);
-                setenv("SAGE_SOCKET", socket_path, 1);
-                setenv("SAGE_WARMUP", "off", 1);
-                execl("/proc/self/exe", "daemon-test", "tramp_app", saged_path, sagectl_path, (char *)NULL);
-                _exit(127);
-        }
-        close(in[0]);
-        close(out[1]);
-        CHECK(read(out[0], line, 6) == 6 && strncmp(line, "ready", 5) == 0);
-        c.cmd_fd = in[1];
-        c.resp_fd = out[0];
+        c.pid = itest_spawn_app(
+                (char *[]){ "daemon-test", "tramp_app", (char *)saged_path, (char *)sagectl_path, NULL }, socket_path,
+                env, &c.cmd_fd, &c.resp_fd);
+        CHECK(read(c.resp_fd, line, 6) == 6 && strncmp(line, "ready", 5) == 0);
         return c;
 }
 
@@ -3453,27 +3314,20 @@ static InstanceChild spawn_tramp_app(void) {
  * inside the checkpointed driver for good.
  */
 static int scenario_tramp_resume(void) {
-        char out[8192], byte = 'r', got = 0;
-        const char *line;
+        char out[8192], byte = 'r';
         FakeCheckpoint f;
         InstanceChild c;
         size_t used = 1;
 
-        CHECK(fake_checkpoint(&f));
-        start_saged(NULL, NULL);
+        f = checkpoint_saged();
         c = spawn_tramp_app();
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "active"));
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0 &&
               strstr(out, "suspended"));
         CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used == 0);
         CHECK(write(c.cmd_fd, &byte, 1) == 1);
-        {
-                struct pollfd p = { .fd = c.resp_fd, .events = POLLIN };
-                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(c.resp_fd, &got, 1) == 1 && got == 1);
-        }
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_answer(&c) == 1);
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "active"));
         instance_end(&c);
         stop_saged();
         return 0;
@@ -3579,8 +3433,7 @@ static int scenario_instances_gpu_bytes(void) {
         line = instance_json(out, sizeof(out), c.pid);
         CHECK(json_number(line, "gpu_bytes") == (long long)size && json_number(line, "host_bytes") == 0);
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "suspended"));
         CHECK(json_number(line, "gpu_bytes") == 0 && json_number(line, "host_bytes") == (long long)size);
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
         CHECK(instance_echo(&c, 'a', TIMEOUT_MS));
@@ -3593,12 +3446,7 @@ static int scenario_instances_gpu_bytes(void) {
 
 /* Write `text` to dir/name. */
 static void put_file(const char *folder, const char *name, const char *text) {
-        char path[512];
-        int fd;
-        snprintf(path, sizeof(path), "%s/%s", folder, name);
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        CHECK(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text));
-        close(fd);
+        CHECK(test_put_file(folder, name, text) == 0);
 }
 
 /* A suspend whose checkpoint would pass the instance's cgroup memory.max is refused ("host memory limit"). */
@@ -3634,8 +3482,7 @@ static int scenario_instances_host_memory(void) {
         CHECK(line && strstr(line, "\"why_not_text\": \"host memory limit\""));
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 1 &&
               strstr(out, "host memory limit"));
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "active"));
         /* Room for its 4 MiB: suspended, and it says what it holds. */
         snprintf(text, sizeof(text), "%llu\n", 104857600ull + 5 * MiB);
         put_file(cg_dir, "memory.max", text);
@@ -3651,6 +3498,17 @@ static int scenario_instances_host_memory(void) {
         return 0;
 }
 
+/* The end of the cap scenarios: B goes; A, left alone under the cap, resumes without anyone suspended; A goes. */
+static int cap_scenario_end(InstanceChild *a, InstanceChild *b) {
+        char out[8192];
+
+        instance_end(b);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a->pid) == 0);
+        instance_end(a);
+        stop_saged();
+        return 0;
+}
+
 /*
  * --instance-memory: a second instance over the cap suspends the first (least
  * recently used); resuming the first suspends the second to make room; both
@@ -3659,38 +3517,24 @@ static int scenario_instances_host_memory(void) {
 static int scenario_instances_memory_cap(void) {
         const size_t size = 4 * MiB;
         char out[8192];
-        const char *line;
         InstanceChild a, b;
 
         start_saged_nvml("--instance-memory=6M", "--instance-evict=any", NULL, NULL);
         a = spawn_gpu_instance(65534, 45, size);
-        line = instance_json(out, sizeof(out), a.pid);
-        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_in_state(out, sizeof(out), a.pid, "active"));
         b = spawn_gpu_instance(65534, 46, size);
         CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
-        line = instance_json(out, sizeof(out), b.pid);
-        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_in_state(out, sizeof(out), b.pid, "active"));
         /* A's resume needs room: B goes first, then A comes back. */
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0 &&
               strstr(out, "resumed"));
-        line = instance_json(out, sizeof(out), b.pid);
-        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(instance_in_state(out, sizeof(out), b.pid, "suspended"));
         CHECK(instance_echo(&a, 'a', TIMEOUT_MS));
-        {
-                /* A answers 1: its memory is intact. */
-                char got = 0;
-                CHECK(write(a.cmd_fd, "x", 1) == 1);
-                struct pollfd p = { .fd = a.resp_fd, .events = POLLIN };
-                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(a.resp_fd, &got, 1) == 1 && got == 1);
-        }
+        CHECK(write(a.cmd_fd, "x", 1) == 1);
+        CHECK(instance_answer(&a) == 1); /* its memory is intact */
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)b.pid) == 0);
         CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
-        instance_end(&b);
-        /* A left alone under the cap resumes without anyone suspended. */
-        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0);
-        instance_end(&a);
-        stop_saged();
-        return 0;
+        return cap_scenario_end(&a, &b);
 }
 
 /*
@@ -3699,28 +3543,20 @@ static int scenario_instances_memory_cap(void) {
  * under 6 MiB; B grows by 4 MiB; A, least recently used, is suspended.
  */
 static int scenario_instances_cap_growth(void) {
-        char out[8192], got = 0;
+        char out[8192];
         const char *line;
         InstanceChild a, b;
 
         start_saged_nvml("--instance-memory=6M", "--instance-evict=any", NULL, NULL);
         a = spawn_gpu_instance(65534, 51, 4 * MiB);
         b = spawn_gpu_instance(65534, 52, 2 * MiB);
-        line = instance_json(out, sizeof(out), a.pid);
-        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(instance_in_state(out, sizeof(out), a.pid, "active"));
         CHECK(write(b.cmd_fd, "A", 1) == 1);
-        {
-                struct pollfd p = { .fd = b.resp_fd, .events = POLLIN };
-                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(b.resp_fd, &got, 1) == 1 && got == 1);
-        }
+        CHECK(instance_answer(&b) == 1);
         CHECK(wait_instance_state(out, sizeof(out), a.pid, "suspended"));
         line = instance_json(out, sizeof(out), b.pid);
         CHECK(line && strstr(line, "\"state\": \"active\"") && json_number(line, "gpu_bytes") == (long long)(6 * MiB));
-        instance_end(&b);
-        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)a.pid) == 0);
-        instance_end(&a);
-        stop_saged();
-        return 0;
+        return cap_scenario_end(&a, &b);
 }
 
 /*
@@ -3735,7 +3571,6 @@ static int scenario_instances_restore_room(void) {
         static const uint8_t fake_gpu0[16] = { 0x9e, 0x37, 0x79, 0xb1, 'S', 'A', 'G', 'E',
                                                'F',  'A',  'K',  'E',  'G', 'P', 'U', 0 };
         char out[8192];
-        const char *line;
         InstanceChild c;
         int status;
 
@@ -3746,8 +3581,7 @@ static int scenario_instances_restore_room(void) {
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 1 &&
               strstr(out, "not enough free GPU memory"));
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "suspended"));
         /* It stays checkpointed: end it the hard way. */
         kill(c.pid, SIGKILL);
         close(c.cmd_fd);
@@ -3765,15 +3599,13 @@ static int scenario_instances_restore_room(void) {
  */
 static int scenario_instances_broker_restart(void) {
         const uint8_t uuid[16] = { 0x5a, 0x6e };
-        char out[8192], got = 0;
-        const char *line;
+        char out[8192];
         FakeCheckpoint f;
         InstanceChild c;
         size_t used = 1;
         int rc = -1;
 
-        CHECK(fake_checkpoint(&f));
-        start_saged(NULL, NULL);
+        f = checkpoint_saged();
         c = spawn_gpu_instance(65534, 48, 4 * MiB);
         CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
         CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used == 0);
@@ -3790,15 +3622,11 @@ static int scenario_instances_broker_restart(void) {
         /* The instance itself: adopted as suspended, then resumed with its memory. */
         CHECK(write(c.cmd_fd, "R", 1) == 1);
         CHECK(read(c.resp_fd, &rc, sizeof(rc)) == sizeof(rc) && rc == 0);
-        line = instance_json(out, sizeof(out), c.pid);
-        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        CHECK(instance_in_state(out, sizeof(out), c.pid, "suspended"));
         CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0 &&
               strstr(out, "resumed"));
         CHECK(write(c.cmd_fd, "x", 1) == 1);
-        {
-                struct pollfd p = { .fd = c.resp_fd, .events = POLLIN };
-                CHECK(poll(&p, 1, TIMEOUT_MS) == 1 && read(c.resp_fd, &got, 1) == 1 && got == 1);
-        }
+        CHECK(instance_answer(&c) == 1);
         CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= 4 * MiB);
         instance_end(&c);
         stop_saged();

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dl_object.h"
 #include "util.h"
 
 int shim_value(void);
@@ -33,20 +34,6 @@ static int failures;
                         failures++;                                          \
                 }                                                            \
         } while (0)
-
-static const char *object_of(void *fn) {
-        Dl_info info;
-        const char *slash;
-
-        if (!fn || !dladdr(fn, &info) || !info.dli_fname)
-                return "?";
-        slash = strrchr(info.dli_fname, '/');
-        return slash ? slash + 1 : info.dli_fname;
-}
-
-static int from_sage(void *fn) {
-        return strstr(object_of(fn), "libsage") != NULL;
-}
 
 typedef CUresult (*get_proc_v2_t)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
 typedef CUresult (*get_proc_t)(const char *, void **, int, cuuint64_t);

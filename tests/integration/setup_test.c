@@ -94,13 +94,7 @@ static const FakeKernelEntry kernels[] = { { "add", add_kernel, NULL } };
 static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 1, kernels };
 
 static CUdevice init_device(void) {
-        CUdevice dev;
-        CUcontext primary;
-        OK(f_cuInit(0));
-        OK(f_cuDeviceGet(&dev, 0));
-        OK(f_cuDevicePrimaryCtxRetain(&primary, dev));
-        OK(f_cuCtxSetCurrent(primary));
-        return dev;
+        return ok_primary_context(f_cuInit, f_cuDeviceGet, f_cuDevicePrimaryCtxRetain, f_cuCtxSetCurrent);
 }
 
 /* An invocation's work in the current context: allocate, upload, run the

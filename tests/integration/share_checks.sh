@@ -13,15 +13,16 @@ trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || tr
 for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
 [ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
 
-# twice TAG WHAT ARGS...: ARGS natively, then twice under sharing (traces
-# $tmp/TAG1.json, $tmp/TAG2.json), each time with native's output.
+# twice TAG WHAT ARGS...: ARGS natively (output in twice_native), then twice
+# under sharing (traces $tmp/TAG1.json, $tmp/TAG2.json), each time with
+# native's output.
 twice() {
-  local tag=$1 what=$2 native out i
+  local tag=$1 what=$2 out i
   shift 2
-  native=$("$prog" "$@")
+  twice_native=$("$prog" "$@")
   for i in 1 2; do
     out=$(SAGE_TRACE="$tmp/$tag$i.json" LD_PRELOAD="$preload" "$prog" "$@") || bad "$what run $i (a fault?)"
-    [ "$out" = "$native" ] || bad "$what run $i output: $out vs $native"
+    [ "$out" = "$twice_native" ] || bad "$what run $i output: $out vs $twice_native"
   done
 }
 
@@ -53,14 +54,10 @@ out=$(SAGE_TRACE="$tmp/3.json" LD_PRELOAD="$preload" "$prog" 96 8) || bad "third
 [ "$(stat_of "$tmp/3.json" SHARE_HITS)" = 0 ] || bad "different content hit"
 
 step "a framework pool: three tensors in one allocation (sync, async, unified copies)"
-native_p=$("$prog" 96 9 pieces)
-out=$(SAGE_TRACE="$tmp/p1.json" LD_PRELOAD="$preload" "$prog" 96 9 pieces) || bad "pieces first run"
-[ "$out" = "$native_p" ] || bad "pieces first output: $out vs $native_p"
+twice p pieces 96 9 pieces
 [ "$(stat_of "$tmp/p1.json" SHARE_MISSES)" = 3 ] || bad "pieces: not three misses"
 [ "$(stat_of "$tmp/p1.json" SHARE_ASSEMBLED)" = 2 ] || bad "pieces: the two granules two uploads share were not assembled"
 [ "$(stat_of "$tmp/p1.json" SHARE_PUBLISHED)" = 5 ] || bad "pieces: not 3 + 2 assembled extents published"
-out=$(SAGE_TRACE="$tmp/p2.json" LD_PRELOAD="$preload" "$prog" 96 9 pieces) || bad "pieces second run"
-[ "$out" = "$native_p" ] || bad "pieces second output: $out vs $native_p"
 [ "$(stat_of "$tmp/p2.json" SHARE_HITS)" = 3 ] || bad "pieces: not three hits"
 mapped=$(stat_of "$tmp/p2.json" SHARE_BYTES_MAPPED); copied=$(stat_of "$tmp/p2.json" SHARE_BYTES_COPIED)
 [ $((mapped + copied)) = $((96 << 20)) ] || bad "pieces: mapped $mapped + copied $copied != uploaded"
@@ -72,14 +69,11 @@ for i in 1 2; do  # the tensors follow each other: no split through bytes to kee
 done
 
 step "small tensors packed in a pool segment: assembled at the first launch, keyed by content, shared"
-native_s=$("$prog" 2 11 packed)
-out=$(SAGE_TRACE="$tmp/s1.json" LD_PRELOAD="$preload" "$prog" 2 11 packed) || bad "packed first run"
-[ "$out" = "$native_s" ] || bad "packed first output: $out vs $native_s"
+twice s packed 2 11 packed
+native_s=$twice_native
 [ "$(stat_of "$tmp/s1.json" SHARE_ALLOCS)" = 1 ] || bad "packed: a 2 MiB segment not VMM-backed"
 [ "$(stat_of "$tmp/s1.json" SHARE_ASSEMBLED)" = 1 ] || bad "packed: not assembled"
 [ "$(stat_of "$tmp/s1.json" SHARE_PUBLISHED)" = 1 ] || bad "packed: not published"
-out=$(SAGE_TRACE="$tmp/s2.json" LD_PRELOAD="$preload" "$prog" 2 11 packed) || bad "packed second run"
-[ "$out" = "$native_s" ] || bad "packed second output: $out vs $native_s"
 [ "$(stat_of "$tmp/s2.json" SHARE_ASSEMBLED_HITS)" = 1 ] || bad "packed: second run did not map the segment"
 tensor_bytes=$(sed -n 's/^packed [0-9]* tensors, \([0-9]*\) bytes.*/\1/p' <<<"$native_s")
 [ "$(stat_of "$tmp/s2.json" SHARE_BYTES_COPIED)" = "$tensor_bytes" ] || bad "packed: copied bytes are not the tensors' bytes"

@@ -316,15 +316,10 @@ int main(int argc, char **argv) {
         uint64_t seed = argc > 2 ? (uint64_t)atoll(argv[2]) : 1;
         const char *mode = argc > 3 ? argv[3] : "whole";
         uint64_t *host;
-        CUdevice dev;
-        CUcontext ctx;
         CUdeviceptr weights;
         CUmodule module;
 
-        OK(cuInit(0));
-        OK(cuDeviceGet(&dev, 0));
-        OK(cuDevicePrimaryCtxRetain(&ctx, dev));
-        OK(cuCtxSetCurrent(ctx));
+        ok_primary_context(cuInit, cuDeviceGet, cuDevicePrimaryCtxRetain, cuCtxSetCurrent);
         OK(cuModuleLoadData(&module, &image));
         OK(cuModuleGetFunction(&fn, module, "checksum"));
         OK(cuModuleGetFunction(&scale_fn, module, "scale"));

@@ -40,16 +40,8 @@
 #include "fakecuda.h"
 #include "broker_client.h"
 #include "hash.h"
+#include "itest.h"
 #include "util.h"
-
-#define CHECK(cond)                                                                                            \
-        do {                                                                                                   \
-                if (!(cond)) {                                                                                 \
-                        fprintf(stderr, "suspend-test[%d] %s:%d: check failed: %s\n", (int)getpid(), __FILE__, \
-                                __LINE__, #cond);                                                              \
-                        exit(1);                                                                               \
-                }                                                                                              \
-        } while (0)
 
 #define MiB (1ull << 20)
 #define SIZE (4 * MiB)
@@ -62,70 +54,13 @@ static char dir[64], socket_path[96];
 static pid_t saged_pid;
 
 static uint8_t *pattern(uint64_t seed, size_t size) {
-        uint8_t *p = malloc(size);
-        CHECK(p);
-        for (size_t i = 0; i < size; i++)
-                p[i] = (uint8_t)((i * (seed | 1)) ^ (i >> 9) ^ seed);
-        return p;
+        return itest_pattern(seed, size);
 }
 
 /* ------------------------------------------------------------ the driver, as an app reaches it */
-static struct {
-        CUresult (*cuInit)(unsigned);
-        CUresult (*cuDeviceGet)(CUdevice *, int);
-        CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
-        CUresult (*cuCtxSetCurrent)(CUcontext);
-        CUresult (*cuCtxSynchronize)(void);
-        CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
-        CUresult (*cuMemAllocManaged)(CUdeviceptr *, size_t, unsigned);
-        CUresult (*cuMemCreate)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
-                                unsigned long long);
-        CUresult (*cuMemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
-        CUresult (*cuMemMap)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
-        CUresult (*cuMemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
-        CUresult (*cuMemExportToShareableHandle)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
-                                                 unsigned long long);
-        CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
-        CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
-        CUresult (*cuModuleLoadData)(CUmodule *, const void *);
-        CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
-        CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                                   CUstream, void **, void **);
-} cu;
-
-static void load(void *lib, void *field, const char *name) {
-        void *p = dlsym(lib, name);
-        CHECK(p);
-        memcpy(field, &p, sizeof(p));
-}
 
 static void driver_init(void) {
-        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-        CUdevice dev;
-        CUcontext ctx;
-
-        CHECK(lib);
-        load(lib, &cu.cuInit, "cuInit");
-        load(lib, &cu.cuDeviceGet, "cuDeviceGet");
-        load(lib, &cu.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-        load(lib, &cu.cuCtxSetCurrent, "cuCtxSetCurrent");
-        load(lib, &cu.cuCtxSynchronize, "cuCtxSynchronize");
-        load(lib, &cu.cuMemAlloc, "cuMemAlloc_v2");
-        load(lib, &cu.cuMemAllocManaged, "cuMemAllocManaged");
-        load(lib, &cu.cuMemCreate, "cuMemCreate");
-        load(lib, &cu.cuMemAddressReserve, "cuMemAddressReserve");
-        load(lib, &cu.cuMemMap, "cuMemMap");
-        load(lib, &cu.cuMemSetAccess, "cuMemSetAccess");
-        load(lib, &cu.cuMemExportToShareableHandle, "cuMemExportToShareableHandle");
-        load(lib, &cu.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
-        load(lib, &cu.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
-        load(lib, &cu.cuModuleLoadData, "cuModuleLoadData");
-        load(lib, &cu.cuModuleGetFunction, "cuModuleGetFunction");
-        load(lib, &cu.cuLaunchKernel, "cuLaunchKernel");
-        CHECK(cu.cuInit(0) == CUDA_SUCCESS);
-        CHECK(cu.cuDeviceGet(&dev, 0) == CUDA_SUCCESS);
-        CHECK(cu.cuDevicePrimaryCtxRetain(&ctx, dev) == CUDA_SUCCESS);
-        CHECK(cu.cuCtxSetCurrent(ctx) == CUDA_SUCCESS);
+        itest_cu_load();
 }
 
 /* ------------------------------------------------------------ the app */
@@ -237,30 +172,12 @@ static void app_line(App *a, char *line, size_t size) {
 }
 
 static App spawn_app(bool share, const char *extra_env) {
-        int in[2], out[2];
+        const char *env[] = { "SAGE_SUSPEND=1", share ? "SAGE_SHARE=1" : "SAGE_SHARE=0", extra_env, NULL };
         char line[64];
         App a;
 
-        CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
-        a.pid = fork();
-        CHECK(a.pid >= 0);
-        if (a.pid == 0) {
-                dup2(in[0], STDIN_FILENO);
-                dup2(out[1], STDOUT_FILENO);
-                setenv("LD_PRELOAD", getenv("SAGE_TEST_PRELOAD"), 1);
-                setenv("SAGE_SUSPEND", "1", 1);
-                setenv("SAGE_SHARE", share ? "1" : "0", 1);
-                setenv("SAGE_SOCKET", socket_path, 1);
-                setenv("SAGE_WARMUP", "off", 1);
-                if (extra_env)
-                        putenv((char *)extra_env);
-                execl("/proc/self/exe", "suspend-test", "app", saged_path, sagectl_path, (char *)NULL);
-                _exit(127);
-        }
-        close(in[0]);
-        close(out[1]);
-        a.in = in[1];
-        a.out = out[0];
+        a.pid = itest_spawn_app((char *[]){ "suspend-test", "app", (char *)saged_path, (char *)sagectl_path, NULL },
+                                socket_path, env, &a.in, &a.out);
         app_line(&a, line, sizeof(line));
         CHECK(strcmp(line, "ready") == 0);
         return a;
@@ -282,11 +199,9 @@ static int app_read(App *a, int *same) {
 }
 
 static void app_end(App *a) {
-        int status;
         close(a->in);
         close(a->out);
-        CHECK(waitpid(a->pid, &status, 0) == a->pid);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        itest_reap(a->pid);
 }
 
 /* ------------------------------------------------------------ saged, sagectl, the broker */
@@ -300,16 +215,7 @@ static void start_saged(void) {
                 execl(saged_path, saged_path, "--foreground", "--socket", socket_path, "-v", (char *)NULL);
                 _exit(127);
         }
-        for (int i = 0; i < 1000; i++) {
-                SageBroker *b;
-                if (sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0) {
-                        sage_broker_free(b);
-                        return;
-                }
-                CHECK(waitpid(saged_pid, NULL, WNOHANG) == 0);
-                poll(NULL, 0, 10);
-        }
-        CHECK(!"saged did not come up");
+        itest_wait_saged(saged_pid, socket_path, TIMEOUT_MS);
 }
 
 static void stop_saged(int sig) {
@@ -328,9 +234,7 @@ static void cleanup(void) {
 }
 
 static SageBroker *broker(void) {
-        SageBroker *b = NULL;
-        CHECK(sage_broker_connect(&b, socket_path, TIMEOUT_MS) == 0);
-        return b;
+        return itest_broker(socket_path, TIMEOUT_MS);
 }
 
 /* sagectl's exit status; its output in `out`. */
@@ -402,11 +306,7 @@ static void publish(uint64_t seed, size_t size) {
 }
 
 static SageStats stats(void) {
-        SageBroker *b = broker();
-        SageStats s;
-        CHECK(sage_broker_stats(b, &s) == 0);
-        sage_broker_free(b);
-        return s;
+        return itest_stats(socket_path, TIMEOUT_MS);
 }
 
 static size_t mem_used(pid_t pid) {
@@ -479,25 +379,37 @@ static int scenario_busy(void) {
         return 0;
 }
 
-static int scenario_restore_fails(void) {
+/* A new saged, the shared app (shared_app) under it, suspended by `sagectl suspend`. */
+static App suspended_shared_app(const char *extra_env) {
         char out[4096];
-        int same = 1;
-        uint64_t t;
         App a;
 
         start_saged();
-        a = shared_app("SAGE_FAKE_FAIL_RESTORE=1");
+        a = shared_app(extra_env);
         CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        return a;
+}
+
+/* An app that cannot end by itself (stuck in the driver, or its broker gone). */
+static void app_kill(App *a) {
+        kill(a->pid, SIGKILL);
+        waitpid(a->pid, NULL, 0);
+        close(a->in);
+        close(a->out);
+}
+
+static int scenario_restore_fails(void) {
+        App a = suspended_shared_app("SAGE_FAKE_FAIL_RESTORE=1");
+        int same = 1;
+        uint64_t t;
+
         t = sage_now_ns();
         CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE && same == 0);
         CHECK(sage_now_ns() - t < TIMEOUT_MS * 1000000ull);
         CHECK(strcmp(state_of(a.pid), "failed") == 0);
         /* Every later call too, at once. */
         CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE);
-        kill(a.pid, SIGKILL); /* stuck in the driver for good, as the real one is */
-        waitpid(a.pid, NULL, 0);
-        close(a.in);
-        close(a.out);
+        app_kill(&a); /* stuck in the driver for good, as the real one is */
         stop_saged(SIGTERM);
         return 0;
 }
@@ -509,17 +421,12 @@ static int scenario_broker_dies(void) {
         App a;
 
         /* Extents mapped: their bytes went with the broker; the call fails, at once. */
-        start_saged();
-        a = shared_app(NULL);
-        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        a = suspended_shared_app(NULL);
         stop_saged(SIGKILL);
         t = sage_now_ns();
         CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE && same == 0);
         CHECK(sage_now_ns() - t < TIMEOUT_MS * 1000000ull);
-        kill(a.pid, SIGKILL);
-        waitpid(a.pid, NULL, 0);
-        close(a.in);
-        close(a.out);
+        app_kill(&a);
 
         /* Private memory only: the process restores itself, its memory intact. */
         start_saged();
@@ -589,6 +496,34 @@ static void notice(SageBroker *b, unsigned type, uint32_t id, uint32_t status) {
         CHECK(sage_broker_notify(b, &m) == 0);
 }
 
+/*
+ * An operator's `sagectl suspend` of this process, from a child; the child
+ * closes `owner`'s connection unless NULL (the instance's connection is then
+ * its parent's alone). Returns its pid: its exit status is sagectl's.
+ */
+static pid_t operator_suspend(SageBroker *owner) {
+        pid_t op = fork();
+
+        CHECK(op >= 0);
+        if (op == 0) {
+                char o[4096];
+                if (owner)
+                        close(sage_broker_fd(owner));
+                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
+        }
+        return op;
+}
+
+/* Pumps `owner` until the broker's SUSPEND_PREPARE set *prepare_id (on_prepare), within 5 s. */
+static void await_prepare(SageBroker *owner, const uint32_t *prepare_id) {
+        for (int i = 0; i < 500 && !*prepare_id; i++) {
+                struct pollfd p = { .fd = sage_broker_fd(owner), .events = POLLIN };
+                poll(&p, 1, 10);
+                CHECK(sage_broker_pump(owner) == 0);
+        }
+        CHECK(*prepare_id != 0);
+}
+
 /* Notices from anyone but the instance's connection, or with another id, change nothing. */
 static int scenario_hostile(void) {
         const uint8_t uuid[16] = { 7 };
@@ -617,18 +552,8 @@ static int scenario_hostile(void) {
         }
         CHECK(strcmp(state_of(getpid()), "active") == 0);
         /* An operator's suspend: the owner is asked; another connection answers for it with the right id. */
-        op = fork();
-        CHECK(op >= 0);
-        if (op == 0) {
-                char o[4096];
-                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
-        }
-        for (int i = 0; i < 500 && !prepare_id; i++) {
-                struct pollfd p = { .fd = sage_broker_fd(owner), .events = POLLIN };
-                poll(&p, 1, 10);
-                CHECK(sage_broker_pump(owner) == 0);
-        }
-        CHECK(prepare_id != 0);
+        op = operator_suspend(NULL);
+        await_prepare(owner, &prepare_id);
         /* Its process releasing while preparing pins the extent, once however often it does. */
         for (int i = 0; i < 5; i++) {
                 uint64_t id;
@@ -649,13 +574,7 @@ static int scenario_hostile(void) {
 
         /* A silent instance: the broker gives up at its deadline (8 s), the instance stays active. */
         prepare_id = 0;
-        op = fork();
-        CHECK(op >= 0);
-        if (op == 0) {
-                char o[4096];
-                close(sage_broker_fd(owner));
-                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
-        }
+        op = operator_suspend(owner);
         CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
         CHECK(sage_broker_pump(owner) == 0 && prepare_id != 0);
         CHECK(strcmp(state_of(getpid()), "active") == 0);
@@ -664,19 +583,8 @@ static int scenario_hostile(void) {
 
         /* The instance goes while asked to prepare: the operator is answered at once, not at the deadline. */
         prepare_id = 0;
-        op = fork();
-        CHECK(op >= 0);
-        if (op == 0) {
-                char o[4096];
-                close(sage_broker_fd(owner)); /* the instance's connection is its parent's alone */
-                _exit(sagectl(o, sizeof(o), "suspend %d", (int)getppid()));
-        }
-        for (int i = 0; i < 500 && !prepare_id; i++) {
-                struct pollfd p = { .fd = sage_broker_fd(owner), .events = POLLIN };
-                poll(&p, 1, 10);
-                CHECK(sage_broker_pump(owner) == 0);
-        }
-        CHECK(prepare_id != 0);
+        op = operator_suspend(owner);
+        await_prepare(owner, &prepare_id);
         t = sage_now_ns();
         sage_broker_free(owner);
         CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dl_object.h"
 #include "fakecuda.h"
 #include "util.h"
 
@@ -36,20 +37,6 @@ static int failures;
 typedef CUresult (*get_proc_t)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
 typedef CUresult (*get_name_t)(char *, int, CUdevice);
 typedef CUresult (*get_table_t)(const void **, const CUuuid *);
-
-static const char *object_of(const void *fn) {
-        Dl_info info;
-        const char *slash;
-
-        if (!fn || !dladdr(fn, &info) || !info.dli_fname)
-                return "?";
-        slash = strrchr(info.dli_fname, '/');
-        return slash ? slash + 1 : info.dli_fname;
-}
-
-static bool from_sage(const void *fn) {
-        return strstr(object_of(fn), "libsage") != NULL;
-}
 
 static bool from_driver(const void *fn) {
         return strstr(object_of(fn), "libcuda") != NULL;

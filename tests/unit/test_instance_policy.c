@@ -12,6 +12,7 @@
 /* The daemon's headers are not on the unit tests' include path. */
 #include "../../daemon/cgroup_memory.h"
 #include "../../daemon/instance_policy.h"
+#include "../test_file.h"
 
 #define MiB (1ull << 20)
 
@@ -137,12 +138,7 @@ static void test_parse_cap(void) {
 }
 
 static void put(const char *dir, const char *name, const char *text) {
-        char path[512];
-        int fd;
-        snprintf(path, sizeof(path), "%s/%s", dir, name);
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        CHECK(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text));
-        close(fd);
+        CHECK(test_put_file(dir, name, text) == 0);
 }
 
 /* A cgroup under a fake root: the least room over it and its ancestors. */

@@ -23,36 +23,38 @@ static void release_extent(void *ctx, uint64_t id) {
         released[nreleased++] = id;
 }
 
-static SageShareAlloc *setup(ShareVmm *v, size_t size) {
+/* The allocator under test: one test at a time, setup() starts it afresh. */
+static ShareVmm v;
+
+static SageShareAlloc *setup(size_t size) {
         SageShareAlloc *a = NULL;
 
         fake_reset();
         nreleased = 0;
-        share_vmm_init(v, &fake_driver, release_extent, &released);
-        CHECK(share_vmm_alloc(v, size, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
-        share_vmm_link(v, a);
+        share_vmm_init(&v, &fake_driver, release_extent, &released);
+        CHECK(share_vmm_alloc(&v, size, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
+        share_vmm_link(&v, a);
         CHECK(a && a->npieces == 1 && a->pieces[0].off == 0 && a->pieces[0].len == a->padded);
-        CHECK(share_vmm_find(v, a->va + size - 1, 1) == a && !share_vmm_find(v, a->va + size, 1));
+        CHECK(share_vmm_find(&v, a->va + size - 1, 1) == a && !share_vmm_find(&v, a->va + size, 1));
         return a;
 }
 
-static void teardown(ShareVmm *v, SageShareAlloc *a) {
-        CHECK(share_vmm_unlink(v, a->va) == a);
-        share_vmm_release(v, a);
+static void teardown(SageShareAlloc *a) {
+        CHECK(share_vmm_unlink(&v, a->va) == a);
+        share_vmm_release(&v, a);
         CHECK(fake.live_handles == 0 && fake_live_maps() == 0 && fake_live_reservations() == 0);
         CHECK(fake.bad_unmaps == 0 && fake.bad_writes == 0);
 }
 
-static Piece new_piece(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len) {
+static Piece new_piece(SageShareAlloc *a, size_t off, size_t len) {
         Piece p = { .off = off, .len = len, .candidate = true, .span_lo = off, .span_hi = off + len };
-        CHECK(share_vmm_create(v, a, len, &p.handle) == CUDA_SUCCESS);
+        CHECK(share_vmm_create(&v, a, len, &p.handle) == CUDA_SUCCESS);
         return p;
 }
 
 /* A split through memory something else wrote: what remains keeps its bytes. */
 static void split_keeps_content(void) {
-        ShareVmm v;
-        SageShareAlloc *a = setup(&v, 5 * G - 100);
+        SageShareAlloc *a = setup(5 * G - 100);
         Piece p;
         CUmemAccess_flags access;
 
@@ -60,7 +62,7 @@ static void split_keeps_content(void) {
         fake_fill(a->va, a->padded, 0xAA);
         share_vmm_note_write(&v); /* a launch: not fresh */
         CHECK(!share_vmm_fresh(&v, a));
-        p = new_piece(&v, a, G, 2 * G);
+        p = new_piece(a, G, 2 * G);
         CHECK(share_vmm_replace_range(&v, a, G, 3 * G, &p) == CUDA_SUCCESS);
         CHECK(a->npieces == 3);
         CHECK(a->pieces[0].off == 0 && a->pieces[0].len == G);
@@ -71,7 +73,7 @@ static void split_keeps_content(void) {
         CHECK(fake_at(a->va + G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
         CHECK(fake_stat(SAGE_STAT_SHARE_KEEP_COPIES) == 2);
         CHECK(fake.live_handles == 3);
-        teardown(&v, a);
+        teardown(a);
 }
 
 /*
@@ -81,14 +83,13 @@ static void split_keeps_content(void) {
  * granule apart (where the next upload of a pool will start).
  */
 static void fresh_split_copies_nothing(void) {
-        ShareVmm v;
-        SageShareAlloc *a = setup(&v, 5 * G);
+        SageShareAlloc *a = setup(5 * G);
         Piece p;
 
         fake_fill(a->va, 100, 0x42);
         share_vmm_note_written(&v, a, 0, 100); /* an earlier upload */
         CHECK(share_vmm_fresh(&v, a) && a->nwritten == 1);
-        p = new_piece(&v, a, G, 2 * G);
+        p = new_piece(a, G, 2 * G);
         p.span_lo = G - 10;
         p.span_hi = 3 * G + 100;
         CHECK(share_vmm_replace_range(&v, a, G, 3 * G, &p) == CUDA_SUCCESS);
@@ -99,13 +100,12 @@ static void fresh_split_copies_nothing(void) {
         CHECK(fake_holds(a->va, 100, 0x42));
         CHECK(fake_stat(SAGE_STAT_SHARE_KEEP_COPIES) == 1);
         CHECK(fake.copies == 1);
-        teardown(&v, a);
+        teardown(a);
 }
 
 /* A broker extent mapped read-only, then re-backed privately with the same bytes. */
 static void extent_then_private(void) {
-        ShareVmm v;
-        SageShareAlloc *a = setup(&v, 4 * G);
+        SageShareAlloc *a = setup(4 * G);
         Piece p = { .off = 2 * G, .len = 2 * G, .extent_id = 7 };
         CUmemAccess_flags access;
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -128,32 +128,30 @@ static void extent_then_private(void) {
         CHECK(nreleased == 1 && released[0] == 7);
         CHECK(fake_stat(SAGE_STAT_SHARE_UNSHARED) == 1);
         CHECK(fake.syncs > 0); /* the work in flight first */
-        teardown(&v, a);
+        teardown(a);
 }
 
 /* An extent the driver cannot import: nothing changes, the reference goes back. */
 static void extent_import_fails(void) {
-        ShareVmm v;
-        SageShareAlloc *a = setup(&v, 2 * G);
+        SageShareAlloc *a = setup(2 * G);
         Piece p = { .off = 0, .len = 2 * G, .extent_id = 9 };
 
         CHECK(!share_vmm_map_extent(&v, a, &p, open("/dev/null", O_RDONLY | O_CLOEXEC)));
         CHECK(a->npieces == 1 && a->pieces[0].extent_id == 0);
         CHECK(nreleased == 1 && released[0] == 9);
         CHECK(fake_stat(SAGE_STAT_SHARE_FALLBACKS) == 1);
-        teardown(&v, a);
+        teardown(a);
 }
 
 /* Out of memory for a rest's backing: the pieces, mappings and bytes are as before. */
 static void failure_changes_nothing(void) {
-        ShareVmm v;
-        SageShareAlloc *a = setup(&v, 4 * G);
+        SageShareAlloc *a = setup(4 * G);
         Piece p;
         int live;
 
         share_vmm_note_write(&v);
         fake_fill(a->va, 4 * G, 0x33);
-        p = new_piece(&v, a, G, G);
+        p = new_piece(a, G, G);
         live = fake.live_handles;
         fake.fail_create_at = 2; /* the left rest gets its copy, the right one fails */
         CHECK(share_vmm_replace_range(&v, a, G, 2 * G, &p) == CUDA_ERROR_OUT_OF_MEMORY);
@@ -161,13 +159,12 @@ static void failure_changes_nothing(void) {
         CHECK(fake_holds(a->va, 4 * G, 0x33));
         CHECK(fake.live_handles == live);
         CHECK(fake_driver.vmm.release(p.handle) == CUDA_SUCCESS);
-        teardown(&v, a);
+        teardown(a);
 }
 
 /* CUDA IPC: one private backing for good, every piece's bytes in it. */
 static void consolidate(void) {
-        ShareVmm v;
-        SageShareAlloc *a = setup(&v, 4 * G);
+        SageShareAlloc *a = setup(4 * G);
         Piece p = { .off = 0, .len = 2 * G, .extent_id = 3 };
 
         share_vmm_note_write(&v);
@@ -179,7 +176,7 @@ static void consolidate(void) {
         CHECK(a->npieces == 1 && a->no_share && a->pieces[0].len == 4 * G);
         CHECK(fake_holds(a->va, 2 * G, 0x66) && fake_holds(a->va + 2 * G, 2 * G, 0x77));
         CHECK(nreleased == 1 && released[0] == 3);
-        teardown(&v, a);
+        teardown(a);
 }
 
 /* unpark's broker: each key's extent (a handle of byte key.low), or a miss for key 0xdead. */
@@ -198,8 +195,7 @@ static int lookup_key(void *ctx, SageHash key, size_t len, uint32_t device, uint
 /* Suspend: extents unmapped and released (reservation and private bytes kept), then mapped again
  * at the same addresses, read-only, one access call for adjacent ones. */
 static void park_unpark(void) {
-        ShareVmm v;
-        SageShareAlloc *a = setup(&v, 6 * G);
+        SageShareAlloc *a = setup(6 * G);
         Piece p1 = { .off = 0, .len = 2 * G, .extent_id = 7, .key = { .low = 0x55 } };
         Piece p2 = { .off = 2 * G, .len = 2 * G, .extent_id = 8, .key = { .low = 0x66 } };
         CUmemAccess_flags access;
@@ -235,7 +231,7 @@ static void park_unpark(void) {
         a->pieces[1].key.low = 0xdead;
         CHECK(share_vmm_unpark(&v, lookup_key, &lookups) == 1);
         CHECK(!a->pieces[0].parked && a->pieces[1].parked && fake_holds(a->va, 2 * G, 0x55));
-        teardown(&v, a); /* a parked piece holds nothing to give back */
+        teardown(a); /* a parked piece holds nothing to give back */
 }
 
 int main(void) {

@@ -70,6 +70,18 @@ static void teardown(ShareVmm *v, SageShareAlloc *a) {
         CHECK(fake.live_handles == 0 && fake.bad_unmaps == 0 && fake.bad_writes == 0);
 }
 
+/* share_assemble_allocation over `l` (with its key buffer). */
+static bool assemble(ShareVmm *v, SageShareAlloc *a, Lookups *l) {
+        ShareLookup lk = { lookup, l };
+        void *buf = malloc(sage_share_key_chunk());
+        bool done;
+
+        CHECK(buf);
+        done = share_assemble_allocation(v, a, &lk, buf);
+        free(buf);
+        return done;
+}
+
 /* The key a run [0, len) of `a` must have: its bytes as they are, gaps included. */
 static SageHash key_of(SageShareAlloc *a, size_t len) {
         unsigned char *host = malloc(len);
@@ -89,17 +101,14 @@ static void one_run_candidate(void) {
         ShareVmm v;
         SageShareAlloc *a = setup(&v, up, 1);
         Lookups l = { 0 };
-        ShareLookup lk = { lookup, &l };
-        void *buf = malloc(sage_share_key_chunk());
 
-        CHECK(buf && share_assemble_allocation(&v, a, &lk, buf));
+        CHECK(assemble(&v, a, &l));
         CHECK(l.calls == 1 && l.len[0] == 2 * G && sage_hash_equal(l.key[0], key_of(a, 2 * G)));
         CHECK(a->npieces == 2 && a->pieces[0].len == 2 * G && a->pieces[0].candidate);
         CHECK(sage_hash_equal(a->pieces[0].content, l.key[0]));
         CHECK(a->pieces[0].nfilled == 1 && a->pieces[0].filled[0].off == 100 && a->pieces[0].span_lo == 0);
         CHECK(fake_holds(a->va + 100, 2 * G - 200, 0x61)); /* the bytes moved with the new backing */
         CHECK(fake_stat(SAGE_STAT_SHARE_ASSEMBLED) == 1 && fake_stat(SAGE_STAT_SHARE_ASSEMBLED_HITS) == 0);
-        free(buf);
         teardown(&v, a);
 }
 
@@ -109,18 +118,15 @@ static void one_run_hit(void) {
         ShareVmm v;
         SageShareAlloc *a = setup(&v, up, 1);
         Lookups l = { .answer = 1 };
-        ShareLookup lk = { lookup, &l };
-        void *buf = malloc(sage_share_key_chunk());
         CUmemAccess_flags access;
 
         fake.next_import = fake_handle(2 * G, 0x61);
-        CHECK(buf && share_assemble_allocation(&v, a, &lk, buf));
+        CHECK(assemble(&v, a, &l));
         CHECK(l.calls == 1);
         CHECK(a->pieces[0].extent_id == 5 && a->pieces[0].len == 2 * G && !a->pieces[0].candidate);
         CHECK(fake_at(a->va, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READ);
         CHECK(fake_stat(SAGE_STAT_SHARE_ASSEMBLED_HITS) == 1);
         CHECK(fake_stat(SAGE_STAT_SHARE_BYTES_ASSEMBLED) == 2 * G - 200);
-        free(buf);
         teardown(&v, a);
 }
 
@@ -130,14 +136,11 @@ static void gappy_granules_alone(void) {
         ShareVmm v;
         SageShareAlloc *a = setup(&v, up, 2);
         Lookups l = { 0 };
-        ShareLookup lk = { lookup, &l };
-        void *buf = malloc(sage_share_key_chunk());
 
-        CHECK(buf && share_assemble_allocation(&v, a, &lk, buf));
+        CHECK(assemble(&v, a, &l));
         CHECK(l.calls == 2 && l.len[0] == G && l.len[1] == G);
         CHECK(a->npieces == 3 && a->pieces[0].candidate && a->pieces[1].candidate && !a->pieces[2].candidate);
         CHECK(a->pieces[1].nfilled == 1 && a->pieces[1].span_lo == G - 1000); /* the upload reaching in from before */
-        free(buf);
         teardown(&v, a);
 }
 
@@ -147,12 +150,9 @@ static void lookup_gone(void) {
         ShareVmm v;
         SageShareAlloc *a = setup(&v, up, 2);
         Lookups l = { .answer = -EPIPE };
-        ShareLookup lk = { lookup, &l };
-        void *buf = malloc(sage_share_key_chunk());
 
-        CHECK(buf && !share_assemble_allocation(&v, a, &lk, buf));
+        CHECK(!assemble(&v, a, &l));
         CHECK(l.calls == 1 && a->npieces == 1 && !a->pieces[0].candidate);
-        free(buf);
         teardown(&v, a);
 }
 
