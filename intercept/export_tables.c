@@ -9,9 +9,9 @@
  * table's size in bytes (a table whose first word is not a plausible size
  * is handed out unwrapped); a slot is wrapped only if it points into the
  * driver's executable text, so data words stay as they are. What a slot
- * function returns is not known: a failed resume returns its CUresult, as
- * for every driver function (entering a driver that stays checkpointed
- * would hang for good).
+ * function returns is not known, so a failed gate never returns a CUresult
+ * from one: it waits for the resume, or calls through to the driver once
+ * the gate broke for good (tramp_gate.c).
  * scripts/probes/export-tables/ lists, on a GPU, what real programs ask
  * for (SAGE_VERBOSE=2 logs every table, wrapped or not).
  *
@@ -79,7 +79,7 @@ static const void *wrap(const void *table, const CUuuid *id) {
         copy[0] = words[0];
         for (size_t i = 1; i < n; i++) {
                 snprintf(label, sizeof(label), "exportTable:%.8s:%zu", uuid, i);
-                copy[i] = (uintptr_t)sage_tramp_wrap((void *)words[i], label);
+                copy[i] = (uintptr_t)sage_tramp_wrap((void *)words[i], label, true);
         }
         return copy;
 }

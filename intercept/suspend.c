@@ -26,7 +26,9 @@
  * If the broker goes while the process is suspended, only the process can
  * bring itself back. A process may restore itself (measured on the H100,
  * probe `self`: from a thread that makes no other driver call, as this one). With SELF_RESTORE and nothing parked, the
- * listener restores and unlocks its own pid and opens the gate; with
+ * listener restores and unlocks its own pid and opens the gate (a
+ * connection an app thread closed, its INSTANCE_RESUME having failed on
+ * it, counts as the broker gone); with
  * extents parked their bytes went with the broker, so the gate breaks:
  * calls fail with SAGE_GATE_ERROR instead of computing on missing memory.
  *
@@ -156,6 +158,9 @@ static int ask_resume(uint64_t deadline_ns) {
                 if (now >= deadline_ns)
                         return -ETIMEDOUT;
                 r = sage_broker_instance_resume(suspend_broker, (int)((deadline_ns - now) / 1000000) + 1, &reply);
+                /* A failure that closed the connection is the listener's to see, now rather than at its tick. */
+                if (r < 0 && sage_broker_fd(suspend_broker) < 0)
+                        wake_listener();
                 if (r != SAGE_ERR_BUSY)
                         return r;
                 /* Over the broker's cap of resumes at once, or its checkpoint still runs: ask again. */
@@ -287,7 +292,9 @@ static void *listener(void *unused) {
                 if ((p[1].revents & POLLIN) && read(todo.event_fd, &n, sizeof(n)) < 0) {
                         /* EAGAIN: someone else's wake-up already read */
                 }
-                if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && sage_broker_pump(suspend_broker) < 0) {
+                /* A connection an app thread closed (its INSTANCE_RESUME failed) is gone too: poll skips fd -1. */
+                if (sage_broker_fd(suspend_broker) < 0 ||
+                    ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && sage_broker_pump(suspend_broker) < 0)) {
                         broker_gone();
                         break;
                 }
@@ -411,8 +418,10 @@ static void suspend_after(SageCall *call) {
         pthread_mutex_lock(&suspend_lock);
         if (!atomic_load(&suspend_tried)) {
                 suspend_device = (CUdevice)call->args[0];
-                if (!register_instance(suspend_device))
+                if (!register_instance(suspend_device)) {
                         sage_hooks_deactivate(SAGE_OBSERVER_SUSPEND);
+                        sage_gate_never_closes(); /* the trampolines still count: without a fence */
+                }
                 atomic_store(&suspend_tried, true); /* after suspend_device: readers see it set */
         }
         pthread_mutex_unlock(&suspend_lock);

@@ -3,11 +3,13 @@
  * word, and the slow path where calls wait while the process is prepared,
  * suspended or resumed.
  *
- * Counters: each thread gets a 64-byte slot on its first call, linked into
- * a list that only grows; a thread's exit hands its slot (balanced: no call
- * of its own in flight) to the next new thread. Sums over the list give the
- * calls in flight (leaves read before enters, so a sum never undercounts)
- * and the calls so far (idleness).
+ * Counters: each thread gets a cache-aligned slot on its first call,
+ * linked into a list that only grows; a thread's exit balances its slot (it
+ * has no call in flight any more) and hands it to the next new thread. Sums
+ * over the list give the calls in flight (leaves read before enters, so a
+ * sum never undercounts) and the calls so far (idleness). A slot also holds
+ * the thread's shadow stack of trampoline calls in flight (tramp_entry.S):
+ * those count until the driver function returns.
  *
  * Phases are kept under one mutex; the word mirrors them for the fast path.
  * A call that finds the gate closed stops counting itself, waits for OPEN,
@@ -22,6 +24,7 @@
 #include <linux/membarrier.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,7 +36,9 @@ atomic_bool sage_gate_fence_mode = true; /* until membarrier is known to work */
 _Thread_local SageGateSlot *sage_gate_slot __attribute__((tls_model("initial-exec")));
 
 static SageGateSlot *_Atomic slots; /* grows only; slots are reused, never freed */
-static SageGateSlot fallback_slot;  /* out of memory: threads share one (atomics make it correct) */
+/* Out of memory: threads share one (atomics make it correct); its shadow stack stays full, so
+ * trampolines never track a call on it (tramp_entry.S). */
+static SageGateSlot fallback_slot = { .depth = SAGE_TRAMP_SHADOW_MAX };
 static pthread_key_t slot_key;
 static pthread_once_t slot_key_once = PTHREAD_ONCE_INIT;
 static bool membarrier_ok;
@@ -48,10 +53,20 @@ static struct {
         void (*on_active)(void);
 } gate = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
+/*
+ * The thread exits. A call it never returned from (pthread_exit in a driver
+ * callback) is in flight no more, or every later drain would wait for it.
+ * A call it makes after this (a later key's destructor) takes a new slot.
+ */
 static void slot_release(void *p) {
         SageGateSlot *t = p;
-        if (t && t != &fallback_slot)
-                atomic_store(&t->in_use, false);
+
+        if (!t || t == &fallback_slot)
+                return;
+        sage_gate_slot = NULL;
+        t->depth = 0;
+        atomic_store_explicit(&t->leaves, atomic_load_explicit(&t->enters, memory_order_relaxed), memory_order_release);
+        atomic_store(&t->in_use, false);
 }
 
 static void make_key(void) {
@@ -72,7 +87,7 @@ SageGateSlot *sage_gate_slot_new(void) {
                         sage_gate_slot = &fallback_slot;
                         return &fallback_slot;
                 }
-                *t = (SageGateSlot){ 0 };
+                memset(t, 0, sizeof(*t));
                 atomic_store(&t->in_use, true);
                 t->next = atomic_load(&slots);
                 while (!atomic_compare_exchange_weak(&slots, &t->next, t))
@@ -115,6 +130,10 @@ void sage_gate_init(SageGateResumeFn resume, void (*on_active)(void)) {
         membarrier_ok = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
         if (membarrier_ok)
                 atomic_store(&sage_gate_fence_mode, false);
+}
+
+void sage_gate_never_closes(void) {
+        atomic_store(&sage_gate_fence_mode, false);
 }
 
 /* After the word changed: every thread either shows its count, or sees the word. */

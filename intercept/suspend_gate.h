@@ -1,8 +1,9 @@
 /*
  * The suspend gate (docs/suspend.md): every app call into the driver, while
  * SAGE_SUSPEND=1, passes sage_gate_enter() before and sage_gate_leave()
- * after (the hooks through the suspend observer, the trampolines of entry
- * points without a hook directly). It counts calls in flight and lets
+ * after (the hooks through the suspend observer; the trampolines of entry
+ * points without a hook count on the same slot from their assembly, until
+ * the driver function returns: tramp_entry.S). It counts calls in flight and lets
  * suspend.c close the gate, drain the calls, and open it again.
  *
  * Fast path: a store to this thread's own counter (no contended atomic),
@@ -16,8 +17,10 @@
 #include <cuda.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "tramp_abi.h"
 #include "util.h"
 
 /* Bits of the gate word: any set sends a call down the slow path. */
@@ -37,11 +40,27 @@ enum {
 /* The longest a call waits for its resume (restore, re-map, queued behind saged --max-resumes). */
 #define SAGE_GATE_RESUME_MS 30000
 
+/* A trampoline call in flight (tramp_entry.S): where it returns to, and %rsp once it has. */
+typedef struct SageGateShadow {
+        uintptr_t ret, sp;
+} SageGateShadow;
+
 typedef struct SageGateSlot {
         _Atomic uint64_t enters, leaves; /* written by their thread only */
         struct SageGateSlot *next;
         atomic_bool in_use;
+        /* Trampoline calls of this thread in flight, innermost last (tramp_entry.S only, and
+         * slot_release when the thread exits). The fallback slot, shared, keeps depth full. */
+        uint32_t depth;
+        SageGateShadow shadow[SAGE_TRAMP_SHADOW_MAX];
 } __attribute__((aligned(64))) SageGateSlot;
+
+_Static_assert(offsetof(SageGateSlot, enters) == SAGE_TRAMP_SLOT_ENTERS, "tramp_abi.h");
+_Static_assert(offsetof(SageGateSlot, leaves) == SAGE_TRAMP_SLOT_LEAVES, "tramp_abi.h");
+_Static_assert(offsetof(SageGateSlot, depth) == SAGE_TRAMP_SLOT_DEPTH, "tramp_abi.h");
+_Static_assert(offsetof(SageGateSlot, shadow) == SAGE_TRAMP_SLOT_SHADOW, "tramp_abi.h");
+_Static_assert(sizeof(SageGateShadow) == SAGE_TRAMP_SHADOW_ENTRY, "tramp_abi.h");
+_Static_assert(offsetof(SageGateShadow, sp) == SAGE_TRAMP_SHADOW_SP, "tramp_abi.h");
 
 extern atomic_uint sage_gate_word;
 extern atomic_bool sage_gate_fence_mode; /* no membarrier: the fast path fences itself */
@@ -93,6 +112,8 @@ typedef int (*SageGateResumeFn)(uint64_t deadline_ns);
 
 /* Turn the gate's machinery on (membarrier registration); `resume` serves waiting calls. */
 void sage_gate_init(SageGateResumeFn resume, void (*on_active)(void));
+/* Nothing will close the gate (not registered): the fast paths need no fence, membarrier or not. */
+void sage_gate_never_closes(void);
 /* Close and wait, until `deadline_ns`, for the calls in flight: true once none is. */
 bool sage_gate_close_and_drain(uint64_t deadline_ns);
 void sage_gate_set_phase(SageGatePhase phase);

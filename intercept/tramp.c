@@ -1,7 +1,7 @@
 /*
  * The trampoline table (tramp.h). The trampolines themselves are code
  * generated at build time (tramp_table.S, fixed stride); this file gives
- * each one its target: sage_tramp_real[i], read by the trampoline's tail
+ * each one its target: sage_tramp_real[i], read by the trampoline's
  * jump. A slot is written once, under the lock, before its trampoline is
  * first handed out, and never changes: a trampoline the app holds always
  * enters the same driver function. A map from driver function to slot
@@ -9,10 +9,10 @@
  * dlsym, an export table).
  *
  * The slow path runs when the gate word says so, or always for the
- * counted variant (the trace). A trampoline called while this thread is
- * inside libsage (a hook's logic, an observer, the gate itself resuming
- * the process) passes straight: the gate's own driver calls must never
- * wait for the gate.
+ * counted variant (the trace): it counts the call by slot and hands it to
+ * the gate (tramp_gate.c) with what the slot's function is known to
+ * return: a CUresult, unless every request for it came from an export
+ * table.
  */
 #include "tramp.h"
 
@@ -37,6 +37,7 @@ static unsigned pool_used;   /* under tramp_lock */
 static atomic_uint used;     /* slots with a target, named or pool */
 static atomic_bool counting; /* the trace is on: count in the slow path */
 static _Atomic uint64_t calls[SAGE_TRAMP_TOTAL];
+static atomic_bool untyped[SAGE_TRAMP_TOTAL]; /* written under tramp_lock, before the slot is handed out */
 static char pool_labels[SAGE_TRAMP_POOL][64]; /* written with the slot */
 
 /* Open addressing, at most half full: driver function -> slot + 1 (under tramp_lock). */
@@ -98,7 +99,7 @@ static void *tramp_address(uint32_t slot, bool counted) {
         return (void *)(sage_tramp_gated + (size_t)slot * SAGE_TRAMP_GATED_STRIDE);
 }
 
-void *sage_tramp_get(void *fn, const char *label, bool counted) {
+void *sage_tramp_get(void *fn, const char *label, unsigned flags) {
         int slot;
 
         if (!fn)
@@ -110,11 +111,14 @@ void *sage_tramp_get(void *fn, const char *label, bool counted) {
                 snprintf(pool_labels[pool_used], sizeof(pool_labels[0]), "%s", label ? label : "?");
                 pool_used++;
                 sage_tramp_real[slot] = fn;
+                atomic_store(&untyped[slot], (flags & SAGE_TRAMP_UNTYPED) != 0);
                 map_insert(fn, (uint32_t)slot);
                 atomic_fetch_add(&used, 1);
+        } else if (slot >= 0 && !(flags & SAGE_TRAMP_UNTYPED)) {
+                atomic_store(&untyped[slot], false); /* asked for by name: a driver entry point */
         }
         pthread_mutex_unlock(&tramp_lock);
-        return slot < 0 ? NULL : tramp_address((uint32_t)slot, counted);
+        return slot < 0 ? NULL : tramp_address((uint32_t)slot, (flags & SAGE_TRAMP_COUNTED) != 0);
 }
 
 bool sage_tramp_owns(const void *p) {
@@ -141,23 +145,13 @@ void sage_tramp_each_count(void (*visit)(const char *label, uint64_t count, void
         }
 }
 
-uint32_t sage_tramp_slow_path(uint32_t index) {
-        int r;
+uint32_t sage_tramp_slow_path(uint32_t index, uint32_t entered) {
+        bool no_type = false;
 
-        if (index >= SAGE_TRAMP_TOTAL)
-                return 0;
-        if (atomic_load_explicit(&counting, memory_order_relaxed))
-                atomic_fetch_add_explicit(&calls[index], 1, memory_order_relaxed);
-        if (!atomic_load_explicit(&sage_gate_word, memory_order_relaxed) || sage_hooks_inside())
-                return 0;
-        /* The gate's own driver calls (resume, re-map) pass straight through hooks and trampolines. */
-        sage_hooks_enter();
-        r = sage_tramp_gate_pass();
-        sage_hooks_leave();
-        /*
-         * A failed resume: the call returns the gate's CUresult. An export-table
-         * slot's return type is not known; entering a driver that stays
-         * checkpointed would hang for good, and driver functions return CUresult.
-         */
-        return (uint32_t)r;
+        if (index < SAGE_TRAMP_TOTAL) {
+                if (atomic_load_explicit(&counting, memory_order_relaxed))
+                        atomic_fetch_add_explicit(&calls[index], 1, memory_order_relaxed);
+                no_type = atomic_load_explicit(&untyped[index], memory_order_relaxed);
+        }
+        return sage_tramp_gate_pass(entered, no_type);
 }

@@ -114,12 +114,12 @@ bool sage_driver_text_holds(const void *p) {
         return false;
 }
 
-void *sage_tramp_wrap(void *fn, const char *label) {
+void *sage_tramp_wrap(void *fn, const char *label, bool untyped) {
         void *t;
 
         if (!fn || !sage_driver_text_holds(fn))
                 return fn;
-        t = sage_tramp_get(fn, label, counting());
+        t = sage_tramp_get(fn, label, (counting() ? SAGE_TRAMP_COUNTED : 0) | (untyped ? SAGE_TRAMP_UNTYPED : 0));
         if (!t) {
                 sage_stats_count(SAGE_STAT_TRAMP_POOL_FULL);
                 return fn;
@@ -131,7 +131,7 @@ void *sage_tramp_wrap(void *fn, const char *label) {
 void *sage_tramp_route(void *fn, const char *label) {
         if (!sage_tramp_route_on())
                 return fn;
-        return sage_tramp_wrap(fn, label);
+        return sage_tramp_wrap(fn, label, false);
 }
 
 bool sage_tramp_ungated_seen(void) {

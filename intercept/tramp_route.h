@@ -13,8 +13,9 @@ bool sage_tramp_route_on(void);
  */
 void *sage_tramp_route(void *fn, const char *label);
 
-/* The same without the on/off check (export tables decide for themselves). */
-void *sage_tramp_wrap(void *fn, const char *label);
+/* The same without the on/off check (export tables decide for themselves); `untyped`: what `fn`
+ * returns is not known (an export-table slot: tramp.h, SAGE_TRAMP_UNTYPED). */
+void *sage_tramp_wrap(void *fn, const char *label, bool untyped);
 
 /* Does `p` point into the driver's executable text? */
 bool sage_driver_text_holds(const void *p);

@@ -4,12 +4,14 @@
  * UUID; their first word is the table's size in bytes. This one has that
  * shape, so an interposer that wraps tables (SAGE's trampolines) can be
  * tested: two functions that pass the checkpoint gate as every entry point
- * does, and a data word an interposer must leave alone. Any other UUID:
+ * does, a data word an interposer must leave alone, and `hold`, a call
+ * that stays in flight until its test says (a drain must wait for it). Any other UUID:
  * CUDA_ERROR_NOT_SUPPORTED, which cudart copes with for optional tables.
  */
 #include "fake_internal.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #include "fakecuda.h"
 
@@ -25,6 +27,15 @@ static int export_device_count(int *count) {
         return cuDeviceGetCount(count);
 }
 
+static int export_hold(int fd) {
+        unsigned char byte = 'H';
+
+        FAKE_GATE();
+        if (write(fd, &byte, 1) != 1 || read(fd, &byte, 1) != 1)
+                return -1;
+        return byte;
+}
+
 static const unsigned export_data = 0x5a6e;
 
 static const FakecudaExportTable export_table = {
@@ -32,6 +43,7 @@ static const FakecudaExportTable export_table = {
         .checksum = export_checksum,
         .device_count = export_device_count,
         .data = &export_data,
+        .hold = export_hold,
 };
 
 FAKE_EXPORT const FakecudaExportTable *fakecudaExportTable(void) {

@@ -70,6 +70,9 @@ typedef struct FakecudaExportTable {
                            double x4, double x5, double x6, double x7, long s0);
         int (*device_count)(int *count);
         const unsigned *data;
+        /* A test hook: a driver call that stays inside (in flight) as long as a test wants: writes one
+         * byte to `fd` (a socket) once inside, then returns the first byte it reads from it. */
+        int (*hold)(int fd);
 } FakecudaExportTable;
 /* Not a driver function: the table itself, as the driver holds it (a test
  * compares it with what an interposer hands out). */

@@ -48,7 +48,8 @@ _Noreturn void itest_check_failed(const char *file, int line, const char *cond);
         X(cuModuleGetFunction, "cuModuleGetFunction", (CUfunction *, CUmodule, const char *))                    \
         X(cuLaunchKernel, "cuLaunchKernel",                                                                      \
           (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void **,  \
-           void **))
+           void **))                                                                                             \
+        X(cuGetExportTable, "cuGetExportTable", (const void **, const CUuuid *))
 
 typedef struct ItestCu {
 #define ITEST_CU_FIELD(name, symbol, params) CUresult(*name) params;

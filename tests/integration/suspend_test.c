@@ -28,12 +28,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,6 +80,58 @@ static void hold(const FakeKernelLaunch *launch, void **params) {
 static const FakeKernelEntry hold_kernels[] = { { "hold", hold, NULL } };
 static const FakeModuleImage hold_image = { FAKECUDA_IMAGE_MAGIC, 1, hold_kernels };
 
+/*
+ * Calls through the fake's export table, as cudart makes them (under
+ * libsage: trampolines of unknown return type). 'x' starts a thread whose
+ * call stays inside the driver (the table's hold) and answers "x" once it
+ * is; 'g' lets it return ("g <its result>"); 'p' says whether the shared
+ * memory is mapped and intact, read by the CPU without a driver call (the
+ * simulated device memory is host memory); 'c' answers "c 1" if the
+ * table's checksum comes back right.
+ */
+static struct {
+        const FakecudaExportTable *table;
+        int sv[2];
+        pthread_t thread;
+        int result;
+} xc;
+
+static void *hold_thread(void *unused) {
+        (void)unused;
+        xc.result = xc.table->hold(xc.sv[1]);
+        return NULL;
+}
+
+static void app_export_call(char cmd, CUdeviceptr shared, const uint8_t *want) {
+        char byte;
+
+        if (cmd == 'x') {
+                CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, xc.sv) == 0);
+                CHECK(pthread_create(&xc.thread, NULL, hold_thread, NULL) == 0);
+                CHECK(read(xc.sv[0], &byte, 1) == 1 && byte == 'H');
+                printf("x\n");
+        } else if (cmd == 'g') {
+                CHECK(write(xc.sv[0], "g", 1) == 1);
+                CHECK(pthread_join(xc.thread, NULL) == 0);
+                close(xc.sv[0]), close(xc.sv[1]);
+                printf("g %d\n", xc.result);
+        } else if (cmd == 'p') {
+                int probe[2], mapped;
+
+                /* write() reads the bytes in the kernel: EFAULT, not a crash, where nothing is mapped. */
+                CHECK(pipe(probe) == 0);
+                mapped = write(probe[1], (const void *)shared, 1) == 1 && memcmp((const void *)shared, want, SIZE) == 0;
+                close(probe[0]), close(probe[1]);
+                printf("p %d\n", mapped);
+        } else {
+                double got = xc.table->checksum(1, -2, 3, 4, 5, 6, 0.5, 1.25, -2.5, 3.75, 1, -1, 7, 8.5, -9);
+                double sum = 1 * 1 - 2 * 3 + 3 * 5 + 4 * 7 + 5 * 11 + 6 * 13 + 0.5 * 17 + 1.25 * 19 - 2.5 * 23 +
+                             3.75 * 29 + 1 * 31 - 1 * 37 + 7 * 41 + 8.5 * 43 - 9 * 47;
+
+                printf("c %d\n", got == sum);
+        }
+}
+
 static int run_app(void) {
         uint8_t *want_shared = pattern(SEED_SHARED, SIZE), *want_private = pattern(SEED_PRIVATE, SIZE);
         uint8_t *got = malloc(SIZE);
@@ -91,6 +147,7 @@ static int run_app(void) {
         CHECK(cu.cuMemAlloc(&shared, SIZE) == CUDA_SUCCESS && cu.cuMemAlloc(&private, SIZE) == CUDA_SUCCESS);
         CHECK(cu.cuMemcpyHtoD(shared, want_shared, SIZE) == CUDA_SUCCESS);
         CHECK(cu.cuMemcpyHtoD(private, want_private, SIZE) == CUDA_SUCCESS);
+        CHECK(cu.cuGetExportTable((const void **)&xc.table, &(CUuuid){ FAKECUDA_EXPORT_TABLE_ID }) == CUDA_SUCCESS);
         printf("ready\n");
         fflush(stdout);
         while (read(STDIN_FILENO, &cmd, 1) == 1) {
@@ -110,6 +167,8 @@ static int run_app(void) {
                 } else if (cmd == 'm') {
                         CUdeviceptr m;
                         printf("m %d\n", (int)cu.cuMemAllocManaged(&m, 4096, CU_MEM_ATTACH_GLOBAL));
+                } else if (cmd == 'x' || cmd == 'g' || cmd == 'p' || cmd == 'c') {
+                        app_export_call(cmd, shared, want_shared);
                 } else if (cmd == 'h') {
                         r = cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
                         if (r == CUDA_SUCCESS)
@@ -715,6 +774,238 @@ static int scenario_idle_retry(void) {
         CHECK(strcmp(state_of(getpid()), "idle") == 0);
         sage_broker_free(b);
         stop_saged(SIGTERM);
+        return 0;
+}
+
+/* The simulated driver's checkpoint API, as saged calls it, on the app's pid: Lock then Checkpoint, or Restore then Unlock. */
+static void checkpoint_by_hand(pid_t pid, bool restore) {
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        CUresult (*lock)(int, CUcheckpointLockArgs *), (*step)(int, void *), (*finish)(int, void *);
+        CUcheckpointLockArgs args = { .timeoutMs = TIMEOUT_MS };
+
+        CHECK(lib);
+        if (!restore) {
+                CHECK((*(void **)&lock = dlsym(lib, "cuCheckpointProcessLock")));
+                CHECK((*(void **)&step = dlsym(lib, "cuCheckpointProcessCheckpoint")));
+                CHECK(lock(pid, &args) == CUDA_SUCCESS && step(pid, NULL) == CUDA_SUCCESS);
+                return;
+        }
+        CHECK((*(void **)&step = dlsym(lib, "cuCheckpointProcessRestore")));
+        CHECK((*(void **)&finish = dlsym(lib, "cuCheckpointProcessUnlock")));
+        CHECK(step(pid, NULL) == CUDA_SUCCESS && finish(pid, NULL) == CUDA_SUCCESS);
+}
+
+/*
+ * A call through an export-table slot (a trampoline) that stays inside the
+ * driver is in flight until it returns: the drain before a suspend waits
+ * for it, and the broker extents stay mapped under it. Before, the
+ * trampoline counted the call out before the driver ran it, so the
+ * extents were released under it and the broker's lock waited instead.
+ */
+static int scenario_tramp_in_flight(void) {
+        char out[4096], line[64];
+        uint64_t hits;
+        int status, same = 0;
+        pid_t op;
+        App a;
+
+        start_saged();
+        a = shared_app("SAGE_GATE_EXPORT_TABLES=1");
+        app_say(&a, 'x');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "x") == 0); /* inside the driver, through a trampoline */
+        hits = stats().hits;
+        /* Still inside when the drain's 2 s are over: BUSY, the extents never released (nor looked up again). */
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) != 0 && strstr(out, "in flight"));
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        CHECK(stats().hits == hits);
+        app_say(&a, 'p');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "p 1") == 0);
+        /* The call returns while the drain waits: PREPARED only after it; mapped until then. */
+        op = fork();
+        CHECK(op >= 0);
+        if (op == 0) {
+                char o[4096];
+                _exit(sagectl(o, sizeof(o), "suspend %d", (int)a.pid));
+        }
+        for (int i = 0; i < 500 && strcmp(state_of(a.pid), "suspending") != 0; i++)
+                poll(NULL, 0, 5); /* the broker's state, watched from outside: nothing to wait on */
+        app_say(&a, 'p');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "p 1") == 0);
+        app_say(&a, 'g');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "g 103") == 0); /* 'g' */
+        CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        CHECK(strcmp(state_of(a.pid), "suspended") == 0 && mem_used(a.pid) == 0);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+/*
+ * The gate broke for good (the broker died with extents parked) and the app
+ * calls an export-table slot, whose return type libsage does not know: the
+ * call goes on into the driver, which holds it while the process is
+ * checkpointed and returns it, right, once someone restores the process.
+ * Before, the trampoline returned 46 in %eax to a caller expecting a double.
+ */
+static int scenario_export_broken(void) {
+        int (*wait_blocked)(int, unsigned, unsigned);
+        char out[4096], line[64];
+        int same = 1;
+        App a;
+
+        start_saged();
+        a = shared_app("SAGE_GATE_EXPORT_TABLES=1");
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        stop_saged(SIGKILL);
+        CHECK(app_read(&a, &same) == CUDA_ERROR_DEVICE_UNAVAILABLE); /* a CUresult entry point: the gate's error */
+        app_say(&a, 'c');
+        CHECK(mem_used(a.pid) == 0);
+        CHECK((*(void **)&wait_blocked =
+                       dlsym(dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL), "fakecudaProcessWaitBlocked")));
+        CHECK(wait_blocked(a.pid, 1, TIMEOUT_MS) == CUDA_SUCCESS); /* inside the driver, held there */
+        checkpoint_by_hand(a.pid, true);
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "c 1") == 0);
+        kill(a.pid, SIGKILL);
+        waitpid(a.pid, NULL, 0);
+        close(a.in);
+        close(a.out);
+        return 0;
+}
+
+/*
+ * A broker of the test's own for resume_conn_closed: it answers HELLO and
+ * INSTANCE_REGISTER, hands the instance's connection to the test, and
+ * records SUSPEND_PREPARED and INSTANCE_RESUME.
+ */
+static struct {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        int instance_fd, prepared, resume_asked;
+} fb = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, -1, 0 };
+
+static void fb_answer(int fd, const SageMessage *req) {
+        SageMessage m;
+
+        switch (req->header.type) {
+        case SAGE_MSG_HELLO:
+                sage_proto_init(&m, SAGE_MSG_HELLO_REPLY, req->header.request_id);
+                m.hello_reply = (SageHelloReply){ SAGE_PROTO_VERSION, 1, 0, 2u << 20,
+                                                  SAGE_FEATURE_INSTANCES | SAGE_FEATURE_SUSPEND_GATE };
+                break;
+        case SAGE_MSG_INSTANCE_REGISTER:
+                sage_proto_init(&m, SAGE_MSG_INSTANCE_REGISTER_REPLY, req->header.request_id);
+                break;
+        case SAGE_MSG_INSTANCE_RESUME: fb.resume_asked++; return; /* never answered: the connection failed first */
+        case SAGE_MSG_SUSPEND_PREPARED: fb.prepared = (int)req->suspend_prepared.status; return;
+        default:
+                if (sage_proto_notice_to_broker(req->header.type))
+                        return;
+                sage_proto_error(&m, req->header.request_id, SAGE_ERR_UNKNOWN_TYPE, "not here");
+        }
+        CHECK(sage_proto_send_message(fd, &m, NULL, 0) == 0);
+        if (req->header.type == SAGE_MSG_INSTANCE_REGISTER)
+                fb.instance_fd = fd;
+}
+
+/* One message from a connection, answered: false once the connection is gone. */
+static bool fb_serve(int fd) {
+        static uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
+        int fds[SAGE_PROTO_MAX_FDS];
+        size_t n_fds = 0;
+        ssize_t len = sage_proto_recv(fd, buf, sizeof(buf), fds, SAGE_PROTO_MAX_FDS, &n_fds);
+        SageMessage m;
+
+        if (len <= 0)
+                return false;
+        CHECK(n_fds == 0 && sage_proto_decode(buf, (size_t)len, &m, NULL) == 0);
+        pthread_mutex_lock(&fb.lock);
+        fb_answer(fd, &m);
+        pthread_cond_broadcast(&fb.cond);
+        pthread_mutex_unlock(&fb.lock);
+        return true;
+}
+
+static void *fake_broker(void *listen_fd) {
+        struct pollfd p[8] = { { .fd = *(int *)listen_fd, .events = POLLIN } };
+        size_t n = 1;
+
+        for (;;) {
+                CHECK(poll(p, n, -1) > 0);
+                if ((p[0].revents & POLLIN) && n < SAGE_ARRAY_SIZE(p))
+                        p[n++] = (struct pollfd){ .fd = accept4(p[0].fd, NULL, NULL, SOCK_CLOEXEC), .events = POLLIN };
+                for (size_t i = 1; i < n; i++)
+                        if (p[i].revents && !fb_serve(p[i].fd))
+                                p[i].fd = -1; /* gone; its slot stays (a few connections at most) */
+        }
+        return NULL;
+}
+
+/* Wait (bounded) until *field differs from `unset`. */
+static int fb_wait(const int *field, int unset) {
+        struct timespec ts;
+        int v;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += TIMEOUT_MS / 1000;
+        pthread_mutex_lock(&fb.lock);
+        while ((v = *field) == unset)
+                if (pthread_cond_timedwait(&fb.cond, &fb.lock, &ts) != 0)
+                        break;
+        pthread_mutex_unlock(&fb.lock);
+        CHECK(v != unset);
+        return v;
+}
+
+/*
+ * An app thread's INSTANCE_RESUME fails on the connection (here: the
+ * broker stops reading, so the send fails with EPIPE) and closes it; the
+ * listener, which polls it, must take that as the broker gone: nothing
+ * parked, so the process restores itself and the call goes on. Before,
+ * poll() skipped the closed fd (-1): no self-restore, and every call
+ * waited its 30 s and failed.
+ */
+static int scenario_resume_conn_closed(void) {
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        int listen_fd, same = 0;
+        SageMessage m;
+        pthread_t t;
+        uint64_t start;
+        App a;
+
+        snprintf(dir, sizeof(dir), "/tmp/sage-suspend-test-XXXXXX");
+        CHECK(mkdtemp(dir));
+        snprintf(socket_path, sizeof(socket_path), "%s/saged.sock", dir);
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+        listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        CHECK(listen_fd >= 0 && bind(listen_fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+              listen(listen_fd, 8) == 0);
+        CHECK(pthread_create(&t, NULL, fake_broker, &listen_fd) == 0);
+        a = spawn_app(false, NULL); /* registered while it took its context */
+        fb_wait(&fb.instance_fd, -1);
+        sage_proto_init(&m, SAGE_MSG_SUSPEND_PREPARE, 7);
+        CHECK(sage_proto_send_message(fb.instance_fd, &m, NULL, 0) == 0);
+        CHECK(fb_wait(&fb.prepared, -1) == SAGE_GATE_OK);
+        checkpoint_by_hand(a.pid, false);
+        CHECK(mem_used(a.pid) == 0);
+        CHECK(shutdown(fb.instance_fd, SHUT_RD) == 0);
+        start = sage_now_ns();
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        printf("the call returned after %.0f ms\n", (double)(sage_now_ns() - start) / 1e6);
+        CHECK(sage_now_ns() - start < 5000000000ull);
+        CHECK(fb.resume_asked == 0); /* its send failed */
+        CHECK(mem_used(a.pid) >= SIZE);
+        start = sage_now_ns();
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(sage_now_ns() - start < 1000000000ull);
+        app_end(&a);
+        unlink(socket_path);
+        rmdir(dir);
         return 0;
 }
 

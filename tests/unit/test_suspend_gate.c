@@ -2,8 +2,9 @@
  * The suspend gate (intercept/suspend_gate.c) without a driver: the fast
  * path's cost (printed in ns per enter/leave pair), a drain that waits for
  * a call in flight (and gives up at its deadline), calls that wait while
- * the gate is closed, a resume asked for by the first waiting call, and a
- * failed resume that fails every call at once.
+ * the gate is closed, a resume asked for by the first waiting call, a
+ * failed resume that fails every call at once, and a thread that exits
+ * inside a call leaving nothing in flight.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -35,6 +36,14 @@ static void *in_flight(void *unused) {
         CHECK(write(pipe_in[1], "i", 1) == 1);
         CHECK(read(pipe_go[0], &byte, 1) == 1);
         sage_gate_leave();
+        return NULL;
+}
+
+/* A call and its return: nothing in flight after it, on a slot that may have been another thread's. */
+static void *in_flight_none(void *unused) {
+        CHECK(sage_gate_enter() == CUDA_SUCCESS);
+        sage_gate_leave();
+        CHECK(sage_gate_slot->depth == 0 && sage_gate_in_flight() == 0);
         return NULL;
 }
 
@@ -129,8 +138,25 @@ static void resume_on_call(void) {
         CHECK(sage_gate_phase() == SAGE_GATE_BROKEN && sage_gate_in_flight() == 0);
 }
 
+/* A thread that exits inside a call (pthread_exit in a driver callback) has no call in flight any more. */
+static void *exits_inside(void *unused) {
+        CHECK(sage_gate_enter() == CUDA_SUCCESS);
+        pthread_exit(NULL);
+}
+
+static void thread_exit(void) {
+        uint64_t before = sage_gate_in_flight();
+        pthread_t t;
+
+        CHECK(pthread_create(&t, NULL, exits_inside, NULL) == 0 && pthread_join(t, NULL) == 0);
+        CHECK(sage_gate_in_flight() == before);
+        /* Its slot goes to the next thread, empty. */
+        CHECK(pthread_create(&t, NULL, in_flight_none, NULL) == 0 && pthread_join(t, NULL) == 0);
+}
+
 int main(void) {
         sage_gate_init(resume, on_active);
+        thread_exit();
         fast_path();
         drain();
         resume_times_out();

@@ -8,7 +8,11 @@
  * function runs, a failed gate returns its CUresult without entering it,
  * a trampoline called from inside the gate passes straight (no recursion, no deadlock), and an
  * unwinder walks from inside the gate through the trampoline to the
- * caller (CFI). The gate is tramp_gate.c's seam, sage_tramp_gate_pass().
+ * caller (CFI). A call counts in flight until the driver function returns
+ * (the landing pad): every kind of return value intact, nested calls
+ * deeper than the shadow stack, a longjmp out of a callee, an unwinder
+ * inside the callee that stops cleanly; an untyped slot's failed gate
+ * calls through. The gate is tramp_gate.c's seam, sage_tramp_gate_pass().
  * `test-tramp bench` prints the fast path's cost per call.
  */
 #include <cuda.h>
@@ -18,7 +22,9 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +32,7 @@
 
 #include "check.h"
 #include "hooks.h"
+#include "suspend_gate.h"
 #include "tramp.h"
 #include "util.h"
 
@@ -33,7 +40,9 @@
 
 /* ---- the gate and the hook guard, as the test's own */
 atomic_uint sage_gate_word;
-static int gate_waits, gate_leaves, gate_error, gate_order;
+atomic_bool sage_gate_fence_mode;
+_Thread_local SageGateSlot *sage_gate_slot __attribute__((tls_model("initial-exec")));
+static int gate_waits, gate_leaves, gate_error, gate_order, gate_untyped_through;
 static void (*gate_action)(void);
 static _Thread_local unsigned depth;
 
@@ -69,16 +78,54 @@ __asm__(".text\n"
         "\t.size rax_probe, .-rax_probe\n");
 long rax_probe(int n, ...);
 
+/* This thread's gate slot, as suspend_gate.c gives one (never freed: the test's threads are few). */
+static SageGateSlot *slot(void) {
+        if (!sage_gate_slot) {
+                sage_gate_slot = aligned_alloc(64, sizeof(SageGateSlot));
+                CHECK(sage_gate_slot);
+                memset(sage_gate_slot, 0, sizeof(SageGateSlot));
+        }
+        return sage_gate_slot;
+}
+
+static uint64_t in_flight(void) {
+        SageGateSlot *t = slot();
+        return atomic_load(&t->enters) - atomic_load(&t->leaves);
+}
+
+/* The product's gate (tramp_gate.c) in miniature: a call from inside passes straight, not counted;
+ * an untyped call never returns the gate's error but calls through. */
 static int callee_calls;
-int sage_tramp_gate_pass(void) {
+uint32_t sage_tramp_gate_pass(uint32_t entered, bool untyped) {
+        SageGateSlot *t = slot();
+
+        if (sage_hooks_inside()) {
+                if (entered)
+                        atomic_fetch_add(&t->leaves, 1);
+                return SAGE_TRAMP_TAIL;
+        }
         gate_waits++;
         gate_order = callee_calls; /* how many callee calls happened before the gate was passed */
+        sage_hooks_enter();
         clobber();
         if (gate_action)
                 gate_action();
-        if (!gate_error)
-                gate_leaves++;
-        return gate_error;
+        sage_hooks_leave();
+        if (entered)
+                atomic_fetch_add(&t->leaves, 1); /* not in flight while it waits */
+        if (gate_error && untyped) {
+                gate_untyped_through++;
+                return SAGE_TRAMP_TAIL;
+        }
+        if (gate_error)
+                return (uint32_t)gate_error;
+        gate_leaves++;
+        atomic_fetch_add(&t->enters, 1);
+        if (t->depth >= SAGE_TRAMP_SHADOW_MAX) {
+                atomic_fetch_add(&t->leaves, 1);
+                return SAGE_TRAMP_TAIL;
+        }
+        return SAGE_TRAMP_TRACK;
 }
 
 /* ---- callees (the "driver functions") */
@@ -281,6 +328,178 @@ static void check_unwind(void) {
         printf("unwind: %d frames from inside the gate, through the trampoline to its caller\n", walk.frames);
 }
 
+/* ---- counted in flight until the driver function returns (tramp_entry.S's landing pad) */
+static uint64_t seen_in_flight;
+static uint32_t seen_depth;
+
+__attribute__((noinline)) static CUresult observe(int x) {
+        seen_in_flight = in_flight();
+        seen_depth = sage_gate_slot->depth;
+        return (CUresult)(x + 1);
+}
+
+typedef struct Pair {
+        long a, b;
+} Pair;
+typedef struct Doubles {
+        double x, y;
+} Doubles;
+typedef struct Big {
+        long w[6];
+} Big;
+
+__attribute__((noinline)) static Pair ret_pair(long a) {
+        return (Pair){ a, -a * 3 };
+}
+__attribute__((noinline)) static Doubles ret_doubles(double x) {
+        return (Doubles){ x * 2, x / 4 };
+}
+__attribute__((noinline)) static long double ret_long_double(long double x) {
+        return x * 3;
+}
+__attribute__((noinline)) static Big ret_big(long a, long s0, long s1, long s2, long s3, long s4, long s5, long s6) {
+        return (Big){ { a, s0 + s1, s2, s3, s4 + s5, s6 } };
+}
+
+static void check_in_flight(void) {
+        CUresult (*fn)(int);
+        Pair (*pair)(long);
+        Doubles (*doubles)(double);
+        long double (*ld)(long double);
+        Big (*big)(long, long, long, long, long, long, long, long);
+        void *p = get(FN(observe), "observe", false);
+        Pair pr;
+        Doubles dr;
+        Big br;
+
+        memcpy(&fn, &p, sizeof(p));
+        for (unsigned word = 0; word < 2; word++) {
+                atomic_store(&sage_gate_word, word); /* the fast path, then the slow one */
+                seen_in_flight = 0;
+                CHECK(fn(6) == 7);
+                CHECK(seen_in_flight == 1 && seen_depth == 1);
+                CHECK(in_flight() == 0 && sage_gate_slot->depth == 0);
+        }
+        atomic_store(&sage_gate_word, 0);
+        /* Return values in rax:rdx, xmm0:xmm1, st0 and memory (with stack arguments) pass the landing pad. */
+        p = get(FN(ret_pair), "ret_pair", false);
+        memcpy(&pair, &p, sizeof(p));
+        pr = pair(5);
+        CHECK(pr.a == 5 && pr.b == -15);
+        p = get(FN(ret_doubles), "ret_doubles", false);
+        memcpy(&doubles, &p, sizeof(p));
+        dr = doubles(8.0);
+        CHECK(dr.x == 16.0 && dr.y == 2.0);
+        p = get(FN(ret_long_double), "ret_long_double", false);
+        memcpy(&ld, &p, sizeof(p));
+        CHECK(ld(1.5L) == 4.5L);
+        p = get(FN(ret_big), "ret_big", false);
+        memcpy(&big, &p, sizeof(p));
+        br = big(1, 2, 3, 4, 5, 6, 7, 8);
+        CHECK(br.w[0] == 1 && br.w[1] == 5 && br.w[2] == 4 && br.w[3] == 5 && br.w[4] == 13 && br.w[5] == 8);
+        CHECK(in_flight() == 0);
+        printf("in flight: counted until the driver function returns; every kind of return value intact\n");
+}
+
+/* A driver callback that calls the driver again, deeper than the shadow stack. */
+static long (*nest_tramp)(long);
+__attribute__((noinline)) static long nest(long n) {
+        long r;
+
+        if (n == 0)
+                return (long)sage_gate_slot->depth;
+        r = nest_tramp(n - 1);
+        __asm__ volatile("" ::: "memory");
+        return r;
+}
+
+static void check_nesting(void) {
+        void *p = get(FN(nest), "nest", false);
+
+        memcpy(&nest_tramp, &p, sizeof(p));
+        CHECK(nest_tramp(3) == 4); /* four calls in flight at the innermost */
+        CHECK(nest_tramp(SAGE_TRAMP_SHADOW_MAX + 8) == SAGE_TRAMP_SHADOW_MAX);
+        CHECK(in_flight() == 0 && sage_gate_slot->depth == 0);
+        printf("nesting: %d calls deep, the innermost %d counted until they return\n", SAGE_TRAMP_SHADOW_MAX + 9,
+               SAGE_TRAMP_SHADOW_MAX);
+}
+
+/* A longjmp out of a driver callback: the abandoned call is dropped at the next return. */
+static jmp_buf jump_back;
+static void (*jumper_tramp)(void);
+static int (*outer_tramp)(int);
+
+__attribute__((noinline)) static void jumper(void) {
+        longjmp(jump_back, 1);
+}
+
+__attribute__((noinline)) static int outer(int x) {
+        volatile uint32_t depth_after = 0;
+
+        if (setjmp(jump_back) == 0)
+                jumper_tramp();
+        else
+                depth_after = sage_gate_slot->depth;
+        return x * 10 + (int)depth_after;
+}
+
+static void check_longjmp(void) {
+        void *p = get(FN(jumper), "jumper", false);
+
+        memcpy(&jumper_tramp, &p, sizeof(p));
+        p = get(FN(outer), "outer", false);
+        memcpy(&outer_tramp, &p, sizeof(p));
+        CHECK(outer_tramp(4) == 42); /* two entries after the longjmp: the abandoned one and outer's */
+        CHECK(in_flight() == 0 && sage_gate_slot->depth == 0);
+        printf("longjmp: a call abandoned by a longjmp out of the driver is not in flight after the next return\n");
+}
+
+/* An untyped slot (an export table's): a failed gate calls through, it never returns the CUresult. */
+__attribute__((noinline)) static double untyped_target(double x, long s) {
+        callee_calls++;
+        return x * (double)s;
+}
+
+static void check_untyped(void) {
+        double (*fn)(double, long);
+        void *p = sage_tramp_get(FN(untyped_target), "untyped", SAGE_TRAMP_UNTYPED);
+        int calls = callee_calls;
+
+        CHECK(p);
+        memcpy(&fn, &p, sizeof(p));
+        atomic_store(&sage_gate_word, 1);
+        gate_error = CUDA_ERROR_ILLEGAL_STATE;
+        CHECK(fn(1.5, 4) == 6.0);
+        CHECK(gate_untyped_through == 1 && callee_calls == calls + 1);
+        CHECK(in_flight() == 0);
+        gate_error = 0;
+        atomic_store(&sage_gate_word, 0);
+        printf("untyped: a failed gate calls through to the driver\n");
+}
+
+/* Unwinding from inside the driver function stops at the landing pad, cleanly. */
+static int inside_frames;
+static _Unwind_Reason_Code count_frame(struct _Unwind_Context *ctx, void *data) {
+        (void)ctx;
+        (void)data;
+        return ++inside_frames < 64 ? _URC_NO_REASON : _URC_END_OF_STACK;
+}
+
+__attribute__((noinline)) static CUresult unwinding_callee(int x) {
+        _Unwind_Backtrace(count_frame, NULL);
+        return (CUresult)x;
+}
+
+static void check_unwind_inside(void) {
+        CUresult (*fn)(int);
+        void *p = get(FN(unwinding_callee), "unwinding", false);
+
+        memcpy(&fn, &p, sizeof(p));
+        CHECK(fn(3) == 3);
+        CHECK(inside_frames >= 1 && inside_frames < 64);
+        printf("unwind inside the driver: %d frames, ends at the landing pad\n", inside_frames);
+}
+
 __attribute__((noinline)) static CUresult named_target(int x) {
         return (CUresult)(x + 2);
 }
@@ -382,6 +601,7 @@ static void bench(long n) {
 }
 
 int main(int argc, char **argv) {
+        slot(); /* as the real gate's first call gives one */
         if (argc > 1 && strcmp(argv[1], "bench") == 0) {
                 bench(argc > 2 ? atol(argv[2]) : 50000000L);
                 return 0;
@@ -391,6 +611,11 @@ int main(int argc, char **argv) {
         check_gate();
         check_recursion();
         check_unwind();
+        check_in_flight();
+        check_nesting();
+        check_longjmp();
+        check_untyped();
+        check_unwind_inside();
         check_named();
         check_counts();
         bench(200000);
