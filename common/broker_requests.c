@@ -210,13 +210,24 @@ int sage_broker_ipc_revoke(SageBroker *b, const uint8_t token[SAGE_IPC_TOKEN_SIZ
         return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
 }
 
-int sage_broker_label_name(SageBroker *b, uint32_t label, char name[SAGE_PROTO_LABEL_MAX + 1]) {
-        SageMessage req, reply;
-        int r;
+/* LABEL, INSTANCES, SUSPEND, RESUME: a request of one u32; its reply goes to *reply. */
+static int call_u32(SageBroker *b, unsigned type, uint32_t value, SageMessage *reply) {
+        SageMessage req;
 
-        sage_proto_init(&req, SAGE_MSG_LABEL, 0);
-        req.label = label;
-        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
+        sage_proto_init(&req, type, 0);
+        switch (type) {
+        case SAGE_MSG_LABEL: req.label = value; break;
+        case SAGE_MSG_INSTANCES: req.instances = value; break;
+        case SAGE_MSG_SUSPEND: req.suspend = value; break;
+        default: req.resume = value;
+        }
+        return sage_broker_call(b, &req, NULL, 0, reply, NULL, NULL);
+}
+
+int sage_broker_label_name(SageBroker *b, uint32_t label, char name[SAGE_PROTO_LABEL_MAX + 1]) {
+        SageMessage reply;
+        int r = call_u32(b, SAGE_MSG_LABEL, label, &reply);
+
         if (r == 0)
                 memcpy(name, reply.label_reply.name, sizeof(reply.label_reply.name));
         return r;
@@ -255,27 +266,18 @@ int sage_broker_instance_resume(SageBroker *b, int timeout_ms, SageInstanceOpRep
 }
 
 int sage_broker_instances(SageBroker *b, uint32_t after_pid, SageInstancesReply *out) {
-        SageMessage req, reply;
-        int r;
+        SageMessage reply;
+        int r = call_u32(b, SAGE_MSG_INSTANCES, after_pid, &reply);
 
-        sage_proto_init(&req, SAGE_MSG_INSTANCES, 0);
-        req.instances = after_pid;
-        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
         if (r == 0)
                 *out = reply.instances_reply;
         return r;
 }
 
 static int instance_op(SageBroker *b, unsigned type, uint32_t pid, SageInstanceOpReply *out) {
-        SageMessage req, reply;
-        int r;
+        SageMessage reply;
+        int r = call_u32(b, type, pid, &reply);
 
-        sage_proto_init(&req, type, 0);
-        if (type == SAGE_MSG_SUSPEND)
-                req.suspend = pid;
-        else
-                req.resume = pid;
-        r = sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
         if (r == 0 && out)
                 *out = type == SAGE_MSG_SUSPEND ? reply.suspend_reply : reply.resume_reply;
         return r;

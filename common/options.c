@@ -40,15 +40,24 @@ int sage_parse_bool(const char *text, bool *out) {
         return -EINVAL;
 }
 
-int sage_parse_uint(const char *text, uint64_t *out) {
-        char *end;
+int sage_parse_uint_prefix(const char *text, uint64_t *out, char **end) {
         unsigned long long v;
 
         if (!isdigit((unsigned char)text[0]))
                 return -EINVAL;
         errno = 0;
-        v = strtoull(text, &end, 10);
-        if (errno || *end)
+        v = strtoull(text, end, 10);
+        if (errno)
+                return -EINVAL;
+        *out = v;
+        return 0;
+}
+
+int sage_parse_uint(const char *text, uint64_t *out) {
+        char *end;
+        uint64_t v;
+
+        if (sage_parse_uint_prefix(text, &v, &end) < 0 || *end)
                 return -EINVAL;
         *out = v;
         return 0;
@@ -56,14 +65,10 @@ int sage_parse_uint(const char *text, uint64_t *out) {
 
 int sage_parse_size(const char *text, uint64_t *out) {
         char *end;
-        unsigned long long v;
+        uint64_t v;
         unsigned shift = 0;
 
-        if (!isdigit((unsigned char)text[0]))
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(text, &end, 10);
-        if (errno)
+        if (sage_parse_uint_prefix(text, &v, &end) < 0)
                 return -EINVAL;
         switch (toupper((unsigned char)*end)) {
         case 0: break;
@@ -94,13 +99,9 @@ int sage_parse_duration_ms(const char *text, uint64_t *out) {
                 uint64_t ms;
         } units[] = { { "ms", 1 }, { "s", 1000 }, { "", 1000 }, { "m", 60000 }, { "h", 3600000 } };
         char *end;
-        unsigned long long v;
+        uint64_t v;
 
-        if (!isdigit((unsigned char)text[0]))
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(text, &end, 10);
-        if (errno)
+        if (sage_parse_uint_prefix(text, &v, &end) < 0)
                 return -EINVAL;
         for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
                 if (strcasecmp(end, units[i].suffix) == 0) {

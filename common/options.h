@@ -55,5 +55,7 @@ void sage_options_print(const SageOptions *options, FILE *f);
 int sage_parse_bool(const char *text, bool *out);
 int sage_parse_size(const char *text, uint64_t *out);
 int sage_parse_uint(const char *text, uint64_t *out);
+/* The decimal number `text` starts with (a digit first: no sign, no space); *end: what follows it. */
+int sage_parse_uint_prefix(const char *text, uint64_t *out, char **end);
 /* "500ms", "2s", "1m", "1h"; a bare number is seconds. Milliseconds into *out. */
 int sage_parse_duration_ms(const char *text, uint64_t *out);

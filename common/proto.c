@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proto_rw.h"
+
 static const char *const error_names[_SAGE_ERR_MAX] = {
         [SAGE_ERR_OK] = "ok",
         [SAGE_ERR_MALFORMED] = "malformed message",
@@ -70,20 +72,8 @@ const char *sage_proto_error_name(int code) {
 }
 
 const char *sage_proto_type_name(unsigned type) {
-        switch (type) {
-/* clang-format off */
-#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
-        case SAGE_MSG_##NAME: return #NAME;                                                             \
-        case SAGE_MSG_##REPLY_NAME: return #REPLY_NAME;
-#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
-        case SAGE_MSG_##NAME: return #NAME;
-/* clang-format on */
-#include "proto.def"
-#undef SAGE_NOTICE
-#undef SAGE_MESSAGE
-        case SAGE_MSG_ERROR: return "ERROR";
-        default: return "?";
-        }
+        const SageMessageInfo *info = sage_proto_message_info(type);
+        return info ? info->name : "?";
 }
 
 bool sage_proto_label_valid(const char *name, size_t length) {
@@ -99,45 +89,18 @@ bool sage_proto_label_valid(const char *name, size_t length) {
 }
 
 uint64_t sage_proto_feature(unsigned type) {
-        switch (type) {
-/* clang-format off */
-#define SAGE_MESSAGE(NAME, NUMBER, REQUEST, FLAGS, FDS, REPLY_NAME, REPLY, REPLY_FDS, FEATURE, HANDLER) \
-        case SAGE_MSG_##NAME: return FEATURE;
-#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
-        case SAGE_MSG_##NAME: return FEATURE;
-/* clang-format on */
-#include "proto.def"
-#undef SAGE_NOTICE
-#undef SAGE_MESSAGE
-        default: return 0;
-        }
+        const SageMessageInfo *info = sage_proto_message_info(type);
+        return info ? info->feature : 0;
 }
 
-#define NOTICE_IS_TO_BROKER true
-#define NOTICE_IS_TO_CLIENT false
-
 bool sage_proto_notice_to_broker(unsigned type) {
-        switch (type) {
-/* clang-format off */
-#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
-        case SAGE_MSG_##NAME: return NOTICE_IS_##DIRECTION;
-/* clang-format on */
-#include "proto.def"
-#undef SAGE_NOTICE
-        default: return false;
-        }
+        const SageMessageInfo *info = sage_proto_message_info(type);
+        return info && info->notice == SAGE_NOTICE_TO_BROKER;
 }
 
 bool sage_proto_notice_to_client(unsigned type) {
-        switch (type) {
-/* clang-format off */
-#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) \
-        case SAGE_MSG_##NAME: return !NOTICE_IS_##DIRECTION;
-/* clang-format on */
-#include "proto.def"
-#undef SAGE_NOTICE
-        default: return false;
-        }
+        const SageMessageInfo *info = sage_proto_message_info(type);
+        return info && info->notice == SAGE_NOTICE_TO_CLIENT;
 }
 
 void sage_proto_init(SageMessage *m, unsigned type, uint32_t request_id) {
@@ -174,20 +137,20 @@ size_t sage_proto_expected_fds(const SageMessage *m) {
         }
 }
 
-int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds) {
+int sage_proto_sendmsg(int sock, const void *buf, size_t len, const int *fds, size_t n_fds, int flags) {
         struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
         union {
                 struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * SAGE_PROTO_MAX_FDS)];
+                char buf[CMSG_SPACE(sizeof(int) * SAGE_PROTO_SENDMSG_FDS_MAX)];
         } control;
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
         ssize_t n;
 
-        if (n_fds > SAGE_PROTO_MAX_FDS)
+        if (n_fds > SAGE_PROTO_SENDMSG_FDS_MAX)
                 return -EINVAL;
         if (n_fds > 0) {
                 struct cmsghdr *c;
-                memset(&control, 0, sizeof(control));
+                memset(&control, 0, CMSG_SPACE(sizeof(int) * n_fds));
                 msg.msg_control = control.buf;
                 msg.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
                 c = CMSG_FIRSTHDR(&msg);
@@ -197,13 +160,19 @@ int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_
                 memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
         }
         do
-                n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+                n = sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return -errno;
         if ((size_t)n != len)
                 return -EMSGSIZE; /* SOCK_SEQPACKET sends all or nothing */
         return 0;
+}
+
+int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds) {
+        if (n_fds > SAGE_PROTO_MAX_FDS)
+                return -EINVAL;
+        return sage_proto_sendmsg(sock, buf, len, fds, n_fds, 0);
 }
 
 int sage_proto_send_message(int sock, const SageMessage *m, const int *fds, size_t n_fds) {
@@ -269,4 +238,31 @@ ssize_t sage_proto_recv(int sock, void *buf, size_t size, int *fds, size_t max_f
         }
         *n_fds = stored;
         return n;
+}
+
+int sage_uuid_parse(const char *text, uint8_t uuid[16]) {
+        size_t n = 0;
+
+        if (strncmp(text, "GPU-", 4) != 0)
+                return -EINVAL;
+        for (const char *p = text + 4; *p; p++) {
+                int v = *p >= '0' && *p <= '9'   ? *p - '0'
+                        : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10
+                        : *p >= 'A' && *p <= 'F' ? *p - 'A' + 10
+                                                 : -1;
+                if (*p == '-')
+                        continue;
+                if (v < 0 || n == 32)
+                        return -EINVAL;
+                uuid[n / 2] = (uint8_t)(n % 2 ? (uuid[n / 2] | v) : v << 4);
+                n++;
+        }
+        return n == 32 ? 0 : -EINVAL;
+}
+
+const char *sage_uuid_format(const uint8_t uuid[16], char *buf, size_t size) {
+        snprintf(buf, size, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", uuid[0],
+                 uuid[1], uuid[2], uuid[3], uuid[4], uuid[5], uuid[6], uuid[7], uuid[8], uuid[9], uuid[10], uuid[11],
+                 uuid[12], uuid[13], uuid[14], uuid[15]);
+        return buf;
 }

@@ -571,6 +571,10 @@ void sage_proto_error(SageMessage *m, uint32_t request_id, int code, const char 
  * *n_fds receives the number of fds stored in fds[].
  */
 int sage_proto_send(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);
+/* The same for any bytes, up to SAGE_PROTO_SENDMSG_FDS_MAX fds and with more
+ * sendmsg flags (MSG_DONTWAIT): what a test that plays a hostile peer sends. */
+#define SAGE_PROTO_SENDMSG_FDS_MAX 253 /* the kernel's SCM_MAX_FD */
+int sage_proto_sendmsg(int sock, const void *buf, size_t len, const int *fds, size_t n_fds, int flags);
 ssize_t sage_proto_recv(int sock, void *buf, size_t size, int *fds, size_t max_fds, size_t *n_fds);
 
 /* Encode and send in one call. */

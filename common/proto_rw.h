@@ -1,8 +1,8 @@
 /*
- * The protocol codec's cursor (private to common/proto_codec*.c): a Writer
- * and a Reader that know their bounds, with a sticky failure flag, and the
- * little-endian primitives over them. proto_codec.c holds the header and
- * most payloads; the payload codecs of other files are declared here.
+ * The protocol codec's cursor (private to common/proto*.c): a Writer and a
+ * Reader that know their bounds, with a sticky failure flag, and the
+ * little-endian primitives over them; and the table of message types that
+ * proto_codec.c generates from proto.def.
  */
 #ifndef SAGE_PROTO_RW_H
 #define SAGE_PROTO_RW_H
@@ -61,61 +61,33 @@ static inline uint64_t get_le(Reader *r, size_t n) {
         return v;
 }
 
+static inline void get_bytes(Reader *r, void *data, size_t n) {
+        if (r->failed || r->size - r->pos < n) {
+                r->failed = true;
+                return;
+        }
+        memcpy(data, r->p + r->pos, n);
+        r->pos += n;
+}
+
 #define get_u8(r) ((uint8_t)get_le((r), 1))
 #define get_u16(r) ((uint16_t)get_le((r), 2))
 #define get_u32(r) ((uint32_t)get_le((r), 4))
 #define get_u64(r) get_le((r), 8)
 
-/* Pointer-taking forms of the integer primitives, for VALUE_CODEC. */
-static inline void put_u32_of(Writer *w, const uint32_t *v) {
-        put_u32(w, *v);
-}
+/* What a message type is (proto.def), for proto.c and the codec. */
+#define SAGE_NOTICE_TO_BROKER 1
+#define SAGE_NOTICE_TO_CLIENT 2
+typedef struct SageMessageInfo {
+        const char *name;
+        uint32_t flags;   /* header flags it may carry */
+        uint64_t feature; /* the HELLO feature a request or notice needs (0: none) */
+        int notice;       /* SAGE_NOTICE_TO_*, or 0: no notice */
+        void (*put)(Writer *w, const SageMessage *m);
+        int (*get)(Reader *r, SageMessage *m, SageListEntry *list);
+} SageMessageInfo;
 
-static inline void get_u32_into(Reader *r, uint32_t *v) {
-        *v = get_u32(r);
-}
-
-static inline void put_u64_of(Writer *w, const uint64_t *v) {
-        put_u64(w, *v);
-}
-
-static inline void get_u64_into(Reader *r, uint64_t *v) {
-        *v = get_u64(r);
-}
-
-/*
- * put_M and get_M (SageMessage member M) of a payload that is one value:
- * `put` writes it from a pointer, `get` reads it into one (any check of the
- * value is the caller's, after decoding). `linkage` is static, or empty for
- * the codecs declared below.
- */
-#define VALUE_CODEC(linkage, member, put, get)                                     \
-        linkage void put_##member(Writer *w, const SageMessage *m) {               \
-                put(w, &m->member);                                                \
-        }                                                                          \
-        linkage int get_##member(Reader *r, SageMessage *m, SageListEntry *list) { \
-                get(r, &m->member);                                                \
-                return 0;                                                          \
-        }
-
-/* proto_codec_instances.c: the instance messages (suspend, issue 12). */
-#define SAGE_PROTO_CODEC(member)                            \
-        void put_##member(Writer *w, const SageMessage *m); \
-        int get_##member(Reader *r, SageMessage *m, SageListEntry *list);
-SAGE_PROTO_CODEC(instance_register)
-SAGE_PROTO_CODEC(instances)
-SAGE_PROTO_CODEC(instances_reply)
-SAGE_PROTO_CODEC(suspend)
-SAGE_PROTO_CODEC(suspend_reply)
-SAGE_PROTO_CODEC(resume)
-SAGE_PROTO_CODEC(resume_reply)
-/* proto_codec_devices.c: DEVICES_REPLY (GPU identity by UUID, issue 15). */
-SAGE_PROTO_CODEC(devices_reply)
-SAGE_PROTO_CODEC(instance_resume_reply)
-SAGE_PROTO_CODEC(instance_flags)
-SAGE_PROTO_CODEC(suspend_prepared)
-SAGE_PROTO_CODEC(instance_resumed)
-SAGE_PROTO_CODEC(instance_remapped)
-#undef SAGE_PROTO_CODEC
+/* NULL for a type that does not exist. */
+const SageMessageInfo *sage_proto_message_info(unsigned type);
 
 #endif

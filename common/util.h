@@ -35,10 +35,19 @@ static inline void sage_closep(int *fd) {
                 _t;            \
         })
 
-static inline uint64_t sage_now_ns(void) {
+static inline uint64_t sage_clock_ns(clockid_t clock) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
+        clock_gettime(clock, &ts);
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t sage_now_ns(void) {
+        return sage_clock_ns(CLOCK_MONOTONIC);
+}
+
+/* A deadline for pthread_cond_timedwait (on the condition's clock, CLOCK_REALTIME unless set). */
+static inline struct timespec sage_timespec_of_ns(uint64_t ns) {
+        return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull) };
 }
 
 /* POSIX lets function and object pointers convert (dlsym); ISO C does not. */

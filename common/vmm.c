@@ -6,22 +6,15 @@
  */
 #include "vmm.h"
 
-#include <string.h>
-
 bool sage_vmm_ops_complete(const SageVmmOps *ops) {
         return ops->create && ops->release && ops->address_reserve && ops->address_free && ops->map && ops->unmap &&
                ops->set_access && ops->copy_dtod && ops->ctx_synchronize;
 }
 
 CUmemAllocationProp sage_vmm_prop(int device) {
-        CUmemAllocationProp prop;
-
-        memset(&prop, 0, sizeof(prop));
-        prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-        prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-        prop.location.id = device;
-        prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
-        return prop;
+        return (CUmemAllocationProp){ .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                      .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                                      .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = device } };
 }
 
 CUresult sage_vmm_map(const SageVmmOps *ops, CUdeviceptr va, size_t len, int device, CUmemGenericAllocationHandle h,

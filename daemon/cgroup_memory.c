@@ -16,6 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "options.h"
+
 /* One number from a cgroup file; "max" is UINT64_MAX. False if unreadable. */
 static bool read_value(const char *dir, const char *name, uint64_t *out) {
         char path[PATH_MAX + 32], text[32];
@@ -37,12 +39,7 @@ static bool read_value(const char *dir, const char *name, uint64_t *out) {
                 return true;
         }
         char *end;
-        errno = 0;
-        unsigned long long v = strtoull(text, &end, 10);
-        if (errno || end == text)
-                return false;
-        *out = v;
-        return true;
+        return sage_parse_uint_prefix(text, out, &end) == 0;
 }
 
 uint64_t cgroup_memory_room_of(const char *root, const char *cgroup) {

@@ -152,12 +152,7 @@ void extent_order_remove(ExtentOrder *o, Extent *e) {
 }
 
 void extent_order_clear(ExtentOrder *o) {
-        for (size_t i = 0; i < EXTENT_ORDER_NS_BUCKETS; i++)
-                while (o->ns_buckets[i]) {
-                        OrderNamespace *ns = o->ns_buckets[i];
-                        o->ns_buckets[i] = ns->next_in_bucket;
-                        free(ns);
-                }
+        SAGE_BUCKETS_FREE(o->ns_buckets, EXTENT_ORDER_NS_BUCKETS, next_in_bucket);
         free(o->spare);
         o->spare = NULL;
         o->all_root = NULL;

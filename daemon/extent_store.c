@@ -264,12 +264,7 @@ ExtentStore *extent_store_free(ExtentStore *s) {
         while (s->all_head)
                 destroy(s, s->all_head);
         extent_order_clear(&s->order);
-        for (size_t i = 0; i < NAMESPACE_BUCKETS; i++)
-                while (s->namespaces[i]) {
-                        ExtentNamespace *n = s->namespaces[i];
-                        s->namespaces[i] = n->next;
-                        free(n);
-                }
+        SAGE_BUCKETS_FREE(s->namespaces, NAMESPACE_BUCKETS, next);
         free(s->by_key);
         free(s->by_id);
         free(s);

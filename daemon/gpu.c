@@ -262,12 +262,17 @@ static int verify_size(Gpu *g, CUmemGenericAllocationHandle h, int fd, uint64_t 
         return 0;
 }
 
-/* Import the publisher's fd and check it is what it claims (device, size). */
+/* Import the publisher's fd on a device this broker serves (its context
+ * made current) and check it is what it claims (device, size). */
 static int import_published(Gpu *g, uint32_t device, int fd, uint64_t size, CUmemGenericAllocationHandle *out) {
         CUmemGenericAllocationHandle h = 0;
         CUresult r;
         int e;
 
+        if (!gpu_serves(g, device))
+                return SAGE_ERR_BAD_DEVICE;
+        if (g->cu.cuCtxSetCurrent(g->context[device]) != CUDA_SUCCESS)
+                return SAGE_ERR_DRIVER;
         r = g->cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
         if (r != CUDA_SUCCESS) {
                 sage_info("publish: import failed: %s (%d)", gpu_error_name(g, r), (int)r);
@@ -328,10 +333,6 @@ int gpu_adopt(Gpu *g, uint32_t device, int fd, uint64_t size, SageHash want, Gpu
         CUresult r;
         int e;
 
-        if (!gpu_serves(g, device))
-                return SAGE_ERR_BAD_DEVICE;
-        if (g->cu.cuCtxSetCurrent(g->context[device]) != CUDA_SUCCESS)
-                return SAGE_ERR_DRIVER;
         e = import_published(g, device, fd, size, &published);
         if (e)
                 return e;
@@ -378,13 +379,8 @@ int gpu_adopt(Gpu *g, uint32_t device, int fd, uint64_t size, SageHash want, Gpu
 
 int gpu_check_handle(Gpu *g, uint32_t device, int fd, uint64_t size) {
         CUmemGenericAllocationHandle h = 0;
-        int e;
+        int e = import_published(g, device, fd, size, &h);
 
-        if (!gpu_serves(g, device))
-                return SAGE_ERR_BAD_DEVICE;
-        if (g->cu.cuCtxSetCurrent(g->context[device]) != CUDA_SUCCESS)
-                return SAGE_ERR_DRIVER;
-        e = import_published(g, device, fd, size, &h);
         if (e == 0)
                 g->cu.cuMemRelease(h);
         return e;

@@ -120,24 +120,20 @@ int handle_ipc_export(Server *s, Client *c, Request *rq) {
 }
 
 int handle_ipc_import(Server *s, Client *c, Request *rq) {
-        const SageMessage *req = rq->msg;
-        SageMessage *reply = &rq->reply;
-        const char **why = &rq->why;
-        int *fd = &rq->reply_fd;
-        const IpcExport *e = ipc_registry_find(s->ipc, &req->ipc_import, c->namespace_id);
+        const IpcExport *e = ipc_registry_find(s->ipc, &rq->msg->ipc_import, c->namespace_id);
 
         if (!e) {
-                *why = "no such IPC handle";
+                rq->why = "no such IPC handle";
                 return SAGE_ERR_NOT_FOUND;
         }
         /* The registration keeps its fd; the importer gets its own. */
-        *fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 3);
-        if (*fd < 0) {
-                *why = "the broker is out of file descriptors";
+        rq->reply_fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 3);
+        if (rq->reply_fd < 0) {
+                rq->why = "the broker is out of file descriptors";
                 return SAGE_ERR_LIMIT;
         }
-        sage_proto_init(reply, SAGE_MSG_IPC_IMPORT_REPLY, req->header.request_id);
-        reply->ipc_import_reply = e->allocation;
+        sage_proto_init(&rq->reply, SAGE_MSG_IPC_IMPORT_REPLY, rq->msg->header.request_id);
+        rq->reply.ipc_import_reply = e->allocation;
         c->ipc_imports++; /* the driver cannot restore imported memory: never suspended (handle_instance.c) */
         return 0;
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdlib.h>
 
 /* Insert `node` first. */
 #define SAGE_LIST_PUSH_FRONT(head, node, prev, next) \
@@ -51,4 +52,19 @@
                 SAGE_LIST_UNLINK(head, node, prev, next);   \
                 if (!(node)->next)                          \
                         (tail) = (node)->prev;              \
+        } while (0)
+
+/*
+ * Free every element of a hash table's buckets: `n` singly linked chains
+ * through the element's field `next` (extent_store.c's namespaces,
+ * extent_order.c's, tally.c's tallies); the buckets end empty.
+ */
+#define SAGE_BUCKETS_FREE(buckets, n, next)                                             \
+        do {                                                                            \
+                for (size_t bucket_ = 0; bucket_ < (n); bucket_++)                      \
+                        while ((buckets)[bucket_]) {                                    \
+                                __typeof__((buckets)[0]) element_ = (buckets)[bucket_]; \
+                                (buckets)[bucket_] = element_->next;                    \
+                                free(element_);                                         \
+                        }                                                               \
         } while (0)

@@ -98,6 +98,22 @@ static int open_idle_lock(Server *s, const char *socket_path) {
         return s->idle_lock_fd < 0 ? -errno : 0;
 }
 
+/* What server_new sets up besides the instances, gone again (server_new's
+ * failure, server_free): its sockets and tables; the buffers and the Server stay. */
+static void server_release(Server *s) {
+        metrics_http_free(s->metrics);
+        server_close_listeners(s);
+        if (s->idle_lock_fd >= 0)
+                close(s->idle_lock_fd); /* after the sockets went: a sage-run waiting on it starts a new broker */
+        if (s->epoll_fd >= 0)
+                close(s->epoll_fd);
+        ipc_registry_free(s->ipc);
+        conn_table_free(s->conns);
+        identity_table_free(s->identities);
+        tally_table_clear(&s->tallies);
+        free(s->verifying);
+}
+
 int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu *gpu, const char **failed_path) {
         Server *s = calloc(1, sizeof(*s));
         int r;
@@ -190,16 +206,8 @@ int server_new(Server **out, const ServerConfig *config, ExtentStore *store, Gpu
         return 0;
 fail:
         /* Sockets this call created go again (a stale or live one it refused is untouched). */
-        metrics_http_free(s->metrics);
-        server_close_listeners(s);
-        if (s->idle_lock_fd >= 0)
-                close(s->idle_lock_fd);
         server_instances_free(s);
-        if (s->epoll_fd >= 0)
-                close(s->epoll_fd);
-        ipc_registry_free(s->ipc);
-        conn_table_free(s->conns);
-        identity_table_free(s->identities);
+        server_release(s);
         free(s->rx);
         free(s->list);
         free(s);
@@ -231,17 +239,7 @@ Server *server_free(Server *s) {
         server_instances_free(s);                             /* waits for checkpoint/restore in flight */
         while (s->clients)
                 drop_client(s, s->clients);
-        metrics_http_free(s->metrics);
-        server_close_listeners(s);
-        if (s->idle_lock_fd >= 0)
-                close(s->idle_lock_fd); /* after the sockets went: a sage-run waiting on it starts a new broker */
-        if (s->epoll_fd >= 0)
-                close(s->epoll_fd);
-        ipc_registry_free(s->ipc);
-        conn_table_free(s->conns);
-        identity_table_free(s->identities);
-        tally_table_clear(&s->tallies);
-        free(s->verifying);
+        server_release(s);
         /* Store first: its release callback still needs the driver. */
         extent_store_free(s->store);
         gpu_close(s->gpu);

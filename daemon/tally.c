@@ -17,6 +17,8 @@
 
 #include <stdlib.h>
 
+#include "list.h"
+
 struct TallyEntry {
         uint64_t namespace_id;
         Tally tally;
@@ -75,11 +77,6 @@ size_t tally_count(const TallyTable *t) {
 }
 
 void tally_table_clear(TallyTable *t) {
-        for (size_t i = 0; i < TALLY_BUCKETS; i++)
-                while (t->buckets[i]) {
-                        TallyEntry *e = t->buckets[i];
-                        t->buckets[i] = e->next;
-                        free(e);
-                }
+        SAGE_BUCKETS_FREE(t->buckets, TALLY_BUCKETS, next);
         t->count = 0;
 }

@@ -14,10 +14,17 @@
 
         .text
 
-        .globl  sage_dlsym_v234
-        .hidden sage_dlsym_v234
-        .type   sage_dlsym_v234, @function
-sage_dlsym_v234:
+/*
+ * One trampoline: calls \hook with the caller's arguments (rdi, rsi saved
+ * around it, the stack 16-byte aligned at the call), then jumps to the real
+ * function through \real. With \substitutes, a non-NULL answer of \hook is
+ * returned instead (dlsym's substitution).
+ */
+        .macro  TRAMPOLINE name, hook, real, substitutes
+        .globl  \name
+        .hidden \name
+        .type   \name, @function
+\name:
         .cfi_startproc
         pushq   %rdi
         .cfi_adjust_cfa_offset 8
@@ -25,44 +32,34 @@ sage_dlsym_v234:
         .cfi_adjust_cfa_offset 8
         subq    $8, %rsp
         .cfi_adjust_cfa_offset 8
-        call    sage_dlsym_route
+        call    \hook
         addq    $8, %rsp
         .cfi_adjust_cfa_offset -8
         popq    %rsi
         .cfi_adjust_cfa_offset -8
         popq    %rdi
         .cfi_adjust_cfa_offset -8
+        .if \substitutes
         testq   %rax, %rax
         jnz     1f
-        jmp     *sage_real_dlsym_v234(%rip)
+        jmp     *\real(%rip)
 1:      ret
+        .else
+        jmp     *\real(%rip)
+        .endif
         .cfi_endproc
-        .size   sage_dlsym_v234, .-sage_dlsym_v234
+        .size   \name, .-\name
+        .endm
 
-        .globl  sage_dlsym_v225
-        .hidden sage_dlsym_v225
-        .type   sage_dlsym_v225, @function
-sage_dlsym_v225:
-        .cfi_startproc
-        pushq   %rdi
-        .cfi_adjust_cfa_offset 8
-        pushq   %rsi
-        .cfi_adjust_cfa_offset 8
-        subq    $8, %rsp
-        .cfi_adjust_cfa_offset 8
-        call    sage_dlsym_route
-        addq    $8, %rsp
-        .cfi_adjust_cfa_offset -8
-        popq    %rsi
-        .cfi_adjust_cfa_offset -8
-        popq    %rdi
-        .cfi_adjust_cfa_offset -8
-        testq   %rax, %rax
-        jnz     1f
-        jmp     *sage_real_dlsym_v225(%rip)
-1:      ret
-        .cfi_endproc
-        .size   sage_dlsym_v225, .-sage_dlsym_v225
+/* An exported name of a trampoline, with its glibc symbol version. */
+        .macro  EXPORT name, trampoline, version
+        .globl  \name
+        .set    \name, \trampoline
+        .symver \name, \version
+        .endm
+
+        TRAMPOLINE sage_dlsym_v234, sage_dlsym_route, sage_real_dlsym_v234, 1
+        TRAMPOLINE sage_dlsym_v225, sage_dlsym_route, sage_real_dlsym_v225, 1
 
 /*
  * dlopen, for the same reason: glibc finds the caller's object from the
@@ -71,63 +68,14 @@ sage_dlsym_v225:
  * sage_dlopen_note only looks at the name (eager warm-up, warmup.c); the
  * trampoline then jumps into glibc's dlopen with the caller's frame.
  */
-        .globl  sage_dlopen_v234
-        .hidden sage_dlopen_v234
-        .type   sage_dlopen_v234, @function
-sage_dlopen_v234:
-        .cfi_startproc
-        pushq   %rdi
-        .cfi_adjust_cfa_offset 8
-        pushq   %rsi
-        .cfi_adjust_cfa_offset 8
-        subq    $8, %rsp
-        .cfi_adjust_cfa_offset 8
-        call    sage_dlopen_note
-        addq    $8, %rsp
-        .cfi_adjust_cfa_offset -8
-        popq    %rsi
-        .cfi_adjust_cfa_offset -8
-        popq    %rdi
-        .cfi_adjust_cfa_offset -8
-        jmp     *sage_real_dlopen_v234(%rip)
-        .cfi_endproc
-        .size   sage_dlopen_v234, .-sage_dlopen_v234
-
-        .globl  sage_dlopen_v225
-        .hidden sage_dlopen_v225
-        .type   sage_dlopen_v225, @function
-sage_dlopen_v225:
-        .cfi_startproc
-        pushq   %rdi
-        .cfi_adjust_cfa_offset 8
-        pushq   %rsi
-        .cfi_adjust_cfa_offset 8
-        subq    $8, %rsp
-        .cfi_adjust_cfa_offset 8
-        call    sage_dlopen_note
-        addq    $8, %rsp
-        .cfi_adjust_cfa_offset -8
-        popq    %rsi
-        .cfi_adjust_cfa_offset -8
-        popq    %rdi
-        .cfi_adjust_cfa_offset -8
-        jmp     *sage_real_dlopen_v225(%rip)
-        .cfi_endproc
-        .size   sage_dlopen_v225, .-sage_dlopen_v225
+        TRAMPOLINE sage_dlopen_v234, sage_dlopen_note, sage_real_dlopen_v234, 0
+        TRAMPOLINE sage_dlopen_v225, sage_dlopen_note, sage_real_dlopen_v225, 0
 
         /* The exported, versioned names. */
-        .globl  sage_dlsym_export_v234
-        .set    sage_dlsym_export_v234, sage_dlsym_v234
-        .symver sage_dlsym_export_v234, dlsym@@GLIBC_2.34
-        .globl  sage_dlsym_export_v225
-        .set    sage_dlsym_export_v225, sage_dlsym_v225
-        .symver sage_dlsym_export_v225, dlsym@GLIBC_2.2.5
-        .globl  sage_dlopen_export_v234
-        .set    sage_dlopen_export_v234, sage_dlopen_v234
-        .symver sage_dlopen_export_v234, dlopen@@GLIBC_2.34
-        .globl  sage_dlopen_export_v225
-        .set    sage_dlopen_export_v225, sage_dlopen_v225
-        .symver sage_dlopen_export_v225, dlopen@GLIBC_2.2.5
+        EXPORT  sage_dlsym_export_v234, sage_dlsym_v234, dlsym@@GLIBC_2.34
+        EXPORT  sage_dlsym_export_v225, sage_dlsym_v225, dlsym@GLIBC_2.2.5
+        EXPORT  sage_dlopen_export_v234, sage_dlopen_v234, dlopen@@GLIBC_2.34
+        EXPORT  sage_dlopen_export_v225, sage_dlopen_v225, dlopen@GLIBC_2.2.5
 
 #else
 #error "dlsym_trampoline.S supports x86-64 only; other architectures use dlsym_fallback.c"

@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "options.h"
+#include "ptr_map.h"
 #include "util.h"
 
 SageDriver sage_driver;
@@ -31,42 +32,15 @@ SageDriver sage_driver;
 static void *driver_handle;
 static _Thread_local bool driver_loading_here;
 
-/* Open addressing, power of two, at most half full: pointer -> symbol + 1. */
+/* Entry point -> symbol (ptr_map.h). */
 #define IDENTITY_SLOTS 512
 _Static_assert(IDENTITY_SLOTS >= 2 * SAGE_SYM_COUNT, "identity map too small");
-static struct {
-        const void *fn;
-        int sym;
-} identity[IDENTITY_SLOTS];
-
-static size_t identity_slot(const void *fn) {
-        uintptr_t h = (uintptr_t)fn;
-        h ^= h >> 17;
-        h *= 0x9e3779b97f4a7c15ull;
-        return (size_t)(h >> 40) & (IDENTITY_SLOTS - 1);
-}
-
-static void identity_insert(const void *fn, int sym) {
-        for (size_t i = identity_slot(fn);; i = (i + 1) & (IDENTITY_SLOTS - 1)) {
-                if (!identity[i].fn) {
-                        identity[i].fn = fn;
-                        identity[i].sym = sym;
-                        return;
-                }
-                if (identity[i].fn == fn)
-                        return; /* an alias of an entry point already mapped: keep the first */
-        }
-}
+static SagePtrMapSlot identity[IDENTITY_SLOTS];
 
 int sage_driver_sym_of(const void *fn) {
         if (!fn || !atomic_load_explicit(&sage_driver.loaded, memory_order_acquire))
                 return -1;
-        for (size_t i = identity_slot(fn);; i = (i + 1) & (IDENTITY_SLOTS - 1)) {
-                if (!identity[i].fn)
-                        return -1;
-                if (identity[i].fn == fn)
-                        return identity[i].sym;
-        }
+        return (int)sage_ptr_map_find(identity, IDENTITY_SLOTS, fn);
 }
 
 bool sage_driver_loading(void) {
@@ -79,48 +53,41 @@ void *sage_driver_handle(void) {
 
 /* ---------------------------------------------------------------- dlsym */
 
-/* The jump slots of the dlsym trampolines (dlsym_trampoline.S reads them by
- * name): glibc's dlsym of each version. No pthread_once (see the load below):
- * dlvsym takes the loader lock, so a thread inside a library constructor
- * must never wait for another thread's dlvsym. Racing threads store the same
- * values; the v234 slot is stored last (release) and is the one checked. */
-void *(*sage_real_dlsym_v234)(void *, const char *);
-void *(*sage_real_dlsym_v225)(void *, const char *);
+/* The jump slots of the dlsym and dlopen trampolines (dlsym_trampoline.S
+ * reads them by name): glibc's function of each version. No pthread_once
+ * (see the load below): dlvsym takes the loader lock, so a thread inside a
+ * library constructor must never wait for another thread's dlvsym. Racing
+ * threads store the same values; the v234 slot is stored last (release) and
+ * is the one checked. */
+void *sage_real_dlsym_v234, *sage_real_dlsym_v225;
+void *sage_real_dlopen_v234, *sage_real_dlopen_v225;
 
-SAGE_NO_SANITIZE void sage_real_dlsym_ensure(void) {
+SAGE_NO_SANITIZE static void resolve_versions(const char *name, void **v234_slot, void **v225_slot) {
         void *v234, *v225;
 
-        if (__atomic_load_n(&sage_real_dlsym_v234, __ATOMIC_ACQUIRE))
+        if (__atomic_load_n(v234_slot, __ATOMIC_ACQUIRE))
                 return;
-        v234 = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
-        v225 = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+        v234 = dlvsym(RTLD_NEXT, name, "GLIBC_2.34");
+        v225 = dlvsym(RTLD_NEXT, name, "GLIBC_2.2.5");
         /* Before glibc 2.34 only the old version exists; use it for both. */
-        __atomic_store_n(&sage_real_dlsym_v225, SAGE_FN_CAST(void *(*)(void *, const char *), v225 ? v225 : v234),
-                         __ATOMIC_RELAXED);
-        __atomic_store_n(&sage_real_dlsym_v234, SAGE_FN_CAST(void *(*)(void *, const char *), v234 ? v234 : v225),
-                         __ATOMIC_RELEASE);
+        __atomic_store_n(v225_slot, v225 ? v225 : v234, __ATOMIC_RELAXED);
+        __atomic_store_n(v234_slot, v234 ? v234 : v225, __ATOMIC_RELEASE);
 }
 
-/* The dlopen trampolines' jump slots, likewise. */
-void *(*sage_real_dlopen_v234)(const char *, int);
-void *(*sage_real_dlopen_v225)(const char *, int);
+SAGE_NO_SANITIZE void sage_real_dlsym_ensure(void) {
+        resolve_versions("dlsym", &sage_real_dlsym_v234, &sage_real_dlsym_v225);
+}
 
 SAGE_NO_SANITIZE void sage_real_dlopen_ensure(void) {
-        void *v234, *v225;
-
-        if (__atomic_load_n(&sage_real_dlopen_v234, __ATOMIC_ACQUIRE))
-                return;
-        v234 = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34");
-        v225 = dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.2.5");
-        __atomic_store_n(&sage_real_dlopen_v225, SAGE_FN_CAST(void *(*)(const char *, int), v225 ? v225 : v234),
-                         __ATOMIC_RELAXED);
-        __atomic_store_n(&sage_real_dlopen_v234, SAGE_FN_CAST(void *(*)(const char *, int), v234 ? v234 : v225),
-                         __ATOMIC_RELEASE);
+        resolve_versions("dlopen", &sage_real_dlopen_v234, &sage_real_dlopen_v225);
 }
 
 void *sage_real_dlsym(void *handle, const char *name) {
+        void *(*real)(void *, const char *);
+
         sage_real_dlsym_ensure();
-        return sage_real_dlsym_v234 ? sage_real_dlsym_v234(handle, name) : NULL;
+        real = SAGE_FN_CAST(void *(*)(void *, const char *), sage_real_dlsym_v234);
+        return real ? real(handle, name) : NULL;
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -168,7 +135,7 @@ static void driver_load_race(void) {
                         sage_driver.extras = extras;
                         for (int i = 0; i < SAGE_SYM_COUNT; i++)
                                 if (real[i])
-                                        identity_insert(real[i], i);
+                                        sage_ptr_map_insert(identity, IDENTITY_SLOTS, real[i], (uint32_t)i);
                         driver_handle = handle;
                         sage_info("opened %s: %zu of %d hooked entry points present (%.2f ms)", path, found,
                                   (int)SAGE_SYM_COUNT, (double)(sage_now_ns() - t0) / 1e6);

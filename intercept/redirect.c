@@ -252,8 +252,7 @@ CUresult sage_impl_cuCtxDestroy_v2(sage_fn_cuCtxDestroy_v2_t real, CUcontext ctx
 
 /* Device reset at the end of an invocation: the driver frees everything, as
  * natively; SAGE then re-creates the context in the background (warmup.c). */
-CUresult sage_impl_cuDevicePrimaryCtxReset(sage_fn_cuDevicePrimaryCtxReset_t real, CUdevice dev) {
-        CUresult r = real(dev);
+static CUresult after_reset(CUdevice dev, CUresult r) {
         if (r == CUDA_SUCCESS) {
                 sage_ctx_limit_forget(dev);
                 sage_warmup_rewarm(dev);
@@ -261,11 +260,10 @@ CUresult sage_impl_cuDevicePrimaryCtxReset(sage_fn_cuDevicePrimaryCtxReset_t rea
         return r;
 }
 
+CUresult sage_impl_cuDevicePrimaryCtxReset(sage_fn_cuDevicePrimaryCtxReset_t real, CUdevice dev) {
+        return after_reset(dev, real(dev));
+}
+
 CUresult sage_impl_cuDevicePrimaryCtxReset_v2(sage_fn_cuDevicePrimaryCtxReset_v2_t real, CUdevice dev) {
-        CUresult r = real(dev);
-        if (r == CUDA_SUCCESS) {
-                sage_ctx_limit_forget(dev);
-                sage_warmup_rewarm(dev);
-        }
-        return r;
+        return after_reset(dev, real(dev));
 }

@@ -289,19 +289,27 @@ done:
         return NULL;
 }
 
+/* The time `ms` from now on the clock of warmup_done's waits. */
+static struct timespec deadline_in(unsigned ms) {
+        return sage_timespec_of_ns(sage_clock_ns(CLOCK_REALTIME) + (uint64_t)ms * 1000000ull);
+}
+
+/* One wait for warmup_done (warmup_lock held): false once the deadline passed. */
+static bool wait_done(const struct timespec *deadline) {
+        return pthread_cond_timedwait(&warmup_done, &warmup_lock, deadline) != ETIMEDOUT;
+}
+
 static void at_exit_wait(void) {
         struct timespec deadline;
 
         sage_warmup_wait(10000);
         /* Pending re-warms give up; one already inside the driver is waited for. */
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += 10;
+        deadline = deadline_in(10000);
         pthread_mutex_lock(&warmup_lock);
         rewarm_cancelled = true;
         pthread_cond_broadcast(&warmup_done);
-        while (rewarm_in_driver > 0)
-                if (pthread_cond_timedwait(&warmup_done, &warmup_lock, &deadline) == ETIMEDOUT)
-                        break;
+        while (rewarm_in_driver > 0 && wait_done(&deadline))
+                ;
         pthread_mutex_unlock(&warmup_lock);
 }
 
@@ -479,17 +487,10 @@ void sage_warmup_wait(unsigned max_ms) {
 
         if (atomic_load(&warmup_state) != WARMUP_RUNNING)
                 return;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += max_ms / 1000;
-        deadline.tv_nsec += (long)(max_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-        }
+        deadline = deadline_in(max_ms);
         pthread_mutex_lock(&warmup_lock);
-        while (atomic_load(&warmup_state) == WARMUP_RUNNING)
-                if (pthread_cond_timedwait(&warmup_done, &warmup_lock, &deadline) == ETIMEDOUT)
-                        break;
+        while (atomic_load(&warmup_state) == WARMUP_RUNNING && wait_done(&deadline))
+                ;
         pthread_mutex_unlock(&warmup_lock);
 }
 
@@ -503,16 +504,10 @@ static void *rewarm_main(void *arg) {
         struct timespec deadline;
         bool go;
 
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_nsec += REWARM_GRACE_MS * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-        }
+        deadline = deadline_in(REWARM_GRACE_MS);
         pthread_mutex_lock(&warmup_lock);
-        while (!rewarm_cancelled)
-                if (pthread_cond_timedwait(&warmup_done, &warmup_lock, &deadline) == ETIMEDOUT)
-                        break;
+        while (!rewarm_cancelled && wait_done(&deadline))
+                ;
         go = !rewarm_cancelled;
         if (go)
                 rewarm_in_driver++;

@@ -51,6 +51,35 @@ int sagectl_fail(const char *what, int r, const SageBroker *b) {
         return 1;
 }
 
+int sagectl_each_extent(SageBroker *b, void (*fn)(const SageListEntry *e, void *userdata), void *userdata) {
+        SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
+        uint64_t after = 0;
+        int more = 1, r = 0;
+
+        if (!entries)
+                return -ENOMEM;
+        while (more) {
+                uint32_t n = 0;
+                r = sage_broker_list(b, after, entries, &n, &more);
+                if (r || n == 0)
+                        break;
+                for (uint32_t i = 0; i < n; i++) {
+                        fn(&entries[i], userdata);
+                        after = entries[i].id;
+                }
+        }
+        free(entries);
+        return r;
+}
+
+int sagectl_list_end(const char *what, int r, const SageBroker *b, bool json, uint64_t rows) {
+        if (r)
+                return sagectl_fail(what, r, b);
+        if (json)
+                printf("%s]\n", rows ? "\n" : "");
+        return 0;
+}
+
 static void print_budget(uint64_t budget, bool json) {
         if (budget == UINT64_MAX)
                 printf(json ? "null" : "unlimited");
@@ -120,78 +149,63 @@ static const char *label_name(SageBroker *b, LabelNames *names, uint32_t label) 
         return name[0] ? name : NULL;
 }
 
-static int cmd_list(SageBroker *b, bool json) {
-        static LabelNames names;
-        SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
-        uint64_t after = 0;
-        bool first = true;
-        int more = 1, r = 0;
+typedef struct Listing {
+        SageBroker *b;
+        bool json;
+        uint64_t rows;
+} Listing;
 
-        if (!entries)
-                return sagectl_fail("list", -ENOMEM, NULL);
+static void list_row(const SageListEntry *e, void *userdata) {
+        static LabelNames names;
+        Listing *l = userdata;
+        const uint32_t label = sage_namespace_label(e->namespace_id);
+        const uint32_t uid = sage_namespace_uid(e->namespace_id);
+        const bool container = label >= SAGE_NAMESPACE_CONTAINER_FIRST;
+        const char *name = label && !container ? label_name(l->b, &names, label) : NULL;
+        char hash[33], ns[SAGE_PROTO_LABEL_MAX + 32], gpu[SAGE_UUID_STRING_SIZE];
+        sagectl_device_name(l->b, e->device, l->json, gpu, sizeof(gpu));
+        sage_hash_format(e->hash, hash);
+        /* Namespace: "uid", or "label:uid" ("#number:uid" for a label without a name),
+         * or "container-N:uid". */
+        if (!label)
+                snprintf(ns, sizeof(ns), "%u", uid);
+        else if (container)
+                snprintf(ns, sizeof(ns), "container-%u:%u", label - SAGE_NAMESPACE_CONTAINER_FIRST, uid);
+        else if (name)
+                snprintf(ns, sizeof(ns), "%s:%u", name, uid);
+        else
+                snprintf(ns, sizeof(ns), "#%u:%u", label, uid);
+        /* Label names are [A-Za-z0-9._-] (the decoder checks): no JSON escaping needed. */
+        if (l->json) {
+                printf("%s\n {\"id\": %" PRIu64 ", \"namespace\": %" PRIu64 ", \"uid\": %u, \"label\": ",
+                       l->rows ? "," : "", e->id, e->namespace_id, uid);
+                if (name)
+                        printf("\"%s\"", name);
+                else if (label && !container)
+                        printf("\"#%u\"", label);
+                else
+                        printf("null");
+                if (container)
+                        printf(", \"container\": %u", label - SAGE_NAMESPACE_CONTAINER_FIRST);
+                printf(", \"hash\": \"%s\", \"size\": %" PRIu64 ", \"device\": %u, \"uuid\": \"%s\", "
+                       "\"refs\": %u, \"publisher_pid\": %u, \"idle_s\": %.3f, \"verified\": %s}",
+                       hash, e->size, e->device, gpu, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9,
+                       e->flags & SAGE_LIST_UNVERIFIED ? "false" : "true");
+        } else
+                printf("%-8" PRIu64 " %-24s %-32s %14" PRIu64 " %4u %5u %8u %10.1f %s\n", e->id, ns, hash, e->size,
+                       e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9, gpu);
+        l->rows++;
+}
+
+static int cmd_list(SageBroker *b, bool json) {
+        Listing l = { .b = b, .json = json };
+
         if (json)
                 printf("[");
         else
                 printf("%-8s %-24s %-32s %14s %4s %5s %8s %10s %s\n", "ID", "NAMESPACE", "HASH", "SIZE", "DEV", "REFS",
                        "PID", "IDLE(s)", "GPU");
-        while (more) {
-                uint32_t n = 0;
-                r = sage_broker_list(b, after, entries, &n, &more);
-                if (r)
-                        break;
-                for (uint32_t i = 0; i < n; i++) {
-                        const SageListEntry *e = &entries[i];
-                        const uint32_t label = sage_namespace_label(e->namespace_id);
-                        const uint32_t uid = sage_namespace_uid(e->namespace_id);
-                        const bool container = label >= SAGE_NAMESPACE_CONTAINER_FIRST;
-                        const char *name = label && !container ? label_name(b, &names, label) : NULL;
-                        char hash[33], ns[SAGE_PROTO_LABEL_MAX + 32], gpu[SAGE_UUID_STRING_SIZE];
-                        sagectl_device_name(b, e->device, json, gpu, sizeof(gpu));
-                        sage_hash_format(e->hash, hash);
-                        /* Namespace: "uid", or "label:uid" ("#number:uid" for a label without a name),
-                         * or "container-N:uid". */
-                        if (!label)
-                                snprintf(ns, sizeof(ns), "%u", uid);
-                        else if (container)
-                                snprintf(ns, sizeof(ns), "container-%u:%u", label - SAGE_NAMESPACE_CONTAINER_FIRST,
-                                         uid);
-                        else if (name)
-                                snprintf(ns, sizeof(ns), "%s:%u", name, uid);
-                        else
-                                snprintf(ns, sizeof(ns), "#%u:%u", label, uid);
-                        /* Label names are [A-Za-z0-9._-] (the decoder checks): no JSON escaping needed. */
-                        if (json) {
-                                printf("%s\n {\"id\": %" PRIu64 ", \"namespace\": %" PRIu64
-                                       ", \"uid\": %u, \"label\": ",
-                                       first ? "" : ",", e->id, e->namespace_id, uid);
-                                if (name)
-                                        printf("\"%s\"", name);
-                                else if (label && !container)
-                                        printf("\"#%u\"", label);
-                                else
-                                        printf("null");
-                                if (container)
-                                        printf(", \"container\": %u", label - SAGE_NAMESPACE_CONTAINER_FIRST);
-                                printf(", \"hash\": \"%s\", \"size\": %" PRIu64 ", \"device\": %u, \"uuid\": \"%s\", "
-                                       "\"refs\": %u, \"publisher_pid\": %u, \"idle_s\": %.3f, \"verified\": %s}",
-                                       hash, e->size, e->device, gpu, e->refs, e->publisher_pid,
-                                       (double)e->idle_ns / 1e9, e->flags & SAGE_LIST_UNVERIFIED ? "false" : "true");
-                        } else
-                                printf("%-8" PRIu64 " %-24s %-32s %14" PRIu64 " %4u %5u %8u %10.1f %s\n", e->id, ns,
-                                       hash, e->size, e->device, e->refs, e->publisher_pid, (double)e->idle_ns / 1e9,
-                                       gpu);
-                        first = false;
-                        after = e->id;
-                }
-                if (n == 0)
-                        break;
-        }
-        free(entries);
-        if (r)
-                return sagectl_fail("list", r, b);
-        if (json)
-                printf("%s]\n", first ? "" : "\n");
-        return 0;
+        return sagectl_list_end("list", sagectl_each_extent(b, list_row, &l), b, json, l.rows);
 }
 
 static int cmd_evict(SageBroker *b, const char *what) {

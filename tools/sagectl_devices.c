@@ -27,30 +27,27 @@ const char *sagectl_device_name(SageBroker *b, uint32_t device, bool full, char 
         return buf;
 }
 
-int sagectl_devices(SageBroker *b, bool json) {
-        SageListEntry *entries = calloc(SAGE_PROTO_LIST_MAX, sizeof(*entries));
-        uint64_t extents[SAGE_PROTO_DEVICES_MAX] = { 0 }, bytes[SAGE_PROTO_DEVICES_MAX] = { 0 }, after = 0;
-        const SageDevicesReply *table;
-        int more = 1, r;
+/* What the caller may see of the extents (all for root on the main socket), per device. */
+typedef struct DeviceUse {
+        uint64_t extents[SAGE_PROTO_DEVICES_MAX], bytes[SAGE_PROTO_DEVICES_MAX];
+} DeviceUse;
 
-        if (!entries)
-                return sagectl_fail("devices", -ENOMEM, NULL);
-        r = sage_broker_devices(b, &table);
-        /* What the caller may see of the extents (all for root on the main socket), per device. */
-        while (r == 0 && more) {
-                uint32_t n = 0;
-                r = sage_broker_list(b, after, entries, &n, &more);
-                for (uint32_t i = 0; r == 0 && i < n; i++) {
-                        if (entries[i].device < SAGE_PROTO_DEVICES_MAX) {
-                                extents[entries[i].device]++;
-                                bytes[entries[i].device] += entries[i].size;
-                        }
-                        after = entries[i].id;
-                }
-                if (n == 0)
-                        break;
+static void count_extent(const SageListEntry *e, void *userdata) {
+        DeviceUse *use = userdata;
+
+        if (e->device < SAGE_PROTO_DEVICES_MAX) {
+                use->extents[e->device]++;
+                use->bytes[e->device] += e->size;
         }
-        free(entries);
+}
+
+int sagectl_devices(SageBroker *b, bool json) {
+        DeviceUse use = { .extents = { 0 } };
+        const SageDevicesReply *table;
+        int r = sage_broker_devices(b, &table);
+
+        if (r == 0)
+                r = sagectl_each_extent(b, count_extent, &use);
         if (r)
                 return sagectl_fail("devices", r, b);
         if (json)
@@ -65,12 +62,11 @@ int sagectl_devices(SageBroker *b, bool json) {
                 if (json)
                         printf("%s\n {\"device\": %u, \"uuid\": \"%s\", \"served\": %s, \"memory\": %" PRIu64
                                ", \"extents\": %" PRIu64 ", \"bytes\": %" PRIu64 "}",
-                               d ? "," : "", d, uuid, served ? "true" : "false", e->memory, extents[d], bytes[d]);
+                               d ? "," : "", d, uuid, served ? "true" : "false", e->memory, use.extents[d],
+                               use.bytes[d]);
                 else
                         printf("%-4u %-40s %-6s %14" PRIu64 " %8" PRIu64 " %14" PRIu64 "\n", d, uuid,
-                               served ? "yes" : "no", e->memory, extents[d], bytes[d]);
+                               served ? "yes" : "no", e->memory, use.extents[d], use.bytes[d]);
         }
-        if (json)
-                printf("%s]\n", table->n_devices ? "\n" : "");
-        return 0;
+        return sagectl_list_end("devices", 0, b, json, table->n_devices);
 }

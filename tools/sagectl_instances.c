@@ -13,18 +13,6 @@
 #include "options.h"
 #include "sagectl.h"
 
-static void format_uuid(const uint8_t u[16], char out[37]) {
-        static const int dash[] = { 4, 6, 8, 10 };
-        size_t k = 0;
-        for (int i = 0; i < 16; i++) {
-                for (size_t j = 0; j < sizeof(dash) / sizeof(dash[0]); j++)
-                        if (dash[j] == i)
-                                out[k++] = '-';
-                k += (size_t)snprintf(out + k, 3, "%02x", u[i]);
-        }
-        out[k] = 0;
-}
-
 /* active, idle (libsage reported it so), suspending, suspended, resuming, failed */
 static const char *state_text(const SageInstanceEntry *e) {
         if (e->state == SAGE_INSTANCE_ACTIVE && (e->activity & SAGE_INSTANCE_ACTIVITY_IDLE))
@@ -35,7 +23,7 @@ static const char *state_text(const SageInstanceEntry *e) {
 int sagectl_instances(SageBroker *b, bool json) {
         SageInstancesReply *page = calloc(1, sizeof(*page));
         uint32_t after = 0;
-        bool first = true;
+        uint64_t rows = 0;
         int r = 0;
 
         if (!page)
@@ -53,39 +41,35 @@ int sagectl_instances(SageBroker *b, bool json) {
                         const SageInstanceEntry *e = &page->entries[i];
                         const char *why = sage_instance_why_name(e->why_not);
                         bool known = e->gpu_bytes != SAGE_INSTANCE_BYTES_UNKNOWN;
-                        char uuid[37], gpu[24];
+                        char uuid[SAGE_UUID_STRING_SIZE], gpu[24];
 
-                        format_uuid(e->uuid, uuid);
+                        sage_uuid_format(e->uuid, uuid, sizeof(uuid));
                         /* Reasons are fixed text without quotes or backslashes: no JSON escaping needed. */
                         if (json) {
                                 snprintf(gpu, sizeof(gpu), "%" PRIu64, e->gpu_bytes);
                                 printf("%s\n {\"pid\": %u, \"namespace\": %" PRIu64 ", \"uid\": %u, \"label\": %u, "
-                                       "\"device\": \"GPU-%s\", \"state\": \"%s\", \"gpu_bytes\": %s"
+                                       "\"device\": \"%s\", \"state\": \"%s\", \"gpu_bytes\": %s"
                                        ", \"host_bytes\": %" PRIu64
                                        ", \"suspend_ms\": %u, \"resume_ms\": %u, \"idle_s\": %.3f, \"flags\": %u, "
                                        "\"why_not\": %u, \"why_not_text\": \"%s\"}",
-                                       first ? "" : ",", e->pid, e->namespace_id, sage_namespace_uid(e->namespace_id),
+                                       rows ? "," : "", e->pid, e->namespace_id, sage_namespace_uid(e->namespace_id),
                                        sage_namespace_label(e->namespace_id), uuid, state_text(e), known ? gpu : "null",
                                        e->host_bytes, e->suspend_ms, e->resume_ms, (double)e->idle_ns / 1e9, e->flags,
                                        e->why_not, why);
                         } else {
                                 snprintf(gpu, sizeof(gpu), "%" PRIu64, e->gpu_bytes >> 20);
-                                printf("%-8u %-20" PRIu64 " GPU-%-32s %-10s %8s %9" PRIu64 " %10u %10u %s\n", e->pid,
+                                printf("%-8u %-20" PRIu64 " %-36s %-10s %8s %9" PRIu64 " %10u %10u %s\n", e->pid,
                                        e->namespace_id, uuid, state_text(e), known ? gpu : "?", e->host_bytes >> 20,
                                        e->suspend_ms, e->resume_ms, e->why_not ? why : "-");
                         }
-                        first = false;
+                        rows++;
                         after = e->pid;
                 }
                 if (!page->more || page->n_entries == 0)
                         break;
         }
         free(page);
-        if (r)
-                return sagectl_fail("instances", r, b);
-        if (json)
-                printf("%s]\n", first ? "" : "\n");
-        return 0;
+        return sagectl_list_end("instances", r, b, json, rows);
 }
 
 int sagectl_suspend_resume(SageBroker *b, const char *cmd, const char *pid_text) {

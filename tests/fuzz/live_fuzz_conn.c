@@ -174,25 +174,7 @@ Conn *some_conn(Worker *w) {
 
 /* sendmsg with any number of fds; 0, or negative errno. */
 int send_raw(int sock, const void *buf, size_t len, const int *fds, size_t n_fds, int flags) {
-        struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * MAX_SEND_FDS)];
-        } control;
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-
-        if (n_fds > 0) {
-                struct cmsghdr *h;
-                memset(&control, 0, sizeof(control));
-                msg.msg_control = control.buf;
-                msg.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                h = CMSG_FIRSTHDR(&msg);
-                h->cmsg_level = SOL_SOCKET;
-                h->cmsg_type = SCM_RIGHTS;
-                h->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(h), fds, sizeof(int) * n_fds);
-        }
-        return sendmsg(sock, &msg, MSG_NOSIGNAL | flags) < 0 ? -errno : 0;
+        return sage_proto_sendmsg(sock, buf, len, fds, n_fds, flags);
 }
 
 /*
