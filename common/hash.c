@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -37,6 +38,30 @@ SageHash sage_content_key(const void *data, size_t size) {
         key = sage_content_key_combine(chunks, n_chunks);
         free(chunks);
         return key;
+}
+
+/*
+ * Copy and hash in one pass: each step is copied, then hashed from the
+ * destination while it is still in cache, so the hash is of the bytes that
+ * arrived (a source another thread writes meanwhile cannot make the key
+ * describe bytes that were not copied).
+ */
+#define COPY_HASH_STEP (256u << 10)
+
+SageHash sage_hash_copy(void *dst, const void *src, size_t size) {
+        XXH3_state_t state;
+        unsigned char *d = dst;
+        const unsigned char *s = src;
+        XXH128_hash_t h;
+
+        XXH3_128bits_reset(&state);
+        for (size_t off = 0; off < size; off += COPY_HASH_STEP) {
+                size_t n = size - off < COPY_HASH_STEP ? size - off : COPY_HASH_STEP;
+                memcpy(d + off, s + off, n);
+                XXH3_128bits_update(&state, d + off, n);
+        }
+        h = XXH3_128bits_digest(&state);
+        return (SageHash){ .low = h.low64, .high = h.high64 };
 }
 
 void sage_hash_format(SageHash hash, char out[33]) {

@@ -23,6 +23,9 @@ SageHash sage_content_key_combine(const SageHash *chunks, size_t n_chunks);
 /* The whole key of `size` bytes, in one thread (tests, small extents). */
 SageHash sage_content_key(const void *data, size_t size);
 
+/* Copy `size` bytes from src to dst and return sage_hash of what dst received. */
+SageHash sage_hash_copy(void *dst, const void *src, size_t size);
+
 /* Hex form, 32 characters plus NUL. */
 void sage_hash_format(SageHash hash, char out[33]);
 int sage_hash_parse(const char *text, SageHash *out);

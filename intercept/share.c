@@ -47,6 +47,7 @@
  *   share_state.c     the one SageShare object, the broker, turning on
  *   share_assemble.c  keying what no single upload covers whole
  *   share_ipc.c       CUDA IPC emulation
+ *   share_stage.c     misses copied through pinned staging, hashed on the way
  *   share_upload.c    uploads and API writes (entry points)
  *   share.c           allocation, free, launches (entry points)
  */

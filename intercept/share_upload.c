@@ -8,8 +8,17 @@
  * - hit: that part of the allocation becomes a piece mapping the broker's
  *   extent read-only, and only the bytes outside it (less than a granule at
  *   each end) are copied by the app's own call;
- * - miss: that part becomes a piece of its own ("candidate"), filled by the
- *   copy as usual, published at free or exit if unchanged (share_publish.c).
+ * - miss: that part becomes a piece of its own ("candidate"), published at
+ *   free or exit if unchanged (share_publish.c). SAGE copies it through
+ *   pinned staging buffers (share_stage.c: DMA speed, hashed on the way,
+ *   the key of the bytes that arrived); a small one, or one staging cannot
+ *   take, is copied by the app's own call.
+ * A content key costs a pass over the bytes before the broker can be asked;
+ * a miss would then hash them again while staging. So while large uploads
+ * miss (a cold broker: at first, one holding no extent of ours), they are
+ * staged first and the broker is asked for the key of what was copied: a
+ * hit then maps the extent over the copy (copied for nothing,
+ * SHARE_STAGED_HITS), and the next upload hashes first.
  * A write through the API (memset, device-to-device or peer copy, another
  * upload) into a shared piece first turns it private again (its content
  * copied), so it never reaches the extent other processes read.
@@ -18,10 +27,14 @@
 
 #include "share.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "driver.h"
 #include "impl.h"
+#include "options.h"
 #include "share_file_key.h"
 #include "share_key.h"
 #include "share_state.h"
@@ -31,7 +44,10 @@
 /* Uploads at least this large try the file-identity key first (reading /proc/self/maps costs ~1 ms). */
 #define FILE_KEY_MIN (16u << 20)
 
-/* Bytes [lo, hi) of an upload served by mapping; the caller copies the rest. */
+/* Misses at least this large are staged (smaller ones: the app's own copy, hashed before). */
+#define STAGE_MIN (8u << 20)
+
+/* Bytes [lo, hi) of an upload served by mapping or SAGE's staged copy; the caller copies the rest. */
 typedef struct UploadPlan {
         size_t lo, hi;
 } UploadPlan;
@@ -41,6 +57,147 @@ static uint64_t lap(SageStat stat, uint64_t since) {
         uint64_t now = sage_now_ns();
         sage_stats_add(stat, now - since);
         return now;
+}
+
+/* The staging pipeline, set up at its first use (SAGE_SHARE_STAGING; 0: off). Under the lock. */
+static ShareStage *stage_of(SageShare *s) {
+        ShareStageDriver d = { SAGE_REAL(cuMemAllocHost_v2),   SAGE_REAL(cuMemFreeHost),
+                               SAGE_REAL(cuStreamCreate),      SAGE_REAL(cuStreamDestroy_v2),
+                               SAGE_REAL(cuStreamSynchronize), SAGE_REAL(cuMemcpyHtoDAsync_v2) };
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        bool all = d.alloc_host && d.free_host && d.stream_create && d.stream_destroy && d.stream_synchronize &&
+                   d.copy_htod_async;
+
+        if (!s->stage_set)
+                share_stage_init(&s->stage, &d, all ? sage_options()->share_staging : 0, cpus < 1 ? 1 : (unsigned)cpus);
+        s->stage_set = true;
+        return &s->stage;
+}
+
+static bool stage_possible(SageShare *s, size_t len) {
+        return len >= STAGE_MIN && stage_of(s)->slot_bytes && !s->stage.broken;
+}
+
+/*
+ * Copy the upload's bytes [lo, hi) of `a` (`src` is what goes to lo)
+ * through the staging buffers, in the allocation's context; *key is the
+ * content key of the bytes copied. False: nothing to rely on, the caller
+ * copies (staging off, too small, or failed: a fallback).
+ */
+static bool stage_copy(SageShare *s, SageShareAlloc *a, size_t lo, size_t hi, const void *src, SageHash *key) {
+        ShareStageCost cost = { 0, 0 };
+        CUcontext popped;
+        int r;
+
+        if (!stage_possible(s, hi - lo))
+                return false;
+        if (s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
+                r = -EIO;
+        else {
+                r = share_stage_upload(&s->stage, a->ctx, a->va + lo, src, hi - lo, key, &cost);
+                s->drv.ctx_pop(&popped);
+        }
+        if (r < 0) {
+                if (r != -ENODEV)
+                        sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+                return false;
+        }
+        sage_stats_count(SAGE_STAT_SHARE_STAGED);
+        sage_stats_add(SAGE_STAT_SHARE_BYTES_STAGED, hi - lo);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE, cost.wall_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_CPU, cost.cpu_ns);
+        return true;
+}
+
+static Piece *piece_at(SageShareAlloc *a, size_t off) {
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].off == off)
+                        return &a->pieces[i];
+        return NULL;
+}
+
+/* A new candidate piece for [lo, hi) of `a`, keys to be set; NULL: the allocation stays as it was. */
+static Piece *new_candidate(SageShare *s, SageShareAlloc *a, size_t lo, size_t hi, size_t o, size_t n) {
+        Piece piece = { .off = lo, .len = hi - lo, .candidate = true, .span_lo = o, .span_hi = o + n };
+
+        if (share_vmm_create(&s->vmm, a, hi - lo, &piece.handle) != CUDA_SUCCESS)
+                return NULL;
+        if (share_vmm_replace_range(&s->vmm, a, lo, hi, &piece) != CUDA_SUCCESS) {
+                s->drv.vmm.release(piece.handle);
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+                return NULL;
+        }
+        return piece_at(a, lo);
+}
+
+/* Are large content-keyed uploads expected to miss? At first: does the broker hold no extent of ours? */
+static bool expect_miss(SageShare *s) {
+        SageStats st;
+        int r;
+
+        if (!s->expect_hit && s->broker) {
+                r = sage_broker_stats(s->broker, &st);
+                share_broker_lost(s, r);
+                s->expect_hit = r == 0 && !st.extents ? -1 : 1;
+        }
+        return s->expect_hit < 0;
+}
+
+/*
+ * A large content-keyed upload while uploads miss: [lo, hi) becomes a
+ * candidate filled by the staged copy, keyed by what was copied, and only
+ * then is the broker asked (a hit maps the extent over the copy). True:
+ * [lo, hi) is done (plan set); false: nothing was done, the caller goes on.
+ */
+static bool stage_first(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, const void *src,
+                        UploadPlan *plan) {
+        uint64_t extent_id = 0, t = sage_now_ns();
+        const void *notes = NULL;
+        uint32_t notes_len = 0;
+        SageHash key;
+        Piece *c, piece;
+        bool mapped = false;
+        int fd = -1, r;
+
+        if (!stage_possible(s, hi - lo))
+                return false;
+        share_vmm_sync(&s->vmm, a); /* the app's queued work first: the backing it may use goes */
+        if (!(c = new_candidate(s, a, lo, hi, o, n)))
+                return false;
+        lap(SAGE_STAT_SHARE_NS_REMAP, t);
+        atomic_store(&s->guarding, true);
+        if (!stage_copy(s, a, lo, hi, src, &key)) {
+                c->candidate = false; /* its bytes are the app's copy's, not keyed: private memory */
+                return false;
+        }
+        c->key = c->content = key;
+        plan->lo = lo - o;
+        plan->hi = hi - o;
+        t = sage_now_ns();
+        r = share_lookup(s, key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len);
+        t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
+        s->expect_hit = r == 0 && fd >= 0 ? 1 : -1;
+        if (s->expect_hit > 0) {
+                piece = (Piece){
+                        .off = lo, .len = hi - lo, .extent_id = extent_id, .key = key, .span_lo = o, .span_hi = o + n
+                };
+                share_notes_apply(&piece, notes, notes_len);
+                mapped = share_vmm_map_extent(&s->vmm, a, &piece, fd); /* false: the copy stays, a candidate */
+                lap(SAGE_STAT_SHARE_NS_REMAP, t);
+        }
+        if (mapped) {
+                sage_stats_count(SAGE_STAT_SHARE_HITS);
+                sage_stats_count(SAGE_STAT_SHARE_STAGED_HITS);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_MAPPED, hi - lo);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n - (hi - lo));
+                share_vmm_note_written(&s->vmm, a, o, lo - o);
+                share_vmm_note_written(&s->vmm, a, hi, o + n - hi);
+        } else {
+                sage_stats_count(SAGE_STAT_SHARE_MISSES);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+                share_vmm_note_written(&s->vmm, a, o, n);
+        }
+        return true;
 }
 
 void sage_share_before_write(CUdeviceptr dst, size_t n) {
@@ -85,6 +242,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         size_t o, lo, hi;
         SageHash key, content;
         bool by_file = false, served = false;
+        Piece *c;
         uint64_t extent_id = 0, t;
         const void *notes = NULL;
         uint32_t notes_len = 0;
@@ -121,6 +279,10 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         if (hi - lo >= FILE_KEY_MIN && sage_share_file_key(&s->maps, (const char *)src + (lo - o), hi - lo, &key)) {
                 by_file = true;
                 sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
+        } else if (stage_possible(s, hi - lo) && expect_miss(s) &&
+                   stage_first(s, a, o, n, lo, hi, (const char *)src + (lo - o), plan)) {
+                served = true;
+                goto out;
         } else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &key) < 0) {
                 sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
                 share_vmm_note_written(&s->vmm, a, o, n);
@@ -129,6 +291,8 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
         r = share_lookup(s, key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len);
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
+        if (!by_file && hi - lo >= STAGE_MIN)
+                s->expect_hit = r == 0 && fd >= 0 ? 1 : -1;
         share_vmm_sync_for_replace(&s->vmm, a, lo, hi); /* nothing in flight may use the backing we replace */
         atomic_store(&s->guarding, true);
         if (r == 0 && fd >= 0) {
@@ -149,29 +313,31 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 plan->hi = hi - o;
                 goto out;
         }
-        /* A miss: [lo, hi) becomes a candidate piece of its own, filled by the caller's copy. */
+        /*
+         * A miss: [lo, hi) becomes a candidate piece of its own, copied by
+         * SAGE's staging (keyed by what arrived: the source may have changed
+         * since the key was computed) or else by the caller's copy.
+         */
         sage_stats_count(SAGE_STAT_SHARE_MISSES);
         sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
         t = sage_now_ns();
-        if (!by_file)
-                content = key;
-        else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &content) < 0)
+        if (!(c = new_candidate(s, a, lo, hi, o, n)))
                 goto written;
-        t = lap(SAGE_STAT_SHARE_NS_KEY, t);
-        piece = (Piece){ .off = lo,
-                         .len = hi - lo,
-                         .candidate = true,
-                         .key = key,
-                         .content = content,
-                         .span_lo = o,
-                         .span_hi = o + n };
-        if (share_vmm_create(&s->vmm, a, hi - lo, &piece.handle) != CUDA_SUCCESS)
-                goto written;
-        if (share_vmm_replace_range(&s->vmm, a, lo, hi, &piece) != CUDA_SUCCESS) {
-                s->drv.vmm.release(piece.handle);
-                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
-        }
-        lap(SAGE_STAT_SHARE_NS_REMAP, t);
+        t = lap(SAGE_STAT_SHARE_NS_REMAP, t);
+        if (stage_copy(s, a, lo, hi, (const char *)src + (lo - o), &content)) {
+                c->content = content;
+                c->key = by_file ? key : content;
+                plan->lo = lo - o;
+                plan->hi = hi - o;
+                served = true;
+        } else if (!by_file)
+                c->key = c->content = key;
+        else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &content) == 0) {
+                c->key = key;
+                c->content = content;
+                lap(SAGE_STAT_SHARE_NS_KEY, t);
+        } else
+                c->candidate = false;
 written:
         share_vmm_note_written(&s->vmm, a, o, n);
 out:

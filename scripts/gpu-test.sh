@@ -472,12 +472,15 @@ if [ -x "$saged" ]; then
             dropped=$(stat_sum "$p" "share$round" SHARE_DROPPED)
             dropped_bytes=$(stat_sum "$p" "share$round" SHARE_BYTES_DROPPED)
             keep=$(stat_sum "$p" "share$round" SHARE_KEEP_COPIES)
-            echo "gpu-test: $p share$round: hits $hits, mapped $mapped B, copied $copied B (of which assembled and mapped: $asm_hits runs, $asm_bytes B), fallbacks $fallbacks, guard $guard, ipc $ipc, not published $dropped ($dropped_bytes B), keep copies $keep" \
+            staged=$(stat_sum "$p" "share$round" SHARE_STAGED)
+            echo "gpu-test: $p share$round: hits $hits, mapped $mapped B, copied $copied B (of which assembled and mapped: $asm_hits runs, $asm_bytes B), fallbacks $fallbacks, guard $guard, ipc $ipc, not published $dropped ($dropped_bytes B), keep copies $keep, staged misses $staged" \
                 >> "$logs/share-stats.txt"
             if [ "$fallbacks" != 0 ]; then
                 extra="$fallbacks sharing fallbacks"
             elif [ "$round" = 2 ] && { [ "$p" = share_weights ] || [ "$p" = torch_model ]; } && [ "$hits" = 0 ]; then
                 extra="second run not served by the broker"
+            elif [ "$round" = 1 ] && [ "$p" = share_weights ] && [ "$staged" = 0 ]; then
+                extra="the first run's misses were not copied through staging"
             elif [ "$round" = 2 ] && [ "$p" = share_weights ] && [ "$guard" = 0 ]; then
                 extra="the kernel writing mapped weights got no private copy"
             elif [ "$p" = ipc ] && [ "$ipc" = 0 ]; then

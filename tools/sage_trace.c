@@ -263,6 +263,13 @@ static double gbps(uint64_t bytes, double us) {
         return us > 0 ? (double)bytes / (us * 1e3) : 0;
 }
 
+/* Upload bytes mapped, or copied and then mapped by assembly, over all upload bytes (0: none). */
+static double shared_fraction(const Summary *s) {
+        double mapped = s->stats[STAT_SHARE_BYTES_MAPPED], copied = s->stats[STAT_SHARE_BYTES_COPIED];
+
+        return mapped + copied > 0 ? (mapped + s->stats[STAT_SHARE_BYTES_ASSEMBLED]) / (mapped + copied) : 0.0;
+}
+
 static void print_text(const char *path, Summary *s) {
         printf("%s: %s (pid %ld): %llu calls on %llu thread(s) over %.3f ms, %llu failed%s%s\n", path, s->program,
                s->pid, (unsigned long long)s->events, (unsigned long long)s->threads, (s->last_us - s->first_us) / 1e3,
@@ -284,11 +291,10 @@ static void print_text(const char *path, Summary *s) {
         if (s->stats[STAT_SHARE_ALLOCS] > 0) {
                 /* Shared: uploads served by mapping, and copied bytes that assembly then mapped. */
                 double mapped = s->stats[STAT_SHARE_BYTES_MAPPED], copied = s->stats[STAT_SHARE_BYTES_COPIED];
-                double assembled = s->stats[STAT_SHARE_BYTES_ASSEMBLED];
                 printf("\nsharing (SAGE_SHARE=1): %.0f hits, %.0f misses; %.1f MiB mapped, %.1f MiB copied (%.1f%% "
                        "shared)\n",
                        s->stats[STAT_SHARE_HITS], s->stats[STAT_SHARE_MISSES], mapped / 1048576, copied / 1048576,
-                       mapped + copied > 0 ? 100 * (mapped + assembled) / (mapped + copied) : 0.0);
+                       100 * shared_fraction(s));
                 for (int i = 0; i < STAT_COUNT; i++)
                         if (is_share_stat(i) && s->stats[i] > 0 && i != STAT_SHARE_HITS && i != STAT_SHARE_MISSES &&
                             i != STAT_SHARE_BYTES_MAPPED && i != STAT_SHARE_BYTES_COPIED)
@@ -328,7 +334,7 @@ static void print_json(const char *path, Summary *s, bool last) {
         for (int i = 0, n = 0; i < STAT_COUNT; i++)
                 if (is_share_stat(i))
                         printf("%s\"%s\":%.0f", n++ ? "," : "", stat_names[i], s->stats[i]);
-        printf("},\"symbols\":{");
+        printf("},\"shared_fraction\":%.6f,\"symbols\":{", shared_fraction(s));
         for (size_t i = 0; i < s->ntotals; i++)
                 printf("%s\"%s\":{\"calls\":%llu,\"ms\":%.3f,\"failed\":%llu}", i ? "," : "", s->totals[i].name,
                        (unsigned long long)s->totals[i].calls, s->totals[i].time_us / 1e3,

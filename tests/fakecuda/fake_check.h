@@ -35,3 +35,12 @@ static int failures;
 #define OK(expr) CHECK_CU(expr, CUDA_SUCCESS)
 
 #define MiB ((size_t)1 << 20)
+
+/* cuInit, then device 0's primary context made current: where a test (or a
+ * forked child of one) starts. */
+static inline void fake_setup_context(void) {
+        CUcontext ctx;
+        OK(cuInit(0));
+        OK(cuDevicePrimaryCtxRetain(&ctx, 0));
+        OK(cuCtxSetCurrent(ctx));
+}

@@ -487,62 +487,60 @@ static CUresult call_n(int pid, uint32_t op, uint32_t timeout_ms, uint32_t count
         return r;
 }
 
-static CUresult call(int pid, uint32_t op, uint32_t timeout_ms, CkptReply *rep) {
-        return call_n(pid, op, timeout_ms, 0, rep);
+/* A step that answers only its result. */
+static CUresult call(int pid, uint32_t op, uint32_t timeout_ms) {
+        CkptReply rep;
+        return call_n(pid, op, timeout_ms, 0, &rep);
 }
 
-FAKE_EXPORT CUresult cuCheckpointProcessGetState(int pid, CUprocessState *state) {
+/* A query of the target (its state, restore thread, memory in use):
+ * INVALID_VALUE without somewhere to put the answer, else the answer
+ * stored in `out`, an int-sized or a 64-bit one (`size`). */
+static CUresult query(int pid, uint32_t op, void *out, size_t size) {
         CkptReply rep;
-        if (!state)
+        if (!out)
                 return CUDA_ERROR_INVALID_VALUE;
-        CUresult r = call(pid, OP_STATE, 0, &rep);
-        if (r == CUDA_SUCCESS)
-                *state = (CUprocessState)rep.state;
-        return r;
+        CUresult r = call_n(pid, op, 0, 0, &rep);
+        if (r != CUDA_SUCCESS)
+                return r;
+        uint64_t v = op == OP_STATE ? (uint64_t)rep.state : rep.value;
+        uint32_t v32 = (uint32_t)v;
+        memcpy(out, size == sizeof v32 ? (const void *)&v32 : (const void *)&v, size);
+        return CUDA_SUCCESS;
+}
+
+_Static_assert(sizeof(CUprocessState) == sizeof(uint32_t) && sizeof(int) == sizeof(uint32_t) &&
+                       sizeof(size_t) == sizeof(uint64_t),
+               "query() stores 4- or 8-byte answers");
+
+FAKE_EXPORT CUresult cuCheckpointProcessGetState(int pid, CUprocessState *state) {
+        return query(pid, OP_STATE, state, sizeof *state);
 }
 
 FAKE_EXPORT CUresult cuCheckpointProcessGetRestoreThreadId(int pid, int *tid) {
-        CkptReply rep;
-        if (!tid)
-                return CUDA_ERROR_INVALID_VALUE;
-        CUresult r = call(pid, OP_TID, 0, &rep);
-        if (r == CUDA_SUCCESS)
-                *tid = (int)rep.value;
-        return r;
+        return query(pid, OP_TID, tid, sizeof *tid);
 }
 
 FAKE_EXPORT CUresult cuCheckpointProcessLock(int pid, CUcheckpointLockArgs *args) {
-        CkptReply rep;
-        return call(pid, OP_LOCK, args ? args->timeoutMs : 0, &rep);
+        return call(pid, OP_LOCK, args ? args->timeoutMs : 0);
 }
 
 FAKE_EXPORT CUresult cuCheckpointProcessCheckpoint(int pid, CUcheckpointCheckpointArgs *args) {
-        CkptReply rep;
-        (void)args;
-        return call(pid, OP_CHECKPOINT, 0, &rep);
+        return call(pid, OP_CHECKPOINT, 0);
 }
 
 FAKE_EXPORT CUresult cuCheckpointProcessRestore(int pid, CUcheckpointRestoreArgs *args) {
-        CkptReply rep;
         if (args && args->gpuPairsCount)
                 return CUDA_ERROR_NOT_SUPPORTED; /* one simulated chip type; no remapping */
-        return call(pid, OP_RESTORE, 0, &rep);
+        return call(pid, OP_RESTORE, 0);
 }
 
 FAKE_EXPORT CUresult cuCheckpointProcessUnlock(int pid, CUcheckpointUnlockArgs *args) {
-        CkptReply rep;
-        (void)args;
-        return call(pid, OP_UNLOCK, 0, &rep);
+        return call(pid, OP_UNLOCK, 0);
 }
 
 FAKE_EXPORT int fakecudaProcessMemUsed(int pid, size_t *bytes) {
-        CkptReply rep;
-        if (!bytes)
-                return CUDA_ERROR_INVALID_VALUE;
-        CUresult r = call(pid, OP_MEM, 0, &rep);
-        if (r == CUDA_SUCCESS)
-                *bytes = (size_t)rep.value;
-        return (int)r;
+        return (int)query(pid, OP_MEM, bytes, sizeof *bytes);
 }
 
 FAKE_EXPORT int fakecudaProcessWaitBlocked(int pid, unsigned count, unsigned timeout_ms) {

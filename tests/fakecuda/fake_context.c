@@ -20,19 +20,14 @@ static _Thread_local CUcontext ctx_stack[STACK_MAX];
 static _Thread_local int ctx_depth;
 
 bool fake_context_alive_locked(CUcontext ctx) {
-        for (CUcontext c = fake.contexts; c; c = c->next)
-                if (c == ctx)
-                        return true;
-        return false;
+        return fake_listed_locked(fake.contexts, ctx);
 }
 
 CUcontext fake_current_context(void) {
         if (ctx_depth == 0)
                 return NULL;
         CUcontext ctx = ctx_stack[ctx_depth - 1];
-        fake_lock();
-        bool alive = ctx && fake_context_alive_locked(ctx);
-        fake_unlock();
+        bool alive = fake_listed(&fake.contexts, ctx);
         return alive ? ctx : NULL;
 }
 
@@ -46,6 +41,11 @@ CUresult fake_require_context(CUcontext *out) {
         if (out)
                 *out = ctx;
         return CUDA_SUCCESS;
+}
+
+CUresult fake_require_context_args(CUcontext *out, bool bad_args) {
+        FAKE_TRY(fake_require_context(out));
+        return bad_args ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
 }
 
 void fake_context_forget_thread(CUcontext ctx) {
@@ -86,16 +86,9 @@ static void context_destroy_locked(CUcontext ctx) {
         free(ctx);
 }
 
-static CUresult check_device(CUdevice dev) {
-        FAKE_REQUIRE_INIT();
-        return dev >= 0 && dev < fake.device_count ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
-}
-
 FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev) {
         FAKE_GATE();
-        CUresult r = check_device(dev);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_device_check(dev));
         if (!pctx)
                 return CUDA_ERROR_INVALID_VALUE;
         pthread_mutex_lock(&fake.primary_create_lock[dev]);
@@ -118,47 +111,38 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev) {
         return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
-        FAKE_GATE();
-        CUresult r = check_device(dev);
-        if (r != CUDA_SUCCESS)
-                return r;
+/*
+ * Release and reset, as the real driver: the context goes at the last
+ * release, or at once on a reset, which keeps everyone's retains (releasing
+ * after a reset is fine) and forgets the flags.
+ */
+static CUresult primary_drop(CUdevice dev, bool reset) {
+        FAKE_TRY(fake_device_check(dev));
         fake_queue_drain();
         fake_lock();
         CUcontext ctx = fake.primary[dev];
-        if (fake.primary_refs[dev] == 0) {
-                fake_unlock();
-                return CUDA_ERROR_INVALID_CONTEXT;
-        }
-        /* As the real driver: a reset destroys the context but not the retains,
-     * and releasing after a reset is fine. */
-        if (--fake.primary_refs[dev] == 0 && ctx)
+        CUresult r = CUDA_SUCCESS;
+        if (reset) {
+                unsigned refs = fake.primary_refs[dev];
+                if (ctx)
+                        context_destroy_locked(ctx);
+                fake.primary_refs[dev] = refs;
+                fake.primary_flags[dev] = 0;
+        } else if (fake.primary_refs[dev] == 0) {
+                r = CUDA_ERROR_INVALID_CONTEXT;
+        } else if (--fake.primary_refs[dev] == 0 && ctx) {
                 context_destroy_locked(ctx);
+        }
         fake_unlock();
-        return CUDA_SUCCESS;
+        return r;
 }
 
-FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) {
-        FAKE_GATE();
-        CUresult r = check_device(dev);
-        if (r != CUDA_SUCCESS)
-                return r;
-        fake_queue_drain();
-        fake_lock();
-        unsigned refs = fake.primary_refs[dev];
-        if (fake.primary[dev])
-                context_destroy_locked(fake.primary[dev]);
-        fake.primary_refs[dev] = refs; /* a reset does not release anyone's retain */
-        fake.primary_flags[dev] = 0;
-        fake_unlock();
-        return CUDA_SUCCESS;
-}
+FAKE_ENTRY(cuDevicePrimaryCtxRelease_v2, (CUdevice dev), primary_drop(dev, false))
+FAKE_ENTRY(cuDevicePrimaryCtxReset_v2, (CUdevice dev), primary_drop(dev, true))
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flags, int *active) {
         FAKE_GATE();
-        CUresult r = check_device(dev);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_device_check(dev));
         if (!flags || !active)
                 return CUDA_ERROR_INVALID_VALUE;
         fake_lock();
@@ -170,9 +154,7 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice dev, unsigned int *flag
 
 FAKE_EXPORT CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags) {
         FAKE_GATE();
-        CUresult r = check_device(dev);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_device_check(dev));
         fake_lock();
         fake.primary_flags[dev] = flags;
         if (fake.primary[dev])
@@ -190,9 +172,7 @@ static CUresult push(CUcontext ctx) {
 
 FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev) {
         FAKE_GATE();
-        CUresult r = check_device(dev);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_device_check(dev));
         if (!pctx)
                 return CUDA_ERROR_INVALID_VALUE;
         if (fake.ctx_ms)
@@ -202,7 +182,7 @@ FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevic
         fake_unlock();
         if (!ctx)
                 return CUDA_ERROR_OUT_OF_MEMORY;
-        r = push(ctx);
+        CUresult r = push(ctx);
         if (r != CUDA_SUCCESS) {
                 fake_lock();
                 context_destroy_locked(ctx);
@@ -247,9 +227,7 @@ FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx) {
         FAKE_GATE();
         FAKE_REQUIRE_INIT();
         if (ctx) {
-                fake_lock();
-                bool alive = fake_context_alive_locked(ctx);
-                fake_unlock();
+                bool alive = fake_listed(&fake.contexts, ctx);
                 if (!alive)
                         return CUDA_ERROR_INVALID_CONTEXT;
         }
@@ -266,9 +244,7 @@ FAKE_EXPORT CUresult cuCtxSetCurrent(CUcontext ctx) {
 
 FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!pctx)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!pctx);
         *pctx = fake_current_context();
         return CUDA_SUCCESS;
 }
@@ -276,9 +252,7 @@ FAKE_EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx) {
 FAKE_EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx) {
         FAKE_GATE();
         FAKE_REQUIRE_INIT();
-        fake_lock();
-        bool alive = ctx && fake_context_alive_locked(ctx);
-        fake_unlock();
+        bool alive = fake_listed(&fake.contexts, ctx);
         if (!alive)
                 return CUDA_ERROR_INVALID_CONTEXT;
         return push(ctx);
@@ -298,11 +272,7 @@ FAKE_EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx) {
 FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device) {
         FAKE_GATE();
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (!device)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_TRY(fake_require_context_args(&ctx, !device));
         *device = ctx->device;
         return CUDA_SUCCESS;
 }
@@ -315,11 +285,7 @@ FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device) {
  */
 static CUresult limit_slot(CUlimit limit, size_t **slot) {
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if ((unsigned)limit >= CU_LIMIT_MAX)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_TRY(fake_require_context_args(&ctx, (unsigned)limit >= CU_LIMIT_MAX));
         if ((unsigned)limit > CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT)
                 return CUDA_ERROR_UNSUPPORTED_LIMIT;
         *slot = &ctx->limits[limit];
@@ -329,9 +295,7 @@ static CUresult limit_slot(CUlimit limit, size_t **slot) {
 FAKE_EXPORT CUresult cuCtxSetLimit(CUlimit limit, size_t value) {
         FAKE_GATE();
         size_t *slot;
-        CUresult r = limit_slot(limit, &slot);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(limit_slot(limit, &slot));
         fake_lock();
         *slot = value;
         fake_unlock();
@@ -341,9 +305,7 @@ FAKE_EXPORT CUresult cuCtxSetLimit(CUlimit limit, size_t value) {
 FAKE_EXPORT CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit) {
         FAKE_GATE();
         size_t *slot;
-        CUresult r = limit_slot(limit, &slot);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(limit_slot(limit, &slot));
         if (!pvalue)
                 return CUDA_ERROR_INVALID_VALUE;
         fake_lock();
@@ -354,12 +316,9 @@ FAKE_EXPORT CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit) {
 
 FAKE_EXPORT CUresult cuCtxSynchronize(void) {
         FAKE_GATE();
-        CUresult r = fake_require_context(NULL);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_require_context(NULL));
         fake_queue_drain();
-        if ((r = fake_require_context(NULL)) != CUDA_SUCCESS)
-                return r; /* the work waited for faulted */
+        FAKE_TRY(fake_require_context(NULL)); /* the work waited for faulted */
         /* As the driver: synchronizing while a stream captures is not allowed and breaks the capture. */
         if (fake_invalidate_captures())
                 return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
@@ -368,14 +327,10 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void) {
 
 FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!version)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!version);
         if (!ctx)
                 ctx = fake_current_context();
-        fake_lock();
-        bool alive = ctx && fake_context_alive_locked(ctx);
-        fake_unlock();
+        bool alive = fake_listed(&fake.contexts, ctx);
         if (!alive)
                 return CUDA_ERROR_INVALID_CONTEXT;
         *version = 12050; /* what current drivers report for contexts */
@@ -385,11 +340,7 @@ FAKE_EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version) {
 FAKE_EXPORT CUresult cuCtxGetFlags(unsigned int *flags) {
         FAKE_GATE();
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (!flags)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_TRY(fake_require_context_args(&ctx, !flags));
         *flags = ctx->flags;
         return CUDA_SUCCESS;
 }

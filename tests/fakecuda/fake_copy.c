@@ -17,15 +17,19 @@
 
 #define PTR(d) ((void *)(uintptr_t)(d))
 
+/* Is the copy's destination writable and its source readable? Lock held. */
+static CUresult ranges_check_locked(void *dst, const void *src, size_t bytes) {
+        CUresult r = fake_vmm_check_locked((uintptr_t)dst, bytes, PROT_WRITE);
+        return r == CUDA_SUCCESS ? fake_vmm_check_locked((uintptr_t)src, bytes, PROT_READ) : r;
+}
+
 CUresult fake_copy_checked(void *dst, const void *src, size_t bytes) {
         if (bytes == 0)
                 return CUDA_SUCCESS;
         if (!dst || !src)
                 return CUDA_ERROR_INVALID_VALUE;
         fake_lock();
-        CUresult r = fake_vmm_check_locked((uintptr_t)dst, bytes, PROT_WRITE);
-        if (r == CUDA_SUCCESS)
-                r = fake_vmm_check_locked((uintptr_t)src, bytes, PROT_READ);
+        CUresult r = ranges_check_locked(dst, src, bytes);
         fake_unlock();
         if (r == CUDA_SUCCESS)
                 memmove(dst, src, bytes);
@@ -40,28 +44,21 @@ static bool dma_reachable_locked(const void *p) {
 
 static CUresult copy1d(void *dst, const void *src, size_t bytes, CUstream stream, bool async) {
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_require_context(&ctx));
         struct CUgraph_st *capture = NULL;
-        if (async && (r = fake_stream_check(stream, &capture)) != CUDA_SUCCESS)
-                return r;
+        if (async)
+                FAKE_TRY(fake_stream_check(stream, &capture));
         if (!capture && async && bytes && dst && src) {
                 /* Queued, checked now (a bad range is the call's error, as in the
          * driver); pageable host memory is staged synchronously by the
          * real driver, so such copies run at once below. */
                 fake_lock();
                 bool dma = dma_reachable_locked(dst) && dma_reachable_locked(src);
-                r = fake_vmm_check_locked((uintptr_t)dst, bytes, PROT_WRITE);
-                if (r == CUDA_SUCCESS)
-                        r = fake_vmm_check_locked((uintptr_t)src, bytes, PROT_READ);
+                CUresult r = ranges_check_locked(dst, src, bytes);
                 fake_unlock();
                 if (r != CUDA_SUCCESS)
                         return r;
-                FakeOp op = { .kind = FAKE_OP_COPY };
-                op.u.copy.dst = dst;
-                op.u.copy.src = src;
-                op.u.copy.bytes = bytes;
+                FakeOp op = { .kind = FAKE_OP_COPY, .u.copy = { dst, src, bytes } };
                 if (dma && fake_queue_submit(&op, ctx))
                         return CUDA_SUCCESS;
         }
@@ -71,10 +68,7 @@ static CUresult copy1d(void *dst, const void *src, size_t bytes, CUstream stream
         }
         if (bytes && (!dst || !src))
                 return CUDA_ERROR_INVALID_VALUE;
-        FakeOp op = { .kind = FAKE_OP_COPY };
-        op.u.copy.dst = dst;
-        op.u.copy.src = src;
-        op.u.copy.bytes = bytes;
+        FakeOp op = { .kind = FAKE_OP_COPY, .u.copy = { dst, src, bytes } };
         return fake_graph_append(capture, &op);
 }
 
@@ -140,14 +134,10 @@ CUresult fake_copy3d_checked(const CUDA_MEMCPY3D *c) {
 }
 
 static CUresult copy3d(const CUDA_MEMCPY3D *c, CUstream stream, bool async) {
-        CUresult r = fake_require_context(NULL);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (!c)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_TRY(fake_require_context_args(NULL, !c));
         struct CUgraph_st *capture = NULL;
-        if (async && (r = fake_stream_check(stream, &capture)) != CUDA_SUCCESS)
-                return r;
+        if (async)
+                FAKE_TRY(fake_stream_check(stream, &capture));
         if (!capture) {
                 fake_queue_drain(); /* 3D copies run at submission, after what came before */
                 return fake_copy3d_checked(c);
@@ -183,132 +173,29 @@ static CUresult copy2d(const CUDA_MEMCPY2D *c, CUstream stream, bool async) {
 }
 
 /* ------------------------------------------------------------ exports */
-FAKE_EXPORT CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpy_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, s, true);
-}
-FAKE_EXPORT CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, s, true);
-}
+/* Every 1D form is copy1d; the per-thread twins behave as their base. */
+FAKE_ENTRY_PTDS(cuMemcpy, (CUdeviceptr dst, CUdeviceptr src, size_t n), copy1d(PTR(dst), PTR(src), n, NULL, false))
+FAKE_ENTRY_PTSZ(cuMemcpyAsync, (CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s),
+                copy1d(PTR(dst), PTR(src), n, s, true))
+FAKE_ENTRY_PTDS(cuMemcpyHtoD_v2, (CUdeviceptr dst, const void *src, size_t n), copy1d(PTR(dst), src, n, NULL, false))
+FAKE_ENTRY_PTDS(cuMemcpyDtoH_v2, (void *dst, CUdeviceptr src, size_t n), copy1d(dst, PTR(src), n, NULL, false))
+FAKE_ENTRY_PTDS(cuMemcpyDtoD_v2, (CUdeviceptr dst, CUdeviceptr src, size_t n),
+                copy1d(PTR(dst), PTR(src), n, NULL, false))
+FAKE_ENTRY_PTSZ(cuMemcpyHtoDAsync_v2, (CUdeviceptr dst, const void *src, size_t n, CUstream s),
+                copy1d(PTR(dst), src, n, s, true))
+FAKE_ENTRY_PTSZ(cuMemcpyDtoHAsync_v2, (void *dst, CUdeviceptr src, size_t n, CUstream s),
+                copy1d(dst, PTR(src), n, s, true))
+FAKE_ENTRY_PTSZ(cuMemcpyDtoDAsync_v2, (CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s),
+                copy1d(PTR(dst), PTR(src), n, s, true))
+/* Peer copies: the contexts do not matter where all memory is the host's. */
+FAKE_ENTRY_PTDS(cuMemcpyPeer, (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n),
+                copy1d(PTR(dst), PTR(src), n, NULL, false))
+FAKE_ENTRY_PTSZ(cuMemcpyPeerAsync,
+                (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n, CUstream s),
+                copy1d(PTR(dst), PTR(src), n, s, true))
 
-FAKE_EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), src, n, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpyHtoD_v2_ptds(CUdeviceptr dst, const void *src, size_t n) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), src, n, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) {
-        FAKE_GATE();
-        return copy1d(dst, PTR(src), n, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpyDtoH_v2_ptds(void *dst, CUdeviceptr src, size_t n) {
-        FAKE_GATE();
-        return copy1d(dst, PTR(src), n, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpyDtoD_v2_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, NULL, false);
-}
-
-FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream s) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), src, n, s, true);
-}
-FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_t n, CUstream s) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), src, n, s, true);
-}
-FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream s) {
-        FAKE_GATE();
-        return copy1d(dst, PTR(src), n, s, true);
-}
-FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dst, CUdeviceptr src, size_t n, CUstream s) {
-        FAKE_GATE();
-        return copy1d(dst, PTR(src), n, s, true);
-}
-FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, s, true);
-}
-FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, s, true);
-}
-
-FAKE_EXPORT CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *c) {
-        FAKE_GATE();
-        return copy2d(c, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *c) {
-        FAKE_GATE();
-        return copy2d(c, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *c) {
-        FAKE_GATE();
-        return copy2d(c, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *c) {
-        FAKE_GATE();
-        return copy2d(c, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *c, CUstream s) {
-        FAKE_GATE();
-        return copy2d(c, s, true);
-}
-FAKE_EXPORT CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *c, CUstream s) {
-        FAKE_GATE();
-        return copy2d(c, s, true);
-}
-FAKE_EXPORT CUresult cuMemcpy3D_v2(const CUDA_MEMCPY3D *c) {
-        FAKE_GATE();
-        return copy3d(c, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *c) {
-        FAKE_GATE();
-        return copy3d(c, NULL, false);
-}
-FAKE_EXPORT CUresult cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D *c, CUstream s) {
-        FAKE_GATE();
-        return copy3d(c, s, true);
-}
-FAKE_EXPORT CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *c, CUstream s) {
-        FAKE_GATE();
-        return copy3d(c, s, true);
-}
-
-FAKE_EXPORT CUresult cuMemcpyPeer(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, NULL, false);
-}
-
-FAKE_EXPORT CUresult cuMemcpyPeer_ptds(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, NULL, false);
-}
-
-FAKE_EXPORT CUresult cuMemcpyPeerAsync(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n,
-                                       CUstream s) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, s, true);
-}
-
-FAKE_EXPORT CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n,
-                                            CUstream s) {
-        FAKE_GATE();
-        return copy1d(PTR(dst), PTR(src), n, s, true);
-}
+FAKE_ENTRY_PTDS(cuMemcpy2D_v2, (const CUDA_MEMCPY2D *c), copy2d(c, NULL, false))
+FAKE_ENTRY_PTDS(cuMemcpy2DUnaligned_v2, (const CUDA_MEMCPY2D *c), copy2d(c, NULL, false))
+FAKE_ENTRY_PTSZ(cuMemcpy2DAsync_v2, (const CUDA_MEMCPY2D *c, CUstream s), copy2d(c, s, true))
+FAKE_ENTRY_PTDS(cuMemcpy3D_v2, (const CUDA_MEMCPY3D *c), copy3d(c, NULL, false))
+FAKE_ENTRY_PTSZ(cuMemcpy3DAsync_v2, (const CUDA_MEMCPY3D *c, CUstream s), copy3d(c, s, true))

@@ -41,6 +41,56 @@ void fake_unlock(void) {
         pthread_mutex_unlock(&fake.lock);
 }
 
+bool fake_listed_locked(const void *head, const void *obj) {
+        /* memcpy reads the `next` member whatever the struct's type */
+        for (const void *p = head; p; memcpy(&p, p, sizeof p))
+                if (p == obj)
+                        return true;
+        return false;
+}
+
+bool fake_listed(const void *head_addr, const void *obj) {
+        fake_lock();
+        const void *head;
+        memcpy(&head, head_addr, sizeof head);
+        bool listed = fake_listed_locked(head, obj);
+        fake_unlock();
+        return listed;
+}
+
+CUresult fake_unlist(void *head_addr, const void *obj, CUresult missing) {
+        fake_lock();
+        bool found = false;
+        /* `link` is where the pointer to the next node is kept: the head, then each node's `next` */
+        for (void *link = head_addr, *p; !found && (memcpy(&p, link, sizeof p), p); link = p) {
+                if (p == obj) {
+                        memcpy(link, p, sizeof(void *)); /* the node's next */
+                        found = true;
+                }
+        }
+        fake_unlock();
+        return found ? CUDA_SUCCESS : missing;
+}
+
+CUresult fake_destroy(void *head_addr, void *obj, CUresult missing, void (*release)(void *)) {
+        FAKE_REQUIRE_INIT();
+        FAKE_TRY(fake_unlist(head_addr, obj, missing));
+        release(obj);
+        return CUDA_SUCCESS;
+}
+
+void *fake_list_add(void *head_addr, const void *init, size_t size) {
+        void *obj = malloc(size);
+        if (!obj)
+                return NULL;
+        memcpy(obj, init, size);
+        fake_lock();
+        memcpy(obj, head_addr, sizeof(void *)); /* its next: the old head */
+        memcpy(head_addr, &obj, sizeof obj);
+        fake_unlock();
+        return obj;
+}
+
 bool fake_initialized(void) {
         return __atomic_load_n(&fake.init_done, __ATOMIC_ACQUIRE) && fake.init_result == CUDA_SUCCESS &&
                fake.init_pid == getpid();
@@ -72,24 +122,11 @@ static size_t env_size(const char *name, size_t def) {
         unsigned long long v = strtoull(s, &end, 10);
         if (errno || end == s)
                 return def;
-        switch (toupper((unsigned char)*end)) {
-        case 'K':
-                v <<= 10;
+        static const char units[] = "KMGT"; /* each 1024 times the one before */
+        const char *unit = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+        if (unit) {
+                v <<= 10 * (unit - units + 1);
                 end++;
-                break;
-        case 'M':
-                v <<= 20;
-                end++;
-                break;
-        case 'G':
-                v <<= 30;
-                end++;
-                break;
-        case 'T':
-                v <<= 40;
-                end++;
-                break;
-        default: break;
         }
         if (*end == 'i')
                 end++;
@@ -262,44 +299,41 @@ static bool valid_device(CUdevice dev) {
         return dev >= 0 && dev < fake.device_count;
 }
 
+CUresult fake_device_check(CUdevice dev) {
+        FAKE_REQUIRE_INIT();
+        return valid_device(dev) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+}
+
+/* A device query's checks, in the driver's order: initialised, its arguments, the device. */
+static CUresult device_query_check(bool bad_args, CUdevice dev) {
+        FAKE_REQUIRE_INIT_ARGS(bad_args);
+        return fake_device_check(dev);
+}
+
 FAKE_EXPORT CUresult cuDeviceGet(CUdevice *device, int ordinal) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!device)
-                return CUDA_ERROR_INVALID_VALUE;
-        if (!valid_device(ordinal))
-                return CUDA_ERROR_INVALID_DEVICE;
+        FAKE_TRY(device_query_check(!device, ordinal));
         *device = ordinal;
         return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuDeviceGetCount(int *count) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!count)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!count);
         *count = fake.device_count;
         return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice dev) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!name || len <= 0)
-                return CUDA_ERROR_INVALID_VALUE;
-        if (!valid_device(dev))
-                return CUDA_ERROR_INVALID_DEVICE;
+        FAKE_TRY(device_query_check(!name || len <= 0, dev));
         snprintf(name, (size_t)len, "SAGE simulated GPU");
         return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!uuid)
-                return CUDA_ERROR_INVALID_VALUE;
-        if (!valid_device(dev))
-                return CUDA_ERROR_INVALID_DEVICE;
+        FAKE_TRY(device_query_check(!uuid, dev));
         fake_gpu_uuid(fake.physical[dev], (unsigned char *)uuid->bytes);
         return CUDA_SUCCESS;
 }
@@ -311,22 +345,14 @@ FAKE_EXPORT CUresult fake_cuDeviceGetUuid(CUuuid *uuid, CUdevice dev) {
 
 FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!bytes)
-                return CUDA_ERROR_INVALID_VALUE;
-        if (!valid_device(dev))
-                return CUDA_ERROR_INVALID_DEVICE;
+        FAKE_TRY(device_query_check(!bytes, dev));
         *bytes = fake.mem_total;
         return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice dev) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!pi)
-                return CUDA_ERROR_INVALID_VALUE;
-        if (!valid_device(dev))
-                return CUDA_ERROR_INVALID_DEVICE;
+        FAKE_TRY(device_query_check(!pi, dev));
         int v = 0; /* unknown attributes read as 0 */
         switch (attrib) {
         case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: v = 9; break;
@@ -362,9 +388,7 @@ FAKE_EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CU
 /* The simulated GPUs are a node without peer access (fake_vmm.c, cuMemSetAccess; fake_ipc.c). */
 FAKE_EXPORT CUresult cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice dev, CUdevice peerDev) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!canAccessPeer)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!canAccessPeer);
         if (!valid_device(dev) || !valid_device(peerDev))
                 return CUDA_ERROR_INVALID_DEVICE;
         *canAccessPeer = 0;
@@ -373,11 +397,7 @@ FAKE_EXPORT CUresult cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice dev, CUd
 
 FAKE_EXPORT CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!pciBusId || len <= 0)
-                return CUDA_ERROR_INVALID_VALUE;
-        if (!valid_device(dev))
-                return CUDA_ERROR_INVALID_DEVICE;
+        FAKE_TRY(device_query_check(!pciBusId || len <= 0, dev));
         snprintf(pciBusId, (size_t)len, "00000000:%02X:00.0", 0x10 + fake.physical[dev]);
         return CUDA_SUCCESS;
 }

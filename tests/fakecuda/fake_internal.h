@@ -182,6 +182,9 @@ struct CUlib_st {
         struct CUkern_st *kernels;
 };
 
+/* fake_core.c: initialised and `dev` a visible device, else the error. */
+CUresult fake_device_check(CUdevice dev);
+
 /* The stable UUID of simulated GPU `gpu` (fake_core.c). */
 void fake_gpu_uuid(int gpu, unsigned char out[16]);
 
@@ -255,15 +258,90 @@ void fake_checkpoint_start(void);
                         return CUDA_ERROR_NOT_INITIALIZED; \
         } while (0)
 
+/* The check most entry points open with: initialised, then INVALID_VALUE
+ * when `bad_args` (a missing out-pointer, a bad size) holds. */
+#define FAKE_REQUIRE_INIT_ARGS(bad_args)                 \
+        do {                                             \
+                FAKE_REQUIRE_INIT();                     \
+                if (bad_args)                            \
+                        return CUDA_ERROR_INVALID_VALUE; \
+        } while (0)
+
+/* Returns the call's error, if any: the checks entry points open with. */
+#define FAKE_TRY(expr)                         \
+        do {                                   \
+                CUresult fake_try_ = (expr);   \
+                if (fake_try_ != CUDA_SUCCESS) \
+                        return fake_try_;      \
+        } while (0)
+
+/*
+ * Entry points that only pass the gate and hand over: FAKE_ENTRY defines
+ * `name`; FAKE_ENTRY_PTDS / FAKE_ENTRY_PTSZ also its per-thread twin
+ * (`name`_ptds, `name`_ptsz: what cudart calls under per-thread default
+ * streams), the same body under a symbol of its own, so that each has its
+ * own address as in the driver. check_gates.py reads these too.
+ */
+#define FAKE_ENTRY(name, params, call)     \
+        FAKE_EXPORT CUresult name params { \
+                FAKE_GATE();               \
+                return call;               \
+        }
+#define FAKE_ENTRY_PTDS(name, params, call) FAKE_ENTRY(name, params, call) FAKE_ENTRY(name##_ptds, params, call)
+#define FAKE_ENTRY_PTSZ(name, params, call) FAKE_ENTRY(name, params, call) FAKE_ENTRY(name##_ptsz, params, call)
+
+/*
+ * Every object list of FakeState (contexts, streams, events, modules,
+ * libraries, graphs, executable graphs) links through its first member,
+ * `next`, so one walk answers "is this handle live?" for all of them.
+ * fake_listed takes the lock and the list head's address (&fake.streams).
+ */
+bool fake_listed_locked(const void *head, const void *obj);
+bool fake_listed(const void *head_addr, const void *obj);
+/* Takes `obj` off the list at `head_addr` (taking the lock); `missing`
+ * (the call's error for a stale handle) when it was not on it. */
+CUresult fake_unlist(void *head_addr, const void *obj, CUresult missing);
+/* The destroy calls: initialised, `obj` taken off its list (else
+ * `missing`), then given to `release`. */
+CUresult fake_destroy(void *head_addr, void *obj, CUresult missing, void (*release)(void *));
+/* A new object of `size` bytes, a copy of `init`, linked first into the
+ * list at `head_addr` (taking the lock): NULL when out of memory. */
+void *fake_list_add(void *head_addr, const void *init, size_t size);
+
+/* Unlinks `item` from the list at `head` (a FakeState list; lock held). */
+#define LIST_REMOVE(head, item)                                                    \
+        do {                                                                       \
+                for (__typeof__(head) *pp_ = &(head); *pp_; pp_ = &(*pp_)->next) { \
+                        if (*pp_ == (item)) {                                      \
+                                *pp_ = (item)->next;                               \
+                                break;                                             \
+                        }                                                          \
+                }                                                                  \
+        } while (0)
+
+/* Links `item` first into the list at `head`, taking the lock. */
+#define LIST_PUSH(head, item)          \
+        do {                           \
+                fake_lock();           \
+                (item)->next = (head); \
+                (head) = (item);       \
+                fake_unlock();         \
+        } while (0)
+
 /* fake_context.c */
 CUcontext fake_current_context(void); /* NULL when none or stale */
 bool fake_context_alive_locked(CUcontext ctx);
 void fake_context_forget_thread(CUcontext ctx);
 /* Requires init and a current context; stores it in *out. */
 CUresult fake_require_context(CUcontext *out);
+/* fake_require_context, then INVALID_VALUE when `bad_args`. */
+CUresult fake_require_context_args(CUcontext *out, bool bad_args);
 
 /* fake_memory.c */
 FakeAlloc *fake_alloc_find_locked(uintptr_t p);
+/* Records an allocation of ctx's device (first on fake.allocs, with a fresh id): NULL when out of memory. */
+FakeAlloc *fake_alloc_record_locked(FakeAllocKind kind, void *base, size_t size, size_t map_size, int fd,
+                                    CUcontext ctx);
 CUresult fake_device_alloc_locked(CUdeviceptr *out, size_t bytes, CUcontext ctx, FakeAllocKind kind);
 void fake_alloc_free_locked(FakeAlloc *a);
 void fake_free_context_objects_locked(CUcontext ctx);

@@ -42,11 +42,7 @@ _Static_assert(sizeof(FakeIpcHandle) <= sizeof(CUipcMemHandle), "IPC handle must
 
 FAKE_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr) {
         FAKE_GATE();
-        CUresult r = fake_require_context(NULL);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (!pHandle)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_TRY(fake_require_context_args(NULL, !pHandle));
         FakeIpcHandle h = { .pid = (int32_t)getpid() };
         memcpy(h.magic, IPC_MAGIC, sizeof h.magic);
         fake_lock();
@@ -69,9 +65,7 @@ FAKE_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr
 FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags) {
         FAKE_GATE();
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_require_context(&ctx));
         FakeIpcHandle h;
         memcpy(&h, handle.reserved, sizeof h);
         if (!pdptr || memcmp(h.magic, IPC_MAGIC, sizeof h.magic) || h.map_size == 0)
@@ -89,23 +83,13 @@ FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle ha
         close(fd);
         if (p == MAP_FAILED)
                 return CUDA_ERROR_INVALID_VALUE;
-        FakeAlloc *a = calloc(1, sizeof *a);
+        fake_lock();
+        FakeAlloc *a = fake_alloc_record_locked(FAKE_ALLOC_IPC, p, (size_t)h.size, (size_t)h.map_size, -1, ctx);
+        fake_unlock();
         if (!a) {
                 munmap(p, (size_t)h.map_size);
                 return CUDA_ERROR_OUT_OF_MEMORY;
         }
-        *a = (FakeAlloc){ .kind = FAKE_ALLOC_IPC,
-                          .base = p,
-                          .size = (size_t)h.size,
-                          .map_size = (size_t)h.map_size,
-                          .fd = -1,
-                          .ctx = ctx,
-                          .device = ctx->device };
-        fake_lock();
-        a->id = fake.next_id++;
-        a->next = fake.allocs;
-        fake.allocs = a;
-        fake_unlock();
         *pdptr = (CUdeviceptr)(uintptr_t)p;
         return CUDA_SUCCESS;
 }

@@ -29,8 +29,8 @@ FakeAlloc *fake_alloc_find_locked(uintptr_t p) {
         return NULL;
 }
 
-static FakeAlloc *alloc_record_locked(FakeAllocKind kind, void *base, size_t size, size_t map_size, int fd,
-                                      CUcontext ctx) {
+FakeAlloc *fake_alloc_record_locked(FakeAllocKind kind, void *base, size_t size, size_t map_size, int fd,
+                                    CUcontext ctx) {
         FakeAlloc *a = calloc(1, sizeof *a);
         if (!a)
                 return NULL;
@@ -86,7 +86,7 @@ CUresult fake_device_alloc_locked(CUdeviceptr *out, size_t bytes, CUcontext ctx,
                         close(fd);
                 return CUDA_ERROR_OUT_OF_MEMORY;
         }
-        if (!alloc_record_locked(kind, p, bytes, rounded, fd, ctx)) {
+        if (!fake_alloc_record_locked(kind, p, bytes, rounded, fd, ctx)) {
                 munmap(p, rounded);
                 if (fd >= 0)
                         close(fd);
@@ -132,11 +132,9 @@ void fake_free_context_objects_locked(CUcontext ctx) {
 
 static CUresult alloc_in_current(CUdeviceptr *dptr, size_t bytes, FakeAllocKind kind) {
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_require_context(&ctx));
         fake_lock();
-        r = fake_device_alloc_locked(dptr, bytes, ctx, kind);
+        CUresult r = fake_device_alloc_locked(dptr, bytes, ctx, kind);
         fake_unlock();
         return r;
 }
@@ -213,9 +211,7 @@ FAKE_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream) {
 FAKE_EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
         FAKE_GATE();
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_require_context(&ctx));
         fake_lock();
         if (free_bytes)
                 *free_bytes = fake.mem_total - fake.mem_used[ctx->device];
@@ -229,17 +225,13 @@ FAKE_EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
 FAKE_EXPORT CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags) {
         FAKE_GATE();
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (!pp || bytesize == 0)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_TRY(fake_require_context_args(&ctx, !pp || bytesize == 0));
         size_t rounded = fake_page_round(bytesize);
         void *p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED)
                 return CUDA_ERROR_OUT_OF_MEMORY;
         fake_lock();
-        FakeAlloc *a = alloc_record_locked(FAKE_ALLOC_HOST, p, bytesize, rounded, -1, ctx);
+        FakeAlloc *a = fake_alloc_record_locked(FAKE_ALLOC_HOST, p, bytesize, rounded, -1, ctx);
         fake_unlock();
         if (!a) {
                 munmap(p, rounded);
@@ -270,11 +262,7 @@ FAKE_EXPORT CUresult cuMemFreeHost(void *p) {
 FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags) {
         FAKE_GATE();
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (!p || bytesize == 0)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_TRY(fake_require_context_args(&ctx, !p || bytesize == 0));
         fake_lock();
         for (FakeAlloc *a = fake.allocs; a; a = a->next) {
                 uintptr_t b = (uintptr_t)a->base, q = (uintptr_t)p;
@@ -283,7 +271,7 @@ FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int
                         return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
                 }
         }
-        FakeAlloc *a = alloc_record_locked(FAKE_ALLOC_REGISTERED, p, bytesize, 0, -1, ctx);
+        FakeAlloc *a = fake_alloc_record_locked(FAKE_ALLOC_REGISTERED, p, bytesize, 0, -1, ctx);
         fake_unlock();
         return a ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
@@ -323,9 +311,7 @@ FAKE_EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, 
 
 FAKE_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!data)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!data);
         fake_lock();
         FakeAlloc *a = fake_alloc_find_locked((uintptr_t)ptr);
         FakeMapping *m = a ? NULL : fake_mapping_find_locked((uintptr_t)ptr);
@@ -366,26 +352,20 @@ FAKE_EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attri
 /* ------------------------------------------------------------ memset */
 CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count, CUstream stream) {
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_require_context(&ctx));
         struct CUgraph_st *capture = NULL;
-        if (stream && (r = fake_stream_check(stream, &capture)) != CUDA_SUCCESS)
-                return r;
+        if (stream)
+                FAKE_TRY(fake_stream_check(stream, &capture));
         if (!dst || (uintptr_t)dst % elem_size)
                 return CUDA_ERROR_INVALID_VALUE;
         if (count == 0)
                 return CUDA_SUCCESS;
         fake_lock();
-        r = fake_vmm_check_locked((uintptr_t)dst, count * elem_size, PROT_WRITE);
+        CUresult r = fake_vmm_check_locked((uintptr_t)dst, count * elem_size, PROT_WRITE);
         fake_unlock();
         if (r != CUDA_SUCCESS)
                 return r;
-        FakeOp op = { .kind = FAKE_OP_MEMSET };
-        op.u.memset.dst = dst;
-        op.u.memset.value = value;
-        op.u.memset.elem_size = elem_size;
-        op.u.memset.count = count;
+        FakeOp op = { .kind = FAKE_OP_MEMSET, .u.memset = { dst, value, elem_size, count } };
         if (capture)
                 return fake_graph_append(capture, &op);
         if (stream && fake_queue_submit(&op, ctx))
@@ -397,55 +377,6 @@ CUresult fake_memset(void *dst, unsigned value, unsigned elem_size, size_t count
 
 #define PTR(d) ((void *)(uintptr_t)(d))
 
-FAKE_EXPORT CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 1, n, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD16_v2(CUdeviceptr d, unsigned short v, size_t n) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 2, n, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD32_v2(CUdeviceptr d, unsigned int v, size_t n) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 4, n, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD8_v2_ptds(CUdeviceptr d, unsigned char v, size_t n) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 1, n, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD16_v2_ptds(CUdeviceptr d, unsigned short v, size_t n) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 2, n, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD32_v2_ptds(CUdeviceptr d, unsigned int v, size_t n) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 4, n, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream s) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 1, n, s);
-}
-FAKE_EXPORT CUresult cuMemsetD16Async(CUdeviceptr d, unsigned short v, size_t n, CUstream s) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 2, n, s);
-}
-FAKE_EXPORT CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 4, n, s);
-}
-FAKE_EXPORT CUresult cuMemsetD8Async_ptsz(CUdeviceptr d, unsigned char v, size_t n, CUstream s) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 1, n, s);
-}
-FAKE_EXPORT CUresult cuMemsetD16Async_ptsz(CUdeviceptr d, unsigned short v, size_t n, CUstream s) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 2, n, s);
-}
-FAKE_EXPORT CUresult cuMemsetD32Async_ptsz(CUdeviceptr d, unsigned int v, size_t n, CUstream s) {
-        FAKE_GATE();
-        return fake_memset(PTR(d), v, 4, n, s);
-}
-
 /*
  * 2D memset: Height rows of Width elements, dstPitch bytes apart. Like the
  * real driver, a row in a read-only mapping fails the whole call
@@ -453,13 +384,10 @@ FAKE_EXPORT CUresult cuMemsetD32Async_ptsz(CUdeviceptr d, unsigned int v, size_t
  */
 static CUresult fake_memset2d(CUdeviceptr d, size_t pitch, unsigned value, unsigned elem_size, size_t width,
                               size_t height, CUstream stream) {
-        CUresult r = fake_require_context(NULL);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (!d || d % elem_size || (height > 1 && pitch < width * elem_size))
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_TRY(fake_require_context_args(NULL, !d || d % elem_size || (height > 1 && pitch < width * elem_size)));
         if (!width || !height)
                 return CUDA_SUCCESS;
+        CUresult r = CUDA_SUCCESS;
         fake_lock();
         for (size_t y = 0; y < height && r == CUDA_SUCCESS; y++)
                 r = fake_vmm_check_locked((uintptr_t)d + y * pitch, width * elem_size, PROT_WRITE);
@@ -469,52 +397,17 @@ static CUresult fake_memset2d(CUdeviceptr d, size_t pitch, unsigned value, unsig
         return r;
 }
 
-FAKE_EXPORT CUresult cuMemsetD2D8_v2(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 1, w, h, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD2D16_v2(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 2, w, h, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD2D32_v2(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 4, w, h, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD2D8_v2_ptds(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 1, w, h, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD2D16_v2_ptds(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 2, w, h, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD2D32_v2_ptds(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 4, w, h, NULL);
-}
-FAKE_EXPORT CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 1, w, h, s);
-}
-FAKE_EXPORT CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 2, w, h, s);
-}
-FAKE_EXPORT CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 4, w, h, s);
-}
-FAKE_EXPORT CUresult cuMemsetD2D8Async_ptsz(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 1, w, h, s);
-}
-FAKE_EXPORT CUresult cuMemsetD2D16Async_ptsz(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h,
-                                             CUstream s) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 2, w, h, s);
-}
-FAKE_EXPORT CUresult cuMemsetD2D32Async_ptsz(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) {
-        FAKE_GATE();
-        return fake_memset2d(d, p, v, 4, w, h, s);
-}
+/* Each width in its four forms: plain and _ptds, Async and Async_ptsz, 1D and 2D. */
+#define MEMSET_ENTRIES(bits, type)                                                                                   \
+        FAKE_ENTRY_PTDS(cuMemsetD##bits##_v2, (CUdeviceptr d, type v, size_t n),                                     \
+                        fake_memset(PTR(d), v, sizeof(type), n, NULL))                                               \
+        FAKE_ENTRY_PTSZ(cuMemsetD##bits##Async, (CUdeviceptr d, type v, size_t n, CUstream s),                       \
+                        fake_memset(PTR(d), v, sizeof(type), n, s))                                                  \
+        FAKE_ENTRY_PTDS(cuMemsetD2D##bits##_v2, (CUdeviceptr d, size_t p, type v, size_t w, size_t h),               \
+                        fake_memset2d(d, p, v, sizeof(type), w, h, NULL))                                            \
+        FAKE_ENTRY_PTSZ(cuMemsetD2D##bits##Async, (CUdeviceptr d, size_t p, type v, size_t w, size_t h, CUstream s), \
+                        fake_memset2d(d, p, v, sizeof(type), w, h, s))
+
+MEMSET_ENTRIES(8, unsigned char)
+MEMSET_ENTRIES(16, unsigned short)
+MEMSET_ENTRIES(32, unsigned int)

@@ -44,21 +44,52 @@ static void module_fini(struct CUmod_st *m) {
                 dlclose(m->dl);
 }
 
+static void module_free(void *m) {
+        module_fini(m);
+        free(m);
+}
+
+static void library_free(void *library) {
+        CUlibrary l = library;
+        module_fini(&l->module);
+        free(l->kernels);
+        free(l);
+}
+
+/* Unloads wait for the work queued so far: it may run their kernels. */
+static CUresult unload(void *head_addr, void *obj, void (*release)(void *)) {
+        FAKE_REQUIRE_INIT();
+        fake_queue_drain();
+        return fake_destroy(head_addr, obj, CUDA_ERROR_INVALID_HANDLE, release);
+}
+
 /* cuModuleLoad / cuLibraryLoadFromFile: the image lives in a shared object. */
-static CUresult image_from_file(const char *path, const FakeModuleImage **img, void **dl) {
+typedef struct ImageFile {
+        const FakeModuleImage *img;
+        void *dl; /* the dlopen handle, which the module or library keeps */
+} ImageFile;
+
+static CUresult image_from_file(const char *path, ImageFile *f) {
         if (!path)
                 return CUDA_ERROR_INVALID_VALUE;
         if (access(path, R_OK) != 0)
                 return CUDA_ERROR_FILE_NOT_FOUND;
-        *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-        if (!*dl)
+        f->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!f->dl)
                 return CUDA_ERROR_INVALID_IMAGE;
-        *img = dlsym(*dl, FAKECUDA_MODULE_SYMBOL);
-        CUresult r = image_check(*img);
+        f->img = dlsym(f->dl, FAKECUDA_MODULE_SYMBOL);
+        CUresult r = image_check(f->img);
         if (r != CUDA_SUCCESS) {
-                dlclose(*dl);
-                *dl = NULL;
+                dlclose(f->dl);
+                f->dl = NULL;
         }
+        return r;
+}
+
+/* A load that failed gives its shared object back. */
+static CUresult load_failed(CUresult r, void *dl) {
+        if (dl)
+                dlclose(dl);
         return r;
 }
 
@@ -74,84 +105,49 @@ static CUresult module_load(CUmodule *module, const FakeModuleImage *img, void *
                 free(m);
                 r = CUDA_ERROR_OUT_OF_MEMORY;
         }
-        if (r != CUDA_SUCCESS) {
-                if (dl)
-                        dlclose(dl);
-                return r;
-        }
-        fake_lock();
-        m->next = fake.modules;
-        fake.modules = m;
-        fake_unlock();
+        if (r != CUDA_SUCCESS)
+                return load_failed(r, dl);
+        LIST_PUSH(fake.modules, m);
         *module = m;
         return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image) {
-        FAKE_GATE();
-        return module_load(module, image, NULL);
-}
-
-FAKE_EXPORT CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions,
-                                        CUjit_option *options, void **optionValues) {
-        FAKE_GATE();
-        return module_load(module, image, NULL);
-}
-
-FAKE_EXPORT CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin) {
-        FAKE_GATE();
-        return module_load(module, fatCubin, NULL);
-}
+FAKE_ENTRY(cuModuleLoadData, (CUmodule * module, const void *image), module_load(module, image, NULL))
+FAKE_ENTRY(cuModuleLoadDataEx,
+           (CUmodule * module, const void *image, unsigned int numOptions, CUjit_option *options, void **optionValues),
+           module_load(module, image, NULL))
+FAKE_ENTRY(cuModuleLoadFatBinary, (CUmodule * module, const void *fatCubin), module_load(module, fatCubin, NULL))
 
 FAKE_EXPORT CUresult cuModuleLoad(CUmodule *module, const char *fname) {
         FAKE_GATE();
-        CUresult r = fake_require_context(NULL);
-        if (r != CUDA_SUCCESS)
-                return r;
-        const FakeModuleImage *img = NULL;
-        void *dl = NULL;
-        r = image_from_file(fname, &img, &dl);
-        return r == CUDA_SUCCESS ? module_load(module, img, dl) : r;
+        FAKE_TRY(fake_require_context(NULL));
+        ImageFile f = { 0 };
+        FAKE_TRY(image_from_file(fname, &f));
+        return module_load(module, f.img, f.dl);
 }
 
-static bool module_alive_locked(CUmodule m) {
-        for (CUmodule p = fake.modules; p; p = p->next)
-                if (p == m)
-                        return true;
-        for (CUlibrary l = fake.libraries; l; l = l->next)
-                if (&l->module == m)
-                        return true;
-        return false;
-}
-
-FAKE_EXPORT CUresult cuModuleUnload(CUmodule hmod) {
-        FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        fake_queue_drain();
+/* A live module: loaded, or the module of a live library. */
+static CUresult module_check(CUmodule m) {
         fake_lock();
-        bool found = false;
-        for (CUmodule *p = &fake.modules; *p; p = &(*p)->next) {
-                if (*p == hmod) {
-                        *p = hmod->next;
-                        found = true;
-                        break;
-                }
-        }
+        bool alive = fake_listed_locked(fake.modules, m);
+        for (CUlibrary l = fake.libraries; l && !alive; l = l->next)
+                alive = &l->module == m;
         fake_unlock();
-        if (!found)
-                return CUDA_ERROR_INVALID_HANDLE;
-        module_fini(hmod);
-        free(hmod);
-        return CUDA_SUCCESS;
+        return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
+
+static CUresult library_check(CUlibrary l) {
+        return fake_listed(&fake.libraries, l) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+FAKE_ENTRY(cuModuleUnload, (CUmodule hmod), unload(&fake.modules, hmod, module_free))
 
 void fake_module_free_context_locked(CUcontext ctx) {
         for (CUmodule *p = &fake.modules; *p;) {
                 CUmodule m = *p;
                 if (m->ctx == ctx) {
                         *p = m->next;
-                        module_fini(m);
-                        free(m);
+                        module_free(m);
                 } else {
                         p = &m->next;
                 }
@@ -167,14 +163,8 @@ static int entry_index(const FakeModuleImage *img, const char *name) {
 
 FAKE_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!hfunc || !name)
-                return CUDA_ERROR_INVALID_VALUE;
-        fake_lock();
-        bool alive = module_alive_locked(hmod);
-        fake_unlock();
-        if (!alive)
-                return CUDA_ERROR_INVALID_HANDLE;
+        FAKE_REQUIRE_INIT_ARGS(!hfunc || !name);
+        FAKE_TRY(module_check(hmod));
         int i = entry_index(hmod->image, name);
         if (i < 0)
                 return CUDA_ERROR_NOT_FOUND;
@@ -185,10 +175,8 @@ FAKE_EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const
 FAKE_EXPORT CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule hmod, const char *name) {
         FAKE_GATE();
         FAKE_REQUIRE_INIT();
-        fake_lock();
-        bool alive = module_alive_locked(hmod);
-        fake_unlock();
-        return alive ? CUDA_ERROR_NOT_FOUND : CUDA_ERROR_INVALID_HANDLE; /* images carry no globals */
+        FAKE_TRY(module_check(hmod));
+        return CUDA_ERROR_NOT_FOUND; /* images carry no globals */
 }
 
 /* ------------------------------------------------------------ libraries */
@@ -202,29 +190,25 @@ static CUresult library_load(CUlibrary *library, const FakeModuleImage *img, voi
                 free(l);
                 r = CUDA_ERROR_OUT_OF_MEMORY;
         }
-        if (r != CUDA_SUCCESS) {
-                if (dl)
-                        dlclose(dl);
-                return r;
-        }
+        if (r != CUDA_SUCCESS)
+                return load_failed(r, dl);
         for (unsigned i = 0; i < img->count; i++)
                 l->kernels[i] = (struct CUkern_st){ FAKE_KERN_MAGIC, &img->kernels[i], l };
-        fake_lock();
-        l->next = fake.libraries;
-        fake.libraries = l;
-        fake_unlock();
+        LIST_PUSH(fake.libraries, l);
         *library = l;
         return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *jitOptions,
-                                       void **jitOptionsValues, unsigned int numJitOptions,
-                                       CUlibraryOption *libraryOptions, void **libraryOptionValues,
-                                       unsigned int numLibraryOptions) {
-        FAKE_GATE();
+static CUresult library_load_data(CUlibrary *library, const void *code) {
         FAKE_REQUIRE_INIT();
         return library_load(library, code, NULL);
 }
+
+FAKE_ENTRY(cuLibraryLoadData,
+           (CUlibrary * library, const void *code, CUjit_option *jitOptions, void **jitOptionsValues,
+            unsigned int numJitOptions, CUlibraryOption *libraryOptions, void **libraryOptionValues,
+            unsigned int numLibraryOptions),
+           library_load_data(library, code))
 
 FAKE_EXPORT CUresult cuLibraryLoadFromFile(CUlibrary *library, const char *fileName, CUjit_option *jitOptions,
                                            void **jitOptionsValues, unsigned int numJitOptions,
@@ -232,52 +216,17 @@ FAKE_EXPORT CUresult cuLibraryLoadFromFile(CUlibrary *library, const char *fileN
                                            unsigned int numLibraryOptions) {
         FAKE_GATE();
         FAKE_REQUIRE_INIT();
-        const FakeModuleImage *img = NULL;
-        void *dl = NULL;
-        CUresult r = image_from_file(fileName, &img, &dl);
-        return r == CUDA_SUCCESS ? library_load(library, img, dl) : r;
+        ImageFile f = { 0 };
+        FAKE_TRY(image_from_file(fileName, &f));
+        return library_load(library, f.img, f.dl);
 }
 
-static bool library_alive_locked(CUlibrary l) {
-        for (CUlibrary p = fake.libraries; p; p = p->next)
-                if (p == l)
-                        return true;
-        return false;
-}
-
-FAKE_EXPORT CUresult cuLibraryUnload(CUlibrary library) {
-        FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        fake_queue_drain();
-        fake_lock();
-        bool alive = library_alive_locked(library);
-        if (alive) {
-                for (CUlibrary *p = &fake.libraries; *p; p = &(*p)->next) {
-                        if (*p == library) {
-                                *p = library->next;
-                                break;
-                        }
-                }
-        }
-        fake_unlock();
-        if (!alive)
-                return CUDA_ERROR_INVALID_HANDLE;
-        module_fini(&library->module);
-        free(library->kernels);
-        free(library);
-        return CUDA_SUCCESS;
-}
+FAKE_ENTRY(cuLibraryUnload, (CUlibrary library), unload(&fake.libraries, library, library_free))
 
 FAKE_EXPORT CUresult cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const char *name) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!pKernel || !name)
-                return CUDA_ERROR_INVALID_VALUE;
-        fake_lock();
-        bool alive = library_alive_locked(library);
-        fake_unlock();
-        if (!alive)
-                return CUDA_ERROR_INVALID_HANDLE;
+        FAKE_REQUIRE_INIT_ARGS(!pKernel || !name);
+        FAKE_TRY(library_check(library));
         int i = entry_index(library->module.image, name);
         if (i < 0)
                 return CUDA_ERROR_NOT_FOUND;
@@ -287,14 +236,8 @@ FAKE_EXPORT CUresult cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, co
 
 FAKE_EXPORT CUresult cuLibraryGetModule(CUmodule *pMod, CUlibrary library) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!pMod)
-                return CUDA_ERROR_INVALID_VALUE;
-        fake_lock();
-        bool alive = library_alive_locked(library);
-        fake_unlock();
-        if (!alive)
-                return CUDA_ERROR_INVALID_HANDLE;
+        FAKE_REQUIRE_INIT_ARGS(!pMod);
+        FAKE_TRY(library_check(library));
         *pMod = &library->module;
         return CUDA_SUCCESS;
 }
@@ -363,15 +306,9 @@ FAKE_EXPORT CUresult cuFuncGetParamInfo(CUfunction f, size_t index, size_t *offs
         return CUDA_ERROR_INVALID_VALUE;
 }
 
-FAKE_EXPORT CUresult cuKernelGetName(const char **name, CUkernel k) {
-        FAKE_GATE();
-        return cuFuncGetName(name, (CUfunction)(void *)k);
-}
-
-FAKE_EXPORT CUresult cuKernelGetParamInfo(CUkernel k, size_t index, size_t *offset, size_t *size) {
-        FAKE_GATE();
-        return cuFuncGetParamInfo((CUfunction)(void *)k, index, offset, size);
-}
+FAKE_ENTRY(cuKernelGetName, (const char **name, CUkernel k), cuFuncGetName(name, (CUfunction)(void *)k))
+FAKE_ENTRY(cuKernelGetParamInfo, (CUkernel k, size_t index, size_t *offset, size_t *size),
+           cuFuncGetParamInfo((CUfunction)(void *)k, index, offset, size))
 
 /* The packed buffer of a cuLaunchKernel `extra` list, or NULL. */
 static void *extra_buffer(void **extra, size_t *size) {
@@ -445,9 +382,7 @@ static CUresult capture_launch(struct CUgraph_st *g, const FakeKernelEntry *entr
 
 CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params, void **extra) {
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_require_context(&ctx));
         const FakeKernelEntry *entry = entry_of(f);
         if (!entry || !entry->fn)
                 return CUDA_ERROR_INVALID_HANDLE;
@@ -457,8 +392,7 @@ CUresult fake_launch(CUfunction f, const FakeKernelLaunch *launch, void **params
         if (launch->block[0] * launch->block[1] * launch->block[2] > 1024)
                 return CUDA_ERROR_INVALID_VALUE;
         struct CUgraph_st *capture;
-        if ((r = fake_stream_check(launch->stream, &capture)) != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_stream_check(launch->stream, &capture));
         if (capture)
                 return capture_launch(capture, entry, launch, params, extra);
         /* Queued with copies of its arguments; without sizes they cannot be copied: run now. */
@@ -482,30 +416,12 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
         return fake_launch(f, &l, params, extra);
 }
 
-FAKE_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                                    unsigned bz, unsigned shared, CUstream s, void **params, void **extra) {
-        FAKE_GATE();
-        return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, extra);
-}
+#define LAUNCH_GRID unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shared
 
-FAKE_EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                                         unsigned bz, unsigned shared, CUstream s, void **params, void **extra) {
-        FAKE_GATE();
-        return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, extra);
-}
-
-FAKE_EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                                               unsigned by, unsigned bz, unsigned shared, CUstream s, void **params) {
-        FAKE_GATE();
-        return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, NULL);
-}
-
-FAKE_EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                                                    unsigned by, unsigned bz, unsigned shared, CUstream s,
-                                                    void **params) {
-        FAKE_GATE();
-        return launch(f, gx, gy, gz, bx, by, bz, shared, s, params, NULL);
-}
+FAKE_ENTRY_PTSZ(cuLaunchKernel, (CUfunction f, LAUNCH_GRID, CUstream s, void **params, void **extra),
+                launch(f, gx, gy, gz, bx, by, bz, shared, s, params, extra))
+FAKE_ENTRY_PTSZ(cuLaunchCooperativeKernel, (CUfunction f, LAUNCH_GRID, CUstream s, void **params),
+                launch(f, gx, gy, gz, bx, by, bz, shared, s, params, NULL))
 
 FAKE_EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **params, void **extra) {
         FAKE_GATE();
@@ -515,7 +431,5 @@ FAKE_EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f
                       config->blockDimZ, config->sharedMemBytes, config->hStream, params, extra);
 }
 
-FAKE_EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params, void **extra) {
-        FAKE_GATE();
-        return cuLaunchKernelEx(config, f, params, extra);
-}
+FAKE_ENTRY(cuLaunchKernelEx_ptsz, (const CUlaunchConfig *config, CUfunction f, void **params, void **extra),
+           cuLaunchKernelEx(config, f, params, extra))

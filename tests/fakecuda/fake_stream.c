@@ -14,13 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool stream_alive_locked(CUstream s) {
-        for (CUstream p = fake.streams; p; p = p->next)
-                if (p == s)
-                        return true;
-        return false;
-}
-
 static bool is_default_stream(CUstream s) {
         return s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD;
 }
@@ -31,7 +24,7 @@ CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture) {
         if (is_default_stream(s))
                 return CUDA_SUCCESS;
         fake_lock();
-        bool alive = stream_alive_locked(s);
+        bool alive = fake_listed_locked(fake.streams, s);
         if (alive)
                 *capture = s->capture;
         fake_unlock();
@@ -150,29 +143,26 @@ static void graph_clear(struct CUgraph_st *g) {
         g->count = g->capacity = 0;
 }
 
-#define LIST_REMOVE(head, item)                                                    \
-        do {                                                                       \
-                for (__typeof__(head) *pp_ = &(head); *pp_; pp_ = &(*pp_)->next) { \
-                        if (*pp_ == (item)) {                                      \
-                                *pp_ = (item)->next;                               \
-                                break;                                             \
-                        }                                                          \
-                }                                                                  \
-        } while (0)
+static void graph_free(void *g) {
+        if (g)
+                graph_clear(g);
+        free(g);
+}
+
+static void exec_free(void *e) {
+        graph_clear(&((CUgraphExec)e)->graph);
+        free(e);
+}
 
 FAKE_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph, unsigned long long flags) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!phGraphExec || !hGraph)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!phGraphExec || !hGraph);
         CUgraphExec exec = calloc(1, sizeof *exec);
         if (!exec)
                 return CUDA_ERROR_OUT_OF_MEMORY;
         CUresult r = CUDA_SUCCESS;
         fake_lock();
-        bool found = false;
-        for (CUgraph g = fake.graphs; g; g = g->next)
-                found |= g == hGraph;
+        bool found = fake_listed_locked(fake.graphs, hGraph);
         for (size_t i = 0; found && r == CUDA_SUCCESS && i < hGraph->count; i++) {
                 FakeOp op;
                 if (!op_clone(&op, &hGraph->ops[i]))
@@ -198,100 +188,38 @@ FAKE_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgra
 
 FAKE_EXPORT CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream) {
         FAKE_GATE();
-        CUresult r = fake_stream_check_uncaptured(hStream); /* graphs inside captures are not simulated */
-        if (r != CUDA_SUCCESS)
-                return r;
-        fake_lock();
-        bool found = false;
-        for (CUgraphExec e = fake.execs; e; e = e->next)
-                found |= e == hGraphExec;
-        fake_unlock();
-        if (!found)
+        FAKE_TRY(fake_stream_check_uncaptured(hStream)); /* graphs inside captures are not simulated */
+        if (!fake_listed(&fake.execs, hGraphExec))
                 return CUDA_ERROR_INVALID_VALUE;
         fake_queue_drain(); /* graphs run at once, after what came before */
         for (size_t i = 0; i < hGraphExec->graph.count; i++)
-                if ((r = fake_op_run(&hGraphExec->graph.ops[i])) != CUDA_SUCCESS)
-                        return r;
+                FAKE_TRY(fake_op_run(&hGraphExec->graph.ops[i]));
         return CUDA_SUCCESS;
 }
 
-FAKE_EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec e, CUstream s) {
-        FAKE_GATE();
-        return cuGraphLaunch(e, s);
-}
+FAKE_ENTRY(cuGraphLaunch_ptsz, (CUgraphExec e, CUstream s), cuGraphLaunch(e, s))
 
-FAKE_EXPORT CUresult cuGraphExecDestroy(CUgraphExec hGraphExec) {
-        FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        fake_lock();
-        bool found = false;
-        for (CUgraphExec e = fake.execs; e; e = e->next)
-                found |= e == hGraphExec;
-        if (found)
-                LIST_REMOVE(fake.execs, hGraphExec);
-        fake_unlock();
-        if (!found)
-                return CUDA_ERROR_INVALID_VALUE;
-        graph_clear(&hGraphExec->graph);
-        free(hGraphExec);
-        return CUDA_SUCCESS;
-}
-
-FAKE_EXPORT CUresult cuGraphDestroy(CUgraph hGraph) {
-        FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        fake_lock();
-        bool found = false;
-        for (CUgraph g = fake.graphs; g; g = g->next)
-                found |= g == hGraph;
-        if (found)
-                LIST_REMOVE(fake.graphs, hGraph);
-        fake_unlock();
-        if (!found)
-                return CUDA_ERROR_INVALID_VALUE;
-        graph_clear(hGraph);
-        free(hGraph);
-        return CUDA_SUCCESS;
-}
+FAKE_ENTRY(cuGraphExecDestroy, (CUgraphExec e), fake_destroy(&fake.execs, e, CUDA_ERROR_INVALID_VALUE, exec_free))
+FAKE_ENTRY(cuGraphDestroy, (CUgraph g), fake_destroy(&fake.graphs, g, CUDA_ERROR_INVALID_VALUE, graph_free))
 
 /* ------------------------------------------------------------ streams */
 static CUresult stream_create(CUstream *ph, unsigned flags, int priority) {
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (!ph)
-                return CUDA_ERROR_INVALID_VALUE;
-        CUstream s = calloc(1, sizeof *s);
-        if (!s)
-                return CUDA_ERROR_OUT_OF_MEMORY;
-        s->ctx = ctx;
-        s->flags = flags;
-        s->priority = priority;
-        fake_lock();
-        s->next = fake.streams;
-        fake.streams = s;
-        fake_unlock();
-        *ph = s;
-        return CUDA_SUCCESS;
+        FAKE_TRY(fake_require_context_args(&ctx, !ph));
+        CUstream s = fake_list_add(
+                &fake.streams, &(struct CUstream_st){ .ctx = ctx, .flags = flags, .priority = priority }, sizeof *s);
+        if (s)
+                *ph = s;
+        return s ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 
-FAKE_EXPORT CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags) {
-        FAKE_GATE();
-        return stream_create(phStream, Flags, 0);
-}
-
-FAKE_EXPORT CUresult cuStreamCreateWithPriority(CUstream *phStream, unsigned int flags, int priority) {
-        FAKE_GATE();
-        return stream_create(phStream, flags, priority);
-}
+FAKE_ENTRY(cuStreamCreate, (CUstream * phStream, unsigned int Flags), stream_create(phStream, Flags, 0))
+FAKE_ENTRY(cuStreamCreateWithPriority, (CUstream * phStream, unsigned int flags, int priority),
+           stream_create(phStream, flags, priority))
 
 static void stream_free_locked(CUstream s) {
         LIST_REMOVE(fake.streams, s);
-        if (s->capture) {
-                graph_clear(s->capture);
-                free(s->capture);
-        }
+        graph_free(s->capture);
         free(s);
 }
 
@@ -300,7 +228,7 @@ FAKE_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream) {
         FAKE_REQUIRE_INIT();
         fake_queue_drain();
         fake_lock();
-        bool alive = stream_alive_locked(hStream);
+        bool alive = fake_listed_locked(fake.streams, hStream);
         if (alive)
                 stream_free_locked(hStream);
         fake_unlock();
@@ -320,46 +248,16 @@ static CUresult stream_sync(CUstream s) {
         return r;
 }
 
-FAKE_EXPORT CUresult cuStreamSynchronize(CUstream s) {
-        FAKE_GATE();
-        return stream_sync(s);
-}
-FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) {
-        FAKE_GATE();
-        return stream_sync(s);
-}
-FAKE_EXPORT CUresult cuStreamQuery(CUstream s) {
-        FAKE_GATE();
-        return stream_sync(s);
-}
-FAKE_EXPORT CUresult cuStreamQuery_ptsz(CUstream s) {
-        FAKE_GATE();
-        return stream_sync(s);
-}
+FAKE_ENTRY_PTSZ(cuStreamSynchronize, (CUstream s), stream_sync(s))
+FAKE_ENTRY_PTSZ(cuStreamQuery, (CUstream s), stream_sync(s))
 
-static bool event_alive_locked(CUevent e) {
-        for (CUevent p = fake.events; p; p = p->next)
-                if (p == e)
-                        return true;
-        return false;
-}
-
-FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) {
-        FAKE_GATE();
+static CUresult stream_wait_event(CUstream s, CUevent e) {
         struct CUgraph_st *capture;
-        CUresult r = fake_stream_check(s, &capture);
-        if (r != CUDA_SUCCESS)
-                return r;
-        fake_lock();
-        bool alive = event_alive_locked(e);
-        fake_unlock();
-        return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+        FAKE_TRY(fake_stream_check(s, &capture));
+        return fake_listed(&fake.events, e) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-FAKE_EXPORT CUresult cuStreamWaitEvent_ptsz(CUstream s, CUevent e, unsigned int flags) {
-        FAKE_GATE();
-        return cuStreamWaitEvent(s, e, flags);
-}
+FAKE_ENTRY_PTSZ(cuStreamWaitEvent, (CUstream s, CUevent e, unsigned int flags), stream_wait_event(s, e))
 
 static CUresult begin_capture(CUstream s) {
         FAKE_REQUIRE_INIT();
@@ -367,7 +265,7 @@ static CUresult begin_capture(CUstream s) {
                 return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
         CUresult r = CUDA_SUCCESS;
         fake_lock();
-        if (!stream_alive_locked(s))
+        if (!fake_listed_locked(fake.streams, s))
                 r = CUDA_ERROR_INVALID_HANDLE;
         else if (s->capture)
                 r = CUDA_ERROR_ILLEGAL_STATE;
@@ -377,41 +275,24 @@ static CUresult begin_capture(CUstream s) {
         return r;
 }
 
-FAKE_EXPORT CUresult fake_cuStreamBeginCapture(CUstream s) {
-        FAKE_GATE();
-        return begin_capture(s);
-}
-FAKE_EXPORT CUresult cuStreamBeginCapture_ptsz(CUstream s) {
-        FAKE_GATE();
-        return begin_capture(s);
-}
-FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode) {
-        FAKE_GATE();
-        return begin_capture(s);
-}
-FAKE_EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, CUstreamCaptureMode mode) {
-        FAKE_GATE();
-        return begin_capture(s);
-}
+FAKE_ENTRY(fake_cuStreamBeginCapture, (CUstream s), begin_capture(s))
+FAKE_ENTRY(cuStreamBeginCapture_ptsz, (CUstream s), begin_capture(s))
+FAKE_ENTRY_PTSZ(cuStreamBeginCapture_v2, (CUstream s, CUstreamCaptureMode mode), begin_capture(s))
 
 FAKE_EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *phGraph) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!phGraph)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!phGraph);
         if (is_default_stream(s))
                 return CUDA_ERROR_ILLEGAL_STATE;
         CUresult r = CUDA_SUCCESS;
         fake_lock();
-        if (!stream_alive_locked(s)) {
+        if (!fake_listed_locked(fake.streams, s)) {
                 r = CUDA_ERROR_INVALID_HANDLE;
         } else if (!s->capture) {
                 r = CUDA_ERROR_ILLEGAL_STATE;
         } else if (s->capture->invalidated) {
-                CUgraph g = s->capture;
+                graph_free(s->capture);
                 s->capture = NULL;
-                graph_clear(g);
-                free(g);
                 r = CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
         } else {
                 CUgraph g = s->capture;
@@ -424,10 +305,7 @@ FAKE_EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *phGraph) {
         return r;
 }
 
-FAKE_EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, CUgraph *g) {
-        FAKE_GATE();
-        return cuStreamEndCapture(s, g);
-}
+FAKE_ENTRY(cuStreamEndCapture_ptsz, (CUstream s, CUgraph *g), cuStreamEndCapture(s, g))
 
 FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status) {
         FAKE_GATE();
@@ -440,41 +318,25 @@ FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *stat
         return r;
 }
 
-FAKE_EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream s, CUstreamCaptureStatus *st) {
-        FAKE_GATE();
-        return cuStreamIsCapturing(s, st);
-}
+FAKE_ENTRY(cuStreamIsCapturing_ptsz, (CUstream s, CUstreamCaptureStatus *st), cuStreamIsCapturing(s, st))
 
 /* ------------------------------------------------------------ events */
 FAKE_EXPORT CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags) {
         FAKE_GATE();
         CUcontext ctx;
-        CUresult r = fake_require_context(&ctx);
-        if (r != CUDA_SUCCESS)
-                return r;
-        if (!phEvent)
-                return CUDA_ERROR_INVALID_VALUE;
-        CUevent e = calloc(1, sizeof *e);
-        if (!e)
-                return CUDA_ERROR_OUT_OF_MEMORY;
-        e->ctx = ctx;
-        e->flags = Flags;
-        fake_lock();
-        e->next = fake.events;
-        fake.events = e;
-        fake_unlock();
-        *phEvent = e;
-        return CUDA_SUCCESS;
+        FAKE_TRY(fake_require_context_args(&ctx, !phEvent));
+        CUevent e = fake_list_add(&fake.events, &(struct CUevent_st){ .ctx = ctx, .flags = Flags }, sizeof *e);
+        if (e)
+                *phEvent = e;
+        return e ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 
 FAKE_EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream) {
         FAKE_GATE();
         struct CUgraph_st *capture;
-        CUresult r = fake_stream_check(hStream, &capture);
-        if (r != CUDA_SUCCESS)
-                return r;
+        FAKE_TRY(fake_stream_check(hStream, &capture));
         fake_lock();
-        bool alive = event_alive_locked(hEvent);
+        bool alive = fake_listed_locked(fake.events, hEvent);
         if (alive && !capture) {
                 hEvent->recorded = true;
                 hEvent->time_ms = fake_now_ms();
@@ -483,38 +345,24 @@ FAKE_EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream) {
         return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent e, CUstream s) {
-        FAKE_GATE();
-        return cuEventRecord(e, s);
-}
+FAKE_ENTRY(cuEventRecord_ptsz, (CUevent e, CUstream s), cuEventRecord(e, s))
 
 static CUresult event_check(CUevent e) {
         FAKE_REQUIRE_INIT();
         fake_queue_drain();
-        fake_lock();
-        bool alive = event_alive_locked(e);
-        fake_unlock();
-        return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+        return fake_listed(&fake.events, e) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-FAKE_EXPORT CUresult cuEventSynchronize(CUevent e) {
-        FAKE_GATE();
-        return event_check(e);
-}
-FAKE_EXPORT CUresult cuEventQuery(CUevent e) {
-        FAKE_GATE();
-        return event_check(e);
-}
+FAKE_ENTRY(cuEventSynchronize, (CUevent e), event_check(e))
+FAKE_ENTRY(cuEventQuery, (CUevent e), event_check(e))
 
 FAKE_EXPORT CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!pMilliseconds)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!pMilliseconds);
         CUresult r = CUDA_SUCCESS;
         fake_lock();
-        if (!event_alive_locked(hStart) || !event_alive_locked(hEnd) || !hStart->recorded || !hEnd->recorded ||
-            ((hStart->flags | hEnd->flags) & CU_EVENT_DISABLE_TIMING))
+        if (!fake_listed_locked(fake.events, hStart) || !fake_listed_locked(fake.events, hEnd) || !hStart->recorded ||
+            !hEnd->recorded || ((hStart->flags | hEnd->flags) & CU_EVENT_DISABLE_TIMING))
                 r = CUDA_ERROR_INVALID_HANDLE;
         else
                 *pMilliseconds = (float)(hEnd->time_ms - hStart->time_ms);
@@ -522,23 +370,9 @@ FAKE_EXPORT CUresult cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart,
         return r;
 }
 
-FAKE_EXPORT CUresult fake_cuEventElapsedTime(float *ms, CUevent start, CUevent end) {
-        FAKE_GATE();
-        return cuEventElapsedTime_v2(ms, start, end);
-}
+FAKE_ENTRY(fake_cuEventElapsedTime, (float *ms, CUevent start, CUevent end), cuEventElapsedTime_v2(ms, start, end))
 
-FAKE_EXPORT CUresult cuEventDestroy_v2(CUevent hEvent) {
-        FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        fake_lock();
-        bool alive = event_alive_locked(hEvent);
-        if (alive)
-                LIST_REMOVE(fake.events, hEvent);
-        fake_unlock();
-        if (alive)
-                free(hEvent);
-        return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
-}
+FAKE_ENTRY(cuEventDestroy_v2, (CUevent e), fake_destroy(&fake.events, e, CUDA_ERROR_INVALID_HANDLE, free))
 
 void fake_stream_free_context_locked(CUcontext ctx) {
         for (CUstream s = fake.streams, next; s; s = next) {

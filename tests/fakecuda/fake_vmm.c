@@ -94,9 +94,7 @@ CUresult fake_vmm_check_locked(uintptr_t p, size_t n, int need_prot) {
 FAKE_EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
                                                    CUmemAllocationGranularity_flags option) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!granularity || !prop)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!granularity || !prop);
         *granularity = GRAN;
         return CUDA_SUCCESS;
 }
@@ -139,9 +137,7 @@ static int vmm_fd_device(int fd) {
 FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
                                  unsigned long long flags) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!handle || !valid_prop(prop) || size == 0 || size % GRAN || flags)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!handle || !valid_prop(prop) || size == 0 || size % GRAN || flags);
         fake_lock();
         if (fake.mem_used[prop->location.id] + size > fake.mem_total) {
                 fake_unlock();
@@ -183,9 +179,7 @@ FAKE_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
 FAKE_EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr,
                                          unsigned long long flags) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!ptr || size == 0 || size % GRAN || (alignment & (alignment - 1)))
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!ptr || size == 0 || size % GRAN || (alignment & (alignment - 1)));
         if (alignment < GRAN)
                 alignment = GRAN;
         const int mflags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
@@ -412,9 +406,7 @@ FAKE_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAcc
 
 FAKE_EXPORT CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocation *location, CUdeviceptr ptr) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!flags || !location)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!flags || !location);
         fake_lock();
         FakeMapping *m = fake_mapping_find_locked((uintptr_t)ptr);
         int prot = m ? m->prot : -1;
@@ -430,9 +422,7 @@ FAKE_EXPORT CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocati
 FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGenericAllocationHandle handle,
                                                   CUmemAllocationHandleType handleType, unsigned long long flags) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!shareableHandle || flags)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!shareableHandle || flags);
         if (handleType != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
                 return CUDA_ERROR_NOT_SUPPORTED;
         fake_lock();
@@ -452,9 +442,7 @@ FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGe
 FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle, void *osHandle,
                                                     CUmemAllocationHandleType shHandleType) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!handle)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!handle);
         if (shHandleType != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
                 return CUDA_ERROR_NOT_SUPPORTED;
         int fd = (int)(intptr_t)osHandle;
@@ -487,9 +475,7 @@ FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle
 FAKE_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop,
                                                             CUmemGenericAllocationHandle handle) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!prop)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!prop);
         fake_lock();
         FakePhys *ph = phys_find_locked(handle);
         if (ph)
@@ -500,9 +486,7 @@ FAKE_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp 
 
 FAKE_EXPORT CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle, void *addr) {
         FAKE_GATE();
-        FAKE_REQUIRE_INIT();
-        if (!handle)
-                return CUDA_ERROR_INVALID_VALUE;
+        FAKE_REQUIRE_INIT_ARGS(!handle);
         fake_lock();
         FakeMapping *m = fake_mapping_find_locked((uintptr_t)addr);
         if (m) {

@@ -9,6 +9,7 @@
 #include <cuda.h>
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,23 @@ static const FakeKernelEntry fill_entries[] = {
 };
 
 static const FakeModuleImage test_image = { FAKECUDA_IMAGE_MAGIC, 1, fill_entries };
+
+/* The arguments of test_image's "fill" (dst[i] = value + i, i < n) over a
+ * new device buffer of n words, d. */
+typedef struct FillArgs {
+        CUdeviceptr d;
+        unsigned n, value;
+        void *params[3];
+} FillArgs;
+
+static void fill_args(FillArgs *a, unsigned n, unsigned value) {
+        a->n = n;
+        a->value = value;
+        a->params[0] = &a->d;
+        a->params[1] = &a->n;
+        a->params[2] = &a->value;
+        OK(cuMemAlloc(&a->d, n * sizeof(unsigned)));
+}
 
 /* ------------------------------------------------------------ helpers */
 static void *libcuda(void) {
@@ -243,6 +261,17 @@ typedef CUresult (*HtoDFn)(CUdeviceptr, const void *, size_t);
 typedef CUresult (*DtoHFn)(void *, CUdeviceptr, size_t);
 typedef CUresult (*DtoHAsyncFn)(void *, CUdeviceptr, size_t, CUstream);
 
+/* A pitched copy (`type`: CUDA_MEMCPY2D or 3D) between host memory and
+ * device memory `dev`, `up` to the device or back down: `height` rows of
+ * `width` bytes, `pitch` apart on both sides. */
+#define PITCHED(type, up, host, dev, pitch, width, height)                                                          \
+        (type) {                                                                                                    \
+                .srcMemoryType = (up) ? CU_MEMORYTYPE_HOST : CU_MEMORYTYPE_DEVICE, .srcHost = (up) ? (host) : NULL, \
+                .srcDevice = (up) ? 0 : (dev), .srcPitch = (pitch),                                                 \
+                .dstMemoryType = (up) ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST, .dstHost = (up) ? NULL : (host), \
+                .dstDevice = (up) ? (dev) : 0, .dstPitch = (pitch), .WidthInBytes = (width), .Height = (height)     \
+        }
+
 static void test_copies(void) {
         enum {
                 N = 4096
@@ -293,26 +322,8 @@ static void test_copies(void) {
         ROUND_TRIP(htod_ptds(a, src, N), dtoh_ptsz(dst, a, N, CU_STREAM_PER_THREAD));
 
         /* 2D: a 64x64 tile of a 128-wide host image to a pitched device buffer. */
-        CUDA_MEMCPY2D up = {
-                .srcMemoryType = CU_MEMORYTYPE_HOST,
-                .srcHost = src,
-                .srcPitch = 64,
-                .dstMemoryType = CU_MEMORYTYPE_DEVICE,
-                .dstDevice = a,
-                .dstPitch = 64,
-                .WidthInBytes = 64,
-                .Height = 64,
-        };
-        CUDA_MEMCPY2D down = {
-                .srcMemoryType = CU_MEMORYTYPE_DEVICE,
-                .srcDevice = a,
-                .srcPitch = 64,
-                .dstMemoryType = CU_MEMORYTYPE_HOST,
-                .dstHost = dst,
-                .dstPitch = 64,
-                .WidthInBytes = 64,
-                .Height = 64,
-        };
+        CUDA_MEMCPY2D up = PITCHED(CUDA_MEMCPY2D, true, src, a, 64, 64, 64);
+        CUDA_MEMCPY2D down = PITCHED(CUDA_MEMCPY2D, false, dst, a, 64, 64, 64);
         ROUND_TRIP(cuMemcpy2D(&up), cuMemcpy2D(&down));
         ROUND_TRIP(cuMemcpy2DUnaligned(&up), cuMemcpy2DUnaligned(&down));
         ROUND_TRIP(cuMemcpy2DAsync(&up, s), cuMemcpy2DAsync(&down, s));
@@ -324,32 +335,11 @@ static void test_copies(void) {
         OK(cuMemcpy2D(&strided));
         CHECK(memcmp(dst, src, 32) == 0 && dst[32] == 0 && memcmp(dst + 64, src + 64, 32) == 0);
 
-        CUDA_MEMCPY3D up3 = {
-                .srcMemoryType = CU_MEMORYTYPE_HOST,
-                .srcHost = src,
-                .srcPitch = 32,
-                .srcHeight = 16,
-                .dstMemoryType = CU_MEMORYTYPE_DEVICE,
-                .dstDevice = a,
-                .dstPitch = 32,
-                .dstHeight = 16,
-                .WidthInBytes = 32,
-                .Height = 16,
-                .Depth = 8,
-        };
-        CUDA_MEMCPY3D down3 = {
-                .srcMemoryType = CU_MEMORYTYPE_UNIFIED,
-                .srcDevice = a,
-                .srcPitch = 32,
-                .srcHeight = 16,
-                .dstMemoryType = CU_MEMORYTYPE_HOST,
-                .dstHost = dst,
-                .dstPitch = 32,
-                .dstHeight = 16,
-                .WidthInBytes = 32,
-                .Height = 16,
-                .Depth = 8,
-        };
+        CUDA_MEMCPY3D up3 = PITCHED(CUDA_MEMCPY3D, true, src, a, 32, 32, 16);
+        CUDA_MEMCPY3D down3 = PITCHED(CUDA_MEMCPY3D, false, dst, a, 32, 32, 16);
+        down3.srcMemoryType = CU_MEMORYTYPE_UNIFIED;
+        up3.srcHeight = up3.dstHeight = down3.srcHeight = down3.dstHeight = 16;
+        up3.Depth = down3.Depth = 8;
         ROUND_TRIP(cuMemcpy3D(&up3), cuMemcpy3D(&down3));
         ROUND_TRIP(cuMemcpy3DAsync(&up3, s), cuMemcpy3DAsync(&down3, s));
         CUDA_MEMCPY3D arr = up3;
@@ -371,34 +361,33 @@ static void test_kernels(void) {
         };
         CUmodule mod;
         CUfunction fn;
-        CUdeviceptr d;
-        unsigned host[N], n = N, value = 40;
-        void *params[] = { &d, &n, &value };
-        OK(cuMemAlloc(&d, sizeof host));
+        unsigned host[N];
+        FillArgs fa;
+        fill_args(&fa, N, 40);
 
         static const FakeModuleImage bad = { "NOTFAKE!", 0, NULL };
         CHECK_CU(cuModuleLoadData(&mod, &bad), CUDA_ERROR_INVALID_IMAGE);
         OK(cuModuleLoadData(&mod, &test_image));
         CHECK_CU(cuModuleGetFunction(&fn, mod, "nope"), CUDA_ERROR_NOT_FOUND);
         OK(cuModuleGetFunction(&fn, mod, "fill"));
-        OK(cuLaunchKernel(fn, 4, 1, 1, 32, 1, 1, 0, NULL, params, NULL));
-        OK(cuMemcpyDtoH(host, d, sizeof host));
+        OK(cuLaunchKernel(fn, 4, 1, 1, 32, 1, 1, 0, NULL, fa.params, NULL));
+        OK(cuMemcpyDtoH(host, fa.d, sizeof host));
         CHECK(host[0] == 40 && host[N - 1] == 40 + N - 1);
-        CHECK_CU(cuLaunchKernel(fn, 0, 1, 1, 32, 1, 1, 0, NULL, params, NULL), CUDA_ERROR_INVALID_VALUE);
+        CHECK_CU(cuLaunchKernel(fn, 0, 1, 1, 32, 1, 1, 0, NULL, fa.params, NULL), CUDA_ERROR_INVALID_VALUE);
         CUdeviceptr gptr;
         size_t gsize;
         CHECK_CU(cuModuleGetGlobal(&gptr, &gsize, mod, "g"), CUDA_ERROR_NOT_FOUND);
         OK(cuModuleUnload(mod));
         CHECK_CU(cuModuleUnload(mod), CUDA_ERROR_INVALID_HANDLE);
 
-        value = 7;
+        fa.value = 7;
         CUlaunchConfig cfg = {
                 .gridDimX = 2, .gridDimY = 1, .gridDimZ = 1, .blockDimX = 64, .blockDimY = 1, .blockDimZ = 1
         };
         OK(cuModuleLoadDataEx(&mod, &test_image, 0, NULL, NULL));
         OK(cuModuleGetFunction(&fn, mod, "fill"));
-        OK(cuLaunchKernelEx(&cfg, fn, params, NULL));
-        OK(cuMemcpyDtoH(host, d, sizeof host));
+        OK(cuLaunchKernelEx(&cfg, fn, fa.params, NULL));
+        OK(cuMemcpyDtoH(host, fa.d, sizeof host));
         CHECK(host[5] == 12);
         OK(cuModuleUnload(mod));
 
@@ -407,21 +396,21 @@ static void test_kernels(void) {
         CUkernel k;
         CUmodule lmod;
         CUfunction kf;
-        value = 100;
+        fa.value = 100;
         OK(cuLibraryLoadData(&lib, &test_image, NULL, NULL, 0, NULL, NULL, 0));
         OK(cuLibraryGetKernel(&k, lib, "fill"));
         CHECK_CU(cuLibraryGetKernel(&k, lib, "missing"), CUDA_ERROR_NOT_FOUND);
         OK(cuLibraryGetKernel(&k, lib, "fill"));
-        OK(cuLaunchKernel((CUfunction)(void *)k, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
-        OK(cuMemcpyDtoH(host, d, sizeof host));
+        OK(cuLaunchKernel((CUfunction)(void *)k, 1, 1, 1, 1, 1, 1, 0, NULL, fa.params, NULL));
+        OK(cuMemcpyDtoH(host, fa.d, sizeof host));
         CHECK(host[1] == 101);
         OK(cuKernelGetFunction(&kf, k));
         OK(cuLibraryGetModule(&lmod, lib));
         OK(cuModuleGetFunction(&fn, lmod, "fill"));
         CHECK(fn == kf);
-        value = 200;
-        OK(cuLaunchCooperativeKernel(kf, 1, 1, 1, 8, 1, 1, 0, NULL, params));
-        OK(cuMemcpyDtoH(host, d, sizeof host));
+        fa.value = 200;
+        OK(cuLaunchCooperativeKernel(kf, 1, 1, 1, 8, 1, 1, 0, NULL, fa.params));
+        OK(cuMemcpyDtoH(host, fa.d, sizeof host));
         CHECK(host[2] == 202);
         OK(cuLibraryUnload(lib));
 
@@ -448,7 +437,7 @@ static void test_kernels(void) {
                 OK(cuMemFree(fd));
                 CHECK_CU(cuModuleLoad(&mod, "/nonexistent/module.so"), CUDA_ERROR_FILE_NOT_FOUND);
         }
-        OK(cuMemFree(d));
+        OK(cuMemFree(fa.d));
 }
 
 static void test_graphs(void) {
@@ -457,15 +446,14 @@ static void test_graphs(void) {
         };
         CUmodule mod;
         CUfunction fn;
-        CUdeviceptr d;
         CUstream s;
         CUgraph g;
         CUgraphExec exec;
         CUstreamCaptureStatus status;
-        unsigned host[N], n = N, value = 1000;
-        void *params[] = { &d, &n, &value };
-        OK(cuMemAlloc(&d, sizeof host));
-        OK(cuMemsetD32(d, 0, N));
+        unsigned host[N];
+        FillArgs fa;
+        fill_args(&fa, N, 1000);
+        OK(cuMemsetD32(fa.d, 0, N));
         OK(cuModuleLoadData(&mod, &test_image));
         OK(cuModuleGetFunction(&fn, mod, "fill"));
         OK(cuStreamCreate(&s, 0));
@@ -474,15 +462,15 @@ static void test_graphs(void) {
         OK(cuStreamIsCapturing(s, &status));
         CHECK(status == CU_STREAM_CAPTURE_STATUS_ACTIVE);
         memset(host, 0xff, sizeof host);
-        OK(cuMemsetD32Async(d, 5, N, s));
-        OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
-        OK(cuMemcpyDtoHAsync(host, d, sizeof host, s));
+        OK(cuMemsetD32Async(fa.d, 5, N, s));
+        OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, fa.params, NULL));
+        OK(cuMemcpyDtoHAsync(host, fa.d, sizeof host, s));
         CHECK(host[0] == 0xffffffffu); /* recorded, not run */
-        CHECK(((unsigned *)PTR(d))[0] == 0);
+        CHECK(((unsigned *)PTR(fa.d))[0] == 0);
         OK(cuStreamEndCapture(s, &g));
         OK(cuStreamIsCapturing(s, &status));
         CHECK(status == CU_STREAM_CAPTURE_STATUS_NONE);
-        value = 5; /* the graph keeps the captured value */
+        fa.value = 5; /* the graph keeps the captured value */
         OK(cuGraphInstantiateWithFlags(&exec, g, 0));
         OK(cuGraphDestroy(g));
         OK(cuGraphLaunch(exec, s));
@@ -512,7 +500,7 @@ static void test_graphs(void) {
         OK(cuEventDestroy(e2));
         OK(cuStreamDestroy(s));
         OK(cuModuleUnload(mod));
-        OK(cuMemFree(d));
+        OK(cuMemFree(fa.d));
 }
 
 static void test_proc_address(void) {
@@ -775,24 +763,33 @@ static void mode_init_error(CUresult want) {
         CHECK_CU(cuDeviceGetCount(&n), CUDA_ERROR_NOT_INITIALIZED);
 }
 
+static void mode_no_device(void) {
+        mode_init_error(CUDA_ERROR_NO_DEVICE);
+}
+
+/* The modes, as meson.build's fakecuda_cases name them (fail-init: SAGE_FAKE_FAIL_INIT=100, NO_DEVICE). */
+static const struct {
+        const char *name;
+        void (*run)(void);
+} modes[] = {
+        { "api", mode_api },
+        { "init-delay", mode_init_delay },
+        { "visible-devices", mode_visible_devices },
+        { "uuid-devices", mode_uuid_devices },
+        { "no-device", mode_no_device },
+        { "fail-init", mode_no_device },
+};
+
 int main(int argc, char **argv) {
         const char *mode = argc > 1 ? argv[1] : "api";
-        if (strcmp(mode, "api") == 0)
-                mode_api();
-        else if (strcmp(mode, "init-delay") == 0)
-                mode_init_delay();
-        else if (strcmp(mode, "visible-devices") == 0)
-                mode_visible_devices();
-        else if (strcmp(mode, "uuid-devices") == 0)
-                mode_uuid_devices();
-        else if (strcmp(mode, "no-device") == 0)
-                mode_init_error(CUDA_ERROR_NO_DEVICE);
-        else if (strcmp(mode, "fail-init") == 0)
-                mode_init_error(CUDA_ERROR_NO_DEVICE);
-        else {
+        size_t i = 0;
+        while (i < sizeof modes / sizeof modes[0] && strcmp(modes[i].name, mode) != 0)
+                i++;
+        if (i == sizeof modes / sizeof modes[0]) {
                 fprintf(stderr, "unknown mode %s\n", mode);
                 return 2;
         }
+        modes[i].run();
         if (failures)
                 fprintf(stderr, "%s: %d check(s) failed\n", mode, failures);
         return failures ? 1 : 0;

@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../gpu/fd_pass.h"
 #include "fake_check.h"
 #include "fakecuda.h"
 
@@ -50,6 +51,15 @@ static void link_open(Link *l) {
                 perror("pipe");
                 exit(1);
         }
+}
+
+/* Forks a child that runs `child` over a fresh link and exits with its result. */
+static pid_t fork_linked(Link *l, int (*child)(Link *)) {
+        link_open(l);
+        pid_t pid = fork();
+        if (pid == 0)
+                _exit(child(l));
+        return pid;
 }
 
 static void put(int fd, char c) {
@@ -76,12 +86,7 @@ static int wait_exit(pid_t pid) {
 
 static void setup_context(void) {
         failures = 0; /* a forked child counts its own */
-        CUdevice dev;
-        CUcontext ctx;
-        OK(cuInit(0));
-        OK(cuDeviceGet(&dev, 0));
-        OK(cuDevicePrimaryCtxRetain(&ctx, dev));
-        OK(cuCtxSetCurrent(ctx));
+        fake_setup_context();
 }
 
 static unsigned char pattern(size_t i, unsigned salt) {
@@ -154,10 +159,7 @@ static int roundtrip_child(Link *l) {
 
 static void test_roundtrip(void) {
         Link l;
-        link_open(&l);
-        pid_t pid = fork();
-        if (pid == 0)
-                _exit(roundtrip_child(&l));
+        pid_t pid = fork_linked(&l, roundtrip_child);
         CHECK(get(l.up[0]) == 'R');
         CHECK(state_of(pid) == CU_PROCESS_STATE_RUNNING);
         size_t used = mem_of(pid);
@@ -224,12 +226,17 @@ static int timeout_child(Link *l) {
         return failures != 0;
 }
 
+/* A target that only waits: ready ('R'), then exits at 'E'. */
+static int idle_child(Link *l) {
+        setup_context();
+        put(l->up[1], 'R');
+        CHECK(get(l->down[0]) == 'E');
+        return failures != 0;
+}
+
 static void test_lock_timeout(void) {
         Link l;
-        link_open(&l);
-        pid_t pid = fork();
-        if (pid == 0)
-                _exit(timeout_child(&l));
+        pid_t pid = fork_linked(&l, timeout_child);
         CHECK(get(l.up[0]) == 'K');
         CUcheckpointLockArgs la = { .timeoutMs = 100 };
         CHECK_CU(cuCheckpointProcessLock(pid, &la), CUDA_ERROR_NOT_READY);
@@ -279,40 +286,13 @@ static void test_unknown(void) {
 }
 
 /* ------------------------------------------------------------ imported memory */
-static void send_fd(int sock, int fd) {
-        char byte = 'F';
-        struct iovec iov = { &byte, 1 };
-        char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof fd);
-        CHECK(sendmsg(sock, &m, 0) == 1);
-}
-
-static int recv_fd(int sock) {
-        char byte;
-        struct iovec iov = { &byte, 1 };
-        char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
-        int fd = -1;
-        if (recvmsg(sock, &m, 0) == 1) {
-                struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-                if (c && c->cmsg_type == SCM_RIGHTS)
-                        memcpy(&fd, CMSG_DATA(c), sizeof fd);
-        }
-        return fd;
-}
-
 static int exporter_child(int sock, Link *l) {
         setup_context();
         CUmemGenericAllocationHandle h;
         int fd = -1;
         OK(cuMemCreate(&h, 2 * MiB, &vmm_prop, 0));
         OK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
-        send_fd(sock, fd);
+        CHECK(fd_send(sock, fd, "F", 1) == 1);
         CHECK(get(l->down[0]) == 'E');
         return failures != 0;
 }
@@ -320,7 +300,8 @@ static int exporter_child(int sock, Link *l) {
 static int importer_child(int sock, Link *l) {
         setenv("SAGE_FAKE_STUCK_MS", "100", 1); /* read by cuInit */
         setup_context();
-        int fd = recv_fd(sock);
+        char byte;
+        int fd = fd_recv(sock, &byte, 1, NULL);
         CUmemGenericAllocationHandle h;
         OK(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
         vmm_map(h, 2 * MiB);
@@ -365,14 +346,7 @@ static void test_other_uid(void) {
                 return;
         }
         Link l;
-        link_open(&l);
-        pid_t target = fork();
-        if (target == 0) {
-                setup_context();
-                put(l.up[1], 'R');
-                CHECK(get(l.down[0]) == 'E');
-                _exit(failures != 0);
-        }
+        pid_t target = fork_linked(&l, idle_child);
         CHECK(get(l.up[0]) == 'R');
         /* A connection that never speaks does not block the channel for good. */
         int mute = socket(AF_UNIX, SOCK_SEQPACKET, 0);

@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../gpu/fd_pass.h"
 #include "fake_check.h"
 #include "fakecuda.h"
 
@@ -61,44 +62,6 @@ static int filled_export(size_t size, CUmemGenericAllocationHandle *h, CUdevicep
         for (size_t i = 0; i < size; i++)
                 PTR(*va)[i] = pattern(i);
         OK(cuMemExportToShareableHandle(&fd, *h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
-        return fd;
-}
-
-static void setup_context(void) {
-        CUcontext ctx;
-        OK(cuInit(0));
-        OK(cuDevicePrimaryCtxRetain(&ctx, 0));
-        OK(cuCtxSetCurrent(ctx));
-}
-
-/* ------------------------------------------------------------ fd passing */
-static void send_fd(int sock, int fd, const void *data, size_t len) {
-        char ctl[CMSG_SPACE(sizeof(int))];
-        memset(ctl, 0, sizeof ctl);
-        struct iovec iov = { (void *)(uintptr_t)data, len };
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-        if (fd >= 0) {
-                msg.msg_control = ctl;
-                msg.msg_controllen = sizeof ctl;
-                struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(c), &fd, sizeof fd);
-        }
-        CHECK(sendmsg(sock, &msg, 0) == (ssize_t)len);
-}
-
-static int recv_fd(int sock, void *data, size_t len) {
-        char ctl[CMSG_SPACE(sizeof(int))];
-        struct iovec iov = { data, len };
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
-        int fd = -1;
-        ssize_t n = recvmsg(sock, &msg, MSG_WAITALL);
-        CHECK(n == (ssize_t)len);
-        struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
-        if (c && c->cmsg_type == SCM_RIGHTS)
-                memcpy(&fd, CMSG_DATA(c), sizeof fd);
         return fd;
 }
 
@@ -144,9 +107,11 @@ static void import_and_check(int fd, size_t size) {
 
 /* ------------------------------------------------------------ helper modes */
 static int mode_import(int sock) {
-        setup_context();
+        fake_setup_context();
         size_t size = 0;
-        int fd = recv_fd(sock, &size, sizeof size);
+        ssize_t got;
+        int fd = fd_recv(sock, &size, sizeof size, &got);
+        CHECK(got == (ssize_t)sizeof size);
         CHECK(fd >= 0);
         if (fd >= 0)
                 import_and_check(fd, size);
@@ -154,17 +119,17 @@ static int mode_import(int sock) {
 }
 
 static int mode_export(int sock) {
-        setup_context();
+        fake_setup_context();
         size_t size = 4 * MiB;
         CUmemGenericAllocationHandle h;
         CUdeviceptr va;
         int fd = filled_export(size, &h, &va);
-        send_fd(sock, fd, &size, sizeof size);
+        CHECK(fd_send(sock, fd, &size, sizeof size) == (ssize_t)sizeof size);
         return failures ? 1 : 0; /* exits with everything still mapped */
 }
 
 static int mode_ipc(int sock) {
-        setup_context();
+        fake_setup_context();
         CUipcMemHandle handle;
         CHECK(read(sock, &handle, sizeof handle) == (ssize_t)sizeof handle);
         CUdeviceptr d;
@@ -188,7 +153,7 @@ static int mode_ipc_result(int sock) {
         CUipcMemHandle handle;
         CUdeviceptr d;
         CUresult r;
-        setup_context();
+        fake_setup_context();
         CHECK(read(sock, &handle, sizeof handle) == (ssize_t)sizeof handle);
         r = cuIpcOpenMemHandle(&d, handle, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
         if (r == CUDA_SUCCESS) {
@@ -232,7 +197,7 @@ static int mode_two_gpus(void) {
         size_t size = 2 * MiB;
 
         int peer = -1;
-        setup_context();
+        fake_setup_context();
         OK(cuDeviceCanAccessPeer(&peer, 0, 1));
         CHECK(peer == 0);
         on1.location.id = 1;
@@ -379,7 +344,7 @@ static void test_export_to_child(void) {
         CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
         pid_t pid = spawn("import", sv[1]);
         close(sv[1]);
-        send_fd(sv[0], fd, &size, sizeof size);
+        CHECK(fd_send(sv[0], fd, &size, sizeof size) == (ssize_t)sizeof size);
         close(fd);
         CHECK(wait_exit(pid) == 0);
         close(sv[0]);
@@ -394,7 +359,9 @@ static void test_import_after_exporter_exit(void) {
         pid_t pid = spawn("export", sv[1]);
         close(sv[1]);
         size_t size = 0;
-        int fd = recv_fd(sv[0], &size, sizeof size);
+        ssize_t got;
+        int fd = fd_recv(sv[0], &size, sizeof size, &got);
+        CHECK(got == (ssize_t)sizeof size);
         close(sv[0]);
         CHECK(wait_exit(pid) == 0); /* the exporter is gone */
         CHECK(fd >= 0 && size == 4 * MiB);
@@ -463,7 +430,7 @@ static int mode_fault(void) {
         CUdeviceptr va, d;
         CUmodule mod;
         CUfunction f;
-        setup_context();
+        fake_setup_context();
         OK(cuModuleLoadData(&mod, &fault_image));
         OK(cuModuleGetFunction(&f, mod, "write"));
         OK(cuMemCreate(&h, 2 * MiB, &fd_prop, 0));
@@ -511,7 +478,7 @@ int main(int argc, char **argv) {
                 return mode_ipc_result(sock);
         if (strcmp(mode, "two-gpus") == 0)
                 return mode_two_gpus();
-        setup_context();
+        fake_setup_context();
         test_single_process();
         test_export_to_child();
         test_import_after_exporter_exit();

@@ -34,9 +34,7 @@ static void gemm(cublasHandle_t h, const float *a, const float *b, float *c) {
         BLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, DIM, DIM, DIM, &one, d_a, DIM, d_b, DIM, &zero, d_c, DIM));
         RT_CHECK(cudaDeviceSynchronize());
         BLAS_CHECK(cublasGetMatrix(DIM, DIM, sizeof(float), d_c, DIM, c, DIM));
-        RT_CHECK(cudaFree(d_a));
-        RT_CHECK(cudaFree(d_b));
-        RT_CHECK(cudaFree(d_c));
+        RT_FREE(d_a, d_b, d_c);
 }
 
 static float real_value(uint64_t i, uint64_t salt) {

@@ -76,8 +76,7 @@ static uint64_t run_invocation(CUdevice dev, int round, float *host_x, float *ho
 
         CU_CHECK(cuMemFreeHost(pinned));
         CU_CHECK(cuStreamDestroy(stream));
-        CU_CHECK(cuMemFree(d_x));
-        CU_CHECK(cuMemFree(d_y));
+        CU_FREE(d_x, d_y);
         CU_CHECK(cuModuleUnload(mod));
         CU_CHECK(cuCtxDestroy(ctx));
         return checksum_bytes(host_y, bytes);

@@ -51,6 +51,25 @@ static inline const char *cu_error_name(CUresult r) {
 #define CU_CHECK(call) STATUS_CHECK(CUresult, CUDA_SUCCESS, cu_error_name, call)
 #endif
 
+/*
+ * Releases each argument with `release` (cudaFree, cuMemFree, ...) as
+ * `type`, every call checked with `check`: the cleanup at the end of the
+ * programs. RT_FREE / RT_FREE_HOST / CU_FREE are it for their library.
+ */
+#define CHECK_EACH(check, type, release, ...)                                                                \
+        do {                                                                                                 \
+                type check_each_[] = { __VA_ARGS__ };                                                        \
+                for (size_t check_i_ = 0; check_i_ < sizeof check_each_ / sizeof check_each_[0]; check_i_++) \
+                        check(release(check_each_[check_i_]));                                               \
+        } while (0)
+#ifndef SAGE_GPU_DRIVER_ONLY
+#define RT_FREE(...) CHECK_EACH(RT_CHECK, void *, cudaFree, __VA_ARGS__)
+#define RT_FREE_HOST(...) CHECK_EACH(RT_CHECK, void *, cudaFreeHost, __VA_ARGS__)
+#endif
+#ifdef SAGE_GPU_NEED_DRIVER
+#define CU_FREE(...) CHECK_EACH(CU_CHECK, CUdeviceptr, cuMemFree, __VA_ARGS__)
+#endif
+
 #define FAIL_IF(cond, ...)                                                            \
         do {                                                                          \
                 if (cond) {                                                           \

@@ -74,10 +74,8 @@ int main(void) {
         RT_CHECK(cudaGraphExecDestroy(exec));
         RT_CHECK(cudaGraphDestroy(graph));
         RT_CHECK(cudaStreamDestroy(stream));
-        RT_CHECK(cudaFree(d_x));
-        RT_CHECK(cudaFree(d_acc));
-        RT_CHECK(cudaFreeHost(h_in));
-        RT_CHECK(cudaFreeHost(h_out));
+        RT_FREE(d_x, d_acc);
+        RT_FREE_HOST(h_in, h_out);
         printf("ok\n");
         return 0;
 }

@@ -81,7 +81,6 @@ int main(void) {
         RT_CHECK(cudaDeviceGetLimit(&limit, cudaLimitStackSize));
         fprintf(stderr, "stack_limit_after=%zu\n", limit);
         report_gpu_mib("after");
-        RT_CHECK(cudaFree(d_in));
-        RT_CHECK(cudaFree(d_out));
+        RT_FREE(d_in, d_out);
         return 0;
 }

@@ -19,34 +19,14 @@
 #include <unistd.h>
 
 #include "gpu_check.h"
+#include "gpu_checksum.cuh"
 
 #define A_BYTES (256ull << 20)
 #define P_BYTES (64ull << 20)
 
-__global__ void checksum(const unsigned long long *w, size_t n, unsigned long long *out) {
-        unsigned long long s = 0;
-        for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-                s += w[i] * (2 * i + 1);
-        atomicAdd(out, s);
-}
-
 __global__ void scale(unsigned long long *w, size_t n) {
         for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
                 w[i] = w[i] * 3 + 1;
-}
-
-static unsigned long long sum_of(const void *p, size_t bytes, unsigned long long *d_out) {
-        unsigned long long h = 0;
-        RT_CHECK(cudaMemset(d_out, 0, sizeof(h)));
-        checksum<<<264, 256>>>((const unsigned long long *)p, bytes / 8, d_out);
-        LAUNCH_CHECK();
-        RT_CHECK(cudaMemcpy(&h, d_out, sizeof(h), cudaMemcpyDeviceToHost));
-        return h;
-}
-
-static void fill(unsigned long long *w, size_t bytes, unsigned long long seed) {
-        for (size_t i = 0; i < bytes / 8; i++)
-                w[i] = (i + seed) * 0x9e3779b97f4a7c15ull ^ (i >> 7);
 }
 
 static const unsigned long long *map_weights(const char *path) {
@@ -60,7 +40,7 @@ static const unsigned long long *map_weights(const char *path) {
                         fprintf(stderr, "cannot write %s\n", tmp);
                         exit(1);
                 }
-                fill(w, A_BYTES, 11);
+                fill_words(w, A_BYTES, 11);
                 if (fwrite(w, 1, A_BYTES, f) != A_BYTES || fclose(f) != 0 || rename(tmp, path) != 0) {
                         fprintf(stderr, "cannot write %s\n", path);
                         exit(1);
@@ -100,7 +80,7 @@ int main(int argc, char **argv) {
         unsigned long long *host = (unsigned long long *)malloc(P_BYTES);
         if (!host)
                 return 1;
-        fill(host, P_BYTES, 5);
+        fill_words(host, P_BYTES, 5);
         cudaStream_t s;
         RT_CHECK(cudaStreamCreate(&s));
         RT_CHECK(cudaMalloc(&pool, P_BYTES));
@@ -134,11 +114,7 @@ int main(int argc, char **argv) {
         printf("C %016llx\n", sum_of(c, A_BYTES, d_out));
         printf("A again %016llx\n", sum_of(a, A_BYTES, d_out));
 
-        RT_CHECK(cudaFree(c));
-        RT_CHECK(cudaFree(b));
-        RT_CHECK(cudaFree(pool));
-        RT_CHECK(cudaFree(a));
-        RT_CHECK(cudaFree(d_out));
+        RT_FREE(c, b, pool, a, d_out);
         RT_CHECK(cudaStreamDestroy(s));
         free(copy);
         free(host);

@@ -93,10 +93,7 @@ int main(void) {
         RT_CHECK(cudaEventDestroy(start));
         RT_CHECK(cudaEventDestroy(stop));
         RT_CHECK(cudaStreamDestroy(stream));
-        RT_CHECK(cudaFree(d_a));
-        RT_CHECK(cudaFree(d_b));
-        RT_CHECK(cudaFree(d_c));
-        RT_CHECK(cudaFree(d_sum));
+        RT_FREE(d_a, d_b, d_c, d_sum);
         RT_CHECK(cudaFreeHost(pinned_c));
         free(a);
         free(b);

@@ -14,29 +14,14 @@
 #include <unistd.h>
 
 #include "gpu_check.h"
+#include "gpu_checksum.cuh"
 
 #define W_BYTES (64ull << 20)
 #define X_BYTES (16ull << 20)
 
-__global__ void checksum(const unsigned long long *w, size_t n, unsigned long long *out) {
-        unsigned long long s = 0;
-        for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-                s += w[i] * (2 * i + 1);
-        atomicAdd(out, s);
-}
-
 __global__ void fill_private(unsigned long long *x, size_t n, unsigned long long k) {
         for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
                 x[i] = x[i] * k + i;
-}
-
-static unsigned long long sum_of(const void *p, size_t bytes, unsigned long long *d_out) {
-        unsigned long long h = 0;
-        RT_CHECK(cudaMemset(d_out, 0, sizeof(h)));
-        checksum<<<264, 256>>>((const unsigned long long *)p, bytes / 8, d_out);
-        LAUNCH_CHECK();
-        RT_CHECK(cudaMemcpy(&h, d_out, sizeof(h), cudaMemcpyDeviceToHost));
-        return h;
 }
 
 int main(int argc, char **argv) {
@@ -45,8 +30,7 @@ int main(int argc, char **argv) {
 
         if (!host)
                 return 1;
-        for (size_t i = 0; i < W_BYTES / 8; i++)
-                host[i] = (i + 17) * 0x9e3779b97f4a7c15ull ^ (i >> 7);
+        fill_words(host, W_BYTES, 17);
         RT_CHECK(cudaMalloc(&w, W_BYTES));
         RT_CHECK(cudaMalloc(&x, X_BYTES));
         RT_CHECK(cudaMalloc(&d_out, sizeof(*d_out)));
@@ -62,9 +46,7 @@ int main(int argc, char **argv) {
         fill_private<<<264, 256>>>(x, X_BYTES / 8, 3);
         LAUNCH_CHECK();
         printf("scaled: private %llx\n", sum_of(x, X_BYTES, d_out));
-        RT_CHECK(cudaFree(w));
-        RT_CHECK(cudaFree(x));
-        RT_CHECK(cudaFree(d_out));
+        RT_FREE(w, x, d_out);
         free(host);
         return 0;
 }

@@ -15,6 +15,7 @@
 #define SAGE_GPU_NEED_DRIVER
 #define SAGE_GPU_DRIVER_ONLY
 #include "gpu_check.h"
+#include "fd_pass.h"
 
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -24,40 +25,6 @@ static const char *name_of(CUresult r) {
         const char *n = NULL;
         cuGetErrorName(r, &n);
         return n ? n : "?";
-}
-
-static int recv_fd(int sock, void *data, size_t len) {
-        char ctl[CMSG_SPACE(sizeof(int))];
-        struct iovec iov = { data, len };
-        struct msghdr msg = {};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctl;
-        msg.msg_controllen = sizeof ctl;
-        if (recvmsg(sock, &msg, 0) <= 0)
-                return -1;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        int fd = -1;
-        if (c && c->cmsg_type == SCM_RIGHTS)
-                memcpy(&fd, CMSG_DATA(c), sizeof fd);
-        return fd;
-}
-
-static void send_fd(int sock, int fd, const void *data, size_t len) {
-        char ctl[CMSG_SPACE(sizeof(int))] = {};
-        struct iovec iov = { (void *)data, len };
-        struct msghdr msg = {};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctl;
-        msg.msg_controllen = sizeof ctl;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof fd);
-        if (sendmsg(sock, &msg, 0) < 0)
-                perror("sendmsg");
 }
 
 /* The child: sees GPU 0 only; imports the fd and opens the IPC handle it is sent. */
@@ -72,7 +39,7 @@ static int child(int sock) {
         CU_CHECK(cuDeviceGet(&dev, 0));
         CU_CHECK(cuDevicePrimaryCtxRetain(&ctx, dev));
         CU_CHECK(cuCtxSetCurrent(ctx));
-        int fd = recv_fd(sock, &size, sizeof size);
+        int fd = fd_recv(sock, &size, sizeof size, NULL);
         CUresult r = cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
         printf("probe vmm_import %s\n", name_of(r));
         if (read(sock, &handle, sizeof handle) != (ssize_t)sizeof handle)
@@ -140,7 +107,8 @@ int main(int argc, char **argv) {
                 execl("/proc/self/exe", argv[0], "child", arg, (char *)NULL);
                 _exit(127);
         }
-        send_fd(sv[0], fd, &size, sizeof size);
+        if (fd_send(sv[0], fd, &size, sizeof size) < 0)
+                perror("sendmsg");
         char done;
         if (write(sv[0], &handle, sizeof handle) != (ssize_t)sizeof handle || read(sv[0], &done, 1) != 1)
                 fprintf(stderr, "two_gpus_probe: the child did not answer\n");

@@ -7,11 +7,8 @@ set -euo pipefail
 prog=$1 saged=$2 sagectl=$3 python=$4 sage_trace=$5
 . "$(dirname "$0")/lib.sh"
 export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
-"$saged" --socket "$SAGE_SOCKET" --foreground 2>"$tmp/saged.log" &
-saged_pid=$!
+start_saged
 trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; chattr -i "$tmp/imm.bin" 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
-[ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
 
 # twice TAG WHAT ARGS...: ARGS natively (output in twice_native), then twice
 # under sharing (traces $tmp/TAG1.json, $tmp/TAG2.json), each time with

@@ -382,6 +382,21 @@ int main(int argc, char **argv) {
                 OK(cuMemsetD8Async(weights, 0, bytes, s));
                 OK(cuMemcpyHtoD(weights, host, bytes));
                 OK(cuStreamDestroy(s));
+        } else if (!strcmp(mode, "async-order")) {
+                /* Queued on one stream of the app's: a memset, the upload, a kernel reading it.
+                 * Each must see the one before, whoever makes the copy (share_stage.c). */
+                size_t n = bytes / sizeof(uint64_t);
+                uint64_t sum = 0;
+                void *params[] = { &weights, &n, &out };
+                CUstream s;
+                OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+                OK(cuMemsetD8Async(weights, 0x5a, bytes, s));
+                OK(cuMemcpyHtoDAsync(weights, host, bytes, s));
+                OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+                OK(cuStreamSynchronize(s));
+                OK(cuMemcpyDtoH(&sum, out, sizeof(sum)));
+                printf("on the stream %016llx\n", (unsigned long long)sum);
+                OK(cuStreamDestroy(s));
         } else {
                 OK(cuMemcpyHtoD(weights, host, bytes));
         }

@@ -45,6 +45,16 @@ int main(void) {
                 assert(!sage_hash_equal(a, sage_hash(data, size)));
                 free(data);
         }
+        /* Copy and hash in one pass: the bytes copied and their one-shot hash, any length. */
+        {
+                static unsigned char dst[(1 << 20) + 3];
+                memset(dst, 0, sizeof(dst));
+                a = sage_hash_copy(dst, big, sizeof(big));
+                assert(memcmp(dst, big, sizeof(big)) == 0 && sage_hash_equal(a, sage_hash(big, sizeof(big))));
+                a = sage_hash_copy(dst, big + 1, (256 << 10) + 3);
+                assert(sage_hash_equal(a, sage_hash(big + 1, (256 << 10) + 3)));
+                assert(sage_hash_equal(sage_hash_copy(dst, big, 0), sage_hash("", 0)));
+        }
         puts("hash: ok");
         return 0;
 }

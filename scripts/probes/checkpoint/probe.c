@@ -42,6 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../../tests/gpu/fd_pass.h"
+
 #define MIB ((size_t)1 << 20)
 #define PATTERN 0x5a5a1234u
 #define IMPORT_PATTERN 0x0badf00du
@@ -320,15 +322,25 @@ static void block_target(FILE *in, int out, void *arg) {
         _exit(0);
 }
 
-static void probe_block(void) {
-        char line[256] = "";
-        Child *t = child_start(block_target, NULL);
+/* A target started and ready (its "ready" line into `line`), the controller
+ * initialised; NULL, with the fact said, when the target did not come up. */
+static Child *target_ready(void (*fn)(FILE *in, int out, void *arg), char *line, size_t size) {
+        Child *t = child_start(fn, NULL);
 
         controller_init();
-        if (!t || !child_expect(t, "ready", NULL, 0, 60000)) {
+        if (!t || !child_expect(t, "ready", line, size, 60000)) {
                 fact("target_ready=no");
-                return;
+                return NULL;
         }
+        return t;
+}
+
+static void probe_block(void) {
+        char line[256] = "";
+        Child *t = target_ready(block_target, NULL, 0);
+
+        if (!t)
+                return;
         /* LOCKED: the call is made after the lock. */
         fact("lock=%s", ename(ck_lock(t->pid, 5000)));
         child_send(t, "call");
@@ -431,13 +443,10 @@ static void self_target(FILE *in, int out, void *arg) {
 
 static void probe_self(void) {
         char line[512];
-        Child *t = child_start(self_target, NULL);
+        Child *t = target_ready(self_target, NULL, 0);
 
-        controller_init();
-        if (!t || !child_expect(t, "ready", NULL, 0, 60000)) {
-                fact("target_ready=no");
+        if (!t)
                 return;
-        }
         fact("lock=%s", ename(ck_lock(t->pid, 5000)));
         fact("checkpoint=%s", ename(ck_checkpoint(t->pid)));
         child_send(t, "go");
@@ -558,13 +567,10 @@ static void checkpoint_cycle(pid_t pid) {
 
 static void probe_reservation(void) {
         char line[512];
-        Child *t = child_start(reservation_target, NULL);
+        Child *t = target_ready(reservation_target, line, sizeof(line));
 
-        controller_init();
-        if (!t || !child_expect(t, "ready", line, sizeof(line), 60000)) {
-                fact("target_ready=no");
+        if (!t)
                 return;
-        }
         checkpoint_cycle(t->pid);
         child_send(t, "check");
         if (child_expect(t, "check", line, sizeof(line), 20000))
@@ -576,30 +582,6 @@ static void probe_reservation(void) {
 /* ------------------------------------------------------------------ imports */
 
 #define IMPORT_BYTES (64 * MIB)
-
-static void send_fd(int sock, int fd) {
-        char c = 'f', ctl[CMSG_SPACE(sizeof(int))];
-        struct iovec iov = { &c, 1 };
-        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-        if (sendmsg(sock, &m, 0) < 0)
-                _exit(1);
-}
-
-static int recv_fd(int sock) {
-        char c, ctl[CMSG_SPACE(sizeof(int))];
-        struct iovec iov = { &c, 1 };
-        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
-        int fd = -1;
-        if (recvmsg(sock, &m, 0) <= 0 || !CMSG_FIRSTHDR(&m))
-                return -1;
-        memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
-        return fd;
-}
 
 static int import_socks[2];
 
@@ -619,7 +601,8 @@ static void exporter(FILE *in, int out, void *arg) {
         while (wait_command(in, "send")) {
                 int fd;
                 CHILD_CK(out, cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
-                send_fd(import_socks[0], fd);
+                if (fd_send(import_socks[0], fd, "f", 1) < 0)
+                        _exit(1);
                 close(fd);
         }
         _exit(0);
@@ -627,7 +610,8 @@ static void exporter(FILE *in, int out, void *arg) {
 
 /* Import the exporter's memory and map it read-only at va (reserved by the caller). */
 static CUresult import_map(int sock, CUdeviceptr va, CUmemGenericAllocationHandle *h) {
-        int fd = recv_fd(sock);
+        char c;
+        int fd = fd_recv(sock, &c, 1, NULL);
         if (fd < 0)
                 return CUDA_ERROR_INVALID_HANDLE;
         CUresult r = cuMemImportFromShareableHandle(h, (void *)(long)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);

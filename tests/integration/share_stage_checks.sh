@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The miss path's staged copy (intercept/share_stage.c) against the simulated
+# driver (asynchronous streams) and the real broker: a miss is copied by
+# SAGE through pinned staging, keyed by what arrived (published, so the key
+# matched the device), a hit on the second run; an async upload stays
+# ordered on the app's stream; SAGE_SHARE_STAGING=0 is the app's own copy;
+# a staged copy the broker turns out to hold is mapped over. Outputs never
+# change.
+#   share_stage_checks.sh SHARE_TEST SAGED PYTHON3
+set -euo pipefail
+prog=$1 saged=$2 python=$3
+. "$(dirname "$0")/lib.sh"
+# Small uploads (publishing verifies them within the broker's call timeout on a
+# loaded CI machine) through small buffers: 4 MiB each, so 24 MiB take 6 rounds
+# through the 4 buffers, each reused.
+export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1 SAGE_SHARE_STAGING=16M
+start_saged
+trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+# run TAG ARGS...: ARGS under sharing (trace $tmp/TAG.json), output as native's.
+run() {
+  local tag=$1 native out
+  shift
+  native=$("$prog" "$@")
+  out=$(SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" "$@") || bad "$tag: exit status (a fault?)"
+  [ "$out" = "$native" ] || bad "$tag output: $out vs $native"
+}
+# expect TAG COUNTER=VALUE...
+expect() {
+  local tag=$1 kv got
+  shift
+  for kv in "$@"; do
+    got=$(stat_of "$tmp/$tag.json" "${kv%%=*}")
+    [ "$got" = "${kv#*=}" ] || bad "$tag: ${kv%%=*} is $got, not ${kv#*=}"
+  done
+}
+
+step "cold broker: staged first (no hash pass before it), after the app's queued memset, published; then a hit"
+# async-order: a memset, the upload and a kernel queued on one stream of the app's.
+run cold 24 21 async-order
+expect cold SHARE_MISSES=1 SHARE_STAGED=1 SHARE_BYTES_STAGED=$((24 << 20)) SHARE_STAGED_HITS=0 SHARE_NS_KEY=0 \
+  SHARE_PUBLISHED=1 SHARE_DROPPED=0
+[ "$(stat_of "$tmp/cold.json" SHARE_NS_STAGE_CPU)" -gt 0 ] || bad "cold: no CPU time reported"
+run warm 24 21 async-order
+expect warm SHARE_HITS=1 SHARE_STAGED=0 SHARE_BYTES_MAPPED=$((24 << 20))
+
+step "a broker holding extents: hashed first, the miss staged (keyed by what arrived), published; then a hit"
+run miss1 24 22
+expect miss1 SHARE_MISSES=1 SHARE_STAGED=1 SHARE_PUBLISHED=1 SHARE_DROPPED=0
+run miss2 24 22
+expect miss2 SHARE_HITS=1 SHARE_STAGED=0
+
+step "SAGE_SHARE_STAGING=0: the app's own copy, keyed before it, still published"
+SAGE_SHARE_STAGING=0 run nostage 24 23
+expect nostage SHARE_MISSES=1 SHARE_STAGED=0 SHARE_PUBLISHED=1
+
+step "a staged copy of bytes the broker holds: mapped over (after a miss, uploads are staged first)"
+run known 32 31
+"$prog" 32 30 file2 "$tmp/a.bin" "$tmp/b.bin" > /dev/null 2>&1   # writes the files: b.bin holds seed 31's bytes
+run spec 32 30 file2 "$tmp/a.bin" "$tmp/b.bin"
+expect spec SHARE_MISSES=1 SHARE_HITS=1 SHARE_STAGED=2 SHARE_STAGED_HITS=1 SHARE_BYTES_MAPPED=$((32 << 20))
+
+exit "$fail"
