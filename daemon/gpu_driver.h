@@ -58,6 +58,7 @@
           (int, CUcheckpointCheckpointArgs *))                                                                  \
         X(cuCheckpointProcessRestore, "cuCheckpointProcessRestore", CUresult, (int, CUcheckpointRestoreArgs *)) \
         X(cuCheckpointProcessUnlock, "cuCheckpointProcessUnlock", CUresult, (int, CUcheckpointUnlockArgs *))    \
+        X(cuMemcpyHtoD, "cuMemcpyHtoD_v2", CUresult, (CUdeviceptr, const void *, size_t))                       \
         X(cuMemGetInfo, "cuMemGetInfo_v2", CUresult, (size_t *, size_t *))
 
 typedef struct GpuDriver {

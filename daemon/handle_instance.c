@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "instance_ops.h"
+#include "instance_spool.h"
 #include "log.h"
 #include "pid_view.h"
 #include "server_private.h"
@@ -59,6 +60,11 @@ int server_instances_init(Server *s, const ServerConfig *config) {
 
         s->suspend_off = config->suspend_off;
         s->instances.max_resumes = config->max_resumes ? config->max_resumes : SERVER_MAX_RESUMES;
+        s->instances.max_per_namespace = config->max_instances_per_uid;
+        s->prepare_timeout_ns =
+                config->prepare_timeout_ms ? config->prepare_timeout_ms * 1000000ull : INSTANCE_PREPARE_TIMEOUT_NS;
+        if (config->spool_dir && spool_open(&s->spool, config->spool_dir, config->spool_budget) < 0)
+                return -EINVAL; /* said why */
         s->ops_event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (s->ops_event_fd < 0)
                 return -errno;
@@ -79,13 +85,18 @@ void server_instances_free(Server *s) {
                 /* Bounded: the lock has a timeout, checkpoint and restore end. */
                 if (op->thread_started)
                         pthread_join(op->thread, NULL);
+                if (op->spool) /* checkpointed meanwhile: its files stay for the next broker */
+                        spool_plan_finish(s, op->instance, op->spool, op->instance && op->done && op->code == 0);
                 s->ops = op->next;
                 free(op);
         }
         server_policy_free(s);
-        for (size_t i = 0; i < s->instances.n; i++)
+        for (size_t i = 0; i < s->instances.n; i++) {
                 instance_gate_unpin(s, s->instances.items[i]);
+                spool_instance_drop(s->instances.items[i]); /* the files stay for the next broker */
+        }
         instances_clear(&s->instances);
+        s->spool = spool_close(s->spool);
         if (s->ops_event_fd >= 0)
                 close(s->ops_event_fd);
         s->ops_event_fd = -1;
@@ -108,6 +119,7 @@ void server_instances_client_gone(Server *s, Client *c) {
                 if (in->state == SAGE_INSTANCE_SUSPENDED || in->state == SAGE_INSTANCE_FAILED)
                         sage_warn("instance pid %d went while %s", (int)in->pid, sage_instance_state_name(in->state));
                 instance_gate_unpin(s, in);
+                spool_instance_forget(s, in);
                 instances_remove(&s->instances, in);
         }
         /* A handshake with an instance that went has nobody left to answer it: end it now. */
@@ -124,9 +136,11 @@ void server_instances_client_gone(Server *s, Client *c) {
 }
 
 /* A registration flagged CHECKPOINTED: a previous broker suspended it (handle_instance_register checked). */
-static Instance *instance_adopt(Instance *in) {
-        if (in && instance_adopt_suspended(in))
+static Instance *instance_adopt(Server *s, Instance *in) {
+        if (in && instance_adopt_suspended(in)) {
                 sage_info("instance pid %d adopted: checkpointed under a previous broker", (int)in->pid);
+                spool_instance_adopted(s, in); /* the extents it parked, if they were spooled */
+        }
         return in;
 }
 
@@ -160,13 +174,14 @@ int handle_instance_register(Server *s, Client *c, Request *rq) {
                 return SAGE_ERR_LIMIT;
         }
         if (r) {
-                rq->why = "too many instances";
+                rq->why = r == INSTANCES_E_NAMESPACE ? "too many instances of this namespace (--max-instances-per-uid)"
+                                                     : "too many instances";
                 return SAGE_ERR_LIMIT;
         }
         sage_info("instance pid %d (namespace %llx) registered, flags %#x", (int)c->pid,
                   (unsigned long long)c->namespace_id, req->header.flags);
         sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_REGISTER_REPLY, req->header.request_id);
-        server_policy_registered(s, instance_adopt(instances_find_owner(&s->instances, c)));
+        server_policy_registered(s, instance_adopt(s, instances_find_owner(&s->instances, c)));
         return 0;
 }
 
@@ -220,6 +235,7 @@ static Instance *visible_instance(Server *s, const Client *c, uint32_t pid) {
         if (instance_exited(in) && in->state != SAGE_INSTANCE_SUSPENDING && in->state != SAGE_INSTANCE_RESUMING) {
                 server_policy_client_gone(s, NULL, in);
                 instance_gate_unpin(s, in);
+                spool_instance_forget(s, in);
                 instances_remove(&s->instances, in);
                 return NULL;
         }
@@ -234,6 +250,7 @@ static void forget_exited(Server *s) {
                     instance_exited(in)) {
                         server_policy_client_gone(s, NULL, in);
                         instance_gate_unpin(s, in);
+                        spool_instance_forget(s, in);
                         instances_remove(&s->instances, in); /* the last one moved here: look at i again */
                 } else
                         i++;
@@ -304,16 +321,19 @@ int handle_instances(Server *s, Client *c, Request *rq) {
 static void *run_op(void *userdata) {
         InstanceOp *op = userdata;
         Server *s = op->server;
-        uint64_t start = sage_now_ns(), one = 1;
+        uint64_t start = sage_now_ns(), one = 1, elapsed;
         int code;
 
         if (op->op == INSTANCE_OP_SUSPEND)
                 code = gpu_checkpoint_process(s->gpu, op->pid, SERVER_SUSPEND_LOCK_MS, op->why, sizeof(op->why));
         else
                 code = gpu_restore_process(s->gpu, op->pid, op->why, sizeof(op->why));
+        elapsed = sage_now_ns() - start;
+        if (code == 0 && op->spool)
+                spool_plan_write(s->gpu, op->spool); /* checkpointed: what it parked, against a restart */
         pthread_mutex_lock(&ops_lock);
         op->code = code;
-        op->elapsed_ns = sage_now_ns() - start;
+        op->elapsed_ns = elapsed;
         op->done = true;
         pthread_mutex_unlock(&ops_lock);
         if (write(s->ops_event_fd, &one, sizeof(one)) < 0) {
@@ -332,6 +352,8 @@ int instance_op_start_driver(Server *s, InstanceOp *op) {
         if (!op->instance || instance_exited(op->instance))
                 return SAGE_ERR_NOT_FOUND;
         op->phase = OP_DRIVER;
+        if (op->op == INSTANCE_OP_SUSPEND && !op->spool)
+                op->spool = spool_plan(s, op->instance);
         if (pthread_create(&op->thread, NULL, run_op, op) != 0)
                 return SAGE_ERR_INTERNAL;
         op->thread_started = true;
@@ -372,7 +394,7 @@ static int launch_op(Server *s, Instance *in, int which, Client *requester, uint
         if (which == INSTANCE_OP_SUSPEND && (in->flags & SAGE_INSTANCE_GATE)) {
                 op->phase = OP_PREPARING;
                 op->handshake = ++s->next_handshake;
-                op->deadline_ns = sage_now_ns() + INSTANCE_PREPARE_TIMEOUT_NS;
+                op->deadline_ns = sage_now_ns() + s->prepare_timeout_ns;
                 if (instance_gate_notify(s, in, SAGE_MSG_SUSPEND_PREPARE, SAGE_GATE_OK, op->handshake)) {
                         instance_cancel(&s->instances, in, which); /* nothing was tried */
                         free(op);
@@ -399,6 +421,11 @@ static int suspend_refused(Server *s, Instance *in, const char **why) {
         if (bits) {
                 *why = sage_instance_why_name(bits);
                 return SAGE_ERR_REFUSED;
+        }
+        if (in->late_prepare) {
+                in->busy_until_ns = sage_now_ns() + INSTANCE_BUSY_BACKOFF_NS; /* not picked for room meanwhile */
+                *why = "it has not yet answered a SUSPEND_PREPARE given up on (a long kernel?); try again";
+                return SAGE_ERR_BUSY;
         }
         in->footprint = server_instance_gpu_bytes(s, in);
         if (in->footprint == SAGE_INSTANCE_BYTES_UNKNOWN)
@@ -455,41 +482,6 @@ int handle_resume(Server *s, Client *c, Request *rq) {
         return start_op(s, c, rq, INSTANCE_OP_RESUME, rq->msg->resume);
 }
 
-/*
- * INSTANCE_RESUME: the instance's own call found its gate closed. Only on
- * its registration connection. A suspended one is resumed through the
- * policy (now, or once there is room; the answer comes once restored and
- * unlocked, INSTANCE_RESUMED follows); an active one (a handshake that
- * timed out on our side) is told to map again at once.
- */
-int handle_instance_resume(Server *s, Client *c, Request *rq) {
-        Instance *in = instances_find_owner(&s->instances, c);
-        int code;
-
-        if (!in || !(in->flags & SAGE_INSTANCE_GATE)) {
-                rq->why = "no instance with a gate on this connection";
-                return SAGE_ERR_NOT_FOUND;
-        }
-        switch (in->state) {
-        case SAGE_INSTANCE_SUSPENDED:
-                code = server_policy_resume(s, in, c, rq->msg->header.request_id, SAGE_MSG_INSTANCE_RESUME_REPLY,
-                                            &rq->why);
-                if (code == 0)
-                        rq->deferred = true;
-                return code;
-        case SAGE_INSTANCE_ACTIVE:
-                if (instance_gate_notify(s, in, SAGE_MSG_INSTANCE_RESUMED, SAGE_GATE_OK, ++s->next_handshake)) {
-                        rq->why = "cannot send INSTANCE_RESUMED";
-                        return SAGE_ERR_INTERNAL;
-                }
-                sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_RESUME_REPLY, rq->msg->header.request_id);
-                rq->reply.instance_resume_reply.state = in->state;
-                return 0;
-        case SAGE_INSTANCE_FAILED: rq->why = "its restore failed"; return SAGE_ERR_DRIVER;
-        default: rq->why = "an operation runs; try again"; return SAGE_ERR_BUSY;
-        }
-}
-
 /* Answer `op`'s requester (if any is left) with the outcome. */
 static void answer_op(Server *s, InstanceOp *op, unsigned state) {
         SageMessage m;
@@ -534,10 +526,16 @@ void instance_op_finish(Server *s, InstanceOp *op) {
                 instance_finish(&s->instances, op->instance, op->op, op->code == 0, op->elapsed_ns, sage_now_ns());
                 if (op->remap_failed)
                         op->instance->state = SAGE_INSTANCE_FAILED; /* its memory is not what it was */
-                if (op->instance->state != SAGE_INSTANCE_SUSPENDED)
+                /* A prepare given up on keeps its pins: libsage may be parking now (instance_gate.c). */
+                if (op->instance->state != SAGE_INSTANCE_SUSPENDED && !op->instance->late_prepare)
                         instance_gate_unpin(s, op->instance);
+                if (op->spool)
+                        spool_plan_finish(s, op->instance, op->spool, op->instance->state == SAGE_INSTANCE_SUSPENDED);
+                if (op->instance->state != SAGE_INSTANCE_SUSPENDED)
+                        spool_instance_forget(s, op->instance);
                 state = op->instance->state;
-        } /* else: forgotten meanwhile; a resume's slot went back with it (instances_remove) */
+        } else if (op->spool) /* forgotten meanwhile; a resume's slot went back with it (instances_remove) */
+                spool_plan_finish(s, NULL, op->spool, false);
         if (op->code)
                 sage_warn("instance pid %d: %s failed: %s%s", (int)op->pid,
                           op->op == INSTANCE_OP_SUSPEND ? "suspend" : "resume", op->why,

@@ -68,7 +68,7 @@ void instance_gate_unpin(Server *s, Instance *in) {
         in->pins = NULL;
 }
 
-static bool pin(Server *s, Instance *in, Extent *e) {
+bool instance_gate_pin(Server *s, Instance *in, Extent *e) {
         InstancePins *p = in->pins;
 
         if (!p && !(p = in->pins = calloc(1, sizeof(*p))))
@@ -90,6 +90,11 @@ static bool pin(Server *s, Instance *in, Extent *e) {
         return true;
 }
 
+size_t instance_gate_pins(const Instance *in, Extent ***items) {
+        *items = in->pins ? in->pins->items : NULL;
+        return in->pins ? in->pins->n : 0;
+}
+
 /* The handshake of `in` now waiting in `phase`, or NULL. */
 static InstanceOp *op_waiting(Server *s, const Instance *in, int phase) {
         for (InstanceOp *op = s->ops; op; op = op->next)
@@ -101,11 +106,11 @@ static InstanceOp *op_waiting(Server *s, const Instance *in, int phase) {
 void server_instances_pin_release(Server *s, Client *c, uint64_t id) {
         Instance *in = c->pid > 0 ? instances_find_pid(&s->instances, c->pid) : NULL;
 
-        if (!in || !(in->flags & SAGE_INSTANCE_GATE) || !op_waiting(s, in, OP_PREPARING))
+        if (!in || !(in->flags & SAGE_INSTANCE_GATE) || (!op_waiting(s, in, OP_PREPARING) && !in->late_prepare))
                 return;
         for (size_t i = 0; i < c->n_refs; i++)
                 if (c->refs[i].extent->id == id) {
-                        if (!pin(s, in, c->refs[i].extent))
+                        if (!instance_gate_pin(s, in, c->refs[i].extent))
                                 sage_warn("instance pid %d: cannot pin extent %llu", (int)in->pid,
                                           (unsigned long long)id);
                         return;
@@ -168,7 +173,11 @@ void instance_gate_tick(Server *s) {
                         continue;
                 if (op->phase == OP_PREPARING) {
                         op->code = SAGE_ERR_BUSY;
-                        snprintf(op->why, sizeof(op->why), "the instance did not answer SUSPEND_PREPARE");
+                        snprintf(op->why, sizeof(op->why), "the instance did not answer SUSPEND_PREPARE in time");
+                        /* It may still be synchronizing (a kernel longer than our wait), then park: what it
+                         * releases stays pinned until it answered and mapped again (handle_late_prepared). */
+                        if (op->instance)
+                                op->instance->late_prepare = op->handshake;
                 } else {
                         op->remap_failed = true;
                         if (!op->code) {
@@ -192,11 +201,41 @@ static Instance *gate_owner(Server *s, Client *c, Request *rq) {
         return in;
 }
 
+/* The end of a late handshake: libsage maps what it has, so the pins can go. */
+static void end_late(Server *s, Instance *in) {
+        in->late_prepare = in->late_remap = 0;
+        if (in->state == SAGE_INSTANCE_ACTIVE)
+                instance_gate_unpin(s, in);
+}
+
+/*
+ * SUSPEND_PREPARED for a prepare the broker gave up on. Parked (ok), the
+ * instance would wait with its extents unmapped for a checkpoint that never
+ * comes, and an evicted extent could not come back: have it map again at
+ * once (INSTANCE_RESUMED), keeping the pins until it says INSTANCE_REMAPPED.
+ * Anything else: it opened its gate again with nothing released.
+ */
+static int handle_late_prepared(Server *s, Instance *in, const SageGateStatus *st) {
+        uint32_t id = ++s->next_handshake;
+
+        if (st->status != SAGE_GATE_OK) {
+                end_late(s, in);
+                return 0;
+        }
+        sage_info("instance pid %d prepared after the broker gave up; told to map again", (int)in->pid);
+        if (instance_gate_notify(s, in, SAGE_MSG_INSTANCE_RESUMED, SAGE_GATE_OK, id) < 0)
+                return 0; /* its connection is going: the pins go with the instance */
+        in->late_remap = id;
+        return 0;
+}
+
 int handle_suspend_prepared(Server *s, Client *c, Request *rq) {
         const SageGateStatus *st = &rq->msg->suspend_prepared;
         Instance *in = gate_owner(s, c, rq);
         InstanceOp *op = in ? op_waiting(s, in, OP_PREPARING) : NULL;
 
+        if (!op && in && in->late_prepare && in->late_prepare == rq->msg->header.request_id && !in->late_remap)
+                return handle_late_prepared(s, in, st);
         if (!op || op->handshake != rq->msg->header.request_id) {
                 rq->why = "no SUSPEND_PREPARE of that id is waiting";
                 return SAGE_ERR_NOT_FOUND;
@@ -230,6 +269,14 @@ int handle_instance_remapped(Server *s, Client *c, Request *rq) {
         Instance *in = gate_owner(s, c, rq);
         InstanceOp *op = in ? op_waiting(s, in, OP_REMAPPING) : NULL;
 
+        if (!op && in && in->late_remap && in->late_remap == rq->msg->header.request_id) {
+                if (rq->msg->instance_remapped.status != SAGE_GATE_OK) {
+                        sage_warn("instance pid %d could not map its extents again (its gate is broken)", (int)in->pid);
+                        in->state = SAGE_INSTANCE_FAILED;
+                }
+                end_late(s, in);
+                return 0;
+        }
         if (!op || op->handshake != rq->msg->header.request_id) {
                 rq->why = "no INSTANCE_RESUMED of that id is waiting";
                 return SAGE_ERR_NOT_FOUND;
@@ -244,6 +291,43 @@ int handle_instance_remapped(Server *s, Client *c, Request *rq) {
         instance_op_finish(s, op);
         instance_gate_arm(s);
         return 0;
+}
+
+/*
+ * INSTANCE_RESUME: the instance's own call found its gate closed. Only on
+ * its registration connection. A suspended one is resumed through the
+ * policy (now, or once there is room; the answer comes once restored and
+ * unlocked, INSTANCE_RESUMED follows); an active one (a handshake that
+ * timed out on our side) is told to map again at once.
+ */
+int handle_instance_resume(Server *s, Client *c, Request *rq) {
+        Instance *in = instances_find_owner(&s->instances, c);
+        int code;
+
+        if (!in || !(in->flags & SAGE_INSTANCE_GATE)) {
+                rq->why = "no instance with a gate on this connection";
+                return SAGE_ERR_NOT_FOUND;
+        }
+        switch (in->state) {
+        case SAGE_INSTANCE_SUSPENDED:
+                code = server_policy_resume(s, in, c, rq->msg->header.request_id, SAGE_MSG_INSTANCE_RESUME_REPLY,
+                                            &rq->why);
+                if (code == 0)
+                        rq->deferred = true;
+                return code;
+        case SAGE_INSTANCE_ACTIVE:
+                if (instance_gate_notify(s, in, SAGE_MSG_INSTANCE_RESUMED, SAGE_GATE_OK, ++s->next_handshake)) {
+                        rq->why = "cannot send INSTANCE_RESUMED";
+                        return SAGE_ERR_INTERNAL;
+                }
+                if (in->late_prepare)
+                        in->late_remap = s->next_handshake; /* its answer, the last one, ends the late prepare */
+                sage_proto_init(&rq->reply, SAGE_MSG_INSTANCE_RESUME_REPLY, rq->msg->header.request_id);
+                rq->reply.instance_resume_reply.state = in->state;
+                return 0;
+        case SAGE_INSTANCE_FAILED: rq->why = "its restore failed"; return SAGE_ERR_DRIVER;
+        default: rq->why = "an operation runs; try again"; return SAGE_ERR_BUSY;
+        }
 }
 
 /* INSTANCE_IDLE / INSTANCE_ACTIVE: the memory policy decides (an idle suspend when due, LRU order). */

@@ -36,7 +36,8 @@ typedef struct InstanceOp {
         uint64_t deadline_ns;
         uint64_t start_ns;
         bool thread_started;
-        bool remap_failed; /* libsage could not map its extents again: the instance ends FAILED */
+        bool remap_failed;       /* libsage could not map its extents again: the instance ends FAILED */
+        struct SpoolPlan *spool; /* a suspend's parked extents to write once checkpointed (NULL: none) */
         pthread_t thread;
         /* Written by the worker, read by the loop after `done`. */
         int code; /* 0 or SageProtoError */
@@ -57,6 +58,10 @@ void instance_op_answer_early(Server *s, InstanceOp *op);
 /* instance_gate.c */
 /* Send `type` (SUSPEND_PREPARE, INSTANCE_RESUMED) with `status` to the instance's connection. */
 int instance_gate_notify(Server *s, Instance *in, unsigned type, uint32_t status, uint32_t handshake);
+/* Pin `extent` for the instance (once; a reference of the broker's). False: out of memory. */
+bool instance_gate_pin(Server *s, Instance *in, Extent *extent);
+/* The extents pinned for it (*items: borrowed). */
+size_t instance_gate_pins(const Instance *in, Extent ***items);
 /* Drop every pin the instance holds. */
 void instance_gate_unpin(Server *s, Instance *in);
 /* The worker of a gate instance's op is done: go on with the handshake (or finish). */

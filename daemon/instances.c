@@ -25,10 +25,12 @@ int instances_add(InstanceTable *t, const void *owner, pid_t pid, int pidfd, uin
                         close(pidfd);
                 return INSTANCES_E_EXISTS;
         }
-        if (t->n >= INSTANCES_MAX) {
+        if (t->n >= INSTANCES_MAX ||
+            instances_count_namespace(t, namespace_id) >=
+                    (t->max_per_namespace ? t->max_per_namespace : INSTANCES_MAX_PER_NAMESPACE)) {
                 if (pidfd >= 0)
                         close(pidfd);
-                return INSTANCES_E_LIMIT;
+                return t->n >= INSTANCES_MAX ? INSTANCES_E_LIMIT : INSTANCES_E_NAMESPACE;
         }
         if (t->n == t->cap) {
                 size_t cap = t->cap ? 2 * t->cap : 16;
@@ -60,6 +62,13 @@ int instances_add(InstanceTable *t, const void *owner, pid_t pid, int pidfd, uin
         if (out)
                 *out = in;
         return 0;
+}
+
+size_t instances_count_namespace(const InstanceTable *t, uint64_t namespace_id) {
+        size_t n = 0;
+        for (size_t i = 0; i < t->n; i++)
+                n += t->items[i]->namespace_id == namespace_id;
+        return n;
 }
 
 Instance *instances_find_pid(const InstanceTable *t, pid_t pid) {

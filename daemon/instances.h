@@ -23,14 +23,18 @@
 
 /* Most instances one broker keeps (a registration past it: SAGE_ERR_LIMIT). */
 #define INSTANCES_MAX 4096
+/* Most one namespace (label, uid) keeps by default (saged --max-instances-per-uid): one tenant
+ * filling the table would leave every other tenant's instances unregistered, never suspended. */
+#define INSTANCES_MAX_PER_NAMESPACE 256
 /* After a failed suspend (its calls were in flight), how long it is left alone for room. */
 #define INSTANCE_BUSY_BACKOFF_NS (1000 * 1000000ull)
 
 enum {
-        INSTANCES_E_LIMIT = 1,  /* table full */
-        INSTANCES_E_EXISTS = 2, /* the owner, or another connection of that pid, registered already */
-        INSTANCES_E_STATE = 3,  /* not in a state the operation starts from */
-        INSTANCES_E_BUSY = 4,   /* an operation runs, or the resume cap is reached */
+        INSTANCES_E_LIMIT = 1,     /* table full */
+        INSTANCES_E_EXISTS = 2,    /* the owner, or another connection of that pid, registered already */
+        INSTANCES_E_STATE = 3,     /* not in a state the operation starts from */
+        INSTANCES_E_BUSY = 4,      /* an operation runs, or the resume cap is reached */
+        INSTANCES_E_NAMESPACE = 5, /* its namespace holds max_per_namespace already */
 };
 
 enum {
@@ -58,19 +62,29 @@ typedef struct Instance {
         uint64_t busy_until_ns; /* a suspend failed (busy): not suspended for room before then */
         /* Extents pinned for it while it does not map them (instance_gate.c; NULL: none). */
         struct InstancePins *pins;
+        /* A SUSPEND_PREPARE the broker gave up on (its deadline passed) that libsage may still be
+         * carrying out (a long kernel outlasts its synchronize): the handshake id, 0 if none. Until
+         * libsage answered it and mapped again (INSTANCE_REMAPPED to late_remap, the id of the last
+         * INSTANCE_RESUMED sent), what it releases is pinned and it is not suspended again. */
+        uint32_t late_prepare, late_remap;
+        /* What the spool (instance_spool.c) keeps for it on disk while suspended; NULL: nothing. */
+        struct SpoolList *spool;
 } Instance;
 
 typedef struct InstanceTable {
         Instance **items;
         size_t n, cap;
-        unsigned resuming;    /* instances in RESUMING */
-        unsigned max_resumes; /* cap on RESUMING at once (0: 1) */
+        unsigned resuming;        /* instances in RESUMING */
+        unsigned max_resumes;     /* cap on RESUMING at once (0: 1) */
+        size_t max_per_namespace; /* instances of one namespace (0: INSTANCES_MAX_PER_NAMESPACE) */
 } InstanceTable;
 
-/* Takes the pidfd (closed on failure too). */
+/* Takes the pidfd (closed on failure too). 0, -ENOMEM or INSTANCES_E_EXISTS, _LIMIT, _NAMESPACE. */
 int instances_add(InstanceTable *t, const void *owner, pid_t pid, int pidfd, uint64_t namespace_id,
                   const uint8_t uuid[16], uint32_t flags, uint64_t now_ns, Instance **out);
 Instance *instances_find_pid(const InstanceTable *t, pid_t pid);
+/* How many instances `namespace_id` holds (linear: registrations are rare, the table bounded). */
+size_t instances_count_namespace(const InstanceTable *t, uint64_t namespace_id);
 Instance *instances_find_owner(const InstanceTable *t, const void *owner);
 /* Forget one (closes its pidfd). */
 void instances_remove(InstanceTable *t, Instance *instance);

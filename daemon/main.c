@@ -118,6 +118,10 @@ int main(int argc, char **argv) {
                 { "max-clients-per-label", required_argument, NULL, 'P' },
                 { "suspend", required_argument, NULL, 'S' },
                 { "max-resumes", required_argument, NULL, 'R' },
+                { "max-instances-per-uid", required_argument, NULL, 'K' },
+                { "suspend-prepare-timeout", required_argument, NULL, 'T' },
+                { "spool", required_argument, NULL, 'W' },
+                { "spool-budget", required_argument, NULL, 'Z' },
                 { "metrics-listen", required_argument, NULL, 'm' },
                 { "metrics-listen-any", no_argument, NULL, 'A' },
                 { "exit-idle", required_argument, NULL, 'I' },
@@ -170,6 +174,10 @@ int main(int argc, char **argv) {
                                 return r;
                         }
                         break;
+                case 'K':
+                case 'T':
+                case 'W':
+                case 'Z':
                 case 'M':
                 case 'U':
                 case 'P':
@@ -324,6 +332,10 @@ int main(int argc, char **argv) {
                                  .container_namespaces = args.container_namespaces,
                                  .suspend_off = args.suspend_off,
                                  .max_resumes = (unsigned)args.max_resumes,
+                                 .max_instances_per_uid = (size_t)args.max_instances_per_uid,
+                                 .prepare_timeout_ms = args.prepare_timeout_ms,
+                                 .spool_dir = args.spool_dir,
+                                 .spool_budget = args.spool_budget,
                                  .inherited_fds = inherited,
                                  .n_inherited_fds = n_inherited,
                                  .metrics_address = args.metrics_listen ? (struct sockaddr *)&metrics.addr : NULL,

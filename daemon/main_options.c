@@ -15,6 +15,7 @@
 #include "config.h"
 #include "conn_table.h"
 #include "extent_store.h"
+#include "instances.h"
 #include "metrics_http.h"
 #include "options.h"
 #include "proto.h"
@@ -77,6 +78,8 @@ int check_label_sockets(const Args *a) {
 
 /* --max-clients* N: a positive count. Returns 0, or 2 (the exit status) after saying why. */
 int parse_limit(int opt, const char *text, Args *a) {
+        if (strchr("KTWZ", opt))
+                return parse_instance_option(opt, text, a); /* the instances' options */
         const char *name = opt == 'M'   ? "--max-clients"
                            : opt == 'U' ? "--max-clients-per-uid"
                                         : "--max-clients-per-label";
@@ -157,6 +160,14 @@ void usage(FILE *f) {
                 "      --suspend on|off  serve SUSPEND/RESUME of registered instances (default on;\n"
                 "                        docs/suspend.md)\n"
                 "      --max-resumes N   instances resumed at once (1-64, default %d); more wait\n"
+                "      --max-instances-per-uid N\n"
+                "                        registered instances per uid and label (default %d)\n"
+                "      --suspend-prepare-timeout DURATION\n"
+                "                        how long a suspend waits for the instance to prepare (default 8s)\n"
+                "      --spool DIR       keep the bytes of extents suspended instances parked in DIR\n"
+                "                        (saged's own, mode 0700), so a restarted broker gives them back\n"
+                "      --spool-budget SIZE\n"
+                "                        host bytes the spool may hold (default 8G)\n"
                 "      --instance-memory SIZE|N%%\n"
                 "                        GPU memory registered instances may hold, per device (default:\n"
                 "                        no cap); more: suspend others first, resume only what fits\n"
@@ -178,7 +189,43 @@ void usage(FILE *f) {
                 "      --version         print the version\n",
                 SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, DEFAULT_NAMESPACE_SHARE, LABEL_MAX_SOCKETS,
                 CONN_TABLE_MAX_TOTAL, CONN_TABLE_ROOT_RESERVE, CONN_TABLE_MAX_PER_NAMESPACE, CONN_TABLE_MAX_PER_LABEL,
-                SERVER_MAX_RESUMES);
+                SERVER_MAX_RESUMES, INSTANCES_MAX_PER_NAMESPACE);
+}
+
+/* --max-instances-per-uid N ('K'), --suspend-prepare-timeout DURATION ('T'), --spool DIR ('W'),
+ * --spool-budget SIZE ('Z'). 0, or 2 after saying why. */
+int parse_instance_option(int opt, const char *text, Args *a) {
+        uint64_t v;
+
+        if (opt == 'W') {
+                a->spool_dir = text;
+                return 0;
+        }
+        if (opt == 'Z') {
+                if (sage_parse_size(text, &v) < 0 || v == 0) {
+                        fprintf(stderr, "saged: --spool-budget: expected a size (8G, 512M), got '%s'\n", text);
+                        return 2;
+                }
+                a->spool_budget = v;
+                return 0;
+        }
+        if (opt == 'K') {
+                if (sage_parse_uint(text, &v) < 0 || v == 0 || v > INSTANCES_MAX) {
+                        fprintf(stderr, "saged: --max-instances-per-uid: expected a number from 1 to %d, got '%s'\n",
+                                INSTANCES_MAX, text);
+                        return 2;
+                }
+                a->max_instances_per_uid = v;
+                return 0;
+        }
+        /* At least 100 ms: even an idle instance answers after a round trip and a synchronize. */
+        if (sage_parse_duration_ms(text, &v) < 0 || v < 100 || v > 3600000) {
+                fprintf(stderr, "saged: --suspend-prepare-timeout: expected a duration from 100ms to 1h, got '%s'\n",
+                        text);
+                return 2;
+        }
+        a->prepare_timeout_ms = v;
+        return 0;
 }
 
 /* Ordinals, or GPU UUIDs (GPU-…) into `uuids`. */

@@ -40,6 +40,11 @@ typedef struct Args {
         const char *instance_memory;
         int instance_evict;                     /* PolicyEvict */
         const char *nvml_library, *cgroup_root; /* tests only */
+        /* --max-instances-per-uid, --suspend-prepare-timeout (ms); 0: the defaults */
+        uint64_t max_instances_per_uid;
+        uint64_t prepare_timeout_ms;
+        const char *spool_dir; /* --spool DIR; NULL: off */
+        uint64_t spool_budget; /* --spool-budget; 0: SPOOL_DEFAULT_BUDGET */
 } Args;
 
 typedef struct MetricsAddress {
@@ -50,8 +55,10 @@ typedef struct MetricsAddress {
 void args_clear(Args *a);
 /* These four return 0, or 2 (the exit status) after saying why on stderr. */
 int add_label_socket(Args *a, const char *text);     /* --label-socket PATH=LABEL, repeatable */
-int parse_limit(int opt, const char *text, Args *a); /* --max-clients* N ('M', 'U', 'P') */
+int parse_limit(int opt, const char *text, Args *a); /* --max-clients* N ('M', 'U', 'P'), and 'K' 'T' 'W' 'Z' */
 int check_label_sockets(const Args *a);              /* root only, no path twice */
+/* 'K' --max-instances-per-uid, 'T' --suspend-prepare-timeout, 'W' --spool, 'Z' --spool-budget */
+int parse_instance_option(int opt, const char *text, Args *a);
 /* --metrics-listen (loopback unless --metrics-listen-any) and --exit-idle */
 int check_metrics_and_idle(const Args *a, MetricsAddress *metrics, uint64_t *idle_ms);
 void usage(FILE *f);

@@ -26,6 +26,13 @@ typedef struct ServerConfig {
         IdentityMode container_namespaces;
         bool suspend_off;     /* --suspend=off: SUSPEND refused (RESUME still served) */
         unsigned max_resumes; /* instances resumed at once; 0: SERVER_MAX_RESUMES */
+        /* --max-instances-per-uid (instances per namespace; 0: INSTANCES_MAX_PER_NAMESPACE) and
+         * --suspend-prepare-timeout (the wait for SUSPEND_PREPARED; 0: INSTANCE_PREPARE_TIMEOUT_NS). */
+        size_t max_instances_per_uid;
+        uint64_t prepare_timeout_ms;
+        /* --spool DIR (NULL: off), --spool-budget (0: SPOOL_DEFAULT_BUDGET): instance_spool.h. */
+        const char *spool_dir;
+        uint64_t spool_budget;
         /* The memory policy (docs/suspend.md, "Memory policy"). */
         uint64_t instance_memory; /* --instance-memory: bytes instances may hold per GPU; 0: no cap */
         int instance_evict;       /* --instance-evict: PolicyEvict (idle only, or any) */

@@ -69,6 +69,8 @@ struct Server {
         int ops_event_fd;
         int gate_timer_fd; /* instance_gate.c: deadlines of the suspend handshakes */
         uint32_t next_handshake;
+        uint64_t prepare_timeout_ns; /* --suspend-prepare-timeout: how long SUSPEND_PREPARED is waited for */
+        struct Spool *spool;         /* --spool: parked extents kept across a restart (instance_spool.c); NULL: off */
         bool suspend_off;
         /* The memory policy (handle_policy.c): NVML, the cap, the idle
          * deadlines' timerfd, resumes waiting for room. */

@@ -3017,6 +3017,57 @@ static int scenario_instances(void) {
         return 0;
 }
 
+/* One registration attempt as `uid` in a child of its own: the broker's answer (0 or a SageProtoError). */
+static int register_once(uid_t uid) {
+        Result r = { 0 };
+        Child c;
+
+        if (child_start(&c, uid)) {
+                const uint8_t uuid[16] = { 0x5a, 0x6e };
+                SageBroker *b = broker();
+                r.rc = sage_broker_instance_register(b, uuid, 0);
+                child_report(&c, &r, sizeof(r));
+                sage_broker_free(b);
+                _exit(0);
+        }
+        r = child_result(&c);
+        child_finish(&c);
+        return r.rc;
+}
+
+/*
+ * The instance table is the node's: one namespace (uid, label) may hold only
+ * --max-instances-per-uid of it, so a tenant that registers without end
+ * cannot keep another's instances from being registered and suspended.
+ */
+static int scenario_instances_per_namespace(void) {
+        InstanceChild mine[2], other;
+        char out[8192];
+
+        start_saged_ckpt("--max-instances-per-uid=2");
+        for (int i = 0; i < 2; i++)
+                mine[i] = spawn_instance(65534, 0, 0);
+        CHECK(register_once(65534) == SAGE_ERR_LIMIT);
+        CHECK(register_once(65534) == SAGE_ERR_LIMIT);
+        /* Another uid still registers, and is suspended and resumed. */
+        other = spawn_instance(65533, 0, 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)other.pid) == 0 &&
+              strstr(out, "suspended"));
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)other.pid) == 0);
+        CHECK(instance_echo(&other, 'o', TIMEOUT_MS));
+        instance_end(&other);
+        /* One of its own goes: its namespace registers again. (Children end newest first: a child
+         * holds the command pipes of those forked before it.) */
+        instance_end(&mine[1]);
+        for (int i = 0; i < 500 && instance_json(out, sizeof(out), mine[1].pid); i++)
+                usleep(10000); /* the broker sees the hang-up in its own time: watched from outside */
+        mine[1] = spawn_instance(65534, 0, 0);
+        instance_end(&mine[1]);
+        instance_end(&mine[0]);
+        stop_saged();
+        return 0;
+}
+
 /* The simulated driver's observers of a checkpointed process (fakecuda.h), if it has them. */
 typedef struct FakeCheckpoint {
         int (*mem_used)(int pid, size_t *bytes);
@@ -3630,6 +3681,225 @@ static int scenario_instances_broker_restart(void) {
         CHECK(f.mem_used(c.pid, &used) == CUDA_SUCCESS && used >= 4 * MiB);
         instance_end(&c);
         stop_saged();
+        return 0;
+}
+
+/* What a gate instance was asked (request ids; 0: nothing). */
+typedef struct GateAsked {
+        uint32_t prepare, resumed;
+} GateAsked;
+
+static void gate_asked(void *userdata, const SageMessage *m) {
+        GateAsked *asked = userdata;
+        if (m->header.type == SAGE_MSG_SUSPEND_PREPARE)
+                asked->prepare = m->header.request_id;
+        else if (m->header.type == SAGE_MSG_INSTANCE_RESUMED)
+                asked->resumed = m->header.request_id;
+}
+
+static void gate_answer(SageBroker *b, unsigned type, uint32_t id, uint32_t status) {
+        SageMessage m;
+        sage_proto_init(&m, type, id);
+        if (type == SAGE_MSG_SUSPEND_PREPARED)
+                m.suspend_prepared = (SageGateStatus){ status, 0 };
+        else
+                m.instance_remapped = (SageGateStatus){ status, 0 };
+        CHECK(sage_broker_notify(b, &m) == 0);
+}
+
+/*
+ * An instance with a suspend gate, served as libsage's listener serves it,
+ * over the simulated driver: private device memory, and the extent of
+ * `seed` looked up (held). SUSPEND_PREPARE: it releases the extent and
+ * answers PREPARED. INSTANCE_RESUMED: it looks the extent up again and
+ * checks its bytes (a Result, rc 0: found and identical), and answers
+ * REMAPPED. 'R' on hold_fd: it registers again, flagged CHECKPOINTED, with
+ * a new broker (a Result).
+ */
+/* One of its Results (child_result reads only one). */
+static Result gate_result(const Child *c) {
+        Result r;
+        CHECK(read(c->result_fd, &r, sizeof(r)) == sizeof(r));
+        return r;
+}
+
+static Child spawn_gate_instance(uint64_t seed, size_t size) {
+        Result r = { 0 };
+        Child c;
+
+        if (child_start(&c, (uid_t)-1)) {
+                const uint8_t uuid[16] = { 0x5a, 0x6e };
+                uint8_t *want = pattern(seed, size);
+                SageHash key = sage_content_key(want, size);
+                GateAsked asked = { 0, 0 };
+                Filled mine = filled_allocation(seed + 1, 2 * MiB);
+                SageBroker *b = broker();
+                bool gate = false;
+                char byte;
+                int fd;
+
+                close(mine.fd);
+                sage_broker_on_notice(b, gate_asked, &asked);
+                CHECK(sage_broker_lookup(b, key, size, 0, &r.extent_id, &fd) == 0);
+                close(fd);
+                r.rc = sage_broker_instance_register_gate(b, uuid, 0, 0, &gate);
+                child_report(&c, &r, sizeof(r));
+                for (;;) {
+                        struct pollfd p[2] = { { .fd = c.hold_fd, .events = POLLIN },
+                                               { .fd = b ? sage_broker_fd(b) : -1, .events = POLLIN } };
+                        CHECK(poll(p, 2, -1) > 0);
+                        if (b && p[1].revents && sage_broker_pump(b) < 0)
+                                b = sage_broker_free(b); /* the broker died: wait for 'R' */
+                        if (b && asked.prepare) {
+                                CHECK(sage_broker_release(b, r.extent_id) == 0);
+                                gate_answer(b, SAGE_MSG_SUSPEND_PREPARED, asked.prepare, SAGE_GATE_OK);
+                                asked.prepare = 0;
+                        }
+                        if (b && asked.resumed) {
+                                r.rc = sage_broker_lookup(b, key, size, 0, &r.extent_id, &fd);
+                                if (r.rc == 0)
+                                        check_extent_fd(fd, want, size);
+                                gate_answer(b, SAGE_MSG_INSTANCE_REMAPPED, asked.resumed,
+                                            r.rc == 0 ? SAGE_GATE_OK : SAGE_GATE_FAILED);
+                                asked.resumed = 0;
+                                child_report(&c, &r, sizeof(r));
+                        }
+                        if (!(p[0].revents & (POLLIN | POLLHUP)))
+                                continue;
+                        if (read(c.hold_fd, &byte, 1) != 1)
+                                break;
+                        sage_broker_free(b); /* 'R' */
+                        b = broker();
+                        sage_broker_on_notice(b, gate_asked, &asked);
+                        r.rc = sage_broker_instance_register_gate(b, uuid, SAGE_INSTANCE_CHECKPOINTED, 0, &gate);
+                        child_report(&c, &r, sizeof(r));
+                }
+                sage_broker_free(b);
+                _exit(0);
+        }
+        CHECK(gate_result(&c).rc == 0);
+        return c;
+}
+
+/* Files in `dir` whose name starts with `prefix`; each must be mode 0600 and root's. */
+static int spool_files(const char *path, const char *prefix) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        int n = 0;
+
+        CHECK(d);
+        while ((e = readdir(d))) {
+                struct stat st;
+                if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+                        continue;
+                CHECK(fstatat(dirfd(d), e->d_name, &st, 0) == 0);
+                CHECK((st.st_mode & 0777) == 0600 && st.st_uid == geteuid());
+                n++;
+        }
+        closedir(d);
+        return n;
+}
+
+/* Suspend the gate instance, kill saged (-9), start it again (`spool`: with --spool), re-register the instance
+ * and resume it: whether it found its extent again, with the same bytes. */
+static bool restart_while_suspended(Child *c, const char *spool) {
+        char out[8192];
+        const char *line;
+        bool found;
+        int rc;
+
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c->pid) == 0 &&
+              strstr(out, "suspended"));
+        if (spool) {
+                struct stat st;
+                CHECK(stat(spool, &st) == 0 && (st.st_mode & 0777) == 0700);
+                CHECK(spool_files(spool, "i-") == 1 && spool_files(spool, "x-") == 1);
+        }
+        CHECK(kill(saged_pid, SIGKILL) == 0 && waitpid(saged_pid, NULL, 0) == saged_pid);
+        start_saged(spool ? "--spool" : NULL, spool);
+        CHECK(write(c->hold_fd, "R", 1) == 1);
+        CHECK(gate_result(c).rc == 0);
+        line = instance_json(out, sizeof(out), c->pid);
+        CHECK(line && strstr(line, "\"state\": \"suspended\""));
+        /* What it parked is pinned again: evicting the unreferenced keeps it. */
+        CHECK(sagectl(out, sizeof(out), "--socket %s evict --unreferenced", socket_path) == 0);
+        rc = sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c->pid);
+        found = gate_result(c).rc == 0;
+        CHECK((rc == 0) == found); /* a re-map that failed fails the resume */
+        return found;
+}
+
+/* A fresh test folder and its spool path (not created). */
+static void new_spool_path(char *spool, size_t size) {
+        make_dir();
+        snprintf(spool, size, "%s/spool", dir);
+}
+
+/* The gate instance ends, the spool folder (empty by now) goes, saged stops. */
+static void end_spool_round(Child *c, const char *spool) {
+        close(c->result_fd);
+        child_finish(c);
+        if (spool)
+                CHECK(rmdir(spool) == 0);
+        stop_saged();
+}
+
+/*
+ * saged killed while a gate instance is suspended with an extent parked:
+ * without a spool the extent's bytes died with it (the instance cannot map
+ * it again); with --spool the restarted broker loads them back (checked
+ * against the content key), pins them for the instance it adopts, and the
+ * instance maps identical bytes; the spool's files (0600, in a 0700
+ * directory) go once it runs again.
+ */
+static int scenario_instances_spool(void) {
+        char out[8192], spool[128];
+        const char *line;
+        FakeCheckpoint f;
+        Child c;
+
+        CHECK(fake_checkpoint(&f));
+        start_saged(NULL, NULL);
+        publish(61, 2 * MiB, 0);
+        c = spawn_gate_instance(61, 2 * MiB);
+        CHECK(!restart_while_suspended(&c, NULL));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"failed\""));
+        end_spool_round(&c, NULL);
+
+        new_spool_path(spool, sizeof(spool));
+        start_saged("--spool", spool);
+        publish(61, 2 * MiB, 0);
+        c = spawn_gate_instance(61, 2 * MiB);
+        CHECK(restart_while_suspended(&c, spool));
+        line = instance_json(out, sizeof(out), c.pid);
+        CHECK(line && strstr(line, "\"state\": \"active\""));
+        CHECK(spool_files(spool, "i-") == 0 && spool_files(spool, "x-") == 0);
+        end_spool_round(&c, spool);
+
+        /* Over --spool-budget (one namespace: half of it): suspended, nothing spooled. */
+        new_spool_path(spool, sizeof(spool));
+        {
+                const char *argv[] = { "--spool", spool, "--spool-budget", "3M" };
+                start_saged_argv(argv, 4);
+        }
+        publish(61, 2 * MiB, 0);
+        c = spawn_gate_instance(61, 2 * MiB);
+        CHECK(sagectl(out, sizeof(out), "--socket %s suspend %d", socket_path, (int)c.pid) == 0);
+        CHECK(spool_files(spool, "i-") == 0 && spool_files(spool, "x-") == 0);
+        CHECK(sagectl(out, sizeof(out), "--socket %s resume %d", socket_path, (int)c.pid) == 0);
+        CHECK(gate_result(&c).rc == 0);
+        end_spool_round(&c, spool);
+        /* A spool others may write: refused at start. */
+        new_spool_path(spool, sizeof(spool));
+        CHECK(mkdir(spool, 0700) == 0 && chmod(spool, 0777) == 0);
+        {
+                const char *argv[] = { "--spool", spool };
+                CHECK(run_saged((uid_t)-1, argv, 2, out, sizeof(out)) != 0 && strstr(out, "writable by no one else"));
+        }
+        CHECK(rmdir(spool) == 0);
+        rmdir(dir);
+        dir[0] = 0;
         return 0;
 }
 

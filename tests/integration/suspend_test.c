@@ -54,6 +54,7 @@
 #define SEED_PRIVATE 12
 
 static const char *saged_path, *sagectl_path;
+static const char *saged_option; /* one more option for the next start_saged, or NULL */
 static char dir[64], socket_path[96];
 static pid_t saged_pid;
 
@@ -77,8 +78,17 @@ static void hold(const FakeKernelLaunch *launch, void **params) {
         CHECK(read(STDIN_FILENO, &byte, 1) == 1 && byte == 'G');
 }
 
-static const FakeKernelEntry hold_kernels[] = { { "hold", hold, NULL } };
-static const FakeModuleImage hold_image = { FAKECUDA_IMAGE_MAGIC, 1, hold_kernels };
+/* A GPU kernel as long as the test wants: queued (its argument sizes are known), it runs when the
+ * process synchronizes, until a byte comes on the fd it is given. */
+static void wait_fd(const FakeKernelLaunch *launch, void **params) {
+        char byte;
+        (void)launch;
+        CHECK(read(*(int *)params[0], &byte, 1) == 1);
+}
+
+static const size_t wait_fd_sizes[] = { sizeof(int), 0 };
+static const FakeKernelEntry hold_kernels[] = { { "hold", hold, NULL }, { "wait_fd", wait_fd, wait_fd_sizes } };
+static const FakeModuleImage hold_image = { FAKECUDA_IMAGE_MAGIC, 2, hold_kernels };
 
 /*
  * Calls through the fake's export table, as cudart makes them (under
@@ -167,6 +177,16 @@ static int run_app(void) {
                 } else if (cmd == 'm') {
                         CUdeviceptr m;
                         printf("m %d\n", (int)cu.cuMemAllocManaged(&m, 4096, CU_MEM_ATTACH_GLOBAL));
+                } else if (cmd == 'l') {
+                        /* Launched, not waited for: the process makes no call while it runs. */
+                        const char *fd_text = getenv("SUSPEND_TEST_KERNEL_FD");
+                        int fd = fd_text ? atoi(fd_text) : -1;
+                        void *params[] = { &fd };
+                        CUfunction w;
+                        r = cu.cuModuleGetFunction(&w, mod, "wait_fd");
+                        if (r == CUDA_SUCCESS)
+                                r = cu.cuLaunchKernel(w, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL);
+                        printf("l %d\n", (int)r);
                 } else if (cmd == 'x' || cmd == 'g' || cmd == 'p' || cmd == 'c') {
                         app_export_call(cmd, shared, want_shared);
                 } else if (cmd == 'h') {
@@ -271,7 +291,8 @@ static void start_saged(void) {
         saged_pid = fork();
         CHECK(saged_pid >= 0);
         if (saged_pid == 0) {
-                execl(saged_path, saged_path, "--foreground", "--socket", socket_path, "-v", (char *)NULL);
+                execl(saged_path, saged_path, "--foreground", "--socket", socket_path, "-v", saged_option,
+                      (char *)NULL);
                 _exit(127);
         }
         itest_wait_saged(saged_pid, socket_path, TIMEOUT_MS);
@@ -545,6 +566,11 @@ static void on_prepare(void *userdata, const SageMessage *m) {
                 *(uint32_t *)userdata = m->header.request_id;
 }
 
+static void on_resumed(void *userdata, const SageMessage *m) {
+        if (m->header.type == SAGE_MSG_INSTANCE_RESUMED)
+                *(uint32_t *)userdata = m->header.request_id;
+}
+
 static void notice(SageBroker *b, unsigned type, uint32_t id, uint32_t status) {
         SageMessage m;
         sage_proto_init(&m, type, id);
@@ -587,7 +613,7 @@ static void await_prepare(SageBroker *owner, const uint32_t *prepare_id) {
 static int scenario_hostile(void) {
         const uint8_t uuid[16] = { 7 };
         char out[4096];
-        uint32_t prepare_id = 0;
+        uint32_t prepare_id = 0, resumed_id = 0;
         SageBroker *owner, *other;
         bool gate = false;
         SageHash key;
@@ -637,8 +663,14 @@ static int scenario_hostile(void) {
         CHECK(waitpid(op, &status, 0) == op && WIFEXITED(status) && WEXITSTATUS(status) == 1);
         CHECK(sage_broker_pump(owner) == 0 && prepare_id != 0);
         CHECK(strcmp(state_of(getpid()), "active") == 0);
-        notice(owner, SAGE_MSG_SUSPEND_PREPARED, prepare_id, SAGE_GATE_OK); /* too late: changes nothing */
+        /* Too late: not suspended; told to map again at once, and not asked again until it did. */
+        sage_broker_on_notice(owner, on_resumed, &resumed_id);
+        notice(owner, SAGE_MSG_SUSPEND_PREPARED, prepare_id, SAGE_GATE_OK);
         CHECK(strcmp(state_of(getpid()), "active") == 0);
+        CHECK(sage_broker_pump(owner) == 0 && resumed_id != 0);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)getpid()) == 1 && strstr(out, "not yet answered"));
+        notice(owner, SAGE_MSG_INSTANCE_REMAPPED, resumed_id, SAGE_GATE_OK);
+        sage_broker_on_notice(owner, on_prepare, &prepare_id);
 
         /* The instance goes while asked to prepare: the operator is answered at once, not at the deadline. */
         prepare_id = 0;
@@ -650,7 +682,6 @@ static int scenario_hostile(void) {
         CHECK(sage_now_ns() - t < 4000000000ull); /* the prepare's deadline is 8 s */
         CHECK(strcmp(state_of(getpid()), "") == 0);
         sage_broker_free(other);
-        (void)out;
         stop_saged(SIGTERM);
         return 0;
 }
@@ -773,6 +804,62 @@ static int scenario_idle_retry(void) {
         CHECK(seen[0] == 1);
         CHECK(strcmp(state_of(getpid()), "idle") == 0);
         sage_broker_free(b);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+/* The broker's extent hits so far (a LOOKUP that found the key). */
+static uint64_t hits_now(void) {
+        return stats().hits;
+}
+
+/*
+ * A kernel longer than the broker's wait for SUSPEND_PREPARED (known defect
+ * 4): libsage's synchronize outlasts the broker, which gives up; libsage
+ * then parks anyway. It must not stay parked waiting for a checkpoint that
+ * never comes, nor find its extent evicted: the broker answers the late
+ * SUSPEND_PREPARED with INSTANCE_RESUMED, the instance maps its extent again
+ * by itself, and what it released stays pinned until then.
+ */
+static int scenario_long_kernel(void) {
+        char out[4096], env[64], line[64];
+        int go[2], same = 0, r = 1;
+        uint64_t hits;
+        App a;
+
+        CHECK(pipe(go) == 0); /* the read end without O_CLOEXEC: the app's kernel waits on it */
+        snprintf(env, sizeof(env), "SUSPEND_TEST_KERNEL_FD=%d", go[0]);
+        saged_option = "--suspend-prepare-timeout=300ms";
+        start_saged();
+        saged_option = NULL;
+        a = shared_app(env);
+        close(go[0]);
+        app_say(&a, 'l');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "l 0") == 0);
+        /* libsage drains (nothing in flight) and synchronizes: the kernel runs past the broker's 300 ms. */
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) != 0 && strstr(out, "in time"));
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        hits = hits_now();
+        CHECK(write(go[1], "g", 1) == 1); /* the kernel ends: libsage releases its extent, answers late */
+        /* It maps the extent again with no call of the app's (a LOOKUP hit): watched from outside. */
+        for (int i = 0; i < 500 && hits_now() == hits; i++)
+                poll(NULL, 0, 20);
+        CHECK(hits_now() > hits);
+        CHECK(sagectl(out, sizeof(out), "evict --unreferenced") == 0);
+        CHECK(stats().extents == 1);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        /* Its late handshake ended (INSTANCE_REMAPPED): it is suspended again as any other. */
+        for (int i = 0; i < 100 && r != 0; i++) {
+                r = sagectl(out, sizeof(out), "suspend %d", (int)a.pid);
+                CHECK(r == 0 || strstr(out, "not yet answered"));
+                if (r)
+                        poll(NULL, 0, 20);
+        }
+        CHECK(r == 0 && strcmp(state_of(a.pid), "suspended") == 0);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        close(go[1]);
+        app_end(&a);
         stop_saged(SIGTERM);
         return 0;
 }

@@ -114,11 +114,35 @@ static void test_adopt(void) {
         instances_clear(&t);
 }
 
+/* One namespace holds at most max_per_namespace; others still register; a slot comes back when one goes. */
+static void test_per_namespace(void) {
+        InstanceTable t = { .max_per_namespace = 3 };
+        static char owners[8], many[INSTANCES_MAX_PER_NAMESPACE + 1];
+        Instance *first = NULL;
+
+        for (int i = 0; i < 3; i++)
+                CHECK(instances_add(&t, &owners[i], 100 + i, -1, 7, uuid, 0, 1, i ? NULL : &first) == 0);
+        CHECK(instances_add(&t, &owners[3], 103, -1, 7, uuid, 0, 1, NULL) == INSTANCES_E_NAMESPACE);
+        CHECK(instances_count_namespace(&t, 7) == 3);
+        CHECK(instances_add(&t, &owners[4], 104, -1, 8, uuid, 0, 1, NULL) == 0);
+        CHECK(instances_add(&t, &owners[5], 105, -1, 1ull << 32 | 7, uuid, 0, 1, NULL) == 0); /* a label's uid 7 */
+        instances_remove(&t, first);
+        CHECK(instances_add(&t, &owners[3], 103, -1, 7, uuid, 0, 1, NULL) == 0);
+        instances_clear(&t);
+        /* 0: the default. */
+        t = (InstanceTable){ 0 };
+        for (int i = 0; i <= INSTANCES_MAX_PER_NAMESPACE; i++)
+                CHECK(instances_add(&t, &many[i], 1000 + i, -1, 9, uuid, 0, 1, NULL) ==
+                      (i < INSTANCES_MAX_PER_NAMESPACE ? 0 : INSTANCES_E_NAMESPACE));
+        instances_clear(&t);
+}
+
 int main(void) {
         test_table();
         test_adopt();
         test_states();
         test_exited();
+        test_per_namespace();
         printf("instances: ok\n");
         return 0;
 }
