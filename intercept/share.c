@@ -69,14 +69,26 @@
 
 /* ---------------------------------------------------------------- allocation */
 
+/* An allocation whose app bytes start `lead` bytes into its reservation (learned placement, share_place.c). */
+static CUresult alloc_placed(ShareVmm *v, size_t size, size_t lead, size_t gran, CUdevice dev, uint32_t broker_dev,
+                             CUcontext ctx, SageShareAlloc **out) {
+        CUresult r;
+
+        if (lead >= gran || size > SIZE_MAX - 2 * gran)
+                return CUDA_ERROR_OUT_OF_MEMORY;
+        if ((r = share_vmm_alloc(v, lead + size, gran, dev, broker_dev, ctx, out)) == CUDA_SUCCESS)
+                (*out)->lead = lead;
+        return r;
+}
+
 static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         SageShare *s = sage_share();
         CUmemAllocationProp prop;
         SageShareAlloc *a;
         CUdevice dev;
         CUcontext ctx;
-        uint32_t broker_dev = 0;
-        size_t gran = 0;
+        uint32_t broker_dev = 0, ordinal = 0;
+        size_t gran = 0, lead;
         CUresult r;
         int known;
 
@@ -101,19 +113,25 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         prop = sage_vmm_prop(dev);
         if (s->drv.granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran)
                 goto fail;
-        r = share_vmm_alloc(&s->vmm, size, gran, dev, broker_dev, ctx, &a);
+        pthread_mutex_lock(&s->lock);
+        lead = share_place_next(&s->place, size, gran, &ordinal);
+        pthread_mutex_unlock(&s->lock);
+        r = alloc_placed(&s->vmm, size, lead, gran, dev, broker_dev, ctx, &a);
         /* Out of memory is the app's answer too: what cuMemAlloc would say. */
         if (r == CUDA_ERROR_OUT_OF_MEMORY)
                 return false;
         if (r != CUDA_SUCCESS)
                 goto fail;
+        a->ordinal = ordinal;
+        if (lead)
+                sage_stats_count(SAGE_STAT_SHARE_PLACED);
         pthread_mutex_lock(&s->lock);
         share_vmm_link(&s->vmm, a);
         pthread_mutex_unlock(&s->lock);
         /* The context must outlive cudart's own release at exit: publishing reads it back. */
         sage_warmup_note_held(dev);
         sage_stats_count(SAGE_STAT_SHARE_ALLOCS);
-        *dptr = a->va;
+        *dptr = share_vmm_user_va(a);
         *result = CUDA_SUCCESS;
         return true;
 fail:
@@ -133,7 +151,7 @@ bool sage_share_free(CUdeviceptr va, CUresult *result) {
                 return false;
         pthread_mutex_lock(&s->lock);
         if ((a = share_vmm_unlink(&s->vmm, va))) {
-                share_publish(s, a);
+                share_retire(s, a);
                 s->drv.vmm.ctx_synchronize(); /* cuMemFree waits for the work using the memory */
                 share_ipc_forget(s, a);
                 share_vmm_release(&s->vmm, a);
@@ -209,9 +227,9 @@ CUresult sage_impl_cuMemGetAddressRange_v2(sage_fn_cuMemGetAddressRange_v2_t rea
                 a = share_vmm_find(&s->vmm, dptr, 1);
                 if (a) {
                         if (pbase)
-                                *pbase = a->va;
+                                *pbase = share_vmm_user_va(a);
                         if (psize)
-                                *psize = a->size;
+                                *psize = a->size - a->lead;
                 }
                 pthread_mutex_unlock(&s->lock);
                 if (a)

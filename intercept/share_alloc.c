@@ -140,14 +140,14 @@ void share_vmm_link(ShareVmm *v, SageShareAlloc *a) {
 
 SageShareAlloc *share_vmm_find(const ShareVmm *v, CUdeviceptr p, size_t n) {
         for (SageShareAlloc *a = v->allocs; a; a = a->next)
-                if (p >= a->va && p - a->va < a->size && n <= a->size - (p - a->va))
+                if (p >= a->va + a->lead && p - a->va < a->size && n <= a->size - (p - a->va))
                         return a;
         return NULL;
 }
 
 SageShareAlloc *share_vmm_unlink(ShareVmm *v, CUdeviceptr va) {
         for (SageShareAlloc **link = &v->allocs; *link; link = &(*link)->next)
-                if ((*link)->va == va) {
+                if (share_vmm_user_va(*link) == va) {
                         SageShareAlloc *a = *link;
                         *link = a->next;
                         a->next = NULL;
@@ -206,6 +206,39 @@ static bool must_keep(const ShareVmm *v, const SageShareAlloc *a, const Piece *p
 
 /* ---------------------------------------------------------------- pieces */
 
+/*
+ * Replacing [lo, hi) drops the pieces overlapping it. In a fresh allocation
+ * only tracked uploads wrote anything, so when none of them wrote those
+ * pieces no work in flight writes them (a copy the driver has not finished
+ * lands where an upload wrote) and nothing of them is kept: no synchronize,
+ * which under contention waits for the whole context (issue 14). A read of
+ * bytes nothing wrote, still in flight, is not waited for either.
+ */
+bool share_vmm_replace_needs_sync(const ShareVmm *v, const SageShareAlloc *a, size_t lo, size_t hi) {
+        size_t from = SIZE_MAX, to = 0;
+
+        if (!share_vmm_fresh(v, a))
+                return true;
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].off < hi && lo < a->pieces[i].off + a->pieces[i].len) {
+                        if (a->pieces[i].extent_id || a->pieces[i].parked)
+                                return true;
+                        from = a->pieces[i].off < from ? a->pieces[i].off : from;
+                        to = a->pieces[i].off + a->pieces[i].len;
+                }
+        for (size_t i = 0; i < a->nwritten; i++)
+                if (a->written[i].off < to && from < a->written[i].off + a->written[i].len)
+                        return true;
+        return false;
+}
+
+void share_vmm_sync_for_replace(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi) {
+        if (share_vmm_replace_needs_sync(v, a, lo, hi))
+                share_vmm_sync(v, a);
+        else
+                sage_stats_count(SAGE_STAT_SHARE_SYNCS_SKIPPED);
+}
+
 void share_vmm_sync(ShareVmm *v, SageShareAlloc *a) {
         CUcontext popped;
         bool pushed = v->drv->ctx_push(a->ctx) == CUDA_SUCCESS;
@@ -237,6 +270,27 @@ void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
         v->drv->vmm.release(p->handle);
         if (p->extent_id && v->release_extent)
                 v->release_extent(v->release_ctx, p->extent_id);
+}
+
+/* Map adjacent private pieces ps[0..n) read-write with one access call; on failure none stays mapped. */
+static CUresult map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, size_t n) {
+        const SageVmmOps *ops = &v->drv->vmm;
+        CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, a->dev },
+                                 .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+        size_t mapped = 0;
+        CUresult r = CUDA_SUCCESS;
+
+        while (mapped < n &&
+               (r = ops->map(a->va + ps[mapped].off, ps[mapped].len, 0, ps[mapped].handle, 0)) == CUDA_SUCCESS)
+                mapped++;
+        if (r == CUDA_SUCCESS)
+                r = ops->set_access(a->va + ps[0].off, ps[n - 1].off + ps[n - 1].len - ps[0].off, &desc, 1);
+        if (r != CUDA_SUCCESS)
+                while (mapped > 0) {
+                        mapped--;
+                        ops->unmap(a->va + ps[mapped].off, ps[mapped].len);
+                }
+        return r;
 }
 
 /*
@@ -295,8 +349,12 @@ CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size
         }
         for (size_t i = i0; i < i1; i++)
                 share_vmm_drop_piece(v, a, &a->pieces[i]);
-        for (size_t k = 0; k < nrem && r == CUDA_SUCCESS; k++)
-                r = map_at(v, a, rem[k].off, rem[k].len, rem[k].handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        /* The rests after hi are adjacent: one access call for them. */
+        for (size_t k = 0, n; k < nrem && r == CUDA_SUCCESS; k += n) {
+                for (n = 1; k + n < nrem && rem[k + n].off == rem[k + n - 1].off + rem[k + n - 1].len;)
+                        n++;
+                r = map_run(v, a, &rem[k], n);
+        }
         if (r == CUDA_SUCCESS)
                 r = map_at(v, a, lo, hi - lo, with->handle,
                            with->extent_id ? CU_MEM_ACCESS_FLAGS_PROT_READ : CU_MEM_ACCESS_FLAGS_PROT_READWRITE);

@@ -43,8 +43,12 @@ typedef struct Piece {
 
 /* An allocation SAGE's VMM allocator backs. */
 typedef struct SageShareAlloc {
-        CUdeviceptr va;
-        size_t size, padded, gran;
+        CUdeviceptr va;            /* the reservation; pieces' offsets count from here */
+        size_t size, padded, gran; /* size: lead + what the app asked for */
+        size_t lead;               /* the app's allocation starts at va + lead (learned placement, share_place.c) */
+        uint32_t ordinal;          /* among the process's allocations of its size (placement's key) */
+        size_t tail_use;           /* tail_seen: the app offset a kernel pointed at past the uploads (share_guard.c) */
+        bool tail_seen;
         CUdevice dev;
         uint32_t broker_dev; /* the broker's ordinal of dev's GPU (found by UUID): what the protocol says */
         CUcontext ctx;
@@ -110,11 +114,15 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
  */
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
                          SageShareAlloc **out);
+/* The address the app knows `a` by. */
+static inline CUdeviceptr share_vmm_user_va(const SageShareAlloc *a) {
+        return a->va + a->lead;
+}
 /* Make `a` one of the allocations the allocator backs (found, scanned, published). */
 void share_vmm_link(ShareVmm *v, SageShareAlloc *a);
 /* The allocation holding [p, p+n), or NULL. */
 SageShareAlloc *share_vmm_find(const ShareVmm *v, CUdeviceptr p, size_t n);
-/* Unlink the allocation starting at `va`; NULL if none does. */
+/* Unlink the allocation the app knows by `va`; NULL if none. */
 SageShareAlloc *share_vmm_unlink(ShareVmm *v, CUdeviceptr va);
 /* Unmap and release every piece and the range of an unlinked allocation; frees it. */
 void share_vmm_release(ShareVmm *v, SageShareAlloc *a);
@@ -128,6 +136,13 @@ void share_vmm_note_written(ShareVmm *v, SageShareAlloc *a, size_t off, size_t l
 
 /* Wait for the work in flight in the context of `a`. */
 void share_vmm_sync(ShareVmm *v, SageShareAlloc *a);
+/*
+ * Before replacing [lo, hi) of `a` (share_vmm_replace_range): must the work
+ * in flight be waited for? No when `a` is fresh and no tracked upload wrote
+ * the pieces that go. sync_for_replace waits only then (else counts a skip).
+ */
+bool share_vmm_replace_needs_sync(const ShareVmm *v, const SageShareAlloc *a, size_t lo, size_t hi);
+void share_vmm_sync_for_replace(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi);
 /* A new physical allocation holding a copy of a->va[off, off+len) (device copy, finished). */
 CUresult share_vmm_copy_into_new(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len,
                                  CUmemGenericAllocationHandle *out);

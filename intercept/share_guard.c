@@ -147,6 +147,25 @@ static bool in_filled(const Piece *p, size_t off) {
         return false;
 }
 
+/*
+ * A kernel points at `off` of `a`, between the uploads of an assembled run:
+ * remembered when it lies after every upload, in the granule where they
+ * end (the pool's free tail, where learned placement helps: share_place.c).
+ */
+static void note_gap_use(SageShareAlloc *a, size_t off) {
+        size_t end = 0;
+
+        if (a->tail_seen)
+                return;
+        for (size_t i = 0; i < a->nwritten; i++)
+                if (a->written[i].off + a->written[i].len > end)
+                        end = a->written[i].off + a->written[i].len;
+        if (end && off >= end && off / a->gran == (end - 1) / a->gran) {
+                a->tail_use = off - a->lead;
+                a->tail_seen = true;
+        }
+}
+
 /* One word of a launch's parameters: a use of a piece? */
 static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned param, unsigned word) {
         SageShareAlloc *a = share_vmm_find(vmm, (CUdeviceptr)v, 1);
@@ -162,6 +181,7 @@ static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned pa
                         continue;
                 if (p->nfilled && !in_filled(p, off)) {
                         /* Between the uploads of an assembled run: a buffer, not weights. */
+                        note_gap_use(a, off);
                         if (p->candidate) {
                                 char why[96];
                                 snprintf(why, sizeof(why), "kernel parameter %u points between its uploads (+%zu)",

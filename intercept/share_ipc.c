@@ -34,6 +34,7 @@ typedef struct IpcHandle {
         uint8_t token[SAGE_IPC_TOKEN_SIZE];
         uint64_t size;
         uint32_t device;
+        uint32_t lead; /* the allocation starts this far into the mapping (learned placement) */
 } IpcHandle;
 _Static_assert(sizeof(IpcHandle) <= sizeof(CUipcMemHandle), "an emulated handle fits a CUipcMemHandle");
 
@@ -45,7 +46,7 @@ typedef struct Export {
 
 typedef struct Import {
         CUdeviceptr va;
-        size_t size;
+        size_t size, lead;
         CUmemGenericAllocationHandle handle;
         struct Import *next;
 } Import;
@@ -115,6 +116,7 @@ static CUresult export_handle(SageShare *s, SageShareAlloc *a, CUipcMemHandle *o
         memcpy(h.token, e->token, sizeof(h.token));
         h.size = a->padded;
         h.device = a->broker_dev;
+        h.lead = (uint32_t)a->lead;
         memset(out, 0, sizeof(*out));
         memcpy(out, &h, sizeof(h));
         return CUDA_SUCCESS;
@@ -193,13 +195,14 @@ static CUresult open_emulated(SageShare *s, const IpcHandle *h, CUdeviceptr *pdp
                 ipc->import_broker = sage_broker_free(ipc->import_broker);
         else if (r < 0)
                 share_broker_lost(s, r);
-        if (r != 0 || fd < 0 || size != h->size || !(im = calloc(1, sizeof(*im)))) {
+        if (r != 0 || fd < 0 || size != h->size || h->lead >= size || !(im = calloc(1, sizeof(*im)))) {
                 if (fd >= 0)
                         close(fd);
                 return CUDA_ERROR_INVALID_HANDLE;
         }
         other_gpu = !same_gpu(s, b, dev, device);
         im->size = (size_t)size;
+        im->lead = h->lead;
         cr = drv->import_fd(&im->handle, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
         close(fd);
         if (cr != CUDA_SUCCESS) {
@@ -214,7 +217,7 @@ static CUresult open_emulated(SageShare *s, const IpcHandle *h, CUdeviceptr *pdp
         }
         im->next = ipc->imports;
         ipc->imports = im;
-        *pdptr = im->va;
+        *pdptr = im->va + im->lead;
         sage_stats_count(SAGE_STAT_SHARE_IPC_IMPORTS);
         return CUDA_SUCCESS;
 }
@@ -250,7 +253,7 @@ CUresult sage_impl_cuIpcCloseMemHandle(sage_fn_cuIpcCloseMemHandle_t real, CUdev
 
         pthread_mutex_lock(&s->lock);
         for (Import **l = s->ipc ? &s->ipc->imports : NULL; l && *l; l = &(*l)->next)
-                if ((*l)->va == dptr) {
+                if ((*l)->va + (*l)->lead == dptr) {
                         im = *l;
                         *l = im->next;
                         drv = share_driver(s); /* filled when the import was opened */

@@ -144,6 +144,29 @@ void share_assemble(SageShare *s) {
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE, sage_now_ns() - t);
 }
 
+bool share_learn_placement(SageShare *s, const SageShareAlloc *a) {
+        size_t lead;
+
+        if (!s->place.path || !a->tail_seen || !share_place_lead_for(a->tail_use, a->gran, &lead))
+                return false;
+        share_place_learn(&s->place, a->size - a->lead, a->ordinal, lead);
+        return lead != a->lead;
+}
+
+void share_retire(SageShare *s, SageShareAlloc *a) {
+        /*
+         * An allocation that starts elsewhere from the next invocation on
+         * has granules no one will ask for again: not worth the broker's
+         * memory, unless the hints could not be written.
+         */
+        if (share_learn_placement(s, a) && share_place_save(&s->place) == 0) {
+                for (size_t i = 0; i < a->npieces; i++)
+                        share_vmm_drop_candidate(a, &a->pieces[i], "it starts elsewhere from now on (placement)");
+                return;
+        }
+        share_publish(s, a);
+}
+
 void share_publish(SageShare *s, SageShareAlloc *a) {
         SharePublisher pub = { broker_publish, s };
 
@@ -159,7 +182,7 @@ static void share_at_exit(void) {
                 return;
         pthread_mutex_lock(&s->lock);
         for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
-                share_publish(s, a);
+                share_retire(s, a);
         pthread_mutex_unlock(&s->lock);
         if (sage_hooks_active(SAGE_OBSERVER_SUSPEND))
                 sage_gate_leave();
@@ -240,6 +263,7 @@ bool share_enabled(SageShare *s) {
         }
         share_vmm_init(&s->vmm, &s->drv, release_extent, s);
         s->vmm.track_pending = sage_options()->share_assemble;
+        share_place_open(&s->place, sage_options()->share_place);
         atexit(share_at_exit);
         s->state = 1;
         atomic_store(&s->active, true);

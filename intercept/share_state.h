@@ -13,6 +13,7 @@
 
 #include "broker_client.h"
 #include "share_alloc.h"
+#include "share_place.h"
 #include "share_guard.h"
 #include "share_file_key.h"
 #include "share_stage.h"
@@ -38,6 +39,7 @@ typedef struct SageShare {
         SageBroker *broker;   /* NULL once lost */
         struct ShareIpc *ipc; /* share_ipc.c, created at the first IPC call */
         ShareVmaCache maps;   /* file keys' view of the memory map */
+        SharePlace place;     /* learned placement (SAGE_SHARE_PLACE) */
         atomic_bool active;   /* some allocation may be VMM-backed: hooks read it without the lock */
         atomic_bool guarding; /* some piece is a candidate or shared: launches are scanned */
         int8_t device_state[SAGE_SHARE_MAX_DEVICES]; /* by the process's ordinal: 0 unknown, 1 found, -1 not served */
@@ -76,6 +78,13 @@ int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64
  * launch or an API write while s->vmm.pending. Takes the lock.
  */
 void share_assemble(SageShare *s);
+/*
+ * What `a` taught about its placement goes to the hints (saved at exit).
+ * True: from the next invocation on it starts elsewhere. Under the lock.
+ */
+bool share_learn_placement(SageShare *s, const SageShareAlloc *a);
+/* `a` goes (freed, or the process exits): placement learned, its candidates published. Under the lock. */
+void share_retire(SageShare *s, SageShareAlloc *a);
 /* Publish the candidates of `a` to the broker. Under the lock. */
 void share_publish(SageShare *s, SageShareAlloc *a);
 /* May work submitted to `stream` be captured rather than run (no synchronizing then)? */

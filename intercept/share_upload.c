@@ -293,7 +293,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
         if (!by_file && hi - lo >= STAGE_MIN)
                 s->expect_hit = r == 0 && fd >= 0 ? 1 : -1;
-        share_vmm_sync(&s->vmm, a); /* nothing in flight may use the backing we replace */
+        share_vmm_sync_for_replace(&s->vmm, a, lo, hi); /* nothing in flight may use the backing we replace */
         atomic_store(&s->guarding, true);
         if (r == 0 && fd >= 0) {
                 piece = (Piece){

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Sharing's hits for PyTorch models on a GPU (issue 14: coverage and the cost
+# of a hit), native and SAGE side by side in one run:
+# - resnet50 and bert (suite_fn.py, weights from safetensors): per model, R
+#   native invocations, then under SAGE_SHARE=1 with a fresh broker and
+#   learned placement (SAGE_SHARE_PLACE): 2 warm-up invocations (the first
+#   learns and publishes, the second publishes what placement moved), then
+#   R measured ones: upload ms (what the app waits for) and the shared
+#   fraction, (SHARE_BYTES_MAPPED + SHARE_BYTES_ASSEMBLED) / (SHARE_BYTES_MAPPED
+#   + SHARE_BYTES_COPIED), with SHARE_SYNCS_SKIPPED and SHARE_PLACED;
+# - gpt2 (medium, fp16): 16 processes started at once, native, then under
+#   SAGE on the warm broker: median upload ms per process.
+# Every SAGE output must be bit-identical to native's (checksum), else FAIL.
+# Prints one line per model and `share_hits: ok` at the end; with OUT set,
+# writes $OUT/share-hits.jsonl (one record per invocation).
+#   scripts/bench/share_hits.sh [--build DIR] [--runs R] [--conc N] [--quick] [--no-place]
+#   --quick: R=1, conc 16 (about 2-3 minutes on an H100, to be checked)
+set -euo pipefail
+build=build runs=3 conc=16 place=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --quick|--no-place) [ "$1" = --quick ] && runs=1 || place=0 ;;
+    --build|--runs|--conc) [ $# -ge 2 ] || exit 2; declare "${1#--}=$2"; shift ;;
+    *) echo "share_hits: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+here=$(cd "$(dirname "$0")" && pwd) python=${PYTHON:-python3}
+fn=$here/suite_fn.py
+. "$here/lib.sh"
+bench_require_gpu share_hits
+build=$(cd "$build" && pwd) tmp=$(mktemp -d) saged_pid=
+trap '[ -n "$saged_pid" ] && kill "$saged_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+bench_bytecode "$tmp" "$python"
+export SAGE_SOCKET=$tmp/saged.sock
+"$build/daemon/saged" --socket "$SAGE_SOCKET" --foreground 2>"$tmp/saged.log" &
+saged_pid=$!
+for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; sleep 0.1; done
+[ -S "$SAGE_SOCKET" ] || { echo "share_hits: FAIL: saged did not come up"; exit 1; }
+mkdir -p "$tmp/place"
+sage_env=(SAGE_SHARE=1 LD_PRELOAD="$build/intercept/libsage.so")
+[ "$place" = 1 ] && sage_env+=(SAGE_SHARE_PLACE="$tmp/place")
+fail=0
+
+# one MODE KIND TAG: one invocation; appends its record; prints its SAGE_BENCH json.
+one() {
+  local mode=$1 kind=$2 tag=$3 line stats=null
+  if [ "$mode" = native ]; then
+    line=$("$python" "$fn" run "$kind" "$tmp/$kind.safetensors" | grep '^SAGE_BENCH ')
+  else
+    line=$(env "${sage_env[@]}" SAGE_TRACE="$tmp/$tag.json" "$python" "$fn" run "$kind" "$tmp/$kind.safetensors" |
+      grep '^SAGE_BENCH ')
+    stats=$("$python" -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['otherData']['stats']))" \
+      "$tmp/$tag.json")
+  fi
+  printf '{"mode":"%s","kind":"%s","tag":"%s","bench":%s,"stats":%s}\n' "$mode" "$kind" "$tag" "${line#SAGE_BENCH }" \
+    "$stats" > "$tmp/rec-$tag.json"
+}
+
+gens=()
+for kind in resnet50 bert gpt2; do
+  "${pyw[@]}" "$fn" gen "$kind" "$tmp/$kind.safetensors" > /dev/null & gens+=($!)
+done
+for p in "${gens[@]}"; do wait "$p"; done
+for kind in resnet50 bert; do
+  for i in $(seq "$runs"); do one native "$kind" "n$kind$i"; done
+  one sage "$kind" "w${kind}1"
+  one sage "$kind" "w${kind}2"
+  for i in $(seq "$runs"); do one sage "$kind" "s$kind$i"; done
+done
+# gpt2: published by two invocations, then conc at once in each mode.
+one sage gpt2 wgpt21
+one sage gpt2 wgpt22
+for mode in native sage; do
+  pids=()
+  for i in $(seq "$conc"); do
+    one "$mode" gpt2 "c$mode$i" & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || fail=1; done
+done
+
+cat "$tmp"/rec-*.json > "$tmp/runs.jsonl"
+"$python" - "$tmp/runs.jsonl" <<'PY' || fail=1
+import json, statistics, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+bad = 0
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+for kind in ("resnet50", "bert", "gpt2"):
+    nat = [r for r in recs if r["kind"] == kind and r["mode"] == "native"]
+    sage = [r for r in recs if r["kind"] == kind and r["mode"] == "sage" and not r["tag"].startswith("w")]
+    sums = {r["bench"]["checksum"] for r in nat + sage}
+    if len(sums) != 1:
+        print("share_hits: FAIL: %s outputs differ: %s" % (kind, sorted(sums)))
+        bad = 1
+    frac = []
+    for r in sage:
+        s = r["stats"]
+        total = s["SHARE_BYTES_MAPPED"] + s["SHARE_BYTES_COPIED"]
+        frac.append((s["SHARE_BYTES_MAPPED"] + s["SHARE_BYTES_ASSEMBLED"]) / total if total else 0.0)
+    print("%-9s %s: upload ms native %.1f, sage %.1f (median of %d/%d); shared %.4f (min %.4f); "
+          "syncs skipped %s, placed %s" % (
+              kind, "x%d at once" % len(nat) if kind == "gpt2" else "alone",
+              med([r["bench"]["upload_ms"] for r in nat]), med([r["bench"]["upload_ms"] for r in sage]),
+              len(nat), len(sage), med(frac), min(frac) if frac else float("nan"),
+              sage[-1]["stats"].get("SHARE_SYNCS_SKIPPED") if sage else None,
+              sage[-1]["stats"].get("SHARE_PLACED") if sage else None))
+sys.exit(bad)
+PY
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  cp "$tmp/runs.jsonl" "$OUT/share-hits.jsonl"
+fi
+[ "$fail" = 0 ] && echo "share_hits: ok"
+exit "$fail"
