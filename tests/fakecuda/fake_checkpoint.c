@@ -378,7 +378,7 @@ static void serve(int conn) {
         if (recv(conn, &req, sizeof req, 0) != (ssize_t)sizeof req)
                 return;
         if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || (cred.uid != 0 && cred.uid != geteuid())) {
-                rep.result = CUDA_ERROR_NOT_PERMITTED;
+                rep.result = CUDA_ERROR_OPERATING_SYSTEM; /* the H100's driver 580 answers so (driver_facts) */
         } else if (__atomic_load_n(&gate.state, __ATOMIC_SEQ_CST) == CU_PROCESS_STATE_FAILED && req.op != OP_STATE &&
                    req.op != OP_TID && req.op != OP_MEM && req.op != OP_WAIT_BLOCKED) {
                 rep.result = CUDA_ERROR_ILLEGAL_STATE;
