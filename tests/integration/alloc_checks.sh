@@ -16,14 +16,7 @@ export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
 export SAGE_FAKE_MEM=8G
 start_broker "$saged" "$SAGE_SOCKET"
 
-# run TAG MIB SEED MODE: under sharing, trace $tmp/TAG.json; the output must be native's.
-run() {
-  local tag=$1 native out
-  shift
-  native=$("$prog" "$@")
-  out=$(SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" "$@") || bad "$tag: $* failed (a fault?)"
-  [ "$out" = "$native" ] || bad "$tag: output $out vs native $native"
-}
+# run TAG ARGS... (lib.sh): under sharing, traced to $tmp/TAG.json; the output must be native's.
 # shared MODE SEED [MIB]: published by a first run, mapped by a second, guarded against a writing kernel.
 shared() {
   local mode=$1 seed=$2 mib=${3:-16}

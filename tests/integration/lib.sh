@@ -26,3 +26,11 @@ start_broker() {
   for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
   [ -S "$sock" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
 }
+# run TAG ARGS...: $prog ARGS natively, then under libsage (trace $tmp/TAG.json); the output must be native's.
+run() {
+  local tag=$1 native out
+  shift
+  native=$("$prog" "$@")
+  out=$(SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" "$@") || bad "$tag: $* failed (a fault?)"
+  [ "$out" = "$native" ] || bad "$tag: output $out vs native $native"
+}

@@ -17,14 +17,7 @@ export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1 SAGE_SHARE_STAGING=16M
 start_saged
 trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-# run TAG ARGS...: ARGS under sharing (trace $tmp/TAG.json), output as native's.
-run() {
-  local tag=$1 native out
-  shift
-  native=$("$prog" "$@")
-  out=$(SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" "$@") || bad "$tag: exit status (a fault?)"
-  [ "$out" = "$native" ] || bad "$tag output: $out vs $native"
-}
+# run TAG ARGS... (lib.sh): under sharing, traced to $tmp/TAG.json; the output must be native's.
 # expect TAG COUNTER=VALUE...
 expect() {
   local tag=$1 kv got
