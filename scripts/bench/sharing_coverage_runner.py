@@ -8,9 +8,10 @@ a figure): its weights (generation timed and reported), a first native run
 workloads measured on a warm broker only, their cold SAGE run on the broker
 they keep (with learned placement it learns) and one warm-up invocation
 (it publishes what placement moved). Measurement, one process at a time:
-passes over the workloads, each pass one more sample of everything (a cold
-run, a round of native + SAGE, a round of N processes at once), so a budget
-that runs out costs samples, not figures.
+passes over the workloads (sc.MEASURE_ORDER), the first one sample of each
+figure (a cold run, a round of native + SAGE, a round of N processes at
+once), the next ones more, so a budget that runs out costs samples, not
+figures.
 
 Time: no step starts after --budget seconds from the script's start, nor
 one whose expected length (the longest of its kind so far) would cross the
@@ -320,13 +321,14 @@ class Run:
         return "error" in rec
 
     def measure_pass(self, i, kind, path):
+        """Pass I over KIND. The first pass takes one sample of each figure (cfunc/llm: their cold
+        run only); their warm-up and rounds follow from the second pass on."""
         want, done = self.want[kind], self.done[kind]
-        if kind in sc.COLD_KINDS and i < want["cold"] and self.may_start(kind, "cold run"):
+        cold_kind = kind in sc.COLD_KINDS
+        if cold_kind and i < want["cold"] and self.may_start(kind, "cold run"):
             if kind not in self.brokers:  # the first cold run's broker is the warm one
                 self.brokers[kind] = broker = self.broker()
                 self.step(kind, "cold", self.invoke, kind, path, broker, "cold")
-                if self.may_start(kind, "warm-up"):
-                    self.step(kind, "warmup", self.invoke, kind, path, broker, "warmup")
             else:
                 broker = self.broker()
                 try:
@@ -334,7 +336,10 @@ class Run:
                 finally:
                     broker.stop()
         broker = self.brokers.get(kind)
-        if broker and done["warmup"] and i < want["rounds"] and self.may_start(kind, "round", 2):
+        if broker and cold_kind and i >= 1 and not done["warmup"] and self.may_start(kind, "warm-up"):
+            self.step(kind, "warmup", self.invoke, kind, path, broker, "warmup")
+        r = i - 1 if cold_kind else i
+        if broker and done["warmup"] and 0 <= r < want["rounds"] and self.may_start(kind, "round", 2):
             self.step(kind, "rounds", lambda: [self.invoke(kind, path), self.invoke(kind, path, broker, "warm")])
         at_once = 2 * max(1.5, 3.0 * self.a.concurrent / (os.cpu_count() or 1))  # a native and a SAGE round
         if broker and done["warmup"] and i < want["concurrent"] and self.may_start(kind, "round at once", at_once):
@@ -361,7 +366,8 @@ class Run:
         self.timeline["prepared_s"] = round(self.elapsed(), 1)
         gen = [self.raw[k]["weights"]["gen_s"] for k in kinds if self.raw[k].get("weights", {}).get("generated")]
         self.timeline["weights_generated"] = len(gen)
-        passes = max([n for k in kinds for s, n in self.want[k].items() if s != "first"] + [0])
+        passes = max([n + (s == "rounds" and k in sc.COLD_KINDS) for k in kinds for s, n in self.want[k].items()
+                      if s != "first"] + [0])
         order = [k for k in sc.MEASURE_ORDER if k in kinds]
         for i in range(passes):
             for kind in order:
