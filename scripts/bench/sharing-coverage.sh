@@ -97,7 +97,7 @@ while kill -0 "$runner" 2>/dev/null; do  # a signal ended the wait, not the runn
     wait "$runner" || rc=$?
 done
 trap - TERM INT
-if [ "$fake" = 1 ] && [ -z "$only" ]; then
+if [ "$fake" = 1 ] && [ -z "$only" ] && [ "$rc" -lt 128 ]; then
     "$python" "$here/sharing_coverage.py" check-dry-run "$out/sharing-coverage.json" || rc=1
     # A run that stops early (budget, SIGTERM) leaves a valid partial document.
     "$python" "$here/sharing_coverage.py" check-partial "$out/partial" bash "$here/sharing-coverage.sh" --fake \

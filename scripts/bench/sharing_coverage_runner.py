@@ -93,7 +93,7 @@ class Run:
         self.want = plan(a)
         self.done = {k: {s: 0 for s in self.want[k]} for k in sc.KINDS}
         self.problems, self.failures = [], []
-        self.brokers, self.est = {}, {}
+        self.brokers, self.est, self.all_brokers = {}, {}, []
         self.tmp = tempfile.mkdtemp(prefix="sharing-coverage-", dir=a.logs)
         self.n = 0
         self.live = set()
@@ -183,8 +183,6 @@ class Run:
     def spawn(self, kind, path, broker, tag):
         """One process of KIND, native or (broker) under SAGE with a trace: (Popen, trace path or None)."""
         with self.lock:
-            if self.stopping:
-                raise Interrupted(self.stopping)
             self.n += 1
             n = self.n
         env = dict(os.environ)
@@ -198,10 +196,12 @@ class Run:
                         "SAGE_TRACE": trace})
             if self.a.place:
                 env["SAGE_SHARE_PLACE"] = broker.place
-        env["SAGE_BENCH_T0_NS"] = str(time.monotonic_ns())
-        p = subprocess.Popen(self.command(kind, path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-        with self.lock:
+        with self.lock:  # started and registered at once: stop() kills every process the run started
+            if self.stopping:
+                raise Interrupted(self.stopping)
+            env["SAGE_BENCH_T0_NS"] = str(time.monotonic_ns())
+            p = subprocess.Popen(self.command(kind, path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
             self.live.add(p)
         return p, trace
 
@@ -258,7 +258,13 @@ class Run:
             return None
 
     def broker(self):
-        return Broker(self.a.saged, os.path.join(self.a.logs, "saged.log"))
+        b = Broker(self.a.saged, os.path.join(self.a.logs, "saged.log"))
+        with self.lock:  # one made while the run stops (a preparation thread) must not outlive it
+            if not self.stopping:
+                self.all_brokers.append(b)
+                return b
+        b.stop()
+        raise Interrupted(self.stopping)
 
     # ---------------------------------------------------------------- budget
     def may_start(self, kind, what, factor=1.0):
@@ -391,7 +397,9 @@ class Run:
                 p.kill()
 
     def cleanup(self):
-        for b in list(self.brokers.values()):
+        with self.lock:
+            brokers, self.all_brokers = self.all_brokers, []
+        for b in brokers:
             b.stop()
         self.brokers.clear()
 
