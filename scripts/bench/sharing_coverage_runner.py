@@ -347,7 +347,8 @@ class Run:
         r = i - 1 if cold_kind else i
         if broker and done["warmup"] and 0 <= r < want["rounds"] and self.may_start(kind, "round", 2):
             self.step(kind, "rounds", lambda: [self.invoke(kind, path), self.invoke(kind, path, broker, "warm")])
-        at_once = 2 * max(1.5, 3.0 * self.a.concurrent / (os.cpu_count() or 1))  # a native and a SAGE round
+        # A native and a SAGE round; N processes on the CPUs, each mostly one thread (imports).
+        at_once = 2 * max(1.2, 2.0 * self.a.concurrent / (os.cpu_count() or 1))
         if broker and done["warmup"] and i < want["concurrent"] and self.may_start(kind, "round at once", at_once):
             self.step(kind, "concurrent", self.concurrent, kind, path, broker)
 
@@ -374,9 +375,8 @@ class Run:
         self.timeline["weights_generated"] = len(gen)
         passes = max([n + (s == "rounds" and k in sc.COLD_KINDS) for k in kinds for s, n in self.want[k].items()
                       if s != "first"] + [0])
-        order = [k for k in sc.MEASURE_ORDER if k in kinds]
         for i in range(passes):
-            for kind in order:
+            for kind in [k for k in (sc.MEASURE_ORDER if i == 0 else sc.LATER_ORDER) if k in kinds]:
                 if self.raw[kind].get("skipped") or kind not in paths or self.stopping:
                     continue
                 try:
