@@ -203,6 +203,7 @@ class Run:
             p = subprocess.Popen(self.command(kind, path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True)
             self.live.add(p)
+        p.sage_place = env.get("SAGE_SHARE_PLACE")  # what the process was given, for its record
         return p, trace
 
     def invoke(self, kind, path, broker=None, tag="native"):
@@ -242,7 +243,7 @@ class Run:
                     rec["sharing"] = summary.get("sharing", {})
                     rec["shared_fraction"] = summary.get("shared_fraction")
                     rec["htod_bytes"] = summary.get("bytes", {}).get("htod")
-                    rec["place"] = self.a.place
+                    rec["place"] = p.sage_place is not None
             with self.lock:  # outputs are compared with native's in the report (sc.mismatches)
                 self.raw[kind]["runs"].append(rec)
             out.append(rec)
