@@ -294,12 +294,14 @@ def check_partial(out, cmd):
                    f"missing {doc and doc.get('missing')}: {p.stderr[-300:]}")
     proc = subprocess.Popen(cmd + ["--runs", "50"], env=dict(os.environ, OUT=os.path.join(out, "signal")),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline, doc = time.monotonic() + 60, None
-    while time.monotonic() < deadline and proc.poll() is None:
+    deadline, doc, seen = time.monotonic() + 60, None, False
+    while time.monotonic() < deadline and proc.poll() is None and not seen:
         doc = doc_of("signal")
-        if doc and any(r.get("tag") == "cold" for w in doc["raw"].values() for r in w.get("runs", [])):
-            break
-        time.sleep(0.05)  # polling the file the run writes after each step: no event to wait on
+        seen = bool(doc) and any(r.get("tag") == "cold" for w in doc["raw"].values() for r in w.get("runs", []))
+        if not seen:
+            time.sleep(0.05)  # polling the file the run writes after each step: no event to wait on
+    if not seen:
+        bad.append("no document written after the first measured step (written only at the end?)")
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
