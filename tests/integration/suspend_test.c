@@ -142,16 +142,64 @@ static void app_export_call(char cmd, CUdeviceptr shared, const uint8_t *want) {
         }
 }
 
+/* The app's memories and what they must hold; read_both reads both back into its own buffer. */
+typedef struct Reader {
+        CUresult (*set_current)(CUcontext);
+        CUcontext ctx;
+        CUdeviceptr shared, private;
+        const uint8_t *want_shared, *want_private;
+        uint8_t *got;
+        CUresult r;
+        int same;
+} Reader;
+
+static void *read_both(void *p) {
+        Reader *rd = p;
+
+        memset(rd->got, 0, SIZE);
+        rd->r = rd->set_current(rd->ctx); /* a new thread: the first call that meets the gate */
+        if (rd->r == CUDA_SUCCESS)
+                rd->r = cu.cuMemcpyDtoH(rd->got, rd->shared, SIZE);
+        rd->same = rd->r == CUDA_SUCCESS && memcmp(rd->got, rd->want_shared, SIZE) == 0;
+        if (rd->r == CUDA_SUCCESS) {
+                memset(rd->got, 0, SIZE);
+                rd->r = cu.cuMemcpyDtoH(rd->got, rd->private, SIZE);
+                rd->same = rd->same && rd->r == CUDA_SUCCESS && memcmp(rd->got, rd->want_private, SIZE) == 0;
+        }
+        return NULL;
+}
+
+/* 'd': two threads read both memories at once (both meet the gate); "d <r> <same> <r> <same>". */
+static void app_two_reads(const Reader *model) {
+        Reader rd[2] = { *model, *model };
+        pthread_t t[2];
+
+        for (int i = 0; i < 2; i++)
+                CHECK((rd[i].got = malloc(SIZE)) && pthread_create(&t[i], NULL, read_both, &rd[i]) == 0);
+        for (int i = 0; i < 2; i++) {
+                CHECK(pthread_join(t[i], NULL) == 0);
+                free(rd[i].got);
+        }
+        printf("d %d %d %d %d\n", (int)rd[0].r, rd[0].same, (int)rd[1].r, rd[1].same);
+}
+
 static int run_app(void) {
         uint8_t *want_shared = pattern(SEED_SHARED, SIZE), *want_private = pattern(SEED_PRIVATE, SIZE);
         uint8_t *got = malloc(SIZE);
+        CUresult (*get_current)(CUcontext *);
+        Reader model = { .want_shared = want_shared, .want_private = want_private };
         CUdeviceptr shared, private;
         CUmodule mod;
         CUfunction f;
+        void *lib;
         char cmd;
 
         CHECK(got);
         driver_init();
+        CHECK((lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)));
+        CHECK((*(void **)&get_current = dlsym(lib, "cuCtxGetCurrent")) &&
+              (*(void **)&model.set_current = dlsym(lib, "cuCtxSetCurrent")));
+        CHECK(get_current(&model.ctx) == CUDA_SUCCESS);
         CHECK(cu.cuModuleLoadData(&mod, &hold_image) == CUDA_SUCCESS);
         CHECK(cu.cuModuleGetFunction(&f, mod, "hold") == CUDA_SUCCESS);
         CHECK(cu.cuMemAlloc(&shared, SIZE) == CUDA_SUCCESS && cu.cuMemAlloc(&private, SIZE) == CUDA_SUCCESS);
@@ -187,6 +235,9 @@ static int run_app(void) {
                         if (r == CUDA_SUCCESS)
                                 r = cu.cuLaunchKernel(w, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL);
                         printf("l %d\n", (int)r);
+                } else if (cmd == 'd') {
+                        model.shared = shared, model.private = private;
+                        app_two_reads(&model);
                 } else if (cmd == 'x' || cmd == 'g' || cmd == 'p' || cmd == 'c') {
                         app_export_call(cmd, shared, want_shared);
                 } else if (cmd == 'h') {
@@ -561,7 +612,7 @@ static void spool_remove(char *spool) {
  * resumes it with identical memory; it can be suspended again.
  */
 static int scenario_restart_spool(void) {
-        char spool[96], option[128], out[4096];
+        char spool[96], option[128], out[4096], line[64];
         int same = 0;
         App a;
 
@@ -570,7 +621,11 @@ static int scenario_restart_spool(void) {
         a = suspended_shared_app(NULL);
         CHECK(mem_used(a.pid) == 0);
         restart_saged(option);
-        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        /* Two threads meet the gate at once: one asks the new broker, both see identical memory. */
+        app_say(&a, 'd');
+        app_line(&a, line, sizeof(line));
+        printf("app: %s\n", line);
+        CHECK(strcmp(line, "d 0 1 0 1") == 0);
         CHECK(strcmp(state_of(a.pid), "active") == 0 && mem_used(a.pid) >= SIZE);
         CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0 && mem_used(a.pid) == 0);
         CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
@@ -626,6 +681,32 @@ static int scenario_restart_active(void) {
         app_end(&shared);
         app_end(&plain);
         stop_saged(SIGTERM);
+        return 0;
+}
+
+/*
+ * The app sees the node's second GPU as its device 0 (CUDA_VISIBLE_DEVICES=1):
+ * its extents are the broker's device 1, and the re-map after a resume
+ * must ask for them there, not under the app's ordinal.
+ */
+static int scenario_remap_visible_devices(void) {
+        char out[4096];
+        int same = 0;
+        App a;
+
+        setenv("SAGE_FAKE_DEVICES", "2", 1); /* saged and the apps see two GPUs */
+        start_saged();
+        a = spawn_app(true, "CUDA_VISIBLE_DEVICES=1");
+        app_end(&a); /* publishes its uploads at exit, on the broker's device 1 */
+        CHECK(stats().publishes >= 1);
+        a = spawn_app(true, "CUDA_VISIBLE_DEVICES=1");
+        CHECK(stats().hits >= 1);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0 && mem_used(a.pid) == 0);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        unsetenv("SAGE_FAKE_DEVICES");
         return 0;
 }
 
