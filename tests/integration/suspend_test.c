@@ -685,6 +685,37 @@ static int scenario_restart_active(void) {
 }
 
 /*
+ * saged dies after SUSPEND_PREPARED, before a checkpoint happened (as the
+ * process's driver sees it): saged runs the checkpoint stand-in
+ * (ckpt_stub.c: it only stops the process), is killed (-9), and the
+ * process goes on. Its extents are parked and it runs: libsage registers
+ * with the new broker (not CHECKPOINTED) and maps them from it at once,
+ * here because another process published the same bytes again.
+ */
+static int scenario_restart_prepared(void) {
+        char option[512], out[4096];
+        const char *stub = getenv("SAGE_TEST_CKPT_STUB");
+        int same = 0;
+        App a;
+
+        CHECK(stub);
+        snprintf(option, sizeof(option), "--driver=%s", stub);
+        saged_option = option;
+        a = suspended_shared_app(NULL); /* stopped by the stand-in (SIGSTOP), its extent parked */
+        restart_saged(NULL);
+        publish(SEED_SHARED, SIZE);
+        CHECK(kill(a.pid, SIGCONT) == 0);
+        await_listed(a.pid);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0 && mem_used(a.pid) == 0);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+/*
  * The app sees the node's second GPU as its device 0 (CUDA_VISIBLE_DEVICES=1):
  * its extents are the broker's device 1, and the re-map after a resume
  * must ask for them there, not under the app's ordinal.
