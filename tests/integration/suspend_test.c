@@ -591,6 +591,16 @@ static void await_listed(pid_t pid) {
         CHECK(state_of(pid)[0]);
 }
 
+/* Suspended by the operator (0 bytes on the device), then its next call resumes it: memory identical, active. */
+static void suspend_resume(App *a) {
+        char out[4096];
+        int same = 0;
+
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a->pid) == 0 && mem_used(a->pid) == 0);
+        CHECK(app_read(a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(strcmp(state_of(a->pid), "active") == 0);
+}
+
 /* A spool folder's path (not created: saged makes it 0700), and saged's option naming it. */
 static void spool_option(char *spool, size_t spool_size, char *option, size_t option_size) {
         snprintf(spool, spool_size, "/tmp/sage-suspend-spool-XXXXXX");
@@ -612,8 +622,7 @@ static void spool_remove(char *spool) {
  * resumes it with identical memory; it can be suspended again.
  */
 static int scenario_restart_spool(void) {
-        char spool[96], option[128], out[4096], line[64];
-        int same = 0;
+        char spool[96], option[128], line[64];
         App a;
 
         spool_option(spool, sizeof(spool), option, sizeof(option));
@@ -627,8 +636,7 @@ static int scenario_restart_spool(void) {
         printf("app: %s\n", line);
         CHECK(strcmp(line, "d 0 1 0 1") == 0);
         CHECK(strcmp(state_of(a.pid), "active") == 0 && mem_used(a.pid) >= SIZE);
-        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0 && mem_used(a.pid) == 0);
-        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        suspend_resume(&a);
         app_end(&a);
         stop_saged(SIGTERM);
         saged_option = NULL;
@@ -672,9 +680,7 @@ static int scenario_restart_active(void) {
         CHECK(app_read(&shared, &same) == CUDA_SUCCESS && same == 1);
         await_listed(shared.pid);
         await_listed(plain.pid);
-        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)plain.pid) == 0 && mem_used(plain.pid) == 0);
-        CHECK(app_read(&plain, &same) == CUDA_SUCCESS && same == 1);
-        CHECK(strcmp(state_of(plain.pid), "active") == 0);
+        suspend_resume(&plain);
         CHECK(sagectl(out, sizeof(out), "suspend %d", (int)shared.pid) != 0 && strstr(out, "broker extents"));
         CHECK(strcmp(state_of(shared.pid), "active") == 0);
         CHECK(app_read(&shared, &same) == CUDA_SUCCESS && same == 1);
@@ -693,7 +699,7 @@ static int scenario_restart_active(void) {
  * here because another process published the same bytes again.
  */
 static int scenario_restart_prepared(void) {
-        char option[512], out[4096];
+        char option[512];
         const char *stub = getenv("SAGE_TEST_CKPT_STUB");
         int same = 0;
         App a;
@@ -707,9 +713,7 @@ static int scenario_restart_prepared(void) {
         CHECK(kill(a.pid, SIGCONT) == 0);
         await_listed(a.pid);
         CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
-        CHECK(strcmp(state_of(a.pid), "active") == 0);
-        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0 && mem_used(a.pid) == 0);
-        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        suspend_resume(&a);
         app_end(&a);
         stop_saged(SIGTERM);
         return 0;
@@ -721,8 +725,6 @@ static int scenario_restart_prepared(void) {
  * must ask for them there, not under the app's ordinal.
  */
 static int scenario_remap_visible_devices(void) {
-        char out[4096];
-        int same = 0;
         App a;
 
         setenv("SAGE_FAKE_DEVICES", "2", 1); /* saged and the apps see two GPUs */
@@ -732,9 +734,7 @@ static int scenario_remap_visible_devices(void) {
         CHECK(stats().publishes >= 1);
         a = spawn_app(true, "CUDA_VISIBLE_DEVICES=1");
         CHECK(stats().hits >= 1);
-        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0 && mem_used(a.pid) == 0);
-        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
-        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        suspend_resume(&a);
         app_end(&a);
         stop_saged(SIGTERM);
         unsetenv("SAGE_FAKE_DEVICES");
