@@ -10,7 +10,6 @@
  */
 #include "share_key.h"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -58,19 +57,14 @@ static long cpu_count(void) {
 
 /* Threads runnable on the machine now, this one included (/proc/loadavg's 4th field); 0: unknown. */
 static long running_now(void) {
-        char buf[128];
+        FILE *f = fopen("/proc/loadavg", "re");
         long running = 0;
-        ssize_t n;
-        int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
 
-        if (fd < 0)
-                return 0;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return 0;
-        buf[n] = 0;
-        return sscanf(buf, "%*s %*s %*s %ld/", &running) == 1 ? running : 0;
+        if (f && fscanf(f, "%*s %*s %*s %ld/", &running) != 1)
+                running = 0;
+        if (f)
+                fclose(f);
+        return running;
 }
 
 int sage_share_content_key(const void *data, size_t size, SageHash *out) {

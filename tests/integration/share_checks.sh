@@ -258,7 +258,7 @@ twice q "inflight" 96 13 inflight
 
 step "hits costlier than their copy (a slow driver): copied instead, counted, same output"
 # 8 tensors of ~4 MiB published, then mapped by a driver whose cuMemMap
-# takes 25 ms: the first two hits teach the process what a hit costs (~50 ms
+# takes 60 ms: the first two hits teach the process what a hit costs (~120 ms
 # against ~1 ms for the copy of 4 MiB it learned from the bias), the other
 # six are copied, and nothing is assembled (not even the granule the first
 # two share: assembly would only add cost). Without SAGE_SHARE_COPY_CHEAPER=1
@@ -267,8 +267,8 @@ native_t=$("$prog" 32 31 tensors)
 for run in 1 2 3; do
   case $run in
     1) env=() ;;
-    2) env=(SAGE_FAKE_MAP_MS=25 SAGE_SHARE_COPY_CHEAPER=1) ;;
-    3) env=(SAGE_FAKE_MAP_MS=25) ;;
+    2) env=(SAGE_FAKE_MAP_MS=60 SAGE_SHARE_COPY_CHEAPER=1) ;;
+    3) env=(SAGE_FAKE_MAP_MS=60) ;;
   esac
   out=$(env "${env[@]}" SAGE_TRACE="$tmp/c$run.json" LD_PRELOAD="$preload" "$prog" 32 31 tensors) || bad "tensors run $run"
   [ "$out" = "$native_t" ] || bad "tensors run $run output: $out vs $native_t"
