@@ -58,6 +58,8 @@ typedef struct SageShareAlloc {
         Piece *pieces; /* sorted, covering [0, padded) */
         size_t npieces, cap;
         bool no_share; /* exported through CUDA IPC: one private backing for good */
+        Range *plain;  /* uploads copied because a hit would cost more (share_cost.h): never assembled */
+        size_t nplain;
         struct SageShareAlloc *next;
 } SageShareAlloc;
 
