@@ -58,6 +58,7 @@ typedef struct SageShareAlloc {
         Piece *pieces; /* sorted, covering [0, padded) */
         size_t npieces, cap;
         bool no_share; /* exported through CUDA IPC: one private backing for good */
+        bool app_vmm;  /* an app's cuMemCreate handle (share_vmm.c): va is the app's mapping (0: unmapped) */
         struct SageShareAlloc *next;
 } SageShareAlloc;
 
@@ -114,6 +115,12 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
  */
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
                          SageShareAlloc **out);
+/*
+ * The same, but nothing reserved or mapped (va 0): the backing of an app's
+ * cuMemCreate handle (share_vmm.c), mapped where the app maps it.
+ */
+CUresult share_vmm_alloc_unmapped(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev,
+                                  CUcontext ctx, SageShareAlloc **out);
 /* The address the app knows `a` by. */
 static inline CUdeviceptr share_vmm_user_va(const SageShareAlloc *a) {
         return a->va + a->lead;
