@@ -63,8 +63,14 @@ static bool insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Pie
         return true;
 }
 
-CUresult share_vmm_create(ShareVmm *v, const SageShareAlloc *a, size_t len, CUmemGenericAllocationHandle *out) {
+static CUmemAllocationProp prop_of(const SageShareAlloc *a) {
         CUmemAllocationProp prop = sage_vmm_prop(a->dev);
+        prop.allocFlags.gpuDirectRDMACapable = a->rdma;
+        return prop;
+}
+
+CUresult share_vmm_create(ShareVmm *v, const SageShareAlloc *a, size_t len, CUmemGenericAllocationHandle *out) {
+        CUmemAllocationProp prop = prop_of(a);
         return v->drv->vmm.create(out, len, &prop, 0);
 }
 
@@ -84,7 +90,7 @@ static CUresult map_at(ShareVmm *v, const SageShareAlloc *a, size_t off, size_t 
 #define SHARE_VMM_CHUNK ((size_t)1 << 30)
 
 static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
-                             bool map, SageShareAlloc **out) {
+                             bool map, bool rdma, SageShareAlloc **out) {
         const SageVmmOps *ops = &v->drv->vmm;
         SageShareAlloc *a;
         size_t chunk;
@@ -99,6 +105,7 @@ static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev
         a->size = size;
         a->padded = (size + gran - 1) / gran * gran;
         a->app_vmm = !map;
+        a->rdma = rdma;
         chunk = SHARE_VMM_CHUNK > gran ? SHARE_VMM_CHUNK / gran * gran : gran;
         if (map && (r = ops->address_reserve(&a->va, a->padded, 0, 0, 0)) != CUDA_SUCCESS)
                 goto fail;
@@ -135,12 +142,12 @@ fail:
 
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
                          SageShareAlloc **out) {
-        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, true, out);
+        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, true, false, out);
 }
 
 CUresult share_vmm_alloc_unmapped(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev,
-                                  CUcontext ctx, SageShareAlloc **out) {
-        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, false, out);
+                                  CUcontext ctx, bool rdma, SageShareAlloc **out) {
+        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, false, rdma, out);
 }
 
 void share_vmm_link(ShareVmm *v, SageShareAlloc *a) {
@@ -265,7 +272,8 @@ void share_vmm_sync(ShareVmm *v, SageShareAlloc *a) {
 
 CUresult share_vmm_copy_into_new(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len,
                                  CUmemGenericAllocationHandle *out) {
-        return sage_vmm_copy_into_new(&v->drv->vmm, a->dev, a->va + off, len, out);
+        CUmemAllocationProp prop = prop_of(a);
+        return sage_vmm_copy_into_new_prop(&v->drv->vmm, &prop, a->va + off, len, out);
 }
 
 void share_vmm_free_lists(Piece *p) {

@@ -104,7 +104,7 @@ static bool plain_prop(const CUmemAllocationProp *p, CUdevice dev) {
                p->location.id == dev &&
                (p->requestedHandleTypes == CU_MEM_HANDLE_TYPE_NONE ||
                 p->requestedHandleTypes == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) &&
-               !p->win32HandleMetaData && !p->allocFlags.compressionType && !p->allocFlags.gpuDirectRDMACapable &&
+               !p->win32HandleMetaData && !p->allocFlags.compressionType && p->allocFlags.gpuDirectRDMACapable <= 1 &&
                !p->allocFlags.usage && !memcmp(p->allocFlags.reserved, zero, sizeof(zero));
 }
 
@@ -218,11 +218,13 @@ CUresult sage_impl_cuMemCreate(sage_fn_cuMemCreate_t real, CUmemGenericAllocatio
         if (known != 0)
                 return real(handle, size, prop, flags);
         ours = sage_vmm_prop(dev);
+        ours.allocFlags.gpuDirectRDMACapable = prop->allocFlags.gpuDirectRDMACapable;
         /* A size that is no granule multiple is the driver's to refuse. */
         if (s->drv.granularity(&gran, &ours, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran ||
             size % gran || !(h = calloc(1, sizeof(*h))))
                 return real(handle, size, prop, flags);
-        if (share_vmm_alloc_unmapped(&s->vmm, size, gran, dev, broker_dev, ctx, &h->a) != CUDA_SUCCESS) {
+        if (share_vmm_alloc_unmapped(&s->vmm, size, gran, dev, broker_dev, ctx, prop->allocFlags.gpuDirectRDMACapable,
+                                     &h->a) != CUDA_SUCCESS) {
                 free(h);
                 sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
                 return real(handle, size, prop, flags);

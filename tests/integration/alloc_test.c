@@ -127,11 +127,12 @@ static CUmemAccessDesc access_of(CUdevice dev, CUmemAccess_flags flags) {
 }
 
 /* An app's VMM allocation: handle `size` bytes, reserved, mapped and granted read-write as XLA does. */
-static CUdeviceptr app_vmm(CUdevice dev, size_t size, CUmemAllocationHandleType types,
+static CUdeviceptr app_vmm(CUdevice dev, size_t size, CUmemAllocationHandleType types, bool rdma,
                            CUmemGenericAllocationHandle *handle) {
         CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
                                      .requestedHandleTypes = types,
-                                     .location = { CU_MEM_LOCATION_TYPE_DEVICE, dev } };
+                                     .location = { CU_MEM_LOCATION_TYPE_DEVICE, dev },
+                                     .allocFlags = { .gpuDirectRDMACapable = rdma } };
         CUmemAccessDesc rw = access_of(dev, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
         CUdeviceptr va;
 
@@ -140,6 +141,19 @@ static CUdeviceptr app_vmm(CUdevice dev, size_t size, CUmemAllocationHandleType 
         OK(cuMemMap(va, size, 0, *handle, 0));
         OK(cuMemSetAccess(va, size, &rw, 1));
         return va;
+}
+
+/* What the driver says of the handle, and of the one retained by an address in its mapping. */
+static void handle_facts(CUmemGenericAllocationHandle h, CUdeviceptr inside) {
+        CUmemGenericAllocationHandle again;
+        CUmemAllocationProp prop;
+
+        OK(cuMemGetAllocationPropertiesFromHandle(&prop, h));
+        printf("handle types %d rdma %d device %d\n", (int)prop.requestedHandleTypes,
+               prop.allocFlags.gpuDirectRDMACapable, prop.location.id);
+        OK(cuMemRetainAllocationHandle(&again, (void *)(uintptr_t)inside));
+        printf("retained the same handle: %s\n", again == h ? "yes" : "no");
+        OK(cuMemRelease(again));
 }
 
 /* What the app's own VMM modes hold, to undo at exit. */
@@ -174,11 +188,13 @@ static bool app_vmm_mode(const char *mode, CUdevice dev, CUstream s, const uint6
         if (!strncmp(mode, "xla", 3)) {
                 OK(cuMemGetInfo(&free_b, &total));
                 v->size = total / 4 * 3 / gran * gran;
-                v->va = app_vmm(dev, v->size, CU_MEM_HANDLE_TYPE_NONE, &v->handle);
+                /* XLA asks for GPUDirect RDMA where the GPU supports it (GetVmmAllocationProperties). */
+                v->va = app_vmm(dev, v->size, CU_MEM_HANDLE_TYPE_NONE, true, &v->handle);
                 OK(cuMemcpyHtoDAsync(v->va + 256, staging, 512, s));
                 w->p = v->va + 768;
                 OK(cuMemcpyHtoDAsync(w->p, staging, bytes, s));
                 OK(cuStreamSynchronize(s));
+                handle_facts(v->handle, w->p + gran);
                 if (!strcmp(mode, "xla-remap")) {
                         OK(cuMemUnmap(v->va, v->size));
                         OK(cuMemMap(v->va, v->size, 0, v->handle, 0));
@@ -224,7 +240,7 @@ static bool app_vmm_mode(const char *mode, CUdevice dev, CUstream s, const uint6
         if (!strcmp(mode, "export")) {
                 int fd = -1;
                 v->size = 64u << 20;
-                v->va = app_vmm(dev, v->size, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, &v->handle);
+                v->va = app_vmm(dev, v->size, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, false, &v->handle);
                 OK(cuMemcpyHtoDAsync(v->va, staging, bytes, s));
                 OK(cuStreamSynchronize(s));
                 OK(cuMemExportToShareableHandle(&fd, v->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
