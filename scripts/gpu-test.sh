@@ -434,7 +434,7 @@ fi
 # served by the broker where the program's uploads can be (share_weights,
 # torch_model), IPC must have been emulated (ipc), and share_weights' kernel
 # that writes mapped weights must have got a private copy first.
-share_programs=(share_weights share_alloc ipc torch_model torch_expandable jax_fn cublas_gemm graphs static_cudart)
+share_programs=(share_weights share_alloc vmm ipc torch_model torch_expandable jax_fn cublas_gemm graphs static_cudart)
 saged=$build_dir/daemon/saged
 # stat_sum NAME MODE STAT: a libsage counter summed over the traces of a run.
 stat_sum() {
@@ -492,8 +492,8 @@ if [ -x "$saged" ]; then
                 extra="second run not served by the broker"
             elif [ "$round" = 1 ] && [ "$p" = share_weights ] && [ "$staged" = 0 ]; then
                 extra="the first run's misses were not copied through staging"
-            elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$hits" -lt 3 ]; then
-                extra="second run: $hits hits, not S, Q and T (cudaMallocAsync, pool, pitched) mapped"
+            elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$hits" -lt 4 ]; then
+                extra="second run: $hits hits, not S, Q, T and V (cudaMallocAsync, pool, pitched, app VMM) mapped"
             elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$guard" = 0 ]; then
                 extra="the kernel writing mapped weights (R) got no private copy"
             elif [ "$round" = 2 ] && [ "$p" = share_weights ] && [ "$guard" = 0 ]; then

@@ -22,7 +22,7 @@ start_broker "$saged" "$SAGE_SOCKET"
 shared() {
   local mode=$1 seed=$2 mib=${3:-16}
   run "$mode.1" "$mib" "$seed" "$mode"
-  [ $(($(stat_of "$tmp/$mode.1.json" SHARE_ALLOCS) + $(stat_of "$tmp/$mode.1.json" SHARE_APP_VMM))) -ge 1 ] ||
+  [ "$(stat_of "$tmp/$mode.1.json" SHARE_ALLOCS)" -ge 1 ] || [ "$(stat_of "$tmp/$mode.1.json" SHARE_APP_VMM)" -ge 1 ] ||
     bad "$mode: not VMM-backed"
   [ "$(stat_of "$tmp/$mode.1.json" SHARE_MISSES)" = 1 ] || bad "$mode: the upload was not a miss"
   [ "$(stat_of "$tmp/$mode.1.json" SHARE_FALLBACKS)" = 0 ] ||
