@@ -149,6 +149,7 @@ static void pin(SageShare *s, AppHandle *h) {
         if (h->a->va)
                 share_vmm_before_write(&s->vmm, h->a, 0, h->a->padded);
         h->pinned = true;
+        h->granted = false; /* every piece private: the driver's answer is the app's grant */
         h->a->no_share = true;
 }
 

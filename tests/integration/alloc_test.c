@@ -205,6 +205,8 @@ static bool app_vmm_mode(const char *mode, CUdevice dev, CUstream s, const uint6
                         OK(cuMemGetAccess(&flags, &here, w->p + gran));
                         printf("access %llu\n", flags);
                         OK(cuMemSetAccess(v->va, v->size, &ro, 1));
+                        OK(cuMemGetAccess(&flags, &here, w->p + gran));
+                        printf("access %llu\n", flags);
                         *w2 = *w; /* read through the read-only mapping, then read-write again */
                 } else if (!strcmp(mode, "xla-multi")) {
                         v->size2 = v->size;
