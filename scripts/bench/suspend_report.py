@@ -362,7 +362,8 @@ def table(doc):
     m = doc["machine"]
     lines = [f"suspend benchmark: {m.get('gpu')} driver {m.get('driver')}, commit {m.get('commit')}, "
              f"{m.get('date')}", "median [min-max] n; native cold/warm vs SAGE warm/resumed"
-             + ("; SAGE instances share their uploads (SAGE_SHARE=1)" if doc.get("settings", {}).get("sharing") else ""),
+             + ("; SAGE instances share their uploads (SAGE_SHARE=1)" if doc.get("settings", {}).get("sharing") else "")
+             + "".join(f"; {k}={v}" for k, v in sorted(doc.get("settings", {}).get("instance_env", {}).items())),
              ""]
     hdr = f"{'workload':<9} | {'cold_ms (native)':<26} | {'warm_ms (native)':<24} | {'sage warm_ms':<22} | " \
           f"{'resumed_ms':<26} | {'resume_ms':<24} | {'idle MiB':<8} | {'cold/res':<8} | ok"

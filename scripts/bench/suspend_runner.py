@@ -155,6 +155,10 @@ class Run(suspend_parts.Parts):
         self.share = os.environ.get("SAGE_BENCH_SUSPEND_SHARE", "") == "1"
         if self.share:
             self.sage_env["SAGE_SHARE"] = "1"
+        # SAGE_BENCH_SUSPEND_ENV="NAME=VALUE ...": more SAGE_* options for the instances (e.g.
+        # SAGE_CTX_STACK_LIMIT=16, lean contexts), recorded in the settings beside the figures.
+        self.extra_env = dict(w.split("=", 1) for w in os.environ.get("SAGE_BENCH_SUSPEND_ENV", "").split() if "=" in w)
+        self.sage_env.update(self.extra_env)
         self.raw = {"workloads": {}, "concurrent": {}, "faas": {}, "oversub": {}, "problems": [],
                     "skipped": [], "parts_s": {}}
         # SAGE_BENCH_SUSPEND_ASSUME=idle,cap: take the features as there (a dry run of
@@ -396,7 +400,8 @@ class Run(suspend_parts.Parts):
         settings = {"quick": self.a.quick, "runs": self.a.runs, "budget_s": self.a.budget, "fake": self.fake,
                     "resume_by": self.resume_by, "idle_suspend": self.has_idle, "instance_memory": self.has_cap,
                     "plan": self.plan, "saged": "--max-resumes 16", "watchdog_s": WATCHDOG_S,
-                    "sharing": self.share, "preload": self.sage_env["LD_PRELOAD"]}
+                    "sharing": self.share, "preload": self.sage_env["LD_PRELOAD"],
+                    "instance_env": self.extra_env}
         mach = bench_result.machine()
         if self.fake:
             mach["gpu"] = "simulated (tests/fakecuda)"
