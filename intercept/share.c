@@ -56,11 +56,13 @@
 #include "share.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "impl.h"
+#include "log.h"
 #include "options.h"
 #include "share_ipc.h"
 #include "share_state.h"
@@ -346,4 +348,50 @@ size_t sage_share_unpark(void) {
                 failed = share_vmm_unpark(&s->vmm, unpark_lookup, s);
         pthread_mutex_unlock(&s->lock);
         return failed;
+}
+
+/* Pieces mapped from a broker now. Under s->lock. */
+static size_t mapped_pieces(SageShare *s) {
+        size_t n = 0;
+
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                for (size_t i = 0; i < a->npieces; i++)
+                        n += a->pieces[i].extent_id != 0;
+        return n;
+}
+
+/* No connection, or its broker hung up (the socket says so without a request). */
+static bool connection_dead(const SageBroker *b) {
+        struct pollfd p = { .fd = b ? sage_broker_fd(b) : -1, .events = POLLIN | POLLRDHUP };
+
+        return p.fd < 0 || (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)));
+}
+
+int sage_share_reconnect(void) {
+        SageShare *s = sage_share();
+        char why[320];
+        int r = 0;
+
+        pthread_mutex_lock(&s->lock);
+        if (s->state == 1 && connection_dead(s->broker)) {
+                s->broker = sage_broker_free(s->broker);
+                if (mapped_pieces(s) > 0)
+                        r = -EBUSY;
+                else if ((r = sage_broker_connect_why(&s->broker, NULL, 500, why, sizeof(why))) < 0)
+                        s->broker = NULL;
+                else
+                        sage_info("share: connected to the broker again");
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+bool sage_share_orphaned(void) {
+        SageShare *s = sage_share();
+        bool orphaned;
+
+        pthread_mutex_lock(&s->lock);
+        orphaned = s->state == 1 && mapped_pieces(s) > 0 && connection_dead(s->broker);
+        pthread_mutex_unlock(&s->lock);
+        return orphaned;
 }

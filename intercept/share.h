@@ -48,6 +48,17 @@ long sage_share_park(void);
 size_t sage_share_unpark(void);
 /* Pieces parked now (no driver call: safe while the process is checkpointed). */
 size_t sage_share_parked(void);
+/*
+ * The broker went and another may have come (suspend's re-registration):
+ * a dead sharing connection is dropped and, with no piece of the old
+ * broker still mapped, a new one opened (unpark's LOOKUPs go to it). 0 (a
+ * live connection kept, or a new one, or sharing off), -EBUSY (pieces of
+ * the gone broker still mapped: sharing stays off, their ids are not the
+ * new broker's), or connect's error. No driver call.
+ */
+int sage_share_reconnect(void);
+/* Pieces of a broker that went are mapped: such a process cannot park them and map them again. */
+bool sage_share_orphaned(void);
 /* Sharing's observer (init.c registers it; share_state.c turns it on once a broker answers). */
 extern const SageObserver sage_share_observer;
 

@@ -531,7 +531,8 @@ static bool unpark_one(ShareVmm *v, SageShareAlloc *a, Piece *p, ShareLookupFn l
         int fd = -1;
         CUmemGenericAllocationHandle h;
 
-        if (lookup(ctx, p->key, p->len, (uint32_t)a->dev, &id, &fd) != 0 || fd < 0 || !id)
+        /* The broker names the GPU by its ordinal, not ours (CUDA_VISIBLE_DEVICES, a container). */
+        if (lookup(ctx, p->key, p->len, a->broker_dev, &id, &fd) != 0 || fd < 0 || !id)
                 return false;
         if (v->drv->import_fd(&h, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != CUDA_SUCCESS) {
                 close(fd);

@@ -23,14 +23,22 @@
  * A call that meets the closed gate while suspended asks INSTANCE_RESUME
  * itself (suspend_gate.c) and waits, bounded.
  *
- * If the broker goes while the process is suspended, only the process can
- * bring itself back. A process may restore itself (measured on the H100,
- * probe `self`: from a thread that makes no other driver call, as this one). With SELF_RESTORE and nothing parked, the
- * listener restores and unlocks its own pid and opens the gate (a
- * connection an app thread closed, its INSTANCE_RESUME having failed on
- * it, counts as the broker gone); with
- * extents parked their bytes went with the broker, so the gate breaks:
- * calls fail with SAGE_GATE_ERROR instead of computing on missing memory.
+ * If the broker goes while the process is suspended (a connection an app
+ * thread closed, its INSTANCE_RESUME having failed on it, counts as the
+ * broker gone), the listener decides (broker_gone). Nothing parked: it
+ * restores and unlocks its own pid (SELF_RESTORE; measured on the H100,
+ * probe `self`: from a thread that makes no other driver call, as this
+ * one) and opens the gate. Extents parked: their bytes went with the
+ * broker unless a restarted one spooled them (saged --spool), so it
+ * connects and registers again for SAGE_SUSPEND_RECONNECT (flagged
+ * CHECKPOINTED if the driver says so: the new broker adopts the instance,
+ * loads what it spooled, and restores it at the next call's
+ * INSTANCE_RESUME), the sharing connection too (the re-map's LOOKUPs);
+ * a re-map that misses, or no broker in time, breaks the gate: calls fail
+ * with SAGE_GATE_ERROR instead of computing on missing memory. An active
+ * instance keeps running and registers again whenever a broker comes back.
+ * The listener makes no driver call that blocks while checkpointed (it
+ * kept the device's UUID).
  *
  * Without SAGE_SUSPEND nothing here is on: the observer is never activated.
  */
@@ -40,6 +48,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -58,10 +67,15 @@
 #define PREPARE_DRAIN_MS 2000
 /* Idleness is reported after this long when SAGE_SUSPEND_IDLE is 0. */
 #define IDLE_REPORT_MS 1000
+/* Longest pause between two attempts to reach a restarted broker. */
+#define RECONNECT_MAX_DELAY_MS 1000
 
 static pthread_mutex_t suspend_lock = PTHREAD_MUTEX_INITIALIZER;
 /* The registration's connection: lives as long as the process (under suspend_lock until the listener runs). */
 static SageBroker *suspend_broker;
+/* The listener swaps suspend_broker for a new broker's (write) while app threads ask it for resumes (read). */
+static pthread_rwlock_t broker_swap = PTHREAD_RWLOCK_INITIALIZER;
+static CUuuid suspend_uuid;       /* kept: a re-registration must not ask a checkpointed driver */
 static atomic_bool suspend_tried; /* read by every context-creating call without the lock */
 static CUdevice suspend_device;
 static atomic_uint learnt_flags; /* SAGE_INSTANCE_LATER bits seen */
@@ -157,10 +171,12 @@ static int ask_resume(uint64_t deadline_ns) {
 
                 if (now >= deadline_ns)
                         return -ETIMEDOUT;
+                pthread_rwlock_rdlock(&broker_swap);
                 r = sage_broker_instance_resume(suspend_broker, (int)((deadline_ns - now) / 1000000) + 1, &reply);
                 /* A failure that closed the connection is the listener's to see, now rather than at its tick. */
                 if (r < 0 && sage_broker_fd(suspend_broker) < 0)
                         wake_listener();
+                pthread_rwlock_unlock(&broker_swap);
                 if (r != SAGE_ERR_BUSY)
                         return r;
                 /* Over the broker's cap of resumes at once, or its checkpoint still runs: ask again. */
@@ -204,6 +220,11 @@ static void prepare(uint32_t id) {
                 send_notice(SAGE_MSG_SUSPEND_PREPARED, id, SAGE_GATE_REFUSED, why);
                 return;
         }
+        /* Extents of a broker that died are mapped: nobody could give them back after a restore. */
+        if (sage_share_orphaned()) {
+                send_notice(SAGE_MSG_SUSPEND_PREPARED, id, SAGE_GATE_REFUSED, SAGE_INSTANCE_WHY_EXTENTS);
+                return;
+        }
         if (!sage_gate_close_and_drain(sage_now_ns() + PREPARE_DRAIN_MS * 1000000ull)) {
                 sage_info("suspend: calls stayed in flight; not suspended now");
                 if (sage_gate_phase() == SAGE_GATE_PREPARING)
@@ -242,17 +263,13 @@ static void remap(uint32_t id, uint32_t status) {
         send_notice(SAGE_MSG_INSTANCE_REMAPPED, id, SAGE_GATE_OK, 0);
 }
 
-/* The broker went away. Suspended with nothing parked: restore ourselves (SELF_RESTORE). */
-static void broker_gone(void) {
+/* Suspended with nothing parked and no broker: restore ourselves (SELF_RESTORE), the gate opens or breaks. */
+static void restore_self(void) {
         const SageDriverExtras *x = &sage_driver_extras;
-        SageGatePhase phase = sage_gate_phase();
         CUprocessState state = CU_PROCESS_STATE_RUNNING;
         int pid = (int)getpid();
 
-        sage_info("suspend: the broker went away");
-        if (phase == SAGE_GATE_OPEN || phase == SAGE_GATE_BROKEN)
-                return; /* nothing of ours is closed */
-        if (!SELF_RESTORE || sage_share_parked() > 0 || !x->ckpt_get_state || !x->ckpt_restore || !x->ckpt_unlock ||
+        if (!SELF_RESTORE || !x->ckpt_get_state || !x->ckpt_restore || !x->ckpt_unlock ||
             x->ckpt_get_state(pid, &state) != CUDA_SUCCESS) {
                 sage_gate_set_phase(SAGE_GATE_BROKEN);
                 return;
@@ -274,7 +291,107 @@ static void broker_gone(void) {
         sage_gate_set_phase(SAGE_GATE_OPEN);
 }
 
-static void *listener(void *unused) {
+/* 1: registered with a broker over a new connection (now suspend_broker); 0: no broker yet; -1: it refused us. */
+static int reregister(bool checkpointed) {
+        uint32_t flags = instance_flags() | (checkpointed ? SAGE_INSTANCE_CHECKPOINTED : 0);
+        SageBroker *b = NULL, *old;
+        bool gate = false;
+        int r;
+
+        if (sage_broker_connect_why(&b, NULL, 500, NULL, 0) != 0)
+                return 0;
+        sage_broker_on_notice(b, on_notice, NULL); /* a SUSPEND_PREPARE may come right after the reply */
+        r = sage_broker_instance_register_gate(b, (const uint8_t *)suspend_uuid.bytes, flags,
+                                               (uint32_t)sage_options()->suspend_idle, &gate);
+        if (r || !gate) {
+                sage_info("suspend: a new broker: registration %s %s", r > 0 ? sage_proto_error_name(r) : "failed",
+                          r > 0 ? sage_broker_last_error(b) : "");
+                sage_broker_free(b);
+                return r < 0 ? 0 : -1;
+        }
+        atomic_store(&sent_flags, atomic_load(&learnt_flags) & flags);
+        pthread_rwlock_wrlock(&broker_swap);
+        old = suspend_broker;
+        suspend_broker = b;
+        pthread_rwlock_unlock(&broker_swap);
+        sage_broker_free(old);
+        sage_info("suspend: registered again with a new broker%s", checkpointed ? " (checkpointed)" : "");
+        return 1;
+}
+
+/* Register again, trying with back-off until `deadline_ns`: true once registered. */
+static bool reconnect(uint64_t deadline_ns, bool checkpointed) {
+        unsigned delay_ms = 20;
+
+        for (;;) {
+                int r = reregister(checkpointed);
+                uint64_t now = sage_now_ns();
+
+                if (r != 0)
+                        return r > 0;
+                if (now >= deadline_ns)
+                        return false;
+                poll(NULL, 0,
+                     (int)(deadline_ns - now < delay_ms * 1000000ull ? (deadline_ns - now) / 1000000 + 1 : delay_ms));
+                delay_ms = delay_ms * 2 < RECONNECT_MAX_DELAY_MS ? delay_ms * 2 : RECONNECT_MAX_DELAY_MS;
+        }
+}
+
+/*
+ * The broker went away (or closed our connection). True once a broker took
+ * the instance again (the listener serves the new connection); false: the
+ * listener ends (the gate broke, or a broker refused us).
+ */
+static bool broker_gone(void) {
+        const SageDriverExtras *x = &sage_driver_extras;
+        CUprocessState state = CU_PROCESS_STATE_RUNNING;
+        int pid = (int)getpid();
+
+        sage_info("suspend: the broker went away");
+        /* What the old broker asked is void: a stale SUSPEND_PREPARE would park us with nobody to checkpoint. */
+        pthread_mutex_lock(&todo.lock);
+        todo.prepare = todo.resumed = false;
+        pthread_mutex_unlock(&todo.lock);
+        if (sage_gate_phase() == SAGE_GATE_SUSPENDED && sage_share_parked() == 0)
+                restore_self();
+        if (sage_gate_phase() == SAGE_GATE_BROKEN)
+                return false;
+        /* Active: keep running; registered again whenever a broker comes back, so it may be suspended again. */
+        if (sage_gate_phase() == SAGE_GATE_OPEN) {
+                if (!reconnect(UINT64_MAX, false))
+                        return false;
+                sage_share_reconnect(); /* -EBUSY: extents of the old broker mapped, sharing stays off */
+                return true;
+        }
+        /* Extents parked. Locked, never checkpointed (the broker died in between): unlock, nobody else will. */
+        if (!x->ckpt_get_state || x->ckpt_get_state(pid, &state) != CUDA_SUCCESS ||
+            (state == CU_PROCESS_STATE_LOCKED && (!x->ckpt_unlock || x->ckpt_unlock(pid, NULL) != CUDA_SUCCESS ||
+                                                  x->ckpt_get_state(pid, &state) != CUDA_SUCCESS))) {
+                sage_gate_set_phase(SAGE_GATE_BROKEN);
+                return false;
+        }
+        if (!reconnect(sage_now_ns() + sage_options()->suspend_reconnect * 1000000ull,
+                       state == CU_PROCESS_STATE_CHECKPOINTED) ||
+            sage_share_reconnect() != 0) {
+                sage_warn("suspend: no broker took this process again; calls will fail");
+                sage_gate_set_phase(SAGE_GATE_BROKEN);
+                return false;
+        }
+        if (state == CU_PROCESS_STATE_CHECKPOINTED) {
+                sage_gate_resume_again(); /* a call asks the new broker: it restores, INSTANCE_RESUMED re-maps */
+                return true;
+        }
+        /* Running (prepared, never checkpointed; or restored, never re-mapped): map from the new broker now. */
+        if (sage_share_unpark() > 0) {
+                sage_warn("suspend: broker extents could not be mapped again; calls will fail");
+                sage_gate_set_phase(SAGE_GATE_BROKEN);
+        } else
+                sage_gate_set_phase(SAGE_GATE_OPEN);
+        return true;
+}
+
+/* Serve the registration's connection: true when it closed (the broker went), false when the listener stops. */
+static bool serve(void) {
         uint64_t idle_ms = sage_options()->suspend_idle ? sage_options()->suspend_idle : IDLE_REPORT_MS;
         int tick_ms = (int)(idle_ms / 4 < 10 ? 10 : idle_ms / 4 > 250 ? 250 : idle_ms / 4);
         uint64_t last_calls = sage_gate_calls(), quiet_since = sage_now_ns();
@@ -288,16 +405,14 @@ static void *listener(void *unused) {
                 uint64_t calls, now, n;
 
                 if (poll(p, 2, tick_ms) < 0 && errno != EINTR)
-                        break;
+                        return false;
                 if ((p[1].revents & POLLIN) && read(todo.event_fd, &n, sizeof(n)) < 0) {
                         /* EAGAIN: someone else's wake-up already read */
                 }
                 /* A connection an app thread closed (its INSTANCE_RESUME failed) is gone too: poll skips fd -1. */
                 if (sage_broker_fd(suspend_broker) < 0 ||
-                    ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && sage_broker_pump(suspend_broker) < 0)) {
-                        broker_gone();
-                        break;
-                }
+                    ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && sage_broker_pump(suspend_broker) < 0))
+                        return true;
                 pthread_mutex_lock(&todo.lock);
                 do_prepare = todo.prepare, prepare_id = todo.prepare_id;
                 do_resumed = todo.resumed, resumed_id = todo.resumed_id, resumed_status = todo.resumed_status;
@@ -330,6 +445,12 @@ static void *listener(void *unused) {
                         sage_gate_note_idle();
                         send_notice(SAGE_MSG_INSTANCE_IDLE, 0, 0, 0);
                 }
+        }
+}
+
+static void *listener(void *unused) {
+        (void)unused;
+        while (serve() && broker_gone()) {
         }
         return NULL;
 }
@@ -367,6 +488,7 @@ static bool register_instance(CUdevice dev) {
                 sage_info("suspend: no device UUID; not registered");
                 return false;
         }
+        suspend_uuid = uuid;
         r = sage_broker_connect_why(&suspend_broker, NULL, 500, why, sizeof(why));
         if (r == -EPROTONOSUPPORT) {
                 sage_warn("suspend: %s; not registered", why);

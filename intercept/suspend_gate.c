@@ -132,6 +132,13 @@ void sage_gate_init(SageGateResumeFn resume, void (*on_active)(void)) {
                 atomic_store(&sage_gate_fence_mode, false);
 }
 
+void sage_gate_resume_again(void) {
+        pthread_mutex_lock(&gate.lock);
+        gate.resume_lost = false;
+        pthread_cond_broadcast(&gate.cond);
+        pthread_mutex_unlock(&gate.lock);
+}
+
 void sage_gate_never_closes(void) {
         atomic_store(&sage_gate_fence_mode, false);
 }

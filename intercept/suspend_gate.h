@@ -113,6 +113,8 @@ typedef int (*SageGateResumeFn)(uint64_t deadline_ns);
 /* Turn the gate's machinery on (membarrier registration); `resume` serves waiting calls. */
 void sage_gate_init(SageGateResumeFn resume, void (*on_active)(void));
 /* Nothing will close the gate (not registered): the fast paths need no fence, membarrier or not. */
+/* A new broker took the instance (suspend.c, broker_gone): a waiting call may ask it for the resume again. */
+void sage_gate_resume_again(void);
 void sage_gate_never_closes(void);
 /* Close and wait, until `deadline_ns`, for the calls in flight: true once none is. */
 bool sage_gate_close_and_drain(uint64_t deadline_ns);
