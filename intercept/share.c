@@ -48,6 +48,7 @@
  *   share_assemble.c  keying what no single upload covers whole
  *   share_ipc.c       CUDA IPC emulation
  *   share_stage.c     misses copied through pinned staging, hashed on the way
+ *   share_cost.c      does a hit pay? (copied instead when it would cost more)
  *   share_upload.c    uploads and API writes (entry points)
  *   share.c           allocation, free, launches (entry points)
  */

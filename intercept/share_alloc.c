@@ -184,6 +184,7 @@ void share_vmm_release(ShareVmm *v, SageShareAlloc *a) {
                 v->drv->vmm.address_free(a->va, a->padded);
         free(a->pieces);
         free(a->written);
+        free(a->plain);
         free(a);
 }
 

@@ -51,8 +51,32 @@ static bool gappy(const Range *w, size_t nw, size_t j, size_t g, size_t end) {
         return at < end && end - at >= GAP_ALONE;
 }
 
-/* Is the piece holding granule `g` of `a` plain private memory (neither candidate nor shared)? */
+/* Past this many, an allocation's copied uploads are no longer told apart (they get assembled). */
+#define MAX_PLAIN 4096
+
+void share_assemble_skip(SageShareAlloc *a, size_t off, size_t len) {
+        Range *r;
+
+        if (a->nplain && a->plain[a->nplain - 1].off + a->plain[a->nplain - 1].len == off) {
+                a->plain[a->nplain - 1].len += len;
+                return;
+        }
+        if (a->nplain == MAX_PLAIN || !(r = realloc(a->plain, (a->nplain + 1) * sizeof(*r))))
+                return;
+        a->plain = r;
+        a->plain[a->nplain++] = (Range){ off, len };
+}
+
+/*
+ * Is the piece holding granule `g` of `a` plain private memory (neither
+ * candidate nor shared), and not an upload copied because its hit would
+ * have cost more? Assembling that one would read back, hash and remap what
+ * the copy just avoided.
+ */
 static bool granule_private(const SageShareAlloc *a, size_t g) {
+        for (size_t i = 0; i < a->nplain; i++)
+                if (a->plain[i].off < g + a->gran && g < a->plain[i].off + a->plain[i].len)
+                        return false;
         for (size_t i = 0; i < a->npieces; i++)
                 if (g >= a->pieces[i].off && g < a->pieces[i].off + a->pieces[i].len)
                         return !a->pieces[i].candidate && !a->pieces[i].extent_id;

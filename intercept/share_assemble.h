@@ -27,3 +27,9 @@ typedef struct ShareLookup {
  * the context of `a`. False: the lookup is gone.
  */
 bool share_assemble_allocation(ShareVmm *v, SageShareAlloc *a, const ShareLookup *lk, void *buf);
+/*
+ * Bytes [off, off+len) of `a` were copied although the broker may hold
+ * them: a hit would have cost more than the copy (share_cost.h). The
+ * granules they touch are not assembled either.
+ */
+void share_assemble_skip(SageShareAlloc *a, size_t off, size_t len);

@@ -1,13 +1,18 @@
 /*
  * The content keys of sharing: what an upload's bytes are known by when
  * nothing better is (file identity: share_file_key.c). XXH3-128 of each
- * 4 MiB chunk (hashed by up to 16 threads), then of the chunk hashes.
+ * 4 MiB chunk, then of the chunk hashes. The chunks are hashed by several
+ * threads, but never by more than half the CPUs nor by more than are idle:
+ * 16 processes hashing at once with 16 threads each made every one of
+ * them 20 times slower (issue 14).
  * Device read-back (publishing, assembly) hashes the same chunks, so the
  * two compare, and the broker verifies the same key (common/hash.h).
  */
 #include "share_key.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -33,10 +38,38 @@ static void *hash_worker(void *arg) {
         return NULL;
 }
 
+unsigned sage_share_hash_threads(long cpus, long running) {
+        long others = running > 1 ? running - 1 : 0, t = cpus / 2;
+
+        if (cpus - others < t)
+                t = cpus - others;
+        return t < 1 ? 1 : t > MAX_HASH_THREADS ? MAX_HASH_THREADS : (unsigned)t;
+}
+
+/* The CPUs this process may run on (a container's cpuset, taskset), else those online. */
+static long cpu_count(void) {
+        cpu_set_t set;
+
+        if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+                return CPU_COUNT(&set);
+        return sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+/* Threads runnable on the machine now, this one included (/proc/loadavg's 4th field); 0: unknown. */
+static long running_now(void) {
+        FILE *f = fopen("/proc/loadavg", "re");
+        long running = 0;
+
+        if (f && fscanf(f, "%*s %*s %*s %ld/", &running) != 1)
+                running = 0;
+        if (f)
+                fclose(f);
+        return running;
+}
+
 int sage_share_content_key(const void *data, size_t size, SageHash *out) {
         size_t nchunks = (size + CHUNK - 1) / CHUNK;
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        unsigned threads = (unsigned)(cpus < 1 ? 1 : cpus > MAX_HASH_THREADS ? MAX_HASH_THREADS : cpus);
+        unsigned threads = nchunks > 1 ? sage_share_hash_threads(cpu_count(), running_now()) : 1;
         SageHash *chunks = calloc(nchunks ? nchunks : 1, sizeof(*chunks));
         HashJob jobs[MAX_HASH_THREADS];
         pthread_t tids[MAX_HASH_THREADS];

@@ -9,6 +9,13 @@
 /* Content key of host bytes: chunked XXH3-128, chunks hashed in parallel. -1 on no memory. */
 int sage_share_content_key(const void *data, size_t size, SageHash *out);
 
+/*
+ * How many threads hash a content key of several chunks on a machine of
+ * `cpus` CPUs where `running` threads are runnable (this one included; 0:
+ * unknown): at most half the CPUs, at most those idle, at least one.
+ */
+unsigned sage_share_hash_threads(long cpus, long running);
+
 /* The same key of device bytes, read chunk by chunk into `buf` (one chunk large) by `read`. */
 int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n), void *ctx, size_t size, void *buf,
                           SageHash *out);

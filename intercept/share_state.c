@@ -126,7 +126,13 @@ void share_assemble(SageShare *s) {
                 return;
         t = sage_now_ns();
         pthread_mutex_lock(&s->lock);
-        for (SageShareAlloc *a = s->vmm.allocs; a && s->broker; a = a->next) {
+        /*
+         * Assembly reads back, hashes and remaps bytes already copied: it
+         * saves memory, never time. Not while this process finds that hits
+         * cost more than copies (share_cost.h).
+         */
+        for (SageShareAlloc *a = s->vmm.allocs;
+             a && s->broker && !(sage_options()->share_copy_cheaper && s->cost.copying); a = a->next) {
                 if (!share_vmm_fresh(&s->vmm, a) || !a->nwritten || a->no_share ||
                     s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
                         continue;

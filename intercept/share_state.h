@@ -13,6 +13,7 @@
 
 #include "broker_client.h"
 #include "share_alloc.h"
+#include "share_cost.h"
 #include "share_place.h"
 #include "share_guard.h"
 #include "share_file_key.h"
@@ -48,6 +49,7 @@ typedef struct SageShare {
         ShareStage stage; /* the miss path's staged copy (share_upload.c), set up at its first use */
         bool stage_set;
         int8_t expect_hit; /* large content-keyed uploads: 1 hit (hash before copying), -1 miss, 0 unknown yet */
+        ShareCost cost;    /* what hits and copies cost this process (share_upload.c) */
 } SageShare;
 
 /*

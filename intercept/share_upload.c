@@ -35,6 +35,7 @@
 #include "driver.h"
 #include "impl.h"
 #include "options.h"
+#include "share_assemble.h"
 #include "share_file_key.h"
 #include "share_key.h"
 #include "share_state.h"
@@ -200,6 +201,25 @@ static bool stage_first(SageShare *s, SageShareAlloc *a, size_t o, size_t n, siz
         return true;
 }
 
+/*
+ * Would a hit on the upload's `len` whole granules cost more than their
+ * copy (share_cost.h)? Then the app's call copies it all, as if sharing
+ * were off for it: what it overwrites turns private, and the granules it
+ * touches are not assembled later either (that would read back, hash and
+ * remap what the copy just saved). Not while uploads miss: a copy is no
+ * candidate, and the broker would never get those bytes.
+ */
+static bool copy_cheaper(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t len, bool keyed) {
+        if (!sage_options()->share_copy_cheaper || s->expect_hit < 0 || !share_cost_copy_cheaper(&s->cost, len, keyed))
+                return false;
+        sage_stats_count(SAGE_STAT_SHARE_COPY_CHEAPER);
+        sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+        share_vmm_before_write(&s->vmm, a, o, n);
+        share_vmm_note_written(&s->vmm, a, o, n);
+        share_assemble_skip(a, o, n);
+        return true;
+}
+
 void sage_share_before_write(CUdeviceptr dst, size_t n) {
         SageShare *s = sage_share();
 
@@ -243,7 +263,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         SageHash key, content;
         bool by_file = false, served = false;
         Piece *c;
-        uint64_t extent_id = 0, t;
+        uint64_t extent_id = 0, t, hit_t;
         const void *notes = NULL;
         uint32_t notes_len = 0;
         int fd = -1, r;
@@ -279,16 +299,24 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         if (hi - lo >= FILE_KEY_MIN && sage_share_file_key(&s->maps, (const char *)src + (lo - o), hi - lo, &key)) {
                 by_file = true;
                 sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
-        } else if (stage_possible(s, hi - lo) && expect_miss(s) &&
-                   stage_first(s, a, o, n, lo, hi, (const char *)src + (lo - o), plan)) {
-                served = true;
+        }
+        if (copy_cheaper(s, a, o, n, hi - lo, !by_file))
                 goto out;
-        } else if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &key) < 0) {
-                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
-                share_vmm_note_written(&s->vmm, a, o, n);
-                goto out;
+        if (!by_file) {
+                if (stage_possible(s, hi - lo) && expect_miss(s) &&
+                    stage_first(s, a, o, n, lo, hi, (const char *)src + (lo - o), plan)) {
+                        served = true;
+                        goto out;
+                }
+                if (sage_share_content_key((const char *)src + (lo - o), hi - lo, &key) < 0) {
+                        sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+                        share_vmm_note_written(&s->vmm, a, o, n);
+                        goto out;
+                }
+                share_cost_key(&s->cost, hi - lo, sage_now_ns() - t);
         }
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
+        hit_t = t;
         r = share_lookup(s, key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len);
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
         if (!by_file && hi - lo >= STAGE_MIN)
@@ -302,8 +330,9 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 share_notes_apply(&piece, notes, notes_len);
                 served = share_vmm_map_extent(&s->vmm, a, &piece, fd);
         }
-        lap(SAGE_STAT_SHARE_NS_REMAP, t);
+        t = lap(SAGE_STAT_SHARE_NS_REMAP, t);
         if (served) {
+                share_cost_map(&s->cost, t - hit_t);
                 sage_stats_count(SAGE_STAT_SHARE_HITS);
                 sage_stats_add(SAGE_STAT_SHARE_BYTES_MAPPED, hi - lo);
                 sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n - (hi - lo));
@@ -384,6 +413,24 @@ static CUresult copy_part(const CopyCall *c, size_t off, size_t len) {
         return CUDA_ERROR_INVALID_VALUE;
 }
 
+/* copy_part, its rate learned (share_cost.h) when it is long enough to tell. */
+static CUresult timed_copy(SageShare *s, const CopyCall *c, size_t off, size_t len) {
+        uint64_t t;
+        CUresult r;
+
+        if (len < SHARE_COST_MIN_COPY || !atomic_load_explicit(&s->active, memory_order_relaxed))
+                return copy_part(c, off, len);
+        t = sage_now_ns();
+        r = copy_part(c, off, len);
+        t = sage_now_ns() - t;
+        if (r == CUDA_SUCCESS) {
+                pthread_mutex_lock(&s->lock);
+                share_cost_copy(&s->cost, len, t);
+                pthread_mutex_unlock(&s->lock);
+        }
+        return r;
+}
+
 /* Unified copies: an upload when the source is host memory, a device write otherwise. */
 static bool host_source(SageShare *s, CUdeviceptr src) {
         CUmemorytype type = 0;
@@ -443,11 +490,11 @@ static CUresult upload(const CopyCall *c) {
         }
         if (!share_upload(s, c->dst, (const void *)c->src, c->n, async, sage_share_stream_of(c->stream, c->ptsz),
                           &plan))
-                return copy_part(c, 0, c->n);
+                return timed_copy(s, c, 0, c->n);
         if (plan.lo)
-                r = copy_part(c, 0, plan.lo);
+                r = timed_copy(s, c, 0, plan.lo);
         if (r == CUDA_SUCCESS && plan.hi < c->n)
-                r = copy_part(c, plan.hi, c->n - plan.hi);
+                r = timed_copy(s, c, plan.hi, c->n - plan.hi);
         return r;
 }
 

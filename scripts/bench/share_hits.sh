@@ -7,11 +7,14 @@
 #   learns and publishes, the second publishes what placement moved), then
 #   R measured ones: upload ms (what the app waits for) and the shared
 #   fraction, (SHARE_BYTES_MAPPED + SHARE_BYTES_ASSEMBLED) / (SHARE_BYTES_MAPPED
-#   + SHARE_BYTES_COPIED), with SHARE_SYNCS_SKIPPED and SHARE_PLACED;
+#   + SHARE_BYTES_COPIED), with SHARE_SYNCS_SKIPPED, SHARE_PLACED and
+#   SHARE_COPY_CHEAPER (uploads copied: their hit measured costlier); then
+#   R more with SAGE_SHARE_COPY_CHEAPER=1 (time first), a line of their own;
 # - gpt2 (medium, fp16): 16 processes started at once, native, then under
-#   SAGE on the warm broker: median upload ms per process.
+#   SAGE on the warm broker, then N with SAGE_SHARE_COPY_CHEAPER=1: median
+#   upload ms per process.
 # Every SAGE output must be bit-identical to native's (checksum), else FAIL.
-# Prints one line per model and `share_hits: ok` at the end; with OUT set,
+# Prints two lines per model (memory first, time first) and `share_hits: ok`; with OUT set,
 # writes $OUT/share-hits.jsonl (one record per invocation).
 #   scripts/bench/share_hits.sh [--build DIR] [--runs R] [--conc N] [--quick] [--no-place]
 #   --quick: R=1, conc 16 (about 2-3 minutes on an H100, to be checked)
@@ -19,7 +22,7 @@ set -euo pipefail
 build=build runs=3 conc=16 place=1
 while [ $# -gt 0 ]; do
   case $1 in
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     --quick|--no-place) [ "$1" = --quick ] && runs=1 || place=0 ;;
     --build|--runs|--conc) [ $# -ge 2 ] || exit 2; declare "${1#--}=$2"; shift ;;
     *) echo "share_hits: unknown option $1" >&2; exit 2 ;;
@@ -46,10 +49,12 @@ fail=0
 # one MODE KIND TAG: one invocation; appends its record; prints its SAGE_BENCH json.
 one() {
   local mode=$1 kind=$2 tag=$3 line stats=null
+  local cheaper=()
+  [ "$mode" = cheaper ] && cheaper=(SAGE_SHARE_COPY_CHEAPER=1)
   if [ "$mode" = native ]; then
     line=$("$python" "$fn" run "$kind" "$tmp/$kind.safetensors" | grep '^SAGE_BENCH ')
   else
-    line=$(env "${sage_env[@]}" SAGE_TRACE="$tmp/$tag.json" "$python" "$fn" run "$kind" "$tmp/$kind.safetensors" |
+    line=$(env "${sage_env[@]}" ${cheaper[@]+"${cheaper[@]}"} SAGE_TRACE="$tmp/$tag.json" "$python" "$fn" run "$kind" "$tmp/$kind.safetensors" |
       grep '^SAGE_BENCH ')
     stats=$("$python" -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['otherData']['stats']))" \
       "$tmp/$tag.json")
@@ -68,11 +73,12 @@ for kind in resnet50 bert; do
   one sage "$kind" "w${kind}1"
   one sage "$kind" "w${kind}2"
   for i in $(seq "$runs"); do one sage "$kind" "s$kind$i"; done
+  for i in $(seq "$runs"); do one cheaper "$kind" "k$kind$i"; done
 done
 # gpt2: published by two invocations, then conc at once in each mode.
 one sage gpt2 wgpt21
 one sage gpt2 wgpt22
-for mode in native sage; do
+for mode in native sage cheaper; do
   pids=()
   for i in $(seq "$conc"); do
     one "$mode" gpt2 "c$mode$i" & pids+=($!)
@@ -87,9 +93,9 @@ recs = [json.loads(l) for l in open(sys.argv[1])]
 bad = 0
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
-for kind in ("resnet50", "bert", "gpt2"):
+for kind, mode in [(k, m) for k in ("resnet50", "bert", "gpt2") for m in ("sage", "cheaper")]:
     nat = [r for r in recs if r["kind"] == kind and r["mode"] == "native"]
-    sage = [r for r in recs if r["kind"] == kind and r["mode"] == "sage" and not r["tag"].startswith("w")]
+    sage = [r for r in recs if r["kind"] == kind and r["mode"] == mode and not r["tag"].startswith("w")]
     sums = {r["bench"]["checksum"] for r in nat + sage}
     if len(sums) != 1:
         print("share_hits: FAIL: %s outputs differ: %s" % (kind, sorted(sums)))
@@ -99,13 +105,14 @@ for kind in ("resnet50", "bert", "gpt2"):
         s = r["stats"]
         total = s["SHARE_BYTES_MAPPED"] + s["SHARE_BYTES_COPIED"]
         frac.append((s["SHARE_BYTES_MAPPED"] + s["SHARE_BYTES_ASSEMBLED"]) / total if total else 0.0)
-    print("%-9s %s: upload ms native %.1f, sage %.1f (median of %d/%d); shared %.4f (min %.4f); "
-          "syncs skipped %s, placed %s" % (
-              kind, "x%d at once" % len(nat) if kind == "gpt2" else "alone",
-              med([r["bench"]["upload_ms"] for r in nat]), med([r["bench"]["upload_ms"] for r in sage]),
+    print("%-9s %s: upload ms native %.1f, %s %.1f (median of %d/%d); shared %.4f (min %.4f); "
+          "syncs skipped %s, placed %s, copied instead %s" % (
+              kind, "x%d at once" % len(nat) if kind == "gpt2" else "alone", med([r["bench"]["upload_ms"] for r in nat]),
+              "sage" if mode == "sage" else "sage+SAGE_SHARE_COPY_CHEAPER=1", med([r["bench"]["upload_ms"] for r in sage]),
               len(nat), len(sage), med(frac), min(frac) if frac else float("nan"),
               sage[-1]["stats"].get("SHARE_SYNCS_SKIPPED") if sage else None,
-              sage[-1]["stats"].get("SHARE_PLACED") if sage else None))
+              sage[-1]["stats"].get("SHARE_PLACED") if sage else None,
+              sage[-1]["stats"].get("SHARE_COPY_CHEAPER") if sage else None))
 sys.exit(bad)
 PY
 if [ -n "${OUT:-}" ]; then

@@ -191,6 +191,7 @@ static int visible_entry(const char *entry, size_t len, unsigned gpus) {
 static void read_environment(void) {
         fake.init_ms = env_uint("SAGE_FAKE_INIT_MS", 0);
         fake.ctx_ms = env_uint("SAGE_FAKE_CTX_MS", 0);
+        fake.map_ms = env_uint("SAGE_FAKE_MAP_MS", 0);
         fake.mem_total = env_size("SAGE_FAKE_MEM", (size_t)4 << 30);
         unsigned gpus = env_uint("SAGE_FAKE_DEVICES", 1);
         if (gpus > FAKE_MAX_DEVICES)

@@ -198,6 +198,7 @@ typedef struct FakeState {
 
         /* From the environment, read once at the first cuInit. */
         unsigned init_ms, ctx_ms;
+        unsigned map_ms; /* SAGE_FAKE_MAP_MS: each cuMemMap sleeps this long (a driver under contention) */
         size_t mem_total;
         int device_count;               /* visible devices */
         int physical[FAKE_MAX_DEVICES]; /* visible ordinal -> simulated GPU index */

@@ -245,6 +245,8 @@ FAKE_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmem
                               unsigned long long flags) {
         FAKE_GATE();
         FAKE_REQUIRE_INIT();
+        if (fake.map_ms)
+                fake_sleep_ms(fake.map_ms);
         uintptr_t p = (uintptr_t)ptr;
         if (flags || size == 0 || p % GRAN || size % GRAN || offset % GRAN)
                 return CUDA_ERROR_INVALID_VALUE;

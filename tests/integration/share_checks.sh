@@ -256,6 +256,30 @@ step "an upload while work on the allocation is still queued: the backing is rep
 twice q "inflight" 96 13 inflight
 [ "$(stat_of "$tmp/q2.json" SHARE_HITS)" = 1 ] || bad "inflight: the second upload was not a hit"
 
+step "hits costlier than their copy (a slow driver): copied instead, counted, same output"
+# 8 tensors of ~4 MiB published, then mapped by a driver whose cuMemMap
+# takes 60 ms: the first two hits teach the process what a hit costs (~120 ms
+# against ~1 ms for the copy of 4 MiB it learned from the bias), the other
+# six are copied, and nothing is assembled (not even the granule the first
+# two share: assembly would only add cost). Without SAGE_SHARE_COPY_CHEAPER=1
+# (memory first, the default) all eight are mapped.
+native_t=$("$prog" 32 31 tensors)
+for run in 1 2 3; do
+  case $run in
+    1) env=() ;;
+    2) env=(SAGE_FAKE_MAP_MS=60 SAGE_SHARE_COPY_CHEAPER=1) ;;
+    3) env=(SAGE_FAKE_MAP_MS=60) ;;
+  esac
+  out=$(env "${env[@]}" SAGE_TRACE="$tmp/c$run.json" LD_PRELOAD="$preload" "$prog" 32 31 tensors) || bad "tensors run $run"
+  [ "$out" = "$native_t" ] || bad "tensors run $run output: $out vs $native_t"
+done
+[ "$(stat_of "$tmp/c1.json" SHARE_MISSES)" = 8 ] || bad "tensors: not 8 misses at first"
+[ "$(stat_of "$tmp/c2.json" SHARE_HITS)/$(stat_of "$tmp/c2.json" SHARE_COPY_CHEAPER)" = 2/6 ] ||
+  bad "slow hits: $(stat_of "$tmp/c2.json" SHARE_HITS) hits, $(stat_of "$tmp/c2.json" SHARE_COPY_CHEAPER) copied (want 2, 6)"
+[ "$(stat_of "$tmp/c2.json" SHARE_ASSEMBLED)" = 0 ] || bad "slow hits: the copied tensors were assembled"
+[ "$(stat_of "$tmp/c3.json" SHARE_HITS)/$(stat_of "$tmp/c3.json" SHARE_COPY_CHEAPER)" = 8/0 ] ||
+  bad "by default (memory first) not every tensor was mapped"
+
 step "CUDA IPC on a VMM-backed allocation: emulated through the broker"
 native_i=$("$prog" 96 7 ipc-export)
 out=$(SAGE_TRACE="$tmp/i1.json" LD_PRELOAD="$preload" "$prog" 96 7 ipc-export) || bad "ipc run"

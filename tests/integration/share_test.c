@@ -14,6 +14,8 @@
  *               through the API (memset) and checksums
  *   kernel-write after the upload, a kernel multiplies the weights in place
  *   kernel-write-ex as kernel-write, launched by cuLaunchKernelEx_ptsz
+ *   tensors     a 1 MiB tensor uploaded 4 times to an allocation of its own,
+ *               then the weights as tensors of 4 MiB + 4 KiB, one upload each
  *   inflight    the upload comes while an asynchronous memset of the
  *               allocation is still queued on a stream
  *   unknown-layout as kernel-write, by a kernel whose parameter layout the
@@ -373,6 +375,16 @@ int main(int argc, char **argv) {
                 OK(cuStreamSynchronize(s));
                 OK(cuMemcpy(weights + a + b, (CUdeviceptr)(uintptr_t)((char *)host + a + b), bytes - a - b));
                 OK(cuStreamDestroy(s));
+        } else if (!strcmp(mode, "tensors")) {
+                /* A 1 MiB bias uploaded 4 times (copies whose cost libsage learns), then tensors one by one. */
+                size_t t = (4 << 20) + 4096;
+                CUdeviceptr bias;
+                OK(cuMemAlloc(&bias, 1 << 20));
+                for (int i = 0; i < 4; i++)
+                        OK(cuMemcpyHtoD(bias, host, 1 << 20));
+                for (size_t off = 0; off < bytes; off += t)
+                        OK(cuMemcpyHtoD(weights + off, (char *)host + off, bytes - off < t ? bytes - off : t));
+                OK(cuMemFree(bias));
         } else if (!strcmp(mode, "inflight")) {
                 /* Zeroing still queued on a stream when the upload comes: the
                  * upload (legacy default stream) waits for it, so must SAGE

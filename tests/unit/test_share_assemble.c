@@ -156,7 +156,26 @@ static void lookup_gone(void) {
         teardown(&v, a);
 }
 
+/*
+ * An upload copied because its hit would have cost more (share_cost.h) is
+ * not assembled: neither the granules it covers whole nor those it shares
+ * with the next upload; a run apart from it still is.
+ */
+static void copied_uploads_skipped(void) {
+        const Range up[] = { { 0, 2 * G + 100 }, { 2 * G + 100, 200 }, { 3 * G, 300 } };
+        ShareVmm v;
+        SageShareAlloc *a = setup(&v, up, 3);
+        Lookups l = { 0 };
+
+        share_assemble_skip(a, 0, 2 * G + 100);
+        CHECK(assemble(&v, a, &l));
+        CHECK(l.calls == 1 && l.len[0] == G); /* the fourth granule alone, not [0, 3G) */
+        CHECK(a->pieces[0].off == 0 && !a->pieces[0].candidate && !a->pieces[0].extent_id);
+        teardown(&v, a);
+}
+
 int main(void) {
+        copied_uploads_skipped();
         one_run_candidate();
         one_run_hit();
         gappy_granules_alone();
