@@ -51,11 +51,17 @@ void sage_vmm_unmap_free(const SageVmmOps *ops, CUdeviceptr va, size_t len) {
 CUresult sage_vmm_copy_into_new(const SageVmmOps *ops, int device, CUdeviceptr src, size_t len,
                                 CUmemGenericAllocationHandle *out) {
         CUmemAllocationProp prop = sage_vmm_prop(device);
+        return sage_vmm_copy_into_new_prop(ops, &prop, src, len, out);
+}
+
+CUresult sage_vmm_copy_into_new_prop(const SageVmmOps *ops, const CUmemAllocationProp *prop, CUdeviceptr src,
+                                     size_t len, CUmemGenericAllocationHandle *out) {
+        int device = prop->location.id;
         CUmemGenericAllocationHandle h;
         CUdeviceptr tmp;
         CUresult r;
 
-        if ((r = ops->create(&h, len, &prop, 0)) != CUDA_SUCCESS)
+        if ((r = ops->create(&h, len, prop, 0)) != CUDA_SUCCESS)
                 return r;
         if ((r = sage_vmm_map_new(ops, len, device, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &tmp)) == CUDA_SUCCESS) {
                 r = ops->copy_dtod(tmp, src, len);

@@ -48,3 +48,6 @@ void sage_vmm_unmap_free(const SageVmmOps *ops, CUdeviceptr va, size_t len);
  */
 CUresult sage_vmm_copy_into_new(const SageVmmOps *ops, int device, CUdeviceptr src, size_t len,
                                 CUmemGenericAllocationHandle *out);
+/* The same, the new allocation made with `prop` (its location: the device). */
+CUresult sage_vmm_copy_into_new_prop(const SageVmmOps *ops, const CUmemAllocationProp *prop, CUdeviceptr src,
+                                     size_t len, CUmemGenericAllocationHandle *out);

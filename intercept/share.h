@@ -18,6 +18,11 @@ bool sage_share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result);
 /* Is `va` the start of an allocation SAGE's VMM allocator backs? Frees it if so. */
 bool sage_share_free(CUdeviceptr va, CUresult *result);
 
+/*
+ * An upload of [dst, dst+n) that crosses the edge of an app VMM mapping SAGE
+ * backs (share_vmm.c): the bytes before the first edge; 0 when it crosses none.
+ */
+size_t sage_share_app_split(CUdeviceptr dst, size_t n);
 /* Something may write device memory SAGE does not see (a launch, a 2D/3D copy). */
 void sage_share_note_write(void);
 /* The app is about to write [dst, dst+n) through the API. */

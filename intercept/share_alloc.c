@@ -63,8 +63,14 @@ static bool insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Pie
         return true;
 }
 
-CUresult share_vmm_create(ShareVmm *v, const SageShareAlloc *a, size_t len, CUmemGenericAllocationHandle *out) {
+static CUmemAllocationProp prop_of(const SageShareAlloc *a) {
         CUmemAllocationProp prop = sage_vmm_prop(a->dev);
+        prop.allocFlags.gpuDirectRDMACapable = a->rdma;
+        return prop;
+}
+
+CUresult share_vmm_create(ShareVmm *v, const SageShareAlloc *a, size_t len, CUmemGenericAllocationHandle *out) {
+        CUmemAllocationProp prop = prop_of(a);
         return v->drv->vmm.create(out, len, &prop, 0);
 }
 
@@ -83,8 +89,8 @@ static CUresult map_at(ShareVmm *v, const SageShareAlloc *a, size_t off, size_t 
  */
 #define SHARE_VMM_CHUNK ((size_t)1 << 30)
 
-CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
-                         SageShareAlloc **out) {
+static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
+                             bool map, bool rdma, SageShareAlloc **out) {
         const SageVmmOps *ops = &v->drv->vmm;
         SageShareAlloc *a;
         size_t chunk;
@@ -98,17 +104,21 @@ CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, ui
         a->gran = gran;
         a->size = size;
         a->padded = (size + gran - 1) / gran * gran;
+        a->app_vmm = !map;
+        a->rdma = rdma;
         chunk = SHARE_VMM_CHUNK > gran ? SHARE_VMM_CHUNK / gran * gran : gran;
-        if ((r = ops->address_reserve(&a->va, a->padded, 0, 0, 0)) != CUDA_SUCCESS)
+        if (map && (r = ops->address_reserve(&a->va, a->padded, 0, 0, 0)) != CUDA_SUCCESS)
                 goto fail;
         for (size_t off = 0; off < a->padded && r == CUDA_SUCCESS; off += chunk) {
                 Piece p = { .off = off, .len = a->padded - off < chunk ? a->padded - off : chunk };
                 if ((r = share_vmm_create(v, a, p.len, &p.handle)) != CUDA_SUCCESS)
                         break;
-                if ((r = map_at(v, a, off, p.len, p.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS ||
+                if ((map &&
+                     (r = map_at(v, a, off, p.len, p.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS) ||
                     !insert_pieces(a, a->npieces, 0, &p, 1)) {
                         if (r == CUDA_SUCCESS) {
-                                ops->unmap(a->va + off, p.len);
+                                if (map)
+                                        ops->unmap(a->va + off, p.len);
                                 r = CUDA_ERROR_OUT_OF_MEMORY;
                         }
                         ops->release(p.handle);
@@ -117,7 +127,8 @@ CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, ui
         if (r != CUDA_SUCCESS) {
                 for (size_t i = 0; i < a->npieces; i++)
                         share_vmm_drop_piece(v, a, &a->pieces[i]);
-                ops->address_free(a->va, a->padded);
+                if (map)
+                        ops->address_free(a->va, a->padded);
                 goto fail;
         }
         a->epoch = atomic_load_explicit(&v->write_epoch, memory_order_relaxed);
@@ -127,6 +138,16 @@ fail:
         free(a->pieces);
         free(a);
         return r;
+}
+
+CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
+                         SageShareAlloc **out) {
+        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, true, false, out);
+}
+
+CUresult share_vmm_alloc_unmapped(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev,
+                                  CUcontext ctx, bool rdma, SageShareAlloc **out) {
+        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, false, rdma, out);
 }
 
 void share_vmm_link(ShareVmm *v, SageShareAlloc *a) {
@@ -147,7 +168,7 @@ SageShareAlloc *share_vmm_find(const ShareVmm *v, CUdeviceptr p, size_t n) {
 
 SageShareAlloc *share_vmm_unlink(ShareVmm *v, CUdeviceptr va) {
         for (SageShareAlloc **link = &v->allocs; *link; link = &(*link)->next)
-                if (share_vmm_user_va(*link) == va) {
+                if (share_vmm_user_va(*link) == va && !(*link)->app_vmm) {
                         SageShareAlloc *a = *link;
                         *link = a->next;
                         a->next = NULL;
@@ -159,7 +180,8 @@ SageShareAlloc *share_vmm_unlink(ShareVmm *v, CUdeviceptr va) {
 void share_vmm_release(ShareVmm *v, SageShareAlloc *a) {
         for (size_t i = 0; i < a->npieces; i++)
                 share_vmm_drop_piece(v, a, &a->pieces[i]);
-        v->drv->vmm.address_free(a->va, a->padded);
+        if (!a->app_vmm) /* an app's handle: the reservation is the app's */
+                v->drv->vmm.address_free(a->va, a->padded);
         free(a->pieces);
         free(a->written);
         free(a->plain);
@@ -251,7 +273,8 @@ void share_vmm_sync(ShareVmm *v, SageShareAlloc *a) {
 
 CUresult share_vmm_copy_into_new(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len,
                                  CUmemGenericAllocationHandle *out) {
-        return sage_vmm_copy_into_new(&v->drv->vmm, a->dev, a->va + off, len, out);
+        CUmemAllocationProp prop = prop_of(a);
+        return sage_vmm_copy_into_new_prop(&v->drv->vmm, &prop, a->va + off, len, out);
 }
 
 void share_vmm_free_lists(Piece *p) {
@@ -267,7 +290,8 @@ void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
         share_vmm_free_lists(p);
         if (p->parked)
                 return; /* nothing mapped, nothing held */
-        v->drv->vmm.unmap(a->va + p->off, p->len);
+        if (a->va)      /* an app's handle not mapped now has no address */
+                v->drv->vmm.unmap(a->va + p->off, p->len);
         v->drv->vmm.release(p->handle);
         if (p->extent_id && v->release_extent)
                 v->release_extent(v->release_ctx, p->extent_id);

@@ -58,6 +58,8 @@ typedef struct SageShareAlloc {
         Piece *pieces; /* sorted, covering [0, padded) */
         size_t npieces, cap;
         bool no_share; /* exported through CUDA IPC: one private backing for good */
+        bool app_vmm;  /* an app's cuMemCreate handle (share_vmm.c): va is the app's mapping (0: unmapped) */
+        bool rdma;     /* its pieces are made GPUDirect RDMA capable, as the app asked (XLA does where supported) */
         Range *plain;  /* uploads copied because a hit would cost more (share_cost.h): never assembled */
         size_t nplain;
         struct SageShareAlloc *next;
@@ -116,6 +118,13 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
  */
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
                          SageShareAlloc **out);
+/*
+ * The same, but nothing reserved or mapped (va 0): the backing of an app's
+ * cuMemCreate handle (share_vmm.c), mapped where the app maps it; its
+ * pieces GPUDirect RDMA capable if `rdma` (as the app asked).
+ */
+CUresult share_vmm_alloc_unmapped(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev,
+                                  CUcontext ctx, bool rdma, SageShareAlloc **out);
 /* The address the app knows `a` by. */
 static inline CUdeviceptr share_vmm_user_va(const SageShareAlloc *a) {
         return a->va + a->lead;

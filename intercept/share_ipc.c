@@ -131,6 +131,8 @@ CUresult sage_impl_cuIpcGetMemHandle(sage_fn_cuIpcGetMemHandle_t real, CUipcMemH
                 return real(pHandle, dptr);
         pthread_mutex_lock(&s->lock);
         a = share_vmm_find(&s->vmm, dptr, 1);
+        if (a && a->app_vmm) /* the driver refuses VMM memory the app mapped: so does SAGE */
+                a = NULL;
         if (a)
                 r = export_handle(s, a, pHandle);
         pthread_mutex_unlock(&s->lock);

@@ -153,7 +153,7 @@ void share_assemble(SageShare *s) {
 bool share_learn_placement(SageShare *s, const SageShareAlloc *a) {
         size_t lead;
 
-        if (!s->place.path || !a->tail_seen || !share_place_lead_for(a->tail_use, a->gran, &lead))
+        if (!s->place.path || a->app_vmm || !a->tail_seen || !share_place_lead_for(a->tail_use, a->gran, &lead))
                 return false;
         share_place_learn(&s->place, a->size - a->lead, a->ordinal, lead);
         return lead != a->lead;

@@ -462,7 +462,24 @@ static CUresult upload(const CopyCall *c) {
         bool async = c->kind == COPY_HTOD_ASYNC || c->kind == COPY_UNIFIED_ASYNC;
         UploadPlan plan;
         CUresult r = CUDA_SUCCESS;
+        size_t first;
 
+        /*
+         * Across the edge of an app's VMM mapping (a tensor spanning two of
+         * PyTorch's expandable segments): the part holding its start takes
+         * the upload path; the rest is copied plainly, since a kernel given
+         * the tensor's pointer reaches it from the other mapping, which the
+         * launch guard would not see (share_vmm.c).
+         */
+        if ((first = sage_share_app_split(c->dst, c->n))) {
+                CopyCall head = *c;
+                head.n = first;
+                if ((r = upload(&head)) != CUDA_SUCCESS)
+                        return r;
+                sage_share_before_write(c->dst + first, c->n - first);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, c->n - first);
+                return copy_part(c, first, c->n - first);
+        }
         if (c->kind == COPY_UNIFIED || c->kind == COPY_UNIFIED_ASYNC) {
                 if (!targets_shared_alloc(s, c->dst, c->n))
                         return copy_part(c, 0, c->n);

@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model jax_fn share_weights share_alloc lean_stack suspend_idle)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model torch_expandable jax_fn share_weights share_alloc lean_stack suspend_idle)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -131,7 +131,7 @@ build_program() {
         share_alloc) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_alloc.cu" -lcuda ;;
         lean_stack) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/lean_stack.cu" ;;
         suspend_idle) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/suspend_idle.cu" ;;
-        torch_model) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
+        torch_model|torch_expandable) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
         jax_fn)
             # The weights file is made here, untimed; the check needs no GPU.
             "$python" -c 'import jax, jaxlib' &&
@@ -144,6 +144,8 @@ build_program() {
 command_of() {
     case "$1" in
         torch_model) cmd=("$python" "$gpu_src/torch_model.py") ;;
+        # PyTorch's expandable segments: its pool maps 2/20 MiB cuMemCreate handles into one reservation.
+        torch_expandable) cmd=(env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "$python" "$gpu_src/torch_model.py") ;;
         jax_fn) cmd=("$python" "$gpu_src/jax_fn.py" "$bin_dir/jax-weights.npy") ;;
         share_weights) cmd=("$bin_dir/$1" "$bin_dir/share-weights.bin") ;;
         *) cmd=("$bin_dir/$1") ;;
@@ -296,7 +298,7 @@ evaluate() {
 native_env=(-u LD_PRELOAD -u SAGE_TRACE -u SAGE_TRACE_STACKS)
 for p in "${programs[@]}"; do
     if [ "${build_ok[$p]}" != 1 ]; then
-        if [ "$p" = torch_model ] || [ "$p" = jax_fn ]; then
+        if [ "$p" = torch_model ] || [ "$p" = torch_expandable ] || [ "$p" = jax_fn ]; then
             record "$p" - - - - - - - SKIP "python/torch/jax unusable: $(tail -n1 "$logs/$p.build.log")"
         else
             record "$p" - - - - - - - FAIL "build failed: see $p.build.log"
@@ -432,7 +434,7 @@ fi
 # served by the broker where the program's uploads can be (share_weights,
 # torch_model), IPC must have been emulated (ipc), and share_weights' kernel
 # that writes mapped weights must have got a private copy first.
-share_programs=(share_weights share_alloc ipc torch_model jax_fn cublas_gemm graphs static_cudart)
+share_programs=(share_weights share_alloc vmm ipc torch_model torch_expandable jax_fn cublas_gemm graphs static_cudart)
 saged=$build_dir/daemon/saged
 # stat_sum NAME MODE STAT: a libsage counter summed over the traces of a run.
 stat_sum() {
@@ -477,20 +479,22 @@ if [ -x "$saged" ]; then
             staged=$(stat_sum "$p" "share$round" SHARE_STAGED)
             allocs=$(stat_sum "$p" "share$round" SHARE_ALLOCS)
             misses=$(stat_sum "$p" "share$round" SHARE_MISSES)
+            app_vmm=$(stat_sum "$p" "share$round" SHARE_APP_VMM)
             # sage-trace's "% shared": (mapped + assembled) / all upload bytes that reached SAGE-backed memory.
             fraction=$(awk -v m="$mapped" -v a="$asm_bytes" -v c="$copied" \
                 'BEGIN { if (m + c > 0) printf "%.4f", (m + a) / (m + c); else printf "0" }')
-            echo "gpu-test: $p share$round: hits $hits, misses $misses, allocs backed $allocs, mapped $mapped B, copied $copied B (of which assembled and mapped: $asm_hits runs, $asm_bytes B), shared_fraction $fraction, fallbacks $fallbacks, guard $guard, ipc $ipc, not published $dropped ($dropped_bytes B), keep copies $keep, staged misses $staged" \
+            echo "gpu-test: $p share$round: hits $hits, misses $misses, allocs backed $allocs, app handles backed $app_vmm, mapped $mapped B, copied $copied B (of which assembled and mapped: $asm_hits runs, $asm_bytes B), shared_fraction $fraction, fallbacks $fallbacks, guard $guard, ipc $ipc, not published $dropped ($dropped_bytes B), keep copies $keep, staged misses $staged" \
                 >> "$logs/share-stats.txt"
             if [ "$fallbacks" != 0 ]; then
                 extra="$fallbacks sharing fallbacks"
-            elif [ "$round" = 2 ] && { [ "$p" = share_weights ] || [ "$p" = torch_model ] || [ "$p" = jax_fn ]; } &&
+            elif [ "$round" = 2 ] && { [ "$p" = share_weights ] || [ "$p" = torch_model ] || [ "$p" = torch_expandable ] ||
+                [ "$p" = jax_fn ]; } &&
                 [ "$hits" = 0 ]; then
                 extra="second run not served by the broker"
             elif [ "$round" = 1 ] && [ "$p" = share_weights ] && [ "$staged" = 0 ]; then
                 extra="the first run's misses were not copied through staging"
-            elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$hits" -lt 3 ]; then
-                extra="second run: $hits hits, not S, Q and T (cudaMallocAsync, pool, pitched) mapped"
+            elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$hits" -lt 4 ]; then
+                extra="second run: $hits hits, not S, Q, T and V (cudaMallocAsync, pool, pitched, app VMM) mapped"
             elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$guard" = 0 ]; then
                 extra="the kernel writing mapped weights (R) got no private copy"
             elif [ "$round" = 2 ] && [ "$p" = share_weights ] && [ "$guard" = 0 ]; then

@@ -11,9 +11,10 @@
  *      (the launch guard must give it a private copy first: no fault);
  *   T  4000-byte rows from cudaMallocPitch, uploaded by cudaMemcpy2D from a
  *      tight host array (SAGE lays the rows out with zeroed padding);
- *   V  32 MiB of app-managed VMM (cuMemCreate + cuMemMap): SAGE leaves it alone;
+ *   V  32 MiB of app-managed VMM (cuMemCreate + cuMemMap + cuMemSetAccess, as
+ *      XLA and PyTorch's expandable segments do): SAGE backs the handle;
  * then checksums each with a read-only kernel (padding never read). stdout:
- * the checksums. The second SAGE run must map S, Q and T (SHARE_HITS >= 3).
+ * the checksums. The second SAGE run must map S, Q, T and V (SHARE_HITS >= 4).
  */
 #include <cuda.h>
 

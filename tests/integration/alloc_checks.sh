@@ -3,7 +3,8 @@
 # "Allocators"), against the simulated driver and the real broker: XLA's
 # preallocated BFC region, stream-ordered allocations (default pool: shared;
 # an app's own pool: the driver's), pitched allocations with 2D uploads, and
-# app-managed VMM (never replaced). Each: the native output, a first run that
+# app-managed VMM (XLA's one big handle, PyTorch's expandable segments, a
+# handle unmapped, re-granted, mapped twice, exported). Each: the native output, a first run that
 # publishes, a second that maps, a kernel that writes mapped weights (the
 # launch guard), and no broker at all.
 #   alloc_checks.sh ALLOC_TEST SAGED SAGECTL PYTHON3
@@ -21,7 +22,8 @@ start_broker "$saged" "$SAGE_SOCKET"
 shared() {
   local mode=$1 seed=$2 mib=${3:-16}
   run "$mode.1" "$mib" "$seed" "$mode"
-  [ "$(stat_of "$tmp/$mode.1.json" SHARE_ALLOCS)" -ge 1 ] || bad "$mode: not VMM-backed"
+  [ "$(stat_of "$tmp/$mode.1.json" SHARE_ALLOCS)" -ge 1 ] || [ "$(stat_of "$tmp/$mode.1.json" SHARE_APP_VMM)" -ge 1 ] ||
+    bad "$mode: not VMM-backed"
   [ "$(stat_of "$tmp/$mode.1.json" SHARE_MISSES)" = 1 ] || bad "$mode: the upload was not a miss"
   [ "$(stat_of "$tmp/$mode.1.json" SHARE_FALLBACKS)" = 0 ] ||
     bad "$mode: $(stat_of "$tmp/$mode.1.json" SHARE_FALLBACKS) fallbacks"
@@ -57,19 +59,46 @@ done
 step "a pool the app made: the driver's memory, not shared"
 run own.1 16 46 own-pool
 [ "$(stat_of "$tmp/own.1.json" SHARE_ALLOCS)" = 0 ] || bad "own-pool: an app pool's allocation VMM-backed"
-step "app-managed VMM (cuMemCreate + cuMemMap): never replaced, the plain copy"
-for i in 1 2; do
-  run "vmm.$i" 16 47 vmm
-  [ "$(stat_of "$tmp/vmm.$i.json" SHARE_MISSES)" = 0 ] && [ "$(stat_of "$tmp/vmm.$i.json" SHARE_HITS)" = 0 ] ||
-    bad "vmm run $i: an upload into the app's own mapping was considered"
-done
-run vmm.w 16 47 vmm-write
+step "app-managed VMM: the handle SAGE backs, the weights filling it"
+shared vmm 47
+step "XLA: one cuMemCreate of 3/4 of the GPU, mapped and granted by the app, weights uploaded into it"
+shared xla 51
+step "XLA: the mapping unmapped, mapped again and granted between upload and kernels"
+run xla-remap 16 51 xla-remap
+[ "$(stat_of "$tmp/xla-remap.json" SHARE_HITS)" = 1 ] || bad "xla-remap: not a hit"
+# The shared piece is mapped again read-only; the app's grant must not reach it: private first.
+[ "$(stat_of "$tmp/xla-remap.json" SHARE_UNSHARED)" -ge 1 ] || bad "xla-remap: the extent was granted to the app"
+run xla-remap.w 16 51 xla-remap-write
+step "XLA: the mapping made read-only and read-write again (cuMemGetAccess says the app's grant)"
+run xla-access 16 51 xla-access
+run xla-access.w 16 51 xla-access-write
+step "XLA: the handle mapped a second time: private, never shared again"
+run xla-multi 16 51 xla-multi
+[ "$(stat_of "$tmp/xla-multi.json" SHARE_UNSHARED)" -ge 1 ] || bad "xla-multi: the hit was not made private"
+run xla-multi.w 16 51 xla-multi-write
+step "PyTorch expandable segments: 20 MiB handles, a tensor spanning two"
+run seg.1 16 52 segments
+[ "$(stat_of "$tmp/seg.1.json" SHARE_APP_VMM)" = 4 ] || bad "segments: $(stat_of "$tmp/seg.1.json" SHARE_APP_VMM) handles backed"
+run seg.2 16 52 segments
+# The spanning tensor's part in the first handle and the second tensor; the rest in the next handle is copied.
+[ "$(stat_of "$tmp/seg.2.json" SHARE_HITS)" = 2 ] || bad "segments: $(stat_of "$tmp/seg.2.json" SHARE_HITS) hits, not 2"
+run seg.w 16 52 segments-write
+[ "$(stat_of "$tmp/seg.w.json" SHARE_GUARD_UNSHARED)" -ge 1 ] || bad "segments-write: not made private before the kernel"
+step "an exported handle: one private backing (consolidated after a hit), imported and read elsewhere"
+run export.1 16 47 export
+[ "$(stat_of "$tmp/export.1.json" SHARE_HITS)" = 1 ] || bad "export: the upload was not a hit"
+run export.2 16 47 export-write
+step "SAGE_SHARE_VMM=0: the app's handles are the driver's"
+SAGE_SHARE_VMM=0 run off.vmm 16 51 xla
+[ "$(stat_of "$tmp/off.vmm.json" SHARE_APP_VMM)" = 0 ] && [ "$(stat_of "$tmp/off.vmm.json" SHARE_MISSES)" = 0 ] ||
+  bad "SAGE_SHARE_VMM=0: the app's handle was backed"
 
 step "no broker: every allocator the plain path, same output"
 kill "$saged_pid"; wait "$saged_pid" 2>/dev/null || true
-for mode in bfc async pool pitch pitch-async own-pool vmm bfc-write; do
+for mode in bfc async pool pitch pitch-async own-pool vmm xla segments export bfc-write; do
   run "nb.$mode" 16 48 "$mode"
-  [ "$(stat_of "$tmp/nb.$mode.json" SHARE_ALLOCS)" = 0 ] || bad "no broker, $mode: VMM-backed"
+  [ "$(stat_of "$tmp/nb.$mode.json" SHARE_ALLOCS)" = 0 ] && [ "$(stat_of "$tmp/nb.$mode.json" SHARE_APP_VMM)" = 0 ] ||
+    bad "no broker, $mode: VMM-backed"
 done
 
 [ "$fail" -eq 0 ] && echo "alloc_checks: all passed"
