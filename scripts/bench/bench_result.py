@@ -161,13 +161,19 @@ def write(out_dir, doc, text=None, name=None, text_name=None, indent=1):
     name = name or doc["bench"]
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, name + ".json")
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=indent)
-        f.write("\n")
+    _replace(path, json.dumps(doc, indent=indent) + "\n")
     if text is not None:
-        with open(os.path.join(out_dir, (text_name or name) + ".txt"), "w") as f:
-            f.write(text.rstrip("\n") + "\n")
+        _replace(os.path.join(out_dir, (text_name or name) + ".txt"), text.rstrip("\n") + "\n")
     return path
+
+
+def _replace(path, text):
+    """PATH holds TEXT or what it held before, never a part: a run killed while
+    writing (benchmarks write after every step) leaves the last whole file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def selftest():

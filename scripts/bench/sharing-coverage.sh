@@ -12,34 +12,45 @@ usage() {
 Usage: scripts/bench/sharing-coverage.sh [--build DIR] [--quick] [--only LIST] [--runs N] [options]
 
   --build DIR     meson build folder (intercept/libsage.so, daemon/saged, tools/sage-trace) (default: build)
-  --runs N        warm rounds (native + SAGE) per workload and cold runs of cfunc/llm (default 5)
-  --quick         2 rounds, a 2 GiB llm, one round of 16 gpt2 at once; budget 230 s
-                  (<= 240 s on an H100/H200 once the weights exist in --data)
+  --runs N        samples per figure: cold runs of cfunc/llm, rounds (native + SAGE) per
+                  workload (default 5; --quick 2, and 1 round of jax/cfunc/llm)
+  --quick         small sizes: cfunc 2 GiB, llm 1 GiB, 8 gpt2 at once (not 16), one round
+                  of them (gpt2's fraction from those); budget 90 s + margin 20 s: <= 120 s
+                  on an H100 with the weights made inside the call (settings say so)
   --only LIST     comma list of workloads (jax,resnet50,bert,gpt2,cfunc,llm); the full
-                  run in two calls of < 10 min: --only cfunc,llm and --only jax,resnet50,bert,gpt2,
+                  run in two calls of < 9 min: --only cfunc,llm and --only jax,resnet50,bert,gpt2,
                   then: scripts/bench/sharing_coverage.py merge OUT A.json B.json
-  --budget SEC    start no workload later than SEC after the start (default 560)
+  --budget SEC    start no step later than SEC after the script's start (default 450)
+  --margin SEC    the deadline is budget + margin (default 60; --quick 20): what still runs
+                  then is killed and the document written; give a caller's timeout more
+  --no-place      SAGE without learned placement (default: SAGE_SHARE_PLACE, a folder per broker)
   --fake          a dry run on the simulated driver (tests/fakecuda in DIR): the C
                   function stands in for every workload; the figures mean nothing
   --arch ARCH     nvcc -arch for share_cfunc.cu (default sm_90)
   --data DIR      generated weights (default DIR/bench-bin/sharing-coverage/data, kept)
   -h, --help      this help
 
-Writes $OUT/sharing-coverage.json (+ .txt); logs in DIR/bench-bin/sharing-coverage/logs.
-Environment: NVCC, PYTHON (torch, torchvision, transformers, safetensors; jax for
-the jax workload), SAGE_BENCH_COMMIT. Exit: 0 every output identical, 1 not, 77 no GPU.
+Writes $OUT/sharing-coverage.json (+ .txt) at the start, after every step and at the
+end (atomically; on SIGTERM/SIGINT too): "state" (complete, partial: why, interrupted
+by SIGTERM; running: the run was killed -9) and "missing" say what it lacks. Logs in
+DIR/bench-bin/sharing-coverage/logs. Environment: NVCC, PYTHON (torch, torchvision,
+transformers, safetensors; numpy + jax for the jax workload, else it is skipped),
+SAGE_BENCH_COMMIT. Exit: 0 every output identical, 1 not or a process failed, 77 no
+GPU, 128+N stopped by signal N.
 USAGE
 }
 
-build_dir=build quick=0 only= runs=5 budget= fake=0 arch=sm_90 data=
+started=$(date +%s.%N)
+build_dir=build quick=0 only= runs=5 budget= margin= fake=0 arch=sm_90 data= place=1
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-python3}
 . "$here/lib.sh"
-bench_args sharing-coverage "--build=build_dir --quick=quick=1 --only=only --runs=runs --budget=budget --fake=fake=1
-    --arch=arch --data=data" "$@"
+bench_args sharing-coverage "--build=build_dir --quick=quick=1 --only=only --runs=runs --budget=budget --margin=margin
+    --fake=fake=1 --arch=arch --data=data --no-place=place=0" "$@"
 [ "$quick" = 1 ] && [ "$runs" = 5 ] && runs=2
-[ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 230 || echo 560)
-case "$runs$budget" in *[!0-9]*|'') echo "sharing-coverage: --runs/--budget take numbers" >&2; exit 2 ;; esac
+[ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 90 || echo 450)
+[ -n "$margin" ] || margin=$([ "$quick" = 1 ] && echo 20 || echo 60)
+case "$runs$budget$margin" in *[!0-9]*|'') echo "sharing-coverage: --runs/--budget/--margin take numbers" >&2; exit 2 ;; esac
 
 bench_build sharing-coverage
 build=$build_dir
@@ -68,12 +79,28 @@ else
     bench_bytecode "$bin" "$python" || exit 1
 fi
 
-echo "sharing-coverage: $([ "$fake" = 1 ] && echo "simulated driver (dry run)" || nvidia-smi -L | head -n1); runs $runs; budget ${budget} s; results to $out"
+echo "sharing-coverage: $([ "$fake" = 1 ] && echo "simulated driver (dry run)" || nvidia-smi -L | head -n1); runs $runs; placement $([ "$place" = 1 ] && echo on || echo off)"
+echo "sharing-coverage: no step starts after ${budget} s; all ends by $((budget + margin)) s from the start (what runs then is killed, the results written): give a caller's timeout > $((budget + margin + 5)) s; results to $out"
+# The runner in the background, so that a SIGTERM/SIGINT to this script
+# reaches it (it writes what it has and exits 128+N); `timeout` signals the
+# whole process group anyway.
 "$python" "$here/sharing_coverage.py" run --out "$out" --build "$build" --data "$data" --logs "$logs" \
-    --cfunc "$cfunc" --runs "$runs" --budget "$budget" ${only:+--only "$only"} \
-    $([ "$quick" = 1 ] && echo --quick) $([ "$fake" = 1 ] && echo --fake)
-rc=$?
-if [ "$fake" = 1 ] && [ -z "$only" ]; then
+    --cfunc "$cfunc" --runs "$runs" --budget "$budget" --margin "$margin" --started "$started" ${only:+--only "$only"} \
+    $([ "$quick" = 1 ] && echo --quick) $([ "$fake" = 1 ] && echo --fake) $([ "$place" = 0 ] && echo --no-place) &
+runner=$!
+trap 'kill -TERM "$runner" 2>/dev/null' TERM
+trap 'kill -INT "$runner" 2>/dev/null' INT
+rc=0
+wait "$runner" || rc=$?
+while kill -0 "$runner" 2>/dev/null; do  # a signal ended the wait, not the runner: wait for its document
+    rc=0
+    wait "$runner" || rc=$?
+done
+trap - TERM INT
+if [ "$fake" = 1 ] && [ -z "$only" ] && [ "$rc" -lt 128 ]; then
     "$python" "$here/sharing_coverage.py" check-dry-run "$out/sharing-coverage.json" || rc=1
+    # A run that stops early (budget, SIGTERM) leaves a valid partial document.
+    "$python" "$here/sharing_coverage.py" check-partial "$out/partial" bash "$here/sharing-coverage.sh" --fake \
+        --build "$build" --only cfunc || rc=1
 fi
 exit "$rc"
