@@ -61,6 +61,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "impl.h"
 #include "log.h"
@@ -312,6 +313,14 @@ static void unpark_lookup(void *ctx, ShareParkedLookup *ls, size_t n) {
                 bl[i] = (SageBrokerLookup){ .hash = ls[i].key, .size = ls[i].len, .device = ls[i].device };
         share_broker_lost(s, sage_broker_lookup_many(s->broker, bl, n));
         for (size_t i = 0; i < n; i++) {
+                /* A reply we do not understand (-EPROTO) loses the broker, as lookup's did; what came
+                 * after it is not trusted either: those pieces stay parked. */
+                share_broker_lost(s, bl[i].result);
+                if (!s->broker) {
+                        if (bl[i].fd >= 0)
+                                close(bl[i].fd);
+                        continue;
+                }
                 ls[i].extent_id = bl[i].extent_id;
                 ls[i].fd = bl[i].fd;
         }
