@@ -144,6 +144,28 @@ static void unmap_pieces(SageShare *s, SageShareAlloc *a, CUdeviceptr va) {
                 s->drv.vmm.unmap(va + a->pieces[i].off, a->pieces[i].len);
 }
 
+/*
+ * The shared pieces of an unmapped handle become private: mapped at a
+ * scratch reservation for the copy, unmapped again. Is nothing shared now?
+ * Under the lock.
+ */
+static bool privatize_unmapped(SageShare *s, SageShareAlloc *a) {
+        CUdeviceptr tmp;
+
+        if (!shared_in(a, 0, 0, a->padded))
+                return true;
+        if (s->drv.vmm.address_reserve(&tmp, a->padded, 0, 0, 0) != CUDA_SUCCESS)
+                return false;
+        if (map_pieces(s, a, tmp) == CUDA_SUCCESS) {
+                a->va = tmp;
+                share_vmm_before_write(&s->vmm, a, 0, a->padded);
+                unmap_pieces(s, a, tmp);
+                a->va = 0;
+        }
+        s->drv.vmm.address_free(tmp, a->padded);
+        return !shared_in(a, 0, 0, a->padded);
+}
+
 /* Never shared again: what is shared becomes private (content kept), candidates are dropped. Under the lock. */
 static void pin(SageShare *s, AppHandle *h) {
         if (h->a->va)
@@ -467,6 +489,9 @@ CUresult sage_impl_cuMemExportToShareableHandle(sage_fn_cuMemExportToShareableHa
         pin(s, h);
         r = CUDA_ERROR_OUT_OF_MEMORY;
         if (h->a->npieces > 1 && (!h->a->va || h->extra || !share_vmm_consolidate(&s->vmm, h->a)))
+                goto out;
+        /* Unmapped, pin copied nothing: the fd must never be a broker's extent (the app may map it read-write). */
+        if (!h->a->va && !privatize_unmapped(s, h->a))
                 goto out;
         r = real(shareable, h->a->pieces[0].handle, type, flags);
 out:
