@@ -150,20 +150,34 @@ static void unmap_pieces(SageShare *s, SageShareAlloc *a, CUdeviceptr va) {
  * Under the lock.
  */
 static bool privatize_unmapped(SageShare *s, SageShareAlloc *a) {
+        CUcontext popped;
         CUdeviceptr tmp;
 
         if (!shared_in(a, 0, 0, a->padded))
                 return true;
-        if (s->drv.vmm.address_reserve(&tmp, a->padded, 0, 0, 0) != CUDA_SUCCESS)
+        /* The copy needs the handle's context: suspend's listener has none current. */
+        if (s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
                 return false;
-        if (map_pieces(s, a, tmp) == CUDA_SUCCESS) {
-                a->va = tmp;
-                share_vmm_before_write(&s->vmm, a, 0, a->padded);
-                unmap_pieces(s, a, tmp);
-                a->va = 0;
+        if (s->drv.vmm.address_reserve(&tmp, a->padded, 0, 0, 0) == CUDA_SUCCESS) {
+                if (map_pieces(s, a, tmp) == CUDA_SUCCESS) {
+                        a->va = tmp;
+                        share_vmm_before_write(&s->vmm, a, 0, a->padded);
+                        unmap_pieces(s, a, tmp);
+                        a->va = 0;
+                }
+                s->drv.vmm.address_free(tmp, a->padded);
         }
-        s->drv.vmm.address_free(tmp, a->padded);
+        s->drv.ctx_pop(&popped);
         return !shared_in(a, 0, 0, a->padded);
+}
+
+size_t share_app_privatize_unmapped(SageShare *s) {
+        size_t failed = 0;
+
+        for (AppHandle *h = handles; h; h = h->next)
+                if (!h->a->va && !privatize_unmapped(s, h->a))
+                        failed++;
+        return failed;
 }
 
 /* Never shared again: what is shared becomes private (content kept), candidates are dropped. Under the lock. */
