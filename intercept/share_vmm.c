@@ -27,6 +27,9 @@
  *   the pieces are unmapped and kept: the handle's content survives, a
  *   later cuMemMap maps it again (not fresh any more). cuMemRelease
  *   frees them once neither the app's references nor a mapping remain.
+ *   Shared pieces kept so are copied private (through a scratch mapping)
+ *   before an export and at suspend: an fd must never be a broker's
+ *   extent, and the driver cannot restore imported memory.
  * - Queries answer for the handle: its properties as the app asked,
  *   cuMemRetainAllocationHandle its value, cuMemGetAccess the app's grant
  *   on a shared piece (mapped read-only for the guard's sake).
@@ -152,12 +155,12 @@ static void unmap_pieces(SageShare *s, SageShareAlloc *a, CUdeviceptr va) {
 static bool privatize_unmapped(SageShare *s, SageShareAlloc *a) {
         CUcontext popped;
         CUdeviceptr tmp;
+        bool pushed;
 
         if (!shared_in(a, 0, 0, a->padded))
                 return true;
-        /* The copy needs the handle's context: suspend's listener has none current. */
-        if (s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
-                return false;
+        /* The copy needs a context: the handle's (suspend's listener has none current), else the caller's. */
+        pushed = s->drv.ctx_push(a->ctx) == CUDA_SUCCESS;
         if (s->drv.vmm.address_reserve(&tmp, a->padded, 0, 0, 0) == CUDA_SUCCESS) {
                 if (map_pieces(s, a, tmp) == CUDA_SUCCESS) {
                         a->va = tmp;
@@ -167,7 +170,8 @@ static bool privatize_unmapped(SageShare *s, SageShareAlloc *a) {
                 }
                 s->drv.vmm.address_free(tmp, a->padded);
         }
-        s->drv.ctx_pop(&popped);
+        if (pushed)
+                s->drv.ctx_pop(&popped);
         return !shared_in(a, 0, 0, a->padded);
 }
 
