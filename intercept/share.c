@@ -322,6 +322,8 @@ long sage_share_park(void) {
                 /* Nothing in flight may read what goes away. */
                 for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                         share_vmm_sync(&s->vmm, a);
+                if (share_app_privatize_unmapped(s))
+                        sage_warn("share: an app's unmapped VMM handle keeps a broker extent; its restore will fail");
                 n = (long)share_vmm_park(&s->vmm);
         }
         pthread_mutex_unlock(&s->lock);

@@ -91,3 +91,10 @@ void share_retire(SageShare *s, SageShareAlloc *a);
 void share_publish(SageShare *s, SageShareAlloc *a);
 /* May work submitted to `stream` be captured rather than run (no synchronizing then)? */
 bool share_capturing(SageShare *s, CUstream stream);
+/*
+ * The broker's extents in app VMM handles not mapped now (share_vmm.c)
+ * become private: parking maps at an allocation's address, which these
+ * have not, and the driver cannot restore imported memory. How many
+ * handles could not? Under s->lock.
+ */
+size_t share_app_privatize_unmapped(SageShare *s);

@@ -27,6 +27,9 @@
  *   the pieces are unmapped and kept: the handle's content survives, a
  *   later cuMemMap maps it again (not fresh any more). cuMemRelease
  *   frees them once neither the app's references nor a mapping remain.
+ *   Shared pieces kept so are copied private (through a scratch mapping)
+ *   before an export and at suspend: an fd must never be a broker's
+ *   extent, and the driver cannot restore imported memory.
  * - Queries answer for the handle: its properties as the app asked,
  *   cuMemRetainAllocationHandle its value, cuMemGetAccess the app's grant
  *   on a shared piece (mapped read-only for the guard's sake).
@@ -142,6 +145,43 @@ static bool shared_in(const SageShareAlloc *a, CUdeviceptr base, CUdeviceptr ptr
 static void unmap_pieces(SageShare *s, SageShareAlloc *a, CUdeviceptr va) {
         for (size_t i = 0; i < a->npieces; i++)
                 s->drv.vmm.unmap(va + a->pieces[i].off, a->pieces[i].len);
+}
+
+/*
+ * The shared pieces of an unmapped handle become private: mapped at a
+ * scratch reservation for the copy, unmapped again. Is nothing shared now?
+ * Under the lock.
+ */
+static bool privatize_unmapped(SageShare *s, SageShareAlloc *a) {
+        CUcontext popped;
+        CUdeviceptr tmp;
+        bool pushed;
+
+        if (!shared_in(a, 0, 0, a->padded))
+                return true;
+        /* The copy needs a context: the handle's (suspend's listener has none current), else the caller's. */
+        pushed = s->drv.ctx_push(a->ctx) == CUDA_SUCCESS;
+        if (s->drv.vmm.address_reserve(&tmp, a->padded, 0, 0, 0) == CUDA_SUCCESS) {
+                if (map_pieces(s, a, tmp) == CUDA_SUCCESS) {
+                        a->va = tmp;
+                        share_vmm_before_write(&s->vmm, a, 0, a->padded);
+                        unmap_pieces(s, a, tmp);
+                        a->va = 0;
+                }
+                s->drv.vmm.address_free(tmp, a->padded);
+        }
+        if (pushed)
+                s->drv.ctx_pop(&popped);
+        return !shared_in(a, 0, 0, a->padded);
+}
+
+size_t share_app_privatize_unmapped(SageShare *s) {
+        size_t failed = 0;
+
+        for (AppHandle *h = handles; h; h = h->next)
+                if (!h->a->va && !privatize_unmapped(s, h->a))
+                        failed++;
+        return failed;
 }
 
 /* Never shared again: what is shared becomes private (content kept), candidates are dropped. Under the lock. */
@@ -467,6 +507,9 @@ CUresult sage_impl_cuMemExportToShareableHandle(sage_fn_cuMemExportToShareableHa
         pin(s, h);
         r = CUDA_ERROR_OUT_OF_MEMORY;
         if (h->a->npieces > 1 && (!h->a->va || h->extra || !share_vmm_consolidate(&s->vmm, h->a)))
+                goto out;
+        /* Unmapped, pin copied nothing: the fd must never be a broker's extent (the app may map it read-write). */
+        if (!h->a->va && !privatize_unmapped(s, h->a))
                 goto out;
         r = real(shareable, h->a->pieces[0].handle, type, flags);
 out:

@@ -88,6 +88,14 @@ step "an exported handle: one private backing (consolidated after a hit), import
 run export.1 16 47 export
 [ "$(stat_of "$tmp/export.1.json" SHARE_HITS)" = 1 ] || bad "export: the upload was not a hit"
 run export.2 16 47 export-write
+step "an exported handle unmapped first: the fd is a private copy, never the broker's extent"
+# Before, the unmapped handle's shared piece was exported as it was: the app
+# (or the peer it hands the fd to) mapped the sealed extent read-write and
+# its kernel changed the weights every later hit maps.
+run export-unmapped.w 16 47 export-unmapped-write
+[ "$(stat_of "$tmp/export-unmapped.w.json" SHARE_HITS)" = 1 ] || bad "export-unmapped: the upload was not a hit"
+[ "$(stat_of "$tmp/export-unmapped.w.json" SHARE_UNSHARED)" -ge 1 ] || bad "export-unmapped: the extent was exported"
+run export-unmapped.after 16 47 vmm
 step "SAGE_SHARE_VMM=0: the app's handles are the driver's"
 SAGE_SHARE_VMM=0 run off.vmm 16 51 xla
 [ "$(stat_of "$tmp/off.vmm.json" SHARE_APP_VMM)" = 0 ] && [ "$(stat_of "$tmp/off.vmm.json" SHARE_MISSES)" = 0 ] ||

@@ -39,6 +39,10 @@
  *   export      a 64 MiB POSIX-fd handle holding the weights at 0 (the
  *               content vmm uploads), exported, imported and mapped
  *               elsewhere: the kernels read that mapping
+ *   export-unmapped  a 16 MiB POSIX-fd handle the weights fill, unmapped
+ *               (the handle keeps its content), then exported, imported
+ *               and mapped elsewhere: the kernels read (and with -write
+ *               write) that mapping
  * A -write suffix (bfc-write, async-write, ...) adds a kernel that writes
  * the weights before they are checksummed.
  */
@@ -161,6 +165,7 @@ typedef struct AppVmm {
         CUmemGenericAllocationHandle handle, second;
         CUdeviceptr va, va2;
         size_t size, size2;
+        bool unmapped; /* the first mapping already gone (export-unmapped) */
 } AppVmm;
 
 #define SEGMENT ((size_t)20 << 20)
@@ -239,12 +244,15 @@ static bool app_vmm_mode(const char *mode, CUdevice dev, CUstream s, const uint6
                         OK(cuMemRelease(h[i]));
                 return true;
         }
-        if (!strcmp(mode, "export")) {
+        if (!strcmp(mode, "export") || !strcmp(mode, "export-unmapped")) {
                 int fd = -1;
-                v->size = 64u << 20;
+                v->unmapped = !strcmp(mode, "export-unmapped");
+                v->size = v->unmapped ? bytes : 64u << 20;
                 v->va = app_vmm(dev, v->size, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, false, &v->handle);
                 OK(cuMemcpyHtoDAsync(v->va, staging, bytes, s));
                 OK(cuStreamSynchronize(s));
+                if (v->unmapped)
+                        OK(cuMemUnmap(v->va, v->size));
                 OK(cuMemExportToShareableHandle(&fd, v->handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
                 OK(cuMemImportFromShareableHandle(&v->second, (void *)(intptr_t)fd,
                                                   CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
@@ -264,7 +272,8 @@ static void app_vmm_free(const AppVmm *v, const char *mode) {
                 for (int i = 0; i < SEGMENTS; i++)
                         OK(cuMemUnmap(v->va + i * SEGMENT, SEGMENT));
         } else {
-                OK(cuMemUnmap(v->va, v->size));
+                if (!v->unmapped)
+                        OK(cuMemUnmap(v->va, v->size));
                 OK(cuMemRelease(v->handle));
         }
         OK(cuMemAddressFree(v->va, v->size));

@@ -18,6 +18,8 @@
  *                    error within the bound (extents mapped), or the process
  *                    restores itself (none mapped) and its memory is intact
  *   flags            managed memory learnt after registering: never suspended, and why
+ *   unmapped_app_vmm an app's VMM handle holding an extent while unmapped: the
+ *                    restore succeeds, the handle mapped again reads the same
  *   idle             SAGE_SUSPEND_IDLE: suspended by itself once idle, resumed by its next call
  *   hostile          SUSPEND_PREPARED / INSTANCE_REMAPPED unasked, from another
  *                    connection or with another id change nothing; a silent
@@ -183,6 +185,40 @@ static void app_two_reads(const Reader *model) {
         printf("d %d %d %d %d\n", (int)rd[0].r, rd[0].same, (int)rd[1].r, rd[1].same);
 }
 
+/*
+ * An app's own VMM handle (share_vmm.c backs it): 'v' makes it, uploads the
+ * shared pattern into it (a hit) and unmaps it, keeping the handle and its
+ * content ("v <CUresult>"); 'V' maps it again, grants it and reads it back
+ * ("V <CUresult> <1 if identical>").
+ */
+static void app_vmm_call(char cmd, const uint8_t *want, uint8_t *got) {
+        static CUmemGenericAllocationHandle h;
+        static CUdeviceptr va;
+        CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                     .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
+        CUmemAccessDesc rw = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 },
+                               .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+        CUresult r;
+
+        if (cmd == 'v') {
+                CHECK(cu.cuMemCreate(&h, SIZE, &prop, 0) == CUDA_SUCCESS);
+                CHECK(cu.cuMemAddressReserve(&va, SIZE, 0, 0, 0) == CUDA_SUCCESS);
+                CHECK(cu.cuMemMap(va, SIZE, 0, h, 0) == CUDA_SUCCESS && cu.cuMemSetAccess(va, SIZE, &rw, 1) == 0);
+                r = cu.cuMemcpyHtoD(va, want, SIZE);
+                if (r == CUDA_SUCCESS)
+                        r = cu.vmm.unmap(va, SIZE);
+                printf("v %d\n", (int)r);
+                return;
+        }
+        r = cu.cuMemMap(va, SIZE, 0, h, 0);
+        if (r == CUDA_SUCCESS)
+                r = cu.cuMemSetAccess(va, SIZE, &rw, 1);
+        memset(got, 0, SIZE);
+        if (r == CUDA_SUCCESS)
+                r = cu.cuMemcpyDtoH(got, va, SIZE);
+        printf("V %d %d\n", (int)r, r == CUDA_SUCCESS && memcmp(got, want, SIZE) == 0);
+}
+
 static int run_app(void) {
         uint8_t *want_shared = pattern(SEED_SHARED, SIZE), *want_private = pattern(SEED_PRIVATE, SIZE);
         uint8_t *got = malloc(SIZE);
@@ -238,6 +274,8 @@ static int run_app(void) {
                 } else if (cmd == 'd') {
                         model.shared = shared, model.private = private;
                         app_two_reads(&model);
+                } else if (cmd == 'v' || cmd == 'V') {
+                        app_vmm_call(cmd, want_shared, got);
                 } else if (cmd == 'x' || cmd == 'g' || cmd == 'p' || cmd == 'c') {
                         app_export_call(cmd, shared, want_shared);
                 } else if (cmd == 'h') {
@@ -599,6 +637,29 @@ static void suspend_resume(App *a) {
         CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a->pid) == 0 && mem_used(a->pid) == 0);
         CHECK(app_read(a, &same) == CUDA_SUCCESS && same == 1);
         CHECK(strcmp(state_of(a->pid), "active") == 0);
+}
+
+/*
+ * An app's VMM handle unmapped after a hit keeps the broker's extent while
+ * no mapping shows it: suspended so, the process must still restore (the
+ * driver cannot restore imported memory) and the handle keep its content.
+ * Before, only mapped allocations were parked: the restore failed for good.
+ */
+static int scenario_unmapped_app_vmm(void) {
+        char line[64];
+
+        start_saged();
+        App a = shared_app(NULL);
+        app_say(&a, 'v');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "v 0") == 0 && stats().hits >= 2);
+        suspend_resume(&a); /* restored: the read after it sees both memories intact */
+        app_say(&a, 'V');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "V 0 1") == 0);
+        app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
 }
 
 /* A spool folder's path (not created: saged makes it 0700), and saged's option naming it. */
