@@ -16,15 +16,16 @@
 # Every SAGE output must be bit-identical to native's (checksum), else FAIL.
 # Prints two lines per model (memory first, time first) and `share_hits: ok`; with OUT set,
 # writes $OUT/share-hits.jsonl (one record per invocation).
-#   scripts/bench/share_hits.sh [--build DIR] [--runs R] [--conc N] [--quick] [--no-place]
+#   scripts/bench/share_hits.sh [--build DIR] [--runs R] [--conc N] [--quick] [--no-place] [--data DIR]
 #   --quick: R=1, conc 16 (about 2-3 minutes on an H100, to be checked)
+#   --data DIR: the weights there (sharing-coverage.sh's, suspend.sh's names), made only if missing
 set -euo pipefail
-build=build runs=3 conc=16 place=1
+build=build runs=3 conc=16 place=1 data=
 while [ $# -gt 0 ]; do
   case $1 in
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     --quick|--no-place) [ "$1" = --quick ] && runs=1 || place=0 ;;
-    --build|--runs|--conc) [ $# -ge 2 ] || exit 2; declare "${1#--}=$2"; shift ;;
+    --build|--runs|--conc|--data) [ $# -ge 2 ] || exit 2; declare "${1#--}=$2"; shift ;;
     *) echo "share_hits: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -52,9 +53,9 @@ one() {
   local cheaper=()
   [ "$mode" = cheaper ] && cheaper=(SAGE_SHARE_COPY_CHEAPER=1)
   if [ "$mode" = native ]; then
-    line=$("$python" "$fn" run "$kind" "$tmp/$kind.safetensors" | grep '^SAGE_BENCH ')
+    line=$("$python" "$fn" run "$kind" "$data/$kind.safetensors" | grep '^SAGE_BENCH ')
   else
-    line=$(env "${sage_env[@]}" ${cheaper[@]+"${cheaper[@]}"} SAGE_TRACE="$tmp/$tag.json" "$python" "$fn" run "$kind" "$tmp/$kind.safetensors" |
+    line=$(env "${sage_env[@]}" ${cheaper[@]+"${cheaper[@]}"} SAGE_TRACE="$tmp/$tag.json" "$python" "$fn" run "$kind" "$data/$kind.safetensors" |
       grep '^SAGE_BENCH ')
     stats=$("$python" -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['otherData']['stats']))" \
       "$tmp/$tag.json")
@@ -63,11 +64,14 @@ one() {
     "$stats" > "$tmp/rec-$tag.json"
 }
 
+data=${data:-$tmp}
+mkdir -p "$data"
 gens=()
 for kind in resnet50 bert gpt2; do
-  "${pyw[@]}" "$fn" gen "$kind" "$tmp/$kind.safetensors" > /dev/null & gens+=($!)
+  [ -s "$data/$kind.safetensors" ] && continue
+  "${pyw[@]}" "$fn" gen "$kind" "$data/$kind.safetensors" > /dev/null & gens+=($!)
 done
-for p in "${gens[@]}"; do wait "$p"; done
+for p in ${gens[@]+"${gens[@]}"}; do wait "$p" || { echo "share_hits: FAIL: generating weights"; exit 1; }; done
 for kind in resnet50 bert; do
   for i in $(seq "$runs"); do one native "$kind" "n$kind$i"; done
   one sage "$kind" "w${kind}1"

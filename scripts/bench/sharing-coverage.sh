@@ -13,21 +13,24 @@ Usage: scripts/bench/sharing-coverage.sh [--build DIR] [--quick] [--only LIST] [
 
   --build DIR     meson build folder (intercept/libsage.so, daemon/saged, tools/sage-trace) (default: build)
   --runs N        samples per figure: cold runs of cfunc/llm, rounds (native + SAGE) per
-                  workload (default 5; --quick 2, and 1 round of jax/cfunc/llm)
+                  workload (default 5; --quick 1)
   --quick         small sizes: cfunc 2 GiB, llm 1 GiB, 8 gpt2 at once (not 16), one round
-                  of them (gpt2's fraction from those); budget 90 s + margin 20 s: <= 120 s
-                  on an H100 with the weights made inside the call (settings say so)
+                  of them (gpt2's fraction from those); budget 110 s + margin 30 s: <= 140 s
+                  on an H100 with the weights made inside the call (settings say so; the
+                  plan, each step's expected length, is printed at the start)
   --only LIST     comma list of workloads (jax,resnet50,bert,gpt2,cfunc,llm); the full
                   run in two calls of < 9 min: --only cfunc,llm and --only jax,resnet50,bert,gpt2,
                   then: scripts/bench/sharing_coverage.py merge OUT A.json B.json
   --budget SEC    start no step later than SEC after the script's start (default 450)
-  --margin SEC    the deadline is budget + margin (default 60; --quick 20): what still runs
+  --margin SEC    the deadline is budget + margin (default 60; --quick 30): what still runs
                   then is killed and the document written; give a caller's timeout more
   --no-place      SAGE without learned placement (default: SAGE_SHARE_PLACE, a folder per broker)
   --fake          a dry run on the simulated driver (tests/fakecuda in DIR): the C
                   function stands in for every workload; the figures mean nothing
   --arch ARCH     nvcc -arch for share_cfunc.cu (default sm_90)
-  --data DIR      generated weights (default DIR/bench-bin/sharing-coverage/data, kept)
+  --data DIR      generated weights (default DIR/bench-bin/sharing-coverage/data, kept;
+                  the names are suspend.sh's and share_hits.sh's: one folder serves them all
+                  in one call, each file made once)
   -h, --help      this help
 
 Writes $OUT/sharing-coverage.json (+ .txt) at the start, after every step and at the
@@ -47,9 +50,9 @@ python=${PYTHON:-python3}
 . "$here/lib.sh"
 bench_args sharing-coverage "--build=build_dir --quick=quick=1 --only=only --runs=runs --budget=budget --margin=margin
     --fake=fake=1 --arch=arch --data=data --no-place=place=0" "$@"
-[ "$quick" = 1 ] && [ "$runs" = 5 ] && runs=2
-[ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 90 || echo 450)
-[ -n "$margin" ] || margin=$([ "$quick" = 1 ] && echo 20 || echo 60)
+[ "$quick" = 1 ] && [ "$runs" = 5 ] && runs=1
+[ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 110 || echo 450)
+[ -n "$margin" ] || margin=$([ "$quick" = 1 ] && echo 30 || echo 60)
 case "$runs$budget$margin" in *[!0-9]*|'') echo "sharing-coverage: --runs/--budget/--margin take numbers" >&2; exit 2 ;; esac
 
 bench_build sharing-coverage
@@ -73,10 +76,15 @@ if [ "$fake" = 1 ]; then
 else
     bench_require_gpu sharing-coverage
     bench_require_nvcc sharing-coverage
+    bench_bytecode "$bin" "$python" || exit 1
+    # The libraries' byte code on every CPU beside nvcc (untimed; else the first import on a
+    # fresh machine compiles it on one CPU, inside the weights' generation).
+    timeout 60 "${pyw[@]}" "$here/suite_gen.py" compile > "$logs/compile.json" 2>&1 &
+    compiling=$!
     cfunc=$bin/share_cfunc
     TMPDIR=$bin "$nvcc" -arch="$arch" -O2 -I"$here" -o "$cfunc" "$here/share_cfunc.cu" ||
         { echo "sharing-coverage: nvcc failed on share_cfunc.cu" >&2; exit 1; }
-    bench_bytecode "$bin" "$python" || exit 1
+    wait "$compiling" || echo "sharing-coverage: NOTE: compiling the byte code: exit $? (see $logs/compile.json)"
 fi
 
 echo "sharing-coverage: $([ "$fake" = 1 ] && echo "simulated driver (dry run)" || nvidia-smi -L | head -n1); runs $runs; placement $([ "$place" = 1 ] && echo on || echo off)"

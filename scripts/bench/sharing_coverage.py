@@ -158,7 +158,8 @@ def table(doc):
     if "state" in doc:
         t = doc.get("timeline", {})
         lines.append(f"  state: {doc['state']} (written at {t.get('written_at_s')} s; prepared at "
-                     f"{t.get('prepared_s')} s, {t.get('weights_generated')} weights generated)")
+                     f"{t.get('prepared_s')} s, {t.get('weights_generated')} weights generated; "
+                     f"expected {t.get('expected_s')} s on an H100)")
         lines += [f"  missing: {m}" for m in doc.get("missing", [])]
     return "\n".join(lines)
 
@@ -359,6 +360,10 @@ def selftest():
     want = runner.plan(a)
     assert want["gpt2"]["rounds"] == 0 and want["gpt2"]["concurrent"] == 1 and want["cfunc"]["cold"] == 2
     assert want["bert"]["rounds"] == 2 and want["jax"]["rounds"] == 1 and want["bert"]["concurrent"] == 0
+    # --quick's plan (sharing-coverage.sh: --runs 1, deadline 110 + 30 s) fits, with ~10 s for nvcc + byte code.
+    a.runs, a.concurrent = 1, 8
+    lines, total = runner.expected(a, runner.plan(a), list(KINDS))
+    assert total + 10 <= 110 + 30 and len(lines) == len(KINDS) + 1, (total, lines)
     # The jax function without jax (CI): exit 77 and the reason, which the harness records as a skip.
     if importlib.util.find_spec("jax") is None:
         p = subprocess.run([sys.executable, os.path.join(HERE, "suite_jax.py"), "run", "/nonexistent.npy"],

@@ -84,6 +84,41 @@ def plan(a):
     return want
 
 
+# Expected seconds on an H100 (warm page cache and byte code), for the plan printed at the start:
+# one invocation (native or SAGE), from share_hits.sh's run at 125e3da (resnet50, bert, gpt2) and
+# estimates (jax, cfunc 2 GiB, llm 1 GiB); N gpt2 at once: 16 took ~35 s; the weights on a fresh
+# machine (jax and cfunc measured; the others estimated: suite_gen.py's import of the model's
+# libraries, their byte code compiled before, + an uninitialised build; 0.8 s for resnet50 here).
+INVOKE_S = {"jax": 6.0, "resnet50": 3.7, "bert": 7.5, "gpt2": 6.2, "cfunc": 3.0, "llm": 6.0}
+GEN_S = {"jax": 1.6, "resnet50": 4.0, "bert": 5.0, "gpt2": 6.0, "cfunc": 1.5, "llm": 3.0}
+
+
+def expected(a, want, kinds):
+    """(lines, total seconds): the plan's steps with their expected length."""
+    prep, lines, total = {}, [], 0.0
+    for kind in kinds:
+        inv = INVOKE_S[kind]
+        prep[kind] = GEN_S[kind] + (0 if kind in sc.COLD_KINDS else 2 * inv)  # + cold run + warm-up
+    slow = max(prep, key=prep.get) if prep else None
+    if slow:
+        total = prep[slow]
+        lines.append(f"preparation (every workload at once): {prep[slow]:.0f} s (slowest: {slow}: weights "
+                     f"{GEN_S[slow]:.0f} s" + ("" if slow in sc.COLD_KINDS else ", a cold run and a warm-up") + ")")
+    for kind in kinds:
+        w, inv, parts = want[kind], INVOKE_S[kind], []
+        if kind in sc.COLD_KINDS:
+            parts += [(f"{w['cold']} cold", w["cold"] * inv), ("warm-up", inv)]
+        if w["rounds"]:
+            parts.append((f"{w['rounds']} round(s)", w["rounds"] * 2 * inv))
+        if w["concurrent"]:
+            at_once = max(inv, 35.0 * a.concurrent / sc.CONCURRENT)
+            parts.append((f"{w['concurrent']} x {a.concurrent} at once, native + SAGE", w["concurrent"] * 2 * at_once))
+        s = sum(t for _, t in parts)
+        total += s
+        lines.append(f"{kind}: {s:.0f} s (" + ", ".join(f"{n} {t:.0f} s" for n, t in parts) + ")")
+    return lines, total
+
+
 class Run:
     def __init__(self, a, machine):
         self.a, self.machine = a, machine
@@ -143,7 +178,8 @@ class Run:
             path, cmd = os.path.join(a.data, "jax.npy"), [sys.executable, os.path.join(HERE, "suite_jax.py"), "gen", None]
         else:
             gib = ["--gib", str(a.llm_gib)] if kind == "llm" else []
-            path = os.path.join(a.data, f"{kind}{'-%sg' % a.llm_gib if kind == 'llm' else ''}.safetensors")
+            # llm's name as suspend.sh's: one --data folder serves both in one call
+            path = os.path.join(a.data, f"{kind}{'-%sG' % a.llm_gib if kind == 'llm' else ''}.safetensors")
             cmd = [sys.executable, os.path.join(HERE, "suite_fn.py"), "gen", kind, None] + gib
         t = time.time()
         generated = not os.path.exists(path)
@@ -157,7 +193,7 @@ class Run:
                                      stderr=subprocess.PIPE, text=True, env=env)
                 self.live.add(p)
             try:
-                _, err = p.communicate(timeout=max(0.1, self.deadline - self.elapsed()))
+                out, err = p.communicate(timeout=max(0.1, self.deadline - self.elapsed()))
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate()
@@ -169,6 +205,11 @@ class Run:
                 raise sc.Skip(f"no weights: generation failed: exit {p.returncode}: {err.strip()[-300:]}")
         self.raw[kind]["weights"] = {"generated": generated, "gen_s": round(time.time() - t, 2),
                                      "bytes": os.path.getsize(path)}
+        if generated and '"manifest"' in out:  # suite_gen.py's line: made from the manifest, or why not
+            try:
+                self.raw[kind]["weights"]["manifest"] = json.loads(out.strip().splitlines()[-1]).get("manifest")
+            except ValueError:
+                pass
         return path
 
     def command(self, kind, path):
@@ -363,6 +404,11 @@ class Run:
         for kind in sc.KINDS:
             if kind not in kinds:
                 self.raw[kind]["skipped"] = "not asked for (--only)"
+        lines, total = expected(self.a, self.want, kinds)
+        self.timeline["expected_s"] = round(total, 1)
+        fits = "fits" if total <= self.deadline else "does NOT fit: what runs out of time is cut (see missing)"
+        print(f"sharing-coverage: expected on an H100 {total:.0f} s, deadline {self.deadline:.0f} s: the plan {fits}"
+              + "".join("\n  " + ln for ln in lines), flush=True)
         self.write("running")
         paths = {}
         threads = [threading.Thread(target=self.prepare, args=(k, paths), daemon=True) for k in kinds]

@@ -213,7 +213,7 @@ else
         fi
         rm -f "$data_dir/gen-$k.tag"
         bench_unseal "$data_dir/$k.safetensors"
-        ( timeout 600 "${pyw[@]}" "$here/suite_fn.py" gen "$k" "$data_dir/$k.safetensors" --gib "$llm_gib" \
+        ( timeout 600 "${pyw[@]}" "$here/suite_fn.py" gen "$k" "$data_dir/$k.safetensors" --gib "$llm_gib" --from-model \
             > "$logs/gen-$k.json" 2> "$logs/gen-$k.stderr" \
             && cp "$logs/gen-$k.json" "$data_dir/gen-$k.json" && echo "$tag" > "$data_dir/gen-$k.tag" ) &
         gen_pids+=($!)

@@ -1,16 +1,20 @@
 """Python functions of the benchmark suite (scripts/bench/suite.sh).
 
-    suite_fn.py gen  KIND PATH [--gib G]   write deterministic random weights (safetensors)
+    suite_fn.py gen  KIND PATH [--gib G] [--from-model]
+                                           write deterministic random weights (safetensors):
+                                           from model_shapes.json (suite_gen.py: seconds), or
+                                           --from-model: build the model with its random
+                                           initialisation and save it (tens of seconds)
     suite_fn.py run  KIND PATH             one invocation: a whole function, start to exit
     suite_fn.py serve KIND PATH N          warm process: load once, then N timed invocations
     suite_fn.py hold KIND PATH             run once, report GPU memory, keep everything
                                            resident until stdin closes (density)
 
 Option --slow-build (after the other arguments of run/serve/hold): build the
-model with its random initialisation, as `gen` does. By default run/serve/hold
+model with its random initialisation, as `gen --from-model` does. By default run/serve/hold
 build it without (fast_build(): every parameter and persistent buffer is
 overwritten by load_model(strict=True) anyway; a serverless function loading
-its weights would not draw random numbers first); `gen` checks once that the
+its weights would not draw random numbers first); `gen --from-model` checks once that the
 fast build plus the load gives a model bit-identical to the slow one
 (parameters and every buffer) and says so in its JSON line ("fast_build").
 
@@ -195,7 +199,7 @@ def make_input(kind):
     return None  # llm: the input is part of the state dict
 
 
-def generate(kind, path, gib):
+def generate(kind, path, gib, extra=None):
     import torch
     from safetensors.torch import save_file, save_model
 
@@ -219,7 +223,7 @@ def generate(kind, path, gib):
         info = {"params": sum(p.numel() for p in model.parameters()), "build_slow_ms": ms(a, b)}
         info.update(verify_fast_build(kind, tmp, model))
     os.replace(tmp, path)
-    info.update({"kind": kind, "path": path, "bytes": os.path.getsize(path)})
+    info.update({"kind": kind, "path": path, "bytes": os.path.getsize(path)}, **(extra or {}))
     print(json.dumps(info), flush=True)
 
 
@@ -381,8 +385,14 @@ def cold(kind, path, slow_build=False):
 
 def main(argv):
     if len(argv) >= 4 and argv[1] == "gen" and argv[2] in KINDS:
+        from_model = "--from-model" in argv
+        argv = [a for a in argv if a != "--from-model"]
         gib = float(argv[5]) if len(argv) >= 6 and argv[4] == "--gib" else 6.0
-        generate(argv[2], argv[3], gib)
+        if from_model:
+            generate(argv[2], argv[3], gib)
+        else:
+            import suite_gen
+            suite_gen.generate(argv[2], argv[3], gib)
         return 0
     slow_build = "--slow-build" in argv
     argv = [a for a in argv if a != "--slow-build"]
