@@ -117,16 +117,23 @@ static int refusal(SageBroker *b, uint8_t *buf, int error) {
         return (int)m.error.code;
 }
 
-/* Send `req`, wait for the reply with its request id. Caller holds the lock.
- * *reply_fd receives the fd of a reply that carries one (else -1). */
-static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
-                    SageListEntry *list_storage, int *reply_fd, NotesSink *notes) {
-        uint64_t deadline = sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull;
-        uint8_t *buf;
+/* Transport failures leave the stream in an unknown state: a timed-out
+ * request's reply may still come, which the id check absorbs, but a
+ * protocol error means we no longer understand the broker. */
+static int broken(SageBroker *b, int r) {
+        if (r == -EPROTO || r == -EPROTONOSUPPORT || r == -EPIPE || r == -ECONNRESET) {
+                close(b->fd);
+                b->fd = -1;
+        }
+        return r;
+}
+
+/* Send `req` (its request id assigned) in `buf`. Caller holds the lock. */
+static int send_request(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, uint8_t *buf,
+                        uint64_t deadline) {
+        ssize_t len;
         int r;
 
-        if (reply_fd)
-                *reply_fd = -1;
         if (b->fd < 0)
                 return -EPIPE;
         req->header.request_id = b->next_request_id++;
@@ -137,28 +144,31 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                          sage_proto_type_name(req->header.type));
                 return SAGE_ERR_UNKNOWN_TYPE;
         }
-
-        buf = malloc(SAGE_PROTO_MAX_MESSAGE);
-        if (!buf)
-                return -ENOMEM;
-        ssize_t len = sage_proto_encode(req, buf, SAGE_PROTO_MAX_MESSAGE);
-        if (len < 0) {
-                r = (int)len;
-                goto out;
-        }
+        len = sage_proto_encode(req, buf, SAGE_PROTO_MAX_MESSAGE);
+        if (len < 0)
+                return (int)len;
         for (;;) {
                 r = sage_proto_send(b->fd, buf, (size_t)len, fds, n_fds);
                 if (r != -EAGAIN)
                         break;
                 r = wait_for(b->fd, POLLOUT, deadline);
                 if (r < 0)
-                        goto out;
+                        return r;
         }
         if (r == -EPIPE || r == -ECONNRESET)
                 r = refusal(b, buf, r);
-        if (r != 0)
-                goto out;
+        return broken(b, r);
+}
 
+/* Wait for the reply to `req` (sent). *reply_fd receives the fd of a reply that carries one (else -1). */
+static int receive_reply(SageBroker *b, const SageMessage *req, SageMessage *reply, SageListEntry *list_storage,
+                         int *reply_fd, NotesSink *notes, uint8_t *buf, uint64_t deadline) {
+        int r;
+
+        if (reply_fd)
+                *reply_fd = -1;
+        if (b->fd < 0)
+                return -EPIPE;
         for (;;) {
                 int rfds[SAGE_PROTO_MAX_FDS];
                 size_t n_rfds = 0;
@@ -230,15 +240,70 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
                 goto out;
         }
 out:
+        return broken(b, r);
+}
+
+/* Send `req`, wait for the reply with its request id. Caller holds the lock. */
+static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
+                    SageListEntry *list_storage, int *reply_fd, NotesSink *notes) {
+        uint64_t deadline = sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull;
+        uint8_t *buf = malloc(SAGE_PROTO_MAX_MESSAGE);
+        int r;
+
+        if (reply_fd)
+                *reply_fd = -1;
+        if (!buf)
+                return -ENOMEM;
+        r = send_request(b, req, fds, n_fds, buf, deadline);
+        if (r == 0)
+                r = receive_reply(b, req, reply, list_storage, reply_fd, notes, buf, deadline);
         free(buf);
-        /* Transport failures leave the stream in an unknown state: a timed-out
-         * request's reply may still come, which the id check absorbs, but a
-         * protocol error means we no longer understand the broker. */
-        if (r == -EPROTO || r == -EPROTONOSUPPORT || r == -EPIPE || r == -ECONNRESET) {
-                close(b->fd);
-                b->fd = -1;
-        }
         return r;
+}
+
+/*
+ * Pipelined: up to SAGE_BROKER_PIPELINE requests are on the wire before the
+ * first reply is read, so n requests wait about n / SAGE_BROKER_PIPELINE
+ * round trips instead of n (the broker serves a connection's requests in
+ * order, several per wakeup). The window keeps both sides' socket buffers
+ * from filling (we would block sending while the broker blocks on replies
+ * we do not read). A request that cannot be sent fails with the rest.
+ */
+int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessage *replies, int *reply_fds,
+                          int *results) {
+        uint8_t *buf = malloc(SAGE_PROTO_MAX_MESSAGE);
+        int failed = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                reply_fds[i] = -1;
+                results[i] = -ENOMEM;
+        }
+        if (!buf)
+                return -ENOMEM;
+        pthread_mutex_lock(&b->lock);
+        for (size_t lo = 0; lo < n; lo += SAGE_BROKER_PIPELINE) {
+                size_t hi = n - lo < SAGE_BROKER_PIPELINE ? n : lo + SAGE_BROKER_PIPELINE, sent = lo;
+                uint64_t deadline = sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull;
+                int send_r = 0;
+
+                while (sent < hi && !failed && (send_r = send_request(b, &reqs[sent], NULL, 0, buf, deadline)) == 0)
+                        sent++;
+                for (size_t i = lo; i < hi; i++) {
+                        if (failed)
+                                results[i] = failed;
+                        else if (i < sent)
+                                results[i] = receive_reply(b, &reqs[i], &replies[i], NULL, &reply_fds[i], NULL, buf,
+                                                           deadline);
+                        else
+                                results[i] = send_r; /* the request that could not go, and those after it */
+                        /* The stream is out of step after a timeout or a broken connection. */
+                        if (!failed && results[i] < 0)
+                                failed = results[i];
+                }
+        }
+        pthread_mutex_unlock(&b->lock);
+        free(buf);
+        return failed;
 }
 
 int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,

@@ -59,6 +59,23 @@ int sage_broker_ping(SageBroker *broker);
 int sage_broker_lookup(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
                        int *fd_out);
 
+/*
+ * Many lookups at the price of about one round trip each SAGE_BROKER_PIPELINE
+ * (32) of them (pipelined on the connection; a resume's re-map asks for every
+ * parked extent at once). Each entry's result, extent_id and fd are as
+ * sage_broker_lookup's for its hash, size and device. Returns the first
+ * transport failure (negative: the entries from there on carry it), else 0.
+ */
+typedef struct SageBrokerLookup {
+        SageHash hash;
+        uint64_t size;
+        uint32_t device;
+        int result;
+        uint64_t extent_id;
+        int fd;
+} SageBrokerLookup;
+int sage_broker_lookup_many(SageBroker *broker, SageBrokerLookup *lookups, size_t n);
+
 /* Offer an extent: `fd` is a POSIX-fd export of a cuMemCreate allocation of
  * exactly `size` bytes on `device`, already filled. The fd is not consumed.
  * On success the caller holds one reference on *extent_id (release it when

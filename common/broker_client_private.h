@@ -34,5 +34,11 @@ int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, 
 /* sage_broker_call (no list, no reply fd) with its own timeout instead of the connection's. */
 int sage_broker_call_timeout(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
                              int timeout_ms);
+/* Requests on the wire at once in sage_broker_call_many. */
+#define SAGE_BROKER_PIPELINE 32
+/* n requests (no fds sent, no lists, no notes) pipelined under one lock: reply i, its fd (-1: none) and
+ * result (as sage_broker_call's) for reqs[i]. Returns the first transport failure (negative), else 0. */
+int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessage *replies, int *reply_fds,
+                          int *results);
 /* What sage_broker_last_error says next. */
 void sage_broker_set_error(SageBroker *b, const char *format, ...) __attribute__((format(printf, 2, 3)));

@@ -65,6 +65,40 @@ int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32
         return r;
 }
 
+int sage_broker_lookup_many(SageBroker *b, SageBrokerLookup *l, size_t n) {
+        size_t m = n ? n : 1;
+        SageMessage *reqs = calloc(m, sizeof(*reqs)), *replies = calloc(m, sizeof(*replies));
+        int *fds = calloc(m, sizeof(*fds)), *results = calloc(m, sizeof(*results)), r = -ENOMEM;
+        bool ready = reqs && replies && fds && results;
+
+        if (ready) {
+                for (size_t i = 0; i < n; i++) {
+                        sage_proto_init(&reqs[i], SAGE_MSG_LOOKUP, 0);
+                        reqs[i].lookup = (SageExtentKey){ .hash = l[i].hash, .size = l[i].size, .device = l[i].device };
+                }
+                r = sage_broker_call_many(b, reqs, n, replies, fds, results);
+        }
+        for (size_t i = 0; i < n; i++) {
+                int ri = ready ? results[i] : -ENOMEM, fd = ready ? fds[i] : -1;
+
+                /* Each answered as lookup's. */
+                if (ri == 0 && !replies[i].lookup_reply.found)
+                        ri = SAGE_ERR_NOT_FOUND;
+                else if (ri == 0 && replies[i].lookup_reply.size != l[i].size)
+                        ri = -EPROTO;
+                l[i].result = ri;
+                l[i].extent_id = ri == 0 ? replies[i].lookup_reply.extent_id : 0;
+                l[i].fd = ri == 0 ? fd : -1;
+                if (ri != 0 && fd >= 0)
+                        close(fd);
+        }
+        free(reqs);
+        free(replies);
+        free(fds);
+        free(results);
+        return r;
+}
+
 /* A publish may take the connection's timeout plus 1 ms per MiB copied, and at least 5 s. */
 static int publish_timeout_ms(const SageBroker *b, uint64_t size) {
         uint64_t ms = (uint64_t)b->timeout_ms + (size >> 20);

@@ -61,6 +61,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "impl.h"
 #include "log.h"
@@ -301,16 +302,29 @@ CUresult sage_impl_cuLaunchKernelEx_ptsz(sage_fn_cuLaunchKernelEx_ptsz_t real, c
         return real(config, f, params, extra);
 }
 
-/* unpark's lookup: the extent only (the pieces kept their notes). */
-static int unpark_lookup(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd) {
+/* unpark's lookups, all in one exchange: the extents only (the pieces kept their notes). */
+static void unpark_lookup(void *ctx, ShareParkedLookup *ls, size_t n) {
         SageShare *s = ctx;
-        int r;
+        SageBrokerLookup *bl;
 
-        if (!s->broker)
-                return -ENOTCONN;
-        r = sage_broker_lookup(s->broker, key, len, device, id, fd);
-        share_broker_lost(s, r);
-        return r;
+        if (!s->broker || !(bl = calloc(n, sizeof(*bl))))
+                return;
+        for (size_t i = 0; i < n; i++)
+                bl[i] = (SageBrokerLookup){ .hash = ls[i].key, .size = ls[i].len, .device = ls[i].device };
+        share_broker_lost(s, sage_broker_lookup_many(s->broker, bl, n));
+        for (size_t i = 0; i < n; i++) {
+                /* A reply we do not understand (-EPROTO) loses the broker, as lookup's did; what came
+                 * after it is not trusted either: those pieces stay parked. */
+                share_broker_lost(s, bl[i].result);
+                if (!s->broker) {
+                        if (bl[i].fd >= 0)
+                                close(bl[i].fd);
+                        continue;
+                }
+                ls[i].extent_id = bl[i].extent_id;
+                ls[i].fd = bl[i].fd;
+        }
+        free(bl);
 }
 
 long sage_share_park(void) {

@@ -191,13 +191,22 @@ void share_vmm_free_lists(Piece *p);
  * Suspend (docs/suspend.md): the driver cannot restore imported memory, so
  * before a checkpoint every broker extent is unmapped and released, its
  * piece "parked" (place and key kept, the address range still reserved);
- * after the restore each is looked up again by its key and mapped at the
- * same address, read-only, with one access call per run of adjacent
- * pieces. The caller has synchronized and keeps every other call out.
+ * after the restore all are looked up again by their keys at once and each
+ * mapped at the same address, read-only, with one access call per run of
+ * adjacent pieces. The caller has synchronized and keeps every other call out.
  * park returns how many pieces are parked (also those parked before). unpark returns how many it could
  * not map (they stay parked: the memory is not what it was).
  */
-typedef int (*ShareLookupFn)(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *extent_id, int *fd);
+typedef struct ShareParkedLookup {
+        SageHash key;
+        size_t len;
+        uint32_t device;
+        uint64_t extent_id; /* answers: a hit has both (the fd is the callee's to close) */
+        int fd;
+} ShareParkedLookup;
+/* Every parked piece's key at once, in one call (the broker is asked once for all of them): fill in each
+ * hit's extent_id and fd, leave a miss's at 0 and -1. */
+typedef void (*ShareLookupFn)(void *ctx, ShareParkedLookup *lookups, size_t n);
 size_t share_vmm_park(ShareVmm *v);
 size_t share_vmm_unpark(ShareVmm *v, ShareLookupFn lookup, void *ctx);
 

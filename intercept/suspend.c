@@ -240,6 +240,7 @@ static void prepare(uint32_t id) {
 }
 
 static void remap(uint32_t id, uint32_t status) {
+        uint64_t t0 = sage_now_ns();
         size_t failed;
 
         if (status != SAGE_GATE_OK) {
@@ -259,7 +260,7 @@ static void remap(uint32_t id, uint32_t status) {
                 return;
         }
         sage_gate_set_phase(SAGE_GATE_OPEN);
-        sage_info("suspend: resumed");
+        sage_info("suspend: resumed (re-map %.1f ms)", (double)(sage_now_ns() - t0) / 1e6);
         send_notice(SAGE_MSG_INSTANCE_REMAPPED, id, SAGE_GATE_OK, 0);
 }
 

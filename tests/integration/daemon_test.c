@@ -3998,6 +3998,48 @@ static int listening_socket(const char *path, int type) {
  * no option names, leaves the socket files in place when it stops (the unit
  * owns them), and says READY=1 on NOTIFY_SOCKET (Type=notify) once it listens.
  */
+/*
+ * A resume's re-map asks for every parked extent at once (docs/suspend.md,
+ * "What a resume costs"): 41 lookups pipelined on one connection, more than
+ * one window of SAGE_BROKER_PIPELINE, are all answered, in order, each as a
+ * lookup of its own (a hit's extent and fd, a miss), and each hit holds a
+ * reference of its own.
+ */
+static int scenario_lookup_many(void) {
+        enum {
+                N = 40
+        };
+        SageBrokerLookup l[N + 1];
+        uint64_t ids[N];
+        SageStats s;
+        SageBroker *b;
+
+        start_saged("--budget", "256M");
+        for (int i = 0; i < N; i++) {
+                uint8_t *want = pattern(100 + (uint64_t)i, 2 * MiB);
+                ids[i] = publish(100 + (uint64_t)i, 2 * MiB, 0);
+                CHECK(ids[i] > 0);
+                l[i] = (SageBrokerLookup){ .hash = sage_content_key(want, 2 * MiB), .size = 2 * MiB };
+                free(want);
+        }
+        l[N] = (SageBrokerLookup){ .hash = { 1, 2 }, .size = 2 * MiB };
+        b = broker();
+        CHECK(sage_broker_lookup_many(b, l, N + 1) == 0);
+        for (int i = 0; i < N; i++) {
+                CHECK(l[i].result == 0 && l[i].extent_id == ids[i] && l[i].fd >= 0);
+                close(l[i].fd);
+        }
+        CHECK(l[N].result == SAGE_ERR_NOT_FOUND && l[N].fd == -1);
+        for (int i = 0; i < N; i++)
+                CHECK(sage_broker_release(b, ids[i]) == 0);
+        CHECK(sage_broker_release(b, ids[0]) == SAGE_ERR_NOT_FOUND); /* one reference each, no more */
+        sage_broker_free(b);
+        s = settled_stats(0);
+        CHECK(s.hits == N && s.misses == 1);
+        stop_saged();
+        return 0;
+}
+
 static int scenario_activation(void) {
         char other[128], notify[128], log_path[128], tenant[128], tenant_arg[160], msg[64] = { 0 }, text[4096] = { 0 };
         struct stat before, after, tenant_before;

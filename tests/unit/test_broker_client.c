@@ -3,6 +3,8 @@
  * a PUBLISH (the broker copies the extent before it answers) may take longer
  * than the connection's timeout for lookups, and must not be given up on
  * (a publish given up on counts the broker as gone for the whole process).
+ * And lookup_many: a broker that answers nothing before it has a whole
+ * window of lookups (SAGE_BROKER_PIPELINE) gets them all, not one at a time.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -20,7 +22,38 @@
 typedef struct Server {
         int listen_fd;
         int publish_delay_ms;
+        size_t n_lookups; /* nonzero: serve lookup_many's instead of a publish */
 } Server;
+
+#define WINDOW 32 /* common/broker_client_private.h's SAGE_BROKER_PIPELINE */
+
+/* Read `n` LOOKUPs, then answer them in order: a miss for hash.low 3, else a hit (extent 1000 + low, an fd). */
+static void answer_lookups(int fd, size_t n) {
+        uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
+        SageMessage reqs[WINDOW], reply;
+        size_t n_fds = 0;
+        int fds[4];
+
+        CHECK(n <= WINDOW);
+        for (size_t i = 0; i < n; i++) {
+                ssize_t len = sage_proto_recv(fd, buf, sizeof(buf), fds, 4, &n_fds);
+                CHECK(len > 0 && n_fds == 0);
+                CHECK(sage_proto_decode(buf, (size_t)len, &reqs[i], NULL) == 0);
+                CHECK(reqs[i].header.type == SAGE_MSG_LOOKUP);
+        }
+        for (size_t i = 0; i < n; i++) {
+                bool hit = reqs[i].lookup.hash.low != 3;
+                int efd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+                sage_proto_init(&reply, SAGE_MSG_LOOKUP_REPLY, 0);
+                reply.header.request_id = reqs[i].header.request_id;
+                reply.lookup_reply = (SageLookupReply){ .found = hit,
+                                                        .extent_id = hit ? 1000 + reqs[i].lookup.hash.low : 0,
+                                                        .size = hit ? reqs[i].lookup.size : 0 };
+                CHECK(efd >= 0 && sage_proto_send_message(fd, &reply, &efd, hit) == 0);
+                close(efd);
+        }
+}
 
 /* Receive one message, answer it with `reply` (its request id copied) after `delay_ms`. */
 static void answer(int fd, unsigned want, SageMessage *reply, int delay_ms) {
@@ -53,6 +86,12 @@ static void *serve(void *arg) {
                                               .granularity = 2u << 20,
                                               .features = SAGE_FEATURES_ALL };
         answer(fd, SAGE_MSG_HELLO, &reply, 0);
+        for (size_t done = 0; done < s->n_lookups; done += WINDOW)
+                answer_lookups(fd, s->n_lookups - done < WINDOW ? s->n_lookups - done : WINDOW);
+        if (s->n_lookups) {
+                close(fd);
+                return NULL;
+        }
         sage_proto_init(&reply, SAGE_MSG_PUBLISH_REPLY, 0);
         reply.publish_reply = (SagePublishReply){ .extent_id = 7 };
         answer(fd, SAGE_MSG_PUBLISH, &reply, s->publish_delay_ms);
@@ -85,6 +124,25 @@ int main(void) {
                                   &existed) == 0);
         CHECK(id == 7 && existed == 0);
         close(fd);
+        sage_broker_free(b);
+        CHECK(pthread_join(t, NULL) == 0);
+
+        /* 40 lookups: a window of 32 on the wire before the first answer, then 8. */
+        SageBrokerLookup l[40];
+        s.n_lookups = 40;
+        CHECK(pthread_create(&t, NULL, serve, &s) == 0);
+        CHECK(sage_broker_connect(&b, addr.sun_path, 500) == 0);
+        for (size_t i = 0; i < 40; i++)
+                l[i] = (SageBrokerLookup){ .hash = { .low = i }, .size = (i + 1) << 21 };
+        CHECK(sage_broker_lookup_many(b, l, 40) == 0);
+        for (size_t i = 0; i < 40; i++) {
+                if (i == 3) {
+                        CHECK(l[i].result == SAGE_ERR_NOT_FOUND && l[i].fd == -1 && l[i].extent_id == 0);
+                        continue;
+                }
+                CHECK(l[i].result == 0 && l[i].extent_id == 1000 + i && l[i].fd >= 0);
+                close(l[i].fd);
+        }
         sage_broker_free(b);
         CHECK(pthread_join(t, NULL) == 0);
         close(s.listen_fd);

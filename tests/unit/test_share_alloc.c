@@ -179,17 +179,34 @@ static void consolidate(void) {
         teardown(a);
 }
 
-/* unpark's broker: each key's extent (a handle of byte key.low), or a miss for key 0xdead. */
-static uint64_t lookups;
-static int lookup_key(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd) {
-        CHECK(ctx == &lookups && device == 0);
+/* unpark's broker: each key's extent (a handle of byte key.low), or a miss for key 0xdead. The fake driver
+ * imports whatever fake.next_import says, so each hit's handle is made here and handed out in order. */
+static uint64_t lookups, looked_up; /* calls (broker exchanges), keys asked */
+static CUmemGenericAllocationHandle answers[8];
+static size_t nanswers, next_answer;
+static CUresult import_next(CUmemGenericAllocationHandle *h, void *fd, CUmemAllocationHandleType type) {
+        CHECK(next_answer < nanswers);
+        *h = answers[next_answer++];
+        return CUDA_SUCCESS;
+}
+static void lookup_keys(void *ctx, ShareParkedLookup *ls, size_t n) {
+        CHECK(ctx == &lookups);
         lookups++;
-        if (key.low == 0xdead)
-                return 6; /* SAGE_ERR_NOT_FOUND */
-        fake.next_import = fake_handle(len, (unsigned char)key.low);
-        *id = 100 + key.low;
-        *fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        return 0;
+        for (size_t i = 0; i < n; i++, looked_up++) {
+                CHECK(ls[i].device == 0 && ls[i].fd == -1 && ls[i].extent_id == 0);
+                if (ls[i].key.low == 0xdead)
+                        continue;
+                CHECK(nanswers < 8);
+                answers[nanswers++] = fake_handle(ls[i].len, (unsigned char)ls[i].key.low);
+                ls[i].extent_id = 100 + ls[i].key.low;
+                ls[i].fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
+}
+static SageShareDriver unpark_driver;
+static const SageShareDriver *with_import_next(void) {
+        unpark_driver = fake_driver;
+        unpark_driver.import_fd = import_next;
+        return &unpark_driver;
 }
 
 /* Suspend: extents unmapped and released (reservation and private bytes kept), then mapped again
@@ -218,8 +235,10 @@ static void park_unpark(void) {
 
         maps = fake.maps;
         accesses = fake.accesses;
-        CHECK(share_vmm_unpark(&v, lookup_key, &lookups) == 0);
-        CHECK(lookups == 2 && fake.maps == maps + 2 && fake.accesses == accesses + 1);
+        v.drv = with_import_next();
+        lookups = looked_up = nanswers = next_answer = 0;
+        CHECK(share_vmm_unpark(&v, lookup_keys, &lookups) == 0);
+        CHECK(lookups == 1 && looked_up == 2 && fake.maps == maps + 2 && fake.accesses == accesses + 1);
         CHECK(fake_holds(a->va, 2 * G, 0x55) && fake_holds(a->va + 2 * G, 2 * G, 0x66));
         CHECK(fake_at(a->va, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READ);
         CHECK(fake_at(a->va + 2 * G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READ);
@@ -229,9 +248,59 @@ static void park_unpark(void) {
         /* A key the broker lost: that piece stays parked and unpark says so. */
         CHECK(share_vmm_park(&v) == 2);
         a->pieces[1].key.low = 0xdead;
-        CHECK(share_vmm_unpark(&v, lookup_key, &lookups) == 1);
+        nanswers = next_answer = 0;
+        CHECK(share_vmm_unpark(&v, lookup_keys, &lookups) == 1);
         CHECK(!a->pieces[0].parked && a->pieces[1].parked && fake_holds(a->va, 2 * G, 0x55));
+        v.drv = &fake_driver;
         teardown(a); /* a parked piece holds nothing to give back */
+}
+
+/*
+ * A resume's cost beyond the restore (docs/suspend.md, "What a resume
+ * costs"): for every parked extent one import and one map, one access call
+ * per run of adjacent extents, and one broker exchange for all of them,
+ * whichever allocation they lie in (not one round trip per extent).
+ */
+static void unpark_asks_once(void) {
+        SageShareAlloc *a = setup(6 * G), *b = NULL;
+        Piece pa1 = { .off = 0, .len = 2 * G, .extent_id = 7, .key = { .low = 0x55 } };
+        Piece pa2 = { .off = 2 * G, .len = 2 * G, .extent_id = 8, .key = { .low = 0x66 } };
+        Piece pb = { .off = 2 * G, .len = 2 * G, .extent_id = 9, .key = { .low = 0x77 } };
+        int maps, accesses, live, copies, syncs;
+
+        CHECK(share_vmm_alloc(&v, 4 * G, G, 0, 0, NULL, &b) == CUDA_SUCCESS);
+        share_vmm_link(&v, b);
+        share_vmm_note_write(&v);
+        fake_fill(a->va + 4 * G, 2 * G, 0x11);
+        fake_fill(b->va, 2 * G, 0x22);
+        fake.next_import = fake_handle(2 * G, 0x55);
+        CHECK(share_vmm_map_extent(&v, a, &pa1, open("/dev/null", O_RDONLY | O_CLOEXEC)));
+        fake.next_import = fake_handle(2 * G, 0x66);
+        CHECK(share_vmm_map_extent(&v, a, &pa2, open("/dev/null", O_RDONLY | O_CLOEXEC)));
+        fake.next_import = fake_handle(2 * G, 0x77);
+        CHECK(share_vmm_map_extent(&v, b, &pb, open("/dev/null", O_RDONLY | O_CLOEXEC)));
+        CHECK(share_vmm_park(&v) == 3);
+
+        maps = fake.maps;
+        accesses = fake.accesses;
+        live = fake.live_handles;
+        copies = fake.copies;
+        syncs = fake.syncs;
+        v.drv = with_import_next();
+        lookups = looked_up = nanswers = next_answer = 0;
+        CHECK(share_vmm_unpark(&v, lookup_keys, &lookups) == 0);
+        CHECK(lookups == 1 && looked_up == 3);                         /* one exchange with the broker */
+        CHECK(next_answer == 3 && fake.live_handles == live + 3);      /* an import each */
+        CHECK(fake.maps == maps + 3 && fake.accesses == accesses + 2); /* a map each, an access per run */
+        CHECK(fake.copies == copies && fake.syncs == syncs);           /* nothing else on the way */
+        CHECK(fake_holds(a->va, 2 * G, 0x55) && fake_holds(a->va + 2 * G, 2 * G, 0x66));
+        CHECK(fake_holds(a->va + 4 * G, 2 * G, 0x11));
+        CHECK(fake_holds(b->va, 2 * G, 0x22) && fake_holds(b->va + 2 * G, 2 * G, 0x77));
+        CHECK(a->pieces[1].extent_id == 100 + 0x66 && b->pieces[1].extent_id == 100 + 0x77);
+        v.drv = &fake_driver;
+        CHECK(share_vmm_unlink(&v, b->va) == b);
+        share_vmm_release(&v, b);
+        teardown(a);
 }
 
 int main(void) {
@@ -242,6 +311,7 @@ int main(void) {
         failure_changes_nothing();
         consolidate();
         park_unpark();
+        unpark_asks_once();
         fake_reset();
         return 0;
 }
