@@ -19,6 +19,13 @@ int sage_broker_ping(SageBroker *b) {
         return sage_broker_call(b, &req, NULL, 0, &reply, NULL, NULL);
 }
 
+/* What a LOOKUP's reply says of a key of `size` bytes: 0 (a hit), SAGE_ERR_NOT_FOUND, or -EPROTO (another size). */
+static int lookup_answer(const SageMessage *reply, uint64_t size) {
+        if (!reply->lookup_reply.found)
+                return SAGE_ERR_NOT_FOUND;
+        return reply->lookup_reply.size == size ? 0 : -EPROTO;
+}
+
 /* LOOKUP; the extent's notes go to `sink` (NULL: dropped). */
 static int lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id, int *fd_out,
                   NotesSink *sink) {
@@ -31,11 +38,10 @@ static int lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, 
         r = sage_broker_call_noted(b, &req, &reply, &fd, sink);
         if (r != 0)
                 return r;
-        if (!reply.lookup_reply.found)
-                return SAGE_ERR_NOT_FOUND;
-        if (reply.lookup_reply.size != size) {
-                close(fd);
-                return -EPROTO;
+        if ((r = lookup_answer(&reply, size)) != 0) {
+                if (fd >= 0)
+                        close(fd);
+                return r;
         }
         if (sink && sink->length > sink->capacity) {
                 /* No fd, and the reference the hit took goes back at once. */
@@ -81,11 +87,8 @@ int sage_broker_lookup_many(SageBroker *b, SageBrokerLookup *l, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 int ri = ready ? results[i] : -ENOMEM, fd = ready ? fds[i] : -1;
 
-                /* Each answered as lookup's. */
-                if (ri == 0 && !replies[i].lookup_reply.found)
-                        ri = SAGE_ERR_NOT_FOUND;
-                else if (ri == 0 && replies[i].lookup_reply.size != l[i].size)
-                        ri = -EPROTO;
+                if (ri == 0)
+                        ri = lookup_answer(&replies[i], l[i].size);
                 l[i].result = ri;
                 l[i].extent_id = ri == 0 ? replies[i].lookup_reply.extent_id : 0;
                 l[i].fd = ri == 0 ? fd : -1;
