@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_HANDLES 256
-#define MAX_MAPS 256
+#define MAX_HANDLES 2048
+#define MAX_MAPS 1024
 
 typedef struct FakeHandle {
         unsigned char *bytes;
@@ -164,21 +164,36 @@ unsigned char *fake_at(CUdeviceptr va, CUmemAccess_flags *access) {
         return NULL;
 }
 
-/* Byte by byte: a range may cross mappings. */
+/* The bytes behind va and how many of them follow in the same mapping (0: unmapped). */
+static unsigned char *mapped_run(CUdeviceptr va, size_t *run, CUmemAccess_flags *access) {
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                if (maps[i].live && va >= maps[i].va && va < maps[i].va + maps[i].len) {
+                        *run = maps[i].va + maps[i].len - va;
+                        if (access)
+                                *access = maps[i].access;
+                        return handles[maps[i].h].bytes + (va - maps[i].va);
+                }
+        *run = 0;
+        return NULL;
+}
+
+/* Run by run: a range may cross mappings. */
 static CUresult copy_dtod(CUdeviceptr dst, CUdeviceptr src, size_t len) {
         fake.copies++;
         if (fake.fail_copy_at && --fake.fail_copy_at == 0)
                 return CUDA_ERROR_ILLEGAL_ADDRESS;
-        for (size_t i = 0; i < len; i++) {
+        for (size_t run, srun; len; dst += run, src += run, len -= run) {
                 CUmemAccess_flags access = 0;
-                unsigned char *d = fake_at(dst + i, &access), *s = fake_at(src + i, NULL);
+                unsigned char *d = mapped_run(dst, &run, &access), *s = mapped_run(src, &srun, NULL);
                 if (!d || !s)
                         return CUDA_ERROR_INVALID_VALUE;
                 if (access != CU_MEM_ACCESS_FLAGS_PROT_READWRITE) {
                         fake.bad_writes++;
                         return CUDA_ERROR_INVALID_VALUE;
                 }
-                *d = *s;
+                run = run < srun ? run : srun;
+                run = run < len ? run : len;
+                memmove(d, s, run);
         }
         return CUDA_SUCCESS;
 }
@@ -194,18 +209,22 @@ static CUresult copy_dtoh(void *dst, CUdeviceptr src, size_t len) {
 }
 
 void fake_fill(CUdeviceptr va, size_t len, unsigned char byte) {
-        for (size_t i = 0; i < len; i++) {
-                unsigned char *d = fake_at(va + i, NULL);
+        for (size_t run; len; va += run, len -= run) {
+                unsigned char *d = mapped_run(va, &run, NULL);
                 if (!d)
                         abort();
-                *d = byte;
+                run = run < len ? run : len;
+                memset(d, byte, run);
         }
 }
 
 bool fake_holds(CUdeviceptr va, size_t len, unsigned char byte) {
-        for (size_t i = 0; i < len; i++) {
-                unsigned char *d = fake_at(va + i, NULL);
-                if (!d || *d != byte)
+        for (size_t run; len; va += run, len -= run) {
+                unsigned char *d = mapped_run(va, &run, NULL);
+                if (!d)
+                        return false;
+                run = run < len ? run : len;
+                if (d[0] != byte || memcmp(d, d + 1, run - 1) != 0) /* all equal to the first */
                         return false;
         }
         return true;
