@@ -5,7 +5,10 @@
  * extent, splits the unwritten rest without a synchronize (nothing in
  * flight uses it) and grants the rest's two pieces access in one call; a
  * hit over pieces an upload wrote, or in an allocation something else
- * wrote, still waits for the work in flight.
+ * wrote, still waits for the work in flight. The rests are made while the
+ * broker answers (share_vmm_prepare_rests), and taken only where nothing of
+ * them is to be kept. Whole model loads are counted too (docs/sharing.md,
+ * "The cost of a hit").
  */
 #include <fcntl.h>
 #include <unistd.h>
@@ -17,7 +20,7 @@
 #define HIT_CALLS_MAX 10 /* import, 2 creates, unmap + release of the old rest, 3 maps, 2 access calls */
 /* Whole loads (import counted), pinned as measured: see docs/sharing.md, "The cost of a hit". */
 #define GPT2_CALLS 784  /* 98 hits x 8: import, the rest's create, unmap + release of the old, 2 maps, 2 access calls */
-#define MIXED_CALLS 948 /* 98 hits, 2 of them at a segment's end without a rest after them */
+#define MIXED_CALLS 948 /* 98 hits, 10 each but a segment's last (no rest of more than a granule after it) */
 #define BERT_CALLS 308  /* 25 hits, 9 of them re-backing bytes of copied tensors before them by a copy */
 
 static void release_extent(void *ctx, uint64_t id) {
