@@ -31,6 +31,7 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
         v->drv = drv;
         v->release_extent = release_extent;
         v->release_ctx = ctx;
+        v->track_pending = false; /* the caller turns it on */
         atomic_store(&v->write_epoch, 1);
         atomic_store(&v->pending, false);
         v->allocs = NULL;
