@@ -505,15 +505,20 @@ static SageStats stats(void) {
         return itest_stats(socket_path, TIMEOUT_MS);
 }
 
-static size_t mem_used(pid_t pid) {
-        static int (*fn)(int, size_t *);
+/* One of the simulated driver's byte counts of process `pid` (fakecuda.h: fakecudaProcess*). */
+static size_t fake_bytes(const char *symbol, pid_t pid) {
+        int (*fn)(int, size_t *);
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
         size_t bytes = 0;
-        if (!fn) {
-                void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-                CHECK(lib && (*(void **)&fn = dlsym(lib, "fakecudaProcessMemUsed")));
-        }
+
+        CHECK(lib && (*(void **)&fn = dlsym(lib, symbol)));
         CHECK(fn(pid, &bytes) == CUDA_SUCCESS);
+        dlclose(lib);
         return bytes;
+}
+
+static size_t mem_used(pid_t pid) {
+        return fake_bytes("fakecudaProcessMemUsed", pid);
 }
 
 /* The app with the broker's extent mapped (a hit) and its private memory. */
@@ -679,14 +684,7 @@ static int scenario_unmapped_app_vmm(void) {
 
 /* ---- the stack shrink (intercept/suspend_shrink.c) */
 static size_t checkpoint_bytes(pid_t pid) {
-        static int (*fn)(int, size_t *);
-        size_t bytes = 0;
-        if (!fn) {
-                void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-                CHECK(lib && (*(void **)&fn = dlsym(lib, "fakecudaProcessCheckpointBytes")));
-        }
-        CHECK(fn(pid, &bytes) == CUDA_SUCCESS);
-        return bytes;
+        return fake_bytes("fakecudaProcessCheckpointBytes", pid);
 }
 
 /* The instance's host_bytes in `sagectl instances --json`: its footprint while suspended. */
