@@ -203,7 +203,7 @@ static void key_runs(ShareVmm *v, Run *run, size_t n, ShareReadback *rb, bool *k
                         for (size_t k = i; k < end; k++)
                                 r[k] = (ShareReadRange){ .at = run[k].a->va + run[k].piece.off,
                                                          .len = run[k].piece.len };
-                        share_readback_keys(rb, v, r + i, end - i);
+                        share_readback_keys(rb, v, run[i].a->ctx, r + i, end - i);
                         for (size_t k = i; k < end; k++) {
                                 keyed[k] = r[k].result == 0;
                                 run[k].piece.key = r[k].key;

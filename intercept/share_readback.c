@@ -23,14 +23,48 @@
 #include "share_key.h"
 #include "share_publish.h"
 
-#define MIN_HALF ((size_t)8 << 20)
+#define MIN_HALF ((size_t)4 << 20)
 
-void share_readback_release(ShareReadback *rb, const SageShareDriver *drv) {
+static void release_staging(ShareReadback *rb, const SageShareDriver *drv) {
         if (rb->host && rb->pinned)
                 drv->free_host(rb->host);
         else
                 free(rb->host);
+        rb->host = NULL;
+        rb->half = 0;
+        rb->pinned = false;
+}
+
+void share_readback_release(ShareReadback *rb, const SageShareDriver *drv) {
+        release_staging(rb, drv);
+        if (rb->stream_made)
+                drv->stream_destroy(rb->stream);
         *rb = (ShareReadback){ 0 };
+}
+
+/*
+ * The stream for context `ctx`: the one kept, made there at the first
+ * read-back (a stream belongs to its context; another context's read-back,
+ * rare, gets one for the call: *temp). NULL: synchronous copies.
+ */
+static CUstream stream_for(ShareReadback *rb, const SageShareDriver *drv, CUcontext ctx, bool *temp) {
+        CUstream st = NULL;
+
+        *temp = false;
+        if (!drv->stream_create || !drv->stream_destroy || !drv->stream_synchronize || !drv->copy_dtoh_async)
+                return NULL;
+        if (rb->stream_made && rb->stream_ctx == ctx)
+                return rb->stream;
+        if (drv->stream_create(&st, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS)
+                return NULL;
+        if (rb->stream_made) {
+                *temp = true;
+                return st;
+        }
+        rb->stream = st;
+        rb->stream_ctx = ctx;
+        rb->stream_made = true;
+        return st;
 }
 
 /* Halves of at least `need` bytes (at most SHARE_READBACK_MAX_HALF); false: no staging at all. */
@@ -43,7 +77,7 @@ static bool staging_for(ShareReadback *rb, const SageShareDriver *drv, size_t ne
                 half = sage_share_key_chunk();
         if (rb->half >= half)
                 return true;
-        share_readback_release(rb, drv);
+        release_staging(rb, drv);
         if (drv->alloc_host(&host, 2 * half) == CUDA_SUCCESS && host)
                 rb->pinned = true;
         else if (!(host = malloc(2 * half)))
@@ -98,7 +132,8 @@ static void hash_batch(Pipe *p, size_t lo, size_t hi, unsigned h) {
         }
 }
 
-static void run_pipe(Pipe *p) {
+/* False: a copy or a synchronize failed. */
+static bool run_pipe(Pipe *p) {
         size_t lo = 0, hi = batch_end(p, 0);
         unsigned h = 0;
 
@@ -110,7 +145,7 @@ static void run_pipe(Pipe *p) {
                 if (p->stream && p->drv->stream_synchronize(p->stream) != CUDA_SUCCESS) {
                         for (size_t k = lo; k < p->n; k++)
                                 p->r[p->idx[k]].result = -EIO;
-                        return;
+                        return false;
                 }
                 if (hi < p->n)
                         issue(p, hi, next = batch_end(p, hi), h ^ 1);
@@ -119,12 +154,17 @@ static void run_pipe(Pipe *p) {
                 hi = next;
                 h ^= 1;
         }
+        for (size_t k = 0; k < p->n; k++)
+                if (p->r[p->idx[k]].result == -EIO)
+                        return false;
+        return true;
 }
 
-void share_readback_keys(ShareReadback *rb, ShareVmm *v, ShareReadRange *r, size_t n) {
+void share_readback_keys(ShareReadback *rb, ShareVmm *v, CUcontext ctx, ShareReadRange *r, size_t n) {
         const SageShareDriver *drv = v->drv;
         Pipe p = { .drv = drv, .rb = rb, .r = r };
         size_t need = 0, *idx;
+        bool temp = false;
 
         for (size_t i = 0; i < n; i++) {
                 r[i].result = -EIO;
@@ -138,12 +178,20 @@ void share_readback_keys(ShareReadback *rb, ShareVmm *v, ShareReadRange *r, size
                         idx[p.n++] = i;
                 else /* longer than any half: chunk by chunk, synchronously */
                         r[i].result = share_device_content(v, r[i].at, r[i].len, rb->host, &r[i].key) < 0 ? -EIO : 0;
-        if (p.n && drv->stream_create && drv->stream_destroy && drv->stream_synchronize && drv->copy_dtoh_async &&
-            drv->stream_create(&p.stream, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS)
-                p.stream = NULL;
-        if (p.n)
-                run_pipe(&p);
-        if (p.stream)
+        if (p.n) {
+                p.stream = stream_for(rb, drv, ctx, &temp);
+                if (!run_pipe(&p) && p.stream && !temp) {
+                        /*
+                         * The kept stream failed: its context may be gone
+                         * (a reset; a new one may even get its address).
+                         * Forgotten, not destroyed (the handle may be stale),
+                         * so the next read-back makes a new one.
+                         */
+                        rb->stream_made = false;
+                        rb->stream = NULL;
+                }
+        }
+        if (temp)
                 drv->stream_destroy(p.stream);
         free(idx);
 }

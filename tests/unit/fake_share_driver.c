@@ -299,6 +299,9 @@ static CUresult ctx_pop(CUcontext *ctx) {
 }
 
 static CUresult import_fd(CUmemGenericAllocationHandle *h, void *fd, CUmemAllocationHandleType type) {
+        fake.imports++;
+        if (!fake.next_import && fake.import_len)
+                fake.next_import = fake_handle(fake.import_len, 0x77);
         if (!fake.next_import)
                 return CUDA_ERROR_INVALID_VALUE;
         *h = fake.next_import;

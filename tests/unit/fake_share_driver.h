@@ -40,6 +40,8 @@ typedef struct FakeState {
         bool fail_alloc_host;    /* alloc_host fails (pinned memory short) */
         int fail_stream_sync_at; /* nonzero: the n-th stream synchronize from now fails */
         bool eager_copies;       /* async copies land at once (else at the synchronize): either may happen */
+        size_t import_len;       /* nonzero: with no next_import, each import is a new handle of this many bytes */
+        int imports;
 } FakeState;
 
 extern FakeState fake;
