@@ -174,41 +174,43 @@ unsigned char *fake_at(CUdeviceptr va, CUmemAccess_flags *access) {
         return NULL;
 }
 
-/* fake_at, and the bytes from there to the end of its mapping (*n). */
-static unsigned char *span_at(CUdeviceptr va, size_t *n, CUmemAccess_flags *access) {
+/* The bytes behind va and how many of them follow in the same mapping (0: unmapped). */
+static unsigned char *mapped_run(CUdeviceptr va, size_t *run, CUmemAccess_flags *access) {
         for (size_t i = 0; i < MAX_MAPS; i++)
                 if (maps[i].live && va >= maps[i].va && va < maps[i].va + maps[i].len) {
-                        *n = maps[i].va + maps[i].len - va;
-                        return fake_at(va, access);
+                        *run = maps[i].va + maps[i].len - va;
+                        if (access)
+                                *access = maps[i].access;
+                        return handles[maps[i].h].bytes + (va - maps[i].va);
                 }
+        *run = 0;
         return NULL;
 }
 
-/* Mapping by mapping: a range may cross mappings. */
+/* Run by run: a range may cross mappings. */
 static CUresult copy_dtod(CUdeviceptr dst, CUdeviceptr src, size_t len) {
         fake.copies++;
         if (fake.fail_copy_at && --fake.fail_copy_at == 0)
                 return CUDA_ERROR_ILLEGAL_ADDRESS;
-        for (size_t i = 0, n; i < len; i += n) {
+        for (size_t run, srun; len; dst += run, src += run, len -= run) {
                 CUmemAccess_flags access = 0;
-                size_t dn, sn;
-                unsigned char *d = span_at(dst + i, &dn, &access), *s = span_at(src + i, &sn, NULL);
+                unsigned char *d = mapped_run(dst, &run, &access), *s = mapped_run(src, &srun, NULL);
                 if (!d || !s)
                         return CUDA_ERROR_INVALID_VALUE;
                 if (access != CU_MEM_ACCESS_FLAGS_PROT_READWRITE) {
                         fake.bad_writes++;
                         return CUDA_ERROR_INVALID_VALUE;
                 }
-                n = dn < sn ? dn : sn;
-                n = n < len - i ? n : len - i;
-                memmove(d, s, n);
+                run = run < srun ? run : srun;
+                run = run < len ? run : len;
+                memmove(d, s, run);
         }
         return CUDA_SUCCESS;
 }
 
 static CUresult copy_dtoh_now(void *dst, CUdeviceptr src, size_t len) {
         for (size_t done = 0, n; done < len; done += n) {
-                unsigned char *s = span_at(src + done, &n, NULL);
+                unsigned char *s = mapped_run(src + done, &n, NULL);
 
                 if (!s)
                         return CUDA_ERROR_INVALID_VALUE;
