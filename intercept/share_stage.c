@@ -4,7 +4,7 @@
  * slower, docs/figures.md), and is hashed on the way.
  *
  * The upload is cut into rounds of one staging buffer each. Hashing
- * threads take its 4 MiB chunks in order and copy each into the round's
+ * threads take its 512 KiB key chunks in order and copy each into the round's
  * pinned buffer, hashing what they wrote (sage_hash_copy); the calling
  * thread sends a round as soon as all its chunks are in, by one async copy
  * on the buffer's own stream, and before a buffer takes a later round it
