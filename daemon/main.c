@@ -14,7 +14,8 @@
  * saged renices itself (--nice, default -10) before the driver or saged
  * starts a thread: Linux keeps a nice value per thread and a new thread
  * takes its creator's, so every thread (the event loop, the driver's, the
- * suspend/resume workers) runs ahead of the clients' bulk hashing.
+ * suspend/resume workers) runs ahead of the clients' bulk hashing; a
+ * daemonised saged sets its session's autogroup to the same value.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,11 +58,27 @@ static void raise_fd_limit(void) {
  * wake-up (docs/sharing.md). Not being permitted (not root, no
  * CAP_SYS_NICE) is no reason not to serve: say so, go on as started. */
 static void apply_nice(int nice) {
+        char text[8];
+        int fd;
+
         if (nice == 0)
                 return;
-        if (setpriority(PRIO_PROCESS, 0, nice) < 0)
+        if (setpriority(PRIO_PROCESS, 0, nice) < 0) {
                 sage_info("cannot run at nice %d (%s): staying at nice %d", nice, strerror(errno),
                           getpriority(PRIO_PROCESS, 0));
+                return;
+        }
+        /* With autogroups (kernel.sched_autogroup_enabled, no CPU cgroup) a
+         * thread's nice orders it only within its session's autogroup, and a
+         * daemonised saged leads a session of its own: its autogroup takes
+         * the value too. Never a session saged does not lead (--foreground
+         * from a shell): that would renice the operator's terminal. */
+        if (getsid(0) != getpid() || (fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC)) < 0)
+                return; /* not a session leader, or no autogroups in this kernel */
+        snprintf(text, sizeof(text), "%d", nice);
+        if (write(fd, text, strlen(text)) < 0)
+                sage_info("cannot set saged's autogroup to nice %d: %s", nice, strerror(errno));
+        close(fd);
 }
 
 /* SIZE (k/M/G/T suffixes) or N% of each device's memory. */

@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -2626,6 +2627,19 @@ static void check_threads_nice(pid_t pid, int nice) {
         CHECK(n >= 1);
 }
 
+/* Whether a process of this test may set nice `nice` (root's CAP_SYS_NICE, which a
+ * container may lack; RLIMIT_NICE): tried in a child. */
+static bool may_nice(int nice) {
+        int status;
+        pid_t pid = fork();
+
+        CHECK(pid >= 0);
+        if (pid == 0)
+                _exit(setpriority(PRIO_PROCESS, 0, nice) == 0 ? 0 : 1);
+        CHECK(waitpid(pid, &status, 0) == pid);
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 /*
  * saged's threads run ahead of its clients' bulk work (issue 14: 8 clients
  * hashing on every core kept its one event-loop thread waiting ms per
@@ -2645,7 +2659,8 @@ static int scenario_nice(void) {
         check_threads_nice(saged_pid, atoi(arg));
         stop_saged();
         start_saged(NULL, NULL);
-        check_threads_nice(saged_pid, geteuid() == 0 ? -10 : own);
+        printf("this test may%s set nice -10 (uid %d)\n", may_nice(-10) ? "" : " not", (int)geteuid());
+        check_threads_nice(saged_pid, may_nice(-10) ? -10 : own);
         stop_saged();
         start_saged("--nice", "0");
         check_threads_nice(saged_pid, own);
@@ -2690,6 +2705,79 @@ static int scenario_nice(void) {
         close(pipefd[0]);
         printf("saged (uid 65534) said: %s", out);
         CHECK(own <= -10 || strstr(out, "cannot run at nice -10"));
+        return 0;
+}
+
+/* The nice value of process `pid`'s autogroup (/proc/PID/autogroup: "/autogroup-N nice V"); 99: none. */
+static int autogroup_nice(pid_t pid) {
+        char path[64], text[128];
+        int nice = 99;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/autogroup", (int)pid);
+        if (!(f = fopen(path, "r")))
+                return 99;
+        if (!fgets(text, sizeof(text), f) || sscanf(text, "%*s nice %d", &nice) != 1)
+                nice = 99;
+        fclose(f);
+        return nice;
+}
+
+/*
+ * Autogroups (kernel.sched_autogroup_enabled): a thread's nice counts only
+ * within its session's autogroup, and a daemonised saged leads a session of
+ * its own, so its autogroup takes --nice too. In the foreground it shares
+ * this test's session, whose autogroup it must leave alone.
+ */
+static int scenario_nice_autogroup(void) {
+        struct ucred peer;
+        socklen_t len = sizeof(peer);
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        struct pollfd exited;
+        int own = autogroup_nice(getpid()), status, fd;
+        pid_t pid;
+
+        if (own == 99) {
+                printf("SKIP: no autogroups in this kernel (/proc/self/autogroup)\n");
+                return 77;
+        }
+        start_saged(NULL, NULL);
+        CHECK(autogroup_nice(getpid()) == own);
+        stop_saged();
+        if (!may_nice(-10)) {
+                printf("SKIP (the rest): may not set a negative nice (no CAP_SYS_NICE)\n");
+                return 0;
+        }
+
+        /* Daemonised: the first process exits once the socket listens; the
+         * daemon is the peer of a connection. */
+        make_dir();
+        pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                execl(saged_path, saged_path, "--socket", socket_path, "-v", (char *)NULL);
+                _exit(127);
+        }
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+        CHECK((fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)) >= 0);
+        CHECK(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+        CHECK(getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 && peer.pid != pid);
+        close(fd);
+        saged_pid = peer.pid; /* cleanup() kills it should a check fail */
+        exited = (struct pollfd){ .fd = (int)syscall(SYS_pidfd_open, peer.pid, 0), .events = POLLIN };
+        CHECK(exited.fd >= 0);
+        printf("daemonised saged %d: autogroup nice %d (this test's %d)\n", (int)peer.pid, autogroup_nice(peer.pid),
+               own);
+        CHECK(autogroup_nice(peer.pid) == -10);
+        check_threads_nice(peer.pid, -10);
+        CHECK(kill(peer.pid, SIGTERM) == 0);
+        CHECK(poll(&exited, 1, TIMEOUT_MS) == 1);
+        close(exited.fd);
+        saged_pid = 0;
+        CHECK(access(socket_path, F_OK) < 0 && errno == ENOENT);
+        rmdir(dir);
+        dir[0] = 0;
         return 0;
 }
 
