@@ -36,6 +36,7 @@
 #include "share_stage.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -208,9 +209,81 @@ static unsigned pool_grow(unsigned want) {
         return pool.threads;
 }
 
+long share_stage_cpus(long affinity, long quota, long period) {
+        long q = quota > 0 && period > 0 ? (quota + period - 1) / period : 0;
+
+        return q > 0 && q < affinity ? q : affinity;
+}
+
+/* The first one or two numbers of a file; false: no file, or no number ("max": no quota). */
+static bool read_longs(const char *path, long *a, long *b) {
+        FILE *f = fopen(path, "re");
+        int n = f ? fscanf(f, "%ld %ld", a, b) : 0;
+
+        if (f)
+                fclose(f);
+        return n >= 1;
+}
+
+/* The quota of cgroup `cg` (its first `len` characters) as CPUs; 0: none. */
+static long cgroup_quota(const char *cg, size_t len, bool v2) {
+        char path[640];
+        long quota = 0, period = 100000, unused;
+
+        if (v2) {
+                snprintf(path, sizeof(path), "/sys/fs/cgroup%.*s/cpu.max", (int)len, cg);
+                if (!read_longs(path, &quota, &period))
+                        return 0;
+        } else {
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_quota_us", (int)len, cg);
+                if (!read_longs(path, &quota, &unused))
+                        return 0;
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_period_us", (int)len, cg);
+                read_longs(path, &period, &unused);
+        }
+        quota = share_stage_cpus(LONG_MAX, quota, period);
+        return quota == LONG_MAX ? 0 : quota;
+}
+
+/*
+ * The CPU quota of this process's cgroup or of an ancestor, as CPUs (0:
+ * none): a container may see 16 CPUs but get 8 CPUs' time, and threads
+ * beyond its quota are stopped for the rest of the period (100 ms: a whole
+ * upload). cgroup v2's cpu.max, else v1's cpu.cfs_quota_us.
+ */
+static long quota_cpus(void) {
+        char line[512], *cg = NULL, *p;
+        FILE *f = fopen("/proc/self/cgroup", "re");
+        long best = 0, q;
+        bool v2 = false;
+
+        while (f && !cg && fgets(line, sizeof(line), f)) {
+                line[strcspn(line, "\n")] = 0;
+                if (strncmp(line, "0::", 3) == 0)
+                        v2 = true, cg = line + 3;
+                else if ((p = strstr(line, ":cpu,")) || (p = strstr(line, ":cpu:")) || (p = strstr(line, ",cpu:")) ||
+                         (p = strstr(line, ",cpu,")))
+                        cg = strchr(p + 1, ':') + 1;
+        }
+        if (f)
+                fclose(f);
+        /* The cgroup and each ancestor ("/a/b", "/a", ""): the smallest quota binds. */
+        for (size_t len = cg ? strlen(cg) : 0; cg; len--) {
+                while (len > 0 && cg[len - 1] == '/')
+                        len--;
+                if ((q = cgroup_quota(cg, len, v2)) > 0 && (!best || q < best))
+                        best = q;
+                while (len > 0 && cg[len - 1] != '/')
+                        len--;
+                if (!len)
+                        break;
+        }
+        return best;
+}
+
 unsigned share_stage_threads_now(void) {
         cpu_set_t set;
-        long cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0, running = 0;
+        long cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0, running = 0, quota;
         FILE *f = fopen("/proc/loadavg", "re");
 
         if (f) { /* its 4th field: runnable threads / all threads */
@@ -218,7 +291,9 @@ unsigned share_stage_threads_now(void) {
                         running = 0;
                 fclose(f);
         }
-        return share_stage_threads(cpus > 0 ? cpus : sysconf(_SC_NPROCESSORS_ONLN), running);
+        cpus = cpus > 0 ? cpus : sysconf(_SC_NPROCESSORS_ONLN);
+        quota = quota_cpus();
+        return share_stage_threads(quota ? share_stage_cpus(cpus, quota, 1) : cpus, running);
 }
 
 unsigned share_stage_threads(long cpus, long running) {

@@ -70,7 +70,9 @@ typedef struct ShareStageCost {
  * runnable threads on the machine, this one included (0: unknown).
  */
 unsigned share_stage_threads(long cpus, long running);
-/* The same for this process now: the CPUs of its affinity mask, /proc/loadavg's runnable threads. */
+/* CPUs the process may use: its affinity mask's, or fewer where its cgroup's quota (per period) is less. */
+long share_stage_cpus(long affinity, long quota, long period);
+/* share_stage_threads for this process now: its CPUs (mask, cgroup quota), /proc/loadavg's runnable threads. */
 unsigned share_stage_threads_now(void);
 
 /*

@@ -169,6 +169,12 @@ static void test_threads_rule(void) {
         assert(share_stage_threads(2, 1) == 2);
         assert(share_stage_threads(1, 1) == 1);
         assert(share_stage_threads(0, 0) == 1);
+        /* A container's CPU quota: threads past it are stopped for the rest of the period. */
+        assert(share_stage_cpus(16, 800000, 100000) == 8);
+        assert(share_stage_cpus(16, 150000, 100000) == 2); /* a part of a CPU counts as one */
+        assert(share_stage_cpus(4, 800000, 100000) == 4);  /* the mask is smaller */
+        assert(share_stage_cpus(16, -1, 100000) == 16);    /* v1's "no quota" */
+        assert(share_stage_cpus(16, 0, 0) == 16);
         assert(share_stage_threads_now() >= 1 && share_stage_threads_now() <= SHARE_STAGE_MAX_THREADS);
 }
 
