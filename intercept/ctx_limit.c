@@ -28,6 +28,7 @@
 #include "hooks.h"
 #include "log.h"
 #include "options.h"
+#include "suspend_shrink.h"
 #include "util.h"
 
 #define CTX_LIMIT_MAX_DEVICES 64
@@ -95,6 +96,7 @@ CUresult sage_impl_cuCtxSetLimit(sage_fn_cuCtxSetLimit_t real, CUlimit limit, si
         const SageDriverExtras *drv = &sage_driver_extras;
         unsigned long long bit;
         CUdevice dev;
+        CUresult r;
 
         if (limit == CU_LIMIT_STACK_SIZE && sage_options()->ctx_stack_limit && drv->ctx_get_device &&
             drv->ctx_get_device(&dev) == CUDA_SUCCESS && device_bit(dev, &bit)) {
@@ -102,5 +104,9 @@ CUresult sage_impl_cuCtxSetLimit(sage_fn_cuCtxSetLimit_t real, CUlimit limit, si
                 atomic_fetch_or(&app_set_devices, bit);
                 pthread_mutex_unlock(&lean_lock);
         }
-        return real(limit, value);
+        r = real(limit, value);
+        /* The app's value wins over one a failed resume still owes (suspend_shrink.c). */
+        if (r == CUDA_SUCCESS && limit == CU_LIMIT_STACK_SIZE && sage_options()->suspend)
+                sage_suspend_shrink_app_set();
+        return r;
 }

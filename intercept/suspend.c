@@ -60,6 +60,7 @@
 #include "options.h"
 #include "share.h"
 #include "suspend_gate.h"
+#include "suspend_shrink.h"
 
 /* The GPU probe `self` says a process can restore itself (H100, driver 580): 0 turns that off. */
 #define SELF_RESTORE 1
@@ -233,6 +234,7 @@ static void prepare(uint32_t id) {
                 return;
         }
         synchronize_context();
+        sage_suspend_shrink(suspend_device); /* local memory is scratch now: the driver copies less */
         parked = sage_share_park();
         sage_gate_set_phase(SAGE_GATE_SUSPENDED);
         sage_info("suspend: prepared (%ld broker extents released)", parked < 0 ? 0 : parked);
@@ -259,6 +261,7 @@ static void remap(uint32_t id, uint32_t status) {
                 send_notice(SAGE_MSG_INSTANCE_REMAPPED, id, SAGE_GATE_FAILED, 0);
                 return;
         }
+        sage_suspend_shrink_undo(suspend_device);
         sage_gate_set_phase(SAGE_GATE_OPEN);
         sage_info("suspend: resumed (re-map %.1f ms)", (double)(sage_now_ns() - t0) / 1e6);
         send_notice(SAGE_MSG_INSTANCE_REMAPPED, id, SAGE_GATE_OK, 0);
@@ -288,6 +291,7 @@ static void restore_self(void) {
                 sage_gate_set_phase(SAGE_GATE_BROKEN);
                 return;
         }
+        sage_suspend_shrink_undo(suspend_device);
         sage_info("suspend: restored by itself");
         sage_gate_set_phase(SAGE_GATE_OPEN);
 }
@@ -386,8 +390,10 @@ static bool broker_gone(void) {
         if (sage_share_unpark() > 0) {
                 sage_warn("suspend: broker extents could not be mapped again; calls will fail");
                 sage_gate_set_phase(SAGE_GATE_BROKEN);
-        } else
+        } else {
+                sage_suspend_shrink_undo(suspend_device);
                 sage_gate_set_phase(SAGE_GATE_OPEN);
+        }
         return true;
 }
 
@@ -531,6 +537,11 @@ static void suspend_after(SageCall *call) {
                 return;
         if (!call->own)
                 atomic_fetch_or(&learnt_flags, flags_of_call(call));
+        /* The app's own contexts, shrunk with the primary one (traced arguments, hooks.def: "ctx"). */
+        if (!call->own && call->sym != SAGE_SYM_cuDevicePrimaryCtxRetain && creates_context(call->sym))
+                sage_suspend_shrink_track((CUcontext)(uintptr_t)call->args[2], true);
+        else if (!call->own && call->sym == SAGE_SYM_cuCtxDestroy_v2)
+                sage_suspend_shrink_track((CUcontext)(uintptr_t)call->args[0], false);
         if (!creates_context(call->sym))
                 return;
         /* The device is the call's first traced argument (hooks.def: "device"). */

@@ -96,9 +96,18 @@ else
     bench_bytecode "$bin" "$python" || exit 1
 fi
 
+# The driver's restore alone (part concurrent's baseline): the checkpoint API on native instances' pids.
+restore_tool=$bin/suspend_restore
+cuda_inc=${CUDA_INCLUDE:-}
+for d in /usr/local/cuda/include /usr/include; do
+    [ -n "$cuda_inc" ] || { [ -e "$d/cuda.h" ] && cuda_inc=$d; }
+done
+${CC:-cc} -std=c11 -D_GNU_SOURCE -O2 -I"${cuda_inc:-/usr/local/cuda/include}" -o "$restore_tool" "$here/suspend_restore.c" -ldl -lpthread ||
+    { echo "suspend: cannot build suspend_restore.c" >&2; exit 1; }
+
 echo "suspend: $([ "$fake" = 1 ] && echo "simulated driver (dry run)" || nvidia-smi -L | head -n1); budget ${budget} s; results to $out"
 "$python" "$here/suspend_runner.py" --out "$out" --build "$build" --logs "$logs" --data "$data" \
-    --module "$module" --runs "$runs" --budget "$budget" --resume-by "$resume_by" \
+    --module "$module" --restore-tool "$restore_tool" --runs "$runs" --budget "$budget" --resume-by "$resume_by" \
     ${only:+--only "$only"} $([ "$quick" = 1 ] && echo --quick) $([ "$fake" = 1 ] && echo --fake)
 rc=$?
 # A dry run checks itself: the whole flow, every figure, nothing held while suspended.

@@ -3,6 +3,8 @@
 runner's). Each part fills self.raw[PART]; suspend_report.py turns that into
 suspend.json. What each measures: docs/benchmarks.md, "Instance suspend".
 """
+import json
+import subprocess
 import threading
 import time
 
@@ -104,11 +106,14 @@ class Parts:
     def concurrent(self, n):
         kind = self.plan["heavy"]
         c = {"kind": kind, "instances": n, "resume_by": self.resume_by, "failures": 0, "mismatches": 0}
-        if not self.fits(f"concurrent {n}", rep.estimate_concurrent(kind, n, self.fake)):
+        baseline = self.plan["driver_baseline"]
+        if not self.fits(f"concurrent {n}", rep.estimate_concurrent(kind, n, self.fake, baseline)):
             self.raw["concurrent"][n] = {"skipped": "time budget"}
             return
         self.raw["concurrent"][n] = c
         ref = self.reference(kind)
+        if baseline:
+            self.driver_restore(c, kind, n, ref)
         insts = self.start_instances(kind, n, tag=f"conc{n}")
         c["failures"] += n - len(insts)
         for i in insts:
@@ -134,6 +139,32 @@ class Parts:
             c.setdefault("resume_ms", []).append(resume_ms)
             self.check(c, rec, ref)
         for i in insts:
+            i.stop()
+
+    def driver_restore(self, c, kind, n, ref):
+        """The driver alone, in the same run: n native instances (no SAGE) checkpointed, then
+        restored at once by suspend_restore (restore + unlock timed each, as saged times them),
+        then invoked again: their outputs must still be native's."""
+        tool = self.a.restore_tool
+        if not tool:
+            c.setdefault("problems", []).append("no suspend_restore tool: the driver's restore not measured")
+            return
+        insts = self.start_instances(kind, n, tag=f"driver{n}", sage=False)
+        c["failures"] += n - len(insts)
+        for i in insts:
+            self.check(c, i.invoke()[1], ref)
+        try:
+            p = subprocess.run([tool, *[str(i.pid) for i in insts]], capture_output=True, text=True,
+                               env=self.base_env, timeout=60 + 10 * n)
+            got = json.loads(p.stdout)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            got = {"errors": [f"suspend_restore: {type(e).__name__}: {e}"]}
+        c["driver_checkpoint_ms"] = got.get("checkpoint_ms", [])
+        c["driver_restore_ms"] = got.get("restore_ms", [])
+        c["failures"] += len(got.get("errors", []))
+        c.setdefault("problems", []).extend(got.get("errors", []))
+        for i in insts:  # restored by the driver alone: still native's output
+            self.check(c, i.invoke()[1], ref)
             i.stop()
 
     @staticmethod

@@ -13,7 +13,9 @@ issue 12 item 7 at the top level:
                          "native_gpu_mib", "invocations", "mismatches",
                          "failures", "resume_by", "cold_over_resumed"}},
     "concurrent_resume_ms": {"8": {"kind", "instances", "resume_ms",
-                             "resumed_ms", "failures", "mismatches"}, "16": ...},
+                             "resumed_ms", "failures", "mismatches", "driver_restore_ms",
+                             "driver_checkpoint_ms", "sage_over_driver_ms"}, "16": ...},
+    (driver_*: the driver alone on N native instances, suspend_restore.c)
     "faas": {"keepalive"|"suspend": {"latency_ms" (+p50, p99), "gpu_mib"
              (over time: stats + "series"), "requests", "failures", "mismatches"}},
     "oversubscription": {"instances", "fit", "failures", "mismatches", ...}
@@ -179,6 +181,8 @@ def plan(quick, only=None, fake=False):
         # Suspended by SAGE_SUSPEND_IDLE too (a second instance each): the cheap ones.
         "idle_kinds": [k for k in kinds if k in ("cfunc", "resnet50")],
         "concurrency": [8] if quick else [8, 16],
+        # The driver's restore alone beside SAGE's (native instances): not in --quick (its 240 s).
+        "driver_baseline": not quick,
         "faas": {"kind": heavy, "instances": 3 if quick else 4, "rate": 1.0 if quick else 0.8,
                  "duration": 12.0 if quick else 30.0, "idle": "1s", "seed": 12},
         "oversub": {"kind": heavy, "fit": 1 if quick else 2, "factor": 4, "rounds": 1},
@@ -207,10 +211,12 @@ def estimate_workload(kind, runs, idle_too, fake=False):
     return round(s, 1)
 
 
-def estimate_concurrent(kind, n, fake=False):
+def estimate_concurrent(kind, n, fake=False, baseline=True):
     c = cost(kind, fake)
-    # N loads at once share the CPU: ~N/4 loads' time on 16 cores, at least one.
-    return round(max(1.0, n / 4.0) * c["load"] + n * c["suspend"] / 2 + 3 * c["resume"] + 5, 1)
+    # N loads at once share the CPU: ~N/4 loads' time on 16 cores, at least one; twice: the driver's
+    # baseline (N native instances, checkpointed together, restored at once) and SAGE's.
+    native = max(1.0, n / 4.0) * c["load"] + c["suspend"] + c["resume"] + 2 if baseline else 0
+    return round(native + max(1.0, n / 4.0) * c["load"] + n * c["suspend"] / 2 + 3 * c["resume"] + 5, 1)
 
 
 def estimate_faas(f, fake=False):
@@ -258,10 +264,18 @@ def workload_entry(w):
 
 
 def concurrent_entry(c):
-    return {"kind": c["kind"], "instances": c["instances"],
-            "resume_ms": figure(c.get("resume_ms", [])), "resumed_ms": figure(c.get("resumed_ms", [])),
-            "failures": c.get("failures", 0), "mismatches": c.get("mismatches", 0),
-            "resume_by": c.get("resume_by")}
+    e = {"kind": c["kind"], "instances": c["instances"],
+         "resume_ms": figure(c.get("resume_ms", [])), "resumed_ms": figure(c.get("resumed_ms", [])),
+         "failures": c.get("failures", 0), "mismatches": c.get("mismatches", 0),
+         "resume_by": c.get("resume_by")}
+    for key in ("driver_restore_ms", "driver_checkpoint_ms"):  # absent where not measured (--quick)
+        if figure(c.get(key, [])):
+            e[key] = figure(c[key])
+    if e["resume_ms"] and e.get("driver_restore_ms"):
+        e["sage_over_driver_ms"] = round(e["resume_ms"]["median"] - e["driver_restore_ms"]["median"], 1)
+    if c.get("problems"):
+        e["problems"] = c["problems"]
+    return e
 
 
 def faas_entry(m):
@@ -289,6 +303,9 @@ def targets(doc):
     r8 = c8.get("resume_ms") if c8.get("kind") == "resnet50" else None
     out["resnet50 resume_ms, 8 at once"] = {"want": "<= 1300 each", "got": r8 and r8["max"],
                                             "ok": None if not r8 else r8["max"] <= 1300}
+    over = c8.get("sage_over_driver_ms") if c8.get("kind") == "resnet50" else None
+    out["resnet50 8x: SAGE over driver"] = {"want": "<= 40 ms (medians)", "got": over,
+                                                 "ok": None if over is None else over <= 40}
     for k in ("resnet50", "bert", "gpt2"):
         ratio = wl.get(k, {}).get("cold_over_resumed")
         out[f"{k} cold/resumed"] = {"want": ">= 10", "got": ratio, "ok": None if ratio is None else ratio >= 10}
@@ -392,7 +409,10 @@ def table(doc):
         _part(lines, f"concurrent {n}", c, lambda c: [
             f"concurrent {n} x {c['kind']}: resume_ms {_med(c['resume_ms'])}, "
             f"resumed_ms {_med(c['resumed_ms'])}, {c['failures']} failures, "
-            f"{c['mismatches']} mismatches (resume by {c.get('resume_by')})"])
+            f"{c['mismatches']} mismatches (resume by {c.get('resume_by')})",
+            f"concurrent {n} x {c['kind']}, the driver alone (native): restore_ms "
+            f"{_med(c.get('driver_restore_ms'))}, checkpoint_ms {_med(c.get('driver_checkpoint_ms'))}; "
+            f"SAGE over the driver {c.get('sage_over_driver_ms', '-')} ms"])
     def faas(mode, e):
         lat = e["latency_ms"]
         return (f"faas {mode:<9}: {e['requests']} requests, p50 {lat and lat['p50']} ms, "
@@ -421,7 +441,8 @@ def _fake_raw():
           "invocations": 10, "mismatches": 0, "failures": 0, "resume_by": "gate"}
     return {"workloads": {"resnet50": wl, "bert": {"skipped": "budget"}},
             "concurrent": {8: {"kind": "resnet50", "instances": 8, "resume_ms": [1200] * 8,
-                               "resumed_ms": [1250] * 8, "failures": 0, "mismatches": 0}},
+                               "resumed_ms": [1250] * 8, "failures": 0, "mismatches": 0,
+                               "driver_restore_ms": [1180] * 8, "driver_checkpoint_ms": [900] * 8}},
             "faas": {"keepalive": {"latency_ms": [8, 9, 10], "gpu_series": [(0.0, 5000), (0.5, 5000)],
                                    "requests": 3},
                      "suspend": {"latency_ms": [300, 320, 9], "gpu_series": [(0.0, 1500), (0.5, 0)],
@@ -468,7 +489,7 @@ def selftest():
     # The budgets: --quick within 240 s, the full run within 570 s (set-up included).
     for p, budget, setup in ((q, 240, 45), (full, 570, 60)):
         total = setup + sum(estimate_workload(k, 3, k in p["idle_kinds"]) for k in p["kinds"])
-        total += sum(estimate_concurrent(p["heavy"], n) for n in p["concurrency"])
+        total += sum(estimate_concurrent(p["heavy"], n, baseline=p["driver_baseline"]) for n in p["concurrency"])
         total += estimate_faas(p["faas"]) + estimate_oversub(p["oversub"])
         assert total <= budget, (p["kinds"], total, budget)
     assert identical([{"checksum": "a"}, {"checksum": "b"}, {"error": "x"}], "a") == (1, 1)
@@ -478,6 +499,8 @@ def selftest():
     assert w["resumed_ms"]["median"] == 330 and w["cold_over_resumed"] == round(4000 / 330, 2)
     assert doc["workloads"]["bert"] == {"skipped": "budget"}
     assert doc["concurrent_resume_ms"]["8"]["resume_ms"]["max"] == 1200
+    assert doc["concurrent_resume_ms"]["8"]["sage_over_driver_ms"] == 20.0
+    assert doc["summary"]["targets"]["resnet50 8x: SAGE over driver"]["ok"] is True
     assert doc["faas"]["suspend"]["latency_ms"]["p99"] == 320 and doc["faas"]["suspend"]["gpu_mib"]["min"] == 0
     assert doc["oversubscription"]["resume_ms"]["n"] == 2 and "records" not in doc["oversubscription"]
     t = doc["summary"]["targets"]
@@ -486,6 +509,12 @@ def selftest():
     assert t["oversubscription"]["ok"] is True and doc["summary"]["mismatches"] == 0
     text = table(doc)
     assert "resnet50" in text and "12.12" in text and "concurrent 8 x resnet50" in text, text
+    assert "the driver alone (native): restore_ms 1180.0" in text and "over the driver 20.0 ms" in text, text
+    quick = _fake_raw()
+    quick["concurrent"][8].pop("driver_restore_ms")
+    doc = document(quick, doc["machine"], {})
+    assert "driver_restore_ms" not in doc["concurrent_resume_ms"]["8"] and bench_result.check(doc) == []
+    assert doc["summary"]["targets"]["resnet50 8x: SAGE over driver"]["ok"] is None
     assert "faas suspend" in text and "oversubscription: 8 resnet50" in text and "SKIPPED: bert" in text
     bad = _fake_raw()
     bad["workloads"]["resnet50"].update(mismatches=2, idle_gpu_mib=[0, 12])
@@ -531,6 +560,8 @@ def check_dry_run(doc, runs, kinds=("cfunc", "sgemm")):
     for n, c in doc.get("concurrent_resume_ms", {}).items():
         if (c.get("resumed_ms") or {}).get("n") != int(n) or (c.get("resume_ms") or {}).get("n") != int(n):
             bad.append(f"concurrent {n}: {c}")
+        if (c.get("driver_restore_ms") or {}).get("n") != int(n):
+            bad.append(f"concurrent {n}: the driver's restore alone: {c.get('driver_restore_ms')}")
     if not doc.get("concurrent_resume_ms"):
         bad.append("concurrent: not run")
     s = doc.get("summary", {})

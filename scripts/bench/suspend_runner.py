@@ -4,6 +4,7 @@ suspend_report.py has the pure logic and the document).
     suspend_runner.py --out DIR --build DIR --logs DIR --data DIR
                       [--quick] [--only LIST] [--runs N] [--budget SEC]
                       [--module FILE] [--fake] [--resume-by auto|gate|operator]
+                      [--restore-tool FILE]
 
 Instances are long-lived function processes (suspend_fn.py serve/http: the
 suite's handler unmodified) under LD_PRELOAD=libsage.so with SAGE_SUSPEND=1
@@ -427,6 +428,7 @@ def main(argv):
     ap.add_argument("--logs", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--module")
+    ap.add_argument("--restore-tool", help="suspend_restore (the driver's restore alone, part concurrent)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--fake", action="store_true")
     ap.add_argument("--only")

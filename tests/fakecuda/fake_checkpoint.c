@@ -50,7 +50,8 @@ enum {
         OP_UNLOCK,
         OP_TID,
         OP_MEM,
-        OP_WAIT_BLOCKED
+        OP_WAIT_BLOCKED,
+        OP_CHECKPOINT_BYTES
 };
 
 typedef struct CkptRequest {
@@ -217,6 +218,8 @@ typedef struct Saved {
 
 static Saved *saved;
 static size_t saved_mem_used[FAKE_MAX_DEVICES];
+/* What the last checkpoint took into host memory: the device bytes in use then (contexts' local memory included). */
+static uint64_t checkpoint_bytes;
 
 static void placeholder(void *base, size_t size) {
         mmap(base, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
@@ -280,6 +283,10 @@ static CUresult checkpoint_locked(void) {
                 if (ph->counted)
                         fallocate(ph->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)ph->size);
         memcpy(saved_mem_used, fake.mem_used, sizeof saved_mem_used);
+        uint64_t copied = 0;
+        for (int i = 0; i < FAKE_MAX_DEVICES; i++)
+                copied += saved_mem_used[i];
+        __atomic_store_n(&checkpoint_bytes, copied, __ATOMIC_SEQ_CST);
         memset(fake.mem_used, 0, sizeof fake.mem_used);
         return CUDA_SUCCESS;
 nomem:
@@ -325,6 +332,15 @@ static CUresult restore_locked(void) {
                 memcpy(a->base, s->bytes, s->size);
         }
         memcpy(fake.mem_used, saved_mem_used, sizeof saved_mem_used);
+        /* Others took the memory this process gave back (tests): the restore fits, what grows later may not. */
+        if (fake.restore_squeeze) {
+                size_t most = 0;
+                for (int i = 0; i < FAKE_MAX_DEVICES; i++)
+                        most = fake.mem_used[i] > most ? fake.mem_used[i] : most;
+                if (fake.mem_total > most + fake.restore_free)
+                        fake.mem_total = most + fake.restore_free;
+                fake.restore_squeeze = false;
+        }
         saved_free_all();
         return CUDA_SUCCESS;
 }
@@ -380,7 +396,7 @@ static void serve(int conn) {
         if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || (cred.uid != 0 && cred.uid != geteuid())) {
                 rep.result = CUDA_ERROR_OPERATING_SYSTEM; /* the H100's driver 580 answers so (driver_facts) */
         } else if (__atomic_load_n(&gate.state, __ATOMIC_SEQ_CST) == CU_PROCESS_STATE_FAILED && req.op != OP_STATE &&
-                   req.op != OP_TID && req.op != OP_MEM && req.op != OP_WAIT_BLOCKED) {
+                   req.op != OP_TID && req.op != OP_MEM && req.op != OP_WAIT_BLOCKED && req.op != OP_CHECKPOINT_BYTES) {
                 rep.result = CUDA_ERROR_ILLEGAL_STATE;
         } else {
                 switch (req.op) {
@@ -391,6 +407,7 @@ static void serve(int conn) {
                 case OP_UNLOCK: rep.result = do_unlock(); break;
                 case OP_TID: rep.value = (uint64_t)control_tid; break;
                 case OP_MEM: rep.value = mem_used_total(); break;
+                case OP_CHECKPOINT_BYTES: rep.value = __atomic_load_n(&checkpoint_bytes, __ATOMIC_SEQ_CST); break;
                 case OP_WAIT_BLOCKED: rep.result = wait_blocked(req.count, req.timeout_ms); break;
                 default: rep.result = CUDA_ERROR_INVALID_VALUE; break;
                 }
@@ -541,6 +558,10 @@ FAKE_EXPORT CUresult cuCheckpointProcessUnlock(int pid, CUcheckpointUnlockArgs *
 
 FAKE_EXPORT int fakecudaProcessMemUsed(int pid, size_t *bytes) {
         return (int)query(pid, OP_MEM, bytes, sizeof *bytes);
+}
+
+FAKE_EXPORT int fakecudaProcessCheckpointBytes(int pid, size_t *bytes) {
+        return (int)query(pid, OP_CHECKPOINT_BYTES, bytes, sizeof *bytes);
 }
 
 FAKE_EXPORT int fakecudaProcessWaitBlocked(int pid, unsigned count, unsigned timeout_ms) {

@@ -66,6 +66,8 @@ static CUcontext context_new_locked(int device, unsigned flags, bool primary) {
         ctx->limits[CU_LIMIT_MALLOC_HEAP_SIZE] = 8 << 20;
         ctx->limits[CU_LIMIT_DEV_RUNTIME_SYNC_DEPTH] = 2;
         ctx->limits[CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT] = 2048;
+        /* Its local memory counts on the device (fake_internal.h), as NVML shows a context's footprint. */
+        fake.mem_used[device] += fake.local_threads * ctx->limits[CU_LIMIT_STACK_SIZE];
         ctx->next = fake.contexts;
         fake.contexts = ctx;
         return ctx;
@@ -73,6 +75,7 @@ static CUcontext context_new_locked(int device, unsigned flags, bool primary) {
 
 static void context_destroy_locked(CUcontext ctx) {
         fake_free_context_objects_locked(ctx);
+        fake.mem_used[ctx->device] -= fake.local_threads * ctx->limits[CU_LIMIT_STACK_SIZE];
         for (CUcontext *p = &fake.contexts; *p; p = &(*p)->next) {
                 if (*p == ctx) {
                         *p = ctx->next;
@@ -281,11 +284,15 @@ FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice *device) {
  * Limits of the current context, as the driver keeps them: per context,
  * the driver's defaults in a new one. The L2, shared-memory and CIG limits
  * are not simulated (CUDA_ERROR_UNSUPPORTED_LIMIT, as on a device without
- * them). A stack size is kept as set; the real driver may round it.
+ * them). A stack size is kept as set; the real driver may round it. Its
+ * local memory is taken or given back at once (fake_internal.h): a growth
+ * the device has no room for is CUDA_ERROR_OUT_OF_MEMORY, the old limit kept.
  */
-static CUresult limit_slot(CUlimit limit, size_t **slot) {
+static CUresult limit_slot(CUlimit limit, size_t **slot, CUcontext *out) {
         CUcontext ctx;
         FAKE_TRY(fake_require_context_args(&ctx, (unsigned)limit >= CU_LIMIT_MAX));
+        if (out)
+                *out = ctx;
         if ((unsigned)limit > CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT)
                 return CUDA_ERROR_UNSUPPORTED_LIMIT;
         *slot = &ctx->limits[limit];
@@ -295,8 +302,17 @@ static CUresult limit_slot(CUlimit limit, size_t **slot) {
 FAKE_EXPORT CUresult cuCtxSetLimit(CUlimit limit, size_t value) {
         FAKE_GATE();
         size_t *slot;
-        FAKE_TRY(limit_slot(limit, &slot));
+        CUcontext ctx;
+        FAKE_TRY(limit_slot(limit, &slot, &ctx));
         fake_lock();
+        if (limit == CU_LIMIT_STACK_SIZE) {
+                size_t now = fake.local_threads * *slot, want = fake.local_threads * value;
+                if (want > now && fake.mem_used[ctx->device] + (want - now) > fake.mem_total) {
+                        fake_unlock();
+                        return CUDA_ERROR_OUT_OF_MEMORY;
+                }
+                fake.mem_used[ctx->device] = fake.mem_used[ctx->device] - now + want;
+        }
         *slot = value;
         fake_unlock();
         return CUDA_SUCCESS;
@@ -305,7 +321,7 @@ FAKE_EXPORT CUresult cuCtxSetLimit(CUlimit limit, size_t value) {
 FAKE_EXPORT CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit) {
         FAKE_GATE();
         size_t *slot;
-        FAKE_TRY(limit_slot(limit, &slot));
+        FAKE_TRY(limit_slot(limit, &slot, NULL));
         if (!pvalue)
                 return CUDA_ERROR_INVALID_VALUE;
         fake_lock();

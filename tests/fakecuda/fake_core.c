@@ -193,6 +193,9 @@ static void read_environment(void) {
         fake.ctx_ms = env_uint("SAGE_FAKE_CTX_MS", 0);
         fake.map_ms = env_uint("SAGE_FAKE_MAP_MS", 0);
         fake.mem_total = env_size("SAGE_FAKE_MEM", (size_t)4 << 30);
+        fake.local_threads = env_size("SAGE_FAKE_LOCAL_THREADS", 0);
+        fake.restore_squeeze = getenv("SAGE_FAKE_RESTORE_FREE") != NULL;
+        fake.restore_free = env_size("SAGE_FAKE_RESTORE_FREE", 0);
         unsigned gpus = env_uint("SAGE_FAKE_DEVICES", 1);
         if (gpus > FAKE_MAX_DEVICES)
                 gpus = FAKE_MAX_DEVICES;

@@ -188,6 +188,14 @@ CUresult fake_device_check(CUdevice dev);
 /* The stable UUID of simulated GPU `gpu` (fake_core.c). */
 void fake_gpu_uuid(int gpu, unsigned char out[16]);
 
+/*
+ * A context's local memory: the driver reserves the stack limit for every
+ * thread the device can hold (on the H100, 2048 threads x 132 SMs: 1024 B
+ * cost 264 MiB, 16 B cost 4 MiB; measured 260 MiB freed going 1024 -> 16).
+ * The fake charges limit x SAGE_FAKE_LOCAL_THREADS (fake.local_threads; 0 by
+ * default, so tests that count allocations exactly see only those; 270336
+ * is the H100's figure, the suspend tests use a stand-in of 132 x 8).
+ */
 /* ------------------------------------------------------------ state */
 typedef struct FakeState {
         pthread_mutex_t lock;
@@ -200,6 +208,9 @@ typedef struct FakeState {
         unsigned init_ms, ctx_ms;
         unsigned map_ms; /* SAGE_FAKE_MAP_MS: each cuMemMap sleeps this long (a driver under contention) */
         size_t mem_total;
+        size_t restore_free; /* SAGE_FAKE_RESTORE_FREE: what others left free while checkpointed (fake_checkpoint.c) */
+        bool restore_squeeze;
+        size_t local_threads;           /* SAGE_FAKE_LOCAL_THREADS: threads whose stack a context reserves */
         int device_count;               /* visible devices */
         int physical[FAKE_MAX_DEVICES]; /* visible ordinal -> simulated GPU index */
 

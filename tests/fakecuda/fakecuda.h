@@ -50,6 +50,9 @@ typedef struct FakeModuleImage {
  * to 0 while the process is checkpointed (its own calls block then).
  * Same errors as cuCheckpointProcessGetState. */
 int fakecudaProcessMemUsed(int pid, size_t *bytes);
+/* Not a driver function: the device bytes the last checkpoint of `pid` copied
+ * into its host memory (0 before any). */
+int fakecudaProcessCheckpointBytes(int pid, size_t *bytes);
 /* Not a driver function: wait at most timeout_ms until `count` calls of the
  * process `pid` wait at its closed gate (LOCKED or CHECKPOINTED).
  * CUDA_SUCCESS, or CUDA_ERROR_NOT_READY (600) when the time ran out. */

@@ -14,7 +14,12 @@
  *   imported:  memory imported from another process: Checkpoint succeeds,
  *              Restore NOT_SUPPORTED, FAILED for good, blocked calls give up;
  *   uid:       a caller of another uid (65534) cannot act (needs root); a
- *              caller that connects and says nothing holds nobody for long.
+ *              caller that connects and says nothing holds nobody for long;
+ *   local:     a context's stack limit holds local memory (limit x
+ *              SAGE_FAKE_LOCAL_THREADS) on the device: counted, given back
+ *              and taken by cuCtxSetLimit (a growth without room is
+ *              OUT_OF_MEMORY), in the checkpoint's bytes; memory others took
+ *              while checkpointed (SAGE_FAKE_RESTORE_FREE) stops a growth.
  */
 #include <cuda.h>
 #include <errno.h>
@@ -372,8 +377,55 @@ static void test_other_uid(void) {
         CHECK(wait_exit(target) == 0);
 }
 
+/* ------------------------------------------------------------ local memory */
+#define LOCAL_THREADS 1000
+
+static int local_child(Link *l) {
+        size_t free_bytes = 0, total = 0, limit = 0;
+
+        setenv("SAGE_FAKE_LOCAL_THREADS", "1000", 1);
+        setenv("SAGE_FAKE_MEM", "64M", 1);
+        setenv("SAGE_FAKE_RESTORE_FREE", "0", 1);
+        setup_context();
+        OK(cuMemGetInfo(&free_bytes, &total));
+        CHECK(total - free_bytes == 1024 * LOCAL_THREADS); /* the driver's default limit */
+        OK(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 16));
+        OK(cuMemGetInfo(&free_bytes, &total));
+        CHECK(total - free_bytes == 16 * LOCAL_THREADS);
+        CHECK_CU(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, total), CUDA_ERROR_OUT_OF_MEMORY);
+        OK(cuCtxGetLimit(&limit, CU_LIMIT_STACK_SIZE));
+        CHECK(limit == 16);
+        put(l->up[1], 'R');
+        CHECK(get(l->down[0]) == 'G'); /* checkpointed and restored: nothing left free */
+        CHECK_CU(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 1024), CUDA_ERROR_OUT_OF_MEMORY);
+        OK(cuCtxGetLimit(&limit, CU_LIMIT_STACK_SIZE));
+        CHECK(limit == 16);
+        OK(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 8)); /* giving back always works */
+        return failures != 0;
+}
+
+static void test_local_memory(void) {
+        CUcheckpointLockArgs la = { .timeoutMs = BOUND_MS };
+        size_t copied = 0;
+        Link l;
+        pid_t pid = fork_linked(&l, local_child);
+
+        CHECK(get(l.up[0]) == 'R');
+        CHECK(mem_of(pid) == 16 * LOCAL_THREADS);
+        OK(cuCheckpointProcessLock(pid, &la));
+        OK(cuCheckpointProcessCheckpoint(pid, NULL));
+        OK(fakecudaProcessCheckpointBytes(pid, &copied));
+        CHECK(copied == 16 * LOCAL_THREADS && mem_of(pid) == 0);
+        OK(cuCheckpointProcessRestore(pid, NULL));
+        OK(cuCheckpointProcessUnlock(pid, NULL));
+        CHECK(mem_of(pid) == 16 * LOCAL_THREADS);
+        put(l.down[1], 'G');
+        CHECK(wait_exit(pid) == 0);
+}
+
 int main(void) {
         test_unknown();
+        test_local_memory();
         test_roundtrip();
         test_lock_timeout();
         test_imported();

@@ -29,6 +29,8 @@ _Noreturn void itest_check_failed(const char *file, int line, const char *cond);
 /* The driver entry points the tests call themselves: field, symbol, parameters. */
 #define ITEST_CU_FUNCTIONS(X)                                                                                    \
         X(cuCtxSynchronize, "cuCtxSynchronize", (void))                                                          \
+        X(cuCtxGetLimit, "cuCtxGetLimit", (size_t *, CUlimit))                                                   \
+        X(cuCtxSetLimit, "cuCtxSetLimit", (CUlimit, size_t))                                                     \
         X(cuMemAlloc, "cuMemAlloc_v2", (CUdeviceptr *, size_t))                                                  \
         X(cuMemAllocManaged, "cuMemAllocManaged", (CUdeviceptr *, size_t, unsigned))                             \
         X(cuMemCreate, "cuMemCreate",                                                                            \

@@ -29,6 +29,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -278,6 +279,20 @@ static int run_app(void) {
                         app_vmm_call(cmd, want_shared, got);
                 } else if (cmd == 'x' || cmd == 'g' || cmd == 'p' || cmd == 'c') {
                         app_export_call(cmd, shared, want_shared);
+                } else if (cmd == 'k') {
+                        size_t limit = 0;
+                        r = cu.cuCtxGetLimit(&limit, CU_LIMIT_STACK_SIZE);
+                        printf("k %d %zu\n", (int)r, limit);
+                } else if (cmd == 'C') {
+                        /* A context of its own (flags the primary context lacks: not redirected), left behind. */
+                        CUresult (*create)(CUcontext *, unsigned, CUdevice), (*pop)(CUcontext *);
+                        CUcontext own, popped;
+                        CHECK((*(void **)&create = dlsym(lib, "cuCtxCreate_v2")) &&
+                              (*(void **)&pop = dlsym(lib, "cuCtxPopCurrent_v2")));
+                        r = create(&own, CU_CTX_SCHED_BLOCKING_SYNC, 0);
+                        printf("C %d %d\n", (int)r, r == CUDA_SUCCESS && pop(&popped) == CUDA_SUCCESS && popped == own);
+                } else if (cmd == 'K') {
+                        printf("K %d\n", (int)cu.cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 4096));
                 } else if (cmd == 'h') {
                         r = cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
                         if (r == CUDA_SUCCESS)
@@ -490,15 +505,20 @@ static SageStats stats(void) {
         return itest_stats(socket_path, TIMEOUT_MS);
 }
 
-static size_t mem_used(pid_t pid) {
-        static int (*fn)(int, size_t *);
+/* One of the simulated driver's byte counts of process `pid` (fakecuda.h: fakecudaProcess*). */
+static size_t fake_bytes(const char *symbol, pid_t pid) {
+        int (*fn)(int, size_t *);
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
         size_t bytes = 0;
-        if (!fn) {
-                void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-                CHECK(lib && (*(void **)&fn = dlsym(lib, "fakecudaProcessMemUsed")));
-        }
+
+        CHECK(lib && (*(void **)&fn = dlsym(lib, symbol)));
         CHECK(fn(pid, &bytes) == CUDA_SUCCESS);
+        dlclose(lib);
         return bytes;
+}
+
+static size_t mem_used(pid_t pid) {
+        return fake_bytes("fakecudaProcessMemUsed", pid);
 }
 
 /* The app with the broker's extent mapped (a hit) and its private memory. */
@@ -658,6 +678,136 @@ static int scenario_unmapped_app_vmm(void) {
         app_line(&a, line, sizeof(line));
         CHECK(strcmp(line, "V 0 1") == 0);
         app_end(&a);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+/* ---- the stack shrink (intercept/suspend_shrink.c) */
+static size_t checkpoint_bytes(pid_t pid) {
+        return fake_bytes("fakecudaProcessCheckpointBytes", pid);
+}
+
+/* The instance's host_bytes in `sagectl instances --json`: its footprint while suspended. */
+static long long host_bytes_of(pid_t pid) {
+        static char out[16384];
+        char key[32];
+        const char *line, *s;
+        long long v = -1;
+
+        snprintf(key, sizeof(key), "\"pid\": %d,", (int)pid);
+        CHECK(sagectl(out, sizeof(out), "instances --json") == 0);
+        if ((line = strstr(out, key)) && (s = strstr(line, "\"host_bytes\": ")))
+                sscanf(s + 14, "%lld", &v);
+        return v;
+}
+
+/* The app's stack limit, as its cuCtxGetLimit says. */
+static size_t app_stack_limit(App *a) {
+        char line[64];
+        size_t limit = 0;
+        int r = -1;
+
+        app_say(a, 'k');
+        app_line(a, line, sizeof(line));
+        CHECK(sscanf(line, "k %d %zu", &r, &limit) == 2 && r == CUDA_SUCCESS);
+        return limit;
+}
+
+/* The fake's local memory of a context: stack limit x SAGE_FAKE_LOCAL_THREADS (main sets it). */
+#define LOCAL_THREADS "1056" /* 132 SMs x 8: a stand-in 256 times smaller than the H100's 132 x 2048 */
+#define LOCAL_BYTES(stack) ((size_t)(stack)*1056)
+
+/* Suspended and resumed with a stack limit of `stack`: what the checkpoint held, shrunk or not. */
+static void shrink_round(App *a, size_t stack, bool shrink) {
+        size_t before = mem_used(a->pid), held;
+        char out[4096];
+        int same = 0;
+
+        CHECK(app_stack_limit(a) == stack);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a->pid) == 0 && mem_used(a->pid) == 0);
+        held = checkpoint_bytes(a->pid);
+        CHECK(held == (shrink ? before - LOCAL_BYTES(stack) + LOCAL_BYTES(16) : before));
+        /* The footprint a restore must make room for (NVML's, taken before SUSPEND_PREPARE) counts the stack
+         * that comes back: more than the checkpoint held. */
+        CHECK(!saged_option || host_bytes_of(a->pid) == (long long)before);
+        CHECK(app_read(a, &same) == CUDA_SUCCESS && same == 1);
+        /* Back before the call proceeded: the limit the app set, its footprint too. */
+        CHECK(app_stack_limit(a) == stack && mem_used(a->pid) == before);
+}
+
+/*
+ * Before the checkpoint every context's stack limit goes to the smallest
+ * (its local memory is scratch while no kernel runs), so the checkpoint
+ * holds less; the resume gives back exactly what was read, the driver's
+ * default, the app's own value, a lean context's. Off with
+ * SAGE_SUSPEND_SHRINK=0. Before, the checkpoint copied the whole stack.
+ */
+static int scenario_stack_shrink(void) {
+        char line[64], out[4096], nvml[PATH_MAX + 32];
+        size_t before;
+        int same = 0;
+        App a, lean, off;
+
+        snprintf(nvml, sizeof(nvml), "--nvml-library=%s", getenv("SAGE_TEST_FAKE_NVML"));
+        saged_option = nvml; /* GPU bytes per instance */
+        start_saged();
+        a = shared_app(NULL);
+        shrink_round(&a, 1024, true);
+        app_say(&a, 'K'); /* the app's own 4096 */
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "K 0") == 0);
+        shrink_round(&a, 4096, true);
+        /* A context the app created is shrunk too, and grows back. */
+        app_say(&a, 'C');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "C 0 1") == 0);
+        before = mem_used(a.pid);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
+        CHECK(checkpoint_bytes(a.pid) == before - LOCAL_BYTES(4096) - LOCAL_BYTES(1024) + 2 * LOCAL_BYTES(16));
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1 && mem_used(a.pid) == before);
+        app_end(&a);
+        setenv("SAGE_CTX_STACK_LIMIT", "64", 1); /* on the context the warm-up retains */
+        lean = spawn_app(false, "SAGE_WARMUP=on");
+        unsetenv("SAGE_CTX_STACK_LIMIT");
+        shrink_round(&lean, 64, true);
+        app_end(&lean);
+        off = spawn_app(false, "SAGE_SUSPEND_SHRINK=0");
+        shrink_round(&off, 1024, false);
+        app_end(&off);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+/*
+ * Others took the memory meanwhile: the limit cannot grow back. The resume
+ * is still correct (the memory intact, the call served) with the small
+ * limit, and says so (SUSPEND_STACK_NOT_RESTORED in the trace's stats).
+ */
+static int scenario_stack_not_restored(void) {
+        static char buf[4 << 20];
+        char env[160];
+        int same = 0, fd;
+        size_t got = 0;
+        ssize_t n;
+        App a;
+
+        start_saged(); /* makes dir */
+        snprintf(env, sizeof(env), "SAGE_TRACE=%s/trace.json", dir);
+        setenv("SAGE_FAKE_RESTORE_FREE", "0", 1); /* the app's driver: nothing free after its restore */
+        a = spawn_app(false, env);
+        unsetenv("SAGE_FAKE_RESTORE_FREE");
+        CHECK(app_stack_limit(&a) == 1024);
+        suspend_resume(&a);
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(app_stack_limit(&a) == 16);
+        app_end(&a);
+        snprintf(env, sizeof(env), "%s/trace.json", dir);
+        CHECK((fd = open(env, O_RDONLY)) >= 0);
+        while (got + 1 < sizeof(buf) && (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
+                got += (size_t)n;
+        close(fd);
+        buf[got] = 0;
+        CHECK(strstr(buf, "\"SUSPEND_STACK_NOT_RESTORED\":1"));
         stop_saged(SIGTERM);
         return 0;
 }
@@ -1399,6 +1549,7 @@ int main(int argc, char **argv) {
         saged_path = argv[2];
         sagectl_path = argv[3];
         signal(SIGPIPE, SIG_IGN);
+        setenv("SAGE_FAKE_LOCAL_THREADS", LOCAL_THREADS, 0); /* every app's contexts hold local memory */
         if (strcmp(argv[1], "app") != 0 && strcmp(argv[1], "bench") != 0) {
                 setvbuf(stdout, NULL, _IONBF, 0);
                 atexit(cleanup);
