@@ -18,8 +18,19 @@ SageHash sage_hash(const void *data, size_t size);
  * of those chunk hashes in order. Chunks let both sides hash in parallel or
  * incrementally; the two must agree bit for bit, hence one definition.
  */
-#define SAGE_CONTENT_KEY_CHUNK (4u << 20)
+#define SAGE_CONTENT_KEY_CHUNK (512u << 10)
 SageHash sage_content_key_combine(const SageHash *chunks, size_t n_chunks);
+static inline size_t sage_content_key_nchunks(size_t size) {
+        return (size + SAGE_CONTENT_KEY_CHUNK - 1) / SAGE_CONTENT_KEY_CHUNK;
+}
+/* The hashes of the chunks of `size` bytes into chunks[sage_content_key_nchunks(size)], in this thread. */
+void sage_content_key_chunks(const void *data, size_t size, SageHash *chunks);
+/*
+ * Device bytes are read back for a key in blocks of this many bytes (a
+ * whole number of chunks): fewer, larger copies than one per chunk.
+ */
+#define SAGE_CONTENT_KEY_BLOCK (4u << 20)
+_Static_assert(SAGE_CONTENT_KEY_BLOCK % SAGE_CONTENT_KEY_CHUNK == 0, "a block holds whole chunks");
 /* The whole key of `size` bytes, in one thread (tests, small extents). */
 SageHash sage_content_key(const void *data, size_t size);
 

@@ -338,7 +338,7 @@ int gpu_adopt(Gpu *g, uint32_t device, int fd, uint64_t size, SageHash want, Gpu
                 return e;
         x = calloc(1, sizeof(*x));
         if (x)
-                x->chunks = calloc((size + SAGE_CONTENT_KEY_CHUNK - 1) / SAGE_CONTENT_KEY_CHUNK, sizeof(SageHash));
+                x->chunks = calloc(sage_content_key_nchunks(size), sizeof(SageHash));
         if (!x || !x->chunks) {
                 g->cu.cuMemRelease(published);
                 if (x)
@@ -388,10 +388,10 @@ int gpu_check_handle(Gpu *g, uint32_t device, int fd, uint64_t size) {
 
 static void *staging(Gpu *g) {
         if (!g->staging && g->cu.cuMemHostAlloc &&
-            g->cu.cuMemHostAlloc(&g->staging, SAGE_CONTENT_KEY_CHUNK, CU_MEMHOSTALLOC_PORTABLE) == CUDA_SUCCESS)
+            g->cu.cuMemHostAlloc(&g->staging, SAGE_CONTENT_KEY_BLOCK, CU_MEMHOSTALLOC_PORTABLE) == CUDA_SUCCESS)
                 g->staging_pinned = true;
         if (!g->staging) {
-                g->staging = malloc(SAGE_CONTENT_KEY_CHUNK);
+                g->staging = malloc(SAGE_CONTENT_KEY_BLOCK);
                 g->staging_pinned = false;
         }
         return g->staging;
@@ -417,21 +417,21 @@ int gpu_verify_step(Gpu *g, GpuExtent *x, uint64_t *budget) {
         }
         while (x->hashed<x->size && * budget> 0) {
                 uint64_t n =
-                        x->size - x->hashed < SAGE_CONTENT_KEY_CHUNK ? x->size - x->hashed : SAGE_CONTENT_KEY_CHUNK;
+                        x->size - x->hashed < SAGE_CONTENT_KEY_BLOCK ? x->size - x->hashed : SAGE_CONTENT_KEY_BLOCK;
                 CUresult r = g->cu.cuMemcpyDtoH(buf, x->va + x->hashed, n);
                 if (r != CUDA_SUCCESS) {
                         sage_warn("verification: reading an extent back failed: %s (%d)", gpu_error_name(g, r), (int)r);
                         verify_done(g, x);
                         return GPU_VERIFY_MISMATCH;
                 }
-                x->chunks[x->hashed / SAGE_CONTENT_KEY_CHUNK] = sage_hash(buf, n);
+                /* x->hashed is a whole number of blocks, so of chunks */
+                sage_content_key_chunks(buf, n, &x->chunks[x->hashed / SAGE_CONTENT_KEY_CHUNK]);
                 x->hashed += n;
                 *budget = *budget > n ? *budget - n : 0;
         }
         if (x->hashed < x->size)
                 return GPU_VERIFY_PENDING;
-        SageHash got = sage_content_key_combine(x->chunks, x->size / SAGE_CONTENT_KEY_CHUNK +
-                                                                   (x->size % SAGE_CONTENT_KEY_CHUNK != 0));
+        SageHash got = sage_content_key_combine(x->chunks, sage_content_key_nchunks(x->size));
         verify_done(g, x);
         return sage_hash_equal(got, x->want) ? GPU_VERIFY_MATCH : GPU_VERIFY_MISMATCH;
 }

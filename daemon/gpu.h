@@ -23,7 +23,7 @@ typedef struct GpuExtent {
         /* Verification against the content key (gpu_verify_step), while pending: */
         unsigned long long va; /* the broker's read-only mapping; 0 once verified */
         SageHash want;
-        SageHash *chunks; /* per SAGE_CONTENT_KEY_CHUNK, filled in order */
+        SageHash *chunks; /* per SAGE_CONTENT_KEY_CHUNK, filled in order, a block at a time */
         uint64_t hashed;  /* bytes hashed so far */
 } GpuExtent;
 
@@ -74,7 +74,7 @@ int gpu_adopt(Gpu *gpu, uint32_t device, int fd, uint64_t size, SageHash want, G
 int gpu_check_handle(Gpu *gpu, uint32_t device, int fd, uint64_t size);
 /*
  * Hash up to *budget bytes more of a pending extent (read back through a
- * pinned staging buffer), whole chunks at a time, and take them off *budget.
+ * pinned staging buffer), whole blocks (SAGE_CONTENT_KEY_BLOCK) at a time, and take them off *budget.
  * Returns GPU_VERIFY_PENDING (more to do), _MATCH or _MISMATCH; the last two
  * free the verification state (a verified extent is unmapped in the broker).
  */

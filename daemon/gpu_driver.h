@@ -82,7 +82,7 @@ struct Gpu {
         CUuuid uuid[GPU_MAX_DEVICES];
         bool has_uuid[GPU_MAX_DEVICES];
         uint64_t granularity;
-        void *staging; /* SAGE_CONTENT_KEY_CHUNK bytes for read-back: pinned (portable) if the driver gives it */
+        void *staging; /* SAGE_CONTENT_KEY_BLOCK bytes for read-back: pinned (portable) if the driver gives it */
         bool staging_pinned;
 };
 

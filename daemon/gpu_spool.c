@@ -36,7 +36,7 @@ static ssize_t write_io(int fd, void *p, size_t n) {
 }
 
 int gpu_extent_save(Gpu *g, const GpuExtent *x, int fd) {
-        uint8_t *buf = malloc(SAGE_CONTENT_KEY_CHUNK);
+        uint8_t *buf = malloc(SAGE_CONTENT_KEY_BLOCK);
         CUdeviceptr va = 0;
         CUresult r = CUDA_ERROR_OUT_OF_MEMORY;
         int e = -EIO;
@@ -44,7 +44,7 @@ int gpu_extent_save(Gpu *g, const GpuExtent *x, int fd) {
         if (buf && g->cu.cuCtxSetCurrent(g->context[x->device]) == CUDA_SUCCESS)
                 r = sage_vmm_map_new(&g->vmm, x->size, (int)x->device, x->handle, CU_MEM_ACCESS_FLAGS_PROT_READ, &va);
         for (uint64_t done = 0; r == CUDA_SUCCESS && done < x->size;) {
-                size_t n = x->size - done < SAGE_CONTENT_KEY_CHUNK ? x->size - done : SAGE_CONTENT_KEY_CHUNK;
+                size_t n = x->size - done < SAGE_CONTENT_KEY_BLOCK ? x->size - done : SAGE_CONTENT_KEY_BLOCK;
                 r = g->cu.cuMemcpyDtoH(buf, va + done, n);
                 if (r == CUDA_SUCCESS && !transfer_all(write_io, fd, buf, n)) {
                         e = errno ? -errno : -EIO;
@@ -65,9 +65,9 @@ int gpu_extent_save(Gpu *g, const GpuExtent *x, int fd) {
 
 int gpu_extent_load(Gpu *g, uint32_t device, int fd, uint64_t size, SageHash want, GpuExtent **out) {
         CUmemAllocationProp prop = sage_vmm_prop((int)device);
-        size_t n_chunks = (size + SAGE_CONTENT_KEY_CHUNK - 1) / SAGE_CONTENT_KEY_CHUNK, i = 0;
+        size_t n_chunks = sage_content_key_nchunks(size);
         SageHash *chunks = calloc(n_chunks ? n_chunks : 1, sizeof(*chunks));
-        uint8_t *buf = malloc(SAGE_CONTENT_KEY_CHUNK);
+        uint8_t *buf = malloc(SAGE_CONTENT_KEY_BLOCK);
         GpuExtent *x = calloc(1, sizeof(*x));
         CUdeviceptr va = 0;
         CUresult r;
@@ -87,14 +87,14 @@ int gpu_extent_load(Gpu *g, uint32_t device, int fd, uint64_t size, SageHash wan
                 r = g->cu.cuMemCreate(&x->handle, size, &prop, 0);
         if (r == CUDA_SUCCESS)
                 r = sage_vmm_map_new(&g->vmm, size, (int)device, x->handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE, &va);
-        for (uint64_t done = 0; r == CUDA_SUCCESS && done < size; done += SAGE_CONTENT_KEY_CHUNK, i++) {
-                size_t n = size - done < SAGE_CONTENT_KEY_CHUNK ? size - done : SAGE_CONTENT_KEY_CHUNK;
+        for (uint64_t done = 0; r == CUDA_SUCCESS && done < size; done += SAGE_CONTENT_KEY_BLOCK) {
+                size_t n = size - done < SAGE_CONTENT_KEY_BLOCK ? size - done : SAGE_CONTENT_KEY_BLOCK;
                 if (!transfer_all(read, fd, buf, n)) {
                         e = SAGE_ERR_INTERNAL;
                         r = CUDA_ERROR_UNKNOWN;
                         break;
                 }
-                chunks[i] = sage_hash(buf, n);
+                sage_content_key_chunks(buf, n, &chunks[done / SAGE_CONTENT_KEY_CHUNK]);
                 r = g->cu.cuMemcpyHtoD(va + done, buf, n);
         }
         if (r == CUDA_SUCCESS && !sage_hash_equal(sage_content_key_combine(chunks, n_chunks), want)) {

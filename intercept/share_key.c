@@ -1,49 +1,38 @@
 /*
  * The content keys of sharing: what an upload's bytes are known by when
  * nothing better is (file identity: share_file_key.c). XXH3-128 of each
- * 4 MiB chunk, then of the chunk hashes. The chunks are hashed by several
- * threads, but never by more than half the CPUs nor by more than are idle:
- * 16 processes hashing at once with 16 threads each made every one of
- * them 20 times slower (issue 14).
+ * 512 KiB chunk, then of the chunk hashes (common/hash.h). The chunks are
+ * hashed by the calling thread and the threads of a persistent pool
+ * (common/hash_pool.c), but never by more than half the CPUs nor by more
+ * than are idle: 16 processes hashing at once with 16 threads each made
+ * every one of them 20 times slower (issue 14). A key of one chunk stays
+ * on the calling thread.
  * Device read-back (publishing, assembly) hashes the same chunks, so the
  * two compare, and the broker verifies the same key (common/hash.h).
  */
 #include "share_key.h"
 
-#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "hash_pool.h"
+
 #define CHUNK SAGE_CONTENT_KEY_CHUNK /* common/hash.h: the broker verifies the same key */
-#define MAX_HASH_THREADS 16
-
-typedef struct HashJob {
-        const unsigned char *data;
-        size_t size;
-        SageHash *chunks;
-        size_t nchunks;
-        unsigned thread, threads;
-} HashJob;
-
-static void *hash_worker(void *arg) {
-        HashJob *j = arg;
-
-        for (size_t i = j->thread; i < j->nchunks; i += j->threads) {
-                size_t off = i * (size_t)CHUNK;
-                size_t n = j->size - off < CHUNK ? j->size - off : CHUNK;
-                j->chunks[i] = sage_hash(j->data + off, n);
-        }
-        return NULL;
-}
+#define BLOCK SAGE_CONTENT_KEY_BLOCK
+/* The load is read again after this long: a hit keys dozens of tensors within a few ms. */
+#define LOAD_TTL_NS (5u * 1000 * 1000)
 
 unsigned sage_share_hash_threads(long cpus, long running) {
         long others = running > 1 ? running - 1 : 0, t = cpus / 2;
 
         if (cpus - others < t)
                 t = cpus - others;
-        return t < 1 ? 1 : t > MAX_HASH_THREADS ? MAX_HASH_THREADS : (unsigned)t;
+        return t < 1 ? 1 : t > SAGE_HASH_POOL_MAX ? SAGE_HASH_POOL_MAX : (unsigned)t;
 }
 
 /* The CPUs this process may run on (a container's cpuset, taskset), else those online. */
@@ -67,30 +56,35 @@ static long running_now(void) {
         return running;
 }
 
+/* sage_share_hash_threads of now, read at most once per LOAD_TTL_NS (racing readers both read: harmless). */
+static unsigned hash_threads_now(void) {
+        static _Atomic uint64_t read_at;
+        static _Atomic unsigned threads;
+        struct timespec ts;
+        uint64_t now;
+
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+        now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + 1; /* never 0: 0 is "not read" */
+        if (atomic_load_explicit(&threads, memory_order_relaxed) &&
+            now - atomic_load_explicit(&read_at, memory_order_relaxed) < LOAD_TTL_NS)
+                return atomic_load_explicit(&threads, memory_order_relaxed);
+        atomic_store_explicit(&threads, sage_share_hash_threads(cpu_count(), running_now()), memory_order_relaxed);
+        atomic_store_explicit(&read_at, now, memory_order_relaxed);
+        return atomic_load_explicit(&threads, memory_order_relaxed);
+}
+
+/* The chunk hashes of `size` bytes at `data` into `chunks`: on this thread if one chunk, else on the pool too. */
+static void hash_chunks(const void *data, size_t size, SageHash *chunks) {
+        sage_hash_pool_chunks(data, size, chunks, size > CHUNK ? hash_threads_now() : 1);
+}
+
 int sage_share_content_key(const void *data, size_t size, SageHash *out) {
-        size_t nchunks = (size + CHUNK - 1) / CHUNK;
-        unsigned threads = nchunks > 1 ? sage_share_hash_threads(cpu_count(), running_now()) : 1;
+        size_t nchunks = sage_content_key_nchunks(size);
         SageHash *chunks = calloc(nchunks ? nchunks : 1, sizeof(*chunks));
-        HashJob jobs[MAX_HASH_THREADS];
-        pthread_t tids[MAX_HASH_THREADS];
-        unsigned started = 0;
 
         if (!chunks)
                 return -1;
-        if (threads > nchunks)
-                threads = nchunks ? (unsigned)nchunks : 1;
-        for (unsigned t = 0; t < threads; t++) {
-                jobs[t] = (HashJob){ data, size, chunks, nchunks, t, threads };
-                if (t > 0 && pthread_create(&tids[t], NULL, hash_worker, &jobs[t]) == 0)
-                        started |= 1u << t;
-        }
-        hash_worker(&jobs[0]);
-        for (unsigned t = 1; t < threads; t++) {
-                if (started & (1u << t))
-                        pthread_join(tids[t], NULL);
-                else
-                        hash_worker(&jobs[t]);
-        }
+        hash_chunks(data, size, chunks);
         *out = sage_content_key_combine(chunks, nchunks);
         free(chunks);
         return 0;
@@ -98,18 +92,18 @@ int sage_share_content_key(const void *data, size_t size, SageHash *out) {
 
 int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n), void *ctx, size_t size, void *buf,
                           SageHash *out) {
-        size_t nchunks = (size + CHUNK - 1) / CHUNK;
+        size_t nchunks = sage_content_key_nchunks(size);
         SageHash *chunks = calloc(nchunks ? nchunks : 1, sizeof(*chunks));
 
         if (!chunks)
                 return -1;
-        for (size_t i = 0; i < nchunks; i++) {
-                size_t off = i * (size_t)CHUNK, n = size - off < CHUNK ? size - off : CHUNK;
+        for (size_t off = 0; off < size; off += BLOCK) {
+                size_t n = size - off < BLOCK ? size - off : BLOCK;
                 if (read(ctx, off, buf, n) < 0) {
                         free(chunks);
                         return -1;
                 }
-                chunks[i] = sage_hash(buf, n);
+                hash_chunks(buf, n, &chunks[off / CHUNK]);
         }
         *out = sage_content_key_combine(chunks, nchunks);
         free(chunks);
@@ -117,5 +111,5 @@ int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n
 }
 
 size_t sage_share_key_chunk(void) {
-        return CHUNK;
+        return BLOCK;
 }

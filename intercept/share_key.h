@@ -6,7 +6,12 @@
 
 #include "hash.h"
 
-/* Content key of host bytes: chunked XXH3-128, chunks hashed in parallel. -1 on no memory. */
+/*
+ * Content key of host bytes (common/hash.h): chunked XXH3-128, the chunks
+ * hashed by this thread and a persistent pool of up to
+ * sage_share_hash_threads() - 1 more. -1 on no memory. Callable on any host
+ * memory, pinned included (assembly's read-back buffer).
+ */
 int sage_share_content_key(const void *data, size_t size, SageHash *out);
 
 /*
@@ -16,9 +21,12 @@ int sage_share_content_key(const void *data, size_t size, SageHash *out);
  */
 unsigned sage_share_hash_threads(long cpus, long running);
 
-/* The same key of device bytes, read chunk by chunk into `buf` (one chunk large) by `read`. */
+/* The same key of device bytes, read block by block into `buf` (sage_share_key_chunk() bytes) by `read`. */
 int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n), void *ctx, size_t size, void *buf,
                           SageHash *out);
 
-/* The chunk size of both (the size `buf` must have). */
+/*
+ * The size `buf` must have: SAGE_CONTENT_KEY_BLOCK, a whole number of
+ * content-key chunks (one device copy hashes several chunks).
+ */
 size_t sage_share_key_chunk(void);

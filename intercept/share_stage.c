@@ -4,10 +4,10 @@
  * slower, docs/figures.md), and is hashed on the way.
  *
  * The upload is cut into rounds of one staging buffer each. Copying
- * threads take its 4 MiB chunks in order and copy each into the round's
- * pinned buffer, hashing what they wrote (sage_hash_copy); the calling
- * thread sends each chunk (with the next ones already in, as one copy) as
- * soon as it is in, by an async copy on the buffer's own stream, and
+ * threads take its 512 KiB key chunks in order and copy each into the
+ * round's pinned buffer, hashing what they wrote (sage_hash_copy); the
+ * calling thread sends chunks as soon as 4 MiB in a row are in (or the
+ * rest of the buffer), by one async copy on the buffer's own stream, and
  * before a buffer takes a later round it waits for that stream (the DMA
  * engine may still be reading it). So the host copy, the hash and the DMA
  * overlap, and the chunk hashes give the content key (common/hash.h) of
@@ -55,6 +55,9 @@
 #endif
 
 #define CHUNK SAGE_CONTENT_KEY_CHUNK
+/* A DMA of fewer bytes wastes the engine's time (per-copy overhead); a buffer's last ones go anyway. */
+#define SEND_MIN (4u << 20)
+_Static_assert(SEND_MIN % CHUNK == 0, "whole chunks");
 #define THREAD_STACK (1u << 20)
 
 /* One upload, while it runs: the pool's lock guards it. */
@@ -348,14 +351,16 @@ static bool may_open(const StageJob *j, size_t k, size_t sent) {
         return k < SHARE_STAGE_SLOTS || (k - SHARE_STAGE_SLOTS + 2) * j->round_chunks <= sent;
 }
 
-size_t share_stage_send_end(const bool *in, size_t sent, size_t round_chunks, size_t nchunks) {
+size_t share_stage_send_end(const bool *in, size_t sent, size_t round_chunks, size_t nchunks, size_t min_chunks) {
         size_t end = sent, round_end = (sent / round_chunks + 1) * round_chunks;
 
         if (round_end > nchunks)
                 round_end = nchunks;
         while (end < round_end && in[end])
                 end++;
-        return end == sent ? 0 : end;
+        if (end - sent < min_chunks && end < round_end)
+                return 0;
+        return end;
 }
 
 /* Wait for a stream with the pool's lock dropped (the copying threads go on). */
@@ -388,9 +393,10 @@ static int submit(StageJob *j, CUdeviceptr dst, uint64_t t0, ShareStageCost *c) 
                         c->rounds++;
                         pthread_cond_broadcast(&pool.work);
                 }
-                if (!(end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks))) {
+                if (!(end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK))) {
                         t = sage_now_ns();
-                        while (!(end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks)))
+                        while (!(
+                                end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK)))
                                 pthread_cond_wait(&pool.done, &pool.lock);
                         c->wait_host_ns += sage_now_ns() - t;
                 }

@@ -78,10 +78,11 @@ unsigned share_stage_threads_now(void);
 /*
  * What goes to the DMA next, once `sent` chunks went (in[]: which are
  * copied): chunk `sent` and those after it in the same buffer that are in,
- * as one copy, without waiting for the rest of the buffer. The end of that
- * run; 0: chunk `sent` is not in yet.
+ * as one copy, once they are at least `min_chunks` or reach the buffer's
+ * end, without waiting for the rest of the buffer. The end of that run;
+ * 0: not yet.
  */
-size_t share_stage_send_end(const bool *in, size_t sent, size_t round_chunks, size_t nchunks);
+size_t share_stage_send_end(const bool *in, size_t sent, size_t round_chunks, size_t nchunks, size_t min_chunks);
 
 /* Staging with `bytes` of pinned buffers in all (0: off). */
 void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes);

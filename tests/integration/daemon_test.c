@@ -2202,7 +2202,7 @@ static int scenario_stats_scope(void) {
 
 /* Extents larger than one loop turn's verification (64 MiB) are verified over several turns, then served or dropped. */
 static int scenario_verify_large(void) {
-        const size_t size = 134 * MiB; /* 3 turns; the last 4 MiB chunk is a short one */
+        const size_t size = 134 * MiB; /* 3 turns; the last 4 MiB read-back block is a short one */
         uint8_t *data = pattern(81, size);
         SageHash key = sage_content_key(data, size);
         SageStats s = { 0 };

@@ -178,16 +178,21 @@ static void test_threads_rule(void) {
         assert(share_stage_threads_now() >= 1 && share_stage_threads_now() <= SHARE_STAGE_MAX_THREADS);
 }
 
-/* A chunk goes to the DMA as soon as it is in, with the ones after it in its buffer that are in too. */
+/* Chunks go to the DMA as soon as enough of them in a row are in, without waiting for their whole buffer. */
 static void test_send_end(void) {
         bool in[10] = { true, false, true, true, true, true, false, false, true, true };
+        bool run[16] = { true, true, true, true, true, false, true };
 
-        assert(share_stage_send_end(in, 0, 4, 10) == 1); /* the rest of its buffer not in: sent alone */
-        assert(share_stage_send_end(in, 1, 4, 10) == 0); /* not in yet: wait */
-        assert(share_stage_send_end(in, 2, 4, 10) == 4); /* never past its buffer's end */
-        assert(share_stage_send_end(in, 4, 4, 10) == 6);
-        assert(share_stage_send_end(in, 8, 4, 10) == 10); /* the last, shorter buffer */
-        assert(share_stage_send_end(in, 9, 1, 10) == 10);
+        assert(share_stage_send_end(in, 0, 4, 10, 1) == 1); /* the rest of its buffer not in: sent alone */
+        assert(share_stage_send_end(in, 1, 4, 10, 1) == 0); /* not in yet: wait */
+        assert(share_stage_send_end(in, 2, 4, 10, 1) == 4); /* never past its buffer's end */
+        assert(share_stage_send_end(in, 4, 4, 10, 1) == 6);
+        assert(share_stage_send_end(in, 8, 4, 10, 1) == 10); /* the last, shorter buffer */
+        assert(share_stage_send_end(in, 9, 1, 10, 1) == 10);
+        assert(share_stage_send_end(run, 0, 16, 16, 4) == 5); /* 4 in a row: sent, the buffer not full */
+        assert(share_stage_send_end(run, 2, 16, 16, 4) == 0); /* 3 in a row: too small a copy, wait */
+        assert(share_stage_send_end(in, 2, 4, 10, 4) == 4);   /* the buffer's last chunks go anyway */
+        assert(share_stage_send_end(in, 8, 4, 10, 4) == 10);  /* and the upload's */
 }
 
 /*
