@@ -270,7 +270,7 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
  * we do not read). A request that cannot be sent fails with the rest.
  */
 int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessage *replies, int *reply_fds,
-                          int *results) {
+                          int *results, NotesSink *notes) {
         uint8_t *buf = malloc(SAGE_PROTO_MAX_MESSAGE);
         int failed = 0;
 
@@ -292,8 +292,8 @@ int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessag
                         if (failed)
                                 results[i] = failed;
                         else if (i < sent)
-                                results[i] = receive_reply(b, &reqs[i], &replies[i], NULL, &reply_fds[i], NULL, buf,
-                                                           deadline);
+                                results[i] = receive_reply(b, &reqs[i], &replies[i], NULL, &reply_fds[i],
+                                                           notes ? &notes[i] : NULL, buf, deadline);
                         else
                                 results[i] = send_r; /* the request that could not go, and those after it */
                         /* The stream is out of step after a timeout or a broken connection. */

@@ -62,17 +62,23 @@ int sage_broker_lookup(SageBroker *broker, SageHash hash, uint64_t size, uint32_
 /*
  * Many lookups at the price of about one round trip each SAGE_BROKER_PIPELINE
  * (32) of them (pipelined on the connection; a resume's re-map asks for every
- * parked extent at once). Each entry's result, extent_id and fd are as
- * sage_broker_lookup's for its hash, size and device. Returns the first
- * transport failure (negative: the entries from there on carry it), else 0.
+ * parked extent at once; assembly keys every run first, then asks). Each
+ * entry's result, extent_id and fd are as sage_broker_lookup's for its hash,
+ * size and device; an entry with `notes` (notes_cap bytes) gets a hit's notes
+ * there as sage_broker_lookup_noted's (-ENOBUFS when they do not fit: no
+ * hit, its reference given back). Returns the first transport failure
+ * (negative: the entries from there on carry it), else 0.
  */
 typedef struct SageBrokerLookup {
         SageHash hash;
         uint64_t size;
         uint32_t device;
+        void *notes; /* NULL: dropped */
+        uint32_t notes_cap;
         int result;
         uint64_t extent_id;
         int fd;
+        uint32_t notes_len;
 } SageBrokerLookup;
 int sage_broker_lookup_many(SageBroker *broker, SageBrokerLookup *lookups, size_t n);
 

@@ -36,9 +36,10 @@ int sage_broker_call_timeout(SageBroker *b, SageMessage *req, const int *fds, si
                              int timeout_ms);
 /* Requests on the wire at once in sage_broker_call_many. */
 #define SAGE_BROKER_PIPELINE 32
-/* n requests (no fds sent, no lists, no notes) pipelined under one lock: reply i, its fd (-1: none) and
- * result (as sage_broker_call's) for reqs[i]. Returns the first transport failure (negative), else 0. */
+/* n requests (no fds sent, no lists) pipelined under one lock: reply i, its fd (-1: none), its notes
+ * (into notes[i]; `notes` NULL: dropped) and result (as sage_broker_call's) for reqs[i]. Returns the
+ * first transport failure (negative), else 0. */
 int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessage *replies, int *reply_fds,
-                          int *results);
+                          int *results, NotesSink *notes);
 /* What sage_broker_last_error says next. */
 void sage_broker_set_error(SageBroker *b, const char *format, ...) __attribute__((format(printf, 2, 3)));

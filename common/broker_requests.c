@@ -74,29 +74,39 @@ int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32
 int sage_broker_lookup_many(SageBroker *b, SageBrokerLookup *l, size_t n) {
         size_t m = n ? n : 1;
         SageMessage *reqs = calloc(m, sizeof(*reqs)), *replies = calloc(m, sizeof(*replies));
+        NotesSink *sinks = calloc(m, sizeof(*sinks));
         int *fds = calloc(m, sizeof(*fds)), *results = calloc(m, sizeof(*results)), r = -ENOMEM;
-        bool ready = reqs && replies && fds && results;
+        bool ready = reqs && replies && sinks && fds && results;
 
         if (ready) {
                 for (size_t i = 0; i < n; i++) {
                         sage_proto_init(&reqs[i], SAGE_MSG_LOOKUP, 0);
                         reqs[i].lookup = (SageExtentKey){ .hash = l[i].hash, .size = l[i].size, .device = l[i].device };
+                        sinks[i] = (NotesSink){ .bytes = l[i].notes, .capacity = l[i].notes ? l[i].notes_cap : 0 };
                 }
-                r = sage_broker_call_many(b, reqs, n, replies, fds, results);
+                r = sage_broker_call_many(b, reqs, n, replies, fds, results, sinks);
         }
         for (size_t i = 0; i < n; i++) {
                 int ri = ready ? results[i] : -ENOMEM, fd = ready ? fds[i] : -1;
 
                 if (ri == 0)
                         ri = lookup_answer(&replies[i], l[i].size);
+                /* Notes that do not fit: no hit (as lookup's); the reference it took goes back below. */
+                if (ri == 0 && l[i].notes && sinks[i].length > sinks[i].capacity)
+                        ri = -ENOBUFS;
                 l[i].result = ri;
                 l[i].extent_id = ri == 0 ? replies[i].lookup_reply.extent_id : 0;
                 l[i].fd = ri == 0 ? fd : -1;
+                l[i].notes_len = ri == 0 && l[i].notes ? sinks[i].length : 0;
                 if (ri != 0 && fd >= 0)
                         close(fd);
         }
+        for (size_t i = 0; i < n; i++)
+                if (l[i].result == -ENOBUFS)
+                        sage_broker_release(b, replies[i].lookup_reply.extent_id);
         free(reqs);
         free(replies);
+        free(sinks);
         free(fds);
         free(results);
         return r;

@@ -83,6 +83,11 @@ typedef struct SageShareDriver {
         CUresult (*free_host)(void *);
         /* optional: */
         CUresult (*stream_is_capturing)(CUstream, CUstreamCaptureStatus *);
+        /* read-back on a stream of SAGE's own (share_readback.c; without them: copy_dtoh, no overlap): */
+        CUresult (*stream_create)(CUstream *, unsigned int);
+        CUresult (*stream_destroy)(CUstream);
+        CUresult (*stream_synchronize)(CUstream);
+        CUresult (*copy_dtoh_async)(void *, CUdeviceptr, size_t, CUstream);
         CUresult (*pointer_get_attribute)(void *, CUpointer_attribute, CUdeviceptr);
         /* the launch guard's (share_guard.c; the kernel_ ones optional): */
         CUresult (*func_get_param_info)(CUfunction, size_t, size_t *, size_t *);

@@ -7,7 +7,11 @@
  * or API write after the uploads, while the allocation still holds nothing
  * but uploaded bytes, each maximal run of such granules is read back and
  * keyed by its whole content (gaps included, so the key says exactly what a
- * mapping would show). The broker holding it: the run maps its extent and
+ * mapping would show). Every run of every allocation pending is keyed first
+ * (one synchronize per context, the read-back pipelined: share_readback.c),
+ * then all keys go to the broker in one pipelined exchange, then each run
+ * is mapped or made a candidate: a round trip per run made bert's 34 runs
+ * wait 34 times. The broker holding it: the run maps its extent and
  * the private backing goes. Else the run becomes a candidate, published at
  * free or exit if unchanged. Kernels pointing into the gaps between the
  * uploads (buffers the pool put there later) make a candidate unpublishable
@@ -18,10 +22,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "share_assemble.h"
 
 #include "share_guard.h"
+#include "share_key.h"
 #include "share_publish.h"
 #include "stats.h"
 
@@ -110,74 +116,42 @@ static size_t filled_bytes(const Piece *p) {
         return n;
 }
 
-/*
- * Key run [lo, hi) of `a` by its content; map the extent `lk` holds or make
- * it a candidate. False: the lookup is gone (no more runs). Synced.
- */
-static bool assemble_run(ShareVmm *v, SageShareAlloc *a, const ShareLookup *lk, const Range *w, size_t nw, size_t lo,
-                         size_t hi, void *buf) {
+/* A run of granules to key: piece.off/len its range, piece.filled the uploads in it. */
+typedef struct Run {
+        SageShareAlloc *a;
+        Piece piece;
+} Run;
+
+typedef struct Runs {
+        Run *run;
+        size_t n, cap;
+} Runs;
+
+static void add_run(Runs *rs, SageShareAlloc *a, const Range *w, size_t nw, size_t lo, size_t hi) {
         Piece piece = { .off = lo, .len = hi - lo };
-        const void *notes = NULL;
-        uint64_t extent_id = 0;
-        uint32_t notes_len = 0;
-        int fd = -1, r;
+        Run *grown;
 
-        if (!attach_filled(w, nw, lo, hi, &piece))
-                return true;
-        if (share_device_content(v, a->va + lo, hi - lo, buf, &piece.key) < 0) {
-                share_vmm_free_lists(&piece);
-                return true;
+        if (rs->n == rs->cap) {
+                if (!(grown = realloc(rs->run, (rs->cap * 2 + 8) * sizeof(*grown))))
+                        return;
+                rs->run = grown;
+                rs->cap = rs->cap * 2 + 8;
         }
-        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED);
-        r = lk->lookup(lk->ctx, piece.key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len);
-        if (r < 0) {
-                share_vmm_free_lists(&piece);
-                return false;
-        }
-        if (r == 0 && fd >= 0) {
-                size_t bytes = filled_bytes(&piece);
-
-                piece.extent_id = extent_id;
-                share_notes_apply(&piece, notes, notes_len);
-                if (share_vmm_map_extent(v, a, &piece, fd)) {
-                        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
-                        sage_stats_add(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
-                }
-                return true;
-        }
-        /* A miss: a candidate. A run that is one piece already just becomes one; else it gets its own backing. */
-        piece.candidate = true;
-        piece.content = piece.key;
-        for (size_t i = 0; i < a->npieces; i++) {
-                Piece *p = &a->pieces[i];
-                if (p->off == lo && p->len == hi - lo) {
-                        piece.handle = p->handle;
-                        *p = piece;
-                        return true;
-                }
-        }
-        if (share_vmm_copy_into_new(v, a, lo, hi - lo, &piece.handle) != CUDA_SUCCESS) {
-                share_vmm_free_lists(&piece);
-                return true;
-        }
-        if (share_vmm_replace_range(v, a, lo, hi, &piece) != CUDA_SUCCESS) {
-                v->drv->vmm.release(piece.handle);
-                share_vmm_free_lists(&piece);
-                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
-        }
-        return true;
+        if (attach_filled(w, nw, lo, hi, &piece))
+                rs->run[rs->n++] = (Run){ a, piece };
 }
 
-bool share_assemble_allocation(ShareVmm *v, SageShareAlloc *a, const ShareLookup *lk, void *buf) {
+/* The runs of `a`, in address order, added to `rs`. */
+static void collect_runs(SageShareAlloc *a, Runs *rs) {
         Range *w;
         size_t nw = a->nwritten, j = 0, run = SIZE_MAX;
-        bool run_alone = false, on = true;
+        bool run_alone = false;
 
         if (!nw || !(w = malloc(nw * sizeof(*w))))
-                return true;
+                return;
         memcpy(w, a->written, nw * sizeof(*w));
         qsort(w, nw, sizeof(*w), cmp_range);
-        for (size_t g = 0; g <= a->padded && on; g += a->gran) {
+        for (size_t g = 0; g <= a->padded; g += a->gran) {
                 bool pending = false, alone = false;
 
                 while (j < nw && w[j].off + w[j].len <= g)
@@ -188,7 +162,7 @@ bool share_assemble_allocation(ShareVmm *v, SageShareAlloc *a, const ShareLookup
                 }
                 /* A granule with room for other buffers is a run of its own: a buffer there loses only it. */
                 if (run != SIZE_MAX && (!pending || alone || g - run == ASSEMBLE_MAX_RUN || run_alone)) {
-                        on = assemble_run(v, a, lk, w, nw, run, g, buf);
+                        add_run(rs, a, w, nw, run, g);
                         run = SIZE_MAX;
                 }
                 /*
@@ -202,5 +176,166 @@ bool share_assemble_allocation(ShareVmm *v, SageShareAlloc *a, const ShareLookup
                 }
         }
         free(w);
+}
+
+/* Runs [i, end) of the same context as run i. */
+static size_t same_context(const Run *run, size_t n, size_t i) {
+        size_t end = i + 1;
+
+        while (end < n && run[end].a->ctx == run[i].a->ctx)
+                end++;
+        return end;
+}
+
+/*
+ * Key every run (keyed[i]): each context's work in flight is waited for
+ * once (the uploads land first), then its runs are read back together.
+ */
+static void key_runs(ShareVmm *v, Run *run, size_t n, ShareReadback *rb, bool *keyed) {
+        ShareReadRange *r = calloc(n ? n : 1, sizeof(*r));
+        CUcontext popped;
+
+        for (size_t i = 0, end; r && i < n; i = end) {
+                end = same_context(run, n, i);
+                if (v->drv->ctx_push(run[i].a->ctx) != CUDA_SUCCESS)
+                        continue;
+                if (v->drv->vmm.ctx_synchronize() == CUDA_SUCCESS) {
+                        for (size_t k = i; k < end; k++)
+                                r[k] = (ShareReadRange){ .at = run[k].a->va + run[k].piece.off,
+                                                         .len = run[k].piece.len };
+                        share_readback_keys(rb, v, run[i].a->ctx, r + i, end - i);
+                        for (size_t k = i; k < end; k++) {
+                                keyed[k] = r[k].result == 0;
+                                run[k].piece.key = r[k].key;
+                        }
+                }
+                v->drv->ctx_pop(&popped);
+        }
+        free(r);
+}
+
+/* Look every request up: in one exchange where the lookup can, else one by one until it is gone. */
+static void lookup_all(const ShareLookup *lk, ShareLookupReq *q, size_t n) {
+        int gone = 0;
+
+        if (lk->lookup_many) {
+                lk->lookup_many(lk->ctx, q, n);
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const void *notes = NULL;
+
+                q[i].result = gone ? gone
+                                   : lk->lookup(lk->ctx, q[i].key, q[i].len, q[i].device, &q[i].id, &q[i].fd, &notes,
+                                                &q[i].notes_len);
+                gone = q[i].result < 0 ? q[i].result : 0;
+                if (q[i].result == 0 && q[i].fd >= 0 && q[i].notes_len && notes)
+                        memcpy(q[i].notes, notes,
+                               q[i].notes_len < SAGE_SHARE_NOTES_MAX ? q[i].notes_len : SAGE_SHARE_NOTES_MAX);
+        }
+}
+
+/* Run `run` keyed and looked up (`q`): map the extent of a hit, else make it a candidate. Its context is current. */
+static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q) {
+        SageShareAlloc *a = run->a;
+        Piece piece = run->piece;
+        size_t lo = piece.off, hi = piece.off + piece.len;
+
+        if (q->result == 0 && q->fd >= 0) {
+                size_t bytes = filled_bytes(&piece);
+
+                piece.extent_id = q->id;
+                share_notes_apply(&piece, q->notes, q->notes_len < SAGE_SHARE_NOTES_MAX ? q->notes_len : 0);
+                if (share_vmm_map_extent(v, a, &piece, q->fd)) {
+                        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
+                        sage_stats_add(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
+                }
+                return;
+        }
+        /* A miss: a candidate. A run that is one piece already just becomes one; else it gets its own backing. */
+        piece.candidate = true;
+        piece.content = piece.key;
+        for (size_t i = 0; i < a->npieces; i++) {
+                Piece *p = &a->pieces[i];
+                if (p->off == lo && p->len == hi - lo) {
+                        piece.handle = p->handle;
+                        *p = piece;
+                        return;
+                }
+        }
+        if (share_vmm_copy_into_new(v, a, lo, hi - lo, &piece.handle) != CUDA_SUCCESS) {
+                share_vmm_free_lists(&piece);
+                return;
+        }
+        if (share_vmm_replace_range(v, a, lo, hi, &piece) != CUDA_SUCCESS) {
+                v->drv->vmm.release(piece.handle);
+                share_vmm_free_lists(&piece);
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+        }
+}
+
+/* Apply the answers q[0..nq) to the keyed runs, in order; the others' lists go. False: the lookup was gone. */
+static bool apply_answers(ShareVmm *v, Run *run, size_t n, const bool *keyed, const ShareLookupReq *q) {
+        bool on = true;
+        CUcontext popped;
+
+        for (size_t i = 0, k = 0, end; i < n; i = end) {
+                bool pushed = v->drv->ctx_push(run[i].a->ctx) == CUDA_SUCCESS;
+
+                for (end = same_context(run, n, i); i < end; i++) {
+                        if (!keyed[i] || !pushed || q[k].result < 0) {
+                                on &= !keyed[i] || q[k].result >= 0;
+                                if (keyed[i] && q[k].result == 0 && q[k].fd >= 0) { /* a hit not taken */
+                                        close(q[k].fd);
+                                        if (v->release_extent)
+                                                v->release_extent(v->release_ctx, q[k].id);
+                                }
+                                share_vmm_free_lists(&run[i].piece);
+                        } else
+                                apply_answer(v, &run[i], &q[k]);
+                        k += keyed[i];
+                }
+                if (pushed)
+                        v->drv->ctx_pop(&popped);
+        }
+        return on;
+}
+
+bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n, const ShareLookup *lk,
+                                ShareReadback *rb) {
+        Runs rs = { 0 };
+        ShareLookupReq *q = NULL;
+        char *notes = NULL;
+        bool *keyed = NULL, on = true;
+        size_t nq = 0;
+
+        for (size_t i = 0; i < n; i++)
+                collect_runs(a[i], &rs);
+        if (rs.n && (!(keyed = calloc(rs.n, sizeof(*keyed))) || !(q = calloc(rs.n, sizeof(*q))) ||
+                     !(notes = malloc(rs.n * (size_t)SAGE_SHARE_NOTES_MAX)))) {
+                for (size_t i = 0; i < rs.n; i++)
+                        share_vmm_free_lists(&rs.run[i].piece);
+                rs.n = 0;
+        }
+        if (rs.n)
+                key_runs(v, rs.run, rs.n, rb, keyed);
+        for (size_t i = 0; i < rs.n; i++)
+                if (keyed[i]) {
+                        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED);
+                        q[nq] = (ShareLookupReq){ .key = rs.run[i].piece.key,
+                                                  .len = rs.run[i].piece.len,
+                                                  .device = rs.run[i].a->broker_dev,
+                                                  .fd = -1,
+                                                  .notes = notes + nq * (size_t)SAGE_SHARE_NOTES_MAX };
+                        nq++;
+                }
+        if (nq)
+                lookup_all(lk, q, nq);
+        if (rs.n)
+                on = apply_answers(v, rs.run, rs.n, keyed, q);
+        free(notes);
+        free(q);
+        free(keyed);
+        free(rs.run);
         return on;
 }

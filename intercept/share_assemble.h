@@ -6,6 +6,19 @@
 #include <stdint.h>
 
 #include "share_alloc.h"
+#include "share_readback.h"
+
+/* A key looked up among many (ShareLookup's lookup_many). */
+typedef struct ShareLookupReq {
+        SageHash key;
+        size_t len;
+        uint32_t device;
+        int result;  /* as ShareLookup's lookup returns */
+        uint64_t id; /* a hit: the extent (a reference now ours) */
+        int fd;      /* a hit: >= 0; else -1 */
+        void *notes; /* the caller's SAGE_SHARE_NOTES_MAX bytes: a hit's notes */
+        uint32_t notes_len;
+} ShareLookupReq;
 
 /* Where keys are looked up: the broker in libsage, a fake in tests. */
 typedef struct ShareLookup {
@@ -16,17 +29,21 @@ typedef struct ShareLookup {
          */
         int (*lookup)(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
                       uint32_t *notes_len);
+        /* Optional: all of them in one exchange; a request from the one that found the lookup gone on carries it. */
+        void (*lookup_many)(void *ctx, ShareLookupReq *reqs, size_t n);
         void *ctx;
 } ShareLookup;
 
 /*
  * Key the runs of granules that uploads filled in part (or several uploads
- * together) of fresh allocation `a` by their whole content, read back
- * through `buf` (sage_share_key_chunk() bytes): a run the lookup holds maps
- * its extent, any other becomes a candidate. The caller has synchronized
- * the context of `a`. False: the lookup is gone.
+ * together) of fresh allocations a[0..n) by their whole content, read back
+ * through `rb` (share_readback.h); then look every key up at once; then a
+ * run the lookup holds maps its extent, any other becomes a candidate.
+ * Each context is synchronized once before its runs are read. False: the
+ * lookup is gone (the runs it did not answer stay private).
  */
-bool share_assemble_allocation(ShareVmm *v, SageShareAlloc *a, const ShareLookup *lk, void *buf);
+bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n, const ShareLookup *lk,
+                                ShareReadback *rb);
 /*
  * Bytes [off, off+len) of `a` were copied although the broker may hold
  * them: a hit would have cost more than the copy (share_cost.h). The

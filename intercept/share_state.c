@@ -116,10 +116,42 @@ int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64
         return broker_lookup(s, key, len, device, id, fd, notes, notes_len);
 }
 
+/* ShareLookup's lookup_many: every key in one pipelined exchange, each hit's notes in its request. */
+static void broker_lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
+        SageShare *s = ctx;
+        SageBrokerLookup *bl = s->broker ? calloc(n, sizeof(*bl)) : NULL;
+
+        for (size_t i = 0; i < n; i++) {
+                q[i].result = s->broker ? -ENOMEM : -ENOTCONN;
+                q[i].fd = -1;
+                if (bl)
+                        bl[i] = (SageBrokerLookup){ .hash = q[i].key,
+                                                    .size = q[i].len,
+                                                    .device = q[i].device,
+                                                    .notes = q[i].notes,
+                                                    .notes_cap = SAGE_SHARE_NOTES_MAX };
+        }
+        if (!bl)
+                return;
+        share_broker_lost(s, sage_broker_lookup_many(s->broker, bl, n));
+        for (size_t i = 0; i < n; i++) {
+                /* A reply not understood (-EPROTO) loses the broker, as lookup's does: nothing after it is used. */
+                share_broker_lost(s, bl[i].result);
+                q[i].result = s->broker ? bl[i].result : bl[i].result < 0 ? bl[i].result : -EPIPE;
+                q[i].id = bl[i].extent_id;
+                q[i].notes_len = bl[i].notes_len;
+                if (q[i].result == 0)
+                        q[i].fd = bl[i].fd;
+                else if (bl[i].fd >= 0)
+                        close(bl[i].fd);
+        }
+        free(bl);
+}
+
 void share_assemble(SageShare *s) {
-        ShareLookup lk = { broker_lookup, s };
-        void *buf = NULL;
-        CUcontext popped;
+        ShareLookup lk = { broker_lookup, broker_lookup_many, s };
+        SageShareAlloc **todo = NULL, **grown;
+        size_t n = 0, cap = 0;
         uint64_t t;
 
         if (!atomic_exchange(&s->vmm.pending, false))
@@ -133,19 +165,21 @@ void share_assemble(SageShare *s) {
          */
         for (SageShareAlloc *a = s->vmm.allocs;
              a && s->broker && !(sage_options()->share_copy_cheaper && s->cost.copying); a = a->next) {
-                if (!share_vmm_fresh(&s->vmm, a) || !a->nwritten || a->no_share ||
-                    s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
+                if (!share_vmm_fresh(&s->vmm, a) || !a->nwritten || a->no_share)
                         continue;
-                /* The uploads in flight land first; pinned memory for the read-back, once. */
-                if (s->drv.vmm.ctx_synchronize() == CUDA_SUCCESS &&
-                    (buf || s->drv.alloc_host(&buf, sage_share_key_chunk()) == CUDA_SUCCESS)) {
-                        share_assemble_allocation(&s->vmm, a, &lk, buf);
-                        atomic_store(&s->guarding, true);
+                if (n == cap) {
+                        if (!(grown = realloc(todo, (cap * 2 + 8) * sizeof(*todo))))
+                                break;
+                        todo = grown;
+                        cap = cap * 2 + 8;
                 }
-                s->drv.ctx_pop(&popped);
+                todo[n++] = a;
         }
-        if (buf)
-                s->drv.free_host(buf);
+        if (n) {
+                share_assemble_allocations(&s->vmm, todo, n, &lk, &s->readback);
+                atomic_store(&s->guarding, true);
+        }
+        free(todo);
         pthread_mutex_unlock(&s->lock);
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE, sage_now_ns() - t);
 }
@@ -219,6 +253,10 @@ static void fill_driver(SageShareDriver *d) {
                 .alloc_host = SAGE_REAL(cuMemAllocHost_v2),
                 .free_host = SAGE_REAL(cuMemFreeHost),
                 .stream_is_capturing = x->stream_is_capturing,
+                .stream_create = SAGE_REAL(cuStreamCreate),
+                .stream_destroy = SAGE_REAL(cuStreamDestroy_v2),
+                .stream_synchronize = SAGE_REAL(cuStreamSynchronize),
+                .copy_dtoh_async = SAGE_REAL(cuMemcpyDtoHAsync_v2),
                 .pointer_get_attribute = x->pointer_get_attribute,
                 .func_get_param_info = x->func_get_param_info,
                 .func_get_name = x->func_get_name,

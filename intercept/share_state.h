@@ -17,6 +17,7 @@
 #include "share_place.h"
 #include "share_guard.h"
 #include "share_file_key.h"
+#include "share_readback.h"
 #include "share_stage.h"
 
 struct ShareIpc;
@@ -46,7 +47,8 @@ typedef struct SageShare {
         int8_t device_state[SAGE_SHARE_MAX_DEVICES]; /* by the process's ordinal: 0 unknown, 1 found, -1 not served */
         uint32_t broker_device[SAGE_SHARE_MAX_DEVICES];
         uint64_t notes_buf[SAGE_SHARE_NOTES_MAX / 8]; /* a lookup's notes: too big for an app thread's stack */
-        ShareStage stage; /* the miss path's staged copy (share_upload.c), set up at its first use */
+        ShareStage stage;       /* the miss path's staged copy (share_upload.c), set up at its first use */
+        ShareReadback readback; /* assembly's read-back staging (share_readback.c), kept once made */
         bool stage_set;
         int8_t expect_hit; /* large content-keyed uploads: 1 hit (hash before copying), -1 miss, 0 unknown yet */
         ShareCost cost;    /* what hits and copies cost this process (share_upload.c) */

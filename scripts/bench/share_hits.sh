@@ -97,6 +97,14 @@ recs = [json.loads(l) for l in open(sys.argv[1])]
 bad = 0
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
+# Assembly (share_assemble.c: read back, key, look up, map the runs uploads filled in part), medians in ms.
+for kind in ("resnet50", "bert", "gpt2"):
+    st = [r["stats"] for r in recs if r["kind"] == kind and r["mode"] == "sage" and not r["tag"].startswith("w")]
+    if st:
+        print("%-9s sage: assembled %s runs, %s hits, %.1f MB; ms assemble %.1f (max %.1f)" % (
+            kind, st[-1].get("SHARE_ASSEMBLED"), st[-1].get("SHARE_ASSEMBLED_HITS"),
+            st[-1].get("SHARE_BYTES_ASSEMBLED", 0) / 1e6, med([s.get("SHARE_NS_ASSEMBLE", 0) / 1e6 for s in st]),
+            max(s.get("SHARE_NS_ASSEMBLE", 0) / 1e6 for s in st)))
 for kind, mode in [(k, m) for k in ("resnet50", "bert", "gpt2") for m in ("sage", "cheaper")]:
     nat = [r for r in recs if r["kind"] == kind and r["mode"] == "native"]
     sage = [r for r in recs if r["kind"] == kind and r["mode"] == mode and not r["tag"].startswith("w")]

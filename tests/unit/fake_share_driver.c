@@ -23,6 +23,15 @@ typedef struct FakeMap {
 } FakeMap;
 
 FakeState fake;
+/* One stream at a time: its copies wait, as a DMA engine's would, for the synchronize. */
+#define MAX_PENDING 256
+static struct {
+        void *dst;
+        CUdeviceptr src;
+        size_t len;
+} pending[MAX_PENDING];
+static int npending;
+
 static uint64_t stats_base[SAGE_STAT_COUNT];
 
 /* The only place that knows how counters are kept: the rest of the tests read them through here. */
@@ -57,6 +66,7 @@ void fake_reset(void) {
         memset(maps, 0, sizeof(maps));
         memset(&fake, 0, sizeof(fake));
         reservations = 0;
+        npending = 0;
         for (size_t i = 0; i < SAGE_STAT_COUNT; i++)
                 stats_base[i] = stat_now((SageStat)i);
 }
@@ -164,32 +174,98 @@ unsigned char *fake_at(CUdeviceptr va, CUmemAccess_flags *access) {
         return NULL;
 }
 
-/* Byte by byte: a range may cross mappings. */
+/* The bytes behind va and how many of them follow in the same mapping (0: unmapped). */
+static unsigned char *mapped_run(CUdeviceptr va, size_t *run, CUmemAccess_flags *access) {
+        for (size_t i = 0; i < MAX_MAPS; i++)
+                if (maps[i].live && va >= maps[i].va && va < maps[i].va + maps[i].len) {
+                        *run = maps[i].va + maps[i].len - va;
+                        if (access)
+                                *access = maps[i].access;
+                        return handles[maps[i].h].bytes + (va - maps[i].va);
+                }
+        *run = 0;
+        return NULL;
+}
+
+/* Run by run: a range may cross mappings. */
 static CUresult copy_dtod(CUdeviceptr dst, CUdeviceptr src, size_t len) {
         fake.copies++;
         if (fake.fail_copy_at && --fake.fail_copy_at == 0)
                 return CUDA_ERROR_ILLEGAL_ADDRESS;
-        for (size_t i = 0; i < len; i++) {
+        for (size_t run, srun; len; dst += run, src += run, len -= run) {
                 CUmemAccess_flags access = 0;
-                unsigned char *d = fake_at(dst + i, &access), *s = fake_at(src + i, NULL);
+                unsigned char *d = mapped_run(dst, &run, &access), *s = mapped_run(src, &srun, NULL);
                 if (!d || !s)
                         return CUDA_ERROR_INVALID_VALUE;
                 if (access != CU_MEM_ACCESS_FLAGS_PROT_READWRITE) {
                         fake.bad_writes++;
                         return CUDA_ERROR_INVALID_VALUE;
                 }
-                *d = *s;
+                run = run < srun ? run : srun;
+                run = run < len ? run : len;
+                memmove(d, s, run);
         }
         return CUDA_SUCCESS;
 }
 
-static CUresult copy_dtoh(void *dst, CUdeviceptr src, size_t len) {
-        for (size_t i = 0; i < len; i++) {
-                unsigned char *s = fake_at(src + i, NULL);
+static CUresult copy_dtoh_now(void *dst, CUdeviceptr src, size_t len) {
+        for (size_t done = 0, n; done < len; done += n) {
+                unsigned char *s = mapped_run(src + done, &n, NULL);
+
                 if (!s)
                         return CUDA_ERROR_INVALID_VALUE;
-                ((unsigned char *)dst)[i] = *s;
+                n = n < len - done ? n : len - done;
+                memcpy((unsigned char *)dst + done, s, n);
         }
+        return CUDA_SUCCESS;
+}
+
+bool fake_read(CUdeviceptr va, size_t len, void *dst) {
+        return copy_dtoh_now(dst, va, len) == CUDA_SUCCESS;
+}
+
+static CUresult copy_dtoh(void *dst, CUdeviceptr src, size_t len) {
+        fake.dtoh_copies++;
+        return copy_dtoh_now(dst, src, len);
+}
+
+static CUresult stream_create(CUstream *st, unsigned int flags) {
+        if (fake.fail_stream || fake.streams_live)
+                return CUDA_ERROR_OUT_OF_MEMORY;
+        fake.streams_made++;
+        fake.streams_live++;
+        *st = (CUstream)(uintptr_t)0x5157;
+        return CUDA_SUCCESS;
+}
+
+static CUresult stream_synchronize(CUstream st) {
+        CUresult r = CUDA_SUCCESS;
+
+        fake.stream_syncs++;
+        if (fake.fail_stream_sync_at && --fake.fail_stream_sync_at == 0)
+                return CUDA_ERROR_LAUNCH_FAILED;
+        for (int i = 0; i < npending && r == CUDA_SUCCESS; i++)
+                r = copy_dtoh_now(pending[i].dst, pending[i].src, pending[i].len);
+        npending = 0;
+        return r;
+}
+
+static CUresult stream_destroy(CUstream st) {
+        fake.unsynced_copies += npending;
+        npending = 0;
+        fake.streams_live--;
+        return CUDA_SUCCESS;
+}
+
+static CUresult copy_dtoh_async(void *dst, CUdeviceptr src, size_t len, CUstream st) {
+        if (!fake_at(src, NULL) || !fake_at(src + len - 1, NULL) || npending == MAX_PENDING)
+                return CUDA_ERROR_INVALID_VALUE;
+        fake.dtoh_async++;
+        if (fake.eager_copies)
+                return copy_dtoh_now(dst, src, len);
+        pending[npending].dst = dst;
+        pending[npending].src = src;
+        pending[npending++].len = len;
         return CUDA_SUCCESS;
 }
 
@@ -225,6 +301,9 @@ static CUresult ctx_pop(CUcontext *ctx) {
 }
 
 static CUresult import_fd(CUmemGenericAllocationHandle *h, void *fd, CUmemAllocationHandleType type) {
+        fake.imports++;
+        if (!fake.next_import && fake.import_len)
+                fake.next_import = fake_handle(fake.import_len, 0x77);
         if (!fake.next_import)
                 return CUDA_ERROR_INVALID_VALUE;
         *h = fake.next_import;
@@ -239,6 +318,8 @@ static CUresult export_fd(void *fd, CUmemGenericAllocationHandle h, CUmemAllocat
 }
 
 static CUresult alloc_host(void **p, size_t len) {
+        if (fake.fail_alloc_host)
+                return CUDA_ERROR_OUT_OF_MEMORY;
         return (*p = malloc(len)) ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 
@@ -273,6 +354,10 @@ const SageShareDriver fake_driver = {
         .copy_dtoh = copy_dtoh,
         .alloc_host = alloc_host,
         .free_host = free_host,
+        .stream_create = stream_create,
+        .stream_destroy = stream_destroy,
+        .stream_synchronize = stream_synchronize,
+        .copy_dtoh_async = copy_dtoh_async,
         .func_get_param_info = param_info,
         .func_get_name = func_name,
 };

@@ -33,6 +33,15 @@ typedef struct FakeState {
         CUmemGenericAllocationHandle next_import; /* what import_fd gives (0: fails) */
         int bad_unmaps;                           /* unmaps of anything but a whole mapping */
         int bad_writes;                           /* device copies into read-only mappings */
+        /* read-back (share_readback.c): async copies land only when their stream is synchronized */
+        int dtoh_copies, dtoh_async, stream_syncs, streams_made, streams_live;
+        int unsynced_copies;     /* async copies still pending when their stream was destroyed */
+        bool fail_stream;        /* stream_create fails */
+        bool fail_alloc_host;    /* alloc_host fails (pinned memory short) */
+        int fail_stream_sync_at; /* nonzero: the n-th stream synchronize from now fails */
+        bool eager_copies;       /* async copies land at once (else at the synchronize): either may happen */
+        size_t import_len;       /* nonzero: with no next_import, each import is a new handle of this many bytes */
+        int imports;
 } FakeState;
 
 extern FakeState fake;
@@ -52,3 +61,5 @@ unsigned char *fake_at(CUdeviceptr va, CUmemAccess_flags *access);
 /* Fill / test [va, va+len) through the mappings. */
 void fake_fill(CUdeviceptr va, size_t len, unsigned char byte);
 bool fake_holds(CUdeviceptr va, size_t len, unsigned char byte);
+/* Read [va, va+len) through the mappings, as no driver call (nothing counted). */
+bool fake_read(CUdeviceptr va, size_t len, void *dst);

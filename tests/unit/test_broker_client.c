@@ -4,8 +4,11 @@
  * than the connection's timeout for lookups, and must not be given up on
  * (a publish given up on counts the broker as gone for the whole process).
  * And lookup_many: a broker that answers nothing before it has a whole
- * window of lookups (SAGE_BROKER_PIPELINE) gets them all, not one at a time.
+ * window of lookups (SAGE_BROKER_PIPELINE) gets them all, not one at a time,
+ * each hit with its own notes (assembly maps with them), a hit whose notes do
+ * not fit none (its reference given back).
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -42,14 +45,18 @@ static void answer_lookups(int fd, size_t n) {
                 CHECK(reqs[i].header.type == SAGE_MSG_LOOKUP);
         }
         for (size_t i = 0; i < n; i++) {
-                bool hit = reqs[i].lookup.hash.low != 3;
+                uint64_t low = reqs[i].lookup.hash.low, notes[5] = { 2000 + low, 0, 0, 0, 0 };
+                bool hit = low != 3;
                 int efd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
                 sage_proto_init(&reply, SAGE_MSG_LOOKUP_REPLY, 0);
                 reply.header.request_id = reqs[i].header.request_id;
-                reply.lookup_reply = (SageLookupReply){ .found = hit,
-                                                        .extent_id = hit ? 1000 + reqs[i].lookup.hash.low : 0,
-                                                        .size = hit ? reqs[i].lookup.size : 0 };
+                /* Every hit has notes: 8 bytes naming it; those of key 6 are 40 (too many for the client). */
+                reply.lookup_reply =
+                        (SageLookupReply){ .found = hit,
+                                           .extent_id = hit ? 1000 + low : 0,
+                                           .size = hit ? reqs[i].lookup.size : 0,
+                                           .notes = { hit ? (low == 6 ? 40 : 8) : 0, (const uint8_t *)notes } };
                 CHECK(efd >= 0 && sage_proto_send_message(fd, &reply, &efd, hit) == 0);
                 close(efd);
         }
@@ -89,6 +96,9 @@ static void *serve(void *arg) {
         for (size_t done = 0; done < s->n_lookups; done += WINDOW)
                 answer_lookups(fd, s->n_lookups - done < WINDOW ? s->n_lookups - done : WINDOW);
         if (s->n_lookups) {
+                /* The hit whose notes did not fit gives its reference back. */
+                sage_proto_init(&reply, SAGE_MSG_RELEASE_REPLY, 0);
+                answer(fd, SAGE_MSG_RELEASE, &reply, 0);
                 close(fd);
                 return NULL;
         }
@@ -128,19 +138,26 @@ int main(void) {
         CHECK(pthread_join(t, NULL) == 0);
 
         /* 40 lookups: a window of 32 on the wire before the first answer, then 8. */
+        /* Even entries take notes (16 bytes of room): each hit's own; key 6's do not fit. */
         SageBrokerLookup l[40];
+        uint64_t notes[40][2];
         s.n_lookups = 40;
         CHECK(pthread_create(&t, NULL, serve, &s) == 0);
         CHECK(sage_broker_connect(&b, addr.sun_path, 500) == 0);
         for (size_t i = 0; i < 40; i++)
-                l[i] = (SageBrokerLookup){ .hash = { .low = i }, .size = (i + 1) << 21 };
+                l[i] = (SageBrokerLookup){ .hash = { .low = i },
+                                           .size = (i + 1) << 21,
+                                           .notes = i % 2 ? NULL : notes[i],
+                                           .notes_cap = sizeof(notes[i]) };
         CHECK(sage_broker_lookup_many(b, l, 40) == 0);
         for (size_t i = 0; i < 40; i++) {
-                if (i == 3) {
-                        CHECK(l[i].result == SAGE_ERR_NOT_FOUND && l[i].fd == -1 && l[i].extent_id == 0);
+                if (i == 3 || i == 6) {
+                        CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : -ENOBUFS));
+                        CHECK(l[i].fd == -1 && l[i].extent_id == 0 && l[i].notes_len == 0);
                         continue;
                 }
                 CHECK(l[i].result == 0 && l[i].extent_id == 1000 + i && l[i].fd >= 0);
+                CHECK(l[i].notes_len == (i % 2 ? 0 : 8) && (i % 2 || notes[i][0] == 2000 + i));
                 close(l[i].fd);
         }
         sage_broker_free(b);

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -70,15 +71,14 @@ static void teardown(ShareVmm *v, SageShareAlloc *a) {
         CHECK(fake.live_handles == 0 && fake.bad_unmaps == 0 && fake.bad_writes == 0);
 }
 
-/* share_assemble_allocation over `l` (with its key buffer). */
+/* share_assemble_allocations over `l` (with read-back staging of its own). */
 static bool assemble(ShareVmm *v, SageShareAlloc *a, Lookups *l) {
-        ShareLookup lk = { lookup, l };
-        void *buf = malloc(sage_share_key_chunk());
+        ShareLookup lk = { lookup, NULL, l };
+        ShareReadback rb = { 0 };
         bool done;
 
-        CHECK(buf);
-        done = share_assemble_allocation(v, a, &lk, buf);
-        free(buf);
+        done = share_assemble_allocations(v, &a, 1, &lk, &rb);
+        share_readback_release(&rb, v->drv);
         return done;
 }
 
@@ -174,7 +174,264 @@ static void copied_uploads_skipped(void) {
         teardown(&v, a);
 }
 
+/* The key of bytes [off, off+len) of `a` as they are. */
+static SageHash key_at(SageShareAlloc *a, size_t off, size_t len) {
+        unsigned char *host = malloc(len);
+        SageHash h;
+
+        CHECK(host && fake_read(a->va + off, len, host));
+        CHECK(sage_share_content_key(host, len, &h) == 0);
+        free(host);
+        return h;
+}
+
+#define NRUNS 12
+
+/* A lookup of many keys: extent 9 for `hit`, a miss for any other; from request `gone_from` on, gone. */
+typedef struct Many {
+        int calls;
+        size_t n;
+        SageHash key[NRUNS], hit;
+        size_t len[NRUNS], gone_from;
+        bool hit_all; /* every key is a hit */
+} Many;
+
+static void lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
+        Many *m = ctx;
+
+        CHECK(n <= NRUNS);
+        m->calls++;
+        m->n = n;
+        for (size_t i = 0; i < n; i++) {
+                m->key[i] = q[i].key;
+                m->len[i] = q[i].len;
+                q[i].fd = -1;
+                q[i].notes_len = 0;
+                q[i].result = i >= m->gone_from ? -EPIPE : 1; /* a miss */
+                if (i < m->gone_from && (m->hit_all || sage_hash_equal(q[i].key, m->hit))) {
+                        /* Notes as share_guard.c writes them ("SGN1", one use): the mapped run must get them. */
+                        uint32_t head[2] = { 0x314e4753u, 1 };
+                        uint64_t use = 42;
+
+                        memcpy(q[i].notes, head, sizeof(head));
+                        memcpy((char *)q[i].notes + 8, &use, sizeof(use));
+                        q[i].notes_len = 16;
+                        q[i].result = 0;
+                        q[i].id = 9;
+                        q[i].fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                }
+        }
+}
+
+static int no_single_lookup(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
+                            const void **notes, uint32_t *notes_len) {
+        CHECK(!"lookup_many is there: no lookup one by one");
+        return -1;
+}
+
+/*
+ * A pool segment of NRUNS granules, each with one small tensor (byte 0x10 +
+ * g) and room for other buffers: NRUNS runs of a granule each. `hit` is
+ * set to the key of granule 5.
+ */
+static SageShareAlloc *setup_pool(ShareVmm *v, Many *m) {
+        SageShareAlloc *a = NULL;
+
+        fake_reset();
+        share_vmm_init(v, &fake_driver, release_extent, NULL);
+        v->track_pending = true;
+        CHECK(share_vmm_alloc(v, NRUNS * G, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
+        share_vmm_link(v, a);
+        for (size_t g = 0; g < NRUNS; g++) {
+                fake_fill(a->va + g * G, 1000, (unsigned char)(0x10 + g));
+                share_vmm_note_written(v, a, g * G, 1000);
+        }
+        m->hit = key_at(a, 5 * G, G);
+        m->gone_from = SIZE_MAX;
+        fake.next_import = fake_handle(G, 0x15);
+        return a;
+}
+
+static bool assemble_many(ShareVmm *v, SageShareAlloc *a, Many *m) {
+        ShareLookup lk = { no_single_lookup, lookup_many, m };
+        ShareReadback rb = { 0 };
+        bool done = share_assemble_allocations(v, &a, 1, &lk, &rb);
+
+        CHECK(rb.half >= G && rb.pinned == !fake.fail_alloc_host);
+        share_readback_release(&rb, v->drv);
+        return done;
+}
+
+/* Runs [from, to) of setup_pool's allocation are candidates keyed by their bytes, granule 5 mapped. */
+static void check_pool(SageShareAlloc *a, const Many *m, size_t from, size_t to) {
+        for (size_t g = from; g < to; g++) {
+                const Piece *p = NULL;
+
+                for (size_t i = 0; i < a->npieces; i++)
+                        if (a->pieces[i].off == g * G)
+                                p = &a->pieces[i];
+                CHECK(p && p->len == G);
+                CHECK(m->len[g] == G);
+                /* The hit's bytes are the extent's now (the fake's, a byte throughout): its key was the old bytes'. */
+                CHECK(sage_hash_equal(m->key[g], g == 5 ? m->hit : key_at(a, g * G, G)));
+                if (g == 5) {
+                        CHECK(p->extent_id == 9 && !p->candidate && p->nallow == 1 && p->allow[0] == 42);
+                        continue;
+                }
+                CHECK(p->candidate && !p->extent_id && sage_hash_equal(p->content, m->key[g]));
+                CHECK(p->nfilled == 1 && p->filled[0].off == g * G && p->filled[0].len == 1000);
+        }
+}
+
+/*
+ * Many runs: read back on SAGE's stream into the two halves of the staging
+ * (4 MiB each: six batches of two), each keyed by its own bytes; all
+ * looked up in one exchange; each answer applied to its own run. Pinned:
+ * one context synchronize, one async copy per run, a stream synchronize
+ * per batch (before: a synchronous copy per key chunk and a lookup per run).
+ */
+static void many_runs_one_window(bool eager) {
+        ShareVmm v;
+        Many m = { 0 };
+        SageShareAlloc *a = setup_pool(&v, &m);
+
+        /* Copies that land only when waited for catch a hash before the wait; eager ones, a copy into the half hashed. */
+        fake.eager_copies = eager;
+        CHECK(assemble_many(&v, a, &m));
+        CHECK(m.calls == 1 && m.n == NRUNS);
+        check_pool(a, &m, 0, NRUNS);
+        fprintf(stderr, "%d runs: %d context synchronize, %d async copies, %d stream synchronizes, %d sync copies\n",
+                NRUNS, fake.syncs, fake.dtoh_async, fake.stream_syncs, fake.dtoh_copies);
+        CHECK(fake.dtoh_async == NRUNS && fake.dtoh_copies == 0 && fake.stream_syncs == 6);
+        CHECK(fake.streams_made == 1 && fake.streams_live == 0 && fake.unsynced_copies == 0); /* released by the test */
+        CHECK(fake_stat(SAGE_STAT_SHARE_ASSEMBLED) == NRUNS && fake_stat(SAGE_STAT_SHARE_ASSEMBLED_HITS) == 1);
+        teardown(&v, a);
+}
+
+/* No stream and no pinned memory: the same keys through synchronous copies into malloc'd staging. */
+static void no_stream_no_pinned(void) {
+        ShareVmm v;
+        Many m = { 0 };
+        SageShareAlloc *a = setup_pool(&v, &m);
+
+        fake.fail_stream = fake.fail_alloc_host = true;
+        CHECK(assemble_many(&v, a, &m));
+        CHECK(m.calls == 1 && m.n == NRUNS);
+        check_pool(a, &m, 0, NRUNS);
+        CHECK(fake.dtoh_copies == NRUNS && fake.dtoh_async == 0 && fake.streams_live == 0);
+        teardown(&v, a);
+}
+
+/* The broker gone mid-window: runs answered before it are applied, the rest stay private. */
+static void window_gone_midway(void) {
+        ShareVmm v;
+        Many m = { .gone_from = 7 };
+        SageShareAlloc *a = setup_pool(&v, &m);
+
+        m.gone_from = 7;
+        CHECK(!assemble_many(&v, a, &m));
+        CHECK(m.calls == 1 && m.n == NRUNS);
+        check_pool(a, &m, 0, 7);
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].off >= 7 * G)
+                        CHECK(!a->pieces[i].candidate && !a->pieces[i].extent_id);
+        CHECK(fake_holds(a->va + 8 * G, 1000, 0x18));
+        teardown(&v, a);
+}
+
+/* A stream synchronize that fails (the context is gone): the batch it waited for and those after stay unkeyed. */
+static void readback_fails(void) {
+        ShareVmm v;
+        Many m = { 0 };
+        SageShareAlloc *a = setup_pool(&v, &m);
+        ShareLookup lk = { no_single_lookup, lookup_many, &m };
+        ShareReadback rb = { 0 };
+
+        fake.fail_stream_sync_at = 2;
+        fake_driver.vmm.release(fake.next_import); /* granule 5 is never looked up */
+        fake.next_import = 0;
+        CHECK(share_assemble_allocations(&v, &a, 1, &lk, &rb));
+        CHECK(!rb.stream_made); /* the next read-back makes a new one */
+        share_readback_release(&rb, v.drv);
+        CHECK(m.calls == 1 && m.n == 2); /* the first batch only */
+        check_pool(a, &m, 0, 2);
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].off >= 2 * G)
+                        CHECK(!a->pieces[i].candidate && !a->pieces[i].extent_id);
+        CHECK(fake.streams_live == 1); /* the failed stream is forgotten, not destroyed: it may be stale */
+        fake.streams_live = 0;
+        teardown(&v, a);
+}
+
+/* Every driver call the fake counts. */
+static int driver_calls(void) {
+        return fake.creates + fake.releases + fake.maps + fake.unmaps + fake.accesses + fake.syncs + fake.copies +
+               fake.imports + fake.dtoh_copies + fake.dtoh_async + fake.stream_syncs + 2 * fake.streams_made -
+               fake.streams_live;
+}
+
+/*
+ * Three allocations, each one run that is one piece (a pool segment its
+ * tensors fill but for the ends): one context synchronize, one lookup of
+ * three keys. A run of 4 MiB fills a half of the staging: an async copy
+ * and a stream synchronize a run, 2 calls for the window (a context
+ * synchronize; the stream, made at the process's first read-back, kept); all hits (`hits`): 5 more a
+ * run (import, unmap and release of the private piece, map and access of
+ * the extent). Before: per run a synchronous copy per key chunk and a round
+ * trip, per allocation a context synchronize.
+ */
+static void allocations_one_window(bool hits) {
+        ShareVmm v;
+        Many m = { .gone_from = SIZE_MAX };
+        int before, calls;
+        SageShareAlloc *a[3];
+        ShareLookup lk = { no_single_lookup, lookup_many, &m };
+        ShareReadback rb = { 0 };
+
+        fake_reset();
+        share_vmm_init(&v, &fake_driver, release_extent, NULL);
+        v.track_pending = true;
+        for (size_t i = 0; i < 3; i++) {
+                CHECK(share_vmm_alloc(&v, 2 * G, G, 0, 0, NULL, &a[i]) == CUDA_SUCCESS);
+                share_vmm_link(&v, a[i]);
+                fake_fill(a[i]->va + 100, 2 * G - 200, (unsigned char)(0x30 + i));
+                share_vmm_note_written(&v, a[i], 100, 2 * G - 200);
+        }
+        if (hits) {
+                m.hit_all = true;
+                fake.import_len = 2 * G;
+        }
+        before = driver_calls();
+        CHECK(share_assemble_allocations(&v, a, 3, &lk, &rb));
+        calls = driver_calls() - before;
+        share_readback_release(&rb, v.drv);
+        CHECK(m.calls == 1 && m.n == 3 && fake.dtoh_async == 3 && fake.dtoh_copies == 0);
+        for (size_t i = 0; i < 3; i++) {
+                Piece *p = &a[i]->pieces[0];
+
+                CHECK(a[i]->npieces == 1 && p->len == 2 * G);
+                CHECK(hits ? p->extent_id == 9 && !p->candidate
+                           : p->candidate && sage_hash_equal(p->content, m.key[i]) &&
+                                      sage_hash_equal(m.key[i], key_at(a[i], 0, 2 * G)));
+        }
+        fprintf(stderr, "3 one-piece runs, %s: %d driver calls\n", hits ? "hits" : "misses", calls);
+        CHECK(calls == (hits ? 3 * 7 + 2 : 3 * 2 + 2));
+        CHECK(fake_stat(SAGE_STAT_SHARE_ASSEMBLED_HITS) == (hits ? 3 : 0));
+        for (size_t i = 0; i < 3; i++) {
+                CHECK(share_vmm_unlink(&v, a[i]->va) == a[i]);
+                share_vmm_release(&v, a[i]);
+        }
+        CHECK(fake.live_handles == 0 && fake.bad_unmaps == 0 && fake.bad_writes == 0);
+}
+
 int main(void) {
+        many_runs_one_window(false);
+        many_runs_one_window(true);
+        no_stream_no_pinned();
+        window_gone_midway();
+        readback_fails();
+        allocations_one_window(false);
+        allocations_one_window(true);
         copied_uploads_skipped();
         one_run_candidate();
         one_run_hit();
