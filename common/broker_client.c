@@ -316,10 +316,25 @@ int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_f
 }
 
 int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd, NotesSink *notes) {
-        int r;
+        return sage_broker_call_noted_meanwhile(b, req, reply, reply_fd, notes, NULL, NULL);
+}
+
+int sage_broker_call_noted_meanwhile(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd,
+                                     NotesSink *notes, SageBrokerMeanwhile meanwhile, void *ctx) {
+        uint8_t *buf = malloc(SAGE_PROTO_MAX_MESSAGE);
+        int r = -ENOMEM;
+
+        *reply_fd = -1;
         pthread_mutex_lock(&b->lock);
-        r = transact(b, req, NULL, 0, reply, NULL, reply_fd, notes);
+        if (buf)
+                r = send_request(b, req, NULL, 0, buf, sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull);
+        if (meanwhile)
+                meanwhile(ctx);
+        if (r == 0)
+                r = receive_reply(b, req, reply, NULL, reply_fd, notes, buf,
+                                  sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull);
         pthread_mutex_unlock(&b->lock);
+        free(buf);
         return r;
 }
 

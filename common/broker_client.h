@@ -120,6 +120,17 @@ int sage_broker_publish_content(SageBroker *broker, SageHash key, SageHash conte
                                 int *existed);
 int sage_broker_lookup_noted(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
                              int *fd_out, void *notes, uint32_t notes_cap, uint32_t *notes_len);
+/*
+ * lookup_noted that runs meanwhile(ctx) once between sending the LOOKUP and
+ * reading its answer (also when the request could not be sent): work that
+ * needs the answer of neither a hit nor a miss overlaps the broker's turn
+ * (libsage makes the new backing around an upload's granules there).
+ * The answer's time limit counts from after it.
+ */
+typedef void (*SageBrokerMeanwhile)(void *ctx);
+int sage_broker_lookup_noted_meanwhile(SageBroker *broker, SageHash hash, uint64_t size, uint32_t device,
+                                       uint64_t *extent_id, int *fd_out, void *notes, uint32_t notes_cap,
+                                       uint32_t *notes_len, SageBrokerMeanwhile meanwhile, void *ctx);
 
 int sage_broker_release(SageBroker *broker, uint64_t extent_id);
 int sage_broker_stats(SageBroker *broker, SageStats *out);

@@ -31,6 +31,9 @@ typedef struct NotesSink {
 int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
                      SageListEntry *list_storage, int *reply_fd);
 int sage_broker_call_noted(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd, NotesSink *notes);
+/* call_noted running meanwhile(ctx) (if not NULL) once between the send and the reply (broker_client.h). */
+int sage_broker_call_noted_meanwhile(SageBroker *b, SageMessage *req, SageMessage *reply, int *reply_fd,
+                                     NotesSink *notes, SageBrokerMeanwhile meanwhile, void *ctx);
 /* sage_broker_call (no list, no reply fd) with its own timeout instead of the connection's. */
 int sage_broker_call_timeout(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
                              int timeout_ms);

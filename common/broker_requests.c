@@ -28,14 +28,14 @@ static int lookup_answer(const SageMessage *reply, uint64_t size) {
 
 /* LOOKUP; the extent's notes go to `sink` (NULL: dropped). */
 static int lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id, int *fd_out,
-                  NotesSink *sink) {
+                  NotesSink *sink, SageBrokerMeanwhile meanwhile, void *ctx) {
         SageMessage req, reply;
         int fd = -1, r;
 
         *fd_out = -1;
         sage_proto_init(&req, SAGE_MSG_LOOKUP, 0);
         req.lookup = (SageExtentKey){ .hash = hash, .size = size, .device = device };
-        r = sage_broker_call_noted(b, &req, &reply, &fd, sink);
+        r = sage_broker_call_noted_meanwhile(b, &req, &reply, &fd, sink, meanwhile, ctx);
         if (r != 0)
                 return r;
         if ((r = lookup_answer(&reply, size)) != 0) {
@@ -58,13 +58,20 @@ static int lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, 
 }
 
 int sage_broker_lookup(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id, int *fd_out) {
-        return lookup(b, hash, size, device, extent_id, fd_out, NULL);
+        return lookup(b, hash, size, device, extent_id, fd_out, NULL, NULL, NULL);
 }
 
 int sage_broker_lookup_noted(SageBroker *b, SageHash hash, uint64_t size, uint32_t device, uint64_t *extent_id,
                              int *fd_out, void *notes, uint32_t notes_cap, uint32_t *notes_len) {
+        return sage_broker_lookup_noted_meanwhile(b, hash, size, device, extent_id, fd_out, notes, notes_cap, notes_len,
+                                                  NULL, NULL);
+}
+
+int sage_broker_lookup_noted_meanwhile(SageBroker *b, SageHash hash, uint64_t size, uint32_t device,
+                                       uint64_t *extent_id, int *fd_out, void *notes, uint32_t notes_cap,
+                                       uint32_t *notes_len, SageBrokerMeanwhile meanwhile, void *ctx) {
         NotesSink sink = { .bytes = notes, .capacity = notes ? notes_cap : 0 };
-        int r = lookup(b, hash, size, device, extent_id, fd_out, &sink);
+        int r = lookup(b, hash, size, device, extent_id, fd_out, &sink, meanwhile, ctx);
 
         /* A hit's notes, or the size they need (-ENOBUFS). */
         *notes_len = r == 0 || r == -ENOBUFS ? sink.length : 0;

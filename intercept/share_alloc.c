@@ -31,11 +31,13 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
         v->drv = drv;
         v->release_extent = release_extent;
         v->release_ctx = ctx;
+        v->track_pending = false; /* the caller turns it on */
         atomic_store(&v->write_epoch, 1);
         atomic_store(&v->pending, false);
         v->allocs = NULL;
         v->lo_va = UINT64_MAX;
         v->hi_va = 0;
+        v->prepared = (ShareRests){ .a = NULL };
 }
 
 static bool reserve_pieces(SageShareAlloc *a, size_t n) {
@@ -319,59 +321,122 @@ static CUresult map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, s
 }
 
 /*
- * What remains of the pieces [i0, i1) outside [lo, hi) gets new private
- * backing, content kept where it matters. When `with` is an upload's and
- * the upload goes on past hi (its tail, which the caller copies), a
- * right-hand rest with nothing to keep and more than a granule is backed as
- * two pieces, its first granule apart: a framework fills a pool segment
- * upwards, so the next upload starts in that granule, after the tail, and
- * its whole granules begin right after it; splitting there later cuts no
- * piece holding bytes to keep, which would cost a device-to-device copy
- * through a temporary mapping and a synchronize (SHARE_KEEP_COPIES).
+ * What remains of the pieces overlapping [lo, hi) outside it: rem[0..*nrem)
+ * with keep[] (content to keep), the pieces [*i0, *i1). When the range is
+ * an upload's (span_hi) that goes on past hi (its tail, which the caller
+ * copies), a right-hand rest with nothing to keep and more than a granule
+ * is backed as two pieces, its first granule apart: a framework fills a
+ * pool segment upwards, so the next upload starts in that granule, after
+ * the tail, and its whole granules begin right after it; splitting there
+ * later cuts no piece holding bytes to keep, which would cost a
+ * device-to-device copy through a temporary mapping and a synchronize
+ * (SHARE_KEEP_COPIES). False: no piece overlaps, or no room for the pieces.
  */
-CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi, const Piece *with) {
-        size_t i0 = 0, i1;
-        Piece rem[3], add[4];
-        bool keep[3] = { false, false, false };
-        size_t nrem = 0, nadd = 0;
+static bool plan_rests(const ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi, size_t span_hi, Piece rem[3],
+                       bool keep[3], size_t *nrem, size_t *i0, size_t *i1) {
+        size_t n = 0;
+
+        for (*i0 = 0; *i0 < a->npieces && a->pieces[*i0].off + a->pieces[*i0].len <= lo;)
+                (*i0)++;
+        for (*i1 = *i0; *i1 < a->npieces && a->pieces[*i1].off < hi;)
+                (*i1)++;
+        if (*i0 == *i1 || !reserve_pieces(a, a->npieces + 3))
+                return false;
+        memset(rem, 0, 3 * sizeof(*rem));
+        keep[0] = keep[1] = keep[2] = false;
+        if (a->pieces[*i0].off < lo) {
+                rem[n] = (Piece){ .off = a->pieces[*i0].off, .len = lo - a->pieces[*i0].off };
+                keep[n] = must_keep(v, a, &a->pieces[*i0], rem[n].off, rem[n].len);
+                n++;
+        }
+        if (a->pieces[*i1 - 1].off + a->pieces[*i1 - 1].len > hi) {
+                const Piece *last = &a->pieces[*i1 - 1];
+                size_t end = last->off + last->len;
+                rem[n] = (Piece){ .off = hi, .len = end - hi };
+                keep[n] = must_keep(v, a, last, rem[n].off, rem[n].len);
+                if (!keep[n] && span_hi > hi && rem[n].len > a->gran) {
+                        rem[n].len = a->gran;
+                        n++;
+                        rem[n] = (Piece){ .off = hi + a->gran, .len = end - hi - a->gran };
+                }
+                n++;
+        }
+        *nrem = n;
+        return true;
+}
+
+/* Are the rests prepared for `a` the very ones planned (nothing to keep in any)? */
+static bool prepared_fit(const ShareVmm *v, const SageShareAlloc *a, const Piece *rem, const bool *keep, size_t n) {
+        const ShareRests *p = &v->prepared;
+
+        if (p->a != a || p->n != n || !n)
+                return false;
+        for (size_t k = 0; k < n; k++)
+                if (keep[k] || rem[k].off != p->rem[k].off || rem[k].len != p->rem[k].len)
+                        return false;
+        return true;
+}
+
+/* New backing for rem[0..n): a copy where keep[k], else empty. On failure none is left. */
+static CUresult create_rests(ShareVmm *v, SageShareAlloc *a, Piece *rem, const bool *keep, size_t n) {
         CUresult r = CUDA_SUCCESS;
 
-        while (i0 < a->npieces && a->pieces[i0].off + a->pieces[i0].len <= lo)
-                i0++;
-        for (i1 = i0; i1 < a->npieces && a->pieces[i1].off < hi;)
-                i1++;
-        if (i0 == i1 || !reserve_pieces(a, a->npieces + 3))
-                return CUDA_ERROR_INVALID_VALUE;
-        memset(rem, 0, sizeof(rem));
-        if (a->pieces[i0].off < lo) {
-                rem[nrem] = (Piece){ .off = a->pieces[i0].off, .len = lo - a->pieces[i0].off };
-                keep[nrem] = must_keep(v, a, &a->pieces[i0], rem[nrem].off, rem[nrem].len);
-                nrem++;
-        }
-        if (a->pieces[i1 - 1].off + a->pieces[i1 - 1].len > hi) {
-                const Piece *last = &a->pieces[i1 - 1];
-                size_t end = last->off + last->len;
-                rem[nrem] = (Piece){ .off = hi, .len = end - hi };
-                keep[nrem] = must_keep(v, a, last, rem[nrem].off, rem[nrem].len);
-                if (!keep[nrem] && with->span_hi > hi && rem[nrem].len > a->gran) {
-                        rem[nrem].len = a->gran;
-                        nrem++;
-                        rem[nrem] = (Piece){ .off = hi + a->gran, .len = end - hi - a->gran };
-                }
-                nrem++;
-        }
-        for (size_t k = 0; k < nrem && r == CUDA_SUCCESS; k++) {
+        for (size_t k = 0; k < n && r == CUDA_SUCCESS; k++) {
                 if (keep[k])
                         sage_stats_count(SAGE_STAT_SHARE_KEEP_COPIES);
                 r = keep[k] ? share_vmm_copy_into_new(v, a, rem[k].off, rem[k].len, &rem[k].handle)
                             : share_vmm_create(v, a, rem[k].len, &rem[k].handle);
         }
-        if (r != CUDA_SUCCESS) {
-                for (size_t k = 0; k < nrem; k++)
-                        if (rem[k].handle)
+        if (r != CUDA_SUCCESS)
+                for (size_t k = 0; k < n; k++)
+                        if (rem[k].handle) {
                                 v->drv->vmm.release(rem[k].handle);
-                return r;
+                                rem[k].handle = 0;
+                        }
+        return r;
+}
+
+bool share_vmm_prepare_rests(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi, size_t span_hi) {
+        ShareRests *p = &v->prepared;
+        bool keep[3];
+        size_t i0, i1;
+
+        share_vmm_discard_rests(v);
+        if (!plan_rests(v, a, lo, hi, span_hi, p->rem, keep, &p->n, &i0, &i1) || keep[0] || keep[1] || keep[2] ||
+            !p->n || create_rests(v, a, p->rem, keep, p->n) != CUDA_SUCCESS) {
+                p->n = 0;
+                return false;
         }
+        p->a = a;
+        return true;
+}
+
+void share_vmm_discard_rests(ShareVmm *v) {
+        ShareRests *p = &v->prepared;
+
+        for (size_t k = 0; p->a && k < p->n; k++)
+                v->drv->vmm.release(p->rem[k].handle);
+        p->a = NULL;
+        p->n = 0;
+}
+
+/* What remains of the pieces [i0, i1) outside [lo, hi) gets new private backing (plan_rests), prepared or made now. */
+CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi, const Piece *with) {
+        size_t i0, i1;
+        Piece rem[3], add[4];
+        bool keep[3];
+        size_t nrem = 0, nadd = 0;
+        CUresult r = CUDA_SUCCESS;
+
+        if (!plan_rests(v, a, lo, hi, with->span_hi, rem, keep, &nrem, &i0, &i1))
+                return CUDA_ERROR_INVALID_VALUE;
+        if (prepared_fit(v, a, rem, keep, nrem)) {
+                memcpy(rem, v->prepared.rem, nrem * sizeof(*rem));
+                v->prepared.a = NULL; /* taken */
+                v->prepared.n = 0;
+                sage_stats_count(SAGE_STAT_SHARE_RESTS_AHEAD);
+        } else if ((r = create_rests(v, a, rem, keep, nrem)) != CUDA_SUCCESS)
+                return r;
         for (size_t i = i0; i < i1; i++)
                 share_vmm_drop_piece(v, a, &a->pieces[i]);
         /* The rests after hi are adjacent: one access call for them. */

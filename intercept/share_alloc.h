@@ -99,6 +99,17 @@ typedef struct SageShareDriver {
 } SageShareDriver;
 
 /*
+ * New backing for what remains of the pieces around [lo, hi) of an
+ * allocation, made ahead (share_vmm_prepare_rests) while an upload's
+ * lookup is on its way: empty pieces only, nothing of them to keep.
+ */
+typedef struct ShareRests {
+        SageShareAlloc *a; /* NULL: none prepared */
+        Piece rem[3];      /* off, len, handle */
+        size_t n;
+} ShareRests;
+
+/*
  * The allocator part of sharing: every allocation it backs and the write
  * epoch. Callers serialize all calls (SageShare's lock); the epoch and
  * `pending` are atomic because hooks read them without it.
@@ -112,6 +123,7 @@ typedef struct ShareVmm {
         atomic_bool pending;       /* a fresh allocation holds uploads not keyed yet (partial granules) */
         SageShareAlloc *allocs;
         uint64_t lo_va, hi_va; /* bounds of every allocation it backs */
+        ShareRests prepared;   /* share_vmm_prepare_rests's, until taken or discarded */
 } ShareVmm;
 
 void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx);
@@ -167,9 +179,22 @@ CUresult share_vmm_create(ShareVmm *v, const SageShareAlloc *a, size_t len, CUme
 /*
  * Make [lo, hi) (granule multiples) one piece backed by `with` (read-only
  * if it is a shared extent). The caller has synchronized. On failure
- * nothing changed and `with` is still the caller's.
+ * nothing changed and `with` is still the caller's. It takes the prepared
+ * rests when they are exactly the ones it needs (none to keep).
  */
 CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi, const Piece *with);
+/*
+ * Make the new backing a replace of [lo, hi) by an upload spanning up to
+ * span_hi will need, now (the caller has synchronized as for the replace):
+ * done while the broker answers the upload's lookup, since a hit and a
+ * miss both replace that range. Only when nothing of the rests is to be
+ * kept (a copy would read bytes a later write could change). False:
+ * nothing prepared (the replace makes its own). Either way one prepare at
+ * a time: the last one's unused rests are released first.
+ */
+bool share_vmm_prepare_rests(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi, size_t span_hi);
+/* Release prepared rests no replace took (the caller is done with the range). */
+void share_vmm_discard_rests(ShareVmm *v);
 /*
  * Import broker extent fd (closed) and map it read-only as `piece`, whose
  * off, len, extent_id (our reference) and notes are set. False: nothing

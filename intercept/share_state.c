@@ -67,18 +67,25 @@ static int broker_publish(void *ctx, const SageShareAlloc *a, const Piece *p, in
         return r;
 }
 
-static int broker_lookup(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
-                         const void **notes, uint32_t *notes_len) {
-        SageShare *s = ctx;
+static int lookup_meanwhile(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
+                            const void **notes, uint32_t *notes_len, SageBrokerMeanwhile meanwhile, void *ctx) {
         int r;
 
-        if (!s->broker)
+        if (!s->broker) {
+                if (meanwhile)
+                        meanwhile(ctx);
                 return -ENOTCONN;
-        r = sage_broker_lookup_noted(s->broker, key, len, device, id, fd, s->notes_buf, sizeof(s->notes_buf),
-                                     notes_len);
+        }
+        r = sage_broker_lookup_noted_meanwhile(s->broker, key, len, device, id, fd, s->notes_buf, sizeof(s->notes_buf),
+                                               notes_len, meanwhile, ctx);
         share_broker_lost(s, r);
         *notes = s->notes_buf;
         return r;
+}
+
+static int broker_lookup(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
+                         const void **notes, uint32_t *notes_len) {
+        return lookup_meanwhile(ctx, key, len, device, id, fd, notes, notes_len, NULL, NULL);
 }
 
 int share_broker_device(SageShare *s, CUdevice dev, uint32_t *broker_dev) {
@@ -114,6 +121,11 @@ int share_broker_device(SageShare *s, CUdevice dev, uint32_t *broker_dev) {
 int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
                  uint32_t *notes_len) {
         return broker_lookup(s, key, len, device, id, fd, notes, notes_len);
+}
+
+int share_lookup_meanwhile(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
+                           const void **notes, uint32_t *notes_len, SageBrokerMeanwhile meanwhile, void *ctx) {
+        return lookup_meanwhile(s, key, len, device, id, fd, notes, notes_len, meanwhile, ctx);
 }
 
 /* ShareLookup's lookup_many: every key in one pipelined exchange, each hit's notes in its request. */

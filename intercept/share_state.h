@@ -76,6 +76,9 @@ int share_broker_device(SageShare *s, CUdevice dev, uint32_t *broker_dev);
 /* Ask the broker for `key` (share_assemble.h's ShareLookup: notes in s->notes_buf). Under the lock. */
 int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
                  uint32_t *notes_len);
+/* share_lookup running meanwhile(ctx) once while the broker answers (broker_client.h). Under the lock. */
+int share_lookup_meanwhile(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
+                           const void **notes, uint32_t *notes_len, SageBrokerMeanwhile meanwhile, void *ctx);
 /*
  * Granules that uploads filled in part (or several uploads together) are
  * keyed by their content before anything else writes them: called before a

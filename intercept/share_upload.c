@@ -254,6 +254,24 @@ void sage_share_before_unknown_write(CUdeviceptr dst) {
         pthread_mutex_unlock(&s->lock);
 }
 
+/* What both a hit and a miss on [lo, hi) of `a` need first, done while the broker answers the lookup. */
+typedef struct BeforeReplace {
+        SageShare *s;
+        SageShareAlloc *a;
+        size_t lo, hi, span_hi;
+        uint64_t ns; /* how long it took: re-mapping's, not the broker's */
+} BeforeReplace;
+
+static void before_replace(void *ctx) {
+        BeforeReplace *b = ctx;
+        uint64_t t = sage_now_ns();
+
+        /* Nothing in flight may use the backing we replace. */
+        share_vmm_sync_for_replace(&b->s->vmm, b->a, b->lo, b->hi);
+        share_vmm_prepare_rests(&b->s->vmm, b->a, b->lo, b->hi, b->span_hi);
+        b->ns = sage_now_ns() - t;
+}
+
 /*
  * An upload of n bytes from host `src` to `dst`. Returns true when bytes
  * [plan->lo, plan->hi) of it were served by mapping a shared extent: the
@@ -271,6 +289,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         uint32_t notes_len = 0;
         int fd = -1, r;
         Piece piece;
+        BeforeReplace before;
 
         if (!atomic_load_explicit(&s->active, memory_order_relaxed) || !src || !n)
                 return false;
@@ -320,11 +339,13 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         }
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
         hit_t = t;
-        r = share_lookup(s, key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len);
-        t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
+        before = (BeforeReplace){ s, a, lo, hi, o + n, 0 };
+        r = share_lookup_meanwhile(s, key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len, before_replace,
+                                   &before);
+        sage_stats_add(SAGE_STAT_SHARE_NS_REMAP, before.ns);
+        t = lap(SAGE_STAT_SHARE_NS_BROKER, t + before.ns);
         if (!by_file && hi - lo >= STAGE_MIN)
                 s->expect_hit = r == 0 && fd >= 0 ? 1 : -1;
-        share_vmm_sync_for_replace(&s->vmm, a, lo, hi); /* nothing in flight may use the backing we replace */
         atomic_store(&s->guarding, true);
         if (r == 0 && fd >= 0) {
                 piece = (Piece){
@@ -377,6 +398,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
 written:
         share_vmm_note_written(&s->vmm, a, o, n);
 out:
+        share_vmm_discard_rests(&s->vmm); /* made for a replace that did not happen */
         pthread_mutex_unlock(&s->lock);
         return served;
 }

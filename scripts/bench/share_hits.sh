@@ -125,6 +125,15 @@ for kind, mode in [(k, m) for k in ("resnet50", "bert", "gpt2") for m in ("sage"
               sage[-1]["stats"].get("SHARE_SYNCS_SKIPPED") if sage else None,
               sage[-1]["stats"].get("SHARE_PLACED") if sage else None,
               sage[-1]["stats"].get("SHARE_COPY_CHEAPER") if sage else None))
+# Where a hit's time goes (medians over the SAGE invocations, ms), and how many hits made their rests while the
+# broker answered (SHARE_RESTS_AHEAD): NS_BROKER no longer holds the synchronize and creates made meanwhile.
+for kind in ("resnet50", "bert", "gpt2"):
+    sage = [r["stats"] for r in recs if r["kind"] == kind and r["mode"] == "sage" and not r["tag"].startswith("w")]
+    if sage:
+        print("%-9s sage: hits %s, rests ahead %s, ms key %.1f broker %.1f remap %.1f (max %.1f %.1f %.1f)" % (
+            kind, sage[-1].get("SHARE_HITS"), sage[-1].get("SHARE_RESTS_AHEAD"),
+            *[med([s.get(k, 0) / 1e6 for s in sage]) for k in ("SHARE_NS_KEY", "SHARE_NS_BROKER", "SHARE_NS_REMAP")],
+            *[max(s.get(k, 0) / 1e6 for s in sage) for k in ("SHARE_NS_KEY", "SHARE_NS_BROKER", "SHARE_NS_REMAP")]))
 sys.exit(bad)
 PY
 if [ -n "${OUT:-}" ]; then

@@ -421,6 +421,17 @@ FAKE_EXPORT CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocati
         return CUDA_SUCCESS;
 }
 
+/* SAGE_FAKE_EXPORT_LOG: one line (the pid) per export, so a test counts a process's driver exports. */
+static void log_export(void) {
+        const char *path = getenv("SAGE_FAKE_EXPORT_LOG");
+        int fd = path && *path ? open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600) : -1;
+
+        if (fd >= 0) {
+                dprintf(fd, "%d\n", (int)getpid());
+                close(fd);
+        }
+}
+
 FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGenericAllocationHandle handle,
                                                   CUmemAllocationHandleType handleType, unsigned long long flags) {
         FAKE_GATE();
@@ -436,8 +447,10 @@ FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGe
                 r = fd >= 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
         }
         fake_unlock();
-        if (r == CUDA_SUCCESS)
+        if (r == CUDA_SUCCESS) {
                 *(int *)shareableHandle = fd;
+                log_export();
+        }
         return r;
 }
 

@@ -68,6 +68,7 @@ at_least "$(shared b3)" 98 || bad "third invocation: $(shared b3)% shared (< 98%
 [ "$(stat_of "$tmp/b3.json" SHARE_DROPPED)" = 0 ] || bad "third invocation: $(stat_of "$tmp/b3.json" SHARE_DROPPED) candidates dropped"
 [ "$(stat_of "$tmp/b3.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "third invocation: the guard privatized shared pieces"
 [ "$(stat_of "$tmp/b3.json" SHARE_SYNCS_SKIPPED)" -gt 0 ] || bad "no hit skipped its synchronize"
+[ "$(stat_of "$tmp/b3.json" SHARE_RESTS_AHEAD)" -gt 0 ] || bad "no hit took the rests made while the broker answered"
 
 step "a kernel writing placed, shared weights: a private copy first (the launch guard), same output as native"
 native_w=$(POOL_TEST_WRITE=1 "$prog" 5)

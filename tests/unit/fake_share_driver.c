@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_HANDLES 256
-#define MAX_MAPS 256
+#define MAX_HANDLES 2048
+#define MAX_MAPS 1024
 
 typedef struct FakeHandle {
         unsigned char *bytes;
@@ -270,18 +270,22 @@ static CUresult copy_dtoh_async(void *dst, CUdeviceptr src, size_t len, CUstream
 }
 
 void fake_fill(CUdeviceptr va, size_t len, unsigned char byte) {
-        for (size_t i = 0; i < len; i++) {
-                unsigned char *d = fake_at(va + i, NULL);
+        for (size_t run; len; va += run, len -= run) {
+                unsigned char *d = mapped_run(va, &run, NULL);
                 if (!d)
                         abort();
-                *d = byte;
+                run = run < len ? run : len;
+                memset(d, byte, run);
         }
 }
 
 bool fake_holds(CUdeviceptr va, size_t len, unsigned char byte) {
-        for (size_t i = 0; i < len; i++) {
-                unsigned char *d = fake_at(va + i, NULL);
-                if (!d || *d != byte)
+        for (size_t run; len; va += run, len -= run) {
+                unsigned char *d = mapped_run(va, &run, NULL);
+                if (!d)
+                        return false;
+                run = run < len ? run : len;
+                if (d[0] != byte || memcmp(d, d + 1, run - 1) != 0) /* all equal to the first */
                         return false;
         }
         return true;

@@ -7,10 +7,14 @@
  * window of lookups (SAGE_BROKER_PIPELINE) gets them all, not one at a time,
  * each hit with its own notes (assembly maps with them), a hit whose notes do
  * not fit none (its reference given back).
+ * And lookup_noted_meanwhile: its work runs while the LOOKUP is at the
+ * broker, after it was sent and before the answer is read.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +30,8 @@ typedef struct Server {
         int listen_fd;
         int publish_delay_ms;
         size_t n_lookups; /* nonzero: serve lookup_many's instead of a publish */
+        bool meanwhile;   /* serve one LOOKUP: say it arrived (received), answer once told (ran) */
+        sem_t received, ran;
 } Server;
 
 #define WINDOW 32 /* common/broker_client_private.h's SAGE_BROKER_PIPELINE */
@@ -81,6 +87,30 @@ static void answer(int fd, unsigned want, SageMessage *reply, int delay_ms) {
         CHECK(sage_proto_send_message(fd, reply, NULL, 0) == 0);
 }
 
+/* sem_wait, bounded: 5 s, then -1. */
+static int timed_wait(sem_t *sem) {
+        struct timespec ts;
+        int r;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        while ((r = sem_timedwait(sem, &ts)) != 0 && errno == EINTR)
+                ;
+        return r;
+}
+
+/* The meanwhile work: the LOOKUP must be at the broker already, whose answer waits for this. */
+static int meanwhile_runs;
+static void meanwhile(void *ctx) {
+        Server *s = ctx;
+
+        meanwhile_runs++;
+        if (!s)
+                return;
+        CHECK(timed_wait(&s->received) == 0);
+        CHECK(sem_post(&s->ran) == 0);
+}
+
 static void *serve(void *arg) {
         Server *s = arg;
         SageMessage reply;
@@ -93,6 +123,24 @@ static void *serve(void *arg) {
                                               .granularity = 2u << 20,
                                               .features = SAGE_FEATURES_ALL };
         answer(fd, SAGE_MSG_HELLO, &reply, 0);
+        if (s->meanwhile) {
+                uint8_t buf[SAGE_PROTO_MAX_MESSAGE];
+                size_t n_fds = 0;
+                int fds[4], efd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                ssize_t len = sage_proto_recv(fd, buf, sizeof(buf), fds, 4, &n_fds);
+                SageMessage m;
+
+                CHECK(len > 0 && sage_proto_decode(buf, (size_t)len, &m, NULL) == 0 &&
+                      m.header.type == SAGE_MSG_LOOKUP);
+                CHECK(sem_post(&s->received) == 0);
+                CHECK(timed_wait(&s->ran) == 0);
+                sage_proto_init(&reply, SAGE_MSG_LOOKUP_REPLY, m.header.request_id);
+                reply.lookup_reply = (SageLookupReply){ .found = 1, .extent_id = 9, .size = m.lookup.size };
+                CHECK(efd >= 0 && sage_proto_send_message(fd, &reply, &efd, 1) == 0);
+                close(efd);
+                close(fd);
+                return NULL;
+        }
         for (size_t done = 0; done < s->n_lookups; done += WINDOW)
                 answer_lookups(fd, s->n_lookups - done < WINDOW ? s->n_lookups - done : WINDOW);
         if (s->n_lookups) {
@@ -162,6 +210,26 @@ int main(void) {
         }
         sage_broker_free(b);
         CHECK(pthread_join(t, NULL) == 0);
+
+        /* A lookup with work meanwhile: run once, between the send and the answer; the answer is the hit. */
+        uint32_t notes_len = 1;
+        s.n_lookups = 0;
+        s.meanwhile = true;
+        CHECK(sem_init(&s.received, 0, 0) == 0 && sem_init(&s.ran, 0, 0) == 0);
+        CHECK(pthread_create(&t, NULL, serve, &s) == 0);
+        CHECK(sage_broker_connect(&b, addr.sun_path, 500) == 0);
+        CHECK(sage_broker_lookup_noted_meanwhile(b, (SageHash){ .low = 5 }, 2u << 20, 0, &id, &fd, NULL, 0, &notes_len,
+                                                 meanwhile, &s) == 0);
+        CHECK(meanwhile_runs == 1 && id == 9 && fd >= 0 && notes_len == 0);
+        close(fd);
+        CHECK(pthread_join(t, NULL) == 0);
+        /* The broker gone: nothing can be sent, the work still runs (once), the lookup fails. */
+        CHECK(sage_broker_lookup_noted_meanwhile(b, (SageHash){ .low = 5 }, 2u << 20, 0, &id, &fd, NULL, 0, &notes_len,
+                                                 meanwhile, NULL) < 0);
+        CHECK(meanwhile_runs == 2 && fd == -1);
+        sage_broker_free(b);
+        sem_destroy(&s.received);
+        sem_destroy(&s.ran);
         close(s.listen_fd);
         unlink(addr.sun_path);
         rmdir(dir);

@@ -5,7 +5,10 @@
  * extent, splits the unwritten rest without a synchronize (nothing in
  * flight uses it) and grants the rest's two pieces access in one call; a
  * hit over pieces an upload wrote, or in an allocation something else
- * wrote, still waits for the work in flight.
+ * wrote, still waits for the work in flight. The rests are made while the
+ * broker answers (share_vmm_prepare_rests), and taken only where nothing of
+ * them is to be kept. Whole model loads are counted too (docs/sharing.md,
+ * "The cost of a hit").
  */
 #include <fcntl.h>
 #include <unistd.h>
@@ -15,6 +18,10 @@
 
 #define G FAKE_GRAN
 #define HIT_CALLS_MAX 10 /* import, 2 creates, unmap + release of the old rest, 3 maps, 2 access calls */
+/* Whole loads (import counted), pinned as measured: see docs/sharing.md, "The cost of a hit". */
+#define GPT2_CALLS 784  /* 98 hits x 8: import, the rest's create, unmap + release of the old, 2 maps, 2 access calls */
+#define MIXED_CALLS 948 /* 98 hits, 10 each but a segment's last (no rest of more than a granule after it) */
+#define BERT_CALLS 308  /* 25 hits, 9 of them re-backing bytes of copied tensors before them by a copy */
 
 static void release_extent(void *ctx, uint64_t id) {
 }
@@ -35,9 +42,16 @@ static int upload_hit(ShareVmm *v, SageShareAlloc *a, size_t o, size_t n, uint64
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
         CHECK(fd >= 0 && hi > lo);
+        /* While the broker answers: the synchronize (if any) and the rests, which a miss would need as well. */
         share_vmm_sync_for_replace(v, a, lo, hi);
+        bool ahead = share_vmm_prepare_rests(v, a, lo, hi, o + n);
+        int creates = fake.creates;
+        uint64_t taken = fake_stat(SAGE_STAT_SHARE_RESTS_AHEAD);
         fake.next_import = fake_handle(hi - lo, (unsigned char)id);
         CHECK(share_vmm_map_extent(v, a, &p, fd));
+        /* Made ahead, they were taken: the remap itself creates nothing. */
+        CHECK(!ahead || (fake.creates == creates && fake_stat(SAGE_STAT_SHARE_RESTS_AHEAD) == taken + 1));
+        CHECK(v->prepared.a == NULL);
         fake_fill(a->va + o, lo - o, 0x11);
         share_vmm_note_written(v, a, o, lo - o);
         fake_fill(a->va + hi, o + n - hi, 0x11);
@@ -79,6 +93,170 @@ static void sequential_hits_are_cheap(void) {
         CHECK(fake.live_handles == 0 && fake_live_maps() == 0 && fake.bad_unmaps == 0 && fake.bad_writes == 0);
 }
 
+/* An upload of n bytes at offset o of `a` with no whole granule: the app's own copy, tracked. */
+static void upload_copied(ShareVmm *v, SageShareAlloc *a, size_t o, size_t n) {
+        fake_fill(a->va + o, n, 0x11);
+        share_vmm_note_written(v, a, o, n);
+}
+
+/* What a model's load cost: hits, driver calls (imports included), keep copies, synchronizes. */
+typedef struct LoadCost {
+        int hits, calls, keep_copies, syncs, max_calls;
+} LoadCost;
+
+/*
+ * A framework's pool loading tensors of sizes[0..n) into fresh segments of
+ * `seg` bytes, one after the other at 512-byte rounded offsets (PyTorch's
+ * large pool: a tensor over 10 MiB gets a segment of its own, rounded up
+ * to 2 MiB); every tensor with a whole granule a broker hit.
+ */
+static LoadCost load(const size_t *sizes, size_t n, size_t seg) {
+        ShareVmm v;
+        SageShareAlloc *segs[256];
+        size_t nsegs = 0, o = 0;
+        LoadCost cost = { 0, 0, 0, 0, 0 };
+        uint64_t id = 0;
+
+        fake_reset();
+        share_vmm_init(&v, &fake_driver, release_extent, NULL);
+        for (size_t i = 0; i < n; i++) {
+                size_t len = sizes[i], lo, hi;
+                SageShareAlloc *a;
+                if (!nsegs || len > 10u << 20 || o + len > segs[nsegs - 1]->size) {
+                        size_t size = len > 10u << 20 ? (len + G - 1) / G * G : seg;
+                        CHECK(nsegs < 256);
+                        CHECK(share_vmm_alloc(&v, size, G, 0, 0, NULL, &segs[nsegs]) == CUDA_SUCCESS);
+                        share_vmm_link(&v, segs[nsegs++]);
+                        o = 0;
+                }
+                a = segs[nsegs - 1];
+                lo = (o + G - 1) / G * G;
+                hi = (o + len) / G * G;
+                if (hi > lo) {
+                        int c = upload_hit(&v, a, o, len, ++id % 250 + 1);
+                        cost.hits++;
+                        cost.calls += c;
+                        cost.max_calls = c > cost.max_calls ? c : cost.max_calls;
+                } else
+                        upload_copied(&v, a, o, len);
+                o = (o + len + 511) / 512 * 512;
+        }
+        cost.keep_copies = (int)fake_stat(SAGE_STAT_SHARE_KEEP_COPIES);
+        cost.syncs = fake.syncs;
+        for (size_t k = 0; k < nsegs; k++) {
+                SageShareAlloc *a = segs[k];
+                for (size_t i = 0; i < a->npieces; i++)
+                        if (a->pieces[i].extent_id)
+                                CHECK(fake_holds(a->va + a->pieces[i].off, a->pieces[i].len,
+                                                 (unsigned char)a->pieces[i].extent_id));
+                for (size_t i = 0; i < a->nwritten; i++)
+                        CHECK(fake_holds(a->va + a->written[i].off, a->written[i].len, 0x11));
+                CHECK(share_vmm_unlink(&v, share_vmm_user_va(a)) == a);
+                share_vmm_release(&v, a);
+        }
+        CHECK(fake.live_handles == 0 && fake_live_maps() == 0 && fake.bad_unmaps == 0 && fake.bad_writes == 0);
+        return cost;
+}
+
+static void report(const char *what, LoadCost c) {
+        fprintf(stderr, "%s: %d hits, %d driver calls (%.1f a hit, at most %d), %d keep copies, %d synchronizes\n",
+                what, c.hits, c.calls, c.hits ? (double)c.calls / c.hits : 0.0, c.max_calls, c.keep_copies, c.syncs);
+}
+
+#define MIB ((size_t)1 << 20)
+
+/*
+ * GPT-2 medium in fp16 as PyTorch loads it: per layer the attention's qkv
+ * (6 MiB) and projection (2 MiB), the MLP's two 8 MiB matrices, in 20 MiB
+ * segments; the embeddings (98 MiB + 2 MiB) first. Biases and norms go to
+ * the small pool: not here. And a pool of mixed sizes that leave tails.
+ */
+static void model_loads(void) {
+        size_t gpt2[98], mixed[98], bert[6 * 12 + 1];
+        size_t n = 0;
+        LoadCost c;
+
+        gpt2[n++] = 50257 * 1024 * 2;
+        gpt2[n++] = 1024 * 1024 * 2;
+        for (int l = 0; l < 24; l++) {
+                gpt2[n++] = 3 * MIB * 2;
+                gpt2[n++] = 1 * MIB * 2;
+                gpt2[n++] = 4 * MIB * 2;
+                gpt2[n++] = 4 * MIB * 2;
+        }
+        c = load(gpt2, n, 20 * MIB);
+        report("gpt2-like (granule multiples)", c);
+        CHECK(c.hits == 98 && c.keep_copies == 0 && c.syncs == 0);
+        CHECK(c.calls <= GPT2_CALLS && c.max_calls <= 8);
+
+        for (n = 0; n < 98; n++)
+                mixed[n] = (size_t[]){ 9 * G / 4 + 200, 3 * G + 4096, 5 * G / 2 + 77, 4 * G + 512 }[n % 4];
+        c = load(mixed, n, 20 * MIB);
+        report("mixed sizes (tails)", c);
+        CHECK(c.hits == 98 && c.keep_copies == 0 && c.syncs == 0);
+        CHECK(c.calls <= MIXED_CALLS && c.max_calls <= HIT_CALLS_MAX);
+
+        /* BERT base in fp16: per layer 4 attention matrices of 1.125 MiB (no whole granule), 2 MLP ones of 4.5 MiB. */
+        n = 0;
+        bert[n++] = 30522 * 768 * 2;
+        for (int l = 0; l < 12; l++) {
+                for (int k = 0; k < 4; k++)
+                        bert[n++] = 768 * 768 * 2;
+                bert[n++] = 768 * 3072 * 2;
+                bert[n++] = 768 * 3072 * 2;
+        }
+        c = load(bert, n, 20 * MIB);
+        report("bert-like", c);
+        CHECK(c.hits == 25 && c.keep_copies <= 9 && c.syncs <= 2 * 9);
+        CHECK(c.calls <= BERT_CALLS);
+}
+
+/*
+ * Rests made while the broker answers are taken only by the replace they
+ * were made for, and only while nothing of them is to be kept: after a
+ * launch (anything may have written the allocation) the replace copies what
+ * it keeps, and the rests made ahead go back unused.
+ */
+static void rests_ahead(void) {
+        ShareVmm v;
+        SageShareAlloc *a = NULL;
+        Piece p = { .off = 2 * G, .len = 2 * G, .extent_id = 7, .span_lo = 2 * G - 100, .span_hi = 4 * G + 100 };
+        int fd, live;
+
+        fake_reset();
+        share_vmm_init(&v, &fake_driver, release_extent, NULL);
+        CHECK(share_vmm_alloc(&v, 8 * G, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
+        share_vmm_link(&v, a);
+        live = fake.live_handles;
+        fake.creates = fake.releases = 0;
+        /* Nothing to keep: [0, 2G) and the rest after 4G, its first granule apart. */
+        CHECK(share_vmm_prepare_rests(&v, a, 2 * G, 4 * G, 4 * G + 100));
+        CHECK(v.prepared.a == a && v.prepared.n == 3 && fake.creates == 3 && fake.live_handles == live + 3);
+        share_vmm_discard_rests(&v);
+        CHECK(v.prepared.a == NULL && fake.live_handles == live && fake.releases == 3);
+
+        /* Prepared, then a launch wrote [G, G+100): the replace keeps [0, 4G) and [6G, 8G) by copies. */
+        CHECK(share_vmm_prepare_rests(&v, a, 4 * G, 6 * G, 6 * G));
+        fake_fill(a->va + G, 100, 0x22);
+        share_vmm_note_write(&v);
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        CHECK(fd >= 0);
+        p = (Piece){ .off = 4 * G, .len = 2 * G, .extent_id = 7, .span_lo = 4 * G, .span_hi = 6 * G };
+        fake.next_import = fake_handle(2 * G, 7);
+        share_vmm_sync(&v, a);
+        CHECK(share_vmm_map_extent(&v, a, &p, fd));
+        CHECK(fake_stat(SAGE_STAT_SHARE_KEEP_COPIES) == 2 && fake_stat(SAGE_STAT_SHARE_RESTS_AHEAD) == 0);
+        CHECK(fake_holds(a->va + G, 100, 0x22) && fake_holds(a->va + 4 * G, 2 * G, 7));
+        CHECK(v.prepared.a == a); /* not taken: the caller discards them */
+        share_vmm_discard_rests(&v);
+        /* Not fresh any more: every rest is to be kept, none is made ahead. */
+        live = fake.live_handles;
+        CHECK(!share_vmm_prepare_rests(&v, a, 0, 2 * G, 2 * G) && v.prepared.a == NULL && fake.live_handles == live);
+        CHECK(share_vmm_unlink(&v, a->va) == a);
+        share_vmm_release(&v, a);
+        CHECK(fake.live_handles == 0 && fake_live_maps() == 0 && fake.bad_unmaps == 0 && fake.bad_writes == 0);
+}
+
 /* Pieces an upload wrote (its copy may still be in flight), or anything else since: wait first. */
 static void written_pieces_wait(void) {
         ShareVmm v;
@@ -108,6 +286,8 @@ static void written_pieces_wait(void) {
 int main(void) {
         sequential_hits_are_cheap();
         written_pieces_wait();
+        rests_ahead();
+        model_loads();
         fake_reset();
         return 0;
 }
