@@ -11,6 +11,11 @@
  * Under systemd (deploy/systemd) saged takes the sockets of saged.socket
  * instead of binding its own, and says READY=1 once it listens
  * (activation.c).
+ * saged renices itself (--nice, default -10) before the driver or saged
+ * starts a thread: Linux keeps a nice value per thread and a new thread
+ * takes its creator's, so every thread (the event loop, the driver's, the
+ * suspend/resume workers) runs ahead of the clients' bulk hashing; a
+ * daemonised saged sets its session's autogroup to the same value.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +51,34 @@ static void raise_fd_limit(void) {
                 if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
                         sage_warn("cannot raise the fd limit: %s", strerror(errno));
         }
+}
+
+/* One event-loop thread answers every client, a hash probe and a dup each;
+ * 16 clients hashing on every core kept it in the run queue for ms per
+ * wake-up (docs/sharing.md). Not being permitted (not root, no
+ * CAP_SYS_NICE) is no reason not to serve: say so, go on as started. */
+static void apply_nice(int nice) {
+        char text[8];
+        int fd;
+
+        if (nice == 0)
+                return;
+        if (setpriority(PRIO_PROCESS, 0, nice) < 0) {
+                sage_info("cannot run at nice %d (%s): staying at nice %d", nice, strerror(errno),
+                          getpriority(PRIO_PROCESS, 0));
+                return;
+        }
+        /* With autogroups (kernel.sched_autogroup_enabled, no CPU cgroup) a
+         * thread's nice orders it only within its session's autogroup, and a
+         * daemonised saged leads a session of its own: its autogroup takes
+         * the value too. Never a session saged does not lead (--foreground
+         * from a shell): that would renice the operator's terminal. */
+        if (getsid(0) != getpid() || (fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC)) < 0)
+                return; /* not a session leader, or no autogroups in this kernel */
+        snprintf(text, sizeof(text), "%d", nice);
+        if (write(fd, text, strlen(text)) < 0)
+                sage_info("cannot set saged's autogroup to nice %d: %s", nice, strerror(errno));
+        close(fd);
 }
 
 /* SIZE (k/M/G/T suffixes) or N% of each device's memory. */
@@ -125,6 +158,7 @@ int main(int argc, char **argv) {
                 { "metrics-listen", required_argument, NULL, 'm' },
                 { "metrics-listen-any", no_argument, NULL, 'A' },
                 { "exit-idle", required_argument, NULL, 'I' },
+                { "nice", required_argument, NULL, 'O' },
                 { "instance-memory", required_argument, NULL, 'Y' },
                 { "instance-evict", required_argument, NULL, 'E' },
                 { "nvml-library", required_argument, NULL, 'n' },
@@ -134,7 +168,7 @@ int main(int argc, char **argv) {
                 { "version", no_argument, NULL, 'V' },
                 { NULL, 0, NULL, 0 },
         };
-        Args args = { .budget = DEFAULT_BUDGET };
+        Args args = { .budget = DEFAULT_BUDGET, .nice = DEFAULT_NICE };
         MetricsAddress metrics = { 0 };
         uint64_t idle_ms = 0;
         const char *failed_path;
@@ -182,6 +216,12 @@ int main(int argc, char **argv) {
                 case 'U':
                 case 'P':
                         if ((r = parse_limit(opt, optarg, &args)) != 0) {
+                                args_clear(&args);
+                                return r;
+                        }
+                        break;
+                case 'O':
+                        if ((r = parse_nice(optarg, &args)) != 0) {
                                 args_clear(&args);
                                 return r;
                         }
@@ -293,6 +333,7 @@ int main(int argc, char **argv) {
         }
 
         raise_fd_limit();
+        apply_nice(args.nice); /* before gpu_open: the driver starts threads */
         r = gpu_open(&gpu, args.driver, devices, n_devices, (const uint8_t(*)[16])device_uuids, n_device_uuids);
         if (r < 0)
                 sage_warn("serving without GPUs (%s): PUBLISH and LOOKUP will be refused", strerror(-r));

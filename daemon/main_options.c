@@ -184,12 +184,14 @@ void usage(FILE *f) {
                 "      --exit-idle SECONDS\n"
                 "                        exit once no client has been connected for SECONDS (0: at once;\n"
                 "                        sage-run --share's per-user broker)\n"
+                "      --nice N          run saged's threads at nice N, -20 to 19 (default %d: ahead of\n"
+                "                        its clients' bulk work; 0: as started; kept where not permitted)\n"
                 "  -v, --verbose         more logging (repeat for debug)\n"
                 "  -h, --help            this text\n"
                 "      --version         print the version\n",
                 SAGE_DEFAULT_SOCKET_ROOT, DEFAULT_BUDGET, DEFAULT_NAMESPACE_SHARE, LABEL_MAX_SOCKETS,
                 CONN_TABLE_MAX_TOTAL, CONN_TABLE_ROOT_RESERVE, CONN_TABLE_MAX_PER_NAMESPACE, CONN_TABLE_MAX_PER_LABEL,
-                SERVER_MAX_RESUMES, INSTANCES_MAX_PER_NAMESPACE);
+                SERVER_MAX_RESUMES, INSTANCES_MAX_PER_NAMESPACE, DEFAULT_NICE);
 }
 
 /* --max-instances-per-uid N ('K'), --suspend-prepare-timeout DURATION ('T'), --spool DIR ('W'),
@@ -272,4 +274,17 @@ int parse_share(const char *text) {
         if (sage_parse_uint(buf, &pct) < 0 || pct < 1 || pct > 100)
                 return -EINVAL;
         return (int)pct;
+}
+
+/* --nice N: -20..19, the range setpriority(2) takes; anything else is a typo. */
+int parse_nice(const char *text, Args *a) {
+        bool negative = text[0] == '-';
+        uint64_t v;
+
+        if (sage_parse_uint(text + negative, &v) < 0 || v > (negative ? 20u : 19u)) {
+                fprintf(stderr, "saged: --nice: expected a nice value from -20 to 19, got '%s'\n", text);
+                return 2;
+        }
+        a->nice = negative ? -(int)v : (int)v;
+        return 0;
 }

@@ -18,6 +18,9 @@
 #define DEFAULT_BUDGET "50%"
 /* One tenant may hold at most half of a device's budget: another always finds room. */
 #define DEFAULT_NAMESPACE_SHARE 50
+/* saged's nice value (--nice): its requests are short and bounded, its
+ * clients' hashing is bulk work on every core (daemon/README.md). */
+#define DEFAULT_NICE (-10)
 
 typedef struct Args {
         const char *socket;
@@ -45,6 +48,7 @@ typedef struct Args {
         uint64_t prepare_timeout_ms;
         const char *spool_dir; /* --spool DIR; NULL: off */
         uint64_t spool_budget; /* --spool-budget; 0: SPOOL_DEFAULT_BUDGET */
+        int nice;              /* --nice, -20..19; 0: the priority saged was started at */
 } Args;
 
 typedef struct MetricsAddress {
@@ -64,5 +68,7 @@ int check_metrics_and_idle(const Args *a, MetricsAddress *metrics, uint64_t *idl
 void usage(FILE *f);
 /* --devices: ordinals into `out`, GPU UUIDs (GPU-…) into `uuids`. Returns 0 or -EINVAL, -ENOMEM. */
 int parse_devices(const char *text, uint32_t *out, size_t max, size_t *n, uint8_t (*uuids)[16], size_t *n_uuids);
+/* --nice N: -20..19. Returns 0, or 2 (the exit status) after saying why. */
+int parse_nice(const char *text, Args *a);
 /* --namespace-share: N% or N, 1-100. Returns the percentage or -EINVAL. */
 int parse_share(const char *text);

@@ -3,19 +3,31 @@
  * device at DMA speed instead of through the driver's pageable path (7x
  * slower, docs/figures.md), and is hashed on the way.
  *
- * The upload is cut into rounds of one staging buffer each. Hashing
- * threads take its 512 KiB key chunks in order and copy each into the round's
- * pinned buffer, hashing what they wrote (sage_hash_copy); the calling
- * thread sends a round as soon as all its chunks are in, by one async copy
- * on the buffer's own stream, and before a buffer takes a later round it
- * waits for that stream (the DMA engine may still be reading it). So the
- * host copy, the hash and the DMA of different rounds overlap, and the
- * chunk hashes give the content key (common/hash.h) of exactly the bytes
- * the device received: another thread of the app writing the source
- * meanwhile cannot make the key describe bytes that were not copied.
+ * The upload is cut into rounds of one staging buffer each. Copying
+ * threads take its 512 KiB key chunks in order and copy each into the
+ * round's pinned buffer, hashing what they wrote (sage_hash_copy); the
+ * calling thread sends chunks as soon as 4 MiB in a row are in (or the
+ * rest of the buffer), by one async copy on the buffer's own stream, and
+ * before a buffer takes a later round it waits for that stream (the DMA
+ * engine may still be reading it). So the host copy, the hash and the DMA
+ * overlap, and the chunk hashes give the content key (common/hash.h) of
+ * exactly the bytes the device received: another thread of the app
+ * writing the source meanwhile cannot make the key describe bytes that
+ * were not copied.
+ *
+ * Where the time goes (an H100 host, issue 14): a thread copies and hashes
+ * ~3 GB/s, the DMA takes ~55, so the host needs every idle core
+ * (share_stage_threads). Starting the threads per upload, and sending a
+ * buffer only once all of it was in, cost each 128 MiB upload half its
+ * rate: the threads are a pool kept between uploads, a chunk goes to the
+ * DMA as soon as it is in, and a buffer is reused only once the one sent
+ * after it is queued too, so the DMA engine has work while the caller
+ * waits for a buffer. Each thread asks the kernel to map its chunk of the
+ * source in one call (MADV_POPULATE_READ: a file mapping otherwise faults
+ * per 64 KiB; only a read hint, errors ignored).
  *
  * Only the calling thread calls the driver (its context is current); the
- * hashing threads touch host memory only. The call returns once every
+ * copying threads touch host memory only. The call returns once every
  * stream is idle, so a synchronous upload returns with its bytes on the
  * device, and an async one is complete before anything the app enqueues
  * after it. On any failure the work in flight is waited for and the
@@ -24,29 +36,87 @@
 #include "share_stage.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "log.h"
 #include "util.h"
 
-#define CHUNK SAGE_CONTENT_KEY_CHUNK
-#define MAX_THREADS 16
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14; older kernels say EINVAL, and the threads fault as before */
+#endif
 
-typedef struct Pipe {
-        pthread_mutex_t lock;
-        pthread_cond_t cond; /* `ready` grew, a round got its last chunk, or `failed` */
+#define CHUNK SAGE_CONTENT_KEY_CHUNK
+/* A DMA of fewer bytes wastes the engine's time (per-copy overhead); a buffer's last ones go anyway. */
+#define SEND_MIN (4u << 20)
+_Static_assert(SEND_MIN % CHUNK == 0, "whole chunks");
+#define THREAD_STACK (1u << 20)
+
+/* One upload, while it runs: the pool's lock guards it. */
+typedef struct StageJob {
         ShareStage *st;
         const unsigned char *src;
         size_t n, nchunks, round_chunks, nrounds;
-        size_t next;      /* the next chunk a hashing thread takes */
+        size_t next;      /* the next chunk a copying thread takes */
         size_t ready;     /* rounds whose buffer may be filled: [0, ready) */
-        size_t *left;     /* per round: chunks not yet in its buffer */
+        bool *in;         /* per chunk: copied and hashed */
         SageHash *hashes; /* per chunk */
         bool failed;      /* stop: the caller gives up */
-        uint64_t cpu_ns;  /* the hashing threads' CPU time */
-} Pipe;
+        uint64_t cpu_ns, copy_ns, wait_buf_ns;
+        unsigned joined;
+} StageJob;
+
+/*
+ * The copying threads, one pool per process, kept between uploads. A
+ * child of fork() has none of the parent's threads, and its lock may have
+ * been held when it was forked: `pid` tells, and the pool is made anew.
+ */
+static struct {
+        pid_t pid; /* the process the pool belongs to; another one: made anew */
+        pthread_mutex_t lock;
+        pthread_cond_t work; /* a job came, a round opened, or the job failed */
+        pthread_cond_t done; /* a chunk is in, a thread left a job, the pool is free */
+        unsigned threads;    /* alive */
+        unsigned seats;      /* threads the current job still takes */
+        unsigned busy;       /* threads in the current job */
+        StageJob *job;
+} pool;
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void pool_forked(void) {
+        pool.pid = 0;
+}
+
+static void register_atfork(void) {
+        pthread_atfork(NULL, NULL, pool_forked);
+}
+
+/* The pool of this process, made anew after a fork (pid check: a raw clone() runs no atfork handler). */
+static void pool_claim(void) {
+        pthread_condattr_t attr;
+
+        pthread_once(&atfork_once, register_atfork);
+        if (pool.pid == getpid())
+                return;
+        pthread_mutex_init(&pool.lock, NULL);
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&pool.work, &attr);
+        pthread_condattr_destroy(&attr);
+        pthread_cond_init(&pool.done, NULL);
+        pool.threads = pool.seats = pool.busy = 0;
+        pool.job = NULL;
+        pool.pid = getpid();
+}
 
 static uint64_t thread_cpu_ns(void) {
         struct timespec ts;
@@ -54,35 +124,192 @@ static uint64_t thread_cpu_ns(void) {
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void *hash_thread(void *arg) {
-        Pipe *p = arg;
-        uint64_t cpu = thread_cpu_ns();
+/* Ask the kernel to map the source's pages in one call; only a hint (the copy faults what it did not map). */
+static void populate(const unsigned char *p, size_t n) {
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)p & ~(page - 1);
 
-        pthread_mutex_lock(&p->lock);
-        while (!p->failed && p->next < p->nchunks) {
-                size_t i = p->next++, round = i / p->round_chunks;
-                size_t off = i * (size_t)CHUNK, len = p->n - off < CHUNK ? p->n - off : CHUNK;
-                unsigned char *buf = p->st->buf[round % SHARE_STAGE_SLOTS];
-
-                while (!p->failed && round >= p->ready)
-                        pthread_cond_wait(&p->cond, &p->lock);
-                if (p->failed)
-                        break;
-                pthread_mutex_unlock(&p->lock);
-                p->hashes[i] = sage_hash_copy(buf + (i % p->round_chunks) * (size_t)CHUNK, p->src + off, len);
-                pthread_mutex_lock(&p->lock);
-                if (--p->left[round] == 0)
-                        pthread_cond_broadcast(&p->cond);
-        }
-        p->cpu_ns += thread_cpu_ns() - cpu;
-        pthread_mutex_unlock(&p->lock);
-        return NULL;
+        (void)madvise((void *)lo, (uintptr_t)p + n - lo, MADV_POPULATE_READ);
 }
 
-void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes, unsigned threads) {
+/* A copying thread's share of job `j`: chunks in order until none is left. Under the pool's lock. */
+static void run_job(StageJob *j) {
+        uint64_t cpu = thread_cpu_ns(), copy = 0, wait = 0, t;
+
+        while (!j->failed && j->next < j->nchunks) {
+                size_t i = j->next++, round = i / j->round_chunks;
+                size_t off = i * (size_t)CHUNK, len = j->n - off < CHUNK ? j->n - off : CHUNK;
+                unsigned char *buf = j->st->buf[round % SHARE_STAGE_SLOTS];
+
+                if (round >= j->ready) {
+                        t = sage_now_ns();
+                        while (!j->failed && round >= j->ready)
+                                pthread_cond_wait(&pool.work, &pool.lock);
+                        wait += sage_now_ns() - t;
+                }
+                if (j->failed)
+                        break;
+                pthread_mutex_unlock(&pool.lock);
+                t = sage_now_ns();
+                populate(j->src + off, len);
+                j->hashes[i] = sage_hash_copy(buf + (i % j->round_chunks) * (size_t)CHUNK, j->src + off, len);
+                copy += sage_now_ns() - t;
+                pthread_mutex_lock(&pool.lock);
+                j->in[i] = true;
+                pthread_cond_broadcast(&pool.done);
+        }
+        j->cpu_ns += thread_cpu_ns() - cpu;
+        j->copy_ns += copy;
+        j->wait_buf_ns += wait;
+}
+
+static void *pool_thread(void *arg) {
+        struct timespec idle;
+
+        (void)arg;
+        pthread_mutex_lock(&pool.lock);
+        for (;;) {
+                clock_gettime(CLOCK_MONOTONIC, &idle);
+                idle.tv_sec += SHARE_STAGE_IDLE_MS / 1000;
+                idle.tv_nsec += (SHARE_STAGE_IDLE_MS % 1000) * 1000000l;
+                if (idle.tv_nsec >= 1000000000l) {
+                        idle.tv_sec++;
+                        idle.tv_nsec -= 1000000000l;
+                }
+                while (!pool.job || !pool.seats)
+                        if (pthread_cond_timedwait(&pool.work, &pool.lock, &idle) == ETIMEDOUT &&
+                            (!pool.job || !pool.seats)) {
+                                pool.threads--;
+                                pthread_mutex_unlock(&pool.lock);
+                                return NULL;
+                        }
+                pool.seats--;
+                pool.busy++;
+                pool.job->joined++;
+                run_job(pool.job);
+                pool.busy--;
+                pthread_cond_broadcast(&pool.done);
+        }
+}
+
+/* At least `want` threads alive (fewer where they cannot be started): how many are. Under the lock. */
+static unsigned pool_grow(unsigned want) {
+        sigset_t all, old;
+        pthread_attr_t attr;
+        pthread_t tid;
+
+        if (pool.threads >= want)
+                return pool.threads;
+        /* The app's signals go to the app's threads, never to ours. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, THREAD_STACK);
+        while (pool.threads < want && pthread_create(&tid, &attr, pool_thread, NULL) == 0)
+                pool.threads++;
+        pthread_attr_destroy(&attr);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return pool.threads;
+}
+
+long share_stage_cpus(long affinity, long quota, long period) {
+        long q = quota > 0 && period > 0 ? (quota + period - 1) / period : 0;
+
+        return q > 0 && q < affinity ? q : affinity;
+}
+
+/* The first one or two numbers of a file; false: no file, or no number ("max": no quota). */
+static bool read_longs(const char *path, long *a, long *b) {
+        FILE *f = fopen(path, "re");
+        int n = f ? fscanf(f, "%ld %ld", a, b) : 0;
+
+        if (f)
+                fclose(f);
+        return n >= 1;
+}
+
+/* The quota of cgroup `cg` (its first `len` characters) as CPUs; 0: none. */
+static long cgroup_quota(const char *cg, size_t len, bool v2) {
+        char path[640];
+        long quota = 0, period = 100000, unused;
+
+        if (v2) {
+                snprintf(path, sizeof(path), "/sys/fs/cgroup%.*s/cpu.max", (int)len, cg);
+                if (!read_longs(path, &quota, &period))
+                        return 0;
+        } else {
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_quota_us", (int)len, cg);
+                if (!read_longs(path, &quota, &unused))
+                        return 0;
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_period_us", (int)len, cg);
+                read_longs(path, &period, &unused);
+        }
+        quota = share_stage_cpus(LONG_MAX, quota, period);
+        return quota == LONG_MAX ? 0 : quota;
+}
+
+/*
+ * The CPU quota of this process's cgroup or of an ancestor, as CPUs (0:
+ * none): a container may see 16 CPUs but get 8 CPUs' time, and threads
+ * beyond its quota are stopped for the rest of the period (100 ms: a whole
+ * upload). cgroup v2's cpu.max, else v1's cpu.cfs_quota_us.
+ */
+static long quota_cpus(void) {
+        char line[512], *cg = NULL, *p;
+        FILE *f = fopen("/proc/self/cgroup", "re");
+        long best = 0, q;
+        bool v2 = false;
+
+        while (f && !cg && fgets(line, sizeof(line), f)) {
+                line[strcspn(line, "\n")] = 0;
+                if (strncmp(line, "0::", 3) == 0)
+                        v2 = true, cg = line + 3;
+                else if ((p = strstr(line, ":cpu,")) || (p = strstr(line, ":cpu:")) || (p = strstr(line, ",cpu:")) ||
+                         (p = strstr(line, ",cpu,")))
+                        cg = strchr(p + 1, ':') + 1;
+        }
+        if (f)
+                fclose(f);
+        /* The cgroup and each ancestor ("/a/b", "/a", ""): the smallest quota binds. */
+        for (size_t len = cg ? strlen(cg) : 0; cg; len--) {
+                while (len > 0 && cg[len - 1] == '/')
+                        len--;
+                if ((q = cgroup_quota(cg, len, v2)) > 0 && (!best || q < best))
+                        best = q;
+                while (len > 0 && cg[len - 1] != '/')
+                        len--;
+                if (!len)
+                        break;
+        }
+        return best;
+}
+
+unsigned share_stage_threads_now(void) {
+        cpu_set_t set;
+        long cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0, running = 0, quota;
+        FILE *f = fopen("/proc/loadavg", "re");
+
+        if (f) { /* its 4th field: runnable threads / all threads */
+                if (fscanf(f, "%*s %*s %*s %ld/", &running) != 1)
+                        running = 0;
+                fclose(f);
+        }
+        cpus = cpus > 0 ? cpus : sysconf(_SC_NPROCESSORS_ONLN);
+        quota = quota_cpus();
+        return share_stage_threads(quota ? share_stage_cpus(cpus, quota, 1) : cpus, running);
+}
+
+unsigned share_stage_threads(long cpus, long running) {
+        long others = running > 1 ? running - 1 : 0, t = cpus - others;
+
+        if (running <= 0 || others > cpus / 4) /* unknown, or a busy machine: polite */
+                t = t < cpus / 2 ? t : cpus / 2;
+        return t < 1 ? 1 : t > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : (unsigned)t;
+}
+
+void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes) {
         *st = (ShareStage){ .drv = *drv };
         st->slot_bytes = bytes / SHARE_STAGE_SLOTS / CHUNK * CHUNK;
-        st->threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
 }
 
 void share_stage_release(ShareStage *st) {
@@ -115,101 +342,180 @@ static int stage_ready(ShareStage *st, CUcontext ctx) {
         return 0;
 }
 
-/* The calling thread: opens rounds as buffers come free, sends each round once it is full. */
-static int submit_rounds(Pipe *p, CUdeviceptr dst) {
-        ShareStage *st = p->st;
-        size_t sent = 0;
-        int r = 0;
+/*
+ * May round `k` take its buffer, after `sent` chunks went to the DMA? The
+ * buffer's previous round and the one after it must be sent: waiting for
+ * the first's stream then leaves the second queued on the DMA engine.
+ */
+static bool may_open(const StageJob *j, size_t k, size_t sent) {
+        return k < SHARE_STAGE_SLOTS || (k - SHARE_STAGE_SLOTS + 2) * j->round_chunks <= sent;
+}
 
-        pthread_mutex_lock(&p->lock);
-        while (sent < p->nrounds) {
-                /* Open what the buffers allow: round k reuses round k - SLOTS's buffer, which was sent. */
-                while (p->ready < p->nrounds && p->ready < sent + SHARE_STAGE_SLOTS) {
-                        if (p->ready >= SHARE_STAGE_SLOTS) {
-                                CUresult sync;
+size_t share_stage_send_end(const bool *in, size_t sent, size_t round_chunks, size_t nchunks, size_t min_chunks) {
+        size_t end = sent, round_end = (sent / round_chunks + 1) * round_chunks;
 
-                                pthread_mutex_unlock(&p->lock); /* the hashing threads go on with open rounds */
-                                sync = st->drv.stream_synchronize(st->stream[p->ready % SHARE_STAGE_SLOTS]);
-                                pthread_mutex_lock(&p->lock);
-                                if (sync != CUDA_SUCCESS) {
-                                        r = -EIO;
-                                        goto out;
-                                }
-                        }
-                        p->ready++;
-                        pthread_cond_broadcast(&p->cond);
-                }
-                while (p->left[sent])
-                        pthread_cond_wait(&p->cond, &p->lock);
-                {
-                        size_t off = sent * p->round_chunks * (size_t)CHUNK;
-                        size_t len = p->n - off < st->slot_bytes ? p->n - off : st->slot_bytes;
-                        unsigned slot = sent % SHARE_STAGE_SLOTS;
+        if (round_end > nchunks)
+                round_end = nchunks;
+        while (end < round_end && in[end])
+                end++;
+        if (end - sent < min_chunks && end < round_end)
+                return 0;
+        return end;
+}
 
-                        if (st->drv.copy_htod_async(dst + off, st->buf[slot], len, st->stream[slot]) != CUDA_SUCCESS) {
-                                r = -EIO;
-                                goto out;
-                        }
-                }
-                sent++;
-        }
-out:
-        if (r < 0) {
-                p->failed = true;
-                pthread_cond_broadcast(&p->cond);
-        }
-        pthread_mutex_unlock(&p->lock);
+/* Wait for a stream with the pool's lock dropped (the copying threads go on). */
+static CUresult sync_unlocked(ShareStage *st, unsigned slot, uint64_t *waited) {
+        uint64_t t = sage_now_ns();
+        CUresult r;
+
+        pthread_mutex_unlock(&pool.lock);
+        r = st->drv.stream_synchronize(st->stream[slot]);
+        pthread_mutex_lock(&pool.lock);
+        *waited += sage_now_ns() - t;
         return r;
 }
 
-int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const void *src, size_t n, SageHash *key,
-                       ShareStageCost *cost) {
-        uint64_t t0 = sage_now_ns(), cpu0 = thread_cpu_ns();
-        pthread_t tids[MAX_THREADS];
-        unsigned started = 0;
-        Pipe p;
+/* The calling thread: opens rounds as buffers come free, sends chunks as they come in. Under the lock. */
+static int submit(StageJob *j, CUdeviceptr dst, uint64_t t0, ShareStageCost *c) {
+        ShareStage *st = j->st;
+        size_t sent = 0;
+
+        while (sent < j->nchunks) {
+                size_t round = sent / j->round_chunks, end, off = sent * (size_t)CHUNK, len;
+                uint64_t t;
+                CUresult r;
+
+                while (j->ready < j->nrounds && may_open(j, j->ready, sent)) {
+                        if (j->ready >= SHARE_STAGE_SLOTS &&
+                            sync_unlocked(st, j->ready % SHARE_STAGE_SLOTS, &c->wait_dma_ns) != CUDA_SUCCESS)
+                                return -EIO;
+                        j->ready++;
+                        c->rounds++;
+                        pthread_cond_broadcast(&pool.work);
+                }
+                if (!(end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK))) {
+                        t = sage_now_ns();
+                        while (!(
+                                end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK)))
+                                pthread_cond_wait(&pool.done, &pool.lock);
+                        c->wait_host_ns += sage_now_ns() - t;
+                }
+                len = (end == j->nchunks ? j->n : end * (size_t)CHUNK) - off;
+                pthread_mutex_unlock(&pool.lock);
+                r = st->drv.copy_htod_async(dst + off,
+                                            (unsigned char *)st->buf[round % SHARE_STAGE_SLOTS] +
+                                                    (sent % j->round_chunks) * (size_t)CHUNK,
+                                            len, st->stream[round % SHARE_STAGE_SLOTS]);
+                pthread_mutex_lock(&pool.lock);
+                if (r != CUDA_SUCCESS)
+                        return -EIO;
+                if (!c->copies++)
+                        c->first_dma_ns = sage_now_ns() - t0;
+                sent = end;
+        }
+        return 0;
+}
+
+/* Post job `j` to the pool with `want` seats; false: no thread could be started. Under the lock. */
+static bool pool_post(StageJob *j, unsigned want) {
+        while (pool.job) /* another ShareStage's upload (one per process in libsage; tests have more) */
+                pthread_cond_wait(&pool.done, &pool.lock);
+        want = pool_grow(want) < want ? pool.threads : want;
+        if (!want)
+                return false;
+        pool.job = j;
+        pool.seats = want;
+        pthread_cond_broadcast(&pool.work);
+        return true;
+}
+
+/* Take job `j` back: no thread touches it or its buffers any more. Under the lock. */
+static void pool_finish(StageJob *j, int r) {
+        if (r < 0) {
+                j->failed = true;
+                pthread_cond_broadcast(&pool.work);
+        }
+        pool.seats = 0;
+        while (pool.busy)
+                pthread_cond_wait(&pool.done, &pool.lock);
+        pool.job = NULL;
+        pthread_cond_broadcast(&pool.done);
+}
+
+/* Milliseconds and GB/s of the timeline line. */
+static double ms_of(uint64_t ns) {
+        return (double)ns / 1e6;
+}
+
+static double gbps(size_t bytes, uint64_t ns) {
+        return ns ? (double)bytes / (double)ns : 0;
+}
+
+/*
+ * SAGE_VERBOSE=3: where a staged upload's time went, one line each, so
+ * one GPU run shows what bounds it: the host (waiting for chunks), the
+ * DMA (waiting for streams), the buffers (threads waiting for one), or
+ * the start (time to the first DMA).
+ */
+static void log_timeline(size_t n, const ShareStageCost *c) {
+        if (!sage_log_enabled(SAGE_LOG_DEBUG))
+                return;
+        sage_log(SAGE_LOG_DEBUG,
+                 "staged %zu MiB in %.2f ms (%.1f GB/s): %u threads, %zu rounds, %zu copies; first DMA at %.2f ms; "
+                 "host copy %.1f GB/s per thread, %.2f cores busy; caller waited %.2f ms for chunks, %.2f ms for "
+                 "DMA (drain %.2f); threads waited %.2f ms for buffers",
+                 n >> 20, ms_of(c->wall_ns), gbps(n, c->wall_ns), c->threads, c->rounds, c->copies,
+                 ms_of(c->first_dma_ns), gbps(n, c->copy_ns), c->wall_ns ? (double)c->cpu_ns / (double)c->wall_ns : 0,
+                 ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->wait_buf_ns));
+}
+
+int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const void *src, size_t n, unsigned threads,
+                       SageHash *key, ShareStageCost *cost) {
+        uint64_t t0 = sage_now_ns(), cpu0 = thread_cpu_ns(), t;
+        ShareStageCost c = { 0 };
+        StageJob j;
         int r;
 
         if (!n || (r = stage_ready(st, ctx)) < 0)
                 return !n ? -EINVAL : r;
-        p = (Pipe){ .st = st, .src = src, .n = n };
-        p.nchunks = (n + CHUNK - 1) / CHUNK;
-        p.round_chunks = st->slot_bytes / CHUNK;
-        p.nrounds = (p.nchunks + p.round_chunks - 1) / p.round_chunks;
-        p.left = calloc(p.nrounds, sizeof(*p.left));
-        p.hashes = calloc(p.nchunks, sizeof(*p.hashes));
-        if (!p.left || !p.hashes) {
-                free(p.left);
-                free(p.hashes);
+        j = (StageJob){ .st = st, .src = src, .n = n };
+        j.nchunks = (n + CHUNK - 1) / CHUNK;
+        j.round_chunks = st->slot_bytes / CHUNK;
+        j.nrounds = (j.nchunks + j.round_chunks - 1) / j.round_chunks;
+        j.in = calloc(j.nchunks, sizeof(*j.in));
+        j.hashes = calloc(j.nchunks, sizeof(*j.hashes));
+        if (!j.in || !j.hashes) {
+                free(j.in);
+                free(j.hashes);
                 return -ENOMEM;
         }
-        for (size_t k = 0; k < p.nrounds; k++)
-                p.left[k] = k + 1 < p.nrounds ? p.round_chunks : p.nchunks - k * p.round_chunks;
-        pthread_mutex_init(&p.lock, NULL);
-        pthread_cond_init(&p.cond, NULL);
-        for (unsigned t = 0; t < st->threads && t < p.nchunks; t++)
-                if (pthread_create(&tids[started], NULL, hash_thread, &p) == 0)
-                        started++;
-        r = started ? submit_rounds(&p, dst) : -ENOMEM;
-        if (!started)
-                p.failed = true;
-        for (unsigned t = 0; t < started; t++)
-                pthread_join(tids[t], NULL);
+        threads = threads < 1 ? 1 : threads > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : threads;
+        pool_claim();
+        pthread_mutex_lock(&pool.lock);
+        r = pool_post(&j, threads < j.nchunks ? threads : (unsigned)j.nchunks) ? submit(&j, dst, t0, &c) : -ENOMEM;
+        pool_finish(&j, r);
+        pthread_mutex_unlock(&pool.lock);
         /* Every byte on the device, and no buffer read any more, whatever happened. */
+        t = sage_now_ns();
         for (unsigned i = 0; i < SHARE_STAGE_SLOTS; i++)
                 if (st->drv.stream_synchronize(st->stream[i]) != CUDA_SUCCESS)
                         r = -EIO;
+        c.drain_ns = sage_now_ns() - t;
+        c.wait_dma_ns += c.drain_ns;
         if (r == 0)
-                *key = sage_content_key_combine(p.hashes, p.nchunks);
+                *key = sage_content_key_combine(j.hashes, j.nchunks);
         else if (r == -EIO)
                 share_stage_release(st); /* made again next time: the context may be gone */
-        if (cost) {
-                cost->wall_ns = sage_now_ns() - t0;
-                cost->cpu_ns = p.cpu_ns + thread_cpu_ns() - cpu0;
-        }
-        pthread_cond_destroy(&p.cond);
-        pthread_mutex_destroy(&p.lock);
-        free(p.left);
-        free(p.hashes);
+        c.wall_ns = sage_now_ns() - t0;
+        c.cpu_ns = j.cpu_ns + thread_cpu_ns() - cpu0;
+        c.copy_ns = j.copy_ns;
+        c.wait_buf_ns = j.wait_buf_ns;
+        c.threads = j.joined;
+        if (cost)
+                *cost = c;
+        if (r == 0)
+                log_timeline(n, &c);
+        free(j.in);
+        free(j.hashes);
         return r;
 }

@@ -1,8 +1,8 @@
 /*
  * The miss path's copy (share_stage.c): an upload's bytes go to the device
- * through pinned staging buffers, hashed by a few threads while they are
- * copied into them, each buffer sent by an async copy on a stream of
- * SAGE's own. The key is of the bytes that reached the device.
+ * through pinned staging buffers, hashed by a pool of threads while they are
+ * copied into them, each chunk sent by an async copy on a stream of SAGE's
+ * own as soon as it is in. The key is of the bytes that reached the device.
  */
 #pragma once
 
@@ -13,7 +13,9 @@
 
 #include "hash.h"
 
-#define SHARE_STAGE_SLOTS 4 /* buffers in flight: while one is filled, the others are being sent */
+/* Buffers: while some are filled, the two sent last may still be read by the DMA engine. */
+#define SHARE_STAGE_SLOTS 8
+#define SHARE_STAGE_MAX_THREADS 16
 
 /* The driver calls staging makes (every entry required). */
 typedef struct ShareStageDriver {
@@ -25,6 +27,9 @@ typedef struct ShareStageDriver {
         CUresult (*copy_htod_async)(CUdeviceptr, const void *, size_t, CUstream);
 } ShareStageDriver;
 
+/* A copying thread with nothing to do for this long leaves (the pool starts it again when needed). */
+#define SHARE_STAGE_IDLE_MS 2000
+
 /*
  * Staging buffers and streams, made at the first staged upload and kept
  * (pinning host memory costs milliseconds per few MiB): they belong to
@@ -33,30 +38,64 @@ typedef struct ShareStageDriver {
 typedef struct ShareStage {
         ShareStageDriver drv;
         size_t slot_bytes; /* a multiple of SAGE_CONTENT_KEY_CHUNK; 0: staging off */
-        unsigned threads;  /* hashing threads (besides the calling one, which submits) */
         CUcontext ctx;     /* NULL: nothing made yet */
         bool broken;       /* making them failed once: not tried again */
         void *buf[SHARE_STAGE_SLOTS];
         CUstream stream[SHARE_STAGE_SLOTS];
 } ShareStage;
 
-/* What a staged upload cost: wall time the caller waited, CPU time of every thread of it. */
+/*
+ * What a staged upload cost and where its time went (the timeline that
+ * SAGE_VERBOSE=3 prints per upload). Nanoseconds; the waits are the
+ * calling thread's (for chunks: the host is behind; for a stream: the DMA
+ * is) and the copying threads' (for a free buffer).
+ */
 typedef struct ShareStageCost {
         uint64_t wall_ns, cpu_ns;
+        uint64_t first_dma_ns; /* from the call to the first async copy */
+        uint64_t copy_ns;      /* the copying threads' time in copy and hash, summed */
+        uint64_t wait_host_ns; /* the caller waiting for chunks to be copied */
+        uint64_t wait_dma_ns;  /* the caller waiting for a buffer's stream, the drain included */
+        uint64_t drain_ns;     /* the last wait, for every stream to be idle */
+        uint64_t wait_buf_ns;  /* the copying threads waiting for a free buffer, summed */
+        unsigned threads;      /* copying threads that took part */
+        size_t rounds, copies; /* buffer fills; async copies sent */
 } ShareStageCost;
 
-/* Staging with `bytes` of pinned buffers in all (0: off) and `threads` hashing threads. */
-void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes, unsigned threads);
+/*
+ * Copying threads for an upload: every idle CPU while the machine is (nearly)
+ * idle: the DMA takes ~55 GB/s and a thread copies and hashes ~3-4; when
+ * others run, no more than half the CPUs nor more than are idle, as the key
+ * threads (share_key.c). cpus: those this process may run on; running:
+ * runnable threads on the machine, this one included (0: unknown).
+ */
+unsigned share_stage_threads(long cpus, long running);
+/* CPUs the process may use: its affinity mask's, or fewer where its cgroup's quota (per period) is less. */
+long share_stage_cpus(long affinity, long quota, long period);
+/* share_stage_threads for this process now: its CPUs (mask, cgroup quota), /proc/loadavg's runnable threads. */
+unsigned share_stage_threads_now(void);
+
+/*
+ * What goes to the DMA next, once `sent` chunks went (in[]: which are
+ * copied): chunk `sent` and those after it in the same buffer that are in,
+ * as one copy, once they are at least `min_chunks` or reach the buffer's
+ * end, without waiting for the rest of the buffer. The end of that run;
+ * 0: not yet.
+ */
+size_t share_stage_send_end(const bool *in, size_t sent, size_t round_chunks, size_t nchunks, size_t min_chunks);
+
+/* Staging with `bytes` of pinned buffers in all (0: off). */
+void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes);
 /* Release the buffers and streams (in their context, which the caller made current). */
 void share_stage_release(ShareStage *st);
 
 /*
- * Copy n host bytes at `src` to `dst` through the staging buffers; *key is
- * the content key (common/hash.h) of the bytes copied. `ctx` is current.
- * Returns when every byte is on the device. 0; or -ENODEV (staging off or
- * unavailable), -ENOMEM, -EIO (a driver call failed; the buffers and
- * streams are released, made again next time): dst may hold any of the
- * bytes, nothing is in flight, the caller copies again.
+ * Copy n host bytes at `src` to `dst` through the staging buffers, by up to
+ * `threads` copying threads; *key is the content key (common/hash.h) of the
+ * bytes copied. `ctx` is current. Returns when every byte is on the device.
+ * 0; or -ENODEV (staging off or unavailable), -ENOMEM, -EIO (a driver call
+ * failed; the buffers and streams are released, made again next time): dst
+ * may hold any of the bytes, nothing is in flight, the caller copies again.
  */
-int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const void *src, size_t n, SageHash *key,
-                       ShareStageCost *cost);
+int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const void *src, size_t n, unsigned threads,
+                       SageHash *key, ShareStageCost *cost);

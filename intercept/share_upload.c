@@ -65,12 +65,11 @@ static ShareStage *stage_of(SageShare *s) {
         ShareStageDriver d = { SAGE_REAL(cuMemAllocHost_v2),   SAGE_REAL(cuMemFreeHost),
                                SAGE_REAL(cuStreamCreate),      SAGE_REAL(cuStreamDestroy_v2),
                                SAGE_REAL(cuStreamSynchronize), SAGE_REAL(cuMemcpyHtoDAsync_v2) };
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         bool all = d.alloc_host && d.free_host && d.stream_create && d.stream_destroy && d.stream_synchronize &&
                    d.copy_htod_async;
 
         if (!s->stage_set)
-                share_stage_init(&s->stage, &d, all ? sage_options()->share_staging : 0, cpus < 1 ? 1 : (unsigned)cpus);
+                share_stage_init(&s->stage, &d, all ? sage_options()->share_staging : 0);
         s->stage_set = true;
         return &s->stage;
 }
@@ -86,7 +85,7 @@ static bool stage_possible(SageShare *s, size_t len) {
  * copies (staging off, too small, or failed: a fallback).
  */
 static bool stage_copy(SageShare *s, SageShareAlloc *a, size_t lo, size_t hi, const void *src, SageHash *key) {
-        ShareStageCost cost = { 0, 0 };
+        ShareStageCost cost = { 0 };
         CUcontext popped;
         int r;
 
@@ -95,7 +94,8 @@ static bool stage_copy(SageShare *s, SageShareAlloc *a, size_t lo, size_t hi, co
         if (s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
                 r = -EIO;
         else {
-                r = share_stage_upload(&s->stage, a->ctx, a->va + lo, src, hi - lo, key, &cost);
+                r = share_stage_upload(&s->stage, a->ctx, a->va + lo, src, hi - lo, share_stage_threads_now(), key,
+                                       &cost);
                 s->drv.ctx_pop(&popped);
         }
         if (r < 0) {
@@ -107,6 +107,9 @@ static bool stage_copy(SageShare *s, SageShareAlloc *a, size_t lo, size_t hi, co
         sage_stats_add(SAGE_STAT_SHARE_BYTES_STAGED, hi - lo);
         sage_stats_add(SAGE_STAT_SHARE_NS_STAGE, cost.wall_ns);
         sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_CPU, cost.cpu_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_FIRST_DMA, cost.first_dma_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_WAIT_HOST, cost.wait_host_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_WAIT_DMA, cost.wait_dma_ns);
         return true;
 }
 

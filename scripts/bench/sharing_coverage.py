@@ -74,6 +74,11 @@ def values(runs, tag, key):
     return [r.get(key) for r in runs if r.get("tag") == tag and "error" not in r and r.get(key) is not None]
 
 
+# Staging's own counters (ns), in the report as ms.
+STAGE_STATS = {"SHARE_NS_STAGE": "stage_ms", "SHARE_NS_STAGE_FIRST_DMA": "first_dma_ms",
+               "SHARE_NS_STAGE_WAIT_HOST": "wait_host_ms", "SHARE_NS_STAGE_WAIT_DMA": "wait_dma_ms"}
+
+
 def hit_ms(runs, tag):
     """What a SAGE run's uploads cost the app: upload_ms plus assembly (SHARE_NS_ASSEMBLE), the work the
     uploads left for the first launch after them, which the app waits for there instead. Assembly that ran
@@ -110,6 +115,10 @@ def report(raw, problems, at_once=CONCURRENT):
             cold_cpu[kind] = {"upload_cpu_ms": br.stats(values(runs, "cold", "upload_cpu_ms")),
                               "staging_cpu_ms": br.stats([r["sharing"].get("SHARE_NS_STAGE_CPU", 0) / 1e6
                                                           for r in colds if r.get("sharing")])}
+            # Where the staged copies' time went (share_stage.c): the first cold run's timeline lines.
+            for stat, name in STAGE_STATS.items():
+                cold_cpu[kind][name] = br.stats([r["sharing"].get(stat, 0) / 1e6 for r in colds if r.get("sharing")])
+            cold_cpu[kind]["timeline"] = next((r["stage_timeline"] for r in colds if r.get("stage_timeline")), [])
             size = next((r.get("htod_bytes") for r in colds if r.get("htod_bytes")), None)
             native_gbps[kind] = br.stats([size / (ms * 1e6) for ms in values(runs, "native", "upload_ms")
                                           if size and ms]) if size else None
@@ -160,6 +169,9 @@ def table(doc):
         cpu = s["cold_upload_cpu"].get(kind, {})
         lines.append(f"  cold {kind}: {f(st, ' GB/s')} (native {f(s['native_upload_gbps'].get(kind), ' GB/s')}); "
                      f"CPU {f(cpu.get('upload_cpu_ms'), ' ms')}, staging CPU {f(cpu.get('staging_cpu_ms'), ' ms')}")
+        lines.append(f"  cold {kind} staging: " + ", ".join(f"{name} {f(cpu.get(name), ' ms')}"
+                                                             for name in STAGE_STATS.values()))
+        lines += [f"    {line}" for line in cpu.get("timeline", [])]
     for kind, c in s["concurrent16"].items():
         lines.append(f"  {doc['settings'].get('concurrent', CONCURRENT)} {kind} at once: native {f(c['native_ms'], ' ms')}, "
                      f"SAGE {f(c['sage_ms'], ' ms')} (upload + assembly at the first launch)")

@@ -237,6 +237,8 @@ class Run:
                         "SAGE_TRACE": trace})
             if self.a.place:
                 env["SAGE_SHARE_PLACE"] = broker.place
+            if tag == "cold":  # staged copies print their timeline (share_stage.c), kept in the record
+                env["SAGE_VERBOSE"] = "3"
         with self.lock:  # started and registered at once: stop() kills every process the run started
             if self.stopping:
                 raise Interrupted(self.stopping)
@@ -276,6 +278,9 @@ class Run:
                     self.problems.append(f"{kind} {tag}: {rec['error']}")
             summary = self.trace_summary(trace) if trace and "error" not in rec else None
             rec["tag"] = tag
+            staged = [l for l in (stderr or "").splitlines() if l.startswith("sage: ") and " staged " in l]
+            if staged:
+                rec["stage_timeline"] = staged[:8]
             if trace and "error" not in rec:
                 if summary is None:
                     self.failures.append(f"{kind} {tag}: no trace (was libsage loaded?)")

@@ -12,8 +12,8 @@ prog=$1 saged=$2 python=$3
 . "$(dirname "$0")/lib.sh"
 # Small uploads (publishing verifies them within the broker's call timeout on a
 # loaded CI machine) through small buffers: 4 MiB each, so 24 MiB take 6 rounds
-# through the 4 buffers, each reused.
-export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1 SAGE_SHARE_STAGING=16M
+# through 6 of the 8 buffers (the unit test share_stage reuses them).
+export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1 SAGE_SHARE_STAGING=32M
 start_saged
 trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
@@ -52,5 +52,12 @@ run known 32 31
 "$prog" 32 30 file2 "$tmp/a.bin" "$tmp/b.bin" > /dev/null 2>&1   # writes the files: b.bin holds seed 31's bytes
 run spec 32 30 file2 "$tmp/a.bin" "$tmp/b.bin"
 expect spec SHARE_MISSES=1 SHARE_HITS=1 SHARE_STAGED=2 SHARE_STAGED_HITS=1 SHARE_BYTES_MAPPED=$((32 << 20))
+
+step "SAGE_VERBOSE=3: a staged copy's timeline on stderr (where its time went), the output unchanged"
+native=$("$prog" 24 24)
+out=$(SAGE_VERBOSE=3 LD_PRELOAD="$preload" "$prog" 24 24 2> "$tmp/verbose.err") || bad "verbose: failed"
+[ "$out" = "$native" ] || bad "verbose: output $out vs native $native"
+grep -Eq "staged 24 MiB in [0-9.]+ ms .* threads, 6 rounds, [0-9]+ copies; first DMA at .* caller waited .* for DMA" \
+  "$tmp/verbose.err" || bad "verbose: no timeline line: $(cat "$tmp/verbose.err")"
 
 exit "$fail"

@@ -5,12 +5,15 @@
  * its copy ran shows as wrong bytes on the "device".
  */
 #include <assert.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../../intercept/share_stage.h"
 
@@ -33,6 +36,10 @@ static struct {
         int fail_alloc_at; /* nonzero: the n-th host allocation from now fails */
         pthread_t caller;  /* only the calling thread may call the driver */
         int wrong_thread;
+        uintptr_t dev_end; /* nonzero: watch the upload ending there (test_dma_fed) */
+        bool all_sent;     /* its last bytes were sent: what follows is the drain */
+        int syncs;         /* stream waits before the drain */
+        int idle_syncs;    /* of those, with no copy of another stream queued: the engine idle meanwhile */
 } drv;
 
 static void check_thread(void) {
@@ -73,8 +80,15 @@ static CUresult stream_destroy(CUstream s) {
 /* The lagging DMA engine: a stream's copies run when it is synchronized. */
 static CUresult stream_synchronize(CUstream s) {
         size_t kept = 0;
+        bool others = false;
 
         check_thread();
+        for (size_t i = 0; i < drv.nops; i++)
+                others |= drv.ops[i].stream != (uintptr_t)s;
+        if (drv.dev_end && !drv.all_sent) {
+                drv.syncs++;
+                drv.idle_syncs += !others;
+        }
         for (size_t i = 0; i < drv.nops; i++) {
                 if (drv.ops[i].stream == (uintptr_t)s)
                         memcpy(drv.ops[i].dst, drv.ops[i].src, drv.ops[i].n);
@@ -91,6 +105,8 @@ static CUresult copy_htod_async(CUdeviceptr dst, const void *src, size_t n, CUst
                 return CUDA_ERROR_INVALID_VALUE;
         assert(drv.nops < MAX_OPS);
         drv.ops[drv.nops++] = (Op){ (void *)(uintptr_t)dst, src, n, (uintptr_t)s };
+        if (drv.dev_end && (uintptr_t)dst + n == drv.dev_end)
+                drv.all_sent = true;
         drv.copies++;
         return CUDA_SUCCESS;
 }
@@ -107,14 +123,14 @@ static unsigned char *pattern(size_t n, unsigned seed) {
 }
 
 /* One upload of n bytes: 0 and the device bytes and key right, or the error. */
-static int upload(ShareStage *st, CUcontext ctx, size_t n, unsigned seed) {
+static int upload(ShareStage *st, CUcontext ctx, size_t n, unsigned threads, unsigned seed) {
         unsigned char *src = pattern(n, seed), *dev = calloc(1, n);
-        ShareStageCost cost = { 0, 0 };
+        ShareStageCost cost = { 0 };
         SageHash key = { 0, 0 };
         int r;
 
         assert(dev);
-        r = share_stage_upload(st, ctx, (CUdeviceptr)(uintptr_t)dev, src, n, &key, &cost);
+        r = share_stage_upload(st, ctx, (CUdeviceptr)(uintptr_t)dev, src, n, threads, &key, &cost);
         assert(drv.nops == 0); /* nothing in flight when it returns, success or not */
         if (r == 0) {
                 assert(memcmp(src, dev, n) == 0);
@@ -126,50 +142,163 @@ static int upload(ShareStage *st, CUcontext ctx, size_t n, unsigned seed) {
         return r;
 }
 
+/* Threads of this process now (/proc/self/status). */
+static int threads_now(void) {
+        FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        int n = -1;
+
+        assert(f);
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "Threads: %d", &n) == 1)
+                        break;
+        fclose(f);
+        return n;
+}
+
+/* How many copying threads, alone and among others (a pure function of the CPUs and the load). */
+static void test_threads_rule(void) {
+        assert(share_stage_threads(16, 1) == 16); /* alone: every core (the DMA wants ~15) */
+        assert(share_stage_threads(16, 3) == 14); /* two others: still the idle cores */
+        assert(share_stage_threads(16, 5) == 12); /* a quarter of the CPUs busy: the idle ones */
+        assert(share_stage_threads(16, 6) == 8);  /* more: half the CPUs at most, as the key threads */
+        assert(share_stage_threads(16, 12) == 5); /* and no more than are idle */
+        assert(share_stage_threads(16, 40) == 1); /* 16 processes at once: one each */
+        assert(share_stage_threads(16, 0) == 8);  /* load unknown: polite */
+        assert(share_stage_threads(64, 1) == 16); /* never more than 16 */
+        assert(share_stage_threads(2, 1) == 2);
+        assert(share_stage_threads(1, 1) == 1);
+        assert(share_stage_threads(0, 0) == 1);
+        /* A container's CPU quota: threads past it are stopped for the rest of the period. */
+        assert(share_stage_cpus(16, 800000, 100000) == 8);
+        assert(share_stage_cpus(16, 150000, 100000) == 2); /* a part of a CPU counts as one */
+        assert(share_stage_cpus(4, 800000, 100000) == 4);  /* the mask is smaller */
+        assert(share_stage_cpus(16, -1, 100000) == 16);    /* v1's "no quota" */
+        assert(share_stage_cpus(16, 0, 0) == 16);
+        assert(share_stage_threads_now() >= 1 && share_stage_threads_now() <= SHARE_STAGE_MAX_THREADS);
+}
+
+/* Chunks go to the DMA as soon as enough of them in a row are in, without waiting for their whole buffer. */
+static void test_send_end(void) {
+        bool in[10] = { true, false, true, true, true, true, false, false, true, true };
+        bool run[16] = { true, true, true, true, true, false, true };
+
+        assert(share_stage_send_end(in, 0, 4, 10, 1) == 1); /* the rest of its buffer not in: sent alone */
+        assert(share_stage_send_end(in, 1, 4, 10, 1) == 0); /* not in yet: wait */
+        assert(share_stage_send_end(in, 2, 4, 10, 1) == 4); /* never past its buffer's end */
+        assert(share_stage_send_end(in, 4, 4, 10, 1) == 6);
+        assert(share_stage_send_end(in, 8, 4, 10, 1) == 10); /* the last, shorter buffer */
+        assert(share_stage_send_end(in, 9, 1, 10, 1) == 10);
+        assert(share_stage_send_end(run, 0, 16, 16, 4) == 5); /* 4 in a row: sent, the buffer not full */
+        assert(share_stage_send_end(run, 2, 16, 16, 4) == 0); /* 3 in a row: too small a copy, wait */
+        assert(share_stage_send_end(in, 2, 4, 10, 4) == 4);   /* the buffer's last chunks go anyway */
+        assert(share_stage_send_end(in, 8, 4, 10, 4) == 10);  /* and the upload's */
+}
+
+/*
+ * The copying threads are kept between uploads (not started per upload),
+ * and a child of fork() makes its own: its uploads neither hang on the
+ * parent's threads nor fail.
+ */
+static void test_pool(ShareStage *st, CUcontext ctx) {
+        int before = threads_now(), status;
+        pid_t pid;
+
+        assert(upload(st, ctx, 12 * CHUNK, 3, 40) == 0);
+        assert(threads_now() == before + 3); /* still there, waiting for the next upload */
+        assert(upload(st, ctx, 12 * CHUNK, 3, 41) == 0);
+        assert(upload(st, ctx, 12 * CHUNK, 2, 42) == 0); /* fewer: some of them */
+        assert(threads_now() == before + 3);
+        pid = fork();
+        assert(pid >= 0);
+        if (pid == 0) {
+                alarm(20); /* a child that waits for its parent's threads hangs: killed, the test fails */
+                drv.caller = pthread_self();
+                _exit(upload(st, ctx, 12 * CHUNK, 3, 43) == 0 && threads_now() == 4 ? 0 : 1);
+        }
+        assert(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/*
+ * The DMA engine is kept busy: the caller waits for a buffer's stream only
+ * while another buffer's copy is queued behind it (the engine has work
+ * meanwhile). The lagging engine runs a stream's copies only when
+ * it is synchronized, so "queued" is exact.
+ */
+static void test_dma_fed(ShareStage *st, CUcontext ctx) {
+        ShareStageCost cost = { 0 };
+        unsigned char *src = pattern(40 * CHUNK, 50), *dev = calloc(1, 40 * CHUNK);
+        SageHash key;
+
+        assert(dev);
+        drv.idle_syncs = drv.syncs = 0;
+        drv.dev_end = (uintptr_t)dev + 40 * CHUNK;
+        drv.all_sent = false;
+        assert(share_stage_upload(st, ctx, (CUdeviceptr)(uintptr_t)dev, src, 40 * CHUNK, 1, &key, &cost) == 0);
+        assert(memcmp(src, dev, 40 * CHUNK) == 0 && sage_hash_equal(key, sage_content_key(src, 40 * CHUNK)));
+        assert(cost.rounds == 20 && cost.copies >= cost.rounds && cost.threads == 1);
+        assert(cost.first_dma_ns > 0 && cost.first_dma_ns <= cost.wall_ns && cost.copy_ns > 0);
+        assert(drv.syncs >= 20 - SHARE_STAGE_SLOTS); /* every reused buffer waited for */
+        assert(drv.idle_syncs == 0);
+        drv.dev_end = 0;
+        free(src);
+        free(dev);
+}
+
 int main(void) {
         CUcontext ctx1 = (CUcontext)(uintptr_t)0x1000, ctx2 = (CUcontext)(uintptr_t)0x2000;
         ShareStage st;
 
         drv.caller = pthread_self();
-        /* One chunk per buffer: 11 rounds through 4 buffers, each reused. */
+        test_threads_rule();
+        test_send_end();
+        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * CHUNK);
+        test_pool(&st, ctx1); /* first: no copying thread started yet */
+        share_stage_release(&st);
+        drv.allocs = drv.frees = drv.copies = 0;
+        /* One chunk per buffer: 11 rounds through 8 buffers, some reused. */
         for (unsigned threads = 1; threads <= 4; threads *= 2) {
-                share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * CHUNK, threads);
+                share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * CHUNK);
                 assert(st.slot_bytes == CHUNK);
-                assert(upload(&st, ctx1, 10 * CHUNK + 123, threads) == 0);
+                assert(upload(&st, ctx1, 10 * CHUNK + 123, threads, threads) == 0);
                 assert(drv.copies == 11);
                 drv.copies = 0;
-                assert(upload(&st, ctx1, 1, 7) == 0);         /* less than a chunk */
-                assert(upload(&st, ctx1, 3 * CHUNK, 9) == 0); /* fewer rounds than buffers */
-                assert(drv.allocs == SHARE_STAGE_SLOTS);      /* made once per context */
+                assert(upload(&st, ctx1, 1, threads, 7) == 0);          /* less than a chunk */
+                assert(upload(&st, ctx1, 3 * CHUNK, threads, 9) == 0);  /* fewer rounds than buffers */
+                assert(upload(&st, ctx1, 30 * CHUNK, threads, 8) == 0); /* each buffer reused, some twice */
+                assert(drv.allocs == SHARE_STAGE_SLOTS);                /* made once per context */
                 share_stage_release(&st);
                 assert(drv.frees == SHARE_STAGE_SLOTS && drv.streams_live == 0);
                 drv.allocs = drv.frees = drv.copies = 0;
         }
         /* Several chunks per buffer. */
-        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * 3 * CHUNK + 5, 3);
+        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * 3 * CHUNK + 5);
         assert(st.slot_bytes == 3 * CHUNK);
-        assert(upload(&st, ctx1, 20 * CHUNK + 4096, 1) == 0);
+        assert(upload(&st, ctx1, 30 * CHUNK + 4096, 3, 1) == 0);
         /* Another context: its own buffers (the old context may be gone). */
-        assert(upload(&st, ctx2, 2 * CHUNK, 2) == 0);
+        assert(upload(&st, ctx2, 2 * CHUNK, 3, 2) == 0);
         assert(drv.allocs == 2 * SHARE_STAGE_SLOTS && drv.frees == SHARE_STAGE_SLOTS);
         /* A copy that fails: an error, nothing in flight, and staging still works after. */
         drv.fail_copy_at = 3;
-        assert(upload(&st, ctx2, 20 * CHUNK, 3) == -EIO);
+        assert(upload(&st, ctx2, 30 * CHUNK, 3, 3) == -EIO);
         assert(drv.streams_live == 0); /* given up: made again at the next upload */
-        assert(upload(&st, ctx2, 20 * CHUNK, 4) == 0);
+        assert(upload(&st, ctx2, 30 * CHUNK, 3, 4) == 0);
         drv.fail_copy_at = 1;
-        assert(upload(&st, ctx2, CHUNK, 5) == -EIO);
+        assert(upload(&st, ctx2, CHUNK, 3, 5) == -EIO);
+        share_stage_release(&st);
+        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * 2 * CHUNK);
+        test_dma_fed(&st, ctx1);
         share_stage_release(&st);
         /* Buffers that cannot be pinned: off for good, nothing leaked. */
         drv.allocs = drv.frees = 0;
-        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * CHUNK, 2);
+        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * CHUNK);
         drv.fail_alloc_at = 2;
-        assert(upload(&st, ctx1, CHUNK, 6) == -ENODEV);
+        assert(upload(&st, ctx1, CHUNK, 2, 6) == -ENODEV);
         assert(drv.allocs == drv.frees && drv.streams_live == 0);
-        assert(upload(&st, ctx1, CHUNK, 6) == -ENODEV && drv.allocs == 1);
+        assert(upload(&st, ctx1, CHUNK, 2, 6) == -ENODEV && drv.allocs == 1);
         /* Staging off (less than a chunk per buffer). */
-        share_stage_init(&st, &driver, CHUNK, 2);
-        assert(upload(&st, ctx1, CHUNK, 6) == -ENODEV);
+        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * CHUNK - 1);
+        assert(upload(&st, ctx1, CHUNK, 2, 6) == -ENODEV);
         assert(drv.wrong_thread == 0);
         puts("share_stage: ok");
         return 0;

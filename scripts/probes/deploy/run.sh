@@ -3,8 +3,8 @@
 # the privileges deploy/ gives it, on the real driver, and does the $LIB
 # injection reach a real CUDA process?
 #  1. saged runs as root with only the DaemonSet's capabilities (CHOWN,
-#     DAC_OVERRIDE, FOWNER, SYS_PTRACE; setpriv bounding set) and no new
-#     privileges, as in deploy/kubernetes/daemonset.yaml;
+#     DAC_OVERRIDE, FOWNER, SYS_PTRACE, SYS_NICE; setpriv bounding set) and
+#     no new privileges, as in deploy/kubernetes/daemonset.yaml, at nice -10;
 #  2. a function under LD_PRELOAD='DIR/$LIB/libsage.so' (sage-install-preload)
 #     with SAGE_SHARE=1 runs twice: same output, the second maps (SHARE_HITS > 0);
 #  3. a function with SAGE_SUSPEND=1 is suspended and resumed by sagectl
@@ -55,7 +55,7 @@ n.bind(tmp + "/notify")
 n.settimeout(60)
 log = open(tmp + "/saged.log", "w")
 p = subprocess.Popen(["setpriv", "--no-new-privs", "--inh-caps=-all",
-                      "--bounding-set=-all,+chown,+dac_override,+fowner,+sys_ptrace",
+                      "--bounding-set=-all,+chown,+dac_override,+fowner,+sys_ptrace,+sys_nice",
                       saged, "--foreground", "-v", "--socket", sock],
                      stdout=log, stderr=log, env=dict(os.environ, NOTIFY_SOCKET=tmp + "/notify"))
 print(p.pid)
@@ -66,11 +66,14 @@ except socket.timeout:
 PY
 saged_pid=$(cat "$tmp/saged.pid")
 if "$build/tools/sagectl" --socket "$sock" ping >"$tmp/ping" 2>&1; then
-    ok "saged with CHOWN DAC_OVERRIDE FOWNER SYS_PTRACE only: $(head -1 "$tmp/ping")"
+    ok "saged with CHOWN DAC_OVERRIDE FOWNER SYS_PTRACE SYS_NICE only: $(head -1 "$tmp/ping")"
 else
     no "saged with the DaemonSet's capabilities: $(cat "$tmp/ping") / $(tail -3 "$tmp/saged.log")"
 fi
 grep "CapBnd\|CapEff" "/proc/$saged_pid/status" | tr '\n' ' ' | sed 's/^/saged: /'; echo
+# saged's default --nice: field 19 of its stat (the 17th after the command).
+nice=$(sed 's/.*) //' "/proc/$saged_pid/stat" | awk '{print $17}')
+[ "$nice" = -10 ] && ok "saged at nice -10 with SYS_NICE" || no "saged at nice '$nice', not -10 / $(grep nice "$tmp/saged.log")"
 
 # 2. Sharing through the injection path.
 native=$("$tmp/function" once 256 7 2>&1)
