@@ -167,6 +167,22 @@ bool sage_share_free(CUdeviceptr va, CUresult *result) {
         return true;
 }
 
+void sage_share_prestage(CUcontext ctx) {
+        SageShare *s = sage_share();
+        CUcontext popped;
+
+        if (!ctx || !sage_options()->share || !sage_options()->share_assemble)
+                return;
+        pthread_mutex_lock(&s->lock);
+        if (share_enabled(s) && !s->readback.host && s->drv.ctx_push(ctx) == CUDA_SUCCESS) {
+                if (share_readback_prepare(&s->readback, &s->drv, ctx))
+                        sage_info("share: assembly's read-back staging made ahead (%s)",
+                                  s->readback.pinned ? "pinned" : "not pinned");
+                s->drv.ctx_pop(&popped);
+        }
+        pthread_mutex_unlock(&s->lock);
+}
+
 /* ---------------------------------------------------------------- hooks */
 
 void sage_share_note_write(void) {

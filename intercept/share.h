@@ -59,6 +59,14 @@ size_t sage_share_parked(void);
 int sage_share_reconnect(void);
 /* Pieces of a broker that went are mapped: such a process cannot park them and map them again. */
 bool sage_share_orphaned(void);
+/*
+ * The warm-up thread, once done, with the primary context it retained:
+ * when sharing is on (SAGE_SHARE, SAGE_SHARE_ASSEMBLE, a broker), the
+ * sharing connection and assembly's pinned read-back staging and stream
+ * are made here, off the app's path, under the lock assembly takes (an
+ * assembly that comes first makes its own; this then finds it made).
+ */
+void sage_share_prestage(CUcontext ctx);
 /* Sharing's observer (init.c registers it; share_state.c turns it on once a broker answers). */
 extern const SageObserver sage_share_observer;
 

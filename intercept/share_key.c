@@ -73,8 +73,8 @@ static unsigned hash_threads_now(void) {
         return atomic_load_explicit(&threads, memory_order_relaxed);
 }
 
-/* The chunk hashes of `size` bytes at `data` into `chunks`: on this thread if one chunk, else on the pool too. */
-static void hash_chunks(const void *data, size_t size, SageHash *chunks) {
+/* On this thread if one chunk, else on the pool too. */
+void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks) {
         sage_hash_pool_chunks(data, size, chunks, size > CHUNK ? hash_threads_now() : 1);
 }
 
@@ -84,7 +84,7 @@ int sage_share_content_key(const void *data, size_t size, SageHash *out) {
 
         if (!chunks)
                 return -1;
-        hash_chunks(data, size, chunks);
+        sage_share_content_chunks(data, size, chunks);
         *out = sage_content_key_combine(chunks, nchunks);
         free(chunks);
         return 0;
@@ -103,7 +103,7 @@ int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n
                         free(chunks);
                         return -1;
                 }
-                hash_chunks(buf, n, &chunks[off / CHUNK]);
+                sage_share_content_chunks(buf, n, &chunks[off / CHUNK]);
         }
         *out = sage_content_key_combine(chunks, nchunks);
         free(chunks);

@@ -15,6 +15,13 @@
 int sage_share_content_key(const void *data, size_t size, SageHash *out);
 
 /*
+ * The chunk hashes of `size` bytes (a whole number of chunks unless they
+ * end the key) into chunks[sage_content_key_nchunks(size)], as
+ * sage_share_content_key hashes them: a key read in pieces.
+ */
+void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks);
+
+/*
  * How many threads hash a content key of several chunks on a machine of
  * `cpus` CPUs where `running` threads are runnable (this one included; 0:
  * unknown): at most half the CPUs, at most those idle, at least one.

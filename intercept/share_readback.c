@@ -1,29 +1,42 @@
 /*
  * Read-back for keys (assembly): device bytes go to pinned host staging by
- * asynchronous copies on a stream of SAGE's own, a batch of whole ranges
- * into one half of the staging while the batch in the other half is hashed
- * (sage_share_content_key, which spreads a key's chunks over threads). So
- * the read-back runs at DMA speed with the hash behind it; before, one
- * synchronous copy per key chunk, hashed after it, waited for both in turn
- * (bert on the H100: 100 MB in 30.8 ms with the lookups and remaps).
+ * asynchronous copies on a stream of SAGE's own, a batch of pieces into
+ * one half of the staging while the batch in the other half is hashed
+ * (sage_share_content_chunks, which spreads a piece's chunks over
+ * threads). So the read-back runs at DMA speed with the hash behind it;
+ * before, one synchronous copy per key chunk, hashed after it, waited for
+ * both in turn (bert on the H100: 100 MB in 30.8 ms with the lookups and
+ * remaps).
  *
- * Whole ranges per half, because a key is of a range's whole content and
- * the share_key.h functions take it in one piece. Without a stream (no
- * entry points, or making one failed) the same runs with synchronous
- * copies; without pinned memory, through malloc'd memory (the driver then
- * copies synchronously too). A range longer than the largest half is read
- * chunk by chunk as before (share_device_content). Any failure leaves the
- * range unkeyed: it stays private.
+ * The staging is small and fixed (two halves of SHARE_READBACK_HALF): a
+ * range longer than a half is read in pieces of a half, each a whole
+ * number of key chunks, whose chunk hashes make the range's key once all
+ * landed. Staging sized to the longest range (up to 2 x 32 MiB) was made
+ * at the first assembly, on the app's path: pinning that much cost ~5 ms
+ * there (resnet50, bert on the H100). It is made once per process, ahead
+ * of time where the warm-up ran (share_prestage).
+ *
+ * Without a stream (no entry points, or making one failed) the same runs
+ * with synchronous copies; without pinned memory, through malloc'd memory
+ * (the driver then copies synchronously too). Any failure leaves the range
+ * unkeyed: it stays private.
  */
 #include "share_readback.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "share_key.h"
-#include "share_publish.h"
 
-#define MIN_HALF ((size_t)4 << 20)
+#define HALF SHARE_READBACK_HALF
+_Static_assert(HALF % SAGE_CONTENT_KEY_CHUNK == 0, "a piece hashes whole key chunks");
+
+/* What a fork()ed parent made is not this process's to use or free (its CUDA is not the child's). */
+static void forget_if_inherited(ShareReadback *rb) {
+        if (rb->owner != getpid())
+                *rb = (ShareReadback){ .owner = getpid() };
+}
 
 static void release_staging(ShareReadback *rb, const SageShareDriver *drv) {
         if (rb->host && rb->pinned)
@@ -31,15 +44,19 @@ static void release_staging(ShareReadback *rb, const SageShareDriver *drv) {
         else
                 free(rb->host);
         rb->host = NULL;
-        rb->half = 0;
         rb->pinned = false;
 }
 
 void share_readback_release(ShareReadback *rb, const SageShareDriver *drv) {
+        forget_if_inherited(rb);
         release_staging(rb, drv);
         if (rb->stream_made)
                 drv->stream_destroy(rb->stream);
         *rb = (ShareReadback){ 0 };
+}
+
+static bool have_streams(const SageShareDriver *drv) {
+        return drv->stream_create && drv->stream_destroy && drv->stream_synchronize && drv->copy_dtoh_async;
 }
 
 /*
@@ -51,7 +68,7 @@ static CUstream stream_for(ShareReadback *rb, const SageShareDriver *drv, CUcont
         CUstream st = NULL;
 
         *temp = false;
-        if (!drv->stream_create || !drv->stream_destroy || !drv->stream_synchronize || !drv->copy_dtoh_async)
+        if (!have_streams(drv))
                 return NULL;
         if (rb->stream_made && rb->stream_ctx == ctx)
                 return rb->stream;
@@ -67,67 +84,82 @@ static CUstream stream_for(ShareReadback *rb, const SageShareDriver *drv, CUcont
         return st;
 }
 
-/* Halves of at least `need` bytes (at most SHARE_READBACK_MAX_HALF); false: no staging at all. */
-static bool staging_for(ShareReadback *rb, const SageShareDriver *drv, size_t need) {
-        size_t half = need < MIN_HALF ? MIN_HALF : need > SHARE_READBACK_MAX_HALF ? SHARE_READBACK_MAX_HALF : need;
+/* The two halves, made once; false: no staging at all. */
+static bool staging(ShareReadback *rb, const SageShareDriver *drv) {
         void *host = NULL;
 
-        half = (half + MIN_HALF - 1) / MIN_HALF * MIN_HALF;
-        if (half < sage_share_key_chunk()) /* the chunk-by-chunk path reads a chunk into a half */
-                half = sage_share_key_chunk();
-        if (rb->half >= half)
+        if (rb->host)
                 return true;
-        release_staging(rb, drv);
-        if (drv->alloc_host(&host, 2 * half) == CUDA_SUCCESS && host)
+        if (drv->alloc_host(&host, 2 * HALF) == CUDA_SUCCESS && host)
                 rb->pinned = true;
-        else if (!(host = malloc(2 * half)))
+        else if (!(host = malloc(2 * HALF)))
                 return false;
         rb->host = host;
-        rb->half = half;
         return true;
 }
+
+bool share_readback_prepare(ShareReadback *rb, const SageShareDriver *drv, CUcontext ctx) {
+        bool temp;
+
+        forget_if_inherited(rb);
+        if (!staging(rb, drv))
+                return false;
+        if (ctx && !rb->stream_made)
+                stream_for(rb, drv, ctx, &temp); /* nothing kept yet: never a temporary */
+        return true;
+}
+
+/* A piece of range r[range]: bytes [off, off+len) of it, at most a half. */
+typedef struct Slice {
+        size_t range, off, len;
+} Slice;
 
 typedef struct Pipe {
         const SageShareDriver *drv;
         CUstream stream; /* NULL: synchronous copies */
-        ShareReadback *rb;
+        char *host;
         ShareReadRange *r;
-        const size_t *idx; /* the ranges that fit a half, in order */
+        const Slice *s;
         size_t n;
+        SageHash *chunks; /* the chunk hashes of every range, range i's from chunks + first[i] */
+        const size_t *first;
 } Pipe;
 
-/* The end of the batch starting at idx[lo]: the ranges after it that fit one half with it. */
+/* The end of the batch starting at s[lo]: the pieces after it that fit one half with it. */
 static size_t batch_end(const Pipe *p, size_t lo) {
         size_t end = lo, bytes = 0;
 
-        while (end < p->n && p->r[p->idx[end]].len <= p->rb->half - bytes)
-                bytes += p->r[p->idx[end++]].len;
+        while (end < p->n && p->s[end].len <= HALF - bytes)
+                bytes += p->s[end++].len;
         return end;
 }
 
-/* Start copying the ranges idx[lo, hi) into half h, one after the other. */
+/* Start copying the pieces s[lo, hi) into half h, one after the other. */
 static void issue(Pipe *p, size_t lo, size_t hi, unsigned h) {
-        char *to = (char *)p->rb->host + h * p->rb->half;
+        char *to = p->host + h * HALF;
 
         for (size_t k = lo; k < hi; k++) {
-                ShareReadRange *x = &p->r[p->idx[k]];
-                CUresult c = p->stream ? p->drv->copy_dtoh_async(to, x->at, x->len, p->stream)
-                                       : p->drv->copy_dtoh(to, x->at, x->len);
+                const Slice *x = &p->s[k];
+                CUdeviceptr at = p->r[x->range].at + x->off;
+                CUresult c = p->stream ? p->drv->copy_dtoh_async(to, at, x->len, p->stream)
+                                       : p->drv->copy_dtoh(to, at, x->len);
 
-                x->result = c == CUDA_SUCCESS ? 0 : -EIO;
+                if (c != CUDA_SUCCESS)
+                        p->r[x->range].result = -EIO;
                 to += x->len;
         }
 }
 
-/* Key the ranges idx[lo, hi) from half h (their copies landed). */
+/* Hash the pieces s[lo, hi) from half h (their copies landed) into their ranges' chunk hashes. */
 static void hash_batch(Pipe *p, size_t lo, size_t hi, unsigned h) {
-        const char *from = (const char *)p->rb->host + h * p->rb->half;
+        const char *from = p->host + h * HALF;
 
         for (size_t k = lo; k < hi; k++) {
-                ShareReadRange *x = &p->r[p->idx[k]];
+                const Slice *x = &p->s[k];
 
-                if (x->result == 0 && sage_share_content_key(from, x->len, &x->key) < 0)
-                        x->result = -ENOMEM;
+                if (p->r[x->range].result == 0)
+                        sage_share_content_chunks(from, x->len,
+                                                  p->chunks + p->first[x->range] + x->off / SAGE_CONTENT_KEY_CHUNK);
                 from += x->len;
         }
 }
@@ -136,6 +168,7 @@ static void hash_batch(Pipe *p, size_t lo, size_t hi, unsigned h) {
 static bool run_pipe(Pipe *p) {
         size_t lo = 0, hi = batch_end(p, 0);
         unsigned h = 0;
+        bool ok = true;
 
         issue(p, lo, hi, h);
         while (lo < p->n) {
@@ -144,7 +177,7 @@ static bool run_pipe(Pipe *p) {
                 /* Batch [lo, hi) landed; the next one copies into the other half while this one is hashed. */
                 if (p->stream && p->drv->stream_synchronize(p->stream) != CUDA_SUCCESS) {
                         for (size_t k = lo; k < p->n; k++)
-                                p->r[p->idx[k]].result = -EIO;
+                                p->r[p->s[k].range].result = -EIO;
                         return false;
                 }
                 if (hi < p->n)
@@ -155,43 +188,71 @@ static bool run_pipe(Pipe *p) {
                 h ^= 1;
         }
         for (size_t k = 0; k < p->n; k++)
-                if (p->r[p->idx[k]].result == -EIO)
-                        return false;
-        return true;
+                ok &= p->r[p->s[k].range].result == 0;
+        return ok;
+}
+
+/* r[0..n) cut into pieces of at most a half, in order; each range's first chunk hash. NULL: no memory. */
+static Slice *slice(const ShareReadRange *r, size_t n, size_t *nslices, size_t *first, size_t *nchunks) {
+        size_t count = 0;
+        Slice *s;
+
+        for (size_t i = 0; i < n; i++)
+                count += r[i].len ? (r[i].len + HALF - 1) / HALF : 1;
+        if (!(s = malloc(count * sizeof(*s))))
+                return NULL;
+        *nslices = 0;
+        *nchunks = 0;
+        for (size_t i = 0; i < n; i++) {
+                size_t off = 0;
+
+                first[i] = *nchunks;
+                *nchunks += sage_content_key_nchunks(r[i].len);
+                do {
+                        size_t len = r[i].len - off < HALF ? r[i].len - off : HALF;
+
+                        s[(*nslices)++] = (Slice){ i, off, len };
+                        off += len;
+                } while (off < r[i].len);
+        }
+        return s;
 }
 
 void share_readback_keys(ShareReadback *rb, ShareVmm *v, CUcontext ctx, ShareReadRange *r, size_t n) {
         const SageShareDriver *drv = v->drv;
-        Pipe p = { .drv = drv, .rb = rb, .r = r };
-        size_t need = 0, *idx;
+        size_t *first = NULL, nchunks = 0;
+        Pipe p = { .drv = drv, .r = r };
+        Slice *s = NULL;
         bool temp = false;
 
-        for (size_t i = 0; i < n; i++) {
-                r[i].result = -EIO;
-                need = r[i].len > need ? r[i].len : need;
-        }
-        if (!n || !staging_for(rb, drv, need) || !(idx = malloc(n * sizeof(*idx))))
-                return;
-        p.idx = idx;
         for (size_t i = 0; i < n; i++)
-                if (r[i].len <= rb->half)
-                        idx[p.n++] = i;
-                else /* longer than any half: chunk by chunk, synchronously */
-                        r[i].result = share_device_content(v, r[i].at, r[i].len, rb->host, &r[i].key) < 0 ? -EIO : 0;
-        if (p.n) {
-                p.stream = stream_for(rb, drv, ctx, &temp);
-                if (!run_pipe(&p) && p.stream && !temp) {
-                        /*
-                         * The kept stream failed: its context may be gone
-                         * (a reset; a new one may even get its address).
-                         * Forgotten, not destroyed (the handle may be stale),
-                         * so the next read-back makes a new one.
-                         */
-                        rb->stream_made = false;
-                        rb->stream = NULL;
-                }
+                r[i].result = -EIO;
+        if (!n || !share_readback_prepare(rb, drv, NULL) || !(first = malloc(n * sizeof(*first))) ||
+            !(s = slice(r, n, &p.n, first, &nchunks)) || !(p.chunks = calloc(nchunks ? nchunks : 1, sizeof(SageHash))))
+                goto out;
+        for (size_t i = 0; i < n; i++)
+                r[i].result = 0;
+        p.host = rb->host;
+        p.s = s;
+        p.first = first;
+        p.stream = stream_for(rb, drv, ctx, &temp);
+        if (!run_pipe(&p) && p.stream && !temp) {
+                /*
+                 * The kept stream failed: its context may be gone (a reset;
+                 * a new one may even get its address). Forgotten, not
+                 * destroyed (the handle may be stale), so the next
+                 * read-back makes a new one.
+                 */
+                rb->stream_made = false;
+                rb->stream = NULL;
         }
         if (temp)
                 drv->stream_destroy(p.stream);
-        free(idx);
+        for (size_t i = 0; i < n; i++)
+                if (r[i].result == 0)
+                        r[i].key = sage_content_key_combine(p.chunks + first[i], sage_content_key_nchunks(r[i].len));
+out:
+        free(p.chunks);
+        free(s);
+        free(first);
 }

@@ -4,26 +4,34 @@
 #include <cuda.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "hash.h"
 #include "share_alloc.h"
 
 /*
- * Pinned host staging, two halves, made at the first read-back and kept for
- * the process (pinning costs milliseconds per few MiB), grown when a longer
- * range comes. Callers serialize (SageShare's lock).
+ * Pinned host staging, two halves of SHARE_READBACK_HALF, made once per
+ * process: by the warm-up thread when sharing is on (share_prestage), else
+ * at the first read-back (pinning costs milliseconds per few MiB, on the
+ * app's path there). Callers serialize (SageShare's lock).
  */
 typedef struct ShareReadback {
-        void *host;      /* halves [0, half) and [half, 2 half) */
-        size_t half;     /* 0: nothing made yet */
+        void *host;      /* halves [0, SHARE_READBACK_HALF) and [SHARE_READBACK_HALF, 2 x) */
         bool pinned;     /* host from alloc_host; else malloc'd (the pinned allocation failed) */
+        pid_t owner;     /* the process that made host and stream: a fork()ed child makes its own */
         CUstream stream; /* SAGE's stream in `stream_ctx`, made at the first read-back there and kept */
         CUcontext stream_ctx;
         bool stream_made;
 } ShareReadback;
 
-/* The largest half made: a longer range is read back chunk by chunk, synchronously. */
-#define SHARE_READBACK_MAX_HALF ((size_t)32 << 20)
+/*
+ * A half: a longer range is read in pieces of this size through the same
+ * pipeline (a whole number of key chunks, so each piece hashes whole
+ * chunks of the key). 8 MiB: at DMA speed (~25 GB/s) a piece lands in
+ * ~0.3 ms, hashed in about as long by the pool, while the per-piece
+ * synchronize costs microseconds; 16 MiB pinned per process, not 64.
+ */
+#define SHARE_READBACK_HALF ((size_t)8 << 20)
 
 /* One range to key: device bytes [at, at+len). result 0: `key` is their content key; negative: unread. */
 typedef struct ShareReadRange {
@@ -35,10 +43,17 @@ typedef struct ShareReadRange {
 
 /*
  * Key each of r[0..n) by its device bytes (sage_share_content_key of what
- * was read): ranges are copied on a stream of SAGE's own into one half
- * while those in the other are hashed. The ranges lie in context `ctx`,
+ * was read): ranges, in pieces of at most a half, are copied on a stream
+ * of SAGE's own into one half while those in the other are hashed. The
+ * ranges lie in context `ctx`,
  * current, whose work on them the caller has waited for.
  */
 void share_readback_keys(ShareReadback *rb, ShareVmm *v, CUcontext ctx, ShareReadRange *r, size_t n);
+/*
+ * Make the staging, and the stream in `ctx` (current; NULL: none), if not
+ * made yet: ahead of the first read-back, off the app's path. False: no
+ * staging (the read-back then tries again).
+ */
+bool share_readback_prepare(ShareReadback *rb, const SageShareDriver *drv, CUcontext ctx);
 /* Give the staging and the stream back. */
 void share_readback_release(ShareReadback *rb, const SageShareDriver *drv);

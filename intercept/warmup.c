@@ -87,6 +87,8 @@ static atomic_ullong held_devices; /* bit per device ordinal SAGE holds a retain
 static int rewarm_in_driver;       /* re-warm threads inside the driver (warmup_lock) */
 static int rewarm_pending;         /* re-warm threads started, not finished (warmup_lock) */
 static bool rewarm_cancelled;      /* exit: pending re-warms must not enter the driver */
+static bool tail_running;          /* after WARMUP_DONE, the thread's `after` work (warmup_lock) */
+static void (*_Atomic warmup_after)(CUcontext);
 #define REWARM_GRACE_MS 50
 static const char *_Atomic warmup_trigger_name;
 
@@ -246,8 +248,10 @@ static void traced(SageSym sym, uint64_t t0, CUresult r, uint64_t a0, uint64_t a
 
 static void *warmup_main(void *arg) {
         int devices[WARMUP_MAX_DEVICES], ndevices, count = 0;
+        CUcontext first = NULL; /* the first context retained: sharing prepares there after WARMUP_DONE */
         uint64_t t0, start = sage_now_ns();
         CUresult r;
+        void (*after)(CUcontext); /* what the thread goes on with after WARMUP_DONE (tail_running) */
 
         (void)arg;
         sage_hooks_enter(); /* anything the driver calls back goes straight through */
@@ -277,6 +281,7 @@ static void *warmup_main(void *arg) {
                 if (r == CUDA_SUCCESS) {
                         sage_warmup_note_held(devices[i]);
                         sage_ctx_limit_apply(dev, ctx);
+                        first = first ? first : ctx;
                 }
         }
         sage_info("warm-up done in %.1f ms (%d device(s))", (double)(sage_now_ns() - start) / 1e6, count);
@@ -284,6 +289,17 @@ done:
         sage_hooks_leave();
         pthread_mutex_lock(&warmup_lock);
         atomic_store(&warmup_state, WARMUP_DONE);
+        after = first && !rewarm_cancelled ? atomic_load(&warmup_after) : NULL;
+        tail_running = after != NULL;
+        pthread_cond_broadcast(&warmup_done);
+        pthread_mutex_unlock(&warmup_lock);
+        if (!after)
+                return NULL;
+        sage_hooks_enter(); /* sharing's pinned staging (ms of page-locking); wait_tail waits for it */
+        after(first);
+        sage_hooks_leave();
+        pthread_mutex_lock(&warmup_lock);
+        tail_running = false;
         pthread_cond_broadcast(&warmup_done);
         pthread_mutex_unlock(&warmup_lock);
         return NULL;
@@ -299,10 +315,20 @@ static bool wait_done(const struct timespec *deadline) {
         return pthread_cond_timedwait(&warmup_done, &warmup_lock, deadline) != ETIMEDOUT;
 }
 
+/* The warm-up and the work it does after WARMUP_DONE (fork, exit: nothing may be inside the driver). */
+static void wait_tail(unsigned max_ms) {
+        struct timespec deadline = deadline_in(max_ms);
+
+        pthread_mutex_lock(&warmup_lock);
+        while ((atomic_load(&warmup_state) == WARMUP_RUNNING || tail_running) && wait_done(&deadline))
+                ;
+        pthread_mutex_unlock(&warmup_lock);
+}
+
 static void at_exit_wait(void) {
         struct timespec deadline;
 
-        sage_warmup_wait(10000);
+        wait_tail(10000);
         /* Pending re-warms give up; one already inside the driver is waited for. */
         deadline = deadline_in(10000);
         pthread_mutex_lock(&warmup_lock);
@@ -339,7 +365,7 @@ static void run_after_warmup(void *data) {
         DeferredExitHandler h = *(DeferredExitHandler *)data;
 
         free(data);
-        sage_warmup_wait(10000);
+        wait_tail(10000);
         h.fn(h.arg);
 }
 
@@ -379,13 +405,14 @@ SAGE_EXPORT int __cxa_atexit(void (*fn)(void *), void *arg, void *dso_handle) {
 /* A fork() while the warm-up thread is inside the driver would hand the child
  * a driver whose locks are held by a thread it does not have: wait first. */
 static void at_fork_prepare(void) {
-        sage_warmup_wait(10000);
+        wait_tail(10000);
 }
 
 static void at_fork_child(void) {
         if (atomic_load(&warmup_state) != WARMUP_IDLE) {
                 /* The thread did not survive the fork; its work, if any, belongs to the parent. */
                 atomic_store(&warmup_state, WARMUP_DONE);
+                tail_running = false;
                 pthread_mutex_init(&warmup_lock, NULL);
                 pthread_cond_init(&warmup_done, NULL);
                 sage_warn("fork() after the CUDA warm-up: this child cannot use CUDA (set SAGE_WARMUP=lazy or off "
@@ -492,6 +519,10 @@ void sage_warmup_wait(unsigned max_ms) {
         while (atomic_load(&warmup_state) == WARMUP_RUNNING && wait_done(&deadline))
                 ;
         pthread_mutex_unlock(&warmup_lock);
+}
+
+void sage_warmup_set_after(void (*after)(CUcontext ctx)) {
+        atomic_store(&warmup_after, after);
 }
 
 void sage_warmup_note_held(int dev) {

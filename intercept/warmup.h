@@ -1,6 +1,7 @@
 /* Parallel set-up: warm the driver and the primary context(s) in the background. */
 #pragma once
 
+#include <cuda.h>
 #include <stdbool.h>
 
 typedef enum SageWarmupTrigger {
@@ -28,6 +29,12 @@ const char *sage_warmup_trigger_name(void);
 
 /* Wait (bounded) for a running warm-up: called at exit so the driver is never torn down under it. */
 void sage_warmup_wait(unsigned max_ms);
+/*
+ * What the warm-up thread does after WARMUP_DONE with the first context it
+ * retained (sharing's preparations: init.c sets it before any warm-up).
+ * The app never waits for it; fork() and exit() do.
+ */
+void sage_warmup_set_after(void (*after)(CUcontext ctx));
 
 /* Does this process carry CUDA code (a .nv_fatbin section, or a CUDA library loaded)? */
 bool sage_process_is_cuda_program(void);
