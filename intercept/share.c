@@ -170,17 +170,24 @@ bool sage_share_free(CUdeviceptr va, CUresult *result) {
 void sage_share_prestage(CUcontext ctx) {
         SageShare *s = sage_share();
         CUcontext popped;
+        bool pushed;
 
-        if (!ctx || !sage_options()->share || !sage_options()->share_assemble)
+        if (!ctx || !sage_options()->share)
                 return;
         pthread_mutex_lock(&s->lock);
-        if (share_enabled(s) && !s->readback.host && s->drv.ctx_push(ctx) == CUDA_SUCCESS) {
-                if (share_readback_prepare(&s->readback, &s->drv, ctx))
-                        sage_info("share: assembly's read-back staging made ahead (%s)",
-                                  s->readback.pinned ? "pinned" : "not pinned");
-                s->drv.ctx_pop(&popped);
-        }
+        pushed = share_enabled(s) && s->drv.ctx_push(ctx) == CUDA_SUCCESS;
+        if (pushed && sage_options()->share_assemble && !s->readback.host &&
+            share_readback_prepare(&s->readback, &s->drv, ctx))
+                sage_info("share: assembly's read-back staging made ahead (%s)",
+                          s->readback.pinned ? "pinned" : "not pinned");
         pthread_mutex_unlock(&s->lock);
+        if (!pushed)
+                return;
+        /* Outside the lock: page-locking the miss path's buffers takes tens of ms, hits go on meanwhile. */
+        if (share_upload_prestage(s, ctx))
+                sage_info("share: the miss path's staging made ahead (%zu MiB pinned)",
+                          (size_t)SHARE_STAGE_SLOTS * s->stage.slot_bytes >> 20);
+        s->drv.ctx_pop(&popped);
 }
 
 /* ---------------------------------------------------------------- hooks */

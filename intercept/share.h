@@ -61,10 +61,12 @@ int sage_share_reconnect(void);
 bool sage_share_orphaned(void);
 /*
  * The warm-up thread, once done, with the primary context it retained:
- * when sharing is on (SAGE_SHARE, SAGE_SHARE_ASSEMBLE, a broker), the
- * sharing connection and assembly's pinned read-back staging and stream
- * are made here, off the app's path, under the lock assembly takes (an
- * assembly that comes first makes its own; this then finds it made).
+ * when sharing is on (SAGE_SHARE, a broker), the sharing connection,
+ * assembly's pinned read-back staging and stream (SAGE_SHARE_ASSEMBLE),
+ * under the lock assembly takes (an assembly that comes first makes its
+ * own; this then finds it made), and the miss path's pinned staging
+ * (SAGE_SHARE_STAGING), outside it (a miss meanwhile waits for it), are made
+ * here, off the app's path.
  */
 void sage_share_prestage(CUcontext ctx);
 /* Sharing's observer (init.c registers it; share_state.c turns it on once a broker answers). */

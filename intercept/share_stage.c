@@ -325,7 +325,7 @@ void share_stage_release(ShareStage *st) {
 }
 
 /* Buffers and streams in `ctx`: made once, made again only for another context. */
-static int stage_ready(ShareStage *st, CUcontext ctx) {
+int share_stage_prepare(ShareStage *st, CUcontext ctx) {
         if (!st->slot_bytes || st->broken)
                 return -ENODEV;
         if (st->ctx == ctx)
@@ -476,7 +476,7 @@ int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const voi
         StageJob j;
         int r;
 
-        if (!n || (r = stage_ready(st, ctx)) < 0)
+        if (!n || (r = share_stage_prepare(st, ctx)) < 0)
                 return !n ? -EINVAL : r;
         j = (StageJob){ .st = st, .src = src, .n = n };
         j.nchunks = (n + CHUNK - 1) / CHUNK;

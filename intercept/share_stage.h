@@ -50,6 +50,13 @@ typedef struct ShareStage {
  * calling thread's (for chunks: the host is behind; for a stream: the DMA
  * is) and the copying threads' (for a free buffer).
  */
+/*
+ * Make the buffers and streams in `ctx` (current on the caller) unless they
+ * are made there already: 0, or -ENODEV (staging off, or making them failed:
+ * `broken`, never tried again).
+ */
+int share_stage_prepare(ShareStage *st, CUcontext ctx);
+
 typedef struct ShareStageCost {
         uint64_t wall_ns, cpu_ns;
         uint64_t first_dma_ns; /* from the call to the first async copy */

@@ -65,9 +65,10 @@ for i in 1 2; do  # the tensors follow each other: no split through bytes to kee
   [ "$(stat_of "$tmp/p$i.json" SHARE_KEEP_COPIES)" = 0 ] || bad "pieces run $i: $(stat_of "$tmp/p$i.json" SHARE_KEEP_COPIES) pieces copied to re-back them"
 done
 
-step "the warm-up thread makes assembly's pinned read-back staging ahead (the exit waits for it)"
+step "the warm-up thread makes assembly's read-back and the miss path's pinned staging ahead (the exit waits for it)"
 SAGE_WARMUP=eager SAGE_VERBOSE=2 LD_PRELOAD="$preload" "$prog" 2 11 idle >/dev/null 2>"$tmp/ahead.err" || bad "idle run"
 grep -q "read-back staging made ahead (pinned)" "$tmp/ahead.err" || bad "no staging made ahead: $(cat "$tmp/ahead.err")"
+grep -q "the miss path's staging made ahead (128 MiB pinned)" "$tmp/ahead.err" || bad "no miss staging made ahead: $(cat "$tmp/ahead.err")"
 SAGE_SHARE=0 SAGE_WARMUP=eager SAGE_VERBOSE=2 LD_PRELOAD="$preload" "$prog" 2 11 idle >/dev/null 2>"$tmp/ahead0.err" || bad "idle run, sharing off"
 ! grep -q "made ahead" "$tmp/ahead0.err" || bad "staging made ahead with sharing off"
 
