@@ -170,6 +170,7 @@ bool sage_share_free(CUdeviceptr va, CUresult *result) {
 void sage_share_prestage(CUcontext ctx) {
         SageShare *s = sage_share();
         CUcontext popped;
+        size_t staged;
         bool pushed;
 
         if (!ctx || !sage_options()->share)
@@ -184,9 +185,8 @@ void sage_share_prestage(CUcontext ctx) {
         if (!pushed)
                 return;
         /* Outside the lock: page-locking the miss path's buffers takes tens of ms, hits go on meanwhile. */
-        if (share_upload_prestage(s, ctx))
-                sage_info("share: the miss path's staging made ahead (%zu MiB pinned)",
-                          (size_t)SHARE_STAGE_SLOTS * s->stage.slot_bytes >> 20);
+        if ((staged = share_upload_prestage(s, ctx)))
+                sage_info("share: the miss path's staging made ahead (%zu MiB pinned)", staged >> 20);
         s->drv.ctx_pop(&popped);
 }
 

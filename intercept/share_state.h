@@ -97,8 +97,8 @@ void share_retire(SageShare *s, SageShareAlloc *a);
 void share_publish(SageShare *s, SageShareAlloc *a);
 /* May work submitted to `stream` be captured rather than run (no synchronizing then)? */
 bool share_capturing(SageShare *s, CUstream stream);
-/* The miss path's staging made ahead by the warm-up thread, `ctx` current (share_upload.c); true: made. */
-bool share_upload_prestage(SageShare *s, CUcontext ctx);
+/* The miss path's staging made ahead by the warm-up thread, `ctx` current (share_upload.c): bytes kept. */
+size_t share_upload_prestage(SageShare *s, CUcontext ctx);
 /*
  * The broker's extents in app VMM handles not mapped now (share_vmm.c)
  * become private: parking maps at an allocation's address, which these

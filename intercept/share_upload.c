@@ -83,10 +83,12 @@ static ShareStage *stage_of(SageShare *s) {
  * current): page-locking SAGE_SHARE_STAGING bytes took ~50 ms on an H100
  * host, which the first miss paid inside the app's upload. Made outside the
  * lock, so hits meanwhile go on; a miss meanwhile waits for it (stage_of)
- * instead of making its own. True: made here and kept.
+ * instead of making its own. Returns the pinned bytes the staging holds once
+ * this was kept (0: not made here).
  */
-bool share_upload_prestage(SageShare *s, CUcontext ctx) {
+size_t share_upload_prestage(SageShare *s, CUcontext ctx) {
         ShareStage st;
+        size_t held = 0;
         bool go, kept = false;
         int r;
 
@@ -96,7 +98,7 @@ bool share_upload_prestage(SageShare *s, CUcontext ctx) {
         s->stage_making = go;
         pthread_mutex_unlock(&s->lock);
         if (!go)
-                return false;
+                return 0;
         r = share_stage_prepare(&st, ctx);
         pthread_mutex_lock(&s->lock);
         s->stage_making = false;
@@ -104,11 +106,13 @@ bool share_upload_prestage(SageShare *s, CUcontext ctx) {
                 s->stage = st;
                 kept = true;
         }
+        for (unsigned i = 0; kept && i < SHARE_STAGE_SLOTS; i++) /* what the upload path will find */
+                held += s->stage.buf[i] && s->stage.ctx == ctx ? s->stage.slot_bytes : 0;
         pthread_cond_broadcast(&stage_made);
         pthread_mutex_unlock(&s->lock);
         if (r == 0 && !kept)
                 share_stage_release(&st);
-        return kept;
+        return held;
 }
 
 static bool stage_possible(SageShare *s, size_t len) {
