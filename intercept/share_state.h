@@ -50,7 +50,7 @@ typedef struct SageShare {
         ShareStage stage;       /* the miss path's staged copy (share_upload.c), set up at its first use */
         ShareReadback readback; /* assembly's read-back staging (share_readback.c), kept once made */
         bool stage_set;
-        bool stage_making;      /* the warm-up thread is making the staging (share_upload_prestage) */
+        bool stage_making; /* the warm-up thread is making the staging (share_upload_prestage) */
         int8_t expect_hit; /* large content-keyed uploads: 1 hit (hash before copying), -1 miss, 0 unknown yet */
         ShareCost cost;    /* what hits and copies cost this process (share_upload.c) */
 } SageShare;
@@ -97,7 +97,9 @@ void share_retire(SageShare *s, SageShareAlloc *a);
 void share_publish(SageShare *s, SageShareAlloc *a);
 /* May work submitted to `stream` be captured rather than run (no synchronizing then)? */
 bool share_capturing(SageShare *s, CUstream stream);
-/* The miss path's staging made ahead by the warm-up thread, `ctx` current (share_upload.c): bytes kept. */
+/* The miss path's staging (share_upload_stage.c): set up at its first use, under the lock; or made ahead
+ * by the warm-up thread, `ctx` current (the bytes kept; 0: not made there). */
+ShareStage *share_stage_of(SageShare *s);
 size_t share_upload_prestage(SageShare *s, CUcontext ctx);
 /*
  * The broker's extents in app VMM handles not mapped now (share_vmm.c)
