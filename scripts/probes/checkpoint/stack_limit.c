@@ -23,6 +23,18 @@ static void used(const char *w) {
         cuCtxGetLimit(&s, CU_LIMIT_STACK_SIZE);
         printf("%-28s used %8.1f MiB stack %zu\n", w, (t - f) / 1048576.0, s);
 }
+/* Set the stack limit, timed; prints what stackprobe.txt shows ("set 16: rc=0 0.23 ms", then the usage). */
+static void set_stack(const char *verb, size_t value) {
+        char what[32];
+        double a = ms();
+        CUresult r = cuCtxSetLimit(CU_LIMIT_STACK_SIZE, value);
+        double b = ms();
+
+        printf("%s %zu: rc=%d %.2f ms\n", verb, value, r, b - a);
+        snprintf(what, sizeof(what), "stack %zu", value);
+        used(what);
+}
+
 int main(int argc, char **argv) {
         CUdevice d;
         CUcontext c;
@@ -40,26 +52,10 @@ int main(int argc, char **argv) {
         cuMemAlloc(&p, 64 << 20);
         used("after 64 MiB alloc");
         for (int k = 0; k < 2; k++) {
-                double a = ms();
-                CUresult r = cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 16);
-                double b = ms();
-                printf("set 16: rc=%d %.2f ms\n", r, b - a);
-                used("stack 16");
-                a = ms();
-                r = cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 1024);
-                b = ms();
-                printf("set 1024: rc=%d %.2f ms\n", r, b - a);
-                used("stack 1024");
-                a = ms();
-                r = cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 4096);
-                b = ms();
-                printf("set 4096: rc=%d %.2f ms\n", r, b - a);
-                used("stack 4096");
-                a = ms();
-                r = cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 1024);
-                b = ms();
-                printf("back 1024: rc=%d %.2f ms\n", r, b - a);
-                used("stack 1024");
+                set_stack("set", 16);
+                set_stack("set", 1024);
+                set_stack("set", 4096);
+                set_stack("back", 1024);
         }
         size_t v;
         cuCtxGetLimit(&v, CU_LIMIT_MALLOC_HEAP_SIZE);
