@@ -36,7 +36,7 @@ unsigned sage_share_hash_threads(long cpus, long running) {
 }
 
 /* The CPUs this process may run on (a container's cpuset, taskset), else those online. */
-static long cpu_count(void) {
+long sage_share_cpu_count(void) {
         cpu_set_t set;
 
         if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
@@ -45,7 +45,7 @@ static long cpu_count(void) {
 }
 
 /* Threads runnable on the machine now, this one included (/proc/loadavg's 4th field); 0: unknown. */
-static long running_now(void) {
+long sage_share_running_now(void) {
         FILE *f = fopen("/proc/loadavg", "re");
         long running = 0;
 
@@ -68,7 +68,8 @@ static unsigned hash_threads_now(void) {
         if (atomic_load_explicit(&threads, memory_order_relaxed) &&
             now - atomic_load_explicit(&read_at, memory_order_relaxed) < LOAD_TTL_NS)
                 return atomic_load_explicit(&threads, memory_order_relaxed);
-        atomic_store_explicit(&threads, sage_share_hash_threads(cpu_count(), running_now()), memory_order_relaxed);
+        atomic_store_explicit(&threads, sage_share_hash_threads(sage_share_cpu_count(), sage_share_running_now()),
+                              memory_order_relaxed);
         atomic_store_explicit(&read_at, now, memory_order_relaxed);
         return atomic_load_explicit(&threads, memory_order_relaxed);
 }

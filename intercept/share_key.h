@@ -27,6 +27,10 @@ void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks);
  * unknown): at most half the CPUs, at most those idle, at least one.
  */
 unsigned sage_share_hash_threads(long cpus, long running);
+/* The CPUs this process may run on (its affinity mask, else those online). */
+long sage_share_cpu_count(void);
+/* Threads runnable on the machine now, the caller included (/proc/loadavg's 4th field); 0: unknown. */
+long sage_share_running_now(void);
 
 /* The same key of device bytes, read block by block into `buf` (sage_share_key_chunk() bytes) by `read`. */
 int sage_share_device_key(int (*read)(void *ctx, size_t off, void *buf, size_t n), void *ctx, size_t size, void *buf,

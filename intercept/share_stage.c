@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "share_key.h"
 #include "util.h"
 
 #ifndef MADV_POPULATE_READ
@@ -285,18 +286,9 @@ static long quota_cpus(void) {
 }
 
 unsigned share_stage_threads_now(void) {
-        cpu_set_t set;
-        long cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0, running = 0, quota;
-        FILE *f = fopen("/proc/loadavg", "re");
+        long cpus = sage_share_cpu_count(), quota = quota_cpus();
 
-        if (f) { /* its 4th field: runnable threads / all threads */
-                if (fscanf(f, "%*s %*s %*s %ld/", &running) != 1)
-                        running = 0;
-                fclose(f);
-        }
-        cpus = cpus > 0 ? cpus : sysconf(_SC_NPROCESSORS_ONLN);
-        quota = quota_cpus();
-        return share_stage_threads(quota ? share_stage_cpus(cpus, quota, 1) : cpus, running);
+        return share_stage_threads(quota ? share_stage_cpus(cpus, quota, 1) : cpus, sage_share_running_now());
 }
 
 unsigned share_stage_threads(long cpus, long running) {
