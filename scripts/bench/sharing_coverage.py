@@ -90,6 +90,25 @@ def hit_ms(runs, tag):
     return out
 
 
+# Where N processes at once spent their upload (ms): the uploading thread's wait for a CPU, and SAGE's parts.
+WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_BROKER": "broker_ms", "SHARE_NS_REMAP": "remap_ms"}
+
+
+def where_waited(runs):
+    out = {}
+    for tag in ("concurrent-native", "concurrent-sage"):
+        side = out.setdefault(tag.split("-")[1], {})
+        for key in ("upload_runq_ms", "upload_switches", "upload_preempted", "upload_cpu_ms"):
+            side[key] = br.stats(values(runs, tag, key))
+    sage = [r for r in runs if r.get("tag") == "concurrent-sage" and r.get("sharing")]
+    for stat, name in WAIT_STATS.items():
+        out["sage"][name] = br.stats([r["sharing"].get(stat, 0) / 1e6 for r in sage])
+    rounds = [r["round"] for r in runs if r.get("tag") == "concurrent-sage" and r.get("round")]
+    # saged over each SAGE round: its CPU time, its wait for a CPU, how often it ran
+    out["broker_round"] = {k: br.stats([r[k] for r in rounds]) for k in rounds[0]} if rounds else None
+    return out
+
+
 def report(raw, problems, at_once=CONCURRENT):
     """The issue's document: workloads, cold_upload_gbps (+ CPU), concurrent16, small_hits; targets."""
     workloads, cold, cold_cpu, cold_ms, native_gbps, concurrent, small, targets = {}, {}, {}, {}, {}, {}, {}, {}
@@ -129,6 +148,7 @@ def report(raw, problems, at_once=CONCURRENT):
             s = br.stats(hit_ms(runs, "concurrent-sage"))
             concurrent[kind] = {"native_ms": n, "sage_ms": s,
                                 "sage_upload_ms": br.stats(values(runs, "concurrent-sage", "upload_ms"))}
+            concurrent[kind]["where"] = where_waited(runs)
             if n and s:
                 targets[f"{at_once} gpt2 at once no slower than native"] = s["median"] <= n["median"]
         if kind in SMALL_KINDS:
@@ -175,6 +195,11 @@ def table(doc):
     for kind, c in s["concurrent16"].items():
         lines.append(f"  {doc['settings'].get('concurrent', CONCURRENT)} {kind} at once: native {f(c['native_ms'], ' ms')}, "
                      f"SAGE {f(c['sage_ms'], ' ms')} (upload + assembly at the first launch)")
+        w = c.get("where") or {}
+        for side in ("native", "sage"):
+            lines.append(f"    {side}: " + ", ".join(f"{k} {f(v, '')}" for k, v in (w.get(side) or {}).items()))
+        if w.get("broker_round"):
+            lines.append("    saged over a SAGE round: " + ", ".join(f"{k} {f(v, '')}" for k, v in w["broker_round"].items()))
     for kind, c in s["small_hits"].items():
         lines.append(f"  {kind} hits: native {f(c['native_ms'], ' ms')}, SAGE {f(c['sage_ms'], ' ms')} "
                      f"(upload + assembly at the first launch)")

@@ -69,6 +69,15 @@ class Broker:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def broker_sched(broker):
+    """saged's (CPU ns, run-queue wait ns, times scheduled) so far: /proc/PID/schedstat (None: not readable)."""
+    try:
+        with open(f"/proc/{broker.proc.pid}/schedstat") as f:
+            return tuple(int(v) for v in f.read().split()[:3])
+    except (OSError, ValueError):
+        return None
+
+
 def plan(a):
     """Samples wanted per workload: cold runs, warm-ups, rounds (native + SAGE), rounds of N at once."""
     want = {}
@@ -402,8 +411,16 @@ class Run:
     def concurrent(self, kind, path, broker):
         for sage in (False, True):
             tag = "concurrent-" + ("sage" if sage else "native")
+            before = broker_sched(broker)
             started = [self.spawn(kind, path, broker if sage else None, tag) for _ in range(self.a.concurrent)]
-            self.collect(kind, started, tag)
+            recs = self.collect(kind, started, tag)
+            after = broker_sched(broker)
+            if sage and before and after:  # the one broker thread: did it run, or wait for a CPU?
+                used = {"broker_cpu_ms": round((after[0] - before[0]) / 1e6, 3),
+                        "broker_runq_ms": round((after[1] - before[1]) / 1e6, 3),
+                        "broker_wakeups": after[2] - before[2]}
+                if recs:
+                    recs[0]["round"] = used  # once per round
 
     def main(self, kinds):
         for kind in sc.KINDS:

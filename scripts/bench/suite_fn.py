@@ -40,6 +40,7 @@ import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
 import sys  # noqa: E402
 
 from bench_proc import ms, sage_loaded  # noqa: E402
@@ -354,6 +355,18 @@ def gpu_memory():
             "torch_reserved_bytes": torch.cuda.memory_reserved()}
 
 
+def thread_sched():
+    """This thread's (run-queue wait ns, voluntary switches, involuntary switches): where a
+    thread's wall time went when it was not on a CPU (schedstat: waiting to run after a wake-up)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            delay = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        delay = 0
+    ru = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
+    return delay, ru.ru_nvcsw, ru.ru_nivcsw
+
+
 def cold(kind, path, slow_build=False):
     """A whole function: returns (record, loaded)."""
     t0_env = os.environ.get("SAGE_BENCH_T0_NS")
@@ -365,15 +378,18 @@ def cold(kind, path, slow_build=False):
     f.read()
     c = time.monotonic_ns()
     f.gpu_setup()
-    d, cpu_d = time.monotonic_ns(), time.process_time_ns()
+    d, cpu_d, sched_d = time.monotonic_ns(), time.process_time_ns(), thread_sched()
     f.upload()
-    e, cpu_e = time.monotonic_ns(), time.process_time_ns()
+    e, cpu_e, sched_e = time.monotonic_ns(), time.process_time_ns(), thread_sched()
     out = f.compute()
     g = time.monotonic_ns()
     rec = {"kind": kind, "pid": os.getpid(), "sage_loaded": sage_loaded(), "t0_given": t0_env is not None,
            "main_ms": ms(t0, T_MAIN), "import_ms": ms(a, b), "read_ms": ms(b, c), "setup_ms": ms(c, d),
            "upload_ms": ms(d, e), "compute_ms": ms(e, g), "first_result_ms": ms(t0, g),
-           "upload_cpu_ms": ms(cpu_d, cpu_e)}  # every thread of the process (SAGE's staging too)
+           "upload_cpu_ms": ms(cpu_d, cpu_e),  # every thread of the process (SAGE's staging too)
+           # the uploading thread only: time runnable but waiting for a CPU, and its context switches
+           "upload_runq_ms": ms(sched_d[0], sched_e[0]), "upload_switches": sched_e[1] - sched_d[1],
+           "upload_preempted": sched_e[2] - sched_d[2]}
     rec.update(summary(out))
     import torch
     rec["torch"] = torch.__version__
