@@ -243,6 +243,7 @@ static void share_at_exit(void) {
         for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                 share_retire(s, a);
         share_hints_save(&s->hints);
+        share_predict_drop_ahead(s);
         pthread_mutex_unlock(&s->lock);
         if (sage_hooks_active(SAGE_OBSERVER_SUSPEND))
                 sage_gate_leave();

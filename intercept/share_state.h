@@ -45,6 +45,10 @@ typedef struct SageShare {
         ShareVmaCache maps;   /* file keys' view of the memory map */
         SharePlace place;     /* learned placement (SAGE_SHARE_PLACE) */
         ShareHints hints;     /* predicted remap (SAGE_SHARE_PREDICT, share_predict.c) */
+        /* Its keys asked at the first predicted allocation, until taken; held: hooks read it without the lock. */
+        struct SharePredictAhead *ahead;
+        bool ahead_asked;
+        atomic_bool ahead_held;
         atomic_bool active;   /* some allocation may be VMM-backed: hooks read it without the lock */
         atomic_bool guarding; /* some piece is a candidate or shared: launches are scanned */
         int8_t device_state[SAGE_SHARE_MAX_DEVICES]; /* by the process's ordinal: 0 unknown, 1 found, -1 not served */
@@ -96,8 +100,11 @@ bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lea
 /* An upload [o, o+n) of `a` whose whole granules [lo, hi) have `key`: true when an unconfirmed piece there
  * had it (a hit, nothing else to do but copy the ends). Under the lock. */
 bool share_predict_confirm(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, SageHash key);
-/* Before a launch or an API write: every unconfirmed piece private (share_hint.h). Takes the lock. */
+/* Before a launch or an API write: every unconfirmed piece private (share_hint.h), and the answers asked
+ * ahead that no allocation took given back. Takes the lock. */
 void share_predict_settle(SageShare *s);
+/* Give back the answers asked ahead that no allocation took. Under the lock. */
+void share_predict_drop_ahead(SageShare *s);
 /*
  * Granules that uploads filled in part (or several uploads together) are
  * keyed by their content before anything else writes them: called before a

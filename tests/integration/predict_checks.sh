@@ -37,6 +37,8 @@ for k in SHARE_HITS SHARE_PREDICTED SHARE_PREDICT_MAPPED; do
   [ "$(st p3 $k)" = "$whole" ] || bad "third run: $k $(st p3 $k), not $whole"
 done
 [ "$(st p3 SHARE_LOOKUPS)" = 0 ] || bad "third run: $(st p3 SHARE_LOOKUPS) broker lookups at upload"
+# Every allocation's keys asked at the first one: one window (14 keys), the other three segments take theirs.
+[ "$(st p3 SHARE_PREDICT_WINDOWS)" = 1 ] || bad "third run: $(st p3 SHARE_PREDICT_WINDOWS) lookup windows at allocation, not 1"
 [ "$(st p3 SHARE_MISSES)" = 0 ] && [ "$(st p3 SHARE_PREDICT_UNUSED)" = 0 ] || bad "third run: misses or unused predictions"
 [ "$(st p3 SHARE_GUARD_UNSHARED)" = 0 ] || bad "third run: the guard privatized a confirmed piece"
 
@@ -60,6 +62,8 @@ run e SAGE_SHARE_PREDICT=1 PREDICT_TEST_EARLY=5
 [ "$out" = "$native_e" ] || bad "early kernel output: $out vs $native_e"
 [ "$(st e SHARE_PREDICT_UNUSED)" -gt 0 ] || bad "early kernel: no unconfirmed piece made private"
 [ "$(st e SHARE_HITS)" = "$whole" ] || bad "early kernel: $(st e SHARE_HITS) hits (the uploads after it look up)"
+# What was asked ahead went back at the kernel: the segments after it ask for their own keys.
+[ "$(st e SHARE_PREDICT_WINDOWS)" -gt 1 ] || bad "early kernel: the answers asked ahead were kept past the launch"
 
 step "forged hint files: garbage, huge counts, offsets past the allocation, pieces moved: native's output"
 hints=$(ls "$tmp/place"/predict-*)
