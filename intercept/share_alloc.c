@@ -34,6 +34,7 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
         v->track_pending = false; /* the caller turns it on */
         atomic_store(&v->write_epoch, 1);
         atomic_store(&v->pending, false);
+        atomic_store(&v->unconfirmed, 0);
         v->allocs = NULL;
         v->lo_va = UINT64_MAX;
         v->hi_va = 0;
@@ -130,7 +131,12 @@ static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev
         a->app_vmm = !map;
         a->rdma = rdma;
         chunk = SHARE_VMM_CHUNK > gran ? SHARE_VMM_CHUNK / gran * gran : gran;
-        if (map && (r = ops->address_reserve(&a->va, a->padded, 0, 0, 0)) != CUDA_SUCCESS)
+        /* Room for every piece (the extents, the gaps around them in chunks): inserting cannot fail. */
+        if (!reserve_pieces(a, 2 * npre + 2 + a->padded / chunk))
+                r = CUDA_ERROR_OUT_OF_MEMORY;
+        else if (map)
+                r = ops->address_reserve(&a->va, a->padded, 0, 0, 0);
+        if (r != CUDA_SUCCESS)
                 goto fail;
         for (size_t off = 0; off < a->padded && r == CUDA_SUCCESS;) {
                 size_t end = k < npre ? pre[k].off : a->padded;
@@ -138,9 +144,7 @@ static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev
                 if (end == off) { /* predicted extents pre[k, k+m), adjacent: mapped with one access call */
                         for (m = 1; k + m < npre && pre[k + m].off == pre[k + m - 1].off + pre[k + m - 1].len;)
                                 m++;
-                        if (!reserve_pieces(a, a->npieces + m))
-                                r = CUDA_ERROR_OUT_OF_MEMORY;
-                        else if ((r = map_run(v, a, &pre[k], m, CU_MEM_ACCESS_FLAGS_PROT_READ)) == CUDA_SUCCESS)
+                        if ((r = map_run(v, a, &pre[k], m, CU_MEM_ACCESS_FLAGS_PROT_READ)) == CUDA_SUCCESS)
                                 insert_pieces(a, a->npieces, 0, &pre[k], m);
                         off = pre[k + m - 1].off + pre[k + m - 1].len;
                         k += m;
@@ -148,16 +152,10 @@ static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev
                 }
                 if ((r = share_vmm_create(v, a, p.len, &p.handle)) != CUDA_SUCCESS)
                         break;
-                if ((map &&
-                     (r = map_at(v, a, off, p.len, p.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS) ||
-                    !insert_pieces(a, a->npieces, 0, &p, 1)) {
-                        if (r == CUDA_SUCCESS) {
-                                if (map)
-                                        ops->unmap(a->va + off, p.len);
-                                r = CUDA_ERROR_OUT_OF_MEMORY;
-                        }
+                if (map && (r = map_at(v, a, off, p.len, p.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS)
                         ops->release(p.handle);
-                }
+                else
+                        insert_pieces(a, a->npieces, 0, &p, 1);
                 off += p.len;
         }
         if (r != CUDA_SUCCESS) {

@@ -191,13 +191,7 @@ static void write_hints(FILE *f, void *ctx) {
 }
 
 int share_hints_save(ShareHints *h) {
-        int r;
-
-        if (!h->path || !h->dirty)
-                return 0;
-        if ((r = share_place_write(h->path, write_hints, h)) == 0)
-                h->dirty = false;
-        return r;
+        return h->path ? share_place_write(h->path, &h->dirty, write_hints, h) : 0;
 }
 
 /* ---------------------------------------------------------------- predicted pieces */

@@ -156,12 +156,14 @@ void share_place_learn(SharePlace *p, size_t size, uint32_t ordinal, size_t lead
         p->dirty = true;
 }
 
-int share_place_write(const char *path, void (*write)(FILE *, void *), void *ctx) {
+int share_place_write(const char *path, bool *dirty, void (*write)(FILE *, void *), void *ctx) {
         char *tmp;
         size_t n = strlen(path) + 32;
         FILE *f;
         int fd, r = 0;
 
+        if (!*dirty)
+                return 0;
         if (!(tmp = malloc(n)))
                 return -ENOMEM;
         snprintf(tmp, n, "%s.%ld", path, (long)getpid());
@@ -178,6 +180,8 @@ int share_place_write(const char *path, void (*write)(FILE *, void *), void *ctx
         if (fclose(f) != 0 || rename(tmp, path) != 0) {
                 r = -errno;
                 unlink(tmp);
+        } else {
+                *dirty = false;
         }
         free(tmp);
         return r;
@@ -191,13 +195,7 @@ static void write_hints(FILE *f, void *ctx) {
 }
 
 int share_place_save(SharePlace *p) {
-        int r;
-
-        if (!p->path || !p->dirty)
-                return 0;
-        if ((r = share_place_write(p->path, write_hints, p)) == 0)
-                p->dirty = false;
-        return r;
+        return p->path ? share_place_write(p->path, &p->dirty, write_hints, p) : 0;
 }
 
 bool share_place_lead_for(size_t x, size_t gran, size_t *lead) {

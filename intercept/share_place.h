@@ -49,8 +49,9 @@ void share_place_learn(SharePlace *p, size_t size, uint32_t ordinal, size_t lead
 int share_place_save(SharePlace *p);
 /* DIR/KIND-<program>: a hint file of this program (executable and command line); NULL: no memory. */
 char *share_place_file(const char *dir, const char *kind);
-/* Write `path` anew through write(f, ctx): a new file of our own renamed over it. 0 or -errno. */
-int share_place_write(const char *path, void (*write)(FILE *, void *), void *ctx);
+/* Write `path` anew through write(f, ctx) if *dirty (a new file of our own renamed over it; then *dirty is
+ * false). 0 or -errno. */
+int share_place_write(const char *path, bool *dirty, void (*write)(FILE *, void *), void *ctx);
 /*
  * The lead that puts app offset `x` (where the pool put a buffer after the
  * uploads) on a granule; false: none can (not aligned as the app may expect).

@@ -11,7 +11,9 @@
  * stays the same between the variants (hints are per command line):
  *   PREDICT_TEST_CHANGE=K  tensor K's bytes differ (new weights)
  *   PREDICT_TEST_EARLY=K   before tensor K's upload a kernel writes its
- *                          memory; the app reads a word of it back (printed)
+ *                          memory, its address read from device memory (as
+ *                          through a pointer array); the app reads a word of
+ *                          it back (printed)
  */
 #include <cuda.h>
 
@@ -19,30 +21,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "checksum_kernel.h"
 #include "cu_ok.h"
 #include "fakecuda.h"
 
 #define MIB ((size_t)1 << 20)
 #define GRAN (2 * MIB)
 
-static void checksum_kernel(const FakeKernelLaunch *launch, void **params) {
-        const uint64_t *w = *(const uint64_t **)params[0];
-        size_t n = *(size_t *)params[1];
-        uint64_t *out = *(uint64_t **)params[2];
-
-        (void)launch;
-        for (size_t i = 0; i < n; i++)
-                *out = *out * 1099511628211ull + w[i];
-}
+/* Writes the tensor whose address device memory holds: a pointer the launch guard cannot see. */
 static void fill_kernel(const FakeKernelLaunch *launch, void **params) {
-        uint64_t *w = *(uint64_t **)params[0];
+        uint64_t *const *table = *(uint64_t *const **)params[0];
         size_t n = *(size_t *)params[1];
+        uint64_t *w = table[0];
 
         (void)launch;
         for (size_t i = 0; i < n; i++)
                 w[i] = 0xfeedull + i;
 }
-static const size_t checksum_params[] = { sizeof(void *), sizeof(size_t), sizeof(void *), 0 };
 static const size_t fill_params[] = { sizeof(void *), sizeof(size_t), 0 };
 static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, checksum_params },
                                            { "fill", fill_kernel, fill_params } };
@@ -67,7 +62,7 @@ int main(int argc, char **argv) {
         long change = getenv("PREDICT_TEST_CHANGE") ? atol(getenv("PREDICT_TEST_CHANGE")) : -1;
         long early = getenv("PREDICT_TEST_EARLY") ? atol(getenv("PREDICT_TEST_EARLY")) : -1;
         size_t sizes[16], n = 0, uploaded = 0, whole = 0;
-        CUdeviceptr at[16], out;
+        CUdeviceptr at[16], out, table;
         CUdevice dev;
         CUcontext ctx;
         CUmodule module;
@@ -81,7 +76,8 @@ int main(int argc, char **argv) {
         OK(cuModuleGetFunction(&checksum, module, "checksum"));
         OK(cuModuleGetFunction(&fill, module, "fill"));
         OK(cuMemAlloc(&out, 8)); /* below SAGE_SHARE_MIN: plain memory */
-        sizes[n++] = 12 * MIB;   /* the embeddings: a segment of their own */
+        OK(cuMemAlloc(&table, 8));
+        sizes[n++] = 12 * MIB; /* the embeddings: a segment of their own */
         for (int l = 0; l < 3; l++) {
                 sizes[n++] = 6 * MIB;
                 sizes[n++] = 2 * MIB;
@@ -99,7 +95,8 @@ int main(int argc, char **argv) {
                 if ((long)t == early) { /* a kernel writes the tensor's memory before its upload */
                         uint64_t word = 0;
                         size_t words = sizes[t] / 8;
-                        void *params[] = { &at[t], &words };
+                        void *params[] = { &table, &words };
+                        OK(cuMemcpyHtoD(table, &at[t], sizeof(at[t])));
                         OK(cuLaunchKernel(fill, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
                         OK(cuMemcpyDtoH(&word, at[t] + sizes[t] / 2, 8));
                         printf("before its upload tensor %zu holds %016llx\n", t, (unsigned long long)word);
@@ -110,15 +107,8 @@ int main(int argc, char **argv) {
                          (seg_used - (sizes[t] + 511) / 512 * 512 + GRAN - 1) / GRAN; /* offsets in the segment */
                 free(host);
         }
-        for (size_t t = 0; t < n; t++) {
-                size_t words = sizes[t] / 8;
-                uint64_t part = 0;
-                void *params[] = { &at[t], &words, &out };
-                OK(cuMemcpyHtoD(out, &part, 8));
-                OK(cuLaunchKernel(checksum, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
-                OK(cuMemcpyDtoH(&part, out, 8));
-                sum = sum * 31 + part;
-        }
+        for (size_t t = 0; t < n; t++)
+                sum = sum * 31 + checksum_of(checksum, at[t], sizes[t] / 8, out);
         printf("uploaded %zu bytes in %zu tensors, %zu with whole granules, checksum %016llx\n", uploaded, n, whole,
                (unsigned long long)sum);
         return 0;
