@@ -15,7 +15,7 @@ export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
 # An 8 GiB simulated GPU: XLA's region is 6 GiB of it, so a region backed by
 # one physical allocation could not be split (the split would need 12).
 export SAGE_FAKE_MEM=8G
-start_broker "$saged" "$SAGE_SOCKET"
+start_saged
 
 # run TAG ARGS... (lib.sh): under sharing, traced to $tmp/TAG.json; the output must be native's.
 # shared MODE SEED [MIB]: published by a first run, mapped by a second, guarded against a writing kernel.
@@ -102,7 +102,7 @@ SAGE_SHARE_VMM=0 run off.vmm 16 51 xla
   bad "SAGE_SHARE_VMM=0: the app's handle was backed"
 
 step "no broker: every allocator the plain path, same output"
-kill "$saged_pid"; wait "$saged_pid" 2>/dev/null || true
+stop_saged
 for mode in bfc async pool pitch pitch-async own-pool vmm xla segments export bfc-write; do
   run "nb.$mode" 16 48 "$mode"
   [ "$(stat_of "$tmp/nb.$mode.json" SHARE_ALLOCS)" = 0 ] && [ "$(stat_of "$tmp/nb.$mode.json" SHARE_APP_VMM)" = 0 ] ||
