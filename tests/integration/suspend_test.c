@@ -225,7 +225,7 @@ static int run_app(void) {
         uint8_t *got = malloc(SIZE);
         CUresult (*get_current)(CUcontext *);
         Reader model = { .want_shared = want_shared, .want_private = want_private };
-        CUdeviceptr shared, private;
+        CUdeviceptr shared, private, spare = 0;
         CUmodule mod;
         CUfunction f;
         void *lib;
@@ -293,6 +293,10 @@ static int run_app(void) {
                         printf("C %d %d\n", (int)r, r == CUDA_SUCCESS && pop(&popped) == CUDA_SUCCESS && popped == own);
                 } else if (cmd == 'K') {
                         printf("K %d\n", (int)cu.cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 4096));
+                } else if (cmd == 'a') {
+                        printf("a %d\n", (int)cu.cuMemAlloc(&spare, SIZE)); /* memory to give back later ('f') */
+                } else if (cmd == 'f') {
+                        printf("f %d\n", (int)cu.cuMemFree(spare));
                 } else if (cmd == 'h') {
                         r = cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
                         if (r == CUDA_SUCCESS)
@@ -782,10 +786,13 @@ static int scenario_stack_shrink(void) {
  * Others took the memory meanwhile: the limit cannot grow back. The resume
  * is still correct (the memory intact, the call served) with the small
  * limit, and says so (SUSPEND_STACK_NOT_RESTORED in the trace's stats).
+ * The next resume tries again: once the app gave memory back, the limit
+ * it had comes back (the suspend in between, finding the small limit,
+ * must not take it for the one to give back).
  */
 static int scenario_stack_not_restored(void) {
         static char buf[4 << 20];
-        char env[160];
+        char env[160], line[64];
         int same = 0, fd;
         size_t got = 0;
         ssize_t n;
@@ -796,10 +803,20 @@ static int scenario_stack_not_restored(void) {
         setenv("SAGE_FAKE_RESTORE_FREE", "0", 1); /* the app's driver: nothing free after its restore */
         a = spawn_app(false, env);
         unsetenv("SAGE_FAKE_RESTORE_FREE");
+        app_say(&a, 'a');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "a 0") == 0);
         CHECK(app_stack_limit(&a) == 1024);
         suspend_resume(&a);
         CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
         CHECK(app_stack_limit(&a) == 16);
+        /* Room again (SIZE bytes, more than the stack needs): the next resume gives the limit back. */
+        app_say(&a, 'f');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "f 0") == 0);
+        CHECK(app_stack_limit(&a) == 16); /* until then the small limit stays */
+        suspend_resume(&a);
+        CHECK(app_stack_limit(&a) == 1024);
         app_end(&a);
         snprintf(env, sizeof(env), "%s/trace.json", dir);
         CHECK((fd = open(env, O_RDONLY)) >= 0);
