@@ -76,7 +76,7 @@ step "XLA: the handle mapped a second time: private, never shared again"
 run xla-multi 16 51 xla-multi
 [ "$(stat_of "$tmp/xla-multi.json" SHARE_UNSHARED)" -ge 1 ] || bad "xla-multi: the hit was not made private"
 run xla-multi.w 16 51 xla-multi-write
-step "PyTorch expandable segments: 20 MiB handles, a tensor spanning two"
+step "PyTorch expandable segments: 20 MiB handles, a tensor spanning two, a handle released twice (the driver's answer)"
 run seg.1 16 52 segments
 [ "$(stat_of "$tmp/seg.1.json" SHARE_APP_VMM)" = 4 ] || bad "segments: $(stat_of "$tmp/seg.1.json" SHARE_APP_VMM) handles backed"
 run seg.2 16 52 segments
