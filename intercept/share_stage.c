@@ -68,6 +68,10 @@ typedef struct StageJob {
         size_t n, nchunks, round_chunks, nrounds;
         size_t next;      /* the next chunk a copying thread takes */
         size_t ready;     /* rounds whose buffer may be filled: [0, ready) */
+        size_t sent;      /* chunks [0, sent) went to the DMA */
+        bool waiting;     /* the caller waits for chunks from `sent` on (`chunk` tells it) */
+        unsigned used;    /* buffers this upload took so far: [0, used) */
+        uint8_t *slot_of; /* per round: its buffer (set when the round opens) */
         bool *in;         /* per chunk: copied and hashed */
         SageHash *hashes; /* per chunk */
         bool failed;      /* stop: the caller gives up */
@@ -83,11 +87,12 @@ typedef struct StageJob {
 static struct {
         pid_t pid; /* the process the pool belongs to; another one: made anew */
         pthread_mutex_t lock;
-        pthread_cond_t work; /* a job came, a round opened, or the job failed */
-        pthread_cond_t done; /* a chunk is in, a thread left a job, the pool is free */
-        unsigned threads;    /* alive */
-        unsigned seats;      /* threads the current job still takes */
-        unsigned busy;       /* threads in the current job */
+        pthread_cond_t work;  /* a job came, a round opened, or the job failed */
+        pthread_cond_t done;  /* a thread left a job, the pool is free */
+        pthread_cond_t chunk; /* the chunks the caller waits for are in (enough of them to send) */
+        unsigned threads;     /* alive */
+        unsigned seats;       /* threads the current job still takes */
+        unsigned busy;        /* threads in the current job */
         StageJob *job;
 } pool;
 
@@ -114,6 +119,7 @@ static void pool_claim(void) {
         pthread_cond_init(&pool.work, &attr);
         pthread_condattr_destroy(&attr);
         pthread_cond_init(&pool.done, NULL);
+        pthread_cond_init(&pool.chunk, NULL);
         pool.threads = pool.seats = pool.busy = 0;
         pool.job = NULL;
         pool.pid = getpid();
@@ -139,7 +145,7 @@ static void run_job(StageJob *j) {
         while (!j->failed && j->next < j->nchunks) {
                 size_t i = j->next++, round = i / j->round_chunks;
                 size_t off = i * (size_t)CHUNK, len = j->n - off < CHUNK ? j->n - off : CHUNK;
-                unsigned char *buf = j->st->buf[round % SHARE_STAGE_SLOTS];
+                unsigned char *buf;
 
                 if (round >= j->ready) {
                         t = sage_now_ns();
@@ -149,6 +155,7 @@ static void run_job(StageJob *j) {
                 }
                 if (j->failed)
                         break;
+                buf = j->st->buf[j->slot_of[round]];
                 pthread_mutex_unlock(&pool.lock);
                 t = sage_now_ns();
                 populate(j->src + off, len);
@@ -156,7 +163,9 @@ static void run_job(StageJob *j) {
                 copy += sage_now_ns() - t;
                 pthread_mutex_lock(&pool.lock);
                 j->in[i] = true;
-                pthread_cond_broadcast(&pool.done);
+                /* Wake the caller only when it can send: each wake-up costs it the lock and a CPU. */
+                if (j->waiting && share_stage_send_end(j->in, j->sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK))
+                        pthread_cond_signal(&pool.chunk);
         }
         j->cpu_ns += thread_cpu_ns() - cpu;
         j->copy_ns += copy;
@@ -292,7 +301,7 @@ unsigned share_stage_threads_now(void) {
 }
 
 unsigned share_stage_threads(long cpus, long running) {
-        long others = running > 1 ? running - 1 : 0, t = cpus - others;
+        long others = running > 1 ? running - 1 : 0, t = cpus - others - 1; /* a CPU for the caller */
 
         if (running <= 0 || others > cpus / 4) /* unknown, or a busy machine: polite */
                 t = t < cpus / 2 ? t : cpus / 2;
@@ -300,7 +309,9 @@ unsigned share_stage_threads(long cpus, long running) {
 }
 
 void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes) {
-        *st = (ShareStage){ .drv = *drv };
+        memset(st, 0, sizeof(*st));
+        st->drv = *drv;
+        atomic_init(&st->made, 0);
         st->slot_bytes = bytes / SHARE_STAGE_SLOTS / CHUNK * CHUNK;
 }
 
@@ -313,7 +324,40 @@ void share_stage_release(ShareStage *st) {
                 st->stream[i] = NULL;
                 st->buf[i] = NULL;
         }
+        atomic_store(&st->made, 0);
         st->ctx = NULL;
+}
+
+int share_stage_make_slot(ShareStage *st, unsigned i) {
+        if (i >= SHARE_STAGE_SLOTS || st->drv.alloc_host(&st->buf[i], st->slot_bytes) != CUDA_SUCCESS)
+                return -ENODEV;
+        if (st->drv.stream_create(&st->stream[i], CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
+                st->drv.free_host(st->buf[i]);
+                st->buf[i] = NULL;
+                return -ENODEV;
+        }
+        atomic_store_explicit(&st->made, i + 1, memory_order_release); /* an upload may take it now */
+        return 0;
+}
+
+bool share_stage_claim(ShareStage *st, CUcontext ctx) {
+        if (!st->slot_bytes || st->broken || st->ctx || st->making)
+                return false;
+        st->ctx = ctx;
+        st->making = true;
+        return true;
+}
+
+size_t share_stage_made(ShareStage *st) {
+        unsigned made = atomic_load(&st->made);
+
+        st->making = false;
+        if (made < SHARE_STAGE_MIN_SLOTS || st->broken) {
+                share_stage_release(st);
+                st->broken = true;
+                return 0;
+        }
+        return made * st->slot_bytes;
 }
 
 /* Buffers and streams in `ctx`: made once, made again only for another context. */
@@ -321,11 +365,12 @@ int share_stage_prepare(ShareStage *st, CUcontext ctx) {
         if (!st->slot_bytes || st->broken)
                 return -ENODEV;
         if (st->ctx == ctx)
-                return 0;
+                return atomic_load_explicit(&st->made, memory_order_acquire) >= SHARE_STAGE_MIN_SLOTS ? 0 : -ENODEV;
+        if (st->making) /* for another context: its buffers are not ours to release */
+                return -ENODEV;
         share_stage_release(st); /* another context's: the app may have destroyed it */
         for (unsigned i = 0; i < SHARE_STAGE_SLOTS; i++)
-                if (st->drv.alloc_host(&st->buf[i], st->slot_bytes) != CUDA_SUCCESS ||
-                    st->drv.stream_create(&st->stream[i], CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
+                if (share_stage_make_slot(st, i) < 0) {
                         share_stage_release(st);
                         st->broken = true;
                         return -ENODEV;
@@ -335,12 +380,29 @@ int share_stage_prepare(ShareStage *st, CUcontext ctx) {
 }
 
 /*
- * May round `k` take its buffer, after `sent` chunks went to the DMA? The
- * buffer's previous round and the one after it must be sent: waiting for
- * the first's stream then leaves the second queued on the DMA engine.
+ * Which buffer round `k` takes: one this upload has not used yet, where
+ * one is made (buffers made ahead come one by one), else the one used
+ * longest ago, the round `used` before (the last `used` rounds took every
+ * buffer once). Under the lock.
+ */
+static unsigned slot_for(const StageJob *j, size_t k, bool *fresh) {
+        unsigned made = atomic_load_explicit(&j->st->made, memory_order_acquire);
+
+        *fresh = j->used < made;
+        return *fresh ? j->used : j->slot_of[k - j->used];
+}
+
+/*
+ * May round `k` take its buffer, after `sent` chunks went to the DMA? A
+ * buffer no round used yet, or the buffer's previous round and the one
+ * after it must be sent: waiting for the first's stream then leaves the
+ * second queued on the DMA engine.
  */
 static bool may_open(const StageJob *j, size_t k, size_t sent) {
-        return k < SHARE_STAGE_SLOTS || (k - SHARE_STAGE_SLOTS + 2) * j->round_chunks <= sent;
+        bool fresh;
+
+        (void)slot_for(j, k, &fresh);
+        return fresh || (k - j->used + 2) * j->round_chunks <= sent;
 }
 
 size_t share_stage_send_end(const bool *in, size_t sent, size_t round_chunks, size_t nchunks, size_t min_chunks) {
@@ -374,36 +436,41 @@ static int submit(StageJob *j, CUdeviceptr dst, uint64_t t0, ShareStageCost *c) 
 
         while (sent < j->nchunks) {
                 size_t round = sent / j->round_chunks, end, off = sent * (size_t)CHUNK, len;
+                unsigned slot;
                 uint64_t t;
                 CUresult r;
+                bool fresh;
 
                 while (j->ready < j->nrounds && may_open(j, j->ready, sent)) {
-                        if (j->ready >= SHARE_STAGE_SLOTS &&
-                            sync_unlocked(st, j->ready % SHARE_STAGE_SLOTS, &c->wait_dma_ns) != CUDA_SUCCESS)
+                        slot = slot_for(j, j->ready, &fresh);
+                        if (!fresh && sync_unlocked(st, slot, &c->wait_dma_ns) != CUDA_SUCCESS)
                                 return -EIO;
-                        j->ready++;
+                        j->used += fresh;
+                        j->slot_of[j->ready++] = (uint8_t)slot;
                         c->rounds++;
                         pthread_cond_broadcast(&pool.work);
                 }
                 if (!(end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK))) {
                         t = sage_now_ns();
+                        j->waiting = true;
                         while (!(
                                 end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK)))
-                                pthread_cond_wait(&pool.done, &pool.lock);
+                                pthread_cond_wait(&pool.chunk, &pool.lock);
+                        j->waiting = false;
                         c->wait_host_ns += sage_now_ns() - t;
                 }
                 len = (end == j->nchunks ? j->n : end * (size_t)CHUNK) - off;
+                slot = j->slot_of[round];
                 pthread_mutex_unlock(&pool.lock);
                 r = st->drv.copy_htod_async(dst + off,
-                                            (unsigned char *)st->buf[round % SHARE_STAGE_SLOTS] +
-                                                    (sent % j->round_chunks) * (size_t)CHUNK,
-                                            len, st->stream[round % SHARE_STAGE_SLOTS]);
+                                            (unsigned char *)st->buf[slot] + (sent % j->round_chunks) * (size_t)CHUNK,
+                                            len, st->stream[slot]);
                 pthread_mutex_lock(&pool.lock);
                 if (r != CUDA_SUCCESS)
                         return -EIO;
                 if (!c->copies++)
                         c->first_dma_ns = sage_now_ns() - t0;
-                sent = end;
+                j->sent = sent = end;
         }
         return 0;
 }
@@ -476,9 +543,11 @@ int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const voi
         j.nrounds = (j.nchunks + j.round_chunks - 1) / j.round_chunks;
         j.in = calloc(j.nchunks, sizeof(*j.in));
         j.hashes = calloc(j.nchunks, sizeof(*j.hashes));
-        if (!j.in || !j.hashes) {
+        j.slot_of = calloc(j.nrounds, sizeof(*j.slot_of));
+        if (!j.in || !j.hashes || !j.slot_of) {
                 free(j.in);
                 free(j.hashes);
+                free(j.slot_of);
                 return -ENOMEM;
         }
         threads = threads < 1 ? 1 : threads > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : threads;
@@ -489,13 +558,15 @@ int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const voi
         pthread_mutex_unlock(&pool.lock);
         /* Every byte on the device, and no buffer read any more, whatever happened. */
         t = sage_now_ns();
-        for (unsigned i = 0; i < SHARE_STAGE_SLOTS; i++)
+        for (unsigned i = 0; i < j.used; i++) /* the buffers past them may be being made ahead */
                 if (st->drv.stream_synchronize(st->stream[i]) != CUDA_SUCCESS)
                         r = -EIO;
         c.drain_ns = sage_now_ns() - t;
         c.wait_dma_ns += c.drain_ns;
         if (r == 0)
                 *key = sage_content_key_combine(j.hashes, j.nchunks);
+        else if (r == -EIO && st->making)
+                st->broken = true; /* the maker releases them when it is done (share_stage_made) */
         else if (r == -EIO)
                 share_stage_release(st); /* made again next time: the context may be gone */
         c.wall_ns = sage_now_ns() - t0;
@@ -509,5 +580,6 @@ int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const voi
                 log_timeline(n, &c);
         free(j.in);
         free(j.hashes);
+        free(j.slot_of);
         return r;
 }

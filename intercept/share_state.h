@@ -50,7 +50,6 @@ typedef struct SageShare {
         ShareStage stage;       /* the miss path's staged copy (share_upload.c), set up at its first use */
         ShareReadback readback; /* assembly's read-back staging (share_readback.c), kept once made */
         bool stage_set;
-        bool stage_making; /* the warm-up thread is making the staging (share_upload_prestage) */
         int8_t expect_hit; /* large content-keyed uploads: 1 hit (hash before copying), -1 miss, 0 unknown yet */
         ShareCost cost;    /* what hits and copies cost this process (share_upload.c) */
 } SageShare;

@@ -9,8 +9,10 @@
 #include "impl.h"
 #include "options.h"
 #include "share_state.h"
+#include "stats.h"
+#include "util.h"
 
-static pthread_cond_t stage_made = PTHREAD_COND_INITIALIZER; /* stage_making went false */
+static pthread_cond_t stage_made = PTHREAD_COND_INITIALIZER; /* the first buffers made ahead, or all */
 
 /* The staging pipeline, set up at its first use (SAGE_SHARE_STAGING; 0: off). Under the lock. */
 ShareStage *share_stage_of(SageShare *s) {
@@ -19,12 +21,21 @@ ShareStage *share_stage_of(SageShare *s) {
                                SAGE_REAL(cuStreamSynchronize), SAGE_REAL(cuMemcpyHtoDAsync_v2) };
         bool all = d.alloc_host && d.free_host && d.stream_create && d.stream_destroy && d.stream_synchronize &&
                    d.copy_htod_async;
+        uint64_t t;
 
         if (!s->stage_set)
                 share_stage_init(&s->stage, &d, all ? sage_options()->share_staging : 0);
         s->stage_set = true;
-        while (s->stage_making) /* the warm-up thread is making it: wait rather than make a second */
-                pthread_cond_wait(&stage_made, &s->lock);
+        /*
+         * The warm-up thread is making it: wait for its first buffers rather
+         * than make a second staging; the upload takes the rest as they come.
+         */
+        if (s->stage.making && atomic_load(&s->stage.made) < SHARE_STAGE_MIN_SLOTS) {
+                t = sage_now_ns();
+                while (s->stage.making && atomic_load(&s->stage.made) < SHARE_STAGE_MIN_SLOTS)
+                        pthread_cond_wait(&stage_made, &s->lock);
+                sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_READY, sage_now_ns() - t);
+        }
         return &s->stage;
 }
 
@@ -32,35 +43,31 @@ ShareStage *share_stage_of(SageShare *s) {
  * The staging made ahead by the warm-up thread (sage_share_prestage, `ctx`
  * current): page-locking SAGE_SHARE_STAGING bytes took ~50 ms on an H100
  * host, which the first miss paid inside the app's upload. Made outside the
- * lock, so hits meanwhile go on; a miss meanwhile waits for it (stage_of)
- * instead of making its own. Returns the pinned bytes the staging holds once
- * this was kept (0: not made here).
+ * lock, so hits meanwhile go on, and buffer by buffer: a miss meanwhile
+ * waits only for the first SHARE_STAGE_MIN_SLOTS (share_stage_of) and takes
+ * the others as they are made. Returns the pinned bytes the staging holds
+ * (0: not made here).
  */
 size_t share_upload_prestage(SageShare *s, CUcontext ctx) {
-        ShareStage st;
-        size_t held = 0;
-        bool go, kept = false;
-        int r;
+        ShareStage *st;
+        size_t held;
+        bool go;
 
         pthread_mutex_lock(&s->lock);
-        st = *share_stage_of(s);
-        go = st.slot_bytes && !st.broken && !st.ctx;
-        s->stage_making = go;
+        st = share_stage_of(s);
+        go = share_stage_claim(st, ctx);
         pthread_mutex_unlock(&s->lock);
         if (!go)
                 return 0;
-        r = share_stage_prepare(&st, ctx);
+        for (unsigned i = 0; i < SHARE_STAGE_SLOTS && share_stage_make_slot(st, i) == 0; i++)
+                if (i + 1 == SHARE_STAGE_MIN_SLOTS) { /* a miss waiting for them may go */
+                        pthread_mutex_lock(&s->lock);
+                        pthread_cond_broadcast(&stage_made);
+                        pthread_mutex_unlock(&s->lock);
+                }
         pthread_mutex_lock(&s->lock);
-        s->stage_making = false;
-        if (r == 0 && !s->stage.ctx && !s->stage.broken) {
-                s->stage = st;
-                kept = true;
-        }
-        for (unsigned i = 0; kept && i < SHARE_STAGE_SLOTS; i++) /* what the upload path will find */
-                held += s->stage.buf[i] && s->stage.ctx == ctx ? s->stage.slot_bytes : 0;
+        held = share_stage_made(st);
         pthread_cond_broadcast(&stage_made);
         pthread_mutex_unlock(&s->lock);
-        if (r == 0 && !kept)
-                share_stage_release(&st);
         return held;
 }
