@@ -80,8 +80,9 @@ int share_stage_make_slot(ShareStage *st, unsigned i);
 size_t share_stage_made(ShareStage *st);
 
 typedef struct ShareStageCost {
-        uint64_t wall_ns, cpu_ns;
-        uint64_t first_dma_ns; /* from the call to the first async copy */
+        uint64_t wall_ns; /* the caller's wait in the upload (begin and end: not the work between) */
+        uint64_t cpu_ns;
+        uint64_t first_dma_ns; /* from the call (begin) to the first async copy */
         uint64_t copy_ns;      /* the copying threads' time in copy and hash, summed */
         uint64_t wait_host_ns; /* the caller waiting for chunks to be copied */
         uint64_t wait_dma_ns;  /* the caller waiting for a buffer's stream, the drain included */
@@ -131,3 +132,21 @@ void share_stage_release(ShareStage *st);
  */
 int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const void *src, size_t n, unsigned threads,
                        SageHash *key, ShareStageCost *cost);
+
+/*
+ * share_stage_upload in two steps, so the copying threads fill the first
+ * buffers while the caller does the driver work the destination needs
+ * (a synchronize, a new piece to copy into). begin (`ctx` current): the
+ * copy of n bytes at `src` is started into the buffers, nothing sent yet;
+ * the errors of share_stage_upload, nothing started. end (`ctx` current):
+ * sends them to `dst` and returns once every byte is there, as
+ * share_stage_upload; `meanwhile` (may be NULL) is called once with the
+ * key when every byte is sent and hashed, before the wait for the DMA's
+ * last bytes (the broker asked while they land), and its time is not the
+ * staging's (cost->wall_ns). cancel: nothing sent, the job gone.
+ */
+typedef struct ShareStageJob ShareStageJob;
+int share_stage_begin(ShareStage *st, CUcontext ctx, const void *src, size_t n, unsigned threads, ShareStageJob **out);
+int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStageCost *cost,
+                    void (*meanwhile)(void *arg, SageHash key), void *arg);
+void share_stage_cancel(ShareStageJob *j);

@@ -3,6 +3,7 @@
  * up at its first use, or made ahead by the warm-up thread so the first miss
  * does not page-lock its buffers inside the app's upload.
  */
+#include <errno.h>
 #include <pthread.h>
 
 #include "driver.h"
@@ -70,4 +71,61 @@ size_t share_upload_prestage(SageShare *s, CUcontext ctx) {
         pthread_cond_broadcast(&stage_made);
         pthread_mutex_unlock(&s->lock);
         return held;
+}
+
+bool share_upload_stage_possible(SageShare *s, size_t len) {
+        return len >= SHARE_UPLOAD_STAGE_MIN && share_stage_of(s)->slot_bytes && !s->stage.broken;
+}
+
+ShareStageJob *share_upload_stage_begin(SageShare *s, SageShareAlloc *a, size_t len, const void *src) {
+        ShareStageJob *j = NULL;
+        CUcontext popped;
+        int r;
+
+        if (!share_upload_stage_possible(s, len))
+                return NULL;
+        if (s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
+                r = -EIO;
+        else {
+                r = share_stage_begin(&s->stage, a->ctx, src, len, share_stage_threads_now(), &j);
+                s->drv.ctx_pop(&popped);
+        }
+        if (r < 0 && r != -ENODEV)
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+        return r < 0 ? NULL : j;
+}
+
+bool share_upload_stage_end(SageShare *s, ShareStageJob *j, SageShareAlloc *a, size_t lo, size_t hi, SageHash *key,
+                            void (*meanwhile)(void *, SageHash), void *arg) {
+        ShareStageCost cost = { 0 };
+        CUcontext popped;
+        int r;
+
+        if (s->drv.ctx_push(a->ctx) != CUDA_SUCCESS) {
+                share_stage_cancel(j);
+                r = -EIO;
+        } else {
+                r = share_stage_end(j, a->va + lo, key, &cost, meanwhile, arg);
+                s->drv.ctx_pop(&popped);
+        }
+        if (r < 0) {
+                sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
+                return false;
+        }
+        sage_stats_count(SAGE_STAT_SHARE_STAGED);
+        sage_stats_add(SAGE_STAT_SHARE_BYTES_STAGED, hi - lo);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE, cost.wall_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_CPU, cost.cpu_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_FIRST_DMA, cost.first_dma_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_WAIT_HOST, cost.wait_host_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_WAIT_DMA, cost.wait_dma_ns);
+        return true;
+}
+
+void share_lookup_staged(void *arg, SageHash key) {
+        ShareStagedLookup *l = arg;
+        uint64_t t = sage_now_ns();
+
+        l->r = share_lookup(l->s, key, l->len, l->device, &l->extent_id, &l->fd, &l->notes, &l->notes_len);
+        l->ns = sage_now_ns() - t;
 }

@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../intercept/share_stage.h"
+#include "util.h"
 
 #define CHUNK ((size_t)SAGE_CONTENT_KEY_CHUNK)
 #define MAX_OPS 4096
@@ -260,6 +262,61 @@ static void test_dma_fed(ShareStage *st, CUcontext ctx) {
         free(dev);
 }
 
+/* What share_stage_end's meanwhile saw: the key, the copies sent and those still queued on the engine. */
+static struct {
+        int calls, copies, queued;
+        SageHash key;
+} seen;
+
+static void meanwhile(void *arg, SageHash key) {
+        (void)arg;
+        seen.calls++;
+        seen.key = key;
+        seen.copies = drv.copies;
+        seen.queued = (int)drv.nops;
+}
+
+/*
+ * The two steps: after begin the copying threads fill the buffers while
+ * the caller does other work (no driver call of staging's meanwhile); end
+ * sends, calls meanwhile with the key once every copy is sent and before
+ * the lagging engine ran the last ones (the broker asked while they land),
+ * then returns with every byte on the device. Cancel leaves nothing.
+ */
+static void test_begin_end(CUcontext ctx) {
+        ShareStage st;
+        ShareStageJob *j;
+        ShareStageCost cost;
+        unsigned char *src = pattern(40 * CHUNK, 90), *dev = calloc(1, 40 * CHUNK);
+        SageHash key;
+        uint64_t deadline;
+
+        assert(dev);
+        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * 2 * CHUNK);
+        assert(share_stage_begin(&st, ctx, src, 40 * CHUNK, 2, &j) == 0);
+        drv.copies = 0;
+        /* No event says a chunk is in: poll the first buffer, bounded (never filled before end: fails). */
+        deadline = sage_now_ns() + 10000000000ull;
+        while (memcmp(st.buf[0], src, 2 * CHUNK) != 0 || memcmp(st.buf[1], src + 2 * CHUNK, 2 * CHUNK) != 0) {
+                assert(sage_now_ns() < deadline);
+                sched_yield();
+        }
+        assert(drv.copies == 0 && drv.nops == 0); /* filled, nothing sent: the caller's own work goes on */
+        memset(&seen, 0, sizeof(seen));
+        assert(share_stage_end(j, (CUdeviceptr)(uintptr_t)dev, &key, &cost, meanwhile, NULL) == 0);
+        assert(seen.calls == 1 && sage_hash_equal(seen.key, sage_content_key(src, 40 * CHUNK)));
+        assert(seen.copies == drv.copies && seen.queued > 0); /* all sent, the last ones still landing */
+        assert(drv.nops == 0 && memcmp(src, dev, 40 * CHUNK) == 0 && sage_hash_equal(key, seen.key));
+        /* Cancelled: nothing sent, the buffers free for the next upload. */
+        assert(share_stage_begin(&st, ctx, src, 40 * CHUNK, 2, &j) == 0);
+        share_stage_cancel(j);
+        assert(drv.nops == 0);
+        assert(upload(&st, ctx, 40 * CHUNK, 2, 91) == 0);
+        share_stage_release(&st);
+        free(src);
+        free(dev);
+}
+
 /* The maker of test_made_ahead's concurrent part: the buffers not made yet. */
 static void *make_rest(void *arg) {
         ShareStage *st = arg;
@@ -380,6 +437,7 @@ int main(void) {
         assert(drv.allocs == drv.frees && drv.streams_live == 0);
         assert(upload(&st, ctx1, CHUNK, 2, 6) == -ENODEV && drv.allocs == 1);
         test_made_ahead(ctx1, ctx2);
+        test_begin_end(ctx1);
         /* Staging off (less than a chunk per buffer). */
         share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * CHUNK - 1);
         assert(upload(&st, ctx1, CHUNK, 2, 6) == -ENODEV);
