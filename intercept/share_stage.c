@@ -344,7 +344,6 @@ static CUresult sync_unlocked(ShareStage *st, unsigned slot, uint64_t *waited) {
         return r;
 }
 
-/* The calling thread: opens rounds as buffers come free, sends chunks as they come in. Under the lock. */
 /*
  * Open the rounds whose buffers may be filled now, `sent` chunks sent (a
  * reused buffer's stream waited for; a fresh one needs no driver call).
@@ -366,6 +365,7 @@ static int open_rounds(StageJob *j, size_t sent) {
         return 0;
 }
 
+/* The calling thread: opens rounds as buffers come free, sends chunks as they come in. Under the lock. */
 static int submit(StageJob *j, CUdeviceptr dst) {
         ShareStage *st = j->st;
         ShareStageCost *c = &j->c;
@@ -518,9 +518,9 @@ int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStage
                 meanwhile(arg, sage_content_key_combine(j->hashes, j->nchunks));
                 aside = sage_now_ns() - t;
         }
-        /* Every byte on the device, and no buffer read any more, whatever happened. */
+        /* Every byte on the device, and no buffer read any more, whatever happened (cancelled: none sent). */
         t = sage_now_ns();
-        for (unsigned i = 0; i < j->used; i++) /* the buffers past them may be being made ahead */
+        for (unsigned i = 0; dst && i < j->used; i++) /* the buffers past them may be being made ahead */
                 if (st->drv.stream_synchronize(st->stream[i]) != CUDA_SUCCESS)
                         r = -EIO;
         c->drain_ns = sage_now_ns() - t;
