@@ -451,10 +451,11 @@ static void log_timeline(size_t n, const ShareStageCost *c) {
         sage_log(SAGE_LOG_DEBUG,
                  "staged %zu MiB in %.2f ms (%.1f GB/s): %u threads, %zu rounds, %zu copies; first DMA at %.2f ms; "
                  "host copy %.1f GB/s per thread, %.2f cores busy; caller waited %.2f ms for chunks, %.2f ms for "
-                 "DMA (drain %.2f); threads waited %.2f ms for buffers",
+                 "DMA (drain %.2f); threads waited %.2f ms for buffers; %u of %u buffers used",
                  n >> 20, ms_of(c->wall_ns), gbps(n, c->wall_ns), c->threads, c->rounds, c->copies,
                  ms_of(c->first_dma_ns), gbps(n, c->copy_ns), c->wall_ns ? (double)c->cpu_ns / (double)c->wall_ns : 0,
-                 ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->wait_buf_ns));
+                 ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->wait_buf_ns), c->buffers,
+                 SHARE_STAGE_SLOTS);
 }
 
 static void job_free(StageJob *j) {
@@ -537,6 +538,7 @@ int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStage
         c->copy_ns = j->copy_ns;
         c->wait_buf_ns = j->wait_buf_ns;
         c->threads = j->joined;
+        c->buffers = j->used;
         if (cost)
                 *cost = *c;
         if (r == 0)

@@ -89,6 +89,7 @@ typedef struct ShareStageCost {
         uint64_t drain_ns;     /* the last wait, for every stream to be idle */
         uint64_t wait_buf_ns;  /* the copying threads waiting for a free buffer, summed */
         unsigned threads;      /* copying threads that took part */
+        unsigned buffers;      /* staging buffers it used: fewer than SHARE_STAGE_SLOTS while made ahead */
         size_t rounds, copies; /* buffer fills; async copies sent */
 } ShareStageCost;
 
