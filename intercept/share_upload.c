@@ -283,7 +283,8 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         if (copy_cheaper(s, a, o, n, hi - lo, !by_file))
                 goto out;
         if (!by_file) {
-                if (share_upload_stage_possible(s, hi - lo) && expect_miss(s) &&
+                /* Expected to hit: never waits for the staging the warm-up thread may still be making. */
+                if (hi - lo >= SHARE_UPLOAD_STAGE_MIN && expect_miss(s) && share_upload_stage_possible(s, hi - lo) &&
                     stage_first(s, a, o, n, lo, hi, (const char *)src + (lo - o), plan)) {
                         served = true;
                         goto out;

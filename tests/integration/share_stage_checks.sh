@@ -75,6 +75,14 @@ made_at=$(grep -n "the miss path's staging made ahead (32 MiB pinned)" "$tmp/ahe
 [ -n "$staged_at" ] && [ -n "$made_at" ] && [ "$staged_at" -lt "$made_at" ] ||
   bad "ahead: the miss waited for every buffer (staged at line ${staged_at:-none}, made at ${made_at:-none}): $(cat "$tmp/ahead.err")"
 
+step "a hit never waits for the staging the warm-up thread is making (a C function on a warm broker)"
+# The same upload again, the broker holding it (published by the run above): hashed, looked up,
+# mapped; the staging (200 ms a buffer) is still being made when it comes.
+out=$(SAGE_FAKE_PIN_MS=200 SAGE_WARMUP=eager SAGE_TRACE="$tmp/ahead-hit.json" LD_PRELOAD="$preload" \
+  "$prog" 24 25 2> /dev/null) || bad "ahead-hit: failed"
+[ "$out" = "$native" ] || bad "ahead-hit: output $out vs native $native"
+expect ahead-hit SHARE_HITS=1 SHARE_STAGED=0 SHARE_NS_STAGE_READY=0
+
 step "SAGE_VERBOSE=3: a staged copy's timeline on stderr (where its time went), the output unchanged"
 native=$("$prog" 24 24)
 out=$(SAGE_VERBOSE=3 LD_PRELOAD="$preload" "$prog" 24 24 2> "$tmp/verbose.err") || bad "verbose: failed"
