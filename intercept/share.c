@@ -362,6 +362,7 @@ static void unpark_lookup(void *ctx, ShareParkedLookup *ls, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 /* A reply we do not understand (-EPROTO) loses the broker, as lookup's did; what came
                  * after it is not trusted either: those pieces stay parked. */
+                bl[i].result = share_take_ref(s, bl[i].result, &bl[i].extent_id, &bl[i].fd);
                 share_broker_lost(s, bl[i].result);
                 if (!s->broker) {
                         if (bl[i].fd >= 0)
@@ -441,9 +442,7 @@ int sage_share_reconnect(void) {
                 s->broker = sage_broker_free(s->broker);
                 if (mapped_pieces(s) > 0)
                         r = -EBUSY;
-                else if ((r = sage_broker_connect_why(&s->broker, NULL, 500, why, sizeof(why))) < 0)
-                        s->broker = NULL;
-                else
+                else if ((r = share_broker_connect(s, why, sizeof(why))) >= 0)
                         sage_info("share: connected to the broker again");
         }
         pthread_mutex_unlock(&s->lock);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "driver.h"
 #include "hooks.h"
@@ -38,11 +39,39 @@ void share_broker_lost(SageShare *s, int r) {
         }
 }
 
-static void release_extent(void *ctx, uint64_t extent_id) {
+/* A reference (share_take_ref): the extent's id below, the connection's generation above. */
+#define REF_ID_BITS 48
+#define REF_ID_MASK ((UINT64_C(1) << REF_ID_BITS) - 1)
+
+int share_broker_connect(SageShare *s, char *why, size_t why_size) {
+        int r = sage_broker_connect_why(&s->broker, NULL, 500, why, why_size);
+
+        if (r < 0) {
+                s->broker = NULL;
+                return r;
+        }
+        s->broker_gen = s->broker_gen == UINT16_MAX ? 1 : s->broker_gen + 1; /* 0 tags nothing */
+        return r;
+}
+
+int share_take_ref(const SageShare *s, int r, uint64_t *id, int *fd) {
+        if (r != 0)
+                return r;
+        if (*id & ~REF_ID_MASK) {
+                close(*fd);
+                *fd = -1;
+                return -EPROTO;
+        }
+        *id |= (uint64_t)s->broker_gen << REF_ID_BITS;
+        return 0;
+}
+
+/* Only the current connection's references go back: an old broker's id may name another extent now. */
+static void release_extent(void *ctx, uint64_t ref) {
         SageShare *s = ctx;
 
-        if (s->broker)
-                share_broker_lost(s, sage_broker_release(s->broker, extent_id));
+        if (s->broker && ref >> REF_ID_BITS == s->broker_gen)
+                share_broker_lost(s, sage_broker_release(s->broker, ref & REF_ID_MASK));
 }
 
 /* The broker verifies the bytes against their content key: a file-keyed piece states it. */
@@ -78,6 +107,7 @@ static int lookup_meanwhile(SageShare *s, SageHash key, size_t len, uint32_t dev
         }
         r = sage_broker_lookup_noted_meanwhile(s->broker, key, len, device, id, fd, s->notes_buf, sizeof(s->notes_buf),
                                                notes_len, meanwhile, ctx);
+        r = share_take_ref(s, r, id, fd);
         share_broker_lost(s, r);
         *notes = s->notes_buf;
         return r;
@@ -148,6 +178,7 @@ static void broker_lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
         share_broker_lost(s, sage_broker_lookup_many(s->broker, bl, n));
         for (size_t i = 0; i < n; i++) {
                 /* A reply not understood (-EPROTO) loses the broker, as lookup's does: nothing after it is used. */
+                bl[i].result = share_take_ref(s, bl[i].result, &bl[i].extent_id, &bl[i].fd);
                 share_broker_lost(s, bl[i].result);
                 q[i].result = s->broker ? bl[i].result : bl[i].result < 0 ? bl[i].result : -EPIPE;
                 q[i].id = bl[i].extent_id;
@@ -304,17 +335,15 @@ bool share_enabled(SageShare *s) {
                 sage_info("share: the driver cannot describe kernel parameters (cuFuncGetParamInfo); sharing off");
                 return false;
         }
-        r = sage_broker_connect_why(&s->broker, NULL, 500, why, sizeof(why));
+        r = share_broker_connect(s, why, sizeof(why));
         if (r == -EPERM || r == -EPROTONOSUPPORT) {
                 /* Someone else's process on the broker's path, or a broker of another
                  * SAGE release (version skew): worth a warning, never our uploads. */
                 sage_warn("share: %s; sharing off", why);
-                s->broker = NULL;
                 return false;
         }
         if (r < 0) {
                 sage_info("share: no broker (%s); sharing off", sage_options()->socket);
-                s->broker = NULL;
                 return false;
         }
         share_vmm_init(&s->vmm, &s->drv, release_extent, s);

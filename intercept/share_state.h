@@ -39,6 +39,7 @@ typedef struct SageShare {
         ShareVmm vmm;
         ShareGuard guard;
         SageBroker *broker;   /* NULL once lost */
+        uint16_t broker_gen;  /* the connection's generation, one more at each connect (share_take_ref) */
         struct ShareIpc *ipc; /* share_ipc.c, created at the first IPC call */
         ShareVmaCache maps;   /* file keys' view of the memory map */
         SharePlace place;     /* learned placement (SAGE_SHARE_PLACE) */
@@ -66,6 +67,18 @@ bool share_enabled(SageShare *s);
 const SageShareDriver *share_driver(SageShare *s);
 /* A broker call failed at the transport level (r < 0): stop sharing, keep running. Under the lock. */
 void share_broker_lost(SageShare *s, int r);
+/* Connect to the broker (s->broker; NULL and -errno, `why` says it, if none): a new generation. Under the lock. */
+int share_broker_connect(SageShare *s, char *why, size_t why_size);
+/*
+ * A lookup's answer (r, the extent's *id and *fd) made a reference of the
+ * current connection, as the pieces hold it (Piece.extent_id): the id
+ * tagged with the connection's generation. A new broker numbers its
+ * extents from 1 again, and an app's unmapped VMM handle keeps the old
+ * broker's across a reconnect: only a reference of the current connection
+ * is ever given back (the old broker's died with it). An id too large to
+ * tag is a reply not understood: -EPROTO, the fd closed. Under the lock.
+ */
+int share_take_ref(const SageShare *s, int r, uint64_t *id, int *fd);
 /*
  * The broker's ordinal of the GPU this process calls `dev`, found by UUID
  * (the process's ordinals are not the broker's: CUDA_VISIBLE_DEVICES, a

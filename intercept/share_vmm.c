@@ -26,7 +26,8 @@
  *   published first (the bytes are what the uploads wrote, checked), then
  *   the pieces are unmapped and kept: the handle's content survives, a
  *   later cuMemMap maps it again (not fresh any more). cuMemRelease
- *   frees them once neither the app's references nor a mapping remain.
+ *   frees them once neither the app's references nor a mapping remain;
+ *   one past the app's references is refused, never counted below zero.
  *   Shared pieces kept so are copied private (through a scratch mapping)
  *   before an export and at suspend: an fd must never be a broker's
  *   extent, and the driver cannot restore imported memory.
@@ -284,17 +285,21 @@ CUresult sage_impl_cuMemCreate(sage_fn_cuMemCreate_t real, CUmemGenericAllocatio
 
 CUresult sage_impl_cuMemRelease(sage_fn_cuMemRelease_t real, CUmemGenericAllocationHandle handle) {
         SageShare *s = sage_share();
+        CUresult r = CUDA_SUCCESS;
         AppHandle *h;
 
         if (!active())
                 return real(handle);
         pthread_mutex_lock(&s->lock);
-        if ((h = find_handle(handle))) {
+        if ((h = find_handle(handle)) && !h->refs) {
+                /* Released already, kept by its mapping: the driver's answer (tests/fakecuda/README.md), nothing freed. */
+                r = CUDA_ERROR_INVALID_VALUE;
+        } else if (h) {
                 h->refs--;
                 maybe_free(s, h); /* while mapped, the memory stays until the unmap (as the driver does) */
         }
         pthread_mutex_unlock(&s->lock);
-        return h ? CUDA_SUCCESS : real(handle);
+        return h ? r : real(handle);
 }
 
 /* ---------------------------------------------------------------- map, unmap, access */

@@ -296,25 +296,46 @@ static void restore_self(void) {
         sage_gate_set_phase(SAGE_GATE_OPEN);
 }
 
+/*
+ * A new connection (*out) registered as this instance with the gate, the
+ * broker told `flags`; the notice handler is set first where `notices`
+ * (a SUSPEND_PREPARE may follow the reply at once). No broker: *out NULL,
+ * the connection's -errno (`why` says it). Else the registration's
+ * result, *out kept either way (the caller frees it on failure, after
+ * reading its last error); 0: *gate says if the broker speaks the gate,
+ * and the flags it was told are recorded.
+ */
+static int register_with(SageBroker **out, uint32_t flags, bool notices, bool *gate, char *why, size_t why_size) {
+        int r = sage_broker_connect_why(out, NULL, 500, why, why_size);
+
+        if (r) {
+                *out = NULL;
+                return r;
+        }
+        if (notices)
+                sage_broker_on_notice(*out, on_notice, NULL);
+        r = sage_broker_instance_register_gate(*out, (const uint8_t *)suspend_uuid.bytes, flags,
+                                               (uint32_t)sage_options()->suspend_idle, gate);
+        if (r == 0)
+                atomic_store(&sent_flags, atomic_load(&learnt_flags) & flags);
+        return r;
+}
+
 /* 1: registered with a broker over a new connection (now suspend_broker); 0: no broker yet; -1: it refused us. */
 static int reregister(bool checkpointed) {
         uint32_t flags = instance_flags() | (checkpointed ? SAGE_INSTANCE_CHECKPOINTED : 0);
-        SageBroker *b = NULL, *old;
+        SageBroker *b, *old;
         bool gate = false;
-        int r;
+        int r = register_with(&b, flags, true, &gate, NULL, 0);
 
-        if (sage_broker_connect_why(&b, NULL, 500, NULL, 0) != 0)
+        if (!b)
                 return 0;
-        sage_broker_on_notice(b, on_notice, NULL); /* a SUSPEND_PREPARE may come right after the reply */
-        r = sage_broker_instance_register_gate(b, (const uint8_t *)suspend_uuid.bytes, flags,
-                                               (uint32_t)sage_options()->suspend_idle, &gate);
         if (r || !gate) {
                 sage_info("suspend: a new broker: registration %s %s", r > 0 ? sage_proto_error_name(r) : "failed",
                           r > 0 ? sage_broker_last_error(b) : "");
                 sage_broker_free(b);
                 return r < 0 ? 0 : -1;
         }
-        atomic_store(&sent_flags, atomic_load(&learnt_flags) & flags);
         pthread_rwlock_wrlock(&broker_swap);
         old = suspend_broker;
         suspend_broker = b;
@@ -496,26 +517,20 @@ static bool register_instance(CUdevice dev) {
                 return false;
         }
         suspend_uuid = uuid;
-        r = sage_broker_connect_why(&suspend_broker, NULL, 500, why, sizeof(why));
-        if (r == -EPROTONOSUPPORT) {
-                sage_warn("suspend: %s; not registered", why);
-                suspend_broker = NULL;
+        r = register_with(&suspend_broker, instance_flags(), false, &gate, why, sizeof(why));
+        if (!suspend_broker) {
+                if (r == -EPROTONOSUPPORT)
+                        sage_warn("suspend: %s; not registered", why);
+                else
+                        sage_info("suspend: no broker (%s); not registered", why[0] ? why : "not running");
                 return false;
         }
-        if (r) {
-                sage_info("suspend: no broker (%s); not registered", why[0] ? why : "not running");
-                suspend_broker = NULL;
-                return false;
-        }
-        r = sage_broker_instance_register_gate(suspend_broker, (const uint8_t *)uuid.bytes, instance_flags(),
-                                               (uint32_t)sage_options()->suspend_idle, &gate);
         if (r) {
                 sage_info("suspend: registration refused: %s %s", r > 0 ? sage_proto_error_name(r) : strerror(-r),
                           sage_broker_last_error(suspend_broker));
                 suspend_broker = sage_broker_free(suspend_broker);
                 return false;
         }
-        atomic_store(&sent_flags, atomic_load(&learnt_flags));
         sage_info("suspend: registered as an instance (device %d)%s", (int)dev,
                   gate ? "" : "; the broker has no suspend gate");
         if (gate)

@@ -15,7 +15,7 @@ export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
 # An 8 GiB simulated GPU: XLA's region is 6 GiB of it, so a region backed by
 # one physical allocation could not be split (the split would need 12).
 export SAGE_FAKE_MEM=8G
-start_broker "$saged" "$SAGE_SOCKET"
+start_saged
 
 # run TAG ARGS... (lib.sh): under sharing, traced to $tmp/TAG.json; the output must be native's.
 # shared MODE SEED [MIB]: published by a first run, mapped by a second, guarded against a writing kernel.
@@ -76,7 +76,7 @@ step "XLA: the handle mapped a second time: private, never shared again"
 run xla-multi 16 51 xla-multi
 [ "$(stat_of "$tmp/xla-multi.json" SHARE_UNSHARED)" -ge 1 ] || bad "xla-multi: the hit was not made private"
 run xla-multi.w 16 51 xla-multi-write
-step "PyTorch expandable segments: 20 MiB handles, a tensor spanning two"
+step "PyTorch expandable segments: 20 MiB handles, a tensor spanning two, a handle released twice (the driver's answer)"
 run seg.1 16 52 segments
 [ "$(stat_of "$tmp/seg.1.json" SHARE_APP_VMM)" = 4 ] || bad "segments: $(stat_of "$tmp/seg.1.json" SHARE_APP_VMM) handles backed"
 run seg.2 16 52 segments
@@ -102,7 +102,7 @@ SAGE_SHARE_VMM=0 run off.vmm 16 51 xla
   bad "SAGE_SHARE_VMM=0: the app's handle was backed"
 
 step "no broker: every allocator the plain path, same output"
-kill "$saged_pid"; wait "$saged_pid" 2>/dev/null || true
+stop_saged
 for mode in bfc async pool pitch pitch-async own-pool vmm xla segments export bfc-write; do
   run "nb.$mode" 16 48 "$mode"
   [ "$(stat_of "$tmp/nb.$mode.json" SHARE_ALLOCS)" = 0 ] && [ "$(stat_of "$tmp/nb.$mode.json" SHARE_APP_VMM)" = 0 ] ||

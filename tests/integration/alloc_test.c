@@ -35,7 +35,9 @@
  *   segments    PyTorch expandable segments: 20 MiB handles mapped one
  *               after another into one reservation as the pool grows, each
  *               granted when mapped; the weights at +8 MiB span the first
- *               two, a second tensor (8 MiB) lies whole in the third
+ *               two, a second tensor (8 MiB) lies whole in the third;
+ *               the first handle released a second time (what the driver
+ *               answers is printed)
  *   export      a 64 MiB POSIX-fd handle holding the weights at 0 (the
  *               content vmm uploads), exported, imported and mapped
  *               elsewhere: the kernels read that mapping
@@ -242,6 +244,8 @@ static bool app_vmm_mode(const char *mode, CUdevice dev, CUstream s, const uint6
                 /* PyTorch unmaps segment by segment; the handles go once unmapped. */
                 for (int i = 0; i < SEGMENTS; i++)
                         OK(cuMemRelease(h[i]));
+                /* An app's bug: released twice while mapped. The driver's answer, the memory kept by the mapping. */
+                printf("released again %d\n", (int)cuMemRelease(h[0]));
                 return true;
         }
         if (!strcmp(mode, "export") || !strcmp(mode, "export-unmapped")) {

@@ -4228,6 +4228,46 @@ static int scenario_lookup_many(void) {
         return 0;
 }
 
+/*
+ * A RELEASE of a reference the caller does not hold (never took, gave back
+ * already, of an extent another connection of its uid holds, or of no
+ * extent) is refused (NOT_FOUND) and changes nothing: the holders keep
+ * theirs, the extent stays unevictable. libsage never sends one (its
+ * references carry their connection's generation), but no client is
+ * trusted not to.
+ */
+static int scenario_release_not_held(void) {
+        uint8_t *want = pattern(7, 2 * MiB);
+        SageHash key = sage_content_key(want, 2 * MiB);
+        SageBroker *holder, *other, *b;
+        uint64_t id, got;
+        int fd;
+
+        start_saged(NULL, NULL);
+        id = publish(7, 2 * MiB, 0);
+        holder = broker();
+        other = broker();
+        b = broker();
+        CHECK(sage_broker_lookup(holder, key, 2 * MiB, 0, &got, &fd) == 0 && got == id);
+        close(fd);
+        CHECK(sage_broker_release(other, id) == SAGE_ERR_NOT_FOUND);
+        CHECK(sage_broker_release(other, id + 1) == SAGE_ERR_NOT_FOUND);
+        CHECK(stats().refs == 1 && sage_broker_evict(b, id, 0, NULL) == SAGE_ERR_BUSY);
+        CHECK(sage_broker_lookup(other, key, 2 * MiB, 0, &got, &fd) == 0 && got == id);
+        close(fd);
+        CHECK(sage_broker_release(holder, id) == 0);
+        CHECK(sage_broker_release(holder, id) == SAGE_ERR_NOT_FOUND);
+        CHECK(stats().refs == 1 && sage_broker_evict(b, id, 0, NULL) == SAGE_ERR_BUSY);
+        CHECK(sage_broker_release(other, id) == 0);
+        CHECK(stats().refs == 0 && sage_broker_evict(b, id, 0, NULL) == 0);
+        sage_broker_free(holder);
+        sage_broker_free(other);
+        sage_broker_free(b);
+        free(want);
+        stop_saged();
+        return 0;
+}
+
 /* Lines of a SAGE_FAKE_EXPORT_LOG written by `pid`: its driver exports. */
 static int exports_of(const char *path, pid_t pid) {
         FILE *f = fopen(path, "r");

@@ -11,17 +11,6 @@ prog=$1 saged=$2 sagectl=$3 python=$4
 . "$(dirname "$0")/lib.sh"
 export SAGE_FAKE_DEVICES=2 SAGE_SHARE=1
 unset CUDA_VISIBLE_DEVICES
-saged_pid=
-start_saged() {  # start_saged SOCKET [saged options...]
-  local sock=$1
-  shift
-  "$saged" --socket "$sock" --foreground "$@" 2>>"$tmp/saged.log" &
-  saged_pid=$!
-  for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
-  [ -S "$sock" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
-}
-stop_saged() { kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; }
-trap 'stop_saged; rm -rf "$tmp"' EXIT
 export SAGE_SOCKET=$tmp/saged.sock
 start_saged "$SAGE_SOCKET"
 

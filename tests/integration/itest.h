@@ -33,6 +33,7 @@ _Noreturn void itest_check_failed(const char *file, int line, const char *cond);
         X(cuCtxSetLimit, "cuCtxSetLimit", (CUlimit, size_t))                                                     \
         X(cuMemAlloc, "cuMemAlloc_v2", (CUdeviceptr *, size_t))                                                  \
         X(cuMemAllocManaged, "cuMemAllocManaged", (CUdeviceptr *, size_t, unsigned))                             \
+        X(cuMemFree, "cuMemFree_v2", (CUdeviceptr))                                                              \
         X(cuMemCreate, "cuMemCreate",                                                                            \
           (CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long))             \
         X(cuMemAddressReserve, "cuMemAddressReserve",                                                            \

@@ -11,17 +11,11 @@ set -euo pipefail
 prog=$1 saged=$2 python=$3
 . "$(dirname "$0")/lib.sh"
 export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
-saged_pid=
-stop_broker() { [ -z "$saged_pid" ] || { kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; }; saged_pid=; }
-trap 'stop_broker; rm -rf "$tmp"' EXIT
-# A fresh broker: nothing published yet.
+# A fresh broker (lib.sh's start_saged): nothing published yet.
 start_broker() {
-  stop_broker
+  stop_saged
   rm -f "$SAGE_SOCKET"
-  "$saged" --socket "$SAGE_SOCKET" --foreground 2>>"$tmp/saged.log" &
-  saged_pid=$!
-  for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
-  [ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
+  start_saged
 }
 # run TAG [VAR=VALUE...]: one invocation under sharing, trace $tmp/TAG.json, output compared with native's.
 run() {

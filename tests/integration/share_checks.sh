@@ -8,7 +8,7 @@ prog=$1 saged=$2 sagectl=$3 python=$4 sage_trace=$5
 . "$(dirname "$0")/lib.sh"
 export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1
 start_saged
-trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; chattr -i "$tmp/imm.bin" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'stop_saged; chattr -i "$tmp/imm.bin" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 # twice TAG WHAT ARGS...: ARGS natively (output in twice_native), then twice
 # under sharing (traces $tmp/TAG1.json, $tmp/TAG2.json), each time with
@@ -301,20 +301,14 @@ kill -9 "$saged_pid"; wait "$saged_pid" 2>/dev/null || true
 out=$(LD_PRELOAD="$preload" "$prog" 96 7) || bad "no-broker run after SIGKILL"
 [ "$out" = "$native" ] || bad "output without the broker"
 rm -f "$SAGE_SOCKET"
-"$saged" --socket "$SAGE_SOCKET" --foreground 2>>"$tmp/saged.log" &
-saged_pid=$!
-for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
-[ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
+start_saged
 out=$(SAGE_TRACE="$tmp/r1.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "restarted-broker run"
 [ "$out" = "$native" ] || bad "restarted broker output"
 [ "$(stat_of "$tmp/r1.json" SHARE_MISSES)" = 1 ] || bad "restarted broker: not a miss"
 
 step "budget exhausted: the plain path, same output"
-kill "$saged_pid"; wait "$saged_pid" 2>/dev/null || true
-"$saged" --socket "$SAGE_SOCKET" --foreground --budget 8M 2>>"$tmp/saged.log" &
-saged_pid=$!
-for _ in $(seq 100); do [ -S "$SAGE_SOCKET" ] && break; kill -0 "$saged_pid" 2>/dev/null || break; sleep 0.1; done
-[ -S "$SAGE_SOCKET" ] || { echo "FAIL: saged did not come up"; cat "$tmp/saged.log"; exit 1; }
+stop_saged
+start_saged "$SAGE_SOCKET" --budget 8M
 for i in 1 2; do
   out=$(SAGE_TRACE="$tmp/b$i.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "budget run $i"
   [ "$out" = "$native" ] || bad "budget run $i output"
@@ -324,7 +318,7 @@ done
 step "small allocations and no broker: the plain path"
 out=$(SAGE_SHARE_MIN=1G SAGE_TRACE="$tmp/4.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "small run"
 [ "$(stat_of "$tmp/4.json" SHARE_ALLOCS)" = 0 ] || bad "below SAGE_SHARE_MIN yet VMM-backed"
-kill "$saged_pid"; wait "$saged_pid" 2>/dev/null || true
+stop_saged
 out=$(SAGE_TRACE="$tmp/5.json" LD_PRELOAD="$preload" "$prog" 96 7) || bad "no-broker run"
 [ "$out" = "$native" ] || bad "no-broker output"
 [ "$(stat_of "$tmp/5.json" SHARE_ALLOCS)" = 0 ] || bad "VMM-backed without a broker"

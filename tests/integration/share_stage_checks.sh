@@ -15,7 +15,6 @@ prog=$1 saged=$2 python=$3
 # through 6 of the 8 buffers (the unit test share_stage reuses them).
 export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1 SAGE_SHARE_STAGING=32M
 start_saged
-trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 # run TAG ARGS... (lib.sh): under sharing, traced to $tmp/TAG.json; the output must be native's.
 # expect TAG COUNTER=VALUE...

@@ -190,33 +190,40 @@ static void app_two_reads(const Reader *model) {
  * An app's own VMM handle (share_vmm.c backs it): 'v' makes it, uploads the
  * shared pattern into it (a hit) and unmaps it, keeping the handle and its
  * content ("v <CUresult>"); 'V' maps it again, grants it and reads it back
- * ("V <CUresult> <1 if identical>").
+ * ("V <CUresult> <1 if identical>"); 'u' releases it ("u <CUresult>").
+ * 'w' makes a second one the same way and leaves it mapped ("w <CUresult>").
  */
 static void app_vmm_call(char cmd, const uint8_t *want, uint8_t *got) {
-        static CUmemGenericAllocationHandle h;
-        static CUdeviceptr va;
+        static CUmemGenericAllocationHandle h[2];
+        static CUdeviceptr va[2];
         CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
                                      .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
         CUmemAccessDesc rw = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 },
                                .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+        int k = cmd == 'w';
         CUresult r;
 
-        if (cmd == 'v') {
-                CHECK(cu.cuMemCreate(&h, SIZE, &prop, 0) == CUDA_SUCCESS);
-                CHECK(cu.cuMemAddressReserve(&va, SIZE, 0, 0, 0) == CUDA_SUCCESS);
-                CHECK(cu.cuMemMap(va, SIZE, 0, h, 0) == CUDA_SUCCESS && cu.cuMemSetAccess(va, SIZE, &rw, 1) == 0);
-                r = cu.cuMemcpyHtoD(va, want, SIZE);
-                if (r == CUDA_SUCCESS)
-                        r = cu.vmm.unmap(va, SIZE);
-                printf("v %d\n", (int)r);
+        if (cmd == 'v' || cmd == 'w') {
+                CHECK(cu.cuMemCreate(&h[k], SIZE, &prop, 0) == CUDA_SUCCESS);
+                CHECK(cu.cuMemAddressReserve(&va[k], SIZE, 0, 0, 0) == CUDA_SUCCESS);
+                CHECK(cu.cuMemMap(va[k], SIZE, 0, h[k], 0) == CUDA_SUCCESS &&
+                      cu.cuMemSetAccess(va[k], SIZE, &rw, 1) == 0);
+                r = cu.cuMemcpyHtoD(va[k], want, SIZE);
+                if (r == CUDA_SUCCESS && cmd == 'v')
+                        r = cu.vmm.unmap(va[k], SIZE);
+                printf("%c %d\n", cmd, (int)r);
                 return;
         }
-        r = cu.cuMemMap(va, SIZE, 0, h, 0);
+        if (cmd == 'u') {
+                printf("u %d\n", (int)cu.vmm.release(h[0]));
+                return;
+        }
+        r = cu.cuMemMap(va[0], SIZE, 0, h[0], 0);
         if (r == CUDA_SUCCESS)
-                r = cu.cuMemSetAccess(va, SIZE, &rw, 1);
+                r = cu.cuMemSetAccess(va[0], SIZE, &rw, 1);
         memset(got, 0, SIZE);
         if (r == CUDA_SUCCESS)
-                r = cu.cuMemcpyDtoH(got, va, SIZE);
+                r = cu.cuMemcpyDtoH(got, va[0], SIZE);
         printf("V %d %d\n", (int)r, r == CUDA_SUCCESS && memcmp(got, want, SIZE) == 0);
 }
 
@@ -225,7 +232,7 @@ static int run_app(void) {
         uint8_t *got = malloc(SIZE);
         CUresult (*get_current)(CUcontext *);
         Reader model = { .want_shared = want_shared, .want_private = want_private };
-        CUdeviceptr shared, private;
+        CUdeviceptr shared, private, spare = 0;
         CUmodule mod;
         CUfunction f;
         void *lib;
@@ -275,7 +282,7 @@ static int run_app(void) {
                 } else if (cmd == 'd') {
                         model.shared = shared, model.private = private;
                         app_two_reads(&model);
-                } else if (cmd == 'v' || cmd == 'V') {
+                } else if (cmd == 'v' || cmd == 'V' || cmd == 'w' || cmd == 'u') {
                         app_vmm_call(cmd, want_shared, got);
                 } else if (cmd == 'x' || cmd == 'g' || cmd == 'p' || cmd == 'c') {
                         app_export_call(cmd, shared, want_shared);
@@ -293,6 +300,10 @@ static int run_app(void) {
                         printf("C %d %d\n", (int)r, r == CUDA_SUCCESS && pop(&popped) == CUDA_SUCCESS && popped == own);
                 } else if (cmd == 'K') {
                         printf("K %d\n", (int)cu.cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 4096));
+                } else if (cmd == 'a') {
+                        printf("a %d\n", (int)cu.cuMemAlloc(&spare, SIZE)); /* memory to give back later ('f') */
+                } else if (cmd == 'f') {
+                        printf("f %d\n", (int)cu.cuMemFree(spare));
                 } else if (cmd == 'h') {
                         r = cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
                         if (r == CUDA_SUCCESS)
@@ -782,10 +793,13 @@ static int scenario_stack_shrink(void) {
  * Others took the memory meanwhile: the limit cannot grow back. The resume
  * is still correct (the memory intact, the call served) with the small
  * limit, and says so (SUSPEND_STACK_NOT_RESTORED in the trace's stats).
+ * The next resume tries again: once the app gave memory back, the limit
+ * it had comes back (the suspend in between, finding the small limit,
+ * must not take it for the one to give back).
  */
 static int scenario_stack_not_restored(void) {
         static char buf[4 << 20];
-        char env[160];
+        char env[160], line[64];
         int same = 0, fd;
         size_t got = 0;
         ssize_t n;
@@ -796,10 +810,20 @@ static int scenario_stack_not_restored(void) {
         setenv("SAGE_FAKE_RESTORE_FREE", "0", 1); /* the app's driver: nothing free after its restore */
         a = spawn_app(false, env);
         unsetenv("SAGE_FAKE_RESTORE_FREE");
+        app_say(&a, 'a');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "a 0") == 0);
         CHECK(app_stack_limit(&a) == 1024);
         suspend_resume(&a);
         CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
         CHECK(app_stack_limit(&a) == 16);
+        /* Room again (SIZE bytes, more than the stack needs): the next resume gives the limit back. */
+        app_say(&a, 'f');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "f 0") == 0);
+        CHECK(app_stack_limit(&a) == 16); /* until then the small limit stays */
+        suspend_resume(&a);
+        CHECK(app_stack_limit(&a) == 1024);
         app_end(&a);
         snprintf(env, sizeof(env), "%s/trace.json", dir);
         CHECK((fd = open(env, O_RDONLY)) >= 0);
@@ -897,6 +921,46 @@ static int scenario_restart_active(void) {
         CHECK(app_read(&shared, &same) == CUDA_SUCCESS && same == 1);
         app_end(&shared);
         app_end(&plain);
+        stop_saged(SIGTERM);
+        return 0;
+}
+
+/*
+ * saged killed while an app's VMM handle, unmapped, holds the dead broker's
+ * extent: nothing of it is mapped, so sharing connects to the new broker.
+ * That one numbers its extents from 1 again: the app maps the same bytes
+ * from it (its extent 1, referenced), then releases the old handle, whose
+ * reference was the old broker's and must never reach the new one. Before,
+ * that RELEASE dropped the app's reference of the new extent 1: evictable
+ * while mapped.
+ */
+static int scenario_restart_stale_reference(void) {
+        char line[64], out[4096];
+        SageStats st;
+        App a;
+
+        start_saged();
+        a = spawn_app(true, NULL); /* its uploads miss: nothing of the broker mapped */
+        publish(SEED_SHARED, SIZE);
+        app_say(&a, 'v');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "v 0") == 0 && stats().hits == 1);
+        restart_saged(NULL);
+        await_listed(a.pid);
+        /* Its sharing connection comes after the registration: the app's two, and the one asking. */
+        for (int i = 0; i < 250 && stats().clients < 3; i++)
+                poll(NULL, 0, 20);
+        publish(SEED_SHARED, SIZE);
+        app_say(&a, 'w');
+        app_line(&a, line, sizeof(line));
+        st = stats();
+        CHECK(strcmp(line, "w 0") == 0 && st.hits == 1 && st.refs == 1);
+        app_say(&a, 'u');
+        app_line(&a, line, sizeof(line));
+        CHECK(strcmp(line, "u 0") == 0);
+        CHECK(stats().refs == 1);
+        CHECK(sagectl(out, sizeof(out), "evict --unreferenced") == 0 && stats().extents == 1);
+        app_end(&a);
         stop_saged(SIGTERM);
         return 0;
 }

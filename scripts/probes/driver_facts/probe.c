@@ -21,6 +21,8 @@
  *            ones; noinfo: the kernel's .nv.info section renamed away):
  *            a kernel whose layout the driver cannot describe, if it loads
  *   reuse    does cuMemAlloc hand out a freed address again?
+ *   release  cuMemRelease of a handle released already (cuda.h: undefined),
+ *            while a mapping keeps its memory and after the unmap
  *   ckpt     the checkpoint API called by uid 65534 on a root process, by
  *            callers without cuInit, by a process on itself; checkpoint and
  *            restore of a process holding managed memory, and of an exporter
@@ -444,6 +446,34 @@ static void group_reuse(const char *bindir) {
         fact("alloc_reuse_order", "%s", !c ? "no memory" : c == b ? "last freed" : c == a ? "first freed" : "neither");
 }
 
+/* ------------------------------------------------------------ release */
+static void group_release(const char *bindir) {
+        CUmemAllocationProp prop = fd_prop();
+        CUmemGenericAllocationHandle h;
+        CUdeviceptr va = 0;
+        size_t g = granularity();
+        char word[64];
+        CUresult r = context();
+
+        (void)bindir;
+        if (r == CUDA_SUCCESS)
+                r = cuMemCreate(&h, g, &prop, 0);
+        if (r == CUDA_SUCCESS)
+                r = map(h, g, &va);
+        if (r == CUDA_SUCCESS)
+                r = cuMemsetD32(va, PATTERN, g / 4);
+        if (r != CUDA_SUCCESS) {
+                fact("release_setup", "%s", ename(r));
+                return;
+        }
+        fact("release_mapped_first", "%s", ename(cuMemRelease(h)));
+        fact("release_mapped_again", "%s", ename(cuMemRelease(h)));
+        fact("release_mapped_memory", "%s", first_word(va, word, sizeof word));
+        fact("release_unmap", "%s", ename(cuMemUnmap(va, g)));
+        fact("release_unmapped_again", "%s", ename(cuMemRelease(h)));
+        cuMemAddressFree(va, g);
+}
+
 /* ------------------------------------------------------------ ckpt */
 /* A target holding device and managed memory with PATTERN; 'c': are they intact? */
 static void managed_target(int in, int out, void *arg) {
@@ -613,6 +643,7 @@ static const struct {
         { "strip-cbank", group_strip_cbank, 4 },
         { "strip-noinfo", group_strip_noinfo, 4 },
         { "reuse", group_reuse, 4 },
+        { "release", group_release, 4 },
         { "ckpt", group_ckpt, 22 },
 };
 

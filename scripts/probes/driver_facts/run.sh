@@ -2,11 +2,12 @@
 # driver_facts: measures, on the GPU machine, what tests/fakecuda/README.md
 # marks "not measured" (issue 17): imports of fds the driver did not export,
 # cuFuncGetParamInfo where the layout is unknown, cuMemAlloc address reuse,
+# cuMemRelease of a handle released already,
 # the checkpoint API from another uid / without cuInit / on oneself, and
 # checkpoints of managed memory and of an exporter. probe.c says how.
 #
 #   scripts/probes/driver_facts/run.sh [GROUP...]   (default: all)
-#     GROUP: import param strip-kparam strip-cbank strip-noinfo reuse ckpt
+#     GROUP: import param strip-kparam strip-cbank strip-noinfo reuse release ckpt
 #   Environment: OUT (optional): OUT/driver-facts.json and OUT/driver-facts.txt;
 #     NVCC (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc); ARCH (sm_90).
 # Prints `fact NAME: RESULT` lines. Run it as root (a caller of uid 65534
