@@ -69,6 +69,7 @@
 #include "share_ipc.h"
 #include "share_state.h"
 #include "stats.h"
+#include "util.h"
 #include "warmup.h"
 
 /* ---------------------------------------------------------------- allocation */
@@ -146,7 +147,13 @@ fail:
 }
 
 bool sage_share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
-        return share_alloc(dptr, size, result);
+        uint64_t t = sage_now_ns();
+        bool backed = share_alloc(dptr, size, result);
+
+        /* The app waits for SAGE's reserve, create, map and access where cuMemAlloc would allocate. */
+        if (backed)
+                sage_stats_add(SAGE_STAT_SHARE_NS_ALLOC, sage_now_ns() - t);
+        return backed;
 }
 
 bool sage_share_free(CUdeviceptr va, CUresult *result) {
@@ -171,24 +178,41 @@ bool sage_share_free(CUdeviceptr va, CUresult *result) {
 
 void sage_share_prestage(CUcontext ctx) {
         SageShare *s = sage_share();
+        ShareReadback rb = { 0 };
         CUcontext popped;
         size_t staged;
-        bool pushed;
+        bool pushed, readback, kept = false;
 
         if (!ctx || !sage_options()->share)
                 return;
         pthread_mutex_lock(&s->lock);
         pushed = share_enabled(s) && s->drv.ctx_push(ctx) == CUDA_SUCCESS;
-        if (pushed && sage_options()->share_assemble && !s->readback.host &&
-            share_readback_prepare(&s->readback, &s->drv, ctx))
-                sage_info("share: assembly's read-back staging made ahead (%s)",
-                          s->readback.pinned ? "pinned" : "not pinned");
+        readback = pushed && sage_options()->share_assemble && !s->readback.host;
         pthread_mutex_unlock(&s->lock);
         if (!pushed)
                 return;
-        /* Outside the lock: page-locking the miss path's buffers takes tens of ms, hits go on meanwhile. */
+        /*
+         * Outside the lock, so the app's allocations and hits go on meanwhile
+         * (made under it, assembly's read-back held a C function's cuMemAlloc
+         * while it was pinned). The miss path's first: a C function's upload
+         * follows its context within milliseconds and waits for its first
+         * buffers; assembly comes only at the first launch after uploads.
+         */
         if ((staged = share_upload_prestage(s, ctx)))
                 sage_info("share: the miss path's staging made ahead (%zu MiB pinned)", staged >> 20);
+        if (readback && share_readback_prepare(&rb, &s->drv, ctx)) {
+                pthread_mutex_lock(&s->lock);
+                if (!s->readback.host) { /* else the first read-back made its own meanwhile */
+                        s->readback = rb;
+                        kept = true;
+                }
+                pthread_mutex_unlock(&s->lock);
+                if (kept)
+                        sage_info("share: assembly's read-back staging made ahead (%s)",
+                                  rb.pinned ? "pinned" : "not pinned");
+                else
+                        share_readback_release(&rb, &s->drv);
+        }
         s->drv.ctx_pop(&popped);
 }
 
@@ -240,7 +264,7 @@ void sage_share_after_call(SageSym sym) {
 
 CUresult sage_impl_cuMemAlloc_v2(sage_fn_cuMemAlloc_v2_t real, CUdeviceptr *dptr, size_t bytesize) {
         CUresult r;
-        return share_alloc(dptr, bytesize, &r) ? r : real(dptr, bytesize);
+        return sage_share_alloc(dptr, bytesize, &r) ? r : real(dptr, bytesize);
 }
 
 CUresult sage_impl_cuMemFree_v2(sage_fn_cuMemFree_v2_t real, CUdeviceptr dptr) {

@@ -36,11 +36,9 @@
 #include "share_stage.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,7 +46,6 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "share_key.h"
 #include "util.h"
 
 #ifndef MADV_POPULATE_READ
@@ -62,12 +59,20 @@ _Static_assert(SEND_MIN % CHUNK == 0, "whole chunks");
 #define THREAD_STACK (1u << 20)
 
 /* One upload, while it runs: the pool's lock guards it. */
-typedef struct StageJob {
+typedef struct ShareStageJob {
         ShareStage *st;
+        uint64_t t0;        /* share_stage_begin: the timeline's start */
+        uint64_t begin_ns;  /* the time begin took: the caller's wait, with end's (not the work between) */
+        uint64_t caller_ns; /* the caller's CPU time in begin and end */
+        ShareStageCost c;
         const unsigned char *src;
         size_t n, nchunks, round_chunks, nrounds;
         size_t next;      /* the next chunk a copying thread takes */
         size_t ready;     /* rounds whose buffer may be filled: [0, ready) */
+        size_t sent;      /* chunks [0, sent) went to the DMA */
+        bool waiting;     /* the caller waits for chunks from `sent` on (`chunk` tells it) */
+        unsigned used;    /* buffers this upload took so far: [0, used) */
+        uint8_t *slot_of; /* per round: its buffer (set when the round opens) */
         bool *in;         /* per chunk: copied and hashed */
         SageHash *hashes; /* per chunk */
         bool failed;      /* stop: the caller gives up */
@@ -83,11 +88,12 @@ typedef struct StageJob {
 static struct {
         pid_t pid; /* the process the pool belongs to; another one: made anew */
         pthread_mutex_t lock;
-        pthread_cond_t work; /* a job came, a round opened, or the job failed */
-        pthread_cond_t done; /* a chunk is in, a thread left a job, the pool is free */
-        unsigned threads;    /* alive */
-        unsigned seats;      /* threads the current job still takes */
-        unsigned busy;       /* threads in the current job */
+        pthread_cond_t work;  /* a job came, a round opened, or the job failed */
+        pthread_cond_t done;  /* a thread left a job, the pool is free */
+        pthread_cond_t chunk; /* the chunks the caller waits for are in (enough of them to send) */
+        unsigned threads;     /* alive */
+        unsigned seats;       /* threads the current job still takes */
+        unsigned busy;        /* threads in the current job */
         StageJob *job;
 } pool;
 
@@ -114,6 +120,7 @@ static void pool_claim(void) {
         pthread_cond_init(&pool.work, &attr);
         pthread_condattr_destroy(&attr);
         pthread_cond_init(&pool.done, NULL);
+        pthread_cond_init(&pool.chunk, NULL);
         pool.threads = pool.seats = pool.busy = 0;
         pool.job = NULL;
         pool.pid = getpid();
@@ -139,7 +146,7 @@ static void run_job(StageJob *j) {
         while (!j->failed && j->next < j->nchunks) {
                 size_t i = j->next++, round = i / j->round_chunks;
                 size_t off = i * (size_t)CHUNK, len = j->n - off < CHUNK ? j->n - off : CHUNK;
-                unsigned char *buf = j->st->buf[round % SHARE_STAGE_SLOTS];
+                unsigned char *buf;
 
                 if (round >= j->ready) {
                         t = sage_now_ns();
@@ -149,6 +156,7 @@ static void run_job(StageJob *j) {
                 }
                 if (j->failed)
                         break;
+                buf = j->st->buf[j->slot_of[round]];
                 pthread_mutex_unlock(&pool.lock);
                 t = sage_now_ns();
                 populate(j->src + off, len);
@@ -156,7 +164,9 @@ static void run_job(StageJob *j) {
                 copy += sage_now_ns() - t;
                 pthread_mutex_lock(&pool.lock);
                 j->in[i] = true;
-                pthread_cond_broadcast(&pool.done);
+                /* Wake the caller only when it can send: each wake-up costs it the lock and a CPU. */
+                if (j->waiting && share_stage_send_end(j->in, j->sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK))
+                        pthread_cond_signal(&pool.chunk);
         }
         j->cpu_ns += thread_cpu_ns() - cpu;
         j->copy_ns += copy;
@@ -213,94 +223,10 @@ static unsigned pool_grow(unsigned want) {
         return pool.threads;
 }
 
-long share_stage_cpus(long affinity, long quota, long period) {
-        long q = quota > 0 && period > 0 ? (quota + period - 1) / period : 0;
-
-        return q > 0 && q < affinity ? q : affinity;
-}
-
-/* The first one or two numbers of a file; false: no file, or no number ("max": no quota). */
-static bool read_longs(const char *path, long *a, long *b) {
-        FILE *f = fopen(path, "re");
-        int n = f ? fscanf(f, "%ld %ld", a, b) : 0;
-
-        if (f)
-                fclose(f);
-        return n >= 1;
-}
-
-/* The quota of cgroup `cg` (its first `len` characters) as CPUs; 0: none. */
-static long cgroup_quota(const char *cg, size_t len, bool v2) {
-        char path[640];
-        long quota = 0, period = 100000, unused;
-
-        if (v2) {
-                snprintf(path, sizeof(path), "/sys/fs/cgroup%.*s/cpu.max", (int)len, cg);
-                if (!read_longs(path, &quota, &period))
-                        return 0;
-        } else {
-                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_quota_us", (int)len, cg);
-                if (!read_longs(path, &quota, &unused))
-                        return 0;
-                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_period_us", (int)len, cg);
-                read_longs(path, &period, &unused);
-        }
-        quota = share_stage_cpus(LONG_MAX, quota, period);
-        return quota == LONG_MAX ? 0 : quota;
-}
-
-/*
- * The CPU quota of this process's cgroup or of an ancestor, as CPUs (0:
- * none): a container may see 16 CPUs but get 8 CPUs' time, and threads
- * beyond its quota are stopped for the rest of the period (100 ms: a whole
- * upload). cgroup v2's cpu.max, else v1's cpu.cfs_quota_us.
- */
-static long quota_cpus(void) {
-        char line[512], *cg = NULL, *p;
-        FILE *f = fopen("/proc/self/cgroup", "re");
-        long best = 0, q;
-        bool v2 = false;
-
-        while (f && !cg && fgets(line, sizeof(line), f)) {
-                line[strcspn(line, "\n")] = 0;
-                if (strncmp(line, "0::", 3) == 0)
-                        v2 = true, cg = line + 3;
-                else if ((p = strstr(line, ":cpu,")) || (p = strstr(line, ":cpu:")) || (p = strstr(line, ",cpu:")) ||
-                         (p = strstr(line, ",cpu,")))
-                        cg = strchr(p + 1, ':') + 1;
-        }
-        if (f)
-                fclose(f);
-        /* The cgroup and each ancestor ("/a/b", "/a", ""): the smallest quota binds. */
-        for (size_t len = cg ? strlen(cg) : 0; cg; len--) {
-                while (len > 0 && cg[len - 1] == '/')
-                        len--;
-                if ((q = cgroup_quota(cg, len, v2)) > 0 && (!best || q < best))
-                        best = q;
-                while (len > 0 && cg[len - 1] != '/')
-                        len--;
-                if (!len)
-                        break;
-        }
-        return best;
-}
-
-unsigned share_stage_threads_now(void) {
-        long cpus = sage_share_cpu_count(), quota = quota_cpus();
-
-        return share_stage_threads(quota ? share_stage_cpus(cpus, quota, 1) : cpus, sage_share_running_now());
-}
-
-unsigned share_stage_threads(long cpus, long running) {
-        long others = running > 1 ? running - 1 : 0, t = cpus - others;
-
-        if (running <= 0 || others > cpus / 4) /* unknown, or a busy machine: polite */
-                t = t < cpus / 2 ? t : cpus / 2;
-        return t < 1 ? 1 : t > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : (unsigned)t;
-}
-
 void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes) {
-        *st = (ShareStage){ .drv = *drv };
+        memset(st, 0, sizeof(*st));
+        st->drv = *drv;
+        atomic_init(&st->made, 0);
         st->slot_bytes = bytes / SHARE_STAGE_SLOTS / CHUNK * CHUNK;
 }
 
@@ -313,7 +239,40 @@ void share_stage_release(ShareStage *st) {
                 st->stream[i] = NULL;
                 st->buf[i] = NULL;
         }
+        atomic_store(&st->made, 0);
         st->ctx = NULL;
+}
+
+int share_stage_make_slot(ShareStage *st, unsigned i) {
+        if (i >= SHARE_STAGE_SLOTS || st->drv.alloc_host(&st->buf[i], st->slot_bytes) != CUDA_SUCCESS)
+                return -ENODEV;
+        if (st->drv.stream_create(&st->stream[i], CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
+                st->drv.free_host(st->buf[i]);
+                st->buf[i] = NULL;
+                return -ENODEV;
+        }
+        atomic_store_explicit(&st->made, i + 1, memory_order_release); /* an upload may take it now */
+        return 0;
+}
+
+bool share_stage_claim(ShareStage *st, CUcontext ctx) {
+        if (!st->slot_bytes || st->broken || st->ctx || st->making)
+                return false;
+        st->ctx = ctx;
+        st->making = true;
+        return true;
+}
+
+size_t share_stage_made(ShareStage *st) {
+        unsigned made = atomic_load(&st->made);
+
+        st->making = false;
+        if (made < SHARE_STAGE_MIN_SLOTS || st->broken) {
+                share_stage_release(st);
+                st->broken = true;
+                return 0;
+        }
+        return made * st->slot_bytes;
 }
 
 /* Buffers and streams in `ctx`: made once, made again only for another context. */
@@ -321,11 +280,12 @@ int share_stage_prepare(ShareStage *st, CUcontext ctx) {
         if (!st->slot_bytes || st->broken)
                 return -ENODEV;
         if (st->ctx == ctx)
-                return 0;
+                return atomic_load_explicit(&st->made, memory_order_acquire) >= SHARE_STAGE_MIN_SLOTS ? 0 : -ENODEV;
+        if (st->making) /* for another context: its buffers are not ours to release */
+                return -ENODEV;
         share_stage_release(st); /* another context's: the app may have destroyed it */
         for (unsigned i = 0; i < SHARE_STAGE_SLOTS; i++)
-                if (st->drv.alloc_host(&st->buf[i], st->slot_bytes) != CUDA_SUCCESS ||
-                    st->drv.stream_create(&st->stream[i], CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
+                if (share_stage_make_slot(st, i) < 0) {
                         share_stage_release(st);
                         st->broken = true;
                         return -ENODEV;
@@ -335,12 +295,29 @@ int share_stage_prepare(ShareStage *st, CUcontext ctx) {
 }
 
 /*
- * May round `k` take its buffer, after `sent` chunks went to the DMA? The
- * buffer's previous round and the one after it must be sent: waiting for
- * the first's stream then leaves the second queued on the DMA engine.
+ * Which buffer round `k` takes: one this upload has not used yet, where
+ * one is made (buffers made ahead come one by one), else the one used
+ * longest ago, the round `used` before (the last `used` rounds took every
+ * buffer once). Under the lock.
+ */
+static unsigned slot_for(const StageJob *j, size_t k, bool *fresh) {
+        unsigned made = atomic_load_explicit(&j->st->made, memory_order_acquire);
+
+        *fresh = j->used < made;
+        return *fresh ? j->used : j->slot_of[k - j->used];
+}
+
+/*
+ * May round `k` take its buffer, after `sent` chunks went to the DMA? A
+ * buffer no round used yet, or the buffer's previous round and the one
+ * after it must be sent: waiting for the first's stream then leaves the
+ * second queued on the DMA engine.
  */
 static bool may_open(const StageJob *j, size_t k, size_t sent) {
-        return k < SHARE_STAGE_SLOTS || (k - SHARE_STAGE_SLOTS + 2) * j->round_chunks <= sent;
+        bool fresh;
+
+        (void)slot_for(j, k, &fresh);
+        return fresh || (k - j->used + 2) * j->round_chunks <= sent;
 }
 
 size_t share_stage_send_end(const bool *in, size_t sent, size_t round_chunks, size_t nchunks, size_t min_chunks) {
@@ -367,43 +344,62 @@ static CUresult sync_unlocked(ShareStage *st, unsigned slot, uint64_t *waited) {
         return r;
 }
 
+/*
+ * Open the rounds whose buffers may be filled now, `sent` chunks sent (a
+ * reused buffer's stream waited for; a fresh one needs no driver call).
+ * Under the lock.
+ */
+static int open_rounds(StageJob *j, size_t sent) {
+        unsigned slot;
+        bool fresh;
+
+        while (j->ready < j->nrounds && may_open(j, j->ready, sent)) {
+                slot = slot_for(j, j->ready, &fresh);
+                if (!fresh && sync_unlocked(j->st, slot, &j->c.wait_dma_ns) != CUDA_SUCCESS)
+                        return -EIO;
+                j->used += fresh;
+                j->slot_of[j->ready++] = (uint8_t)slot;
+                j->c.rounds++;
+                pthread_cond_broadcast(&pool.work);
+        }
+        return 0;
+}
+
 /* The calling thread: opens rounds as buffers come free, sends chunks as they come in. Under the lock. */
-static int submit(StageJob *j, CUdeviceptr dst, uint64_t t0, ShareStageCost *c) {
+static int submit(StageJob *j, CUdeviceptr dst) {
         ShareStage *st = j->st;
+        ShareStageCost *c = &j->c;
         size_t sent = 0;
 
         while (sent < j->nchunks) {
                 size_t round = sent / j->round_chunks, end, off = sent * (size_t)CHUNK, len;
+                unsigned slot;
                 uint64_t t;
                 CUresult r;
 
-                while (j->ready < j->nrounds && may_open(j, j->ready, sent)) {
-                        if (j->ready >= SHARE_STAGE_SLOTS &&
-                            sync_unlocked(st, j->ready % SHARE_STAGE_SLOTS, &c->wait_dma_ns) != CUDA_SUCCESS)
-                                return -EIO;
-                        j->ready++;
-                        c->rounds++;
-                        pthread_cond_broadcast(&pool.work);
-                }
+                if (open_rounds(j, sent) < 0)
+                        return -EIO;
                 if (!(end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK))) {
                         t = sage_now_ns();
+                        j->waiting = true;
                         while (!(
                                 end = share_stage_send_end(j->in, sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK)))
-                                pthread_cond_wait(&pool.done, &pool.lock);
+                                pthread_cond_wait(&pool.chunk, &pool.lock);
+                        j->waiting = false;
                         c->wait_host_ns += sage_now_ns() - t;
                 }
                 len = (end == j->nchunks ? j->n : end * (size_t)CHUNK) - off;
+                slot = j->slot_of[round];
                 pthread_mutex_unlock(&pool.lock);
                 r = st->drv.copy_htod_async(dst + off,
-                                            (unsigned char *)st->buf[round % SHARE_STAGE_SLOTS] +
-                                                    (sent % j->round_chunks) * (size_t)CHUNK,
-                                            len, st->stream[round % SHARE_STAGE_SLOTS]);
+                                            (unsigned char *)st->buf[slot] + (sent % j->round_chunks) * (size_t)CHUNK,
+                                            len, st->stream[slot]);
                 pthread_mutex_lock(&pool.lock);
                 if (r != CUDA_SUCCESS)
                         return -EIO;
                 if (!c->copies++)
-                        c->first_dma_ns = sage_now_ns() - t0;
-                sent = end;
+                        c->first_dma_ns = sage_now_ns() - j->t0;
+                j->sent = sent = end;
         }
         return 0;
 }
@@ -455,59 +451,110 @@ static void log_timeline(size_t n, const ShareStageCost *c) {
         sage_log(SAGE_LOG_DEBUG,
                  "staged %zu MiB in %.2f ms (%.1f GB/s): %u threads, %zu rounds, %zu copies; first DMA at %.2f ms; "
                  "host copy %.1f GB/s per thread, %.2f cores busy; caller waited %.2f ms for chunks, %.2f ms for "
-                 "DMA (drain %.2f); threads waited %.2f ms for buffers",
+                 "DMA (drain %.2f); threads waited %.2f ms for buffers; %u of %u buffers used",
                  n >> 20, ms_of(c->wall_ns), gbps(n, c->wall_ns), c->threads, c->rounds, c->copies,
                  ms_of(c->first_dma_ns), gbps(n, c->copy_ns), c->wall_ns ? (double)c->cpu_ns / (double)c->wall_ns : 0,
-                 ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->wait_buf_ns));
+                 ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->wait_buf_ns), c->buffers,
+                 SHARE_STAGE_SLOTS);
 }
 
-int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const void *src, size_t n, unsigned threads,
-                       SageHash *key, ShareStageCost *cost) {
-        uint64_t t0 = sage_now_ns(), cpu0 = thread_cpu_ns(), t;
-        ShareStageCost c = { 0 };
-        StageJob j;
+static void job_free(StageJob *j) {
+        free(j->in);
+        free(j->hashes);
+        free(j->slot_of);
+        free(j);
+}
+
+int share_stage_begin(ShareStage *st, CUcontext ctx, const void *src, size_t n, unsigned threads, ShareStageJob **out) {
+        uint64_t t0 = sage_now_ns(), cpu0 = thread_cpu_ns();
+        StageJob *j;
         int r;
 
+        *out = NULL;
         if (!n || (r = share_stage_prepare(st, ctx)) < 0)
                 return !n ? -EINVAL : r;
-        j = (StageJob){ .st = st, .src = src, .n = n };
-        j.nchunks = (n + CHUNK - 1) / CHUNK;
-        j.round_chunks = st->slot_bytes / CHUNK;
-        j.nrounds = (j.nchunks + j.round_chunks - 1) / j.round_chunks;
-        j.in = calloc(j.nchunks, sizeof(*j.in));
-        j.hashes = calloc(j.nchunks, sizeof(*j.hashes));
-        if (!j.in || !j.hashes) {
-                free(j.in);
-                free(j.hashes);
+        if (!(j = calloc(1, sizeof(*j))))
+                return -ENOMEM;
+        *j = (StageJob){ .st = st, .src = src, .n = n, .t0 = t0 };
+        j->nchunks = (n + CHUNK - 1) / CHUNK;
+        j->round_chunks = st->slot_bytes / CHUNK;
+        j->nrounds = (j->nchunks + j->round_chunks - 1) / j->round_chunks;
+        j->in = calloc(j->nchunks, sizeof(*j->in));
+        j->hashes = calloc(j->nchunks, sizeof(*j->hashes));
+        j->slot_of = calloc(j->nrounds, sizeof(*j->slot_of));
+        if (!j->in || !j->hashes || !j->slot_of) {
+                job_free(j);
                 return -ENOMEM;
         }
         threads = threads < 1 ? 1 : threads > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : threads;
         pool_claim();
         pthread_mutex_lock(&pool.lock);
-        r = pool_post(&j, threads < j.nchunks ? threads : (unsigned)j.nchunks) ? submit(&j, dst, t0, &c) : -ENOMEM;
-        pool_finish(&j, r);
+        if (!pool_post(j, threads < j->nchunks ? threads : (unsigned)j->nchunks)) {
+                pthread_mutex_unlock(&pool.lock);
+                job_free(j);
+                return -ENOMEM;
+        }
+        (void)open_rounds(j, 0); /* the fresh buffers only: no driver call, cannot fail */
         pthread_mutex_unlock(&pool.lock);
-        /* Every byte on the device, and no buffer read any more, whatever happened. */
+        j->caller_ns = thread_cpu_ns() - cpu0;
+        j->begin_ns = sage_now_ns() - t0;
+        *out = j;
+        return 0;
+}
+
+int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStageCost *cost,
+                    void (*meanwhile)(void *arg, SageHash key), void *arg) {
+        ShareStage *st = j->st;
+        uint64_t t0 = sage_now_ns(), cpu0 = thread_cpu_ns(), t, aside = 0;
+        ShareStageCost *c = &j->c;
+        int r;
+
+        pthread_mutex_lock(&pool.lock);
+        r = dst ? submit(j, dst) : -ECANCELED;
+        pool_finish(j, r);
+        pthread_mutex_unlock(&pool.lock);
+        /* Every byte sent and hashed: the key is known while the DMA drains (nothing refills the buffers). */
+        if (r == 0 && meanwhile) {
+                t = sage_now_ns();
+                meanwhile(arg, sage_content_key_combine(j->hashes, j->nchunks));
+                aside = sage_now_ns() - t;
+        }
+        /* Every byte on the device, and no buffer read any more, whatever happened (cancelled: none sent). */
         t = sage_now_ns();
-        for (unsigned i = 0; i < SHARE_STAGE_SLOTS; i++)
+        for (unsigned i = 0; dst && i < j->used; i++) /* the buffers past them may be being made ahead */
                 if (st->drv.stream_synchronize(st->stream[i]) != CUDA_SUCCESS)
                         r = -EIO;
-        c.drain_ns = sage_now_ns() - t;
-        c.wait_dma_ns += c.drain_ns;
+        c->drain_ns = sage_now_ns() - t;
+        c->wait_dma_ns += c->drain_ns;
         if (r == 0)
-                *key = sage_content_key_combine(j.hashes, j.nchunks);
+                *key = sage_content_key_combine(j->hashes, j->nchunks);
+        else if (r == -EIO && st->making)
+                st->broken = true; /* the maker releases them when it is done (share_stage_made) */
         else if (r == -EIO)
                 share_stage_release(st); /* made again next time: the context may be gone */
-        c.wall_ns = sage_now_ns() - t0;
-        c.cpu_ns = j.cpu_ns + thread_cpu_ns() - cpu0;
-        c.copy_ns = j.copy_ns;
-        c.wait_buf_ns = j.wait_buf_ns;
-        c.threads = j.joined;
+        /* The caller's wait: not its own work between begin and end, nor meanwhile's (the broker's). */
+        c->wall_ns = j->begin_ns + sage_now_ns() - t0 - aside;
+        c->cpu_ns = j->cpu_ns + j->caller_ns + thread_cpu_ns() - cpu0;
+        c->copy_ns = j->copy_ns;
+        c->wait_buf_ns = j->wait_buf_ns;
+        c->threads = j->joined;
+        c->buffers = j->used;
         if (cost)
-                *cost = c;
+                *cost = *c;
         if (r == 0)
-                log_timeline(n, &c);
-        free(j.in);
-        free(j.hashes);
+                log_timeline(j->n, c);
+        job_free(j);
         return r;
+}
+
+void share_stage_cancel(ShareStageJob *j) {
+        share_stage_end(j, 0, NULL, NULL, NULL, NULL);
+}
+
+int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const void *src, size_t n, unsigned threads,
+                       SageHash *key, ShareStageCost *cost) {
+        ShareStageJob *j;
+        int r = share_stage_begin(st, ctx, src, n, threads, &j);
+
+        return r < 0 ? r : share_stage_end(j, dst, key, cost, NULL, NULL);
 }

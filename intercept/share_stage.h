@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cuda.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +16,8 @@
 
 /* Buffers: while some are filled, the two sent last may still be read by the DMA engine. */
 #define SHARE_STAGE_SLOTS 8
+/* An upload may start with this many buffers made (the warm-up thread makes the rest meanwhile). */
+#define SHARE_STAGE_MIN_SLOTS 2
 #define SHARE_STAGE_MAX_THREADS 16
 
 /* The driver calls staging makes (every entry required). */
@@ -33,13 +36,17 @@ typedef struct ShareStageDriver {
 /*
  * Staging buffers and streams, made at the first staged upload and kept
  * (pinning host memory costs milliseconds per few MiB): they belong to
- * the context `ctx` they were made in. Callers serialize (SageShare's lock).
+ * the context `ctx` they were made in. Callers serialize (SageShare's lock),
+ * except the maker of buffers made ahead (share_stage_make_slot), which
+ * publishes each buffer through `made` while uploads use those before it.
  */
 typedef struct ShareStage {
         ShareStageDriver drv;
         size_t slot_bytes; /* a multiple of SAGE_CONTENT_KEY_CHUNK; 0: staging off */
         CUcontext ctx;     /* NULL: nothing made yet */
         bool broken;       /* making them failed once: not tried again */
+        bool making;       /* made ahead by another thread now: [made, SLOTS) are its (share_stage_claim) */
+        atomic_uint made;  /* buffers [0, made) and their streams are ready */
         void *buf[SHARE_STAGE_SLOTS];
         CUstream stream[SHARE_STAGE_SLOTS];
 } ShareStage;
@@ -52,27 +59,47 @@ typedef struct ShareStage {
  */
 /*
  * Make the buffers and streams in `ctx` (current on the caller) unless they
- * are made there already: 0, or -ENODEV (staging off, or making them failed:
- * `broken`, never tried again).
+ * are made there already: 0, or -ENODEV (staging off, making them failed:
+ * `broken`, never tried again; or being made ahead, for another context or
+ * fewer than SHARE_STAGE_MIN_SLOTS yet).
  */
 int share_stage_prepare(ShareStage *st, CUcontext ctx);
 
+/*
+ * Making ahead, buffer by buffer, so that an upload can start once
+ * SHARE_STAGE_MIN_SLOTS are made instead of waiting for all of them (page-
+ * locking 128 MiB took ~50 ms on an H100 host). claim (under the callers'
+ * lock): true when nothing is made and it is now `ctx`'s, `making`; then
+ * make_slot(i) for i = 0, 1, ... with no lock held, each published to
+ * uploads when made (0, or -ENODEV: stop); then made (under the lock):
+ * keeps what was made (fewer than SHARE_STAGE_MIN_SLOTS, or an upload
+ * that failed meanwhile: released, `broken`), returns the pinned bytes kept.
+ */
+bool share_stage_claim(ShareStage *st, CUcontext ctx);
+int share_stage_make_slot(ShareStage *st, unsigned i);
+size_t share_stage_made(ShareStage *st);
+
 typedef struct ShareStageCost {
-        uint64_t wall_ns, cpu_ns;
-        uint64_t first_dma_ns; /* from the call to the first async copy */
+        uint64_t wall_ns; /* the caller's wait in the upload (begin and end: not the work between) */
+        uint64_t cpu_ns;
+        uint64_t first_dma_ns; /* from the call (begin) to the first async copy */
         uint64_t copy_ns;      /* the copying threads' time in copy and hash, summed */
         uint64_t wait_host_ns; /* the caller waiting for chunks to be copied */
         uint64_t wait_dma_ns;  /* the caller waiting for a buffer's stream, the drain included */
         uint64_t drain_ns;     /* the last wait, for every stream to be idle */
         uint64_t wait_buf_ns;  /* the copying threads waiting for a free buffer, summed */
         unsigned threads;      /* copying threads that took part */
+        unsigned buffers;      /* staging buffers it used: fewer than SHARE_STAGE_SLOTS while made ahead */
         size_t rounds, copies; /* buffer fills; async copies sent */
 } ShareStageCost;
 
 /*
- * Copying threads for an upload: every idle CPU while the machine is (nearly)
- * idle: the DMA takes ~55 GB/s and a thread copies and hashes ~3-4; when
- * others run, no more than half the CPUs nor more than are idle, as the key
+ * Copying threads for an upload: every idle CPU but the calling thread's
+ * while the machine is (nearly) idle: the DMA takes ~55 GB/s and a thread
+ * copies and hashes ~3-4, and the calling thread must run as chunks come
+ * in to send them (with a thread on every CPU it waited for a CPU until the
+ * copying was over, and the DMA started only then: issue 14); when others
+ * run, no more than half the CPUs nor more than are idle, as the key
  * threads (share_key.c). cpus: those this process may run on; running:
  * runnable threads on the machine, this one included (0: unknown).
  */
@@ -106,3 +133,21 @@ void share_stage_release(ShareStage *st);
  */
 int share_stage_upload(ShareStage *st, CUcontext ctx, CUdeviceptr dst, const void *src, size_t n, unsigned threads,
                        SageHash *key, ShareStageCost *cost);
+
+/*
+ * share_stage_upload in two steps, so the copying threads fill the first
+ * buffers while the caller does the driver work the destination needs
+ * (a synchronize, a new piece to copy into). begin (`ctx` current): the
+ * copy of n bytes at `src` is started into the buffers, nothing sent yet;
+ * the errors of share_stage_upload, nothing started. end (`ctx` current):
+ * sends them to `dst` and returns once every byte is there, as
+ * share_stage_upload; `meanwhile` (may be NULL) is called once with the
+ * key when every byte is sent and hashed, before the wait for the DMA's
+ * last bytes (the broker asked while they land), and its time is not the
+ * staging's (cost->wall_ns). cancel: nothing sent, the job gone.
+ */
+typedef struct ShareStageJob ShareStageJob;
+int share_stage_begin(ShareStage *st, CUcontext ctx, const void *src, size_t n, unsigned threads, ShareStageJob **out);
+int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStageCost *cost,
+                    void (*meanwhile)(void *arg, SageHash key), void *arg);
+void share_stage_cancel(ShareStageJob *j);

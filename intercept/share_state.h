@@ -58,7 +58,6 @@ typedef struct SageShare {
         ShareStage stage;       /* the miss path's staged copy (share_upload.c), set up at its first use */
         ShareReadback readback; /* assembly's read-back staging (share_readback.c), kept once made */
         bool stage_set;
-        bool stage_making; /* the warm-up thread is making the staging (share_upload_prestage) */
         int8_t expect_hit; /* large content-keyed uploads: 1 hit (hash before copying), -1 miss, 0 unknown yet */
         ShareCost cost;    /* what hits and copies cost this process (share_upload.c) */
 } SageShare;
@@ -139,6 +138,32 @@ bool share_capturing(SageShare *s, CUstream stream);
  * by the warm-up thread, `ctx` current (the bytes kept; 0: not made there). */
 ShareStage *share_stage_of(SageShare *s);
 size_t share_upload_prestage(SageShare *s, CUcontext ctx);
+/* Misses at least this large are staged (smaller ones: the app's own copy, hashed before). */
+#define SHARE_UPLOAD_STAGE_MIN (8u << 20)
+/* Would a miss of `len` bytes be staged? Under the lock, as the rest. */
+bool share_upload_stage_possible(SageShare *s, size_t len);
+/*
+ * share_stage_begin/end for allocation `a`, in its context: begin starts
+ * copying `len` bytes at `src` into the staging buffers, so the copying
+ * threads work while the caller makes the piece they go to (NULL: nothing
+ * started, the caller copies: staging off, too small, or a fallback); end
+ * sends them to bytes [lo, hi) of `a`, *key the content key of what was
+ * copied (false: nothing to rely on, the caller copies; a fallback).
+ */
+ShareStageJob *share_upload_stage_begin(SageShare *s, SageShareAlloc *a, size_t len, const void *src);
+bool share_upload_stage_end(SageShare *s, ShareStageJob *j, SageShareAlloc *a, size_t lo, size_t hi, SageHash *key,
+                            void (*meanwhile)(void *, SageHash), void *arg);
+/* A staged copy's key asked of the broker while its last bytes land (share_lookup_staged: end's meanwhile). */
+typedef struct ShareStagedLookup {
+        SageShare *s;
+        size_t len;
+        uint32_t device;
+        uint64_t extent_id, ns; /* ns: the broker's time */
+        const void *notes;
+        uint32_t notes_len;
+        int fd, r; /* r: share_lookup's (-1: not asked) */
+} ShareStagedLookup;
+void share_lookup_staged(void *arg, SageHash key);
 /*
  * The broker's extents in app VMM handles not mapped now (share_vmm.c)
  * become private: parking maps at an allocation's address, which these

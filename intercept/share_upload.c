@@ -45,12 +45,10 @@
 /* Uploads at least this large try the file-identity key first (reading /proc/self/maps costs ~1 ms). */
 #define FILE_KEY_MIN (16u << 20)
 
-/* Misses at least this large are staged (smaller ones: the app's own copy, hashed before). */
-#define STAGE_MIN (8u << 20)
-
 /* Bytes [lo, hi) of an upload served by mapping or SAGE's staged copy; the caller copies the rest. */
 typedef struct UploadPlan {
         size_t lo, hi;
+        bool ours; /* the destination is memory SAGE backs: the call's time is SHARE_NS_UPLOAD's */
 } UploadPlan;
 
 /* Add the time since `since` to a nanosecond counter; returns now. */
@@ -58,45 +56,6 @@ static uint64_t lap(SageStat stat, uint64_t since) {
         uint64_t now = sage_now_ns();
         sage_stats_add(stat, now - since);
         return now;
-}
-
-static bool stage_possible(SageShare *s, size_t len) {
-        return len >= STAGE_MIN && share_stage_of(s)->slot_bytes && !s->stage.broken;
-}
-
-/*
- * Copy the upload's bytes [lo, hi) of `a` (`src` is what goes to lo)
- * through the staging buffers, in the allocation's context; *key is the
- * content key of the bytes copied. False: nothing to rely on, the caller
- * copies (staging off, too small, or failed: a fallback).
- */
-static bool stage_copy(SageShare *s, SageShareAlloc *a, size_t lo, size_t hi, const void *src, SageHash *key) {
-        ShareStageCost cost = { 0 };
-        CUcontext popped;
-        int r;
-
-        if (!stage_possible(s, hi - lo))
-                return false;
-        if (s->drv.ctx_push(a->ctx) != CUDA_SUCCESS)
-                r = -EIO;
-        else {
-                r = share_stage_upload(&s->stage, a->ctx, a->va + lo, src, hi - lo, share_stage_threads_now(), key,
-                                       &cost);
-                s->drv.ctx_pop(&popped);
-        }
-        if (r < 0) {
-                if (r != -ENODEV)
-                        sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
-                return false;
-        }
-        sage_stats_count(SAGE_STAT_SHARE_STAGED);
-        sage_stats_add(SAGE_STAT_SHARE_BYTES_STAGED, hi - lo);
-        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE, cost.wall_ns);
-        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_CPU, cost.cpu_ns);
-        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_FIRST_DMA, cost.first_dma_ns);
-        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_WAIT_HOST, cost.wait_host_ns);
-        sage_stats_add(SAGE_STAT_SHARE_NS_STAGE_WAIT_DMA, cost.wait_dma_ns);
-        return true;
 }
 
 static Piece *piece_at(SageShareAlloc *a, size_t off) {
@@ -141,38 +100,48 @@ static bool expect_miss(SageShare *s) {
  */
 static bool stage_first(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, const void *src,
                         UploadPlan *plan) {
-        uint64_t extent_id = 0, t = sage_now_ns();
-        const void *notes = NULL;
-        uint32_t notes_len = 0;
+        ShareStagedLookup look = { .s = s, .len = hi - lo, .device = a->broker_dev, .fd = -1, .r = -1 };
+        ShareStageJob *j;
         SageHash key;
         Piece *c, piece;
         bool mapped = false;
-        int fd = -1, r;
+        uint64_t t;
 
-        if (!stage_possible(s, hi - lo))
+        /* The threads copy while the app's queued work drains and the candidate is made. */
+        if (!(j = share_upload_stage_begin(s, a, hi - lo, src)))
                 return false;
+        t = sage_now_ns();
         share_vmm_sync(&s->vmm, a); /* the app's queued work first: the backing it may use goes */
-        if (!(c = new_candidate(s, a, lo, hi, o, n)))
+        if (!(c = new_candidate(s, a, lo, hi, o, n))) {
+                share_stage_cancel(j);
                 return false;
-        lap(SAGE_STAT_SHARE_NS_REMAP, t);
+        }
+        t = lap(SAGE_STAT_SHARE_NS_REMAP, t);
         atomic_store(&s->guarding, true);
-        if (!stage_copy(s, a, lo, hi, src, &key)) {
+        /* The broker is asked for the key of what was copied while the last of it lands. */
+        if (!share_upload_stage_end(s, j, a, lo, hi, &key, share_lookup_staged, &look)) {
+                if (look.r == 0 && look.fd >= 0) { /* the copy failed after all: the extent is not used */
+                        close(look.fd);
+                        s->vmm.release_extent(s->vmm.release_ctx, look.extent_id);
+                }
                 c->candidate = false; /* its bytes are the app's copy's, not keyed: private memory */
                 return false;
         }
         c->key = c->content = key;
         plan->lo = lo - o;
         plan->hi = hi - o;
+        sage_stats_add(SAGE_STAT_SHARE_NS_BROKER, look.ns);
         t = sage_now_ns();
-        r = share_lookup(s, key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len);
-        t = lap(SAGE_STAT_SHARE_NS_BROKER, t);
-        s->expect_hit = r == 0 && fd >= 0 ? 1 : -1;
+        s->expect_hit = look.r == 0 && look.fd >= 0 ? 1 : -1;
         if (s->expect_hit > 0) {
-                piece = (Piece){
-                        .off = lo, .len = hi - lo, .extent_id = extent_id, .key = key, .span_lo = o, .span_hi = o + n
-                };
-                share_notes_apply(&piece, notes, notes_len);
-                mapped = share_vmm_map_extent(&s->vmm, a, &piece, fd); /* false: the copy stays, a candidate */
+                piece = (Piece){ .off = lo,
+                                 .len = hi - lo,
+                                 .extent_id = look.extent_id,
+                                 .key = key,
+                                 .span_lo = o,
+                                 .span_hi = o + n };
+                share_notes_apply(&piece, look.notes, look.notes_len);
+                mapped = share_vmm_map_extent(&s->vmm, a, &piece, look.fd); /* false: the copy stays, a candidate */
                 lap(SAGE_STAT_SHARE_NS_REMAP, t);
         }
         if (mapped) {
@@ -278,12 +247,14 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         int fd = -1, r;
         Piece piece;
         BeforeReplace before;
+        ShareStageJob *job;
 
         if (!atomic_load_explicit(&s->active, memory_order_relaxed) || !src || !n)
                 return false;
         pthread_mutex_lock(&s->lock);
         if (!(a = share_vmm_find(&s->vmm, dst, n)))
                 goto out;
+        plan->ours = true;
         o = dst - a->va;
         lo = (o + a->gran - 1) / a->gran * a->gran;
         hi = (o + n) / a->gran * a->gran;
@@ -314,10 +285,13 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 by_file = true;
                 sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
         }
+        t = lap(SAGE_STAT_SHARE_NS_FILE_KEY, t);
         if (copy_cheaper(s, a, o, n, hi - lo, !by_file))
                 goto out;
         if (!by_file) {
-                if (stage_possible(s, hi - lo) && !share_hint_unconfirmed_at(a, lo, hi) && expect_miss(s) &&
+                /* Expected to hit: never waits for the staging the warm-up thread may still be making. */
+                if (hi - lo >= SHARE_UPLOAD_STAGE_MIN && !share_hint_unconfirmed_at(a, lo, hi) && expect_miss(s) &&
+                    share_upload_stage_possible(s, hi - lo) &&
                     stage_first(s, a, o, n, lo, hi, (const char *)src + (lo - o), plan)) {
                         served = true;
                         goto out;
@@ -342,7 +316,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                                    &before);
         sage_stats_add(SAGE_STAT_SHARE_NS_REMAP, before.ns);
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t + before.ns);
-        if (!by_file && hi - lo >= STAGE_MIN)
+        if (!by_file && hi - lo >= SHARE_UPLOAD_STAGE_MIN)
                 s->expect_hit = r == 0 && fd >= 0 ? 1 : -1;
         atomic_store(&s->guarding, true);
         if (r == 0 && fd >= 0) {
@@ -375,11 +349,16 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
          */
         sage_stats_count(SAGE_STAT_SHARE_MISSES);
         sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+        job = share_upload_stage_begin(s, a, hi - lo,
+                                       (const char *)src + (lo - o)); /* copying while the candidate is made */
         t = sage_now_ns();
-        if (!(c = new_candidate(s, a, lo, hi, o, n)))
+        if (!(c = new_candidate(s, a, lo, hi, o, n))) {
+                if (job)
+                        share_stage_cancel(job);
                 goto written;
+        }
         t = lap(SAGE_STAT_SHARE_NS_REMAP, t);
-        if (stage_copy(s, a, lo, hi, (const char *)src + (lo - o), &content)) {
+        if (job && share_upload_stage_end(s, job, a, lo, hi, &content, NULL, NULL)) {
                 c->content = content;
                 c->key = by_file ? key : content;
                 plan->lo = lo - o;
@@ -483,8 +462,9 @@ static bool targets_shared_alloc(SageShare *s, CUdeviceptr dst, size_t n) {
 static CUresult upload(const CopyCall *c) {
         SageShare *s = sage_share();
         bool async = c->kind == COPY_HTOD_ASYNC || c->kind == COPY_UNIFIED_ASYNC;
-        UploadPlan plan;
+        UploadPlan plan = { 0 };
         CUresult r = CUDA_SUCCESS;
+        uint64_t t0 = sage_now_ns();
         size_t first;
 
         /*
@@ -513,11 +493,16 @@ static CUresult upload(const CopyCall *c) {
         }
         if (!share_upload(s, c->dst, (const void *)c->src, c->n, async, sage_share_stream_of(c->stream, c->ptsz),
                           &plan))
-                return timed_copy(s, c, 0, c->n);
-        if (plan.lo)
-                r = timed_copy(s, c, 0, plan.lo);
-        if (r == CUDA_SUCCESS && plan.hi < c->n)
-                r = timed_copy(s, c, plan.hi, c->n - plan.hi);
+                r = timed_copy(s, c, 0, c->n);
+        else {
+                if (plan.lo)
+                        r = timed_copy(s, c, 0, plan.lo);
+                if (r == CUDA_SUCCESS && plan.hi < c->n)
+                        r = timed_copy(s, c, plan.hi, c->n - plan.hi);
+        }
+        /* The whole call, the app's copies included: what its parts (key, broker, remap, stage) leave over. */
+        if (plan.ours)
+                lap(SAGE_STAT_SHARE_NS_UPLOAD, t0);
         return r;
 }
 

@@ -227,6 +227,8 @@ FAKE_EXPORT CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Fla
         CUcontext ctx;
         FAKE_TRY(fake_require_context_args(&ctx, !pp || bytesize == 0));
         size_t rounded = fake_page_round(bytesize);
+        if (fake.pin_ms)
+                fake_sleep_ms(fake.pin_ms);
         void *p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED)
                 return CUDA_ERROR_OUT_OF_MEMORY;

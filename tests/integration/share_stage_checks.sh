@@ -33,6 +33,14 @@ run cold 24 21 async-order
 expect cold SHARE_MISSES=1 SHARE_STAGED=1 SHARE_BYTES_STAGED=$((24 << 20)) SHARE_STAGED_HITS=0 SHARE_NS_KEY=0 \
   SHARE_PUBLISHED=1 SHARE_DROPPED=0
 [ "$(stat_of "$tmp/cold.json" SHARE_NS_STAGE_CPU)" -gt 0 ] || bad "cold: no CPU time reported"
+# Every ms of the upload call accounted for: its parts lie within it, and the allocation is timed too.
+parts=0
+for k in SHARE_NS_FILE_KEY SHARE_NS_KEY SHARE_NS_BROKER SHARE_NS_REMAP SHARE_NS_STAGE SHARE_NS_STAGE_READY; do
+  parts=$((parts + $(stat_of "$tmp/cold.json" $k)))
+done
+upload_ns=$(stat_of "$tmp/cold.json" SHARE_NS_UPLOAD)
+[ "$upload_ns" -ge "$parts" ] && [ "$parts" -gt 0 ] || bad "cold: SHARE_NS_UPLOAD $upload_ns, its parts $parts"
+[ "$(stat_of "$tmp/cold.json" SHARE_NS_ALLOC)" -gt 0 ] || bad "cold: the allocation's time not counted"
 run warm 24 21 async-order
 expect warm SHARE_HITS=1 SHARE_STAGED=0 SHARE_BYTES_MAPPED=$((24 << 20))
 
@@ -51,6 +59,28 @@ run known 32 31
 "$prog" 32 30 file2 "$tmp/a.bin" "$tmp/b.bin" > /dev/null 2>&1   # writes the files: b.bin holds seed 31's bytes
 run spec 32 30 file2 "$tmp/a.bin" "$tmp/b.bin"
 expect spec SHARE_MISSES=1 SHARE_HITS=1 SHARE_STAGED=2 SHARE_STAGED_HITS=1 SHARE_BYTES_MAPPED=$((32 << 20))
+
+step "staging made ahead buffer by buffer: the first miss starts with two, the rest are made meanwhile"
+# Each cuMemHostAlloc takes 100 ms (page-locking on a GPU host): the warm-up thread makes the
+# read-back staging, then the miss path's 8 buffers one by one. The miss comes at once and goes
+# once 2 are made: its timeline is printed before the warm-up thread is done (~600 ms later).
+native=$("$prog" 24 25)
+out=$(SAGE_FAKE_PIN_MS=100 SAGE_WARMUP=eager SAGE_VERBOSE=3 SAGE_TRACE="$tmp/ahead.json" LD_PRELOAD="$preload" \
+  "$prog" 24 25 2> "$tmp/ahead.err") || bad "ahead: failed"
+[ "$out" = "$native" ] || bad "ahead: output $out vs native $native"
+expect ahead SHARE_STAGED=1 SHARE_FALLBACKS=0
+staged_at=$(grep -n "staged 24 MiB in" "$tmp/ahead.err" | head -1 | cut -d: -f1)
+made_at=$(grep -n "the miss path's staging made ahead (32 MiB pinned)" "$tmp/ahead.err" | head -1 | cut -d: -f1)
+[ -n "$staged_at" ] && [ -n "$made_at" ] && [ "$staged_at" -lt "$made_at" ] ||
+  bad "ahead: the miss waited for every buffer (staged at line ${staged_at:-none}, made at ${made_at:-none}): $(cat "$tmp/ahead.err")"
+
+step "a hit never waits for the staging the warm-up thread is making (a C function on a warm broker)"
+# The same upload again, the broker holding it (published by the run above): hashed, looked up,
+# mapped; the staging (200 ms a buffer) is still being made when it comes.
+out=$(SAGE_FAKE_PIN_MS=200 SAGE_WARMUP=eager SAGE_TRACE="$tmp/ahead-hit.json" LD_PRELOAD="$preload" \
+  "$prog" 24 25 2> /dev/null) || bad "ahead-hit: failed"
+[ "$out" = "$native" ] || bad "ahead-hit: output $out vs native $native"
+expect ahead-hit SHARE_HITS=1 SHARE_STAGED=0 SHARE_NS_STAGE_READY=0
 
 step "SAGE_VERBOSE=3: a staged copy's timeline on stderr (where its time went), the output unchanged"
 native=$("$prog" 24 24)

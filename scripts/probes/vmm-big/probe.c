@@ -7,21 +7,9 @@
  *   pieces_fd  1 GiB exportable cuMemCreate + map + access pieces covering it (SAGE now)
  * each with its result name and milliseconds. docs/sharing.md, "Allocators".
  */
-#include <cuda.h>
 #include <stdio.h>
-#include <time.h>
 
-static double now_ms(void) {
-        struct timespec t;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static const char *name(CUresult r) {
-        const char *n = "?";
-        cuGetErrorName(r, &n);
-        return n;
-}
+#include "probe.h"
 
 static CUresult create(size_t size, CUmemAllocationHandleType type, CUmemGenericAllocationHandle *h) {
         CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,

@@ -9,11 +9,8 @@
 #   scripts/probes/vmm-big/run.sh      (bounded: 60 s)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-command -v nvidia-smi > /dev/null || { echo "vmm-big: no GPU (nvidia-smi not found)"; exit 77; }
+. "$here/../lib.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-stubs=()
-[ -d /usr/local/cuda/lib64/stubs ] && stubs=(-L/usr/local/cuda/lib64/stubs)
-gcc -O2 -std=gnu11 -I/usr/local/cuda/include "$here/probe.c" "${stubs[@]}" -lcuda -o "$tmp/probe" ||
-    { echo "vmm-big: probe.c does not build"; exit 1; }
+probe_build vmm-big "$here/probe.c" "$tmp/probe"
 timeout 60 "$tmp/probe"

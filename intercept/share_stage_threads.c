@@ -1,0 +1,98 @@
+/*
+ * How many copying threads a staged upload takes (share_stage.h): the CPUs
+ * this process may use (its affinity mask; its cgroup's CPU quota, where
+ * that is less) and the load, read at each upload.
+ */
+#include "share_stage.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "share_key.h"
+
+long share_stage_cpus(long affinity, long quota, long period) {
+        long q = quota > 0 && period > 0 ? (quota + period - 1) / period : 0;
+
+        return q > 0 && q < affinity ? q : affinity;
+}
+
+/* The first one or two numbers of a file; false: no file, or no number ("max": no quota). */
+static bool read_longs(const char *path, long *a, long *b) {
+        FILE *f = fopen(path, "re");
+        int n = f ? fscanf(f, "%ld %ld", a, b) : 0;
+
+        if (f)
+                fclose(f);
+        return n >= 1;
+}
+
+/* The quota of cgroup `cg` (its first `len` characters) as CPUs; 0: none. */
+static long cgroup_quota(const char *cg, size_t len, bool v2) {
+        char path[640];
+        long quota = 0, period = 100000, unused;
+
+        if (v2) {
+                snprintf(path, sizeof(path), "/sys/fs/cgroup%.*s/cpu.max", (int)len, cg);
+                if (!read_longs(path, &quota, &period))
+                        return 0;
+        } else {
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_quota_us", (int)len, cg);
+                if (!read_longs(path, &quota, &unused))
+                        return 0;
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_period_us", (int)len, cg);
+                read_longs(path, &period, &unused);
+        }
+        quota = share_stage_cpus(LONG_MAX, quota, period);
+        return quota == LONG_MAX ? 0 : quota;
+}
+
+/*
+ * The CPU quota of this process's cgroup or of an ancestor, as CPUs (0:
+ * none): a container may see 16 CPUs but get 8 CPUs' time, and threads
+ * beyond its quota are stopped for the rest of the period (100 ms: a whole
+ * upload). cgroup v2's cpu.max, else v1's cpu.cfs_quota_us.
+ */
+static long quota_cpus(void) {
+        char line[512], *cg = NULL, *p;
+        FILE *f = fopen("/proc/self/cgroup", "re");
+        long best = 0, q;
+        bool v2 = false;
+
+        while (f && !cg && fgets(line, sizeof(line), f)) {
+                line[strcspn(line, "\n")] = 0;
+                if (strncmp(line, "0::", 3) == 0)
+                        v2 = true, cg = line + 3;
+                else if ((p = strstr(line, ":cpu,")) || (p = strstr(line, ":cpu:")) || (p = strstr(line, ",cpu:")) ||
+                         (p = strstr(line, ",cpu,")))
+                        cg = strchr(p + 1, ':') + 1;
+        }
+        if (f)
+                fclose(f);
+        /* The cgroup and each ancestor ("/a/b", "/a", ""): the smallest quota binds. */
+        for (size_t len = cg ? strlen(cg) : 0; cg; len--) {
+                while (len > 0 && cg[len - 1] == '/')
+                        len--;
+                if ((q = cgroup_quota(cg, len, v2)) > 0 && (!best || q < best))
+                        best = q;
+                while (len > 0 && cg[len - 1] != '/')
+                        len--;
+                if (!len)
+                        break;
+        }
+        return best;
+}
+
+unsigned share_stage_threads_now(void) {
+        long cpus = sage_share_cpu_count(), quota = quota_cpus();
+
+        return share_stage_threads(quota ? share_stage_cpus(cpus, quota, 1) : cpus, sage_share_running_now());
+}
+
+unsigned share_stage_threads(long cpus, long running) {
+        long others = running > 1 ? running - 1 : 0, t = cpus - others - 1; /* a CPU for the caller */
+
+        if (running <= 0 || others > cpus / 4) /* unknown, or a busy machine: polite */
+                t = t < cpus / 2 ? t : cpus / 2;
+        return t < 1 ? 1 : t > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : (unsigned)t;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# What page-locking the miss path's 128 MiB of staging costs, and whether it
+# holds up another thread's copies (docs/sharing.md, "Misses at DMA speed").
+# Builds probe.c, runs it on GPU 0 (bounded: 30 s; it takes ~1 s); prints
+#   alloc_host: CUDA_SUCCESS 8 x 16 MiB in T ms (per buffer A-B)      (twice)
+#   register_thp: ... populate P ms (hugepage advice taken N), register R ms, total T ms
+#   register_4k:  ... the same without MADV_HUGEPAGE
+#   copies alone: G GB/s, longest enqueue E ms
+#   copies while pinning 8 x 16 MiB (T ms): G GB/s, longest enqueue E ms
+# Reading it: register_thp's total well under alloc_host's (the H100 host:
+# ~50 ms) says libsage should pin by mmap + MADV_HUGEPAGE + populate +
+# cuMemHostRegister (the populate runs outside the driver, on any thread);
+# "copies while pinning" near "copies alone" says the warm-up thread's
+# pinning does not hold up the app's first miss (buffer by buffer is then
+# all it needs); a longest enqueue of milliseconds says the driver
+# serializes them, and pinning must finish before a C function's upload.
+#   scripts/probes/pin/run.sh
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib.sh"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+probe_build pin "$here/probe.c" "$tmp/probe"
+timeout 30 "$tmp/probe"
