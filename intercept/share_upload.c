@@ -290,8 +290,8 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 goto out;
         if (!by_file) {
                 /* Expected to hit: never waits for the staging the warm-up thread may still be making. */
-                if (hi - lo >= SHARE_UPLOAD_STAGE_MIN && !share_hint_unconfirmed_at(a, lo, hi) && expect_miss(s) &&
-                    share_upload_stage_possible(s, hi - lo) &&
+                if (hi - lo >= SHARE_UPLOAD_STAGE_MIN && expect_miss(s) && share_upload_stage_possible(s, hi - lo) &&
+                    !share_hint_unconfirmed_at(a, lo, hi) &&
                     stage_first(s, a, o, n, lo, hi, (const char *)src + (lo - o), plan)) {
                         served = true;
                         goto out;
