@@ -96,6 +96,7 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         size_t gran = 0, lead;
         CUresult r;
         int known;
+        bool predicted;
 
         if (!sage_options()->share || size < sage_options()->share_min || !dptr)
                 return false;
@@ -120,8 +121,9 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
                 goto fail;
         pthread_mutex_lock(&s->lock);
         lead = share_place_next(&s->place, size, gran, &ordinal);
+        predicted = share_predict_alloc(s, size, ordinal, lead, gran, dev, broker_dev, ctx, &a);
         pthread_mutex_unlock(&s->lock);
-        r = alloc_placed(&s->vmm, size, lead, gran, dev, broker_dev, ctx, &a);
+        r = predicted ? CUDA_SUCCESS : alloc_placed(&s->vmm, size, lead, gran, dev, broker_dev, ctx, &a);
         /* Out of memory is the app's answer too: what cuMemAlloc would say. */
         if (r == CUDA_ERROR_OUT_OF_MEMORY)
                 return false;
@@ -233,6 +235,8 @@ void sage_share_note_write(void) {
 static void share_before(SageCall *call) {
         const SageSymInfo *info = &sage_sym_info[call->sym];
 
+        if (!call->own && info->category == SAGE_CAT_GRAPH) /* a graph's kernels may write what no upload confirmed */
+                share_predict_settle(sage_share());
         if (call->own || info->impl || info->category == SAGE_CAT_LAUNCH || info->category == SAGE_CAT_GRAPH)
                 return;
         if (call->writes == SAGE_WRITES_RANGE && call->write_bytes)
@@ -300,6 +304,7 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
          * launch is captured: assembly synchronizes, which would break the
          * capture (those allocations are then not assembled at all).
          */
+        share_predict_settle(s); /* the launch guard knows only pieces an upload spans */
         if (atomic_load_explicit(&s->vmm.pending, memory_order_relaxed) && !share_capturing(s, stream))
                 share_assemble(s);
         if (!atomic_load_explicit(&s->guarding, memory_order_relaxed) || !f)

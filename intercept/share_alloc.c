@@ -34,6 +34,7 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
         v->track_pending = false; /* the caller turns it on */
         atomic_store(&v->write_epoch, 1);
         atomic_store(&v->pending, false);
+        atomic_store(&v->unconfirmed, 0);
         v->allocs = NULL;
         v->lo_va = UINT64_MAX;
         v->hi_va = 0;
@@ -81,6 +82,27 @@ static CUresult map_at(ShareVmm *v, const SageShareAlloc *a, size_t off, size_t 
         return sage_vmm_map(&v->drv->vmm, a->va + off, len, a->dev, h, access);
 }
 
+/* Map adjacent pieces ps[0..n) with one access call (the driver grants several whole mappings at once);
+ * on failure none stays mapped. */
+static CUresult map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, size_t n, CUmemAccess_flags access) {
+        const SageVmmOps *ops = &v->drv->vmm;
+        CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, a->dev }, .flags = access };
+        size_t mapped = 0;
+        CUresult r = CUDA_SUCCESS;
+
+        while (mapped < n &&
+               (r = ops->map(a->va + ps[mapped].off, ps[mapped].len, 0, ps[mapped].handle, 0)) == CUDA_SUCCESS)
+                mapped++;
+        if (r == CUDA_SUCCESS)
+                r = ops->set_access(a->va + ps[0].off, ps[n - 1].off + ps[n - 1].len - ps[0].off, &desc, 1);
+        if (r != CUDA_SUCCESS)
+                while (mapped > 0) {
+                        mapped--;
+                        ops->unmap(a->va + ps[mapped].off, ps[mapped].len);
+                }
+        return r;
+}
+
 /*
  * The largest physical allocation a new allocation starts with. XLA's BFC
  * allocator asks for 75% of the GPU in one cuMemAlloc (docs/sharing.md,
@@ -92,10 +114,10 @@ static CUresult map_at(ShareVmm *v, const SageShareAlloc *a, size_t off, size_t 
 #define SHARE_VMM_CHUNK ((size_t)1 << 30)
 
 static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
-                             bool map, bool rdma, SageShareAlloc **out) {
+                             bool map, bool rdma, Piece *pre, size_t npre, SageShareAlloc **out) {
         const SageVmmOps *ops = &v->drv->vmm;
         SageShareAlloc *a;
-        size_t chunk;
+        size_t chunk, k = 0, m;
         CUresult r = CUDA_SUCCESS;
 
         if (!gran || !(a = calloc(1, sizeof(*a))))
@@ -109,30 +131,46 @@ static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev
         a->app_vmm = !map;
         a->rdma = rdma;
         chunk = SHARE_VMM_CHUNK > gran ? SHARE_VMM_CHUNK / gran * gran : gran;
-        if (map && (r = ops->address_reserve(&a->va, a->padded, 0, 0, 0)) != CUDA_SUCCESS)
+        /* Room for every piece (the extents, the gaps around them in chunks): inserting cannot fail. */
+        if (!reserve_pieces(a, 2 * npre + 2 + a->padded / chunk))
+                r = CUDA_ERROR_OUT_OF_MEMORY;
+        else if (map)
+                r = ops->address_reserve(&a->va, a->padded, 0, 0, 0);
+        if (r != CUDA_SUCCESS)
                 goto fail;
-        for (size_t off = 0; off < a->padded && r == CUDA_SUCCESS; off += chunk) {
-                Piece p = { .off = off, .len = a->padded - off < chunk ? a->padded - off : chunk };
+        for (size_t off = 0; off < a->padded && r == CUDA_SUCCESS;) {
+                size_t end = k < npre ? pre[k].off : a->padded;
+                Piece p = { .off = off, .len = end - off < chunk ? end - off : chunk };
+                if (end == off) { /* predicted extents pre[k, k+m), adjacent: mapped with one access call */
+                        for (m = 1; k + m < npre && pre[k + m].off == pre[k + m - 1].off + pre[k + m - 1].len;)
+                                m++;
+                        if ((r = map_run(v, a, &pre[k], m, CU_MEM_ACCESS_FLAGS_PROT_READ)) == CUDA_SUCCESS)
+                                insert_pieces(a, a->npieces, 0, &pre[k], m);
+                        off = pre[k + m - 1].off + pre[k + m - 1].len;
+                        k += m;
+                        continue;
+                }
                 if ((r = share_vmm_create(v, a, p.len, &p.handle)) != CUDA_SUCCESS)
                         break;
-                if ((map &&
-                     (r = map_at(v, a, off, p.len, p.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS) ||
-                    !insert_pieces(a, a->npieces, 0, &p, 1)) {
-                        if (r == CUDA_SUCCESS) {
-                                if (map)
-                                        ops->unmap(a->va + off, p.len);
-                                r = CUDA_ERROR_OUT_OF_MEMORY;
-                        }
+                if (map && (r = map_at(v, a, off, p.len, p.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS)
                         ops->release(p.handle);
-                }
+                else
+                        insert_pieces(a, a->npieces, 0, &p, 1);
+                off += p.len;
         }
         if (r != CUDA_SUCCESS) {
-                for (size_t i = 0; i < a->npieces; i++)
-                        share_vmm_drop_piece(v, a, &a->pieces[i]);
+                for (size_t i = 0; i < a->npieces; i++) /* predicted extents only unmapped: the caller's again */
+                        if (a->pieces[i].extent_id)
+                                ops->unmap(a->va + a->pieces[i].off, a->pieces[i].len);
+                        else
+                                share_vmm_drop_piece(v, a, &a->pieces[i]);
                 if (map)
                         ops->address_free(a->va, a->padded);
                 goto fail;
         }
+        for (size_t i = 0; i < a->npieces; i++)
+                a->pieces[i].unconfirmed = a->pieces[i].extent_id != 0;
+        atomic_fetch_add(&v->unconfirmed, (unsigned)npre);
         a->epoch = atomic_load_explicit(&v->write_epoch, memory_order_relaxed);
         *out = a;
         return CUDA_SUCCESS;
@@ -144,12 +182,17 @@ fail:
 
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
                          SageShareAlloc **out) {
-        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, true, false, out);
+        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, true, false, NULL, 0, out);
+}
+
+CUresult share_vmm_alloc_predicted(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev,
+                                   CUcontext ctx, Piece *pre, size_t npre, SageShareAlloc **out) {
+        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, true, false, pre, npre, out);
 }
 
 CUresult share_vmm_alloc_unmapped(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev,
                                   CUcontext ctx, bool rdma, SageShareAlloc **out) {
-        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, false, rdma, out);
+        return alloc_pieces(v, size, gran, dev, broker_dev, ctx, false, rdma, NULL, 0, out);
 }
 
 void share_vmm_link(ShareVmm *v, SageShareAlloc *a) {
@@ -290,6 +333,9 @@ void share_vmm_free_lists(Piece *p) {
 
 void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
         share_vmm_free_lists(p);
+        if (p->unconfirmed)
+                atomic_fetch_sub(&v->unconfirmed, 1);
+        p->unconfirmed = false;
         if (p->parked)
                 return; /* nothing mapped, nothing held */
         if (a->va)      /* an app's handle not mapped now has no address */
@@ -297,27 +343,6 @@ void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
         v->drv->vmm.release(p->handle);
         if (p->extent_id && v->release_extent)
                 v->release_extent(v->release_ctx, p->extent_id);
-}
-
-/* Map adjacent private pieces ps[0..n) read-write with one access call; on failure none stays mapped. */
-static CUresult map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, size_t n) {
-        const SageVmmOps *ops = &v->drv->vmm;
-        CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, a->dev },
-                                 .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
-        size_t mapped = 0;
-        CUresult r = CUDA_SUCCESS;
-
-        while (mapped < n &&
-               (r = ops->map(a->va + ps[mapped].off, ps[mapped].len, 0, ps[mapped].handle, 0)) == CUDA_SUCCESS)
-                mapped++;
-        if (r == CUDA_SUCCESS)
-                r = ops->set_access(a->va + ps[0].off, ps[n - 1].off + ps[n - 1].len - ps[0].off, &desc, 1);
-        if (r != CUDA_SUCCESS)
-                while (mapped > 0) {
-                        mapped--;
-                        ops->unmap(a->va + ps[mapped].off, ps[mapped].len);
-                }
-        return r;
 }
 
 /*
@@ -443,7 +468,7 @@ CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size
         for (size_t k = 0, n; k < nrem && r == CUDA_SUCCESS; k += n) {
                 for (n = 1; k + n < nrem && rem[k + n].off == rem[k + n - 1].off + rem[k + n - 1].len;)
                         n++;
-                r = map_run(v, a, &rem[k], n);
+                r = map_run(v, a, &rem[k], n, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
         }
         if (r == CUDA_SUCCESS)
                 r = map_at(v, a, lo, hi - lo, with->handle,
@@ -486,9 +511,11 @@ bool share_vmm_map_extent(ShareVmm *v, SageShareAlloc *a, Piece *piece, int fd) 
 bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i) {
         Piece *p = &a->pieces[i];
         CUmemGenericAllocationHandle h;
+        bool predicted = p->unconfirmed;
 
-        share_vmm_sync(v, a);
-        if (share_vmm_copy_into_new(v, a, p->off, p->len, &h) != CUDA_SUCCESS)
+        /* Predicted, its upload not come: uninitialized memory to the app, nothing to copy or wait for. */
+        if (predicted ? share_vmm_create(v, a, p->len, &h) != CUDA_SUCCESS
+                      : (share_vmm_sync(v, a), share_vmm_copy_into_new(v, a, p->off, p->len, &h) != CUDA_SUCCESS))
                 return false;
         share_vmm_drop_piece(v, a, p);
         if (map_at(v, a, p->off, p->len, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS) {
@@ -497,7 +524,7 @@ bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i) {
                 return false;
         }
         *p = (Piece){ .off = p->off, .len = p->len, .handle = h, .span_lo = p->span_lo };
-        sage_stats_count(SAGE_STAT_SHARE_UNSHARED);
+        sage_stats_count(predicted ? SAGE_STAT_SHARE_PREDICT_UNUSED : SAGE_STAT_SHARE_UNSHARED);
         return true;
 }
 

@@ -26,6 +26,7 @@ typedef struct Piece {
         uint64_t extent_id; /* nonzero: a broker extent mapped read-only; the reference we hold */
         bool parked;        /* a broker extent unmapped while suspended (share_vmm_park): `key` maps it again */
         bool candidate;     /* filled by one upload: published at free or exit if unchanged */
+        bool unconfirmed;   /* predicted (share_hint.h): an extent mapped before its upload, no span yet */
         SageHash key;       /* candidate: the broker key (file identity or content) */
         SageHash content;   /* candidate: the content hash, checked against the device */
         size_t span_lo;     /* where the upload that filled it starts (<= off): kernels point from here */
@@ -124,6 +125,8 @@ typedef struct ShareVmm {
         SageShareAlloc *allocs;
         uint64_t lo_va, hi_va; /* bounds of every allocation it backs */
         ShareRests prepared;   /* share_vmm_prepare_rests's, until taken or discarded */
+        /* Unconfirmed pieces (share_hint.h): hooks read it without the lock. */
+        atomic_uint unconfirmed;
 } ShareVmm;
 
 void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx);
@@ -135,6 +138,15 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
  */
 CUresult share_vmm_alloc(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev, CUcontext ctx,
                          SageShareAlloc **out);
+/*
+ * The same, its ranges pre[0..npre) backed by the broker extents the
+ * caller imported (handle, extent_id, key and notes set; on granules
+ * inside it, sorted, apart: share_hints_for checks): mapped read-only, one
+ * access call per run of adjacent ones, unconfirmed (share_hint.h); only
+ * the rest gets private backing. On failure they are the caller's again.
+ */
+CUresult share_vmm_alloc_predicted(ShareVmm *v, size_t size, size_t gran, CUdevice dev, uint32_t broker_dev,
+                                   CUcontext ctx, Piece *pre, size_t npre, SageShareAlloc **out);
 /*
  * The same, but nothing reserved or mapped (va 0): the backing of an app's
  * cuMemCreate handle (share_vmm.c), mapped where the app maps it; its

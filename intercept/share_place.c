@@ -85,22 +85,26 @@ static void load(SharePlace *p) {
         qsort(p->hint, p->nhint, sizeof(*p->hint), cmp_hint);
 }
 
-void share_place_open(SharePlace *p, const char *dir) {
-        char name[33];
-        size_t n;
+char *share_place_file(const char *dir, const char *kind) {
+        char name[33], *path;
+        size_t n = strlen(dir) + strlen(kind) + sizeof(name) + 2;
 
+        sage_hash_format(program_key(), name);
+        if ((path = malloc(n)))
+                snprintf(path, n, "%s/%s-%s", dir, kind, name);
+        return path;
+}
+
+void share_place_open(SharePlace *p, const char *dir) {
         share_place_close(p);
         if (!dir || !*dir)
                 return;
-        sage_hash_format(program_key(), name);
-        n = strlen(dir) + sizeof("/place-") + sizeof(name);
         p->hint = calloc(SHARE_PLACE_MAX, sizeof(*p->hint));
         p->seen = calloc(SHARE_PLACE_MAX, sizeof(*p->seen));
-        if (!p->hint || !p->seen || !(p->path = malloc(n))) {
+        if (!p->hint || !p->seen || !(p->path = share_place_file(dir, "place"))) {
                 share_place_close(p);
                 return;
         }
-        snprintf(p->path, n, "%s/place-%s", dir, name);
         load(p);
 }
 
@@ -152,18 +156,17 @@ void share_place_learn(SharePlace *p, size_t size, uint32_t ordinal, size_t lead
         p->dirty = true;
 }
 
-int share_place_save(SharePlace *p) {
+int share_place_write(const char *path, bool *dirty, void (*write)(FILE *, void *), void *ctx) {
         char *tmp;
-        size_t n;
+        size_t n = strlen(path) + 32;
         FILE *f;
         int fd, r = 0;
 
-        if (!p->path || !p->dirty)
+        if (!*dirty)
                 return 0;
-        n = strlen(p->path) + 32;
         if (!(tmp = malloc(n)))
                 return -ENOMEM;
-        snprintf(tmp, n, "%s.%ld", p->path, (long)getpid());
+        snprintf(tmp, n, "%s.%ld", path, (long)getpid());
         /* A new file of our own: never through a link someone put in a folder others may write. */
         if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0 ||
             !(f = fdopen(fd, "w"))) {
@@ -173,16 +176,26 @@ int share_place_save(SharePlace *p) {
                 free(tmp);
                 return r;
         }
-        for (size_t i = 0; i < p->nhint; i++)
-                fprintf(f, "%llu %u %u\n", (unsigned long long)p->hint[i].size, p->hint[i].ordinal, p->hint[i].lead);
-        if (fclose(f) != 0 || rename(tmp, p->path) != 0) {
+        write(f, ctx);
+        if (fclose(f) != 0 || rename(tmp, path) != 0) {
                 r = -errno;
                 unlink(tmp);
         } else {
-                p->dirty = false;
+                *dirty = false;
         }
         free(tmp);
         return r;
+}
+
+static void write_hints(FILE *f, void *ctx) {
+        const SharePlace *p = ctx;
+
+        for (size_t i = 0; i < p->nhint; i++)
+                fprintf(f, "%llu %u %u\n", (unsigned long long)p->hint[i].size, p->hint[i].ordinal, p->hint[i].lead);
+}
+
+int share_place_save(SharePlace *p) {
+        return p->path ? share_place_write(p->path, &p->dirty, write_hints, p) : 0;
 }
 
 bool share_place_lead_for(size_t x, size_t gran, size_t *lead) {

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Offsets into a reservation are multiples of this: what cuMemAlloc's callers may rely on (>= 256). */
 #define SHARE_PLACE_ALIGN 512u
@@ -46,6 +47,11 @@ size_t share_place_next(SharePlace *p, size_t size, size_t gran, uint32_t *ordin
 void share_place_learn(SharePlace *p, size_t size, uint32_t ordinal, size_t lead);
 /* Write the hints back if any changed (a new file renamed over the old one). 0 or -errno. */
 int share_place_save(SharePlace *p);
+/* DIR/KIND-<program>: a hint file of this program (executable and command line); NULL: no memory. */
+char *share_place_file(const char *dir, const char *kind);
+/* Write `path` anew through write(f, ctx) if *dirty (a new file of our own renamed over it; then *dirty is
+ * false). 0 or -errno. */
+int share_place_write(const char *path, bool *dirty, void (*write)(FILE *, void *), void *ctx);
 /*
  * The lead that puts app offset `x` (where the pool put a buffer after the
  * uploads) on a granule; false: none can (not aligned as the app may expect).

@@ -150,11 +150,13 @@ int share_broker_device(SageShare *s, CUdevice dev, uint32_t *broker_dev) {
 
 int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd, const void **notes,
                  uint32_t *notes_len) {
+        sage_stats_count(SAGE_STAT_SHARE_LOOKUPS);
         return broker_lookup(s, key, len, device, id, fd, notes, notes_len);
 }
 
 int share_lookup_meanwhile(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
                            const void **notes, uint32_t *notes_len, SageBrokerMeanwhile meanwhile, void *ctx) {
+        sage_stats_count(SAGE_STAT_SHARE_LOOKUPS);
         return lookup_meanwhile(s, key, len, device, id, fd, notes, notes_len, meanwhile, ctx);
 }
 
@@ -189,6 +191,10 @@ static void broker_lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
                         close(bl[i].fd);
         }
         free(bl);
+}
+
+void share_lookup_many(SageShare *s, ShareLookupReq *reqs, size_t n) {
+        broker_lookup_many(s, reqs, n);
 }
 
 void share_assemble(SageShare *s) {
@@ -247,6 +253,7 @@ void share_retire(SageShare *s, SageShareAlloc *a) {
                         share_vmm_drop_candidate(a, &a->pieces[i], "it starts elsewhere from now on (placement)");
                 return;
         }
+        share_hints_learn(&s->hints, a); /* before publishing: it tells candidates by their flag */
         share_publish(s, a);
 }
 
@@ -266,6 +273,8 @@ static void share_at_exit(void) {
         pthread_mutex_lock(&s->lock);
         for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                 share_retire(s, a);
+        share_hints_save(&s->hints);
+        share_predict_drop_ahead(s);
         pthread_mutex_unlock(&s->lock);
         if (sage_hooks_active(SAGE_OBSERVER_SUSPEND))
                 sage_gate_leave();
@@ -349,6 +358,7 @@ bool share_enabled(SageShare *s) {
         share_vmm_init(&s->vmm, &s->drv, release_extent, s);
         s->vmm.track_pending = sage_options()->share_assemble;
         share_place_open(&s->place, sage_options()->share_place);
+        share_hints_open(&s->hints, sage_options()->share_predict ? sage_options()->share_place : NULL);
         atexit(share_at_exit);
         s->state = 1;
         atomic_store(&s->active, true);

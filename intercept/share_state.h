@@ -13,7 +13,9 @@
 
 #include "broker_client.h"
 #include "share_alloc.h"
+#include "share_assemble.h"
 #include "share_cost.h"
+#include "share_hint.h"
 #include "share_place.h"
 #include "share_guard.h"
 #include "share_file_key.h"
@@ -43,6 +45,11 @@ typedef struct SageShare {
         struct ShareIpc *ipc; /* share_ipc.c, created at the first IPC call */
         ShareVmaCache maps;   /* file keys' view of the memory map */
         SharePlace place;     /* learned placement (SAGE_SHARE_PLACE) */
+        ShareHints hints;     /* predicted remap (SAGE_SHARE_PREDICT, share_predict.c) */
+        /* Its keys asked at the first predicted allocation, until taken; held: hooks read it without the lock. */
+        struct SharePredictAhead *ahead;
+        bool ahead_asked;
+        atomic_bool ahead_held;
         atomic_bool active;   /* some allocation may be VMM-backed: hooks read it without the lock */
         atomic_bool guarding; /* some piece is a candidate or shared: launches are scanned */
         int8_t device_state[SAGE_SHARE_MAX_DEVICES]; /* by the process's ordinal: 0 unknown, 1 found, -1 not served */
@@ -92,6 +99,24 @@ int share_lookup(SageShare *s, SageHash key, size_t len, uint32_t device, uint64
 /* share_lookup running meanwhile(ctx) once while the broker answers (broker_client.h). Under the lock. */
 int share_lookup_meanwhile(SageShare *s, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
                            const void **notes, uint32_t *notes_len, SageBrokerMeanwhile meanwhile, void *ctx);
+/* Many keys in one pipelined exchange (share_assemble.h's lookup_many). Under the lock. */
+void share_lookup_many(SageShare *s, ShareLookupReq *reqs, size_t n);
+/*
+ * Predicted remap (share_predict.c). At cuMemAlloc of (size, ordinal),
+ * its app bytes `lead` into the reservation: the hinted extents the broker
+ * holds mapped as it is made; false: no prediction made (the caller
+ * allocates as usual). Under the lock.
+ */
+bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lead, size_t gran, CUdevice dev,
+                         uint32_t broker_dev, CUcontext ctx, SageShareAlloc **out);
+/* An upload [o, o+n) of `a` whose whole granules [lo, hi) have `key`: true when an unconfirmed piece there
+ * had it (a hit, nothing else to do but copy the ends). Under the lock. */
+bool share_predict_confirm(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, SageHash key);
+/* Before a launch or an API write: every unconfirmed piece private (share_hint.h), and the answers asked
+ * ahead that no allocation took given back. Takes the lock. */
+void share_predict_settle(SageShare *s);
+/* Give back the answers asked ahead that no allocation took. Under the lock. */
+void share_predict_drop_ahead(SageShare *s);
 /*
  * Granules that uploads filled in part (or several uploads together) are
  * keyed by their content before anything else writes them: called before a

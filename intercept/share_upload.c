@@ -183,6 +183,7 @@ void sage_share_before_write(CUdeviceptr dst, size_t n) {
 
         if (!atomic_load_explicit(&s->active, memory_order_relaxed))
                 return;
+        share_predict_settle(s);
         share_assemble(s); /* while the uploads' granules still hold only what was uploaded */
         share_vmm_note_write(&s->vmm);
         pthread_mutex_lock(&s->lock);
@@ -200,6 +201,7 @@ void sage_share_before_unknown_write(CUdeviceptr dst) {
 
         if (!atomic_load_explicit(&s->active, memory_order_relaxed))
                 return;
+        share_predict_settle(s);
         share_assemble(s);
         share_vmm_note_write(&s->vmm);
         pthread_mutex_lock(&s->lock);
@@ -265,7 +267,11 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         for (size_t i = 0; i < a->npieces; i++) {
                 Piece *p = &a->pieces[i];
                 if (p->off < o + n && o < p->off + p->len && (p->off < lo || p->off + p->len > hi || lo >= hi)) {
-                        share_vmm_before_write(&s->vmm, a, o, n);
+                        if (lo < hi && share_hint_unconfirmed_at(a, lo, hi)) { /* the ends only: it may be confirmed */
+                                share_vmm_before_write(&s->vmm, a, o, lo - o);
+                                share_vmm_before_write(&s->vmm, a, hi, o + n - hi);
+                        } else
+                                share_vmm_before_write(&s->vmm, a, o, n);
                         break;
                 }
         }
@@ -285,6 +291,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         if (!by_file) {
                 /* Expected to hit: never waits for the staging the warm-up thread may still be making. */
                 if (hi - lo >= SHARE_UPLOAD_STAGE_MIN && expect_miss(s) && share_upload_stage_possible(s, hi - lo) &&
+                    !share_hint_unconfirmed_at(a, lo, hi) &&
                     stage_first(s, a, o, n, lo, hi, (const char *)src + (lo - o), plan)) {
                         served = true;
                         goto out;
@@ -297,6 +304,12 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 share_cost_key(&s->cost, hi - lo, sage_now_ns() - t);
         }
         t = lap(SAGE_STAT_SHARE_NS_KEY, t);
+        if (share_predict_confirm(s, a, o, n, lo, hi, key)) { /* mapped at allocation: no driver or broker call */
+                plan->lo = lo - o;
+                plan->hi = hi - o;
+                served = true;
+                goto out;
+        }
         hit_t = t;
         before = (BeforeReplace){ s, a, lo, hi, o + n, 0 };
         r = share_lookup_meanwhile(s, key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len, before_replace,

@@ -508,6 +508,38 @@ if [ -x "$saged" ]; then
                 "$extra"
         done
     done
+    # Predicted remap rows (SAGE_SHARE_PREDICT=1, docs/sharing.md#predict): the programs that upload
+    # weights three more times, hints and placement in a folder of their own (the broker holds their
+    # extents from the rows above): the first learns the hints, the second may still learn placement, the
+    # third must map its hits as its allocations are made (SHARE_PREDICTED > 0) and print native's output;
+    # share_weights' kernel writing mapped weights still gets a private copy first.
+    for p in share_weights torch_model; do
+        selected "$p" && [ "${build_ok[$p]:-0}" = 1 ] || continue
+        nrc=$(awk -F'\t' -v p="$p" '$1 == p { print $2 }' "$results")
+        nms=$(awk -F'\t' -v p="$p" '$1 == p { print $3 }' "$results")
+        command_of "$p"
+        mkdir -p "$logs/predict-$p"
+        for round in 1 2 3; do
+            run_program "$p" "predict$round" -u SAGE_TRACE_STACKS "LD_PRELOAD=$libsage" SAGE_SHARE=1 \
+                SAGE_SHARE_PREDICT=1 "SAGE_SHARE_PLACE=$logs/predict-$p" "SAGE_SOCKET=$sock" \
+                "SAGE_TRACE=$logs/$p.predict$round.%p.json" -- "${cmd[@]}"
+            extra=ok
+            declare -A st=()
+            for k in HITS PREDICTED PREDICT_MAPPED PREDICT_UNUSED LOOKUPS PREDICT_WINDOWS FALLBACKS GUARD_UNSHARED; do
+                st[$k]=$(stat_sum "$p" "predict$round" "SHARE_$k")
+            done
+            echo "gpu-test: $p predict$round: hits ${st[HITS]}, predicted ${st[PREDICTED]} of ${st[PREDICT_MAPPED]} mapped at allocation (${st[PREDICT_UNUSED]} unused), upload lookups ${st[LOOKUPS]}, allocation windows ${st[PREDICT_WINDOWS]}, fallbacks ${st[FALLBACKS]}, guard ${st[GUARD_UNSHARED]}" \
+                >> "$logs/share-stats.txt"
+            if [ "${st[FALLBACKS]}" != 0 ]; then
+                extra="${st[FALLBACKS]} sharing fallbacks"
+            elif [ "$round" = 3 ] && [ "${st[PREDICTED]}" = 0 ]; then
+                extra="third run: no hit mapped at allocation"
+            elif [ "$round" = 3 ] && [ "$p" = share_weights ] && [ "${st[GUARD_UNSHARED]}" = 0 ]; then
+                extra="the kernel writing mapped weights got no private copy"
+            fi
+            evaluate "$p+predict$round" "$p" "predict$round" "$nrc" "$nms" "$run_rc" "$run_ms" 1 "$extra"
+        done
+    done
     # Suspend rows (issue 12): suspend_idle under SAGE_SUSPEND=1 SAGE_SUSPEND_IDLE=1s SAGE_SHARE=1,
     # twice (the second maps the first's weights): while it idles the broker must suspend it (a
     # watcher polls sagectl instances --json, bounded), its next call resumes it; output identical.

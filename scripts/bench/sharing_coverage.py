@@ -245,6 +245,7 @@ def document(a, raw, problems, machine):
     settings = {k: getattr(a, k, None) for k in ("runs", "quick", "fake", "only", "budget", "margin", "cfunc_gib",
                                                  "llm_gib", "concurrent", "concurrent_rounds", "place")}
     settings["staging"] = getattr(a, "staging", None) or os.environ.get("SAGE_SHARE_STAGING", "default")
+    settings["predict"] = os.environ.get("SAGE_SHARE_PREDICT", "0")  # predicted remap: the GPU run compares both
     settings["warmup"] = ("the cold run on the warm broker (learns placement) + 1 untimed invocation (publishes "
                           "what placement moved), then the measured warm runs")
     if getattr(a, "concurrent", CONCURRENT) != CONCURRENT:

@@ -30,6 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "checksum_kernel.h"
 #include "cu_ok.h"
 #include "fakecuda.h"
 
@@ -82,15 +83,6 @@ static CUdeviceptr pool_alloc(size_t n) {
         return at;
 }
 
-static void checksum_kernel(const FakeKernelLaunch *launch, void **params) {
-        const uint64_t *w = *(const uint64_t **)params[0];
-        size_t n = *(size_t *)params[1];
-        uint64_t *out = *(uint64_t **)params[2];
-
-        (void)launch;
-        for (size_t i = 0; i < n; i++)
-                *out = *out * 1099511628211ull + w[i];
-}
 /* An activation from a weight: out[i] = w[i % n] + i. */
 static void act_kernel(const FakeKernelLaunch *launch, void **params) {
         uint64_t *out = *(uint64_t **)params[0];
@@ -102,7 +94,6 @@ static void act_kernel(const FakeKernelLaunch *launch, void **params) {
         for (size_t i = 0; i < n; i++)
                 out[i] = w[i % wn] + i;
 }
-static const size_t checksum_params[] = { sizeof(void *), sizeof(size_t), sizeof(void *), 0 };
 static const size_t act_params[] = { sizeof(void *), sizeof(size_t), sizeof(void *), sizeof(size_t), 0 };
 static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, checksum_params },
                                            { "act", act_kernel, act_params } };
@@ -231,13 +222,7 @@ int main(int argc, char **argv) {
                 }
         for (int i = 0; i < nweights + nacts; i++) {
                 const Tensor *t = i < nweights ? &weights[i] : &acts[i - nweights];
-                size_t n = t->bytes / 8;
-                uint64_t part = 0;
-                void *params[] = { (void *)&t->at, &n, &out };
-                OK(cuMemcpyHtoD(out, &part, 8));
-                OK(cuLaunchKernel(checksum, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
-                OK(cuMemcpyDtoH(&part, out, 8));
-                sum = sum * 31 + part;
+                sum = sum * 31 + checksum_of(checksum, t->at, t->bytes / 8, out);
         }
         printf("uploaded %zu bytes in %d tensors, %d activations, checksum %016llx\n", uploaded, nweights, nacts,
                (unsigned long long)sum);

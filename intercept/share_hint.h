@@ -1,0 +1,62 @@
+/*
+ * Predicted remap (SAGE_SHARE_PREDICT, share_hint.c): an allocation's hits
+ * mapped when it is made, from what the program's last invocation uploaded
+ * there, each then only confirmed by its upload's key.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hash.h"
+#include "share_alloc.h"
+
+/* Bounds on what a hint file may make this process do (it is untrusted input). */
+#define SHARE_HINT_MAX 65536u    /* hints kept, every allocation's together */
+#define SHARE_HINT_PER_ALLOC 512 /* pieces predicted in one allocation */
+
+/* One whole-granule piece an upload mapped or published in the program's last invocation. */
+typedef struct ShareHint {
+        uint64_t size;     /* the allocation's size, as the app asked (placement's key, share_place.h) */
+        uint32_t ordinal;  /* among the process's allocations of that size */
+        uint64_t off, len; /* from the reservation's start, granule multiples */
+        SageHash key;      /* the broker's key of its bytes */
+} ShareHint;
+
+typedef struct ShareHints {
+        char *path;      /* DIR/predict-<program>; NULL: prediction off */
+        ShareHint *hint; /* sorted by (size, ordinal, off) */
+        size_t n, cap;
+        bool dirty;
+} ShareHints;
+
+/* Hints for this program from `dir` (SAGE_SHARE_PLACE's directory; "" or NULL: off). */
+void share_hints_open(ShareHints *h, const char *dir);
+void share_hints_close(ShareHints *h);
+/*
+ * The pieces predicted for allocation (size, ordinal) of `padded` bytes in
+ * granules of `gran`: out[0..return) with off, len and key, sorted, apart,
+ * on granules inside it (a hint that is not is dropped).
+ */
+size_t share_hints_for(const ShareHints *h, uint64_t size, uint32_t ordinal, size_t gran, size_t padded, Piece *out,
+                       size_t cap);
+/* What `a` holds now becomes its hints: every piece one upload filled whole, hit or candidate. */
+void share_hints_learn(ShareHints *h, const SageShareAlloc *a);
+/* Write the hints back if they changed. 0 or -errno. */
+int share_hints_save(ShareHints *h);
+
+/* Give back predicted pieces no allocation took: their (unmapped) handles and broker references. */
+void share_hint_give_back(ShareVmm *v, Piece *pre, size_t n);
+
+/* The unconfirmed piece that is exactly [lo, hi) of `a`, or NULL. */
+Piece *share_hint_unconfirmed_at(SageShareAlloc *a, size_t lo, size_t hi);
+/* Its upload [o, o+n) had its key: p is a hit like any other from now on (span, launch guard). */
+void share_hint_confirm(ShareVmm *v, SageShareAlloc *a, Piece *p, size_t o, size_t n);
+/*
+ * Something other than an upload may write now (a launch, an API write):
+ * every unconfirmed piece gets private backing first (no copy: what no
+ * upload wrote is uninitialized memory to the app), since the launch guard
+ * knows only pieces an upload spans. How many could not.
+ */
+size_t share_hint_unshare_all(ShareVmm *v);

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Predicted remap (SAGE_SHARE_PREDICT, intercept/share_hint.c) against the
+# simulated driver and the real broker: a GPT-2-like load (predict_test.c)
+# run three times on one broker; the third maps every hit as its segment is
+# made and its uploads only confirm them (no broker lookup at upload);
+# changed weights, a kernel before an upload and forged hint files still
+# give native's output; SAGE_SHARE_PREDICT=0 behaves as without it.
+#   predict_checks.sh PREDICT_TEST SAGED PYTHON3
+set -euo pipefail
+prog=$1 saged=$2 python=$3
+. "$(dirname "$0")/lib.sh"
+export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1 SAGE_SHARE_PLACE=$tmp/place
+mkdir "$tmp/place"
+start_saged
+trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+# run TAG [VAR=VALUE...]: one invocation under sharing (trace $tmp/TAG.json); its output in $out.
+run() {
+  local tag=$1
+  shift
+  out=$(env "$@" SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" 5) || bad "$tag: the run failed (a fault?)"
+}
+st() { stat_of "$tmp/$1.json" "$2"; }
+
+native=$("$prog" 5)
+whole=$(sed -n 's/.*tensors, \([0-9]*\) with whole granules.*/\1/p' <<<"$native")
+echo "native: $native"
+
+step "three invocations: the first publishes, the third maps every hit as its segment is made"
+for i in 1 2 3; do
+  run p$i SAGE_SHARE_PREDICT=1
+  [ "$out" = "$native" ] || bad "run $i output: $out vs $native"
+done
+ls "$tmp/place"/predict-* >/dev/null 2>&1 || bad "no hints written"
+[ "$(st p1 SHARE_MISSES)" = "$whole" ] && [ "$(st p1 SHARE_PREDICT_MAPPED)" = 0 ] || bad "first run: not $whole misses, nothing predicted"
+for k in SHARE_HITS SHARE_PREDICTED SHARE_PREDICT_MAPPED; do
+  [ "$(st p3 $k)" = "$whole" ] || bad "third run: $k $(st p3 $k), not $whole"
+done
+[ "$(st p3 SHARE_LOOKUPS)" = 0 ] || bad "third run: $(st p3 SHARE_LOOKUPS) broker lookups at upload"
+# Every allocation's keys asked at the first one: one window (14 keys), the other three segments take theirs.
+[ "$(st p3 SHARE_PREDICT_WINDOWS)" = 1 ] || bad "third run: $(st p3 SHARE_PREDICT_WINDOWS) lookup windows at allocation, not 1"
+[ "$(st p3 SHARE_MISSES)" = 0 ] && [ "$(st p3 SHARE_PREDICT_UNUSED)" = 0 ] || bad "third run: misses or unused predictions"
+[ "$(st p3 SHARE_GUARD_UNSHARED)" = 0 ] || bad "third run: the guard privatized a confirmed piece"
+
+step "SAGE_SHARE_PREDICT=0: the same hints ignored, every hit looked up at its upload"
+run off SAGE_SHARE_PREDICT=0
+[ "$out" = "$native" ] || bad "predict off output: $out vs $native"
+[ "$(st off SHARE_HITS)" = "$whole" ] && [ "$(st off SHARE_LOOKUPS)" = "$whole" ] && [ "$(st off SHARE_PREDICT_MAPPED)" = 0 ] ||
+  bad "predict off: hits $(st off SHARE_HITS), lookups $(st off SHARE_LOOKUPS), predicted $(st off SHARE_PREDICT_MAPPED)"
+
+step "new weights in one tensor: its prediction is not trusted, the bytes are the app's"
+native_c=$(PREDICT_TEST_CHANGE=3 "$prog" 5)
+[ "$native_c" != "$native" ] || bad "the change changes nothing"
+run c SAGE_SHARE_PREDICT=1 PREDICT_TEST_CHANGE=3
+[ "$out" = "$native_c" ] || bad "changed weights output: $out vs $native_c"
+[ "$(st c SHARE_PREDICTED)" = $((whole - 1)) ] && [ "$(st c SHARE_MISSES)" = 1 ] ||
+  bad "changed weights: predicted $(st c SHARE_PREDICTED), misses $(st c SHARE_MISSES)"
+
+step "a kernel writing a tensor's memory before its upload: its own private memory, no fault"
+native_e=$(PREDICT_TEST_EARLY=5 "$prog" 5)
+run e SAGE_SHARE_PREDICT=1 PREDICT_TEST_EARLY=5
+[ "$out" = "$native_e" ] || bad "early kernel output: $out vs $native_e"
+[ "$(st e SHARE_PREDICT_UNUSED)" -gt 0 ] || bad "early kernel: no unconfirmed piece made private"
+[ "$(st e SHARE_HITS)" = "$whole" ] || bad "early kernel: $(st e SHARE_HITS) hits (the uploads after it look up)"
+# What was asked ahead went back at the kernel: the segments after it ask for their own keys.
+[ "$(st e SHARE_PREDICT_WINDOWS)" -gt 1 ] || bad "early kernel: the answers asked ahead were kept past the launch"
+
+step "forged hint files: garbage, huge counts, offsets past the allocation, pieces moved: native's output"
+hints=$(ls "$tmp/place"/predict-*)
+cp "$hints" "$tmp/good-hints"
+"$python" - "$tmp/good-hints" "$hints" <<'PY'
+import sys
+lines = open(sys.argv[1]).read().split("\n")
+lines = [l for l in lines if l]
+with open(sys.argv[2], "w") as f:
+    f.write("garbage\n\x00\xff\n" + "9" * 5000 + "\n")
+    for l in lines:  # every piece one granule later, and past its allocation
+        size, ordinal, off, length, key = l.split()
+        f.write("%s %s %d %s %s\n" % (size, ordinal, int(off) + 2097152, length, key))
+        f.write("%s %s %d %s %s\n" % (size, ordinal, int(size) + 2097152, length, key))
+    # keys swapped between pieces of the same length
+    for a, b in zip(lines, lines[1:]):
+        sa, oa, fa, la, ka = a.split(); sb, ob, fb, lb, kb = b.split()
+        if la == lb:
+            f.write("%s %s %s %s %s\n" % (sa, oa, fa, la, kb))
+    for i in range(70000):
+        f.write("20971520 0 %d 2097152 %032x\n" % (i * 2097152, i))
+PY
+run f SAGE_SHARE_PREDICT=1
+[ "$out" = "$native" ] || bad "forged hints output: $out vs $native"
+[ "$(st f SHARE_HITS)" = "$whole" ] || bad "forged hints: $(st f SHARE_HITS) hits, not $whole"
+printf 'x y z\n' >"$hints"
+run g SAGE_SHARE_PREDICT=1
+[ "$out" = "$native" ] && [ "$(st g SHARE_PREDICT_MAPPED)" = 0 ] || bad "garbage hints: output or predictions"
+
+exit $fail

@@ -1,0 +1,115 @@
+/*
+ * A GPT-2-like model load against the simulated driver, for predicted
+ * remap (SAGE_SHARE_PREDICT, predict_checks.sh):
+ *   predict-test SEED
+ * A pool of 20 MiB segments (a tensor over 10 MiB gets one of its own,
+ * rounded to 2 MiB) takes per layer the attention's qkv (6 MiB) and
+ * projection (2 MiB) and two MLP matrices (4 MiB), all granule multiples,
+ * then one tensor with ends (3 MiB + 4 KiB), every tensor uploaded by
+ * cuMemcpyHtoD; then a kernel checksums each. Prints the uploaded bytes,
+ * the tensors with a whole granule, and the checksum. The command line
+ * stays the same between the variants (hints are per command line):
+ *   PREDICT_TEST_CHANGE=K  tensor K's bytes differ (new weights)
+ *   PREDICT_TEST_EARLY=K   before tensor K's upload a kernel writes its
+ *                          memory, its address read from device memory (as
+ *                          through a pointer array); the app reads a word of
+ *                          it back (printed)
+ */
+#include <cuda.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "checksum_kernel.h"
+#include "cu_ok.h"
+#include "fakecuda.h"
+
+#define MIB ((size_t)1 << 20)
+#define GRAN (2 * MIB)
+
+/* Writes the tensor whose address device memory holds: a pointer the launch guard cannot see. */
+static void fill_kernel(const FakeKernelLaunch *launch, void **params) {
+        uint64_t *const *table = *(uint64_t *const **)params[0];
+        size_t n = *(size_t *)params[1];
+        uint64_t *w = table[0];
+
+        (void)launch;
+        for (size_t i = 0; i < n; i++)
+                w[i] = 0xfeedull + i;
+}
+static const size_t fill_params[] = { sizeof(void *), sizeof(size_t), 0 };
+static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, checksum_params },
+                                           { "fill", fill_kernel, fill_params } };
+static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 2, kernels };
+
+static CUdeviceptr seg_base;
+static size_t seg_size, seg_used;
+
+static CUdeviceptr pool_alloc(size_t n) {
+        n = (n + 511) / 512 * 512;
+        if (!seg_size || n > 10 * MIB || seg_used + n > seg_size) {
+                seg_size = n > 10 * MIB ? (n + GRAN - 1) / GRAN * GRAN : 20 * MIB;
+                OK(cuMemAlloc(&seg_base, seg_size));
+                seg_used = 0;
+        }
+        seg_used += n;
+        return seg_base + seg_used - n;
+}
+
+int main(int argc, char **argv) {
+        uint64_t seed = argc > 1 ? (uint64_t)atoll(argv[1]) : 1, sum = 0;
+        long change = getenv("PREDICT_TEST_CHANGE") ? atol(getenv("PREDICT_TEST_CHANGE")) : -1;
+        long early = getenv("PREDICT_TEST_EARLY") ? atol(getenv("PREDICT_TEST_EARLY")) : -1;
+        size_t sizes[16], n = 0, uploaded = 0, whole = 0;
+        CUdeviceptr at[16], out, table;
+        CUdevice dev;
+        CUcontext ctx;
+        CUmodule module;
+        CUfunction checksum, fill;
+
+        OK(cuInit(0));
+        OK(cuDeviceGet(&dev, 0));
+        OK(cuDevicePrimaryCtxRetain(&ctx, dev));
+        OK(cuCtxSetCurrent(ctx));
+        OK(cuModuleLoadData(&module, &image));
+        OK(cuModuleGetFunction(&checksum, module, "checksum"));
+        OK(cuModuleGetFunction(&fill, module, "fill"));
+        OK(cuMemAlloc(&out, 8)); /* below SAGE_SHARE_MIN: plain memory */
+        OK(cuMemAlloc(&table, 8));
+        sizes[n++] = 12 * MIB; /* the embeddings: a segment of their own */
+        for (int l = 0; l < 3; l++) {
+                sizes[n++] = 6 * MIB;
+                sizes[n++] = 2 * MIB;
+                sizes[n++] = 4 * MIB;
+                sizes[n++] = 4 * MIB;
+        }
+        sizes[n++] = 3 * MIB + 4096;
+        for (size_t t = 0; t < n; t++) {
+                uint64_t *host = malloc(sizes[t]);
+                if (!host)
+                        return 2;
+                for (size_t i = 0; i < sizes[t] / 8; i++)
+                        host[i] = (i + (seed + ((long)t == change)) * 7919 + t * 104729) * 0x9e3779b97f4a7c15ull;
+                at[t] = pool_alloc(sizes[t]);
+                if ((long)t == early) { /* a kernel writes the tensor's memory before its upload */
+                        uint64_t word = 0;
+                        size_t words = sizes[t] / 8;
+                        void *params[] = { &table, &words };
+                        OK(cuMemcpyHtoD(table, &at[t], sizeof(at[t])));
+                        OK(cuLaunchKernel(fill, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+                        OK(cuMemcpyDtoH(&word, at[t] + sizes[t] / 2, 8));
+                        printf("before its upload tensor %zu holds %016llx\n", t, (unsigned long long)word);
+                }
+                OK(cuMemcpyHtoD(at[t], host, sizes[t]));
+                uploaded += sizes[t];
+                whole += (seg_used - (sizes[t] + 511) / 512 * 512 + sizes[t]) / GRAN >
+                         (seg_used - (sizes[t] + 511) / 512 * 512 + GRAN - 1) / GRAN; /* offsets in the segment */
+                free(host);
+        }
+        for (size_t t = 0; t < n; t++)
+                sum = sum * 31 + checksum_of(checksum, at[t], sizes[t] / 8, out);
+        printf("uploaded %zu bytes in %zu tensors, %zu with whole granules, checksum %016llx\n", uploaded, n, whole,
+               (unsigned long long)sum);
+        return 0;
+}
