@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "share_state.h"
@@ -19,6 +20,8 @@
 #define WINDOW 32
 /* Keys asked at the program's first predicted allocation, every allocation's (fds held until taken). */
 #define AHEAD_MAX 1024
+/* A hit asked ahead holds an fd of the app's table until taken: at most this share of its limit. */
+#define AHEAD_FD_SHARE 4
 
 /* A key and the broker's answer: a hit's extent (a reference ours), fd and notes (a copy). */
 typedef struct ShareAnswer {
@@ -81,11 +84,23 @@ static void ask(SageShare *s, ShareAnswer *ans, size_t n) {
 
 /*
  * At the program's first predicted allocation: every hinted key at once
- * (up to AHEAD_MAX), so that the allocations after it need no round trip.
+ * (up to AHEAD_MAX, and a quarter of the app's fd limit: each hit holds an
+ * fd until its allocation takes it, and an app near its limit must never
+ * see EMFILE for SAGE's sake), so that the allocations after it need no
+ * round trip; the keys past it are asked by their own allocation.
  */
+static size_t ahead_max(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+            rl.rlim_cur / AHEAD_FD_SHARE >= AHEAD_MAX)
+                return AHEAD_MAX;
+        return rl.rlim_cur / AHEAD_FD_SHARE;
+}
+
 static void ask_ahead(SageShare *s, uint32_t device) {
         struct SharePredictAhead *ah = calloc(1, sizeof(*ah));
-        size_t n = s->hints.n < AHEAD_MAX ? s->hints.n : AHEAD_MAX;
+        size_t max = ahead_max(), n = s->hints.n < max ? s->hints.n : max;
 
         s->ahead_asked = true;
         if (!ah || !n || !(ah->ans = calloc(n, sizeof(*ah->ans)))) {

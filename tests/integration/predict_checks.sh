@@ -42,6 +42,12 @@ done
 [ "$(st p3 SHARE_MISSES)" = 0 ] && [ "$(st p3 SHARE_PREDICT_UNUSED)" = 0 ] || bad "third run: misses or unused predictions"
 [ "$(st p3 SHARE_GUARD_UNSHARED)" = 0 ] || bad "third run: the guard privatized a confirmed piece"
 
+step "an fd limit of 32: at most 8 hits held ahead (a quarter), the rest asked by their own allocation"
+out=$(ulimit -n 32 && env SAGE_SHARE_PREDICT=1 SAGE_TRACE="$tmp/lim.json" LD_PRELOAD="$preload" "$prog" 5) || bad "fd limit 32: the run failed"
+[ "$out" = "$native" ] || bad "fd limit 32 output: $out vs $native"
+[ "$(st lim SHARE_PREDICTED)" = "$whole" ] && [ "$(st lim SHARE_LOOKUPS)" = 0 ] || bad "fd limit 32: predicted $(st lim SHARE_PREDICTED), lookups $(st lim SHARE_LOOKUPS)"
+[ "$(st lim SHARE_PREDICT_WINDOWS)" -gt 1 ] || bad "fd limit 32: every key asked ahead ($(st lim SHARE_PREDICT_WINDOWS) window): up to $whole fds held"
+
 step "SAGE_SHARE_PREDICT=0: the same hints ignored, every hit looked up at its upload"
 run off SAGE_SHARE_PREDICT=0
 [ "$out" = "$native" ] || bad "predict off output: $out vs $native"
