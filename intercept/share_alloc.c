@@ -524,6 +524,7 @@ bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i) {
                 return false;
         }
         *p = (Piece){ .off = p->off, .len = p->len, .handle = h, .span_lo = p->span_lo };
+        a->predict_spoiled |= predicted;
         sage_stats_count(predicted ? SAGE_STAT_SHARE_PREDICT_UNUSED : SAGE_STAT_SHARE_UNSHARED);
         return true;
 }

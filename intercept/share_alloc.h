@@ -61,7 +61,8 @@ typedef struct SageShareAlloc {
         bool no_share; /* exported through CUDA IPC: one private backing for good */
         bool app_vmm;  /* an app's cuMemCreate handle (share_vmm.c): va is the app's mapping (0: unmapped) */
         bool rdma;     /* its pieces are made GPUDirect RDMA capable, as the app asked (XLA does where supported) */
-        Range *plain;  /* uploads copied because a hit would cost more (share_cost.h): never assembled */
+        bool predict_spoiled; /* a predicted piece was written or covered in part before its upload (share_hint.c) */
+        Range *plain;         /* uploads copied because a hit would cost more (share_cost.h): never assembled */
         size_t nplain;
         struct SageShareAlloc *next;
 } SageShareAlloc;

@@ -51,7 +51,7 @@ static bool parse_line(const char *line, ShareHint *out) {
         int end = -1;
 
         if (sscanf(line, "%llu %llu %llu %llu %32[0-9a-f]%n", &size, &ordinal, &off, &len, key, &end) != 5 || end < 0 ||
-            (line[end] != '\n' && line[end]) || strlen(key) != 32 || !size || ordinal > UINT32_MAX || !len ||
+            (line[end] != '\n' && line[end]) || strlen(key) != 32 || !size || ordinal > UINT32_MAX || (!len && off) ||
             off > UINT64_MAX - len || sage_hash_parse(key, &out->key) != 0)
                 return false;
         out->size = size;
@@ -128,14 +128,35 @@ static bool same_alloc(const ShareHint *x, uint64_t size, uint32_t ordinal) {
         return x->size == size && x->ordinal == ordinal;
 }
 
+/*
+ * A line "size ordinal 0 0 key": the allocation's prediction was spoiled
+ * once (its app writes or reuses the memory before the uploads: PyTorch's
+ * deterministic mode fills every new tensor with a kernel, a C program
+ * memsets a buffer, a caching allocator's segment holds other tensors
+ * first), so it is never predicted again: each such run would pay the
+ * lookups, imports and maps for pieces made private before their upload.
+ */
+static bool is_mark(const ShareHint *x) {
+        return !x->len;
+}
+
+/* The hints of (size, ordinal): [*i0, *i1); true if they hold the mark. */
+static bool range_of(const ShareHints *h, uint64_t size, uint32_t ordinal, size_t *i0, size_t *i1) {
+        bool marked = false;
+
+        *i0 = first_of(h, size, ordinal);
+        for (*i1 = *i0; *i1 < h->n && same_alloc(&h->hint[*i1], size, ordinal); ++*i1)
+                marked |= is_mark(&h->hint[*i1]);
+        return marked;
+}
+
 size_t share_hints_for(const ShareHints *h, uint64_t size, uint32_t ordinal, size_t gran, size_t padded, Piece *out,
                        size_t cap) {
-        size_t n = 0, end = 0;
+        size_t n = 0, end = 0, i0, i1;
 
-        if (!h->path || !gran)
+        if (!h->path || !gran || range_of(h, size, ordinal, &i0, &i1))
                 return 0;
-        for (size_t i = first_of(h, size, ordinal); i < h->n && same_alloc(&h->hint[i], size, ordinal) && n < cap;
-             i++) {
+        for (size_t i = i0; i < i1 && n < cap; i++) {
                 const ShareHint *x = &h->hint[i];
                 if (x->off % gran || x->len % gran || x->off < end || x->off > padded || x->len > padded - x->off)
                         continue;
@@ -156,15 +177,15 @@ void share_hints_learn(ShareHints *h, const SageShareAlloc *a) {
         ShareHint *add;
         bool same;
 
-        if (!h->path || a->app_vmm || a->no_share || !(add = calloc(SHARE_HINT_PER_ALLOC, sizeof(*add))))
+        if (!h->path || a->app_vmm || a->no_share || range_of(h, size, a->ordinal, &i0, &i1) ||
+            !(add = calloc(SHARE_HINT_PER_ALLOC, sizeof(*add))))
                 return;
-        for (size_t i = 0; i < a->npieces && n < SHARE_HINT_PER_ALLOC; i++)
+        if (a->predict_spoiled)
+                add[n++] = (ShareHint){ size, a->ordinal, 0, 0, { 0 } };
+        for (size_t i = 0; i < a->npieces && n < SHARE_HINT_PER_ALLOC && !a->predict_spoiled; i++)
                 if (learnable(&a->pieces[i]))
                         add[n++] =
                                 (ShareHint){ size, a->ordinal, a->pieces[i].off, a->pieces[i].len, a->pieces[i].key };
-        i0 = first_of(h, size, a->ordinal);
-        for (i1 = i0; i1 < h->n && same_alloc(&h->hint[i1], size, a->ordinal);)
-                i1++;
         same = i1 - i0 == n;
         for (size_t k = 0; same && k < n; k++)
                 same = h->hint[i0 + k].off == add[k].off && h->hint[i0 + k].len == add[k].len &&

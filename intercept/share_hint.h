@@ -41,7 +41,12 @@ void share_hints_close(ShareHints *h);
  */
 size_t share_hints_for(const ShareHints *h, uint64_t size, uint32_t ordinal, size_t gran, size_t padded, Piece *out,
                        size_t cap);
-/* What `a` holds now becomes its hints: every piece one upload filled whole, hit or candidate. */
+/*
+ * What `a` holds now becomes its hints: every piece one upload filled whole,
+ * hit or candidate; an allocation whose prediction was spoiled (a piece
+ * written or covered in part before its upload) is marked never to be
+ * predicted again (one line "size ordinal 0 0 key"), and a marked one stays.
+ */
 void share_hints_learn(ShareHints *h, const SageShareAlloc *a);
 /* Write the hints back if they changed. 0 or -errno. */
 int share_hints_save(ShareHints *h);

@@ -107,12 +107,12 @@ static void ask_ahead(SageShare *s, uint32_t device) {
                 free(ah);
                 return;
         }
-        for (size_t i = 0; i < n; i++)
-                ah->ans[i] = (ShareAnswer){
-                        .key = s->hints.hint[i].key, .len = s->hints.hint[i].len, .device = device, .fd = -1
-                };
-        ah->n = n;
-        ask(s, ah->ans, n);
+        for (size_t i = 0; i < s->hints.n && ah->n < n; i++)
+                if (s->hints.hint[i].len) /* not an allocation's never-again mark (share_hint.c) */
+                        ah->ans[ah->n++] = (ShareAnswer){
+                                .key = s->hints.hint[i].key, .len = s->hints.hint[i].len, .device = device, .fd = -1
+                        };
+        ask(s, ah->ans, ah->n);
         s->ahead = ah;
         atomic_store(&s->ahead_held, true);
 }

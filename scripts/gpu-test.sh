@@ -510,9 +510,13 @@ if [ -x "$saged" ]; then
     done
     # Predicted remap rows (SAGE_SHARE_PREDICT=1, docs/sharing.md#predict): the programs that upload
     # weights three more times, hints and placement in a folder of their own (the broker holds their
-    # extents from the rows above): the first learns the hints, the second may still learn placement, the
-    # third must map its hits as its allocations are made (SHARE_PREDICTED > 0) and print native's output;
-    # share_weights' kernel writing mapped weights still gets a private copy first.
+    # extents from the rows above): the first learns the hints, the second may still learn placement and
+    # marks the allocations whose predicted pieces were written before their upload (never predicted
+    # again), the third must waste no prediction (SHARE_PREDICT_UNUSED 0) and print native's output;
+    # share_weights must map its hits as its allocations are made (SHARE_PREDICTED > 0; its memset 64 MiB
+    # buffer is marked), torch_model may not (deterministic mode fills every new tensor with a kernel before
+    # its upload: docs/sharing.md#predict); share_weights' kernel writing mapped weights still gets a private
+    # copy first.
     for p in share_weights torch_model; do
         selected "$p" && [ "${build_ok[$p]:-0}" = 1 ] || continue
         nrc=$(awk -F'\t' -v p="$p" '$1 == p { print $2 }' "$results")
@@ -532,7 +536,9 @@ if [ -x "$saged" ]; then
                 >> "$logs/share-stats.txt"
             if [ "${st[FALLBACKS]}" != 0 ]; then
                 extra="${st[FALLBACKS]} sharing fallbacks"
-            elif [ "$round" = 3 ] && [ "${st[PREDICTED]}" = 0 ]; then
+            elif [ "$round" = 3 ] && [ "${st[PREDICT_UNUSED]}" != 0 ]; then
+                extra="third run: ${st[PREDICT_UNUSED]} predictions unused"
+            elif [ "$round" = 3 ] && [ "$p" = share_weights ] && [ "${st[PREDICTED]}" = 0 ]; then
                 extra="third run: no hit mapped at allocation"
             elif [ "$round" = 3 ] && [ "$p" = share_weights ] && [ "${st[GUARD_UNSHARED]}" = 0 ]; then
                 extra="the kernel writing mapped weights got no private copy"

@@ -10,7 +10,7 @@ set -euo pipefail
 prog=$1 saged=$2 python=$3
 . "$(dirname "$0")/lib.sh"
 export SAGE_SOCKET=$tmp/saged.sock SAGE_SHARE=1 SAGE_SHARE_PLACE=$tmp/place
-mkdir "$tmp/place"
+mkdir "$tmp/place" "$tmp/place-fill"
 start_saged
 trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
@@ -70,6 +70,19 @@ run e SAGE_SHARE_PREDICT=1 PREDICT_TEST_EARLY=5
 [ "$(st e SHARE_HITS)" = "$whole" ] || bad "early kernel: $(st e SHARE_HITS) hits (the uploads after it look up)"
 # What was asked ahead went back at the kernel: the segments after it ask for their own keys.
 [ "$(st e SHARE_PREDICT_WINDOWS)" -gt 1 ] || bad "early kernel: the answers asked ahead were kept past the launch"
+
+step "a kernel writing every tensor before its upload (PyTorch's deterministic fill): predicted once, then never"
+native_k=$(PREDICT_TEST_FILL=1 "$prog" 5)
+for i in 1 2 3; do
+  run k$i SAGE_SHARE_PREDICT=1 PREDICT_TEST_FILL=1 SAGE_SHARE_PLACE=$tmp/place-fill
+  [ "$out" = "$native_k" ] || bad "fill run $i output: $out vs $native_k"
+  [ "$(st k$i SHARE_HITS)" = "$whole" ] || bad "fill run $i: $(st k$i SHARE_HITS) hits, not $whole"
+done
+[ "$(st k2 SHARE_PREDICT_UNUSED)" -gt 0 ] || bad "fill run 2: nothing predicted (the hints of run 1 unused?)"
+# The second run's predictions were all made private before their uploads: the third makes none.
+[ "$(st k3 SHARE_PREDICT_MAPPED)" = 0 ] && [ "$(st k3 SHARE_PREDICT_UNUSED)" = 0 ] && [ "$(st k3 SHARE_PREDICT_WINDOWS)" = 0 ] ||
+  bad "fill run 3: $(st k3 SHARE_PREDICT_MAPPED) mapped at allocation, $(st k3 SHARE_PREDICT_UNUSED) unused, $(st k3 SHARE_PREDICT_WINDOWS) windows: not 0"
+grep -q ' 0 0 0\{32\}$' "$tmp/place-fill"/predict-* || bad "fill: no allocation marked never to predict"
 
 step "forged hint files: garbage, huge counts, offsets past the allocation, pieces moved: native's output"
 hints=$(ls "$tmp/place"/predict-*)

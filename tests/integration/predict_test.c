@@ -14,9 +14,14 @@
  *                          memory, its address read from device memory (as
  *                          through a pointer array); the app reads a word of
  *                          it back (printed)
+ *   PREDICT_TEST_FILL=1    a kernel writes every tensor's memory before its
+ *                          upload, as PyTorch's deterministic mode does
+ *                          (torch.use_deterministic_algorithms fills each
+ *                          new tensor, fill_uninitialized_memory)
  */
 #include <cuda.h>
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +66,7 @@ int main(int argc, char **argv) {
         uint64_t seed = argc > 1 ? (uint64_t)atoll(argv[1]) : 1, sum = 0;
         long change = getenv("PREDICT_TEST_CHANGE") ? atol(getenv("PREDICT_TEST_CHANGE")) : -1;
         long early = getenv("PREDICT_TEST_EARLY") ? atol(getenv("PREDICT_TEST_EARLY")) : -1;
+        bool fill_all = getenv("PREDICT_TEST_FILL") && atoi(getenv("PREDICT_TEST_FILL"));
         size_t sizes[16], n = 0, uploaded = 0, whole = 0;
         CUdeviceptr at[16], out, table;
         CUdevice dev;
@@ -92,12 +98,14 @@ int main(int argc, char **argv) {
                 for (size_t i = 0; i < sizes[t] / 8; i++)
                         host[i] = (i + (seed + ((long)t == change)) * 7919 + t * 104729) * 0x9e3779b97f4a7c15ull;
                 at[t] = pool_alloc(sizes[t]);
-                if ((long)t == early) { /* a kernel writes the tensor's memory before its upload */
-                        uint64_t word = 0;
+                if ((long)t == early || fill_all) { /* a kernel writes the tensor's memory before its upload */
                         size_t words = sizes[t] / 8;
                         void *params[] = { &table, &words };
                         OK(cuMemcpyHtoD(table, &at[t], sizeof(at[t])));
                         OK(cuLaunchKernel(fill, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+                }
+                if ((long)t == early) {
+                        uint64_t word = 0;
                         OK(cuMemcpyDtoH(&word, at[t] + sizes[t] / 2, 8));
                         printf("before its upload tensor %zu holds %016llx\n", t, (unsigned long long)word);
                 }

@@ -110,7 +110,7 @@ static void lying_file(const char *dir) {
         fprintf(f, "20971520 0 18446744073709551615 2097152 %s\n", key); /* past every allocation */
         fprintf(f, "20971520 0 20971520 2097152 %s\n", key);             /* past this one */
         fprintf(f, "20971520 0 4194304 4194304 %s\n20971520 0 6291456 2097152 %s\n", key, key); /* overlapping */
-        fprintf(f, "20971520 0 0 0 %s\n0 0 0 2097152 %s\n", key, key);                          /* empty; no size */
+        fprintf(f, "20971520 0 2097152 0 %s\n0 0 0 2097152 %s\n", key, key);                    /* empty; no size */
         fprintf(f, "20971520 4294967296 0 2097152 %s\n", key); /* an ordinal past 32 bits */
         fprintf(f, "20971520 0 10485760 2097152 %s", key);     /* valid, no newline at the end */
         for (int i = 0; i < 300; i++)                          /* a line far too long */
@@ -214,11 +214,37 @@ static void unconfirmed_pieces(void) {
         CHECK(released == 9 && fake.live_handles == 0 && atomic_load(&v.unconfirmed) == 0);
 }
 
+/* A spoiled prediction (a piece written or covered in part before its upload) marks the allocation: never again. */
+static void spoiled_marks(const char *dir) {
+        ShareHints h = { 0 };
+        const size_t offs[] = { 0, 3, 5, 4 };
+        SageShareAlloc *a = fake_alloc(10 * G, 2, offs, 2);
+        Piece out[8];
+
+        share_hints_open(&h, dir);
+        share_hints_learn(&h, a);
+        CHECK(share_hints_for(&h, 10 * G, 2, G, 10 * G, out, 8) == 2);
+        a->predict_spoiled = true;
+        share_hints_learn(&h, a);
+        CHECK(h.dirty && share_hints_for(&h, 10 * G, 2, G, 10 * G, out, 8) == 0);
+        CHECK(share_hints_save(&h) == 0);
+        share_hints_close(&h);
+        /* Read back, the mark holds; a later clean run learns nothing over it. */
+        share_hints_open(&h, dir);
+        CHECK(share_hints_for(&h, 10 * G, 2, G, 10 * G, out, 8) == 0);
+        a->predict_spoiled = false;
+        share_hints_learn(&h, a);
+        CHECK(!h.dirty && share_hints_for(&h, 10 * G, 2, G, 10 * G, out, 8) == 0);
+        share_hints_close(&h);
+        free_fake(a);
+}
+
 int main(void) {
         char dir[] = "/tmp/sage-hint-XXXXXX";
 
         CHECK(mkdtemp(dir));
         learn_save_find(dir);
+        spoiled_marks(dir);
         lying_file(dir);
         unconfirmed_pieces();
         fake_reset();
