@@ -11,27 +11,19 @@
  * and the same for cuMemAlloc'd memory (alloc, first, ...), so a cost of a fresh VMM
  * mapping shows against the driver's own allocator.
  */
-#include <cuda.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
-#define CHECK(x)                                                                       \
-        do {                                                                           \
-                CUresult r_ = (x);                                                     \
-                if (r_ != CUDA_SUCCESS) {                                              \
-                        const char *n_ = "?";                                          \
-                        cuGetErrorName(r_, &n_);                                       \
-                        fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, n_); \
-                        exit(1);                                                       \
-                }                                                                      \
+#include "probe.h"
+
+#define CHECK(x)                                                                             \
+        do {                                                                                 \
+                CUresult r_ = (x);                                                           \
+                if (r_ != CUDA_SUCCESS) {                                                    \
+                        fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, name(r_)); \
+                        exit(1);                                                             \
+                }                                                                            \
         } while (0)
-
-static double now_ms(void) {
-        struct timespec t;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
 
 static void copies(const char *what, CUdeviceptr d, size_t size, void *pinned, CUstream s, double setup) {
         double t0 = now_ms(), t1, t2, t3, t4;
