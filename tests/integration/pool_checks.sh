@@ -62,7 +62,18 @@ at_least "$(shared b3)" 98 || bad "third invocation: $(shared b3)% shared (< 98%
 [ "$(stat_of "$tmp/b3.json" SHARE_DROPPED)" = 0 ] || bad "third invocation: $(stat_of "$tmp/b3.json" SHARE_DROPPED) candidates dropped"
 [ "$(stat_of "$tmp/b3.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "third invocation: the guard privatized shared pieces"
 [ "$(stat_of "$tmp/b3.json" SHARE_SYNCS_SKIPPED)" -gt 0 ] || bad "no hit skipped its synchronize"
-[ "$(stat_of "$tmp/b3.json" SHARE_RESTS_AHEAD)" -gt 0 ] || bad "no hit took the rests made while the broker answered"
+
+step "deferred backing (SAGE_SHARE_DEFER): the same invocation in fewer driver VMM calls than mapped at cuMemAlloc"
+run b4 SAGE_SHARE_PLACE="$tmp/place" SAGE_FAKE_VMM_COUNT="$tmp/b4.vmm"
+run b5 SAGE_SHARE_PLACE="$tmp/place" SAGE_FAKE_VMM_COUNT="$tmp/b5.vmm" SAGE_SHARE_DEFER=0
+calls_b4=$(vmm_calls "$tmp/b4.vmm") calls_b5=$(vmm_calls "$tmp/b5.vmm")
+echo "VMM calls: deferred $calls_b4 ($(cat "$tmp/b4.vmm")), mapped at cuMemAlloc $calls_b5 ($(cat "$tmp/b5.vmm"))"
+at_least "$(shared b4)" 98 && at_least "$(shared b5)" 98 || bad "shared: $(shared b4)% deferred, $(shared b5)% not"
+[ "$(stat_of "$tmp/b4.json" SHARE_DEFERRED)" -gt 0 ] && [ "$(stat_of "$tmp/b5.json" SHARE_DEFERRED)" = 0 ] ||
+  bad "SHARE_DEFERRED: $(stat_of "$tmp/b4.json" SHARE_DEFERRED) deferred, $(stat_of "$tmp/b5.json" SHARE_DEFERRED) not"
+# Most of this pool's weights are small tensors, assembled (no deferral applies): fewer calls, not many fewer.
+[ "$calls_b4" -lt "$calls_b5" ] || bad "deferred: $calls_b4 VMM calls, not fewer than $calls_b5"
+[ "$(stat_of "$tmp/b5.json" SHARE_RESTS_AHEAD)" -gt 0 ] || bad "no hit took the rests made while the broker answered"
 
 step "a kernel writing placed, shared weights: a private copy first (the launch guard), same output as native"
 native_w=$(POOL_TEST_WRITE=1 "$prog" 5)
