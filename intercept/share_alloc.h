@@ -64,8 +64,8 @@ typedef struct SageShareAlloc {
         bool rdma;     /* its pieces are made GPUDirect RDMA capable, as the app asked (XLA does where supported) */
         bool predict_spoiled; /* a predicted piece was written or covered in part before its upload (share_hint.c) */
         Range *plain;         /* uploads copied because a hit would cost more (share_cost.h): never assembled */
-        CUmemGenericAllocationHandle held; /* deferred: memory made for its unbacked pieces, unmapped (0: none) */
         size_t nplain;
+        CUmemGenericAllocationHandle held; /* deferred: memory made for its unbacked pieces, unmapped (0: none) */
         struct SageShareAlloc *next;
 } SageShareAlloc;
 
