@@ -15,13 +15,11 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-probe_build vmm-contend "$here/probe.c" "$tmp/probe"
+probe_prepare vmm-contend "$here/probe.c"
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 8 16)
 rc=0
 for n in "${counts[@]}"; do
-  timeout 60 "$tmp/probe" "$n" 20 || rc=1
+  timeout 60 "$probe" "$n" 20 || rc=1
 done
 exit $rc
