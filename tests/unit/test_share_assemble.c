@@ -294,10 +294,15 @@ static void many_runs_one_window(bool eager) {
         ShareVmm v;
         Many m = { 0 };
         SageShareAlloc *a = setup_pool(&v, &m);
+        unsigned long hash_calls = sage_share_chunk_calls();
 
         /* Copies that land only when waited for catch a hash before the wait; eager ones, a copy into the half hashed. */
         fake.eager_copies = eager;
         CHECK(assemble_many(&v, a, &m));
+        /* A half's runs are hashed in one call (all its chunks on the pool at once), not one call a run. */
+        hash_calls = sage_share_chunk_calls() - hash_calls;
+        fprintf(stderr, "%d runs: %lu hashing calls\n", NRUNS, hash_calls);
+        CHECK(hash_calls == 3);
         CHECK(m.calls == 1 && m.n == NRUNS);
         check_pool(a, &m, 0, NRUNS);
         fprintf(stderr, "%d runs: %d context synchronize, %d async copies, %d stream synchronizes, %d sync copies\n",
