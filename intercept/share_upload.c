@@ -280,6 +280,19 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 share_vmm_note_written(&s->vmm, a, o, n);
                 goto out;
         }
+        /*
+         * A hit here would re-back bytes copied before it (a device copy,
+         * synchronizes) and cut their assembled run in two: copied instead,
+         * keyed at the launch with them as one run. Not where predicted
+         * remap maps hits at allocation: there a hit costs no call.
+         */
+        if (sage_options()->share_fold && !sage_options()->share_predict && share_assemble_takes(&s->vmm, a, lo, hi)) {
+                sage_stats_count(SAGE_STAT_SHARE_FOLDED);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+                share_vmm_before_write(&s->vmm, a, o, n);
+                share_vmm_note_written(&s->vmm, a, o, n);
+                goto out;
+        }
         t = sage_now_ns();
         if (hi - lo >= FILE_KEY_MIN && sage_share_file_key(&s->maps, (const char *)src + (lo - o), hi - lo, &key)) {
                 by_file = true;
