@@ -42,7 +42,11 @@
 #include "stats.h"
 #include "util.h"
 
-/* Uploads at least this large try the file-identity key first (reading /proc/self/maps costs ~1 ms). */
+/*
+ * Uploads at least this large try the file-identity key first: a kernel
+ * without PROCMAP_QUERY makes that a parse of /proc/self/maps (1-7 ms in a
+ * PyTorch process; share_file_key.c).
+ */
 #define FILE_KEY_MIN (16u << 20)
 
 /* Bytes [lo, hi) of an upload served by mapping or SAGE's staged copy; the caller copies the rest. */
