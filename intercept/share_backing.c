@@ -54,7 +54,13 @@ static CUresult create_backing(ShareVmm *v, SageShareAlloc *a, size_t len, CUmem
         return r;
 }
 
-/* Nothing of `a` is backed yet: its held memory backs all of it, as the eager allocation would. */
+/*
+ * Nothing of `a` is backed yet and all of it is asked for (the first launch,
+ * a copy into a one-granule segment): its held memory backs all of it, as
+ * the eager allocation would. A part asked for gets pieces of its own, so
+ * that later hits in the rest still find it unbacked (a framework's segment
+ * often starts with small tensors copied, then the weights a hit maps).
+ */
 static bool back_whole(ShareVmm *v, SageShareAlloc *a) {
         Piece whole = { .off = 0, .len = a->padded, .handle = a->held };
 
@@ -75,9 +81,9 @@ CUresult share_vmm_back(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len) 
         size_t lo = off / a->gran * a->gran, hi = (off + len + a->gran - 1) / a->gran * a->gran;
         CUresult r = CUDA_SUCCESS;
 
-        if (!len || !share_vmm_has_unbacked(a) || (a->held && back_whole(v, a)))
-                return CUDA_SUCCESS;
         hi = hi < a->padded ? hi : a->padded;
+        if (!len || !share_vmm_has_unbacked(a) || (a->held && !lo && hi == a->padded && back_whole(v, a)))
+                return CUDA_SUCCESS;
         if (!split_unbacked(v, a, lo) || !split_unbacked(v, a, hi))
                 return CUDA_ERROR_OUT_OF_MEMORY;
         /* Runs of adjacent unbacked pieces inside [lo, hi): created, then mapped with one access call each. */
