@@ -42,6 +42,7 @@
  *   share_key.c       content keys
  *   share_file_key.c  file-identity keys (file_immutable.c, maps_watch.c)
  *   share_alloc.c     the allocator: allocations, pieces, write tracking
+ *   share_backing.c   backing given later: deferred pieces, one piece for IPC
  *   share_guard.c     the launch guard and its notes
  *   share_publish.c   candidates read back, verified, published
  *   share_state.c     the one SageShare object, the broker, turning on
@@ -63,6 +64,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "driver.h"
 #include "impl.h"
 #include "log.h"
 #include "options.h"
@@ -132,6 +134,8 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
         a->ordinal = ordinal;
         if (lead)
                 sage_stats_count(SAGE_STAT_SHARE_PLACED);
+        if (a->held)
+                sage_stats_count(SAGE_STAT_SHARE_DEFERRED);
         pthread_mutex_lock(&s->lock);
         share_vmm_link(&s->vmm, a);
         pthread_mutex_unlock(&s->lock);
@@ -218,6 +222,46 @@ void sage_share_prestage(CUcontext ctx) {
 
 /* ---------------------------------------------------------------- hooks */
 
+/*
+ * Deferred pieces' backing (share_backing.c): all of them, or the granules
+ * of [dst, dst+n). The app's thread may be capturing a stream (a launch
+ * recorded into a graph): in the global mode the driver refuses calls it
+ * deems unsafe there and spoils the capture; VMM calls touch no stream, so
+ * they run in the relaxed mode.
+ */
+static CUresult back(SageShare *s, CUdeviceptr dst, size_t n, bool all) {
+        CUresult (*exchange)(CUstreamCaptureMode *) = sage_driver_extras.exchange_capture_mode;
+        CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+        CUresult r = CUDA_SUCCESS;
+        SageShareAlloc *a;
+        bool relaxed;
+        uint64_t t;
+
+        if (!atomic_load_explicit(&s->vmm.unbacked, memory_order_relaxed))
+                return CUDA_SUCCESS;
+        t = sage_now_ns();
+        relaxed = exchange && exchange(&mode) == CUDA_SUCCESS;
+        pthread_mutex_lock(&s->lock);
+        if (all)
+                r = share_vmm_back_all(&s->vmm) ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+        else if ((a = share_vmm_find(&s->vmm, dst, n)))
+                r = share_vmm_back(&s->vmm, a, dst - a->va, n);
+        pthread_mutex_unlock(&s->lock);
+        if (relaxed)
+                exchange(&mode);
+        /* An upload's ends: part of its re-mapping; the rest: where the first launch pays for the uploads. */
+        sage_stats_add(all ? SAGE_STAT_SHARE_NS_BACK : SAGE_STAT_SHARE_NS_REMAP, sage_now_ns() - t);
+        return r;
+}
+
+void sage_share_back_all(void) {
+        back(sage_share(), 0, 0, true);
+}
+
+CUresult sage_share_back(CUdeviceptr dst, size_t n) {
+        return back(sage_share(), dst, n, false);
+}
+
 void sage_share_note_write(void) {
         share_vmm_note_write(&sage_share()->vmm);
 }
@@ -235,6 +279,10 @@ void sage_share_note_write(void) {
 static void share_before(SageCall *call) {
         const SageSymInfo *info = &sage_sym_info[call->sym];
 
+        /* Deferred pieces before anything may reach them; the copy IMPLs back what they copy themselves. */
+        if (!call->own && (info->category == SAGE_CAT_LAUNCH || info->category == SAGE_CAT_GRAPH ||
+                           info->category == SAGE_CAT_IPC || (info->category == SAGE_CAT_COPY && !info->impl)))
+                sage_share_back_all();
         if (!call->own && info->category == SAGE_CAT_GRAPH) /* a graph's kernels may write what no upload confirmed */
                 share_predict_settle(sage_share());
         if (call->own || info->impl || info->category == SAGE_CAT_LAUNCH || info->category == SAGE_CAT_GRAPH)
@@ -389,6 +437,8 @@ long sage_share_park(void) {
                 /* Nothing in flight may read what goes away. */
                 for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                         share_vmm_sync(&s->vmm, a);
+                /* Memory made but not mapped yet (deferred) is not known to restore: mapped, it is like any. */
+                share_vmm_back_all(&s->vmm);
                 if (share_app_privatize_unmapped(s))
                         sage_warn("share: an app's unmapped VMM handle keeps a broker extent; its restore will fail");
                 n = (long)share_vmm_park(&s->vmm);

@@ -27,6 +27,13 @@ size_t sage_share_app_split(CUdeviceptr dst, size_t n);
 void sage_share_note_write(void);
 /* The app is about to write [dst, dst+n) through the API. */
 void sage_share_before_write(CUdeviceptr dst, size_t n);
+/*
+ * Deferred backing (share_backing.c): before a call that may reach device
+ * memory, every unbacked piece gets its backing; before the app's own copy
+ * into [dst, dst+n), the granules it writes (an error: it must not run).
+ */
+void sage_share_back_all(void);
+CUresult sage_share_back(CUdeviceptr dst, size_t n);
 /* Before a kernel launch: assembly, then the launch guard (share_guard.c). */
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra);
 /* Called by the hooks' slow path after every call while sharing is active. */

@@ -39,6 +39,8 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
         v->lo_va = UINT64_MAX;
         v->hi_va = 0;
         v->prepared = (ShareRests){ .a = NULL };
+        v->defer = false; /* the caller turns it on */
+        atomic_store(&v->unbacked, 0);
 }
 
 static bool reserve_pieces(SageShareAlloc *a, size_t n) {
@@ -53,7 +55,7 @@ static bool reserve_pieces(SageShareAlloc *a, size_t n) {
         return true;
 }
 
-static bool insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Piece *add, size_t nadd) {
+bool share_vmm_insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Piece *add, size_t nadd) {
         size_t n = a->npieces - remove + nadd;
         Piece *ps;
 
@@ -84,7 +86,7 @@ static CUresult map_at(ShareVmm *v, const SageShareAlloc *a, size_t off, size_t 
 
 /* Map adjacent pieces ps[0..n) with one access call (the driver grants several whole mappings at once);
  * on failure none stays mapped. */
-static CUresult map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, size_t n, CUmemAccess_flags access) {
+CUresult share_vmm_map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, size_t n, CUmemAccess_flags access) {
         const SageVmmOps *ops = &v->drv->vmm;
         CUmemAccessDesc desc = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, a->dev }, .flags = access };
         size_t mapped = 0;
@@ -136,16 +138,24 @@ static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev
                 r = CUDA_ERROR_OUT_OF_MEMORY;
         else if (map)
                 r = ops->address_reserve(&a->va, a->padded, 0, 0, 0);
+        /* Deferred (share_backing.c): the memory made, nothing mapped. */
+        if (r == CUDA_SUCCESS && map && !npre && v->defer && a->padded <= chunk &&
+            (r = share_vmm_create(v, a, a->padded, &a->held)) != CUDA_SUCCESS)
+                ops->address_free(a->va, a->padded);
         if (r != CUDA_SUCCESS)
                 goto fail;
-        for (size_t off = 0; off < a->padded && r == CUDA_SUCCESS;) {
+        if (a->held) {
+                a->pieces[a->npieces++] = (Piece){ .len = a->padded, .unbacked = true };
+                atomic_fetch_add(&v->unbacked, 1);
+        }
+        for (size_t off = a->held ? a->padded : 0; off < a->padded && r == CUDA_SUCCESS;) {
                 size_t end = k < npre ? pre[k].off : a->padded;
                 Piece p = { .off = off, .len = end - off < chunk ? end - off : chunk };
                 if (end == off) { /* predicted extents pre[k, k+m), adjacent: mapped with one access call */
                         for (m = 1; k + m < npre && pre[k + m].off == pre[k + m - 1].off + pre[k + m - 1].len;)
                                 m++;
-                        if ((r = map_run(v, a, &pre[k], m, CU_MEM_ACCESS_FLAGS_PROT_READ)) == CUDA_SUCCESS)
-                                insert_pieces(a, a->npieces, 0, &pre[k], m);
+                        if ((r = share_vmm_map_run(v, a, &pre[k], m, CU_MEM_ACCESS_FLAGS_PROT_READ)) == CUDA_SUCCESS)
+                                share_vmm_insert_pieces(a, a->npieces, 0, &pre[k], m);
                         off = pre[k + m - 1].off + pre[k + m - 1].len;
                         k += m;
                         continue;
@@ -155,7 +165,7 @@ static CUresult alloc_pieces(ShareVmm *v, size_t size, size_t gran, CUdevice dev
                 if (map && (r = map_at(v, a, off, p.len, p.handle, CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) != CUDA_SUCCESS)
                         ops->release(p.handle);
                 else
-                        insert_pieces(a, a->npieces, 0, &p, 1);
+                        share_vmm_insert_pieces(a, a->npieces, 0, &p, 1);
                 off += p.len;
         }
         if (r != CUDA_SUCCESS) {
@@ -225,6 +235,7 @@ SageShareAlloc *share_vmm_unlink(ShareVmm *v, CUdeviceptr va) {
 void share_vmm_release(ShareVmm *v, SageShareAlloc *a) {
         for (size_t i = 0; i < a->npieces; i++)
                 share_vmm_drop_piece(v, a, &a->pieces[i]);
+        share_vmm_drop_held(v, a);
         if (!a->app_vmm) /* an app's handle: the reservation is the app's */
                 v->drv->vmm.address_free(a->va, a->padded);
         free(a->pieces);
@@ -264,6 +275,8 @@ void share_vmm_note_written(ShareVmm *v, SageShareAlloc *a, size_t off, size_t l
 
 /* Must the content of a->va[off, off+len), part of piece p, survive a split? */
 static bool must_keep(const ShareVmm *v, const SageShareAlloc *a, const Piece *p, size_t off, size_t len) {
+        if (p->unbacked)
+                return false;
         if (p->extent_id || !share_vmm_fresh(v, a))
                 return true;
         for (size_t i = 0; i < a->nwritten; i++)
@@ -288,7 +301,7 @@ bool share_vmm_replace_needs_sync(const ShareVmm *v, const SageShareAlloc *a, si
         if (!share_vmm_fresh(v, a))
                 return true;
         for (size_t i = 0; i < a->npieces; i++)
-                if (a->pieces[i].off < hi && lo < a->pieces[i].off + a->pieces[i].len) {
+                if (a->pieces[i].off < hi && lo < a->pieces[i].off + a->pieces[i].len && !a->pieces[i].unbacked) {
                         if (a->pieces[i].extent_id || a->pieces[i].parked)
                                 return true;
                         from = a->pieces[i].off < from ? a->pieces[i].off : from;
@@ -336,7 +349,9 @@ void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
         if (p->unconfirmed)
                 atomic_fetch_sub(&v->unconfirmed, 1);
         p->unconfirmed = false;
-        if (p->parked)
+        if (p->unbacked)
+                atomic_fetch_sub(&v->unbacked, 1);
+        if (p->parked || p->unbacked)
                 return; /* nothing mapped, nothing held */
         if (a->va)      /* an app's handle not mapped now has no address */
                 v->drv->vmm.unmap(a->va + p->off, p->len);
@@ -370,16 +385,18 @@ static bool plan_rests(const ShareVmm *v, SageShareAlloc *a, size_t lo, size_t h
         memset(rem, 0, 3 * sizeof(*rem));
         keep[0] = keep[1] = keep[2] = false;
         if (a->pieces[*i0].off < lo) {
-                rem[n] = (Piece){ .off = a->pieces[*i0].off, .len = lo - a->pieces[*i0].off };
+                rem[n] = (Piece){ .off = a->pieces[*i0].off,
+                                  .len = lo - a->pieces[*i0].off,
+                                  .unbacked = a->pieces[*i0].unbacked };
                 keep[n] = must_keep(v, a, &a->pieces[*i0], rem[n].off, rem[n].len);
                 n++;
         }
         if (a->pieces[*i1 - 1].off + a->pieces[*i1 - 1].len > hi) {
                 const Piece *last = &a->pieces[*i1 - 1];
                 size_t end = last->off + last->len;
-                rem[n] = (Piece){ .off = hi, .len = end - hi };
+                rem[n] = (Piece){ .off = hi, .len = end - hi, .unbacked = last->unbacked };
                 keep[n] = must_keep(v, a, last, rem[n].off, rem[n].len);
-                if (!keep[n] && span_hi > hi && rem[n].len > a->gran) {
+                if (!keep[n] && !last->unbacked && span_hi > hi && rem[n].len > a->gran) {
                         rem[n].len = a->gran;
                         n++;
                         rem[n] = (Piece){ .off = hi + a->gran, .len = end - hi - a->gran };
@@ -397,7 +414,7 @@ static bool prepared_fit(const ShareVmm *v, const SageShareAlloc *a, const Piece
         if (p->a != a || p->n != n || !n)
                 return false;
         for (size_t k = 0; k < n; k++)
-                if (keep[k] || rem[k].off != p->rem[k].off || rem[k].len != p->rem[k].len)
+                if (keep[k] || rem[k].off != p->rem[k].off || rem[k].len != p->rem[k].len || rem[k].unbacked)
                         return false;
         return true;
 }
@@ -407,6 +424,8 @@ static CUresult create_rests(ShareVmm *v, SageShareAlloc *a, Piece *rem, const b
         CUresult r = CUDA_SUCCESS;
 
         for (size_t k = 0; k < n && r == CUDA_SUCCESS; k++) {
+                if (rem[k].unbacked) /* stays unbacked: nothing to make */
+                        continue;
                 if (keep[k])
                         sage_stats_count(SAGE_STAT_SHARE_KEEP_COPIES);
                 r = keep[k] ? share_vmm_copy_into_new(v, a, rem[k].off, rem[k].len, &rem[k].handle)
@@ -428,7 +447,8 @@ bool share_vmm_prepare_rests(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t h
 
         share_vmm_discard_rests(v);
         if (!plan_rests(v, a, lo, hi, span_hi, p->rem, keep, &p->n, &i0, &i1) || keep[0] || keep[1] || keep[2] ||
-            !p->n || create_rests(v, a, p->rem, keep, p->n) != CUDA_SUCCESS) {
+            !p->n || p->rem[0].unbacked || p->rem[p->n - 1].unbacked ||
+            create_rests(v, a, p->rem, keep, p->n) != CUDA_SUCCESS) {
                 p->n = 0;
                 return false;
         }
@@ -466,9 +486,11 @@ CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size
                 share_vmm_drop_piece(v, a, &a->pieces[i]);
         /* The rests after hi are adjacent: one access call for them. */
         for (size_t k = 0, n; k < nrem && r == CUDA_SUCCESS; k += n) {
-                for (n = 1; k + n < nrem && rem[k + n].off == rem[k + n - 1].off + rem[k + n - 1].len;)
+                for (n = 1; k + n < nrem && rem[k + n].off == rem[k + n - 1].off + rem[k + n - 1].len &&
+                            rem[k + n].unbacked == rem[k].unbacked;)
                         n++;
-                r = map_run(v, a, &rem[k], n, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+                if (!rem[k].unbacked)
+                        r = share_vmm_map_run(v, a, &rem[k], n, CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
         }
         if (r == CUDA_SUCCESS)
                 r = map_at(v, a, lo, hi - lo, with->handle,
@@ -485,7 +507,12 @@ CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size
         for (size_t k = 0; k < nrem; k++)
                 if (rem[k].off >= hi)
                         add[nadd++] = rem[k];
-        insert_pieces(a, i0, i1 - i0, add, nadd); /* capacity reserved above: cannot fail */
+        share_vmm_insert_pieces(a, i0, i1 - i0, add, nadd); /* capacity reserved above: cannot fail */
+        for (size_t k = 0; k < nrem; k++)
+                if (rem[k].unbacked)
+                        atomic_fetch_add(&v->unbacked, 1);
+        if (a->held && !share_vmm_has_unbacked(a)) /* a hit took the last of it */
+                share_vmm_drop_held(v, a);
         return CUDA_SUCCESS;
 }
 
@@ -569,31 +596,4 @@ void share_vmm_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why
         sage_stats_add(SAGE_STAT_SHARE_BYTES_DROPPED, bytes);
         sage_debug("share: %p+%zu (%zu upload bytes) not published: %s", (void *)(uintptr_t)(a->va + p->off), p->len,
                    bytes, why);
-}
-
-bool share_vmm_consolidate(ShareVmm *v, SageShareAlloc *a) {
-        CUmemGenericAllocationHandle h;
-        CUcontext popped;
-        bool ok = false;
-
-        a->no_share = true;
-        for (size_t i = 0; i < a->npieces; i++)
-                share_vmm_drop_candidate(a, &a->pieces[i], "the allocation was exported through CUDA IPC");
-        if (a->npieces == 1 && !a->pieces[0].extent_id)
-                return true;
-        if (v->drv->ctx_push(a->ctx) != CUDA_SUCCESS)
-                return false;
-        v->drv->vmm.ctx_synchronize();
-        if (share_vmm_copy_into_new(v, a, 0, a->padded, &h) != CUDA_SUCCESS)
-                goto out;
-        for (size_t i = 0; i < a->npieces; i++)
-                share_vmm_drop_piece(v, a, &a->pieces[i]);
-        a->npieces = 1;
-        a->pieces[0] = (Piece){ .off = 0, .len = a->padded, .handle = h };
-        ok = map_at(v, a, 0, a->padded, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) == CUDA_SUCCESS;
-        if (!ok)
-                sage_warn("share: cannot re-back %p+%zu for IPC", (void *)(uintptr_t)a->va, a->size);
-out:
-        v->drv->ctx_pop(&popped);
-        return ok;
 }

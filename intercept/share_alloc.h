@@ -27,6 +27,7 @@ typedef struct Piece {
         bool parked;        /* a broker extent unmapped while suspended (share_vmm_park): `key` maps it again */
         bool candidate;     /* filled by one upload: published at free or exit if unchanged */
         bool unconfirmed;   /* predicted (share_hint.h): an extent mapped before its upload, no span yet */
+        bool unbacked;      /* deferred (share_backing.c): address reserved, no memory mapped yet */
         SageHash key;       /* candidate: the broker key (file identity or content) */
         SageHash content;   /* candidate: the content hash, checked against the device */
         size_t span_lo;     /* where the upload that filled it starts (<= off): kernels point from here */
@@ -64,6 +65,7 @@ typedef struct SageShareAlloc {
         bool predict_spoiled; /* a predicted piece was written or covered in part before its upload (share_hint.c) */
         Range *plain;         /* uploads copied because a hit would cost more (share_cost.h): never assembled */
         size_t nplain;
+        CUmemGenericAllocationHandle held; /* deferred: memory made for its unbacked pieces, unmapped (0: none) */
         struct SageShareAlloc *next;
 } SageShareAlloc;
 
@@ -128,6 +130,8 @@ typedef struct ShareVmm {
         ShareRests prepared;   /* share_vmm_prepare_rests's, until taken or discarded */
         /* Unconfirmed pieces (share_hint.h): hooks read it without the lock. */
         atomic_uint unconfirmed;
+        bool defer;           /* SAGE_SHARE_DEFER: new allocations' pieces unbacked until used (share_backing.c) */
+        atomic_uint unbacked; /* unbacked pieces: hooks read it without the lock */
 } ShareVmm;
 
 void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx);
@@ -253,5 +257,38 @@ typedef void (*ShareLookupFn)(void *ctx, ShareParkedLookup *lookups, size_t n);
 size_t share_vmm_park(ShareVmm *v);
 size_t share_vmm_unpark(ShareVmm *v, ShareLookupFn lookup, void *ctx);
 
-/* Give `a` a single private backing for good (content kept): CUDA IPC exports it. */
+/* Give `a` a single private backing for good (content kept): CUDA IPC exports it (share_backing.c). */
 bool share_vmm_consolidate(ShareVmm *v, SageShareAlloc *a);
+
+/*
+ * Deferred backing (share_backing.c, SAGE_SHARE_DEFER). An allocation made
+ * with `defer` on reserves its range and creates its memory (`held`, so
+ * the app's cuMemAlloc fails where the driver's would) but maps nothing:
+ * its pieces are unbacked. A hit replaces unbacked pieces at the cost of
+ * its own import, map and access; nothing is created to be released. Before
+ * anything else may reach the range, its pieces get private backing: the
+ * granules an app's copy writes (share_vmm_back), everything at any call
+ * that may touch device memory (share_vmm_back_all). An allocation no hit
+ * reached before that is mapped with `held` itself (2 calls, as the eager
+ * path's); else `held` goes once the last unbacked piece has backing.
+ * CUDA_SUCCESS, or the create's error (pieces left unbacked: the caller
+ * must not let the app reach them).
+ */
+CUresult share_vmm_back(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len);
+/* Every unbacked piece of every allocation; false if one could not be backed. */
+bool share_vmm_back_all(ShareVmm *v);
+/* The allocator's own steps, for share_backing.c. */
+bool share_vmm_insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Piece *add, size_t nadd);
+CUresult share_vmm_map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, size_t n, CUmemAccess_flags access);
+static inline bool share_vmm_has_unbacked(const SageShareAlloc *a) {
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].unbacked)
+                        return true;
+        return false;
+}
+/* No piece of `a` needs its held memory any more: it goes. */
+static inline void share_vmm_drop_held(ShareVmm *v, SageShareAlloc *a) {
+        if (a->held)
+                v->drv->vmm.release(a->held);
+        a->held = 0;
+}

@@ -357,6 +357,7 @@ bool share_enabled(SageShare *s) {
         }
         share_vmm_init(&s->vmm, &s->drv, release_extent, s);
         s->vmm.track_pending = sage_options()->share_assemble;
+        s->vmm.defer = sage_options()->share_defer;
         share_place_open(&s->place, sage_options()->share_place);
         share_hints_open(&s->hints, sage_options()->share_predict ? sage_options()->share_place : NULL);
         atexit(share_at_exit);

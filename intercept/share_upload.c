@@ -187,6 +187,7 @@ void sage_share_before_write(CUdeviceptr dst, size_t n) {
 
         if (!atomic_load_explicit(&s->active, memory_order_relaxed))
                 return;
+        sage_share_back_all(); /* a device copy's source may be unbacked too */
         share_predict_settle(s);
         share_assemble(s); /* while the uploads' granules still hold only what was uploaded */
         share_vmm_note_write(&s->vmm);
@@ -205,6 +206,7 @@ void sage_share_before_unknown_write(CUdeviceptr dst) {
 
         if (!atomic_load_explicit(&s->active, memory_order_relaxed))
                 return;
+        sage_share_back_all();
         share_predict_settle(s);
         share_assemble(s);
         share_vmm_note_write(&s->vmm);
@@ -435,7 +437,10 @@ static CUresult copy_part(const CopyCall *c, size_t off, size_t len) {
 /* copy_part, its rate learned (share_cost.h) when it is long enough to tell. */
 static CUresult timed_copy(SageShare *s, const CopyCall *c, size_t off, size_t len) {
         uint64_t t;
-        CUresult r;
+        CUresult r = sage_share_back(c->dst + off, len); /* unbacked granules it writes (share_backing.c) */
+
+        if (r != CUDA_SUCCESS)
+                return r;
 
         if (len < SHARE_COST_MIN_COPY || !atomic_load_explicit(&s->active, memory_order_relaxed))
                 return copy_part(c, off, len);
@@ -501,8 +506,10 @@ static CUresult upload(const CopyCall *c) {
                 return copy_part(c, first, c->n - first);
         }
         if (c->kind == COPY_UNIFIED || c->kind == COPY_UNIFIED_ASYNC) {
-                if (!targets_shared_alloc(s, c->dst, c->n))
+                if (!targets_shared_alloc(s, c->dst, c->n)) {
+                        sage_share_back_all(); /* its source may be memory SAGE backs */
                         return copy_part(c, 0, c->n);
+                }
                 if (!host_source(s, c->src)) {
                         sage_share_before_write(c->dst, c->n);
                         return copy_part(c, 0, c->n);

@@ -8,3 +8,10 @@ probe_build() {
   gcc -O2 -std=gnu11 -I/usr/local/cuda/include -I"$(dirname "${BASH_SOURCE[0]}")" "$src" "${stubs[@]}" \
     -lcuda -lpthread -o "$out" || { echo "$label: $(basename "$src") does not build"; exit 1; }
 }
+# probe_prepare NAME SRC: probe_build into a temporary folder removed at exit; the binary's path in $probe.
+probe_prepare() {
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  probe=$tmp/probe
+  probe_build "$1" "$2" "$probe"
+}

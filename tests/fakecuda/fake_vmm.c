@@ -15,6 +15,7 @@
 #include "fake_internal.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,37 @@
 #include <unistd.h>
 
 #define GRAN FAKE_GRANULARITY
+
+/*
+ * SAGE_FAKE_VMM_COUNT=FILE: at exit the process appends one line, how many
+ * calls of each VMM entry point it made, so a test can count what SAGE's
+ * allocator asks of a driver that serializes them across processes.
+ */
+enum {
+        VMM_CREATE,
+        VMM_RELEASE,
+        VMM_RESERVE,
+        VMM_FREE,
+        VMM_MAP,
+        VMM_UNMAP,
+        VMM_ACCESS,
+        VMM_IMPORT,
+        VMM_KINDS
+};
+static _Atomic unsigned long vmm_calls[VMM_KINDS];
+#define VMM_COUNT(kind) atomic_fetch_add_explicit(&vmm_calls[kind], 1, memory_order_relaxed)
+
+__attribute__((destructor)) static void vmm_count_report(void) {
+        const char *path = getenv("SAGE_FAKE_VMM_COUNT");
+        FILE *f;
+
+        if (!path || !*path || !(f = fopen(path, "a")))
+                return;
+        fprintf(f, "create %lu release %lu reserve %lu free %lu map %lu unmap %lu access %lu import %lu\n",
+                vmm_calls[VMM_CREATE], vmm_calls[VMM_RELEASE], vmm_calls[VMM_RESERVE], vmm_calls[VMM_FREE],
+                vmm_calls[VMM_MAP], vmm_calls[VMM_UNMAP], vmm_calls[VMM_ACCESS], vmm_calls[VMM_IMPORT]);
+        fclose(f);
+}
 
 static FakePhys *phys_find_locked(CUmemGenericAllocationHandle h) {
         for (FakePhys *ph = fake.phys; ph; ph = ph->next)
@@ -137,6 +169,7 @@ static int vmm_fd_device(int fd) {
 FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
                                  unsigned long long flags) {
         FAKE_GATE();
+        VMM_COUNT(VMM_CREATE);
         FAKE_REQUIRE_INIT_ARGS(!handle || !valid_prop(prop) || size == 0 || size % GRAN || flags);
         fake_lock();
         if (fake.mem_used[prop->location.id] + size > fake.mem_total) {
@@ -165,6 +198,7 @@ FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t si
 
 FAKE_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
         FAKE_GATE();
+        VMM_COUNT(VMM_RELEASE);
         FAKE_REQUIRE_INIT();
         fake_lock();
         FakePhys *ph = phys_find_locked(handle);
@@ -179,6 +213,7 @@ FAKE_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
 FAKE_EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr,
                                          unsigned long long flags) {
         FAKE_GATE();
+        VMM_COUNT(VMM_RESERVE);
         FAKE_REQUIRE_INIT_ARGS(!ptr || size == 0 || size % GRAN || (alignment & (alignment - 1)));
         if (alignment < GRAN)
                 alignment = GRAN;
@@ -219,6 +254,7 @@ FAKE_EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t a
 
 FAKE_EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) {
         FAKE_GATE();
+        VMM_COUNT(VMM_FREE);
         FAKE_REQUIRE_INIT();
         fake_lock();
         for (FakeReservation **p = &fake.reservations; *p; p = &(*p)->next) {
@@ -244,6 +280,7 @@ FAKE_EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) {
 FAKE_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
                               unsigned long long flags) {
         FAKE_GATE();
+        VMM_COUNT(VMM_MAP);
         FAKE_REQUIRE_INIT();
         if (fake.map_ms)
                 fake_sleep_ms(fake.map_ms);
@@ -287,6 +324,7 @@ out:
 
 FAKE_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) {
         FAKE_GATE();
+        VMM_COUNT(VMM_UNMAP);
         FAKE_REQUIRE_INIT();
         uintptr_t p = (uintptr_t)ptr;
         if (size == 0)
@@ -357,6 +395,7 @@ static bool split_at_locked(uintptr_t at) {
  */
 FAKE_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count) {
         FAKE_GATE();
+        VMM_COUNT(VMM_ACCESS);
         FAKE_REQUIRE_INIT();
         uintptr_t p = (uintptr_t)ptr;
         if (!desc || count == 0 || size == 0)
@@ -457,6 +496,7 @@ FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGe
 FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle, void *osHandle,
                                                     CUmemAllocationHandleType shHandleType) {
         FAKE_GATE();
+        VMM_COUNT(VMM_IMPORT);
         FAKE_REQUIRE_INIT_ARGS(!handle);
         if (shHandleType != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
                 return CUDA_ERROR_NOT_SUPPORTED;

@@ -10,6 +10,8 @@ step() { printf '== %s\n' "$*"; }
 bad() { printf 'FAIL: %s\n' "$*"; fail=1; }
 # The counter NAME of libsage in the trace dump FILE.
 stat_of() { "$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['otherData']['stats'][sys.argv[2]])" "$1" "$2"; }
+# The driver VMM calls a process made: the simulated driver's SAGE_FAKE_VMM_COUNT file, summed.
+vmm_calls() { awk '{ n = 0; for (i = 2; i <= NF; i += 2) n += $i; print n }' "$1"; }
 # stop_saged: the broker start_saged started, if one runs, stopped and waited for.
 stop_saged() {
   [ -z "$saged_pid" ] || { kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; }

@@ -62,7 +62,20 @@ at_least "$(shared b3)" 98 || bad "third invocation: $(shared b3)% shared (< 98%
 [ "$(stat_of "$tmp/b3.json" SHARE_DROPPED)" = 0 ] || bad "third invocation: $(stat_of "$tmp/b3.json" SHARE_DROPPED) candidates dropped"
 [ "$(stat_of "$tmp/b3.json" SHARE_GUARD_UNSHARED)" = 0 ] || bad "third invocation: the guard privatized shared pieces"
 [ "$(stat_of "$tmp/b3.json" SHARE_SYNCS_SKIPPED)" -gt 0 ] || bad "no hit skipped its synchronize"
-[ "$(stat_of "$tmp/b3.json" SHARE_RESTS_AHEAD)" -gt 0 ] || bad "no hit took the rests made while the broker answered"
+
+step "deferred backing (SAGE_SHARE_DEFER): the same invocation, about the VMM calls of mapping at cuMemAlloc"
+run b4 SAGE_SHARE_PLACE="$tmp/place" SAGE_FAKE_VMM_COUNT="$tmp/b4.vmm"
+run b5 SAGE_SHARE_PLACE="$tmp/place" SAGE_FAKE_VMM_COUNT="$tmp/b5.vmm" SAGE_SHARE_DEFER=0
+calls_b4=$(vmm_calls "$tmp/b4.vmm") calls_b5=$(vmm_calls "$tmp/b5.vmm")
+echo "VMM calls: deferred $calls_b4 ($(cat "$tmp/b4.vmm")), mapped at cuMemAlloc $calls_b5 ($(cat "$tmp/b5.vmm"))"
+# b5 runs on extents the deferred runs published: its own layout (assembled runs) differs, it need not hit them all.
+at_least "$(shared b4)" 98 || bad "deferred: $(shared b4)% shared (< 98%)"
+[ "$(stat_of "$tmp/b4.json" SHARE_DEFERRED)" -gt 0 ] && [ "$(stat_of "$tmp/b5.json" SHARE_DEFERRED)" = 0 ] ||
+  bad "SHARE_DEFERRED: $(stat_of "$tmp/b4.json" SHARE_DEFERRED) deferred, $(stat_of "$tmp/b5.json" SHARE_DEFERRED) not"
+# Most of this pool's weights are small tensors, copied and assembled, each copy backing its own granules:
+# about the calls of the eager path (the GPT-2-like load of predict_checks.sh is where deferral pays).
+[ $((calls_b4 * 100)) -le $((calls_b5 * 105)) ] || bad "deferred: $calls_b4 VMM calls, more than 105% of $calls_b5"
+[ "$(stat_of "$tmp/b5.json" SHARE_RESTS_AHEAD)" -gt 0 ] || bad "no hit took the rests made while the broker answered"
 
 step "a kernel writing placed, shared weights: a private copy first (the launch guard), same output as native"
 native_w=$(POOL_TEST_WRITE=1 "$prog" 5)
@@ -84,10 +97,11 @@ grep -q "parent sees 5a5a5a5a5a5a5a5a" <<<"$out" || bad "ipc: the child's write 
 step "BERT base: whole granules whose hit would re-back copied bytes are assembled with them (SAGE_SHARE_FOLD)"
 native_b=$(POOL_TEST_BERT=1 "$prog" 5)
 # bert TAG [VAR=VALUE...]: one BERT invocation on the broker as it is, output compared with native's.
+# Mapped at cuMemAlloc (SAGE_SHARE_DEFER=0): deferred, a hit re-backs no copied bytes and nothing folds.
 bert() {
   local tag=$1 out
   shift
-  out=$(env "$@" POOL_TEST_BERT=1 SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" 5) || bad "$tag: the run failed"
+  out=$(env SAGE_SHARE_DEFER=0 "$@" POOL_TEST_BERT=1 SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" 5) || bad "$tag: the run failed"
   [ "$out" = "$native_b" ] || bad "$tag output: $out vs $native_b"
 }
 # Broker requests of a warm invocation: a lookup per upload looked up, a key per assembled run (one window).

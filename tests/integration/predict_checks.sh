@@ -54,6 +54,17 @@ run off SAGE_SHARE_PREDICT=0
 [ "$(st off SHARE_HITS)" = "$whole" ] && [ "$(st off SHARE_LOOKUPS)" = "$whole" ] && [ "$(st off SHARE_PREDICT_MAPPED)" = 0 ] ||
   bad "predict off: hits $(st off SHARE_HITS), lookups $(st off SHARE_LOOKUPS), predicted $(st off SHARE_PREDICT_MAPPED)"
 
+step "deferred backing (SAGE_SHARE_DEFER): hits map over unmapped ranges, few driver VMM calls a hit"
+run d1 SAGE_SHARE_PREDICT=0 SAGE_FAKE_VMM_COUNT="$tmp/d1.vmm"
+[ "$out" = "$native" ] || bad "deferred output: $out vs $native"
+run d0 SAGE_SHARE_PREDICT=0 SAGE_SHARE_DEFER=0 SAGE_FAKE_VMM_COUNT="$tmp/d0.vmm"
+[ "$out" = "$native" ] || bad "mapped at cuMemAlloc output: $out vs $native"
+calls_d1=$(vmm_calls "$tmp/d1.vmm") calls_d0=$(vmm_calls "$tmp/d0.vmm")
+echo "VMM calls for $whole hits: deferred $calls_d1 ($(cat "$tmp/d1.vmm")), mapped at cuMemAlloc $calls_d0 ($(cat "$tmp/d0.vmm"))"
+[ "$(st d1 SHARE_HITS)" = "$whole" ] && [ "$(st d0 SHARE_HITS)" = "$whole" ] || bad "hits: $(st d1 SHARE_HITS) deferred, $(st d0 SHARE_HITS) not"
+[ "$(st d1 SHARE_DEFERRED)" -gt 0 ] && [ "$(st d0 SHARE_DEFERRED)" = 0 ] || bad "SHARE_DEFERRED: $(st d1 SHARE_DEFERRED), $(st d0 SHARE_DEFERRED)"
+[ "$calls_d1" -le $((calls_d0 * 6 / 10)) ] || bad "deferred: $calls_d1 VMM calls, not <= 60% of $calls_d0"
+
 step "new weights in one tensor: its prediction is not trusted, the bytes are the app's"
 native_c=$(PREDICT_TEST_CHANGE=3 "$prog" 5)
 [ "$native_c" != "$native" ] || bad "the change changes nothing"

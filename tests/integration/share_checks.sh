@@ -65,6 +65,13 @@ for i in 1 2; do  # the tensors follow each other: no split through bytes to kee
   [ "$(stat_of "$tmp/p$i.json" SHARE_KEEP_COPIES)" = 0 ] || bad "pieces run $i: $(stat_of "$tmp/p$i.json" SHARE_KEEP_COPIES) pieces copied to re-back them"
 done
 
+step "deferred backing: each way into memory no upload reached finds it mapped; a hit with unaligned ends"
+twice d deferred 16 12 deferred
+[ "$(stat_of "$tmp/d2.json" SHARE_DEFERRED)" = 5 ] || bad "deferred: $(stat_of "$tmp/d2.json" SHARE_DEFERRED) of 5 allocations deferred"
+[ "$(stat_of "$tmp/d2.json" SHARE_HITS)" = 1 ] || bad "deferred: the weights did not hit"
+SAGE_SHARE_DEFER=0 SAGE_TRACE="$tmp/d0.json" LD_PRELOAD="$preload" "$prog" 16 12 deferred >"$tmp/d0.out" || bad "SAGE_SHARE_DEFER=0 (a fault?)"
+[ "$(cat "$tmp/d0.out")" = "$twice_native" ] && [ "$(stat_of "$tmp/d0.json" SHARE_DEFERRED)" = 0 ] || bad "SAGE_SHARE_DEFER=0: deferred"
+
 step "the warm-up thread makes assembly's read-back and the miss path's pinned staging ahead (the exit waits for it)"
 SAGE_WARMUP=eager SAGE_VERBOSE=2 LD_PRELOAD="$preload" "$prog" 2 11 idle >/dev/null 2>"$tmp/ahead.err" || bad "idle run"
 grep -q "read-back staging made ahead (pinned)" "$tmp/ahead.err" || bad "no staging made ahead: $(cat "$tmp/ahead.err")"

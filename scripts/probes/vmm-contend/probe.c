@@ -1,0 +1,138 @@
+/*
+ * What each driver VMM call costs when N processes make them at once
+ * (docs/sharing.md, "Deferred backing"): the driver serializes them across
+ * processes, so which calls a hit and an allocation make decides how SAGE
+ * scales to 16 GPT-2 at once. Each of N processes (forked before cuInit,
+ * released together through a pipe) makes ROUNDS rounds of what SAGE's
+ * allocator does for a 20 MiB segment and its hits:
+ *   reserve 20 MiB; create 20 MiB; map; access       (cuMemAlloc, eager)
+ *   unmap; release                                    (a hit's old piece)
+ *   create 2 MiB x 10; map each; access x 10          (pieces one by one)
+ *   access once over the 10 mappings                  (a run's one call)
+ *   unmap x 10; release x 10; free the range
+ * and prints, per call kind, the mean and the worst microseconds over every
+ * process, and the round's wall time.
+ *   probe N [ROUNDS]
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "probe.h"
+
+enum {
+        RESERVE,
+        CREATE20,
+        CREATE2,
+        MAP,
+        ACCESS,
+        ACCESS_RUN,
+        UNMAP,
+        RELEASE,
+        FREE,
+        KINDS
+};
+static const char *const kind_name[KINDS] = { "reserve",    "create 20 MiB", "create 2 MiB", "map", "access",
+                                              "access run", "unmap",         "release",      "free" };
+
+typedef struct Sum {
+        double total[KINDS], worst[KINDS];
+        unsigned long n[KINDS];
+        double wall;
+        int failed;
+} Sum;
+
+#define TIMED(sum, kind, call)                                                          \
+        do {                                                                            \
+                double t_ = now_ms();                                                   \
+                CUresult r_ = (call);                                                   \
+                t_ = (now_ms() - t_) * 1e3;                                             \
+                (sum)->total[kind] += t_;                                               \
+                (sum)->worst[kind] = t_ > (sum)->worst[kind] ? t_ : (sum)->worst[kind]; \
+                (sum)->n[kind]++;                                                       \
+                if (r_ != CUDA_SUCCESS && !(sum)->failed) {                             \
+                        fprintf(stderr, "%s: %s\n", kind_name[kind], name(r_));         \
+                        (sum)->failed = 1;                                              \
+                }                                                                       \
+        } while (0)
+
+static void rounds(Sum *s, int n) {
+        CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                     .requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                                     .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
+        CUmemAccessDesc rw = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 },
+                               .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+        const size_t big = (size_t)20 << 20, g = (size_t)2 << 20;
+        CUmemGenericAllocationHandle h, p[10];
+        CUdeviceptr va;
+        double t0 = now_ms();
+
+        for (int r = 0; r < n && !s->failed; r++) {
+                TIMED(s, RESERVE, cuMemAddressReserve(&va, big, 0, 0, 0));
+                TIMED(s, CREATE20, cuMemCreate(&h, big, &prop, 0));
+                TIMED(s, MAP, cuMemMap(va, big, 0, h, 0));
+                TIMED(s, ACCESS, cuMemSetAccess(va, big, &rw, 1));
+                TIMED(s, UNMAP, cuMemUnmap(va, big));
+                TIMED(s, RELEASE, cuMemRelease(h));
+                for (int k = 0; k < 10; k++) {
+                        TIMED(s, CREATE2, cuMemCreate(&p[k], g, &prop, 0));
+                        TIMED(s, MAP, cuMemMap(va + k * g, g, 0, p[k], 0));
+                        TIMED(s, ACCESS, cuMemSetAccess(va + k * g, g, &rw, 1));
+                }
+                TIMED(s, ACCESS_RUN, cuMemSetAccess(va, 10 * g, &rw, 1));
+                for (int k = 0; k < 10; k++) {
+                        TIMED(s, UNMAP, cuMemUnmap(va + k * g, g));
+                        TIMED(s, RELEASE, cuMemRelease(p[k]));
+                }
+                TIMED(s, FREE, cuMemAddressFree(va, big));
+        }
+        s->wall = now_ms() - t0;
+}
+
+int main(int argc, char **argv) {
+        int procs = argc > 1 ? atoi(argv[1]) : 1, n = argc > 2 ? atoi(argv[2]) : 20, go[2];
+        Sum *sums = mmap(NULL, sizeof(Sum) * (size_t)procs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        Sum all = { 0 };
+        double wall = 0;
+        char c;
+
+        if (procs < 1 || sums == MAP_FAILED || pipe(go) != 0)
+                return 2;
+        memset(sums, 0, sizeof(Sum) * (size_t)procs);
+        for (int i = 0; i < procs; i++)
+                if (fork() == 0) {
+                        CUdevice dev;
+                        CUcontext ctx;
+                        close(go[1]);
+                        if (cuInit(0) != CUDA_SUCCESS || cuDeviceGet(&dev, 0) != CUDA_SUCCESS ||
+                            cuDevicePrimaryCtxRetain(&ctx, dev) != CUDA_SUCCESS || cuCtxSetCurrent(ctx) != CUDA_SUCCESS)
+                                _exit(3);
+                        if (read(go[0], &c, 1) != 0) /* released when the parent closes its end */
+                                _exit(4);
+                        rounds(&sums[i], n);
+                        _exit(sums[i].failed ? 1 : 0);
+                }
+        close(go[0]);
+        sleep(procs > 1 ? 3 : 1); /* every context made */
+        close(go[1]);
+        for (int i = 0, st; i < procs; i++)
+                if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                        all.failed = 1;
+        for (int i = 0; i < procs; i++) {
+                for (int k = 0; k < KINDS; k++) {
+                        all.total[k] += sums[i].total[k];
+                        all.n[k] += sums[i].n[k];
+                        all.worst[k] = sums[i].worst[k] > all.worst[k] ? sums[i].worst[k] : all.worst[k];
+                }
+                wall = sums[i].wall > wall ? sums[i].wall : wall;
+        }
+        printf("%d at once, %d rounds:%s slowest process %.1f ms\n", procs, n, all.failed ? " FAILED," : "", wall);
+        for (int k = 0; k < KINDS; k++)
+                printf("  %-14s mean %8.1f us, worst %8.1f us (%lu calls)\n", kind_name[k],
+                       all.n[k] ? all.total[k] / all.n[k] : 0.0, all.worst[k], all.n[k]);
+        return all.failed;
+}
