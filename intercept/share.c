@@ -199,7 +199,8 @@ void sage_share_prestage(CUcontext ctx) {
          * buffers; assembly comes only at the first launch after uploads.
          */
         if ((staged = share_upload_prestage(s, ctx)))
-                sage_info("share: the miss path's staging made ahead (%zu MiB pinned)", staged >> 20);
+                sage_info("share: the miss path's staging made ahead (%zu MiB pinned, %s)", staged >> 20,
+                          s->stage.no_register ? "by cuMemAllocHost" : "registered");
         if (readback && share_readback_prepare(&rb, &s->drv, ctx)) {
                 pthread_mutex_lock(&s->lock);
                 if (!s->readback.host) { /* else the first read-back made its own meanwhile */
