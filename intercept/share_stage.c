@@ -227,8 +227,12 @@ void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes)
         memset(st, 0, sizeof(*st));
         st->drv = *drv;
         atomic_init(&st->made, 0);
-        st->slot_bytes = bytes / SHARE_STAGE_SLOTS / CHUNK * CHUNK;
+        st->slot_bytes = share_stage_slot_bytes(bytes);
         st->owner = getpid();
+}
+
+size_t share_stage_slot_bytes(size_t bytes) {
+        return bytes / SHARE_STAGE_SLOTS / CHUNK * CHUNK;
 }
 
 void share_stage_release(ShareStage *st) {

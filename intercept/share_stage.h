@@ -100,6 +100,19 @@ int share_stage_pin(ShareStage *st, unsigned i);
  * unmapped (kept mapped where the driver still holds the range).
  */
 void *share_pin_registered(size_t n, CUresult (*host_register)(void *, size_t, unsigned int), CUresult *r);
+/*
+ * The staging's pages made ahead, before any driver is there (the warm-up
+ * thread's cuInit): claim (any thread, once per process: true, the caller
+ * then runs populate_ahead on a thread of its own) for staging of
+ * `staging_bytes`; share_pin_registered takes them, waiting for each while
+ * the populater is at work. drop: no more (what was not taken unmapped;
+ * returns how many): the staging is made, or never will be.
+ */
+bool share_stage_populate_claim(size_t staging_bytes);
+void share_stage_populate_ahead(void);
+unsigned share_stage_ahead_drop(void);
+/* A staging buffer's size for `bytes` of staging in all (0: too small: staging off). */
+size_t share_stage_slot_bytes(size_t bytes);
 void share_unpin_registered(void *p, size_t n, CUresult (*host_unregister)(void *));
 void share_stage_unpin(ShareStage *st, unsigned i);
 void share_stage_forget_inherited(ShareStage *st);

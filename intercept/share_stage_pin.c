@@ -28,11 +28,13 @@
 #include "share_stage.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels say EINVAL, and the pages are touched instead */
@@ -74,14 +76,122 @@ static bool populate(void *p, size_t len) {
         return true;
 }
 
+/*
+ * Pages made ahead (share_stage_populate_ahead): the kernel's part of
+ * pinning needs no driver, so a thread of sharing's makes the staging's
+ * pages while the warm-up thread is still in cuInit (~100-230 ms). Once
+ * the context is there, making the staging is registering only (3.3 ms
+ * for 128 MiB on the H100 instead of 21), and a C function's first miss,
+ * which follows its context within milliseconds, neither waits for pages
+ * nor has the maker populating beside its copying threads. Made once per
+ * process; what staging does not take is dropped (share_stage_ahead_drop).
+ * `pid`: a fork()ed child has none of them (MADV_DONTFORK) nor the thread,
+ * and its lock may have been held when it was forked: made anew.
+ */
+static struct {
+        pid_t pid;
+        pthread_mutex_t lock;
+        pthread_cond_t more; /* a mapping was made, or the populater stopped */
+        bool running;        /* the populater is at work: a taker waits for its next mapping */
+        bool dropped;        /* no more: what was made and not taken is unmapped */
+        size_t len;          /* of each mapping */
+        unsigned made, taken;
+        void *map[SHARE_STAGE_SLOTS];
+} ahead;
+
+static void ahead_claim(void) {
+        if (ahead.pid == getpid())
+                return;
+        pthread_mutex_init(&ahead.lock, NULL);
+        pthread_cond_init(&ahead.more, NULL);
+        ahead.running = ahead.dropped = false;
+        ahead.len = 0;
+        ahead.made = ahead.taken = 0;
+        ahead.pid = getpid();
+}
+
+bool share_stage_populate_claim(size_t staging_bytes) {
+        bool go;
+
+        ahead_claim();
+        pthread_mutex_lock(&ahead.lock);
+        go = share_stage_slot_bytes(staging_bytes) && !ahead.running && !ahead.dropped && !ahead.made;
+        if (go) {
+                ahead.running = true;
+                ahead.len = map_len(share_stage_slot_bytes(staging_bytes));
+        }
+        pthread_mutex_unlock(&ahead.lock);
+        return go;
+}
+
+void share_stage_populate_ahead(void) {
+        uint64_t t0 = sage_now_ns();
+        bool stop = false;
+        void *p;
+
+        for (unsigned i = 0; i < SHARE_STAGE_SLOTS && !stop; i++) {
+                if ((p = map_aligned(ahead.len)) && !populate(p, ahead.len)) {
+                        munmap(p, ahead.len);
+                        p = NULL;
+                }
+                pthread_mutex_lock(&ahead.lock);
+                stop = !p || ahead.dropped;
+                if (p && ahead.dropped)
+                        munmap(p, ahead.len);
+                else if (p)
+                        ahead.map[ahead.made++] = p;
+                pthread_cond_broadcast(&ahead.more);
+                pthread_mutex_unlock(&ahead.lock);
+        }
+        pthread_mutex_lock(&ahead.lock);
+        ahead.running = false;
+        pthread_cond_broadcast(&ahead.more);
+        pthread_mutex_unlock(&ahead.lock);
+        sage_info("share: the staging's pages made ahead (%u x %zu MiB in %.1f ms)", ahead.made, ahead.len >> 20,
+                  (double)(sage_now_ns() - t0) / 1e6);
+}
+
+/* A mapping of `len` bytes made ahead, waiting for the populater while it is at work; NULL: none. */
+static void *take_ahead(size_t len) {
+        void *p = NULL;
+
+        ahead_claim();
+        pthread_mutex_lock(&ahead.lock);
+        while (ahead.len == len && ahead.running && !ahead.dropped && ahead.taken == ahead.made)
+                pthread_cond_wait(&ahead.more, &ahead.lock);
+        if (ahead.len == len && !ahead.dropped && ahead.taken < ahead.made)
+                p = ahead.map[ahead.taken++];
+        pthread_mutex_unlock(&ahead.lock);
+        return p;
+}
+
+unsigned share_stage_ahead_drop(void) {
+        unsigned dropped = 0, used;
+        bool first;
+
+        ahead_claim();
+        pthread_mutex_lock(&ahead.lock);
+        first = ahead.len && !ahead.dropped; /* made ahead, and now let go: said once */
+        ahead.dropped = true;
+        used = ahead.taken;
+        for (; ahead.taken < ahead.made; dropped++)
+                munmap(ahead.map[ahead.taken++], ahead.len);
+        pthread_mutex_unlock(&ahead.lock);
+        if (first)
+                sage_info("share: the staging's pages made ahead: %u buffers used, %u unmapped", used, dropped);
+        return dropped;
+}
+
 void *share_pin_registered(size_t n, CUresult (*host_register)(void *, size_t, unsigned int), CUresult *r) {
         size_t len = map_len(n);
         void *p;
 
         *r = CUDA_ERROR_OUT_OF_MEMORY;
-        if (!(p = map_aligned(len)))
+        if ((p = take_ahead(len)))
+                ;
+        else if (!(p = map_aligned(len)))
                 return NULL;
-        if (!populate(p, len)) {
+        else if (!populate(p, len)) {
                 munmap(p, len);
                 return NULL;
         }

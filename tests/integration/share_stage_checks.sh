@@ -73,6 +73,15 @@ staged_at=$(grep -n "staged 24 MiB in" "$tmp/ahead.err" | head -1 | cut -d: -f1)
 made_at=$(grep -n "the miss path's staging made ahead (32 MiB pinned, registered)" "$tmp/ahead.err" | head -1 | cut -d: -f1)
 [ -n "$staged_at" ] && [ -n "$made_at" ] && [ "$staged_at" -lt "$made_at" ] ||
   bad "ahead: the miss waited for every buffer (staged at line ${staged_at:-none}, made at ${made_at:-none}): $(cat "$tmp/ahead.err")"
+# The pages were made beside the warm-up's cuInit: the staging registered those, none of its own.
+grep -q "the staging's pages made ahead: 8 buffers used, 0 unmapped" "$tmp/ahead.err" ||
+  bad "ahead: the staging did not take the pages made ahead: $(cat "$tmp/ahead.err")"
+
+step "pages made ahead for a process that gets no context (cuInit fails): let go, the app's own error unchanged"
+SAGE_FAKE_FAIL_INIT=100 SAGE_WARMUP=eager SAGE_VERBOSE=2 LD_PRELOAD="$preload" "$prog" 24 25 > /dev/null \
+  2> "$tmp/noinit.err" && bad "noinit: the app ran without a device"
+grep -q "the staging's pages made ahead: 0 buffers used" "$tmp/noinit.err" ||
+  bad "noinit: the pages made ahead were kept: $(cat "$tmp/noinit.err")"
 
 step "a hit never waits for the staging the warm-up thread is making (a C function on a warm broker)"
 # The same upload again, the broker holding it (published by the run above): hashed, looked up,

@@ -10,6 +10,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,50 @@ static void test_fork(CUcontext ctx) {
         assert(drv.nregs == 0);
 }
 
+static void *populater(void *arg) {
+        (void)arg;
+        share_stage_populate_ahead();
+        return NULL;
+}
+
+/*
+ * Pages made ahead (while the warm-up thread is in cuInit): the staging
+ * registers them instead of making its own, waiting for each while the
+ * populater is at work; claimed once per process; what nobody takes is
+ * unmapped when dropped.
+ */
+static void test_ahead(CUcontext ctx) {
+        /* libsage's 16 MiB a buffer: the populater's first takes ms, the upload asks at once (it must wait). */
+        size_t bytes = SHARE_STAGE_SLOTS * 32 * CHUNK;
+        ShareStage st;
+        pthread_t tid;
+        int status;
+        pid_t pid;
+
+        reset();
+        assert(share_stage_populate_claim(bytes) && !share_stage_populate_claim(bytes));
+        assert(pthread_create(&tid, NULL, populater, NULL) == 0);
+        share_stage_init(&st, &driver, bytes);
+        assert(upload(&st, ctx, 20 * CHUNK) == 0 && drv.registers == SHARE_STAGE_SLOTS && drv.unpopulated == 0);
+        assert(pthread_join(tid, NULL) == 0);
+        assert(share_stage_ahead_drop() == 0); /* every buffer took one: none made twice */
+        assert(!share_stage_populate_claim(bytes));
+        share_stage_release(&st);
+        assert(drv.nregs == 0);
+
+        /* Nobody takes them (sharing turned out off): unmapped at the drop. A child: a process of its own. */
+        pid = fork();
+        assert(pid >= 0);
+        if (pid == 0) {
+                alarm(20);
+                if (!share_stage_populate_claim(bytes))
+                        _exit(1);
+                share_stage_populate_ahead();
+                _exit(share_stage_ahead_drop() == SHARE_STAGE_SLOTS && share_stage_ahead_drop() == 0 ? 0 : 2);
+        }
+        assert(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(void) {
         CUcontext ctx = (CUcontext)(uintptr_t)0x1000;
 
@@ -280,6 +325,7 @@ int main(void) {
         test_refused(ctx);
         test_unregister_refused(ctx);
         test_fork(ctx);
+        test_ahead(ctx);
         puts("share_stage_pin: ok");
         return 0;
 }
