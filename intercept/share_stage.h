@@ -103,12 +103,12 @@ void *share_pin_registered(size_t n, CUresult (*host_register)(void *, size_t, u
 /*
  * The staging's pages made ahead, before any driver is there (the warm-up
  * thread's cuInit): claim (any thread, once per process: true, the caller
- * then runs populate_ahead on a thread of its own) for staging of
- * `staging_bytes`; share_pin_registered takes them, waiting for each while
+ * then runs populate_ahead on a thread of its own) for buffers of
+ * `slot_bytes` (share_stage_slot_bytes); share_pin_registered takes them, waiting for each while
  * the populater is at work. drop: no more (what was not taken unmapped;
  * returns how many): the staging is made, or never will be.
  */
-bool share_stage_populate_claim(size_t staging_bytes);
+bool share_stage_populate_claim(size_t slot_bytes);
 void share_stage_populate_ahead(void);
 unsigned share_stage_ahead_drop(void);
 /* A staging buffer's size for `bytes` of staging in all (0: too small: staging off). */

@@ -110,15 +110,15 @@ static void ahead_claim(void) {
         ahead.pid = getpid();
 }
 
-bool share_stage_populate_claim(size_t staging_bytes) {
+bool share_stage_populate_claim(size_t slot_bytes) {
         bool go;
 
         ahead_claim();
         pthread_mutex_lock(&ahead.lock);
-        go = share_stage_slot_bytes(staging_bytes) && !ahead.running && !ahead.dropped && !ahead.made;
+        go = slot_bytes && !ahead.running && !ahead.dropped && !ahead.made;
         if (go) {
                 ahead.running = true;
-                ahead.len = map_len(share_stage_slot_bytes(staging_bytes));
+                ahead.len = map_len(slot_bytes);
         }
         pthread_mutex_unlock(&ahead.lock);
         return go;

@@ -94,7 +94,7 @@ void sage_share_populate_ahead(void) {
         pthread_t tid;
         int r;
 
-        if (!o->share || !share_stage_populate_claim(o->share_staging))
+        if (!o->share || !share_stage_populate_claim(share_stage_slot_bytes(o->share_staging)))
                 return;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);

@@ -287,21 +287,23 @@ static void *populater(void *arg) {
  * unmapped when dropped.
  */
 static void test_ahead(CUcontext ctx) {
-        /* libsage's 16 MiB a buffer: the populater's first takes ms, the upload asks at once (it must wait). */
-        size_t bytes = SHARE_STAGE_SLOTS * 32 * CHUNK;
+        /* 4 MiB a buffer: the populater's first takes a millisecond or more, the upload asks at once (it waits). */
+        size_t bytes = SHARE_STAGE_SLOTS * 8 * CHUNK;
         ShareStage st;
         pthread_t tid;
         int status;
         pid_t pid;
 
         reset();
-        assert(share_stage_populate_claim(bytes) && !share_stage_populate_claim(bytes));
-        assert(pthread_create(&tid, NULL, populater, NULL) == 0);
+        assert(share_stage_populate_claim(share_stage_slot_bytes(bytes)) &&
+               !share_stage_populate_claim(share_stage_slot_bytes(bytes)));
         share_stage_init(&st, &driver, bytes);
+        assert(pthread_create(&tid, NULL, populater, NULL) == 0);
+        assert(share_stage_prepare(&st, ctx) == 0); /* at once: the populater is still at its first */
         assert(upload(&st, ctx, 20 * CHUNK) == 0 && drv.registers == SHARE_STAGE_SLOTS && drv.unpopulated == 0);
         assert(pthread_join(tid, NULL) == 0);
         assert(share_stage_ahead_drop() == 0); /* every buffer took one: none made twice */
-        assert(!share_stage_populate_claim(bytes));
+        assert(!share_stage_populate_claim(share_stage_slot_bytes(bytes)));
         share_stage_release(&st);
         assert(drv.nregs == 0);
 
@@ -310,7 +312,7 @@ static void test_ahead(CUcontext ctx) {
         assert(pid >= 0);
         if (pid == 0) {
                 alarm(20);
-                if (!share_stage_populate_claim(bytes))
+                if (!share_stage_populate_claim(share_stage_slot_bytes(bytes)))
                         _exit(1);
                 share_stage_populate_ahead();
                 _exit(share_stage_ahead_drop() == SHARE_STAGE_SLOTS && share_stage_ahead_drop() == 0 ? 0 : 2);
