@@ -89,6 +89,36 @@ static bool granule_private(const SageShareAlloc *a, size_t g) {
         return false;
 }
 
+/* Did an upload write any of [lo, hi) of `a`? */
+static bool written_in(const SageShareAlloc *a, size_t lo, size_t hi) {
+        for (size_t i = 0; i < a->nwritten; i++)
+                if (a->written[i].off < hi && lo < a->written[i].off + a->written[i].len)
+                        return true;
+        return false;
+}
+
+/*
+ * The same answer in every invocation of a program, hit or miss, so what
+ * one publishes the next finds: it depends on where the uploads before
+ * went, and on neither the broker nor the keys. (A piece an upload filled
+ * whole, hit or candidate, is never plain private: it never draws one in.)
+ */
+bool share_assemble_takes(const ShareVmm *v, const SageShareAlloc *a, size_t lo, size_t hi) {
+        const Piece *first = NULL, *last = NULL;
+
+        if (!v->track_pending || !share_vmm_fresh(v, a) || hi <= lo || hi - lo >= SHARE_ASSEMBLE_TAKES_MAX)
+                return false;
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].off < hi && lo < a->pieces[i].off + a->pieces[i].len) {
+                        first = first ? first : &a->pieces[i];
+                        last = &a->pieces[i];
+                }
+        if (!first)
+                return false;
+        return (first->off < lo && granule_private(a, lo - a->gran) && written_in(a, first->off, lo)) ||
+               (last->off + last->len > hi && granule_private(a, hi) && written_in(a, hi, last->off + last->len));
+}
+
 /* Give `p` ([lo, hi)) the upload ranges of sorted `w` that overlap it; span_lo from the first. */
 static bool attach_filled(const Range *w, size_t nw, size_t lo, size_t hi, Piece *p) {
         size_t n = 0;

@@ -50,3 +50,15 @@ bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n,
  * granules they touch are not assembled either.
  */
 void share_assemble_skip(SageShareAlloc *a, size_t off, size_t len);
+/*
+ * Should an upload's whole granules [lo, hi) of `a` be left to assembly
+ * (copied by the app's call, keyed later with the bytes around them as one
+ * run) instead of looked up now? Yes when they are fewer than
+ * SHARE_ASSEMBLE_TAKES_MAX and their hit would have to keep bytes already
+ * copied into the same private piece, which assembly keys anyway: such a
+ * hit pays a key, a round trip, a device copy of those bytes and
+ * synchronizes, and cuts the run around it in two.
+ */
+bool share_assemble_takes(const ShareVmm *v, const SageShareAlloc *a, size_t lo, size_t hi);
+/* At least this many whole granules' bytes are always looked up: below it a miss is the app's copy too (8 MiB). */
+#define SHARE_ASSEMBLE_TAKES_MAX ((size_t)8 << 20)

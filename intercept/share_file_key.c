@@ -15,12 +15,14 @@
  */
 #include "share_file_key.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -79,13 +81,64 @@ static void parse_maps(ShareVmaCache *c) {
 }
 
 /*
- * The file mapping that holds [lo, hi), if any. A kept parse answers only
+ * The kernel's lookup of one mapping (PROCMAP_QUERY on /proc/self/maps,
+ * Linux 6.11; declared here for older headers): a tree walk instead of the
+ * whole map printed and parsed, which a PyTorch process (thousands of
+ * mappings, every mmap moving the generation) paid at each upload of
+ * 16 MiB or more: bert's one embedding upload cost 3-7 ms of SHARE_NS_FILE_KEY
+ * on the H100 (docs/results/2026-12-06-h100-2b99c80).
+ */
+struct share_procmap_query {
+        uint64_t size, query_flags, query_addr;
+        uint64_t vma_start, vma_end, vma_flags, vma_page_size, vma_offset, inode;
+        uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+        uint64_t vma_name_addr, build_id_addr;
+};
+_Static_assert(sizeof(struct share_procmap_query) == 104, "the kernel's struct procmap_query");
+#define SHARE_PROCMAP_QUERY _IOWR('f', 17, struct share_procmap_query)
+#define SHARE_PROCMAP_VMA_SHARED 0x08u
+
+/* The mapping holding lo: 1 a file mapping (*out), 0 none, -1 the kernel cannot say (no PROCMAP_QUERY). */
+static int query_vma(ShareVmaCache *c, uintptr_t lo, Vma *out) {
+        struct share_procmap_query q = { .size = sizeof(q), .query_addr = lo };
+        int fd, r;
+
+        if (c->no_query || (fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)) < 0)
+                return -1;
+        q.vma_name_addr = (uint64_t)(uintptr_t)out->path;
+        q.vma_name_size = sizeof(out->path);
+        r = ioctl(fd, SHARE_PROCMAP_QUERY, &q);
+        if (r < 0) {
+                c->no_query = errno == ENOTTY;
+                r = errno == ENOENT || errno == E2BIG ? 0 : -1; /* no mapping there; a path too long for us */
+        } else
+                r = q.inode != 0 && q.vma_name_size && out->path[0] == '/';
+        close(fd);
+        if (r == 1) {
+                out->start = (uintptr_t)q.vma_start;
+                out->end = (uintptr_t)q.vma_end;
+                out->pgoff = q.vma_offset;
+                out->ino = q.inode;
+                out->major = q.dev_major;
+                out->minor = q.dev_minor;
+                out->shared = q.vma_flags & SHARE_PROCMAP_VMA_SHARED;
+        }
+        return r;
+}
+
+/*
+ * The file mapping that holds [lo, hi), if any: the kernel's lookup where
+ * it has one, else the memory map parsed. A kept parse answers only
  * for a mapping it watches (any change to it moves the generation); any
  * other answer comes from a fresh parse, and that mapping is watched from
  * then on.
  */
 static bool find_vma(ShareVmaCache *c, uintptr_t lo, uintptr_t hi, Vma *out) {
         bool kept = sage_maps_watch_active() && c->generation && c->generation == atomic_load(&sage_maps_generation);
+        int queried = query_vma(c, lo, out);
+
+        if (queried >= 0)
+                return queried && hi <= out->end;
 
         for (int pass = kept ? 0 : 1; pass < 2; pass++) {
                 if (pass == 1)

@@ -21,6 +21,7 @@ typedef struct ShareVmaCache {
         ShareVma *vmas;
         size_t n, cap;
         unsigned long generation; /* sage_maps_generation at the parse; 0: keep nothing */
+        bool no_query;            /* the kernel has no PROCMAP_QUERY: parse (learned at the first lookup) */
 } ShareVmaCache;
 
 /*

@@ -74,8 +74,16 @@ static unsigned hash_threads_now(void) {
         return atomic_load_explicit(&threads, memory_order_relaxed);
 }
 
+/* Calls of sage_share_content_chunks in this process: each wakes the pool once (tests count them). */
+static atomic_ulong chunk_calls;
+
+unsigned long sage_share_chunk_calls(void) {
+        return atomic_load_explicit(&chunk_calls, memory_order_relaxed);
+}
+
 /* On this thread if one chunk, else on the pool too. */
 void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks) {
+        atomic_fetch_add_explicit(&chunk_calls, 1, memory_order_relaxed);
         sage_hash_pool_chunks(data, size, chunks, size > CHUNK ? hash_threads_now() : 1);
 }
 

@@ -20,6 +20,8 @@ int sage_share_content_key(const void *data, size_t size, SageHash *out);
  * sage_share_content_key hashes them: a key read in pieces.
  */
 void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks);
+/* How many times sage_share_content_chunks was called in this process (tests). */
+unsigned long sage_share_chunk_calls(void);
 
 /*
  * How many threads hash a content key of several chunks on a machine of

@@ -42,7 +42,11 @@
 #include "stats.h"
 #include "util.h"
 
-/* Uploads at least this large try the file-identity key first (reading /proc/self/maps costs ~1 ms). */
+/*
+ * Uploads at least this large try the file-identity key first: a kernel
+ * without PROCMAP_QUERY makes that a parse of /proc/self/maps (1-7 ms in a
+ * PyTorch process; share_file_key.c).
+ */
 #define FILE_KEY_MIN (16u << 20)
 
 /* Bytes [lo, hi) of an upload served by mapping or SAGE's staged copy; the caller copies the rest. */
@@ -277,6 +281,19 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         }
         if (a->no_share || hi <= lo || !s->broker) {
                 sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n); /* no whole granule: assembly's, if anyone's */
+                share_vmm_note_written(&s->vmm, a, o, n);
+                goto out;
+        }
+        /*
+         * A hit here would re-back bytes copied before it (a device copy,
+         * synchronizes) and cut their assembled run in two: copied instead,
+         * keyed at the launch with them as one run. Not where predicted
+         * remap maps hits at allocation: there a hit costs no call.
+         */
+        if (sage_options()->share_fold && !sage_options()->share_predict && share_assemble_takes(&s->vmm, a, lo, hi)) {
+                sage_stats_count(SAGE_STAT_SHARE_FOLDED);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+                share_vmm_before_write(&s->vmm, a, o, n);
                 share_vmm_note_written(&s->vmm, a, o, n);
                 goto out;
         }

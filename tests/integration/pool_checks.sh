@@ -81,6 +81,32 @@ out=$(SAGE_SHARE_PLACE="$tmp/place" POOL_TEST_IPC=1 SAGE_TRACE="$tmp/i.json" LD_
   bad "ipc: no placed segment exported"
 grep -q "parent sees 5a5a5a5a5a5a5a5a" <<<"$out" || bad "ipc: the child's write did not reach the parent"
 
+step "BERT base: whole granules whose hit would re-back copied bytes are assembled with them (SAGE_SHARE_FOLD)"
+native_b=$(POOL_TEST_BERT=1 "$prog" 5)
+# bert TAG [VAR=VALUE...]: one BERT invocation on the broker as it is, output compared with native's.
+bert() {
+  local tag=$1 out
+  shift
+  out=$(env "$@" POOL_TEST_BERT=1 SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" 5) || bad "$tag: the run failed"
+  [ "$out" = "$native_b" ] || bad "$tag output: $out vs $native_b"
+}
+# Broker requests of a warm invocation: a lookup per upload looked up, a key per assembled run (one window).
+requests() { echo $(($(stat_of "$tmp/$1.json" SHARE_LOOKUPS) + $(stat_of "$tmp/$1.json" SHARE_ASSEMBLED))); }
+for fold in 0 1; do
+  start_broker
+  bert f$fold-1 SAGE_SHARE_FOLD=$fold
+  bert f$fold-2 SAGE_SHARE_FOLD=$fold
+  echo "SAGE_SHARE_FOLD=$fold: $(stat_of "$tmp/f$fold-2.json" SHARE_HITS) hits, $(stat_of "$tmp/f$fold-2.json" SHARE_FOLDED) folded," \
+    "$(stat_of "$tmp/f$fold-2.json" SHARE_ASSEMBLED) runs, $(requests f$fold-2) broker requests," \
+    "$(stat_of "$tmp/f$fold-2.json" SHARE_KEEP_COPIES) keep copies, $(native=$native_b shared f$fold-2)% shared"
+done
+[ "$(stat_of "$tmp/f0-2.json" SHARE_FOLDED)" = 0 ] || bad "SAGE_SHARE_FOLD=0 folded"
+[ "$(stat_of "$tmp/f1-2.json" SHARE_FOLDED)" -gt 0 ] || bad "nothing folded"
+[ "$(requests f1-2)" -le $(($(requests f0-2) * 2 / 3)) ] || bad "folding saved too few broker requests: $(requests f1-2) vs $(requests f0-2)"
+[ "$(stat_of "$tmp/f1-2.json" SHARE_KEEP_COPIES)" -lt "$(stat_of "$tmp/f0-2.json" SHARE_KEEP_COPIES)" ] || bad "folding saved no keep copy"
+at_least "$(native=$native_b shared f1-2)" 99 || bad "folded: $(native=$native_b shared f1-2)% shared (< 99%)"
+[ "$(stat_of "$tmp/f1-2.json" SHARE_MISSES)" = 0 ] || bad "folded, warm: $(stat_of "$tmp/f1-2.json" SHARE_MISSES) misses"
+
 step "a hint file that lies: placement is checked, output unchanged"
 for f in "$tmp/place"/place-*; do printf '2097152 0 999\n20971520 0 4294967295\nx y z\n' >"$f"; done
 run c1 SAGE_SHARE_PLACE="$tmp/place"

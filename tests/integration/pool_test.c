@@ -19,7 +19,8 @@
  * is per command line), each large segment is then handed to a child
  * process through CUDA IPC, which prints its first word and writes one;
  * the parent prints what it sees there. With POOL_TEST_WRITE=1 a kernel
- * writes the classifier's weights in place after the forward pass.
+ * writes the classifier's weights in place after the forward pass. With
+ * POOL_TEST_BERT=1 the weights are BERT base's instead (fp16, 219 MB).
  */
 #include <cuda.h>
 
@@ -104,14 +105,14 @@ typedef struct Tensor {
         size_t bytes;
 } Tensor;
 
-static Tensor weights[256], acts[64];
+static Tensor weights[512], acts[64];
 static int nweights, nacts;
 static size_t uploaded;
 
 static void upload(size_t bytes, uint64_t seed) {
         uint64_t *host = malloc(bytes);
 
-        if (!host || nweights == 256)
+        if (!host || nweights == 512)
                 exit(2);
         for (size_t i = 0; i < bytes / 8; i++)
                 host[i] = (i + seed * 7919 + (uint64_t)nweights * 104729) * 0x9e3779b97f4a7c15ull;
@@ -129,6 +130,48 @@ static void conv_bn(size_t cin, size_t cout, size_t k, uint64_t seed) {
         for (int i = 0; i < 4; i++)
                 upload(cout * 4, seed);
         upload(8, seed);
+}
+
+static void resnet(uint64_t seed) {
+        conv_bn(3, 64, 7, seed);
+        for (size_t stage = 0, c = 64; stage < 4; stage++, c *= 2)
+                for (int block = 0; block < 2; block++) {
+                        conv_bn(block ? 4 * c : c * 2, c, 1, seed);
+                        conv_bn(c, c, 3, seed);
+                        conv_bn(c, 4 * c, 1, seed);
+                }
+        upload(1000 * 2048 * 4, seed);
+        upload(1000 * 4, seed);
+}
+
+/* A dense layer of fp16 weights (out x in) and its bias. */
+static void dense(size_t in, size_t out, uint64_t seed) {
+        upload(out * in * 2, seed);
+        upload(out * 2, seed);
+}
+
+/*
+ * BERT base in fp16 as its state dict lists it (POOL_TEST_BERT=1): per
+ * layer 4 attention matrices of 1.125 MiB (no whole granule), an MLP of
+ * two 4.5 MiB ones, biases and LayerNorms in the small pool.
+ */
+static void bert(uint64_t seed) {
+        upload(30522 * 768 * 2, seed);
+        upload(512 * 768 * 2, seed);
+        upload(2 * 768 * 2, seed);
+        upload(768 * 2, seed);
+        upload(768 * 2, seed);
+        for (int layer = 0; layer < 12; layer++) {
+                for (int k = 0; k < 4; k++)
+                        dense(768, 768, seed);
+                upload(768 * 2, seed);
+                upload(768 * 2, seed);
+                dense(768, 3072, seed);
+                dense(3072, 768, seed);
+                upload(768 * 2, seed);
+                upload(768 * 2, seed);
+        }
+        dense(768, 768, seed);
 }
 
 /* The child: open the handle (hex), print its first word, write one. */
@@ -195,15 +238,10 @@ int main(int argc, char **argv) {
         OK(cuModuleGetFunction(&act, module, "act"));
         OK(cuMemAlloc(&out, 8)); /* below SAGE_SHARE_MIN: plain memory */
 
-        conv_bn(3, 64, 7, seed);
-        for (size_t stage = 0, c = 64; stage < 4; stage++, c *= 2)
-                for (int block = 0; block < 2; block++) {
-                        conv_bn(block ? 4 * c : c * 2, c, 1, seed);
-                        conv_bn(c, c, 3, seed);
-                        conv_bn(c, 4 * c, 1, seed);
-                }
-        upload(1000 * 2048 * 4, seed);
-        upload(1000 * 4, seed);
+        if (getenv("POOL_TEST_BERT"))
+                bert(seed);
+        else
+                resnet(seed);
 
         /* The forward pass: activations where the pools put them, each written by a kernel. */
         for (size_t i = 0; i < sizeof(act_sizes) / sizeof(act_sizes[0]); i++) {

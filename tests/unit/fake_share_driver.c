@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_HANDLES 2048
@@ -305,8 +306,12 @@ static CUresult ctx_pop(CUcontext *ctx) {
 }
 
 static CUresult import_fd(CUmemGenericAllocationHandle *h, void *fd, CUmemAllocationHandleType type) {
+        struct stat st;
+
         fake.imports++;
-        if (!fake.next_import && fake.import_len)
+        if (!fake.next_import && fake.import_len == FAKE_IMPORT_FD_SIZE && fstat((int)(intptr_t)fd, &st) == 0)
+                fake.next_import = fake_handle((size_t)st.st_size, 0x77);
+        if (!fake.next_import && fake.import_len && fake.import_len != FAKE_IMPORT_FD_SIZE)
                 fake.next_import = fake_handle(fake.import_len, 0x77);
         if (!fake.next_import)
                 return CUDA_ERROR_INVALID_VALUE;

@@ -41,8 +41,11 @@ typedef struct FakeState {
         int fail_stream_sync_at; /* nonzero: the n-th stream synchronize from now fails */
         bool eager_copies;       /* async copies land at once (else at the synchronize): either may happen */
         size_t import_len;       /* nonzero: with no next_import, each import is a new handle of this many bytes */
+                                 /* FAKE_IMPORT_FD_SIZE: of as many bytes as the fd's file has (a memfd per extent) */
         int imports;
 } FakeState;
+
+#define FAKE_IMPORT_FD_SIZE SIZE_MAX
 
 extern FakeState fake;
 extern const SageShareDriver fake_driver;

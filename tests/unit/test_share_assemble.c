@@ -294,10 +294,15 @@ static void many_runs_one_window(bool eager) {
         ShareVmm v;
         Many m = { 0 };
         SageShareAlloc *a = setup_pool(&v, &m);
+        unsigned long hash_calls = sage_share_chunk_calls();
 
         /* Copies that land only when waited for catch a hash before the wait; eager ones, a copy into the half hashed. */
         fake.eager_copies = eager;
         CHECK(assemble_many(&v, a, &m));
+        /* A half's runs are hashed in one call (all its chunks on the pool at once), not one call a run. */
+        hash_calls = sage_share_chunk_calls() - hash_calls;
+        fprintf(stderr, "%d runs: %lu hashing calls\n", NRUNS, hash_calls);
+        CHECK(hash_calls == 3);
         CHECK(m.calls == 1 && m.n == NRUNS);
         check_pool(a, &m, 0, NRUNS);
         fprintf(stderr, "%d runs: %d context synchronize, %d async copies, %d stream synchronizes, %d sync copies\n",
@@ -425,7 +430,49 @@ static void allocations_one_window(bool hits) {
         CHECK(fake.live_handles == 0 && fake.bad_unmaps == 0 && fake.bad_writes == 0);
 }
 
+/*
+ * When whole granules are left to assembly: only where their hit would keep
+ * bytes copied into the same plain private piece, only under 8 MiB (a miss
+ * that large is staged), only in a fresh allocation with assembly on, never
+ * where those bytes were copied because their hit cost more (not assembled).
+ */
+static void takes_rules(void) {
+        const Range up[] = { { 0, G / 2 } };
+        ShareVmm v;
+        SageShareAlloc *a = setup(&v, up, 1);
+
+        CHECK(share_assemble_takes(&v, a, G, 3 * G));
+        CHECK(share_assemble_takes(&v, a, 2 * G, 3 * G));
+        CHECK(!share_assemble_takes(&v, a, G, G)); /* no whole granule */
+        v.track_pending = false;
+        CHECK(!share_assemble_takes(&v, a, G, 3 * G));
+        v.track_pending = true;
+        share_assemble_skip(a, 0, G / 2);
+        CHECK(!share_assemble_takes(&v, a, G, 3 * G));
+        teardown(&v, a);
+
+        a = setup(&v, NULL, 0); /* nothing copied yet: a hit keeps nothing */
+        CHECK(!share_assemble_takes(&v, a, G, 3 * G));
+        fake_fill(a->va + 3 * G + 100, 100, 0x61); /* copied after the granules: kept on the right */
+        share_vmm_note_written(&v, a, 3 * G + 100, 100);
+        CHECK(share_assemble_takes(&v, a, G, 3 * G));
+        share_vmm_note_write(&v); /* a launch: assembly is over for it */
+        CHECK(!share_assemble_takes(&v, a, G, 3 * G));
+        teardown(&v, a);
+
+        a = setup(&v, NULL, 0);
+        CHECK(share_vmm_unlink(&v, a->va) == a);
+        share_vmm_release(&v, a);
+        CHECK(share_vmm_alloc(&v, 8 * G, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
+        share_vmm_link(&v, a);
+        share_vmm_note_written(&v, a, 0, 100);
+        CHECK(share_assemble_takes(&v, a, G, SHARE_ASSEMBLE_TAKES_MAX));
+        CHECK(!share_assemble_takes(&v, a, G, G + SHARE_ASSEMBLE_TAKES_MAX)); /* a miss this large is staged */
+        teardown(&v, a);
+}
+
 int main(void) {
+        takes_rules();
         many_runs_one_window(false);
         many_runs_one_window(true);
         no_stream_no_pinned();
