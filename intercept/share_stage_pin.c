@@ -85,11 +85,12 @@ static bool populate(void *p, size_t len) {
  * which follows its context within milliseconds, neither waits for pages
  * nor has the maker populating beside its copying threads. Made once per
  * process; what staging does not take is dropped (share_stage_ahead_drop).
- * `pid`: a fork()ed child has none of them (MADV_DONTFORK) nor the thread,
- * and its lock may have been held when it was forked: made anew.
+ * A fork()ed child has none of them (MADV_DONTFORK) nor the thread, and
+ * its lock may have been held when it was forked: made anew there (an
+ * atfork handler: the child has one thread then; a check of the pid at
+ * each use would race the warm-up thread's first one).
  */
 static struct {
-        pid_t pid;
         pthread_mutex_t lock;
         pthread_cond_t more; /* a mapping was made, or the populater stopped */
         bool running;        /* the populater is at work: a taker waits for its next mapping */
@@ -97,17 +98,24 @@ static struct {
         size_t len;          /* of each mapping */
         unsigned made, taken;
         void *map[SHARE_STAGE_SLOTS];
-} ahead;
+} ahead = { .lock = PTHREAD_MUTEX_INITIALIZER, .more = PTHREAD_COND_INITIALIZER };
 
-static void ahead_claim(void) {
-        if (ahead.pid == getpid())
-                return;
+static pthread_once_t ahead_once = PTHREAD_ONCE_INIT;
+
+static void ahead_forked(void) {
         pthread_mutex_init(&ahead.lock, NULL);
         pthread_cond_init(&ahead.more, NULL);
         ahead.running = ahead.dropped = false;
         ahead.len = 0;
         ahead.made = ahead.taken = 0;
-        ahead.pid = getpid();
+}
+
+static void ahead_register(void) {
+        pthread_atfork(NULL, NULL, ahead_forked);
+}
+
+static void ahead_claim(void) {
+        pthread_once(&ahead_once, ahead_register);
 }
 
 bool share_stage_populate_claim(size_t slot_bytes) {
