@@ -39,7 +39,7 @@ static void init_once(void) {
         /* The trace counts calls through trampolines too (entry points without a hook). */
         sage_tramp_set_counting(sage_trace_on() && o->trace_unhooked);
         atexit(at_exit_stats);
-        sage_warmup_set_after(sage_share_prestage);
+        sage_warmup_set_work(sage_share_populate_ahead, sage_share_prestage);
         sage_warmup_trigger(SAGE_WARMUP_AT_LOAD);
 }
 

@@ -187,14 +187,18 @@ void sage_share_prestage(CUcontext ctx) {
         size_t staged;
         bool pushed, readback, kept = false;
 
-        if (!ctx || !sage_options()->share)
+        if (!ctx || !sage_options()->share) {
+                share_stage_ahead_drop(); /* no context, no sharing: the pages made ahead go */
                 return;
+        }
         pthread_mutex_lock(&s->lock);
         pushed = share_enabled(s) && s->drv.ctx_push(ctx) == CUDA_SUCCESS;
         readback = pushed && sage_options()->share_assemble && !s->readback.host;
         pthread_mutex_unlock(&s->lock);
-        if (!pushed)
+        if (!pushed) {
+                share_stage_ahead_drop();
                 return;
+        }
         /*
          * Outside the lock, so the app's allocations and hits go on meanwhile
          * (made under it, assembly's read-back held a C function's cuMemAlloc
@@ -203,7 +207,8 @@ void sage_share_prestage(CUcontext ctx) {
          * buffers; assembly comes only at the first launch after uploads.
          */
         if ((staged = share_upload_prestage(s, ctx)))
-                sage_info("share: the miss path's staging made ahead (%zu MiB pinned)", staged >> 20);
+                sage_info("share: the miss path's staging made ahead (%zu MiB pinned, %s)", staged >> 20,
+                          s->stage.no_register ? "by cuMemAllocHost" : "registered");
         if (readback && share_readback_prepare(&rb, &s->drv, ctx)) {
                 pthread_mutex_lock(&s->lock);
                 if (!s->readback.host) { /* else the first read-back made its own meanwhile */

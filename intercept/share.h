@@ -76,6 +76,12 @@ bool sage_share_orphaned(void);
  * here, off the app's path.
  */
 void sage_share_prestage(CUcontext ctx);
+/*
+ * The warm-up thread, before its cuInit: the miss path's staging pages are
+ * made meanwhile by a short-lived thread (share_stage_populate_ahead), so
+ * sage_share_prestage only registers them. NULL ctx there drops them.
+ */
+void sage_share_populate_ahead(void);
 /* Sharing's observer (init.c registers it; share_state.c turns it on once a broker answers). */
 extern const SageObserver sage_share_observer;
 

@@ -100,6 +100,9 @@ typedef struct SageShareDriver {
         CUresult (*kernel_get_name)(const char **, CUkernel);
         /* optional; without it no GPU can be named to the broker, nothing is shared: */
         CUresult (*device_get_uuid)(CUuuid *, CUdevice);
+        /* optional; without them alloc_host pins the read-back staging (else registered: share_stage_pin.c): */
+        CUresult (*host_register)(void *, size_t, unsigned int);
+        CUresult (*host_unregister)(void *);
 } SageShareDriver;
 
 /*

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "share_key.h"
+#include "share_stage.h"
 
 #define HALF SHARE_READBACK_HALF
 _Static_assert(HALF % SAGE_CONTENT_KEY_CHUNK == 0, "a piece hashes whole key chunks");
@@ -39,12 +40,14 @@ static void forget_if_inherited(ShareReadback *rb) {
 }
 
 static void release_staging(ShareReadback *rb, const SageShareDriver *drv) {
-        if (rb->host && rb->pinned)
+        if (rb->host && rb->registered)
+                share_unpin_registered(rb->host, 2 * HALF, drv->host_unregister);
+        else if (rb->host && rb->pinned)
                 drv->free_host(rb->host);
         else
                 free(rb->host);
         rb->host = NULL;
-        rb->pinned = false;
+        rb->pinned = rb->registered = false;
 }
 
 void share_readback_release(ShareReadback *rb, const SageShareDriver *drv) {
@@ -84,13 +87,22 @@ static CUstream stream_for(ShareReadback *rb, const SageShareDriver *drv, CUcont
         return st;
 }
 
-/* The two halves, made once; false: no staging at all. */
+/*
+ * The two halves, made once; false: no staging at all. Pinned as the miss
+ * path's staging is (the pages made outside the driver, then registered:
+ * cuMemAllocHost held the app's copies for as long as it made them), else
+ * by cuMemAllocHost, else malloc'd.
+ */
 static bool staging(ShareReadback *rb, const SageShareDriver *drv) {
         void *host = NULL;
+        CUresult r;
 
         if (rb->host)
                 return true;
-        if (drv->alloc_host(&host, 2 * HALF) == CUDA_SUCCESS && host)
+        if (drv->host_register && drv->host_unregister &&
+            (host = share_pin_registered(2 * HALF, drv->host_register, &r)))
+                rb->pinned = rb->registered = true;
+        else if (drv->alloc_host(&host, 2 * HALF) == CUDA_SUCCESS && host)
                 rb->pinned = true;
         else if (!(host = malloc(2 * HALF)))
                 return false;

@@ -18,6 +18,7 @@
 typedef struct ShareReadback {
         void *host;      /* halves [0, SHARE_READBACK_HALF) and [SHARE_READBACK_HALF, 2 x) */
         bool pinned;     /* host from alloc_host; else malloc'd (the pinned allocation failed) */
+        bool registered; /* pinned: SAGE's mapping, registered (share_stage_pin.c), not alloc_host's */
         pid_t owner;     /* the process that made host and stream: a fork()ed child makes its own */
         CUstream stream; /* SAGE's stream in `stream_ctx`, made at the first read-back there and kept */
         CUcontext stream_ctx;

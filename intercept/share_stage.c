@@ -227,28 +227,31 @@ void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes)
         memset(st, 0, sizeof(*st));
         st->drv = *drv;
         atomic_init(&st->made, 0);
-        st->slot_bytes = bytes / SHARE_STAGE_SLOTS / CHUNK * CHUNK;
+        st->slot_bytes = share_stage_slot_bytes(bytes);
+        st->owner = getpid();
+}
+
+size_t share_stage_slot_bytes(size_t bytes) {
+        return bytes / SHARE_STAGE_SLOTS / CHUNK * CHUNK;
 }
 
 void share_stage_release(ShareStage *st) {
+        share_stage_forget_inherited(st);
         for (unsigned i = 0; i < SHARE_STAGE_SLOTS; i++) {
                 if (st->stream[i])
                         st->drv.stream_destroy(st->stream[i]);
-                if (st->buf[i])
-                        st->drv.free_host(st->buf[i]);
+                share_stage_unpin(st, i);
                 st->stream[i] = NULL;
-                st->buf[i] = NULL;
         }
         atomic_store(&st->made, 0);
         st->ctx = NULL;
 }
 
 int share_stage_make_slot(ShareStage *st, unsigned i) {
-        if (i >= SHARE_STAGE_SLOTS || st->drv.alloc_host(&st->buf[i], st->slot_bytes) != CUDA_SUCCESS)
+        if (i >= SHARE_STAGE_SLOTS || share_stage_pin(st, i) < 0)
                 return -ENODEV;
         if (st->drv.stream_create(&st->stream[i], CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
-                st->drv.free_host(st->buf[i]);
-                st->buf[i] = NULL;
+                share_stage_unpin(st, i);
                 return -ENODEV;
         }
         atomic_store_explicit(&st->made, i + 1, memory_order_release); /* an upload may take it now */
@@ -256,6 +259,7 @@ int share_stage_make_slot(ShareStage *st, unsigned i) {
 }
 
 bool share_stage_claim(ShareStage *st, CUcontext ctx) {
+        share_stage_forget_inherited(st);
         if (!st->slot_bytes || st->broken || st->ctx || st->making)
                 return false;
         st->ctx = ctx;
@@ -277,6 +281,7 @@ size_t share_stage_made(ShareStage *st) {
 
 /* Buffers and streams in `ctx`: made once, made again only for another context. */
 int share_stage_prepare(ShareStage *st, CUcontext ctx) {
+        share_stage_forget_inherited(st);
         if (!st->slot_bytes || st->broken)
                 return -ENODEV;
         if (st->ctx == ctx)

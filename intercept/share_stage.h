@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "hash.h"
 
@@ -20,7 +21,7 @@
 #define SHARE_STAGE_MIN_SLOTS 2
 #define SHARE_STAGE_MAX_THREADS 16
 
-/* The driver calls staging makes (every entry required). */
+/* The driver calls staging makes (every entry required but the last two: without them, alloc_host pins). */
 typedef struct ShareStageDriver {
         CUresult (*alloc_host)(void **, size_t);
         CUresult (*free_host)(void *);
@@ -28,6 +29,8 @@ typedef struct ShareStageDriver {
         CUresult (*stream_destroy)(CUstream);
         CUresult (*stream_synchronize)(CUstream);
         CUresult (*copy_htod_async)(CUdeviceptr, const void *, size_t, CUstream);
+        CUresult (*host_register)(void *, size_t, unsigned int);
+        CUresult (*host_unregister)(void *);
 } ShareStageDriver;
 
 /* A copying thread with nothing to do for this long leaves (the pool starts it again when needed). */
@@ -45,9 +48,12 @@ typedef struct ShareStage {
         size_t slot_bytes; /* a multiple of SAGE_CONTENT_KEY_CHUNK; 0: staging off */
         CUcontext ctx;     /* NULL: nothing made yet */
         bool broken;       /* making them failed once: not tried again */
+        bool no_register;  /* the driver refused to register a buffer once: alloc_host pins the others */
+        pid_t owner;       /* the process the buffers belong to (a fork()ed child forgets them) */
         bool making;       /* made ahead by another thread now: [made, SLOTS) are its (share_stage_claim) */
         atomic_uint made;  /* buffers [0, made) and their streams are ready */
         void *buf[SHARE_STAGE_SLOTS];
+        bool registered[SHARE_STAGE_SLOTS]; /* buf[i] is SAGE's mapping, registered (else alloc_host's) */
         CUstream stream[SHARE_STAGE_SLOTS];
 } ShareStage;
 
@@ -79,6 +85,38 @@ bool share_stage_claim(ShareStage *st, CUcontext ctx);
 int share_stage_make_slot(ShareStage *st, unsigned i);
 size_t share_stage_made(ShareStage *st);
 
+/*
+ * Pin buffer i (share_stage_pin.c): SAGE's own anonymous mapping, its
+ * pages made by the kernel first (no driver lock held), then registered;
+ * where the driver refuses, cuMemAllocHost as before. 0 or -ENODEV. unpin:
+ * its counterpart; forget_inherited: a fork()ed child drops its parent's
+ * buffers unreleased (not its own: the mappings are not even inherited).
+ */
+int share_stage_pin(ShareStage *st, unsigned i);
+/*
+ * The same for any pinned host memory of SAGE's: n bytes mapped, populated
+ * and registered (flags 0); NULL and *r (CUDA_ERROR_OUT_OF_MEMORY: no
+ * memory; else the driver's refusal) where not. unpin: unregistered and
+ * unmapped (kept mapped where the driver still holds the range).
+ */
+void *share_pin_registered(size_t n, CUresult (*host_register)(void *, size_t, unsigned int), CUresult *r);
+/*
+ * The staging's pages made ahead, before any driver is there (the warm-up
+ * thread's cuInit): claim (any thread, once per process: true, the caller
+ * then runs populate_ahead on a thread of its own) for buffers of
+ * `slot_bytes` (share_stage_slot_bytes); share_pin_registered takes them, waiting for each while
+ * the populater is at work. drop: no more (what was not taken unmapped;
+ * returns how many): the staging is made, or never will be.
+ */
+bool share_stage_populate_claim(size_t slot_bytes);
+void share_stage_populate_ahead(void);
+unsigned share_stage_ahead_drop(void);
+/* A staging buffer's size for `bytes` of staging in all (0: too small: staging off). */
+size_t share_stage_slot_bytes(size_t bytes);
+void share_unpin_registered(void *p, size_t n, CUresult (*host_unregister)(void *));
+void share_stage_unpin(ShareStage *st, unsigned i);
+void share_stage_forget_inherited(ShareStage *st);
+
 typedef struct ShareStageCost {
         uint64_t wall_ns; /* the caller's wait in the upload (begin and end: not the work between) */
         uint64_t cpu_ns;
@@ -108,6 +146,15 @@ unsigned share_stage_threads(long cpus, long running);
 long share_stage_cpus(long affinity, long quota, long period);
 /* share_stage_threads for this process now: its CPUs (mask, cgroup quota), /proc/loadavg's runnable threads. */
 unsigned share_stage_threads_now(void);
+/*
+ * The cgroup CPU quota as CPUs (0: none), read once per process (at its
+ * first use; a fork()ed child reads its own): reading /proc/self/cgroup and
+ * the cgroup files at every upload cost each miss file opens for a number
+ * that does not change. The paths are /proc/self/cgroup and /sys/fs/cgroup
+ * unless a test names others (read again then).
+ */
+long share_stage_quota_cpus(void);
+void share_stage_quota_paths(const char *self_cgroup, const char *cgroup_root);
 
 /*
  * What goes to the DMA next, once `sent` chunks went (in[]: which are

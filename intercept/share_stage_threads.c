@@ -1,13 +1,26 @@
 /*
  * How many copying threads a staged upload takes (share_stage.h): the CPUs
  * this process may use (its affinity mask; its cgroup's CPU quota, where
- * that is less) and the load, read at each upload.
+ * that is less, read once per process) and the load, read at each upload.
  */
 #include "share_stage.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+/*
+ * The quota, read once per process (share_stage_quota_cpus): `pid` says
+ * whose it is (a fork()ed child reads its own: it may have been moved to
+ * another cgroup); the paths are a test's to change.
+ */
+static struct {
+        _Atomic pid_t pid;
+        _Atomic long cpus;
+        const char *self_cgroup, *cgroup_root;
+} cached_quota = { 0, 0, "/proc/self/cgroup", "/sys/fs/cgroup" };
 
 #include "share_key.h"
 
@@ -33,14 +46,14 @@ static long cgroup_quota(const char *cg, size_t len, bool v2) {
         long quota = 0, period = 100000, unused;
 
         if (v2) {
-                snprintf(path, sizeof(path), "/sys/fs/cgroup%.*s/cpu.max", (int)len, cg);
+                snprintf(path, sizeof(path), "%s%.*s/cpu.max", cached_quota.cgroup_root, (int)len, cg);
                 if (!read_longs(path, &quota, &period))
                         return 0;
         } else {
-                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_quota_us", (int)len, cg);
+                snprintf(path, sizeof(path), "%s/cpu%.*s/cpu.cfs_quota_us", cached_quota.cgroup_root, (int)len, cg);
                 if (!read_longs(path, &quota, &unused))
                         return 0;
-                snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%.*s/cpu.cfs_period_us", (int)len, cg);
+                snprintf(path, sizeof(path), "%s/cpu%.*s/cpu.cfs_period_us", cached_quota.cgroup_root, (int)len, cg);
                 read_longs(path, &period, &unused);
         }
         quota = share_stage_cpus(LONG_MAX, quota, period);
@@ -55,7 +68,7 @@ static long cgroup_quota(const char *cg, size_t len, bool v2) {
  */
 static long quota_cpus(void) {
         char line[512], *cg = NULL, *p;
-        FILE *f = fopen("/proc/self/cgroup", "re");
+        FILE *f = fopen(cached_quota.self_cgroup, "re");
         long best = 0, q;
         bool v2 = false;
 
@@ -83,10 +96,26 @@ static long quota_cpus(void) {
         return best;
 }
 
-unsigned share_stage_threads_now(void) {
-        long cpus = sage_share_cpu_count(), quota = quota_cpus();
+long share_stage_quota_cpus(void) {
+        pid_t self = getpid();
 
-        return share_stage_threads(quota ? share_stage_cpus(cpus, quota, 1) : cpus, sage_share_running_now());
+        if (atomic_load_explicit(&cached_quota.pid, memory_order_acquire) != self) { /* two at once: the same answer */
+                atomic_store_explicit(&cached_quota.cpus, quota_cpus(), memory_order_relaxed);
+                atomic_store_explicit(&cached_quota.pid, self, memory_order_release);
+        }
+        return atomic_load_explicit(&cached_quota.cpus, memory_order_relaxed);
+}
+
+void share_stage_quota_paths(const char *self_cgroup, const char *cgroup_root) {
+        cached_quota.self_cgroup = self_cgroup;
+        cached_quota.cgroup_root = cgroup_root;
+        atomic_store(&cached_quota.pid, 0);
+}
+
+unsigned share_stage_threads_now(void) {
+        long cpus = sage_share_cpu_count(), q = share_stage_quota_cpus();
+
+        return share_stage_threads(q ? share_stage_cpus(cpus, q, 1) : cpus, sage_share_running_now());
 }
 
 unsigned share_stage_threads(long cpus, long running) {

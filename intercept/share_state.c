@@ -315,6 +315,8 @@ static void fill_driver(SageShareDriver *d) {
                 .kernel_get_param_info = x->kernel_get_param_info,
                 .kernel_get_name = x->kernel_get_name,
                 .device_get_uuid = x->device_get_uuid,
+                .host_register = SAGE_REAL(cuMemHostRegister_v2),
+                .host_unregister = SAGE_REAL(cuMemHostUnregister),
         };
 }
 

@@ -5,10 +5,13 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 
 #include "driver.h"
 #include "impl.h"
+#include "log.h"
 #include "options.h"
+#include "share.h"
 #include "share_state.h"
 #include "stats.h"
 #include "util.h"
@@ -17,9 +20,10 @@ static pthread_cond_t stage_made = PTHREAD_COND_INITIALIZER; /* the first buffer
 
 /* The staging pipeline, set up at its first use (SAGE_SHARE_STAGING; 0: off). Under the lock. */
 ShareStage *share_stage_of(SageShare *s) {
-        ShareStageDriver d = { SAGE_REAL(cuMemAllocHost_v2),   SAGE_REAL(cuMemFreeHost),
-                               SAGE_REAL(cuStreamCreate),      SAGE_REAL(cuStreamDestroy_v2),
-                               SAGE_REAL(cuStreamSynchronize), SAGE_REAL(cuMemcpyHtoDAsync_v2) };
+        ShareStageDriver d = { SAGE_REAL(cuMemAllocHost_v2),    SAGE_REAL(cuMemFreeHost),
+                               SAGE_REAL(cuStreamCreate),       SAGE_REAL(cuStreamDestroy_v2),
+                               SAGE_REAL(cuStreamSynchronize),  SAGE_REAL(cuMemcpyHtoDAsync_v2),
+                               SAGE_REAL(cuMemHostRegister_v2), SAGE_REAL(cuMemHostUnregister) };
         bool all = d.alloc_host && d.free_host && d.stream_create && d.stream_destroy && d.stream_synchronize &&
                    d.copy_htod_async;
         uint64_t t;
@@ -58,8 +62,10 @@ size_t share_upload_prestage(SageShare *s, CUcontext ctx) {
         st = share_stage_of(s);
         go = share_stage_claim(st, ctx);
         pthread_mutex_unlock(&s->lock);
-        if (!go)
+        if (!go) {
+                share_stage_ahead_drop(); /* made already (a miss came first), or never: not needed */
                 return 0;
+        }
         for (unsigned i = 0; i < SHARE_STAGE_SLOTS && share_stage_make_slot(st, i) == 0; i++)
                 if (i + 1 == SHARE_STAGE_MIN_SLOTS) { /* a miss waiting for them may go */
                         pthread_mutex_lock(&s->lock);
@@ -70,7 +76,37 @@ size_t share_upload_prestage(SageShare *s, CUcontext ctx) {
         held = share_stage_made(st);
         pthread_cond_broadcast(&stage_made);
         pthread_mutex_unlock(&s->lock);
+        share_stage_ahead_drop(); /* the staging is made: what it did not take goes */
         return held;
+}
+
+static void *populate_main(void *arg) {
+        (void)arg;
+        share_stage_populate_ahead();
+        return NULL;
+}
+
+/* A thread of its own, taking none of the app's signals; it leaves once the pages are made. */
+void sage_share_populate_ahead(void) {
+        const SageOptions *o = sage_options();
+        sigset_t all, old;
+        pthread_attr_t attr;
+        pthread_t tid;
+        int r;
+
+        if (!o->share || !share_stage_populate_claim(share_stage_slot_bytes(o->share_staging)))
+                return;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        r = pthread_create(&tid, &attr, populate_main, NULL);
+        if (r == 0)
+                pthread_setname_np(tid, "sage-pages");
+        pthread_attr_destroy(&attr);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r != 0)
+                share_stage_ahead_drop(); /* nobody makes them: nobody may wait for them */
 }
 
 bool share_upload_stage_possible(SageShare *s, size_t len) {

@@ -26,24 +26,19 @@
  * never initialises CUDA before the application does, unless the program
  * carries CUDA code itself.
  *
- * Hazards: a fork() after the warm-up leaves a child that cannot use CUDA
- * (as after any CUDA initialisation); the child is detected and told so
- * with SAGE_VERBOSE=1, and a fork() during the warm-up waits for it, so no
- * child inherits driver locks held by a thread it does not have. exit() while the warm-up runs waits for it (bounded)
- * so the driver's destructors never run under it. A failing warm-up is
- * silent: the app's own calls reach the real driver and get exactly its
- * error.
+ * Hazards: a fork() after the warm-up leaves a child that cannot use CUDA (as after any CUDA
+ * initialisation); the child is detected and told so with SAGE_VERBOSE=1, and a fork() during the warm-up
+ * waits for it, so no child inherits driver locks held by a thread it does not have. exit() while the
+ * warm-up runs waits for it (bounded) so the driver's destructors never run under it. A failing warm-up is
+ * silent: the app's own calls reach the real driver and get exactly its error.
  *
- * The loader lock: glibc's dlopen/dlsym hold it, and a thread inside a
- * library constructor (cudart's, a framework's) holds it while it calls
- * dlsym("cu...") or a driver entry point. So no libsage path on such a
- * thread may wait for a thread that needs that lock. The driver is opened by
- * whichever thread first needs it, never waiting for another thread's open
- * (driver.c), and the dlopen/lookup/cuInit triggers open it in the
- * triggering thread before the warm-up thread exists (warmup_start), so
- * that thread never needs the lock (unless the driver's own cuInit does).
- * The waits that remain (fork, exit, cuCtxGetLimit, a dlclose's deferred
- * handlers) are bounded (10 s) and then go on as without the warm-up.
+ * The loader lock: glibc's dlopen/dlsym hold it, and a thread inside a library constructor (cudart's, a
+ * framework's) holds it while it calls dlsym("cu...") or a driver entry point. So no libsage path on such a
+ * thread may wait for a thread that needs that lock. The driver is opened by whichever thread first needs
+ * it, never waiting for another thread's open (driver.c), and the dlopen/lookup/cuInit triggers open it in
+ * the triggering thread before the warm-up thread exists (warmup_start), so that thread never needs the
+ * lock (unless the driver's own cuInit does). The waits that remain (fork, exit, cuCtxGetLimit, a
+ * dlclose's deferred handlers) are bounded (10 s) and then go on as without the warm-up.
  */
 #include <cuda.h>
 
@@ -88,7 +83,7 @@ static int rewarm_in_driver;       /* re-warm threads inside the driver (warmup_
 static int rewarm_pending;         /* re-warm threads started, not finished (warmup_lock) */
 static bool rewarm_cancelled;      /* exit: pending re-warms must not enter the driver */
 static bool tail_running;          /* after WARMUP_DONE, the thread's `after` work (warmup_lock) */
-static void (*_Atomic warmup_after)(CUcontext);
+static void (*_Atomic warmup_after)(CUcontext), (*_Atomic warmup_before)(void); /* sage_warmup_set_work */
 #define REWARM_GRACE_MS 50
 static const char *_Atomic warmup_trigger_name;
 
@@ -252,9 +247,12 @@ static void *warmup_main(void *arg) {
         uint64_t t0, start = sage_now_ns();
         CUresult r;
         void (*after)(CUcontext); /* what the thread goes on with after WARMUP_DONE (tail_running) */
+        void (*before)(void) = atomic_load(&warmup_before); /* driverless work beside cuInit (staging pages) */
 
         (void)arg;
         sage_hooks_enter(); /* anything the driver calls back goes straight through */
+        if (before)
+                before();
         if (!sage_driver_load() || !SAGE_REAL(cuInit) || !SAGE_REAL(cuDevicePrimaryCtxRetain))
                 goto done;
         t0 = sage_now_ns();
@@ -289,7 +287,7 @@ done:
         sage_hooks_leave();
         pthread_mutex_lock(&warmup_lock);
         atomic_store(&warmup_state, WARMUP_DONE);
-        after = first && !rewarm_cancelled ? atomic_load(&warmup_after) : NULL;
+        after = !rewarm_cancelled ? atomic_load(&warmup_after) : NULL; /* first NULL: `before`'s work let go */
         tail_running = after != NULL;
         pthread_cond_broadcast(&warmup_done);
         pthread_mutex_unlock(&warmup_lock);
@@ -521,7 +519,8 @@ void sage_warmup_wait(unsigned max_ms) {
         pthread_mutex_unlock(&warmup_lock);
 }
 
-void sage_warmup_set_after(void (*after)(CUcontext ctx)) {
+void sage_warmup_set_work(void (*before)(void), void (*after)(CUcontext ctx)) {
+        atomic_store(&warmup_before, before);
         atomic_store(&warmup_after, after);
 }
 

@@ -30,11 +30,14 @@ const char *sage_warmup_trigger_name(void);
 /* Wait (bounded) for a running warm-up: called at exit so the driver is never torn down under it. */
 void sage_warmup_wait(unsigned max_ms);
 /*
- * What the warm-up thread does after WARMUP_DONE with the first context it
- * retained (sharing's preparations: init.c sets it before any warm-up).
- * The app never waits for it; fork() and exit() do.
+ * Sharing's work around the warm-up (init.c sets it before any warm-up).
+ * before: at the warm-up thread's start, work that needs no driver
+ * (sharing's staging pages), started on a thread of its own: it returns at
+ * once. after: what the warm-up thread does after WARMUP_DONE with the
+ * first context it retained, or NULL where it retained none (what `before`
+ * prepared is let go then). The app never waits for it; fork() and exit() do.
  */
-void sage_warmup_set_after(void (*after)(CUcontext ctx));
+void sage_warmup_set_work(void (*before)(void), void (*after)(CUcontext ctx));
 
 /* Does this process carry CUDA code (a .nv_fatbin section, or a CUDA library loaded)? */
 bool sage_process_is_cuda_program(void);

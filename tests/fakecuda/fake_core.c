@@ -193,6 +193,7 @@ static void read_environment(void) {
         fake.ctx_ms = env_uint("SAGE_FAKE_CTX_MS", 0);
         fake.map_ms = env_uint("SAGE_FAKE_MAP_MS", 0);
         fake.pin_ms = env_uint("SAGE_FAKE_PIN_MS", 0);
+        fake.register_refuse = (CUresult)env_uint("SAGE_FAKE_REGISTER_REFUSE", 0);
         fake.mem_total = env_size("SAGE_FAKE_MEM", (size_t)4 << 30);
         fake.local_threads = env_size("SAGE_FAKE_LOCAL_THREADS", 0);
         fake.restore_squeeze = getenv("SAGE_FAKE_RESTORE_FREE") != NULL;

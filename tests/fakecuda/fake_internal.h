@@ -207,7 +207,8 @@ typedef struct FakeState {
         /* From the environment, read once at the first cuInit. */
         unsigned init_ms, ctx_ms;
         unsigned map_ms; /* SAGE_FAKE_MAP_MS: each cuMemMap sleeps this long (a driver under contention) */
-        unsigned pin_ms; /* SAGE_FAKE_PIN_MS: each cuMemHostAlloc sleeps this long (page-locking, ~6 ms per 16 MiB) */
+        unsigned pin_ms; /* SAGE_FAKE_PIN_MS: each cuMemHostAlloc/cuMemHostRegister sleeps this long (page-locking) */
+        CUresult register_refuse; /* SAGE_FAKE_REGISTER_REFUSE: cuMemHostRegister answers this (0: it works) */
         size_t mem_total;
         size_t restore_free; /* SAGE_FAKE_RESTORE_FREE: what others left free while checkpointed (fake_checkpoint.c) */
         bool restore_squeeze;

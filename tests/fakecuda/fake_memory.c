@@ -261,14 +261,39 @@ FAKE_EXPORT CUresult cuMemFreeHost(void *p) {
         return free_kind((uintptr_t)p, is_host);
 }
 
+/*
+ * What the driver refuses: flags it does not know, memory that is not
+ * mapped (it cannot pin it), a range overlapping one already registered or
+ * allocated pinned by cuMemHostAlloc; an IO-memory range needs a device
+ * this driver has not. Unregister takes only the base of a registration.
+ */
+#define REGISTER_FLAGS                                                                              \
+        (CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP | CU_MEMHOSTREGISTER_IOMEMORY | \
+         CU_MEMHOSTREGISTER_READ_ONLY)
+
+static bool host_mapped(void *p, size_t n) {
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)p & ~(page - 1);
+
+        return msync((void *)lo, (uintptr_t)p + n - lo, MS_ASYNC) == 0; /* ENOMEM: some page not mapped */
+}
+
 FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags) {
         FAKE_GATE();
         CUcontext ctx;
-        FAKE_TRY(fake_require_context_args(&ctx, !p || bytesize == 0));
+        FAKE_TRY(fake_require_context_args(&ctx, !p || bytesize == 0 || (Flags & ~REGISTER_FLAGS) ||
+                                                         (uintptr_t)p + bytesize < (uintptr_t)p));
+        if (fake.register_refuse)
+                return fake.register_refuse;
+        if (Flags & CU_MEMHOSTREGISTER_IOMEMORY)
+                return CUDA_ERROR_NOT_SUPPORTED;
+        if (!host_mapped(p, bytesize))
+                return CUDA_ERROR_INVALID_VALUE;
+        if (fake.pin_ms)
+                fake_sleep_ms(fake.pin_ms);
         fake_lock();
         for (FakeAlloc *a = fake.allocs; a; a = a->next) {
                 uintptr_t b = (uintptr_t)a->base, q = (uintptr_t)p;
-                if (a->kind == FAKE_ALLOC_REGISTERED && q < b + a->size && b < q + bytesize) {
+                if ((is_registered(a) || is_host(a)) && q < b + a->size && b < q + bytesize) {
                         fake_unlock();
                         return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
                 }

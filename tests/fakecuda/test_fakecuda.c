@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -231,8 +232,17 @@ static void test_memory(void) {
         static char reg[8192];
         OK(cuMemHostRegister(reg, sizeof reg, 0));
         CHECK_CU(cuMemHostRegister(reg + 100, 10, 0), CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED);
+        CHECK_CU(cuMemHostUnregister(reg + 4096), CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED); /* its base only */
         OK(cuMemHostUnregister(reg));
         CHECK_CU(cuMemHostUnregister(reg), CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED);
+        CHECK_CU(cuMemHostRegister(reg, sizeof reg, 0x100), CUDA_ERROR_INVALID_VALUE); /* a flag it does not know */
+        OK(cuMemHostAlloc(&h, 4096, 0));
+        CHECK_CU(cuMemHostRegister(h, 4096, 0), CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED); /* pinned already */
+        OK(cuMemFreeHost(h));
+        void *gone = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        CHECK(gone != MAP_FAILED);
+        munmap(gone, 8192);
+        CHECK_CU(cuMemHostRegister(gone, 8192, 0), CUDA_ERROR_INVALID_VALUE); /* nothing there to pin */
         CHECK_CU(cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, (CUdeviceptr)(uintptr_t)reg),
                  CUDA_ERROR_INVALID_VALUE);
 

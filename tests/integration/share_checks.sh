@@ -75,7 +75,7 @@ SAGE_SHARE_DEFER=0 SAGE_TRACE="$tmp/d0.json" LD_PRELOAD="$preload" "$prog" 16 12
 step "the warm-up thread makes assembly's read-back and the miss path's pinned staging ahead (the exit waits for it)"
 SAGE_WARMUP=eager SAGE_VERBOSE=2 LD_PRELOAD="$preload" "$prog" 2 11 idle >/dev/null 2>"$tmp/ahead.err" || bad "idle run"
 grep -q "read-back staging made ahead (pinned)" "$tmp/ahead.err" || bad "no staging made ahead: $(cat "$tmp/ahead.err")"
-grep -q "the miss path's staging made ahead (128 MiB pinned)" "$tmp/ahead.err" || bad "no miss staging made ahead: $(cat "$tmp/ahead.err")"
+grep -q "the miss path's staging made ahead (16 MiB pinned, registered)" "$tmp/ahead.err" || bad "no miss staging made ahead: $(cat "$tmp/ahead.err")"
 SAGE_SHARE=0 SAGE_WARMUP=eager SAGE_VERBOSE=2 LD_PRELOAD="$preload" "$prog" 2 11 idle >/dev/null 2>"$tmp/ahead0.err" || bad "idle run, sharing off"
 ! grep -q "made ahead" "$tmp/ahead0.err" || bad "staging made ahead with sharing off"
 

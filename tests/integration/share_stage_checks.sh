@@ -70,9 +70,18 @@ out=$(SAGE_FAKE_PIN_MS=100 SAGE_WARMUP=eager SAGE_VERBOSE=3 SAGE_TRACE="$tmp/ahe
 [ "$out" = "$native" ] || bad "ahead: output $out vs native $native"
 expect ahead SHARE_STAGED=1 SHARE_FALLBACKS=0
 staged_at=$(grep -n "staged 24 MiB in" "$tmp/ahead.err" | head -1 | cut -d: -f1)
-made_at=$(grep -n "the miss path's staging made ahead (32 MiB pinned)" "$tmp/ahead.err" | head -1 | cut -d: -f1)
+made_at=$(grep -n "the miss path's staging made ahead (32 MiB pinned, registered)" "$tmp/ahead.err" | head -1 | cut -d: -f1)
 [ -n "$staged_at" ] && [ -n "$made_at" ] && [ "$staged_at" -lt "$made_at" ] ||
   bad "ahead: the miss waited for every buffer (staged at line ${staged_at:-none}, made at ${made_at:-none}): $(cat "$tmp/ahead.err")"
+# The pages were made beside the warm-up's cuInit: the staging registered those, none of its own.
+grep -q "the staging's pages made ahead: 8 buffers used, 0 unmapped" "$tmp/ahead.err" ||
+  bad "ahead: the staging did not take the pages made ahead: $(cat "$tmp/ahead.err")"
+
+step "pages made ahead for a process that gets no context (cuInit fails): let go, the app's own error unchanged"
+SAGE_FAKE_FAIL_INIT=100 SAGE_WARMUP=eager SAGE_VERBOSE=2 LD_PRELOAD="$preload" "$prog" 24 25 > /dev/null \
+  2> "$tmp/noinit.err" && bad "noinit: the app ran without a device"
+grep -q "the staging's pages made ahead: 0 buffers used" "$tmp/noinit.err" ||
+  bad "noinit: the pages made ahead were kept: $(cat "$tmp/noinit.err")"
 
 step "a hit never waits for the staging the warm-up thread is making (a C function on a warm broker)"
 # The same upload again, the broker holding it (published by the run above): hashed, looked up,
@@ -81,6 +90,16 @@ out=$(SAGE_FAKE_PIN_MS=200 SAGE_WARMUP=eager SAGE_TRACE="$tmp/ahead-hit.json" LD
   "$prog" 24 25 2> /dev/null) || bad "ahead-hit: failed"
 [ "$out" = "$native" ] || bad "ahead-hit: output $out vs native $native"
 expect ahead-hit SHARE_HITS=1 SHARE_STAGED=0 SHARE_NS_STAGE_READY=0
+
+step "a driver that will not register host memory: the staging is pinned by cuMemAllocHost, the miss staged as before"
+# 801 = CUDA_ERROR_NOT_SUPPORTED: asked once, then every buffer by cuMemAllocHost.
+out=$(SAGE_FAKE_REGISTER_REFUSE=801 SAGE_WARMUP=eager SAGE_VERBOSE=2 SAGE_TRACE="$tmp/refused.json" \
+  LD_PRELOAD="$preload" "$prog" 24 26 2> "$tmp/refused.err") || bad "refused: failed"
+[ "$out" = "$("$prog" 24 26)" ] || bad "refused: output $out differs from native"
+expect refused SHARE_STAGED=1 SHARE_FALLBACKS=0
+[ "$(grep -c "the driver refused to register staging (801)" "$tmp/refused.err")" = 1 ] &&
+  grep -q "staging made ahead (32 MiB pinned, by cuMemAllocHost)" "$tmp/refused.err" ||
+  bad "refused: not asked once, then pinned by cuMemAllocHost: $(cat "$tmp/refused.err")"
 
 step "SAGE_VERBOSE=3: a staged copy's timeline on stderr (where its time went), the output unchanged"
 native=$("$prog" 24 24)

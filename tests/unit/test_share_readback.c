@@ -7,6 +7,8 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -163,6 +165,64 @@ static void forked_child(void) {
         teardown(&v, a);
 }
 
+/* What a registering driver was asked: the range, and whether its pages were there before the call. */
+static struct {
+        void *p;
+        size_t len;
+        int registers, unregisters;
+        bool unpopulated;
+        CUresult refuse;
+} reg;
+
+static CUresult host_register(void *p, size_t len, unsigned flags) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        unsigned char vec[(2 * HALF) / 4096];
+
+        reg.registers++;
+        if (reg.refuse)
+                return reg.refuse;
+        CHECK(len == 2 * HALF && flags == 0 && len / page <= sizeof(vec) && mincore(p, len, vec) == 0);
+        for (size_t i = 0; i < len / page; i++)
+                reg.unpopulated |= !(vec[i] & 1);
+        reg.p = p;
+        reg.len = len;
+        return CUDA_SUCCESS;
+}
+
+static CUresult host_unregister(void *p) {
+        reg.unregisters++;
+        return p == reg.p ? CUDA_SUCCESS : CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+}
+
+/*
+ * Pinned as the miss path's staging is: SAGE's own pages, made before the
+ * driver is asked (cuMemAllocHost held the app's copies while it made
+ * them), registered, the same keys; released: unregistered and unmapped.
+ * Refused: cuMemAllocHost as before.
+ */
+static void registered(void) {
+        ShareVmm v;
+        SageShareAlloc *a = setup(&v);
+        ShareReadback rb = { 0 };
+        unsigned char vec[1];
+
+        memset(&reg, 0, sizeof(reg));
+        drv.host_register = host_register;
+        drv.host_unregister = host_unregister;
+        CHECK(share_readback_prepare(&rb, &drv, CTX));
+        CHECK(rb.host == reg.p && rb.pinned && rb.registered && host_allocs == 0 && !reg.unpopulated);
+        keys(&v, a, &rb);
+        share_readback_release(&rb, &drv);
+        CHECK(reg.unregisters == 1 && !rb.host && mincore(reg.p, 4096, vec) != 0); /* unmapped */
+        reg.refuse = CUDA_ERROR_NOT_SUPPORTED;
+        CHECK(share_readback_prepare(&rb, &drv, CTX));
+        CHECK(rb.pinned && !rb.registered && host_allocs == 1);
+        keys(&v, a, &rb);
+        share_readback_release(&rb, &drv);
+        CHECK(reg.unregisters == 1);
+        teardown(&v, a);
+}
+
 int main(void) {
         long_range_in_pieces(false);
         long_range_in_pieces(true);
@@ -170,6 +230,7 @@ int main(void) {
         prepared_once(false);
         not_pinned();
         forked_child();
+        registered();
         fake_reset();
         return 0;
 }

@@ -7,6 +7,8 @@
 #   register_4k:  ... the same without MADV_HUGEPAGE
 #   copies alone: G GB/s, longest enqueue E ms
 #   copies while pinning 8 x 16 MiB (T ms): G GB/s, longest enqueue E ms
+#   copies while registering K x S MiB: CUDA_SUCCESS, register T ms (longest call C ms): G GB/s, longest enqueue E ms
+#     (K x S = 1 x 128, 8 x 16, 32 x 4; populated beforehand, as libsage's staging now is)
 # Reading it: register_thp's total well under alloc_host's (the H100 host:
 # ~50 ms) says libsage should pin by mmap + MADV_HUGEPAGE + populate +
 # cuMemHostRegister (the populate runs outside the driver, on any thread);
@@ -14,6 +16,10 @@
 # pinning does not hold up the app's first miss (buffer by buffer is then
 # all it needs); a longest enqueue of milliseconds says the driver
 # serializes them, and pinning must finish before a C function's upload.
+# "copies while registering": a longest enqueue near the longest call says
+# the driver holds copies for one registration at a time, so registering in
+# pieces (libsage: one per 16 MiB buffer) bounds what the app's copy waits;
+# 8 x 16 near 32 x 4 says smaller pieces would gain nothing.
 #   scripts/probes/pin/run.sh
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
