@@ -17,9 +17,10 @@ stderr as "exact: NAME sha256" lines (as torch_model.py). All operations are
 deterministic (no atomics in these kernels; cuFFT and CUB reduce in a fixed
 order for a given size and GPU), so the SAGE run's bits equal native's.
 """
-import hashlib
 import os
 import sys
+
+from fn_util import main, report, save_weights
 
 # Before cupy is imported: kernels compiled in every run, nothing read from ~/.cupy.
 os.environ.setdefault("CUPY_CACHE_IN_MEMORY", "1")
@@ -42,11 +43,7 @@ def make(path):
     import numpy as np
 
     rng = np.random.default_rng(4321)
-    w = rng.standard_normal((ROWS, COLS), dtype=np.float32)
-    tmp = path + ".tmp.npy"
-    np.save(tmp, w)
-    os.replace(tmp, path)
-    return 0
+    return save_weights(path, rng.standard_normal((ROWS, COLS), dtype=np.float32))
 
 
 def inputs(xp):
@@ -92,16 +89,6 @@ def gpu_pipeline(cp, host_w):
     }
     cp.cuda.Device().synchronize()
     return {k: cp.asnumpy(v) for k, v in results.items()}
-
-
-def report(name, x):
-    import numpy as np
-
-    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    digest = hashlib.sha256(x.tobytes()).hexdigest()[:32]
-    print(f"exact: {name} {digest}", file=sys.stderr)
-    print(f"{name}: shape={x.shape} sum={float(x.sum(dtype=np.float64)):.4e} "
-          f"abs_sum={float(np.abs(x).sum(dtype=np.float64)):.4e} max={float(x.max()):.4e}")
 
 
 def compare(got, want):
@@ -154,16 +141,5 @@ def selfcheck():
     return 0
 
 
-def main(argv):
-    if len(argv) == 3 and argv[1] == "--make":
-        return make(argv[2])
-    if len(argv) == 2 and argv[1] == "--selfcheck":
-        return selfcheck()
-    if len(argv) == 2:
-        return run(argv[1])
-    print("usage: cupy_fn.py [--make] WEIGHTS.npy | --selfcheck", file=sys.stderr)
-    return 2
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv, make, run, selfcheck))

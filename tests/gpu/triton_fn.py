@@ -23,11 +23,12 @@ float32 rounding: IEEE fp32 dot, TF32 off on both sides). stdout carries
 values rounded to 4 significant digits; exact bytes go to stderr as
 "exact: NAME sha256" lines (as torch_model.py).
 """
-import hashlib
 import os
 import shutil
 import sys
 import tempfile
+
+from fn_util import main, report, save_weights
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 # A kernel cache of this run's own, named before Triton is imported: Triton
@@ -82,19 +83,8 @@ def make(path):
     import numpy as np
 
     rng = np.random.default_rng(2024)
-    w = (rng.standard_normal((3, DIM, DIM), dtype=np.float32) / np.float32(8)).astype(np.float32)
-    tmp = path + ".tmp.npy"
-    np.save(tmp, w)
-    os.replace(tmp, path)
-    return 0
-
-
-def report(name, t):
-    t = t.detach().float().cpu().contiguous()
-    digest = hashlib.sha256(t.numpy().tobytes()).hexdigest()[:32]
-    print(f"exact: {name} {digest}", file=sys.stderr)
-    print(f"{name}: shape={tuple(t.shape)} sum={t.double().sum().item():.4e} "
-          f"abs_sum={t.double().abs().sum().item():.4e} max={t.max().item():.4e}")
+    w = rng.standard_normal((3, DIM, DIM), dtype=np.float32) / np.float32(8)
+    return save_weights(path, w.astype(np.float32))
 
 
 def segments(torch):
@@ -141,24 +131,14 @@ def run(path):
     if err > 1e-4:
         print(f"triton: matmul relative error {err:.3g} too large", file=sys.stderr)
         return 1
-    report("add", out)
-    report("late_add", late[:n])
-    report("matmul", c)
+    for name, t in (("add", out), ("late_add", late[:n]), ("matmul", c)):
+        report(name, t.cpu().numpy())
     return 0
 
 
-def main(argv):
-    if len(argv) == 3 and argv[1] == "--make":
-        return make(argv[2])
-    if len(argv) != 2:
-        print("usage: triton_fn.py [--make] WEIGHTS.npy", file=sys.stderr)
-        return 2
+if __name__ == "__main__":
     try:
-        return run(argv[1])
+        sys.exit(main(sys.argv, make, run))
     finally:
         if OWN_CACHE:
             shutil.rmtree(OWN_CACHE, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
