@@ -21,7 +21,7 @@ Runs the GPU suite (tests/gpu) natively and under libsage and compares.
 Programs are built into DIR/gpu-bin; logs and traces go to DIR/gpu-bin/logs.
 Environment:
   NVCC                 nvcc to use (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc)
-  PYTHON               python with torch/torchvision for torch_model (default: python3)
+  PYTHON               python with torch/torchvision, jax, cupy and triton for the Python rows (default: python3)
   SAGE_LIBUNWIND_DIR   folder with libunwind.so.8: adds a static_cudart row with
                        SAGE_TRACE_STACKS=1 that checks the trace holds stacks
   OUT                  if set: writes OUT/gpu-results.json and OUT/gpu-logs.tar.gz
@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model torch_expandable jax_fn share_weights share_alloc share_reach lean_stack suspend_idle)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec share_weights share_alloc share_reach lean_stack suspend_idle)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -132,11 +132,16 @@ build_program() {
         share_reach) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_reach.cu" -lcuda ;;
         lean_stack) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/lean_stack.cu" ;;
         suspend_idle) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/suspend_idle.cu" ;;
+        fork_exec) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/fork_exec.cu" ;;
         torch_model|torch_expandable) "$python" -c 'import torch, torchvision; assert torch.cuda.is_available(), "torch sees no GPU"' ;;
         jax_fn)
             # The weights file is made here, untimed; the check needs no GPU.
             "$python" -c 'import jax, jaxlib' &&
             "$python" "$gpu_src/jax_fn.py" --make "$bin_dir/jax-weights.npy" ;;
+        cupy_fn) "$python" -c 'import cupy, numpy' && "$python" "$gpu_src/cupy_fn.py" --make "$bin_dir/cupy-weights.npy" ;;
+        triton_fn)
+            "$python" -c 'import torch, triton, numpy; assert torch.cuda.is_available(), "torch sees no GPU"' &&
+            "$python" "$gpu_src/triton_fn.py" --make "$bin_dir/triton-weights.npy" ;;
         *) echo "unknown program $name"; return 1 ;;
     esac
 }
@@ -148,8 +153,20 @@ command_of() {
         # PyTorch's expandable segments: its pool maps 2/20 MiB cuMemCreate handles into one reservation.
         torch_expandable) cmd=(env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "$python" "$gpu_src/torch_model.py") ;;
         jax_fn) cmd=("$python" "$gpu_src/jax_fn.py" "$bin_dir/jax-weights.npy") ;;
+        cupy_fn) cmd=("$python" "$gpu_src/cupy_fn.py" "$bin_dir/cupy-weights.npy") ;;
+        triton_fn) cmd=("$python" "$gpu_src/triton_fn.py" "$bin_dir/triton-weights.npy") ;;
         share_weights) cmd=("$bin_dir/$1" "$bin_dir/share-weights.bin") ;;
         *) cmd=("$bin_dir/$1") ;;
+    esac
+}
+
+# min_traces_of NAME: how many processes of a run make driver calls, each leaving a trace
+# (ipc: two; fork_exec: the parent and its exec'd and shell-started children, not the shell).
+min_traces_of() {
+    case "$1" in
+        ipc) echo 2 ;;
+        fork_exec) echo 3 ;;
+        *) echo 1 ;;
     esac
 }
 
@@ -299,8 +316,9 @@ evaluate() {
 native_env=(-u LD_PRELOAD -u SAGE_TRACE -u SAGE_TRACE_STACKS)
 for p in "${programs[@]}"; do
     if [ "${build_ok[$p]}" != 1 ]; then
-        if [ "$p" = torch_model ] || [ "$p" = torch_expandable ] || [ "$p" = jax_fn ]; then
-            record "$p" - - - - - - - SKIP "python/torch/jax unusable: $(tail -n1 "$logs/$p.build.log")"
+        if [ "$p" = torch_model ] || [ "$p" = torch_expandable ] || [ "$p" = jax_fn ] || [ "$p" = cupy_fn ] ||
+            [ "$p" = triton_fn ]; then
+            record "$p" - - - - - - - SKIP "python/torch/jax/cupy/triton unusable: $(tail -n1 "$logs/$p.build.log")"
         else
             record "$p" - - - - - - - FAIL "build failed: see $p.build.log"
         fi
@@ -311,8 +329,7 @@ for p in "${programs[@]}"; do
     nrc=$run_rc nms=$run_ms
     run_program "$p" sage -u SAGE_TRACE_STACKS "LD_PRELOAD=$libsage" \
         "SAGE_TRACE=$logs/$p.sage.%p.json" -- "${cmd[@]}"
-    min_traces=1
-    [ "$p" = ipc ] && min_traces=2
+    min_traces=$(min_traces_of "$p")
     evaluate "$p" "$p" sage "$nrc" "$nms" "$run_rc" "$run_ms" "$min_traces"
 done
 
@@ -342,8 +359,9 @@ fi
 # Eager rows: SAGE_WARMUP=eager, the README's advice for Python functions.
 # XLA runs ptxas as a child that inherits LD_PRELOAD: the child must neither
 # break nor initialise CUDA, and every trace of the run (one per process that
-# made a driver call) must be a valid one.
-for p in jax_fn torch_model; do
+# made a driver call) must be a valid one. Triton runs ptxas and the host
+# compiler the same way; fork_exec's children start with a warm-up of their own.
+for p in jax_fn torch_model cupy_fn triton_fn fork_exec; do
     selected "$p" || continue
     [ "${build_ok[$p]:-0}" = 1 ] || continue
     nrc=$(awk -F'\t' -v p="$p" '$1 == p { print $2 }' "$results")
@@ -351,7 +369,7 @@ for p in jax_fn torch_model; do
     command_of "$p"
     run_program "$p" eager -u SAGE_TRACE_STACKS "LD_PRELOAD=$libsage" SAGE_WARMUP=eager \
         "SAGE_TRACE=$logs/$p.eager.%p.json" -- "${cmd[@]}"
-    evaluate "$p+eager" "$p" eager "$nrc" "$nms" "$run_rc" "$run_ms" 1
+    evaluate "$p+eager" "$p" eager "$nrc" "$nms" "$run_rc" "$run_ms" "$(min_traces_of "$p")"
 done
 
 # Wrapped row: a CUDA program started by wrappers (timeout, sh -c) under
@@ -419,8 +437,7 @@ if [ -x "$suspend_saged" ]; then
         after=$(grep -c ') registered' "$logs/saged-suspend.log" || true)
         suspend_note=ok
         [ "$after" -gt "$before" ] || suspend_note="the process did not register with saged (SAGE_SUSPEND=1)"
-        min_traces=1
-        [ "$p" = ipc ] && min_traces=2
+        min_traces=$(min_traces_of "$p")
         evaluate "$p+suspend" "$p" suspend "$nrc" "$nms" "$run_rc" "$run_ms" "$min_traces" "$suspend_note"
     done
     kill "$ssaged_pid" 2>/dev/null || true
@@ -435,7 +452,7 @@ fi
 # served by the broker where the program's uploads can be (share_weights,
 # torch_model), IPC must have been emulated (ipc), and share_weights' kernel
 # that writes mapped weights must have got a private copy first.
-share_programs=(share_weights share_alloc share_reach vmm ipc torch_model torch_expandable jax_fn cublas_gemm graphs static_cudart)
+share_programs=(share_weights share_alloc share_reach vmm ipc torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec cublas_gemm graphs static_cudart)
 saged=$build_dir/daemon/saged
 # stat_sum NAME MODE STAT: a libsage counter summed over the traces of a run.
 stat_sum() {
@@ -507,8 +524,7 @@ if [ -x "$saged" ]; then
             elif [ "$p" = ipc ] && [ "$ipc" = 0 ]; then
                 extra="IPC not emulated"
             fi
-            min_traces=1
-            [ "$p" = ipc ] && min_traces=2
+            min_traces=$(min_traces_of "$p")
             evaluate "$p+share$round" "$p" "share$round" "$nrc" "$nms" "$run_rc" "$run_ms" "$min_traces" \
                 "$extra"
         done

@@ -10,7 +10,6 @@ default memory preallocation left on.
 stdout carries values rounded to 4 significant digits; the exact bytes of
 each result go to stderr as "exact: NAME sha256" lines (as torch_model.py).
 """
-import hashlib
 import os
 import sys
 
@@ -20,24 +19,15 @@ os.environ.setdefault("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
 
 import numpy as np  # noqa: E402
 
+from fn_util import main, report, save_weights  # noqa: E402
+
 LAYERS, WIDTH, BATCH = 4, 1024, 64  # 16 MiB of float32 weights
 
 
 def make(path):
     rng = np.random.default_rng(1234)
     w = (rng.standard_normal((LAYERS, WIDTH, WIDTH), dtype=np.float32) / np.float32(32)).astype(np.float32)
-    tmp = path + ".tmp.npy"
-    np.save(tmp, w)
-    os.replace(tmp, path)
-    return 0
-
-
-def report(name, x):
-    x = np.asarray(x, dtype=np.float32)
-    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:32]
-    print(f"exact: {name} {digest}", file=sys.stderr)
-    print(f"{name}: shape={x.shape} sum={float(x.sum()):.4e} abs_sum={float(np.abs(x).sum()):.4e} "
-          f"max={float(x.max()):.4e}")
+    return save_weights(path, w)
 
 
 def run(path):
@@ -66,14 +56,5 @@ def run(path):
     return 0
 
 
-def main(argv):
-    if len(argv) == 3 and argv[1] == "--make":
-        return make(argv[2])
-    if len(argv) == 2:
-        return run(argv[1])
-    print("usage: jax_fn.py [--make] WEIGHTS.npy", file=sys.stderr)
-    return 2
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv, make, run))
