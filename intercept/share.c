@@ -52,6 +52,7 @@
  *   share_cost.c      does a hit pay? (copied instead when it would cost more)
  *   share_upload.c    uploads and API writes (entry points)
  *   share.c           allocation, free, launches (entry points)
+ *   share_reach.c     pointer queries and batches: what they reach mapped first (entry points)
  */
 #include <cuda.h>
 
@@ -234,37 +235,63 @@ void sage_share_prestage(CUcontext ctx) {
  * deems unsafe there and spoils the capture; VMM calls touch no stream, so
  * they run in the relaxed mode.
  */
-static CUresult back(SageShare *s, CUdeviceptr dst, size_t n, bool all) {
+typedef enum BackWhat {
+        BACK_RANGE,
+        BACK_ALLOC,
+        BACK_ALL
+} BackWhat;
+
+static CUresult back(SageShare *s, CUdeviceptr dst, size_t n, BackWhat what) {
         CUresult (*exchange)(CUstreamCaptureMode *) = sage_driver_extras.exchange_capture_mode;
         CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
         CUresult r = CUDA_SUCCESS;
         SageShareAlloc *a;
-        bool relaxed;
+        bool relaxed, unbacked;
         uint64_t t;
 
         if (!atomic_load_explicit(&s->vmm.unbacked, memory_order_relaxed))
                 return CUDA_SUCCESS;
+        if (what == BACK_ALLOC) { /* a query about other memory, or a backed allocation: no driver call */
+                pthread_mutex_lock(&s->lock);
+                a = share_vmm_find(&s->vmm, dst, 1);
+                unbacked = a && share_vmm_has_unbacked(a);
+                pthread_mutex_unlock(&s->lock);
+                if (!unbacked)
+                        return CUDA_SUCCESS;
+        }
         t = sage_now_ns();
         relaxed = exchange && exchange(&mode) == CUDA_SUCCESS;
         pthread_mutex_lock(&s->lock);
-        if (all)
+        if (what == BACK_ALL)
                 r = share_vmm_back_all(&s->vmm) ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
-        else if ((a = share_vmm_find(&s->vmm, dst, n)))
+        else if (what == BACK_ALLOC && (a = share_vmm_find(&s->vmm, dst, 1)))
+                r = share_vmm_back(&s->vmm, a, 0, a->padded);
+        else if (what == BACK_RANGE && (a = share_vmm_find(&s->vmm, dst, n)))
                 r = share_vmm_back(&s->vmm, a, dst - a->va, n);
         pthread_mutex_unlock(&s->lock);
         if (relaxed)
                 exchange(&mode);
         /* An upload's ends: part of its re-mapping; the rest: where the first launch pays for the uploads. */
-        sage_stats_add(all ? SAGE_STAT_SHARE_NS_BACK : SAGE_STAT_SHARE_NS_REMAP, sage_now_ns() - t);
+        sage_stats_add(what != BACK_RANGE ? SAGE_STAT_SHARE_NS_BACK : SAGE_STAT_SHARE_NS_REMAP, sage_now_ns() - t);
         return r;
 }
 
 void sage_share_back_all(void) {
-        back(sage_share(), 0, 0, true);
+        back(sage_share(), 0, 0, BACK_ALL);
 }
 
 CUresult sage_share_back(CUdeviceptr dst, size_t n) {
-        return back(sage_share(), dst, n, false);
+        return back(sage_share(), dst, n, BACK_RANGE);
+}
+
+/*
+ * A pointer query (share_reach.c): all of the allocation `p` falls in, as
+ * the eager allocation had it (one mapping from its held memory when no hit
+ * reached it), so the driver answers as for mapped memory; nothing else
+ * when nothing is deferred (one atomic load).
+ */
+void sage_share_back_alloc(CUdeviceptr p) {
+        back(sage_share(), p, 1, BACK_ALLOC);
 }
 
 void sage_share_note_write(void) {

@@ -34,6 +34,8 @@ void sage_share_before_write(CUdeviceptr dst, size_t n);
  */
 void sage_share_back_all(void);
 CUresult sage_share_back(CUdeviceptr dst, size_t n);
+/* Before a pointer query: the whole allocation `p` falls in. */
+void sage_share_back_alloc(CUdeviceptr p);
 /* Before a kernel launch: assembly, then the launch guard (share_guard.c). */
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra);
 /* Called by the hooks' slow path after every call while sharing is active. */

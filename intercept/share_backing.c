@@ -20,7 +20,9 @@
  * Nothing may reach an unbacked piece (a kernel would fault, a copy fail):
  * the hooks back the granules an app's copy writes before it runs, and
  * everything before any launch, graph launch, API write, device-to-host
- * copy or CUDA IPC export (share.c, share_upload.c, share_async.c).
+ * copy, stream memory operation, batch or CUDA IPC export (share.c,
+ * share_upload.c, share_async.c, share_reach.c); a pointer query the
+ * allocation it asks about (share_reach.c).
  */
 #include "share_alloc.h"
 

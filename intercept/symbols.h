@@ -123,6 +123,14 @@ static inline SageWriteRange sage_write_copy3d(const CUDA_MEMCPY3D *p) {
                                    p->dstHeight, p->WidthInBytes, p->Height, p->Depth);
 }
 
+/* cuMemcpy3DPeer*: the destination box, as cuMemcpy3D's. */
+static inline SageWriteRange sage_write_copy3d_peer(const CUDA_MEMCPY3D_PEER *p) {
+        if (!p)
+                return (SageWriteRange){ .writes = SAGE_WRITES_NONE };
+        return sage_write_copy_dst(p->dstMemoryType, p->dstDevice, p->dstXInBytes, p->dstY, p->dstZ, p->dstPitch,
+                                   p->dstHeight, p->WidthInBytes, p->Height, p->Depth);
+}
+
 /* cuMemsetD2D*: Height rows of Width elements of elem bytes, dstPitch apart. */
 static inline SageWriteRange sage_write_set2d(CUdeviceptr dst, size_t pitch, size_t width, size_t height,
                                               unsigned elem) {

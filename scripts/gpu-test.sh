@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec share_weights share_alloc lean_stack suspend_idle)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec share_weights share_alloc share_reach lean_stack suspend_idle)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -129,6 +129,7 @@ build_program() {
         reset_loop) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/reset_loop.cu" ;;
         share_weights) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_weights.cu" ;;
         share_alloc) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_alloc.cu" -lcuda ;;
+        share_reach) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_reach.cu" -lcuda ;;
         lean_stack) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/lean_stack.cu" ;;
         suspend_idle) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/suspend_idle.cu" ;;
         fork_exec) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/fork_exec.cu" ;;
@@ -451,7 +452,7 @@ fi
 # served by the broker where the program's uploads can be (share_weights,
 # torch_model), IPC must have been emulated (ipc), and share_weights' kernel
 # that writes mapped weights must have got a private copy first.
-share_programs=(share_weights share_alloc vmm ipc torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec cublas_gemm graphs static_cudart)
+share_programs=(share_weights share_alloc share_reach vmm ipc torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec cublas_gemm graphs static_cudart)
 saged=$build_dir/daemon/saged
 # stat_sum NAME MODE STAT: a libsage counter summed over the traces of a run.
 stat_sum() {
@@ -510,6 +511,10 @@ if [ -x "$saged" ]; then
                 extra="second run not served by the broker"
             elif [ "$round" = 1 ] && [ "$p" = share_weights ] && [ "$staged" = 0 ]; then
                 extra="the first run's misses were not copied through staging"
+            elif [ "$p" = share_reach ] && [ "$(stat_sum "$p" "share$round" SHARE_DEFERRED)" -lt 5 ]; then
+                extra="the buffers reached first by a query, a stream write or a batch were not deferred"
+            elif [ "$round" = 2 ] && [ "$p" = share_reach ] && [ "$hits" = 0 ]; then
+                extra="second run: the weights the stream write and the batch write were not mapped"
             elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$hits" -lt 4 ]; then
                 extra="second run: $hits hits, not S, Q, T and V (cudaMallocAsync, pool, pitched, app VMM) mapped"
             elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$guard" = 0 ]; then

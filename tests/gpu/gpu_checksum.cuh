@@ -1,7 +1,8 @@
 /*
  * Checksums of device buffers for the GPU programs that must print the same
  * numbers natively and under SAGE whatever SAGE did to the memory (shared
- * it, suspended and restored it): share_weights.cu, suspend_idle.cu.
+ * it, suspended and restored it): share_weights.cu, suspend_idle.cu,
+ * share_reach.cu.
  * Include after gpu_check.h.
  */
 #ifndef SAGE_GPU_CHECKSUM_CUH

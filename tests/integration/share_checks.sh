@@ -72,6 +72,15 @@ twice d deferred 16 12 deferred
 SAGE_SHARE_DEFER=0 SAGE_TRACE="$tmp/d0.json" LD_PRELOAD="$preload" "$prog" 16 12 deferred >"$tmp/d0.out" || bad "SAGE_SHARE_DEFER=0 (a fault?)"
 [ "$(cat "$tmp/d0.out")" = "$twice_native" ] && [ "$(stat_of "$tmp/d0.json" SHARE_DEFERRED)" = 0 ] || bad "SAGE_SHARE_DEFER=0: deferred"
 
+step "deferred backing: a pointer query, a stream write, a batch of memory operations each find memory mapped"
+LD_PRELOAD="$preload" "$prog" 16 13 >/dev/null || bad "reach: publishing the weights"  # then written where mapped
+twice r reach 16 13 reach
+for i in 1 2; do
+  [ "$(stat_of "$tmp/r$i.json" SHARE_DEFERRED)" -ge 5 ] || bad "reach run $i: $(stat_of "$tmp/r$i.json" SHARE_DEFERRED) allocations deferred"
+  [ "$(stat_of "$tmp/r$i.json" SHARE_HITS)" = 2 ] || bad "reach run $i: the weights did not hit twice (the writes then found them shared)"
+done
+grep -q "^query 1 attributes 1 2$" <<<"$twice_native" || bad "reach natively: $twice_native"
+
 step "the warm-up thread makes assembly's read-back and the miss path's pinned staging ahead (the exit waits for it)"
 SAGE_WARMUP=eager SAGE_VERBOSE=2 LD_PRELOAD="$preload" "$prog" 2 11 idle >/dev/null 2>"$tmp/ahead.err" || bad "idle run"
 grep -q "read-back staging made ahead (pinned)" "$tmp/ahead.err" || bad "no staging made ahead: $(cat "$tmp/ahead.err")"

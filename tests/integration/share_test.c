@@ -348,6 +348,72 @@ static int deferred(size_t bytes, const uint64_t *host) {
         return 0;
 }
 
+/*
+ * Deferred backing's other ways in (share_reach.c): each reaches first an
+ * allocation made after the first launch, where natively it finds mapped
+ * memory: a pointer query (Triton asks CU_POINTER_ATTRIBUTE_DEVICE_POINTER
+ * of every argument before a launch), the query of several attributes, a
+ * stream write of a word, a batch of memory operations (writes, then a wait
+ * for one of them: satisfied natively). Then the same writes into weights a
+ * run maps read-only (published by an earlier run), two mappings of them,
+ * one written by each: they must turn private first.
+ */
+static uint32_t word_at(CUdeviceptr p) {
+        uint32_t v = 0;
+        OK(cuCtxSynchronize());
+        OK(cuMemcpyDtoH(&v, p, sizeof(v)));
+        return v;
+}
+
+static void batch_write(CUdeviceptr p, uint32_t v) {
+        CUstreamBatchMemOpParams ops[3] = { 0 };
+
+        ops[0].writeValue.operation = CU_STREAM_MEM_OP_WRITE_VALUE_32;
+        ops[0].writeValue.address = p;
+        ops[0].writeValue.value = v;
+        ops[1].writeValue.operation = CU_STREAM_MEM_OP_WRITE_VALUE_64;
+        ops[1].writeValue.address = p + 8;
+        ops[1].writeValue.value64 = (uint64_t)v << 32 | v;
+        ops[2].waitValue.operation = CU_STREAM_MEM_OP_WAIT_VALUE_32;
+        ops[2].waitValue.address = p;
+        ops[2].waitValue.value = v;
+        ops[2].waitValue.flags = CU_STREAM_WAIT_VALUE_EQ;
+        OK(cuStreamBatchMemOp(NULL, 3, ops, 0));
+}
+
+static int reach(size_t bytes, const uint64_t *host) {
+        CUpointer_attribute attrs[] = { CU_POINTER_ATTRIBUTE_DEVICE_POINTER, CU_POINTER_ATTRIBUTE_MEMORY_TYPE };
+        CUdeviceptr d, q, qs, w, b, weights, batched, dp = 0, dps = 0;
+        unsigned type = 0;
+        void *data[] = { &dps, &type };
+
+        OK(cuMemAlloc(&d, bytes));
+        OK(cuMemsetD8(d, 1, bytes));
+        printf("first launch %016llx\n", (unsigned long long)checksum(d, bytes));
+        OK(cuMemAlloc(&q, bytes));
+        OK(cuPointerGetAttribute(&dp, CU_POINTER_ATTRIBUTE_DEVICE_POINTER, q + 8));
+        OK(cuMemAlloc(&qs, bytes));
+        OK(cuPointerGetAttributes(2, attrs, data, qs + 8));
+        printf("query %d attributes %d %u\n", dp == q + 8, dps == qs + 8, type);
+        OK(cuMemAlloc(&w, bytes));
+        OK(cuStreamWriteValue32(NULL, w + 64, 0x5a5a1234u, 0));
+        printf("write value %08x\n", word_at(w + 64));
+        OK(cuMemAlloc(&b, bytes));
+        batch_write(b + 128, 0x77u);
+        printf("batch %08x %08x\n", word_at(b + 128), word_at(b + 140));
+        OK(cuMemAlloc(&weights, bytes));
+        OK(cuMemcpyHtoD(weights, host, bytes));
+        OK(cuStreamWriteValue32(NULL, weights + 64, 0x5a5a1234u, 0));
+        printf("written weights %016llx\n", (unsigned long long)checksum(weights, bytes));
+        OK(cuMemAlloc(&batched, bytes)); /* the same extent mapped again, written by a batch only */
+        OK(cuMemcpyHtoD(batched, host, bytes));
+        batch_write(batched + bytes / 2, 0x99u);
+        printf("batch-written weights %016llx\n", (unsigned long long)checksum(batched, bytes));
+        for (CUdeviceptr *p = (CUdeviceptr[]){ d, q, qs, w, b, weights, batched, 0 }; *p; p++)
+                OK(cuMemFree(*p));
+        return 0;
+}
+
 int main(int argc, char **argv) {
         size_t bytes = (argc > 1 ? (size_t)atol(argv[1]) : 96) << 20;
         uint64_t seed = argc > 2 ? (uint64_t)atoll(argv[2]) : 1;
@@ -403,6 +469,8 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(mode, "deferred"))
                 return deferred(bytes, host);
+        if (!strcmp(mode, "reach"))
+                return reach(bytes, host);
         OK(cuMemAlloc(&weights, bytes));
         if (!strcmp(mode, "pieces")) {
                 /* Three tensors packed as a caching allocator would: 512-byte aligned. */
