@@ -5,10 +5,13 @@
  * a valid order for any program that orders its streams). "Later" is made
  * deterministic: queued work runs only when the program synchronizes
  * (stream, event or context synchronize or query, a synchronous copy or
- * memset, cuMemFree & co., destroying a context or stream). So a missing
- * synchronize is not a race that shows once in a while: it shows every time
- * (an async download read before a synchronize holds stale bytes, a buffer
- * freed or unmapped under queued work faults).
+ * memset, cuMemFree & co., destroying a context or stream), and returns
+ * only once all work submitted before it ran, whichever thread's
+ * synchronize released it: on the GPU a stream's order holds whoever
+ * waits (libsage's warm-up thread synchronizes beside the app's launches).
+ * So a missing synchronize is not a race that shows once in a while: it
+ * shows every time (an async download read before a synchronize holds
+ * stale bytes, a buffer freed or unmapped under queued work faults).
  *
  * As on the GPU, unmapping memory that queued work still uses is a fault of
  * that work: cuMemUnmap drops the queued copies, memsets and kernels whose
@@ -39,7 +42,8 @@ static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;
 static Pending *items;
 static size_t count, capacity, released;
 static bool busy;
-static pid_t worker_pid; /* a fork()ed child has no worker: it cannot use CUDA anyway */
+static pid_t worker_pid;        /* a fork()ed child has no worker: it cannot use CUDA anyway */
+static __thread bool in_worker; /* work that calls the driver must not wait for itself */
 
 static void fault(CUcontext ctx) {
         if (!ctx)
@@ -52,6 +56,7 @@ static void fault(CUcontext ctx) {
 
 static void *worker(void *arg) {
         (void)arg;
+        in_worker = true;
         pthread_mutex_lock(&queue_lock);
         for (;;) {
                 while (released == 0)
@@ -105,11 +110,19 @@ bool fake_queue_submit(const FakeOp *op, CUcontext ctx) {
         return true;
 }
 
+/*
+ * Runs everything submitted so far and waits for it, the item the worker
+ * is running included: another thread's drain may have released it, so
+ * an empty queue is not finished work (a download right after a launch
+ * read the kernel's result before the kernel wrote it).
+ */
 void fake_queue_drain(void) {
         pthread_mutex_lock(&queue_lock);
-        if (worker_pid == getpid() && count > 0) {
-                released = count;
-                pthread_cond_signal(&work_released);
+        if (worker_pid == getpid() && !in_worker) {
+                if (count > 0) {
+                        released = count;
+                        pthread_cond_signal(&work_released);
+                }
                 while (released > 0 || busy)
                         pthread_cond_wait(&work_done, &queue_lock);
         }

@@ -35,11 +35,33 @@ static void fill_kernel(const FakeKernelLaunch *launch, void **params) {
 
 static const size_t fill_params[] = { sizeof(void *), sizeof(unsigned), sizeof(unsigned), 0 };
 
+/* "hold": says it started, then runs until test_drain_busy lets it go. */
+static struct {
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        bool started, go, done;
+} hold = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER };
+
+static void hold_kernel(const FakeKernelLaunch *launch, void **params) {
+        (void)launch;
+        (void)params;
+        pthread_mutex_lock(&hold.lock);
+        hold.started = true;
+        pthread_cond_broadcast(&hold.changed);
+        while (!hold.go)
+                pthread_cond_wait(&hold.changed, &hold.lock);
+        hold.done = true;
+        pthread_mutex_unlock(&hold.lock);
+}
+
+static const size_t hold_params[] = { 0 };
+
 static const FakeKernelEntry fill_entries[] = {
         { "fill", fill_kernel, fill_params },
+        { "hold", hold_kernel, hold_params },
 };
 
-static const FakeModuleImage test_image = { FAKECUDA_IMAGE_MAGIC, 1, fill_entries };
+static const FakeModuleImage test_image = { FAKECUDA_IMAGE_MAGIC, 2, fill_entries };
 
 /* The arguments of test_image's "fill" (dst[i] = value + i, i < n) over a
  * new device buffer of n words, d. */
@@ -632,6 +654,89 @@ static void test_threads(void) {
         }
 }
 
+/*
+ * A synchronize must wait for work another thread's synchronize released
+ * and the worker is still running: the queue is empty then, and
+ * fake_queue_drain returned at once, so a synchronous download read a
+ * kernel's result before the kernel wrote it (libsage's warm-up thread
+ * destroying a stream beside the app's launches: share's `packed` check
+ * failed once in CI with a wrong checksum).
+ */
+typedef struct Drainer {
+        CUcontext ctx;
+        pid_t main_tid;
+} Drainer;
+
+static void *drain_in_thread(void *arg) {
+        Drainer *d = arg;
+        return (void *)(uintptr_t)(cuCtxSetCurrent(d->ctx) != CUDA_SUCCESS || cuCtxSynchronize() != CUDA_SUCCESS);
+}
+
+/* Is thread `tid` of this process asleep (blocked in the synchronize)? */
+static bool sleeping(pid_t tid) {
+        char path[64], buf[256], *state;
+        FILE *f;
+        size_t n;
+
+        snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+        if (!(f = fopen(path, "r")))
+                return false;
+        n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        state = strrchr(buf, ')');
+        return state && state[1] == ' ' && state[2] == 'S';
+}
+
+/* Lets the kernel go once the main thread sleeps in its synchronize (or the test let it go itself). */
+static void *release_when_blocked(void *arg) {
+        Drainer *d = arg;
+
+        for (;;) {
+                bool blocked = sleeping(d->main_tid);
+                pthread_mutex_lock(&hold.lock);
+                if (blocked)
+                        hold.go = true;
+                pthread_cond_broadcast(&hold.changed);
+                bool go = hold.go;
+                pthread_mutex_unlock(&hold.lock);
+                if (go)
+                        return NULL;
+                sched_yield();
+        }
+}
+
+static void test_drain_busy(void) {
+        CUmodule mod;
+        CUfunction fn;
+        Drainer d = { .main_tid = gettid() };
+        pthread_t other, releaser;
+        void *bad = NULL, *noargs[1] = { NULL };
+        bool done;
+
+        OK(cuCtxGetCurrent(&d.ctx));
+        OK(cuModuleLoadData(&mod, &test_image));
+        OK(cuModuleGetFunction(&fn, mod, "hold"));
+        OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, NULL, noargs, NULL)); /* queued: its (no) arguments copied */
+        CHECK(pthread_create(&other, NULL, drain_in_thread, &d) == 0);
+        pthread_mutex_lock(&hold.lock);
+        while (!hold.started) /* the worker took it: the queue is empty, the kernel runs */
+                pthread_cond_wait(&hold.changed, &hold.lock);
+        pthread_mutex_unlock(&hold.lock);
+        CHECK(pthread_create(&releaser, NULL, release_when_blocked, &d) == 0);
+        OK(cuCtxSynchronize());
+        pthread_mutex_lock(&hold.lock);
+        done = hold.done;
+        hold.go = true; /* the fault's case: returned while the kernel still ran */
+        pthread_cond_broadcast(&hold.changed);
+        pthread_mutex_unlock(&hold.lock);
+        CHECK(done);
+        pthread_join(releaser, NULL);
+        pthread_join(other, &bad);
+        CHECK(bad == NULL);
+        OK(cuModuleUnload(mod));
+}
+
 static void mode_api(void) {
         test_before_init();
         test_errors();
@@ -643,6 +748,7 @@ static void mode_api(void) {
         test_graphs();
         test_proc_address();
         test_threads();
+        test_drain_busy();
         OK(cuDevicePrimaryCtxRelease(0));
 }
 
