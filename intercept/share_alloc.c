@@ -279,10 +279,7 @@ static bool must_keep(const ShareVmm *v, const SageShareAlloc *a, const Piece *p
                 return false;
         if (p->extent_id || !share_vmm_fresh(v, a))
                 return true;
-        for (size_t i = 0; i < a->nwritten; i++)
-                if (a->written[i].off < off + len && off < a->written[i].off + a->written[i].len)
-                        return true;
-        return false;
+        return share_vmm_written_in(a, off, off + len);
 }
 
 /* ---------------------------------------------------------------- pieces */
@@ -307,10 +304,7 @@ bool share_vmm_replace_needs_sync(const ShareVmm *v, const SageShareAlloc *a, si
                         from = a->pieces[i].off < from ? a->pieces[i].off : from;
                         to = a->pieces[i].off + a->pieces[i].len;
                 }
-        for (size_t i = 0; i < a->nwritten; i++)
-                if (a->written[i].off < to && from < a->written[i].off + a->written[i].len)
-                        return true;
-        return false;
+        return share_vmm_written_in(a, from, to);
 }
 
 void share_vmm_sync_for_replace(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi) {

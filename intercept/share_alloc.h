@@ -181,6 +181,13 @@ void share_vmm_note_write(ShareVmm *v);
 bool share_vmm_fresh(const ShareVmm *v, const SageShareAlloc *a);
 /* A tracked upload wrote a->va[off, off+len). */
 void share_vmm_note_written(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len);
+/* Did a tracked upload write any of a->va[lo, hi)? */
+static inline bool share_vmm_written_in(const SageShareAlloc *a, size_t lo, size_t hi) {
+        for (size_t i = 0; i < a->nwritten; i++)
+                if (a->written[i].off < hi && lo < a->written[i].off + a->written[i].len)
+                        return true;
+        return false;
+}
 
 /* Wait for the work in flight in the context of `a`. */
 void share_vmm_sync(ShareVmm *v, SageShareAlloc *a);

@@ -89,14 +89,6 @@ static bool granule_private(const SageShareAlloc *a, size_t g) {
         return false;
 }
 
-/* Did an upload write any of [lo, hi) of `a`? */
-static bool written_in(const SageShareAlloc *a, size_t lo, size_t hi) {
-        for (size_t i = 0; i < a->nwritten; i++)
-                if (a->written[i].off < hi && lo < a->written[i].off + a->written[i].len)
-                        return true;
-        return false;
-}
-
 /*
  * The same answer in every invocation of a program, hit or miss, so what
  * one publishes the next finds: it depends on where the uploads before
@@ -115,8 +107,9 @@ bool share_assemble_takes(const ShareVmm *v, const SageShareAlloc *a, size_t lo,
                 }
         if (!first)
                 return false;
-        return (first->off < lo && granule_private(a, lo - a->gran) && written_in(a, first->off, lo)) ||
-               (last->off + last->len > hi && granule_private(a, hi) && written_in(a, hi, last->off + last->len));
+        return (first->off < lo && granule_private(a, lo - a->gran) && share_vmm_written_in(a, first->off, lo)) ||
+               (last->off + last->len > hi && granule_private(a, hi) &&
+                share_vmm_written_in(a, hi, last->off + last->len));
 }
 
 /* Give `p` ([lo, hi)) the upload ranges of sorted `w` that overlap it; span_lo from the first. */

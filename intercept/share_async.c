@@ -219,10 +219,7 @@ static bool untouched(SageShare *s, CUdeviceptr dst, size_t n) {
         pthread_mutex_lock(&s->lock);
         if ((a = share_vmm_find(&s->vmm, dst, n)) && share_vmm_fresh(&s->vmm, a)) {
                 size_t off = dst - a->va;
-                ok = true;
-                for (size_t i = 0; i < a->nwritten; i++)
-                        if (a->written[i].off < off + n && off < a->written[i].off + a->written[i].len)
-                                ok = false;
+                ok = !share_vmm_written_in(a, off, off + n);
         }
         pthread_mutex_unlock(&s->lock);
         return ok;
