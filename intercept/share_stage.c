@@ -235,7 +235,28 @@ size_t share_stage_slot_bytes(size_t bytes) {
         return bytes / SHARE_STAGE_SLOTS / CHUNK * CHUNK;
 }
 
+/*
+ * Buffers are pinned and streams made or destroyed in the relaxed capture
+ * mode (driver.h, sage_driver_thread_relaxed): on an app thread while
+ * another captures, cuMemHostRegister in the global mode would spoil that
+ * capture. Returns the mode `relaxed_end` puts back.
+ */
+static CUstreamCaptureMode relaxed_begin(const ShareStage *st) {
+        CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+
+        if (!st->drv.exchange_capture_mode || st->drv.exchange_capture_mode(&mode) != CUDA_SUCCESS)
+                return CU_STREAM_CAPTURE_MODE_RELAXED;
+        return mode;
+}
+
+static void relaxed_end(const ShareStage *st, CUstreamCaptureMode mode) {
+        if (st->drv.exchange_capture_mode && mode != CU_STREAM_CAPTURE_MODE_RELAXED)
+                (void)st->drv.exchange_capture_mode(&mode);
+}
+
 void share_stage_release(ShareStage *st) {
+        CUstreamCaptureMode mode = relaxed_begin(st);
+
         share_stage_forget_inherited(st);
         for (unsigned i = 0; i < SHARE_STAGE_SLOTS; i++) {
                 if (st->stream[i])
@@ -243,19 +264,28 @@ void share_stage_release(ShareStage *st) {
                 share_stage_unpin(st, i);
                 st->stream[i] = NULL;
         }
+        relaxed_end(st, mode);
         atomic_store(&st->made, 0);
         st->ctx = NULL;
 }
 
 int share_stage_make_slot(ShareStage *st, unsigned i) {
-        if (i >= SHARE_STAGE_SLOTS || share_stage_pin(st, i) < 0)
+        CUstreamCaptureMode mode;
+        int r = -ENODEV;
+
+        if (i >= SHARE_STAGE_SLOTS)
                 return -ENODEV;
-        if (st->drv.stream_create(&st->stream[i], CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
-                share_stage_unpin(st, i);
-                return -ENODEV;
+        mode = relaxed_begin(st);
+        if (share_stage_pin(st, i) == 0) {
+                if (st->drv.stream_create(&st->stream[i], CU_STREAM_NON_BLOCKING) == CUDA_SUCCESS)
+                        r = 0;
+                else
+                        share_stage_unpin(st, i);
         }
-        atomic_store_explicit(&st->made, i + 1, memory_order_release); /* an upload may take it now */
-        return 0;
+        relaxed_end(st, mode);
+        if (r == 0)
+                atomic_store_explicit(&st->made, i + 1, memory_order_release); /* an upload may take it now */
+        return r;
 }
 
 bool share_stage_claim(ShareStage *st, CUcontext ctx) {

@@ -21,7 +21,11 @@
 #define SHARE_STAGE_MIN_SLOTS 2
 #define SHARE_STAGE_MAX_THREADS 16
 
-/* The driver calls staging makes (every entry required but the last two: without them, alloc_host pins). */
+/*
+ * The driver calls staging makes (every entry required but the last three: without host_register and
+ * host_unregister, alloc_host pins; without exchange_capture_mode, the calls run in the thread's own capture
+ * mode).
+ */
 typedef struct ShareStageDriver {
         CUresult (*alloc_host)(void **, size_t);
         CUresult (*free_host)(void *);
@@ -31,6 +35,7 @@ typedef struct ShareStageDriver {
         CUresult (*copy_htod_async)(CUdeviceptr, const void *, size_t, CUstream);
         CUresult (*host_register)(void *, size_t, unsigned int);
         CUresult (*host_unregister)(void *);
+        CUresult (*exchange_capture_mode)(CUstreamCaptureMode *);
 } ShareStageDriver;
 
 /* A copying thread with nothing to do for this long leaves (the pool starts it again when needed). */

@@ -20,10 +20,15 @@ static pthread_cond_t stage_made = PTHREAD_COND_INITIALIZER; /* the first buffer
 
 /* The staging pipeline, set up at its first use (SAGE_SHARE_STAGING; 0: off). Under the lock. */
 ShareStage *share_stage_of(SageShare *s) {
-        ShareStageDriver d = { SAGE_REAL(cuMemAllocHost_v2),    SAGE_REAL(cuMemFreeHost),
-                               SAGE_REAL(cuStreamCreate),       SAGE_REAL(cuStreamDestroy_v2),
-                               SAGE_REAL(cuStreamSynchronize),  SAGE_REAL(cuMemcpyHtoDAsync_v2),
-                               SAGE_REAL(cuMemHostRegister_v2), SAGE_REAL(cuMemHostUnregister) };
+        ShareStageDriver d = { SAGE_REAL(cuMemAllocHost_v2),
+                               SAGE_REAL(cuMemFreeHost),
+                               SAGE_REAL(cuStreamCreate),
+                               SAGE_REAL(cuStreamDestroy_v2),
+                               SAGE_REAL(cuStreamSynchronize),
+                               SAGE_REAL(cuMemcpyHtoDAsync_v2),
+                               SAGE_REAL(cuMemHostRegister_v2),
+                               SAGE_REAL(cuMemHostUnregister),
+                               sage_driver_extras.exchange_capture_mode };
         bool all = d.alloc_host && d.free_host && d.stream_create && d.stream_destroy && d.stream_synchronize &&
                    d.copy_htod_async;
         uint64_t t;

@@ -1,30 +1,22 @@
 /*
- * Parallel set-up (the paper's first mechanism). A background thread runs
- * cuInit and retains the primary context of the devices the process will
- * use, while the application goes on with its own start-up (imports, file
- * reads). The application's own calls need no coordination with it: the
- * driver serialises initialisation internally, so the app's first cuInit or
- * context retain simply waits for whatever the warm-up has not finished, and
- * cudart's hidden primary-context path finds the context already created.
+ * Parallel set-up (the paper's first mechanism). A background thread runs cuInit and retains the primary context of
+ * the devices the process will use, while the application goes on with its own start-up (imports, file reads). The
+ * application's own calls need no coordination with it: the driver serialises initialisation internally, so the
+ * app's first cuInit or context retain simply waits for whatever the warm-up has not finished, and cudart's hidden
+ * primary-context path finds the context already created.
  *
- * When: eager starts as soon as the process has a CUDA library: at load
- * when one is among the load-time libraries (or the executable carries a
- * .nv_fatbin section), else when one is dlopen()ed (by name, or as a
- * dependency: seen at the next dlopen or dlsym, which is where Python looks
- * up a module's init function), a driver symbol is looked up, or at cuInit.
- * A process that never loads one (a shell, `timeout`, XLA's ptxas child)
- * never initialises CUDA because of SAGE, eager or not: the warm-up thread
- * would otherwise run the driver's start-up (and its exit-time teardown)
- * inside programs that never asked for it. Lazy starts at the first sign of
- * CUDA use (a driver symbol resolved through dlsym or cuGetProcAddress, or
- * cuInit); auto (the default) is eager at load for a process that carries
- * CUDA code and, for everything else, starts at the application's own
- * cuInit. Symbol lookups are no proof of GPU use: `import torch` resolves
- * driver symbols long before any CUDA call (measured on the H200: a lazy
- * warm-up started 190 ms into a 3.9 s import), and a pre-forking Python
- * server must not find CUDA initialised in its master. Under auto, SAGE
- * never initialises CUDA before the application does, unless the program
- * carries CUDA code itself.
+ * When: eager starts as soon as the process has a CUDA library: at load when one is among the load-time libraries
+ * (or the executable carries a .nv_fatbin section), else when one is dlopen()ed (by name, or as a dependency: seen
+ * at the next dlopen or dlsym, which is where Python looks up a module's init function), a driver symbol is looked
+ * up, or at cuInit. A process that never loads one (a shell, `timeout`, XLA's ptxas child) never initialises CUDA
+ * because of SAGE, eager or not: the warm-up thread would otherwise run the driver's start-up (and its exit-time
+ * teardown) inside programs that never asked for it. Lazy starts at the first sign of CUDA use (a driver symbol
+ * resolved through dlsym or cuGetProcAddress, or cuInit); auto (the default) is eager at load for a process that
+ * carries CUDA code and, for everything else, starts at the application's own cuInit. Symbol lookups are no proof
+ * of GPU use: `import torch` resolves driver symbols long before any CUDA call (measured on the H200: a lazy
+ * warm-up started 190 ms into a 3.9 s import), and a pre-forking Python server must not find CUDA initialised in
+ * its master. Under auto, SAGE never initialises CUDA before the application does, unless the program carries CUDA
+ * code itself.
  *
  * Hazards: a fork() after the warm-up leaves a child that cannot use CUDA (as after any CUDA
  * initialisation); the child is detected and told so with SAGE_VERBOSE=1, and a fork() during the warm-up
@@ -262,6 +254,7 @@ static void *warmup_main(void *arg) {
                 sage_info("warm-up: cuInit failed (%d); the app will see the driver's own error", (int)r);
                 goto done;
         }
+        sage_driver_thread_relaxed(); /* its staging runs while the app may capture */
         if (!sage_driver_extras.device_get_count || !sage_driver_extras.device_get ||
             sage_driver_extras.device_get_count(&count) != CUDA_SUCCESS)
                 goto done;
@@ -548,6 +541,7 @@ static void *rewarm_main(void *arg) {
                 CUresult r;
 
                 sage_hooks_enter();
+                sage_driver_thread_relaxed();
                 /* A retain re-creates the reset context; the release leaves SAGE's
                  * standing retain (which a reset does not drop) as it was. */
                 r = SAGE_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);

@@ -208,9 +208,12 @@ run_program() {
     run_ms=$(( $(now_ms) - t0 ))
 }
 
-# check_traces NAME MODE MIN_COUNT: sets trace_ok (1/0) and trace_note.
+# check_traces NAME MODE MIN_COUNT: sets trace_ok (1/0) and trace_note. Every trace must be
+# well formed, and MIN_COUNT of them must hold GPU work (mem, copy and launch events): a
+# process that only tears down at exit (fork_exec's forked child without CUDA runs cudart's
+# exit handlers, which the driver refuses there) writes a trace of those calls alone.
 check_traces() {
-    local name=$1 mode=$2 min=$3 t reason
+    local name=$1 mode=$2 min=$3 t reason working=0 idle_note=
     local traces=()
     for t in "$logs/$name.$mode".*.json; do
         [ -e "$t" ] && traces+=("$t")
@@ -222,13 +225,23 @@ check_traces() {
         return
     fi
     for t in "${traces[@]}"; do
-        if ! reason=$("$python" "$check_trace" "$t" --expect-cat mem,copy,launch 2>&1); then
+        if reason=$("$python" "$check_trace" "$t" --expect-cat mem,copy,launch 2>&1); then
+            working=$((working + 1))
+        elif ! reason=$("$python" "$check_trace" "$t" 2>&1); then
             trace_ok=0
             trace_note="bad $(basename "$t"): $(tail -n1 <<< "$reason")"
             return
+        else
+            idle_note="; $(basename "$t"): no GPU work"
         fi
     done
+    if [ "$working" -lt "$min" ]; then
+        trace_ok=0
+        trace_note="$working of ${#traces[@]} traces hold GPU work, want $min$idle_note"
+        return
+    fi
     trace_note="ok (${#traces[@]})"
+    [ "$working" -eq ${#traces[@]} ] || trace_note="ok (${#traces[@]}, $working working)"
 }
 
 # Any mem/copy/ctx event with a non-empty "stack" argument?

@@ -124,8 +124,9 @@ static CUresult copy_htod_async(CUdeviceptr dst, const void *src, size_t n, CUst
 }
 
 /* No host_register: buffers pinned by alloc_host (registered ones: test_share_stage_pin.c). */
-static const ShareStageDriver driver = { alloc_host,         free_host,       stream_create, stream_destroy,
-                                         stream_synchronize, copy_htod_async, NULL,          NULL };
+static const ShareStageDriver driver = {
+        alloc_host, free_host, stream_create, stream_destroy, stream_synchronize, copy_htod_async, NULL, NULL, NULL
+};
 
 static unsigned char *pattern(size_t n, unsigned seed) {
         unsigned char *p = malloc(n);

@@ -6,7 +6,9 @@
  * unregistered and unmapped on release; a fork()ed child neither inherits
  * nor releases its parent's. The driver here records what it is asked and
  * refuses what the real one refuses (double registration, unregistering
- * what it does not know); its copies are synchronous.
+ * what it does not know); its copies are synchronous. Pinning and making
+ * streams run in the relaxed capture mode (an app thread may be capturing:
+ * scripts/probes/capture), and the thread's mode is put back after.
  */
 #include <assert.h>
 #include <errno.h>
@@ -36,6 +38,7 @@ static struct {
         CUresult refuse_register; /* nonzero: every registration answers this */
         CUresult refuse_unregister;
         bool fail_alloc;
+        int unrelaxed;    /* pinning, unpinning, stream calls made outside the relaxed capture mode */
         void *refused;    /* the range a refused registration was asked for */
         int refused_kept; /* fallbacks that found that range still mapped (checked there: malloc may reuse it) */
 } drv;
@@ -63,8 +66,25 @@ static bool resident(void *p, size_t n) {
         return all;
 }
 
+/* The calling thread's capture mode (the driver's default: global). */
+static _Thread_local CUstreamCaptureMode capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+
+static CUresult exchange_capture_mode(CUstreamCaptureMode *mode) {
+        CUstreamCaptureMode old = capture_mode;
+
+        capture_mode = *mode;
+        *mode = old;
+        return CUDA_SUCCESS;
+}
+
+/* A call the driver would refuse while another thread captures, unless this one is relaxed. */
+static void unsafe_call(void) {
+        drv.unrelaxed += capture_mode != CU_STREAM_CAPTURE_MODE_RELAXED;
+}
+
 /* cuMemAllocHost's stand-in (the fallback): counted, failing on request. */
 static CUresult alloc_host(void **p, size_t n) {
+        unsafe_call();
         if (drv.refused) /* the fallback right after the refusal: later mallocs may map those addresses again */
                 drv.refused_kept += mapped(drv.refused, n);
         drv.refused = NULL;
@@ -74,11 +94,13 @@ static CUresult alloc_host(void **p, size_t n) {
 }
 
 static CUresult free_host(void *p) {
+        unsafe_call();
         free(p);
         return drv.frees++, CUDA_SUCCESS;
 }
 
 static CUresult host_register(void *p, size_t n, unsigned flags) {
+        unsafe_call();
         drv.registers++;
         if (drv.refuse_register) {
                 drv.refused = p;
@@ -99,6 +121,7 @@ static CUresult host_register(void *p, size_t n, unsigned flags) {
 }
 
 static CUresult host_unregister(void *p) {
+        unsafe_call();
         drv.unregisters++;
         for (int i = 0; i < drv.nregs; i++)
                 if (drv.regs[i].p == p) {
@@ -114,12 +137,14 @@ static CUresult host_unregister(void *p) {
 static CUresult stream_create(CUstream *s, unsigned flags) {
         static uintptr_t next = 1;
         (void)flags;
+        unsafe_call();
         *s = (CUstream)next++;
         return CUDA_SUCCESS;
 }
 
 static CUresult stream_destroy(CUstream s) {
         (void)s;
+        unsafe_call();
         return CUDA_SUCCESS;
 }
 
@@ -135,8 +160,9 @@ static CUresult copy_htod_async(CUdeviceptr dst, const void *src, size_t n, CUst
         return CUDA_SUCCESS;
 }
 
-static const ShareStageDriver driver = { alloc_host,         free_host,       stream_create, stream_destroy,
-                                         stream_synchronize, copy_htod_async, host_register, host_unregister };
+static const ShareStageDriver driver = { alloc_host,     free_host,          stream_create,
+                                         stream_destroy, stream_synchronize, copy_htod_async,
+                                         host_register,  host_unregister,    exchange_capture_mode };
 
 /* An upload of n bytes through `st`: 0 and the device bytes right, or the error. */
 static int upload(ShareStage *st, CUcontext ctx, size_t n) {
@@ -182,6 +208,8 @@ static void test_registered(CUcontext ctx) {
         assert(drv.nregs == 0 && drv.unregisters == SHARE_STAGE_SLOTS);
         for (unsigned i = 0; i < SHARE_STAGE_SLOTS; i++)
                 assert(!mapped(bufs[i], st.slot_bytes));
+        /* Every pin, unpin and stream call relaxed; the app thread's own mode as it was. */
+        assert(drv.unrelaxed == 0 && capture_mode == CU_STREAM_CAPTURE_MODE_GLOBAL);
 }
 
 /*
