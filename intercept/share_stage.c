@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture_mode.h"
 #include "log.h"
 #include "util.h"
 
@@ -237,21 +238,15 @@ size_t share_stage_slot_bytes(size_t bytes) {
 
 /*
  * Buffers are pinned and streams made or destroyed in the relaxed capture
- * mode (driver.h, sage_driver_thread_relaxed): on an app thread while
- * another captures, cuMemHostRegister in the global mode would spoil that
- * capture. Returns the mode `relaxed_end` puts back.
+ * mode (capture_mode.h): on an app thread while another captures,
+ * cuMemHostRegister in the global mode would spoil that capture.
  */
 static CUstreamCaptureMode relaxed_begin(const ShareStage *st) {
-        CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
-
-        if (!st->drv.exchange_capture_mode || st->drv.exchange_capture_mode(&mode) != CUDA_SUCCESS)
-                return CU_STREAM_CAPTURE_MODE_RELAXED;
-        return mode;
+        return sage_capture_relax(st->drv.exchange_capture_mode);
 }
 
 static void relaxed_end(const ShareStage *st, CUstreamCaptureMode mode) {
-        if (st->drv.exchange_capture_mode && mode != CU_STREAM_CAPTURE_MODE_RELAXED)
-                (void)st->drv.exchange_capture_mode(&mode);
+        sage_capture_restore(st->drv.exchange_capture_mode, mode);
 }
 
 void share_stage_release(ShareStage *st) {
