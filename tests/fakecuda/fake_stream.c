@@ -12,12 +12,15 @@
  * Capture modes, as the driver: a thread's mode (cuThreadExchangeStreamCaptureMode,
  * global by default) decides whether it may make a call the driver deems
  * unsafe while a capture goes on (allocating or freeing device or pinned
- * host memory, registering host memory: fake_capture_unsafe_call). Global:
- * not while this thread captures in a mode other than relaxed, nor while
- * another thread captures in the global mode; thread-local: only the first;
- * relaxed: always allowed. A prohibited call fails with
- * STREAM_CAPTURE_UNSUPPORTED and invalidates the capture it offends
- * (scripts/probes/capture measured this on the H100).
+ * host memory, registering host memory, synchronizing a stream, even one
+ * nothing captures: fake_capture_unsafe_call). Global: not while this
+ * thread captures in a mode other than relaxed, nor while another thread
+ * captures in the global mode; thread-local: only the first; relaxed:
+ * always allowed. A prohibited call fails with STREAM_CAPTURE_UNSUPPORTED
+ * and invalidates the capture it offends. cuCtxSynchronize is refused and
+ * invalidates every capture in any mode; creating streams, async copies,
+ * synchronous uploads, event records and VMM calls are allowed in any mode
+ * (scripts/probes/capture on the H100, docs/results/2026-12-06-h100-a1a1a1d).
  */
 #include "fake_internal.h"
 
@@ -282,11 +285,14 @@ FAKE_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream) {
         return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-static CUresult stream_sync(CUstream s) {
+/* A synchronize (`wait`) is an unsafe call, even of a stream nothing captures; a query is not modelled so. */
+static CUresult stream_wait(CUstream s, bool wait) {
         struct CUgraph_st *capture;
         CUresult r = fake_stream_check(s, &capture);
         if (r == CUDA_SUCCESS && capture)
                 r = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+        if (r == CUDA_SUCCESS && wait)
+                r = fake_capture_unsafe_call();
         if (r == CUDA_SUCCESS) {
                 fake_queue_drain();
                 CUcontext ctx; /* a fault of the work waited for shows here */
@@ -295,8 +301,8 @@ static CUresult stream_sync(CUstream s) {
         return r;
 }
 
-FAKE_ENTRY_PTSZ(cuStreamSynchronize, (CUstream s), stream_sync(s))
-FAKE_ENTRY_PTSZ(cuStreamQuery, (CUstream s), stream_sync(s))
+FAKE_ENTRY_PTSZ(cuStreamSynchronize, (CUstream s), stream_wait(s, true))
+FAKE_ENTRY_PTSZ(cuStreamQuery, (CUstream s), stream_wait(s, false))
 
 static CUresult stream_wait_event(CUstream s, CUevent e) {
         struct CUgraph_st *capture;
