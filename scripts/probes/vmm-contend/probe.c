@@ -8,7 +8,9 @@
  *   reserve 20 MiB; create 20 MiB; map; access       (cuMemAlloc, eager)
  *   unmap; release                                    (a hit's old piece)
  *   create 2 MiB x 10; map each; access x 10          (pieces one by one)
- *   access once over the 10 mappings                  (a run's one call)
+ *   access once over the 10 mappings                  (re-granted: no change)
+ *   unmap x 10; release x 10
+ *   create 2 MiB x 10; map each; access once over all (a run's first grant)
  *   unmap x 10; release x 10; free the range
  * and prints, per call kind, the mean and the worst microseconds over every
  * process, and the round's wall time.
@@ -31,13 +33,16 @@ enum {
         MAP,
         ACCESS,
         ACCESS_RUN,
+        ACCESS_FIRST_RUN,
         UNMAP,
         RELEASE,
         FREE,
         KINDS
 };
-static const char *const kind_name[KINDS] = { "reserve",    "create 20 MiB", "create 2 MiB", "map", "access",
-                                              "access run", "unmap",         "release",      "free" };
+static const char *const kind_name[KINDS] = {
+        "reserve", "create 20 MiB", "create 2 MiB", "map", "access", "access run (again)", "access run (first)",
+        "unmap",   "release",       "free"
+};
 
 typedef struct Sum {
         double total[KINDS], worst[KINDS];
@@ -84,6 +89,16 @@ static void rounds(Sum *s, int n) {
                         TIMED(s, ACCESS, cuMemSetAccess(va + k * g, g, &rw, 1));
                 }
                 TIMED(s, ACCESS_RUN, cuMemSetAccess(va, 10 * g, &rw, 1));
+                for (int k = 0; k < 10; k++) {
+                        TIMED(s, UNMAP, cuMemUnmap(va + k * g, g));
+                        TIMED(s, RELEASE, cuMemRelease(p[k]));
+                }
+                /* What granting a run of hits in one call would cost: ten fresh mappings, one first grant. */
+                for (int k = 0; k < 10; k++) {
+                        TIMED(s, CREATE2, cuMemCreate(&p[k], g, &prop, 0));
+                        TIMED(s, MAP, cuMemMap(va + k * g, g, 0, p[k], 0));
+                }
+                TIMED(s, ACCESS_FIRST_RUN, cuMemSetAccess(va, 10 * g, &rw, 1));
                 for (int k = 0; k < 10; k++) {
                         TIMED(s, UNMAP, cuMemUnmap(va + k * g, g));
                         TIMED(s, RELEASE, cuMemRelease(p[k]));
