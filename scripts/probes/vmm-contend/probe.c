@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
         }
         printf("%d at once, %d rounds:%s slowest process %.1f ms\n", procs, n, all.failed ? " FAILED," : "", wall);
         for (int k = 0; k < KINDS; k++)
-                printf("  %-14s mean %8.1f us, worst %8.1f us (%lu calls)\n", kind_name[k],
+                printf("  %-18s mean %8.1f us, worst %8.1f us (%lu calls)\n", kind_name[k],
                        all.n[k] ? all.total[k] / all.n[k] : 0.0, all.worst[k], all.n[k]);
         return all.failed;
 }
