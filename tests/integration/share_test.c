@@ -197,15 +197,38 @@ static int packed(size_t bytes, uint64_t seed, size_t first, bool gap_write, boo
         return 0;
 }
 
+/* Ends the capture on `s`: its graph, or NULL where the capture broke (said on stderr). */
+static CUgraph end_capture(CUstream s, const char *what) {
+        CUgraph g = NULL;
+        CUresult r = cuStreamEndCapture(s, &g);
+
+        if (r == CUDA_SUCCESS)
+                return g;
+        fprintf(stderr, "share-test: the capture %s broke: %d\n", what, (int)r);
+        return NULL;
+}
+
+/* Replays graph `g` once on `s` and prints what it left in `out` as "LABEL: checksum ...". */
+static void replay(CUstream s, CUgraph g, const char *label) {
+        CUgraphExec exec;
+        uint64_t result = 0;
+
+        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+        OK(cuGraphLaunch(exec, s));
+        OK(cuStreamSynchronize(s));
+        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
+        printf("%s checksum %016llx\n", label, (unsigned long long)result);
+        OK(cuGraphExecDestroy(exec));
+        OK(cuGraphDestroy(g));
+}
+
 /* The first launch after an upload is captured into a graph: sharing must not break the capture. */
 static int capture(size_t bytes, uint64_t seed) {
         size_t n = (bytes - 8192) / sizeof(uint64_t);
-        uint64_t *host = malloc(bytes), result = 0;
+        uint64_t *host = malloc(bytes);
         CUdeviceptr w, at;
         CUstream s;
         CUgraph g;
-        CUgraphExec exec;
-        CUresult r;
         void *params[] = { &at, &n, &out };
 
         if (!host)
@@ -217,17 +240,9 @@ static int capture(size_t bytes, uint64_t seed) {
         OK(cuStreamCreate(&s, 0));
         OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
         OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
-        if ((r = cuStreamEndCapture(s, &g)) != CUDA_SUCCESS) {
-                fprintf(stderr, "share-test: the capture broke: %d\n", (int)r);
+        if (!(g = end_capture(s, "of a launch")))
                 return 5;
-        }
-        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
-        OK(cuGraphLaunch(exec, s));
-        OK(cuStreamSynchronize(s));
-        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
-        printf("captured checksum %016llx\n", (unsigned long long)result);
-        OK(cuGraphExecDestroy(exec));
-        OK(cuGraphDestroy(g));
+        replay(s, g, "captured");
         OK(cuStreamDestroy(s));
         OK(cuMemFree(w));
         free(host);
@@ -241,12 +256,10 @@ static int capture(size_t bytes, uint64_t seed) {
  */
 static int capture_copy(size_t bytes, uint64_t seed) {
         size_t n = bytes / sizeof(uint64_t);
-        uint64_t *host = NULL, result = 0;
+        uint64_t *host = NULL;
         CUdeviceptr w, acc;
         CUstream s;
         CUgraph g;
-        CUgraphExec exec;
-        CUresult r;
         void *params[] = { &w, &n, &out };
 
         OK(cuMemAllocHost((void **)&host, bytes));
@@ -259,17 +272,9 @@ static int capture_copy(size_t bytes, uint64_t seed) {
         OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
         OK(cuMemcpyHtoDAsync(w, host, bytes, s));
         OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
-        if ((r = cuStreamEndCapture(s, &g)) != CUDA_SUCCESS) {
-                fprintf(stderr, "share-test: the capture of a copy broke: %d\n", (int)r);
+        if (!(g = end_capture(s, "of a copy")))
                 return 5;
-        }
-        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
-        OK(cuGraphLaunch(exec, s));
-        OK(cuStreamSynchronize(s));
-        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
-        printf("captured copy: checksum %016llx\n", (unsigned long long)result);
-        OK(cuGraphExecDestroy(exec));
-        OK(cuGraphDestroy(g));
+        replay(s, g, "captured copy:");
         OK(cuStreamDestroy(s));
         OK(cuMemFree(w));
         OK(cuMemFree(acc));
@@ -324,15 +329,14 @@ static void *upload_beside(void *arg) {
 }
 
 static int capture_beside(size_t bytes, uint64_t seed, unsigned hold_ms, const char *what) {
-        uint64_t *host = malloc(bytes), result = 0;
+        uint64_t *host = malloc(bytes);
+        char label[64];
         Beside b = { .bytes = bytes };
         size_t n = bytes / sizeof(uint64_t);
         CUdeviceptr after;
         CUstream s;
         CUgraph g;
-        CUgraphExec exec;
         pthread_t t;
-        CUresult r;
         void *params[] = { &b.w, &n, &out };
 
         if (!host)
@@ -365,22 +369,15 @@ static int capture_beside(size_t bytes, uint64_t seed, unsigned hold_ms, const c
         usleep(hold_ms * 1000u);
         OK(cuMemsetD8Async(out, 0, sizeof(uint64_t), s));
         OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
-        if ((r = cuStreamEndCapture(s, &g)) != CUDA_SUCCESS) {
-                fprintf(stderr, "share-test: the capture broke beside an upload: %d\n", (int)r);
+        if (!(g = end_capture(s, "beside an upload")))
                 return 5;
-        }
         OK(cuStreamSynchronize(b.own));
         OK(cuStreamDestroy(b.own));
         /* The capture over: uploads are shared again. */
         OK(cuMemAlloc(&after, bytes));
         OK(cuMemcpyHtoD(after, host, bytes));
-        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
-        OK(cuGraphLaunch(exec, s));
-        OK(cuStreamSynchronize(s));
-        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
-        printf("captured beside an upload (%s): checksum %016llx\n", what, (unsigned long long)result);
-        OK(cuGraphExecDestroy(exec));
-        OK(cuGraphDestroy(g));
+        snprintf(label, sizeof(label), "captured beside an upload (%s):", what);
+        replay(s, g, label);
         OK(cuStreamDestroy(s));
         OK(cuMemFree(b.w));
         OK(cuMemFree(after));
