@@ -65,6 +65,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "capture_mode.h"
 #include "driver.h"
 #include "impl.h"
 #include "log.h"
@@ -242,11 +243,10 @@ typedef enum BackWhat {
 } BackWhat;
 
 static CUresult back(SageShare *s, CUdeviceptr dst, size_t n, BackWhat what) {
-        CUresult (*exchange)(CUstreamCaptureMode *) = sage_driver_extras.exchange_capture_mode;
-        CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+        CUstreamCaptureMode mode;
         CUresult r = CUDA_SUCCESS;
         SageShareAlloc *a;
-        bool relaxed, unbacked;
+        bool unbacked;
         uint64_t t;
 
         if (!atomic_load_explicit(&s->vmm.unbacked, memory_order_relaxed))
@@ -260,7 +260,7 @@ static CUresult back(SageShare *s, CUdeviceptr dst, size_t n, BackWhat what) {
                         return CUDA_SUCCESS;
         }
         t = sage_now_ns();
-        relaxed = exchange && exchange(&mode) == CUDA_SUCCESS;
+        mode = sage_capture_relax(s->drv.exchange_capture_mode);
         pthread_mutex_lock(&s->lock);
         if (what == BACK_ALL)
                 r = share_vmm_back_all(&s->vmm) ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
@@ -269,8 +269,7 @@ static CUresult back(SageShare *s, CUdeviceptr dst, size_t n, BackWhat what) {
         else if (what == BACK_RANGE && (a = share_vmm_find(&s->vmm, dst, n)))
                 r = share_vmm_back(&s->vmm, a, dst - a->va, n);
         pthread_mutex_unlock(&s->lock);
-        if (relaxed)
-                exchange(&mode);
+        sage_capture_restore(s->drv.exchange_capture_mode, mode);
         /* An upload's ends: part of its re-mapping; the rest: where the first launch pays for the uploads. */
         sage_stats_add(what != BACK_RANGE ? SAGE_STAT_SHARE_NS_BACK : SAGE_STAT_SHARE_NS_REMAP, sage_now_ns() - t);
         return r;

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "capture_mode.h"
 #include "share_key.h"
 #include "share_stage.h"
 
@@ -94,17 +95,20 @@ static CUstream stream_for(ShareReadback *rb, const SageShareDriver *drv, CUcont
  * by cuMemAllocHost, else malloc'd.
  */
 static bool staging(ShareReadback *rb, const SageShareDriver *drv) {
+        CUstreamCaptureMode mode;
         void *host = NULL;
         CUresult r;
 
         if (rb->host)
                 return true;
+        mode = sage_capture_relax(drv->exchange_capture_mode); /* an app thread may capture elsewhere */
         if (drv->host_register && drv->host_unregister &&
             (host = share_pin_registered(2 * HALF, drv->host_register, &r)))
                 rb->pinned = rb->registered = true;
         else if (drv->alloc_host(&host, 2 * HALF) == CUDA_SUCCESS && host)
                 rb->pinned = true;
-        else if (!(host = malloc(2 * HALF)))
+        sage_capture_restore(drv->exchange_capture_mode, mode);
+        if (!host && !(host = malloc(2 * HALF)))
                 return false;
         rb->host = host;
         return true;

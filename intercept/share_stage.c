@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture_mode.h"
 #include "log.h"
 #include "util.h"
 
@@ -237,21 +238,15 @@ size_t share_stage_slot_bytes(size_t bytes) {
 
 /*
  * Buffers are pinned and streams made or destroyed in the relaxed capture
- * mode (driver.h, sage_driver_thread_relaxed): on an app thread while
- * another captures, cuMemHostRegister in the global mode would spoil that
- * capture. Returns the mode `relaxed_end` puts back.
+ * mode (capture_mode.h): on an app thread while another captures,
+ * cuMemHostRegister in the global mode would spoil that capture.
  */
 static CUstreamCaptureMode relaxed_begin(const ShareStage *st) {
-        CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
-
-        if (!st->drv.exchange_capture_mode || st->drv.exchange_capture_mode(&mode) != CUDA_SUCCESS)
-                return CU_STREAM_CAPTURE_MODE_RELAXED;
-        return mode;
+        return sage_capture_relax(st->drv.exchange_capture_mode);
 }
 
 static void relaxed_end(const ShareStage *st, CUstreamCaptureMode mode) {
-        if (st->drv.exchange_capture_mode && mode != CU_STREAM_CAPTURE_MODE_RELAXED)
-                (void)st->drv.exchange_capture_mode(&mode);
+        sage_capture_restore(st->drv.exchange_capture_mode, mode);
 }
 
 void share_stage_release(ShareStage *st) {
@@ -367,13 +362,22 @@ size_t share_stage_send_end(const bool *in, size_t sent, size_t round_chunks, si
         return end;
 }
 
+/* A staging stream waited for, relaxed: the driver refuses even that while another thread captures (global mode). */
+static CUresult sync_slot(ShareStage *st, unsigned slot) {
+        CUstreamCaptureMode mode = relaxed_begin(st);
+        CUresult r = st->drv.stream_synchronize(st->stream[slot]);
+
+        relaxed_end(st, mode);
+        return r;
+}
+
 /* Wait for a stream with the pool's lock dropped (the copying threads go on). */
 static CUresult sync_unlocked(ShareStage *st, unsigned slot, uint64_t *waited) {
         uint64_t t = sage_now_ns();
         CUresult r;
 
         pthread_mutex_unlock(&pool.lock);
-        r = st->drv.stream_synchronize(st->stream[slot]);
+        r = sync_slot(st, slot);
         pthread_mutex_lock(&pool.lock);
         *waited += sage_now_ns() - t;
         return r;
@@ -557,7 +561,7 @@ int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStage
         /* Every byte on the device, and no buffer read any more, whatever happened (cancelled: none sent). */
         t = sage_now_ns();
         for (unsigned i = 0; dst && i < j->used; i++) /* the buffers past them may be being made ahead */
-                if (st->drv.stream_synchronize(st->stream[i]) != CUDA_SUCCESS)
+                if (sync_slot(st, i) != CUDA_SUCCESS)
                         r = -EIO;
         c->drain_ns = sage_now_ns() - t;
         c->wait_dma_ns += c->drain_ns;

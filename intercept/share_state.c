@@ -317,6 +317,7 @@ static void fill_driver(SageShareDriver *d) {
                 .device_get_uuid = x->device_get_uuid,
                 .host_register = SAGE_REAL(cuMemHostRegister_v2),
                 .host_unregister = SAGE_REAL(cuMemHostUnregister),
+                .exchange_capture_mode = x->exchange_capture_mode,
         };
 }
 

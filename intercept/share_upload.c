@@ -115,7 +115,13 @@ static bool stage_first(SageShare *s, SageShareAlloc *a, size_t o, size_t n, siz
         if (!(j = share_upload_stage_begin(s, a, hi - lo, src)))
                 return false;
         t = sage_now_ns();
-        share_vmm_sync(&s->vmm, a); /* the app's queued work first: the backing it may use goes */
+        /*
+         * The app's queued work first where it may use the backing that goes
+         * (as for a hit): a fresh allocation nothing wrote there needs no
+         * synchronize, which waits for the whole context, and breaks another
+         * thread's stream capture (share_test capture-beside).
+         */
+        share_vmm_sync_for_replace(&s->vmm, a, lo, hi);
         if (!(c = new_candidate(s, a, lo, hi, o, n))) {
                 share_stage_cancel(j);
                 return false;

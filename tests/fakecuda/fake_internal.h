@@ -129,7 +129,9 @@ struct CUgraph_st {
         struct CUgraph_st *next;
         FakeOp *ops;
         size_t count, capacity;
-        bool invalidated; /* while capturing: an unsafe call (cuCtxSynchronize) broke the capture */
+        bool invalidated;         /* while capturing: an unsafe call (cuCtxSynchronize) broke the capture */
+        CUstreamCaptureMode mode; /* while capturing: the mode it began in */
+        pthread_t thread;         /* while capturing: the thread that began it */
 };
 
 struct CUgraphExec_st {
@@ -373,8 +375,10 @@ CUresult fake_copy3d_checked(const CUDA_MEMCPY3D *c);
 /* fake_stream.c */
 CUresult fake_stream_check(CUstream s, struct CUgraph_st **capture); /* locks */
 /* fake_stream_check for work the simulation cannot record into a capture: NOT_SUPPORTED while `s` captures. */
-CUresult fake_stream_check_uncaptured(CUstream s);                  /* locks */
-bool fake_invalidate_captures(void);                                /* locks; any capture going on is broken: true */
+CUresult fake_stream_check_uncaptured(CUstream s); /* locks */
+bool fake_invalidate_captures(void);               /* locks; any capture going on is broken: true */
+/* A call the driver deems unsafe during a capture (fake_stream.c): STREAM_CAPTURE_UNSUPPORTED where prohibited. */
+CUresult fake_capture_unsafe_call(void);                            /* locks */
 CUresult fake_graph_append(struct CUgraph_st *g, const FakeOp *op); /* locks */
 CUresult fake_op_run(const FakeOp *op);                             /* in the current context */
 CUresult fake_op_run_in(const FakeOp *op, CUcontext ctx);

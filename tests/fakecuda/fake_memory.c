@@ -133,6 +133,7 @@ void fake_free_context_objects_locked(CUcontext ctx) {
 static CUresult alloc_in_current(CUdeviceptr *dptr, size_t bytes, FakeAllocKind kind) {
         CUcontext ctx;
         FAKE_TRY(fake_require_context(&ctx));
+        FAKE_TRY(fake_capture_unsafe_call());
         fake_lock();
         CUresult r = fake_device_alloc_locked(dptr, bytes, ctx, kind);
         fake_unlock();
@@ -165,6 +166,7 @@ FAKE_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsig
 }
 
 static CUresult free_kind(uintptr_t p, bool (*ok)(const FakeAlloc *)) {
+        FAKE_TRY(fake_capture_unsafe_call());
         fake_queue_drain(); /* freeing synchronizes, as in the driver */
         fake_lock();
         for (FakeAlloc *a = fake.allocs; a; a = a->next) {
@@ -226,6 +228,7 @@ FAKE_EXPORT CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Fla
         FAKE_GATE();
         CUcontext ctx;
         FAKE_TRY(fake_require_context_args(&ctx, !pp || bytesize == 0));
+        FAKE_TRY(fake_capture_unsafe_call());
         size_t rounded = fake_page_round(bytesize);
         if (fake.pin_ms)
                 fake_sleep_ms(fake.pin_ms);
@@ -282,6 +285,7 @@ FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int
         CUcontext ctx;
         FAKE_TRY(fake_require_context_args(&ctx, !p || bytesize == 0 || (Flags & ~REGISTER_FLAGS) ||
                                                          (uintptr_t)p + bytesize < (uintptr_t)p));
+        FAKE_TRY(fake_capture_unsafe_call());
         if (fake.register_refuse)
                 return fake.register_refuse;
         if (Flags & CU_MEMHOSTREGISTER_IOMEMORY)

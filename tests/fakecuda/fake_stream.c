@@ -8,6 +8,19 @@
  * submission order) instead of running. cuGraphInstantiate copies the list;
  * cuGraphLaunch replays it. Dependencies are implied by order: a fake has
  * nothing to overlap.
+ *
+ * Capture modes, as the driver: a thread's mode (cuThreadExchangeStreamCaptureMode,
+ * global by default) decides whether it may make a call the driver deems
+ * unsafe while a capture goes on (allocating or freeing device or pinned
+ * host memory, registering host memory, synchronizing a stream, even one
+ * nothing captures: fake_capture_unsafe_call). Global: not while this
+ * thread captures in a mode other than relaxed, nor while another thread
+ * captures in the global mode; thread-local: only the first; relaxed:
+ * always allowed. A prohibited call fails with STREAM_CAPTURE_UNSUPPORTED
+ * and invalidates the capture it offends. cuCtxSynchronize is refused and
+ * invalidates every capture in any mode; creating streams, async copies,
+ * synchronous uploads, event records and VMM calls are allowed in any mode
+ * (scripts/probes/capture on the H100, docs/results/2026-12-06-h100-a1a1a1d).
  */
 #include "fake_internal.h"
 
@@ -35,6 +48,43 @@ CUresult fake_stream_check_uncaptured(CUstream s) {
         struct CUgraph_st *capture;
         CUresult r = fake_stream_check(s, &capture);
         return r == CUDA_SUCCESS && capture ? CUDA_ERROR_NOT_SUPPORTED : r;
+}
+
+static _Thread_local CUstreamCaptureMode thread_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+
+/* Does a capture going on forbid this thread's unsafe calls (the mode rules above)? */
+static bool prohibits(const struct CUgraph_st *c) {
+        bool own = pthread_equal(c->thread, pthread_self());
+
+        if (thread_mode == CU_STREAM_CAPTURE_MODE_RELAXED || c->invalidated)
+                return false;
+        if (own)
+                return c->mode != CU_STREAM_CAPTURE_MODE_RELAXED;
+        return thread_mode == CU_STREAM_CAPTURE_MODE_GLOBAL && c->mode == CU_STREAM_CAPTURE_MODE_GLOBAL;
+}
+
+CUresult fake_capture_unsafe_call(void) {
+        CUresult r = CUDA_SUCCESS;
+
+        fake_lock();
+        for (CUstream p = fake.streams; p; p = p->next)
+                if (p->capture && prohibits(p->capture)) {
+                        p->capture->invalidated = true;
+                        r = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+                }
+        fake_unlock();
+        return r;
+}
+
+FAKE_EXPORT CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode) {
+        FAKE_GATE();
+        FAKE_REQUIRE_INIT_ARGS(!mode || (*mode != CU_STREAM_CAPTURE_MODE_GLOBAL &&
+                                         *mode != CU_STREAM_CAPTURE_MODE_THREAD_LOCAL &&
+                                         *mode != CU_STREAM_CAPTURE_MODE_RELAXED));
+        CUstreamCaptureMode old = thread_mode;
+        thread_mode = *mode;
+        *mode = old;
+        return CUDA_SUCCESS;
 }
 
 bool fake_invalidate_captures(void) {
@@ -235,11 +285,14 @@ FAKE_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream) {
         return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-static CUresult stream_sync(CUstream s) {
+/* A synchronize (`wait`) is an unsafe call, even of a stream nothing captures; a query is not modelled so. */
+static CUresult stream_wait(CUstream s, bool wait) {
         struct CUgraph_st *capture;
         CUresult r = fake_stream_check(s, &capture);
         if (r == CUDA_SUCCESS && capture)
                 r = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+        if (r == CUDA_SUCCESS && wait)
+                r = fake_capture_unsafe_call();
         if (r == CUDA_SUCCESS) {
                 fake_queue_drain();
                 CUcontext ctx; /* a fault of the work waited for shows here */
@@ -248,8 +301,8 @@ static CUresult stream_sync(CUstream s) {
         return r;
 }
 
-FAKE_ENTRY_PTSZ(cuStreamSynchronize, (CUstream s), stream_sync(s))
-FAKE_ENTRY_PTSZ(cuStreamQuery, (CUstream s), stream_sync(s))
+FAKE_ENTRY_PTSZ(cuStreamSynchronize, (CUstream s), stream_wait(s, true))
+FAKE_ENTRY_PTSZ(cuStreamQuery, (CUstream s), stream_wait(s, false))
 
 static CUresult stream_wait_event(CUstream s, CUevent e) {
         struct CUgraph_st *capture;
@@ -259,8 +312,11 @@ static CUresult stream_wait_event(CUstream s, CUevent e) {
 
 FAKE_ENTRY_PTSZ(cuStreamWaitEvent, (CUstream s, CUevent e, unsigned int flags), stream_wait_event(s, e))
 
-static CUresult begin_capture(CUstream s) {
+static CUresult begin_capture(CUstream s, CUstreamCaptureMode mode) {
         FAKE_REQUIRE_INIT();
+        if (mode != CU_STREAM_CAPTURE_MODE_GLOBAL && mode != CU_STREAM_CAPTURE_MODE_THREAD_LOCAL &&
+            mode != CU_STREAM_CAPTURE_MODE_RELAXED)
+                return CUDA_ERROR_INVALID_VALUE;
         if (is_default_stream(s))
                 return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
         CUresult r = CUDA_SUCCESS;
@@ -271,13 +327,18 @@ static CUresult begin_capture(CUstream s) {
                 r = CUDA_ERROR_ILLEGAL_STATE;
         else if (!(s->capture = calloc(1, sizeof *s->capture)))
                 r = CUDA_ERROR_OUT_OF_MEMORY;
+        else {
+                s->capture->mode = mode;
+                s->capture->thread = pthread_self();
+        }
         fake_unlock();
         return r;
 }
 
-FAKE_ENTRY(fake_cuStreamBeginCapture, (CUstream s), begin_capture(s))
-FAKE_ENTRY(cuStreamBeginCapture_ptsz, (CUstream s), begin_capture(s))
-FAKE_ENTRY_PTSZ(cuStreamBeginCapture_v2, (CUstream s, CUstreamCaptureMode mode), begin_capture(s))
+/* The first entry point (CUDA 10.0) has no mode: the global one. */
+FAKE_ENTRY(fake_cuStreamBeginCapture, (CUstream s), begin_capture(s, CU_STREAM_CAPTURE_MODE_GLOBAL))
+FAKE_ENTRY(cuStreamBeginCapture_ptsz, (CUstream s), begin_capture(s, CU_STREAM_CAPTURE_MODE_GLOBAL))
+FAKE_ENTRY_PTSZ(cuStreamBeginCapture_v2, (CUstream s, CUstreamCaptureMode mode), begin_capture(s, mode))
 
 FAKE_EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *phGraph) {
         FAKE_GATE();

@@ -535,6 +535,108 @@ static void test_graphs(void) {
         OK(cuMemFree(fa.d));
 }
 
+/*
+ * Capture modes (scripts/probes/capture on the H100): an unsafe call (here
+ * cuMemAlloc, cuMemHostRegister, cuStreamSynchronize of a stream nothing
+ * captures) by a thread in the global mode while
+ * another thread captures in the global mode fails with
+ * STREAM_CAPTURE_UNSUPPORTED and invalidates that capture; in the relaxed
+ * or thread-local mode it is allowed; a capture begun relaxed forbids
+ * nothing; the capturing thread itself is forbidden unless it is relaxed.
+ */
+typedef struct ModeCall {
+        CUcontext ctx;
+        CUstreamCaptureMode mode;
+        int op; /* UNSAFE_* */
+        CUresult r;
+} ModeCall;
+
+enum {
+        UNSAFE_ALLOC,
+        UNSAFE_REGISTER,
+        UNSAFE_STREAM_SYNC,
+        UNSAFE_OPS
+};
+
+static CUstream unsafe_stream; /* never captured: what UNSAFE_STREAM_SYNC waits for */
+
+static CUresult unsafe_op(int op) {
+        static unsigned char page[8192] __attribute__((aligned(4096)));
+        CUdeviceptr d;
+        CUresult r;
+
+        if (op == UNSAFE_STREAM_SYNC)
+                return cuStreamSynchronize(unsafe_stream);
+        if (op == UNSAFE_REGISTER)
+                return (r = cuMemHostRegister(page, 4096, 0)) == CUDA_SUCCESS ? cuMemHostUnregister(page) : r;
+        return (r = cuMemAlloc(&d, 4096)) == CUDA_SUCCESS ? cuMemFree(d) : r;
+}
+
+static void *mode_call_main(void *arg) {
+        ModeCall *c = arg;
+        CUstreamCaptureMode m = c->mode;
+
+        if ((c->r = cuCtxSetCurrent(c->ctx)) == CUDA_SUCCESS && (c->r = cuThreadExchangeStreamCaptureMode(&m)) == 0)
+                c->r = unsafe_op(c->op);
+        return NULL;
+}
+
+/* A capture begun in `begun` on `s`, then the call from another thread in `mode`: the capture's end. */
+static CUresult capture_beside(CUstream s, CUstreamCaptureMode begun, CUstreamCaptureMode mode, int op,
+                               CUresult *call) {
+        ModeCall c = { .mode = mode, .op = op };
+        CUgraph g = NULL;
+        pthread_t t;
+        CUresult r;
+
+        OK(cuCtxGetCurrent(&c.ctx));
+        OK(cuStreamBeginCapture(s, begun));
+        CHECK(pthread_create(&t, NULL, mode_call_main, &c) == 0);
+        pthread_join(t, NULL);
+        *call = c.r;
+        if ((r = cuStreamEndCapture(s, &g)) == CUDA_SUCCESS)
+                OK(cuGraphDestroy(g));
+        return r;
+}
+
+static void test_capture_modes(void) {
+        CUstreamCaptureMode m = CU_STREAM_CAPTURE_MODE_RELAXED, bad = (CUstreamCaptureMode)7;
+        CUresult call;
+        CUstream s;
+        CUgraph g;
+
+        OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+        OK(cuStreamCreate(&unsafe_stream, CU_STREAM_NON_BLOCKING));
+        for (int op = 0; op < UNSAFE_OPS; op++) {
+                CHECK_CU(capture_beside(s, CU_STREAM_CAPTURE_MODE_GLOBAL, CU_STREAM_CAPTURE_MODE_GLOBAL, op, &call),
+                         CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+                CHECK(call == CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+                OK(capture_beside(s, CU_STREAM_CAPTURE_MODE_GLOBAL, CU_STREAM_CAPTURE_MODE_RELAXED, op, &call));
+                OK(call);
+                OK(capture_beside(s, CU_STREAM_CAPTURE_MODE_GLOBAL, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL, op, &call));
+                OK(call);
+                OK(capture_beside(s, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL, CU_STREAM_CAPTURE_MODE_GLOBAL, op, &call));
+                OK(call);
+                OK(capture_beside(s, CU_STREAM_CAPTURE_MODE_RELAXED, CU_STREAM_CAPTURE_MODE_GLOBAL, op, &call));
+                OK(call);
+        }
+        /* The capturing thread itself: forbidden in its global mode, allowed once relaxed (the mode is per thread). */
+        OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+        OK(cuThreadExchangeStreamCaptureMode(&m));
+        CHECK(m == CU_STREAM_CAPTURE_MODE_GLOBAL);
+        OK(unsafe_op(UNSAFE_ALLOC));
+        OK(unsafe_op(UNSAFE_STREAM_SYNC));
+        OK(cuThreadExchangeStreamCaptureMode(&m));
+        CHECK(m == CU_STREAM_CAPTURE_MODE_RELAXED);
+        CHECK_CU(unsafe_op(UNSAFE_REGISTER), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        CHECK_CU(cuStreamEndCapture(s, &g), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+        OK(unsafe_op(UNSAFE_REGISTER)); /* no capture: allowed */
+        CHECK_CU(cuThreadExchangeStreamCaptureMode(&bad), CUDA_ERROR_INVALID_VALUE);
+        CHECK_CU(cuStreamBeginCapture(s, bad), CUDA_ERROR_INVALID_VALUE);
+        OK(cuStreamDestroy(unsafe_stream));
+        OK(cuStreamDestroy(s));
+}
+
 static void test_proc_address(void) {
         void *lib = libcuda();
         CHECK(lib != NULL);
@@ -746,6 +848,7 @@ static void mode_api(void) {
         test_copies();
         test_kernels();
         test_graphs();
+        test_capture_modes();
         test_proc_address();
         test_threads();
         test_drain_busy();

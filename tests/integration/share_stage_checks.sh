@@ -101,6 +101,17 @@ expect refused SHARE_STAGED=1 SHARE_FALLBACKS=0
   grep -q "staging made ahead (32 MiB pinned, by cuMemAllocHost)" "$tmp/refused.err" ||
   bad "refused: not asked once, then pinned by cuMemAllocHost: $(cat "$tmp/refused.err")"
 
+step "an app thread captures (global mode) while another's upload is staged: the capture holds"
+# The driver refuses cuMemHostRegister from a thread in the global capture mode while any thread
+# captures in that mode, and invalidates the capture (graphs+share on the H100): the staging pins
+# in the relaxed mode. Without the warm-up, the upload's own thread makes it; with it (each buffer
+# 100 ms), the warm-up thread makes it, then assembly's read-back staging (~900 ms in), while the
+# capture stays open 1.2 s: the warm-up thread's own calls run relaxed.
+SAGE_WARMUP=off run beside 24 27 capture-beside
+expect beside SHARE_MISSES=1 SHARE_STAGED=1 SHARE_FALLBACKS=0
+SAGE_FAKE_PIN_MS=100 SAGE_WARMUP=eager run beside-ahead 24 28 capture-beside 1200
+expect beside-ahead SHARE_MISSES=1 SHARE_STAGED=1 SHARE_FALLBACKS=0
+
 step "SAGE_VERBOSE=3: a staged copy's timeline on stderr (where its time went), the output unchanged"
 native=$("$prog" 24 24)
 out=$(SAGE_VERBOSE=3 LD_PRELOAD="$preload" "$prog" 24 24 2> "$tmp/verbose.err") || bad "verbose: failed"

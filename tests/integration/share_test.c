@@ -47,6 +47,7 @@
 #include <cuda.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -229,6 +230,121 @@ static int capture(size_t bytes, uint64_t seed) {
         OK(cuGraphDestroy(g));
         OK(cuStreamDestroy(s));
         OK(cuMemFree(w));
+        free(host);
+        return 0;
+}
+
+/*
+ * A capture that holds a copy from pinned host memory (MODE capture-copy,
+ * tests/gpu/graphs.cu's order): the copy is recorded, not run, so sharing
+ * leaves it to the graph and the capture holds.
+ */
+static int capture_copy(size_t bytes, uint64_t seed) {
+        size_t n = bytes / sizeof(uint64_t);
+        uint64_t *host = NULL, result = 0;
+        CUdeviceptr w, acc;
+        CUstream s;
+        CUgraph g;
+        CUgraphExec exec;
+        CUresult r;
+        void *params[] = { &w, &n, &out };
+
+        OK(cuMemAllocHost((void **)&host, bytes));
+        fill(host, bytes, seed);
+        OK(cuMemAlloc(&w, bytes));
+        OK(cuMemAlloc(&acc, bytes));
+        OK(cuMemsetD8(acc, 0, bytes));
+        OK(cuCtxSynchronize());
+        OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+        OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+        OK(cuMemcpyHtoDAsync(w, host, bytes, s));
+        OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+        if ((r = cuStreamEndCapture(s, &g)) != CUDA_SUCCESS) {
+                fprintf(stderr, "share-test: the capture of a copy broke: %d\n", (int)r);
+                return 5;
+        }
+        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+        OK(cuGraphLaunch(exec, s));
+        OK(cuStreamSynchronize(s));
+        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
+        printf("captured copy: checksum %016llx\n", (unsigned long long)result);
+        OK(cuGraphExecDestroy(exec));
+        OK(cuGraphDestroy(g));
+        OK(cuStreamDestroy(s));
+        OK(cuMemFree(w));
+        OK(cuMemFree(acc));
+        OK(cuMemFreeHost(host));
+        return 0;
+}
+
+/*
+ * An upload on another thread while this one captures in the global mode
+ * (MODE capture-beside, HOLD_MS: how long the capture stays open): the
+ * staging libsage pins for that upload, or the warm-up pins meanwhile, must
+ * not spoil the capture (the driver refuses cuMemHostRegister in the global
+ * mode then, and invalidates the capture: graphs+share on the H100).
+ */
+typedef struct Beside {
+        CUcontext ctx;
+        CUdeviceptr w;
+        CUstream own;
+        const uint64_t *host;
+        size_t bytes;
+        CUresult r;
+} Beside;
+
+/* The copy only: waiting for it in the global mode would break the capture natively too (the capture probe). */
+static void *upload_beside(void *arg) {
+        Beside *b = arg;
+
+        if (!(b->r = cuCtxSetCurrent(b->ctx)))
+                b->r = cuMemcpyHtoDAsync(b->w, b->host, b->bytes, b->own);
+        return NULL;
+}
+
+static int capture_beside(size_t bytes, uint64_t seed, unsigned hold_ms) {
+        size_t n = bytes / sizeof(uint64_t);
+        uint64_t *host = malloc(bytes), result = 0;
+        Beside b = { .bytes = bytes };
+        CUstream s;
+        CUgraph g;
+        CUgraphExec exec;
+        pthread_t t;
+        CUresult r;
+        void *params[] = { &b.w, &n, &out };
+
+        if (!host)
+                return 2;
+        fill(host, bytes, seed);
+        b.host = host;
+        OK(cuCtxGetCurrent(&b.ctx));
+        OK(cuMemAlloc(&b.w, bytes));
+        OK(cuStreamCreate(&b.own, CU_STREAM_NON_BLOCKING));
+        OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+        /* Open, nothing recorded yet: work recorded would make the upload's allocation look used. */
+        OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+        if (pthread_create(&t, NULL, upload_beside, &b) != 0)
+                return 2;
+        pthread_join(t, NULL);
+        OK(b.r);
+        usleep(hold_ms * 1000u);
+        OK(cuMemsetD8Async(out, 0, sizeof(uint64_t), s));
+        OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+        if ((r = cuStreamEndCapture(s, &g)) != CUDA_SUCCESS) {
+                fprintf(stderr, "share-test: the capture broke beside an upload: %d\n", (int)r);
+                return 5;
+        }
+        OK(cuStreamSynchronize(b.own));
+        OK(cuStreamDestroy(b.own));
+        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+        OK(cuGraphLaunch(exec, s));
+        OK(cuStreamSynchronize(s));
+        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
+        printf("captured beside an upload: checksum %016llx\n", (unsigned long long)result);
+        OK(cuGraphExecDestroy(exec));
+        OK(cuGraphDestroy(g));
+        OK(cuStreamDestroy(s));
+        OK(cuMemFree(b.w));
         free(host);
         return 0;
 }
@@ -455,6 +571,10 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(mode, "capture"))
                 return capture(bytes, seed);
+        if (!strcmp(mode, "capture-copy"))
+                return capture_copy(bytes, seed);
+        if (!strcmp(mode, "capture-beside"))
+                return capture_beside(bytes, seed, argc > 4 ? (unsigned)atoi(argv[4]) : 0);
         if (!strcmp(mode, "packed-reach")) /* the tensors start 8 KiB past the second granule */
                 return packed(bytes, seed, (2u << 20) + 8192, false, true);
         if (!strncmp(mode, "packed", 6))

@@ -1,0 +1,30 @@
+/*
+ * The relaxed stream-capture mode around libsage's own driver calls.
+ *
+ * A thread's capture mode (cuThreadExchangeStreamCaptureMode) is global by
+ * default: while any thread captures in the global mode, the driver refuses
+ * the calls it deems unsafe (pinning, allocating, freeing: see
+ * scripts/probes/capture) and invalidates that capture. libsage pins staging,
+ * backs deferred memory and synchronizes on app threads and on its own, where
+ * the app may be capturing elsewhere: those calls run relaxed, and the
+ * thread's own mode is put back after.
+ */
+#pragma once
+
+#include <cuda.h>
+
+typedef CUresult (*SageExchangeCaptureMode)(CUstreamCaptureMode *);
+
+/* Relaxed from now on; returns the mode sage_capture_restore puts back (RELAXED: nothing to put back). */
+static inline CUstreamCaptureMode sage_capture_relax(SageExchangeCaptureMode exchange) {
+        CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+
+        if (!exchange || exchange(&mode) != CUDA_SUCCESS)
+                return CU_STREAM_CAPTURE_MODE_RELAXED;
+        return mode;
+}
+
+static inline void sage_capture_restore(SageExchangeCaptureMode exchange, CUstreamCaptureMode mode) {
+        if (exchange && mode != CU_STREAM_CAPTURE_MODE_RELAXED)
+                (void)exchange(&mode);
+}
