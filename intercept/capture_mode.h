@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cuda.h>
+#include <stdbool.h>
 
 typedef CUresult (*SageExchangeCaptureMode)(CUstreamCaptureMode *);
 
@@ -28,3 +29,10 @@ static inline void sage_capture_restore(SageExchangeCaptureMode exchange, CUstre
         if (exchange && mode != CU_STREAM_CAPTURE_MODE_RELAXED)
                 (void)exchange(&mode);
 }
+
+/*
+ * Does any thread of the app have a stream capture open (capture.c)? Then
+ * libsage must not synchronize the context: the driver refuses it in every
+ * mode and invalidates the capture. False costs one atomic load.
+ */
+bool sage_capture_open(void);

@@ -380,11 +380,14 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
 
         /*
          * Before the kernel can write what the uploads left. Not while the
-         * launch is captured: assembly synchronizes, which would break the
-         * capture (those allocations are then not assembled at all).
+         * launch is captured, nor while any thread has a capture open:
+         * assembly synchronizes the context, which the driver refuses then
+         * and which breaks the capture (those allocations are then not
+         * assembled at all).
          */
         share_predict_settle(s); /* the launch guard knows only pieces an upload spans */
-        if (atomic_load_explicit(&s->vmm.pending, memory_order_relaxed) && !share_capturing(s, stream))
+        if (atomic_load_explicit(&s->vmm.pending, memory_order_relaxed) && !share_capturing(s, stream) &&
+            !sage_capture_open())
                 share_assemble(s);
         if (!atomic_load_explicit(&s->guarding, memory_order_relaxed) || !f)
                 return;

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "capture_mode.h"
 #include "driver.h"
 #include "impl.h"
 #include "options.h"
@@ -270,7 +271,12 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         o = dst - a->va;
         lo = (o + a->gran - 1) / a->gran * a->gran;
         hi = (o + n) / a->gran * a->gran;
-        if (async && share_capturing(s, stream)) {
+        /*
+         * Recorded into a graph, not run; or another thread has a capture
+         * open, and replacing backing may synchronize the context, which the
+         * driver refuses then and which breaks that capture: a plain copy.
+         */
+        if ((async && share_capturing(s, stream)) || sage_capture_open()) {
                 share_vmm_note_write(&s->vmm);
                 share_vmm_before_write(&s->vmm, a, o, n);
                 goto out;

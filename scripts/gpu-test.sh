@@ -99,7 +99,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 # ------------------------------------------------------------------ programs
 # The programs, in run order (build_program knows how each is built).
-all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs cublas_gemm reset_loop torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec share_weights share_alloc share_reach lean_stack suspend_idle)
+all_programs=(static_cudart static_cudart_shared per_thread driver_api vmm ipc graphs capture_beside cublas_gemm reset_loop torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec share_weights share_alloc share_reach lean_stack suspend_idle)
 
 selected() {
     [ -z "$only" ] && return 0
@@ -125,6 +125,7 @@ build_program() {
         vmm) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/vmm.cu" -lcuda ;;
         ipc) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/ipc.cu" ;;
         graphs) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/graphs.cu" ;;
+        capture_beside) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/capture_beside.cu" -lpthread ;;
         cublas_gemm) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/cublas_gemm.cu" -lcublas ;;
         reset_loop) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/reset_loop.cu" ;;
         share_weights) "${nv[@]}" -o "$bin_dir/$name" "$gpu_src/share_weights.cu" ;;
@@ -465,7 +466,7 @@ fi
 # served by the broker where the program's uploads can be (share_weights,
 # torch_model), IPC must have been emulated (ipc), and share_weights' kernel
 # that writes mapped weights must have got a private copy first.
-share_programs=(share_weights share_alloc share_reach vmm ipc torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec cublas_gemm graphs static_cudart)
+share_programs=(share_weights share_alloc share_reach vmm ipc torch_model torch_expandable jax_fn cupy_fn triton_fn fork_exec cublas_gemm graphs capture_beside static_cudart)
 saged=$build_dir/daemon/saged
 # stat_sum NAME MODE STAT: a libsage counter summed over the traces of a run.
 stat_sum() {
@@ -526,6 +527,8 @@ if [ -x "$saged" ]; then
                 extra="the first run's misses were not copied through staging"
             elif [ "$p" = share_reach ] && [ "$(stat_sum "$p" "share$round" SHARE_DEFERRED)" -lt 5 ]; then
                 extra="the buffers reached first by a query, a stream write or a batch were not deferred"
+            elif [ "$round" = 2 ] && [ "$p" = capture_beside ] && [ "$hits" = 0 ]; then
+                extra="second run: the uploads after the captures were not served by the broker"
             elif [ "$round" = 2 ] && [ "$p" = share_reach ] && [ "$hits" = 0 ]; then
                 extra="second run: the weights the stream write and the batch write were not mapped"
             elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$hits" -lt 4 ]; then

@@ -127,6 +127,9 @@ twice r reach 6 14 packed-reach
 step "the first launch after an upload captured into a graph: assembly waits, the capture holds"
 twice c capture 8 15 capture
 [ "$(stat_of "$tmp/c2.json" SHARE_HITS)" = 1 ] || bad "capture: the upload's whole granules not served by the broker"
+step "an upload captured into a graph (tests/gpu/graphs.cu's order): recorded, a plain copy, the capture holds"
+twice cc capture-copy 24 16 capture-copy
+[ "$(stat_of "$tmp/cc2.json" SHARE_HITS)" = 0 ] || bad "capture-copy: a captured upload was served by the broker"
 
 step "a larger segment: granules the tensors fill are shared even when a kernel writes the free granule"
 twice l "large gapwrite" 4 13 packed-gapwrite

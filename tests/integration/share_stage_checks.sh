@@ -101,15 +101,22 @@ expect refused SHARE_STAGED=1 SHARE_FALLBACKS=0
   grep -q "staging made ahead (32 MiB pinned, by cuMemAllocHost)" "$tmp/refused.err" ||
   bad "refused: not asked once, then pinned by cuMemAllocHost: $(cat "$tmp/refused.err")"
 
-step "an app thread captures (global mode) while another's upload is staged: the capture holds"
-# The driver refuses cuMemHostRegister from a thread in the global capture mode while any thread
-# captures in that mode, and invalidates the capture (graphs+share on the H100): the staging pins
-# in the relaxed mode. Without the warm-up, the upload's own thread makes it; with it (each buffer
-# 100 ms), the warm-up thread makes it, then assembly's read-back staging (~900 ms in), while the
-# capture stays open 1.2 s: the warm-up thread's own calls run relaxed.
-SAGE_WARMUP=off run beside 24 27 capture-beside
+step "an app thread captures (global mode) beside another's uploads and launches: the capture holds"
+# The driver refuses cuCtxSynchronize while any stream captures, in every mode, and pinning or a
+# stream wait from a thread in the global mode while another captures in it; either invalidates the
+# capture (scripts/probes/capture; graphs+share on the H100). share-test capture-beside says how.
+# first: an upload over memset bytes while the capture is open: a plain copy (no synchronize); the
+# same bytes uploaded after the capture (every mode does): shared again, a miss staged.
+SAGE_WARMUP=off run beside 24 27 capture-beside 0 first
 expect beside SHARE_MISSES=1 SHARE_STAGED=1 SHARE_FALLBACKS=0
-SAGE_FAKE_PIN_MS=100 SAGE_WARMUP=eager run beside-ahead 24 28 capture-beside 1200
+# late: the upload began first and pins its staging (100 ms a buffer) when the capture opens: relaxed.
+SAGE_FAKE_PIN_MS=100 SAGE_WARMUP=off run beside-late 24 29 capture-beside 0 late
+expect beside-late SHARE_MISSES=2 SHARE_STAGED=2 SHARE_FALLBACKS=0
+# assemble: a kernel on the other thread while the capture is open: assembly (it synchronizes) not done.
+SAGE_WARMUP=off run beside-assemble 12 27 capture-beside 0 assemble
+expect beside-assemble SHARE_MISSES=3 SHARE_ASSEMBLED=0
+# The warm-up thread pins the staging and assembly's read-back staging while the capture stays open 1.2 s.
+SAGE_FAKE_PIN_MS=100 SAGE_WARMUP=eager run beside-ahead 24 28 capture-beside 1200 first
 expect beside-ahead SHARE_MISSES=1 SHARE_STAGED=1 SHARE_FALLBACKS=0
 
 step "SAGE_VERBOSE=3: a staged copy's timeline on stderr (where its time went), the output unchanged"

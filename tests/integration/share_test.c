@@ -197,15 +197,38 @@ static int packed(size_t bytes, uint64_t seed, size_t first, bool gap_write, boo
         return 0;
 }
 
+/* Ends the capture on `s`: its graph, or NULL where the capture broke (said on stderr). */
+static CUgraph end_capture(CUstream s, const char *what) {
+        CUgraph g = NULL;
+        CUresult r = cuStreamEndCapture(s, &g);
+
+        if (r == CUDA_SUCCESS)
+                return g;
+        fprintf(stderr, "share-test: the capture %s broke: %d\n", what, (int)r);
+        return NULL;
+}
+
+/* Replays graph `g` once on `s` and prints what it left in `out` as "LABEL: checksum ...". */
+static void replay(CUstream s, CUgraph g, const char *label) {
+        CUgraphExec exec;
+        uint64_t result = 0;
+
+        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+        OK(cuGraphLaunch(exec, s));
+        OK(cuStreamSynchronize(s));
+        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
+        printf("%s checksum %016llx\n", label, (unsigned long long)result);
+        OK(cuGraphExecDestroy(exec));
+        OK(cuGraphDestroy(g));
+}
+
 /* The first launch after an upload is captured into a graph: sharing must not break the capture. */
 static int capture(size_t bytes, uint64_t seed) {
         size_t n = (bytes - 8192) / sizeof(uint64_t);
-        uint64_t *host = malloc(bytes), result = 0;
+        uint64_t *host = malloc(bytes);
         CUdeviceptr w, at;
         CUstream s;
         CUgraph g;
-        CUgraphExec exec;
-        CUresult r;
         void *params[] = { &at, &n, &out };
 
         if (!host)
@@ -217,17 +240,9 @@ static int capture(size_t bytes, uint64_t seed) {
         OK(cuStreamCreate(&s, 0));
         OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
         OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
-        if ((r = cuStreamEndCapture(s, &g)) != CUDA_SUCCESS) {
-                fprintf(stderr, "share-test: the capture broke: %d\n", (int)r);
+        if (!(g = end_capture(s, "of a launch")))
                 return 5;
-        }
-        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
-        OK(cuGraphLaunch(exec, s));
-        OK(cuStreamSynchronize(s));
-        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
-        printf("captured checksum %016llx\n", (unsigned long long)result);
-        OK(cuGraphExecDestroy(exec));
-        OK(cuGraphDestroy(g));
+        replay(s, g, "captured");
         OK(cuStreamDestroy(s));
         OK(cuMemFree(w));
         free(host);
@@ -241,12 +256,10 @@ static int capture(size_t bytes, uint64_t seed) {
  */
 static int capture_copy(size_t bytes, uint64_t seed) {
         size_t n = bytes / sizeof(uint64_t);
-        uint64_t *host = NULL, result = 0;
+        uint64_t *host = NULL;
         CUdeviceptr w, acc;
         CUstream s;
         CUgraph g;
-        CUgraphExec exec;
-        CUresult r;
         void *params[] = { &w, &n, &out };
 
         OK(cuMemAllocHost((void **)&host, bytes));
@@ -259,17 +272,9 @@ static int capture_copy(size_t bytes, uint64_t seed) {
         OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
         OK(cuMemcpyHtoDAsync(w, host, bytes, s));
         OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
-        if ((r = cuStreamEndCapture(s, &g)) != CUDA_SUCCESS) {
-                fprintf(stderr, "share-test: the capture of a copy broke: %d\n", (int)r);
+        if (!(g = end_capture(s, "of a copy")))
                 return 5;
-        }
-        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
-        OK(cuGraphLaunch(exec, s));
-        OK(cuStreamSynchronize(s));
-        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
-        printf("captured copy: checksum %016llx\n", (unsigned long long)result);
-        OK(cuGraphExecDestroy(exec));
-        OK(cuGraphDestroy(g));
+        replay(s, g, "captured copy:");
         OK(cuStreamDestroy(s));
         OK(cuMemFree(w));
         OK(cuMemFree(acc));
@@ -278,73 +283,104 @@ static int capture_copy(size_t bytes, uint64_t seed) {
 }
 
 /*
- * An upload on another thread while this one captures in the global mode
- * (MODE capture-beside, HOLD_MS: how long the capture stays open): the
- * staging libsage pins for that upload, or the warm-up pins meanwhile, must
- * not spoil the capture (the driver refuses cuMemHostRegister in the global
- * mode then, and invalidates the capture: graphs+share on the H100).
+ * Uploads on another thread while this one captures in the global mode
+ * (MODE capture-beside HOLD_MS WHAT; HOLD_MS: how long the capture stays
+ * open after the other thread is done). The driver refuses, and invalidates
+ * the capture over, cuCtxSynchronize in any mode and pinning or a stream
+ * wait in the global mode (scripts/probes/capture). WHAT:
+ *   first: the capture opens, then the upload comes, over bytes a memset
+ *          wrote (replacing them would synchronize): a plain copy;
+ *   late: the upload comes first and is still pinning its staging (the
+ *         driver slowed) when the capture opens: it pins and waits relaxed;
+ *   assemble: two uploads (this thread's) meet inside a granule, the
+ *             capture opens, the other thread launches a kernel: no
+ *             assembly (it synchronizes), as for a captured launch.
+ * The warm-up's staging made during the capture is run with `first`. After
+ * the capture, an upload of the same bytes to new memory (shared again).
  */
+enum {
+        BESIDE_FIRST,
+        BESIDE_LATE,
+        BESIDE_ASSEMBLE
+};
+
 typedef struct Beside {
         CUcontext ctx;
         CUdeviceptr w;
         CUstream own;
         const uint64_t *host;
-        size_t bytes;
+        size_t off, bytes;
+        int what;
         CUresult r;
 } Beside;
 
-/* The copy only: waiting for it in the global mode would break the capture natively too (the capture probe). */
+/* The copy, or for `assemble` a kernel; waiting for it in the global mode would break the capture natively too. */
 static void *upload_beside(void *arg) {
         Beside *b = arg;
+        CUdeviceptr at = b->w + b->off;
+        size_t words = b->bytes / sizeof(uint64_t);
+        void *params[] = { &at, &words, &out };
 
-        if (!(b->r = cuCtxSetCurrent(b->ctx)))
-                b->r = cuMemcpyHtoDAsync(b->w, b->host, b->bytes, b->own);
+        if (!(b->r = cuCtxSetCurrent(b->ctx)) && b->what != BESIDE_ASSEMBLE)
+                b->r = cuMemcpyHtoDAsync(at, b->host, b->bytes, b->own);
+        if (!b->r && b->what == BESIDE_ASSEMBLE)
+                b->r = cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, b->own, params, NULL);
         return NULL;
 }
 
-static int capture_beside(size_t bytes, uint64_t seed, unsigned hold_ms) {
-        size_t n = bytes / sizeof(uint64_t);
-        uint64_t *host = malloc(bytes), result = 0;
+static int capture_beside(size_t bytes, uint64_t seed, unsigned hold_ms, const char *what) {
+        uint64_t *host = malloc(bytes);
+        char label[64];
         Beside b = { .bytes = bytes };
+        size_t n = bytes / sizeof(uint64_t);
+        CUdeviceptr after;
         CUstream s;
         CUgraph g;
-        CUgraphExec exec;
         pthread_t t;
-        CUresult r;
         void *params[] = { &b.w, &n, &out };
 
         if (!host)
                 return 2;
+        b.what = !strcmp(what, "late") ? BESIDE_LATE : !strcmp(what, "assemble") ? BESIDE_ASSEMBLE : BESIDE_FIRST;
         fill(host, bytes, seed);
         b.host = host;
         OK(cuCtxGetCurrent(&b.ctx));
         OK(cuMemAlloc(&b.w, bytes));
+        if (b.what == BESIDE_FIRST)
+                OK(cuMemsetD8(b.w, 0, bytes));
+        if (b.what ==
+            BESIDE_ASSEMBLE) { /* two uploads meeting inside a granule: assembled; the kernel in the capture */
+                size_t half = bytes / 2 + 8192;
+                OK(cuMemcpyHtoD(b.w, host, half));
+                OK(cuMemcpyHtoD(b.w + half, (const char *)host + half, bytes - half));
+        }
         OK(cuStreamCreate(&b.own, CU_STREAM_NON_BLOCKING));
         OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+        if (b.what == BESIDE_LATE && pthread_create(&t, NULL, upload_beside, &b) != 0)
+                return 2;
+        if (b.what == BESIDE_LATE)
+                usleep(50 * 1000); /* inside the upload: its staging takes 100 ms a buffer (SAGE_FAKE_PIN_MS) */
         /* Open, nothing recorded yet: work recorded would make the upload's allocation look used. */
         OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
-        if (pthread_create(&t, NULL, upload_beside, &b) != 0)
+        if (b.what != BESIDE_LATE && pthread_create(&t, NULL, upload_beside, &b) != 0)
                 return 2;
         pthread_join(t, NULL);
         OK(b.r);
         usleep(hold_ms * 1000u);
         OK(cuMemsetD8Async(out, 0, sizeof(uint64_t), s));
         OK(cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
-        if ((r = cuStreamEndCapture(s, &g)) != CUDA_SUCCESS) {
-                fprintf(stderr, "share-test: the capture broke beside an upload: %d\n", (int)r);
+        if (!(g = end_capture(s, "beside an upload")))
                 return 5;
-        }
         OK(cuStreamSynchronize(b.own));
         OK(cuStreamDestroy(b.own));
-        OK(cuGraphInstantiateWithFlags(&exec, g, 0));
-        OK(cuGraphLaunch(exec, s));
-        OK(cuStreamSynchronize(s));
-        OK(cuMemcpyDtoH(&result, out, sizeof(result)));
-        printf("captured beside an upload: checksum %016llx\n", (unsigned long long)result);
-        OK(cuGraphExecDestroy(exec));
-        OK(cuGraphDestroy(g));
+        /* The capture over: uploads are shared again. */
+        OK(cuMemAlloc(&after, bytes));
+        OK(cuMemcpyHtoD(after, host, bytes));
+        snprintf(label, sizeof(label), "captured beside an upload (%s):", what);
+        replay(s, g, label);
         OK(cuStreamDestroy(s));
         OK(cuMemFree(b.w));
+        OK(cuMemFree(after));
         free(host);
         return 0;
 }
@@ -574,7 +610,8 @@ int main(int argc, char **argv) {
         if (!strcmp(mode, "capture-copy"))
                 return capture_copy(bytes, seed);
         if (!strcmp(mode, "capture-beside"))
-                return capture_beside(bytes, seed, argc > 4 ? (unsigned)atoi(argv[4]) : 0);
+                return capture_beside(bytes, seed, argc > 4 ? (unsigned)atoi(argv[4]) : 0,
+                                      argc > 5 ? argv[5] : "first");
         if (!strcmp(mode, "packed-reach")) /* the tensors start 8 KiB past the second granule */
                 return packed(bytes, seed, (2u << 20) + 8192, false, true);
         if (!strncmp(mode, "packed", 6))

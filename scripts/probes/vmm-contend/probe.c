@@ -8,7 +8,9 @@
  *   reserve 20 MiB; create 20 MiB; map; access       (cuMemAlloc, eager)
  *   unmap; release                                    (a hit's old piece)
  *   create 2 MiB x 10; map each; access x 10          (pieces one by one)
- *   access once over the 10 mappings                  (a run's one call)
+ *   access once over the 10 mappings                  (re-granted: no change)
+ *   unmap x 10; release x 10
+ *   create 2 MiB x 10; map each; access once over all (a run's first grant)
  *   unmap x 10; release x 10; free the range
  * and prints, per call kind, the mean and the worst microseconds over every
  * process, and the round's wall time.
@@ -31,13 +33,16 @@ enum {
         MAP,
         ACCESS,
         ACCESS_RUN,
+        ACCESS_FIRST_RUN,
         UNMAP,
         RELEASE,
         FREE,
         KINDS
 };
-static const char *const kind_name[KINDS] = { "reserve",    "create 20 MiB", "create 2 MiB", "map", "access",
-                                              "access run", "unmap",         "release",      "free" };
+static const char *const kind_name[KINDS] = {
+        "reserve", "create 20 MiB", "create 2 MiB", "map", "access", "access run (again)", "access run (first)",
+        "unmap",   "release",       "free"
+};
 
 typedef struct Sum {
         double total[KINDS], worst[KINDS];
@@ -88,6 +93,16 @@ static void rounds(Sum *s, int n) {
                         TIMED(s, UNMAP, cuMemUnmap(va + k * g, g));
                         TIMED(s, RELEASE, cuMemRelease(p[k]));
                 }
+                /* What granting a run of hits in one call would cost: ten fresh mappings, one first grant. */
+                for (int k = 0; k < 10; k++) {
+                        TIMED(s, CREATE2, cuMemCreate(&p[k], g, &prop, 0));
+                        TIMED(s, MAP, cuMemMap(va + k * g, g, 0, p[k], 0));
+                }
+                TIMED(s, ACCESS_FIRST_RUN, cuMemSetAccess(va, 10 * g, &rw, 1));
+                for (int k = 0; k < 10; k++) {
+                        TIMED(s, UNMAP, cuMemUnmap(va + k * g, g));
+                        TIMED(s, RELEASE, cuMemRelease(p[k]));
+                }
                 TIMED(s, FREE, cuMemAddressFree(va, big));
         }
         s->wall = now_ms() - t0;
@@ -132,7 +147,7 @@ int main(int argc, char **argv) {
         }
         printf("%d at once, %d rounds:%s slowest process %.1f ms\n", procs, n, all.failed ? " FAILED," : "", wall);
         for (int k = 0; k < KINDS; k++)
-                printf("  %-14s mean %8.1f us, worst %8.1f us (%lu calls)\n", kind_name[k],
+                printf("  %-18s mean %8.1f us, worst %8.1f us (%lu calls)\n", kind_name[k],
                        all.n[k] ? all.total[k] / all.n[k] : 0.0, all.worst[k], all.n[k]);
         return all.failed;
 }

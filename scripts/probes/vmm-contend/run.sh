@@ -9,8 +9,10 @@
 # driver serializes across processes; a hit with deferred backing makes
 # import + map + access, mapped at cuMemAlloc also create + unmap + release
 # + map + access of the rest, and an allocation reserve + create (+ map +
-# access eager). "access run" (one call over 10 mappings) against "access"
-# says whether granting a run at once pays.
+# access eager). "access run (first)" (one first grant over 10 fresh
+# mappings) against 10 x "access" says whether granting a run of hits at
+# once pays; "access run (again)" re-grants what already has access (run on
+# the H100 at a1a1a1d before the "first" row existed: 3.9 us at 16).
 #   scripts/probes/vmm-contend/run.sh [COUNTS...]   (default: 1 8 16)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
