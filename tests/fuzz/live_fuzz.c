@@ -15,7 +15,7 @@
  * starts it again, and PINGs the broker throughout.
  *
  * Passing means all of: no worker saw a violation (a missing, malformed or
- * wrong reply; a namespace crossed); saged stayed alive and answers PING;
+ * wrong reply; an answered notice; a namespace crossed); saged stayed alive and answers PING;
  * once every worker is gone its clients and references drop back to the
  * probe's, evicting every unreferenced extent leaves none, and its open fds
  * return to the count before the run (+ --fd-slack, default 2); it exits 0
@@ -529,11 +529,11 @@ int main(int argc, char **argv) {
         if (run.shared->violations)
                 FAIL("%llu violations (above)", (unsigned long long)run.shared->violations);
         printf("live-fuzz: %llu packets, %llu replies, %llu hang-ups, %llu hits, %llu answers checked across "
-               "namespaces; %u kills, %u restarts; %s (seed %llu)\n",
+               "namespaces, %llu notices left unanswered; %u kills, %u restarts; %s (seed %llu)\n",
                (unsigned long long)run.shared->requests, (unsigned long long)run.shared->replies,
                (unsigned long long)run.shared->hangups, (unsigned long long)run.shared->hits,
-               (unsigned long long)run.shared->foreign_checks, run.kills, run.respawns, run.failures ? "FAILED" : "ok",
-               (unsigned long long)run.seed);
+               (unsigned long long)run.shared->foreign_checks, (unsigned long long)run.shared->notices, run.kills,
+               run.respawns, run.failures ? "FAILED" : "ok", (unsigned long long)run.seed);
         if (run.failures && !run.skip)
                 fprintf(stderr, "live-fuzz: to tell a class of traffic apart, rerun with the seed and --skip "
                                 "zero-fds (zero-length packets with fds), socket-fds (broker connections passed "

@@ -62,6 +62,7 @@ typedef struct FuzzShared {
         uint64_t violations;
         uint64_t requests, replies, hangups;
         uint64_t hits, foreign_checks; /* LOOKUP hits; answers checked for another namespace's key, id or token */
+        uint64_t notices;              /* notices to the broker sent (each checked unanswered by a PING after it) */
 } FuzzShared;
 
 /* Hostile classes a run can leave out (--skip), to tell a known defect from a new one. */

@@ -1,7 +1,8 @@
 /*
  * The live fuzzer's client side: connections to saged, packets with any
  * number of fds, fds of every kind, and the one rule every exchange checks:
- * each packet gets exactly one well-formed reply, in time, or a hang-up.
+ * each packet gets exactly one well-formed reply, in time, or a hang-up;
+ * a notice to the broker (proto.def) none, which a PING after it shows.
  * Also the slots through which workers show each other their tokens and
  * extent ids (live_fuzz.h).
  */
@@ -230,10 +231,58 @@ int receive(Worker *w, Conn *c, SageMessage *reply, int *fd_out) {
         return REPLIED;
 }
 
-/* Send one packet and take its reply: REPLIED, HANGUP, or -1 (a violation). */
+/*
+ * The type of the notice to the broker this packet is to it, or 0. Those are
+ * never answered, not even with an ERROR (proto.def), so waiting for their
+ * reply would only end in the timeout. Decided as serve_client() does: a
+ * packet it can read whole, that decodes, with the fds its type carries.
+ */
+static unsigned notice_to_broker(const void *buf, size_t len, size_t n_fds) {
+        SageMessage m;
+
+        if (len > SAGE_PROTO_MAX_MESSAGE || sage_proto_decode(buf, len, &m, NULL) != 0 ||
+            !sage_proto_notice_to_broker(m.header.type) || n_fds != sage_proto_expected_fds(&m))
+                return 0;
+        return m.header.type;
+}
+
+/*
+ * After a notice, a PING: the broker serves a connection's packets in order,
+ * so the next packet back is the PONG, and anything before it (an answer to
+ * the notice) a violation. No time bound stands in for "no answer came".
+ */
+static int fence(Worker *w, Conn *c, unsigned notice, SageMessage *reply, int *fd_out) {
+        uint8_t buf[SAGE_PROTO_HEADER_SIZE];
+        SageMessage ping;
+        ssize_t len;
+        int r;
+
+        __atomic_add_fetch(&w->cfg->shared->notices, 1, __ATOMIC_RELAXED);
+        sage_proto_init(&ping, SAGE_MSG_PING, ++w->request_id);
+        len = sage_proto_encode(&ping, buf, sizeof(buf));
+        if (len < 0) {
+                VIOLATION(w, "cannot make a PING");
+                return -1;
+        }
+        r = exchange(w, c, buf, (size_t)len, NULL, 0, reply, fd_out);
+        if (r == REPLIED &&
+            (reply->header.type != SAGE_MSG_PONG || reply->header.request_id != ping.header.request_id)) {
+                VIOLATION(w, "notice %s answered: %s for request %u before the PONG for %u",
+                          sage_proto_type_name(notice), sage_proto_type_name(reply->header.type),
+                          reply->header.request_id, ping.header.request_id);
+                if (fd_out && *fd_out >= 0)
+                        close(*fd_out);
+                conn_close(c);
+                return -1;
+        }
+        return r;
+}
+
+/* Send one packet and take its reply (a notice's: its fence's PONG): REPLIED, HANGUP, or -1 (a violation). */
 int exchange(Worker *w, Conn *c, const void *buf, size_t len, const int *fds, size_t n_fds, SageMessage *reply,
              int *fd_out) {
         int r = send_raw(c->fd, buf, len, fds, n_fds, 0);
+        unsigned notice;
 
         __atomic_add_fetch(&w->cfg->shared->requests, 1, __ATOMIC_RELAXED);
         if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
@@ -247,6 +296,9 @@ int exchange(Worker *w, Conn *c, const void *buf, size_t len, const int *fds, si
         }
         if (r < 0) /* ours: EMSGSIZE beyond the socket buffer, ETOOMANYREFS */
                 return HANGUP;
+        notice = notice_to_broker(buf, len, n_fds);
+        if (notice)
+                return fence(w, c, notice, reply, fd_out);
         return receive(w, c, reply, fd_out);
 }
 

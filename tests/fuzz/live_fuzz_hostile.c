@@ -1,10 +1,11 @@
 /*
- * The live fuzzer's hostile traffic: mutated valid requests and replies,
- * garbage, other versions and magics, oversize packets, zero-length packets
+ * The live fuzzer's hostile traffic: mutated valid requests, replies and
+ * notices, garbage, other versions and magics, oversize packets, zero-length packets
  * with fds, fds of every kind and too many of them, floods without reading,
  * half-closed, abandoned and bursts of connections, a connection exporting
  * until the broker's limit. Answers are not checked here beyond what every
- * exchange checks (one well-formed reply in time, or a hang-up), except
+ * exchange checks (one well-formed reply in time, or a hang-up; none to a
+ * notice to the broker), except
  * where the protocol promises more (floods: every PING answered, in order).
  */
 #include <errno.h>
@@ -24,13 +25,20 @@ static SageExtentKey random_key(Worker *w) {
                                 .device = rng_chance(&w->rng, 90) ? 0 : (uint32_t)rng_next(&w->rng) };
 }
 
-/* A message of any type (replies too) with random keys and ids; its length. */
+/* A message of any type (replies and notices of both directions too) with random keys and ids; its length. */
 static size_t any_message(Worker *w, uint8_t *buf, size_t size) {
         static const unsigned replies[] = { SAGE_MSG_HELLO_REPLY,      SAGE_MSG_LOOKUP_REPLY, SAGE_MSG_LIST_REPLY,
                                             SAGE_MSG_IPC_IMPORT_REPLY, SAGE_MSG_LABEL_REPLY,  SAGE_MSG_ERROR };
+        /* Notices (proto.def): those to the broker are never answered (exchange() fences them). */
+        static const unsigned notices[] = {
+#define SAGE_NOTICE(NAME, NUMBER, PAYLOAD, FLAGS, FDS, DIRECTION, FEATURE, HANDLER) SAGE_MSG_##NAME,
+#include "proto.def"
+        };
         static uint8_t notes[SAGE_PROTO_NOTES_MAX];
-        unsigned type = rng_chance(&w->rng, 80) ? 1 + (unsigned)rng_below(&w->rng, SAGE_MSG_LABEL)
-                                                : replies[rng_below(&w->rng, SAGE_ARRAY_SIZE(replies))];
+        unsigned roll = (unsigned)rng_below(&w->rng, 100);
+        unsigned type = roll < 76   ? 1 + (unsigned)rng_below(&w->rng, SAGE_MSG_LABEL)
+                        : roll < 80 ? notices[rng_below(&w->rng, SAGE_ARRAY_SIZE(notices))]
+                                    : replies[rng_below(&w->rng, SAGE_ARRAY_SIZE(replies))];
         SageMessage m;
         ssize_t n;
 
