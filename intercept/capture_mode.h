@@ -3,11 +3,14 @@
  *
  * A thread's capture mode (cuThreadExchangeStreamCaptureMode) is global by
  * default: while any thread captures in the global mode, the driver refuses
- * the calls it deems unsafe (pinning, allocating, freeing: see
- * scripts/probes/capture) and invalidates that capture. libsage pins staging,
- * backs deferred memory and synchronizes on app threads and on its own, where
- * the app may be capturing elsewhere: those calls run relaxed, and the
- * thread's own mode is put back after.
+ * the calls it deems unsafe (pinning, unpinning, allocating, freeing,
+ * waiting for a stream: scripts/probes/capture) and invalidates that
+ * capture. libsage pins staging, waits for its staging streams and backs
+ * deferred memory on app threads and on its own, where the app may be
+ * capturing elsewhere: those calls run relaxed, and the thread's own mode is
+ * put back after. cuCtxSynchronize is refused in every mode: libsage does
+ * not synchronize the context on the upload and assembly paths while a
+ * capture is open (sage_capture_open).
  */
 #pragma once
 

@@ -21,7 +21,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "capture_mode.h"
 #include "log.h"
 #include "stats.h"
 
@@ -315,14 +314,16 @@ void share_vmm_sync_for_replace(ShareVmm *v, SageShareAlloc *a, size_t lo, size_
                 sage_stats_count(SAGE_STAT_SHARE_SYNCS_SKIPPED);
 }
 
-/* Relaxed (capture_mode.h): another thread of the app may be capturing a stream of this context. */
+/*
+ * The driver refuses this in every capture mode while any stream captures,
+ * and invalidates the capture (capture_mode.h): the upload and assembly
+ * paths do not come here while a capture is open (sage_capture_open).
+ */
 void share_vmm_sync(ShareVmm *v, SageShareAlloc *a) {
         CUcontext popped;
         bool pushed = v->drv->ctx_push(a->ctx) == CUDA_SUCCESS;
-        CUstreamCaptureMode mode = sage_capture_relax(v->drv->exchange_capture_mode);
 
         v->drv->vmm.ctx_synchronize();
-        sage_capture_restore(v->drv->exchange_capture_mode, mode);
         if (pushed)
                 v->drv->ctx_pop(&popped);
 }

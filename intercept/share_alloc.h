@@ -103,7 +103,7 @@ typedef struct SageShareDriver {
         /* optional; without them alloc_host pins the read-back staging (else registered: share_stage_pin.c): */
         CUresult (*host_register)(void *, size_t, unsigned int);
         CUresult (*host_unregister)(void *);
-        /* optional; without it synchronizing and pinning run in the thread's own capture mode (capture_mode.h): */
+        /* optional; without it pinning the read-back staging runs in the thread's own capture mode (capture_mode.h): */
         CUresult (*exchange_capture_mode)(CUstreamCaptureMode *);
 } SageShareDriver;
 
