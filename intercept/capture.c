@@ -68,25 +68,18 @@ static void prune(void) {
 }
 
 static void note_begin(CUresult r, CUstream s, bool ptsz) {
+        bool per_thread = is_per_thread(s, ptsz);
+
         if (r != CUDA_SUCCESS)
                 return;
         pthread_mutex_lock(&captures.lock);
         if (captures.n < CAPTURE_SLOTS)
-                captures.open[captures.n++] =
-                        (OpenCapture){ .stream = is_per_thread(s, ptsz) ? CU_STREAM_PER_THREAD : s,
-                                       .thread = pthread_self(),
-                                       .per_thread = is_per_thread(s, ptsz) };
+                captures.open[captures.n++] = (OpenCapture){ .stream = per_thread ? CU_STREAM_PER_THREAD : s,
+                                                             .thread = pthread_self(),
+                                                             .per_thread = per_thread };
         else
                 captures.lost++;
         atomic_store(&captures.any, captures.n + captures.lost);
-        pthread_mutex_unlock(&captures.lock);
-}
-
-static void note_end(void) {
-        if (!atomic_load_explicit(&captures.any, memory_order_relaxed))
-                return;
-        pthread_mutex_lock(&captures.lock);
-        prune(); /* this thread's per-thread stream is asked about here, on its thread */
         pthread_mutex_unlock(&captures.lock);
 }
 
@@ -134,12 +127,12 @@ CUresult sage_impl_cuStreamBeginCaptureToGraph_ptsz(sage_fn_cuStreamBeginCapture
 
 CUresult sage_impl_cuStreamEndCapture(sage_fn_cuStreamEndCapture_t real, CUstream s, CUgraph *g) {
         CUresult r = real(s, g);
-        note_end();
+        (void)sage_capture_open(); /* prunes what ended: this thread's per-thread stream is asked about here */
         return r;
 }
 
 CUresult sage_impl_cuStreamEndCapture_ptsz(sage_fn_cuStreamEndCapture_ptsz_t real, CUstream s, CUgraph *g) {
         CUresult r = real(s, g);
-        note_end();
+        (void)sage_capture_open(); /* prunes what ended: this thread's per-thread stream is asked about here */
         return r;
 }

@@ -47,13 +47,6 @@ bool sage_driver_loading(void) {
         return driver_loading_here;
 }
 
-void sage_driver_thread_relaxed(void) {
-        CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
-
-        if (sage_driver_extras.exchange_capture_mode)
-                (void)sage_driver_extras.exchange_capture_mode(&mode);
-}
-
 void *sage_driver_handle(void) {
         return atomic_load_explicit(&sage_driver.loaded, memory_order_acquire) ? driver_handle : NULL;
 }

@@ -99,12 +99,3 @@ void sage_real_dlsym_ensure(void);
 
 /* The handle of the real driver, NULL until loaded or if it could not be opened. */
 void *sage_driver_handle(void);
-
-/*
- * For a thread of libsage's own, after cuInit: its calls never spoil a
- * stream capture of the app's. In the default (global) mode the driver
- * refuses calls it deems unsafe (cuMemHostRegister, cuMemAllocHost, ...)
- * while any thread captures in the global mode, and invalidates that
- * capture (scripts/probes/capture); in the relaxed mode it allows them.
- */
-void sage_driver_thread_relaxed(void);

@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture_mode.h"
 #include "ctx_limit.h"
 #include "driver.h"
 #include "hooks.h"
@@ -254,7 +255,8 @@ static void *warmup_main(void *arg) {
                 sage_info("warm-up: cuInit failed (%d); the app will see the driver's own error", (int)r);
                 goto done;
         }
-        sage_driver_thread_relaxed(); /* its staging runs while the app may capture */
+        /* A thread of libsage's own: relaxed for good (capture_mode.h), its staging runs while the app may capture. */
+        (void)sage_capture_relax(sage_driver_extras.exchange_capture_mode);
         if (!sage_driver_extras.device_get_count || !sage_driver_extras.device_get ||
             sage_driver_extras.device_get_count(&count) != CUDA_SUCCESS)
                 goto done;
@@ -541,7 +543,7 @@ static void *rewarm_main(void *arg) {
                 CUresult r;
 
                 sage_hooks_enter();
-                sage_driver_thread_relaxed();
+                (void)sage_capture_relax(sage_driver_extras.exchange_capture_mode);
                 /* A retain re-creates the reset context; the release leaves SAGE's
                  * standing retain (which a reset does not drop) as it was. */
                 r = SAGE_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev);
