@@ -30,6 +30,15 @@
 #include "share_key.h"
 #include "share_publish.h"
 #include "stats.h"
+#include "util.h"
+
+/* Add the time since `t` to `stat`; the time now. */
+static uint64_t time_to(SageStat stat, uint64_t t) {
+        uint64_t now = sage_now_ns();
+
+        sage_stats_add(stat, now - t);
+        return now;
+}
 
 /* Longer runs are cut: a run is read back and hashed as one piece. */
 #define ASSEMBLE_MAX_RUN (64u << 20)
@@ -220,9 +229,14 @@ static void key_runs(ShareVmm *v, Run *run, size_t n, ShareReadback *rb, bool *k
 
         for (size_t i = 0, end; r && i < n; i = end) {
                 end = same_context(run, n, i);
+                uint64_t t = sage_now_ns();
+                bool synced;
+
                 if (v->drv->ctx_push(run[i].a->ctx) != CUDA_SUCCESS)
                         continue;
-                if (v->drv->vmm.ctx_synchronize() == CUDA_SUCCESS) {
+                synced = v->drv->vmm.ctx_synchronize() == CUDA_SUCCESS;
+                t = time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_SYNC, t);
+                if (synced) {
                         for (size_t k = i; k < end; k++)
                                 r[k] = (ShareReadRange){ .at = run[k].a->va + run[k].piece.off,
                                                          .len = run[k].piece.len };
@@ -231,6 +245,7 @@ static void key_runs(ShareVmm *v, Run *run, size_t n, ShareReadback *rb, bool *k
                                 keyed[k] = r[k].result == 0;
                                 run[k].piece.key = r[k].key;
                         }
+                        time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_READ, t);
                 }
                 v->drv->ctx_pop(&popped);
         }
@@ -331,6 +346,7 @@ bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n,
         char *notes = NULL;
         bool *keyed = NULL, on = true;
         size_t nq = 0;
+        uint64_t t;
 
         for (size_t i = 0; i < n; i++)
                 collect_runs(a[i], &rs);
@@ -352,10 +368,13 @@ bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n,
                                                   .notes = notes + nq * (size_t)SAGE_SHARE_NOTES_MAX };
                         nq++;
                 }
+        t = sage_now_ns();
         if (nq)
                 lookup_all(lk, q, nq);
+        t = time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP, t);
         if (rs.n)
                 on = apply_answers(v, rs.run, rs.n, keyed, q);
+        time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_MAP, t);
         free(notes);
         free(q);
         free(keyed);

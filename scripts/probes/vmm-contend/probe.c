@@ -6,7 +6,10 @@
  * released together through a pipe) makes ROUNDS rounds of what SAGE's
  * allocator does for a 20 MiB segment and its hits:
  *   reserve 20 MiB; create 20 MiB; map; access       (cuMemAlloc, eager)
- *   unmap; release                                    (a hit's old piece)
+ *   unmap; export an fd, import it; map it as ten 2 MiB pieces at their
+ *   offsets; access once over all; unmap; release     (a segment-sized extent hit
+ *                                                      piecewise, one import)
+ *   release                                           (a hit's old piece)
  *   create 2 MiB x 10; map each; access x 10          (pieces one by one)
  *   access once over the 10 mappings                  (re-granted: no change)
  *   unmap x 10; release x 10
@@ -17,6 +20,7 @@
  *   probe N [ROUNDS]
  */
 #define _GNU_SOURCE
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,17 +36,31 @@ enum {
         CREATE2,
         MAP,
         ACCESS,
+        ACCESS20,
         ACCESS_RUN,
         ACCESS_FIRST_RUN,
+        ACCESS_SUB,
+        EXPORT,
+        IMPORT,
         UNMAP,
         RELEASE,
         FREE,
         KINDS
 };
-static const char *const kind_name[KINDS] = {
-        "reserve", "create 20 MiB", "create 2 MiB", "map", "access", "access run (again)", "access run (first)",
-        "unmap",   "release",       "free"
-};
+static const char *const kind_name[KINDS] = { "reserve",
+                                              "create 20 MiB",
+                                              "create 2 MiB",
+                                              "map",
+                                              "access 2 MiB",
+                                              "access 20 MiB",
+                                              "access run (again)",
+                                              "access run (first)",
+                                              "access run (1 handle)",
+                                              "export fd",
+                                              "import fd",
+                                              "unmap",
+                                              "release",
+                                              "free" };
 
 typedef struct Sum {
         double total[KINDS], worst[KINDS];
@@ -72,16 +90,28 @@ static void rounds(Sum *s, int n) {
         CUmemAccessDesc rw = { .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 },
                                .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
         const size_t big = (size_t)20 << 20, g = (size_t)2 << 20;
-        CUmemGenericAllocationHandle h, p[10];
+        CUmemGenericAllocationHandle h, imp, p[10];
         CUdeviceptr va;
+        int fd = -1;
         double t0 = now_ms();
 
         for (int r = 0; r < n && !s->failed; r++) {
                 TIMED(s, RESERVE, cuMemAddressReserve(&va, big, 0, 0, 0));
                 TIMED(s, CREATE20, cuMemCreate(&h, big, &prop, 0));
                 TIMED(s, MAP, cuMemMap(va, big, 0, h, 0));
-                TIMED(s, ACCESS, cuMemSetAccess(va, big, &rw, 1));
+                TIMED(s, ACCESS20, cuMemSetAccess(va, big, &rw, 1));
                 TIMED(s, UNMAP, cuMemUnmap(va, big));
+                /* A segment-sized extent hit piecewise: its handle imported once, ten maps at offsets, one grant. */
+                TIMED(s, EXPORT, cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+                TIMED(s, IMPORT,
+                      cuMemImportFromShareableHandle(&imp, (void *)(intptr_t)fd,
+                                                     CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
+                close(fd);
+                for (int k = 0; k < 10; k++)
+                        TIMED(s, MAP, cuMemMap(va + k * g, g, k * g, imp, 0));
+                TIMED(s, ACCESS_SUB, cuMemSetAccess(va, big, &rw, 1));
+                TIMED(s, UNMAP, cuMemUnmap(va, big));
+                TIMED(s, RELEASE, cuMemRelease(imp));
                 TIMED(s, RELEASE, cuMemRelease(h));
                 for (int k = 0; k < 10; k++) {
                         TIMED(s, CREATE2, cuMemCreate(&p[k], g, &prop, 0));
@@ -147,7 +177,7 @@ int main(int argc, char **argv) {
         }
         printf("%d at once, %d rounds:%s slowest process %.1f ms\n", procs, n, all.failed ? " FAILED," : "", wall);
         for (int k = 0; k < KINDS; k++)
-                printf("  %-18s mean %8.1f us, worst %8.1f us (%lu calls)\n", kind_name[k],
+                printf("  %-21s mean %8.1f us, worst %8.1f us (%lu calls)\n", kind_name[k],
                        all.n[k] ? all.total[k] / all.n[k] : 0.0, all.worst[k], all.n[k]);
         return all.failed;
 }

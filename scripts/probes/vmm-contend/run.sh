@@ -3,16 +3,21 @@
 # once (docs/sharing.md, "Deferred backing"): builds probe.c and runs it on
 # GPU 0 (bounded: 60 s a count; ~1-5 s each). Per count it prints
 #   N at once, R rounds: slowest process T ms
-#     reserve / create 20 MiB / create 2 MiB / map / access / access run /
+#     reserve / create 20 MiB / create 2 MiB / map / access 2 MiB / access
+#     20 MiB / access run (again, first, 1 handle) / export fd / import fd /
 #     unmap / release / free: mean U us, worst W us (C calls)
 # Reading it: the kinds whose mean grows most from 1 to 16 are those the
 # driver serializes across processes; a hit with deferred backing makes
 # import + map + access, mapped at cuMemAlloc also create + unmap + release
 # + map + access of the rest, and an allocation reserve + create (+ map +
 # access eager). "access run (first)" (one first grant over 10 fresh
-# mappings) against 10 x "access" says whether granting a run of hits at
-# once pays; "access run (again)" re-grants what already has access (run on
-# the H100 at a1a1a1d before the "first" row existed: 3.9 us at 16).
+# mappings) against 10 x "access 2 MiB": whether granting a run of hits at
+# once pays (at 4e14f3e, H100: no, 10,112 us at 16 against 10 x 585);
+# "access 20 MiB" against "access 2 MiB": whether a grant costs by mapping
+# or by byte; "access run (1 handle)": one grant over ten 2 MiB maps of one
+# imported 20 MiB handle at their offsets (an extent the size of a pool
+# segment, hit piece by piece: one import); "access run (again)"
+# re-grants what already has access.
 #   scripts/probes/vmm-contend/run.sh [COUNTS...]   (default: 1 8 16)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
