@@ -298,6 +298,23 @@ void sage_share_note_write(void) {
 }
 
 /*
+ * Pieces a captured launch made private_due (share_guard.h) become private
+ * before a graph call: while no capture is open; and before a graph runs
+ * (cuGraphLaunch not itself captured) even if one is, which then breaks.
+ */
+static void share_graph_settle(SageShare *s, const SageCall *call) {
+        bool launch = call->sym == SAGE_SYM_cuGraphLaunch || call->sym == SAGE_SYM_cuGraphLaunch_ptsz;
+
+        if (!atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed))
+                return;
+        if (launch ? share_capturing(s, call->stream) : sage_capture_open())
+                return;
+        pthread_mutex_lock(&s->lock);
+        share_guard_settle(&s->vmm);
+        pthread_mutex_unlock(&s->lock);
+}
+
+/*
  * Before an API write SAGE's own logic does not handle: shared pieces it
  * touches get private backing first, as the launch guard does for kernels
  * (the driver refuses an API write into a read-only mapping). A declared or
@@ -314,8 +331,10 @@ static void share_before(SageCall *call) {
         if (!call->own && (info->category == SAGE_CAT_LAUNCH || info->category == SAGE_CAT_GRAPH ||
                            info->category == SAGE_CAT_IPC || (info->category == SAGE_CAT_COPY && !info->impl)))
                 sage_share_back_all();
-        if (!call->own && info->category == SAGE_CAT_GRAPH) /* a graph's kernels may write what no upload confirmed */
+        if (!call->own && info->category == SAGE_CAT_GRAPH) { /* a graph's kernels may write what no upload confirmed */
                 share_predict_settle(sage_share());
+                share_graph_settle(sage_share(), call);
+        }
         if (call->own || info->impl || info->category == SAGE_CAT_LAUNCH || info->category == SAGE_CAT_GRAPH)
                 return;
         if (call->writes == SAGE_WRITES_RANGE && call->write_bytes)
@@ -377,6 +396,7 @@ CUresult sage_impl_cuMemGetAddressRange_v2(sage_fn_cuMemGetAddressRange_v2_t rea
 /* Every launch entry point: assembly first, then the guard (share_guard.c). */
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra) {
         SageShare *s = sage_share();
+        bool captured;
 
         /*
          * Before the kernel can write what the uploads left. Not while the
@@ -391,8 +411,12 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
                 share_assemble(s);
         if (!atomic_load_explicit(&s->guarding, memory_order_relaxed) || !f)
                 return;
+        captured = share_capturing(s, stream);
         pthread_mutex_lock(&s->lock);
-        share_guard_scan(&s->guard, &s->vmm, f, params, extra);
+        /* The captures over: what captured launches left due (their graphs may run next). */
+        if (!captured && atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed) && !sage_capture_open())
+                share_guard_settle(&s->vmm);
+        share_guard_scan(&s->guard, &s->vmm, f, params, extra, captured);
         pthread_mutex_unlock(&s->lock);
 }
 

@@ -28,6 +28,7 @@ typedef struct Piece {
         bool candidate;     /* filled by one upload: published at free or exit if unchanged */
         bool unconfirmed;   /* predicted (share_hint.h): an extent mapped before its upload, no span yet */
         bool unbacked;      /* deferred (share_backing.c): address reserved, no memory mapped yet */
+        bool private_due;   /* shared, a captured launch's new use: private before a graph runs (share_guard.c) */
         SageHash key;       /* candidate: the broker key (file identity or content) */
         SageHash content;   /* candidate: the content hash, checked against the device */
         size_t span_lo;     /* where the upload that filled it starts (<= off): kernels point from here */
@@ -135,8 +136,9 @@ typedef struct ShareVmm {
         ShareRests prepared;   /* share_vmm_prepare_rests's, until taken or discarded */
         /* Unconfirmed pieces (share_hint.h): hooks read it without the lock. */
         atomic_uint unconfirmed;
-        bool defer;           /* SAGE_SHARE_DEFER: new allocations' pieces unbacked until used (share_backing.c) */
-        atomic_uint unbacked; /* unbacked pieces: hooks read it without the lock */
+        bool defer;              /* SAGE_SHARE_DEFER: new allocations' pieces unbacked until used (share_backing.c) */
+        atomic_uint unbacked;    /* unbacked pieces: hooks read it without the lock */
+        atomic_bool private_due; /* a piece is private_due (share_guard.c): hooks read it without the lock */
 } ShareVmm;
 
 void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx);

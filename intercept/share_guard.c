@@ -166,8 +166,29 @@ static void note_gap_use(SageShareAlloc *a, size_t off) {
         }
 }
 
+/* Shared piece i of `a` is used unexpectedly: private now, or (a captured launch) before its graph runs. */
+static bool unshare(ShareVmm *vmm, SageShareAlloc *a, size_t i, bool captured) {
+        if (!captured)
+                return share_vmm_privatize(vmm, a, i);
+        a->pieces[i].private_due = true;
+        atomic_store(&vmm->private_due, true);
+        return false; /* counted when settled */
+}
+
+void share_guard_settle(ShareVmm *v) {
+        if (!atomic_exchange(&v->private_due, false))
+                return;
+        for (SageShareAlloc *a = v->allocs; a; a = a->next)
+                for (size_t i = 0; i < a->npieces; i++)
+                        if (a->pieces[i].private_due) {
+                                a->pieces[i].private_due = false;
+                                if (a->pieces[i].extent_id && share_vmm_privatize(v, a, i))
+                                        sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
+                        }
+}
+
 /* One word of a launch's parameters: a use of a piece? */
-static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned param, unsigned word) {
+static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned param, unsigned word, bool captured) {
         SageShareAlloc *a = share_vmm_find(vmm, (CUdeviceptr)v, 1);
 
         if (!a)
@@ -187,14 +208,14 @@ static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned pa
                                 snprintf(why, sizeof(why), "kernel parameter %u points between its uploads (+%zu)",
                                          param, off - p->off);
                                 share_vmm_drop_candidate(a, p, why);
-                        } else if (share_vmm_privatize(vmm, a, i)) {
+                        } else if (unshare(vmm, a, i, captured)) {
                                 sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
                         }
                         continue;
                 }
                 if (p->candidate) {
                         record(p, use_key(key_name, param, word));
-                } else if (!allowed(p, use_key(key_name, param, word)) && share_vmm_privatize(vmm, a, i)) {
+                } else if (!allowed(p, use_key(key_name, param, word)) && unshare(vmm, a, i, captured)) {
                         sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
                 }
         }
@@ -207,7 +228,7 @@ static void *param_buffer(void **extra) {
         return NULL;
 }
 
-void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params, void **extra) {
+void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params, void **extra, bool captured) {
         const Layout *l;
         char *buffer = params ? NULL : param_buffer(extra);
 
@@ -216,7 +237,14 @@ void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params,
         if (!(l = layout_of(g, vmm->drv, f))) {
                 /* Unknown layout: no use can be told apart, so none is expected. */
                 sage_stats_count(SAGE_STAT_SHARE_GUARD_UNKNOWN);
-                share_vmm_privatize_all(vmm);
+                if (!captured) {
+                        share_vmm_privatize_all(vmm);
+                        return;
+                }
+                for (SageShareAlloc *a = vmm->allocs; a; a = a->next)
+                        for (size_t i = 0; i < a->npieces; i++)
+                                if (a->pieces[i].extent_id)
+                                        unshare(vmm, a, i, true);
                 return;
         }
         for (unsigned i = 0; i < l->n; i++) {
@@ -227,7 +255,7 @@ void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params,
                         uint64_t v;
                         memcpy(&v, value + w, sizeof(v));
                         if (v >= vmm->lo_va && v < vmm->hi_va)
-                                check_word(vmm, v, l->name, i, w / 8);
+                                check_word(vmm, v, l->name, i, w / 8, captured);
                 }
         }
 }

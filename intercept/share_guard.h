@@ -30,9 +30,18 @@ bool share_guard_available(const SageShareDriver *drv);
 /*
  * A launch of `f` with `params` (or the buffer of `extra`): record the uses
  * of candidate pieces, privatize shared pieces used in a way their notes
- * do not allow (every shared piece, when the layout is unknown).
+ * do not allow (every shared piece, when the layout is unknown). A launch
+ * `captured` into a graph runs only with its graph: such pieces are marked
+ * private_due instead, since making one private synchronizes the context,
+ * which the driver refuses while any capture is open and which breaks it.
  */
-void share_guard_scan(ShareGuard *g, ShareVmm *v, CUfunction f, void **params, void **extra);
+void share_guard_scan(ShareGuard *g, ShareVmm *v, CUfunction f, void **params, void **extra, bool captured);
+/*
+ * Make every private_due piece private (SHARE_GUARD_UNSHARED each): before
+ * an uncaptured launch or a graph's launch, and when the last capture ends.
+ * The caller makes sure no capture is open, or accepts breaking it.
+ */
+void share_guard_settle(ShareVmm *v);
 /* Free the layouts the guard learned. */
 void share_guard_clear(ShareGuard *g);
 

@@ -529,6 +529,8 @@ if [ -x "$saged" ]; then
                 extra="the buffers reached first by a query, a stream write or a batch were not deferred"
             elif [ "$round" = 2 ] && [ "$p" = capture_beside ] && [ "$hits" = 0 ]; then
                 extra="second run: the uploads after the captures were not served by the broker"
+            elif [ "$round" = 2 ] && [ "$p" = capture_beside ] && [ "$guard" = 0 ]; then
+                extra="second run: the captured kernel writing mapped weights got no private copy"
             elif [ "$round" = 2 ] && [ "$p" = share_reach ] && [ "$hits" = 0 ]; then
                 extra="second run: the weights the stream write and the batch write were not mapped"
             elif [ "$round" = 2 ] && [ "$p" = share_alloc ] && [ "$hits" -lt 4 ]; then

@@ -11,7 +11,8 @@
  * the simulated driver): the upload after the capture opened, over bytes a
  * memset wrote; the upload begun before it (racing the staging); two uploads
  * meeting inside a granule, then a kernel during the capture. After each
- * capture, the same weights again to new memory (shared again). Checksums
+ * capture, the same weights again to new memory (shared again). Then a
+ * kernel writing shared weights, captured (writer_round). Checksums
  * are verified against the host and printed, so stdout is the same natively
  * and under SAGE.
  */
@@ -107,6 +108,56 @@ static void round_of(const char *what, const unsigned long long *host, unsigned 
         RT_FREE(b.w, after, d_side);
 }
 
+__global__ void scale(unsigned long long *w, size_t n) {
+        for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+                w[i] = w[i] * 3 + 1;
+}
+
+/*
+ * A kernel that writes shared weights, captured into a graph: B and C get
+ * the same bytes (other than the rounds'); a graph captured in the global
+ * mode scales B in place. The first SAGE run publishes C only (B changed);
+ * in the second both map C's extent, the captured launch is a use C's notes
+ * do not allow, and B must be made private before the graph runs without
+ * breaking the capture (making it private synchronizes the context).
+ */
+static void writer_round(unsigned long long *d_out) {
+        unsigned long long *host = (unsigned long long *)malloc(WEIGHT_BYTES), *b = NULL, *c = NULL;
+        unsigned long long want_c, want_b, got;
+        cudaStream_t s;
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+
+        FAIL_IF(!host, "out of host memory");
+        fill_words(host, WEIGHT_BYTES, 29);
+        want_c = host_sum(host, WEIGHT_BYTES);
+        RT_CHECK(cudaMalloc((void **)&b, WEIGHT_BYTES));
+        RT_CHECK(cudaMalloc((void **)&c, WEIGHT_BYTES));
+        RT_CHECK(cudaMemcpy(b, host, WEIGHT_BYTES, cudaMemcpyHostToDevice));
+        RT_CHECK(cudaMemcpy(c, host, WEIGHT_BYTES, cudaMemcpyHostToDevice));
+        FAIL_IF(sum_of(c, WEIGHT_BYTES, d_out) != want_c, "writer: C's checksum before the graph");
+        RT_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+        RT_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        scale<<<264, 256, 0, s>>>(b, WEIGHT_BYTES / 8);
+        LAUNCH_CHECK();
+        RT_CHECK(cudaStreamEndCapture(s, &graph));
+        RT_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        RT_CHECK(cudaGraphLaunch(exec, s));
+        RT_CHECK(cudaStreamSynchronize(s));
+        for (size_t i = 0; i < WEIGHT_BYTES / 8; i++)
+                host[i] = host[i] * 3 + 1;
+        want_b = host_sum(host, WEIGHT_BYTES);
+        got = sum_of(b, WEIGHT_BYTES, d_out);
+        FAIL_IF(got != want_b, "writer: B after the graph %llx, the host's %llx", got, want_b);
+        FAIL_IF(sum_of(c, WEIGHT_BYTES, d_out) != want_c, "writer: C changed with B");
+        printf("writer: captured, B %016llx\n", got);
+        RT_CHECK(cudaGraphExecDestroy(exec));
+        RT_CHECK(cudaGraphDestroy(graph));
+        RT_CHECK(cudaStreamDestroy(s));
+        RT_FREE(b, c);
+        free(host);
+}
+
 int main(void) {
         unsigned long long *host = (unsigned long long *)malloc(WEIGHT_BYTES), *d_out = NULL;
         FAIL_IF(!host, "out of host memory");
@@ -115,6 +166,7 @@ int main(void) {
         round_of("first", host, d_out);
         round_of("late", host, d_out);
         round_of("assemble", host, d_out);
+        writer_round(d_out);
         RT_FREE(d_out);
         free(host);
         return 0;

@@ -14,6 +14,9 @@
  *               through the API (memset) and checksums
  *   kernel-write after the upload, a kernel multiplies the weights in place
  *   kernel-write-ex as kernel-write, launched by cuLaunchKernelEx_ptsz
+ *   kernel-write-captured as kernel-write, the launch captured into a graph
+ *               (global mode) that is then launched once
+ *   unknown-layout-captured the same with unknown-layout's kernel
  *   tensors     a 1 MiB tensor uploaded 4 times to an allocation of its own,
  *               then the weights as tensors of 4 MiB + 4 KiB, one upload each
  *   inflight    the upload comes while an asynchronous memset of the
@@ -685,6 +688,26 @@ int main(int argc, char **argv) {
                 void *params[] = { &weights, &n };
                 OK(cuLaunchKernel(!strcmp(mode, "kernel-write") ? scale_fn : scale_unknown_fn, 1, 1, 1, 1, 1, 1, 0,
                                   NULL, params, NULL));
+        }
+        if (!strcmp(mode, "kernel-write-captured") || !strcmp(mode, "unknown-layout-captured")) {
+                /* The writer captured into a graph (a new use of shared weights while capturing), then replayed. */
+                size_t n = bytes / sizeof(uint64_t);
+                void *params[] = { &weights, &n };
+                CUstream s;
+                CUgraph g;
+                CUgraphExec exec;
+                OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+                OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+                OK(cuLaunchKernel(!strcmp(mode, "kernel-write-captured") ? scale_fn : scale_unknown_fn, 1, 1, 1, 1, 1,
+                                  1, 0, s, params, NULL));
+                if (!(g = end_capture(s, "of a writer")))
+                        return 5;
+                OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+                OK(cuGraphLaunch(exec, s));
+                OK(cuStreamSynchronize(s));
+                OK(cuGraphExecDestroy(exec));
+                OK(cuGraphDestroy(g));
+                OK(cuStreamDestroy(s));
         }
         if (!strcmp(mode, "kernel-write-ex")) {
                 /* The same writer through cuLaunchKernelEx_ptsz, as a per-thread-stream build calls it. */

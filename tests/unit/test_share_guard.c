@@ -3,7 +3,8 @@
  * in-test driver: a candidate records the kernel-parameter uses it sees;
  * those go with it as notes; a mapped extent stays shared for a use in
  * its notes, turns private for any other use, and every shared piece turns
- * private when a kernel's parameters cannot be described.
+ * private when a kernel's parameters cannot be described; for a launch
+ * captured into a graph, the same when settled (share_guard_settle).
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -23,9 +24,13 @@ static FakeKernel reader = { "reader", 2, { 8, 8 } };
 static FakeKernel writer = { "writer", 2, { 8, 8 } };
 static FakeKernel opaque = { "opaque", UINT32_MAX, { 0 } };
 
-static void launch(ShareGuard *g, ShareVmm *v, FakeKernel *k, CUdeviceptr p0, CUdeviceptr p1) {
+static void launch_as(ShareGuard *g, ShareVmm *v, FakeKernel *k, CUdeviceptr p0, CUdeviceptr p1, bool captured) {
         void *params[2] = { &p0, &p1 };
-        share_guard_scan(g, v, (CUfunction)k, params, NULL);
+        share_guard_scan(g, v, (CUfunction)k, params, NULL, captured);
+}
+
+static void launch(ShareGuard *g, ShareVmm *v, FakeKernel *k, CUdeviceptr p0, CUdeviceptr p1) {
+        launch_as(g, v, k, p0, p1, false);
 }
 
 /* A piece of `a` mapping an extent (id), filled with `byte`, with `notes`. */
@@ -51,6 +56,7 @@ int main(void) {
         Piece *c;
         void *notes;
         uint32_t len = 0;
+        uint64_t unshared;
 
         CHECK(g);
         fake_reset();
@@ -111,6 +117,41 @@ int main(void) {
         CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0 && a->pieces[piece_at(a, 3 * G)].extent_id == 0);
         CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNKNOWN) == 1);
         CHECK(a->pieces[piece_at(a, 0)].candidate); /* a candidate is its owner's memory: untouched */
+
+        /*
+         * A launch captured into a graph runs with its graph: an unexpected
+         * use leaves the piece shared and due, with no synchronize (the
+         * driver refuses one while a capture is open and breaks the capture);
+         * settling makes it private, as an uncaptured launch would have.
+         */
+        map_shared(&v, a, 2 * G, 46, notes, len);
+        map_shared(&v, a, 3 * G, 47, notes, len);
+        unshared = fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED);
+        {
+                int syncs = fake.syncs, copies = fake.copies;
+                launch_as(g, &v, &writer, 0, a->va + 3 * G, true);
+                launch_as(g, &v, &reader, 0, a->va + 2 * G, true); /* in the notes: not due */
+                CHECK(fake.syncs == syncs && fake.copies == copies);
+        }
+        CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 47 && a->pieces[piece_at(a, 3 * G)].private_due);
+        CHECK(!a->pieces[piece_at(a, 2 * G)].private_due);
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == unshared);
+        share_guard_settle(&v);
+        CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 0 && !a->pieces[piece_at(a, 3 * G)].private_due);
+        CHECK(fake_holds(a->va + 3 * G, G, 0x5a));
+        CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 46); /* not due: stays shared */
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == unshared + 1);
+        share_guard_settle(&v); /* nothing due: nothing done */
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == unshared + 1);
+
+        /* Captured, the layout unknown: every shared piece due, made private when settled. */
+        map_shared(&v, a, 3 * G, 48, notes, len);
+        launch_as(g, &v, &opaque, 0, 0, true);
+        CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 46 && a->pieces[piece_at(a, 2 * G)].private_due);
+        CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 48 && a->pieces[piece_at(a, 3 * G)].private_due);
+        share_guard_settle(&v);
+        CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0 && a->pieces[piece_at(a, 3 * G)].extent_id == 0);
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == unshared + 3);
 
         free(notes);
         CHECK(share_vmm_unlink(&v, a->va) == a);
