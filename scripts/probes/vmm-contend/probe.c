@@ -6,10 +6,8 @@
  * released together through a pipe) makes ROUNDS rounds of what SAGE's
  * allocator does for a 20 MiB segment and its hits:
  *   reserve 20 MiB; create 20 MiB; map; access       (cuMemAlloc, eager)
- *   unmap; export an fd, import it; map it as ten 2 MiB pieces at their
- *   offsets; access once over all; unmap; release     (a segment-sized extent hit
- *                                                      piecewise, one import)
- *   release                                           (a hit's old piece)
+ *   unmap; export an fd, import it; release both      (a hit's import; a hit's
+ *                                                      old piece)
  *   create 2 MiB x 10; map each; access x 10          (pieces one by one)
  *   access once over the 10 mappings                  (re-granted: no change)
  *   unmap x 10; release x 10
@@ -39,7 +37,6 @@ enum {
         ACCESS20,
         ACCESS_RUN,
         ACCESS_FIRST_RUN,
-        ACCESS_SUB,
         EXPORT,
         IMPORT,
         UNMAP,
@@ -55,7 +52,6 @@ static const char *const kind_name[KINDS] = { "reserve",
                                               "access 20 MiB",
                                               "access run (again)",
                                               "access run (first)",
-                                              "access run (1 handle)",
                                               "export fd",
                                               "import fd",
                                               "unmap",
@@ -101,16 +97,12 @@ static void rounds(Sum *s, int n) {
                 TIMED(s, MAP, cuMemMap(va, big, 0, h, 0));
                 TIMED(s, ACCESS20, cuMemSetAccess(va, big, &rw, 1));
                 TIMED(s, UNMAP, cuMemUnmap(va, big));
-                /* A segment-sized extent hit piecewise: its handle imported once, ten maps at offsets, one grant. */
+                /* A hit's import: the handle exported (once, by the broker), imported here. */
                 TIMED(s, EXPORT, cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
                 TIMED(s, IMPORT,
                       cuMemImportFromShareableHandle(&imp, (void *)(intptr_t)fd,
                                                      CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR));
                 close(fd);
-                for (int k = 0; k < 10; k++)
-                        TIMED(s, MAP, cuMemMap(va + k * g, g, k * g, imp, 0));
-                TIMED(s, ACCESS_SUB, cuMemSetAccess(va, big, &rw, 1));
-                TIMED(s, UNMAP, cuMemUnmap(va, big));
                 TIMED(s, RELEASE, cuMemRelease(imp));
                 TIMED(s, RELEASE, cuMemRelease(h));
                 for (int k = 0; k < 10; k++) {

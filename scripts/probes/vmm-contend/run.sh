@@ -4,8 +4,8 @@
 # GPU 0 (bounded: 60 s a count; ~1-5 s each). Per count it prints
 #   N at once, R rounds: slowest process T ms
 #     reserve / create 20 MiB / create 2 MiB / map / access 2 MiB / access
-#     20 MiB / access run (again, first, 1 handle) / export fd / import fd /
-#     unmap / release / free: mean U us, worst W us (C calls)
+#     20 MiB / access run (again, first) / export fd / import fd / unmap /
+#     release / free: mean U us, worst W us (C calls)
 # Reading it: the kinds whose mean grows most from 1 to 16 are those the
 # driver serializes across processes; a hit with deferred backing makes
 # import + map + access, mapped at cuMemAlloc also create + unmap + release
@@ -14,10 +14,11 @@
 # mappings) against 10 x "access 2 MiB": whether granting a run of hits at
 # once pays (at 4e14f3e, H100: no, 10,112 us at 16 against 10 x 585);
 # "access 20 MiB" against "access 2 MiB": whether a grant costs by mapping
-# or by byte; "access run (1 handle)": one grant over ten 2 MiB maps of one
-# imported 20 MiB handle at their offsets (an extent the size of a pool
-# segment, hit piece by piece: one import); "access run (again)"
-# re-grants what already has access.
+# or by byte (at f3ef3ed, H100: 86.9 against 35.3 us alone, 845 against 393
+# at 16: a ten times larger mapping costs 2.2-2.5 times); "access run
+# (again)" re-grants what already has access. (Mapping pieces of one handle
+# at offsets into it, one import for a run of hits, is not possible:
+# cuMemMap answers CUDA_ERROR_NOT_SUPPORTED for a nonzero offset, f3ef3ed.)
 #   scripts/probes/vmm-contend/run.sh [COUNTS...]   (default: 1 8 16)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
