@@ -411,7 +411,7 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
                 share_assemble(s);
         if (!atomic_load_explicit(&s->guarding, memory_order_relaxed) || !f)
                 return;
-        captured = share_capturing(s, stream);
+        captured = sage_capture_open() && share_capturing(s, stream); /* no capture open: no driver call */
         pthread_mutex_lock(&s->lock);
         /* The captures over: what captured launches left due (their graphs may run next). */
         if (!captured && atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed) && !sage_capture_open())
