@@ -37,6 +37,20 @@ static struct {
         atomic_uint any; /* n + lost, read without the lock */
 } captures = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
+static void (*_Atomic on_close)(void);
+
+void sage_capture_on_close(void (*fn)(void)) {
+        atomic_store(&on_close, fn);
+}
+
+/* After an end of capture: prune what ended (this thread's per-thread stream is asked about here). */
+static void ended(void) {
+        void (*fn)(void) = atomic_load(&on_close);
+
+        if (!sage_capture_open() && fn)
+                fn();
+}
+
 static bool is_per_thread(CUstream s, bool ptsz) {
         return s == CU_STREAM_PER_THREAD || (ptsz && !s);
 }
@@ -127,12 +141,12 @@ CUresult sage_impl_cuStreamBeginCaptureToGraph_ptsz(sage_fn_cuStreamBeginCapture
 
 CUresult sage_impl_cuStreamEndCapture(sage_fn_cuStreamEndCapture_t real, CUstream s, CUgraph *g) {
         CUresult r = real(s, g);
-        (void)sage_capture_open(); /* prunes what ended: this thread's per-thread stream is asked about here */
+        ended();
         return r;
 }
 
 CUresult sage_impl_cuStreamEndCapture_ptsz(sage_fn_cuStreamEndCapture_ptsz_t real, CUstream s, CUgraph *g) {
         CUresult r = real(s, g);
-        (void)sage_capture_open(); /* prunes what ended: this thread's per-thread stream is asked about here */
+        ended();
         return r;
 }

@@ -39,3 +39,5 @@ static inline void sage_capture_restore(SageExchangeCaptureMode exchange, CUstre
  * mode and invalidates the capture. False costs one atomic load.
  */
 bool sage_capture_open(void);
+/* Run `fn` after a cuStreamEndCapture that leaves no capture open (NULL: nothing; init.c sets it). */
+void sage_capture_on_close(void (*fn)(void));

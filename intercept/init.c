@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "capture_mode.h"
 #include "hooks.h"
 #include "log.h"
 #include "options.h"
@@ -34,6 +35,7 @@ static void init_once(void) {
         sage_hooks_register(SAGE_OBSERVER_REDIRECT, &sage_redirect_observer);
         sage_hooks_register(SAGE_OBSERVER_SHARE, &sage_share_observer);
         sage_hooks_register(SAGE_OBSERVER_SUSPEND, &sage_suspend_observer);
+        sage_capture_on_close(sage_share_captures_closed);
         sage_suspend_start();
         sage_trace_start(o->trace, o->trace_max_events, o->trace_stacks);
         /* The trace counts calls through trampolines too (entry points without a hook). */

@@ -420,6 +420,16 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
         pthread_mutex_unlock(&s->lock);
 }
 
+void sage_share_captures_closed(void) {
+        SageShare *s = sage_share();
+
+        if (!atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed))
+                return;
+        pthread_mutex_lock(&s->lock);
+        share_guard_settle(&s->vmm);
+        pthread_mutex_unlock(&s->lock);
+}
+
 CUresult sage_impl_cuLaunchKernel(sage_fn_cuLaunchKernel_t real, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                                   unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params,
                                   void **extra) {

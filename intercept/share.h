@@ -38,6 +38,8 @@ CUresult sage_share_back(CUdeviceptr dst, size_t n);
 void sage_share_back_alloc(CUdeviceptr p);
 /* Before a kernel launch: assembly, then the launch guard (share_guard.c). */
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra);
+/* The last open stream capture ended: make private what captured launches left due (share_guard.h). */
+void sage_share_captures_closed(void);
 /* Called by the hooks' slow path after every call while sharing is active. */
 void sage_share_after_call(SageSym sym);
 /*

@@ -41,6 +41,8 @@ void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_exte
         v->prepared = (ShareRests){ .a = NULL };
         v->defer = false; /* the caller turns it on */
         atomic_store(&v->unbacked, 0);
+        atomic_store(&v->private_due, false);
+        v->due_over = NULL; /* the caller sets it (share_guard_due_over) */
 }
 
 static bool reserve_pieces(SageShareAlloc *a, size_t n) {
@@ -239,8 +241,7 @@ void share_vmm_release(ShareVmm *v, SageShareAlloc *a) {
         if (!a->app_vmm) /* an app's handle: the reservation is the app's */
                 v->drv->vmm.address_free(a->va, a->padded);
         free(a->pieces);
-        free(a->written);
-        free(a->plain);
+        free(a->written), free(a->plain), free(a->graph_uses); /* the lists it kept */
         free(a);
 }
 
@@ -360,16 +361,13 @@ void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p) {
 }
 
 /*
- * What remains of the pieces overlapping [lo, hi) outside it: rem[0..*nrem)
- * with keep[] (content to keep), the pieces [*i0, *i1). When the range is
- * an upload's (span_hi) that goes on past hi (its tail, which the caller
- * copies), a right-hand rest with nothing to keep and more than a granule
- * is backed as two pieces, its first granule apart: a framework fills a
- * pool segment upwards, so the next upload starts in that granule, after
- * the tail, and its whole granules begin right after it; splitting there
- * later cuts no piece holding bytes to keep, which would cost a
- * device-to-device copy through a temporary mapping and a synchronize
- * (SHARE_KEEP_COPIES). False: no piece overlaps, or no room for the pieces.
+ * What remains of the pieces overlapping [lo, hi) outside it: rem[0..*nrem) with keep[] (content to
+ * keep), the pieces [*i0, *i1). When the range is an upload's (span_hi) that goes on past hi (its tail,
+ * which the caller copies), a right-hand rest with nothing to keep and more than a granule is backed as
+ * two pieces, its first granule apart: a framework fills a pool segment upwards, so the next upload starts
+ * in that granule, after the tail, and its whole granules begin right after it; splitting there later cuts
+ * no piece holding bytes to keep, which would cost a device-to-device copy through a temporary mapping
+ * and a synchronize (SHARE_KEEP_COPIES). False: no piece overlaps, or no room for the pieces.
  */
 static bool plan_rests(const ShareVmm *v, SageShareAlloc *a, size_t lo, size_t hi, size_t span_hi, Piece rem[3],
                        bool keep[3], size_t *nrem, size_t *i0, size_t *i1) {
@@ -471,6 +469,7 @@ CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size
         bool keep[3];
         size_t nrem = 0, nadd = 0;
         CUresult r = CUDA_SUCCESS;
+        bool due = false;
 
         if (!plan_rests(v, a, lo, hi, with->span_hi, rem, keep, &nrem, &i0, &i1))
                 return CUDA_ERROR_INVALID_VALUE;
@@ -481,6 +480,7 @@ CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size
                 sage_stats_count(SAGE_STAT_SHARE_RESTS_AHEAD);
         } else if ((r = create_rests(v, a, rem, keep, nrem)) != CUDA_SUCCESS)
                 return r;
+        due = v->due_over && v->due_over(a, i0, i1, with); /* before the pieces go: their due flags */
         for (size_t i = i0; i < i1; i++)
                 share_vmm_drop_piece(v, a, &a->pieces[i]);
         /* The rests after hi are adjacent: one access call for them. */
@@ -502,7 +502,9 @@ CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size
         for (size_t k = 0; k < nrem; k++)
                 if (rem[k].off < lo)
                         add[nadd++] = rem[k];
-        add[nadd++] = *with;
+        add[nadd] = *with;
+        if ((add[nadd++].private_due = due))
+                atomic_store(&v->private_due, true);
         for (size_t k = 0; k < nrem; k++)
                 if (rem[k].off >= hi)
                         add[nadd++] = rem[k];

@@ -66,6 +66,9 @@ typedef struct SageShareAlloc {
         bool predict_spoiled; /* a predicted piece was written or covered in part before its upload (share_hint.c) */
         Range *plain;         /* uploads copied because a hit would cost more (share_cost.h): never assembled */
         size_t nplain;
+        struct ShareGraphUse *graph_uses; /* captured launches' uses of it: a graph may run them any time */
+        size_t ngraph_uses;
+        bool graph_uses_lost;              /* more than the guard keeps: every use of a later hit counts as unknown */
         CUmemGenericAllocationHandle held; /* deferred: memory made for its unbacked pieces, unmapped (0: none) */
         struct SageShareAlloc *next;
 } SageShareAlloc;
@@ -139,6 +142,8 @@ typedef struct ShareVmm {
         bool defer;              /* SAGE_SHARE_DEFER: new allocations' pieces unbacked until used (share_backing.c) */
         atomic_uint unbacked;    /* unbacked pieces: hooks read it without the lock */
         atomic_bool private_due; /* a piece is private_due (share_guard.c): hooks read it without the lock */
+        /* Is shared piece `with`, replacing pieces [i0, i1) of `a`, due at once? (share_guard_due_over; NULL: no) */
+        bool (*due_over)(const struct SageShareAlloc *a, size_t i0, size_t i1, const struct Piece *with);
 } ShareVmm;
 
 void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx);

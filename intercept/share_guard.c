@@ -176,15 +176,56 @@ static bool unshare(ShareVmm *vmm, SageShareAlloc *a, size_t i, bool captured) {
 }
 
 void share_guard_settle(ShareVmm *v) {
+        bool left = false;
+
         if (!atomic_exchange(&v->private_due, false))
                 return;
         for (SageShareAlloc *a = v->allocs; a; a = a->next)
-                for (size_t i = 0; i < a->npieces; i++)
-                        if (a->pieces[i].private_due) {
-                                a->pieces[i].private_due = false;
-                                if (a->pieces[i].extent_id && share_vmm_privatize(v, a, i))
-                                        sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
-                        }
+                for (size_t i = 0; i < a->npieces; i++) {
+                        Piece *p = &a->pieces[i];
+                        if (!p->private_due)
+                                continue;
+                        if (p->parked) /* mapped shared again at resume: still due */
+                                left = true;
+                        else if (!p->extent_id) /* made private meanwhile */
+                                p->private_due = false;
+                        else if (share_vmm_privatize(v, a, i)) /* the piece is a new one, not due */
+                                sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
+                        else
+                                left = true; /* the synchronize refused (a capture open): due still */
+                }
+        if (left)
+                atomic_store(&v->private_due, true);
+}
+
+/* A captured launch's use of `a` at `off`: kept for the hits its graph may outlive. */
+static void note_graph_use(SageShareAlloc *a, size_t off, uint64_t key) {
+        ShareGraphUse *grown;
+
+        for (size_t i = 0; i < a->ngraph_uses; i++)
+                if (a->graph_uses[i].off == off && a->graph_uses[i].key == key)
+                        return;
+        if (a->ngraph_uses == SHARE_GUARD_GRAPH_USES ||
+            !(grown = realloc(a->graph_uses, (a->ngraph_uses + 1) * sizeof(*grown)))) {
+                a->graph_uses_lost = true;
+                return;
+        }
+        a->graph_uses = grown;
+        a->graph_uses[a->ngraph_uses++] = (ShareGraphUse){ off, key };
+}
+
+bool share_guard_due_over(const SageShareAlloc *a, size_t i0, size_t i1, const Piece *with) {
+        if (!with->extent_id)
+                return false;
+        for (size_t i = i0; i < i1; i++)
+                if (a->pieces[i].private_due)
+                        return true;
+        for (size_t i = 0; i < a->ngraph_uses; i++) {
+                const ShareGraphUse *u = &a->graph_uses[i];
+                if (u->off >= with->span_lo && u->off < with->off + with->len && !allowed(with, u->key))
+                        return true;
+        }
+        return a->graph_uses_lost;
 }
 
 /* One word of a launch's parameters: a use of a piece? */
@@ -193,6 +234,8 @@ static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned pa
 
         if (!a)
                 return;
+        if (captured)
+                note_graph_use(a, (size_t)(v - a->va), use_key(key_name, param, word));
         for (size_t i = 0; i < a->npieces; i++) {
                 Piece *p = &a->pieces[i];
                 size_t off = (size_t)(v - a->va);

@@ -42,6 +42,20 @@ void share_guard_scan(ShareGuard *g, ShareVmm *v, CUfunction f, void **params, v
  * The caller makes sure no capture is open, or accepts breaking it.
  */
 void share_guard_settle(ShareVmm *v);
+/*
+ * Is shared piece `with`, about to replace the pieces [i0, i1) of `a`, due
+ * at once? So when one of those was due, or a use a captured launch made of
+ * its range (its graph may run any time; graphs are not scanned when they
+ * are launched) is not among its notes.
+ */
+bool share_guard_due_over(const SageShareAlloc *a, size_t i0, size_t i1, const Piece *with);
+
+/* A use a captured launch made of an allocation: where, and what (share_guard.c's use key). */
+typedef struct ShareGraphUse {
+        size_t off;
+        uint64_t key;
+} ShareGraphUse;
+#define SHARE_GUARD_GRAPH_USES 1024
 /* Free the layouts the guard learned. */
 void share_guard_clear(ShareGuard *g);
 

@@ -359,6 +359,7 @@ bool share_enabled(SageShare *s) {
                 return false;
         }
         share_vmm_init(&s->vmm, &s->drv, release_extent, s);
+        s->vmm.due_over = share_guard_due_over;
         s->vmm.track_pending = sage_options()->share_assemble;
         s->vmm.defer = sage_options()->share_defer;
         share_place_open(&s->place, sage_options()->share_place);

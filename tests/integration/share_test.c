@@ -17,6 +17,10 @@
  *   kernel-write-captured as kernel-write, the launch captured into a graph
  *               (global mode) that is then launched once
  *   unknown-layout-captured the same with unknown-layout's kernel
+ *   kernel-write-captured-reupload as kernel-write-captured, the weights
+ *               uploaded again between the capture and the graph's launch
+ *   kernel-write-captured-beside as kernel-write-captured, another stream
+ *               capturing (relaxed mode) while the graph is launched
  *   tensors     a 1 MiB tensor uploaded 4 times to an allocation of its own,
  *               then the weights as tensors of 4 MiB + 4 KiB, one upload each
  *   inflight    the upload comes while an asynchronous memset of the
@@ -689,25 +693,37 @@ int main(int argc, char **argv) {
                 OK(cuLaunchKernel(!strcmp(mode, "kernel-write") ? scale_fn : scale_unknown_fn, 1, 1, 1, 1, 1, 1, 0,
                                   NULL, params, NULL));
         }
-        if (!strcmp(mode, "kernel-write-captured") || !strcmp(mode, "unknown-layout-captured")) {
+        if (!strncmp(mode, "kernel-write-captured", 21) || !strcmp(mode, "unknown-layout-captured")) {
                 /* The writer captured into a graph (a new use of shared weights while capturing), then replayed. */
                 size_t n = bytes / sizeof(uint64_t);
                 void *params[] = { &weights, &n };
-                CUstream s;
-                CUgraph g;
+                bool beside = !strcmp(mode, "kernel-write-captured-beside");
+                CUstream s, s2;
+                CUgraph g, g2;
                 CUgraphExec exec;
                 OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+                OK(cuStreamCreate(&s2, CU_STREAM_NON_BLOCKING));
                 OK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
-                OK(cuLaunchKernel(!strcmp(mode, "kernel-write-captured") ? scale_fn : scale_unknown_fn, 1, 1, 1, 1, 1,
+                OK(cuLaunchKernel(!strcmp(mode, "unknown-layout-captured") ? scale_unknown_fn : scale_fn, 1, 1, 1, 1, 1,
                                   1, 0, s, params, NULL));
                 if (!(g = end_capture(s, "of a writer")))
                         return 5;
                 OK(cuGraphInstantiateWithFlags(&exec, g, 0));
+                if (!strcmp(mode, "kernel-write-captured-reupload")) /* the weights again before the replay */
+                        OK(cuMemcpyHtoD(weights, host, bytes));
+                if (beside) /* another stream captures (relaxed) while the graph is launched */
+                        OK(cuStreamBeginCapture(s2, CU_STREAM_CAPTURE_MODE_RELAXED));
                 OK(cuGraphLaunch(exec, s));
                 OK(cuStreamSynchronize(s));
+                if (beside) {
+                        if (!(g2 = end_capture(s2, "beside the graph")))
+                                return 5;
+                        OK(cuGraphDestroy(g2));
+                }
                 OK(cuGraphExecDestroy(exec));
                 OK(cuGraphDestroy(g));
                 OK(cuStreamDestroy(s));
+                OK(cuStreamDestroy(s2));
         }
         if (!strcmp(mode, "kernel-write-ex")) {
                 /* The same writer through cuLaunchKernelEx_ptsz, as a per-thread-stream build calls it. */

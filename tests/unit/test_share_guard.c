@@ -62,6 +62,7 @@ int main(void) {
         fake_reset();
         CHECK(share_guard_available(&fake_driver));
         share_vmm_init(&v, &fake_driver, release_extent, NULL);
+        v.due_over = share_guard_due_over;
         CHECK(share_vmm_alloc(&v, 4 * G, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
         share_vmm_link(&v, a);
 
@@ -144,6 +145,25 @@ int main(void) {
         share_guard_settle(&v); /* nothing due: nothing done */
         CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == unshared + 1);
 
+        /* Making it private fails (the synchronize refused while a capture is open): due still, later done. */
+        map_shared(&v, a, 3 * G, 49, notes, len);
+        launch_as(g, &v, &writer, 0, a->va + 3 * G, true);
+        fake.fail_copy_at = 1;
+        share_guard_settle(&v);
+        CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 49 && a->pieces[piece_at(a, 3 * G)].private_due);
+        CHECK(atomic_load(&v.private_due) && fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == unshared + 1);
+        share_guard_settle(&v);
+        CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 0 && !atomic_load(&v.private_due));
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == unshared + 2);
+
+        /* A hit mapped over a due piece (the same weights uploaded again before the graph runs) is due too. */
+        map_shared(&v, a, 3 * G, 50, notes, len);
+        launch_as(g, &v, &writer, 0, a->va + 3 * G, true);
+        map_shared(&v, a, 3 * G, 51, notes, len);
+        CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 51 && a->pieces[piece_at(a, 3 * G)].private_due);
+        share_guard_settle(&v);
+        CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 0);
+
         /* Captured, the layout unknown: every shared piece due, made private when settled. */
         map_shared(&v, a, 3 * G, 48, notes, len);
         launch_as(g, &v, &opaque, 0, 0, true);
@@ -151,7 +171,21 @@ int main(void) {
         CHECK(a->pieces[piece_at(a, 3 * G)].extent_id == 48 && a->pieces[piece_at(a, 3 * G)].private_due);
         share_guard_settle(&v);
         CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0 && a->pieces[piece_at(a, 3 * G)].extent_id == 0);
-        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == unshared + 3);
+        CHECK(fake_stat(SAGE_STAT_SHARE_GUARD_UNSHARED) == unshared + 5);
+
+        /*
+         * A graph outlives its capture and is not scanned when launched: a hit mapped later over what a
+         * captured launch uses in a way the hit's notes do not allow is due at once; a use they allow is not.
+         */
+        CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0);
+        launch_as(g, &v, &writer, 0, a->va + 2 * G + 8, true); /* over private memory: nothing due now */
+        launch_as(g, &v, &reader, 0, a->va + G + 8, true);
+        CHECK(!atomic_load(&v.private_due));
+        map_shared(&v, a, 2 * G, 52, notes, len);
+        map_shared(&v, a, G, 53, notes, len);
+        CHECK(a->pieces[piece_at(a, 2 * G)].private_due && !a->pieces[piece_at(a, G)].private_due);
+        share_guard_settle(&v);
+        CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0 && a->pieces[piece_at(a, G)].extent_id == 53);
 
         free(notes);
         CHECK(share_vmm_unlink(&v, a->va) == a);
