@@ -119,7 +119,9 @@ __global__ void scale(unsigned long long *w, size_t n) {
  * mode scales B in place. The first SAGE run publishes C only (B changed);
  * in the second both map C's extent, the captured launch is a use C's notes
  * do not allow, and B must be made private before the graph runs without
- * breaking the capture (making it private synchronizes the context).
+ * breaking the capture (making it private synchronizes the context). B is
+ * uploaded again between the capture and the replay: that hit too must be
+ * private before the graph runs (the graph is not scanned when launched).
  */
 static void writer_round(unsigned long long *d_out) {
         unsigned long long *host = (unsigned long long *)malloc(WEIGHT_BYTES), *b = NULL, *c = NULL;
@@ -142,6 +144,8 @@ static void writer_round(unsigned long long *d_out) {
         LAUNCH_CHECK();
         RT_CHECK(cudaStreamEndCapture(s, &graph));
         RT_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        /* The weights again before the replay: a hit over what the captured writer uses (due at once). */
+        RT_CHECK(cudaMemcpy(b, host, WEIGHT_BYTES, cudaMemcpyHostToDevice));
         RT_CHECK(cudaGraphLaunch(exec, s));
         RT_CHECK(cudaStreamSynchronize(s));
         for (size_t i = 0; i < WEIGHT_BYTES / 8; i++)
