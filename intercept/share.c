@@ -300,7 +300,8 @@ void sage_share_note_write(void) {
 /*
  * Pieces a captured launch made private_due (share_guard.h) become private
  * before a graph call: while no capture is open; and before a graph runs
- * (cuGraphLaunch not itself captured) even if one is, which then breaks.
+ * (cuGraphLaunch not itself captured) even if one is: the synchronize is
+ * then refused, which breaks that capture, and the pieces stay due.
  */
 static void share_graph_settle(SageShare *s, const SageCall *call) {
         bool launch = call->sym == SAGE_SYM_cuGraphLaunch || call->sym == SAGE_SYM_cuGraphLaunch_ptsz;

@@ -37,9 +37,11 @@ bool share_guard_available(const SageShareDriver *drv);
  */
 void share_guard_scan(ShareGuard *g, ShareVmm *v, CUfunction f, void **params, void **extra, bool captured);
 /*
- * Make every private_due piece private (SHARE_GUARD_UNSHARED each): before
- * an uncaptured launch or a graph's launch, and when the last capture ends.
- * The caller makes sure no capture is open, or accepts breaking it.
+ * Make every private_due piece private (SHARE_GUARD_UNSHARED each): when
+ * the last capture ends, before an uncaptured launch or a graph call made
+ * while none is open, before a graph's launch. One whose privatization
+ * fails (the synchronize refused while a capture is open) or that is
+ * parked stays due.
  */
 void share_guard_settle(ShareVmm *v);
 /*
