@@ -298,17 +298,13 @@ void sage_share_note_write(void) {
 }
 
 /*
- * Pieces a captured launch made private_due (share_guard.h) become private
- * before a graph call: while no capture is open; and before a graph runs
- * (cuGraphLaunch not itself captured) even if one is: the synchronize is
- * then refused, which breaks that capture, and the pieces stay due.
+ * Pieces made private_due (share_guard.h) become private before a graph
+ * call made while no capture is open. While one is, the synchronize that
+ * takes would be refused and break that capture: they stay due (a graph
+ * launched then that writes one faults), made private when it ends.
  */
-static void share_graph_settle(SageShare *s, const SageCall *call) {
-        bool launch = call->sym == SAGE_SYM_cuGraphLaunch || call->sym == SAGE_SYM_cuGraphLaunch_ptsz;
-
-        if (!atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed))
-                return;
-        if (launch ? share_capturing(s, call->stream) : sage_capture_open())
+static void share_graph_settle(SageShare *s) {
+        if (!atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed) || sage_capture_open())
                 return;
         pthread_mutex_lock(&s->lock);
         share_guard_settle(&s->vmm);
@@ -334,7 +330,7 @@ static void share_before(SageCall *call) {
                 sage_share_back_all();
         if (!call->own && info->category == SAGE_CAT_GRAPH) { /* a graph's kernels may write what no upload confirmed */
                 share_predict_settle(sage_share());
-                share_graph_settle(sage_share(), call);
+                share_graph_settle(sage_share());
         }
         if (call->own || info->impl || info->category == SAGE_CAT_LAUNCH || info->category == SAGE_CAT_GRAPH)
                 return;
@@ -397,7 +393,8 @@ CUresult sage_impl_cuMemGetAddressRange_v2(sage_fn_cuMemGetAddressRange_v2_t rea
 /* Every launch entry point: assembly first, then the guard (share_guard.c). */
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra) {
         SageShare *s = sage_share();
-        bool captured;
+        ShareGuardWhen when;
+        bool open;
 
         /*
          * Before the kernel can write what the uploads left. Not while the
@@ -412,12 +409,13 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
                 share_assemble(s);
         if (!atomic_load_explicit(&s->guarding, memory_order_relaxed) || !f)
                 return;
-        captured = sage_capture_open() && share_capturing(s, stream); /* no capture open: no driver call */
+        open = sage_capture_open(); /* none open (the rule): no driver call */
+        when = !open ? SHARE_GUARD_NOW : share_capturing(s, stream) ? SHARE_GUARD_CAPTURED : SHARE_GUARD_DEFER;
         pthread_mutex_lock(&s->lock);
-        /* The captures over: what captured launches left due (their graphs may run next). */
-        if (!captured && atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed) && !sage_capture_open())
+        /* The captures over: what was left due (a graph may run next). */
+        if (!open && atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed))
                 share_guard_settle(&s->vmm);
-        share_guard_scan(&s->guard, &s->vmm, f, params, extra, captured);
+        share_guard_scan(&s->guard, &s->vmm, f, params, extra, when);
         pthread_mutex_unlock(&s->lock);
 }
 

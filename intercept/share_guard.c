@@ -166,9 +166,9 @@ static void note_gap_use(SageShareAlloc *a, size_t off) {
         }
 }
 
-/* Shared piece i of `a` is used unexpectedly: private now, or (a captured launch) before its graph runs. */
-static bool unshare(ShareVmm *vmm, SageShareAlloc *a, size_t i, bool captured) {
-        if (!captured)
+/* Shared piece i of `a` is used unexpectedly: private now, or once no capture is open. */
+static bool unshare(ShareVmm *vmm, SageShareAlloc *a, size_t i, ShareGuardWhen when) {
+        if (when == SHARE_GUARD_NOW)
                 return share_vmm_privatize(vmm, a, i);
         a->pieces[i].private_due = true;
         atomic_store(&vmm->private_due, true);
@@ -229,12 +229,13 @@ bool share_guard_due_over(const SageShareAlloc *a, size_t i0, size_t i1, const P
 }
 
 /* One word of a launch's parameters: a use of a piece? */
-static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned param, unsigned word, bool captured) {
+static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned param, unsigned word,
+                       ShareGuardWhen when) {
         SageShareAlloc *a = share_vmm_find(vmm, (CUdeviceptr)v, 1);
 
         if (!a)
                 return;
-        if (captured)
+        if (when == SHARE_GUARD_CAPTURED)
                 note_graph_use(a, (size_t)(v - a->va), use_key(key_name, param, word));
         for (size_t i = 0; i < a->npieces; i++) {
                 Piece *p = &a->pieces[i];
@@ -251,14 +252,14 @@ static void check_word(ShareVmm *vmm, uint64_t v, uint64_t key_name, unsigned pa
                                 snprintf(why, sizeof(why), "kernel parameter %u points between its uploads (+%zu)",
                                          param, off - p->off);
                                 share_vmm_drop_candidate(a, p, why);
-                        } else if (unshare(vmm, a, i, captured)) {
+                        } else if (unshare(vmm, a, i, when)) {
                                 sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
                         }
                         continue;
                 }
                 if (p->candidate) {
                         record(p, use_key(key_name, param, word));
-                } else if (!allowed(p, use_key(key_name, param, word)) && unshare(vmm, a, i, captured)) {
+                } else if (!allowed(p, use_key(key_name, param, word)) && unshare(vmm, a, i, when)) {
                         sage_stats_count(SAGE_STAT_SHARE_GUARD_UNSHARED);
                 }
         }
@@ -271,7 +272,7 @@ static void *param_buffer(void **extra) {
         return NULL;
 }
 
-void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params, void **extra, bool captured) {
+void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params, void **extra, ShareGuardWhen when) {
         const Layout *l;
         char *buffer = params ? NULL : param_buffer(extra);
 
@@ -280,14 +281,14 @@ void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params,
         if (!(l = layout_of(g, vmm->drv, f))) {
                 /* Unknown layout: no use can be told apart, so none is expected. */
                 sage_stats_count(SAGE_STAT_SHARE_GUARD_UNKNOWN);
-                if (!captured) {
+                if (when == SHARE_GUARD_NOW) {
                         share_vmm_privatize_all(vmm);
                         return;
                 }
                 for (SageShareAlloc *a = vmm->allocs; a; a = a->next)
                         for (size_t i = 0; i < a->npieces; i++)
                                 if (a->pieces[i].extent_id)
-                                        unshare(vmm, a, i, true);
+                                        unshare(vmm, a, i, when);
                 return;
         }
         for (unsigned i = 0; i < l->n; i++) {
@@ -298,7 +299,7 @@ void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params,
                         uint64_t v;
                         memcpy(&v, value + w, sizeof(v));
                         if (v >= vmm->lo_va && v < vmm->hi_va)
-                                check_word(vmm, v, l->name, i, w / 8, captured);
+                                check_word(vmm, v, l->name, i, w / 8, when);
                 }
         }
 }

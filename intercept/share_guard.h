@@ -27,15 +27,21 @@ typedef struct ShareGuard {
 
 /* Can the driver describe kernel parameters (cuFuncGetParamInfo, cuFuncGetName)? */
 bool share_guard_available(const SageShareDriver *drv);
+/* When the guard may make a piece private: the context synchronize it takes breaks any open capture. */
+typedef enum ShareGuardWhen {
+        SHARE_GUARD_NOW,      /* no capture open */
+        SHARE_GUARD_DEFER,    /* another stream captures: the piece is marked private_due instead */
+        SHARE_GUARD_CAPTURED, /* the launch is captured (it runs with its graph): due, and its uses kept */
+} ShareGuardWhen;
 /*
  * A launch of `f` with `params` (or the buffer of `extra`): record the uses
  * of candidate pieces, privatize shared pieces used in a way their notes
- * do not allow (every shared piece, when the layout is unknown). A launch
- * `captured` into a graph runs only with its graph: such pieces are marked
- * private_due instead, since making one private synchronizes the context,
- * which the driver refuses while any capture is open and which breaks it.
+ * do not allow (every shared piece, when the layout is unknown), or while a
+ * capture is open mark them private_due: making one private synchronizes
+ * the context, which the driver refuses while any capture is open and which
+ * breaks it. A captured launch's uses are kept (share_guard_due_over).
  */
-void share_guard_scan(ShareGuard *g, ShareVmm *v, CUfunction f, void **params, void **extra, bool captured);
+void share_guard_scan(ShareGuard *g, ShareVmm *v, CUfunction f, void **params, void **extra, ShareGuardWhen when);
 /*
  * Make every private_due piece private (SHARE_GUARD_UNSHARED each): when
  * the last capture ends, before an uncaptured launch or a graph call made

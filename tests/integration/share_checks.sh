@@ -272,6 +272,14 @@ for m in kernel-write-captured unknown-layout-captured kernel-write-captured-reu
   [ "$out" = "$native" ] || bad "after a captured writer the extent changed: $out vs $native"
 done
 
+step "a reader the publisher never ran, beside another stream's capture: the capture holds, private after it"
+# Before: the guard made the piece private at once; its context synchronize broke the other capture.
+native_r=$("$prog" 96 7 read-beside-capture)
+out=$(SAGE_TRACE="$tmp/rb.json" LD_PRELOAD="$preload" "$prog" 96 7 read-beside-capture) || bad "read-beside-capture run (the capture broke?)"
+[ "$out" = "$native_r" ] || bad "read-beside-capture output: $out vs $native_r"
+[ "$(stat_of "$tmp/rb.json" SHARE_HITS)" = 1 ] || bad "read-beside-capture: the upload was not a hit"
+[ "$(stat_of "$tmp/rb.json" SHARE_GUARD_UNSHARED)" = 1 ] || bad "read-beside-capture: not made private after the capture"
+
 step "weights a kernel changed after their upload: never published under the upload's key"
 out=$(SAGE_TRACE="$tmp/kc1.json" LD_PRELOAD="$preload" "$prog" 96 21 kernel-write) || bad "kernel-changed run"
 [ "$out" = "$("$prog" 96 21 kernel-write)" ] || bad "kernel-changed output: $out"

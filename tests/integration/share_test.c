@@ -21,6 +21,8 @@
  *               uploaded again between the capture and the graph's launch
  *   kernel-write-captured-beside as kernel-write-captured, another stream
  *               capturing (relaxed mode) while the graph is launched
+ *   read-beside-capture after the upload, a kernel the publisher never ran
+ *               reads the weights while another stream captures (global)
  *   tensors     a 1 MiB tensor uploaded 4 times to an allocation of its own,
  *               then the weights as tensors of 4 MiB + 4 KiB, one upload each
  *   inflight    the upload comes while an asynchronous memset of the
@@ -104,10 +106,11 @@ static const size_t scale_params[] = { sizeof(void *), sizeof(size_t), 0 };
 static const FakeKernelEntry kernels[] = { { "checksum", checksum_kernel, checksum_params },
                                            { "scale", scale_kernel, scale_params },
                                            { "scale_unknown", scale_kernel, NULL },
-                                           { "scale_indirect", scale_indirect_kernel, scale_params } };
-static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 4, kernels };
+                                           { "scale_indirect", scale_indirect_kernel, scale_params },
+                                           { "checksum_again", checksum_kernel, checksum_params } };
+static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 5, kernels };
 
-static CUfunction fn, scale_fn, scale_unknown_fn, scale_indirect_fn;
+static CUfunction fn, scale_fn, scale_unknown_fn, scale_indirect_fn, again_fn;
 
 /* cuda.h names it only under CUDA_API_PER_THREAD_DEFAULT_STREAM. */
 CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params, void **extra);
@@ -587,6 +590,7 @@ int main(int argc, char **argv) {
         OK(cuModuleGetFunction(&scale_fn, module, "scale"));
         OK(cuModuleGetFunction(&scale_unknown_fn, module, "scale_unknown"));
         OK(cuModuleGetFunction(&scale_indirect_fn, module, "scale_indirect"));
+        OK(cuModuleGetFunction(&again_fn, module, "checksum_again"));
         OK(cuMemAlloc(&out, sizeof(uint64_t)));
         if (!strcmp(mode, "ipc-open"))
                 return argc > 4 ? ipc_open(argv[4], bytes) : 2;
@@ -722,6 +726,26 @@ int main(int argc, char **argv) {
                 }
                 OK(cuGraphExecDestroy(exec));
                 OK(cuGraphDestroy(g));
+                OK(cuStreamDestroy(s));
+                OK(cuStreamDestroy(s2));
+        }
+        if (!strcmp(mode, "read-beside-capture")) {
+                /* A reader the publisher never ran, launched while another stream captures (global mode). */
+                size_t n = bytes / sizeof(uint64_t);
+                uint64_t sum = 0;
+                void *params[] = { &weights, &n, &out };
+                CUstream s, s2;
+                CUgraph g2;
+                OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+                OK(cuStreamCreate(&s2, CU_STREAM_NON_BLOCKING));
+                OK(cuStreamBeginCapture(s2, CU_STREAM_CAPTURE_MODE_GLOBAL));
+                OK(cuLaunchKernel(again_fn, 1, 1, 1, 1, 1, 1, 0, s, params, NULL));
+                if (!(g2 = end_capture(s2, "beside a reader")))
+                        return 5;
+                OK(cuStreamSynchronize(s));
+                OK(cuMemcpyDtoH(&sum, out, sizeof(sum)));
+                printf("read beside a capture %016llx\n", (unsigned long long)sum);
+                OK(cuGraphDestroy(g2));
                 OK(cuStreamDestroy(s));
                 OK(cuStreamDestroy(s2));
         }

@@ -24,9 +24,14 @@ static FakeKernel reader = { "reader", 2, { 8, 8 } };
 static FakeKernel writer = { "writer", 2, { 8, 8 } };
 static FakeKernel opaque = { "opaque", UINT32_MAX, { 0 } };
 
-static void launch_as(ShareGuard *g, ShareVmm *v, FakeKernel *k, CUdeviceptr p0, CUdeviceptr p1, bool captured) {
+static void launch_when(ShareGuard *g, ShareVmm *v, FakeKernel *k, CUdeviceptr p0, CUdeviceptr p1,
+                        ShareGuardWhen when) {
         void *params[2] = { &p0, &p1 };
-        share_guard_scan(g, v, (CUfunction)k, params, NULL, captured);
+        share_guard_scan(g, v, (CUfunction)k, params, NULL, when);
+}
+
+static void launch_as(ShareGuard *g, ShareVmm *v, FakeKernel *k, CUdeviceptr p0, CUdeviceptr p1, bool captured) {
+        launch_when(g, v, k, p0, p1, captured ? SHARE_GUARD_CAPTURED : SHARE_GUARD_NOW);
 }
 
 static void launch(ShareGuard *g, ShareVmm *v, FakeKernel *k, CUdeviceptr p0, CUdeviceptr p1) {
@@ -186,6 +191,18 @@ int main(void) {
         CHECK(a->pieces[piece_at(a, 2 * G)].private_due && !a->pieces[piece_at(a, G)].private_due);
         share_guard_settle(&v);
         CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0 && a->pieces[piece_at(a, G)].extent_id == 53);
+
+        /* Another stream captures: an uncaptured launch's unexpected use is due too, its use not kept. */
+        {
+                size_t kept = a->ngraph_uses;
+                int syncs = fake.syncs;
+                map_shared(&v, a, 2 * G, 54, notes, len);
+                launch_when(g, &v, &writer, 0, a->va + 2 * G + 16, SHARE_GUARD_DEFER);
+                CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 54 && a->pieces[piece_at(a, 2 * G)].private_due);
+                CHECK(a->ngraph_uses == kept && fake.syncs == syncs);
+                share_guard_settle(&v);
+                CHECK(a->pieces[piece_at(a, 2 * G)].extent_id == 0);
+        }
 
         free(notes);
         CHECK(share_vmm_unlink(&v, a->va) == a);
