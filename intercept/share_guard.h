@@ -44,9 +44,8 @@ typedef enum ShareGuardWhen {
 void share_guard_scan(ShareGuard *g, ShareVmm *v, CUfunction f, void **params, void **extra, ShareGuardWhen when);
 /*
  * Make every private_due piece private (SHARE_GUARD_UNSHARED each): when
- * the last capture ends, before an uncaptured launch or a graph call made
- * while none is open, before a graph's launch. One whose privatization
- * fails (the synchronize refused while a capture is open) or that is
+ * the last capture ends, and before a launch or a graph call (its launch
+ * too) made while none is open. One whose privatization fails or that is
  * parked stays due.
  */
 void share_guard_settle(ShareVmm *v);
