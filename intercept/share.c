@@ -303,12 +303,9 @@ void sage_share_note_write(void) {
  * takes would be refused and break that capture: they stay due (a graph
  * launched then that writes one faults), made private when it ends.
  */
-static void share_graph_settle(SageShare *s) {
-        if (!atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed) || sage_capture_open())
-                return;
-        pthread_mutex_lock(&s->lock);
-        share_guard_settle(&s->vmm);
-        pthread_mutex_unlock(&s->lock);
+static void share_graph_settle(void) {
+        if (atomic_load_explicit(&sage_share()->vmm.private_due, memory_order_relaxed) && !sage_capture_open())
+                sage_share_captures_closed(); /* what the end of the last capture does */
 }
 
 /*
@@ -330,7 +327,7 @@ static void share_before(SageCall *call) {
                 sage_share_back_all();
         if (!call->own && info->category == SAGE_CAT_GRAPH) { /* a graph's kernels may write what no upload confirmed */
                 share_predict_settle(sage_share());
-                share_graph_settle(sage_share());
+                share_graph_settle();
         }
         if (call->own || info->impl || info->category == SAGE_CAT_LAUNCH || info->category == SAGE_CAT_GRAPH)
                 return;
@@ -393,8 +390,8 @@ CUresult sage_impl_cuMemGetAddressRange_v2(sage_fn_cuMemGetAddressRange_v2_t rea
 /* Every launch entry point: assembly first, then the guard (share_guard.c). */
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra) {
         SageShare *s = sage_share();
+        bool open = sage_capture_open(); /* none open (the rule): no driver call */
         ShareGuardWhen when;
-        bool open;
 
         /*
          * Before the kernel can write what the uploads left. Not while the
@@ -404,12 +401,10 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
          * assembled at all).
          */
         share_predict_settle(s); /* the launch guard knows only pieces an upload spans */
-        if (atomic_load_explicit(&s->vmm.pending, memory_order_relaxed) && !share_capturing(s, stream) &&
-            !sage_capture_open())
+        if (atomic_load_explicit(&s->vmm.pending, memory_order_relaxed) && !open && !share_capturing(s, stream))
                 share_assemble(s);
         if (!atomic_load_explicit(&s->guarding, memory_order_relaxed) || !f)
                 return;
-        open = sage_capture_open(); /* none open (the rule): no driver call */
         when = !open ? SHARE_GUARD_NOW : share_capturing(s, stream) ? SHARE_GUARD_CAPTURED : SHARE_GUARD_DEFER;
         pthread_mutex_lock(&s->lock);
         /* The captures over: what was left due (a graph may run next). */

@@ -241,7 +241,9 @@ void share_vmm_release(ShareVmm *v, SageShareAlloc *a) {
         if (!a->app_vmm) /* an app's handle: the reservation is the app's */
                 v->drv->vmm.address_free(a->va, a->padded);
         free(a->pieces);
-        free(a->written), free(a->plain), free(a->graph_uses); /* the lists it kept */
+        free(a->written);
+        free(a->plain);
+        free(a->graph_uses);
         free(a);
 }
 
@@ -562,11 +564,6 @@ static void privatize_shared(ShareVmm *v, SageShareAlloc *a, size_t off, size_t 
         for (size_t i = 0; i < a->npieces; i++)
                 if (a->pieces[i].extent_id && a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
                         share_vmm_privatize(v, a, i);
-}
-
-void share_vmm_privatize_all(ShareVmm *v) {
-        for (SageShareAlloc *a = v->allocs; a; a = a->next)
-                privatize_shared(v, a, 0, a->padded);
 }
 
 void share_vmm_before_write(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len) {

@@ -239,8 +239,6 @@ void share_vmm_discard_rests(ShareVmm *v);
 bool share_vmm_map_extent(ShareVmm *v, SageShareAlloc *a, Piece *piece, int fd);
 /* Give shared piece i of `a` private backing with the same content (after the work in flight). */
 bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i);
-/* Every shared piece of every allocation. */
-void share_vmm_privatize_all(ShareVmm *v);
 /*
  * Bytes [off, off+len) of `a` are about to be written by something other
  * than a shared upload: shared pieces there become private first, and

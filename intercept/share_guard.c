@@ -281,10 +281,6 @@ void share_guard_scan(ShareGuard *g, ShareVmm *vmm, CUfunction f, void **params,
         if (!(l = layout_of(g, vmm->drv, f))) {
                 /* Unknown layout: no use can be told apart, so none is expected. */
                 sage_stats_count(SAGE_STAT_SHARE_GUARD_UNKNOWN);
-                if (when == SHARE_GUARD_NOW) {
-                        share_vmm_privatize_all(vmm);
-                        return;
-                }
                 for (SageShareAlloc *a = vmm->allocs; a; a = a->next)
                         for (size_t i = 0; i < a->npieces; i++)
                                 if (a->pieces[i].extent_id)
