@@ -272,6 +272,7 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
 int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessage *replies, int *reply_fds,
                           int *results, NotesSink *notes) {
         uint8_t *buf = malloc(SAGE_PROTO_MAX_MESSAGE);
+        uint64_t t = sage_now_ns();
         int failed = 0;
 
         for (size_t i = 0; i < n; i++) {
@@ -281,6 +282,9 @@ int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessag
         if (!buf)
                 return -ENOMEM;
         pthread_mutex_lock(&b->lock);
+        b->many_first_ns = 0;
+        b->many_lock_ns = sage_now_ns() - t;
+        t += b->many_lock_ns;
         for (size_t lo = 0; lo < n; lo += SAGE_BROKER_PIPELINE) {
                 size_t hi = n - lo < SAGE_BROKER_PIPELINE ? n : lo + SAGE_BROKER_PIPELINE, sent = lo;
                 uint64_t deadline = sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull;
@@ -296,6 +300,8 @@ int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessag
                                                            notes ? &notes[i] : NULL, buf, deadline);
                         else
                                 results[i] = send_r; /* the request that could not go, and those after it */
+                        if (i == 0)
+                                b->many_first_ns = sage_now_ns() - t;
                         /* The stream is out of step after a timeout or a broken connection. */
                         if (!failed && results[i] < 0)
                                 failed = results[i];
@@ -548,6 +554,11 @@ int sage_broker_connect_why(SageBroker **out, const char *path, int timeout_ms, 
 
 const SageHelloReply *sage_broker_hello(const SageBroker *b) {
         return &b->hello;
+}
+
+void sage_broker_many_waits(const SageBroker *b, uint64_t *lock_ns, uint64_t *first_answer_ns) {
+        *lock_ns = b->many_lock_ns;
+        *first_answer_ns = b->many_first_ns;
 }
 
 int sage_broker_fd(const SageBroker *b) {

@@ -81,6 +81,9 @@ typedef struct SageBrokerLookup {
         uint32_t notes_len;
 } SageBrokerLookup;
 int sage_broker_lookup_many(SageBroker *broker, SageBrokerLookup *lookups, size_t n);
+/* Where the last pipelined exchange (lookup_many) waited: for the connection's lock (another thread's
+ * exchange), and from then until the first answer came (the sending, the broker's wake-up and work). */
+void sage_broker_many_waits(const SageBroker *broker, uint64_t *lock_ns, uint64_t *first_answer_ns);
 
 /* Offer an extent: `fd` is a POSIX-fd export of a cuMemCreate allocation of
  * exactly `size` bytes on `device`, already filled. The fd is not consumed.

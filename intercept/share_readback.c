@@ -30,6 +30,8 @@
 #include "capture_mode.h"
 #include "share_key.h"
 #include "share_stage.h"
+#include "stats.h"
+#include "util.h"
 
 #define HALF SHARE_READBACK_HALF
 _Static_assert(HALF % SAGE_CONTENT_KEY_CHUNK == 0, "a piece hashes whole key chunks");
@@ -199,6 +201,8 @@ static bool run_pipe(Pipe *p) {
         while (lo < p->n) {
                 size_t next = hi;
 
+                uint64_t t = sage_now_ns();
+
                 /* Batch [lo, hi) landed; the next one copies into the other half while this one is hashed. */
                 if (p->stream && p->drv->stream_synchronize(p->stream) != CUDA_SUCCESS) {
                         for (size_t k = lo; k < p->n; k++)
@@ -207,7 +211,10 @@ static bool run_pipe(Pipe *p) {
                 }
                 if (hi < p->n)
                         issue(p, hi, next = batch_end(p, hi), h ^ 1);
+                sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_READ_DMA, sage_now_ns() - t);
+                t = sage_now_ns();
                 hash_batch(p, lo, hi, h);
+                sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_READ_HASH, sage_now_ns() - t);
                 lo = hi;
                 hi = next;
                 h ^= 1;
@@ -257,6 +264,8 @@ void share_readback_keys(ShareReadback *rb, ShareVmm *v, CUcontext ctx, ShareRea
                 goto out;
         for (size_t i = 0; i < n; i++)
                 r[i].result = 0;
+        if (!rb->pinned)
+                sage_stats_count(SAGE_STAT_SHARE_READBACK_UNPINNED);
         p.host = rb->host;
         p.s = s;
         p.first = first;

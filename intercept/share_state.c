@@ -197,8 +197,21 @@ void share_lookup_many(SageShare *s, ShareLookupReq *reqs, size_t n) {
         broker_lookup_many(s, reqs, n);
 }
 
+/* Assembly's lookup_many: where its wait went (SHARE_NS_ASSEMBLE_LOOKUP_LOCK, _FIRST). */
+static void assemble_lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
+        SageShare *s = ctx;
+        uint64_t lock_ns, first_ns;
+
+        broker_lookup_many(s, q, n);
+        if (!s->broker)
+                return;
+        sage_broker_many_waits(s->broker, &lock_ns, &first_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_LOCK, lock_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_FIRST, first_ns);
+}
+
 void share_assemble(SageShare *s) {
-        ShareLookup lk = { broker_lookup, broker_lookup_many, s };
+        ShareLookup lk = { broker_lookup, assemble_lookup_many, s };
         SageShareAlloc **todo = NULL, **grown;
         size_t n = 0, cap = 0;
         uint64_t t;

@@ -99,7 +99,10 @@ def accounted(run):
 
 # The first launch's share of a hit (ms): assembly split (intercept/share_assemble.c), then the backing.
 FIRST_LAUNCH_STATS = {"assembly": "SHARE_NS_ASSEMBLE", "sync": "SHARE_NS_ASSEMBLE_SYNC", "read_back": "SHARE_NS_ASSEMBLE_READ",
-                      "lookup": "SHARE_NS_ASSEMBLE_LOOKUP", "map": "SHARE_NS_ASSEMBLE_MAP", "backing": "SHARE_NS_BACK"}
+                      "read_dma": "SHARE_NS_ASSEMBLE_READ_DMA", "read_hash": "SHARE_NS_ASSEMBLE_READ_HASH",
+                      "lookup": "SHARE_NS_ASSEMBLE_LOOKUP", "lookup_lock": "SHARE_NS_ASSEMBLE_LOOKUP_LOCK",
+                      "lookup_first": "SHARE_NS_ASSEMBLE_LOOKUP_FIRST", "map": "SHARE_NS_ASSEMBLE_MAP",
+                      "backing": "SHARE_NS_BACK"}
 
 
 def hit_ms(runs, tag):
@@ -187,6 +190,9 @@ def report(raw, problems, at_once=CONCURRENT):
             warm = [r["sharing"] for r in runs if r.get("tag") == "warm" and r.get("sharing")]
             small[kind]["first_launch_ms"] = {k: br.stats([w.get(stat, 0) / 1e6 for w in warm])
                                               for k, stat in FIRST_LAUNCH_STATS.items()} if warm else None
+            # saged's one thread over each warm invocation: its CPU, its wait for one (ms).
+            brk = [r["broker"] for r in runs if r.get("tag") == "warm" and r.get("broker")]
+            small[kind]["broker_ms"] = {k: br.stats([b[k] for b in brk]) for k in ("cpu_ms", "runq_ms")} if brk else None
             if n and s:
                 targets[f"{kind} hit within 5% of native's copy"] = s["median"] <= 1.05 * n["median"]
     return {"workloads": workloads, "cold_upload_gbps": cold, "cold_upload_ms": cold_ms, "cold_upload_cpu": cold_cpu,
@@ -241,6 +247,8 @@ def table(doc):
                      f"(upload + assembly at the first launch)")
         if c.get("first_launch_ms"):
             lines.append("    first launch: " + ", ".join(f"{k} {f(v, ' ms')}" for k, v in c["first_launch_ms"].items()))
+        if c.get("broker_ms"):
+            lines.append("    saged meanwhile: " + ", ".join(f"{k} {f(v, '')}" for k, v in c["broker_ms"].items()))
     for name, met in s["targets"].items():
         lines.append(f"  target {'met ' if met else 'MISSED'}: {name}")
     made = {k: w["weights"]["gen_s"] for k, w in doc["raw"].items() if w.get("weights", {}).get("generated")}

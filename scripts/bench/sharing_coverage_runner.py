@@ -259,8 +259,15 @@ class Run:
         return p, trace
 
     def invoke(self, kind, path, broker=None, tag="native"):
-        """One process: its record (a failure: a record with "error")."""
-        return self.collect(kind, [self.spawn(kind, path, broker, tag)], tag)[0]
+        """One process: its record (a failure: a record with "error"); under SAGE with what saged's one
+        thread did meanwhile (its CPU, its wait for a CPU, its wake-ups)."""
+        before = broker_sched(broker) if broker else None
+        rec = self.collect(kind, [self.spawn(kind, path, broker, tag)], tag)[0]
+        after = broker_sched(broker) if broker else None
+        if before and after:
+            rec["broker"] = {"cpu_ms": round((after[0] - before[0]) / 1e6, 3),
+                             "runq_ms": round((after[1] - before[1]) / 1e6, 3), "wakeups": after[2] - before[2]}
+        return rec
 
     def collect(self, kind, started, tag):
         out = []

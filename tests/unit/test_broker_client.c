@@ -25,6 +25,7 @@
 #include "broker_client.h"
 #include "check.h"
 #include "proto.h"
+#include "util.h"
 
 typedef struct Server {
         int listen_fd;
@@ -141,8 +142,11 @@ static void *serve(void *arg) {
                 close(fd);
                 return NULL;
         }
-        for (size_t done = 0; done < s->n_lookups; done += WINDOW)
+        for (size_t done = 0; done < s->n_lookups; done += WINDOW) {
+                if (!done && s->publish_delay_ms) /* the first answer late: what sage_broker_many_waits tells */
+                        usleep((useconds_t)s->publish_delay_ms * 1000);
                 answer_lookups(fd, s->n_lookups - done < WINDOW ? s->n_lookups - done : WINDOW);
+        }
         if (s->n_lookups) {
                 /* The hit whose notes did not fit gives its reference back. */
                 sage_proto_init(&reply, SAGE_MSG_RELEASE_REPLY, 0);
@@ -190,6 +194,7 @@ int main(void) {
         SageBrokerLookup l[40];
         uint64_t notes[40][2];
         s.n_lookups = 40;
+        s.publish_delay_ms = 30;
         CHECK(pthread_create(&t, NULL, serve, &s) == 0);
         CHECK(sage_broker_connect(&b, addr.sun_path, 500) == 0);
         for (size_t i = 0; i < 40; i++)
@@ -197,7 +202,11 @@ int main(void) {
                                            .size = (i + 1) << 21,
                                            .notes = i % 2 ? NULL : notes[i],
                                            .notes_cap = sizeof(notes[i]) };
+        uint64_t lock_ns = 1, first_ns = 0, t0 = sage_now_ns();
         CHECK(sage_broker_lookup_many(b, l, 40) == 0);
+        /* Where it waited: not for the connection (no other thread), for the first answer (30 ms late). */
+        sage_broker_many_waits(b, &lock_ns, &first_ns);
+        CHECK(lock_ns < 10000000 && first_ns >= 30000000 && first_ns <= sage_now_ns() - t0);
         for (size_t i = 0; i < 40; i++) {
                 if (i == 3 || i == 6) {
                         CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : -ENOBUFS));
@@ -210,6 +219,7 @@ int main(void) {
         }
         sage_broker_free(b);
         CHECK(pthread_join(t, NULL) == 0);
+        s.publish_delay_ms = 0;
 
         /* A lookup with work meanwhile: run once, between the send and the answer; the answer is the hit. */
         uint32_t notes_len = 1;

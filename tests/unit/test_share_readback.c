@@ -14,6 +14,7 @@
 
 #include "../../intercept/share_key.h"
 #include "../../intercept/share_readback.h"
+#include "../../intercept/stats.h"
 #include "check.h"
 #include "fake_share_driver.h"
 
@@ -90,11 +91,19 @@ static void long_range_in_pieces(bool eager) {
         SageShareAlloc *a = setup(&v);
         ShareReadback rb = { 0 };
 
+        uint64_t dma = sage_stats_get(SAGE_STAT_SHARE_NS_ASSEMBLE_READ_DMA);
+        uint64_t hash = sage_stats_get(SAGE_STAT_SHARE_NS_ASSEMBLE_READ_HASH);
+        uint64_t unpinned = sage_stats_get(SAGE_STAT_SHARE_READBACK_UNPINNED);
+
         fake.eager_copies = eager;
         keys(&v, a, &rb);
         /* 1 + 4 + 1 pieces in 5 batches: [small] [piece 0] [piece 1] [piece 2] [piece 3 (1000 bytes), granule] */
         CHECK(fake.dtoh_async == 6 && fake.dtoh_copies == 0 && fake.stream_syncs == 5);
         CHECK(fake.unsynced_copies == 0 && host_allocs == 1 && rb.pinned);
+        /* Where the time went: the waits for the copies, the hashing (5 batches each); pinned staging. */
+        CHECK(sage_stats_get(SAGE_STAT_SHARE_NS_ASSEMBLE_READ_DMA) > dma &&
+              sage_stats_get(SAGE_STAT_SHARE_NS_ASSEMBLE_READ_HASH) > hash);
+        CHECK(sage_stats_get(SAGE_STAT_SHARE_READBACK_UNPINNED) == unpinned);
         share_readback_release(&rb, &drv);
         CHECK(fake.streams_live == 0);
         teardown(&v, a);
@@ -132,8 +141,11 @@ static void not_pinned(void) {
         fake.fail_stream = true;
         CHECK(share_readback_prepare(&rb, &drv, CTX));
         CHECK(rb.host && !rb.pinned && !rb.stream_made && host_allocs == 1);
+        uint64_t unpinned = sage_stats_get(SAGE_STAT_SHARE_READBACK_UNPINNED);
+
         keys(&v, a, &rb);
         CHECK(fake.dtoh_copies == 6 && fake.dtoh_async == 0 && host_allocs == 1);
+        CHECK(sage_stats_get(SAGE_STAT_SHARE_READBACK_UNPINNED) > unpinned);
         share_readback_release(&rb, &drv);
         fake.fail_alloc_host = false;
         fake.fail_stream = false;
