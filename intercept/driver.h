@@ -36,6 +36,7 @@ static inline void *sage_real(SageSym sym);
           CUresult (*)(size_t *, const CUmemAllocationProp *, CUmemAllocationGranularity_flags))                  \
         X(pointer_get_attribute, "cuPointerGetAttribute", CUresult (*)(void *, CUpointer_attribute, CUdeviceptr)) \
         X(stream_is_capturing, "cuStreamIsCapturing", CUresult (*)(CUstream, CUstreamCaptureStatus *))            \
+        X(stream_query, "cuStreamQuery", CUresult (*)(CUstream))                                                  \
         X(exchange_capture_mode, "cuThreadExchangeStreamCaptureMode", CUresult (*)(CUstreamCaptureMode *))        \
         X(func_get_param_info, "cuFuncGetParamInfo", CUresult (*)(CUfunction, size_t, size_t *, size_t *))        \
         X(func_get_name, "cuFuncGetName", CUresult (*)(const char **, CUfunction))                                \

@@ -321,9 +321,13 @@ static void share_graph_settle(void) {
 static void share_before(SageCall *call) {
         const SageSymInfo *info = &sage_sym_info[call->sym];
 
-        /* Deferred pieces before anything may reach them; the copy IMPLs back what they copy themselves. */
-        if (!call->own && (info->category == SAGE_CAT_LAUNCH || info->category == SAGE_CAT_GRAPH ||
-                           info->category == SAGE_CAT_IPC || (info->category == SAGE_CAT_COPY && !info->impl)))
+        /*
+         * Deferred pieces before anything may reach them; the copy IMPLs back
+         * what they copy themselves, the launch IMPLs all of it, after the
+         * assembly that backs while its read-back waits (sage_share_guard_launch).
+         */
+        if (!call->own && (info->category == SAGE_CAT_GRAPH || info->category == SAGE_CAT_IPC ||
+                           (info->category == SAGE_CAT_COPY && !info->impl)))
                 sage_share_back_all();
         if (!call->own && info->category == SAGE_CAT_GRAPH) { /* a graph's kernels may write what no upload confirmed */
                 share_predict_settle(sage_share());
@@ -387,7 +391,7 @@ CUresult sage_impl_cuMemGetAddressRange_v2(sage_fn_cuMemGetAddressRange_v2_t rea
 
 /* ---------------------------------------------------------------- launches */
 
-/* Every launch entry point: assembly first, then the guard (share_guard.c). */
+/* Every launch entry point: assembly first, the deferred backing, then the guard (share_guard.c). */
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra) {
         SageShare *s = sage_share();
         bool open = sage_capture_open(); /* none open (the rule): no driver call */
@@ -403,6 +407,7 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
         share_predict_settle(s); /* the launch guard knows only pieces an upload spans */
         if (atomic_load_explicit(&s->vmm.pending, memory_order_relaxed) && !open && !share_capturing(s, stream))
                 share_assemble(s);
+        sage_share_back_all(); /* what assembly's read-back left: nothing may reach an unbacked piece */
         if (!atomic_load_explicit(&s->guarding, memory_order_relaxed) || !f)
                 return;
         when = !open ? SHARE_GUARD_NOW : share_capturing(s, stream) ? SHARE_GUARD_CAPTURED : SHARE_GUARD_DEFER;

@@ -96,6 +96,7 @@ typedef struct SageShareDriver {
         CUresult (*stream_destroy)(CUstream);
         CUresult (*stream_synchronize)(CUstream);
         CUresult (*copy_dtoh_async)(void *, CUdeviceptr, size_t, CUstream);
+        CUresult (*stream_query)(CUstream); /* optional: without it the read-back's waits do nothing meanwhile */
         CUresult (*pointer_get_attribute)(void *, CUpointer_attribute, CUdeviceptr);
         /* the launch guard's (share_guard.c; the kernel_ ones optional): */
         CUresult (*func_get_param_info)(CUfunction, size_t, size_t *, size_t *);
@@ -294,6 +295,8 @@ bool share_vmm_consolidate(ShareVmm *v, SageShareAlloc *a);
 CUresult share_vmm_back(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len);
 /* Every unbacked piece of every allocation; false if one could not be backed. */
 bool share_vmm_back_all(ShareVmm *v);
+/* A step of that: every unbacked piece of the first allocation with any. False: none left, or it failed. */
+bool share_vmm_back_next(ShareVmm *v);
 /* The allocator's own steps, for share_backing.c. */
 bool share_vmm_insert_pieces(SageShareAlloc *a, size_t at, size_t remove, const Piece *add, size_t nadd);
 CUresult share_vmm_map_run(ShareVmm *v, const SageShareAlloc *a, const Piece *ps, size_t n, CUmemAccess_flags access);

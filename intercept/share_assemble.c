@@ -220,11 +220,27 @@ static size_t same_context(const Run *run, size_t n, size_t i) {
 }
 
 /*
+ * A step of the read-back's waits: the deferred backing the first launch
+ * needs anyway (share_backing.c), an allocation at a time. The runs hold
+ * written granules only, never unbacked ones, so backing others while
+ * they are keyed changes nothing of theirs.
+ */
+static bool back_meanwhile(void *ctx) {
+        uint64_t t = sage_now_ns();
+        bool more = share_vmm_back_next(ctx);
+
+        sage_stats_add(SAGE_STAT_SHARE_NS_BACK_OVERLAPPED, sage_now_ns() - t);
+        return more;
+}
+
+/*
  * Key every run (keyed[i]): each context's work in flight is waited for
- * once (the uploads land first), then its runs are read back together.
+ * once (the uploads land first), then its runs are read back together,
+ * the deferred backing made while their copies are in flight.
  */
 static void key_runs(ShareVmm *v, Run *run, size_t n, ShareReadback *rb, bool *keyed) {
         ShareReadRange *r = calloc(n ? n : 1, sizeof(*r));
+        ShareMeanwhile back = { back_meanwhile, v };
         CUcontext popped;
 
         for (size_t i = 0, end; r && i < n; i = end) {
@@ -240,7 +256,8 @@ static void key_runs(ShareVmm *v, Run *run, size_t n, ShareReadback *rb, bool *k
                         for (size_t k = i; k < end; k++)
                                 r[k] = (ShareReadRange){ .at = run[k].a->va + run[k].piece.off,
                                                          .len = run[k].piece.len };
-                        share_readback_keys(rb, v, run[i].a->ctx, r + i, end - i);
+                        share_readback_keys(rb, v, run[i].a->ctx, r + i, end - i,
+                                            atomic_load(&v->unbacked) ? &back : NULL);
                         for (size_t k = i; k < end; k++) {
                                 keyed[k] = r[k].result == 0;
                                 run[k].piece.key = r[k].key;

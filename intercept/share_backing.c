@@ -131,6 +131,13 @@ bool share_vmm_back_all(ShareVmm *v) {
         return ok;
 }
 
+bool share_vmm_back_next(ShareVmm *v) {
+        for (SageShareAlloc *a = v->allocs; a; a = a->next)
+                if (share_vmm_has_unbacked(a))
+                        return share_vmm_back(v, a, 0, a->padded) == CUDA_SUCCESS;
+        return false;
+}
+
 bool share_vmm_consolidate(ShareVmm *v, SageShareAlloc *a) {
         CUmemGenericAllocationHandle h;
         CUcontext popped;

@@ -43,13 +43,25 @@ typedef struct ShareReadRange {
 } ShareReadRange;
 
 /*
+ * Work of the caller's done while the read-back waits for its copies: one
+ * step per call, false when there is none left (then it is not called
+ * again). Assembly backs deferred pieces there (share_assemble.c).
+ */
+typedef struct ShareMeanwhile {
+        bool (*step)(void *ctx);
+        void *ctx;
+} ShareMeanwhile;
+
+/*
  * Key each of r[0..n) by its device bytes (sage_share_content_key of what
  * was read): ranges, in pieces of at most a half, are copied on a stream
  * of SAGE's own into one half while those in the other are hashed. The
- * ranges lie in context `ctx`,
- * current, whose work on them the caller has waited for.
+ * ranges lie in context `ctx`, current, whose work on them the caller has
+ * waited for. While a half's copies are still in flight (the stream not
+ * done), `meanwhile` (NULL: none) takes steps.
  */
-void share_readback_keys(ShareReadback *rb, ShareVmm *v, CUcontext ctx, ShareReadRange *r, size_t n);
+void share_readback_keys(ShareReadback *rb, ShareVmm *v, CUcontext ctx, ShareReadRange *r, size_t n,
+                         ShareMeanwhile *meanwhile);
 /*
  * Make the staging, and the stream in `ctx` (current; NULL: none), if not
  * made yet: ahead of the first read-back, off the app's path. False: no

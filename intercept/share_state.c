@@ -322,6 +322,7 @@ static void fill_driver(SageShareDriver *d) {
                 .stream_destroy = SAGE_REAL(cuStreamDestroy_v2),
                 .stream_synchronize = SAGE_REAL(cuStreamSynchronize),
                 .copy_dtoh_async = SAGE_REAL(cuMemcpyDtoHAsync_v2),
+                .stream_query = x->stream_query,
                 .pointer_get_attribute = x->pointer_get_attribute,
                 .func_get_param_info = x->func_get_param_info,
                 .func_get_name = x->func_get_name,

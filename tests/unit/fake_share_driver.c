@@ -251,6 +251,15 @@ static CUresult stream_synchronize(CUstream st) {
         return r;
 }
 
+/* Not ready while copies wait for the synchronize that lands them (eager ones landed at once). */
+static CUresult stream_query(CUstream st) {
+        fake.stream_queries++;
+        if (!npending)
+                return CUDA_SUCCESS;
+        fake.queries_not_ready++;
+        return CUDA_ERROR_NOT_READY;
+}
+
 static CUresult stream_destroy(CUstream st) {
         fake.unsynced_copies += npending;
         npending = 0;
@@ -367,6 +376,7 @@ const SageShareDriver fake_driver = {
         .stream_destroy = stream_destroy,
         .stream_synchronize = stream_synchronize,
         .copy_dtoh_async = copy_dtoh_async,
+        .stream_query = stream_query,
         .func_get_param_info = param_info,
         .func_get_name = func_name,
 };

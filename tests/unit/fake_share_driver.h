@@ -35,13 +35,14 @@ typedef struct FakeState {
         int bad_writes;                           /* device copies into read-only mappings */
         /* read-back (share_readback.c): async copies land only when their stream is synchronized */
         int dtoh_copies, dtoh_async, stream_syncs, streams_made, streams_live;
-        int unsynced_copies;     /* async copies still pending when their stream was destroyed */
-        bool fail_stream;        /* stream_create fails */
-        bool fail_alloc_host;    /* alloc_host fails (pinned memory short) */
-        int fail_stream_sync_at; /* nonzero: the n-th stream synchronize from now fails */
-        bool eager_copies;       /* async copies land at once (else at the synchronize): either may happen */
-        size_t import_len;       /* nonzero: with no next_import, each import is a new handle of this many bytes */
-                                 /* FAKE_IMPORT_FD_SIZE: of as many bytes as the fd's file has (a memfd per extent) */
+        int stream_queries, queries_not_ready; /* cuStreamQuery: asked, and answered "not ready" (copies pending) */
+        int unsynced_copies;                   /* async copies still pending when their stream was destroyed */
+        bool fail_stream;                      /* stream_create fails */
+        bool fail_alloc_host;                  /* alloc_host fails (pinned memory short) */
+        int fail_stream_sync_at;               /* nonzero: the n-th stream synchronize from now fails */
+        bool eager_copies; /* async copies land at once (else at the synchronize): either may happen */
+        size_t import_len; /* nonzero: with no next_import, each import is a new handle of this many bytes */
+                           /* FAKE_IMPORT_FD_SIZE: of as many bytes as the fd's file has (a memfd per extent) */
         int imports;
 } FakeState;
 

@@ -431,6 +431,41 @@ static void allocations_one_window(bool hits) {
 }
 
 /*
+ * Deferred backing (share_backing.c) the first launch needs anyway is made
+ * while the read-back's copies are in flight: an allocation nothing reached
+ * yet is backed by the time its run is keyed, with the same key; where the
+ * copies landed at once (nothing to wait for) it is left for the launch.
+ */
+static void backs_while_reading(bool eager) {
+        ShareVmm v;
+        SageShareAlloc *a = NULL, *idle = NULL;
+        Lookups l = { 0 };
+
+        fake_reset();
+        share_vmm_init(&v, &fake_driver, release_extent, NULL);
+        v.track_pending = true;
+        v.defer = true;
+        CHECK(share_vmm_alloc(&v, 4 * G, G, 0, 0, NULL, &a) == CUDA_SUCCESS);
+        share_vmm_link(&v, a);
+        CHECK(share_vmm_alloc(&v, 2 * G, G, 0, 0, NULL, &idle) == CUDA_SUCCESS);
+        share_vmm_link(&v, idle);
+        CHECK(share_vmm_has_unbacked(a) && share_vmm_has_unbacked(idle));
+        CHECK(share_vmm_back(&v, a, 100, 2 * G - 200) == CUDA_SUCCESS); /* what an upload backs first */
+        fake_fill(a->va + 100, 2 * G - 200, 0x61);
+        share_vmm_note_written(&v, a, 100, 2 * G - 200);
+        fake.eager_copies = eager;
+        CHECK(assemble(&v, a, &l));
+        fake.eager_copies = false;
+        CHECK(l.calls == 1 && l.len[0] == 2 * G && sage_hash_equal(l.key[0], key_of(a, 2 * G)));
+        CHECK(eager == share_vmm_has_unbacked(idle) && eager == share_vmm_has_unbacked(a));
+        CHECK(eager == (fake_stat(SAGE_STAT_SHARE_NS_BACK_OVERLAPPED) == 0));
+        CHECK(share_vmm_back_all(&v) && !share_vmm_has_unbacked(idle) && !atomic_load(&v.unbacked));
+        CHECK(share_vmm_unlink(&v, idle->va) == idle);
+        share_vmm_release(&v, idle);
+        teardown(&v, a);
+}
+
+/*
  * When whole granules are left to assembly: only where their hit would keep
  * bytes copied into the same plain private piece, only under 8 MiB (a miss
  * that large is staged), only in a fresh allocation with assembly on, never
@@ -473,6 +508,8 @@ static void takes_rules(void) {
 
 int main(void) {
         takes_rules();
+        backs_while_reading(false);
+        backs_while_reading(true);
         many_runs_one_window(false);
         many_runs_one_window(true);
         no_stream_no_pinned();

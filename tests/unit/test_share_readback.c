@@ -72,17 +72,32 @@ static SageHash key_of(CUdeviceptr at, size_t len) {
         return h;
 }
 
+/* The caller's work meanwhile: steps taken, the copies then still pending (the stream not done), how many it has. */
+static struct { int steps, while_pending, have, not_ready_seen; } work;
+
+static bool step(void *ctx) {
+        CHECK(ctx == &work);
+        work.steps++;
+        work.while_pending += fake.queries_not_ready > work.not_ready_seen; /* "not ready" just before */
+        work.not_ready_seen = fake.queries_not_ready;
+        return --work.have > 0;
+}
+
 /* A small range, one of 3 halves and a bit (read in 4 pieces), one of a granule: each keyed as before. */
-static void keys(ShareVmm *v, SageShareAlloc *a, ShareReadback *rb) {
+static void keys_meanwhile(ShareVmm *v, SageShareAlloc *a, ShareReadback *rb, ShareMeanwhile *mw) {
         ShareReadRange r[3] = {
                 { .at = a->va + 100, .len = 1000 },
                 { .at = a->va + G, .len = 3 * HALF + 1000 },
                 { .at = a->va + 14 * G, .len = G },
         };
 
-        share_readback_keys(rb, v, CTX, r, 3);
+        share_readback_keys(rb, v, CTX, r, 3, mw);
         for (size_t i = 0; i < 3; i++)
                 CHECK(r[i].result == 0 && sage_hash_equal(r[i].key, key_of(r[i].at, r[i].len)));
+}
+
+static void keys(ShareVmm *v, SageShareAlloc *a, ShareReadback *rb) {
+        keys_meanwhile(v, a, rb, NULL);
 }
 
 /* Long ranges go through the pipeline in pieces: asynchronous copies, no synchronous fallback. */
@@ -106,6 +121,38 @@ static void long_range_in_pieces(bool eager) {
         CHECK(sage_stats_get(SAGE_STAT_SHARE_READBACK_UNPINNED) == unpinned);
         share_readback_release(&rb, &drv);
         CHECK(fake.streams_live == 0);
+        teardown(&v, a);
+}
+
+/*
+ * The caller's work is done while copies are in flight: a step each time
+ * the stream says they are not done, until it has none left (3 steps,
+ * never a fourth); the same keys. Copies that landed at once (the stream
+ * done) or none at all (synchronous copies): no step.
+ */
+static void meanwhile_steps(void) {
+        ShareVmm v;
+        SageShareAlloc *a = setup(&v);
+        ShareReadback rb = { 0 };
+        ShareMeanwhile mw = { step, &work };
+
+        memset(&work, 0, sizeof(work));
+        work.have = 3;
+        fake.stream_queries = fake.queries_not_ready = 0;
+        keys_meanwhile(&v, a, &rb, &mw);
+        CHECK(work.steps == 3 && work.while_pending == 3 && fake.stream_syncs == 5);
+        work.have = 3;
+        work.steps = 0;
+        fake.eager_copies = true;
+        keys_meanwhile(&v, a, &rb, &mw);
+        CHECK(work.steps == 0 && fake.stream_queries > 0);
+        fake.eager_copies = false;
+        share_readback_release(&rb, &drv);
+        fake.fail_stream = true;
+        keys_meanwhile(&v, a, &rb, &mw);
+        CHECK(work.steps == 0 && !rb.stream_made);
+        fake.fail_stream = false;
+        share_readback_release(&rb, &drv);
         teardown(&v, a);
 }
 
@@ -238,6 +285,7 @@ static void registered(void) {
 int main(void) {
         long_range_in_pieces(false);
         long_range_in_pieces(true);
+        meanwhile_steps();
         prepared_once(true);
         prepared_once(false);
         not_pinned();
