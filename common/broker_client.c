@@ -262,54 +262,83 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
 }
 
 /*
- * Pipelined: up to SAGE_BROKER_PIPELINE requests are on the wire before the
- * first reply is read, so n requests wait about n / SAGE_BROKER_PIPELINE
- * round trips instead of n (the broker serves a connection's requests in
- * order, several per wakeup). The window keeps both sides' socket buffers
- * from filling (we would block sending while the broker blocks on replies
- * we do not read). A request that cannot be sent fails with the rest.
+ * Pipelined: up to SAGE_BROKER_PIPELINE requests are on the wire before an
+ * answer is read, so n requests wait about n / SAGE_BROKER_PIPELINE round
+ * trips instead of n (the broker serves a connection's requests in order,
+ * several per wakeup), and a request sent while the caller still works
+ * (assembly's read-back) is answered meanwhile. The window keeps both
+ * sides' socket buffers from filling (we would block sending while the
+ * broker blocks on replies we do not read). A request that cannot be sent
+ * fails with the rest. A request gets the connection's timeout from its
+ * send, or from close if later: the time the caller spent on its own work
+ * meanwhile (a long read-back) is not the broker's.
  */
-int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessage *replies, int *reply_fds,
-                          int *results, NotesSink *notes) {
-        uint8_t *buf = malloc(SAGE_PROTO_MAX_MESSAGE);
+int sage_broker_window_open(SageBroker *b, SageBrokerWindow *w, SageMessage *reqs, SageMessage *replies, int *fds,
+                            int *results, NotesSink *notes) {
         uint64_t t = sage_now_ns();
-        int failed = 0;
 
-        for (size_t i = 0; i < n; i++) {
-                reply_fds[i] = -1;
-                results[i] = -ENOMEM;
-        }
-        if (!buf)
+        *w = (SageBrokerWindow){ .b = b,
+                                 .reqs = reqs,
+                                 .replies = replies,
+                                 .fds = fds,
+                                 .results = results,
+                                 .notes = notes,
+                                 .unsent_from = SIZE_MAX };
+        if (!(w->buf = malloc(SAGE_PROTO_MAX_MESSAGE)))
                 return -ENOMEM;
         pthread_mutex_lock(&b->lock);
         b->many_first_ns = 0;
         b->many_lock_ns = sage_now_ns() - t;
-        t += b->many_lock_ns;
-        for (size_t lo = 0; lo < n; lo += SAGE_BROKER_PIPELINE) {
-                size_t hi = n - lo < SAGE_BROKER_PIPELINE ? n : lo + SAGE_BROKER_PIPELINE, sent = lo;
-                uint64_t deadline = sage_now_ns() + (uint64_t)b->timeout_ms * 1000000ull;
-                int send_r = 0;
+        w->t0 = t + b->many_lock_ns;
+        return 0;
+}
 
-                while (sent < hi && !failed && (send_r = send_request(b, &reqs[sent], NULL, 0, buf, deadline)) == 0)
-                        sent++;
-                for (size_t i = lo; i < hi; i++) {
-                        if (failed)
-                                results[i] = failed;
-                        else if (i < sent)
-                                results[i] = receive_reply(b, &reqs[i], &replies[i], NULL, &reply_fds[i],
-                                                           notes ? &notes[i] : NULL, buf, deadline);
-                        else
-                                results[i] = send_r; /* the request that could not go, and those after it */
-                        if (i == 0)
-                                b->many_first_ns = sage_now_ns() - t;
-                        /* The stream is out of step after a timeout or a broken connection. */
-                        if (!failed && results[i] < 0)
-                                failed = results[i];
-                }
+/* The answer to the oldest request not answered yet. */
+static void window_receive(SageBrokerWindow *w) {
+        size_t i = w->answered++;
+        uint64_t deadline = w->deadline[i % SAGE_BROKER_PIPELINE];
+        uint64_t from_close = w->closing + (uint64_t)w->b->timeout_ms * 1000000ull;
+
+        if (w->failed)
+                w->results[i] = w->failed;
+        else if (i < w->unsent_from)
+                w->results[i] = receive_reply(w->b, &w->reqs[i], &w->replies[i], NULL, &w->fds[i],
+                                              w->notes ? &w->notes[i] : NULL, w->buf,
+                                              w->closing && from_close > deadline ? from_close : deadline);
+        else
+                w->results[i] = w->send_failed; /* the request that could not go, and those after it */
+        if (i == 0)
+                w->b->many_first_ns = sage_now_ns() - w->t0;
+        /* The stream is out of step after a timeout or a broken connection. */
+        if (!w->failed && w->results[i] < 0)
+                w->failed = w->results[i];
+}
+
+void sage_broker_window_send(SageBrokerWindow *w) {
+        size_t i = w->sent++;
+        int r;
+
+        w->fds[i] = -1;
+        while (i - w->answered >= SAGE_BROKER_PIPELINE)
+                window_receive(w);
+        if (w->failed || w->unsent_from != SIZE_MAX)
+                return;
+        w->deadline[i % SAGE_BROKER_PIPELINE] = sage_now_ns() + (uint64_t)w->b->timeout_ms * 1000000ull;
+        r = send_request(w->b, &w->reqs[i], NULL, 0, w->buf, w->deadline[i % SAGE_BROKER_PIPELINE]);
+        if (r != 0) {
+                w->unsent_from = i;
+                w->send_failed = r;
         }
-        pthread_mutex_unlock(&b->lock);
-        free(buf);
-        return failed;
+}
+
+int sage_broker_window_close(SageBrokerWindow *w) {
+        w->closing = sage_now_ns();
+        while (w->answered < w->sent)
+                window_receive(w);
+        pthread_mutex_unlock(&w->b->lock);
+        free(w->buf);
+        w->buf = NULL;
+        return w->failed;
 }
 
 int sage_broker_call(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,

@@ -81,7 +81,19 @@ typedef struct SageBrokerLookup {
         uint32_t notes_len;
 } SageBrokerLookup;
 int sage_broker_lookup_many(SageBroker *broker, SageBrokerLookup *lookups, size_t n);
-/* Where the last pipelined exchange (lookup_many) waited: for the connection's lock (another thread's
+/*
+ * The same exchange spread over time: begin (the connection is this
+ * caller's until end: no other request may be made on it meanwhile; NULL:
+ * no memory), add each entry when its key is known (sent at once, read
+ * later: the broker answers while the caller works on; an entry must stay
+ * where it is until end; more than `max`: -ENOBUFS, not asked), end (every
+ * entry added filled as sage_broker_lookup_many fills it; its return).
+ */
+typedef struct SageBrokerLookups SageBrokerLookups;
+SageBrokerLookups *sage_broker_lookups_begin(SageBroker *broker, size_t max);
+void sage_broker_lookups_add(SageBrokerLookups *lookups, SageBrokerLookup *entry);
+int sage_broker_lookups_end(SageBrokerLookups *lookups);
+/* Where the last pipelined exchange (lookup_many, lookups_end) waited: for the connection's lock (another thread's
  * exchange), and from then until the first answer came (the sending, the broker's wake-up and work). */
 void sage_broker_many_waits(const SageBroker *broker, uint64_t *lock_ns, uint64_t *first_answer_ns);
 

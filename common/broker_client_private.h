@@ -16,7 +16,7 @@ struct SageBroker {
         SageBrokerNoticeFn on_notice;
         void *notice_userdata;
         SageDevicesReply *devices;            /* the broker's device table, once asked (broker_requests.c) */
-        uint64_t many_lock_ns, many_first_ns; /* the last sage_broker_call_many's waits (sage_broker_many_waits) */
+        uint64_t many_lock_ns, many_first_ns; /* the last window's waits (sage_broker_many_waits) */
 };
 
 /* Where the notes of a LOOKUP reply go: `length` receives their size,
@@ -38,12 +38,36 @@ int sage_broker_call_noted_meanwhile(SageBroker *b, SageMessage *req, SageMessag
 /* sage_broker_call (no list, no reply fd) with its own timeout instead of the connection's. */
 int sage_broker_call_timeout(SageBroker *b, SageMessage *req, const int *fds, size_t n_fds, SageMessage *reply,
                              int timeout_ms);
-/* Requests on the wire at once in sage_broker_call_many. */
+/* Requests on the wire at once in a window (sage_broker_window_send). */
 #define SAGE_BROKER_PIPELINE 32
-/* n requests (no fds sent, no lists) pipelined under one lock: reply i, its fd (-1: none), its notes
- * (into notes[i]; `notes` NULL: dropped) and result (as sage_broker_call's) for reqs[i]. Returns the
- * first transport failure (negative), else 0. */
-int sage_broker_call_many(SageBroker *b, SageMessage *reqs, size_t n, SageMessage *replies, int *reply_fds,
-                          int *results, NotesSink *notes);
+/*
+ * Requests pipelined on the connection: sent one at a time, whenever the
+ * caller has the next (keys hashed as a read-back goes on), at most
+ * SAGE_BROKER_PIPELINE on the wire (an older answer is read first), the
+ * answers read in order. The connection's lock is held from open to close;
+ * nothing else may use it meanwhile. The caller's arrays: request i
+ * (filled before its send), its reply, fd (-1: none), notes (into notes[i];
+ * `notes` NULL: dropped) and result, as sage_broker_call's.
+ */
+typedef struct SageBrokerWindow {
+        SageBroker *b;
+        SageMessage *reqs, *replies;
+        int *fds, *results;
+        NotesSink *notes;
+        size_t sent, answered;   /* requests given to send, answers read */
+        size_t unsent_from;      /* SIZE_MAX, or the request that could not go (it and those after: send_failed) */
+        int send_failed, failed; /* failed: the first failure read; the stream is out of step after it */
+        uint64_t t0;             /* when the lock was taken (sage_broker_many_waits) */
+        uint64_t closing;        /* when close began: the caller's own work done (0: not yet) */
+        uint64_t deadline[SAGE_BROKER_PIPELINE]; /* of request i in slot i % SAGE_BROKER_PIPELINE */
+        uint8_t *buf;
+} SageBrokerWindow;
+/* Take the connection for a window; -ENOMEM (nothing taken). */
+int sage_broker_window_open(SageBroker *b, SageBrokerWindow *w, SageMessage *reqs, SageMessage *replies, int *fds,
+                            int *results, NotesSink *notes);
+/* Send reqs[w->sent] (an answer read first when the window is full; nothing sent once one failed). */
+void sage_broker_window_send(SageBrokerWindow *w);
+/* Read the answers left, give the connection back: the first transport failure (negative), else 0. */
+int sage_broker_window_close(SageBrokerWindow *w);
 /* What sage_broker_last_error says next. */
 void sage_broker_set_error(SageBroker *b, const char *format, ...) __attribute__((format(printf, 2, 3)));

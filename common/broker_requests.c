@@ -78,45 +78,101 @@ int sage_broker_lookup_noted_meanwhile(SageBroker *b, SageHash hash, uint64_t si
         return r;
 }
 
-int sage_broker_lookup_many(SageBroker *b, SageBrokerLookup *l, size_t n) {
-        size_t m = n ? n : 1;
-        SageMessage *reqs = calloc(m, sizeof(*reqs)), *replies = calloc(m, sizeof(*replies));
-        NotesSink *sinks = calloc(m, sizeof(*sinks));
-        int *fds = calloc(m, sizeof(*fds)), *results = calloc(m, sizeof(*results)), r = -ENOMEM;
-        bool ready = reqs && replies && sinks && fds && results;
+struct SageBrokerLookups {
+        SageBrokerWindow w;
+        SageBroker *b;
+        SageBrokerLookup **l; /* the caller's entries, in the order sent */
+        SageMessage *reqs, *replies;
+        NotesSink *sinks;
+        int *fds, *results;
+        size_t n, cap;
+};
 
-        if (ready) {
-                for (size_t i = 0; i < n; i++) {
-                        sage_proto_init(&reqs[i], SAGE_MSG_LOOKUP, 0);
-                        reqs[i].lookup = (SageExtentKey){ .hash = l[i].hash, .size = l[i].size, .device = l[i].device };
-                        sinks[i] = (NotesSink){ .bytes = l[i].notes, .capacity = l[i].notes ? l[i].notes_cap : 0 };
-                }
-                r = sage_broker_call_many(b, reqs, n, replies, fds, results, sinks);
+static void lookups_free(SageBrokerLookups *p) {
+        if (!p)
+                return;
+        free(p->l);
+        free(p->reqs);
+        free(p->replies);
+        free(p->sinks);
+        free(p->fds);
+        free(p->results);
+        free(p);
+}
+
+SageBrokerLookups *sage_broker_lookups_begin(SageBroker *b, size_t max) {
+        size_t m = max ? max : 1;
+        SageBrokerLookups *p = calloc(1, sizeof(*p));
+
+        if (!p || !(p->l = calloc(m, sizeof(*p->l))) || !(p->reqs = calloc(m, sizeof(*p->reqs))) ||
+            !(p->replies = calloc(m, sizeof(*p->replies))) || !(p->sinks = calloc(m, sizeof(*p->sinks))) ||
+            !(p->fds = calloc(m, sizeof(*p->fds))) || !(p->results = calloc(m, sizeof(*p->results))) ||
+            sage_broker_window_open(b, &p->w, p->reqs, p->replies, p->fds, p->results, p->sinks) != 0) {
+                lookups_free(p);
+                return NULL;
         }
-        for (size_t i = 0; i < n; i++) {
-                int ri = ready ? results[i] : -ENOMEM, fd = ready ? fds[i] : -1;
+        p->b = b;
+        p->cap = m;
+        return p;
+}
+
+void sage_broker_lookups_add(SageBrokerLookups *p, SageBrokerLookup *l) {
+        size_t i = p->n;
+
+        if (i == p->cap) { /* more than begin was told: not asked */
+                *l = (SageBrokerLookup){
+                        .hash = l->hash, .size = l->size, .device = l->device, .result = -ENOBUFS, .fd = -1
+                };
+                return;
+        }
+        p->l[p->n++] = l;
+        sage_proto_init(&p->reqs[i], SAGE_MSG_LOOKUP, 0);
+        p->reqs[i].lookup = (SageExtentKey){ .hash = l->hash, .size = l->size, .device = l->device };
+        p->sinks[i] = (NotesSink){ .bytes = l->notes, .capacity = l->notes ? l->notes_cap : 0 };
+        sage_broker_window_send(&p->w);
+}
+
+int sage_broker_lookups_end(SageBrokerLookups *p) {
+        int r = sage_broker_window_close(&p->w);
+
+        for (size_t i = 0; i < p->n; i++) {
+                SageBrokerLookup *l = p->l[i];
+                int ri = p->results[i], fd = p->fds[i];
 
                 if (ri == 0)
-                        ri = lookup_answer(&replies[i], l[i].size);
+                        ri = lookup_answer(&p->replies[i], l->size);
                 /* Notes that do not fit: no hit (as lookup's); the reference it took goes back below. */
-                if (ri == 0 && l[i].notes && sinks[i].length > sinks[i].capacity)
+                if (ri == 0 && l->notes && p->sinks[i].length > p->sinks[i].capacity)
                         ri = -ENOBUFS;
-                l[i].result = ri;
-                l[i].extent_id = ri == 0 ? replies[i].lookup_reply.extent_id : 0;
-                l[i].fd = ri == 0 ? fd : -1;
-                l[i].notes_len = ri == 0 && l[i].notes ? sinks[i].length : 0;
+                l->result = ri;
+                l->extent_id = ri == 0 ? p->replies[i].lookup_reply.extent_id : 0;
+                l->fd = ri == 0 ? fd : -1;
+                l->notes_len = ri == 0 && l->notes ? p->sinks[i].length : 0;
                 if (ri != 0 && fd >= 0)
                         close(fd);
         }
-        for (size_t i = 0; i < n; i++)
-                if (l[i].result == -ENOBUFS)
-                        sage_broker_release(b, replies[i].lookup_reply.extent_id);
-        free(reqs);
-        free(replies);
-        free(sinks);
-        free(fds);
-        free(results);
+        for (size_t i = 0; i < p->n; i++)
+                if (p->l[i]->result == -ENOBUFS && p->results[i] == 0)
+                        sage_broker_release(p->b, p->replies[i].lookup_reply.extent_id);
+        lookups_free(p);
         return r;
+}
+
+int sage_broker_lookup_many(SageBroker *b, SageBrokerLookup *l, size_t n) {
+        SageBrokerLookups *p = sage_broker_lookups_begin(b, n);
+
+        if (!p) {
+                for (size_t i = 0; i < n; i++) {
+                        l[i].result = -ENOMEM;
+                        l[i].fd = -1;
+                        l[i].extent_id = 0;
+                        l[i].notes_len = 0;
+                }
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+                sage_broker_lookups_add(p, &l[i]);
+        return sage_broker_lookups_end(p);
 }
 
 /* A publish may take the connection's timeout plus 1 ms per MiB copied, and at least 5 s. */

@@ -9,9 +9,12 @@
  * keyed by its whole content (gaps included, so the key says exactly what a
  * mapping would show). Every run of every allocation pending is keyed first
  * (one synchronize per context, the read-back pipelined: share_readback.c),
- * then all keys go to the broker in one pipelined exchange, then each run
- * is mapped or made a candidate: a round trip per run made bert's 34 runs
- * wait 34 times. The broker holding it: the run maps its extent and
+ * each key going to the broker as soon as it is known (one pipelined
+ * exchange, answered while the rest is read back: a round trip per run
+ * made bert's 34 runs wait 34 times, one exchange after the read-back
+ * still 4.5-7 ms on the H100), the deferred backing made while the
+ * read-back waits for its copies; then each run is mapped or made a
+ * candidate. The broker holding it: the run maps its extent and
  * the private backing goes. Else the run becomes a candidate, published at
  * free or exit if unchanged. Kernels pointing into the gaps between the
  * uploads (buffers the pool put there later) make a candidate unpublishable
@@ -219,6 +222,18 @@ static size_t same_context(const Run *run, size_t n, size_t i) {
         return end;
 }
 
+/* What keying the runs fills in: which are keyed, their requests (in run order), sent as they come where lk can. */
+typedef struct Keying {
+        Run *run;
+        bool *keyed;
+        ShareLookupReq *q;
+        char *notes; /* SAGE_SHARE_NOTES_MAX bytes a request */
+        size_t nq, base;
+        const ShareLookup *lk;
+        void *batch; /* lk->begin's; NULL: asked at the end */
+        ShareVmm *v;
+} Keying;
+
 /*
  * A step of the read-back's waits: the deferred backing the first launch
  * needs anyway (share_backing.c), an allocation at a time. The runs hold
@@ -226,21 +241,41 @@ static size_t same_context(const Run *run, size_t n, size_t i) {
  * they are keyed changes nothing of theirs.
  */
 static bool back_meanwhile(void *ctx) {
+        Keying *k = ctx;
         uint64_t t = sage_now_ns();
-        bool more = share_vmm_back_next(ctx);
+        bool more = share_vmm_back_next(k->v);
 
         sage_stats_add(SAGE_STAT_SHARE_NS_BACK_OVERLAPPED, sage_now_ns() - t);
         return more;
 }
 
+/* Run base + i is keyed: its request, sent now where a batch is open (the broker answers while the rest is read). */
+static void run_keyed(void *ctx, size_t i, SageHash key) {
+        Keying *k = ctx;
+        Run *run = &k->run[k->base + i];
+
+        run->piece.key = key;
+        k->keyed[k->base + i] = true;
+        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED);
+        k->q[k->nq] = (ShareLookupReq){ .key = key,
+                                        .len = run->piece.len,
+                                        .device = run->a->broker_dev,
+                                        .fd = -1,
+                                        .notes = k->notes + k->nq * (size_t)SAGE_SHARE_NOTES_MAX };
+        if (k->batch)
+                k->lk->add(k->lk->ctx, k->batch, &k->q[k->nq]);
+        k->nq++;
+}
+
 /*
- * Key every run (keyed[i]): each context's work in flight is waited for
+ * Key every run (k->keyed): each context's work in flight is waited for
  * once (the uploads land first), then its runs are read back together,
  * the deferred backing made while their copies are in flight.
  */
-static void key_runs(ShareVmm *v, Run *run, size_t n, ShareReadback *rb, bool *keyed) {
+static void key_runs(ShareVmm *v, size_t n, ShareReadback *rb, Keying *k) {
         ShareReadRange *r = calloc(n ? n : 1, sizeof(*r));
-        ShareMeanwhile back = { back_meanwhile, v };
+        ShareReadbackHooks hooks = { back_meanwhile, run_keyed, k }, keys_only = { NULL, run_keyed, k };
+        Run *run = k->run;
         CUcontext popped;
 
         for (size_t i = 0, end; r && i < n; i = end) {
@@ -253,15 +288,12 @@ static void key_runs(ShareVmm *v, Run *run, size_t n, ShareReadback *rb, bool *k
                 synced = v->drv->vmm.ctx_synchronize() == CUDA_SUCCESS;
                 t = time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_SYNC, t);
                 if (synced) {
-                        for (size_t k = i; k < end; k++)
-                                r[k] = (ShareReadRange){ .at = run[k].a->va + run[k].piece.off,
-                                                         .len = run[k].piece.len };
+                        for (size_t j = i; j < end; j++)
+                                r[j] = (ShareReadRange){ .at = run[j].a->va + run[j].piece.off,
+                                                         .len = run[j].piece.len };
+                        k->base = i;
                         share_readback_keys(rb, v, run[i].a->ctx, r + i, end - i,
-                                            atomic_load(&v->unbacked) ? &back : NULL);
-                        for (size_t k = i; k < end; k++) {
-                                keyed[k] = r[k].result == 0;
-                                run[k].piece.key = r[k].key;
-                        }
+                                            atomic_load(&v->unbacked) ? &hooks : &keys_only);
                         time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_READ, t);
                 }
                 v->drv->ctx_pop(&popped);
@@ -359,42 +391,36 @@ static bool apply_answers(ShareVmm *v, Run *run, size_t n, const bool *keyed, co
 bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n, const ShareLookup *lk,
                                 ShareReadback *rb) {
         Runs rs = { 0 };
-        ShareLookupReq *q = NULL;
-        char *notes = NULL;
-        bool *keyed = NULL, on = true;
-        size_t nq = 0;
+        Keying k = { .lk = lk, .v = v };
+        bool on = true;
         uint64_t t;
 
         for (size_t i = 0; i < n; i++)
                 collect_runs(a[i], &rs);
-        if (rs.n && (!(keyed = calloc(rs.n, sizeof(*keyed))) || !(q = calloc(rs.n, sizeof(*q))) ||
-                     !(notes = malloc(rs.n * (size_t)SAGE_SHARE_NOTES_MAX)))) {
+        k.run = rs.run;
+        if (rs.n && (!(k.keyed = calloc(rs.n, sizeof(*k.keyed))) || !(k.q = calloc(rs.n, sizeof(*k.q))) ||
+                     !(k.notes = malloc(rs.n * (size_t)SAGE_SHARE_NOTES_MAX)))) {
                 for (size_t i = 0; i < rs.n; i++)
                         share_vmm_free_lists(&rs.run[i].piece);
                 rs.n = 0;
         }
+        /* The lookups go out as the runs are keyed where lk can (the connection is assembly's meanwhile). */
+        if (rs.n && lk->begin)
+                k.batch = lk->begin(lk->ctx, rs.n);
         if (rs.n)
-                key_runs(v, rs.run, rs.n, rb, keyed);
-        for (size_t i = 0; i < rs.n; i++)
-                if (keyed[i]) {
-                        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED);
-                        q[nq] = (ShareLookupReq){ .key = rs.run[i].piece.key,
-                                                  .len = rs.run[i].piece.len,
-                                                  .device = rs.run[i].a->broker_dev,
-                                                  .fd = -1,
-                                                  .notes = notes + nq * (size_t)SAGE_SHARE_NOTES_MAX };
-                        nq++;
-                }
+                key_runs(v, rs.n, rb, &k);
         t = sage_now_ns();
-        if (nq)
-                lookup_all(lk, q, nq);
+        if (k.batch)
+                lk->end(lk->ctx, k.batch);
+        else if (k.nq)
+                lookup_all(lk, k.q, k.nq);
         t = time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP, t);
         if (rs.n)
-                on = apply_answers(v, rs.run, rs.n, keyed, q);
+                on = apply_answers(v, rs.run, rs.n, k.keyed, k.q);
         time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_MAP, t);
-        free(notes);
-        free(q);
-        free(keyed);
+        free(k.notes);
+        free(k.q);
+        free(k.keyed);
         free(rs.run);
         return on;
 }

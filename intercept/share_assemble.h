@@ -32,6 +32,16 @@ typedef struct ShareLookup {
         /* Optional: all of them in one exchange; a request from the one that found the lookup gone on carries it. */
         void (*lookup_many)(void *ctx, ShareLookupReq *reqs, size_t n);
         void *ctx;
+        /*
+         * Optional, all three or none: lookup_many spread over time. begin
+         * (for up to `max`; NULL: lookup_many at the end instead), add each
+         * request as soon as its key is known (it stays where it is until
+         * end), end fills every request added as lookup_many would.
+         * Between begin and end the caller asks nothing else of ctx.
+         */
+        void *(*begin)(void *ctx, size_t max);
+        void (*add)(void *ctx, void *batch, ShareLookupReq *req);
+        void (*end)(void *ctx, void *batch);
 } ShareLookup;
 
 /*

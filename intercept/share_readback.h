@@ -43,14 +43,18 @@ typedef struct ShareReadRange {
 } ShareReadRange;
 
 /*
- * Work of the caller's done while the read-back waits for its copies: one
- * step per call, false when there is none left (then it is not called
- * again). Assembly backs deferred pieces there (share_assemble.c).
+ * The caller's work during a read-back (share_assemble.c), each optional:
+ * `step` while it waits for its copies, one step per call, false when
+ * there is none left (then it is not called again): assembly backs
+ * deferred pieces there; `keyed` as soon as range i's key is known, in
+ * range order (a range that failed is never told): assembly sends its
+ * lookup there, which the broker answers while the rest is read.
  */
-typedef struct ShareMeanwhile {
+typedef struct ShareReadbackHooks {
         bool (*step)(void *ctx);
+        void (*keyed)(void *ctx, size_t i, SageHash key);
         void *ctx;
-} ShareMeanwhile;
+} ShareReadbackHooks;
 
 /*
  * Key each of r[0..n) by its device bytes (sage_share_content_key of what
@@ -58,10 +62,10 @@ typedef struct ShareMeanwhile {
  * of SAGE's own into one half while those in the other are hashed. The
  * ranges lie in context `ctx`, current, whose work on them the caller has
  * waited for. While a half's copies are still in flight (the stream not
- * done), `meanwhile` (NULL: none) takes steps.
+ * done), `hooks` (NULL: none) takes steps; it is told each key as it is known.
  */
 void share_readback_keys(ShareReadback *rb, ShareVmm *v, CUcontext ctx, ShareReadRange *r, size_t n,
-                         ShareMeanwhile *meanwhile);
+                         const ShareReadbackHooks *hooks);
 /*
  * Make the staging, and the stream in `ctx` (current; NULL: none), if not
  * made yet: ahead of the first read-back, off the app's path. False: no

@@ -160,6 +160,30 @@ int share_lookup_meanwhile(SageShare *s, SageHash key, size_t len, uint32_t devi
         return lookup_meanwhile(s, key, len, device, id, fd, notes, notes_len, meanwhile, ctx);
 }
 
+/* What the broker is asked for request `q`: its hit's notes into the request's room. */
+static SageBrokerLookup lookup_of(const ShareLookupReq *q) {
+        return (SageBrokerLookup){ .hash = q->key,
+                                   .size = q->len,
+                                   .device = q->device,
+                                   .notes = q->notes,
+                                   .notes_cap = SAGE_SHARE_NOTES_MAX };
+}
+
+/* The broker's answer `bl` into request `q`: a hit's reference tagged with the connection (share_take_ref). */
+static void take_answer(SageShare *s, SageBrokerLookup *bl, ShareLookupReq *q) {
+        /* A reply not understood (-EPROTO) loses the broker, as lookup's does: nothing after it is used. */
+        bl->result = share_take_ref(s, bl->result, &bl->extent_id, &bl->fd);
+        share_broker_lost(s, bl->result);
+        q->result = s->broker ? bl->result : bl->result < 0 ? bl->result : -EPIPE;
+        q->id = bl->extent_id;
+        q->notes_len = bl->notes_len;
+        q->fd = -1;
+        if (q->result == 0)
+                q->fd = bl->fd;
+        else if (bl->fd >= 0)
+                close(bl->fd);
+}
+
 /* ShareLookup's lookup_many: every key in one pipelined exchange, each hit's notes in its request. */
 static void broker_lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
         SageShare *s = ctx;
@@ -169,27 +193,13 @@ static void broker_lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
                 q[i].result = s->broker ? -ENOMEM : -ENOTCONN;
                 q[i].fd = -1;
                 if (bl)
-                        bl[i] = (SageBrokerLookup){ .hash = q[i].key,
-                                                    .size = q[i].len,
-                                                    .device = q[i].device,
-                                                    .notes = q[i].notes,
-                                                    .notes_cap = SAGE_SHARE_NOTES_MAX };
+                        bl[i] = lookup_of(&q[i]);
         }
         if (!bl)
                 return;
         share_broker_lost(s, sage_broker_lookup_many(s->broker, bl, n));
-        for (size_t i = 0; i < n; i++) {
-                /* A reply not understood (-EPROTO) loses the broker, as lookup's does: nothing after it is used. */
-                bl[i].result = share_take_ref(s, bl[i].result, &bl[i].extent_id, &bl[i].fd);
-                share_broker_lost(s, bl[i].result);
-                q[i].result = s->broker ? bl[i].result : bl[i].result < 0 ? bl[i].result : -EPIPE;
-                q[i].id = bl[i].extent_id;
-                q[i].notes_len = bl[i].notes_len;
-                if (q[i].result == 0)
-                        q[i].fd = bl[i].fd;
-                else if (bl[i].fd >= 0)
-                        close(bl[i].fd);
-        }
+        for (size_t i = 0; i < n; i++)
+                take_answer(s, &bl[i], &q[i]);
         free(bl);
 }
 
@@ -197,21 +207,70 @@ void share_lookup_many(SageShare *s, ShareLookupReq *reqs, size_t n) {
         broker_lookup_many(s, reqs, n);
 }
 
-/* Assembly's lookup_many: where its wait went (SHARE_NS_ASSEMBLE_LOOKUP_LOCK, _FIRST). */
-static void assemble_lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
-        SageShare *s = ctx;
-        uint64_t lock_ns, first_ns;
+/* Assembly's lookups, sent as its runs are keyed (ShareLookup's begin/add/end over sage_broker_lookups_*). */
+typedef struct LookupBatch {
+        SageBrokerLookups *sent;
+        SageBrokerLookup *bl;
+        ShareLookupReq **q;
+        size_t n, cap;
+} LookupBatch;
 
-        broker_lookup_many(s, q, n);
-        if (!s->broker)
+static void batch_free(LookupBatch *b) {
+        free(b->bl);
+        free(b->q);
+        free(b);
+}
+
+static void *batch_begin(void *ctx, size_t max) {
+        SageShare *s = ctx;
+        LookupBatch *b = s->broker ? calloc(1, sizeof(*b)) : NULL;
+
+        if (!b)
+                return NULL;
+        if (!(b->bl = calloc(max ? max : 1, sizeof(*b->bl))) || !(b->q = calloc(max ? max : 1, sizeof(*b->q))) ||
+            !(b->sent = sage_broker_lookups_begin(s->broker, max))) {
+                batch_free(b);
+                return NULL;
+        }
+        b->cap = max;
+        return b;
+}
+
+static void batch_add(void *ctx, void *batch, ShareLookupReq *q) {
+        LookupBatch *b = batch;
+
+        q->result = -ENOBUFS; /* more than begin was told: not asked */
+        q->fd = -1;
+        if (b->n == b->cap)
                 return;
-        sage_broker_many_waits(s->broker, &lock_ns, &first_ns);
+        b->bl[b->n] = lookup_of(q);
+        b->q[b->n] = q;
+        sage_broker_lookups_add(b->sent, &b->bl[b->n++]);
+}
+
+/* The answers; where assembly's wait went (SHARE_NS_ASSEMBLE_LOOKUP_LOCK, _FIRST). */
+static void batch_end(void *ctx, void *batch) {
+        SageShare *s = ctx;
+        LookupBatch *b = batch;
+        uint64_t lock_ns, first_ns;
+        int r = sage_broker_lookups_end(b->sent);
+
+        sage_broker_many_waits(s->broker, &lock_ns, &first_ns); /* the connection held till now: still ours */
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_LOCK, lock_ns);
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_FIRST, first_ns);
+        share_broker_lost(s, r);
+        for (size_t i = 0; i < b->n; i++)
+                take_answer(s, &b->bl[i], b->q[i]);
+        batch_free(b);
 }
 
 void share_assemble(SageShare *s) {
-        ShareLookup lk = { broker_lookup, assemble_lookup_many, s };
+        ShareLookup lk = { .lookup = broker_lookup,
+                           .lookup_many = broker_lookup_many,
+                           .ctx = s,
+                           .begin = batch_begin,
+                           .add = batch_add,
+                           .end = batch_end };
         SageShareAlloc **todo = NULL, **grown;
         size_t n = 0, cap = 0;
         uint64_t t;

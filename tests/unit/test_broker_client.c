@@ -221,6 +221,33 @@ int main(void) {
         CHECK(pthread_join(t, NULL) == 0);
         s.publish_delay_ms = 0;
 
+        /*
+         * Lookups spread over time (sage_broker_lookups_*): sent as added,
+         * answered at the end, where the caller's own work in between (300 ms
+         * of it) does not count against the connection's 100 ms timeout.
+         */
+        SageBrokerLookups *batch;
+        s.n_lookups = 7;
+        CHECK(pthread_create(&t, NULL, serve, &s) == 0);
+        CHECK(sage_broker_connect(&b, addr.sun_path, 100) == 0);
+        CHECK((batch = sage_broker_lookups_begin(b, 7)) != NULL);
+        for (size_t i = 0; i < 7; i++) {
+                l[i] = (SageBrokerLookup){
+                        .hash = { .low = i }, .size = 2u << 20, .notes = notes[i], .notes_cap = sizeof(notes[i])
+                };
+                sage_broker_lookups_add(batch, &l[i]);
+        }
+        usleep(300 * 1000);
+        CHECK(sage_broker_lookups_end(batch) == 0);
+        for (size_t i = 0; i < 7; i++) {
+                CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : i == 6 ? -ENOBUFS : 0));
+                CHECK(i == 3 || i == 6 || (l[i].extent_id == 1000 + i && l[i].fd >= 0 && notes[i][0] == 2000 + i));
+                if (l[i].fd >= 0)
+                        close(l[i].fd);
+        }
+        sage_broker_free(b);
+        CHECK(pthread_join(t, NULL) == 0);
+
         /* A lookup with work meanwhile: run once, between the send and the answer; the answer is the hit. */
         uint32_t notes_len = 1;
         s.n_lookups = 0;

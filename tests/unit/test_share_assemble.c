@@ -73,7 +73,7 @@ static void teardown(ShareVmm *v, SageShareAlloc *a) {
 
 /* share_assemble_allocations over `l` (with read-back staging of its own). */
 static bool assemble(ShareVmm *v, SageShareAlloc *a, Lookups *l) {
-        ShareLookup lk = { lookup, NULL, l };
+        ShareLookup lk = { .lookup = lookup, .ctx = l };
         ShareReadback rb = { 0 };
         bool done;
 
@@ -194,6 +194,9 @@ typedef struct Many {
         SageHash key[NRUNS], hit;
         size_t len[NRUNS], gone_from;
         bool hit_all; /* every key is a hit */
+        /* begin/add/end: the requests added, and how many halves the read-back had waited for at each */
+        ShareLookupReq *added[NRUNS];
+        int syncs_at[NRUNS], begun;
 } Many;
 
 static void lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
@@ -221,6 +224,35 @@ static void lookup_many(void *ctx, ShareLookupReq *q, size_t n) {
                         q[i].fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 }
         }
+}
+
+/* A batch: requests sent as they come (the broker's sage_broker_lookups_*), answered at the end as lookup_many's. */
+static void *batch_begin(void *ctx, size_t max) {
+        Many *m = ctx;
+
+        CHECK(max == NRUNS);
+        m->begun++;
+        return m;
+}
+
+static void batch_add(void *ctx, void *batch, ShareLookupReq *q) {
+        Many *m = batch;
+
+        CHECK(ctx == m && m->n < NRUNS);
+        m->syncs_at[m->n] = fake.stream_syncs;
+        m->added[m->n++] = q;
+}
+
+static void batch_end(void *ctx, void *batch) {
+        Many *m = batch;
+        size_t n = m->n;
+        ShareLookupReq q[NRUNS];
+
+        for (size_t i = 0; i < n; i++)
+                q[i] = *m->added[i];
+        lookup_many(m, q, n);
+        for (size_t i = 0; i < n; i++)
+                *m->added[i] = q[i];
 }
 
 static int no_single_lookup(void *ctx, SageHash key, size_t len, uint32_t device, uint64_t *id, int *fd,
@@ -253,7 +285,7 @@ static SageShareAlloc *setup_pool(ShareVmm *v, Many *m) {
 }
 
 static bool assemble_many(ShareVmm *v, SageShareAlloc *a, Many *m) {
-        ShareLookup lk = { no_single_lookup, lookup_many, m };
+        ShareLookup lk = { .lookup = no_single_lookup, .lookup_many = lookup_many, .ctx = m };
         ShareReadback rb = { 0 };
         bool done = share_assemble_allocations(v, &a, 1, &lk, &rb);
 
@@ -313,6 +345,33 @@ static void many_runs_one_window(bool eager) {
         teardown(&v, a);
 }
 
+/*
+ * With a batch the lookups go out as the runs are keyed: the first half's
+ * four runs when it is hashed (one stream synchronize behind), the last
+ * half's at the end; the same keys and answers as in one exchange after it.
+ */
+static void many_runs_sent_as_keyed(void) {
+        ShareVmm v;
+        Many m = { 0 };
+        SageShareAlloc *a = setup_pool(&v, &m);
+        ShareLookup lk = { .lookup = no_single_lookup,
+                           .lookup_many = lookup_many,
+                           .ctx = &m,
+                           .begin = batch_begin,
+                           .add = batch_add,
+                           .end = batch_end };
+        ShareReadback rb = { 0 };
+
+        CHECK(share_assemble_allocations(&v, &a, 1, &lk, &rb));
+        share_readback_release(&rb, v.drv);
+        CHECK(m.begun == 1 && m.calls == 1 && m.n == NRUNS && fake.stream_syncs == 3);
+        for (size_t i = 0; i < NRUNS; i++)
+                CHECK(m.syncs_at[i] == (int)(i / 4) + 1);
+        check_pool(a, &m, 0, NRUNS);
+        CHECK(fake_stat(SAGE_STAT_SHARE_ASSEMBLED) == NRUNS && fake_stat(SAGE_STAT_SHARE_ASSEMBLED_HITS) == 1);
+        teardown(&v, a);
+}
+
 /* No stream and no pinned memory: the same keys through synchronous copies into malloc'd staging. */
 static void no_stream_no_pinned(void) {
         ShareVmm v;
@@ -349,7 +408,7 @@ static void readback_fails(void) {
         ShareVmm v;
         Many m = { 0 };
         SageShareAlloc *a = setup_pool(&v, &m);
-        ShareLookup lk = { no_single_lookup, lookup_many, &m };
+        ShareLookup lk = { .lookup = no_single_lookup, .lookup_many = lookup_many, .ctx = &m };
         ShareReadback rb = { 0 };
 
         fake.fail_stream_sync_at = 2;
@@ -391,7 +450,7 @@ static void allocations_one_window(bool hits) {
         Many m = { .gone_from = SIZE_MAX };
         int before, calls;
         SageShareAlloc *a[3];
-        ShareLookup lk = { no_single_lookup, lookup_many, &m };
+        ShareLookup lk = { .lookup = no_single_lookup, .lookup_many = lookup_many, .ctx = &m };
         ShareReadback rb = { 0 };
 
         fake_reset();
@@ -512,6 +571,7 @@ int main(void) {
         backs_while_reading(true);
         many_runs_one_window(false);
         many_runs_one_window(true);
+        many_runs_sent_as_keyed();
         no_stream_no_pinned();
         window_gone_midway();
         readback_fails();

@@ -145,7 +145,7 @@ static int no_single_lookup(void *ctx, SageHash key, size_t len, uint32_t device
 
 /* The first launch after a load: every segment assembled, every run a hit. */
 static void assemble_load(ShareVmm *v, SageShareAlloc **segs, size_t nsegs, LoadCost *cost) {
-        ShareLookup lk = { no_single_lookup, lookup_hits, &cost->broker };
+        ShareLookup lk = { .lookup = no_single_lookup, .lookup_many = lookup_hits, .ctx = &cost->broker };
         ShareReadback rb = { 0 };
         int before = calls() + fake.imports + fake.copies + fake.dtoh_async + fake.stream_syncs;
 

@@ -84,7 +84,7 @@ static bool step(void *ctx) {
 }
 
 /* A small range, one of 3 halves and a bit (read in 4 pieces), one of a granule: each keyed as before. */
-static void keys_meanwhile(ShareVmm *v, SageShareAlloc *a, ShareReadback *rb, ShareMeanwhile *mw) {
+static void keys_meanwhile(ShareVmm *v, SageShareAlloc *a, ShareReadback *rb, const ShareReadbackHooks *mw) {
         ShareReadRange r[3] = {
                 { .at = a->va + 100, .len = 1000 },
                 { .at = a->va + G, .len = 3 * HALF + 1000 },
@@ -134,7 +134,7 @@ static void meanwhile_steps(void) {
         ShareVmm v;
         SageShareAlloc *a = setup(&v);
         ShareReadback rb = { 0 };
-        ShareMeanwhile mw = { step, &work };
+        ShareReadbackHooks mw = { step, NULL, &work };
 
         memset(&work, 0, sizeof(work));
         work.have = 3;
