@@ -55,8 +55,7 @@ static int wait_for(int fd, short events, uint64_t deadline_ns) {
         for (;;) {
                 int ms = remaining_ms(deadline_ns);
                 int r;
-                if (ms == 0)
-                        return -ETIMEDOUT;
+                /* Past the deadline, what is already there still counts: one look, no wait. */
                 r = poll(&p, 1, ms);
                 if (r < 0 && errno == EINTR)
                         continue;
@@ -270,8 +269,9 @@ static int transact(SageBroker *b, SageMessage *req, const int *fds, size_t n_fd
  * sides' socket buffers from filling (we would block sending while the
  * broker blocks on replies we do not read). A request that cannot be sent
  * fails with the rest. A request gets the connection's timeout from its
- * send, or from close if later: the time the caller spent on its own work
- * meanwhile (a long read-back) is not the broker's.
+ * send, or from when its answer is read if later (a full window, the
+ * close): the time the caller spent on its own work meanwhile (a long
+ * read-back) is not the broker's.
  */
 int sage_broker_window_open(SageBroker *b, SageBrokerWindow *w, SageMessage *reqs, SageMessage *replies, int *fds,
                             int *results, NotesSink *notes) {
@@ -297,14 +297,15 @@ int sage_broker_window_open(SageBroker *b, SageBrokerWindow *w, SageMessage *req
 static void window_receive(SageBrokerWindow *w) {
         size_t i = w->answered++;
         uint64_t deadline = w->deadline[i % SAGE_BROKER_PIPELINE];
-        uint64_t from_close = w->closing + (uint64_t)w->b->timeout_ms * 1000000ull;
+        /* From now on the caller waits: its own work since the send (a read-back) is not the broker's. */
+        uint64_t waiting = sage_now_ns() + (uint64_t)w->b->timeout_ms * 1000000ull;
 
         if (w->failed)
                 w->results[i] = w->failed;
         else if (i < w->unsent_from)
-                w->results[i] = receive_reply(w->b, &w->reqs[i], &w->replies[i], NULL, &w->fds[i],
-                                              w->notes ? &w->notes[i] : NULL, w->buf,
-                                              w->closing && from_close > deadline ? from_close : deadline);
+                w->results[i] =
+                        receive_reply(w->b, &w->reqs[i], &w->replies[i], NULL, &w->fds[i],
+                                      w->notes ? &w->notes[i] : NULL, w->buf, waiting > deadline ? waiting : deadline);
         else
                 w->results[i] = w->send_failed; /* the request that could not go, and those after it */
         if (i == 0)
@@ -332,7 +333,6 @@ void sage_broker_window_send(SageBrokerWindow *w) {
 }
 
 int sage_broker_window_close(SageBrokerWindow *w) {
-        w->closing = sage_now_ns();
         while (w->answered < w->sent)
                 window_receive(w);
         pthread_mutex_unlock(&w->b->lock);

@@ -58,7 +58,6 @@ typedef struct SageBrokerWindow {
         size_t unsent_from;      /* SIZE_MAX, or the request that could not go (it and those after: send_failed) */
         int send_failed, failed; /* failed: the first failure read; the stream is out of step after it */
         uint64_t t0;             /* when the lock was taken (sage_broker_many_waits) */
-        uint64_t closing;        /* when close began: the caller's own work done (0: not yet) */
         uint64_t deadline[SAGE_BROKER_PIPELINE]; /* of request i in slot i % SAGE_BROKER_PIPELINE */
         uint8_t *buf;
 } SageBrokerWindow;

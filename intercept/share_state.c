@@ -255,7 +255,7 @@ static void batch_end(void *ctx, void *batch) {
         uint64_t lock_ns, first_ns;
         int r = sage_broker_lookups_end(b->sent);
 
-        sage_broker_many_waits(s->broker, &lock_ns, &first_ns); /* the connection held till now: still ours */
+        sage_broker_many_waits(s->broker, &lock_ns, &first_ns); /* before a failure can lose the broker */
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_LOCK, lock_ns);
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_FIRST, first_ns);
         share_broker_lost(s, r);

@@ -222,11 +222,37 @@ int main(void) {
         s.publish_delay_ms = 0;
 
         /*
+         * A window that fills while the caller works: 40 lookups, 300 ms of
+         * the caller's own work before the ninth, a 100 ms timeout. The
+         * 33rd's send reads the first answer, there since long: it counts.
+         */
+        SageBrokerLookups *batch;
+        s.n_lookups = 40;
+        CHECK(pthread_create(&t, NULL, serve, &s) == 0);
+        CHECK(sage_broker_connect(&b, addr.sun_path, 100) == 0);
+        CHECK((batch = sage_broker_lookups_begin(b, 40)) != NULL);
+        for (size_t i = 0; i < 40; i++) {
+                if (i == 8)
+                        usleep(300 * 1000);
+                l[i] = (SageBrokerLookup){
+                        .hash = { .low = i }, .size = 2u << 20, .notes = notes[i], .notes_cap = sizeof(notes[i])
+                };
+                sage_broker_lookups_add(batch, &l[i]);
+        }
+        CHECK(sage_broker_lookups_end(batch) == 0);
+        for (size_t i = 0; i < 40; i++) {
+                CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : i == 6 ? -ENOBUFS : 0));
+                if (l[i].fd >= 0)
+                        close(l[i].fd);
+        }
+        sage_broker_free(b);
+        CHECK(pthread_join(t, NULL) == 0);
+
+        /*
          * Lookups spread over time (sage_broker_lookups_*): sent as added,
          * answered at the end, where the caller's own work in between (300 ms
          * of it) does not count against the connection's 100 ms timeout.
          */
-        SageBrokerLookups *batch;
         s.n_lookups = 7;
         CHECK(pthread_create(&t, NULL, serve, &s) == 0);
         CHECK(sage_broker_connect(&b, addr.sun_path, 100) == 0);
