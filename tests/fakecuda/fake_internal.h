@@ -388,6 +388,7 @@ CUresult fake_op_run_in(const FakeOp *op, CUcontext ctx);
  * drain with fake.lock held. */
 bool fake_queue_submit(const FakeOp *op, CUcontext ctx);
 void fake_queue_drain(void);
+bool fake_queue_pending(void);                          /* work not run yet (let run now): a query's "not ready" */
 void fake_queue_unmapping(uintptr_t base, size_t size); /* queued work using it faults */
 void fake_op_release(FakeOp *op);
 void fake_stream_free_context_locked(CUcontext ctx);

@@ -111,6 +111,27 @@ bool fake_queue_submit(const FakeOp *op, CUcontext ctx) {
 }
 
 /*
+ * A query's look at the work: false when everything submitted so far has
+ * run; else the work is let run (the GPU runs it whether anyone waits or
+ * not) and true (not ready yet). So a program polling a query sees "not
+ * ready" at least once for work it queued, then done, as on the GPU.
+ */
+bool fake_queue_pending(void) {
+        bool pending = false;
+
+        pthread_mutex_lock(&queue_lock);
+        if (worker_pid == getpid() && !in_worker && (count > 0 || busy)) {
+                pending = true;
+                if (count > released) {
+                        released = count;
+                        pthread_cond_signal(&work_released);
+                }
+        }
+        pthread_mutex_unlock(&queue_lock);
+        return pending;
+}
+
+/*
  * Runs everything submitted so far and waits for it, the item the worker
  * is running included: another thread's drain may have released it, so
  * an empty queue is not finished work (a download right after a launch

@@ -285,7 +285,13 @@ FAKE_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream) {
         return alive ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
-/* A synchronize (`wait`) is an unsafe call, even of a stream nothing captures; a query is not modelled so. */
+/*
+ * A synchronize (`wait`) is an unsafe call, even of a stream nothing
+ * captures; a query is not modelled so. A query of work not run yet says
+ * so (CUDA_ERROR_NOT_READY) and lets it run: the one queue holds every
+ * stream's work, so any pending work counts (a valid answer for streams
+ * the program orders among themselves).
+ */
 static CUresult stream_wait(CUstream s, bool wait) {
         struct CUgraph_st *capture;
         CUresult r = fake_stream_check(s, &capture);
@@ -293,6 +299,8 @@ static CUresult stream_wait(CUstream s, bool wait) {
                 r = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
         if (r == CUDA_SUCCESS && wait)
                 r = fake_capture_unsafe_call();
+        if (r == CUDA_SUCCESS && !wait && fake_queue_pending())
+                return CUDA_ERROR_NOT_READY;
         if (r == CUDA_SUCCESS) {
                 fake_queue_drain();
                 CUcontext ctx; /* a fault of the work waited for shows here */

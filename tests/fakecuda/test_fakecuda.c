@@ -278,6 +278,10 @@ static void test_memory(void) {
         OK(cuMemsetD32Async(a, 0xdeadbeef, 250, s));
         /* Asynchronous: queued until the program synchronizes, every time. */
         CHECK(((unsigned *)PTR(a))[249] != 0xdeadbeef);
+        /* A query of work queued: not ready, as on the GPU, until it ran (a query lets it run). */
+        CHECK_CU(cuStreamQuery(s), CUDA_ERROR_NOT_READY);
+        for (int i = 0; i < 10000 && cuStreamQuery(s) == CUDA_ERROR_NOT_READY; i++)
+                usleep(100);
         CHECK_CU(cuStreamQuery(s), CUDA_SUCCESS);
         CHECK(((unsigned *)PTR(a))[249] == 0xdeadbeef);
         OK(cuMemsetD16(a, 0x1234, 500));
