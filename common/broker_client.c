@@ -277,28 +277,23 @@ int sage_broker_window_open(SageBroker *b, SageBrokerWindow *w, SageMessage *req
                             int *results, NotesSink *notes) {
         uint64_t t = sage_now_ns();
 
-        *w = (SageBrokerWindow){ .b = b,
-                                 .reqs = reqs,
-                                 .replies = replies,
-                                 .fds = fds,
-                                 .results = results,
-                                 .notes = notes,
-                                 .unsent_from = SIZE_MAX };
+        *w = (SageBrokerWindow){ .b = b, .reqs = reqs, .replies = replies, .fds = fds, .results = results };
+        w->notes = notes;
+        w->unsent_from = SIZE_MAX;
         if (!(w->buf = malloc(SAGE_PROTO_MAX_MESSAGE)))
                 return -ENOMEM;
         pthread_mutex_lock(&b->lock);
-        b->many_first_ns = 0;
-        b->many_lock_ns = sage_now_ns() - t;
-        w->t0 = t + b->many_lock_ns;
+        b->waits = (SageBrokerWaits){ .lock_ns = sage_now_ns() - t };
+        w->t0 = t + b->waits.lock_ns;
         return 0;
 }
 
 /* The answer to the oldest request not answered yet. */
 static void window_receive(SageBrokerWindow *w) {
         size_t i = w->answered++;
-        uint64_t deadline = w->deadline[i % SAGE_BROKER_PIPELINE];
+        uint64_t deadline = w->deadline[i % SAGE_BROKER_PIPELINE], now = sage_now_ns();
         /* From now on the caller waits: its own work since the send (a read-back) is not the broker's. */
-        uint64_t waiting = sage_now_ns() + (uint64_t)w->b->timeout_ms * 1000000ull;
+        uint64_t waiting = now + (uint64_t)w->b->timeout_ms * 1000000ull;
 
         if (w->failed)
                 w->results[i] = w->failed;
@@ -308,8 +303,12 @@ static void window_receive(SageBrokerWindow *w) {
                                       w->notes ? &w->notes[i] : NULL, w->buf, waiting > deadline ? waiting : deadline);
         else
                 w->results[i] = w->send_failed; /* the request that could not go, and those after it */
+        if (sage_now_ns() - now > w->b->waits.slowest_ns) {
+                w->b->waits.slowest_ns = sage_now_ns() - now;
+                w->b->waits.slowest_at = (uint32_t)i;
+        }
         if (i == 0)
-                w->b->many_first_ns = sage_now_ns() - w->t0;
+                w->b->waits.first_answer_ns = sage_now_ns() - w->t0;
         /* The stream is out of step after a timeout or a broken connection. */
         if (!w->failed && w->results[i] < 0)
                 w->failed = w->results[i];
@@ -585,9 +584,8 @@ const SageHelloReply *sage_broker_hello(const SageBroker *b) {
         return &b->hello;
 }
 
-void sage_broker_many_waits(const SageBroker *b, uint64_t *lock_ns, uint64_t *first_answer_ns) {
-        *lock_ns = b->many_lock_ns;
-        *first_answer_ns = b->many_first_ns;
+void sage_broker_many_waits(const SageBroker *b, SageBrokerWaits *waits) {
+        *waits = b->waits;
 }
 
 int sage_broker_fd(const SageBroker *b) {

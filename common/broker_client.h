@@ -93,9 +93,14 @@ typedef struct SageBrokerLookups SageBrokerLookups;
 SageBrokerLookups *sage_broker_lookups_begin(SageBroker *broker, size_t max);
 void sage_broker_lookups_add(SageBrokerLookups *lookups, SageBrokerLookup *entry);
 int sage_broker_lookups_end(SageBrokerLookups *lookups);
-/* Where the last pipelined exchange (lookup_many, lookups_end) waited: for the connection's lock (another thread's
- * exchange), and from then until the first answer came (the sending, the broker's wake-up and work). */
-void sage_broker_many_waits(const SageBroker *broker, uint64_t *lock_ns, uint64_t *first_answer_ns);
+/* Where the last pipelined exchange (lookup_many, lookups_end) waited. */
+typedef struct SageBrokerWaits {
+        uint64_t lock_ns;         /* for the connection's lock (another thread's exchange) */
+        uint64_t first_answer_ns; /* from holding it to reading the first answer */
+        uint64_t slowest_ns;      /* the longest wait for one answer */
+        uint32_t slowest_at;      /* which one that was (0: the first) */
+} SageBrokerWaits;
+void sage_broker_many_waits(const SageBroker *broker, SageBrokerWaits *waits);
 
 /* Offer an extent: `fd` is a POSIX-fd export of a cuMemCreate allocation of
  * exactly `size` bytes on `device`, already filled. The fd is not consumed.

@@ -15,8 +15,8 @@ struct SageBroker {
         /* Unsolicited broker -> client notices (proto.def TO_CLIENT), whoever reads them. */
         SageBrokerNoticeFn on_notice;
         void *notice_userdata;
-        SageDevicesReply *devices;            /* the broker's device table, once asked (broker_requests.c) */
-        uint64_t many_lock_ns, many_first_ns; /* the last window's waits (sage_broker_many_waits) */
+        SageDevicesReply *devices; /* the broker's device table, once asked (broker_requests.c) */
+        SageBrokerWaits waits;     /* the last window's (sage_broker_many_waits) */
 };
 
 /* Where the notes of a LOOKUP reply go: `length` receives their size,

@@ -248,16 +248,18 @@ static void batch_add(void *ctx, void *batch, ShareLookupReq *q) {
         sage_broker_lookups_add(b->sent, &b->bl[b->n++]);
 }
 
-/* The answers; where assembly's wait went (SHARE_NS_ASSEMBLE_LOOKUP_LOCK, _FIRST). */
+/* The answers; where assembly's wait went (SHARE_NS_ASSEMBLE_LOOKUP_LOCK, _FIRST, _SLOWEST). */
 static void batch_end(void *ctx, void *batch) {
         SageShare *s = ctx;
         LookupBatch *b = batch;
-        uint64_t lock_ns, first_ns;
+        SageBrokerWaits waits;
         int r = sage_broker_lookups_end(b->sent);
 
-        sage_broker_many_waits(s->broker, &lock_ns, &first_ns); /* before a failure can lose the broker */
-        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_LOCK, lock_ns);
-        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_FIRST, first_ns);
+        sage_broker_many_waits(s->broker, &waits); /* before a failure can lose the broker */
+        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_LOCK, waits.lock_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_FIRST, waits.first_answer_ns);
+        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_SLOWEST, waits.slowest_ns);
+        sage_stats_add(SAGE_STAT_SHARE_ASSEMBLE_LOOKUP_SLOWEST_AT, waits.slowest_ns ? waits.slowest_at + 1 : 0);
         share_broker_lost(s, r);
         for (size_t i = 0; i < b->n; i++)
                 take_answer(s, &b->bl[i], b->q[i]);
