@@ -291,7 +291,7 @@ int sage_broker_window_open(SageBroker *b, SageBrokerWindow *w, SageMessage *req
 /* The answer to the oldest request not answered yet. */
 static void window_receive(SageBrokerWindow *w) {
         size_t i = w->answered++;
-        uint64_t deadline = w->deadline[i % SAGE_BROKER_PIPELINE], now = sage_now_ns();
+        uint64_t deadline = w->deadline[i % SAGE_BROKER_PIPELINE], now = sage_now_ns(), took;
         /* From now on the caller waits: its own work since the send (a read-back) is not the broker's. */
         uint64_t waiting = now + (uint64_t)w->b->timeout_ms * 1000000ull;
 
@@ -303,12 +303,13 @@ static void window_receive(SageBrokerWindow *w) {
                                       w->notes ? &w->notes[i] : NULL, w->buf, waiting > deadline ? waiting : deadline);
         else
                 w->results[i] = w->send_failed; /* the request that could not go, and those after it */
-        if (sage_now_ns() - now > w->b->waits.slowest_ns) {
-                w->b->waits.slowest_ns = sage_now_ns() - now;
+        took = sage_now_ns() - now;
+        if (took > w->b->waits.slowest_ns) {
+                w->b->waits.slowest_ns = took;
                 w->b->waits.slowest_at = (uint32_t)i;
         }
         if (i == 0)
-                w->b->waits.first_answer_ns = sage_now_ns() - w->t0;
+                w->b->waits.first_answer_ns = now + took - w->t0;
         /* The stream is out of step after a timeout or a broken connection. */
         if (!w->failed && w->results[i] < 0)
                 w->failed = w->results[i];

@@ -79,8 +79,7 @@ int sage_broker_lookup_noted_meanwhile(SageBroker *b, SageHash hash, uint64_t si
 }
 
 struct SageBrokerLookups {
-        SageBrokerWindow w;
-        SageBroker *b;
+        SageBrokerWindow w;   /* w.b: the connection */
         SageBrokerLookup **l; /* the caller's entries, in the order sent */
         SageMessage *reqs, *replies;
         NotesSink *sinks;
@@ -111,7 +110,6 @@ SageBrokerLookups *sage_broker_lookups_begin(SageBroker *b, size_t max) {
                 lookups_free(p);
                 return NULL;
         }
-        p->b = b;
         p->cap = m;
         return p;
 }
@@ -153,7 +151,7 @@ int sage_broker_lookups_end(SageBrokerLookups *p) {
         }
         for (size_t i = 0; i < p->n; i++)
                 if (p->l[i]->result == -ENOBUFS && p->results[i] == 0)
-                        sage_broker_release(p->b, p->replies[i].lookup_reply.extent_id);
+                        sage_broker_release(p->w.b, p->replies[i].lookup_reply.extent_id);
         lookups_free(p);
         return r;
 }

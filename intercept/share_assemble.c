@@ -274,7 +274,7 @@ static void run_keyed(void *ctx, size_t i, SageHash key) {
  */
 static void key_runs(ShareVmm *v, size_t n, ShareReadback *rb, Keying *k) {
         ShareReadRange *r = calloc(n ? n : 1, sizeof(*r));
-        ShareReadbackHooks hooks = { back_meanwhile, run_keyed, k }, keys_only = { NULL, run_keyed, k };
+        ShareReadbackHooks hooks = { NULL, run_keyed, k };
         Run *run = k->run;
         CUcontext popped;
 
@@ -292,8 +292,8 @@ static void key_runs(ShareVmm *v, size_t n, ShareReadback *rb, Keying *k) {
                                 r[j] = (ShareReadRange){ .at = run[j].a->va + run[j].piece.off,
                                                          .len = run[j].piece.len };
                         k->base = i;
-                        share_readback_keys(rb, v, run[i].a->ctx, r + i, end - i,
-                                            atomic_load(&v->unbacked) ? &hooks : &keys_only);
+                        hooks.step = atomic_load(&v->unbacked) ? back_meanwhile : NULL; /* backing left to do */
+                        share_readback_keys(rb, v, run[i].a->ctx, r + i, end - i, &hooks);
                         time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_READ, t);
                 }
                 v->drv->ctx_pop(&popped);

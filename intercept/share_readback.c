@@ -236,7 +236,6 @@ static bool run_pipe(Pipe *p) {
         issue(p, lo, hi, h);
         while (lo < p->n) {
                 size_t next = hi;
-
                 uint64_t t;
 
                 meanwhile(p);

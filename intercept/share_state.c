@@ -248,7 +248,11 @@ static void batch_add(void *ctx, void *batch, ShareLookupReq *q) {
         sage_broker_lookups_add(b->sent, &b->bl[b->n++]);
 }
 
-/* The answers; where assembly's wait went (SHARE_NS_ASSEMBLE_LOOKUP_LOCK, _FIRST, _SLOWEST). */
+/*
+ * The answers; where assembly's wait went (SHARE_NS_ASSEMBLE_LOOKUP_FIRST,
+ * _SLOWEST). Not the wait for the connection: every user of it holds the
+ * sharing lock first, as assembly does, so it is never taken here.
+ */
 static void batch_end(void *ctx, void *batch) {
         SageShare *s = ctx;
         LookupBatch *b = batch;
@@ -256,7 +260,6 @@ static void batch_end(void *ctx, void *batch) {
         int r = sage_broker_lookups_end(b->sent);
 
         sage_broker_many_waits(s->broker, &waits); /* before a failure can lose the broker */
-        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_LOCK, waits.lock_ns);
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_FIRST, waits.first_answer_ns);
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP_SLOWEST, waits.slowest_ns);
         sage_stats_add(SAGE_STAT_SHARE_ASSEMBLE_LOOKUP_SLOWEST_AT, waits.slowest_ns ? waits.slowest_at + 1 : 0);

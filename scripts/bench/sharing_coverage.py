@@ -100,7 +100,7 @@ def accounted(run):
 # The first launch's share of a hit (ms): assembly split (intercept/share_assemble.c), then the backing.
 FIRST_LAUNCH_STATS = {"assembly": "SHARE_NS_ASSEMBLE", "sync": "SHARE_NS_ASSEMBLE_SYNC", "read_back": "SHARE_NS_ASSEMBLE_READ",
                       "read_dma": "SHARE_NS_ASSEMBLE_READ_DMA", "read_hash": "SHARE_NS_ASSEMBLE_READ_HASH",
-                      "lookup": "SHARE_NS_ASSEMBLE_LOOKUP", "lookup_lock": "SHARE_NS_ASSEMBLE_LOOKUP_LOCK",
+                      "lookup": "SHARE_NS_ASSEMBLE_LOOKUP",
                       "lookup_first": "SHARE_NS_ASSEMBLE_LOOKUP_FIRST",
                       "lookup_slowest": "SHARE_NS_ASSEMBLE_LOOKUP_SLOWEST", "map": "SHARE_NS_ASSEMBLE_MAP",
                       "backing": "SHARE_NS_BACK", "backing_in_read_back": "SHARE_NS_BACK_OVERLAPPED"}
