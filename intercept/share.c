@@ -327,8 +327,10 @@ static void share_before(SageCall *call) {
          * assembly that backs while its read-back waits (sage_share_guard_launch).
          */
         if (!call->own && (info->category == SAGE_CAT_GRAPH || info->category == SAGE_CAT_IPC ||
-                           (info->category == SAGE_CAT_COPY && !info->impl)))
+                           (info->category == SAGE_CAT_COPY && !info->impl))) {
+                sage_share_settle_runs(); /* a predicted run's uploads are on the host still */
                 sage_share_back_all();
+        }
         if (!call->own && info->category == SAGE_CAT_GRAPH) { /* a graph's kernels may write what no upload confirmed */
                 share_predict_settle(sage_share());
                 share_graph_settle();

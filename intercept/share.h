@@ -33,6 +33,12 @@ void sage_share_before_write(CUdeviceptr dst, size_t n);
  * into [dst, dst+n), the granules it writes (an error: it must not run).
  */
 void sage_share_back_all(void);
+/*
+ * Before anything that may read memory SAGE backs (a device-to-host or
+ * device copy, an IPC export): predicted runs holding uploads on the host
+ * (share_hint.h) are confirmed or copied in; other predictions stay.
+ */
+void sage_share_settle_runs(void);
 CUresult sage_share_back(CUdeviceptr dst, size_t n);
 /* Before a pointer query: the whole allocation `p` falls in. */
 void sage_share_back_alloc(CUdeviceptr p);

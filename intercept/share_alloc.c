@@ -28,21 +28,12 @@
 #define MAX_WRITTEN 4096
 
 void share_vmm_init(ShareVmm *v, const SageShareDriver *drv, void (*release_extent)(void *, uint64_t), void *ctx) {
+        memset(v, 0, sizeof(*v)); /* track_pending, defer, due_over: the caller sets them */
         v->drv = drv;
         v->release_extent = release_extent;
         v->release_ctx = ctx;
-        v->track_pending = false; /* the caller turns it on */
-        atomic_store(&v->write_epoch, 1);
-        atomic_store(&v->pending, false);
-        atomic_store(&v->unconfirmed, 0);
-        v->allocs = NULL;
         v->lo_va = UINT64_MAX;
-        v->hi_va = 0;
-        v->prepared = (ShareRests){ .a = NULL };
-        v->defer = false; /* the caller turns it on */
-        atomic_store(&v->unbacked, 0);
-        atomic_store(&v->private_due, false);
-        v->due_over = NULL; /* the caller sets it (share_guard_due_over) */
+        atomic_store(&v->write_epoch, 1);
 }
 
 static bool reserve_pieces(SageShareAlloc *a, size_t n) {
@@ -341,8 +332,10 @@ void share_vmm_free_lists(Piece *p) {
         free(p->seen);
         free(p->allow);
         free(p->filled);
+        free(p->image);
         p->seen = p->allow = NULL;
         p->filled = NULL;
+        p->image = NULL;
         p->nseen = p->nallow = p->nfilled = 0;
 }
 
@@ -539,7 +532,7 @@ bool share_vmm_map_extent(ShareVmm *v, SageShareAlloc *a, Piece *piece, int fd) 
 }
 
 bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i) {
-        Piece *p = &a->pieces[i];
+        Piece *p = &a->pieces[i], kept = { 0 };
         CUmemGenericAllocationHandle h;
         bool predicted = p->unconfirmed;
 
@@ -547,30 +540,27 @@ bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i) {
         if (predicted ? share_vmm_create(v, a, p->len, &h) != CUDA_SUCCESS
                       : (share_vmm_sync(v, a), share_vmm_copy_into_new(v, a, p->off, p->len, &h) != CUDA_SUCCESS))
                 return false;
+        if (p->image) { /* a predicted run's uploads: kept for the caller to copy in (share_hint.c) */
+                kept = (Piece){ .image = p->image, .filled = p->filled, .nfilled = p->nfilled };
+                p->image = NULL;
+                p->filled = NULL;
+        }
         share_vmm_drop_piece(v, a, p);
         if (map_at(v, a, p->off, p->len, h, CU_MEM_ACCESS_FLAGS_PROT_READWRITE) != CUDA_SUCCESS) {
                 sage_warn("share: cannot re-back %p+%zu", (void *)(uintptr_t)(a->va + p->off), p->len);
                 v->drv->vmm.release(h);
+                share_vmm_free_lists(&kept);
                 return false;
         }
         *p = (Piece){ .off = p->off, .len = p->len, .handle = h, .span_lo = p->span_lo };
-        a->predict_spoiled |= predicted;
-        sage_stats_count(predicted ? SAGE_STAT_SHARE_PREDICT_UNUSED : SAGE_STAT_SHARE_UNSHARED);
+        p->image = kept.image;
+        p->filled = kept.filled;
+        p->nfilled = kept.nfilled;
+        a->predict_spoiled |= predicted && !kept.image; /* a run whose uploads came: other bytes, not a spoiler */
+        sage_stats_count(!predicted   ? SAGE_STAT_SHARE_UNSHARED
+                         : kept.image ? SAGE_STAT_SHARE_PREDICT_RUNS_COPIED
+                                      : SAGE_STAT_SHARE_PREDICT_UNUSED);
         return true;
-}
-
-/* Shared pieces of `a` overlapping [off, off+len) become private. */
-static void privatize_shared(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len) {
-        for (size_t i = 0; i < a->npieces; i++)
-                if (a->pieces[i].extent_id && a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
-                        share_vmm_privatize(v, a, i);
-}
-
-void share_vmm_before_write(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len) {
-        for (size_t i = 0; i < a->npieces; i++)
-                if (a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
-                        share_vmm_drop_candidate(a, &a->pieces[i], "written by an API call or another upload");
-        privatize_shared(v, a, off, len);
 }
 
 void share_vmm_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why) {

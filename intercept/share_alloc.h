@@ -38,8 +38,10 @@ typedef struct Piece {
         bool seen_overflow;
         uint64_t *allow; /* shared: the uses its publisher saw, sorted */
         size_t nallow;
-        Range *filled;  /* assembled (several uploads, keyed by content at the first launch): */
-        size_t nfilled; /* the uploads' ranges; a kernel pointing between them is not reading weights */
+        Range *filled;        /* assembled (several uploads, keyed by content at the first launch): */
+        size_t nfilled;       /* the uploads' ranges; a kernel pointing between them is not reading weights */
+        bool run_hint;        /* unconfirmed, predicted as an assembled run: its uploads go to `image` (share_hint.h) */
+        unsigned char *image; /* run_hint: len bytes, what its uploads wrote (NULL: none yet) */
 } Piece;
 
 #define SAGE_SHARE_MAX_USES 4000
@@ -87,6 +89,8 @@ typedef struct SageShareDriver {
         CUresult (*import_fd)(CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType);
         CUresult (*export_fd)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType, unsigned long long);
         CUresult (*copy_dtoh)(void *, CUdeviceptr, size_t);
+        CUresult (*copy_htod)(CUdeviceptr, const void *, size_t);
+        CUresult (*copy_htod_async)(CUdeviceptr, const void *, size_t, CUstream); /* optional */
         CUresult (*alloc_host)(void **, size_t);
         CUresult (*free_host)(void *);
         /* optional: */
@@ -242,8 +246,9 @@ bool share_vmm_map_extent(ShareVmm *v, SageShareAlloc *a, Piece *piece, int fd);
 bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i);
 /*
  * Bytes [off, off+len) of `a` are about to be written by something other
- * than a shared upload: shared pieces there become private first, and
- * candidates there stop being candidates.
+ * than a shared upload: shared pieces there become private first (a
+ * predicted run's uploads kept on the host copied in), and candidates
+ * there stop being candidates. Defined in share_hint.c, which holds runs.
  */
 void share_vmm_before_write(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len);
 /* Candidate p is not to be published (why: one debug line). */

@@ -288,7 +288,8 @@ static CUresult copy_2d_plain(const Copy2D *c, CUresult (*sync)(const CUDA_MEMCP
                               CUresult (*async)(const CUDA_MEMCPY2D *, CUstream)) {
         SageWriteRange w = sage_write_copy2d(c->p);
 
-        sage_share_back_all(); /* its source or destination may be unbacked (share_backing.c) */
+        sage_share_settle_runs(); /* its source may be a predicted run, its uploads on the host */
+        sage_share_back_all();    /* its source or destination may be unbacked (share_backing.c) */
         if (w.writes == SAGE_WRITES_RANGE && w.bytes)
                 sage_share_before_write(w.dst, w.bytes);
         else if (w.writes == SAGE_WRITES_UNKNOWN)

@@ -32,7 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "share_place.h"
+#include "stats.h"
 
 static int cmp_hint(const void *x, const void *y) {
         const ShareHint *a = x, *b = y;
@@ -44,14 +46,17 @@ static int cmp_hint(const void *x, const void *y) {
         return a->off < b->off ? -1 : a->off > b->off;
 }
 
-/* One line "size ordinal off len key": all five fields, nothing after them. */
+/* One line "size ordinal off len key", " run" after an assembled run's, nothing else after them. */
 static bool parse_line(const char *line, ShareHint *out) {
         unsigned long long size, ordinal, off, len;
         char key[33];
         int end = -1;
 
-        if (sscanf(line, "%llu %llu %llu %llu %32[0-9a-f]%n", &size, &ordinal, &off, &len, key, &end) != 5 || end < 0 ||
-            (line[end] != '\n' && line[end]) || strlen(key) != 32 || !size || ordinal > UINT32_MAX || (!len && off) ||
+        if (sscanf(line, "%llu %llu %llu %llu %32[0-9a-f]%n", &size, &ordinal, &off, &len, key, &end) != 5 || end < 0)
+                return false;
+        out->run = len && !strncmp(line + end, " run", 4);
+        end += out->run ? 4 : 0;
+        if ((line[end] != '\n' && line[end]) || strlen(key) != 32 || !size || ordinal > UINT32_MAX || (!len && off) ||
             off > UINT64_MAX - len || sage_hash_parse(key, &out->key) != 0)
                 return false;
         out->size = size;
@@ -160,15 +165,18 @@ size_t share_hints_for(const ShareHints *h, uint64_t size, uint32_t ordinal, siz
                 const ShareHint *x = &h->hint[i];
                 if (x->off % gran || x->len % gran || x->off < end || x->off > padded || x->len > padded - x->off)
                         continue;
-                out[n++] = (Piece){ .off = x->off, .len = x->len, .key = x->key };
+                out[n++] = (Piece){ .off = x->off, .len = x->len, .key = x->key, .run_hint = x->run };
                 end = x->off + x->len;
         }
         return n;
 }
 
-/* A piece one upload filled whole: a hit it mapped, or a candidate it copied (published at exit). */
+/*
+ * A piece one upload filled whole: a hit it mapped, or a candidate it
+ * copied (published at exit); or an assembled run, hit or candidate.
+ */
 static bool learnable(const Piece *p) {
-        return (p->extent_id || p->candidate) && p->span_hi && !p->nfilled && !p->unconfirmed;
+        return (p->extent_id || p->candidate) && (p->span_hi || p->nfilled) && !p->unconfirmed;
 }
 
 void share_hints_learn(ShareHints *h, const SageShareAlloc *a) {
@@ -181,15 +189,19 @@ void share_hints_learn(ShareHints *h, const SageShareAlloc *a) {
             !(add = calloc(SHARE_HINT_PER_ALLOC, sizeof(*add))))
                 return;
         if (a->predict_spoiled)
-                add[n++] = (ShareHint){ size, a->ordinal, 0, 0, { 0 } };
+                add[n++] = (ShareHint){ .size = size, .ordinal = a->ordinal };
         for (size_t i = 0; i < a->npieces && n < SHARE_HINT_PER_ALLOC && !a->predict_spoiled; i++)
                 if (learnable(&a->pieces[i]))
-                        add[n++] =
-                                (ShareHint){ size, a->ordinal, a->pieces[i].off, a->pieces[i].len, a->pieces[i].key };
+                        add[n++] = (ShareHint){ size,
+                                                a->ordinal,
+                                                a->pieces[i].off,
+                                                a->pieces[i].len,
+                                                a->pieces[i].key,
+                                                a->pieces[i].nfilled > 0 };
         same = i1 - i0 == n;
         for (size_t k = 0; same && k < n; k++)
                 same = h->hint[i0 + k].off == add[k].off && h->hint[i0 + k].len == add[k].len &&
-                       sage_hash_equal(h->hint[i0 + k].key, add[k].key);
+                       sage_hash_equal(h->hint[i0 + k].key, add[k].key) && h->hint[i0 + k].run == add[k].run;
         total = h->n - (i1 - i0) + n;
         if (!same && reserve(h, total)) {
                 memmove(&h->hint[i0 + n], &h->hint[i1], (h->n - i1) * sizeof(*h->hint));
@@ -206,8 +218,9 @@ static void write_hints(FILE *f, void *ctx) {
 
         for (size_t i = 0; i < h->n; i++) {
                 sage_hash_format(h->hint[i].key, key);
-                fprintf(f, "%llu %u %llu %llu %s\n", (unsigned long long)h->hint[i].size, h->hint[i].ordinal,
-                        (unsigned long long)h->hint[i].off, (unsigned long long)h->hint[i].len, key);
+                fprintf(f, "%llu %u %llu %llu %s%s\n", (unsigned long long)h->hint[i].size, h->hint[i].ordinal,
+                        (unsigned long long)h->hint[i].off, (unsigned long long)h->hint[i].len, key,
+                        h->hint[i].run ? " run" : "");
         }
 }
 
@@ -235,6 +248,12 @@ Piece *share_hint_unconfirmed_at(SageShareAlloc *a, size_t lo, size_t hi) {
 }
 
 void share_hint_confirm(ShareVmm *v, SageShareAlloc *a, Piece *p, size_t o, size_t n) {
+        free(p->image); /* a run's: one upload filled all of it, what the image held is overwritten */
+        free(p->filled);
+        p->image = NULL;
+        p->filled = NULL;
+        p->nfilled = 0;
+        p->run_hint = false;
         p->unconfirmed = false;
         atomic_fetch_sub(&v->unconfirmed, 1);
         p->span_lo = o;
@@ -243,14 +262,160 @@ void share_hint_confirm(ShareVmm *v, SageShareAlloc *a, Piece *p, size_t o, size
         share_vmm_note_written(v, a, o, n);
 }
 
-size_t share_hint_unshare_all(ShareVmm *v) {
+/* ---------------------------------------------------------------- predicted runs */
+
+Piece *share_hint_run_at(SageShareAlloc *a, size_t o, size_t n) {
+        for (size_t i = 0; i < a->npieces && a->pieces[i].off <= o; i++) {
+                Piece *p = &a->pieces[i];
+                if (p->run_hint && p->unconfirmed && !p->parked && o - p->off < p->len && n <= p->len - (o - p->off))
+                        return p;
+        }
+        return NULL;
+}
+
+/* The part of [o, o+n) inside piece p: [*lo, *hi), false if none. */
+static bool clip(const Piece *p, size_t o, size_t n, size_t *lo, size_t *hi) {
+        *lo = o > p->off ? o : p->off;
+        *hi = o + n < p->off + p->len ? o + n : p->off + p->len;
+        return *lo < *hi;
+}
+
+bool share_hint_image(Piece *p, size_t o, size_t n, const void *src) {
+        Range *grown;
+        size_t at = p->nfilled, lo, hi;
+
+        if (!clip(p, o, n, &lo, &hi) || !(grown = realloc(p->filled, (p->nfilled + 1) * sizeof(*grown))))
+                return false;
+        p->filled = grown;
+        if (!p->image && !(p->image = calloc(1, p->len)))
+                return false;
+        while (at && grown[at - 1].off > o) /* kept sorted, as assembly's (uploads come in order: none moves) */
+                at--;
+        memmove(&grown[at + 1], &grown[at], (p->nfilled - at) * sizeof(*grown));
+        grown[at] = (Range){ o, n }; /* the whole upload, as assembly's: a kernel points at its start */
+        p->nfilled++;
+        memcpy(p->image + (lo - p->off), (const char *)src + (lo - o), hi - lo);
+        return true;
+}
+
+Piece *share_hint_end_run(SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, bool head) {
+        Piece *p = head ? (lo > o ? share_hint_run_at(a, o, lo - o) : NULL)
+                        : (o + n > hi ? share_hint_run_at(a, hi, o + n - hi) : NULL);
+
+        return lo < hi && p && (head ? p->off + p->len == lo : p->off == hi) ? p : NULL;
+}
+
+bool share_hint_image_ends(ShareVmm *v, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, const void *src,
+                           bool served) {
+        Piece *head = share_hint_end_run(a, o, n, lo, hi, true), *tail = share_hint_end_run(a, o, n, lo, hi, false);
+        bool spoiled = a->predict_spoiled;
+
+        if (served && (lo == o || head) && (hi == o + n || tail) && (!head || share_hint_image(head, o, n, src)) &&
+            (!tail || share_hint_image(tail, o, n, src)))
+                return true;
+        share_vmm_before_write(v, a, o, lo - o);
+        share_vmm_before_write(v, a, hi, o + n - hi);
+        a->predict_spoiled = spoiled; /* the runs' prediction held: what their neighbour's middle got differed */
+        return false;
+}
+
+/*
+ * Private piece p, a predicted run until now, still holds its image and
+ * uploads (share_vmm_privatize keeps them): each upload copied in from the
+ * image, noted as an upload (assembly keys it at this launch), the image
+ * freed. On a non-blocking stream of its own, waited for in the relaxed
+ * capture mode: the legacy stream would join a capture on a blocking
+ * stream, which the driver refuses; a stream of its own joins none.
+ */
+static void flush(ShareVmm *v, SageShareAlloc *a, Piece *p) {
+        const SageShareDriver *d = v->drv;
+        CUcontext popped;
+        CUstream st = NULL;
+        CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+        bool pushed = d->ctx_push(a->ctx) == CUDA_SUCCESS, own, relaxed;
+
+        own = d->stream_create && d->copy_htod_async && d->stream_synchronize && d->stream_destroy &&
+              d->stream_create(&st, CU_STREAM_NON_BLOCKING) == CUDA_SUCCESS;
+        for (size_t i = 0, lo, hi; i < p->nfilled; i++) { /* the uploads, where they fall in the run */
+                const unsigned char *from;
+                if (!clip(p, p->filled[i].off, p->filled[i].len, &lo, &hi))
+                        continue;
+                from = p->image + (lo - p->off);
+                if ((own ? d->copy_htod_async(a->va + lo, from, hi - lo, st)
+                         : d->copy_htod(a->va + lo, from, hi - lo)) != CUDA_SUCCESS)
+                        sage_warn("share: cannot copy an upload kept for %p+%zu", (void *)(uintptr_t)(a->va + lo),
+                                  hi - lo);
+                share_vmm_note_written(v, a, lo, hi - lo);
+        }
+        if (own) {
+                relaxed = d->exchange_capture_mode && d->exchange_capture_mode(&mode) == CUDA_SUCCESS;
+                d->stream_synchronize(st); /* done before the app's next work, on whatever stream */
+                if (relaxed)
+                        d->exchange_capture_mode(&mode);
+                d->stream_destroy(st);
+        }
+        if (pushed)
+                d->ctx_pop(&popped);
+        free(p->image);
+        free(p->filled);
+        p->image = NULL;
+        p->filled = NULL;
+        p->nfilled = 0;
+}
+
+/* share_vmm_privatize, and a predicted run's uploads kept on its image copied in. */
+static bool privatize(ShareVmm *v, SageShareAlloc *a, size_t i) {
+        if (!share_vmm_privatize(v, a, i))
+                return false; /* the piece as it was: an image stays with it */
+        flush(v, a, &a->pieces[i]);
+        return true;
+}
+
+/*
+ * Here, not in share_alloc.c, as it privatizes: shared pieces of `a`
+ * overlapping [off, off+len) become private, candidates there are dropped.
+ */
+void share_vmm_before_write(ShareVmm *v, SageShareAlloc *a, size_t off, size_t len) {
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
+                        share_vmm_drop_candidate(a, &a->pieces[i], "written by an API call or another upload");
+        for (size_t i = 0; i < a->npieces; i++)
+                if (a->pieces[i].extent_id && a->pieces[i].off < off + len && off < a->pieces[i].off + a->pieces[i].len)
+                        privatize(v, a, i);
+}
+
+/* Its image has the run's key: a hit as assembly would have mapped it (its uploads its filled ranges). */
+static bool confirm_run(ShareVmm *v, Piece *p, int (*key)(const void *, size_t, SageHash *)) {
+        SageHash got;
+        size_t bytes = 0;
+
+        if (!key || !p->image || !p->nfilled || key(p->image, p->len, &got) != 0 || !sage_hash_equal(got, p->key))
+                return false;
+        for (size_t i = 0, lo, hi; i < p->nfilled; i++)
+                bytes += clip(p, p->filled[i].off, p->filled[i].len, &lo, &hi) ? hi - lo : 0;
+        free(p->image);
+        p->image = NULL;
+        p->run_hint = p->unconfirmed = false;
+        atomic_fetch_sub(&v->unconfirmed, 1);
+        p->span_lo = p->filled[0].off < p->off ? p->filled[0].off : p->off;
+        sage_stats_count(SAGE_STAT_SHARE_PREDICTED_RUNS);
+        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED); /* keyed from its image */
+        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
+        sage_stats_add(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
+        return true;
+}
+
+size_t share_hint_unshare_all(ShareVmm *v, int (*key)(const void *, size_t, SageHash *), bool runs_only) {
         size_t failed = 0;
 
         if (!atomic_load(&v->unconfirmed))
                 return 0;
         for (SageShareAlloc *a = v->allocs; a; a = a->next)
-                for (size_t i = 0; i < a->npieces; i++)
-                        if (a->pieces[i].unconfirmed && !a->pieces[i].parked && !share_vmm_privatize(v, a, i))
+                for (size_t i = 0; i < a->npieces; i++) {
+                        Piece *p = &a->pieces[i];
+                        if (p->unconfirmed && !p->parked && (p->image || !runs_only) && !confirm_run(v, p, key) &&
+                            !privatize(v, a, i))
                                 failed++;
+                }
         return failed;
 }

@@ -12,6 +12,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "share.h"
+#include "share_key.h"
 #include "share_state.h"
 #include "stats.h"
 #include "util.h"
@@ -162,7 +164,11 @@ static size_t lookup_and_import(SageShare *s, Piece *pre, size_t n, uint32_t dev
                 }
         ask(s, mine, nmine);
         for (size_t k = 0; k < n; k++) {
-                Piece p = { .off = pre[k].off, .len = pre[k].len, .key = pre[k].key, .extent_id = of[k]->id };
+                Piece p = { .off = pre[k].off,
+                            .len = pre[k].len,
+                            .key = pre[k].key,
+                            .extent_id = of[k]->id,
+                            .run_hint = pre[k].run_hint };
                 if (of[k]->fd < 0)
                         continue;
                 if (s->drv.import_fd(&p.handle, (void *)(uintptr_t)of[k]->fd,
@@ -230,12 +236,27 @@ bool share_predict_confirm(SageShare *s, SageShareAlloc *a, size_t o, size_t n, 
         return true;
 }
 
-void share_predict_settle(SageShare *s) {
+static void settle(SageShare *s, bool runs_only) {
+        uint64_t t;
+
         if (!atomic_load_explicit(&s->vmm.unconfirmed, memory_order_relaxed) &&
-            !atomic_load_explicit(&s->ahead_held, memory_order_relaxed))
+            (runs_only || !atomic_load_explicit(&s->ahead_held, memory_order_relaxed)))
                 return;
+        t = sage_now_ns();
         pthread_mutex_lock(&s->lock);
-        share_hint_unshare_all(&s->vmm);
-        share_predict_drop_ahead(s); /* the uploads are over: what no allocation took goes back */
+        if (atomic_load(&s->vmm.unconfirmed))
+                atomic_store(&s->guarding, true); /* runs confirmed now are hits the launch guard must know */
+        share_hint_unshare_all(&s->vmm, sage_share_content_key, runs_only);
+        if (!runs_only)
+                share_predict_drop_ahead(s); /* the uploads are over: what no allocation took goes back */
         pthread_mutex_unlock(&s->lock);
+        sage_stats_add(SAGE_STAT_SHARE_NS_PREDICT_SETTLE, sage_now_ns() - t);
+}
+
+void share_predict_settle(SageShare *s) {
+        settle(s, false);
+}
+
+void sage_share_settle_runs(void) {
+        settle(sage_share(), true);
 }

@@ -88,6 +88,7 @@ COPIES(cuMemcpyBatchAsync_v2_ptsz, , )
 
 /* A 3D operation's box in a pointer operand: the allocation it starts in (as an unknown API write's). */
 static void before_3d(size_t n, const CUDA_MEMCPY3D_BATCH_OP *ops) {
+        sage_share_settle_runs(); /* an operation may read a predicted run, its uploads on the host */
         sage_share_back_all();
         for (size_t i = 0; ops && i < n; i++)
                 if (ops[i].dst.type == CU_MEMCPY_OPERAND_TYPE_POINTER)

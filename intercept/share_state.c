@@ -379,6 +379,8 @@ static void fill_driver(SageShareDriver *d) {
                 .import_fd = SAGE_REAL(cuMemImportFromShareableHandle),
                 .export_fd = SAGE_REAL(cuMemExportToShareableHandle),
                 .copy_dtoh = SAGE_REAL(cuMemcpyDtoH_v2),
+                .copy_htod = SAGE_REAL(cuMemcpyHtoD_v2),
+                .copy_htod_async = SAGE_REAL(cuMemcpyHtoDAsync_v2),
                 .alloc_host = SAGE_REAL(cuMemAllocHost_v2),
                 .free_host = SAGE_REAL(cuMemFreeHost),
                 .stream_is_capturing = x->stream_is_capturing,
@@ -401,7 +403,8 @@ static void fill_driver(SageShareDriver *d) {
 
 static bool driver_complete(const SageShareDriver *d) {
         return sage_vmm_ops_complete(&d->vmm) && d->ctx_push && d->ctx_pop && d->ctx_get_device && d->ctx_get_current &&
-               d->granularity && d->import_fd && d->export_fd && d->copy_dtoh && d->alloc_host && d->free_host;
+               d->granularity && d->import_fd && d->export_fd && d->copy_dtoh && d->copy_htod && d->alloc_host &&
+               d->free_host;
 }
 
 const SageShareDriver *share_driver(SageShare *s) {

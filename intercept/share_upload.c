@@ -219,7 +219,8 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         size_t o, lo, hi;
         SageHash key, content;
         bool by_file = false, served = false;
-        Piece *c;
+        Piece *c, *run;
+        bool ends = false;
         uint64_t extent_id = 0, t, hit_t;
         const void *notes = NULL;
         uint32_t notes_len = 0;
@@ -247,13 +248,26 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 share_vmm_before_write(&s->vmm, a, o, n);
                 goto out;
         }
+        /* In a predicted run (mapped at allocation): kept on the host till the launch (share_hint.h); counted copied. */
+        if ((run = share_hint_run_at(a, o, n)) && !a->no_share && share_hint_image(run, o, n, src)) {
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+                plan->lo = 0;
+                plan->hi = n;
+                served = true;
+                goto out;
+        }
+        /* Its ends in such runs: kept there too if its whole granules are served (at out), else those made private. */
+        ends = share_hint_end_run(a, o, n, lo, hi, true) || share_hint_end_run(a, o, n, lo, hi, false);
         /* Shared pieces the upload overwrites in part become private; whole ones get replaced. */
         for (size_t i = 0; i < a->npieces; i++) {
                 Piece *p = &a->pieces[i];
                 if (p->off < o + n && o < p->off + p->len && (p->off < lo || p->off + p->len > hi || lo >= hi)) {
-                        if (lo < hi && share_hint_unconfirmed_at(a, lo, hi)) { /* the ends only: it may be confirmed */
-                                share_vmm_before_write(&s->vmm, a, o, lo - o);
-                                share_vmm_before_write(&s->vmm, a, hi, o + n - hi);
+                        if (lo < hi && (ends || share_hint_unconfirmed_at(a, lo, hi))) {
+                                /* the ends only: it may be confirmed; an end in a predicted run at out */
+                                if (!share_hint_end_run(a, o, n, lo, hi, true))
+                                        share_vmm_before_write(&s->vmm, a, o, lo - o);
+                                if (!share_hint_end_run(a, o, n, lo, hi, false))
+                                        share_vmm_before_write(&s->vmm, a, hi, o + n - hi);
                         } else
                                 share_vmm_before_write(&s->vmm, a, o, n);
                         break;
@@ -372,6 +386,11 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
 written:
         share_vmm_note_written(&s->vmm, a, o, n);
 out:
+        if (ends &&
+            share_hint_image_ends(&s->vmm, a, o, n, lo, hi, src, served && plan->lo == lo - o && plan->hi == hi - o)) {
+                plan->lo = 0; /* its ends kept in runs' images, its middle served */
+                plan->hi = n;
+        }
         share_vmm_discard_rests(&s->vmm); /* made for a replace that did not happen */
         pthread_mutex_unlock(&s->lock);
         return served;
@@ -485,6 +504,8 @@ static CUresult upload(const CopyCall *c) {
         }
         if (c->kind == COPY_UNIFIED || c->kind == COPY_UNIFIED_ASYNC) {
                 if (!targets_shared_alloc(s, c->dst, c->n)) {
+                        if (!host_source(s, c->src)) /* it reads device memory: perhaps a predicted run */
+                                sage_share_settle_runs();
                         sage_share_back_all(); /* its source may be memory SAGE backs */
                         return copy_part(c, 0, c->n);
                 }

@@ -121,6 +121,34 @@ done
 at_least "$(native=$native_b shared f1-2)" 99 || bad "folded: $(native=$native_b shared f1-2)% shared (< 99%)"
 [ "$(stat_of "$tmp/f1-2.json" SHARE_MISSES)" = 0 ] || bad "folded, warm: $(stat_of "$tmp/f1-2.json" SHARE_MISSES) misses"
 
+step "predicted runs (SAGE_SHARE_PREDICT): assembled runs mapped at cuMemAlloc, their uploads kept on the host and confirmed at the launch"
+start_broker
+mkdir "$tmp/place-p"
+for i in 1 2 3; do run p$i SAGE_SHARE_PLACE="$tmp/place-p" SAGE_SHARE_PREDICT=1; done
+echo "third: $(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS) runs and $(stat_of "$tmp/p3.json" SHARE_PREDICTED) pieces confirmed," \
+  "$(stat_of "$tmp/p3.json" SHARE_LOOKUPS) lookups, $(stat_of "$tmp/p3.json" SHARE_NS_ASSEMBLE_READ) ns reading back, $(shared p3)% shared"
+[ "$(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS)" -gt 0 ] || bad "no predicted run confirmed"
+[ "$(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS)" = "$(stat_of "$tmp/p3.json" SHARE_ASSEMBLED_HITS)" ] ||
+  bad "runs assembled the usual way besides the predicted ones"
+[ "$(stat_of "$tmp/p3.json" SHARE_PREDICT_UNUSED)" = 0 ] && [ "$(stat_of "$tmp/p3.json" SHARE_PREDICT_RUNS_COPIED)" = 0 ] ||
+  bad "third: predictions unused or runs copied"
+[ "$(stat_of "$tmp/p3.json" SHARE_LOOKUPS)" = 0 ] || bad "third: $(stat_of "$tmp/p3.json" SHARE_LOOKUPS) lookups at upload"
+at_least "$(shared p3)" 98 || bad "predicted: $(shared p3)% shared (< 98%)"
+# Other weights (seed 6, same command line) under the same hints, read back before the first kernel: the runs' images differ from
+# the extents mapped, so each run turns private with its uploads copied in; the read sees the new bytes.
+native6=$(POOL_TEST_READ=1 POOL_TEST_SEED=6 "$prog" 5)
+grep -q "read back" <<<"$native6" && bad "native read-back: $native6"
+out=$(SAGE_SHARE_PLACE="$tmp/place-p" SAGE_SHARE_PREDICT=1 POOL_TEST_READ=1 POOL_TEST_SEED=6 SAGE_TRACE="$tmp/p6.json" \
+  LD_PRELOAD="$preload" "$prog" 5) || bad "p6: the run failed"
+[ "$out" = "$native6" ] && [ "$native6" != "$native" ] || bad "other weights, read first: $out vs $native6"
+[ "$(stat_of "$tmp/p6.json" SHARE_PREDICT_RUNS_COPIED)" -gt 0 ] && [ "$(stat_of "$tmp/p6.json" SHARE_PREDICTED_RUNS)" = 0 ] ||
+  bad "other weights: $(stat_of "$tmp/p6.json" SHARE_PREDICT_RUNS_COPIED) runs copied, $(stat_of "$tmp/p6.json" SHARE_PREDICTED_RUNS) confirmed"
+# Back to seed 5, the run after: the runs p6 published are new hints; seed 5's come back in two.
+run p7 SAGE_SHARE_PLACE="$tmp/place-p" SAGE_SHARE_PREDICT=1
+run p8 SAGE_SHARE_PLACE="$tmp/place-p" SAGE_SHARE_PREDICT=1
+[ "$(stat_of "$tmp/p8.json" SHARE_PREDICTED_RUNS)" = "$(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS)" ] ||
+  bad "after other weights: $(stat_of "$tmp/p8.json" SHARE_PREDICTED_RUNS) runs confirmed (was $(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS))"
+
 step "a hint file that lies: placement is checked, output unchanged"
 for f in "$tmp/place"/place-*; do printf '2097152 0 999\n20971520 0 4294967295\nx y z\n' >"$f"; done
 run c1 SAGE_SHARE_PLACE="$tmp/place"

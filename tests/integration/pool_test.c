@@ -238,11 +238,31 @@ int main(int argc, char **argv) {
         OK(cuModuleGetFunction(&act, module, "act"));
         OK(cuMemAlloc(&out, 8)); /* below SAGE_SHARE_MIN: plain memory */
 
+        if (getenv("POOL_TEST_SEED")) /* other weights, the same command line (the same hint files) */
+                seed = (uint64_t)atoll(getenv("POOL_TEST_SEED"));
         if (getenv("POOL_TEST_BERT"))
                 bert(seed);
         else
                 resnet(seed);
 
+        /*
+         * Before any kernel: the first BatchNorm vector read back (a small
+         * tensor, assembled with others) must hold what was uploaded, wherever
+         * SAGE kept it (a predicted run's uploads stay on the host until then).
+         */
+        if (getenv("POOL_TEST_READ")) {
+                size_t n = weights[1].bytes / 8;
+                uint64_t *got = malloc(weights[1].bytes);
+                if (!got)
+                        exit(2);
+                OK(cuMemcpyDtoH(got, weights[1].at, weights[1].bytes));
+                for (size_t i = 0; i < n; i++)
+                        if (got[i] != (i + seed * 7919 + 104729) * 0x9e3779b97f4a7c15ull) {
+                                printf("read back: word %zu differs\n", i);
+                                break;
+                        }
+                free(got);
+        }
         /* The forward pass: activations where the pools put them, each written by a kernel. */
         for (size_t i = 0; i < sizeof(act_sizes) / sizeof(act_sizes[0]); i++) {
                 const Tensor *w = &weights[(i * 37) % (size_t)nweights];

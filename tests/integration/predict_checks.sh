@@ -33,9 +33,12 @@ for i in 1 2 3; do
 done
 ls "$tmp/place"/predict-* >/dev/null 2>&1 || bad "no hints written"
 [ "$(st p1 SHARE_MISSES)" = "$whole" ] && [ "$(st p1 SHARE_PREDICT_MAPPED)" = 0 ] || bad "first run: not $whole misses, nothing predicted"
-for k in SHARE_HITS SHARE_PREDICTED SHARE_PREDICT_MAPPED; do
+for k in SHARE_HITS SHARE_PREDICTED; do
   [ "$(st p3 $k)" = "$whole" ] || bad "third run: $k $(st p3 $k), not $whole"
 done
+# Mapped at allocation: every whole-granule hit and every assembled run (their uploads kept on the host, confirmed).
+[ "$(st p3 SHARE_PREDICT_MAPPED)" = $((whole + $(st p3 SHARE_PREDICTED_RUNS))) ] && [ "$(st p3 SHARE_PREDICT_RUNS_COPIED)" = 0 ] ||
+  bad "third run: $(st p3 SHARE_PREDICT_MAPPED) mapped at allocation, not $whole + $(st p3 SHARE_PREDICTED_RUNS) runs"
 [ "$(st p3 SHARE_LOOKUPS)" = 0 ] || bad "third run: $(st p3 SHARE_LOOKUPS) broker lookups at upload"
 # Every allocation's keys asked at the first one: one window (14 keys), the other three segments take theirs.
 [ "$(st p3 SHARE_PREDICT_WINDOWS)" = 1 ] || bad "third run: $(st p3 SHARE_PREDICT_WINDOWS) lookup windows at allocation, not 1"
@@ -104,13 +107,15 @@ lines = open(sys.argv[1]).read().split("\n")
 lines = [l for l in lines if l]
 with open(sys.argv[2], "w") as f:
     f.write("garbage\n\x00\xff\n" + "9" * 5000 + "\n")
-    for l in lines:  # every piece one granule later, and past its allocation
-        size, ordinal, off, length, key = l.split()
+    for l in lines:  # every piece one granule later, and past its allocation; each as the other kind (run or not)
+        size, ordinal, off, length, key = l.split()[:5]
+        run = "" if l.endswith(" run") else " run"
         f.write("%s %s %d %s %s\n" % (size, ordinal, int(off) + 2097152, length, key))
         f.write("%s %s %d %s %s\n" % (size, ordinal, int(size) + 2097152, length, key))
+        f.write("%s %s %s %s %s%s\n" % (size, ordinal, off, length, key, run))
     # keys swapped between pieces of the same length
     for a, b in zip(lines, lines[1:]):
-        sa, oa, fa, la, ka = a.split(); sb, ob, fb, lb, kb = b.split()
+        sa, oa, fa, la, ka = a.split()[:5]; sb, ob, fb, lb, kb = b.split()[:5]
         if la == lb:
             f.write("%s %s %s %s %s\n" % (sa, oa, fa, la, kb))
     for i in range(70000):
@@ -118,7 +123,9 @@ with open(sys.argv[2], "w") as f:
 PY
 run f SAGE_SHARE_PREDICT=1
 [ "$out" = "$native" ] || bad "forged hints output: $out vs $native"
-[ "$(st f SHARE_HITS)" = "$whole" ] || bad "forged hints: $(st f SHARE_HITS) hits, not $whole"
+# A piece forged as a run takes its upload (all inside it) on the host and confirms it as a run: shared all the same.
+[ $(($(st f SHARE_HITS) + $(st f SHARE_PREDICTED_RUNS))) = "$whole" ] ||
+  bad "forged hints: $(st f SHARE_HITS) hits and $(st f SHARE_PREDICTED_RUNS) runs, not $whole"
 printf 'x y z\n' >"$hints"
 run g SAGE_SHARE_PREDICT=1
 [ "$out" = "$native" ] && [ "$(st g SHARE_PREDICT_MAPPED)" = 0 ] || bad "garbage hints: output or predictions"

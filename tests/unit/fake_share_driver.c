@@ -225,6 +225,30 @@ bool fake_read(CUdeviceptr va, size_t len, void *dst) {
         return copy_dtoh_now(dst, va, len) == CUDA_SUCCESS;
 }
 
+/* An upload: into read-write mappings only, run by run. */
+static CUresult copy_htod(CUdeviceptr dst, const void *src, size_t len) {
+        fake.htod_copies++;
+        for (size_t run; len; dst += run, src = (const unsigned char *)src + run, len -= run) {
+                CUmemAccess_flags access = 0;
+                unsigned char *d = mapped_run(dst, &run, &access);
+                if (!d)
+                        return CUDA_ERROR_INVALID_VALUE;
+                if (access != CU_MEM_ACCESS_FLAGS_PROT_READWRITE) {
+                        fake.bad_writes++;
+                        return CUDA_ERROR_INVALID_VALUE;
+                }
+                run = run < len ? run : len;
+                memcpy(d, src, run);
+        }
+        return CUDA_SUCCESS;
+}
+
+/* On a stream: lands at once (the fake has no queue for uploads); counted apart. */
+static CUresult copy_htod_async(CUdeviceptr dst, const void *src, size_t len, CUstream st) {
+        fake.htod_async++;
+        return copy_htod(dst, src, len);
+}
+
 static CUresult copy_dtoh(void *dst, CUdeviceptr src, size_t len) {
         fake.dtoh_copies++;
         return copy_dtoh_now(dst, src, len);
@@ -370,6 +394,8 @@ const SageShareDriver fake_driver = {
         .import_fd = import_fd,
         .export_fd = export_fd,
         .copy_dtoh = copy_dtoh,
+        .copy_htod = copy_htod,
+        .copy_htod_async = copy_htod_async,
         .alloc_host = alloc_host,
         .free_host = free_host,
         .stream_create = stream_create,

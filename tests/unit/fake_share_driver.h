@@ -35,6 +35,7 @@ typedef struct FakeState {
         int bad_writes;                           /* device copies into read-only mappings */
         /* read-back (share_readback.c): async copies land only when their stream is synchronized */
         int dtoh_copies, dtoh_async, stream_syncs, streams_made, streams_live;
+        int htod_copies, htod_async; /* uploads (a predicted run's image copied in: share_hint.c), on a stream */
         int stream_queries, queries_not_ready; /* cuStreamQuery: asked, and answered "not ready" (copies pending) */
         int unsynced_copies;                   /* async copies still pending when their stream was destroyed */
         bool fail_stream;                      /* stream_create fails */

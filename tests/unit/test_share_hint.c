@@ -60,22 +60,34 @@ static void learn_save_find(const char *dir) {
 
         share_hints_open(&h, dir);
         CHECK(h.path && h.n == 0 && strstr(h.path, "/predict-"));
-        a->pieces[1].nfilled = 1; /* assembled: keyed at a launch, not by one upload */
+        a->pieces[1].nfilled = 1; /* assembled: keyed at a launch, a run (its uploads kept on the host) */
+        a->pieces[1].span_hi = 0;
         share_hints_learn(&h, a);
-        CHECK(h.n == 2 && h.dirty && share_hints_save(&h) == 0 && !h.dirty);
+        CHECK(h.n == 3 && h.dirty && share_hints_save(&h) == 0 && !h.dirty);
         share_hints_close(&h);
 
         share_hints_open(&h, dir);
-        CHECK(h.n == 2);
+        CHECK(h.n == 3);
         n = share_hints_for(&h, 10 * G, 1, G, 10 * G, out, 8);
-        CHECK(n == 2 && out[0].off == 0 && out[0].len == 3 * G && sage_hash_equal(out[0].key, key_of(1)));
-        CHECK(out[1].off == 5 * G && out[1].len == 4 * G && sage_hash_equal(out[1].key, key_of(3)));
+        CHECK(n == 3 && out[0].off == 0 && out[0].len == 3 * G && sage_hash_equal(out[0].key, key_of(1)));
+        CHECK(out[1].off == 3 * G && out[1].len == G && sage_hash_equal(out[1].key, key_of(2)) && out[1].run_hint);
+        CHECK(out[2].off == 5 * G && out[2].len == 4 * G && sage_hash_equal(out[2].key, key_of(3)));
+        CHECK(!out[0].run_hint && !out[2].run_hint);
         CHECK(share_hints_for(&h, 10 * G, 0, G, 10 * G, out, 8) == 0); /* another ordinal */
-        CHECK(share_hints_for(&h, 10 * G, 1, G, 8 * G, out, 8) == 1);  /* a smaller allocation: what fits */
+        CHECK(share_hints_for(&h, 10 * G, 1, G, 8 * G, out, 8) == 2);  /* a smaller allocation: what fits */
         CHECK(share_hints_for(&h, 10 * G, 1, G, 10 * G, out, 1) == 1); /* the caller's room */
-        /* The same pieces again: nothing to write; another allocation's join them. */
+        /* The same pieces again: nothing to write; the same but no longer a run: written. */
         share_hints_learn(&h, a);
         CHECK(!h.dirty);
+        a->pieces[1].nfilled = 0;
+        a->pieces[1].span_hi = 4 * G;
+        share_hints_learn(&h, a);
+        CHECK(h.dirty && share_hints_for(&h, 10 * G, 1, G, 10 * G, out, 8) == 3 && !out[1].run_hint);
+        a->pieces[1].candidate = false; /* dropped: not learned */
+        a->pieces[1].extent_id = 0;
+        share_hints_learn(&h, a);
+        CHECK(h.n == 2);
+        /* Another allocation's join them. */
         b = fake_alloc(4 * G, 0, offs, 1);
         share_hints_learn(&h, b);
         CHECK(h.dirty && h.n == 3);
@@ -103,7 +115,9 @@ static void lying_file(const char *dir) {
         sage_hash_format(key_of(9), key);
         CHECK(path && (f = fopen(path, "w")));
         fprintf(f, "garbage\n%s\n", key);
-        fprintf(f, "20971520 0 0 2097152 %s trailing\n", key);           /* something after the key */
+        fprintf(f, "20971520 0 0 2097152 %s trailing\n", key); /* something after the key */
+        fprintf(f, "20971520 0 0 2097152 %s runs\n20971520 0 0 2097152 %s run x\n", key, key); /* after "run" */
+        fprintf(f, "20971520 0 0 0 %s run\n", key);                      /* a never-again mark is no run */
         fprintf(f, "20971520 0 0 2097152 %.31s\n", key);                 /* a short key */
         fprintf(f, "20971520 0 1048576 2097152 %s\n", key);              /* not on a granule */
         fprintf(f, "20971520 0 2097152 3000000 %s\n", key);              /* not granules long */
@@ -189,7 +203,7 @@ static void unconfirmed_pieces(void) {
         share_vmm_before_write(&v, a, 7 * G + 10, 10);
         CHECK(fake.copies == 0 && fake.syncs == 0 && atomic_load(&v.unconfirmed) == 1 && released == 1);
         CHECK(fake_at(a->va + 7 * G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
-        CHECK(share_hint_unshare_all(&v) == 0);
+        CHECK(share_hint_unshare_all(&v, NULL, false) == 0);
         CHECK(fake.copies == 0 && fake.syncs == 0 && atomic_load(&v.unconfirmed) == 0 && released == 2);
         CHECK(fake_at(a->va, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
         CHECK(fake_stat(SAGE_STAT_SHARE_PREDICT_UNUSED) == 2 && fake_stat(SAGE_STAT_SHARE_UNSHARED) == 0);
@@ -212,6 +226,147 @@ static void unconfirmed_pieces(void) {
         CHECK(share_vmm_alloc_predicted(&v, 10 * G, G, 0, 0, NULL, pre, 3, &a) == CUDA_SUCCESS);
         share_vmm_release(&v, a);
         CHECK(released == 9 && fake.live_handles == 0 && atomic_load(&v.unconfirmed) == 0);
+}
+
+/* A test's content key (FNV-1a, twice): what share_predict.c hashes with sage_share_content_key. */
+static int test_key(const void *data, size_t n, SageHash *out) {
+        const unsigned char *b = data;
+        uint64_t h = 14695981039346656037ull, g = 1099511628211ull;
+
+        for (size_t i = 0; i < n; i++) {
+                h = (h ^ b[i]) * 1099511628211ull;
+                g = (g ^ b[i]) * 14695981039346656037ull;
+        }
+        *out = (SageHash){ h, g };
+        return 0;
+}
+
+/* The run [2G, 5G) holding upload A (1000 bytes at 2G + 100, byte `a`) and B ([3G, 4G), byte 0x22), zeros around. */
+static SageHash run_key(unsigned char a) {
+        unsigned char *img = calloc(1, 3 * G);
+        SageHash k;
+
+        CHECK(img);
+        memset(img + 100, a, 1000);
+        memset(img + G, 0x22, G);
+        test_key(img, 3 * G, &k);
+        free(img);
+        return k;
+}
+
+/* A whole-granule piece [0, 2G) and the run [2G, 5G) (bytes 0x41, key run_key(0x11)) predicted in 6G. */
+static SageShareAlloc *predicted_run(ShareVmm *v) {
+        SageShareAlloc *a = NULL;
+        Piece pre[2];
+        const size_t offs[] = { 0, 2, 2, 3 };
+
+        imported(pre, offs, 2);
+        pre[1].run_hint = true;
+        pre[1].key = run_key(0x11);
+        CHECK(share_vmm_alloc_predicted(v, 6 * G, G, 0, 0, NULL, pre, 2, &a) == CUDA_SUCCESS);
+        share_vmm_link(v, a);
+        CHECK(a->pieces[1].run_hint && a->pieces[1].unconfirmed);
+        return a;
+}
+
+/* Upload A (byte `a`) and B into the run: to its image, no driver call; the device still shows the extent. */
+static ShareVmm v_of_test;
+static void upload_run(SageShareAlloc *a, unsigned char byte) {
+        unsigned char *buf = malloc(G);
+        Piece *run;
+        int before = calls() + fake.htod_copies;
+
+        CHECK(buf);
+        share_hint_confirm(&v_of_test, a, &a->pieces[0], 0, 2 * G); /* [0, 2G)'s own upload had its key */
+        memset(buf, byte, 1000);
+        CHECK(!share_hint_run_at(a, 5 * G - 10, 20) && !share_hint_run_at(a, 100, 10)); /* past its end; not a run */
+        CHECK((run = share_hint_run_at(a, 2 * G + 100, 1000)) == &a->pieces[1]);
+        CHECK(share_hint_image(run, 2 * G + 100, 1000, buf));
+        memset(buf, 0x22, G);
+        CHECK(share_hint_run_at(a, 3 * G, G) == run && share_hint_image(run, 3 * G, G, buf));
+        CHECK(calls() + fake.htod_copies == before && run->nfilled == 2 && fake_holds(a->va + 2 * G, 3 * G, 0x41));
+        free(buf);
+}
+
+/*
+ * Predicted assembled runs: the uploads inside one kept in a host image;
+ * at the launch the image with the run's key confirms the mapped extent
+ * (no copy, no read-back, no remap); other bytes, or a write first, give
+ * the run private backing with the uploads copied in from the image.
+ */
+static void predicted_runs(void) {
+        SageShareAlloc *a;
+        CUmemAccess_flags access;
+        unsigned char got[1000], want[1000];
+
+        fake_reset();
+        released = 0;
+        share_vmm_init(&v_of_test, &fake_driver, release_extent, NULL);
+        a = predicted_run(&v_of_test);
+        upload_run(a, 0x11);
+        CHECK(share_hint_unshare_all(&v_of_test, test_key, false) == 0);
+        CHECK(!a->pieces[1].unconfirmed && !a->pieces[1].run_hint && !a->pieces[1].image && a->pieces[1].nfilled == 2);
+        CHECK(a->pieces[1].extent_id == 101 && a->pieces[1].span_lo == 2 * G && a->pieces[0].extent_id == 100);
+        CHECK(fake_at(a->va + 2 * G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READ && fake.htod_copies == 0);
+        CHECK(fake_stat(SAGE_STAT_SHARE_PREDICTED_RUNS) == 1 && fake_stat(SAGE_STAT_SHARE_ASSEMBLED_HITS) == 1 &&
+              fake_stat(SAGE_STAT_SHARE_BYTES_ASSEMBLED) == 1000 + G && fake_stat(SAGE_STAT_SHARE_PREDICT_UNUSED) == 0);
+        CHECK(!a->predict_spoiled && atomic_load(&v_of_test.unconfirmed) == 0);
+        CHECK(share_vmm_unlink(&v_of_test, a->va) == a);
+        share_vmm_release(&v_of_test, a);
+
+        /*
+         * Other bytes in A: private, each upload copied in from the image (not
+         * the extent's 0x41) on a stream of its own, waited for; not spoiled. A
+         * read first (runs_only) settles the run alone; a failed private
+         * backing first (out of memory) keeps the image for the next settle.
+         */
+        a = predicted_run(&v_of_test);
+        upload_run(a, 0x33);
+        a->pieces[0].unconfirmed = true; /* as if its upload had not come yet (undone below) */
+        atomic_fetch_add(&v_of_test.unconfirmed, 1);
+        fake.fail_create_at = 1;
+        CHECK(share_hint_unshare_all(&v_of_test, test_key, true) == 1);
+        CHECK(a->pieces[1].unconfirmed && a->pieces[1].image && a->pieces[1].nfilled == 2 && fake.htod_copies == 0);
+        CHECK(share_hint_unshare_all(&v_of_test, test_key, true) == 0);
+        CHECK(a->pieces[0].unconfirmed && atomic_load(&v_of_test.unconfirmed) == 1); /* a read leaves it predicted */
+        CHECK(fake.htod_async == 2 && fake.streams_live == 0 && fake_stat(SAGE_STAT_SHARE_PREDICT_UNUSED) == 0);
+        a->pieces[0].unconfirmed = false;
+        atomic_fetch_sub(&v_of_test.unconfirmed, 1);
+        CHECK(!a->pieces[1].unconfirmed && a->pieces[1].extent_id == 0 && !a->pieces[1].image);
+        CHECK(fake_at(a->va + 2 * G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        memset(want, 0x33, sizeof(want));
+        CHECK(fake_read(a->va + 2 * G + 100, 1000, got) && !memcmp(got, want, 1000));
+        CHECK(fake_holds(a->va + 3 * G, G, 0x22) && fake.htod_copies == 2 && fake.stream_syncs >= 1);
+        CHECK(fake_stat(SAGE_STAT_SHARE_PREDICT_RUNS_COPIED) == 1 && fake_stat(SAGE_STAT_SHARE_PREDICTED_RUNS) == 1);
+        CHECK(!a->predict_spoiled && a->nwritten == 3); /* [0, 2G) and the two: assembled at this launch */
+        CHECK(share_vmm_unlink(&v_of_test, a->va) == a);
+        share_vmm_release(&v_of_test, a);
+
+        /* A run a single upload fills whole, confirmed as a whole-granule hit: its run state goes. */
+        a = predicted_run(&v_of_test);
+        upload_run(a, 0x11);
+        share_hint_confirm(&v_of_test, a, &a->pieces[1], 2 * G, 3 * G);
+        CHECK(!a->pieces[1].image && !a->pieces[1].nfilled && !a->pieces[1].run_hint && !a->pieces[1].unconfirmed);
+        CHECK(share_vmm_unlink(&v_of_test, a->va) == a);
+        share_vmm_release(&v_of_test, a);
+
+        /* Written before the launch (a memset over B): private first, the uploads copied in, then the write. */
+        a = predicted_run(&v_of_test);
+        upload_run(a, 0x11);
+        share_vmm_before_write(&v_of_test, a, 3 * G + 10, 10);
+        CHECK(fake_at(a->va + 2 * G, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+        CHECK(fake_holds(a->va + 3 * G, G, 0x22) && fake_holds(a->va + 2 * G + 100, 1000, 0x11) &&
+              fake.htod_copies == 4);
+        /* Released with an image never settled: nothing leaks, every reference back. */
+        CHECK(share_vmm_unlink(&v_of_test, a->va) == a);
+        share_vmm_release(&v_of_test, a);
+        a = predicted_run(&v_of_test);
+        upload_run(a, 0x11);
+        CHECK(share_vmm_unlink(&v_of_test, a->va) == a);
+        share_vmm_release(&v_of_test, a);
+        CHECK(fake.live_handles == 0 && fake_live_maps() == 0 && fake.bad_writes == 0 &&
+              atomic_load(&v_of_test.unconfirmed) == 0);
+        CHECK(released == 10);
 }
 
 /* A spoiled prediction (a piece written or covered in part before its upload) marks the allocation: never again. */
@@ -247,6 +402,7 @@ int main(void) {
         spoiled_marks(dir);
         lying_file(dir);
         unconfirmed_pieces();
+        predicted_runs();
         fake_reset();
         char *path = share_place_file(dir, "predict");
         unlink(path);
