@@ -19,6 +19,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -328,14 +329,19 @@ CUresult share_vmm_copy_into_new(ShareVmm *v, SageShareAlloc *a, size_t off, siz
         return sage_vmm_copy_into_new_prop(&v->drv->vmm, &prop, a->va + off, len, out);
 }
 
+void share_vmm_free_image(Piece *p) {
+        if (p->image)
+                munmap(p->image, p->len);
+        p->image = NULL;
+}
+
 void share_vmm_free_lists(Piece *p) {
         free(p->seen);
         free(p->allow);
         free(p->filled);
-        free(p->image);
+        share_vmm_free_image(p);
         p->seen = p->allow = NULL;
         p->filled = NULL;
-        p->image = NULL;
         p->nseen = p->nallow = p->nfilled = 0;
 }
 
@@ -541,7 +547,7 @@ bool share_vmm_privatize(ShareVmm *v, SageShareAlloc *a, size_t i) {
                       : (share_vmm_sync(v, a), share_vmm_copy_into_new(v, a, p->off, p->len, &h) != CUDA_SUCCESS))
                 return false;
         if (p->image) { /* a predicted run's uploads: kept for the caller to copy in (share_hint.c) */
-                kept = (Piece){ .image = p->image, .filled = p->filled, .nfilled = p->nfilled };
+                kept = (Piece){ .len = p->len, .image = p->image, .filled = p->filled, .nfilled = p->nfilled };
                 p->image = NULL;
                 p->filled = NULL;
         }

@@ -41,7 +41,7 @@ typedef struct Piece {
         Range *filled;        /* assembled (several uploads, keyed by content at the first launch): */
         size_t nfilled;       /* the uploads' ranges; a kernel pointing between them is not reading weights */
         bool run_hint;        /* unconfirmed, predicted as an assembled run: its uploads go to `image` (share_hint.h) */
-        unsigned char *image; /* run_hint: len bytes, what its uploads wrote (NULL: none yet) */
+        unsigned char *image; /* run_hint: len bytes mapped, what its uploads wrote (NULL: none yet; share_hint.c) */
 } Piece;
 
 #define SAGE_SHARE_MAX_USES 4000
@@ -257,6 +257,8 @@ void share_vmm_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why
 void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p);
 /* Free a piece's use lists (seen, allow, filled). */
 void share_vmm_free_lists(Piece *p);
+/* Its image (a predicted run's, share_hint.c) unmapped, if any; free_lists does it too. */
+void share_vmm_free_image(Piece *p);
 /*
  * Suspend (docs/suspend.md): the driver cannot restore imported memory, so
  * before a checkpoint every broker extent is unmapped and released, its
