@@ -504,7 +504,8 @@ static CUresult upload(const CopyCall *c) {
         }
         if (c->kind == COPY_UNIFIED || c->kind == COPY_UNIFIED_ASYNC) {
                 if (!targets_shared_alloc(s, c->dst, c->n)) {
-                        if (!host_source(s, c->src)) /* it reads device memory: perhaps a predicted run */
+                        /* It reads device memory, perhaps a predicted run (a pointer query only while any is). */
+                        if (atomic_load_explicit(&s->vmm.unconfirmed, memory_order_relaxed) && !host_source(s, c->src))
                                 sage_share_settle_runs();
                         sage_share_back_all(); /* its source may be memory SAGE backs */
                         return copy_part(c, 0, c->n);
