@@ -32,6 +32,7 @@ typedef struct Server {
         int publish_delay_ms;
         size_t n_lookups; /* nonzero: serve lookup_many's instead of a publish */
         bool meanwhile;   /* serve one LOOKUP: say it arrived (received), answer once told (ran) */
+        bool one_by_one;  /* lookups answered as each arrives (else a window's worth read first) */
         sem_t received, ran;
 } Server;
 
@@ -142,10 +143,10 @@ static void *serve(void *arg) {
                 close(fd);
                 return NULL;
         }
-        for (size_t done = 0; done < s->n_lookups; done += WINDOW) {
+        for (size_t done = 0, step = s->one_by_one ? 1 : WINDOW; done < s->n_lookups; done += step) {
                 if (!done && s->publish_delay_ms) /* the first answer late: what sage_broker_many_waits tells */
                         usleep((useconds_t)s->publish_delay_ms * 1000);
-                answer_lookups(fd, s->n_lookups - done < WINDOW ? s->n_lookups - done : WINDOW);
+                answer_lookups(fd, s->n_lookups - done < step ? s->n_lookups - done : step);
         }
         if (s->n_lookups) {
                 /* The hit whose notes did not fit gives its reference back. */
@@ -274,6 +275,37 @@ int main(void) {
         for (size_t i = 0; i < 7; i++) {
                 CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : i == 6 ? -ENOBUFS : 0));
                 CHECK(i == 3 || i == 6 || (l[i].extent_id == 1000 + i && l[i].fd >= 0 && notes[i][0] == 2000 + i));
+                if (l[i].fd >= 0)
+                        close(l[i].fd);
+        }
+        sage_broker_free(b);
+        CHECK(pthread_join(t, NULL) == 0);
+
+        /*
+         * Answers read as they come, at each add: the broker's replies (notes)
+         * must not pile up in the socket until the end, or a broker that
+         * cannot write stops reading the requests after them. 40 ms between
+         * adds: the first answer is read at the second add, not at the end.
+         */
+        s.n_lookups = 7;
+        s.one_by_one = true;
+        CHECK(pthread_create(&t, NULL, serve, &s) == 0);
+        CHECK(sage_broker_connect(&b, addr.sun_path, 1000) == 0);
+        CHECK((batch = sage_broker_lookups_begin(b, 7)) != NULL);
+        for (size_t i = 0; i < 7; i++) {
+                l[i] = (SageBrokerLookup){
+                        .hash = { .low = i }, .size = 2u << 20, .notes = notes[i], .notes_cap = sizeof(notes[i])
+                };
+                sage_broker_lookups_add(batch, &l[i]);
+                usleep(40 * 1000);
+        }
+        CHECK(sage_broker_lookups_end(batch) == 0);
+        sage_broker_many_waits(b, &waits);
+        fprintf(stderr, "spread lookups: first answer read %.1f ms after the start\n", waits.first_answer_ns / 1e6);
+        CHECK(waits.first_answer_ns < 150 * 1000000ull);
+        s.one_by_one = false;
+        for (size_t i = 0; i < 7; i++) {
+                CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : i == 6 ? -ENOBUFS : 0));
                 if (l[i].fd >= 0)
                         close(l[i].fd);
         }
