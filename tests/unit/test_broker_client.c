@@ -162,6 +162,40 @@ static void *serve(void *arg) {
         return NULL;
 }
 
+/*
+ * Lookups of keys 0..6 spread over time on a new connection to `path`,
+ * `pause_us` after each add and `after_us` before the end, checked as
+ * serve() answers them (3 a miss, 6's notes too many); where the exchange
+ * waited in *waits.
+ */
+static void spread_lookups(const char *path, int timeout_ms, useconds_t pause_us, useconds_t after_us,
+                           SageBrokerWaits *waits) {
+        SageBrokerLookup l[7];
+        uint64_t notes[7][2];
+        SageBrokerLookups *batch;
+        SageBroker *b;
+
+        CHECK(sage_broker_connect(&b, path, timeout_ms) == 0);
+        CHECK((batch = sage_broker_lookups_begin(b, 7)) != NULL);
+        for (size_t i = 0; i < 7; i++) {
+                l[i] = (SageBrokerLookup){
+                        .hash = { .low = i }, .size = 2u << 20, .notes = notes[i], .notes_cap = sizeof(notes[i])
+                };
+                sage_broker_lookups_add(batch, &l[i]);
+                usleep(pause_us);
+        }
+        usleep(after_us);
+        CHECK(sage_broker_lookups_end(batch) == 0);
+        sage_broker_many_waits(b, waits);
+        for (size_t i = 0; i < 7; i++) {
+                CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : i == 6 ? -ENOBUFS : 0));
+                CHECK(i == 3 || i == 6 || (l[i].extent_id == 1000 + i && l[i].fd >= 0 && notes[i][0] == 2000 + i));
+                if (l[i].fd >= 0)
+                        close(l[i].fd);
+        }
+        sage_broker_free(b);
+}
+
 int main(void) {
         char dir[] = "/tmp/sage-broker-client-XXXXXX";
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -262,55 +296,21 @@ int main(void) {
          */
         s.n_lookups = 7;
         CHECK(pthread_create(&t, NULL, serve, &s) == 0);
-        CHECK(sage_broker_connect(&b, addr.sun_path, 100) == 0);
-        CHECK((batch = sage_broker_lookups_begin(b, 7)) != NULL);
-        for (size_t i = 0; i < 7; i++) {
-                l[i] = (SageBrokerLookup){
-                        .hash = { .low = i }, .size = 2u << 20, .notes = notes[i], .notes_cap = sizeof(notes[i])
-                };
-                sage_broker_lookups_add(batch, &l[i]);
-        }
-        usleep(300 * 1000);
-        CHECK(sage_broker_lookups_end(batch) == 0);
-        for (size_t i = 0; i < 7; i++) {
-                CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : i == 6 ? -ENOBUFS : 0));
-                CHECK(i == 3 || i == 6 || (l[i].extent_id == 1000 + i && l[i].fd >= 0 && notes[i][0] == 2000 + i));
-                if (l[i].fd >= 0)
-                        close(l[i].fd);
-        }
-        sage_broker_free(b);
+        spread_lookups(addr.sun_path, 100, 0, 300 * 1000, &waits);
         CHECK(pthread_join(t, NULL) == 0);
-
         /*
          * Answers read as they come, at each add: the broker's replies (notes)
          * must not pile up in the socket until the end, or a broker that
          * cannot write stops reading the requests after them. 40 ms between
          * adds: the first answer is read at the second add, not at the end.
          */
-        s.n_lookups = 7;
         s.one_by_one = true;
         CHECK(pthread_create(&t, NULL, serve, &s) == 0);
-        CHECK(sage_broker_connect(&b, addr.sun_path, 1000) == 0);
-        CHECK((batch = sage_broker_lookups_begin(b, 7)) != NULL);
-        for (size_t i = 0; i < 7; i++) {
-                l[i] = (SageBrokerLookup){
-                        .hash = { .low = i }, .size = 2u << 20, .notes = notes[i], .notes_cap = sizeof(notes[i])
-                };
-                sage_broker_lookups_add(batch, &l[i]);
-                usleep(40 * 1000);
-        }
-        CHECK(sage_broker_lookups_end(batch) == 0);
-        sage_broker_many_waits(b, &waits);
+        spread_lookups(addr.sun_path, 1000, 40 * 1000, 0, &waits);
+        CHECK(pthread_join(t, NULL) == 0);
         fprintf(stderr, "spread lookups: first answer read %.1f ms after the start\n", waits.first_answer_ns / 1e6);
         CHECK(waits.first_answer_ns < 150 * 1000000ull);
         s.one_by_one = false;
-        for (size_t i = 0; i < 7; i++) {
-                CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : i == 6 ? -ENOBUFS : 0));
-                if (l[i].fd >= 0)
-                        close(l[i].fd);
-        }
-        sage_broker_free(b);
-        CHECK(pthread_join(t, NULL) == 0);
 
         /* A lookup with work meanwhile: run once, between the send and the answer; the answer is the hit. */
         uint32_t notes_len = 1;
