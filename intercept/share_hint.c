@@ -248,11 +248,16 @@ Piece *share_hint_unconfirmed_at(SageShareAlloc *a, size_t lo, size_t hi) {
         return NULL;
 }
 
-void share_hint_confirm(ShareVmm *v, SageShareAlloc *a, Piece *p, size_t o, size_t n) {
-        share_vmm_free_image(p); /* a run's: one upload filled all of it, what the image held is overwritten */
+/* A predicted run's image and uploads gone (copied in, or overwritten whole). */
+static void drop_image(Piece *p) {
+        share_vmm_free_image(p);
         free(p->filled);
         p->filled = NULL;
         p->nfilled = 0;
+}
+
+void share_hint_confirm(ShareVmm *v, SageShareAlloc *a, Piece *p, size_t o, size_t n) {
+        drop_image(p); /* a run's: one upload filled all of it, what the image held is overwritten */
         p->run_hint = false;
         p->unconfirmed = false;
         atomic_fetch_sub(&v->unconfirmed, 1);
@@ -371,10 +376,7 @@ static void flush(ShareVmm *v, SageShareAlloc *a, Piece *p) {
         }
         if (pushed)
                 d->ctx_pop(&popped);
-        share_vmm_free_image(p);
-        free(p->filled);
-        p->filled = NULL;
-        p->nfilled = 0;
+        drop_image(p);
 }
 
 /* share_vmm_privatize, and a predicted run's uploads kept on its image copied in. */

@@ -220,7 +220,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         SageHash key, content;
         bool by_file = false, served = false;
         Piece *c, *run;
-        bool ends = false;
+        bool predicting, head = false, tail = false;
         uint64_t extent_id = 0, t, hit_t;
         const void *notes = NULL;
         uint32_t notes_len = 0;
@@ -248,8 +248,10 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 share_vmm_before_write(&s->vmm, a, o, n);
                 goto out;
         }
+        /* Predicted runs are unconfirmed pieces: with none (the usual case) no upload looks for one. */
+        predicting = atomic_load_explicit(&s->vmm.unconfirmed, memory_order_relaxed) != 0;
         /* In a predicted run (mapped at allocation): kept on the host till the launch (share_hint.h); counted copied. */
-        if ((run = share_hint_run_at(a, o, n)) && !a->no_share && share_hint_image(run, o, n, src)) {
+        if (predicting && (run = share_hint_run_at(a, o, n)) && !a->no_share && share_hint_image(run, o, n, src)) {
                 sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
                 plan->lo = 0;
                 plan->hi = n;
@@ -257,16 +259,17 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 goto out;
         }
         /* Its ends in such runs: kept there too if its whole granules are served (at out), else those made private. */
-        ends = share_hint_end_run(a, o, n, lo, hi, true) || share_hint_end_run(a, o, n, lo, hi, false);
+        head = predicting && share_hint_end_run(a, o, n, lo, hi, true);
+        tail = predicting && share_hint_end_run(a, o, n, lo, hi, false);
         /* Shared pieces the upload overwrites in part become private; whole ones get replaced. */
         for (size_t i = 0; i < a->npieces; i++) {
                 Piece *p = &a->pieces[i];
                 if (p->off < o + n && o < p->off + p->len && (p->off < lo || p->off + p->len > hi || lo >= hi)) {
-                        if (lo < hi && (ends || share_hint_unconfirmed_at(a, lo, hi))) {
+                        if (lo < hi && (head || tail || share_hint_unconfirmed_at(a, lo, hi))) {
                                 /* the ends only: it may be confirmed; an end in a predicted run at out */
-                                if (!share_hint_end_run(a, o, n, lo, hi, true))
+                                if (!head)
                                         share_vmm_before_write(&s->vmm, a, o, lo - o);
-                                if (!share_hint_end_run(a, o, n, lo, hi, false))
+                                if (!tail)
                                         share_vmm_before_write(&s->vmm, a, hi, o + n - hi);
                         } else
                                 share_vmm_before_write(&s->vmm, a, o, n);
@@ -386,7 +389,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
 written:
         share_vmm_note_written(&s->vmm, a, o, n);
 out:
-        if (ends &&
+        if ((head || tail) &&
             share_hint_image_ends(&s->vmm, a, o, n, lo, hi, src, served && plan->lo == lo - o && plan->hi == hi - o)) {
                 plan->lo = 0; /* its ends kept in runs' images, its middle served */
                 plan->hi = n;
