@@ -92,6 +92,17 @@ void sage_share_prestage(CUcontext ctx);
  * sage_share_prestage only registers them. NULL ctx there drops them.
  */
 void sage_share_populate_ahead(void);
+/*
+ * Assembly at idleness (share_idle.c): runs the first launch left due
+ * (SAGE_SHARE_ASSEMBLE_IDLE) are waiting. The suspend listener asks at each
+ * tick, and calls sage_share_idle_step with how long the process has made
+ * no driver call (and has none in flight): once that reaches the option's
+ * time, the gate closes, the runs are assembled, it opens. True: it ran.
+ */
+bool sage_share_idle_due(void);
+bool sage_share_idle_step(uint64_t quiet_ns);
+/* Who to wake when runs become due (the listener; set once, before any launch can leave one). */
+void sage_share_idle_wake_with(void (*wake)(void));
 /* Sharing's observer (init.c registers it; share_state.c turns it on once a broker answers). */
 extern const SageObserver sage_share_observer;
 

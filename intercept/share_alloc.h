@@ -72,6 +72,8 @@ typedef struct SageShareAlloc {
         size_t ngraph_uses;
         bool graph_uses_lost;              /* more than the guard keeps: every use of a later hit counts as unknown */
         CUmemGenericAllocationHandle held; /* deferred: memory made for its unbacked pieces, unmapped (0: none) */
+        Piece *due; /* runs left for idleness at the first launch (share_assemble_due): off, len, filled */
+        size_t ndue;
         struct SageShareAlloc *next;
 } SageShareAlloc;
 
@@ -147,6 +149,10 @@ typedef struct ShareVmm {
         bool defer;              /* SAGE_SHARE_DEFER: new allocations' pieces unbacked until used (share_backing.c) */
         atomic_uint unbacked;    /* unbacked pieces: hooks read it without the lock */
         atomic_bool private_due; /* a piece is private_due (share_guard.c): hooks read it without the lock */
+        /* Should assembly leave run [off, off+len) of `a` for idleness? (SAGE_SHARE_ASSEMBLE_IDLE; NULL: no) */
+        bool (*defer_run)(void *ctx, const struct SageShareAlloc *a, size_t off, size_t len);
+        void *defer_ctx;
+        atomic_bool idle_due; /* an allocation holds due runs: the suspend listener reads it without the lock */
         /* Is shared piece `with`, replacing pieces [i0, i1) of `a`, due at once? (share_guard_due_over; NULL: no) */
         bool (*due_over)(const struct SageShareAlloc *a, size_t i0, size_t i1, const struct Piece *with);
 } ShareVmm;

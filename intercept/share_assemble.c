@@ -19,6 +19,13 @@
  * free or exit if unchanged. Kernels pointing into the gaps between the
  * uploads (buffers the pool put there later) make a candidate unpublishable
  * and a shared run private first (share_guard.c): gaps are not weights.
+ *
+ * At idleness (SAGE_SHARE_ASSEMBLE_IDLE, share_idle.c): runs the program's
+ * last invocation shared wait, at the first launch, until the process is
+ * idle with its calls held at the suspend gate; then they are keyed from
+ * the device as above. The content is keyed at that moment, so what the
+ * kernels did meanwhile is in the key: a hit maps exactly the bytes the
+ * run holds; anything else leaves it private.
  */
 #include <cuda.h>
 
@@ -162,17 +169,23 @@ typedef struct Runs {
         size_t n, cap;
 } Runs;
 
-static void add_run(Runs *rs, SageShareAlloc *a, const Range *w, size_t nw, size_t lo, size_t hi) {
-        Piece piece = { .off = lo, .len = hi - lo };
+/* Room for one more run in `rs`. */
+static bool room(Runs *rs) {
         Run *grown;
 
-        if (rs->n == rs->cap) {
-                if (!(grown = realloc(rs->run, (rs->cap * 2 + 8) * sizeof(*grown))))
-                        return;
-                rs->run = grown;
-                rs->cap = rs->cap * 2 + 8;
-        }
-        if (attach_filled(w, nw, lo, hi, &piece))
+        if (rs->n < rs->cap)
+                return true;
+        if (!(grown = realloc(rs->run, (rs->cap * 2 + 8) * sizeof(*grown))))
+                return false;
+        rs->run = grown;
+        rs->cap = rs->cap * 2 + 8;
+        return true;
+}
+
+static void add_run(Runs *rs, SageShareAlloc *a, const Range *w, size_t nw, size_t lo, size_t hi) {
+        Piece piece = { .off = lo, .len = hi - lo };
+
+        if (room(rs) && attach_filled(w, nw, lo, hi, &piece))
                 rs->run[rs->n++] = (Run){ a, piece };
 }
 
@@ -232,6 +245,7 @@ typedef struct Keying {
         const ShareLookup *lk;
         void *batch; /* lk->begin's; NULL: asked at the end */
         ShareVmm *v;
+        bool idle; /* share_assemble_due: the deferred backing is not this pass's to make */
 } Keying;
 
 /*
@@ -292,7 +306,7 @@ static void key_runs(ShareVmm *v, size_t n, ShareReadback *rb, Keying *k) {
                                 r[j] = (ShareReadRange){ .at = run[j].a->va + run[j].piece.off,
                                                          .len = run[j].piece.len };
                         k->base = i;
-                        hooks.step = atomic_load(&v->unbacked) ? back_meanwhile : NULL; /* backing left to do */
+                        hooks.step = atomic_load(&v->unbacked) && !k->idle ? back_meanwhile : NULL; /* backing left */
                         share_readback_keys(rb, v, run[i].a->ctx, r + i, end - i, &hooks);
                         time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_READ, t);
                 }
@@ -322,8 +336,15 @@ static void lookup_all(const ShareLookup *lk, ShareLookupReq *q, size_t n) {
         }
 }
 
-/* Run `run` keyed and looked up (`q`): map the extent of a hit, else make it a candidate. Its context is current. */
-static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q) {
+/*
+ * Run `run` keyed and looked up (`q`): map the extent of a hit, else make
+ * it a candidate. Its context is current. At idleness (`idle`) a miss stays
+ * plain private: the kernels that ran since the first launch used it
+ * unrecorded, so its publisher's notes (share_guard.c) would lack them; it
+ * is not learned as a hint either, so the next invocation assembles it at
+ * its first launch, as a candidate whose uses are all seen.
+ */
+static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q, bool idle) {
         SageShareAlloc *a = run->a;
         Piece piece = run->piece;
         size_t lo = piece.off, hi = piece.off + piece.len;
@@ -336,7 +357,13 @@ static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q) {
                 if (share_vmm_map_extent(v, a, &piece, q->fd)) {
                         sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
                         sage_stats_add(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
+                        if (idle)
+                                sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_IDLE);
                 }
+                return;
+        }
+        if (idle) {
+                share_vmm_free_lists(&piece);
                 return;
         }
         /* A miss: a candidate. A run that is one piece already just becomes one; else it gets its own backing. */
@@ -362,7 +389,7 @@ static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q) {
 }
 
 /* Apply the answers q[0..nq) to the keyed runs, in order; the others' lists go. False: the lookup was gone. */
-static bool apply_answers(ShareVmm *v, Run *run, size_t n, const bool *keyed, const ShareLookupReq *q) {
+static bool apply_answers(ShareVmm *v, Run *run, size_t n, const bool *keyed, const ShareLookupReq *q, bool idle) {
         bool on = true;
         CUcontext popped;
 
@@ -379,7 +406,7 @@ static bool apply_answers(ShareVmm *v, Run *run, size_t n, const bool *keyed, co
                                 }
                                 share_vmm_free_lists(&run[i].piece);
                         } else
-                                apply_answer(v, &run[i], &q[k]);
+                                apply_answer(v, &run[i], &q[k], idle);
                         k += keyed[i];
                 }
                 if (pushed)
@@ -388,39 +415,104 @@ static bool apply_answers(ShareVmm *v, Run *run, size_t n, const bool *keyed, co
         return on;
 }
 
-bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n, const ShareLookup *lk,
-                                ShareReadback *rb) {
-        Runs rs = { 0 };
-        Keying k = { .lk = lk, .v = v };
+/*
+ * Runs v->defer_run leaves for idleness go to their allocation's due list
+ * (share_assemble_due); the others stay in `rs`.
+ */
+static void defer_runs(ShareVmm *v, Runs *rs) {
+        size_t kept = 0;
+
+        for (size_t i = 0; i < rs->n; i++) {
+                Run *r = &rs->run[i];
+                Piece *grown;
+
+                if (v->defer_run && v->defer_run(v->defer_ctx, r->a, r->piece.off, r->piece.len) &&
+                    (grown = realloc(r->a->due, (r->a->ndue + 1) * sizeof(*grown)))) {
+                        r->a->due = grown;
+                        r->a->due[r->a->ndue++] = r->piece;
+                        atomic_store(&v->idle_due, true);
+                        sage_stats_count(SAGE_STAT_SHARE_ASSEMBLE_DEFERRED);
+                        continue;
+                }
+                rs->run[kept++] = *r;
+        }
+        rs->n = kept;
+}
+
+/* Key, look up and apply the runs of `rs` (freed). False: the lookup was gone. */
+static bool assemble_runs(ShareVmm *v, Runs *rs, const ShareLookup *lk, ShareReadback *rb, bool idle) {
+        Keying k = { .lk = lk, .v = v, .run = rs->run, .idle = idle };
         bool on = true;
         uint64_t t;
 
-        for (size_t i = 0; i < n; i++)
-                collect_runs(a[i], &rs);
-        k.run = rs.run;
-        if (rs.n && (!(k.keyed = calloc(rs.n, sizeof(*k.keyed))) || !(k.q = calloc(rs.n, sizeof(*k.q))) ||
-                     !(k.notes = malloc(rs.n * (size_t)SAGE_SHARE_NOTES_MAX)))) {
-                for (size_t i = 0; i < rs.n; i++)
-                        share_vmm_free_lists(&rs.run[i].piece);
-                rs.n = 0;
+        if (rs->n && (!(k.keyed = calloc(rs->n, sizeof(*k.keyed))) || !(k.q = calloc(rs->n, sizeof(*k.q))) ||
+                      !(k.notes = malloc(rs->n * (size_t)SAGE_SHARE_NOTES_MAX)))) {
+                for (size_t i = 0; i < rs->n; i++)
+                        share_vmm_free_lists(&rs->run[i].piece);
+                rs->n = 0;
         }
         /* The lookups go out as the runs are keyed where lk can (the connection is assembly's meanwhile). */
-        if (rs.n && lk->begin)
-                k.batch = lk->begin(lk->ctx, rs.n);
-        if (rs.n)
-                key_runs(v, rs.n, rb, &k);
+        if (rs->n && lk->begin)
+                k.batch = lk->begin(lk->ctx, rs->n);
+        if (rs->n)
+                key_runs(v, rs->n, rb, &k);
         t = sage_now_ns();
         if (k.batch)
                 lk->end(lk->ctx, k.batch);
         else if (k.nq)
                 lookup_all(lk, k.q, k.nq);
         t = time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_LOOKUP, t);
-        if (rs.n)
-                on = apply_answers(v, rs.run, rs.n, k.keyed, k.q);
+        if (rs->n)
+                on = apply_answers(v, rs->run, rs->n, k.keyed, k.q, idle);
         time_to(SAGE_STAT_SHARE_NS_ASSEMBLE_MAP, t);
         free(k.notes);
         free(k.q);
         free(k.keyed);
-        free(rs.run);
+        free(rs->run);
         return on;
+}
+
+bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n, const ShareLookup *lk,
+                                ShareReadback *rb) {
+        Runs rs = { 0 };
+
+        for (size_t i = 0; i < n; i++)
+                collect_runs(a[i], &rs);
+        defer_runs(v, &rs);
+        return assemble_runs(v, &rs, lk, rb, false);
+}
+
+/*
+ * Does due run `run` of `a` still lie on plain private memory only? Since
+ * the first launch a piece there may have turned shared, a candidate or
+ * unbacked (an upload's hit, a re-backing), or the allocation exported.
+ */
+static bool still_plain(const SageShareAlloc *a, const Piece *run) {
+        if (a->no_share)
+                return false;
+        for (size_t i = 0; i < a->npieces; i++) {
+                const Piece *p = &a->pieces[i];
+                if (p->off < run->off + run->len && run->off < p->off + p->len &&
+                    (p->extent_id || p->candidate || p->unbacked || p->unconfirmed || p->parked))
+                        return false;
+        }
+        return true;
+}
+
+bool share_assemble_due(ShareVmm *v, SageShareAlloc *const *a, size_t n, const ShareLookup *lk, ShareReadback *rb) {
+        Runs rs = { 0 };
+
+        atomic_store(&v->idle_due, false);
+        for (size_t i = 0; i < n; i++) {
+                for (size_t j = 0; j < a[i]->ndue; j++) {
+                        if (still_plain(a[i], &a[i]->due[j]) && room(&rs))
+                                rs.run[rs.n++] = (Run){ a[i], a[i]->due[j] };
+                        else
+                                share_vmm_free_lists(&a[i]->due[j]);
+                }
+                free(a[i]->due);
+                a[i]->due = NULL;
+                a[i]->ndue = 0;
+        }
+        return assemble_runs(v, &rs, lk, rb, true);
 }

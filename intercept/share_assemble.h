@@ -49,11 +49,22 @@ typedef struct ShareLookup {
  * together) of fresh allocations a[0..n) by their whole content, read back
  * through `rb` (share_readback.h); then look every key up at once; then a
  * run the lookup holds maps its extent, any other becomes a candidate.
- * Each context is synchronized once before its runs are read. False: the
- * lookup is gone (the runs it did not answer stay private).
+ * Each context is synchronized once before its runs are read. Runs
+ * v->defer_run chooses are left in their allocation's `due` instead
+ * (share_assemble_due). False: the lookup is gone (the runs it did not
+ * answer stay private).
  */
 bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n, const ShareLookup *lk,
                                 ShareReadback *rb);
+/*
+ * Runs v->defer_run chose at the first launch (share_assemble_allocations
+ * left them in each allocation's `due`), keyed from the device now, while
+ * the process is idle and none of its calls can run (share_idle.c): a run
+ * the lookup holds maps its extent; a miss, or a run no longer on plain
+ * private memory, stays as it is. The due lists go either way. False: the
+ * lookup is gone.
+ */
+bool share_assemble_due(ShareVmm *v, SageShareAlloc *const *a, size_t n, const ShareLookup *lk, ShareReadback *rb);
 /*
  * Bytes [off, off+len) of `a` were copied although the broker may hold
  * them: a hit would have cost more than the copy (share_cost.h). The

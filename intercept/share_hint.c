@@ -186,7 +186,8 @@ void share_hints_learn(ShareHints *h, const SageShareAlloc *a) {
         ShareHint *add;
         bool same;
 
-        if (!h->path || a->app_vmm || a->no_share || range_of(h, size, a->ordinal, &i0, &i1) ||
+        /* Runs left for idleness and never assembled (the process did not idle): last time's lines stand. */
+        if (!h->path || a->app_vmm || a->no_share || a->ndue || range_of(h, size, a->ordinal, &i0, &i1) ||
             !(add = calloc(SHARE_HINT_PER_ALLOC, sizeof(*add))))
                 return;
         if (a->predict_spoiled)
@@ -211,6 +212,17 @@ void share_hints_learn(ShareHints *h, const SageShareAlloc *a) {
                 h->dirty = true;
         }
         free(add);
+}
+
+bool share_hints_has_run(const ShareHints *h, uint64_t size, uint32_t ordinal, size_t off, size_t len) {
+        size_t i0, i1;
+
+        if (!h->path || range_of(h, size, ordinal, &i0, &i1))
+                return false;
+        for (size_t i = i0; i < i1; i++)
+                if (h->hint[i].run && h->hint[i].off == off && h->hint[i].len == len)
+                        return true;
+        return false;
 }
 
 static void write_hints(FILE *f, void *ctx) {

@@ -54,6 +54,12 @@ size_t share_hints_for(const ShareHints *h, uint64_t size, uint32_t ordinal, siz
  * predicted again (one line "size ordinal 0 0 key"), and a marked one stays.
  */
 void share_hints_learn(ShareHints *h, const SageShareAlloc *a);
+/*
+ * Was [off, off+len) of allocation (size, ordinal) an assembled run the
+ * last invocation shared (a " run" line)? Assembly at idleness
+ * (share_idle.c) leaves such runs for then.
+ */
+bool share_hints_has_run(const ShareHints *h, uint64_t size, uint32_t ordinal, size_t off, size_t len);
 /* Write the hints back if they changed. 0 or -errno. */
 int share_hints_save(ShareHints *h);
 

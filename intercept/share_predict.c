@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "options.h"
 #include "share.h"
 #include "share_key.h"
 #include "share_state.h"
@@ -197,8 +198,8 @@ bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lea
         uint64_t t = sage_now_ns();
         bool made = false;
 
-        if (!s->hints.path || !s->broker || lead >= gran || size > SIZE_MAX - 2 * gran ||
-            !(pre = calloc(SHARE_HINT_PER_ALLOC, sizeof(*pre))))
+        if (!sage_options()->share_predict || !s->hints.path || !s->broker || lead >= gran ||
+            size > SIZE_MAX - 2 * gran || !(pre = calloc(SHARE_HINT_PER_ALLOC, sizeof(*pre))))
                 return false;
         n = share_hints_for(&s->hints, size, ordinal, gran, (lead + size + gran - 1) / gran * gran, pre,
                             SHARE_HINT_PER_ALLOC);

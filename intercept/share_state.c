@@ -269,7 +269,8 @@ static void batch_end(void *ctx, void *batch) {
         batch_free(b);
 }
 
-void share_assemble(SageShare *s) {
+/* Assemble the allocations `take` picks: at the first launch (idle false) or idleness's due runs. Under the lock. */
+static void assemble_picked(SageShare *s, bool (*take)(const SageShare *, const SageShareAlloc *), bool idle) {
         ShareLookup lk = { .lookup = broker_lookup,
                            .lookup_many = broker_lookup_many,
                            .ctx = s,
@@ -278,20 +279,9 @@ void share_assemble(SageShare *s) {
                            .end = batch_end };
         SageShareAlloc **todo = NULL, **grown;
         size_t n = 0, cap = 0;
-        uint64_t t;
 
-        if (!atomic_exchange(&s->vmm.pending, false))
-                return;
-        t = sage_now_ns();
-        pthread_mutex_lock(&s->lock);
-        /*
-         * Assembly reads back, hashes and remaps bytes already copied: it
-         * saves memory, never time. Not while this process finds that hits
-         * cost more than copies (share_cost.h).
-         */
-        for (SageShareAlloc *a = s->vmm.allocs;
-             a && s->broker && !(sage_options()->share_copy_cheaper && s->cost.copying); a = a->next) {
-                if (!share_vmm_fresh(&s->vmm, a) || !a->nwritten || a->no_share)
+        for (SageShareAlloc *a = s->vmm.allocs; a && s->broker; a = a->next) {
+                if (!take(s, a))
                         continue;
                 if (n == cap) {
                         if (!(grown = realloc(todo, (cap * 2 + 8) * sizeof(*todo))))
@@ -302,12 +292,49 @@ void share_assemble(SageShare *s) {
                 todo[n++] = a;
         }
         if (n) {
-                share_assemble_allocations(&s->vmm, todo, n, &lk, &s->readback);
+                if (idle)
+                        share_assemble_due(&s->vmm, todo, n, &lk, &s->readback);
+                else
+                        share_assemble_allocations(&s->vmm, todo, n, &lk, &s->readback);
                 atomic_store(&s->guarding, true);
         }
         free(todo);
+}
+
+/*
+ * Assembly reads back, hashes and remaps bytes already copied: it saves
+ * memory, never time. Not while this process finds that hits cost more
+ * than copies (share_cost.h).
+ */
+static bool fresh_uploads(const SageShare *s, const SageShareAlloc *a) {
+        return !(sage_options()->share_copy_cheaper && s->cost.copying) && share_vmm_fresh(&s->vmm, a) && a->nwritten &&
+               !a->no_share;
+}
+
+void share_assemble(SageShare *s) {
+        uint64_t t;
+
+        if (!atomic_exchange(&s->vmm.pending, false))
+                return;
+        t = sage_now_ns();
+        pthread_mutex_lock(&s->lock);
+        assemble_picked(s, fresh_uploads, false);
         pthread_mutex_unlock(&s->lock);
+        if (atomic_load(&s->vmm.idle_due))
+                share_idle_wake();
         sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE, sage_now_ns() - t);
+}
+
+static bool holds_due(const SageShare *s, const SageShareAlloc *a) {
+        (void)s;
+        return a->ndue;
+}
+
+void share_assemble_idle(SageShare *s) {
+        pthread_mutex_lock(&s->lock);
+        assemble_picked(s, holds_due, true);
+        atomic_store(&s->vmm.idle_due, false); /* no broker: the due runs stay private */
+        pthread_mutex_unlock(&s->lock);
 }
 
 bool share_learn_placement(SageShare *s, const SageShareAlloc *a) {
@@ -444,7 +471,12 @@ bool share_enabled(SageShare *s) {
         s->vmm.track_pending = sage_options()->share_assemble;
         s->vmm.defer = sage_options()->share_defer;
         share_place_open(&s->place, sage_options()->share_place);
-        share_hints_open(&s->hints, sage_options()->share_predict ? sage_options()->share_place : NULL);
+        share_hints_open(&s->hints,
+                         sage_options()->share_predict || share_idle_on() ? sage_options()->share_place : NULL);
+        if (share_idle_on()) {
+                s->vmm.defer_run = share_idle_defer_run;
+                s->vmm.defer_ctx = s;
+        }
         atexit(share_at_exit);
         s->state = 1;
         atomic_store(&s->active, true);

@@ -45,7 +45,7 @@ typedef struct SageShare {
         struct ShareIpc *ipc; /* share_ipc.c, created at the first IPC call */
         ShareVmaCache maps;   /* file keys' view of the memory map */
         SharePlace place;     /* learned placement (SAGE_SHARE_PLACE) */
-        ShareHints hints;     /* predicted remap (SAGE_SHARE_PREDICT, share_predict.c) */
+        ShareHints hints;     /* predicted remap (SAGE_SHARE_PREDICT, share_predict.c); assembly at idleness */
         /* Its keys asked at the first predicted allocation, until taken; held: hooks read it without the lock. */
         struct SharePredictAhead *ahead;
         bool ahead_asked;
@@ -123,6 +123,13 @@ void share_predict_drop_ahead(SageShare *s);
  * launch or an API write while s->vmm.pending. Takes the lock.
  */
 void share_assemble(SageShare *s);
+/* The runs left due at the first launch (share_assemble_due), while the process is idle. Takes the lock. */
+void share_assemble_idle(SageShare *s);
+/* Assembly at idleness (share_idle.c): on for this process; which runs wait for it (ShareVmm.defer_run). */
+bool share_idle_on(void);
+bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t len);
+/* Runs became due: the suspend listener is woken to measure idleness (share_idle.c). */
+void share_idle_wake(void);
 /*
  * What `a` taught about its placement goes to the hints (saved at exit).
  * True: from the next invocation on it starts elsewhere. Under the lock.

@@ -23,6 +23,10 @@ void sage_stats_add(SageStat stat, uint64_t n) {
         atomic_fetch_add_explicit(&counters[stat], n, memory_order_relaxed);
 }
 
+void sage_stats_sub(SageStat stat, uint64_t n) {
+        atomic_fetch_sub_explicit(&counters[stat], n, memory_order_relaxed);
+}
+
 uint64_t sage_stats_get(SageStat stat) {
         return atomic_load_explicit(&counters[stat], memory_order_relaxed);
 }

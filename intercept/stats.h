@@ -19,6 +19,9 @@ static inline void sage_stats_count(SageStat stat) {
         sage_stats_add(stat, 1);
 }
 
+/* Take `n` back from a counter (what a pass that is not the counter's own added meanwhile). */
+void sage_stats_sub(SageStat stat, uint64_t n);
+
 /* The value of one counter now. */
 uint64_t sage_stats_get(SageStat stat);
 

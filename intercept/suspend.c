@@ -68,6 +68,8 @@
 #define PREPARE_DRAIN_MS 2000
 /* Idleness is reported after this long when SAGE_SUSPEND_IDLE is 0. */
 #define IDLE_REPORT_MS 1000
+/* The listener's tick while runs wait for assembly at idleness. */
+#define ASSEMBLE_TICK_MS 5
 /* Longest pause between two attempts to reach a restarted broker. */
 #define RECONNECT_MAX_DELAY_MS 1000
 
@@ -432,7 +434,10 @@ static bool serve(void) {
                 uint32_t prepare_id, resumed_id, resumed_status, flags;
                 uint64_t calls, now, n;
 
-                if (poll(p, 2, tick_ms) < 0 && errno != EINTR)
+                /* Assembly at idleness waits: its time is measured finer (share_idle.c). */
+                int wait_ms = sage_share_idle_due() ? ASSEMBLE_TICK_MS : tick_ms;
+
+                if (poll(p, 2, wait_ms) < 0 && errno != EINTR)
                         return false;
                 if ((p[1].revents & POLLIN) && read(todo.event_fd, &n, sizeof(n)) < 0) {
                         /* EAGAIN: someone else's wake-up already read */
@@ -473,6 +478,7 @@ static bool serve(void) {
                         sage_gate_note_idle();
                         send_notice(SAGE_MSG_INSTANCE_IDLE, 0, 0, 0);
                 }
+                sage_share_idle_step(now - quiet_since); /* its own driver calls are not the app's */
         }
 }
 
@@ -492,6 +498,7 @@ static void start_listener(void) {
         if (todo.event_fd < 0)
                 return;
         sage_gate_init(ask_resume, on_active);
+        sage_share_idle_wake_with(wake_listener); /* runs left due: the listener measures idleness finer */
         sage_broker_on_notice(suspend_broker, on_notice, NULL);
         /* The app's signals are the app's threads' business. */
         sigfillset(&all);

@@ -36,7 +36,10 @@ Usage: scripts/bench/sharing-coverage.sh [--build DIR] [--quick] [--only LIST] [
 Writes $OUT/sharing-coverage.json (+ .txt) at the start, after every step and at the
 end (atomically; on SIGTERM/SIGINT too): "state" (complete, partial: why, interrupted
 by SIGTERM; running: the run was killed -9) and "missing" say what it lacks. Logs in
-DIR/bench-bin/sharing-coverage/logs. Environment: NVCC, PYTHON (torch, torchvision,
+DIR/bench-bin/sharing-coverage/logs. Environment: SAGE_BENCH_IDLE_MS (default 300: resnet50, bert and gpt2
+idle this long after their invocation, as a serverless instance between calls, and compute
+once more; SAGE runs them with SAGE_SUSPEND=1, so assembly waits for the idleness; 0: they
+exit at once and assembly runs at the first launch), NVCC, PYTHON (torch, torchvision,
 transformers, safetensors; numpy + jax for the jax workload, else it is skipped),
 SAGE_BENCH_COMMIT. Exit: 0 every output identical, 1 not or a process failed, 77 no
 GPU, 128+N stopped by signal N.

@@ -240,12 +240,16 @@ class Run:
             env.pop(k, None)
         if tag == "first":  # untimed: writes Python's byte code (lib.sh's bench_bytecode)
             env.pop("PYTHONDONTWRITEBYTECODE", None)
+        idle = sc.idle_ms() if kind in sc.IDLE_KINDS and not self.a.fake else 0
+        env["SAGE_BENCH_IDLE_MS"] = str(idle)  # native too: the same call after the same idleness
         trace = os.path.join(self.tmp, f"{n}-{kind}-{tag}.json") if broker else None
         if broker:
             env.update({"LD_PRELOAD": self.a.preload, "SAGE_SHARE": "1", "SAGE_SOCKET": broker.socket,
                         "SAGE_TRACE": trace})
             if self.a.place:
                 env["SAGE_SHARE_PLACE"] = broker.place
+            if idle:  # assembly at idleness needs the suspend gate (SAGE_SHARE_ASSEMBLE_IDLE)
+                env["SAGE_SUSPEND"] = "1"
             if tag == "cold":  # staged copies print their timeline (share_stage.c), kept in the record
                 env["SAGE_VERBOSE"] = "3"
         with self.lock:  # started and registered at once: stop() kills every process the run started

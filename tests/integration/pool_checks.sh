@@ -149,6 +149,48 @@ run p8 SAGE_SHARE_PLACE="$tmp/place-p" SAGE_SHARE_PREDICT=1
 [ "$(stat_of "$tmp/p8.json" SHARE_PREDICTED_RUNS)" = "$(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS)" ] ||
   bad "after other weights: $(stat_of "$tmp/p8.json" SHARE_PREDICTED_RUNS) runs confirmed (was $(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS))"
 
+step "assembly at idleness (SAGE_SUSPEND=1, SAGE_SHARE_ASSEMBLE_IDLE): the runs the last invocation shared wait for the idle process"
+# runi TAG EXPECTED [VAR=VALUE...]: an invocation that idles 500 ms after its pass, then checksums every weight again.
+runi() {
+  local tag=$1 expected=$2 out
+  shift 2
+  out=$(env SAGE_SUSPEND=1 SAGE_SHARE_PLACE="$tmp/place-i" POOL_TEST_IDLE_MS=500 "$@" SAGE_TRACE="$tmp/$tag.json" \
+    LD_PRELOAD="$preload" "$prog" 5) || bad "$tag: the run failed (a fault?)"
+  [ "$out" = "$expected" ] || bad "$tag output: $out vs $expected"
+  echo "$tag: $(stat_of "$tmp/$tag.json" SHARE_ASSEMBLE_DEFERRED) runs left for idleness," \
+    "$(stat_of "$tmp/$tag.json" SHARE_ASSEMBLED_IDLE) mapped then; $(stat_of "$tmp/$tag.json" SHARE_ASSEMBLED) keyed in all"
+}
+idle_of() { stat_of "$tmp/$1.json" SHARE_ASSEMBLED_IDLE; }
+due_of() { stat_of "$tmp/$1.json" SHARE_ASSEMBLE_DEFERRED; }
+native_idle=$(POOL_TEST_IDLE_MS=500 "$prog" 5)
+grep -q "^again " <<<"$native_idle" || bad "native: no second pass: $native_idle"
+start_broker
+mkdir "$tmp/place-i"
+for i in 1 2 3; do runi i$i "$native_idle"; done
+[ "$(due_of i1)" = 0 ] || bad "the first invocation (nothing shared before) left runs for idleness"
+[ "$(due_of i3)" -gt 0 ] && [ "$(idle_of i3)" = "$(due_of i3)" ] &&
+  [ "$(stat_of "$tmp/i3.json" SHARE_ASSEMBLED_HITS)" = "$(idle_of i3)" ] ||
+  bad "third: $(due_of i3) runs due, $(idle_of i3) mapped at idleness, $(stat_of "$tmp/i3.json" SHARE_ASSEMBLED_HITS) hits"
+# The first launch's breakdown is the first launch's: nothing read back there (the idle pass's own is taken back).
+[ "$(stat_of "$tmp/i3.json" SHARE_NS_ASSEMBLE_READ)" = 0 ] || bad "third: the first launch read back"
+[ "$(stat_of "$tmp/i3.json" SHARE_NS_ASSEMBLE_IDLE)" -gt 0 ] || bad "third: no time at idleness"
+at_least "$(shared i3)" 98 || bad "at idleness: $(shared i3)% shared (< 98%)"
+# A process that never idles keeps its runs private, and their hints: the next one still leaves them for idleness.
+runi n1 "$native" POOL_TEST_IDLE_MS=0
+[ "$(due_of n1)" -gt 0 ] && [ "$(idle_of n1)" = 0 ] || bad "no idleness: $(idle_of n1) mapped"
+runi n2 "$native_idle"
+[ "$(due_of n2)" = "$(due_of i3)" ] && [ "$(idle_of n2)" = "$(due_of i3)" ] || bad "after no idleness: hints lost"
+# A kernel writes weights in place before the idleness: those runs miss, stay private, are no candidates.
+native_w=$(POOL_TEST_WRITE=1 POOL_TEST_IDLE_MS=500 "$prog" 5)
+runi w1 "$native_w" POOL_TEST_WRITE=1
+[ "$(idle_of w1)" -lt "$(due_of w1)" ] && [ "$(idle_of w1)" -gt 0 ] || bad "written: $(idle_of w1) of $(due_of w1) mapped"
+[ "$(stat_of "$tmp/w1.json" SHARE_PUBLISHED)" = 0 ] || bad "written: a run missed at idleness was published"
+# Off: without the suspend gate, or with SAGE_SHARE_ASSEMBLE_IDLE=0, everything is assembled at the first launch.
+runi o1 "$native_idle" SAGE_SUSPEND=0
+runi o2 "$native_idle" SAGE_SHARE_ASSEMBLE_IDLE=0
+[ "$(due_of o1)" = 0 ] && [ "$(due_of o2)" = 0 ] && [ "$(stat_of "$tmp/o2.json" SHARE_ASSEMBLED_HITS)" -gt 0 ] ||
+  bad "off: $(due_of o1) and $(due_of o2) runs left for idleness"
+
 step "a hint file that lies: placement is checked, output unchanged"
 for f in "$tmp/place"/place-*; do printf '2097152 0 999\n20971520 0 4294967295\nx y z\n' >"$f"; done
 run c1 SAGE_SHARE_PLACE="$tmp/place"

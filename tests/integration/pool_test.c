@@ -21,6 +21,10 @@
  * the parent prints what it sees there. With POOL_TEST_WRITE=1 a kernel
  * writes the classifier's weights in place after the forward pass. With
  * POOL_TEST_BERT=1 the weights are BERT base's instead (fp16, 219 MB).
+ * With POOL_TEST_IDLE_MS=N the process then idles N ms, as a serverless
+ * instance between calls, and checksums every weight again ("again"):
+ * assembly at idleness (SAGE_SHARE_ASSEMBLE_IDLE) maps what it shares
+ * meanwhile, and the kernels after it must read the same bytes.
  */
 #include <cuda.h>
 
@@ -29,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checksum_kernel.h"
@@ -284,6 +289,18 @@ int main(int argc, char **argv) {
         }
         printf("uploaded %zu bytes in %d tensors, %d activations, checksum %016llx\n", uploaded, nweights, nacts,
                (unsigned long long)sum);
+        if (getenv("POOL_TEST_IDLE_MS") && atol(getenv("POOL_TEST_IDLE_MS")) > 0) {
+                struct timespec idle = { 0, atol(getenv("POOL_TEST_IDLE_MS")) * 1000000L };
+                while (idle.tv_nsec >= 1000000000L) {
+                        idle.tv_sec++;
+                        idle.tv_nsec -= 1000000000L;
+                }
+                nanosleep(&idle, NULL);
+                sum = 0;
+                for (int i = 0; i < nweights; i++)
+                        sum = sum * 31 + checksum_of(checksum, weights[i].at, weights[i].bytes / 8, out);
+                printf("again %016llx\n", (unsigned long long)sum);
+        }
         if (getenv("POOL_TEST_IPC"))
                 ipc_segments(argv[0]);
         for (int i = 0; i < small_pool.n + large_pool.n; i++)
