@@ -565,6 +565,63 @@ static void takes_rules(void) {
         teardown(&v, a);
 }
 
+/* Assembly at idleness: the run at offset 0 waits (v->defer_run), the other is assembled now. */
+static bool defer_first(void *ctx, const SageShareAlloc *a, size_t off, size_t len) {
+        (void)ctx, (void)a, (void)len;
+        return off == 0;
+}
+
+/* share_assemble_due over `l`. */
+static bool assemble_due(ShareVmm *v, SageShareAlloc *a, Lookups *l) {
+        ShareLookup lk = { .lookup = lookup, .ctx = l };
+        ShareReadback rb = { 0 };
+        bool done = share_assemble_due(v, &a, 1, &lk, &rb);
+
+        share_readback_release(&rb, v->drv);
+        return done;
+}
+
+/*
+ * Two one-granule runs; the first left due at the "first launch", keyed and
+ * mapped at idleness (a hit), or left plain private (a miss: no candidate),
+ * or dropped unkeyed when it is no longer plain private memory.
+ */
+static void due_runs_at_idleness(int outcome) {
+        const Range up[] = { { 100, G - 200 }, { 2 * G, G - 200 } };
+        ShareVmm v;
+        SageShareAlloc *a = setup(&v, up, 2);
+        Lookups l = { 0 }, at_idle = { .answer = outcome == 0 ? 1 : 0 };
+        CUmemAccess_flags access;
+        SageHash want;
+
+        v.defer_run = defer_first;
+        CHECK(assemble(&v, a, &l));
+        CHECK(l.calls == 1 && l.len[0] == G); /* the second run only */
+        CHECK(a->ndue == 1 && a->due[0].off == 0 && a->due[0].len == G && a->due[0].nfilled == 1);
+        CHECK(atomic_load(&v.idle_due) && fake_stat(SAGE_STAT_SHARE_ASSEMBLE_DEFERRED) == 1);
+        CHECK(!a->pieces[0].candidate && !a->pieces[0].extent_id);
+        if (outcome == 2) /* since then: the granule became a candidate (an upload filled it whole) */
+                a->pieces[0].candidate = true;
+        want = key_at(a, 0, G); /* the bytes as they are at idleness */
+        if (outcome == 0)
+                fake.next_import = fake_handle(G, 0x61);
+        CHECK(assemble_due(&v, a, &at_idle));
+        CHECK(a->ndue == 0 && !a->due && !atomic_load(&v.idle_due));
+        if (outcome == 0) { /* a hit: mapped read-only, counted as assembled at idleness */
+                CHECK(at_idle.calls == 1 && sage_hash_equal(at_idle.key[0], want));
+                CHECK(a->pieces[0].extent_id == 5 && a->pieces[0].len == G && a->pieces[0].nfilled == 1);
+                CHECK(fake_at(a->va, &access) && access == CU_MEM_ACCESS_FLAGS_PROT_READ);
+                CHECK(fake_stat(SAGE_STAT_SHARE_ASSEMBLED_IDLE) == 1 && fake_stat(SAGE_STAT_SHARE_ASSEMBLED_HITS) == 1);
+        } else if (outcome == 1) { /* a miss: plain private, its bytes kept, never a candidate */
+                CHECK(at_idle.calls == 1 && !a->pieces[0].candidate && !a->pieces[0].extent_id);
+                CHECK(fake_holds(a->va + 100, G - 200, 0x61) && fake_stat(SAGE_STAT_SHARE_ASSEMBLED_IDLE) == 0);
+        } else { /* no longer plain private: not even keyed */
+                CHECK(at_idle.calls == 0);
+                a->pieces[0].candidate = false;
+        }
+        teardown(&v, a);
+}
+
 int main(void) {
         takes_rules();
         backs_while_reading(false);
@@ -582,6 +639,9 @@ int main(void) {
         one_run_hit();
         gappy_granules_alone();
         lookup_gone();
+        due_runs_at_idleness(0);
+        due_runs_at_idleness(1);
+        due_runs_at_idleness(2);
         fake_reset();
         return 0;
 }
