@@ -32,7 +32,10 @@
  */
 #include "share.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 
 #include "capture_mode.h"
 #include "options.h"
@@ -44,6 +47,9 @@
 /* The calls in flight have had the idle time to end: a drain that takes longer is put off. */
 #define IDLE_DRAIN_MS 50
 
+static void (*_Atomic idle_wake)(void);
+static atomic_bool exiting; /* share_idle_stop: no pass from the process's exit on */
+
 bool share_idle_on(void) {
         const SageOptions *o = sage_options();
 
@@ -53,13 +59,15 @@ bool share_idle_on(void) {
 bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t len) {
         const SageShare *s = ctx;
 
-        return !a->app_vmm && share_hints_has_run(&s->hints, a->size - a->lead, a->ordinal, off, len);
+        /* Only while the listener runs (registered, its broker there): else nothing would ever assemble them. */
+        return atomic_load(&idle_wake) && !atomic_load(&exiting) && !a->app_vmm &&
+               share_hints_has_run(&s->hints, a->size - a->lead, a->ordinal, off, len);
 }
-
-static void (*_Atomic idle_wake)(void);
 
 void sage_share_idle_wake_with(void (*wake)(void)) {
         atomic_store(&idle_wake, wake);
+        if (!wake) /* the listener stopped: nothing will assemble at idleness (the due runs stay private) */
+                atomic_store(&sage_share()->vmm.idle_due, false);
 }
 
 void share_idle_wake(void) {
@@ -69,8 +77,120 @@ void share_idle_wake(void) {
                 wake();
 }
 
+void share_idle_stop(SageShare *s) {
+        atomic_store(&exiting, true);
+        atomic_store(&s->vmm.idle_due, false);
+}
+
 bool sage_share_idle_due(void) {
         return atomic_load_explicit(&sage_share()->vmm.idle_due, memory_order_relaxed);
+}
+
+/*
+ * Is the GPU done with what the app queued? A quiet host is not an idle
+ * GPU, and a synchronize with the gate closed would hold the app's next
+ * call for all of it, or for ever where queued work waits for a later host
+ * call (a stream wait on a value the app writes next). So every context
+ * of sharing's allocations is synchronized first by a thread of its own,
+ * the gate open; the pass runs only if no app call was made from before
+ * that synchronize to the closed gate (then the work it waited for was
+ * all there was). A synchronize that does not end keeps that thread, and
+ * only it, waiting; the app goes on, and the next quiet time tries again.
+ */
+static struct {
+        pthread_mutex_t lock;
+        bool running, done;
+        uint64_t calls; /* sage_gate_calls() when the synchronize began */
+} gpu = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+typedef struct SyncJob {
+        const SageShareDriver *drv;
+        size_t n;
+        CUcontext ctx[];
+} SyncJob;
+
+static void *sync_contexts(void *arg) {
+        SyncJob *job = arg;
+        CUcontext popped;
+
+        for (size_t i = 0; i < job->n; i++)
+                if (job->drv->ctx_push(job->ctx[i]) == CUDA_SUCCESS) {
+                        job->drv->vmm.ctx_synchronize();
+                        job->drv->ctx_pop(&popped);
+                }
+        free(job);
+        pthread_mutex_lock(&gpu.lock);
+        gpu.running = false;
+        gpu.done = true;
+        pthread_mutex_unlock(&gpu.lock);
+        share_idle_wake();
+        return NULL;
+}
+
+/* Start the synchronize of every context sharing's allocations are in (none runs). Under s->lock. */
+static void start_sync(SageShare *s) {
+        size_t n = 0;
+        SyncJob *job;
+        pthread_attr_t attr;
+        pthread_t thread;
+        sigset_t all, old;
+
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                n++;
+        if (!(job = malloc(sizeof(*job) + (n ? n : 1) * sizeof(CUcontext))))
+                return;
+        *job = (SyncJob){ .drv = &s->drv };
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next) {
+                size_t j = 0;
+                while (j < job->n && job->ctx[j] != a->ctx)
+                        j++;
+                if (j == job->n && a->ctx)
+                        job->ctx[job->n++] = a->ctx;
+        }
+        gpu.calls = sage_gate_calls();
+        gpu.running = true;
+        gpu.done = false;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old); /* the app's signals are the app's threads' business */
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&thread, &attr, sync_contexts, job) != 0) {
+                gpu.running = false;
+                free(job);
+        }
+        pthread_attr_destroy(&attr);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Any allocation still holding due runs? (False: idle_due cleared.) Under s->lock. */
+static bool any_due(SageShare *s) {
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                if (a->ndue)
+                        return true;
+        atomic_store(&s->vmm.idle_due, false);
+        return false;
+}
+
+/*
+ * Where the pass stands: 1 the GPU is done with everything queued before
+ * the app's last call (the pass may run), 0 not yet (a synchronize started
+ * or running), -1 nothing is due any more.
+ */
+static int gpu_done(SageShare *s) {
+        int ready = 0;
+
+        if (pthread_mutex_trylock(&s->lock) != 0)
+                return 0; /* an app call holds it: not idle after all */
+        pthread_mutex_lock(&gpu.lock);
+        if (!any_due(s))
+                ready = -1;
+        else if (gpu.done && gpu.calls == sage_gate_calls())
+                ready = 1;
+        else if (!gpu.running)
+                start_sync(s);
+        pthread_mutex_unlock(&gpu.lock);
+        pthread_mutex_unlock(&s->lock);
+        return ready;
 }
 
 /* The first launch's breakdown: what assembly at idleness adds to them is taken back. */
@@ -89,10 +209,12 @@ static const SageStat first_launch_parts[] = {
 
 bool sage_share_idle_step(uint64_t quiet_ns) {
         SageShare *s = sage_share();
-        uint64_t before[NPARTS], t;
+        uint64_t before[NPARTS], t, calls;
+        bool ran = false;
 
-        if (!sage_share_idle_due() || quiet_ns < sage_options()->share_assemble_idle * 1000000ull ||
-            sage_gate_phase() != SAGE_GATE_OPEN || sage_capture_open())
+        if (!sage_share_idle_due() || atomic_load(&exiting) ||
+            quiet_ns < sage_options()->share_assemble_idle * 1000000ull || sage_gate_phase() != SAGE_GATE_OPEN ||
+            sage_capture_open() || gpu_done(s) <= 0)
                 return false;
         t = sage_now_ns();
         if (!sage_gate_close_and_drain(t + IDLE_DRAIN_MS * 1000000ull)) {
@@ -102,11 +224,19 @@ bool sage_share_idle_step(uint64_t quiet_ns) {
         }
         for (size_t i = 0; i < NPARTS; i++)
                 before[i] = sage_stats_get(first_launch_parts[i]);
-        if (!sage_capture_open()) /* one begun before the gate closed */
+        pthread_mutex_lock(&gpu.lock);
+        calls = gpu.calls;
+        gpu.done = false; /* the next pass synchronizes again */
+        pthread_mutex_unlock(&gpu.lock);
+        /* No app call since the synchronize (its work all done), none began a capture, the process not exiting. */
+        if (calls == sage_gate_calls() && !sage_capture_open() && !atomic_load(&exiting)) {
                 share_assemble_idle(s);
+                ran = true;
+        }
         for (size_t i = 0; i < NPARTS; i++)
                 sage_stats_sub(first_launch_parts[i], sage_stats_get(first_launch_parts[i]) - before[i]);
         sage_gate_set_phase(SAGE_GATE_OPEN);
-        sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_IDLE, sage_now_ns() - t);
-        return true;
+        if (ran)
+                sage_stats_add(SAGE_STAT_SHARE_NS_ASSEMBLE_IDLE, sage_now_ns() - t);
+        return ran;
 }

@@ -333,7 +333,15 @@ static bool holds_due(const SageShare *s, const SageShareAlloc *a) {
 void share_assemble_idle(SageShare *s) {
         pthread_mutex_lock(&s->lock);
         assemble_picked(s, holds_due, true);
-        atomic_store(&s->vmm.idle_due, false); /* no broker: the due runs stay private */
+        /* Left (no broker, no memory): private for good, their hints learned afresh at exit. */
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next) {
+                for (size_t i = 0; i < a->ndue; i++)
+                        share_vmm_free_lists(&a->due[i]);
+                free(a->due);
+                a->due = NULL;
+                a->ndue = 0;
+        }
+        atomic_store(&s->vmm.idle_due, false);
         pthread_mutex_unlock(&s->lock);
 }
 
@@ -375,6 +383,7 @@ static void share_at_exit(void) {
         if (sage_hooks_active(SAGE_OBSERVER_SUSPEND) && sage_gate_enter() != CUDA_SUCCESS)
                 return;
         pthread_mutex_lock(&s->lock);
+        share_idle_stop(s); /* due runs stay as they are: no idle pass from here on */
         for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                 share_retire(s, a);
         share_hints_save(&s->hints);

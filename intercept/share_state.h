@@ -130,6 +130,8 @@ bool share_idle_on(void);
 bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t len);
 /* Runs became due: the suspend listener is woken to measure idleness (share_idle.c). */
 void share_idle_wake(void);
+/* The process exits (share_at_exit): no idle pass any more, none left due. Under the lock. */
+void share_idle_stop(SageShare *s);
 /*
  * What `a` taught about its placement goes to the hints (saved at exit).
  * True: from the next invocation on it starts elsewhere. Under the lock.

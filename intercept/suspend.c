@@ -486,6 +486,7 @@ static void *listener(void *unused) {
         (void)unused;
         while (serve() && broker_gone()) {
         }
+        sage_share_idle_wake_with(NULL); /* no more idle passes: runs are assembled at their first launch */
         return NULL;
 }
 

@@ -190,6 +190,18 @@ runi o1 "$native_idle" SAGE_SUSPEND=0
 runi o2 "$native_idle" SAGE_SHARE_ASSEMBLE_IDLE=0
 [ "$(due_of o1)" = 0 ] && [ "$(due_of o2)" = 0 ] && [ "$(stat_of "$tmp/o2.json" SHARE_ASSEMBLED_HITS)" -gt 0 ] ||
   bad "off: $(due_of o1) and $(due_of o2) runs left for idleness"
+# Registration refused (one instance per uid, another process holds it): no listener in the process, so nothing
+# is left for an idleness no one would measure; the hints stay (the same broker, its extents).
+stop_saged
+start_saged "$SAGE_SOCKET" --max-instances-per-uid 1
+SAGE_SUSPEND=1 POOL_TEST_IDLE_MS=4000 LD_PRELOAD="$preload" "$prog" 7 >/dev/null 2>&1 &
+holder=$!
+sleep 1
+runi o3 "$native_idle"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null || true
+[ "$(due_of o3)" = 0 ] && [ "$(stat_of "$tmp/o3.json" SHARE_ASSEMBLED)" -gt 0 ] ||
+  bad "no listener: $(due_of o3) runs left for idleness"
 
 step "a hint file that lies: placement is checked, output unchanged"
 for f in "$tmp/place"/place-*; do printf '2097152 0 999\n20971520 0 4294967295\nx y z\n' >"$f"; done
