@@ -185,6 +185,10 @@ native_w=$(POOL_TEST_WRITE=1 POOL_TEST_IDLE_MS=500 "$prog" 5)
 runi w1 "$native_w" POOL_TEST_WRITE=1
 [ "$(idle_of w1)" -lt "$(due_of w1)" ] && [ "$(idle_of w1)" -gt 0 ] || bad "written: $(idle_of w1) of $(due_of w1) mapped"
 [ "$(stat_of "$tmp/w1.json" SHARE_PUBLISHED)" = 0 ] || bad "written: a run missed at idleness was published"
+# The next call comes during the pass (maps slowed to 40 ms: the pass outlasts the 100 ms idleness): its copies and
+# launches wait at the gate, then see the weights as they were.
+runi g1 "$native_idle" SAGE_FAKE_MAP_MS=40 POOL_TEST_IDLE_MS=100
+[ "$(idle_of g1)" -gt 0 ] && [ "$(idle_of g1)" = "$(due_of g1)" ] || bad "a call during the pass: $(idle_of g1) mapped"
 # Off: without the suspend gate, or with SAGE_SHARE_ASSEMBLE_IDLE=0, everything is assembled at the first launch.
 runi o1 "$native_idle" SAGE_SUSPEND=0
 runi o2 "$native_idle" SAGE_SHARE_ASSEMBLE_IDLE=0

@@ -297,6 +297,16 @@ int main(int argc, char **argv) {
                 }
                 nanosleep(&idle, NULL);
                 sum = 0;
+                /* Copies first (no launch: the gate, not the sharing lock, must hold them during a remap). */
+                for (int i = 0; i < nweights; i++) {
+                        uint64_t *host = malloc(weights[i].bytes);
+                        if (!host)
+                                exit(2);
+                        OK(cuMemcpyDtoH(host, weights[i].at, weights[i].bytes));
+                        for (size_t k = 0; k < weights[i].bytes / 8; k++)
+                                sum = sum * 1099511628211ull + host[k];
+                        free(host);
+                }
                 for (int i = 0; i < nweights; i++)
                         sum = sum * 31 + checksum_of(checksum, weights[i].at, weights[i].bytes / 8, out);
                 printf("again %016llx\n", (unsigned long long)sum);
