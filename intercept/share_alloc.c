@@ -235,9 +235,7 @@ void share_vmm_release(ShareVmm *v, SageShareAlloc *a) {
         free(a->pieces);
         free(a->written);
         free(a->plain);
-        for (size_t i = 0; i < a->ndue; i++)
-                share_vmm_free_lists(&a->due[i]);
-        free(a->due);
+        share_vmm_drop_due(a);
         free(a->graph_uses);
         free(a);
 }

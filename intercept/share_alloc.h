@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "hash.h"
 #include "vmm.h"
@@ -263,6 +264,14 @@ void share_vmm_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why
 void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p);
 /* Free a piece's use lists (seen, allow, filled). */
 void share_vmm_free_lists(Piece *p);
+/* Drop the runs `a` left for idleness (share_assemble_due): their lists freed, none left. */
+static inline void share_vmm_drop_due(SageShareAlloc *a) {
+        for (size_t i = 0; i < a->ndue; i++)
+                share_vmm_free_lists(&a->due[i]);
+        free(a->due);
+        a->due = NULL;
+        a->ndue = 0;
+}
 /* Its image (a predicted run's, share_hint.c) unmapped, if any; free_lists does it too. */
 void share_vmm_free_image(Piece *p);
 /*

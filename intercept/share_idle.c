@@ -16,9 +16,10 @@
  *
  * When the process has made no driver call, and none is in flight, for
  * the option's time (the suspend listener measures it: suspend.c, which
- * needs SAGE_SUSPEND=1), the gate closes, the calls in flight drain (none,
- * by then), and the due runs are keyed from the device as the first launch
- * would (each context synchronized first); a hit maps its extent, a miss
+ * needs SAGE_SUSPEND=1), its contexts are synchronized with the gate open
+ * (gpu_done, below); then, no app call made since, the gate closes, the
+ * calls in flight drain (none, by then), and the due runs are keyed from
+ * the device as the first launch would; a hit maps its extent, a miss
  * stays private. A call made meanwhile waits at the gate
  * (SHARE_NS_ASSEMBLE_IDLE says how long it was closed). A capture open
  * across the idleness (a synchronize would break it) or a drain that fails
@@ -33,13 +34,13 @@
 #include "share.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include "capture_mode.h"
 #include "options.h"
 #include "share_state.h"
+#include "spawn.h"
 #include "stats.h"
 #include "suspend_gate.h"
 #include "util.h"
@@ -131,9 +132,6 @@ static void *sync_contexts(void *arg) {
 static void start_sync(SageShare *s) {
         size_t n = 0;
         SyncJob *job;
-        pthread_attr_t attr;
-        pthread_t thread;
-        sigset_t all, old;
 
         for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                 n++;
@@ -150,16 +148,10 @@ static void start_sync(SageShare *s) {
         gpu.calls = sage_gate_calls();
         gpu.running = true;
         gpu.done = false;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old); /* the app's signals are the app's threads' business */
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&thread, &attr, sync_contexts, job) != 0) {
+        if (sage_spawn_thread(sync_contexts, job, "sage-idle-sync") != 0) {
                 gpu.running = false;
                 free(job);
         }
-        pthread_attr_destroy(&attr);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* Any allocation still holding due runs? (False: idle_due cleared.) Under s->lock. */

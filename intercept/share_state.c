@@ -334,13 +334,8 @@ void share_assemble_idle(SageShare *s) {
         pthread_mutex_lock(&s->lock);
         assemble_picked(s, holds_due, true);
         /* Left (no broker, no memory): private for good, their hints learned afresh at exit. */
-        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next) {
-                for (size_t i = 0; i < a->ndue; i++)
-                        share_vmm_free_lists(&a->due[i]);
-                free(a->due);
-                a->due = NULL;
-                a->ndue = 0;
-        }
+        for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
+                share_vmm_drop_due(a);
         atomic_store(&s->vmm.idle_due, false);
         pthread_mutex_unlock(&s->lock);
 }

@@ -5,7 +5,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 
 #include "driver.h"
 #include "impl.h"
@@ -13,6 +12,7 @@
 #include "options.h"
 #include "share.h"
 #include "share_state.h"
+#include "spawn.h"
 #include "stats.h"
 #include "util.h"
 
@@ -94,23 +94,10 @@ static void *populate_main(void *arg) {
 /* A thread of its own, taking none of the app's signals; it leaves once the pages are made. */
 void sage_share_populate_ahead(void) {
         const SageOptions *o = sage_options();
-        sigset_t all, old;
-        pthread_attr_t attr;
-        pthread_t tid;
-        int r;
 
         if (!o->share || !share_stage_populate_claim(share_stage_slot_bytes(o->share_staging)))
                 return;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        r = pthread_create(&tid, &attr, populate_main, NULL);
-        if (r == 0)
-                pthread_setname_np(tid, "sage-pages");
-        pthread_attr_destroy(&attr);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (r != 0)
+        if (sage_spawn_thread(populate_main, NULL, "sage-pages") != 0)
                 share_stage_ahead_drop(); /* nobody makes them: nobody may wait for them */
 }
 

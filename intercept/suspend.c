@@ -47,7 +47,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +58,7 @@
 #include "log.h"
 #include "options.h"
 #include "share.h"
+#include "spawn.h"
 #include "suspend_gate.h"
 #include "suspend_shrink.h"
 
@@ -491,25 +491,14 @@ static void *listener(void *unused) {
 }
 
 static void start_listener(void) {
-        pthread_attr_t attr;
-        pthread_t thread;
-        sigset_t all, old;
-
         todo.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (todo.event_fd < 0)
                 return;
         sage_gate_init(ask_resume, on_active);
         sage_share_idle_wake_with(wake_listener); /* runs left due: the listener measures idleness finer */
         sage_broker_on_notice(suspend_broker, on_notice, NULL);
-        /* The app's signals are the app's threads' business. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&thread, &attr, listener, NULL) != 0)
+        if (sage_spawn_thread(listener, NULL, NULL) != 0)
                 sage_warn("suspend: no listener thread; the broker cannot suspend this process");
-        pthread_attr_destroy(&attr);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* Registered: true if the gate stays on (the broker speaks it). */

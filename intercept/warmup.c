@@ -42,7 +42,6 @@
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -58,6 +57,7 @@
 #include "hooks.h"
 #include "log.h"
 #include "options.h"
+#include "spawn.h"
 #include "util.h"
 
 #define WARMUP_MAX_DEVICES 16
@@ -413,26 +413,6 @@ static void at_fork_child(void) {
         }
 }
 
-/* A detached helper thread that takes no signals meant for the app. */
-static int spawn_thread(void *(*main_fn)(void *), void *arg, const char *name) {
-        pthread_t thread;
-        pthread_attr_t attr;
-        sigset_t all, old;
-        int r;
-
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        r = pthread_create(&thread, &attr, main_fn, arg);
-        if (r == 0)
-                pthread_setname_np(thread, name);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
-        errno = r;
-        return r ? -1 : 0;
-}
-
 /*
  * open_here: open the driver in this thread before the warm-up thread
  * exists (the dlopen and lookup triggers), so that thread never needs
@@ -456,7 +436,7 @@ static void warmup_start(const char *why, bool open_here) {
         sage_info("warm-up started at %s", why);
         pthread_atfork(at_fork_prepare, NULL, at_fork_child);
         atexit(at_exit_wait);
-        if (spawn_thread(warmup_main, NULL, "sage-warmup") != 0) {
+        if (sage_spawn_thread(warmup_main, NULL, "sage-warmup") != 0) {
                 atomic_store(&warmup_state, WARMUP_DONE);
                 sage_warn("warm-up thread not started: %s", strerror(errno));
         }
@@ -579,7 +559,7 @@ void sage_warmup_rewarm(int dev) {
         }
         rewarm_pending++;
         pthread_mutex_unlock(&warmup_lock);
-        if (spawn_thread(rewarm_main, (void *)(intptr_t)dev, "sage-rewarm") != 0) {
+        if (sage_spawn_thread(rewarm_main, (void *)(intptr_t)dev, "sage-rewarm") != 0) {
                 pthread_mutex_lock(&warmup_lock);
                 rewarm_pending--;
                 pthread_mutex_unlock(&warmup_lock);
