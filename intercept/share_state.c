@@ -374,6 +374,9 @@ void share_publish(SageShare *s, SageShareAlloc *a) {
 static void share_at_exit(void) {
         SageShare *s = sage_share();
 
+        /* A fork()ed child (its CUDA is not the parent's; its broker connection is): nothing of its own. */
+        if (s->pid != getpid())
+                return;
         /* Publishing reads the device: a suspended process resumes first (or, if it cannot, skips it). */
         if (sage_hooks_active(SAGE_OBSERVER_SUSPEND) && sage_gate_enter() != CUDA_SUCCESS)
                 return;
@@ -446,6 +449,22 @@ const SageShareDriver *share_driver(SageShare *s) {
         return s->drv_ready ? &s->drv : NULL;
 }
 
+/*
+ * In the child of a fork(): sharing is off. The child cannot use the
+ * parent's CUDA (the driver fails its calls: so do ours, through the plain
+ * path), must not speak on the parent's broker connection, and may have
+ * been forked while another thread (an idle pass) held the lock.
+ */
+static void share_forked(void) {
+        SageShare *s = sage_share();
+
+        sage_hooks_deactivate(SAGE_OBSERVER_SHARE);
+        atomic_store(&s->active, false);
+        atomic_store(&s->guarding, false);
+        pthread_mutex_init(&s->lock, NULL);
+        s->state = -1; /* share_at_exit checks the pid: a raw clone() runs no atfork handler */
+}
+
 bool share_enabled(SageShare *s) {
         char why[320];
         int r;
@@ -481,7 +500,9 @@ bool share_enabled(SageShare *s) {
                 s->vmm.defer_run = share_idle_defer_run;
                 s->vmm.defer_ctx = s;
         }
+        s->pid = getpid();
         atexit(share_at_exit);
+        pthread_atfork(NULL, NULL, share_forked);
         s->state = 1;
         atomic_store(&s->active, true);
         /* Launches and pitched copies must bump the write epoch: sharing's observer does it. */

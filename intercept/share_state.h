@@ -8,6 +8,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -36,6 +37,7 @@ typedef struct SageShare {
          */
         pthread_mutex_t lock;
         int state;           /* 0 untried, 1 on, -1 off for this process */
+        pid_t pid;           /* the process that turned it on: a fork()ed child's exit publishes nothing */
         SageShareDriver drv; /* filled once the driver is open (share_driver) */
         bool drv_ready;
         ShareVmm vmm;

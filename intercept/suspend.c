@@ -490,11 +490,20 @@ static void *listener(void *unused) {
         return NULL;
 }
 
+/* The child of a fork() is no instance: the parent's listener, connection and gate are not its own. */
+static void suspend_forked(void) {
+        sage_hooks_deactivate(SAGE_OBSERVER_SUSPEND);
+        sage_gate_forked();
+        sage_share_idle_wake_with(NULL); /* the listener's eventfd is the parent's too */
+        suspend_broker = NULL;           /* the parent's: left alone, never freed here */
+}
+
 static void start_listener(void) {
         todo.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (todo.event_fd < 0)
                 return;
         sage_gate_init(ask_resume, on_active);
+        pthread_atfork(NULL, NULL, suspend_forked);
         sage_share_idle_wake_with(wake_listener); /* runs left due: the listener measures idleness finer */
         sage_broker_on_notice(suspend_broker, on_notice, NULL);
         if (sage_spawn_thread(listener, NULL, NULL) != 0)

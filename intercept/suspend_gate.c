@@ -143,6 +143,17 @@ void sage_gate_never_closes(void) {
         atomic_store(&sage_gate_fence_mode, false);
 }
 
+void sage_gate_forked(void) {
+        pthread_mutex_init(&gate.lock, NULL); /* its holder, if any, is not in this process */
+        pthread_cond_init(&gate.cond, NULL);
+        gate.phase = SAGE_GATE_OPEN;
+        gate.resuming = gate.resume_lost = false;
+        gate.resume = NULL;
+        gate.on_active = NULL;
+        atomic_store(&sage_gate_word, 0);
+        sage_gate_never_closes();
+}
+
 /* After the word changed: every thread either shows its count, or sees the word. */
 static void publish_word(void) {
         if (!membarrier_ok || syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)

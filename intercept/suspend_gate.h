@@ -112,10 +112,18 @@ typedef int (*SageGateResumeFn)(uint64_t deadline_ns);
 
 /* Turn the gate's machinery on (membarrier registration); `resume` serves waiting calls. */
 void sage_gate_init(SageGateResumeFn resume, void (*on_active)(void));
-/* Nothing will close the gate (not registered): the fast paths need no fence, membarrier or not. */
 /* A new broker took the instance (suspend.c, broker_gone): a waiting call may ask it for the resume again. */
 void sage_gate_resume_again(void);
+/* Nothing will close the gate (not registered): the fast paths need no fence, membarrier or not. */
 void sage_gate_never_closes(void);
+/*
+ * In the child of a fork(): the gate is open for good and asks no resume.
+ * The parent may have been suspended, or mid-pass with the gate closed and
+ * its lock held, when an app thread forked; the child's calls (which the
+ * driver fails, as without SAGE) and its exit handlers must not wait for a
+ * listener it does not have, nor speak on the parent's broker connection.
+ */
+void sage_gate_forked(void);
 /* Close and wait, until `deadline_ns`, for the calls in flight: true once none is. */
 bool sage_gate_close_and_drain(uint64_t deadline_ns);
 void sage_gate_set_phase(SageGatePhase phase);

@@ -442,6 +442,13 @@ static void close_in_child(void) {
         if (control_fd >= 0)
                 close(control_fd);
         control_fd = -1;
+        /* Nor the parent's checkpoint state: its calls fail at once (no CUDA), locked parent or not. */
+        pthread_mutex_init(&gate.lock, NULL);
+        pthread_cond_init(&gate.cond, NULL);
+        gate.inflight = gate.waiting = 0;
+        gate.closed = false;
+        gate.state = CU_PROCESS_STATE_RUNNING;
+        gate_depth = 0;
 }
 
 /* Called once, by the first successful cuInit. Without a control channel

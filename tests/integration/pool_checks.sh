@@ -189,6 +189,12 @@ runi w1 "$native_w" POOL_TEST_WRITE=1
 # launches wait at the gate, then see the weights as they were.
 runi g1 "$native_idle" SAGE_FAKE_MAP_MS=40 POOL_TEST_IDLE_MS=100
 [ "$(idle_of g1)" -gt 0 ] && [ "$(idle_of g1)" = "$(due_of g1)" ] || bad "a call during the pass: $(idle_of g1) mapped"
+# An app thread forks during the pass (its lock held, the gate closed): the child's call fails as without SAGE,
+# at once, and the parent's pass goes on.
+native_fork=$(POOL_TEST_IDLE_MS=100 POOL_TEST_FORK=1 "$prog" 5)
+grep -q "^forked child: 3$" <<<"$native_fork" || bad "native: the forked child: $native_fork"
+runi g2 "$native_fork" SAGE_FAKE_MAP_MS=40 POOL_TEST_IDLE_MS=100 POOL_TEST_FORK=1
+[ "$(idle_of g2)" -gt 0 ] && [ "$(idle_of g2)" = "$(due_of g2)" ] || bad "a fork during the pass: $(idle_of g2) mapped"
 # Off: without the suspend gate, or with SAGE_SHARE_ASSEMBLE_IDLE=0, everything is assembled at the first launch.
 runi o1 "$native_idle" SAGE_SUSPEND=0
 runi o2 "$native_idle" SAGE_SHARE_ASSEMBLE_IDLE=0

@@ -25,9 +25,11 @@
  * instance between calls, and checksums every weight again ("again"):
  * assembly at idleness (SAGE_SHARE_ASSEMBLE_IDLE) maps what it shares
  * meanwhile, and the kernels after it must read the same bytes.
+ * POOL_TEST_FORK=1 forks a child after the idleness (fork_a_caller).
  */
 #include <cuda.h>
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,6 +225,31 @@ static void ipc_segments(const char *self) {
         }
 }
 
+/*
+ * POOL_TEST_FORK: a child forked now (during an idle pass, maps slowed)
+ * allocates, which takes sharing's lock in a process that shares, and
+ * exits. No CUDA in a fork()ed child: it gets the driver's error, at once,
+ * whatever its parent's threads held when it was forked.
+ */
+static void fork_a_caller(void) {
+        int status = 0;
+        pid_t pid;
+
+        fflush(stdout);
+        if ((pid = fork()) == 0) {
+                CUdeviceptr p;
+                _exit((int)cuMemAlloc(&p, 4 * MIB));
+        }
+        for (int i = 0; i < 500 && pid > 0 && waitpid(pid, &status, WNOHANG) == 0; i++)
+                usleep(10000);
+        if (pid > 0 && waitpid(pid, &status, WNOHANG) == 0) {
+                kill(pid, SIGKILL);
+                printf("forked child: hung\n");
+        } else {
+                printf("forked child: %d\n", pid > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        }
+}
+
 int main(int argc, char **argv) {
         uint64_t seed = argc > 1 ? (uint64_t)atoll(argv[1]) : 1, sum = 0;
         CUdevice dev;
@@ -296,6 +323,8 @@ int main(int argc, char **argv) {
                         idle.tv_nsec -= 1000000000L;
                 }
                 nanosleep(&idle, NULL);
+                if (getenv("POOL_TEST_FORK"))
+                        fork_a_caller();
                 sum = 0;
                 /* Copies first (no launch: the gate, not the sharing lock, must hold them during a remap). */
                 for (int i = 0; i < nweights; i++) {

@@ -304,6 +304,20 @@ static int run_app(void) {
                         printf("a %d\n", (int)cu.cuMemAlloc(&spare, SIZE)); /* memory to give back later ('f') */
                 } else if (cmd == 'f') {
                         printf("f %d\n", (int)cu.cuMemFree(spare));
+                } else if (cmd == 'F') {
+                        /* A fork(); the child makes a call (which the driver fails: no CUDA in a fork()ed
+                         * child) and exits through the exit handlers (sharing's publishes, at a gate). */
+                        uint64_t t0 = sage_now_ns();
+                        int status = -1;
+                        pid_t child;
+
+                        fflush(stdout);
+                        if ((child = fork()) == 0)
+                                exit((int)cu.cuCtxSynchronize()); /* its result, as the exit status */
+                        if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status))
+                                status = -1;
+                        printf("F %d %.0f\n", status < 0 ? -1 : WEXITSTATUS(status),
+                               (double)(sage_now_ns() - t0) / 1e6);
                 } else if (cmd == 'h') {
                         r = cu.cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
                         if (r == CUDA_SUCCESS)
@@ -600,6 +614,34 @@ static App suspended_shared_app(const char *extra_env) {
         a = shared_app(extra_env);
         CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
         return a;
+}
+
+/*
+ * An app thread forks while the process is suspended, and the child exits:
+ * its call and its exit handlers run with the parent's state. The child is
+ * no instance: it neither waits for a resume nor asks one (on the parent's
+ * connection), and publishes nothing; the parent stays suspended, whole.
+ */
+static int scenario_fork_suspended(void) {
+        char line[64];
+        int status = -1, same = 0;
+        double ms = -1;
+        App a = suspended_shared_app(NULL);
+
+        CHECK(strcmp(state_of(a.pid), "suspended") == 0);
+        app_say(&a, 'F');
+        app_line(&a, line, sizeof(line));
+        CHECK(sscanf(line, "F %d %lf", &status, &ms) == 2);
+        printf("the child's call returned %d; it exited after %.0f ms\n", status, ms);
+        CHECK(status == CUDA_ERROR_NOT_INITIALIZED && ms < 2000); /* as the driver answers a fork()ed child */
+        CHECK(strcmp(state_of(a.pid), "suspended") == 0);
+        CHECK(stats().publishes == 1); /* the publisher's */
+        CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
+        CHECK(strcmp(state_of(a.pid), "active") == 0);
+        app_end(&a);
+        CHECK(stats().publishes == 2); /* and the parent's private upload at its exit */
+        stop_saged(SIGTERM);
+        return 0;
 }
 
 /* An app that cannot end by itself (stuck in the driver, or its broker gone). */
