@@ -398,6 +398,7 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
         SageShare *s = sage_share();
         bool open = sage_capture_open(); /* none open (the rule): no driver call */
         ShareGuardWhen when;
+        uint64_t t;
 
         /*
          * Before the kernel can write what the uploads left. Not while the
@@ -412,6 +413,7 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
         sage_share_back_all(); /* what assembly's read-back left: nothing may reach an unbacked piece */
         if (!atomic_load_explicit(&s->guarding, memory_order_relaxed) || !f)
                 return;
+        t = sage_now_ns();
         when = !open ? SHARE_GUARD_NOW : share_capturing(s, stream) ? SHARE_GUARD_CAPTURED : SHARE_GUARD_DEFER;
         pthread_mutex_lock(&s->lock);
         /* The captures over: what was left due (a graph may run next). */
@@ -419,6 +421,8 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
                 share_guard_settle(&s->vmm);
         share_guard_scan(&s->guard, &s->vmm, f, params, extra, when);
         pthread_mutex_unlock(&s->lock);
+        sage_stats_count(SAGE_STAT_SHARE_GUARD_LAUNCHES);
+        sage_stats_add(SAGE_STAT_SHARE_NS_GUARD, sage_now_ns() - t);
 }
 
 void sage_share_captures_closed(void) {
