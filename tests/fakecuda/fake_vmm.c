@@ -282,8 +282,13 @@ FAKE_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmem
         FAKE_GATE();
         VMM_COUNT(VMM_MAP);
         FAKE_REQUIRE_INIT();
-        if (fake.map_ms)
+        if (fake.map_ms) {
+                const char *mark = getenv("SAGE_FAKE_MAP_MARK");
+                int fd = mark && *mark ? open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0600) : -1;
+                if (fd >= 0)
+                        close(fd);
                 fake_sleep_ms(fake.map_ms);
+        }
         uintptr_t p = (uintptr_t)ptr;
         if (flags || size == 0 || p % GRAN || size % GRAN || offset % GRAN)
                 return CUDA_ERROR_INVALID_VALUE;

@@ -189,11 +189,13 @@ runi w1 "$native_w" POOL_TEST_WRITE=1
 # launches wait at the gate, then see the weights as they were.
 runi g1 "$native_idle" SAGE_FAKE_MAP_MS=40 POOL_TEST_IDLE_MS=100
 [ "$(idle_of g1)" -gt 0 ] && [ "$(idle_of g1)" = "$(due_of g1)" ] || bad "a call during the pass: $(idle_of g1) mapped"
-# An app thread forks during the pass (its lock held, the gate closed): the child's call fails as without SAGE,
-# at once, and the parent's pass goes on.
-native_fork=$(POOL_TEST_IDLE_MS=100 POOL_TEST_FORK=1 "$prog" 5)
+# An app thread forks during the pass, while a map holds sharing's lock (the gate closed): the child's call fails
+# as without SAGE, at once, and the parent's pass goes on. (Natively no map comes: it forks after the wait.)
+native_fork=$(POOL_TEST_IDLE_MS=100 POOL_TEST_FORK="$tmp/no-map" "$prog" 5)
 grep -q "^forked child: 3$" <<<"$native_fork" || bad "native: the forked child: $native_fork"
-runi g2 "$native_fork" SAGE_FAKE_MAP_MS=40 POOL_TEST_IDLE_MS=100 POOL_TEST_FORK=1
+runi g2 "$native_fork" SAGE_FAKE_MAP_MS=40 POOL_TEST_IDLE_MS=100 POOL_TEST_FORK="$tmp/map-mark" \
+  SAGE_FAKE_MAP_MARK="$tmp/map-mark"
+[ -e "$tmp/map-mark" ] || bad "a fork during the pass: no map during the idleness"
 [ "$(idle_of g2)" -gt 0 ] && [ "$(idle_of g2)" = "$(due_of g2)" ] || bad "a fork during the pass: $(idle_of g2) mapped"
 # Off: without the suspend gate, or with SAGE_SHARE_ASSEMBLE_IDLE=0, everything is assembled at the first launch.
 runi o1 "$native_idle" SAGE_SUSPEND=0

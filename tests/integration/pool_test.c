@@ -226,8 +226,11 @@ static void ipc_segments(const char *self) {
 }
 
 /*
- * POOL_TEST_FORK: a child forked now (during an idle pass, maps slowed)
- * allocates, which takes sharing's lock in a process that shares, and
+ * POOL_TEST_FORK=MARK: the idleness forks a child as soon as a cuMemMap is
+ * in progress (the simulated driver creates MARK: SAGE_FAKE_MAP_MARK, maps
+ * slowed by SAGE_FAKE_MAP_MS), that is during sharing's idle pass, its lock
+ * held; or at the end of the idleness plus 3 s, if no map came. The child
+ * allocates (which takes sharing's lock in a process that shares) and
  * exits. No CUDA in a fork()ed child: it gets the driver's error, at once,
  * whatever its parent's threads held when it was forked.
  */
@@ -248,6 +251,15 @@ static void fork_a_caller(void) {
         } else {
                 printf("forked child: %d\n", pid > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         }
+}
+
+static void fork_during_a_map(const char *mark, const struct timespec *idle) {
+        long waited_ms = 0, limit_ms = idle->tv_sec * 1000 + idle->tv_nsec / 1000000 + 3000;
+
+        unlink(mark);
+        while (access(mark, F_OK) != 0 && waited_ms++ < limit_ms)
+                usleep(1000);
+        fork_a_caller();
 }
 
 int main(int argc, char **argv) {
@@ -322,9 +334,10 @@ int main(int argc, char **argv) {
                         idle.tv_sec++;
                         idle.tv_nsec -= 1000000000L;
                 }
-                nanosleep(&idle, NULL);
                 if (getenv("POOL_TEST_FORK"))
-                        fork_a_caller();
+                        fork_during_a_map(getenv("POOL_TEST_FORK"), &idle);
+                else
+                        nanosleep(&idle, NULL);
                 sum = 0;
                 /* Copies first (no launch: the gate, not the sharing lock, must hold them during a remap). */
                 for (int i = 0; i < nweights; i++) {

@@ -26,6 +26,7 @@
  *                    instance is given up at the deadline, one that goes at once
  */
 #include <cuda.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -616,6 +617,33 @@ static App suspended_shared_app(const char *extra_env) {
         return a;
 }
 
+/* The files in directory `path` (-1 if it cannot be read); remove_files_in removes them: true if all went. */
+static int files_in(const char *path) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        int n = 0;
+
+        if (!d)
+                return -1;
+        while ((e = readdir(d)))
+                n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+        closedir(d);
+        return n;
+}
+
+static bool remove_files_in(const char *path) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        bool ok = d != NULL;
+
+        while (d && (e = readdir(d)))
+                if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+                        ok = unlinkat(dirfd(d), e->d_name, 0) == 0 && ok;
+        if (d)
+                closedir(d);
+        return ok;
+}
+
 /*
  * An app thread forks while the process is suspended, and the child exits:
  * its call and its exit handlers run with the parent's state. The child is
@@ -623,11 +651,18 @@ static App suspended_shared_app(const char *extra_env) {
  * connection), and publishes nothing; the parent stays suspended, whole.
  */
 static int scenario_fork_suspended(void) {
-        char line[64];
+        char line[64], out[4096], hints[PATH_MAX], env[PATH_MAX + 32];
         int status = -1, same = 0;
         double ms = -1;
-        App a = suspended_shared_app(NULL);
+        App a;
 
+        start_saged();
+        /* Hints (assembly at idleness learns them): written at exit, by the process that shares only. */
+        snprintf(hints, sizeof(hints), "%s/hints", dir);
+        CHECK(mkdir(hints, 0700) == 0);
+        snprintf(env, sizeof(env), "SAGE_SHARE_PLACE=%s", hints);
+        a = shared_app(env);
+        CHECK(sagectl(out, sizeof(out), "suspend %d", (int)a.pid) == 0);
         CHECK(strcmp(state_of(a.pid), "suspended") == 0);
         app_say(&a, 'F');
         app_line(&a, line, sizeof(line));
@@ -636,10 +671,13 @@ static int scenario_fork_suspended(void) {
         CHECK(status == CUDA_ERROR_NOT_INITIALIZED && ms < 2000); /* as the driver answers a fork()ed child */
         CHECK(strcmp(state_of(a.pid), "suspended") == 0);
         CHECK(stats().publishes == 1); /* the publisher's */
+        CHECK(files_in(hints) == 0);   /* the child's exit handler did not run as its parent's */
         CHECK(app_read(&a, &same) == CUDA_SUCCESS && same == 1);
         CHECK(strcmp(state_of(a.pid), "active") == 0);
         app_end(&a);
         CHECK(stats().publishes == 2); /* and the parent's private upload at its exit */
+        CHECK(files_in(hints) == 1);   /* the parent's hints */
+        CHECK(remove_files_in(hints) && rmdir(hints) == 0);
         stop_saged(SIGTERM);
         return 0;
 }
