@@ -482,6 +482,17 @@ bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n,
         return assemble_runs(v, &rs, lk, rb, false);
 }
 
+void share_assemble_defer_only(ShareVmm *v, SageShareAlloc *const *a, size_t n) {
+        Runs rs = { 0 };
+
+        for (size_t i = 0; i < n; i++)
+                collect_runs(a[i], &rs);
+        defer_runs(v, &rs);
+        for (size_t i = 0; i < rs.n; i++)
+                share_vmm_free_lists(&rs.run[i].piece);
+        free(rs.run);
+}
+
 /*
  * Does due run `run` of `a` still lie on plain private memory only? Since
  * the first launch a piece there may have turned shared, a candidate or

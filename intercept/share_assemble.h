@@ -57,6 +57,12 @@ typedef struct ShareLookup {
 bool share_assemble_allocations(ShareVmm *v, SageShareAlloc *const *a, size_t n, const ShareLookup *lk,
                                 ShareReadback *rb);
 /*
+ * The first launch while copies are cheaper than hits (share_cost.h):
+ * runs v->defer_run chooses are left due as share_assemble_allocations
+ * leaves them; the others are neither keyed nor mapped (nothing read back).
+ */
+void share_assemble_defer_only(ShareVmm *v, SageShareAlloc *const *a, size_t n);
+/*
  * Runs v->defer_run chose at the first launch (share_assemble_allocations
  * left them in each allocation's `due`), keyed from the device now, while
  * the process is idle and none of its calls can run (share_idle.c): a run

@@ -36,6 +36,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "capture_mode.h"
 #include "options.h"
@@ -63,6 +64,40 @@ bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t
         /* Only while the listener runs (registered, its broker there): else nothing would ever assemble them. */
         return atomic_load(&idle_wake) && !atomic_load(&exiting) && !a->app_vmm &&
                share_hints_has_run(&s->hints, a->size - a->lead, a->ordinal, off, len);
+}
+
+/*
+ * Copy when the copy is cheaper (SAGE_SHARE_COPY_CHEAPER): auto turns it on
+ * where assembly at idleness runs, since there a copy costs memory only
+ * until the next idleness (share_idle_take_copy).
+ */
+bool share_copy_cheaper_on(void) {
+        const char *o = sage_options()->share_copy_cheaper;
+
+        if (!strcmp(o, "auto"))
+                return share_idle_on() && atomic_load(&idle_wake) && !atomic_load(&exiting);
+        return !strcmp(o, "1") || !strcmp(o, "on");
+}
+
+bool share_idle_take_copy(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi) {
+        Piece *grown;
+        Range *filled;
+
+        if (!share_idle_on() || !atomic_load(&idle_wake) || atomic_load(&exiting) || a->app_vmm || a->no_share ||
+            !(filled = malloc(sizeof(*filled))))
+                return false;
+        if (!(grown = realloc(a->due, (a->ndue + 1) * sizeof(*grown)))) {
+                free(filled);
+                return false;
+        }
+        *filled = (Range){ o, n }; /* the whole upload: its bytes in the run, where kernels point from */
+        a->due = grown;
+        a->due[a->ndue++] = (Piece){ .off = lo, .len = hi - lo, .filled = filled, .nfilled = 1, .span_lo = o,
+                                     .span_hi = o + n };
+        atomic_store(&s->vmm.idle_due, true);
+        sage_stats_count(SAGE_STAT_SHARE_COPIED_DUE);
+        share_idle_wake();
+        return true;
 }
 
 void sage_share_idle_wake_with(void (*wake)(void)) {

@@ -269,7 +269,13 @@ static void batch_end(void *ctx, void *batch) {
         batch_free(b);
 }
 
-/* Assemble the allocations `take` picks: at the first launch (idle false) or idleness's due runs. Under the lock. */
+/*
+ * Assemble the allocations `take` picks: at the first launch (idle false)
+ * or idleness's due runs. Under the lock. Assembly reads back, hashes and
+ * remaps bytes already copied: it saves memory, never time. So while this
+ * process finds that hits cost more than copies (share_cost.h), the first
+ * launch assembles nothing: it only leaves for idleness what is due then.
+ */
 static void assemble_picked(SageShare *s, bool (*take)(const SageShare *, const SageShareAlloc *), bool idle) {
         ShareLookup lk = { .lookup = broker_lookup,
                            .lookup_many = broker_lookup_many,
@@ -294,6 +300,8 @@ static void assemble_picked(SageShare *s, bool (*take)(const SageShare *, const 
         if (n) {
                 if (idle)
                         share_assemble_due(&s->vmm, todo, n, &lk, &s->readback);
+                else if (share_copy_cheaper_on() && s->cost.copying)
+                        share_assemble_defer_only(&s->vmm, todo, n);
                 else
                         share_assemble_allocations(&s->vmm, todo, n, &lk, &s->readback);
                 atomic_store(&s->guarding, true);
@@ -301,14 +309,8 @@ static void assemble_picked(SageShare *s, bool (*take)(const SageShare *, const 
         free(todo);
 }
 
-/*
- * Assembly reads back, hashes and remaps bytes already copied: it saves
- * memory, never time. Not while this process finds that hits cost more
- * than copies (share_cost.h).
- */
 static bool fresh_uploads(const SageShare *s, const SageShareAlloc *a) {
-        return !(sage_options()->share_copy_cheaper && s->cost.copying) && share_vmm_fresh(&s->vmm, a) && a->nwritten &&
-               !a->no_share;
+        return share_vmm_fresh(&s->vmm, a) && a->nwritten && !a->no_share;
 }
 
 void share_assemble(SageShare *s) {

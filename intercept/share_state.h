@@ -130,6 +130,14 @@ void share_assemble_idle(SageShare *s);
 /* Assembly at idleness (share_idle.c): on for this process; which runs wait for it (ShareVmm.defer_run). */
 bool share_idle_on(void);
 bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t len);
+/* Copy an upload whose hit costs more (SAGE_SHARE_COPY_CHEAPER, auto: where assembly at idleness runs)? */
+bool share_copy_cheaper_on(void);
+/*
+ * The whole granules [lo, hi) of upload [o, o + n) into `a` were copied
+ * because their hit cost more: due at the next idleness, keyed from the
+ * device then (false: no listener, nothing will). Under the lock.
+ */
+bool share_idle_take_copy(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi);
 /* Runs became due: the suspend listener is woken to measure idleness (share_idle.c). */
 void share_idle_wake(void);
 /* The process exits (share_at_exit): no idle pass any more, none left due. Under the lock. */

@@ -172,21 +172,30 @@ static bool stage_first(SageShare *s, SageShareAlloc *a, size_t o, size_t n, siz
 }
 
 /*
- * Would a hit on the upload's `len` whole granules cost more than their
+ * Would a hit on the upload's whole granules [lo, hi) cost more than their
  * copy (share_cost.h)? Then the app's call copies it all, as if sharing
- * were off for it: what it overwrites turns private, and the granules it
- * touches are not assembled later either (that would read back, hash and
- * remap what the copy just saved). Not while uploads miss: a copy is no
- * candidate, and the broker would never get those bytes.
+ * were off for it: what it overwrites turns private, and the first launch
+ * does not assemble the granules it touches (that would read back, hash
+ * and remap what the copy just saved). Where assembly at idleness runs,
+ * the whole granules are due then, keyed from the device as one run (the
+ * piece the hit would have mapped: the same content key), so the copy
+ * costs memory only until the process is idle (a file-keyed upload's
+ * extent is not found by content: those stay private); its ends then
+ * join their neighbours' runs as a hit's would. Not while uploads
+ * miss: a copy is no candidate, and the broker would never get those bytes.
  */
-static bool copy_cheaper(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t len, bool keyed) {
-        if (!sage_options()->share_copy_cheaper || s->expect_hit < 0 || !share_cost_copy_cheaper(&s->cost, len, keyed))
+static bool copy_cheaper(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, bool keyed) {
+        if (!share_copy_cheaper_on() || s->expect_hit < 0 || !share_cost_copy_cheaper(&s->cost, hi - lo, keyed))
                 return false;
         sage_stats_count(SAGE_STAT_SHARE_COPY_CHEAPER);
         sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
         share_vmm_before_write(&s->vmm, a, o, n);
         share_vmm_note_written(&s->vmm, a, o, n);
-        share_assemble_skip(a, o, n);
+        /* Due: its ends join their neighbours' runs, as a hit's do (the same runs whichever it was). */
+        if (keyed && share_idle_take_copy(s, a, o, n, lo, hi))
+                share_assemble_skip(a, lo, hi - lo);
+        else
+                share_assemble_skip(a, o, n);
         return true;
 }
 
@@ -300,7 +309,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 sage_stats_count(SAGE_STAT_SHARE_FILE_KEYS);
         }
         t = lap(SAGE_STAT_SHARE_NS_FILE_KEY, t);
-        if (copy_cheaper(s, a, o, n, hi - lo, !by_file))
+        if (copy_cheaper(s, a, o, n, lo, hi, !by_file))
                 goto out;
         if (!by_file) {
                 /* Expected to hit: never waits for the staging the warm-up thread may still be making. */
