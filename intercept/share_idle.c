@@ -92,8 +92,8 @@ bool share_idle_take_copy(SageShare *s, SageShareAlloc *a, size_t o, size_t n, s
         }
         *filled = (Range){ o, n }; /* the whole upload: its bytes in the run, where kernels point from */
         a->due = grown;
-        a->due[a->ndue++] = (Piece){ .off = lo, .len = hi - lo, .filled = filled, .nfilled = 1, .span_lo = o,
-                                     .span_hi = o + n };
+        a->due[a->ndue++] =
+                (Piece){ .off = lo, .len = hi - lo, .filled = filled, .nfilled = 1, .span_lo = o, .span_hi = o + n };
         atomic_store(&s->vmm.idle_due, true);
         sage_stats_count(SAGE_STAT_SHARE_COPIED_DUE);
         share_idle_wake();
