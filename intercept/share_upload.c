@@ -189,6 +189,14 @@ static bool copy_cheaper(SageShare *s, SageShareAlloc *a, size_t o, size_t n, si
                 return false;
         sage_stats_count(SAGE_STAT_SHARE_COPY_CHEAPER);
         sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+        /*
+         * Its uploads copied from now on: all of the allocation backed at
+         * once (where nothing is yet, its held memory: one map, one access),
+         * not a create, map and access for each copy's granules: those are
+         * the driver calls contention makes slow (share_backing.c).
+         */
+        if (share_vmm_has_unbacked(a))
+                share_vmm_back(&s->vmm, a, 0, a->padded);
         share_vmm_before_write(&s->vmm, a, o, n);
         share_vmm_note_written(&s->vmm, a, o, n);
         /* Due: its ends join their neighbours' runs, as a hit's do (the same runs whichever it was). */

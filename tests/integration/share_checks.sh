@@ -329,6 +329,10 @@ done
 [ "$(stat_of "$tmp/c2.json" SHARE_HITS)/$(stat_of "$tmp/c2.json" SHARE_COPY_CHEAPER)" = 2/6 ] ||
   bad "slow hits: $(stat_of "$tmp/c2.json" SHARE_HITS) hits, $(stat_of "$tmp/c2.json" SHARE_COPY_CHEAPER) copied (want 2, 6)"
 [ "$(stat_of "$tmp/c2.json" SHARE_ASSEMBLED)" = 0 ] || bad "slow hits: the copied tensors were assembled"
+# Copying from then on: the first copy backs all that is left of the allocation at once (the pieces around the two
+# hits, at most 3), not each copy its own granules (8 pieces backed).
+[ "$(stat_of "$tmp/c2.json" SHARE_BACKED_LATER)" -le 3 ] ||
+  bad "slow hits: $(stat_of "$tmp/c2.json" SHARE_BACKED_LATER) pieces backed one copy at a time"
 [ "$(stat_of "$tmp/c3.json" SHARE_HITS)/$(stat_of "$tmp/c3.json" SHARE_COPY_CHEAPER)" = 8/0 ] ||
   bad "by default (memory first) not every tensor was mapped"
 
