@@ -188,17 +188,18 @@ runi w1 "$native_w" POOL_TEST_WRITE=1
 [ "$(stat_of "$tmp/w1.json" SHARE_PUBLISHED)" = 0 ] || bad "written: a run missed at idleness was published"
 # The next call comes during the pass (maps slowed to 40 ms: the pass outlasts the 100 ms idleness): its copies and
 # launches wait at the gate, then see the weights as they were. Maps that slow make a hit cost more than its copy:
-# SAGE_SHARE_COPY_CHEAPER (auto: on where assembly at idleness runs) copies those uploads, their whole granules due
+# SAGE_SHARE_COPY_CHEAPER=auto (on where assembly at idleness runs) copies those uploads, their whole granules due
 # at the idleness with the rest.
-runi g1 "$native_idle" SAGE_FAKE_MAP_MS=40 POOL_TEST_IDLE_MS=100
+runi g1 "$native_idle" SAGE_FAKE_MAP_MS=40 POOL_TEST_IDLE_MS=100 SAGE_SHARE_COPY_CHEAPER=auto
 [ "$(idle_of g1)" -gt 0 ] && [ "$(idle_of g1)" = "$(due_of g1)" ] || bad "a call during the pass: $(idle_of g1) mapped"
 copied_g1=$(stat_of "$tmp/g1.json" SHARE_COPY_CHEAPER)
 [ "$copied_g1" -gt 0 ] && [ "$(stat_of "$tmp/g1.json" SHARE_COPIED_DUE)" = "$copied_g1" ] ||
   bad "slow maps: $copied_g1 uploads copied, $(stat_of "$tmp/g1.json" SHARE_COPIED_DUE) of them due at idleness"
 echo "g1: $copied_g1 uploads copied (their hit cost more), $(shared g1)% shared after the idleness"
-# Memory first (SAGE_SHARE_COPY_CHEAPER=0), or auto without assembly at idleness (no suspend gate): every hit mapped.
-runi k1 "$native_idle" SAGE_FAKE_MAP_MS=40 SAGE_SHARE_COPY_CHEAPER=0
-runi k2 "$native_idle" SAGE_FAKE_MAP_MS=40 SAGE_SUSPEND=0
+# Memory first (SAGE_SHARE_COPY_CHEAPER=0, the default), or auto without assembly at idleness (no suspend gate):
+# every hit mapped.
+runi k1 "$native_idle" SAGE_FAKE_MAP_MS=40
+runi k2 "$native_idle" SAGE_FAKE_MAP_MS=40 SAGE_SUSPEND=0 SAGE_SHARE_COPY_CHEAPER=auto
 [ "$(stat_of "$tmp/k1.json" SHARE_COPY_CHEAPER)/$(stat_of "$tmp/k2.json" SHARE_COPY_CHEAPER)" = 0/0 ] &&
   [ "$(stat_of "$tmp/k1.json" SHARE_HITS)" -gt 0 ] ||
   bad "memory first: $(stat_of "$tmp/k1.json" SHARE_COPY_CHEAPER) and $(stat_of "$tmp/k2.json" SHARE_COPY_CHEAPER) copied"
@@ -207,11 +208,11 @@ runi k2 "$native_idle" SAGE_FAKE_MAP_MS=40 SAGE_SUSPEND=0
 native_fork=$(POOL_TEST_IDLE_MS=100 POOL_TEST_FORK="$tmp/no-map" "$prog" 5)
 grep -q "^forked child: 3$" <<<"$native_fork" || bad "native: the forked child: $native_fork"
 runi g2 "$native_fork" SAGE_FAKE_MAP_MS=40 POOL_TEST_IDLE_MS=100 POOL_TEST_FORK="$tmp/map-mark" \
-  SAGE_FAKE_MAP_MARK="$tmp/map-mark"
+  SAGE_FAKE_MAP_MARK="$tmp/map-mark" SAGE_SHARE_COPY_CHEAPER=auto
 [ -e "$tmp/map-mark" ] || bad "a fork during the pass: no map during the idleness"
 [ "$(idle_of g2)" -gt 0 ] && [ "$(idle_of g2)" = "$(due_of g2)" ] || bad "a fork during the pass: $(idle_of g2) mapped"
 # Copying again, the runs around the copies are hinted in their new shapes: due at the first launch, mapped at idleness.
-runi g3 "$native_idle" SAGE_FAKE_MAP_MS=40
+runi g3 "$native_idle" SAGE_FAKE_MAP_MS=40 SAGE_SHARE_COPY_CHEAPER=auto
 echo "g3: $(stat_of "$tmp/g3.json" SHARE_COPY_CHEAPER) uploads copied, $(shared g3)% shared after the idleness"
 [ "$(stat_of "$tmp/g3.json" SHARE_COPIED_DUE)" -gt 0 ] && at_least "$(shared g3)" 98 ||
   bad "copying again: $(shared g3)% shared after the idleness (< 98%)"
