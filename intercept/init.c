@@ -28,6 +28,12 @@ static void at_exit_stats(void) {
                 sage_stats_print(stderr, false);
 }
 
+/* A fork()ed child: its CUDA is not the parent's (suspend.c, share_state.c say what that means to them). */
+static void forked_child(void) {
+        sage_suspend_forked();
+        sage_share_forked();
+}
+
 static void init_once(void) {
         const SageOptions *o = sage_options();
 
@@ -41,6 +47,8 @@ static void init_once(void) {
         /* The trace counts calls through trampolines too (entry points without a hook). */
         sage_tramp_set_counting(sage_trace_on() && o->trace_unhooked);
         atexit(at_exit_stats);
+        /* Here, at the start, once: not from a thread holding a lock a fork's handlers would need. */
+        pthread_atfork(NULL, NULL, forked_child);
         sage_warmup_set_work(sage_share_populate_ahead, sage_share_prestage);
         sage_warmup_trigger(SAGE_WARMUP_AT_LOAD);
 }

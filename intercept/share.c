@@ -249,7 +249,8 @@ static CUresult back(SageShare *s, CUdeviceptr dst, size_t n, BackWhat what) {
         bool unbacked;
         uint64_t t;
 
-        if (!atomic_load_explicit(&s->vmm.unbacked, memory_order_relaxed))
+        if (!atomic_load_explicit(&s->vmm.unbacked, memory_order_relaxed) ||
+            !atomic_load_explicit(&s->active, memory_order_relaxed))
                 return CUDA_SUCCESS;
         if (what == BACK_ALLOC) { /* a query about other memory, or a backed allocation: no driver call */
                 pthread_mutex_lock(&s->lock);
@@ -396,9 +397,13 @@ CUresult sage_impl_cuMemGetAddressRange_v2(sage_fn_cuMemGetAddressRange_v2_t rea
 /* Every launch entry point: assembly first, the deferred backing, then the guard (share_guard.c). */
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra) {
         SageShare *s = sage_share();
-        bool open = sage_capture_open(); /* none open (the rule): no driver call */
+        bool open;
         ShareGuardWhen when;
         uint64_t t;
+
+        if (!atomic_load_explicit(&s->active, memory_order_relaxed)) /* off (a fork()ed child: the parent's state) */
+                return;
+        open = sage_capture_open(); /* none open (the rule): no driver call */
 
         /*
          * Before the kernel can write what the uploads left. Not while the
@@ -425,10 +430,15 @@ void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void 
         sage_stats_add(SAGE_STAT_SHARE_NS_GUARD, sage_now_ns() - t);
 }
 
+void sage_share_forked(void) {
+        share_forked(sage_share());
+}
+
 void sage_share_captures_closed(void) {
         SageShare *s = sage_share();
 
-        if (!atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed))
+        if (!atomic_load_explicit(&s->vmm.private_due, memory_order_relaxed) ||
+            !atomic_load_explicit(&s->active, memory_order_relaxed))
                 return;
         pthread_mutex_lock(&s->lock);
         share_guard_settle(&s->vmm);

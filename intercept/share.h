@@ -46,6 +46,8 @@ void sage_share_back_alloc(CUdeviceptr p);
 void sage_share_guard_launch(CUstream stream, CUfunction f, void **params, void **extra);
 /* The last open stream capture ended: make private what captured launches left due (share_guard.h). */
 void sage_share_captures_closed(void);
+/* The child of a fork(): sharing off, nothing of the parent's used (share_state.c; an atfork handler). */
+void sage_share_forked(void);
 /* Called by the hooks' slow path after every call while sharing is active. */
 void sage_share_after_call(SageSym sym);
 /*

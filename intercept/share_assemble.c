@@ -79,17 +79,18 @@ static bool gappy(const Range *w, size_t nw, size_t j, size_t g, size_t end) {
 /* Past this many, an allocation's copied uploads are no longer told apart (they get assembled). */
 #define MAX_PLAIN 4096
 
-void share_assemble_skip(SageShareAlloc *a, size_t off, size_t len) {
+bool share_assemble_skip(SageShareAlloc *a, size_t off, size_t len) {
         Range *r;
 
         if (a->nplain && a->plain[a->nplain - 1].off + a->plain[a->nplain - 1].len == off) {
                 a->plain[a->nplain - 1].len += len;
-                return;
+                return true;
         }
         if (a->nplain == MAX_PLAIN || !(r = realloc(a->plain, (a->nplain + 1) * sizeof(*r))))
-                return;
+                return false;
         a->plain = r;
         a->plain[a->nplain++] = (Range){ off, len };
+        return true;
 }
 
 /*

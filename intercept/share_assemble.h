@@ -74,9 +74,10 @@ bool share_assemble_due(ShareVmm *v, SageShareAlloc *const *a, size_t n, const S
 /*
  * Bytes [off, off+len) of `a` were copied although the broker may hold
  * them: a hit would have cost more than the copy (share_cost.h). The
- * granules they touch are not assembled either.
+ * granules they touch are not assembled either. False: not recorded
+ * (out of memory, too many), and so not kept out.
  */
-void share_assemble_skip(SageShareAlloc *a, size_t off, size_t len);
+bool share_assemble_skip(SageShareAlloc *a, size_t off, size_t len);
 /*
  * Should an upload's whole granules [lo, hi) of `a` be left to assembly
  * (copied by the app's call, keyed later with the bytes around them as one

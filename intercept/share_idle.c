@@ -37,6 +37,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "capture_mode.h"
 #include "options.h"
@@ -74,9 +75,9 @@ bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t
 bool share_copy_cheaper_on(void) {
         const char *o = sage_options()->share_copy_cheaper;
 
-        if (!strcmp(o, "auto"))
+        if (!strcasecmp(o, "auto"))
                 return share_idle_on() && atomic_load(&idle_wake) && !atomic_load(&exiting);
-        return !strcmp(o, "1") || !strcmp(o, "on");
+        return !strcmp(o, "1") || !strcasecmp(o, "on") || !strcasecmp(o, "yes") || !strcasecmp(o, "true");
 }
 
 bool share_idle_take_copy(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi) {

@@ -452,19 +452,23 @@ const SageShareDriver *share_driver(SageShare *s) {
 }
 
 /*
- * In the child of a fork(): sharing is off. The child cannot use the
+ * In the child of a fork() (registered once, at libsage's start: a
+ * registration made later, on a thread that holds sharing's lock, could
+ * meet a fork already under way): sharing is off. The child cannot use the
  * parent's CUDA (the driver fails its calls: so do ours, through the plain
  * path), must not speak on the parent's broker connection, and may have
- * been forked while another thread (an idle pass) held the lock.
+ * been forked while another thread (an idle pass) held the lock. A child
+ * of a process that did not share is left to share on its own.
  */
-static void share_forked(void) {
-        SageShare *s = sage_share();
-
+void share_forked(SageShare *s) {
+        pthread_mutex_init(&s->lock, NULL);
+        if (s->state != 1) /* the parent did not share (a server forking before it uses the GPU): the child may */
+                return;
         sage_hooks_deactivate(SAGE_OBSERVER_SHARE);
         atomic_store(&s->active, false);
         atomic_store(&s->guarding, false);
-        pthread_mutex_init(&s->lock, NULL);
-        s->state = -1; /* share_at_exit checks the pid: a raw clone() runs no atfork handler */
+        s->state = -1;    /* share_at_exit checks the pid: a raw clone() runs no atfork handler */
+        s->broker = NULL; /* the parent's: left alone, never freed here */
 }
 
 bool share_enabled(SageShare *s) {
@@ -504,7 +508,6 @@ bool share_enabled(SageShare *s) {
         }
         s->pid = getpid();
         atexit(share_at_exit);
-        pthread_atfork(NULL, NULL, share_forked);
         s->state = 1;
         atomic_store(&s->active, true);
         /* Launches and pitched copies must bump the write epoch: sharing's observer does it. */

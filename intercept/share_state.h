@@ -130,6 +130,8 @@ void share_assemble_idle(SageShare *s);
 /* Assembly at idleness (share_idle.c): on for this process; which runs wait for it (ShareVmm.defer_run). */
 bool share_idle_on(void);
 bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t len);
+/* In the child of a fork(): sharing off, nothing of the parent's used (sage_share_forked). */
+void share_forked(SageShare *s);
 /* Copy an upload whose hit costs more (SAGE_SHARE_COPY_CHEAPER, auto: where assembly at idleness runs)? */
 bool share_copy_cheaper_on(void);
 /*

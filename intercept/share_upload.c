@@ -199,10 +199,9 @@ static bool copy_cheaper(SageShare *s, SageShareAlloc *a, size_t o, size_t n, si
                 share_vmm_back(&s->vmm, a, 0, a->padded);
         share_vmm_before_write(&s->vmm, a, o, n);
         share_vmm_note_written(&s->vmm, a, o, n);
-        /* Due: its ends join their neighbours' runs, as a hit's do (the same runs whichever it was). */
-        if (keyed && share_idle_take_copy(s, a, o, n, lo, hi))
-                share_assemble_skip(a, lo, hi - lo);
-        else
+        /* Due: its ends join their neighbours' runs, as a hit's do (the same runs whichever it was). Kept out of
+         * the first launch's runs first: a run there must never overlap a due one. */
+        if (!keyed || !share_assemble_skip(a, lo, hi - lo) || !share_idle_take_copy(s, a, o, n, lo, hi))
                 share_assemble_skip(a, o, n);
         return true;
 }

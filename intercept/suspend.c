@@ -490,8 +490,16 @@ static void *listener(void *unused) {
         return NULL;
 }
 
-/* The child of a fork() is no instance: the parent's listener, connection and gate are not its own. */
-static void suspend_forked(void) {
+/*
+ * The child of a fork() of a registered process is no instance: the
+ * parent's listener, connection and gate are not its own. The child of one
+ * that did not register (a server forking before it uses the GPU) may
+ * register itself.
+ */
+void sage_suspend_forked(void) {
+        pthread_mutex_init(&suspend_lock, NULL); /* a registration under way in the parent: not the child's */
+        if (!suspend_broker)
+                return;
         sage_hooks_deactivate(SAGE_OBSERVER_SUSPEND);
         sage_gate_forked();
         sage_share_idle_wake_with(NULL); /* the listener's eventfd is the parent's too */
@@ -503,7 +511,6 @@ static void start_listener(void) {
         if (todo.event_fd < 0)
                 return;
         sage_gate_init(ask_resume, on_active);
-        pthread_atfork(NULL, NULL, suspend_forked);
         sage_share_idle_wake_with(wake_listener); /* runs left due: the listener measures idleness finer */
         sage_broker_on_notice(suspend_broker, on_notice, NULL);
         if (sage_spawn_thread(listener, NULL, NULL) != 0)

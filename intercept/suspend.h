@@ -13,3 +13,5 @@ extern const SageObserver sage_suspend_observer;
 
 /* Turn the observer on if SAGE_SUSPEND=1 (init.c, once). */
 void sage_suspend_start(void);
+/* In the child of a fork(): no instance, the gate open for good (an atfork handler, init.c). */
+void sage_suspend_forked(void);

@@ -144,8 +144,13 @@ void sage_gate_never_closes(void) {
 }
 
 void sage_gate_forked(void) {
+        pthread_condattr_t attr;
+
         pthread_mutex_init(&gate.lock, NULL); /* its holder, if any, is not in this process */
-        pthread_cond_init(&gate.cond, NULL);
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&gate.cond, &attr);
+        pthread_condattr_destroy(&attr);
         gate.phase = SAGE_GATE_OPEN;
         gate.resuming = gate.resume_lost = false;
         gate.resume = NULL;

@@ -25,10 +25,12 @@
  * instance between calls, and checksums every weight again ("again"):
  * assembly at idleness (SAGE_SHARE_ASSEMBLE_IDLE) maps what it shares
  * meanwhile, and the kernels after it must read the same bytes.
- * POOL_TEST_FORK=1 forks a child after the idleness (fork_a_caller).
+ * POOL_TEST_FORK=MARK forks a child during the idleness (fork_during_a_map).
+ * POOL_TEST_PREFORK=1 forks first, before any driver call: the child runs.
  */
 #include <cuda.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -259,6 +261,13 @@ static void fork_during_a_map(const char *mark, const struct timespec *idle) {
         unlink(mark);
         while (access(mark, F_OK) != 0 && waited_ms++ < limit_ms)
                 usleep(1000);
+        if (access(mark, F_OK) == 0) { /* told apart from a map after the fork: MARK.seen */
+                char seen[4096];
+                int fd;
+                snprintf(seen, sizeof(seen), "%s.seen", mark);
+                if ((fd = open(seen, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) >= 0)
+                        close(fd);
+        }
         fork_a_caller();
 }
 
@@ -271,6 +280,12 @@ int main(int argc, char **argv) {
         CUdeviceptr out;
         static const size_t act_sizes[] = { 800 * KIB, 300 * KIB, 3 * MIB, 6 * MIB, 96 * KIB, 2 * MIB + 4 * KIB };
 
+        if (getenv("POOL_TEST_PREFORK")) { /* a server that forks before it uses the GPU: the child does it all */
+                pid_t child = fork();
+                int status = 0;
+                if (child > 0)
+                        return waitpid(child, &status, 0) == child && WIFEXITED(status) ? WEXITSTATUS(status) : 9;
+        }
         OK(cuInit(0));
         OK(cuDeviceGet(&dev, 0));
         OK(cuDevicePrimaryCtxRetain(&ctx, dev));
