@@ -264,6 +264,17 @@ void share_vmm_drop_candidate(const SageShareAlloc *a, Piece *p, const char *why
 void share_vmm_drop_piece(ShareVmm *v, SageShareAlloc *a, Piece *p);
 /* Free a piece's use lists (seen, allow, filled). */
 void share_vmm_free_lists(Piece *p);
+/* Leave run `p` for idleness in `a` (its lists then `a`'s): false, out of memory (`p` is the caller's still). */
+static inline bool share_vmm_add_due(ShareVmm *v, SageShareAlloc *a, Piece p) {
+        Piece *grown = realloc(a->due, (a->ndue + 1) * sizeof(*grown));
+
+        if (!grown)
+                return false;
+        a->due = grown;
+        a->due[a->ndue++] = p;
+        atomic_store(&v->idle_due, true);
+        return true;
+}
 /* Drop the runs `a` left for idleness (share_assemble_due): their lists freed, none left. */
 static inline void share_vmm_drop_due(SageShareAlloc *a) {
         for (size_t i = 0; i < a->ndue; i++)

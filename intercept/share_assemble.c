@@ -425,13 +425,9 @@ static void defer_runs(ShareVmm *v, Runs *rs) {
 
         for (size_t i = 0; i < rs->n; i++) {
                 Run *r = &rs->run[i];
-                Piece *grown;
 
                 if (v->defer_run && v->defer_run(v->defer_ctx, r->a, r->piece.off, r->piece.len) &&
-                    (grown = realloc(r->a->due, (r->a->ndue + 1) * sizeof(*grown)))) {
-                        r->a->due = grown;
-                        r->a->due[r->a->ndue++] = r->piece;
-                        atomic_store(&v->idle_due, true);
+                    share_vmm_add_due(v, r->a, r->piece)) {
                         sage_stats_count(SAGE_STAT_SHARE_ASSEMBLE_DEFERRED);
                         continue;
                 }

@@ -36,7 +36,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 #include <strings.h>
 
 #include "capture_mode.h"
@@ -59,12 +58,16 @@ bool share_idle_on(void) {
         return o->suspend && o->share_assemble && o->share_assemble_idle && o->share_place && *o->share_place;
 }
 
+/* Will an idle pass come? Only while the listener runs (registered, its broker there) and before the exit. */
+static bool pass_ahead(void) {
+        return atomic_load(&idle_wake) && !atomic_load(&exiting);
+}
+
 bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t len) {
         const SageShare *s = ctx;
 
-        /* Only while the listener runs (registered, its broker there): else nothing would ever assemble them. */
-        return atomic_load(&idle_wake) && !atomic_load(&exiting) && !a->app_vmm &&
-               share_hints_has_run(&s->hints, a->size - a->lead, a->ordinal, off, len);
+        /* Else nothing would ever assemble them. */
+        return pass_ahead() && !a->app_vmm && share_hints_has_run(&s->hints, a->size - a->lead, a->ordinal, off, len);
 }
 
 /*
@@ -74,28 +77,29 @@ bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t
  */
 bool share_copy_cheaper_on(void) {
         const char *o = sage_options()->share_copy_cheaper;
+        bool on = false;
 
         if (!strcasecmp(o, "auto"))
-                return share_idle_on() && atomic_load(&idle_wake) && !atomic_load(&exiting);
-        return !strcmp(o, "1") || !strcasecmp(o, "on") || !strcasecmp(o, "yes") || !strcasecmp(o, "true");
+                return share_idle_on() && pass_ahead();
+        return sage_parse_bool(o, &on) == 0 && on;
 }
 
 bool share_idle_take_copy(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi) {
-        Piece *grown;
         Range *filled;
 
-        if (!share_idle_on() || !atomic_load(&idle_wake) || atomic_load(&exiting) || a->app_vmm || a->no_share ||
-            !(filled = malloc(sizeof(*filled))))
+        if (!share_idle_on() || !pass_ahead() || a->app_vmm || a->no_share || !(filled = malloc(sizeof(*filled))))
                 return false;
-        if (!(grown = realloc(a->due, (a->ndue + 1) * sizeof(*grown)))) {
+        *filled = (Range){ o, n }; /* the whole upload: its bytes in the run, where kernels point from */
+        if (!share_vmm_add_due(&s->vmm, a,
+                               (Piece){ .off = lo,
+                                        .len = hi - lo,
+                                        .filled = filled,
+                                        .nfilled = 1,
+                                        .span_lo = o,
+                                        .span_hi = o + n })) {
                 free(filled);
                 return false;
         }
-        *filled = (Range){ o, n }; /* the whole upload: its bytes in the run, where kernels point from */
-        a->due = grown;
-        a->due[a->ndue++] =
-                (Piece){ .off = lo, .len = hi - lo, .filled = filled, .nfilled = 1, .span_lo = o, .span_hi = o + n };
-        atomic_store(&s->vmm.idle_due, true);
         sage_stats_count(SAGE_STAT_SHARE_COPIED_DUE);
         share_idle_wake();
         return true;
