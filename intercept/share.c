@@ -70,6 +70,7 @@
 #include "impl.h"
 #include "log.h"
 #include "options.h"
+#include "share_ahead.h"
 #include "share_ipc.h"
 #include "share_state.h"
 #include "stats.h"
@@ -203,11 +204,11 @@ void sage_share_prestage(CUcontext ctx) {
         }
         /*
          * Outside the lock, so the app's allocations and hits go on meanwhile
-         * (made under it, assembly's read-back held a C function's cuMemAlloc
-         * while it was pinned). The miss path's first: a C function's upload
-         * follows its context within milliseconds and waits for its first
-         * buffers; assembly comes only at the first launch after uploads.
+         * (under it, assembly's read-back held a C function's cuMemAlloc). A
+         * program that ran before: its hits' keys and imports first; then the
+         * miss path's staging (a C function uploads within ms of its context).
          */
+        share_ahead_prepare(s);
         if ((staged = share_upload_prestage(s, ctx)))
                 sage_info("share: the miss path's staging made ahead (%zu MiB pinned, %s)", staged >> 20,
                           s->stage.no_register ? "by cuMemAllocHost" : "registered");
@@ -520,6 +521,7 @@ long sage_share_park(void) {
                 /* Nothing in flight may read what goes away. */
                 for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                         share_vmm_sync(&s->vmm, a);
+                share_ahead_drop(s); /* an imported handle nothing maps would fail the restore */
                 /* Memory made but not mapped yet (deferred) is not known to restore: mapped, it is like any. */
                 share_vmm_back_all(&s->vmm);
                 if (share_app_privatize_unmapped(s))

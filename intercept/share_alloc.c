@@ -522,13 +522,15 @@ CUresult share_vmm_replace_range(ShareVmm *v, SageShareAlloc *a, size_t lo, size
 bool share_vmm_map_extent(ShareVmm *v, SageShareAlloc *a, Piece *piece, int fd) {
         bool served = false;
 
-        if (v->drv->import_fd(&piece->handle, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) ==
-            CUDA_SUCCESS) {
+        /* fd -1: imported already (share_ahead.c), piece->handle */
+        if (fd < 0 || v->drv->import_fd(&piece->handle, (void *)(uintptr_t)fd,
+                                        CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) == CUDA_SUCCESS) {
                 served = share_vmm_replace_range(v, a, piece->off, piece->off + piece->len, piece) == CUDA_SUCCESS;
                 if (!served)
                         v->drv->vmm.release(piece->handle);
         }
-        close(fd);
+        if (fd >= 0)
+                close(fd);
         if (!served) {
                 share_vmm_free_lists(piece);
                 if (v->release_extent)

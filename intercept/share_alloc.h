@@ -244,8 +244,9 @@ bool share_vmm_prepare_rests(ShareVmm *v, SageShareAlloc *a, size_t lo, size_t h
 /* Release prepared rests no replace took (the caller is done with the range). */
 void share_vmm_discard_rests(ShareVmm *v);
 /*
- * Import broker extent fd (closed) and map it read-only as `piece`, whose
- * off, len, extent_id (our reference) and notes are set. False: nothing
+ * Import broker extent fd (closed; -1: piece->handle is imported already)
+ * and map it read-only as `piece`, whose off, len, extent_id (our
+ * reference) and notes are set. False: nothing
  * changed, the reference is given back, the piece's lists freed. Synced.
  */
 bool share_vmm_map_extent(ShareVmm *v, SageShareAlloc *a, Piece *piece, int fd);

@@ -25,6 +25,7 @@
 
 static SageShare share = {
         .lock = PTHREAD_MUTEX_INITIALIZER,
+        .ahead_done = PTHREAD_COND_INITIALIZER,
         .vmm = { .write_epoch = 1, .lo_va = UINT64_MAX },
 };
 
@@ -387,7 +388,7 @@ static void share_at_exit(void) {
         for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                 share_retire(s, a);
         share_hints_save(&s->hints);
-        share_predict_drop_ahead(s);
+        share_ahead_drop(s);
         pthread_mutex_unlock(&s->lock);
         if (sage_hooks_active(SAGE_OBSERVER_SUSPEND))
                 sage_gate_leave();
@@ -462,7 +463,9 @@ const SageShareDriver *share_driver(SageShare *s) {
  */
 void share_forked(SageShare *s) {
         pthread_mutex_init(&s->lock, NULL);
-        if (s->state != 1) /* the parent did not share (a server forking before it uses the GPU): the child may */
+        pthread_cond_init(&s->ahead_done, NULL);
+        s->ahead_busy = false; /* the warm-up thread that set it is the parent's */
+        if (s->state != 1)     /* the parent did not share (a server forking before it uses the GPU): the child may */
                 return;
         sage_hooks_deactivate(SAGE_OBSERVER_SHARE);
         atomic_store(&s->active, false);
@@ -500,8 +503,9 @@ bool share_enabled(SageShare *s) {
         s->vmm.track_pending = sage_options()->share_assemble;
         s->vmm.defer = sage_options()->share_defer;
         share_place_open(&s->place, sage_options()->share_place);
-        share_hints_open(&s->hints,
-                         sage_options()->share_predict || share_idle_on() ? sage_options()->share_place : NULL);
+        share_hints_open(&s->hints, sage_options()->share_predict || sage_options()->share_ahead || share_idle_on()
+                                            ? sage_options()->share_place
+                                            : NULL);
         if (share_idle_on()) {
                 s->vmm.defer_run = share_idle_defer_run;
                 s->vmm.defer_ctx = s;

@@ -48,9 +48,11 @@ typedef struct SageShare {
         ShareVmaCache maps;   /* file keys' view of the memory map */
         SharePlace place;     /* learned placement (SAGE_SHARE_PLACE) */
         ShareHints hints;     /* predicted remap (SAGE_SHARE_PREDICT, share_predict.c); assembly at idleness */
-        /* Its keys asked at the first predicted allocation, until taken; held: hooks read it without the lock. */
-        struct SharePredictAhead *ahead;
+        /* The hints' keys asked ahead (share_ahead.c), until taken; held: hooks read it without the lock. */
+        struct ShareAhead *ahead;
         bool ahead_asked;
+        bool ahead_busy;           /* the warm-up thread asks and imports them now */
+        pthread_cond_t ahead_done; /* ahead_busy went false */
         atomic_bool ahead_held;
         atomic_bool active;   /* some allocation may be VMM-backed: hooks read it without the lock */
         atomic_bool guarding; /* some piece is a candidate or shared: launches are scanned */
@@ -115,10 +117,10 @@ bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lea
  * had it (a hit, nothing else to do but copy the ends). Under the lock. */
 bool share_predict_confirm(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, SageHash key);
 /* Before a launch or an API write: every unconfirmed piece private (share_hint.h), and the answers asked
- * ahead that no allocation took given back. Takes the lock. */
+ * ahead that nothing took given back (share_ahead.h). Takes the lock. */
 void share_predict_settle(SageShare *s);
-/* Give back the answers asked ahead that no allocation took. Under the lock. */
-void share_predict_drop_ahead(SageShare *s);
+/* Give back every answer asked ahead that nothing took (share_ahead.c; after the warm-up's). Under the lock. */
+void share_ahead_drop(SageShare *s);
 /*
  * Granules that uploads filled in part (or several uploads together) are
  * keyed by their content before anything else writes them: called before a

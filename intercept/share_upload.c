@@ -37,6 +37,7 @@
 #include "driver.h"
 #include "impl.h"
 #include "options.h"
+#include "share_ahead.h"
 #include "share_assemble.h"
 #include "share_file_key.h"
 #include "share_key.h"
@@ -236,11 +237,11 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         SageHash key, content;
         bool by_file = false, served = false;
         Piece *c, *run;
-        bool predicting, head = false, tail = false;
-        uint64_t extent_id = 0, t, hit_t;
+        bool predicting, ahead = false, head = false, tail = false;
+        uint64_t t, hit_t;
         const void *notes = NULL;
         uint32_t notes_len = 0;
-        int fd = -1, r;
+        int fd = -1, r = -1;
         Piece piece;
         BeforeReplace before;
         ShareStageJob *job;
@@ -342,20 +343,21 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         }
         hit_t = t;
         before = (BeforeReplace){ s, a, lo, hi, o + n, 0 };
-        r = share_lookup_meanwhile(s, key, hi - lo, a->broker_dev, &extent_id, &fd, &notes, &notes_len, before_replace,
-                                   &before);
+        piece = (Piece){ .off = lo, .len = hi - lo, .key = key, .span_lo = o, .span_hi = o + n };
+        /* Asked ahead (share_ahead.h): no round trip here, and no import if the warm-up thread made it (fd -1). */
+        if ((ahead = share_ahead_take(s, &piece, a->broker_dev, &fd)))
+                before_replace(&before);
+        else if ((r = share_lookup_meanwhile(s, key, hi - lo, a->broker_dev, &piece.extent_id, &fd, &notes, &notes_len,
+                                             before_replace, &before)) == 0 &&
+                 fd >= 0)
+                share_notes_apply(&piece, notes, notes_len);
         sage_stats_add(SAGE_STAT_SHARE_NS_REMAP, before.ns);
         t = lap(SAGE_STAT_SHARE_NS_BROKER, t + before.ns);
         if (!by_file && hi - lo >= SHARE_UPLOAD_STAGE_MIN)
-                s->expect_hit = r == 0 && fd >= 0 ? 1 : -1;
+                s->expect_hit = ahead || (r == 0 && fd >= 0) ? 1 : -1;
         atomic_store(&s->guarding, true);
-        if (r == 0 && fd >= 0) {
-                piece = (Piece){
-                        .off = lo, .len = hi - lo, .extent_id = extent_id, .key = key, .span_lo = o, .span_hi = o + n
-                };
-                share_notes_apply(&piece, notes, notes_len);
+        if (ahead || (r == 0 && fd >= 0))
                 served = share_vmm_map_extent(&s->vmm, a, &piece, fd);
-        }
         t = lap(SAGE_STAT_SHARE_NS_REMAP, t);
         if (served) {
                 share_cost_map(&s->cost, t - hit_t);

@@ -503,6 +503,8 @@ FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle
         FAKE_GATE();
         VMM_COUNT(VMM_IMPORT);
         FAKE_REQUIRE_INIT_ARGS(!handle);
+        if (fake.import_ms)
+                fake_sleep_ms(fake.import_ms);
         if (shHandleType != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
                 return CUDA_ERROR_NOT_SUPPORTED;
         /* Any fd the driver did not export (a file, a memfd, /dev/null, a pipe, a closed fd) is refused

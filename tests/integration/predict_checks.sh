@@ -4,7 +4,9 @@
 # run three times on one broker; the third maps every hit as its segment is
 # made and its uploads only confirm them (no broker lookup at upload);
 # changed weights, a kernel before an upload and forged hint files still
-# give native's output; SAGE_SHARE_PREDICT=0 behaves as without it.
+# give native's output; SAGE_SHARE_PREDICT=0 behaves as without it. Answers
+# asked ahead (SAGE_SHARE_AHEAD, share_ahead.c): the same hints' keys asked
+# by the warm-up thread (or the first hit), no lookup at an upload.
 #   predict_checks.sh PREDICT_TEST SAGED PYTHON3
 set -euo pipefail
 prog=$1 saged=$2 python=$3
@@ -51,11 +53,12 @@ out=$(ulimit -n 32 && env SAGE_SHARE_PREDICT=1 SAGE_TRACE="$tmp/lim.json" LD_PRE
 [ "$(st lim SHARE_PREDICTED)" = "$whole" ] && [ "$(st lim SHARE_LOOKUPS)" = 0 ] || bad "fd limit 32: predicted $(st lim SHARE_PREDICTED), lookups $(st lim SHARE_LOOKUPS)"
 [ "$(st lim SHARE_PREDICT_WINDOWS)" -gt 1 ] || bad "fd limit 32: every key asked ahead ($(st lim SHARE_PREDICT_WINDOWS) window): up to $whole fds held"
 
-step "SAGE_SHARE_PREDICT=0: the same hints ignored, every hit looked up at its upload"
-run off SAGE_SHARE_PREDICT=0
+step "SAGE_SHARE_PREDICT=0 SAGE_SHARE_AHEAD=0: the same hints ignored, every hit looked up at its upload"
+run off SAGE_SHARE_PREDICT=0 SAGE_SHARE_AHEAD=0
 [ "$out" = "$native" ] || bad "predict off output: $out vs $native"
 [ "$(st off SHARE_HITS)" = "$whole" ] && [ "$(st off SHARE_LOOKUPS)" = "$whole" ] && [ "$(st off SHARE_PREDICT_MAPPED)" = 0 ] ||
   bad "predict off: hits $(st off SHARE_HITS), lookups $(st off SHARE_LOOKUPS), predicted $(st off SHARE_PREDICT_MAPPED)"
+[ "$(st off SHARE_AHEAD_HITS)" = 0 ] && [ "$(st off SHARE_PREDICT_WINDOWS)" = 0 ] || bad "ahead off: keys asked ahead"
 
 step "deferred backing (SAGE_SHARE_DEFER): hits map over unmapped ranges, few driver VMM calls a hit"
 run d1 SAGE_SHARE_PREDICT=0 SAGE_FAKE_VMM_COUNT="$tmp/d1.vmm"
@@ -129,5 +132,53 @@ run f SAGE_SHARE_PREDICT=1
 printf 'x y z\n' >"$hints"
 run g SAGE_SHARE_PREDICT=1
 [ "$out" = "$native" ] && [ "$(st g SHARE_PREDICT_MAPPED)" = 0 ] || bad "garbage hints: output or predictions"
+
+step "answers asked ahead (SAGE_SHARE_AHEAD, the default): the warm-up thread asks every hinted key and imports the hits; no lookup at an upload"
+# Hints of their own (the runs above changed and marked theirs): learned by a0 (the broker holds every extent).
+export SAGE_SHARE_PLACE=$tmp/place-ahead
+mkdir "$SAGE_SHARE_PLACE"
+run a0 SAGE_SHARE_PREDICT=0
+[ "$out" = "$native" ] && [ "$(st a0 SHARE_HITS)" = "$whole" ] && [ "$(st a0 SHARE_AHEAD_HITS)" = 0 ] ||
+  bad "ahead, no hints yet: output, $(st a0 SHARE_HITS) hits, $(st a0 SHARE_AHEAD_HITS) asked ahead"
+run a1 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300
+[ "$out" = "$native" ] || bad "ahead output: $out vs $native"
+[ "$(st a1 SHARE_HITS)" = "$whole" ] && [ "$(st a1 SHARE_AHEAD_HITS)" = "$whole" ] && [ "$(st a1 SHARE_LOOKUPS)" = 0 ] ||
+  bad "ahead: hits $(st a1 SHARE_HITS), of them asked ahead $(st a1 SHARE_AHEAD_HITS), lookups $(st a1 SHARE_LOOKUPS)"
+[ "$(st a1 SHARE_AHEAD_IMPORTED)" = "$whole" ] && [ "$(st a1 SHARE_PREDICT_WINDOWS)" = 1 ] ||
+  bad "ahead: $(st a1 SHARE_AHEAD_IMPORTED) imported by the warm-up thread in $(st a1 SHARE_PREDICT_WINDOWS) windows, not $whole in 1"
+run a2 SAGE_SHARE_PREDICT=0 SAGE_WARMUP=off
+[ "$out" = "$native" ] || bad "ahead without warm-up output: $out vs $native"
+[ "$(st a2 SHARE_AHEAD_HITS)" = "$whole" ] && [ "$(st a2 SHARE_LOOKUPS)" = 0 ] && [ "$(st a2 SHARE_AHEAD_IMPORTED)" = 0 ] &&
+  [ "$(st a2 SHARE_PREDICT_WINDOWS)" = 1 ] ||
+  bad "ahead without warm-up: $(st a2 SHARE_AHEAD_HITS) asked ahead (at the first hit, one window: $(st a2 SHARE_PREDICT_WINDOWS)), lookups $(st a2 SHARE_LOOKUPS), imported $(st a2 SHARE_AHEAD_IMPORTED)"
+# Imports slow (a driver under contention): the first hit comes while the warm-up thread imports and waits for it.
+run a5 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300 SAGE_FAKE_IMPORT_MS=100
+[ "$out" = "$native" ] || bad "ahead, slow imports output: $out vs $native"
+[ "$(st a5 SHARE_AHEAD_HITS)" = "$whole" ] && [ "$(st a5 SHARE_AHEAD_IMPORTED)" = "$whole" ] && [ "$(st a5 SHARE_LOOKUPS)" = 0 ] ||
+  bad "ahead, slow imports: $(st a5 SHARE_AHEAD_HITS) asked ahead, $(st a5 SHARE_AHEAD_IMPORTED) imported ahead, $(st a5 SHARE_LOOKUPS) lookups"
+# Each on a copy of these hints (a run's exit rewrites them); tensor 7's new bytes are no extent yet.
+cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a3"
+cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a4"
+cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a6"
+native_c=$(PREDICT_TEST_CHANGE=7 "$prog" 5)
+run a3 SAGE_SHARE_PREDICT=0 PREDICT_TEST_CHANGE=7 PREDICT_TEST_SLEEP_MS=300 SAGE_SHARE_PLACE=$tmp/place-a3
+[ "$out" = "$native_c" ] || bad "ahead, changed weights output: $out vs $native_c"
+[ "$(st a3 SHARE_AHEAD_HITS)" = $((whole - 1)) ] && [ "$(st a3 SHARE_MISSES)" = 1 ] && [ "$(st a3 SHARE_LOOKUPS)" = 1 ] ||
+  bad "ahead, changed weights: $(st a3 SHARE_AHEAD_HITS) asked ahead, $(st a3 SHARE_MISSES) misses, $(st a3 SHARE_LOOKUPS) lookups"
+run a4 SAGE_SHARE_PREDICT=0 PREDICT_TEST_EARLY=5 PREDICT_TEST_SLEEP_MS=300 SAGE_SHARE_PLACE=$tmp/place-a4
+[ "$out" = "$native_e" ] || bad "ahead, early kernel output: $out vs $native_e"
+# Kept past the kernel (PyTorch launches before its uploads too): the uploads after it ask the broker nothing.
+[ "$(st a4 SHARE_HITS)" = "$whole" ] && [ "$(st a4 SHARE_AHEAD_HITS)" = "$whole" ] && [ "$(st a4 SHARE_LOOKUPS)" = 0 ] ||
+  bad "ahead, early kernel: $(st a4 SHARE_HITS) hits, $(st a4 SHARE_AHEAD_HITS) asked ahead, $(st a4 SHARE_LOOKUPS) lookups"
+
+# A new broker: the hints' extents are gone, every key asked ahead misses; each upload asks again and misses.
+stop_saged
+export SAGE_SOCKET=$tmp/saged-new.sock
+start_saged
+run a6 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300 SAGE_SHARE_PLACE=$tmp/place-a6
+[ "$out" = "$native" ] || bad "ahead, new broker output: $out vs $native"
+[ "$(st a6 SHARE_AHEAD_MISSED)" = "$whole" ] && [ "$(st a6 SHARE_AHEAD_HITS)" = 0 ] && [ "$(st a6 SHARE_MISSES)" = "$whole" ] &&
+  [ "$(st a6 SHARE_FALLBACKS)" = 0 ] ||
+  bad "ahead, new broker: $(st a6 SHARE_AHEAD_MISSED) missed ahead, $(st a6 SHARE_AHEAD_HITS) taken, $(st a6 SHARE_MISSES) misses, $(st a6 SHARE_FALLBACKS) fallbacks"
 
 exit $fail

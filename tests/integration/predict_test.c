@@ -18,6 +18,9 @@
  *                          upload, as PyTorch's deterministic mode does
  *                          (torch.use_deterministic_algorithms fills each
  *                          new tensor, fill_uninitialized_memory)
+ *   PREDICT_TEST_SLEEP_MS=N  sleeps N ms before its first CUDA call (a
+ *                          Python function importing its framework): the
+ *                          warm-up thread's work is done by then
  */
 #include <cuda.h>
 
@@ -25,6 +28,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "checksum_kernel.h"
 #include "cu_ok.h"
@@ -74,6 +78,8 @@ int main(int argc, char **argv) {
         CUmodule module;
         CUfunction checksum, fill;
 
+        if (getenv("PREDICT_TEST_SLEEP_MS"))
+                usleep((useconds_t)atoi(getenv("PREDICT_TEST_SLEEP_MS")) * 1000);
         OK(cuInit(0));
         OK(cuDeviceGet(&dev, 0));
         OK(cuDevicePrimaryCtxRetain(&ctx, dev));

@@ -14,7 +14,10 @@
  *   create 2 MiB x 10; map each; access once over all (a run's first grant)
  *   unmap x 10; release x 10; free the range
  * and prints, per call kind, the mean and the worst microseconds over every
- * process, and the round's wall time.
+ * process, and the round's wall time. PROBE_LOCK=1 makes every call under
+ * an flock each process takes of one file (PROBE_LOCK_FILE, default
+ * /tmp/vmm-contend.lock): whether the driver's own serialization costs
+ * more than serializing the processes ourselves.
  *   probe N [ROUNDS]
  */
 #define _GNU_SOURCE
@@ -22,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -65,10 +70,17 @@ typedef struct Sum {
         int failed;
 } Sum;
 
+/* PROBE_LOCK=1: each call under an flock of a file every process opened itself (a node-wide lock). */
+static int lock_fd = -1;
+
 #define TIMED(sum, kind, call)                                                          \
         do {                                                                            \
                 double t_ = now_ms();                                                   \
+                if (lock_fd >= 0)                                                       \
+                        flock(lock_fd, LOCK_EX);                                        \
                 CUresult r_ = (call);                                                   \
+                if (lock_fd >= 0)                                                       \
+                        flock(lock_fd, LOCK_UN);                                        \
                 t_ = (now_ms() - t_) * 1e3;                                             \
                 (sum)->total[kind] += t_;                                               \
                 (sum)->worst[kind] = t_ > (sum)->worst[kind] ? t_ : (sum)->worst[kind]; \
@@ -145,6 +157,11 @@ int main(int argc, char **argv) {
                         CUdevice dev;
                         CUcontext ctx;
                         close(go[1]);
+                        if (getenv("PROBE_LOCK") && *getenv("PROBE_LOCK") == '1' &&
+                            (lock_fd = open(getenv("PROBE_LOCK_FILE") ? getenv("PROBE_LOCK_FILE")
+                                                                      : "/tmp/vmm-contend.lock",
+                                            O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+                                _exit(5);
                         if (cuInit(0) != CUDA_SUCCESS || cuDeviceGet(&dev, 0) != CUDA_SUCCESS ||
                             cuDevicePrimaryCtxRetain(&ctx, dev) != CUDA_SUCCESS || cuCtxSetCurrent(ctx) != CUDA_SUCCESS)
                                 _exit(3);
@@ -167,7 +184,9 @@ int main(int argc, char **argv) {
                 }
                 wall = sums[i].wall > wall ? sums[i].wall : wall;
         }
-        printf("%d at once, %d rounds:%s slowest process %.1f ms\n", procs, n, all.failed ? " FAILED," : "", wall);
+        printf("%d at once%s, %d rounds:%s slowest process %.1f ms\n", procs,
+               getenv("PROBE_LOCK") && *getenv("PROBE_LOCK") == '1' ? " (each call under one node-wide flock)" : "", n,
+               all.failed ? " FAILED," : "", wall);
         for (int k = 0; k < KINDS; k++)
                 printf("  %-21s mean %8.1f us, worst %8.1f us (%lu calls)\n", kind_name[k],
                        all.n[k] ? all.total[k] / all.n[k] : 0.0, all.worst[k], all.n[k]);
