@@ -240,6 +240,29 @@ wait "$holder" 2>/dev/null || true
 [ "$(due_of o3)" = 0 ] && [ "$(stat_of "$tmp/o3.json" SHARE_ASSEMBLED)" -gt 0 ] ||
   bad "no listener: $(due_of o3) runs left for idleness"
 
+step "answers asked ahead that nothing took go back before a suspend (an imported handle nothing maps fails the restore)"
+# Seed 5's hints (place-i), other weights (POOL_TEST_SEED, the same command line): every hit asked ahead is imported
+# by the warm-up thread and never taken.
+# Suspended by sagectl while it idles, resumed by its own next call: the restore must find no imported memory.
+sagectl=$(dirname "$saged")/../tools/sagectl
+start_broker
+cp -r "$tmp/place-i" "$tmp/place-s"
+runi s0 "$native_idle" SAGE_SHARE_PLACE="$tmp/place-s" # the new broker gets seed 5's extents
+native_s=$(POOL_TEST_SEED=9 POOL_TEST_IDLE_MS=2500 "$prog" 5)
+env SAGE_SUSPEND=1 SAGE_SHARE_PLACE="$tmp/place-s" POOL_TEST_SEED=9 POOL_TEST_IDLE_MS=2500 SAGE_TRACE="$tmp/s1.json" \
+  LD_PRELOAD="$preload" "$prog" 5 >"$tmp/s1.out" 2>"$tmp/s1.err" &
+app=$!
+suspended=
+for _ in $(seq 30); do
+  sleep 0.1
+  if "$sagectl" suspend "$app" >"$tmp/s1.ctl" 2>&1; then suspended=1 && break; fi
+done
+wait "$app" || bad "suspended with answers asked ahead: the run failed: $(tail -3 "$tmp/s1.err")"
+[ -n "$suspended" ] || bad "never suspended: $(cat "$tmp/s1.ctl")"
+[ "$(cat "$tmp/s1.out")" = "$native_s" ] || bad "suspended with answers asked ahead: output $(cat "$tmp/s1.out") vs $native_s"
+[ "$(stat_of "$tmp/s1.json" SHARE_AHEAD_IMPORTED)" -gt 0 ] && [ "$(stat_of "$tmp/s1.json" SHARE_AHEAD_HITS)" = 0 ] ||
+  bad "suspend: $(stat_of "$tmp/s1.json" SHARE_AHEAD_IMPORTED) imported ahead, $(stat_of "$tmp/s1.json" SHARE_AHEAD_HITS) taken"
+
 step "a hint file that lies: placement is checked, output unchanged"
 for f in "$tmp/place"/place-*; do printf '2097152 0 999\n20971520 0 4294967295\nx y z\n' >"$f"; done
 run c1 SAGE_SHARE_PLACE="$tmp/place"
