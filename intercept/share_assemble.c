@@ -36,6 +36,7 @@
 
 #include "share_assemble.h"
 
+#include "log.h"
 #include "share_guard.h"
 #include "share_key.h"
 #include "share_publish.h"
@@ -355,7 +356,11 @@ static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q, bool id
 
                 piece.extent_id = q->id;
                 share_notes_apply(&piece, q->notes, q->notes_len < SAGE_SHARE_NOTES_MAX ? q->notes_len : 0);
-                if (share_vmm_map_extent(v, a, &piece, q->fd)) {
+                bool mapped = share_vmm_map_extent(v, a, &piece, q->fd);
+                /* SAGE_VERBOSE=3: each run's shape, named as hints name allocations (size/ordinal), to compare invocations */
+                sage_debug("share: run +%#zx %#zx of allocation %zu/%u mapped%s", lo, hi - lo,
+                           (size_t)(a->size - a->lead), a->ordinal, idle ? " at idleness" : "");
+                if (mapped) {
                         sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
                         sage_stats_add(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
                         if (idle)
@@ -363,6 +368,8 @@ static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q, bool id
                 }
                 return;
         }
+        sage_debug("share: run +%#zx %#zx of allocation %zu/%u missed%s", lo, hi - lo, (size_t)(a->size - a->lead),
+                   a->ordinal, idle ? " at idleness" : "");
         if (idle) {
                 share_vmm_free_lists(&piece);
                 return;

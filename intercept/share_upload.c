@@ -36,6 +36,7 @@
 #include "capture_mode.h"
 #include "driver.h"
 #include "impl.h"
+#include "log.h"
 #include "options.h"
 #include "share_ahead.h"
 #include "share_assemble.h"
@@ -190,6 +191,8 @@ static bool copy_cheaper(SageShare *s, SageShareAlloc *a, size_t o, size_t n, si
                 return false;
         sage_stats_count(SAGE_STAT_SHARE_COPY_CHEAPER);
         sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+        sage_debug("share: upload +%#zx %#zx of allocation %zu/%u copied: its hit would cost more", o, n,
+                   (size_t)(a->size - a->lead), a->ordinal);
         /*
          * Its uploads copied from now on: all of the allocation backed at
          * once (where nothing is yet, its held memory: one map, one access),
@@ -306,6 +309,8 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
          */
         if (sage_options()->share_fold && !sage_options()->share_predict && share_assemble_takes(&s->vmm, a, lo, hi)) {
                 sage_stats_count(SAGE_STAT_SHARE_FOLDED);
+                sage_debug("share: upload +%#zx %#zx of allocation %zu/%u folded into a run", o, n,
+                           (size_t)(a->size - a->lead), a->ordinal);
                 sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
                 share_vmm_before_write(&s->vmm, a, o, n);
                 share_vmm_note_written(&s->vmm, a, o, n);

@@ -41,7 +41,8 @@ idle this long after their invocation, as a serverless instance between calls, a
 once more; SAGE runs them with SAGE_SUSPEND=1, so assembly waits for the idleness; 0: they
 exit at once and assembly runs at the first launch), NVCC, PYTHON (torch, torchvision,
 transformers, safetensors; numpy + jax for the jax workload, else it is skipped),
-SAGE_BENCH_COMMIT. Exit: 0 every output identical, 1 not or a process failed, 77 no
+SAGE_BENCH_COMMIT, SAGE_BENCH_KEEP_STDERR (each SAGE process's stderr kept beside its trace
+in the logs, e.g. with SAGE_VERBOSE=3: every assembled run's shape, mapped or missed). Exit: 0 every output identical, 1 not or a process failed, 77 no
 GPU, 128+N stopped by signal N.
 USAGE
 }

@@ -298,6 +298,9 @@ class Run:
                     self.problems.append(f"{kind} {tag}: {rec['error']}")
             summary = self.trace_summary(trace) if trace and "error" not in rec else None
             rec["tag"] = tag
+            if trace and os.environ.get("SAGE_BENCH_KEEP_STDERR"):  # with SAGE_VERBOSE=3: the runs' shapes
+                with open(trace + ".stderr", "w") as f:
+                    f.write(stderr or "")
             staged = [l for l in (stderr or "").splitlines() if l.startswith("sage: ") and " staged " in l]
             if staged:
                 rec["stage_timeline"] = staged[:8]
