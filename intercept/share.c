@@ -203,13 +203,13 @@ void sage_share_prestage(CUcontext ctx) {
                 return;
         }
         /*
-         * Outside the lock, so the app's allocations and hits go on meanwhile
-         * (under it, assembly's read-back held a C function's cuMemAlloc). A
-         * program that ran before: its hits' keys and imports first; then the
-         * miss path's staging (a C function uploads within ms of its context).
+         * Outside the lock (under it, assembly's read-back held a C function's cuMemAlloc). A program that ran
+         * before: its hits' keys and imports first; the miss path's staging (a C function uploads within ms of
+         * its context) only where they may miss: else a first miss makes its own.
          */
-        share_ahead_prepare(s);
-        if ((staged = share_upload_prestage(s, ctx)))
+        if (share_ahead_prepare(s))
+                share_stage_ahead_drop(); /* 128 MiB pinned per process for nothing, 16 processes starting */
+        else if ((staged = share_upload_prestage(s, ctx)))
                 sage_info("share: the miss path's staging made ahead (%zu MiB pinned, %s)", staged >> 20,
                           s->stage.no_register ? "by cuMemAllocHost" : "registered");
         if (readback && share_readback_prepare(&rb, &s->drv, ctx)) {

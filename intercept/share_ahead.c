@@ -163,16 +163,16 @@ void share_ahead_drop(SageShare *s) {
         s->ahead = NULL;
 }
 
-void share_ahead_prepare(SageShare *s) {
+bool share_ahead_prepare(SageShare *s) {
         struct ShareAhead *ah = NULL;
         bool whole_only = !sage_options()->share_predict; /* predict maps runs at allocation */
         uint64_t t = sage_now_ns();
-        size_t imported = 0;
+        size_t imported = 0, found = 0, asked;
         uint32_t device;
         CUdevice dev;
 
         if (!sage_options()->share_ahead)
-                return;
+                return false;
         pthread_mutex_lock(&s->lock);
         if (!s->ahead_asked && s->state == 1 && s->broker && s->hints.n &&
             s->drv.ctx_get_device(&dev) == CUDA_SUCCESS && share_broker_device(s, dev, &device) == 0 &&
@@ -183,10 +183,11 @@ void share_ahead_prepare(SageShare *s) {
         }
         pthread_mutex_unlock(&s->lock);
         if (!ah)
-                return;
+                return false;
         /* Outside the lock: the app's allocations go on meanwhile. */
         for (size_t i = 0; i < ah->n; i++) {
                 ShareAnswer *x = &ah->ans[i];
+                found += x->fd >= 0;
                 if (x->fd < 0 || s->drv.import_fd(&x->handle, (void *)(uintptr_t)x->fd,
                                                   CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != CUDA_SUCCESS)
                         continue; /* an fd not imported is imported by the upload that takes it */
@@ -195,6 +196,7 @@ void share_ahead_prepare(SageShare *s) {
                 x->imported = true;
                 imported++;
         }
+        asked = ah->n; /* ah is the holder's once held: another thread may give it back */
         pthread_mutex_lock(&s->lock);
         s->ahead_busy = false;
         hold(s, ah, whole_only);
@@ -202,8 +204,9 @@ void share_ahead_prepare(SageShare *s) {
         pthread_mutex_unlock(&s->lock);
         sage_stats_add(SAGE_STAT_SHARE_AHEAD_IMPORTED, imported);
         sage_stats_add(SAGE_STAT_SHARE_NS_AHEAD, sage_now_ns() - t);
-        sage_info("share: %zu hinted keys asked ahead, %zu extents imported (%.1f ms)", ah->n, imported,
-                  (double)(sage_now_ns() - t) / 1e6);
+        sage_info("share: %zu hinted keys asked ahead, %zu held, %zu extents imported (%.1f ms)", asked, found,
+                  imported, (double)(sage_now_ns() - t) / 1e6);
+        return found && found == asked;
 }
 
 void share_ahead_wait(SageShare *s) {

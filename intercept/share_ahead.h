@@ -48,9 +48,10 @@ void share_ahead_wait(SageShare *s);
 /*
  * On the warm-up thread once the context `ctx` is current (SAGE_SHARE_AHEAD,
  * hints there): the hinted whole-granule keys asked and their extents
- * imported, before the app uploads. Takes the lock (not while importing).
+ * imported, before the app uploads. True when the broker held every one
+ * (hits expected, misses not). Takes the lock (not while importing).
  */
-void share_ahead_prepare(SageShare *s);
+bool share_ahead_prepare(SageShare *s);
 /*
  * An upload's whole granules [p->off, +p->len) have key p->key: a hit asked
  * ahead for it (waiting for the warm-up's if under way; asking the hints'

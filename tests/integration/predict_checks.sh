@@ -16,11 +16,13 @@ mkdir "$tmp/place" "$tmp/place-fill"
 start_saged
 trap 'kill "$saged_pid" 2>/dev/null || true; wait "$saged_pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-# run TAG [VAR=VALUE...]: one invocation under sharing (trace $tmp/TAG.json); its output in $out.
+# run TAG [VAR=VALUE...]: one invocation under sharing (trace $tmp/TAG.json, stderr also in $tmp/TAG.err); its
+# output in $out.
 run() {
   local tag=$1
   shift
-  out=$(env "$@" SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" 5) || bad "$tag: the run failed (a fault?)"
+  out=$(env "$@" SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" 5 2> >(tee "$tmp/$tag.err" >&2)) ||
+    bad "$tag: the run failed (a fault?)"
 }
 st() { stat_of "$tmp/$1.json" "$2"; }
 
@@ -146,6 +148,10 @@ run a1 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300
   bad "ahead: hits $(st a1 SHARE_HITS), of them asked ahead $(st a1 SHARE_AHEAD_HITS), lookups $(st a1 SHARE_LOOKUPS)"
 [ "$(st a1 SHARE_AHEAD_IMPORTED)" = "$whole" ] && [ "$(st a1 SHARE_PREDICT_WINDOWS)" = 1 ] ||
   bad "ahead: $(st a1 SHARE_AHEAD_IMPORTED) imported by the warm-up thread in $(st a1 SHARE_PREDICT_WINDOWS) windows, not $whole in 1"
+# Every hinted key held: hits expected, no miss path's staging made by the warm-up (128 MiB pinned for nothing).
+err=$(env SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300 SAGE_VERBOSE=2 LD_PRELOAD="$preload" "$prog" 5 2>&1 >/dev/null)
+grep -q "hinted keys asked ahead, $whole held" <<<"$err" && ! grep -q "miss path's staging made ahead" <<<"$err" ||
+  bad "ahead, every key held: the miss path's staging made all the same: $(grep 'ahead' <<<"$err" | head -3)"
 run a2 SAGE_SHARE_PREDICT=0 SAGE_WARMUP=off
 [ "$out" = "$native" ] || bad "ahead without warm-up output: $out vs $native"
 [ "$(st a2 SHARE_AHEAD_HITS)" = "$whole" ] && [ "$(st a2 SHARE_LOOKUPS)" = 0 ] && [ "$(st a2 SHARE_AHEAD_IMPORTED)" = 0 ] &&
@@ -175,10 +181,12 @@ run a4 SAGE_SHARE_PREDICT=0 PREDICT_TEST_EARLY=5 PREDICT_TEST_SLEEP_MS=300 SAGE_
 stop_saged
 export SAGE_SOCKET=$tmp/saged-new.sock
 start_saged
-run a6 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300 SAGE_SHARE_PLACE=$tmp/place-a6
+run a6 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300 SAGE_SHARE_PLACE=$tmp/place-a6 SAGE_VERBOSE=2
 [ "$out" = "$native" ] || bad "ahead, new broker output: $out vs $native"
 [ "$(st a6 SHARE_AHEAD_MISSED)" = "$whole" ] && [ "$(st a6 SHARE_AHEAD_HITS)" = 0 ] && [ "$(st a6 SHARE_MISSES)" = "$whole" ] &&
   [ "$(st a6 SHARE_FALLBACKS)" = 0 ] ||
   bad "ahead, new broker: $(st a6 SHARE_AHEAD_MISSED) missed ahead, $(st a6 SHARE_AHEAD_HITS) taken, $(st a6 SHARE_MISSES) misses, $(st a6 SHARE_FALLBACKS) fallbacks"
+sleep 0.2 # the tee of its stderr
+grep -q "miss path's staging made ahead" "$tmp/a6.err" || bad "ahead, new broker: keys missed, yet no staging made ahead"
 
 exit $fail
