@@ -39,7 +39,9 @@
 #include <strings.h>
 
 #include "capture_mode.h"
+#include "log.h"
 #include "options.h"
+#include "share_assemble.h"
 #include "share_state.h"
 #include "spawn.h"
 #include "stats.h"
@@ -103,6 +105,25 @@ bool share_idle_take_copy(SageShare *s, SageShareAlloc *a, size_t o, size_t n, s
         sage_stats_count(SAGE_STAT_SHARE_COPIED_DUE);
         share_idle_wake();
         return true;
+}
+
+void share_idle_copy_due(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, bool keyed) {
+        /*
+         * Its uploads copied from now on: all of the allocation backed at
+         * once (where nothing is yet, its held memory: one map, one access),
+         * not a create, map and access for each copy's granules: those are
+         * the driver calls contention makes slow (share_backing.c).
+         */
+        if (share_vmm_has_unbacked(a))
+                share_vmm_back(&s->vmm, a, 0, a->padded);
+        share_vmm_before_write(&s->vmm, a, o, n);
+        share_vmm_note_written(&s->vmm, a, o, n);
+        sage_debug("share: upload +%#zx %#zx of allocation %zu/%u copied, due at idleness", o, n,
+                   (size_t)(a->size - a->lead), a->ordinal);
+        /* Due: its ends join their neighbours' runs, as a hit's do (the same runs whichever it was). Kept out of
+         * the first launch's runs first: a run there must never overlap a due one. */
+        if (!keyed || !share_assemble_skip(a, lo, hi - lo) || !share_idle_take_copy(s, a, o, n, lo, hi))
+                share_assemble_skip(a, o, n);
 }
 
 void sage_share_idle_wake_with(void (*wake)(void)) {

@@ -142,6 +142,13 @@ bool share_copy_cheaper_on(void);
  * device then (false: no listener, nothing will). Under the lock.
  */
 bool share_idle_take_copy(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi);
+/*
+ * Upload [o, o+n) of `a` (whole granules [lo, hi)) copied instead of a hit
+ * (its cost, or a fold while copying): the allocation backed whole, the
+ * upload written, its whole granules due at idleness where a pass will
+ * come and `keyed` (content-keyed), else kept out of every run. Under the lock.
+ */
+void share_idle_copy_due(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, bool keyed);
 /* Runs became due: the suspend listener is woken to measure idleness (share_idle.c). */
 void share_idle_wake(void);
 /* The process exits (share_at_exit): no idle pass any more, none left due. Under the lock. */

@@ -193,20 +193,7 @@ static bool copy_cheaper(SageShare *s, SageShareAlloc *a, size_t o, size_t n, si
         sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
         sage_debug("share: upload +%#zx %#zx of allocation %zu/%u copied: its hit would cost more", o, n,
                    (size_t)(a->size - a->lead), a->ordinal);
-        /*
-         * Its uploads copied from now on: all of the allocation backed at
-         * once (where nothing is yet, its held memory: one map, one access),
-         * not a create, map and access for each copy's granules: those are
-         * the driver calls contention makes slow (share_backing.c).
-         */
-        if (share_vmm_has_unbacked(a))
-                share_vmm_back(&s->vmm, a, 0, a->padded);
-        share_vmm_before_write(&s->vmm, a, o, n);
-        share_vmm_note_written(&s->vmm, a, o, n);
-        /* Due: its ends join their neighbours' runs, as a hit's do (the same runs whichever it was). Kept out of
-         * the first launch's runs first: a run there must never overlap a due one. */
-        if (!keyed || !share_assemble_skip(a, lo, hi - lo) || !share_idle_take_copy(s, a, o, n, lo, hi))
-                share_assemble_skip(a, o, n);
+        share_idle_copy_due(s, a, o, n, lo, hi, keyed);
         return true;
 }
 
@@ -309,9 +296,15 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
          */
         if (sage_options()->share_fold && !sage_options()->share_predict && share_assemble_takes(&s->vmm, a, lo, hi)) {
                 sage_stats_count(SAGE_STAT_SHARE_FOLDED);
+                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
+                /* While copying the first launch assembles nothing new (a run of a new shape would be lost):
+                 * its whole granules due at idleness as a copy's, the extent its hit would have mapped. */
+                if (share_copy_cheaper_on() && s->cost.copying) {
+                        share_idle_copy_due(s, a, o, n, lo, hi, true); /* under 8 MiB: content-keyed (FILE_KEY_MIN) */
+                        goto out;
+                }
                 sage_debug("share: upload +%#zx %#zx of allocation %zu/%u folded into a run", o, n,
                            (size_t)(a->size - a->lead), a->ordinal);
-                sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
                 share_vmm_before_write(&s->vmm, a, o, n);
                 share_vmm_note_written(&s->vmm, a, o, n);
                 goto out;
