@@ -70,7 +70,6 @@
 #include "impl.h"
 #include "log.h"
 #include "options.h"
-#include "share_ahead.h"
 #include "share_ipc.h"
 #include "share_state.h"
 #include "stats.h"
@@ -521,7 +520,6 @@ long sage_share_park(void) {
                 /* Nothing in flight may read what goes away. */
                 for (SageShareAlloc *a = s->vmm.allocs; a; a = a->next)
                         share_vmm_sync(&s->vmm, a);
-                share_ahead_drop(s); /* an imported handle nothing maps would fail the restore */
                 /* Memory made but not mapped yet (deferred) is not known to restore: mapped, it is like any. */
                 share_vmm_back_all(&s->vmm);
                 if (share_app_privatize_unmapped(s))

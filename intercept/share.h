@@ -64,6 +64,12 @@ void sage_share_before_unknown_write(CUdeviceptr dst);
  * The caller keeps every app call out meanwhile (the suspend gate).
  */
 long sage_share_park(void);
+/*
+ * Before a suspend, the gate drained: no extent imported ahead may be held
+ * (the driver restores no imported memory). False: the warm-up thread still
+ * imports one (past a bound): not now. From here on nothing is asked ahead.
+ */
+bool sage_share_park_ready(void);
 size_t sage_share_unpark(void);
 /* Pieces parked now (no driver call: safe while the process is checkpointed). */
 size_t sage_share_parked(void);

@@ -26,6 +26,7 @@
 
 #include "log.h"
 #include "options.h"
+#include "share.h"
 #include "share_guard.h"
 #include "stats.h"
 #include "util.h"
@@ -43,6 +44,7 @@
 struct ShareAhead {
         ShareAnswer *ans;
         size_t n;
+        bool abandoned; /* given back while the warm-up thread imported one: it frees them once it returns */
 };
 
 void share_ahead_drop_answer(SageShare *s, ShareAnswer *x) {
@@ -116,18 +118,19 @@ static struct ShareAhead *hinted(const SageShare *s, uint32_t device, bool whole
 }
 
 /*
- * Held from now: predicted remap's (all keys) until the first launch or API
- * write (ahead_held: settle gives them back); the uploads' (whole-granule
- * keys only) past launches, since a framework launches before its uploads
- * (PyTorch's set-up fills a tensor), until suspended (sage_share_park) or exit.
+ * Held from now, visible to uploads at once (the warm-up thread imports them
+ * one by one after): predicted remap's (all keys) until the first launch or
+ * API write (ahead_held: settle gives them back); the uploads' (whole-granule
+ * keys only) past launches before any was taken, since a framework launches
+ * before it uploads (PyTorch's set-up fills a tensor), then until the next
+ * launch after one was (the uploads have begun), a suspend or exit.
  */
 static void hold(SageShare *s, struct ShareAhead *ah, bool whole_only) {
         s->ahead = ah;
         if (!whole_only)
                 atomic_store(&s->ahead_held, true);
         for (size_t i = 0; i < ah->n; i++)
-                sage_stats_count(ah->ans[i].fd >= 0 || ah->ans[i].imported ? SAGE_STAT_SHARE_AHEAD_FOUND
-                                                                           : SAGE_STAT_SHARE_AHEAD_MISSED);
+                sage_stats_count(ah->ans[i].fd >= 0 ? SAGE_STAT_SHARE_AHEAD_FOUND : SAGE_STAT_SHARE_AHEAD_MISSED);
 }
 
 void share_ahead_ask_hints(SageShare *s, uint32_t device, bool whole_only) {
@@ -143,7 +146,8 @@ void share_ahead_ask_hints(SageShare *s, uint32_t device, bool whole_only) {
 ShareAnswer *share_ahead_find(SageShare *s, SageHash key, uint64_t len, uint32_t device) {
         for (size_t i = 0; s->ahead && i < s->ahead->n; i++) {
                 ShareAnswer *x = &s->ahead->ans[i];
-                if (x->asked && !x->taken && x->device == device && x->len == len && sage_hash_equal(x->key, key)) {
+                if (x->asked && !x->taken && !x->importing && x->device == device && x->len == len &&
+                    sage_hash_equal(x->key, key)) {
                         x->taken = true;
                         return x;
                 }
@@ -151,57 +155,132 @@ ShareAnswer *share_ahead_find(SageShare *s, SageHash key, uint64_t len, uint32_t
         return NULL;
 }
 
+/* Every answer of `ah` given back, `ah` freed. Under the lock. */
+static void give_back(SageShare *s, struct ShareAhead *ah) {
+        for (size_t i = 0; i < ah->n; i++)
+                share_ahead_drop_answer(s, &ah->ans[i]);
+        free(ah->ans);
+        free(ah);
+}
+
+/* Wait (bounded) until the warm-up thread imports nothing; true if it does not. Under the lock. */
+static bool import_done(SageShare *s) {
+        struct timespec until;
+
+        clock_gettime(CLOCK_REALTIME, &until); /* ahead_done's clock (PTHREAD_COND_INITIALIZER) */
+        until.tv_sec += WAIT_MAX_NS / 1000000000ull;
+        while (s->ahead_importing && pthread_cond_timedwait(&s->ahead_done, &s->lock, &until) == 0)
+                ;
+        return !s->ahead_importing;
+}
+
 void share_ahead_drop(SageShare *s) {
-        share_ahead_wait(s); /* the warm-up thread's, if under way, is held next */
+        struct ShareAhead *ah = s->ahead;
+
         atomic_store(&s->ahead_held, false);
-        if (!s->ahead)
+        if (!ah)
                 return;
-        for (size_t i = 0; i < s->ahead->n; i++)
-                share_ahead_drop_answer(s, &s->ahead->ans[i]);
-        free(s->ahead->ans);
-        free(s->ahead);
+        s->ahead = NULL; /* no upload takes, no import starts, from now */
+        if (import_done(s))
+                give_back(s, ah);
+        else
+                ah->abandoned = true; /* the import under way gives them back when it returns */
+}
+
+void share_ahead_forget(SageShare *s) {
+        struct ShareAhead *ah = s->ahead;
+
         s->ahead = NULL;
+        s->ahead_importing = false; /* the warm-up thread that imports is the parent's */
+        atomic_store(&s->ahead_held, false);
+        for (size_t i = 0; ah && i < ah->n; i++) {
+                if (ah->ans[i].fd >= 0)
+                        close(ah->ans[i].fd);
+                free(ah->ans[i].notes);
+        }
+        if (ah)
+                free(ah->ans);
+        free(ah);
+}
+
+bool sage_share_park_ready(void) {
+        SageShare *s = sage_share();
+        bool ready;
+
+        pthread_mutex_lock(&s->lock);
+        s->ahead_closed = true; /* no warm-up thread asks and imports from here (an upload may ask, resumed) */
+        share_ahead_drop(s);    /* an imported handle nothing maps would fail the restore */
+        ready = !s->ahead_importing;
+        pthread_mutex_unlock(&s->lock);
+        return ready;
+}
+
+/* The next answer of `ah` to import (its fd claimed), or NULL: none left, or `ah` given back. Under the lock. */
+static ShareAnswer *claim(SageShare *s, struct ShareAhead *ah, size_t *next) {
+        for (; s->ahead == ah && *next < ah->n; ++*next) {
+                ShareAnswer *x = &ah->ans[*next];
+                if (x->fd >= 0 && !x->taken && !x->imported) {
+                        x->importing = true;
+                        s->ahead_importing = true;
+                        return x;
+                }
+        }
+        return NULL;
 }
 
 bool share_ahead_prepare(SageShare *s) {
         struct ShareAhead *ah = NULL;
         bool whole_only = !sage_options()->share_predict; /* predict maps runs at allocation */
         uint64_t t = sage_now_ns();
-        size_t imported = 0, found = 0, asked;
+        size_t imported = 0, found = 0, asked = 0, next = 0;
+        CUmemGenericAllocationHandle h;
+        ShareAnswer *x;
         uint32_t device;
         CUdevice dev;
+        CUresult r;
 
         if (!sage_options()->share_ahead)
                 return false;
         pthread_mutex_lock(&s->lock);
-        if (!s->ahead_asked && s->state == 1 && s->broker && s->hints.n &&
+        if (!s->ahead_asked && !s->ahead_closed && s->state == 1 && s->broker && s->hints.n &&
             s->drv.ctx_get_device(&dev) == CUDA_SUCCESS && share_broker_device(s, dev, &device) == 0 &&
             (ah = hinted(s, device, whole_only))) {
                 s->ahead_asked = true;
                 share_ahead_ask(s, ah->ans, ah->n);
-                s->ahead_busy = true; /* an upload that needs an answer now waits for these */
+                hold(s, ah, whole_only);
+                for (size_t i = 0; i < ah->n; i++)
+                        found += ah->ans[i].fd >= 0;
+                asked = ah->n;
+        }
+        /*
+         * Imported one at a time outside the lock, so the app's allocations and
+         * uploads go on: an upload takes an answer not imported yet with its fd
+         * (and imports it), and asks the broker itself for the one being
+         * imported; it never waits for the imports of others.
+         */
+        while (ah && (x = claim(s, ah, &next))) {
+                pthread_mutex_unlock(&s->lock);
+                r = s->drv.import_fd(&h, (void *)(uintptr_t)x->fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+                pthread_mutex_lock(&s->lock);
+                x->importing = s->ahead_importing = false;
+                if (r == CUDA_SUCCESS && ah->abandoned) {
+                        s->drv.vmm.release(h);
+                } else if (r == CUDA_SUCCESS) { /* else the upload that takes it imports it */
+                        close(x->fd);
+                        x->fd = -1;
+                        x->handle = h;
+                        x->imported = true;
+                        imported++;
+                }
+                pthread_cond_broadcast(&s->ahead_done);
+                if (ah->abandoned) { /* given back while this import was under way: what it holds is ours */
+                        give_back(s, ah);
+                        break;
+                }
         }
         pthread_mutex_unlock(&s->lock);
-        if (!ah)
+        if (!asked)
                 return false;
-        /* Outside the lock: the app's allocations go on meanwhile. */
-        for (size_t i = 0; i < ah->n; i++) {
-                ShareAnswer *x = &ah->ans[i];
-                found += x->fd >= 0;
-                if (x->fd < 0 || s->drv.import_fd(&x->handle, (void *)(uintptr_t)x->fd,
-                                                  CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != CUDA_SUCCESS)
-                        continue; /* an fd not imported is imported by the upload that takes it */
-                close(x->fd);
-                x->fd = -1;
-                x->imported = true;
-                imported++;
-        }
-        asked = ah->n; /* ah is the holder's once held: another thread may give it back */
-        pthread_mutex_lock(&s->lock);
-        s->ahead_busy = false;
-        hold(s, ah, whole_only);
-        pthread_cond_broadcast(&s->ahead_done);
-        pthread_mutex_unlock(&s->lock);
         sage_stats_add(SAGE_STAT_SHARE_AHEAD_IMPORTED, imported);
         sage_stats_add(SAGE_STAT_SHARE_NS_AHEAD, sage_now_ns() - t);
         sage_info("share: %zu hinted keys asked ahead, %zu held, %zu extents imported (%.1f ms)", asked, found,
@@ -209,38 +288,29 @@ bool share_ahead_prepare(SageShare *s) {
         return found && found == asked;
 }
 
-void share_ahead_wait(SageShare *s) {
-        struct timespec until;
-
-        if (!s->ahead_busy)
-                return;
-        clock_gettime(CLOCK_REALTIME, &until); /* ahead_done's clock (PTHREAD_COND_INITIALIZER) */
-        until.tv_sec += WAIT_MAX_NS / 1000000000ull;
-        while (s->ahead_busy && pthread_cond_timedwait(&s->ahead_done, &s->lock, &until) == 0)
-                ;
-}
-
 bool share_ahead_take(SageShare *s, Piece *p, uint32_t device, int *fd) {
         ShareAnswer *x;
 
         if (!sage_options()->share_ahead || !s->hints.n)
                 return false;
-        share_ahead_wait(s);
         if (!s->ahead_asked) /* no warm-up thread did it: the first hit asks for all (one round trip a window) */
                 share_ahead_ask_hints(s, device, true);
         for (size_t i = 0; s->ahead && i < s->ahead->n; i++) {
                 x = &s->ahead->ans[i];
-                if (x->taken || x->device != device || x->len != p->len || !sage_hash_equal(x->key, p->key) ||
-                    (x->fd < 0 && !x->imported))
-                        continue; /* a miss then: asked again by the caller */
+                if (x->taken || x->importing || x->device != device || x->len != p->len ||
+                    !sage_hash_equal(x->key, p->key) || (x->fd < 0 && !x->imported))
+                        continue; /* a miss, or being imported: asked again by the caller */
                 x->taken = true;
                 p->extent_id = x->id;
                 share_notes_apply(p, x->notes, x->notes_len);
+                free(x->notes);
+                x->notes = NULL;
                 if (x->imported)
                         p->handle = x->handle;
                 *fd = x->fd;
                 x->fd = -1;
                 x->imported = false;
+                atomic_store(&s->ahead_held, true); /* the uploads have begun: the rest go back at the next launch */
                 sage_stats_count(SAGE_STAT_SHARE_AHEAD_HITS);
                 return true;
         }

@@ -25,6 +25,7 @@ typedef struct ShareAnswer {
         bool imported;                       /* a hit imported ahead: `handle` (fd -1), not taken yet */
         CUmemGenericAllocationHandle handle; /* when imported */
         bool asked, taken;
+        bool importing; /* by the warm-up thread now, its fd in use: nobody else takes it */
         void *notes;
         uint32_t notes_len;
 } ShareAnswer;
@@ -43,19 +44,10 @@ void share_ahead_ask_hints(SageShare *s, uint32_t device, bool whole_only);
 ShareAnswer *share_ahead_find(SageShare *s, SageHash key, uint64_t len, uint32_t device);
 /* Give back an answer's hit nobody took: its fd or handle, its reference, its notes. Under the lock. */
 void share_ahead_drop_answer(SageShare *s, ShareAnswer *x);
-/* While the warm-up thread asks and imports (share_ahead_prepare), bounded. Under the lock. */
-void share_ahead_wait(SageShare *s);
-/*
- * On the warm-up thread once the context `ctx` is current (SAGE_SHARE_AHEAD,
- * hints there): the hinted whole-granule keys asked and their extents
- * imported, before the app uploads. True when the broker held every one
- * (hits expected, misses not). Takes the lock (not while importing).
- */
-bool share_ahead_prepare(SageShare *s);
 /*
  * An upload's whole granules [p->off, +p->len) have key p->key: a hit asked
- * ahead for it (waiting for the warm-up's if under way; asking the hints'
- * keys at the first such upload if nobody did) becomes p's extent: true
+ * ahead for it (the hints' keys asked at the first such upload if nobody
+ * did; never one the warm-up thread imports now) becomes p's extent: true
  * with p->extent_id and notes set and *fd to import, or *fd -1 and
  * p->handle imported; false: none (the caller asks the broker). Under the lock.
  */

@@ -82,7 +82,6 @@ bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lea
                 return false;
         n = share_hints_for(&s->hints, size, ordinal, gran, (lead + size + gran - 1) / gran * gran, pre,
                             SHARE_HINT_PER_ALLOC);
-        share_ahead_wait(s);      /* the warm-up thread may be asking them now */
         if (n && !s->ahead_asked) /* every allocation's keys at the first: the allocations after it ask none */
                 share_ahead_ask_hints(s, broker_dev, false);
         hits = n ? lookup_and_import(s, pre, n, broker_dev) : 0;

@@ -464,7 +464,7 @@ const SageShareDriver *share_driver(SageShare *s) {
 void share_forked(SageShare *s) {
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->ahead_done, NULL);
-        s->ahead_busy = false; /* the warm-up thread that set it is the parent's */
+        share_ahead_forget(s); /* the parent's answers: their fds closed, no driver or broker call */
         if (s->state != 1)     /* the parent did not share (a server forking before it uses the GPU): the child may */
                 return;
         sage_hooks_deactivate(SAGE_OBSERVER_SHARE);

@@ -51,8 +51,9 @@ typedef struct SageShare {
         /* The hints' keys asked ahead (share_ahead.c), until taken; held: hooks read it without the lock. */
         struct ShareAhead *ahead;
         bool ahead_asked;
-        bool ahead_busy;           /* the warm-up thread asks and imports them now */
-        pthread_cond_t ahead_done; /* ahead_busy went false */
+        bool ahead_importing;      /* the warm-up thread imports one of them now, outside the lock */
+        bool ahead_closed;         /* suspended once: the warm-up thread asks and imports nothing any more */
+        pthread_cond_t ahead_done; /* an import of the warm-up thread returned */
         atomic_bool ahead_held;
         atomic_bool active;   /* some allocation may be VMM-backed: hooks read it without the lock */
         atomic_bool guarding; /* some piece is a candidate or shared: launches are scanned */
@@ -119,8 +120,22 @@ bool share_predict_confirm(SageShare *s, SageShareAlloc *a, size_t o, size_t n, 
 /* Before a launch or an API write: every unconfirmed piece private (share_hint.h), and the answers asked
  * ahead that nothing took given back (share_ahead.h). Takes the lock. */
 void share_predict_settle(SageShare *s);
-/* Give back every answer asked ahead that nothing took (share_ahead.c; after the warm-up's). Under the lock. */
+/*
+ * Give back every answer asked ahead that nothing took (share_ahead.c):
+ * after the warm-up thread's import under way (bounded: past it, that thread
+ * gives them back once its import returns). Under the lock (released while it waits).
+ */
 void share_ahead_drop(SageShare *s);
+/*
+ * On the warm-up thread once the context `ctx` is current (SAGE_SHARE_AHEAD,
+ * hints there): the hinted whole-granule keys asked (the answers held at
+ * once) and their extents imported one by one, before the app uploads.
+ * True when the broker held every one (hits expected, misses not). Takes
+ * the lock (not while importing).
+ */
+bool share_ahead_prepare(SageShare *s);
+/* In a fork()ed child: the parent's answers forgotten (fds closed, nothing asked of a driver or broker). */
+void share_ahead_forget(SageShare *s);
 /*
  * Granules that uploads filled in part (or several uploads together) are
  * keyed by their content before anything else writes them: called before a

@@ -228,7 +228,8 @@ static void prepare(uint32_t id) {
                 send_notice(SAGE_MSG_SUSPEND_PREPARED, id, SAGE_GATE_REFUSED, SAGE_INSTANCE_WHY_EXTENTS);
                 return;
         }
-        if (!sage_gate_close_and_drain(sage_now_ns() + PREPARE_DRAIN_MS * 1000000ull)) {
+        /* The warm-up thread's import of an extent asked ahead is in flight too (a restore fails on it). */
+        if (!sage_gate_close_and_drain(sage_now_ns() + PREPARE_DRAIN_MS * 1000000ull) || !sage_share_park_ready()) {
                 sage_info("suspend: calls stayed in flight; not suspended now");
                 if (sage_gate_phase() == SAGE_GATE_PREPARING)
                         sage_gate_set_phase(SAGE_GATE_OPEN);

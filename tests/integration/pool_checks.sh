@@ -266,15 +266,32 @@ env SAGE_SUSPEND=1 SAGE_SHARE_PLACE="$tmp/place-s" POOL_TEST_SEED=9 POOL_TEST_ID
   LD_PRELOAD="$preload" "$prog" 5 >"$tmp/s1.out" 2>"$tmp/s1.err" &
 app=$!
 suspended=
+sleep 0.5 # its answers asked and imported (~1 ms), its uploads done: idle, holding them
 for _ in $(seq 30); do
-  sleep 0.1
   if "$sagectl" suspend "$app" >"$tmp/s1.ctl" 2>&1; then suspended=1 && break; fi
+  sleep 0.1
 done
 wait "$app" || bad "suspended with answers asked ahead: the run failed: $(tail -3 "$tmp/s1.err")"
 [ -n "$suspended" ] || bad "never suspended: $(cat "$tmp/s1.ctl")"
 [ "$(cat "$tmp/s1.out")" = "$native_s" ] || bad "suspended with answers asked ahead: output $(cat "$tmp/s1.out") vs $native_s"
 [ "$(stat_of "$tmp/s1.json" SHARE_AHEAD_IMPORTED)" -gt 0 ] && [ "$(stat_of "$tmp/s1.json" SHARE_AHEAD_HITS)" = 0 ] ||
   bad "suspend: $(stat_of "$tmp/s1.json" SHARE_AHEAD_IMPORTED) imported ahead, $(stat_of "$tmp/s1.json" SHARE_AHEAD_HITS) taken"
+# Suspended while its warm-up thread still imports, the process idle before its uploads: an import that outlasts the
+# 2 s a suspend waits for it (2.5 s here) puts the suspend off until it returned (a handle imported during the
+# checkpoint fails the restore); then suspended, resumed by its uploads.
+native_p=$(POOL_TEST_SEED=9 POOL_TEST_PAUSE_MS=4000 "$prog" 5)
+env SAGE_SUSPEND=1 SAGE_SHARE_PLACE="$tmp/place-s" POOL_TEST_SEED=9 POOL_TEST_PAUSE_MS=4000 SAGE_FAKE_IMPORT_MS=2500 \
+  SAGE_TRACE="$tmp/s2.json" LD_PRELOAD="$preload" "$prog" 5 >"$tmp/s2.out" 2>"$tmp/s2.err" &
+app=$!
+suspended=
+sleep 0.5
+for _ in $(seq 30); do
+  if "$sagectl" suspend "$app" >"$tmp/s2.ctl" 2>&1; then suspended=1 && break; fi
+  sleep 0.1
+done
+wait "$app" || bad "suspended while importing ahead: the run failed: $(tail -3 "$tmp/s2.err")"
+[ -n "$suspended" ] || bad "suspended while importing ahead: never suspended: $(cat "$tmp/s2.ctl")"
+[ "$(cat "$tmp/s2.out")" = "$native_p" ] || bad "suspended while importing ahead: output $(cat "$tmp/s2.out") vs $native_p"
 
 step "a hint file that lies: placement is checked, output unchanged"
 for f in "$tmp/place"/place-*; do printf '2097152 0 999\n20971520 0 4294967295\nx y z\n' >"$f"; done

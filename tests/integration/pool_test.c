@@ -27,6 +27,8 @@
  * meanwhile, and the kernels after it must read the same bytes.
  * POOL_TEST_FORK=MARK forks a child during the idleness (fork_during_a_map).
  * POOL_TEST_PREFORK=1 forks first, before any driver call: the child runs.
+ * POOL_TEST_SEED=N uploads other weights; POOL_TEST_PAUSE_MS=N idles N ms
+ * between its context and its first allocation.
  */
 #include <cuda.h>
 
@@ -299,6 +301,11 @@ int main(int argc, char **argv) {
 
         if (getenv("POOL_TEST_SEED")) /* other weights, the same command line (the same hint files) */
                 seed = (uint64_t)atoll(getenv("POOL_TEST_SEED"));
+        if (getenv("POOL_TEST_PAUSE_MS")) { /* idle before the uploads: a Python function reading its weights */
+                long ms = atol(getenv("POOL_TEST_PAUSE_MS"));
+                struct timespec pause = { ms / 1000, ms % 1000 * 1000000L };
+                nanosleep(&pause, NULL);
+        }
         if (getenv("POOL_TEST_BERT"))
                 bert(seed);
         else
