@@ -277,10 +277,10 @@ wait "$app" || bad "suspended with answers asked ahead: the run failed: $(tail -
 [ "$(stat_of "$tmp/s1.json" SHARE_AHEAD_IMPORTED)" -gt 0 ] && [ "$(stat_of "$tmp/s1.json" SHARE_AHEAD_HITS)" = 0 ] ||
   bad "suspend: $(stat_of "$tmp/s1.json" SHARE_AHEAD_IMPORTED) imported ahead, $(stat_of "$tmp/s1.json" SHARE_AHEAD_HITS) taken"
 # Suspended while its warm-up thread still imports, the process idle before its uploads: an import that outlasts the
-# 2 s a suspend waits for it (2.5 s here) puts the suspend off until it returned (a handle imported during the
+# 2 s a suspend waits for it (4 s here) puts the suspend off until it returned (a handle imported during the
 # checkpoint fails the restore); then suspended, resumed by its uploads.
-native_p=$(POOL_TEST_SEED=9 POOL_TEST_PAUSE_MS=4000 "$prog" 5)
-env SAGE_SUSPEND=1 SAGE_SHARE_PLACE="$tmp/place-s" POOL_TEST_SEED=9 POOL_TEST_PAUSE_MS=4000 SAGE_FAKE_IMPORT_MS=2500 \
+native_p=$(POOL_TEST_SEED=9 "$prog" 5) # the pause changes no output
+env SAGE_SUSPEND=1 SAGE_SHARE_PLACE="$tmp/place-s" POOL_TEST_SEED=9 POOL_TEST_PAUSE_MS=6000 SAGE_FAKE_IMPORT_MS=4000 \
   SAGE_TRACE="$tmp/s2.json" LD_PRELOAD="$preload" "$prog" 5 >"$tmp/s2.out" 2>"$tmp/s2.err" &
 app=$!
 suspended=
