@@ -37,10 +37,10 @@
 #define AHEAD_MAX 1024
 /* A hit asked ahead may hold an fd of the app's table: at most this share of its limit. */
 #define AHEAD_FD_SHARE 4
-/* The longest an upload waits for the warm-up's answers (a broker that stopped answering: its lookups fail too). */
+/* The longest a give-back (a launch's, a suspend's, exit's) waits for the warm-up thread's import under way. */
 #define WAIT_MAX_NS (2ull * 1000 * 1000 * 1000)
 
-/* The answers asked ahead, until the first launch or write. */
+/* The answers asked ahead, until given back (share_ahead_drop). */
 struct ShareAhead {
         ShareAnswer *ans;
         size_t n;
@@ -215,10 +215,15 @@ bool sage_share_park_ready(void) {
         return ready;
 }
 
-/* The next answer of `ah` to import (its fd claimed), or NULL: none left, or `ah` given back. Under the lock. */
-static ShareAnswer *claim(SageShare *s, struct ShareAhead *ah, size_t *next) {
-        for (; s->ahead == ah && *next < ah->n; ++*next) {
-                ShareAnswer *x = &ah->ans[*next];
+/*
+ * The next answer of `ah` to import (its fd claimed; each tried once), from
+ * the last: uploads come roughly in the hints' order, so an upload and the
+ * importing thread meet once instead of each upload finding its own answer
+ * being imported, in step. NULL: none left, or `ah` given back. Under the lock.
+ */
+static ShareAnswer *claim(SageShare *s, struct ShareAhead *ah, size_t *left) {
+        while (s->ahead == ah && *left > 0) {
+                ShareAnswer *x = &ah->ans[--*left];
                 if (x->fd >= 0 && !x->taken && !x->imported) {
                         x->importing = true;
                         s->ahead_importing = true;
@@ -232,7 +237,7 @@ bool share_ahead_prepare(SageShare *s) {
         struct ShareAhead *ah = NULL;
         bool whole_only = !sage_options()->share_predict; /* predict maps runs at allocation */
         uint64_t t = sage_now_ns();
-        size_t imported = 0, found = 0, asked = 0, next = 0;
+        size_t imported = 0, found = 0, asked = 0, left = 0;
         CUmemGenericAllocationHandle h;
         ShareAnswer *x;
         uint32_t device;
@@ -250,7 +255,7 @@ bool share_ahead_prepare(SageShare *s) {
                 hold(s, ah, whole_only);
                 for (size_t i = 0; i < ah->n; i++)
                         found += ah->ans[i].fd >= 0;
-                asked = ah->n;
+                asked = left = ah->n;
         }
         /*
          * Imported one at a time outside the lock, so the app's allocations and
@@ -258,7 +263,7 @@ bool share_ahead_prepare(SageShare *s) {
          * (and imports it), and asks the broker itself for the one being
          * imported; it never waits for the imports of others.
          */
-        while (ah && (x = claim(s, ah, &next))) {
+        while (ah && (x = claim(s, ah, &left))) {
                 pthread_mutex_unlock(&s->lock);
                 r = s->drv.import_fd(&h, (void *)(uintptr_t)x->fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
                 pthread_mutex_lock(&s->lock);

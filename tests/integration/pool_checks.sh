@@ -261,37 +261,32 @@ sagectl=$(dirname "$saged")/../tools/sagectl
 start_broker
 cp -r "$tmp/place-i" "$tmp/place-s"
 runi s0 "$native_idle" SAGE_SHARE_PLACE="$tmp/place-s" # the new broker gets seed 5's extents
-native_s=$(POOL_TEST_SEED=9 POOL_TEST_IDLE_MS=2500 "$prog" 5)
-env SAGE_SUSPEND=1 SAGE_SHARE_PLACE="$tmp/place-s" POOL_TEST_SEED=9 POOL_TEST_IDLE_MS=2500 SAGE_TRACE="$tmp/s1.json" \
-  LD_PRELOAD="$preload" "$prog" 5 >"$tmp/s1.out" 2>"$tmp/s1.err" &
-app=$!
-suspended=
-sleep 0.5 # its answers asked and imported (~1 ms), its uploads done: idle, holding them
-for _ in $(seq 30); do
-  if "$sagectl" suspend "$app" >"$tmp/s1.ctl" 2>&1; then suspended=1 && break; fi
-  sleep 0.1
-done
-wait "$app" || bad "suspended with answers asked ahead: the run failed: $(tail -3 "$tmp/s1.err")"
-[ -n "$suspended" ] || bad "never suspended: $(cat "$tmp/s1.ctl")"
-[ "$(cat "$tmp/s1.out")" = "$native_s" ] || bad "suspended with answers asked ahead: output $(cat "$tmp/s1.out") vs $native_s"
+# suspended TAG EXPECTED [VAR=VALUE...]: an invocation in the background, suspended by sagectl once it idles (tried
+# every 0.1 s from 0.5 s on), resumed by its own next call; its output must be EXPECTED.
+suspended() {
+  local tag=$1 expected=$2 app done=
+  shift 2
+  env SAGE_SUSPEND=1 "$@" SAGE_TRACE="$tmp/$tag.json" LD_PRELOAD="$preload" "$prog" 5 >"$tmp/$tag.out" 2>"$tmp/$tag.err" &
+  app=$!
+  sleep 0.5
+  for _ in $(seq 30); do
+    if "$sagectl" suspend "$app" >"$tmp/$tag.ctl" 2>&1; then done=1 && break; fi
+    sleep 0.1
+  done
+  wait "$app" || bad "$tag: the run failed: $(tail -3 "$tmp/$tag.err")"
+  [ -n "$done" ] || bad "$tag: never suspended: $(cat "$tmp/$tag.ctl")"
+  [ "$(cat "$tmp/$tag.out")" = "$expected" ] || bad "$tag: output $(cat "$tmp/$tag.out") vs $expected"
+}
+# By 0.5 s its answers were asked and imported (~1 ms) and its uploads done: idle, holding them.
+suspended s1 "$(POOL_TEST_SEED=9 POOL_TEST_IDLE_MS=2500 "$prog" 5)" SAGE_SHARE_PLACE="$tmp/place-s" POOL_TEST_SEED=9 \
+  POOL_TEST_IDLE_MS=2500
 [ "$(stat_of "$tmp/s1.json" SHARE_AHEAD_IMPORTED)" -gt 0 ] && [ "$(stat_of "$tmp/s1.json" SHARE_AHEAD_HITS)" = 0 ] ||
   bad "suspend: $(stat_of "$tmp/s1.json" SHARE_AHEAD_IMPORTED) imported ahead, $(stat_of "$tmp/s1.json" SHARE_AHEAD_HITS) taken"
 # Suspended while its warm-up thread still imports, the process idle before its uploads: an import that outlasts the
 # 2 s a suspend waits for it (4 s here) puts the suspend off until it returned (a handle imported during the
-# checkpoint fails the restore); then suspended, resumed by its uploads.
-native_p=$(POOL_TEST_SEED=9 "$prog" 5) # the pause changes no output
-env SAGE_SUSPEND=1 SAGE_SHARE_PLACE="$tmp/place-s" POOL_TEST_SEED=9 POOL_TEST_PAUSE_MS=6000 SAGE_FAKE_IMPORT_MS=4000 \
-  SAGE_TRACE="$tmp/s2.json" LD_PRELOAD="$preload" "$prog" 5 >"$tmp/s2.out" 2>"$tmp/s2.err" &
-app=$!
-suspended=
-sleep 0.5
-for _ in $(seq 30); do
-  if "$sagectl" suspend "$app" >"$tmp/s2.ctl" 2>&1; then suspended=1 && break; fi
-  sleep 0.1
-done
-wait "$app" || bad "suspended while importing ahead: the run failed: $(tail -3 "$tmp/s2.err")"
-[ -n "$suspended" ] || bad "suspended while importing ahead: never suspended: $(cat "$tmp/s2.ctl")"
-[ "$(cat "$tmp/s2.out")" = "$native_p" ] || bad "suspended while importing ahead: output $(cat "$tmp/s2.out") vs $native_p"
+# checkpoint fails the restore); then suspended, resumed by its uploads. (The pause changes no output.)
+suspended s2 "$(POOL_TEST_SEED=9 "$prog" 5)" SAGE_SHARE_PLACE="$tmp/place-s" POOL_TEST_SEED=9 POOL_TEST_PAUSE_MS=6000 \
+  SAGE_FAKE_IMPORT_MS=4000
 
 step "a hint file that lies: placement is checked, output unchanged"
 for f in "$tmp/place"/place-*; do printf '2097152 0 999\n20971520 0 4294967295\nx y z\n' >"$f"; done

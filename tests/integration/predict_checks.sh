@@ -159,11 +159,11 @@ run a2 SAGE_SHARE_PREDICT=0 SAGE_WARMUP=off
   bad "ahead without warm-up: $(st a2 SHARE_AHEAD_HITS) asked ahead (at the first hit, one window: $(st a2 SHARE_PREDICT_WINDOWS)), lookups $(st a2 SHARE_LOOKUPS), imported $(st a2 SHARE_AHEAD_IMPORTED)"
 # Imports slow (a driver under contention): the uploads come while the warm-up thread imports. None waits for the
 # others' imports: an answer not imported yet is taken with its fd (the upload imports it), the one being imported
-# is asked of the broker again.
+# is asked of the broker again; the thread imports from the last answer, so the two meet about once, not at every
+# upload in step (under ASan they did: 11 of 14 asked again).
 run a5 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300 SAGE_FAKE_IMPORT_MS=100
 [ "$out" = "$native" ] || bad "ahead, slow imports output: $out vs $native"
-[ "$(st a5 SHARE_HITS)" = "$whole" ] && [ "$(st a5 SHARE_AHEAD_IMPORTED)" -gt 0 ] &&
-  [ "$(st a5 SHARE_AHEAD_IMPORTED)" -lt "$whole" ] &&
+[ "$(st a5 SHARE_HITS)" = "$whole" ] && [ "$(st a5 SHARE_AHEAD_IMPORTED)" -gt 0 ] && [ "$(st a5 SHARE_LOOKUPS)" -le 2 ] &&
   [ $(($(st a5 SHARE_AHEAD_HITS) + $(st a5 SHARE_LOOKUPS))) = "$whole" ] ||
   bad "ahead, slow imports: $(st a5 SHARE_HITS) hits, $(st a5 SHARE_AHEAD_HITS) asked ahead, $(st a5 SHARE_AHEAD_IMPORTED) imported by the warm-up thread, $(st a5 SHARE_LOOKUPS) lookups"
 # Each on a copy of these hints (a run's exit rewrites them); tensor 7's new bytes are no extent yet.
