@@ -125,29 +125,46 @@ static struct ShareAhead *hinted(const SageShare *s, uint32_t device, bool whole
  * before it uploads (PyTorch's set-up fills a tensor), then until the next
  * launch after one was (the uploads have begun), a suspend or exit.
  */
-static void hold(SageShare *s, struct ShareAhead *ah, bool whole_only) {
+static size_t hold(SageShare *s, struct ShareAhead *ah, bool whole_only) {
+        size_t found = 0;
+
         s->ahead = ah;
         if (!whole_only)
                 atomic_store(&s->ahead_held, true);
         for (size_t i = 0; i < ah->n; i++)
-                sage_stats_count(ah->ans[i].fd >= 0 ? SAGE_STAT_SHARE_AHEAD_FOUND : SAGE_STAT_SHARE_AHEAD_MISSED);
+                found += ah->ans[i].fd >= 0;
+        sage_stats_add(SAGE_STAT_SHARE_AHEAD_FOUND, found);
+        sage_stats_add(SAGE_STAT_SHARE_AHEAD_MISSED, ah->n - found);
+        return found;
 }
 
-void share_ahead_ask_hints(SageShare *s, uint32_t device, bool whole_only) {
+/* The hints' keys asked and held (share_ahead_ask_hints); NULL: none to ask. `*found`: the hits. */
+static struct ShareAhead *ask_hints(SageShare *s, uint32_t device, bool whole_only, size_t *found) {
         struct ShareAhead *ah;
 
         s->ahead_asked = true;
         if (!(ah = hinted(s, device, whole_only)))
-                return;
+                return NULL;
         share_ahead_ask(s, ah->ans, ah->n);
-        hold(s, ah, whole_only);
+        *found = hold(s, ah, whole_only);
+        return ah;
+}
+
+void share_ahead_ask_hints(SageShare *s, uint32_t device, bool whole_only) {
+        size_t found;
+
+        ask_hints(s, device, whole_only, &found);
+}
+
+/* Could `x` be taken for (key, len) on `device`: not taken, not being imported by the warm-up thread? */
+static bool matches(const ShareAnswer *x, SageHash key, uint64_t len, uint32_t device) {
+        return !x->taken && !x->importing && x->device == device && x->len == len && sage_hash_equal(x->key, key);
 }
 
 ShareAnswer *share_ahead_find(SageShare *s, SageHash key, uint64_t len, uint32_t device) {
         for (size_t i = 0; s->ahead && i < s->ahead->n; i++) {
                 ShareAnswer *x = &s->ahead->ans[i];
-                if (x->asked && !x->taken && !x->importing && x->device == device && x->len == len &&
-                    sage_hash_equal(x->key, key)) {
+                if (x->asked && matches(x, key, len, device)) {
                         x->taken = true;
                         return x;
                 }
@@ -249,14 +266,8 @@ bool share_ahead_prepare(SageShare *s) {
         pthread_mutex_lock(&s->lock);
         if (!s->ahead_asked && !s->ahead_closed && s->state == 1 && s->broker && s->hints.n &&
             s->drv.ctx_get_device(&dev) == CUDA_SUCCESS && share_broker_device(s, dev, &device) == 0 &&
-            (ah = hinted(s, device, whole_only))) {
-                s->ahead_asked = true;
-                share_ahead_ask(s, ah->ans, ah->n);
-                hold(s, ah, whole_only);
-                for (size_t i = 0; i < ah->n; i++)
-                        found += ah->ans[i].fd >= 0;
+            (ah = ask_hints(s, device, whole_only, &found)))
                 asked = left = ah->n;
-        }
         /*
          * Imported one at a time outside the lock, so the app's allocations and
          * uploads go on: an upload takes an answer not imported yet with its fd
@@ -302,8 +313,7 @@ bool share_ahead_take(SageShare *s, Piece *p, uint32_t device, int *fd) {
                 share_ahead_ask_hints(s, device, true);
         for (size_t i = 0; s->ahead && i < s->ahead->n; i++) {
                 x = &s->ahead->ans[i];
-                if (x->taken || x->importing || x->device != device || x->len != p->len ||
-                    !sage_hash_equal(x->key, p->key) || (x->fd < 0 && !x->imported))
+                if (!matches(x, p->key, p->len, device) || (x->fd < 0 && !x->imported))
                         continue; /* a miss, or being imported: asked again by the caller */
                 x->taken = true;
                 p->extent_id = x->id;

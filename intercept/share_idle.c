@@ -86,6 +86,10 @@ bool share_copy_cheaper_on(void) {
         return sage_parse_bool(o, &on) == 0 && on;
 }
 
+bool share_copying(const SageShare *s) {
+        return share_copy_cheaper_on() && s->cost.copying;
+}
+
 bool share_idle_take_copy(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi) {
         Range *filled;
 
@@ -118,12 +122,14 @@ void share_idle_copy_due(SageShare *s, SageShareAlloc *a, size_t o, size_t n, si
                 share_vmm_back(&s->vmm, a, 0, a->padded);
         share_vmm_before_write(&s->vmm, a, o, n);
         share_vmm_note_written(&s->vmm, a, o, n);
-        sage_debug("share: upload +%#zx %#zx of allocation %zu/%u copied, due at idleness", o, n,
-                   (size_t)(a->size - a->lead), a->ordinal);
         /* Due: its ends join their neighbours' runs, as a hit's do (the same runs whichever it was). Kept out of
          * the first launch's runs first: a run there must never overlap a due one. */
-        if (!keyed || !share_assemble_skip(a, lo, hi - lo) || !share_idle_take_copy(s, a, o, n, lo, hi))
-                share_assemble_skip(a, o, n);
+        if (keyed && share_assemble_skip(a, lo, hi - lo) && share_idle_take_copy(s, a, o, n, lo, hi)) {
+                sage_debug("share: upload +%#zx %#zx of allocation %zu/%u copied, due at idleness", o, n,
+                           (size_t)(a->size - a->lead), a->ordinal);
+                return;
+        }
+        share_assemble_skip(a, o, n);
 }
 
 void sage_share_idle_wake_with(void (*wake)(void)) {

@@ -301,7 +301,7 @@ static void assemble_picked(SageShare *s, bool (*take)(const SageShare *, const 
         if (n) {
                 if (idle)
                         share_assemble_due(&s->vmm, todo, n, &lk, &s->readback);
-                else if (share_copy_cheaper_on() && s->cost.copying)
+                else if (share_copying(s))
                         share_assemble_defer_only(&s->vmm, todo, n);
                 else
                         share_assemble_allocations(&s->vmm, todo, n, &lk, &s->readback);

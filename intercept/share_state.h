@@ -151,6 +151,8 @@ bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t
 void share_forked(SageShare *s);
 /* Copy an upload whose hit costs more (SAGE_SHARE_COPY_CHEAPER, auto: where assembly at idleness runs)? */
 bool share_copy_cheaper_on(void);
+/* Copying now: the option on and this process's last choice the copy (share_cost.h). */
+bool share_copying(const SageShare *s);
 /*
  * The whole granules [lo, hi) of upload [o, o + n) into `a` were copied
  * because their hit cost more: due at the next idleness, keyed from the

@@ -299,7 +299,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
                 /* While copying the first launch assembles nothing new (a run of a new shape would be lost):
                  * its whole granules due at idleness as a copy's, the extent its hit would have mapped. */
-                if (share_copy_cheaper_on() && s->cost.copying) {
+                if (share_copying(s)) {
                         share_idle_copy_due(s, a, o, n, lo, hi, true); /* under 8 MiB: content-keyed (FILE_KEY_MIN) */
                         goto out;
                 }
