@@ -46,7 +46,6 @@
 #include <unistd.h>
 
 #include "capture_mode.h"
-#include "log.h"
 #include "util.h"
 
 #ifndef MADV_POPULATE_READ
@@ -228,6 +227,7 @@ void share_stage_init(ShareStage *st, const ShareStageDriver *drv, size_t bytes)
         memset(st, 0, sizeof(*st));
         st->drv = *drv;
         atomic_init(&st->made, 0);
+        atomic_init(&st->pace, 0);
         st->slot_bytes = share_stage_slot_bytes(bytes);
         st->owner = getpid();
 }
@@ -469,34 +469,6 @@ static void pool_finish(StageJob *j, int r) {
         pthread_cond_broadcast(&pool.done);
 }
 
-/* Milliseconds and GB/s of the timeline line. */
-static double ms_of(uint64_t ns) {
-        return (double)ns / 1e6;
-}
-
-static double gbps(size_t bytes, uint64_t ns) {
-        return ns ? (double)bytes / (double)ns : 0;
-}
-
-/*
- * SAGE_VERBOSE=3: where a staged upload's time went, one line each, so
- * one GPU run shows what bounds it: the host (waiting for chunks), the
- * DMA (waiting for streams), the buffers (threads waiting for one), or
- * the start (time to the first DMA).
- */
-static void log_timeline(size_t n, const ShareStageCost *c) {
-        if (!sage_log_enabled(SAGE_LOG_DEBUG))
-                return;
-        sage_log(SAGE_LOG_DEBUG,
-                 "staged %zu MiB in %.2f ms (%.1f GB/s): %u threads, %zu rounds, %zu copies; first DMA at %.2f ms; "
-                 "host copy %.1f GB/s per thread, %.2f cores busy; caller waited %.2f ms for chunks, %.2f ms for "
-                 "DMA (drain %.2f); threads waited %.2f ms for buffers; %u of %u buffers used",
-                 n >> 20, ms_of(c->wall_ns), gbps(n, c->wall_ns), c->threads, c->rounds, c->copies,
-                 ms_of(c->first_dma_ns), gbps(n, c->copy_ns), c->wall_ns ? (double)c->cpu_ns / (double)c->wall_ns : 0,
-                 ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->wait_buf_ns), c->buffers,
-                 SHARE_STAGE_SLOTS);
-}
-
 static void job_free(StageJob *j) {
         free(j->in);
         free(j->hashes);
@@ -506,6 +478,7 @@ static void job_free(StageJob *j) {
 
 int share_stage_begin(ShareStage *st, CUcontext ctx, const void *src, size_t n, unsigned threads, ShareStageJob **out) {
         uint64_t t0 = sage_now_ns(), cpu0 = thread_cpu_ns();
+        unsigned pace;
         StageJob *j;
         int r;
 
@@ -525,6 +498,10 @@ int share_stage_begin(ShareStage *st, CUcontext ctx, const void *src, size_t n, 
                 job_free(j);
                 return -ENOMEM;
         }
+        if (st->fixed_threads)
+                threads = st->fixed_threads;
+        else if ((pace = atomic_load_explicit(&st->pace, memory_order_relaxed)) && pace < threads)
+                threads = pace; /* more would only slow the DMA (share_stage_pace) */
         threads = threads < 1 ? 1 : threads > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : threads;
         pool_claim();
         pthread_mutex_lock(&pool.lock);
@@ -565,6 +542,7 @@ int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStage
                         r = -EIO;
         c->drain_ns = sage_now_ns() - t;
         c->wait_dma_ns += c->drain_ns;
+        c->dma_ns = c->copies ? sage_now_ns() - j->t0 - c->first_dma_ns : 0;
         if (r == 0)
                 *key = sage_content_key_combine(j->hashes, j->nchunks);
         else if (r == -EIO && st->making)
@@ -578,10 +556,14 @@ int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStage
         c->wait_buf_ns = j->wait_buf_ns;
         c->threads = j->joined;
         c->buffers = j->used;
+        if (r == 0 && !st->fixed_threads) {
+                c->pace = share_stage_pace(c->threads, j->n, st->slot_bytes, c);
+                atomic_store_explicit(&st->pace, c->pace, memory_order_relaxed);
+        }
         if (cost)
                 *cost = *c;
         if (r == 0)
-                log_timeline(j->n, c);
+                share_stage_log_timeline(j->n, c);
         job_free(j);
         return r;
 }

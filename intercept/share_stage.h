@@ -60,6 +60,8 @@ typedef struct ShareStage {
         void *buf[SHARE_STAGE_SLOTS];
         bool registered[SHARE_STAGE_SLOTS]; /* buf[i] is SAGE's mapping, registered (else alloc_host's) */
         CUstream stream[SHARE_STAGE_SLOTS];
+        atomic_uint pace;       /* copying threads the DMA keeps up with (share_stage_pace; 0: not learnt yet) */
+        unsigned fixed_threads; /* SAGE_SHARE_STAGE_THREADS: this many, never paced (0: not fixed) */
 } ShareStage;
 
 /*
@@ -131,7 +133,9 @@ typedef struct ShareStageCost {
         uint64_t wait_dma_ns;  /* the caller waiting for a buffer's stream, the drain included */
         uint64_t drain_ns;     /* the last wait, for every stream to be idle */
         uint64_t wait_buf_ns;  /* the copying threads waiting for a free buffer, summed */
+        uint64_t dma_ns;       /* from the first async copy to the last byte on the device */
         unsigned threads;      /* copying threads that took part */
+        unsigned pace;         /* the threads the next upload may take (share_stage_pace; 0: not paced) */
         unsigned buffers;      /* staging buffers it used: fewer than SHARE_STAGE_SLOTS while made ahead */
         size_t rounds, copies; /* buffer fills; async copies sent */
 } ShareStageCost;
@@ -147,6 +151,22 @@ typedef struct ShareStageCost {
  * runnable threads on the machine, this one included (0: unknown).
  */
 unsigned share_stage_threads(long cpus, long running);
+/*
+ * Copying threads for the next upload, from this one's timeline (`threads`
+ * copied `n` bytes through buffers of `slot_bytes`): where the DMA was still
+ * draining for over a quarter of its time after the last chunk was in, the
+ * host copy ran ahead (an H100 host: 128 MiB tensors drained 3.3 ms of 5.5
+ * with 15 threads, issue 14; the copies and the DMA share the host's
+ * memory, so more threads buy nothing and may slow the DMA): as many as keep just ahead of the
+ * DMA measured, one thread's copy rate against the DMA's (at least 2); where
+ * it drained for under a tenth, the host was behind: a quarter more and one
+ * (a DMA slowed by others' work once is not a pace for good). Uploads of
+ * fewer than SHARE_STAGE_PACE_ROUNDS buffers tell nothing: unchanged.
+ */
+#define SHARE_STAGE_PACE_ROUNDS 4
+unsigned share_stage_pace(unsigned threads, size_t n, size_t slot_bytes, const ShareStageCost *c);
+/* SAGE_VERBOSE=3's line of a staged upload's timeline (where its time went: host, DMA, buffers, start). */
+void share_stage_log_timeline(size_t n, const ShareStageCost *c);
 /* CPUs the process may use: its affinity mask's, or fewer where its cgroup's quota (per period) is less. */
 long share_stage_cpus(long affinity, long quota, long period);
 /* share_stage_threads for this process now: its CPUs (mask, cgroup quota), /proc/loadavg's runnable threads. */

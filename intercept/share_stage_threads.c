@@ -1,7 +1,9 @@
 /*
  * How many copying threads a staged upload takes (share_stage.h): the CPUs
  * this process may use (its affinity mask; its cgroup's CPU quota, where
- * that is less, read once per process) and the load, read at each upload.
+ * that is less, read once per process) and the load, read at each upload;
+ * no more than the DMA keeps up with (the pace, learnt from each upload's
+ * timeline, which SAGE_VERBOSE=3 logs).
  */
 #include "share_stage.h"
 
@@ -10,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "log.h"
 
 /*
  * The quota, read once per process (share_stage_quota_cpus): `pid` says
@@ -124,4 +128,47 @@ unsigned share_stage_threads(long cpus, long running) {
         if (running <= 0 || others > cpus / 4) /* unknown, or a busy machine: polite */
                 t = t < cpus / 2 ? t : cpus / 2;
         return t < 1 ? 1 : t > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : (unsigned)t;
+}
+
+unsigned share_stage_pace(unsigned threads, size_t n, size_t slot_bytes, const ShareStageCost *c) {
+        uint64_t need;
+
+        if (!threads || n < SHARE_STAGE_PACE_ROUNDS * slot_bytes || !c->dma_ns || !c->copy_ns)
+                return threads;
+        if (c->drain_ns * 4 > c->dma_ns) { /* the host ran ahead: threads at one's rate to match the DMA's, + 1 */
+                need = (c->copy_ns + c->dma_ns - 1) / c->dma_ns + 1;
+                return need >= threads ? threads : need < 2 ? 2 : (unsigned)need;
+        }
+        if (c->drain_ns * 10 < c->dma_ns) /* the host was behind: a quarter more (the DMA may have been slowed) */
+                return threads + threads / 4 + 1 < SHARE_STAGE_MAX_THREADS ? threads + threads / 4 + 1
+                                                                           : SHARE_STAGE_MAX_THREADS;
+        return threads;
+}
+
+/* Milliseconds and GB/s of the timeline line. */
+static double ms_of(uint64_t ns) {
+        return (double)ns / 1e6;
+}
+
+static double gbps(size_t bytes, uint64_t ns) {
+        return ns ? (double)bytes / (double)ns : 0;
+}
+
+/*
+ * One line per staged upload, so one GPU run shows what bounds it: the
+ * host (waiting for chunks), the DMA (waiting for streams), the buffers
+ * (threads waiting for one), or the start (time to the first DMA).
+ */
+void share_stage_log_timeline(size_t n, const ShareStageCost *c) {
+        if (!sage_log_enabled(SAGE_LOG_DEBUG))
+                return;
+        sage_log(SAGE_LOG_DEBUG,
+                 "staged %zu MiB in %.2f ms (%.1f GB/s): %u threads, %zu rounds, %zu copies; first DMA at %.2f ms; "
+                 "host copy %.1f GB/s per thread, %.2f cores busy; caller waited %.2f ms for chunks, %.2f ms for "
+                 "DMA (drain %.2f); threads waited %.2f ms for buffers; %u of %u buffers used; next upload %u threads "
+                 "at most",
+                 n >> 20, ms_of(c->wall_ns), gbps(n, c->wall_ns), c->threads, c->rounds, c->copies,
+                 ms_of(c->first_dma_ns), gbps(n, c->copy_ns), c->wall_ns ? (double)c->cpu_ns / (double)c->wall_ns : 0,
+                 ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->wait_buf_ns), c->buffers,
+                 SHARE_STAGE_SLOTS, c->pace ? c->pace : SHARE_STAGE_MAX_THREADS);
 }

@@ -33,8 +33,10 @@ ShareStage *share_stage_of(SageShare *s) {
                    d.copy_htod_async;
         uint64_t t;
 
-        if (!s->stage_set)
+        if (!s->stage_set) {
                 share_stage_init(&s->stage, &d, all ? sage_options()->share_staging : 0);
+                s->stage.fixed_threads = sage_options()->share_stage_threads;
+        }
         s->stage_set = true;
         /*
          * The warm-up thread is making it: wait for its first buffers rather

@@ -46,6 +46,7 @@ static struct {
         int from_slot[SHARE_STAGE_SLOTS];
         int grow_at;     /* nonzero: at this many copies, the next buffer of `watch` is made (as the maker would) */
         bool any_thread; /* the maker's thread calls the driver too */
+        unsigned dma_us; /* nonzero: each chunk's copy takes this long when it runs (a slow DMA engine) */
 } drv;
 
 static void check_thread(void) {
@@ -96,9 +97,11 @@ static CUresult stream_synchronize(CUstream s) {
                 drv.idle_syncs += !others;
         }
         for (size_t i = 0; i < drv.nops; i++) {
-                if (drv.ops[i].stream == (uintptr_t)s)
+                if (drv.ops[i].stream == (uintptr_t)s) {
                         memcpy(drv.ops[i].dst, drv.ops[i].src, drv.ops[i].n);
-                else
+                        if (drv.dma_us)
+                                usleep((useconds_t)(drv.dma_us * ((drv.ops[i].n + CHUNK - 1) / CHUNK)));
+                } else
                         drv.ops[kept++] = drv.ops[i];
         }
         drv.nops = kept;
@@ -197,6 +200,63 @@ static void test_threads_rule(void) {
         assert(share_stage_threads_now() >= 1 && share_stage_threads_now() <= SHARE_STAGE_MAX_THREADS);
 }
 
+/* The pace: fewer threads where the host ran ahead of the DMA, one more where it was behind (a pure function). */
+static void test_pace_rule(void) {
+        const size_t slot = 16u << 20, n = 8 * slot;
+        /* The H100's llm tensor: 15 threads at 4 GB/s each (33.5 ms of copying), DMA 5.3 ms, 3.3 of them after. */
+        ShareStageCost c = { .copy_ns = 33500000, .dma_ns = 5300000, .drain_ns = 3300000 };
+
+        assert(share_stage_pace(15, n, slot, &c) == 8);         /* 6.3 threads match the DMA: 7, and one ahead */
+        assert(share_stage_pace(6, n, slot, &c) == 6);          /* no more than now */
+        assert(share_stage_pace(15, 3 * slot, slot, &c) == 15); /* fewer than 4 buffers: tells nothing */
+        c.copy_ns = 1000000;                                    /* copying 5 times as fast as the DMA: 2 at least */
+        assert(share_stage_pace(15, n, slot, &c) == 2);
+        c = (ShareStageCost){ .copy_ns = 40000000, .dma_ns = 4000000, .drain_ns = 300000 }; /* host behind */
+        assert(share_stage_pace(9, n, slot, &c) == 12); /* a quarter more, and one */
+        assert(share_stage_pace(2, n, slot, &c) == 3);
+        assert(share_stage_pace(14, n, slot, &c) == SHARE_STAGE_MAX_THREADS);
+        c.drain_ns = 800000; /* between a tenth and a quarter: kept */
+        assert(share_stage_pace(9, n, slot, &c) == 9);
+        c.drain_ns = 1000001; /* just over a quarter: one thread's rate against the DMA's */
+        assert(share_stage_pace(15, n, slot, &c) == 11);
+        assert(share_stage_pace(0, n, slot, &c) == 0);
+        c.dma_ns = 0; /* nothing sent */
+        assert(share_stage_pace(15, n, slot, &c) == 15);
+}
+
+/*
+ * A DMA engine slower than the copying threads: the next upload takes
+ * fewer of them (the pace), its bytes and key still right; with
+ * SAGE_SHARE_STAGE_THREADS (fixed_threads) it takes as many as that.
+ */
+static void test_paced(CUcontext ctx) {
+        ShareStage st;
+        ShareStageCost cost = { 0 };
+        unsigned char *src = pattern(32 * CHUNK, 60), *dev = calloc(1, 32 * CHUNK);
+        SageHash key;
+
+        assert(dev);
+        drv.dma_us = 2000; /* 512 KiB in 2 ms: ~0.26 GB/s, far behind memcpy; 16 rounds: every thread joins */
+        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * 2 * CHUNK);
+        assert(share_stage_upload(&st, ctx, (CUdeviceptr)(uintptr_t)dev, src, 32 * CHUNK, 8, &key, &cost) == 0);
+        assert(cost.drain_ns * 4 > cost.dma_ns && cost.pace >= 2 && cost.pace < 8);
+        assert(atomic_load(&st.pace) == cost.pace);
+        memset(dev, 0, 32 * CHUNK);
+        assert(share_stage_upload(&st, ctx, (CUdeviceptr)(uintptr_t)dev, src, 32 * CHUNK, 8, &key, &cost) == 0);
+        assert(cost.threads <= atomic_load(&st.pace) + 1 && cost.threads < 8); /* paced (then one more at most) */
+        assert(memcmp(src, dev, 32 * CHUNK) == 0 && sage_hash_equal(key, sage_content_key(src, 32 * CHUNK)));
+        share_stage_release(&st);
+        share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * 2 * CHUNK);
+        st.fixed_threads = 3;
+        for (int i = 0; i < 2; i++)
+                assert(share_stage_upload(&st, ctx, (CUdeviceptr)(uintptr_t)dev, src, 32 * CHUNK, 8, &key, &cost) == 0);
+        assert(atomic_load(&st.pace) == 0 && cost.pace == 0 && cost.threads <= 3); /* never paced */
+        share_stage_release(&st);
+        drv.dma_us = 0;
+        free(src);
+        free(dev);
+}
+
 /* Chunks go to the DMA as soon as enough of them in a row are in, without waiting for their whole buffer. */
 static void test_send_end(void) {
         bool in[10] = { true, false, true, true, true, true, false, false, true, true };
@@ -233,6 +293,7 @@ static void test_pool(ShareStage *st, CUcontext ctx) {
         if (pid == 0) {
                 alarm(20); /* a child that waits for its parent's threads hangs: killed, the test fails */
                 drv.caller = pthread_self();
+                atomic_store(&st->pace, 0); /* the lagging engine (copies run at the drain) paced the parent */
                 _exit(upload(st, ctx, 12 * CHUNK, 3, 43) == 0 && threads_now() == 4 ? 0 : 1);
         }
         assert(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -440,6 +501,8 @@ int main(void) {
         assert(upload(&st, ctx1, CHUNK, 2, 6) == -ENODEV && drv.allocs == 1);
         test_made_ahead(ctx1, ctx2);
         test_begin_end(ctx1);
+        test_pace_rule();
+        test_paced(ctx1);
         /* Staging off (less than a chunk per buffer). */
         share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * CHUNK - 1);
         assert(upload(&st, ctx1, CHUNK, 2, 6) == -ENODEV);
