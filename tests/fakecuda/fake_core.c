@@ -193,6 +193,7 @@ static void read_environment(void) {
         fake.ctx_ms = env_uint("SAGE_FAKE_CTX_MS", 0);
         fake.map_ms = env_uint("SAGE_FAKE_MAP_MS", 0);
         fake.import_ms = env_uint("SAGE_FAKE_IMPORT_MS", 0);
+        atomic_store(&fake.fail_imports, env_uint("SAGE_FAKE_FAIL_IMPORT", 0));
         fake.pin_ms = env_uint("SAGE_FAKE_PIN_MS", 0);
         fake.register_refuse = (CUresult)env_uint("SAGE_FAKE_REGISTER_REFUSE", 0);
         fake.mem_total = env_size("SAGE_FAKE_MEM", (size_t)4 << 30);

@@ -505,6 +505,9 @@ FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle
         FAKE_REQUIRE_INIT_ARGS(!handle);
         if (fake.import_ms)
                 fake_sleep_ms(fake.import_ms);
+        for (unsigned left = atomic_load(&fake.fail_imports); left;) /* one failure each, whichever thread */
+                if (atomic_compare_exchange_weak(&fake.fail_imports, &left, left - 1))
+                        return CUDA_ERROR_UNKNOWN;
         if (shHandleType != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
                 return CUDA_ERROR_NOT_SUPPORTED;
         /* Any fd the driver did not export (a file, a memfd, /dev/null, a pipe, a closed fd) is refused

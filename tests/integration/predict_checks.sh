@@ -166,6 +166,13 @@ run a5 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300 SAGE_FAKE_IMPORT_MS=100
 [ "$(st a5 SHARE_HITS)" = "$whole" ] && [ "$(st a5 SHARE_AHEAD_IMPORTED)" -gt 0 ] && [ "$(st a5 SHARE_LOOKUPS)" -le 2 ] &&
   [ $(($(st a5 SHARE_AHEAD_HITS) + $(st a5 SHARE_LOOKUPS))) = "$whole" ] ||
   bad "ahead, slow imports: $(st a5 SHARE_HITS) hits, $(st a5 SHARE_AHEAD_HITS) asked ahead, $(st a5 SHARE_AHEAD_IMPORTED) imported by the warm-up thread, $(st a5 SHARE_LOOKUPS) lookups"
+# Imports that fail (the warm-up thread's first two): each tried once, their answers kept with their fds; the two
+# uploads import them themselves, no lookup.
+run a8 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300 SAGE_FAKE_FAIL_IMPORT=2
+[ "$out" = "$native" ] || bad "ahead, failing imports output: $out vs $native"
+[ "$(st a8 SHARE_AHEAD_HITS)" = "$whole" ] && [ "$(st a8 SHARE_AHEAD_IMPORTED)" = $((whole - 2)) ] &&
+  [ "$(st a8 SHARE_LOOKUPS)" = 0 ] && [ "$(st a8 SHARE_FALLBACKS)" = 0 ] ||
+  bad "ahead, failing imports: $(st a8 SHARE_AHEAD_HITS) asked ahead, $(st a8 SHARE_AHEAD_IMPORTED) imported by the warm-up thread, $(st a8 SHARE_LOOKUPS) lookups, $(st a8 SHARE_FALLBACKS) fallbacks"
 # Each on a copy of these hints (a run's exit rewrites them); tensor 7's new bytes are no extent yet.
 cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a3"
 cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a4"
