@@ -212,7 +212,8 @@ typedef struct FakeState {
         unsigned map_ms;    /* SAGE_FAKE_MAP_MS: each cuMemMap sleeps this long (a driver under contention) */
         unsigned import_ms; /* SAGE_FAKE_IMPORT_MS: each cuMemImportFromShareableHandle sleeps this long (~2 ms at 16
                                processes on the H100: scripts/probes/vmm-contend) */
-        atomic_uint fail_imports; /* SAGE_FAKE_FAIL_IMPORT: this many imports from the start fail (CUDA_ERROR_UNKNOWN) */
+        atomic_uint
+                fail_imports; /* SAGE_FAKE_FAIL_IMPORT: this many imports from the start fail (CUDA_ERROR_UNKNOWN) */
         unsigned pin_ms; /* SAGE_FAKE_PIN_MS: each cuMemHostAlloc/cuMemHostRegister sleeps this long (page-locking) */
         CUresult register_refuse; /* SAGE_FAKE_REGISTER_REFUSE: cuMemHostRegister answers this (0: it works) */
         size_t mem_total;
