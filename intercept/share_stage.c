@@ -500,7 +500,8 @@ int share_stage_begin(ShareStage *st, CUcontext ctx, const void *src, size_t n, 
         }
         if (st->fixed_threads)
                 threads = st->fixed_threads;
-        else if ((pace = atomic_load_explicit(&st->pace, memory_order_relaxed)) && pace < threads)
+        else if (n <= SHARE_STAGE_PACED_MAX * st->slot_bytes &&
+                 (pace = atomic_load_explicit(&st->pace, memory_order_relaxed)) && pace < threads)
                 threads = pace; /* more would only slow the DMA (share_stage_pace) */
         threads = threads < 1 ? 1 : threads > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : threads;
         pool_claim();
@@ -556,10 +557,8 @@ int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStage
         c->wait_buf_ns = j->wait_buf_ns;
         c->threads = j->joined;
         c->buffers = j->used;
-        if (r == 0 && !st->fixed_threads) {
-                c->pace = share_stage_pace(c->threads, j->n, st->slot_bytes, c);
+        if (r == 0 && !st->fixed_threads && (c->pace = share_stage_pace(c->threads, j->n, st->slot_bytes, c)))
                 atomic_store_explicit(&st->pace, c->pace, memory_order_relaxed);
-        }
         if (cost)
                 *cost = *c;
         if (r == 0)

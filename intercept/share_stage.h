@@ -160,10 +160,16 @@ unsigned share_stage_threads(long cpus, long running);
  * memory, so more threads buy nothing and may slow the DMA): as many as keep just ahead of the
  * DMA measured, one thread's copy rate against the DMA's (at least 2); where
  * it drained for under a tenth, the host was behind: a quarter more and one
- * (a DMA slowed by others' work once is not a pace for good). Uploads of
- * fewer than SHARE_STAGE_PACE_ROUNDS buffers tell nothing: unchanged.
+ * (a DMA slowed by others' work once is not a pace for good). 0: the
+ * upload tells nothing (fewer than SHARE_STAGE_PACE_ROUNDS buffers, more
+ * than SHARE_STAGE_PACED_MAX, nothing sent). The pace holds uploads of up
+ * to SHARE_STAGE_PACED_MAX buffers: past that the copying threads wait for
+ * buffers the DMA frees, which paces them already (a 6 GiB upload: 43.7
+ * GB/s with 14 threads on the same H100 host), and a pace learnt under
+ * others' DMAs must not hold a large upload to a few threads.
  */
 #define SHARE_STAGE_PACE_ROUNDS 4
+#define SHARE_STAGE_PACED_MAX (2 * SHARE_STAGE_SLOTS)
 unsigned share_stage_pace(unsigned threads, size_t n, size_t slot_bytes, const ShareStageCost *c);
 /* SAGE_VERBOSE=3's line of a staged upload's timeline (where its time went: host, DMA, buffers, start). */
 void share_stage_log_timeline(size_t n, const ShareStageCost *c);

@@ -133,8 +133,9 @@ unsigned share_stage_threads(long cpus, long running) {
 unsigned share_stage_pace(unsigned threads, size_t n, size_t slot_bytes, const ShareStageCost *c) {
         uint64_t need;
 
-        if (!threads || n < SHARE_STAGE_PACE_ROUNDS * slot_bytes || !c->dma_ns || !c->copy_ns)
-                return threads;
+        if (!threads || n < SHARE_STAGE_PACE_ROUNDS * slot_bytes || n > SHARE_STAGE_PACED_MAX * slot_bytes ||
+            !c->dma_ns || !c->copy_ns)
+                return 0;
         if (c->drain_ns * 4 > c->dma_ns) { /* the host ran ahead: threads at one's rate to match the DMA's, + 1 */
                 need = (c->copy_ns + c->dma_ns - 1) / c->dma_ns + 1;
                 return need >= threads ? threads : need < 2 ? 2 : (unsigned)need;

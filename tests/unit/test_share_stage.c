@@ -208,7 +208,8 @@ static void test_pace_rule(void) {
 
         assert(share_stage_pace(15, n, slot, &c) == 8);         /* 6.3 threads match the DMA: 7, and one ahead */
         assert(share_stage_pace(6, n, slot, &c) == 6);          /* no more than now */
-        assert(share_stage_pace(15, 3 * slot, slot, &c) == 15); /* fewer than 4 buffers: tells nothing */
+        assert(share_stage_pace(15, 3 * slot, slot, &c) == 0);  /* fewer than 4 buffers: tells nothing */
+        assert(share_stage_pace(15, 17 * slot, slot, &c) == 0); /* past 16: the buffers paced it */
         c.copy_ns = 1000000;                                    /* copying 5 times as fast as the DMA: 2 at least */
         assert(share_stage_pace(15, n, slot, &c) == 2);
         c = (ShareStageCost){ .copy_ns = 40000000, .dma_ns = 4000000, .drain_ns = 300000 }; /* host behind */
@@ -221,7 +222,7 @@ static void test_pace_rule(void) {
         assert(share_stage_pace(15, n, slot, &c) == 11);
         assert(share_stage_pace(0, n, slot, &c) == 0);
         c.dma_ns = 0; /* nothing sent */
-        assert(share_stage_pace(15, n, slot, &c) == 15);
+        assert(share_stage_pace(15, n, slot, &c) == 0);
 }
 
 /*
@@ -232,19 +233,25 @@ static void test_pace_rule(void) {
 static void test_paced(CUcontext ctx) {
         ShareStage st;
         ShareStageCost cost = { 0 };
-        unsigned char *src = pattern(32 * CHUNK, 60), *dev = calloc(1, 32 * CHUNK);
+        unsigned char *src = pattern(40 * CHUNK, 60), *dev = calloc(1, 40 * CHUNK);
+        unsigned pace;
         SageHash key;
 
         assert(dev);
-        drv.dma_us = 2000; /* 512 KiB in 2 ms: ~0.26 GB/s, far behind memcpy; 16 rounds: every thread joins */
+        drv.dma_us = 4000; /* 512 KiB in 4 ms: ~0.13 GB/s, far behind memcpy; 16 rounds: every thread joins */
         share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * 2 * CHUNK);
         assert(share_stage_upload(&st, ctx, (CUdeviceptr)(uintptr_t)dev, src, 32 * CHUNK, 8, &key, &cost) == 0);
-        assert(cost.drain_ns * 4 > cost.dma_ns && cost.pace >= 2 && cost.pace < 8);
+        assert(cost.drain_ns * 4 > cost.dma_ns && cost.pace >= 2 && cost.pace <= 3);
         assert(atomic_load(&st.pace) == cost.pace);
         memset(dev, 0, 32 * CHUNK);
         assert(share_stage_upload(&st, ctx, (CUdeviceptr)(uintptr_t)dev, src, 32 * CHUNK, 8, &key, &cost) == 0);
         assert(cost.threads <= atomic_load(&st.pace) + 1 && cost.threads < 8); /* paced (then one more at most) */
         assert(memcmp(src, dev, 32 * CHUNK) == 0 && sage_hash_equal(key, sage_content_key(src, 32 * CHUNK)));
+        /* Past 16 buffers the buffers pace the threads: all of them, and the pace neither applied nor learnt. */
+        pace = atomic_load(&st.pace);
+        assert(share_stage_upload(&st, ctx, (CUdeviceptr)(uintptr_t)dev, src, 40 * CHUNK, 8, &key, &cost) == 0);
+        assert(cost.threads > pace + 1 && cost.pace == 0 && atomic_load(&st.pace) == pace);
+        assert(memcmp(src, dev, 40 * CHUNK) == 0 && sage_hash_equal(key, sage_content_key(src, 40 * CHUNK)));
         share_stage_release(&st);
         share_stage_init(&st, &driver, SHARE_STAGE_SLOTS * 2 * CHUNK);
         st.fixed_threads = 3;
