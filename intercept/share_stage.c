@@ -77,6 +77,8 @@ typedef struct ShareStageJob {
         SageHash *hashes; /* per chunk */
         bool failed;      /* stop: the caller gives up */
         uint64_t cpu_ns, copy_ns, wait_buf_ns;
+        uint64_t all_in_ns; /* from t0 to the last chunk in */
+        size_t nin;         /* chunks in */
         unsigned joined;
 } StageJob;
 
@@ -164,6 +166,8 @@ static void run_job(StageJob *j) {
                 copy += sage_now_ns() - t;
                 pthread_mutex_lock(&pool.lock);
                 j->in[i] = true;
+                if (++j->nin == j->nchunks)
+                        j->all_in_ns = sage_now_ns() - j->t0;
                 /* Wake the caller only when it can send: each wake-up costs it the lock and a CPU. */
                 if (j->waiting && share_stage_send_end(j->in, j->sent, j->round_chunks, j->nchunks, SEND_MIN / CHUNK))
                         pthread_cond_signal(&pool.chunk);
@@ -261,6 +265,7 @@ void share_stage_release(ShareStage *st) {
         }
         relaxed_end(st, mode);
         atomic_store(&st->made, 0);
+        atomic_store(&st->pace, 0); /* made again for another context (maybe another GPU), or after a failure */
         st->ctx = NULL;
 }
 
@@ -500,10 +505,11 @@ int share_stage_begin(ShareStage *st, CUcontext ctx, const void *src, size_t n, 
         }
         if (st->fixed_threads)
                 threads = st->fixed_threads;
-        else if (n <= SHARE_STAGE_PACED_MAX * st->slot_bytes &&
+        else if (share_stage_paced(n, st->slot_bytes) &&
                  (pace = atomic_load_explicit(&st->pace, memory_order_relaxed)) && pace < threads)
                 threads = pace; /* more would only slow the DMA (share_stage_pace) */
         threads = threads < 1 ? 1 : threads > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : threads;
+        j->c.offered = threads;
         pool_claim();
         pthread_mutex_lock(&pool.lock);
         if (!pool_post(j, threads < j->nchunks ? threads : (unsigned)j->nchunks)) {
@@ -543,7 +549,9 @@ int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStage
                         r = -EIO;
         c->drain_ns = sage_now_ns() - t;
         c->wait_dma_ns += c->drain_ns;
-        c->dma_ns = c->copies ? sage_now_ns() - j->t0 - c->first_dma_ns : 0;
+        t = sage_now_ns() - j->t0; /* the last byte on the device */
+        c->dma_ns = c->copies ? t - c->first_dma_ns : 0;
+        c->tail_ns = c->copies ? t - (j->all_in_ns > c->first_dma_ns ? j->all_in_ns : c->first_dma_ns) : 0;
         if (r == 0)
                 *key = sage_content_key_combine(j->hashes, j->nchunks);
         else if (r == -EIO && st->making)
@@ -557,8 +565,11 @@ int share_stage_end(ShareStageJob *j, CUdeviceptr dst, SageHash *key, ShareStage
         c->wait_buf_ns = j->wait_buf_ns;
         c->threads = j->joined;
         c->buffers = j->used;
-        if (r == 0 && !st->fixed_threads && (c->pace = share_stage_pace(c->threads, j->n, st->slot_bytes, c)))
+        c->pace = atomic_load_explicit(&st->pace, memory_order_relaxed);
+        if (r == 0 && !st->fixed_threads) {
+                c->pace = share_stage_pace(c->pace, c->offered, j->n, st->slot_bytes, c);
                 atomic_store_explicit(&st->pace, c->pace, memory_order_relaxed);
+        }
         if (cost)
                 *cost = *c;
         if (r == 0)

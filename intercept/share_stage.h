@@ -60,7 +60,7 @@ typedef struct ShareStage {
         void *buf[SHARE_STAGE_SLOTS];
         bool registered[SHARE_STAGE_SLOTS]; /* buf[i] is SAGE's mapping, registered (else alloc_host's) */
         CUstream stream[SHARE_STAGE_SLOTS];
-        atomic_uint pace;       /* copying threads the DMA keeps up with (share_stage_pace; 0: not learnt yet) */
+        atomic_uint pace;       /* copying threads the DMA keeps up with (share_stage_pace; 0: unpaced) */
         unsigned fixed_threads; /* SAGE_SHARE_STAGE_THREADS: this many, never paced (0: not fixed) */
 } ShareStage;
 
@@ -134,8 +134,10 @@ typedef struct ShareStageCost {
         uint64_t drain_ns;     /* the last wait, for every stream to be idle */
         uint64_t wait_buf_ns;  /* the copying threads waiting for a free buffer, summed */
         uint64_t dma_ns;       /* from the first async copy to the last byte on the device */
+        uint64_t tail_ns;      /* of that, after the last chunk was in (and the first copy sent) */
         unsigned threads;      /* copying threads that took part */
-        unsigned pace;         /* the threads the next upload may take (share_stage_pace; 0: not paced) */
+        unsigned offered;      /* copying threads it asked for (its CPU rule, pace or fixed count) */
+        unsigned pace;         /* the pace after it (share_stage_pace; 0: not paced) */
         unsigned buffers;      /* staging buffers it used: fewer than SHARE_STAGE_SLOTS while made ahead */
         size_t rounds, copies; /* buffer fills; async copies sent */
 } ShareStageCost;
@@ -152,25 +154,27 @@ typedef struct ShareStageCost {
  */
 unsigned share_stage_threads(long cpus, long running);
 /*
- * Copying threads for the next upload, from this one's timeline (`threads`
- * copied `n` bytes through buffers of `slot_bytes`): where the DMA was still
- * draining for over a quarter of its time after the last chunk was in, the
+ * The pace: the most copying threads an upload of SHARE_STAGE_PACE_ROUNDS
+ * to SHARE_STAGE_PACED_MAX buffers takes, from the last such upload's
+ * timeline (`pace` before it, 0: none; it asked for `offered` threads to
+ * copy `n` bytes through buffers of `slot_bytes`). Where the DMA was still
+ * busy for over a quarter of its time after the last chunk was in, the
  * host copy ran ahead (an H100 host: 128 MiB tensors drained 3.3 ms of 5.5
  * with 15 threads, issue 14; the copies and the DMA share the host's
- * memory, so more threads buy nothing and may slow the DMA): as many as keep just ahead of the
- * DMA measured, one thread's copy rate against the DMA's (at least 2); where
- * it drained for under a tenth, the host was behind: a quarter more and one
- * (a DMA slowed by others' work once is not a pace for good). 0: the
- * upload tells nothing (fewer than SHARE_STAGE_PACE_ROUNDS buffers, more
- * than SHARE_STAGE_PACED_MAX, nothing sent). The pace holds uploads of up
- * to SHARE_STAGE_PACED_MAX buffers: past that the copying threads wait for
- * buffers the DMA frees, which paces them already (a 6 GiB upload: 43.7
- * GB/s with 14 threads on the same H100 host), and a pace learnt under
- * others' DMAs must not hold a large upload to a few threads.
+ * memory, so more threads buy nothing and may slow the DMA): as many as
+ * match the DMA's rate at one thread's copy rate, and one more (at least
+ * 2), where that is fewer than it asked for. Where it was busy for under a
+ * tenth, the host was behind: a paced upload's pace grows by a quarter and
+ * one, and goes (0) once it reaches SHARE_STAGE_MAX_THREADS. Otherwise, and
+ * for an upload of another size, the pace stays. Larger uploads are paced
+ * by the buffers already (threads wait for those the DMA frees: a 6 GiB
+ * upload ran at 43.7 GB/s with 14 threads on the same host), smaller ones
+ * tell little; neither is held to a pace learnt while others' DMAs ran.
  */
 #define SHARE_STAGE_PACE_ROUNDS 4
 #define SHARE_STAGE_PACED_MAX (2 * SHARE_STAGE_SLOTS)
-unsigned share_stage_pace(unsigned threads, size_t n, size_t slot_bytes, const ShareStageCost *c);
+bool share_stage_paced(size_t n, size_t slot_bytes);
+unsigned share_stage_pace(unsigned pace, unsigned offered, size_t n, size_t slot_bytes, const ShareStageCost *c);
 /* SAGE_VERBOSE=3's line of a staged upload's timeline (where its time went: host, DMA, buffers, start). */
 void share_stage_log_timeline(size_t n, const ShareStageCost *c);
 /* CPUs the process may use: its affinity mask's, or fewer where its cgroup's quota (per period) is less. */

@@ -268,6 +268,7 @@ void share_stage_forget_inherited(ShareStage *st) {
                 st->stream[i] = NULL;
         }
         atomic_store(&st->made, 0);
+        atomic_store(&st->pace, 0); /* learnt by the parent, maybe on another GPU */
         st->ctx = NULL;
         st->making = false;
         st->owner = getpid();

@@ -2,8 +2,8 @@
  * How many copying threads a staged upload takes (share_stage.h): the CPUs
  * this process may use (its affinity mask; its cgroup's CPU quota, where
  * that is less, read once per process) and the load, read at each upload;
- * no more than the DMA keeps up with (the pace, learnt from each upload's
- * timeline, which SAGE_VERBOSE=3 logs).
+ * for uploads of 4 to 16 buffers, no more than the DMA keeps up with (the
+ * pace, learnt from those uploads' timelines, which SAGE_VERBOSE=3 logs).
  */
 #include "share_stage.h"
 
@@ -130,20 +130,23 @@ unsigned share_stage_threads(long cpus, long running) {
         return t < 1 ? 1 : t > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : (unsigned)t;
 }
 
-unsigned share_stage_pace(unsigned threads, size_t n, size_t slot_bytes, const ShareStageCost *c) {
+bool share_stage_paced(size_t n, size_t slot_bytes) {
+        return n >= SHARE_STAGE_PACE_ROUNDS * slot_bytes && n <= SHARE_STAGE_PACED_MAX * slot_bytes;
+}
+
+unsigned share_stage_pace(unsigned pace, unsigned offered, size_t n, size_t slot_bytes, const ShareStageCost *c) {
         uint64_t need;
 
-        if (!threads || n < SHARE_STAGE_PACE_ROUNDS * slot_bytes || n > SHARE_STAGE_PACED_MAX * slot_bytes ||
-            !c->dma_ns || !c->copy_ns)
-                return 0;
-        if (c->drain_ns * 4 > c->dma_ns) { /* the host ran ahead: threads at one's rate to match the DMA's, + 1 */
+        if (!share_stage_paced(n, slot_bytes) || !c->dma_ns || !c->copy_ns)
+                return pace;
+        if (c->tail_ns * 4 > c->dma_ns) { /* the host ran ahead: threads at one's rate to match the DMA's, + 1 */
                 need = (c->copy_ns + c->dma_ns - 1) / c->dma_ns + 1;
-                return need >= threads ? threads : need < 2 ? 2 : (unsigned)need;
+                need = need < 2 ? 2 : need;
+                return need < offered ? (unsigned)need : pace;
         }
-        if (c->drain_ns * 10 < c->dma_ns) /* the host was behind: a quarter more (the DMA may have been slowed) */
-                return threads + threads / 4 + 1 < SHARE_STAGE_MAX_THREADS ? threads + threads / 4 + 1
-                                                                           : SHARE_STAGE_MAX_THREADS;
-        return threads;
+        if (c->tail_ns * 10 < c->dma_ns && pace) /* the host was behind: a quarter more, none past the most */
+                return pace + pace / 4 + 1 < SHARE_STAGE_MAX_THREADS ? pace + pace / 4 + 1 : 0;
+        return pace;
 }
 
 /* Milliseconds and GB/s of the timeline line. */
@@ -166,10 +169,11 @@ void share_stage_log_timeline(size_t n, const ShareStageCost *c) {
         sage_log(SAGE_LOG_DEBUG,
                  "staged %zu MiB in %.2f ms (%.1f GB/s): %u threads, %zu rounds, %zu copies; first DMA at %.2f ms; "
                  "host copy %.1f GB/s per thread, %.2f cores busy; caller waited %.2f ms for chunks, %.2f ms for "
-                 "DMA (drain %.2f); threads waited %.2f ms for buffers; %u of %u buffers used; next upload %u threads "
-                 "at most",
+                 "DMA (drain %.2f); DMA busy %.2f ms, %.2f of them after the last chunk; threads waited %.2f ms for "
+                 "buffers; "
+                 "%u of %u buffers used; %u threads asked for, pace now %u (0: none)",
                  n >> 20, ms_of(c->wall_ns), gbps(n, c->wall_ns), c->threads, c->rounds, c->copies,
                  ms_of(c->first_dma_ns), gbps(n, c->copy_ns), c->wall_ns ? (double)c->cpu_ns / (double)c->wall_ns : 0,
-                 ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->wait_buf_ns), c->buffers,
-                 SHARE_STAGE_SLOTS, c->pace ? c->pace : SHARE_STAGE_MAX_THREADS);
+                 ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->dma_ns), ms_of(c->tail_ns),
+                 ms_of(c->wait_buf_ns), c->buffers, SHARE_STAGE_SLOTS, c->offered, c->pace);
 }
