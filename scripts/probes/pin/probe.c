@@ -23,23 +23,17 @@
 
 #include "probe.h"
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-#define SLOTS 8
-#define SLOT ((size_t)16 << 20)
 #define COPY ((size_t)4 << 20)
 
 static void alloc_host(void) {
-        void *buf[SLOTS];
+        void *buf[STAGE_SLOTS];
         double t0 = now_ms(), lo = 1e9, hi = 0, t;
         CUresult r = CUDA_SUCCESS;
         int n = 0;
 
-        for (; n < SLOTS; n++) {
+        for (; n < STAGE_SLOTS; n++) {
                 t = now_ms();
-                if ((r = cuMemAllocHost(&buf[n], SLOT)) != CUDA_SUCCESS)
+                if ((r = cuMemAllocHost(&buf[n], STAGE_SLOT)) != CUDA_SUCCESS)
                         break;
                 t = now_ms() - t;
                 lo = t < lo ? t : lo;
@@ -51,26 +45,26 @@ static void alloc_host(void) {
 }
 
 static void registered(const char *label, int huge) {
-        void *buf[SLOTS];
+        void *buf[STAGE_SLOTS];
         double populate = 0, reg = 0, t;
         CUresult r = CUDA_SUCCESS;
         int n = 0, advised = 0;
 
-        for (; n < SLOTS; n++) {
+        for (; n < STAGE_SLOTS; n++) {
                 t = now_ms();
-                buf[n] = mmap(NULL, SLOT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                buf[n] = mmap(NULL, STAGE_SLOT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 if (buf[n] == MAP_FAILED)
                         break;
                 if (huge)
-                        advised += madvise(buf[n], SLOT, MADV_HUGEPAGE) == 0;
-                if (madvise(buf[n], SLOT, MADV_POPULATE_WRITE) != 0)
-                        memset(buf[n], 0, SLOT); /* kernels before 5.14 */
+                        advised += madvise(buf[n], STAGE_SLOT, MADV_HUGEPAGE) == 0;
+                if (madvise(buf[n], STAGE_SLOT, MADV_POPULATE_WRITE) != 0)
+                        memset(buf[n], 0, STAGE_SLOT); /* kernels before 5.14 */
                 populate += now_ms() - t;
                 t = now_ms();
-                r = cuMemHostRegister(buf[n], SLOT, 0);
+                r = cuMemHostRegister(buf[n], STAGE_SLOT, 0);
                 reg += now_ms() - t;
                 if (r != CUDA_SUCCESS) {
-                        munmap(buf[n], SLOT);
+                        munmap(buf[n], STAGE_SLOT);
                         break;
                 }
         }
@@ -78,7 +72,7 @@ static void registered(const char *label, int huge) {
                label, name(r), n, populate, advised, reg, populate + reg);
         while (n--) {
                 cuMemHostUnregister(buf[n]);
-                munmap(buf[n], SLOT);
+                munmap(buf[n], STAGE_SLOT);
         }
 }
 
@@ -115,7 +109,7 @@ static void *sender(void *arg) {
 
 static void contention(void) {
         pthread_t tid;
-        void *buf[SLOTS];
+        void *buf[STAGE_SLOTS];
         double t0;
         int n = 0;
 
@@ -130,7 +124,7 @@ static void contention(void) {
         atomic_store(&send.stop, 0);
         pthread_create(&tid, NULL, sender, NULL);
         t0 = now_ms();
-        for (; n < SLOTS && cuMemAllocHost(&buf[n], SLOT) == CUDA_SUCCESS; n++)
+        for (; n < STAGE_SLOTS && cuMemAllocHost(&buf[n], STAGE_SLOT) == CUDA_SUCCESS; n++)
                 ;
         t0 = now_ms() - t0;
         atomic_store(&send.stop, 1);
@@ -143,7 +137,7 @@ static void contention(void) {
 
 /* 128 MiB, populated (THP where allowed) before the sender starts: only the driver's part is timed. */
 static void contention_registering(int pieces) {
-        size_t total = (size_t)SLOTS * SLOT, piece = total / pieces;
+        size_t total = (size_t)STAGE_SLOTS * STAGE_SLOT, piece = total / pieces;
         unsigned char *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         double t0, longest = 0, t;
         pthread_t tid;

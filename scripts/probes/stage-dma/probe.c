@@ -25,13 +25,7 @@
 
 #include "probe.h"
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-#define SLOTS 8
-#define SLOT ((size_t)16 << 20)
-#define TOTAL (SLOTS * SLOT)
+#define TOTAL (STAGE_SLOTS * STAGE_SLOT)
 #define SENDS 24
 #define PIECES 3
 
@@ -49,17 +43,17 @@ static void *pinned(size_t n) {
         return cuMemHostRegister(p, n, 0) == CUDA_SUCCESS ? p : NULL;
 }
 
-/* One way: SENDS x 128 MiB; `streams` 1 or SLOTS; `pieces` copies per buffer; prints GB/s and the slowest send. */
+/* One way: SENDS x 128 MiB; `streams` 1 or STAGE_SLOTS; `pieces` copies per buffer; prints GB/s and the slowest send. */
 static void run(const char *label, void *const *buf, CUdeviceptr dst, CUstream *st, int streams, int pieces) {
         double t0 = now_ms(), slowest = 0, t;
         CUresult r = CUDA_SUCCESS;
 
         for (int s = 0; s < SENDS && r == CUDA_SUCCESS; s++) {
                 t = now_ms();
-                for (int b = 0; b < SLOTS && r == CUDA_SUCCESS; b++)
+                for (int b = 0; b < STAGE_SLOTS && r == CUDA_SUCCESS; b++)
                         for (int p = 0; p < pieces && r == CUDA_SUCCESS; p++) {
-                                size_t lo = SLOT * p / pieces, hi = SLOT * (p + 1) / pieces;
-                                r = cuMemcpyHtoDAsync(dst + b * SLOT + lo, (char *)buf[b] + lo, hi - lo,
+                                size_t lo = STAGE_SLOT * p / pieces, hi = STAGE_SLOT * (p + 1) / pieces;
+                                r = cuMemcpyHtoDAsync(dst + b * STAGE_SLOT + lo, (char *)buf[b] + lo, hi - lo,
                                                       st[streams == 1 ? 0 : b]);
                         }
                 for (int b = 0; b < streams && r == CUDA_SUCCESS; b++)
@@ -89,9 +83,9 @@ static void *hog(void *arg) {
 
 int main(void) {
         CUdevice dev;
-        CUstream st[SLOTS];
+        CUstream st[STAGE_SLOTS];
         CUdeviceptr dst, vdst;
-        void *reg[SLOTS], *host[SLOTS], *big[SLOTS];
+        void *reg[STAGE_SLOTS], *host[STAGE_SLOTS], *big[STAGE_SLOTS];
         char *one;
         int threads = getenv("THREADS") ? atoi(getenv("THREADS")) : 16;
         pthread_t th[64];
@@ -100,8 +94,8 @@ int main(void) {
                 printf("stage-dma: no context\n");
                 return 1;
         }
-        for (int b = 0; b < SLOTS; b++)
-                if (!(reg[b] = pinned(SLOT)) || cuMemAllocHost(&host[b], SLOT) ||
+        for (int b = 0; b < STAGE_SLOTS; b++)
+                if (!(reg[b] = pinned(STAGE_SLOT)) || cuMemAllocHost(&host[b], STAGE_SLOT) ||
                     cuStreamCreate(&st[b], CU_STREAM_NON_BLOCKING)) {
                         printf("stage-dma: staging not made\n");
                         return 1;
@@ -110,8 +104,8 @@ int main(void) {
                 printf("stage-dma: 128 MiB not made\n");
                 return 1;
         }
-        for (int b = 0; b < SLOTS; b++)
-                big[b] = one + b * SLOT;
+        for (int b = 0; b < STAGE_SLOTS; b++)
+                big[b] = one + b * STAGE_SLOT;
         {
                 CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
                                              .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 } };
@@ -123,23 +117,23 @@ int main(void) {
                         return 1;
                 }
         }
-        run("warm-up", reg, dst, st, SLOTS, PIECES);
-        run("streams8", reg, dst, st, SLOTS, PIECES);
+        run("warm-up", reg, dst, st, STAGE_SLOTS, PIECES);
+        run("streams8", reg, dst, st, STAGE_SLOTS, PIECES);
         run("stream1", reg, dst, st, 1, PIECES);
-        run("streams8x1", reg, dst, st, SLOTS, 1);
+        run("streams8x1", reg, dst, st, STAGE_SLOTS, 1);
         run("stream1x1", reg, dst, st, 1, 1);
         run("one128 (8 pieces, 1 stream)", big, dst, st, 1, 1);
-        run("alloc_host streams8", host, dst, st, SLOTS, PIECES);
+        run("alloc_host streams8", host, dst, st, STAGE_SLOTS, PIECES);
         run("alloc_host stream1", host, dst, st, 1, PIECES);
-        run("vmm_dst streams8", reg, vdst, st, SLOTS, PIECES);
+        run("vmm_dst streams8", reg, vdst, st, STAGE_SLOTS, PIECES);
         run("vmm_dst stream1", reg, vdst, st, 1, PIECES);
         for (int n = 4; n <= threads && n <= 64; n += 4) { /* hog threads added 4 at a time */
                 for (int i = n - 4; i < n; i++)
                         pthread_create(&th[i], NULL, hog, NULL);
                 printf("while %d threads memcpy:\n", n);
-                run("  streams8", reg, dst, st, SLOTS, PIECES);
+                run("  streams8", reg, dst, st, STAGE_SLOTS, PIECES);
                 run("  stream1", reg, dst, st, 1, PIECES);
-                run("  vmm_dst streams8", reg, vdst, st, SLOTS, PIECES);
+                run("  vmm_dst streams8", reg, vdst, st, STAGE_SLOTS, PIECES);
         }
         atomic_store(&stop, 1);
         for (int i = 0; i < threads / 4 * 4 && i < 64; i++)
