@@ -187,8 +187,8 @@ void share_hints_learn(ShareHints *h, const SageShareAlloc *a) {
         bool same;
 
         /* Runs left for idleness and never assembled (the process did not idle): last time's lines stand. */
-        if (!h->path || a->app_vmm || a->no_share || a->ndue || range_of(h, size, a->ordinal, &i0, &i1) ||
-            !(add = calloc(SHARE_HINT_PER_ALLOC, sizeof(*add))))
+        if (!h->path || (a->app_vmm && !(a->ordinal & SHARE_HINT_APP_VMM)) || a->no_share || a->ndue ||
+            range_of(h, size, a->ordinal, &i0, &i1) || !(add = calloc(SHARE_HINT_PER_ALLOC, sizeof(*add))))
                 return;
         if (a->predict_spoiled)
                 add[n++] = (ShareHint){ .size = size, .ordinal = a->ordinal };

@@ -15,6 +15,14 @@
 /* Bounds on what a hint file may make this process do (it is untrusted input). */
 #define SHARE_HINT_MAX 65536u    /* hints kept, every allocation's together */
 #define SHARE_HINT_PER_ALLOC 512 /* pieces predicted in one allocation */
+/*
+ * An app's own VMM allocation (cuMemCreate, share_vmm.c) has the ordinal of
+ * its creation among them with this bit: its hints serve answers asked
+ * ahead (share_ahead.c: keys only) and never meet a cuMemAlloc'd
+ * allocation's size and ordinal, so nothing is predicted or assembled at
+ * idleness from them (the app maps that memory, not SAGE).
+ */
+#define SHARE_HINT_APP_VMM 0x80000000u
 
 /*
  * One whole-granule piece an upload mapped or published in the program's

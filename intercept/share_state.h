@@ -42,12 +42,13 @@ typedef struct SageShare {
         bool drv_ready;
         ShareVmm vmm;
         ShareGuard guard;
-        SageBroker *broker;   /* NULL once lost */
-        uint16_t broker_gen;  /* the connection's generation, one more at each connect (share_take_ref) */
-        struct ShareIpc *ipc; /* share_ipc.c, created at the first IPC call */
-        ShareVmaCache maps;   /* file keys' view of the memory map */
-        SharePlace place;     /* learned placement (SAGE_SHARE_PLACE) */
-        ShareHints hints;     /* predicted remap (SAGE_SHARE_PREDICT, share_predict.c); assembly at idleness */
+        SageBroker *broker;    /* NULL once lost */
+        uint16_t broker_gen;   /* the connection's generation, one more at each connect (share_take_ref) */
+        struct ShareIpc *ipc;  /* share_ipc.c, created at the first IPC call */
+        ShareVmaCache maps;    /* file keys' view of the memory map */
+        SharePlace place;      /* learned placement (SAGE_SHARE_PLACE) */
+        ShareHints hints;      /* predicted remap (SAGE_SHARE_PREDICT, share_predict.c); assembly at idleness */
+        uint32_t app_vmm_made; /* the app's own VMM allocations so far: their hints' ordinals (SHARE_HINT_APP_VMM) */
         /* The hints' keys asked ahead (share_ahead.c), until taken; held: hooks read it without the lock. */
         struct ShareAhead *ahead;
         bool ahead_asked;

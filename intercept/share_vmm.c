@@ -274,6 +274,7 @@ CUresult sage_impl_cuMemCreate(sage_fn_cuMemCreate_t real, CUmemGenericAllocatio
         h->prop = *prop;
         h->refs = 1;
         pthread_mutex_lock(&s->lock);
+        h->a->ordinal = SHARE_HINT_APP_VMM | (s->app_vmm_made++ & ~SHARE_HINT_APP_VMM); /* its hints: keys only */
         h->next = handles;
         handles = h;
         pthread_mutex_unlock(&s->lock);

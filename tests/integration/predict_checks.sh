@@ -205,4 +205,21 @@ run a6 SAGE_SHARE_PREDICT=0 PREDICT_TEST_SLEEP_MS=300 SAGE_SHARE_PLACE=$tmp/plac
   bad "ahead, new broker: $(st a6 SHARE_AHEAD_MISSED) missed ahead, $(st a6 SHARE_AHEAD_HITS) taken, $(st a6 SHARE_MISSES) misses, $(st a6 SHARE_FALLBACKS) fallbacks"
 grep -q "miss path's staging made ahead" "$tmp/a6.err" || bad "ahead, new broker: keys missed, yet no staging made ahead"
 
+step "the app's own VMM memory (XLA's allocator: one region, cuMemCreate + cuMemMap): its hits asked ahead too, nothing predicted there"
+mkdir "$tmp/place-vmm"
+native_v=$(PREDICT_TEST_APPVMM=1 "$prog" 5)
+whole_v=$(sed -n 's/.*tensors, \([0-9]*\) with whole granules.*/\1/p' <<<"$native_v")
+for i in 1 2 3; do
+  run v$i PREDICT_TEST_APPVMM=1 PREDICT_TEST_SLEEP_MS=300 SAGE_SHARE_PLACE=$tmp/place-vmm SAGE_SHARE_PREDICT=$((i == 3))
+  [ "$out" = "$native_v" ] || bad "app VMM run $i output: $out vs $native_v"
+done
+[ "$(st v1 SHARE_APP_VMM)" = 1 ] || bad "app VMM: $(st v1 SHARE_APP_VMM) allocations backed, not 1"
+for i in 2 3; do
+  [ "$(st v$i SHARE_HITS)" = "$whole_v" ] && [ "$(st v$i SHARE_AHEAD_HITS)" = "$whole_v" ] && [ "$(st v$i SHARE_LOOKUPS)" = 0 ] ||
+    bad "app VMM run $i: $(st v$i SHARE_HITS) hits, $(st v$i SHARE_AHEAD_HITS) asked ahead, $(st v$i SHARE_LOOKUPS) lookups (not $whole_v, $whole_v, 0)"
+done
+# Their hints carry the app's ordinal bit: a cuMemAlloc'd allocation never takes them for a prediction.
+[ "$(st v3 SHARE_PREDICT_MAPPED)" = 0 ] && grep -q " 2147483648 " "$tmp"/place-vmm/predict-* ||
+  bad "app VMM: $(st v3 SHARE_PREDICT_MAPPED) mapped at allocation, or no hint with the app's ordinal"
+
 exit $fail

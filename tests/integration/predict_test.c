@@ -21,6 +21,11 @@
  *   PREDICT_TEST_SLEEP_MS=N  sleeps N ms before its first CUDA call (a
  *                          Python function importing its framework): the
  *                          warm-up thread's work is done by then
+ *   PREDICT_TEST_BFC=1     every tensor in one 128 MiB region, one after the
+ *                          other (XLA's BFC allocator), then an activation
+ *                          after them that a kernel reads
+ *   PREDICT_TEST_APPVMM=1  the same, the region the app's own VMM memory
+ *                          (cuMemCreate + cuMemMap: XLA's allocator on CUDA 12+)
  */
 #include <cuda.h>
 
@@ -55,9 +60,32 @@ static const FakeModuleImage image = { FAKECUDA_IMAGE_MAGIC, 2, kernels };
 static CUdeviceptr seg_base;
 static size_t seg_size, seg_used;
 
+static bool bfc, app_vmm; /* PREDICT_TEST_BFC, PREDICT_TEST_APPVMM */
+
+/* XLA's region: 128 MiB of the app's own VMM memory (cuMemCreate, reserved, mapped, access set), or cuMemAlloc'd. */
+static void region(void) {
+        CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                     .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0 } };
+        CUmemAccessDesc access = { .location = prop.location, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+        CUmemGenericAllocationHandle h;
+
+        seg_size = 128 * MIB;
+        if (!app_vmm) {
+                OK(cuMemAlloc(&seg_base, seg_size));
+                return;
+        }
+        OK(cuMemCreate(&h, seg_size, &prop, 0));
+        OK(cuMemAddressReserve(&seg_base, seg_size, 0, 0, 0));
+        OK(cuMemMap(seg_base, seg_size, 0, h, 0));
+        OK(cuMemSetAccess(seg_base, seg_size, &access, 1));
+        OK(cuMemRelease(h)); /* the mapping keeps it */
+}
+
 static CUdeviceptr pool_alloc(size_t n) {
         n = (n + 511) / 512 * 512;
-        if (!seg_size || n > 10 * MIB || seg_used + n > seg_size) {
+        if (bfc && !seg_size) {
+                region();
+        } else if (!bfc && (!seg_size || n > 10 * MIB || seg_used + n > seg_size)) {
                 seg_size = n > 10 * MIB ? (n + GRAN - 1) / GRAN * GRAN : 20 * MIB;
                 OK(cuMemAlloc(&seg_base, seg_size));
                 seg_used = 0;
@@ -78,6 +106,8 @@ int main(int argc, char **argv) {
         CUmodule module;
         CUfunction checksum, fill;
 
+        app_vmm = getenv("PREDICT_TEST_APPVMM") && atoi(getenv("PREDICT_TEST_APPVMM"));
+        bfc = app_vmm || (getenv("PREDICT_TEST_BFC") && atoi(getenv("PREDICT_TEST_BFC")));
         if (getenv("PREDICT_TEST_SLEEP_MS"))
                 usleep((useconds_t)atoi(getenv("PREDICT_TEST_SLEEP_MS")) * 1000);
         OK(cuInit(0));
@@ -121,6 +151,8 @@ int main(int argc, char **argv) {
                          (seg_used - (sizes[t] + 511) / 512 * 512 + GRAN - 1) / GRAN; /* offsets in the segment */
                 free(host);
         }
+        if (bfc) /* an activation after the weights, in the region's granule where they end: a kernel reads it */
+                (void)checksum_of(checksum, pool_alloc(4096), 4096 / 8, out); /* never written: not in the output */
         for (size_t t = 0; t < n; t++)
                 sum = sum * 31 + checksum_of(checksum, at[t], sizes[t] / 8, out);
         printf("uploaded %zu bytes in %zu tensors, %zu with whole granules, checksum %016llx\n", uploaded, n, whole,
