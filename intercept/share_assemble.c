@@ -346,6 +346,12 @@ static void lookup_all(const ShareLookup *lk, ShareLookupReq *q, size_t n) {
  * is not learned as a hint either, so the next invocation assembles it at
  * its first launch, as a candidate whose uses are all seen.
  */
+/* SAGE_VERBOSE=3: each run's shape and fate, named as hints name allocations (size/ordinal), to compare invocations. */
+static void log_run(const SageShareAlloc *a, size_t lo, size_t hi, const char *fate, bool idle) {
+        sage_debug("share: run +%#zx %#zx of allocation %zu/%u %s%s", lo, hi - lo, (size_t)(a->size - a->lead),
+                   a->ordinal, fate, idle ? " at idleness" : "");
+}
+
 static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q, bool idle) {
         SageShareAlloc *a = run->a;
         Piece piece = run->piece;
@@ -357,9 +363,7 @@ static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q, bool id
                 piece.extent_id = q->id;
                 share_notes_apply(&piece, q->notes, q->notes_len < SAGE_SHARE_NOTES_MAX ? q->notes_len : 0);
                 bool mapped = share_vmm_map_extent(v, a, &piece, q->fd);
-                /* SAGE_VERBOSE=3: each run's shape, named as hints name allocations (size/ordinal), to compare invocations */
-                sage_debug("share: run +%#zx %#zx of allocation %zu/%u mapped%s", lo, hi - lo,
-                           (size_t)(a->size - a->lead), a->ordinal, idle ? " at idleness" : "");
+                log_run(a, lo, hi, mapped ? "mapped" : "held but not mapped", idle);
                 if (mapped) {
                         sage_stats_count(SAGE_STAT_SHARE_ASSEMBLED_HITS);
                         sage_stats_add(SAGE_STAT_SHARE_BYTES_ASSEMBLED, bytes);
@@ -368,8 +372,7 @@ static void apply_answer(ShareVmm *v, Run *run, const ShareLookupReq *q, bool id
                 }
                 return;
         }
-        sage_debug("share: run +%#zx %#zx of allocation %zu/%u missed%s", lo, hi - lo, (size_t)(a->size - a->lead),
-                   a->ordinal, idle ? " at idleness" : "");
+        log_run(a, lo, hi, "missed", idle);
         if (idle) {
                 share_vmm_free_lists(&piece);
                 return;

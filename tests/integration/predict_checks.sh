@@ -27,7 +27,9 @@ run() {
 st() { stat_of "$tmp/$1.json" "$2"; }
 
 native=$("$prog" 5)
-whole=$(sed -n 's/.*tensors, \([0-9]*\) with whole granules.*/\1/p' <<<"$native")
+# whole_of OUTPUT: the tensors with a whole granule, as predict-test printed them.
+whole_of() { sed -n 's/.*tensors, \([0-9]*\) with whole granules.*/\1/p' <<<"$1"; }
+whole=$(whole_of "$native")
 echo "native: $native"
 
 step "three invocations: the first publishes, the third maps every hit as its segment is made"
@@ -208,7 +210,7 @@ grep -q "miss path's staging made ahead" "$tmp/a6.err" || bad "ahead, new broker
 step "the app's own VMM memory (XLA's allocator: one region, cuMemCreate + cuMemMap): its hits asked ahead too, nothing predicted there"
 mkdir "$tmp/place-vmm"
 native_v=$(PREDICT_TEST_APPVMM=1 "$prog" 5)
-whole_v=$(sed -n 's/.*tensors, \([0-9]*\) with whole granules.*/\1/p' <<<"$native_v")
+whole_v=$(whole_of "$native_v")
 for i in 1 2 3; do
   run v$i PREDICT_TEST_APPVMM=1 PREDICT_TEST_SLEEP_MS=300 SAGE_SHARE_PLACE=$tmp/place-vmm SAGE_SHARE_PREDICT=$((i == 3))
   [ "$out" = "$native_v" ] || bad "app VMM run $i output: $out vs $native_v"
