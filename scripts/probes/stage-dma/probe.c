@@ -12,7 +12,9 @@
  *   vmm_dst      streams8 into a cuMemCreate'd + mapped destination
  * and streams8 / stream1 again while 4, 8, ... THREADS (default 16) host
  * threads memcpy (the staging's copying threads read and write host memory
- * beside the DMA).
+ * beside the DMA): in 256 MiB calls (glibc streams those past the cache:
+ * non-temporal stores) and in 256 KiB steps (cached stores, as the staging's
+ * sage_hash_copy writes).
  * Prints per way: GB/s over the 24 sends and the slowest send's ms.
  */
 #define _GNU_SOURCE
@@ -31,6 +33,7 @@
 
 static CUcontext ctx;
 static atomic_int stop;
+static atomic_int stepped; /* hogs copy in 256 KiB steps (cached stores), not in one call */
 
 static void *pinned(size_t n) {
         void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -75,7 +78,11 @@ static void *hog(void *arg) {
         memset(a, 1, n);
         memset(b, 2, n);
         while (!atomic_load(&stop))
-                memcpy(b, a, n);
+                if (atomic_load(&stepped))
+                        for (size_t off = 0; off < n; off += (size_t)256 << 10)
+                                memcpy(b + off, a + off, (size_t)256 << 10);
+                else
+                        memcpy(b, a, n);
         free(a);
         free(b);
         return NULL;
@@ -130,10 +137,13 @@ int main(void) {
         for (int n = 4; n <= threads && n <= 64; n += 4) { /* hog threads added 4 at a time */
                 for (int i = n - 4; i < n; i++)
                         pthread_create(&th[i], NULL, hog, NULL);
-                printf("while %d threads memcpy:\n", n);
-                run("  streams8", reg, dst, st, STAGE_SLOTS, PIECES);
-                run("  stream1", reg, dst, st, 1, PIECES);
-                run("  vmm_dst streams8", reg, vdst, st, STAGE_SLOTS, PIECES);
+                for (int m = 0; m < 2; m++) {
+                        atomic_store(&stepped, m);
+                        printf("while %d threads memcpy %s:\n", n, m ? "in 256 KiB steps" : "256 MiB at once");
+                        run("  streams8", reg, dst, st, STAGE_SLOTS, PIECES);
+                        run("  stream1", reg, dst, st, 1, PIECES);
+                        run("  vmm_dst streams8", reg, vdst, st, STAGE_SLOTS, PIECES);
+                }
         }
         atomic_store(&stop, 1);
         for (int i = 0; i < threads / 4 * 4 && i < 64; i++)
