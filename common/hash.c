@@ -116,6 +116,10 @@ SageHash sage_hash_copy(void *dst, const void *src, size_t size) {
         return sage_hash_kernel()->hash_copy(dst, src, size);
 }
 
+SageHash sage_hash_copy_streamed(void *dst, const void *src, size_t size) {
+        return sage_hash_kernel()->hash_copy_streamed(dst, src, size);
+}
+
 void sage_hash_format(SageHash hash, char out[33]) {
         snprintf(out, 33, "%016llx%016llx", (unsigned long long)hash.high, (unsigned long long)hash.low);
 }

@@ -36,6 +36,11 @@ SageHash sage_content_key(const void *data, size_t size);
 
 /* Copy `size` bytes from src to dst and return sage_hash of what dst received. */
 SageHash sage_hash_copy(void *dst, const void *src, size_t size);
+/*
+ * The same, dst written with streamed (non-temporal) stores on x86-64:
+ * neither read first nor left in the cache (a buffer a DMA reads next).
+ */
+SageHash sage_hash_copy_streamed(void *dst, const void *src, size_t size);
 
 /* Hex form, 32 characters plus NUL. */
 void sage_hash_format(SageHash hash, char out[33]);

@@ -8,6 +8,7 @@ typedef struct SageHashKernel {
         int vector;       /* the XXH_VECTOR it was built with: 0 scalar, 1 SSE2, 2 AVX2, 3 AVX-512 */
         SageHash (*hash)(const void *data, size_t size);
         SageHash (*hash_copy)(void *dst, const void *src, size_t size);
+        SageHash (*hash_copy_streamed)(void *dst, const void *src, size_t size); /* dst not left in the cache */
 } SageHashKernel;
 
 extern const SageHashKernel sage_hash_base_kernel;

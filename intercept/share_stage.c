@@ -162,7 +162,9 @@ static void run_job(StageJob *j) {
                 pthread_mutex_unlock(&pool.lock);
                 t = sage_now_ns();
                 populate(j->src + off, len);
-                j->hashes[i] = sage_hash_copy(buf + (i % j->round_chunks) * (size_t)CHUNK, j->src + off, len);
+                buf += (i % j->round_chunks) * (size_t)CHUNK;
+                j->hashes[i] = j->st->streamed ? sage_hash_copy_streamed(buf, j->src + off, len)
+                                               : sage_hash_copy(buf, j->src + off, len);
                 copy += sage_now_ns() - t;
                 pthread_mutex_lock(&pool.lock);
                 j->in[i] = true;
@@ -510,6 +512,7 @@ int share_stage_begin(ShareStage *st, CUcontext ctx, const void *src, size_t n, 
                 threads = pace; /* more would only slow the DMA (share_stage_pace) */
         threads = threads < 1 ? 1 : threads > SHARE_STAGE_MAX_THREADS ? SHARE_STAGE_MAX_THREADS : threads;
         j->c.offered = threads;
+        j->c.streamed = st->streamed;
         pool_claim();
         pthread_mutex_lock(&pool.lock);
         if (!pool_post(j, threads < j->nchunks ? threads : (unsigned)j->nchunks)) {

@@ -62,6 +62,7 @@ typedef struct ShareStage {
         CUstream stream[SHARE_STAGE_SLOTS];
         atomic_uint pace;       /* copying threads the DMA keeps up with (share_stage_pace; 0: unpaced) */
         unsigned fixed_threads; /* SAGE_SHARE_STAGE_THREADS: this many, never paced (0: not fixed) */
+        bool streamed;          /* SAGE_SHARE_STAGE_STORES=streamed: chunks copied by sage_hash_copy_streamed */
 } ShareStage;
 
 /*
@@ -137,6 +138,7 @@ typedef struct ShareStageCost {
         uint64_t tail_ns;      /* of that, after the last chunk was in (and the first copy sent) */
         unsigned threads;      /* copying threads that took part */
         unsigned offered;      /* copying threads it asked for (its CPU rule, pace or fixed count) */
+        bool streamed;         /* its chunks copied by streamed stores (ShareStage.streamed) */
         unsigned pace;         /* the pace after it (share_stage_pace; 0: not paced) */
         unsigned buffers;      /* staging buffers it used: fewer than SHARE_STAGE_SLOTS while made ahead */
         size_t rounds, copies; /* buffer fills; async copies sent */

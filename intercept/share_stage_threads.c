@@ -170,9 +170,10 @@ void share_stage_log_timeline(size_t n, const ShareStageCost *c) {
                  "staged %zu MiB in %.2f ms (%.1f GB/s): %u threads, %zu rounds, %zu copies; first DMA at %.2f ms; "
                  "host copy %.1f GB/s per thread, %.2f cores busy; caller waited %.2f ms for chunks, %.2f ms for "
                  "DMA (drain %.2f); DMA busy %.2f ms, %.2f of them after the last chunk; threads waited %.2f ms for "
-                 "buffers; %u of %u buffers used; %u threads asked for, pace now %u (0: none)",
+                 "buffers; %u of %u buffers used; %u threads asked for, pace now %u (0: none); %s stores",
                  n >> 20, ms_of(c->wall_ns), gbps(n, c->wall_ns), c->threads, c->rounds, c->copies,
                  ms_of(c->first_dma_ns), gbps(n, c->copy_ns), c->wall_ns ? (double)c->cpu_ns / (double)c->wall_ns : 0,
                  ms_of(c->wait_host_ns), ms_of(c->wait_dma_ns), ms_of(c->drain_ns), ms_of(c->dma_ns), ms_of(c->tail_ns),
-                 ms_of(c->wait_buf_ns), c->buffers, SHARE_STAGE_SLOTS, c->offered, c->pace);
+                 ms_of(c->wait_buf_ns), c->buffers, SHARE_STAGE_SLOTS, c->offered, c->pace,
+                 c->streamed ? "streamed" : "cached");
 }

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <string.h>
 
 #include "driver.h"
 #include "impl.h"
@@ -36,6 +37,7 @@ ShareStage *share_stage_of(SageShare *s) {
         if (!s->stage_set) {
                 share_stage_init(&s->stage, &d, all ? sage_options()->share_staging : 0);
                 s->stage.fixed_threads = sage_options()->share_stage_threads;
+                s->stage.streamed = strcmp(sage_options()->share_stage_stores, "streamed") == 0;
         }
         s->stage_set = true;
         /*

@@ -3,7 +3,8 @@
 # driver (asynchronous streams) and the real broker: a miss is copied by
 # SAGE through pinned staging, keyed by what arrived (published, so the key
 # matched the device), a hit on the second run; an async upload stays
-# ordered on the app's stream; SAGE_SHARE_STAGING=0 is the app's own copy;
+# ordered on the app's stream; streamed stores (SAGE_SHARE_STAGE_STORES)
+# key what arrived too; SAGE_SHARE_STAGING=0 is the app's own copy;
 # a staged copy the broker turns out to hold is mapped over. Outputs never
 # change.
 #   share_stage_checks.sh SHARE_TEST SAGED PYTHON3
@@ -49,6 +50,13 @@ run miss1 24 22
 expect miss1 SHARE_MISSES=1 SHARE_STAGED=1 SHARE_PUBLISHED=1 SHARE_DROPPED=0
 run miss2 24 22
 expect miss2 SHARE_HITS=1 SHARE_STAGED=0
+
+step "SAGE_SHARE_STAGE_STORES=streamed: the miss copied by streamed stores, keyed by what arrived, published"
+SAGE_SHARE_STAGE_STORES=streamed SAGE_VERBOSE=3 run streamed 24 41 2> "$tmp/streamed.err"
+grep -q "staged 24 MiB in .*; streamed stores" "$tmp/streamed.err" || bad "streamed: not streamed: $(cat "$tmp/streamed.err")"
+expect streamed SHARE_MISSES=1 SHARE_STAGED=1 SHARE_PUBLISHED=1 SHARE_DROPPED=0
+run streamed2 24 41
+expect streamed2 SHARE_HITS=1 SHARE_STAGED=0
 
 step "SAGE_SHARE_STAGING=0: the app's own copy, keyed before it, still published"
 SAGE_SHARE_STAGING=0 run nostage 24 23
@@ -125,5 +133,6 @@ out=$(SAGE_VERBOSE=3 LD_PRELOAD="$preload" "$prog" 24 24 2> "$tmp/verbose.err") 
 [ "$out" = "$native" ] || bad "verbose: output $out vs native $native"
 grep -Eq "staged 24 MiB in [0-9.]+ ms .* threads, 6 rounds, [0-9]+ copies; first DMA at .* caller waited .* for DMA" \
   "$tmp/verbose.err" || bad "verbose: no timeline line: $(cat "$tmp/verbose.err")"
+grep -q "; cached stores" "$tmp/verbose.err" || bad "verbose: the default stores not cached: $(cat "$tmp/verbose.err")"
 
 exit "$fail"

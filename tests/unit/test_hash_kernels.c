@@ -1,6 +1,7 @@
 /*
  * Unit test of common/hash.c's kernels and the content key's format: every
- * kernel the CPU runs gives the baseline kernel's hashes (XXH3 does not
+ * kernel the CPU runs gives the baseline kernel's hashes, its copies (cached
+ * and streamed stores) the same hashes and bytes (XXH3 does not
  * depend on the vector width), each is built for the instruction set its
  * name says, the dispatcher runs the best, and the key of a fixed buffer
  * is pinned (a change of the chunk size or the combination fails here:
@@ -36,6 +37,9 @@ static void same_as_base(const SageHashKernel *k, const unsigned char *data, siz
         if (dst) {
                 CHECK(sage_hash_equal(k->hash_copy(dst, data, n), want));
                 CHECK(memcmp(dst, data, n) == 0);
+                memset(dst, 0xa5, n);
+                CHECK(sage_hash_equal(k->hash_copy_streamed(dst, data, n), want));
+                CHECK(memcmp(dst, data, n) == 0);
         }
 }
 
@@ -55,6 +59,8 @@ static void kernels_agree(void) {
                                 same_as_base(k[i], data + a, size * (a + 1), dst + (a * 5) % 64);
                 for (size_t size = (256u << 10) - 3; size <= (256u << 10) + 3; size++)
                         same_as_base(k[i], data + 1, size, dst);
+                for (size_t size = (32u << 10) - 17; size <= (32u << 10) + 17; size++) /* the streamed copy's steps */
+                        same_as_base(k[i], data + size % 64, size, dst + size % 16);
                 same_as_base(k[i], data, max, dst + 3);
                 same_as_base(k[i], data + 63, 512u << 10, dst);
         }
