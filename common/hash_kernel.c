@@ -56,11 +56,11 @@ static SageHash KERNEL(hash_copy)(void *dst, const void *src, size_t size) {
  * The same with streamed (non-temporal) stores where the CPU has them: each
  * step is read once into registers, kept in a small buffer in the cache and
  * streamed to dst, then hashed from the buffer, so the hash is still of
- * exactly the bytes dst receives,
- * while dst's lines are neither read first nor left in the cache. Host
- * memory carries two passes per byte instead of three, and a DMA engine
- * reading dst next snoops no dirty lines. Ends with a store fence: the
- * bytes are in memory's order before the caller hands dst to a DMA.
+ * exactly the bytes dst receives, while dst's lines are neither read first
+ * nor left in the cache. Host memory carries two passes per byte instead of
+ * three, and a DMA engine reading dst next snoops no dirty lines. Ends with
+ * a store fence: the bytes are in memory's order before the caller hands
+ * dst to a DMA.
  */
 #define STREAM_STEP (16u << 10)
 
