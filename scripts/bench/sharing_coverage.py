@@ -107,6 +107,13 @@ FIRST_LAUNCH_STATS = {"assembly": "SHARE_NS_ASSEMBLE", "sync": "SHARE_NS_ASSEMBL
                       "predict_settle": "SHARE_NS_PREDICT_SETTLE"}
 
 
+def run_hit_ms(r):
+    """One run's upload_ms plus what its uploads left for the first launch (hit_ms); native: upload_ms."""
+    sh = r.get("sharing") or {}
+    return r["upload_ms"] + (sh.get("SHARE_NS_ASSEMBLE", 0) + sh.get("SHARE_NS_BACK", 0) +
+                             sh.get("SHARE_NS_PREDICT_SETTLE", 0)) / 1e6
+
+
 def hit_ms(runs, tag):
     """What a SAGE run's uploads cost the app: upload_ms plus assembly (SHARE_NS_ASSEMBLE), deferred
     backing (SHARE_NS_BACK: the memory no hit took, mapped before the first launch) and the settling of
@@ -114,12 +121,30 @@ def hit_ms(runs, tag):
     left for the first launch after them, which the app waits for there instead. Either of them that ran
     inside the upload window (a launch between uploads), or later for other allocations, is counted twice:
     the figure errs against SAGE."""
-    out = []
+    return [run_hit_ms(r) for r in runs if r.get("tag") == tag and "error" not in r and r.get("upload_ms") is not None]
+
+
+PHASES = ("start_ms", "import_ms", "read_ms", "setup_ms", "upload_ms")
+
+
+def others_reading(runs, tag):
+    """N processes at once: for each, how many others of its round were still reading (imports done, the
+    model being built and loaded on the CPU, PyTorch's threads on every core) when its upload began, and
+    its hit_ms: (others, ms) pairs. Which uploads meet the others' reading is chance, and it decides much
+    of an upload's time (its wait for a CPU): the report splits the uploads by it. Rounds are told by
+    "batch", each process placed by "start_ms" (its start in the round; the phases are durations after it)."""
+    rounds = {}
     for r in runs:
-        if r.get("tag") == tag and "error" not in r and r.get("upload_ms") is not None:
-            sh = r.get("sharing") or {}
-            out.append(r["upload_ms"] + (sh.get("SHARE_NS_ASSEMBLE", 0) + sh.get("SHARE_NS_BACK", 0) +
-                                         sh.get("SHARE_NS_PREDICT_SETTLE", 0)) / 1e6)
+        if r.get("tag") == tag and "error" not in r and r.get("batch") is not None and \
+                all(r.get(k) is not None for k in PHASES):
+            rounds.setdefault(r["batch"], []).append(r)
+    out = []
+    for rs in rounds.values():
+        for r in rs:
+            at = r["start_ms"] + r["import_ms"] + r["read_ms"] + r["setup_ms"]
+            n = sum(1 for o in rs if o is not r and
+                    o["start_ms"] + o["import_ms"] <= at < o["start_ms"] + o["import_ms"] + o["read_ms"])
+            out.append((n, run_hit_ms(r)))
     return out
 
 
@@ -134,6 +159,11 @@ def where_waited(runs):
         side = out.setdefault(tag.split("-")[1], {})
         for key in ("upload_runq_ms", "upload_switches", "upload_preempted", "upload_cpu_ms"):
             side[key] = br.stats(values(runs, tag, key))
+        pairs = others_reading(runs, tag)
+        if pairs:  # documents before the rounds were recorded have none
+            side["others_reading"] = br.stats([n for n, _ in pairs])
+            side["ms_none_reading"] = br.stats([ms for n, ms in pairs if n == 0])
+            side["ms_some_reading"] = br.stats([ms for n, ms in pairs if n > 0])
     sage = [r for r in runs if r.get("tag") == "concurrent-sage" and r.get("sharing")]
     for stat, name in WAIT_STATS.items():
         out["sage"][name] = br.stats([r["sharing"].get(stat, 0) / 1e6 for r in sage])
@@ -496,6 +526,15 @@ def selftest():
     assert "first launch: assembly 3.0 ms" in table(doc), table(doc)
     assert s["concurrent16"]["gpt2"]["sage_ms"]["n"] == 4 and "cold" in table(doc)
     assert s["targets"]["4 gpt2 at once no slower than native"] and s["outputs_identical"]
+    assert "others_reading" not in s["concurrent16"]["gpt2"]["where"]["sage"]  # no rounds recorded: none
+    # A round at once: a's upload (at 1110) meets b reading (105-2105); b's (2115) none; c's (220) both.
+    rnd = [dict(tag="concurrent-sage", batch=1, start_ms=t, import_ms=100.0, read_ms=rd, setup_ms=10.0,
+                upload_ms=50.0, sharing={"SHARE_NS_BACK": 2e6}) for t, rd in ((0.0, 1000.0), (5.0, 2000.0), (10.0, 100.0))]
+    other = dict(rnd[2], batch=2, start_ms=0.0)  # alone in its round: nothing to meet
+    assert others_reading(rnd + [other, dict(rnd[0], tag="concurrent-native")], "concurrent-sage") == \
+        [(1, 52.0), (0, 52.0), (2, 52.0), (0, 52.0)]
+    w = where_waited(rnd)["sage"]
+    assert w["others_reading"]["max"] == 2 and w["ms_none_reading"]["n"] == 1 and w["ms_some_reading"]["n"] == 2, w
     raw["bert"]["runs"].insert(0, {"tag": "cold", "upload_ms": 1.0, "checksum": "2"})  # SAGE first: still caught
     assert mismatches(raw) == ["bert cold: output 2 differs from native's 1"], mismatches(raw)
     raw["bert"]["runs"].pop(0)

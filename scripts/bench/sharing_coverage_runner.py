@@ -140,6 +140,7 @@ class Run:
         self.brokers, self.est, self.all_brokers = {}, {}, []
         self.tmp = tempfile.mkdtemp(prefix="sharing-coverage-", dir=a.logs)
         self.n = 0
+        self.batches = {}  # rounds at once run so far, per tag
         self.live = set()
         self.lock = threading.RLock()
         self.stopping = None  # why the run stops early (a signal)
@@ -260,6 +261,7 @@ class Run:
                                  text=True)
             self.live.add(p)
         p.sage_place = env.get("SAGE_SHARE_PLACE")  # what the process was given, for its record
+        p.sage_t0_ns = int(env["SAGE_BENCH_T0_NS"])  # its phases' zero: processes at once are placed by it
         return p, trace
 
     def invoke(self, kind, path, broker=None, tag="native"):
@@ -428,6 +430,11 @@ class Run:
             before = broker_sched(broker)
             started = [self.spawn(kind, path, broker if sage else None, tag) for _ in range(self.a.concurrent)]
             recs = self.collect(kind, started, tag)
+            # Which round, and when each started in it: what the others were doing during an upload
+            # (sharing_coverage.py's others_reading).
+            self.batches[tag] = self.batches.get(tag, 0) + 1
+            for (p, _), rec in zip(started, recs):
+                rec.update(batch=self.batches[tag], start_ms=round((p.sage_t0_ns - started[0][0].sage_t0_ns) / 1e6, 3))
             after = broker_sched(broker)
             if sage and before and after:  # the one broker thread: did it run, or wait for a CPU?
                 used = {"broker_cpu_ms": round((after[0] - before[0]) / 1e6, 3),
