@@ -3,7 +3,9 @@
  * hashes every byte it maps, and starting threads for each key cost more
  * than hashing a 2 MiB tensor. The calling thread hashes too; the helpers
  * take chunks of its job from a shared counter until none is left, so a
- * helper that is slow to wake costs nothing (the caller takes its chunks).
+ * helper that is slow to wake costs nothing (the caller takes its chunks);
+ * one descheduled holding a chunk makes the caller wait (tail_ns says how
+ * long: the time from its last chunk to the return).
  *
  * Fork: a child has none of the parent's threads; the atfork handler
  * forgets them (and any job of a thread the child lacks), so a child never
@@ -16,6 +18,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 
 #define HELPER_STACK (256u << 10)
 
@@ -25,6 +28,7 @@ typedef struct Job {
         SageHash *chunks;
         atomic_size_t next; /* the next chunk to take */
         unsigned helpers;   /* helpers working on it (pool.lock) */
+        unsigned joined;    /* helpers that took part (pool.lock) */
         unsigned want;      /* at most this many helpers */
         struct Job *later;  /* the pool's list of jobs */
 } Job;
@@ -69,6 +73,7 @@ static void *helper(void *arg) {
                         continue;
                 }
                 j->helpers++;
+                j->joined++;
                 pthread_mutex_unlock(&pool.lock);
                 hash_chunks(j);
                 pthread_mutex_lock(&pool.lock);
@@ -112,14 +117,23 @@ static void grow(unsigned n) {
         pthread_attr_destroy(&attr);
 }
 
-void sage_hash_pool_chunks(const void *data, size_t size, SageHash *chunks, unsigned threads) {
+static uint64_t now_ns(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+SageHashPoolUse sage_hash_pool_chunks(const void *data, size_t size, SageHash *chunks, unsigned threads) {
         Job job = { .data = data, .size = size, .chunks = chunks, .nchunks = sage_content_key_nchunks(size) };
+        SageHashPoolUse use = { 0, 0 };
+        uint64_t t;
 
         if (threads > SAGE_HASH_POOL_MAX)
                 threads = SAGE_HASH_POOL_MAX;
         if (threads < 2 || job.nchunks < 2) {
                 sage_content_key_chunks(data, size, chunks);
-                return;
+                return use;
         }
         job.want = threads - 1 < job.nchunks - 1 ? threads - 1 : (unsigned)job.nchunks - 1;
         pthread_mutex_lock(&pool.lock);
@@ -131,6 +145,7 @@ void sage_hash_pool_chunks(const void *data, size_t size, SageHash *chunks, unsi
         pthread_mutex_unlock(&pool.lock);
 
         hash_chunks(&job);
+        t = now_ns();
 
         /* Every chunk is taken; those a helper took are done once no helper is left in the job. */
         pthread_mutex_lock(&pool.lock);
@@ -141,7 +156,10 @@ void sage_hash_pool_chunks(const void *data, size_t size, SageHash *chunks, unsi
                 }
         while (job.helpers)
                 pthread_cond_wait(&pool.left, &pool.lock);
+        use.helpers = job.joined;
         pthread_mutex_unlock(&pool.lock);
+        use.tail_ns = now_ns() - t;
+        return use;
 }
 
 unsigned sage_hash_pool_threads(void) {

@@ -81,10 +81,20 @@ unsigned long sage_share_chunk_calls(void) {
         return atomic_load_explicit(&chunk_calls, memory_order_relaxed);
 }
 
+static _Thread_local SageHashPoolUse key_use;
+
+SageHashPoolUse sage_share_key_use(void) {
+        return key_use;
+}
+
 /* On this thread if one chunk, else on the pool too. */
 void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks) {
+        SageHashPoolUse use;
+
         atomic_fetch_add_explicit(&chunk_calls, 1, memory_order_relaxed);
-        sage_hash_pool_chunks(data, size, chunks, size > CHUNK ? hash_threads_now() : 1);
+        use = sage_hash_pool_chunks(data, size, chunks, size > CHUNK ? hash_threads_now() : 1);
+        key_use.helpers += use.helpers;
+        key_use.tail_ns += use.tail_ns;
 }
 
 int sage_share_content_key(const void *data, size_t size, SageHash *out) {

@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "hash.h"
+#include "hash_pool.h"
 
 /*
  * Content key of host bytes (common/hash.h): chunked XXH3-128, the chunks
@@ -22,6 +23,13 @@ int sage_share_content_key(const void *data, size_t size, SageHash *out);
 void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks);
 /* How many times sage_share_content_chunks was called in this process (tests). */
 unsigned long sage_share_chunk_calls(void);
+/*
+ * This thread's use of the hashing pool so far, summed over its calls of
+ * sage_share_content_chunks (helpers that took part, the waits for them):
+ * an upload adds the difference over its key to SHARE_KEY_HELPERS and
+ * SHARE_NS_KEY_TAIL.
+ */
+SageHashPoolUse sage_share_key_use(void);
 
 /*
  * How many threads hash a content key of several chunks on a machine of

@@ -149,8 +149,8 @@ def others_reading(runs, tag):
 
 
 # Where N processes at once spent their upload (ms): the uploading thread's wait for a CPU, and SAGE's parts.
-WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_BROKER": "broker_ms", "SHARE_NS_REMAP": "remap_ms",
-              "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms"}
+WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_KEY_TAIL": "key_tail_ms", "SHARE_NS_BROKER": "broker_ms",
+              "SHARE_NS_REMAP": "remap_ms", "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms"}
 
 
 def where_waited(runs):
@@ -167,6 +167,8 @@ def where_waited(runs):
     sage = [r for r in runs if r.get("tag") == "concurrent-sage" and r.get("sharing")]
     for stat, name in WAIT_STATS.items():
         out["sage"][name] = br.stats([r["sharing"].get(stat, 0) / 1e6 for r in sage])
+    # the keys' pool: helpers that took part (summed over a process's keys), key_tail_ms the wait for them
+    out["sage"]["key_helpers"] = br.stats([r["sharing"].get("SHARE_KEY_HELPERS", 0) for r in sage])
     rounds = [r["round"] for r in runs if r.get("tag") == "concurrent-sage" and r.get("round")]
     # saged over each SAGE round: its CPU time, its wait for a CPU, how often it ran
     out["broker_round"] = {k: br.stats([r[k] for r in rounds]) for k in rounds[0]} if rounds else None
@@ -533,6 +535,8 @@ def selftest():
     other = dict(rnd[2], batch=2, start_ms=0.0)  # alone in its round: nothing to meet
     assert others_reading(rnd + [other, dict(rnd[0], tag="concurrent-native")], "concurrent-sage") == \
         [(1, 52.0), (0, 52.0), (2, 52.0), (0, 52.0)]
+    w = where_waited([dict(rnd[0], sharing={"SHARE_KEY_HELPERS": 7, "SHARE_NS_KEY_TAIL": 3e6})])["sage"]
+    assert w["key_helpers"]["max"] == 7 and w["key_tail_ms"]["max"] == 3.0, w
     w = where_waited(rnd)["sage"]
     assert w["others_reading"]["max"] == 2 and w["ms_none_reading"]["n"] == 1 and w["ms_some_reading"]["n"] == 2, w
     raw["bert"]["runs"].insert(0, {"tag": "cold", "upload_ms": 1.0, "checksum": "2"})  # SAGE first: still caught

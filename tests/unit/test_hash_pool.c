@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -79,6 +80,35 @@ int main(void) {
         /* Every chunk done before the return, whoever hashed it: many rounds, many chunks. */
         for (unsigned i = 0; i < 100; i++)
                 pool_matches(0, MAX_CHUNKS * CHUNK - i, 3 + i % 4);
+
+        /*
+         * What a call used: alone, no helper and no wait; pooled, at most the
+         * helpers asked for (threads - 1, chunks - 1), the caller's tail after
+         * its last chunk within the call; over many calls a helper takes part.
+         */
+        {
+                SageHash got[MAX_CHUNKS];
+                SageHashPoolUse use = sage_hash_pool_chunks(data, 20 * CHUNK, got, 1);
+                unsigned joined = 0;
+
+                CHECK(use.helpers == 0 && use.tail_ns == 0);
+                use = sage_hash_pool_chunks(data, CHUNK, got, 8); /* one chunk: on the calling thread */
+                CHECK(use.helpers == 0 && use.tail_ns == 0);
+                for (unsigned i = 0; i < 200; i++) {
+                        unsigned t = 2 + i % 6;
+                        size_t chunks = 2 + i % 3;
+                        struct timespec a, b;
+                        clock_gettime(CLOCK_MONOTONIC, &a);
+                        use = sage_hash_pool_chunks(data, chunks * CHUNK, got, t);
+                        clock_gettime(CLOCK_MONOTONIC, &b);
+                        CHECK(use.helpers <= t - 1 && use.helpers <= chunks - 1);
+                        CHECK(use.tail_ns > 0);
+                        CHECK(use.tail_ns <= (uint64_t)(b.tv_sec - a.tv_sec) * 1000000000u + (uint64_t)b.tv_nsec -
+                                                     (uint64_t)a.tv_nsec);
+                        joined += use.helpers;
+                }
+                CHECK(joined > 0);
+        }
 
         /* Callers on several threads at once. */
         {
