@@ -353,6 +353,7 @@ def run(argv):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-place", dest="place", action="store_false")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--rounds-at-once", type=int, default=None)
     p.add_argument("--only", default="")
     p.add_argument("--budget", type=float, default=480)
     p.add_argument("--margin", type=float, default=60)
@@ -363,7 +364,7 @@ def run(argv):
     a.preload = os.environ.get("SAGE_BENCH_PRELOAD") or os.path.join(a.build, "intercept", "libsage.so")
     a.cfunc_gib, a.llm_gib = (1, 1) if a.fake else (2, 1) if a.quick else (6, 6)
     a.concurrent = 4 if a.fake else 8 if a.quick else CONCURRENT
-    a.concurrent_rounds = 1 if a.quick or a.fake else 2
+    a.concurrent_rounds = a.rounds_at_once or (1 if a.quick or a.fake else 2)
     a.timeout = 60 if a.fake else 180
     kinds = [k for k in KINDS if not a.only or k in a.only.split(",")]
     import sharing_coverage_runner
