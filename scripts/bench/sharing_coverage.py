@@ -215,7 +215,10 @@ def report(raw, problems, at_once=CONCURRENT):
             n = br.stats(values(runs, "concurrent-native", "upload_ms"))
             s = br.stats(hit_ms(runs, "concurrent-sage"))
             concurrent[kind] = {"native_ms": n, "sage_ms": s,
-                                "sage_upload_ms": br.stats(values(runs, "concurrent-sage", "upload_ms"))}
+                                "sage_upload_ms": br.stats(values(runs, "concurrent-sage", "upload_ms")),
+                                # the whole function: start to its first result, per process
+                                "first_result_ms": {side: br.stats(values(runs, "concurrent-" + side, "first_result_ms"))
+                                                    for side in ("native", "sage")}}
             concurrent[kind]["where"] = where_waited(runs)
             if n and s:
                 targets[f"{at_once} gpt2 at once no slower than native"] = s["median"] <= n["median"]
@@ -298,6 +301,9 @@ def table(doc):
     for kind, c in s["concurrent16"].items():
         lines.append(f"  {doc['settings'].get('concurrent', CONCURRENT)} {kind} at once: native {f(c['native_ms'], ' ms')}, "
                      f"SAGE {f(c['sage_ms'], ' ms')} (upload + assembly at the first launch)")
+        fr = c.get("first_result_ms") or {}
+        if fr.get("native") and fr.get("sage"):
+            lines.append(f"    start to first result: native {f(fr['native'], ' ms')}, SAGE {f(fr['sage'], ' ms')}")
         w = c.get("where") or {}
         for side in ("native", "sage"):
             lines.append(f"    {side}: " + ", ".join(f"{k} {f(v, '')}" for k, v in (w.get(side) or {}).items()))
@@ -530,6 +536,13 @@ def selftest():
     assert s["concurrent16"]["gpt2"]["sage_ms"]["n"] == 4 and "cold" in table(doc)
     assert s["targets"]["4 gpt2 at once no slower than native"] and s["outputs_identical"]
     assert "others_reading" not in s["concurrent16"]["gpt2"]["where"]["sage"]  # no rounds recorded: none
+    assert s["concurrent16"]["gpt2"]["first_result_ms"]["sage"] is None and "first result" not in table(doc)
+    for r in raw["gpt2"]["runs"]:
+        if r["tag"].startswith("concurrent"):
+            r["first_result_ms"] = 900.0 if r["tag"] == "concurrent-sage" else 1000.0
+    fr = report(raw, [])["concurrent16"]["gpt2"]["first_result_ms"]
+    assert fr["sage"]["median"] == 900.0 and fr["native"]["n"] == 4, fr
+    assert "start to first result: native 1000.0 ms" in table(document(a, raw, [], {k: None for k in br.MACHINE_KEYS}))
     # A round at once: a's upload (at 1110) meets b reading (105-2105); b's (2115) none; c's (220) both.
     rnd = [dict(tag="concurrent-sage", batch=1, start_ms=t, import_ms=100.0, read_ms=rd, setup_ms=10.0,
                 upload_ms=50.0, sharing={"SHARE_NS_BACK": 2e6}) for t, rd in ((0.0, 1000.0), (5.0, 2000.0), (10.0, 100.0))]
