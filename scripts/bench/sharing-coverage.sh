@@ -21,7 +21,7 @@ Usage: scripts/bench/sharing-coverage.sh [--build DIR] [--quick] [--only LIST] [
   --only LIST     comma list of workloads (jax,resnet50,bert,gpt2,cfunc,llm); the full
                   run in two calls of < 9 min: --only cfunc,llm and --only jax,resnet50,bert,gpt2,
                   then: scripts/bench/sharing_coverage.py merge OUT A.json B.json
-  --rounds-at-once N  rounds of gpt2 at once, native then SAGE each (default 2; --quick 1): more
+  --rounds-at-once N  rounds of gpt2 at once, native and SAGE each, in turn first (default 2; --quick 1): more
                   samples of the 16 at once, whose uploads meet the others' model building by chance
   --budget SEC    start no step later than SEC after the script's start (default 450)
   --margin SEC    the deadline is budget + margin (default 60; --quick 30): what still runs

@@ -425,7 +425,10 @@ class Run:
             self.step(kind, "concurrent", self.concurrent, kind, path, broker)
 
     def concurrent(self, kind, path, broker):
-        for sage in (False, True):
+        # Native first in odd rounds, SAGE first in even ones: neither side always runs on the machine the
+        # other just left (its page cache, its clocks).
+        first_sage = self.batches.get("concurrent-sage", 0) % 2 == 1
+        for sage in (first_sage, not first_sage):
             tag = "concurrent-" + ("sage" if sage else "native")
             before = broker_sched(broker)
             started = [self.spawn(kind, path, broker if sage else None, tag) for _ in range(self.a.concurrent)]
