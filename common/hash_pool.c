@@ -28,7 +28,7 @@ typedef struct Job {
         SageHash *chunks;
         atomic_size_t next; /* the next chunk to take */
         unsigned helpers;   /* helpers working on it (pool.lock) */
-        unsigned joined;    /* helpers that took part (pool.lock) */
+        unsigned joined;    /* helpers that hashed a chunk of it (pool.lock) */
         unsigned want;      /* at most this many helpers */
         struct Job *later;  /* the pool's list of jobs */
 } Job;
@@ -43,16 +43,18 @@ static struct {
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-/* Chunks of `j` until none is left to take. */
-static void hash_chunks(Job *j) {
-        size_t i;
+/* Chunks of `j` until none is left to take; how many this thread hashed. */
+static size_t hash_chunks(Job *j) {
+        size_t i, done = 0;
 
         while ((i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nchunks) {
                 size_t off = i * (size_t)SAGE_CONTENT_KEY_CHUNK;
                 sage_content_key_chunks(j->data + off,
                                         j->size - off < SAGE_CONTENT_KEY_CHUNK ? j->size - off : SAGE_CONTENT_KEY_CHUNK,
                                         &j->chunks[i]);
+                done++;
         }
+        return done;
 }
 
 /* A job that wants another helper and has chunks left; pool.lock held. */
@@ -64,6 +66,8 @@ static Job *job_to_help(void) {
 }
 
 static void *helper(void *arg) {
+        size_t done;
+
         pthread_mutex_lock(&pool.lock);
         for (;;) {
                 Job *j = job_to_help();
@@ -73,10 +77,11 @@ static void *helper(void *arg) {
                         continue;
                 }
                 j->helpers++;
-                j->joined++;
                 pthread_mutex_unlock(&pool.lock);
-                hash_chunks(j);
+                done = hash_chunks(j);
                 pthread_mutex_lock(&pool.lock);
+                if (done) /* the caller may have taken the last chunk between the look and the take */
+                        j->joined++;
                 if (--j->helpers == 0)
                         pthread_cond_broadcast(&pool.left);
         }

@@ -8,7 +8,7 @@
 
 /* What one call used of the pool: how its key's time went when the CPUs are shared. */
 typedef struct {
-        unsigned helpers; /* pool threads that took part (0: the calling thread alone) */
+        unsigned helpers; /* pool threads that hashed a chunk (0: the calling thread alone) */
         uint64_t tail_ns; /* from the caller's last chunk to the return: its wait for the helpers' */
 } SageHashPoolUse;
 

@@ -60,6 +60,7 @@ bench_args sharing-coverage "--build=build_dir --quick=quick=1 --only=only --run
 [ -n "$budget" ] || budget=$([ "$quick" = 1 ] && echo 110 || echo 450)
 [ -n "$margin" ] || margin=$([ "$quick" = 1 ] && echo 30 || echo 60)
 case "$runs$budget$margin${at_once:-0}" in *[!0-9]*|'') echo "sharing-coverage: --runs/--rounds-at-once/--budget/--margin take numbers" >&2; exit 2 ;; esac
+[ "${at_once:-1}" -ge 1 ] || { echo "sharing-coverage: --rounds-at-once takes 1 or more" >&2; exit 2; }
 
 bench_build sharing-coverage
 build=$build_dir

@@ -132,18 +132,20 @@ def others_reading(runs, tag):
     model being built and loaded on the CPU, PyTorch's threads on every core) when its upload began, and
     its hit_ms: (others, ms) pairs. Which uploads meet the others' reading is chance, and it decides much
     of an upload's time (its wait for a CPU): the report splits the uploads by it. Rounds are told by
-    "batch", each process placed by "start_ms" (its start in the round; the phases are durations after it)."""
+    "batch", each process placed by "start_ms" (its start in the round; the phases are durations after it,
+    main_ms, the interpreter's start, first)."""
     rounds = {}
     for r in runs:
         if r.get("tag") == tag and "error" not in r and r.get("batch") is not None and \
                 all(r.get(k) is not None for k in PHASES):
             rounds.setdefault(r["batch"], []).append(r)
     out = []
+    def read_from(r):  # when its reading began, from its round's start
+        return r["start_ms"] + (r.get("main_ms") or 0.0) + r["import_ms"]
     for rs in rounds.values():
         for r in rs:
-            at = r["start_ms"] + r["import_ms"] + r["read_ms"] + r["setup_ms"]
-            n = sum(1 for o in rs if o is not r and
-                    o["start_ms"] + o["import_ms"] <= at < o["start_ms"] + o["import_ms"] + o["read_ms"])
+            at = read_from(r) + r["read_ms"] + r["setup_ms"]
+            n = sum(1 for o in rs if o is not r and read_from(o) <= at < read_from(o) + o["read_ms"])
             out.append((n, run_hit_ms(r)))
     return out
 
@@ -351,6 +353,14 @@ def document(a, raw, problems, machine):
                      **{k: summary[k] for k in ("workloads", "cold_upload_gbps", "concurrent16", "small_hits")})
 
 
+def positive(text):
+    """argparse's type for a count of at least 1."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return n
+
+
 def run(argv):
     p = argparse.ArgumentParser(prog="sharing_coverage.py run")
     for k in ("out", "build", "data", "logs", "cfunc"):
@@ -359,7 +369,7 @@ def run(argv):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-place", dest="place", action="store_false")
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--rounds-at-once", type=int, default=None)
+    p.add_argument("--rounds-at-once", type=positive, default=None, metavar="N")
     p.add_argument("--only", default="")
     p.add_argument("--budget", type=float, default=480)
     p.add_argument("--margin", type=float, default=60)
@@ -547,6 +557,8 @@ def selftest():
     rnd = [dict(tag="concurrent-sage", batch=1, start_ms=t, import_ms=100.0, read_ms=rd, setup_ms=10.0,
                 upload_ms=50.0, sharing={"SHARE_NS_BACK": 2e6}) for t, rd in ((0.0, 1000.0), (5.0, 2000.0), (10.0, 100.0))]
     other = dict(rnd[2], batch=2, start_ms=0.0)  # alone in its round: nothing to meet
+    late = [dict(rnd[0], main_ms=1000.0), rnd[1]]  # a's interpreter took 1 s: its upload (2110) after b's reading
+    assert [n for n, _ in others_reading(late, "concurrent-sage")] == [0, 0]
     assert others_reading(rnd + [other, dict(rnd[0], tag="concurrent-native")], "concurrent-sage") == \
         [(1, 52.0), (0, 52.0), (2, 52.0), (0, 52.0)]
     w = where_waited([dict(rnd[0], sharing={"SHARE_KEY_HELPERS": 7, "SHARE_NS_KEY_TAIL": 3e6})])["sage"]

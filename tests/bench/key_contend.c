@@ -1,6 +1,6 @@
 /*
  * Micro-benchmark of content keys on shared CPUs, not a test: P processes
- * key a GPT-2-medium-like set of tensors (97 pieces, 710 MiB: 24 layers of
+ * key a GPT-2-medium-like set of tensors (97 pieces, 674 MiB: 24 layers of
  * 6, 2, 8 and 8 MiB, one of 98 MiB) at the same moment, while H threads
  * spin on the CPUs (other instances building their models), once for each
  * pool size T (common/hash_pool.c: the caller + T - 1 helpers). Per T it
@@ -65,8 +65,9 @@ static double runq_ms(void) {
         return ok ? wait / 1e6 : -1;
 }
 
-/* One process: waits for the start byte, keys every piece on `threads`, writes its Result to `out`. */
-static void keyer(int start, int out, unsigned threads) {
+/* One process: fills its memory, says so on `ready`, waits for the start byte, keys every piece on
+ * `threads`, writes its Result to `out`. */
+static void keyer(int ready, int start, int out, unsigned threads) {
         static const size_t layer[] = { 6 * MIB, 2 * MIB, 8 * MIB, 8 * MIB };
         size_t total = LAYERS * (6 + 2 + 8 + 8) * MIB + 98 * MIB, off = 0;
         unsigned char *data = malloc(total), go;
@@ -78,7 +79,7 @@ static void keyer(int start, int out, unsigned threads) {
                 _exit(1);
         for (size_t i = 0; i < total; i += 4096)
                 data[i] = (unsigned char)(i >> 12); /* every page present, as a state dict's */
-        if (read(start, &go, 1) != 1)
+        if (write(ready, "r", 1) != 1 || read(start, &go, 1) != 1)
                 _exit(1);
         t0 = now_ms(CLOCK_MONOTONIC);
         c0 = now_ms(CLOCK_THREAD_CPUTIME_ID);
@@ -112,8 +113,8 @@ static double median(double *v, unsigned n) {
 
 int main(int argc, char **argv) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        unsigned procs = argc > 1 ? (unsigned)atoi(argv[1]) : (unsigned)cpus;
-        unsigned hogs = argc > 2 ? (unsigned)atoi(argv[2]) : (unsigned)cpus;
+        unsigned procs = argc > 1 ? (unsigned)atoi(argv[1]) : (unsigned)(cpus < 256 ? cpus : 256);
+        unsigned hogs = argc > 2 ? (unsigned)atoi(argv[2]) : (unsigned)(cpus < 256 ? cpus : 256);
         unsigned ts[8] = { 1, 2, 4, 8 }, nts = 4;
         pthread_t hog[256];
 
@@ -126,29 +127,36 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "usage: key-contend [P 1-256] [H 0-256] [T...]\n");
                 return 2;
         }
-        printf("key-contend: %ld CPUs, %u processes keying 710 MiB each (97 pieces) at once, %u spinning threads\n",
+        printf("key-contend: %ld CPUs, %u processes keying 674 MiB each (97 pieces) at once, %u spinning threads\n",
                cpus, procs, hogs);
         for (unsigned k = 0; k < nts; k++) {
                 unsigned t = ts[k] < 1 ? 1 : ts[k] > MAX_T ? MAX_T : ts[k];
-                int start[2], res[2];
+                int ready[2], start[2], res[2];
+                char r1;
                 double key[256], tail[256], cpu[256], runq[256], kmax = 0;
                 unsigned helpers = 0, got = 0;
                 pid_t pids[256];
 
-                if (pipe(start) || pipe(res))
+                if (pipe(ready) || pipe(start) || pipe(res))
                         return 1;
                 for (unsigned p = 0; p < procs; p++)
                         if ((pids[p] = fork()) == 0) {
+                                close(ready[0]);
                                 close(start[1]);
                                 close(res[0]);
-                                keyer(start[0], res[1], t);
+                                keyer(ready[1], start[0], res[1], t);
                         }
+                close(ready[1]);
                 close(start[0]);
                 close(res[1]);
+                for (unsigned p = 0; p < procs; p++) /* every process's memory filled before any keys */
+                        if (read(ready[0], &r1, 1) != 1)
+                                return 1;
                 atomic_store(&spinning, true);
                 for (unsigned h = 0; h < hogs; h++)
-                        pthread_create(&hog[h], NULL, spin, NULL);
-                usleep(300 * 1000); /* the processes fill their memory, the spinners take the CPUs */
+                        if (pthread_create(&hog[h], NULL, spin, NULL) != 0)
+                                return 1;
+                usleep(100 * 1000); /* the spinners take the CPUs */
                 for (unsigned p = 0; p < procs; p++)
                         if (write(start[1], "g", 1) != 1)
                                 return 1;
@@ -165,6 +173,7 @@ int main(int argc, char **argv) {
                         pthread_join(hog[h], NULL);
                 for (unsigned p = 0; p < procs; p++)
                         waitpid(pids[p], NULL, 0);
+                close(ready[0]);
                 close(start[1]);
                 close(res[0]);
                 if (got < procs) {
