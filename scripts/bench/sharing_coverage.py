@@ -30,6 +30,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -155,25 +156,40 @@ WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_KEY_TAIL": "key_tail_ms", "SHA
               "SHARE_NS_REMAP": "remap_ms", "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms"}
 
 
-def where_waited(runs):
+def where_waited(runs, sage_tag="concurrent-sage"):
+    """N at once: native's and SAGE's (sage_tag: the default SAGE, or a --variant's) waits and parts."""
     out = {}
-    for tag in ("concurrent-native", "concurrent-sage"):
-        side = out.setdefault(tag.split("-")[1], {})
+    for side, tag in (("native", "concurrent-native"), ("sage", sage_tag)):
+        out[side] = {}
         for key in ("upload_runq_ms", "upload_switches", "upload_preempted", "upload_cpu_ms"):
-            side[key] = br.stats(values(runs, tag, key))
+            out[side][key] = br.stats(values(runs, tag, key))
         pairs = others_reading(runs, tag)
         if pairs:  # documents before the rounds were recorded have none
-            side["others_reading"] = br.stats([n for n, _ in pairs])
-            side["ms_none_reading"] = br.stats([ms for n, ms in pairs if n == 0])
-            side["ms_some_reading"] = br.stats([ms for n, ms in pairs if n > 0])
-    sage = [r for r in runs if r.get("tag") == "concurrent-sage" and r.get("sharing")]
+            out[side]["others_reading"] = br.stats([n for n, _ in pairs])
+            out[side]["ms_none_reading"] = br.stats([ms for n, ms in pairs if n == 0])
+            out[side]["ms_some_reading"] = br.stats([ms for n, ms in pairs if n > 0])
+    sage = [r for r in runs if r.get("tag") == sage_tag and r.get("sharing")]
     for stat, name in WAIT_STATS.items():
         out["sage"][name] = br.stats([r["sharing"].get(stat, 0) / 1e6 for r in sage])
-    # the keys' pool: helpers that took part (summed over a process's keys), key_tail_ms the wait for them
+    # the keys' pool: helpers that hashed (summed over a process's keys), key_tail_ms the wait for them
     out["sage"]["key_helpers"] = br.stats([r["sharing"].get("SHARE_KEY_HELPERS", 0) for r in sage])
-    rounds = [r["round"] for r in runs if r.get("tag") == "concurrent-sage" and r.get("round")]
+    rounds = [r["round"] for r in runs if r.get("tag") == sage_tag and r.get("round")]
     # saged over each SAGE round: its CPU time, its wait for a CPU, how often it ran
     out["broker_round"] = {k: br.stats([r[k] for r in rounds]) for k in rounds[0]} if rounds else None
+    return out
+
+
+VARIANT_TAG = "concurrent-sage-"  # + a --variant's name: SAGE at once with that variant's settings
+
+
+def variants_at_once(runs):
+    """Each --variant's SAGE processes at once beside the same rounds' native and default SAGE ones."""
+    out = {}
+    for tag in sorted({r["tag"] for r in runs if r.get("tag", "").startswith(VARIANT_TAG)}):
+        w = where_waited(runs, tag)
+        out[tag[len(VARIANT_TAG):]] = {"sage_ms": br.stats(hit_ms(runs, tag)),
+                                       "first_result_ms": br.stats(values(runs, tag, "first_result_ms")),
+                                       "where": w["sage"], "broker_round": w["broker_round"]}
     return out
 
 
@@ -222,6 +238,7 @@ def report(raw, problems, at_once=CONCURRENT):
                                 "first_result_ms": {side: br.stats(values(runs, "concurrent-" + side, "first_result_ms"))
                                                     for side in ("native", "sage")}}
             concurrent[kind]["where"] = where_waited(runs)
+            concurrent[kind]["variants"] = variants_at_once(runs)  # not a target: what a setting would change
             if n and s:
                 targets[f"{at_once} gpt2 at once no slower than native"] = s["median"] <= n["median"]
         if kind in SMALL_KINDS:
@@ -311,6 +328,11 @@ def table(doc):
             lines.append(f"    {side}: " + ", ".join(f"{k} {f(v, '')}" for k, v in (w.get(side) or {}).items()))
         if w.get("broker_round"):
             lines.append("    saged over a SAGE round: " + ", ".join(f"{k} {f(v, '')}" for k, v in w["broker_round"].items()))
+        for name, v in (c.get("variants") or {}).items():
+            env = " ".join(f"{k}={x}" for k, x in (doc["settings"].get("variants") or {}).get(name, {}).items())
+            lines.append(f"    SAGE with {name} ({env}): {f(v['sage_ms'], ' ms')}; start to first result "
+                         f"{f(v['first_result_ms'], ' ms')}")
+            lines.append(f"      {name}: " + ", ".join(f"{k} {f(x, '')}" for k, x in v["where"].items()))
     for kind, c in s["small_hits"].items():
         lines.append(f"  {kind} hits: native {f(c['native_ms'], ' ms')}, SAGE {f(c['sage_ms'], ' ms')} "
                      f"(upload + assembly at the first launch)")
@@ -343,6 +365,7 @@ def document(a, raw, problems, machine):
                                                  "llm_gib", "concurrent", "concurrent_rounds", "place")}
     settings["staging"] = getattr(a, "staging", None) or os.environ.get("SAGE_SHARE_STAGING", "default")
     settings["predict"] = os.environ.get("SAGE_SHARE_PREDICT", "0")  # predicted remap: the GPU run compares both
+    settings["variants"] = dict(getattr(a, "variants", None) or [])  # --variant NAME: its SAGE settings
     # Idleness after each invocation of IDLE_KINDS (SAGE_BENCH_IDLE_MS; SAGE with SAGE_SUSPEND=1): assembly at idleness.
     settings["idle_ms"] = idle_ms()
     settings["warmup"] = ("the cold run on the warm broker (learns placement) + 1 untimed invocation (publishes "
@@ -351,6 +374,16 @@ def document(a, raw, problems, machine):
         settings["concurrent_note"] = f"{a.concurrent} gpt2 at once instead of {CONCURRENT} (concurrent16's figure)"
     return br.result("sharing-coverage", machine, settings, summary, problems=problems, raw=raw,
                      **{k: summary[k] for k in ("workloads", "cold_upload_gbps", "concurrent16", "small_hits")})
+
+
+def variant(text):
+    """argparse's type for --variant NAME:SAGE_VAR=VALUE[,SAGE_VAR=VALUE...]: (NAME, {VAR: VALUE})."""
+    name, _, spec = text.partition(":")
+    pairs = [p.partition("=") for p in spec.split(",") if p]
+    if not re.fullmatch(r"[a-z0-9_]{1,32}", name) or not pairs or \
+            any(not re.fullmatch(r"SAGE_[A-Z0-9_]+", k) or not eq for k, eq, _ in pairs):
+        raise argparse.ArgumentTypeError(f"{text}: NAME:SAGE_VAR=VALUE[,SAGE_VAR=VALUE...] (NAME a-z 0-9 _)")
+    return name, {k: v for k, _, v in pairs}
 
 
 def positive(text):
@@ -370,11 +403,15 @@ def run(argv):
     p.add_argument("--no-place", dest="place", action="store_false")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--rounds-at-once", type=positive, default=None, metavar="N")
+    p.add_argument("--variant", dest="variants", type=variant, action="append", default=[],
+                   help="NAME:SAGE_VAR=VALUE[,...]: gpt2 at once also with SAGE under these settings, same rounds")
     p.add_argument("--only", default="")
     p.add_argument("--budget", type=float, default=480)
     p.add_argument("--margin", type=float, default=60)
     p.add_argument("--started", type=float, default=None, help="the script's start (time.time())")
     a = p.parse_args(argv)
+    if len({name for name, _ in a.variants}) != len(a.variants):
+        p.error("--variant: each NAME once")
     a.saged = os.path.join(a.build, "daemon", "saged")
     a.sage_trace = os.path.join(a.build, "tools", "sage-trace")
     a.preload = os.environ.get("SAGE_BENCH_PRELOAD") or os.path.join(a.build, "intercept", "libsage.so")
@@ -553,6 +590,25 @@ def selftest():
     fr = report(raw, [])["concurrent16"]["gpt2"]["first_result_ms"]
     assert fr["sage"]["median"] == 900.0 and fr["native"]["n"] == 4, fr
     assert "start to first result: native 1000.0 ms" in table(document(a, raw, [], {k: None for k in br.MACHINE_KEYS}))
+    # A --variant's SAGE processes at once: beside the default, not a target, its settings in the table.
+    assert report(raw, [])["concurrent16"]["gpt2"]["variants"] == {}
+    raw["gpt2"]["runs"] += [{"tag": "concurrent-sage-predict", "upload_ms": 40.0 + i, "first_result_ms": 800.0,
+                             "sharing": {"SHARE_NS_BACK": 1e6, "SHARE_KEY_HELPERS": 3}} for i in range(3)]
+    a.variants = [("predict", {"SAGE_SHARE_PREDICT": "1"})]
+    doc = document(a, raw, [], {k: None for k in br.MACHINE_KEYS})
+    v = doc["summary"]["concurrent16"]["gpt2"]["variants"]["predict"]
+    assert v["sage_ms"]["median"] == 42.0 and v["first_result_ms"]["n"] == 3 and v["where"]["key_helpers"]["max"] == 3, v
+    assert doc["summary"]["concurrent16"]["gpt2"]["sage_ms"]["n"] == 4  # the default's samples, not the variant's
+    assert "SAGE with predict (SAGE_SHARE_PREDICT=1): 42.0 ms" in table(doc) and br.check(doc) == [], table(doc)
+    assert variant("predict:SAGE_SHARE_PREDICT=1,SAGE_X=a=b") == ("predict", {"SAGE_SHARE_PREDICT": "1", "SAGE_X": "a=b"})
+    for bad in ("predict", "Predict:SAGE_A=1", "p:LD_PRELOAD=x", "p:SAGE_A", "p:"):
+        try:
+            variant(bad)
+            raise AssertionError(bad)
+        except argparse.ArgumentTypeError:
+            pass
+    raw["gpt2"]["runs"] = [r for r in raw["gpt2"]["runs"] if r["tag"] != "concurrent-sage-predict"]
+    a.variants = []
     # A round at once: a's upload (at 1110) meets b reading (105-2105); b's (2115) none; c's (220) both.
     rnd = [dict(tag="concurrent-sage", batch=1, start_ms=t, import_ms=100.0, read_ms=rd, setup_ms=10.0,
                 upload_ms=50.0, sharing={"SHARE_NS_BACK": 2e6}) for t, rd in ((0.0, 1000.0), (5.0, 2000.0), (10.0, 100.0))]
@@ -606,6 +662,13 @@ def main(argv):
         return merge(argv[2], argv[3:])
     if len(argv) >= 4 and argv[1] == "check-partial":
         return check_partial(argv[2], argv[3:])
+    if len(argv) == 3 and argv[1] == "check-variant":  # sharing-coverage.sh, before it builds anything
+        try:
+            variant(argv[2])
+            return 0
+        except argparse.ArgumentTypeError as e:
+            print(f"sharing-coverage: --variant {e}", file=sys.stderr)
+            return 2
     if len(argv) == 2 and argv[1] == "selftest":
         return selftest()
     print(__doc__, file=sys.stderr)

@@ -121,7 +121,9 @@ def expected(a, want, kinds):
             parts.append((f"{w['rounds']} round(s)", w["rounds"] * 2 * inv))
         if w["concurrent"]:
             at_once = max(inv, 35.0 * a.concurrent / sc.CONCURRENT)
-            parts.append((f"{w['concurrent']} x {a.concurrent} at once, native + SAGE", w["concurrent"] * 2 * at_once))
+            sides = 2 + len(getattr(a, "variants", None) or [])
+            parts.append((f"{w['concurrent']} x {a.concurrent} at once, native + SAGE" +
+                          (f" + {sides - 2} variant(s)" if sides > 2 else ""), w["concurrent"] * sides * at_once))
         s = sum(t for _, t in parts)
         total += s
         lines.append(f"{kind}: {s:.0f} s (" + ", ".join(f"{n} {t:.0f} s" for n, t in parts) + ")")
@@ -231,8 +233,9 @@ class Run:
             return [sys.executable, os.path.join(HERE, "suite_jax.py"), "run", path]
         return [sys.executable, os.path.join(HERE, "suite_fn.py"), "run", kind, path]
 
-    def spawn(self, kind, path, broker, tag):
-        """One process of KIND, native or (broker) under SAGE with a trace: (Popen, trace path or None)."""
+    def spawn(self, kind, path, broker, tag, settings=None):
+        """One process of KIND, native or (broker) under SAGE with a trace: (Popen, trace path or None);
+        `settings` (a --variant's SAGE_ variables) go to a SAGE process's environment."""
         with self.lock:
             self.n += 1
             n = self.n
@@ -253,6 +256,7 @@ class Run:
                 env["SAGE_SUSPEND"] = "1"
             if tag == "cold":  # staged copies print their timeline (share_stage.c), kept in the record
                 env["SAGE_VERBOSE"] = "3"
+            env.update(settings or {})
         with self.lock:  # started and registered at once: stop() kills every process the run started
             if self.stopping:
                 raise Interrupted(self.stopping)
@@ -425,13 +429,15 @@ class Run:
             self.step(kind, "concurrent", self.concurrent, kind, path, broker)
 
     def concurrent(self, kind, path, broker):
-        # Native first in odd rounds, SAGE first in even ones: neither side always runs on the machine the
-        # other just left (its page cache, its clocks).
-        first_sage = self.batches.get("concurrent-sage", 0) % 2 == 1
-        for sage in (first_sage, not first_sage):
-            tag = "concurrent-" + ("sage" if sage else "native")
+        # Native, SAGE and each --variant's SAGE, a round each; which goes first turns with the rounds:
+        # none always runs on the machine another just left (its page cache, its clocks).
+        sides = [("native", None), ("sage", {})] + [("sage-" + n, env) for n, env in self.a.variants]
+        turn = self.batches.get("concurrent-native", 0) % len(sides)
+        for side, settings in sides[turn:] + sides[:turn]:
+            sage, tag = settings is not None, "concurrent-" + side
             before = broker_sched(broker)
-            started = [self.spawn(kind, path, broker if sage else None, tag) for _ in range(self.a.concurrent)]
+            started = [self.spawn(kind, path, broker if sage else None, tag, settings)
+                       for _ in range(self.a.concurrent)]
             recs = self.collect(kind, started, tag)
             # Which round, and when each started in it: what the others were doing during an upload
             # (sharing_coverage.py's others_reading).
