@@ -248,6 +248,7 @@ class Run:
         env["SAGE_BENCH_IDLE_MS"] = str(idle)  # native too: the same call after the same idleness
         trace = os.path.join(self.tmp, f"{n}-{kind}-{tag}.json") if broker else None
         if broker:
+            env.update(settings or {})  # first: the harness's own settings below win over a variant's
             env.update({"LD_PRELOAD": self.a.preload, "SAGE_SHARE": "1", "SAGE_SOCKET": broker.socket,
                         "SAGE_TRACE": trace})
             if self.a.place:
@@ -256,7 +257,6 @@ class Run:
                 env["SAGE_SUSPEND"] = "1"
             if tag == "cold":  # staged copies print their timeline (share_stage.c), kept in the record
                 env["SAGE_VERBOSE"] = "3"
-            env.update(settings or {})
         with self.lock:  # started and registered at once: stop() kills every process the run started
             if self.stopping:
                 raise Interrupted(self.stopping)
