@@ -376,6 +376,32 @@ def document(a, raw, problems, machine):
                      **{k: summary[k] for k in ("workloads", "cold_upload_gbps", "concurrent16", "small_hits")})
 
 
+def reading(paths):
+    """`sharing_coverage.py reading DOC.json...`: each document's gpt2 uploads at once split by the others'
+    reading (others_reading). Documents written before the rounds were recorded ("batch", "start_ms") have
+    their rounds told by order (a round's processes are collected together, `settings.concurrent` of them)
+    and each process placed at the round's start (the spawn loop takes well under 0.1 s): said so."""
+    for path in paths:
+        with open(path) as f:
+            doc = json.load(f)
+        runs = [dict(r) for r in doc.get("raw", {}).get("gpt2", {}).get("runs", []) if "error" not in r]
+        at_once = doc.get("settings", {}).get("concurrent") or CONCURRENT
+        print(path)
+        for tag in ("concurrent-native", "concurrent-sage"):
+            rs = [r for r in runs if r.get("tag") == tag]
+            guessed = any(r.get("batch") is None for r in rs)
+            for i, r in enumerate(rs):
+                if guessed:
+                    r["batch"], r["start_ms"] = i // at_once + 1, 0.0
+            pairs = others_reading(rs, tag)
+            none, some = [ms for n, ms in pairs if n == 0], [ms for n, ms in pairs if n > 0]
+            f = lambda st: f"{st['median']} ms [{st['min']}-{st['max']}] n={st['n']}" if st else "-"
+            print(f"  {tag[11:]:6} others reading {f(br.stats([n for n, _ in pairs])).replace(' ms', '')}; "
+                  f"none reading {f(br.stats(none))}; some reading {f(br.stats(some))}"
+                  + (" (rounds by order, starts not recorded)" if guessed and pairs else ""))
+    return 0
+
+
 def variant(text):
     """argparse's type for --variant NAME:SAGE_VAR=VALUE[,SAGE_VAR=VALUE...]: (NAME, {VAR: VALUE})."""
     name, _, spec = text.partition(":")
@@ -617,6 +643,18 @@ def selftest():
     assert [n for n, _ in others_reading(late, "concurrent-sage")] == [0, 0]
     assert others_reading(rnd + [other, dict(rnd[0], tag="concurrent-native")], "concurrent-sage") == \
         [(1, 52.0), (0, 52.0), (2, 52.0), (0, 52.0)]
+    # An older document (no batch, no start_ms): rounds told by order, each process at its round's start.
+    import contextlib
+    import io
+    import tempfile
+    old = [{k: v for k, v in r.items() if k not in ("batch", "start_ms")} for r in rnd]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as tmp, contextlib.redirect_stdout(io.StringIO()) as out:
+        json.dump({"settings": {"concurrent": 3}, "raw": {"gpt2": {"runs": old + [dict(old[0], batch=None)]}}}, tmp)
+        tmp.flush()
+        assert reading([tmp.name]) == 0
+    # a (1110) meets b (reading 100-2100, at its round's start now), b none, c (210) both; the 4th alone: 1, 0, 2, 0
+    assert "sage   others reading 0.5 [0.0-2.0] n=4; none reading 52.0 ms [52.0-52.0] n=2; some reading 52.0 ms " \
+        "[52.0-52.0] n=2 (rounds by order" in out.getvalue(), out.getvalue()
     w = where_waited([dict(rnd[0], sharing={"SHARE_KEY_HELPERS": 7, "SHARE_NS_KEY_TAIL": 3e6})])["sage"]
     assert w["key_helpers"]["max"] == 7 and w["key_tail_ms"]["max"] == 3.0, w
     w = where_waited(rnd)["sage"]
@@ -662,6 +700,8 @@ def main(argv):
         return merge(argv[2], argv[3:])
     if len(argv) >= 4 and argv[1] == "check-partial":
         return check_partial(argv[2], argv[3:])
+    if len(argv) >= 3 and argv[1] == "reading":
+        return reading(argv[2:])
     if len(argv) == 3 and argv[1] == "check-variant":  # sharing-coverage.sh, before it builds anything
         try:
             variant(argv[2])
