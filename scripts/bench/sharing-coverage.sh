@@ -25,7 +25,8 @@ Usage: scripts/bench/sharing-coverage.sh [--build DIR] [--quick] [--only LIST] [
                   samples of the 16 at once, whose uploads meet the others' model building by chance
   --variant NAME:SAGE_VAR=VALUE[,...]  gpt2 at once also with SAGE under these settings, in the same
                   rounds (native, SAGE, SAGE with NAME; which goes first turns): e.g.
-                  --variant predict:SAGE_SHARE_PREDICT=1; reported beside, not a target
+                  --variant predict:SAGE_SHARE_PREDICT=1; several separated by spaces (one
+                  quoted argument); reported beside, not a target
   --budget SEC    start no step later than SEC after the script's start (default 450)
   --margin SEC    the deadline is budget + margin (default 60; --quick 30): what still runs
                   then is killed and the document written; give a caller's timeout more
@@ -64,7 +65,12 @@ bench_args sharing-coverage "--build=build_dir --quick=quick=1 --only=only --run
 [ -n "$margin" ] || margin=$([ "$quick" = 1 ] && echo 30 || echo 60)
 case "$runs$budget$margin${at_once:-0}" in *[!0-9]*|'') echo "sharing-coverage: --runs/--rounds-at-once/--budget/--margin take numbers" >&2; exit 2 ;; esac
 [ "${at_once:-1}" -ge 1 ] || { echo "sharing-coverage: --rounds-at-once takes 1 or more" >&2; exit 2; }
-[ -z "$variant" ] || "$python" "$here/sharing_coverage.py" check-variant "$variant" || exit 2
+variants=()  # --variant "A:SAGE_X=1 B:SAGE_Y=2": one a word
+read -r -a words <<< "$variant"
+for v in ${words[@]+"${words[@]}"}; do
+    "$python" "$here/sharing_coverage.py" check-variant "$v" || exit 2
+    variants+=(--variant "$v")
+done
 
 bench_build sharing-coverage
 build=$build_dir
@@ -104,7 +110,7 @@ echo "sharing-coverage: no step starts after ${budget} s; all ends by $((budget 
 # reaches it (it writes what it has and exits 128+N); `timeout` signals the
 # whole process group anyway.
 "$python" "$here/sharing_coverage.py" run --out "$out" --build "$build" --data "$data" --logs "$logs" \
-    --cfunc "$cfunc" --runs "$runs" ${at_once:+--rounds-at-once "$at_once"} ${variant:+--variant "$variant"} --budget "$budget" --margin "$margin" --started "$started" ${only:+--only "$only"} \
+    --cfunc "$cfunc" --runs "$runs" ${at_once:+--rounds-at-once "$at_once"} ${variants[@]+"${variants[@]}"} --budget "$budget" --margin "$margin" --started "$started" ${only:+--only "$only"} \
     $([ "$quick" = 1 ] && echo --quick) $([ "$fake" = 1 ] && echo --fake) $([ "$place" = 0 ] && echo --no-place) &
 runner=$!
 trap 'kill -TERM "$runner" 2>/dev/null' TERM
