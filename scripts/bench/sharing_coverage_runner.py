@@ -423,8 +423,8 @@ class Run:
         r = i - 1 if cold_kind else i
         if broker and done["warmup"] and 0 <= r < want["rounds"] and self.may_start(kind, "round", 2):
             self.step(kind, "rounds", lambda: [self.invoke(kind, path), self.invoke(kind, path, broker, "warm")])
-        # A native and a SAGE round; N processes on the CPUs, each mostly one thread (imports).
-        at_once = 2 * max(1.2, 2.0 * self.a.concurrent / (os.cpu_count() or 1))
+        # A native, a SAGE and each variant's round; N processes on the CPUs, each mostly one thread (imports).
+        at_once = (2 + len(self.a.variants)) * max(1.2, 2.0 * self.a.concurrent / (os.cpu_count() or 1))
         if broker and done["warmup"] and i < want["concurrent"] and self.may_start(kind, "round at once", at_once):
             self.step(kind, "concurrent", self.concurrent, kind, path, broker)
 
