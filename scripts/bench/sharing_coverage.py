@@ -135,6 +135,11 @@ def others_reading(runs, tag):
     of an upload's time (its wait for a CPU): the report splits the uploads by it. Rounds are told by
     "batch", each process placed by "start_ms" (its start in the round; the phases are durations after it,
     main_ms, the interpreter's start, first)."""
+    return [(n, ms) for n, ms, _ in reading_of(runs, tag)]
+
+
+def reading_of(runs, tag):
+    """others_reading's (others, ms, record) triples."""
     rounds = {}
     for r in runs:
         if r.get("tag") == tag and "error" not in r and r.get("batch") is not None and \
@@ -147,7 +152,7 @@ def others_reading(runs, tag):
         for r in rs:
             at = read_from(r) + r["read_ms"] + r["setup_ms"]
             n = sum(1 for o in rs if o is not r and read_from(o) <= at < read_from(o) + o["read_ms"])
-            out.append((n, run_hit_ms(r)))
+            out.append((n, run_hit_ms(r), r))
     return out
 
 
@@ -399,6 +404,14 @@ def reading(paths):
             print(f"  {tag[11:]:6} others reading {f(br.stats([n for n, _ in pairs])).replace(' ms', '')}; "
                   f"none reading {f(br.stats(none))}; some reading {f(br.stats(some))}"
                   + (" (rounds by order, starts not recorded)" if guessed and pairs else ""))
+            # the same processes: the upload's CPU and waits, medians
+            for name, keep in (("none", lambda n: n == 0), ("some", lambda n: n > 0)):
+                g = [r for n, _, r in reading_of(rs, tag) if keep(n)]
+                parts = [f"{k} {br.stats([r.get(k) for r in g])['median']}" for k in
+                         ("upload_cpu_ms", "upload_runq_ms", "upload_switches", "upload_preempted")
+                         if br.stats([r.get(k) for r in g])]
+                if parts:
+                    print(f"    {name} reading: " + ", ".join(parts))
     return 0
 
 
@@ -648,6 +661,7 @@ def selftest():
     import io
     import tempfile
     old = [{k: v for k, v in r.items() if k not in ("batch", "start_ms")} for r in rnd]
+    old[1]["upload_cpu_ms"] = 7.0  # b's upload, the one no other reading meets: the none-reading line
     with tempfile.NamedTemporaryFile("w", suffix=".json") as tmp, contextlib.redirect_stdout(io.StringIO()) as out:
         json.dump({"settings": {"concurrent": 3}, "raw": {"gpt2": {"runs": old + [dict(old[0], batch=None)]}}}, tmp)
         tmp.flush()
@@ -655,6 +669,7 @@ def selftest():
     # a (1110) meets b (reading 100-2100, at its round's start now), b none, c (210) both; the 4th alone: 1, 0, 2, 0
     assert "sage   others reading 0.5 [0.0-2.0] n=4; none reading 52.0 ms [52.0-52.0] n=2; some reading 52.0 ms " \
         "[52.0-52.0] n=2 (rounds by order" in out.getvalue(), out.getvalue()
+    assert "    none reading: upload_cpu_ms 7.0\n" in out.getvalue() and "some reading: upload" not in out.getvalue()
     w = where_waited([dict(rnd[0], sharing={"SHARE_KEY_HELPERS": 7, "SHARE_NS_KEY_TAIL": 3e6})])["sage"]
     assert w["key_helpers"]["max"] == 7 and w["key_tail_ms"]["max"] == 3.0, w
     w = where_waited(rnd)["sage"]
