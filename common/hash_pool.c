@@ -18,7 +18,8 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <time.h>
+
+#include "util.h"
 
 #define HELPER_STACK (256u << 10)
 
@@ -122,13 +123,6 @@ static void grow(unsigned n) {
         pthread_attr_destroy(&attr);
 }
 
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 SageHashPoolUse sage_hash_pool_chunks(const void *data, size_t size, SageHash *chunks, unsigned threads) {
         Job job = { .data = data, .size = size, .chunks = chunks, .nchunks = sage_content_key_nchunks(size) };
         SageHashPoolUse use = { 0, 0 };
@@ -150,7 +144,7 @@ SageHashPoolUse sage_hash_pool_chunks(const void *data, size_t size, SageHash *c
         pthread_mutex_unlock(&pool.lock);
 
         hash_chunks(&job);
-        t = now_ns();
+        t = sage_now_ns();
 
         /* Every chunk is taken; those a helper took are done once no helper is left in the job. */
         pthread_mutex_lock(&pool.lock);
@@ -163,7 +157,7 @@ SageHashPoolUse sage_hash_pool_chunks(const void *data, size_t size, SageHash *c
                 pthread_cond_wait(&pool.left, &pool.lock);
         use.helpers = job.joined;
         pthread_mutex_unlock(&pool.lock);
-        use.tail_ns = now_ns() - t;
+        use.tail_ns = sage_now_ns() - t;
         return use;
 }
 

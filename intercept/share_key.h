@@ -25,7 +25,7 @@ void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks);
 unsigned long sage_share_chunk_calls(void);
 /*
  * This thread's use of the hashing pool so far, summed over its calls of
- * sage_share_content_chunks (helpers that took part, the waits for them):
+ * sage_share_content_chunks (helpers that hashed a chunk, the waits for them):
  * an upload adds the difference over its key to SHARE_KEY_HELPERS and
  * SHARE_NS_KEY_TAIL.
  */

@@ -407,8 +407,9 @@ written:
         share_vmm_note_written(&s->vmm, a, o, n);
 out:
         if (sage_share_key_use().tail_ns != pool.tail_ns) { /* the pool hashed: what it used */
-                sage_stats_add(SAGE_STAT_SHARE_KEY_HELPERS, sage_share_key_use().helpers - pool.helpers);
-                sage_stats_add(SAGE_STAT_SHARE_NS_KEY_TAIL, sage_share_key_use().tail_ns - pool.tail_ns);
+                SageHashPoolUse now = sage_share_key_use();
+                sage_stats_add(SAGE_STAT_SHARE_KEY_HELPERS, now.helpers - pool.helpers);
+                sage_stats_add(SAGE_STAT_SHARE_NS_KEY_TAIL, now.tail_ns - pool.tail_ns);
         }
         if ((head || tail) &&
             share_hint_image_ends(&s->vmm, a, o, n, lo, hi, src, served && plan->lo == lo - o && plan->hi == hi - o)) {

@@ -301,11 +301,13 @@ def mismatches(raw):
     return out
 
 
-def table(doc):
-    s, lines = doc["summary"], ["sharing-coverage (median [min-max], n)"]
+def fmt(st, unit=""):
+    """A stats object as the tables print it: median [min-max] n."""
+    return f"{st['median']}{unit} [{st['min']}-{st['max']}] n={st['n']}" if st else "-"
 
-    def f(st, unit=""):
-        return f"{st['median']}{unit} [{st['min']}-{st['max']}] n={st['n']}" if st else "-"
+
+def table(doc):
+    s, lines, f = doc["summary"], ["sharing-coverage (median [min-max], n)"], fmt
     for kind, w in s["workloads"].items():
         if "skipped" in w:
             lines.append(f"  {kind:9} skipped: {w['skipped']}")
@@ -398,18 +400,17 @@ def reading(paths):
             for i, r in enumerate(rs):
                 if guessed:
                     r["batch"], r["start_ms"] = i // at_once + 1, 0.0
-            pairs = others_reading(rs, tag)
-            none, some = [ms for n, ms in pairs if n == 0], [ms for n, ms in pairs if n > 0]
-            f = lambda st: f"{st['median']} ms [{st['min']}-{st['max']}] n={st['n']}" if st else "-"
-            print(f"  {tag[11:]:6} others reading {f(br.stats([n for n, _ in pairs])).replace(' ms', '')}; "
-                  f"none reading {f(br.stats(none))}; some reading {f(br.stats(some))}"
-                  + (" (rounds by order, starts not recorded)" if guessed and pairs else ""))
+            triples = reading_of(rs, tag)
+            groups = {"none": [t for t in triples if t[0] == 0], "some": [t for t in triples if t[0] > 0]}
+            print(f"  {tag[11:]:6} others reading {fmt(br.stats([n for n, _, _ in triples]))}; "
+                  f"none reading {fmt(br.stats([ms for _, ms, _ in groups['none']]), ' ms')}; "
+                  f"some reading {fmt(br.stats([ms for _, ms, _ in groups['some']]), ' ms')}"
+                  + (" (rounds by order, starts not recorded)" if guessed and triples else ""))
             # the same processes: the upload's CPU and waits, medians
-            for name, keep in (("none", lambda n: n == 0), ("some", lambda n: n > 0)):
-                g = [r for n, _, r in reading_of(rs, tag) if keep(n)]
-                parts = [f"{k} {br.stats([r.get(k) for r in g])['median']}" for k in
-                         ("upload_cpu_ms", "upload_runq_ms", "upload_switches", "upload_preempted")
-                         if br.stats([r.get(k) for r in g])]
+            for name, g in groups.items():
+                medians = {k: br.stats([r.get(k) for _, _, r in g]) for k in
+                           ("upload_cpu_ms", "upload_runq_ms", "upload_switches", "upload_preempted")}
+                parts = [f"{k} {st['median']}" for k, st in medians.items() if st]
                 if parts:
                     print(f"    {name} reading: " + ", ".join(parts))
     return 0

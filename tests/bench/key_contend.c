@@ -27,6 +27,7 @@
 
 #include "hash.h"
 #include "hash_pool.h"
+#include "util.h"
 
 #define MIB ((size_t)1 << 20)
 #define LAYERS 24
@@ -48,10 +49,7 @@ static void *spin(void *arg) {
 }
 
 static double now_ms(clockid_t c) {
-        struct timespec ts;
-
-        clock_gettime(c, &ts);
-        return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+        return sage_clock_ns(c) / 1e6;
 }
 
 /* This thread's wait for a CPU so far (ms; /proc/thread-self/schedstat's second field), -1 if unknown. */
