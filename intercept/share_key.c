@@ -5,8 +5,8 @@
  * hashed by the calling thread and the threads of a persistent pool
  * (common/hash_pool.c), but never by more than half the CPUs nor by more
  * than are idle: 16 processes hashing at once with 16 threads each made
- * every one of them 20 times slower (issue 14). A key of one chunk stays
- * on the calling thread.
+ * every one of them 20 times slower (issue 14); SAGE_SHARE_KEY_THREADS
+ * fixes the number. A key of one chunk stays on the calling thread.
  * Device read-back (publishing, assembly) hashes the same chunks, so the
  * two compare, and the broker verifies the same key (common/hash.h).
  */
@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "hash_pool.h"
+#include "options.h"
 
 #define CHUNK SAGE_CONTENT_KEY_CHUNK /* common/hash.h: the broker verifies the same key */
 #define BLOCK SAGE_CONTENT_KEY_BLOCK
@@ -60,9 +61,12 @@ long sage_share_running_now(void) {
 static unsigned hash_threads_now(void) {
         static _Atomic uint64_t read_at;
         static _Atomic unsigned threads;
+        uint64_t fixed = sage_options()->share_key_threads;
         struct timespec ts;
         uint64_t now;
 
+        if (fixed) /* SAGE_SHARE_KEY_THREADS */
+                return fixed > SAGE_HASH_POOL_MAX ? SAGE_HASH_POOL_MAX : (unsigned)fixed;
         clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
         now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + 1; /* never 0: 0 is "not read" */
         if (atomic_load_explicit(&threads, memory_order_relaxed) &&

@@ -3,11 +3,17 @@
  * choice before each cost was seen twice; a hit costlier than the copy is
  * copied but for one in 8 (its cost measured again); the rates decay, so
  * a load that passed turns the choice back. And how many threads hash a
- * content key (intercept/share_key.c): half the CPUs, no more than idle.
+ * content key (intercept/share_key.c): half the CPUs, no more than idle,
+ * or SAGE_SHARE_KEY_THREADS.
  */
 #include "../../intercept/share_cost.h"
 #include "../../intercept/share_key.h"
 #include "check.h"
+#include "hash_pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MIB ((size_t)1 << 20)
 
@@ -84,7 +90,32 @@ static void hash_threads(void) {
         CHECK(sage_share_hash_threads(0, 0) == 1);
 }
 
+/*
+ * SAGE_SHARE_KEY_THREADS=N (set in main) keys on the caller and N - 1 pool threads: N is
+ * one more than this machine's default ever is (half its CPUs), so the default cannot pass.
+ */
+static void key_threads_fixed(unsigned n) {
+        size_t size = 64 * MIB;
+        unsigned char *data = malloc(size);
+        SageHash chunks[128];
+
+        CHECK(data && sage_content_key_nchunks(size) <= 128);
+        memset(data, 7, size);
+        sage_share_content_chunks(data, size, chunks);
+        CHECK(sage_hash_pool_threads() == n - 1);
+        free(data);
+}
+
 int main(void) {
+        unsigned most = sage_share_hash_threads(sage_share_cpu_count(), 1), fixed = most + 1;
+        char text[8];
+
+        if (fixed > SAGE_HASH_POOL_MAX) /* 32 CPUs or more: the default can be 16, the most there is */
+                fixed = 0;
+        snprintf(text, sizeof(text), "%u", fixed);
+        setenv("SAGE_SHARE_KEY_THREADS", text, 1);
+        if (fixed)
+                key_threads_fixed(fixed);
         needs_samples();
         hit_against_copy();
         explores_and_follows_the_load();
