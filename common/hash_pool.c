@@ -123,41 +123,50 @@ static void grow(unsigned n) {
         pthread_attr_destroy(&attr);
 }
 
-SageHashPoolUse sage_hash_pool_chunks(const void *data, size_t size, SageHash *chunks, unsigned threads) {
-        Job job = { .data = data, .size = size, .chunks = chunks, .nchunks = sage_content_key_nchunks(size) };
-        SageHashPoolUse use = { 0, 0 };
+/* `job` on the calling thread and up to `threads` - 1 helpers (2 or more of each); what it used but CPU time. */
+static SageHashPoolUse pooled(Job *job, unsigned threads) {
+        SageHashPoolUse use = { 0, 0, 0 };
         uint64_t t;
 
-        if (threads > SAGE_HASH_POOL_MAX)
-                threads = SAGE_HASH_POOL_MAX;
-        if (threads < 2 || job.nchunks < 2) {
-                sage_content_key_chunks(data, size, chunks);
-                return use;
-        }
-        job.want = threads - 1 < job.nchunks - 1 ? threads - 1 : (unsigned)job.nchunks - 1;
+        job->want = threads - 1 < job->nchunks - 1 ? threads - 1 : (unsigned)job->nchunks - 1;
         pthread_mutex_lock(&pool.lock);
-        grow(job.want);
-        job.later = pool.jobs;
-        pool.jobs = &job;
-        for (unsigned i = 0; i < job.want; i++)
+        grow(job->want);
+        job->later = pool.jobs;
+        pool.jobs = job;
+        for (unsigned i = 0; i < job->want; i++)
                 pthread_cond_signal(&pool.work);
         pthread_mutex_unlock(&pool.lock);
 
-        hash_chunks(&job);
+        hash_chunks(job);
         t = sage_now_ns();
 
         /* Every chunk is taken; those a helper took are done once no helper is left in the job. */
         pthread_mutex_lock(&pool.lock);
         for (Job **p = &pool.jobs; *p; p = &(*p)->later)
-                if (*p == &job) {
-                        *p = job.later;
+                if (*p == job) {
+                        *p = job->later;
                         break;
                 }
-        while (job.helpers)
+        while (job->helpers)
                 pthread_cond_wait(&pool.left, &pool.lock);
-        use.helpers = job.joined;
+        use.helpers = job->joined;
         pthread_mutex_unlock(&pool.lock);
         use.tail_ns = sage_now_ns() - t;
+        return use;
+}
+
+SageHashPoolUse sage_hash_pool_chunks(const void *data, size_t size, SageHash *chunks, unsigned threads) {
+        Job job = { .data = data, .size = size, .chunks = chunks, .nchunks = sage_content_key_nchunks(size) };
+        SageHashPoolUse use = { 0, 0, 0 };
+        uint64_t cpu = sage_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+
+        if (threads > SAGE_HASH_POOL_MAX)
+                threads = SAGE_HASH_POOL_MAX;
+        if (threads < 2 || job.nchunks < 2)
+                sage_content_key_chunks(data, size, chunks);
+        else
+                use = pooled(&job, threads);
+        use.cpu_ns = sage_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
         return use;
 }
 

@@ -99,6 +99,7 @@ void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks) 
         use = sage_hash_pool_chunks(data, size, chunks, size > CHUNK ? hash_threads_now() : 1);
         key_use.helpers += use.helpers;
         key_use.tail_ns += use.tail_ns;
+        key_use.cpu_ns += use.cpu_ns;
 }
 
 int sage_share_content_key(const void *data, size_t size, SageHash *out) {

@@ -406,8 +406,9 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
 written:
         share_vmm_note_written(&s->vmm, a, o, n);
 out:
-        if (sage_share_key_use().tail_ns != pool.tail_ns) { /* the pool hashed: what it used */
+        if (sage_share_key_use().cpu_ns != pool.cpu_ns) { /* hashed: the keys' CPU, helpers, wait for them */
                 SageHashPoolUse now = sage_share_key_use();
+                sage_stats_add(SAGE_STAT_SHARE_NS_KEY_CPU, now.cpu_ns - pool.cpu_ns);
                 sage_stats_add(SAGE_STAT_SHARE_KEY_HELPERS, now.helpers - pool.helpers);
                 sage_stats_add(SAGE_STAT_SHARE_NS_KEY_TAIL, now.tail_ns - pool.tail_ns);
         }

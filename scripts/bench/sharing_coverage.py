@@ -157,8 +157,8 @@ def reading_of(runs, tag):
 
 
 # Where N processes at once spent their upload (ms): the uploading thread's wait for a CPU, and SAGE's parts.
-WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_KEY_TAIL": "key_tail_ms", "SHARE_NS_BROKER": "broker_ms",
-              "SHARE_NS_REMAP": "remap_ms", "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms"}
+WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_KEY_CPU": "key_cpu_ms", "SHARE_NS_KEY_TAIL": "key_tail_ms",
+              "SHARE_NS_BROKER": "broker_ms", "SHARE_NS_REMAP": "remap_ms", "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms"}
 
 
 def where_waited(runs, sage_tag="concurrent-sage"):
@@ -671,8 +671,9 @@ def selftest():
     assert "sage   others reading 0.5 [0.0-2.0] n=4; none reading 52.0 ms [52.0-52.0] n=2; some reading 52.0 ms " \
         "[52.0-52.0] n=2 (rounds by order" in out.getvalue(), out.getvalue()
     assert "    none reading: upload_cpu_ms 7.0\n" in out.getvalue() and "some reading: upload" not in out.getvalue()
-    w = where_waited([dict(rnd[0], sharing={"SHARE_KEY_HELPERS": 7, "SHARE_NS_KEY_TAIL": 3e6})])["sage"]
-    assert w["key_helpers"]["max"] == 7 and w["key_tail_ms"]["max"] == 3.0, w
+    w = where_waited([dict(rnd[0], sharing={"SHARE_KEY_HELPERS": 7, "SHARE_NS_KEY_TAIL": 3e6,
+                                            "SHARE_NS_KEY_CPU": 4e6})])["sage"]
+    assert w["key_helpers"]["max"] == 7 and w["key_tail_ms"]["max"] == 3.0 and w["key_cpu_ms"]["max"] == 4.0, w
     w = where_waited(rnd)["sage"]
     assert w["others_reading"]["max"] == 2 and w["ms_none_reading"]["n"] == 1 and w["ms_some_reading"]["n"] == 2, w
     raw["bert"]["runs"].insert(0, {"tag": "cold", "upload_ms": 1.0, "checksum": "2"})  # SAGE first: still caught

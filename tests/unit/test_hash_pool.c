@@ -85,15 +85,16 @@ int main(void) {
          * What a call used: alone, no helper and no wait; pooled, at most the
          * helpers asked for (threads - 1, chunks - 1), the caller's tail after
          * its last chunk within the call; over many calls a helper takes part.
+         * The caller's CPU time is counted either way, never more than the call took.
          */
         {
                 SageHash got[MAX_CHUNKS];
                 SageHashPoolUse use = sage_hash_pool_chunks(data, 20 * CHUNK, got, 1);
                 unsigned joined = 0;
 
-                CHECK(use.helpers == 0 && use.tail_ns == 0);
+                CHECK(use.helpers == 0 && use.tail_ns == 0 && use.cpu_ns > 0);
                 use = sage_hash_pool_chunks(data, CHUNK, got, 8); /* one chunk: on the calling thread */
-                CHECK(use.helpers == 0 && use.tail_ns == 0);
+                CHECK(use.helpers == 0 && use.tail_ns == 0 && use.cpu_ns > 0);
                 for (unsigned i = 0; i < 200; i++) {
                         unsigned t = 2 + i % 6;
                         size_t chunks = 2 + i % 3;
@@ -103,6 +104,7 @@ int main(void) {
                         CHECK(use.helpers <= t - 1 && use.helpers <= chunks - 1);
                         CHECK(use.tail_ns > 0);
                         CHECK(use.tail_ns <= took);
+                        CHECK(use.cpu_ns > 0 && use.cpu_ns <= took);
                         joined += use.helpers;
                 }
                 /* A loaded machine may run the caller through its chunks first: larger jobs, more tries. */
