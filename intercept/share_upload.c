@@ -509,7 +509,7 @@ static CUresult upload(const CopyCall *c) {
         bool async = c->kind == COPY_HTOD_ASYNC || c->kind == COPY_UNIFIED_ASYNC;
         UploadPlan plan = { 0 };
         CUresult r = CUDA_SUCCESS;
-        uint64_t t0 = sage_now_ns();
+        uint64_t t0 = sage_now_ns(), cpu0 = sage_clock_ns(CLOCK_THREAD_CPUTIME_ID);
         size_t first;
 
         /*
@@ -551,8 +551,10 @@ static CUresult upload(const CopyCall *c) {
                         r = timed_copy(s, c, plan.hi, c->n - plan.hi);
         }
         /* The whole call, the app's copies included: what its parts (key, broker, remap, stage) leave over. */
-        if (plan.ours)
+        if (plan.ours) { /* the CPU time read within the call's time */
+                sage_stats_add(SAGE_STAT_SHARE_NS_UPLOAD_CPU, sage_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0);
                 lap(SAGE_STAT_SHARE_NS_UPLOAD, t0);
+        }
         return r;
 }
 

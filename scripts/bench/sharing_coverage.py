@@ -158,7 +158,11 @@ def reading_of(runs, tag):
 
 # Where N processes at once spent their upload (ms): the uploading thread's wait for a CPU, and SAGE's parts.
 WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_KEY_CPU": "key_cpu_ms", "SHARE_NS_KEY_TAIL": "key_tail_ms",
-              "SHARE_NS_BROKER": "broker_ms", "SHARE_NS_REMAP": "remap_ms", "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms"}
+              "SHARE_NS_BROKER": "broker_ms", "SHARE_NS_REMAP": "remap_ms", "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms",
+              "SHARE_NS_UPLOAD_CPU": "upload_calls_cpu_ms", "SHARE_NS_ALLOC_CPU": "alloc_cpu_ms"}
+# Of the uploading thread's CPU time (upload_cpu_ms), SAGE's: in its upload calls, of it the keys', its cuMemAllocs.
+CPU_STATS = {"SHARE_NS_UPLOAD_CPU": "upload_calls_cpu_ms", "SHARE_NS_KEY_CPU": "key_cpu_ms",
+             "SHARE_NS_ALLOC_CPU": "alloc_cpu_ms"}
 
 
 def where_waited(runs, sage_tag="concurrent-sage"):
@@ -394,7 +398,8 @@ def reading(paths):
         runs = [dict(r) for r in doc.get("raw", {}).get("gpt2", {}).get("runs", []) if "error" not in r]
         at_once = doc.get("settings", {}).get("concurrent") or CONCURRENT
         print(path)
-        for tag in ("concurrent-native", "concurrent-sage"):
+        variants = sorted({r["tag"] for r in runs if r.get("tag", "").startswith(VARIANT_TAG)})
+        for tag in ["concurrent-native", "concurrent-sage"] + variants:
             rs = [r for r in runs if r.get("tag") == tag]
             guessed = any(r.get("batch") is None for r in rs)
             for i, r in enumerate(rs):
@@ -402,7 +407,7 @@ def reading(paths):
                     r["batch"], r["start_ms"] = i // at_once + 1, 0.0
             triples = reading_of(rs, tag)
             groups = {"none": [t for t in triples if t[0] == 0], "some": [t for t in triples if t[0] > 0]}
-            print(f"  {tag[11:]:6} others reading {fmt(br.stats([n for n, _, _ in triples]))}; "
+            print(f"  {tag[11:]:6}{'' if len(tag) < 18 else chr(10) + ' ' * 8} others reading {fmt(br.stats([n for n, _, _ in triples]))}; "
                   f"none reading {fmt(br.stats([ms for _, ms, _ in groups['none']]), ' ms')}; "
                   f"some reading {fmt(br.stats([ms for _, ms, _ in groups['some']]), ' ms')}"
                   + (" (rounds by order, starts not recorded)" if guessed and triples else ""))
@@ -410,6 +415,8 @@ def reading(paths):
             for name, g in groups.items():
                 medians = {k: br.stats([r.get(k) for _, _, r in g]) for k in
                            ("upload_cpu_ms", "upload_runq_ms", "upload_switches", "upload_preempted")}
+                for stat, k in CPU_STATS.items():  # SAGE's part of the CPU time (libsage of 2026-12-07 on)
+                    medians[k] = br.stats([r["sharing"][stat] / 1e6 for _, _, r in g if stat in (r.get("sharing") or {})])
                 parts = [f"{k} {st['median']}" for k, st in medians.items() if st]
                 if parts:
                     print(f"    {name} reading: " + ", ".join(parts))
@@ -672,8 +679,9 @@ def selftest():
         "[52.0-52.0] n=2 (rounds by order" in out.getvalue(), out.getvalue()
     assert "    none reading: upload_cpu_ms 7.0\n" in out.getvalue() and "some reading: upload" not in out.getvalue()
     w = where_waited([dict(rnd[0], sharing={"SHARE_KEY_HELPERS": 7, "SHARE_NS_KEY_TAIL": 3e6,
-                                            "SHARE_NS_KEY_CPU": 4e6})])["sage"]
+                                            "SHARE_NS_KEY_CPU": 4e6, "SHARE_NS_UPLOAD_CPU": 5e6})])["sage"]
     assert w["key_helpers"]["max"] == 7 and w["key_tail_ms"]["max"] == 3.0 and w["key_cpu_ms"]["max"] == 4.0, w
+    assert w["upload_calls_cpu_ms"]["max"] == 5.0 and w["alloc_cpu_ms"]["max"] == 0.0, w
     w = where_waited(rnd)["sage"]
     assert w["others_reading"]["max"] == 2 and w["ms_none_reading"]["n"] == 1 and w["ms_some_reading"]["n"] == 2, w
     raw["bert"]["runs"].insert(0, {"tag": "cold", "upload_ms": 1.0, "checksum": "2"})  # SAGE first: still caught

@@ -42,8 +42,18 @@ done
 upload_ns=$(stat_of "$tmp/cold.json" SHARE_NS_UPLOAD)
 [ "$upload_ns" -ge "$parts" ] && [ "$parts" -gt 0 ] || bad "cold: SHARE_NS_UPLOAD $upload_ns, its parts $parts"
 [ "$(stat_of "$tmp/cold.json" SHARE_NS_ALLOC)" -gt 0 ] || bad "cold: the allocation's time not counted"
+# ... and the calling threads' CPU time in them, never more than their time (the staging threads' apart).
+cpu_within() { # TAG WALL_COUNTER CPU_COUNTER
+  local wall cpu
+  wall=$(stat_of "$tmp/$1.json" "$2") cpu=$(stat_of "$tmp/$1.json" "$3")
+  [ "$cpu" -gt 0 ] && [ "$cpu" -le "$wall" ] || bad "$1: $3 $cpu against $2 $wall"
+}
+cpu_within cold SHARE_NS_UPLOAD SHARE_NS_UPLOAD_CPU
+cpu_within cold SHARE_NS_ALLOC SHARE_NS_ALLOC_CPU
 run warm 24 21 async-order
 expect warm SHARE_HITS=1 SHARE_STAGED=0 SHARE_BYTES_MAPPED=$((24 << 20))
+cpu_within warm SHARE_NS_UPLOAD SHARE_NS_UPLOAD_CPU
+cpu_within warm SHARE_NS_KEY SHARE_NS_KEY_CPU
 
 step "a broker holding extents: hashed first, the miss staged (keyed by what arrived), published; then a hit"
 run miss1 24 22
