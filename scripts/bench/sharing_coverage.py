@@ -160,7 +160,8 @@ def reading_of(runs, tag):
 WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_KEY_CPU": "key_cpu_ms", "SHARE_NS_KEY_TAIL": "key_tail_ms",
               "SHARE_NS_BROKER": "broker_ms", "SHARE_NS_REMAP": "remap_ms", "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms",
               "SHARE_NS_UPLOAD_CPU": "upload_calls_cpu_ms", "SHARE_NS_ALLOC_CPU": "alloc_cpu_ms"}
-# Of the uploading thread's CPU time (upload_cpu_ms), SAGE's: in its upload calls, of it the keys', its cuMemAllocs.
+# Of the uploading thread's CPU time (upload_thread_cpu_ms), SAGE's: in its upload calls, of it the keys', its
+# cuMemAllocs (upload_cpu_ms is the whole process's: hashing and staging threads, the framework's threads).
 CPU_STATS = {"SHARE_NS_UPLOAD_CPU": "upload_calls_cpu_ms", "SHARE_NS_KEY_CPU": "key_cpu_ms",
              "SHARE_NS_ALLOC_CPU": "alloc_cpu_ms"}
 
@@ -170,7 +171,7 @@ def where_waited(runs, sage_tag="concurrent-sage"):
     out = {}
     for side, tag in (("native", "concurrent-native"), ("sage", sage_tag)):
         out[side] = {}
-        for key in ("upload_runq_ms", "upload_switches", "upload_preempted", "upload_cpu_ms"):
+        for key in ("upload_runq_ms", "upload_switches", "upload_preempted", "upload_cpu_ms", "upload_thread_cpu_ms"):
             out[side][key] = br.stats(values(runs, tag, key))
         pairs = others_reading(runs, tag)
         if pairs:  # documents before the rounds were recorded have none
@@ -414,7 +415,8 @@ def reading(paths):
             # the same processes: the upload's CPU and waits, medians
             for name, g in groups.items():
                 medians = {k: br.stats([r.get(k) for _, _, r in g]) for k in
-                           ("upload_cpu_ms", "upload_runq_ms", "upload_switches", "upload_preempted")}
+                           ("upload_cpu_ms", "upload_thread_cpu_ms", "upload_runq_ms", "upload_switches",
+                            "upload_preempted")}
                 for stat, k in CPU_STATS.items():  # SAGE's part of the CPU time (libsage of 2026-12-07 on)
                     medians[k] = br.stats([r["sharing"][stat] / 1e6 for _, _, r in g if stat in (r.get("sharing") or {})])
                 parts = [f"{k} {st['median']}" for k, st in medians.items() if st]

@@ -385,16 +385,17 @@ def cold(kind, path, slow_build=False):
     f.read()
     c = time.monotonic_ns()
     f.gpu_setup()
-    d, cpu_d, sched_d = time.monotonic_ns(), time.process_time_ns(), thread_sched()
+    d, cpu_d, sched_d, thr_d = time.monotonic_ns(), time.process_time_ns(), thread_sched(), time.thread_time_ns()
     f.upload()
-    e, cpu_e, sched_e = time.monotonic_ns(), time.process_time_ns(), thread_sched()
+    e, cpu_e, sched_e, thr_e = time.monotonic_ns(), time.process_time_ns(), thread_sched(), time.thread_time_ns()
     out = f.compute()
     g = time.monotonic_ns()
     rec = {"kind": kind, "pid": os.getpid(), "sage_loaded": sage_loaded(), "t0_given": t0_env is not None,
            "main_ms": ms(t0, T_MAIN), "import_ms": ms(a, b), "read_ms": ms(b, c), "setup_ms": ms(c, d),
            "upload_ms": ms(d, e), "compute_ms": ms(e, g), "first_result_ms": ms(t0, g),
            "upload_cpu_ms": ms(cpu_d, cpu_e),  # every thread of the process (SAGE's staging too)
-           # the uploading thread only: time runnable but waiting for a CPU, and its context switches
+           # the uploading thread only: its CPU time, time runnable but waiting for a CPU, its context switches
+           "upload_thread_cpu_ms": ms(thr_d, thr_e),
            "upload_runq_ms": ms(sched_d[0], sched_e[0]), "upload_switches": sched_e[1] - sched_d[1],
            "upload_preempted": sched_e[2] - sched_d[2]}
     rec.update(summary(out))
