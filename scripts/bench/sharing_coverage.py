@@ -388,6 +388,9 @@ def document(a, raw, problems, machine):
                      **{k: summary[k] for k in ("workloads", "cold_upload_gbps", "concurrent16", "small_hits")})
 
 
+READING_BUCKETS = ((0, 0), (1, 3), (4, 7), (8, 15), (16, 255))
+
+
 def reading(paths):
     """`sharing_coverage.py reading DOC.json...`: each document's gpt2 uploads at once split by the others'
     reading (others_reading). Documents written before the rounds were recorded ("batch", "start_ms") have
@@ -412,6 +415,10 @@ def reading(paths):
                   f"none reading {fmt(br.stats([ms for _, ms, _ in groups['none']]), ' ms')}; "
                   f"some reading {fmt(br.stats([ms for _, ms, _ in groups['some']]), ' ms')}"
                   + (" (rounds by order, starts not recorded)" if guessed and triples else ""))
+            # like for like: the uploads by how many others were reading (median ms, n)
+            buckets = [(lo, hi, [ms for n, ms, _ in triples if lo <= n <= hi]) for lo, hi in READING_BUCKETS]
+            print("    by others reading: " + ", ".join(f"{lo}-{hi} {br.stats(v)['median']} ms n={len(v)}"
+                                                   for lo, hi, v in buckets if v))
             # the same processes: the upload's CPU and waits, medians
             for name, g in groups.items():
                 medians = {k: br.stats([r.get(k) for _, _, r in g]) for k in
@@ -680,6 +687,7 @@ def selftest():
     assert "sage   others reading 0.5 [0.0-2.0] n=4; none reading 52.0 ms [52.0-52.0] n=2; some reading 52.0 ms " \
         "[52.0-52.0] n=2 (rounds by order" in out.getvalue(), out.getvalue()
     assert "    none reading: upload_cpu_ms 7.0\n" in out.getvalue() and "some reading: upload" not in out.getvalue()
+    assert "    by others reading: 0-0 52.0 ms n=2, 1-3 52.0 ms n=2\n" in out.getvalue(), out.getvalue()
     w = where_waited([dict(rnd[0], sharing={"SHARE_KEY_HELPERS": 7, "SHARE_NS_KEY_TAIL": 3e6,
                                             "SHARE_NS_KEY_CPU": 4e6, "SHARE_NS_UPLOAD_CPU": 5e6})])["sage"]
     assert w["key_helpers"]["max"] == 7 and w["key_tail_ms"]["max"] == 3.0 and w["key_cpu_ms"]["max"] == 4.0, w
