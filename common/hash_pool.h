@@ -10,7 +10,7 @@
 typedef struct {
         unsigned helpers; /* pool threads that hashed a chunk (0: the calling thread alone) */
         uint64_t tail_ns; /* from the caller's last chunk to the return: its wait for the helpers' */
-        uint64_t cpu_ns;  /* the calling thread's CPU time in the call (helpers' not counted) */
+        uint64_t cpu_ns;  /* the calling thread's CPU time in the call, if over one chunk (helpers' not counted) */
 } SageHashPoolUse;
 
 /*

@@ -90,7 +90,7 @@ static CUresult alloc_placed(ShareVmm *v, size_t size, size_t lead, size_t gran,
         return r;
 }
 
-static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
+static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result, uint64_t *cpu0) {
         SageShare *s = sage_share();
         CUmemAllocationProp prop;
         SageShareAlloc *a;
@@ -120,6 +120,7 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
                 sage_stats_count(SAGE_STAT_SHARE_UNKNOWN_GPU);
                 return false;
         }
+        *cpu0 = sage_clock_ns(CLOCK_THREAD_CPUTIME_ID); /* a system call: only once SAGE backs it */
         prop = sage_vmm_prop(dev);
         if (s->drv.granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran)
                 goto fail;
@@ -153,8 +154,8 @@ fail:
 }
 
 bool sage_share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result) {
-        uint64_t t = sage_now_ns(), cpu = sage_clock_ns(CLOCK_THREAD_CPUTIME_ID);
-        bool backed = share_alloc(dptr, size, result);
+        uint64_t t = sage_now_ns(), cpu = 0;
+        bool backed = share_alloc(dptr, size, result, &cpu);
 
         /* The app waits for SAGE's reserve, create, map and access where cuMemAlloc would allocate. */
         if (backed) { /* the CPU time read within the call's time */
@@ -286,12 +287,9 @@ CUresult sage_share_back(CUdeviceptr dst, size_t n) {
         return back(sage_share(), dst, n, BACK_RANGE);
 }
 
-/*
- * A pointer query (share_reach.c): all of the allocation `p` falls in, as
- * the eager allocation had it (one mapping from its held memory when no hit
- * reached it), so the driver answers as for mapped memory; nothing else
- * when nothing is deferred (one atomic load).
- */
+/* A pointer query (share_reach.c): all of the allocation `p` falls in, as the eager allocation had it (one mapping
+ * from its held memory when no hit reached it), so the driver answers as for mapped memory; nothing else when
+ * nothing is deferred (one atomic load). */
 void sage_share_back_alloc(CUdeviceptr p) {
         back(sage_share(), p, 1, BACK_ALLOC);
 }

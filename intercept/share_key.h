@@ -25,9 +25,9 @@ void sage_share_content_chunks(const void *data, size_t size, SageHash *chunks);
 unsigned long sage_share_chunk_calls(void);
 /*
  * This thread's use of the hashing pool so far, summed over its calls of
- * sage_share_content_chunks (helpers that hashed a chunk, the waits for them):
- * an upload adds the difference over its key to SHARE_KEY_HELPERS and
- * SHARE_NS_KEY_TAIL.
+ * sage_share_content_chunks (helpers that hashed a chunk, the waits for them,
+ * its CPU time): an upload adds the difference over its keys to
+ * SHARE_KEY_HELPERS, SHARE_NS_KEY_TAIL and SHARE_NS_KEY_CPU.
  */
 SageHashPoolUse sage_share_key_use(void);
 

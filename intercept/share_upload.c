@@ -46,18 +46,24 @@
 #include "stats.h"
 #include "util.h"
 
-/*
- * Uploads at least this large try the file-identity key first: a kernel
- * without PROCMAP_QUERY makes that a parse of /proc/self/maps (1-7 ms in a
- * PyTorch process; share_file_key.c).
- */
+/* Uploads at least this large try the file-identity key first: a kernel without PROCMAP_QUERY
+ * makes that a parse of /proc/self/maps (1-7 ms in a PyTorch process; share_file_key.c). */
 #define FILE_KEY_MIN (16u << 20)
 
 /* Bytes [lo, hi) of an upload served by mapping or SAGE's staged copy; the caller copies the rest. */
 typedef struct UploadPlan {
         size_t lo, hi;
-        bool ours; /* the destination is memory SAGE backs: the call's time is SHARE_NS_UPLOAD's */
+        bool ours;     /* the destination is memory SAGE backs: the call's time is SHARE_NS_UPLOAD's */
+        uint64_t cpu0; /* the calling thread's CPU clock once it was (SHARE_NS_UPLOAD_CPU) */
 } UploadPlan;
+
+/* What this thread's keys used since `before` (all 0 if it hashed nothing): their CPU, helpers, waits. */
+static void count_keys(SageHashPoolUse before) {
+        SageHashPoolUse now = sage_share_key_use();
+        sage_stats_add(SAGE_STAT_SHARE_NS_KEY_CPU, now.cpu_ns - before.cpu_ns);
+        sage_stats_add(SAGE_STAT_SHARE_KEY_HELPERS, now.helpers - before.helpers);
+        sage_stats_add(SAGE_STAT_SHARE_NS_KEY_TAIL, now.tail_ns - before.tail_ns);
+}
 
 /* Add the time since `since` to a nanosecond counter; returns now. */
 static uint64_t lap(SageStat stat, uint64_t since) {
@@ -235,7 +241,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         Piece piece;
         BeforeReplace before;
         ShareStageJob *job;
-        SageHashPoolUse pool = sage_share_key_use(); /* the keys' helpers and waits: counted at out */
+        SageHashPoolUse pool = sage_share_key_use(); /* the keys' CPU, helpers and waits: counted at out */
 
         if (!atomic_load_explicit(&s->active, memory_order_relaxed) || !src || !n)
                 return false;
@@ -243,6 +249,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         if (!(a = share_vmm_find(&s->vmm, dst, n)))
                 goto out;
         plan->ours = true;
+        plan->cpu0 = sage_clock_ns(CLOCK_THREAD_CPUTIME_ID); /* a system call: only for memory SAGE backs */
         o = dst - a->va;
         lo = (o + a->gran - 1) / a->gran * a->gran;
         hi = (o + n) / a->gran * a->gran;
@@ -373,11 +380,8 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
                 plan->hi = hi - o;
                 goto out;
         }
-        /*
-         * A miss: [lo, hi) becomes a candidate piece of its own, copied by
-         * SAGE's staging (keyed by what arrived: the source may have changed
-         * since the key was computed) or else by the caller's copy.
-         */
+        /* A miss: [lo, hi) becomes a candidate piece of its own, copied by SAGE's staging (keyed by what
+         * arrived: the source may have changed since the key was computed) or else by the caller's copy. */
         sage_stats_count(SAGE_STAT_SHARE_MISSES);
         sage_stats_add(SAGE_STAT_SHARE_BYTES_COPIED, n);
         job = share_upload_stage_begin(s, a, hi - lo,
@@ -406,12 +410,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
 written:
         share_vmm_note_written(&s->vmm, a, o, n);
 out:
-        if (sage_share_key_use().cpu_ns != pool.cpu_ns) { /* hashed: the keys' CPU, helpers, wait for them */
-                SageHashPoolUse now = sage_share_key_use();
-                sage_stats_add(SAGE_STAT_SHARE_NS_KEY_CPU, now.cpu_ns - pool.cpu_ns);
-                sage_stats_add(SAGE_STAT_SHARE_KEY_HELPERS, now.helpers - pool.helpers);
-                sage_stats_add(SAGE_STAT_SHARE_NS_KEY_TAIL, now.tail_ns - pool.tail_ns);
-        }
+        count_keys(pool);
         if ((head || tail) &&
             share_hint_image_ends(&s->vmm, a, o, n, lo, hi, src, served && plan->lo == lo - o && plan->hi == hi - o)) {
                 plan->lo = 0; /* its ends kept in runs' images, its middle served */
@@ -509,7 +508,7 @@ static CUresult upload(const CopyCall *c) {
         bool async = c->kind == COPY_HTOD_ASYNC || c->kind == COPY_UNIFIED_ASYNC;
         UploadPlan plan = { 0 };
         CUresult r = CUDA_SUCCESS;
-        uint64_t t0 = sage_now_ns(), cpu0 = sage_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+        uint64_t t0 = sage_now_ns();
         size_t first;
 
         /*
@@ -552,7 +551,7 @@ static CUresult upload(const CopyCall *c) {
         }
         /* The whole call, the app's copies included: what its parts (key, broker, remap, stage) leave over. */
         if (plan.ours) { /* the CPU time read within the call's time */
-                sage_stats_add(SAGE_STAT_SHARE_NS_UPLOAD_CPU, sage_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0);
+                sage_stats_add(SAGE_STAT_SHARE_NS_UPLOAD_CPU, sage_clock_ns(CLOCK_THREAD_CPUTIME_ID) - plan.cpu0);
                 lap(SAGE_STAT_SHARE_NS_UPLOAD, t0);
         }
         return r;

@@ -385,9 +385,9 @@ def cold(kind, path, slow_build=False):
     f.read()
     c = time.monotonic_ns()
     f.gpu_setup()
-    d, cpu_d, sched_d, thr_d = time.monotonic_ns(), time.process_time_ns(), thread_sched(), time.thread_time_ns()
+    d, thr_d, cpu_d, sched_d = time.monotonic_ns(), time.thread_time_ns(), time.process_time_ns(), thread_sched()
     f.upload()
-    e, cpu_e, sched_e, thr_e = time.monotonic_ns(), time.process_time_ns(), thread_sched(), time.thread_time_ns()
+    thr_e, e, cpu_e, sched_e = time.thread_time_ns(), time.monotonic_ns(), time.process_time_ns(), thread_sched()
     out = f.compute()
     g = time.monotonic_ns()
     rec = {"kind": kind, "pid": os.getpid(), "sage_loaded": sage_loaded(), "t0_given": t0_env is not None,

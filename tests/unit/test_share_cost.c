@@ -6,14 +6,15 @@
  * content key (intercept/share_key.c): half the CPUs, no more than idle,
  * or SAGE_SHARE_KEY_THREADS.
  */
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "../../intercept/share_cost.h"
 #include "../../intercept/share_key.h"
 #include "check.h"
 #include "hash_pool.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define MIB ((size_t)1 << 20)
 
@@ -91,31 +92,35 @@ static void hash_threads(void) {
 }
 
 /*
- * SAGE_SHARE_KEY_THREADS=N (set in main) keys on the caller and N - 1 pool threads: N is
- * one more than this machine's default ever is (half its CPUs), so the default cannot pass.
+ * SAGE_SHARE_KEY_THREADS=3 (set in main) keys on the caller and 2 pool threads. The test
+ * runs on at most 2 CPUs, where the default is 1 (no pool): the default cannot pass.
  */
-static void key_threads_fixed(unsigned n) {
-        size_t size = 64 * MIB;
+static void key_threads_fixed(void) {
+        size_t size = 16 * (size_t)SAGE_CONTENT_KEY_CHUNK;
         unsigned char *data = malloc(size);
-        SageHash chunks[128];
+        SageHash chunks[16];
+        cpu_set_t all, two;
 
-        CHECK(data && sage_content_key_nchunks(size) <= 128);
+        CHECK(data && sage_content_key_nchunks(size) == 16);
+        CHECK(sched_getaffinity(0, sizeof(all), &all) == 0);
+        CPU_ZERO(&two);
+        for (int cpu = 0, kept = 0; cpu < CPU_SETSIZE && kept < 2; cpu++)
+                if (CPU_ISSET(cpu, &all)) {
+                        CPU_SET(cpu, &two);
+                        kept++;
+                }
+        CHECK(sched_setaffinity(0, sizeof(two), &two) == 0);
+        CHECK(sage_share_hash_threads(sage_share_cpu_count(), 1) == 1);
         memset(data, 7, size);
         sage_share_content_chunks(data, size, chunks);
-        CHECK(sage_hash_pool_threads() == n - 1);
+        CHECK(sage_hash_pool_threads() == 2);
+        CHECK(sched_setaffinity(0, sizeof(all), &all) == 0);
         free(data);
 }
 
 int main(void) {
-        unsigned most = sage_share_hash_threads(sage_share_cpu_count(), 1), fixed = most + 1;
-        char text[8];
-
-        if (fixed > SAGE_HASH_POOL_MAX) /* 32 CPUs or more: the default can be 16, the most there is */
-                fixed = 0;
-        snprintf(text, sizeof(text), "%u", fixed);
-        setenv("SAGE_SHARE_KEY_THREADS", text, 1);
-        if (fixed)
-                key_threads_fixed(fixed);
+        setenv("SAGE_SHARE_KEY_THREADS", "3", 1);
+        key_threads_fixed();
         needs_samples();
         hit_against_copy();
         explores_and_follows_the_load();
