@@ -17,11 +17,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "hash_pool.h"
 #include "options.h"
+#include "util.h"
 
 #define CHUNK SAGE_CONTENT_KEY_CHUNK /* common/hash.h: the broker verifies the same key */
 #define BLOCK SAGE_CONTENT_KEY_BLOCK
@@ -61,14 +61,11 @@ long sage_share_running_now(void) {
 static unsigned hash_threads_now(void) {
         static _Atomic uint64_t read_at;
         static _Atomic unsigned threads;
-        uint64_t fixed = sage_options()->share_key_threads;
-        struct timespec ts;
-        uint64_t now;
+        uint64_t fixed = sage_options()->share_key_threads, now;
 
         if (fixed) /* SAGE_SHARE_KEY_THREADS */
                 return fixed > SAGE_HASH_POOL_MAX ? SAGE_HASH_POOL_MAX : (unsigned)fixed;
-        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-        now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + 1; /* never 0: 0 is "not read" */
+        now = sage_clock_ns(CLOCK_MONOTONIC_COARSE) + 1; /* never 0: 0 is "not read" */
         if (atomic_load_explicit(&threads, memory_order_relaxed) &&
             now - atomic_load_explicit(&read_at, memory_order_relaxed) < LOAD_TTL_NS)
                 return atomic_load_explicit(&threads, memory_order_relaxed);

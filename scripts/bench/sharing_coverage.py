@@ -157,14 +157,13 @@ def reading_of(runs, tag):
 
 
 # Where N processes at once spent their upload (ms): the uploading thread's wait for a CPU, and SAGE's parts.
-WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_KEY_CPU": "key_cpu_ms", "SHARE_NS_KEY_TAIL": "key_tail_ms",
-              "SHARE_NS_BROKER": "broker_ms", "SHARE_NS_REMAP": "remap_ms", "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms",
-              "SHARE_NS_UPLOAD_CPU": "upload_calls_cpu_ms", "SHARE_NS_ALLOC_CPU": "alloc_cpu_ms"}
 # The calling threads' CPU time in SAGE's upload calls (the driver's copies in them too), in the keys, in SAGE's
 # cuMemAllocs: the process's totals over its run, beside (not part of) the uploading thread's CPU over the upload
 # (upload_thread_cpu_ms; upload_cpu_ms is the whole process's: hashing and staging threads, the framework's).
 CPU_STATS = {"SHARE_NS_UPLOAD_CPU": "upload_calls_cpu_ms", "SHARE_NS_KEY_CPU": "key_cpu_ms",
              "SHARE_NS_ALLOC_CPU": "alloc_cpu_ms"}
+WAIT_STATS = {"SHARE_NS_KEY": "key_ms", "SHARE_NS_KEY_TAIL": "key_tail_ms", "SHARE_NS_BROKER": "broker_ms",
+              "SHARE_NS_REMAP": "remap_ms", "SHARE_NS_ALLOC": "alloc_ms", "SHARE_NS_BACK": "back_ms", **CPU_STATS}
 
 
 def where_waited(runs, sage_tag="concurrent-sage"):
@@ -407,8 +406,8 @@ def reading(paths):
         for tag in ["concurrent-native", "concurrent-sage"] + variants:
             rs = [r for r in runs if r.get("tag") == tag]
             guessed = any(r.get("batch") is None for r in rs)
-            for i, r in enumerate(rs):
-                if guessed:
+            if guessed:
+                for i, r in enumerate(rs):
                     r["batch"], r["start_ms"] = i // at_once + 1, 0.0
             triples = reading_of(rs, tag)
             groups = {"none": [t for t in triples if t[0] == 0], "some": [t for t in triples if t[0] > 0]}
