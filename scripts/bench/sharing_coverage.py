@@ -140,6 +140,14 @@ def others_reading(runs, tag):
 
 def reading_of(runs, tag):
     """others_reading's (others, ms, record) triples."""
+    return [(n, ms, r) for n, _, ms, r in at_upload(runs, tag)]
+
+
+def at_upload(runs, tag):
+    """(others reading, others setting up, ms, record) for each process: as others_reading, and how many
+    others of its round were in their GPU set-up (after reading, before their upload: the CUDA runtime's
+    start, its first kernel's module) when its upload began. Those work in the driver, and SAGE's
+    re-mapping waits for them (2026-12-07, 88ce1c1: remap_ms follows them, not the CPU run queue)."""
     rounds = {}
     for r in runs:
         if r.get("tag") == tag and "error" not in r and r.get("batch") is not None and \
@@ -152,7 +160,9 @@ def reading_of(runs, tag):
         for r in rs:
             at = read_from(r) + r["read_ms"] + r["setup_ms"]
             n = sum(1 for o in rs if o is not r and read_from(o) <= at < read_from(o) + o["read_ms"])
-            out.append((n, run_hit_ms(r), r))
+            up = sum(1 for o in rs if o is not r and
+                     read_from(o) + o["read_ms"] <= at < read_from(o) + o["read_ms"] + o["setup_ms"])
+            out.append((n, up, run_hit_ms(r), r))
     return out
 
 
@@ -409,7 +419,8 @@ def reading(paths):
             if guessed:
                 for i, r in enumerate(rs):
                     r["batch"], r["start_ms"] = i // at_once + 1, 0.0
-            triples = reading_of(rs, tag)
+            quads = at_upload(rs, tag)
+            triples = [(n, ms, r) for n, _, ms, r in quads]
             groups = {"none": [t for t in triples if t[0] == 0], "some": [t for t in triples if t[0] > 0]}
             side = tag[len("concurrent-"):]
             side = f"{side:6}" if len(side) <= 6 else side + "\n" + " " * 8  # a variant's: its own line
@@ -422,6 +433,11 @@ def reading(paths):
             if triples:
                 print("    by others reading: " + ", ".join(f"{lo}-{hi} {br.stats(v)['median']} ms n={len(v)}"
                                                        for lo, hi, v in buckets if v))
+                # and by how many were setting up (their GPU start), with what SAGE re-mapped in (median ms)
+                by_setup = [(lo, hi, [(ms, r) for _, u, ms, r in quads if lo <= u <= hi]) for lo, hi in READING_BUCKETS]
+                print("    by others setting up: " + ", ".join(
+                    f"{lo}-{hi} {br.stats([ms for ms, _ in v])['median']} ms n={len(v)}" + remap_of([r for _, r in v])
+                    for lo, hi, v in by_setup if v))
             # the same processes: the upload's CPU and waits, medians
             for name, g in groups.items():
                 medians = {k: br.stats([r.get(k) for _, _, r in g]) for k in
@@ -433,6 +449,17 @@ def reading(paths):
                 if parts:
                     print(f"    {name} reading: " + ", ".join(parts))
     return 0
+
+
+def remap_of(records):
+    """' (remap R, alloc A ms)': the records' medians of SAGE's driver-call waits (SHARE_NS_REMAP at the
+    uploads, SHARE_NS_ALLOC in the allocations, where predicted hits map), for the sides that count them."""
+    parts = []
+    for stat, name in (("SHARE_NS_REMAP", "remap"), ("SHARE_NS_ALLOC", "alloc")):
+        ms = [r["sharing"][stat] / 1e6 for r in records if stat in (r.get("sharing") or {})]
+        if ms:
+            parts.append(f"{name} {br.stats(ms)['median']}")
+    return f" ({', '.join(parts)} ms)" if parts else ""
 
 
 def variant(text):
@@ -676,6 +703,11 @@ def selftest():
     assert [n for n, _ in others_reading(late, "concurrent-sage")] == [0, 0]
     assert others_reading(rnd + [other, dict(rnd[0], tag="concurrent-native")], "concurrent-sage") == \
         [(1, 52.0), (0, 52.0), (2, 52.0), (0, 52.0)]
+    # c set up for 1 s (210-1210): a's upload (1110) meets it setting up, b reading; c's (1210) b reading
+    su = [dict(r) for r in rnd]
+    su[2]["setup_ms"] = 1000.0
+    assert [(n, u) for n, u, _, _ in at_upload(su, "concurrent-sage")] == [(1, 1), (0, 0), (1, 0)]
+    assert remap_of(su) == "" and remap_of([{"sharing": {"SHARE_NS_REMAP": 3e6}}]) == " (remap 3.0 ms)"
     # An older document (no batch, no start_ms): rounds told by order, each process at its round's start.
     import contextlib
     import io
@@ -691,6 +723,7 @@ def selftest():
         "[52.0-52.0] n=2 (rounds by order" in out.getvalue(), out.getvalue()
     assert "    none reading: upload_cpu_ms 7.0\n" in out.getvalue() and "some reading: upload" not in out.getvalue()
     assert "    by others reading: 0-0 52.0 ms n=2, 1-3 52.0 ms n=2\n" in out.getvalue(), out.getvalue()
+    assert "    by others setting up: 0-0 52.0 ms n=4\n" in out.getvalue(), out.getvalue()
     w = where_waited([dict(rnd[0], sharing={"SHARE_KEY_HELPERS": 7, "SHARE_NS_KEY_TAIL": 3e6,
                                             "SHARE_NS_KEY_CPU": 4e6, "SHARE_NS_UPLOAD_CPU": 5e6})])["sage"]
     assert w["key_helpers"]["max"] == 7 and w["key_tail_ms"]["max"] == 3.0 and w["key_cpu_ms"]["max"] == 4.0, w
