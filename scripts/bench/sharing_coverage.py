@@ -373,10 +373,10 @@ def table(doc):
     if made:
         lines.append("  weights generated in this run (s, at once): " + ", ".join(f"{k} {v}" for k, v in made.items()))
     if "state" in doc:
-        t = doc.get("timeline", {})
-        lines.append(f"  state: {doc['state']} (written at {t.get('written_at_s')} s; prepared at "
+        t = doc.get("timeline")  # a merged document has none: its state names each file's
+        lines.append(f"  state: {doc['state']}" + (f" (written at {t.get('written_at_s')} s; prepared at "
                      f"{t.get('prepared_s')} s, {t.get('weights_generated')} weights generated; "
-                     f"expected {t.get('expected_s')} s on an H100)")
+                     f"expected {t.get('expected_s')} s on an H100)" if t else ""))
         lines += [f"  missing: {m}" for m in doc.get("missing", [])]
     return "\n".join(lines)
 
@@ -524,7 +524,8 @@ def merge(out, paths):
     doc = document(a, raw, problems, docs[0]["machine"])
     doc["merged_from"] = list(paths)
     states = [d.get("state", "unknown") for d in docs]
-    doc["state"] = "complete" if all(x == "complete" for x in states) else "partial: " + "; ".join(states)
+    doc["state"] = "complete" if all(x == "complete" for x in states) else \
+        "partial (" + "; ".join(f"{os.path.basename(p)}: {x}" for p, x in zip(paths, states)) + ")"
     doc["missing"] = [m for d in docs for m in d.get("missing", [])]
     br.write(out, doc, table(doc))
     print(table(doc))
@@ -669,6 +670,25 @@ def selftest():
     assert s["concurrent16"]["gpt2"]["sage_ms"]["n"] == 4 and "cold" in table(doc)
     assert s["targets"]["4 gpt2 at once no slower than native"] and s["outputs_identical"]
     assert "others_reading" not in s["concurrent16"]["gpt2"]["where"]["sage"]  # no rounds recorded: none
+    # merge: each workload from the file that ran it; a partial part names its file, no empty timeline
+    import contextlib
+    import io
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        parts = []
+        for name, kinds_in, state in (("a", ("bert", "cfunc"), "partial: time budget"), ("g", ("gpt2",), "complete")):
+            d = dict(doc, raw={k: (w if k in kinds_in else {"runs": [], "skipped": "not asked"})
+                               for k, w in raw.items()}, state=state)
+            parts.append(os.path.join(tmp, name + ".json"))
+            with open(parts[-1], "w") as f:
+                json.dump(d, f)
+        assert merge(tmp, parts) == 0
+        with open(os.path.join(tmp, "sharing-coverage.json")) as f:
+            m = json.load(f)
+    assert m["state"] == "partial (a.json: partial: time budget; g.json: complete)", m["state"]
+    assert "state: partial (a.json" in table(m) and "written at" not in table(m), table(m)
+    assert m["summary"]["concurrent16"]["gpt2"]["sage_ms"]["n"] == 4 and "resnet50" not in m["workloads"] or \
+        m["workloads"]["resnet50"].get("skipped"), m["workloads"].get("resnet50")
     assert s["concurrent16"]["gpt2"]["first_result_ms"]["sage"] is None and "first result" not in table(doc)
     for r in raw["gpt2"]["runs"]:
         if r["tag"].startswith("concurrent"):
