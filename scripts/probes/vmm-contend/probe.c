@@ -18,6 +18,12 @@
  * an flock each process takes of one file (PROBE_LOCK_FILE, default
  * /tmp/vmm-contend.lock): whether the driver's own serialization costs
  * more than serializing the processes ourselves.
+ * PROBE_BUSY=K with PROBE_BUSY_KIND=ctx|module|alloc adds K processes that,
+ * while the N measure, loop on what other functions do in their GPU
+ * set-up: create and destroy a context, load and unload a module (a small
+ * PTX kernel: the driver's JIT, so CPU too), or cuMemAlloc and free 2 MiB
+ * (docs/sharing.md: a hit's re-mapping grew from 30 to 799 ms with 0 to
+ * 8-15 other processes setting up): which of them the VMM calls wait for.
  *   probe N [ROUNDS]
  */
 #define _GNU_SOURCE
@@ -142,18 +148,54 @@ static void rounds(Sum *s, int n) {
         s->wall = now_ms() - t0;
 }
 
+static const char ptx[] = ".version 8.0\n.target sm_90\n.address_size 64\n"
+                          ".visible .entry busy_k(.param .u64 p)\n{\n\tret;\n}\n";
+
+/* One busy process: KIND's set-up work in a loop until *stop; returns the iterations (or -1 on a failure). */
+static long busy(const char *kind, volatile long *stop) {
+        CUdevice dev;
+        CUcontext ctx;
+        CUmodule mod;
+        CUdeviceptr p;
+        long it = 0;
+
+        if (cuInit(0) != CUDA_SUCCESS || cuDeviceGet(&dev, 0) != CUDA_SUCCESS)
+                return -1;
+        if (strcmp(kind, "ctx") != 0 &&
+            (cuDevicePrimaryCtxRetain(&ctx, dev) != CUDA_SUCCESS || cuCtxSetCurrent(ctx) != CUDA_SUCCESS))
+                return -1;
+        for (; !*stop; it++) {
+                if (!strcmp(kind, "ctx")) {
+                        if (cuCtxCreate(&ctx, NULL, 0, dev) != CUDA_SUCCESS || cuCtxDestroy(ctx) != CUDA_SUCCESS)
+                                return -1;
+                } else if (!strcmp(kind, "module")) {
+                        if (cuModuleLoadData(&mod, ptx) != CUDA_SUCCESS || cuModuleUnload(mod) != CUDA_SUCCESS)
+                                return -1;
+                } else if (cuMemAlloc(&p, (size_t)2 << 20) != CUDA_SUCCESS || cuMemFree(p) != CUDA_SUCCESS) {
+                        return -1;
+                }
+        }
+        return it;
+}
+
 int main(int argc, char **argv) {
         int procs = argc > 1 ? atoi(argv[1]) : 1, n = argc > 2 ? atoi(argv[2]) : 20, go[2];
         Sum *sums = mmap(NULL, sizeof(Sum) * (size_t)procs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         Sum all = { 0 };
         double wall = 0;
         char c;
+        /* iters[0..64): each busy process's loops; iters[64]: the stop flag */
+        volatile long *iters = mmap(NULL, 65 * sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        pid_t pid[256], busy_pid[64];
+        long busy_iters = 0;
+        int nbusy;
+        const char *kind;
 
-        if (procs < 1 || sums == MAP_FAILED || pipe(go) != 0)
+        if (procs < 1 || procs > 256 || sums == MAP_FAILED || iters == MAP_FAILED || pipe(go) != 0)
                 return 2;
         memset(sums, 0, sizeof(Sum) * (size_t)procs);
         for (int i = 0; i < procs; i++)
-                if (fork() == 0) {
+                if ((pid[i] = fork()) == 0) {
                         CUdevice dev;
                         CUcontext ctx;
                         close(go[1]);
@@ -170,12 +212,28 @@ int main(int argc, char **argv) {
                         rounds(&sums[i], n);
                         _exit(sums[i].failed ? 1 : 0);
                 }
+        nbusy = getenv("PROBE_BUSY") ? atoi(getenv("PROBE_BUSY")) : 0;
+        kind = getenv("PROBE_BUSY_KIND") ? getenv("PROBE_BUSY_KIND") : "ctx";
+        if (nbusy < 0 || nbusy > 64 || (strcmp(kind, "ctx") && strcmp(kind, "module") && strcmp(kind, "alloc")))
+                return 2;
+        for (int i = 0; i < nbusy; i++)
+                if ((busy_pid[i] = fork()) == 0) {
+                        close(go[1]);
+                        iters[i] = busy(kind, &iters[64]);
+                        _exit(iters[i] < 0 ? 1 : 0);
+                }
         close(go[0]);
-        sleep(procs > 1 ? 3 : 1); /* every context made */
+        sleep(procs > 1 || nbusy ? 3 : 1); /* every context made, the busy ones at it */
         close(go[1]);
         for (int i = 0, st; i < procs; i++)
-                if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                if (waitpid(pid[i], &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
                         all.failed = 1;
+        iters[64] = 1; /* the busy ones stop */
+        for (int i = 0, st; i < nbusy; i++) {
+                if (waitpid(busy_pid[i], &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                        all.failed = 1;
+                busy_iters += iters[i] > 0 ? iters[i] : 0;
+        }
         for (int i = 0; i < procs; i++) {
                 for (int k = 0; k < KINDS; k++) {
                         all.total[k] += sums[i].total[k];
@@ -187,6 +245,8 @@ int main(int argc, char **argv) {
         printf("%d at once%s, %d rounds:%s slowest process %.1f ms\n", procs,
                getenv("PROBE_LOCK") && *getenv("PROBE_LOCK") == '1' ? " (each call under one node-wide flock)" : "", n,
                all.failed ? " FAILED," : "", wall);
+        if (nbusy)
+                printf("  beside %d processes busy with %s: %ld loops in all\n", nbusy, kind, busy_iters);
         for (int k = 0; k < KINDS; k++)
                 printf("  %-21s mean %8.1f us, worst %8.1f us (%lu calls)\n", kind_name[k],
                        all.n[k] ? all.total[k] / all.n[k] : 0.0, all.worst[k], all.n[k]);

@@ -23,10 +23,23 @@
 # flock the processes share): if the slowest process is then faster, the
 # driver's own serialization costs more than ours would.
 #   scripts/probes/vmm-contend/run.sh [COUNTS...]   (default: 1 8 16)
+# `run.sh busy` instead measures one process beside 0, 4 and 15 others busy
+# with each kind of GPU set-up (PROBE_BUSY, PROBE_BUSY_KIND: contexts,
+# modules, allocations): which of them a hit's VMM calls wait for (16 gpt2
+# at once: the re-mapping grew with the processes setting up; ~1 min).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"
 probe_prepare vmm-contend "$here/probe.c"
+if [ "${1:-}" = busy ]; then
+  rc=0
+  for kind in ctx module alloc; do
+    for k in 0 4 15; do
+      PROBE_BUSY=$k PROBE_BUSY_KIND=$kind timeout 60 "$probe" 1 20 || rc=1
+    done
+  done
+  exit $rc
+fi
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1 8 16)
 rc=0
