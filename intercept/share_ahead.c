@@ -195,6 +195,9 @@ void share_ahead_drop(SageShare *s) {
         struct ShareAhead *ah = s->ahead;
 
         atomic_store(&s->ahead_held, false);
+        s->premake_closed = true; /* nothing made ahead from now: the warm-up thread may not have begun */
+        if (s->premade)           /* the allocations made ahead that no cuMemAlloc took */
+                share_predict_premade_drop(s);
         if (!ah)
                 return;
         s->ahead = NULL; /* no upload takes, no import starts, from now */
@@ -209,6 +212,7 @@ void share_ahead_forget(SageShare *s) {
 
         s->ahead = NULL;
         s->ahead_importing = false; /* the warm-up thread that imports is the parent's */
+        share_predict_premade_forget(s);
         atomic_store(&s->ahead_held, false);
         for (size_t i = 0; ah && i < ah->n; i++) {
                 if (ah->ans[i].fd >= 0)
@@ -301,6 +305,7 @@ bool share_ahead_prepare(SageShare *s) {
         sage_stats_add(SAGE_STAT_SHARE_NS_AHEAD, sage_now_ns() - t);
         sage_info("share: %zu hinted keys asked ahead, %zu held, %zu extents imported (%.1f ms)", asked, found,
                   imported, (double)(sage_now_ns() - t) / 1e6);
+        share_predict_premake(s); /* with SAGE_SHARE_PREDICT: the allocations too, their hits mapped */
         return found && found == asked;
 }
 

@@ -172,6 +172,19 @@ size_t share_hints_for(const ShareHints *h, uint64_t size, uint32_t ordinal, siz
         return n;
 }
 
+size_t share_hints_allocs(const ShareHints *h, uint64_t *size, uint32_t *ordinal, size_t cap) {
+        size_t n = 0, i0, i1;
+
+        for (size_t i = 0; h->path && i < h->n && n < cap; i = i1) {
+                (void)range_of(h, h->hint[i].size, h->hint[i].ordinal, &i0, &i1); /* a marked one: no pieces */
+                if (!(h->hint[i].ordinal & SHARE_HINT_APP_VMM)) {
+                        size[n] = h->hint[i].size;
+                        ordinal[n++] = h->hint[i].ordinal;
+                }
+        }
+        return n;
+}
+
 /*
  * A piece one upload filled whole: a hit it mapped, or a candidate it
  * copied (published at exit); or an assembled run, hit or candidate.

@@ -63,6 +63,14 @@ size_t share_hints_for(const ShareHints *h, uint64_t size, uint32_t ordinal, siz
  */
 void share_hints_learn(ShareHints *h, const SageShareAlloc *a);
 /*
+ * The allocations the hints predict, (size[i], ordinal[i]) for i < the
+ * count returned (at most cap), by size and ordinal, but the app's own
+ * VMM (SHARE_HINT_APP_VMM), which SAGE does not make; one marked spoiled
+ * is listed, and share_hints_for gives it no piece. What the warm-up
+ * thread makes ahead (share_predict_premake).
+ */
+size_t share_hints_allocs(const ShareHints *h, uint64_t *size, uint32_t *ordinal, size_t cap);
+/*
  * Was [off, off+len) of allocation (size, ordinal) an assembled run the
  * last invocation shared (a " run" line)? Assembly at idleness
  * (share_idle.c) leaves such runs for then.

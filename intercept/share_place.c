@@ -139,6 +139,19 @@ size_t share_place_next(SharePlace *p, size_t size, size_t gran, uint32_t *ordin
         return h && h->lead + SHARE_PLACE_ALIGN <= gran ? h->lead : 0;
 }
 
+size_t share_place_lead(const SharePlace *p, size_t size, uint32_t ordinal, size_t gran, bool *passed) {
+        PlaceHint *h;
+        size_t i;
+
+        for (i = 0; i < p->nseen && p->seen[i].size != size; i++)
+                ;
+        *passed = i < p->nseen && p->seen[i].ordinal > ordinal;
+        if (!p->path)
+                return 0;
+        h = find(p, size, ordinal);
+        return h && h->lead + SHARE_PLACE_ALIGN <= gran ? h->lead : 0;
+}
+
 void share_place_learn(SharePlace *p, size_t size, uint32_t ordinal, size_t lead) {
         PlaceHint *h;
 

@@ -43,6 +43,8 @@ void share_place_close(SharePlace *p);
  * start at (0 without a hint). Never more than gran - SHARE_PLACE_ALIGN.
  */
 size_t share_place_next(SharePlace *p, size_t size, size_t gran, uint32_t *ordinal);
+/* The lead share_place_next will give the allocation (size, ordinal); *passed: the app has made it already. */
+size_t share_place_lead(const SharePlace *p, size_t size, uint32_t ordinal, size_t gran, bool *passed);
 /* Allocation (size, ordinal) is to start at `lead` from now on. */
 void share_place_learn(SharePlace *p, size_t size, uint32_t ordinal, size_t lead);
 /* Write the hints back if any changed (a new file renamed over the old one). 0 or -errno. */

@@ -7,6 +7,7 @@
  */
 #include <cuda.h>
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "share_state.h"
 #include "stats.h"
 #include "util.h"
+#include "vmm.h"
 
 /*
  * The answers for pre[0..n) (asked ahead, else now in one window); each
@@ -70,11 +72,54 @@ static size_t lookup_and_import(SageShare *s, Piece *pre, size_t n, uint32_t dev
         return hits;
 }
 
-bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lead, size_t gran, CUdevice dev,
-                         uint32_t broker_dev, CUcontext ctx, SageShareAlloc **out) {
+/*
+ * Allocations the warm-up thread makes ahead at most, the largest one, and
+ * their bytes in all: each holds GPU memory before the app asks for it (an
+ * app that sizes a pool by the free memory, as JAX preallocates 75% of it,
+ * sees that much less; its pool itself, larger than one, is never made).
+ */
+#define PREMADE_MAX 256
+#define PREMADE_ALLOC_MAX ((size_t)1 << 30)
+#define PREMADE_BYTES_MAX ((size_t)8 << 30)
+
+/* An allocation made ahead (share_predict_premake) for the app's cuMemAlloc of (size, ordinal). */
+struct SharePremade {
+        size_t size, lead;
+        uint32_t ordinal;
+        CUcontext ctx;
+        SageShareAlloc *a;
+};
+
+/* `a`'s unconfirmed pieces: counted in the ShareVmm's only once the app has the allocation (take). */
+static unsigned unconfirmed_in(const SageShareAlloc *a) {
+        unsigned n = 0;
+
+        for (size_t i = 0; i < a->npieces; i++)
+                n += a->pieces[i].unconfirmed;
+        return n;
+}
+
+/* The allocation made ahead for (size, ordinal, lead) in ctx, now the app's: true and *out. Under the lock. */
+static bool take(SageShare *s, size_t size, uint32_t ordinal, size_t lead, CUcontext ctx, SageShareAlloc **out) {
+        struct SharePremade *m = s->premade;
+
+        for (size_t i = 0; i < s->npremade; i++)
+                if (m[i].size == size && m[i].ordinal == ordinal && m[i].lead == lead && m[i].ctx == ctx) {
+                        *out = m[i].a;
+                        (*out)->epoch = atomic_load(&s->vmm.write_epoch); /* nothing could write it before */
+                        atomic_fetch_add(&s->vmm.unconfirmed, unconfirmed_in(*out));
+                        m[i] = m[--s->npremade];
+                        sage_stats_count(SAGE_STAT_SHARE_PREMADE_TAKEN);
+                        return true;
+                }
+        return false;
+}
+
+/* The prediction of (size, ordinal) made now: its hits imported and mapped, the rest private. Under the lock. */
+static bool make(SageShare *s, size_t size, uint32_t ordinal, size_t lead, size_t gran, CUdevice dev,
+                 uint32_t broker_dev, CUcontext ctx, SageShareAlloc **out) {
         Piece *pre;
         size_t n, hits;
-        uint64_t t = sage_now_ns();
         bool made = false;
 
         if (!sage_options()->share_predict || !s->hints.path || !s->broker || lead >= gran ||
@@ -97,9 +142,92 @@ bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lea
                         sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
                 }
         }
-        sage_stats_add(SAGE_STAT_SHARE_NS_PREDICT, sage_now_ns() - t);
         free(pre);
         return made;
+}
+
+bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lead, size_t gran, CUdevice dev,
+                         uint32_t broker_dev, CUcontext ctx, SageShareAlloc **out) {
+        uint64_t t = sage_now_ns();
+        bool made;
+
+        if (!sage_options()->share_predict)
+                return false;
+        made = take(s, size, ordinal, lead, ctx, out) || make(s, size, ordinal, lead, gran, dev, broker_dev, ctx, out);
+        sage_stats_add(SAGE_STAT_SHARE_NS_PREDICT, sage_now_ns() - t);
+        return made;
+}
+
+bool share_predict_reclaim(SageShare *s) {
+        bool held;
+
+        pthread_mutex_lock(&s->lock);
+        if ((held = s->npremade > 0))
+                share_ahead_drop(s); /* the answers too: the uploads are not what the hints said */
+        pthread_mutex_unlock(&s->lock);
+        return held;
+}
+
+void share_predict_premake(SageShare *s) {
+        uint64_t size[PREMADE_MAX], t = sage_now_ns();
+        uint32_t ordinal[PREMADE_MAX], broker_dev;
+        size_t n, gran = 0, lead, made = 0, bytes = 0;
+        CUmemAllocationProp prop;
+        SageShareAlloc *a;
+        CUcontext ctx;
+        CUdevice dev;
+        bool passed;
+
+        if (!sage_options()->share_predict || !s->hints.path)
+                return;
+        pthread_mutex_lock(&s->lock);
+        n = share_hints_allocs(&s->hints, size, ordinal, PREMADE_MAX);
+        if (!n || s->premade || s->premake_closed || !share_enabled(s) || !s->broker ||
+            s->drv.ctx_get_device(&dev) != CUDA_SUCCESS || s->drv.ctx_get_current(&ctx) != CUDA_SUCCESS ||
+            share_broker_device(s, dev, &broker_dev) != 0) {
+                pthread_mutex_unlock(&s->lock);
+                return;
+        }
+        prop = sage_vmm_prop(dev);
+        if (s->drv.granularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran ||
+            !(s->premade = calloc(n, sizeof(*s->premade)))) {
+                pthread_mutex_unlock(&s->lock);
+                return;
+        }
+        /* One at a time, the lock given up between: the app's allocations and uploads go on meanwhile. */
+        for (size_t i = 0; i < n; i++) {
+                if (i)
+                        pthread_mutex_lock(&s->lock);
+                lead = share_place_lead(&s->place, size[i], ordinal[i], gran, &passed);
+                if (s->premade && !s->premake_closed && !passed && share_enabled(s) && size[i] <= PREMADE_ALLOC_MAX &&
+                    bytes + size[i] <= PREMADE_BYTES_MAX &&
+                    make(s, size[i], ordinal[i], lead, gran, dev, broker_dev, ctx, &a)) {
+                        bytes += size[i];
+                        atomic_fetch_sub(&s->vmm.unconfirmed, unconfirmed_in(a)); /* the app's at take */
+                        s->premade[s->npremade++] = (struct SharePremade){ size[i], lead, ordinal[i], ctx, a };
+                        made++;
+                }
+                pthread_mutex_unlock(&s->lock);
+        }
+        sage_stats_add(SAGE_STAT_SHARE_PREMADE, made);
+        sage_stats_add(SAGE_STAT_SHARE_NS_PREMADE, sage_now_ns() - t);
+}
+
+void share_predict_premade_drop(SageShare *s) {
+        for (size_t i = 0; i < s->npremade; i++) {
+                atomic_fetch_add(&s->vmm.unconfirmed, unconfirmed_in(s->premade[i].a)); /* released: counted down */
+                share_vmm_release(&s->vmm, s->premade[i].a);
+        }
+        sage_stats_add(SAGE_STAT_SHARE_PREMADE_UNUSED, s->npremade);
+        free(s->premade);
+        s->premade = NULL;
+        s->npremade = 0;
+}
+
+void share_predict_premade_forget(SageShare *s) {
+        free(s->premade); /* the allocations are the parent's CUDA's: nothing of them is released here */
+        s->premade = NULL;
+        s->npremade = 0;
 }
 
 bool share_predict_confirm(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, SageHash key) {
@@ -127,8 +255,10 @@ static void settle(SageShare *s, bool runs_only) {
         if (atomic_load(&s->vmm.unconfirmed))
                 atomic_store(&s->guarding, true); /* runs confirmed now are hits the launch guard must know */
         share_hint_unshare_all(&s->vmm, sage_share_content_key, runs_only);
-        if (!runs_only)
-                share_ahead_drop(s); /* the uploads are over: what nothing took goes back */
+        /* The uploads are over: what nothing took goes back; with allocations made ahead, once an upload came (a
+         * framework's set-up launches before its first allocation that is to take one), or the broker is lost. */
+        if (!runs_only && (!s->npremade || s->premade_uploaded || !s->broker))
+                share_ahead_drop(s);
         pthread_mutex_unlock(&s->lock);
         sage_stats_add(SAGE_STAT_SHARE_NS_PREDICT_SETTLE, sage_now_ns() - t);
 }

@@ -56,8 +56,13 @@ typedef struct SageShare {
         bool ahead_closed;         /* suspended once: the warm-up thread asks and imports nothing any more */
         pthread_cond_t ahead_done; /* an import of the warm-up thread returned */
         atomic_bool ahead_held;
-        atomic_bool active;   /* some allocation may be VMM-backed: hooks read it without the lock */
-        atomic_bool guarding; /* some piece is a candidate or shared: launches are scanned */
+        /* Allocations made ahead by the warm-up thread for the hints' (share_predict.c), until the app takes them. */
+        struct SharePremade *premade;
+        size_t npremade;
+        bool premade_uploaded; /* an upload into SAGE's memory came while some were held: they go at the next launch */
+        bool premake_closed;   /* the answers given back (a launch after the uploads, suspend, exit): none made now */
+        atomic_bool active;    /* some allocation may be VMM-backed: hooks read it without the lock */
+        atomic_bool guarding;  /* some piece is a candidate or shared: launches are scanned */
         int8_t device_state[SAGE_SHARE_MAX_DEVICES]; /* by the process's ordinal: 0 unknown, 1 found, -1 not served */
         uint32_t broker_device[SAGE_SHARE_MAX_DEVICES];
         uint64_t notes_buf[SAGE_SHARE_NOTES_MAX / 8]; /* a lookup's notes: too big for an app thread's stack */
@@ -115,6 +120,20 @@ void share_lookup_many(SageShare *s, ShareLookupReq *reqs, size_t n);
  */
 bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lead, size_t gran, CUdevice dev,
                          uint32_t broker_dev, CUcontext ctx, SageShareAlloc **out);
+/*
+ * The warm-up thread, once the hints' keys are asked ahead: every hinted
+ * allocation the app has not made yet made now, as share_predict_alloc
+ * would at its cuMemAlloc (imports, maps, the private rest), one at a time
+ * with the lock given up between, while the function still imports and
+ * reads; its cuMemAlloc then takes it with no driver call. Takes the lock.
+ */
+void share_predict_premake(SageShare *s);
+/* What no cuMemAlloc took, released (settle after the uploads, suspend, exit). Under the lock. */
+void share_predict_premade_drop(SageShare *s);
+/* Out of memory: the allocations made ahead (and the answers) given back, if any were held. Takes the lock. */
+bool share_predict_reclaim(SageShare *s);
+/* A fork()ed child: the list forgotten, nothing released (the parent's CUDA). */
+void share_predict_premade_forget(SageShare *s);
 /* An upload [o, o+n) of `a` whose whole granules [lo, hi) have `key`: true when an unconfirmed piece there
  * had it (a hit, nothing else to do but copy the ends). Under the lock. */
 bool share_predict_confirm(SageShare *s, SageShareAlloc *a, size_t o, size_t n, size_t lo, size_t hi, SageHash key);

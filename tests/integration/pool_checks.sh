@@ -149,6 +149,15 @@ run p7 SAGE_SHARE_PLACE="$tmp/place-p" SAGE_SHARE_PREDICT=1
 run p8 SAGE_SHARE_PLACE="$tmp/place-p" SAGE_SHARE_PREDICT=1
 [ "$(stat_of "$tmp/p8.json" SHARE_PREDICTED_RUNS)" = "$(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS)" ] ||
   bad "after other weights: $(stat_of "$tmp/p8.json" SHARE_PREDICTED_RUNS) runs confirmed (was $(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS))"
+# Made ahead (share_predict_premake): with a pause before the model (a Python function reading it), the warm-up
+# thread makes every predicted segment, each at its learned lead (placed), and each cuMemAlloc takes its own.
+run p9 SAGE_SHARE_PLACE="$tmp/place-p" SAGE_SHARE_PREDICT=1 POOL_TEST_PAUSE_MS=400
+made=$(stat_of "$tmp/p9.json" SHARE_PREMADE)
+[ "$made" -gt 0 ] && [ "$(stat_of "$tmp/p9.json" SHARE_PREMADE_TAKEN)" = "$made" ] && [ "$(stat_of "$tmp/p9.json" SHARE_PLACED)" -gt 0 ] ||
+  bad "made ahead: $made made, $(stat_of "$tmp/p9.json" SHARE_PREMADE_TAKEN) taken, $(stat_of "$tmp/p9.json" SHARE_PLACED) placed"
+[ "$(stat_of "$tmp/p9.json" SHARE_PREDICTED_RUNS)" = "$(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS)" ] &&
+  [ "$(stat_of "$tmp/p9.json" SHARE_LOOKUPS)" = 0 ] ||
+  bad "made ahead: $(stat_of "$tmp/p9.json" SHARE_PREDICTED_RUNS) runs confirmed, $(stat_of "$tmp/p9.json" SHARE_LOOKUPS) lookups"
 
 step "assembly at idleness (SAGE_SUSPEND=1, SAGE_SHARE_ASSEMBLE_IDLE): the runs the last invocation shared wait for the idle process"
 # runi TAG EXPECTED [VAR=VALUE...]: an invocation that idles 500 ms after its pass, then checksums every weight again.

@@ -27,6 +27,7 @@ run() {
 st() { stat_of "$tmp/$1.json" "$2"; }
 
 native=$("$prog" 5)
+native_e=$(PREDICT_TEST_EARLY=5 "$prog" 5) # a kernel writes tensor 5's memory before its upload
 # whole_of OUTPUT: the tensors with a whole granule, as predict-test printed them.
 whole_of() { sed -n 's/.*tensors, \([0-9]*\) with whole granules.*/\1/p' <<<"$1"; }
 whole=$(whole_of "$native")
@@ -50,6 +51,50 @@ done
 [ "$(st p3 SHARE_PREDICT_WINDOWS)" = 1 ] || bad "third run: $(st p3 SHARE_PREDICT_WINDOWS) lookup windows at allocation, not 1"
 [ "$(st p3 SHARE_MISSES)" = 0 ] && [ "$(st p3 SHARE_PREDICT_UNUSED)" = 0 ] || bad "third run: misses or unused predictions"
 [ "$(st p3 SHARE_GUARD_UNSHARED)" = 0 ] || bad "third run: the guard privatized a confirmed piece"
+
+step "made ahead: the warm-up thread makes every hinted segment before the app asks; its cuMemAlloc takes it"
+# Each map 20 ms: a segment made at the app's cuMemAlloc would make it wait for its maps; made ahead, for none.
+cp -r "$SAGE_SHARE_PLACE" "$tmp/place-m1"
+cp -r "$SAGE_SHARE_PLACE" "$tmp/place-m2"
+run m1 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SLEEP_MS=1500 SAGE_FAKE_MAP_MS=20 SAGE_SHARE_PLACE=$tmp/place-m1
+[ "$out" = "$native" ] || bad "made ahead output: $out vs $native"
+made=$(st m1 SHARE_PREMADE)
+[ "$made" -gt 0 ] && [ "$(st m1 SHARE_PREMADE_TAKEN)" = "$made" ] && [ "$(st m1 SHARE_PREMADE_UNUSED)" = 0 ] ||
+  bad "made ahead: $made made, $(st m1 SHARE_PREMADE_TAKEN) taken, $(st m1 SHARE_PREMADE_UNUSED) unused"
+[ "$(st m1 SHARE_PREDICTED)" = "$whole" ] && [ "$(st m1 SHARE_LOOKUPS)" = 0 ] && [ "$(st m1 SHARE_MISSES)" = 0 ] ||
+  bad "made ahead: $(st m1 SHARE_PREDICTED) confirmed, $(st m1 SHARE_LOOKUPS) lookups, $(st m1 SHARE_MISSES) misses"
+[ "$(st m1 SHARE_NS_ALLOC)" -lt 20000000 ] ||
+  bad "made ahead: the app's allocations waited $(st m1 SHARE_NS_ALLOC) ns (a map is 20 ms): made at cuMemAlloc"
+# A kernel before tensor 5's upload (after some were confirmed): what no cuMemAlloc took yet goes back there; the
+# segments after it are made by their own cuMemAlloc; native's output.
+run m2 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SLEEP_MS=300 PREDICT_TEST_EARLY=5 SAGE_SHARE_PLACE=$tmp/place-m2
+[ "$out" = "$native_e" ] || bad "made ahead, early kernel output: $out vs $native_e"
+[ "$(st m2 SHARE_PREMADE_UNUSED)" -gt 0 ] &&
+  [ $(($(st m2 SHARE_PREMADE_TAKEN) + $(st m2 SHARE_PREMADE_UNUSED))) = "$(st m2 SHARE_PREMADE)" ] ||
+  bad "made ahead, early kernel: $(st m2 SHARE_PREMADE) made, $(st m2 SHARE_PREMADE_TAKEN) taken, $(st m2 SHARE_PREMADE_UNUSED) given back"
+# A kernel before any upload (PyTorch's set-up launches first): every segment made ahead is kept past it and taken.
+cp -r "$tmp/place-m1" "$tmp/place-m4"
+run m4 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SLEEP_MS=300 PREDICT_TEST_EARLY=0 SAGE_SHARE_PLACE=$tmp/place-m4
+[ "$out" = "$(PREDICT_TEST_EARLY=0 "$prog" 5)" ] || bad "made ahead, a kernel first output: $out"
+[ "$(st m4 SHARE_PREMADE)" = "$made" ] && [ "$(st m4 SHARE_PREMADE_TAKEN)" = "$made" ] ||
+  bad "made ahead, a kernel first: $(st m4 SHARE_PREMADE) made, $(st m4 SHARE_PREMADE_TAKEN) taken, not $made, $(st m4 SHARE_PREMADE_UNUSED) given back"
+# Another layout (XLA's BFC region) in little memory: what was made ahead for the pool's segments is given back
+# when the region's cuMemAlloc runs out of memory, and it is made then; native's output.
+cp -r "$tmp/place-m1" "$tmp/place-m5"
+cp -r "$tmp/place-m1" "$tmp/place-m6"
+native_bfc=$(PREDICT_TEST_BFC=1 SAGE_FAKE_MEM=136M "$prog" 5)
+run m5 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SLEEP_MS=300 PREDICT_TEST_BFC=1 SAGE_FAKE_MEM=136M SAGE_SHARE_PLACE=$tmp/place-m5
+[ "$out" = "$native_bfc" ] && [ "$(st m5 SHARE_PREMADE)" = "$made" ] && [ "$(st m5 SHARE_PREMADE_UNUSED)" = "$made" ] ||
+  bad "made ahead, another layout in 136 MiB: output $out vs $native_bfc; $(st m5 SHARE_PREMADE) made, $(st m5 SHARE_PREMADE_UNUSED) given back"
+# A kernel before the warm-up thread has imported the answers (each import 300 ms): they go back there, and
+# nothing is made ahead after that.
+run m6 SAGE_SHARE_PREDICT=1 PREDICT_TEST_EARLY=0 SAGE_FAKE_IMPORT_MS=300 SAGE_SHARE_PLACE=$tmp/place-m6
+[ "$out" = "$(PREDICT_TEST_EARLY=0 "$prog" 5)" ] && [ "$(st m6 SHARE_PREMADE)" = 0 ] ||
+  bad "made ahead, a kernel during the imports: output $out, $(st m6 SHARE_PREMADE) made ahead after the answers went back"
+# Its hints now mark tensor 5's segment spoiled: the next run makes every segment ahead but that one.
+run m3 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SLEEP_MS=300 PREDICT_TEST_EARLY=5 SAGE_SHARE_PLACE=$tmp/place-m2
+[ "$out" = "$native_e" ] && [ "$(st m3 SHARE_PREMADE)" = $((made - 1)) ] ||
+  bad "made ahead, a spoiled segment: output $out, $(st m3 SHARE_PREMADE) made ahead, not $((made - 1))"
 
 step "an fd limit of 32: at most 8 hits held ahead (a quarter), the rest asked by their own allocation"
 out=$(ulimit -n 32 && env SAGE_SHARE_PREDICT=1 SAGE_TRACE="$tmp/lim.json" LD_PRELOAD="$preload" "$prog" 5) || bad "fd limit 32: the run failed"
@@ -84,7 +129,6 @@ run c SAGE_SHARE_PREDICT=1 PREDICT_TEST_CHANGE=3
   bad "changed weights: predicted $(st c SHARE_PREDICTED), misses $(st c SHARE_MISSES)"
 
 step "a kernel writing a tensor's memory before its upload: its own private memory, no fault"
-native_e=$(PREDICT_TEST_EARLY=5 "$prog" 5)
 run e SAGE_SHARE_PREDICT=1 PREDICT_TEST_EARLY=5
 [ "$out" = "$native_e" ] || bad "early kernel output: $out vs $native_e"
 [ "$(st e SHARE_PREDICT_UNUSED)" -gt 0 ] || bad "early kernel: no unconfirmed piece made private"
@@ -223,5 +267,7 @@ done
 # Their hints carry the app's ordinal bit: a cuMemAlloc'd allocation never takes them for a prediction.
 [ "$(st v3 SHARE_PREDICT_MAPPED)" = 0 ] && grep -q " 2147483648 " "$tmp"/place-vmm/predict-* ||
   bad "app VMM: $(st v3 SHARE_PREDICT_MAPPED) mapped at allocation, or no hint with the app's ordinal"
+# Nor does the warm-up thread make one ahead for them (the app makes its own memory).
+[ "$(st v3 SHARE_PREMADE)" = 0 ] || bad "app VMM: $(st v3 SHARE_PREMADE) allocations made ahead for the app's own memory"
 
 exit $fail
