@@ -193,6 +193,9 @@ def where_waited(runs, sage_tag="concurrent-sage"):
         out["sage"][name] = br.stats([r["sharing"][stat] / 1e6 for r in sage if stat in r["sharing"]])
     # the keys' pool: helpers that hashed (summed over a process's keys), key_tail_ms the wait for them
     out["sage"]["key_helpers"] = br.stats([r["sharing"].get("SHARE_KEY_HELPERS", 0) for r in sage])
+    # predicted remap's allocations made ahead by the warm-up thread, and of them taken by the app's cuMemAlloc
+    for stat, name in (("SHARE_PREMADE", "premade"), ("SHARE_PREMADE_TAKEN", "premade_taken")):
+        out["sage"][name] = br.stats([r["sharing"][stat] for r in sage if stat in r["sharing"]])
     rounds = [r["round"] for r in runs if r.get("tag") == sage_tag and r.get("round")]
     # saged over each SAGE round: its CPU time, its wait for a CPU, how often it ran
     out["broker_round"] = {k: br.stats([r[k] for r in rounds]) for k in rounds[0]} if rounds else None
@@ -748,6 +751,9 @@ def selftest():
                                             "SHARE_NS_KEY_CPU": 4e6, "SHARE_NS_UPLOAD_CPU": 5e6})])["sage"]
     assert w["key_helpers"]["max"] == 7 and w["key_tail_ms"]["max"] == 3.0 and w["key_cpu_ms"]["max"] == 4.0, w
     assert w["upload_calls_cpu_ms"]["max"] == 5.0 and w["alloc_cpu_ms"] is None, w  # a counter missing: no figure
+    assert w["premade"] is None  # a libsage without the counter: no figure
+    made = where_waited([dict(rnd[0], sharing={"SHARE_PREMADE": 6, "SHARE_PREMADE_TAKEN": 5})])["sage"]
+    assert made["premade"]["max"] == 6 and made["premade_taken"]["max"] == 5, made
     w = where_waited(rnd)["sage"]
     assert w["others_reading"]["max"] == 2 and w["ms_none_reading"]["n"] == 1 and w["ms_some_reading"]["n"] == 2, w
     raw["bert"]["runs"].insert(0, {"tag": "cold", "upload_ms": 1.0, "checksum": "2"})  # SAGE first: still caught
