@@ -120,36 +120,42 @@ static PlaceHint *find(const SharePlace *p, uint64_t size, uint32_t ordinal) {
         return bsearch(&key, p->hint, p->nhint, sizeof(key), cmp_hint);
 }
 
+/* The index of `size` in p->seen (the allocations of that size made so far); p->nseen if none was. */
+static size_t seen_at(const SharePlace *p, size_t size) {
+        size_t i;
+
+        for (i = 0; i < p->nseen && p->seen[i].size != size; i++)
+                ;
+        return i;
+}
+
+/* The lead learned for (size, ordinal) if it leaves room in a granule of `gran`; else 0. */
+static size_t lead_of(const SharePlace *p, size_t size, uint32_t ordinal, size_t gran) {
+        PlaceHint *h = find(p, size, ordinal);
+
+        return h && h->lead + SHARE_PLACE_ALIGN <= gran ? h->lead : 0;
+}
+
 size_t share_place_next(SharePlace *p, size_t size, size_t gran, uint32_t *ordinal) {
-        PlaceHint *h;
         size_t i;
 
         *ordinal = 0;
         if (!p->path)
                 return 0;
-        for (i = 0; i < p->nseen && p->seen[i].size != size; i++)
-                ;
-        if (i == p->nseen) {
+        if ((i = seen_at(p, size)) == p->nseen) {
                 if (p->nseen == SHARE_PLACE_MAX)
                         return 0;
                 p->seen[p->nseen++] = (PlaceHint){ .size = size };
         }
         *ordinal = p->seen[i].ordinal++;
-        h = find(p, size, *ordinal);
-        return h && h->lead + SHARE_PLACE_ALIGN <= gran ? h->lead : 0;
+        return lead_of(p, size, *ordinal, gran);
 }
 
 size_t share_place_lead(const SharePlace *p, size_t size, uint32_t ordinal, size_t gran, bool *passed) {
-        PlaceHint *h;
-        size_t i;
+        size_t i = seen_at(p, size);
 
-        for (i = 0; i < p->nseen && p->seen[i].size != size; i++)
-                ;
         *passed = i < p->nseen && p->seen[i].ordinal > ordinal;
-        if (!p->path)
-                return 0;
-        h = find(p, size, ordinal);
-        return h && h->lead + SHARE_PLACE_ALIGN <= gran ? h->lead : 0;
+        return p->path ? lead_of(p, size, ordinal, gran) : 0;
 }
 
 void share_place_learn(SharePlace *p, size_t size, uint32_t ordinal, size_t lead) {
