@@ -123,6 +123,24 @@ void *const sage_hook_table[SAGE_SYM_COUNT] = {
 #undef SAGE_HOOK
 };
 
+/*
+ * An observed call the driver refused for want of memory: each active
+ * observer may give back memory it holds for the app (sharing's allocations
+ * made ahead); if one did, the call is made once more. A call that fails
+ * out of memory has done nothing, so making it again is what the app would
+ * have seen had the memory been free.
+ */
+static bool reclaim(unsigned on) {
+        bool any = false;
+
+        for (int i = 0; i < SAGE_OBSERVER_COUNT; i++) {
+                const SageObserver *o = atomic_load_explicit(&observers[i], memory_order_acquire);
+                if ((on & (1u << i)) && o && o->reclaim && o->reclaim())
+                        any = true;
+        }
+        return any;
+}
+
 /* ---- hooks */
 #define SAGE_CALL_PASS(name, args) real args
 /* IMPL logic runs with the guard raised: driver calls it causes, even through
@@ -188,6 +206,8 @@ void *const sage_hook_table[SAGE_SYM_COUNT] = {
                                         return call.result;                                                \
                         }                                                                                  \
                         sage_r = call.result = SAGE_CALL_##kind(name, fwd);                                \
+                        if (SAGE_UNLIKELY(sage_r == CUDA_ERROR_OUT_OF_MEMORY) && reclaim(on))              \
+                                sage_r = call.result = SAGE_CALL_##kind(name, fwd);                        \
                         SAGE_AFTER_##res call.args[0] = a0;                                                \
                         call.args[1] = a1;                                                                 \
                         call.args[2] = a2;                                                                 \

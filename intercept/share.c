@@ -352,7 +352,7 @@ static void share_after(SageCall *call) {
                 sage_share_after_call(call->sym);
 }
 
-const SageObserver sage_share_observer = { .before = share_before, .after = share_after };
+const SageObserver sage_share_observer = { .before = share_before, .after = share_after, .reclaim = share_predict_oom };
 
 void sage_share_after_call(SageSym sym) {
         SageCategory cat = sage_sym_info[sym].category;

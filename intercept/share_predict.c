@@ -165,7 +165,15 @@ bool share_predict_reclaim(SageShare *s) {
         if ((held = s->npremade > 0))
                 share_ahead_drop(s); /* the answers too: the uploads are not what the hints said */
         pthread_mutex_unlock(&s->lock);
+        if (held)
+                sage_stats_count(SAGE_STAT_SHARE_PREMADE_RECLAIMED);
         return held;
+}
+
+bool share_predict_oom(void) {
+        SageShare *s = sage_share();
+
+        return atomic_load_explicit(&s->active, memory_order_relaxed) && share_predict_reclaim(s);
 }
 
 void share_predict_premake(SageShare *s) {

@@ -132,6 +132,8 @@ void share_predict_premake(SageShare *s);
 void share_predict_premade_drop(SageShare *s);
 /* Out of memory: the allocations made ahead (and the answers) given back, if any were held. Takes the lock. */
 bool share_predict_reclaim(SageShare *s);
+/* Sharing's observer, for any call the driver refused for want of memory (hooks.h): share_predict_reclaim. */
+bool share_predict_oom(void);
 /* A fork()ed child: the list forgotten, nothing released (the parent's CUDA). */
 void share_predict_premade_forget(SageShare *s);
 /* An upload [o, o+n) of `a` whose whole granules [lo, hi) have `key`: true when an unconfirmed piece there

@@ -26,6 +26,10 @@
  *                          after them that a kernel reads
  *   PREDICT_TEST_APPVMM=1  the same, the region the app's own VMM memory
  *                          (cuMemCreate + cuMemMap: XLA's allocator on CUDA 12+)
+ *   PREDICT_TEST_PROBE=1   before the weights, 1 MiB pieces (below
+ *                          SAGE_SHARE_MIN: the driver's) until one runs out
+ *                          of memory, freed again (a framework's probe of the
+ *                          free memory): their number printed
  */
 #include <cuda.h>
 
@@ -94,6 +98,29 @@ static CUdeviceptr pool_alloc(size_t n) {
         return seg_base + seg_used - n;
 }
 
+/* 1 MiB pieces of the driver's until it has no more, then freed: how many it gave. */
+static void probe_free(void) {
+        enum {
+                MOST = 1 << 16
+        };
+        CUdeviceptr *piece = calloc(MOST, sizeof(*piece));
+        size_t n = 0;
+        CUresult r = CUDA_SUCCESS;
+
+        if (!piece)
+                exit(2);
+        while (n < MOST && (r = cuMemAlloc(&piece[n], MIB)) == CUDA_SUCCESS)
+                n++;
+        if (r != CUDA_ERROR_OUT_OF_MEMORY && n < MOST) {
+                fprintf(stderr, "probe: cuMemAlloc returned %d\n", (int)r);
+                exit(1);
+        }
+        printf("probed %zu MiB free\n", n);
+        while (n)
+                OK(cuMemFree(piece[--n]));
+        free(piece);
+}
+
 int main(int argc, char **argv) {
         uint64_t seed = argc > 1 ? (uint64_t)atoll(argv[1]) : 1, sum = 0;
         long change = getenv("PREDICT_TEST_CHANGE") ? atol(getenv("PREDICT_TEST_CHANGE")) : -1;
@@ -119,6 +146,8 @@ int main(int argc, char **argv) {
         OK(cuModuleGetFunction(&fill, module, "fill"));
         OK(cuMemAlloc(&out, 8)); /* below SAGE_SHARE_MIN: plain memory */
         OK(cuMemAlloc(&table, 8));
+        if (getenv("PREDICT_TEST_PROBE") && atoi(getenv("PREDICT_TEST_PROBE")))
+                probe_free();
         sizes[n++] = 12 * MIB; /* the embeddings: a segment of their own */
         for (int l = 0; l < 3; l++) {
                 sizes[n++] = 6 * MIB;
