@@ -333,7 +333,9 @@ CUresult share_vmm_copy_into_new(ShareVmm *v, SageShareAlloc *a, size_t off, siz
 void share_vmm_free_image(Piece *p) {
         if (p->image)
                 munmap(p->image, p->len);
-        p->image = NULL;
+        if (p->image_ahead)
+                munmap(p->image_ahead, p->len);
+        p->image = p->image_ahead = NULL;
 }
 
 void share_vmm_free_lists(Piece *p) {

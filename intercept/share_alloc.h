@@ -43,6 +43,8 @@ typedef struct Piece {
         size_t nfilled;       /* the uploads' ranges; a kernel pointing between them is not reading weights */
         bool run_hint;        /* unconfirmed, predicted as an assembled run: its uploads go to `image` (share_hint.h) */
         unsigned char *image; /* run_hint: len bytes mapped, what its uploads wrote (NULL: none yet; share_hint.c) */
+        unsigned char
+                *image_ahead; /* run_hint: len zero bytes faulted in by the warm-up thread, `image` at an upload */
 } Piece;
 
 #define SAGE_SHARE_MAX_USES 4000
@@ -284,7 +286,7 @@ static inline void share_vmm_drop_due(SageShareAlloc *a) {
         a->due = NULL;
         a->ndue = 0;
 }
-/* Its image (a predicted run's, share_hint.c) unmapped, if any; free_lists does it too. */
+/* Its image and the one made ahead (a predicted run's, share_hint.c) unmapped, if any; free_lists does it too. */
 void share_vmm_free_image(Piece *p);
 /*
  * Suspend (docs/suspend.md): the driver cannot restore imported memory, so

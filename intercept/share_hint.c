@@ -325,6 +325,18 @@ static unsigned char *new_image(size_t len) {
         return m;
 }
 
+void share_hint_images_ahead(SageShareAlloc *a) {
+        for (size_t i = 0; i < a->npieces; i++) {
+                Piece *p = &a->pieces[i];
+                if (!p->run_hint || !p->unconfirmed || p->image || p->image_ahead ||
+                    !(p->image_ahead = new_image(p->len)))
+                        continue;
+                for (size_t k = 0; k < p->len; k += 4096) /* a write per page: THP's 2 MiB, else 4 KiB */
+                        ((volatile unsigned char *)p->image_ahead)[k] = 0;
+                sage_stats_count(SAGE_STAT_SHARE_IMAGES_AHEAD);
+        }
+}
+
 bool share_hint_image(Piece *p, size_t o, size_t n, const void *src) {
         Range *grown;
         size_t at = p->nfilled, lo, hi;
@@ -332,6 +344,11 @@ bool share_hint_image(Piece *p, size_t o, size_t n, const void *src) {
         if (!clip(p, o, n, &lo, &hi) || !(grown = realloc(p->filled, (p->nfilled + 1) * sizeof(*grown))))
                 return false;
         p->filled = grown;
+        if (!p->image && p->image_ahead) {
+                p->image = p->image_ahead;
+                p->image_ahead = NULL;
+                sage_stats_count(SAGE_STAT_SHARE_IMAGES_AHEAD_TAKEN);
+        }
         if (!p->image && !(p->image = new_image(p->len)))
                 return false;
         while (at && grown[at - 1].off > o) /* kept sorted, as assembly's (uploads come in order: none moves) */

@@ -96,6 +96,12 @@ void share_hint_confirm(ShareVmm *v, SageShareAlloc *a, Piece *p, size_t o, size
  */
 bool share_hint_image(Piece *p, size_t o, size_t n, const void *src);
 /*
+ * Allocation `a` made ahead (share_predict_premake): each predicted run's
+ * image made now and its pages faulted in, so that the app's uploads into
+ * it meet no page fault (the image is taken at the run's first upload).
+ */
+void share_hint_images_ahead(SageShareAlloc *a);
+/*
  * The predicted run holding the head [o, lo) (head) or the tail [hi, o+n)
  * of an upload [o, o+n) whose whole granules are [lo, hi), ending at lo
  * (starting at hi): one its middle does not reach into. NULL: none.

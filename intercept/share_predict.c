@@ -212,6 +212,7 @@ void share_predict_premake(SageShare *s) {
                     make(s, size[i], ordinal[i], lead, gran, dev, broker_dev, ctx, &a)) {
                         bytes += size[i];
                         atomic_fetch_sub(&s->vmm.unconfirmed, unconfirmed_in(a)); /* the app's at take */
+                        share_hint_images_ahead(a);
                         s->premade[s->npremade++] = (struct SharePremade){ size[i], lead, ordinal[i], ctx, a };
                         made++;
                 }

@@ -158,6 +158,10 @@ made=$(stat_of "$tmp/p9.json" SHARE_PREMADE)
 [ "$(stat_of "$tmp/p9.json" SHARE_PREDICTED_RUNS)" = "$(stat_of "$tmp/p3.json" SHARE_PREDICTED_RUNS)" ] &&
   [ "$(stat_of "$tmp/p9.json" SHARE_LOOKUPS)" = 0 ] ||
   bad "made ahead: $(stat_of "$tmp/p9.json" SHARE_PREDICTED_RUNS) runs confirmed, $(stat_of "$tmp/p9.json" SHARE_LOOKUPS) lookups"
+# Each run's host image made and faulted in by the warm-up thread too; its first upload takes it.
+images=$(stat_of "$tmp/p9.json" SHARE_IMAGES_AHEAD)
+[ "$images" -gt 0 ] && [ "$(stat_of "$tmp/p9.json" SHARE_IMAGES_AHEAD_TAKEN)" = "$images" ] ||
+  bad "made ahead: $images run images made ahead, $(stat_of "$tmp/p9.json" SHARE_IMAGES_AHEAD_TAKEN) taken"
 
 step "assembly at idleness (SAGE_SUSPEND=1, SAGE_SHARE_ASSEMBLE_IDLE): the runs the last invocation shared wait for the idle process"
 # runi TAG EXPECTED [VAR=VALUE...]: an invocation that idles 500 ms after its pass, then checksums every weight again.
