@@ -124,15 +124,20 @@ void *const sage_hook_table[SAGE_SYM_COUNT] = {
 };
 
 /*
- * An observed call the driver refused for want of memory: each active
- * observer may give back memory it holds for the app (sharing's allocations
- * made ahead); if one did, the call is made once more. A call that fails
- * out of memory has done nothing, so making it again is what the app would
- * have seen had the memory been free.
+ * An observed PASS call the driver refused for want of GPU memory: each
+ * active observer may give back memory it holds for the app (sharing's
+ * allocations made ahead); if one did, the call is made once more. A driver
+ * call that fails out of memory has done nothing, so making it again is
+ * what the app would have seen had the memory been free. An IMPL hook is
+ * not made again here (its logic has done things by then): the ones that
+ * allocate retry their own driver call (SHARE_OOM_RETRY). Host memory's
+ * calls are not helped by GPU memory.
  */
-static bool reclaim(unsigned on) {
+static bool reclaim(unsigned on, SageSym sym) {
         bool any = false;
 
+        if (sym == SAGE_SYM_cuMemAllocHost_v2 || sym == SAGE_SYM_cuMemHostAlloc || sym == SAGE_SYM_cuMemHostRegister_v2)
+                return false;
         for (int i = 0; i < SAGE_OBSERVER_COUNT; i++) {
                 const SageObserver *o = atomic_load_explicit(&observers[i], memory_order_acquire);
                 if ((on & (1u << i)) && o && o->reclaim && o->reclaim())
@@ -143,6 +148,9 @@ static bool reclaim(unsigned on) {
 
 /* ---- hooks */
 #define SAGE_CALL_PASS(name, args) real args
+/* Which kinds of hook are made again after an out of memory that an observer's reclaim answered (reclaim). */
+#define SAGE_RETRIES_PASS 1
+#define SAGE_RETRIES_IMPL 0
 /* IMPL logic runs with the guard raised: driver calls it causes, even through
  * exported names, go straight to the driver. */
 #define SAGE_CALL_IMPL(name, args)                                                \
@@ -206,7 +214,8 @@ static bool reclaim(unsigned on) {
                                         return call.result;                                                \
                         }                                                                                  \
                         sage_r = call.result = SAGE_CALL_##kind(name, fwd);                                \
-                        if (SAGE_UNLIKELY(sage_r == CUDA_ERROR_OUT_OF_MEMORY) && reclaim(on))              \
+                        if (SAGE_RETRIES_##kind && SAGE_UNLIKELY(sage_r == CUDA_ERROR_OUT_OF_MEMORY) &&    \
+                            reclaim(on, SAGE_SYM_##name))                                                  \
                                 sage_r = call.result = SAGE_CALL_##kind(name, fwd);                        \
                         SAGE_AFTER_##res call.args[0] = a0;                                                \
                         call.args[1] = a1;                                                                 \

@@ -51,8 +51,8 @@ typedef enum SageObserverSlot {
 typedef struct SageObserver {
         void (*before)(SageCall *call); /* may be NULL */
         void (*after)(SageCall *call);  /* may be NULL */
-        /* The call ran out of GPU memory: give back memory held on the app's behalf, true if any was (the call is
-         * then made once more). May be NULL. */
+        /* A PASS call ran out of GPU memory: give back memory held on the app's behalf, true if any was (the call
+         * is then made once more: hooks.c). May be NULL. */
         bool (*reclaim)(void);
 } SageObserver;
 

@@ -365,7 +365,7 @@ void sage_share_after_call(SageSym sym) {
 
 CUresult sage_impl_cuMemAlloc_v2(sage_fn_cuMemAlloc_v2_t real, CUdeviceptr *dptr, size_t bytesize) {
         CUresult r;
-        return sage_share_alloc(dptr, bytesize, &r) ? r : real(dptr, bytesize);
+        return sage_share_alloc(dptr, bytesize, &r) ? r : SHARE_OOM_RETRY(real(dptr, bytesize));
 }
 
 CUresult sage_impl_cuMemFree_v2(sage_fn_cuMemFree_v2_t real, CUdeviceptr dptr) {

@@ -99,21 +99,21 @@ static CUresult alloc_async(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, C
 CUresult sage_impl_cuMemAllocAsync(sage_fn_cuMemAllocAsync_t real, CUdeviceptr *dptr, size_t size, CUstream stream) {
         bool backed;
         CUresult r = alloc_async(dptr, size, NULL, stream, &backed);
-        return backed ? r : real(dptr, size, stream);
+        return backed ? r : SHARE_OOM_RETRY(real(dptr, size, stream));
 }
 
 CUresult sage_impl_cuMemAllocAsync_ptsz(sage_fn_cuMemAllocAsync_ptsz_t real, CUdeviceptr *dptr, size_t size,
                                         CUstream stream) {
         bool backed;
         CUresult r = alloc_async(dptr, size, NULL, sage_share_stream_of(stream, true), &backed);
-        return backed ? r : real(dptr, size, stream);
+        return backed ? r : SHARE_OOM_RETRY(real(dptr, size, stream));
 }
 
 CUresult sage_impl_cuMemAllocFromPoolAsync(sage_fn_cuMemAllocFromPoolAsync_t real, CUdeviceptr *dptr, size_t size,
                                            CUmemoryPool pool, CUstream stream) {
         bool backed;
         CUresult r = pool ? alloc_async(dptr, size, pool, stream, &backed) : (backed = false, CUDA_SUCCESS);
-        return backed ? r : real(dptr, size, pool, stream);
+        return backed ? r : SHARE_OOM_RETRY(real(dptr, size, pool, stream));
 }
 
 CUresult sage_impl_cuMemAllocFromPoolAsync_ptsz(sage_fn_cuMemAllocFromPoolAsync_ptsz_t real, CUdeviceptr *dptr,
@@ -121,7 +121,7 @@ CUresult sage_impl_cuMemAllocFromPoolAsync_ptsz(sage_fn_cuMemAllocFromPoolAsync_
         bool backed;
         CUresult r = pool ? alloc_async(dptr, size, pool, sage_share_stream_of(stream, true), &backed)
                           : (backed = false, CUDA_SUCCESS);
-        return backed ? r : real(dptr, size, pool, stream);
+        return backed ? r : SHARE_OOM_RETRY(real(dptr, size, pool, stream));
 }
 
 /* Is `va` the start of an allocation SAGE backs? */
@@ -179,13 +179,13 @@ CUresult sage_impl_cuMemAllocPitch_v2(sage_fn_cuMemAllocPitch_v2_t real, CUdevic
 
         if (!dptr || !pitch || !sage_options()->share || !sage_options()->share_async ||
             __builtin_mul_overflow(width, height, &bytes) || bytes < sage_options()->share_min)
-                return real(dptr, pitch, width, height, elem);
+                return SHARE_OOM_RETRY(real(dptr, pitch, width, height, elem));
         /* The pitch is the driver's choice for this width and element size: one row tells it. */
         if (real(&probe, &p, width, 1, elem) != CUDA_SUCCESS)
-                return real(dptr, pitch, width, height, elem);
+                return SHARE_OOM_RETRY(real(dptr, pitch, width, height, elem));
         SAGE_REAL(cuMemFree_v2)(probe);
         if (!p || __builtin_mul_overflow(p, height, &bytes) || !sage_share_alloc(dptr, bytes, &r))
-                return real(dptr, pitch, width, height, elem);
+                return SHARE_OOM_RETRY(real(dptr, pitch, width, height, elem));
         *pitch = p;
         return r;
 }

@@ -159,21 +159,31 @@ bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lea
 }
 
 bool share_predict_reclaim(SageShare *s) {
-        bool held;
+        bool held, before;
 
         pthread_mutex_lock(&s->lock);
         if ((held = s->npremade > 0))
                 share_ahead_drop(s); /* the answers too: the uploads are not what the hints said */
+        s->premake_closed = true;    /* memory is short: nothing made ahead from now */
+        before = s->premade_reclaimed;
+        s->premade_reclaimed |= held;
         pthread_mutex_unlock(&s->lock);
         if (held)
                 sage_stats_count(SAGE_STAT_SHARE_PREMADE_RECLAIMED);
-        return held;
+        return held || before;
 }
 
 bool share_predict_oom(void) {
         SageShare *s = sage_share();
 
         return atomic_load_explicit(&s->active, memory_order_relaxed) && share_predict_reclaim(s);
+}
+
+/* An allocation made ahead that no cuMemAlloc took, released. Under the lock. */
+static void give_back(SageShare *s, SageShareAlloc *a) {
+        atomic_fetch_add(&s->vmm.unconfirmed, unconfirmed_in(a)); /* released: counted down */
+        share_vmm_release(&s->vmm, a);
+        sage_stats_count(SAGE_STAT_SHARE_PREMADE_UNUSED);
 }
 
 void share_predict_premake(SageShare *s) {
@@ -211,10 +221,17 @@ void share_predict_premake(SageShare *s) {
                     bytes + size[i] <= PREMADE_BYTES_MAX &&
                     make(s, size[i], ordinal[i], lead, gran, dev, broker_dev, ctx, &a)) {
                         bytes += size[i];
-                        atomic_fetch_sub(&s->vmm.unconfirmed, unconfirmed_in(a)); /* the app's at take */
-                        share_hint_images_ahead(a);
-                        s->premade[s->npremade++] = (struct SharePremade){ size[i], lead, ordinal[i], ctx, a };
                         made++;
+                        atomic_fetch_sub(&s->vmm.unconfirmed, unconfirmed_in(a)); /* the app's at take */
+                        /* Its runs' images faulted in without the lock: nothing else knows `a` yet. */
+                        pthread_mutex_unlock(&s->lock);
+                        share_hint_images_ahead(a);
+                        pthread_mutex_lock(&s->lock);
+                        (void)share_place_lead(&s->place, size[i], ordinal[i], gran, &passed);
+                        if (s->premade && !s->premake_closed && !passed)
+                                s->premade[s->npremade++] = (struct SharePremade){ size[i], lead, ordinal[i], ctx, a };
+                        else /* given back meanwhile, or the app made its own */
+                                give_back(s, a);
                 }
                 pthread_mutex_unlock(&s->lock);
         }
@@ -223,11 +240,8 @@ void share_predict_premake(SageShare *s) {
 }
 
 void share_predict_premade_drop(SageShare *s) {
-        for (size_t i = 0; i < s->npremade; i++) {
-                atomic_fetch_add(&s->vmm.unconfirmed, unconfirmed_in(s->premade[i].a)); /* released: counted down */
-                share_vmm_release(&s->vmm, s->premade[i].a);
-        }
-        sage_stats_add(SAGE_STAT_SHARE_PREMADE_UNUSED, s->npremade);
+        for (size_t i = 0; i < s->npremade; i++)
+                give_back(s, s->premade[i].a);
         free(s->premade);
         s->premade = NULL;
         s->npremade = 0;

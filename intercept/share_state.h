@@ -59,10 +59,11 @@ typedef struct SageShare {
         /* Allocations made ahead by the warm-up thread for the hints' (share_predict.c), until the app takes them. */
         struct SharePremade *premade;
         size_t npremade;
-        bool premade_uploaded; /* an upload into SAGE's memory came while some were held: they go at the next launch */
-        bool premake_closed;   /* the answers given back (a launch after the uploads, suspend, exit): none made now */
-        atomic_bool active;    /* some allocation may be VMM-backed: hooks read it without the lock */
-        atomic_bool guarding;  /* some piece is a candidate or shared: launches are scanned */
+        bool premade_uploaded;  /* an upload into SAGE's memory came while some were held: they go at the next launch */
+        bool premake_closed;    /* the answers given back (a launch after the uploads, suspend, exit): none made now */
+        bool premade_reclaimed; /* some given back because a call ran out of memory (share_predict_reclaim) */
+        atomic_bool active;     /* some allocation may be VMM-backed: hooks read it without the lock */
+        atomic_bool guarding;   /* some piece is a candidate or shared: launches are scanned */
         int8_t device_state[SAGE_SHARE_MAX_DEVICES]; /* by the process's ordinal: 0 unknown, 1 found, -1 not served */
         uint32_t broker_device[SAGE_SHARE_MAX_DEVICES];
         uint64_t notes_buf[SAGE_SHARE_NOTES_MAX / 8]; /* a lookup's notes: too big for an app thread's stack */
@@ -130,10 +131,23 @@ bool share_predict_alloc(SageShare *s, size_t size, uint32_t ordinal, size_t lea
 void share_predict_premake(SageShare *s);
 /* What no cuMemAlloc took, released (settle after the uploads, suspend, exit). Under the lock. */
 void share_predict_premade_drop(SageShare *s);
-/* Out of memory: the allocations made ahead (and the answers) given back, if any were held. Takes the lock. */
+/*
+ * Out of memory: the allocations made ahead (and the answers) given back, if
+ * any are held, and none made from now. True if some were, now or before (a
+ * call that ran out at the same moment as the one that got them back is
+ * made again too). Takes the lock.
+ */
 bool share_predict_reclaim(SageShare *s);
 /* Sharing's observer, for any call the driver refused for want of memory (hooks.h): share_predict_reclaim. */
 bool share_predict_oom(void);
+/* An IMPL hook's own driver call, made once more when it ran out of memory and share_predict_oom gave some back. */
+#define SHARE_OOM_RETRY(call)                                                       \
+        __extension__({                                                             \
+                CUresult share_oom_r = (call);                                      \
+                if (share_oom_r == CUDA_ERROR_OUT_OF_MEMORY && share_predict_oom()) \
+                        share_oom_r = (call);                                       \
+                share_oom_r;                                                        \
+        })
 /* A fork()ed child: the list forgotten, nothing released (the parent's CUDA). */
 void share_predict_premade_forget(SageShare *s);
 /* An upload [o, o+n) of `a` whose whole granules [lo, hi) have `key`: true when an unconfirmed piece there

@@ -250,7 +250,7 @@ CUresult sage_impl_cuMemCreate(sage_fn_cuMemCreate_t real, CUmemGenericAllocatio
 
         if (!sage_options()->share || !sage_options()->share_vmm || !handle || !prop || flags ||
             size < sage_options()->share_min)
-                return real(handle, size, prop, flags);
+                return SHARE_OOM_RETRY(real(handle, size, prop, flags));
         pthread_mutex_lock(&s->lock);
         known = share_enabled(s) && s->broker && s->drv.ctx_get_device(&dev) == CUDA_SUCCESS &&
                                 s->drv.ctx_get_current(&ctx) == CUDA_SUCCESS && plain_prop(prop, dev)
@@ -258,18 +258,18 @@ CUresult sage_impl_cuMemCreate(sage_fn_cuMemCreate_t real, CUmemGenericAllocatio
                         : -1;
         pthread_mutex_unlock(&s->lock);
         if (known != 0)
-                return real(handle, size, prop, flags);
+                return SHARE_OOM_RETRY(real(handle, size, prop, flags));
         ours = sage_vmm_prop(dev);
         ours.allocFlags.gpuDirectRDMACapable = prop->allocFlags.gpuDirectRDMACapable;
         /* A size that is no granule multiple is the driver's to refuse. */
         if (s->drv.granularity(&gran, &ours, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || !gran ||
             size % gran || !(h = calloc(1, sizeof(*h))))
-                return real(handle, size, prop, flags);
+                return SHARE_OOM_RETRY(real(handle, size, prop, flags));
         if (share_vmm_alloc_unmapped(&s->vmm, size, gran, dev, broker_dev, ctx, prop->allocFlags.gpuDirectRDMACapable,
                                      &h->a) != CUDA_SUCCESS) {
                 free(h);
                 sage_stats_count(SAGE_STAT_SHARE_FALLBACKS);
-                return real(handle, size, prop, flags);
+                return SHARE_OOM_RETRY(real(handle, size, prop, flags));
         }
         h->prop = *prop;
         h->refs = 1;

@@ -29,7 +29,8 @@
  *   PREDICT_TEST_PROBE=1   before the weights, 1 MiB pieces (below
  *                          SAGE_SHARE_MIN: the driver's) until one runs out
  *                          of memory, freed again (a framework's probe of the
- *                          free memory): their number printed
+ *                          free memory): their number printed; =2 the same
+ *                          with cuMemAllocManaged (a call SAGE only passes on)
  */
 #include <cuda.h>
 
@@ -99,7 +100,7 @@ static CUdeviceptr pool_alloc(size_t n) {
 }
 
 /* 1 MiB pieces of the driver's until it has no more, then freed: how many it gave. */
-static void probe_free(void) {
+static void probe_free(bool managed) {
         enum {
                 MOST = 1 << 16
         };
@@ -109,7 +110,8 @@ static void probe_free(void) {
 
         if (!piece)
                 exit(2);
-        while (n < MOST && (r = cuMemAlloc(&piece[n], MIB)) == CUDA_SUCCESS)
+        while (n < MOST && (r = managed ? cuMemAllocManaged(&piece[n], MIB, CU_MEM_ATTACH_GLOBAL)
+                                        : cuMemAlloc(&piece[n], MIB)) == CUDA_SUCCESS)
                 n++;
         if (r != CUDA_ERROR_OUT_OF_MEMORY && n < MOST) {
                 fprintf(stderr, "probe: cuMemAlloc returned %d\n", (int)r);
@@ -147,7 +149,7 @@ int main(int argc, char **argv) {
         OK(cuMemAlloc(&out, 8)); /* below SAGE_SHARE_MIN: plain memory */
         OK(cuMemAlloc(&table, 8));
         if (getenv("PREDICT_TEST_PROBE") && atoi(getenv("PREDICT_TEST_PROBE")))
-                probe_free();
+                probe_free(atoi(getenv("PREDICT_TEST_PROBE")) == 2);
         sizes[n++] = 12 * MIB; /* the embeddings: a segment of their own */
         for (int l = 0; l < 3; l++) {
                 sizes[n++] = 6 * MIB;
