@@ -223,15 +223,10 @@ void share_predict_premake(SageShare *s) {
                         bytes += size[i];
                         made++;
                         atomic_fetch_sub(&s->vmm.unconfirmed, unconfirmed_in(a)); /* the app's at take */
-                        /* Its runs' images faulted in without the lock: nothing else knows `a` yet. */
-                        pthread_mutex_unlock(&s->lock);
+                        /* Under the lock: a suspend, settle or out of memory that gives the premades back must
+                         * find every one (given up here, `a` would be in no list while a suspend checkpoints). */
                         share_hint_images_ahead(a);
-                        pthread_mutex_lock(&s->lock);
-                        (void)share_place_lead(&s->place, size[i], ordinal[i], gran, &passed);
-                        if (s->premade && !s->premake_closed && !passed)
-                                s->premade[s->npremade++] = (struct SharePremade){ size[i], lead, ordinal[i], ctx, a };
-                        else /* given back meanwhile, or the app made its own */
-                                give_back(s, a);
+                        s->premade[s->npremade++] = (struct SharePremade){ size[i], lead, ordinal[i], ctx, a };
                 }
                 pthread_mutex_unlock(&s->lock);
         }
