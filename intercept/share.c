@@ -128,9 +128,9 @@ static bool share_alloc(CUdeviceptr *dptr, size_t size, CUresult *result, uint64
         lead = share_place_next(&s->place, size, gran, &ordinal);
         predicted = share_predict_alloc(s, size, ordinal, lead, gran, dev, broker_dev, ctx, &a);
         pthread_mutex_unlock(&s->lock);
-        r = predicted ? CUDA_SUCCESS : alloc_placed(&s->vmm, size, lead, gran, dev, broker_dev, ctx, &a);
-        if (r == CUDA_ERROR_OUT_OF_MEMORY && share_predict_reclaim(s)) /* memory made ahead for other sizes */
-                r = alloc_placed(&s->vmm, size, lead, gran, dev, broker_dev, ctx, &a);
+        /* Out of memory: what was made ahead for other sizes given back, and made again. */
+        r = predicted ? CUDA_SUCCESS
+                      : SHARE_OOM_RETRY(alloc_placed(&s->vmm, size, lead, gran, dev, broker_dev, ctx, &a));
         /* Out of memory is the app's answer too: what cuMemAlloc would say. */
         if (r == CUDA_ERROR_OUT_OF_MEMORY)
                 return false;
