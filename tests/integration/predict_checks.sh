@@ -84,8 +84,9 @@ cp -r "$tmp/place-m1" "$tmp/place-m5"
 cp -r "$tmp/place-m1" "$tmp/place-m6"
 native_bfc=$(PREDICT_TEST_BFC=1 SAGE_FAKE_MEM=136M "$prog" 5)
 run m5 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SLEEP_MS=300 PREDICT_TEST_BFC=1 SAGE_FAKE_MEM=136M SAGE_SHARE_PLACE=$tmp/place-m5
-[ "$out" = "$native_bfc" ] && [ "$(st m5 SHARE_PREMADE)" = "$made" ] && [ "$(st m5 SHARE_PREMADE_UNUSED)" = "$made" ] ||
-  bad "made ahead, another layout in 136 MiB: output $out vs $native_bfc; $(st m5 SHARE_PREMADE) made, $(st m5 SHARE_PREMADE_UNUSED) given back"
+[ "$out" = "$native_bfc" ] && [ "$(st m5 SHARE_PREMADE)" = "$made" ] && [ "$(st m5 SHARE_PREMADE_UNUSED)" = "$made" ] &&
+  [ "$(st m5 SHARE_ALLOCS)" = 1 ] ||
+  bad "made ahead, another layout in 136 MiB: output $out vs $native_bfc; $(st m5 SHARE_PREMADE) made, $(st m5 SHARE_PREMADE_UNUSED) given back, $(st m5 SHARE_ALLOCS) backed by SAGE (the region: 1)"
 # The driver's own allocations (1 MiB, below SAGE_SHARE_MIN: cuMemAlloc, which SAGE's hook hands on, and
 # cuMemAllocManaged, which it only passes) probing the free memory before the weights: the one that runs out of
 # memory gives back what was made ahead and is made again, so the app finds native's free memory.
