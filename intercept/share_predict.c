@@ -273,9 +273,9 @@ static void settle(SageShare *s, bool runs_only) {
         if (atomic_load(&s->vmm.unconfirmed))
                 atomic_store(&s->guarding, true); /* runs confirmed now are hits the launch guard must know */
         share_hint_unshare_all(&s->vmm, sage_share_content_key, runs_only);
-        /* The uploads are over: what nothing took goes back; with allocations made ahead, once an upload came (a
-         * framework's set-up launches before its first allocation that is to take one), or the broker is lost. */
-        if (!runs_only && (!s->npremade || s->premade_uploaded || !s->broker))
+        /* The uploads are over: what nothing took goes back, once an upload came (a framework's set-up launches
+         * before its first allocation, maybe while the warm-up thread still imports), or the broker is lost. */
+        if (!runs_only && (s->uploaded || !s->broker))
                 share_ahead_drop(s);
         pthread_mutex_unlock(&s->lock);
         sage_stats_add(SAGE_STAT_SHARE_NS_PREDICT_SETTLE, sage_now_ns() - t);

@@ -99,11 +99,20 @@ for probe in 1 2; do
     [ "$(st m7-$probe SHARE_PREMADE_RECLAIMED)" = 1 ] && [ "$(st m7-$probe SHARE_PREMADE_UNUSED)" = "$made" ] ||
     bad "made ahead, the free memory probed ($probe): output $out vs $native_p; $(st m7-$probe SHARE_PREMADE) made, $(st m7-$probe SHARE_PREMADE_RECLAIMED) reclaimed, $(st m7-$probe SHARE_PREMADE_UNUSED) given back"
 done
-# A kernel before the warm-up thread has imported the answers (each import 300 ms): they go back there, and
-# nothing is made ahead after that.
-run m6 SAGE_SHARE_PREDICT=1 PREDICT_TEST_EARLY=0 SAGE_FAKE_IMPORT_MS=300 SAGE_SHARE_PLACE=$tmp/place-m6
-[ "$out" = "$(PREDICT_TEST_EARLY=0 "$prog" 5)" ] && [ "$(st m6 SHARE_PREMADE)" = 0 ] ||
-  bad "made ahead, a kernel during the imports: output $out, $(st m6 SHARE_PREMADE) made ahead after the answers went back"
+# A set-up kernel while the warm-up thread still imports the answers (each import 100 ms; PyTorch's
+# torch.zeros(1, device="cuda") soon after its context): no upload came, so they are kept; every segment is made
+# ahead once they are imported, and taken.
+cp -r "$tmp/place-m1" "$tmp/place-m6b"
+run m6 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SETUP_MS=2500 SAGE_FAKE_IMPORT_MS=100 SAGE_SHARE_PLACE=$tmp/place-m6
+[ "$out" = "$(PREDICT_TEST_SETUP_MS=0 "$prog" 5)" ] && [ "$(st m6 SHARE_PREMADE)" = "$made" ] &&
+  [ "$(st m6 SHARE_PREMADE_TAKEN)" = "$made" ] && [ "$(st m6 SHARE_LOOKUPS)" = 0 ] ||
+  bad "made ahead, a set-up kernel during the imports: output $out, $(st m6 SHARE_PREMADE) made, $(st m6 SHARE_PREMADE_TAKEN) taken, not $made; $(st m6 SHARE_LOOKUPS) lookups"
+# A kernel after the first uploads while the imports go on: the answers go back there, and nothing is made ahead
+# after that (the segments after a pause would be).
+run m6b SAGE_SHARE_PREDICT=1 PREDICT_TEST_EARLY=2 PREDICT_TEST_PAUSE=3:2500 SAGE_FAKE_IMPORT_MS=100 \
+  SAGE_SHARE_PLACE=$tmp/place-m6b
+[ "$out" = "$(PREDICT_TEST_EARLY=2 "$prog" 5)" ] && [ "$(st m6b SHARE_PREMADE)" = 0 ] ||
+  bad "made ahead, a kernel during the imports after uploads: output $out, $(st m6b SHARE_PREMADE) made ahead after the answers went back"
 # Its hints now mark tensor 5's segment spoiled: the next run makes every segment ahead but that one.
 run m3 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SLEEP_MS=300 PREDICT_TEST_EARLY=5 SAGE_SHARE_PLACE=$tmp/place-m2
 [ "$out" = "$native_e" ] && [ "$(st m3 SHARE_PREMADE)" = $((made - 1)) ] ||

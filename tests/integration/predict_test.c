@@ -21,6 +21,10 @@
  *   PREDICT_TEST_SLEEP_MS=N  sleeps N ms before its first CUDA call (a
  *                          Python function importing its framework): the
  *                          warm-up thread's work is done by then
+ *   PREDICT_TEST_SETUP_MS=N  a set-up kernel first (PyTorch's
+ *                          torch.zeros(1, device="cuda")), then N ms before
+ *                          the weights (a framework's set-up)
+ *   PREDICT_TEST_PAUSE=K:N  N ms before tensor K's allocation
  *   PREDICT_TEST_BFC=1     every tensor in one 128 MiB region, one after the
  *                          other (XLA's BFC allocator), then an activation
  *                          after them that a kernel reads
@@ -128,6 +132,7 @@ int main(int argc, char **argv) {
         long change = getenv("PREDICT_TEST_CHANGE") ? atol(getenv("PREDICT_TEST_CHANGE")) : -1;
         long early = getenv("PREDICT_TEST_EARLY") ? atol(getenv("PREDICT_TEST_EARLY")) : -1;
         bool fill_all = getenv("PREDICT_TEST_FILL") && atoi(getenv("PREDICT_TEST_FILL"));
+        long pause_at = -1, pause_ms = 0;
         size_t sizes[16], n = 0, uploaded = 0, whole = 0;
         CUdeviceptr at[16], out, table;
         CUdevice dev;
@@ -150,6 +155,12 @@ int main(int argc, char **argv) {
         OK(cuMemAlloc(&table, 8));
         if (getenv("PREDICT_TEST_PROBE") && atoi(getenv("PREDICT_TEST_PROBE")))
                 probe_free(atoi(getenv("PREDICT_TEST_PROBE")) == 2);
+        if (getenv("PREDICT_TEST_SETUP_MS")) { /* a kernel writes plain memory (out): not in the output */
+                (void)checksum_of(checksum, table, 1, out);
+                usleep((useconds_t)atoi(getenv("PREDICT_TEST_SETUP_MS")) * 1000);
+        }
+        if (getenv("PREDICT_TEST_PAUSE") && sscanf(getenv("PREDICT_TEST_PAUSE"), "%ld:%ld", &pause_at, &pause_ms) != 2)
+                return 2;
         sizes[n++] = 12 * MIB; /* the embeddings: a segment of their own */
         for (int l = 0; l < 3; l++) {
                 sizes[n++] = 6 * MIB;
@@ -164,6 +175,8 @@ int main(int argc, char **argv) {
                         return 2;
                 for (size_t i = 0; i < sizes[t] / 8; i++)
                         host[i] = (i + (seed + ((long)t == change)) * 7919 + t * 104729) * 0x9e3779b97f4a7c15ull;
+                if ((long)t == pause_at)
+                        usleep((useconds_t)pause_ms * 1000);
                 at[t] = pool_alloc(sizes[t]);
                 if ((long)t == early || fill_all) { /* a kernel writes the tensor's memory before its upload */
                         size_t words = sizes[t] / 8;
