@@ -325,15 +325,35 @@ static unsigned char *new_image(size_t len) {
         return m;
 }
 
-void share_hint_images_ahead(SageShareAlloc *a) {
-        for (size_t i = 0; i < a->npieces; i++) {
-                Piece *p = &a->pieces[i];
-                if (!p->run_hint || !p->unconfirmed || p->image || p->image_ahead ||
-                    !(p->image_ahead = new_image(p->len)))
-                        continue;
-                for (size_t k = 0; k < p->len; k += 4096) /* a write per page: THP's 2 MiB, else 4 KiB */
-                        ((volatile unsigned char *)p->image_ahead)[k] = 0;
+size_t share_hint_images_wanted(const SageShareAlloc *a, size_t *idx, size_t cap) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < a->npieces && n < cap; i++) {
+                const Piece *p = &a->pieces[i];
+                if (p->run_hint && p->unconfirmed && !p->image && !p->image_ahead)
+                        idx[n++] = i;
+        }
+        return n;
+}
+
+unsigned char *share_hint_image_faulted(size_t len) {
+        unsigned char *m = new_image(len);
+
+        for (size_t k = 0; m && k < len; k += 4096) /* a write per page: THP's 2 MiB, else 4 KiB */
+                ((volatile unsigned char *)m)[k] = 0;
+        return m;
+}
+
+void share_hint_image_attach(SageShareAlloc *a, size_t i, unsigned char *image, size_t len) {
+        Piece *p = i < a->npieces ? &a->pieces[i] : NULL;
+
+        if (!image)
+                return;
+        if (p && p->len == len && p->run_hint && p->unconfirmed && !p->image && !p->image_ahead) {
+                p->image_ahead = image;
                 sage_stats_count(SAGE_STAT_SHARE_IMAGES_AHEAD);
+        } else {
+                munmap(image, len);
         }
 }
 

@@ -96,11 +96,16 @@ void share_hint_confirm(ShareVmm *v, SageShareAlloc *a, Piece *p, size_t o, size
  */
 bool share_hint_image(Piece *p, size_t o, size_t n, const void *src);
 /*
- * Allocation `a` made ahead (share_predict_premake): each predicted run's
- * image made now and its pages faulted in, so that the app's uploads into
- * it meet no page fault (the image is taken at the run's first upload).
+ * Images made ahead for allocation `a` made ahead (share_predict_premake),
+ * so that the app's uploads into its predicted runs meet no page fault (an
+ * image is taken at its run's first upload). Under the lock: the pieces
+ * that want one (`idx`, up to `cap`: their indices) and, later, each image
+ * attached to its piece (given back if the piece no longer wants it);
+ * outside it, each made with its pages faulted in (NULL: no memory).
  */
-void share_hint_images_ahead(SageShareAlloc *a);
+size_t share_hint_images_wanted(const SageShareAlloc *a, size_t *idx, size_t cap);
+unsigned char *share_hint_image_faulted(size_t len);
+void share_hint_image_attach(SageShareAlloc *a, size_t i, unsigned char *image, size_t len);
 /*
  * The predicted run holding the head [o, lo) (head) or the tail [hi, o+n)
  * of an upload [o, o+n) whose whole granules are [lo, hi), ending at lo

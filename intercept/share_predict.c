@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "options.h"
@@ -186,7 +187,47 @@ static void give_back(SageShare *s, SageShareAlloc *a) {
         sage_stats_count(SAGE_STAT_SHARE_PREMADE_UNUSED);
 }
 
+/* Still made ahead, taken by no cuMemAlloc and not given back? Under the lock. */
+static bool premade_now(const SageShare *s, const SageShareAlloc *a) {
+        for (size_t i = 0; i < s->npremade; i++)
+                if (s->premade[i].a == a)
+                        return true;
+        return false;
+}
+
+/*
+ * Allocation `a` made ahead: its predicted runs' images made and their
+ * pages faulted in outside the lock, the app's allocations and uploads going
+ * on meanwhile (it waited for them: bert's cuMemAllocs 5-14 ms on an H100);
+ * attached if `a` is still made ahead (only this thread adds one, so the
+ * same pointer is the same allocation), else given back.
+ */
+static void images_ahead(SageShare *s, SageShareAlloc *a) {
+        size_t idx[SHARE_HINT_PER_ALLOC], len[SHARE_HINT_PER_ALLOC], n = 0;
+        unsigned char *image[SHARE_HINT_PER_ALLOC];
+        bool still;
+
+        pthread_mutex_lock(&s->lock);
+        if (premade_now(s, a))
+                n = share_hint_images_wanted(a, idx, SHARE_HINT_PER_ALLOC);
+        for (size_t k = 0; k < n; k++)
+                len[k] = a->pieces[idx[k]].len;
+        pthread_mutex_unlock(&s->lock);
+        for (size_t k = 0; k < n; k++)
+                image[k] = share_hint_image_faulted(len[k]);
+        pthread_mutex_lock(&s->lock);
+        still = premade_now(s, a);
+        for (size_t k = 0; k < n; k++) {
+                if (still)
+                        share_hint_image_attach(a, idx[k], image[k], len[k]);
+                else if (image[k])
+                        munmap(image[k], len[k]);
+        }
+        pthread_mutex_unlock(&s->lock);
+}
+
 void share_predict_premake(SageShare *s) {
+        SageShareAlloc *mine[PREMADE_MAX];
         uint64_t size[PREMADE_MAX], t = sage_now_ns();
         uint32_t ordinal[PREMADE_MAX], broker_dev;
         size_t n, gran = 0, lead, made = 0, bytes = 0;
@@ -223,13 +264,15 @@ void share_predict_premake(SageShare *s) {
                         bytes += size[i];
                         made++;
                         atomic_fetch_sub(&s->vmm.unconfirmed, unconfirmed_in(a)); /* the app's at take */
-                        /* Under the lock: a suspend, settle or out of memory that gives the premades back must
-                         * find every one (given up here, `a` would be in no list while a suspend checkpoints). */
-                        share_hint_images_ahead(a);
+                        /* Listed under the lock: a suspend, settle or out of memory that gives the premades back
+                         * must find every one (`a` in no list would be checkpointed with its imports mapped). */
                         s->premade[s->npremade++] = (struct SharePremade){ size[i], lead, ordinal[i], ctx, a };
+                        mine[made - 1] = a;
                 }
                 pthread_mutex_unlock(&s->lock);
         }
+        for (size_t i = 0; i < made; i++)
+                images_ahead(s, mine[i]);
         sage_stats_add(SAGE_STAT_SHARE_PREMADE, made);
         sage_stats_add(SAGE_STAT_SHARE_NS_PREMADE, sage_now_ns() - t);
 }
