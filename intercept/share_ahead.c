@@ -119,17 +119,19 @@ static struct ShareAhead *hinted(const SageShare *s, uint32_t device, bool whole
 
 /*
  * Held from now, visible to uploads at once (the warm-up thread imports them
- * one by one after): predicted remap's (all keys) until the first launch or
- * API write (ahead_held: settle gives them back); the uploads' (whole-granule
- * keys only) past launches before any was taken, since a framework launches
- * before it uploads (PyTorch's set-up fills a tensor), then until the next
- * launch after one was (the uploads have begun), a suspend or exit.
+ * one by one after): predicted remap's (SAGE_SHARE_PREDICT: runs' keys too
+ * unless assembly at idleness takes the runs) until the first launch or API
+ * write after an upload (ahead_held: settle gives them back); the uploads'
+ * (whole-granule keys only) past launches before any was taken, since a
+ * framework launches before it uploads (PyTorch's set-up fills a tensor),
+ * then until the next launch after one was (the uploads have begun), a
+ * suspend or exit.
  */
-static size_t hold(SageShare *s, struct ShareAhead *ah, bool whole_only) {
+static size_t hold(SageShare *s, struct ShareAhead *ah) {
         size_t found = 0;
 
         s->ahead = ah;
-        if (!whole_only)
+        if (sage_options()->share_predict)
                 atomic_store(&s->ahead_held, true);
         for (size_t i = 0; i < ah->n; i++)
                 found += ah->ans[i].fd >= 0;
@@ -146,7 +148,7 @@ static struct ShareAhead *ask_hints(SageShare *s, uint32_t device, bool whole_on
         if (!(ah = hinted(s, device, whole_only)))
                 return NULL;
         share_ahead_ask(s, ah->ans, ah->n);
-        *found = hold(s, ah, whole_only);
+        *found = hold(s, ah);
         return ah;
 }
 
@@ -256,7 +258,7 @@ static ShareAnswer *claim(SageShare *s, struct ShareAhead *ah, size_t *left) {
 
 bool share_ahead_prepare(SageShare *s) {
         struct ShareAhead *ah = NULL;
-        bool whole_only = !sage_options()->share_predict; /* predict maps runs at allocation */
+        bool whole_only = !share_predict_runs(); /* predict maps runs at allocation */
         uint64_t t = sage_now_ns();
         size_t imported = 0, found = 0, asked = 0, left = 0;
         CUmemGenericAllocationHandle h;

@@ -116,6 +116,20 @@ static bool take(SageShare *s, size_t size, uint32_t ordinal, size_t lead, CUcon
         return false;
 }
 
+bool share_predict_runs(void) {
+        return sage_options()->share_predict && !share_idle_on();
+}
+
+/* The pieces of `p` that are no run, kept in order: their number. */
+static size_t whole_pieces(Piece *p, size_t n) {
+        size_t kept = 0;
+
+        for (size_t i = 0; i < n; i++)
+                if (!p[i].run_hint)
+                        p[kept++] = p[i];
+        return kept;
+}
+
 /* The prediction of (size, ordinal) made now: its hits imported and mapped, the rest private. Under the lock. */
 static bool make(SageShare *s, size_t size, uint32_t ordinal, size_t lead, size_t gran, CUdevice dev,
                  uint32_t broker_dev, CUcontext ctx, SageShareAlloc **out) {
@@ -128,8 +142,10 @@ static bool make(SageShare *s, size_t size, uint32_t ordinal, size_t lead, size_
                 return false;
         n = share_hints_for(&s->hints, size, ordinal, gran, (lead + size + gran - 1) / gran * gran, pre,
                             SHARE_HINT_PER_ALLOC);
+        if (!share_predict_runs())
+                n = whole_pieces(pre, n);
         if (n && !s->ahead_asked) /* every allocation's keys at the first: the allocations after it ask none */
-                share_ahead_ask_hints(s, broker_dev, false);
+                share_ahead_ask_hints(s, broker_dev, !share_predict_runs());
         hits = n ? lookup_and_import(s, pre, n, broker_dev) : 0;
         if (hits) {
                 made = share_vmm_alloc_predicted(&s->vmm, lead + size, gran, dev, broker_dev, ctx, pre, hits, out) ==

@@ -195,6 +195,13 @@ runi n1 "$native" POOL_TEST_IDLE_MS=0
 [ "$(due_of n1)" -gt 0 ] && [ "$(idle_of n1)" = 0 ] || bad "no idleness: $(idle_of n1) mapped"
 runi n2 "$native_idle"
 [ "$(due_of n2)" = "$(due_of i3)" ] && [ "$(idle_of n2)" = "$(due_of i3)" ] || bad "after no idleness: hints lost"
+# Predicted remap beside it: the hits mapped at allocation, the runs left for idleness as without it (none
+# predicted: nothing kept on the host for the first launch to settle), mapped there.
+cp -r "$tmp/place-i" "$tmp/place-ip"
+runi ip1 "$native_idle" SAGE_SHARE_PREDICT=1 SAGE_SHARE_PLACE="$tmp/place-ip"
+[ "$(stat_of "$tmp/ip1.json" SHARE_PREDICTED)" -gt 0 ] && [ "$(stat_of "$tmp/ip1.json" SHARE_PREDICTED_RUNS)" = 0 ] &&
+  [ "$(due_of ip1)" = "$(due_of i3)" ] && [ "$(idle_of ip1)" = "$(due_of i3)" ] ||
+  bad "predicted, runs at idleness: $(stat_of "$tmp/ip1.json" SHARE_PREDICTED) hits predicted, $(stat_of "$tmp/ip1.json" SHARE_PREDICTED_RUNS) runs predicted, $(due_of ip1) due, $(idle_of ip1) mapped at idleness (i3: $(due_of i3))"
 # A kernel writes weights in place before the idleness: those runs miss, stay private, are no candidates.
 native_w=$(POOL_TEST_WRITE=1 POOL_TEST_IDLE_MS=500 "$prog" 5)
 runi w1 "$native_w" POOL_TEST_WRITE=1
