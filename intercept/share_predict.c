@@ -324,8 +324,11 @@ bool share_predict_confirm(SageShare *s, SageShareAlloc *a, size_t o, size_t n, 
 static void settle(SageShare *s, bool runs_only) {
         uint64_t t;
 
+        /* Nothing to end: no unconfirmed piece, and no answers held that an upload has come for (a launch
+         * before the uploads, a framework's set-up, takes no lock). */
         if (!atomic_load_explicit(&s->vmm.unconfirmed, memory_order_relaxed) &&
-            (runs_only || !atomic_load_explicit(&s->ahead_held, memory_order_relaxed)))
+            (runs_only || !atomic_load_explicit(&s->ahead_held, memory_order_relaxed) ||
+             !atomic_load_explicit(&s->uploaded, memory_order_relaxed)))
                 return;
         t = sage_now_ns();
         pthread_mutex_lock(&s->lock);
@@ -334,7 +337,7 @@ static void settle(SageShare *s, bool runs_only) {
         share_hint_unshare_all(&s->vmm, sage_share_content_key, runs_only);
         /* The uploads are over: what nothing took goes back, once an upload came (a framework's set-up launches
          * before its first allocation, maybe while the warm-up thread still imports), or the broker is lost. */
-        if (!runs_only && (s->uploaded || !s->broker))
+        if (!runs_only && (atomic_load(&s->uploaded) || !s->broker))
                 share_ahead_drop(s);
         pthread_mutex_unlock(&s->lock);
         sage_stats_add(SAGE_STAT_SHARE_NS_PREDICT_SETTLE, sage_now_ns() - t);

@@ -59,7 +59,7 @@ typedef struct SageShare {
         /* Allocations made ahead by the warm-up thread for the hints' (share_predict.c), until the app takes them. */
         struct SharePremade *premade;
         size_t npremade;
-        bool uploaded;          /* an upload into SAGE's memory came: what is asked or made ahead goes at a launch */
+        atomic_bool uploaded;   /* an upload into SAGE's memory came: what is asked or made ahead goes at a launch */
         bool premake_closed;    /* the answers given back (a launch after the uploads, suspend, exit): none made now */
         bool premade_reclaimed; /* some given back because a call ran out of memory (share_predict_reclaim) */
         atomic_bool active;     /* some allocation may be VMM-backed: hooks read it without the lock */

@@ -249,7 +249,7 @@ static bool share_upload(SageShare *s, CUdeviceptr dst, const void *src, size_t 
         if (!(a = share_vmm_find(&s->vmm, dst, n)))
                 goto out;
         plan->ours = true;
-        s->uploaded = true; /* the uploads have begun: what is asked or made ahead goes at the next launch */
+        atomic_store(&s->uploaded, true); /* the uploads have begun: what is asked or made ahead goes at a launch */
         plan->cpu0 = sage_clock_ns(CLOCK_THREAD_CPUTIME_ID); /* a system call: only for memory SAGE backs */
         o = dst - a->va;
         lo = (o + a->gran - 1) / a->gran * a->gran;

@@ -99,14 +99,23 @@ for probe in 1 2; do
     [ "$(st m7-$probe SHARE_PREMADE_RECLAIMED)" = 1 ] && [ "$(st m7-$probe SHARE_PREMADE_UNUSED)" = "$made" ] ||
     bad "made ahead, the free memory probed ($probe): output $out vs $native_p; $(st m7-$probe SHARE_PREMADE) made, $(st m7-$probe SHARE_PREMADE_RECLAIMED) reclaimed, $(st m7-$probe SHARE_PREMADE_UNUSED) given back"
 done
-# A set-up kernel while the warm-up thread still imports the answers (each import 100 ms; PyTorch's
-# torch.zeros(1, device="cuda") soon after its context): no upload came, so they are kept; every segment is made
-# ahead once they are imported, and taken.
+# A set-up kernel while the warm-up thread still imports the answers (each import 100 ms, asked by 300 ms;
+# PyTorch's torch.zeros(1, device="cuda") soon after its context): no upload came, so they are kept; every
+# segment is made ahead once they are imported, and taken.
 cp -r "$tmp/place-m1" "$tmp/place-m6b"
-run m6 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SETUP_MS=2500 SAGE_FAKE_IMPORT_MS=100 SAGE_SHARE_PLACE=$tmp/place-m6
+cp -r "$tmp/place-m1" "$tmp/place-m6c"
+run m6 SAGE_SHARE_PREDICT=1 PREDICT_TEST_SLEEP_MS=300 PREDICT_TEST_SETUP_MS=2500 SAGE_FAKE_IMPORT_MS=100 \
+  SAGE_SHARE_PLACE=$tmp/place-m6
 [ "$out" = "$(PREDICT_TEST_SETUP_MS=0 "$prog" 5)" ] && [ "$(st m6 SHARE_PREMADE)" = "$made" ] &&
   [ "$(st m6 SHARE_PREMADE_TAKEN)" = "$made" ] && [ "$(st m6 SHARE_LOOKUPS)" = 0 ] ||
   bad "made ahead, a set-up kernel during the imports: output $out, $(st m6 SHARE_PREMADE) made, $(st m6 SHARE_PREMADE_TAKEN) taken, not $made; $(st m6 SHARE_LOOKUPS) lookups"
+# The same with the first segment made at its cuMemAlloc (its pieces unconfirmed) and a kernel writing it before its
+# upload: still no upload, so the answers stay; the segments after a pause are made ahead and taken.
+run m6c SAGE_SHARE_PREDICT=1 PREDICT_TEST_SLEEP_MS=300 PREDICT_TEST_EARLY=0 PREDICT_TEST_PAUSE=1:2500 \
+  SAGE_FAKE_IMPORT_MS=100 SAGE_SHARE_PLACE=$tmp/place-m6c
+[ "$out" = "$(PREDICT_TEST_EARLY=0 "$prog" 5)" ] && [ "$(st m6c SHARE_PREMADE)" = $((made - 1)) ] &&
+  [ "$(st m6c SHARE_PREMADE_TAKEN)" = $((made - 1)) ] ||
+  bad "made ahead, a kernel before the first upload during the imports: output $out, $(st m6c SHARE_PREMADE) made, $(st m6c SHARE_PREMADE_TAKEN) taken, not $((made - 1))"
 # A kernel after the first uploads while the imports go on: the answers go back there, and nothing is made ahead
 # after that (the segments after a pause would be).
 run m6b SAGE_SHARE_PREDICT=1 PREDICT_TEST_EARLY=2 PREDICT_TEST_PAUSE=3:2500 SAGE_FAKE_IMPORT_MS=100 \
@@ -246,6 +255,7 @@ cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a3"
 cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a4"
 cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a6"
 cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a7"
+cp -r "$SAGE_SHARE_PLACE" "$tmp/place-a9"
 native_c=$(PREDICT_TEST_CHANGE=7 "$prog" 5)
 run a3 SAGE_SHARE_PREDICT=0 PREDICT_TEST_CHANGE=7 PREDICT_TEST_SLEEP_MS=300 SAGE_SHARE_PLACE=$tmp/place-a3
 [ "$out" = "$native_c" ] || bad "ahead, changed weights output: $out vs $native_c"
@@ -261,6 +271,13 @@ run a7 SAGE_SHARE_PREDICT=0 PREDICT_TEST_EARLY=0 PREDICT_TEST_SLEEP_MS=300 SAGE_
 [ "$out" = "$(PREDICT_TEST_EARLY=0 "$prog" 5)" ] || bad "ahead, a kernel first output: $out"
 [ "$(st a7 SHARE_AHEAD_HITS)" = "$whole" ] && [ "$(st a7 SHARE_LOOKUPS)" = 0 ] ||
   bad "ahead, a kernel first: $(st a7 SHARE_AHEAD_HITS) asked ahead, $(st a7 SHARE_LOOKUPS) lookups"
+
+# A miss first (tensor 0's new bytes), then a kernel: none taken yet, so kept past it; the others' hits take theirs.
+run a9 SAGE_SHARE_PREDICT=0 PREDICT_TEST_CHANGE=0 PREDICT_TEST_EARLY=1 PREDICT_TEST_SLEEP_MS=300 \
+  SAGE_SHARE_PLACE=$tmp/place-a9
+[ "$out" = "$(PREDICT_TEST_CHANGE=0 PREDICT_TEST_EARLY=1 "$prog" 5)" ] || bad "ahead, a miss then a kernel output: $out"
+[ "$(st a9 SHARE_AHEAD_HITS)" = $((whole - 1)) ] && [ "$(st a9 SHARE_LOOKUPS)" = 1 ] ||
+  bad "ahead, a miss then a kernel: $(st a9 SHARE_AHEAD_HITS) asked ahead, $(st a9 SHARE_LOOKUPS) lookups"
 
 # A new broker: the hints' extents are gone, every key asked ahead misses; each upload asks again and misses.
 stop_saged
