@@ -242,12 +242,15 @@ int main(void) {
         CHECK(sage_broker_lookup_many(b, l, 40) == 0);
         /*
          * Where it waited: not for the connection (no other thread), for the
-         * first answer (200 ms late), the longest for that one.
+         * first answer (200 ms late), the longest for that one. That wait is
+         * timed from the end of the sends, the 200 ms from the server's read
+         * of the window: a preemption between them shortens it (seen failing
+         * beside a mutants run), so half the delay; the others come at once.
          */
         sage_broker_many_waits(b, &waits);
         CHECK(waits.lock_ns < 10000000 && waits.first_answer_ns >= 200000000 &&
               waits.first_answer_ns <= sage_now_ns() - t0);
-        CHECK(waits.slowest_at == 0 && waits.slowest_ns >= 200000000 && waits.slowest_ns <= waits.first_answer_ns);
+        CHECK(waits.slowest_at == 0 && waits.slowest_ns >= 100000000 && waits.slowest_ns <= waits.first_answer_ns);
         for (size_t i = 0; i < 40; i++) {
                 if (i == 3 || i == 6) {
                         CHECK(l[i].result == (i == 3 ? SAGE_ERR_NOT_FOUND : -ENOBUFS));
