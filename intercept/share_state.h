@@ -182,13 +182,13 @@ void share_assemble(SageShare *s);
 void share_assemble_idle(SageShare *s);
 /* Assembly at idleness (share_idle.c): on for this process; which runs wait for it (ShareVmm.defer_run). */
 bool share_idle_on(void);
+bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t len);
 /*
  * Predicted runs (SAGE_SHARE_PREDICT): runs mapped at allocation, their
  * uploads kept on the host and settled at the first launch; not where
  * assembly at idleness takes the runs off the app's path (share_predict.c).
  */
 bool share_predict_runs(void);
-bool share_idle_defer_run(void *ctx, const SageShareAlloc *a, size_t off, size_t len);
 /* In the child of a fork(): sharing off, nothing of the parent's used (sage_share_forked). */
 void share_forked(SageShare *s);
 /* Copy an upload whose hit costs more (SAGE_SHARE_COPY_CHEAPER, auto: where assembly at idleness runs)? */
