@@ -325,13 +325,15 @@ static unsigned char *new_image(size_t len) {
         return m;
 }
 
-size_t share_hint_images_wanted(const SageShareAlloc *a, size_t *idx, size_t cap) {
+size_t share_hint_images_wanted(const SageShareAlloc *a, size_t *idx, size_t *len, size_t cap) {
         size_t n = 0;
 
         for (size_t i = 0; i < a->npieces && n < cap; i++) {
                 const Piece *p = &a->pieces[i];
-                if (p->run_hint && p->unconfirmed && !p->image && !p->image_ahead)
-                        idx[n++] = i;
+                if (p->run_hint && p->unconfirmed && !p->image && !p->image_ahead) {
+                        idx[n] = i;
+                        len[n++] = p->len;
+                }
         }
         return n;
 }

@@ -99,11 +99,11 @@ bool share_hint_image(Piece *p, size_t o, size_t n, const void *src);
  * Images made ahead for allocation `a` made ahead (share_predict_premake),
  * so that the app's uploads into its predicted runs meet no page fault (an
  * image is taken at its run's first upload). Under the lock: the pieces
- * that want one (`idx`, up to `cap`: their indices) and, later, each image
+ * that want one (up to `cap`: their indices and lengths) and, later, each image
  * attached to its piece (given back if the piece no longer wants it);
  * outside it, each made with its pages faulted in (NULL: no memory).
  */
-size_t share_hint_images_wanted(const SageShareAlloc *a, size_t *idx, size_t cap);
+size_t share_hint_images_wanted(const SageShareAlloc *a, size_t *idx, size_t *len, size_t cap);
 unsigned char *share_hint_image_faulted(size_t len);
 void share_hint_image_attach(SageShareAlloc *a, size_t i, unsigned char *image, size_t len);
 /*

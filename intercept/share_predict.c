@@ -225,9 +225,7 @@ static void images_ahead(SageShare *s, SageShareAlloc *a) {
 
         pthread_mutex_lock(&s->lock);
         if (premade_now(s, a))
-                n = share_hint_images_wanted(a, idx, SHARE_HINT_PER_ALLOC);
-        for (size_t k = 0; k < n; k++)
-                len[k] = a->pieces[idx[k]].len;
+                n = share_hint_images_wanted(a, idx, len, SHARE_HINT_PER_ALLOC);
         pthread_mutex_unlock(&s->lock);
         for (size_t k = 0; k < n; k++)
                 image[k] = share_hint_image_faulted(len[k]);
